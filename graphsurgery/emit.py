@@ -1,0 +1,97 @@
+"""Emitting ONNX nodes into a graph for the model's own opset.
+
+Steps never build `gs.Node`s by hand: they call an `Emitter`, which gives every new node and tensor a readable
+name under one prefix (`graphsurgery/pre/normalize/Sub`) that cannot collide with the model's names, and which
+hides the opset differences (ReduceMax `axes` as an input from 18, Squeeze/Unsqueeze `axes` from 13, no Mod
+before 10).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+Tensor = gs.Variable | gs.Constant
+
+
+class Emitter:
+    """Adds nodes to `graph` under `prefix`, valid for `opset`."""
+
+    def __init__(self, graph: gs.Graph, opset: int, prefix: str, taken: set[str]):
+        self.graph = graph
+        self.opset = opset
+        self.prefix = prefix
+        self._taken = taken  # node and tensor names already used, shared by all emitters of one splice
+
+    def scoped(self, name: str) -> Emitter:
+        """An emitter for a sub-scope (`graphsurgery/post/heatmap_argmax`) sharing the taken-name set."""
+        return Emitter(self.graph, self.opset, f"{self.prefix}/{name}", self._taken)
+
+    def unique(self, base: str) -> str:
+        name, n = f"{self.prefix}/{base}", 1
+        while name in self._taken:
+            name = f"{self.prefix}/{base}_{n}"
+            n += 1
+        self._taken.add(name)
+        return name
+
+    def const(self, base: str, values: np.ndarray | Sequence | float | int, dtype=None) -> gs.Constant:
+        return gs.Constant(self.unique(base), np.asarray(values, dtype=dtype))
+
+    def op(
+        self,
+        op_type: str,
+        inputs: Sequence[Tensor],
+        attrs: dict | None = None,
+        *,
+        dtype=None,
+        shape=None,
+        num_outputs: int = 1,
+    ) -> gs.Variable | list[gs.Variable]:
+        """Append one node; returns its output (or outputs when `num_outputs` > 1)."""
+        node_name = self.unique(op_type)
+        outputs = [
+            gs.Variable(self.unique(f"{op_type}_output_{i}"), dtype=dtype if i == 0 else None,
+                        shape=shape if i == 0 else None)
+            for i in range(num_outputs)
+        ]
+        self.graph.nodes.append(
+            gs.Node(op=op_type, name=node_name, attrs=dict(attrs or {}), inputs=list(inputs), outputs=outputs)
+        )
+        return outputs[0] if num_outputs == 1 else outputs
+
+    # --- opset-dependent forms -------------------------------------------------------------------------------
+
+    def reduce_max(self, x: Tensor, axes: Sequence[int], keepdims: bool = True, **kw) -> gs.Variable:
+        if self.opset >= 18:
+            return self.op("ReduceMax", [x, self.const("axes", list(axes), np.int64)], {"keepdims": int(keepdims)}, **kw)
+        return self.op("ReduceMax", [x], {"axes": list(axes), "keepdims": int(keepdims)}, **kw)
+
+    def reduce_sum(self, x: Tensor, axes: Sequence[int], keepdims: bool = True, **kw) -> gs.Variable:
+        if self.opset >= 13:
+            return self.op("ReduceSum", [x, self.const("axes", list(axes), np.int64)], {"keepdims": int(keepdims)}, **kw)
+        return self.op("ReduceSum", [x], {"axes": list(axes), "keepdims": int(keepdims)}, **kw)
+
+    def unsqueeze(self, x: Tensor, axes: Sequence[int], **kw) -> gs.Variable:
+        if self.opset >= 13:
+            return self.op("Unsqueeze", [x, self.const("axes", list(axes), np.int64)], **kw)
+        return self.op("Unsqueeze", [x], {"axes": list(axes)}, **kw)
+
+    def squeeze(self, x: Tensor, axes: Sequence[int], **kw) -> gs.Variable:
+        if self.opset >= 13:
+            return self.op("Squeeze", [x, self.const("axes", list(axes), np.int64)], **kw)
+        return self.op("Squeeze", [x], {"axes": list(axes)}, **kw)
+
+    def float_mod(self, x: Tensor, divisor: float, quotient: Tensor, **kw) -> gs.Variable:
+        """x mod divisor for non-negative float x whose integer quotient is already known.
+
+        From opset 10 this is `Mod(fmod=1)` (a float Mod with fmod=0 passes the checker but no runtime accepts
+        it); opset 9 has no Mod, so the exact equivalent x − quotient·divisor is emitted (exact for integer
+        values below 2^24).
+        """
+        d = self.const("divisor", divisor, np.float32)
+        if self.opset >= 10:
+            return self.op("Mod", [x, d], {"fmod": 1}, **kw)
+        return self.op("Sub", [x, self.op("Mul", [quotient, d], dtype=np.float32)], **kw)

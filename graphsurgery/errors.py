@@ -1,0 +1,32 @@
+"""The one exception type users see.
+
+Every mistake a user can make (a broken recipe, a wrong tensor name, a hostile model file, a missing image) is
+raised as a `GraphsurgeryError` whose message is a single line naming the file and the fix; the CLI prints it and
+exits with code 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class GraphsurgeryError(Exception):
+    """A user-facing error: one line that names the file (and YAML path or tensor) and says how to fix it."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, path: str | Path | None = None, fix: str | None = None):
+        self.path = str(path) if path is not None else None
+        self.fix = fix
+        parts = [f"{self.path}: {message}" if self.path else message]
+        if fix:
+            parts.append(f"fix: {fix}")
+        super().__init__(" — ".join(" ".join(p.split()) for p in parts))
+
+
+class RecipeError(GraphsurgeryError):
+    """The recipe file is not valid YAML, or does not follow the recipe schema."""
+
+
+class ModelError(GraphsurgeryError):
+    """The model file cannot be read safely, or does not fit the recipe."""

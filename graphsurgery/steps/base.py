@@ -1,0 +1,138 @@
+"""The step contract.
+
+A step is a frozen pydantic model (its fields are the recipe parameters) with:
+- `build(...)`: emits its ONNX fragment through an `Emitter` for the model's opset;
+- `reference(...)`: its numpy twin, an independent implementation of the same processing;
+- `compare` (output steps): how each output it writes is compared (float with tolerances, or exact coordinates);
+- its docstring, which `graphsurgery steps` prints.
+
+Input steps form a chain: caller tensor → … → what the model wants, tracked by a `TensorSpec`.
+Output steps read and write named tensors in an environment that starts as {"output": <model output>} plus
+any extra graph inputs the steps declare (e.g. `center`, `scale`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import ClassVar, Literal
+
+import numpy as np
+import onnx_graphsurgeon as gs
+from pydantic import BaseModel, ConfigDict
+
+from graphsurgery.emit import Emitter
+
+Dim = int | str | None
+Layout = Literal["NCHW", "NHWC"]
+Color = Literal["RGB", "BGR"]
+
+
+class StepError(Exception):
+    """A step cannot apply to this model; splice turns it into a one-line error naming model and recipe path."""
+
+    def __init__(self, message: str, fix: str | None = None):
+        super().__init__(message)
+        self.fix = fix
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """What flows between input steps: element type, layout, colour order and shape (in layout order)."""
+
+    dtype: str
+    layout: Layout
+    color: Color
+    shape: tuple[Dim, ...]
+
+    def with_(self, **changes) -> TensorSpec:
+        return replace(self, **changes)
+
+    @property
+    def channel_axis(self) -> int:
+        return 1 if self.layout == "NCHW" else 3
+
+    @property
+    def channels(self) -> Dim:
+        return self.shape[self.channel_axis] if len(self.shape) == 4 else None
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """How an output is compared with its numpy twin.
+
+    kind "float": an element fails only when it exceeds both atol and rtol.
+    kind "coordinates": positions (pixels); equal within atol (0 = exact), mismatches checked for near ties.
+    kind "indices": integer indices (argmax / top-k), exact.
+    """
+
+    kind: Literal["float", "coordinates", "indices"]
+    rtol: float = 1e-5
+    atol: float = 1e-6
+
+
+EXACT = Comparison("coordinates", rtol=0.0, atol=0.0)
+
+
+@dataclass(frozen=True)
+class ExtraInput:
+    """A graph input an output step adds (e.g. the crop `center`), with its element type and shape."""
+
+    name: str
+    dtype: type
+    shape: tuple[Dim, ...]
+    doc: str
+
+
+class Step(BaseModel):
+    """Base of all steps: parameters are pydantic fields, validated and frozen."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    step_name: ClassVar[str]
+    side: ClassVar[Literal["input", "output"]]
+    min_opset: ClassVar[int] = 9
+
+    @classmethod
+    def summary(cls) -> str:
+        return (cls.__doc__ or "").strip().splitlines()[0]
+
+
+class InputStep(Step):
+    """Transforms one tensor on the way from what the caller feeds to what the model wants."""
+
+    side: ClassVar[str] = "input"
+
+    def spec_after(self, spec: TensorSpec) -> TensorSpec:
+        """The tensor description after this step; raises StepError when the step does not fit `spec`."""
+        return spec
+
+    def shape_before(self, shape_after: tuple[Dim, ...], spec_before: TensorSpec) -> tuple[Dim, ...]:
+        """The caller-side shape that yields `shape_after`; dims this step makes free become symbolic."""
+        return shape_after
+
+    def build(self, em: Emitter, x: gs.Variable, spec: TensorSpec) -> gs.Variable:
+        raise NotImplementedError
+
+    def reference(self, x: np.ndarray, spec: TensorSpec) -> np.ndarray:
+        raise NotImplementedError
+
+
+class OutputStep(Step):
+    """Reads and writes named tensors after the model (the model's output is named "output")."""
+
+    side: ClassVar[str] = "output"
+    reads: ClassVar[tuple[str, ...]] = ("output",)
+
+    def writes(self) -> dict[str, Comparison]:
+        """The names this step writes, each with how it is compared against the numpy twin."""
+        raise NotImplementedError
+
+    def extra_inputs(self, batch: Dim) -> tuple[ExtraInput, ...]:
+        """Graph inputs this step needs besides the model's (none by default)."""
+        return ()
+
+    def build(self, em: Emitter, env: dict[str, gs.Variable]) -> dict[str, gs.Variable]:
+        raise NotImplementedError
+
+    def reference(self, env: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        raise NotImplementedError

@@ -1,0 +1,1 @@
+"""Example models exported to plain ONNX for graphsurgery recipes."""

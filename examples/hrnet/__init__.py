@@ -1,0 +1,1 @@
+"""HRNet-W32 pose estimator: model, checkpoint loader and plain ONNX export."""

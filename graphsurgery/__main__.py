@@ -1,0 +1,3 @@
+from graphsurgery.cli import main
+
+main()

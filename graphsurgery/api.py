@@ -1,0 +1,71 @@
+"""The Python API behind `apply` and `inspect`: paths in, results out; the CLI is a thin shell over it."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import onnx
+
+from graphsurgery.modelio import check_output_path, external_tensors, load_model, save_model
+from graphsurgery.recipe import Recipe, load_recipe
+from graphsurgery.splice import SplicePlan, model_opset, provenance, real_inputs, splice
+
+
+@dataclass
+class ApplyResult:
+    plan: SplicePlan
+    output: Path | None
+    written: list[Path] = field(default_factory=list)
+
+
+def default_output(model: Path) -> Path:
+    """`<model>.patched.onnx` beside the input."""
+    return model.with_name(f"{model.stem}.patched.onnx")
+
+
+def apply(recipe: str | Path | Recipe, model: str | Path, out: str | Path | None = None, *, force: bool = False,
+          dry_run: bool = False, upgrade_opset: bool = False) -> ApplyResult:
+    """Splice `recipe` into the model at `model` and write it to `out` (atomically; the input is never modified)."""
+    model = Path(model)
+    if not isinstance(recipe, Recipe):
+        recipe = load_recipe(recipe)
+    out = Path(out) if out is not None else default_output(model)
+    if not dry_run:
+        check_output_path(out, [model, Path(recipe.source)], force)
+    loaded = load_model(model)
+    patched, plan = splice(recipe, loaded.proto, model_name=str(model), force=force, upgrade_opset=upgrade_opset)
+    if dry_run:
+        return ApplyResult(plan, None)
+    written = save_model(patched, out, external_base=loaded.base_dir)
+    return ApplyResult(plan, out, written)
+
+
+def inspect_model(model: str | Path) -> dict:
+    """Signature, opset, IR version, node counts by op type and provenance of a model (JSON-serialisable)."""
+    loaded = load_model(model)
+    proto = loaded.proto
+    graph = proto.graph
+    feeds = set(real_inputs(proto))
+
+    def describe(value: onnx.ValueInfoProto) -> dict:
+        tensor = value.type.tensor_type
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name if tensor.elem_type else "?"
+        shape = [d.dim_value or d.dim_param or None for d in tensor.shape.dim] if tensor.HasField("shape") else None
+        return {"name": value.name, "dtype": dtype, "shape": shape}
+
+    return {
+        "path": str(loaded.path),
+        "ir_version": proto.ir_version,
+        "opset": model_opset(proto),
+        "opset_imports": {e.domain or "ai.onnx": e.version for e in proto.opset_import},
+        "producer": f"{proto.producer_name} {proto.producer_version}".strip(),
+        "inputs": [describe(v) for v in graph.input if v.name in feeds],
+        "outputs": [describe(v) for v in graph.output],
+        "nodes": len(graph.node),
+        "op_types": dict(Counter(n.op_type for n in graph.node).most_common()),
+        "initializers": len(graph.initializer),
+        "external_data": len(external_tensors(proto)),
+        "provenance": provenance(proto),
+    }

@@ -1,0 +1,40 @@
+"""The `graphsurgery` command: a click group whose commands are thin shells over the Python API.
+
+A `GraphsurgeryError` anywhere becomes one line on stderr and exit code 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from graphsurgery import __version__
+from graphsurgery.errors import GraphsurgeryError
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except GraphsurgeryError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(__version__, prog_name="graphsurgery")
+def cli() -> None:
+    """Splice pre- and post-processing into ONNX models from a YAML recipe, convert them to OpenVINO and prove
+    that they give the same answers as the unpatched pipeline."""
+
+
+def main() -> None:
+    cli(prog_name="graphsurgery")
+
+
+from graphsurgery.cli import patch  # noqa: E402  (each module adds its commands to `cli`)
+
+for _module in (patch,):
+    for _command in _module.COMMANDS:
+        cli.add_command(_command)

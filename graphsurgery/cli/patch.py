@@ -1,0 +1,108 @@
+"""Commands that read and patch models: apply, inspect, schema, steps."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from graphsurgery.api import apply, inspect_model
+from graphsurgery.cli.options import existing_file, force_option, json_flag
+from graphsurgery.recipe import recipe_json_schema
+from graphsurgery.registry import steps_for
+
+
+@click.command("apply")
+@click.argument("recipe", type=existing_file)
+@click.argument("model", type=existing_file)
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Output path [default: <model>.patched.onnx].")
+@force_option
+@click.option("--dry-run", is_flag=True, help="Print the plan (tensors, nodes, new signature); write nothing.")
+@click.option("--upgrade-opset", is_flag=True, help="Convert the model to the opset a step needs, if newer.")
+def apply_command(recipe: Path, model: Path, output: Path | None, force: bool, dry_run: bool, upgrade_opset: bool):
+    """Splice RECIPE's steps into MODEL and write the patched model."""
+    result = apply(recipe, model, output, force=force, dry_run=dry_run, upgrade_opset=upgrade_opset)
+    plan = result.plan
+    console = Console()
+    console.print(f"recipe [bold]{plan.recipe}[/] on {model} (opset {plan.opset})")
+    if plan.input_target:
+        console.print(f"  input  {plan.input_target!r} patched")
+    if plan.output_target:
+        console.print(f"  output {plan.output_target!r} patched")
+    console.print(f"  {len(plan.nodes)} nodes added")
+    if dry_run:
+        for name in plan.nodes:
+            console.print(f"    {name}", highlight=False)
+    for sig in plan.inputs:
+        console.print(f"  in   {sig}", highlight=False)
+    for sig in plan.outputs:
+        console.print(f"  out  {sig}", highlight=False)
+    if result.output:
+        console.print(f"wrote {', '.join(map(str, result.written))}", highlight=False)
+    else:
+        console.print("dry run: nothing written")
+
+
+@click.command("inspect")
+@click.argument("model", type=existing_file)
+@json_flag
+def inspect_command(model: Path, as_json: bool):
+    """Show a model's inputs, outputs, opset, IR version, node counts and provenance."""
+    info = inspect_model(model)
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    console = Console()
+    console.print(f"[bold]{info['path']}[/]  IR {info['ir_version']}  opset {info['opset']}  "
+                  f"{info['nodes']} nodes  producer {info['producer'] or '?'}", highlight=False)
+    table = Table("", "name", "dtype", "shape")
+    for kind in ("inputs", "outputs"):
+        for value in info[kind]:
+            table.add_row(kind[:-1], value["name"], value["dtype"], str(value["shape"]))
+    console.print(table)
+    console.print("ops: " + ", ".join(f"{op}×{n}" for op, n in info["op_types"].items()), highlight=False)
+    if info["external_data"]:
+        console.print(f"{info['external_data']} tensors keep their data in external files")
+    for entry in info["provenance"]:
+        console.print(f"patched by {entry.get('tool')} with recipe {entry.get('recipe')} "
+                      f"(sha256 {str(entry.get('recipe_sha256'))[:12]}…)", highlight=False)
+
+
+@click.command("schema")
+def schema_command():
+    """Print the JSON Schema of recipes (for editors and validators)."""
+    click.echo(json.dumps(recipe_json_schema(), indent=2))
+
+
+@click.command("steps")
+@click.argument("name", required=False)
+def steps_command(name: str | None):
+    """List the steps a recipe can use, or document one step fully."""
+    console = Console()
+    everything = {**steps_for("input"), **steps_for("output")}
+    if name:
+        if name not in everything:
+            from graphsurgery.errors import GraphsurgeryError
+            from graphsurgery.registry import closest
+
+            hint = closest(name, list(everything))
+            raise GraphsurgeryError(f"unknown step {name!r}",
+                                    fix=f"did you mean {hint[0]!r}?" if hint else "run `graphsurgery steps` for the list")
+        cls = everything[name]
+        console.print(f"[bold]{name}[/] ({cls.side} step, opset ≥ {cls.min_opset})")
+        console.print((cls.__doc__ or "").strip(), highlight=False)
+        for field_name, field in cls.model_fields.items():
+            default = "required" if field.is_required() else f"default {field.default!r}"
+            console.print(f"  {field_name}: {field.annotation} ({default}) {field.description or ''}", highlight=False)
+        return
+    for side in ("input", "output"):
+        table = Table("step", "what it does", title=f"{side} steps", title_justify="left")
+        for step_name, cls in sorted(steps_for(side).items()):
+            table.add_row(step_name, cls.summary())
+        console.print(table)
+
+
+COMMANDS = (apply_command, inspect_command, schema_command, steps_command)

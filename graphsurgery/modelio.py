@@ -1,0 +1,202 @@
+"""Reading models safely and writing them atomically.
+
+Models come from strangers. `load_model` refuses what onnx would happily follow: external-data locations that
+escape the model's folder (`../`, absolute paths, symlinks), references past the end of a data file, IR versions
+and opsets newer than the installed onnx. External data is *not* read into memory: the tensors keep their
+references, and `save_model` streams the bytes into a new data file beside the output, so models over 2 GB work.
+
+`save_model` writes into a temporary folder beside the destination, runs the full checker there, and only then
+moves the files into place: a failure at any point leaves no partial output, and the input is never opened for
+writing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from contextlib import suppress
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+from google.protobuf.message import DecodeError
+from onnx.external_data_helper import ExternalDataInfo, uses_external_data
+
+from graphsurgery.errors import GraphsurgeryError, ModelError
+
+PROTOBUF_LIMIT = 2**31 - 1
+COPY_CHUNK = 64 << 20
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model and the folder its external data is relative to."""
+
+    proto: onnx.ModelProto
+    path: Path
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent
+
+
+def load_model(path: str | Path) -> LoadedModel:
+    """Read an ONNX model without following external data; validate every reference it makes."""
+    path = Path(path)
+    if not path.exists():
+        raise ModelError("no such model file", path=path, fix="check the path")
+    if path.is_dir():
+        raise ModelError("is a directory, not an ONNX file", path=path, fix="give the path of the .onnx file")
+    size = path.stat().st_size
+    if size == 0:
+        raise ModelError("the file is empty", path=path, fix="re-export or re-download the model")
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except (DecodeError, RuntimeError, ValueError, TypeError) as exc:
+        raise ModelError(f"not a readable ONNX model ({type(exc).__name__})", path=path,
+                         fix="the file is truncated or not ONNX; re-export or re-download it") from None
+    except OSError as exc:
+        raise ModelError(f"cannot read the model ({exc.strerror})", path=path, fix="check its permissions") from None
+    _check_structure(proto, path)
+    _check_external_data(proto, path)
+    return LoadedModel(proto, path)
+
+
+def _check_structure(proto: onnx.ModelProto, path: Path) -> None:
+    if not proto.HasField("graph") or proto.ir_version <= 0 or not proto.opset_import:
+        raise ModelError("parses as protobuf but is not an ONNX model (no graph, IR version or opset)", path=path,
+                         fix="give an .onnx model file")
+    if proto.ir_version > onnx.IR_VERSION:
+        raise ModelError(f"IR version {proto.ir_version} is newer than this onnx ({onnx.__version__}) supports "
+                         f"({onnx.IR_VERSION})", path=path, fix="upgrade graphsurgery's onnx, or re-export with an older IR")
+    newest = onnx.defs.onnx_opset_version()
+    for opset in proto.opset_import:
+        if opset.domain in ("", "ai.onnx") and opset.version > newest:
+            raise ModelError(f"opset {opset.version} is newer than this onnx ({onnx.__version__}) supports ({newest})",
+                             path=path, fix="re-export the model at an older opset")
+    if not proto.graph.output:
+        raise ModelError("the graph has no outputs", path=path, fix="re-export the model")
+
+
+def external_tensors(proto: onnx.ModelProto) -> list[onnx.TensorProto]:
+    """Every tensor (initializers, also in subgraphs) whose bytes live in an external file."""
+    from onnx.external_data_helper import _get_all_tensors
+
+    return [t for t in _get_all_tensors(proto) if uses_external_data(t)]
+
+
+def _check_external_data(proto: onnx.ModelProto, path: Path) -> None:
+    base = path.parent.resolve()
+    for tensor in external_tensors(proto):
+        info = ExternalDataInfo(tensor)
+        location = info.location or ""
+        bad = (not location or os.path.isabs(location) or location.startswith(("/", "\\"))
+               or ".." in Path(location.replace("\\", "/")).parts or ":" in location)
+        target = (path.parent / location)
+        if not bad:
+            resolved = target.resolve()
+            bad = base not in resolved.parents and resolved != base
+        if bad:
+            raise ModelError(f"tensor {tensor.name!r} points its external data at {location!r}, outside the model's folder",
+                             path=path, fix="refused for safety; keep external data files beside the model")
+        if not target.is_file():
+            raise ModelError(f"external data file {location!r} of tensor {tensor.name!r} is missing", path=path,
+                             fix=f"put {location!r} beside the model")
+        file_size = target.stat().st_size
+        offset, length = info.offset or 0, info.length
+        if length is None:
+            length = file_size - offset
+        if offset < 0 or length < 0 or offset + length > file_size:
+            raise ModelError(f"tensor {tensor.name!r} reads past the end of {location!r}", path=path,
+                             fix="the external data file is truncated; copy it again")
+
+
+def check_output_path(out: Path, inputs: list[Path], force: bool) -> None:
+    """Refuse outputs that would overwrite an input, land in a missing folder, or replace a file without --force."""
+    resolved = out.resolve()
+    for src in inputs:
+        if src.exists() and resolved == src.resolve():
+            raise GraphsurgeryError("the output would overwrite the input", path=out, fix="choose another path with -o")
+    if not out.parent.is_dir():
+        raise GraphsurgeryError("the output folder does not exist", path=out, fix=f"create {out.parent} first")
+    if out.is_dir():
+        raise GraphsurgeryError("the output is a directory", path=out, fix="give a file name with -o")
+    if out.exists() and not force:
+        raise GraphsurgeryError("the output exists", path=out, fix="pass --force to replace it, or choose another path")
+    if not os.access(out.parent, os.W_OK):
+        raise GraphsurgeryError("the output folder is not writable", path=out, fix="choose a writable folder")
+
+
+def save_model(proto: onnx.ModelProto, out: Path, *, external_base: Path | None = None, check: bool = True) -> list[Path]:
+    """Write `proto` to `out` atomically; returns the files written (the model and, if any, its data file).
+
+    Tensors with external data are copied (streamed) from `external_base` into `<out>.data`; a model too large
+    for one protobuf moves its large tensors there too.
+    """
+    out = Path(out)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        staged = staging / out.name
+        data_name = f"{out.name}.data"
+        moved = _stage_external_data(proto, external_base, staging / data_name, data_name)
+        too_big = proto.ByteSize() > PROTOBUF_LIMIT
+        if too_big and moved:
+            raise ModelError("model holds both external data and over 2 GB inline", path=out,
+                             fix="keep the weights in one external data file")
+        onnx.save_model(proto, str(staged), save_as_external_data=too_big, all_tensors_to_one_file=True,
+                        location=data_name, size_threshold=1024)
+        if check:
+            onnx.checker.check_model(str(staged), full_check=True)
+        written = [out]
+        if (staging / data_name).exists():
+            os.replace(staging / data_name, out.parent / data_name)
+            written.insert(0, out.parent / data_name)
+        os.replace(staged, out)
+        return written
+    except onnx.checker.ValidationError as exc:
+        raise ModelError(f"the patched model fails the ONNX checker: {' '.join(str(exc).split())[:300]}", path=out,
+                         fix="report this with the recipe and model (a graphsurgery bug)") from None
+    except OSError as exc:
+        raise GraphsurgeryError(f"could not write the output ({exc.strerror or exc})", path=out,
+                                fix="free disk space or choose another folder; nothing was written") from None
+    finally:
+        with suppress(OSError):
+            shutil.rmtree(staging)
+
+
+def _stage_external_data(proto: onnx.ModelProto, base: Path | None, data_path: Path, data_name: str) -> bool:
+    """Stream every external tensor's bytes into one new data file; point the tensors at it."""
+    tensors = external_tensors(proto)
+    if not tensors:
+        return False
+    if base is None:
+        raise ModelError("the model refers to external data but no source folder is known", path=data_path,
+                         fix="load it with graphsurgery.modelio.load_model")
+    with open(data_path, "wb") as sink:
+        for tensor in tensors:
+            info = ExternalDataInfo(tensor)
+            source = base / info.location
+            offset = info.offset or 0
+            length = info.length if info.length is not None else source.stat().st_size - offset
+            sink.seek((sink.tell() + 4095) // 4096 * 4096)
+            start = sink.tell()
+            with open(source, "rb") as src:
+                src.seek(offset)
+                remaining = length
+                while remaining:
+                    chunk = src.read(min(COPY_CHUNK, remaining))
+                    if not chunk:
+                        raise OSError(f"{source} ended early")
+                    sink.write(chunk)
+                    remaining -= len(chunk)
+            _set_external(tensor, data_name, start, length)
+    return True
+
+
+def _set_external(tensor: onnx.TensorProto, location: str, offset: int, length: int) -> None:
+    del tensor.external_data[:]
+    for key, value in (("location", location), ("offset", str(offset)), ("length", str(length))):
+        entry = tensor.external_data.add()
+        entry.key, entry.value = key, value
+    tensor.data_location = onnx.TensorProto.EXTERNAL

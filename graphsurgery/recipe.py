@@ -1,0 +1,324 @@
+"""Recipes: YAML → validated, frozen objects.
+
+Errors name the recipe file, the line and the YAML path (`input.steps[2].normalize.std`), and an unknown step gets
+the closest known names. The YAML is read with the safe loader (no object-constructing tags), duplicate keys are
+refused and the expanded size of the document is bounded (alias bombs).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+
+from graphsurgery.errors import RecipeError
+from graphsurgery.registry import closest, steps_for
+from graphsurgery.steps.base import Color, Dim, InputStep, Layout, OutputStep, Step
+
+MAX_RECIPE_BYTES = 1_000_000
+MAX_EXPANDED_NODES = 100_000
+TENSOR_NAME = r"^[^\x00-\x1f]{1,256}$"
+
+YamlPath = tuple[str | int, ...]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class InputTensor(_Frozen):
+    """What the caller will feed."""
+
+    dtype: Literal["uint8", "float16", "float32"] = "float32"
+    layout: Layout = "NCHW"
+    color: Color = "RGB"
+    shape: tuple[Dim, ...] | None = Field(
+        default=None, description="fixed dims in the caller's layout; null or a name keeps a dim dynamic"
+    )
+
+    @field_validator("shape")
+    @classmethod
+    def _four_dims(cls, shape):
+        if shape is not None:
+            if len(shape) != 4:
+                raise ValueError(f"an image tensor has 4 dims, got {len(shape)}")
+            if any(isinstance(d, int) and not 0 < d <= 1_000_000 for d in shape):
+                raise ValueError("every fixed dim must be between 1 and 1,000,000")
+        return shape
+
+
+class ModelFacet(_Frozen):
+    """What the model wants at the patched input (its element type is read from the model)."""
+
+    layout: Layout = "NCHW"
+    color: Color = "RGB"
+
+
+class InputSection(_Frozen):
+    target: str | None = Field(default=None, pattern=TENSOR_NAME, description="model input to patch; default: the single real input")
+    name: str | None = Field(default=None, pattern=TENSOR_NAME, description="name of the new input; default: the target's name")
+    tensor: InputTensor = InputTensor()
+    model: ModelFacet = ModelFacet()
+    steps: tuple[InputStep, ...] = ()
+
+
+class OutputSection(_Frozen):
+    target: str | None = Field(default=None, pattern=TENSOR_NAME, description="model output to patch; default: the single output")
+    steps: tuple[OutputStep, ...] = Field(min_length=1)
+    names: dict[str, str] = Field(default_factory=dict, description="step result → new graph output name; default: every result under its own name")
+    keep_original: bool = True
+
+    @model_validator(mode="after")
+    def _names_known(self):
+        written = {key for step in self.steps for key in step.writes()}
+        unknown = sorted(set(self.names) - written)
+        if unknown:
+            raise ValueError(f"names {unknown} are not produced by the steps; the steps produce {sorted(written)}")
+        values = list(self.names.values())
+        if len(set(values)) != len(values):
+            raise ValueError("two results are given the same output name")
+        for value in values:
+            if not value or len(value) > 256:
+                raise ValueError(f"output name {value!r} must have 1 to 256 characters")
+        return self
+
+    def output_names(self) -> dict[str, str]:
+        """Result key → graph output name, defaults filled in."""
+        written: list[str] = []
+        for step in self.steps:
+            written += [key for key in step.writes() if key not in written]
+        return self.names or {key: key for key in written}
+
+
+class Recipe(_Frozen):
+    """A validated recipe. `sha256` and `source` identify the file it came from (recorded as provenance)."""
+
+    version: Literal[1]
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+    description: str = Field(default="", max_length=10_000)
+    input: InputSection | None = None
+    output: OutputSection | None = None
+
+    _sha256: str = PrivateAttr(default="")
+    _source: str = PrivateAttr(default="<string>")
+
+    @model_validator(mode="after")
+    def _does_something(self):
+        if self.input is None and self.output is None:
+            raise ValueError("a recipe needs an `input` or an `output` section")
+        return self
+
+    @property
+    def sha256(self) -> str:
+        return self._sha256
+
+    @property
+    def source(self) -> str:
+        return self._source
+
+
+# --- loading -------------------------------------------------------------------------------------------------
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Read and validate a recipe file."""
+    path = Path(path)
+    if not path.exists():
+        raise RecipeError("no such recipe file", path=path, fix="check the path")
+    if path.is_dir():
+        raise RecipeError("is a directory, not a recipe file", path=path, fix="give the path of a .yaml recipe")
+    if path.stat().st_size > MAX_RECIPE_BYTES:
+        raise RecipeError(f"recipe is larger than {MAX_RECIPE_BYTES} bytes", path=path, fix="a recipe is a short YAML file; check the path")
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise RecipeError(f"cannot read the recipe ({exc.strerror})", path=path, fix="check its permissions") from None
+    return parse_recipe(raw, source=str(path))
+
+
+def parse_recipe(raw: bytes | str, source: str = "<string>") -> Recipe:
+    """Validate recipe text; `source` names it in errors."""
+    data_bytes = raw.encode() if isinstance(raw, str) else raw
+    try:
+        text = data_bytes.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RecipeError(f"not UTF-8 text (bad byte at offset {exc.start})", path=source, fix="save the recipe as UTF-8") from None
+    data, lines = _read_yaml(text, source)
+    if data is None:
+        raise RecipeError("the recipe is empty", path=source, fix="start from recipes/hrnet_coco_pose.yaml")
+    if not isinstance(data, dict):
+        raise RecipeError(f"line {lines.get((), 1)}: the recipe must be a mapping (key: value), not a {type(data).__name__}",
+                          path=source, fix="start from recipes/hrnet_coco_pose.yaml")
+    data = _parse_steps(data, lines, source)
+    try:
+        recipe = Recipe.model_validate(data)
+    except ValidationError as exc:
+        raise _recipe_error(exc, lines, source) from None
+    recipe._sha256 = hashlib.sha256(data_bytes).hexdigest()
+    recipe._source = source
+    return recipe
+
+
+def _read_yaml(text: str, source: str) -> tuple[Any, dict[YamlPath, int]]:
+    """Safe-load YAML, recording the line of every YAML path and bounding the expanded size."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None, {}
+        lines: dict[YamlPath, int] = {}
+        _walk(node, (), lines, [0], source)
+        return loader.construct_document(node), lines
+    except yaml.constructor.ConstructorError as exc:
+        where = f"line {exc.problem_mark.line + 1}: " if exc.problem_mark else ""
+        raise RecipeError(f"{where}YAML tag not allowed ({exc.problem})", path=source,
+                          fix="remove the `!!` tag: recipes hold plain values only") from None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        raise RecipeError(f"line {mark.line + 1}, column {mark.column + 1}: YAML syntax error: {exc.problem}",
+                          path=source, fix="correct the YAML at that position") from None
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"YAML error: {' '.join(str(exc).split())}", path=source, fix="correct the YAML") from None
+    finally:
+        loader.dispose()
+
+
+def _walk(node: yaml.Node, path: YamlPath, lines: dict[YamlPath, int], count: list[int], source: str) -> None:
+    count[0] += 1
+    if count[0] > MAX_EXPANDED_NODES:
+        raise RecipeError(f"the recipe expands to more than {MAX_EXPANDED_NODES} values (aliases?)", path=source,
+                          fix="write the recipe without YAML anchors and aliases")
+    lines.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        seen = set()
+        for key, value in node.value:
+            name = key.value if isinstance(key, yaml.ScalarNode) else str(key)
+            if name in seen:
+                raise RecipeError(f"line {key.start_mark.line + 1}: {_dotted(path + (name,))}: duplicate key", path=source,
+                                  fix="keep one of the two")
+            seen.add(name)
+            _walk(value, path + (name,), lines, count, source)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _walk(item, path + (index,), lines, count, source)
+
+
+def _dotted(path: YamlPath) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _line_of(path: YamlPath, lines: dict[YamlPath, int]) -> int:
+    while path not in lines and path:
+        path = path[:-1]
+    return lines.get(path, 1)
+
+
+def _parse_steps(data: dict, lines: dict[YamlPath, int], source: str) -> dict:
+    """Replace each `{step_name: {params}}` item by its validated step object."""
+    data = dict(data)
+    for side in ("input", "output"):
+        section = data.get(side)
+        if not isinstance(section, dict) or "steps" not in section:
+            continue
+        items = section["steps"]
+        if not isinstance(items, list):
+            continue  # pydantic reports the wrong type with its line
+        known, other = steps_for(side), steps_for("output" if side == "input" else "input")
+        parsed: list[Step] = []
+        for index, item in enumerate(items):
+            path: YamlPath = (side, "steps", index)
+            parsed.append(_parse_step(item, path, known, other, side, lines, source))
+        data[side] = {**section, "steps": parsed}
+    return data
+
+
+def _parse_step(item, path, known, other, side, lines, source) -> Step:
+    def fail(message: str, fix: str, at: YamlPath = path) -> RecipeError:
+        return RecipeError(f"line {_line_of(at, lines)}: {_dotted(at)}: {message}", path=source, fix=fix)
+
+    if isinstance(item, str):
+        item = {item: {}}
+    if not isinstance(item, dict) or len(item) != 1:
+        raise fail("a step is a mapping with one key, the step name", "write it as `- step_name: {param: value}`")
+    (name, params), = item.items()
+    name = str(name)
+    if name not in known:
+        if name in other:
+            raise fail(f"{name!r} is an {other[name].side} step", f"move it under {other[name].side}.steps")
+        suggestions = closest(name, list(known))
+        hint = f"did you mean {' or '.join(map(repr, suggestions))}?" if suggestions else f"known {side} steps: {', '.join(sorted(known))}"
+        raise fail(f"unknown {side} step {name!r}", hint + " (`graphsurgery steps` lists them)")
+    if params is None:
+        params = {}
+    if not isinstance(params, dict):
+        raise fail(f"the parameters of {name!r} must be a mapping, not {type(params).__name__}",
+                   f"write `{name}: {{}}` or `{name}: {{param: value}}`", path + (name,))
+    try:
+        return known[name].model_validate(params)
+    except ValidationError as exc:
+        raise _recipe_error(exc, lines, source, prefix=path + (name,), model=known[name]) from None
+
+
+def _recipe_error(exc: ValidationError, lines, source: str, prefix: YamlPath = (), model: type[BaseModel] = Recipe) -> RecipeError:
+    errors = exc.errors(include_url=False)
+    first = errors[0]
+    loc = tuple(p for p in first["loc"] if not (isinstance(p, str) and p.startswith(("function-", "tagged-union"))))
+    at = prefix + loc
+    message = first["msg"]
+    fix = "see `graphsurgery schema` for the recipe format"
+    if first["type"] == "extra_forbidden":
+        allowed = sorted(_fields_at(model, loc[:-1]))
+        message = f"unknown key {loc[-1]!r}" if loc else "unknown key"
+        suggestion = closest(str(loc[-1]), allowed) if loc else []
+        fix = (f"did you mean {suggestion[0]!r}? " if suggestion else "") + f"allowed keys: {', '.join(allowed)}"
+    elif first["type"] == "missing":
+        message = f"required key {loc[-1]!r} is missing" if loc else "a required key is missing"
+        fix = f"add `{loc[-1]}:`" if loc else fix
+    elif first["type"] == "value_error":
+        message = message.removeprefix("Value error, ")
+        fix = "correct the value"
+    more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
+    return RecipeError(f"line {_line_of(at, lines)}: {_dotted(at)}: {message}{more}", path=source, fix=fix)
+
+
+def _fields_at(model: type[BaseModel], loc: tuple) -> set[str]:
+    """Field names of the pydantic model found at `loc` below `model` (for 'unknown key' hints)."""
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int) or not (isinstance(current, type) and issubclass(current, BaseModel)):
+            continue
+        field = current.model_fields.get(part)
+        if field is None:
+            return set()
+        annotation = field.annotation
+        candidates = [annotation, *getattr(annotation, "__args__", ())]
+        current = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return set(current.model_fields)
+    return set()
+
+
+# --- schema --------------------------------------------------------------------------------------------------
+
+
+def recipe_json_schema() -> dict:
+    """The JSON Schema of a recipe, with each step's parameters (for editors and `graphsurgery schema`)."""
+    schema = Recipe.model_json_schema()
+    defs = schema.setdefault("$defs", {})
+    for side, base in (("input", "InputStep"), ("output", "OutputStep")):
+        variants = []
+        for name, cls in sorted(steps_for(side).items()):
+            params = cls.model_json_schema()
+            defs.update(params.pop("$defs", {}))
+            params["description"] = (cls.__doc__ or "").strip()
+            variants.append({"type": "object", "properties": {name: params}, "required": [name],
+                             "additionalProperties": False})
+        defs[base] = {"description": f"one {side} step: `{{step_name: {{params}}}}`", "oneOf": variants}
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    return schema

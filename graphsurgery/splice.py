@@ -1,0 +1,302 @@
+"""The one graph editor: splices a recipe's steps into a model.
+
+The original input is replaced by a new input with the recipe's dtype, layout and dims, feeding the input-step
+chain whose last node produces the tensor the model consumed. The output steps read the chosen model output and
+their results become new graph outputs. Every new node lives under `graphsurgery/pre/…` or `graphsurgery/post/…`
+with names that cannot collide with the model's; provenance is recorded in `metadata_props`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from graphsurgery import __version__
+from graphsurgery.emit import Emitter
+from graphsurgery.errors import ModelError
+from graphsurgery.recipe import InputSection, OutputSection, Recipe
+from graphsurgery.steps.base import Dim, StepError, TensorSpec
+
+PROVENANCE_KEY = "graphsurgery.provenance"
+DTYPE_NAMES = {np.dtype(np.float32): "float32", np.dtype(np.float16): "float16", np.dtype(np.uint8): "uint8"}
+
+
+@dataclass(frozen=True)
+class Signature:
+    name: str
+    dtype: str
+    shape: tuple[Dim, ...] | None
+
+    def __str__(self) -> str:
+        dims = "?" if self.shape is None else "×".join("?" if d is None else str(d) for d in self.shape)
+        return f"{self.name}: {self.dtype}[{dims}]"
+
+
+@dataclass
+class SplicePlan:
+    """What a splice does: the tensors it patches, the nodes it adds and the new signature."""
+
+    recipe: str
+    opset: int
+    input_target: str | None = None
+    output_target: str | None = None
+    inputs: list[Signature] = field(default_factory=list)
+    outputs: list[Signature] = field(default_factory=list)
+    nodes: list[str] = field(default_factory=list)
+    step_specs: list[tuple[str, TensorSpec]] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {
+            "recipe": self.recipe, "opset": self.opset, "input_target": self.input_target,
+            "output_target": self.output_target, "inputs": [str(s) for s in self.inputs],
+            "outputs": [str(s) for s in self.outputs], "nodes": self.nodes,
+        }
+
+
+def model_opset(proto: onnx.ModelProto) -> int:
+    for entry in proto.opset_import:
+        if entry.domain in ("", "ai.onnx"):
+            return entry.version
+    raise ModelError("the model imports no default-domain (ai.onnx) opset", fix="re-export the model")
+
+
+def real_inputs(proto: onnx.ModelProto) -> list[str]:
+    """Graph inputs that are fed at run time (initializers listed as inputs do not count)."""
+    initializers = {t.name for t in proto.graph.initializer}
+    return [i.name for i in proto.graph.input if i.name not in initializers]
+
+
+def provenance(proto: onnx.ModelProto) -> list[dict]:
+    """The recipes applied to this model so far, oldest first."""
+    for prop in proto.metadata_props:
+        if prop.key == PROVENANCE_KEY:
+            try:
+                entries = json.loads(prop.value)
+            except ValueError:
+                return []
+            return entries if isinstance(entries, list) else []
+    return []
+
+
+def required_opset(recipe: Recipe) -> int:
+    steps = [*(recipe.input.steps if recipe.input else ()), *(recipe.output.steps if recipe.output else ())]
+    return max([9, *(s.min_opset for s in steps)])
+
+
+def splice(recipe: Recipe, proto: onnx.ModelProto, *, model_name: str = "model", force: bool = False,
+           upgrade_opset: bool = False) -> tuple[onnx.ModelProto, SplicePlan]:
+    """Return the patched model and its plan; `proto` itself is not modified."""
+    opset = model_opset(proto)
+    needed = required_opset(recipe)
+    if needed > opset:
+        if not upgrade_opset:
+            raise ModelError(f"recipe {recipe.name!r} needs opset {needed}, the model has opset {opset}",
+                             path=model_name, fix=f"pass --upgrade-opset to convert the model to opset {needed}")
+        proto = onnx.version_converter.convert_version(proto, needed)
+        opset = needed
+    applied = provenance(proto)
+    if any(entry.get("recipe_sha256") == recipe.sha256 for entry in applied) and not force:
+        raise ModelError(f"recipe {recipe.name!r} was already applied to this model", path=model_name,
+                         fix="use the unpatched model, or pass --force to apply it again")
+
+    graph = gs.import_onnx(proto)
+    taken = {n.name for n in graph.nodes} | set(graph.tensors())
+    plan = SplicePlan(recipe=recipe.name, opset=opset)
+    input_size = _input_size(graph)
+    if recipe.input:
+        _splice_input(recipe.input, proto, graph, Emitter(graph, opset, "graphsurgery/pre", taken), plan, model_name)
+    if recipe.output:
+        _splice_output(recipe.output, graph, Emitter(graph, opset, "graphsurgery/post", taken), plan, model_name,
+                       input_size)
+    plan.inputs = [_signature(v) for v in graph.inputs]
+    graph.toposort()
+    patched = _export(graph, proto, recipe, applied)
+    _fill_output_shapes(patched, plan)
+    return patched, plan
+
+
+def _pick(candidates: list[str], wanted: str | None, kind: str, key: str, model_name: str) -> str:
+    if wanted is not None:
+        if wanted not in candidates:
+            raise ModelError(f"the model has no {kind} named {wanted!r}; its {kind}s: {', '.join(map(repr, candidates))}",
+                             path=model_name, fix=f"set {key} to one of them")
+        return wanted
+    if len(candidates) != 1:
+        raise ModelError(f"the model has {len(candidates)} {kind}s ({', '.join(map(repr, candidates))}) and the recipe "
+                         f"names none", path=model_name, fix=f"set {key} to one of them")
+    return candidates[0]
+
+
+def _step_error(exc: StepError, where: str, model_name: str) -> ModelError:
+    return ModelError(f"{where}: {exc}", path=model_name, fix=exc.fix or "adjust the recipe to this model")
+
+
+def _splice_input(section: InputSection, proto, graph: gs.Graph, em: Emitter, plan: SplicePlan, model_name: str):
+    target_name = _pick(real_inputs(proto), section.target, "input", "input.target", model_name)
+    target = next(v for v in graph.inputs if v.name == target_name)
+    plan.input_target = target_name
+    dtype = DTYPE_NAMES.get(np.dtype(target.dtype)) if target.dtype is not None else None
+    if dtype is None or target.shape is None or len(target.shape) != 4:
+        raise ModelError(f"input {target_name!r} is {target.dtype}{list(target.shape or [])}; input steps need a 4-D "
+                         f"float image tensor", path=model_name, fix="patch another input with input.target")
+    model_shape = tuple(d if isinstance(d, int) and d > 0 else (d or None) for d in target.shape)
+
+    # Layouts and colours along the chain (shapes are derived backwards from the model's, then checked forwards).
+    specs = [TensorSpec(section.tensor.dtype, section.tensor.layout, section.tensor.color, ())]
+    for index, step in enumerate(section.steps):
+        try:
+            specs.append(step.spec_after(specs[-1]))
+        except StepError as exc:
+            raise _step_error(exc, f"input.steps[{index}].{step.step_name}", model_name) from None
+    shape = model_shape
+    for step, before in zip(reversed(section.steps), reversed(specs[:-1])):
+        shape = step.shape_before(shape, before)
+    shape = _merge_declared(shape, section.tensor.shape, model_name)
+
+    new_input = gs.Variable(section.name or target_name, dtype=np.dtype(section.tensor.dtype), shape=list(shape))
+    spec = TensorSpec(section.tensor.dtype, section.tensor.layout, section.tensor.color, shape)
+    x = new_input
+    for index, step in enumerate(section.steps):
+        where = f"input.steps[{index}].{step.step_name}"
+        try:
+            after = step.spec_after(spec)
+            x = step.build(em.scoped(step.step_name), x, spec)
+        except StepError as exc:
+            raise _step_error(exc, where, model_name) from None
+        plan.step_specs.append((where, after))
+        spec = after
+    _check_reaches_model(spec, section, dtype, model_shape, model_name)
+
+    # The chain's last node now produces the tensor the model consumed; the new input takes the old name.
+    producer = x.inputs[0]
+    producer.outputs = [target]
+    target.name = em.unique(f"{target_name}")
+    graph.inputs = [new_input if v is target else v for v in graph.inputs]
+    plan.nodes += [n.name for n in graph.nodes if n.name.startswith(em.prefix + "/")]
+
+
+def _merge_declared(derived: tuple[Dim, ...], declared: tuple[Dim, ...] | None, model_name: str) -> tuple[Dim, ...]:
+    if declared is None:
+        return derived
+    merged = []
+    for axis, (got, want) in enumerate(zip(derived, declared)):
+        if isinstance(got, int) and isinstance(want, int) and got != want:
+            raise ModelError(f"input.tensor.shape[{axis}] is {want} but the model needs {got} there", path=model_name,
+                             fix=f"set it to {got} or null")
+        merged.append(want if want is not None else got)
+    return tuple(merged)
+
+
+def _check_reaches_model(spec: TensorSpec, section: InputSection, dtype: str, shape, model_name: str) -> None:
+    wants = {"dtype": dtype, "layout": section.model.layout, "color": section.model.color}
+    for key, want in wants.items():
+        got = getattr(spec, key)
+        if got != want:
+            fixes = {"dtype": "add a `cast: {}` step", "layout": f"add a `layout: {{to: {want}}}` step",
+                     "color": "add a `reverse_channels: {}` step"}
+            raise ModelError(f"after the input steps the tensor is {got} but the model wants {want} ({key})",
+                             path=model_name, fix=fixes[key])
+    channels = shape[1 if section.model.layout == "NCHW" else 3]
+    if isinstance(channels, int) and channels != 3:
+        raise ModelError(f"the model input has {channels} channels; colour steps need 3", path=model_name,
+                         fix="check input.model.layout")
+
+
+def _splice_output(section: OutputSection, graph: gs.Graph, em: Emitter, plan: SplicePlan, model_name: str,
+                   input_size: tuple[int, int] | None):
+    target_name = _pick([v.name for v in graph.outputs], section.target, "output", "output.target", model_name)
+    target = next(v for v in graph.outputs if v.name == target_name)
+    plan.output_target = target_name
+    env: dict = {"output": target, "output_producer": target.inputs[0].op if target.inputs else None,
+                 "input_size": input_size}
+    batch = target.shape[0] if target.shape else None
+    for index, step in enumerate(section.steps):
+        where = f"output.steps[{index}].{step.step_name}"
+        for extra in step.extra_inputs(batch):
+            if extra.name in env:
+                continue
+            if extra.name in graph.tensors():
+                raise ModelError(f"{where} adds an input {extra.name!r} but the model already has a tensor of that name",
+                                 path=model_name, fix="rename the model's tensor (this step's input name is fixed)")
+            var = gs.Variable(extra.name, dtype=np.dtype(extra.dtype), shape=list(extra.shape))
+            graph.inputs.append(var)
+            env[extra.name] = var
+        missing = [key for key in step.reads if key not in env]
+        if missing:
+            raise ModelError(f"{where} needs {', '.join(missing)}, which no earlier step produces", path=model_name,
+                             fix="add the step that produces it earlier (e.g. heatmap_argmax)")
+        try:
+            env.update(step.build(em.scoped(step.step_name), env))
+        except StepError as exc:
+            raise _step_error(exc, where, model_name) from None
+    existing = set(graph.tensors())
+    new_outputs = []
+    for key, name in section.output_names().items():
+        var = env[key]
+        if name != var.name and name in existing:
+            raise ModelError(f"output name {name!r} is already a tensor in the model", path=model_name,
+                             fix=f"choose another name under output.names.{key}")
+        var.name = name
+        new_outputs.append(var)
+    graph.outputs = new_outputs + ([target] if section.keep_original else [])
+    plan.nodes += [n.name for n in graph.nodes if n.name.startswith(em.prefix + "/")]
+
+
+def _input_size(graph: gs.Graph) -> tuple[int, int] | None:
+    """(W, H) of the unpatched model's single 4-D NCHW image input, when static: what `to_image` scales by."""
+    images = [v for v in graph.inputs if v.shape is not None and len(v.shape) == 4]
+    if len(images) != 1:
+        return None
+    h, w = images[0].shape[2], images[0].shape[3]
+    return (w, h) if isinstance(w, int) and isinstance(h, int) else None
+
+
+def _signature(var: gs.Variable) -> Signature:
+    dtype = np.dtype(var.dtype).name if var.dtype is not None else "?"
+    shape = None if var.shape is None else tuple(d if isinstance(d, int) and d > 0 else (d or None) for d in var.shape)
+    return Signature(var.name, dtype, shape)
+
+
+def _export(graph: gs.Graph, original: onnx.ModelProto, recipe: Recipe, applied: list[dict]) -> onnx.ModelProto:
+    patched = gs.export_onnx(graph, do_type_check=True)
+    patched.ir_version = original.ir_version
+    del patched.opset_import[:]
+    patched.opset_import.extend(original.opset_import)
+    for key in ("producer_name", "producer_version", "domain", "model_version", "doc_string"):
+        setattr(patched, key, getattr(original, key))
+    patched.functions.extend(f for f in original.functions if f not in patched.functions)
+    if original.ir_version < 4:  # IR 3 requires every initializer to be listed as a graph input
+        listed = {i.name for i in patched.graph.input}
+        patched.graph.input.extend(
+            onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
+            for t in patched.graph.initializer if t.name not in listed
+        )
+    del patched.metadata_props[:]
+    for prop in original.metadata_props:
+        if prop.key != PROVENANCE_KEY:
+            patched.metadata_props.add(key=prop.key, value=prop.value)
+    entry = {"recipe": recipe.name, "recipe_sha256": recipe.sha256, "tool": f"graphsurgery {__version__}"}
+    patched.metadata_props.add(key=PROVENANCE_KEY, value=json.dumps([*applied, entry]))
+    return patched
+
+
+def _fill_output_shapes(patched: onnx.ModelProto, plan: SplicePlan) -> None:
+    """Give the new outputs the shapes shape inference finds (dims the model had stay concrete)."""
+    light = onnx.ModelProto()
+    light.CopyFrom(patched)
+    for tensor in light.graph.initializer:  # large weights are not shapes: drop them from the copy
+        if tensor.ByteSize() > 4096:
+            tensor.ClearField("raw_data")
+    inferred = onnx.shape_inference.infer_shapes(light, strict_mode=False)
+    known = {v.name: v for v in [*inferred.graph.value_info, *inferred.graph.output]}
+    for output in patched.graph.output:
+        if output.name in known and not output.type.tensor_type.HasField("shape"):
+            output.type.CopyFrom(known[output.name].type)
+    plan.outputs = [Signature(o.name, onnx.helper.tensor_dtype_to_np_dtype(o.type.tensor_type.elem_type).name,
+                              tuple(d.dim_value or d.dim_param or None for d in o.type.tensor_type.shape.dim)
+                              if o.type.tensor_type.HasField("shape") else None)
+                    for o in patched.graph.output]

@@ -95,3 +95,20 @@ class Emitter:
         if self.opset >= 10:
             return self.op("Mod", [x, d], {"fmod": 1}, **kw)
         return self.op("Sub", [x, self.op("Mul", [quotient, d], dtype=np.float32)], **kw)
+
+    def gather_last(self, data: Tensor, indices: Tensor, rank: int, length: int, **kw) -> gs.Variable:
+        """data[..., indices] along the last axis: data [..., L], int64 indices [..., m] with the same leading dims.
+
+        From opset 11 this is `GatherElements`; opset 9 and 10 have none, so the exact equivalent is emitted: a
+        one-hot select (Equal against 0..length-1, Where, ReduceSum), which costs one pass over `data` per index
+        and is exact (one value plus zeros), also when other positions hold inf or NaN.
+        `rank` is the rank of `data` and `indices`; `length` the static size of data's last axis.
+        """
+        if self.opset >= 11:
+            return self.op("GatherElements", [data, indices], {"axis": rank - 1}, **kw)
+        positions = self.const("positions", np.arange(length, dtype=np.int64))
+        hit = self.op("Equal", [self.unsqueeze(indices, [rank], dtype=np.int64), positions], dtype=np.bool_)
+        dtype = kw.get("dtype") or np.float32
+        picked = self.op("Where", [hit, self.unsqueeze(data, [rank - 1], dtype=dtype), self.const("zero", 0, dtype)],
+                         dtype=dtype)
+        return self.reduce_sum(picked, [rank], keepdims=False, **kw)

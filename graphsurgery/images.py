@@ -1,0 +1,56 @@
+"""Reading images from strangers: clear errors for missing, empty, undecodable or enormous files.
+
+Everything becomes uint8 HWC BGR (as OpenCV and the HRNet authors' loader give it): grayscale is expanded to three
+channels, an alpha channel is dropped, 16-bit images are scaled to 8 bits.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from graphsurgery.errors import GraphsurgeryError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+MAX_PIXELS = 100_000_000
+
+
+def list_images(paths: list[Path]) -> list[Path]:
+    """Expand folders (their JPEG/PNG files, sorted); keep files as given."""
+    found: list[Path] = []
+    for path in paths:
+        path = Path(path)
+        if path.is_dir():
+            inside = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not inside:
+                raise GraphsurgeryError("the folder holds no .jpg/.jpeg/.png images", path=path, fix="point to a folder of images")
+            found += inside
+        else:
+            found.append(path)
+    return found
+
+
+def read_image(path: Path) -> np.ndarray:
+    """Decode an image file into uint8 HWC BGR."""
+    import cv2
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise GraphsurgeryError("no such image file", path=path, fix="check the path")
+    if path.stat().st_size == 0:
+        raise GraphsurgeryError("the image file is empty", path=path, fix="copy the image again")
+    try:
+        with Image.open(path) as header:
+            width, height = header.size
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+        raise GraphsurgeryError("not a readable JPEG or PNG image", path=path, fix="convert it to JPEG or PNG") from None
+    if width * height > MAX_PIXELS:
+        raise GraphsurgeryError(f"image is {width}×{height}, more than {MAX_PIXELS:,} pixels", path=path,
+                                fix="downscale it first")
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise GraphsurgeryError("not a readable JPEG or PNG image (decoding failed)", path=path,
+                                fix="convert it to JPEG or PNG")
+    return image

@@ -1,0 +1,137 @@
+"""Recipe loading: valid recipes become frozen objects; every mistake is one line naming file, line and path."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from graphsurgery.errors import RecipeError
+from graphsurgery.recipe import load_recipe, parse_recipe, recipe_json_schema
+
+RECIPES = Path(__file__).parent.parent / "recipes"
+
+MINIMAL_INPUT = """\
+version: 1
+name: t
+input:
+  tensor: {dtype: uint8, layout: NHWC, color: BGR}
+  steps:
+    - cast: {}
+    - layout: {to: NCHW}
+    - reverse_channels: {}
+    - scale: {divide: 255}
+    - normalize: {mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225]}
+"""
+
+
+@pytest.mark.parametrize("path", sorted(RECIPES.glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_recipes_load(path):
+    recipe = load_recipe(path)
+    assert recipe.sha256 and len(recipe.sha256) == 64
+    assert recipe.source == str(path)
+
+
+def test_recipe_is_frozen():
+    recipe = parse_recipe(MINIMAL_INPUT)
+    with pytest.raises(ValidationError):
+        recipe.name = "other"
+    with pytest.raises(ValidationError):
+        recipe.input.steps[4].mean = (0, 0, 0)
+    assert [s.step_name for s in recipe.input.steps] == ["cast", "layout", "reverse_channels", "scale", "normalize"]
+
+
+def _error(text: str) -> str:
+    with pytest.raises(RecipeError) as info:
+        parse_recipe(text, source="r.yaml")
+    message = str(info.value)
+    assert "\n" not in message and message.startswith("r.yaml: ")
+    return message
+
+
+def test_unknown_step_suggests_closest():
+    message = _error(MINIMAL_INPUT.replace("normalize:", "normalise:"))
+    assert "line 10" in message and "input.steps[4]" in message and "'normalize'" in message
+
+
+def test_step_on_wrong_side_says_where_it_belongs():
+    message = _error(MINIMAL_INPUT.replace("- cast: {}", "- topk: {}"))
+    assert "output step" in message and "output.steps" in message
+
+
+def test_parameter_error_has_line_and_path():
+    message = _error(MINIMAL_INPUT.replace("std: [0.229, 0.224, 0.225]", "std: [0.229, 0.224]"))
+    assert "line 10" in message and "input.steps[4].normalize" in message and "3 values but std has 2" in message
+
+
+def test_zero_std_is_refused():
+    assert "zero" in _error(MINIMAL_INPUT.replace("0.224,", "0.0,"))
+
+
+def test_wrong_type_names_the_field():
+    message = _error(MINIMAL_INPUT.replace("divide: 255", "divide: lots"))
+    assert "input.steps[3].scale.divide" in message and "line 9" in message
+
+
+def test_unknown_top_level_key_lists_allowed():
+    message = _error(MINIMAL_INPUT + "outptu: {}\n")
+    assert "unknown key 'outptu'" in message and "'output'" in message and "line 11" in message
+
+
+def test_invalid_layout():
+    message = _error(MINIMAL_INPUT.replace("layout: NHWC", "layout: HWC"))
+    assert "input.tensor.layout" in message and "line 4" in message
+
+
+def test_unsupported_version():
+    assert "version" in _error(MINIMAL_INPUT.replace("version: 1", "version: 2"))
+
+
+def test_yaml_syntax_error_has_line_and_column():
+    message = _error("version: 1\nname: [unclosed\n")
+    assert "line" in message and "column" in message
+
+
+def test_python_tags_are_refused():
+    message = _error("version: 1\nname: !!python/object/apply:os.system ['echo hacked']\n")
+    assert "tag not allowed" in message
+
+
+def test_alias_bomb_is_bounded():
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, "
+        f"*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]\n"
+        for i in range(8)
+    )
+    assert "aliases" in _error(bomb)
+
+
+@pytest.mark.parametrize("text, needle", [("", "empty"), ("- a\n- b\n", "mapping"), ("version: 1\nname: t\n", "needs")])
+def test_degenerate_documents(text, needle):
+    assert needle in _error(text)
+
+
+def test_not_utf8():
+    with pytest.raises(RecipeError, match="UTF-8"):
+        parse_recipe(b"version: 1\nname: \xff\xfe\n", source="r.yaml")
+
+
+def test_duplicate_keys_are_refused():
+    assert "duplicate key" in _error("version: 1\nname: a\nname: b\n")
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(RecipeError, match="no such recipe file"):
+        load_recipe(tmp_path / "nope.yaml")
+
+
+def test_schema_lists_every_step_with_parameters():
+    schema = recipe_json_schema()
+    json.dumps(schema)
+    input_variants = schema["$defs"]["InputStep"]["oneOf"]
+    names = {next(iter(v["properties"])) for v in input_variants}
+    assert {"cast", "layout", "reverse_channels", "scale", "normalize"} <= names
+    normalize = next(v for v in input_variants if "normalize" in v["properties"])["properties"]["normalize"]
+    assert set(normalize["required"]) == {"mean", "std"}

@@ -1,0 +1,57 @@
+"""Person boxes for top-down pose: `--boxes FILE`.
+
+Accepted forms (boxes are COCO-style [x, y, width, height] in pixels):
+- {"file_name.jpg": [[x, y, w, h], ...], ...}
+- a COCO annotation file ({"images": [...], "annotations": [...]}): person annotations' `bbox`, by `file_name`;
+- COCO detection results ([{"image_id", "bbox", "score", "category_id"}]) together with `images`, a COCO
+  annotation file that maps image ids to file names (as `eval-coco --boxes` uses).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from graphsurgery.errors import GraphsurgeryError
+
+Box = tuple[float, float, float, float]
+
+
+def load_boxes(path: Path, images: dict[int, str] | None = None, min_score: float = 0.0) -> dict[str, list[Box]]:
+    """Boxes by image file name (base name)."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise GraphsurgeryError("no such boxes file", path=path, fix="check the path") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise GraphsurgeryError(f"not a readable JSON file ({type(exc).__name__})", path=path,
+                                fix="give a JSON file of COCO-style boxes") from None
+    try:
+        if isinstance(data, dict) and "annotations" in data:
+            names = {img["id"]: img["file_name"] for img in data["images"]}
+            return _group(((names[a["image_id"]], a["bbox"]) for a in data["annotations"]
+                           if a.get("category_id", 1) == 1 and not a.get("iscrowd", 0)), path)
+        if isinstance(data, list):
+            if images is None:
+                raise GraphsurgeryError("detection results need image file names", path=path,
+                                        fix="use the {file_name: [[x, y, w, h], ...]} form, or pass the annotation file")
+            return _group(((images[d["image_id"]], d["bbox"]) for d in data
+                           if d.get("category_id", 1) == 1 and d.get("score", 1.0) >= min_score), path)
+        if isinstance(data, dict):
+            return _group(((name, box) for name, boxes in data.items() for box in boxes), path)
+    except (KeyError, TypeError) as exc:
+        raise GraphsurgeryError(f"unexpected structure ({type(exc).__name__}: {exc})", path=path,
+                                fix="see `graphsurgery run --help` for the accepted box formats") from None
+    raise GraphsurgeryError("unexpected JSON structure", path=path, fix="give {file_name: [[x, y, w, h], ...]}")
+
+
+def _group(pairs, path: Path) -> dict[str, list[Box]]:
+    grouped: dict[str, list[Box]] = {}
+    for name, box in pairs:
+        values = tuple(float(v) for v in box)
+        if len(values) != 4 or values[2] <= 0 or values[3] <= 0:
+            raise GraphsurgeryError(f"box {list(box)} for {name!r} is not [x, y, w, h] with w, h > 0", path=path,
+                                    fix="fix that box")
+        grouped.setdefault(Path(name).name, []).append(values)
+    return grouped

@@ -1,0 +1,25 @@
+"""Shared fixtures: small models written once per session."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # `examples` is importable in tests
+sys.path.insert(0, str(ROOT / "tests"))  # helper kits (modelkit, ...)
+
+from modelkit import pose_model  # noqa: E402
+
+RECIPES = ROOT / "recipes"
+
+
+@pytest.fixture(scope="session")
+def tiny_pose_models(tmp_path_factory) -> dict:
+    """Tiny HRNet-shaped models keyed by (opset, dynamic_batch)."""
+    folder = tmp_path_factory.mktemp("pose_models")
+    return {(opset, dyn): pose_model(folder / f"pose_{opset}_{'dyn' if dyn else 'static'}.onnx", opset=opset,
+                                     dynamic_batch=dyn)
+            for opset in (9, 11, 13, 17, 18) for dyn in (False, True)}

@@ -1,0 +1,182 @@
+"""Splicing recipes into HRNet-shaped models: parity with the plain model + numpy twins, names, provenance."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from conftest import RECIPES
+from graphsurgery.api import apply
+from graphsurgery.errors import GraphsurgeryError
+from graphsurgery.recipe import load_recipe, parse_recipe
+from graphsurgery.runners import open_runner
+from graphsurgery.splice import PROVENANCE_KEY, provenance
+from graphsurgery.steps.input import Normalize
+from graphsurgery.twins import ModelFacts, run_unpatched
+from modelkit import bgr_crops, pose_model
+
+CROP = RECIPES / "hrnet_coco_pose.yaml"
+IMAGE = RECIPES / "hrnet_coco_pose_image.yaml"
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _feeds(recipe, batch: int, seed: int = 0) -> tuple[dict, dict]:
+    rng = np.random.default_rng(seed)
+    feeds = {"input": bgr_crops(batch, seed=seed)}
+    extras = {}
+    if any(s.step_name == "to_image" and s.mode == "original" for s in recipe.output.steps):
+        extras = {"center": rng.uniform(50, 600, (batch, 2)).astype(np.float32),
+                  "scale": rng.uniform(0.5, 3.0, (batch, 2)).astype(np.float32)}
+    return feeds, extras
+
+
+@pytest.mark.parametrize("recipe_path", [CROP, IMAGE], ids=["crop", "image"])
+@pytest.mark.parametrize("opset", [9, 11, 13, 17, 18])
+@pytest.mark.parametrize("dynamic", [False, True], ids=["static", "dynamic"])
+def test_patched_equals_plain_plus_twins(tiny_pose_models, tmp_path, recipe_path, opset, dynamic):
+    plain = tiny_pose_models[(opset, dynamic)]
+    before = _sha(plain)
+    result = apply(recipe_path, plain, tmp_path / "patched.onnx")
+    assert _sha(plain) == before, "the input model must never be modified"
+    onnx.checker.check_model(str(result.output), full_check=True)
+
+    recipe = load_recipe(recipe_path)
+    batch = 3 if dynamic else 1
+    feeds, extras = _feeds(recipe, batch)
+    with open_runner("onnxruntime", result.output) as run_patched:
+        got = run_patched({**feeds, **extras})
+    with open_runner("onnxruntime", plain) as run_plain:
+        want = run_unpatched(recipe, ModelFacts.of(onnx.load(str(plain)), recipe),
+                             lambda x: run_plain({"input": x})["heatmaps"], feeds["input"], extras)
+    assert set(got) == {"keypoints", "scores", "heatmaps"}
+    assert got["keypoints"].shape == (batch, 17, 2) and got["keypoints"].dtype == np.float32
+    assert got["scores"].shape == (batch, 17, 1)
+    if recipe_path == CROP:
+        assert np.array_equal(got["keypoints"], want["keypoints"])
+    else:  # original-image coordinates: float arithmetic on center/scale, compared as the step declares
+        np.testing.assert_allclose(got["keypoints"], want["keypoints"], rtol=0, atol=1e-3)
+    np.testing.assert_allclose(got["scores"], want["scores"], rtol=1e-6, atol=0)
+    np.testing.assert_allclose(got["heatmaps"], want["heatmaps"], rtol=1e-5, atol=1e-6)
+
+
+def test_signature_and_shapes(tiny_pose_models, tmp_path):
+    result = apply(CROP, tiny_pose_models[(17, True)], tmp_path / "p.onnx")
+    model = onnx.load(str(result.output))
+
+    def dims(value):
+        return [d.dim_value or d.dim_param for d in value.type.tensor_type.shape.dim]
+
+    (inp,) = model.graph.input
+    assert inp.name == "input" and inp.type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    assert dims(inp) == ["N", 256, 192, 3]
+    outputs = {o.name: dims(o) for o in model.graph.output}
+    assert outputs == {"keypoints": ["N", 17, 2], "scores": ["N", 17, 1], "heatmaps": ["N", 17, 64, 48]}
+
+
+def test_new_names_are_readable_and_never_collide(tmp_path):
+    plain = pose_model(tmp_path / "m.onnx")
+    model = onnx.load(str(plain))
+    model.graph.node[0].name = "graphsurgery/pre/cast/Cast"  # a model that already uses our first name
+    onnx.save(model, str(plain))
+    result = apply(CROP, plain, tmp_path / "p.onnx")
+    names = [n.name for n in onnx.load(str(result.output)).graph.node]
+    assert len(names) == len(set(names))
+    assert "graphsurgery/pre/cast/Cast_1" in names
+    assert "graphsurgery/pre/normalize/Sub" in names and "graphsurgery/pre/normalize/Div" in names
+    assert any(n.startswith("graphsurgery/post/heatmap_argmax/ArgMax") for n in names)
+
+
+def test_provenance_and_refusing_a_second_application(tiny_pose_models, tmp_path):
+    first = apply(CROP, tiny_pose_models[(17, False)], tmp_path / "once.onnx").output
+    (entry,) = provenance(onnx.load(str(first)))
+    assert entry["recipe"] == "hrnet-coco-pose"
+    assert entry["recipe_sha256"] == hashlib.sha256(CROP.read_bytes()).hexdigest()
+    assert entry["tool"].startswith("graphsurgery ")
+    with pytest.raises(GraphsurgeryError, match="already applied.*--force"):
+        apply(CROP, first, tmp_path / "twice.onnx")
+    assert not (tmp_path / "twice.onnx").exists()
+
+
+def test_force_applies_an_input_recipe_again(tiny_pose_models, tmp_path):
+    text = "version: 1\nname: half\ninput:\n  steps: [{scale: {divide: 2}}]\n"
+    recipe = parse_recipe(text)
+    once = apply(recipe, tiny_pose_models[(17, False)], tmp_path / "once.onnx").output
+    twice = apply(recipe, once, tmp_path / "twice.onnx", force=True).output
+    model = onnx.load(str(twice))
+    assert len(provenance(model)) == 2
+    assert [p.key for p in model.metadata_props].count(PROVENANCE_KEY) == 1
+    x = np.random.default_rng(1).normal(size=(1, 3, 256, 192)).astype(np.float32)
+    with open_runner("onnxruntime", twice) as run_twice, open_runner("onnxruntime", tiny_pose_models[(17, False)]) as run:
+        np.testing.assert_allclose(run_twice({"input": x})["heatmaps"], run({"input": x / 4})["heatmaps"], rtol=1e-5, atol=1e-6)
+
+
+def test_step_needing_a_newer_opset_is_refused_unless_upgrade(tiny_pose_models, tmp_path, monkeypatch):
+    monkeypatch.setattr(Normalize, "min_opset", 13)
+    plain = tiny_pose_models[(9, False)]
+    with pytest.raises(GraphsurgeryError, match="needs opset 13.*--upgrade-opset"):
+        apply(CROP, plain, tmp_path / "p.onnx")
+    result = apply(CROP, plain, tmp_path / "p.onnx", upgrade_opset=True)
+    assert result.plan.opset == 13
+    assert onnx.load(str(result.output)).opset_import[0].version == 13
+
+
+def test_facet_mismatch_names_the_missing_step(tiny_pose_models, tmp_path):
+    text = CROP.read_text().replace("    - reverse_channels: {}\n", "")
+    with pytest.raises(GraphsurgeryError, match="model wants RGB.*reverse_channels"):
+        apply(parse_recipe(text), tiny_pose_models[(17, False)], tmp_path / "p.onnx")
+
+
+def test_channel_count_must_match_normalize(tmp_path):
+    text = CROP.read_text().replace("[0.485, 0.456, 0.406]", "[0.5, 0.5]").replace("[0.229, 0.224, 0.225]", "[0.2, 0.2]")
+    with pytest.raises(GraphsurgeryError, match="2 mean/std values but the tensor has 3 channels"):
+        apply(parse_recipe(text), pose_model(tmp_path / "m.onnx"), tmp_path / "p.onnx")
+
+
+def test_several_inputs_need_a_target(tmp_path):
+    plain = pose_model(tmp_path / "m.onnx")
+    model = onnx.load(str(plain))
+    model.graph.input.append(onnx.helper.make_tensor_value_info("aux", onnx.TensorProto.FLOAT, [1]))
+    onnx.save(model, str(plain))
+    with pytest.raises(GraphsurgeryError, match=r"2 inputs \('input', 'aux'\).*input\.target"):
+        apply(CROP, plain, tmp_path / "p.onnx")
+    text = CROP.read_text().replace("input:\n", "input:\n  target: input\n", 1)
+    assert apply(parse_recipe(text), plain, tmp_path / "p.onnx").plan.input_target == "input"
+    wrong = CROP.read_text().replace("input:\n", "input:\n  target: image\n", 1)
+    with pytest.raises(GraphsurgeryError, match="no input named 'image'; its inputs: 'input', 'aux'"):
+        apply(parse_recipe(wrong), plain, tmp_path / "q.onnx")
+
+
+def test_external_data_is_written_beside_the_output(tmp_path):
+    source = tmp_path / "src"
+    source.mkdir()
+    plain = pose_model(source / "m.onnx")
+    model = onnx.load(str(plain))
+    onnx.save(model, str(plain), save_as_external_data=True, location="m.weights", size_threshold=0)
+    before = {p.name: _sha(p) for p in source.iterdir()}
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    result = apply(CROP, plain, out_dir / "p.onnx")
+    assert {p.name for p in out_dir.iterdir()} == {"p.onnx", "p.onnx.data"}
+    assert {p.name: _sha(p) for p in source.iterdir()} == before
+    x = bgr_crops(1)
+    with open_runner("onnxruntime", result.output) as run_ext:
+        got = run_ext({"input": x})
+    reference = apply(CROP, pose_model(tmp_path / "inline.onnx"), tmp_path / "inline.p.onnx").output
+    with open_runner("onnxruntime", reference) as run_inline:
+        want = run_inline({"input": x})
+    assert np.array_equal(got["keypoints"], want["keypoints"])
+
+
+def test_dry_run_writes_nothing(tiny_pose_models, tmp_path):
+    result = apply(CROP, tiny_pose_models[(17, False)], tmp_path / "p.onnx", dry_run=True)
+    assert result.output is None and not list(tmp_path.iterdir())
+    assert result.plan.input_target == "input" and result.plan.output_target == "heatmaps"
+    assert [str(s) for s in result.plan.inputs] == ["input: uint8[1×256×192×3]"]
+    assert "keypoints: float32[1×17×2]" in [str(s) for s in result.plan.outputs]

@@ -1,0 +1,205 @@
+"""ONNX → OpenVINO IR (.xml + .bin), keeping what users rely on: names, FP32 weights, no partial output.
+
+- Weights stay FP32 unless FP16 is asked for: `ov.save_model` would compress them to FP16 by default, which moves
+  about 1 % of HRNet's argmaxes.
+- Input and output names are the ONNX ones, checked after conversion (and restored if OpenVINO renamed a port),
+  so feeds and results are addressed alike on both runtimes.
+- The weights' precision ("FP32"/"FP16") is recorded in the IR's rt_info under `graphsurgery/weights`, so that
+  `run` can label its results.
+- Output is staged in a temporary folder beside the destination, then moved into place (.bin first, then .xml):
+  a failure leaves nothing behind, and the input is never opened for writing.
+- `--ovms DIR` writes the OpenVINO Model Server repository layout DIR/<name>/1/model.xml.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
+from contextlib import suppress
+from pathlib import Path
+
+import onnx
+
+from graphsurgery.errors import GraphsurgeryError, ModelError
+from graphsurgery.modelio import check_output_path, load_model
+from graphsurgery.splice import real_inputs
+
+WEIGHTS_KEY = ("graphsurgery", "weights")
+SOURCE_KEY = ("graphsurgery", "source")
+OVMS_VERSION = "1"
+OVMS_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+Shape = tuple[int | None, ...]
+
+
+def parse_input_shape(text: str) -> tuple[str, Shape]:
+    """`NAME=1,256,192,3` → ("NAME", (1, 256, 192, 3)); `?` or `-1` leaves a dim dynamic."""
+    name, sep, dims = text.rpartition("=")
+    try:
+        shape = tuple(None if d.strip() in ("?", "-1") else int(d) for d in dims.split(","))
+    except ValueError:
+        shape = ()
+    if not sep or not name or not shape or any(d is not None and d <= 0 for d in shape):
+        raise GraphsurgeryError(f"--input-shape {text!r} is not NAME=D1,D2,...", fix="write e.g. input=1,256,192,3 "
+                                "(positive dims; ? keeps a dim dynamic)")
+    return name, shape
+
+
+def ovms_path(directory: str | Path, name: str) -> Path:
+    """DIR/<name>/1/model.xml, the layout OpenVINO Model Server reads (`--model_path DIR/<name>`)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise GraphsurgeryError("the OVMS repository folder does not exist", path=directory, fix=f"create {directory} first")
+    if not OVMS_NAME.match(name):
+        raise GraphsurgeryError(f"{name!r} is not a usable model name", path=directory,
+                                fix="pass --name with letters, digits, '_', '-' or '.'")
+    return directory / name / OVMS_VERSION / "model.xml"
+
+
+def convert(model_path: str | Path, out_xml: str | Path, fp16: bool = False,
+            input_shapes: Mapping[str, Sequence[int | None]] | None = None, *, force: bool = False,
+            make_parents: bool = False) -> list[Path]:
+    """Convert the ONNX model to IR at `out_xml` (+ .bin); returns the files written (.bin, .xml).
+
+    `input_shapes` fixes dynamic dims by input name; `make_parents` creates missing folders (the OVMS layout).
+    """
+    model_path, out_xml = Path(model_path), Path(out_xml)
+    out_bin = out_xml.with_suffix(".bin")
+    if out_xml.suffix != ".xml":
+        raise GraphsurgeryError("the IR file name must end in .xml", path=out_xml, fix=f"use {out_xml.with_suffix('.xml')}")
+    proto = load_model(model_path).proto
+    made = _missing_parents(out_xml.parent) if make_parents else []
+    for folder in reversed(made):
+        folder.mkdir()
+    try:
+        for out in (out_xml, out_bin):
+            check_output_path(out, [model_path], force)
+        model = _convert(model_path, proto)
+        _check_names(model, proto, model_path)
+        if input_shapes:
+            _reshape(model, input_shapes, model_path)
+        weights = "FP16" if fp16 else "FP32"
+        model.set_rt_info(weights, list(WEIGHTS_KEY))
+        model.set_rt_info(model_path.name, list(SOURCE_KEY))
+        return _save(model, out_xml, out_bin, fp16)
+    except BaseException:
+        for folder in made:
+            with suppress(OSError):
+                folder.rmdir()
+        raise
+
+
+def _missing_parents(folder: Path) -> list[Path]:
+    """The folders to create for `folder`, deepest first."""
+    missing = []
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    return missing
+
+
+def _convert(model_path: Path, proto: onnx.ModelProto):
+    import openvino as ov
+
+    try:
+        return ov.convert_model(str(model_path))
+    except Exception as exc:  # OpenVINO raises OpConversionFailure / RuntimeError with multi-line reports
+        raise ModelError(conversion_failure(str(exc), proto), path=model_path,
+                         fix="change or remove that node before converting (ONNX Runtime may still run the model)"
+                         ) from None
+
+
+def conversion_failure(report: str, proto: onnx.ModelProto) -> str:
+    """One line from OpenVINO's conversion report: the failing op types, their node names and OpenVINO's reason."""
+    failed: list[str] = []
+    for line in report.splitlines():
+        summary = re.match(r"\s*-- (?:No conversion rule found for operations|Conversion is failed for):\s*(.+)", line)
+        if summary:
+            failed += [op.strip() for op in summary.group(1).split(",") if op.strip()]
+    if not failed:
+        lines = [line.strip() for line in report.splitlines() if line.strip() and not line.startswith("Check ")]
+        return f"OpenVINO cannot convert the model: {(lines[0] if lines else 'unknown error')[:300]}"
+    described = []
+    for op in dict.fromkeys(failed):
+        op_type = re.sub(r"-\d+$", "", op)  # "Mod-17" → "Mod"; "com.example.Frobnicate" keeps its domain
+        names = [n.name or n.output[0] for n in proto.graph.node
+                 if op_type in (n.op_type, f"{n.domain}.{n.op_type}")]
+        shown = ", ".join(repr(n) for n in names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        described.append(f"{op_type} node {shown}" if names else op_type)
+    reason = _reason(report)
+    return f"OpenVINO cannot convert {'; '.join(described)}" + (f": {reason}" if reason else " (no conversion rule)")
+
+
+def _reason(report: str) -> str | None:
+    """OpenVINO's own explanation in the detailed log: its last line that is not a location or a wrapper."""
+    detail = report.split("Failed operations detailed log:", 1)
+    if len(detail) < 2:
+        return None
+    noise = ("Check ", "While validating", "FrontEnd API failed", "[ONNX Frontend]", "-- ")
+    lines = [line.strip() for line in detail[1].split("Summary:", 1)[0].splitlines()]
+    lines = [line for line in lines if line and not line.startswith(noise)]
+    return lines[-1][:300] if lines else None
+
+
+def _check_names(model, proto: onnx.ModelProto, model_path: Path) -> None:
+    """Give every IR input and output exactly its ONNX name (OpenVINO may add or drop tensor names)."""
+    expected = [("input", real_inputs(proto), model.inputs), ("output", [o.name for o in proto.graph.output], model.outputs)]
+    for kind, names, ports in expected:
+        if len(names) != len(ports):
+            raise ModelError(f"OpenVINO made {len(ports)} {kind}s of the model's {len(names)} "
+                             f"({', '.join(map(repr, names))})", path=model_path,
+                             fix="report this with the model (OpenVINO changed the model's signature)")
+        for name, port in zip(names, ports):
+            if port.get_names() != {name}:
+                port.get_tensor().set_names({name})
+
+
+def _reshape(model, input_shapes: Mapping[str, Sequence[int | None]], model_path: Path) -> None:
+    """Fix dynamic dims; a static dim cannot change (the spliced steps baked sizes into the graph)."""
+    import openvino as ov
+
+    ports = {port.get_any_name(): port for port in model.inputs}
+    new_shapes = {}
+    for name, dims in input_shapes.items():
+        if name not in ports:
+            raise GraphsurgeryError(f"--input-shape names {name!r}, which is not an input; the inputs are "
+                                    f"{', '.join(map(repr, ports))}", path=model_path, fix="use one of those names")
+        current = ports[name].get_partial_shape()
+        shown = str(current).replace(" ", "")
+        if current.rank.is_dynamic or current.rank.get_length() != len(dims):
+            raise GraphsurgeryError(f"--input-shape gives {name!r} {len(dims)} dims; its shape is {shown}",
+                                    path=model_path, fix="give one value per dim (? keeps a dim dynamic)")
+        for axis, (old, new) in enumerate(zip(current, dims)):
+            if old.is_static and new is not None and old.get_length() != new:
+                raise GraphsurgeryError(f"--input-shape sets dim {axis} of {name!r} to {new}, but it is fixed at "
+                                        f"{old.get_length()} ({shown})", path=model_path,
+                                        fix="only dynamic dims (? or a name) can be fixed; keep the others")
+        new_shapes[name] = ov.PartialShape([-1 if d is None else d for d in dims])
+    try:
+        model.reshape(new_shapes)
+    except Exception as exc:  # OpenVINO re-runs shape inference and reports the first node that disagrees
+        first = next((line.strip() for line in str(exc).splitlines() if line.strip() and not line.startswith("Check ")),
+                     type(exc).__name__)
+        raise GraphsurgeryError(f"the model does not accept --input-shape {new_shapes}: {first[:300]}",
+                                path=model_path, fix="choose dims the model supports") from None
+
+
+def _save(model, out_xml: Path, out_bin: Path, fp16: bool) -> list[Path]:
+    import openvino as ov
+
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_xml.name}.", dir=out_xml.parent))
+    try:
+        staged = staging / out_xml.name
+        ov.save_model(model, str(staged), compress_to_fp16=fp16)
+        os.replace(staged.with_suffix(".bin"), out_bin)
+        os.replace(staged, out_xml)
+        return [out_bin, out_xml]
+    except OSError as exc:
+        raise GraphsurgeryError(f"could not write the IR ({exc.strerror or exc})", path=out_xml,
+                                fix="free disk space or choose another folder") from None
+    finally:
+        with suppress(OSError):
+            shutil.rmtree(staging)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,15 +22,46 @@ PRECISIONS = ("f32", "bf16", "f16")
 Run = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 
 
+@dataclass(frozen=True)
+class Runner:
+    """A loaded model: `runner(feeds)` runs it. `precision` is what the backend really computes in: OpenVINO's CPU
+    plugin quietly runs f32 when the CPU lacks bf16/f16, whatever the hint asked, and results must say so."""
+
+    infer: Run
+    precision: str
+
+    def __call__(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self.infer(feeds)
+
+
+@dataclass(frozen=True)
+class Port:
+    """A model input or output: name, numpy dtype name, shape (None for a dynamic dim)."""
+
+    name: str
+    dtype: str
+    shape: tuple[int | None, ...]
+
+
+@dataclass(frozen=True)
+class ModelSignature:
+    """What a caller needs to feed a model and label its results: ports and the weights' precision (FP32/FP16)."""
+
+    inputs: tuple[Port, ...]
+    outputs: tuple[Port, ...]
+    weights: str
+
+
 @contextmanager
-def open_runner(backend: str, model: str | Path, *, precision: str = "f32", threads: int | None = None) -> Iterator[Run]:
+def open_runner(backend: str, model: str | Path, *, precision: str = "f32", threads: int | None = None
+                ) -> Iterator[Runner]:
     """Load `model` (.onnx, or .xml for OpenVINO) on `backend`; yield a function feeding inputs by name."""
     model = Path(model)
     if backend == "onnxruntime":
         if precision != "f32":
             raise GraphsurgeryError(f"onnxruntime runs at f32 only, not {precision}", path=model,
                                     fix="use --precision f32 or --backend openvino")
-        yield _onnxruntime(model, threads)
+        yield Runner(_onnxruntime(model, threads), "f32")
     elif backend == "openvino":
         yield _openvino(model, precision, threads)
     else:
@@ -57,25 +89,34 @@ def _onnxruntime(model: Path, threads: int | None) -> Run:
     return run
 
 
-def openvino_config(precision: str, threads: int | None) -> dict:
-    """The CPU plugin configuration: an explicit inference precision (f32 unless asked) and thread count."""
+def openvino_config(precision: str, threads: int | None, *, throughput: bool = False) -> dict:
+    """The CPU plugin configuration: an explicit inference precision (f32 unless asked) and thread count;
+    `throughput` asks for parallel streams (for asynchronous requests) instead of one fast request."""
     if precision not in PRECISIONS:
         raise GraphsurgeryError(f"unknown precision {precision!r}", fix=f"choose one of {', '.join(PRECISIONS)}")
     config = {"INFERENCE_PRECISION_HINT": precision}
     if threads:
         config["INFERENCE_NUM_THREADS"] = threads
+    if throughput:
+        config["PERFORMANCE_HINT"] = "THROUGHPUT"
     return config
 
 
-def _openvino(model: Path, precision: str, threads: int | None) -> Run:
+def compile_openvino(model: str | Path, precision: str = "f32", threads: int | None = None, *,
+                     throughput: bool = False):
+    """The compiled model behind an OpenVINO runner, for callers that need more than `run` (async request queues)."""
     import openvino as ov
 
-    config = openvino_config(precision, threads)
+    config = openvino_config(precision, threads, throughput=throughput)
     try:
-        compiled = ov.Core().compile_model(str(model), "CPU", config)
+        return ov.Core().compile_model(str(model), "CPU", config)
     except Exception as exc:  # OpenVINO raises RuntimeError with multi-line reports
         raise GraphsurgeryError(f"OpenVINO cannot compile the model: {_first_line(exc)}", path=model,
                                 fix="check the model with `graphsurgery inspect`") from None
+
+
+def _openvino(model: Path, precision: str, threads: int | None) -> Runner:
+    compiled = compile_openvino(model, precision, threads)
     request = compiled.create_infer_request()
     names = [o.get_any_name() for o in compiled.outputs]
 
@@ -83,7 +124,56 @@ def _openvino(model: Path, precision: str, threads: int | None) -> Run:
         result = request.infer(feeds)
         return {name: np.array(result[output]) for name, output in zip(names, compiled.outputs)}
 
-    return run
+    return Runner(run, compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name())
+
+
+def model_signature(model: str | Path) -> ModelSignature:
+    """Inputs, outputs and weight precision of an .onnx model or an OpenVINO .xml IR, without compiling it."""
+    model = Path(model)
+    if model.suffix.lower() == ".xml":
+        return _ir_signature(model)
+    import onnx
+
+    from graphsurgery.modelio import load_model
+    from graphsurgery.splice import real_inputs
+
+    proto = load_model(model).proto
+
+    def port(value: onnx.ValueInfoProto) -> Port:
+        tensor = value.type.tensor_type
+        return Port(value.name, onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name,
+                    tuple(d.dim_value or None for d in tensor.shape.dim))
+
+    feeds = set(real_inputs(proto))
+    half = any(t.data_type == onnx.TensorProto.FLOAT16 for t in proto.graph.initializer)
+    return ModelSignature(tuple(port(v) for v in proto.graph.input if v.name in feeds),
+                          tuple(port(v) for v in proto.graph.output), "FP16" if half else "FP32")
+
+
+def _ir_signature(model: Path) -> ModelSignature:
+    import openvino as ov
+
+    from graphsurgery.convert import WEIGHTS_KEY
+
+    if not model.is_file() or not model.with_suffix(".bin").is_file():
+        raise GraphsurgeryError("no such IR (.xml with its .bin beside it)", path=model,
+                                fix="check the path, or make the IR with `graphsurgery convert`")
+    try:
+        ir = ov.Core().read_model(str(model))
+    except Exception as exc:  # OpenVINO raises RuntimeError with multi-line reports
+        raise GraphsurgeryError(f"OpenVINO cannot read the IR: {_first_line(exc)}", path=model,
+                                fix="convert the model again with `graphsurgery convert`") from None
+
+    def port(output) -> Port:
+        return Port(output.get_any_name(), output.get_element_type().to_dtype().name,
+                    tuple(d.get_length() if d.is_static else None for d in output.get_partial_shape()))
+
+    if ir.has_rt_info(list(WEIGHTS_KEY)):
+        weights = ir.get_rt_info(list(WEIGHTS_KEY)).astype(str)
+    else:  # an IR made elsewhere: FP16 weights are FP16 constants
+        half = any(op.get_type_name() == "Constant" and op.get_element_type() == ov.Type.f16 for op in ir.get_ops())
+        weights = "FP16" if half else "FP32"
+    return ModelSignature(tuple(port(p) for p in ir.inputs), tuple(port(p) for p in ir.outputs), weights)
 
 
 def _first_line(exc: BaseException) -> str:

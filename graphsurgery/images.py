@@ -6,6 +6,7 @@ channels, an alpha channel is dropped, 16-bit images are scaled to 8 bits.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -37,14 +38,21 @@ def read_image(path: Path) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
+    if path.is_dir():
+        raise GraphsurgeryError("is a directory, not an image file", path=path, fix="give the path of a JPEG or PNG")
     if not path.is_file():
         raise GraphsurgeryError("no such image file", path=path, fix="check the path")
     if path.stat().st_size == 0:
         raise GraphsurgeryError("the image file is empty", path=path, fix="copy the image again")
     try:
-        with Image.open(path) as header:
-            width, height = header.size
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+        with warnings.catch_warnings():  # the size is judged below, against our own limit
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as header:
+                width, height = header.size
+    except Image.DecompressionBombError:  # PIL's own limit, far above ours: the header claims billions of pixels
+        raise GraphsurgeryError(f"image claims more than {MAX_PIXELS:,} pixels", path=path,
+                                fix="downscale it first") from None
+    except (UnidentifiedImageError, OSError, ValueError):
         raise GraphsurgeryError("not a readable JPEG or PNG image", path=path, fix="convert it to JPEG or PNG") from None
     if width * height > MAX_PIXELS:
         raise GraphsurgeryError(f"image is {width}×{height}, more than {MAX_PIXELS:,} pixels", path=path,

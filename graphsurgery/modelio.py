@@ -5,13 +5,19 @@ escape the model's folder (`../`, absolute paths, symlinks), references past the
 and opsets newer than the installed onnx. External data is *not* read into memory: the tensors keep their
 references, and `save_model` streams the bytes into a new data file beside the output, so models over 2 GB work.
 
+Every model is also checked before anything is done with it (`onnx.checker` with full shape inference, by path so
+external data and large models work): a cycle, an unknown op or a broken tensor is the input's fault and is said
+so, instead of surfacing later as a "bug" in the patched model. Ops must come from a domain onnx or the runtimes
+know (or from a function the model defines): custom ops from elsewhere cannot be converted or run.
+
 `save_model` writes into a temporary folder beside the destination, runs the full checker there, and only then
 moves the files into place: a failure at any point leaves no partial output, and the input is never opened for
-writing.
+writing. Holes in a sparse external-data file stay holes in the copy.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tempfile
@@ -27,6 +33,8 @@ from graphsurgery.errors import GraphsurgeryError, ModelError
 
 PROTOBUF_LIMIT = 2**31 - 1
 COPY_CHUNK = 64 << 20
+#: Op domains besides onnx's own that the runtimes implement (onnxruntime's contrib ops; OpenVINO reads many).
+RUNTIME_DOMAINS = frozenset({"com.microsoft"})
 
 
 @dataclass(frozen=True)
@@ -51,15 +59,20 @@ def load_model(path: str | Path) -> LoadedModel:
     size = path.stat().st_size
     if size == 0:
         raise ModelError("the file is empty", path=path, fix="re-export or re-download the model")
+    if size > PROTOBUF_LIMIT:
+        raise ModelError(f"the file is {size:,} bytes; an ONNX protobuf cannot exceed 2 GB", path=path,
+                         fix="save the weights as external data (onnx.save_model(..., save_as_external_data=True))")
     try:
         proto = onnx.load(str(path), load_external_data=False)
-    except (DecodeError, RuntimeError, ValueError, TypeError) as exc:
-        raise ModelError(f"not a readable ONNX model ({type(exc).__name__})", path=path,
-                         fix="the file is truncated or not ONNX; re-export or re-download it") from None
     except OSError as exc:
         raise ModelError(f"cannot read the model ({exc.strerror})", path=path, fix="check its permissions") from None
+    except (DecodeError, RuntimeError, ValueError, TypeError, RecursionError) as exc:
+        raise ModelError(f"not a readable ONNX model ({type(exc).__name__})", path=path,
+                         fix="the file is truncated or not ONNX; re-export or re-download it") from None
     _check_structure(proto, path)
     _check_external_data(proto, path)
+    _check_domains(proto, path)
+    _check_consistency(path)
     return LoadedModel(proto, path)
 
 
@@ -77,6 +90,36 @@ def _check_structure(proto: onnx.ModelProto, path: Path) -> None:
                              path=path, fix="re-export the model at an older opset")
     if not proto.graph.output:
         raise ModelError("the graph has no outputs", path=path, fix="re-export the model")
+
+
+def _all_nodes(proto: onnx.ModelProto):
+    """Every node: the graph's, its subgraphs' (If, Loop, Scan bodies) and the model's functions'."""
+    pending = [list(proto.graph.node), *(list(f.node) for f in proto.functions)]
+    while pending:
+        for node in pending.pop():
+            yield node
+            for attr in node.attribute:
+                pending += [list(g.node) for g in (*([attr.g] if attr.HasField("g") else ()), *attr.graphs)]
+
+
+def _check_domains(proto: onnx.ModelProto, path: Path) -> None:
+    known = {schema.domain for schema in onnx.defs.get_all_schemas_with_history()} | {"ai.onnx"} | RUNTIME_DOMAINS
+    known |= {function.domain for function in proto.functions}
+    for node in _all_nodes(proto):
+        if node.domain not in known:
+            raise ModelError(f"node {node.name!r} uses op {node.op_type!r} from domain {node.domain!r}, which neither "
+                             "onnx nor onnxruntime/OpenVINO know", path=path,
+                             fix="re-export the model without custom ops (or replace them with standard ONNX ops)")
+
+
+def _check_consistency(path: Path) -> None:
+    """The full checker on the file as given (by path: external data is checked in place, never loaded)."""
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        raise ModelError(f"the model fails the ONNX checker: {' '.join(str(exc).split())[:300]}", path=path,
+                         fix="the model file is invalid; re-export it (onnx.checker.check_model explains the problem)"
+                         ) from None
 
 
 def external_tensors(proto: onnx.ModelProto) -> list[onnx.TensorProto]:
@@ -97,6 +140,9 @@ def _check_external_data(proto: onnx.ModelProto, path: Path) -> None:
         if not bad:
             resolved = target.resolve()
             bad = base not in resolved.parents and resolved != base
+        if not location:
+            raise ModelError(f"tensor {tensor.name!r} has external data without a location", path=path,
+                             fix="re-save the model with onnx.save_model(..., location=...)")
         if bad:
             raise ModelError(f"tensor {tensor.name!r} points its external data at {location!r}, outside the model's folder",
                              path=path, fix="refused for safety; keep external data files beside the model")
@@ -112,8 +158,16 @@ def _check_external_data(proto: onnx.ModelProto, path: Path) -> None:
                              fix="the external data file is truncated; copy it again")
 
 
+def data_file(out: Path) -> Path:
+    """The external data file written beside `out` when the model has (or needs) external data."""
+    return out.with_name(f"{out.name}.data")
+
+
 def check_output_path(out: Path, inputs: list[Path], force: bool) -> None:
-    """Refuse outputs that would overwrite an input, land in a missing folder, or replace a file without --force."""
+    """Refuse outputs that would overwrite an input, land in a missing folder, or replace a file without --force.
+
+    The output's data file counts as part of the output: an orphan `<out>.data` is not replaced silently.
+    """
     resolved = out.resolve()
     for src in inputs:
         if src.exists() and resolved == src.resolve():
@@ -124,6 +178,9 @@ def check_output_path(out: Path, inputs: list[Path], force: bool) -> None:
         raise GraphsurgeryError("the output is a directory", path=out, fix="give a file name with -o")
     if out.exists() and not force:
         raise GraphsurgeryError("the output exists", path=out, fix="pass --force to replace it, or choose another path")
+    if data_file(out).exists() and not force:
+        raise GraphsurgeryError(f"the output's data file {data_file(out).name} exists", path=out,
+                                fix="pass --force to replace it, or choose another path")
     if not os.access(out.parent, os.W_OK):
         raise GraphsurgeryError("the output folder is not writable", path=out, fix="choose a writable folder")
 
@@ -136,9 +193,10 @@ def save_model(proto: onnx.ModelProto, out: Path, *, external_base: Path | None 
     """
     out = Path(out)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    placed: list[Path] = []
     try:
         staged = staging / out.name
-        data_name = f"{out.name}.data"
+        data_name = data_file(out).name
         moved = _stage_external_data(proto, external_base, staging / data_name, data_name)
         too_big = proto.ByteSize() > PROTOBUF_LIMIT
         if too_big and moved:
@@ -148,16 +206,18 @@ def save_model(proto: onnx.ModelProto, out: Path, *, external_base: Path | None 
                         location=data_name, size_threshold=1024)
         if check:
             onnx.checker.check_model(str(staged), full_check=True)
-        written = [out]
         if (staging / data_name).exists():
             os.replace(staging / data_name, out.parent / data_name)
-            written.insert(0, out.parent / data_name)
+            placed.append(out.parent / data_name)
         os.replace(staged, out)
-        return written
-    except onnx.checker.ValidationError as exc:
+        return [*placed, out]
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         raise ModelError(f"the patched model fails the ONNX checker: {' '.join(str(exc).split())[:300]}", path=out,
                          fix="report this with the recipe and model (a graphsurgery bug)") from None
     except OSError as exc:
+        for path in placed:  # a data file without its model is a partial output
+            with suppress(OSError):
+                path.unlink()
         raise GraphsurgeryError(f"could not write the output ({exc.strerror or exc})", path=out,
                                 fix="free disk space or choose another folder; nothing was written") from None
     finally:
@@ -182,16 +242,47 @@ def _stage_external_data(proto: onnx.ModelProto, base: Path | None, data_path: P
             sink.seek((sink.tell() + 4095) // 4096 * 4096)
             start = sink.tell()
             with open(source, "rb") as src:
-                src.seek(offset)
-                remaining = length
-                while remaining:
-                    chunk = src.read(min(COPY_CHUNK, remaining))
-                    if not chunk:
-                        raise OSError(f"{source} ended early")
-                    sink.write(chunk)
-                    remaining -= len(chunk)
+                _copy_range(src, sink, offset, length)
             _set_external(tensor, data_name, start, length)
+        sink.truncate(sink.tell())  # a trailing hole still counts towards the file's size
     return True
+
+
+def _copy_range(src, sink, offset: int, length: int) -> None:
+    """Copy `length` bytes from `offset` in `src` to the current position of `sink`, in bounded chunks.
+
+    Holes in a sparse source (found with SEEK_DATA/SEEK_HOLE where the file system supports them) are skipped,
+    leaving holes in the sink: copying a sparse 2 GB tensor costs neither time nor disk.
+    """
+    end = offset + length
+    position = offset
+    while position < end:
+        data, hole = _next_data(src.fileno(), position, end)
+        sink.seek(data - position, os.SEEK_CUR)
+        src.seek(data)
+        remaining = hole - data
+        while remaining:
+            chunk = src.read(min(COPY_CHUNK, remaining))
+            if not chunk:
+                raise OSError(f"{src.name} ended early")
+            sink.write(chunk)
+            remaining -= len(chunk)
+        position = hole
+
+
+def _next_data(fd: int, position: int, end: int) -> tuple[int, int]:
+    """The next [data, hole) extent at or after `position`, clipped to `end`; all data where holes are unknown."""
+    try:
+        data = os.lseek(fd, position, os.SEEK_DATA)
+    except AttributeError:  # no SEEK_DATA on this platform
+        return position, end
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:  # only a hole is left
+            return end, end
+        return position, end
+    if data >= end:
+        return end, end
+    return data, min(os.lseek(fd, data, os.SEEK_HOLE), end)
 
 
 def _set_external(tensor: onnx.TensorProto, location: str, offset: int, length: int) -> None:

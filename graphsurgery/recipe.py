@@ -20,6 +20,7 @@ from graphsurgery.steps.base import Color, Dim, InputStep, Layout, OutputStep, S
 
 MAX_RECIPE_BYTES = 1_000_000
 MAX_EXPANDED_NODES = 100_000
+MAX_DEPTH = 50
 TENSOR_NAME = r"^[^\x00-\x1f]{1,256}$"
 
 YamlPath = tuple[str | int, ...]
@@ -163,9 +164,10 @@ def parse_recipe(raw: bytes | str, source: str = "<string>") -> Recipe:
 
 
 def _read_yaml(text: str, source: str) -> tuple[Any, dict[YamlPath, int]]:
-    """Safe-load YAML, recording the line of every YAML path and bounding the expanded size."""
-    loader = yaml.SafeLoader(text)
+    """Safe-load YAML, recording the line of every YAML path and bounding the expanded size and depth."""
+    loader = None
     try:
+        loader = yaml.SafeLoader(text)
         node = loader.get_single_node()
         if node is None:
             return None, {}
@@ -174,16 +176,26 @@ def _read_yaml(text: str, source: str) -> tuple[Any, dict[YamlPath, int]]:
         return loader.construct_document(node), lines
     except yaml.constructor.ConstructorError as exc:
         where = f"line {exc.problem_mark.line + 1}: " if exc.problem_mark else ""
+        if "unhashable" in (exc.problem or ""):
+            raise RecipeError(f"{where}a key is a list or mapping", path=source,
+                              fix="keys are plain names (`key: value`)") from None
         raise RecipeError(f"{where}YAML tag not allowed ({exc.problem})", path=source,
                           fix="remove the `!!` tag: recipes hold plain values only") from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         raise RecipeError(f"line {mark.line + 1}, column {mark.column + 1}: YAML syntax error: {exc.problem}",
                           path=source, fix="correct the YAML at that position") from None
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1
+        raise RecipeError(f"line {line}: character U+{exc.character:04X} is not allowed in YAML", path=source,
+                          fix="remove the control character (was the file saved as text?)") from None
     except yaml.YAMLError as exc:
         raise RecipeError(f"YAML error: {' '.join(str(exc).split())}", path=source, fix="correct the YAML") from None
+    except RecursionError:  # the parser recurses once per level: far deeper documents overflow before _walk
+        raise _too_deep(source) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def _walk(node: yaml.Node, path: YamlPath, lines: dict[YamlPath, int], count: list[int], source: str) -> None:
@@ -191,6 +203,8 @@ def _walk(node: yaml.Node, path: YamlPath, lines: dict[YamlPath, int], count: li
     if count[0] > MAX_EXPANDED_NODES:
         raise RecipeError(f"the recipe expands to more than {MAX_EXPANDED_NODES} values (aliases?)", path=source,
                           fix="write the recipe without YAML anchors and aliases")
+    if len(path) > MAX_DEPTH:
+        raise _too_deep(source)
     lines.setdefault(path, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
         seen = set()
@@ -204,6 +218,11 @@ def _walk(node: yaml.Node, path: YamlPath, lines: dict[YamlPath, int], count: li
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
             _walk(item, path + (index,), lines, count, source)
+
+
+def _too_deep(source: str) -> RecipeError:
+    return RecipeError(f"the recipe nests deeper than {MAX_DEPTH} levels", path=source,
+                       fix="a recipe is a few levels deep; check the brackets")
 
 
 def _dotted(path: YamlPath) -> str:

@@ -125,6 +125,9 @@ def _pick(candidates: list[str], wanted: str | None, kind: str, key: str, model_
             raise ModelError(f"the model has no {kind} named {wanted!r}; its {kind}s: {', '.join(map(repr, candidates))}",
                              path=model_name, fix=f"set {key} to one of them")
         return wanted
+    if not candidates:
+        raise ModelError(f"the model has no {kind}s to patch (initializers listed as inputs do not count)",
+                         path=model_name, fix=f"give the model that takes the image, or remove the recipe's {kind} section")
     if len(candidates) != 1:
         raise ModelError(f"the model has {len(candidates)} {kind}s ({', '.join(map(repr, candidates))}) and the recipe "
                          f"names none", path=model_name, fix=f"set {key} to one of them")

@@ -1,16 +1,22 @@
 """The `graphsurgery` command: a click group whose commands are thin shells over the Python API.
 
-A `GraphsurgeryError` anywhere becomes one line on stderr and exit code 2, without a traceback.
+A `GraphsurgeryError` anywhere becomes one line on stderr and exit code 2, without a traceback. Any other exception
+is a bug, not the user's mistake: one line saying so and how to report it, exit code 1; the traceback is shown only
+with GRAPHSURGERY_DEBUG=1.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
 
 from graphsurgery import __version__
 from graphsurgery.errors import GraphsurgeryError
+
+
+INTERNAL_ERROR = 1
 
 
 class _Group(click.Group):
@@ -20,6 +26,15 @@ class _Group(click.Group):
         except GraphsurgeryError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(exc.exit_code)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as exc:
+            if os.environ.get("GRAPHSURGERY_DEBUG") == "1":
+                raise
+            what = "out of memory" if isinstance(exc, MemoryError) else f"{type(exc).__name__}: {exc}"
+            click.echo(f"internal error ({' '.join(what.split())[:300]}) — this is a graphsurgery bug: please report "
+                       "it with the command and files; GRAPHSURGERY_DEBUG=1 shows the traceback", err=True)
+            sys.exit(INTERNAL_ERROR)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})

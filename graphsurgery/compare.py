@@ -1,0 +1,329 @@
+"""Compare one output of a model with the same output of a reference, by the output's `Comparison` kind.
+
+- "float": an element fails only when its difference exceeds BOTH tolerances, |a − b| > atol and
+  |a − b| > rtol·|b| (b is the reference). The result carries max / mean / median absolute and relative differences
+  and the tolerances that would have passed: the smallest atol given the rtol, the smallest rtol given the atol.
+  NaN equals NaN; NaN on one side only is a failure that no tolerance passes.
+- "coordinates": positions [..., 2] (keypoints); a position matches when |dx| and |dy| are both ≤ atol
+  (0 = exact). Every mismatch is classified: a NEAR TIE when the reference values the two answers were chosen
+  from differ by no more than a float tolerance (either answer is then legitimate under float rounding), else a
+  real mismatch. Only real mismatches fail.
+- "indices": integer indices (argmax / top-k), exact; near ties as for coordinates.
+
+Near ties need the values the positions were chosen from (`reference`): the heatmaps [N, K, H, W] for
+coordinates, the class scores [..., C] for indices. Coordinates may be in crop or image pixels, so the caller
+also passes a `HeatmapGrid`, the per-position affine map between heatmap cells and the output's coordinates
+(`verification.heatmap_grid` measures it from the recipe's own numpy twins). A mismatch whose two coordinates fall
+in the same heatmap cell differs in a sub-cell refinement (the quarter-pixel offset): it is a near tie when the
+two neighbours that decide the refinement along the differing axis tie. A joint whose reference peak is itself
+within the tolerance of 0 sits on the "score ≤ 0 → (0, 0)" threshold, also a near tie.
+
+Results are small JSON-serialisable dataclasses; `bool(result)` is the verdict.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from graphsurgery.steps.base import Comparison
+
+#: Mismatches listed one by one in a result (all are counted).
+MAX_DETAILS = 20
+
+#: The float tolerance under which two reference values count as a tie, when the caller gives none.
+DEFAULT_TIE = Comparison("float", rtol=1e-5, atol=1e-5)
+
+
+def exceeds(diff: np.ndarray, reference: np.ndarray, atol: float, rtol: float) -> np.ndarray:
+    """Where a difference exceeds BOTH tolerances (the one failure rule for floats and near ties)."""
+    return (diff > atol) & (diff > rtol * np.abs(reference))
+
+
+def _json_float(value: float) -> float | str:
+    return value if math.isfinite(value) else str(value)
+
+
+def _jsonable(data):
+    if isinstance(data, float):
+        return _json_float(data)
+    if isinstance(data, dict):
+        return {key: _jsonable(value) for key, value in data.items()}
+    if isinstance(data, list):
+        return [_jsonable(value) for value in data]
+    return data
+
+
+@dataclass
+class FloatResult:
+    """A float output: how many elements exceed both tolerances, the differences, and what would have passed."""
+
+    output: str
+    atol: float
+    rtol: float
+    elements: int = 0
+    failed: int = 0
+    nan_mismatches: int = 0
+    max_abs: float = 0.0
+    mean_abs: float = 0.0
+    median_abs: float = 0.0
+    max_rel: float = 0.0
+    mean_rel: float = 0.0
+    median_rel: float = 0.0
+    worst_index: list[int] | None = None
+    passing_atol: float = 0.0
+    passing_rtol: float = 0.0
+    problem: str | None = None
+    kind: str = "float"
+
+    def __bool__(self) -> bool:
+        return self.problem is None and self.failed == 0
+
+    def summary(self) -> str:
+        if self.problem:
+            return self.problem
+        text = (f"max abs {self.max_abs:.3g} (mean {self.mean_abs:.3g}, median {self.median_abs:.3g}), "
+                f"max rel {self.max_rel:.3g} (mean {self.mean_rel:.3g}, median {self.median_rel:.3g})")
+        if self.failed:
+            nans = f" ({self.nan_mismatches} with NaN on one side only)" if self.nan_mismatches else ""
+            parts = [f"{self.failed} of {self.elements} elements exceed atol {self.atol:g} and rtol {self.rtol:g}{nans}",
+                     text, f"worst at {self.worst_index}",
+                     f"would pass with atol ≥ {self.passing_atol:.3g} or rtol ≥ {self.passing_rtol:.3g}"]
+            text = "; ".join(parts)
+        return text
+
+    def to_dict(self) -> dict:
+        return _jsonable({**asdict(self), "passed": bool(self)})
+
+
+@dataclass
+class Mismatch:
+    """One position where the answers differ; `gap` is the difference of the reference values that decided it."""
+
+    index: list[int]
+    expected: list[float]
+    actual: list[float]
+    distance: float
+    gap: float | None
+    near_tie: bool
+
+
+@dataclass
+class PositionResult:
+    """A coordinate or index output: exact-match rate, largest distance, mismatches split into near ties and real."""
+
+    output: str
+    kind: str
+    atol: float
+    positions: int = 0
+    matches: int = 0
+    max_distance: float = 0.0
+    near_ties: int = 0
+    mismatches: int = 0
+    tie_atol: float = DEFAULT_TIE.atol
+    tie_rtol: float = DEFAULT_TIE.rtol
+    details: list[Mismatch] = field(default_factory=list)
+    problem: str | None = None
+
+    def __bool__(self) -> bool:
+        return self.problem is None and self.mismatches == 0
+
+    @property
+    def match_rate(self) -> float:
+        return self.matches / self.positions if self.positions else 1.0
+
+    def summary(self) -> str:
+        if self.problem:
+            return self.problem
+        unit = " px" if self.kind == "coordinates" else ""
+        within = "exact" if self.atol == 0 else f"within {self.atol:g}"
+        text = (f"{self.matches}/{self.positions} {within} ({100 * self.match_rate:.1f}%), "
+                f"max distance {self.max_distance:.4g}{unit}")
+        if self.mismatches:
+            text += f"; {self.mismatches} real mismatch{'es' if self.mismatches > 1 else ''}"
+        if self.near_ties:
+            text += f"; {self.near_ties} near tie{'s' if self.near_ties > 1 else ''} (allowed)"
+        return text
+
+    def to_dict(self) -> dict:
+        return _jsonable({**asdict(self), "match_rate": self.match_rate, "passed": bool(self)})
+
+
+OutputResult = FloatResult | PositionResult
+
+
+@dataclass(frozen=True)
+class HeatmapGrid:
+    """coordinate = cell · scale + offset (x then y): how an output's coordinates map to heatmap cells.
+
+    `scale` and `offset` broadcast against the coordinates [..., 2] (e.g. [N, K, 2], one map per crop and joint).
+    """
+
+    scale: np.ndarray
+    offset: np.ndarray
+
+    def cells(self, coordinates: np.ndarray) -> np.ndarray:
+        """The heatmap cell (x, y) of each coordinate, rounded to the nearest cell as the refinement steps do."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            cells = (np.asarray(coordinates, np.float64) - self.offset) / np.where(self.scale == 0, 1, self.scale)
+        return np.floor(np.nan_to_num(cells, nan=0.0) + 0.5).astype(np.int64)
+
+
+def compare_output(name: str, actual: np.ndarray, expected: np.ndarray, comparison: Comparison, *,
+                   reference: np.ndarray | None = None, grid: HeatmapGrid | None = None,
+                   tie: Comparison = DEFAULT_TIE) -> OutputResult:
+    """Compare `actual` with `expected` (the reference answer) as `comparison` says.
+
+    For positions, `reference` holds the values they were chosen from (heatmaps [N, K, H, W] or class scores
+    [..., C]) and `grid` maps coordinates to heatmap cells (None: coordinates are heatmap cells); without
+    `reference`, every mismatch is real. `tie` is the float tolerance for near ties.
+    """
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    if comparison.kind == "float":
+        return compare_floats(name, actual, expected, atol=comparison.atol, rtol=comparison.rtol)
+    return compare_positions(name, actual, expected, comparison, reference=reference, grid=grid, tie=tie)
+
+
+def missing_output(name: str, comparison: Comparison, problem: str) -> OutputResult:
+    """A failed result for an output that cannot be compared at all (e.g. the patched model lacks it)."""
+    if comparison.kind == "float":
+        return FloatResult(name, atol=comparison.atol, rtol=comparison.rtol, problem=problem)
+    return PositionResult(name, kind=comparison.kind, atol=comparison.atol, problem=problem)
+
+
+def compare_floats(name: str, actual: np.ndarray, expected: np.ndarray, *, atol: float, rtol: float) -> FloatResult:
+    result = FloatResult(name, atol=atol, rtol=rtol)
+    if actual.shape != expected.shape:
+        result.problem = f"shape {list(actual.shape)} differs from the reference {list(expected.shape)}"
+        return result
+    a, b = actual.astype(np.float64).ravel(), expected.astype(np.float64).ravel()
+    result.elements = a.size
+    a_nan, b_nan = np.isnan(a), np.isnan(b)
+    one_sided = a_nan != b_nan
+    both = a_nan & b_nan
+    usable = ~(a_nan | b_nan)
+    diff = np.zeros_like(a)
+    with np.errstate(invalid="ignore"):
+        diff[usable] = np.abs(a[usable] - b[usable])
+    diff[np.isinf(diff) & usable & (a == b)] = 0.0  # inf == inf
+    diff[one_sided] = np.inf
+    diff[both] = 0.0
+    failing = exceeds(diff, np.nan_to_num(b, nan=0.0), atol, rtol)
+    result.failed = int(failing.sum())
+    result.nan_mismatches = int(one_sided.sum())
+    if a.size == 0:
+        return result
+    finite = diff[usable]
+    reference = np.abs(b[usable])
+    nonzero = reference > 0
+    rel = finite[nonzero] / reference[nonzero]
+    if finite.size:
+        result.max_abs, result.mean_abs, result.median_abs = (float(finite.max()), float(finite.mean()),
+                                                              float(np.median(finite)))
+    if rel.size:
+        result.max_rel, result.mean_rel, result.median_rel = float(rel.max()), float(rel.mean()), float(np.median(rel))
+    if result.nan_mismatches:
+        result.max_abs = result.max_rel = math.inf
+    result.worst_index = [int(i) for i in np.unravel_index(int(np.argmax(diff)), actual.shape)]
+    # smallest atol that passes at this rtol: the largest difference that rtol alone does not cover (and vice versa)
+    over_rtol = diff > rtol * np.abs(np.nan_to_num(b, nan=0.0))
+    result.passing_atol = float(diff[over_rtol].max()) if over_rtol.any() else 0.0
+    over_atol = diff > atol
+    if over_atol.any():
+        with np.errstate(divide="ignore", invalid="ignore"):
+            needed = diff[over_atol] / np.abs(np.nan_to_num(b[over_atol], nan=0.0))
+        result.passing_rtol = float(np.nan_to_num(needed, nan=math.inf).max())
+    return result
+
+
+def compare_positions(name: str, actual: np.ndarray, expected: np.ndarray, comparison: Comparison, *,
+                      reference: np.ndarray | None = None, grid: HeatmapGrid | None = None,
+                      tie: Comparison = DEFAULT_TIE) -> PositionResult:
+    kind = comparison.kind
+    result = PositionResult(name, kind=kind, atol=comparison.atol, tie_atol=tie.atol, tie_rtol=tie.rtol)
+    if actual.shape != expected.shape:
+        result.problem = f"shape {list(actual.shape)} differs from the reference {list(expected.shape)}"
+        return result
+    if kind == "coordinates" and (actual.ndim == 0 or actual.shape[-1] != 2):
+        result.problem = f"coordinates must have shape [..., 2], got {list(actual.shape)}"
+        return result
+    a, b = actual.astype(np.float64), expected.astype(np.float64)
+    if kind == "indices":  # one position per element
+        a, b = a[..., None], b[..., None]
+    delta = np.abs(a - b)
+    delta[np.isnan(a) & np.isnan(b)] = 0.0
+    delta = np.nan_to_num(delta, nan=np.inf)
+    matching = (delta <= comparison.atol).all(axis=-1)
+    distance = np.sqrt((delta ** 2).sum(axis=-1))
+    result.positions = int(matching.size)
+    result.matches = int(matching.sum())
+    result.max_distance = float(distance.max()) if distance.size else 0.0
+    if kind == "coordinates":
+        to_cells = grid.cells if grid is not None else (lambda c: np.floor(np.nan_to_num(c) + 0.5).astype(np.int64))
+        cells_a, cells_b = to_cells(a), to_cells(b)
+    for index in zip(*np.nonzero(~matching)):
+        if kind == "indices":
+            gap, near_tie = _index_tie(index, int(b[index][0]), int(a[index][0]), reference, tie)
+        else:
+            gap, near_tie = _cell_tie(index, b[index], a[index], cells_b[index], cells_a[index], reference, tie)
+        result.near_ties += near_tie
+        result.mismatches += not near_tie
+        if len(result.details) < MAX_DETAILS:
+            result.details.append(Mismatch([int(i) for i in index], b[index].tolist(), a[index].tolist(),
+                                           float(distance[index]), gap, near_tie))
+    return result
+
+
+def _index_tie(index: tuple, expected: int, actual: int, reference: np.ndarray | None, tie: Comparison
+               ) -> tuple[float | None, bool]:
+    """An index mismatch: do the reference scores of the two classes tie?
+
+    `reference` holds the class scores: [..., C] for top-k indices [..., k], or [..., C] for argmax indices [...].
+    """
+    if reference is None:
+        return None, False
+    reference = np.asarray(reference, np.float64)
+    scores = reference[index] if reference.ndim == len(index) + 1 else reference[index[:-1]]
+    if scores.ndim != 1 or not (0 <= expected < scores.size and 0 <= actual < scores.size):
+        return None, False
+    return _within(scores[expected], scores[actual], tie)
+
+
+def _cell_tie(index: tuple, expected: np.ndarray, actual: np.ndarray, cell_e: np.ndarray, cell_a: np.ndarray,
+              reference: np.ndarray | None, tie: Comparison) -> tuple[float | None, bool]:
+    """A coordinate mismatch: do the heatmap values that decided between the two answers tie?"""
+    if reference is None or not (np.isfinite(expected).all() and np.isfinite(actual).all()):
+        return None, False
+    heatmap = np.asarray(reference[index], np.float64)  # [H, W]
+    if heatmap.ndim != 2:
+        return None, False
+    peak = float(heatmap.max())
+    if not exceeds(np.array(abs(peak)), np.array(0.0), tie.atol, tie.rtol):  # on the score ≤ 0 threshold
+        return abs(peak), True
+    h, w = heatmap.shape
+
+    def value(cell: np.ndarray) -> float | None:
+        return float(heatmap[cell[1], cell[0]]) if 0 <= cell[0] < w and 0 <= cell[1] < h else None
+
+    if tuple(cell_e) != tuple(cell_a):
+        first, second = value(cell_e), value(cell_a)
+        return (None, False) if first is None or second is None else _within(first, second, tie)
+    # same cell: the sub-cell refinement differs; the two neighbours along each differing axis decided it
+    gaps = []
+    for axis, step in ((0, np.array([1, 0])), (1, np.array([0, 1]))):
+        if expected[axis] == actual[axis]:
+            continue
+        after, before = value(cell_e + step), value(cell_e - step)
+        if after is None or before is None:
+            return None, False
+        gaps.append(_within(after, before, tie))
+    if not gaps:
+        return None, False
+    return max(g for g, _ in gaps), all(t for _, t in gaps)
+
+
+def _within(first, second, tie: Comparison) -> tuple[float, bool]:
+    gap = abs(float(first) - float(second))
+    return gap, not bool(exceeds(np.array(gap), np.array(float(first)), tie.atol, tie.rtol))

@@ -1,0 +1,415 @@
+"""Parity verification: does the patched model give the answers of the unpatched pipeline, on every backend?
+
+For each backend, the same caller-side inputs go through (a) the plain model between the recipe's numpy twins
+(`graphsurgery.twins`, always at f32: it is the reference) and (b) the patched model; every output the recipe
+declares is compared by its kind (`graphsurgery.compare`). The patched model is also compared across backends
+(the first backend is the reference). `precision` applies to the patched model on OpenVINO: at bf16 the report
+measures what the faster mode costs in agreement, and says so.
+
+Inputs are random uint8 crops shaped like the patched model's input, or crops cut from images exactly as the
+HRNet authors cut them (`graphsurgery.crops`): one per person box, or the whole image when no boxes are given.
+Extra inputs the output steps declare (`center`, `scale`) come from the same boxes (random plausible boxes for
+random crops).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from graphsurgery.api import apply
+from graphsurgery.compare import DEFAULT_TIE, HeatmapGrid, OutputResult, compare_output, missing_output
+from graphsurgery.errors import GraphsurgeryError
+from graphsurgery.modelio import load_model
+from graphsurgery.recipe import InputTensor, Recipe, load_recipe
+from graphsurgery.runners import BACKENDS, Port, model_signature, open_runner
+from graphsurgery.splice import provenance, real_inputs
+from graphsurgery.steps.base import Comparison
+from graphsurgery.twins import ModelFacts, comparisons, extra_input_names, postprocess, preprocess
+
+#: The image random boxes are drawn in (pixels), for the `center` / `scale` inputs of random crops.
+RANDOM_IMAGE_SIZE = (640, 480)
+DEFAULT_RANDOM = 8
+
+Tolerances = Mapping[str, tuple[float, float]]
+
+
+@dataclass
+class Samples:
+    """Caller-side inputs: tensors as the patched model takes them ([N, ...]), extra inputs by name, and what they are."""
+
+    tensors: np.ndarray
+    extras: dict[str, np.ndarray]
+    description: str
+
+    def __len__(self) -> int:
+        return len(self.tensors)
+
+
+@dataclass
+class PairReport:
+    """One comparison: `actual` against `reference`, output by output."""
+
+    reference: str
+    actual: str
+    results: list[OutputResult]
+    reduced_precision: str | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.reference} → {self.actual}"
+
+    def __bool__(self) -> bool:
+        return all(self.results)
+
+    def to_dict(self) -> dict:
+        return {"reference": self.reference, "actual": self.actual, "passed": bool(self),
+                "reduced_precision": self.reduced_precision, "outputs": [r.to_dict() for r in self.results]}
+
+
+@dataclass
+class VerifyReport:
+    """The verdict (`bool(report)`) and everything that led to it."""
+
+    recipe: str
+    plain: str
+    patched: str
+    inputs: str
+    samples: int
+    backends: list[str]
+    precision: str
+    pairs: list[PairReport] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.pairs) and all(self.pairs)
+
+    def failures(self) -> list[str]:
+        """One line per failing output: the pair, the output and the size of the difference."""
+        return [f"{pair.name}: {result.output}: {result.summary()}"
+                for pair in self.pairs for result in pair.results if not result]
+
+    def to_dict(self) -> dict:
+        return {"passed": bool(self), "recipe": self.recipe, "plain": self.plain, "patched": self.patched,
+                "inputs": self.inputs, "samples": self.samples, "backends": self.backends,
+                "precision": self.precision, "notes": self.notes, "pairs": [p.to_dict() for p in self.pairs]}
+
+
+def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str | Path | None = None,
+           images: str | Path | None = None, boxes: str | Path | None = None, random: int | None = None,
+           backends: Iterable[str] = BACKENDS, precision: str = "f32", tolerances: Tolerances | None = None,
+           seed: int = 0) -> VerifyReport:
+    """Compare the patched model (built from `recipe` when `patched` is None) with the unpatched pipeline.
+
+    `tolerances`: {output name: (atol, rtol)}, the key "*" for every float output without its own; coordinate
+    outputs use only atol. Default inputs: `DEFAULT_RANDOM` random crops.
+    """
+    recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
+    plain = load_model(plain_model)
+    facts = ModelFacts.of(plain.proto, recipe)
+    backends = _check_backends(list(backends), precision, patched)
+    if images is not None and random is not None:
+        raise GraphsurgeryError("give images or a number of random crops, not both", fix="drop --images or --random")
+    if boxes is not None and images is None:
+        raise GraphsurgeryError("boxes need images to cut them from", path=boxes, fix="add --images DIR")
+    wanted = _with_tolerances(comparisons(recipe, facts), tolerances or {})
+    with tempfile.TemporaryDirectory(prefix="graphsurgery-verify-") as tmp:
+        patched_path = Path(patched) if patched is not None else apply(recipe, plain.path, Path(tmp) / "patched.onnx").output
+        image_input, extras = _patched_inputs(patched_path, extra_input_names(recipe))
+        size = _crop_size(image_input, recipe, facts)
+        if images is not None:
+            samples = image_samples(Path(images), boxes, image_input, size, _tensor_facet(recipe), extras)
+        else:
+            samples = random_samples(random if random is not None else DEFAULT_RANDOM, image_input, size,
+                                     _tensor_facet(recipe).layout, extras, seed)
+        report = VerifyReport(recipe.source, str(plain.path), str(patched) if patched else "(built from the recipe)",
+                              samples.description, len(samples), backends, precision)
+        report.notes += _provenance_notes(patched_path, recipe)
+        batch = image_input.shape[0] if isinstance(image_input.shape[0], int) else 1
+        plain_input = recipe.input.target if recipe.input and recipe.input.target else _single_input(plain.proto, plain.path)
+        unpatched, raw, runs, ran = {}, {}, {}, {}
+        for backend in backends:
+            unpatched[backend], raw[backend] = _run_unpatched(recipe, facts, backend, plain.path, plain_input,
+                                                              samples, batch)
+            runs[backend], ran[backend] = _run_patched(backend, patched_path,
+                                                       precision if backend == "openvino" else "f32",
+                                                       image_input.name, samples, batch)
+    grids = heatmap_grid(recipe, facts, raw[backends[0]], samples.extras, wanted)
+    if any(c.kind == "coordinates" for c in wanted.values()) and not grids:
+        report.notes.append("coordinates could not be mapped to heatmap cells: every mismatch counts as real")
+    tie = wanted.get(facts.output_name, DEFAULT_TIE)
+    tie = tie if tie.kind == "float" else DEFAULT_TIE
+    if ran.get("openvino", "f32") != precision:
+        report.notes.append(f"{precision} was asked for, but this CPU has no {precision} support: OpenVINO ran "
+                            f"{ran['openvino']}")
+
+    def label(backend: str) -> str:
+        return f"patched on {backend}" + (f" at {ran[backend]}" if ran[backend] != "f32" else "")
+
+    def reduced(*sides: str) -> str | None:
+        return next((ran[b] for b in sides if ran[b] != "f32"), None)
+
+    for backend in backends:
+        report.pairs.append(PairReport(f"unpatched on {backend}", label(backend),
+                                       _compare(runs[backend], unpatched[backend], raw[backend], wanted, grids, tie),
+                                       reduced(backend)))
+    first = backends[0]
+    for backend in backends[1:]:
+        report.pairs.append(PairReport(label(first), label(backend),
+                                       _compare(runs[backend], runs[first], raw[first], wanted, grids, tie),
+                                       reduced(first, backend)))
+    if reduced(*backends):
+        report.notes.append(f"OpenVINO ran the patched model at {ran['openvino']}: differences measure what reduced "
+                            f"precision costs in agreement, not a wrong patch")
+    return report
+
+
+# --- inputs --------------------------------------------------------------------------------------------------
+
+
+def random_samples(n: int, image_input: Port, size: tuple[int, int], layout: str, extras: list[str],
+                   seed: int = 0) -> Samples:
+    """`n` random crops (values 0–255 in the input's dtype) and random plausible boxes for the extra inputs."""
+    from graphsurgery.crops import box_to_center_scale
+
+    if n < 1:
+        raise GraphsurgeryError(f"--random needs at least 1 crop, not {n}", fix="give a positive number")
+    rng = np.random.default_rng(seed)
+    shape = _sample_shape(image_input, size, layout)
+    tensors = rng.integers(0, 256, (n, *shape)).astype(image_input.dtype)
+    width, height = RANDOM_IMAGE_SIZE
+    boxes = []
+    for _ in range(n):
+        w, h = rng.uniform(40, width / 2), rng.uniform(80, height - 10)
+        boxes.append((rng.uniform(0, width - w), rng.uniform(0, height - h), w, h))
+    centers, scales = zip(*(box_to_center_scale(b, size[0] / size[1]) for b in boxes))
+    return Samples(tensors, _extras(extras, np.stack(centers), np.stack(scales)), f"{n} random crops (seed {seed})")
+
+
+def image_samples(folder: Path, boxes_file: Path | str | None, image_input: Port, size: tuple[int, int],
+                  tensor: InputTensor, extras: list[str]) -> Samples:
+    """One crop per person box (or per whole image without a boxes file), cut as the HRNet authors cut them."""
+    from graphsurgery.boxes import load_boxes
+    from graphsurgery.crops import box_to_center_scale, crop, whole_image_box
+    from graphsurgery.images import list_images, read_image
+
+    paths = list_images([folder])
+    boxes = load_boxes(Path(boxes_file)) if boxes_file is not None else None
+    tensors, centers, scales = [], [], []
+    used = 0
+    for path in paths:
+        if boxes is not None and path.name not in boxes:
+            continue
+        image = read_image(path)
+        used += 1
+        for box in boxes[path.name] if boxes is not None else [whole_image_box(image)]:
+            center, scale = box_to_center_scale(box, size[0] / size[1])
+            tensors.append(as_caller_tensor(crop(image, center, scale, size), tensor, image_input.dtype))
+            centers.append(center)
+            scales.append(scale)
+    if not tensors:
+        raise GraphsurgeryError("no image in the folder has boxes in the boxes file", path=boxes_file,
+                                fix="check that the boxes file names the images by file name")
+    how = "person boxes" if boxes is not None else "whole images"
+    return Samples(np.stack(tensors), _extras(extras, np.stack(centers), np.stack(scales)),
+                   f"{len(tensors)} crops from {used} images in {folder} ({how})")
+
+
+def as_caller_tensor(crop_bgr: np.ndarray, tensor: InputTensor, dtype: str) -> np.ndarray:
+    """A uint8 HWC BGR crop as the recipe's caller feeds it: its colour order, layout and element type (no batch)."""
+    x = crop_bgr[..., ::-1] if tensor.color == "RGB" else crop_bgr
+    x = np.transpose(x, (2, 0, 1)) if tensor.layout == "NCHW" else x
+    return np.ascontiguousarray(x).astype(dtype)
+
+
+def _extras(names: list[str], centers: np.ndarray, scales: np.ndarray) -> dict[str, np.ndarray]:
+    known = {"center": centers.astype(np.float32), "scale": scales.astype(np.float32)}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise GraphsurgeryError(f"verify cannot make values for the extra input(s) {', '.join(map(repr, unknown))}",
+                                fix="verify knows `center` and `scale`; compare such models with your own inputs")
+    return {name: known[name] for name in names}
+
+
+def _tensor_facet(recipe: Recipe) -> InputTensor:
+    return recipe.input.tensor if recipe.input else InputTensor()
+
+
+def _sample_shape(image_input: Port, size: tuple[int, int], layout: str) -> tuple[int, ...]:
+    """One sample's dims in the caller's layout, dynamic ones filled from the crop size (W, H) and 3 channels."""
+    dims = image_input.shape[1:]
+    if len(dims) != 3:
+        raise GraphsurgeryError(f"the patched input {image_input.name!r} has {len(dims) + 1} dims; verify makes "
+                                f"4-D image batches", fix="verify image models (a 4-D input)")
+    wanted = (size[1], size[0], 3) if layout == "NHWC" else (3, size[1], size[0])
+    return tuple(d or fill for d, fill in zip(dims, wanted))
+
+
+def _crop_size(image_input: Port, recipe: Recipe, facts: ModelFacts) -> tuple[int, int]:
+    """(W, H) of the crops: the patched input's static size, else the plain model's."""
+    layout = _tensor_facet(recipe).layout
+    h, w = image_input.shape[1:3] if layout == "NHWC" else image_input.shape[2:4]
+    if isinstance(h, int) and isinstance(w, int):
+        return (w, h)
+    if facts.input_size is None:
+        raise GraphsurgeryError("neither the patched nor the plain model has a static input size",
+                                fix="export the model with a fixed input size")
+    return facts.input_size
+
+
+# --- models and runs -----------------------------------------------------------------------------------------
+
+
+def _check_backends(backends: list[str], precision: str, patched: str | Path | None) -> list[str]:
+    if not backends:
+        raise GraphsurgeryError("no backend to verify on", fix=f"choose from {', '.join(BACKENDS)}")
+    unknown = [b for b in backends if b not in BACKENDS]
+    if unknown:
+        raise GraphsurgeryError(f"unknown backend {unknown[0]!r}", fix=f"choose from {', '.join(BACKENDS)}")
+    if precision != "f32" and "openvino" not in backends:
+        raise GraphsurgeryError(f"precision {precision} applies to OpenVINO only", fix="add openvino to the backends")
+    if patched is not None and Path(patched).suffix.lower() == ".xml" and "onnxruntime" in backends:
+        raise GraphsurgeryError("onnxruntime cannot run OpenVINO IR", path=patched,
+                                fix="verify the .xml with --backends openvino, or give the patched .onnx")
+    return list(dict.fromkeys(backends))
+
+
+def _patched_inputs(path: Path, extra_names: list[str]) -> tuple[Port, list[str]]:
+    """The patched model's image input, and the extra inputs (of the recipe) it takes."""
+    if not path.exists():
+        raise GraphsurgeryError("no such patched model file", path=path, fix="check the path")
+    inputs = model_signature(path).inputs
+    images = [p for p in inputs if p.name not in extra_names]
+    extras = [p.name for p in inputs if p.name in extra_names]
+    if len(images) != 1:
+        raise GraphsurgeryError(f"the patched model has {len(images)} inputs besides {extra_names or 'none'}; "
+                                f"expected one image input", path=path, fix="give the model patched with this recipe")
+    missing = sorted(set(extra_names) - set(extras))
+    if missing:
+        raise GraphsurgeryError(f"the patched model lacks the input(s) {missing} the recipe adds", path=path,
+                                fix="give the model patched with this recipe")
+    return images[0], extras
+
+
+def _single_input(proto, path) -> str:
+    names = real_inputs(proto)
+    if len(names) != 1:
+        raise GraphsurgeryError(f"the plain model has {len(names)} inputs", path=path,
+                                fix="name the one to patch in the recipe's input.target")
+    return names[0]
+
+
+def _chunks(samples: Samples, batch: int):
+    if len(samples) % batch:
+        raise GraphsurgeryError(f"the model takes batches of {batch}; {len(samples)} crops do not divide into them",
+                                fix=f"use a multiple of {batch} crops")
+    for start in range(0, len(samples), batch):
+        end = start + batch
+        yield samples.tensors[start:end], {k: v[start:end] for k, v in samples.extras.items()}
+
+
+def _run_unpatched(recipe: Recipe, facts: ModelFacts, backend: str, plain: Path, input_name: str, samples: Samples,
+                   batch: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The reference answers, and the plain model's raw output (what near ties are judged on)."""
+    outputs, raws = [], []
+    with open_runner(backend, plain) as run:
+        for x, extras in _chunks(samples, batch):
+            raw = run({input_name: preprocess(recipe, x)})[facts.output_name]
+            raws.append(raw)
+            outputs.append(postprocess(recipe, raw, facts, extras))
+    return _concat(outputs), np.concatenate(raws)
+
+
+def _run_patched(backend: str, patched: Path, precision: str, input_name: str, samples: Samples, batch: int
+                 ) -> tuple[dict[str, np.ndarray], str]:
+    """The patched model's answers, and the precision the backend really computed in."""
+    outputs = []
+    with open_runner(backend, patched, precision=precision) as run:
+        for x, extras in _chunks(samples, batch):
+            outputs.append(run({input_name: x, **extras}))
+    return _concat(outputs), run.precision
+
+
+def _concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+
+
+# --- comparing -----------------------------------------------------------------------------------------------
+
+
+def _with_tolerances(declared: dict[str, Comparison], tolerances: Tolerances) -> dict[str, Comparison]:
+    """The recipe's comparisons with the caller's tolerances; "*" applies to float outputs without their own."""
+    unknown = sorted(set(tolerances) - set(declared) - {"*"})
+    if unknown:
+        raise GraphsurgeryError(f"no output named {unknown[0]!r} to set a tolerance for",
+                                fix=f"the outputs are {', '.join(declared)} (or * for every float output)")
+    result = {}
+    for name, comparison in declared.items():
+        given = tolerances.get(name, tolerances.get("*") if comparison.kind == "float" else None)
+        if given is not None:
+            atol, rtol = given
+            if atol < 0 or rtol < 0:
+                raise GraphsurgeryError(f"tolerances for {name!r} must not be negative", fix="give atol, rtol ≥ 0")
+            comparison = Comparison(comparison.kind, atol=atol, rtol=rtol if comparison.kind == "float" else 0.0)
+        result[name] = comparison
+    return result
+
+
+def _compare(actual: dict[str, np.ndarray], expected: dict[str, np.ndarray], raw: np.ndarray,
+             wanted: dict[str, Comparison], grids: dict[str, HeatmapGrid], tie: Comparison) -> list[OutputResult]:
+    results = []
+    for name, comparison in wanted.items():
+        if name not in actual:
+            results.append(missing_output(name, comparison, "the patched model has no such output"))
+            continue
+        reference = raw if comparison.kind == "indices" or name in grids else None
+        results.append(compare_output(name, actual[name], expected[name], comparison, reference=reference,
+                                      grid=grids.get(name), tie=tie))
+    return results
+
+
+def heatmap_grid(recipe: Recipe, facts: ModelFacts, heatmaps: np.ndarray, extras: dict[str, np.ndarray],
+                 wanted: dict[str, Comparison]) -> dict[str, HeatmapGrid]:
+    """How each coordinate output maps to heatmap cells, measured with the recipe's own numpy twins.
+
+    One-hot heatmaps shaped like the model's output, with the peak in the first cell, the last cell and the
+    middle one, are decoded by the output twins (with the same extra inputs); two answers give the per-axis scale
+    and offset, the third must agree (within 1e-4), else that output gets no grid. Single-peak maps are decoded
+    without refinement (the neighbours tie), so no knowledge of any particular step is needed here.
+    """
+    names = [name for name, c in wanted.items() if c.kind == "coordinates"]
+    if not names or heatmaps.ndim != 4:
+        return {}
+    n, k, h, w = heatmaps.shape
+    corners = {"first": (0, 0), "last": (w - 1, h - 1), "middle": (w // 2, h // 2)}
+    decoded = {}
+    for label, (x, y) in corners.items():
+        probe = np.zeros(heatmaps.shape, np.float32)
+        probe[:, :, y, x] = 1.0
+        decoded[label] = postprocess(recipe, probe, facts, extras)
+    span = np.array([max(w - 1, 1), max(h - 1, 1)], np.float64)
+    grids = {}
+    for name in names:
+        first, last, middle = (np.asarray(decoded[label].get(name), np.float64) for label in corners)
+        if first.shape != (n, k, 2) or last.shape != first.shape or middle.shape != first.shape:
+            continue
+        scale = (last - first) / span
+        if not np.allclose(first + scale * np.array(corners["middle"]), middle, rtol=1e-6, atol=1e-4):
+            continue
+        grids[name] = HeatmapGrid(scale, first)
+    return grids
+
+
+def _provenance_notes(patched: Path, recipe: Recipe) -> list[str]:
+    if patched.suffix.lower() != ".onnx":
+        return []
+    entries = provenance(load_model(patched).proto)
+    if entries and entries[-1].get("recipe_sha256") != recipe.sha256:
+        last = entries[-1]
+        return [f"the patched model was made with recipe {last.get('recipe')!r} "
+                f"(sha256 {str(last.get('recipe_sha256'))[:12]}…), not with this recipe file"]
+    return []

@@ -127,6 +127,42 @@ def _openvino(model: Path, precision: str, threads: int | None) -> Runner:
     return Runner(run, compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name())
 
 
+@contextmanager
+def open_stream(backend: str, model: str | Path, *, precision: str = "f32", threads: int | None = None
+                ) -> Iterator[Runner]:
+    """Like `open_runner`, for many inputs: `runner(iterable of feeds)` yields each one's outputs, in input order.
+
+    On OpenVINO the plugin's optimal number of asynchronous requests (AsyncInferQueue, throughput mode) stays in
+    flight while the caller prepares the next inputs; elsewhere the inputs run one after the other.
+    """
+    if backend != "openvino":
+        with open_runner(backend, model, precision=precision, threads=threads) as run:
+            yield Runner(lambda feeds: map(run, feeds), run.precision)
+        return
+    import openvino as ov
+
+    compiled = compile_openvino(model, precision, threads, throughput=True)
+    queue = ov.AsyncInferQueue(compiled, compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+    names = [o.get_any_name() for o in compiled.outputs]
+    done: dict[int, dict[str, np.ndarray]] = {}
+    queue.set_callback(lambda request, index: done.__setitem__(
+        index, {name: np.array(tensor.data) for name, tensor in zip(names, request.output_tensors)}))
+
+    def run_all(feeds):
+        emitted = 0
+        for index, feed in enumerate(feeds):
+            queue.start_async(feed, index)  # blocks while every request is busy
+            while emitted in done:
+                yield done.pop(emitted)
+                emitted += 1
+        queue.wait_all()
+        while emitted in done:
+            yield done.pop(emitted)
+            emitted += 1
+
+    yield Runner(run_all, compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name())
+
+
 def model_signature(model: str | Path) -> ModelSignature:
     """Inputs, outputs and weight precision of an .onnx model or an OpenVINO .xml IR, without compiling it."""
     model = Path(model)

@@ -53,26 +53,32 @@ class ModelSignature:
 
 
 @contextmanager
-def open_runner(backend: str, model: str | Path, *, precision: str = "f32", threads: int | None = None
-                ) -> Iterator[Runner]:
-    """Load `model` (.onnx, or .xml for OpenVINO) on `backend`; yield a function feeding inputs by name."""
+def open_runner(backend: str, model: str | Path, *, precision: str = "f32", threads: int | None = None,
+                spin: bool = True) -> Iterator[Runner]:
+    """Load `model` (.onnx, or .xml for OpenVINO) on `backend`; yield a function feeding inputs by name.
+
+    `spin=False` stops ONNX Runtime's idle worker threads from spin-waiting after a run: alone, spinning saves a
+    little latency; next to another runtime in the same process it steals that runtime's CPU (benchmarks).
+    """
     model = Path(model)
     if backend == "onnxruntime":
         if precision != "f32":
             raise GraphsurgeryError(f"onnxruntime runs at f32 only, not {precision}", path=model,
                                     fix="use --precision f32 or --backend openvino")
-        yield Runner(_onnxruntime(model, threads), "f32")
+        yield Runner(_onnxruntime(model, threads, spin), "f32")
     elif backend == "openvino":
         yield _openvino(model, precision, threads)
     else:
         raise GraphsurgeryError(f"unknown backend {backend!r}", fix=f"choose one of {', '.join(BACKENDS)}")
 
 
-def _onnxruntime(model: Path, threads: int | None) -> Run:
+def _onnxruntime(model: Path, threads: int | None, spin: bool = True) -> Run:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    if not spin:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1

@@ -119,18 +119,18 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
     wanted = _with_tolerances(comparisons(recipe, facts), tolerances or {})
     with tempfile.TemporaryDirectory(prefix="graphsurgery-verify-") as tmp:
         patched_path = Path(patched) if patched is not None else apply(recipe, plain.path, Path(tmp) / "patched.onnx").output
-        image_input, extras = _patched_inputs(patched_path, extra_input_names(recipe))
-        size = _crop_size(image_input, recipe, facts)
+        image_input, extras = patched_inputs(patched_path, extra_input_names(recipe))
+        size = crop_size(image_input, recipe, facts)
         if images is not None:
-            samples = image_samples(Path(images), boxes, image_input, size, _tensor_facet(recipe), extras)
+            samples = image_samples(Path(images), boxes, image_input, size, tensor_facet(recipe), extras)
         else:
             samples = random_samples(random if random is not None else DEFAULT_RANDOM, image_input, size,
-                                     _tensor_facet(recipe).layout, extras, seed)
+                                     tensor_facet(recipe).layout, extras, seed)
         report = VerifyReport(recipe.source, str(plain.path), str(patched) if patched else "(built from the recipe)",
                               samples.description, len(samples), backends, precision)
         report.notes += _provenance_notes(patched_path, recipe)
         batch = image_input.shape[0] if isinstance(image_input.shape[0], int) else 1
-        plain_input = recipe.input.target if recipe.input and recipe.input.target else _single_input(plain.proto, plain.path)
+        plain_input = recipe.input.target if recipe.input and recipe.input.target else single_input(plain.proto, plain.path)
         unpatched, raw, runs, ran = {}, {}, {}, {}
         for backend in backends:
             unpatched[backend], raw[backend] = _run_unpatched(recipe, facts, backend, plain.path, plain_input,
@@ -235,7 +235,7 @@ def _extras(names: list[str], centers: np.ndarray, scales: np.ndarray) -> dict[s
     return {name: known[name] for name in names}
 
 
-def _tensor_facet(recipe: Recipe) -> InputTensor:
+def tensor_facet(recipe: Recipe) -> InputTensor:
     return recipe.input.tensor if recipe.input else InputTensor()
 
 
@@ -249,9 +249,9 @@ def _sample_shape(image_input: Port, size: tuple[int, int], layout: str) -> tupl
     return tuple(d or fill for d, fill in zip(dims, wanted))
 
 
-def _crop_size(image_input: Port, recipe: Recipe, facts: ModelFacts) -> tuple[int, int]:
+def crop_size(image_input: Port, recipe: Recipe, facts: ModelFacts) -> tuple[int, int]:
     """(W, H) of the crops: the patched input's static size, else the plain model's."""
-    layout = _tensor_facet(recipe).layout
+    layout = tensor_facet(recipe).layout
     h, w = image_input.shape[1:3] if layout == "NHWC" else image_input.shape[2:4]
     if isinstance(h, int) and isinstance(w, int):
         return (w, h)
@@ -278,7 +278,7 @@ def _check_backends(backends: list[str], precision: str, patched: str | Path | N
     return list(dict.fromkeys(backends))
 
 
-def _patched_inputs(path: Path, extra_names: list[str]) -> tuple[Port, list[str]]:
+def patched_inputs(path: Path, extra_names: list[str]) -> tuple[Port, list[str]]:
     """The patched model's image input, and the extra inputs (of the recipe) it takes."""
     if not path.exists():
         raise GraphsurgeryError("no such patched model file", path=path, fix="check the path")
@@ -295,7 +295,7 @@ def _patched_inputs(path: Path, extra_names: list[str]) -> tuple[Port, list[str]
     return images[0], extras
 
 
-def _single_input(proto, path) -> str:
+def single_input(proto, path) -> str:
     names = real_inputs(proto)
     if len(names) != 1:
         raise GraphsurgeryError(f"the plain model has {len(names)} inputs", path=path,

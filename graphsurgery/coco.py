@@ -1,0 +1,289 @@
+"""COCO keypoint evaluation of the unpatched pipeline and the patched model, side by side (`eval-coco`).
+
+Top-down, as the HRNet authors test: every person box (ground truth, or a COCO detection file) is cropped with
+their affine warp (`graphsurgery.crops`); each pipeline turns the crops into keypoints in original-image
+coordinates (recipes with `center`/`scale` inputs give them directly; crop-pixel keypoints are mapped back with
+the crop's inverse affine transform); results are rescored as the authors do (box score × the mean of the joint
+scores above 0.2) and evaluated by pycocotools' COCOeval (iouType "keypoints"). The authors' OKS-NMS is not
+applied (it matters little with ground-truth boxes, and both sides would get the same). Parity holds when every
+pipeline's AP/AR numbers are identical.
+
+Pipelines: the unpatched pipeline (plain model + numpy twins) and the patched model, on each backend (f32). On
+OpenVINO the crops stream through asynchronous infer requests (`runners.open_stream`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from graphsurgery import crops
+from graphsurgery.api import apply
+from graphsurgery.errors import GraphsurgeryError
+from graphsurgery.images import read_image
+from graphsurgery.modelio import load_model
+from graphsurgery.recipe import InputTensor, Recipe, load_recipe
+from graphsurgery.runners import BACKENDS, open_stream
+from graphsurgery.twins import ModelFacts, extra_input_names, postprocess, preprocess
+from graphsurgery.verification import as_caller_tensor, crop_size, patched_inputs, single_input, tensor_facet
+
+STAT_NAMES = ("AP", "AP .50", "AP .75", "AP (M)", "AP (L)", "AR", "AR .50", "AR .75", "AR (M)", "AR (L)")
+PERSON = 1
+KEYPOINTS, SCORES = "keypoints", "scores"
+IN_VIS_THRE = 0.2  # the authors' TEST.IN_VIS_THRE: joints scoring above it count in the person's score
+
+Progress = Callable[[str, int, int], None]  # (pipeline, done, total)
+
+
+@dataclass(frozen=True)
+class Person:
+    """A box to crop: its image, [x, y, w, h] and score (1 for ground truth)."""
+
+    image_id: int
+    file_name: str
+    box: tuple[float, float, float, float]
+    score: float
+
+
+@dataclass
+class PipelineResult:
+    name: str
+    backend: str
+    precision: str
+    stats: list[float]
+    results_file: str | None = None
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "stats": dict(zip(STAT_NAMES, self.stats))}
+
+
+@dataclass
+class CocoReport:
+    """AP/AR per pipeline; `bool(report)` is parity: every pipeline's numbers equal the first's."""
+
+    annotations: str
+    images: int
+    people: int
+    boxes: str
+    pipelines: list[PipelineResult] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.pipelines) and all(p.stats == self.pipelines[0].stats for p in self.pipelines)
+
+    def to_dict(self) -> dict:
+        return {"parity": bool(self), "annotations": self.annotations, "images": self.images, "people": self.people,
+                "boxes": self.boxes, "pipelines": [p.to_dict() for p in self.pipelines]}
+
+
+def evaluate_coco(recipe: str | Path | Recipe, plain_model: str | Path, annotations: str | Path,
+                  images: str | Path, *, patched: str | Path | None = None, boxes: str | Path | None = None,
+                  limit: int | None = None, backends: Iterable[str] = BACKENDS, results_dir: str | Path | None = None,
+                  progress: Progress | None = None) -> CocoReport:
+    """Evaluate the unpatched pipeline and the patched model on each backend; results JSON go to `results_dir`."""
+    recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
+    plain = load_model(plain_model)
+    facts = ModelFacts.of(plain.proto, recipe)
+    backends = list(dict.fromkeys(backends))
+    unknown = [b for b in backends if b not in BACKENDS]
+    if not backends or unknown:
+        raise GraphsurgeryError(f"unknown backend {unknown[0]!r}" if unknown else "no backend to evaluate on",
+                                fix=f"choose from {', '.join(BACKENDS)}")
+    if limit is not None and limit < 1:
+        raise GraphsurgeryError(f"--limit {limit} is not a positive number of images", fix="pass --limit 1 or more")
+    images = Path(images)
+    if not images.is_dir():
+        raise GraphsurgeryError("no such image folder", path=images, fix="give the folder of the COCO images")
+    gt = _load_coco(Path(annotations))
+    image_ids = sorted(gt.getImgIds(catIds=[PERSON]))[:limit]
+    people = _detections(gt, Path(boxes), image_ids) if boxes is not None else _ground_truth(gt, image_ids)
+    if not people:
+        raise GraphsurgeryError("no person boxes to evaluate", path=boxes or annotations,
+                                fix="check that the file has person (category 1) boxes for these images")
+    report = CocoReport(str(annotations), len(image_ids), len(people), str(boxes) if boxes else "ground truth")
+    with tempfile.TemporaryDirectory(prefix="graphsurgery-coco-") as tmp:
+        patched_path = Path(patched) if patched is not None else apply(recipe, plain.path, Path(tmp) / "patched.onnx").output
+        image_input, extras = patched_inputs(patched_path, extra_input_names(recipe))
+        if image_input.shape[0] not in (None, 1):
+            raise GraphsurgeryError(f"eval-coco feeds one crop at a time; the patched model takes batches of "
+                                    f"{image_input.shape[0]}", path=patched_path,
+                                    fix="export the model with batch 1 or a dynamic batch")
+        size = crop_size(image_input, recipe, facts)
+        caller = _CallerCrops(images, size, tensor_facet(recipe), image_input.dtype)
+        in_image_pixels = {"center", "scale"} <= set(extras)
+        out_dir = Path(results_dir) if results_dir is not None else Path(tmp)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        plain_input = recipe.input.target if recipe.input and recipe.input.target else single_input(plain.proto, plain.path)
+        runs = [("unpatched", b) for b in backends] + [("patched", b) for b in backends]
+        for kind, backend in runs:
+            name = f"{kind} · {backend}"
+            done = 0
+
+            def advance(name=name):
+                nonlocal done
+                done += 1
+                if progress:
+                    progress(name, done, len(people))
+
+            if kind == "unpatched":
+                answers, precision = _run(
+                    backend, plain.path, people, caller, lambda x, _: {plain_input: preprocess(recipe, x)},
+                    lambda outputs, more: _named(postprocess(recipe, outputs[facts.output_name], facts, more), recipe),
+                    extras, advance)
+            else:
+                answers, precision = _run(backend, patched_path, people, caller,
+                                          lambda x, more: {image_input.name: x, **more},
+                                          lambda outputs, _: _named(outputs, recipe), extras, advance)
+            results = [_result(person, answer, size, in_image_pixels) for person, answer in zip(people, answers)]
+            results_file = out_dir / f"{kind}-{backend}.json"
+            results_file.write_text(json.dumps(results), encoding="utf-8")
+            report.pipelines.append(PipelineResult(name, backend, precision, _evaluate(gt, results, image_ids),
+                                                   str(results_file) if results_dir is not None else None))
+    return report
+
+
+# --- boxes ---------------------------------------------------------------------------------------------------
+
+
+def _load_coco(path: Path):
+    from pycocotools.coco import COCO
+
+    if not path.is_file():
+        raise GraphsurgeryError("no such annotation file", path=path, fix="give person_keypoints_*.json")
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            return COCO(str(path))
+    except (ValueError, KeyError, TypeError, AssertionError) as exc:
+        raise GraphsurgeryError(f"not a COCO annotation file ({type(exc).__name__})", path=path,
+                                fix="give a COCO keypoints annotation file (images, annotations, categories)") from None
+
+
+def _ground_truth(gt, image_ids: list[int]) -> list[Person]:
+    """The authors' ground-truth boxes: non-crowd people with annotated keypoints, clipped to the image."""
+    people = []
+    for image_id in image_ids:
+        info = gt.imgs[image_id]
+        width, height = info["width"], info["height"]
+        for ann in gt.loadAnns(gt.getAnnIds(imgIds=image_id, catIds=[PERSON], iscrowd=False)):
+            if max(ann.get("keypoints") or [0]) == 0 or ann.get("area", 0) <= 0:
+                continue
+            x, y, w, h = ann["bbox"]
+            x1, y1 = max(0.0, x), max(0.0, y)
+            x2, y2 = min(width - 1.0, x1 + max(0.0, w - 1)), min(height - 1.0, y1 + max(0.0, h - 1))
+            if x2 >= x1 and y2 >= y1:
+                people.append(Person(image_id, info["file_name"], (x1, y1, x2 - x1, y2 - y1), 1.0))
+    return people
+
+
+def _detections(gt, path: Path, image_ids: list[int]) -> list[Person]:
+    """Person detections from a COCO results file ([{image_id, category_id, bbox, score}])."""
+    if not path.is_file():
+        raise GraphsurgeryError("no such detections file", path=path, fix="check the path")
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            dt = gt.loadRes(str(path))
+    except (ValueError, KeyError, TypeError, IndexError, AssertionError) as exc:
+        raise GraphsurgeryError(f"not COCO detection results for these annotations ({type(exc).__name__})", path=path,
+                                fix="give [{image_id, category_id, bbox, score}, ...] with image ids of the annotations") from None
+    people = []
+    for image_id in image_ids:
+        for det in dt.loadAnns(dt.getAnnIds(imgIds=image_id, catIds=[PERSON])):
+            x, y, w, h = det["bbox"]
+            if w > 0 and h > 0:
+                people.append(Person(image_id, gt.imgs[image_id]["file_name"], (x, y, w, h), float(det.get("score", 1))))
+    return people
+
+
+# --- pipelines -----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _CallerCrops:
+    """Each person's crop as the patched model's caller feeds it, with its center and scale (one image decoded at
+    a time, so memory does not grow with the data set)."""
+
+    folder: Path
+    size: tuple[int, int]
+    tensor: InputTensor
+    dtype: str
+
+    def __call__(self, people: list[Person]) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        loaded: tuple[str, np.ndarray] | None = None
+        for person in people:
+            if loaded is None or loaded[0] != person.file_name:
+                loaded = (person.file_name, read_image(self.folder / person.file_name))
+            center, scale = crops.box_to_center_scale(person.box, self.size[0] / self.size[1])
+            crop = crops.crop(loaded[1], center, scale, self.size)
+            yield as_caller_tensor(crop, self.tensor, self.dtype)[None], center[None], scale[None]
+
+
+Answer = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # keypoints [K, 2], scores [K], center, scale
+
+
+def _run(backend: str, model: Path, people: list[Person], caller: _CallerCrops,
+         feed: Callable[[np.ndarray, dict[str, np.ndarray]], dict[str, np.ndarray]],
+         read: Callable[[dict[str, np.ndarray], dict[str, np.ndarray]], dict[str, np.ndarray]],
+         extras: list[str], advance: Callable[[], None]) -> tuple[list[Answer], str]:
+    """Stream every crop through `model`: `feed(x, extras)` makes a request, `read(outputs, extras)` the results."""
+    boxes: list[dict[str, np.ndarray]] = []
+
+    def requests():
+        for x, center, scale in caller(people):
+            boxes.append({"center": center, "scale": scale})
+            yield feed(x, {name: boxes[-1][name] for name in extras})
+
+    answers = []
+    with open_stream(backend, model) as run:
+        for index, outputs in enumerate(run(requests())):
+            box = boxes[index]
+            keypoints, scores = _keypoints(read(outputs, {name: box[name] for name in extras}))
+            answers.append((keypoints, scores, box["center"][0], box["scale"][0]))
+            advance()
+    return answers, run.precision
+
+
+def _named(outputs: dict[str, np.ndarray], recipe: Recipe) -> dict[str, np.ndarray]:
+    """The keypoints and scores results under their step names, whatever the recipe calls the graph outputs."""
+    names = recipe.output.output_names() if recipe.output else {}
+    return {key: outputs[names.get(key, key)] for key in (KEYPOINTS, SCORES) if names.get(key, key) in outputs}
+
+
+def _keypoints(outputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """([K, 2] keypoints, [K] scores) of the single crop."""
+    missing = [name for name in (KEYPOINTS, SCORES) if name not in outputs]
+    if missing:
+        raise GraphsurgeryError(f"the pipeline has no {' or '.join(missing)} output", fix="eval-coco needs a pose "
+                                "recipe whose output steps produce keypoints and scores (heatmap_argmax, to_image)")
+    return (np.asarray(outputs[KEYPOINTS][0], np.float64), np.asarray(outputs[SCORES][0], np.float64).reshape(-1))
+
+
+def _result(person: Person, answer: Answer, size: tuple[int, int], in_image_pixels: bool) -> dict:
+    """One COCO keypoint result in original-image pixels, rescored as the authors do."""
+    keypoints, scores, center, scale = answer
+    if not in_image_pixels:
+        keypoints = crops.to_original(keypoints, center, scale, size)
+    scores = np.nan_to_num(scores, nan=0.0)
+    visible = scores[scores > IN_VIS_THRE]
+    score = (float(visible.mean()) if visible.size else 0.0) * person.score
+    triples = np.concatenate([np.asarray(keypoints, np.float64), scores[:, None]], axis=1)
+    return {"image_id": person.image_id, "category_id": PERSON, "keypoints": triples.reshape(-1).tolist(),
+            "score": score}
+
+
+def _evaluate(gt, results: list[dict], image_ids: list[int]) -> list[float]:
+    from pycocotools.cocoeval import COCOeval
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        dt = gt.loadRes(results)
+        evaluation = COCOeval(gt, dt, "keypoints")
+        evaluation.params.imgIds = image_ids
+        evaluation.evaluate()
+        evaluation.accumulate()
+        evaluation.summarize()
+    return [float(v) for v in evaluation.stats]

@@ -192,7 +192,11 @@ def save_model(proto: onnx.ModelProto, out: Path, *, external_base: Path | None 
     for one protobuf moves its large tensors there too.
     """
     out = Path(out)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    except OSError as exc:
+        raise GraphsurgeryError(f"cannot create files in the output folder ({exc.strerror or exc})", path=out,
+                                fix="choose a writable folder") from None
     placed: list[Path] = []
     try:
         staged = staging / out.name
@@ -234,40 +238,51 @@ def _stage_external_data(proto: onnx.ModelProto, base: Path | None, data_path: P
         raise ModelError("the model refers to external data but no source folder is known", path=data_path,
                          fix="load it with graphsurgery.modelio.load_model")
     with open(data_path, "wb") as sink:
+        end = 0
         for tensor in tensors:
             info = ExternalDataInfo(tensor)
             source = base / info.location
             offset = info.offset or 0
             length = info.length if info.length is not None else source.stat().st_size - offset
-            sink.seek((sink.tell() + 4095) // 4096 * 4096)
-            start = sink.tell()
+            start = (end + 4095) // 4096 * 4096
             with open(source, "rb") as src:
-                _copy_range(src, sink, offset, length)
+                _copy_range(src.fileno(), sink.fileno(), offset, start, length)
             _set_external(tensor, data_name, start, length)
-        sink.truncate(sink.tell())  # a trailing hole still counts towards the file's size
+            end = start + length
+        sink.truncate(end)  # a trailing hole still counts towards the file's size
     return True
 
 
-def _copy_range(src, sink, offset: int, length: int) -> None:
-    """Copy `length` bytes from `offset` in `src` to the current position of `sink`, in bounded chunks.
+def _copy_range(src: int, sink: int, src_offset: int, sink_offset: int, length: int) -> None:
+    """Copy `length` bytes between two file descriptors at the given offsets, in bounded chunks.
 
     Holes in a sparse source (found with SEEK_DATA/SEEK_HOLE where the file system supports them) are skipped,
-    leaving holes in the sink: copying a sparse 2 GB tensor costs neither time nor disk.
+    leaving holes in the sink: copying a sparse 2 GB tensor costs neither time nor disk. Data is copied inside
+    the kernel (copy_file_range) where possible, through a bounded buffer otherwise.
     """
-    end = offset + length
-    position = offset
+    end = src_offset + length
+    position = src_offset
     while position < end:
-        data, hole = _next_data(src.fileno(), position, end)
-        sink.seek(data - position, os.SEEK_CUR)
-        src.seek(data)
-        remaining = hole - data
-        while remaining:
-            chunk = src.read(min(COPY_CHUNK, remaining))
-            if not chunk:
-                raise OSError(f"{src.name} ended early")
-            sink.write(chunk)
-            remaining -= len(chunk)
+        data, hole = _next_data(src, position, end)
+        while data < hole:
+            copied = _copy_chunk(src, sink, data, sink_offset + data - src_offset, min(COPY_CHUNK, hole - data))
+            if not copied:
+                raise OSError(f"external data ended early (at byte {data})")
+            data += copied
         position = hole
+
+
+def _copy_chunk(src: int, sink: int, src_offset: int, sink_offset: int, count: int) -> int:
+    try:
+        return os.copy_file_range(src, sink, count, src_offset, sink_offset)
+    except OSError as exc:
+        if exc.errno not in (errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+            raise
+    chunk = os.pread(src, count, src_offset)
+    view, written = memoryview(chunk), 0
+    while written < len(chunk):
+        written += os.pwrite(sink, view[written:], sink_offset + written)
+    return len(chunk)
 
 
 def _next_data(fd: int, position: int, end: int) -> tuple[int, int]:

@@ -8,6 +8,7 @@ refused and the expanded size of the document is bounded (alias bombs).
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -39,6 +40,13 @@ class InputTensor(_Frozen):
     shape: tuple[Dim, ...] | None = Field(
         default=None, description="fixed dims in the caller's layout; null or a name keeps a dim dynamic"
     )
+
+    @field_validator("shape", mode="before")
+    @classmethod
+    def _no_booleans(cls, shape):
+        if isinstance(shape, (list, tuple)) and any(isinstance(d, bool) for d in shape):
+            raise ValueError("a dim is a number, a name or null, not true/false")
+        return shape
 
     @field_validator("shape")
     @classmethod
@@ -278,8 +286,13 @@ def _parse_step(item, path, known, other, side, lines, source) -> Step:
     if not isinstance(params, dict):
         raise fail(f"the parameters of {name!r} must be a mapping, not {type(params).__name__}",
                    f"write `{name}: {{}}` or `{name}: {{param: value}}`", path + (name,))
+    try:  # strict JSON validation: `true` is not a number and "255" is not one either, as the schema says
+        params_json = json.dumps(params)
+    except (TypeError, ValueError) as exc:
+        raise fail(f"the parameters of {name!r} hold a value that is not a number, string, list or mapping ({exc})",
+                   "quote dates and remove `!!` tags", path + (name,)) from None
     try:
-        return known[name].model_validate(params)
+        return known[name].model_validate_json(params_json, strict=True)
     except ValidationError as exc:
         raise _recipe_error(exc, lines, source, prefix=path + (name,), model=known[name]) from None
 

@@ -175,6 +175,8 @@ def _splice_input(section: InputSection, proto, graph: gs.Graph, em: Emitter, pl
     _check_reaches_model(spec, section, dtype, model_shape, model_name)
 
     # The chain's last node now produces the tensor the model consumed; the new input takes the old name.
+    if x is new_input:  # no steps: the section only renames the input or fixes its dims
+        x = em.op("Identity", [x], dtype=x.dtype)
     producer = x.inputs[0]
     producer.outputs = [target]
     target.name = em.unique(f"{target_name}")

@@ -84,14 +84,13 @@ class FloatResult:
     def summary(self) -> str:
         if self.problem:
             return self.problem
-        text = (f"max abs {self.max_abs:.3g} (mean {self.mean_abs:.3g}, median {self.median_abs:.3g}), "
-                f"max rel {self.max_rel:.3g} (mean {self.mean_rel:.3g}, median {self.median_rel:.3g})")
+        text = (f"|Δ| max {self.max_abs:.3g} mean {self.mean_abs:.2g} median {self.median_abs:.2g}; "
+                f"rel max {self.max_rel:.3g} mean {self.mean_rel:.2g} median {self.median_rel:.2g}")
         if self.failed:
             nans = f" ({self.nan_mismatches} with NaN on one side only)" if self.nan_mismatches else ""
-            parts = [f"{self.failed} of {self.elements} elements exceed atol {self.atol:g} and rtol {self.rtol:g}{nans}",
-                     text, f"worst at {self.worst_index}",
-                     f"would pass with atol ≥ {self.passing_atol:.3g} or rtol ≥ {self.passing_rtol:.3g}"]
-            text = "; ".join(parts)
+            text = (f"{self.failed} of {self.elements} elements exceed atol {self.atol:g} and rtol {self.rtol:g}{nans}; "
+                    f"{text}; worst at {self.worst_index}; would pass with atol ≥ {self.passing_atol:.3g} "
+                    f"or rtol ≥ {self.passing_rtol:.3g}")
         return text
 
     def to_dict(self) -> dict:

@@ -54,20 +54,17 @@ class Samples:
 class PairReport:
     """One comparison: `actual` against `reference`, output by output."""
 
+    name: str
     reference: str
     actual: str
     results: list[OutputResult]
     reduced_precision: str | None = None
 
-    @property
-    def name(self) -> str:
-        return f"{self.reference} → {self.actual}"
-
     def __bool__(self) -> bool:
         return all(self.results)
 
     def to_dict(self) -> dict:
-        return {"reference": self.reference, "actual": self.actual, "passed": bool(self),
+        return {"name": self.name, "reference": self.reference, "actual": self.actual, "passed": bool(self),
                 "reduced_precision": self.reduced_precision, "outputs": [r.to_dict() for r in self.results]}
 
 
@@ -148,18 +145,20 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
                             f"{ran['openvino']}")
 
     def label(backend: str) -> str:
-        return f"patched on {backend}" + (f" at {ran[backend]}" if ran[backend] != "f32" else "")
+        return backend + (f" at {ran[backend]}" if ran[backend] != "f32" else "")
 
     def reduced(*sides: str) -> str | None:
         return next((ran[b] for b in sides if ran[b] != "f32"), None)
 
     for backend in backends:
-        report.pairs.append(PairReport(f"unpatched on {backend}", label(backend),
+        report.pairs.append(PairReport(f"{label(backend)}: unpatched → patched", f"unpatched pipeline on {backend}",
+                                       f"patched model on {label(backend)}",
                                        _compare(runs[backend], unpatched[backend], raw[backend], wanted, grids, tie),
                                        reduced(backend)))
     first = backends[0]
     for backend in backends[1:]:
-        report.pairs.append(PairReport(label(first), label(backend),
+        report.pairs.append(PairReport(f"patched: {label(first)} → {label(backend)}",
+                                       f"patched model on {label(first)}", f"patched model on {label(backend)}",
                                        _compare(runs[backend], runs[first], raw[first], wanted, grids, tie),
                                        reduced(first, backend)))
     if reduced(*backends):

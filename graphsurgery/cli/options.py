@@ -10,3 +10,23 @@ existing_file = click.Path(path_type=Path, dir_okay=True)  # existence is checke
 
 force_option = click.option("--force", is_flag=True, help="Replace an existing output / apply a recipe again.")
 json_flag = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+
+
+def _backend_list(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
+    from graphsurgery.runners import BACKENDS
+
+    names = tuple(dict.fromkeys(name.strip() for name in value.split(",") if name.strip()))
+    unknown = [name for name in names if name not in BACKENDS]
+    if not names or unknown:
+        raise click.BadParameter(f"{unknown[0]!r} is not a backend" if unknown else "no backend given; "
+                                 f"choose from {','.join(BACKENDS)}")
+    return names
+
+
+backends_option = click.option("--backends", default="onnxruntime,openvino", show_default=True, callback=_backend_list,
+                               metavar="NAME[,NAME]", help="Comma-separated backends to run on.")
+patched_option = click.option("--patched", type=existing_file, help="The patched model to check (.onnx, or an "
+                              "OpenVINO .xml with --backends openvino) [default: RECIPE applied to the plain model in "
+                              "a temporary folder].")
+json_report_option = click.option("--json", "json_report", type=click.Path(path_type=Path, dir_okay=False),
+                                  metavar="REPORT", help="Also write the report as JSON to this file.")

@@ -1,0 +1,172 @@
+"""Commands that prove parity: verify (per output, per backend) and eval-coco (COCO keypoint AP).
+
+Exit codes: 0 parity, 1 parity failure, 2 usage or input error.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from graphsurgery.cli.options import backends_option, existing_file, json_report_option, patched_option
+from graphsurgery.errors import GraphsurgeryError
+from graphsurgery.runners import PRECISIONS
+
+PARITY_FAILURE = 1
+DETAILS_SHOWN = 3
+
+
+@click.command("verify")
+@click.argument("recipe", type=existing_file)
+@click.argument("plain", type=existing_file)
+@patched_option
+@click.option("--images", type=existing_file, help="Folder of JPEG/PNG images, cropped as `run` does (one crop per "
+              "person box, or the whole image).")
+@click.option("--random", "random_count", type=click.IntRange(min=1),
+              help="Number of random uint8 crops [default: 8 when no --images].")
+@click.option("--boxes", type=existing_file, help="Person boxes for --images: {file_name: [[x, y, w, h], ...]} or a "
+              "COCO annotation file.")
+@backends_option
+@click.option("--precision", type=click.Choice(PRECISIONS), default="f32", show_default=True,
+              help="OpenVINO inference precision of the patched model; bf16/f16 measure what the faster mode costs in "
+                   "agreement (the reference stays f32).")
+@click.option("--tolerance", "tolerances", multiple=True, metavar="OUTPUT=ATOL[,RTOL]",
+              help="Tolerance for one output (* = every float output); coordinates use ATOL only. Repeatable.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random crops and boxes.")
+@json_report_option
+def verify_command(recipe: Path, plain: Path, patched: Path | None, images: Path | None, random_count: int | None,
+                   boxes: Path | None, backends: tuple[str, ...], precision: str, tolerances: tuple[str, ...],
+                   seed: int, json_report: Path | None):
+    """Prove that the patched model gives the answers of the unpatched pipeline: PLAIN (the model without
+    processing) between RECIPE's numpy twins, on every backend, output by output; and that the backends agree.
+
+    Float outputs fail where a difference exceeds both atol and rtol; keypoints must match exactly, and each
+    mismatch is told apart as a near tie (the heatmap values at the two positions tie within the float tolerance)
+    or a real mismatch. Exit code 0 when every output agrees, 1 when one does not, 2 on a usage or input error.
+    """
+    from graphsurgery.verification import verify
+
+    report = verify(recipe, plain, patched=patched, images=images, boxes=boxes, random=random_count,
+                    backends=backends, precision=precision, tolerances=dict(map(_tolerance, tolerances)), seed=seed)
+    if json_report is not None:
+        _write_json(json_report, report.to_dict())
+    console = Console()
+    table = Table("pair", "output", "kind", "verdict", "stats", title=f"{report.inputs} · recipe {report.recipe}",
+                  title_justify="left")
+    for pair in report.pairs:
+        for index, result in enumerate(pair.results):
+            verdict = "[green]pass[/]" if result else "[bold red]FAIL[/]"
+            if not result and pair.reduced_precision:
+                verdict += f" ({pair.reduced_precision})"
+            table.add_row(pair.name if index == 0 else "", result.output, result.kind, verdict, result.summary(),
+                          end_section=index == len(pair.results) - 1)
+    console.print(table)
+    for pair in report.pairs:
+        for result in pair.results:
+            for detail in getattr(result, "details", [])[:DETAILS_SHOWN] if not result else []:
+                kind = "near tie" if detail.near_tie else "real mismatch"
+                gap = f", reference values differ by {detail.gap:.3g}" if detail.gap is not None else ""
+                console.print(f"  {pair.name}: {result.output}{detail.index}: expected {_point(detail.expected)}, got "
+                              f"{_point(detail.actual)} ({detail.distance:.4g} apart{gap}): {kind}", highlight=False)
+    for note in report.notes:
+        console.print(f"[yellow]note:[/] {note}", highlight=False)
+    if report:
+        console.print(f"[bold green]PASS[/]: the patched model agrees with the unpatched pipeline on "
+                      f"{', '.join(report.backends)} ({report.samples} crops)", highlight=False)
+        return
+    failed = [r for pair in report.pairs for r in pair.results if not r]
+    total = sum(len(pair.results) for pair in report.pairs)
+    names = ", ".join(dict.fromkeys(r.output for r in failed))
+    console.print(f"[bold red]FAIL[/]: {len(failed)} of {total} comparisons differ ({names})", highlight=False)
+    raise SystemExit(PARITY_FAILURE)
+
+
+@click.command("eval-coco")
+@click.argument("recipe", type=existing_file)
+@click.argument("plain", type=existing_file)
+@click.option("--ann", "annotations", required=True, type=existing_file,
+              help="COCO keypoint annotations, e.g. person_keypoints_val2017.json.")
+@click.option("--images", required=True, type=existing_file, help="Folder of the annotated images, e.g. val2017/.")
+@click.option("--limit", type=click.IntRange(min=1), help="Only the first N images with people (sorted by id).")
+@click.option("--boxes", type=existing_file, help="Person detections (COCO results JSON: image_id, bbox, score) "
+              "[default: the ground-truth boxes].")
+@patched_option
+@backends_option
+@click.option("--results", "results_dir", type=click.Path(path_type=Path, file_okay=False),
+              help="Keep each pipeline's COCO results JSON in this folder [default: a temporary folder].")
+@json_report_option
+def eval_coco_command(recipe: Path, plain: Path, annotations: Path, images: Path, limit: int | None,
+                      boxes: Path | None, patched: Path | None, backends: tuple[str, ...], results_dir: Path | None,
+                      json_report: Path | None):
+    """COCO keypoint AP/AR of the unpatched pipeline (PLAIN + RECIPE's numpy twins) and of the patched model, on
+    each backend at f32, top-down with the HRNet authors' crops. Parity holds when the numbers are identical
+    (exit code 0; 1 when they are not, 2 on a usage or input error)."""
+    from graphsurgery.coco import STAT_NAMES, evaluate_coco
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=Console(stderr=True), transient=True) as progress:
+        tasks: dict[str, int] = {}
+
+        def advance(name: str, done: int, total: int) -> None:
+            if name not in tasks:
+                tasks[name] = progress.add_task(name, total=total)
+            progress.update(tasks[name], completed=done)
+
+        report = evaluate_coco(recipe, plain, annotations, images, patched=patched, boxes=boxes, limit=limit,
+                               backends=backends, results_dir=results_dir, progress=advance)
+    if json_report is not None:
+        _write_json(json_report, report.to_dict())
+    console = Console()
+    table = Table("metric", *(p.name for p in report.pipelines),
+                  title=f"{report.images} images, {report.people} people ({report.boxes} boxes)", title_justify="left")
+    reference = report.pipelines[0].stats
+    for index, metric in enumerate(STAT_NAMES):
+        cells = []
+        for pipeline in report.pipelines:
+            value = f"{pipeline.stats[index]:.4f}"
+            cells.append(value if pipeline.stats[index] == reference[index] else f"[bold red]{value}[/]")
+        table.add_row(metric, *cells)
+    console.print(table)
+    for pipeline in report.pipelines:
+        if pipeline.results_file:
+            console.print(f"{pipeline.name}: {pipeline.results_file}", highlight=False)
+    if report:
+        console.print(f"[bold green]PARITY[/]: identical AP/AR for all {len(report.pipelines)} pipelines",
+                      highlight=False)
+        return
+    differing = [p.name for p in report.pipelines if p.stats != reference]
+    console.print(f"[bold red]NO PARITY[/]: {', '.join(differing)} differ from {report.pipelines[0].name} "
+                  f"(AP {', '.join(f'{p.stats[0]:.4f}' for p in report.pipelines)})", highlight=False)
+    raise SystemExit(PARITY_FAILURE)
+
+
+def _tolerance(text: str) -> tuple[str, tuple[float, float]]:
+    """OUTPUT=ATOL[,RTOL] → (output, (atol, rtol))."""
+    name, sep, values = text.partition("=")
+    try:
+        numbers = [float(v) for v in values.split(",")] if sep else []
+    except ValueError:
+        numbers = []
+    if not name or len(numbers) not in (1, 2):
+        raise GraphsurgeryError(f"--tolerance {text!r} is not OUTPUT=ATOL[,RTOL]", fix="e.g. --tolerance scores=1e-5,1e-4")
+    return name, (numbers[0], numbers[1] if len(numbers) == 2 else 0.0)
+
+
+def _point(values: list[float]) -> str:
+    return "(" + ", ".join(f"{v:g}" for v in values) + ")" if len(values) > 1 else f"{values[0]:g}"
+
+
+def _write_json(path: Path, data: dict) -> None:
+    try:
+        path.write_text(json.dumps(data, indent=2), encoding="utf-8")
+    except OSError as exc:
+        raise GraphsurgeryError(f"cannot write the report ({exc.strerror})", path=path,
+                                fix="choose a writable path for --json") from None
+
+
+COMMANDS = (verify_command, eval_coco_command)

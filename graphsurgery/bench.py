@@ -1,0 +1,425 @@
+"""Latency and throughput of one model with its processing in numpy (plain) or in the graph (patched), side by side.
+
+Every pipeline goes from the caller's crop (e.g. uint8 BGR) to the recipe's outputs (e.g. keypoints). The runs are
+interleaved: each round runs every pipeline once, in a fresh random order, so load from other processes (and a
+runtime's idle threads still spinning while the next one starts) falls on all pipelines alike. Absolute times drift
+on a busy machine; ratios measured in one run stay meaningful. `run_bench` returns a JSON-ready dict; the CLI
+prints it and `write_chart` draws it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from graphsurgery import twins
+from graphsurgery.api import apply
+from graphsurgery.errors import GraphsurgeryError
+from graphsurgery.modelio import load_model
+from graphsurgery.recipe import Recipe, load_recipe
+from graphsurgery.runners import open_runner, open_stream
+
+REFERENCE = "openvino-patched-f32"  # every row's time is also given relative to this one
+TORCH_EXAMPLE = "examples.hrnet.model:build_hrnet"
+
+
+@dataclass(frozen=True)
+class Target:
+    """A goal stated as a ratio measured within one run (BENCHMARKS.md)."""
+
+    name: str
+    limit: float
+    at_most: bool  # True: ratio ≤ limit; False: ratio ≥ limit
+
+
+TARGETS = (
+    Target("OpenVINO patched / plain, model-only", 1.01, True),
+    Target("ONNX Runtime patched / plain, model-only", 1.02, True),
+    Target("end-to-end / model-only, worst pipeline", 1.03, True),
+    Target("PyTorch eager / OpenVINO patched f32, end-to-end", 2.2, False),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    iterations: int = 50
+    warmup: int = 5
+    threads: int | None = None  # None: every CPU this process may use
+    batch: int = 1
+    torch: str | None = None  # "module:function" returning an nn.Module that takes the plain model's input
+    throughput: bool = False
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What every pipeline computes: the same caller input, through the plain or the patched model."""
+
+    recipe: Recipe
+    facts: twins.ModelFacts
+    crop: np.ndarray  # the caller's input, as the patched model takes it
+    extras: dict[str, np.ndarray]  # extra inputs of the output steps (e.g. center, scale)
+    plain_input: str
+    patched_input: str
+
+    def plain_pass(self, infer: Callable[[np.ndarray], np.ndarray]) -> Callable[[], tuple[int, int]]:
+        """numpy twins around the plain model; returns a pass timing (model-only ns, end-to-end ns)."""
+
+        def timed() -> tuple[int, int]:
+            start = time.perf_counter_ns()
+            x = twins.preprocess(self.recipe, self.crop)
+            before = time.perf_counter_ns()
+            y = infer(x)
+            after = time.perf_counter_ns()
+            twins.postprocess(self.recipe, y, self.facts, self.extras)
+            return after - before, time.perf_counter_ns() - start
+
+        return timed
+
+    def patched_pass(self, run: Callable[[dict], dict]) -> Callable[[], tuple[int, int]]:
+        """The patched model alone: nothing happens outside it, so model-only and end-to-end are one time."""
+
+        def timed() -> tuple[int, int]:
+            start = time.perf_counter_ns()
+            run({self.patched_input: self.crop, **self.extras})
+            elapsed = time.perf_counter_ns() - start
+            return elapsed, elapsed
+
+        return timed
+
+
+    def plain_stream(self, stream: Callable) -> Callable[[int], None]:
+        """Throughput: n batches through the twins and a stream of asynchronous requests (`runners.open_stream`)."""
+
+        def burst(n: int) -> None:
+            feeds = ({self.plain_input: twins.preprocess(self.recipe, self.crop)} for _ in range(n))
+            for outputs in stream(feeds):
+                twins.postprocess(self.recipe, outputs[self.facts.output_name], self.facts, self.extras)
+
+        return burst
+
+    def patched_stream(self, stream: Callable) -> Callable[[int], None]:
+        def burst(n: int) -> None:
+            for _ in stream({self.patched_input: self.crop, **self.extras} for _ in range(n)):
+                pass
+
+        return burst
+
+
+# (backend, plain or patched, precision asked for, label); keys are derived in `_key`
+VARIANTS = (
+    ("onnxruntime", "plain", "f32", "ONNX Runtime plain + numpy"),
+    ("onnxruntime", "patched", "f32", "ONNX Runtime patched"),
+    ("openvino", "plain", "f32", "OpenVINO plain + numpy (f32)"),
+    ("openvino", "patched", "f32", "OpenVINO patched (f32)"),
+    ("openvino", "patched", "bf16", "OpenVINO patched (bf16, reduced precision)"),
+)
+BATCHES_PER_ROUND = 8  # throughput mode: each pipeline's share of one round
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    key: str
+    label: str
+    backend: str
+    processing: str  # "numpy" (plain model between the twins) or "graph" (patched model)
+    precision: str  # what the backend really computed in (OpenVINO ignores a bf16 hint on CPUs without bf16)
+    requested: str  # the precision asked for
+    run: Callable  # latency: () -> (model-only ns, end-to-end ns); throughput: (n) -> None once n batches are done
+
+    def row(self) -> dict:
+        return {"key": self.key, "label": self.label, "backend": self.backend, "processing": self.processing,
+                "precision": self.precision, "precision_requested": self.requested,
+                "reduced_precision": self.precision != "f32"}
+
+
+def run_bench(recipe: str | Path, model: str | Path, settings: Settings = Settings()) -> dict:
+    """Patch `model` with `recipe` into a temporary folder, then time every pipeline, interleaved."""
+    if settings.iterations < 1 or settings.warmup < 0 or settings.batch < 1:
+        raise GraphsurgeryError("iterations and batch must be ≥ 1 and warmup ≥ 0",
+                                fix="e.g. --iterations 50 --warmup 5 --batch 1")
+    model = Path(model)
+    recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
+    threads = settings.threads or len(os.sched_getaffinity(0))
+    network = load_torch_module(settings.torch) if settings.torch else None  # a wrong spec fails before any work
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="graphsurgery-bench-") as folder:
+        patched = Path(folder) / f"{model.stem}.patched.onnx"
+        plan = apply(recipe, model, patched).plan
+        workload = _workload(recipe, model, plan, settings.batch)
+        with _pipelines(workload, model, patched, settings, threads, network) as pipelines:
+            measure = _measure_throughput if settings.throughput else _measure_latency
+            rows = measure(pipelines, settings)
+    result = {
+        "mode": "throughput" if settings.throughput else "latency",
+        "recipe": recipe.name,
+        "model": str(model),
+        "settings": {"iterations": settings.iterations, "warmup": settings.warmup, "threads": threads,
+                     "batch": settings.batch, "torch": settings.torch,
+                     "batches_per_round": BATCHES_PER_ROUND if settings.throughput else 1,
+                     "input": {"name": workload.patched_input, "dtype": workload.crop.dtype.name,
+                               "shape": list(workload.crop.shape)}},
+        "machine": machine(),
+        "load_average": {"before": list(load_before), "after": list(os.getloadavg())},
+        "pipelines": rows,
+    }
+    if not settings.throughput:
+        result["targets"] = check_targets(rows)
+    return result
+
+
+def _workload(recipe: Recipe, model: Path, plan, batch: int) -> Workload:
+    extras_names = set(twins.extra_input_names(recipe))
+    image = next(s for s in plan.inputs if s.name not in extras_names)
+    if image.shape is None or any(d is None for d in image.shape[1:]):
+        raise GraphsurgeryError(f"input {image.name!r} has dynamic dims besides the batch ({image})", path=model,
+                                fix="export the model with a fixed input size")
+    if isinstance(image.shape[0], int) and image.shape[0] != batch:
+        raise GraphsurgeryError(f"the model's batch is fixed at {image.shape[0]}, not {batch}", path=model,
+                                fix=f"use --batch {image.shape[0]}, or export with a dynamic batch "
+                                    "(examples/hrnet/export.py --dynamic-batch)")
+    rng = np.random.default_rng(0)
+    shape = (batch, *image.shape[1:])
+    if image.dtype == "uint8":
+        crop = rng.integers(0, 256, shape, dtype=np.uint8)
+    else:
+        crop = rng.random(shape, dtype=np.float32).astype(image.dtype)
+    extras = {}
+    for step in recipe.output.steps if recipe.output else ():
+        for extra in step.extra_inputs(batch):
+            extras[extra.name] = rng.uniform(1.0, 2.0, extra.shape).astype(extra.dtype)
+    facts = twins.ModelFacts.of(load_model(model).proto, recipe)
+    return Workload(recipe, facts, crop, extras, plan.input_target or image.name, image.name)
+
+
+@contextmanager
+def _pipelines(work: Workload, plain: Path, patched: Path, settings: Settings, threads: int, network
+               ) -> Iterator[list[Pipeline]]:
+    """Every pipeline loaded at once. ONNX Runtime's idle threads do not spin: spinning, they would slow down
+    whichever pipeline runs next. OpenVINO's throughput mode uses the plugin's parallel streams and async requests."""
+    with ExitStack() as stack:
+        pipelines = []
+        if network is not None:
+            pipelines.append(stack.enter_context(_torch_pipeline(work, network, threads, settings.throughput)))
+        for backend, variant, precision, label in VARIANTS:
+            model = plain if variant == "plain" else patched
+            key = f"{backend}-{variant}" + (f"-{precision}" if backend == "openvino" and variant == "patched" else "")
+            processing = "numpy" if variant == "plain" else "graph"
+            if settings.throughput and backend == "openvino":
+                stream = stack.enter_context(open_stream(backend, model, precision=precision, threads=threads))
+                run = work.plain_stream(stream) if variant == "plain" else work.patched_stream(stream)
+                effective = stream.precision
+            else:
+                runner = stack.enter_context(open_runner(backend, model, precision=precision, threads=threads,
+                                                         spin=False))
+                if variant == "plain":
+                    run = work.plain_pass(lambda x, runner=runner: runner({work.plain_input: x})[work.facts.output_name])
+                else:
+                    run = work.patched_pass(runner)
+                run = _repeat(run) if settings.throughput else run
+                effective = runner.precision
+            pipelines.append(Pipeline(key, label, backend, processing, effective, precision, run))
+        yield pipelines
+
+
+def _repeat(timed: Callable[[], tuple[int, int]]) -> Callable[[int], None]:
+    """Throughput of a synchronous pipeline: one batch after the other."""
+
+    def burst(n: int) -> None:
+        for _ in range(n):
+            timed()
+
+    return burst
+
+
+@contextmanager
+def _torch_pipeline(work: Workload, network, threads: int, throughput: bool) -> Iterator[Pipeline]:
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+
+    def infer(x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return network(torch.from_numpy(x)).numpy()
+
+    run = work.plain_pass(infer)
+    try:
+        yield Pipeline("torch-eager", "PyTorch eager + numpy", "torch", "numpy", "f32", "f32",
+                       _repeat(run) if throughput else run)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def load_torch_module(spec: str):
+    """`package.module:function` → function(), an nn.Module in eval mode (the current folder is importable)."""
+    import torch
+
+    module_name, _, attribute = spec.partition(":")
+    fix = f"give MODULE:FUNCTION returning a torch.nn.Module, e.g. {TORCH_EXAMPLE}"
+    if not module_name or not attribute:
+        raise GraphsurgeryError(f"--torch {spec!r} is not MODULE:FUNCTION", fix=fix)
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise GraphsurgeryError(f"--torch: cannot import {module_name!r} ({exc})",
+                                fix="run from the folder that holds the module, or check its name") from None
+    factory = getattr(module, attribute, None)
+    if not callable(factory):
+        raise GraphsurgeryError(f"--torch: {module_name} has no function {attribute!r}", fix=fix)
+    network = factory()
+    if not isinstance(network, torch.nn.Module):
+        raise GraphsurgeryError(f"--torch: {spec}() returned {type(network).__name__}, not a torch.nn.Module", fix=fix)
+    return network.eval()
+
+
+def _rounds(pipelines: list[Pipeline], settings: Settings, one: Callable[[Pipeline], object]) -> dict[str, list]:
+    """Warm-up rounds, then timed rounds; each round runs every pipeline once in a fresh random order."""
+    order = np.random.default_rng(0)
+    samples: dict[str, list] = {p.key: [] for p in pipelines}
+    for round_index in range(settings.warmup + settings.iterations):
+        for index in order.permutation(len(pipelines)):
+            pipeline = pipelines[index]
+            sample = one(pipeline)
+            if round_index >= settings.warmup:
+                samples[pipeline.key].append(sample)
+    return samples
+
+
+def _measure_latency(pipelines: list[Pipeline], settings: Settings) -> list[dict]:
+    samples = _rounds(pipelines, settings, lambda p: p.run())
+    rows = []
+    for pipeline in pipelines:
+        times = np.array(samples[pipeline.key], dtype=np.float64) / 1e6
+        model_ms, total_ms = _stats(times[:, 0]), _stats(times[:, 1])
+        rows.append({**pipeline.row(), "model_ms": model_ms, "end_to_end_ms": total_ms,
+                     "end_to_end_over_model": total_ms["median"] / model_ms["median"]})
+    reference = _find(rows, REFERENCE)
+    for row in rows:
+        row["vs_reference"] = {kind: row[kind]["median"] / reference[kind]["median"]
+                               for kind in ("model_ms", "end_to_end_ms")}
+    return rows
+
+
+def _measure_throughput(pipelines: list[Pipeline], settings: Settings) -> list[dict]:
+    def one(pipeline: Pipeline) -> int:
+        start = time.perf_counter_ns()
+        pipeline.run(BATCHES_PER_ROUND)
+        return time.perf_counter_ns() - start
+
+    samples = _rounds(pipelines, settings, one)
+    frames = BATCHES_PER_ROUND * settings.batch
+    rows = []
+    for pipeline in pipelines:
+        seconds = np.array(samples[pipeline.key], dtype=np.float64) / 1e9
+        fps = {"median": frames / float(np.median(seconds)), "p10": frames / float(np.percentile(seconds, 90))}
+        rows.append({**pipeline.row(), "frames_per_second": fps})
+    reference = _find(rows, REFERENCE)["frames_per_second"]["median"]
+    for row in rows:
+        row["vs_reference"] = {"time": reference / row["frames_per_second"]["median"]}
+    return rows
+
+
+def _stats(ms: np.ndarray) -> dict:
+    return {"median": float(np.median(ms)), "p90": float(np.percentile(ms, 90)), "min": float(ms.min())}
+
+
+def _find(rows: list[dict], key: str) -> dict:
+    return next(row for row in rows if row["key"] == key)
+
+
+def check_targets(rows: list[dict]) -> list[dict]:
+    """Each target's measured ratio and whether it is met (None when the run lacks a pipeline it needs)."""
+    by_key = {row["key"]: row for row in rows}
+
+    def ratio(numerator: str, denominator: str, kind: str) -> float | None:
+        if numerator not in by_key or denominator not in by_key:
+            return None
+        return by_key[numerator][kind]["median"] / by_key[denominator][kind]["median"]
+
+    worst = max(rows, key=lambda row: row["end_to_end_over_model"])
+    values = (
+        (ratio("openvino-patched-f32", "openvino-plain", "model_ms"), None),
+        (ratio("onnxruntime-patched", "onnxruntime-plain", "model_ms"), None),
+        (worst["end_to_end_over_model"], worst["label"]),
+        (ratio("torch-eager", "openvino-patched-f32", "end_to_end_ms"), None),
+    )
+    results = []
+    for target, (value, where) in zip(TARGETS, values):
+        met = None if value is None else (value <= target.limit if target.at_most else value >= target.limit)
+        results.append({"name": target.name, "ratio": value, "limit": target.limit,
+                        "at_most": target.at_most, "met": met, "where": where})
+    return results
+
+
+def machine() -> dict:
+    """The facts a reader needs to compare these numbers with theirs."""
+    cpu = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                    if line.startswith("model name")), cpu)
+    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else 0
+    versions = {}
+    for package in ("graphsurgery", "numpy", "onnx", "onnxruntime", "openvino", "torch"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return {"cpu": cpu, "logical_cpus": os.cpu_count(), "usable_cpus": len(os.sched_getaffinity(0)),
+            "ram_gib": round(ram / 2**30, 1), "os": platform.platform(), "python": platform.python_version(),
+            "versions": versions}
+
+
+def write_chart(result: dict, path: str | Path) -> Path:
+    """A horizontal bar chart of the rows (latency: model-only and end-to-end medians, whiskers to p90)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    rows = result["pipelines"]
+    labels = [row["label"] + ("" if row["precision"] == row["precision_requested"] else f" [ran {row['precision']}]")
+              for row in rows]
+    y = np.arange(len(rows))[::-1]
+    settings = result["settings"]
+    figure, axes = plt.subplots(figsize=(9, 1.0 + 0.55 * len(rows)), dpi=110)
+    if result["mode"] == "latency":
+        height = 0.38
+        for offset, kind, name, colour in ((height / 2, "model_ms", "model only", "#4C72B0"),
+                                           (-height / 2, "end_to_end_ms", "end to end", "#DD8452")):
+            medians = np.array([row[kind]["median"] for row in rows])
+            p90 = np.array([row[kind]["p90"] for row in rows])
+            bars = axes.barh(y + offset, medians, height, xerr=[np.zeros_like(p90), p90 - medians], label=name,
+                             color=colour, error_kw={"elinewidth": 0.8, "capsize": 2})
+            axes.bar_label(bars, labels=[f"{m:.1f}" for m in medians], padding=3, fontsize=7)
+        axes.set_xlabel("milliseconds per batch (median; whisker to p90)")
+        axes.legend(loc="lower right", fontsize=8)
+    else:
+        fps = np.array([row["frames_per_second"]["median"] for row in rows])
+        bars = axes.barh(y, fps, 0.6, color="#55A868")
+        axes.bar_label(bars, labels=[f"{v:.1f}" for v in fps], padding=3, fontsize=7)
+        axes.set_xlabel("frames per second (median round)")
+    axes.set_yticks(y, labels, fontsize=8)
+    axes.margins(x=0.12)
+    load = result["load_average"]["after"][0]
+    axes.set_title(f"{Path(result['model']).name} · {result['recipe']} · batch {settings['batch']} · "
+                   f"{settings['threads']} threads · {settings['iterations']} interleaved rounds · load {load:.1f}",
+                   fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+    return path

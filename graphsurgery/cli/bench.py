@@ -1,0 +1,94 @@
+"""`graphsurgery bench`: the same model with its processing in numpy or in the graph, on each runtime, side by side."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from graphsurgery.bench import REFERENCE, TORCH_EXAMPLE, Settings, run_bench, write_chart
+from graphsurgery.cli.options import existing_file
+
+
+@click.command("bench")
+@click.argument("recipe", type=existing_file)
+@click.argument("model", type=existing_file)
+@click.option("--iterations", default=Settings.iterations, show_default=True, type=click.IntRange(min=1),
+              help="Timed rounds; each runs every pipeline once, in random order.")
+@click.option("--warmup", default=Settings.warmup, show_default=True, type=click.IntRange(min=0),
+              help="Untimed rounds first.")
+@click.option("--threads", type=click.IntRange(min=1), help="Threads for every runtime [default: all usable CPUs].")
+@click.option("--batch", default=Settings.batch, show_default=True, type=click.IntRange(min=1),
+              help="Crops per inference (a batch > 1 needs a model with a dynamic batch).")
+@click.option("--torch", "torch_spec", metavar="MODULE:FUNCTION",
+              help=f"Also time PyTorch eager: FUNCTION() returns the nn.Module, e.g. {TORCH_EXAMPLE}.")
+@click.option("--throughput", is_flag=True,
+              help="Frames per second instead of latency (OpenVINO: parallel streams fed by async requests).")
+@click.option("--json", "json_path", type=click.Path(path_type=Path, dir_okay=False), help="Write the results here.")
+@click.option("--chart", type=click.Path(path_type=Path, dir_okay=False), help="Write a PNG bar chart here.")
+def bench_command(recipe: Path, model: Path, iterations: int, warmup: int, threads: int | None, batch: int,
+                  torch_spec: str | None, throughput: bool, json_path: Path | None, chart: Path | None):
+    """Time MODEL patched with RECIPE against the plain model + numpy processing, from the caller's crop to the
+    recipe's outputs, on ONNX Runtime, OpenVINO (f32 and bf16) and optionally PyTorch, interleaved in one run."""
+    settings = Settings(iterations, warmup, threads, batch, torch_spec, throughput)
+    result = run_bench(recipe, model, settings)
+    console = Console()
+    _print(console, result)
+    if json_path:
+        json_path.write_text(json.dumps(result, indent=2) + "\n")
+        console.print(f"wrote {json_path}", highlight=False)
+    if chart:
+        write_chart(result, chart)
+        console.print(f"wrote {chart}", highlight=False)
+
+
+def _print(console: Console, result: dict) -> None:
+    settings, machine = result["settings"], result["machine"]
+    console.print(f"[bold]{result['model']}[/] with recipe {result['recipe']}: {result['mode']}, "
+                  f"batch {settings['batch']}, {settings['threads']} threads, {settings['iterations']} rounds "
+                  f"(+{settings['warmup']} warm-up), interleaved", highlight=False)
+    if result["mode"] == "latency":
+        table = Table("pipeline", "precision", "model ms\nmedian", "p90", "end-to-end\nms median", "p90",
+                      "end-to-end\n/ model", "time vs\nOV patched")
+        for row in result["pipelines"]:
+            table.add_row(row["label"], _precision(row), f"{row['model_ms']['median']:.2f}",
+                          f"{row['model_ms']['p90']:.2f}", f"{row['end_to_end_ms']['median']:.2f}",
+                          f"{row['end_to_end_ms']['p90']:.2f}", f"{row['end_to_end_over_model']:.3f}",
+                          f"{row['vs_reference']['end_to_end_ms']:.2f}×")
+    else:
+        table = Table("pipeline", "precision", "frames/s\nmedian", "frames/s\n10th pct", "time vs\nOV patched")
+        for row in result["pipelines"]:
+            fps = row["frames_per_second"]
+            table.add_row(row["label"], _precision(row), f"{fps['median']:.1f}", f"{fps['p10']:.1f}",
+                          f"{row['vs_reference']['time']:.2f}×")
+    table.columns[0].no_wrap = table.columns[1].no_wrap = True
+    console.print(table)
+    console.print(f"time vs OV patched: each row's median over {REFERENCE}'s (> 1 is slower)", highlight=False)
+    for row in result["pipelines"]:
+        if row["precision"] != row["precision_requested"]:
+            console.print(f"{row['label']}: this CPU lacks {row['precision_requested']}, OpenVINO ran "
+                          f"{row['precision']}", highlight=False)
+    for target in result.get("targets", ()):
+        if target["ratio"] is None:
+            console.print(f"  –  {target['name']}: not measured (pass --torch)", highlight=False)
+            continue
+        mark = "[green]✓[/]" if target["met"] else "[red]✗[/]"
+        where = f" ({target['where']})" if target["where"] else ""
+        console.print(f"  {mark} {target['name']}{where}: {target['ratio']:.3f} "
+                      f"({'≤' if target['at_most'] else '≥'} {target['limit']})", highlight=False)
+    load = result["load_average"]
+    console.print(f"{machine['cpu']}, {machine['usable_cpus']} CPUs, {machine['ram_gib']} GiB; load average "
+                  f"{load['before'][0]:.2f} before, {load['after'][0]:.2f} after", highlight=False)
+
+
+def _precision(row: dict) -> str:
+    """What ran; a hint the CPU could not honour (bf16 without bf16 instructions) is said, not hidden."""
+    if row["precision"] != row["precision_requested"]:
+        return f"{row['precision']} (asked {row['precision_requested']})"
+    return row["precision"]
+
+
+COMMANDS = (bench_command,)

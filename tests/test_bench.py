@@ -1,0 +1,118 @@
+"""`graphsurgery bench` smoke tests on the tiny pose model: structure of the results, labels, chart; no timings."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from graphsurgery.bench import REFERENCE, TARGETS
+from graphsurgery.cli import cli
+
+from conftest import RECIPES
+
+ROWS = {"torch-eager", "onnxruntime-plain", "onnxruntime-patched", "openvino-plain", "openvino-patched-f32",
+        "openvino-patched-bf16"}
+
+
+def tiny_torch():
+    """The torch twin of modelkit's pose model (a stride-4 conv), for --torch test_bench:tiny_torch."""
+    import torch
+
+    return torch.nn.Conv2d(3, 17, 4, stride=4)
+
+
+@pytest.fixture(scope="module")
+def latency(tiny_pose_models, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("bench")
+    json_path, chart = folder / "bench.json", folder / "bench.png"
+    result = CliRunner().invoke(cli, ["bench", str(RECIPES / "hrnet_coco_pose_image.yaml"),
+                                      str(tiny_pose_models[(17, False)]), "--iterations", "2", "--warmup", "1",
+                                      "--threads", "1", "--torch", "test_bench:tiny_torch",
+                                      "--json", str(json_path), "--chart", str(chart)])
+    assert result.exit_code == 0, result.output
+    return result.output, json.loads(json_path.read_text()), chart
+
+
+def test_every_pipeline_is_timed_and_labelled(latency):
+    output, data, _ = latency
+    rows = {row["key"]: row for row in data["pipelines"]}
+    assert set(rows) == ROWS and len(data["pipelines"]) == len(ROWS)
+    assert len({row["label"] for row in rows.values()}) == len(ROWS)
+    for row in rows.values():
+        assert row["label"] in output
+        for kind in ("model_ms", "end_to_end_ms"):
+            assert 0 < row[kind]["min"] <= row[kind]["median"] <= row[kind]["p90"]
+        assert row["end_to_end_over_model"] == pytest.approx(row["end_to_end_ms"]["median"] / row["model_ms"]["median"])
+    assert rows[REFERENCE]["vs_reference"] == {"model_ms": 1.0, "end_to_end_ms": 1.0}
+    for key in ("onnxruntime-patched", "openvino-patched-f32"):  # nothing runs outside a patched model
+        assert rows[key]["model_ms"] == rows[key]["end_to_end_ms"]
+    for key in ("torch-eager", "onnxruntime-plain", "openvino-plain"):  # the numpy twins run outside the model
+        assert rows[key]["processing"] == "numpy" and rows[key]["end_to_end_over_model"] > 1
+
+
+def test_reduced_precision_is_labelled_with_what_really_ran(latency):
+    output, data, _ = latency
+    bf16 = next(row for row in data["pipelines"] if row["key"] == "openvino-patched-bf16")
+    assert "reduced precision" in bf16["label"] and bf16["precision_requested"] == "bf16"
+    assert bf16["precision"] in ("bf16", "f32")  # f32 where the CPU has no bf16: then the table says so
+    assert bf16["reduced_precision"] == (bf16["precision"] != "f32")
+    if bf16["precision"] == "f32":
+        assert "this CPU lacks bf16, OpenVINO ran f32" in " ".join(output.split())
+    assert all(row["precision"] == "f32" for row in data["pipelines"] if row is not bf16)
+
+
+def test_settings_machine_and_targets(latency):
+    output, data, _ = latency
+    assert data["mode"] == "latency"
+    assert data["settings"]["iterations"] == 2 and data["settings"]["threads"] == 1
+    assert data["settings"]["input"] == {"name": "input", "dtype": "uint8", "shape": [1, 256, 192, 3]}
+    assert data["machine"]["cpu"] and data["machine"]["versions"]["onnxruntime"]
+    assert len(data["load_average"]["before"]) == 3
+    assert [t["name"] for t in data["targets"]] == [t.name for t in TARGETS]
+    for target in data["targets"]:
+        assert isinstance(target["ratio"], float) and target["met"] == (
+            target["ratio"] <= target["limit"] if target["at_most"] else target["ratio"] >= target["limit"])
+        assert target["name"] in output
+
+
+def test_chart_is_a_png(latency):
+    _, _, chart = latency
+    with Image.open(chart) as image:
+        assert image.format == "PNG" and image.width > 400 and image.height > 200
+        image.load()  # decodes every pixel
+
+
+def test_throughput_mode(tiny_pose_models, tmp_path):
+    json_path, chart = tmp_path / "t.json", tmp_path / "t.png"
+    result = CliRunner().invoke(cli, ["bench", str(RECIPES / "hrnet_coco_pose.yaml"), str(tiny_pose_models[(17, True)]),
+                                      "--throughput", "--batch", "2", "--iterations", "1", "--warmup", "0",
+                                      "--json", str(json_path), "--chart", str(chart)])
+    assert result.exit_code == 0, result.output
+    data = json.loads(json_path.read_text())
+    assert data["mode"] == "throughput" and "targets" not in data
+    assert {row["key"] for row in data["pipelines"]} == ROWS - {"torch-eager"}
+    assert data["settings"]["input"]["shape"][0] == 2
+    for row in data["pipelines"]:
+        assert row["frames_per_second"]["median"] >= row["frames_per_second"]["p10"] > 0
+    with Image.open(chart) as image:
+        image.load()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--batch", "2"], "batch is fixed at 1"),
+    (["--torch", "no_colon_here"], "is not MODULE:FUNCTION"),
+    (["--torch", "no_such_module_xyz:build"], "cannot import"),
+    (["--torch", "test_bench:ROWS"], "has no function"),
+])
+def test_errors_are_one_line_and_write_nothing(tiny_pose_models, tmp_path, args, message):
+    json_path = tmp_path / "out.json"
+    result = CliRunner().invoke(cli, ["bench", str(RECIPES / "hrnet_coco_pose.yaml"),
+                                      str(tiny_pose_models[(17, False)]), "--iterations", "1",
+                                      "--json", str(json_path), *args])
+    assert result.exit_code == 2
+    assert message in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert not json_path.exists()

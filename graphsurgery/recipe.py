@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
 from graphsurgery.errors import RecipeError
 from graphsurgery.registry import closest, steps_for
@@ -25,6 +27,15 @@ MAX_DEPTH = 50
 TENSOR_NAME = r"^[^\x00-\x1f]{1,256}$"
 
 YamlPath = tuple[str | int, ...]
+
+
+class _RecipeLoader(yaml.SafeLoader):
+    """The safe loader, also reading `1e-3` and `1.0e5` as numbers (YAML 1.2; PyYAML's YAML 1.1 makes them strings)."""
+
+
+_RecipeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."))
 
 
 class _Frozen(BaseModel):
@@ -80,19 +91,20 @@ class OutputSection(_Frozen):
     names: dict[str, str] = Field(default_factory=dict, description="step result → new graph output name; default: every result under its own name")
     keep_original: bool = True
 
-    @model_validator(mode="after")
-    def _names_known(self):
-        written = {key for step in self.steps for key in step.writes()}
-        unknown = sorted(set(self.names) - written)
-        if unknown:
+    @field_validator("names")
+    @classmethod
+    def _names_known(cls, names: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        written = {key for step in info.data.get("steps", ()) for key in step.writes()}
+        unknown = sorted(set(names) - written)
+        if unknown and "steps" in info.data:
             raise ValueError(f"names {unknown} are not produced by the steps; the steps produce {sorted(written)}")
-        values = list(self.names.values())
+        values = list(names.values())
         if len(set(values)) != len(values):
             raise ValueError("two results are given the same output name")
         for value in values:
             if not value or len(value) > 256:
                 raise ValueError(f"output name {value!r} must have 1 to 256 characters")
-        return self
+        return names
 
     def output_names(self) -> dict[str, str]:
         """Result key → graph output name, defaults filled in."""
@@ -154,7 +166,9 @@ def parse_recipe(raw: bytes | str, source: str = "<string>") -> Recipe:
     try:
         text = data_bytes.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise RecipeError(f"not UTF-8 text (bad byte at offset {exc.start})", path=source, fix="save the recipe as UTF-8") from None
+        line = data_bytes.count(b"\n", 0, exc.start) + 1
+        raise RecipeError(f"line {line}: not UTF-8 text (bad byte at offset {exc.start})", path=source,
+                          fix="save the recipe as UTF-8") from None
     data, lines = _read_yaml(text, source)
     if data is None:
         raise RecipeError("the recipe is empty", path=source, fix="start from recipes/hrnet_coco_pose.yaml")
@@ -175,7 +189,7 @@ def _read_yaml(text: str, source: str) -> tuple[Any, dict[YamlPath, int]]:
     """Safe-load YAML, recording the line of every YAML path and bounding the expanded size and depth."""
     loader = None
     try:
-        loader = yaml.SafeLoader(text)
+        loader = _RecipeLoader(text)
         node = loader.get_single_node()
         if node is None:
             return None, {}
@@ -303,8 +317,13 @@ def _recipe_error(exc: ValidationError, lines, source: str, prefix: YamlPath = (
     loc = tuple(p for p in first["loc"] if not (isinstance(p, str) and p.startswith(("function-", "tagged-union"))))
     at = prefix + loc
     message = first["msg"]
-    fix = "see `graphsurgery schema` for the recipe format"
-    if first["type"] == "extra_forbidden":
+    step_name = getattr(model, "step_name", None)
+    fix = f"`graphsurgery steps {step_name}` documents its parameters" if step_name else \
+        "see `graphsurgery schema` for the recipe format"
+    if loc == ("version",) and first["type"] == "literal_error":
+        message = f"unsupported recipe version {first.get('input')!r}"
+        fix = "this graphsurgery reads `version: 1` recipes; upgrade graphsurgery for newer ones"
+    elif first["type"] == "extra_forbidden":
         allowed = sorted(_fields_at(model, loc[:-1]))
         message = f"unknown key {loc[-1]!r}" if loc else "unknown key"
         suggestion = closest(str(loc[-1]), allowed) if loc else []

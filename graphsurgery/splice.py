@@ -19,7 +19,7 @@ from graphsurgery import __version__
 from graphsurgery.emit import Emitter
 from graphsurgery.errors import ModelError
 from graphsurgery.recipe import InputSection, OutputSection, Recipe
-from graphsurgery.steps.base import Dim, StepError, TensorSpec
+from graphsurgery.steps.base import Dim, InputStep, StepError, TensorSpec
 
 PROVENANCE_KEY = "graphsurgery.provenance"
 DTYPE_NAMES = {np.dtype(np.float32): "float32", np.dtype(np.float16): "float16", np.dtype(np.uint8): "uint8"}
@@ -84,7 +84,7 @@ def provenance(proto: onnx.ModelProto) -> list[dict]:
 
 def required_opset(recipe: Recipe) -> int:
     steps = [*(recipe.input.steps if recipe.input else ()), *(recipe.output.steps if recipe.output else ())]
-    return max([9, *(s.min_opset for s in steps)])
+    return max([9, *(s.opset_needed() for s in steps)])
 
 
 def splice(recipe: Recipe, proto: onnx.ModelProto, *, model_name: str = "model", force: bool = False,
@@ -106,7 +106,7 @@ def splice(recipe: Recipe, proto: onnx.ModelProto, *, model_name: str = "model",
     graph = gs.import_onnx(proto)
     taken = {n.name for n in graph.nodes} | set(graph.tensors())
     plan = SplicePlan(recipe=recipe.name, opset=opset)
-    input_size = _input_size(graph)
+    input_size = _input_size(graph, recipe.input.model.layout if recipe.input else "NCHW")
     if recipe.input:
         _splice_input(recipe.input, proto, graph, Emitter(graph, opset, "graphsurgery/pre", taken), plan, model_name)
     if recipe.output:
@@ -147,23 +147,16 @@ def _splice_input(section: InputSection, proto, graph: gs.Graph, em: Emitter, pl
         raise ModelError(f"input {target_name!r} is {target.dtype}{list(target.shape or [])}; input steps need a 4-D "
                          f"float image tensor", path=model_name, fix="patch another input with input.target")
     model_shape = tuple(d if isinstance(d, int) and d > 0 else (d or None) for d in target.shape)
-
-    # Layouts and colours along the chain (shapes are derived backwards from the model's, then checked forwards).
-    specs = [TensorSpec(section.tensor.dtype, section.tensor.layout, section.tensor.color, ())]
-    for index, step in enumerate(section.steps):
-        try:
-            specs.append(step.spec_after(specs[-1]))
-        except StepError as exc:
-            raise _step_error(exc, f"input.steps[{index}].{step.step_name}", model_name) from None
-    shape = model_shape
-    for step, before in zip(reversed(section.steps), reversed(specs[:-1])):
-        shape = step.shape_before(shape, before)
+    steps, shape = bind_input_steps(section, model_shape, model_name)
     shape = _merge_declared(shape, section.tensor.shape, model_name)
+    if section.name not in (None, target_name) and section.name in graph.tensors():
+        raise ModelError(f"input.name {section.name!r} is already a tensor in the model", path=model_name,
+                         fix="choose another name for the new input")
 
     new_input = gs.Variable(section.name or target_name, dtype=np.dtype(section.tensor.dtype), shape=list(shape))
     spec = TensorSpec(section.tensor.dtype, section.tensor.layout, section.tensor.color, shape)
     x = new_input
-    for index, step in enumerate(section.steps):
+    for index, step in enumerate(steps):
         where = f"input.steps[{index}].{step.step_name}"
         try:
             after = step.spec_after(spec)
@@ -182,6 +175,29 @@ def _splice_input(section: InputSection, proto, graph: gs.Graph, em: Emitter, pl
     target.name = em.unique(f"{target_name}")
     graph.inputs = [new_input if v is target else v for v in graph.inputs]
     plan.nodes += [n.name for n in graph.nodes if n.name.startswith(em.prefix + "/")]
+
+
+def bind_input_steps(section: InputSection, model_shape: tuple[Dim, ...], model_name: str = "model"
+                     ) -> tuple[tuple[InputStep, ...], tuple[Dim, ...]]:
+    """The input steps bound to the model, and the caller-side shape they start from.
+
+    Layouts and colours are followed forwards from the caller's tensor; shapes backwards from the model's: each
+    step learns the model-side shape right after it (`bind`) and says which shape it needs before it.
+    """
+    specs = [TensorSpec(section.tensor.dtype, section.tensor.layout, section.tensor.color, ())]
+    for index, step in enumerate(section.steps):
+        try:
+            specs.append(step.spec_after(specs[-1]))
+        except StepError as exc:
+            raise _step_error(exc, f"input.steps[{index}].{step.step_name}", model_name) from None
+    steps, shape = list(section.steps), model_shape
+    for index in reversed(range(len(steps))):
+        try:
+            steps[index] = steps[index].bind(shape, specs[index])
+        except StepError as exc:
+            raise _step_error(exc, f"input.steps[{index}].{steps[index].step_name}", model_name) from None
+        shape = steps[index].shape_before(shape, specs[index])
+    return tuple(steps), shape
 
 
 def _merge_declared(derived: tuple[Dim, ...], declared: tuple[Dim, ...] | None, model_name: str) -> tuple[Dim, ...]:
@@ -251,12 +267,13 @@ def _splice_output(section: OutputSection, graph: gs.Graph, em: Emitter, plan: S
     plan.nodes += [n.name for n in graph.nodes if n.name.startswith(em.prefix + "/")]
 
 
-def _input_size(graph: gs.Graph) -> tuple[int, int] | None:
-    """(W, H) of the unpatched model's single 4-D NCHW image input, when static: what `to_image` scales by."""
+def _input_size(graph: gs.Graph, layout: str) -> tuple[int, int] | None:
+    """(W, H) of the unpatched model's single 4-D image input (in the recipe's model layout), when static: what
+    `to_image` scales by."""
     images = [v for v in graph.inputs if v.shape is not None and len(v.shape) == 4]
     if len(images) != 1:
         return None
-    h, w = images[0].shape[2], images[0].shape[3]
+    h, w = images[0].shape[1:3] if layout == "NHWC" else images[0].shape[2:4]
     return (w, h) if isinstance(w, int) and isinstance(h, int) else None
 
 

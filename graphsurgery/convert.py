@@ -36,7 +36,7 @@ Shape = tuple[int | None, ...]
 
 
 def parse_input_shape(text: str) -> tuple[str, Shape]:
-    """`NAME=1,256,192,3` → ("NAME", (1, 256, 192, 3)); `?` or `-1` leaves a dim dynamic."""
+    """`NAME=1,256,192,3` → ("NAME", (1, 256, 192, 3)); `?` or `-1` (None) keeps a dim as the model has it."""
     name, sep, dims = text.rpartition("=")
     try:
         shape = tuple(None if d.strip() in ("?", "-1") else int(d) for d in dims.split(","))
@@ -44,7 +44,7 @@ def parse_input_shape(text: str) -> tuple[str, Shape]:
         shape = ()
     if not sep or not name or not shape or any(d is not None and d <= 0 for d in shape):
         raise GraphsurgeryError(f"--input-shape {text!r} is not NAME=D1,D2,...", fix="write e.g. input=1,256,192,3 "
-                                "(positive dims; ? keeps a dim dynamic)")
+                                "(positive dims; ? keeps a dim as it is)")
     return name, shape
 
 
@@ -171,13 +171,13 @@ def _reshape(model, input_shapes: Mapping[str, Sequence[int | None]], model_path
         shown = str(current).replace(" ", "")
         if current.rank.is_dynamic or current.rank.get_length() != len(dims):
             raise GraphsurgeryError(f"--input-shape gives {name!r} {len(dims)} dims; its shape is {shown}",
-                                    path=model_path, fix="give one value per dim (? keeps a dim dynamic)")
+                                    path=model_path, fix="give one value per dim (? keeps a dim as it is)")
         for axis, (old, new) in enumerate(zip(current, dims)):
             if old.is_static and new is not None and old.get_length() != new:
                 raise GraphsurgeryError(f"--input-shape sets dim {axis} of {name!r} to {new}, but it is fixed at "
                                         f"{old.get_length()} ({shown})", path=model_path,
                                         fix="only dynamic dims (? or a name) can be fixed; keep the others")
-        new_shapes[name] = ov.PartialShape([-1 if d is None else d for d in dims])
+        new_shapes[name] = ov.PartialShape([old if new is None else ov.Dimension(new) for old, new in zip(current, dims)])
     try:
         model.reshape(new_shapes)
     except Exception as exc:  # OpenVINO re-runs shape inference and reports the first node that disagrees

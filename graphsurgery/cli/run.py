@@ -1,0 +1,62 @@
+"""`graphsurgery run`: pose on photos with a patched model, labelled with backend and precision."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from graphsurgery.cli.options import existing_file
+from graphsurgery.pose import DEFAULT_BATCH, DEFAULT_MIN_SCORE, run_pose
+from graphsurgery.runners import BACKENDS, PRECISIONS
+
+
+@click.command("run")
+@click.argument("model", type=existing_file)
+@click.argument("images", nargs=-1, required=True, type=existing_file)
+@click.option("-o", "--output", "outdir", required=True, type=click.Path(path_type=Path),
+              help="Folder for keypoints.json, run.json and the debug images (created if missing).")
+@click.option("--backend", type=click.Choice(BACKENDS), default="openvino", show_default=True)
+@click.option("--boxes", type=existing_file, help="Person boxes: {file_name: [[x, y, w, h], ...]} or a COCO annotation "
+              "file [default: the whole image is one person].")
+@click.option("--precision", type=click.Choice(PRECISIONS), default="f32", show_default=True,
+              help="Inference precision (OpenVINO only; the CPU may run f32 anyway, and run.json says so).")
+@click.option("--threads", type=click.IntRange(min=1), help="Inference threads [default: the backend's choice].")
+@click.option("--batch", type=click.IntRange(min=1), default=DEFAULT_BATCH, show_default=True,
+              help="Crops per model call (dynamic-batch models; a static batch is used as it is).")
+@click.option("--min-score", type=float, default=DEFAULT_MIN_SCORE, show_default=True,
+              help="Draw only joints scoring above this (HRNet heatmap peaks are ~0–1).")
+def run_command(model: Path, images: tuple[Path, ...], outdir: Path, backend: str, boxes: Path | None, precision: str,
+                threads: int | None, batch: int, min_score: float):
+    """Estimate poses with the patched MODEL (.onnx or OpenVINO .xml) on IMAGES (JPEG/PNG files or folders).
+
+    Each person box (or the whole image) is cropped like the HRNet authors do; keypoints are written as COCO results
+    (OUTDIR/keypoints.json), with OUTDIR/run.json labelling backend and precision, and debug images
+    OUTDIR/<stem>_pose.jpg (skeleton) and OUTDIR/<stem>_heatmaps.jpg (heatmaps, when the model keeps them).
+    Latency is the model's time per image (all its crops), without decoding or drawing.
+    """
+    from graphsurgery.images import list_images
+
+    paths = list_images(list(images))
+    console, progress_console = Console(), Console(stderr=True)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=progress_console, transient=True,
+                  disable=len(paths) < 2 or not progress_console.is_terminal) as progress:
+        task = progress.add_task("pose", total=len(paths))
+        summary = run_pose(model, paths, outdir, backend=backend, boxes=boxes, precision=precision, threads=threads,
+                           batch=batch, min_score=min_score,
+                           on_image=lambda entry: progress.update(task, advance=1, description=entry.file_name))
+    ran = summary.precision if summary.precision == precision else f"{precision} requested, ran {summary.precision}"
+    title = f"{model.name} · {backend} · {ran} · {summary.weights} weights"
+    table = Table("image", "persons", "latency ms", title=title, title_justify="left", min_width=len(title))
+    for entry in summary.images:
+        table.add_row(entry.file_name, str(entry.persons), f"{entry.latency_ms:.1f}")
+    console.print(table)
+    console.print(f"wrote {summary.keypoints}, {Path(summary.keypoints).with_name('run.json')} and debug images in "
+                  f"{outdir}", highlight=False, soft_wrap=True)
+
+
+COMMANDS = (run_command,)

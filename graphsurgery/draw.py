@@ -1,0 +1,78 @@
+"""Debug images for pose results: the COCO skeleton over the photo, and a montage of each person's heatmaps.
+
+The classic pipeline saved such images; they are how a person sees at a glance that the keypoints land on joints
+(or, with stand-in weights, that they do not). Everything is drawn with OpenCV on uint8 BGR images.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+COCO_KEYPOINTS = (
+    "nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder", "left_elbow",
+    "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle",
+    "right_ankle",
+)
+#: The COCO person category's `skeleton`, 0-based.
+COCO_SKELETON = (
+    (15, 13), (13, 11), (16, 14), (14, 12), (11, 12), (5, 11), (6, 12), (5, 6), (5, 7), (6, 8), (7, 9), (8, 10),
+    (1, 2), (0, 1), (0, 2), (1, 3), (2, 4), (3, 5), (4, 6),
+)
+LEFT, RIGHT, CENTRE = (255, 128, 0), (0, 128, 255), (0, 220, 0)  # BGR: left side blue, right side orange
+MONTAGE_COLUMNS = 6
+MONTAGE_MAX_PERSONS = 16
+
+
+def _side_colour(joint: int) -> tuple[int, int, int]:
+    name = COCO_KEYPOINTS[joint] if joint < len(COCO_KEYPOINTS) else ""
+    return LEFT if name.startswith("left") else RIGHT if name.startswith("right") else CENTRE
+
+
+def draw_skeleton(image: np.ndarray, boxes: Sequence[Sequence[float]], keypoints: Sequence[np.ndarray],
+                  scores: Sequence[np.ndarray], min_score: float) -> np.ndarray:
+    """A copy of `image` with each person's box, the joints scoring above `min_score`, and the limbs between them."""
+    import cv2
+
+    canvas = image.copy()
+    thickness = max(1, round(max(image.shape[:2]) / 300))
+    for box, points, score in zip(boxes, keypoints, scores):
+        x, y, w, h = box
+        cv2.rectangle(canvas, (round(x), round(y)), (round(x + w), round(y + h)), (200, 200, 200), thickness)
+        shown = np.asarray(score) > min_score  # NaN compares False: never drawn
+        for a, b in COCO_SKELETON:
+            if a < len(points) and b < len(points) and shown[a] and shown[b]:
+                cv2.line(canvas, _point(points[a]), _point(points[b]), _side_colour(b), thickness, cv2.LINE_AA)
+        for joint, point in enumerate(points):
+            if shown[joint]:
+                cv2.circle(canvas, _point(point), thickness + 2, _side_colour(joint), -1, cv2.LINE_AA)
+    return canvas
+
+
+def _point(xy: np.ndarray) -> tuple[int, int]:
+    return round(float(xy[0])), round(float(xy[1]))
+
+
+def heatmap_montage(crops: Sequence[np.ndarray], heatmaps: Sequence[np.ndarray]) -> np.ndarray:
+    """Per person (at most MONTAGE_MAX_PERSONS), a grid of half-size tiles: the crop, then each joint's heatmap
+    over it (colour-mapped; one scale per person, from 0 to its highest peak, so joints compare)."""
+    import cv2
+
+    blocks = []
+    for crop, maps in list(zip(crops, heatmaps))[:MONTAGE_MAX_PERSONS]:
+        tile_size = (crop.shape[1] // 2, crop.shape[0] // 2)
+        base = cv2.resize(crop, tile_size, interpolation=cv2.INTER_AREA)
+        peak = float(np.nanmax(maps)) if np.isfinite(maps).any() else 0.0
+        normalised = np.clip(np.nan_to_num(maps / peak if peak > 0 else np.zeros_like(maps)), 0.0, 1.0)
+        tiles = [base]
+        for joint, heatmap in enumerate(normalised):
+            coloured = cv2.applyColorMap((cv2.resize(heatmap, tile_size) * 255).astype(np.uint8), cv2.COLORMAP_JET)
+            tile = cv2.addWeighted(base, 0.4, coloured, 0.6, 0.0)
+            label = COCO_KEYPOINTS[joint] if joint < len(COCO_KEYPOINTS) else str(joint)
+            cv2.putText(tile, label, (2, 10), cv2.FONT_HERSHEY_PLAIN, 0.7, (255, 255, 255), 1, cv2.LINE_AA)
+            tiles.append(tile)
+        tiles += [np.zeros_like(base)] * (-len(tiles) % MONTAGE_COLUMNS)
+        rows = [np.hstack(tiles[i:i + MONTAGE_COLUMNS]) for i in range(0, len(tiles), MONTAGE_COLUMNS)]
+        blocks.append(np.vstack(rows))
+    return np.vstack(blocks)

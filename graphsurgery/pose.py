@@ -1,0 +1,249 @@
+"""Top-down pose on photos with a patched model: person boxes → crops (the authors' way) → model → keypoints.
+
+The patched model takes uint8 NHWC BGR crops (recipes/hrnet_coco_pose*.yaml). With `center`/`scale` inputs
+(hrnet_coco_pose_image.yaml) it returns keypoints in original-image pixels already; without them, in crop pixels,
+which are mapped back here with the crop's inverse affine transform. Results become COCO keypoint results
+(`keypoints.json`), a `run.json` that labels them (backend, precision, weights), and debug images.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from graphsurgery import crops
+from graphsurgery.boxes import Box, load_boxes
+from graphsurgery.errors import GraphsurgeryError
+from graphsurgery.images import list_images, read_image
+from graphsurgery.runners import ModelSignature, Port, Runner, model_signature, open_runner
+
+#: The extra inputs of `to_image mode: original` (recipes/hrnet_coco_pose_image.yaml).
+CENTER, SCALE = "center", "scale"
+KEYPOINTS, SCORES = "keypoints", "scores"
+DEFAULT_MIN_SCORE = 0.2
+DEFAULT_BATCH = 8
+COCO_PERSON = 1
+
+
+@dataclass(frozen=True)
+class PoseModel:
+    """How to feed a patched pose model and read it, found from its signature."""
+
+    image_input: str
+    crop_size: tuple[int, int]  # (W, H)
+    batch: int | None  # the static batch, or None when dynamic
+    takes_boxes: bool  # has `center`/`scale` inputs: keypoints come in original-image pixels
+    heatmaps: str | None  # the kept heatmap output, if any
+
+    @classmethod
+    def of(cls, signature: ModelSignature, path: Path) -> PoseModel:
+        images = [p for p in signature.inputs if p.dtype == "uint8" and len(p.shape) == 4 and p.shape[3] == 3]
+        others = {p.name for p in signature.inputs} - {p.name for p in images[:1]}
+        outputs = {p.name: p for p in signature.outputs}
+        if len(images) != 1 or others not in (set(), {CENTER, SCALE}) or not {KEYPOINTS, SCORES} <= set(outputs):
+            raise GraphsurgeryError(f"not a patched pose model: inputs {_ports(signature.inputs)}, outputs "
+                                    f"{_ports(signature.outputs)}", path=path,
+                                    fix="apply recipes/hrnet_coco_pose.yaml (or hrnet_coco_pose_image.yaml) to the "
+                                        "plain model first: run needs a uint8 [N,H,W,3] input and keypoints/scores outputs")
+        image = images[0]
+        height, width = image.shape[1:3]
+        if height is None or width is None:
+            raise GraphsurgeryError(f"the crop size of input {image.name!r} is not fixed ({_ports([image])})", path=path,
+                                    fix="export the model with a fixed input size")
+        heatmaps = [p.name for p in signature.outputs if p.name not in (KEYPOINTS, SCORES) and len(p.shape) == 4]
+        return cls(image.name, (width, height), image.shape[0], bool(others), heatmaps[0] if heatmaps else None)
+
+
+def _ports(ports: Sequence[Port]) -> str:
+    return ", ".join(f"{p.name} {p.dtype}[{','.join('?' if d is None else str(d) for d in p.shape)}]" for p in ports)
+
+
+@dataclass
+class Person:
+    """One person box and what the model found in its crop (keypoints in original-image pixels)."""
+
+    box: Box
+    center: np.ndarray
+    scale: np.ndarray
+    crop: np.ndarray
+    keypoints: np.ndarray | None = None  # [K, 2]
+    scores: np.ndarray | None = None  # [K]
+    heatmaps: np.ndarray | None = None  # [K, h, w]
+
+
+def estimate(run: Runner, model: PoseModel, image: np.ndarray, boxes: Sequence[Box], batch: int
+             ) -> tuple[list[Person], float]:
+    """Crop every box, run the crops in batches, map keypoints back to the image; returns persons and model ms."""
+    aspect = model.crop_size[0] / model.crop_size[1]
+    persons = []
+    for box in boxes:
+        center, scale = crops.box_to_center_scale(box, aspect)
+        persons.append(Person(box, center, scale, crops.crop(image, center, scale, model.crop_size)))
+    size = model.batch or batch
+    elapsed = 0.0
+    for start in range(0, len(persons), size):
+        chunk = persons[start:start + size]
+        pad = size - len(chunk) if model.batch else 0  # a static batch is filled up with copies of the last crop
+
+        def stacked(values: list[np.ndarray]) -> np.ndarray:
+            return np.stack(values + values[-1:] * pad)
+
+        feeds = {model.image_input: stacked([p.crop for p in chunk])}
+        if model.takes_boxes:
+            feeds[CENTER] = stacked([p.center for p in chunk])
+            feeds[SCALE] = stacked([p.scale for p in chunk])
+        began = time.perf_counter()
+        outputs = run(feeds)
+        elapsed += time.perf_counter() - began
+        for index, person in enumerate(chunk):
+            points = outputs[KEYPOINTS][index]
+            if not model.takes_boxes:
+                points = crops.to_original(points, person.center, person.scale, model.crop_size)
+            person.keypoints = np.asarray(points, dtype=np.float32)
+            person.scores = np.asarray(outputs[SCORES][index], dtype=np.float32).reshape(-1)
+            if model.heatmaps:
+                person.heatmaps = outputs[model.heatmaps][index]
+    return persons, elapsed * 1000.0
+
+
+def warm_up(run: Runner, model: PoseModel) -> None:
+    """One untimed call: the first inference pays for lazy initialisation, which is no image's latency."""
+    size = model.batch or 1
+    feeds = {model.image_input: np.zeros((size, model.crop_size[1], model.crop_size[0], 3), dtype=np.uint8)}
+    if model.takes_boxes:
+        feeds[CENTER] = np.zeros((size, 2), dtype=np.float32)
+        feeds[SCALE] = np.ones((size, 2), dtype=np.float32)
+    run(feeds)
+
+
+def coco_results(persons: Sequence[Person], image_id: int, file_name: str) -> list[dict]:
+    """COCO keypoint results: [x, y, score] per joint, the mean joint score; a NaN score is written as 0."""
+    results = []
+    for person in persons:
+        scores = np.nan_to_num(person.scores.astype(np.float64), nan=0.0)
+        triples = np.concatenate([person.keypoints.astype(np.float64), scores[:, None]], axis=1)
+        results.append({"image_id": image_id, "file_name": file_name, "category_id": COCO_PERSON,
+                        "keypoints": [float(v) for v in triples.reshape(-1)],
+                        "score": float(scores.mean()), "bbox": [float(v) for v in person.box]})
+    return results
+
+
+def image_ids(paths: Sequence[Path]) -> list[int]:
+    """COCO image ids: the file stems when all are numbers (COCO's own 000000123456.jpg naming), else 1, 2, …"""
+    stems = [p.stem for p in paths]
+    if all(s.isdigit() for s in stems):
+        return [int(s) for s in stems]
+    return list(range(1, len(paths) + 1))
+
+
+@dataclass
+class ImageSummary:
+    file_name: str
+    image_id: int
+    persons: int
+    latency_ms: float
+    pose_image: str
+    heatmap_image: str | None
+
+
+@dataclass
+class RunSummary:
+    """What `run.json` records: the model, how it ran (backend, precision, weights, threads) and each image."""
+
+    model: str
+    backend: str
+    precision: str  # what the backend computed in
+    precision_requested: str
+    weights: str  # FP32 / FP16, from the IR's rt_info or the ONNX initializers
+    threads: int | None
+    batch: int
+    min_score: float
+    keypoints: str
+    images: list[ImageSummary] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+
+def run_pose(model: str | Path, images: Sequence[str | Path], outdir: str | Path, *, backend: str = "openvino",
+             boxes: str | Path | None = None, precision: str = "f32", threads: int | None = None,
+             batch: int = DEFAULT_BATCH, min_score: float = DEFAULT_MIN_SCORE,
+             on_image: Callable[[ImageSummary], None] | None = None) -> RunSummary:
+    """Pose on every image; writes OUTDIR/keypoints.json, OUTDIR/run.json and OUTDIR/<stem>_pose.jpg (+ heatmaps)."""
+    from graphsurgery.draw import draw_skeleton, heatmap_montage
+
+    model, outdir = Path(model), Path(outdir)
+    if batch < 1:
+        raise GraphsurgeryError(f"--batch {batch} is not a positive number of crops", fix="pass --batch 1 or more")
+    paths = list_images([Path(p) for p in images])
+    _check_unique_names(paths)
+    signature = model_signature(model)
+    pose_model = PoseModel.of(signature, model)
+    person_boxes = load_boxes(Path(boxes)) if boxes is not None else None
+    if outdir.exists() and not outdir.is_dir():
+        raise GraphsurgeryError("the output folder is a file", path=outdir, fix="choose a folder with -o")
+    with open_runner(backend, model, precision=precision, threads=threads) as run:
+        warm_up(run, pose_model)
+        outdir.mkdir(parents=True, exist_ok=True)
+        summary = RunSummary(str(model), backend, run.precision, precision, signature.weights, threads,
+                             pose_model.batch or batch, min_score, str(outdir / "keypoints.json"))
+        results: list[dict] = []
+        for path, image_id in zip(paths, image_ids(paths)):
+            image = read_image(path)
+            image_boxes = person_boxes.get(path.name, []) if person_boxes is not None else [crops.whole_image_box(image)]
+            persons, latency = estimate(run, pose_model, image, image_boxes, batch)
+            results += coco_results(persons, image_id, path.name)
+            pose_image = outdir / f"{path.stem}_pose.jpg"
+            _write_image(pose_image, draw_skeleton(image, [p.box for p in persons], [p.keypoints for p in persons],
+                                                   [p.scores for p in persons], min_score))
+            heatmap_image = None
+            if pose_model.heatmaps and persons:
+                heatmap_image = outdir / f"{path.stem}_heatmaps.jpg"
+                _write_image(heatmap_image, heatmap_montage([p.crop for p in persons], [p.heatmaps for p in persons]))
+            entry = ImageSummary(path.name, image_id, len(persons), round(latency, 3), str(pose_image),
+                                 str(heatmap_image) if heatmap_image else None)
+            summary.images.append(entry)
+            if on_image:
+                on_image(entry)
+    _write_atomic(outdir / "keypoints.json", json.dumps(results).encode())
+    _write_atomic(outdir / "run.json", summary.to_json().encode())
+    return summary
+
+
+def _check_unique_names(paths: Sequence[Path]) -> None:
+    seen: dict[str, Path] = {}
+    for path in paths:
+        if path.name in seen and seen[path.name] != path:
+            raise GraphsurgeryError(f"two images are named {path.name!r} ({seen[path.name]} and {path})", path=path,
+                                    fix="rename one: results and --boxes refer to images by file name")
+        seen[path.name] = path
+
+
+def _write_image(path: Path, image: np.ndarray) -> None:
+    import cv2
+
+    ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    if not ok:
+        raise GraphsurgeryError("OpenCV could not encode the debug image", path=path, fix="report this")
+    _write_atomic(path, encoded.tobytes())
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Write beside the destination, then rename: a reader never sees half a file."""
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(descriptor, "wb") as sink:
+            sink.write(data)
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    except OSError as exc:
+        Path(temporary).unlink(missing_ok=True)
+        raise GraphsurgeryError(f"could not write ({exc.strerror or exc})", path=path,
+                                fix="free disk space or choose another folder") from None

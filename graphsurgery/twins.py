@@ -13,8 +13,8 @@ import numpy as np
 import onnx
 
 from graphsurgery.recipe import Recipe
-from graphsurgery.splice import real_inputs
-from graphsurgery.steps.base import Comparison, TensorSpec
+from graphsurgery.splice import bind_input_steps, real_inputs
+from graphsurgery.steps.base import Comparison, Dim, TensorSpec
 
 DEFAULT_FLOAT = Comparison("float", rtol=1e-5, atol=1e-5)
 
@@ -26,27 +26,41 @@ class ModelFacts:
     input_size: tuple[int, int] | None
     output_producer: str | None
     output_name: str
+    input_shape: tuple[Dim, ...] | None = None  # the patched input's model-side shape (what input steps bind to)
 
     @classmethod
     def of(cls, proto: onnx.ModelProto, recipe: Recipe) -> ModelFacts:
         graph = proto.graph
-        images = [i for i in graph.input if i.name in real_inputs(proto) and len(i.type.tensor_type.shape.dim) == 4]
+        feeds = real_inputs(proto)
+        images = [i for i in graph.input if i.name in feeds and len(i.type.tensor_type.shape.dim) == 4]
         size = None
         if len(images) == 1:
-            h, w = (d.dim_value for d in images[0].type.tensor_type.shape.dim[2:])
+            dims = images[0].type.tensor_type.shape.dim
+            nhwc = recipe.input is not None and recipe.input.model.layout == "NHWC"
+            h, w = (d.dim_value for d in (dims[1:3] if nhwc else dims[2:]))
             size = (w, h) if w and h else None
         target = (recipe.output.target if recipe.output else None) or graph.output[0].name
         producer = next((n.op_type for n in graph.node if target in n.output), None)
-        return cls(size, producer, target)
+        wanted = (recipe.input.target if recipe.input else None) or (feeds[0] if len(feeds) == 1 else None)
+        shape = next((tuple(d.dim_value if d.dim_value > 0 else (d.dim_param or None)
+                            for d in i.type.tensor_type.shape.dim) for i in graph.input if i.name == wanted), None)
+        return cls(size, producer, target, shape)
 
 
-def preprocess(recipe: Recipe, x: np.ndarray) -> np.ndarray:
-    """Run the input steps' numpy twins on a caller-side array."""
+def preprocess(recipe: Recipe, x: np.ndarray, facts: ModelFacts | None = None) -> np.ndarray:
+    """Run the input steps' numpy twins on a caller-side array.
+
+    `facts` (of the plain model) binds the steps that take something from the model, e.g. resize's target size;
+    without them such a step needs its parameters given in the recipe.
+    """
     if recipe.input is None:
         return x
     section = recipe.input
+    steps = section.steps
+    if facts is not None and facts.input_shape is not None:
+        steps, _ = bind_input_steps(section, facts.input_shape)
     spec = TensorSpec(section.tensor.dtype, section.tensor.layout, section.tensor.color, tuple(x.shape))
-    for step in section.steps:
+    for step in steps:
         after = step.spec_after(spec)
         x = step.reference(x, spec)
         spec = after.with_(shape=tuple(x.shape))
@@ -71,7 +85,7 @@ def postprocess(recipe: Recipe, output: np.ndarray, facts: ModelFacts, extras: d
 def run_unpatched(recipe: Recipe, facts: ModelFacts, run_plain: Callable[[np.ndarray], np.ndarray],
                   x: np.ndarray, extras: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """Caller input → input twins → plain model (`run_plain`) → output twins."""
-    return postprocess(recipe, run_plain(preprocess(recipe, x)), facts, extras)
+    return postprocess(recipe, run_plain(preprocess(recipe, x, facts)), facts, extras)
 
 
 def comparisons(recipe: Recipe, facts: ModelFacts) -> dict[str, Comparison]:

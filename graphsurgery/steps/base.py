@@ -96,6 +96,11 @@ class Step(BaseModel):
     def summary(cls) -> str:
         return (cls.__doc__ or "").strip().splitlines()[0]
 
+    def opset_needed(self) -> int:
+        """The opset this step needs with its parameters: `min_opset`, or more when a parameter needs a newer
+        operator form (resize's `antialias` needs opset 18)."""
+        return self.min_opset
+
 
 class InputStep(Step):
     """Transforms one tensor on the way from what the caller feeds to what the model wants."""
@@ -109,6 +114,11 @@ class InputStep(Step):
     def shape_before(self, shape_after: tuple[Dim, ...], spec_before: TensorSpec) -> tuple[Dim, ...]:
         """The caller-side shape that yields `shape_after`; dims this step makes free become symbolic."""
         return shape_after
+
+    def bind(self, shape_after: tuple[Dim, ...], spec_before: TensorSpec) -> InputStep:
+        """This step with what it takes from the model filled in, given the model-side shape right after it
+        (resize reads its target height and width there). Most steps take nothing: they return themselves."""
+        return self
 
     def build(self, em: Emitter, x: gs.Variable, spec: TensorSpec) -> gs.Variable:
         raise NotImplementedError

@@ -1,0 +1,379 @@
+"""The `resize` input step: from whatever image size the caller has to the model's, inside the graph.
+
+Resizing is where re-implemented pipelines drift most (pixel-centre conventions, rounding, antialiasing differ
+between libraries), so the recipe declares every choice and the numpy twin implements exactly those semantics,
+the ONNX Resize definition, written independently here. `resize_vs_opencv` measures how far that is from
+`cv2.resize` with the closest settings, so a user knows what changed against an OpenCV pipeline.
+
+Measured with onnxruntime 1.32 and OpenVINO 2026.4 (tests/test_resize.py):
+- Source coordinates are computed in float32, as both runtimes do: half_pixel is (x + 0.5) / (out / in) − 0.5
+  with the scale out / in rounded to float32. In a few exact nearest-neighbour ties onnxruntime lands on the other
+  side (5 of 3,600 size pairs measured, e.g. 26 → 61 rows with round_prefer_floor, row 30); OpenVINO and the
+  twin agree there.
+- OpenVINO's ONNX reader ignores the `antialias` attribute (it resizes as without it, silently): an antialiased
+  resize verifies on onnxruntime only. It ignores `exclude_outside` too, which is why the step does not offer it.
+- Cubic on a channel-last (NHWC) tensor: onnxruntime refuses to shrink it and OpenVINO returns garbage, so the
+  step asks for NCHW there.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+import numpy as np
+import onnx_graphsurgeon as gs
+from onnx import TensorProto
+from pydantic import Field, field_validator, model_validator
+
+from graphsurgery.emit import Emitter
+from graphsurgery.registry import register
+from graphsurgery.steps.base import Dim, InputStep, StepError, TensorSpec
+from graphsurgery.steps.input import _require_float
+
+Interpolation = Literal["nearest", "linear", "cubic"]
+CoordinateMode = Literal["half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric"]
+NearestMode = Literal["round_prefer_floor", "round_prefer_ceil", "floor", "ceil"]
+Fit = Literal["stretch", "crop", "letterbox"]
+MAX_SIDE = 65_536
+
+ANTIALIAS_OPSET = 18
+#: Which parameters mean something only with some settings: (parameter, setting it needs, the allowed values).
+ONLY_WITH = (
+    ("nearest_mode", "interpolation", ("nearest",)),
+    ("cubic_coeff_a", "interpolation", ("cubic",)),
+    ("antialias", "interpolation", ("linear", "cubic")),
+    ("crop_fraction", "fit", ("crop",)),
+    ("pad_value", "fit", ("letterbox",)),
+)
+
+
+@register
+class Resize(InputStep):
+    """Resize the image to the model's height and width, from any size the caller feeds (H and W become free).
+
+    `interpolation`: nearest | linear (default) | cubic, with ONNX Resize semantics (the numpy twin implements
+    them), tuned by `coordinate_transformation_mode` (half_pixel, the default, maps pixel centres as OpenCV and
+    PIL do; pytorch_half_pixel; align_corners; asymmetric), `nearest_mode` (nearest only), `cubic_coeff_a` (cubic
+    only; -0.75 as OpenCV and PyTorch, -0.5 as PIL) and `antialias` (linear/cubic, when shrinking, as PIL and
+    torchvision; needs opset 18, and OpenVINO 2026.4 ignores it).
+    `fit` says what happens to the aspect ratio:
+    - stretch (default): each side to the model's size; the aspect ratio is not kept.
+    - crop: scale, keeping the aspect ratio, so the image covers floor(H / crop_fraction) × floor(W /
+      crop_fraction): the binding side gets exactly that, the other side floor(side · scale), in integer
+      arithmetic; then cut the model's H × W from the centre, the offset rounded half to even as torchvision's
+      CenterCrop does. With crop_fraction 0.875 and a 224 model this is torchvision's ImageNet evaluation
+      transform: short side to 256, centre crop 224.
+    - letterbox: scale, keeping the aspect ratio, to fit inside H × W (the other side floor(side · scale), at
+      least 1), centre it (the odd pixel of padding goes to the bottom / right) and fill the rest with pad_value.
+    `size`: [height, width] the model wants; read from the model input by default (give it when that is dynamic).
+    Needs float32 input (put it after `cast`); the result is not rounded back to integers. Opset 11 (18 with
+    antialias); cubic needs the NCHW layout.
+    """
+
+    step_name: ClassVar[str] = "resize"
+    min_opset: ClassVar[int] = 11
+
+    size: tuple[int, int] | None = Field(default=None, description="[height, width]; default: the model's")
+    interpolation: Interpolation = "linear"
+    coordinate_transformation_mode: CoordinateMode = "half_pixel"
+    nearest_mode: NearestMode = "round_prefer_floor"
+    cubic_coeff_a: float = Field(default=-0.75, ge=-2.0, le=0.0)
+    antialias: bool = False
+    fit: Fit = "stretch"
+    crop_fraction: float = Field(default=1.0, gt=0.05, le=1.0, description="share of the covered size kept by crop")
+    pad_value: float = Field(default=0.0, ge=-1e30, le=1e30, description="value of letterbox padding")
+
+    @field_validator("size")
+    @classmethod
+    def _sensible(cls, size: tuple[int, int] | None) -> tuple[int, int] | None:
+        if size is not None and not all(1 <= side <= MAX_SIDE for side in size):
+            raise ValueError(f"height and width must be between 1 and {MAX_SIDE}")
+        return size
+
+    @model_validator(mode="after")
+    def _meaningful(self):
+        for name, setting, allowed in ONLY_WITH:
+            if name in self.model_fields_set and getattr(self, setting) not in allowed:
+                raise ValueError(f"{name} applies only with {setting} {' or '.join(allowed)}, "
+                                 f"not {getattr(self, setting)}")
+        return self
+
+    def opset_needed(self) -> int:
+        return ANTIALIAS_OPSET if self.antialias else self.min_opset
+
+    # --- the contract ------------------------------------------------------------------------------------------
+
+    def spec_after(self, spec: TensorSpec) -> TensorSpec:
+        _require_float(spec, "resize")
+        if self.interpolation == "cubic" and spec.layout == "NHWC":
+            raise StepError("cubic resize needs an NCHW tensor (onnxruntime cannot shrink NHWC cubically and "
+                            "OpenVINO 2026.4 computes it wrongly)", "put resize after the `layout: {to: NCHW}` step")
+        if self.size is None or len(spec.shape) != 4:
+            return spec
+        return spec.with_(shape=_with_hw(spec.shape, spec, self.size))
+
+    def shape_before(self, shape_after: tuple[Dim, ...], spec_before: TensorSpec) -> tuple[Dim, ...]:
+        return _with_hw(shape_after, spec_before, ("H", "W"))
+
+    def bind(self, shape_after: tuple[Dim, ...], spec_before: TensorSpec) -> Resize:
+        h_axis, w_axis = _hw_axes(spec_before)
+        model_hw = (shape_after[h_axis], shape_after[w_axis])
+        fixed = all(isinstance(d, int) and d > 0 for d in model_hw)
+        if self.size is not None:
+            if fixed and tuple(model_hw) != self.size:
+                raise StepError(f"resize size is {list(self.size)} but the model wants {list(model_hw)} (H, W)",
+                                f"set size to {list(model_hw)} or leave it out")
+            return self
+        if not fixed:
+            raise StepError(f"the model input's height and width are not fixed ({model_hw[0]} × {model_hw[1]}), so "
+                            f"resize does not know its target size", "give it: `resize: {size: [height, width]}`")
+        return self.model_copy(update={"size": (int(model_hw[0]), int(model_hw[1]))})
+
+    def build(self, em: Emitter, x: gs.Variable, spec: TensorSpec) -> gs.Variable:
+        target = self._target()
+        h_axis, w_axis = _hw_axes(spec)
+        i64, f32 = np.int64, np.float32
+        shape = em.op("Shape", [x], dtype=i64, shape=[4])
+        hw = em.op("Gather", [shape, em.const("hw_axes", [h_axis, w_axis], i64)], {"axis": 0}, dtype=i64, shape=[2])
+        resized_hw = em.const("size", list(target), i64) if self.fit == "stretch" else self._fitted_hw(em, shape, hw, spec)
+        keep = em.op("Gather", [shape, em.const("kept_axes", [0, 1] if spec.layout == "NCHW" else [0], i64)],
+                     {"axis": 0}, dtype=i64)
+        parts = [keep, resized_hw] if spec.layout == "NCHW" else [
+            keep, resized_hw, em.op("Gather", [shape, em.const("channel_axis", [3], i64)], {"axis": 0}, dtype=i64)]
+        sizes = em.op("Concat", parts, {"axis": 0}, dtype=i64, shape=[4])
+        if em.opset >= 13:
+            unused = [gs.Variable.empty(), gs.Variable.empty()]
+        else:  # opsets 11 and 12 want roi and scales present (empty when sizes are given)
+            unused = [em.const("roi", np.zeros(0, f32)), em.const("scales", np.zeros(0, f32))]
+        y = em.op("Resize", [x, *unused, sizes], self._attrs(em.opset), dtype=f32)
+        if self.fit == "crop":
+            y = self._centre_crop(em, y, resized_hw, target, (h_axis, w_axis))
+        elif self.fit == "letterbox":
+            y = self._letterbox(em, y, resized_hw, target, spec)
+        y.shape = list(_with_hw(tuple(x.shape) if x.shape else (None,) * 4, spec, target))
+        return y
+
+    def reference(self, x: np.ndarray, spec: TensorSpec) -> np.ndarray:
+        target = self._target()
+        axes = _hw_axes(spec)
+        resized_hw = self.resized_hw(x.shape[axes[0]], x.shape[axes[1]])
+        y = x.astype(np.float64)
+        for axis, length in zip(axes, resized_hw):
+            y = self._resample(y, axis, length)
+        return self.place(y, resized_hw, axes).astype(np.float32)
+
+    # --- geometry, shared by the twin and the OpenCV comparison -------------------------------------------------
+
+    def resized_hw(self, h: int, w: int) -> tuple[int, int]:
+        """The size the image is resampled to, before crop or letterbox (integer arithmetic, as in the graph)."""
+        th, tw = self._target()
+        if self.fit == "stretch":
+            return th, tw
+        if self.fit == "crop":
+            ch, cw = self._covered()
+            return max(ch, h * cw // w), max(cw, w * ch // h)
+        return max(1, min(th, h * tw // w)), max(1, min(tw, w * th // h))
+
+    def place(self, y: np.ndarray, resized_hw: tuple[int, int], axes: tuple[int, int]) -> np.ndarray:
+        """Crop or pad the resampled `y` to the model's size, as the graph does (`fit` stretch: unchanged)."""
+        th, tw = self._target()
+        (rh, rw), (h_axis, w_axis) = resized_hw, axes
+        if self.fit == "crop":
+            top, left = int(np.round((rh - th) / 2)), int(np.round((rw - tw) / 2))  # half to even, like Round
+            index = [slice(None)] * y.ndim
+            index[h_axis], index[w_axis] = slice(top, top + th), slice(left, left + tw)
+            return y[tuple(index)]
+        if self.fit == "letterbox":
+            top, left = (th - rh) // 2, (tw - rw) // 2
+            pads = [(0, 0)] * y.ndim
+            pads[h_axis], pads[w_axis] = (top, th - rh - top), (left, tw - rw - left)
+            return np.pad(y, pads, constant_values=self.pad_value)
+        return y
+
+    # --- graph pieces ------------------------------------------------------------------------------------------
+
+    def _target(self) -> tuple[int, int]:
+        if self.size is None:
+            raise StepError("resize does not know the model's size here",
+                            "pass the plain model's facts (twins.preprocess(recipe, x, facts)) or give `size`")
+        return self.size
+
+    def _covered(self) -> tuple[int, int]:
+        th, tw = self._target()
+        return int(np.floor(th / self.crop_fraction)), int(np.floor(tw / self.crop_fraction))
+
+    def _attrs(self, opset: int) -> dict:
+        attrs = {"mode": self.interpolation, "coordinate_transformation_mode": self.coordinate_transformation_mode}
+        if self.interpolation == "nearest":
+            attrs["nearest_mode"] = self.nearest_mode
+        if self.interpolation == "cubic":
+            attrs["cubic_coeff_a"] = float(self.cubic_coeff_a)
+        if self.antialias:
+            attrs["antialias"] = 1
+        return attrs
+
+    def _fitted_hw(self, em: Emitter, shape: gs.Variable, hw: gs.Variable, spec: TensorSpec) -> gs.Variable:
+        """[h', w'] keeping the aspect ratio: max(bound, other · bound // side) for crop, min(…) for letterbox."""
+        i64 = np.int64
+        h_axis, w_axis = _hw_axes(spec)
+        wh = em.op("Gather", [shape, em.const("wh_axes", [w_axis, h_axis], i64)], {"axis": 0}, dtype=i64, shape=[2])
+        bound = self._covered() if self.fit == "crop" else self._target()
+        # [h · W' // w, w · H' // h]: the other side scaled by the binding one (positive, so Div floors)
+        scaled = em.op("Div", [em.op("Mul", [hw, em.const("bound_swapped", bound[::-1], i64)], dtype=i64), wh],
+                       dtype=i64, shape=[2])
+        bound_c = em.const("bound", list(bound), i64)
+        if self.fit == "crop":  # Where/Less rather than Max: integer Max needs opset 12
+            return em.op("Where", [em.op("Less", [scaled, bound_c], dtype=np.bool_), bound_c, scaled], dtype=i64,
+                         shape=[2])
+        inside = em.op("Where", [em.op("Less", [bound_c, scaled], dtype=np.bool_), bound_c, scaled], dtype=i64)
+        one = em.const("one", [1, 1], i64)
+        return em.op("Where", [em.op("Less", [inside, one], dtype=np.bool_), one, inside], dtype=i64, shape=[2])
+
+    def _centre_crop(self, em: Emitter, y: gs.Variable, resized_hw: gs.Variable, target: tuple[int, int],
+                     axes: tuple[int, int]) -> gs.Variable:
+        f32, i64 = np.float32, np.int64
+        excess = em.op("Cast", [em.op("Sub", [resized_hw, em.const("target", list(target), i64)], dtype=i64)],
+                       {"to": TensorProto.FLOAT}, dtype=f32)
+        half = em.op("Round", [em.op("Div", [excess, em.const("two", 2.0, f32)], dtype=f32)], dtype=f32)  # half even
+        starts = em.op("Cast", [half], {"to": TensorProto.INT64}, dtype=i64)
+        ends = em.op("Add", [starts, em.const("target", list(target), i64)], dtype=i64)
+        return em.op("Slice", [y, starts, ends, em.const("axes", list(axes), i64)], dtype=f32)
+
+    def _letterbox(self, em: Emitter, y: gs.Variable, resized_hw: gs.Variable, target: tuple[int, int],
+                   spec: TensorSpec) -> gs.Variable:
+        i64 = np.int64
+        spare = em.op("Sub", [em.const("target", list(target), i64), resized_hw], dtype=i64)
+        before = em.op("Div", [spare, em.const("two", [2, 2], i64)], dtype=i64)
+        after = em.op("Sub", [spare, before], dtype=i64)
+        zero = em.const("zero", [0], i64)
+        if spec.layout == "NCHW":  # pads: [N, C, H, W begins, N, C, H, W ends]
+            pads = [zero, zero, before, zero, zero, after]
+        else:  # [N, H, W, C begins, N, H, W, C ends]
+            pads = [zero, before, zero, zero, after, zero]
+        pads = em.op("Concat", pads, {"axis": 0}, dtype=i64, shape=[8])
+        value = em.const("pad_value", self.pad_value, np.float32)
+        return em.op("Pad", [y, pads, value], {"mode": "constant"}, dtype=np.float32)
+
+    # --- the twin's resampling ---------------------------------------------------------------------------------
+
+    def _resample(self, x: np.ndarray, axis: int, length: int) -> np.ndarray:
+        """`x` resampled to `length` along `axis`: a weighted sum of source samples (taps), per ONNX Resize."""
+        taps, weights = self._taps(x.shape[axis], length)
+        shape = [1] * x.ndim
+        shape[axis] = length
+        out = np.zeros(x.shape[:axis] + (length,) + x.shape[axis + 1:], np.float64)
+        for k in range(taps.shape[1]):
+            out += np.take(x, taps[:, k], axis=axis) * weights[:, k].reshape(shape)
+        return out
+
+    def _taps(self, n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
+        """Source indices [n_out, T] and their weights [n_out, T]; indices past an edge repeat the edge sample."""
+        x = source_coordinates(self.coordinate_transformation_mode, n_in, n_out).astype(np.float64)
+        if self.interpolation == "nearest":
+            return np.clip(_round(x, self.nearest_mode), 0, n_in - 1).astype(np.int64)[:, None], np.ones((n_out, 1))
+        if self.interpolation == "linear" and not (self.antialias and n_out < n_in):
+            x = np.clip(x, 0, n_in - 1)  # outside the image the edge sample is repeated
+            low = np.floor(x).astype(np.int64)
+            t = x - low
+            return np.stack([low, np.minimum(low + 1, n_in - 1)], 1), np.stack([1 - t, t], 1)
+        # cubic, and antialiased linear when shrinking: the kernel is stretched by in/out and renormalised
+        stretch = min(1.0, n_out / n_in) if self.antialias else 1.0
+        support = (1.0 if self.interpolation == "linear" else 2.0) / stretch
+        reach = int(np.ceil(support))
+        taps = np.floor(x)[:, None].astype(np.int64) + np.arange(-reach + 1, reach + 1)[None, :]
+        distance = (taps - x[:, None]) * stretch
+        if self.interpolation == "linear":
+            weights = np.clip(1 - np.abs(distance), 0, None)
+        else:
+            weights = _cubic_kernel(distance, self.cubic_coeff_a)
+        if self.antialias and n_out < n_in:
+            weights = weights / weights.sum(axis=1, keepdims=True)
+        return np.clip(taps, 0, n_in - 1), weights
+
+
+def source_coordinates(mode: str, n_in: int, n_out: int) -> np.ndarray:
+    """Where each output sample sits in the input (ONNX Resize's coordinate transformation), in float32 as the
+    runtimes compute it; the scale is out / in rounded to float32."""
+    f32 = np.float32
+    x = np.arange(n_out, dtype=f32)
+    scale = f32(n_out) / f32(n_in)
+    if mode == "align_corners":
+        return np.zeros(n_out, f32) if n_out == 1 else x * f32(n_in - 1) / f32(n_out - 1)
+    if mode == "asymmetric":
+        return x / scale
+    if mode == "pytorch_half_pixel" and n_out == 1:
+        return np.zeros(1, f32)
+    return (x + f32(0.5)) / scale - f32(0.5)  # half_pixel, pytorch_half_pixel
+
+
+def _round(x: np.ndarray, mode: str) -> np.ndarray:
+    if mode == "floor":
+        return np.floor(x)
+    if mode == "ceil":
+        return np.ceil(x)
+    tie = (x - np.floor(x)) == 0.5
+    if mode == "round_prefer_floor":
+        return np.where(tie, np.floor(x), np.floor(x + 0.5))
+    return np.where(tie, np.ceil(x), np.floor(x + 0.5))  # round_prefer_ceil
+
+
+def _cubic_kernel(d: np.ndarray, a: float) -> np.ndarray:
+    """Keys' cubic convolution kernel with coefficient `a`, as the ONNX Resize definition writes it."""
+    d = np.abs(d)
+    near = ((a + 2) * d - (a + 3)) * d * d + 1
+    far = ((a * d - 5 * a) * d + 8 * a) * d - 4 * a
+    return np.where(d <= 1, near, np.where(d < 2, far, 0.0))
+
+
+def _hw_axes(spec: TensorSpec) -> tuple[int, int]:
+    return (2, 3) if spec.layout == "NCHW" else (1, 2)
+
+
+def _with_hw(shape: tuple[Dim, ...], spec: TensorSpec, hw: tuple[Dim, Dim]) -> tuple[Dim, ...]:
+    h_axis, w_axis = _hw_axes(spec)
+    dims = list(shape)
+    dims[h_axis], dims[w_axis] = hw
+    return tuple(dims)
+
+
+# --- against OpenCV ----------------------------------------------------------------------------------------------
+
+
+def opencv_equivalent(step: Resize, image_hw: tuple[int, int]) -> str:
+    """The `cv2.resize` interpolation flag closest to the step's settings for an image of this size."""
+    resized = step.resized_hw(*image_hw)
+    shrinks = resized[0] < image_hw[0] or resized[1] < image_hw[1]
+    if step.antialias and shrinks:
+        return "INTER_AREA"
+    if step.interpolation == "nearest":
+        centred = step.coordinate_transformation_mode in ("half_pixel", "pytorch_half_pixel")
+        return "INTER_NEAREST_EXACT" if centred else "INTER_NEAREST"
+    return "INTER_LINEAR" if step.interpolation == "linear" else "INTER_CUBIC"
+
+
+def resize_vs_opencv(step: Resize, image: np.ndarray) -> dict:
+    """How far the step's resize is from `cv2.resize` with the closest settings, on one H×W×C (or H×W) image.
+
+    The step's side is its numpy twin (which matches the graph within 1e-5) on the image as float32; OpenCV's
+    side is `cv2.resize` on the image in its own dtype (uint8 results are rounded, as an OpenCV pipeline gets
+    them), then the same crop or letterbox, so only the resampling differs. Differences are in the image's units.
+    The step must know its target size (a bound step, or `size` given).
+    """
+    import cv2
+
+    if image.ndim not in (2, 3):
+        raise ValueError(f"one image, H×W×C or H×W, not an array of shape {image.shape}")
+    flag = opencv_equivalent(step, image.shape[:2])
+    resized_hw = step.resized_hw(*image.shape[:2])
+    theirs = cv2.resize(image, (resized_hw[1], resized_hw[0]), interpolation=getattr(cv2, flag))
+    theirs = step.place(theirs.reshape(*resized_hw, -1).astype(np.float64), resized_hw, (0, 1))
+    hwc = image.reshape(*image.shape[:2], -1)
+    ours = step.reference(hwc[None].astype(np.float32), TensorSpec("float32", "NHWC", "RGB", (1, *hwc.shape)))[0]
+    difference = np.abs(ours.astype(np.float64) - theirs)
+    return {
+        "opencv": f"cv2.resize(image, ({resized_hw[1]}, {resized_hw[0]}), interpolation=cv2.{flag})",
+        "interpolation": flag,
+        "image_dtype": str(image.dtype),
+        "max_abs_diff": float(difference.max()),
+        "mean_abs_diff": float(difference.mean()),
+    }

@@ -317,7 +317,7 @@ def _run_unpatched(recipe: Recipe, facts: ModelFacts, backend: str, plain: Path,
     outputs, raws = [], []
     with open_runner(backend, plain) as run:
         for x, extras in _chunks(samples, batch):
-            raw = run({input_name: preprocess(recipe, x)})[facts.output_name]
+            raw = run({input_name: preprocess(recipe, x, facts)})[facts.output_name]
             raws.append(raw)
             outputs.append(postprocess(recipe, raw, facts, extras))
     return _concat(outputs), np.concatenate(raws)

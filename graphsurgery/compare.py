@@ -231,10 +231,23 @@ def compare_floats(name: str, actual: np.ndarray, expected: np.ndarray, *, atol:
     result.passing_atol = float(diff[over_rtol].max()) if over_rtol.any() else 0.0
     over_atol = diff > atol
     if over_atol.any():
-        with np.errstate(divide="ignore", invalid="ignore"):
-            needed = diff[over_atol] / np.abs(np.nan_to_num(b[over_atol], nan=0.0))
-        result.passing_rtol = float(np.nan_to_num(needed, nan=math.inf).max())
+        result.passing_rtol = _smallest_rtol(diff[over_atol], np.abs(np.nan_to_num(b[over_atol], nan=0.0)))
     return result
+
+
+def _smallest_rtol(diff: np.ndarray, reference: np.ndarray) -> float:
+    """The smallest rtol with diff ≤ rtol·reference everywhere, in float64 as the failure rule computes it."""
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        needed = np.nan_to_num(diff / reference, nan=math.inf, posinf=math.inf)
+        for _ in range(4):  # the quotient may be an ulp or two off either way: settle on the smallest that covers
+            short = needed * reference < diff
+            needed[short] = np.nextafter(needed[short], math.inf)
+            lower = np.nextafter(needed, 0)
+            spare = ~short & (lower * reference >= diff) & np.isfinite(needed)
+            needed[spare] = lower[spare]
+            if not (short.any() or spare.any()):
+                break
+    return float(needed.max())
 
 
 def compare_positions(name: str, actual: np.ndarray, expected: np.ndarray, comparison: Comparison, *,

@@ -103,7 +103,8 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
     """Compare the patched model (built from `recipe` when `patched` is None) with the unpatched pipeline.
 
     `tolerances`: {output name: (atol, rtol)}, the key "*" for every float output without its own; coordinate
-    outputs use only atol. Default inputs: `DEFAULT_RANDOM` random crops.
+    outputs use only atol. Keypoint mismatches are near ties when the model output's values at the two positions
+    agree within that output's tolerance (declared, or set by name). Default inputs: `DEFAULT_RANDOM` random crops.
     """
     recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
     plain = load_model(plain_model)
@@ -113,7 +114,8 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
         raise GraphsurgeryError("give images or a number of random crops, not both", fix="drop --images or --random")
     if boxes is not None and images is None:
         raise GraphsurgeryError("boxes need images to cut them from", path=boxes, fix="add --images DIR")
-    wanted = _with_tolerances(comparisons(recipe, facts), tolerances or {})
+    declared = comparisons(recipe, facts)
+    wanted = _with_tolerances(declared, tolerances or {})
     with tempfile.TemporaryDirectory(prefix="graphsurgery-verify-") as tmp:
         patched_path = Path(patched) if patched is not None else apply(recipe, plain.path, Path(tmp) / "patched.onnx").output
         image_input, extras = patched_inputs(patched_path, extra_input_names(recipe))
@@ -138,8 +140,7 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
     grids = heatmap_grid(recipe, facts, raw[backends[0]], samples.extras, wanted)
     if any(c.kind == "coordinates" for c in wanted.values()) and not grids:
         report.notes.append("coordinates could not be mapped to heatmap cells: every mismatch counts as real")
-    tie = wanted.get(facts.output_name, DEFAULT_TIE)
-    tie = tie if tie.kind == "float" else DEFAULT_TIE
+    tie = _tie_tolerance(declared, wanted, tolerances or {}, facts.output_name)
     if ran.get("openvino", "f32") != precision:
         report.notes.append(f"{precision} was asked for, but this CPU has no {precision} support: OpenVINO ran "
                             f"{ran['openvino']}")
@@ -356,6 +357,14 @@ def _with_tolerances(declared: dict[str, Comparison], tolerances: Tolerances) ->
             comparison = Comparison(comparison.kind, atol=atol, rtol=rtol if comparison.kind == "float" else 0.0)
         result[name] = comparison
     return result
+
+
+def _tie_tolerance(declared: dict[str, Comparison], wanted: dict[str, Comparison], tolerances: Tolerances,
+                   output: str) -> Comparison:
+    """The float tolerance under which two heatmap values tie: the model output's own, as declared or as set for it
+    by name. A blanket "*" does not loosen it: that would turn every keypoint mismatch into a near tie."""
+    tie = wanted[output] if output in tolerances else declared.get(output, DEFAULT_TIE)
+    return tie if tie.kind == "float" else DEFAULT_TIE
 
 
 def _compare(actual: dict[str, np.ndarray], expected: dict[str, np.ndarray], raw: np.ndarray,

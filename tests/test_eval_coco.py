@@ -1,0 +1,138 @@
+"""`eval-coco` on a synthetic COCO keypoint set with a model that really finds its joints.
+
+The unpatched pipeline and the patched model must score identical AP/AR on both backends; a wrong patch must not.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from paritykit import CROP_RECIPE, IMAGE_RECIPE, shift_keypoints, wrong_recipe
+
+from graphsurgery.api import apply
+from graphsurgery.cli import cli
+from graphsurgery.coco import STAT_NAMES, evaluate_coco
+from graphsurgery.synthetic import KEYPOINT_NAMES, joint_detector, write_coco_set
+
+IMAGES = 8
+
+
+@pytest.fixture(scope="session")
+def coco_set(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("coco")
+    annotations = write_coco_set(folder / "images", images=IMAGES, seed=0)
+    return annotations, folder / "images", joint_detector(folder / "detector.onnx", opset=17)
+
+
+@pytest.fixture(scope="session")
+def reference_ap(coco_set) -> list[float]:
+    """AP/AR of the unpatched pipeline on ONNX Runtime (what every wrong patch is measured against)."""
+    annotations, images, plain = coco_set
+    report = evaluate_coco(CROP_RECIPE, plain, annotations, images, backends=("onnxruntime",))
+    return report.pipelines[0].stats
+
+
+def test_the_synthetic_set_is_valid_coco_keypoints(coco_set):
+    from pycocotools.coco import COCO
+
+    annotations, images, _ = coco_set
+    data = json.loads(annotations.read_text())
+    assert len(data["images"]) == IMAGES and data["categories"][0]["keypoints"] == list(KEYPOINT_NAMES)
+    for image in data["images"]:
+        assert (images / image["file_name"]).is_file()
+    for ann in data["annotations"]:
+        points = np.array(ann["keypoints"]).reshape(17, 3)
+        x, y, w, h = ann["bbox"]
+        assert ann["num_keypoints"] == 17 and (points[:, 2] == 2).all() and ann["area"] == pytest.approx(w * h, 1e-3)
+        assert (points[:, 0] >= x).all() and (points[:, 0] <= x + w).all()
+        assert (points[:, 1] >= y).all() and (points[:, 1] <= y + h).all()
+    COCO(str(annotations))  # pycocotools reads it
+
+
+def test_the_detector_finds_the_joints(reference_ap):
+    assert reference_ap[0] > 0.8  # AP: a real score, so that a wrong patch has something to lose
+
+
+@pytest.mark.parametrize("opset", [9, 17])
+@pytest.mark.parametrize("recipe", [CROP_RECIPE, IMAGE_RECIPE], ids=["crop", "image"])
+def test_unpatched_and_patched_score_identical_ap_on_both_backends(coco_set, tmp_path, reference_ap, recipe, opset):
+    annotations, images, plain = coco_set
+    if opset != 17:
+        plain = joint_detector(tmp_path / "detector9.onnx", opset=opset)
+    report = evaluate_coco(recipe, plain, annotations, images, results_dir=tmp_path / "results")
+    assert [p.name for p in report.pipelines] == ["unpatched · onnxruntime", "unpatched · openvino",
+                                                  "patched · onnxruntime", "patched · openvino"]
+    assert report, [p.stats for p in report.pipelines]
+    assert all(p.stats == reference_ap for p in report.pipelines)  # crop and image recipes agree too
+    assert all(p.precision == "f32" for p in report.pipelines)
+    results = json.loads((tmp_path / "results" / "patched-openvino.json").read_text())
+    assert len(results) == report.people and len(results[0]["keypoints"]) == 17 * 3
+
+
+@pytest.mark.parametrize("mistake", ["colour", "no_std", "off_by_one"])
+def test_a_wrong_patch_changes_the_ap(coco_set, tmp_path, reference_ap, mistake):
+    annotations, images, plain = coco_set
+    if mistake == "off_by_one":
+        right = apply(CROP_RECIPE, plain, tmp_path / "right.onnx").output
+        patched = shift_keypoints(right, tmp_path / "wrong.onnx", (4.0, 0.0))
+    else:
+        patched = apply(wrong_recipe(mistake, tmp_path), plain, tmp_path / "wrong.onnx").output
+    report = evaluate_coco(CROP_RECIPE, plain, annotations, images, patched=patched, backends=("onnxruntime",))
+    unpatched, wrong = report.pipelines
+    assert not report
+    assert unpatched.stats == reference_ap and wrong.stats[0] != reference_ap[0]
+
+
+def test_cli_prints_the_tables_side_by_side_and_writes_json(coco_set, tmp_path):
+    annotations, images, plain = coco_set
+    out = tmp_path / "coco.json"
+    result = CliRunner().invoke(cli, ["eval-coco", str(IMAGE_RECIPE), str(plain), "--ann", str(annotations),
+                                      "--images", str(images), "--limit", "3", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "PARITY" in result.output and result.output.count("unpatched ·") == 2
+    data = json.loads(out.read_text())
+    ap_row = next(line for line in result.output.splitlines() if line.startswith("│ AP "))
+    assert ap_row.count(f"{data['pipelines'][0]['stats']['AP']:.4f}") == 4  # one column per pipeline
+    assert data["parity"] is True and data["images"] == 3 and data["boxes"] == "ground truth"
+    assert list(data["pipelines"][0]["stats"]) == list(STAT_NAMES)
+
+
+def test_cli_exits_1_without_parity(coco_set, tmp_path):
+    annotations, images, plain = coco_set
+    patched = apply(wrong_recipe("colour", tmp_path), plain, tmp_path / "wrong.onnx").output
+    result = CliRunner().invoke(cli, ["eval-coco", str(CROP_RECIPE), str(plain), "--ann", str(annotations),
+                                      "--images", str(images), "--patched", str(patched), "--limit", "2",
+                                      "--backends", "openvino"])
+    assert result.exit_code == 1, result.output
+    assert "NO PARITY" in result.output
+
+
+def test_detection_boxes_with_scores(coco_set, tmp_path):
+    annotations, images, plain = coco_set
+    data = json.loads(annotations.read_text())
+    detections = [{"image_id": a["image_id"], "category_id": 1, "bbox": [v + 3 for v in a["bbox"]], "score": 0.9}
+                  for a in data["annotations"]]
+    path = tmp_path / "detections.json"
+    path.write_text(json.dumps(detections))
+    report = evaluate_coco(CROP_RECIPE, plain, annotations, images, boxes=path, backends=("openvino",), limit=4)
+    assert report and report.boxes == str(path) and report.images == 4
+    assert report.people == sum(1 for d in detections if d["image_id"] in {1, 2, 3, 4})
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--ann", "missing.json", "--images", "."], "no such annotation file"),
+    (["--ann", "{ann}", "--images", "nowhere"], "no such image folder"),
+    (["--ann", "{ann}", "--images", "{images}", "--boxes", "{ann}"], "not COCO detection results"),
+])
+def test_cli_input_errors_exit_2_in_one_line(coco_set, tmp_path, monkeypatch, args, message):
+    annotations, images, plain = coco_set
+    monkeypatch.chdir(tmp_path)
+    args = [a.format(ann=annotations, images=images) for a in args]
+    out = tmp_path / "coco.json"
+    result = CliRunner().invoke(cli, ["eval-coco", str(CROP_RECIPE), str(plain), *args, "--json", str(out)])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1 and not out.exists()

@@ -15,7 +15,7 @@ random crops).
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -145,27 +145,34 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
         report.notes.append(f"{precision} was asked for, but this CPU has no {precision} support: OpenVINO ran "
                             f"{ran['openvino']}")
 
+    report.pairs = _pairs(backends, ran, unpatched, runs, raw, lambda actual, expected, values: _compare(
+        actual, expected, values, wanted, grids, tie))
+    if any(pair.reduced_precision for pair in report.pairs):
+        report.notes.append(f"OpenVINO ran the patched model at {ran['openvino']}: differences measure what reduced "
+                            f"precision costs in agreement, not a wrong patch")
+    return report
+
+
+def _pairs(backends: list[str], ran: dict[str, str], unpatched: dict, patched: dict, raw: dict,
+           compare: Callable[[dict, dict, np.ndarray], list[OutputResult]]) -> list[PairReport]:
+    """Unpatched → patched on each backend, then the patched model on the first backend → on each other one.
+
+    `ran` is the precision each backend really computed the patched model in; `raw` the plain model's output
+    on each backend (near ties are judged on the reference side's)."""
+
     def label(backend: str) -> str:
         return backend + (f" at {ran[backend]}" if ran[backend] != "f32" else "")
 
     def reduced(*sides: str) -> str | None:
         return next((ran[b] for b in sides if ran[b] != "f32"), None)
 
-    for backend in backends:
-        report.pairs.append(PairReport(f"{label(backend)}: unpatched → patched", f"unpatched pipeline on {backend}",
-                                       f"patched model on {label(backend)}",
-                                       _compare(runs[backend], unpatched[backend], raw[backend], wanted, grids, tie),
-                                       reduced(backend)))
+    pairs = [PairReport(f"{label(b)}: unpatched → patched", f"unpatched pipeline on {b}", f"patched model on {label(b)}",
+                        compare(patched[b], unpatched[b], raw[b]), reduced(b)) for b in backends]
     first = backends[0]
-    for backend in backends[1:]:
-        report.pairs.append(PairReport(f"patched: {label(first)} → {label(backend)}",
-                                       f"patched model on {label(first)}", f"patched model on {label(backend)}",
-                                       _compare(runs[backend], runs[first], raw[first], wanted, grids, tie),
-                                       reduced(first, backend)))
-    if reduced(*backends):
-        report.notes.append(f"OpenVINO ran the patched model at {ran['openvino']}: differences measure what reduced "
-                            f"precision costs in agreement, not a wrong patch")
-    return report
+    pairs += [PairReport(f"patched: {label(first)} → {label(b)}", f"patched model on {label(first)}",
+                         f"patched model on {label(b)}", compare(patched[b], patched[first], raw[first]),
+                         reduced(first, b)) for b in backends[1:]]
+    return pairs
 
 
 # --- inputs --------------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ writing. Holes in a sparse external-data file stay holes in the copy.
 from __future__ import annotations
 
 import errno
+import math
 import os
 import shutil
 import tempfile
@@ -69,11 +70,26 @@ def load_model(path: str | Path) -> LoadedModel:
     except (DecodeError, RuntimeError, ValueError, TypeError, RecursionError) as exc:
         raise ModelError(f"not a readable ONNX model ({type(exc).__name__})", path=path,
                          fix="the file is truncated or not ONNX; re-export or re-download it") from None
+    _check_text(proto, path)
     _check_structure(proto, path)
     _check_external_data(proto, path)
     _check_domains(proto, path)
     _check_consistency(path)
     return LoadedModel(proto, path)
+
+
+def _check_text(proto: onnx.ModelProto, path: Path) -> None:
+    """Every string field must be UTF-8: protobuf parses broken ones as bytes, which onnx and gs then trip over."""
+    pending = [proto]
+    while pending:
+        message = pending.pop()
+        for field, value in message.ListFields():
+            values = value if field.is_repeated else [value]
+            if field.type == field.TYPE_MESSAGE:
+                pending.extend(values)
+            elif field.type == field.TYPE_STRING and any(isinstance(v, bytes) for v in values):
+                raise ModelError(f"a {message.DESCRIPTOR.name}.{field.name} holds bytes that are not UTF-8 text",
+                                 path=path, fix="the file is damaged; re-export or re-download the model")
 
 
 def _check_structure(proto: onnx.ModelProto, path: Path) -> None:
@@ -202,7 +218,7 @@ def save_model(proto: onnx.ModelProto, out: Path, *, external_base: Path | None 
         staged = staging / out.name
         data_name = data_file(out).name
         moved = _stage_external_data(proto, external_base, staging / data_name, data_name)
-        too_big = proto.ByteSize() > PROTOBUF_LIMIT
+        too_big = _exceeds_protobuf_limit(proto)
         if too_big and moved:
             raise ModelError("model holds both external data and over 2 GB inline", path=out,
                              fix="keep the weights in one external data file")
@@ -227,6 +243,23 @@ def save_model(proto: onnx.ModelProto, out: Path, *, external_base: Path | None 
     finally:
         with suppress(OSError):
             shutil.rmtree(staging)
+
+
+def _exceeds_protobuf_limit(proto: onnx.ModelProto) -> bool:
+    """Whether the model is too big for one protobuf. `ByteSize()` encodes the whole model (as slow as saving it),
+    so it is asked only when the inline tensors alone come within a factor of two of the limit (raw data is sized
+    from the dims without reading it; typed fields, whose varints can outgrow the values, are measured)."""
+    from onnx.external_data_helper import _get_all_tensors
+
+    inline = 0
+    for tensor in _get_all_tensors(proto):
+        if uses_external_data(tensor):
+            continue
+        if tensor.HasField("raw_data") and tensor.data_type != onnx.TensorProto.STRING:
+            inline += math.prod(tensor.dims) * onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+        else:
+            inline += tensor.ByteSize()
+    return inline > PROTOBUF_LIMIT // 2 and proto.ByteSize() > PROTOBUF_LIMIT
 
 
 def _stage_external_data(proto: onnx.ModelProto, base: Path | None, data_path: Path, data_name: str) -> bool:

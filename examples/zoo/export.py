@@ -1,0 +1,81 @@
+"""Export a zoo architecture to a plain ONNX model (no processing inside), with seeded stand-in weights.
+
+Classifiers: `input` float32 [1|N,3,224,224] -> `logits` [.,1000]. Pose: `input` [.,3,384,288] -> `heatmaps`
+[.,17,96,72]. Uses the TorchScript exporter (`dynamo=False`), the only one that still writes opsets below 18.
+
+    python examples/zoo/export.py resnet -o resnet.onnx
+    python examples/zoo/export.py simplebaseline --opset 11 --dynamic-batch -o simplebaseline.onnx
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import warnings
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make `examples.zoo` importable from the repository root
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import onnx
+import torch
+
+from examples.zoo.models import PRESETS, build_zoo_model
+from graphsurgery.errors import GraphsurgeryError
+
+INPUT_NAME = "input"
+OUTPUT_NAMES = {"classifier": "logits", "pose": "heatmaps"}
+OPSETS = range(9, 21)  # 20 is the TorchScript exporter's maximum
+
+
+def export_zoo(path: str | Path, name: str = "resnet", opset: int = 17, dynamic_batch: bool = False,
+               seed: int = 0) -> Path:
+    """Write the plain model to `path` atomically (a reader never sees half a file)."""
+    path = Path(path)
+    if opset not in OPSETS:
+        raise GraphsurgeryError(f"opset {opset} is not supported", fix=f"use an opset from {OPSETS[0]} to {OPSETS[-1]}")
+    if not path.parent.is_dir():
+        raise GraphsurgeryError("output directory does not exist", path=path, fix="create it first")
+    model = build_zoo_model(name, seed=seed)
+    output = OUTPUT_NAMES[model.config.kind]
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export")
+            warnings.filterwarnings("ignore", message="The feature will be removed")
+            torch.onnx.export(model, (torch.zeros(1, 3, *model.config.input_size),), tmp, dynamo=False,
+                              opset_version=opset, input_names=[INPUT_NAME], output_names=[output],
+                              dynamic_axes={INPUT_NAME: {0: "N"}, output: {0: "N"}} if dynamic_batch else None)
+        onnx.checker.check_model(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("name", choices=sorted(PRESETS), help="architecture (the -tiny ones are for tests)")
+    parser.add_argument("-o", "--output", required=True, type=Path, help="ONNX file to write")
+    parser.add_argument("--opset", type=int, default=17, help=f"{OPSETS[0]}-{OPSETS[-1]} (default 17)")
+    parser.add_argument("--dynamic-batch", action="store_true", help='symbolic batch dimension "N"')
+    parser.add_argument("--seed", type=int, default=0, help="seed for the stand-in weights")
+    args = parser.parse_args(argv)
+    try:
+        out = export_zoo(args.output, args.name, args.opset, args.dynamic_batch, args.seed)
+    except GraphsurgeryError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    config = PRESETS[args.name]
+    batch, (h, w) = "N" if args.dynamic_batch else "1", config.input_size
+    shape = f"[{batch},{config.classes}]" if config.kind == "classifier" else f"[{batch},{config.joints},{h // 4},{w // 4}]"
+    print(f"wrote {out}: {args.name}, opset {args.opset}, {INPUT_NAME} [{batch},3,{h},{w}] -> "
+          f"{OUTPUT_NAMES[config.kind]} {shape}")
+    print(f"weights: seeded (seed {args.seed}), an untrained stand-in")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

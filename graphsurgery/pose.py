@@ -104,7 +104,7 @@ def estimate(run: Runner, model: PoseModel, image: np.ndarray, boxes: Sequence[B
         elapsed += time.perf_counter() - began
         for index, person in enumerate(chunk):
             points = outputs[KEYPOINTS][index]
-            if not model.takes_boxes:
+            if not model.takes_boxes:  # the authors' transform_preds, sized by the crop instead of the heatmap
                 points = crops.to_original(points, person.center, person.scale, model.crop_size)
             person.keypoints = np.asarray(points, dtype=np.float32)
             person.scores = np.asarray(outputs[SCORES][index], dtype=np.float32).reshape(-1)
@@ -187,6 +187,10 @@ def run_pose(model: str | Path, images: Sequence[str | Path], outdir: str | Path
     signature = model_signature(model)
     pose_model = PoseModel.of(signature, model)
     person_boxes = load_boxes(Path(boxes)) if boxes is not None else None
+    if person_boxes is not None and not any(path.name in person_boxes for path in paths):
+        raise GraphsurgeryError(f"the boxes file has boxes for none of the {len(paths)} images (it names e.g. "
+                                f"{', '.join(map(repr, list(person_boxes)[:3])) or 'nothing'})", path=boxes,
+                                fix="key the boxes by the images' file names")
     if outdir.exists() and not outdir.is_dir():
         raise GraphsurgeryError("the output folder is a file", path=outdir, fix="choose a folder with -o")
     with open_runner(backend, model, precision=precision, threads=threads) as run:

@@ -237,3 +237,21 @@ def test_errors_exit_2_with_one_line_and_write_nothing(patched_image_model, tmp_
     assert result.exit_code == 0, result.output
     assert (folder / "taken.bin").exists() and (folder / "taken.xml").read_text() != "not mine"
     assert model.read_bytes() == before[model]
+
+
+def test_names_restored_when_openvino_renames_a_port(patched_image_model, tmp_path, monkeypatch):
+    import graphsurgery.convert as convert_module
+
+    real = convert_module._convert
+
+    def renaming(model_path, proto):
+        model = real(model_path, proto)
+        model.outputs[0].get_tensor().set_names({"Result_1", "keypoints"})  # what a merged tensor looks like
+        model.inputs[1].get_tensor().set_names({"Parameter_2"})
+        return model
+
+    monkeypatch.setattr(convert_module, "_convert", renaming)
+    convert(patched_image_model, tmp_path / "m.xml")
+    inputs, outputs, _ = _ir_ports(tmp_path / "m.xml")
+    assert [names for names, _ in inputs] == [{"input"}, {"center"}, {"scale"}]
+    assert [names for names, _ in outputs] == [{"keypoints"}, {"scores"}, {"heatmaps"}]

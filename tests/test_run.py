@@ -203,6 +203,8 @@ def test_errors_exit_2_with_one_line(models, tmp_path):
     bad.write_bytes(b"not an image at all")
     boxes = tmp_path / "boxes.json"
     boxes.write_text("{not json")
+    other_boxes = tmp_path / "other_boxes.json"
+    other_boxes.write_text(json.dumps({"someone_else.jpg": [[0, 0, 10, 10]]}))
     cases = {
         "bad image": ([models["crop.xml"], bad], "not a readable JPEG or PNG"),
         "missing image": ([models["crop.xml"], tmp_path / "absent.jpg"], "no such image"),
@@ -211,6 +213,7 @@ def test_errors_exit_2_with_one_line(models, tmp_path):
         "bf16 on onnxruntime": ([models["crop.onnx"], PHOTOS, "--backend", "onnxruntime", "--precision", "bf16"],
                                 "onnxruntime runs at f32 only"),
         "bad boxes": ([models["crop.xml"], PHOTOS, "--boxes", boxes], "not a readable JSON"),
+        "boxes for other images": ([models["crop.xml"], PHOTOS, "--boxes", other_boxes], "none of the 2 images"),
     }
     for case, (args, expected) in cases.items():
         out = tmp_path / case.replace(" ", "_")

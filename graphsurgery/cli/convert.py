@@ -21,7 +21,7 @@ from graphsurgery.errors import GraphsurgeryError
               help="Fix an input's dynamic dims, e.g. input=1,256,192,3 (? keeps a dim as it is). Repeatable.")
 @click.option("--ovms", "ovms_dir", type=click.Path(path_type=Path),
               help="Write an OpenVINO Model Server repository instead: DIR/<name>/1/model.xml.")
-@click.option("--name", help="Model name in the --ovms repository [default: the model's file stem].")
+@click.option("--name", help="Model name in the --ovms repository [default: the model's file name up to its first dot].")
 @force_option
 def convert_command(model: Path, output: Path | None, fp16: bool, input_shapes: tuple[str, ...], ovms_dir: Path | None,
                     name: str | None, force: bool):

@@ -124,7 +124,7 @@ def compile_openvino(model: str | Path, precision: str = "f32", threads: int | N
 def _openvino(model: Path, precision: str, threads: int | None) -> Runner:
     compiled = compile_openvino(model, precision, threads)
     request = compiled.create_infer_request()
-    names = [o.get_any_name() for o in compiled.outputs]
+    names = _output_names(model, compiled)
 
     def run(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         result = request.infer(feeds)
@@ -149,7 +149,7 @@ def open_stream(backend: str, model: str | Path, *, precision: str = "f32", thre
 
     compiled = compile_openvino(model, precision, threads, throughput=True)
     queue = ov.AsyncInferQueue(compiled, compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
-    names = [o.get_any_name() for o in compiled.outputs]
+    names = _output_names(model, compiled)
     done: dict[int, dict[str, np.ndarray]] = {}
     queue.set_callback(lambda request, index: done.__setitem__(
         index, {name: np.array(tensor.data) for name, tensor in zip(names, request.output_tensors)}))
@@ -216,6 +216,16 @@ def _ir_signature(model: Path) -> ModelSignature:
         half = any(op.get_type_name() == "Constant" and op.get_element_type() == ov.Type.f16 for op in ir.get_ops())
         weights = "FP16" if half else "FP32"
     return ModelSignature(tuple(port(p) for p in ir.inputs), tuple(port(p) for p in ir.outputs), weights)
+
+
+def _output_names(model: str | Path, compiled) -> list[str]:
+    """The outputs' names as the ONNX file declares them. When OpenVINO removes an Identity in front of an output
+    the tensor carries both names, and `get_any_name` may pick the inner one (measured: `graphsurgery/pre/x`
+    for an output `y`)."""
+    if Path(model).suffix.lower() != ".onnx":
+        return [o.get_any_name() for o in compiled.outputs]
+    declared = [p.name for p in model_signature(model).outputs]
+    return [next((name for name in declared if name in o.get_names()), o.get_any_name()) for o in compiled.outputs]
 
 
 def _first_line(exc: BaseException) -> str:

@@ -1,0 +1,143 @@
+"""Output steps for classifiers: logits → probabilities → the k best classes.
+
+`softmax` reads the environment fact "output_producer" (the op type of the node producing the model output, or
+None), which the splice and `twins.postprocess` both put in the environment; see `graphsurgery.steps.output`.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+import onnx_graphsurgeon as gs
+from pydantic import Field
+
+from graphsurgery.emit import Emitter
+from graphsurgery.registry import register
+from graphsurgery.steps.base import Comparison, OutputStep, StepError
+
+PROBABILITIES = Comparison("float", rtol=1e-5, atol=1e-6)
+INDICES = Comparison("indices", rtol=0.0, atol=0.0)
+
+
+def _rank(var, what: str) -> int:
+    shape = getattr(var, "shape", None)
+    if shape is None:
+        raise StepError(f"the rank of {what} is unknown",
+                        "run onnx shape inference on the model first, or export it with static ranks")
+    return len(shape)
+
+
+@register
+class Softmax(OutputStep):
+    """Turn logits into probabilities: softmax along `axis`.
+
+    Reads "output" ([N, C] logits, or any rank with `axis`), writes
+    "probabilities" (float comparison: rtol 1e-5, atol 1e-6).
+
+    skip_if_present: when the model output is already made by a Softmax
+      node (the splice passes its producer's op type as
+      env["output_producer"]), pass it through unchanged: an Identity node,
+      and the numpy twin returns its input. Assumes the model's Softmax is
+      over the same axis.
+    One Softmax node from opset 13; below 13 (where Softmax flattens to 2-D
+    at `axis`) one Softmax node when `axis` is the last axis, else
+    exp(x − max) / sum. A NaN in a row makes that row's result NaN.
+    """
+
+    step_name: ClassVar[str] = "softmax"
+    reads: ClassVar[tuple[str, ...]] = ("output",)
+    axis: int = Field(default=-1, description="the class axis")
+    skip_if_present: bool = Field(default=True, description="pass through when the model already ends in Softmax")
+
+    def writes(self) -> dict[str, Comparison]:
+        return {"probabilities": PROBABILITIES}
+
+    def _axis(self, rank: int) -> int:
+        if not -rank <= self.axis < rank:
+            raise StepError(f"softmax axis {self.axis} is out of range for a {rank}-D output",
+                            f"use an axis between {-rank} and {rank - 1}")
+        return self.axis % rank
+
+    def _skips(self, env: dict) -> bool:
+        return self.skip_if_present and env.get("output_producer") == "Softmax"
+
+    def build(self, em: Emitter, env: dict[str, gs.Variable]) -> dict[str, gs.Variable]:
+        x = env["output"]
+        rank = _rank(x, "the model output")
+        axis = self._axis(rank)
+        if self._skips(env):
+            return {"probabilities": em.op("Identity", [x], dtype=x.dtype, shape=x.shape)}
+        if em.opset >= 13 or axis == rank - 1:
+            return {"probabilities": em.op("Softmax", [x], {"axis": axis}, dtype=x.dtype, shape=x.shape)}
+        shifted = em.op("Sub", [x, em.reduce_max(x, [axis], dtype=x.dtype)], dtype=x.dtype)
+        e = em.op("Exp", [shifted], dtype=x.dtype)
+        return {"probabilities": em.op("Div", [e, em.reduce_sum(e, [axis], dtype=x.dtype)], dtype=x.dtype,
+                                       shape=x.shape)}
+
+    def reference(self, env: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        x = np.asarray(env["output"])
+        axis = self._axis(x.ndim)
+        if self._skips(env):
+            return {"probabilities": x.copy()}
+        e = np.exp(x - np.max(x, axis=axis, keepdims=True))
+        return {"probabilities": (e / np.sum(e, axis=axis, keepdims=True)).astype(x.dtype)}
+
+
+@register
+class TopK(OutputStep):
+    """Keep the k best classes: their indices and scores, best first.
+
+    Reads `source` along its last axis, writes "indices" [N, k] int64
+    (compared exactly) and "scores" [N, k] (float comparison).
+
+    Equal values are ordered by class index, lowest first: onnxruntime's
+    order, and the numpy twin's (a stable sort). OpenVINO's TopK orders
+    equal values its own way when k > 1 (measured: OpenVINO 2026.4); with
+    k = 1 it takes the first maximum, as onnxruntime does.
+    """
+
+    step_name: ClassVar[str] = "topk"
+    source: str = Field(default="probabilities", min_length=1, max_length=256,
+                        description="what to rank: probabilities (after softmax) or output (raw logits)")
+    k: int = Field(default=5, ge=1, description="how many classes to keep, at most the number of classes")
+
+    @property
+    def reads(self) -> tuple[str, ...]:  # type: ignore[override]
+        return (self.source,)
+
+    def writes(self) -> dict[str, Comparison]:
+        return {"indices": INDICES, "scores": PROBABILITIES}
+
+    def _check(self, env: dict):
+        if self.source not in env or env[self.source] is None:
+            fix = ("add a `softmax` step before topk, or set `source: output`" if self.source == "probabilities"
+                   else f"set `source` to a tensor an earlier step writes, or `output`")
+            raise StepError(f"topk reads {self.source!r}, which no earlier step produces", fix)
+        x = env[self.source]
+        shape = getattr(x, "shape", None)
+        if shape is not None and len(shape) == 0:
+            raise StepError(f"topk needs at least a 1-D tensor, {self.source!r} is a scalar",
+                            "set `source` to the class scores")
+        classes = shape[-1] if shape else None
+        if isinstance(classes, (int, np.integer)) and classes > 0 and self.k > classes:
+            raise StepError(f"topk k={self.k} but {self.source!r} has only {classes} classes",
+                            f"set k to at most {classes}")
+        return x
+
+    def build(self, em: Emitter, env: dict[str, gs.Variable]) -> dict[str, gs.Variable]:
+        x = self._check(env)
+        if em.opset < 10:
+            values, indices = em.op("TopK", [x], {"axis": -1, "k": self.k}, num_outputs=2)
+        else:
+            attrs = {"axis": -1} if em.opset < 11 else {"axis": -1, "largest": 1, "sorted": 1}
+            values, indices = em.op("TopK", [x, em.const("k", [self.k], np.int64)], attrs, num_outputs=2)
+        values.dtype, indices.dtype = x.dtype, np.int64
+        if x.shape is not None:
+            values.shape = indices.shape = [*x.shape[:-1], self.k]
+        return {"indices": indices, "scores": values}
+
+    def reference(self, env: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        x = np.asarray(self._check(env))
+        order = np.argsort(-x, axis=-1, kind="stable")[..., : self.k]
+        return {"indices": order.astype(np.int64), "scores": np.take_along_axis(x, order, axis=-1)}

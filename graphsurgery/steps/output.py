@@ -1,0 +1,374 @@
+"""Output steps for heatmap models (HRNet-style top-down pose): heatmaps → keypoints → image coordinates.
+
+Each step's `reference` is written like the HRNet authors' numpy code (`lib/core/inference.py`,
+`lib/utils/transforms.py` in leoxiaobin/deep-high-resolution-net.pytorch); its `build` emits float32 graph
+arithmetic that is exact where the authors' code is exact (integer coordinates, quarter-pixel offsets).
+
+Besides tensors, the environment carries two facts the splice (and `twins.postprocess`) put there for every
+output step, in `build` and `reference` alike:
+- "input_size": the model input's static (W, H) as a python tuple, or None when it is not static;
+- "output_producer": the op type of the node producing the model output (e.g. "Softmax"), or None.
+`heatmap_argmax` also leaves "heatmaps" (the float32 heatmaps) for the steps after it; it is not a result
+(not in `writes()`), so it never becomes a graph output.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar, Literal
+
+import numpy as np
+import onnx_graphsurgeon as gs
+from onnx import TensorProto
+from pydantic import Field, field_validator
+
+from graphsurgery.emit import Emitter
+from graphsurgery.registry import register
+from graphsurgery.steps.base import EXACT, Comparison, Dim, ExtraInput, OutputStep, StepError
+
+#: Flat heatmap positions must stay below this: float32 index arithmetic (Floor((idx + 0.5) / W), Mod) is then
+#: exact even when a backend turns the division into a multiplication by 1/W, and OpenVINO's int32 indices fit.
+MAX_POSITIONS = 2**22
+
+#: The authors' `transform_preds`: the box side in pixels is scale · 200.
+PIXEL_STD = 200.0
+
+SCORE_COMPARISON = Comparison("float", rtol=1e-5, atol=1e-6)
+
+#: `to_image mode: original`: float32 graph arithmetic vs the authors' float64 affine transform rounded to float32
+#: differ by one float32 ulp of the coordinates' magnitude (measured: 1.2e-4 px at ~1500 px, 4.9e-4 at ~6000,
+#: 9.8e-4 at ~12000, onnxruntime and OpenVINO alike). 2e-3 px covers images up to 16384 px.
+IMAGE_COMPARISON = Comparison("coordinates", rtol=0.0, atol=2e-3)
+
+
+def _np_float(var: gs.Variable) -> np.dtype | None:
+    return None if var.dtype is None else np.dtype(var.dtype)
+
+
+def _heatmap_hw(shape, what: str) -> tuple[int, int]:
+    """(H, W) of a [N, K, H, W] heatmap shape; StepError unless 4-D with static, not too large H and W."""
+    if shape is None:
+        raise StepError(f"the rank of {what} is unknown",
+                        "run onnx shape inference on the model first, or export it with static shapes")
+    if len(shape) != 4:
+        raise StepError(f"{what} has shape {list(shape)}, an output that is not a 4-D heatmap [N, K, H, W]",
+                        "set output.target to the heatmap output, or use steps for this kind of output "
+                        "(e.g. softmax/topk for classifiers)")
+    h, w = shape[2], shape[3]
+    if not (isinstance(h, (int, np.integer)) and isinstance(w, (int, np.integer)) and h > 0 and w > 0):
+        raise StepError(f"{what} has shape {list(shape)}: its height and width are not static",
+                        "export the model with a fixed input size so the heatmap size is known")
+    if h * w >= MAX_POSITIONS:
+        raise StepError(f"{what} is {h}×{w} = {h * w} positions; heatmap_argmax supports fewer than 2^22 "
+                        "(float32 index arithmetic is exact only there)",
+                        "use a smaller heatmap (this is not a pose heatmap size), or decode it outside the graph")
+    return int(h), int(w)
+
+
+def _require(env: dict, names: tuple[str, ...], step: str) -> None:
+    missing = [n for n in names if n not in env or env[n] is None]
+    if missing:
+        raise StepError(f"{step} needs {', '.join(missing)}, which no earlier step produces",
+                        f"put a `heatmap_argmax` step before `{step}`")
+
+
+@register
+class HeatmapArgmax(OutputStep):
+    """Decode heatmaps into keypoints: per joint, where the maximum is and its value.
+
+    HRNet's `get_max_preds`, exactly. Reads "output" (heatmaps [N, K, H, W],
+    float; H and W static), writes "keypoints" [N, K, 2] float32 (x, y in
+    heatmap pixels, compared exactly) and "scores" [N, K, 1] float32 (the
+    maxima), and leaves "heatmaps" for the steps after it. No parameters.
+
+    The argmax runs over the flattened H·W map and ties go to the first
+    position; x = idx mod W, y = floor(idx / W); joints whose score is <= 0
+    get (0, 0). A map holding any NaN gets score NaN and keypoint (0, 0), as
+    the authors' numpy gives (onnxruntime and OpenVINO disagree on NaN in
+    ArgMax/ReduceMax, so the graph tests for NaN itself). Maps of 2^22
+    positions or more are refused (float32 index arithmetic is exact below).
+    """
+
+    step_name: ClassVar[str] = "heatmap_argmax"
+    reads: ClassVar[tuple[str, ...]] = ("output",)
+
+    def writes(self) -> dict[str, Comparison]:
+        return {"keypoints": EXACT, "scores": SCORE_COMPARISON}
+
+    def build(self, em: Emitter, env: dict[str, gs.Variable]) -> dict[str, gs.Variable]:
+        heatmaps = env["output"]
+        h, w = _heatmap_hw(heatmaps.shape, "the model output")
+        dtype = _np_float(heatmaps)
+        if dtype is not None and dtype.kind != "f":
+            raise StepError(f"the heatmaps are {dtype}, not floating point",
+                            "set output.target to the heatmap output")
+        if dtype is not None and dtype != np.float32:
+            heatmaps = em.op("Cast", [heatmaps], {"to": TensorProto.FLOAT}, dtype=np.float32, shape=heatmaps.shape)
+        f32 = np.float32
+        flat = em.op("Reshape", [heatmaps, em.const("shape", [0, 0, -1], np.int64)], dtype=f32)  # [N, K, H·W]
+        position = em.op("ArgMax", [flat], {"axis": 2, "keepdims": 1}, dtype=np.int64)        # first on ties
+        # the score is the value at that position (not ReduceMax: OpenVINO's gives −3.4e38 for an all −inf map)
+        peak = em.gather_last(flat, position, 3, h * w, dtype=f32)                             # [N, K, 1]
+        idx = em.op("Cast", [position], {"to": TensorProto.FLOAT}, dtype=f32)
+        # floor((idx + 0.5) / W): the half keeps exact multiples of W away from a rounding edge, so the result
+        # stays right even when a backend replaces the division by a multiplication with 1/W.
+        y = em.op("Floor", [em.op("Div", [em.op("Add", [idx, em.const("half", 0.5, f32)], dtype=f32),
+                                          em.const("width", float(w), f32)], dtype=f32)], dtype=f32)
+        x = em.float_mod(idx, float(w), y, dtype=f32)
+        coords = em.op("Concat", [x, y], {"axis": 2}, dtype=f32)                                # [N, K, 2]
+        # NaN is detected without reducing over NaN values: OpenVINO's ReduceL1 (opsets 13-17) lets a NaN in one
+        # map leak into the sums of other maps, and its ReduceMax skips NaN; IsNaN → 0/1 → ReduceMax is plain.
+        nan = em.op("Cast", [em.op("IsNaN", [flat], dtype=np.bool_)], {"to": TensorProto.FLOAT}, dtype=f32)
+        has_nan = em.op("Cast", [em.reduce_max(nan, [2], keepdims=True, dtype=f32)], {"to": TensorProto.BOOL},
+                        dtype=np.bool_)
+        scores = em.op("Where", [has_nan, em.const("nan", np.nan, f32), peak], dtype=f32)
+        found = em.op("Greater", [scores, em.const("zero", 0.0, f32)], dtype=np.bool_)           # NaN → False
+        keypoints = em.op("Where", [found, coords, em.const("origin", 0.0, f32)], dtype=f32)
+        return {"keypoints": keypoints, "scores": scores, "heatmaps": heatmaps}
+
+    def reference(self, env: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        batch_heatmaps = np.asarray(env["output"])
+        _heatmap_hw(batch_heatmaps.shape, "the model output")
+        batch_heatmaps = batch_heatmaps.astype(np.float32)
+        # get_max_preds, as written by the authors
+        batch_size = batch_heatmaps.shape[0]
+        num_joints = batch_heatmaps.shape[1]
+        width = batch_heatmaps.shape[3]
+        heatmaps_reshaped = batch_heatmaps.reshape((batch_size, num_joints, -1))
+        idx = np.argmax(heatmaps_reshaped, 2)
+        maxvals = np.amax(heatmaps_reshaped, 2)
+
+        maxvals = maxvals.reshape((batch_size, num_joints, 1))
+        idx = idx.reshape((batch_size, num_joints, 1))
+
+        preds = np.tile(idx, (1, 1, 2)).astype(np.float32)
+
+        preds[:, :, 0] = (preds[:, :, 0]) % width
+        preds[:, :, 1] = np.floor((preds[:, :, 1]) / width)
+
+        pred_mask = np.tile(np.greater(maxvals, 0.0), (1, 1, 2))
+        pred_mask = pred_mask.astype(np.float32)
+
+        preds *= pred_mask
+        return {"keypoints": preds, "scores": maxvals.astype(np.float32), "heatmaps": batch_heatmaps}
+
+
+@register
+class QuarterOffset(OutputStep):
+    """Refine keypoints by a quarter pixel towards the higher neighbour.
+
+    HRNet's `POST_PROCESS` (on in the authors' test config). Reads
+    "keypoints" and "heatmaps", so `heatmap_argmax` must come before it (and
+    `to_image` after it); writes "keypoints" (compared exactly). No
+    parameters.
+
+    With px = floor(x + 0.5), py = floor(y + 0.5), and only when
+    1 < px < W-1 and 1 < py < H-1 (strict, as the authors wrote it), adds
+    0.25·sign(hm[py][px+1] − hm[py][px−1]) to x and
+    0.25·sign(hm[py+1][px] − hm[py−1][px]) to y; an exact tie adds 0. Joints
+    zeroed by `heatmap_argmax` sit at (0, 0) and fail the border test, as in
+    the authors' code. Heatmaps smaller than 4 in H or W have no such
+    position: nothing changes. −inf on both sides gives NaN, as in the
+    authors' code. Neighbours are read with GatherElements from opset 11,
+    with a one-hot select (a few passes over the maps) at 9 and 10.
+    """
+
+    step_name: ClassVar[str] = "quarter_offset"
+    reads: ClassVar[tuple[str, ...]] = ("keypoints", "heatmaps")
+
+    def writes(self) -> dict[str, Comparison]:
+        return {"keypoints": EXACT}
+
+    def build(self, em: Emitter, env: dict[str, gs.Variable]) -> dict[str, gs.Variable]:
+        _require(env, self.reads, self.step_name)
+        keypoints, heatmaps = env["keypoints"], env["heatmaps"]
+        h, w = _heatmap_hw(heatmaps.shape, "the heatmaps")
+        f32 = np.float32
+        if h < 4 or w < 4:
+            return {"keypoints": em.op("Identity", [keypoints], dtype=f32)}
+        flat = em.op("Reshape", [heatmaps, em.const("shape", [0, 0, -1], np.int64)], dtype=f32)  # [N, K, H·W]
+        pixel = em.op("Floor", [em.op("Add", [keypoints, em.const("half", 0.5, f32)], dtype=f32)], dtype=f32)
+        # 1 < p < size-1 for both coordinates ⇔ max(|p − size/2| − (size/2 − 1)) < 0 (exact in float32)
+        middle = em.const("middle", [w / 2, h / 2], f32)
+        reach = em.const("reach", [w / 2 - 1, h / 2 - 1], f32)
+        off_centre = em.op("Sub", [em.op("Abs", [em.op("Sub", [pixel, middle], dtype=f32)], dtype=f32), reach],
+                           dtype=f32)
+        inside = em.op("Less", [em.reduce_max(off_centre, [2], keepdims=True, dtype=f32), em.const("zero", 0.0, f32)],
+                       dtype=np.bool_)                                                          # [N, K, 1]
+        # px + py·W, element-wise (not MatMul, which a bf16 precision hint would run in bf16)
+        centre = em.reduce_sum(em.op("Mul", [pixel, em.const("strides", [1.0, float(w)], f32)], dtype=f32), [2],
+                               keepdims=True, dtype=f32)
+        # outside the interior, read around (1, 1) instead: every neighbour index stays in range
+        safe = em.op("Where", [inside, centre, em.const("interior", float(w + 1), f32)], dtype=f32)
+        safe = em.op("Cast", [safe], {"to": TensorProto.INT64}, dtype=np.int64)
+        steps = em.const("steps", [1, w], np.int64)                                            # (x, y) neighbours
+        after = em.gather_last(flat, em.op("Add", [safe, steps], dtype=np.int64), 3, h * w, dtype=f32)
+        before = em.gather_last(flat, em.op("Sub", [safe, steps], dtype=np.int64), 3, h * w, dtype=f32)
+        shift = em.op("Mul", [em.op("Sign", [em.op("Sub", [after, before], dtype=f32)], dtype=f32),
+                              em.const("quarter", 0.25, f32)], dtype=f32)
+        shift = em.op("Where", [inside, shift, em.const("none", 0.0, f32)], dtype=f32)
+        return {"keypoints": em.op("Add", [keypoints, shift], dtype=f32)}
+
+    def reference(self, env: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        _require(env, self.reads, self.step_name)
+        batch_heatmaps = env["heatmaps"]
+        coords = np.array(env["keypoints"], dtype=np.float32)  # a copy
+        heatmap_height = batch_heatmaps.shape[2]
+        heatmap_width = batch_heatmaps.shape[3]
+        # the POST_PROCESS loop of get_final_preds, as written by the authors
+        for n in range(coords.shape[0]):
+            for p in range(coords.shape[1]):
+                hm = batch_heatmaps[n][p]
+                px = int(math.floor(coords[n][p][0] + 0.5))
+                py = int(math.floor(coords[n][p][1] + 0.5))
+                if 1 < px < heatmap_width - 1 and 1 < py < heatmap_height - 1:
+                    diff = np.array(
+                        [
+                            hm[py][px + 1] - hm[py][px - 1],
+                            hm[py + 1][px] - hm[py - 1][px]
+                        ]
+                    )
+                    coords[n][p] += np.sign(diff) * .25
+        return {"keypoints": coords}
+
+
+@register
+class ToImage(OutputStep):
+    """Map keypoints from heatmap pixels to crop or original-image pixels.
+
+    Reads "keypoints" and "heatmaps" (for the heatmap size: `heatmap_argmax`
+    must come before it, and `quarter_offset`, if any), writes "keypoints".
+
+    mode crop: pixels of the model's input crop, x·(W_in/W_hm) and
+      y·(H_in/H_hm), each ratio rounded to float32 once; no half-pixel offset
+      (the authors' convention: heatmap cell i sits at crop pixel i·ratio).
+      (W_in, H_in) is `input_size` when given, else the model input's static
+      size (the splice passes it as env["input_size"]). Compared exactly.
+    mode original: the authors' `transform_preds` at rotation 0, with two
+      graph inputs this step adds, `center` [N, 2] and `scale` [N, 2]
+      (float32: box centre in image pixels, box size / 200, as the authors'
+      loader makes them): s = scale_x·200/W_hm, x' = center_x + (x − W_hm/2)·s,
+      y' = center_y + (y − H_hm/2)·s. Only scale_x is used, as in the
+      authors' affine transform (it keeps the aspect). Compared within
+      2e-3 px: float32 graph vs the authors' float64 differ by one float32
+      ulp of the coordinates (2e-3 px is one ulp at 16384 px).
+    """
+
+    step_name: ClassVar[str] = "to_image"
+    mode: Literal["crop", "original"] = Field(
+        description="crop: pixels of the model's input; original: image pixels via center/scale inputs")
+    input_size: tuple[int, int] | None = Field(
+        default=None, description="(width, height) of the model input, for mode crop; default: the model's")
+
+    @field_validator("input_size")
+    @classmethod
+    def _positive(cls, value: tuple[int, int] | None) -> tuple[int, int] | None:
+        if value is not None and not all(0 < v < 2**20 for v in value):
+            raise ValueError("input_size is (width, height) in pixels; both must be positive")
+        return value
+
+    @property
+    def reads(self) -> tuple[str, ...]:  # type: ignore[override]
+        return ("keypoints", "heatmaps") + (("center", "scale") if self.mode == "original" else ())
+
+    def writes(self) -> dict[str, Comparison]:
+        return {"keypoints": EXACT if self.mode == "crop" else IMAGE_COMPARISON}
+
+    def extra_inputs(self, batch: Dim) -> tuple[ExtraInput, ...]:
+        if self.mode != "original":
+            return ()
+        return (
+            ExtraInput("center", np.float32, (batch, 2), "box centre (x, y) in original-image pixels, per crop"),
+            ExtraInput("scale", np.float32, (batch, 2), "box size (w, h) / 200, per crop (authors' convention)"),
+        )
+
+    def _ratio(self, env: dict, hw: tuple[int, int]) -> np.ndarray:
+        size = self.input_size or env.get("input_size")
+        if size is None:
+            raise StepError("to_image mode crop needs the model's input size, which is not static",
+                            "give `input_size: [width, height]` to the to_image step")
+        h, w = hw
+        return np.array([size[0] / w, size[1] / h], dtype=np.float32)
+
+    def build(self, em: Emitter, env: dict[str, gs.Variable]) -> dict[str, gs.Variable]:
+        _require(env, ("keypoints", "heatmaps"), self.step_name)
+        keypoints = env["keypoints"]
+        h, w = _heatmap_hw(env["heatmaps"].shape, "the heatmaps")
+        f32 = np.float32
+        if self.mode == "crop":
+            return {"keypoints": em.op("Mul", [keypoints, em.const("ratio", self._ratio(env, (h, w)))], dtype=f32)}
+        for name in ("center", "scale"):
+            if name not in env:
+                raise StepError(f"to_image mode original needs the graph input {name!r}",
+                                "let the splice add it (it is declared by extra_inputs)")
+        scale_x = em.op("Gather", [env["scale"], em.const("first", [[0]], np.int64)], {"axis": 1}, dtype=f32)
+        s = em.op("Mul", [scale_x, em.const("pixels_per_cell", PIXEL_STD / w, f32)], dtype=f32)  # [N, 1, 1]
+        centre = em.unsqueeze(env["center"], [1], dtype=f32)                                      # [N, 1, 2]
+        offset = em.op("Sub", [keypoints, em.const("heatmap_centre", [w / 2, h / 2], f32)], dtype=f32)
+        return {"keypoints": em.op("Add", [em.op("Mul", [offset, s], dtype=f32), centre], dtype=f32)}
+
+    def reference(self, env: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        _require(env, ("keypoints", "heatmaps"), self.step_name)
+        coords = np.asarray(env["keypoints"], dtype=np.float32)
+        heatmap_height, heatmap_width = _heatmap_hw(env["heatmaps"].shape, "the heatmaps")
+        if self.mode == "crop":
+            return {"keypoints": coords * self._ratio(env, (heatmap_height, heatmap_width))}
+        if env.get("center") is None or env.get("scale") is None:
+            raise StepError("to_image mode original needs the crops' center and scale",
+                            "pass `center` and `scale` [N, 2] arrays along with the model output")
+        center, scale = np.asarray(env["center"]), np.asarray(env["scale"])
+        preds = coords.copy()
+        for i in range(coords.shape[0]):
+            preds[i] = _transform_preds(coords[i], center[i], scale[i], [heatmap_width, heatmap_height])
+        return {"keypoints": preds}
+
+
+# --- the authors' transforms (rotation 0), in numpy: cv2.getAffineTransform is a 3-point linear solve ---------
+
+def _transform_preds(coords, center, scale, output_size):
+    target_coords = np.zeros(coords.shape)
+    trans = _get_affine_transform(center, scale, output_size, inv=1)
+    for p in range(coords.shape[0]):
+        target_coords[p, 0:2] = _affine_transform(coords[p, 0:2], trans)
+    return target_coords
+
+
+def _get_affine_transform(center, scale, output_size, inv=0):
+    scale_tmp = np.asarray(scale, dtype=np.float32) * 200.0
+    src_w = scale_tmp[0]
+    dst_w = output_size[0]
+    dst_h = output_size[1]
+
+    src_dir = np.array([0, src_w * -0.5], np.float32)  # get_dir at rotation 0
+    dst_dir = np.array([0, dst_w * -0.5], np.float32)
+
+    src = np.zeros((3, 2), dtype=np.float32)
+    dst = np.zeros((3, 2), dtype=np.float32)
+    src[0, :] = center
+    src[1, :] = center + src_dir
+    dst[0, :] = [dst_w * 0.5, dst_h * 0.5]
+    dst[1, :] = np.array([dst_w * 0.5, dst_h * 0.5]) + dst_dir
+
+    src[2:, :] = _get_3rd_point(src[0, :], src[1, :])
+    dst[2:, :] = _get_3rd_point(dst[0, :], dst[1, :])
+
+    if inv:
+        return _affine_from_points(dst, src)
+    return _affine_from_points(src, dst)
+
+
+def _affine_from_points(src, dst):
+    """The 2×3 matrix M with M·[x, y, 1] = dst for the three point pairs (what cv2.getAffineTransform returns)."""
+    a = np.hstack([src.astype(np.float64), np.ones((3, 1))])
+    return np.linalg.solve(a, dst.astype(np.float64)).T
+
+
+def _affine_transform(pt, t):
+    new_pt = np.array([pt[0], pt[1], 1.]).T
+    new_pt = np.dot(t, new_pt)
+    return new_pt[:2]
+
+
+def _get_3rd_point(a, b):
+    direct = a - b
+    return b + np.array([-direct[1], direct[0]], dtype=np.float32)

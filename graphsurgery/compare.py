@@ -86,7 +86,9 @@ class FloatResult:
             return self.problem
         text = (f"|Δ| max {self.max_abs:.3g} mean {self.mean_abs:.2g} median {self.median_abs:.2g}; "
                 f"rel max {self.max_rel:.3g} mean {self.mean_rel:.2g} median {self.median_rel:.2g}")
-        if self.failed:
+        if not self.failed:
+            text = f"all {self.elements} within atol {self.atol:g} or rtol {self.rtol:g}; {text}"
+        else:
             nans = f" ({self.nan_mismatches} with NaN on one side only)" if self.nan_mismatches else ""
             text = (f"{self.failed} of {self.elements} elements exceed atol {self.atol:g} and rtol {self.rtol:g}{nans}; "
                     f"{text}; worst at {self.worst_index}; would pass with atol ≥ {self.passing_atol:.3g} "

@@ -16,6 +16,7 @@ from graphsurgery import verify
 from graphsurgery.api import apply
 from graphsurgery.cli import cli
 from graphsurgery.synthetic import write_coco_set
+from graphsurgery.verification import MODEL_FLOAT_FLOOR
 
 BOTH = ("onnxruntime", "openvino")
 
@@ -93,7 +94,16 @@ def test_per_output_tolerances(tiny_pose_models, wrong_patches):
     results = {r.output: r for r in loose.pairs[0].results}
     assert results["heatmaps"] and results["scores"] and results["heatmaps"].atol == 100.0
     assert not results["keypoints"] and not loose  # "*" loosens float outputs, not the near-tie test of keypoints
-    assert results["keypoints"].tie_atol == 1e-5
+    assert results["keypoints"].tie_atol == MODEL_FLOAT_FLOOR.atol
+
+
+def test_float_tolerances_are_raised_to_the_model_floor_unless_set_by_name(tiny_pose_models):
+    report = verify(CROP_RECIPE, tiny_pose_models[(17, False)], random=1, backends=("onnxruntime",),
+                    tolerances={"scores": (1e-7, 1e-7)})
+    results = {r.output: r for r in report.pairs[0].results}
+    assert (results["heatmaps"].atol, results["heatmaps"].rtol) == (MODEL_FLOAT_FLOOR.atol, MODEL_FLOAT_FLOOR.rtol)
+    assert (results["scores"].atol, results["scores"].rtol) == (1e-7, 1e-7)
+    assert results["keypoints"].atol == 0.0  # coordinates keep their declared (exact) comparison
 
 
 def test_precision_bf16_is_reported_as_reduced_precision_or_as_not_available(tiny_pose_models):

@@ -30,8 +30,6 @@ def box_to_center_scale(box: Sequence[float], aspect_ratio: float = 192 / 256) -
 def affine_transform(center: np.ndarray, scale: np.ndarray, output_size: tuple[int, int], inverse: bool = False
                      ) -> np.ndarray:
     """The authors' `get_affine_transform` with rotation 0: a 2×3 matrix mapping the box region to (W, H)."""
-    import cv2
-
     src_w = scale[0] * PIXEL_STD
     dst_w, dst_h = output_size
     src = np.zeros((3, 2), dtype=np.float32)
@@ -42,7 +40,13 @@ def affine_transform(center: np.ndarray, scale: np.ndarray, output_size: tuple[i
     dst[1] = np.array([dst_w * 0.5, dst_h * 0.5], dtype=np.float32) + np.array([0, dst_w * -0.5], dtype=np.float32)
     src[2] = _third_point(src[0], src[1])
     dst[2] = _third_point(dst[0], dst[1])
-    return cv2.getAffineTransform(dst, src) if inverse else cv2.getAffineTransform(src, dst)
+    return _affine_from_points(dst, src) if inverse else _affine_from_points(src, dst)
+
+
+def _affine_from_points(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """The 2×3 matrix M with M·[x, y, 1] = dst for three point pairs (what cv2.getAffineTransform computes)."""
+    a = np.hstack([src.astype(np.float64), np.ones((3, 1))])
+    return np.linalg.solve(a, dst.astype(np.float64)).T
 
 
 def _third_point(a: np.ndarray, b: np.ndarray) -> np.ndarray:

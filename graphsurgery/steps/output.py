@@ -22,6 +22,7 @@ import onnx_graphsurgeon as gs
 from onnx import TensorProto
 from pydantic import Field, field_validator
 
+from graphsurgery.crops import PIXEL_STD, to_original
 from graphsurgery.emit import Emitter
 from graphsurgery.registry import register
 from graphsurgery.steps.base import EXACT, Comparison, Dim, ExtraInput, OutputStep, StepError
@@ -29,9 +30,6 @@ from graphsurgery.steps.base import EXACT, Comparison, Dim, ExtraInput, OutputSt
 #: Flat heatmap positions must stay below this: float32 index arithmetic (Floor((idx + 0.5) / W), Mod) is then
 #: exact even when a backend turns the division into a multiplication by 1/W, and OpenVINO's int32 indices fit.
 MAX_POSITIONS = 2**22
-
-#: The authors' `transform_preds`: the box side in pixels is scale · 200.
-PIXEL_STD = 200.0
 
 SCORE_COMPARISON = Comparison("float", rtol=1e-5, atol=1e-6)
 
@@ -317,58 +315,5 @@ class ToImage(OutputStep):
             raise StepError("to_image mode original needs the crops' center and scale",
                             "pass `center` and `scale` [N, 2] arrays along with the model output")
         center, scale = np.asarray(env["center"]), np.asarray(env["scale"])
-        preds = coords.copy()
-        for i in range(coords.shape[0]):
-            preds[i] = _transform_preds(coords[i], center[i], scale[i], [heatmap_width, heatmap_height])
-        return {"keypoints": preds}
-
-
-# --- the authors' transforms (rotation 0), in numpy: cv2.getAffineTransform is a 3-point linear solve ---------
-
-def _transform_preds(coords, center, scale, output_size):
-    target_coords = np.zeros(coords.shape)
-    trans = _get_affine_transform(center, scale, output_size, inv=1)
-    for p in range(coords.shape[0]):
-        target_coords[p, 0:2] = _affine_transform(coords[p, 0:2], trans)
-    return target_coords
-
-
-def _get_affine_transform(center, scale, output_size, inv=0):
-    scale_tmp = np.asarray(scale, dtype=np.float32) * 200.0
-    src_w = scale_tmp[0]
-    dst_w = output_size[0]
-    dst_h = output_size[1]
-
-    src_dir = np.array([0, src_w * -0.5], np.float32)  # get_dir at rotation 0
-    dst_dir = np.array([0, dst_w * -0.5], np.float32)
-
-    src = np.zeros((3, 2), dtype=np.float32)
-    dst = np.zeros((3, 2), dtype=np.float32)
-    src[0, :] = center
-    src[1, :] = center + src_dir
-    dst[0, :] = [dst_w * 0.5, dst_h * 0.5]
-    dst[1, :] = np.array([dst_w * 0.5, dst_h * 0.5]) + dst_dir
-
-    src[2:, :] = _get_3rd_point(src[0, :], src[1, :])
-    dst[2:, :] = _get_3rd_point(dst[0, :], dst[1, :])
-
-    if inv:
-        return _affine_from_points(dst, src)
-    return _affine_from_points(src, dst)
-
-
-def _affine_from_points(src, dst):
-    """The 2×3 matrix M with M·[x, y, 1] = dst for the three point pairs (what cv2.getAffineTransform returns)."""
-    a = np.hstack([src.astype(np.float64), np.ones((3, 1))])
-    return np.linalg.solve(a, dst.astype(np.float64)).T
-
-
-def _affine_transform(pt, t):
-    new_pt = np.array([pt[0], pt[1], 1.]).T
-    new_pt = np.dot(t, new_pt)
-    return new_pt[:2]
-
-
-def _get_3rd_point(a, b):
-    direct = a - b
-    return b + np.array([-direct[1], direct[0]], dtype=np.float32)
+        size = (heatmap_width, heatmap_height)
+        return {"keypoints": np.stack([to_original(coords[i], center[i], scale[i], size) for i in range(len(coords))])}

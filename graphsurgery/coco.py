@@ -32,7 +32,8 @@ from graphsurgery.modelio import load_model
 from graphsurgery.recipe import InputTensor, Recipe, load_recipe
 from graphsurgery.runners import BACKENDS, open_stream
 from graphsurgery.twins import ModelFacts, extra_input_names, postprocess, preprocess
-from graphsurgery.verification import as_caller_tensor, crop_size, patched_inputs, single_input, tensor_facet
+from graphsurgery.verification import (as_caller_tensor, check_backends, crop_size, patched_inputs, single_input,
+                                       tensor_facet)
 
 STAT_NAMES = ("AP", "AP .50", "AP .75", "AP (M)", "AP (L)", "AR", "AR .50", "AR .75", "AR (M)", "AR (L)")
 PERSON = 1
@@ -90,11 +91,7 @@ def evaluate_coco(recipe: str | Path | Recipe, plain_model: str | Path, annotati
     recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
     plain = load_model(plain_model)
     facts = ModelFacts.of(plain.proto, recipe)
-    backends = list(dict.fromkeys(backends))
-    unknown = [b for b in backends if b not in BACKENDS]
-    if not backends or unknown:
-        raise GraphsurgeryError(f"unknown backend {unknown[0]!r}" if unknown else "no backend to evaluate on",
-                                fix=f"choose from {', '.join(BACKENDS)}")
+    backends = check_backends(list(backends), "f32", patched)
     if limit is not None and limit < 1:
         raise GraphsurgeryError(f"--limit {limit} is not a positive number of images", fix="pass --limit 1 or more")
     images = Path(images)
@@ -118,16 +115,11 @@ def evaluate_coco(recipe: str | Path | Recipe, plain_model: str | Path, annotati
         caller = _CallerCrops(images, size, tensor_facet(recipe), image_input.dtype)
         in_image_pixels = {"center", "scale"} <= set(extras)
         out_dir = Path(results_dir) if results_dir is not None else Path(tmp)
-        out_dir.mkdir(parents=True, exist_ok=True)
         plain_input = recipe.input.target if recipe.input and recipe.input.target else single_input(plain.proto, plain.path)
-        runs = [("unpatched", b) for b in backends] + [("patched", b) for b in backends]
-        for kind, backend in runs:
+        for kind, backend in [("unpatched", b) for b in backends] + [("patched", b) for b in backends]:
             name = f"{kind} · {backend}"
-            done = 0
 
-            def advance(name=name):
-                nonlocal done
-                done += 1
+            def advance(done: int, name: str = name) -> None:
                 if progress:
                     progress(name, done, len(people))
 
@@ -141,8 +133,7 @@ def evaluate_coco(recipe: str | Path | Recipe, plain_model: str | Path, annotati
                                           lambda x, more: {image_input.name: x, **more},
                                           lambda outputs, _: _named(outputs, recipe), extras, advance)
             results = [_result(person, answer, size, in_image_pixels) for person, answer in zip(people, answers)]
-            results_file = out_dir / f"{kind}-{backend}.json"
-            results_file.write_text(json.dumps(results), encoding="utf-8")
+            results_file = _write_results(out_dir / f"{kind}-{backend}.json", results)
             report.pipelines.append(PipelineResult(name, backend, precision, _evaluate(gt, results, image_ids),
                                                    str(results_file) if results_dir is not None else None))
     return report
@@ -229,7 +220,7 @@ Answer = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # keypoints [K, 
 def _run(backend: str, model: Path, people: list[Person], caller: _CallerCrops,
          feed: Callable[[np.ndarray, dict[str, np.ndarray]], dict[str, np.ndarray]],
          read: Callable[[dict[str, np.ndarray], dict[str, np.ndarray]], dict[str, np.ndarray]],
-         extras: list[str], advance: Callable[[], None]) -> tuple[list[Answer], str]:
+         extras: list[str], advance: Callable[[int], None]) -> tuple[list[Answer], str]:
     """Stream every crop through `model`: `feed(x, extras)` makes a request, `read(outputs, extras)` the results."""
     boxes: list[dict[str, np.ndarray]] = []
 
@@ -244,7 +235,7 @@ def _run(backend: str, model: Path, people: list[Person], caller: _CallerCrops,
             box = boxes[index]
             keypoints, scores = _keypoints(read(outputs, {name: box[name] for name in extras}))
             answers.append((keypoints, scores, box["center"][0], box["scale"][0]))
-            advance()
+            advance(index + 1)
     return answers, run.precision
 
 
@@ -274,6 +265,16 @@ def _result(person: Person, answer: Answer, size: tuple[int, int], in_image_pixe
     triples = np.concatenate([np.asarray(keypoints, np.float64), scores[:, None]], axis=1)
     return {"image_id": person.image_id, "category_id": PERSON, "keypoints": triples.reshape(-1).tolist(),
             "score": score}
+
+
+def _write_results(path: Path, results: list[dict]) -> Path:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(results), encoding="utf-8")
+    except OSError as exc:
+        raise GraphsurgeryError(f"cannot write the COCO results ({exc.strerror})", path=path,
+                                fix="choose a writable folder for --results") from None
+    return path
 
 
 def _evaluate(gt, results: list[dict], image_ids: list[int]) -> list[float]:

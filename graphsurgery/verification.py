@@ -117,7 +117,7 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
     recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
     plain = load_model(plain_model)
     facts = ModelFacts.of(plain.proto, recipe)
-    backends = _check_backends(list(backends), precision, patched)
+    backends = check_backends(list(backends), precision, patched)
     if images is not None and random is not None:
         raise GraphsurgeryError("give images or a number of random crops, not both", fix="drop --images or --random")
     if boxes is not None and images is None:
@@ -279,7 +279,7 @@ def crop_size(image_input: Port, recipe: Recipe, facts: ModelFacts) -> tuple[int
 # --- models and runs -----------------------------------------------------------------------------------------
 
 
-def _check_backends(backends: list[str], precision: str, patched: str | Path | None) -> list[str]:
+def check_backends(backends: list[str], precision: str, patched: str | Path | None) -> list[str]:
     if not backends:
         raise GraphsurgeryError("no backend to verify on", fix=f"choose from {', '.join(BACKENDS)}")
     unknown = [b for b in backends if b not in BACKENDS]

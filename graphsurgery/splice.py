@@ -147,6 +147,7 @@ def _splice_input(section: InputSection, proto, graph: gs.Graph, em: Emitter, pl
         raise ModelError(f"input {target_name!r} is {target.dtype}{list(target.shape or [])}; input steps need a 4-D "
                          f"float image tensor", path=model_name, fix="patch another input with input.target")
     model_shape = tuple(d if isinstance(d, int) and d > 0 else (d or None) for d in target.shape)
+    _check_model_layout(model_shape, section.model.layout, target_name, model_name)
     steps, shape = bind_input_steps(section, model_shape, model_name)
     shape = _merge_declared(shape, section.tensor.shape, model_name)
     if section.name not in (None, target_name) and section.name in graph.tensors():
@@ -175,6 +176,18 @@ def _splice_input(section: InputSection, proto, graph: gs.Graph, em: Emitter, pl
     target.name = em.unique(f"{target_name}")
     graph.inputs = [new_input if v is target else v for v in graph.inputs]
     plan.nodes += [n.name for n in graph.nodes if n.name.startswith(em.prefix + "/")]
+
+
+def _check_model_layout(shape: tuple[Dim, ...], layout: str, name: str, model_name: str) -> None:
+    """A channel-last model patched as channel-first (or the reverse) would fail late and obscurely (3 mean values
+    for 32 "channels"): say so first when the dims make it plain (3 channels at the other end)."""
+    channels, other = (shape[1], shape[3]) if layout == "NCHW" else (shape[3], shape[1])
+    if other == 3 and channels != 3:
+        actual = "NHWC" if layout == "NCHW" else "NCHW"
+        change = "drop the `layout: {to: NCHW}` step" if actual == "NHWC" else "add a `layout: {to: NCHW}` step"
+        raise ModelError(f"input {name!r} is {list(shape)}: its channels are {'last' if actual == 'NHWC' else 'first'} "
+                         f"({actual}) but the recipe says input.model.layout {layout}", path=model_name,
+                         fix=f"set `model: {{layout: {actual}}}` in the recipe's input section and {change}")
 
 
 def bind_input_steps(section: InputSection, model_shape: tuple[Dim, ...], model_name: str = "model"

@@ -1,4 +1,5 @@
-"""Models as they come from elsewhere, with the quirks of old exporters, built with onnx helpers.
+"""Models as they come from elsewhere, with the quirks of old exporters, built with onnx helpers, and the parity
+check every model patched in these tests must pass (`assert_parity`).
 
 Every model here has tensor names with `/` and `:` (TensorFlow style), nodes without names, a symbolic batch
 dim and initializers also listed as graph inputs (what IR 3 required and some exporters still do). Options add
@@ -13,6 +14,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+
+from graphsurgery.compare import compare_output
+from graphsurgery.recipe import Recipe
+from graphsurgery.runners import BACKENDS, open_runner
+from graphsurgery.splice import real_inputs
+from graphsurgery.twins import ModelFacts, comparisons, run_unpatched
 
 IMAGE = "image:0"
 TEMPERATURE = "temperature:0"
@@ -104,3 +111,27 @@ def pose(path: Path, *, opset: int = 9, ir_version: int = 3, layout: str = "NCHW
     heatmaps = helper.make_tensor_value_info(HEATMAPS, TensorProto.FLOAT,
                                              ["batch_size", joints, hw[0] // stride, hw[1] // stride])
     return b.save(path, [image], [heatmaps], opset=opset, ir_version=ir_version)
+
+
+def assert_parity(recipe: Recipe, plain: Path, patched: Path, images: np.ndarray, *,
+                  other: dict[str, np.ndarray] | None = None, extras: dict[str, np.ndarray] | None = None
+                  ) -> dict[str, dict[str, np.ndarray]]:
+    """On every backend, the patched model answers as the plain model (on the same backend) between the recipe's
+    numpy twins, output by output as the recipe declares (indices exactly). `other`: the plain model's other
+    inputs, fed to both; `extras`: the inputs the output steps add. Returns the patched outputs by backend."""
+    proto = onnx.load(str(plain), load_external_data=False)
+    facts = ModelFacts.of(proto, recipe)
+    plain_input = recipe.input.target or real_inputs(proto)[0]
+    patched_input = recipe.input.name or plain_input
+    other, extras = other or {}, extras or {}
+    answers = {}
+    for backend in BACKENDS:
+        with open_runner(backend, plain) as run_plain, open_runner(backend, patched) as run_patched:
+            want = run_unpatched(recipe, facts, lambda x: run_plain({plain_input: x, **other})[facts.output_name],
+                                 images, extras)
+            got = run_patched({patched_input: images, **other, **extras})
+        for name, comparison in comparisons(recipe, facts).items():
+            result = compare_output(name, got[name], want[name], comparison)
+            assert result, f"{backend}: {name}: {result.summary()}"
+        answers[backend] = got
+    return answers

@@ -1,0 +1,153 @@
+"""The shipped recipes on models with third-party quirks (tests/quirkykit.py): apply, full checker, parity with
+the numpy twins on onnxruntime and OpenVINO, and the product's `verify` where it applies.
+
+Recipe variants are the shipped files with a few lines changed, as a user would edit them: a channel-last model
+gets `model: {layout: NHWC}` and loses the layout step; a model with several inputs or outputs names its targets.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+import quirkykit as q
+from graphsurgery.api import apply
+from graphsurgery.errors import ModelError
+from graphsurgery.recipe import Recipe, parse_recipe
+from graphsurgery.verification import verify
+
+RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+CLASSIFIER = RECIPES / "imagenet_classifier.yaml"
+POSE_CROP = RECIPES / "hrnet_coco_pose.yaml"
+POSE_IMAGE = RECIPES / "hrnet_coco_pose_image.yaml"
+
+NHWC_CLASSIFIER = [("model: {layout: NCHW, color: RGB}", "model: {layout: NHWC, color: RGB}"),
+                   ("    - layout: {to: NCHW}\n", "")]
+NHWC_POSE = NHWC_CLASSIFIER
+FIXED_SIZE = [("crop_fraction: 0.875}", "crop_fraction: 0.875, size: [32, 32]}")]
+
+
+def targets(output: str) -> list[tuple[str, str]]:
+    return [("input:\n  tensor:", f'input:\n  target: "{q.IMAGE}"\n  tensor:'),
+            ("output:\n  steps:", f'output:\n  target: "{output}"\n  steps:')]
+
+
+def variant(source: Path, changes: list[tuple[str, str]]) -> Recipe:
+    """The recipe file with `changes` made (each must apply), as a user would edit a copy."""
+    text = source.read_text()
+    for old, new in changes:
+        assert old in text, f"{source.name} no longer contains {old!r}"
+        text = text.replace(old, new)
+    return parse_recipe(text, source=f"{source.name} (edited)")
+
+
+MODELS = {  # name: (builder, options)
+    "ir3-opset9-softmax": (q.classifier, dict(ends_in_softmax=True)),
+    "nhwc": (q.classifier, dict(opset=13, ir_version=7, layout="NHWC")),
+    "two-inputs-shared-output": (q.classifier, dict(opset=11, ir_version=6, temperature_input=True, shared_output=True)),
+    "dynamic-hw": (q.classifier, dict(opset=13, ir_version=7, hw=None)),
+    "pose-ir3-opset9": (q.pose, {}),
+    "pose-nhwc": (q.pose, dict(opset=13, ir_version=7, layout="NHWC")),
+}
+
+CASES = {  # name: (model, recipe file, changes, apply options, runs `verify`)
+    "ir3-opset9-softmax": ("ir3-opset9-softmax", CLASSIFIER, [], {"upgrade_opset": True}, True),
+    "nhwc": ("nhwc", CLASSIFIER, NHWC_CLASSIFIER, {}, True),
+    "two-inputs-logits": ("two-inputs-shared-output", CLASSIFIER, targets(q.LOGITS), {}, False),
+    "two-inputs-probabilities": ("two-inputs-shared-output", CLASSIFIER, targets(q.PROBABILITIES), {}, False),
+    "dynamic-hw": ("dynamic-hw", CLASSIFIER, FIXED_SIZE, {}, False),
+    "pose-ir3-crop": ("pose-ir3-opset9", POSE_CROP, [], {}, True),
+    "pose-ir3-image": ("pose-ir3-opset9", POSE_IMAGE, [], {}, True),
+    "pose-nhwc": ("pose-nhwc", POSE_CROP, NHWC_POSE, {}, True),
+}
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("quirky")
+    return {name: build(folder / f"{name}.onnx", **options) for name, (build, options) in MODELS.items()}
+
+
+def caller_images(recipe: Recipe, shape: tuple[int, int], n: int = 2, seed: int = 0) -> np.ndarray:
+    layout = recipe.input.tensor.layout
+    dims = (n, *shape, 3) if layout == "NHWC" else (n, 3, *shape)
+    return np.random.default_rng(seed).integers(0, 256, dims, dtype=np.uint8)
+
+
+def feeds(case: str, recipe: Recipe) -> list[tuple[np.ndarray, dict, dict]]:
+    """(images, other plain-model inputs, extra inputs) to check the case with."""
+    other = {q.TEMPERATURE: np.array([1.7], np.float32)} if case.startswith("two-inputs") else {}
+    if case.startswith("pose"):
+        extras = {}
+        if case == "pose-ir3-image":
+            extras = {"center": np.array([[96.0, 128.0], [300.5, 210.25]], np.float32),
+                      "scale": np.array([[0.6, 0.8], [1.2, 1.6]], np.float32)}
+        return [(caller_images(recipe, (64, 48)), other, extras)]
+    # any image size: smaller, larger and of other aspect ratios than the model's 32 × 32
+    return [(caller_images(recipe, hw, seed=i), other, {}) for i, hw in enumerate([(32, 32), (45, 70), (20, 13)])]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_recipe_applies_and_matches_the_twins(case, models, tmp_path):
+    model_name, source, changes, options, runs_verify = CASES[case]
+    plain, recipe = models[model_name], variant(source, changes)
+    patched = apply(recipe, plain, tmp_path / "patched.onnx", **options).output
+    onnx.checker.check_model(str(patched), full_check=True)
+    plain_proto, patched_proto = onnx.load(str(plain)), onnx.load(str(patched))
+    assert patched_proto.ir_version == plain_proto.ir_version
+    if patched_proto.ir_version < 4:  # IR 3 lists every initializer as a graph input: still true after the patch
+        assert {t.name for t in patched_proto.graph.initializer} <= {i.name for i in patched_proto.graph.input}
+    for images, other, extras in feeds(case, recipe):
+        assert_parity_everywhere = q.assert_parity(recipe, plain, patched, images, other=other, extras=extras)
+        assert set(assert_parity_everywhere) == {"onnxruntime", "openvino"}
+    if runs_verify:
+        report = verify(recipe, plain, patched=patched, random=2)
+        assert report, report.failures()
+
+
+def _post_ops(patched: Path) -> list[str]:
+    return [n.op_type for n in onnx.load(str(patched)).graph.node if n.name.startswith("graphsurgery/post/softmax/")]
+
+
+def test_softmax_is_skipped_only_when_the_model_ends_in_one(models, tmp_path):
+    ends = apply(variant(CLASSIFIER, []), models["ir3-opset9-softmax"], tmp_path / "a.onnx", upgrade_opset=True)
+    logits = apply(variant(CLASSIFIER, targets(q.LOGITS)), models["two-inputs-shared-output"], tmp_path / "b.onnx")
+    probs = apply(variant(CLASSIFIER, targets(q.PROBABILITIES)), models["two-inputs-shared-output"], tmp_path / "c.onnx")
+    assert _post_ops(ends.output) == ["Identity"] and _post_ops(probs.output) == ["Identity"]
+    assert _post_ops(logits.output) == ["Softmax"]
+
+
+def test_shared_output_stays_consumed_and_both_outputs_remain(models, tmp_path):
+    patched = apply(variant(CLASSIFIER, targets(q.LOGITS)), models["two-inputs-shared-output"], tmp_path / "p.onnx")
+    graph = onnx.load(str(patched.output)).graph
+    assert [o.name for o in graph.output] == ["indices", "scores", q.LOGITS]
+    assert any(q.LOGITS in n.input and n.op_type == "Softmax" and not n.name for n in graph.node)  # the model's own
+    assert [i.name for i in graph.input if i.name in (q.IMAGE, q.TEMPERATURE)] == [q.IMAGE, q.TEMPERATURE]
+
+
+def test_nhwc_pose_keypoints_are_scaled_by_the_nhwc_input_size(models, tmp_path):
+    """Independent of the twins: crop-pixel keypoints are the heatmap argmax times the stride (64×48 → 16×12)."""
+    recipe = variant(POSE_CROP, NHWC_POSE)
+    patched = apply(recipe, models["pose-nhwc"], tmp_path / "p.onnx").output
+    images = caller_images(recipe, (64, 48))
+    out = q.assert_parity(recipe, models["pose-nhwc"], patched, images)["onnxruntime"]
+    heatmaps = out[q.HEATMAPS]
+    flat = heatmaps.reshape(*heatmaps.shape[:2], -1)
+    idx = flat.argmax(-1)
+    expected = np.stack([idx % 12, idx // 12], -1) * 4.0 * (flat.max(-1) > 0)[..., None]
+    np.testing.assert_array_equal(out["keypoints"], expected)
+
+
+@pytest.mark.parametrize("case, changes, options, message", [
+    ("ir3-opset9-softmax", [], {}, "needs opset 11, the model has opset 9 .*--upgrade-opset"),
+    ("dynamic-hw", [], {}, r"not fixed .*size: \[height, width\]"),
+    ("two-inputs-shared-output", [], {}, "2 inputs .*set input.target"),
+    ("nhwc", [], {}, r"channels are last \(NHWC\).*model: {layout: NHWC}"),
+])
+def test_quirks_the_recipe_must_be_told_about_give_one_line_errors(case, changes, options, message, models, tmp_path):
+    with pytest.raises(ModelError, match=message):
+        apply(variant(CLASSIFIER, changes), models[case], tmp_path / "p.onnx", **options)
+    assert not (tmp_path / "p.onnx").exists()

@@ -10,6 +10,7 @@ on the highest-resolution branch.
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,13 +71,12 @@ class BasicBlock(nn.Module):
         self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
         self.bn2 = _bn(planes)
         self.relu = nn.ReLU()
-        if stride != 1 or cin != planes:
-            self.downsample = _conv_bn(cin, planes, 1, stride, relu=False)
+        self.downsample = _conv_bn(cin, planes, 1, stride, relu=False) if stride != 1 or cin != planes else None
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        shortcut = self.downsample(x) if hasattr(self, "downsample") else x
+        shortcut = x if self.downsample is None else self.downsample(x)
         return self.relu(out + shortcut)
 
 
@@ -93,14 +93,13 @@ class Bottleneck(nn.Module):
         self.conv3 = nn.Conv2d(planes, cout, 1, bias=False)
         self.bn3 = _bn(cout)
         self.relu = nn.ReLU()
-        if stride != 1 or cin != cout:
-            self.downsample = _conv_bn(cin, cout, 1, stride, relu=False)
+        self.downsample = _conv_bn(cin, cout, 1, stride, relu=False) if stride != 1 or cin != cout else None
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
-        shortcut = self.downsample(x) if hasattr(self, "downsample") else x
+        shortcut = x if self.downsample is None else self.downsample(x)
         return self.relu(out + shortcut)
 
 
@@ -109,9 +108,8 @@ def _fuse_path(cin: int, cout: int, steps: int) -> nn.Module:
     if steps == 0:
         return nn.Identity()  # the authors store None here; Identity has no state, so keys are unchanged
     if steps > 0:
-        return nn.Sequential(
-            nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout), nn.Upsample(scale_factor=2**steps, mode="nearest")
-        )
+        upsample = nn.Upsample(scale_factor=2**steps, mode="nearest")
+        return nn.Sequential(nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout), upsample)
     # -steps stride-2 3x3 convs; only the last one changes the width and it has no ReLU (the sum is ReLU'd).
     n = -steps
     return nn.Sequential(*(_conv_bn(cin, cout if k == n - 1 else cin, 3, 2, relu=k < n - 1) for k in range(n)))
@@ -227,13 +225,14 @@ def _calibration_images(n: int, size: tuple[int, int], generator: torch.Generato
 def seed_weights(model: PoseHighResolutionNet, seed: int, calibration_images: int = 4) -> None:
     """Deterministic stand-in weights whose heatmaps look like a trained model's in magnitude.
 
-    The authors' init (normal std 0.001, BN identity) makes every activation shrink ~1000x per conv, so heatmaps
-    come out ~1e-10 and full of exact ties: useless for parity tests. Instead, convs get Kaiming-normal weights
-    from a private generator seeded with `seed`, and every BatchNorm's running mean/var is recalibrated on a few
-    smooth synthetic images (computed in float64, so the stats do not depend on thread count), which keeps unit-
-    scale activations through all four stages. Finally each joint's 1x1 readout is rescaled so its heatmap has
-    mean 0 and a std drawn from [0.1, 0.2] on those images: peaks of ~0.4-0.9 like a trained model's
-    (which regresses Gaussians of height 1), and no two pixels tie for the maximum.
+    The authors' init (conv weights N(0, 0.001), identity BatchNorm) shrinks activations at every conv: heatmaps
+    come out ~1e-10, so any parity tolerance passes vacuously. PyTorch's default init gives O(0.1) heatmaps but
+    leaves every BatchNorm at mean 0 / var 1, which hides bugs in BN folding (swapped mean/var, wrong eps). So:
+    Kaiming-normal convs from a private generator seeded with `seed`; BatchNorm running stats recalibrated on a
+    few synthetic 1/f-noise images (in float64, so they do not depend on thread count), which keeps unit-scale
+    activations through all four stages and gives every BN non-trivial stats; then each joint's 1x1 readout is
+    rescaled to mean 0 and a std drawn from [0.1, 0.2] on those images. On photos this gives per-joint peaks of
+    ~0.3-1.2 (a trained model regresses Gaussians of height 1) and no ties for the maximum.
     """
     g = torch.Generator().manual_seed(seed)
     for m in model.modules():
@@ -280,9 +279,15 @@ def load_checkpoint(model: nn.Module, path: str | Path) -> None:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise GraphsurgeryError("checkpoint file not found", path=path, fix="check the --checkpoint path") from None
-    except Exception as exc:  # torch.load raises many types (UnpicklingError, RuntimeError, EOFError, zip errors)
-        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-        raise GraphsurgeryError(f"not a PyTorch checkpoint ({first_line})", path=path, fix=fix) from None
+    except pickle.UnpicklingError as exc:
+        # torch's message is boilerplate around one useful line, and suggests weights_only=False: never do that.
+        lines = [line.strip() for line in str(exc).splitlines()[1:] if line.strip()]
+        detail = next((line for line in lines if not line.startswith(("Please file", "Check the doc"))), "bad pickle")
+        message = f"not a PyTorch checkpoint of plain tensors ({detail[:160]})"
+        raise GraphsurgeryError(message, path=path, fix=fix) from None
+    except Exception as exc:  # torch.load raises many types (RuntimeError, EOFError, OSError, zip errors)
+        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise GraphsurgeryError(f"not a PyTorch checkpoint ({detail})", path=path, fix=fix) from None
 
     state = loaded.get("state_dict", loaded) if isinstance(loaded, Mapping) else loaded
     if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):

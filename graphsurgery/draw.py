@@ -31,12 +31,20 @@ def _side_colour(joint: int) -> tuple[int, int, int]:
 
 
 def draw_skeleton(image: np.ndarray, boxes: Sequence[Sequence[float]], keypoints: Sequence[np.ndarray],
-                  scores: Sequence[np.ndarray], min_score: float) -> np.ndarray:
-    """A copy of `image` with each person's box, the joints scoring above `min_score`, and the limbs between them."""
+                  scores: Sequence[np.ndarray], min_score: float, label: str = "") -> np.ndarray:
+    """A copy of `image` with each person's box, the joints scoring above `min_score`, the limbs between them, and
+    `label` (how the keypoints were computed: backend, precision) in the top-left corner."""
     import cv2
 
     canvas = image.copy()
     thickness = max(1, round(max(image.shape[:2]) / 300))
+    if label:  # at most 60 % of the image wide
+        unit_width = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, 1.0, 1)[0][0]
+        font_scale = min(thickness * 0.5, 0.6 * image.shape[1] / unit_width)
+        (width, height), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, font_scale, 1)
+        cv2.rectangle(canvas, (0, 0), (width + 8, height + base + 8), (0, 0, 0), -1)
+        cv2.putText(canvas, label, (4, height + 4), cv2.FONT_HERSHEY_SIMPLEX, font_scale, (255, 255, 255), 1,
+                    cv2.LINE_AA)
     for box, points, score in zip(boxes, keypoints, scores):
         x, y, w, h = box
         cv2.rectangle(canvas, (round(x), round(y)), (round(x + w), round(y + h)), (200, 200, 200), thickness)

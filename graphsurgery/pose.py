@@ -168,6 +168,13 @@ class RunSummary:
     keypoints: str
     images: list[ImageSummary] = field(default_factory=list)
 
+    @property
+    def label(self) -> str:
+        """E.g. "openvino f32, FP32 weights", or "openvino bf16 requested, ran f32, FP16 weights"."""
+        ran = self.precision if self.precision == self.precision_requested else (
+            f"{self.precision_requested} requested, ran {self.precision}")
+        return f"{self.backend} {ran}, {self.weights} weights"
+
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
 
@@ -206,7 +213,7 @@ def run_pose(model: str | Path, images: Sequence[str | Path], outdir: str | Path
             results += coco_results(persons, image_id, path.name)
             pose_image = outdir / f"{path.stem}_pose.jpg"
             _write_image(pose_image, draw_skeleton(image, [p.box for p in persons], [p.keypoints for p in persons],
-                                                   [p.scores for p in persons], min_score))
+                                                   [p.scores for p in persons], min_score, summary.label))
             heatmap_image = None
             if pose_model.heatmaps and persons:
                 heatmap_image = outdir / f"{path.stem}_heatmaps.jpg"

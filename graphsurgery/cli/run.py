@@ -49,8 +49,7 @@ def run_command(model: Path, images: tuple[Path, ...], outdir: Path, backend: st
         summary = run_pose(model, paths, outdir, backend=backend, boxes=boxes, precision=precision, threads=threads,
                            batch=batch, min_score=min_score,
                            on_image=lambda entry: progress.update(task, advance=1, description=entry.file_name))
-    ran = summary.precision if summary.precision == precision else f"{precision} requested, ran {summary.precision}"
-    title = f"{model.name} · {backend} · {ran} · {summary.weights} weights"
+    title = f"{model.name} · {summary.label}"
     table = Table("image", "persons", "latency ms", title=title, title_justify="left", min_width=len(title))
     for entry in summary.images:
         table.add_row(entry.file_name, str(entry.persons), f"{entry.latency_ms:.1f}")

@@ -155,3 +155,23 @@ def joint_detector(path: str | Path, *, opset: int = 17, input_hw: tuple[int, in
     onnx.checker.check_model(model, full_check=True)
     onnx.save(model, str(path))
     return Path(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m graphsurgery.synthetic FOLDER`: the set in FOLDER/images, the model as FOLDER/joint_detector.onnx."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("folder", type=Path)
+    parser.add_argument("--images", type=int, default=8, help="number of images (default 8)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--opset", type=int, default=17, help="opset of the model (default 17)")
+    args = parser.parse_args(argv)
+    annotations = write_coco_set(args.folder / "images", args.images, args.seed)
+    model = joint_detector(args.folder / "joint_detector.onnx", opset=args.opset)
+    print(f"wrote {annotations} ({args.images} images beside it) and {model}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

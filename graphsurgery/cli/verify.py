@@ -163,7 +163,7 @@ def _point(values: list[float]) -> str:
 
 def _write_json(path: Path, data: dict) -> None:
     try:
-        path.write_text(json.dumps(data, indent=2), encoding="utf-8")
+        path.write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
     except OSError as exc:
         raise GraphsurgeryError(f"cannot write the report ({exc.strerror})", path=path,
                                 fix="choose a writable path for --json") from None

@@ -45,9 +45,10 @@ def verify_command(recipe: Path, plain: Path, patched: Path | None, images: Path
     """Prove that the patched model gives the answers of the unpatched pipeline: PLAIN (the model without
     processing) between RECIPE's numpy twins, on every backend, output by output; and that the backends agree.
 
-    Float outputs fail where a difference exceeds both atol and rtol; keypoints must match exactly, and each
-    mismatch is told apart as a near tie (the heatmap values at the two positions tie within the float tolerance)
-    or a real mismatch. Exit code 0 when every output agrees, 1 when one does not, 2 on a usage or input error.
+    Float outputs fail where a difference exceeds both atol and rtol; keypoints must match (exactly, or within
+    their step's tolerance), and each mismatch is told apart as a near tie (the heatmap values at the two positions
+    tie within the float tolerance) or a real mismatch. Exit code 0 when every output agrees, 1 when one does not,
+    2 on a usage or input error.
     """
     from graphsurgery.verification import verify
 

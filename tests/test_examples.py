@@ -1,0 +1,21 @@
+"""The examples run in the test suite (small variant): the demo end to end, and the HRNet export script."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from conftest import ROOT
+
+
+def test_demo_runs_end_to_end_on_the_tiny_variant(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "examples" / "demo.py"), "--variant", "tiny", "--out",
+                           str(tmp_path), "--iterations", "2"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "parity: all rows pass" in proc.stdout
+    assert proc.stdout.count("PASS") == 4 and "FAIL" not in proc.stdout
+    assert "SEEDED weights" in proc.stdout
+    for stem in ("astronaut", "cameraman"):
+        assert (tmp_path / "run" / f"{stem}_pose.jpg").stat().st_size > 1000
+        assert (tmp_path / "run" / f"{stem}_heatmaps.jpg").exists()
+    assert (tmp_path / "hrnet_tiny.patched.xml").exists() and (tmp_path / "hrnet_tiny.patched.bin").exists()

@@ -29,8 +29,11 @@ TENSOR_NAME = r"^[^\x00-\x1f]{1,256}$"
 YamlPath = tuple[str | int, ...]
 
 
-class _RecipeLoader(yaml.SafeLoader):
-    """The safe loader, also reading `1e-3` and `1.0e5` as numbers (YAML 1.2; PyYAML's YAML 1.1 makes them strings)."""
+class _RecipeLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
+    """The safe loader, also reading `1e-3` and `1.0e5` as numbers (YAML 1.2; PyYAML's YAML 1.1 makes them strings).
+
+    libyaml's parser when present: ten times faster on a 1 MB recipe, and it bounds nesting (1,000 levels) itself.
+    """
 
 
 _RecipeLoader.add_implicit_resolver(
@@ -204,11 +207,13 @@ def _read_yaml(text: str, source: str) -> tuple[Any, dict[YamlPath, int]]:
         raise RecipeError(f"{where}YAML tag not allowed ({exc.problem})", path=source,
                           fix="remove the `!!` tag: recipes hold plain values only") from None
     except yaml.MarkedYAMLError as exc:
+        if "nesting depth" in (exc.problem or ""):  # libyaml's own bound
+            raise _too_deep(source) from None
         mark = exc.problem_mark
         raise RecipeError(f"line {mark.line + 1}, column {mark.column + 1}: YAML syntax error: {exc.problem}",
                           path=source, fix="correct the YAML at that position") from None
     except yaml.reader.ReaderError as exc:
-        line = text.count("\n", 0, exc.position) + 1
+        line = text.count("\n", 0, text.find(chr(exc.character))) + 1  # positions count bytes in libyaml
         raise RecipeError(f"line {line}: character U+{exc.character:04X} is not allowed in YAML", path=source,
                           fix="remove the control character (was the file saved as text?)") from None
     except yaml.YAMLError as exc:

@@ -7,9 +7,9 @@ the ONNX Resize definition, written independently here. `resize_vs_opencv` measu
 
 Measured with onnxruntime 1.32 and OpenVINO 2026.4 (tests/test_resize.py):
 - Source coordinates are computed in float32, as both runtimes do: half_pixel is (x + 0.5) / (out / in) − 0.5
-  with the scale out / in rounded to float32. In a few exact nearest-neighbour ties onnxruntime lands on the other
-  side (5 of 3,600 size pairs measured, e.g. 26 → 61 rows with round_prefer_floor, row 30); OpenVINO and the
-  twin agree there.
+  with the scale out / in rounded to float32. At a few exact nearest-neighbour ties onnxruntime lands on the other
+  side (5 of 3,600 combinations of sizes 2–300 and the four nearest modes, half_pixel; e.g. 26 → 61 rows with
+  round_prefer_floor, row 30); OpenVINO and the twin agree there. Linear and cubic are unaffected.
 - OpenVINO's ONNX reader ignores the `antialias` attribute (it resizes as without it, silently): an antialiased
   resize verifies on onnxruntime only. It ignores `exclude_outside` too, which is why the step does not offer it.
 - Cubic on a channel-last (NHWC) tensor: onnxruntime refuses to shrink it and OpenVINO returns garbage, so the

@@ -148,7 +148,11 @@ def external_tensors(proto: onnx.ModelProto) -> list[onnx.TensorProto]:
 def _check_external_data(proto: onnx.ModelProto, path: Path) -> None:
     base = path.parent.resolve()
     for tensor in external_tensors(proto):
-        info = ExternalDataInfo(tensor)
+        try:
+            info = ExternalDataInfo(tensor)
+        except ValueError:  # offset or length that is not an integer
+            raise ModelError(f"tensor {tensor.name!r} has an external data offset or length that is not a number",
+                             path=path, fix="the file is damaged; re-export or re-download the model") from None
         location = info.location or ""
         bad = (not location or os.path.isabs(location) or location.startswith(("/", "\\"))
                or ".." in Path(location.replace("\\", "/")).parts or ":" in location)
@@ -162,6 +166,9 @@ def _check_external_data(proto: onnx.ModelProto, path: Path) -> None:
         if bad:
             raise ModelError(f"tensor {tensor.name!r} points its external data at {location!r}, outside the model's folder",
                              path=path, fix="refused for safety; keep external data files beside the model")
+        if target.is_symlink():  # onnx refuses them too; say why here
+            raise ModelError(f"external data file {location!r} of tensor {tensor.name!r} is a symbolic link",
+                             path=path, fix="refused for safety; copy the data file itself beside the model")
         if not target.is_file():
             raise ModelError(f"external data file {location!r} of tensor {tensor.name!r} is missing", path=path,
                              fix=f"put {location!r} beside the model")

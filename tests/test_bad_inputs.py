@@ -81,17 +81,19 @@ def edited_model(folder: Path, edit: Callable[[onnx.ModelProto], None], name: st
     return path
 
 
-def external_model(folder: Path, location: str = "weights.data") -> Path:
-    """The tiny pose model in `folder/m/`, its weights in an external file whose location is then set to `location`."""
+def external_model(folder: Path, location: str = "weights.data", offset: str | None = None) -> Path:
+    """The tiny pose model in `folder/m/`, its weights in an external file whose location (and offset) are then
+    set to `location` (and `offset`)."""
     (folder / "m").mkdir()
     path = folder / "m" / "model.onnx"
     proto = onnx.load(str(pose_model(path)))
     onnx.save_model(proto, str(path), save_as_external_data=True, location="weights.data", size_threshold=0)
     proto = onnx.load(str(path), load_external_data=False)
     for tensor in proto.graph.initializer:
-        for entry in tensor.external_data:
-            if entry.key == "location":
-                entry.value = location
+        entries = {entry.key: entry for entry in tensor.external_data}
+        entries["location"].value = location
+        if offset is not None:
+            (entries.get("offset") or tensor.external_data.add(key="offset")).value = offset
     path.write_bytes(proto.SerializeToString())
     return path
 
@@ -551,6 +553,18 @@ def model_external_data_symlink_out_of_folder(tmp, mp):
     path = external_model(tmp, "link.data")
     (path.parent / "link.data").symlink_to(secret)
     return model_case(tmp, path, "'link.data'", "outside the model's folder")
+
+
+@case
+def model_external_data_symlink_inside_folder(tmp, mp):
+    path = external_model(tmp, "link.data")
+    (path.parent / "link.data").symlink_to("weights.data")
+    return model_case(tmp, path, "'link.data'", "symbolic link")
+
+
+@case
+def model_external_data_offset_not_a_number(tmp, mp):
+    return model_case(tmp, external_model(tmp, offset="12ab"), "not a number", "'conv.weight'")
 
 
 @case

@@ -640,8 +640,8 @@ def path_read_only_folder_simulated_by_os_access(tmp, mp):
     return Invocation(args, tmp / "out.onnx", ("not writable",))
 
 
-def _disk_full_midway(path, *args, **kwargs):
-    """Stands in for onnx.save_model: writes half of the file, then the disk is full."""
+def _disk_full_midway(proto, path, *args, **kwargs):
+    """Stands in for onnx.save_model: writes part of the file, then the disk is full."""
     Path(path).write_bytes(b"\x08\x07" * 512)
     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
@@ -649,7 +649,7 @@ def _disk_full_midway(path, *args, **kwargs):
 @case
 def path_disk_full_midway_simulated(tmp, mp):
     args, _, _ = apply_with(tmp)
-    mp.setattr(onnx, "save_model", lambda proto, path, *a, **kw: _disk_full_midway(path))
+    mp.setattr(onnx, "save_model", _disk_full_midway)
     return Invocation(args, tmp / "out.onnx", ("No space left on device", "nothing was written"))
 
 
@@ -986,3 +986,13 @@ def test_run_reads_grayscale_rgba_and_16_bit_images(tmp_path, tiny_patched):
     assert result.exit_code == 0, result.output
     results = json.loads((tmp_path / "out" / "keypoints.json").read_text())
     assert len(results) == 3 and all(len(r["keypoints"]) == 17 * 3 for r in results)
+
+
+def test_a_closed_pipe_is_not_an_internal_error():
+    """`graphsurgery schema | head -c 0`: the reader is gone before the first write."""
+    process = subprocess.Popen([str(PYTHON), "-m", "graphsurgery", "schema"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    process.stdout.close()
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 1
+    assert stderr == ""

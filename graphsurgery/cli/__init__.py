@@ -28,6 +28,9 @@ class _Group(click.Group):
             sys.exit(exc.exit_code)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
+        except BrokenPipeError:  # the reader went away (`graphsurgery schema | head`): not a bug, nothing to say
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
+            sys.exit(1)
         except Exception as exc:
             if os.environ.get("GRAPHSURGERY_DEBUG") == "1":
                 raise

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -200,9 +202,8 @@ def run_pose(model: str | Path, images: Sequence[str | Path], outdir: str | Path
                                 fix="key the boxes by the images' file names")
     if outdir.exists() and not outdir.is_dir():
         raise GraphsurgeryError("the output folder is a file", path=outdir, fix="choose a folder with -o")
-    with open_runner(backend, model, precision=precision, threads=threads) as run:
+    with open_runner(backend, model, precision=precision, threads=threads) as run, _staged(outdir) as stage:
         warm_up(run, pose_model)
-        outdir.mkdir(parents=True, exist_ok=True)
         summary = RunSummary(str(model), backend, run.precision, precision, signature.weights, threads,
                              pose_model.batch or batch, min_score, str(outdir / "keypoints.json"))
         results: list[dict] = []
@@ -211,21 +212,43 @@ def run_pose(model: str | Path, images: Sequence[str | Path], outdir: str | Path
             image_boxes = person_boxes.get(path.name, []) if person_boxes is not None else [crops.whole_image_box(image)]
             persons, latency = estimate(run, pose_model, image, image_boxes, batch)
             results += coco_results(persons, image_id, path.name)
-            pose_image = outdir / f"{path.stem}_pose.jpg"
-            _write_image(pose_image, draw_skeleton(image, [p.box for p in persons], [p.keypoints for p in persons],
-                                                   [p.scores for p in persons], min_score, summary.label))
+            pose_image = f"{path.stem}_pose.jpg"
+            _write_image(stage / pose_image, draw_skeleton(image, [p.box for p in persons],
+                                                           [p.keypoints for p in persons],
+                                                           [p.scores for p in persons], min_score, summary.label))
             heatmap_image = None
             if pose_model.heatmaps and persons:
-                heatmap_image = outdir / f"{path.stem}_heatmaps.jpg"
-                _write_image(heatmap_image, heatmap_montage([p.crop for p in persons], [p.heatmaps for p in persons]))
-            entry = ImageSummary(path.name, image_id, len(persons), round(latency, 3), str(pose_image),
-                                 str(heatmap_image) if heatmap_image else None)
+                heatmap_image = f"{path.stem}_heatmaps.jpg"
+                _write_image(stage / heatmap_image,
+                             heatmap_montage([p.crop for p in persons], [p.heatmaps for p in persons]))
+            entry = ImageSummary(path.name, image_id, len(persons), round(latency, 3), str(outdir / pose_image),
+                                 str(outdir / heatmap_image) if heatmap_image else None)
             summary.images.append(entry)
             if on_image:
                 on_image(entry)
-    _write_atomic(outdir / "keypoints.json", json.dumps(results).encode())
-    _write_atomic(outdir / "run.json", summary.to_json().encode())
+        _write_atomic(stage / "keypoints.json", json.dumps(results).encode())
+        _write_atomic(stage / "run.json", summary.to_json().encode())
     return summary
+
+
+@contextmanager
+def _staged(outdir: Path) -> Iterator[Path]:
+    """A scratch folder whose files move into `outdir` only when the whole run succeeded: a bad image halfway
+    through a folder leaves no partial output behind."""
+    anchor = outdir
+    while not anchor.exists():
+        anchor = anchor.parent
+    stage = Path(tempfile.mkdtemp(prefix=".graphsurgery-run-", dir=anchor))
+    try:
+        yield stage
+        outdir.mkdir(parents=True, exist_ok=True)
+        for produced in sorted(stage.iterdir()):
+            os.replace(produced, outdir / produced.name)
+    except OSError as exc:
+        raise GraphsurgeryError(f"could not write the results ({exc.strerror or exc})", path=outdir,
+                                fix="free disk space or choose another folder") from None
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
 
 
 def _check_unique_names(paths: Sequence[Path]) -> None:

@@ -949,8 +949,6 @@ def test_run_refuses_a_bad_image(name, tmp_path, tiny_patched):
     assert snapshot(tmp_path / "images") == before
 
 
-@pytest.mark.xfail(strict=True, reason="run_pose (graphsurgery/pose.py) creates the output folder and writes the "
-                                        "debug images of earlier images before it reads a bad one")
 def test_run_leaves_no_output_behind_on_a_bad_image(tmp_path, tiny_patched):
     from PIL import Image
 

@@ -129,6 +129,13 @@ class Recipe(_Frozen):
     _sha256: str = PrivateAttr(default="")
     _source: str = PrivateAttr(default="<string>")
 
+    @field_validator("version", mode="before")
+    @classmethod
+    def _not_a_bool(cls, value):
+        if isinstance(value, bool):  # YAML `true` equals 1 in Python; a version is a number
+            raise ValueError(f"version must be the number 1, not {str(value).lower()}")
+        return value
+
     @model_validator(mode="after")
     def _does_something(self):
         if self.input is None and self.output is None:

@@ -135,3 +135,7 @@ def test_schema_lists_every_step_with_parameters():
     assert {"cast", "layout", "reverse_channels", "scale", "normalize"} <= names
     normalize = next(v for v in input_variants if "normalize" in v["properties"])["properties"]["normalize"]
     assert set(normalize["required"]) == {"mean", "std"}
+
+
+def test_version_true_is_not_version_one():
+    assert "the number 1, not true" in _error(MINIMAL_INPUT.replace("version: 1", "version: true"))

@@ -100,7 +100,7 @@ class TopK(OutputStep):
     step_name: ClassVar[str] = "topk"
     source: str = Field(default="probabilities", min_length=1, max_length=256,
                         description="what to rank: probabilities (after softmax) or output (raw logits)")
-    k: int = Field(default=5, ge=1, description="how many classes to keep, at most the number of classes")
+    k: int = Field(default=5, ge=1, le=1_000_000, description="how many classes to keep, at most the number of classes")
 
     @property
     def reads(self) -> tuple[str, ...]:  # type: ignore[override]

@@ -1,6 +1,7 @@
 """Latency and throughput of one model with its processing in numpy (plain) or in the graph (patched), side by side.
 
-Every pipeline goes from the caller's crop (e.g. uint8 BGR) to the recipe's outputs (e.g. keypoints). The runs are
+Every pipeline goes from the caller's crop (e.g. uint8 BGR; a 640×480 image when the recipe resizes, so the resize
+is timed too) to the recipe's outputs (e.g. keypoints). The runs are
 interleaved: each round runs every pipeline once, in a fresh random order, so load from other processes (and a
 runtime's idle threads still spinning while the next one starts) falls on all pipelines alike. Absolute times drift
 on a busy machine; ratios measured in one run stay meaningful. `run_bench` returns a JSON-ready dict; the CLI
@@ -17,7 +18,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
 
@@ -30,6 +31,8 @@ from graphsurgery.modelio import load_model
 from graphsurgery.recipe import Recipe, load_recipe
 from graphsurgery.runners import open_runner, open_stream
 
+#: (W, H) of the caller image when the recipe resizes (its H × W are free): a camera frame, not the model's size.
+RESIZE_IMAGE_SIZE = (640, 480)
 REFERENCE = "openvino-patched-f32"  # every row's time is also given relative to this one
 TORCH_EXAMPLE = "examples.hrnet.model:build_hrnet"
 
@@ -77,7 +80,7 @@ class Workload:
 
         def timed() -> tuple[int, int]:
             start = time.perf_counter_ns()
-            x = twins.preprocess(self.recipe, self.crop)
+            x = twins.preprocess(self.recipe, self.crop, self.facts)
             before = time.perf_counter_ns()
             y = infer(x)
             after = time.perf_counter_ns()
@@ -102,7 +105,7 @@ class Workload:
         """Throughput: n batches through the twins and a stream of asynchronous requests (`runners.open_stream`)."""
 
         def burst(n: int) -> None:
-            feeds = ({self.plain_input: twins.preprocess(self.recipe, self.crop)} for _ in range(n))
+            feeds = ({self.plain_input: twins.preprocess(self.recipe, self.crop, self.facts)} for _ in range(n))
             for outputs in stream(feeds):
                 twins.postprocess(self.recipe, outputs[self.facts.output_name], self.facts, self.extras)
 
@@ -179,9 +182,18 @@ def run_bench(recipe: str | Path, model: str | Path, settings: Settings = Settin
 
 
 def _workload(recipe: Recipe, model: Path, plan, batch: int) -> Workload:
+    from graphsurgery.steps.resize import Resize
+
     extras_names = set(twins.extra_input_names(recipe))
     image = next(s for s in plan.inputs if s.name not in extras_names)
-    if image.shape is None or any(d is None for d in image.shape[1:]):
+    facts = twins.ModelFacts.of(load_model(model).proto, recipe)
+    if image.shape is not None and any(isinstance(s, Resize) for s in twins.input_steps(recipe, facts)):
+        hw_axes = (1, 2) if recipe.input.tensor.layout == "NHWC" else (2, 3)
+        dims = list(image.shape)
+        for axis, side in zip(hw_axes, RESIZE_IMAGE_SIZE[::-1]):
+            dims[axis] = side
+        image = replace(image, shape=tuple(dims))
+    if image.shape is None or any(not isinstance(d, int) for d in image.shape[1:]):
         raise GraphsurgeryError(f"input {image.name!r} has dynamic dims besides the batch ({image})", path=model,
                                 fix="export the model with a fixed input size")
     if isinstance(image.shape[0], int) and image.shape[0] != batch:
@@ -198,7 +210,6 @@ def _workload(recipe: Recipe, model: Path, plan, batch: int) -> Workload:
     for step in recipe.output.steps if recipe.output else ():
         for extra in step.extra_inputs(batch):
             extras[extra.name] = rng.uniform(1.0, 2.0, extra.shape).astype(extra.dtype)
-    facts = twins.ModelFacts.of(load_model(model).proto, recipe)
     return Workload(recipe, facts, crop, extras, plan.input_target or image.name, image.name)
 
 

@@ -125,7 +125,7 @@ def evaluate_coco(recipe: str | Path | Recipe, plain_model: str | Path, annotati
 
             if kind == "unpatched":
                 answers, precision = _run(
-                    backend, plain.path, people, caller, lambda x, _: {plain_input: preprocess(recipe, x)},
+                    backend, plain.path, people, caller, lambda x, _: {plain_input: preprocess(recipe, x, facts)},
                     lambda outputs, more: _named(postprocess(recipe, outputs[facts.output_name], facts, more), recipe),
                     extras, advance)
             else:

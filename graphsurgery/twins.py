@@ -14,7 +14,7 @@ import onnx
 
 from graphsurgery.recipe import Recipe
 from graphsurgery.splice import bind_input_steps, real_inputs
-from graphsurgery.steps.base import Comparison, Dim, TensorSpec
+from graphsurgery.steps.base import Comparison, Dim, InputStep, TensorSpec
 
 DEFAULT_FLOAT = Comparison("float", rtol=1e-5, atol=1e-5)
 
@@ -56,15 +56,21 @@ def preprocess(recipe: Recipe, x: np.ndarray, facts: ModelFacts | None = None) -
     if recipe.input is None:
         return x
     section = recipe.input
-    steps = section.steps
-    if facts is not None and facts.input_shape is not None:
-        steps, _ = bind_input_steps(section, facts.input_shape)
     spec = TensorSpec(section.tensor.dtype, section.tensor.layout, section.tensor.color, tuple(x.shape))
-    for step in steps:
+    for step in input_steps(recipe, facts):
         after = step.spec_after(spec)
         x = step.reference(x, spec)
         spec = after.with_(shape=tuple(x.shape))
     return x
+
+
+def input_steps(recipe: Recipe, facts: ModelFacts | None = None) -> tuple[InputStep, ...]:
+    """The recipe's input steps, bound to the plain model when its facts are given (resize learns its size)."""
+    if recipe.input is None:
+        return ()
+    if facts is not None and facts.input_shape is not None:
+        return bind_input_steps(recipe.input, facts.input_shape)[0]
+    return recipe.input.steps
 
 
 def postprocess(recipe: Recipe, output: np.ndarray, facts: ModelFacts, extras: dict[str, np.ndarray] | None = None

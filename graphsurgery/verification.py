@@ -9,13 +9,15 @@ measures what the faster mode costs in agreement, and says so.
 Inputs are random uint8 crops shaped like the patched model's input, or crops cut from images exactly as the
 HRNet authors cut them (`graphsurgery.crops`): one per person box, or the whole image when no boxes are given.
 Extra inputs the output steps declare (`center`, `scale`) come from the same boxes (random plausible boxes for
-random crops).
+random crops). A recipe that resizes leaves the caller's H × W free, and resizing is what drifts most between
+pipelines: there the inputs are whole images at their own sizes (random ones at `RESIZE_SIZES`, or each image of
+the folder), one size per batch, and the report adds how far each resize is from `cv2.resize` (informational).
 """
 
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,12 +30,16 @@ from graphsurgery.modelio import load_model
 from graphsurgery.recipe import InputTensor, Recipe, load_recipe
 from graphsurgery.runners import BACKENDS, Port, model_signature, open_runner
 from graphsurgery.splice import provenance, real_inputs
-from graphsurgery.steps.base import Comparison
-from graphsurgery.twins import ModelFacts, comparisons, extra_input_names, postprocess, preprocess
+from graphsurgery.steps.base import Comparison, InputStep
+from graphsurgery.steps.resize import Resize
+from graphsurgery.twins import ModelFacts, comparisons, extra_input_names, input_steps, postprocess, preprocess
 
 #: The image random boxes are drawn in (pixels), for the `center` / `scale` inputs of random crops.
 RANDOM_IMAGE_SIZE = (640, 480)
 DEFAULT_RANDOM = 8
+#: (W, H) of random images when the recipe resizes: landscape and portrait, odd sides, smaller and larger than a
+#: 224 or 256 model, and one equal to a 224 model's size.
+RESIZE_SIZES = ((400, 300), (353, 481), (224, 224), (640, 480))
 
 #: Float outputs come from the model, and one model in float32 gives slightly different numbers in different graphs
 #: and backends (accumulated rounding; HRNet-W32: up to 3.7e-5 on heatmaps spanning ±1.2, ONNX Runtime vs OpenVINO,
@@ -47,14 +53,24 @@ Tolerances = Mapping[str, tuple[float, float]]
 
 @dataclass
 class Samples:
-    """Caller-side inputs: tensors as the patched model takes them ([N, ...]), extra inputs by name, and what they are."""
+    """Caller-side inputs in groups of one size each (a batch has one size): tensors as the patched model takes
+    them ([n, ...]) with their extra inputs by name; what they are, and what one of them is called."""
 
-    tensors: np.ndarray
-    extras: dict[str, np.ndarray]
+    groups: list[tuple[np.ndarray, dict[str, np.ndarray]]]
     description: str
+    unit: str = "crops"
 
     def __len__(self) -> int:
-        return len(self.tensors)
+        return sum(len(tensors) for tensors, _ in self.groups)
+
+    @property
+    def extras(self) -> dict[str, np.ndarray]:
+        """Every group's extra inputs, concatenated in order (as the outputs are)."""
+        return {name: np.concatenate([extras[name] for _, extras in self.groups]) for name in self.groups[0][1]}
+
+    def sizes(self, layout: str) -> list[tuple[int, int]]:
+        """The distinct (W, H) of the samples, in order."""
+        return list(dict.fromkeys(_width_height(tensors[0], layout) for tensors, _ in self.groups))
 
 
 @dataclass
@@ -86,8 +102,11 @@ class VerifyReport:
     samples: int
     backends: list[str]
     precision: str
+    unit: str = "crops"
+    sizes: list[tuple[int, int]] = field(default_factory=list)  # (W, H) of the caller's samples
     pairs: list[PairReport] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    resize_vs_opencv: list[dict] = field(default_factory=list)  # informational: not part of the verdict
 
     def __bool__(self) -> bool:
         return bool(self.pairs) and all(self.pairs)
@@ -99,8 +118,10 @@ class VerifyReport:
 
     def to_dict(self) -> dict:
         return {"passed": bool(self), "recipe": self.recipe, "plain": self.plain, "patched": self.patched,
-                "inputs": self.inputs, "samples": self.samples, "backends": self.backends,
-                "precision": self.precision, "notes": self.notes, "pairs": [p.to_dict() for p in self.pairs]}
+                "inputs": self.inputs, "samples": self.samples,
+                "sizes": [{"width": w, "height": h} for w, h in self.sizes], "backends": self.backends,
+                "precision": self.precision, "notes": self.notes, "pairs": [p.to_dict() for p in self.pairs],
+                "informational": {"resize_vs_opencv": self.resize_vs_opencv}}
 
 
 def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str | Path | None = None,
@@ -112,7 +133,8 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
     `tolerances`: {output name: (atol, rtol)}, the key "*" for every float output without its own; coordinate
     outputs use only atol; otherwise each output's declared comparison, floats raised to `MODEL_FLOAT_FLOOR`.
     Keypoint mismatches are near ties when the model output's values at the two positions
-    agree within that output's tolerance (declared, or set by name). Default inputs: `DEFAULT_RANDOM` random crops.
+    agree within that output's tolerance (declared, or set by name). Default inputs: `DEFAULT_RANDOM` random crops
+    (random images of `RESIZE_SIZES` when the recipe resizes; `images` are then fed whole, and `boxes` refused).
     """
     recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
     plain = load_model(plain_model)
@@ -122,21 +144,37 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
         raise GraphsurgeryError("give images or a number of random crops, not both", fix="drop --images or --random")
     if boxes is not None and images is None:
         raise GraphsurgeryError("boxes need images to cut them from", path=boxes, fix="add --images DIR")
+    steps = input_steps(recipe, facts)
+    resizes = [step for step in steps if isinstance(step, Resize)]
+    if any(step.size is None for step in resizes):
+        raise GraphsurgeryError("the recipe's resize cannot learn the model's size: no input of the plain model is "
+                                "the recipe's input.target (or it has several and the recipe names none)",
+                                path=plain.path, fix="name the input to patch in input.target (inspect lists them)")
+    if boxes is not None and resizes:
+        raise GraphsurgeryError("this recipe resizes whole images in the graph; boxes cut crops at the model's size",
+                                path=boxes, fix="drop --boxes: verify feeds each image whole, at its own size")
     declared = comparisons(recipe, facts)
     wanted = _with_tolerances(declared, tolerances or {})
+    tensor = tensor_facet(recipe)
     with tempfile.TemporaryDirectory(prefix="graphsurgery-verify-") as tmp:
         patched_path = Path(patched) if patched is not None else apply(recipe, plain.path, Path(tmp) / "patched.onnx").output
         image_input, extras = patched_inputs(patched_path, extra_input_names(recipe))
-        size = crop_size(image_input, recipe, facts)
-        if images is not None:
-            samples = image_samples(Path(images), boxes, image_input, size, tensor_facet(recipe), extras)
-        else:
-            samples = random_samples(random if random is not None else DEFAULT_RANDOM, image_input, size,
-                                     tensor_facet(recipe).layout, extras, seed)
-        report = VerifyReport(recipe.source, str(plain.path), str(patched) if patched else "(built from the recipe)",
-                              samples.description, len(samples), backends, precision)
-        report.notes += _provenance_notes(patched_path, recipe)
         batch = image_input.shape[0] if isinstance(image_input.shape[0], int) else 1
+        count = random if random is not None else DEFAULT_RANDOM
+        if resizes:
+            model_size = resizes[-1].size[::-1]  # (W, H) of the last resize: the model's
+            samples = (whole_images(Path(images), image_input, tensor, extras, model_size) if images is not None
+                       else random_samples(count, image_input, RESIZE_SIZES, tensor.layout, extras, model_size,
+                                           batch, seed))
+        else:
+            size = crop_size(image_input, recipe, facts)
+            samples = (image_samples(Path(images), boxes, image_input, size, tensor, extras) if images is not None
+                       else random_samples(count, image_input, [size], tensor.layout, extras, size, batch, seed))
+        report = VerifyReport(recipe.source, str(plain.path), str(patched) if patched else "(built from the recipe)",
+                              samples.description, len(samples), backends, precision, samples.unit,
+                              samples.sizes(tensor.layout))
+        report.notes += _provenance_notes(patched_path, recipe)
+        report.resize_vs_opencv = resize_vs_opencv_report(steps, samples.groups[0][0][0], tensor.layout)
         plain_input = recipe.input.target if recipe.input and recipe.input.target else single_input(plain.proto, plain.path)
         unpatched, raw, runs, ran = {}, {}, {}, {}
         for backend in backends:
@@ -186,23 +224,33 @@ def _pairs(backends: list[str], ran: dict[str, str], unpatched: dict, patched: d
 # --- inputs --------------------------------------------------------------------------------------------------
 
 
-def random_samples(n: int, image_input: Port, size: tuple[int, int], layout: str, extras: list[str],
-                   seed: int = 0) -> Samples:
-    """`n` random crops (values 0–255 in the input's dtype) and random plausible boxes for the extra inputs."""
+def random_samples(n: int, image_input: Port, sizes: Sequence[tuple[int, int]], layout: str, extras: list[str],
+                   model_size: tuple[int, int], batch: int = 1, seed: int = 0) -> Samples:
+    """`n` random images (values 0–255 in the input's dtype), a new size from `sizes` (W, H) every `batch` images,
+    grouped by size; random plausible boxes (padded to the aspect of `model_size`) for the extra inputs.
+
+    One size: crops at the model's size. Several: images for a recipe that resizes them."""
     from graphsurgery.crops import box_to_center_scale
 
     if n < 1:
         raise GraphsurgeryError(f"--random needs at least 1 crop, not {n}", fix="give a positive number")
     rng = np.random.default_rng(seed)
-    shape = _sample_shape(image_input, size, layout)
-    tensors = rng.integers(0, 256, (n, *shape)).astype(image_input.dtype)
+    size_of = [sizes[(index // batch) % len(sizes)] for index in range(n)]
+    members = {size: [i for i, s in enumerate(size_of) if s == size] for size in dict.fromkeys(size_of)}
+    tensors = [rng.integers(0, 256, (len(m), *_sample_shape(image_input, size, layout))).astype(image_input.dtype)
+               for size, m in members.items()]
     width, height = RANDOM_IMAGE_SIZE
     boxes = []
     for _ in range(n):
         w, h = rng.uniform(40, width / 2), rng.uniform(80, height - 10)
         boxes.append((rng.uniform(0, width - w), rng.uniform(0, height - h), w, h))
-    centers, scales = zip(*(box_to_center_scale(b, size[0] / size[1]) for b in boxes))
-    return Samples(tensors, _extras(extras, np.stack(centers), np.stack(scales)), f"{n} random crops (seed {seed})")
+    centers, scales = (np.stack(v) for v in zip(*(box_to_center_scale(b, model_size[0] / model_size[1])
+                                                  for b in boxes)))
+    groups = [(t, _extras(extras, centers[m], scales[m])) for t, m in zip(tensors, members.values())]
+    if len(sizes) == 1:
+        return Samples(groups, f"{n} random crops (seed {seed})")
+    shown = ", ".join(f"{w}×{h}" for w, h in members)
+    return Samples(groups, f"{n} random images of {len(members)} sizes, W×H {shown} (seed {seed})", "images")
 
 
 def image_samples(folder: Path, boxes_file: Path | str | None, image_input: Port, size: tuple[int, int],
@@ -230,12 +278,30 @@ def image_samples(folder: Path, boxes_file: Path | str | None, image_input: Port
         raise GraphsurgeryError("no image in the folder has boxes in the boxes file", path=boxes_file,
                                 fix="check that the boxes file names the images by file name")
     how = "person boxes" if boxes is not None else "whole images"
-    return Samples(np.stack(tensors), _extras(extras, np.stack(centers), np.stack(scales)),
+    return Samples([(np.stack(tensors), _extras(extras, np.stack(centers), np.stack(scales)))],
                    f"{len(tensors)} crops from {used} images in {folder} ({how})")
 
 
+def whole_images(folder: Path, image_input: Port, tensor: InputTensor, extras: list[str],
+                 model_size: tuple[int, int]) -> Samples:
+    """Each image of the folder whole, at its own size, as the caller feeds it: one group per image. Extra inputs
+    come from the whole-image box (padded to the aspect of `model_size`, W / H)."""
+    from graphsurgery.crops import box_to_center_scale, whole_image_box
+    from graphsurgery.images import list_images, read_image
+
+    groups = []
+    for path in list_images([folder]):
+        image = read_image(path)
+        center, scale = box_to_center_scale(whole_image_box(image), model_size[0] / model_size[1])
+        groups.append((as_caller_tensor(image, tensor, image_input.dtype)[None],
+                       _extras(extras, center[None], scale[None])))
+    shown = ", ".join(f"{w}×{h}" for w, h in dict.fromkeys(_width_height(t[0], tensor.layout) for t, _ in groups))
+    return Samples(groups, f"{len(groups)} whole images from {folder} at their own sizes, W×H {shown}", "images")
+
+
 def as_caller_tensor(crop_bgr: np.ndarray, tensor: InputTensor, dtype: str) -> np.ndarray:
-    """A uint8 HWC BGR crop as the recipe's caller feeds it: its colour order, layout and element type (no batch)."""
+    """A uint8 HWC BGR crop (or image) as the recipe's caller feeds it: its colour order, layout and element type
+    (no batch)."""
     x = crop_bgr[..., ::-1] if tensor.color == "RGB" else crop_bgr
     x = np.transpose(x, (2, 0, 1)) if tensor.layout == "NCHW" else x
     return np.ascontiguousarray(x).astype(dtype)
@@ -262,6 +328,12 @@ def _sample_shape(image_input: Port, size: tuple[int, int], layout: str) -> tupl
                                 f"4-D image batches", fix="verify image models (a 4-D input)")
     wanted = (size[1], size[0], 3) if layout == "NHWC" else (3, size[1], size[0])
     return tuple(d or fill for d, fill in zip(dims, wanted))
+
+
+def _width_height(sample: np.ndarray, layout: str) -> tuple[int, int]:
+    """(W, H) of one sample (no batch) in the caller's layout."""
+    h, w = sample.shape[:2] if layout == "NHWC" else sample.shape[1:]
+    return int(w), int(h)
 
 
 def crop_size(image_input: Port, recipe: Recipe, facts: ModelFacts) -> tuple[int, int]:
@@ -319,12 +391,14 @@ def single_input(proto, path) -> str:
 
 
 def _chunks(samples: Samples, batch: int):
-    if len(samples) % batch:
-        raise GraphsurgeryError(f"the model takes batches of {batch}; {len(samples)} crops do not divide into them",
-                                fix=f"use a multiple of {batch} crops")
-    for start in range(0, len(samples), batch):
-        end = start + batch
-        yield samples.tensors[start:end], {k: v[start:end] for k, v in samples.extras.items()}
+    """Batches of `batch` samples, each of one size."""
+    if any(len(tensors) % batch for tensors, _ in samples.groups):
+        raise GraphsurgeryError(f"the model takes batches of {batch}; {len(samples)} {samples.unit} do not divide "
+                                f"into them", fix=f"use a multiple of {batch} {samples.unit}")
+    for tensors, extras in samples.groups:
+        for start in range(0, len(tensors), batch):
+            end = start + batch
+            yield tensors[start:end], {k: v[start:end] for k, v in extras.items()}
 
 
 def _run_unpatched(recipe: Recipe, facts: ModelFacts, backend: str, plain: Path, input_name: str, samples: Samples,
@@ -436,6 +510,20 @@ def heatmap_grid(recipe: Recipe, facts: ModelFacts, heatmaps: np.ndarray, extras
             continue
         grids[name] = HeatmapGrid(scale, first)
     return grids
+
+
+def resize_vs_opencv_report(steps: Sequence[InputStep], sample: np.ndarray, layout: str) -> list[dict]:
+    """Informational, not part of the verdict: how far each resize step is from `cv2.resize` with the closest
+    settings, on one caller sample (no batch), in the caller's units (0–255 for uint8), so a user knows what
+    changed against an OpenCV pipeline."""
+    from graphsurgery.steps.resize import resize_vs_opencv
+
+    image = np.transpose(sample, (1, 2, 0)) if layout == "NCHW" else sample
+    image = image.astype(np.float32) if image.dtype == np.float16 else image  # cv2.resize takes no float16
+    width, height = _width_height(sample, layout)
+    return [{"step": f"input.steps[{index}].resize", "image": {"width": width, "height": height},
+             **resize_vs_opencv(step, np.ascontiguousarray(image))}
+            for index, step in enumerate(steps) if isinstance(step, Resize)]
 
 
 def _provenance_notes(patched: Path, recipe: Recipe) -> list[str]:

@@ -150,6 +150,9 @@ def test_cli_pass_writes_a_json_report(tiny_pose_models, tmp_path):
     data = json.loads(out.read_text())
     assert data["passed"] is True and data["samples"] == 2 and len(data["pairs"]) == 3
     assert data["pairs"][0]["outputs"][0]["output"] == "keypoints"
+    # no resize: crops at the model's size, and nothing to compare with OpenCV
+    assert data["sizes"] == [{"width": 192, "height": 256}] and data["informational"] == {"resize_vs_opencv": []}
+    assert "(2 crops)" in result.output and "OpenCV" not in result.output
 
 
 def test_cli_parity_failure_exits_1_naming_the_output(tiny_pose_models, wrong_patches, tmp_path):

@@ -26,9 +26,10 @@ DETAILS_SHOWN = 3
 @click.argument("plain", type=existing_file)
 @patched_option
 @click.option("--images", type=existing_file, help="Folder of JPEG/PNG images, cropped as `run` does (one crop per "
-              "person box, or the whole image).")
+              "person box, or the whole image); fed whole, at their own sizes, when the recipe resizes.")
 @click.option("--random", "random_count", type=click.IntRange(min=1),
-              help="Number of random uint8 crops [default: 8 when no --images].")
+              help="Number of random uint8 crops, or images of several sizes when the recipe resizes [default: 8 "
+                   "when no --images].")
 @click.option("--boxes", type=existing_file, help="Person boxes for --images: {file_name: [[x, y, w, h], ...]} or a "
               "COCO annotation file.")
 @backends_option
@@ -48,7 +49,8 @@ def verify_command(recipe: Path, plain: Path, patched: Path | None, images: Path
     Float outputs fail where a difference exceeds both atol and rtol; keypoints must match (exactly, or within
     their step's tolerance), and each mismatch is told apart as a near tie (the heatmap values at the two positions
     tie within the float tolerance) or a real mismatch. Exit code 0 when every output agrees, 1 when one does not,
-    2 on a usage or input error.
+    2 on a usage or input error. For each resize step the report also says how far it is from the closest
+    `cv2.resize` call on the first sample (informational: not part of the verdict).
     """
     from graphsurgery.verification import verify
 
@@ -74,11 +76,13 @@ def verify_command(recipe: Path, plain: Path, patched: Path | None, images: Path
                 gap = f", reference values differ by {detail.gap:.3g}" if detail.gap is not None else ""
                 console.print(f"  {pair.name}: {result.output}{detail.index}: expected {_point(detail.expected)}, got "
                               f"{_point(detail.actual)} ({detail.distance:.4g} apart{gap}): {kind}", highlight=False)
+    if report.resize_vs_opencv:
+        console.print(_opencv_table(report.resize_vs_opencv))
     for note in report.notes:
         console.print(f"[yellow]note:[/] {note}", highlight=False)
     if report:
         console.print(f"[bold green]PASS[/]: the patched model agrees with the unpatched pipeline on "
-                      f"{', '.join(report.backends)} ({report.samples} crops)", highlight=False)
+                      f"{', '.join(report.backends)} ({report.samples} {report.unit})", highlight=False)
         return
     failed = [r for pair in report.pairs for r in pair.results if not r]
     total = sum(len(pair.results) for pair in report.pairs)
@@ -156,6 +160,18 @@ def _tolerance(text: str) -> tuple[str, tuple[float, float]]:
     if not name or len(numbers) not in (1, 2):
         raise GraphsurgeryError(f"--tolerance {text!r} is not OUTPUT=ATOL[,RTOL]", fix="e.g. --tolerance scores=1e-5,1e-4")
     return name, (numbers[0], numbers[1] if len(numbers) == 2 else 0.0)
+
+
+def _opencv_table(entries: list[dict]) -> Table:
+    """The resize steps against the closest `cv2.resize` call: what changed against an OpenCV pipeline."""
+    table = Table("step", "caller image", "OpenCV equivalent", "max |Δ|", "mean |Δ|",
+                  title="resize vs OpenCV (informational, not part of the verdict; |Δ| in the caller's units)",
+                  title_justify="left", caption="; ".join(entry["opencv"] for entry in entries), caption_justify="left")
+    for entry in entries:
+        image = f"{entry['image']['width']}×{entry['image']['height']} {entry['image_dtype']}"
+        table.add_row(entry["step"], image, entry["interpolation"], f"{entry['max_abs_diff']:.4g}",
+                      f"{entry['mean_abs_diff']:.4g}")
+    return table
 
 
 def _point(values: list[float]) -> str:

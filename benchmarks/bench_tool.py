@@ -30,6 +30,7 @@ DEFAULT_RECIPE = ROOT / "recipes" / "hrnet_coco_pose.yaml"
 TASKS = {
     "load_save": ("onnx.load + onnx.save (bare)", None),
     "apply": ("graphsurgery apply", "load_save"),
+    "apply_unchecked": ("graphsurgery apply minus its 2 full checker passes (diagnostic)", "load_save"),
     "convert_bare": ("ov.convert_model + ov.save_model(compress_to_fp16=False) (bare)", None),
     "convert": ("graphsurgery convert", "convert_bare"),
 }
@@ -52,6 +53,16 @@ def child(task: str, model: Path, recipe: Path, out: Path) -> dict:
 
         def operation():
             apply(recipe, model, out, force=True)
+    elif task == "apply_unchecked":
+        import functools
+
+        from graphsurgery import api, modelio
+
+        modelio._check_consistency = lambda path: None  # the input check in load_model
+        api.save_model = functools.partial(modelio.save_model, check=False)  # the output check
+
+        def operation():
+            api.apply(recipe, model, out, force=True)
     elif task == "convert_bare":
         import openvino as ov
 
@@ -104,9 +115,10 @@ def measure(model: Path, recipe: Path, repeats: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="graphsurgery-tool-bench-", dir=model.parent) as folder:
         folder = Path(folder)
         patched = folder / "patched.onnx"
-        outputs = {"load_save": folder / "resaved.onnx", "apply": patched, "convert_bare": folder / "bare.xml",
-                   "convert": folder / "converted.xml"}
-        sources = {"load_save": model, "apply": model, "convert_bare": patched, "convert": patched}
+        outputs = {"load_save": folder / "resaved.onnx", "apply": patched, "apply_unchecked": folder / "unchecked.onnx",
+                   "convert_bare": folder / "bare.xml", "convert": folder / "converted.xml"}
+        sources = {"load_save": model, "apply": model, "apply_unchecked": model, "convert_bare": patched,
+                   "convert": patched}
         runs: dict[str, list[dict]] = {task: [] for task in TASKS}
         for _ in range(repeats):
             for task in TASKS:  # apply runs before the converts: they read its output

@@ -9,7 +9,9 @@ measures what the faster mode costs in agreement, and says so.
 Inputs are random uint8 crops shaped like the patched model's input, or crops cut from images exactly as the
 HRNet authors cut them (`graphsurgery.crops`): one per person box, or the whole image when no boxes are given.
 Extra inputs the output steps declare (`center`, `scale`) come from the same boxes (random plausible boxes for
-random crops). A recipe that resizes leaves the caller's H × W free, and resizing is what drifts most between
+random crops). The plain model's other inputs, which the recipe leaves to the caller and the patched model keeps
+under their names (a temperature, a mask), get deterministic random values (`other_inputs`), the same on both
+sides and backends. A recipe that resizes leaves the caller's H × W free, and resizing is what drifts most between
 pipelines: there the inputs are whole images at their own sizes (random ones at `RESIZE_SIZES`, or each image of
 the folder), one size per batch, and the report adds how far each resize is from `cv2.resize` (informational).
 """
@@ -22,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import onnx
 
 from graphsurgery.api import apply
 from graphsurgery.compare import DEFAULT_TIE, HeatmapGrid, OutputResult, compare_output, missing_output
@@ -40,6 +43,10 @@ DEFAULT_RANDOM = 8
 #: (W, H) of random images when the recipe resizes: landscape and portrait, odd sides, smaller and larger than a
 #: 224 or 256 model, and one equal to a 224 model's size.
 RESIZE_SIZES = ((400, 300), (353, 481), (224, 224), (640, 480))
+
+#: The size of a symbolic dim of the plain model's other inputs that is not the batch: verify cannot know what such
+#: a dim means, and 1 is a size every dim may have (and broadcasts).
+OTHER_INPUT_DIM = 1
 
 #: Float outputs come from the model, and one model in float32 gives slightly different numbers in different graphs
 #: and backends (accumulated rounding; HRNet-W32: up to 3.7e-5 on heatmaps spanning ±1.2, ONNX Runtime vs OpenVINO,
@@ -156,9 +163,11 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
     declared = comparisons(recipe, facts)
     wanted = _with_tolerances(declared, tolerances or {})
     tensor = tensor_facet(recipe)
+    plain_input = recipe.input.target if recipe.input and recipe.input.target else single_input(plain.proto, plain.path)
+    others = [name for name in real_inputs(plain.proto) if name != plain_input]
     with tempfile.TemporaryDirectory(prefix="graphsurgery-verify-") as tmp:
         patched_path = Path(patched) if patched is not None else apply(recipe, plain.path, Path(tmp) / "patched.onnx").output
-        image_input, extras = patched_inputs(patched_path, extra_input_names(recipe))
+        image_input, extras = patched_inputs(patched_path, extra_input_names(recipe), others)
         batch = image_input.shape[0] if isinstance(image_input.shape[0], int) else 1
         count = random if random is not None else DEFAULT_RANDOM
         if resizes:
@@ -170,19 +179,24 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
             size = crop_size(image_input, recipe, facts)
             samples = (image_samples(Path(images), boxes, image_input, size, tensor, extras) if images is not None
                        else random_samples(count, image_input, [size], tensor.layout, extras, size, batch, seed))
+        other = other_inputs(plain.proto, others, batch, facts.input_shape[0] if facts.input_shape else None,
+                             seed, plain.path)
         report = VerifyReport(recipe.source, str(plain.path), str(patched) if patched else "(built from the recipe)",
                               samples.description, len(samples), backends, precision, samples.unit,
                               samples.sizes(tensor.layout))
         report.notes += _provenance_notes(patched_path, recipe)
+        if other:
+            shown = ", ".join(f"{name!r} {list(value.shape)} {value.dtype}" for name, value in other.items())
+            report.notes.append(f"the plain model's other input(s) {shown} got deterministic random values "
+                                f"(seed {seed}), the same on both sides")
         report.resize_vs_opencv = resize_vs_opencv_report(steps, samples.groups[0][0][0], tensor.layout)
-        plain_input = recipe.input.target if recipe.input and recipe.input.target else single_input(plain.proto, plain.path)
         unpatched, raw, runs, ran = {}, {}, {}, {}
         for backend in backends:
             unpatched[backend], raw[backend] = _run_unpatched(recipe, facts, backend, plain.path, plain_input,
-                                                              samples, batch)
+                                                              other, samples, batch)
             runs[backend], ran[backend] = _run_patched(backend, patched_path,
                                                        precision if backend == "openvino" else "f32",
-                                                       image_input.name, samples, batch)
+                                                       image_input.name, other, samples, batch)
     grids = heatmap_grid(recipe, facts, raw[backends[0]], samples.extras, wanted)
     if any(c.kind == "coordinates" for c in wanted.values()) and not grids:
         report.notes.append("coordinates could not be mapped to heatmap cells: every mismatch counts as real")
@@ -316,6 +330,32 @@ def _extras(names: list[str], centers: np.ndarray, scales: np.ndarray) -> dict[s
     return {name: known[name] for name in names}
 
 
+def other_inputs(proto: onnx.ModelProto, names: list[str], batch: int, batch_name: str | int | None, seed: int,
+                 path: Path) -> dict[str, np.ndarray]:
+    """Values for the plain model's inputs `names` (those besides the patched one): deterministic random numbers of
+    each input's dtype and shape. A symbolic dim is the batch of the samples when it is the first one or is named
+    as the image input's batch dim (`batch_name`); any other is `OTHER_INPUT_DIM`. Floats are uniform in [0.5, 1.5)
+    (positive and away from zero, so a divisor or a scale stays tame), integers 0 or 1 (valid as flags and as
+    indices), booleans either value."""
+    rng = np.random.default_rng(seed)
+    declared = {value.name: value.type for value in proto.graph.input}
+    values = {}
+    for name in names:
+        kind = declared[name].WhichOneof("value")
+        tensor = declared[name].tensor_type
+        dtype = (np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type))
+                 if kind == "tensor_type" and tensor.elem_type in onnx.helper.get_all_tensor_dtypes() else None)
+        if dtype is None or dtype.kind not in "biuf":
+            what = onnx.TensorProto.DataType.Name(tensor.elem_type).lower() if kind == "tensor_type" else kind
+            raise GraphsurgeryError(f"verify cannot make values for the plain model's input {name!r} of type {what}: "
+                                    f"it feeds bool, integer and float tensors", path=path,
+                                    fix="compare such models with your own inputs (run the patched model with them)")
+        shape = tuple(d.dim_value if d.dim_value > 0 else batch if i == 0 or (d.dim_param and d.dim_param == batch_name)
+                      else OTHER_INPUT_DIM for i, d in enumerate(tensor.shape.dim))
+        values[name] = (rng.uniform(0.5, 1.5, shape) if dtype.kind == "f" else rng.integers(0, 2, shape)).astype(dtype)
+    return values
+
+
 def tensor_facet(recipe: Recipe) -> InputTensor:
     return recipe.input.tensor if recipe.input else InputTensor()
 
@@ -365,20 +405,22 @@ def check_backends(backends: list[str], precision: str, patched: str | Path | No
     return list(dict.fromkeys(backends))
 
 
-def patched_inputs(path: Path, extra_names: list[str]) -> tuple[Port, list[str]]:
-    """The patched model's image input, and the extra inputs (of the recipe) it takes."""
+def patched_inputs(path: Path, extra_names: list[str], other_names: Sequence[str] = ()) -> tuple[Port, list[str]]:
+    """The patched model's image input, and the extra inputs (of the recipe) it takes; it must also take the plain
+    model's `other_names`."""
     if not path.exists():
         raise GraphsurgeryError("no such patched model file", path=path, fix="check the path")
     inputs = model_signature(path).inputs
-    images = [p for p in inputs if p.name not in extra_names]
+    besides = [*extra_names, *other_names]
+    images = [p for p in inputs if p.name not in besides]
     extras = [p.name for p in inputs if p.name in extra_names]
     if len(images) != 1:
-        raise GraphsurgeryError(f"the patched model has {len(images)} inputs besides {extra_names or 'none'}; "
+        raise GraphsurgeryError(f"the patched model has {len(images)} inputs besides {besides or 'none'}; "
                                 f"expected one image input", path=path, fix="give the model patched with this recipe")
-    missing = sorted(set(extra_names) - set(extras))
+    missing = sorted(set(besides) - {p.name for p in inputs})
     if missing:
-        raise GraphsurgeryError(f"the patched model lacks the input(s) {missing} the recipe adds", path=path,
-                                fix="give the model patched with this recipe")
+        raise GraphsurgeryError(f"the patched model lacks the input(s) {missing} the recipe adds or the plain model "
+                                f"has", path=path, fix="give the model patched with this recipe")
     return images[0], extras
 
 
@@ -401,25 +443,27 @@ def _chunks(samples: Samples, batch: int):
             yield tensors[start:end], {k: v[start:end] for k, v in extras.items()}
 
 
-def _run_unpatched(recipe: Recipe, facts: ModelFacts, backend: str, plain: Path, input_name: str, samples: Samples,
-                   batch: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """The reference answers, and the plain model's raw output (what near ties are judged on)."""
+def _run_unpatched(recipe: Recipe, facts: ModelFacts, backend: str, plain: Path, input_name: str,
+                   other: dict[str, np.ndarray], samples: Samples, batch: int
+                   ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The reference answers, and the plain model's raw output (what near ties are judged on). `other`: the plain
+    model's other inputs."""
     outputs, raws = [], []
     with open_runner(backend, plain) as run:
         for x, extras in _chunks(samples, batch):
-            raw = run({input_name: preprocess(recipe, x, facts)})[facts.output_name]
+            raw = run({input_name: preprocess(recipe, x, facts), **other})[facts.output_name]
             raws.append(raw)
             outputs.append(postprocess(recipe, raw, facts, extras))
     return _concat(outputs), np.concatenate(raws)
 
 
-def _run_patched(backend: str, patched: Path, precision: str, input_name: str, samples: Samples, batch: int
-                 ) -> tuple[dict[str, np.ndarray], str]:
+def _run_patched(backend: str, patched: Path, precision: str, input_name: str, other: dict[str, np.ndarray],
+                 samples: Samples, batch: int) -> tuple[dict[str, np.ndarray], str]:
     """The patched model's answers, and the precision the backend really computed in."""
     outputs = []
     with open_runner(backend, patched, precision=precision) as run:
         for x, extras in _chunks(samples, batch):
-            outputs.append(run({input_name: x, **extras}))
+            outputs.append(run({input_name: x, **other, **extras}))
     return _concat(outputs), run.precision
 
 

@@ -1,5 +1,6 @@
 """The shipped recipes on models with third-party quirks (tests/quirkykit.py): apply, full checker, parity with
-the numpy twins on onnxruntime and OpenVINO, and the product's `verify` where it applies.
+the numpy twins on onnxruntime and OpenVINO, and the product's `verify` (which feeds a model's other inputs
+deterministic random values).
 
 Recipe variants are the shipped files with a few lines changed, as a user would edit them: a channel-last model
 gets `model: {layout: NHWC}` and loses the layout step; a model with several inputs or outputs names its targets.
@@ -7,17 +8,21 @@ gets `model: {layout: NHWC}` and loses the layout step; a model with several inp
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
+from click.testing import CliRunner
+from onnx import TensorProto, helper
 
 import quirkykit as q
 from graphsurgery.api import apply
+from graphsurgery.cli import cli
 from graphsurgery.errors import ModelError
 from graphsurgery.recipe import Recipe, parse_recipe
-from graphsurgery.verification import verify
+from graphsurgery.verification import other_inputs, verify
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 CLASSIFIER = RECIPES / "imagenet_classifier.yaml"
@@ -35,13 +40,17 @@ def targets(output: str) -> list[tuple[str, str]]:
             ("output:\n  steps:", f'output:\n  target: "{output}"\n  steps:')]
 
 
-def variant(source: Path, changes: list[tuple[str, str]]) -> Recipe:
-    """The recipe file with `changes` made (each must apply), as a user would edit a copy."""
+def variant_text(source: Path, changes: list[tuple[str, str]]) -> str:
+    """The recipe file's text with `changes` made (each must apply), as a user would edit a copy."""
     text = source.read_text()
     for old, new in changes:
         assert old in text, f"{source.name} no longer contains {old!r}"
         text = text.replace(old, new)
-    return parse_recipe(text, source=f"{source.name} (edited)")
+    return text
+
+
+def variant(source: Path, changes: list[tuple[str, str]]) -> Recipe:
+    return parse_recipe(variant_text(source, changes), source=f"{source.name} (edited)")
 
 
 MODELS = {  # name: (builder, options)
@@ -53,15 +62,15 @@ MODELS = {  # name: (builder, options)
     "pose-nhwc": (q.pose, dict(opset=13, ir_version=7, layout="NHWC")),
 }
 
-CASES = {  # name: (model, recipe file, changes, apply options, runs `verify`)
-    "ir3-opset9-softmax": ("ir3-opset9-softmax", CLASSIFIER, [], {"upgrade_opset": True}, True),
-    "nhwc": ("nhwc", CLASSIFIER, NHWC_CLASSIFIER, {}, True),
-    "two-inputs-logits": ("two-inputs-shared-output", CLASSIFIER, targets(q.LOGITS), {}, False),
-    "two-inputs-probabilities": ("two-inputs-shared-output", CLASSIFIER, targets(q.PROBABILITIES), {}, False),
-    "dynamic-hw": ("dynamic-hw", CLASSIFIER, FIXED_SIZE, {}, False),
-    "pose-ir3-crop": ("pose-ir3-opset9", POSE_CROP, [], {}, True),
-    "pose-ir3-image": ("pose-ir3-opset9", POSE_IMAGE, [], {}, True),
-    "pose-nhwc": ("pose-nhwc", POSE_CROP, NHWC_POSE, {}, True),
+CASES = {  # name: (model, recipe file, changes, apply options)
+    "ir3-opset9-softmax": ("ir3-opset9-softmax", CLASSIFIER, [], {"upgrade_opset": True}),
+    "nhwc": ("nhwc", CLASSIFIER, NHWC_CLASSIFIER, {}),
+    "two-inputs-logits": ("two-inputs-shared-output", CLASSIFIER, targets(q.LOGITS), {}),
+    "two-inputs-probabilities": ("two-inputs-shared-output", CLASSIFIER, targets(q.PROBABILITIES), {}),
+    "dynamic-hw": ("dynamic-hw", CLASSIFIER, FIXED_SIZE, {}),
+    "pose-ir3-crop": ("pose-ir3-opset9", POSE_CROP, [], {}),
+    "pose-ir3-image": ("pose-ir3-opset9", POSE_IMAGE, [], {}),
+    "pose-nhwc": ("pose-nhwc", POSE_CROP, NHWC_POSE, {}),
 }
 
 
@@ -92,7 +101,7 @@ def feeds(case: str, recipe: Recipe) -> list[tuple[np.ndarray, dict, dict]]:
 
 @pytest.mark.parametrize("case", CASES)
 def test_recipe_applies_and_matches_the_twins(case, models, tmp_path):
-    model_name, source, changes, options, runs_verify = CASES[case]
+    model_name, source, changes, options = CASES[case]
     plain, recipe = models[model_name], variant(source, changes)
     patched = apply(recipe, plain, tmp_path / "patched.onnx", **options).output
     onnx.checker.check_model(str(patched), full_check=True)
@@ -103,9 +112,8 @@ def test_recipe_applies_and_matches_the_twins(case, models, tmp_path):
     for images, other, extras in feeds(case, recipe):
         assert_parity_everywhere = q.assert_parity(recipe, plain, patched, images, other=other, extras=extras)
         assert set(assert_parity_everywhere) == {"onnxruntime", "openvino"}
-    if runs_verify:
-        report = verify(recipe, plain, patched=patched, random=2)
-        assert report, report.failures()
+    report = verify(recipe, plain, patched=patched, random=2)
+    assert report, report.failures()
 
 
 def _post_ops(patched: Path) -> list[str]:
@@ -151,3 +159,52 @@ def test_quirks_the_recipe_must_be_told_about_give_one_line_errors(case, changes
     with pytest.raises(ModelError, match=message):
         apply(variant(CLASSIFIER, changes), models[case], tmp_path / "p.onnx", **options)
     assert not (tmp_path / "p.onnx").exists()
+
+
+def test_cli_verify_feeds_the_other_input_and_catches_a_patch_that_misuses_it(models, tmp_path):
+    """The temperature divides the logits: a patched model that multiplies by it agrees only if verify fed 1."""
+    recipe_file, out = tmp_path / "classifier.yaml", tmp_path / "report.json"
+    recipe_file.write_text(variant_text(CLASSIFIER, targets(q.LOGITS)))
+    plain = models["two-inputs-shared-output"]
+    result = CliRunner().invoke(cli, ["verify", str(recipe_file), str(plain), "--random", "2", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "PASS" in result.output and "'temperature:0' [1] float32" in " ".join(result.output.split())
+    assert any("temperature:0" in note for note in json.loads(out.read_text())["notes"])
+
+    wrong = onnx.load(str(plain))
+    next(n for n in wrong.graph.node if n.op_type == "Div").op_type = "Mul"
+    onnx.save(wrong, str(tmp_path / "wrong.onnx"))
+    patched = apply(variant(CLASSIFIER, targets(q.LOGITS)), tmp_path / "wrong.onnx", tmp_path / "patched.onnx").output
+    result = CliRunner().invoke(cli, ["verify", str(recipe_file), str(plain), "--patched", str(patched),
+                                      "--random", "2"])
+    assert result.exit_code == 1 and "scores" in result.output and q.LOGITS in result.output, result.output
+
+
+def test_verify_refuses_a_string_input_in_one_line_writing_nothing(models, tmp_path):
+    recipe_file, out = tmp_path / "classifier.yaml", tmp_path / "report.json"
+    recipe_file.write_text(variant_text(CLASSIFIER, [*targets(q.LOGITS), *FIXED_SIZE]))
+    model = onnx.load(str(models["dynamic-hw"]))
+    model.graph.input.append(helper.make_tensor_value_info("label:0", TensorProto.STRING, [1]))  # unused, as allowed
+    onnx.save(model, str(tmp_path / "labelled.onnx"))
+    result = CliRunner().invoke(cli, ["verify", str(recipe_file), str(tmp_path / "labelled.onnx"), "--json", str(out)])
+    assert result.exit_code == 2, result.output
+    assert "input 'label:0' of type string" in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_other_inputs_follow_their_dtype_and_shape_with_symbolic_dims_filled():
+    """A symbolic dim is the batch when it is the first one or named as the image's batch dim; otherwise 1."""
+    declared = {"image": (TensorProto.FLOAT, ["batch", 3, 8, 8]), "mask": (TensorProto.FLOAT, ["batch", "length"]),
+                "ids": (TensorProto.INT64, [7, "n"]), "flags": (TensorProto.BOOL, ["unk__1"]),
+                "late": (TensorProto.FLOAT16, [2, "batch"])}
+    graph = helper.make_graph([], "inputs", [helper.make_tensor_value_info(name, dtype, shape)
+                                             for name, (dtype, shape) in declared.items()], [])
+    proto = helper.make_model(graph)
+    names = ["mask", "ids", "flags", "late"]
+    values = other_inputs(proto, names, 3, "batch", seed=5, path=Path("m.onnx"))
+    assert {n: (v.shape, v.dtype.name) for n, v in values.items()} == {
+        "mask": ((3, 1), "float32"), "ids": ((7, 1), "int64"), "flags": ((3,), "bool"), "late": ((2, 3), "float16")}
+    assert all(((v >= 0.5) & (v < 1.5)).all() for v in (values["mask"], values["late"]))
+    assert set(np.unique(values["ids"])) <= {0, 1}
+    again = other_inputs(proto, names, 3, "batch", seed=5, path=Path("m.onnx"))
+    assert all(np.array_equal(values[n], again[n]) for n in names)

@@ -310,18 +310,24 @@ def _rounds(pipelines: list[Pipeline], settings: Settings, one: Callable[[Pipeli
 
 
 def _measure_latency(pipelines: list[Pipeline], settings: Settings) -> list[dict]:
+    """Per pipeline: median, p90 and min, and every sample in round order (for the paired ratios)."""
     samples = _rounds(pipelines, settings, lambda p: p.run())
     rows = []
     for pipeline in pipelines:
         times = np.array(samples[pipeline.key], dtype=np.float64) / 1e6
-        model_ms, total_ms = _stats(times[:, 0]), _stats(times[:, 1])
-        rows.append({**pipeline.row(), "model_ms": model_ms, "end_to_end_ms": total_ms,
-                     "end_to_end_over_model": total_ms["median"] / model_ms["median"]})
+        rows.append({**pipeline.row(), "model_ms": _stats(times[:, 0]), "end_to_end_ms": _stats(times[:, 1]),
+                     "end_to_end_over_model": paired_ratio(times[:, 1], times[:, 0])})
     reference = _find(rows, REFERENCE)
     for row in rows:
-        row["vs_reference"] = {kind: row[kind]["median"] / reference[kind]["median"]
+        row["vs_reference"] = {kind: paired_ratio(row[kind]["samples"], reference[kind]["samples"])
                                for kind in ("model_ms", "end_to_end_ms")}
     return rows
+
+
+def paired_ratio(numerator, denominator) -> float:
+    """The median over rounds of the ratio within each round: both were timed in the same round, close together,
+    so load that changes from round to round cancels (a ratio of medians would mix different moments)."""
+    return float(np.median(np.asarray(numerator) / np.asarray(denominator)))
 
 
 def _measure_throughput(pipelines: list[Pipeline], settings: Settings) -> list[dict]:
@@ -344,7 +350,8 @@ def _measure_throughput(pipelines: list[Pipeline], settings: Settings) -> list[d
 
 
 def _stats(ms: np.ndarray) -> dict:
-    return {"median": float(np.median(ms)), "p90": float(np.percentile(ms, 90)), "min": float(ms.min())}
+    return {"median": float(np.median(ms)), "p90": float(np.percentile(ms, 90)), "min": float(ms.min()),
+            "samples": [round(float(v), 4) for v in ms]}
 
 
 def _find(rows: list[dict], key: str) -> dict:
@@ -358,7 +365,7 @@ def check_targets(rows: list[dict]) -> list[dict]:
     def ratio(numerator: str, denominator: str, kind: str) -> float | None:
         if numerator not in by_key or denominator not in by_key:
             return None
-        return by_key[numerator][kind]["median"] / by_key[denominator][kind]["median"]
+        return paired_ratio(by_key[numerator][kind]["samples"], by_key[denominator][kind]["samples"])
 
     worst = max(rows, key=lambda row: row["end_to_end_over_model"])
     values = (

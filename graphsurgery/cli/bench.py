@@ -66,7 +66,8 @@ def _print(console: Console, result: dict) -> None:
                           f"{row['vs_reference']['time']:.2f}×")
     table.columns[0].no_wrap = table.columns[1].no_wrap = True
     console.print(table)
-    console.print(f"time vs OV patched: each row's median over {REFERENCE}'s (> 1 is slower)", highlight=False)
+    console.print(f"ratios: medians of the per-round ratios (> 1 is slower); time vs OV patched: end-to-end, "
+                  f"over {REFERENCE}", highlight=False)
     for row in result["pipelines"]:
         if row["precision"] != row["precision_requested"]:
             console.print(f"{row['label']}: this CPU lacks {row['precision_requested']}, OpenVINO ran "

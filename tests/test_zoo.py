@@ -1,6 +1,6 @@
 """Architectures exported from PyTorch (examples/zoo, tiny widths, seeded weights) patched with the shipped recipes:
 a ResNet-style classifier with the ImageNet recipe, a SimpleBaseline pose net (384×288 → 96×72) with the HRNet
-recipes; and the worked example of docs/patch_your_own_model.md, command by command."""
+recipes; and the worked example of README.md (Patch your own model), command by command."""
 
 from __future__ import annotations
 
@@ -93,7 +93,7 @@ def test_simplebaseline_with_the_hrnet_recipes(recipe_path, zoo, tmp_path):
 
 
 def test_the_worked_example_runs_as_written(zoo, tmp_path):
-    """docs/patch_your_own_model.md: inspect → apply → verify, the commands as the page gives them."""
+    """README.md (Patch your own model): inspect → apply → verify, the commands as the page gives them."""
     plain = tmp_path / "resnet.onnx"
     plain.write_bytes(zoo["resnet"].read_bytes())
     runner = CliRunner()

@@ -79,6 +79,7 @@ def test_settings_machine_and_targets(latency):
         assert isinstance(target["ratio"], float) and target["met"] == (
             target["ratio"] <= target["limit"] if target["at_most"] else target["ratio"] >= target["limit"])
         assert target["name"] in output
+        assert target["ci95"][0] <= target["ratio"] <= target["ci95"][1]
 
 
 def test_chart_is_a_png(latency):

@@ -78,8 +78,9 @@ def _print(console: Console, result: dict) -> None:
             continue
         mark = "[green]✓[/]" if target["met"] else "[red]✗[/]"
         where = f" ({target['where']})" if target["where"] else ""
-        console.print(f"  {mark} {target['name']}{where}: {target['ratio']:.3f} "
-                      f"({'≤' if target['at_most'] else '≥'} {target['limit']})", highlight=False)
+        low, high = target["ci95"]
+        console.print(f"  {mark} {target['name']}{where}: {target['ratio']:.3f} (95% CI {low:.3f}–{high:.3f}; "
+                      f"target {'≤' if target['at_most'] else '≥'} {target['limit']})", highlight=False)
     load = result["load_average"]
     console.print(f"{machine['cpu']}, {machine['usable_cpus']} CPUs, {machine['ram_gib']} GiB; load average "
                   f"{load['before'][0]:.2f} before, {load['after'][0]:.2f} after", highlight=False)

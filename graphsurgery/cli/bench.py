@@ -66,8 +66,11 @@ def _print(console: Console, result: dict) -> None:
                           f"{row['vs_reference']['time']:.2f}×")
     table.columns[0].no_wrap = table.columns[1].no_wrap = True
     console.print(table)
-    console.print(f"ratios: medians of the per-round ratios (> 1 is slower); time vs OV patched: end-to-end, "
-                  f"over {REFERENCE}", highlight=False)
+    if result["mode"] == "latency":
+        console.print(f"ratios: medians of the per-round ratios (> 1 is slower); time vs OV patched: end-to-end, "
+                      f"over {REFERENCE}", highlight=False)
+    else:
+        console.print(f"time vs OV patched: {REFERENCE}'s frames/s over each row's (> 1 is slower)", highlight=False)
     for row in result["pipelines"]:
         if row["precision"] != row["precision_requested"]:
             console.print(f"{row['label']}: this CPU lacks {row['precision_requested']}, OpenVINO ran "

@@ -1,11 +1,10 @@
 """Latency and throughput of one model with its processing in numpy (plain) or in the graph (patched), side by side.
 
 Every pipeline goes from the caller's crop (e.g. uint8 BGR; a 640×480 image when the recipe resizes, so the resize
-is timed too) to the recipe's outputs (e.g. keypoints). The runs are
-interleaved: each round runs every pipeline once, in a fresh random order, so load from other processes (and a
-runtime's idle threads still spinning while the next one starts) falls on all pipelines alike. Absolute times drift
-on a busy machine; ratios measured in one run stay meaningful. `run_bench` returns a JSON-ready dict; the CLI
-prints it and `write_chart` draws it.
+is timed too) to the recipe's outputs (e.g. keypoints). The runs are interleaved: each round runs every pipeline
+once, in a fresh random order, so load from other processes falls on all pipelines alike, and ratios are taken
+within each round. Absolute times drift on a busy machine; ratios measured in one run stay meaningful.
+`run_bench` returns a JSON-ready dict; the CLI prints it and `write_chart` draws it.
 """
 
 from __future__ import annotations
@@ -100,7 +99,6 @@ class Workload:
 
         return timed
 
-
     def plain_stream(self, stream: Callable) -> Callable[[int], None]:
         """Throughput: n batches through the twins and a stream of asynchronous requests (`runners.open_stream`)."""
 
@@ -119,7 +117,7 @@ class Workload:
         return burst
 
 
-# (backend, plain or patched, precision asked for, label); keys are derived in `_key`
+# (backend, plain or patched, precision asked for, label); `_pipelines` derives each row's key
 VARIANTS = (
     ("onnxruntime", "plain", "f32", "ONNX Runtime plain + numpy"),
     ("onnxruntime", "patched", "f32", "ONNX Runtime patched"),

@@ -315,9 +315,15 @@ def recipe_enormous_dim(tmp, mp):
 
 
 @case
-def recipe_topk_k_astronomical(tmp, mp):
-    args, _, model_path = apply_with(tmp, CLASSIFIER_RECIPE.replace("k: 5", "k: 99999999999999999999"))
+def recipe_topk_k_above_the_classes(tmp, mp):
+    args, _, model_path = apply_with(tmp, CLASSIFIER_RECIPE.replace("k: 5", "k: 49"))
     return Invocation(args, model_path, ("output.steps[1].topk", "set k to at most 48"))
+
+
+@case
+def recipe_topk_k_astronomical(tmp, mp):
+    return recipe_case(tmp, CLASSIFIER_RECIPE.replace("k: 5", "k: 99999999999999999999"),
+                       "output.steps[1].topk.k", "less than or equal to 1000000")
 
 
 @case

@@ -19,3 +19,15 @@ def test_demo_runs_end_to_end_on_the_tiny_variant(tmp_path):
         assert (tmp_path / "run" / f"{stem}_pose.jpg").stat().st_size > 1000
         assert (tmp_path / "run" / f"{stem}_heatmaps.jpg").exists()
     assert (tmp_path / "hrnet_tiny.patched.xml").exists() and (tmp_path / "hrnet_tiny.patched.bin").exists()
+
+
+def test_zoo_export_script_runs(tmp_path):
+    out = tmp_path / "resnet.onnx"
+    proc = subprocess.run([sys.executable, str(ROOT / "examples" / "zoo" / "export.py"), "resnet-tiny", "--opset", "11",
+                           "-o", str(out)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    import onnx
+
+    model = onnx.load(str(out))
+    assert [i.name for i in model.graph.input] == ["input"] and [o.name for o in model.graph.output] == ["logits"]
+    assert model.opset_import[0].version == 11

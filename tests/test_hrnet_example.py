@@ -194,6 +194,16 @@ def test_export_missing_checkpoint_is_a_clean_error(tmp_path):
     assert not (tmp_path / "x.onnx").exists()
 
 
+@pytest.mark.parametrize("opset, folder, contains", [(8, ".", "opset 8 is not supported"),
+                                                     (17, "missing", "output directory does not exist")])
+def test_export_refuses_before_building(tmp_path, opset, folder, contains):
+    out = tmp_path / folder / "x.onnx"
+    with pytest.raises(GraphsurgeryError) as exc:
+        export_hrnet(out, "tiny", opset=opset)
+    assert "\n" not in str(exc.value) and contains in str(exc.value), exc.value
+    assert os.listdir(tmp_path) == []
+
+
 # --- seeded weights --------------------------------------------------------------------------------------------------
 
 

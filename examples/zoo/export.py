@@ -1,7 +1,7 @@
 """Export a zoo architecture to a plain ONNX model (no processing inside), with seeded stand-in weights.
 
 Classifiers: `input` float32 [1|N,3,224,224] -> `logits` [.,1000]. Pose: `input` [.,3,384,288] -> `heatmaps`
-[.,17,96,72]. Uses the TorchScript exporter (`dynamo=False`), the only one that still writes opsets below 18.
+[.,17,96,72]. The export itself (TorchScript exporter, atomic write) is examples/onnx_export.py.
 
     python examples/zoo/export.py resnet -o resnet.onnx
     python examples/zoo/export.py simplebaseline --opset 11 --dynamic-batch -o simplebaseline.onnx
@@ -10,49 +10,26 @@ Classifiers: `input` float32 [1|N,3,224,224] -> `logits` [.,1000]. Pose: `input`
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import warnings
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make `examples.zoo` importable from the repository root
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import onnx
-import torch
-
+from examples.onnx_export import INPUT_NAME, OPSETS, check_request, export_plain
 from examples.zoo.models import PRESETS, build_zoo_model
 from graphsurgery.errors import GraphsurgeryError
 
-INPUT_NAME = "input"
 OUTPUT_NAMES = {"classifier": "logits", "pose": "heatmaps"}
-OPSETS = range(9, 21)  # 20 is the TorchScript exporter's maximum
 
 
 def export_zoo(path: str | Path, name: str = "resnet", opset: int = 17, dynamic_batch: bool = False,
                seed: int = 0) -> Path:
     """Write the plain model to `path` atomically (a reader never sees half a file)."""
     path = Path(path)
-    if opset not in OPSETS:
-        raise GraphsurgeryError(f"opset {opset} is not supported", fix=f"use an opset from {OPSETS[0]} to {OPSETS[-1]}")
-    if not path.parent.is_dir():
-        raise GraphsurgeryError("output directory does not exist", path=path, fix="create it first")
+    check_request(path, opset)
     model = build_zoo_model(name, seed=seed)
-    output = OUTPUT_NAMES[model.config.kind]
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export")
-            warnings.filterwarnings("ignore", message="The feature will be removed")
-            torch.onnx.export(model, (torch.zeros(1, 3, *model.config.input_size),), tmp, dynamo=False,
-                              opset_version=opset, input_names=[INPUT_NAME], output_names=[output],
-                              dynamic_axes={INPUT_NAME: {0: "N"}, output: {0: "N"}} if dynamic_batch else None)
-        onnx.checker.check_model(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    return export_plain(model, path, model.config.input_size, OUTPUT_NAMES[model.config.kind], opset, dynamic_batch)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -226,15 +226,15 @@ def run_pose(model: str | Path, images: Sequence[str | Path], outdir: str | Path
             summary.images.append(entry)
             if on_image:
                 on_image(entry)
-        _write_atomic(stage / "keypoints.json", json.dumps(results).encode())
-        _write_atomic(stage / "run.json", summary.to_json().encode())
+        (stage / "keypoints.json").write_text(json.dumps(results))
+        (stage / "run.json").write_text(summary.to_json())
     return summary
 
 
 @contextmanager
 def _staged(outdir: Path) -> Iterator[Path]:
     """A scratch folder whose files move into `outdir` only when the whole run succeeded: a bad image halfway
-    through a folder leaves no partial output behind."""
+    through a folder leaves no partial output behind, and each file appears whole (a rename in one file system)."""
     anchor = outdir
     while not anchor.exists():
         anchor = anchor.parent
@@ -266,18 +266,4 @@ def _write_image(path: Path, image: np.ndarray) -> None:
     ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 90])
     if not ok:
         raise GraphsurgeryError("OpenCV could not encode the debug image", path=path, fix="report this")
-    _write_atomic(path, encoded.tobytes())
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write beside the destination, then rename: a reader never sees half a file."""
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "wb") as sink:
-            sink.write(data)
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except OSError as exc:
-        Path(temporary).unlink(missing_ok=True)
-        raise GraphsurgeryError(f"could not write ({exc.strerror or exc})", path=path,
-                                fix="free disk space or choose another folder") from None
+    path.write_bytes(encoded.tobytes())

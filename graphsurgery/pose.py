@@ -238,7 +238,11 @@ def _staged(outdir: Path) -> Iterator[Path]:
     anchor = outdir
     while not anchor.exists():
         anchor = anchor.parent
-    stage = Path(tempfile.mkdtemp(prefix=".graphsurgery-run-", dir=anchor))
+    try:
+        stage = Path(tempfile.mkdtemp(prefix=".graphsurgery-run-", dir=anchor))
+    except OSError as exc:
+        raise GraphsurgeryError(f"cannot create files in the output folder ({exc.strerror or exc})", path=outdir,
+                                fix="choose a writable folder") from None
     try:
         yield stage
         outdir.mkdir(parents=True, exist_ok=True)

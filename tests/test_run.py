@@ -223,3 +223,14 @@ def test_errors_exit_2_with_one_line(models, tmp_path):
         assert "Traceback" not in result.output and len(message.splitlines()) == 1, (case, message)
         assert expected in message, (case, message)
         assert not (out / "keypoints.json").exists() and not (out / "run.json").exists(), case
+
+
+def test_output_folder_refusing_new_files_is_a_clean_error(models):
+    """/proc refuses new files even to root (a chmod-ed folder would not)."""
+    out = Path("/proc/graphsurgery-run-out")
+    result = CliRunner().invoke(cli, ["run", str(models["crop.onnx"]), str(PHOTOS), "--backend", "onnxruntime",
+                                      "-o", str(out)])
+    message = result.output.strip()
+    assert result.exit_code == 2 and len(message.splitlines()) == 1 and "Traceback" not in result.output, message
+    assert "cannot create files" in message and str(out) in message, message
+    assert not out.exists()

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from contextlib import suppress
 from pathlib import Path
@@ -24,7 +22,7 @@ from pathlib import Path
 import onnx
 
 from graphsurgery.errors import GraphsurgeryError, ModelError
-from graphsurgery.modelio import check_output_path, load_model
+from graphsurgery.modelio import check_output_path, load_model, staging_folder
 from graphsurgery.splice import real_inputs
 
 WEIGHTS_KEY = ("graphsurgery", "weights")
@@ -190,16 +188,13 @@ def _reshape(model, input_shapes: Mapping[str, Sequence[int | None]], model_path
 def _save(model, out_xml: Path, out_bin: Path, fp16: bool) -> list[Path]:
     import openvino as ov
 
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_xml.name}.", dir=out_xml.parent))
-    try:
-        staged = staging / out_xml.name
-        ov.save_model(model, str(staged), compress_to_fp16=fp16)
-        os.replace(staged.with_suffix(".bin"), out_bin)
-        os.replace(staged, out_xml)
-        return [out_bin, out_xml]
-    except OSError as exc:
-        raise GraphsurgeryError(f"could not write the IR ({exc.strerror or exc})", path=out_xml,
-                                fix="free disk space or choose another folder") from None
-    finally:
-        with suppress(OSError):
-            shutil.rmtree(staging)
+    with staging_folder(out_xml) as staging:
+        try:
+            staged = staging / out_xml.name
+            ov.save_model(model, str(staged), compress_to_fp16=fp16)
+            os.replace(staged.with_suffix(".bin"), out_bin)
+            os.replace(staged, out_xml)
+            return [out_bin, out_xml]
+        except OSError as exc:
+            raise GraphsurgeryError(f"could not write the IR ({exc.strerror or exc})", path=out_xml,
+                                    fix="free disk space or choose another folder") from None

@@ -22,7 +22,8 @@ import math
 import os
 import shutil
 import tempfile
-from contextlib import suppress
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -208,6 +209,21 @@ def check_output_path(out: Path, inputs: list[Path], force: bool) -> None:
         raise GraphsurgeryError("the output folder is not writable", path=out, fix="choose a writable folder")
 
 
+@contextmanager
+def staging_folder(out: Path) -> Iterator[Path]:
+    """A scratch folder beside `out`, removed on exit: files written there and then moved with os.replace (a
+    rename within one file system) appear whole or not at all."""
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    except OSError as exc:
+        raise GraphsurgeryError(f"cannot create files in the output folder ({exc.strerror or exc})", path=out,
+                                fix="choose a writable folder") from None
+    try:
+        yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 def save_model(proto: onnx.ModelProto, out: Path, *, external_base: Path | None = None, check: bool = True) -> list[Path]:
     """Write `proto` to `out` atomically; returns the files written (the model and, if any, its data file).
 
@@ -215,41 +231,34 @@ def save_model(proto: onnx.ModelProto, out: Path, *, external_base: Path | None 
     for one protobuf moves its large tensors there too.
     """
     out = Path(out)
-    try:
-        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    except OSError as exc:
-        raise GraphsurgeryError(f"cannot create files in the output folder ({exc.strerror or exc})", path=out,
-                                fix="choose a writable folder") from None
     placed: list[Path] = []
-    try:
-        staged = staging / out.name
-        data_name = data_file(out).name
-        moved = _stage_external_data(proto, external_base, staging / data_name, data_name)
-        too_big = _exceeds_protobuf_limit(proto)
-        if too_big and moved:
-            raise ModelError("model holds both external data and over 2 GB inline", path=out,
-                             fix="keep the weights in one external data file")
-        onnx.save_model(proto, str(staged), save_as_external_data=too_big, all_tensors_to_one_file=True,
-                        location=data_name, size_threshold=1024)
-        if check:
-            onnx.checker.check_model(str(staged), full_check=True)
-        if (staging / data_name).exists():
-            os.replace(staging / data_name, out.parent / data_name)
-            placed.append(out.parent / data_name)
-        os.replace(staged, out)
-        return [*placed, out]
-    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
-        raise ModelError(f"the patched model fails the ONNX checker: {' '.join(str(exc).split())[:300]}", path=out,
-                         fix="report this with the recipe and model (a graphsurgery bug)") from None
-    except OSError as exc:
-        for path in placed:  # a data file without its model is a partial output
-            with suppress(OSError):
-                path.unlink()
-        raise GraphsurgeryError(f"could not write the output ({exc.strerror or exc})", path=out,
-                                fix="free disk space or choose another folder; nothing was written") from None
-    finally:
-        with suppress(OSError):
-            shutil.rmtree(staging)
+    with staging_folder(out) as staging:
+        try:
+            staged = staging / out.name
+            data_name = data_file(out).name
+            moved = _stage_external_data(proto, external_base, staging / data_name, data_name)
+            too_big = _exceeds_protobuf_limit(proto)
+            if too_big and moved:
+                raise ModelError("model holds both external data and over 2 GB inline", path=out,
+                                 fix="keep the weights in one external data file")
+            onnx.save_model(proto, str(staged), save_as_external_data=too_big, all_tensors_to_one_file=True,
+                            location=data_name, size_threshold=1024)
+            if check:
+                onnx.checker.check_model(str(staged), full_check=True)
+            if (staging / data_name).exists():
+                os.replace(staging / data_name, out.parent / data_name)
+                placed.append(out.parent / data_name)
+            os.replace(staged, out)
+            return [*placed, out]
+        except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+            raise ModelError(f"the patched model fails the ONNX checker: {' '.join(str(exc).split())[:300]}", path=out,
+                             fix="report this with the recipe and model (a graphsurgery bug)") from None
+        except OSError as exc:
+            for path in placed:  # a data file without its model is a partial output
+                with suppress(OSError):
+                    path.unlink()
+            raise GraphsurgeryError(f"could not write the output ({exc.strerror or exc})", path=out,
+                                    fix="free disk space or choose another folder; nothing was written") from None
 
 
 def _exceeds_protobuf_limit(proto: onnx.ModelProto) -> bool:

@@ -216,6 +216,8 @@ def _error_cases(folder: Path, model: Path) -> dict[str, tuple[list[str], str]]:
                        "fixed at 256"),
         "-o with --ovms": ([str(model), "-o", str(folder / "a.xml"), "--ovms", str(folder)], "only one"),
         "missing ovms dir": ([str(model), "--ovms", str(folder / "nowhere")], "does not exist"),
+        # /proc refuses new files even to root, which os.access (and so check_output_path) does not see.
+        "folder refusing new files": ([str(model), "-o", "/proc/graphsurgery-convert.xml"], "cannot create files"),
     }
 
 

@@ -32,7 +32,7 @@ from graphsurgery.modelio import load_model
 from graphsurgery.recipe import InputTensor, Recipe, load_recipe
 from graphsurgery.runners import BACKENDS, open_stream
 from graphsurgery.twins import ModelFacts, extra_input_names, postprocess, preprocess
-from graphsurgery.verification import (as_caller_tensor, check_backends, crop_size, patched_inputs, single_input,
+from graphsurgery.verification import (as_caller_tensor, check_backends, crop_size, patched_inputs, plain_input,
                                        tensor_facet)
 
 STAT_NAMES = ("AP", "AP .50", "AP .75", "AP (M)", "AP (L)", "AR", "AR .50", "AR .75", "AR (M)", "AR (L)")
@@ -115,7 +115,7 @@ def evaluate_coco(recipe: str | Path | Recipe, plain_model: str | Path, annotati
         caller = _CallerCrops(images, size, tensor_facet(recipe), image_input.dtype)
         in_image_pixels = {"center", "scale"} <= set(extras)
         out_dir = Path(results_dir) if results_dir is not None else Path(tmp)
-        plain_input = recipe.input.target if recipe.input and recipe.input.target else single_input(plain.proto, plain.path)
+        plain_name = plain_input(recipe, plain)
         for kind, backend in [("unpatched", b) for b in backends] + [("patched", b) for b in backends]:
             name = f"{kind} · {backend}"
 
@@ -125,7 +125,7 @@ def evaluate_coco(recipe: str | Path | Recipe, plain_model: str | Path, annotati
 
             if kind == "unpatched":
                 answers, precision = _run(
-                    backend, plain.path, people, caller, lambda x, _: {plain_input: preprocess(recipe, x, facts)},
+                    backend, plain.path, people, caller, lambda x, _: {plain_name: preprocess(recipe, x, facts)},
                     lambda outputs, more: _named(postprocess(recipe, outputs[facts.output_name], facts, more), recipe),
                     extras, advance)
             else:

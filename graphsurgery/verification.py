@@ -29,7 +29,7 @@ import onnx
 from graphsurgery.api import apply
 from graphsurgery.compare import DEFAULT_TIE, HeatmapGrid, OutputResult, compare_output, missing_output
 from graphsurgery.errors import GraphsurgeryError
-from graphsurgery.modelio import load_model
+from graphsurgery.modelio import LoadedModel, load_model
 from graphsurgery.recipe import InputTensor, Recipe, load_recipe
 from graphsurgery.runners import BACKENDS, Port, model_signature, open_runner
 from graphsurgery.splice import provenance, real_inputs
@@ -163,8 +163,8 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
     declared = comparisons(recipe, facts)
     wanted = _with_tolerances(declared, tolerances or {})
     tensor = tensor_facet(recipe)
-    plain_input = recipe.input.target if recipe.input and recipe.input.target else single_input(plain.proto, plain.path)
-    others = [name for name in real_inputs(plain.proto) if name != plain_input]
+    input_name = plain_input(recipe, plain)
+    others = [name for name in real_inputs(plain.proto) if name != input_name]
     with tempfile.TemporaryDirectory(prefix="graphsurgery-verify-") as tmp:
         patched_path = Path(patched) if patched is not None else apply(recipe, plain.path, Path(tmp) / "patched.onnx").output
         image_input, extras = patched_inputs(patched_path, extra_input_names(recipe), others)
@@ -192,7 +192,7 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
         report.resize_vs_opencv = resize_vs_opencv_report(steps, samples.groups[0][0][0], tensor.layout)
         unpatched, raw, runs, ran = {}, {}, {}, {}
         for backend in backends:
-            unpatched[backend], raw[backend] = _run_unpatched(recipe, facts, backend, plain.path, plain_input,
+            unpatched[backend], raw[backend] = _run_unpatched(recipe, facts, backend, plain.path, input_name,
                                                               other, samples, batch)
             runs[backend], ran[backend] = _run_patched(backend, patched_path,
                                                        precision if backend == "openvino" else "f32",
@@ -424,10 +424,13 @@ def patched_inputs(path: Path, extra_names: list[str], other_names: Sequence[str
     return images[0], extras
 
 
-def single_input(proto, path) -> str:
-    names = real_inputs(proto)
+def plain_input(recipe: Recipe, plain: LoadedModel) -> str:
+    """The plain model's input the recipe patches: its input.target, else the model's only input."""
+    if recipe.input and recipe.input.target:
+        return recipe.input.target
+    names = real_inputs(plain.proto)
     if len(names) != 1:
-        raise GraphsurgeryError(f"the plain model has {len(names)} inputs", path=path,
+        raise GraphsurgeryError(f"the plain model has {len(names)} inputs", path=plain.path,
                                 fix="name the one to patch in the recipe's input.target")
     return names[0]
 

@@ -20,7 +20,7 @@ from onnx import TensorProto, helper
 import quirkykit as q
 from graphsurgery.api import apply
 from graphsurgery.cli import cli
-from graphsurgery.errors import ModelError
+from graphsurgery.errors import GraphsurgeryError, ModelError
 from graphsurgery.recipe import Recipe, parse_recipe
 from graphsurgery.verification import other_inputs, verify
 
@@ -159,6 +159,11 @@ def test_quirks_the_recipe_must_be_told_about_give_one_line_errors(case, changes
     with pytest.raises(ModelError, match=message):
         apply(variant(CLASSIFIER, changes), models[case], tmp_path / "p.onnx", **options)
     assert not (tmp_path / "p.onnx").exists()
+
+
+def test_verify_asks_which_input_to_patch_when_the_plain_model_has_two(models):
+    with pytest.raises(GraphsurgeryError, match="the plain model has 2 inputs.*input.target"):
+        verify(variant(CLASSIFIER, FIXED_SIZE), models["two-inputs-shared-output"], random=2)
 
 
 def test_cli_verify_feeds_the_other_input_and_catches_a_patch_that_misuses_it(models, tmp_path):

@@ -112,7 +112,7 @@ class TopK(OutputStep):
     def _check(self, env: dict):
         if self.source not in env or env[self.source] is None:
             fix = ("add a `softmax` step before topk, or set `source: output`" if self.source == "probabilities"
-                   else f"set `source` to a tensor an earlier step writes, or `output`")
+                   else "set `source` to a tensor an earlier step writes, or `output`")
             raise StepError(f"topk reads {self.source!r}, which no earlier step produces", fix)
         x = env[self.source]
         shape = getattr(x, "shape", None)

@@ -154,7 +154,6 @@ class Resize(InputStep):
         return y
 
     def reference(self, x: np.ndarray, spec: TensorSpec) -> np.ndarray:
-        target = self._target()
         axes = _hw_axes(spec)
         resized_hw = self.resized_hw(x.shape[axes[0]], x.shape[axes[1]])
         y = x.astype(np.float64)

@@ -93,14 +93,10 @@ def estimate(run: Runner, model: PoseModel, image: np.ndarray, boxes: Sequence[B
     for start in range(0, len(persons), size):
         chunk = persons[start:start + size]
         pad = size - len(chunk) if model.batch else 0  # a static batch is filled up with copies of the last crop
-
-        def stacked(values: list[np.ndarray]) -> np.ndarray:
-            return np.stack(values + values[-1:] * pad)
-
-        feeds = {model.image_input: stacked([p.crop for p in chunk])}
+        feeds = {model.image_input: _stacked([p.crop for p in chunk], pad)}
         if model.takes_boxes:
-            feeds[CENTER] = stacked([p.center for p in chunk])
-            feeds[SCALE] = stacked([p.scale for p in chunk])
+            feeds[CENTER] = _stacked([p.center for p in chunk], pad)
+            feeds[SCALE] = _stacked([p.scale for p in chunk], pad)
         began = time.perf_counter()
         outputs = run(feeds)
         elapsed += time.perf_counter() - began
@@ -113,6 +109,10 @@ def estimate(run: Runner, model: PoseModel, image: np.ndarray, boxes: Sequence[B
             if model.heatmaps:
                 person.heatmaps = outputs[model.heatmaps][index]
     return persons, elapsed * 1000.0
+
+
+def _stacked(values: list[np.ndarray], pad: int) -> np.ndarray:
+    return np.stack(values + values[-1:] * pad)
 
 
 def warm_up(run: Runner, model: PoseModel) -> None:

@@ -209,8 +209,7 @@ class _CallerCrops:
         for person in people:
             if loaded is None or loaded[0] != person.file_name:
                 loaded = (person.file_name, read_image(self.folder / person.file_name))
-            center, scale = crops.box_to_center_scale(person.box, self.size[0] / self.size[1])
-            crop = crops.crop(loaded[1], center, scale, self.size)
+            center, scale, crop = crops.person_crop(loaded[1], person.box, self.size)
             yield as_caller_tensor(crop, self.tensor, self.dtype)[None], center[None], scale[None]
 
 

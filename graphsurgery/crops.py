@@ -63,6 +63,13 @@ def crop(image_bgr: np.ndarray, center: np.ndarray, scale: np.ndarray, output_si
     return cv2.warpAffine(image_bgr, matrix, (int(output_size[0]), int(output_size[1])), flags=cv2.INTER_LINEAR)
 
 
+def person_crop(image_bgr: np.ndarray, box: Sequence[float], output_size: tuple[int, int]
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A box's center and scale (padded to the aspect of `output_size`, W / H) and its crop at that size."""
+    center, scale = box_to_center_scale(box, output_size[0] / output_size[1])
+    return center, scale, crop(image_bgr, center, scale, output_size)
+
+
 def whole_image_box(image: np.ndarray) -> tuple[float, float, float, float]:
     """The box used when no person boxes are given: the whole image."""
     return (0.0, 0.0, float(image.shape[1]), float(image.shape[0]))

@@ -83,11 +83,7 @@ class Person:
 def estimate(run: Runner, model: PoseModel, image: np.ndarray, boxes: Sequence[Box], batch: int
              ) -> tuple[list[Person], float]:
     """Crop every box, run the crops in batches, map keypoints back to the image; returns persons and model ms."""
-    aspect = model.crop_size[0] / model.crop_size[1]
-    persons = []
-    for box in boxes:
-        center, scale = crops.box_to_center_scale(box, aspect)
-        persons.append(Person(box, center, scale, crops.crop(image, center, scale, model.crop_size)))
+    persons = [Person(box, *crops.person_crop(image, box, model.crop_size)) for box in boxes]
     size = model.batch or batch
     elapsed = 0.0
     for start in range(0, len(persons), size):

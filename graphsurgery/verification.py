@@ -271,7 +271,7 @@ def image_samples(folder: Path, boxes_file: Path | str | None, image_input: Port
                   tensor: InputTensor, extras: list[str]) -> Samples:
     """One crop per person box (or per whole image without a boxes file), cut as the HRNet authors cut them."""
     from graphsurgery.boxes import load_boxes
-    from graphsurgery.crops import box_to_center_scale, crop, whole_image_box
+    from graphsurgery.crops import person_crop, whole_image_box
     from graphsurgery.images import list_images, read_image
 
     paths = list_images([folder])
@@ -284,8 +284,8 @@ def image_samples(folder: Path, boxes_file: Path | str | None, image_input: Port
         image = read_image(path)
         used += 1
         for box in boxes[path.name] if boxes is not None else [whole_image_box(image)]:
-            center, scale = box_to_center_scale(box, size[0] / size[1])
-            tensors.append(as_caller_tensor(crop(image, center, scale, size), tensor, image_input.dtype))
+            center, scale, crop = person_crop(image, box, size)
+            tensors.append(as_caller_tensor(crop, tensor, image_input.dtype))
             centers.append(center)
             scales.append(scale)
     if not tensors:

@@ -2,7 +2,7 @@
 
 Steps never build `gs.Node`s by hand: they call an `Emitter`, which gives every new node and tensor a readable
 name under one prefix (`graphsurgery/pre/normalize/Sub`) that cannot collide with the model's names, and which
-hides the opset differences (ReduceMax `axes` as an input from 18, Squeeze/Unsqueeze `axes` from 13, no Mod
+hides the opset differences (ReduceMax `axes` as an input from 18, Unsqueeze `axes` from 13, no Mod
 before 10).
 """
 
@@ -78,11 +78,6 @@ class Emitter:
         if self.opset >= 13:
             return self.op("Unsqueeze", [x, self.const("axes", list(axes), np.int64)], **kw)
         return self.op("Unsqueeze", [x], {"axes": list(axes)}, **kw)
-
-    def squeeze(self, x: Tensor, axes: Sequence[int], **kw) -> gs.Variable:
-        if self.opset >= 13:
-            return self.op("Squeeze", [x, self.const("axes", list(axes), np.int64)], **kw)
-        return self.op("Squeeze", [x], {"axes": list(axes)}, **kw)
 
     def float_mod(self, x: Tensor, divisor: float, quotient: Tensor, **kw) -> gs.Variable:
         """x mod divisor for non-negative float x whose integer quotient is already known.

@@ -96,9 +96,9 @@ def run_unpatched(recipe: Recipe, facts: ModelFacts, run_plain: Callable[[np.nda
 
 def comparisons(recipe: Recipe, facts: ModelFacts) -> dict[str, Comparison]:
     """How each patched-model output is compared: as declared by the last step that wrote it."""
-    result: dict[str, Comparison] = {}
     if recipe.output is None:
         return {facts.output_name: DEFAULT_FLOAT}
+    result: dict[str, Comparison] = {}
     declared: dict[str, Comparison] = {}
     for step in recipe.output.steps:
         declared.update(step.writes())

@@ -10,7 +10,7 @@ from pathlib import Path
 import onnx
 
 from graphsurgery.modelio import check_output_path, external_tensors, load_model, save_model
-from graphsurgery.recipe import Recipe, load_recipe
+from graphsurgery.recipe import Recipe, as_recipe
 from graphsurgery.splice import SplicePlan, model_opset, provenance, real_inputs, splice
 
 
@@ -30,8 +30,7 @@ def apply(recipe: str | Path | Recipe, model: str | Path, out: str | Path | None
           dry_run: bool = False, upgrade_opset: bool = False) -> ApplyResult:
     """Splice `recipe` into the model at `model` and write it to `out` (atomically; the input is never modified)."""
     model = Path(model)
-    if not isinstance(recipe, Recipe):
-        recipe = load_recipe(recipe)
+    recipe = as_recipe(recipe)
     out = Path(out) if out is not None else default_output(model)
     if not dry_run:
         check_output_path(out, [model, Path(recipe.source)], force)

@@ -27,7 +27,7 @@ from graphsurgery import twins
 from graphsurgery.api import apply
 from graphsurgery.errors import GraphsurgeryError
 from graphsurgery.modelio import load_model
-from graphsurgery.recipe import Recipe, load_recipe
+from graphsurgery.recipe import Recipe, as_recipe
 from graphsurgery.runners import open_runner, open_stream
 
 #: (W, H) of the caller image when the recipe resizes (its H × W are free): a camera frame, not the model's size.
@@ -150,7 +150,7 @@ def run_bench(recipe: str | Path, model: str | Path, settings: Settings = Settin
         raise GraphsurgeryError("iterations and batch must be ≥ 1 and warmup ≥ 0",
                                 fix="e.g. --iterations 50 --warmup 5 --batch 1")
     model = Path(model)
-    recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
+    recipe = as_recipe(recipe)
     threads = settings.threads or len(os.sched_getaffinity(0))
     network = load_torch_module(settings.torch) if settings.torch else None  # a wrong spec fails before any work
     load_before = os.getloadavg()

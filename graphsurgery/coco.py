@@ -29,7 +29,7 @@ from graphsurgery.api import apply
 from graphsurgery.errors import GraphsurgeryError
 from graphsurgery.images import read_image
 from graphsurgery.modelio import load_model
-from graphsurgery.recipe import InputTensor, Recipe, load_recipe
+from graphsurgery.recipe import InputTensor, Recipe, as_recipe
 from graphsurgery.runners import BACKENDS, open_stream
 from graphsurgery.twins import ModelFacts, extra_input_names, postprocess, preprocess
 from graphsurgery.verification import (as_caller_tensor, check_backends, crop_size, patched_inputs, plain_input,
@@ -88,7 +88,7 @@ def evaluate_coco(recipe: str | Path | Recipe, plain_model: str | Path, annotati
                   limit: int | None = None, backends: Iterable[str] = BACKENDS, results_dir: str | Path | None = None,
                   progress: Progress | None = None) -> CocoReport:
     """Evaluate the unpatched pipeline and the patched model on each backend; results JSON go to `results_dir`."""
-    recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
+    recipe = as_recipe(recipe)
     plain = load_model(plain_model)
     facts = ModelFacts.of(plain.proto, recipe)
     backends = check_backends(list(backends), "f32", patched)

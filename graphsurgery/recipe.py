@@ -170,6 +170,11 @@ def load_recipe(path: str | Path) -> Recipe:
     return parse_recipe(raw, source=str(path))
 
 
+def as_recipe(recipe: str | Path | Recipe) -> Recipe:
+    """The Python API takes a recipe object or the path of a recipe file."""
+    return recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
+
+
 def parse_recipe(raw: bytes | str, source: str = "<string>") -> Recipe:
     """Validate recipe text; `source` names it in errors."""
     data_bytes = raw.encode() if isinstance(raw, str) else raw

@@ -30,7 +30,7 @@ from graphsurgery.api import apply
 from graphsurgery.compare import DEFAULT_TIE, HeatmapGrid, OutputResult, compare_output, missing_output
 from graphsurgery.errors import GraphsurgeryError
 from graphsurgery.modelio import LoadedModel, load_model
-from graphsurgery.recipe import InputTensor, Recipe, load_recipe
+from graphsurgery.recipe import InputTensor, Recipe, as_recipe
 from graphsurgery.runners import BACKENDS, Port, model_signature, open_runner
 from graphsurgery.splice import provenance, real_inputs
 from graphsurgery.steps.base import Comparison, InputStep
@@ -143,7 +143,7 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
     agree within that output's tolerance (declared, or set by name). Default inputs: `DEFAULT_RANDOM` random crops
     (random images of `RESIZE_SIZES` when the recipe resizes; `images` are then fed whole, and `boxes` refused).
     """
-    recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
+    recipe = as_recipe(recipe)
     plain = load_model(plain_model)
     facts = ModelFacts.of(plain.proto, recipe)
     backends = check_backends(list(backends), precision, patched)

@@ -90,7 +90,7 @@ def test_new_names_are_readable_and_never_collide(tmp_path):
     assert len(names) == len(set(names))
     assert "graphsurgery/pre/cast/Cast_1" in names
     assert "graphsurgery/pre/normalize/Sub" in names and "graphsurgery/pre/normalize/Div" in names
-    assert any(n.startswith("graphsurgery/post/heatmap_argmax/ArgMax") for n in names)
+    assert any(n.startswith("graphsurgery/post/heatmap_argmax/ReduceMin") for n in names)
 
 
 def test_provenance_and_refusing_a_second_application(tiny_pose_models, tmp_path):

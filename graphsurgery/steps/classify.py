@@ -10,6 +10,7 @@ from typing import ClassVar
 
 import numpy as np
 import onnx_graphsurgeon as gs
+from onnx import TensorProto
 from pydantic import Field
 
 from graphsurgery.emit import Emitter
@@ -91,10 +92,14 @@ class TopK(OutputStep):
     Reads `source` along its last axis, writes "indices" [N, k] int64
     (compared exactly) and "scores" [N, k] (float comparison).
 
-    Equal values are ordered by class index, lowest first: onnxruntime's
-    order, and the numpy twin's (a stable sort). OpenVINO's TopK orders
-    equal values its own way when k > 1 (measured: OpenVINO 2026.4); with
-    k = 1 it takes the first maximum, as onnxruntime does.
+    k = 1 on float32 or float16 scores is built like heatmap_argmax's exact
+    method (ReduceMax, the first position holding it, IsNaN), so every
+    runtime and CPU agrees: ties go to the lowest class index, and a row
+    holding a NaN gives its first NaN (score NaN), as numpy's argmax does.
+    k > 1 (or other element types) is one TopK node: equal values are
+    ordered by class index, lowest first, in onnxruntime and the numpy twin
+    (a stable sort); OpenVINO orders them its own way (measured: OpenVINO
+    2026.4), and NaN is placed as each runtime places it.
     """
 
     step_name: ClassVar[str] = "topk"
@@ -125,8 +130,15 @@ class TopK(OutputStep):
                             f"set k to at most {classes}")
         return x
 
+    def _exact(self, x) -> bool:
+        """k = 1 on float32/float16 scores: the construction every runtime computes the same way."""
+        dtype = getattr(x, "dtype", None)
+        return self.k == 1 and dtype is not None and np.dtype(dtype) in (np.float32, np.float16)
+
     def build(self, em: Emitter, env: dict[str, gs.Variable]) -> dict[str, gs.Variable]:
         x = self._check(env)
+        if self._exact(x) and x.shape is not None and isinstance(x.shape[-1], (int, np.integer)):
+            return self._build_first_maximum(em, x)
         if em.opset < 10:
             values, indices = em.op("TopK", [x], {"axis": -1, "k": self.k}, num_outputs=2)
         else:
@@ -137,7 +149,26 @@ class TopK(OutputStep):
             values.shape = indices.shape = [*x.shape[:-1], self.k]
         return {"indices": indices, "scores": values}
 
+    def _build_first_maximum(self, em: Emitter, x: gs.Variable) -> dict[str, gs.Variable]:
+        f32, rank, classes = np.float32, len(x.shape), int(x.shape[-1])
+        scores = x if np.dtype(x.dtype) == f32 else em.op("Cast", [x], {"to": TensorProto.FLOAT}, dtype=f32)
+        maximum = em.first_maximum(scores, rank, classes)
+        # numpy's argmax returns the first NaN of a row that holds one
+        nan_positions = em.op("Where", [em.op("IsNaN", [scores], dtype=np.bool_),
+                                        em.const("positions", np.arange(classes, dtype=f32)),
+                                        em.const("beyond", float(classes), f32)], dtype=f32)
+        first_nan = em.reduce_min(nan_positions, [rank - 1], keepdims=True, dtype=f32)
+        index = em.op("Where", [maximum.has_nan, first_nan, maximum.index], dtype=f32)
+        indices = em.op("Cast", [index], {"to": TensorProto.INT64}, dtype=np.int64)
+        values = maximum.value
+        if np.dtype(x.dtype) != f32:
+            values = em.op("Cast", [values], {"to": TensorProto.FLOAT16}, dtype=np.float16)
+        return {"indices": indices, "scores": values}
+
     def reference(self, env: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         x = np.asarray(self._check(env))
-        order = np.argsort(-x, axis=-1, kind="stable")[..., : self.k]
+        if self._exact(x):
+            order = np.argmax(x, axis=-1)[..., None]
+        else:
+            order = np.argsort(-x, axis=-1, kind="stable")[..., : self.k]
         return {"indices": order.astype(np.int64), "scores": np.take_along_axis(x, order, axis=-1)}

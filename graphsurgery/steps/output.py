@@ -77,18 +77,33 @@ class HeatmapArgmax(OutputStep):
     HRNet's `get_max_preds`, exactly. Reads "output" (heatmaps [N, K, H, W],
     float; H and W static), writes "keypoints" [N, K, 2] float32 (x, y in
     heatmap pixels, compared exactly) and "scores" [N, K, 1] float32 (the
-    maxima), and leaves "heatmaps" for the steps after it. No parameters.
+    maxima), and leaves "heatmaps" for the steps after it.
 
-    The argmax runs over the flattened H·W map and ties go to the first
-    position; x = idx mod W, y = floor(idx / W); joints whose score is <= 0
-    get (0, 0). A map holding any NaN gets score NaN and keypoint (0, 0), as
-    the authors' numpy gives (onnxruntime and OpenVINO disagree on NaN in
-    ArgMax/ReduceMax, so the graph tests for NaN itself). Maps of 2^22
-    positions or more are refused (float32 index arithmetic is exact below).
+    The maximum is searched over the flattened H·W map and ties go to the
+    first position; x = idx mod W, y = floor(idx / W); joints whose score is
+    <= 0 get (0, 0). NaN counts as the maximum, as in numpy: a map holding
+    any NaN gets score NaN and keypoint (0, 0). An all −inf map gets score
+    −inf and (0, 0). Maps of 2^22 positions or more are refused (float32
+    index arithmetic is exact below).
+
+    method exact (default): ReduceMax, then the first position holding it
+      (Less, Where over the positions, ReduceMin), NaN found with IsNaN.
+      Nothing is left to the runtime: onnxruntime, OpenVINO on every CPU
+      and the numpy twin agree bit for bit, ties, NaN, ±inf and subnormal
+      values included, at every opset. The cheaper one on OpenVINO (which
+      turns ArgMax into TopK).
+    method argmax: the classic Reshape/ArgMax/Mod/Floor/Concat/Greater/Mul
+      chain of the HRNet ONNX write-ups, to compare against. Ties follow
+      the ONNX spec from opset 12 (first position); NaN, ties before opset
+      12 and the score of an all −inf map are the runtime's (OpenVINO's
+      answer for NaN changes with the CPU's instruction set).
+    Measured costs of both: BENCHMARKS.md, "Decode cost".
     """
 
     step_name: ClassVar[str] = "heatmap_argmax"
     reads: ClassVar[tuple[str, ...]] = ("output",)
+    method: Literal["exact", "argmax"] = Field(
+        default="exact", description="exact: same answer on every runtime and CPU; argmax: the classic ArgMax chain")
 
     def writes(self) -> dict[str, Comparison]:
         return {"keypoints": EXACT, "scores": SCORE_COMPARISON}
@@ -104,24 +119,25 @@ class HeatmapArgmax(OutputStep):
             heatmaps = em.op("Cast", [heatmaps], {"to": TensorProto.FLOAT}, dtype=np.float32, shape=heatmaps.shape)
         f32 = np.float32
         flat = em.op("Reshape", [heatmaps, em.const("shape", [0, 0, -1], np.int64)], dtype=f32)  # [N, K, H·W]
-        position = em.op("ArgMax", [flat], {"axis": 2, "keepdims": 1}, dtype=np.int64)        # first on ties
-        # the score is the value at that position (not ReduceMax: OpenVINO's gives −3.4e38 for an all −inf map)
-        peak = em.gather_last(flat, position, 3, h * w, dtype=f32)                             # [N, K, 1]
-        idx = em.op("Cast", [position], {"to": TensorProto.FLOAT}, dtype=f32)
+        if self.method == "exact":
+            maximum = em.first_maximum(flat, 3, h * w)
+            idx, scores, comparable = maximum.index, maximum.value, maximum.value_or_zero       # [N, K, 1]
+        else:
+            position = em.op("ArgMax", [flat], {"axis": 2, "keepdims": 1}, dtype=np.int64)
+            idx = em.op("Cast", [position], {"to": TensorProto.FLOAT}, dtype=f32)
+            scores = comparable = em.reduce_max(flat, [2], keepdims=True, dtype=f32)
         # floor((idx + 0.5) / W): the half keeps exact multiples of W away from a rounding edge, so the result
         # stays right even when a backend replaces the division by a multiplication with 1/W.
         y = em.op("Floor", [em.op("Div", [em.op("Add", [idx, em.const("half", 0.5, f32)], dtype=f32),
                                           em.const("width", float(w), f32)], dtype=f32)], dtype=f32)
         x = em.float_mod(idx, float(w), y, dtype=f32)
         coords = em.op("Concat", [x, y], {"axis": 2}, dtype=f32)                                # [N, K, 2]
-        # NaN is detected without reducing over NaN values: OpenVINO's ReduceL1 (opsets 13-17) lets a NaN in one
-        # map leak into the sums of other maps, and its ReduceMax skips NaN; IsNaN → 0/1 → ReduceMax is plain.
-        nan = em.op("Cast", [em.op("IsNaN", [flat], dtype=np.bool_)], {"to": TensorProto.FLOAT}, dtype=f32)
-        has_nan = em.op("Cast", [em.reduce_max(nan, [2], keepdims=True, dtype=f32)], {"to": TensorProto.BOOL},
-                        dtype=np.bool_)
-        scores = em.op("Where", [has_nan, em.const("nan", np.nan, f32), peak], dtype=f32)
-        found = em.op("Greater", [scores, em.const("zero", 0.0, f32)], dtype=np.bool_)           # NaN → False
-        keypoints = em.op("Where", [found, coords, em.const("origin", 0.0, f32)], dtype=f32)
+        found = em.op("Greater", [comparable, em.const("zero", 0.0, f32)], dtype=np.bool_)
+        if self.method == "exact":
+            keypoints = em.op("Where", [found, coords, em.const("origin", 0.0, f32)], dtype=f32)
+        else:
+            keypoints = em.op("Mul", [coords, em.op("Cast", [found], {"to": TensorProto.FLOAT}, dtype=f32)],
+                              dtype=f32)
         return {"keypoints": keypoints, "scores": scores, "heatmaps": heatmaps}
 
     def reference(self, env: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -202,8 +218,11 @@ class QuarterOffset(OutputStep):
         steps = em.const("steps", [1, w], np.int64)                                            # (x, y) neighbours
         after = em.gather_last(flat, em.op("Add", [safe, steps], dtype=np.int64), 3, h * w, dtype=f32)
         before = em.gather_last(flat, em.op("Sub", [safe, steps], dtype=np.int64), 3, h * w, dtype=f32)
-        shift = em.op("Mul", [em.op("Sign", [em.op("Sub", [after, before], dtype=f32)], dtype=f32),
-                              em.const("quarter", 0.25, f32)], dtype=f32)
+        difference = em.op("Sub", [after, before], dtype=f32)
+        # Sign(NaN) is not in the spec: NaN (−inf on both sides, as in the authors' code) is passed on explicitly
+        sign = em.op("Where", [em.op("IsNaN", [difference], dtype=np.bool_), difference,
+                               em.op("Sign", [difference], dtype=f32)], dtype=f32)
+        shift = em.op("Mul", [sign, em.const("quarter", 0.25, f32)], dtype=f32)
         shift = em.op("Where", [inside, shift, em.const("none", 0.0, f32)], dtype=f32)
         return {"keypoints": em.op("Add", [keypoints, shift], dtype=f32)}
 

@@ -28,7 +28,7 @@ from graphsurgery.api import apply
 from graphsurgery.errors import GraphsurgeryError
 from graphsurgery.modelio import load_model
 from graphsurgery.recipe import Recipe, as_recipe
-from graphsurgery.runners import open_runner, open_stream
+from graphsurgery.runners import cpu_flags, open_runner, open_stream, precision_note
 
 #: (W, H) of the caller image when the recipe resizes (its H × W are free): a camera frame, not the model's size.
 RESIZE_IMAGE_SIZE = (640, 480)
@@ -176,7 +176,21 @@ def run_bench(recipe: str | Path, model: str | Path, settings: Settings = Settin
     }
     if not settings.throughput:
         result["targets"] = check_targets(rows)
+        result["notes"] = precision_notes(rows)
     return result
+
+
+def precision_notes(rows: list[dict]) -> list[str]:
+    """Reduced precision as it really went: bf16 that ran, and its time against f32 measured here."""
+    by_key = {row["key"]: row for row in rows}
+    bf16, f32 = by_key.get("openvino-patched-bf16"), by_key.get("openvino-patched-f32")
+    if bf16 is None or f32 is None or bf16["precision"] != "bf16":
+        return []
+    ratio = paired_ratio(bf16["model_ms"]["samples"], f32["model_ms"]["samples"])
+    notes = [f"OpenVINO bf16 took {ratio:.2f}× the time of f32 here ({'slower' if ratio > 1 else 'faster'})"]
+    if note := precision_note("bf16"):
+        notes.append(note)
+    return notes
 
 
 def _workload(recipe: Recipe, model: Path, plan, batch: int) -> Workload:
@@ -403,7 +417,9 @@ def machine() -> dict:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
             versions[package] = None
-    return {"cpu": cpu, "logical_cpus": os.cpu_count(), "usable_cpus": len(os.sched_getaffinity(0)),
+    flags = sorted(cpu_flags() & {"avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx512_fp16", "amx_bf16",
+                                  "amx_int8"})
+    return {"cpu": cpu, "cpu_flags": flags, "logical_cpus": os.cpu_count(), "usable_cpus": len(os.sched_getaffinity(0)),
             "ram_gib": round(ram / 2**30, 1), "os": platform.platform(), "python": platform.python_version(),
             "versions": versions}
 

@@ -3,17 +3,15 @@
 Steps never build `gs.Node`s by hand: they call an `Emitter`, which gives every new node and tensor a readable
 name under one prefix (`graphsurgery/pre/normalize/Sub`) that cannot collide with the model's names, and which
 hides the opset differences (ReduceMax `axes` as an input from 18, Unsqueeze `axes` from 13, no Mod
-before 10, no float Equal before 11), and builds the few constructions several steps share (`first_maximum`).
+before 10, no float Equal before 11).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import onnx_graphsurgeon as gs
-from onnx import TensorProto
 
 Tensor = gs.Variable | gs.Constant
 
@@ -114,44 +112,3 @@ class Emitter:
         picked = self.op("Where", [hit, self.unsqueeze(data, [rank - 1], dtype=dtype), self.const("zero", 0, dtype)],
                          dtype=dtype)
         return self.reduce_sum(picked, [rank], keepdims=False, **kw)
-
-    def first_maximum(self, x: Tensor, rank: int, length: int) -> FirstMaximum:
-        """Where the maximum along the last axis of float32 `x` [..., L] is, built so that no runtime choice shows.
-
-        ArgMax/TopK leave ties (before opset 12) and NaN to the runtime, and OpenVINO's answer changes with the
-        CPU's instruction set; ReduceMax of an all −inf row gives −3.4e38 on OpenVINO. So: peak = ReduceMax,
-        first = ReduceMin(Where(x < peak, L, 0..L−1)) — the first position holding the peak, exact on ties (the
-        positions are float32, exact below 2^24; `Less` works on floats at every opset, float `Equal` only from
-        11). A row holding a NaN is found with IsNaN, never through a reduction over NaN values (OpenVINO's
-        ReduceMax skips NaN, onnxruntime's propagates it). Rows where the peak is not found (all −inf) get index 0
-        and value −inf, as numpy's argmax/max give. All results keep the last axis, with size 1.
-        """
-        f32 = np.float32
-        axis = rank - 1
-        peak = self.reduce_max(x, [axis], keepdims=True, dtype=f32)
-        below = self.op("Less", [x, peak], dtype=np.bool_)
-        candidates = self.op("Where", [below, self.const("beyond", float(length), f32),
-                                       self.const("positions", np.arange(length, dtype=f32))], dtype=f32)
-        first = self.reduce_min(candidates, [axis], keepdims=True, dtype=f32)
-        found = self.op("Less", [first, self.const("length", float(length), f32)], dtype=np.bool_)
-        nan = self.op("Cast", [self.op("IsNaN", [x], dtype=np.bool_)], {"to": TensorProto.FLOAT}, dtype=f32)
-        has_nan = self.op("Cast", [self.reduce_max(nan, [axis], keepdims=True, dtype=f32)], {"to": TensorProto.BOOL},
-                          dtype=np.bool_)
-        value = self.op("Where", [found, peak, self.const("minus_inf", -np.inf, f32)], dtype=f32)
-        index = self.op("Where", [found, first, self.const("origin", 0.0, f32)], dtype=f32)
-        return FirstMaximum(index=index, has_nan=has_nan,
-                            value=self.op("Where", [has_nan, self.const("nan", np.nan, f32), value], dtype=f32),
-                            value_or_zero=self.op("Where", [has_nan, self.const("zero", 0.0, f32), value], dtype=f32))
-
-
-@dataclass(frozen=True)
-class FirstMaximum:
-    """`Emitter.first_maximum`'s tensors: `index` float32 (first position of the maximum; meaningless where
-    `has_nan`), `value` float32 (the maximum; NaN where the row holds a NaN), `has_nan` bool, and
-    `value_or_zero` (0 where the row holds a NaN): compare that one, never `value`, since OpenVINO's comparisons
-    with NaN change with the CPU (Greater(NaN, 0) is true on AVX-512, measured with OpenVINO 2026.4)."""
-
-    index: gs.Variable
-    value: gs.Variable
-    has_nan: gs.Variable
-    value_or_zero: gs.Variable

@@ -24,7 +24,7 @@ from graphsurgery import crops
 from graphsurgery.boxes import Box, load_boxes
 from graphsurgery.errors import GraphsurgeryError
 from graphsurgery.images import list_images, read_image
-from graphsurgery.runners import ModelSignature, Port, Runner, model_signature, open_runner
+from graphsurgery.runners import ModelSignature, Port, Runner, model_signature, open_runner, precision_note
 
 #: The extra inputs of `to_image mode: original` (recipes/hrnet_coco_pose_image.yaml).
 CENTER, SCALE = "center", "scale"
@@ -165,6 +165,7 @@ class RunSummary:
     min_score: float
     keypoints: str
     images: list[ImageSummary] = field(default_factory=list)
+    precision_note: str | None = None  # e.g. bf16 without AMX: slower than f32 (runners.precision_note)
 
     @property
     def label(self) -> str:
@@ -201,7 +202,8 @@ def run_pose(model: str | Path, images: Sequence[str | Path], outdir: str | Path
     with open_runner(backend, model, precision=precision, threads=threads) as run, _staged(outdir) as stage:
         warm_up(run, pose_model)
         summary = RunSummary(str(model), backend, run.precision, precision, signature.weights, threads,
-                             pose_model.batch or batch, min_score, str(outdir / "keypoints.json"))
+                             pose_model.batch or batch, min_score, str(outdir / "keypoints.json"),
+                             precision_note=precision_note(run.precision))
         results: list[dict] = []
         for path, image_id in zip(paths, image_ids(paths)):
             image = read_image(path)

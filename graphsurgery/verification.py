@@ -31,7 +31,7 @@ from graphsurgery.compare import DEFAULT_TIE, HeatmapGrid, OutputResult, compare
 from graphsurgery.errors import GraphsurgeryError
 from graphsurgery.modelio import LoadedModel, load_model
 from graphsurgery.recipe import InputTensor, Recipe, as_recipe
-from graphsurgery.runners import BACKENDS, Port, model_signature, open_runner
+from graphsurgery.runners import BACKENDS, Port, model_signature, open_runner, precision_note
 from graphsurgery.splice import provenance, real_inputs
 from graphsurgery.steps.base import Comparison, InputStep
 from graphsurgery.steps.resize import Resize
@@ -210,6 +210,8 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
     if any(pair.reduced_precision for pair in report.pairs):
         report.notes.append(f"OpenVINO ran the patched model at {ran['openvino']}: differences measure what reduced "
                             f"precision costs in agreement, not a wrong patch")
+    if note := precision_note(ran.get("openvino", "f32")):
+        report.notes.append(note)
     return report
 
 

@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from graphsurgery.bench import REFERENCE, TARGETS
+from graphsurgery.bench import REFERENCE, TARGETS, paired_ratio, precision_notes
 from graphsurgery.cli import cli
 
 from conftest import RECIPES
@@ -64,7 +64,24 @@ def test_reduced_precision_is_labelled_with_what_really_ran(latency):
     assert bf16["reduced_precision"] == (bf16["precision"] != "f32")
     if bf16["precision"] == "f32":
         assert "this CPU lacks bf16, OpenVINO ran f32" in " ".join(output.split())
+        assert data["notes"] == []
+    else:  # bf16 really ran: its time against f32, measured in this run, and the CPU caveat
+        ratio = paired_ratio(bf16["model_ms"]["samples"], next(
+            row for row in data["pipelines"] if row["key"] == "openvino-patched-f32")["model_ms"]["samples"])
+        assert data["notes"][0].startswith(f"OpenVINO bf16 took {ratio:.2f}× the time of f32 here")
+        assert "not faster on every CPU" in data["notes"][1] and "not faster on every CPU" in output
     assert all(row["precision"] == "f32" for row in data["pipelines"] if row is not bf16)
+
+
+def test_precision_notes_say_slower_or_faster():
+    def row(key, precision, samples):
+        return {"key": key, "precision": precision, "model_ms": {"samples": samples}}
+
+    f32 = row("openvino-patched-f32", "f32", [10.0, 10.0, 10.0])
+    assert precision_notes([f32, row("openvino-patched-bf16", "bf16", [14.0, 15.0, 13.0])])[0] == (
+        "OpenVINO bf16 took 1.40× the time of f32 here (slower)")
+    assert "(faster)" in precision_notes([f32, row("openvino-patched-bf16", "bf16", [5.0, 6.0, 5.5])])[0]
+    assert precision_notes([f32, row("openvino-patched-bf16", "f32", [10.0, 10.0, 10.0])]) == []  # no bf16 here
 
 
 def test_settings_machine_and_targets(latency):

@@ -192,6 +192,8 @@ def test_fp16_weights_and_bf16_precision_are_labelled(models, tmp_path):
     with open_runner("openvino", models["crop_fp16.xml"], precision="bf16") as runner:
         computed = runner.precision  # f32 on CPUs without bf16: the label must say what really ran
     assert (run["weights"], run["precision_requested"], run["precision"]) == ("FP16", "bf16", computed)
+    assert (run["precision_note"] is not None) == (computed == "bf16")  # bf16's speed is the CPU's: said when it ran
+    assert ("not faster on every CPU" in " ".join(result.output.split())) == (computed == "bf16")
     title = result.output.splitlines()[0]
     assert "FP16" in title and "bf16" in title and computed in title
     results = json.loads((tmp_path / "out" / "keypoints.json").read_text())

@@ -228,18 +228,14 @@ def test_classic_argmax_openvino(opset, name):
 
 
 def test_argmax_emitted_nodes():
-    common = {"Add", "Cast", "Concat", "Div", "Floor", "Greater", "ReduceMax", "Reshape"}
-    exact = common | {"IsNaN", "Less", "ReduceMin", "Where"}
+    exact = {"Cast", "Gather", "Greater", "IsNaN", "Less", "ReduceMax", "ReduceMin", "Reshape", "Where"}
+    common = {"Add", "Cast", "Concat", "Div", "Floor", "Greater", "Mul", "ReduceMax", "Reshape"}
     for opset in OPSETS:
-        ops = set(op_types(chain(ARGMAX, SOURCE, opset, ("keypoints", "scores")).model))
+        ops = op_types(chain(ARGMAX, SOURCE, opset, ("keypoints", "scores")).model)
         classic = set(op_types(chain(CLASSIC, SOURCE, opset, ("keypoints", "scores")).model))
-        if opset < 10:  # no Mod: x = idx − y·W
-            assert ops == exact | {"Mul", "Sub"}, opset
-            assert classic == common | {"ArgMax", "Mul", "Sub"}, opset
-        else:
-            assert ops == exact | {"Mod"}, opset
-            assert classic == common | {"ArgMax", "Mod", "Mul"}, opset
-        assert "ArgMax" not in ops and "TopK" not in ops
+        assert set(ops) == exact, opset
+        assert len(ops) <= 17, opset  # onnxruntime spends ~7 µs per node: the count is the cost
+        assert classic == common | {"ArgMax"} | ({"Sub"} if opset < 10 else {"Mod"}), opset  # opset 9: no Mod
 
 
 def test_classic_and_exact_share_the_twin():

@@ -115,6 +115,7 @@ def test_precision_bf16_is_reported_as_reduced_precision_or_as_not_available(tin
     else:
         assert pair.reduced_precision == "bf16" and "at bf16" in pair.name
         assert any("reduced precision" in note for note in report.notes)
+        assert any("not faster on every CPU" in note for note in report.notes)
 
 
 def test_verify_on_image_crops_with_boxes_feeds_center_and_scale(tiny_pose_models, tmp_path):

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from graphsurgery.bench import REFERENCE, TORCH_EXAMPLE, Settings, run_bench, write_chart
 from graphsurgery.cli.options import existing_file
+from graphsurgery.cli.tables import print_table
 
 
 @click.command("bench")
@@ -51,7 +52,8 @@ def _print(console: Console, result: dict) -> None:
                   f"batch {settings['batch']}, {settings['threads']} threads, {settings['iterations']} rounds "
                   f"(+{settings['warmup']} warm-up), interleaved", highlight=False)
     if result["mode"] == "latency":
-        table = Table("pipeline", "precision", "model ms\nmedian", "p90", "end-to-end\nms median", "p90",
+        table = Table("pipeline", "precision", "model ms\nmedian", "model ms\np90", "end-to-end\nms median",
+                      "end-to-end\nms p90",
                       "end-to-end\n/ model", "time vs\nOV patched")
         for row in result["pipelines"]:
             table.add_row(row["label"], _precision(row), f"{row['model_ms']['median']:.2f}",
@@ -65,7 +67,7 @@ def _print(console: Console, result: dict) -> None:
             table.add_row(row["label"], _precision(row), f"{fps['median']:.1f}", f"{fps['p10']:.1f}",
                           f"{row['vs_reference']['time']:.2f}×")
     table.columns[0].no_wrap = table.columns[1].no_wrap = True
-    console.print(table)
+    print_table(console, table)
     if result["mode"] == "latency":
         console.print(f"ratios: medians of the per-round ratios (> 1 is slower); time vs OV patched: end-to-end, "
                       f"over {REFERENCE}", highlight=False)
@@ -84,8 +86,11 @@ def _print(console: Console, result: dict) -> None:
         low, high = target["ci95"]
         console.print(f"  {mark} {target['name']}{where}: {target['ratio']:.3f} (95% CI {low:.3f}–{high:.3f}; "
                       f"target {'≤' if target['at_most'] else '≥'} {target['limit']})", highlight=False)
+    for note in result.get("notes", ()):
+        console.print(f"note: {note}", highlight=False, markup=False)
     load = result["load_average"]
-    console.print(f"{machine['cpu']}, {machine['usable_cpus']} CPUs, {machine['ram_gib']} GiB; load average "
+    console.print(f"{machine['cpu']} ({', '.join(machine['cpu_flags']) or 'no AVX2'}), {machine['usable_cpus']} CPUs, "
+                  f"{machine['ram_gib']} GiB; load average "
                   f"{load['before'][0]:.2f} before, {load['after'][0]:.2f} after", highlight=False)
 
 

@@ -10,6 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from graphsurgery.cli.options import existing_file
+from graphsurgery.cli.tables import print_table
 from graphsurgery.pose import DEFAULT_BATCH, DEFAULT_MIN_SCORE, run_pose
 from graphsurgery.runners import BACKENDS, PRECISIONS
 
@@ -53,7 +54,9 @@ def run_command(model: Path, images: tuple[Path, ...], outdir: Path, backend: st
     table = Table("image", "persons", "latency ms", title=title, title_justify="left", min_width=len(title))
     for entry in summary.images:
         table.add_row(entry.file_name, str(entry.persons), f"{entry.latency_ms:.1f}")
-    console.print(table)
+    print_table(console, table)
+    if summary.precision_note:
+        console.print(f"note: {summary.precision_note}", highlight=False, markup=False)
     console.print(f"wrote {summary.keypoints}, {Path(summary.keypoints).with_name('run.json')} and debug images in "
                   f"{outdir}", highlight=False, soft_wrap=True)
 

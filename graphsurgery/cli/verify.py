@@ -14,6 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from graphsurgery.cli.options import backends_option, existing_file, json_report_option, patched_option
+from graphsurgery.cli.tables import print_table
 from graphsurgery.errors import GraphsurgeryError
 from graphsurgery.runners import PRECISIONS
 
@@ -68,7 +69,7 @@ def verify_command(recipe: Path, plain: Path, patched: Path | None, images: Path
                 verdict += f" ({pair.reduced_precision})"
             table.add_row(pair.name if index == 0 else "", result.output, result.kind, verdict, result.summary(),
                           end_section=index == len(pair.results) - 1)
-    console.print(table)
+    print_table(console, table)
     for pair in report.pairs:
         for result in pair.results:
             for detail in getattr(result, "details", [])[:DETAILS_SHOWN] if not result else []:
@@ -138,7 +139,7 @@ def eval_coco_command(recipe: Path, plain: Path, annotations: Path, images: Path
             value = f"{pipeline.stats[index]:.4f}"
             cells.append(value if pipeline.stats[index] == reference[index] else f"[bold red]{value}[/]")
         table.add_row(metric, *cells)
-    console.print(table)
+    print_table(console, table)
     for pipeline in report.pipelines:
         if pipeline.results_file:
             console.print(f"{pipeline.name}: {pipeline.results_file}", highlight=False)

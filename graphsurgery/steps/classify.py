@@ -16,6 +16,7 @@ from pydantic import Field
 from graphsurgery.emit import Emitter
 from graphsurgery.registry import register
 from graphsurgery.steps.base import Comparison, OutputStep, StepError
+from graphsurgery.steps.maxima import first_maximum, first_nan
 
 PROBABILITIES = Comparison("float", rtol=1e-5, atol=1e-6)
 INDICES = Comparison("indices", rtol=0.0, atol=0.0)
@@ -92,10 +93,12 @@ class TopK(OutputStep):
     Reads `source` along its last axis, writes "indices" [N, k] int64
     (compared exactly) and "scores" [N, k] (float comparison).
 
-    k = 1 on float32 or float16 scores is built like heatmap_argmax's exact
-    method (ReduceMax, the first position holding it, IsNaN), so every
-    runtime and CPU agrees: ties go to the lowest class index, and a row
-    holding a NaN gives its first NaN (score NaN), as numpy's argmax does.
+    k = 1 on float32 or float16 scores with a static class count is built
+    like heatmap_argmax's exact method (ReduceMax, the first position
+    holding it, IsNaN), so every runtime and CPU agrees: ties go to the
+    lowest class index, and a row holding a NaN gives its first NaN (score
+    NaN), as numpy's argmax does (the twin's rule for every k = 1; with a
+    symbolic class count one TopK node runs, whose NaN rule is the runtime's).
     k > 1 (or other element types) is one TopK node: equal values are
     ordered by class index, lowest first, in onnxruntime and the numpy twin
     (a stable sort); OpenVINO orders them its own way (measured: OpenVINO
@@ -152,14 +155,12 @@ class TopK(OutputStep):
     def _build_first_maximum(self, em: Emitter, x: gs.Variable) -> dict[str, gs.Variable]:
         f32, rank, classes = np.float32, len(x.shape), int(x.shape[-1])
         scores = x if np.dtype(x.dtype) == f32 else em.op("Cast", [x], {"to": TensorProto.FLOAT}, dtype=f32)
-        maximum = em.first_maximum(scores, rank, classes)
-        # numpy's argmax returns the first NaN of a row that holds one
-        nan_positions = em.op("Where", [em.op("IsNaN", [scores], dtype=np.bool_),
-                                        em.const("positions", np.arange(classes, dtype=f32)),
-                                        em.const("beyond", float(classes), f32)], dtype=f32)
-        first_nan = em.reduce_min(nan_positions, [rank - 1], keepdims=True, dtype=f32)
-        index = em.op("Where", [maximum.has_nan, first_nan, maximum.index], dtype=f32)
-        indices = em.op("Cast", [index], {"to": TensorProto.INT64}, dtype=np.int64)
+        maximum = first_maximum(em, scores, rank, classes)
+        # numpy's argmax gives the first NaN of a row that holds one, and 0 for a row of −inf
+        first = em.op("Where", [maximum.has_nan, first_nan(em, scores, rank, classes), maximum.first], dtype=np.int32)
+        found = em.op("Less", [first, em.const("classes", classes, np.int32)], dtype=np.bool_)
+        first = em.op("Where", [found, first, em.const("origin", 0, np.int32)], dtype=np.int32)
+        indices = em.op("Cast", [first], {"to": TensorProto.INT64}, dtype=np.int64)
         values = maximum.value
         if np.dtype(x.dtype) != f32:
             values = em.op("Cast", [values], {"to": TensorProto.FLOAT16}, dtype=np.float16)

@@ -26,6 +26,7 @@ from graphsurgery.crops import PIXEL_STD, to_original
 from graphsurgery.emit import Emitter
 from graphsurgery.registry import register
 from graphsurgery.steps.base import EXACT, Comparison, Dim, ExtraInput, OutputStep, StepError
+from graphsurgery.steps.maxima import first_maximum
 
 #: Flat heatmap positions must stay below this: float32 index arithmetic (Floor((idx + 0.5) / W), Mod) is then
 #: exact even when a backend turns the division into a multiplication by 1/W, and OpenVINO's int32 indices fit.
@@ -87,7 +88,8 @@ class HeatmapArgmax(OutputStep):
     index arithmetic is exact below).
 
     method exact (default): ReduceMax, then the first position holding it
-      (Less, Where over the positions, ReduceMin), NaN found with IsNaN.
+      (Less, Where over the positions, ReduceMin), NaN found with IsNaN,
+      (x, y) read from a table of positions with one Gather.
       Nothing is left to the runtime: onnxruntime, OpenVINO on every CPU
       and the numpy twin agree bit for bit, ties, NaN, ±inf and subnormal
       values included, at every opset. The cheaper one on OpenVINO (which
@@ -120,24 +122,27 @@ class HeatmapArgmax(OutputStep):
         f32 = np.float32
         flat = em.op("Reshape", [heatmaps, em.const("shape", [0, 0, -1], np.int64)], dtype=f32)  # [N, K, H·W]
         if self.method == "exact":
-            maximum = em.first_maximum(flat, 3, h * w)
-            idx, scores, comparable = maximum.index, maximum.value, maximum.value_or_zero       # [N, K, 1]
-        else:
-            position = em.op("ArgMax", [flat], {"axis": 2, "keepdims": 1}, dtype=np.int64)
-            idx = em.op("Cast", [position], {"to": TensorProto.FLOAT}, dtype=f32)
-            scores = comparable = em.reduce_max(flat, [2], keepdims=True, dtype=f32)
+            maximum = first_maximum(em, flat, 3, h * w)                                          # [N, K, 1]
+            found = em.op("Greater", [maximum.comparable, em.const("zero", 0.0, f32)], dtype=np.bool_)
+            position = em.op("Where", [found, maximum.first, em.const("none", h * w, np.int32)], dtype=np.int32)
+            # (x, y) of every position, and (0, 0) at the extra position H·W: one Gather, exact integers
+            table = np.zeros((h * w + 1, 2), f32)
+            table[:-1, 0], table[:-1, 1] = np.tile(np.arange(w), h), np.repeat(np.arange(h), w)
+            picked = em.op("Gather", [em.const("coordinates", table), position], {"axis": 0}, dtype=f32)
+            keypoints = em.op("Reshape", [picked, em.const("pairs", [0, 0, 2], np.int64)], dtype=f32)
+            return {"keypoints": keypoints, "scores": maximum.value, "heatmaps": heatmaps}
+        position = em.op("ArgMax", [flat], {"axis": 2, "keepdims": 1}, dtype=np.int64)
+        idx = em.op("Cast", [position], {"to": TensorProto.FLOAT}, dtype=f32)
+        scores = em.reduce_max(flat, [2], keepdims=True, dtype=f32)
         # floor((idx + 0.5) / W): the half keeps exact multiples of W away from a rounding edge, so the result
         # stays right even when a backend replaces the division by a multiplication with 1/W.
         y = em.op("Floor", [em.op("Div", [em.op("Add", [idx, em.const("half", 0.5, f32)], dtype=f32),
                                           em.const("width", float(w), f32)], dtype=f32)], dtype=f32)
         x = em.float_mod(idx, float(w), y, dtype=f32)
         coords = em.op("Concat", [x, y], {"axis": 2}, dtype=f32)                                # [N, K, 2]
-        found = em.op("Greater", [comparable, em.const("zero", 0.0, f32)], dtype=np.bool_)
-        if self.method == "exact":
-            keypoints = em.op("Where", [found, coords, em.const("origin", 0.0, f32)], dtype=f32)
-        else:
-            keypoints = em.op("Mul", [coords, em.op("Cast", [found], {"to": TensorProto.FLOAT}, dtype=f32)],
-                              dtype=f32)
+        found = em.op("Cast", [em.op("Greater", [scores, em.const("zero", 0.0, f32)], dtype=np.bool_)],
+                      {"to": TensorProto.FLOAT}, dtype=f32)
+        keypoints = em.op("Mul", [coords, found], dtype=f32)
         return {"keypoints": keypoints, "scores": scores, "heatmaps": heatmaps}
 
     def reference(self, env: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -1,0 +1,39 @@
+"""Tables that stay readable in any width: in a pipe, rich assumes 80 columns and squeezes numbers to "…"."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+
+def print_table(console: Console, table: Table) -> None:
+    """Print `table` as it is when every cell fits unbroken (headers may wrap between words); otherwise one block
+    per row, "header: value" on a line each."""
+    if _narrowest(table) <= console.width:
+        console.print(table)
+        return
+    if table.title:
+        console.print(table.title, highlight=False)
+    headers = [" ".join(str(column.header).split()) for column in table.columns]
+    columns = [[_text(cell) for cell in column.cells] for column in table.columns]
+    for row in range(table.row_count):
+        cells = [column[row] for column in columns]
+        console.print(Text(cells[0].plain, style="bold"))
+        for header, cell in zip(headers[1:], cells[1:]):
+            console.print(Text(f"  {header}: ") + cell, soft_wrap=True)
+
+
+def _narrowest(table: Table) -> int:
+    """The width at which no cell is cut: each column as wide as its longest cell (and its header's longest
+    word), plus padding and borders."""
+    widths = []
+    for column in table.columns:
+        words = str(column.header).split() or [""]
+        cells = [_text(cell).cell_len for cell in column.cells]
+        widths.append(max([max(len(word) for word in words), *cells]) + 2)
+    return sum(widths) + len(widths) + 1
+
+
+def _text(cell) -> Text:
+    return cell if isinstance(cell, Text) else Text.from_markup(str(cell))

@@ -1,0 +1,77 @@
+"""The first maximum along the last axis, built from nodes whose answer no runtime chooses.
+
+ArgMax and TopK leave ties (before opsets 12 and 11) and NaN to the runtime, and OpenVINO's answer changes with
+the CPU: on AVX-512 its TopK skips NaN where on AVX2 it propagated it. Measured with OpenVINO 2026.4 besides:
+ReduceMax over a row of only −inf gives −3.4e38 (ReduceMin over +inf gives +3.4e38), and Greater(NaN, 0) is true
+on AVX-512. So the construction compares only values that cannot be NaN and reduces only finite or integer values
+where a reduction's answer matters:
+
+    peak  = ReduceMax(x)                                  (may be NaN, or −3.4e38 for an all −inf row)
+    first = ReduceMin(Where(x < peak, L, 0..L−1))         int32: the first position holding the peak, or L
+    nan   = ReduceMax(Cast(IsNaN(x)))                      does the row hold a NaN (a reduction over 0/1 only)
+
+A row holding a NaN gets value NaN (NaN counts as the maximum, as in numpy); a row where the peak is nowhere
+(all −inf on OpenVINO) gets value −inf, as numpy's max gives. onnxruntime spends ~7 µs per node on small
+tensors, so the construction is kept to few nodes; positions are int32 (exact, and what OpenVINO computes
+int64 in anyway).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx_graphsurgeon as gs
+from onnx import TensorProto
+
+from graphsurgery.emit import Emitter, Tensor
+
+
+@dataclass(frozen=True)
+class FirstMaximum:
+    """The tensors of `first_maximum`, each with the reduced axis kept (size 1).
+
+    first: int32, the first position holding the maximum; the row length L where it is nowhere (all −inf).
+    value: float32, the maximum; NaN where the row holds a NaN, −inf where the row is all −inf.
+    comparable: float32, `value` with 0 in place of NaN: compare this one, never `value`.
+    has_nan: bool.
+    """
+
+    first: gs.Variable
+    value: gs.Variable
+    comparable: gs.Variable
+    has_nan: gs.Variable
+
+
+def first_maximum(em: Emitter, x: Tensor, rank: int, length: int) -> FirstMaximum:
+    """The first maximum along the last axis of float32 `x` [..., L] (L static, below 2^24)."""
+    f32, i32 = np.float32, np.int32
+    axis = rank - 1
+    peak = em.reduce_max(x, [axis], keepdims=True, dtype=f32)
+    below = em.op("Less", [x, peak], dtype=np.bool_)
+    candidates = em.op("Where", [below, em.const("beyond", length, i32), em.const("positions", np.arange(length, dtype=i32))],
+                       dtype=i32)
+    first = em.reduce_min(candidates, [axis], keepdims=True, dtype=i32)
+    has_nan = _holds_nan(em, x, axis)
+    found = em.op("Less", [first, em.const("length", length, i32)], dtype=np.bool_)
+    value = em.op("Where", [found, peak, em.const("minus_inf", -np.inf, f32)], dtype=f32)
+    return FirstMaximum(first=first, has_nan=has_nan,
+                        value=em.op("Where", [has_nan, em.const("nan", np.nan, f32), value], dtype=f32),
+                        comparable=em.op("Where", [has_nan, em.const("zero", 0.0, f32), value], dtype=f32))
+
+
+def first_nan(em: Emitter, x: Tensor, rank: int, length: int) -> gs.Variable:
+    """int32 position of the first NaN along the last axis (L where there is none), as numpy's argmax reports it."""
+    i32 = np.int32
+    positions = em.op("Where", [em.op("IsNaN", [x], dtype=np.bool_), em.const("positions", np.arange(length, dtype=i32)),
+                                em.const("beyond", length, i32)], dtype=i32)
+    return em.reduce_min(positions, [rank - 1], keepdims=True, dtype=i32)
+
+
+def _holds_nan(em: Emitter, x: Tensor, axis: int) -> gs.Variable:
+    """bool: does the row hold a NaN. IsNaN → 0/1 → ReduceMax: a reduction over plain numbers (uint8 from opset
+    12, where ReduceMax takes it; float before)."""
+    small = (TensorProto.UINT8, np.uint8) if em.opset >= 12 else (TensorProto.FLOAT, np.float32)
+    flags = em.op("Cast", [em.op("IsNaN", [x], dtype=np.bool_)], {"to": small[0]}, dtype=small[1])
+    return em.op("Cast", [em.reduce_max(flags, [axis], keepdims=True, dtype=small[1])], {"to": TensorProto.BOOL},
+                 dtype=np.bool_)

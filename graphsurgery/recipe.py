@@ -118,7 +118,9 @@ class OutputSection(_Frozen):
 
 
 class Recipe(_Frozen):
-    """A validated recipe. `sha256` and `source` identify the file it came from (recorded as provenance)."""
+    """A validated recipe. Its identity, `sha256`, is the hash of what it does (`canonical`), the same for a file
+    and for the same recipe built in Python; `file_sha256` and `source` name the file it came from, if any
+    (recorded as provenance)."""
 
     version: Literal[1]
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -142,9 +144,33 @@ class Recipe(_Frozen):
             raise ValueError("a recipe needs an `input` or an `output` section")
         return self
 
+    def canonical(self) -> dict:
+        """What the recipe does, as plain data: its sections with every step's parameters, defaults filled in.
+        Not its name, description, comments or formatting: renaming or re-commenting a recipe keeps its identity."""
+        def section(part: InputSection | OutputSection) -> dict:
+            return {**part.model_dump(mode="json", exclude={"steps"}),
+                    "steps": [{step.step_name: step.model_dump(mode="json")} for step in part.steps]}
+
+        return {"version": self.version, "input": self.input and section(self.input),
+                "output": self.output and section(self.output)}
+
     @property
     def sha256(self) -> str:
-        return self._sha256
+        """SHA-256 of `canonical()` as sorted, compact JSON: the recipe's identity."""
+        text = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    @property
+    def file_sha256(self) -> str | None:
+        """SHA-256 of the text it was parsed from (None for a recipe built in Python)."""
+        return self._sha256 or None
+
+    def made(self, entry: dict) -> bool:
+        """Whether a provenance entry records this recipe: the same content, or, in entries written before
+        identities were content hashes (their `recipe_sha256` was the file's), the same file."""
+        return entry.get("recipe_sha256") == self.sha256 or (
+            self.file_sha256 is not None and self.file_sha256 in (entry.get("recipe_sha256"),
+                                                                  entry.get("recipe_file_sha256")))
 
     @property
     def source(self) -> str:

@@ -99,7 +99,7 @@ def splice(recipe: Recipe, proto: onnx.ModelProto, *, model_name: str = "model",
         proto = onnx.version_converter.convert_version(proto, needed)
         opset = needed
     applied = provenance(proto)
-    if any(entry.get("recipe_sha256") == recipe.sha256 for entry in applied) and not force:
+    if any(recipe.made(entry) for entry in applied) and not force:
         raise ModelError(f"recipe {recipe.name!r} was already applied to this model", path=model_name,
                          fix="use the unpatched model, or pass --force to apply it again")
 
@@ -315,6 +315,8 @@ def _export(graph: gs.Graph, original: onnx.ModelProto, recipe: Recipe, applied:
         if prop.key != PROVENANCE_KEY:
             patched.metadata_props.add(key=prop.key, value=prop.value)
     entry = {"recipe": recipe.name, "recipe_sha256": recipe.sha256, "tool": f"graphsurgery {__version__}"}
+    if recipe.file_sha256:
+        entry["recipe_file_sha256"] = recipe.file_sha256
     patched.metadata_props.add(key=PROVENANCE_KEY, value=json.dumps([*applied, entry]))
     return patched
 

@@ -579,8 +579,8 @@ def _provenance_notes(patched: Path, recipe: Recipe) -> list[str]:
     if patched.suffix.lower() != ".onnx":
         return []
     entries = provenance(load_model(patched).proto)
-    if entries and entries[-1].get("recipe_sha256") != recipe.sha256:
+    if entries and not recipe.made(entries[-1]):
         last = entries[-1]
         return [f"the patched model was made with recipe {last.get('recipe')!r} "
-                f"(sha256 {str(last.get('recipe_sha256'))[:12]}…), not with this recipe file"]
+                f"(sha256 {str(last.get('recipe_sha256'))[:12]}…), not with this recipe"]
     return []

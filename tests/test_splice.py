@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -12,10 +13,10 @@ import pytest
 from conftest import RECIPES
 from graphsurgery.api import apply
 from graphsurgery.errors import GraphsurgeryError
-from graphsurgery.recipe import load_recipe, parse_recipe
+from graphsurgery.recipe import InputSection, Recipe, load_recipe, parse_recipe
 from graphsurgery.runners import open_runner
 from graphsurgery.splice import PROVENANCE_KEY, provenance
-from graphsurgery.steps.input import Normalize
+from graphsurgery.steps.input import Normalize, Scale
 from graphsurgery.twins import ModelFacts, run_unpatched
 from modelkit import bgr_crops, pose_model
 
@@ -97,11 +98,53 @@ def test_provenance_and_refusing_a_second_application(tiny_pose_models, tmp_path
     first = apply(CROP, tiny_pose_models[(17, False)], tmp_path / "once.onnx").output
     (entry,) = provenance(onnx.load(str(first)))
     assert entry["recipe"] == "hrnet-coco-pose"
-    assert entry["recipe_sha256"] == hashlib.sha256(CROP.read_bytes()).hexdigest()
+    assert entry["recipe_file_sha256"] == hashlib.sha256(CROP.read_bytes()).hexdigest()
+    assert entry["recipe_sha256"] == load_recipe(CROP).sha256 != entry["recipe_file_sha256"]
     assert entry["tool"].startswith("graphsurgery ")
     with pytest.raises(GraphsurgeryError, match="already applied.*--force"):
         apply(CROP, first, tmp_path / "twice.onnx")
     assert not (tmp_path / "twice.onnx").exists()
+
+
+def test_recipe_identity_is_its_content(tiny_pose_models, tmp_path):
+    """Comments, name, description and formatting do not change a recipe's identity; parameters do."""
+    text = CROP.read_text()
+    edited = parse_recipe("# a new comment\n" + text.replace("name: hrnet-coco-pose", "name: renamed")
+                          .replace("{divide: 255}", "{ divide: 255.0 }"))
+    assert edited.sha256 == load_recipe(CROP).sha256 and edited.file_sha256 != load_recipe(CROP).file_sha256
+    changed = parse_recipe(text.replace("{divide: 255}", "{divide: 256}"))
+    assert changed.sha256 != load_recipe(CROP).sha256
+    first = apply(CROP, tiny_pose_models[(17, False)], tmp_path / "once.onnx").output
+    with pytest.raises(GraphsurgeryError, match="already applied"):
+        apply(edited, first, tmp_path / "again.onnx")
+    built = Recipe(version=1, name="python-built", input=load_recipe(CROP).input, output=load_recipe(CROP).output)
+    assert built.file_sha256 is None and built.sha256 == load_recipe(CROP).sha256
+    with pytest.raises(GraphsurgeryError, match="already applied"):
+        apply(built, first, tmp_path / "again.onnx")
+
+
+def test_two_different_python_built_recipes_apply_one_after_the_other(tiny_pose_models, tmp_path):
+    def halve(divide: float) -> Recipe:
+        return Recipe(version=1, name="halve", input=InputSection(steps=(Scale(divide=divide),)))
+
+    once = apply(halve(2), tiny_pose_models[(17, False)], tmp_path / "once.onnx").output
+    twice = apply(halve(3), once, tmp_path / "twice.onnx").output
+    assert [entry["recipe_sha256"] for entry in provenance(onnx.load(str(twice)))] == [halve(2).sha256,
+                                                                                       halve(3).sha256]
+    with pytest.raises(GraphsurgeryError, match="already applied"):
+        apply(halve(3), twice, tmp_path / "thrice.onnx")
+
+
+def test_models_patched_before_content_identities_are_still_recognised(tiny_pose_models, tmp_path):
+    """Older provenance recorded the file's hash as recipe_sha256: the same file is still refused."""
+    first = apply(CROP, tiny_pose_models[(17, False)], tmp_path / "once.onnx").output
+    model = onnx.load(str(first))
+    entry = {"recipe": "hrnet-coco-pose", "recipe_sha256": hashlib.sha256(CROP.read_bytes()).hexdigest(),
+             "tool": "graphsurgery 0.1.0"}
+    next(p for p in model.metadata_props if p.key == PROVENANCE_KEY).value = json.dumps([entry])
+    onnx.save(model, str(first))
+    with pytest.raises(GraphsurgeryError, match="already applied"):
+        apply(CROP, first, tmp_path / "twice.onnx")
 
 
 def test_force_applies_an_input_recipe_again(tiny_pose_models, tmp_path):

@@ -85,7 +85,7 @@ def test_verify_catches_a_wrong_patch(tiny_pose_models, wrong_patches, mistake, 
         heatmaps = next(r for r in report.pairs[0].results if r.output == "heatmaps")
         assert heatmaps.max_abs > 0.01 and f"would pass with atol ≥ {heatmaps.passing_atol:.3g}" in heatmaps.summary()
     if mistake != "off_by_one":
-        assert any("not with this recipe file" in note for note in report.notes)
+        assert any("not with this recipe" in note for note in report.notes)
 
 
 def test_per_output_tolerances(tiny_pose_models, wrong_patches):

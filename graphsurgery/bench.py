@@ -29,6 +29,7 @@ from graphsurgery.errors import GraphsurgeryError
 from graphsurgery.modelio import load_model
 from graphsurgery.recipe import Recipe, as_recipe
 from graphsurgery.runners import cpu_flags, open_runner, open_stream, precision_note
+from graphsurgery.splice import real_inputs
 
 #: (W, H) of the caller image when the recipe resizes (its H × W are free): a camera frame, not the model's size.
 RESIZE_IMAGE_SIZE = (640, 480)
@@ -73,6 +74,7 @@ class Workload:
     extras: dict[str, np.ndarray]  # extra inputs of the output steps (e.g. center, scale)
     plain_input: str
     patched_input: str
+    other: dict[str, np.ndarray]  # the plain model's other inputs, which the patched model keeps (twins.other_inputs)
 
     def plain_pass(self, infer: Callable[[np.ndarray], np.ndarray]) -> Callable[[], tuple[int, int]]:
         """numpy twins around the plain model; returns a pass timing (model-only ns, end-to-end ns)."""
@@ -93,7 +95,7 @@ class Workload:
 
         def timed() -> tuple[int, int]:
             start = time.perf_counter_ns()
-            run({self.patched_input: self.crop, **self.extras})
+            run({self.patched_input: self.crop, **self.extras, **self.other})
             elapsed = time.perf_counter_ns() - start
             return elapsed, elapsed
 
@@ -103,7 +105,8 @@ class Workload:
         """Throughput: n batches through the twins and a stream of asynchronous requests (`runners.open_stream`)."""
 
         def burst(n: int) -> None:
-            feeds = ({self.plain_input: twins.preprocess(self.recipe, self.crop, self.facts)} for _ in range(n))
+            feeds = ({self.plain_input: twins.preprocess(self.recipe, self.crop, self.facts), **self.other}
+                     for _ in range(n))
             for outputs in stream(feeds):
                 twins.postprocess(self.recipe, outputs[self.facts.output_name], self.facts, self.extras)
 
@@ -111,7 +114,7 @@ class Workload:
 
     def patched_stream(self, stream: Callable) -> Callable[[int], None]:
         def burst(n: int) -> None:
-            for _ in stream({self.patched_input: self.crop, **self.extras} for _ in range(n)):
+            for _ in stream({self.patched_input: self.crop, **self.extras, **self.other} for _ in range(n)):
                 pass
 
         return burst
@@ -198,7 +201,8 @@ def _workload(recipe: Recipe, model: Path, plan, batch: int) -> Workload:
 
     extras_names = set(twins.extra_input_names(recipe))
     image = next(s for s in plan.inputs if s.name not in extras_names)
-    facts = twins.ModelFacts.of(load_model(model).proto, recipe)
+    proto = load_model(model).proto
+    facts = twins.ModelFacts.of(proto, recipe)
     if image.shape is not None and any(isinstance(s, Resize) for s in twins.input_steps(recipe, facts)):
         hw_axes = (1, 2) if recipe.input.tensor.layout == "NHWC" else (2, 3)
         dims = list(image.shape)
@@ -222,7 +226,10 @@ def _workload(recipe: Recipe, model: Path, plan, batch: int) -> Workload:
     for step in recipe.output.steps if recipe.output else ():
         for extra in step.extra_inputs(batch):
             extras[extra.name] = rng.uniform(1.0, 2.0, extra.shape).astype(extra.dtype)
-    return Workload(recipe, facts, crop, extras, plan.input_target or image.name, image.name)
+    plain_input = plan.input_target or image.name
+    others = [name for name in real_inputs(proto) if name != plain_input]
+    other = twins.other_inputs(proto, others, batch, facts.input_shape[0] if facts.input_shape else None, 0, model)
+    return Workload(recipe, facts, crop, extras, plain_input, image.name, other)
 
 
 @contextmanager
@@ -246,7 +253,8 @@ def _pipelines(work: Workload, plain: Path, patched: Path, settings: Settings, t
                 runner = stack.enter_context(open_runner(backend, model, precision=precision, threads=threads,
                                                          spin=False))
                 if variant == "plain":
-                    run = work.plain_pass(lambda x, runner=runner: runner({work.plain_input: x})[work.facts.output_name])
+                    run = work.plain_pass(lambda x, runner=runner: runner({work.plain_input: x, **work.other})[
+                        work.facts.output_name])
                 else:
                     run = work.patched_pass(runner)
                 run = _repeat(run) if settings.throughput else run

@@ -106,7 +106,7 @@ def splice(recipe: Recipe, proto: onnx.ModelProto, *, model_name: str = "model",
     graph = gs.import_onnx(proto)
     taken = {n.name for n in graph.nodes} | set(graph.tensors())
     plan = SplicePlan(recipe=recipe.name, opset=opset)
-    input_size = _input_size(graph, recipe.input.model.layout if recipe.input else "NCHW")
+    input_size = _input_size(graph, recipe, real_inputs(proto))
     if recipe.input:
         _splice_input(recipe.input, proto, graph, Emitter(graph, opset, "graphsurgery/pre", taken), plan, model_name)
     if recipe.output:
@@ -280,13 +280,27 @@ def _splice_output(section: OutputSection, graph: gs.Graph, em: Emitter, plan: S
     plan.nodes += [n.name for n in graph.nodes if n.name.startswith(em.prefix + "/")]
 
 
-def _input_size(graph: gs.Graph, layout: str) -> tuple[int, int] | None:
-    """(W, H) of the unpatched model's single 4-D image input (in the recipe's model layout), when static: what
-    `to_image` scales by."""
-    images = [v for v in graph.inputs if v.shape is not None and len(v.shape) == 4]
-    if len(images) != 1:
+def image_input_name(recipe: Recipe, feeds: list[str], four_dimensional: list[str]) -> str | None:
+    """The plain model's image input: the recipe's `input.target`, else the model's only real input, else its only
+    4-D real input (others, such as a [1, K, 1, 1] bias, may be 4-D too: then nothing is guessed)."""
+    target = recipe.input.target if recipe.input else None
+    if target is None and len(feeds) == 1:
+        target = feeds[0]
+    if target is None:
+        candidates = [name for name in four_dimensional if name in feeds]
+        target = candidates[0] if len(candidates) == 1 else None
+    return target
+
+
+def _input_size(graph: gs.Graph, recipe: Recipe, feeds: list[str]) -> tuple[int, int] | None:
+    """(W, H) of the unpatched model's image input (in the recipe's model layout), when static: what `to_image`
+    scales by."""
+    shapes = {v.name: v.shape for v in graph.inputs if v.shape is not None}
+    name = image_input_name(recipe, feeds, [n for n, shape in shapes.items() if len(shape) == 4])
+    shape = shapes.get(name)
+    if shape is None or len(shape) != 4:
         return None
-    h, w = images[0].shape[1:3] if layout == "NHWC" else images[0].shape[2:4]
+    h, w = shape[1:3] if recipe.input and recipe.input.model.layout == "NHWC" else shape[2:4]
     return (w, h) if isinstance(w, int) and isinstance(h, int) else None
 
 

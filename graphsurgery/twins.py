@@ -8,15 +8,20 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import onnx
 
+from graphsurgery.errors import GraphsurgeryError
 from graphsurgery.recipe import Recipe
-from graphsurgery.splice import bind_input_steps, real_inputs
+from graphsurgery.splice import bind_input_steps, image_input_name, real_inputs
 from graphsurgery.steps.base import Comparison, Dim, InputStep, TensorSpec
 
 DEFAULT_FLOAT = Comparison("float", rtol=1e-5, atol=1e-5)
+#: The size of a symbolic dim of the plain model's other inputs that is not the batch: verify cannot know what such
+#: a dim means, and 1 is a size every dim may have (and broadcasts).
+OTHER_INPUT_DIM = 1
 
 
 @dataclass(frozen=True)
@@ -32,18 +37,17 @@ class ModelFacts:
     def of(cls, proto: onnx.ModelProto, recipe: Recipe) -> ModelFacts:
         graph = proto.graph
         feeds = real_inputs(proto)
-        images = [i for i in graph.input if i.name in feeds and len(i.type.tensor_type.shape.dim) == 4]
+        shapes = {i.name: tuple(d.dim_value if d.dim_value > 0 else (d.dim_param or None)
+                                for d in i.type.tensor_type.shape.dim) for i in graph.input if i.name in feeds}
+        wanted = image_input_name(recipe, feeds, [name for name, shape in shapes.items() if len(shape) == 4])
+        shape = shapes.get(wanted)
         size = None
-        if len(images) == 1:
-            dims = images[0].type.tensor_type.shape.dim
+        if shape is not None and len(shape) == 4:
             nhwc = recipe.input is not None and recipe.input.model.layout == "NHWC"
-            h, w = (d.dim_value for d in (dims[1:3] if nhwc else dims[2:]))
-            size = (w, h) if w and h else None
+            h, w = shape[1:3] if nhwc else shape[2:]
+            size = (w, h) if isinstance(w, int) and isinstance(h, int) else None
         target = (recipe.output.target if recipe.output else None) or graph.output[0].name
         producer = next((n.op_type for n in graph.node if target in n.output), None)
-        wanted = (recipe.input.target if recipe.input else None) or (feeds[0] if len(feeds) == 1 else None)
-        shape = next((tuple(d.dim_value if d.dim_value > 0 else (d.dim_param or None)
-                            for d in i.type.tensor_type.shape.dim) for i in graph.input if i.name == wanted), None)
         return cls(size, producer, target, shape)
 
 
@@ -114,3 +118,29 @@ def extra_input_names(recipe: Recipe) -> list[str]:
     if recipe.output is None:
         return []
     return [extra.name for step in recipe.output.steps for extra in step.extra_inputs(None)]
+
+
+def other_inputs(proto: onnx.ModelProto, names: list[str], batch: int, batch_name: str | int | None, seed: int,
+                 path: str | Path) -> dict[str, np.ndarray]:
+    """Values for the plain model's inputs `names` (those besides the patched one): deterministic random numbers of
+    each input's dtype and shape. A symbolic dim is the batch of the samples when it is the first one or is named
+    as the image input's batch dim (`batch_name`); any other is `OTHER_INPUT_DIM`. Floats are uniform in [0.5, 1.5)
+    (positive and away from zero, so a divisor or a scale stays tame), integers 0 or 1 (valid as flags and as
+    indices), booleans either value."""
+    rng = np.random.default_rng(seed)
+    declared = {value.name: value.type for value in proto.graph.input}
+    values = {}
+    for name in names:
+        kind = declared[name].WhichOneof("value")
+        tensor = declared[name].tensor_type
+        dtype = (np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type))
+                 if kind == "tensor_type" and tensor.elem_type in onnx.helper.get_all_tensor_dtypes() else None)
+        if dtype is None or dtype.kind not in "biuf":
+            what = onnx.TensorProto.DataType.Name(tensor.elem_type).lower() if kind == "tensor_type" else kind
+            raise GraphsurgeryError(f"cannot make values for the plain model's input {name!r} of type {what}: "
+                                    f"it feeds bool, integer and float tensors", path=path,
+                                    fix="compare such models with your own inputs (run the patched model with them)")
+        shape = tuple(d.dim_value if d.dim_value > 0 else batch if i == 0 or (d.dim_param and d.dim_param == batch_name)
+                      else OTHER_INPUT_DIM for i, d in enumerate(tensor.shape.dim))
+        values[name] = (rng.uniform(0.5, 1.5, shape) if dtype.kind == "f" else rng.integers(0, 2, shape)).astype(dtype)
+    return values

@@ -35,7 +35,8 @@ from graphsurgery.runners import BACKENDS, Port, model_signature, open_runner, p
 from graphsurgery.splice import provenance, real_inputs
 from graphsurgery.steps.base import Comparison, InputStep
 from graphsurgery.steps.resize import Resize
-from graphsurgery.twins import ModelFacts, comparisons, extra_input_names, input_steps, postprocess, preprocess
+from graphsurgery.twins import (ModelFacts, comparisons, extra_input_names, input_steps, other_inputs, postprocess,
+                                preprocess)
 
 #: The image random boxes are drawn in (pixels), for the `center` / `scale` inputs of random crops.
 RANDOM_IMAGE_SIZE = (640, 480)
@@ -43,10 +44,6 @@ DEFAULT_RANDOM = 8
 #: (W, H) of random images when the recipe resizes: landscape and portrait, odd sides, smaller and larger than a
 #: 224 or 256 model, and one equal to a 224 model's size.
 RESIZE_SIZES = ((400, 300), (353, 481), (224, 224), (640, 480))
-
-#: The size of a symbolic dim of the plain model's other inputs that is not the batch: verify cannot know what such
-#: a dim means, and 1 is a size every dim may have (and broadcasts).
-OTHER_INPUT_DIM = 1
 
 #: Float outputs come from the model, and one model in float32 gives slightly different numbers in different graphs
 #: and backends (accumulated rounding; HRNet-W32: up to 3.7e-5 on heatmaps spanning ±1.2, ONNX Runtime vs OpenVINO,
@@ -330,32 +327,6 @@ def _extras(names: list[str], centers: np.ndarray, scales: np.ndarray) -> dict[s
         raise GraphsurgeryError(f"verify cannot make values for the extra input(s) {', '.join(map(repr, unknown))}",
                                 fix="verify knows `center` and `scale`; compare such models with your own inputs")
     return {name: known[name] for name in names}
-
-
-def other_inputs(proto: onnx.ModelProto, names: list[str], batch: int, batch_name: str | int | None, seed: int,
-                 path: Path) -> dict[str, np.ndarray]:
-    """Values for the plain model's inputs `names` (those besides the patched one): deterministic random numbers of
-    each input's dtype and shape. A symbolic dim is the batch of the samples when it is the first one or is named
-    as the image input's batch dim (`batch_name`); any other is `OTHER_INPUT_DIM`. Floats are uniform in [0.5, 1.5)
-    (positive and away from zero, so a divisor or a scale stays tame), integers 0 or 1 (valid as flags and as
-    indices), booleans either value."""
-    rng = np.random.default_rng(seed)
-    declared = {value.name: value.type for value in proto.graph.input}
-    values = {}
-    for name in names:
-        kind = declared[name].WhichOneof("value")
-        tensor = declared[name].tensor_type
-        dtype = (np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type))
-                 if kind == "tensor_type" and tensor.elem_type in onnx.helper.get_all_tensor_dtypes() else None)
-        if dtype is None or dtype.kind not in "biuf":
-            what = onnx.TensorProto.DataType.Name(tensor.elem_type).lower() if kind == "tensor_type" else kind
-            raise GraphsurgeryError(f"verify cannot make values for the plain model's input {name!r} of type {what}: "
-                                    f"it feeds bool, integer and float tensors", path=path,
-                                    fix="compare such models with your own inputs (run the patched model with them)")
-        shape = tuple(d.dim_value if d.dim_value > 0 else batch if i == 0 or (d.dim_param and d.dim_param == batch_name)
-                      else OTHER_INPUT_DIM for i, d in enumerate(tensor.shape.dim))
-        values[name] = (rng.uniform(0.5, 1.5, shape) if dtype.kind == "f" else rng.integers(0, 2, shape)).astype(dtype)
-    return values
 
 
 def tensor_facet(recipe: Recipe) -> InputTensor:

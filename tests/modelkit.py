@@ -34,6 +34,18 @@ def pose_model(path: Path, *, opset: int = 17, dynamic_batch: bool = False, ir_v
     return path
 
 
+def pose_model_with_bias(path: Path, *, opset: int = 17) -> Path:
+    """`pose_model` with a second real input, `bias` [1, 17, 1, 1], added to the heatmaps: a 4-D input that is not
+    the image (the recipe must name its target)."""
+    model = onnx.load(str(pose_model(path, opset=opset, output_name="raw")))
+    model.graph.input.append(helper.make_tensor_value_info("bias", TensorProto.FLOAT, [1, 17, 1, 1]))
+    model.graph.node.append(helper.make_node("Add", ["raw", "bias"], ["heatmaps"], name="add_bias"))
+    model.graph.output[0].name = "heatmaps"
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, str(path))
+    return path
+
+
 def bgr_crops(n: int, hw: tuple[int, int] = (256, 192), seed: int = 0) -> np.ndarray:
     """Random uint8 NHWC BGR crops, as OpenCV would hand them over."""
     return np.random.default_rng(seed).integers(0, 256, (n, *hw, 3), dtype=np.uint8)

@@ -22,7 +22,8 @@ from graphsurgery.api import apply
 from graphsurgery.cli import cli
 from graphsurgery.errors import GraphsurgeryError, ModelError
 from graphsurgery.recipe import Recipe, parse_recipe
-from graphsurgery.verification import other_inputs, verify
+from graphsurgery.twins import other_inputs
+from graphsurgery.verification import verify
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 CLASSIFIER = RECIPES / "imagenet_classifier.yaml"

@@ -16,6 +16,7 @@ demo: $(STAMP)
 	$(PY) examples/demo.py
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check
 	$(PY) -m pytest -n 2 -q
 
 test-slow: $(STAMP)

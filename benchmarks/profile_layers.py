@@ -5,9 +5,9 @@
 ONNX Runtime: its session profiler (`enable_profiling`, kernel time per node). OpenVINO: the CPU plugin's
 performance counters (`PERF_COUNT`), per executed layer after its graph transformations (fused layers keep the
 name of one of the nodes they came from, so a network Conv fused with the last spliced step may appear under a
-`graphsurgery/...` name: its layer type is shown in brackets). Nodes the splice added are named `graphsurgery/pre/...` and
-`graphsurgery/post/...`; everything else is the network. Each layer's time is its median over the runs (this
-machine is shared: a mean picks up the other tenants' bursts).
+`graphsurgery/...` name: its layer type is shown in brackets). Nodes the splice added are named
+`graphsurgery/pre/...` and `graphsurgery/post/...`; everything else is the network. Each layer's time is its
+median over the runs (this machine is shared: a mean picks up the other tenants' bursts).
 
 The plain model is profiled too (its one input fed the same way). OpenVINO reorders the network's input into the
 layout its first convolution wants, in the plain model as in the patched one, and names that Reorder after the

@@ -18,7 +18,6 @@ sys.path.insert(0, str(ROOT))
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from examples.hrnet.export import export_hrnet  # noqa: E402
 from graphsurgery.api import apply  # noqa: E402
 from graphsurgery.bench import Settings, run_bench  # noqa: E402
 from graphsurgery.compare import PositionResult  # noqa: E402
@@ -26,6 +25,8 @@ from graphsurgery.convert import convert  # noqa: E402
 from graphsurgery.errors import GraphsurgeryError  # noqa: E402
 from graphsurgery.pose import run_pose  # noqa: E402
 from graphsurgery.verification import verify  # noqa: E402
+
+from examples.hrnet.export import export_hrnet  # noqa: E402
 
 RECIPE = ROOT / "recipes" / "hrnet_coco_pose.yaml"
 IMAGES = ROOT / "examples" / "images"
@@ -89,7 +90,9 @@ def _demo(variant: str, out: Path, iterations: int, console: Console) -> int:
         table.add_row(name, backend, ms, verdict)
     console.print(table)
     ir_ms = sorted(image.latency_ms for image in run.images)
-    console.print(f"IR on OpenVINO ({run.label}): {', '.join(f'{ms:.1f}' for ms in ir_ms)} ms per image", highlight=False)
+    console.print(
+        f"IR on OpenVINO ({run.label}): {', '.join(f'{ms:.1f}' for ms in ir_ms)} ms per image", highlight=False
+    )
     console.print(f"debug images (skeletons, heatmap montages): {out / 'run'}", highlight=False)
     for image in run.images:
         console.print(f"  {image.pose_image}", highlight=False)

@@ -34,8 +34,11 @@ def load_boxes(path: Path, images: dict[int, str] | None = None, min_score: floa
                            if a.get("category_id", 1) == 1 and not a.get("iscrowd", 0)), path)
         if isinstance(data, list):
             if images is None:
-                raise GraphsurgeryError("detection results need image file names", path=path,
-                                        fix="use the {file_name: [[x, y, w, h], ...]} form, or pass the annotation file")
+                raise GraphsurgeryError(
+                    "detection results need image file names",
+                    path=path,
+                    fix="use the {file_name: [[x, y, w, h], ...]} form, or pass the annotation file",
+                )
             return _group(((images[d["image_id"]], d["bbox"]) for d in data
                            if d.get("category_id", 1) == 1 and d.get("score", 1.0) >= min_score), path)
         if isinstance(data, dict):

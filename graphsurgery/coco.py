@@ -32,8 +32,14 @@ from graphsurgery.modelio import load_model
 from graphsurgery.recipe import InputTensor, Recipe, as_recipe
 from graphsurgery.runners import BACKENDS, open_stream
 from graphsurgery.twins import ModelFacts, extra_input_names, postprocess, preprocess
-from graphsurgery.verification import (as_caller_tensor, check_backends, crop_size, patched_inputs, plain_input,
-                                       tensor_facet)
+from graphsurgery.verification import (
+    as_caller_tensor,
+    check_backends,
+    crop_size,
+    patched_inputs,
+    plain_input,
+    tensor_facet,
+)
 
 STAT_NAMES = ("AP", "AP .50", "AP .75", "AP (M)", "AP (L)", "AR", "AR .50", "AR .75", "AR (M)", "AR (L)")
 PERSON = 1
@@ -105,7 +111,9 @@ def evaluate_coco(recipe: str | Path | Recipe, plain_model: str | Path, annotati
                                 fix="check that the file has person (category 1) boxes for these images")
     report = CocoReport(str(annotations), len(image_ids), len(people), str(boxes) if boxes else "ground truth")
     with tempfile.TemporaryDirectory(prefix="graphsurgery-coco-") as tmp:
-        patched_path = Path(patched) if patched is not None else apply(recipe, plain.path, Path(tmp) / "patched.onnx").output
+        patched_path = (
+            Path(patched) if patched is not None else apply(recipe, plain.path, Path(tmp) / "patched.onnx").output
+        )
         image_input, extras = patched_inputs(patched_path, extra_input_names(recipe))
         if image_input.shape[0] not in (None, 1):
             raise GraphsurgeryError(f"eval-coco feeds one crop at a time; the patched model takes batches of "
@@ -180,14 +188,19 @@ def _detections(gt, path: Path, image_ids: list[int]) -> list[Person]:
         with contextlib.redirect_stdout(io.StringIO()):
             dt = gt.loadRes(str(path))
     except (ValueError, KeyError, TypeError, IndexError, AssertionError) as exc:
-        raise GraphsurgeryError(f"not COCO detection results for these annotations ({type(exc).__name__})", path=path,
-                                fix="give [{image_id, category_id, bbox, score}, ...] with image ids of the annotations") from None
+        raise GraphsurgeryError(
+            f"not COCO detection results for these annotations ({type(exc).__name__})",
+            path=path,
+            fix="give [{image_id, category_id, bbox, score}, ...] with image ids of the annotations",
+        ) from None
     people = []
     for image_id in image_ids:
         for det in dt.loadAnns(dt.getAnnIds(imgIds=image_id, catIds=[PERSON])):
             x, y, w, h = det["bbox"]
             if w > 0 and h > 0:
-                people.append(Person(image_id, gt.imgs[image_id]["file_name"], (x, y, w, h), float(det.get("score", 1))))
+                people.append(
+                    Person(image_id, gt.imgs[image_id]["file_name"], (x, y, w, h), float(det.get("score", 1)))
+                )
     return people
 
 

@@ -90,9 +90,11 @@ class FloatResult:
             text = f"all {self.elements} within atol {self.atol:g} or rtol {self.rtol:g}; {text}"
         else:
             nans = f" ({self.nan_mismatches} with NaN on one side only)" if self.nan_mismatches else ""
-            text = (f"{self.failed} of {self.elements} elements exceed atol {self.atol:g} and rtol {self.rtol:g}{nans}; "
-                    f"{text}; worst at {self.worst_index}; would pass with atol ≥ {self.passing_atol:.3g} "
-                    f"or rtol ≥ {self.passing_rtol:.3g}")
+            text = (
+                f"{self.failed} of {self.elements} elements exceed atol {self.atol:g} and rtol {self.rtol:g}{nans}; "
+                f"{text}; worst at {self.worst_index}; would pass with atol ≥ {self.passing_atol:.3g} "
+                f"or rtol ≥ {self.passing_rtol:.3g}"
+            )
         return text
 
     def to_dict(self) -> dict:

@@ -50,7 +50,9 @@ def ovms_path(directory: str | Path, name: str) -> Path:
     """DIR/<name>/1/model.xml, the layout OpenVINO Model Server reads (`--model_path DIR/<name>`)."""
     directory = Path(directory)
     if not directory.is_dir():
-        raise GraphsurgeryError("the OVMS repository folder does not exist", path=directory, fix=f"create {directory} first")
+        raise GraphsurgeryError(
+            "the OVMS repository folder does not exist", path=directory, fix=f"create {directory} first"
+        )
     if not OVMS_NAME.match(name):
         raise GraphsurgeryError(f"{name!r} is not a usable model name", path=directory,
                                 fix="pass --name with letters, digits, '_', '-' or '.'")
@@ -67,7 +69,9 @@ def convert(model_path: str | Path, out_xml: str | Path, fp16: bool = False,
     model_path, out_xml = Path(model_path), Path(out_xml)
     out_bin = out_xml.with_suffix(".bin")
     if out_xml.suffix != ".xml":
-        raise GraphsurgeryError("the IR file name must end in .xml", path=out_xml, fix=f"use {out_xml.with_suffix('.xml')}")
+        raise GraphsurgeryError(
+            "the IR file name must end in .xml", path=out_xml, fix=f"use {out_xml.with_suffix('.xml')}"
+        )
     proto = load_model(model_path).proto
     made = _missing_parents(out_xml.parent) if make_parents else []
     for folder in reversed(made):
@@ -144,7 +148,10 @@ def _reason(report: str) -> str | None:
 
 def _check_names(model, proto: onnx.ModelProto, model_path: Path) -> None:
     """Give every IR input and output exactly its ONNX name (OpenVINO may add or drop tensor names)."""
-    expected = [("input", real_inputs(proto), model.inputs), ("output", [o.name for o in proto.graph.output], model.outputs)]
+    expected = [
+        ("input", real_inputs(proto), model.inputs),
+        ("output", [o.name for o in proto.graph.output], model.outputs),
+    ]
     for kind, names, ports in expected:
         if len(names) != len(ports):
             raise ModelError(f"OpenVINO made {len(ports)} {kind}s of the model's {len(names)} "
@@ -175,7 +182,9 @@ def _reshape(model, input_shapes: Mapping[str, Sequence[int | None]], model_path
                 raise GraphsurgeryError(f"--input-shape sets dim {axis} of {name!r} to {new}, but it is fixed at "
                                         f"{old.get_length()} ({shown})", path=model_path,
                                         fix="only dynamic dims (? or a name) can be fixed; keep the others")
-        new_shapes[name] = ov.PartialShape([old if new is None else ov.Dimension(new) for old, new in zip(current, dims)])
+        new_shapes[name] = ov.PartialShape(
+            [old if new is None else ov.Dimension(new) for old, new in zip(current, dims)]
+        )
     try:
         model.reshape(new_shapes)
     except Exception as exc:  # OpenVINO re-runs shape inference and reports the first node that disagrees

@@ -25,7 +25,9 @@ def list_images(paths: list[Path]) -> list[Path]:
         if path.is_dir():
             inside = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
             if not inside:
-                raise GraphsurgeryError("the folder holds no .jpg/.jpeg/.png images", path=path, fix="point to a folder of images")
+                raise GraphsurgeryError(
+                    "the folder holds no .jpg/.jpeg/.png images", path=path, fix="point to a folder of images"
+                )
             found += inside
         else:
             found.append(path)
@@ -50,10 +52,13 @@ def read_image(path: Path) -> np.ndarray:
             with Image.open(path) as header:
                 width, height = header.size
     except Image.DecompressionBombError:  # PIL's own limit, far above ours: the header claims billions of pixels
-        raise GraphsurgeryError(f"image claims more than {MAX_PIXELS:,} pixels", path=path,
-                                fix="downscale it first") from None
+        raise GraphsurgeryError(
+            f"image claims more than {MAX_PIXELS:,} pixels", path=path, fix="downscale it first"
+        ) from None
     except (UnidentifiedImageError, OSError, ValueError):
-        raise GraphsurgeryError("not a readable JPEG or PNG image", path=path, fix="convert it to JPEG or PNG") from None
+        raise GraphsurgeryError(
+            "not a readable JPEG or PNG image", path=path, fix="convert it to JPEG or PNG"
+        ) from None
     if width * height > MAX_PIXELS:
         raise GraphsurgeryError(f"image is {width}×{height}, more than {MAX_PIXELS:,} pixels", path=path,
                                 fix="downscale it first")

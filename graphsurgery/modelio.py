@@ -98,8 +98,11 @@ def _check_structure(proto: onnx.ModelProto, path: Path) -> None:
         raise ModelError("parses as protobuf but is not an ONNX model (no graph, IR version or opset)", path=path,
                          fix="give an .onnx model file")
     if proto.ir_version > onnx.IR_VERSION:
-        raise ModelError(f"IR version {proto.ir_version} is newer than this onnx ({onnx.__version__}) supports "
-                         f"({onnx.IR_VERSION})", path=path, fix="upgrade graphsurgery's onnx, or re-export with an older IR")
+        raise ModelError(
+            f"IR version {proto.ir_version} is newer than this onnx ({onnx.__version__}) supports ({onnx.IR_VERSION})",
+            path=path,
+            fix="upgrade graphsurgery's onnx, or re-export with an older IR",
+        )
     newest = onnx.defs.onnx_opset_version()
     for opset in proto.opset_import:
         if opset.domain in ("", "ai.onnx") and opset.version > newest:
@@ -129,10 +132,26 @@ def _check_domains(proto: onnx.ModelProto, path: Path) -> None:
                              fix="re-export the model without custom ops (or replace them with standard ONNX ops)")
 
 
+#: Files that passed the full checker in this process, by identity (device, inode, size, change times): one
+#: command loads the same file several times (verify: the plain model for the comparison and for `apply`, the
+#: patched one for its signature, its provenance and each runner), and one checker pass costs 0.4–0.7 s on
+#: HRNet-W32. A file that is rewritten gets a new identity and is checked again.
+_CHECKED: set[tuple[int, ...]] = set()
+
+
+def _identity(path: Path) -> tuple[int, ...]:
+    stat = path.stat()
+    return stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns
+
+
 def _check_consistency(path: Path) -> None:
-    """The full checker on the file as given (by path: external data is checked in place, never loaded)."""
+    """The full checker on the file as given (by path: external data is checked in place, never loaded), once per
+    file identity in this process."""
+    if _identity(path) in _CHECKED:
+        return
     try:
         onnx.checker.check_model(str(path), full_check=True)
+        _CHECKED.add(_identity(path))
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         raise ModelError(f"the model fails the ONNX checker: {' '.join(str(exc).split())[:300]}", path=path,
                          fix="the model file is invalid; re-export it (onnx.checker.check_model explains the problem)"
@@ -165,8 +184,11 @@ def _check_external_data(proto: onnx.ModelProto, path: Path) -> None:
             raise ModelError(f"tensor {tensor.name!r} has external data without a location", path=path,
                              fix="re-save the model with onnx.save_model(..., location=...)")
         if bad:
-            raise ModelError(f"tensor {tensor.name!r} points its external data at {location!r}, outside the model's folder",
-                             path=path, fix="refused for safety; keep external data files beside the model")
+            raise ModelError(
+                f"tensor {tensor.name!r} points its external data at {location!r}, outside the model's folder",
+                path=path,
+                fix="refused for safety; keep external data files beside the model",
+            )
         if target.is_symlink():  # onnx refuses them too; say why here
             raise ModelError(f"external data file {location!r} of tensor {tensor.name!r} is a symbolic link",
                              path=path, fix="refused for safety; copy the data file itself beside the model")
@@ -224,7 +246,9 @@ def staging_folder(out: Path) -> Iterator[Path]:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def save_model(proto: onnx.ModelProto, out: Path, *, external_base: Path | None = None, check: bool = True) -> list[Path]:
+def save_model(
+    proto: onnx.ModelProto, out: Path, *, external_base: Path | None = None, check: bool = True
+) -> list[Path]:
     """Write `proto` to `out` atomically; returns the files written (the model and, if any, its data file).
 
     Tensors with external data are copied (streamed) from `external_base` into `<out>.data`; a model too large
@@ -249,6 +273,8 @@ def save_model(proto: onnx.ModelProto, out: Path, *, external_base: Path | None 
                 os.replace(staging / data_name, out.parent / data_name)
                 placed.append(out.parent / data_name)
             os.replace(staged, out)
+            if check:  # the rename keeps the identity: loading the output later in this command is not checked again
+                _CHECKED.add(_identity(out))
             return [*placed, out]
         except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
             raise ModelError(f"the patched model fails the ONNX checker: {' '.join(str(exc).split())[:300]}", path=out,

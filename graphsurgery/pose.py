@@ -50,15 +50,20 @@ class PoseModel:
         others = {p.name for p in signature.inputs} - {p.name for p in images[:1]}
         outputs = {p.name: p for p in signature.outputs}
         if len(images) != 1 or others not in (set(), {CENTER, SCALE}) or not {KEYPOINTS, SCORES} <= set(outputs):
-            raise GraphsurgeryError(f"not a patched pose model: inputs {_ports(signature.inputs)}, outputs "
-                                    f"{_ports(signature.outputs)}", path=path,
-                                    fix="apply recipes/hrnet_coco_pose.yaml (or hrnet_coco_pose_image.yaml) to the "
-                                        "plain model first: run needs a uint8 [N,H,W,3] input and keypoints/scores outputs")
+            raise GraphsurgeryError(
+                f"not a patched pose model: inputs {_ports(signature.inputs)}, outputs {_ports(signature.outputs)}",
+                path=path,
+                fix="apply recipes/hrnet_coco_pose.yaml (or hrnet_coco_pose_image.yaml) to the "
+                "plain model first: run needs a uint8 [N,H,W,3] input and keypoints/scores outputs",
+            )
         image = images[0]
         height, width = image.shape[1:3]
         if height is None or width is None:
-            raise GraphsurgeryError(f"the crop size of input {image.name!r} is not fixed ({_ports([image])})", path=path,
-                                    fix="export the model with a fixed input size")
+            raise GraphsurgeryError(
+                f"the crop size of input {image.name!r} is not fixed ({_ports([image])})",
+                path=path,
+                fix="export the model with a fixed input size",
+            )
         heatmaps = [p.name for p in signature.outputs if p.name not in (KEYPOINTS, SCORES) and len(p.shape) == 4]
         return cls(image.name, (width, height), image.shape[0], bool(others), heatmaps[0] if heatmaps else None)
 
@@ -207,7 +212,9 @@ def run_pose(model: str | Path, images: Sequence[str | Path], outdir: str | Path
         results: list[dict] = []
         for path, image_id in zip(paths, image_ids(paths)):
             image = read_image(path)
-            image_boxes = person_boxes.get(path.name, []) if person_boxes is not None else [crops.whole_image_box(image)]
+            image_boxes = (
+                person_boxes.get(path.name, []) if person_boxes is not None else [crops.whole_image_box(image)]
+            )
             persons, latency = estimate(run, pose_model, image, image_boxes, batch)
             results += coco_results(persons, image_id, path.name)
             pose_image = f"{path.stem}_pose.jpg"

@@ -14,8 +14,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo, field_validator,
-                      model_validator)
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from graphsurgery.errors import RecipeError
 from graphsurgery.registry import closest, steps_for
@@ -81,17 +89,26 @@ class ModelFacet(_Frozen):
 
 
 class InputSection(_Frozen):
-    target: str | None = Field(default=None, pattern=TENSOR_NAME, description="model input to patch; default: the single real input")
-    name: str | None = Field(default=None, pattern=TENSOR_NAME, description="name of the new input; default: the target's name")
+    target: str | None = Field(
+        default=None, pattern=TENSOR_NAME, description="model input to patch; default: the single real input"
+    )
+    name: str | None = Field(
+        default=None, pattern=TENSOR_NAME, description="name of the new input; default: the target's name"
+    )
     tensor: InputTensor = InputTensor()
     model: ModelFacet = ModelFacet()
     steps: tuple[InputStep, ...] = ()
 
 
 class OutputSection(_Frozen):
-    target: str | None = Field(default=None, pattern=TENSOR_NAME, description="model output to patch; default: the single output")
+    target: str | None = Field(
+        default=None, pattern=TENSOR_NAME, description="model output to patch; default: the single output"
+    )
     steps: tuple[OutputStep, ...] = Field(min_length=1)
-    names: dict[str, str] = Field(default_factory=dict, description="step result → new graph output name; default: every result under its own name")
+    names: dict[str, str] = Field(
+        default_factory=dict,
+        description="step result → new graph output name; default: every result under its own name",
+    )
     keep_original: bool = True
 
     @field_validator("names")
@@ -188,7 +205,11 @@ def load_recipe(path: str | Path) -> Recipe:
     if path.is_dir():
         raise RecipeError("is a directory, not a recipe file", path=path, fix="give the path of a .yaml recipe")
     if path.stat().st_size > MAX_RECIPE_BYTES:
-        raise RecipeError(f"recipe is larger than {MAX_RECIPE_BYTES} bytes", path=path, fix="a recipe is a short YAML file; check the path")
+        raise RecipeError(
+            f"recipe is larger than {MAX_RECIPE_BYTES} bytes",
+            path=path,
+            fix="a recipe is a short YAML file; check the path",
+        )
     try:
         raw = path.read_bytes()
     except OSError as exc:
@@ -214,8 +235,11 @@ def parse_recipe(raw: bytes | str, source: str = "<string>") -> Recipe:
     if data is None:
         raise RecipeError("the recipe is empty", path=source, fix="start from recipes/hrnet_coco_pose.yaml")
     if not isinstance(data, dict):
-        raise RecipeError(f"line {lines.get((), 1)}: the recipe must be a mapping (key: value), not a {type(data).__name__}",
-                          path=source, fix="start from recipes/hrnet_coco_pose.yaml")
+        raise RecipeError(
+            f"line {lines.get((), 1)}: the recipe must be a mapping (key: value), not a {type(data).__name__}",
+            path=source,
+            fix="start from recipes/hrnet_coco_pose.yaml",
+        )
     data = _parse_steps(data, lines, source)
     try:
         recipe = Recipe.model_validate(data)
@@ -276,8 +300,11 @@ def _walk(node: yaml.Node, path: YamlPath, lines: dict[YamlPath, int], count: li
         for key, value in node.value:
             name = key.value if isinstance(key, yaml.ScalarNode) else str(key)
             if name in seen:
-                raise RecipeError(f"line {key.start_mark.line + 1}: {_dotted(path + (name,))}: duplicate key", path=source,
-                                  fix="keep one of the two")
+                raise RecipeError(
+                    f"line {key.start_mark.line + 1}: {_dotted(path + (name,))}: duplicate key",
+                    path=source,
+                    fix="keep one of the two",
+                )
             seen.add(name)
             _walk(value, path + (name,), lines, count, source)
     elif isinstance(node, yaml.SequenceNode):
@@ -336,7 +363,11 @@ def _parse_step(item, path, known, other, side, lines, source) -> Step:
         if name in other:
             raise fail(f"{name!r} is an {other[name].side} step", f"move it under {other[name].side}.steps")
         suggestions = closest(name, list(known))
-        hint = f"did you mean {' or '.join(map(repr, suggestions))}?" if suggestions else f"known {side} steps: {', '.join(sorted(known))}"
+        hint = (
+            f"did you mean {' or '.join(map(repr, suggestions))}?"
+            if suggestions
+            else f"known {side} steps: {', '.join(sorted(known))}"
+        )
         raise fail(f"unknown {side} step {name!r}", hint + " (`graphsurgery steps` lists them)")
     if params is None:
         params = {}
@@ -354,7 +385,9 @@ def _parse_step(item, path, known, other, side, lines, source) -> Step:
         raise _recipe_error(exc, lines, source, prefix=path + (name,), model=known[name]) from None
 
 
-def _recipe_error(exc: ValidationError, lines, source: str, prefix: YamlPath = (), model: type[BaseModel] = Recipe) -> RecipeError:
+def _recipe_error(
+    exc: ValidationError, lines, source: str, prefix: YamlPath = (), model: type[BaseModel] = Recipe
+) -> RecipeError:
     errors = exc.errors(include_url=False)
     first = errors[0]
     loc = tuple(p for p in first["loc"] if not (isinstance(p, str) and p.startswith(("function-", "tagged-union"))))
@@ -370,7 +403,8 @@ def _recipe_error(exc: ValidationError, lines, source: str, prefix: YamlPath = (
         allowed = sorted(_fields_at(model, loc[:-1]))
         message = f"unknown key {loc[-1]!r}" if loc else "unknown key"
         suggestion = closest(str(loc[-1]), allowed) if loc else []
-        fix = (f"did you mean {suggestion[0]!r}? " if suggestion else "") + f"allowed keys: {', '.join(allowed)}"
+        fix = ((f"did you mean {suggestion[0]!r}? " if suggestion else "") + f"allowed keys: {', '.join(allowed)}"
+               if allowed else "this takes no parameters: write it as `{}`")
     elif first["type"] == "missing":
         message = f"required key {loc[-1]!r} is missing" if loc else "a required key is missing"
         fix = f"add `{loc[-1]}:`" if loc else fix

@@ -47,7 +47,6 @@ class SplicePlan:
     inputs: list[Signature] = field(default_factory=list)
     outputs: list[Signature] = field(default_factory=list)
     nodes: list[str] = field(default_factory=list)
-    step_specs: list[tuple[str, TensorSpec]] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {
@@ -122,12 +121,18 @@ def splice(recipe: Recipe, proto: onnx.ModelProto, *, model_name: str = "model",
 def _pick(candidates: list[str], wanted: str | None, kind: str, key: str, model_name: str) -> str:
     if wanted is not None:
         if wanted not in candidates:
-            raise ModelError(f"the model has no {kind} named {wanted!r}; its {kind}s: {', '.join(map(repr, candidates))}",
-                             path=model_name, fix=f"set {key} to one of them")
+            raise ModelError(
+                f"the model has no {kind} named {wanted!r}; its {kind}s: {', '.join(map(repr, candidates))}",
+                path=model_name,
+                fix=f"set {key} to one of them",
+            )
         return wanted
     if not candidates:
-        raise ModelError(f"the model has no {kind}s to patch (initializers listed as inputs do not count)",
-                         path=model_name, fix=f"give the model that takes the image, or remove the recipe's {kind} section")
+        raise ModelError(
+            f"the model has no {kind}s to patch (initializers listed as inputs do not count)",
+            path=model_name,
+            fix=f"give the model that takes the image, or remove the recipe's {kind} section",
+        )
     if len(candidates) != 1:
         raise ModelError(f"the model has {len(candidates)} {kind}s ({', '.join(map(repr, candidates))}) and the recipe "
                          f"names none", path=model_name, fix=f"set {key} to one of them")
@@ -164,7 +169,6 @@ def _splice_input(section: InputSection, proto, graph: gs.Graph, em: Emitter, pl
             x = step.build(em.scoped(step.step_name), x, spec)
         except StepError as exc:
             raise _step_error(exc, where, model_name) from None
-        plan.step_specs.append((where, after))
         spec = after
     _check_reaches_model(spec, section, dtype, model_shape, model_name)
 
@@ -254,8 +258,11 @@ def _splice_output(section: OutputSection, graph: gs.Graph, em: Emitter, plan: S
             if extra.name in env:
                 continue
             if extra.name in graph.tensors():
-                raise ModelError(f"{where} adds an input {extra.name!r} but the model already has a tensor of that name",
-                                 path=model_name, fix="rename the model's tensor (this step's input name is fixed)")
+                raise ModelError(
+                    f"{where} adds an input {extra.name!r} but the model already has a tensor of that name",
+                    path=model_name,
+                    fix="rename the model's tensor (this step's input name is fixed)",
+                )
             var = gs.Variable(extra.name, dtype=np.dtype(extra.dtype), shape=list(extra.shape))
             graph.inputs.append(var)
             env[extra.name] = var

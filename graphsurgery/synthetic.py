@@ -91,7 +91,9 @@ def _place_people(rng: np.random.Generator, size: tuple[int, int], count: int) -
         region = np.array([0.75 * 1.25 * 1.1 * height, 1.25 * 1.1 * height])  # crop region (w, h), with room
         centre = rng.uniform(region / 2, np.array(size) - region / 2)
         box = np.concatenate([centre - region / 2, centre + region / 2])
-        if any(box[0] < other[2] and other[0] < box[2] and box[1] < other[3] and other[1] < box[3] for other in regions):
+        if any(
+            box[0] < other[2] and other[0] < box[2] and box[1] < other[3] and other[1] < box[3] for other in regions
+        ):
             continue
         jitter = rng.normal(0, 0.012, POSE.shape)
         top_left = centre - np.array([0.0, height / 2])

@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import onnx
 
 from graphsurgery.api import apply
 from graphsurgery.compare import DEFAULT_TIE, HeatmapGrid, OutputResult, compare_output, missing_output
@@ -35,8 +34,15 @@ from graphsurgery.runners import BACKENDS, Port, model_signature, open_runner, p
 from graphsurgery.splice import provenance, real_inputs
 from graphsurgery.steps.base import Comparison, InputStep
 from graphsurgery.steps.resize import Resize
-from graphsurgery.twins import (ModelFacts, comparisons, extra_input_names, input_steps, other_inputs, postprocess,
-                                preprocess)
+from graphsurgery.twins import (
+    ModelFacts,
+    comparisons,
+    extra_input_names,
+    input_steps,
+    other_inputs,
+    postprocess,
+    preprocess,
+)
 
 #: The image random boxes are drawn in (pixels), for the `center` / `scale` inputs of random crops.
 RANDOM_IMAGE_SIZE = (640, 480)
@@ -163,7 +169,9 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
     input_name = plain_input(recipe, plain)
     others = [name for name in real_inputs(plain.proto) if name != input_name]
     with tempfile.TemporaryDirectory(prefix="graphsurgery-verify-") as tmp:
-        patched_path = Path(patched) if patched is not None else apply(recipe, plain.path, Path(tmp) / "patched.onnx").output
+        patched_path = (
+            Path(patched) if patched is not None else apply(recipe, plain.path, Path(tmp) / "patched.onnx").output
+        )
         image_input, extras = patched_inputs(patched_path, extra_input_names(recipe), others)
         batch = image_input.shape[0] if isinstance(image_input.shape[0], int) else 1
         count = random if random is not None else DEFAULT_RANDOM
@@ -225,8 +233,16 @@ def _pairs(backends: list[str], ran: dict[str, str], unpatched: dict, patched: d
     def reduced(*sides: str) -> str | None:
         return next((ran[b] for b in sides if ran[b] != "f32"), None)
 
-    pairs = [PairReport(f"{label(b)}: unpatched → patched", f"unpatched pipeline on {b}", f"patched model on {label(b)}",
-                        compare(patched[b], unpatched[b], raw[b]), reduced(b)) for b in backends]
+    pairs = [
+        PairReport(
+            f"{label(b)}: unpatched → patched",
+            f"unpatched pipeline on {b}",
+            f"patched model on {label(b)}",
+            compare(patched[b], unpatched[b], raw[b]),
+            reduced(b),
+        )
+        for b in backends
+    ]
     first = backends[0]
     pairs += [PairReport(f"patched: {label(first)} → {label(b)}", f"patched model on {label(first)}",
                          f"patched model on {label(b)}", compare(patched[b], patched[first], raw[first]),

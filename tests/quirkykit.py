@@ -106,8 +106,13 @@ def pose(path: Path, *, opset: int = 9, ir_version: int = 3, layout: str = "NCHW
     """A heatmap model: image [N,3,H,W] (or NHWC) → one stride-`stride` conv → heatmaps [N, joints, H/s, W/s]."""
     b = _Builder(seed)
     image, x = b.image_input(layout, hw)
-    b.node("Conv", [x, b.weight("head/kernel:0", (joints, 3, stride, stride), 0.05), b.weight("head/bias:0", (joints,), 0.1)],
-           HEATMAPS, kernel_shape=[stride, stride], strides=[stride, stride])
+    b.node(
+        "Conv",
+        [x, b.weight("head/kernel:0", (joints, 3, stride, stride), 0.05), b.weight("head/bias:0", (joints,), 0.1)],
+        HEATMAPS,
+        kernel_shape=[stride, stride],
+        strides=[stride, stride],
+    )
     heatmaps = helper.make_tensor_value_info(HEATMAPS, TensorProto.FLOAT,
                                              ["batch_size", joints, hw[0] // stride, hw[1] // stride])
     return b.save(path, [image], [heatmaps], opset=opset, ir_version=ir_version)

@@ -28,11 +28,12 @@ from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 
 import graphsurgery.modelio
-from conftest import RECIPES, ROOT
 from graphsurgery.api import apply
 from graphsurgery.cli import cli
 from graphsurgery.errors import GraphsurgeryError
 from graphsurgery.images import MAX_PIXELS, read_image
+
+from conftest import RECIPES, ROOT
 from modelkit import pose_model
 
 RECIPE = (RECIPES / "hrnet_coco_pose.yaml").read_text()

@@ -26,11 +26,11 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from modelkit import pose_model  # noqa: E402
-
 from graphsurgery.api import apply  # noqa: E402
 from graphsurgery.modelio import load_model  # noqa: E402
 from graphsurgery.splice import provenance  # noqa: E402
+
+from modelkit import pose_model  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = ROOT / ".venv" / "bin" / "python"

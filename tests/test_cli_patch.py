@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import subprocess
 import sys
@@ -10,8 +11,9 @@ import onnx
 import pytest
 from click.testing import CliRunner
 
-from conftest import RECIPES
 from graphsurgery.cli import cli
+
+from conftest import RECIPES
 from modelkit import pose_model
 
 CROP = str(RECIPES / "hrnet_coco_pose.yaml")
@@ -113,6 +115,16 @@ def test_steps_lists_and_documents():
     detail = invoke("steps", "normalize")
     assert detail.exit_code == 0 and "mean" in detail.output and "Sub and Div" in detail.output
     assert_user_error(invoke("steps", "normalise"), "unknown step 'normalise'", "'normalize'")
+
+
+def test_steps_detail_keeps_the_docstring_lines_and_names_types_plainly():
+    """At 80 columns the docstring is not re-wrapped mid-sentence, and a Literal reads as its choices."""
+    from graphsurgery.steps.output import HeatmapArgmax
+
+    detail = invoke("steps", "heatmap_argmax").output
+    for line in inspect.cleandoc(HeatmapArgmax.__doc__).splitlines():
+        assert line in detail.splitlines()
+    assert "  method: exact | argmax (default 'exact') — exact:" in detail and "typing." not in detail
 
 
 def test_module_entry_point_reports_errors_without_traceback(tmp_path):

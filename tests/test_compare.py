@@ -10,8 +10,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from graphsurgery.compare import (DEFAULT_TIE, HeatmapGrid, compare_floats, compare_output, compare_positions,
-                                  missing_output)
+from graphsurgery.compare import (
+    DEFAULT_TIE,
+    HeatmapGrid,
+    compare_floats,
+    compare_output,
+    compare_positions,
+    missing_output,
+)
 from graphsurgery.steps.base import EXACT, Comparison
 
 INDICES = Comparison("indices", rtol=0.0, atol=0.0)

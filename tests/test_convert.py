@@ -12,7 +12,6 @@ import pytest
 from click.testing import CliRunner
 from onnx import TensorProto, helper
 
-from conftest import RECIPES, ROOT
 from graphsurgery import crops
 from graphsurgery.api import apply
 from graphsurgery.cli import cli
@@ -21,6 +20,8 @@ from graphsurgery.images import read_image
 from graphsurgery.recipe import load_recipe
 from graphsurgery.runners import open_runner
 from graphsurgery.twins import ModelFacts, run_unpatched
+
+from conftest import RECIPES, ROOT
 
 ov = pytest.importorskip("openvino")
 

@@ -10,12 +10,13 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from paritykit import CROP_RECIPE, IMAGE_RECIPE, shift_keypoints, wrong_recipe
 
 from graphsurgery.api import apply
 from graphsurgery.cli import cli
 from graphsurgery.coco import STAT_NAMES, evaluate_coco
 from graphsurgery.synthetic import KEYPOINT_NAMES, joint_detector, write_coco_set
+
+from paritykit import CROP_RECIPE, IMAGE_RECIPE, shift_keypoints, wrong_recipe
 
 IMAGES = 8
 

@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import RECIPES
 from graphsurgery.api import apply
 from graphsurgery.cli import cli
 from graphsurgery.recipe import Recipe, load_recipe
 from graphsurgery.runners import open_runner
 from graphsurgery.verification import verify
+
+from conftest import RECIPES
 from modelkit import bgr_crops, pose_model_with_bias
 
 

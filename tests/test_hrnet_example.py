@@ -14,9 +14,10 @@ import pytest
 import torch
 from PIL import Image
 
+from graphsurgery.errors import GraphsurgeryError
+
 from examples.hrnet.export import export_hrnet
 from examples.hrnet.model import build_hrnet, load_checkpoint
-from graphsurgery.errors import GraphsurgeryError
 
 ROOT = Path(__file__).resolve().parent.parent
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)

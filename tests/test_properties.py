@@ -24,11 +24,12 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import RECIPES
 from graphsurgery.api import apply, inspect_model
 from graphsurgery.errors import GraphsurgeryError
 from graphsurgery.recipe import parse_recipe
 from graphsurgery.registry import steps_for
+
+from conftest import RECIPES
 from modelkit import pose_model
 
 SHIPPED = sorted(RECIPES.glob("*.yaml"))
@@ -112,11 +113,17 @@ def _canonical_subset(mask: list[bool]) -> list[dict]:
 
 INPUT_STEPS = st.one_of(st.lists(step_items("input"), max_size=6),
                         st.lists(st.booleans(), min_size=5, max_size=5).map(_canonical_subset))
-OUTPUT_STEPS = st.one_of(st.lists(step_items("output"), max_size=4),
-                         st.sampled_from([[{"heatmap_argmax": {}}],
-                                          [{"heatmap_argmax": {}}, {"to_image": {"mode": "crop"}}],
-                                          [{"heatmap_argmax": {}}, {"quarter_offset": {}}, {"to_image": {"mode": "original"}}],
-                                          [{"softmax": {"axis": 1}}, {"topk": {"k": 3}}]]))
+OUTPUT_STEPS = st.one_of(
+    st.lists(step_items("output"), max_size=4),
+    st.sampled_from(
+        [
+            [{"heatmap_argmax": {}}],
+            [{"heatmap_argmax": {}}, {"to_image": {"mode": "crop"}}],
+            [{"heatmap_argmax": {}}, {"quarter_offset": {}}, {"to_image": {"mode": "original"}}],
+            [{"softmax": {"axis": 1}}, {"topk": {"k": 3}}],
+        ]
+    ),
+)
 
 INPUT_SECTION = st.fixed_dictionaries({}, optional={
     "tensor": st.fixed_dictionaries({}, optional={

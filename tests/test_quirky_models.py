@@ -17,13 +17,14 @@ import pytest
 from click.testing import CliRunner
 from onnx import TensorProto, helper
 
-import quirkykit as q
 from graphsurgery.api import apply
 from graphsurgery.cli import cli
 from graphsurgery.errors import GraphsurgeryError, ModelError
 from graphsurgery.recipe import Recipe, parse_recipe
 from graphsurgery.twins import other_inputs
 from graphsurgery.verification import verify
+
+import quirkykit as q
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 CLASSIFIER = RECIPES / "imagenet_classifier.yaml"
@@ -57,7 +58,10 @@ def variant(source: Path, changes: list[tuple[str, str]]) -> Recipe:
 MODELS = {  # name: (builder, options)
     "ir3-opset9-softmax": (q.classifier, dict(ends_in_softmax=True)),
     "nhwc": (q.classifier, dict(opset=13, ir_version=7, layout="NHWC")),
-    "two-inputs-shared-output": (q.classifier, dict(opset=11, ir_version=6, temperature_input=True, shared_output=True)),
+    "two-inputs-shared-output": (
+        q.classifier,
+        dict(opset=11, ir_version=6, temperature_input=True, shared_output=True),
+    ),
     "dynamic-hw": (q.classifier, dict(opset=13, ir_version=7, hw=None)),
     "pose-ir3-opset9": (q.pose, {}),
     "pose-nhwc": (q.pose, dict(opset=13, ir_version=7, layout="NHWC")),
@@ -124,7 +128,9 @@ def _post_ops(patched: Path) -> list[str]:
 def test_softmax_is_skipped_only_when_the_model_ends_in_one(models, tmp_path):
     ends = apply(variant(CLASSIFIER, []), models["ir3-opset9-softmax"], tmp_path / "a.onnx", upgrade_opset=True)
     logits = apply(variant(CLASSIFIER, targets(q.LOGITS)), models["two-inputs-shared-output"], tmp_path / "b.onnx")
-    probs = apply(variant(CLASSIFIER, targets(q.PROBABILITIES)), models["two-inputs-shared-output"], tmp_path / "c.onnx")
+    probs = apply(
+        variant(CLASSIFIER, targets(q.PROBABILITIES)), models["two-inputs-shared-output"], tmp_path / "c.onnx"
+    )
     assert _post_ops(ends.output) == ["Identity"] and _post_ops(probs.output) == ["Identity"]
     assert _post_ops(logits.output) == ["Softmax"]
 

@@ -139,3 +139,10 @@ def test_schema_lists_every_step_with_parameters():
 
 def test_version_true_is_not_version_one():
     assert "the number 1, not true" in _error(MINIMAL_INPUT.replace("version: 1", "version: true"))
+
+
+def test_a_parameter_given_to_a_step_without_parameters_says_so():
+    with pytest.raises(RecipeError) as info:
+        parse_recipe("version: 1\nname: x\ninput:\n  steps:\n    - reverse_channels: {axis: 1}\n")
+    assert "unknown key 'axis'" in str(info.value) and "takes no parameters" in info.value.fix
+    assert "allowed keys" not in info.value.fix

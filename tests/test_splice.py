@@ -10,7 +10,6 @@ import numpy as np
 import onnx
 import pytest
 
-from conftest import RECIPES
 from graphsurgery.api import apply
 from graphsurgery.errors import GraphsurgeryError
 from graphsurgery.recipe import InputSection, Recipe, load_recipe, parse_recipe
@@ -18,6 +17,8 @@ from graphsurgery.runners import open_runner
 from graphsurgery.splice import PROVENANCE_KEY, provenance
 from graphsurgery.steps.input import Normalize, Scale
 from graphsurgery.twins import ModelFacts, run_unpatched
+
+from conftest import RECIPES
 from modelkit import bgr_crops, pose_model
 
 CROP = RECIPES / "hrnet_coco_pose.yaml"
@@ -156,8 +157,13 @@ def test_force_applies_an_input_recipe_again(tiny_pose_models, tmp_path):
     assert len(provenance(model)) == 2
     assert [p.key for p in model.metadata_props].count(PROVENANCE_KEY) == 1
     x = np.random.default_rng(1).normal(size=(1, 3, 256, 192)).astype(np.float32)
-    with open_runner("onnxruntime", twice) as run_twice, open_runner("onnxruntime", tiny_pose_models[(17, False)]) as run:
-        np.testing.assert_allclose(run_twice({"input": x})["heatmaps"], run({"input": x / 4})["heatmaps"], rtol=1e-5, atol=1e-6)
+    with (
+        open_runner("onnxruntime", twice) as run_twice,
+        open_runner("onnxruntime", tiny_pose_models[(17, False)]) as run,
+    ):
+        np.testing.assert_allclose(
+            run_twice({"input": x})["heatmaps"], run({"input": x / 4})["heatmaps"], rtol=1e-5, atol=1e-6
+        )
 
 
 def test_step_needing_a_newer_opset_is_refused_unless_upgrade(tiny_pose_models, tmp_path, monkeypatch):
@@ -177,7 +183,9 @@ def test_facet_mismatch_names_the_missing_step(tiny_pose_models, tmp_path):
 
 
 def test_channel_count_must_match_normalize(tmp_path):
-    text = CROP.read_text().replace("[0.485, 0.456, 0.406]", "[0.5, 0.5]").replace("[0.229, 0.224, 0.225]", "[0.2, 0.2]")
+    text = (
+        CROP.read_text().replace("[0.485, 0.456, 0.406]", "[0.5, 0.5]").replace("[0.229, 0.224, 0.225]", "[0.2, 0.2]")
+    )
     with pytest.raises(GraphsurgeryError, match="2 mean/std values but the tensor has 3 channels"):
         apply(parse_recipe(text), pose_model(tmp_path / "m.onnx"), tmp_path / "p.onnx")
 

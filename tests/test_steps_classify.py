@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from graphsurgery.registry import STEPS
 from graphsurgery.steps.base import StepError
 from graphsurgery.steps.classify import Softmax, TopK
+
 from stepkit import OPSETS, chain, op_types
 
 C = 1000

@@ -20,6 +20,7 @@ import pytest
 from graphsurgery.registry import STEPS
 from graphsurgery.steps.base import EXACT, StepError
 from graphsurgery.steps.output import MAX_POSITIONS, HeatmapArgmax, QuarterOffset, ToImage
+
 from stepkit import OPSETS, chain, op_types
 
 H, W = 64, 48

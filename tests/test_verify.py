@@ -7,16 +7,18 @@ OpenVINO), and fail loudly on a wrong patch, naming the output and the size of t
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from paritykit import CROP_RECIPE, IMAGE_RECIPE, shift_keypoints, wrong_recipe
 
 from graphsurgery import verify
 from graphsurgery.api import apply
 from graphsurgery.cli import cli
 from graphsurgery.synthetic import write_coco_set
 from graphsurgery.verification import MODEL_FLOAT_FLOOR
+
+from paritykit import CROP_RECIPE, IMAGE_RECIPE, shift_keypoints, wrong_recipe
 
 BOTH = ("onnxruntime", "openvino")
 
@@ -190,3 +192,27 @@ def test_cli_rejects_an_unknown_backend(tiny_pose_models):
     result = CliRunner().invoke(cli, ["verify", str(CROP_RECIPE), str(tiny_pose_models[(17, False)]),
                                       "--backends", "tensorrt"])
     assert result.exit_code == 2 and "'tensorrt' is not a backend" in result.output
+
+
+def test_verify_checks_each_model_once(tiny_pose_models, tmp_path, monkeypatch):
+    """The plain model is checked when loaded, the patched one when written; every later load of either (apply,
+    signatures, provenance, each runner) reuses that check."""
+    import shutil
+
+    import onnx
+
+    plain = Path(shutil.copy(tiny_pose_models[(17, False)], tmp_path / "fresh.onnx"))  # a file no test checked yet
+    checked: list[str] = []
+    real = onnx.checker.check_model
+
+    def counting(model, *args, **kwargs):
+        checked.append(str(model))
+        return real(model, *args, **kwargs)
+
+    monkeypatch.setattr(onnx.checker, "check_model", counting)
+    report = verify(CROP_RECIPE, plain, random=2)
+    assert report, report.failures()
+    assert len(checked) == 2 and checked[0] == str(plain), checked
+    plain.write_bytes(plain.read_bytes())  # rewritten: a new identity, checked again
+    verify(CROP_RECIPE, plain, random=1, backends=("onnxruntime",))
+    assert len(checked) == 4

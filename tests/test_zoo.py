@@ -12,13 +12,14 @@ import onnx
 import pytest
 from click.testing import CliRunner
 
-import quirkykit as q
 from graphsurgery.api import apply
 from graphsurgery.cli import cli
 from graphsurgery.images import read_image
 from graphsurgery.recipe import load_recipe
 from graphsurgery.runners import BACKENDS, open_runner
 from graphsurgery.twins import ModelFacts, run_unpatched
+
+import quirkykit as q
 
 ROOT = Path(__file__).resolve().parent.parent
 CLASSIFIER = ROOT / "recipes" / "imagenet_classifier.yaml"

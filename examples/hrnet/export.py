@@ -15,9 +15,10 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make `examples.hrnet` importable from the repository root
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from graphsurgery.errors import GraphsurgeryError
+
 from examples.hrnet.model import PRESETS, build_hrnet, load_checkpoint
 from examples.onnx_export import INPUT_NAME, OPSETS, check_request, export_plain
-from graphsurgery.errors import GraphsurgeryError
 
 OUTPUT_NAME = "heatmaps"
 

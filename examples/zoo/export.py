@@ -16,9 +16,10 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make `examples.zoo` importable from the repository root
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from graphsurgery.errors import GraphsurgeryError
+
 from examples.onnx_export import INPUT_NAME, OPSETS, check_request, export_plain
 from examples.zoo.models import PRESETS, build_zoo_model
-from graphsurgery.errors import GraphsurgeryError
 
 OUTPUT_NAMES = {"classifier": "logits", "pose": "heatmaps"}
 
@@ -47,7 +48,9 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     config = PRESETS[args.name]
     batch, (h, w) = "N" if args.dynamic_batch else "1", config.input_size
-    shape = f"[{batch},{config.classes}]" if config.kind == "classifier" else f"[{batch},{config.joints},{h // 4},{w // 4}]"
+    shape = (
+        f"[{batch},{config.classes}]" if config.kind == "classifier" else f"[{batch},{config.joints},{h // 4},{w // 4}]"
+    )
     print(f"wrote {out}: {args.name}, opset {args.opset}, {INPUT_NAME} [{batch},3,{h},{w}] -> "
           f"{OUTPUT_NAMES[config.kind]} {shape}")
     print(f"weights: seeded (seed {args.seed}), an untrained stand-in")

@@ -18,8 +18,9 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from examples.hrnet.model import BasicBlock
 from graphsurgery.errors import GraphsurgeryError
+
+from examples.hrnet.model import BasicBlock
 
 
 @dataclass(frozen=True)

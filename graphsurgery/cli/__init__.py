@@ -15,7 +15,6 @@ import click
 from graphsurgery import __version__
 from graphsurgery.errors import GraphsurgeryError
 
-
 INTERNAL_ERROR = 1
 
 

@@ -21,7 +21,9 @@ from graphsurgery.errors import GraphsurgeryError
               help="Fix an input's dynamic dims, e.g. input=1,256,192,3 (? keeps a dim as it is). Repeatable.")
 @click.option("--ovms", "ovms_dir", type=click.Path(path_type=Path),
               help="Write an OpenVINO Model Server repository instead: DIR/<name>/1/model.xml.")
-@click.option("--name", help="Model name in the --ovms repository [default: the model's file name up to its first dot].")
+@click.option(
+    "--name", help="Model name in the --ovms repository [default: the model's file name up to its first dot]."
+)
 @force_option
 def convert_command(model: Path, output: Path | None, fp16: bool, input_shapes: tuple[str, ...], ovms_dir: Path | None,
                     name: str | None, force: bool):
@@ -29,7 +31,9 @@ def convert_command(model: Path, output: Path | None, fp16: bool, input_shapes: 
     if ovms_dir is not None and output is not None:
         raise GraphsurgeryError("-o and --ovms both say where to write", fix="give only one of them")
     if name is not None and ovms_dir is None:
-        raise GraphsurgeryError("--name is the model's name in an --ovms repository", fix="add --ovms DIR, or drop --name")
+        raise GraphsurgeryError(
+            "--name is the model's name in an --ovms repository", fix="add --ovms DIR, or drop --name"
+        )
     shapes = dict(parse_input_shape(text) for text in input_shapes)
     if ovms_dir is not None:
         target = ovms_path(ovms_dir, name or model.stem.split(".")[0])
@@ -39,8 +43,10 @@ def convert_command(model: Path, output: Path | None, fp16: bool, input_shapes: 
     console = Console()
     console.print(f"wrote {', '.join(map(str, written))} ({'FP16' if fp16 else 'FP32'} weights)", highlight=False)
     if ovms_dir is not None:
-        console.print(f"serve it with: ovms --model_name {target.parent.parent.name} --model_path {target.parent.parent}",
-                      highlight=False)
+        console.print(
+            f"serve it with: ovms --model_name {target.parent.parent.name} --model_path {target.parent.parent}",
+            highlight=False,
+        )
 
 
 COMMANDS = (convert_command,)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 import json
+import typing
 from pathlib import Path
 
 import click
@@ -89,20 +91,34 @@ def steps_command(name: str | None):
             from graphsurgery.registry import closest
 
             hint = closest(name, list(everything))
-            raise GraphsurgeryError(f"unknown step {name!r}",
-                                    fix=f"did you mean {hint[0]!r}?" if hint else "run `graphsurgery steps` for the list")
+            raise GraphsurgeryError(
+                f"unknown step {name!r}",
+                fix=f"did you mean {hint[0]!r}?" if hint else "run `graphsurgery steps` for the list",
+            )
         cls = everything[name]
         console.print(f"[bold]{name}[/] ({cls.side} step, opset ≥ {cls.min_opset})")
-        console.print((cls.__doc__ or "").strip(), highlight=False)
+        # as written: the docstring's own line breaks, never re-wrapped mid-sentence by the terminal width
+        console.print(inspect.cleandoc(cls.__doc__ or ""), highlight=False, markup=False, soft_wrap=True)
+        if cls.model_fields:
+            console.print("\nParameters:")
         for field_name, field in cls.model_fields.items():
             default = "required" if field.is_required() else f"default {field.default!r}"
-            console.print(f"  {field_name}: {field.annotation} ({default}) {field.description or ''}", highlight=False)
+            described = f" — {field.description}" if field.description else ""
+            console.print(f"  {field_name}: {_type_name(field.annotation)} ({default}){described}",
+                          highlight=False, markup=False, soft_wrap=True)
         return
     for side in ("input", "output"):
         table = Table("step", "what it does", title=f"{side} steps", title_justify="left")
         for step_name, cls in sorted(steps_for(side).items()):
             table.add_row(step_name, cls.summary())
         console.print(table)
+
+
+def _type_name(annotation) -> str:
+    """`exact | argmax` for a Literal, `int` for a class, the annotation's text otherwise."""
+    if typing.get_origin(annotation) is typing.Literal:
+        return " | ".join(map(str, typing.get_args(annotation)))
+    return annotation.__name__ if isinstance(annotation, type) else str(annotation).replace("typing.", "")
 
 
 COMMANDS = (apply_command, inspect_command, schema_command, steps_command)

@@ -161,7 +161,9 @@ def _tolerance(text: str) -> tuple[str, tuple[float, float]]:
     except ValueError:
         numbers = []
     if not name or len(numbers) not in (1, 2):
-        raise GraphsurgeryError(f"--tolerance {text!r} is not OUTPUT=ATOL[,RTOL]", fix="e.g. --tolerance scores=1e-5,1e-4")
+        raise GraphsurgeryError(
+            f"--tolerance {text!r} is not OUTPUT=ATOL[,RTOL]", fix="e.g. --tolerance scores=1e-5,1e-4"
+        )
     return name, (numbers[0], numbers[1] if len(numbers) == 2 else 0.0)
 
 

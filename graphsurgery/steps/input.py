@@ -57,7 +57,9 @@ class ChangeLayout(InputStep):
 
     def spec_after(self, spec: TensorSpec) -> TensorSpec:
         if spec.layout == self.to:
-            raise StepError(f"the tensor is already {self.to} here", "remove this layout step or declare the caller's layout")
+            raise StepError(
+                f"the tensor is already {self.to} here", "remove this layout step or declare the caller's layout"
+            )
         shape = tuple(spec.shape[i] for i in self._perm()) if spec.shape else spec.shape
         return spec.with_(layout=self.to, shape=shape)
 

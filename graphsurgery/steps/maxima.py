@@ -49,8 +49,11 @@ def first_maximum(em: Emitter, x: Tensor, rank: int, length: int) -> FirstMaximu
     axis = rank - 1
     peak = em.reduce_max(x, [axis], keepdims=True, dtype=f32)
     below = em.op("Less", [x, peak], dtype=np.bool_)
-    candidates = em.op("Where", [below, em.const("beyond", length, i32), em.const("positions", np.arange(length, dtype=i32))],
-                       dtype=i32)
+    candidates = em.op(
+        "Where",
+        [below, em.const("beyond", length, i32), em.const("positions", np.arange(length, dtype=i32))],
+        dtype=i32,
+    )
     first = em.reduce_min(candidates, [axis], keepdims=True, dtype=i32)
     has_nan = _holds_nan(em, x, axis)
     found = em.op("Less", [first, em.const("length", length, i32)], dtype=np.bool_)
@@ -63,8 +66,15 @@ def first_maximum(em: Emitter, x: Tensor, rank: int, length: int) -> FirstMaximu
 def first_nan(em: Emitter, x: Tensor, rank: int, length: int) -> gs.Variable:
     """int32 position of the first NaN along the last axis (L where there is none), as numpy's argmax reports it."""
     i32 = np.int32
-    positions = em.op("Where", [em.op("IsNaN", [x], dtype=np.bool_), em.const("positions", np.arange(length, dtype=i32)),
-                                em.const("beyond", length, i32)], dtype=i32)
+    positions = em.op(
+        "Where",
+        [
+            em.op("IsNaN", [x], dtype=np.bool_),
+            em.const("positions", np.arange(length, dtype=i32)),
+            em.const("beyond", length, i32),
+        ],
+        dtype=i32,
+    )
     return em.reduce_min(positions, [rank - 1], keepdims=True, dtype=i32)
 
 

@@ -135,7 +135,9 @@ class Resize(InputStep):
         i64, f32 = np.int64, np.float32
         shape = em.op("Shape", [x], dtype=i64, shape=[4])
         hw = em.op("Gather", [shape, em.const("hw_axes", [h_axis, w_axis], i64)], {"axis": 0}, dtype=i64, shape=[2])
-        resized_hw = em.const("size", list(target), i64) if self.fit == "stretch" else self._fitted_hw(em, shape, hw, spec)
+        resized_hw = (
+            em.const("size", list(target), i64) if self.fit == "stretch" else self._fitted_hw(em, shape, hw, spec)
+        )
         keep = em.op("Gather", [shape, em.const("kept_axes", [0, 1] if spec.layout == "NCHW" else [0], i64)],
                      {"axis": 0}, dtype=i64)
         parts = [keep, resized_hw] if spec.layout == "NCHW" else [

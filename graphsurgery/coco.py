@@ -30,16 +30,15 @@ from graphsurgery.errors import GraphsurgeryError
 from graphsurgery.images import read_image
 from graphsurgery.modelio import load_model
 from graphsurgery.recipe import InputTensor, Recipe, as_recipe
-from graphsurgery.runners import BACKENDS, open_stream
-from graphsurgery.twins import ModelFacts, extra_input_names, postprocess, preprocess
-from graphsurgery.verification import (
+from graphsurgery.runners import BACKENDS, check_backends, open_stream
+from graphsurgery.samples import (
     as_caller_tensor,
-    check_backends,
     crop_size,
     patched_inputs,
     plain_input,
     tensor_facet,
 )
+from graphsurgery.twins import ModelFacts, extra_input_names, postprocess, preprocess
 
 STAT_NAMES = ("AP", "AP .50", "AP .75", "AP (M)", "AP (L)", "AR", "AR .50", "AR .75", "AR (M)", "AR (L)")
 PERSON = 1

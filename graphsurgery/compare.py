@@ -29,13 +29,10 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from graphsurgery.steps.base import Comparison
+from graphsurgery.tolerances import DEFAULT_TIE
 
 #: Mismatches listed one by one in a result (all are counted).
 MAX_DETAILS = 20
-
-#: The float tolerance under which two reference values count as a tie, when the caller gives none.
-DEFAULT_TIE = Comparison("float", rtol=1e-5, atol=1e-5)
-
 
 def exceeds(diff: np.ndarray, reference: np.ndarray, atol: float, rtol: float) -> np.ndarray:
     """Where a difference exceeds BOTH tolerances (the one failure rule for floats and near ties)."""

@@ -114,6 +114,20 @@ def precision_note(ran: str) -> str | None:
             "1.41× on an Intel Xeon without AMX): time it on this one with `graphsurgery bench`")
 
 
+def check_backends(backends: list[str], precision: str, patched: str | Path | None) -> list[str]:
+    if not backends:
+        raise GraphsurgeryError("no backend to verify on", fix=f"choose from {', '.join(BACKENDS)}")
+    unknown = [b for b in backends if b not in BACKENDS]
+    if unknown:
+        raise GraphsurgeryError(f"unknown backend {unknown[0]!r}", fix=f"choose from {', '.join(BACKENDS)}")
+    if precision != "f32" and "openvino" not in backends:
+        raise GraphsurgeryError(f"precision {precision} applies to OpenVINO only", fix="add openvino to the backends")
+    if patched is not None and Path(patched).suffix.lower() == ".xml" and "onnxruntime" in backends:
+        raise GraphsurgeryError("onnxruntime cannot run OpenVINO IR", path=patched,
+                                fix="verify the .xml with --backends openvino, or give the patched .onnx")
+    return list(dict.fromkeys(backends))
+
+
 def openvino_config(precision: str, threads: int | None, *, throughput: bool = False) -> dict:
     """The CPU plugin configuration: an explicit inference precision (f32 unless asked) and thread count;
     `throughput` asks for parallel streams (for asynchronous requests) instead of one fast request."""

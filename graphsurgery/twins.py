@@ -17,8 +17,8 @@ from graphsurgery.errors import GraphsurgeryError
 from graphsurgery.recipe import Recipe
 from graphsurgery.splice import bind_input_steps, image_input_name, real_inputs
 from graphsurgery.steps.base import Comparison, Dim, InputStep, TensorSpec
+from graphsurgery.tolerances import DEFAULT_FLOAT
 
-DEFAULT_FLOAT = Comparison("float", rtol=1e-5, atol=1e-5)
 #: The size of a symbolic dim of the plain model's other inputs that is not the batch: verify cannot know what such
 #: a dim means, and 1 is a size every dim may have (and broadcasts).
 OTHER_INPUT_DIM = 1

@@ -16,7 +16,7 @@ from graphsurgery import verify
 from graphsurgery.api import apply
 from graphsurgery.cli import cli
 from graphsurgery.synthetic import write_coco_set
-from graphsurgery.verification import MODEL_FLOAT_FLOOR
+from graphsurgery.tolerances import MODEL_FLOAT_FLOOR
 
 from paritykit import CROP_RECIPE, IMAGE_RECIPE, shift_keypoints, wrong_recipe
 
@@ -171,6 +171,8 @@ def test_cli_parity_failure_exits_1_naming_the_output(tiny_pose_models, wrong_pa
 @pytest.mark.parametrize("args, message", [
     (["--tolerance", "keypoints"], "is not OUTPUT=ATOL[,RTOL]"),
     (["--tolerance", "nothing=1,1"], "no output named 'nothing'"),
+    (["--tolerance", "*=nan"], "must be finite numbers"),  # NaN would pass every comparison
+    (["--tolerance", "scores=1,inf"], "must be finite numbers"),
     (["--patched", "missing.onnx"], "no such patched model file"),
     (["--boxes", "boxes.json"], "boxes need images"),
     (["--patched", "model.xml", "--backends", "onnxruntime"], "onnxruntime cannot run OpenVINO IR"),

@@ -21,7 +21,7 @@ from graphsurgery.cli import cli
 from graphsurgery.images import read_image
 from graphsurgery.steps.base import TensorSpec
 from graphsurgery.steps.resize import Resize
-from graphsurgery.verification import RESIZE_SIZES
+from graphsurgery.samples import RESIZE_SIZES
 
 from conftest import ROOT
 

@@ -1,0 +1,215 @@
+"""The caller-side inputs that verify and eval-coco feed both pipelines, and which model inputs they go to.
+
+Random uint8 crops (or images of several sizes, for recipes that resize), crops cut from images exactly as the
+HRNet authors cut them (`graphsurgery.crops`: one per person box, or the whole image), or whole images at their own
+sizes; the output steps' extra inputs (`center`, `scale`) come from the same boxes (random plausible boxes for
+random crops).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from graphsurgery.errors import GraphsurgeryError
+from graphsurgery.modelio import LoadedModel
+from graphsurgery.recipe import InputTensor, Recipe
+from graphsurgery.runners import Port, model_signature
+from graphsurgery.splice import real_inputs
+from graphsurgery.twins import ModelFacts
+
+#: The image random boxes are drawn in (pixels), for the `center` / `scale` inputs of random crops.
+RANDOM_IMAGE_SIZE = (640, 480)
+DEFAULT_RANDOM = 8
+#: (W, H) of random images when the recipe resizes: landscape and portrait, odd sides, smaller and larger than a
+#: 224 or 256 model, and one equal to a 224 model's size.
+RESIZE_SIZES = ((400, 300), (353, 481), (224, 224), (640, 480))
+
+@dataclass
+class Samples:
+    """Caller-side inputs in groups of one size each (a batch has one size): tensors as the patched model takes
+    them ([n, ...]) with their extra inputs by name; what they are, and what one of them is called."""
+
+    groups: list[tuple[np.ndarray, dict[str, np.ndarray]]]
+    description: str
+    unit: str = "crops"
+
+    def __len__(self) -> int:
+        return sum(len(tensors) for tensors, _ in self.groups)
+
+    @property
+    def extras(self) -> dict[str, np.ndarray]:
+        """Every group's extra inputs, concatenated in order (as the outputs are)."""
+        return {name: np.concatenate([extras[name] for _, extras in self.groups]) for name in self.groups[0][1]}
+
+    def sizes(self, layout: str) -> list[tuple[int, int]]:
+        """The distinct (W, H) of the samples, in order."""
+        return list(dict.fromkeys(width_height(tensors[0], layout) for tensors, _ in self.groups))
+
+
+def random_samples(n: int, image_input: Port, sizes: Sequence[tuple[int, int]], layout: str, extras: list[str],
+                   model_size: tuple[int, int], batch: int = 1, seed: int = 0) -> Samples:
+    """`n` random images (values 0–255 in the input's dtype), a new size from `sizes` (W, H) every `batch` images,
+    grouped by size; random plausible boxes (padded to the aspect of `model_size`) for the extra inputs.
+
+    One size: crops at the model's size. Several: images for a recipe that resizes them."""
+    from graphsurgery.crops import box_to_center_scale
+
+    if n < 1:
+        raise GraphsurgeryError(f"--random needs at least 1 crop, not {n}", fix="give a positive number")
+    rng = np.random.default_rng(seed)
+    size_of = [sizes[(index // batch) % len(sizes)] for index in range(n)]
+    members = {size: [i for i, s in enumerate(size_of) if s == size] for size in dict.fromkeys(size_of)}
+    tensors = [rng.integers(0, 256, (len(m), *_sample_shape(image_input, size, layout))).astype(image_input.dtype)
+               for size, m in members.items()]
+    width, height = RANDOM_IMAGE_SIZE
+    boxes = []
+    for _ in range(n):
+        w, h = rng.uniform(40, width / 2), rng.uniform(80, height - 10)
+        boxes.append((rng.uniform(0, width - w), rng.uniform(0, height - h), w, h))
+    centers, scales = (np.stack(v) for v in zip(*(box_to_center_scale(b, model_size[0] / model_size[1])
+                                                  for b in boxes)))
+    groups = [(t, _extras(extras, centers[m], scales[m])) for t, m in zip(tensors, members.values())]
+    if len(sizes) == 1:
+        return Samples(groups, f"{n} random crops (seed {seed})")
+    shown = ", ".join(f"{w}×{h}" for w, h in members)
+    return Samples(groups, f"{n} random images of {len(members)} sizes, W×H {shown} (seed {seed})", "images")
+
+
+def image_samples(folder: Path, boxes_file: Path | str | None, image_input: Port, size: tuple[int, int],
+                  tensor: InputTensor, extras: list[str]) -> Samples:
+    """One crop per person box (or per whole image without a boxes file), cut as the HRNet authors cut them."""
+    from graphsurgery.boxes import load_boxes
+    from graphsurgery.crops import person_crop, whole_image_box
+    from graphsurgery.images import list_images, read_image
+
+    paths = list_images([folder])
+    boxes = load_boxes(Path(boxes_file)) if boxes_file is not None else None
+    tensors, centers, scales = [], [], []
+    used = 0
+    for path in paths:
+        if boxes is not None and path.name not in boxes:
+            continue
+        image = read_image(path)
+        used += 1
+        for box in boxes[path.name] if boxes is not None else [whole_image_box(image)]:
+            center, scale, crop = person_crop(image, box, size)
+            tensors.append(as_caller_tensor(crop, tensor, image_input.dtype))
+            centers.append(center)
+            scales.append(scale)
+    if not tensors:
+        raise GraphsurgeryError("no image in the folder has boxes in the boxes file", path=boxes_file,
+                                fix="check that the boxes file names the images by file name")
+    how = "person boxes" if boxes is not None else "whole images"
+    return Samples([(np.stack(tensors), _extras(extras, np.stack(centers), np.stack(scales)))],
+                   f"{len(tensors)} crops from {used} images in {folder} ({how})")
+
+
+def whole_images(folder: Path, image_input: Port, tensor: InputTensor, extras: list[str],
+                 model_size: tuple[int, int]) -> Samples:
+    """Each image of the folder whole, at its own size, as the caller feeds it: one group per image. Extra inputs
+    come from the whole-image box (padded to the aspect of `model_size`, W / H)."""
+    from graphsurgery.crops import box_to_center_scale, whole_image_box
+    from graphsurgery.images import list_images, read_image
+
+    groups = []
+    for path in list_images([folder]):
+        image = read_image(path)
+        center, scale = box_to_center_scale(whole_image_box(image), model_size[0] / model_size[1])
+        groups.append((as_caller_tensor(image, tensor, image_input.dtype)[None],
+                       _extras(extras, center[None], scale[None])))
+    shown = ", ".join(f"{w}×{h}" for w, h in dict.fromkeys(width_height(t[0], tensor.layout) for t, _ in groups))
+    return Samples(groups, f"{len(groups)} whole images from {folder} at their own sizes, W×H {shown}", "images")
+
+
+def as_caller_tensor(crop_bgr: np.ndarray, tensor: InputTensor, dtype: str) -> np.ndarray:
+    """A uint8 HWC BGR crop (or image) as the recipe's caller feeds it: its colour order, layout and element type
+    (no batch)."""
+    x = crop_bgr[..., ::-1] if tensor.color == "RGB" else crop_bgr
+    x = np.transpose(x, (2, 0, 1)) if tensor.layout == "NCHW" else x
+    return np.ascontiguousarray(x).astype(dtype)
+
+
+def _extras(names: list[str], centers: np.ndarray, scales: np.ndarray) -> dict[str, np.ndarray]:
+    known = {"center": centers.astype(np.float32), "scale": scales.astype(np.float32)}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise GraphsurgeryError(f"verify cannot make values for the extra input(s) {', '.join(map(repr, unknown))}",
+                                fix="verify knows `center` and `scale`; compare such models with your own inputs")
+    return {name: known[name] for name in names}
+
+
+def tensor_facet(recipe: Recipe) -> InputTensor:
+    return recipe.input.tensor if recipe.input else InputTensor()
+
+
+def _sample_shape(image_input: Port, size: tuple[int, int], layout: str) -> tuple[int, ...]:
+    """One sample's dims in the caller's layout, dynamic ones filled from the crop size (W, H) and 3 channels."""
+    dims = image_input.shape[1:]
+    if len(dims) != 3:
+        raise GraphsurgeryError(f"the patched input {image_input.name!r} has {len(dims) + 1} dims; verify makes "
+                                f"4-D image batches", fix="verify image models (a 4-D input)")
+    wanted = (size[1], size[0], 3) if layout == "NHWC" else (3, size[1], size[0])
+    return tuple(d or fill for d, fill in zip(dims, wanted))
+
+
+def width_height(sample: np.ndarray, layout: str) -> tuple[int, int]:
+    """(W, H) of one sample (no batch) in the caller's layout."""
+    h, w = sample.shape[:2] if layout == "NHWC" else sample.shape[1:]
+    return int(w), int(h)
+
+
+def crop_size(image_input: Port, recipe: Recipe, facts: ModelFacts) -> tuple[int, int]:
+    """(W, H) of the crops: the patched input's static size, else the plain model's."""
+    layout = tensor_facet(recipe).layout
+    h, w = image_input.shape[1:3] if layout == "NHWC" else image_input.shape[2:4]
+    if isinstance(h, int) and isinstance(w, int):
+        return (w, h)
+    if facts.input_size is None:
+        raise GraphsurgeryError("neither the patched nor the plain model has a static input size",
+                                fix="export the model with a fixed input size")
+    return facts.input_size
+
+
+def patched_inputs(path: Path, extra_names: list[str], other_names: Sequence[str] = ()) -> tuple[Port, list[str]]:
+    """The patched model's image input, and the extra inputs (of the recipe) it takes; it must also take the plain
+    model's `other_names`."""
+    if not path.exists():
+        raise GraphsurgeryError("no such patched model file", path=path, fix="check the path")
+    inputs = model_signature(path).inputs
+    besides = [*extra_names, *other_names]
+    images = [p for p in inputs if p.name not in besides]
+    extras = [p.name for p in inputs if p.name in extra_names]
+    if len(images) != 1:
+        raise GraphsurgeryError(f"the patched model has {len(images)} inputs besides {besides or 'none'}; "
+                                f"expected one image input", path=path, fix="give the model patched with this recipe")
+    missing = sorted(set(besides) - {p.name for p in inputs})
+    if missing:
+        raise GraphsurgeryError(f"the patched model lacks the input(s) {missing} the recipe adds or the plain model "
+                                f"has", path=path, fix="give the model patched with this recipe")
+    return images[0], extras
+
+
+def plain_input(recipe: Recipe, plain: LoadedModel) -> str:
+    """The plain model's input the recipe patches: its input.target, else the model's only input."""
+    if recipe.input and recipe.input.target:
+        return recipe.input.target
+    names = real_inputs(plain.proto)
+    if len(names) != 1:
+        raise GraphsurgeryError(f"the plain model has {len(names)} inputs", path=plain.path,
+                                fix="name the one to patch in the recipe's input.target")
+    return names[0]
+
+
+def chunks(samples: Samples, batch: int):
+    """Batches of `batch` samples, each of one size."""
+    if any(len(tensors) % batch for tensors, _ in samples.groups):
+        raise GraphsurgeryError(f"the model takes batches of {batch}; {len(samples)} {samples.unit} do not divide "
+                                f"into them", fix=f"use a multiple of {batch} {samples.unit}")
+    for tensors, extras in samples.groups:
+        for start in range(0, len(tensors), batch):
+            end = start + batch
+            yield tensors[start:end], {k: v[start:end] for k, v in extras.items()}

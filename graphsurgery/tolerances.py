@@ -1,0 +1,69 @@
+"""The tolerance policy, in one place: how closely each output must match the unpatched pipeline.
+
+Each step declares how its outputs compare (`OutputStep.writes`: exact coordinates, indices, or floats with
+atol/rtol). Float outputs that come from the network itself get at least `MODEL_FLOAT_FLOOR`, the allowance for
+one float32 network computed in two graphs or on two backends; a tolerance the caller sets by name replaces both.
+Near ties of keypoints are judged at the model output's own float tolerance (`tie_tolerance`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+from graphsurgery.errors import GraphsurgeryError
+from graphsurgery.steps.base import Comparison
+
+#: The comparison of a model output no step declares (the network's own output, kept or passed through).
+DEFAULT_FLOAT = Comparison("float", rtol=1e-5, atol=1e-5)
+
+#: The float tolerance under which two reference values count as a tie, when the caller gives none.
+DEFAULT_TIE = Comparison("float", rtol=1e-5, atol=1e-5)
+
+#: Float outputs come from the model, and one model in float32 gives slightly different numbers in different graphs
+#: and backends (accumulated rounding; HRNet-W32: up to 3.7e-5 on heatmaps spanning ±1.2, ONNX Runtime vs OpenVINO,
+#: and with vs without the preprocessing that OpenVINO folds into the first convolution). Declared float tolerances
+#: tighter than this are raised to it unless a tolerance is set by name; wrong patches differ by 1e-2 (bf16) to 1
+#: (colour order, std).
+MODEL_FLOAT_FLOOR = Comparison("float", rtol=1e-4, atol=1e-4)
+
+Tolerances = Mapping[str, tuple[float, float]]
+
+
+def model_float(comparison: Comparison) -> Comparison:
+    """A float comparison raised to at least MODEL_FLOAT_FLOOR (other kinds unchanged)."""
+    if comparison.kind != "float":
+        return comparison
+    return Comparison("float", rtol=max(comparison.rtol, MODEL_FLOAT_FLOOR.rtol),
+                      atol=max(comparison.atol, MODEL_FLOAT_FLOOR.atol))
+
+
+def with_tolerances(declared: dict[str, Comparison], tolerances: Tolerances) -> dict[str, Comparison]:
+    """The recipe's comparisons (floats raised to the model floor) with the caller's tolerances; "*" applies to
+    float outputs without their own."""
+    unknown = sorted(set(tolerances) - set(declared) - {"*"})
+    if unknown:
+        raise GraphsurgeryError(f"no output named {unknown[0]!r} to set a tolerance for",
+                                fix=f"the outputs are {', '.join(declared)} (or * for every float output)")
+    result = {}
+    for name, comparison in declared.items():
+        given = tolerances.get(name, tolerances.get("*") if comparison.kind == "float" else None)
+        if given is not None:
+            atol, rtol = given
+            if not (math.isfinite(atol) and math.isfinite(rtol)) or atol < 0 or rtol < 0:
+                # NaN would make every comparison pass; inf would too
+                raise GraphsurgeryError(f"tolerances for {name!r} must be finite numbers ≥ 0, not {atol}, {rtol}",
+                                        fix="give atol, rtol ≥ 0")
+            comparison = Comparison(comparison.kind, atol=atol, rtol=rtol if comparison.kind == "float" else 0.0)
+        else:
+            comparison = model_float(comparison)
+        result[name] = comparison
+    return result
+
+
+def tie_tolerance(declared: dict[str, Comparison], wanted: dict[str, Comparison], tolerances: Tolerances,
+                   output: str) -> Comparison:
+    """The float tolerance under which two heatmap values tie: the model output's own, as declared or as set for it
+    by name. A blanket "*" does not loosen it: that would turn every keypoint mismatch into a near tie."""
+    tie = wanted[output] if output in tolerances else model_float(declared.get(output, DEFAULT_TIE))
+    return tie if tie.kind == "float" else model_float(DEFAULT_TIE)

@@ -82,7 +82,7 @@ def child(task: str, model: Path, recipe: Path, out: Path) -> dict:
         def operation():
             export_hrnet(out, variant="w32")
     elif task == "machine":
-        from graphsurgery.bench import machine
+        from graphsurgery.machine import machine
 
         return machine()
     else:

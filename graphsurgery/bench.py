@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import importlib
 import os
-import platform
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -26,9 +24,11 @@ import numpy as np
 from graphsurgery import twins
 from graphsurgery.api import apply
 from graphsurgery.errors import GraphsurgeryError
+from graphsurgery.machine import machine
 from graphsurgery.modelio import load_model
+from graphsurgery.ratios import paired_ratio, paired_ratio_ci, timing_stats
 from graphsurgery.recipe import Recipe, as_recipe
-from graphsurgery.runners import cpu_flags, open_runner, open_stream, precision_note
+from graphsurgery.runners import open_runner, open_stream, precision_note
 from graphsurgery.splice import real_inputs
 
 #: (W, H) of the caller image when the recipe resizes (its H × W are free): a camera frame, not the model's size.
@@ -335,19 +335,14 @@ def _measure_latency(pipelines: list[Pipeline], settings: Settings) -> list[dict
     rows = []
     for pipeline in pipelines:
         times = np.array(samples[pipeline.key], dtype=np.float64) / 1e6
-        rows.append({**pipeline.row(), "model_ms": _stats(times[:, 0]), "end_to_end_ms": _stats(times[:, 1]),
+        rows.append({**pipeline.row(), "model_ms": timing_stats(times[:, 0]),
+                     "end_to_end_ms": timing_stats(times[:, 1]),
                      "end_to_end_over_model": paired_ratio(times[:, 1], times[:, 0])})
     reference = _find(rows, REFERENCE)
     for row in rows:
         row["vs_reference"] = {kind: paired_ratio(row[kind]["samples"], reference[kind]["samples"])
                                for kind in ("model_ms", "end_to_end_ms")}
     return rows
-
-
-def paired_ratio(numerator, denominator) -> float:
-    """The median over rounds of the ratio within each round: both were timed in the same round, close together,
-    so load that changes from round to round cancels (a ratio of medians would mix different moments)."""
-    return float(np.median(np.asarray(numerator) / np.asarray(denominator)))
 
 
 def _measure_throughput(pipelines: list[Pipeline], settings: Settings) -> list[dict]:
@@ -367,11 +362,6 @@ def _measure_throughput(pipelines: list[Pipeline], settings: Settings) -> list[d
     for row in rows:
         row["vs_reference"] = {"time": reference / row["frames_per_second"]["median"]}
     return rows
-
-
-def _stats(ms: np.ndarray) -> dict:
-    return {"median": float(np.median(ms)), "p90": float(np.percentile(ms, 90)), "min": float(ms.min()),
-            "samples": [round(float(v), 4) for v in ms]}
 
 
 def _find(rows: list[dict], key: str) -> dict:
@@ -402,73 +392,3 @@ def check_targets(rows: list[dict]) -> list[dict]:
                         paired_ratio_ci(*samples), "limit": target.limit, "at_most": target.at_most, "met": met,
                         "where": where})
     return results
-
-
-def paired_ratio_ci(numerator, denominator, resamples: int = 2000) -> list[float]:
-    """95 % bootstrap interval of `paired_ratio`: whether a miss (or a pass) is more than this machine's noise."""
-    ratios = np.asarray(numerator) / np.asarray(denominator)
-    picks = np.random.default_rng(0).integers(0, len(ratios), (resamples, len(ratios)))
-    return [float(v) for v in np.percentile(np.median(ratios[picks], axis=1), [2.5, 97.5])]
-
-
-def machine() -> dict:
-    """The facts a reader needs to compare these numbers with theirs."""
-    cpu = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
-                    if line.startswith("model name")), cpu)
-    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else 0
-    versions = {}
-    for package in ("graphsurgery", "numpy", "onnx", "onnxruntime", "openvino", "torch"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = None
-    flags = sorted(cpu_flags() & {"avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx512_fp16", "amx_bf16",
-                                  "amx_int8"})
-    return {"cpu": cpu, "cpu_flags": flags, "logical_cpus": os.cpu_count(), "usable_cpus": len(os.sched_getaffinity(0)),
-            "ram_gib": round(ram / 2**30, 1), "os": platform.platform(), "python": platform.python_version(),
-            "versions": versions}
-
-
-def write_chart(result: dict, path: str | Path) -> Path:
-    """A horizontal bar chart of the rows (latency: model-only and end-to-end medians, whiskers to p90)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
-    rows = result["pipelines"]
-    labels = [row["label"] + ("" if row["precision"] == row["precision_requested"] else f" [ran {row['precision']}]")
-              for row in rows]
-    y = np.arange(len(rows))[::-1]
-    settings = result["settings"]
-    figure, axes = plt.subplots(figsize=(9, 1.0 + 0.55 * len(rows)), dpi=110)
-    if result["mode"] == "latency":
-        height = 0.38
-        for offset, kind, name, colour in ((height / 2, "model_ms", "model only", "#4C72B0"),
-                                           (-height / 2, "end_to_end_ms", "end to end", "#DD8452")):
-            medians = np.array([row[kind]["median"] for row in rows])
-            p90 = np.array([row[kind]["p90"] for row in rows])
-            bars = axes.barh(y + offset, medians, height, xerr=[np.zeros_like(p90), p90 - medians], label=name,
-                             color=colour, error_kw={"elinewidth": 0.8, "capsize": 2})
-            axes.bar_label(bars, labels=[f"{m:.1f}" for m in medians], padding=3, fontsize=7)
-        axes.set_xlabel("milliseconds per batch (median; whisker to p90)")
-        axes.legend(loc="lower right", fontsize=8)
-    else:
-        fps = np.array([row["frames_per_second"]["median"] for row in rows])
-        bars = axes.barh(y, fps, 0.6, color="#55A868")
-        axes.bar_label(bars, labels=[f"{v:.1f}" for v in fps], padding=3, fontsize=7)
-        axes.set_xlabel("frames per second (median round)")
-    axes.set_yticks(y, labels, fontsize=8)
-    axes.margins(x=0.12)
-    load = result["load_average"]["after"][0]
-    axes.set_title(f"{Path(result['model']).name} · {result['recipe']} · batch {settings['batch']} · "
-                   f"{settings['threads']} threads · {settings['iterations']} interleaved rounds · load {load:.1f}",
-                   fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path)
-    plt.close(figure)
-    return path

@@ -26,6 +26,7 @@ import numpy as np
 
 from graphsurgery import crops
 from graphsurgery.api import apply
+from graphsurgery.cocoformat import PERSON, keypoint_result
 from graphsurgery.errors import GraphsurgeryError
 from graphsurgery.images import read_image
 from graphsurgery.modelio import load_model
@@ -41,15 +42,13 @@ from graphsurgery.samples import (
 from graphsurgery.twins import ModelFacts, extra_input_names, postprocess, preprocess
 
 STAT_NAMES = ("AP", "AP .50", "AP .75", "AP (M)", "AP (L)", "AR", "AR .50", "AR .75", "AR (M)", "AR (L)")
-PERSON = 1
 KEYPOINTS, SCORES = "keypoints", "scores"
-IN_VIS_THRE = 0.2  # the authors' TEST.IN_VIS_THRE: joints scoring above it count in the person's score
 
 Progress = Callable[[str, int, int], None]  # (pipeline, done, total)
 
 
 @dataclass(frozen=True)
-class Person:
+class PersonBox:
     """A box to crop: its image, [x, y, w, h] and score (1 for ground truth)."""
 
     image_id: int
@@ -162,7 +161,7 @@ def _load_coco(path: Path):
                                 fix="give a COCO keypoints annotation file (images, annotations, categories)") from None
 
 
-def _ground_truth(gt, image_ids: list[int]) -> list[Person]:
+def _ground_truth(gt, image_ids: list[int]) -> list[PersonBox]:
     """The authors' ground-truth boxes: non-crowd people with annotated keypoints, clipped to the image."""
     people = []
     for image_id in image_ids:
@@ -175,12 +174,12 @@ def _ground_truth(gt, image_ids: list[int]) -> list[Person]:
             x1, y1 = max(0.0, x), max(0.0, y)
             x2, y2 = min(width - 1.0, x1 + max(0.0, w - 1)), min(height - 1.0, y1 + max(0.0, h - 1))
             if x2 >= x1 and y2 >= y1:
-                people.append(Person(image_id, info["file_name"], (x1, y1, x2 - x1, y2 - y1), 1.0))
+                people.append(PersonBox(image_id, info["file_name"], (x1, y1, x2 - x1, y2 - y1), 1.0))
     return people
 
 
-def _detections(gt, path: Path, image_ids: list[int]) -> list[Person]:
-    """Person detections from a COCO results file ([{image_id, category_id, bbox, score}])."""
+def _detections(gt, path: Path, image_ids: list[int]) -> list[PersonBox]:
+    """PersonBox detections from a COCO results file ([{image_id, category_id, bbox, score}])."""
     if not path.is_file():
         raise GraphsurgeryError("no such detections file", path=path, fix="check the path")
     try:
@@ -198,7 +197,7 @@ def _detections(gt, path: Path, image_ids: list[int]) -> list[Person]:
             x, y, w, h = det["bbox"]
             if w > 0 and h > 0:
                 people.append(
-                    Person(image_id, gt.imgs[image_id]["file_name"], (x, y, w, h), float(det.get("score", 1)))
+                    PersonBox(image_id, gt.imgs[image_id]["file_name"], (x, y, w, h), float(det.get("score", 1)))
                 )
     return people
 
@@ -216,7 +215,7 @@ class _CallerCrops:
     tensor: InputTensor
     dtype: str
 
-    def __call__(self, people: list[Person]) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    def __call__(self, people: list[PersonBox]) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         loaded: tuple[str, np.ndarray] | None = None
         for person in people:
             if loaded is None or loaded[0] != person.file_name:
@@ -228,7 +227,7 @@ class _CallerCrops:
 Answer = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # keypoints [K, 2], scores [K], center, scale
 
 
-def _run(backend: str, model: Path, people: list[Person], caller: _CallerCrops,
+def _run(backend: str, model: Path, people: list[PersonBox], caller: _CallerCrops,
          feed: Callable[[np.ndarray, dict[str, np.ndarray]], dict[str, np.ndarray]],
          read: Callable[[dict[str, np.ndarray], dict[str, np.ndarray]], dict[str, np.ndarray]],
          extras: list[str], advance: Callable[[int], None]) -> tuple[list[Answer], str]:
@@ -265,17 +264,12 @@ def _keypoints(outputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     return (np.asarray(outputs[KEYPOINTS][0], np.float64), np.asarray(outputs[SCORES][0], np.float64).reshape(-1))
 
 
-def _result(person: Person, answer: Answer, size: tuple[int, int], in_image_pixels: bool) -> dict:
+def _result(person: PersonBox, answer: Answer, size: tuple[int, int], in_image_pixels: bool) -> dict:
     """One COCO keypoint result in original-image pixels, rescored as the authors do."""
     keypoints, scores, center, scale = answer
     if not in_image_pixels:
         keypoints = crops.to_original(keypoints, center, scale, size)
-    scores = np.nan_to_num(scores, nan=0.0)
-    visible = scores[scores > IN_VIS_THRE]
-    score = (float(visible.mean()) if visible.size else 0.0) * person.score
-    triples = np.concatenate([np.asarray(keypoints, np.float64), scores[:, None]], axis=1)
-    return {"image_id": person.image_id, "category_id": PERSON, "keypoints": triples.reshape(-1).tolist(),
-            "score": score}
+    return keypoint_result(person.image_id, keypoints, scores, person.score)
 
 
 def _write_results(path: Path, results: list[dict]) -> Path:

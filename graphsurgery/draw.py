@@ -10,23 +10,15 @@ from collections.abc import Sequence
 
 import numpy as np
 
-COCO_KEYPOINTS = (
-    "nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder", "left_elbow",
-    "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle",
-    "right_ankle",
-)
-#: The COCO person category's `skeleton`, 0-based.
-COCO_SKELETON = (
-    (15, 13), (13, 11), (16, 14), (14, 12), (11, 12), (5, 11), (6, 12), (5, 6), (5, 7), (6, 8), (7, 9), (8, 10),
-    (1, 2), (0, 1), (0, 2), (1, 3), (2, 4), (3, 5), (4, 6),
-)
+from graphsurgery.cocoformat import KEYPOINT_NAMES, SKELETON
+
 LEFT, RIGHT, CENTRE = (255, 128, 0), (0, 128, 255), (0, 220, 0)  # BGR: left side blue, right side orange
 MONTAGE_COLUMNS = 6
 MONTAGE_MAX_PERSONS = 16
 
 
 def _side_colour(joint: int) -> tuple[int, int, int]:
-    name = COCO_KEYPOINTS[joint] if joint < len(COCO_KEYPOINTS) else ""
+    name = KEYPOINT_NAMES[joint] if joint < len(KEYPOINT_NAMES) else ""
     return LEFT if name.startswith("left") else RIGHT if name.startswith("right") else CENTRE
 
 
@@ -49,7 +41,7 @@ def draw_skeleton(image: np.ndarray, boxes: Sequence[Sequence[float]], keypoints
         x, y, w, h = box
         cv2.rectangle(canvas, (round(x), round(y)), (round(x + w), round(y + h)), (200, 200, 200), thickness)
         shown = np.asarray(score) > min_score  # NaN compares False: never drawn
-        for a, b in COCO_SKELETON:
+        for a, b in SKELETON:
             if a < len(points) and b < len(points) and shown[a] and shown[b]:
                 cv2.line(canvas, _point(points[a]), _point(points[b]), _side_colour(b), thickness, cv2.LINE_AA)
         for joint, point in enumerate(points):
@@ -77,7 +69,7 @@ def heatmap_montage(crops: Sequence[np.ndarray], heatmaps: Sequence[np.ndarray])
         for joint, heatmap in enumerate(normalised):
             coloured = cv2.applyColorMap((cv2.resize(heatmap, tile_size) * 255).astype(np.uint8), cv2.COLORMAP_JET)
             tile = cv2.addWeighted(base, 0.4, coloured, 0.6, 0.0)
-            label = COCO_KEYPOINTS[joint] if joint < len(COCO_KEYPOINTS) else str(joint)
+            label = KEYPOINT_NAMES[joint] if joint < len(KEYPOINT_NAMES) else str(joint)
             cv2.putText(tile, label, (2, 10), cv2.FONT_HERSHEY_PLAIN, 0.7, (255, 255, 255), 1, cv2.LINE_AA)
             tiles.append(tile)
         tiles += [np.zeros_like(base)] * (-len(tiles) % MONTAGE_COLUMNS)

@@ -22,6 +22,7 @@ import numpy as np
 
 from graphsurgery import crops
 from graphsurgery.boxes import Box, load_boxes
+from graphsurgery.cocoformat import keypoint_result
 from graphsurgery.errors import GraphsurgeryError
 from graphsurgery.images import list_images, read_image
 from graphsurgery.runners import ModelSignature, Port, Runner, model_signature, open_runner, precision_note
@@ -31,7 +32,6 @@ CENTER, SCALE = "center", "scale"
 KEYPOINTS, SCORES = "keypoints", "scores"
 DEFAULT_MIN_SCORE = 0.2
 DEFAULT_BATCH = 8
-COCO_PERSON = 1
 
 
 @dataclass(frozen=True)
@@ -127,15 +127,9 @@ def warm_up(run: Runner, model: PoseModel) -> None:
 
 
 def coco_results(persons: Sequence[Person], image_id: int, file_name: str) -> list[dict]:
-    """COCO keypoint results: [x, y, score] per joint, the mean joint score; a NaN score is written as 0."""
-    results = []
-    for person in persons:
-        scores = np.nan_to_num(person.scores.astype(np.float64), nan=0.0)
-        triples = np.concatenate([person.keypoints.astype(np.float64), scores[:, None]], axis=1)
-        results.append({"image_id": image_id, "file_name": file_name, "category_id": COCO_PERSON,
-                        "keypoints": [float(v) for v in triples.reshape(-1)],
-                        "score": float(scores.mean()), "bbox": [float(v) for v in person.box]})
-    return results
+    """COCO keypoint results, scored as eval-coco scores them (`cocoformat`; run's boxes carry no score: 1)."""
+    return [keypoint_result(image_id, person.keypoints, person.scores, file_name=file_name,
+                            bbox=[float(v) for v in person.box]) for person in persons]
 
 
 def image_ids(paths: Sequence[Path]) -> list[int]:

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -28,26 +26,10 @@ from pydantic import (
 from graphsurgery.errors import RecipeError
 from graphsurgery.registry import closest, steps_for
 from graphsurgery.steps.base import Color, Dim, InputStep, Layout, OutputStep, Step
+from graphsurgery.yamlsource import YamlPath, dotted, line_of, read_yaml
 
 MAX_RECIPE_BYTES = 1_000_000
-MAX_EXPANDED_NODES = 100_000
-MAX_DEPTH = 50
 TENSOR_NAME = r"^[^\x00-\x1f]{1,256}$"
-
-YamlPath = tuple[str | int, ...]
-
-
-class _RecipeLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
-    """The safe loader, also reading `1e-3` and `1.0e5` as numbers (YAML 1.2; PyYAML's YAML 1.1 makes them strings).
-
-    libyaml's parser when present: ten times faster on a 1 MB recipe, and it bounds nesting (1,000 levels) itself.
-    """
-
-
-_RecipeLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
-    list("-+0123456789."))
-
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -231,7 +213,7 @@ def parse_recipe(raw: bytes | str, source: str = "<string>") -> Recipe:
         line = data_bytes.count(b"\n", 0, exc.start) + 1
         raise RecipeError(f"line {line}: not UTF-8 text (bad byte at offset {exc.start})", path=source,
                           fix="save the recipe as UTF-8") from None
-    data, lines = _read_yaml(text, source)
+    data, lines = read_yaml(text, source)
     if data is None:
         raise RecipeError("the recipe is empty", path=source, fix="start from recipes/hrnet_coco_pose.yaml")
     if not isinstance(data, dict):
@@ -248,86 +230,6 @@ def parse_recipe(raw: bytes | str, source: str = "<string>") -> Recipe:
     recipe._sha256 = hashlib.sha256(data_bytes).hexdigest()
     recipe._source = source
     return recipe
-
-
-def _read_yaml(text: str, source: str) -> tuple[Any, dict[YamlPath, int]]:
-    """Safe-load YAML, recording the line of every YAML path and bounding the expanded size and depth."""
-    loader = None
-    try:
-        loader = _RecipeLoader(text)
-        node = loader.get_single_node()
-        if node is None:
-            return None, {}
-        lines: dict[YamlPath, int] = {}
-        _walk(node, (), lines, [0], source)
-        return loader.construct_document(node), lines
-    except yaml.constructor.ConstructorError as exc:
-        where = f"line {exc.problem_mark.line + 1}: " if exc.problem_mark else ""
-        if "unhashable" in (exc.problem or ""):
-            raise RecipeError(f"{where}a key is a list or mapping", path=source,
-                              fix="keys are plain names (`key: value`)") from None
-        raise RecipeError(f"{where}YAML tag not allowed ({exc.problem})", path=source,
-                          fix="remove the `!!` tag: recipes hold plain values only") from None
-    except yaml.MarkedYAMLError as exc:
-        if "nesting depth" in (exc.problem or ""):  # libyaml's own bound
-            raise _too_deep(source) from None
-        mark = exc.problem_mark
-        raise RecipeError(f"line {mark.line + 1}, column {mark.column + 1}: YAML syntax error: {exc.problem}",
-                          path=source, fix="correct the YAML at that position") from None
-    except yaml.reader.ReaderError as exc:
-        line = text.count("\n", 0, text.find(chr(exc.character))) + 1  # positions count bytes in libyaml
-        raise RecipeError(f"line {line}: character U+{exc.character:04X} is not allowed in YAML", path=source,
-                          fix="remove the control character (was the file saved as text?)") from None
-    except yaml.YAMLError as exc:
-        raise RecipeError(f"YAML error: {' '.join(str(exc).split())}", path=source, fix="correct the YAML") from None
-    except RecursionError:  # the parser recurses once per level: far deeper documents overflow before _walk
-        raise _too_deep(source) from None
-    finally:
-        if loader is not None:
-            loader.dispose()
-
-
-def _walk(node: yaml.Node, path: YamlPath, lines: dict[YamlPath, int], count: list[int], source: str) -> None:
-    count[0] += 1
-    if count[0] > MAX_EXPANDED_NODES:
-        raise RecipeError(f"the recipe expands to more than {MAX_EXPANDED_NODES} values (aliases?)", path=source,
-                          fix="write the recipe without YAML anchors and aliases")
-    if len(path) > MAX_DEPTH:
-        raise _too_deep(source)
-    lines.setdefault(path, node.start_mark.line + 1)
-    if isinstance(node, yaml.MappingNode):
-        seen = set()
-        for key, value in node.value:
-            name = key.value if isinstance(key, yaml.ScalarNode) else str(key)
-            if name in seen:
-                raise RecipeError(
-                    f"line {key.start_mark.line + 1}: {_dotted(path + (name,))}: duplicate key",
-                    path=source,
-                    fix="keep one of the two",
-                )
-            seen.add(name)
-            _walk(value, path + (name,), lines, count, source)
-    elif isinstance(node, yaml.SequenceNode):
-        for index, item in enumerate(node.value):
-            _walk(item, path + (index,), lines, count, source)
-
-
-def _too_deep(source: str) -> RecipeError:
-    return RecipeError(f"the recipe nests deeper than {MAX_DEPTH} levels", path=source,
-                       fix="a recipe is a few levels deep; check the brackets")
-
-
-def _dotted(path: YamlPath) -> str:
-    out = ""
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "(top level)"
-
-
-def _line_of(path: YamlPath, lines: dict[YamlPath, int]) -> int:
-    while path not in lines and path:
-        path = path[:-1]
-    return lines.get(path, 1)
 
 
 def _parse_steps(data: dict, lines: dict[YamlPath, int], source: str) -> dict:
@@ -351,7 +253,7 @@ def _parse_steps(data: dict, lines: dict[YamlPath, int], source: str) -> dict:
 
 def _parse_step(item, path, known, other, side, lines, source) -> Step:
     def fail(message: str, fix: str, at: YamlPath = path) -> RecipeError:
-        return RecipeError(f"line {_line_of(at, lines)}: {_dotted(at)}: {message}", path=source, fix=fix)
+        return RecipeError(f"line {line_of(at, lines)}: {dotted(at)}: {message}", path=source, fix=fix)
 
     if isinstance(item, str):
         item = {item: {}}
@@ -412,7 +314,7 @@ def _recipe_error(
         message = message.removeprefix("Value error, ")
         fix = "correct the value"
     more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
-    return RecipeError(f"line {_line_of(at, lines)}: {_dotted(at)}: {message}{more}", path=source, fix=fix)
+    return RecipeError(f"line {line_of(at, lines)}: {dotted(at)}: {message}{more}", path=source, fix=fix)
 
 
 def _fields_at(model: type[BaseModel], loc: tuple) -> set[str]:

@@ -95,15 +95,6 @@ def _onnxruntime(model: Path, threads: int | None, spin: bool = True) -> Run:
     return run
 
 
-def cpu_flags() -> frozenset[str]:
-    """The instruction-set flags of this CPU (Linux /proc/cpuinfo; empty elsewhere)."""
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return frozenset()
-    return frozenset(next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), []))
-
-
 def precision_note(ran: str) -> str | None:
     """What a user should know about bf16 that really ran: whether it is faster depends on the CPU, not on the
     flag. Measured with HRNet-W32 (BENCHMARKS.md): 0.52× the time of f32 on an AMD EPYC (Zen 4, AVX-512 bf16),

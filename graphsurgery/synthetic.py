@@ -18,12 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-KEYPOINT_NAMES = ("nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder",
-                  "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip", "left_knee",
-                  "right_knee", "left_ankle", "right_ankle")
-#: COCO's person skeleton (1-based joint numbers), as in person_keypoints_val2017.json.
-SKELETON = ((16, 14), (14, 12), (17, 15), (15, 13), (12, 13), (6, 12), (7, 13), (6, 7), (6, 8), (7, 9), (8, 10),
-            (9, 11), (2, 3), (1, 2), (1, 3), (2, 4), (3, 5), (4, 6), (5, 7))
+from graphsurgery.cocoformat import KEYPOINT_NAMES, SKELETON
+
 #: A standing person facing the camera, (x, y) in units of the person's height (x from the body's axis; the
 #: person's left is the image's right).
 POSE = np.array([(0.0, 0.07), (0.045, 0.035), (-0.045, 0.035), (0.085, 0.06), (-0.085, 0.06), (0.13, 0.19),
@@ -64,7 +60,7 @@ def write_coco_set(folder: str | Path, images: int = 8, seed: int = 0, size: tup
     coco = {"info": {"description": "graphsurgery synthetic stick figures"}, "licenses": [], "images": [],
             "annotations": [],
             "categories": [{"id": 1, "name": "person", "supercategory": "person", "keypoints": list(KEYPOINT_NAMES),
-                            "skeleton": [list(pair) for pair in SKELETON]}]}
+                            "skeleton": [[a + 1, b + 1] for a, b in SKELETON]}]}
     for image_id in range(1, images + 1):
         canvas = np.empty((size[1], size[0], 3), np.uint8)
         canvas[:] = BACKGROUND_BGR
@@ -112,7 +108,7 @@ def _draw_person(canvas: np.ndarray, keypoints: np.ndarray) -> None:
         return int(round(p[0] * 16)), int(round(p[1] * 16))
 
     for a, b in SKELETON:
-        cv2.line(canvas, point(keypoints[a - 1]), point(keypoints[b - 1]), LIMB_BGR, max(1, int(height / 60)),
+        cv2.line(canvas, point(keypoints[a]), point(keypoints[b]), LIMB_BGR, max(1, int(height / 60)),
                  cv2.LINE_AA, shift)
     radius = max(2.0, 0.022 * height)
     for color, p in zip(joint_colors_bgr().astype(float), keypoints):

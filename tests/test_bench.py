@@ -8,8 +8,9 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from graphsurgery.bench import REFERENCE, TARGETS, paired_ratio, precision_notes
+from graphsurgery.bench import REFERENCE, TARGETS, precision_notes
 from graphsurgery.cli import cli
+from graphsurgery.ratios import paired_ratio
 
 from conftest import RECIPES
 

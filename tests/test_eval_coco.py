@@ -14,7 +14,8 @@ from click.testing import CliRunner
 from graphsurgery.api import apply
 from graphsurgery.cli import cli
 from graphsurgery.coco import STAT_NAMES, evaluate_coco
-from graphsurgery.synthetic import KEYPOINT_NAMES, joint_detector, write_coco_set
+from graphsurgery.cocoformat import KEYPOINT_NAMES
+from graphsurgery.synthetic import joint_detector, write_coco_set
 
 from paritykit import CROP_RECIPE, IMAGE_RECIPE, shift_keypoints, wrong_recipe
 

@@ -71,7 +71,7 @@ def child(task: str, model: Path, recipe: Path, out: Path) -> dict:
     elif task == "convert":
         import openvino  # noqa: F401  (imported before the clock starts, like the bare task)
 
-        from graphsurgery.convert import convert
+        from graphsurgery.irconvert import convert
 
         def operation():
             convert(model, out, force=True)

@@ -19,10 +19,10 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from graphsurgery.api import apply  # noqa: E402
-from graphsurgery.bench import Settings, run_bench  # noqa: E402
+from graphsurgery.benchmark import Settings, run_bench  # noqa: E402
 from graphsurgery.compare import PositionResult  # noqa: E402
-from graphsurgery.convert import convert  # noqa: E402
 from graphsurgery.errors import GraphsurgeryError  # noqa: E402
+from graphsurgery.irconvert import convert  # noqa: E402
 from graphsurgery.pose import run_pose  # noqa: E402
 from graphsurgery.verification import verify  # noqa: E402
 

@@ -219,7 +219,7 @@ def model_signature(model: str | Path) -> ModelSignature:
 def _ir_signature(model: Path) -> ModelSignature:
     import openvino as ov
 
-    from graphsurgery.convert import WEIGHTS_KEY
+    from graphsurgery.irconvert import WEIGHTS_KEY
 
     if not model.is_file() or not model.with_suffix(".bin").is_file():
         raise GraphsurgeryError("no such IR (.xml with its .bin beside it)", path=model,

@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from graphsurgery.bench import REFERENCE, TARGETS, precision_notes
+from graphsurgery.benchmark import REFERENCE, TARGETS, precision_notes
 from graphsurgery.cli import cli
 from graphsurgery.ratios import paired_ratio
 

@@ -15,8 +15,8 @@ from onnx import TensorProto, helper
 from graphsurgery import crops
 from graphsurgery.api import apply
 from graphsurgery.cli import cli
-from graphsurgery.convert import WEIGHTS_KEY, convert
 from graphsurgery.images import read_image
+from graphsurgery.irconvert import WEIGHTS_KEY, convert
 from graphsurgery.recipe import load_recipe
 from graphsurgery.runners import open_runner
 from graphsurgery.twins import ModelFacts, run_unpatched
@@ -243,7 +243,7 @@ def test_errors_exit_2_with_one_line_and_write_nothing(patched_image_model, tmp_
 
 
 def test_names_restored_when_openvino_renames_a_port(patched_image_model, tmp_path, monkeypatch):
-    import graphsurgery.convert as convert_module
+    import graphsurgery.irconvert as convert_module
 
     real = convert_module._convert
 

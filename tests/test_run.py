@@ -15,8 +15,8 @@ from click.testing import CliRunner
 from graphsurgery import crops
 from graphsurgery.api import apply
 from graphsurgery.cli import cli
-from graphsurgery.convert import convert
 from graphsurgery.images import read_image
+from graphsurgery.irconvert import convert
 from graphsurgery.recipe import load_recipe
 from graphsurgery.runners import open_runner
 from graphsurgery.twins import ModelFacts, run_unpatched

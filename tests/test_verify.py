@@ -132,7 +132,7 @@ def test_verify_on_image_crops_with_boxes_feeds_center_and_scale(tiny_pose_model
 
 
 def test_verify_an_openvino_ir(tiny_pose_models, tmp_path):
-    from graphsurgery.convert import convert
+    from graphsurgery.irconvert import convert
 
     patched = apply(CROP_RECIPE, tiny_pose_models[(17, False)], tmp_path / "patched.onnx").output
     convert(patched, tmp_path / "patched.xml")

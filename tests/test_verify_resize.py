@@ -19,9 +19,9 @@ from graphsurgery import verify
 from graphsurgery.api import apply
 from graphsurgery.cli import cli
 from graphsurgery.images import read_image
+from graphsurgery.samples import RESIZE_SIZES
 from graphsurgery.steps.base import TensorSpec
 from graphsurgery.steps.resize import Resize
-from graphsurgery.samples import RESIZE_SIZES
 
 from conftest import ROOT
 

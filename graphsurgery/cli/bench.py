@@ -9,7 +9,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from graphsurgery.bench import REFERENCE, TORCH_EXAMPLE, Settings, run_bench
+from graphsurgery.benchmark import REFERENCE, TORCH_EXAMPLE, Settings, run_bench
 from graphsurgery.chart import write_chart
 from graphsurgery.cli.options import existing_file
 from graphsurgery.cli.tables import print_table

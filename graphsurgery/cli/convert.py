@@ -8,8 +8,8 @@ import click
 from rich.console import Console
 
 from graphsurgery.cli.options import existing_file, force_option
-from graphsurgery.convert import convert, ovms_path, parse_input_shape
 from graphsurgery.errors import GraphsurgeryError
+from graphsurgery.irconvert import convert, ovms_path, parse_input_shape
 
 
 @click.command("convert")

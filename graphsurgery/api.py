@@ -9,9 +9,10 @@ from pathlib import Path
 
 import onnx
 
+from graphsurgery.model import model_opset, provenance, real_inputs
 from graphsurgery.modelio import check_output_path, external_tensors, load_model, save_model
 from graphsurgery.recipe import Recipe, as_recipe
-from graphsurgery.splice import SplicePlan, model_opset, provenance, real_inputs, splice
+from graphsurgery.splice import SplicePlan, splice
 
 
 @dataclass

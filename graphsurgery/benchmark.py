@@ -25,11 +25,11 @@ from graphsurgery import twins
 from graphsurgery.api import apply
 from graphsurgery.errors import GraphsurgeryError
 from graphsurgery.machine import machine
+from graphsurgery.model import ModelFacts, real_inputs
 from graphsurgery.modelio import load_model
 from graphsurgery.ratios import paired_ratio, paired_ratio_ci, timing_stats
 from graphsurgery.recipe import Recipe, as_recipe
 from graphsurgery.runners import open_runner, open_stream, precision_note
-from graphsurgery.splice import real_inputs
 
 #: (W, H) of the caller image when the recipe resizes (its H × W are free): a camera frame, not the model's size.
 RESIZE_IMAGE_SIZE = (640, 480)
@@ -69,7 +69,7 @@ class Workload:
     """What every pipeline computes: the same caller input, through the plain or the patched model."""
 
     recipe: Recipe
-    facts: twins.ModelFacts
+    facts: ModelFacts
     crop: np.ndarray  # the caller's input, as the patched model takes it
     extras: dict[str, np.ndarray]  # extra inputs of the output steps (e.g. center, scale)
     plain_input: str
@@ -202,7 +202,7 @@ def _workload(recipe: Recipe, model: Path, plan, batch: int) -> Workload:
     extras_names = set(twins.extra_input_names(recipe))
     image = next(s for s in plan.inputs if s.name not in extras_names)
     proto = load_model(model).proto
-    facts = twins.ModelFacts.of(proto, recipe)
+    facts = ModelFacts.of(proto, recipe)
     if image.shape is not None and any(isinstance(s, Resize) for s in twins.input_steps(recipe, facts)):
         hw_axes = (1, 2) if recipe.input.tensor.layout == "NHWC" else (2, 3)
         dims = list(image.shape)

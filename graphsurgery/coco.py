@@ -29,6 +29,7 @@ from graphsurgery.api import apply
 from graphsurgery.cocoformat import PERSON, keypoint_result
 from graphsurgery.errors import GraphsurgeryError
 from graphsurgery.images import read_image
+from graphsurgery.model import ModelFacts
 from graphsurgery.modelio import load_model
 from graphsurgery.recipe import InputTensor, Recipe, as_recipe
 from graphsurgery.runners import BACKENDS, check_backends, open_stream
@@ -39,7 +40,7 @@ from graphsurgery.samples import (
     plain_input,
     tensor_facet,
 )
-from graphsurgery.twins import ModelFacts, extra_input_names, postprocess, preprocess
+from graphsurgery.twins import extra_input_names, postprocess, preprocess
 
 STAT_NAMES = ("AP", "AP .50", "AP .75", "AP (M)", "AP (L)", "AR", "AR .50", "AR .75", "AR (M)", "AR (L)")
 KEYPOINTS, SCORES = "keypoints", "scores"

@@ -22,8 +22,8 @@ from pathlib import Path
 import onnx
 
 from graphsurgery.errors import GraphsurgeryError, ModelError
+from graphsurgery.model import real_inputs
 from graphsurgery.modelio import check_output_path, load_model, staging_folder
-from graphsurgery.splice import real_inputs
 
 WEIGHTS_KEY = ("graphsurgery", "weights")
 SOURCE_KEY = ("graphsurgery", "source")

@@ -200,8 +200,8 @@ def model_signature(model: str | Path) -> ModelSignature:
         return _ir_signature(model)
     import onnx
 
+    from graphsurgery.model import real_inputs
     from graphsurgery.modelio import load_model
-    from graphsurgery.splice import real_inputs
 
     proto = load_model(model).proto
 

@@ -15,11 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from graphsurgery.errors import GraphsurgeryError
+from graphsurgery.model import ModelFacts, real_inputs
 from graphsurgery.modelio import LoadedModel
 from graphsurgery.recipe import InputTensor, Recipe
 from graphsurgery.runners import Port, model_signature
-from graphsurgery.splice import real_inputs
-from graphsurgery.twins import ModelFacts
 
 #: The image random boxes are drawn in (pixels), for the `center` / `scale` inputs of random crops.
 RANDOM_IMAGE_SIZE = (640, 480)

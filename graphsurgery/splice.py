@@ -18,10 +18,10 @@ import onnx_graphsurgeon as gs
 from graphsurgery import __version__
 from graphsurgery.emit import Emitter
 from graphsurgery.errors import ModelError
+from graphsurgery.model import PROVENANCE_KEY, ModelFacts, model_opset, provenance, real_inputs
 from graphsurgery.recipe import InputSection, OutputSection, Recipe
 from graphsurgery.steps.base import Dim, InputStep, StepError, TensorSpec
 
-PROVENANCE_KEY = "graphsurgery.provenance"
 DTYPE_NAMES = {np.dtype(np.float32): "float32", np.dtype(np.float16): "float16", np.dtype(np.uint8): "uint8"}
 
 
@@ -47,38 +47,17 @@ class SplicePlan:
     inputs: list[Signature] = field(default_factory=list)
     outputs: list[Signature] = field(default_factory=list)
     nodes: list[str] = field(default_factory=list)
+    outputs_added: list[str] = field(default_factory=list)  # the output steps' results
+    outputs_kept: list[str] = field(default_factory=list)  # the model's outputs, passed through unchanged
+    outputs_removed: list[str] = field(default_factory=list)  # the patched output, when keep_original is false
 
     def to_dict(self) -> dict:
         return {
             "recipe": self.recipe, "opset": self.opset, "input_target": self.input_target,
             "output_target": self.output_target, "inputs": [str(s) for s in self.inputs],
-            "outputs": [str(s) for s in self.outputs], "nodes": self.nodes,
+            "outputs": [str(s) for s in self.outputs], "nodes": self.nodes, "outputs_added": self.outputs_added,
+            "outputs_kept": self.outputs_kept, "outputs_removed": self.outputs_removed,
         }
-
-
-def model_opset(proto: onnx.ModelProto) -> int:
-    for entry in proto.opset_import:
-        if entry.domain in ("", "ai.onnx"):
-            return entry.version
-    raise ModelError("the model imports no default-domain (ai.onnx) opset", fix="re-export the model")
-
-
-def real_inputs(proto: onnx.ModelProto) -> list[str]:
-    """Graph inputs that are fed at run time (initializers listed as inputs do not count)."""
-    initializers = {t.name for t in proto.graph.initializer}
-    return [i.name for i in proto.graph.input if i.name not in initializers]
-
-
-def provenance(proto: onnx.ModelProto) -> list[dict]:
-    """The recipes applied to this model so far, oldest first."""
-    for prop in proto.metadata_props:
-        if prop.key == PROVENANCE_KEY:
-            try:
-                entries = json.loads(prop.value)
-            except ValueError:
-                return []
-            return entries if isinstance(entries, list) else []
-    return []
 
 
 def required_opset(recipe: Recipe) -> int:
@@ -105,12 +84,12 @@ def splice(recipe: Recipe, proto: onnx.ModelProto, *, model_name: str = "model",
     graph = gs.import_onnx(proto)
     taken = {n.name for n in graph.nodes} | set(graph.tensors())
     plan = SplicePlan(recipe=recipe.name, opset=opset)
-    input_size = _input_size(graph, recipe, real_inputs(proto))
+    facts = ModelFacts.of(proto, recipe)
     if recipe.input:
         _splice_input(recipe.input, proto, graph, Emitter(graph, opset, "graphsurgery/pre", taken), plan, model_name)
     if recipe.output:
         _splice_output(recipe.output, graph, Emitter(graph, opset, "graphsurgery/post", taken), plan, model_name,
-                       input_size)
+                       facts)
     plan.inputs = [_signature(v) for v in graph.inputs]
     graph.toposort()
     patched = _export(graph, proto, recipe, applied)
@@ -245,12 +224,11 @@ def _check_reaches_model(spec: TensorSpec, section: InputSection, dtype: str, sh
 
 
 def _splice_output(section: OutputSection, graph: gs.Graph, em: Emitter, plan: SplicePlan, model_name: str,
-                   input_size: tuple[int, int] | None):
+                   facts: ModelFacts):
     target_name = _pick([v.name for v in graph.outputs], section.target, "output", "output.target", model_name)
     target = next(v for v in graph.outputs if v.name == target_name)
     plan.output_target = target_name
-    env: dict = {"output": target, "output_producer": target.inputs[0].op if target.inputs else None,
-                 "input_size": input_size}
+    env: dict = {"output": target, "output_producer": facts.output_producer, "input_size": facts.input_size}
     batch = target.shape[0] if target.shape else None
     for index, step in enumerate(section.steps):
         where = f"output.steps[{index}].{step.step_name}"
@@ -283,32 +261,15 @@ def _splice_output(section: OutputSection, graph: gs.Graph, em: Emitter, plan: S
                              fix=f"choose another name under output.names.{key}")
         var.name = name
         new_outputs.append(var)
-    graph.outputs = new_outputs + ([target] if section.keep_original else [])
+    # the results take the patched output's place; every other model output passes through unchanged
+    others = [v for v in graph.outputs if v is not target]
+    position = graph.outputs.index(target)
+    replaced = new_outputs + ([target] if section.keep_original else [])
+    graph.outputs = graph.outputs[:position] + replaced + graph.outputs[position + 1:]
+    plan.outputs_added = [v.name for v in new_outputs]
+    plan.outputs_kept = [v.name for v in others] + ([target.name] if section.keep_original else [])
+    plan.outputs_removed = [] if section.keep_original else [target.name]
     plan.nodes += [n.name for n in graph.nodes if n.name.startswith(em.prefix + "/")]
-
-
-def image_input_name(recipe: Recipe, feeds: list[str], four_dimensional: list[str]) -> str | None:
-    """The plain model's image input: the recipe's `input.target`, else the model's only real input, else its only
-    4-D real input (others, such as a [1, K, 1, 1] bias, may be 4-D too: then nothing is guessed)."""
-    target = recipe.input.target if recipe.input else None
-    if target is None and len(feeds) == 1:
-        target = feeds[0]
-    if target is None:
-        candidates = [name for name in four_dimensional if name in feeds]
-        target = candidates[0] if len(candidates) == 1 else None
-    return target
-
-
-def _input_size(graph: gs.Graph, recipe: Recipe, feeds: list[str]) -> tuple[int, int] | None:
-    """(W, H) of the unpatched model's image input (in the recipe's model layout), when static: what `to_image`
-    scales by."""
-    shapes = {v.name: v.shape for v in graph.inputs if v.shape is not None}
-    name = image_input_name(recipe, feeds, [n for n, shape in shapes.items() if len(shape) == 4])
-    shape = shapes.get(name)
-    if shape is None or len(shape) != 4:
-        return None
-    h, w = shape[1:3] if recipe.input and recipe.input.model.layout == "NHWC" else shape[2:4]
-    return (w, h) if isinstance(w, int) and isinstance(h, int) else None
 
 
 def _signature(var: gs.Variable) -> Signature:

@@ -7,48 +7,21 @@ recipe: each step's `reference` is an independent numpy implementation of what i
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnx
 
 from graphsurgery.errors import GraphsurgeryError
+from graphsurgery.model import ModelFacts
 from graphsurgery.recipe import Recipe
-from graphsurgery.splice import bind_input_steps, image_input_name, real_inputs
-from graphsurgery.steps.base import Comparison, Dim, InputStep, TensorSpec
+from graphsurgery.splice import bind_input_steps
+from graphsurgery.steps.base import Comparison, InputStep, TensorSpec
 from graphsurgery.tolerances import DEFAULT_FLOAT
 
 #: The size of a symbolic dim of the plain model's other inputs that is not the batch: verify cannot know what such
 #: a dim means, and 1 is a size every dim may have (and broadcasts).
 OTHER_INPUT_DIM = 1
-
-
-@dataclass(frozen=True)
-class ModelFacts:
-    """What the output twins need to know about the plain model (the same facts the splice gives the steps)."""
-
-    input_size: tuple[int, int] | None
-    output_producer: str | None
-    output_name: str
-    input_shape: tuple[Dim, ...] | None = None  # the patched input's model-side shape (what input steps bind to)
-
-    @classmethod
-    def of(cls, proto: onnx.ModelProto, recipe: Recipe) -> ModelFacts:
-        graph = proto.graph
-        feeds = real_inputs(proto)
-        shapes = {i.name: tuple(d.dim_value if d.dim_value > 0 else (d.dim_param or None)
-                                for d in i.type.tensor_type.shape.dim) for i in graph.input if i.name in feeds}
-        wanted = image_input_name(recipe, feeds, [name for name, shape in shapes.items() if len(shape) == 4])
-        shape = shapes.get(wanted)
-        size = None
-        if shape is not None and len(shape) == 4:
-            nhwc = recipe.input is not None and recipe.input.model.layout == "NHWC"
-            h, w = shape[1:3] if nhwc else shape[2:]
-            size = (w, h) if isinstance(w, int) and isinstance(h, int) else None
-        target = (recipe.output.target if recipe.output else None) or graph.output[0].name
-        producer = next((n.op_type for n in graph.node if target in n.output), None)
-        return cls(size, producer, target, shape)
 
 
 def preprocess(recipe: Recipe, x: np.ndarray, facts: ModelFacts | None = None) -> np.ndarray:
@@ -92,17 +65,27 @@ def postprocess(recipe: Recipe, output: np.ndarray, facts: ModelFacts, extras: d
     return results
 
 
-def run_unpatched(recipe: Recipe, facts: ModelFacts, run_plain: Callable[[np.ndarray], np.ndarray],
+def unpatched_outputs(recipe: Recipe, facts: ModelFacts, model_outputs: dict[str, np.ndarray],
+                      extras: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """The unpatched pipeline's answers from all of the plain model's outputs: the output twins on the patched one,
+    every other output as it is (the patched model passes them through unchanged)."""
+    passed = {name: model_outputs[name] for name in facts.other_outputs}
+    return {**passed, **postprocess(recipe, model_outputs[facts.output_name], facts, extras)}
+
+
+def run_unpatched(recipe: Recipe, facts: ModelFacts, run_plain: Callable[[np.ndarray], dict[str, np.ndarray]],
                   x: np.ndarray, extras: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
-    """Caller input → input twins → plain model (`run_plain`) → output twins."""
-    return postprocess(recipe, run_plain(preprocess(recipe, x, facts)), facts, extras)
+    """Caller input → input twins → plain model (`run_plain`, returning its outputs by name) → output twins, and
+    the model's other outputs as they are."""
+    return unpatched_outputs(recipe, facts, run_plain(preprocess(recipe, x, facts)), extras)
 
 
 def comparisons(recipe: Recipe, facts: ModelFacts) -> dict[str, Comparison]:
-    """How each patched-model output is compared: as declared by the last step that wrote it."""
+    """How each patched-model output is compared: as declared by the last step that wrote it; the model's own
+    outputs (passed through, or kept) as floats."""
+    result: dict[str, Comparison] = dict.fromkeys(facts.other_outputs, DEFAULT_FLOAT)
     if recipe.output is None:
-        return {facts.output_name: DEFAULT_FLOAT}
-    result: dict[str, Comparison] = {}
+        return {**result, facts.output_name: DEFAULT_FLOAT}
     declared: dict[str, Comparison] = {}
     for step in recipe.output.steps:
         declared.update(step.writes())

@@ -28,6 +28,7 @@ import numpy as np
 from graphsurgery.api import apply
 from graphsurgery.compare import HeatmapGrid, OutputResult, compare_output, missing_output
 from graphsurgery.errors import GraphsurgeryError
+from graphsurgery.model import provenance, real_inputs
 from graphsurgery.modelio import load_model
 from graphsurgery.recipe import Recipe, as_recipe
 from graphsurgery.runners import BACKENDS, check_backends, open_runner, precision_note
@@ -45,7 +46,6 @@ from graphsurgery.samples import (
     whole_images,
     width_height,
 )
-from graphsurgery.splice import provenance, real_inputs
 from graphsurgery.steps.base import Comparison, InputStep
 from graphsurgery.steps.resize import Resize
 from graphsurgery.tolerances import Tolerances, tie_tolerance, with_tolerances
@@ -57,6 +57,7 @@ from graphsurgery.twins import (
     other_inputs,
     postprocess,
     preprocess,
+    unpatched_outputs,
 )
 
 
@@ -189,6 +190,10 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
 
     report.pairs = _pairs(backends, ran, unpatched, runs, raw, lambda actual, expected, values: _compare(
         actual, expected, values, wanted, grids, tie))
+    unpaired = [name for name in runs[backends[0]] if name not in wanted]
+    if unpaired:
+        report.notes.append(f"patched output(s) {', '.join(map(repr, unpaired))} have no counterpart in the "
+                            f"unpatched pipeline: not compared")
     if any(pair.reduced_precision for pair in report.pairs):
         report.notes.append(f"OpenVINO ran the patched model at {ran['openvino']}: differences measure what reduced "
                             f"precision costs in agreement, not a wrong patch")
@@ -235,9 +240,9 @@ def _run_unpatched(recipe: Recipe, facts: ModelFacts, backend: str, plain: Path,
     outputs, raws = [], []
     with open_runner(backend, plain) as run:
         for x, extras in chunks(samples, batch):
-            raw = run({input_name: preprocess(recipe, x, facts), **other})[facts.output_name]
-            raws.append(raw)
-            outputs.append(postprocess(recipe, raw, facts, extras))
+            model_outputs = run({input_name: preprocess(recipe, x, facts), **other})
+            raws.append(model_outputs[facts.output_name])
+            outputs.append(unpatched_outputs(recipe, facts, model_outputs, extras))
     return _concat(outputs), np.concatenate(raws)
 
 

@@ -46,6 +46,49 @@ def pose_model_with_bias(path: Path, *, opset: int = 17) -> Path:
     return path
 
 
+def three_head_model(path: Path, *, opset: int = 17, dynamic_batch: bool = True) -> Path:
+    """A pose model with three heads, as face and detector models have: `heatmaps` [N, 17, 64, 48], `peaks`
+    [N, 17] (ReduceMax of the heatmaps) and `energy` [N, 17, 64, 48] (Relu). A recipe decodes one head; the
+    other two must come through untouched."""
+    model = onnx.load(str(pose_model(path, opset=opset, dynamic_batch=dynamic_batch)))
+    batch = "N" if dynamic_batch else 1
+    reduce = (helper.make_node("ReduceMax", ["heatmaps", "axes"], ["peaks"], keepdims=0) if opset >= 18 else
+              helper.make_node("ReduceMax", ["heatmaps"], ["peaks"], axes=[2, 3], keepdims=0))
+    if opset >= 18:
+        model.graph.initializer.append(numpy_helper.from_array(np.array([2, 3], np.int64), "axes"))
+    model.graph.node.extend([reduce, helper.make_node("Relu", ["heatmaps"], ["energy"])])
+    model.graph.output.insert(0, helper.make_tensor_value_info("peaks", TensorProto.FLOAT, [batch, 17]))
+    model.graph.output.append(helper.make_tensor_value_info("energy", TensorProto.FLOAT, [batch, 17, 64, 48]))
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, str(path))
+    return path
+
+
+def softmax_then(path: Path, ending: str, *, classes: int = 10, opset: int = 13) -> Path:
+    """A classifier whose Softmax is followed by `ending` (Identity, as Paddle exports end; Reshape; Flatten):
+    the model already outputs probabilities, though its last node is not a Softmax."""
+    rng = np.random.default_rng(4)
+    nodes = [helper.make_node("Flatten", ["input"], ["flat"], axis=1),
+             helper.make_node("MatMul", ["flat", "w"], ["logits"]),
+             helper.make_node("Softmax", ["logits"], ["softmax"], axis=-1)]
+    inits = [numpy_helper.from_array(rng.normal(0, 0.3, (3 * 8 * 8, classes)).astype(np.float32), "w")]
+    if ending == "Reshape":
+        inits.append(numpy_helper.from_array(np.array([-1, classes], np.int64), "shape"))
+        nodes.append(helper.make_node("Reshape", ["softmax", "shape"], ["prob"]))
+    elif ending == "Flatten":
+        nodes.append(helper.make_node("Flatten", ["softmax"], ["prob"], axis=1))
+    else:
+        nodes.append(helper.make_node(ending, ["softmax"], ["prob"]))
+    graph = helper.make_graph(nodes, "softmax-then", [helper.make_tensor_value_info("input", TensorProto.FLOAT,
+                                                                                    ["N", 3, 8, 8])],
+                              [helper.make_tensor_value_info("prob", TensorProto.FLOAT, ["N", classes])],
+                              inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="modelkit")
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, str(path))
+    return path
+
+
 def bgr_crops(n: int, hw: tuple[int, int] = (256, 192), seed: int = 0) -> np.ndarray:
     """Random uint8 NHWC BGR crops, as OpenCV would hand them over."""
     return np.random.default_rng(seed).integers(0, 256, (n, *hw, 3), dtype=np.uint8)

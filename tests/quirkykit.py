@@ -16,10 +16,10 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from graphsurgery.compare import compare_output
+from graphsurgery.model import ModelFacts, real_inputs
 from graphsurgery.recipe import Recipe
 from graphsurgery.runners import BACKENDS, open_runner
-from graphsurgery.splice import real_inputs
-from graphsurgery.twins import ModelFacts, comparisons, run_unpatched
+from graphsurgery.twins import comparisons, run_unpatched
 
 IMAGE = "image:0"
 TEMPERATURE = "temperature:0"
@@ -132,7 +132,7 @@ def assert_parity(recipe: Recipe, plain: Path, patched: Path, images: np.ndarray
     answers = {}
     for backend in BACKENDS:
         with open_runner(backend, plain) as run_plain, open_runner(backend, patched) as run_patched:
-            want = run_unpatched(recipe, facts, lambda x: run_plain({plain_input: x, **other})[facts.output_name],
+            want = run_unpatched(recipe, facts, lambda x: run_plain({plain_input: x, **other}),
                                  images, extras)
             got = run_patched({patched_input: images, **other, **extras})
         for name, comparison in comparisons(recipe, facts).items():

@@ -27,8 +27,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from graphsurgery.api import apply  # noqa: E402
+from graphsurgery.model import provenance  # noqa: E402
 from graphsurgery.modelio import load_model  # noqa: E402
-from graphsurgery.splice import provenance  # noqa: E402
 
 from modelkit import pose_model  # noqa: E402
 

@@ -138,7 +138,9 @@ def test_softmax_is_skipped_only_when_the_model_ends_in_one(models, tmp_path):
 def test_shared_output_stays_consumed_and_both_outputs_remain(models, tmp_path):
     patched = apply(variant(CLASSIFIER, targets(q.LOGITS)), models["two-inputs-shared-output"], tmp_path / "p.onnx")
     graph = onnx.load(str(patched.output)).graph
-    assert [o.name for o in graph.output] == ["indices", "scores", q.LOGITS]
+    # the results take the patched output's place; the model's other output passes through (it used to be dropped)
+    assert [o.name for o in graph.output] == ["indices", "scores", q.LOGITS, q.PROBABILITIES]
+    assert patched.plan.outputs_kept == [q.PROBABILITIES, q.LOGITS] and patched.plan.outputs_removed == []
     assert any(q.LOGITS in n.input and n.op_type == "Softmax" and not n.name for n in graph.node)  # the model's own
     assert [i.name for i in graph.input if i.name in (q.IMAGE, q.TEMPERATURE)] == [q.IMAGE, q.TEMPERATURE]
 

@@ -20,11 +20,12 @@ from onnx import TensorProto, helper
 from graphsurgery.api import apply
 from graphsurgery.cli import cli
 from graphsurgery.errors import ModelError, RecipeError
+from graphsurgery.model import ModelFacts
 from graphsurgery.recipe import parse_recipe
 from graphsurgery.runners import open_runner
 from graphsurgery.splice import splice
 from graphsurgery.steps.resize import Resize, resize_vs_opencv
-from graphsurgery.twins import ModelFacts, preprocess
+from graphsurgery.twins import preprocess
 
 TARGET = (24, 20)
 CALLER_SIZES = [(31, 17), (24, 20), (13, 50), (100, 80), (7, 7)]  # shrink, same, mixed, shrink, grow

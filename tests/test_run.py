@@ -17,9 +17,10 @@ from graphsurgery.api import apply
 from graphsurgery.cli import cli
 from graphsurgery.images import read_image
 from graphsurgery.irconvert import convert
+from graphsurgery.model import ModelFacts
 from graphsurgery.recipe import load_recipe
 from graphsurgery.runners import open_runner
-from graphsurgery.twins import ModelFacts, run_unpatched
+from graphsurgery.twins import run_unpatched
 
 from conftest import RECIPES, ROOT
 
@@ -85,7 +86,7 @@ def _reference(plain: Path, recipe_path: Path, image: np.ndarray, boxes: list) -
     center, scale = np.stack(centers), np.stack(scales)
     with open_runner("onnxruntime", plain) as run_plain:
         outputs = [run_unpatched(recipe, ModelFacts.of(onnx.load(str(plain)), recipe),
-                                 lambda x: run_plain({"input": x})["heatmaps"], batch[i:i + 1],
+                                 lambda x: run_plain({"input": x}), batch[i:i + 1],
                                  {"center": center[i:i + 1], "scale": scale[i:i + 1]}) for i in range(len(boxes))]
     keypoints = np.concatenate([o["keypoints"] for o in outputs]).astype(np.float64)
     scores = np.concatenate([o["scores"] for o in outputs])[..., 0]

@@ -12,11 +12,11 @@ import pytest
 
 from graphsurgery.api import apply
 from graphsurgery.errors import GraphsurgeryError
+from graphsurgery.model import PROVENANCE_KEY, ModelFacts, provenance
 from graphsurgery.recipe import InputSection, Recipe, load_recipe, parse_recipe
 from graphsurgery.runners import open_runner
-from graphsurgery.splice import PROVENANCE_KEY, provenance
 from graphsurgery.steps.input import Normalize, Scale
-from graphsurgery.twins import ModelFacts, run_unpatched
+from graphsurgery.twins import run_unpatched
 
 from conftest import RECIPES
 from modelkit import bgr_crops, pose_model
@@ -56,7 +56,7 @@ def test_patched_equals_plain_plus_twins(tiny_pose_models, tmp_path, recipe_path
         got = run_patched({**feeds, **extras})
     with open_runner("onnxruntime", plain) as run_plain:
         want = run_unpatched(recipe, ModelFacts.of(onnx.load(str(plain)), recipe),
-                             lambda x: run_plain({"input": x})["heatmaps"], feeds["input"], extras)
+                             lambda x: run_plain({"input": x}), feeds["input"], extras)
     assert set(got) == {"keypoints", "scores", "heatmaps"}
     assert got["keypoints"].shape == (batch, 17, 2) and got["keypoints"].dtype == np.float32
     assert got["scores"].shape == (batch, 17, 1)

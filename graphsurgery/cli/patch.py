@@ -5,11 +5,13 @@ from __future__ import annotations
 import inspect
 import json
 import typing
+from functools import partial
 from pathlib import Path
 
 import click
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from graphsurgery.api import apply, inspect_model
 from graphsurgery.cli.options import existing_file, force_option, json_flag
@@ -29,23 +31,26 @@ def apply_command(recipe: Path, model: Path, output: Path | None, force: bool, d
     result = apply(recipe, model, output, force=force, dry_run=dry_run, upgrade_opset=upgrade_opset)
     plan = result.plan
     console = Console()
-    console.print(f"recipe [bold]{plan.recipe}[/] on {model} (opset {plan.opset})")
+    console.print(Text.assemble("recipe ", (plan.recipe, "bold"), f" on {model} (opset {plan.opset})"))
+    say = partial(console.print, highlight=False, markup=False, soft_wrap=True)  # names and dims are model text
     if plan.input_target:
-        console.print(f"  input  {plan.input_target!r} patched")
+        say(f"  input  {plan.input_target!r} patched")
     if plan.output_target:
-        console.print(f"  output {plan.output_target!r} patched")
-    console.print(f"  {len(plan.nodes)} nodes added")
+        say(f"  output {plan.output_target!r} patched")
+        say(f"  outputs added: {', '.join(plan.outputs_added) or 'none'}; kept unchanged: "
+            f"{', '.join(plan.outputs_kept) or 'none'}; removed: {', '.join(plan.outputs_removed) or 'none'}")
+    say(f"  {len(plan.nodes)} nodes added")
     if dry_run:
         for name in plan.nodes:
-            console.print(f"    {name}", highlight=False)
+            say(f"    {name}")
     for sig in plan.inputs:
-        console.print(f"  in   {sig}", highlight=False)
+        say(f"  in   {sig}")
     for sig in plan.outputs:
-        console.print(f"  out  {sig}", highlight=False)
+        say(f"  out  {sig}")
     if result.output:
-        console.print(f"wrote {', '.join(map(str, result.written))}", highlight=False)
+        say(f"wrote {', '.join(map(str, result.written))}")
     else:
-        console.print("dry run: nothing written")
+        say("dry run: nothing written")
 
 
 @click.command("inspect")

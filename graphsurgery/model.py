@@ -1,0 +1,94 @@
+"""Questions asked of a loaded ONNX model, answered in one place: its opset, the inputs fed at run time, the
+recipes applied to it, and the typed facts the steps need (`ModelFacts`)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import onnx
+
+from graphsurgery.errors import ModelError
+from graphsurgery.recipe import Recipe
+from graphsurgery.steps.base import Dim
+
+PROVENANCE_KEY = "graphsurgery.provenance"
+#: Ops that only reshape or rename: a model ending in Softmax → one of these still ends in a Softmax
+PASS_THROUGH_OPS = {"Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze"}
+
+
+def model_opset(proto: onnx.ModelProto) -> int:
+    for entry in proto.opset_import:
+        if entry.domain in ("", "ai.onnx"):
+            return entry.version
+    raise ModelError("the model imports no default-domain (ai.onnx) opset", fix="re-export the model")
+
+
+def real_inputs(proto: onnx.ModelProto) -> list[str]:
+    """Graph inputs that are fed at run time (initializers listed as inputs do not count)."""
+    initializers = {t.name for t in proto.graph.initializer}
+    return [i.name for i in proto.graph.input if i.name not in initializers]
+
+
+def provenance(proto: onnx.ModelProto) -> list[dict]:
+    """The recipes applied to this model so far, oldest first."""
+    for prop in proto.metadata_props:
+        if prop.key == PROVENANCE_KEY:
+            try:
+                entries = json.loads(prop.value)
+            except ValueError:
+                return []
+            return entries if isinstance(entries, list) else []
+    return []
+
+
+def output_producer(proto: onnx.ModelProto, name: str) -> str | None:
+    """The op type that computes output `name`, looking through ops that only reshape or rename (a Paddle export
+    ends in Softmax → Identity; a caffe2 one in Softmax → Reshape): what `softmax: {skip_if_present}` asks."""
+    producers = {output: node for node in proto.graph.node for output in node.output}
+    node = producers.get(name)
+    seen = 0
+    while node is not None and node.op_type in PASS_THROUGH_OPS and node.input and seen < len(producers):
+        node, seen = producers.get(node.input[0]), seen + 1
+    return None if node is None else node.op_type
+
+
+def image_input_name(recipe: Recipe, feeds: list[str], four_dimensional: list[str]) -> str | None:
+    """The plain model's image input: the recipe's `input.target`, else the model's only real input, else its only
+    4-D real input (others, such as a [1, K, 1, 1] bias, may be 4-D too: then nothing is guessed)."""
+    target = recipe.input.target if recipe.input else None
+    if target is None and len(feeds) == 1:
+        target = feeds[0]
+    if target is None:
+        candidates = [name for name in four_dimensional if name in feeds]
+        target = candidates[0] if len(candidates) == 1 else None
+    return target
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What the steps and their twins need to know about the plain model; the splice and the twins both read it
+    here, so they cannot disagree."""
+
+    input_size: tuple[int, int] | None
+    output_producer: str | None
+    output_name: str
+    input_shape: tuple[Dim, ...] | None = None  # the patched input's model-side shape (what input steps bind to)
+    other_outputs: tuple[str, ...] = ()  # the model's outputs besides output_name: the splice passes them through
+
+    @classmethod
+    def of(cls, proto: onnx.ModelProto, recipe: Recipe) -> ModelFacts:
+        graph = proto.graph
+        feeds = real_inputs(proto)
+        shapes = {i.name: tuple(d.dim_value if d.dim_value > 0 else (d.dim_param or None)
+                                for d in i.type.tensor_type.shape.dim) for i in graph.input if i.name in feeds}
+        wanted = image_input_name(recipe, feeds, [name for name, shape in shapes.items() if len(shape) == 4])
+        shape = shapes.get(wanted)
+        size = None
+        if shape is not None and len(shape) == 4:
+            nhwc = recipe.input is not None and recipe.input.model.layout == "NHWC"
+            h, w = shape[1:3] if nhwc else shape[2:]
+            size = (w, h) if isinstance(w, int) and isinstance(h, int) else None
+        target = (recipe.output.target if recipe.output else None) or graph.output[0].name
+        producer = output_producer(proto, target)
+        return cls(size, producer, target, shape, tuple(o.name for o in graph.output if o.name != target))

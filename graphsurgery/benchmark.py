@@ -62,6 +62,7 @@ class Settings:
     batch: int = 1
     torch: str | None = None  # "module:function" returning an nn.Module that takes the plain model's input
     throughput: bool = False
+    upgrade_opset: bool = False  # convert the patched model to the opset a step needs
 
 
 @dataclass(frozen=True)
@@ -159,7 +160,7 @@ def run_bench(recipe: str | Path, model: str | Path, settings: Settings = Settin
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="graphsurgery-bench-") as folder:
         patched = Path(folder) / f"{model.stem}.patched.onnx"
-        plan = apply(recipe, model, patched).plan
+        plan = apply(recipe, model, patched, upgrade_opset=settings.upgrade_opset).plan
         workload = _workload(recipe, model, plan, settings.batch)
         with _pipelines(workload, model, patched, settings, threads, network) as pipelines:
             measure = _measure_throughput if settings.throughput else _measure_latency

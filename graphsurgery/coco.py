@@ -91,7 +91,7 @@ class CocoReport:
 def evaluate_coco(recipe: str | Path | Recipe, plain_model: str | Path, annotations: str | Path,
                   images: str | Path, *, patched: str | Path | None = None, boxes: str | Path | None = None,
                   limit: int | None = None, backends: Iterable[str] = BACKENDS, results_dir: str | Path | None = None,
-                  progress: Progress | None = None) -> CocoReport:
+                  progress: Progress | None = None, upgrade_opset: bool = False) -> CocoReport:
     """Evaluate the unpatched pipeline and the patched model on each backend; results JSON go to `results_dir`."""
     recipe = as_recipe(recipe)
     plain = load_model(plain_model)
@@ -111,7 +111,8 @@ def evaluate_coco(recipe: str | Path | Recipe, plain_model: str | Path, annotati
     report = CocoReport(str(annotations), len(image_ids), len(people), str(boxes) if boxes else "ground truth")
     with tempfile.TemporaryDirectory(prefix="graphsurgery-coco-") as tmp:
         patched_path = (
-            Path(patched) if patched is not None else apply(recipe, plain.path, Path(tmp) / "patched.onnx").output
+            Path(patched) if patched is not None
+            else apply(recipe, plain.path, Path(tmp) / "patched.onnx", upgrade_opset=upgrade_opset).output
         )
         image_input, extras = patched_inputs(patched_path, extra_input_names(recipe))
         if image_input.shape[0] not in (None, 1):

@@ -76,7 +76,19 @@ def load_model(path: str | Path) -> LoadedModel:
     _check_external_data(proto, path)
     _check_domains(proto, path)
     _check_consistency(path)
+    _unknown_dims_symbolic(proto)
     return LoadedModel(proto, path)
+
+
+def _unknown_dims_symbolic(proto: onnx.ModelProto) -> None:
+    """Dims that exporters write as -1 or 0 for "unknown" (tf2onnx, Paddle) become named, symbolic dims, as ONNX
+    spells unknown: every later step then treats them as dynamic instead of as sizes. The file is not changed."""
+    for value in (*proto.graph.input, *proto.graph.output, *proto.graph.value_info):
+        if value.type.WhichOneof("value") != "tensor_type":
+            continue
+        for axis, dim in enumerate(value.type.tensor_type.shape.dim):
+            if dim.WhichOneof("value") == "dim_value" and dim.dim_value <= 0:
+                dim.dim_param = f"{value.name}_{axis}"
 
 
 def _check_text(proto: onnx.ModelProto, path: Path) -> None:

@@ -73,8 +73,11 @@ def splice(recipe: Recipe, proto: onnx.ModelProto, *, model_name: str = "model",
     if needed > opset:
         if not upgrade_opset:
             raise ModelError(f"recipe {recipe.name!r} needs opset {needed}, the model has opset {opset}",
-                             path=model_name, fix=f"pass --upgrade-opset to convert the model to opset {needed}")
+                             path=model_name, fix=f"pass --upgrade-opset (upgrade_opset=True in Python) to convert "
+                                                    f"the model to opset {needed}")
         proto = onnx.version_converter.convert_version(proto, needed)
+        # the converter leaves the IR version alone: an opset needs at least the IR version it came with
+        proto.ir_version = max(proto.ir_version, onnx.helper.find_min_ir_version_for(list(proto.opset_import)))
         opset = needed
     applied = provenance(proto)
     if any(recipe.made(entry) for entry in applied) and not force:

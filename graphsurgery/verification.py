@@ -115,7 +115,7 @@ class VerifyReport:
 def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str | Path | None = None,
            images: str | Path | None = None, boxes: str | Path | None = None, random: int | None = None,
            backends: Iterable[str] = BACKENDS, precision: str = "f32", tolerances: Tolerances | None = None,
-           seed: int = 0) -> VerifyReport:
+           seed: int = 0, upgrade_opset: bool = False) -> VerifyReport:
     """Compare the patched model (built from `recipe` when `patched` is None) with the unpatched pipeline.
 
     `tolerances`: {output name: (atol, rtol)}, the key "*" for every float output without its own; coordinate
@@ -148,7 +148,8 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
     others = [name for name in real_inputs(plain.proto) if name != input_name]
     with tempfile.TemporaryDirectory(prefix="graphsurgery-verify-") as tmp:
         patched_path = (
-            Path(patched) if patched is not None else apply(recipe, plain.path, Path(tmp) / "patched.onnx").output
+            Path(patched) if patched is not None
+            else apply(recipe, plain.path, Path(tmp) / "patched.onnx", upgrade_opset=upgrade_opset).output
         )
         image_input, extras = patched_inputs(patched_path, extra_input_names(recipe), others)
         batch = image_input.shape[0] if isinstance(image_input.shape[0], int) else 1

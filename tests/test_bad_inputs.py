@@ -814,12 +814,12 @@ def _broken_inspect(path):
     raise ZeroDivisionError("a bug")
 
 
-def test_internal_error_is_one_line_with_exit_code_1(tmp_path, monkeypatch):
+def test_internal_error_is_one_line_with_exit_code_3(tmp_path, monkeypatch):
     monkeypatch.delenv("GRAPHSURGERY_DEBUG", raising=False)
     monkeypatch.setattr("graphsurgery.cli.patch.inspect_model", _broken_inspect)
     result = CliRunner().invoke(cli, ["inspect", str(model(tmp_path))])
     lines = [line for line in result.output.splitlines() if line.strip()]
-    assert result.exit_code == 1 and len(lines) == 1, result.output
+    assert result.exit_code == 3 and len(lines) == 1, result.output  # not 1, which means "no parity"
     assert "internal error (ZeroDivisionError: a bug)" in lines[0] and "report" in lines[0]
     assert "GRAPHSURGERY_DEBUG=1" in lines[0] and "Traceback" not in result.output
 
@@ -841,7 +841,7 @@ def test_internal_error_in_a_real_process(tmp_path):
     path = model(tmp_path)
     env = {k: v for k, v in os.environ.items() if k != "GRAPHSURGERY_DEBUG"}
     done = subprocess.run([str(PYTHON), "-c", script, str(path)], capture_output=True, text=True, env=env, timeout=120)
-    assert done.returncode == 1
+    assert done.returncode == 3
     assert done.stdout == "" and "Traceback" not in done.stderr
     assert done.stderr.count("\n") == 1 and "internal error (KeyError: 'oops')" in done.stderr
     debug = subprocess.run([str(PYTHON), "-c", script, str(path)], capture_output=True, text=True,

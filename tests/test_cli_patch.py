@@ -132,3 +132,25 @@ def test_module_entry_point_reports_errors_without_traceback(tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr and "none.onnx" in proc.stderr
+
+
+def test_model_text_is_shown_as_is_never_as_markup_or_terminal_escapes(tmp_path):
+    """Names like `[bold]in` keep their brackets; a producer name carrying an ANSI escape cannot drive the
+    terminal (it is shown as \\x1b), in reports and in error lines."""
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Relu", ["[bold]in"], ["out[red]x"])], "g",
+                              [helper.make_tensor_value_info("[bold]in", TensorProto.FLOAT, ["batch", 3, 8, 8])],
+                              [helper.make_tensor_value_info("out[red]x", TensorProto.FLOAT, ["batch", 3, 8, 8])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="evil\x1b]0;owned\x07")
+    path = tmp_path / "markup.onnx"
+    onnx.save(model, str(path))
+    shown = invoke("inspect", str(path)).output
+    assert "[bold]in" in shown and "out[red]x" in shown and "['batch', 3, 8, 8]" in shown
+    assert "\x1b" not in shown and "\x07" not in shown and "evil\\x1b]0;owned\\x07" in shown
+    model.graph.output[0].name = model.graph.node[0].output[0] = "clear\x1b[2J"
+    onnx.save(model, str(path))
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("version: 1\nname: r\noutput:\n  target: nope\n  steps: [{softmax: {}}]\n")
+    error = invoke("apply", str(recipe), str(path), "-o", str(tmp_path / "p.onnx"))
+    assert error.exit_code == 2 and "clear\\x1b[2J" in error.output and "\x1b" not in error.output

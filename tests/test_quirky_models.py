@@ -111,7 +111,11 @@ def test_recipe_applies_and_matches_the_twins(case, models, tmp_path):
     patched = apply(recipe, plain, tmp_path / "patched.onnx", **options).output
     onnx.checker.check_model(str(patched), full_check=True)
     plain_proto, patched_proto = onnx.load(str(plain)), onnx.load(str(patched))
-    assert patched_proto.ir_version == plain_proto.ir_version
+    # the IR version is kept, unless the opset was upgraded to one that needs a newer IR (IR 3 beside opset 11
+    # would be an invalid pair)
+    needed = onnx.helper.find_min_ir_version_for(list(patched_proto.opset_import))
+    upgraded = options.get("upgrade_opset", False)
+    assert patched_proto.ir_version == (max(plain_proto.ir_version, needed) if upgraded else plain_proto.ir_version)
     if patched_proto.ir_version < 4:  # IR 3 lists every initializer as a graph input: still true after the patch
         assert {t.name for t in patched_proto.graph.initializer} <= {i.name for i in patched_proto.graph.input}
     for images, other, extras in feeds(case, recipe):
@@ -170,6 +174,22 @@ def test_quirks_the_recipe_must_be_told_about_give_one_line_errors(case, changes
     assert not (tmp_path / "p.onnx").exists()
 
 
+def test_upgrade_opset_on_every_command_that_applies_a_recipe(models, tmp_path):
+    """The fix the opset error gives can be followed on verify and bench too; the IR version rises with the opset."""
+    recipe = tmp_path / "classifier.yaml"
+    recipe.write_text(variant_text(CLASSIFIER, []))
+    plain = models["ir3-opset9-softmax"]
+    for command in (["verify", "--random", "2", "--backends", "onnxruntime"],
+                    ["bench", "--iterations", "1", "--warmup", "0", "--threads", "1"]):
+        refused = CliRunner().invoke(cli, [command[0], str(recipe), str(plain), *command[1:]])
+        assert refused.exit_code == 2 and "--upgrade-opset" in refused.output, refused.output
+        done = CliRunner().invoke(cli, [command[0], str(recipe), str(plain), *command[1:], "--upgrade-opset"])
+        assert done.exit_code == 0, done.output
+    patched = apply(variant(CLASSIFIER, []), plain, tmp_path / "p.onnx", upgrade_opset=True).output
+    upgraded = onnx.load(str(patched))
+    assert upgraded.opset_import[0].version == 11 and upgraded.ir_version >= 6  # was IR 3 beside opset 11
+
+
 def test_verify_asks_which_input_to_patch_when_the_plain_model_has_two(models):
     with pytest.raises(GraphsurgeryError, match="the plain model has 2 inputs.*input.target"):
         verify(variant(CLASSIFIER, FIXED_SIZE), models["two-inputs-shared-output"], random=2)
@@ -222,3 +242,25 @@ def test_other_inputs_follow_their_dtype_and_shape_with_symbolic_dims_filled():
     assert set(np.unique(values["ids"])) <= {0, 1}
     again = other_inputs(proto, names, 3, "batch", seed=5, path=Path("m.onnx"))
     assert all(np.array_equal(values[n], again[n]) for n in names)
+
+
+@pytest.mark.parametrize("unknown", [-1, 0])
+def test_dims_written_as_minus_one_or_zero_are_dynamic(unknown, tmp_path):
+    """tf2onnx and Paddle write an unknown batch as -1 (or 0): apply makes it a named dim, verify runs (it crashed
+    with an IndexError, exit 1), and the input file is left as it was."""
+    from modelkit import pose_model
+
+    path = pose_model(tmp_path / "m.onnx")
+    model = onnx.load(str(path))
+    for value in (model.graph.input[0], model.graph.output[0]):
+        value.type.tensor_type.shape.dim[0].dim_value = unknown
+    onnx.save(model, str(path))
+    before = path.read_bytes()
+    result = apply(RECIPES / "hrnet_coco_pose.yaml", path, tmp_path / "p.onnx")
+    for signature in (*result.plan.inputs, *result.plan.outputs):
+        assert isinstance(signature.shape[0], str), signature  # named, not -1 or 0
+        assert all(not isinstance(d, int) or d > 0 for d in signature.shape), signature
+    if unknown < 0:  # onnxruntime runs a plain model whose batch is 0 at batch 0 only: no unpatched pipeline to compare
+        report = verify(RECIPES / "hrnet_coco_pose.yaml", path, random=2, backends=("onnxruntime",))
+        assert report, report.failures()
+    assert path.read_bytes() == before

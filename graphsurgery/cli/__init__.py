@@ -1,8 +1,9 @@
 """The `graphsurgery` command: a click group whose commands are thin shells over the Python API.
 
-A `GraphsurgeryError` anywhere becomes one line on stderr and exit code 2, without a traceback. Any other exception
-is a bug, not the user's mistake: one line saying so and how to report it, exit code 1; the traceback is shown only
-with GRAPHSURGERY_DEBUG=1.
+Exit codes, for scripts: 0 success (and parity), 1 parity failure (verify, eval-coco), 2 a usage or input error
+(a `GraphsurgeryError`: one line on stderr naming the file and the fix, no traceback), 3 an internal error (any
+other exception is a bug, not the user's mistake: one line saying so and how to report it; the traceback is shown
+only with GRAPHSURGERY_DEBUG=1).
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ import sys
 import click
 
 from graphsurgery import __version__
+from graphsurgery.cli.tables import printable
 from graphsurgery.errors import GraphsurgeryError
 
-INTERNAL_ERROR = 1
+INTERNAL_ERROR = 3  # never 1, which scripts read as "no parity"
 
 
 class _Group(click.Group):
@@ -23,7 +25,7 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except GraphsurgeryError as exc:
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"error: {printable(exc)}", err=True)
             sys.exit(exc.exit_code)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
@@ -34,7 +36,8 @@ class _Group(click.Group):
             if os.environ.get("GRAPHSURGERY_DEBUG") == "1":
                 raise
             what = "out of memory" if isinstance(exc, MemoryError) else f"{type(exc).__name__}: {exc}"
-            click.echo(f"internal error ({' '.join(what.split())[:300]}) — this is a graphsurgery bug: please report "
+            what = printable(" ".join(what.split())[:300])
+            click.echo(f"internal error ({what}) — this is a graphsurgery bug: please report "
                        "it with the command and files; GRAPHSURGERY_DEBUG=1 shows the traceback", err=True)
             sys.exit(INTERNAL_ERROR)
 

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from graphsurgery.benchmark import REFERENCE, TORCH_EXAMPLE, Settings, run_bench
 from graphsurgery.chart import write_chart
-from graphsurgery.cli.options import existing_file
+from graphsurgery.cli.options import existing_file, upgrade_opset_option
 from graphsurgery.cli.tables import print_table
 
 
@@ -31,11 +31,13 @@ from graphsurgery.cli.tables import print_table
               help="Frames per second instead of latency (OpenVINO: parallel streams fed by async requests).")
 @click.option("--json", "json_path", type=click.Path(path_type=Path, dir_okay=False), help="Write the results here.")
 @click.option("--chart", type=click.Path(path_type=Path, dir_okay=False), help="Write a PNG bar chart here.")
+@upgrade_opset_option
 def bench_command(recipe: Path, model: Path, iterations: int, warmup: int, threads: int | None, batch: int,
-                  torch_spec: str | None, throughput: bool, json_path: Path | None, chart: Path | None):
+                  torch_spec: str | None, throughput: bool, json_path: Path | None, chart: Path | None,
+                  upgrade_opset: bool):
     """Time MODEL patched with RECIPE against the plain model + numpy processing, from the caller's crop to the
     recipe's outputs, on ONNX Runtime, OpenVINO (f32 and bf16) and optionally PyTorch, interleaved in one run."""
-    settings = Settings(iterations, warmup, threads, batch, torch_spec, throughput)
+    settings = Settings(iterations, warmup, threads, batch, torch_spec, throughput, upgrade_opset)
     result = run_bench(recipe, model, settings)
     console = Console()
     _print(console, result)

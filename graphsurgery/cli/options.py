@@ -30,3 +30,5 @@ patched_option = click.option("--patched", type=existing_file, help="The patched
                               "a temporary folder].")
 json_report_option = click.option("--json", "json_report", type=click.Path(path_type=Path, dir_okay=False),
                                   metavar="REPORT", help="Also write the report as JSON to this file.")
+upgrade_opset_option = click.option("--upgrade-opset", is_flag=True,
+                                    help="Convert the model to the opset a step needs, if newer.")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import inspect
 import json
 import typing
-from functools import partial
 from pathlib import Path
 
 import click
@@ -14,7 +13,8 @@ from rich.table import Table
 from rich.text import Text
 
 from graphsurgery.api import apply, inspect_model
-from graphsurgery.cli.options import existing_file, force_option, json_flag
+from graphsurgery.cli.options import existing_file, force_option, json_flag, upgrade_opset_option
+from graphsurgery.cli.tables import print_table, shown
 from graphsurgery.recipe import recipe_json_schema
 from graphsurgery.registry import steps_for
 
@@ -25,14 +25,17 @@ from graphsurgery.registry import steps_for
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Output path [default: <model>.patched.onnx].")
 @force_option
 @click.option("--dry-run", is_flag=True, help="Print the plan (tensors, nodes, new signature); write nothing.")
-@click.option("--upgrade-opset", is_flag=True, help="Convert the model to the opset a step needs, if newer.")
+@upgrade_opset_option
 def apply_command(recipe: Path, model: Path, output: Path | None, force: bool, dry_run: bool, upgrade_opset: bool):
     """Splice RECIPE's steps into MODEL and write the patched model."""
     result = apply(recipe, model, output, force=force, dry_run=dry_run, upgrade_opset=upgrade_opset)
     plan = result.plan
     console = Console()
-    console.print(Text.assemble("recipe ", (plan.recipe, "bold"), f" on {model} (opset {plan.opset})"))
-    say = partial(console.print, highlight=False, markup=False, soft_wrap=True)  # names and dims are model text
+    console.print(Text.assemble("recipe ", shown(plan.recipe, "bold"), shown(f" on {model} (opset {plan.opset})")))
+
+    def say(line: str) -> None:  # names and dims are model text
+        console.print(shown(line), highlight=False, soft_wrap=True)
+
     if plan.input_target:
         say(f"  input  {plan.input_target!r} patched")
     if plan.output_target:
@@ -63,19 +66,19 @@ def inspect_command(model: Path, as_json: bool):
         click.echo(json.dumps(info, indent=2))
         return
     console = Console()
-    console.print(f"[bold]{info['path']}[/]  IR {info['ir_version']}  opset {info['opset']}  "
-                  f"{info['nodes']} nodes  producer {info['producer'] or '?'}", highlight=False)
+    console.print(Text.assemble(shown(info["path"], "bold"), f"  IR {info['ir_version']}  opset "
+                                f"{info['opset']}  {info['nodes']} nodes  producer ", shown(info["producer"] or "?")))
     table = Table("", "name", "dtype", "shape")
     for kind in ("inputs", "outputs"):
         for value in info[kind]:
-            table.add_row(kind[:-1], value["name"], value["dtype"], str(value["shape"]))
-    console.print(table)
-    console.print("ops: " + ", ".join(f"{op}×{n}" for op, n in info["op_types"].items()), highlight=False)
+            table.add_row(kind[:-1], shown(value["name"]), value["dtype"], shown(value["shape"]))
+    print_table(console, table)
+    console.print(shown("ops: " + ", ".join(f"{op}×{n}" for op, n in info["op_types"].items())))
     if info["external_data"]:
         console.print(f"{info['external_data']} tensors keep their data in external files")
     for entry in info["provenance"]:
-        console.print(f"patched by {entry.get('tool')} with recipe {entry.get('recipe')} "
-                      f"(sha256 {str(entry.get('recipe_sha256'))[:12]}…)", highlight=False)
+        console.print(shown(f"patched by {entry.get('tool')} with recipe {entry.get('recipe')} "
+                            f"(sha256 {str(entry.get('recipe_sha256'))[:12]}…)"))
 
 
 @click.command("schema")

@@ -10,7 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from graphsurgery.cli.options import existing_file
-from graphsurgery.cli.tables import print_table
+from graphsurgery.cli.tables import print_table, shown
 from graphsurgery.pose import DEFAULT_BATCH, DEFAULT_MIN_SCORE, run_pose
 from graphsurgery.runners import BACKENDS, PRECISIONS
 
@@ -53,7 +53,7 @@ def run_command(model: Path, images: tuple[Path, ...], outdir: Path, backend: st
     title = f"{model.name} · {summary.label}"
     table = Table("image", "persons", "latency ms", title=title, title_justify="left", min_width=len(title))
     for entry in summary.images:
-        table.add_row(entry.file_name, str(entry.persons), f"{entry.latency_ms:.1f}")
+        table.add_row(shown(entry.file_name), str(entry.persons), f"{entry.latency_ms:.1f}")
     print_table(console, table)
     if summary.precision_note:
         console.print(f"note: {summary.precision_note}", highlight=False, markup=False)

@@ -1,10 +1,27 @@
-"""Tables that stay readable in any width: in a pipe, rich assumes 80 columns and squeezes numbers to "…"."""
+"""Printing reports: tables that stay readable in any width (in a pipe, rich assumes 80 columns and squeezes numbers
+to "…"), and text that comes from models or users shown as it is (never read as markup or terminal escapes)."""
 
 from __future__ import annotations
+
+import re
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(value) -> str:
+    """Control characters (ANSI/OSC escape sequences in a producer name or a tensor name) made visible as `\\x1b`:
+    a model file must not be able to drive the user's terminal."""
+    return _CONTROL.sub(lambda match: f"\\x{ord(match.group()):02x}", str(value))
+
+
+def shown(value, style: str = "") -> Text:
+    """Text from a model, a recipe or a file name, as plain characters: `[batch]` stays `[batch]` (not a rich style),
+    control characters are made visible (`printable`)."""
+    return Text(printable(value), style=style)
 
 
 def print_table(console: Console, table: Table) -> None:

@@ -12,9 +12,16 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
-from graphsurgery.cli.options import backends_option, existing_file, json_report_option, patched_option
-from graphsurgery.cli.tables import print_table
+from graphsurgery.cli.options import (
+    backends_option,
+    existing_file,
+    json_report_option,
+    patched_option,
+    upgrade_opset_option,
+)
+from graphsurgery.cli.tables import print_table, shown
 from graphsurgery.errors import GraphsurgeryError
 from graphsurgery.runners import PRECISIONS
 
@@ -40,10 +47,11 @@ DETAILS_SHOWN = 3
 @click.option("--tolerance", "tolerances", multiple=True, metavar="OUTPUT=ATOL[,RTOL]",
               help="Tolerance for one output (* = every float output); coordinates use ATOL only. Repeatable.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random crops and boxes.")
+@upgrade_opset_option
 @json_report_option
 def verify_command(recipe: Path, plain: Path, patched: Path | None, images: Path | None, random_count: int | None,
                    boxes: Path | None, backends: tuple[str, ...], precision: str, tolerances: tuple[str, ...],
-                   seed: int, json_report: Path | None):
+                   seed: int, upgrade_opset: bool, json_report: Path | None):
     """Prove that the patched model gives the answers of the unpatched pipeline: PLAIN (the model without
     processing) between RECIPE's numpy twins, on every backend, output by output; and that the backends agree.
 
@@ -56,18 +64,26 @@ def verify_command(recipe: Path, plain: Path, patched: Path | None, images: Path
     from graphsurgery.verification import verify
 
     report = verify(recipe, plain, patched=patched, images=images, boxes=boxes, random=random_count,
-                    backends=backends, precision=precision, tolerances=dict(map(_tolerance, tolerances)), seed=seed)
+                    backends=backends, precision=precision, tolerances=dict(map(_tolerance, tolerances)), seed=seed,
+                    upgrade_opset=upgrade_opset)
     if json_report is not None:
         _write_json(json_report, report.to_dict())
     console = Console()
-    table = Table("pair", "output", "kind", "verdict", "stats", title=f"{report.inputs} · recipe {report.recipe}",
-                  title_justify="left")
+    table = Table(
+        "pair",
+        "output",
+        "kind",
+        "verdict",
+        "stats",
+        title=shown(f"{report.inputs} · recipe {report.recipe}"),
+        title_justify="left",
+    )
     for pair in report.pairs:
         for index, result in enumerate(pair.results):
             verdict = "[green]pass[/]" if result else "[bold red]FAIL[/]"
             if not result and pair.reduced_precision:
                 verdict += f" ({pair.reduced_precision})"
-            table.add_row(pair.name if index == 0 else "", result.output, result.kind, verdict, result.summary(),
+            table.add_row(pair.name if index == 0 else "", shown(result.output), result.kind, verdict, result.summary(),
                           end_section=index == len(pair.results) - 1)
     print_table(console, table)
     for pair in report.pairs:
@@ -75,14 +91,18 @@ def verify_command(recipe: Path, plain: Path, patched: Path | None, images: Path
             for detail in getattr(result, "details", [])[:DETAILS_SHOWN] if not result else []:
                 kind = "near tie" if detail.near_tie else "real mismatch"
                 gap = f", reference values differ by {detail.gap:.3g}" if detail.gap is not None else ""
-                console.print(f"  {pair.name}: {result.output}{detail.index}: expected {_point(detail.expected)}, got "
-                              f"{_point(detail.actual)} ({detail.distance:.4g} apart{gap}): {kind}", highlight=False)
+                console.print(
+                    shown(
+                        f"  {pair.name}: {result.output}{detail.index}: expected {_point(detail.expected)}, "
+                        f"got {_point(detail.actual)} ({detail.distance:.4g} apart{gap}): {kind}"
+                    )
+                )
     if report.resize_vs_opencv:
         console.print(_opencv_table(report.resize_vs_opencv))
         for entry in report.resize_vs_opencv:
             console.print(f"  {entry['step']} ≈ {entry['opencv']}; |Δ| in the caller's units", highlight=False)
     for note in report.notes:
-        console.print(f"[yellow]note:[/] {note}", highlight=False)
+        console.print(Text.assemble(("note:", "yellow"), " ", shown(note)))
     if report:
         console.print(f"[bold green]PASS[/]: the patched model agrees with the unpatched pipeline on "
                       f"{', '.join(report.backends)} ({report.samples} {report.unit})", highlight=False)
@@ -90,7 +110,9 @@ def verify_command(recipe: Path, plain: Path, patched: Path | None, images: Path
     failed = [r for pair in report.pairs for r in pair.results if not r]
     total = sum(len(pair.results) for pair in report.pairs)
     names = ", ".join(dict.fromkeys(r.output for r in failed))
-    console.print(f"[bold red]FAIL[/]: {len(failed)} of {total} comparisons differ ({names})", highlight=False)
+    console.print(
+        Text.assemble(("FAIL", "bold red"), shown(f": {len(failed)} of {total} comparisons differ ({names})"))
+    )
     raise SystemExit(PARITY_FAILURE)
 
 
@@ -107,10 +129,11 @@ def verify_command(recipe: Path, plain: Path, patched: Path | None, images: Path
 @backends_option
 @click.option("--results", "results_dir", type=click.Path(path_type=Path, file_okay=False),
               help="Keep each pipeline's COCO results JSON in this folder [default: a temporary folder].")
+@upgrade_opset_option
 @json_report_option
 def eval_coco_command(recipe: Path, plain: Path, annotations: Path, images: Path, limit: int | None,
                       boxes: Path | None, patched: Path | None, backends: tuple[str, ...], results_dir: Path | None,
-                      json_report: Path | None):
+                      upgrade_opset: bool, json_report: Path | None):
     """COCO keypoint AP/AR of the unpatched pipeline (PLAIN + RECIPE's numpy twins) and of the patched model, on
     each backend at f32, top-down with the HRNet authors' crops. Parity holds when the numbers are identical
     (exit code 0; 1 when they are not, 2 on a usage or input error)."""
@@ -126,7 +149,8 @@ def eval_coco_command(recipe: Path, plain: Path, annotations: Path, images: Path
             progress.update(tasks[name], completed=done)
 
         report = evaluate_coco(recipe, plain, annotations, images, patched=patched, boxes=boxes, limit=limit,
-                               backends=backends, results_dir=results_dir, progress=advance)
+                               backends=backends, results_dir=results_dir, progress=advance,
+                               upgrade_opset=upgrade_opset)
     if json_report is not None:
         _write_json(json_report, report.to_dict())
     console = Console()

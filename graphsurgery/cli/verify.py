@@ -47,11 +47,14 @@ DETAILS_SHOWN = 3
 @click.option("--tolerance", "tolerances", multiple=True, metavar="OUTPUT=ATOL[,RTOL]",
               help="Tolerance for one output (* = every float output); coordinates use ATOL only. Repeatable.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random crops and boxes.")
+@click.option("--reference", type=existing_file, metavar="FILE.npz",
+              help="Your own pipeline, recorded: its inputs under the patched model's input names and its answers "
+                   "under its output names (numpy.savez). Compared against instead of the recipe's numpy twins.")
 @upgrade_opset_option
 @json_report_option
 def verify_command(recipe: Path, plain: Path, patched: Path | None, images: Path | None, random_count: int | None,
                    boxes: Path | None, backends: tuple[str, ...], precision: str, tolerances: tuple[str, ...],
-                   seed: int, upgrade_opset: bool, json_report: Path | None):
+                   seed: int, reference: Path | None, upgrade_opset: bool, json_report: Path | None):
     """Prove that the patched model gives the answers of the unpatched pipeline: PLAIN (the model without
     processing) between RECIPE's numpy twins, on every backend, output by output; and that the backends agree.
 
@@ -65,7 +68,7 @@ def verify_command(recipe: Path, plain: Path, patched: Path | None, images: Path
 
     report = verify(recipe, plain, patched=patched, images=images, boxes=boxes, random=random_count,
                     backends=backends, precision=precision, tolerances=dict(map(_tolerance, tolerances)), seed=seed,
-                    upgrade_opset=upgrade_opset)
+                    upgrade_opset=upgrade_opset, reference=reference)
     if json_report is not None:
         _write_json(json_report, report.to_dict())
     console = Console()

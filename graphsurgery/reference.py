@@ -1,0 +1,125 @@
+"""Verify against the user's own pipeline, recorded: what they feed it and what it answers, in one .npz file.
+
+`verify` on its own proves the patched model equals the recipe's numpy twins. A user migrating from a package
+needs more: proof that it equals *their current code*, which the recipe may not match (a side rounded where the
+recipe floors, a colour order). They record, once, the caller-side inputs under the patched model's input names
+and their pipeline's answers under its output names:
+
+    np.savez("reference.npz", input=crops_uint8_nhwc, keypoints=my_keypoints, scores=my_scores)
+
+and `verify RECIPE PLAIN --reference reference.npz` runs the patched model on those inputs, on every backend, and
+compares each recorded output by the recipe's comparison for it (floats within tolerance, keypoints and class
+indices exactly).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import zipfile
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+from graphsurgery.api import apply
+from graphsurgery.compare import compare_output
+from graphsurgery.errors import GraphsurgeryError
+from graphsurgery.model import ModelFacts
+from graphsurgery.modelio import load_model
+from graphsurgery.recipe import Recipe, as_recipe
+from graphsurgery.runners import check_backends, model_signature, open_runner
+from graphsurgery.tolerances import Tolerances, with_tolerances
+from graphsurgery.twins import comparisons
+from graphsurgery.verification import PairReport, VerifyReport
+
+#: Arrays in a reference file at most (a recording is a few batches, not a data set)
+MAX_REFERENCE_BYTES = 2**31
+
+
+def load_reference(path: str | Path) -> dict[str, np.ndarray]:
+    """The arrays of a .npz reference file, by name; pickled objects are refused (a .npz can carry code)."""
+    path = Path(path)
+    if not path.is_file():
+        raise GraphsurgeryError("no such reference file", path=path, fix="record one with numpy.savez (see docs)")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if sum(data.zip.getinfo(f"{name}.npy").file_size for name in data.files) > MAX_REFERENCE_BYTES:
+                raise GraphsurgeryError("the reference holds more than 2 GiB of arrays", path=path,
+                                        fix="record a few batches, not a data set")
+            arrays = {name: data[name] for name in data.files}
+    except (ValueError, OSError, zipfile.BadZipFile, KeyError) as exc:
+        raise GraphsurgeryError(f"not a readable .npz of numeric arrays ({type(exc).__name__})", path=path,
+                                fix="write it with numpy.savez(path, name=array, ...), without object arrays"
+                                ) from None
+    if not arrays:
+        raise GraphsurgeryError("the reference file holds no arrays", path=path, fix="record inputs and outputs")
+    return arrays
+
+
+def verify_reference(recipe: str | Path | Recipe, plain_model: str | Path, reference: str | Path, *,
+                     patched: str | Path | None = None, backends: Iterable[str] = ("onnxruntime", "openvino"),
+                     precision: str = "f32", tolerances: Tolerances | None = None,
+                     upgrade_opset: bool = False) -> VerifyReport:
+    """The patched model (built from `recipe` when `patched` is None) against a recorded reference pipeline."""
+    recipe = as_recipe(recipe)
+    plain = load_model(plain_model)
+    facts = ModelFacts.of(plain.proto, recipe)
+    backends = check_backends(list(backends), precision, patched)
+    arrays = load_reference(reference)
+    wanted = with_tolerances(comparisons(recipe, facts), tolerances or {})
+    with tempfile.TemporaryDirectory(prefix="graphsurgery-reference-") as tmp:
+        patched_path = (Path(patched) if patched is not None
+                        else apply(recipe, plain.path, Path(tmp) / "patched.onnx", upgrade_opset=upgrade_opset).output)
+        ports = model_signature(patched_path).inputs
+        missing = [port.name for port in ports if port.name not in arrays]
+        if missing:
+            raise GraphsurgeryError(f"the reference lacks the patched model's input(s) {', '.join(map(repr, missing))}",
+                                    path=reference, fix="record what you feed your pipeline under those names")
+        feeds = {port.name: arrays[port.name] for port in ports}
+        expected = {name: value for name, value in arrays.items() if name not in feeds}
+        compared = [name for name in expected if name in wanted]
+        if not compared:
+            raise GraphsurgeryError(f"none of the reference's arrays ({', '.join(expected) or 'none'}) is an output "
+                                    f"of the patched model ({', '.join(wanted)})", path=reference,
+                                    fix="name your pipeline's answers as the patched model's outputs")
+        count = len(next(iter(feeds.values())))
+        batch = ports[0].shape[0] if ports[0].shape and isinstance(ports[0].shape[0], int) else count
+        runs, ran = {}, {}
+        for backend in backends:
+            runs[backend], ran[backend] = _run(backend, patched_path, precision if backend == "openvino" else "f32",
+                                               feeds, count, batch, reference)
+    report = VerifyReport(recipe.source, str(plain.path), str(patched) if patched else "(built from the recipe)",
+                          f"{count} samples recorded in {reference}", count, backends, precision, "samples")
+    label = {b: b + (f" at {ran[b]}" if ran[b] != "f32" else "") for b in backends}
+
+    def results(actual: dict, against: dict) -> list:
+        return [compare_output(name, actual[name], against[name], wanted[name]) for name in compared]
+
+    report.pairs = [PairReport(f"{label[b]}: your pipeline → patched", f"your pipeline ({reference})",
+                               f"patched model on {label[b]}", results(runs[b], expected),
+                               ran[b] if ran[b] != "f32" else None) for b in backends]
+    first = backends[0]
+    report.pairs += [PairReport(f"patched: {label[first]} → {label[b]}", f"patched model on {label[first]}",
+                                f"patched model on {label[b]}", results(runs[b], runs[first]),
+                                next((ran[s] for s in (first, b) if ran[s] != "f32"), None)) for b in backends[1:]]
+    ignored = [name for name in expected if name not in wanted]
+    if ignored:
+        report.notes.append(f"reference array(s) {', '.join(map(repr, ignored))} are not outputs of the patched "
+                            f"model: not compared")
+    if any(wanted[name].kind != "float" for name in compared):
+        report.notes.append("the reference holds no heatmaps: every keypoint or index mismatch counts as real")
+    return report
+
+
+def _run(backend: str, patched: Path, precision: str, feeds: dict[str, np.ndarray], count: int, batch: int,
+         reference: str | Path) -> tuple[dict[str, np.ndarray], str]:
+    if count % batch:
+        raise GraphsurgeryError(f"the model takes batches of {batch}; the reference's {count} samples do not divide "
+                                "into them", path=reference, fix=f"record a multiple of {batch} samples")
+    parts = []
+    with open_runner(backend, patched, precision=precision) as run:
+        for start in range(0, count, batch):
+            # arrays of one row per sample are cut into batches; others (a [1, K, 1, 1] bias) are fed whole
+            parts.append(run({name: value[start:start + batch] if len(value) == count and value.ndim else value
+                              for name, value in feeds.items()}))
+    return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}, run.precision

@@ -1,0 +1,89 @@
+"""`verify --reference`: the patched model against the user's own pipeline, recorded in a .npz (not the twins)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from graphsurgery.cli import cli
+from graphsurgery.errors import GraphsurgeryError
+from graphsurgery.runners import open_runner
+from graphsurgery.verification import verify
+
+from conftest import RECIPES
+from modelkit import bgr_crops
+
+CROP = RECIPES / "hrnet_coco_pose.yaml"
+MEAN, STD = np.float32([0.485, 0.456, 0.406]), np.float32([0.229, 0.224, 0.225])
+
+
+def users_pipeline(plain, crops: np.ndarray, *, swap_colours: bool = True) -> dict[str, np.ndarray]:
+    """A user's own HRNet code, written here from the authors' description (not the twins): BGR→RGB, /255,
+    mean/std, NCHW, the network, first maximum, (0, 0) unless score > 0, heatmap cell × 4 in crop pixels."""
+    rgb = crops[..., ::-1] if swap_colours else crops
+    x = ((rgb / np.float32(255) - MEAN) / STD).transpose(0, 3, 1, 2).astype(np.float32)
+    with open_runner("onnxruntime", plain) as run:
+        heatmaps = run({"input": x})["heatmaps"]
+    flat = heatmaps.reshape(*heatmaps.shape[:2], -1)
+    idx, score = flat.argmax(-1), flat.max(-1)
+    y, x_ = np.divmod(idx, heatmaps.shape[3])
+    keypoints = np.where((score > 0)[..., None], np.stack([x_, y], -1), 0).astype(np.float32) * 4
+    return {"keypoints": keypoints, "scores": score[..., None].astype(np.float32)}
+
+
+@pytest.fixture(scope="module")
+def recorded(tiny_pose_models, tmp_path_factory):
+    plain = tiny_pose_models[(17, False)]
+    folder = tmp_path_factory.mktemp("reference")
+    crops = np.concatenate([bgr_crops(1, seed=5), bgr_crops(1, seed=6)])  # run one at a time: the batch is fixed at 1
+    answers = {key: np.concatenate([users_pipeline(plain, crops[i:i + 1])[key] for i in range(2)])
+               for key in ("keypoints", "scores")}
+    good = folder / "good.npz"
+    np.savez(good, input=crops, **answers)
+    rgb = {key: np.concatenate([users_pipeline(plain, crops[i:i + 1], swap_colours=False)[key] for i in range(2)])
+           for key in ("keypoints", "scores")}
+    wrong = folder / "rgb.npz"
+    np.savez(wrong, input=crops, **rgb)
+    return plain, good, wrong
+
+
+def test_the_patched_model_matches_the_users_own_pipeline(recorded):
+    plain, good, _ = recorded
+    report = verify(CROP, plain, reference=good)
+    assert report, report.failures()
+    assert [p.name for p in report.pairs] == ["onnxruntime: your pipeline → patched",
+                                              "openvino: your pipeline → patched", "patched: onnxruntime → openvino"]
+    assert {r.output for r in report.pairs[0].results} == {"keypoints", "scores"}
+    assert report.samples == 2
+
+
+def test_a_pipeline_that_differs_from_the_recipe_is_caught(recorded):
+    """The user's code skips BGR→RGB: the recipe does not match it, and verify --reference says so."""
+    plain, _, wrong = recorded
+    report = verify(CROP, plain, reference=wrong, backends=("onnxruntime",))
+    assert not report and {r.output for r in report.pairs[0].results if not r} == {"keypoints", "scores"}
+
+
+def test_cli_exit_codes(recorded):
+    plain, good, wrong = recorded
+    ok = CliRunner().invoke(cli, ["verify", str(CROP), str(plain), "--reference", str(good)])
+    assert ok.exit_code == 0 and "your pipeline → patched" in ok.output, ok.output
+    bad = CliRunner().invoke(cli, ["verify", str(CROP), str(plain), "--reference", str(wrong)])
+    assert bad.exit_code == 1 and "FAIL" in bad.output
+
+
+def test_bad_reference_files_are_one_line_errors(recorded, tmp_path):
+    plain, good, _ = recorded
+    np.savez(tmp_path / "no_input.npz", crops=np.zeros((1, 256, 192, 3), np.uint8), keypoints=np.zeros((1, 17, 2)))
+    np.savez(tmp_path / "no_output.npz", input=np.zeros((1, 256, 192, 3), np.uint8), answer=np.zeros(3))
+    np.savez(tmp_path / "pickled.npz", input=np.array([{"a": 1}], dtype=object))
+    (tmp_path / "text.npz").write_text("not a zip")
+    cases = [("no_input.npz", "lacks the patched model's input(s) 'input'"),
+             ("no_output.npz", "none of the reference's arrays (answer) is an output"),
+             ("pickled.npz", "not a readable .npz of numeric arrays"), ("text.npz", "not a readable .npz")]
+    for name, message in cases:
+        with pytest.raises(GraphsurgeryError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            verify(CROP, plain, reference=tmp_path / name, backends=("onnxruntime",))
+    with pytest.raises(GraphsurgeryError, match="brings its own inputs"):
+        verify(CROP, plain, reference=good, random=2)

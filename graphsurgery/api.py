@@ -10,7 +10,7 @@ from pathlib import Path
 import onnx
 
 from graphsurgery.model import model_opset, provenance, real_inputs
-from graphsurgery.modelio import check_output_path, external_tensors, load_model, save_model
+from graphsurgery.modelio import check_output_path, external_tensors, load_model, model_files, save_model
 from graphsurgery.recipe import Recipe, as_recipe
 from graphsurgery.splice import SplicePlan, splice
 
@@ -33,9 +33,9 @@ def apply(recipe: str | Path | Recipe, model: str | Path, out: str | Path | None
     model = Path(model)
     recipe = as_recipe(recipe)
     out = Path(out) if out is not None else default_output(model)
-    if not dry_run:
-        check_output_path(out, [model, Path(recipe.source)], force)
     loaded = load_model(model)
+    if not dry_run:  # the model, its external data files and the recipe file are never written
+        check_output_path(out, [*model_files(loaded), Path(recipe.source) if recipe.file_sha256 else None], force)
     base_dir = loaded.base_dir
     patched, plan = splice(recipe, loaded.proto, model_name=str(model), force=force, upgrade_opset=upgrade_opset)
     if dry_run:

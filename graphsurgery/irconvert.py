@@ -23,7 +23,7 @@ import onnx
 
 from graphsurgery.errors import GraphsurgeryError, ModelError
 from graphsurgery.model import real_inputs
-from graphsurgery.modelio import check_output_path, load_model, staging_folder
+from graphsurgery.modelio import check_output_path, load_model, model_files, staging_folder
 
 WEIGHTS_KEY = ("graphsurgery", "weights")
 SOURCE_KEY = ("graphsurgery", "source")
@@ -72,13 +72,14 @@ def convert(model_path: str | Path, out_xml: str | Path, fp16: bool = False,
         raise GraphsurgeryError(
             "the IR file name must end in .xml", path=out_xml, fix=f"use {out_xml.with_suffix('.xml')}"
         )
-    proto = load_model(model_path).proto
+    loaded = load_model(model_path)
+    proto = loaded.proto
     made = _missing_parents(out_xml.parent) if make_parents else []
     for folder in reversed(made):
         folder.mkdir()
     try:
-        for out in (out_xml, out_bin):
-            check_output_path(out, [model_path], force)
+        for out in (out_xml, out_bin):  # never over the model or its external data
+            check_output_path(out, model_files(loaded), force)
         model = _convert(model_path, proto)
         _check_names(model, proto, model_path)
         if input_shapes:

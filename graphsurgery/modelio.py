@@ -32,6 +32,7 @@ from google.protobuf.message import DecodeError
 from onnx.external_data_helper import ExternalDataInfo, uses_external_data
 
 from graphsurgery.errors import GraphsurgeryError, ModelError
+from graphsurgery.safeio import refuse_overwriting
 
 PROTOBUF_LIMIT = 2**31 - 1
 COPY_CHUNK = 64 << 20
@@ -222,14 +223,12 @@ def data_file(out: Path) -> Path:
 
 
 def check_output_path(out: Path, inputs: list[Path], force: bool) -> None:
-    """Refuse outputs that would overwrite an input, land in a missing folder, or replace a file without --force.
-
-    The output's data file counts as part of the output: an orphan `<out>.data` is not replaced silently.
+    """Refuse outputs that would overwrite an input (any spelling or link of it: the model, its external data, the
+    recipe), land in a missing folder, replace something that is not a regular file, or replace a file without
+    --force. The output's data file counts as part of the output: an orphan `<out>.data` is not replaced silently.
     """
-    resolved = out.resolve()
-    for src in inputs:
-        if src.exists() and resolved == src.resolve():
-            raise GraphsurgeryError("the output would overwrite the input", path=out, fix="choose another path with -o")
+    refuse_overwriting(out, inputs)
+    refuse_overwriting(data_file(out), inputs)
     if not out.parent.is_dir():
         raise GraphsurgeryError("the output folder does not exist", path=out, fix=f"create {out.parent} first")
     if out.is_dir():
@@ -393,3 +392,11 @@ def _set_external(tensor: onnx.TensorProto, location: str, offset: int, length: 
         entry = tensor.external_data.add()
         entry.key, entry.value = key, value
     tensor.data_location = onnx.TensorProto.EXTERNAL
+
+
+def model_files(loaded: LoadedModel) -> list[Path]:
+    """The files a model is made of: the .onnx and each external data file it names (what outputs must not hit)."""
+    from onnx.external_data_helper import ExternalDataInfo
+
+    names = {ExternalDataInfo(tensor).location for tensor in external_tensors(loaded.proto)}
+    return [loaded.path, *(loaded.base_dir / name for name in sorted(names))]

@@ -26,6 +26,7 @@ from graphsurgery.cocoformat import keypoint_result
 from graphsurgery.errors import GraphsurgeryError
 from graphsurgery.images import list_images, read_image
 from graphsurgery.runners import ModelSignature, Port, Runner, model_signature, open_runner, precision_note
+from graphsurgery.safeio import refuse_overwriting
 
 #: The extra inputs of `to_image mode: original` (recipes/hrnet_coco_pose_image.yaml).
 CENTER, SCALE = "center", "scale"
@@ -198,7 +199,8 @@ def run_pose(model: str | Path, images: Sequence[str | Path], outdir: str | Path
                                 fix="key the boxes by the images' file names")
     if outdir.exists() and not outdir.is_dir():
         raise GraphsurgeryError("the output folder is a file", path=outdir, fix="choose a folder with -o")
-    with open_runner(backend, model, precision=precision, threads=threads) as run, _staged(outdir) as stage:
+    inputs = [model, *paths, *([Path(boxes)] if boxes is not None else [])]
+    with open_runner(backend, model, precision=precision, threads=threads) as run, _staged(outdir, inputs) as stage:
         warm_up(run, pose_model)
         summary = RunSummary(str(model), backend, run.precision, precision, signature.weights, threads,
                              pose_model.batch or batch, min_score, str(outdir / "keypoints.json"),
@@ -231,9 +233,11 @@ def run_pose(model: str | Path, images: Sequence[str | Path], outdir: str | Path
 
 
 @contextmanager
-def _staged(outdir: Path) -> Iterator[Path]:
+def _staged(outdir: Path, inputs: Sequence[Path]) -> Iterator[Path]:
     """A scratch folder whose files move into `outdir` only when the whole run succeeded: a bad image halfway
-    through a folder leaves no partial output behind, and each file appears whole (a rename in one file system)."""
+    through a folder leaves no partial output behind, and each file appears whole (a rename in one file system).
+    None of them may land on one of the run's `inputs` (`-o` on the image folder, with an image named like a debug
+    image): then nothing moves."""
     anchor = outdir
     while not anchor.exists():
         anchor = anchor.parent
@@ -245,8 +249,11 @@ def _staged(outdir: Path) -> Iterator[Path]:
     try:
         yield stage
         outdir.mkdir(parents=True, exist_ok=True)
-        for produced in sorted(stage.iterdir()):
-            os.replace(produced, outdir / produced.name)
+        produced = sorted(stage.iterdir())
+        for path in produced:
+            refuse_overwriting(outdir / path.name, inputs)
+        for path in produced:
+            os.replace(path, outdir / path.name)
     except OSError as exc:
         raise GraphsurgeryError(f"could not write the results ({exc.strerror or exc})", path=outdir,
                                 fix="free disk space or choose another folder") from None

@@ -585,7 +585,7 @@ def model_external_data_without_location(tmp, mp):
 @case
 def path_output_equal_to_input(tmp, mp):
     args, _, model_path = apply_with(tmp)
-    return Invocation([*args[:3], "-o", model_path], model_path, ("overwrite the input",))
+    return Invocation([*args[:3], "-o", model_path], model_path, ("overwrite an input",))
 
 
 @case
@@ -593,13 +593,13 @@ def path_output_equal_to_input_spelled_differently(tmp, mp):
     args, _, model_path = apply_with(tmp)
     (tmp / "sub").mkdir()
     other = tmp / "sub" / ".." / "model.onnx"
-    return Invocation([*args[:3], "-o", other], other, ("overwrite the input",))
+    return Invocation([*args[:3], "-o", other], other, ("overwrite an input",))
 
 
 @case
 def path_output_equal_to_recipe(tmp, mp):
     args, recipe_path, _ = apply_with(tmp)
-    return Invocation([*args[:3], "-o", recipe_path, "--force"], recipe_path, ("overwrite the input",))
+    return Invocation([*args[:3], "-o", recipe_path, "--force"], recipe_path, ("overwrite an input",))
 
 
 @case

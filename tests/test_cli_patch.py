@@ -63,7 +63,7 @@ def test_apply_dry_run_prints_the_plan_and_writes_nothing(plain, tmp_path):
 
 
 def test_apply_output_equal_to_input_is_refused(plain):
-    assert_user_error(invoke("apply", CROP, plain, "-o", plain, "--force"), str(plain), "overwrite the input")
+    assert_user_error(invoke("apply", CROP, plain, "-o", plain, "--force"), str(plain), "overwrite an input")
 
 
 def test_apply_missing_output_folder(plain, tmp_path):

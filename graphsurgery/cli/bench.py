@@ -13,6 +13,7 @@ from graphsurgery.benchmark import REFERENCE, TORCH_EXAMPLE, Settings, run_bench
 from graphsurgery.chart import write_chart
 from graphsurgery.cli.options import existing_file, upgrade_opset_option
 from graphsurgery.cli.tables import print_table
+from graphsurgery.safeio import refuse_overwriting, write_text_atomically
 
 
 @click.command("bench")
@@ -38,11 +39,14 @@ def bench_command(recipe: Path, model: Path, iterations: int, warmup: int, threa
     """Time MODEL patched with RECIPE against the plain model + numpy processing, from the caller's crop to the
     recipe's outputs, on ONNX Runtime, OpenVINO (f32 and bf16) and optionally PyTorch, interleaved in one run."""
     settings = Settings(iterations, warmup, threads, batch, torch_spec, throughput, upgrade_opset)
+    for written in (json_path, chart):  # checked before minutes of timing, not after
+        if written is not None:
+            refuse_overwriting(written, [recipe, model])
     result = run_bench(recipe, model, settings)
     console = Console()
     _print(console, result)
     if json_path:
-        json_path.write_text(json.dumps(result, indent=2) + "\n")
+        write_text_atomically(json_path, json.dumps(result, indent=2) + "\n", [recipe, model])
         console.print(f"wrote {json_path}", highlight=False)
     if chart:
         write_chart(result, chart)

@@ -24,6 +24,7 @@ from graphsurgery.cli.options import (
 from graphsurgery.cli.tables import print_table, shown
 from graphsurgery.errors import GraphsurgeryError
 from graphsurgery.runners import PRECISIONS
+from graphsurgery.safeio import refuse_overwriting, write_text_atomically
 
 PARITY_FAILURE = 1
 DETAILS_SHOWN = 3
@@ -66,11 +67,14 @@ def verify_command(recipe: Path, plain: Path, patched: Path | None, images: Path
     """
     from graphsurgery.verification import verify
 
+    inputs = _inputs(recipe, plain, patched, images, boxes, reference)
+    if json_report is not None:
+        refuse_overwriting(json_report, inputs)  # before the work, not after it
     report = verify(recipe, plain, patched=patched, images=images, boxes=boxes, random=random_count,
                     backends=backends, precision=precision, tolerances=dict(map(_tolerance, tolerances)), seed=seed,
                     upgrade_opset=upgrade_opset, reference=reference)
     if json_report is not None:
-        _write_json(json_report, report.to_dict())
+        _write_json(json_report, report.to_dict(), inputs)
     console = Console()
     table = Table(
         "pair",
@@ -142,6 +146,9 @@ def eval_coco_command(recipe: Path, plain: Path, annotations: Path, images: Path
     (exit code 0; 1 when they are not, 2 on a usage or input error)."""
     from graphsurgery.coco import STAT_NAMES, evaluate_coco
 
+    inputs = _inputs(recipe, plain, patched, images, boxes, annotations)
+    if json_report is not None:
+        refuse_overwriting(json_report, inputs)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=Console(stderr=True), transient=True) as progress:
         tasks: dict[str, int] = {}
@@ -155,7 +162,7 @@ def eval_coco_command(recipe: Path, plain: Path, annotations: Path, images: Path
                                backends=backends, results_dir=results_dir, progress=advance,
                                upgrade_opset=upgrade_opset)
     if json_report is not None:
-        _write_json(json_report, report.to_dict())
+        _write_json(json_report, report.to_dict(), inputs)
     console = Console()
     table = Table("metric", *(p.name for p in report.pipelines),
                   title=f"{report.images} images, {report.people} people ({report.boxes} boxes)", title_justify="left")
@@ -209,12 +216,22 @@ def _point(values: list[float]) -> str:
     return "(" + ", ".join(f"{v:g}" for v in values) + ")" if len(values) > 1 else f"{values[0]:g}"
 
 
-def _write_json(path: Path, data: dict) -> None:
-    try:
-        path.write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
-    except OSError as exc:
-        raise GraphsurgeryError(f"cannot write the report ({exc.strerror})", path=path,
-                                fix="choose a writable path for --json") from None
+def _inputs(*paths: Path | None) -> list[Path]:
+    """The files a command reads (the images of a folder included): what its reports must never overwrite."""
+    from graphsurgery.images import IMAGE_SUFFIXES
+
+    found = []
+    for path in paths:
+        if path is None:
+            continue
+        found.append(path)
+        if path.is_dir():
+            found += [p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
+    return found
+
+
+def _write_json(path: Path, data: dict, inputs: list[Path]) -> None:
+    write_text_atomically(path, json.dumps(data, indent=2, ensure_ascii=False), inputs)
 
 
 COMMANDS = (verify_command, eval_coco_command)

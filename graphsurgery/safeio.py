@@ -1,0 +1,57 @@
+"""Writing results without ever touching what a command reads, and without replacing what is not a plain file.
+
+Every command knows its inputs (model and its external data, recipe, images, boxes, annotations, reference). An
+output path that names one of them — by another spelling, a symlink or a hard link — is refused, `--force` or not;
+so is an existing output that is not a regular file (a device node, a FIFO, a socket). Reports are written to a
+temporary file beside the target and renamed over it: they appear whole or not at all.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+from graphsurgery.errors import GraphsurgeryError
+
+
+def same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name one file: the same (device, inode) when both exist, else the same resolved path."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return Path(a).resolve() == Path(b).resolve()
+
+
+def refuse_overwriting(out: Path, inputs: Iterable[Path | str | None]) -> None:
+    """Refuse an output that is one of the command's inputs, or an existing file that is not a regular file."""
+    out = Path(out)
+    for source in inputs:
+        if source is not None and same_file(out, Path(source)):
+            raise GraphsurgeryError(f"the output would overwrite an input of this command ({source})", path=out,
+                                    fix="choose another output path: inputs are never modified")
+    if out.exists() and not out.is_file() and not out.is_dir():
+        raise GraphsurgeryError("the output exists and is not a regular file (a device, FIFO or socket)", path=out,
+                                fix="choose a path that is a regular file or does not exist yet")
+
+
+def write_text_atomically(path: Path, text: str, inputs: Iterable[Path | str | None] = ()) -> Path:
+    """Write `text` to `path` (not an input of the command) via a temporary file and a rename."""
+    path = Path(path)
+    refuse_overwriting(path, inputs)
+    if path.is_dir():
+        raise GraphsurgeryError("the output is a directory", path=path, fix="give a file name")
+    try:
+        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or ".")
+        try:
+            with os.fdopen(handle, "w", encoding="utf-8") as stream:
+                stream.write(text)
+            os.replace(temporary, path)
+        finally:
+            if os.path.exists(temporary):
+                os.unlink(temporary)
+    except OSError as exc:
+        raise GraphsurgeryError(f"cannot write the file ({exc.strerror or exc})", path=path,
+                                fix="choose a writable path (the folder must exist)") from None
+    return path

@@ -10,21 +10,25 @@ Accepted forms (boxes are COCO-style [x, y, width, height] in pixels):
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from graphsurgery.errors import GraphsurgeryError
+from graphsurgery.safeio import read_small_file
 
 Box = tuple[float, float, float, float]
+MAX_BOXES_BYTES = 256 * 2**20
+MAX_BOXES = 100_000
+MAX_COORDINATE = 1e6  # pixels: larger than any image a pose model is run on
 
 
 def load_boxes(path: Path, images: dict[int, str] | None = None, min_score: float = 0.0) -> dict[str, list[Box]]:
     """Boxes by image file name (base name)."""
     path = Path(path)
+    raw = read_small_file(path, MAX_BOXES_BYTES, "boxes file")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise GraphsurgeryError("no such boxes file", path=path, fix="check the path") from None
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise GraphsurgeryError(f"not a readable JSON file ({type(exc).__name__})", path=path,
                                 fix="give a JSON file of COCO-style boxes") from None
     try:
@@ -43,7 +47,7 @@ def load_boxes(path: Path, images: dict[int, str] | None = None, min_score: floa
                            if d.get("category_id", 1) == 1 and d.get("score", 1.0) >= min_score), path)
         if isinstance(data, dict):
             return _group(((name, box) for name, boxes in data.items() for box in boxes), path)
-    except (KeyError, TypeError) as exc:
+    except (KeyError, TypeError, ValueError, OverflowError, AttributeError) as exc:  # a string where a box goes
         raise GraphsurgeryError(f"unexpected structure ({type(exc).__name__}: {exc})", path=path,
                                 fix="see `graphsurgery run --help` for the accepted box formats") from None
     raise GraphsurgeryError("unexpected JSON structure", path=path, fix="give {file_name: [[x, y, w, h], ...]}")
@@ -53,8 +57,12 @@ def _group(pairs, path: Path) -> dict[str, list[Box]]:
     grouped: dict[str, list[Box]] = {}
     for name, box in pairs:
         values = tuple(float(v) for v in box)
-        if len(values) != 4 or values[2] <= 0 or values[3] <= 0:
-            raise GraphsurgeryError(f"box {list(box)} for {name!r} is not [x, y, w, h] with w, h > 0", path=path,
-                                    fix="fix that box")
+        if (len(values) != 4 or not all(math.isfinite(v) and abs(v) <= MAX_COORDINATE for v in values)
+                or values[2] <= 0 or values[3] <= 0):
+            raise GraphsurgeryError(f"box {list(box)[:4]} for {name!r} is not [x, y, w, h] of finite pixels with "
+                                    f"w, h > 0", path=path, fix="fix that box")
+        if sum(map(len, grouped.values())) >= MAX_BOXES:
+            raise GraphsurgeryError(f"more than {MAX_BOXES:,} boxes", path=path,
+                                    fix="keep the person boxes (filter detections by score first)")
         grouped.setdefault(Path(name).name, []).append(values)
     return grouped

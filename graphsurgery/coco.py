@@ -153,8 +153,9 @@ def evaluate_coco(recipe: str | Path | Recipe, plain_model: str | Path, annotati
 def _load_coco(path: Path):
     from pycocotools.coco import COCO
 
-    if not path.is_file():
-        raise GraphsurgeryError("no such annotation file", path=path, fix="give person_keypoints_*.json")
+    if not path.is_file():  # also a FIFO or a device: pycocotools would block or read forever
+        raise GraphsurgeryError("no such annotation file (or not a regular file)", path=path,
+                                fix="give person_keypoints_*.json")
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             return COCO(str(path))

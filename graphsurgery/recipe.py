@@ -25,6 +25,7 @@ from pydantic import (
 
 from graphsurgery.errors import RecipeError
 from graphsurgery.registry import closest, steps_for
+from graphsurgery.safeio import read_small_file
 from graphsurgery.steps.base import Color, Dim, InputStep, Layout, OutputStep, Step
 from graphsurgery.yamlsource import YamlPath, dotted, line_of, read_yaml
 
@@ -182,20 +183,7 @@ class Recipe(_Frozen):
 def load_recipe(path: str | Path) -> Recipe:
     """Read and validate a recipe file."""
     path = Path(path)
-    if not path.exists():
-        raise RecipeError("no such recipe file", path=path, fix="check the path")
-    if path.is_dir():
-        raise RecipeError("is a directory, not a recipe file", path=path, fix="give the path of a .yaml recipe")
-    if path.stat().st_size > MAX_RECIPE_BYTES:
-        raise RecipeError(
-            f"recipe is larger than {MAX_RECIPE_BYTES} bytes",
-            path=path,
-            fix="a recipe is a short YAML file; check the path",
-        )
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise RecipeError(f"cannot read the recipe ({exc.strerror})", path=path, fix="check its permissions") from None
+    raw = read_small_file(path, MAX_RECIPE_BYTES, "recipe file", RecipeError)
     return parse_recipe(raw, source=str(path))
 
 

@@ -7,6 +7,7 @@ CPU plugin would otherwise pick bf16 on this kind of CPU). Backends are imported
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -18,6 +19,8 @@ from graphsurgery.errors import GraphsurgeryError
 
 BACKENDS = ("onnxruntime", "openvino")
 PRECISIONS = ("f32", "bf16", "f16")
+#: More threads than a few per CPU only slow a runtime down; far more crashed OpenVINO (100 000: SIGSEGV).
+MAX_THREADS = 4 * (os.cpu_count() or 1)
 
 Run = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 
@@ -80,7 +83,7 @@ def _onnxruntime(model: Path, threads: int | None, spin: bool = True) -> Run:
     if not spin:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads:
-        options.intra_op_num_threads = threads
+        options.intra_op_num_threads = _bounded(threads)
         options.inter_op_num_threads = 1
     try:
         session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
@@ -119,6 +122,13 @@ def check_backends(backends: list[str], precision: str, patched: str | Path | No
     return list(dict.fromkeys(backends))
 
 
+def _bounded(threads: int) -> int:
+    if not 1 <= threads <= MAX_THREADS:
+        raise GraphsurgeryError(f"{threads} threads: give between 1 and {MAX_THREADS} (4 per CPU)",
+                                fix="leave the thread count to the runtime, or give the number of CPUs")
+    return threads
+
+
 def openvino_config(precision: str, threads: int | None, *, throughput: bool = False) -> dict:
     """The CPU plugin configuration: an explicit inference precision (f32 unless asked) and thread count;
     `throughput` asks for parallel streams (for asynchronous requests) instead of one fast request."""
@@ -126,7 +136,7 @@ def openvino_config(precision: str, threads: int | None, *, throughput: bool = F
         raise GraphsurgeryError(f"unknown precision {precision!r}", fix=f"choose one of {', '.join(PRECISIONS)}")
     config = {"INFERENCE_PRECISION_HINT": precision}
     if threads:
-        config["INFERENCE_NUM_THREADS"] = threads
+        config["INFERENCE_NUM_THREADS"] = _bounded(threads)
     if throughput:
         config["PERFORMANCE_HINT"] = "THROUGHPUT"
     return config

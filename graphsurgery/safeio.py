@@ -1,4 +1,7 @@
-"""Writing results without ever touching what a command reads, and without replacing what is not a plain file.
+"""Reading small input files safely, and writing results without ever touching what a command reads.
+
+Inputs (recipes, boxes, annotations) must be regular files and are size-capped before they are read: a FIFO would
+block forever, `/dev/zero` would fill the memory.
 
 Every command knows its inputs (model and its external data, recipe, images, boxes, annotations, reference). An
 output path that names one of them — by another spelling, a symlink or a hard link — is refused, `--force` or not;
@@ -14,6 +17,28 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from graphsurgery.errors import GraphsurgeryError
+
+
+def read_small_file(path: Path, limit: int, what: str, error: type[GraphsurgeryError] = GraphsurgeryError) -> bytes:
+    """The bytes of a regular file of at most `limit` bytes; a one-line error (`error`) for anything else."""
+    path = Path(path)
+    if not path.exists():
+        raise error(f"no such {what}", path=path, fix="check the path")
+    if path.is_dir():
+        raise error(f"is a directory, not a {what}", path=path, fix=f"give the path of the {what}")
+    if not path.is_file():
+        raise error(f"is not a regular file (a FIFO, device or socket), so it is not read as a {what}", path=path,
+                    fix=f"save the {what} as a file and give its path")
+    if path.stat().st_size > limit:
+        raise error(f"the {what} is larger than {limit:,} bytes", path=path, fix="check the path")
+    try:
+        with path.open("rb") as stream:
+            data = stream.read(limit + 1)
+    except OSError as exc:
+        raise error(f"cannot read the {what} ({exc.strerror})", path=path, fix="check its permissions") from None
+    if len(data) > limit:  # it grew since it was measured
+        raise error(f"the {what} is larger than {limit:,} bytes", path=path, fix="check the path")
+    return data
 
 
 def same_file(a: Path, b: Path) -> bool:

@@ -23,6 +23,7 @@ from graphsurgery.runners import Port, model_signature
 #: The image random boxes are drawn in (pixels), for the `center` / `scale` inputs of random crops.
 RANDOM_IMAGE_SIZE = (640, 480)
 DEFAULT_RANDOM = 8
+MAX_RANDOM = 10_000  # random samples are made up front: 10 000 crops of 256 × 192 are 1.5 GB
 #: (W, H) of random images when the recipe resizes: landscape and portrait, odd sides, smaller and larger than a
 #: 224 or 256 model, and one equal to a 224 model's size.
 RESIZE_SIZES = ((400, 300), (353, 481), (224, 224), (640, 480))
@@ -57,8 +58,9 @@ def random_samples(n: int, image_input: Port, sizes: Sequence[tuple[int, int]], 
     One size: crops at the model's size. Several: images for a recipe that resizes them."""
     from graphsurgery.crops import box_to_center_scale
 
-    if n < 1:
-        raise GraphsurgeryError(f"--random needs at least 1 crop, not {n}", fix="give a positive number")
+    if not 1 <= n <= MAX_RANDOM:
+        raise GraphsurgeryError(f"{n} random samples: give between 1 and {MAX_RANDOM:,}",
+                                fix="verify needs a few dozen samples, not a data set")
     rng = np.random.default_rng(seed)
     size_of = [sizes[(index // batch) % len(sizes)] for index in range(n)]
     members = {size: [i for i, s in enumerate(size_of) if s == size] for size in dict.fromkeys(size_of)}

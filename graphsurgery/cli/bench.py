@@ -11,7 +11,7 @@ from rich.table import Table
 
 from graphsurgery.benchmark import REFERENCE, TORCH_EXAMPLE, Settings, run_bench
 from graphsurgery.chart import write_chart
-from graphsurgery.cli.options import existing_file, upgrade_opset_option
+from graphsurgery.cli.options import existing_file, threads_option, upgrade_opset_option
 from graphsurgery.cli.tables import print_table
 from graphsurgery.safeio import refuse_overwriting, write_text_atomically
 
@@ -23,7 +23,7 @@ from graphsurgery.safeio import refuse_overwriting, write_text_atomically
               help="Timed rounds; each runs every pipeline once, in random order.")
 @click.option("--warmup", default=Settings.warmup, show_default=True, type=click.IntRange(min=0),
               help="Untimed rounds first.")
-@click.option("--threads", type=click.IntRange(min=1), help="Threads for every runtime [default: all usable CPUs].")
+@threads_option
 @click.option("--batch", default=Settings.batch, show_default=True, type=click.IntRange(min=1),
               help="Crops per inference (a batch > 1 needs a model with a dynamic batch).")
 @click.option("--torch", "torch_spec", metavar="MODULE:FUNCTION",

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from graphsurgery.runners import MAX_THREADS
+
 existing_file = click.Path(path_type=Path, dir_okay=True)  # existence is checked by the loaders, with their messages
 
 force_option = click.option("--force", is_flag=True, help="Replace an existing output / apply a recipe again.")
@@ -32,3 +34,8 @@ json_report_option = click.option("--json", "json_report", type=click.Path(path_
                                   metavar="REPORT", help="Also write the report as JSON to this file.")
 upgrade_opset_option = click.option("--upgrade-opset", is_flag=True,
                                     help="Convert the model to the opset a step needs, if newer.")
+threads_option = click.option("--threads", type=click.IntRange(min=1, max=MAX_THREADS),
+                              help=f"Inference threads (at most {MAX_THREADS}, 4 per CPU) [default: the backend's "
+                                   "choice, or every usable CPU for bench].")
+seed_option = click.option("--seed", type=click.IntRange(min=0, max=2**32 - 1), default=0, show_default=True,
+                           help="Seed of the random crops and boxes.")

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from graphsurgery.cli.options import existing_file
+from graphsurgery.cli.options import existing_file, threads_option
 from graphsurgery.cli.tables import print_table, shown
 from graphsurgery.pose import DEFAULT_BATCH, DEFAULT_MIN_SCORE, run_pose
 from graphsurgery.runners import BACKENDS, PRECISIONS
@@ -25,7 +25,7 @@ from graphsurgery.runners import BACKENDS, PRECISIONS
               "file [default: the whole image is one person].")
 @click.option("--precision", type=click.Choice(PRECISIONS), default="f32", show_default=True,
               help="Inference precision (OpenVINO only; the CPU may run f32 anyway, and run.json says so).")
-@click.option("--threads", type=click.IntRange(min=1), help="Inference threads [default: the backend's choice].")
+@threads_option
 @click.option("--batch", type=click.IntRange(min=1), default=DEFAULT_BATCH, show_default=True,
               help="Crops per model call (dynamic-batch models; a static batch is used as it is).")
 @click.option("--min-score", type=float, default=DEFAULT_MIN_SCORE, show_default=True,

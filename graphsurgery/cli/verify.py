@@ -19,12 +19,14 @@ from graphsurgery.cli.options import (
     existing_file,
     json_report_option,
     patched_option,
+    seed_option,
     upgrade_opset_option,
 )
 from graphsurgery.cli.tables import print_table, shown
 from graphsurgery.errors import GraphsurgeryError
 from graphsurgery.runners import PRECISIONS
 from graphsurgery.safeio import refuse_overwriting, write_text_atomically
+from graphsurgery.samples import MAX_RANDOM
 
 PARITY_FAILURE = 1
 DETAILS_SHOWN = 3
@@ -36,7 +38,7 @@ DETAILS_SHOWN = 3
 @patched_option
 @click.option("--images", type=existing_file, help="Folder of JPEG/PNG images, cropped as `run` does (one crop per "
               "person box, or the whole image); fed whole, at their own sizes, when the recipe resizes.")
-@click.option("--random", "random_count", type=click.IntRange(min=1),
+@click.option("--random", "random_count", type=click.IntRange(min=1, max=MAX_RANDOM),
               help="Number of random uint8 crops, or images of several sizes when the recipe resizes [default: 8 "
                    "when no --images].")
 @click.option("--boxes", type=existing_file, help="Person boxes for --images: {file_name: [[x, y, w, h], ...]} or a "
@@ -47,7 +49,7 @@ DETAILS_SHOWN = 3
                    "agreement (the reference stays f32).")
 @click.option("--tolerance", "tolerances", multiple=True, metavar="OUTPUT=ATOL[,RTOL]",
               help="Tolerance for one output (* = every float output); coordinates use ATOL only. Repeatable.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random crops and boxes.")
+@seed_option
 @click.option("--reference", type=existing_file, metavar="FILE.npz",
               help="Your own pipeline, recorded: its inputs under the patched model's input names and its answers "
                    "under its output names (numpy.savez). Compared against instead of the recipe's numpy twins.")

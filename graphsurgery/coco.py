@@ -33,6 +33,7 @@ from graphsurgery.model import ModelFacts
 from graphsurgery.modelio import load_model
 from graphsurgery.recipe import InputTensor, Recipe, as_recipe
 from graphsurgery.runners import BACKENDS, check_backends, open_stream
+from graphsurgery.safeio import inside
 from graphsurgery.samples import (
     as_caller_tensor,
     crop_size,
@@ -120,7 +121,7 @@ def evaluate_coco(recipe: str | Path | Recipe, plain_model: str | Path, annotati
                                     f"{image_input.shape[0]}", path=patched_path,
                                     fix="export the model with batch 1 or a dynamic batch")
         size = crop_size(image_input, recipe, facts)
-        caller = _CallerCrops(images, size, tensor_facet(recipe), image_input.dtype)
+        caller = _CallerCrops(images, size, tensor_facet(recipe), image_input.dtype, Path(annotations))
         in_image_pixels = {"center", "scale"} <= set(extras)
         out_dir = Path(results_dir) if results_dir is not None else Path(tmp)
         plain_name = plain_input(recipe, plain)
@@ -217,12 +218,14 @@ class _CallerCrops:
     size: tuple[int, int]
     tensor: InputTensor
     dtype: str
+    annotations: Path  # where the file names come from (named in errors)
 
     def __call__(self, people: list[PersonBox]) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         loaded: tuple[str, np.ndarray] | None = None
         for person in people:
             if loaded is None or loaded[0] != person.file_name:
-                loaded = (person.file_name, read_image(self.folder / person.file_name))
+                path = inside(self.folder, person.file_name, "the annotation's file_name", self.annotations)
+                loaded = (person.file_name, read_image(path))
             center, scale, crop = crops.person_crop(loaded[1], person.box, self.size)
             yield as_caller_tensor(crop, self.tensor, self.dtype)[None], center[None], scale[None]
 

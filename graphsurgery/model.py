@@ -31,14 +31,15 @@ def real_inputs(proto: onnx.ModelProto) -> list[str]:
 
 
 def provenance(proto: onnx.ModelProto) -> list[dict]:
-    """The recipes applied to this model so far, oldest first."""
+    """The recipes applied to this model so far, oldest first: the entries that are objects (metadata written by
+    hand or by another tool may hold anything: numbers, nulls, nesting deep enough to overflow the parser)."""
     for prop in proto.metadata_props:
         if prop.key == PROVENANCE_KEY:
             try:
                 entries = json.loads(prop.value)
-            except ValueError:
+            except (ValueError, RecursionError):
                 return []
-            return entries if isinstance(entries, list) else []
+            return [entry for entry in entries if isinstance(entry, dict)] if isinstance(entries, list) else []
     return []
 
 

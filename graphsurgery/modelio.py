@@ -20,10 +20,7 @@ from __future__ import annotations
 import errno
 import math
 import os
-import shutil
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +29,7 @@ from google.protobuf.message import DecodeError
 from onnx.external_data_helper import ExternalDataInfo, uses_external_data
 
 from graphsurgery.errors import GraphsurgeryError, ModelError
-from graphsurgery.safeio import refuse_overwriting
+from graphsurgery.safeio import refuse_overwriting, scratch_folder
 
 PROTOBUF_LIMIT = 2**31 - 1
 COPY_CHUNK = 64 << 20
@@ -242,19 +239,10 @@ def check_output_path(out: Path, inputs: list[Path], force: bool) -> None:
         raise GraphsurgeryError("the output folder is not writable", path=out, fix="choose a writable folder")
 
 
-@contextmanager
-def staging_folder(out: Path) -> Iterator[Path]:
-    """A scratch folder beside `out`, removed on exit: files written there and then moved with os.replace (a
-    rename within one file system) appear whole or not at all."""
-    try:
-        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    except OSError as exc:
-        raise GraphsurgeryError(f"cannot create files in the output folder ({exc.strerror or exc})", path=out,
-                                fix="choose a writable folder") from None
-    try:
-        yield staging
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+def staging_folder(out: Path):
+    """A scratch folder beside `out` (`safeio.scratch_folder`): files written there and then moved with os.replace
+    (a rename within one file system) appear whole or not at all."""
+    return scratch_folder(out.parent, f".{out.name}.", out)
 
 
 def save_model(

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -26,7 +24,7 @@ from graphsurgery.cocoformat import keypoint_result
 from graphsurgery.errors import GraphsurgeryError
 from graphsurgery.images import list_images, read_image
 from graphsurgery.runners import ModelSignature, Port, Runner, model_signature, open_runner, precision_note
-from graphsurgery.safeio import refuse_overwriting
+from graphsurgery.safeio import OWNER, refuse_overwriting, scratch_folder
 
 #: The extra inputs of `to_image mode: original` (recipes/hrnet_coco_pose_image.yaml).
 CENTER, SCALE = "center", "scale"
@@ -241,24 +239,18 @@ def _staged(outdir: Path, inputs: Sequence[Path]) -> Iterator[Path]:
     anchor = outdir
     while not anchor.exists():
         anchor = anchor.parent
-    try:
-        stage = Path(tempfile.mkdtemp(prefix=".graphsurgery-run-", dir=anchor))
-    except OSError as exc:
-        raise GraphsurgeryError(f"cannot create files in the output folder ({exc.strerror or exc})", path=outdir,
-                                fix="choose a writable folder") from None
-    try:
-        yield stage
-        outdir.mkdir(parents=True, exist_ok=True)
-        produced = sorted(stage.iterdir())
-        for path in produced:
-            refuse_overwriting(outdir / path.name, inputs)
-        for path in produced:
-            os.replace(path, outdir / path.name)
-    except OSError as exc:
-        raise GraphsurgeryError(f"could not write the results ({exc.strerror or exc})", path=outdir,
-                                fix="free disk space or choose another folder") from None
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
+    with scratch_folder(anchor, ".graphsurgery-run-", outdir) as stage:
+        try:
+            yield stage
+            outdir.mkdir(parents=True, exist_ok=True)
+            produced = sorted(path for path in stage.iterdir() if path.name != OWNER)
+            for path in produced:
+                refuse_overwriting(outdir / path.name, inputs)
+            for path in produced:
+                os.replace(path, outdir / path.name)
+        except OSError as exc:
+            raise GraphsurgeryError(f"could not write the results ({exc.strerror or exc})", path=outdir,
+                                    fix="free disk space or choose another folder") from None
 
 
 def _check_unique_names(paths: Sequence[Path]) -> None:

@@ -12,11 +12,59 @@ temporary file beside the target and renamed over it: they appear whole or not a
 from __future__ import annotations
 
 import os
+import shutil
+import sys
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from graphsurgery.errors import GraphsurgeryError
+
+#: The file in a scratch folder that names the process that made it: a folder whose process is gone was left by
+#: a kill (SIGKILL, a power cut) and is removed by the next run that writes there.
+OWNER = ".graphsurgery-owner"
+
+
+@contextmanager
+def scratch_folder(parent: Path, prefix: str, out: Path) -> Iterator[Path]:
+    """A new folder in `parent`, for the output `out`, removed on exit (also on Ctrl-C and SIGTERM, which unwind
+    like exceptions): results are written there, then moved into place with os.replace, so they appear whole or
+    not at all. Scratch folders of the same prefix that a dead process left behind are removed first, and said so
+    on stderr."""
+    _remove_stale(parent, prefix)
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    except OSError as exc:
+        raise GraphsurgeryError(f"cannot create files in the output folder ({exc.strerror or exc})", path=out,
+                                fix="choose a writable folder") from None
+    try:
+        (staging / OWNER).write_text(str(os.getpid()))
+        yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _remove_stale(parent: Path, prefix: str) -> None:
+    for folder in parent.glob(f"{prefix}*"):
+        try:
+            pid = int((folder / OWNER).read_text())
+        except (OSError, ValueError):
+            continue  # not ours, or still being made
+        if _alive(pid):
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        sys.stderr.write(f"note: removed {folder}, left behind by process {pid}, which was killed\n")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
 
 
 def read_small_file(path: Path, limit: int, what: str, error: type[GraphsurgeryError] = GraphsurgeryError) -> bytes:
@@ -39,6 +87,17 @@ def read_small_file(path: Path, limit: int, what: str, error: type[GraphsurgeryE
     if len(data) > limit:  # it grew since it was measured
         raise error(f"the {what} is larger than {limit:,} bytes", path=path, fix="check the path")
     return data
+
+
+def inside(folder: Path, name: str, what: str, source: Path | str) -> Path:
+    """`folder / name` when it stays inside `folder` (after resolving `..` and symlinks); a file name from a data file
+    (`source`) must not reach files elsewhere (`../secret.jpg`, an absolute path)."""
+    path = (Path(folder) / name).resolve()
+    root = Path(folder).resolve()
+    if not str(name) or Path(name).is_absolute() or root not in path.parents:
+        raise GraphsurgeryError(f"{what} {name!r} is outside {folder}", path=source,
+                                fix=f"name files relative to {folder}, without '..' or absolute paths")
+    return path
 
 
 def same_file(a: Path, b: Path) -> bool:

@@ -138,3 +138,20 @@ def test_cli_input_errors_exit_2_in_one_line(coco_set, tmp_path, monkeypatch, ar
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output
     assert len(result.output.strip().splitlines()) == 1 and not out.exists()
+
+
+@pytest.mark.parametrize("escape", ["../outside.png", "/etc/hostname", "sub/../../outside.png"])
+def test_file_names_cannot_reach_outside_the_images_folder(coco_set, tmp_path, escape):
+    """A file_name in the annotations is a name inside --images: `..` or an absolute path is refused, never read."""
+    annotations, images, plain = coco_set
+    data = json.loads(annotations.read_text())
+    data["images"][0]["file_name"] = escape
+    (tmp_path / "images").mkdir()
+    for image in images.iterdir():
+        (tmp_path / "images" / image.name).write_bytes(image.read_bytes())
+    (tmp_path / "outside.png").write_bytes((images / data["images"][1]["file_name"]).read_bytes())
+    hostile = tmp_path / "images" / "annotations.json"
+    hostile.write_text(json.dumps(data))
+    result = CliRunner().invoke(cli, ["eval-coco", str(CROP_RECIPE), str(plain), "--ann", str(hostile),
+                                      "--images", str(tmp_path / "images"), "--backends", "onnxruntime"])
+    assert result.exit_code == 2 and "is outside" in result.output and "Traceback" not in result.output, result.output

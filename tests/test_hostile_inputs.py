@@ -87,3 +87,15 @@ def test_the_python_api_bounds_threads_too(patched):
     with pytest.raises(GraphsurgeryError, match="100000 threads"):
         with open_runner("onnxruntime", patched, threads=100_000):
             pass
+
+
+@pytest.mark.parametrize("value", ["[1, null, \"x\", [2]]", "[" * 100_000 + "]" * 100_000, "{\"a\": 1}", "null"])
+def test_provenance_metadata_that_is_not_a_list_of_objects(tiny_pose_models, tmp_path, value):
+    import onnx
+
+    model = onnx.load(str(tiny_pose_models[(17, False)]))
+    model.metadata_props.add(key="graphsurgery.provenance", value=value)
+    path = tmp_path / "m.onnx"
+    onnx.save(model, str(path))
+    assert invoke("inspect", path).exit_code == 0
+    assert invoke("apply", CROP, path, "-o", tmp_path / "p.onnx").exit_code == 0

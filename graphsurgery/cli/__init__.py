@@ -3,12 +3,14 @@
 Exit codes, for scripts: 0 success (and parity), 1 parity failure (verify, eval-coco), 2 a usage or input error
 (a `GraphsurgeryError`: one line on stderr naming the file and the fix, no traceback), 3 an internal error (any
 other exception is a bug, not the user's mistake: one line saying so and how to report it; the traceback is shown
-only with GRAPHSURGERY_DEBUG=1).
+only with GRAPHSURGERY_DEBUG=1), 130 interrupted (Ctrl-C), 143 terminated (SIGTERM). An interrupted or terminated
+command unwinds like an exception: its scratch folders are removed and no partial output appears.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 import click
@@ -18,12 +20,31 @@ from graphsurgery.cli.tables import printable
 from graphsurgery.errors import GraphsurgeryError
 
 INTERNAL_ERROR = 3  # never 1, which scripts read as "no parity"
+INTERRUPTED, TERMINATED = 130, 143  # the shell's 128 + SIGINT / SIGTERM
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread, so that `finally` blocks (scratch folders) run on the way out."""
+
+
+def _terminate(signum, frame):
+    raise Terminated
 
 
 class _Group(click.Group):
     def invoke(self, ctx: click.Context):
         try:
+            previous = signal.signal(signal.SIGTERM, _terminate)
+        except ValueError:  # not the main thread (an embedding application): leave its signals alone
+            previous = None
+        try:
             return super().invoke(ctx)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(INTERRUPTED)
+        except Terminated:
+            click.echo("terminated", err=True)
+            sys.exit(TERMINATED)
         except GraphsurgeryError as exc:
             click.echo(f"error: {printable(exc)}", err=True)
             sys.exit(exc.exit_code)
@@ -40,6 +61,9 @@ class _Group(click.Group):
             click.echo(f"internal error ({what}) — this is a graphsurgery bug: please report "
                        "it with the command and files; GRAPHSURGERY_DEBUG=1 shows the traceback", err=True)
             sys.exit(INTERNAL_ERROR)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})

@@ -51,6 +51,7 @@ def read_image(path: Path) -> np.ndarray:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as header:
                 width, height = header.size
+                kind = header.format
     except Image.DecompressionBombError:  # PIL's own limit, far above ours: the header claims billions of pixels
         raise GraphsurgeryError(
             f"image claims more than {MAX_PIXELS:,} pixels", path=path, fix="downscale it first"
@@ -59,6 +60,9 @@ def read_image(path: Path) -> np.ndarray:
         raise GraphsurgeryError(
             "not a readable JPEG or PNG image", path=path, fix="convert it to JPEG or PNG"
         ) from None
+    if kind not in ("JPEG", "PNG"):  # what the name says is not what the bytes are: GIF, TIFF, BMP, WebP, PPM, …
+        raise GraphsurgeryError(f"a {kind} image, not JPEG or PNG (whatever its name says)", path=path,
+                                fix="convert it to JPEG or PNG")
     if width * height > MAX_PIXELS:
         raise GraphsurgeryError(f"image is {width}×{height}, more than {MAX_PIXELS:,} pixels", path=path,
                                 fix="downscale it first")

@@ -875,8 +875,20 @@ def _truncated_png() -> bytes:
     return buffer.getvalue()[:300]
 
 
+def _encoded(format_name: str) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(_rgb((16, 16, 3))).save(buffer, format=format_name)
+    return buffer.getvalue()
+
+
 BAD_IMAGES = {
     "zero_bytes.jpg": (b"", "empty"),
+    "gif_named.jpg": (_encoded("GIF"), "a GIF image, not JPEG or PNG"),
+    "tiff_named.png": (_encoded("TIFF"), "a TIFF image, not JPEG or PNG"),
+    "bmp_named.jpg": (_encoded("BMP"), "a BMP image, not JPEG or PNG"),
+    "ppm_named.png": (_encoded("PPM"), "a PPM image, not JPEG or PNG"),
     "not_an_image.jpg": (b"this is text, not a JPEG\n" * 20, "not a readable"),
     "truncated.png": (_truncated_png(), "decoding failed"),
     "enormous_header.png": (png_header(100_000, 100_000), f"{MAX_PIXELS:,}"),

@@ -21,6 +21,7 @@ import numpy as np
 from graphsurgery import crops
 from graphsurgery.boxes import Box, load_boxes
 from graphsurgery.cocoformat import keypoint_result
+from graphsurgery.draw import MONTAGE_MAX_PERSONS
 from graphsurgery.errors import GraphsurgeryError
 from graphsurgery.images import list_images, read_image
 from graphsurgery.runners import ModelSignature, Port, Runner, model_signature, open_runner, precision_note
@@ -78,20 +79,22 @@ class Person:
     box: Box
     center: np.ndarray
     scale: np.ndarray
-    crop: np.ndarray
+    crop: np.ndarray | None  # kept for the debug montage's persons only
     keypoints: np.ndarray | None = None  # [K, 2]
     scores: np.ndarray | None = None  # [K]
     heatmaps: np.ndarray | None = None  # [K, h, w]
 
 
-def estimate(run: Runner, model: PoseModel, image: np.ndarray, boxes: Sequence[Box], batch: int
-             ) -> tuple[list[Person], float]:
-    """Crop every box, run the crops in batches, map keypoints back to the image; returns persons and model ms."""
-    persons = [Person(box, *crops.person_crop(image, box, model.crop_size)) for box in boxes]
+def estimate(run: Runner, model: PoseModel, image: np.ndarray, boxes: Sequence[Box], batch: int, *,
+             keep: int = MONTAGE_MAX_PERSONS) -> tuple[list[Person], float]:
+    """Crop the boxes one batch at a time, run each batch, map keypoints back to the image; returns persons and
+    model ms. Crops and heatmaps are kept for the first `keep` persons only (the debug montage shows no more): an
+    image with thousands of boxes then needs the memory of one batch, not of every crop at once."""
     size = model.batch or batch
+    persons: list[Person] = []
     elapsed = 0.0
-    for start in range(0, len(persons), size):
-        chunk = persons[start:start + size]
+    for start in range(0, len(boxes), size):
+        chunk = [Person(box, *crops.person_crop(image, box, model.crop_size)) for box in boxes[start:start + size]]
         pad = size - len(chunk) if model.batch else 0  # a static batch is filled up with copies of the last crop
         feeds = {model.image_input: _stacked([p.crop for p in chunk], pad)}
         if model.takes_boxes:
@@ -106,8 +109,11 @@ def estimate(run: Runner, model: PoseModel, image: np.ndarray, boxes: Sequence[B
                 points = crops.to_original(points, person.center, person.scale, model.crop_size)
             person.keypoints = np.asarray(points, dtype=np.float32)
             person.scores = np.asarray(outputs[SCORES][index], dtype=np.float32).reshape(-1)
-            if model.heatmaps:
-                person.heatmaps = outputs[model.heatmaps][index]
+            if len(persons) + index < keep:
+                person.heatmaps = outputs[model.heatmaps][index].copy() if model.heatmaps else None
+            else:
+                person.crop = None
+        persons += chunk
     return persons, elapsed * 1000.0
 
 
@@ -219,7 +225,8 @@ def run_pose(model: str | Path, images: Sequence[str | Path], outdir: str | Path
             if pose_model.heatmaps and persons:
                 heatmap_image = f"{path.stem}_heatmaps.jpg"
                 _write_image(stage / heatmap_image,
-                             heatmap_montage([p.crop for p in persons], [p.heatmaps for p in persons]))
+                             heatmap_montage([p.crop for p in persons[:MONTAGE_MAX_PERSONS]],
+                                             [p.heatmaps for p in persons[:MONTAGE_MAX_PERSONS]]))
             entry = ImageSummary(path.name, image_id, len(persons), round(latency, 3), str(outdir / pose_image),
                                  str(outdir / heatmap_image) if heatmap_image else None)
             summary.images.append(entry)

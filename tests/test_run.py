@@ -239,3 +239,21 @@ def test_output_folder_refusing_new_files_is_a_clean_error(models):
     assert result.exit_code == 2 and len(message.splitlines()) == 1 and "Traceback" not in result.output, message
     assert "cannot create files" in message and str(out) in message, message
     assert not out.exists()
+
+
+def test_many_boxes_keep_only_a_batch_of_crops_in_memory(models):
+    """Crops are made one batch at a time; crops and heatmaps stay only for the persons the montage shows."""
+    from graphsurgery.draw import MONTAGE_MAX_PERSONS
+    from graphsurgery.pose import PoseModel, estimate
+    from graphsurgery.runners import model_signature
+
+    image = read_image(PHOTOS / "astronaut.jpg")
+    boxes = [(float(x), 20.0, 100.0, 200.0) for x in range(0, 400, 10)]  # 40 boxes
+    model = PoseModel.of(model_signature(models["crop.onnx"]), models["crop.onnx"])
+    with open_runner("onnxruntime", models["crop.onnx"]) as run:
+        persons, _ = estimate(run, model, image, boxes, batch=8)
+        alone, _ = estimate(run, model, image, boxes[25:26], batch=1)
+    assert len(persons) == 40 and all(p.keypoints.shape == (17, 2) for p in persons)
+    assert all(p.crop is not None for p in persons[:MONTAGE_MAX_PERSONS])
+    assert all(p.crop is None and p.heatmaps is None for p in persons[MONTAGE_MAX_PERSONS:])
+    np.testing.assert_array_equal(persons[25].keypoints, alone[0].keypoints)  # batching does not change answers

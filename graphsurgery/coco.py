@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -105,7 +106,13 @@ def evaluate_coco(recipe: str | Path | Recipe, plain_model: str | Path, annotati
         raise GraphsurgeryError("no such image folder", path=images, fix="give the folder of the COCO images")
     gt = _load_coco(Path(annotations))
     image_ids = sorted(gt.getImgIds(catIds=[PERSON]))[:limit]
-    people = _detections(gt, Path(boxes), image_ids) if boxes is not None else _ground_truth(gt, image_ids)
+    try:
+        people = _detections(gt, Path(boxes), image_ids) if boxes is not None else _ground_truth(gt, image_ids)
+    except (KeyError, TypeError, ValueError) as exc:  # an image without width, a bbox of strings, ...
+        raise GraphsurgeryError(f"a missing or malformed field ({type(exc).__name__}: {exc})",
+                                path=boxes or annotations,
+                                fix="each image needs file_name, width and height, each box four numbers "
+                                    "[x, y, w, h]") from None
     if not people:
         raise GraphsurgeryError("no person boxes to evaluate", path=boxes or annotations,
                                 fix="check that the file has person (category 1) boxes for these images")
@@ -174,12 +181,19 @@ def _ground_truth(gt, image_ids: list[int]) -> list[PersonBox]:
         for ann in gt.loadAnns(gt.getAnnIds(imgIds=image_id, catIds=[PERSON], iscrowd=False)):
             if max(ann.get("keypoints") or [0]) == 0 or ann.get("area", 0) <= 0:
                 continue
-            x, y, w, h = ann["bbox"]
+            x, y, w, h = (_finite(v) for v in ann["bbox"])
             x1, y1 = max(0.0, x), max(0.0, y)
             x2, y2 = min(width - 1.0, x1 + max(0.0, w - 1)), min(height - 1.0, y1 + max(0.0, h - 1))
             if x2 >= x1 and y2 >= y1:
                 people.append(PersonBox(image_id, info["file_name"], (x1, y1, x2 - x1, y2 - y1), 1.0))
     return people
+
+
+def _finite(value) -> float:
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"{value!r} in a bbox")
+    return number
 
 
 def _detections(gt, path: Path, image_ids: list[int]) -> list[PersonBox]:
@@ -198,7 +212,7 @@ def _detections(gt, path: Path, image_ids: list[int]) -> list[PersonBox]:
     people = []
     for image_id in image_ids:
         for det in dt.loadAnns(dt.getAnnIds(imgIds=image_id, catIds=[PERSON])):
-            x, y, w, h = det["bbox"]
+            x, y, w, h = (_finite(v) for v in det["bbox"])
             if w > 0 and h > 0:
                 people.append(
                     PersonBox(image_id, gt.imgs[image_id]["file_name"], (x, y, w, h), float(det.get("score", 1)))

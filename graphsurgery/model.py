@@ -43,6 +43,18 @@ def provenance(proto: onnx.ModelProto) -> list[dict]:
     return []
 
 
+def openvino_caveats(proto: onnx.ModelProto) -> list[str]:
+    """What OpenVINO computes differently from the ONNX spec in this model, one line each with the way out.
+    Measured with OpenVINO 2026.4: its ONNX reader drops Resize's `antialias` (an antialiased downscale then
+    differs by up to 1.69 in a classifier's logits)."""
+    caveats = []
+    for node in proto.graph.node:
+        if node.op_type == "Resize" and any(a.name == "antialias" and a.i for a in node.attribute):
+            caveats.append(f"OpenVINO ignores antialias on Resize {node.name!r}: it resizes as without it, so its "
+                           "answers differ from ONNX Runtime's; run this model on ONNX Runtime, or drop antialias")
+    return caveats
+
+
 def output_producer(proto: onnx.ModelProto, name: str) -> str | None:
     """The op type that computes output `name`, looking through ops that only reshape or rename (a Paddle export
     ends in Softmax → Identity; a caffe2 one in Softmax → Reshape): what `softmax: {skip_if_present}` asks."""

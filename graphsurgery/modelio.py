@@ -184,12 +184,22 @@ def _check_external_data(proto: onnx.ModelProto, path: Path) -> None:
             raise ModelError(f"tensor {tensor.name!r} has an external data offset or length that is not a number",
                              path=path, fix="the file is damaged; re-export or re-download the model") from None
         location = info.location or ""
+        if "\x00" in location or len(location.encode()) > 4096:
+            raise ModelError(f"tensor {tensor.name!r} names its external data file {printable_name(location)}, which "
+                             "is no usable file name (a NUL byte, or too long)", path=path,
+                             fix="the file is damaged; re-export or re-download the model")
         bad = (not location or os.path.isabs(location) or location.startswith(("/", "\\"))
                or ".." in Path(location.replace("\\", "/")).parts or ":" in location)
         target = (path.parent / location)
-        if not bad:
-            resolved = target.resolve()
-            bad = base not in resolved.parents and resolved != base
+        try:
+            if not bad:
+                resolved = target.resolve()
+                bad = base not in resolved.parents and resolved != base
+            file_size = target.stat().st_size if not bad and target.is_file() and not target.is_symlink() else None
+        except (OSError, RuntimeError) as exc:  # too long for the file system, a symbolic-link loop
+            raise ModelError(f"external data file {printable_name(location)} of tensor {tensor.name!r} cannot be "
+                             f"opened ({getattr(exc, 'strerror', None) or exc})", path=path,
+                             fix="keep the external data file beside the model under a plain name") from None
         if not location:
             raise ModelError(f"tensor {tensor.name!r} has external data without a location", path=path,
                              fix="re-save the model with onnx.save_model(..., location=...)")
@@ -202,16 +212,20 @@ def _check_external_data(proto: onnx.ModelProto, path: Path) -> None:
         if target.is_symlink():  # onnx refuses them too; say why here
             raise ModelError(f"external data file {location!r} of tensor {tensor.name!r} is a symbolic link",
                              path=path, fix="refused for safety; copy the data file itself beside the model")
-        if not target.is_file():
+        if file_size is None:
             raise ModelError(f"external data file {location!r} of tensor {tensor.name!r} is missing", path=path,
                              fix=f"put {location!r} beside the model")
-        file_size = target.stat().st_size
         offset, length = info.offset or 0, info.length
         if length is None:
             length = file_size - offset
         if offset < 0 or length < 0 or offset + length > file_size:
             raise ModelError(f"tensor {tensor.name!r} reads past the end of {location!r}", path=path,
                              fix="the external data file is truncated; copy it again")
+
+
+def printable_name(name: str) -> str:
+    """A file name from a model, quoted and cut to 80 characters for an error line."""
+    return repr(name[:80] + ("…" if len(name) > 80 else ""))
 
 
 def data_file(out: Path) -> Path:

@@ -18,7 +18,7 @@ import onnx_graphsurgeon as gs
 from graphsurgery import __version__
 from graphsurgery.emit import Emitter
 from graphsurgery.errors import ModelError
-from graphsurgery.model import PROVENANCE_KEY, ModelFacts, model_opset, provenance, real_inputs
+from graphsurgery.model import PROVENANCE_KEY, ModelFacts, model_opset, openvino_caveats, provenance, real_inputs
 from graphsurgery.recipe import InputSection, OutputSection, Recipe
 from graphsurgery.steps.base import Dim, InputStep, StepError, TensorSpec
 
@@ -50,13 +50,14 @@ class SplicePlan:
     outputs_added: list[str] = field(default_factory=list)  # the output steps' results
     outputs_kept: list[str] = field(default_factory=list)  # the model's outputs, passed through unchanged
     outputs_removed: list[str] = field(default_factory=list)  # the patched output, when keep_original is false
+    notes: list[str] = field(default_factory=list)  # what a runtime computes differently in the patched model
 
     def to_dict(self) -> dict:
         return {
             "recipe": self.recipe, "opset": self.opset, "input_target": self.input_target,
             "output_target": self.output_target, "inputs": [str(s) for s in self.inputs],
             "outputs": [str(s) for s in self.outputs], "nodes": self.nodes, "outputs_added": self.outputs_added,
-            "outputs_kept": self.outputs_kept, "outputs_removed": self.outputs_removed,
+            "outputs_kept": self.outputs_kept, "outputs_removed": self.outputs_removed, "notes": self.notes,
         }
 
 
@@ -97,6 +98,7 @@ def splice(recipe: Recipe, proto: onnx.ModelProto, *, model_name: str = "model",
     graph.toposort()
     patched = _export(graph, proto, recipe, applied)
     _fill_output_shapes(patched, plan)
+    plan.notes = openvino_caveats(patched)
     return patched, plan
 
 

@@ -28,7 +28,7 @@ import numpy as np
 from graphsurgery.api import apply
 from graphsurgery.compare import HeatmapGrid, OutputResult, compare_output, missing_output
 from graphsurgery.errors import GraphsurgeryError
-from graphsurgery.model import provenance, real_inputs
+from graphsurgery.model import openvino_caveats, provenance, real_inputs
 from graphsurgery.modelio import load_model
 from graphsurgery.recipe import Recipe, as_recipe
 from graphsurgery.runners import BACKENDS, check_backends, open_runner, precision_note
@@ -179,6 +179,8 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
                               samples.description, len(samples), backends, precision, samples.unit,
                               samples.sizes(tensor.layout))
         report.notes += _provenance_notes(patched_path, recipe)
+        if "openvino" in backends and patched_path.suffix.lower() == ".onnx":
+            report.notes += openvino_caveats(load_model(patched_path).proto)
         if other:
             shown = ", ".join(f"{name!r} {list(value.shape)} {value.dtype}" for name, value in other.items())
             report.notes.append(f"the plain model's other input(s) {shown} got deterministic random values "

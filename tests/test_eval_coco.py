@@ -155,3 +155,21 @@ def test_file_names_cannot_reach_outside_the_images_folder(coco_set, tmp_path, e
     result = CliRunner().invoke(cli, ["eval-coco", str(CROP_RECIPE), str(plain), "--ann", str(hostile),
                                       "--images", str(tmp_path / "images"), "--backends", "onnxruntime"])
     assert result.exit_code == 2 and "is outside" in result.output and "Traceback" not in result.output, result.output
+
+
+@pytest.mark.parametrize("damage", ["no_width", "bbox_strings", "bbox_nan"])
+def test_malformed_annotations_are_one_line_errors(coco_set, tmp_path, damage):
+    annotations, images, plain = coco_set
+    data = json.loads(annotations.read_text())
+    if damage == "no_width":
+        del data["images"][0]["width"]
+    elif damage == "bbox_strings":
+        data["annotations"][0]["bbox"] = ["a", "b", "c", "d"]
+    else:
+        data["annotations"][0]["bbox"][2] = float("nan")
+    broken = tmp_path / "annotations.json"
+    broken.write_text(json.dumps(data))
+    result = CliRunner().invoke(cli, ["eval-coco", str(CROP_RECIPE), str(plain), "--ann", str(broken),
+                                      "--images", str(images), "--backends", "onnxruntime"])
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 2 and len(lines) == 1 and "malformed" in lines[0], result.output

@@ -99,3 +99,25 @@ def test_provenance_metadata_that_is_not_a_list_of_objects(tiny_pose_models, tmp
     onnx.save(model, str(path))
     assert invoke("inspect", path).exit_code == 0
     assert invoke("apply", CROP, path, "-o", tmp_path / "p.onnx").exit_code == 0
+
+
+@pytest.mark.parametrize("location, needle", [
+    ("weights\x00.bin", "no usable file name"),
+    ("w" * 300 + ".bin", "cannot be opened"),  # longer than a file name may be
+    ("loop.bin", "cannot be opened"),  # a symbolic link to itself
+])
+def test_external_data_names_that_are_no_file_names(tiny_pose_models, tmp_path, location, needle):
+    import onnx
+
+    model = onnx.load(str(tiny_pose_models[(17, False)]))
+    tensor = model.graph.initializer[0]
+    tensor.ClearField("raw_data")
+    del tensor.float_data[:]
+    tensor.data_location = onnx.TensorProto.EXTERNAL
+    tensor.external_data.add(key="location", value=location)
+    if location == "loop.bin":
+        os.symlink("loop.bin", tmp_path / "loop.bin")
+    path = tmp_path / "m.onnx"
+    path.write_bytes(model.SerializeToString())
+    one_line_exit_2(invoke("inspect", path), needle)
+    one_line_exit_2(invoke("apply", CROP, path, "-o", tmp_path / "p.onnx"), needle)

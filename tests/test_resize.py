@@ -243,3 +243,33 @@ def test_cli_error_is_one_line_and_writes_nothing(tmp_path):
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in result.output and "size: [height, width]" in lines[0]
     assert not (tmp_path / "out.onnx").exists()
+
+
+def test_openvino_ignoring_antialias_is_said_where_it_matters(folder, tmp_path):
+    """apply, convert and verify (with OpenVINO among the backends) each say in one line that OpenVINO will not
+    antialias, with the way out; a recipe without antialias gets no such note."""
+    from click.testing import CliRunner
+
+    from graphsurgery.cli import cli
+    from graphsurgery.verification import verify
+
+    plain = identity_model(tmp_path / "plain.onnx", opset=18)
+    recipe = tmp_path / "aa.yaml"
+    recipe.write_text("""version: 1
+name: aa
+input:
+  tensor: {dtype: float32, layout: NCHW, shape: [null, 3, null, null]}
+  steps:
+    - resize: {interpolation: linear, antialias: true}
+""")
+    applied = CliRunner().invoke(cli, ["apply", str(recipe), str(plain), "-o", str(tmp_path / "p.onnx")])
+    assert applied.exit_code == 0 and "OpenVINO ignores antialias" in " ".join(applied.output.split())
+    converted = CliRunner().invoke(cli, ["convert", str(tmp_path / "p.onnx")])
+    assert converted.exit_code == 0 and "OpenVINO ignores antialias" in " ".join(converted.output.split())
+    report = verify(recipe, plain, random=2)
+    assert any("OpenVINO ignores antialias" in note for note in report.notes)
+    assert not any("antialias" in note for note in verify(recipe, plain, random=2, backends=("onnxruntime",)).notes)
+    plain_recipe = tmp_path / "plain.yaml"
+    plain_recipe.write_text(recipe.read_text().replace(", antialias: true", ""))
+    quiet = CliRunner().invoke(cli, ["apply", str(plain_recipe), str(plain), "-o", str(tmp_path / "q.onnx")])
+    assert quiet.exit_code == 0 and "antialias" not in quiet.output

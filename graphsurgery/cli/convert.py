@@ -8,8 +8,11 @@ import click
 from rich.console import Console
 
 from graphsurgery.cli.options import existing_file, force_option
+from graphsurgery.cli.tables import shown
 from graphsurgery.errors import GraphsurgeryError
 from graphsurgery.irconvert import convert, ovms_path, parse_input_shape
+from graphsurgery.model import openvino_caveats
+from graphsurgery.modelio import load_model
 
 
 @click.command("convert")
@@ -41,6 +44,8 @@ def convert_command(model: Path, output: Path | None, fp16: bool, input_shapes: 
     else:
         written = convert(model, output or model.with_suffix(".xml"), fp16, shapes, force=force)
     console = Console()
+    for note in openvino_caveats(load_model(model).proto):  # checked once already: this only parses it again
+        console.print(shown(f"note: {note}"))
     console.print(f"wrote {', '.join(map(str, written))} ({'FP16' if fp16 else 'FP32'} weights)", highlight=False)
     if ovms_dir is not None:
         console.print(

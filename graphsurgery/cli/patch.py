@@ -50,6 +50,8 @@ def apply_command(recipe: Path, model: Path, output: Path | None, force: bool, d
         say(f"  in   {sig}")
     for sig in plan.outputs:
         say(f"  out  {sig}")
+    for note in plan.notes:
+        say(f"note: {note}")
     if result.output:
         say(f"wrote {', '.join(map(str, result.written))}")
     else:

@@ -198,13 +198,11 @@ def precision_notes(rows: list[dict]) -> list[str]:
 
 
 def _workload(recipe: Recipe, model: Path, plan, batch: int) -> Workload:
-    from graphsurgery.steps.resize import Resize
-
     extras_names = set(twins.extra_input_names(recipe))
     image = next(s for s in plan.inputs if s.name not in extras_names)
     proto = load_model(model).proto
     facts = ModelFacts.of(proto, recipe)
-    if image.shape is not None and any(isinstance(s, Resize) for s in twins.input_steps(recipe, facts)):
+    if image.shape is not None and any(s.frees_caller_size for s in twins.input_steps(recipe, facts)):
         hw_axes = (1, 2) if recipe.input.tensor.layout == "NHWC" else (2, 3)
         dims = list(image.shape)
         for axis, side in zip(hw_axes, RESIZE_IMAGE_SIZE[::-1]):

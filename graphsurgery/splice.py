@@ -233,7 +233,7 @@ def _splice_output(section: OutputSection, graph: gs.Graph, em: Emitter, plan: S
     target_name = _pick([v.name for v in graph.outputs], section.target, "output", "output.target", model_name)
     target = next(v for v in graph.outputs if v.name == target_name)
     plan.output_target = target_name
-    env: dict = {"output": target, "output_producer": facts.output_producer, "input_size": facts.input_size}
+    env: dict = {"output": target}
     batch = target.shape[0] if target.shape else None
     for index, step in enumerate(section.steps):
         where = f"output.steps[{index}].{step.step_name}"
@@ -254,7 +254,7 @@ def _splice_output(section: OutputSection, graph: gs.Graph, em: Emitter, plan: S
             raise ModelError(f"{where} needs {', '.join(missing)}, which no earlier step produces", path=model_name,
                              fix="add the step that produces it earlier (e.g. heatmap_argmax)")
         try:
-            env.update(step.build(em.scoped(step.step_name), env))
+            env.update(step.build(em.scoped(step.step_name), env, facts))
         except StepError as exc:
             raise _step_error(exc, where, model_name) from None
     existing = set(graph.tensors())

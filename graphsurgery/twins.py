@@ -55,10 +55,9 @@ def postprocess(recipe: Recipe, output: np.ndarray, facts: ModelFacts, extras: d
     """Run the output steps' numpy twins on the model's output; returns arrays by graph output name."""
     if recipe.output is None:
         return {facts.output_name: output}
-    env: dict = {"output": output, "input_size": facts.input_size, "output_producer": facts.output_producer,
-                 **(extras or {})}
+    env: dict = {"output": output, **(extras or {})}
     for step in recipe.output.steps:
-        env.update(step.reference(env))
+        env.update(step.reference(env, facts))
     results = {name: env[key] for key, name in recipe.output.output_names().items()}
     if recipe.output.keep_original:
         results[facts.output_name] = output

@@ -47,7 +47,6 @@ from graphsurgery.samples import (
     width_height,
 )
 from graphsurgery.steps.base import Comparison, InputStep
-from graphsurgery.steps.resize import Resize
 from graphsurgery.tolerances import Tolerances, tie_tolerance, with_tolerances
 from graphsurgery.twins import (
     ModelFacts,
@@ -143,8 +142,8 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
     if boxes is not None and images is None:
         raise GraphsurgeryError("boxes need images to cut them from", path=boxes, fix="add --images DIR")
     steps = input_steps(recipe, facts)
-    resizes = [step for step in steps if isinstance(step, Resize)]
-    if any(step.size is None for step in resizes):
+    resizes = [step for step in steps if step.frees_caller_size]
+    if any(step.output_size() is None for step in resizes):
         raise GraphsurgeryError("the recipe's resize cannot learn the model's size: no input of the plain model is "
                                 "the recipe's input.target (or it has several and the recipe names none)",
                                 path=plain.path, fix="name the input to patch in input.target (inspect lists them)")
@@ -165,7 +164,7 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
         batch = image_input.shape[0] if isinstance(image_input.shape[0], int) else 1
         count = random if random is not None else DEFAULT_RANDOM
         if resizes:
-            model_size = resizes[-1].size[::-1]  # (W, H) of the last resize: the model's
+            model_size = resizes[-1].output_size()[::-1]  # (W, H) of the last resize: the model's
             samples = (whole_images(Path(images), image_input, tensor, extras, model_size) if images is not None
                        else random_samples(count, image_input, RESIZE_SIZES, tensor.layout, extras, model_size,
                                            batch, seed))
@@ -322,17 +321,19 @@ def heatmap_grid(recipe: Recipe, facts: ModelFacts, heatmaps: np.ndarray, extras
 
 
 def resize_vs_opencv_report(steps: Sequence[InputStep], sample: np.ndarray, layout: str) -> list[dict]:
-    """Informational, not part of the verdict: how far each resize step is from `cv2.resize` with the closest
-    settings, on one caller sample (no batch), in the caller's units (0–255 for uint8), so a user knows what
-    changed against an OpenCV pipeline."""
-    from graphsurgery.steps.resize import resize_vs_opencv
-
+    """Informational, not part of the verdict: how far each step is from the library call a user's pipeline would
+    make (resize: `cv2.resize` with the closest settings), on one caller sample (no batch), in the caller's units
+    (0–255 for uint8), so a user knows what changed against an OpenCV pipeline."""
     image = np.transpose(sample, (1, 2, 0)) if layout == "NCHW" else sample
-    image = image.astype(np.float32) if image.dtype == np.float16 else image  # cv2.resize takes no float16
+    image = np.ascontiguousarray(image.astype(np.float32) if image.dtype == np.float16 else image)  # no float16 in cv2
     width, height = width_height(sample, layout)
-    return [{"step": f"input.steps[{index}].resize", "image": {"width": width, "height": height},
-             **resize_vs_opencv(step, np.ascontiguousarray(image))}
-            for index, step in enumerate(steps) if isinstance(step, Resize)]
+    entries = []
+    for index, step in enumerate(steps):
+        compared = step.against_library(image)
+        if compared is not None:
+            entries.append({"step": f"input.steps[{index}].{step.step_name}",
+                            "image": {"width": width, "height": height}, **compared})
+    return entries
 
 
 def _provenance_notes(patched: Path, recipe: Recipe) -> list[str]:

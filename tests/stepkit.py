@@ -17,6 +17,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from graphsurgery.emit import Emitter
+from graphsurgery.model import ModelFacts
 from graphsurgery.steps.base import OutputStep
 
 #: The opsets every step is tested at: the oldest supported, the common ones, and the newest onnx knows.
@@ -28,13 +29,13 @@ def build_model(steps: Sequence[OutputStep], source: tuple[type, tuple], opset: 
                 facts: dict | None = None) -> onnx.ModelProto:
     """A checked model: graph input "output" (dtype, shape) → steps → graph outputs named after `results`.
 
-    `facts` are the non-tensor environment entries the splice passes ("input_size", "output_producer").
+    `facts` are the model facts the splice passes to the steps, by name (input_size, output_producer).
     """
     dtype, shape = source
     graph = gs.Graph(opset=opset)
     output = gs.Variable("output", dtype=np.dtype(dtype), shape=list(shape))
     graph.inputs.append(output)
-    env: dict = {"output": output, "input_size": None, "output_producer": None, **(facts or {})}
+    env: dict = {"output": output}
     taken: set[str] = {"output"}
     batch = shape[0]
     for step in steps:
@@ -45,7 +46,7 @@ def build_model(steps: Sequence[OutputStep], source: tuple[type, tuple], opset: 
                 env[extra.name] = var
                 taken.add(extra.name)
         em = Emitter(graph, opset, "graphsurgery/post", taken=taken).scoped(step.step_name)
-        env.update(step.build(em, env))
+        env.update(step.build(em, env, model_facts(facts)))
     outputs = []
     for name in results:
         var = env[name]
@@ -62,6 +63,12 @@ def build_model(steps: Sequence[OutputStep], source: tuple[type, tuple], opset: 
     return model
 
 
+def model_facts(facts: dict | None) -> ModelFacts:
+    """The facts a splice would pass, from the few a step test names (the rest: none)."""
+    return ModelFacts(input_size=(facts or {}).get("input_size"), output_producer=(facts or {}).get("output_producer"),
+                      output_name="output")
+
+
 def op_types(model: onnx.ModelProto) -> list[str]:
     """The op types the steps emitted (the harness's result Identities left out), in graph order."""
     return [n.op_type for n in model.graph.node if not n.name.startswith("result/")]
@@ -70,9 +77,9 @@ def op_types(model: onnx.ModelProto) -> list[str]:
 def reference(steps: Sequence[OutputStep], feeds: dict[str, np.ndarray], results: Sequence[str],
               facts: dict | None = None) -> list[np.ndarray]:
     """The steps' numpy twins, chained the way `twins.postprocess` chains them."""
-    env: dict = {"input_size": None, "output_producer": None, **(facts or {}), **feeds}
+    env: dict = dict(feeds)
     for step in steps:
-        env.update(step.reference(env))
+        env.update(step.reference(env, model_facts(facts)))
     return [env[name] for name in results]
 
 

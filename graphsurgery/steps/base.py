@@ -8,19 +8,24 @@ A step is a frozen pydantic model (its fields are the recipe parameters) with:
 
 Input steps form a chain: caller tensor → … → what the model wants, tracked by a `TensorSpec`.
 Output steps read and write named tensors in an environment that starts as {"output": <model output>} plus
-any extra graph inputs the steps declare (e.g. `center`, `scale`).
+any extra graph inputs the steps declare (e.g. `center`, `scale`); what they need to know about the model
+(its input size, the op that makes its output) comes typed, as `ModelFacts` (`graphsurgery.model`), the same
+object for `build` (from the splice) and `reference` (from the twins). Tensors and facts never share a dict.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import numpy as np
 import onnx_graphsurgeon as gs
 from pydantic import BaseModel, ConfigDict
 
 from graphsurgery.emit import Emitter
+
+if TYPE_CHECKING:  # model.py imports the recipe, which imports the steps
+    from graphsurgery.model import ModelFacts
 
 Dim = int | str | None
 Layout = Literal["NCHW", "NHWC"]
@@ -106,6 +111,18 @@ class InputStep(Step):
     """Transforms one tensor on the way from what the caller feeds to what the model wants."""
 
     side: ClassVar[str] = "input"
+    #: True for a step whose output size does not depend on its input's (resize): the caller's H × W are then
+    #: free, and verify and bench feed images of several sizes
+    frees_caller_size: ClassVar[bool] = False
+
+    def output_size(self) -> tuple[int, int] | None:
+        """(H, W) this step produces whatever it is fed (resize, once bound to the model); None for the others."""
+        return None
+
+    def against_library(self, image: np.ndarray) -> dict | None:
+        """Informational, for verify's report: how far this step is from the library call a user's own pipeline
+        would make (resize: `cv2.resize`) on one caller image (H × W × C); None when there is nothing to compare."""
+        return None
 
     def spec_after(self, spec: TensorSpec) -> TensorSpec:
         """The tensor description after this step; raises StepError when the step does not fit `spec`."""
@@ -141,8 +158,9 @@ class OutputStep(Step):
         """Graph inputs this step needs besides the model's (none by default)."""
         return ()
 
-    def build(self, em: Emitter, env: dict[str, gs.Variable]) -> dict[str, gs.Variable]:
+    def build(self, em: Emitter, env: dict[str, gs.Variable], facts: ModelFacts | None = None
+              ) -> dict[str, gs.Variable]:
         raise NotImplementedError
 
-    def reference(self, env: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def reference(self, env: dict[str, np.ndarray], facts: ModelFacts | None = None) -> dict[str, np.ndarray]:
         raise NotImplementedError

@@ -1,12 +1,12 @@
 """Output steps for classifiers: logits → probabilities → the k best classes.
 
-`softmax` reads the environment fact "output_producer" (the op type of the node producing the model output, or
-None), which the splice and `twins.postprocess` both put in the environment; see `graphsurgery.steps.output`.
+`softmax` reads `ModelFacts.output_producer` (the op type computing the model output, seen through reshapes and
+renames, or None), which the splice and `twins.postprocess` both pass.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 import onnx_graphsurgeon as gs
@@ -14,6 +14,9 @@ from onnx import TensorProto
 from pydantic import Field
 
 from graphsurgery.emit import Emitter
+
+if TYPE_CHECKING:  # model.py imports the recipe, which imports the steps
+    from graphsurgery.model import ModelFacts
 from graphsurgery.registry import register
 from graphsurgery.steps.base import Comparison, OutputStep, StepError
 from graphsurgery.steps.maxima import first_maximum, first_nan
@@ -38,8 +41,8 @@ class Softmax(OutputStep):
     "probabilities" (float comparison: rtol 1e-5, atol 1e-6).
 
     skip_if_present: when the model output is already made by a Softmax
-      node (the splice passes its producer's op type as
-      env["output_producer"]), pass it through unchanged: an Identity node,
+      node (also behind Identity/Reshape/Flatten/Squeeze/Unsqueeze:
+      the model facts' output_producer), pass it through unchanged: an Identity node,
       and the numpy twin returns its input. Assumes the model's Softmax is
       over the same axis.
     One Softmax node from opset 13; below 13 (where Softmax flattens to 2-D
@@ -61,14 +64,15 @@ class Softmax(OutputStep):
                             f"use an axis between {-rank} and {rank - 1}")
         return self.axis % rank
 
-    def _skips(self, env: dict) -> bool:
-        return self.skip_if_present and env.get("output_producer") == "Softmax"
+    def _skips(self, facts: ModelFacts | None) -> bool:
+        return self.skip_if_present and facts is not None and facts.output_producer == "Softmax"
 
-    def build(self, em: Emitter, env: dict[str, gs.Variable]) -> dict[str, gs.Variable]:
+    def build(self, em: Emitter, env: dict[str, gs.Variable], facts: ModelFacts | None = None
+              ) -> dict[str, gs.Variable]:
         x = env["output"]
         rank = _rank(x, "the model output")
         axis = self._axis(rank)
-        if self._skips(env):
+        if self._skips(facts):
             return {"probabilities": em.op("Identity", [x], dtype=x.dtype, shape=x.shape)}
         if em.opset >= 13 or axis == rank - 1:
             return {"probabilities": em.op("Softmax", [x], {"axis": axis}, dtype=x.dtype, shape=x.shape)}
@@ -77,10 +81,10 @@ class Softmax(OutputStep):
         return {"probabilities": em.op("Div", [e, em.reduce_sum(e, [axis], dtype=x.dtype)], dtype=x.dtype,
                                        shape=x.shape)}
 
-    def reference(self, env: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def reference(self, env: dict[str, np.ndarray], facts: ModelFacts | None = None) -> dict[str, np.ndarray]:
         x = np.asarray(env["output"])
         axis = self._axis(x.ndim)
-        if self._skips(env):
+        if self._skips(facts):
             return {"probabilities": x.copy()}
         e = np.exp(x - np.max(x, axis=axis, keepdims=True))
         return {"probabilities": (e / np.sum(e, axis=axis, keepdims=True)).astype(x.dtype)}
@@ -138,7 +142,8 @@ class TopK(OutputStep):
         dtype = getattr(x, "dtype", None)
         return self.k == 1 and dtype is not None and np.dtype(dtype) in (np.float32, np.float16)
 
-    def build(self, em: Emitter, env: dict[str, gs.Variable]) -> dict[str, gs.Variable]:
+    def build(self, em: Emitter, env: dict[str, gs.Variable], facts: ModelFacts | None = None
+              ) -> dict[str, gs.Variable]:
         x = self._check(env)
         if self._exact(x) and x.shape is not None and isinstance(x.shape[-1], (int, np.integer)):
             return self._build_first_maximum(em, x)
@@ -166,7 +171,7 @@ class TopK(OutputStep):
             values = em.op("Cast", [values], {"to": TensorProto.FLOAT16}, dtype=np.float16)
         return {"indices": indices, "scores": values}
 
-    def reference(self, env: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def reference(self, env: dict[str, np.ndarray], facts: ModelFacts | None = None) -> dict[str, np.ndarray]:
         x = np.asarray(self._check(env))
         if self._exact(x):
             order = np.argmax(x, axis=-1)[..., None]

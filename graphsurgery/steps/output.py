@@ -4,18 +4,15 @@ Each step's `reference` is written like the HRNet authors' numpy code (`lib/core
 `lib/utils/transforms.py` in leoxiaobin/deep-high-resolution-net.pytorch); its `build` emits float32 graph
 arithmetic that is exact where the authors' code is exact (integer coordinates, quarter-pixel offsets).
 
-Besides tensors, the environment carries two facts the splice (and `twins.postprocess`) put there for every
-output step, in `build` and `reference` alike:
-- "input_size": the model input's static (W, H) as a python tuple, or None when it is not static;
-- "output_producer": the op type of the node producing the model output (e.g. "Softmax"), or None.
-`heatmap_argmax` also leaves "heatmaps" (the float32 heatmaps) for the steps after it; it is not a result
-(not in `writes()`), so it never becomes a graph output.
+`to_image` reads `ModelFacts.input_size` (the model input's static (W, H), or None), which the splice and
+`twins.postprocess` both pass. `heatmap_argmax` also leaves "heatmaps" (the float32 heatmaps) for the steps after
+it; it is not a result (not in `writes()`), so it never becomes a graph output.
 """
 
 from __future__ import annotations
 
 import math
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import numpy as np
 import onnx_graphsurgeon as gs
@@ -24,6 +21,9 @@ from pydantic import Field, field_validator
 
 from graphsurgery.crops import PIXEL_STD, to_original
 from graphsurgery.emit import Emitter
+
+if TYPE_CHECKING:  # model.py imports the recipe, which imports the steps
+    from graphsurgery.model import ModelFacts
 from graphsurgery.registry import register
 from graphsurgery.steps.base import EXACT, Comparison, Dim, ExtraInput, OutputStep, StepError
 from graphsurgery.steps.maxima import first_maximum
@@ -113,7 +113,8 @@ class HeatmapArgmax(OutputStep):
     def writes(self) -> dict[str, Comparison]:
         return {"keypoints": EXACT, "scores": SCORE_COMPARISON}
 
-    def build(self, em: Emitter, env: dict[str, gs.Variable]) -> dict[str, gs.Variable]:
+    def build(self, em: Emitter, env: dict[str, gs.Variable], facts: ModelFacts | None = None
+              ) -> dict[str, gs.Variable]:
         heatmaps = env["output"]
         h, w = _heatmap_hw(heatmaps.shape, "the model output")
         dtype = _np_float(heatmaps)
@@ -148,7 +149,7 @@ class HeatmapArgmax(OutputStep):
         keypoints = em.op("Mul", [coords, found], dtype=f32)
         return {"keypoints": keypoints, "scores": scores, "heatmaps": heatmaps}
 
-    def reference(self, env: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def reference(self, env: dict[str, np.ndarray], facts: ModelFacts | None = None) -> dict[str, np.ndarray]:
         batch_heatmaps = np.asarray(env["output"])
         _heatmap_hw(batch_heatmaps.shape, "the model output")
         batch_heatmaps = batch_heatmaps.astype(np.float32)
@@ -201,7 +202,8 @@ class QuarterOffset(OutputStep):
     def writes(self) -> dict[str, Comparison]:
         return {"keypoints": EXACT}
 
-    def build(self, em: Emitter, env: dict[str, gs.Variable]) -> dict[str, gs.Variable]:
+    def build(self, em: Emitter, env: dict[str, gs.Variable], facts: ModelFacts | None = None
+              ) -> dict[str, gs.Variable]:
         _require(env, self.reads, self.step_name)
         keypoints, heatmaps = env["keypoints"], env["heatmaps"]
         h, w = _heatmap_hw(heatmaps.shape, "the heatmaps")
@@ -234,7 +236,7 @@ class QuarterOffset(OutputStep):
         shift = em.op("Where", [inside, shift, em.const("none", 0.0, f32)], dtype=f32)
         return {"keypoints": em.op("Add", [keypoints, shift], dtype=f32)}
 
-    def reference(self, env: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def reference(self, env: dict[str, np.ndarray], facts: ModelFacts | None = None) -> dict[str, np.ndarray]:
         _require(env, self.reads, self.step_name)
         batch_heatmaps = env["heatmaps"]
         coords = np.array(env["keypoints"], dtype=np.float32)  # a copy
@@ -268,7 +270,7 @@ class ToImage(OutputStep):
       y·(H_in/H_hm), each ratio rounded to float32 once; no half-pixel offset
       (the authors' convention: heatmap cell i sits at crop pixel i·ratio).
       (W_in, H_in) is `input_size` when given, else the model input's static
-      size (the splice passes it as env["input_size"]). Compared exactly.
+      size (the model facts' input_size). Compared exactly.
     mode original: the authors' `transform_preds` at rotation 0, with two
       graph inputs this step adds, `center` [N, 2] and `scale` [N, 2]
       (float32: box centre in image pixels, box size / 200, as the authors'
@@ -307,21 +309,22 @@ class ToImage(OutputStep):
             ExtraInput("scale", np.float32, (batch, 2), "box size (w, h) / 200, per crop (authors' convention)"),
         )
 
-    def _ratio(self, env: dict, hw: tuple[int, int]) -> np.ndarray:
-        size = self.input_size or env.get("input_size")
+    def _ratio(self, facts: ModelFacts | None, hw: tuple[int, int]) -> np.ndarray:
+        size = self.input_size or (facts.input_size if facts is not None else None)
         if size is None:
             raise StepError("to_image mode crop needs the model's input size, which is not static",
                             "give `input_size: [width, height]` to the to_image step")
         h, w = hw
         return np.array([size[0] / w, size[1] / h], dtype=np.float32)
 
-    def build(self, em: Emitter, env: dict[str, gs.Variable]) -> dict[str, gs.Variable]:
+    def build(self, em: Emitter, env: dict[str, gs.Variable], facts: ModelFacts | None = None
+              ) -> dict[str, gs.Variable]:
         _require(env, ("keypoints", "heatmaps"), self.step_name)
         keypoints = env["keypoints"]
         h, w = _heatmap_hw(env["heatmaps"].shape, "the heatmaps")
         f32 = np.float32
         if self.mode == "crop":
-            return {"keypoints": em.op("Mul", [keypoints, em.const("ratio", self._ratio(env, (h, w)))], dtype=f32)}
+            return {"keypoints": em.op("Mul", [keypoints, em.const("ratio", self._ratio(facts, (h, w)))], dtype=f32)}
         for name in ("center", "scale"):
             if name not in env:
                 raise StepError(f"to_image mode original needs the graph input {name!r}",
@@ -332,12 +335,12 @@ class ToImage(OutputStep):
         offset = em.op("Sub", [keypoints, em.const("heatmap_centre", [w / 2, h / 2], f32)], dtype=f32)
         return {"keypoints": em.op("Add", [em.op("Mul", [offset, s], dtype=f32), centre], dtype=f32)}
 
-    def reference(self, env: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def reference(self, env: dict[str, np.ndarray], facts: ModelFacts | None = None) -> dict[str, np.ndarray]:
         _require(env, ("keypoints", "heatmaps"), self.step_name)
         coords = np.asarray(env["keypoints"], dtype=np.float32)
         heatmap_height, heatmap_width = _heatmap_hw(env["heatmaps"].shape, "the heatmaps")
         if self.mode == "crop":
-            return {"keypoints": coords * self._ratio(env, (heatmap_height, heatmap_width))}
+            return {"keypoints": coords * self._ratio(facts, (heatmap_height, heatmap_width))}
         if env.get("center") is None or env.get("scale") is None:
             raise StepError("to_image mode original needs the crops' center and scale",
                             "pass `center` and `scale` [N, 2] arrays along with the model output")

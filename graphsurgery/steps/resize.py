@@ -73,6 +73,7 @@ class Resize(InputStep):
     step_name: ClassVar[str] = "resize"
     min_opset: ClassVar[int] = 11
 
+    frees_caller_size: ClassVar[bool] = True
     size: tuple[int, int] | None = Field(default=None, description="[height, width]; default: the model's")
     interpolation: Interpolation = "linear"
     coordinate_transformation_mode: CoordinateMode = "half_pixel"
@@ -97,6 +98,12 @@ class Resize(InputStep):
                 raise ValueError(f"{name} applies only with {setting} {' or '.join(allowed)}, "
                                  f"not {getattr(self, setting)}")
         return self
+
+    def output_size(self) -> tuple[int, int] | None:
+        return self.size
+
+    def against_library(self, image: np.ndarray) -> dict | None:
+        return resize_vs_opencv(self, image)
 
     def opset_needed(self) -> int:
         return ANTIALIAS_OPSET if self.antialias else self.min_opset

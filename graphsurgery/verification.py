@@ -47,7 +47,7 @@ from graphsurgery.samples import (
     width_height,
 )
 from graphsurgery.steps.base import Comparison, InputStep
-from graphsurgery.tolerances import Tolerances, tie_tolerance, with_tolerances
+from graphsurgery.tolerances import Tolerances, allowance_note, tie_tolerance, with_tolerances
 from graphsurgery.twins import (
     ModelFacts,
     comparisons,
@@ -178,6 +178,8 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
                               samples.description, len(samples), backends, precision, samples.unit,
                               samples.sizes(tensor.layout))
         report.notes += _provenance_notes(patched_path, recipe)
+        if note := allowance_note(declared, wanted):
+            report.notes.append(note)
         if "openvino" in backends and patched_path.suffix.lower() == ".onnx":
             report.notes += openvino_caveats(load_model(patched_path).proto)
         if other:

@@ -298,6 +298,8 @@ def _index_tie(index: tuple, expected: int, actual: int, reference: np.ndarray |
     if reference is None:
         return None, False
     reference = np.asarray(reference, np.float64)
+    while reference.ndim > 2 and reference.shape[-1] == 1:  # [N, C, 1, 1] class scores (caffe2-era): [N, C]
+        reference = reference[..., 0]
     scores = reference[index] if reference.ndim == len(index) + 1 else reference[index[:-1]]
     if scores.ndim != 1 or not (0 <= expected < scores.size and 0 <= actual < scores.size):
         return None, False

@@ -247,3 +247,39 @@ def test_registered_with_docs():
         assert doc[0] and not doc[1] and len(doc) > 3, name
     assert Softmax().writes()["probabilities"].kind == "float"
     assert TopK().writes()["indices"].kind == "indices" and TopK().writes()["scores"].kind == "float"
+
+
+def test_caffe2_style_class_outputs_are_ranked_as_n_by_c(tmp_path):
+    """[N, C, 1, 1] class outputs (the caffe2-era zoo models end that way): topk saw 1 class; now N × C."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from graphsurgery.api import apply
+    from graphsurgery.recipe import parse_recipe
+    from graphsurgery.runners import open_runner
+    from graphsurgery.verification import verify
+
+    rng = np.random.default_rng(7)
+    weight = numpy_helper.from_array(rng.normal(0, 1, (10, 3, 1, 1)).astype(np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["input", "w"], ["conv"]),
+         helper.make_node("GlobalAveragePool", ["conv"], ["logits"])],
+        "caffe2ish", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 8, 8])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10, 1, 1])], [weight])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    plain = tmp_path / "plain.onnx"
+    onnx.save(model, str(plain))
+    recipe = parse_recipe("version: 1\nname: top3\noutput:\n  steps:\n    - softmax: {}\n    - topk: {k: 3}\n")
+    patched = apply(recipe, plain, tmp_path / "p.onnx").output
+    x = rng.normal(0, 2, (4, 3, 8, 8)).astype(np.float32)
+    with open_runner("onnxruntime", patched) as run, open_runner("onnxruntime", plain) as run_plain:
+        got, logits = run({"input": x}), run_plain({"input": x})["logits"]
+    probabilities = softmax64(logits.reshape(4, 10))
+    want_idx, _ = topk_lexsort(probabilities, 3)
+    assert got["indices"].shape == (4, 3) and got["probabilities"].shape == (4, 10)
+    assert np.array_equal(got["indices"], want_idx)
+    np.testing.assert_allclose(got["probabilities"], probabilities, rtol=RTOL, atol=ATOL)
+    # verify's random inputs are 0–255: most probabilities underflow to 0, and OpenVINO orders those ties its own
+    # way (k > 1, see test_topk_openvino); onnxruntime follows the spec's order
+    report = verify(recipe, plain, random=2, backends=("onnxruntime",))
+    assert report, report.failures()

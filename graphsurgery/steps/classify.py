@@ -33,12 +33,29 @@ def _rank(var, what: str) -> int:
     return len(shape)
 
 
+def _singleton_tail(shape) -> bool:
+    """A class output [N, C, 1, …, 1], as caffe2-era exports end (the onnx zoo's squeezenet, densenet)."""
+    return shape is not None and len(shape) > 2 and all(isinstance(d, (int, np.integer)) and d == 1 for d in shape[2:])
+
+
+def _as_classes(em: Emitter, x: gs.Variable) -> gs.Variable:
+    """[N, C, 1, …, 1] read as [N, C] (one Reshape); any other shape as it is."""
+    if not _singleton_tail(x.shape):
+        return x
+    return em.op("Reshape", [x, em.const("classes", [0, -1], np.int64)], dtype=x.dtype, shape=list(x.shape[:2]))
+
+
+def _as_class_array(x: np.ndarray) -> np.ndarray:
+    return x.reshape(x.shape[0], -1) if _singleton_tail(x.shape) else x
+
+
 @register
 class Softmax(OutputStep):
     """Turn logits into probabilities: softmax along `axis`.
 
     Reads "output" ([N, C] logits, or any rank with `axis`), writes
-    "probabilities" (float comparison: rtol 1e-5, atol 1e-6).
+    "probabilities" (float comparison: rtol 1e-5, atol 1e-6). A class
+    output [N, C, 1, …, 1] (caffe2-era exports) is read as [N, C].
 
     skip_if_present: when the model output is already made by a Softmax
       node (also behind Identity/Reshape/Flatten/Squeeze/Unsqueeze:
@@ -69,8 +86,9 @@ class Softmax(OutputStep):
 
     def build(self, em: Emitter, env: dict[str, gs.Variable], facts: ModelFacts | None = None
               ) -> dict[str, gs.Variable]:
-        x = env["output"]
-        rank = _rank(x, "the model output")
+        rank = _rank(env["output"], "the model output")
+        x = _as_classes(em, env["output"])
+        rank = len(x.shape) if x.shape is not None else rank
         axis = self._axis(rank)
         if self._skips(facts):
             return {"probabilities": em.op("Identity", [x], dtype=x.dtype, shape=x.shape)}
@@ -82,7 +100,7 @@ class Softmax(OutputStep):
                                        shape=x.shape)}
 
     def reference(self, env: dict[str, np.ndarray], facts: ModelFacts | None = None) -> dict[str, np.ndarray]:
-        x = np.asarray(env["output"])
+        x = _as_class_array(np.asarray(env["output"]))
         axis = self._axis(x.ndim)
         if self._skips(facts):
             return {"probabilities": x.copy()}
@@ -95,7 +113,8 @@ class TopK(OutputStep):
     """Keep the k best classes: their indices and scores, best first.
 
     Reads `source` along its last axis, writes "indices" [N, k] int64
-    (compared exactly) and "scores" [N, k] (float comparison).
+    (compared exactly) and "scores" [N, k] (float comparison). A class
+    output [N, C, 1, …, 1] (caffe2-era exports) is ranked as [N, C].
 
     k = 1 on float32 or float16 scores with a static class count is built
     like heatmap_argmax's exact method (ReduceMax, the first position
@@ -128,6 +147,7 @@ class TopK(OutputStep):
             raise StepError(f"topk reads {self.source!r}, which no earlier step produces", fix)
         x = env[self.source]
         shape = getattr(x, "shape", None)
+        shape = tuple(shape[:2]) if _singleton_tail(shape) else shape  # [N, C, 1, 1] ranks C classes
         if shape is not None and len(shape) == 0:
             raise StepError(f"topk needs at least a 1-D tensor, {self.source!r} is a scalar",
                             "set `source` to the class scores")
@@ -144,7 +164,7 @@ class TopK(OutputStep):
 
     def build(self, em: Emitter, env: dict[str, gs.Variable], facts: ModelFacts | None = None
               ) -> dict[str, gs.Variable]:
-        x = self._check(env)
+        x = _as_classes(em, self._check(env))
         if self._exact(x) and x.shape is not None and isinstance(x.shape[-1], (int, np.integer)):
             return self._build_first_maximum(em, x)
         if em.opset < 10:
@@ -172,7 +192,7 @@ class TopK(OutputStep):
         return {"indices": indices, "scores": values}
 
     def reference(self, env: dict[str, np.ndarray], facts: ModelFacts | None = None) -> dict[str, np.ndarray]:
-        x = np.asarray(self._check(env))
+        x = _as_class_array(np.asarray(self._check(env)))
         if self._exact(x):
             order = np.argmax(x, axis=-1)[..., None]
         else:

@@ -152,7 +152,7 @@ def run_bench(recipe: str | Path, model: str | Path, settings: Settings = Settin
     """Patch `model` with `recipe` into a temporary folder, then time every pipeline, interleaved."""
     if settings.iterations < 1 or settings.warmup < 0 or settings.batch < 1:
         raise GraphsurgeryError("iterations and batch must be ≥ 1 and warmup ≥ 0",
-                                fix="e.g. --iterations 50 --warmup 5 --batch 1")
+                                fix="e.g. iterations=50, warmup=5, batch=1 (--iterations, --warmup, --batch)")
     model = Path(model)
     recipe = as_recipe(recipe)
     threads = settings.threads or len(os.sched_getaffinity(0))
@@ -213,7 +213,7 @@ def _workload(recipe: Recipe, model: Path, plan, batch: int) -> Workload:
                                 fix="export the model with a fixed input size")
     if isinstance(image.shape[0], int) and image.shape[0] != batch:
         raise GraphsurgeryError(f"the model's batch is fixed at {image.shape[0]}, not {batch}", path=model,
-                                fix=f"use --batch {image.shape[0]}, or export with a dynamic batch "
+                                fix=f"use batch={image.shape[0]} (--batch), or export with a dynamic batch "
                                     "(examples/hrnet/export.py --dynamic-batch)")
     rng = np.random.default_rng(0)
     shape = (batch, *image.shape[1:])
@@ -298,20 +298,22 @@ def load_torch_module(spec: str):
     module_name, _, attribute = spec.partition(":")
     fix = f"give MODULE:FUNCTION returning a torch.nn.Module, e.g. {TORCH_EXAMPLE}"
     if not module_name or not attribute:
-        raise GraphsurgeryError(f"--torch {spec!r} is not MODULE:FUNCTION", fix=fix)
+        raise GraphsurgeryError(f"the torch network {spec!r} (--torch) is not MODULE:FUNCTION", fix=fix)
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise GraphsurgeryError(f"--torch: cannot import {module_name!r} ({exc})",
+        raise GraphsurgeryError(f"the torch network (--torch): cannot import {module_name!r} ({exc})",
                                 fix="run from the folder that holds the module, or check its name") from None
     factory = getattr(module, attribute, None)
     if not callable(factory):
-        raise GraphsurgeryError(f"--torch: {module_name} has no function {attribute!r}", fix=fix)
+        raise GraphsurgeryError(f"the torch network (--torch): {module_name} has no function {attribute!r}", fix=fix)
     network = factory()
     if not isinstance(network, torch.nn.Module):
-        raise GraphsurgeryError(f"--torch: {spec}() returned {type(network).__name__}, not a torch.nn.Module", fix=fix)
+        raise GraphsurgeryError(
+            f"the torch network (--torch): {spec}() returned {type(network).__name__}, not a torch.nn.Module", fix=fix
+        )
     return network.eval()
 
 

@@ -100,7 +100,7 @@ def evaluate_coco(recipe: str | Path | Recipe, plain_model: str | Path, annotati
     facts = ModelFacts.of(plain.proto, recipe)
     backends = check_backends(list(backends), "f32", patched)
     if limit is not None and limit < 1:
-        raise GraphsurgeryError(f"--limit {limit} is not a positive number of images", fix="pass --limit 1 or more")
+        raise GraphsurgeryError(f"limit={limit} (--limit) is not a positive number of images", fix="give 1 or more")
     images = Path(images)
     if not images.is_dir():
         raise GraphsurgeryError("no such image folder", path=images, fix="give the folder of the COCO images")
@@ -298,7 +298,7 @@ def _write_results(path: Path, results: list[dict]) -> Path:
         path.write_text(json.dumps(results), encoding="utf-8")
     except OSError as exc:
         raise GraphsurgeryError(f"cannot write the COCO results ({exc.strerror})", path=path,
-                                fix="choose a writable folder for --results") from None
+                                fix="choose a writable folder for the results (results_dir, --results)") from None
     return path
 
 

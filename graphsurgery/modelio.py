@@ -245,10 +245,12 @@ def check_output_path(out: Path, inputs: list[Path], force: bool) -> None:
     if out.is_dir():
         raise GraphsurgeryError("the output is a directory", path=out, fix="give a file name with -o")
     if out.exists() and not force:
-        raise GraphsurgeryError("the output exists", path=out, fix="pass --force to replace it, or choose another path")
+        raise GraphsurgeryError(
+            "the output exists", path=out, fix="pass force=True (--force) to replace it, or choose another path"
+        )
     if data_file(out).exists() and not force:
         raise GraphsurgeryError(f"the output's data file {data_file(out).name} exists", path=out,
-                                fix="pass --force to replace it, or choose another path")
+                                fix="pass force=True (--force) to replace it, or choose another path")
     if not os.access(out.parent, os.W_OK):
         raise GraphsurgeryError("the output folder is not writable", path=out, fix="choose a writable folder")
 

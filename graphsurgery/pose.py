@@ -191,7 +191,7 @@ def run_pose(model: str | Path, images: Sequence[str | Path], outdir: str | Path
 
     model, outdir = Path(model), Path(outdir)
     if batch < 1:
-        raise GraphsurgeryError(f"--batch {batch} is not a positive number of crops", fix="pass --batch 1 or more")
+        raise GraphsurgeryError(f"batch={batch} (--batch) is not a positive number of crops", fix="give 1 or more")
     paths = list_images([Path(p) for p in images])
     _check_unique_names(paths)
     signature = model_signature(model)
@@ -265,7 +265,7 @@ def _check_unique_names(paths: Sequence[Path]) -> None:
     for path in paths:
         if path.name in seen and seen[path.name] != path:
             raise GraphsurgeryError(f"two images are named {path.name!r} ({seen[path.name]} and {path})", path=path,
-                                    fix="rename one: results and --boxes refer to images by file name")
+                                    fix="rename one: results and boxes refer to images by file name")
         seen[path.name] = path
 
 

@@ -67,7 +67,7 @@ def open_runner(backend: str, model: str | Path, *, precision: str = "f32", thre
     if backend == "onnxruntime":
         if precision != "f32":
             raise GraphsurgeryError(f"onnxruntime runs at f32 only, not {precision}", path=model,
-                                    fix="use --precision f32 or --backend openvino")
+                                    fix="use precision f32 or the openvino backend (--precision, --backend)")
         yield Runner(_onnxruntime(model, threads, spin), "f32")
     elif backend == "openvino":
         yield _openvino(model, precision, threads)
@@ -117,8 +117,11 @@ def check_backends(backends: list[str], precision: str, patched: str | Path | No
     if precision != "f32" and "openvino" not in backends:
         raise GraphsurgeryError(f"precision {precision} applies to OpenVINO only", fix="add openvino to the backends")
     if patched is not None and Path(patched).suffix.lower() == ".xml" and "onnxruntime" in backends:
-        raise GraphsurgeryError("onnxruntime cannot run OpenVINO IR", path=patched,
-                                fix="verify the .xml with --backends openvino, or give the patched .onnx")
+        raise GraphsurgeryError(
+            "onnxruntime cannot run OpenVINO IR",
+            path=patched,
+            fix="verify the .xml on openvino alone (--backends openvino), or give the patched .onnx",
+        )
     return list(dict.fromkeys(backends))
 
 

@@ -74,7 +74,7 @@ def splice(recipe: Recipe, proto: onnx.ModelProto, *, model_name: str = "model",
     if needed > opset:
         if not upgrade_opset:
             raise ModelError(f"recipe {recipe.name!r} needs opset {needed}, the model has opset {opset}",
-                             path=model_name, fix=f"pass --upgrade-opset (upgrade_opset=True in Python) to convert "
+                             path=model_name, fix=f"pass upgrade_opset=True (--upgrade-opset) to convert "
                                                     f"the model to opset {needed}")
         proto = onnx.version_converter.convert_version(proto, needed)
         # the converter leaves the IR version alone: an opset needs at least the IR version it came with
@@ -83,7 +83,7 @@ def splice(recipe: Recipe, proto: onnx.ModelProto, *, model_name: str = "model",
     applied = provenance(proto)
     if any(recipe.made(entry) for entry in applied) and not force:
         raise ModelError(f"recipe {recipe.name!r} was already applied to this model", path=model_name,
-                         fix="use the unpatched model, or pass --force to apply it again")
+                         fix="use the unpatched model, or pass force=True (--force) to apply it again")
 
     graph = gs.import_onnx(proto)
     taken = {n.name for n in graph.nodes} | set(graph.tensors())

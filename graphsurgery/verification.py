@@ -138,9 +138,12 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
     facts = ModelFacts.of(plain.proto, recipe)
     backends = check_backends(list(backends), precision, patched)
     if images is not None and random is not None:
-        raise GraphsurgeryError("give images or a number of random crops, not both", fix="drop --images or --random")
+        raise GraphsurgeryError(
+            "give images or a number of random crops, not both",
+            fix="give images or random (--images, --random), not both",
+        )
     if boxes is not None and images is None:
-        raise GraphsurgeryError("boxes need images to cut them from", path=boxes, fix="add --images DIR")
+        raise GraphsurgeryError("boxes need images to cut them from", path=boxes, fix="give images (--images DIR)")
     steps = input_steps(recipe, facts)
     resizes = [step for step in steps if step.frees_caller_size]
     if any(step.output_size() is None for step in resizes):
@@ -148,8 +151,11 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
                                 "the recipe's input.target (or it has several and the recipe names none)",
                                 path=plain.path, fix="name the input to patch in input.target (inspect lists them)")
     if boxes is not None and resizes:
-        raise GraphsurgeryError("this recipe resizes whole images in the graph; boxes cut crops at the model's size",
-                                path=boxes, fix="drop --boxes: verify feeds each image whole, at its own size")
+        raise GraphsurgeryError(
+            "this recipe resizes whole images in the graph; boxes cut crops at the model's size",
+            path=boxes,
+            fix="give no boxes (--boxes): verify feeds each image whole, at its own size",
+        )
     declared = comparisons(recipe, facts)
     wanted = with_tolerances(declared, tolerances or {})
     tensor = tensor_facet(recipe)

@@ -6,6 +6,7 @@ import inspect
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import onnx
 import pytest
@@ -154,3 +155,16 @@ def test_model_text_is_shown_as_is_never_as_markup_or_terminal_escapes(tmp_path)
     recipe.write_text("version: 1\nname: r\noutput:\n  target: nope\n  steps: [{softmax: {}}]\n")
     error = invoke("apply", str(recipe), str(path), "-o", str(tmp_path / "p.onnx"))
     assert error.exit_code == 2 and "clear\\x1b[2J" in error.output and "\x1b" not in error.output
+
+
+def test_apply_and_convert_reports_have_json(plain, tmp_path):
+    applied = invoke("apply", CROP, plain, "-o", str(tmp_path / "p.onnx"), "--json")
+    data = json.loads(applied.output)
+    assert applied.exit_code == 0 and data["written"] == [str(tmp_path / "p.onnx")]
+    assert data["outputs_added"] == ["keypoints", "scores"] and data["input_target"] == "input"
+    dry = json.loads(invoke("apply", CROP, plain, "--dry-run", "--json").output)
+    assert dry["written"] == [] and dry["nodes"]
+    converted = invoke("convert", str(tmp_path / "p.onnx"), "--json")
+    info = json.loads(converted.output)
+    assert converted.exit_code == 0 and info["weights"] == "FP32" and info["notes"] == []
+    assert sorted(Path(p).suffix for p in info["written"]) == [".bin", ".xml"]

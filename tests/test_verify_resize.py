@@ -129,7 +129,7 @@ def test_boxes_are_refused_when_the_recipe_resizes(resnet, photos, tmp_path):
     result = CliRunner().invoke(cli, ["verify", str(CLASSIFIER), str(resnet), "--images", str(photos), "--boxes",
                                       str(boxes)])
     assert result.exit_code == 2 and "Traceback" not in result.output
-    assert len(result.output.strip().splitlines()) == 1 and "drop --boxes" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and "give no boxes (--boxes)" in result.output
 
 
 def test_bench_feeds_one_image_of_a_camera_size(resnet, tmp_path):

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import click
 from rich.console import Console
 
-from graphsurgery.cli.options import existing_file, force_option
+from graphsurgery.cli.options import existing_file, force_option, json_flag
 from graphsurgery.cli.tables import shown
 from graphsurgery.errors import GraphsurgeryError
 from graphsurgery.irconvert import convert, ovms_path, parse_input_shape
@@ -28,8 +29,9 @@ from graphsurgery.modelio import load_model
     "--name", help="Model name in the --ovms repository [default: the model's file name up to its first dot]."
 )
 @force_option
+@json_flag
 def convert_command(model: Path, output: Path | None, fp16: bool, input_shapes: tuple[str, ...], ovms_dir: Path | None,
-                    name: str | None, force: bool):
+                    name: str | None, force: bool, as_json: bool):
     """Convert the ONNX MODEL (plain or patched) to OpenVINO IR (.xml + .bin), keeping its input/output names."""
     if ovms_dir is not None and output is not None:
         raise GraphsurgeryError("-o and --ovms both say where to write", fix="give only one of them")
@@ -43,8 +45,13 @@ def convert_command(model: Path, output: Path | None, fp16: bool, input_shapes: 
         written = convert(model, target, fp16, shapes, force=force, make_parents=True)
     else:
         written = convert(model, output or model.with_suffix(".xml"), fp16, shapes, force=force)
+    notes = openvino_caveats(load_model(model).proto)  # checked once already: this only parses it again
+    if as_json:
+        click.echo(json.dumps({"written": [str(p) for p in written], "weights": "FP16" if fp16 else "FP32",
+                               "notes": notes}, indent=2, ensure_ascii=False))
+        return
     console = Console()
-    for note in openvino_caveats(load_model(model).proto):  # checked once already: this only parses it again
+    for note in notes:
         console.print(shown(f"note: {note}"))
     console.print(f"wrote {', '.join(map(str, written))} ({'FP16' if fp16 else 'FP32'} weights)", highlight=False)
     if ovms_dir is not None:

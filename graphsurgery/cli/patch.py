@@ -26,10 +26,16 @@ from graphsurgery.registry import steps_for
 @force_option
 @click.option("--dry-run", is_flag=True, help="Print the plan (tensors, nodes, new signature); write nothing.")
 @upgrade_opset_option
-def apply_command(recipe: Path, model: Path, output: Path | None, force: bool, dry_run: bool, upgrade_opset: bool):
+@json_flag
+def apply_command(recipe: Path, model: Path, output: Path | None, force: bool, dry_run: bool, upgrade_opset: bool,
+                  as_json: bool):
     """Splice RECIPE's steps into MODEL and write the patched model."""
     result = apply(recipe, model, output, force=force, dry_run=dry_run, upgrade_opset=upgrade_opset)
     plan = result.plan
+    if as_json:
+        click.echo(json.dumps({**plan.to_dict(), "written": [str(p) for p in result.written or []]}, indent=2,
+                              ensure_ascii=False))
+        return
     console = Console()
     console.print(Text.assemble("recipe ", shown(plan.recipe, "bold"), shown(f" on {model} (opset {plan.opset})")))
 

@@ -15,8 +15,8 @@ from graphsurgery.api import apply
 from graphsurgery.cli import cli
 from graphsurgery.coco import STAT_NAMES, evaluate_coco
 from graphsurgery.cocoformat import KEYPOINT_NAMES
-from graphsurgery.synthetic import joint_detector, write_coco_set
 
+from examples.synthetic_coco import joint_detector, write_coco_set
 from paritykit import CROP_RECIPE, IMAGE_RECIPE, shift_keypoints, wrong_recipe
 
 IMAGES = 8

@@ -31,3 +31,14 @@ def test_zoo_export_script_runs(tmp_path):
     model = onnx.load(str(out))
     assert [i.name for i in model.graph.input] == ["input"] and [o.name for o in model.graph.output] == ["logits"]
     assert model.opset_import[0].version == 11
+
+
+def test_synthetic_coco_script_writes_a_set_and_a_model(tmp_path):
+    script = ROOT / "examples" / "synthetic_coco.py"
+    proc = subprocess.run([sys.executable, str(script), str(tmp_path), "--images", "2"], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    import json
+
+    annotations = json.loads((tmp_path / "images" / "person_keypoints.json").read_text())
+    assert len(annotations["images"]) == 2 and (tmp_path / "joint_detector.onnx").stat().st_size > 0

@@ -15,9 +15,9 @@ from click.testing import CliRunner
 from graphsurgery import verify
 from graphsurgery.api import apply
 from graphsurgery.cli import cli
-from graphsurgery.synthetic import write_coco_set
 from graphsurgery.tolerances import MODEL_FLOAT_FLOOR
 
+from examples.synthetic_coco import write_coco_set
 from paritykit import CROP_RECIPE, IMAGE_RECIPE, shift_keypoints, wrong_recipe
 
 BOTH = ("onnxruntime", "openvino")

@@ -147,7 +147,8 @@ def test_bench_feeds_one_image_of_a_camera_size(resnet, tmp_path):
 def test_eval_coco_runs_a_pose_recipe_that_resizes(tmp_path):
     """The twins get the plain model's facts there too (resize learns its size from them)."""
     from graphsurgery.coco import evaluate_coco
-    from graphsurgery.synthetic import joint_detector, write_coco_set
+
+    from examples.synthetic_coco import joint_detector, write_coco_set
 
     recipe = tmp_path / "pose_resize.yaml"
     text = (ROOT / "recipes" / "hrnet_coco_pose.yaml").read_text()

@@ -156,7 +156,7 @@ def joint_detector(path: str | Path, *, opset: int = 17, input_hw: tuple[int, in
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m graphsurgery.synthetic FOLDER`: the set in FOLDER/images, the model as FOLDER/joint_detector.onnx."""
+    """`python examples/synthetic_coco.py FOLDER`: the set in FOLDER/images, the model as FOLDER/joint_detector.onnx."""
     import argparse
 
     parser = argparse.ArgumentParser(description=main.__doc__)

@@ -9,9 +9,7 @@ within each round. Absolute times drift on a busy machine; ratios measured in on
 
 from __future__ import annotations
 
-import importlib
 import os
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -23,6 +21,7 @@ import numpy as np
 
 from graphsurgery import twins
 from graphsurgery.api import apply
+from graphsurgery.callables import import_callable
 from graphsurgery.errors import GraphsurgeryError
 from graphsurgery.machine import machine
 from graphsurgery.model import ModelFacts, real_inputs
@@ -295,24 +294,11 @@ def load_torch_module(spec: str):
     """`package.module:function` → function(), an nn.Module in eval mode (the current folder is importable)."""
     import torch
 
-    module_name, _, attribute = spec.partition(":")
-    fix = f"give MODULE:FUNCTION returning a torch.nn.Module, e.g. {TORCH_EXAMPLE}"
-    if not module_name or not attribute:
-        raise GraphsurgeryError(f"the torch network {spec!r} (--torch) is not MODULE:FUNCTION", fix=fix)
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise GraphsurgeryError(f"the torch network (--torch): cannot import {module_name!r} ({exc})",
-                                fix="run from the folder that holds the module, or check its name") from None
-    factory = getattr(module, attribute, None)
-    if not callable(factory):
-        raise GraphsurgeryError(f"the torch network (--torch): {module_name} has no function {attribute!r}", fix=fix)
-    network = factory()
+    network = import_callable(spec, "the torch network (--torch)", TORCH_EXAMPLE)()
     if not isinstance(network, torch.nn.Module):
         raise GraphsurgeryError(
-            f"the torch network (--torch): {spec}() returned {type(network).__name__}, not a torch.nn.Module", fix=fix
+            f"the torch network (--torch): {spec}() returned {type(network).__name__}, not a torch.nn.Module",
+            fix=f"give MODULE:FUNCTION returning a torch.nn.Module, e.g. {TORCH_EXAMPLE}",
         )
     return network.eval()
 

@@ -16,20 +16,30 @@ from __future__ import annotations
 
 import tempfile
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
 
 from graphsurgery.api import apply
+from graphsurgery.callables import import_callable
 from graphsurgery.compare import compare_output
 from graphsurgery.errors import GraphsurgeryError
-from graphsurgery.model import ModelFacts
+from graphsurgery.model import ModelFacts, real_inputs
 from graphsurgery.modelio import load_model
 from graphsurgery.recipe import Recipe, as_recipe
 from graphsurgery.runners import check_backends, model_signature, open_runner
+from graphsurgery.samples import (
+    DEFAULT_RANDOM,
+    RESIZE_SIZES,
+    crop_size,
+    patched_inputs,
+    plain_input,
+    random_samples,
+    tensor_facet,
+)
 from graphsurgery.tolerances import Tolerances, with_tolerances
-from graphsurgery.twins import comparisons
+from graphsurgery.twins import comparisons, extra_input_names, input_steps, other_inputs
 from graphsurgery.verification import PairReport, VerifyReport
 
 #: Arrays in a reference file at most (a recording is a few batches, not a data set)
@@ -56,46 +66,54 @@ def load_reference(path: str | Path) -> dict[str, np.ndarray]:
     return arrays
 
 
-def verify_reference(recipe: str | Path | Recipe, plain_model: str | Path, reference: str | Path, *,
+def verify_reference(recipe: str | Path | Recipe, plain_model: str | Path, reference: str | Path | None = None, *,
+                     pipeline: str | Callable | None = None, random: int | None = None, seed: int = 0,
                      patched: str | Path | None = None, backends: Iterable[str] = ("onnxruntime", "openvino"),
                      precision: str = "f32", tolerances: Tolerances | None = None,
                      upgrade_opset: bool = False) -> VerifyReport:
-    """The patched model (built from `recipe` when `patched` is None) against a recorded reference pipeline."""
+    """The patched model (built from `recipe` when `patched` is None) against the user's own pipeline: recorded in
+    the .npz file `reference`, or called live — `pipeline`, a function or "module:function", gets a dict of caller
+    inputs by the patched model's input names (`random` random samples, as verify makes them) and returns its
+    answers by the patched model's output names."""
     recipe = as_recipe(recipe)
     plain = load_model(plain_model)
     facts = ModelFacts.of(plain.proto, recipe)
     backends = check_backends(list(backends), precision, patched)
-    arrays = load_reference(reference)
     wanted = with_tolerances(comparisons(recipe, facts), tolerances or {})
     with tempfile.TemporaryDirectory(prefix="graphsurgery-reference-") as tmp:
         patched_path = (Path(patched) if patched is not None
                         else apply(recipe, plain.path, Path(tmp) / "patched.onnx", upgrade_opset=upgrade_opset).output)
-        ports = model_signature(patched_path).inputs
-        missing = [port.name for port in ports if port.name not in arrays]
-        if missing:
-            raise GraphsurgeryError(f"the reference lacks the patched model's input(s) {', '.join(map(repr, missing))}",
-                                    path=reference, fix="record what you feed your pipeline under those names")
-        feeds = {port.name: arrays[port.name] for port in ports}
-        expected = {name: value for name, value in arrays.items() if name not in feeds}
+        if pipeline is None:
+            source, described = reference, f"samples recorded in {reference}"
+            groups = [_recorded(load_reference(reference), model_signature(patched_path).inputs, reference)]
+        else:
+            function = (import_callable(pipeline, "the reference pipeline (--reference-pipeline)",
+                                        "mypackage.pose:predict") if isinstance(pipeline, str) else pipeline)
+            source = getattr(function, "__qualname__", str(pipeline))
+            described = f"random samples (seed {seed}) through {source}()"
+            groups = _live(function, recipe, facts, plain, patched_path, random or DEFAULT_RANDOM, seed)
+        expected = {name: np.concatenate([g[1][name] for g in groups]) for name in groups[0][1]}
         compared = [name for name in expected if name in wanted]
         if not compared:
             raise GraphsurgeryError(f"none of the reference's arrays ({', '.join(expected) or 'none'}) is an output "
                                     f"of the patched model ({', '.join(wanted)})", path=reference,
                                     fix="name your pipeline's answers as the patched model's outputs")
-        count = len(next(iter(feeds.values())))
-        batch = ports[0].shape[0] if ports[0].shape and isinstance(ports[0].shape[0], int) else count
+        image = model_signature(patched_path).inputs[0]
         runs, ran = {}, {}
         for backend in backends:
-            runs[backend], ran[backend] = _run(backend, patched_path, precision if backend == "openvino" else "f32",
-                                               feeds, count, batch, reference)
+            parts = [_run(backend, patched_path, precision if backend == "openvino" else "f32", feeds,
+                          image.shape[0] if isinstance(image.shape[0], int) else None, source) for feeds, _ in groups]
+            runs[backend] = {name: np.concatenate([out[name] for out, _ in parts]) for name in parts[0][0]}
+            ran[backend] = parts[0][1]
+    count = len(next(iter(expected.values())))
     report = VerifyReport(recipe.source, str(plain.path), str(patched) if patched else "(built from the recipe)",
-                          f"{count} samples recorded in {reference}", count, backends, precision, "samples")
+                          f"{count} {described}", count, backends, precision, "samples")
     label = {b: b + (f" at {ran[b]}" if ran[b] != "f32" else "") for b in backends}
 
     def results(actual: dict, against: dict) -> list:
         return [compare_output(name, actual[name], against[name], wanted[name]) for name in compared]
 
-    report.pairs = [PairReport(f"{label[b]}: your pipeline → patched", f"your pipeline ({reference})",
+    report.pairs = [PairReport(f"{label[b]}: your pipeline → patched", f"your pipeline ({source})",
                                f"patched model on {label[b]}", results(runs[b], expected),
                                ran[b] if ran[b] != "f32" else None) for b in backends]
     first = backends[0]
@@ -111,15 +129,58 @@ def verify_reference(recipe: str | Path | Recipe, plain_model: str | Path, refer
     return report
 
 
-def _run(backend: str, patched: Path, precision: str, feeds: dict[str, np.ndarray], count: int, batch: int,
-         reference: str | Path) -> tuple[dict[str, np.ndarray], str]:
+Group = tuple[dict[str, np.ndarray], dict[str, np.ndarray]]  # (caller inputs, the pipeline's answers)
+
+
+def _recorded(arrays: dict[str, np.ndarray], ports, reference: str | Path) -> Group:
+    missing = [port.name for port in ports if port.name not in arrays]
+    if missing:
+        raise GraphsurgeryError(f"the reference lacks the patched model's input(s) {', '.join(map(repr, missing))}",
+                                path=reference, fix="record what you feed your pipeline under those names")
+    feeds = {port.name: arrays[port.name] for port in ports}
+    return feeds, {name: value for name, value in arrays.items() if name not in feeds}
+
+
+def _live(function: Callable, recipe: Recipe, facts: ModelFacts, plain, patched: Path, count: int,
+          seed: int) -> list[Group]:
+    """Random caller inputs as verify makes them (several image sizes when the recipe resizes), one call of the
+    user's pipeline per size."""
+    input_name = plain_input(recipe, plain)
+    others = [name for name in real_inputs(plain.proto) if name != input_name]
+    image_input, extras = patched_inputs(patched, extra_input_names(recipe), others)
+    tensor = tensor_facet(recipe)
+    resizes = [step for step in input_steps(recipe, facts) if step.frees_caller_size]
+    if resizes:
+        model_size = resizes[-1].output_size()[::-1]
+        samples = random_samples(count, image_input, RESIZE_SIZES, tensor.layout, extras, model_size, 1, seed)
+    else:
+        size = crop_size(image_input, recipe, facts)
+        samples = random_samples(count, image_input, [size], tensor.layout, extras, size, 1, seed)
+    groups = []
+    for tensors, extra in samples.groups:
+        other = other_inputs(plain.proto, others, len(tensors), facts.input_shape[0] if facts.input_shape else None,
+                             seed, plain.path)
+        feeds = {image_input.name: tensors, **extra, **other}
+        answers = function(dict(feeds))
+        if not isinstance(answers, dict) or not all(isinstance(k, str) for k in answers):
+            raise GraphsurgeryError(f"the reference pipeline returned {type(answers).__name__}, not a dict of arrays "
+                                    "by output name", fix="return {output name: array, ...}")
+        groups.append((feeds, {name: np.asarray(value) for name, value in answers.items()}))
+    return groups
+
+
+def _run(backend: str, patched: Path, precision: str, feeds: dict[str, np.ndarray], batch: int | None,
+         source) -> tuple[dict[str, np.ndarray], str]:
+    """The patched model on one group of inputs, in batches of its static batch (or all at once)."""
+    count = len(next(iter(feeds.values())))
+    batch = batch or count
     if count % batch:
         raise GraphsurgeryError(f"the model takes batches of {batch}; the reference's {count} samples do not divide "
-                                "into them", path=reference, fix=f"record a multiple of {batch} samples")
+                                "into them", path=source, fix=f"record a multiple of {batch} samples")
     parts = []
     with open_runner(backend, patched, precision=precision) as run:
         for start in range(0, count, batch):
             # arrays of one row per sample are cut into batches; others (a [1, K, 1, 1] bias) are fed whole
-            parts.append(run({name: value[start:start + batch] if len(value) == count and value.ndim else value
+            parts.append(run({name: value[start:start + batch] if value.ndim and len(value) == count else value
                               for name, value in feeds.items()}))
     return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}, run.precision

@@ -114,7 +114,8 @@ class VerifyReport:
 def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str | Path | None = None,
            images: str | Path | None = None, boxes: str | Path | None = None, random: int | None = None,
            backends: Iterable[str] = BACKENDS, precision: str = "f32", tolerances: Tolerances | None = None,
-           seed: int = 0, upgrade_opset: bool = False, reference: str | Path | None = None) -> VerifyReport:
+           seed: int = 0, upgrade_opset: bool = False, reference: str | Path | None = None,
+           reference_pipeline: str | Callable | None = None) -> VerifyReport:
     """Compare the patched model (built from `recipe` when `patched` is None) with the unpatched pipeline.
 
     `tolerances`: {output name: (atol, rtol)}, the key "*" for every float output without its own; coordinate
@@ -122,17 +123,22 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
     Keypoint mismatches are near ties when the model output's values at the two positions
     agree within that output's tolerance (declared, or set by name). Default inputs: `DEFAULT_RANDOM` random crops
     (random images of `RESIZE_SIZES` when the recipe resizes; `images` are then fed whole, and `boxes` refused).
-    `reference`: a .npz recording of the user's own pipeline (inputs and answers) to compare against instead of
-    the twins (`graphsurgery.reference`).
+    `reference`: a .npz recording of the user's own pipeline (inputs and answers), or `reference_pipeline`: that
+    pipeline itself (a function, or "module:function"), called on random samples: compared against instead of the
+    twins (`graphsurgery.reference`).
     """
-    if reference is not None:
-        if images is not None or random is not None or boxes is not None:
-            raise GraphsurgeryError("a reference file brings its own inputs", path=reference,
-                                    fix="give the reference without images, boxes or random crops")
+    if reference is not None or reference_pipeline is not None:
+        if reference is not None and (reference_pipeline is not None or random is not None):
+            raise GraphsurgeryError("a reference file brings its own inputs and answers", path=reference,
+                                    fix="give the reference file alone, without a pipeline or random samples")
+        if images is not None or boxes is not None:
+            raise GraphsurgeryError("a reference pipeline is compared on random samples", path=images or boxes,
+                                    fix="give no images or boxes with a reference")
         from graphsurgery.reference import verify_reference
 
-        return verify_reference(recipe, plain_model, reference, patched=patched, backends=backends,
-                                precision=precision, tolerances=tolerances, upgrade_opset=upgrade_opset)
+        return verify_reference(recipe, plain_model, reference, pipeline=reference_pipeline, random=random, seed=seed,
+                                patched=patched, backends=backends, precision=precision, tolerances=tolerances,
+                                upgrade_opset=upgrade_opset)
     recipe = as_recipe(recipe)
     plain = load_model(plain_model)
     facts = ModelFacts.of(plain.proto, recipe)

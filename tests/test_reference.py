@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import pytest
 from click.testing import CliRunner
 
@@ -71,6 +72,65 @@ def test_cli_exit_codes(recorded):
     assert ok.exit_code == 0 and "your pipeline → patched" in ok.output, ok.output
     bad = CliRunner().invoke(cli, ["verify", str(CROP), str(plain), "--reference", str(wrong)])
     assert bad.exit_code == 1 and "FAIL" in bad.output
+
+
+PLAIN_FOR_LIVE: dict = {}
+
+
+def live_pipeline(inputs: dict, swap_colours: bool = True) -> dict:
+    """A user's pipeline as a function (for --reference-pipeline test_reference:live_pipeline), one crop at a time
+    (the tiny model's batch is fixed at 1)."""
+    model = PLAIN_FOR_LIVE["model"]
+    answers = [users_pipeline(model, crop[None], swap_colours=swap_colours) for crop in inputs["input"]]
+    return {key: np.concatenate([answer[key] for answer in answers]) for key in ("keypoints", "scores")}
+
+
+def live_pipeline_without_colour_swap(inputs: dict) -> dict:
+    return live_pipeline(inputs, swap_colours=False)
+
+
+def test_a_live_pipeline_is_called_on_random_samples(recorded, monkeypatch):
+    plain, _, _ = recorded
+    PLAIN_FOR_LIVE["model"] = plain
+    report = verify(CROP, plain, reference_pipeline=live_pipeline, random=3, backends=("onnxruntime",))
+    assert report, report.failures()
+    assert report.samples == 3 and "through live_pipeline()" in report.inputs
+    wrong = verify(CROP, plain, reference_pipeline="test_reference:live_pipeline_without_colour_swap", random=2,
+                   backends=("onnxruntime",))
+    assert not wrong and {r.output for r in wrong.pairs[0].results if not r} == {"keypoints", "scores"}
+    result = CliRunner().invoke(cli, ["verify", str(CROP), str(plain), "--reference-pipeline",
+                                      "test_reference:live_pipeline", "--random", "2"])
+    assert result.exit_code == 0 and "your pipeline → patched" in result.output, result.output
+
+
+def test_a_live_pipeline_meets_every_caller_size_of_a_resizing_recipe(tmp_path):
+    """A classifier recipe resizes, so verify's random samples come in several sizes: the pipeline is called once
+    per size. A package that resizes with another filter than the recipe (nearest instead of linear) is caught."""
+    from graphsurgery.model import ModelFacts
+    from graphsurgery.recipe import load_recipe, parse_recipe
+    from graphsurgery.twins import run_unpatched
+
+    from examples.zoo.export import export_zoo
+
+    plain = export_zoo(tmp_path / "resnet.onnx", "resnet-tiny", opset=11)
+    recipe = load_recipe(RECIPES / "imagenet_classifier.yaml")
+    nearest = parse_recipe((RECIPES / "imagenet_classifier.yaml").read_text()
+                           .replace("interpolation: linear", "interpolation: nearest"))
+    facts = ModelFacts.of(onnx.load(str(plain)), recipe)
+    sizes = []
+
+    def package(inputs: dict, how=recipe) -> dict:  # the package's own code: here, the recipe's twins
+        sizes.append(inputs["input"].shape[1:3])
+        with open_runner("onnxruntime", plain) as run:
+            answer = run_unpatched(how, facts, lambda x: run({"input": x}), inputs["input"])
+        return {name: answer[name] for name in ("indices", "scores")}
+
+    report = verify(recipe, plain, reference_pipeline=package, random=4, backends=("onnxruntime",))
+    assert report, report.failures()
+    assert len(set(sizes)) == 4  # one call per caller size
+    wrong = verify(recipe, plain, reference_pipeline=lambda inputs: package(inputs, nearest), random=4,
+                   backends=("onnxruntime",))
+    assert not wrong
 
 
 def test_bad_reference_files_are_one_line_errors(recorded, tmp_path):

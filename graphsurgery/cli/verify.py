@@ -53,11 +53,15 @@ DETAILS_SHOWN = 3
 @click.option("--reference", type=existing_file, metavar="FILE.npz",
               help="Your own pipeline, recorded: its inputs under the patched model's input names and its answers "
                    "under its output names (numpy.savez). Compared against instead of the recipe's numpy twins.")
+@click.option("--reference-pipeline", metavar="MODULE:FUNCTION",
+              help="Your own pipeline, called live on random samples: FUNCTION(inputs by the patched model's input "
+                   "names) returns its answers by output name. Compared against instead of the numpy twins.")
 @upgrade_opset_option
 @json_report_option
 def verify_command(recipe: Path, plain: Path, patched: Path | None, images: Path | None, random_count: int | None,
                    boxes: Path | None, backends: tuple[str, ...], precision: str, tolerances: tuple[str, ...],
-                   seed: int, reference: Path | None, upgrade_opset: bool, json_report: Path | None):
+                   seed: int, reference: Path | None, reference_pipeline: str | None, upgrade_opset: bool,
+                   json_report: Path | None):
     """Prove that the patched model gives the answers of the unpatched pipeline: PLAIN (the model without
     processing) between RECIPE's numpy twins, on every backend, output by output; and that the backends agree.
 
@@ -74,7 +78,7 @@ def verify_command(recipe: Path, plain: Path, patched: Path | None, images: Path
         refuse_overwriting(json_report, inputs)  # before the work, not after it
     report = verify(recipe, plain, patched=patched, images=images, boxes=boxes, random=random_count,
                     backends=backends, precision=precision, tolerances=dict(map(_tolerance, tolerances)), seed=seed,
-                    upgrade_opset=upgrade_opset, reference=reference)
+                    upgrade_opset=upgrade_opset, reference=reference, reference_pipeline=reference_pipeline)
     if json_report is not None:
         _write_json(json_report, report.to_dict(), inputs)
     console = Console()

@@ -33,6 +33,10 @@ OVMS_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 Shape = tuple[int | None, ...]
 
 
+#: The largest dim --input-shape takes: OpenVINO's dims are 32-bit (a larger one was an internal error)
+MAX_DIM = 2**31 - 1
+
+
 def parse_input_shape(text: str) -> tuple[str, Shape]:
     """`NAME=1,256,192,3` → ("NAME", (1, 256, 192, 3)); `?` or `-1` (None) keeps a dim as the model has it."""
     name, sep, dims = text.rpartition("=")
@@ -40,9 +44,9 @@ def parse_input_shape(text: str) -> tuple[str, Shape]:
         shape = tuple(None if d.strip() in ("?", "-1") else int(d) for d in dims.split(","))
     except ValueError:
         shape = ()
-    if not sep or not name or not shape or any(d is not None and d <= 0 for d in shape):
+    if not sep or not name or not shape or any(d is not None and not 0 < d <= MAX_DIM for d in shape):
         raise GraphsurgeryError(f"--input-shape {text!r} is not NAME=D1,D2,...", fix="write e.g. input=1,256,192,3 "
-                                "(positive dims; ? keeps a dim as it is)")
+                                f"(dims from 1 to {MAX_DIM:,}; ? keeps a dim as it is)")
     return name, shape
 
 

@@ -258,7 +258,9 @@ def check_output_path(out: Path, inputs: list[Path], force: bool) -> None:
 def staging_folder(out: Path):
     """A scratch folder beside `out` (`safeio.scratch_folder`): files written there and then moved with os.replace
     (a rename within one file system) appear whole or not at all."""
-    return scratch_folder(out.parent, f".{out.name}.", out)
+    # the name is cut so that the folder's name (plus mkdtemp's 8 characters) stays a legal file name whenever the
+    # output's is: a 245-character output name was refused for its staging folder's sake
+    return scratch_folder(out.parent, f".{out.name[:200]}.", out)
 
 
 def save_model(

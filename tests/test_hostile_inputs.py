@@ -121,3 +121,16 @@ def test_external_data_names_that_are_no_file_names(tiny_pose_models, tmp_path, 
     path.write_bytes(model.SerializeToString())
     one_line_exit_2(invoke("inspect", path), needle)
     one_line_exit_2(invoke("apply", CROP, path, "-o", tmp_path / "p.onnx"), needle)
+
+
+def test_an_input_shape_beyond_32_bits_is_refused(tiny_pose_models, tmp_path):
+    one_line_exit_2(invoke("convert", tiny_pose_models[(17, True)], "-o", tmp_path / "m.xml", "--input-shape",
+                           "input=99999999999999999999,3,256,192"), "dims from 1 to")
+
+
+def test_a_legal_long_output_name_is_written(tiny_pose_models, tmp_path):
+    """245 characters is a legal file name; the staging folder beside it must not make it illegal."""
+    out = tmp_path / ("p" * 240 + ".onnx")
+    result = invoke("apply", CROP, tiny_pose_models[(17, False)], "-o", out)
+    assert result.exit_code == 0, result.output
+    assert out.is_file() and [p.name for p in tmp_path.iterdir()] == [out.name]

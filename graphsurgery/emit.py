@@ -3,7 +3,7 @@
 Steps never build `gs.Node`s by hand: they call an `Emitter`, which gives every new node and tensor a readable
 name under one prefix (`graphsurgery/pre/normalize/Sub`) that cannot collide with the model's names, and which
 hides the opset differences (ReduceMax `axes` as an input from 18, Unsqueeze `axes` from 13, no Mod
-before 10, no float Equal before 11).
+before 10).
 """
 
 from __future__ import annotations

@@ -185,7 +185,7 @@ def _check_external_data(proto: onnx.ModelProto, path: Path) -> None:
                              path=path, fix="the file is damaged; re-export or re-download the model") from None
         location = info.location or ""
         if "\x00" in location or len(location.encode()) > 4096:
-            raise ModelError(f"tensor {tensor.name!r} names its external data file {printable_name(location)}, which "
+            raise ModelError(f"tensor {tensor.name!r} names its external data file {_quoted(location)}, which "
                              "is no usable file name (a NUL byte, or too long)", path=path,
                              fix="the file is damaged; re-export or re-download the model")
         bad = (not location or os.path.isabs(location) or location.startswith(("/", "\\"))
@@ -197,7 +197,7 @@ def _check_external_data(proto: onnx.ModelProto, path: Path) -> None:
                 bad = base not in resolved.parents and resolved != base
             file_size = target.stat().st_size if not bad and target.is_file() and not target.is_symlink() else None
         except (OSError, RuntimeError) as exc:  # too long for the file system, a symbolic-link loop
-            raise ModelError(f"external data file {printable_name(location)} of tensor {tensor.name!r} cannot be "
+            raise ModelError(f"external data file {_quoted(location)} of tensor {tensor.name!r} cannot be "
                              f"opened ({getattr(exc, 'strerror', None) or exc})", path=path,
                              fix="keep the external data file beside the model under a plain name") from None
         if not location:
@@ -223,7 +223,7 @@ def _check_external_data(proto: onnx.ModelProto, path: Path) -> None:
                              fix="the external data file is truncated; copy it again")
 
 
-def printable_name(name: str) -> str:
+def _quoted(name: str) -> str:
     """A file name from a model, quoted and cut to 80 characters for an error line."""
     return repr(name[:80] + ("…" if len(name) > 80 else ""))
 
@@ -402,7 +402,5 @@ def _set_external(tensor: onnx.TensorProto, location: str, offset: int, length: 
 
 def model_files(loaded: LoadedModel) -> list[Path]:
     """The files a model is made of: the .onnx and each external data file it names (what outputs must not hit)."""
-    from onnx.external_data_helper import ExternalDataInfo
-
     names = {ExternalDataInfo(tensor).location for tensor in external_tensors(loaded.proto)}
     return [loaded.path, *(loaded.base_dir / name for name in sorted(names))]

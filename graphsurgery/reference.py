@@ -29,15 +29,7 @@ from graphsurgery.model import ModelFacts, real_inputs
 from graphsurgery.modelio import load_model
 from graphsurgery.recipe import Recipe, as_recipe
 from graphsurgery.runners import check_backends, model_signature, open_runner
-from graphsurgery.samples import (
-    DEFAULT_RANDOM,
-    RESIZE_SIZES,
-    crop_size,
-    patched_inputs,
-    plain_input,
-    random_samples,
-    tensor_facet,
-)
+from graphsurgery.samples import DEFAULT_RANDOM, patched_inputs, plain_input, random_caller_samples
 from graphsurgery.tolerances import Tolerances, with_tolerances
 from graphsurgery.twins import comparisons, extra_input_names, input_steps, other_inputs
 from graphsurgery.verification import PairReport, VerifyReport
@@ -148,14 +140,7 @@ def _live(function: Callable, recipe: Recipe, facts: ModelFacts, plain, patched:
     input_name = plain_input(recipe, plain)
     others = [name for name in real_inputs(plain.proto) if name != input_name]
     image_input, extras = patched_inputs(patched, extra_input_names(recipe), others)
-    tensor = tensor_facet(recipe)
-    resizes = [step for step in input_steps(recipe, facts) if step.frees_caller_size]
-    if resizes:
-        model_size = resizes[-1].output_size()[::-1]
-        samples = random_samples(count, image_input, RESIZE_SIZES, tensor.layout, extras, model_size, 1, seed)
-    else:
-        size = crop_size(image_input, recipe, facts)
-        samples = random_samples(count, image_input, [size], tensor.layout, extras, size, 1, seed)
+    samples = random_caller_samples(count, image_input, recipe, facts, input_steps(recipe, facts), extras, 1, seed)
     groups = []
     for tensors, extra in samples.groups:
         other = other_inputs(plain.proto, others, len(tensors), facts.input_shape[0] if facts.input_shape else None,

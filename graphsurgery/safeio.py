@@ -77,14 +77,12 @@ def read_small_file(path: Path, limit: int, what: str, error: type[GraphsurgeryE
     if not path.is_file():
         raise error(f"is not a regular file (a FIFO, device or socket), so it is not read as a {what}", path=path,
                     fix=f"save the {what} as a file and give its path")
-    if path.stat().st_size > limit:
-        raise error(f"the {what} is larger than {limit:,} bytes", path=path, fix="check the path")
     try:
         with path.open("rb") as stream:
-            data = stream.read(limit + 1)
+            data = stream.read(limit + 1)  # never more: a larger file is refused on what was read
     except OSError as exc:
         raise error(f"cannot read the {what} ({exc.strerror})", path=path, fix="check its permissions") from None
-    if len(data) > limit:  # it grew since it was measured
+    if len(data) > limit:
         raise error(f"the {what} is larger than {limit:,} bytes", path=path, fix="check the path")
     return data
 
@@ -127,7 +125,7 @@ def write_text_atomically(path: Path, text: str, inputs: Iterable[Path | str | N
     if path.is_dir():
         raise GraphsurgeryError("the output is a directory", path=path, fix="give a file name")
     try:
-        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or ".")
+        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
         try:
             with os.fdopen(handle, "w", encoding="utf-8") as stream:
                 stream.write(text)

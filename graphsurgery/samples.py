@@ -19,6 +19,7 @@ from graphsurgery.model import ModelFacts, real_inputs
 from graphsurgery.modelio import LoadedModel
 from graphsurgery.recipe import InputTensor, Recipe
 from graphsurgery.runners import Port, model_signature
+from graphsurgery.steps.base import InputStep
 
 #: The image random boxes are drawn in (pixels), for the `center` / `scale` inputs of random crops.
 RANDOM_IMAGE_SIZE = (640, 480)
@@ -78,6 +79,19 @@ def random_samples(n: int, image_input: Port, sizes: Sequence[tuple[int, int]], 
         return Samples(groups, f"{n} random crops (seed {seed})")
     shown = ", ".join(f"{w}×{h}" for w, h in members)
     return Samples(groups, f"{n} random images of {len(members)} sizes, W×H {shown} (seed {seed})", "images")
+
+
+def random_caller_samples(n: int, image_input: Port, recipe: Recipe, facts: ModelFacts, steps: Sequence[InputStep],
+                          extras: list[str], batch: int = 1, seed: int = 0) -> Samples:
+    """Random caller inputs as verify feeds them: crops at the model's size, or images of `RESIZE_SIZES` when one
+    of the (bound) input `steps` frees the caller's size."""
+    layout = tensor_facet(recipe).layout
+    resizes = [step for step in steps if step.frees_caller_size]
+    if resizes:
+        model_size = resizes[-1].output_size()[::-1]  # (W, H) of the last resize: the model's
+        return random_samples(n, image_input, RESIZE_SIZES, layout, extras, model_size, batch, seed)
+    size = crop_size(image_input, recipe, facts)
+    return random_samples(n, image_input, [size], layout, extras, size, batch, seed)
 
 
 def image_samples(folder: Path, boxes_file: Path | str | None, image_input: Port, size: tuple[int, int],

@@ -24,24 +24,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import onnx
 
 from graphsurgery.api import apply
 from graphsurgery.compare import HeatmapGrid, OutputResult, compare_output, missing_output
 from graphsurgery.errors import GraphsurgeryError
-from graphsurgery.model import openvino_caveats, provenance, real_inputs
+from graphsurgery.model import ModelFacts, openvino_caveats, provenance, real_inputs
 from graphsurgery.modelio import load_model
 from graphsurgery.recipe import Recipe, as_recipe
 from graphsurgery.runners import BACKENDS, check_backends, open_runner, precision_note
 from graphsurgery.samples import (
     DEFAULT_RANDOM,
-    RESIZE_SIZES,
     Samples,
     chunks,
     crop_size,
     image_samples,
     patched_inputs,
     plain_input,
-    random_samples,
+    random_caller_samples,
     tensor_facet,
     whole_images,
     width_height,
@@ -49,7 +49,6 @@ from graphsurgery.samples import (
 from graphsurgery.steps.base import Comparison, InputStep
 from graphsurgery.tolerances import Tolerances, allowance_note, tie_tolerance, with_tolerances
 from graphsurgery.twins import (
-    ModelFacts,
     comparisons,
     extra_input_names,
     input_steps,
@@ -174,26 +173,26 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
         )
         image_input, extras = patched_inputs(patched_path, extra_input_names(recipe), others)
         batch = image_input.shape[0] if isinstance(image_input.shape[0], int) else 1
-        count = random if random is not None else DEFAULT_RANDOM
-        if resizes:
-            model_size = resizes[-1].output_size()[::-1]  # (W, H) of the last resize: the model's
-            samples = (whole_images(Path(images), image_input, tensor, extras, model_size) if images is not None
-                       else random_samples(count, image_input, RESIZE_SIZES, tensor.layout, extras, model_size,
-                                           batch, seed))
+        if images is None:
+            samples = random_caller_samples(random if random is not None else DEFAULT_RANDOM, image_input, recipe,
+                                            facts, steps, extras, batch, seed)
+        elif resizes:  # each image whole, at its own size; boxes from the whole image at the model's aspect
+            samples = whole_images(Path(images), image_input, tensor, extras, resizes[-1].output_size()[::-1])
         else:
-            size = crop_size(image_input, recipe, facts)
-            samples = (image_samples(Path(images), boxes, image_input, size, tensor, extras) if images is not None
-                       else random_samples(count, image_input, [size], tensor.layout, extras, size, batch, seed))
+            samples = image_samples(Path(images), boxes, image_input, crop_size(image_input, recipe, facts), tensor,
+                                    extras)
         other = other_inputs(plain.proto, others, batch, facts.input_shape[0] if facts.input_shape else None,
                              seed, plain.path)
         report = VerifyReport(recipe.source, str(plain.path), str(patched) if patched else "(built from the recipe)",
                               samples.description, len(samples), backends, precision, samples.unit,
                               samples.sizes(tensor.layout))
-        report.notes += _provenance_notes(patched_path, recipe)
+        if patched_path.suffix.lower() == ".onnx":
+            patched_proto = load_model(patched_path).proto
+            report.notes += _provenance_notes(patched_proto, recipe)
+            if "openvino" in backends:
+                report.notes += openvino_caveats(patched_proto)
         if note := allowance_note(declared, wanted):
             report.notes.append(note)
-        if "openvino" in backends and patched_path.suffix.lower() == ".onnx":
-            report.notes += openvino_caveats(load_model(patched_path).proto)
         if other:
             shown = ", ".join(f"{name!r} {list(value.shape)} {value.dtype}" for name, value in other.items())
             report.notes.append(f"the plain model's other input(s) {shown} got deterministic random values "
@@ -350,10 +349,8 @@ def resize_vs_opencv_report(steps: Sequence[InputStep], sample: np.ndarray, layo
     return entries
 
 
-def _provenance_notes(patched: Path, recipe: Recipe) -> list[str]:
-    if patched.suffix.lower() != ".onnx":
-        return []
-    entries = provenance(load_model(patched).proto)
+def _provenance_notes(patched: onnx.ModelProto, recipe: Recipe) -> list[str]:
+    entries = provenance(patched)
     if entries and not recipe.made(entries[-1]):
         last = entries[-1]
         return [f"the patched model was made with recipe {last.get('recipe')!r} "

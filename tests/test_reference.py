@@ -147,3 +147,21 @@ def test_bad_reference_files_are_one_line_errors(recorded, tmp_path):
             verify(CROP, plain, reference=tmp_path / name, backends=("onnxruntime",))
     with pytest.raises(GraphsurgeryError, match="brings its own inputs"):
         verify(CROP, plain, reference=good, random=2)
+
+
+def test_a_pipeline_that_answers_no_dict_and_inputs_it_does_not_take_are_refused(recorded, tmp_path):
+    plain, _, _ = recorded
+    with pytest.raises(GraphsurgeryError, match="returned list, not a dict of arrays"):
+        verify(CROP, plain, reference_pipeline=lambda inputs: [inputs["input"]], random=1, backends=("onnxruntime",))
+    with pytest.raises(GraphsurgeryError, match="compared on random samples"):
+        verify(CROP, plain, reference_pipeline=live_pipeline, images=tmp_path)
+    with pytest.raises(GraphsurgeryError, match="brings its own inputs and answers"):
+        verify(CROP, plain, reference=recorded[1], reference_pipeline=live_pipeline)
+
+
+def test_a_report_that_cannot_be_written_is_a_one_line_error(recorded, tmp_path):
+    plain, good, _ = recorded
+    result = CliRunner().invoke(cli, ["verify", str(CROP), str(plain), "--reference", str(good), "--backends",
+                                      "onnxruntime", "--json", str(tmp_path / "missing" / "report.json")])
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 2 and "cannot write the file" in lines[-1] and "Traceback" not in result.output

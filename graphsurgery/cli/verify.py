@@ -223,16 +223,16 @@ def _point(values: list[float]) -> str:
 
 
 def _inputs(*paths: Path | None) -> list[Path]:
-    """The files a command reads (the images of a folder included): what its reports must never overwrite."""
+    """The files a command reads (the images of a folder included): what its reports must never overwrite. An
+    empty or missing folder is left to the command, which says what is wrong with it in its own order."""
     from graphsurgery.images import IMAGE_SUFFIXES
 
     found = []
     for path in paths:
-        if path is None:
-            continue
-        found.append(path)
-        if path.is_dir():
-            found += [p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
+        if path is not None:
+            found.append(path)
+            if path.is_dir():
+                found += [p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
     return found
 
 

@@ -14,12 +14,12 @@ from onnx import TensorProto
 from pydantic import Field
 
 from graphsurgery.emit import Emitter
-
-if TYPE_CHECKING:  # model.py imports the recipe, which imports the steps
-    from graphsurgery.model import ModelFacts
 from graphsurgery.registry import register
 from graphsurgery.steps.base import Comparison, OutputStep, StepError
 from graphsurgery.steps.maxima import first_maximum, first_nan
+
+if TYPE_CHECKING:  # model.py imports the recipe, which imports the steps
+    from graphsurgery.model import ModelFacts
 
 PROBABILITIES = Comparison("float", rtol=1e-5, atol=1e-6)
 INDICES = Comparison("indices", rtol=0.0, atol=0.0)
@@ -86,9 +86,8 @@ class Softmax(OutputStep):
 
     def build(self, em: Emitter, env: dict[str, gs.Variable], facts: ModelFacts | None = None
               ) -> dict[str, gs.Variable]:
-        rank = _rank(env["output"], "the model output")
         x = _as_classes(em, env["output"])
-        rank = len(x.shape) if x.shape is not None else rank
+        rank = _rank(x, "the model output")
         axis = self._axis(rank)
         if self._skips(facts):
             return {"probabilities": em.op("Identity", [x], dtype=x.dtype, shape=x.shape)}

@@ -11,7 +11,7 @@ where a reduction's answer matters:
     nan   = ReduceMax(Cast(IsNaN(x)))                      does the row hold a NaN (a reduction over 0/1 only)
 
 A row holding a NaN gets value NaN (NaN counts as the maximum, as in numpy); a row where the peak is nowhere
-(all −inf on OpenVINO) gets value −inf, as numpy's max gives. onnxruntime spends ~7 µs per node on small
+(all −inf on OpenVINO) gets value −inf, as numpy's max gives. onnxruntime spends ~10 µs per node on small
 tensors, so the construction is kept to few nodes; positions are int32 (exact, and what OpenVINO computes
 int64 in anyway).
 """

@@ -21,12 +21,12 @@ from pydantic import Field, field_validator
 
 from graphsurgery.crops import PIXEL_STD, to_original
 from graphsurgery.emit import Emitter
-
-if TYPE_CHECKING:  # model.py imports the recipe, which imports the steps
-    from graphsurgery.model import ModelFacts
 from graphsurgery.registry import register
 from graphsurgery.steps.base import EXACT, Comparison, Dim, ExtraInput, OutputStep, StepError
 from graphsurgery.steps.maxima import first_maximum
+
+if TYPE_CHECKING:  # model.py imports the recipe, which imports the steps
+    from graphsurgery.model import ModelFacts
 
 #: Flat heatmap positions must stay below this: float32 index arithmetic (Floor((idx + 0.5) / W), Mod) is then
 #: exact even when a backend turns the division into a multiplication by 1/W, and OpenVINO's int32 indices fit.
@@ -99,10 +99,9 @@ class HeatmapArgmax(OutputStep):
       the ONNX spec from opset 12 (first position); NaN, ties before opset
       12 and the score of an all −inf map are the runtime's (OpenVINO's
       answer for NaN changes with the CPU's instruction set).
-    Measured on HRNet-W32's 17×64×48 maps (node time, AMD EPYC Zen 4; see
-    BENCHMARKS.md): exact 58 µs on OpenVINO, 370 µs on onnxruntime (which
-    charges ~10 µs per small node); argmax 648 µs on OpenVINO (its TopK
-    alone 614 µs), 164 µs on onnxruntime.
+    Measured on one set of 17×64×48 maps (benchmarks/decode_cost.py, AMD
+    EPYC Zen 4; BENCHMARKS.md): exact 44 µs on OpenVINO, 184 µs on
+    onnxruntime; argmax 671 µs on OpenVINO (TopK), 70 µs on onnxruntime.
     """
 
     step_name: ClassVar[str] = "heatmap_argmax"

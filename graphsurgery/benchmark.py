@@ -1,7 +1,8 @@
 """Latency and throughput of one model with its processing in numpy (plain) or in the graph (patched), side by side.
 
 Every pipeline goes from the caller's crop (e.g. uint8 BGR; a 640×480 image when the recipe resizes, so the resize
-is timed too) to the recipe's outputs (e.g. keypoints). The runs are interleaved: each round runs every pipeline
+is timed too, or when it crops person boxes in the graph, with `batch` boxes) to the recipe's outputs (e.g.
+keypoints). The runs are interleaved: each round runs every pipeline
 once, in a fresh random order, so load from other processes falls on all pipelines alike, and ratios are taken
 within each round. Absolute times drift on a busy machine; ratios measured in one run stay meaningful.
 `run_bench` returns a JSON-ready dict; the CLI prints it and `write_chart` draws it.
@@ -81,7 +82,7 @@ class Workload:
 
         def timed() -> tuple[int, int]:
             start = time.perf_counter_ns()
-            x = twins.preprocess(self.recipe, self.crop, self.facts)
+            x = twins.preprocess(self.recipe, self.crop, self.facts, self.extras)
             before = time.perf_counter_ns()
             y = infer(x)
             after = time.perf_counter_ns()
@@ -105,8 +106,8 @@ class Workload:
         """Throughput: n batches through the twins and a stream of asynchronous requests (`runners.open_stream`)."""
 
         def burst(n: int) -> None:
-            feeds = ({self.plain_input: twins.preprocess(self.recipe, self.crop, self.facts), **self.other}
-                     for _ in range(n))
+            feeds = ({self.plain_input: twins.preprocess(self.recipe, self.crop, self.facts, self.extras),
+                      **self.other} for _ in range(n))
             for outputs in stream(feeds):
                 twins.postprocess(self.recipe, outputs[self.facts.output_name], self.facts, self.extras)
 
@@ -154,6 +155,9 @@ def run_bench(recipe: str | Path, model: str | Path, settings: Settings = Settin
                                 fix="e.g. iterations=50, warmup=5, batch=1 (--iterations, --warmup, --batch)")
     model = Path(model)
     recipe = as_recipe(recipe)
+    if settings.throughput and any(step.sets_batch for step in (recipe.input.steps if recipe.input else ())):
+        raise GraphsurgeryError(f"recipe {recipe.name!r} makes its own batch of crops (crop_boxes, flip_test); "
+                                "throughput mode streams whole batches", fix="measure its latency (no --throughput)")
     threads = settings.threads or len(os.sched_getaffinity(0))
     network = load_torch_module(settings.torch) if settings.torch else None  # a wrong spec fails before any work
     load_before = os.getloadavg()
@@ -210,20 +214,27 @@ def _workload(recipe: Recipe, model: Path, plan, batch: int) -> Workload:
     if image.shape is None or any(not isinstance(d, int) for d in image.shape[1:]):
         raise GraphsurgeryError(f"input {image.name!r} has dynamic dims besides the batch ({image})", path=model,
                                 fix="export the model with a fixed input size")
-    if isinstance(image.shape[0], int) and image.shape[0] != batch:
+    # a recipe that crops person boxes in the graph takes one image and `batch` boxes in it
+    crops_boxes = "boxes" in {e.name for step in twins.input_steps(recipe, facts) for e in step.extra_inputs()}
+    images = 1 if crops_boxes else batch
+    if isinstance(image.shape[0], int) and image.shape[0] != images:
         raise GraphsurgeryError(f"the model's batch is fixed at {image.shape[0]}, not {batch}", path=model,
                                 fix=f"use batch={image.shape[0]} (--batch), or export with a dynamic batch "
                                     "(examples/hrnet/export.py --dynamic-batch)")
     rng = np.random.default_rng(0)
-    shape = (batch, *image.shape[1:])
+    shape = (images, *image.shape[1:])
     if image.dtype == "uint8":
         crop = rng.integers(0, 256, shape, dtype=np.uint8)
     else:
         crop = rng.random(shape, dtype=np.float32).astype(image.dtype)
     extras = {}
+    if crops_boxes:  # people of 80–240 × 160–440 px, inside the 640 × 480 frame
+        sizes = rng.uniform((80, 160), (240, 440), (batch, 2))
+        corners = rng.uniform(0, 1, (batch, 2)) * (np.array(RESIZE_IMAGE_SIZE) - sizes)
+        extras["boxes"] = np.concatenate([corners, sizes], axis=1).astype(np.float32)
     for step in recipe.output.steps if recipe.output else ():
         for extra in step.extra_inputs(batch):
-            extras[extra.name] = rng.uniform(1.0, 2.0, extra.shape).astype(extra.dtype)
+            extras.setdefault(extra.name, rng.uniform(1.0, 2.0, extra.shape).astype(extra.dtype))
     plain_input = plan.input_target or image.name
     others = [name for name in real_inputs(proto) if name != plain_input]
     other = twins.other_inputs(proto, others, batch, facts.input_shape[0] if facts.input_shape else None, 0, model)
@@ -251,8 +262,8 @@ def _pipelines(work: Workload, plain: Path, patched: Path, settings: Settings, t
                 runner = stack.enter_context(open_runner(backend, model, precision=precision, threads=threads,
                                                          spin=False))
                 if variant == "plain":
-                    run = work.plain_pass(lambda x, runner=runner: runner({work.plain_input: x, **work.other})[
-                        work.facts.output_name])
+                    run = work.plain_pass(lambda x, runner=runner: twins.run_in_model_batches(
+                        runner, work.plain_input, x, work.other, work.facts)[work.facts.output_name])
                 else:
                     run = work.patched_pass(runner)
                 run = _repeat(run) if settings.throughput else run

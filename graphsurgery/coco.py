@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import json
 import math
 import tempfile
@@ -33,7 +34,7 @@ from graphsurgery.images import read_image
 from graphsurgery.model import ModelFacts
 from graphsurgery.modelio import load_model
 from graphsurgery.recipe import InputTensor, Recipe, as_recipe
-from graphsurgery.runners import BACKENDS, check_backends, open_stream
+from graphsurgery.runners import BACKENDS, check_backends, open_runner, open_stream
 from graphsurgery.safeio import inside
 from graphsurgery.samples import (
     as_caller_tensor,
@@ -42,7 +43,7 @@ from graphsurgery.samples import (
     plain_input,
     tensor_facet,
 )
-from graphsurgery.twins import extra_input_names, postprocess, preprocess
+from graphsurgery.twins import extra_input_names, postprocess, preprocess, run_in_model_batches
 
 STAT_NAMES = ("AP", "AP .50", "AP .75", "AP (M)", "AP (L)", "AR", "AR .50", "AR .75", "AR (M)", "AR (L)")
 KEYPOINTS, SCORES = "keypoints", "scores"
@@ -127,11 +128,15 @@ def evaluate_coco(recipe: str | Path | Recipe, plain_model: str | Path, annotati
             raise GraphsurgeryError(f"eval-coco feeds one crop at a time; the patched model takes batches of "
                                     f"{image_input.shape[0]}", path=patched_path,
                                     fix="export the model with batch 1 or a dynamic batch")
-        size = crop_size(image_input, recipe, facts)
-        caller = _CallerCrops(images, size, tensor_facet(recipe), image_input.dtype, Path(annotations))
-        in_image_pixels = {"center", "scale"} <= set(extras)
         out_dir = Path(results_dir) if results_dir is not None else Path(tmp)
         plain_name = plain_input(recipe, plain)
+        whole = _WholeImages(images, tensor_facet(recipe), image_input.dtype, Path(annotations))
+        if "boxes" in extras:
+            _check_image_pixels(recipe, patched_path)
+        else:
+            size = crop_size(image_input, recipe, facts)
+            caller = _CallerCrops(images, size, tensor_facet(recipe), image_input.dtype, Path(annotations))
+            in_image_pixels = {"center", "scale"} <= set(extras)
         for kind, backend in [("unpatched", b) for b in backends] + [("patched", b) for b in backends]:
             name = f"{kind} · {backend}"
 
@@ -139,7 +144,12 @@ def evaluate_coco(recipe: str | Path | Recipe, plain_model: str | Path, annotati
                 if progress:
                     progress(name, done, len(people))
 
-            if kind == "unpatched":
+            if "boxes" in extras:  # the graph crops: each image goes in once, with all its boxes
+                model = plain.path if kind == "unpatched" else patched_path
+                answers, precision = _run_whole_images(backend, model, people, whole, _top_down_call(
+                    recipe, facts, plain_name if kind == "unpatched" else None, image_input.name), advance)
+                results = [keypoint_result(p.image_id, kp, sc, p.score) for p, (kp, sc) in zip(people, answers)]
+            elif kind == "unpatched":
                 answers, precision = _run(
                     backend, plain.path, people, caller, lambda x, _: {plain_name: preprocess(recipe, x, facts)},
                     lambda outputs, more: _named(postprocess(recipe, outputs[facts.output_name], facts, more), recipe),
@@ -148,7 +158,8 @@ def evaluate_coco(recipe: str | Path | Recipe, plain_model: str | Path, annotati
                 answers, precision = _run(backend, patched_path, people, caller,
                                           lambda x, more: {image_input.name: x, **more},
                                           lambda outputs, _: _named(outputs, recipe), extras, advance)
-            results = [_result(person, answer, size, in_image_pixels) for person, answer in zip(people, answers)]
+            if "boxes" not in extras:
+                results = [_result(person, answer, size, in_image_pixels) for person, answer in zip(people, answers)]
             results_file = _write_results(out_dir / f"{kind}-{backend}.json", results)
             report.pipelines.append(PipelineResult(name, backend, precision, _evaluate(gt, results, image_ids),
                                                    str(results_file) if results_dir is not None else None))
@@ -242,6 +253,68 @@ class _CallerCrops:
                 loaded = (person.file_name, read_image(path))
             center, scale, crop = crops.person_crop(loaded[1], person.box, self.size)
             yield as_caller_tensor(crop, self.tensor, self.dtype)[None], center[None], scale[None]
+
+
+@dataclass
+class _WholeImages:
+    """Each image whole, as the caller of a model that crops in the graph feeds it ([1, H, W, C]), with its boxes."""
+
+    folder: Path
+    tensor: InputTensor
+    dtype: str
+    annotations: Path  # where the file names come from (named in errors)
+
+    def __call__(self, people: list[PersonBox]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for file_name, group in itertools.groupby(people, key=lambda person: person.file_name):
+            image = read_image(inside(self.folder, file_name, "the annotation's file_name", self.annotations))
+            boxes = np.array([person.box for person in group], np.float32).reshape(-1, 4)
+            yield as_caller_tensor(image, self.tensor, self.dtype)[None], boxes
+
+
+def _check_image_pixels(recipe: Recipe, path: Path) -> None:
+    """A model that crops in the graph must also map back in the graph: eval-coco has no crop to map from."""
+    from graphsurgery.steps.output import ToImage
+
+    steps = recipe.output.steps if recipe.output else ()
+    if not any(isinstance(step, ToImage) and step.mode == "boxes" for step in steps):
+        raise GraphsurgeryError("the recipe crops person boxes in the graph but its keypoints are not in image "
+                                "pixels", path=path, fix="end its output steps with `to_image: {mode: boxes}`")
+
+
+TopDownCall = Callable[[Callable, np.ndarray, np.ndarray], dict[str, np.ndarray]]
+
+
+def _top_down_call(recipe: Recipe, facts: ModelFacts, plain_name: str | None, image_name: str) -> TopDownCall:
+    """(run, image, boxes) → keypoints and scores: the patched model takes them as they are; the unpatched
+    pipeline (`plain_name` given) runs the twins around the plain model, in the model's own batch size."""
+
+    def patched(run, image, boxes):
+        return _named(run({image_name: image, "boxes": boxes}), recipe)
+
+    def unpatched(run, image, boxes):
+        extras = {"boxes": boxes}
+        outputs = run_in_model_batches(run, plain_name, preprocess(recipe, image, facts, extras), {}, facts)
+        return _named(postprocess(recipe, outputs[facts.output_name], facts, extras), recipe)
+
+    return patched if plain_name is None else unpatched
+
+
+def _run_whole_images(backend: str, model: Path, people: list[PersonBox], whole: _WholeImages, call: TopDownCall,
+                      advance: Callable[[int], None]) -> tuple[list[tuple[np.ndarray, np.ndarray]], str]:
+    """Every image once with all its boxes (people come grouped by image): ([K, 2] keypoints, [K] scores) per
+    person, in image pixels."""
+    answers = []
+    with open_runner(backend, model) as run:
+        for image, boxes in whole(people):
+            outputs = call(run, image, boxes)
+            missing = [name for name in (KEYPOINTS, SCORES) if name not in outputs]
+            if missing:
+                raise GraphsurgeryError(f"the pipeline has no {' or '.join(missing)} output", path=model,
+                                        fix="eval-coco needs keypoints and scores outputs")
+            answers += [(np.asarray(kp, np.float64), np.asarray(sc, np.float64).reshape(-1))
+                        for kp, sc in zip(outputs[KEYPOINTS], outputs[SCORES])]
+            advance(len(answers))
+    return answers, run.precision
 
 
 Answer = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # keypoints [K, 2], scores [K], center, scale

@@ -96,6 +96,24 @@ class Emitter:
             return self.op("Mod", [x, d], {"fmod": 1}, **kw)
         return self.op("Sub", [x, self.op("Mul", [quotient, d], dtype=np.float32)], **kw)
 
+    def round(self, x: Tensor, **kw) -> gs.Variable:
+        """Round half to even (what Round does from opset 11, and OpenCV's cvRound); before 11, the exact
+        equivalent for finite x below 2^22: r = Floor(x + 0.5), minus 1 where x was exactly halfway and r is odd."""
+        if self.opset >= 11:
+            return self.op("Round", [x], **kw)
+        f32 = np.float32
+        half = self.const("half", 0.5, f32)
+        up = self.op("Floor", [self.op("Add", [x, half], dtype=f32)], dtype=f32)
+        # up − x lies in (−0.5, 0.5]: halfway where it is not below 0.5; up − 2·floor(up / 2) is 0 or 1
+        halfway = self.op("Not", [self.op("Less", [self.op("Sub", [up, x], dtype=f32), half], dtype=np.bool_)],
+                          dtype=np.bool_)
+        pairs = self.op("Floor", [self.op("Mul", [up, half], dtype=f32)], dtype=f32)
+        odd = self.op("Greater", [self.op("Sub", [up, self.op("Add", [pairs, pairs], dtype=f32)], dtype=f32), half],
+                      dtype=np.bool_)
+        down = self.op("Sub", [up, self.op("Cast", [self.op("And", [halfway, odd], dtype=np.bool_)],
+                                           {"to": 1}, dtype=f32)], dtype=f32)
+        return self.op("Identity", [down], **kw)
+
     def gather_last(self, data: Tensor, indices: Tensor, rank: int, length: int, **kw) -> gs.Variable:
         """data[..., indices] along the last axis: data [..., L], int64 indices [..., m] with the same leading dims.
 

@@ -2,8 +2,10 @@
 
 The patched model takes uint8 NHWC BGR crops (recipes/hrnet_coco_pose*.yaml). With `center`/`scale` inputs
 (hrnet_coco_pose_image.yaml) it returns keypoints in original-image pixels already; without them, in crop pixels,
-which are mapped back here with the crop's inverse affine transform. Results become COCO keypoint results
-(`keypoints.json`), a `run.json` that labels them (backend, precision, weights), and debug images.
+which are mapped back here with the crop's inverse affine transform. The top-down model
+(hrnet_coco_topdown.yaml) takes the whole image and the `boxes` and does all of it in the graph: no crop is cut
+here. Results become COCO keypoint results (`keypoints.json`), a `run.json` that labels them (backend, precision,
+weights), and debug images.
 """
 
 from __future__ import annotations
@@ -27,8 +29,8 @@ from graphsurgery.images import list_images, read_image
 from graphsurgery.runners import ModelSignature, Port, Runner, model_signature, open_runner, precision_note
 from graphsurgery.safeio import OWNER, refuse_overwriting, scratch_folder
 
-#: The extra inputs of `to_image mode: original` (recipes/hrnet_coco_pose_image.yaml).
-CENTER, SCALE = "center", "scale"
+#: The extra inputs of `to_image mode: original` (recipes/hrnet_coco_pose_image.yaml), and of `crop_boxes`.
+CENTER, SCALE, BOXES = "center", "scale", "boxes"
 KEYPOINTS, SCORES = "keypoints", "scores"
 DEFAULT_MIN_SCORE = 0.2
 DEFAULT_BATCH = 8
@@ -43,20 +45,24 @@ class PoseModel:
     batch: int | None  # the static batch, or None when dynamic
     takes_boxes: bool  # has `center`/`scale` inputs: keypoints come in original-image pixels
     heatmaps: str | None  # the kept heatmap output, if any
+    top_down: bool = False  # takes the whole image and `boxes`: crops are cut in the graph
 
     @classmethod
     def of(cls, signature: ModelSignature, path: Path) -> PoseModel:
         images = [p for p in signature.inputs if p.dtype == "uint8" and len(p.shape) == 4 and p.shape[3] == 3]
         others = {p.name for p in signature.inputs} - {p.name for p in images[:1]}
         outputs = {p.name: p for p in signature.outputs}
-        if len(images) != 1 or others not in (set(), {CENTER, SCALE}) or not {KEYPOINTS, SCORES} <= set(outputs):
+        if len(images) != 1 or others not in (set(), {CENTER, SCALE}, {BOXES}) or not {KEYPOINTS, SCORES} <= set(
+                outputs):
             raise GraphsurgeryError(
                 f"not a patched pose model: inputs {_ports(signature.inputs)}, outputs {_ports(signature.outputs)}",
                 path=path,
-                fix="apply recipes/hrnet_coco_pose.yaml (or hrnet_coco_pose_image.yaml) to the "
-                "plain model first: run needs a uint8 [N,H,W,3] input and keypoints/scores outputs",
+                fix="apply recipes/hrnet_coco_pose.yaml (or hrnet_coco_pose_image.yaml, hrnet_coco_topdown.yaml) to "
+                "the plain model first: run needs a uint8 [N,H,W,3] input and keypoints/scores outputs",
             )
         image = images[0]
+        if others == {BOXES}:
+            return cls(image.name, (0, 0), None, True, None, top_down=True)
         height, width = image.shape[1:3]
         if height is None or width is None:
             raise GraphsurgeryError(
@@ -93,6 +99,8 @@ def estimate(run: Runner, model: PoseModel, image: np.ndarray, boxes: Sequence[B
     size = model.batch or batch
     persons: list[Person] = []
     elapsed = 0.0
+    if model.top_down:
+        return _estimate_in_graph(run, model, image, boxes, batch)
     for start in range(0, len(boxes), size):
         chunk = [Person(box, *crops.person_crop(image, box, model.crop_size)) for box in boxes[start:start + size]]
         pad = size - len(chunk) if model.batch else 0  # a static batch is filled up with copies of the last crop
@@ -117,12 +125,33 @@ def estimate(run: Runner, model: PoseModel, image: np.ndarray, boxes: Sequence[B
     return persons, elapsed * 1000.0
 
 
+def _estimate_in_graph(run: Runner, model: PoseModel, image: np.ndarray, boxes: Sequence[Box], batch: int
+                       ) -> tuple[list[Person], float]:
+    """`estimate` for the top-down model: the image and up to `batch` boxes per call; the graph crops, runs,
+    refines and maps back, so keypoints come in image pixels and there are no crops to keep."""
+    persons: list[Person] = []
+    elapsed = 0.0
+    for start in range(0, len(boxes), batch):
+        chunk = list(boxes[start:start + batch])
+        began = time.perf_counter()
+        outputs = run({model.image_input: image[None], BOXES: np.array([list(b)[:4] for b in chunk], np.float32)})
+        elapsed += time.perf_counter() - began
+        for index, box in enumerate(chunk):
+            center, scale = crops.box_to_center_scale(box)
+            persons.append(Person(box, center, scale, None, np.asarray(outputs[KEYPOINTS][index], np.float32),
+                                  np.asarray(outputs[SCORES][index], np.float32).reshape(-1)))
+    return persons, elapsed * 1000.0
+
+
 def _stacked(values: list[np.ndarray], pad: int) -> np.ndarray:
     return np.stack(values + values[-1:] * pad)
 
 
 def warm_up(run: Runner, model: PoseModel) -> None:
     """One untimed call: the first inference pays for lazy initialisation, which is no image's latency."""
+    if model.top_down:
+        run({model.image_input: np.zeros((1, 64, 48, 3), np.uint8), BOXES: np.array([[0, 0, 48, 64]], np.float32)})
+        return
     size = model.batch or 1
     feeds = {model.image_input: np.zeros((size, model.crop_size[1], model.crop_size[0], 3), dtype=np.uint8)}
     if model.takes_boxes:

@@ -94,6 +94,57 @@ def random_caller_samples(n: int, image_input: Port, recipe: Recipe, facts: Mode
     return random_samples(n, image_input, [size], layout, extras, size, batch, seed)
 
 
+def random_box_samples(n: int, image_input: Port, layout: str, seed: int = 0) -> Samples:
+    """`n` random images (sizes from `RESIZE_SIZES`, in turn), each with 1–4 random person boxes for a recipe that
+    crops them in the graph: boxes inside the image, partly outside it, and tiny ones, in turn."""
+    if not 1 <= n <= MAX_RANDOM:
+        raise GraphsurgeryError(f"{n} random samples: give between 1 and {MAX_RANDOM:,}",
+                                fix="verify needs a few dozen samples, not a data set")
+    rng = np.random.default_rng(seed)
+    groups, boxes_made = [], 0
+    for index in range(n):
+        width, height = RESIZE_SIZES[index % len(RESIZE_SIZES)]
+        image = rng.integers(0, 256, (1, *_sample_shape(image_input, (width, height), layout)))
+        boxes = []
+        for _ in range(int(rng.integers(1, 5))):
+            kind = boxes_made % 3
+            boxes_made += 1
+            w, h = (rng.uniform(2, 8), rng.uniform(2, 8)) if kind == 2 else (rng.uniform(20, width), rng.uniform(
+                40, height))
+            margin = 0.5 if kind == 1 else 0.0  # partly outside: the box may start half its size before the image
+            boxes.append((rng.uniform(-margin * w, width - (1 - margin) * w),
+                          rng.uniform(-margin * h, height - (1 - margin) * h), w, h))
+        groups.append((image.astype(image_input.dtype), {"boxes": np.array(boxes, np.float32)}))
+    shown = ", ".join(f"{w}×{h}" for w, h in dict.fromkeys(RESIZE_SIZES[i % len(RESIZE_SIZES)] for i in range(n)))
+    return Samples(groups, f"{n} random images of W×H {shown} with {boxes_made} random person boxes (inside, partly "
+                           f"outside, tiny; seed {seed})", "images")
+
+
+def box_image_samples(folder: Path, boxes_file: Path | str | None, image_input: Port, tensor: InputTensor
+                      ) -> Samples:
+    """Each image of the folder whole with its person boxes (or the whole-image box without a boxes file), for a
+    recipe that crops them in the graph; images without boxes are left out."""
+    from graphsurgery.boxes import load_boxes
+    from graphsurgery.crops import whole_image_box
+    from graphsurgery.images import list_images, read_image
+
+    boxes = load_boxes(Path(boxes_file)) if boxes_file is not None else None
+    groups = []
+    for path in list_images([folder]):
+        if boxes is not None and not boxes.get(path.name):
+            continue
+        image = read_image(path)
+        people = boxes[path.name] if boxes is not None else [whole_image_box(image)]
+        groups.append((as_caller_tensor(image, tensor, image_input.dtype)[None],
+                       {"boxes": np.array([list(box)[:4] for box in people], np.float32)}))
+    if not groups:
+        raise GraphsurgeryError("no image in the folder has boxes in the boxes file", path=boxes_file,
+                                fix="check that the boxes file names the images by file name")
+    count = sum(len(extras["boxes"]) for _, extras in groups)
+    how = "person boxes" if boxes is not None else "whole-image boxes"
+    return Samples(groups, f"{len(groups)} whole images from {folder} with {count} {how}", "images")
+
+
 def image_samples(folder: Path, boxes_file: Path | str | None, image_input: Port, size: tuple[int, int],
                   tensor: InputTensor, extras: list[str]) -> Samples:
     """One crop per person box (or per whole image without a boxes file), cut as the HRNet authors cut them."""
@@ -220,11 +271,15 @@ def plain_input(recipe: Recipe, plain: LoadedModel) -> str:
 
 
 def chunks(samples: Samples, batch: int):
-    """Batches of `batch` samples, each of one size."""
+    """Batches of `batch` samples, each of one size. A group of exactly one batch comes whole, extras included
+    (an image with its boxes: the boxes are not one per image)."""
     if any(len(tensors) % batch for tensors, _ in samples.groups):
         raise GraphsurgeryError(f"the model takes batches of {batch}; {len(samples)} {samples.unit} do not divide "
                                 f"into them", fix=f"use a multiple of {batch} {samples.unit}")
     for tensors, extras in samples.groups:
+        if len(tensors) == batch:
+            yield tensors, extras
+            continue
         for start in range(0, len(tensors), batch):
             end = start + batch
             yield tensors[start:end], {k: v[start:end] for k, v in extras.items()}

@@ -20,7 +20,7 @@ from graphsurgery.emit import Emitter
 from graphsurgery.errors import ModelError
 from graphsurgery.model import PROVENANCE_KEY, ModelFacts, model_opset, openvino_caveats, provenance, real_inputs
 from graphsurgery.recipe import InputSection, OutputSection, Recipe
-from graphsurgery.steps.base import Dim, InputStep, StepError, TensorSpec
+from graphsurgery.steps.base import Dim, ExtraInput, InputStep, StepError, TensorSpec
 
 DTYPE_NAMES = {np.dtype(np.float32): "float32", np.dtype(np.float16): "float16", np.dtype(np.uint8): "uint8"}
 
@@ -89,11 +89,13 @@ def splice(recipe: Recipe, proto: onnx.ModelProto, *, model_name: str = "model",
     taken = {n.name for n in graph.nodes} | set(graph.tensors())
     plan = SplicePlan(recipe=recipe.name, opset=opset)
     facts = ModelFacts.of(proto, recipe)
+    extras: dict[str, gs.Variable] = {}
     if recipe.input:
-        _splice_input(recipe.input, proto, graph, Emitter(graph, opset, "graphsurgery/pre", taken), plan, model_name)
+        extras = _splice_input(recipe.input, proto, graph, Emitter(graph, opset, "graphsurgery/pre", taken), plan,
+                               model_name)
     if recipe.output:
         _splice_output(recipe.output, graph, Emitter(graph, opset, "graphsurgery/post", taken), plan, model_name,
-                       facts)
+                       facts, extras)
     plan.inputs = [_signature(v) for v in graph.inputs]
     graph.toposort()
     patched = _export(graph, proto, recipe, applied)
@@ -127,7 +129,20 @@ def _step_error(exc: StepError, where: str, model_name: str) -> ModelError:
     return ModelError(f"{where}: {exc}", path=model_name, fix=exc.fix or "adjust the recipe to this model")
 
 
-def _splice_input(section: InputSection, proto, graph: gs.Graph, em: Emitter, plan: SplicePlan, model_name: str):
+def _add_input(graph: gs.Graph, extra: ExtraInput, where: str, model_name: str) -> gs.Variable:
+    """A graph input a step declares (`boxes`, `center`): its name is fixed, so a model tensor of that name is a
+    clash the user must resolve."""
+    if extra.name in graph.tensors():
+        raise ModelError(f"{where} adds an input {extra.name!r} but the model already has a tensor of that name",
+                         path=model_name, fix="rename the model's tensor (this step's input name is fixed)")
+    var = gs.Variable(extra.name, dtype=np.dtype(extra.dtype), shape=list(extra.shape))
+    graph.inputs.append(var)
+    return var
+
+
+def _splice_input(section: InputSection, proto, graph: gs.Graph, em: Emitter, plan: SplicePlan, model_name: str
+                  ) -> dict[str, gs.Variable]:
+    """Splice the input steps; returns the graph inputs they added (for the output steps)."""
     target_name = _pick(real_inputs(proto), section.target, "input", "input.target", model_name)
     target = next(v for v in graph.inputs if v.name == target_name)
     plan.input_target = target_name
@@ -143,14 +158,19 @@ def _splice_input(section: InputSection, proto, graph: gs.Graph, em: Emitter, pl
         raise ModelError(f"input.name {section.name!r} is already a tensor in the model", path=model_name,
                          fix="choose another name for the new input")
 
+    if any(step.sets_batch for step in steps):
+        _free_batch(graph, target, model_name)
     new_input = gs.Variable(section.name or target_name, dtype=np.dtype(section.tensor.dtype), shape=list(shape))
     spec = TensorSpec(section.tensor.dtype, section.tensor.layout, section.tensor.color, shape)
-    x = new_input
+    x, extras = new_input, {}
     for index, step in enumerate(steps):
         where = f"input.steps[{index}].{step.step_name}"
+        for extra in step.extra_inputs():
+            if extra.name not in extras:
+                extras[extra.name] = _add_input(graph, extra, where, model_name)
         try:
             after = step.spec_after(spec)
-            x = step.build(em.scoped(step.step_name), x, spec)
+            x = step.build(em.scoped(step.step_name), x, spec, **{e.name: extras[e.name] for e in step.extra_inputs()})
         except StepError as exc:
             raise _step_error(exc, where, model_name) from None
         spec = after
@@ -164,6 +184,37 @@ def _splice_input(section: InputSection, proto, graph: gs.Graph, em: Emitter, pl
     target.name = em.unique(f"{target_name}")
     graph.inputs = [new_input if v is target else v for v in graph.inputs]
     plan.nodes += [n.name for n in graph.nodes if n.name.startswith(em.prefix + "/")]
+    return extras
+
+
+def _free_batch(graph: gs.Graph, patched: gs.Variable, model_name: str) -> None:
+    """Let the model run on the batch the input steps make (a crop per box, twice with the flip test) although it
+    was exported for a static batch: every shape the export recorded is dropped (shape inference finds them
+    again) and the outputs' first dim becomes symbolic. A Reshape that writes the batch into the model cannot be
+    freed: refused, naming it."""
+    for node in graph.nodes:
+        target = _constant_values(node.inputs[1]) if node.op == "Reshape" else None
+        if target is not None and target.size and target.flat[0] > 0 and _constant_values(node.inputs[0]) is None:
+            raise ModelError(f"Reshape {node.name!r} writes a batch of {target.flat[0]} into the model "
+                             f"(shape {target.tolist()}), so it cannot run on one crop per box",
+                             path=model_name, fix="export the model with a dynamic batch (torch.onnx.export "
+                                                  "dynamic_axes={input: {0: 'N'}}), or drop crop_boxes/flip_test")
+    inputs = {id(v) for v in graph.inputs if v is not patched}
+    outputs = set(map(id, graph.outputs))
+    for tensor in graph.tensors().values():
+        if isinstance(tensor, gs.Constant) or id(tensor) in inputs or not tensor.shape:
+            continue
+        tensor.shape = ["crops", *tensor.shape[1:]] if id(tensor) in outputs else None
+
+
+def _constant_values(tensor: gs.Tensor) -> np.ndarray | None:
+    """The values of an initializer or a Constant node's output; None for a computed tensor."""
+    if isinstance(tensor, gs.Constant):
+        return np.asarray(tensor.values)
+    producer = tensor.inputs[0] if len(tensor.inputs) == 1 else None
+    if producer is not None and producer.op == "Constant" and isinstance(producer.attrs.get("value"), gs.Constant):
+        return np.asarray(producer.attrs["value"].values)
+    return None
 
 
 def _check_model_layout(shape: tuple[Dim, ...], layout: str, name: str, model_name: str) -> None:
@@ -229,26 +280,17 @@ def _check_reaches_model(spec: TensorSpec, section: InputSection, dtype: str, sh
 
 
 def _splice_output(section: OutputSection, graph: gs.Graph, em: Emitter, plan: SplicePlan, model_name: str,
-                   facts: ModelFacts):
+                   facts: ModelFacts, extras: dict[str, gs.Variable]):
     target_name = _pick([v.name for v in graph.outputs], section.target, "output", "output.target", model_name)
     target = next(v for v in graph.outputs if v.name == target_name)
     plan.output_target = target_name
-    env: dict = {"output": target}
+    env: dict = {"output": target, **extras}
     batch = target.shape[0] if target.shape else None
     for index, step in enumerate(section.steps):
         where = f"output.steps[{index}].{step.step_name}"
         for extra in step.extra_inputs(batch):
-            if extra.name in env:
-                continue
-            if extra.name in graph.tensors():
-                raise ModelError(
-                    f"{where} adds an input {extra.name!r} but the model already has a tensor of that name",
-                    path=model_name,
-                    fix="rename the model's tensor (this step's input name is fixed)",
-                )
-            var = gs.Variable(extra.name, dtype=np.dtype(extra.dtype), shape=list(extra.shape))
-            graph.inputs.append(var)
-            env[extra.name] = var
+            if extra.name not in env:
+                env[extra.name] = _add_input(graph, extra, where, model_name)
         missing = [key for key in step.reads if key not in env]
         if missing:
             raise ModelError(f"{where} needs {', '.join(missing)}, which no earlier step produces", path=model_name,

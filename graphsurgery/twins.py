@@ -24,8 +24,9 @@ from graphsurgery.tolerances import DEFAULT_FLOAT
 OTHER_INPUT_DIM = 1
 
 
-def preprocess(recipe: Recipe, x: np.ndarray, facts: ModelFacts | None = None) -> np.ndarray:
-    """Run the input steps' numpy twins on a caller-side array.
+def preprocess(recipe: Recipe, x: np.ndarray, facts: ModelFacts | None = None,
+               extras: dict[str, np.ndarray] | None = None) -> np.ndarray:
+    """Run the input steps' numpy twins on a caller-side array (and the extra inputs they take, e.g. `boxes`).
 
     `facts` (of the plain model) binds the steps that take something from the model, e.g. resize's target size;
     without them such a step needs its parameters given in the recipe.
@@ -34,9 +35,10 @@ def preprocess(recipe: Recipe, x: np.ndarray, facts: ModelFacts | None = None) -
         return x
     section = recipe.input
     spec = TensorSpec(section.tensor.dtype, section.tensor.layout, section.tensor.color, tuple(x.shape))
+    extras = extras or {}
     for step in input_steps(recipe, facts):
         after = step.spec_after(spec)
-        x = step.reference(x, spec)
+        x = step.reference(x, spec, **{e.name: extras.get(e.name) for e in step.extra_inputs()})
         spec = after.with_(shape=tuple(x.shape))
     return x
 
@@ -50,18 +52,50 @@ def input_steps(recipe: Recipe, facts: ModelFacts | None = None) -> tuple[InputS
     return recipe.input.steps
 
 
-def postprocess(recipe: Recipe, output: np.ndarray, facts: ModelFacts, extras: dict[str, np.ndarray] | None = None
-                ) -> dict[str, np.ndarray]:
-    """Run the output steps' numpy twins on the model's output; returns arrays by graph output name."""
+def postprocess(recipe: Recipe, output: np.ndarray, facts: ModelFacts, extras: dict[str, np.ndarray] | None = None,
+                *, decoded: bool = False) -> dict[str, np.ndarray]:
+    """Run the output steps' numpy twins on the model's output; returns arrays by graph output name. `decoded`:
+    `output` is already what the decoding steps read (`decoded_output`): the steps that rewrite it are skipped."""
     if recipe.output is None:
         return {facts.output_name: output}
-    env: dict = {"output": output, **(extras or {})}
-    for step in recipe.output.steps:
-        env.update(step.reference(env, facts))
+    env = _output_env(recipe, output, facts, extras, decoded)
     results = {name: env[key] for key, name in recipe.output.output_names().items()}
     if recipe.output.keep_original:
         results[facts.output_name] = output
     return results
+
+
+def _output_env(recipe: Recipe, output: np.ndarray, facts: ModelFacts, extras: dict[str, np.ndarray] | None,
+                decoded: bool = False) -> dict[str, np.ndarray]:
+    env: dict = {"output": output, **(extras or {})}
+    for step in recipe.output.steps if recipe.output else ():
+        if not (decoded and step.rewrites_output):
+            env.update(step.reference(env, facts))
+    return env
+
+
+def decoded_output(recipe: Recipe, output: np.ndarray, facts: ModelFacts,
+                   extras: dict[str, np.ndarray] | None = None) -> np.ndarray:
+    """The model output as the decoding steps read it: the flip test's 2N heatmaps folded into N (`flip_average`),
+    else the output itself. Near ties are judged on it."""
+    if recipe.output is None or not any(step.rewrites_output for step in recipe.output.steps):
+        return output
+    steps = recipe.output.steps
+    env: dict = {"output": output, **(extras or {})}
+    for step in steps[:max(i for i, step in enumerate(steps) if step.rewrites_output) + 1]:
+        env.update(step.reference(env, facts))
+    return env["output"]
+
+
+def run_in_model_batches(run: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]], name: str, x: np.ndarray,
+                         other: dict[str, np.ndarray], facts: ModelFacts) -> dict[str, np.ndarray]:
+    """The plain model on `x` fed to input `name`, in batches of its static batch size when `x` has another (the
+    top-down recipe makes 2N crops of one image; the authors export batch 1)."""
+    batch = facts.input_shape[0] if facts.input_shape else None
+    if not isinstance(batch, int) or len(x) == batch or len(x) % batch:
+        return run({name: x, **other})
+    parts = [run({name: x[start:start + batch], **other}) for start in range(0, len(x), batch)]
+    return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
 
 
 def unpatched_outputs(recipe: Recipe, facts: ModelFacts, model_outputs: dict[str, np.ndarray],
@@ -76,7 +110,7 @@ def run_unpatched(recipe: Recipe, facts: ModelFacts, run_plain: Callable[[np.nda
                   x: np.ndarray, extras: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """Caller input → input twins → plain model (`run_plain`, returning its outputs by name) → output twins, and
     the model's other outputs as they are."""
-    return unpatched_outputs(recipe, facts, run_plain(preprocess(recipe, x, facts)), extras)
+    return unpatched_outputs(recipe, facts, run_plain(preprocess(recipe, x, facts, extras)), extras)
 
 
 def comparisons(recipe: Recipe, facts: ModelFacts) -> dict[str, Comparison]:
@@ -96,10 +130,10 @@ def comparisons(recipe: Recipe, facts: ModelFacts) -> dict[str, Comparison]:
 
 
 def extra_input_names(recipe: Recipe) -> list[str]:
-    """Graph inputs the output steps add (e.g. `center`, `scale`)."""
-    if recipe.output is None:
-        return []
-    return [extra.name for step in recipe.output.steps for extra in step.extra_inputs(None)]
+    """Graph inputs the steps add (e.g. `boxes`, `center`, `scale`), each once."""
+    added = [extra for step in (recipe.input.steps if recipe.input else ()) for extra in step.extra_inputs()]
+    added += [extra for step in (recipe.output.steps if recipe.output else ()) for extra in step.extra_inputs(None)]
+    return list(dict.fromkeys(extra.name for extra in added))
 
 
 def other_inputs(proto: onnx.ModelProto, names: list[str], batch: int, batch_name: str | int | None, seed: int,

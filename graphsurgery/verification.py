@@ -36,11 +36,13 @@ from graphsurgery.runners import BACKENDS, check_backends, open_runner, precisio
 from graphsurgery.samples import (
     DEFAULT_RANDOM,
     Samples,
+    box_image_samples,
     chunks,
     crop_size,
     image_samples,
     patched_inputs,
     plain_input,
+    random_box_samples,
     random_caller_samples,
     tensor_facet,
     whole_images,
@@ -50,11 +52,13 @@ from graphsurgery.steps.base import Comparison, InputStep
 from graphsurgery.tolerances import Tolerances, allowance_note, tie_tolerance, with_tolerances
 from graphsurgery.twins import (
     comparisons,
+    decoded_output,
     extra_input_names,
     input_steps,
     other_inputs,
     postprocess,
     preprocess,
+    run_in_model_batches,
     unpatched_outputs,
 )
 
@@ -155,7 +159,8 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
         raise GraphsurgeryError("the recipe's resize cannot learn the model's size: no input of the plain model is "
                                 "the recipe's input.target (or it has several and the recipe names none)",
                                 path=plain.path, fix="name the input to patch in input.target (inspect lists them)")
-    if boxes is not None and resizes:
+    crops_boxes = any(extra.name == "boxes" for step in steps for extra in step.extra_inputs())
+    if boxes is not None and resizes and not crops_boxes:
         raise GraphsurgeryError(
             "this recipe resizes whole images in the graph; boxes cut crops at the model's size",
             path=boxes,
@@ -173,7 +178,11 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
         )
         image_input, extras = patched_inputs(patched_path, extra_input_names(recipe), others)
         batch = image_input.shape[0] if isinstance(image_input.shape[0], int) else 1
-        if images is None:
+        if crops_boxes:  # whole images with person boxes: the graph cuts the crops
+            samples = (random_box_samples(random if random is not None else DEFAULT_RANDOM, image_input,
+                                          tensor.layout, seed) if images is None
+                       else box_image_samples(Path(images), boxes, image_input, tensor))
+        elif images is None:
             samples = random_caller_samples(random if random is not None else DEFAULT_RANDOM, image_input, recipe,
                                             facts, steps, extras, batch, seed)
         elif resizes:  # each image whole, at its own size; boxes from the whole image at the model's aspect
@@ -260,13 +269,13 @@ def _pairs(backends: list[str], ran: dict[str, str], unpatched: dict, patched: d
 def _run_unpatched(recipe: Recipe, facts: ModelFacts, backend: str, plain: Path, input_name: str,
                    other: dict[str, np.ndarray], samples: Samples, batch: int
                    ) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """The reference answers, and the plain model's raw output (what near ties are judged on). `other`: the plain
-    model's other inputs."""
+    """The reference answers, and the plain model's output as the decoding steps read it (what near ties are judged
+    on). `other`: the plain model's other inputs."""
     outputs, raws = [], []
     with open_runner(backend, plain) as run:
         for x, extras in chunks(samples, batch):
-            model_outputs = run({input_name: preprocess(recipe, x, facts), **other})
-            raws.append(model_outputs[facts.output_name])
+            model_outputs = run_in_model_batches(run, input_name, preprocess(recipe, x, facts, extras), other, facts)
+            raws.append(decoded_output(recipe, model_outputs[facts.output_name], facts, extras))
             outputs.append(unpatched_outputs(recipe, facts, model_outputs, extras))
     return _concat(outputs), np.concatenate(raws)
 
@@ -305,10 +314,10 @@ def heatmap_grid(recipe: Recipe, facts: ModelFacts, heatmaps: np.ndarray, extras
                  wanted: dict[str, Comparison]) -> dict[str, HeatmapGrid]:
     """How each coordinate output maps to heatmap cells, measured with the recipe's own numpy twins.
 
-    One-hot heatmaps shaped like the model's output, with the peak in the first cell, the last cell and the
-    middle one, are decoded by the output twins (with the same extra inputs); two answers give the per-axis scale
-    and offset, the third must agree (within 1e-4), else that output gets no grid. Single-peak maps are decoded
-    without refinement (the neighbours tie), so no knowledge of any particular step is needed here.
+    One-hot heatmaps shaped like the decoded output (`decoded_output`), with the peak in the first cell, the last
+    cell and the middle one, are decoded by the output twins (with the same extra inputs); two answers give the
+    per-axis scale and offset, the third must agree (within 1e-4), else that output gets no grid. Single-peak maps
+    are decoded without refinement (the neighbours tie), so no knowledge of any particular step is needed here.
     """
     names = [name for name, c in wanted.items() if c.kind == "coordinates"]
     if not names or heatmaps.ndim != 4:
@@ -319,7 +328,7 @@ def heatmap_grid(recipe: Recipe, facts: ModelFacts, heatmaps: np.ndarray, extras
     for label, (x, y) in corners.items():
         probe = np.zeros(heatmaps.shape, np.float32)
         probe[:, :, y, x] = 1.0
-        decoded[label] = postprocess(recipe, probe, facts, extras)
+        decoded[label] = postprocess(recipe, probe, facts, extras, decoded=True)
     span = np.array([max(w - 1, 1), max(h - 1, 1)], np.float64)
     grids = {}
     for name in names:
@@ -344,8 +353,13 @@ def resize_vs_opencv_report(steps: Sequence[InputStep], sample: np.ndarray, layo
     for index, step in enumerate(steps):
         compared = step.against_library(image)
         if compared is not None:
-            entries.append({"step": f"input.steps[{index}].{step.step_name}",
-                            "image": {"width": width, "height": height}, **compared})
+            entries.append(
+                {
+                    "step": f"input.steps[{index}].{step.step_name}",
+                    "image": {"width": width, "height": height},
+                    **compared,
+                }
+            )
     return entries
 
 
@@ -353,6 +367,8 @@ def _provenance_notes(patched: onnx.ModelProto, recipe: Recipe) -> list[str]:
     entries = provenance(patched)
     if entries and not recipe.made(entries[-1]):
         last = entries[-1]
-        return [f"the patched model was made with recipe {last.get('recipe')!r} "
-                f"(sha256 {str(last.get('recipe_sha256'))[:12]}…), not with this recipe"]
+        return [
+            f"the patched model was made with recipe {last.get('recipe')!r} "
+            f"(sha256 {str(last.get('recipe_sha256'))[:12]}…), not with this recipe"
+        ]
     return []

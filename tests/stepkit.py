@@ -50,7 +50,7 @@ def build_model(steps: Sequence[OutputStep], source: tuple[type, tuple], opset: 
     outputs = []
     for name in results:
         var = env[name]
-        identity = gs.Variable(name, dtype=var.dtype)
+        identity = gs.Variable(result_name(name), dtype=var.dtype)
         graph.nodes.append(gs.Node("Identity", name=f"result/{name}", inputs=[var], outputs=[identity]))
         outputs.append(identity)
     graph.outputs = outputs
@@ -61,6 +61,11 @@ def build_model(steps: Sequence[OutputStep], source: tuple[type, tuple], opset: 
     model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
     onnx.checker.check_model(model, full_check=True)
     return model
+
+
+def result_name(name: str) -> str:
+    """The graph output that carries result `name` ("output", which a step may rewrite, is taken by the input)."""
+    return "output_result" if name == "output" else name
 
 
 def model_facts(facts: dict | None) -> ModelFacts:
@@ -100,7 +105,7 @@ class Chain:
             options.intra_op_num_threads = 2
             self._ort = ort.InferenceSession(self.model.SerializeToString(), options,
                                              providers=["CPUExecutionProvider"])
-        return self._ort.run(list(self.results), feeds)
+        return self._ort.run([result_name(n) for n in self.results], feeds)
 
     def openvino(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         if self._ov is None:
@@ -113,7 +118,7 @@ class Chain:
                                                    {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 2})
         request = self._ov.create_infer_request()
         request.infer(feeds)
-        return [request.get_tensor(name).data.copy() for name in self.results]
+        return [request.get_tensor(result_name(name)).data.copy() for name in self.results]
 
     def twin(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         return reference(self.steps, feeds, self.results, self.facts)

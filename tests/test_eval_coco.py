@@ -173,3 +173,19 @@ def test_malformed_annotations_are_one_line_errors(coco_set, tmp_path, damage):
                                       "--images", str(images), "--backends", "onnxruntime"])
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert result.exit_code == 2 and len(lines) == 1 and "malformed" in lines[0], result.output
+
+
+def test_the_top_down_model_scores_as_its_unpatched_pipeline(coco_set, tmp_path, reference_ap):
+    """The graph crops the annotation boxes itself (image + boxes in): unpatched and patched score identical AP on
+    both backends. Without the flip test it is the crop recipe's AP: the in-graph crop is the authors' crop. (With
+    it, the AP drops: the synthetic detector tells joints apart by colour, not anatomy, so the mirrored crop's
+    left/right swap puts each joint's partner on top of it; a real network gains from it.)"""
+    annotations, images, plain = coco_set
+    topdown = CROP_RECIPE.parent / "hrnet_coco_topdown.yaml"
+    report = evaluate_coco(topdown, plain, annotations, images)
+    assert report, [p.stats for p in report.pipelines]
+    assert len(report.pipelines) == 4 and report.pipelines[0].stats[0] < reference_ap[0]
+    no_flip = tmp_path / "noflip.yaml"
+    no_flip.write_text(topdown.read_text().replace("    - flip_test: {}\n", "").replace("    - flip_average: {}\n", ""))
+    report = evaluate_coco(no_flip, plain, annotations, images, backends=("onnxruntime",))
+    assert report and report.pipelines[0].stats == reference_ap

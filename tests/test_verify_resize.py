@@ -115,7 +115,7 @@ def test_cli_reports_the_resize_against_opencv_as_informational(resnet, tmp_path
                                       "onnxruntime", "--json", str(out)])
     assert result.exit_code == 0, result.output
     text = " ".join(result.output.split())  # rich wraps at the terminal's width
-    assert "resize vs OpenCV (informational, not part of the verdict" in text
+    assert "input steps vs OpenCV (informational, not part of the verdict" in text
     assert "INTER_LINEAR" in text and "(4 images)" in text
     data = json.loads(out.read_text())
     assert data["sizes"] == [{"width": w, "height": h} for w, h in RESIZE_SIZES]

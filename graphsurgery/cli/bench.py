@@ -25,7 +25,8 @@ from graphsurgery.safeio import refuse_overwriting, write_text_atomically
               help="Untimed rounds first.")
 @threads_option
 @click.option("--batch", default=Settings.batch, show_default=True, type=click.IntRange(min=1),
-              help="Crops per inference (a batch > 1 needs a model with a dynamic batch).")
+              help="Crops per inference (a batch > 1 needs a model with a dynamic batch); person boxes per "
+                   "image for a recipe that crops them in the graph.")
 @click.option("--torch", "torch_spec", metavar="MODULE:FUNCTION",
               help=f"Also time PyTorch eager: FUNCTION() returns the nn.Module, e.g. {TORCH_EXAMPLE}.")
 @click.option("--throughput", is_flag=True,

@@ -208,9 +208,10 @@ def _tolerance(text: str) -> tuple[str, tuple[float, float]]:
 
 
 def _opencv_table(entries: list[dict]) -> Table:
-    """The resize steps against the closest `cv2.resize` call: what changed against an OpenCV pipeline."""
+    """The geometry steps against the closest OpenCV call (`cv2.resize`, `cv2.warpAffine`): what changed against an
+    OpenCV pipeline."""
     table = Table("step", "caller image", "OpenCV equivalent", "max |Δ|", "mean |Δ|",
-                  title="resize vs OpenCV (informational, not part of the verdict)", title_justify="left")
+                  title="input steps vs OpenCV (informational, not part of the verdict)", title_justify="left")
     for entry in entries:
         image = f"{entry['image']['width']}×{entry['image']['height']} {entry['image_dtype']}"
         table.add_row(entry["step"], image, entry["interpolation"], f"{entry['max_abs_diff']:.4g}",

@@ -114,6 +114,14 @@ class InputStep(Step):
     #: True for a step whose output size does not depend on its input's (resize): the caller's H × W are then
     #: free, and verify and bench feed images of several sizes
     frees_caller_size: ClassVar[bool] = False
+    #: True for a step whose output batch is not its input's (crop_boxes: one crop per box; flip_test: twice the
+    #: crops): the splice frees the model's batch dim
+    sets_batch: ClassVar[bool] = False
+
+    def extra_inputs(self) -> tuple[ExtraInput, ...]:
+        """Graph inputs this step needs besides the tensor it transforms (crop_boxes: `boxes`); `build` and
+        `reference` get each as a keyword argument of its name. The output steps see them too."""
+        return ()
 
     def output_size(self) -> tuple[int, int] | None:
         """(H, W) this step produces whatever it is fed (resize, once bound to the model); None for the others."""
@@ -149,6 +157,9 @@ class OutputStep(Step):
 
     side: ClassVar[str] = "output"
     reads: ClassVar[tuple[str, ...]] = ("output",)
+    #: True for a step that replaces "output" by what the decoding steps after it read (flip_average folds the
+    #: flip test's 2N heatmaps into N)
+    rewrites_output: ClassVar[bool] = False
 
     def writes(self) -> dict[str, Comparison]:
         """The names this step writes, each with how it is compared against the numpy twin."""

@@ -12,6 +12,7 @@ it; it is not a result (not in `writes()`), so it never becomes a graph output.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import TYPE_CHECKING, ClassVar, Literal
 
 import numpy as np
@@ -19,11 +20,12 @@ import onnx_graphsurgeon as gs
 from onnx import TensorProto
 from pydantic import Field, field_validator
 
-from graphsurgery.crops import PIXEL_STD, to_original
+from graphsurgery.crops import PIXEL_STD, box_to_center_scale, to_original
 from graphsurgery.emit import Emitter
 from graphsurgery.registry import register
 from graphsurgery.steps.base import EXACT, Comparison, Dim, ExtraInput, OutputStep, StepError
 from graphsurgery.steps.maxima import first_maximum
+from graphsurgery.steps.topdown import BOXES, box_center_scale
 
 if TYPE_CHECKING:  # model.py imports the recipe, which imports the steps
     from graphsurgery.model import ModelFacts
@@ -123,7 +125,7 @@ class HeatmapArgmax(OutputStep):
         if dtype is not None and dtype != np.float32:
             heatmaps = em.op("Cast", [heatmaps], {"to": TensorProto.FLOAT}, dtype=np.float32, shape=heatmaps.shape)
         f32 = np.float32
-        flat = em.op("Reshape", [heatmaps, em.const("shape", [0, 0, -1], np.int64)], dtype=f32)  # [N, K, H·W]
+        flat = em.op("Reshape", [heatmaps, em.const("shape", [0, 0, h * w], np.int64)], dtype=f32)  # [N, K, H·W]
         if self.method == "exact":
             maximum = first_maximum(em, flat, 3, h * w)                                          # [N, K, 1]
             found = em.op("Greater", [maximum.comparable, em.const("zero", 0.0, f32)], dtype=np.bool_)
@@ -209,7 +211,7 @@ class QuarterOffset(OutputStep):
         f32 = np.float32
         if h < 4 or w < 4:
             return {"keypoints": em.op("Identity", [keypoints], dtype=f32)}
-        flat = em.op("Reshape", [heatmaps, em.const("shape", [0, 0, -1], np.int64)], dtype=f32)  # [N, K, H·W]
+        flat = em.op("Reshape", [heatmaps, em.const("shape", [0, 0, h * w], np.int64)], dtype=f32)  # [N, K, H·W]
         pixel = em.op("Floor", [em.op("Add", [keypoints, em.const("half", 0.5, f32)], dtype=f32)], dtype=f32)
         # 1 < p < size-1 for both coordinates ⇔ max(|p − size/2| − (size/2 − 1)) < 0 (exact in float32)
         middle = em.const("middle", [w / 2, h / 2], f32)
@@ -278,11 +280,16 @@ class ToImage(OutputStep):
       authors' affine transform (it keeps the aspect). Compared within
       2e-3 px: float32 graph vs the authors' float64 differ by one float32
       ulp of the coordinates (2e-3 px is one ulp at 16384 px).
+    mode boxes: as original, with center and scale made in the graph from
+      the graph input `boxes` [N, 4] (COCO x, y, w, h in image pixels; the
+      one `crop_boxes` adds, or a new one), the authors' box → center/scale
+      at the model input's aspect (`input_size` or the model's).
     """
 
     step_name: ClassVar[str] = "to_image"
-    mode: Literal["crop", "original"] = Field(
-        description="crop: pixels of the model's input; original: image pixels via center/scale inputs")
+    mode: Literal["crop", "original", "boxes"] = Field(
+        description="crop: pixels of the model's input; original: image pixels via center/scale inputs; "
+                    "boxes: image pixels via the person boxes")
     input_size: tuple[int, int] | None = Field(
         default=None, description="(width, height) of the model input, for mode crop; default: the model's")
 
@@ -295,12 +302,14 @@ class ToImage(OutputStep):
 
     @property
     def reads(self) -> tuple[str, ...]:  # type: ignore[override]
-        return ("keypoints", "heatmaps") + (("center", "scale") if self.mode == "original" else ())
+        return ("keypoints", "heatmaps") + {"crop": (), "original": ("center", "scale"), "boxes": ("boxes",)}[self.mode]
 
     def writes(self) -> dict[str, Comparison]:
         return {"keypoints": EXACT if self.mode == "crop" else IMAGE_COMPARISON}
 
     def extra_inputs(self, batch: Dim) -> tuple[ExtraInput, ...]:
+        if self.mode == "boxes":
+            return (replace(BOXES, shape=(batch, 4)),)
         if self.mode != "original":
             return ()
         return (
@@ -308,11 +317,15 @@ class ToImage(OutputStep):
             ExtraInput("scale", np.float32, (batch, 2), "box size (w, h) / 200, per crop (authors' convention)"),
         )
 
-    def _ratio(self, facts: ModelFacts | None, hw: tuple[int, int]) -> np.ndarray:
+    def _input_size(self, facts: ModelFacts | None) -> tuple[int, int]:
         size = self.input_size or (facts.input_size if facts is not None else None)
         if size is None:
-            raise StepError("to_image mode crop needs the model's input size, which is not static",
+            raise StepError(f"to_image mode {self.mode} needs the model's input size, which is not static",
                             "give `input_size: [width, height]` to the to_image step")
+        return size
+
+    def _ratio(self, facts: ModelFacts | None, hw: tuple[int, int]) -> np.ndarray:
+        size = self._input_size(facts)
         h, w = hw
         return np.array([size[0] / w, size[1] / h], dtype=np.float32)
 
@@ -324,13 +337,18 @@ class ToImage(OutputStep):
         f32 = np.float32
         if self.mode == "crop":
             return {"keypoints": em.op("Mul", [keypoints, em.const("ratio", self._ratio(facts, (h, w)))], dtype=f32)}
-        for name in ("center", "scale"):
+        for name in self.reads[2:]:
             if name not in env:
-                raise StepError(f"to_image mode original needs the graph input {name!r}",
+                raise StepError(f"to_image mode {self.mode} needs the graph input {name!r}",
                                 "let the splice add it (it is declared by extra_inputs)")
-        scale_x = em.op("Gather", [env["scale"], em.const("first", [[0]], np.int64)], {"axis": 1}, dtype=f32)
+        if self.mode == "boxes":
+            width, height = self._input_size(facts)
+            center, scale = box_center_scale(em, env["boxes"], width / height)
+        else:
+            center, scale = env["center"], env["scale"]
+        scale_x = em.op("Gather", [scale, em.const("first", [[0]], np.int64)], {"axis": 1}, dtype=f32)
         s = em.op("Mul", [scale_x, em.const("pixels_per_cell", PIXEL_STD / w, f32)], dtype=f32)  # [N, 1, 1]
-        centre = em.unsqueeze(env["center"], [1], dtype=f32)                                      # [N, 1, 2]
+        centre = em.unsqueeze(center, [1], dtype=f32)                                             # [N, 1, 2]
         offset = em.op("Sub", [keypoints, em.const("heatmap_centre", [w / 2, h / 2], f32)], dtype=f32)
         return {"keypoints": em.op("Add", [em.op("Mul", [offset, s], dtype=f32), centre], dtype=f32)}
 
@@ -340,9 +358,16 @@ class ToImage(OutputStep):
         heatmap_height, heatmap_width = _heatmap_hw(env["heatmaps"].shape, "the heatmaps")
         if self.mode == "crop":
             return {"keypoints": coords * self._ratio(facts, (heatmap_height, heatmap_width))}
-        if env.get("center") is None or env.get("scale") is None:
-            raise StepError("to_image mode original needs the crops' center and scale",
-                            "pass `center` and `scale` [N, 2] arrays along with the model output")
-        center, scale = np.asarray(env["center"]), np.asarray(env["scale"])
+        if any(env.get(name) is None for name in self.reads[2:]):
+            raise StepError(f"to_image mode {self.mode} needs the crops' {' and '.join(self.reads[2:])}",
+                            "pass them ([N, 2] center and scale, or [N, 4] boxes) along with the model output")
+        if self.mode == "boxes":
+            width, height = self._input_size(facts)
+            pairs = [box_to_center_scale(box, width / height) for box in np.asarray(env["boxes"], np.float64)]
+            center = np.array([c for c, _ in pairs], np.float32).reshape(-1, 2)
+            scale = np.array([s for _, s in pairs], np.float32).reshape(-1, 2)
+        else:
+            center, scale = np.asarray(env["center"]), np.asarray(env["scale"])
         size = (heatmap_width, heatmap_height)
-        return {"keypoints": np.stack([to_original(coords[i], center[i], scale[i], size) for i in range(len(coords))])}
+        mapped = [to_original(coords[i], center[i], scale[i], size) for i in range(len(coords))]
+        return {"keypoints": np.stack(mapped) if mapped else np.zeros(coords.shape, np.float32)}

@@ -1,0 +1,401 @@
+"""Top-down pose in the graph: person crops cut from the whole image by boxes, and the flip test.
+
+The caller feeds the decoded image ([1, H, W, C], H and W free) and person boxes ([N, 4], COCO x, y, w, h in image
+pixels); `crop_boxes` turns each box into the HRNet authors' center/scale (`graphsurgery.crops`: padded to the
+model's aspect, × 1.25) and samples the crop bilinearly at the pixel centres its affine map gives, zero outside the
+image; `flip_test` batches the mirrored crops after the originals; `flip_average` (output side) flips their heatmaps
+back, swaps the left/right joints, shifts them one pixel and averages, as the authors' `validate` does; `to_image
+mode: boxes` maps keypoints back through the same boxes.
+
+The crop is plain float32 arithmetic and one Gather per neighbour (every opset from 9), so its twin can do the same
+operations in the same order. `cv2.warpAffine` (what the authors call) differs from it by design: it rounds the
+source position to 1/32 pixel and the result to uint8; `crop_vs_opencv` measures by how much.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar
+
+import numpy as np
+import onnx_graphsurgeon as gs
+from onnx import TensorProto
+from pydantic import Field, field_validator
+
+from graphsurgery.crops import PADDING, PIXEL_STD
+from graphsurgery.emit import Emitter, Tensor
+from graphsurgery.registry import register
+from graphsurgery.steps.base import Comparison, Dim, ExtraInput, InputStep, OutputStep, StepError, TensorSpec
+
+if TYPE_CHECKING:  # model.py imports the recipe, which imports the steps
+    from graphsurgery.model import ModelFacts
+
+#: The caller's boxes: one row per person, COCO (x, y, w, h) in image pixels. N may be 0.
+BOXES = ExtraInput("boxes", np.float32, ("N", 4), "person boxes (x, y, w, h) in image pixels, COCO style")
+#: COCO's left/right joint pairs (0-based: eyes, ears, shoulders, elbows, wrists, hips, knees, ankles)
+COCO_FLIP_PAIRS = ((1, 2), (3, 4), (5, 6), (7, 8), (9, 10), (11, 12), (13, 14), (15, 16))
+
+
+def padded_box(em: Emitter, boxes: Tensor, aspect: float) -> tuple[gs.Variable, gs.Variable]:
+    """center [N, 2] and padded size [N, 2] (pixels) of boxes [N, 4], float32, as the authors' `_xywh2cs` makes
+    them: the box grown to `aspect` (w / h) around its centre, before the × 1.25. Only Mul, Add and Max: no
+    Div, which a runtime may turn into a multiplication by the reciprocal (OpenVINO does: 1 ulp off)."""
+    f32 = np.float32
+    corner = em.op("Gather", [boxes, em.const("corner", [0, 1], np.int64)], {"axis": 1}, dtype=f32)
+    size = em.op("Gather", [boxes, em.const("size", [2, 3], np.int64)], {"axis": 1}, dtype=f32)
+    center = em.op("Add", [corner, em.op("Mul", [size, em.const("half", 0.5, f32)], dtype=f32)], dtype=f32)
+    # the side that is short for the aspect grows: w' = max(w, h·aspect), h' = max(h, w / aspect)
+    other = em.op("Gather", [size, em.const("swap", [1, 0], np.int64)], {"axis": 1}, dtype=f32)
+    grown = em.op("Mul", [other, em.const("aspect", [aspect, 1 / aspect], f32)], dtype=f32)
+    return center, em.op("Max", [size, grown], dtype=f32)
+
+
+def box_center_scale(em: Emitter, boxes: Tensor, aspect: float) -> tuple[gs.Variable, gs.Variable]:
+    """center [N, 2] and scale [N, 2] (the padded size × 1.25 / 200, the authors' units) of boxes [N, 4]."""
+    center, padded = padded_box(em, boxes, aspect)
+    return center, em.op("Mul", [padded, em.const("to_scale", PADDING / PIXEL_STD, np.float32)], dtype=np.float32)
+
+
+def padded_box_reference(boxes: np.ndarray, aspect: float) -> tuple[np.ndarray, np.ndarray]:
+    """`padded_box` in numpy, float32 in the graph's order (`crops.box_to_center_scale` is the authors' own, in
+    float64)."""
+    f32 = np.float32
+    boxes = np.asarray(boxes, f32).reshape(-1, 4)
+    size = boxes[:, 2:]
+    center = boxes[:, :2] + size * f32(0.5)
+    return center, np.maximum(size, size[:, ::-1] * np.array([aspect, 1 / aspect], f32))
+
+
+@register
+class CropBoxes(InputStep):
+    """Cut one crop per person box out of the whole image, in the graph.
+
+    Adds the graph input `boxes` [N, 4] float32 (COCO x, y, w, h in image
+    pixels; N free, 0 included). The tensor before it is the whole image,
+    float32 with a batch of 1 and any H × W, in either layout (put it after
+    `cast`; after `layout: {to: NCHW}` it is faster: each channel is then
+    sampled as one block); after it, N crops at the model's size (or
+    `size`), in the same layout. Each box becomes the HRNet authors' center
+    and scale (padded to the crop's aspect w/h, in units of 200 px, ×
+    1.25); crop pixel (i, j) samples the image at x = cx + (j − W/2)·s,
+    y = cy + (i − H/2)·s with s = scale_x·200 / W (rotation 0, as the
+    authors' affine map), by bilinear interpolation of the 4 neighbouring
+    pixels, each 0 outside the image (cv2's BORDER_CONSTANT):
+    Σ pixel·weight_y·weight_x, float32. With `round` (default) the result
+    is rounded half to even, as cv2.warpAffine rounds on a uint8 image
+    (OpenCV 5 samples at the exact position; 4.x rounded it to 1/32
+    pixel): the crop then equals cv2's on all but values a float32 ulp
+    from a half. verify reports the distance to cv2.warpAffine.
+    """
+
+    step_name: ClassVar[str] = "crop_boxes"
+    sets_batch: ClassVar[bool] = True
+    frees_caller_size: ClassVar[bool] = True
+    size: tuple[int, int] | None = Field(default=None, description="[height, width] of the crops; default: the model's")
+    round: bool = Field(default=True, description="round to integers, as cv2.warpAffine does on a uint8 image")
+
+    @field_validator("size")
+    @classmethod
+    def _positive(cls, value):
+        if value is not None and not all(0 < v <= 8192 for v in value):
+            raise ValueError("size is [height, width] in pixels, each between 1 and 8192")
+        return value
+
+    def extra_inputs(self) -> tuple[ExtraInput, ...]:
+        return (BOXES,)
+
+    def output_size(self) -> tuple[int, int] | None:
+        return self.size
+
+    def against_library(self, image: np.ndarray) -> dict | None:
+        return crop_vs_opencv(self, image)
+
+    @staticmethod
+    def _hw_axes(layout: str) -> tuple[int, int]:
+        return (2, 3) if layout == "NCHW" else (1, 2)
+
+    def spec_after(self, spec: TensorSpec) -> TensorSpec:
+        if spec.dtype != "float32":
+            raise StepError(f"crop_boxes cuts from a float32 image; the tensor is {spec.dtype} here",
+                            "put crop_boxes after `cast: {}`")
+        if self.size is None or len(spec.shape) != 4:
+            return spec
+        shape = ["N", *spec.shape[1:]]
+        (h_axis, w_axis), (h, w) = self._hw_axes(spec.layout), self.size
+        shape[h_axis], shape[w_axis] = h, w
+        return spec.with_(shape=tuple(shape))
+
+    def shape_before(self, shape_after: tuple[Dim, ...], spec_before: TensorSpec) -> tuple[Dim, ...]:
+        shape = [1, *shape_after[1:]]
+        h_axis, w_axis = self._hw_axes(spec_before.layout)
+        shape[h_axis], shape[w_axis] = "H", "W"
+        return tuple(shape)
+
+    def bind(self, shape_after: tuple[Dim, ...], spec_before: TensorSpec) -> CropBoxes:
+        model_hw = tuple(shape_after[axis] for axis in self._hw_axes(spec_before.layout))
+        fixed = all(isinstance(d, int) and d > 0 for d in model_hw)
+        if self.size is not None:
+            if fixed and model_hw != self.size:
+                raise StepError(f"crop_boxes size is {list(self.size)} but the model wants {list(model_hw)} (H, W)",
+                                f"set size to {list(model_hw)} or leave it out")
+            return self
+        if not fixed:
+            raise StepError("the model's input height and width are not static: crop_boxes does not know its size",
+                            "give it: `crop_boxes: {size: [height, width]}`")
+        return self.model_copy(update={"size": (int(model_hw[0]), int(model_hw[1]))})
+
+    def _size(self) -> tuple[int, int]:
+        if self.size is None:
+            raise StepError("crop_boxes does not know its size", "give it: `crop_boxes: {size: [height, width]}`")
+        return self.size
+
+    def _offsets(self) -> tuple[np.ndarray, np.ndarray]:
+        """Crop pixel positions relative to the crop's centre, in crop pixels, and the crop's width (s's divisor)."""
+        h, w = self._size()
+        return np.arange(h, dtype=np.float32) - np.float32(h / 2), np.arange(w, dtype=np.float32) - np.float32(w / 2)
+
+    def build(self, em: Emitter, x: gs.Variable, spec: TensorSpec, boxes: gs.Variable | None = None) -> gs.Variable:
+        h, w = self._size()
+        channel_axis = 1 if spec.layout == "NCHW" else 3
+        channels = spec.shape[channel_axis] if len(spec.shape) == 4 else None
+        if not isinstance(channels, int):
+            raise StepError("crop_boxes needs the image's channel count to be static", "declare 3 channels")
+        f32, i64 = np.float32, np.int64
+        h_axis, w_axis = self._hw_axes(spec.layout)
+        shape = em.op("Shape", [x], dtype=i64, shape=[4])
+        image_h = em.op("Gather", [shape, em.const("h_axis", h_axis, i64)], {"axis": 0}, dtype=i64, shape=[])
+        image_w = em.op("Gather", [shape, em.const("w_axis", w_axis, i64)], {"axis": 0}, dtype=i64, shape=[])
+        # NCHW: [C, H·W], each channel a block that the [N, h, w] weights multiply whole; NHWC: [H·W, C]
+        nchw = spec.layout == "NCHW"
+        pixels = em.op("Reshape", [x, em.const("pixels", [channels, -1] if nchw else [-1, channels], i64)], dtype=f32)
+        center, padded = padded_box(em, boxes, w / h)
+        padded_w = em.op("Gather", [padded, em.const("padded_w", [0], i64)], {"axis": 1}, dtype=f32)  # [N, 1]
+        step = em.op("Mul", [padded_w, em.const("per_crop_pixel", PADDING / w, f32)], dtype=f32)  # image px
+        dy, dx = self._offsets()
+        axes = []
+        for index, (offsets, bound) in enumerate(((dx, image_w), (dy, image_h))):
+            c = em.op("Gather", [center, em.const("axis", [index], i64)], {"axis": 1}, dtype=f32)  # [N, 1]
+            at = em.op("Add", [c, em.op("Mul", [em.const("offsets", offsets[None]), step], dtype=f32)], dtype=f32)
+            low = em.op("Floor", [at], dtype=f32)
+            fraction = em.op("Sub", [at, low], dtype=f32)
+            keep = em.op("Sub", [em.const("one", 1.0, f32), fraction], dtype=f32)
+            limit = em.op("Cast", [bound], {"to": TensorProto.FLOAT}, dtype=f32, shape=[])
+            # each neighbour's weight along this axis, 0 where it is outside the image (the zero border)
+            axes.append([self._neighbour(em, low, shift, limit, weight)
+                         for shift, weight in ((0.0, keep), (1.0, fraction))])
+        columns, rows = axes
+        # crop = Σ pixel[row, column]·weight_y·weight_x over the 4 neighbours: NCHW [C, N, h, w] by [N, h, w],
+        # NHWC [N, h, w, C] by [N, h, w, 1]
+        crops = None
+        for weight_y, y_at in rows:
+            offset = em.op("Mul", [em.unsqueeze(y_at, [2], dtype=i64), image_w], dtype=i64)        # [N, h, 1]
+            for weight_x, x_at in columns:
+                index = em.op("Add", [offset, em.unsqueeze(x_at, [1], dtype=i64)], dtype=i64)     # [N, h, w]
+                weight = em.op("Mul", [em.unsqueeze(weight_y, [2], dtype=f32), em.unsqueeze(weight_x, [1], dtype=f32)],
+                               dtype=f32)                                                          # [N, h, w]
+                values = em.op("Gather", [pixels, index], {"axis": 1 if nchw else 0}, dtype=f32)
+                term = em.op("Mul", [values, weight if nchw else em.unsqueeze(weight, [3], dtype=f32)], dtype=f32)
+                crops = term if crops is None else em.op("Add", [crops, term], dtype=f32)
+        if self.round:
+            crops = em.round(crops, dtype=f32)
+        if nchw:
+            crops = em.op("Transpose", [crops], {"perm": [1, 0, 2, 3]}, dtype=f32)
+        crops.shape = [BOXES.shape[0], channels, h, w] if nchw else [BOXES.shape[0], h, w, channels]
+        return crops
+
+    @staticmethod
+    def _neighbour(em: Emitter, low: gs.Variable, shift: float, limit: gs.Variable, weight: gs.Variable
+                   ) -> tuple[gs.Variable, gs.Variable]:
+        """(weight, int64 position) of the neighbour `low + shift`: weight 0 and position 0 where it is outside the
+        image (or NaN), so the cast to integers never sees a value out of range."""
+        f32 = np.float32
+        at = em.op("Add", [low, em.const("shift", shift, f32)], dtype=f32) if shift else low
+        inside = em.op("And", [em.op("Greater", [at, em.const("minus_one", -1.0, f32)], dtype=np.bool_),
+                               em.op("Less", [at, limit], dtype=np.bool_)], dtype=np.bool_)
+        # NaN compares false everywhere but on OpenVINO with AVX-512 (Greater(NaN, x) is true there): test it
+        inside = em.op("And", [inside, em.op("Not", [em.op("IsNaN", [at], dtype=np.bool_)], dtype=np.bool_)],
+                       dtype=np.bool_)
+        zero = em.const("zero", 0.0, f32)
+        safe = em.op("Where", [inside, at, zero], dtype=f32)
+        return (em.op("Where", [inside, weight, zero], dtype=f32),
+                em.op("Cast", [safe], {"to": TensorProto.INT64}, dtype=np.int64))
+
+    def reference(self, x: np.ndarray, spec: TensorSpec, boxes: np.ndarray | None = None) -> np.ndarray:
+        if boxes is None:
+            raise StepError("crop_boxes needs the person boxes", "pass `boxes` [N, 4] with the image")
+        if x.shape[0] != 1:
+            raise StepError(f"crop_boxes cuts from one image; got a batch of {x.shape[0]}", "feed one image")
+        nchw = spec.layout == "NCHW"
+        image = np.asarray(np.transpose(x[0], (1, 2, 0)) if nchw else x[0], np.float32)
+        image_h, image_w, channels = image.shape
+        pixels = image.reshape(-1, channels)
+        h, w = self._size()
+        center, padded = padded_box_reference(boxes, w / h)
+        step = padded[:, :1] * np.float32(PADDING / w)
+        dy, dx = self._offsets()
+        axes = []
+        for index, (offsets, bound) in enumerate(((dx, image_w), (dy, image_h))):
+            at = center[:, index:index + 1] + offsets[None] * step
+            low = np.floor(at)
+            fraction = at - low
+            neighbours = []
+            for shift, weight in ((0.0, np.float32(1.0) - fraction), (1.0, fraction)):
+                near = low + np.float32(shift)
+                with np.errstate(invalid="ignore"):
+                    inside = (near > -1) & (near < bound) & ~np.isnan(near)
+                neighbours.append((np.where(inside, weight, np.float32(0)), np.where(inside, near, 0).astype(np.int64)))
+            axes.append(neighbours)
+        columns, rows = axes
+        crops = None
+        for weight_y, y_at in rows:
+            for weight_x, x_at in columns:
+                index = y_at[:, :, None] * image_w + x_at[:, None, :]
+                term = pixels[index] * (weight_y[:, :, None] * weight_x[:, None, :])[..., None]
+                crops = term if crops is None else crops + term
+        crops = np.round(crops) if self.round else crops
+        return np.ascontiguousarray(np.transpose(crops, (0, 3, 1, 2)) if nchw else crops, dtype=np.float32)
+
+
+@register
+class FlipTest(InputStep):
+    """Add the mirrored crops after the originals: the authors' flip test.
+
+    N crops become 2N: first the crops as they are, then each mirrored
+    left-right (in either layout). Pair it with `flip_average` on the
+    output side, which folds the 2N heatmaps back into N. The model runs
+    on twice the crops: about twice the time.
+    """
+
+    step_name: ClassVar[str] = "flip_test"
+    sets_batch: ClassVar[bool] = True
+
+    def spec_after(self, spec: TensorSpec) -> TensorSpec:
+        return spec.with_(shape=("2N", *spec.shape[1:])) if len(spec.shape) == 4 else spec
+
+    def shape_before(self, shape_after: tuple[Dim, ...], spec_before: TensorSpec) -> tuple[Dim, ...]:
+        return ("N", *shape_after[1:])
+
+    @staticmethod
+    def _w_axis(spec: TensorSpec) -> int:
+        return 3 if spec.layout == "NCHW" else 2
+
+    def build(self, em: Emitter, x: gs.Variable, spec: TensorSpec) -> gs.Variable:
+        width = spec.shape[self._w_axis(spec)] if len(spec.shape) == 4 else None
+        if not isinstance(width, int):
+            raise StepError("flip_test needs the crops' width to be static", "put it after `crop_boxes` or resize")
+        mirrored = em.op("Gather", [x, em.const("mirror", np.arange(width - 1, -1, -1, dtype=np.int64))],
+                         {"axis": self._w_axis(spec)}, dtype=x.dtype)
+        return em.op("Concat", [x, mirrored], {"axis": 0}, dtype=x.dtype, shape=["2N", *spec.shape[1:]])
+
+    def reference(self, x: np.ndarray, spec: TensorSpec) -> np.ndarray:
+        return np.concatenate([x, np.flip(x, self._w_axis(spec))])
+
+
+@register
+class FlipAverage(OutputStep):
+    """Fold the flip test's 2N heatmaps back into N: the authors' flip_back, shift and average.
+
+    Reads "output" [2N, K, H, W] (the crops, then their mirrors, as
+    `flip_test` batches them) and writes "output" [N, K, H, W], so the
+    decoding steps after it see one set of heatmaps per crop. The mirrored
+    heatmaps are flipped back left-right, each joint of `pairs` swapped with
+    its partner (COCO's left/right pairs by default), shifted one pixel to
+    the right when `shift` (the authors' SHIFT_HEATMAP: column j takes
+    column j − 1, column 0 keeps its own), then averaged with the originals:
+    (a + b)·0.5, float32 as the authors' torch code.
+    """
+
+    step_name: ClassVar[str] = "flip_average"
+    reads: ClassVar[tuple[str, ...]] = ("output",)
+    rewrites_output: ClassVar[bool] = True
+    pairs: tuple[tuple[int, int], ...] = Field(default=COCO_FLIP_PAIRS, max_length=1024,
+                                               description="0-based joint pairs swapped by the flip (default COCO)")
+    shift: bool = Field(default=True, description="shift the flipped-back heatmaps one pixel (SHIFT_HEATMAP)")
+
+    @field_validator("pairs")
+    @classmethod
+    def _disjoint(cls, pairs):
+        joints = [j for pair in pairs for j in pair]
+        if any(j < 0 for j in joints) or len(set(joints)) != len(joints):
+            raise ValueError("pairs are 0-based joint indices, each joint in at most one pair")
+        return pairs
+
+    def writes(self) -> dict[str, Comparison]:
+        return {}
+
+    def _joint_order(self, joints: int) -> np.ndarray:
+        if any(j >= joints for pair in self.pairs for j in pair):
+            raise StepError(f"flip_average pairs name joints beyond the model's {joints}",
+                            "give pairs of joint indices below the number of heatmaps")
+        order = np.arange(joints)
+        for a, b in self.pairs:
+            order[a], order[b] = b, a
+        return order
+
+    def _columns(self, width: int) -> np.ndarray:
+        """Which column of the mirrored map each column of the result reads: flipped back, then shifted."""
+        back = np.arange(width - 1, -1, -1)
+        return np.concatenate([back[:1], back[:-1]]) if self.shift else back
+
+    def build(self, em: Emitter, env: dict[str, gs.Variable], facts: ModelFacts | None = None
+              ) -> dict[str, gs.Variable]:
+        heatmaps = env["output"]
+        shape = heatmaps.shape
+        if shape is None or len(shape) != 4 or not all(isinstance(d, int) for d in shape[1:]):
+            raise StepError(f"flip_average needs heatmaps [2N, K, H, W] with static K, H, W; the output is "
+                            f"{list(shape or [])}", "set output.target to the heatmap output")
+        joints, h, w = shape[1:]
+        f32, i64 = np.float32, np.int64
+        # two equal halves (also when N = 0, which a Reshape to [2, -1, ...] cannot express)
+        original, mirrored = em.op("Split", [heatmaps], {"axis": 0, **({"num_outputs": 2} if em.opset >= 18 else {})},
+                                   dtype=f32, num_outputs=2)
+        mirrored.dtype = f32
+        swapped = em.op("Gather", [mirrored, em.const("joints", self._joint_order(joints).astype(i64))], {"axis": 1},
+                        dtype=f32)
+        back = em.op("Gather", [swapped, em.const("columns", self._columns(w).astype(i64))], {"axis": 3}, dtype=f32)
+        average = em.op("Mul", [em.op("Add", [original, back], dtype=f32), em.const("half", 0.5, f32)], dtype=f32)
+        average.shape = ["N", joints, h, w]
+        return {"output": average}
+
+    def reference(self, env: dict[str, np.ndarray], facts: ModelFacts | None = None) -> dict[str, np.ndarray]:
+        output = np.asarray(env["output"], np.float32)
+        if output.ndim != 4 or output.shape[0] % 2:
+            raise StepError(f"flip_average needs an even batch of heatmaps; got {list(output.shape)}",
+                            "put `flip_test` last among the input steps")
+        self._joint_order(output.shape[1])
+        half = output.shape[0] // 2
+        original = output[:half]
+        # the authors' flip_back, then SHIFT_HEATMAP, then the average (on a copy: the model's output stays intact)
+        output_flipped = output[half:, :, :, ::-1].copy()
+        for a, b in self.pairs:
+            tmp = output_flipped[:, a, :, :].copy()
+            output_flipped[:, a, :, :] = output_flipped[:, b, :, :]
+            output_flipped[:, b, :, :] = tmp
+        if self.shift:
+            output_flipped[:, :, :, 1:] = output_flipped.copy()[:, :, :, 0:-1]
+        return {"output": ((original + output_flipped) * np.float32(0.5)).astype(np.float32)}
+
+
+def crop_vs_opencv(step: CropBoxes, image: np.ndarray) -> dict:
+    """How far the step's crop is from the authors' `cv2.warpAffine` (INTER_LINEAR, zero border) on one H×W×C
+    image, for the whole-image box: the step's numpy twin (which the graph matches) against OpenCV on the image in
+    its own dtype, in the image's units. The step must know its size (bound to the model, or `size` given)."""
+    import cv2
+
+    from graphsurgery.crops import affine_transform, box_to_center_scale, whole_image_box
+
+    h, w = step._size()
+    hwc = image.reshape(*image.shape[:2], -1)
+    box = whole_image_box(hwc)
+    center, scale = box_to_center_scale(box, w / h)
+    theirs = cv2.warpAffine(hwc, affine_transform(center, scale, (w, h)), (w, h), flags=cv2.INTER_LINEAR)
+    spec = TensorSpec("float32", "NHWC", "BGR", (1, *hwc.shape))
+    ours = step.reference(hwc[None].astype(np.float32), spec, boxes=np.array([box], np.float32))[0]
+    difference = np.abs(ours.astype(np.float64) - theirs.reshape(ours.shape))
+    return {
+        "opencv": f"cv2.warpAffine(image, get_affine_transform(center, scale, 0, ({w}, {h})), ({w}, {h}), "
+                  f"flags=cv2.INTER_LINEAR) for the whole-image box",
+        "interpolation": "warpAffine INTER_LINEAR",
+        "image_dtype": str(image.dtype),
+        "max_abs_diff": float(difference.max()),
+        "mean_abs_diff": float(difference.mean()),
+    }

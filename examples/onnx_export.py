@@ -25,9 +25,11 @@ def check_request(path: Path, opset: int) -> None:
         raise GraphsurgeryError("output directory does not exist", path=path, fix="create it first")
 
 
-def export_plain(model, path: Path, input_size: tuple[int, int], output_name: str, opset: int,
+def export_plain(model, path: Path, input_size: tuple[int, int], output_name: str | tuple[str, ...], opset: int,
                  dynamic_batch: bool) -> Path:
-    """Export `model` ([1|N,3,H,W] `input` -> `output_name`) to `path`; no reader ever sees half a file."""
+    """Export `model` ([1|N,3,H,W] `input` -> `output_name`, or several outputs) to `path`; no reader ever sees half
+    a file."""
+    outputs = [output_name] if isinstance(output_name, str) else list(output_name)
     import onnx
     import torch
 
@@ -46,8 +48,8 @@ def export_plain(model, path: Path, input_size: tuple[int, int], output_name: st
                 dynamo=False,
                 opset_version=opset,
                 input_names=[INPUT_NAME],
-                output_names=[output_name],
-                dynamic_axes={INPUT_NAME: {0: "N"}, output_name: {0: "N"}} if dynamic_batch else None,
+                output_names=outputs,
+                dynamic_axes={name: {0: "N"} for name in [INPUT_NAME, *outputs]} if dynamic_batch else None,
             )
         onnx.checker.check_model(tmp)
         os.replace(tmp, path)

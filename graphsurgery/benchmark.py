@@ -77,16 +77,17 @@ class Workload:
     patched_input: str
     other: dict[str, np.ndarray]  # the plain model's other inputs, which the patched model keeps (twins.other_inputs)
 
-    def plain_pass(self, infer: Callable[[np.ndarray], np.ndarray]) -> Callable[[], tuple[int, int]]:
+    def plain_pass(self, infer: Callable[[np.ndarray], dict[str, np.ndarray]]) -> Callable[[], tuple[int, int]]:
         """numpy twins around the plain model; returns a pass timing (model-only ns, end-to-end ns)."""
 
         def timed() -> tuple[int, int]:
             start = time.perf_counter_ns()
             x = twins.preprocess(self.recipe, self.crop, self.facts, self.extras)
             before = time.perf_counter_ns()
-            y = infer(x)
+            outputs = infer(x)
             after = time.perf_counter_ns()
-            twins.postprocess(self.recipe, y, self.facts, self.extras)
+            twins.postprocess(self.recipe, outputs[self.facts.output_name], self.facts,
+                              {**self.extras, **twins.target_inputs(self.facts, outputs)})
             return after - before, time.perf_counter_ns() - start
 
         return timed
@@ -109,7 +110,8 @@ class Workload:
             feeds = ({self.plain_input: twins.preprocess(self.recipe, self.crop, self.facts, self.extras),
                       **self.other} for _ in range(n))
             for outputs in stream(feeds):
-                twins.postprocess(self.recipe, outputs[self.facts.output_name], self.facts, self.extras)
+                twins.postprocess(self.recipe, outputs[self.facts.output_name], self.facts,
+                                  {**self.extras, **twins.target_inputs(self.facts, outputs)})
 
         return burst
 
@@ -263,7 +265,7 @@ def _pipelines(work: Workload, plain: Path, patched: Path, settings: Settings, t
                                                          spin=False))
                 if variant == "plain":
                     run = work.plain_pass(lambda x, runner=runner: twins.run_in_model_batches(
-                        runner, work.plain_input, x, work.other, work.facts)[work.facts.output_name])
+                        runner, work.plain_input, x, work.other, work.facts))
                 else:
                     run = work.patched_pass(runner)
                 run = _repeat(run) if settings.throughput else run
@@ -289,9 +291,9 @@ def _torch_pipeline(work: Workload, network, threads: int, throughput: bool) -> 
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
 
-    def infer(x: np.ndarray) -> np.ndarray:
+    def infer(x: np.ndarray) -> dict[str, np.ndarray]:
         with torch.inference_mode():
-            return network(torch.from_numpy(x)).numpy()
+            return {work.facts.output_name: network(torch.from_numpy(x)).numpy()}
 
     run = work.plain_pass(infer)
     try:

@@ -43,7 +43,7 @@ from graphsurgery.samples import (
     plain_input,
     tensor_facet,
 )
-from graphsurgery.twins import extra_input_names, postprocess, preprocess, run_in_model_batches
+from graphsurgery.twins import extra_input_names, postprocess, preprocess, run_in_model_batches, target_inputs
 
 STAT_NAMES = ("AP", "AP .50", "AP .75", "AP (M)", "AP (L)", "AR", "AR .50", "AR .75", "AR (M)", "AR (L)")
 KEYPOINTS, SCORES = "keypoints", "scores"
@@ -152,7 +152,8 @@ def evaluate_coco(recipe: str | Path | Recipe, plain_model: str | Path, annotati
             elif kind == "unpatched":
                 answers, precision = _run(
                     backend, plain.path, people, caller, lambda x, _: {plain_name: preprocess(recipe, x, facts)},
-                    lambda outputs, more: _named(postprocess(recipe, outputs[facts.output_name], facts, more), recipe),
+                    lambda outputs, more: _named(postprocess(recipe, outputs[facts.output_name], facts, {
+                        **more, **target_inputs(facts, outputs)}), recipe),
                     extras, advance)
             else:
                 answers, precision = _run(backend, patched_path, people, caller,

@@ -87,7 +87,8 @@ class ModelFacts:
     output_producer: str | None
     output_name: str
     input_shape: tuple[Dim, ...] | None = None  # the patched input's model-side shape (what input steps bind to)
-    other_outputs: tuple[str, ...] = ()  # the model's outputs besides output_name: the splice passes them through
+    other_outputs: tuple[str, ...] = ()  # the model's outputs the steps do not read: the splice passes them through
+    targets: tuple[str, ...] = ()  # every output the steps read, output_name first (output.target as a list)
 
     @classmethod
     def of(cls, proto: onnx.ModelProto, recipe: Recipe) -> ModelFacts:
@@ -102,6 +103,7 @@ class ModelFacts:
             nhwc = recipe.input is not None and recipe.input.model.layout == "NHWC"
             h, w = shape[1:3] if nhwc else shape[2:]
             size = (w, h) if isinstance(w, int) and isinstance(h, int) else None
-        target = (recipe.output.target if recipe.output else None) or graph.output[0].name
-        producer = output_producer(proto, target)
-        return cls(size, producer, target, shape, tuple(o.name for o in graph.output if o.name != target))
+        targets = (recipe.output.targets() if recipe.output else None) or (graph.output[0].name,)
+        producer = output_producer(proto, targets[0])
+        return cls(size, producer, targets[0], shape, tuple(o.name for o in graph.output if o.name not in targets),
+                   targets)

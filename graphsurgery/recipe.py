@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -31,6 +31,7 @@ from graphsurgery.yamlsource import YamlPath, dotted, line_of, read_yaml
 
 MAX_RECIPE_BYTES = 1_000_000
 TENSOR_NAME = r"^[^\x00-\x1f]{1,256}$"
+TensorName = Annotated[str, Field(pattern=TENSOR_NAME)]
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -84,9 +85,10 @@ class InputSection(_Frozen):
 
 
 class OutputSection(_Frozen):
-    target: str | None = Field(
-        default=None, pattern=TENSOR_NAME, description="model output to patch; default: the single output"
-    )
+    target: TensorName | tuple[TensorName, ...] | None = Field(
+        default=None,
+        description="model output to patch, or a list of them (SimCC's simcc_x, simcc_y: each is then also "
+                    "readable by its name); default: the single output")
     steps: tuple[OutputStep, ...] = Field(min_length=1)
     names: dict[str, str] = Field(
         default_factory=dict,
@@ -108,6 +110,17 @@ class OutputSection(_Frozen):
             if not value or len(value) > 256:
                 raise ValueError(f"output name {value!r} must have 1 to 256 characters")
         return names
+
+    @field_validator("target")
+    @classmethod
+    def _distinct_targets(cls, target):
+        if isinstance(target, tuple) and (not target or len(set(target)) != len(target) or len(target) > 16):
+            raise ValueError("a list of targets names 1 to 16 different model outputs")
+        return target
+
+    def targets(self) -> tuple[str, ...] | None:
+        """The model outputs the steps read, first one "output" (None: the model's single output)."""
+        return (self.target,) if isinstance(self.target, str) else self.target
 
     def output_names(self) -> dict[str, str]:
         """Result key → graph output name, defaults filled in."""

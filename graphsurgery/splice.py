@@ -22,6 +22,9 @@ from graphsurgery.model import PROVENANCE_KEY, ModelFacts, model_opset, openvino
 from graphsurgery.recipe import InputSection, OutputSection, Recipe
 from graphsurgery.steps.base import Dim, ExtraInput, InputStep, StepError, TensorSpec
 
+#: the environment keys the output steps write or read besides the model outputs: a model output listed in
+#: output.target cannot take one of these names
+RESERVED_KEYS = {"output", "keypoints", "scores", "heatmaps", "indices", "probabilities", "boxes", "center", "scale"}
 DTYPE_NAMES = {np.dtype(np.float32): "float32", np.dtype(np.float16): "float16", np.dtype(np.uint8): "uint8"}
 
 
@@ -281,10 +284,19 @@ def _check_reaches_model(spec: TensorSpec, section: InputSection, dtype: str, sh
 
 def _splice_output(section: OutputSection, graph: gs.Graph, em: Emitter, plan: SplicePlan, model_name: str,
                    facts: ModelFacts, extras: dict[str, gs.Variable]):
-    target_name = _pick([v.name for v in graph.outputs], section.target, "output", "output.target", model_name)
-    target = next(v for v in graph.outputs if v.name == target_name)
-    plan.output_target = target_name
+    names = [v.name for v in graph.outputs]
+    wanted = section.targets() or (None,)
+    target_names = [_pick(names, name, "output", "output.target", model_name) for name in wanted]
+    targets = [next(v for v in graph.outputs if v.name == name) for name in target_names]
+    target = targets[0]
+    plan.output_target = ", ".join(target_names)
     env: dict = {"output": target, **extras}
+    if len(targets) > 1:  # each readable by its name too (simcc_decode reads simcc_x and simcc_y)
+        taken = [name for name in target_names if name in RESERVED_KEYS or name in env]
+        if taken:
+            raise ModelError(f"output.target names {taken}, which the steps use for their own tensors",
+                             path=model_name, fix="rename the model output(s) before patching")
+        env.update(zip(target_names, targets))
     batch = target.shape[0] if target.shape else None
     for index, step in enumerate(section.steps):
         where = f"output.steps[{index}].{step.step_name}"
@@ -308,14 +320,16 @@ def _splice_output(section: OutputSection, graph: gs.Graph, em: Emitter, plan: S
                              fix=f"choose another name under output.names.{key}")
         var.name = name
         new_outputs.append(var)
-    # the results take the patched output's place; every other model output passes through unchanged
-    others = [v for v in graph.outputs if v is not target]
+    # the results take the (first) patched output's place; every other model output passes through unchanged
+    patched = {id(t) for t in targets}
+    others = [v for v in graph.outputs if id(v) not in patched]
     position = graph.outputs.index(target)
-    replaced = new_outputs + ([target] if section.keep_original else [])
-    graph.outputs = graph.outputs[:position] + replaced + graph.outputs[position + 1:]
+    kept = [v for v in graph.outputs if id(v) in patched] if section.keep_original else []
+    graph.outputs = [v for v in graph.outputs[:position] if id(v) not in patched] + new_outputs + kept + [
+        v for v in graph.outputs[position + 1:] if id(v) not in patched]
     plan.outputs_added = [v.name for v in new_outputs]
-    plan.outputs_kept = [v.name for v in others] + ([target.name] if section.keep_original else [])
-    plan.outputs_removed = [] if section.keep_original else [target.name]
+    plan.outputs_kept = [v.name for v in others] + [v.name for v in kept]
+    plan.outputs_removed = [] if section.keep_original else [t.name for t in targets]
     plan.nodes += [n.name for n in graph.nodes if n.name.startswith(em.prefix + "/")]
 
 

@@ -7,6 +7,7 @@ recipe: each step's `reference` is an independent numpy implementation of what i
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -61,8 +62,14 @@ def postprocess(recipe: Recipe, output: np.ndarray, facts: ModelFacts, extras: d
     env = _output_env(recipe, output, facts, extras, decoded)
     results = {name: env[key] for key, name in recipe.output.output_names().items()}
     if recipe.output.keep_original:
+        results.update({name: env[name] for name in facts.targets[1:]})
         results[facts.output_name] = output
     return results
+
+
+def target_inputs(facts: ModelFacts, model_outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The model outputs the steps read by name, when output.target lists several (postprocess's extras)."""
+    return {name: model_outputs[name] for name in facts.targets} if len(facts.targets) > 1 else {}
 
 
 def _output_env(recipe: Recipe, output: np.ndarray, facts: ModelFacts, extras: dict[str, np.ndarray] | None,
@@ -103,6 +110,7 @@ def unpatched_outputs(recipe: Recipe, facts: ModelFacts, model_outputs: dict[str
     """The unpatched pipeline's answers from all of the plain model's outputs: the output twins on the patched one,
     every other output as it is (the patched model passes them through unchanged)."""
     passed = {name: model_outputs[name] for name in facts.other_outputs}
+    extras = {**(extras or {}), **target_inputs(facts, model_outputs)}
     return {**passed, **postprocess(recipe, model_outputs[facts.output_name], facts, extras)}
 
 
@@ -115,17 +123,22 @@ def run_unpatched(recipe: Recipe, facts: ModelFacts, run_plain: Callable[[np.nda
 
 def comparisons(recipe: Recipe, facts: ModelFacts) -> dict[str, Comparison]:
     """How each patched-model output is compared: as declared by the last step that wrote it; the model's own
-    outputs (passed through, or kept) as floats."""
+    outputs (passed through, or kept) as floats. Coordinates keep the largest atol any step declared on the way
+    (a refinement's 1e-3 cells stays allowed after an exact `to_image`; in its pixels, so no looser)."""
     result: dict[str, Comparison] = dict.fromkeys(facts.other_outputs, DEFAULT_FLOAT)
     if recipe.output is None:
         return {**result, facts.output_name: DEFAULT_FLOAT}
     declared: dict[str, Comparison] = {}
     for step in recipe.output.steps:
-        declared.update(step.writes())
+        for key, comparison in step.writes().items():
+            before = declared.get(key)
+            if before is not None and before.kind == comparison.kind == "coordinates" and before.atol > comparison.atol:
+                comparison = replace(comparison, atol=before.atol)
+            declared[key] = comparison
     for key, name in recipe.output.output_names().items():
         result[name] = declared[key]
     if recipe.output.keep_original:
-        result[facts.output_name] = DEFAULT_FLOAT
+        result.update(dict.fromkeys(facts.targets or (facts.output_name,), DEFAULT_FLOAT))
     return result
 
 

@@ -1,7 +1,8 @@
 """Export a zoo architecture to a plain ONNX model (no processing inside), with seeded stand-in weights.
 
 Classifiers: `input` float32 [1|N,3,224,224] -> `logits` [.,1000]. Pose: `input` [.,3,384,288] -> `heatmaps`
-[.,17,96,72]. The export itself (TorchScript exporter, atomic write) is examples/onnx_export.py.
+[.,17,96,72]. SimCC: `input` [.,3,256,192] -> `simcc_x` [.,17,384] and `simcc_y` [.,17,512]. The export itself
+(TorchScript exporter, atomic write) is examples/onnx_export.py.
 
     python examples/zoo/export.py resnet -o resnet.onnx
     python examples/zoo/export.py simplebaseline --opset 11 --dynamic-batch -o simplebaseline.onnx
@@ -21,7 +22,7 @@ from graphsurgery.errors import GraphsurgeryError
 from examples.onnx_export import INPUT_NAME, OPSETS, check_request, export_plain
 from examples.zoo.models import PRESETS, build_zoo_model
 
-OUTPUT_NAMES = {"classifier": "logits", "pose": "heatmaps"}
+OUTPUT_NAMES = {"classifier": ("logits",), "pose": ("heatmaps",), "simcc": ("simcc_x", "simcc_y")}
 
 
 def export_zoo(path: str | Path, name: str = "resnet", opset: int = 17, dynamic_batch: bool = False,
@@ -48,11 +49,11 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     config = PRESETS[args.name]
     batch, (h, w) = "N" if args.dynamic_batch else "1", config.input_size
-    shape = (
-        f"[{batch},{config.classes}]" if config.kind == "classifier" else f"[{batch},{config.joints},{h // 4},{w // 4}]"
-    )
-    print(f"wrote {out}: {args.name}, opset {args.opset}, {INPUT_NAME} [{batch},3,{h},{w}] -> "
-          f"{OUTPUT_NAMES[config.kind]} {shape}")
+    k, ratio = config.joints, config.split_ratio
+    shapes = {"classifier": [f"[{batch},{config.classes}]"], "pose": [f"[{batch},{k},{h // 4},{w // 4}]"],
+              "simcc": [f"[{batch},{k},{w * ratio}]", f"[{batch},{k},{h * ratio}]"]}[config.kind]
+    outputs = ", ".join(f"{name} {shape}" for name, shape in zip(OUTPUT_NAMES[config.kind], shapes))
+    print(f"wrote {out}: {args.name}, opset {args.opset}, {INPUT_NAME} [{batch},3,{h},{w}] -> {outputs}")
     print(f"weights: seeded (seed {args.seed}), an untrained stand-in")
     return 0
 

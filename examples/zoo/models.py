@@ -4,7 +4,10 @@
   first at stride 1, the others halving the size), global average pooling, one fully connected layer.
 - `SimpleBaseline`: Xiao et al. 2018, "Simple Baselines for Human Pose Estimation and Tracking": a ResNet trunk
   down to 1/32 and three 4×4 stride-2 deconvolutions (+ BN + ReLU) back up to 1/4, then a 1×1 conv to one heatmap
-  per joint: 384×288 in, 96×72 heatmaps of 17 COCO joints out.
+  per joint: 384×288 in, 96×72 heatmaps of 17 COCO joints out (mmpose decodes it with DARK or UDP).
+- `SimccPose`: an RTMPose-shaped SimCC model (Li et al. 2022, Jiang et al. 2023): a ResNet trunk down to 1/32, a
+  1×1 conv to one feature map per joint, flattened, and two linear heads classifying x and y at two bins per
+  input pixel: 256×192 in, `simcc_x` [., 17, 384] and `simcc_y` [., 17, 512] out (mmpose's SimCC decoding).
 
 The weights are random but not trivial: Kaiming-normal convolutions and BatchNorm layers with non-identity
 statistics (so folding BN into the convolutions at export is exercised), all drawn from one seeded generator.
@@ -25,13 +28,14 @@ from examples.hrnet.model import BasicBlock
 
 @dataclass(frozen=True)
 class ZooConfig:
-    kind: Literal["classifier", "pose"]
+    kind: Literal["classifier", "pose", "simcc"]
     widths: tuple[int, ...]  # channels of each stage
     blocks: tuple[int, ...]  # BasicBlocks per stage
     input_size: tuple[int, int]  # (H, W)
     classes: int = 1000
     deconv_width: int = 256
     joints: int = 17
+    split_ratio: int = 2  # SimCC bins per input pixel
 
 
 PRESETS: dict[str, ZooConfig] = {
@@ -39,6 +43,8 @@ PRESETS: dict[str, ZooConfig] = {
     "resnet-tiny": ZooConfig("classifier", (8, 16, 32), (1, 1, 1), (224, 224)),
     "simplebaseline": ZooConfig("pose", (64, 128, 256, 512), (2, 2, 2, 2), (384, 288)),
     "simplebaseline-tiny": ZooConfig("pose", (8, 16, 32, 64), (1, 1, 1, 1), (384, 288), deconv_width=16),
+    "rtmpose": ZooConfig("simcc", (64, 128, 256, 512), (1, 1, 1, 1), (256, 192)),
+    "rtmpose-tiny": ZooConfig("simcc", (8, 16, 32, 64), (1, 1, 1, 1), (256, 192)),
 }
 
 
@@ -89,12 +95,31 @@ class SimpleBaseline(nn.Module):
         return self.final_layer(self.deconv(self.trunk(x)))
 
 
-def build_zoo_model(name: str, *, seed: int = 0) -> ResNetClassifier | SimpleBaseline:
+class SimccPose(nn.Module):
+    def __init__(self, config: ZooConfig):
+        super().__init__()
+        self.config = config
+        self.trunk = ResNetTrunk(config.widths, config.blocks)
+        self.final_layer = nn.Conv2d(config.widths[-1], config.joints, 1)
+        h, w = config.input_size
+        cells = (h // 32) * (w // 32)
+        self.mlp_x = nn.Linear(cells, w * config.split_ratio)
+        self.mlp_y = nn.Linear(cells, h * config.split_ratio)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        features = torch.flatten(self.final_layer(self.trunk(x)), 2)  # [N, K, h/32 · w/32]
+        return self.mlp_x(features), self.mlp_y(features)
+
+
+MODELS = {"classifier": ResNetClassifier, "pose": SimpleBaseline, "simcc": SimccPose}
+
+
+def build_zoo_model(name: str, *, seed: int = 0) -> ResNetClassifier | SimpleBaseline | SimccPose:
     """A zoo model in eval mode with stand-in weights drawn from `seed`."""
     if name not in PRESETS:
         raise GraphsurgeryError(f"unknown zoo model {name!r}", fix=f"use one of {', '.join(PRESETS)}")
     config = PRESETS[name]
-    model = ResNetClassifier(config) if config.kind == "classifier" else SimpleBaseline(config)
+    model = MODELS[config.kind](config)
     _seed_weights(model, seed)
     return model.eval()
 

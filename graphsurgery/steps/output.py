@@ -13,18 +13,19 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
+from itertools import product
 from typing import TYPE_CHECKING, ClassVar, Literal
 
 import numpy as np
 import onnx_graphsurgeon as gs
 from onnx import TensorProto
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from graphsurgery.crops import PIXEL_STD, box_to_center_scale, to_original
 from graphsurgery.emit import Emitter
 from graphsurgery.registry import register
 from graphsurgery.steps.base import EXACT, Comparison, Dim, ExtraInput, OutputStep, StepError
-from graphsurgery.steps.maxima import first_maximum
+from graphsurgery.steps.maxima import first_maximum, first_nan
 from graphsurgery.steps.topdown import BOXES, box_center_scale
 
 if TYPE_CHECKING:  # model.py imports the recipe, which imports the steps
@@ -46,7 +47,7 @@ def _np_float(var: gs.Variable) -> np.dtype | None:
     return None if var.dtype is None else np.dtype(var.dtype)
 
 
-def _heatmap_hw(shape, what: str) -> tuple[int, int]:
+def heatmap_hw(shape, what: str) -> tuple[int, int]:
     """(H, W) of a [N, K, H, W] heatmap shape; StepError unless 4-D with static, not too large H and W."""
     if shape is None:
         raise StepError(f"the rank of {what} is unknown",
@@ -66,7 +67,7 @@ def _heatmap_hw(shape, what: str) -> tuple[int, int]:
     return int(h), int(w)
 
 
-def _require(env: dict, names: tuple[str, ...], step: str) -> None:
+def require(env: dict, names: tuple[str, ...], step: str) -> None:
     missing = [n for n in names if n not in env or env[n] is None]
     if missing:
         raise StepError(f"{step} needs {', '.join(missing)}, which no earlier step produces",
@@ -86,7 +87,10 @@ class HeatmapArgmax(OutputStep):
     first position; x = idx mod W, y = floor(idx / W); joints whose score is
     <= 0 get (0, 0). NaN counts as the maximum, as in numpy: a map holding
     any NaN gets score NaN and keypoint (0, 0). An all −inf map gets score
-    −inf and (0, 0). Maps of 2^22 positions or more are refused (float32
+    −inf and (0, 0). With `invalid: minus_one` it is mmpose's
+    `get_heatmap_maximum` instead: (−1, −1) where the maximum is <= 0 (or
+    the map all −inf), and a map holding NaN keeps numpy's argmax, its first
+    NaN (NaN is not <= 0). Maps of 2^22 positions or more are refused (float32
     index arithmetic is exact below).
 
     method exact (default): ReduceMax, then the first position holding it
@@ -110,6 +114,9 @@ class HeatmapArgmax(OutputStep):
     reads: ClassVar[tuple[str, ...]] = ("output",)
     method: Literal["exact", "argmax"] = Field(
         default="exact", description="exact: same answer on every runtime and CPU; argmax: the classic ArgMax chain")
+    invalid: Literal["zero", "minus_one"] = Field(
+        default="zero", description="zero: the HRNet authors' (0, 0) where the maximum is <= 0; minus_one: mmpose's "
+                                    "get_heatmap_maximum, (-1, -1)")
 
     def writes(self) -> dict[str, Comparison]:
         return {"keypoints": EXACT, "scores": SCORE_COMPARISON}
@@ -117,7 +124,7 @@ class HeatmapArgmax(OutputStep):
     def build(self, em: Emitter, env: dict[str, gs.Variable], facts: ModelFacts | None = None
               ) -> dict[str, gs.Variable]:
         heatmaps = env["output"]
-        h, w = _heatmap_hw(heatmaps.shape, "the model output")
+        h, w = heatmap_hw(heatmaps.shape, "the model output")
         dtype = _np_float(heatmaps)
         if dtype is not None and dtype.kind != "f":
             raise StepError(f"the heatmaps are {dtype}, not floating point",
@@ -129,9 +136,15 @@ class HeatmapArgmax(OutputStep):
         if self.method == "exact":
             maximum = first_maximum(em, flat, 3, h * w)                                          # [N, K, 1]
             found = em.op("Greater", [maximum.comparable, em.const("zero", 0.0, f32)], dtype=np.bool_)
-            position = em.op("Where", [found, maximum.first, em.const("none", h * w, np.int32)], dtype=np.int32)
-            # (x, y) of every position, and (0, 0) at the extra position H·W: one Gather, exact integers
-            table = np.zeros((h * w + 1, 2), f32)
+            none = em.const("none", h * w, np.int32)
+            if self.invalid == "zero":
+                position = em.op("Where", [found, maximum.first, none], dtype=np.int32)
+            else:  # mmpose: a map holding NaN keeps numpy's argmax (its first NaN); NaN is not <= 0
+                found = em.op("Where", [found, maximum.first, none], dtype=np.int32)
+                position = em.op("Where", [maximum.has_nan, first_nan(em, flat, 3, h * w), found], dtype=np.int32)
+            # (x, y) of every position, and the invalid joint's (0, 0) or (−1, −1) at the extra position H·W: one
+            # Gather, exact integers
+            table = np.full((h * w + 1, 2), 0.0 if self.invalid == "zero" else -1.0, f32)
             table[:-1, 0], table[:-1, 1] = np.tile(np.arange(w), h), np.repeat(np.arange(h), w)
             picked = em.op("Gather", [em.const("coordinates", table), position], {"axis": 0}, dtype=f32)
             keypoints = em.op("Reshape", [picked, em.const("pairs", [0, 0, 2], np.int64)], dtype=f32)
@@ -148,12 +161,17 @@ class HeatmapArgmax(OutputStep):
         found = em.op("Cast", [em.op("Greater", [scores, em.const("zero", 0.0, f32)], dtype=np.bool_)],
                       {"to": TensorProto.FLOAT}, dtype=f32)
         keypoints = em.op("Mul", [coords, found], dtype=f32)
+        if self.invalid == "minus_one":  # found − 1 is −1 where not found, 0 where found
+            keypoints = em.op("Add", [keypoints, em.op("Sub", [found, em.const("one", 1.0, f32)], dtype=f32)],
+                              dtype=f32)
         return {"keypoints": keypoints, "scores": scores, "heatmaps": heatmaps}
 
     def reference(self, env: dict[str, np.ndarray], facts: ModelFacts | None = None) -> dict[str, np.ndarray]:
         batch_heatmaps = np.asarray(env["output"])
-        _heatmap_hw(batch_heatmaps.shape, "the model output")
+        heatmap_hw(batch_heatmaps.shape, "the model output")
         batch_heatmaps = batch_heatmaps.astype(np.float32)
+        if self.invalid == "minus_one":
+            return {**_heatmap_maximum_mmpose(batch_heatmaps), "heatmaps": batch_heatmaps}
         # get_max_preds, as written by the authors
         batch_size = batch_heatmaps.shape[0]
         num_joints = batch_heatmaps.shape[1]
@@ -177,6 +195,19 @@ class HeatmapArgmax(OutputStep):
         return {"keypoints": preds, "scores": maxvals.astype(np.float32), "heatmaps": batch_heatmaps}
 
 
+def _heatmap_maximum_mmpose(heatmaps: np.ndarray) -> dict[str, np.ndarray]:
+    """mmpose 1.x's `get_heatmap_maximum` (mmpose/codecs/utils/post_processing.py) on [B, K, H, W], as it behaves:
+    the first maximum's (x, y), (−1, −1) where the maximum is <= 0; scores kept [B, K, 1] like `get_max_preds`."""
+    b, k, h, w = heatmaps.shape
+    flat = heatmaps.reshape(b * k, -1)
+    y_locs, x_locs = np.unravel_index(np.argmax(flat, axis=1), shape=(h, w))
+    locs = np.stack((x_locs, y_locs), axis=-1).astype(np.float32)
+    vals = np.amax(flat, axis=1)
+    with np.errstate(invalid="ignore"):
+        locs[vals <= 0.] = -1
+    return {"keypoints": locs.reshape(b, k, 2), "scores": vals.reshape(b, k, 1).astype(np.float32)}
+
+
 @register
 class QuarterOffset(OutputStep):
     """Refine keypoints by a quarter pixel towards the higher neighbour.
@@ -195,31 +226,46 @@ class QuarterOffset(OutputStep):
     position: nothing changes. −inf on both sides gives NaN, as in the
     authors' code. Neighbours are read with GatherElements from opset 11,
     with a one-hot select (a few passes over the maps) at 9 and 10.
+    gating mmpose: mmpose's `refine_keypoints` instead: x, y truncated
+    (as astype(int)), x moves where 1 < x < W−1 and 0 < y < H, y where
+    1 < y < H−1 and 0 < x < W, each axis on its own.
     """
 
     step_name: ClassVar[str] = "quarter_offset"
     reads: ClassVar[tuple[str, ...]] = ("keypoints", "heatmaps")
+    gating: Literal["hrnet", "mmpose"] = Field(
+        default="hrnet", description="hrnet: the authors' POST_PROCESS; mmpose: mmpose's refine_keypoints")
 
     def writes(self) -> dict[str, Comparison]:
         return {"keypoints": EXACT}
 
     def build(self, em: Emitter, env: dict[str, gs.Variable], facts: ModelFacts | None = None
               ) -> dict[str, gs.Variable]:
-        _require(env, self.reads, self.step_name)
+        require(env, self.reads, self.step_name)
         keypoints, heatmaps = env["keypoints"], env["heatmaps"]
-        h, w = _heatmap_hw(heatmaps.shape, "the heatmaps")
+        h, w = heatmap_hw(heatmaps.shape, "the heatmaps")
         f32 = np.float32
-        if h < 4 or w < 4:
+        if self.gating == "mmpose" and (h < 3 or w < 3):
+            raise StepError(f"quarter_offset gating mmpose needs heatmaps of at least 3×3; these are {h}×{w}",
+                            "use gating hrnet, or no quarter_offset for maps this small")
+        if (h < 4 or w < 4) if self.gating == "hrnet" else (h < 4 and w < 4):  # no gate can open
             return {"keypoints": em.op("Identity", [keypoints], dtype=f32)}
         flat = em.op("Reshape", [heatmaps, em.const("shape", [0, 0, h * w], np.int64)], dtype=f32)  # [N, K, H·W]
-        pixel = em.op("Floor", [em.op("Add", [keypoints, em.const("half", 0.5, f32)], dtype=f32)], dtype=f32)
-        # 1 < p < size-1 for both coordinates ⇔ max(|p − size/2| − (size/2 − 1)) < 0 (exact in float32)
-        middle = em.const("middle", [w / 2, h / 2], f32)
-        reach = em.const("reach", [w / 2 - 1, h / 2 - 1], f32)
-        off_centre = em.op("Sub", [em.op("Abs", [em.op("Sub", [pixel, middle], dtype=f32)], dtype=f32), reach],
-                           dtype=f32)
-        inside = em.op("Less", [em.reduce_max(off_centre, [2], keepdims=True, dtype=f32), em.const("zero", 0.0, f32)],
-                       dtype=np.bool_)                                                          # [N, K, 1]
+        if self.gating == "hrnet":
+            pixel = em.op("Floor", [em.op("Add", [keypoints, em.const("half", 0.5, f32)], dtype=f32)], dtype=f32)
+            # 1 < p < size-1 for both coordinates ⇔ max(|p − size/2| − (size/2 − 1)) < 0 (exact in float32)
+            inside = em.op("Less", [em.reduce_max(off_centre(em, pixel, (w / 2, h / 2), (w / 2 - 1, h / 2 - 1)),
+                                                  [2], keepdims=True, dtype=f32), em.const("zero", 0.0, f32)],
+                           dtype=np.bool_)                                                      # [N, K, 1]
+        else:
+            pixel = truncate(em, keypoints)
+            # per axis: x moves where 1 < x < W−1 and 0 < y < H; y where 1 < y < H−1 and 0 < x < W
+            own = off_centre(em, pixel, (w / 2, h / 2), (w / 2 - 1, h / 2 - 1))              # [N, K, 2]
+            other = off_centre(em, pixel, (w / 2, h / 2), (w / 2, h / 2))
+            other = em.op("Gather", [other, em.const("swap", [1, 0], np.int64)], {"axis": 2}, dtype=f32)
+            zero = em.const("zero", 0.0, f32)
+            inside = em.op("And", [em.op("Less", [own, zero], dtype=np.bool_),
+                                   em.op("Less", [other, zero], dtype=np.bool_)], dtype=np.bool_)  # [N, K, 2]
         # px + py·W, element-wise (not MatMul, which a bf16 precision hint would run in bf16)
         centre = em.reduce_sum(em.op("Mul", [pixel, em.const("strides", [1.0, float(w)], f32)], dtype=f32), [2],
                                keepdims=True, dtype=f32)
@@ -238,9 +284,11 @@ class QuarterOffset(OutputStep):
         return {"keypoints": em.op("Add", [keypoints, shift], dtype=f32)}
 
     def reference(self, env: dict[str, np.ndarray], facts: ModelFacts | None = None) -> dict[str, np.ndarray]:
-        _require(env, self.reads, self.step_name)
+        require(env, self.reads, self.step_name)
         batch_heatmaps = env["heatmaps"]
         coords = np.array(env["keypoints"], dtype=np.float32)  # a copy
+        if self.gating == "mmpose":
+            return {"keypoints": _refine_keypoints_mmpose(coords, batch_heatmaps)}
         heatmap_height = batch_heatmaps.shape[2]
         heatmap_width = batch_heatmaps.shape[3]
         # the POST_PROCESS loop of get_final_preds, as written by the authors
@@ -260,6 +308,35 @@ class QuarterOffset(OutputStep):
         return {"keypoints": coords}
 
 
+def off_centre(em: Emitter, pixel: gs.Variable, middle: tuple[float, float], reach: tuple[float, float]
+                ) -> gs.Variable:
+    """|p − middle| − reach per coordinate: < 0 exactly where middle − reach < p < middle + reach (float32 exact
+    for pixel positions)."""
+    f32 = np.float32
+    away = em.op("Abs", [em.op("Sub", [pixel, em.const("middle", list(middle), f32)], dtype=f32)], dtype=f32)
+    return em.op("Sub", [away, em.const("reach", list(reach), f32)], dtype=f32)
+
+
+def truncate(em: Emitter, x: gs.Variable) -> gs.Variable:
+    """numpy's astype(int) on float32 positions: towards zero (−1 stays −1)."""
+    f32 = np.float32
+    negative = em.op("Less", [x, em.const("zero", 0.0, f32)], dtype=np.bool_)
+    return em.op("Where", [negative, em.op("Ceil", [x], dtype=f32), em.op("Floor", [x], dtype=f32)], dtype=f32)
+
+
+def _refine_keypoints_mmpose(keypoints: np.ndarray, heatmaps: np.ndarray) -> np.ndarray:
+    """mmpose 1.x's `refine_keypoints` (mmpose/codecs/utils/refinement.py) on a batch: each axis moves a quarter
+    pixel towards its higher neighbour under its own gate."""
+    n_maps, k_joints = keypoints.shape[:2]
+    h, w = heatmaps.shape[2:]
+    for n, k in product(range(n_maps), range(k_joints)):
+        x, y = keypoints[n, k, :2].astype(int)
+        dx = heatmaps[n, k, y, x + 1] - heatmaps[n, k, y, x - 1] if 1 < x < w - 1 and 0 < y < h else 0.
+        dy = heatmaps[n, k, y + 1, x] - heatmaps[n, k, y - 1, x] if 1 < y < h - 1 and 0 < x < w else 0.
+        keypoints[n, k] += np.sign([dx, dy], dtype=np.float32) * 0.25
+    return keypoints
+
+
 @register
 class ToImage(OutputStep):
     """Map keypoints from heatmap pixels to crop or original-image pixels.
@@ -271,7 +348,9 @@ class ToImage(OutputStep):
       y·(H_in/H_hm), each ratio rounded to float32 once; no half-pixel offset
       (the authors' convention: heatmap cell i sits at crop pixel i·ratio).
       (W_in, H_in) is `input_size` when given, else the model input's static
-      size (the model facts' input_size). Compared exactly.
+      size (the model facts' input_size). Compared exactly. With `udp`,
+      UDP's scale instead (mmpose's UDPHeatmap): x·(W_in/(W_hm − 1)),
+      y·(H_in/(H_hm − 1)).
     mode original: the authors' `transform_preds` at rotation 0, with two
       graph inputs this step adds, `center` [N, 2] and `scale` [N, 2]
       (float32: box centre in image pixels, box size / 200, as the authors'
@@ -292,6 +371,7 @@ class ToImage(OutputStep):
                     "boxes: image pixels via the person boxes")
     input_size: tuple[int, int] | None = Field(
         default=None, description="(width, height) of the model input, for mode crop; default: the model's")
+    udp: bool = Field(default=False, description="mode crop: UDP's scale input_size / (heatmap_size - 1)")
 
     @field_validator("input_size")
     @classmethod
@@ -299,6 +379,12 @@ class ToImage(OutputStep):
         if value is not None and not all(0 < v < 2**20 for v in value):
             raise ValueError("input_size is (width, height) in pixels; both must be positive")
         return value
+
+    @model_validator(mode="after")
+    def _udp_in_crop_pixels(self):
+        if self.udp and self.mode != "crop":
+            raise ValueError("udp is UDP's scale to the model input's pixels: it goes with mode crop")
+        return self
 
     @property
     def reads(self) -> tuple[str, ...]:  # type: ignore[override]
@@ -326,14 +412,16 @@ class ToImage(OutputStep):
 
     def _ratio(self, facts: ModelFacts | None, hw: tuple[int, int]) -> np.ndarray:
         size = self._input_size(facts)
-        h, w = hw
+        h, w = (side - 1 for side in hw) if self.udp else hw
+        if h < 1 or w < 1:
+            raise StepError("to_image udp needs heatmaps of at least 2×2", "drop udp for maps this small")
         return np.array([size[0] / w, size[1] / h], dtype=np.float32)
 
     def build(self, em: Emitter, env: dict[str, gs.Variable], facts: ModelFacts | None = None
               ) -> dict[str, gs.Variable]:
-        _require(env, ("keypoints", "heatmaps"), self.step_name)
+        require(env, ("keypoints", "heatmaps"), self.step_name)
         keypoints = env["keypoints"]
-        h, w = _heatmap_hw(env["heatmaps"].shape, "the heatmaps")
+        h, w = heatmap_hw(env["heatmaps"].shape, "the heatmaps")
         f32 = np.float32
         if self.mode == "crop":
             return {"keypoints": em.op("Mul", [keypoints, em.const("ratio", self._ratio(facts, (h, w)))], dtype=f32)}
@@ -353,9 +441,9 @@ class ToImage(OutputStep):
         return {"keypoints": em.op("Add", [em.op("Mul", [offset, s], dtype=f32), centre], dtype=f32)}
 
     def reference(self, env: dict[str, np.ndarray], facts: ModelFacts | None = None) -> dict[str, np.ndarray]:
-        _require(env, ("keypoints", "heatmaps"), self.step_name)
+        require(env, ("keypoints", "heatmaps"), self.step_name)
         coords = np.asarray(env["keypoints"], dtype=np.float32)
-        heatmap_height, heatmap_width = _heatmap_hw(env["heatmaps"].shape, "the heatmaps")
+        heatmap_height, heatmap_width = heatmap_hw(env["heatmaps"].shape, "the heatmaps")
         if self.mode == "crop":
             return {"keypoints": coords * self._ratio(facts, (heatmap_height, heatmap_width))}
         if any(env.get(name) is None for name in self.reads[2:]):

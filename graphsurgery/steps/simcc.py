@@ -1,0 +1,115 @@
+"""SimCC decoding (RTMPose and other mmpose SimCC heads): two 1-D classifications per joint, one over x and one
+over y, instead of a heatmap.
+
+The reference is mmpose 1.x: `get_simcc_maximum` (mmpose/codecs/utils/post_processing.py) and `SimCCLabel.decode`
+(mmpose/codecs/simcc_label.py), which divides the locations by `simcc_split_ratio` after marking invalid joints.
+The maxima are found with `maxima.first_maximum`, so ties, NaN and ±inf give numpy's answer on every runtime.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, ClassVar
+
+import numpy as np
+import onnx_graphsurgeon as gs
+from onnx import TensorProto
+from pydantic import Field
+
+from graphsurgery.emit import Emitter
+from graphsurgery.registry import register
+from graphsurgery.steps.base import Comparison, OutputStep, StepError
+from graphsurgery.steps.maxima import first_maximum, first_nan
+
+if TYPE_CHECKING:  # model.py imports the recipe, which imports the steps
+    from graphsurgery.model import ModelFacts
+
+SCORES = Comparison("float", rtol=1e-5, atol=1e-6)
+
+
+def _length(var, name: str) -> int:
+    shape = getattr(var, "shape", None)
+    if shape is None or len(shape) != 3 or not isinstance(shape[2], (int, np.integer)) or not 0 < shape[2] < 2**24:
+        raise StepError(f"simcc_decode needs {name} as [N, K, L] with a static length L; it is "
+                        f"{list(shape) if shape is not None else 'of unknown shape'}",
+                        f"list the SimCC outputs in output.target and name them with `{name[-1]}:`")
+    return int(shape[2])
+
+
+@register
+class SimccDecode(OutputStep):
+    """Decode SimCC vectors into keypoints: mmpose's get_simcc_maximum.
+
+    Reads two model outputs by name, `x` [N, K, Wx] and `y` [N, K, Wy]
+    (list both in output.target: `target: [simcc_x, simcc_y]`), writes
+    "keypoints" [N, K, 2] float32 in model-input pixels and "scores"
+    [N, K, 1]. Per joint: x and y are the first positions of each vector's
+    maximum (numpy's argmax: the first NaN where a vector holds one, 0 for
+    a vector of −inf), the score is the smaller maximum (x's unless x's is
+    greater than y's, so a NaN in x stays), joints whose score is <= 0 get
+    (−1, −1), and then both are divided by `split_ratio`, as mmpose's
+    SimCCLabel.decode does (invalid joints end at −1 / split_ratio).
+    Exact for a power-of-two split_ratio (mmpose uses 2.0).
+    """
+
+    step_name: ClassVar[str] = "simcc_decode"
+    split_ratio: float = Field(default=2.0, gt=0, le=64, description="SimCC bins per input pixel (mmpose: 2.0)")
+    x: str = Field(default="simcc_x", min_length=1, max_length=256, description="model output of the x vectors")
+    y: str = Field(default="simcc_y", min_length=1, max_length=256, description="model output of the y vectors")
+
+    @property
+    def reads(self) -> tuple[str, ...]:  # type: ignore[override]
+        return (self.x, self.y)
+
+    def writes(self) -> dict[str, Comparison]:
+        exact = math.log2(self.split_ratio).is_integer()
+        return {"keypoints": Comparison("coordinates", rtol=0.0, atol=0.0 if exact else 1e-5), "scores": SCORES}
+
+    def build(self, em: Emitter, env: dict[str, gs.Variable], facts: ModelFacts | None = None
+              ) -> dict[str, gs.Variable]:
+        f32, i32 = np.float32, np.int32
+        found = {}
+        for axis, name in (("x", self.x), ("y", self.y)):
+            vectors = env[name]
+            length = _length(vectors, name)
+            if vectors.dtype is not None and np.dtype(vectors.dtype) != f32:
+                vectors = em.op("Cast", [vectors], {"to": TensorProto.FLOAT}, dtype=f32)
+            maximum = first_maximum(em, vectors, 3, length)
+            # numpy's argmax: the first NaN of a vector holding one, 0 for a vector of −inf
+            first = em.op("Where", [em.op("Less", [maximum.first, em.const("length", length, i32)], dtype=np.bool_),
+                                    maximum.first, em.const("origin", 0, i32)], dtype=i32)
+            first = em.op("Where", [maximum.has_nan, first_nan(em, vectors, 3, length), first], dtype=i32)
+            found[axis] = (em.op("Cast", [first], {"to": TensorProto.FLOAT}, dtype=f32), maximum)
+        (x_at, x_max), (y_at, y_max) = found["x"], found["y"]
+        # score: y's maximum where x's is greater (neither NaN), else x's
+        neither_nan = em.op("Not", [em.op("Or", [x_max.has_nan, y_max.has_nan], dtype=np.bool_)], dtype=np.bool_)
+        greater = em.op("And", [neither_nan, em.op("Greater", [x_max.comparable, y_max.comparable], dtype=np.bool_)],
+                        dtype=np.bool_)
+        scores = em.op("Where", [greater, y_max.value, x_max.value], dtype=f32)                    # [N, K, 1]
+        comparable = em.op("Where", [greater, y_max.comparable, x_max.comparable], dtype=f32)
+        # valid: score > 0, or NaN (NaN is not <= 0)
+        valid = em.op("Or", [em.op("Greater", [comparable, em.const("zero", 0.0, f32)], dtype=np.bool_),
+                             em.op("IsNaN", [scores], dtype=np.bool_)], dtype=np.bool_)
+        locations = em.op("Concat", [x_at, y_at], {"axis": 2}, dtype=f32)                          # [N, K, 2]
+        locations = em.op("Where", [valid, locations, em.const("invalid", -1.0, f32)], dtype=f32)
+        keypoints = em.op("Div", [locations, em.const("split_ratio", self.split_ratio, f32)], dtype=f32)
+        return {"keypoints": keypoints, "scores": scores}
+
+    def reference(self, env: dict[str, np.ndarray], facts: ModelFacts | None = None) -> dict[str, np.ndarray]:
+        simcc_x, simcc_y = (np.asarray(env[name], np.float32) for name in (self.x, self.y))
+        n, k, _ = simcc_x.shape
+        # get_simcc_maximum, as mmpose writes it, then SimCCLabel.decode's division
+        simcc_x = simcc_x.reshape(n * k, -1)
+        simcc_y = simcc_y.reshape(n * k, -1)
+        x_locs = np.argmax(simcc_x, axis=1)
+        y_locs = np.argmax(simcc_y, axis=1)
+        locs = np.stack((x_locs, y_locs), axis=-1).astype(np.float32)
+        max_val_x = np.amax(simcc_x, axis=1)
+        max_val_y = np.amax(simcc_y, axis=1)
+        with np.errstate(invalid="ignore"):
+            mask = max_val_x > max_val_y
+            max_val_x[mask] = max_val_y[mask]
+            vals = max_val_x
+            locs[vals <= 0.] = -1
+        locs /= np.float32(self.split_ratio)
+        return {"keypoints": locs.reshape(n, k, 2), "scores": vals.reshape(n, k, 1)}

@@ -18,7 +18,7 @@ import onnx_graphsurgeon as gs
 
 from graphsurgery.emit import Emitter
 from graphsurgery.model import ModelFacts
-from graphsurgery.steps.base import OutputStep
+from graphsurgery.steps.base import InputStep, OutputStep, TensorSpec
 
 #: The opsets every step is tested at: the oldest supported, the common ones, and the newest onnx knows.
 OPSETS = (9, 11, 13, 17, 18, 28)
@@ -59,6 +59,33 @@ def build_model(steps: Sequence[OutputStep], source: tuple[type, tuple], opset: 
     model.opset_import.append(onnx.helper.make_opsetid("", opset))
     model.ir_version = onnx.helper.find_min_ir_version_for(list(model.opset_import))
     model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def build_input_model(steps: Sequence[InputStep], spec: TensorSpec, opset: int) -> onnx.ModelProto:
+    """A checked model that is nothing but input `steps`: graph input "image" (as `spec` describes it, plus the
+    extra inputs the steps declare) → steps → graph output "result"."""
+    graph = gs.Graph(opset=opset)
+    x = gs.Variable("image", dtype=np.dtype(spec.dtype), shape=list(spec.shape))
+    graph.inputs.append(x)
+    extras, taken = {}, {"image"}
+    for step in steps:
+        for extra in step.extra_inputs():
+            extras.setdefault(extra.name, gs.Variable(extra.name, dtype=np.dtype(extra.dtype), shape=list(extra.shape)))
+            if extras[extra.name] not in graph.inputs:
+                graph.inputs.append(extras[extra.name])
+        em = Emitter(graph, opset, "graphsurgery/pre", taken).scoped(step.step_name)
+        after = step.spec_after(spec)
+        x = step.build(em, x, spec, **{e.name: extras[e.name] for e in step.extra_inputs()})
+        spec = after
+    result = gs.Variable("result", dtype=x.dtype, shape=x.shape)
+    graph.nodes.append(gs.Node("Identity", name="result", inputs=[x], outputs=[result]))
+    graph.outputs = [result]
+    model = gs.export_onnx(graph.cleanup().toposort(), do_type_check=True)
+    del model.opset_import[:]
+    model.opset_import.append(onnx.helper.make_opsetid("", opset))
+    model.ir_version = onnx.helper.find_min_ir_version_for(list(model.opset_import))
     onnx.checker.check_model(model, full_check=True)
     return model
 

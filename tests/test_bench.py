@@ -137,3 +137,24 @@ def test_errors_are_one_line_and_write_nothing(tiny_pose_models, tmp_path, args,
     assert message in result.output and "Traceback" not in result.output
     assert len(result.output.strip().splitlines()) == 1
     assert not json_path.exists()
+
+
+def test_decode_cost_script_times_one_runtime_and_a_saved_model(tmp_path, capsys):
+    """benchmarks/decode_cost.py: --runtimes limits the rounds to one runtime, --compare times a saved model too."""
+    import importlib.util
+
+    import onnx
+
+    from conftest import ROOT
+
+    spec = importlib.util.spec_from_file_location("decode_cost", ROOT / "benchmarks" / "decode_cost.py")
+    decode_cost = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(decode_cost)
+    saved = tmp_path / "exact.onnx"
+    onnx.save(decode_cost.models()["exact"], str(saved))
+    assert decode_cost.main(["--rounds", "3", "--runtimes", "onnxruntime", "--compare", str(saved)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[:2] for line in lines] == [["onnxruntime", "exact"], ["onnxruntime", "argmax"],
+                                                    ["onnxruntime", "compare"]]
+    with pytest.raises(SystemExit):
+        decode_cost.main(["--runtimes", "tensorrt"])

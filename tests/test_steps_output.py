@@ -145,11 +145,39 @@ def cases() -> dict[str, np.ndarray]:
     tiny[0, 1, 10, 10], tiny[0, 1, 10, 11] = 1e-30, 1e-40              # right neighbour − left one is subnormal
     tiny[0, 2, 10, 10], tiny[0, 2, 11, 10] = 1.0, -1e-40
     c["subnormal"] = tiny
+    c["extremes"] = _extremes()
     return c
 
 
+def _extremes() -> np.ndarray:
+    """Maps at the edges of float32: OpenVINO's −3.4e38 for a ReduceMax over −inf, sums that overflow, and values
+    that a shortcut scaling them by 1/2 would tie."""
+    f32 = np.float32
+    lowest, smallest = -np.finfo(f32).max, f32(2.0**-149)
+    m = np.zeros((1, 11, H, W), f32)
+    m[0, 0] = -np.inf
+    m[0, 0, 40, 3] = lowest                     # −3.4e38 after all −inf rows (OpenVINO's all −inf ReduceMax)
+    m[0, 1] = np.inf                            # all +inf: found at (0, 0)
+    m[0, 2] = -np.inf
+    m[0, 2, H - 1, 7] = np.inf                  # only infinities (in the last row: quarter_offset leaves it)
+    m[0, 3] = lowest                            # all −3.4e38
+    m[0, 4, 50, 5] = smallest                   # the smallest subnormal after zeros: found
+    m[0, 5, 0, 0], m[0, 5, 1, 0] = 3 * smallest, 4 * smallest              # equal once halved
+    m[0, 6] = -1.0
+    m[0, 6, 0, 0], m[0, 6, 1, 0] = -5 * smallest, -4 * smallest            # equal once halved, negative
+    m[0, 7] = -0.0
+    m[0, 7, 20, 20] = 0.0                       # signed zeros: not found
+    m[0, 8] = -np.inf
+    m[0, 8, H - 1, W - 1] = lowest              # −3.4e38 at the last position
+    m[0, 9] = np.finfo(f32).max
+    m[0, 9, 10, 10] = np.inf                    # sums overflow
+    m[0, 10] = -np.inf
+    m[0, 10, 5, 5] = np.nan                     # NaN among −inf
+    return m
+
+
 CRAFTED = [name for name in ("random", "onehot", "every_position", "two_way_ties", "many_way_ties", "all_negative",
-                             "all_zero", "mixed_found", "border_maxima", "nan", "inf", "subnormal")]
+                             "all_zero", "mixed_found", "border_maxima", "nan", "inf", "subnormal", "extremes")]
 
 
 @functools.cache

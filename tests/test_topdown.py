@@ -26,7 +26,7 @@ from graphsurgery.recipe import load_recipe
 from graphsurgery.steps.base import TensorSpec
 from graphsurgery.steps.topdown import CropBoxes, FlipAverage, FlipTest, padded_box_reference
 
-from stepkit import Chain
+from stepkit import Chain, build_input_model
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPE = ROOT / "recipes" / "hrnet_coco_topdown.yaml"
@@ -47,32 +47,6 @@ def _ov(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray
 def _ort(model: onnx.ModelProto | str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
     source = model if isinstance(model, str) else model.SerializeToString()
     return ort.InferenceSession(source, providers=["CPUExecutionProvider"]).run(None, feeds)
-
-
-def _input_chain(steps, spec: TensorSpec, opset: int) -> onnx.ModelProto:
-    """A model that is nothing but `steps` (input side) from graph input "image" (and the extra inputs)."""
-    graph = gs.Graph(opset=opset)
-    x = gs.Variable("image", dtype=np.dtype(spec.dtype), shape=list(spec.shape))
-    graph.inputs.append(x)
-    extras, taken = {}, {"image"}
-    for step in steps:
-        for extra in step.extra_inputs():
-            extras.setdefault(extra.name, gs.Variable(extra.name, dtype=np.dtype(extra.dtype), shape=list(extra.shape)))
-            if extras[extra.name] not in graph.inputs:
-                graph.inputs.append(extras[extra.name])
-        em = Emitter(graph, opset, "graphsurgery/pre", taken).scoped(step.step_name)
-        after = step.spec_after(spec)
-        x = step.build(em, x, spec, **{e.name: extras[e.name] for e in step.extra_inputs()})
-        spec = after
-    result = gs.Variable("result", dtype=x.dtype, shape=x.shape)
-    graph.nodes.append(gs.Node("Identity", name="result", inputs=[x], outputs=[result]))
-    graph.outputs = [result]
-    model = gs.export_onnx(graph.cleanup().toposort(), do_type_check=True)
-    del model.opset_import[:]
-    model.opset_import.append(helper.make_opsetid("", opset))
-    model.ir_version = helper.find_min_ir_version_for(list(model.opset_import))
-    onnx.checker.check_model(model, full_check=True)
-    return model
 
 
 def _boxes(rng: np.random.Generator, image_hw: tuple[int, int], n: int) -> np.ndarray:
@@ -106,7 +80,7 @@ def test_crop_boxes_graph_equals_twin(opset, rounding, layout):
     if layout == "NCHW":
         image = np.ascontiguousarray(image.transpose(0, 3, 1, 2))
     spec = TensorSpec("float32", layout, "BGR", (1, 3, "H", "W") if layout == "NCHW" else (1, "H", "W", 3))
-    model = _input_chain([step], spec, opset)
+    model = build_input_model([step], spec, opset)
     boxes = np.concatenate([EDGE_BOXES, _boxes(rng, (37, 53), 20)])
     expected = step.reference(image, spec, boxes=boxes)
     assert expected.shape == ((len(boxes), 3, 16, 12) if layout == "NCHW" else (len(boxes), 16, 12, 3))
@@ -178,7 +152,7 @@ def test_round_half_to_even_at_every_opset(opset):
 def test_flip_test_mirrors_after_the_originals():
     x = np.random.default_rng(0).standard_normal((3, 3, 4, 5)).astype(np.float32)
     spec = TensorSpec("float32", "NCHW", "RGB", ("N", 3, 4, 5))
-    model = _input_chain([FlipTest()], spec, 9)
+    model = build_input_model([FlipTest()], spec, 9)
     expected = FlipTest().reference(x, spec)
     np.testing.assert_array_equal(expected, np.concatenate([x, x[..., ::-1]]))
     for got in (_ort(model, {"image": x})[0], _ov(model, {"image": x})[0]):

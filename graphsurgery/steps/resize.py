@@ -33,7 +33,9 @@ from graphsurgery.steps.input import _require_float
 Interpolation = Literal["nearest", "linear", "cubic"]
 CoordinateMode = Literal["half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric"]
 NearestMode = Literal["round_prefer_floor", "round_prefer_ceil", "floor", "ceil"]
-Fit = Literal["stretch", "crop", "letterbox"]
+Fit = Literal["stretch", "crop", "letterbox", "height"]
+SideRounding = Literal["floor", "round", "ceil"]
+PadAnchor = Literal["center", "top_left"]
 MAX_SIDE = 65_536
 
 ANTIALIAS_OPSET = 18
@@ -43,7 +45,9 @@ ONLY_WITH = (
     ("cubic_coeff_a", "interpolation", ("cubic",)),
     ("antialias", "interpolation", ("linear", "cubic")),
     ("crop_fraction", "fit", ("crop",)),
-    ("pad_value", "fit", ("letterbox",)),
+    ("pad_value", "fit", ("letterbox", "height")),
+    ("pad_anchor", "fit", ("letterbox", "height")),
+    ("side_rounding", "fit", ("crop", "letterbox", "height")),
 )
 
 
@@ -65,6 +69,11 @@ class Resize(InputStep):
       transform: short side to 256, centre crop 224.
     - letterbox: scale, keeping the aspect ratio, to fit inside H × W (the other side floor(side · scale), at
       least 1), centre it (the odd pixel of padding goes to the bottom / right) and fill the rest with pad_value.
+      `pad_anchor: top_left` puts the image in the top-left corner instead (YOLO-style and OCR pipelines).
+    - height: scale to the model's height, keeping the aspect ratio; the width is capped at the model's width and
+      the rest padded per `pad_anchor` (text-line recognisers: PaddleOCR's resize_norm_img rounds it up, `ceil`).
+    `side_rounding` (crop, letterbox, height): how the aspect-kept side is rounded to whole pixels: floor
+    (default, torchvision), round (half to even, as Python's round: PIL-style pipelines) or ceil.
     `size`: [height, width] the model wants; read from the model input by default (give it when that is dynamic).
     Needs float32 input (put it after `cast`); the result is not rounded back to integers. Opset 11 (18 with
     antialias); cubic needs the NCHW layout.
@@ -83,6 +92,8 @@ class Resize(InputStep):
     fit: Fit = "stretch"
     crop_fraction: float = Field(default=1.0, gt=0.05, le=1.0, description="share of the covered size kept by crop")
     pad_value: float = Field(default=0.0, ge=-1e30, le=1e30, description="value of letterbox padding")
+    pad_anchor: PadAnchor = Field(default="center", description="letterbox/height: where the image sits")
+    side_rounding: SideRounding = Field(default="floor", description="rounding of the aspect-kept side")
 
     @field_validator("size")
     @classmethod
@@ -157,7 +168,7 @@ class Resize(InputStep):
         y = em.op("Resize", [x, *unused, sizes], self._attrs(em.opset), dtype=f32)
         if self.fit == "crop":
             y = self._centre_crop(em, y, resized_hw, target, (h_axis, w_axis))
-        elif self.fit == "letterbox":
+        elif self.fit in ("letterbox", "height"):
             y = self._letterbox(em, y, resized_hw, target, spec)
         y.shape = list(_with_hw(tuple(x.shape) if x.shape else (None,) * 4, spec, target))
         return y
@@ -177,10 +188,14 @@ class Resize(InputStep):
         th, tw = self._target()
         if self.fit == "stretch":
             return th, tw
+        divide = {"floor": lambda a, b: a // b, "ceil": lambda a, b: -(-a // b), "round": _round_half_even}[
+            self.side_rounding]
         if self.fit == "crop":
             ch, cw = self._covered()
-            return max(ch, h * cw // w), max(cw, w * ch // h)
-        return max(1, min(th, h * tw // w)), max(1, min(tw, w * th // h))
+            return max(ch, divide(h * cw, w)), max(cw, divide(w * ch, h))
+        if self.fit == "height":
+            return th, max(1, min(tw, divide(w * th, h)))
+        return max(1, min(th, divide(h * tw, w))), max(1, min(tw, divide(w * th, h)))
 
     def place(self, y: np.ndarray, resized_hw: tuple[int, int], axes: tuple[int, int]) -> np.ndarray:
         """Crop or pad the resampled `y` to the model's size, as the graph does (`fit` stretch: unchanged)."""
@@ -191,8 +206,8 @@ class Resize(InputStep):
             index = [slice(None)] * y.ndim
             index[h_axis], index[w_axis] = slice(top, top + th), slice(left, left + tw)
             return y[tuple(index)]
-        if self.fit == "letterbox":
-            top, left = (th - rh) // 2, (tw - rw) // 2
+        if self.fit in ("letterbox", "height"):
+            top, left = ((th - rh) // 2, (tw - rw) // 2) if self.pad_anchor == "center" else (0, 0)
             pads = [(0, 0)] * y.ndim
             pads[h_axis], pads[w_axis] = (top, th - rh - top), (left, tw - rw - left)
             return np.pad(y, pads, constant_values=self.pad_value)
@@ -221,21 +236,43 @@ class Resize(InputStep):
         return attrs
 
     def _fitted_hw(self, em: Emitter, shape: gs.Variable, hw: gs.Variable, spec: TensorSpec) -> gs.Variable:
-        """[h', w'] keeping the aspect ratio: max(bound, other · bound // side) for crop, min(…) for letterbox."""
+        """[h', w'] keeping the aspect ratio: max(bound, other · bound / side) for crop, min(…) for letterbox, the
+        model's height and min(W, w · H / h) for height; the quotient rounded per `side_rounding`."""
         i64 = np.int64
         h_axis, w_axis = _hw_axes(spec)
         wh = em.op("Gather", [shape, em.const("wh_axes", [w_axis, h_axis], i64)], {"axis": 0}, dtype=i64, shape=[2])
         bound = self._covered() if self.fit == "crop" else self._target()
-        # [h · W' // w, w · H' // h]: the other side scaled by the binding one (positive, so Div floors)
-        scaled = em.op("Div", [em.op("Mul", [hw, em.const("bound_swapped", bound[::-1], i64)], dtype=i64), wh],
-                       dtype=i64, shape=[2])
+        # [h · W' / w, w · H' / h]: the other side scaled by the binding one, in integers
+        scaled = self._divide(em, em.op("Mul", [hw, em.const("bound_swapped", bound[::-1], i64)], dtype=i64), wh)
         bound_c = em.const("bound", list(bound), i64)
         if self.fit == "crop":  # Where/Less rather than Max: integer Max needs opset 12
             return em.op("Where", [em.op("Less", [scaled, bound_c], dtype=np.bool_), bound_c, scaled], dtype=i64,
                          shape=[2])
+        if self.fit == "height":  # the height is the model's; the width at most the model's
+            scaled = em.op("Concat", [em.const("height", [bound[0]], i64),
+                                      em.op("Gather", [scaled, em.const("width", [1], i64)], {"axis": 0}, dtype=i64)],
+                           {"axis": 0}, dtype=i64, shape=[2])
         inside = em.op("Where", [em.op("Less", [bound_c, scaled], dtype=np.bool_), bound_c, scaled], dtype=i64)
         one = em.const("one", [1, 1], i64)
         return em.op("Where", [em.op("Less", [inside, one], dtype=np.bool_), one, inside], dtype=i64, shape=[2])
+
+    def _divide(self, em: Emitter, numerator: gs.Variable, denominator: gs.Variable) -> gs.Variable:
+        """numerator / denominator for positive int64s, rounded per `side_rounding` (Div floors them)."""
+        i64 = np.int64
+        quotient = em.op("Div", [numerator, denominator], dtype=i64, shape=[2])
+        if self.side_rounding == "floor":
+            return quotient
+        remainder = em.op("Sub", [numerator, em.op("Mul", [quotient, denominator], dtype=i64)], dtype=i64)
+        if self.side_rounding == "ceil":
+            up = em.op("Greater", [remainder, em.const("zero", 0, i64)], dtype=np.bool_)
+        else:  # half to even: up when 2r > d, or 2r = d and q is odd
+            twice = em.op("Mul", [remainder, em.const("two", 2, i64)], dtype=i64)
+            odd = em.op("Equal", [em.op("Mod", [quotient, em.const("two", 2, i64)], dtype=i64),
+                                  em.const("one", 1, i64)], dtype=np.bool_)
+            tie = em.op("And", [em.op("Equal", [twice, denominator], dtype=np.bool_), odd], dtype=np.bool_)
+            up = em.op("Or", [em.op("Greater", [twice, denominator], dtype=np.bool_), tie], dtype=np.bool_)
+        return em.op("Add", [quotient, em.op("Cast", [up], {"to": TensorProto.INT64}, dtype=i64)], dtype=i64,
+                     shape=[2])
 
     def _centre_crop(self, em: Emitter, y: gs.Variable, resized_hw: gs.Variable, target: tuple[int, int],
                      axes: tuple[int, int]) -> gs.Variable:
@@ -251,7 +288,8 @@ class Resize(InputStep):
                    spec: TensorSpec) -> gs.Variable:
         i64 = np.int64
         spare = em.op("Sub", [em.const("target", list(target), i64), resized_hw], dtype=i64)
-        before = em.op("Div", [spare, em.const("two", [2, 2], i64)], dtype=i64)
+        before = (em.op("Div", [spare, em.const("two", [2, 2], i64)], dtype=i64) if self.pad_anchor == "center"
+                  else em.const("none", [0, 0], i64))
         after = em.op("Sub", [spare, before], dtype=i64)
         zero = em.const("zero", [0], i64)
         if spec.layout == "NCHW":  # pads: [N, C, H, W begins, N, C, H, W ends]
@@ -312,6 +350,12 @@ def source_coordinates(mode: str, n_in: int, n_out: int) -> np.ndarray:
     if mode == "pytorch_half_pixel" and n_out == 1:
         return np.zeros(1, f32)
     return (x + f32(0.5)) / scale - f32(0.5)  # half_pixel, pytorch_half_pixel
+
+
+def _round_half_even(numerator: int, denominator: int) -> int:
+    """numerator / denominator rounded half to even, in integers (Python's round on the exact quotient)."""
+    quotient, remainder = divmod(numerator, denominator)
+    return quotient + (2 * remainder > denominator or (2 * remainder == denominator and quotient % 2 == 1))
 
 
 def _round(x: np.ndarray, mode: str) -> np.ndarray:

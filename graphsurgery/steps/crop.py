@@ -1,0 +1,134 @@
+"""The `center_crop` input step: torchvision's CenterCrop in the graph.
+
+After `resize: {size: [256, 256], fit: stretch}` it makes the Resize + CenterCrop of many packages' pipelines
+(the aspect ratio is not kept, unlike `fit: crop`). torchvision pads an image smaller than the crop with zeros
+first (the odd pixel on the right / bottom), then cuts at round((size − crop) / 2), rounded half to even.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+import onnx_graphsurgeon as gs
+from onnx import TensorProto
+from pydantic import Field, field_validator
+
+from graphsurgery.emit import Emitter
+from graphsurgery.registry import register
+from graphsurgery.steps.base import Dim, InputStep, StepError, TensorSpec
+
+
+def _hw_axes(layout: str) -> tuple[int, int]:
+    return (2, 3) if layout == "NCHW" else (1, 2)
+
+
+@register
+class CenterCrop(InputStep):
+    """Cut the centre [height, width] out of the image: torchvision's CenterCrop.
+
+    `size`: [height, width]; default: the model's. The cut starts at
+    round((H − h) / 2), round((W − w) / 2), halves rounded to even as
+    torchvision's `int(round(...))` does; an image smaller than the crop is
+    first padded with zeros (the odd pixel to the right / bottom), as
+    torchvision pads it. Either layout; the caller's H × W become free.
+    Opset 11.
+    """
+
+    step_name: ClassVar[str] = "center_crop"
+    min_opset: ClassVar[int] = 11
+    frees_caller_size: ClassVar[bool] = True
+    size: tuple[int, int] | None = Field(default=None, description="[height, width]; default: the model's")
+
+    @field_validator("size")
+    @classmethod
+    def _positive(cls, size):
+        if size is not None and not all(1 <= side <= 65_536 for side in size):
+            raise ValueError("height and width must be between 1 and 65536")
+        return size
+
+    def output_size(self) -> tuple[int, int] | None:
+        return self.size
+
+    def _size(self) -> tuple[int, int]:
+        if self.size is None:
+            raise StepError("center_crop does not know its size", "give it: `center_crop: {size: [height, width]}`")
+        return self.size
+
+    def spec_after(self, spec: TensorSpec) -> TensorSpec:
+        if self.size is None or len(spec.shape) != 4:
+            return spec
+        shape = list(spec.shape)
+        (h_axis, w_axis), (h, w) = _hw_axes(spec.layout), self.size
+        shape[h_axis], shape[w_axis] = h, w
+        return spec.with_(shape=tuple(shape))
+
+    def shape_before(self, shape_after: tuple[Dim, ...], spec_before: TensorSpec) -> tuple[Dim, ...]:
+        shape = list(shape_after)
+        h_axis, w_axis = _hw_axes(spec_before.layout)
+        shape[h_axis], shape[w_axis] = "H", "W"
+        return tuple(shape)
+
+    def bind(self, shape_after: tuple[Dim, ...], spec_before: TensorSpec) -> CenterCrop:
+        model_hw = tuple(shape_after[axis] for axis in _hw_axes(spec_before.layout))
+        fixed = all(isinstance(d, int) and d > 0 for d in model_hw)
+        if self.size is not None:
+            if fixed and model_hw != self.size:
+                raise StepError(f"center_crop size is {list(self.size)} but the model wants {list(model_hw)} (H, W)",
+                                f"set size to {list(model_hw)} or leave it out")
+            return self
+        if not fixed:
+            raise StepError("the model's input height and width are not static: center_crop does not know its size",
+                            "give it: `center_crop: {size: [height, width]}`")
+        return self.model_copy(update={"size": (int(model_hw[0]), int(model_hw[1]))})
+
+    def build(self, em: Emitter, x: gs.Variable, spec: TensorSpec) -> gs.Variable:
+        target = list(self._size())
+        axes = list(_hw_axes(spec.layout))
+        i64, f32 = np.int64, np.float32
+        shape = em.op("Shape", [x], dtype=i64, shape=[4])
+        hw = em.op("Gather", [shape, em.const("hw_axes", axes, i64)], {"axis": 0}, dtype=i64, shape=[2])
+        # zeros around an image smaller than the crop: (crop − size) // 2 before, the rest after
+        short = em.op("Sub", [em.const("target", target, i64), hw], dtype=i64)
+        short = em.op("Where", [em.op("Less", [short, em.const("zero", 0, i64)], dtype=np.bool_),
+                                em.const("none", 0, i64), short], dtype=i64)
+        before = em.op("Div", [short, em.const("two", 2, i64)], dtype=i64)
+        after = em.op("Sub", [short, before], dtype=i64)
+        zero = em.const("zero_pad", [0], i64)
+        begins, ends = [zero] * 4, [zero] * 4
+        for position, axis in enumerate(axes):
+            pick = em.const("axis", [position], i64)
+            begins[axis] = em.op("Gather", [before, pick], {"axis": 0}, dtype=i64)
+            ends[axis] = em.op("Gather", [after, pick], {"axis": 0}, dtype=i64)
+        pads = em.op("Concat", begins + ends, {"axis": 0}, dtype=i64, shape=[8])
+        padded = em.op("Pad", [x, pads, em.const("pad_value", 0, np.dtype(x.dtype or f32))], {"mode": "constant"},
+                       dtype=x.dtype)
+        # then the cut at round((size' − crop) / 2), half to even (Round)
+        excess = em.op("Sub", [em.op("Add", [hw, short], dtype=i64), em.const("target", target, i64)], dtype=i64)
+        half = em.op("Div", [em.op("Cast", [excess], {"to": TensorProto.FLOAT}, dtype=f32),
+                             em.const("two", 2.0, f32)], dtype=f32)
+        starts = em.op("Cast", [em.op("Round", [half], dtype=f32)], {"to": TensorProto.INT64}, dtype=i64)
+        ends = em.op("Add", [starts, em.const("target", target, i64)], dtype=i64)
+        y = em.op("Slice", [padded, starts, ends, em.const("axes", axes, i64)], dtype=x.dtype)
+        y.shape = list(self.spec_after(spec.with_(shape=tuple(x.shape or (None,) * 4))).shape)
+        return y
+
+    def reference(self, x: np.ndarray, spec: TensorSpec) -> np.ndarray:
+        h_axis, w_axis = _hw_axes(spec.layout)
+        (crop_height, crop_width), image_height, image_width = self._size(), x.shape[h_axis], x.shape[w_axis]
+        # torchvision.transforms.functional.center_crop, written for an array
+        if crop_width > image_width or crop_height > image_height:
+            pads = [(0, 0)] * x.ndim
+            pads[h_axis] = ((crop_height - image_height) // 2 if crop_height > image_height else 0,
+                            (crop_height - image_height + 1) // 2 if crop_height > image_height else 0)
+            pads[w_axis] = ((crop_width - image_width) // 2 if crop_width > image_width else 0,
+                            (crop_width - image_width + 1) // 2 if crop_width > image_width else 0)
+            x = np.pad(x, pads)
+            image_height, image_width = x.shape[h_axis], x.shape[w_axis]
+            if crop_width == image_width and crop_height == image_height:
+                return x
+        crop_top = int(round((image_height - crop_height) / 2.0))
+        crop_left = int(round((image_width - crop_width) / 2.0))
+        index = [slice(None)] * x.ndim
+        index[h_axis], index[w_axis] = slice(crop_top, crop_top + crop_height), slice(crop_left, crop_left + crop_width)
+        return np.ascontiguousarray(x[tuple(index)])

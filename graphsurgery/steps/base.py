@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 
 import numpy as np
 import onnx_graphsurgeon as gs
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from graphsurgery.emit import Emitter
 
@@ -28,6 +28,7 @@ if TYPE_CHECKING:  # model.py imports the recipe, which imports the steps
     from graphsurgery.model import ModelFacts
 
 Dim = int | str | None
+MAX_SIDE = 65_536
 Layout = Literal["NCHW", "NHWC"]
 Color = Literal["RGB", "BGR"]
 
@@ -150,6 +151,66 @@ class InputStep(Step):
 
     def reference(self, x: np.ndarray, spec: TensorSpec) -> np.ndarray:
         raise NotImplementedError
+
+
+def hw_axes(layout: Layout) -> tuple[int, int]:
+    """The (H, W) axes of a 4-D image tensor in `layout`."""
+    return (2, 3) if layout == "NCHW" else (1, 2)
+
+
+def with_hw(shape: tuple[Dim, ...], layout: Layout, hw: tuple[Dim, Dim]) -> tuple[Dim, ...]:
+    """`shape` (4-D, in `layout`) with its height and width replaced by `hw`."""
+    h_axis, w_axis = hw_axes(layout)
+    dims = list(shape)
+    dims[h_axis], dims[w_axis] = hw
+    return tuple(dims)
+
+
+class SizedStep(InputStep):
+    """An input step that makes a fixed [height, width] whatever it is fed (resize, center_crop, crop_boxes): its
+    `size`, or the model's when the recipe leaves it out (`bind`); the caller's H × W become free."""
+
+    frees_caller_size: ClassVar[bool] = True
+    size: tuple[int, int] | None = Field(default=None, description="[height, width]; default: the model's")
+
+    @field_validator("size")
+    @classmethod
+    def _sensible(cls, size: tuple[int, int] | None) -> tuple[int, int] | None:
+        if size is not None and not all(1 <= side <= MAX_SIDE for side in size):
+            raise ValueError(f"height and width must be between 1 and {MAX_SIDE}")
+        return size
+
+    def output_size(self) -> tuple[int, int] | None:
+        return self.size
+
+    def target_size(self) -> tuple[int, int]:
+        """(H, W) this step makes; StepError while it is not bound to a model and has no `size`."""
+        if self.size is None:
+            raise StepError(f"{self.step_name} does not know the model's size here",
+                            f"give it: `{self.step_name}: {{size: [height, width]}}` (or bind it to the model)")
+        return self.size
+
+    def spec_after(self, spec: TensorSpec) -> TensorSpec:
+        if self.size is None or len(spec.shape) != 4:
+            return spec
+        return spec.with_(shape=with_hw(spec.shape, spec.layout, self.size))
+
+    def shape_before(self, shape_after: tuple[Dim, ...], spec_before: TensorSpec) -> tuple[Dim, ...]:
+        return with_hw(shape_after, spec_before.layout, ("H", "W"))
+
+    def bind(self, shape_after: tuple[Dim, ...], spec_before: TensorSpec) -> SizedStep:
+        model_hw = tuple(shape_after[axis] for axis in hw_axes(spec_before.layout))
+        fixed = all(isinstance(d, int) and d > 0 for d in model_hw)
+        if self.size is not None:
+            if fixed and model_hw != self.size:
+                raise StepError(f"{self.step_name} size is {list(self.size)} but the model wants {list(model_hw)} "
+                                f"(H, W)", f"set size to {list(model_hw)} or leave it out")
+            return self
+        if not fixed:
+            raise StepError(f"the model input's height and width are not fixed ({model_hw[0]} × {model_hw[1]}), so "
+                            f"{self.step_name} does not know its size",
+                            f"give it: `{self.step_name}: {{size: [height, width]}}`")
+        return self.model_copy(update={"size": (int(model_hw[0]), int(model_hw[1]))})
 
 
 class OutputStep(Step):

@@ -12,19 +12,14 @@ from typing import ClassVar
 import numpy as np
 import onnx_graphsurgeon as gs
 from onnx import TensorProto
-from pydantic import Field, field_validator
 
 from graphsurgery.emit import Emitter
 from graphsurgery.registry import register
-from graphsurgery.steps.base import Dim, InputStep, StepError, TensorSpec
-
-
-def _hw_axes(layout: str) -> tuple[int, int]:
-    return (2, 3) if layout == "NCHW" else (1, 2)
+from graphsurgery.steps.base import SizedStep, TensorSpec, hw_axes
 
 
 @register
-class CenterCrop(InputStep):
+class CenterCrop(SizedStep):
     """Cut the centre [height, width] out of the image: torchvision's CenterCrop.
 
     `size`: [height, width]; default: the model's. The cut starts at
@@ -37,54 +32,10 @@ class CenterCrop(InputStep):
 
     step_name: ClassVar[str] = "center_crop"
     min_opset: ClassVar[int] = 11
-    frees_caller_size: ClassVar[bool] = True
-    size: tuple[int, int] | None = Field(default=None, description="[height, width]; default: the model's")
-
-    @field_validator("size")
-    @classmethod
-    def _positive(cls, size):
-        if size is not None and not all(1 <= side <= 65_536 for side in size):
-            raise ValueError("height and width must be between 1 and 65536")
-        return size
-
-    def output_size(self) -> tuple[int, int] | None:
-        return self.size
-
-    def _size(self) -> tuple[int, int]:
-        if self.size is None:
-            raise StepError("center_crop does not know its size", "give it: `center_crop: {size: [height, width]}`")
-        return self.size
-
-    def spec_after(self, spec: TensorSpec) -> TensorSpec:
-        if self.size is None or len(spec.shape) != 4:
-            return spec
-        shape = list(spec.shape)
-        (h_axis, w_axis), (h, w) = _hw_axes(spec.layout), self.size
-        shape[h_axis], shape[w_axis] = h, w
-        return spec.with_(shape=tuple(shape))
-
-    def shape_before(self, shape_after: tuple[Dim, ...], spec_before: TensorSpec) -> tuple[Dim, ...]:
-        shape = list(shape_after)
-        h_axis, w_axis = _hw_axes(spec_before.layout)
-        shape[h_axis], shape[w_axis] = "H", "W"
-        return tuple(shape)
-
-    def bind(self, shape_after: tuple[Dim, ...], spec_before: TensorSpec) -> CenterCrop:
-        model_hw = tuple(shape_after[axis] for axis in _hw_axes(spec_before.layout))
-        fixed = all(isinstance(d, int) and d > 0 for d in model_hw)
-        if self.size is not None:
-            if fixed and model_hw != self.size:
-                raise StepError(f"center_crop size is {list(self.size)} but the model wants {list(model_hw)} (H, W)",
-                                f"set size to {list(model_hw)} or leave it out")
-            return self
-        if not fixed:
-            raise StepError("the model's input height and width are not static: center_crop does not know its size",
-                            "give it: `center_crop: {size: [height, width]}`")
-        return self.model_copy(update={"size": (int(model_hw[0]), int(model_hw[1]))})
 
     def build(self, em: Emitter, x: gs.Variable, spec: TensorSpec) -> gs.Variable:
-        target = list(self._size())
-        axes = list(_hw_axes(spec.layout))
+        target = list(self.target_size())
+        axes = list(hw_axes(spec.layout))
         i64, f32 = np.int64, np.float32
         shape = em.op("Shape", [x], dtype=i64, shape=[4])
         hw = em.op("Gather", [shape, em.const("hw_axes", axes, i64)], {"axis": 0}, dtype=i64, shape=[2])
@@ -114,8 +65,8 @@ class CenterCrop(InputStep):
         return y
 
     def reference(self, x: np.ndarray, spec: TensorSpec) -> np.ndarray:
-        h_axis, w_axis = _hw_axes(spec.layout)
-        (crop_height, crop_width), image_height, image_width = self._size(), x.shape[h_axis], x.shape[w_axis]
+        h_axis, w_axis = hw_axes(spec.layout)
+        (crop_height, crop_width), image_height, image_width = self.target_size(), x.shape[h_axis], x.shape[w_axis]
         # torchvision.transforms.functional.center_crop, written for an array
         if crop_width > image_width or crop_height > image_height:
             pads = [(0, 0)] * x.ndim

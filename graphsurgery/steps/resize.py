@@ -23,11 +23,11 @@ from typing import ClassVar, Literal
 import numpy as np
 import onnx_graphsurgeon as gs
 from onnx import TensorProto
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from graphsurgery.emit import Emitter
 from graphsurgery.registry import register
-from graphsurgery.steps.base import Dim, InputStep, StepError, TensorSpec
+from graphsurgery.steps.base import SizedStep, StepError, TensorSpec, hw_axes, with_hw
 from graphsurgery.steps.input import _require_float
 
 Interpolation = Literal["nearest", "linear", "cubic"]
@@ -52,7 +52,7 @@ ONLY_WITH = (
 
 
 @register
-class Resize(InputStep):
+class Resize(SizedStep):
     """Resize the image to the model's height and width, from any size the caller feeds (H and W become free).
 
     `interpolation`: nearest | linear (default) | cubic, with ONNX Resize semantics (the numpy twin implements
@@ -82,8 +82,6 @@ class Resize(InputStep):
     step_name: ClassVar[str] = "resize"
     min_opset: ClassVar[int] = 11
 
-    frees_caller_size: ClassVar[bool] = True
-    size: tuple[int, int] | None = Field(default=None, description="[height, width]; default: the model's")
     interpolation: Interpolation = "linear"
     coordinate_transformation_mode: CoordinateMode = "half_pixel"
     nearest_mode: NearestMode = "round_prefer_floor"
@@ -95,13 +93,6 @@ class Resize(InputStep):
     pad_anchor: PadAnchor = Field(default="center", description="letterbox/height: where the image sits")
     side_rounding: SideRounding = Field(default="floor", description="rounding of the aspect-kept side")
 
-    @field_validator("size")
-    @classmethod
-    def _sensible(cls, size: tuple[int, int] | None) -> tuple[int, int] | None:
-        if size is not None and not all(1 <= side <= MAX_SIDE for side in size):
-            raise ValueError(f"height and width must be between 1 and {MAX_SIDE}")
-        return size
-
     @model_validator(mode="after")
     def _meaningful(self):
         for name, setting, allowed in ONLY_WITH:
@@ -109,9 +100,6 @@ class Resize(InputStep):
                 raise ValueError(f"{name} applies only with {setting} {' or '.join(allowed)}, "
                                  f"not {getattr(self, setting)}")
         return self
-
-    def output_size(self) -> tuple[int, int] | None:
-        return self.size
 
     def against_library(self, image: np.ndarray) -> dict | None:
         return resize_vs_opencv(self, image)
@@ -126,30 +114,11 @@ class Resize(InputStep):
         if self.interpolation == "cubic" and spec.layout == "NHWC":
             raise StepError("cubic resize needs an NCHW tensor (onnxruntime cannot shrink NHWC cubically and "
                             "OpenVINO 2026.4 computes it wrongly)", "put resize after the `layout: {to: NCHW}` step")
-        if self.size is None or len(spec.shape) != 4:
-            return spec
-        return spec.with_(shape=_with_hw(spec.shape, spec, self.size))
-
-    def shape_before(self, shape_after: tuple[Dim, ...], spec_before: TensorSpec) -> tuple[Dim, ...]:
-        return _with_hw(shape_after, spec_before, ("H", "W"))
-
-    def bind(self, shape_after: tuple[Dim, ...], spec_before: TensorSpec) -> Resize:
-        h_axis, w_axis = _hw_axes(spec_before)
-        model_hw = (shape_after[h_axis], shape_after[w_axis])
-        fixed = all(isinstance(d, int) and d > 0 for d in model_hw)
-        if self.size is not None:
-            if fixed and tuple(model_hw) != self.size:
-                raise StepError(f"resize size is {list(self.size)} but the model wants {list(model_hw)} (H, W)",
-                                f"set size to {list(model_hw)} or leave it out")
-            return self
-        if not fixed:
-            raise StepError(f"the model input's height and width are not fixed ({model_hw[0]} × {model_hw[1]}), so "
-                            f"resize does not know its target size", "give it: `resize: {size: [height, width]}`")
-        return self.model_copy(update={"size": (int(model_hw[0]), int(model_hw[1]))})
+        return super().spec_after(spec)
 
     def build(self, em: Emitter, x: gs.Variable, spec: TensorSpec) -> gs.Variable:
-        target = self._target()
-        h_axis, w_axis = _hw_axes(spec)
+        target = self.target_size()
+        h_axis, w_axis = hw_axes(spec.layout)
         i64, f32 = np.int64, np.float32
         shape = em.op("Shape", [x], dtype=i64, shape=[4])
         hw = em.op("Gather", [shape, em.const("hw_axes", [h_axis, w_axis], i64)], {"axis": 0}, dtype=i64, shape=[2])
@@ -170,11 +139,11 @@ class Resize(InputStep):
             y = self._centre_crop(em, y, resized_hw, target, (h_axis, w_axis))
         elif self.fit in ("letterbox", "height"):
             y = self._letterbox(em, y, resized_hw, target, spec)
-        y.shape = list(_with_hw(tuple(x.shape) if x.shape else (None,) * 4, spec, target))
+        y.shape = list(with_hw(tuple(x.shape) if x.shape else (None,) * 4, spec.layout, target))
         return y
 
     def reference(self, x: np.ndarray, spec: TensorSpec) -> np.ndarray:
-        axes = _hw_axes(spec)
+        axes = hw_axes(spec.layout)
         resized_hw = self.resized_hw(x.shape[axes[0]], x.shape[axes[1]])
         y = x.astype(np.float64)
         for axis, length in zip(axes, resized_hw):
@@ -185,7 +154,7 @@ class Resize(InputStep):
 
     def resized_hw(self, h: int, w: int) -> tuple[int, int]:
         """The size the image is resampled to, before crop or letterbox (integer arithmetic, as in the graph)."""
-        th, tw = self._target()
+        th, tw = self.target_size()
         if self.fit == "stretch":
             return th, tw
         divide = {"floor": lambda a, b: a // b, "ceil": lambda a, b: -(-a // b), "round": _round_half_even}[
@@ -199,7 +168,7 @@ class Resize(InputStep):
 
     def place(self, y: np.ndarray, resized_hw: tuple[int, int], axes: tuple[int, int]) -> np.ndarray:
         """Crop or pad the resampled `y` to the model's size, as the graph does (`fit` stretch: unchanged)."""
-        th, tw = self._target()
+        th, tw = self.target_size()
         (rh, rw), (h_axis, w_axis) = resized_hw, axes
         if self.fit == "crop":
             top, left = int(np.round((rh - th) / 2)), int(np.round((rw - tw) / 2))  # half to even, like Round
@@ -215,14 +184,8 @@ class Resize(InputStep):
 
     # --- graph pieces ------------------------------------------------------------------------------------------
 
-    def _target(self) -> tuple[int, int]:
-        if self.size is None:
-            raise StepError("resize does not know the model's size here",
-                            "pass the plain model's facts (twins.preprocess(recipe, x, facts)) or give `size`")
-        return self.size
-
     def _covered(self) -> tuple[int, int]:
-        th, tw = self._target()
+        th, tw = self.target_size()
         return int(np.floor(th / self.crop_fraction)), int(np.floor(tw / self.crop_fraction))
 
     def _attrs(self, opset: int) -> dict:
@@ -239,9 +202,9 @@ class Resize(InputStep):
         """[h', w'] keeping the aspect ratio: max(bound, other · bound / side) for crop, min(…) for letterbox, the
         model's height and min(W, w · H / h) for height; the quotient rounded per `side_rounding`."""
         i64 = np.int64
-        h_axis, w_axis = _hw_axes(spec)
+        h_axis, w_axis = hw_axes(spec.layout)
         wh = em.op("Gather", [shape, em.const("wh_axes", [w_axis, h_axis], i64)], {"axis": 0}, dtype=i64, shape=[2])
-        bound = self._covered() if self.fit == "crop" else self._target()
+        bound = self._covered() if self.fit == "crop" else self.target_size()
         # [h · W' / w, w · H' / h]: the other side scaled by the binding one, in integers
         scaled = self._divide(em, em.op("Mul", [hw, em.const("bound_swapped", bound[::-1], i64)], dtype=i64), wh)
         bound_c = em.const("bound", list(bound), i64)
@@ -377,15 +340,6 @@ def _cubic_kernel(d: np.ndarray, a: float) -> np.ndarray:
     return np.where(d <= 1, near, np.where(d < 2, far, 0.0))
 
 
-def _hw_axes(spec: TensorSpec) -> tuple[int, int]:
-    return (2, 3) if spec.layout == "NCHW" else (1, 2)
-
-
-def _with_hw(shape: tuple[Dim, ...], spec: TensorSpec, hw: tuple[Dim, Dim]) -> tuple[Dim, ...]:
-    h_axis, w_axis = _hw_axes(spec)
-    dims = list(shape)
-    dims[h_axis], dims[w_axis] = hw
-    return tuple(dims)
 
 
 # --- against OpenCV ----------------------------------------------------------------------------------------------

@@ -24,7 +24,17 @@ from pydantic import Field, field_validator
 from graphsurgery.crops import PADDING, PIXEL_STD
 from graphsurgery.emit import Emitter, Tensor
 from graphsurgery.registry import register
-from graphsurgery.steps.base import Comparison, Dim, ExtraInput, InputStep, OutputStep, StepError, TensorSpec
+from graphsurgery.steps.base import (
+    Comparison,
+    Dim,
+    ExtraInput,
+    InputStep,
+    OutputStep,
+    SizedStep,
+    StepError,
+    TensorSpec,
+    hw_axes,
+)
 
 if TYPE_CHECKING:  # model.py imports the recipe, which imports the steps
     from graphsurgery.model import ModelFacts
@@ -66,7 +76,7 @@ def padded_box_reference(boxes: np.ndarray, aspect: float) -> tuple[np.ndarray, 
 
 
 @register
-class CropBoxes(InputStep):
+class CropBoxes(SizedStep):
     """Cut one crop per person box out of the whole image, in the graph.
 
     Adds the graph input `boxes` [N, 4] float32 (COCO x, y, w, h in image
@@ -89,78 +99,37 @@ class CropBoxes(InputStep):
 
     step_name: ClassVar[str] = "crop_boxes"
     sets_batch: ClassVar[bool] = True
-    frees_caller_size: ClassVar[bool] = True
-    size: tuple[int, int] | None = Field(default=None, description="[height, width] of the crops; default: the model's")
     round: bool = Field(default=True, description="round to integers, as cv2.warpAffine does on a uint8 image")
-
-    @field_validator("size")
-    @classmethod
-    def _positive(cls, value):
-        if value is not None and not all(0 < v <= 8192 for v in value):
-            raise ValueError("size is [height, width] in pixels, each between 1 and 8192")
-        return value
 
     def extra_inputs(self) -> tuple[ExtraInput, ...]:
         return (BOXES,)
 
-    def output_size(self) -> tuple[int, int] | None:
-        return self.size
-
     def against_library(self, image: np.ndarray) -> dict | None:
         return crop_vs_opencv(self, image)
-
-    @staticmethod
-    def _hw_axes(layout: str) -> tuple[int, int]:
-        return (2, 3) if layout == "NCHW" else (1, 2)
 
     def spec_after(self, spec: TensorSpec) -> TensorSpec:
         if spec.dtype != "float32":
             raise StepError(f"crop_boxes cuts from a float32 image; the tensor is {spec.dtype} here",
                             "put crop_boxes after `cast: {}`")
-        if self.size is None or len(spec.shape) != 4:
-            return spec
-        shape = ["N", *spec.shape[1:]]
-        (h_axis, w_axis), (h, w) = self._hw_axes(spec.layout), self.size
-        shape[h_axis], shape[w_axis] = h, w
-        return spec.with_(shape=tuple(shape))
+        after = super().spec_after(spec)
+        return after.with_(shape=(BOXES.shape[0], *after.shape[1:])) if len(after.shape) == 4 else after
 
     def shape_before(self, shape_after: tuple[Dim, ...], spec_before: TensorSpec) -> tuple[Dim, ...]:
-        shape = [1, *shape_after[1:]]
-        h_axis, w_axis = self._hw_axes(spec_before.layout)
-        shape[h_axis], shape[w_axis] = "H", "W"
-        return tuple(shape)
-
-    def bind(self, shape_after: tuple[Dim, ...], spec_before: TensorSpec) -> CropBoxes:
-        model_hw = tuple(shape_after[axis] for axis in self._hw_axes(spec_before.layout))
-        fixed = all(isinstance(d, int) and d > 0 for d in model_hw)
-        if self.size is not None:
-            if fixed and model_hw != self.size:
-                raise StepError(f"crop_boxes size is {list(self.size)} but the model wants {list(model_hw)} (H, W)",
-                                f"set size to {list(model_hw)} or leave it out")
-            return self
-        if not fixed:
-            raise StepError("the model's input height and width are not static: crop_boxes does not know its size",
-                            "give it: `crop_boxes: {size: [height, width]}`")
-        return self.model_copy(update={"size": (int(model_hw[0]), int(model_hw[1]))})
-
-    def _size(self) -> tuple[int, int]:
-        if self.size is None:
-            raise StepError("crop_boxes does not know its size", "give it: `crop_boxes: {size: [height, width]}`")
-        return self.size
+        return (1, *super().shape_before(shape_after, spec_before)[1:])  # one image
 
     def _offsets(self) -> tuple[np.ndarray, np.ndarray]:
         """Crop pixel positions relative to the crop's centre, in crop pixels, and the crop's width (s's divisor)."""
-        h, w = self._size()
+        h, w = self.target_size()
         return np.arange(h, dtype=np.float32) - np.float32(h / 2), np.arange(w, dtype=np.float32) - np.float32(w / 2)
 
     def build(self, em: Emitter, x: gs.Variable, spec: TensorSpec, boxes: gs.Variable | None = None) -> gs.Variable:
-        h, w = self._size()
+        h, w = self.target_size()
         channel_axis = 1 if spec.layout == "NCHW" else 3
         channels = spec.shape[channel_axis] if len(spec.shape) == 4 else None
         if not isinstance(channels, int):
             raise StepError("crop_boxes needs the image's channel count to be static", "declare 3 channels")
         f32, i64 = np.float32, np.int64
-        h_axis, w_axis = self._hw_axes(spec.layout)
+        h_axis, w_axis = hw_axes(spec.layout)
         shape = em.op("Shape", [x], dtype=i64, shape=[4])
         image_h = em.op("Gather", [shape, em.const("h_axis", h_axis, i64)], {"axis": 0}, dtype=i64, shape=[])
         image_w = em.op("Gather", [shape, em.const("w_axis", w_axis, i64)], {"axis": 0}, dtype=i64, shape=[])
@@ -228,7 +197,7 @@ class CropBoxes(InputStep):
         image = np.asarray(np.transpose(x[0], (1, 2, 0)) if nchw else x[0], np.float32)
         image_h, image_w, channels = image.shape
         pixels = image.reshape(-1, channels)
-        h, w = self._size()
+        h, w = self.target_size()
         center, padded = padded_box_reference(boxes, w / h)
         step = padded[:, :1] * np.float32(PADDING / w)
         dy, dx = self._offsets()
@@ -383,7 +352,7 @@ def crop_vs_opencv(step: CropBoxes, image: np.ndarray) -> dict:
 
     from graphsurgery.crops import affine_transform, box_to_center_scale, whole_image_box
 
-    h, w = step._size()
+    h, w = step.target_size()
     hwc = image.reshape(*image.shape[:2], -1)
     box = whole_image_box(hwc)
     center, scale = box_to_center_scale(box, w / h)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
 from pathlib import Path
 
@@ -65,10 +65,12 @@ def ovms_path(directory: str | Path, name: str) -> Path:
 
 def convert(model_path: str | Path, out_xml: str | Path, fp16: bool = False,
             input_shapes: Mapping[str, Sequence[int | None]] | None = None, *, force: bool = False,
-            make_parents: bool = False) -> list[Path]:
+            make_parents: bool = False, transform: Callable | None = None, weights: str | None = None) -> list[Path]:
     """Convert the ONNX model to IR at `out_xml` (+ .bin); returns the files written (.bin, .xml).
 
-    `input_shapes` fixes dynamic dims by input name; `make_parents` creates missing folders (the OVMS layout).
+    `input_shapes` fixes dynamic dims by input name; `make_parents` creates missing folders (the OVMS layout);
+    `transform` turns the converted OpenVINO model into the one saved (int8 quantization), whose weights are then
+    labelled `weights`.
     """
     model_path, out_xml = Path(model_path), Path(out_xml)
     out_bin = out_xml.with_suffix(".bin")
@@ -88,7 +90,9 @@ def convert(model_path: str | Path, out_xml: str | Path, fp16: bool = False,
         _check_names(model, proto, model_path)
         if input_shapes:
             _reshape(model, input_shapes, model_path)
-        weights = "FP16" if fp16 else "FP32"
+        if transform is not None:
+            model = transform(model)
+        weights = weights or ("FP16" if fp16 else "FP32")
         model.set_rt_info(weights, list(WEIGHTS_KEY))
         model.set_rt_info(model_path.name, list(SOURCE_KEY))
         return _save(model, out_xml, out_bin, fp16)

@@ -28,32 +28,64 @@ from graphsurgery.modelio import load_model
 @click.option(
     "--name", help="Model name in the --ovms repository [default: the model's file name up to its first dot]."
 )
+@click.option("--int8", is_flag=True, help="Quantize the network to int8 (NNCF post-training quantization; the "
+              "spliced nodes stay float). Needs --calibration or --calibration-random.")
+@click.option("--calibration", "calibration_dir", type=existing_file,
+              help="--int8: a folder of images, cropped as the patched model's caller would.")
+@click.option("--boxes", type=existing_file, help="--int8 --calibration: person boxes per image (as for verify).")
+@click.option("--calibration-random", type=int, metavar="N", help="--int8: N random caller inputs instead.")
+@click.option("--max-drop", type=click.FloatRange(0, 1, min_open=True, max_open=True), metavar="X",
+              help="--int8: keep layers in float (most sensitive first) until at least 1 - X of the joints stay "
+                   "within one heatmap cell of the f32 model's, on the calibration samples.")
 @force_option
 @json_flag
 def convert_command(model: Path, output: Path | None, fp16: bool, input_shapes: tuple[str, ...], ovms_dir: Path | None,
-                    name: str | None, force: bool, as_json: bool):
+                    name: str | None, int8: bool, calibration_dir: Path | None, boxes: Path | None,
+                    calibration_random: int | None, max_drop: float | None, force: bool, as_json: bool):
     """Convert the ONNX MODEL (plain or patched) to OpenVINO IR (.xml + .bin), keeping its input/output names."""
     if ovms_dir is not None and output is not None:
         raise GraphsurgeryError("-o and --ovms both say where to write", fix="give only one of them")
+    if not int8 and (calibration_dir or boxes or calibration_random is not None or max_drop is not None):
+        raise GraphsurgeryError("calibration samples and --max-drop are for --int8",
+                                fix="add --int8, or drop the calibration options")
+    if int8 and fp16:
+        raise GraphsurgeryError("--int8 and --fp16 both choose the weights' precision", fix="give only one of them")
     if name is not None and ovms_dir is None:
         raise GraphsurgeryError(
             "--name is the model's name in an --ovms repository", fix="add --ovms DIR, or drop --name"
         )
     shapes = dict(parse_input_shape(text) for text in input_shapes)
-    if ovms_dir is not None:
-        target = ovms_path(ovms_dir, name or model.stem.split(".")[0])
-        written = convert(model, target, fp16, shapes, force=force, make_parents=True)
+    target = ovms_path(ovms_dir, name or model.stem.split(".")[0]) if ovms_dir is not None else (
+        output or model.with_suffix(".xml"))
+    price, weights = None, "FP16" if fp16 else "FP32"
+    if int8:
+        from graphsurgery.quantize import calibration_set, convert_int8
+
+        calibration = calibration_set(model, calibration_dir, boxes, calibration_random)
+        written, price = convert_int8(model, target, calibration, shapes, force=force,
+                                      make_parents=ovms_dir is not None, max_drop=max_drop)
+        quantizers = price.pop("quantizers")
+        weights = "INT8"
     else:
-        written = convert(model, output or model.with_suffix(".xml"), fp16, shapes, force=force)
+        written = convert(model, target, fp16, shapes, force=force, make_parents=ovms_dir is not None)
     notes = openvino_caveats(load_model(model).proto)  # checked once already: this only parses it again
     if as_json:
-        click.echo(json.dumps({"written": [str(p) for p in written], "weights": "FP16" if fp16 else "FP32",
-                               "notes": notes}, indent=2, ensure_ascii=False))
+        click.echo(json.dumps({"written": [str(p) for p in written], "weights": weights, "notes": notes,
+                               **({"int8_vs_f32": price, "calibration": calibration.description,
+                                   "quantized_activations": quantizers, "max_drop": max_drop} if int8 else {})},
+                              indent=2, ensure_ascii=False))
         return
     console = Console()
     for note in notes:
         console.print(shown(f"note: {note}"))
-    console.print(f"wrote {', '.join(map(str, written))} ({'FP16' if fp16 else 'FP32'} weights)", highlight=False)
+    console.print(f"wrote {', '.join(map(str, written))} ({weights} weights)", highlight=False)
+    if int8:
+        console.print(shown(f"calibrated on {calibration.description}"))
+        console.print(shown(f"{quantizers} quantized activations" + (
+            f" (accuracy control: at most {max_drop:g} of the joints may move)" if max_drop is not None else "")))
+        for output_name, numbers in price.items():
+            console.print(shown(f"int8 vs f32 on those samples: {output_name}: " + ", ".join(
+                f"{key.replace('_', ' ')} {value:.4g}" for key, value in numbers.items())))
     if ovms_dir is not None:
         console.print(
             f"serve it with: ovms --model_name {target.parent.parent.name} --model_path {target.parent.parent}",

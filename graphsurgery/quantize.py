@@ -1,0 +1,175 @@
+"""int8 post-training quantization (NNCF, OpenVINO backend) for `convert --int8`, with its accuracy price measured.
+
+Calibration samples are what the *caller* feeds the model: uint8 crops cut the authors' way from images (and
+person boxes), whole images with boxes for a model that crops in the graph, or random ones of the same kind. The
+spliced nodes (`graphsurgery/…`) are kept out of quantization (NNCF's IgnoredScope), so the decode stays exact on
+whatever heatmaps the int8 network gives. The price is measured on the same samples, f32 IR against int8 IR: for
+keypoints, the mean distance and the share of joints within one heatmap cell (4 crop pixels for HRNet's 256×192 →
+64×48); for every other output, the mean absolute difference.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from graphsurgery.errors import GraphsurgeryError
+from graphsurgery.runners import Port, model_signature
+
+#: the name prefix of every spliced node: kept in float
+SPLICED = r"graphsurgery/.*"
+#: one heatmap cell of HRNet's 64×48 maps in its 256×192 crop, in crop pixels: "the same joint" for the report
+CELL_PIXELS = 4.0
+MAX_CALIBRATION = 1000
+PRECISION_KEY = ("graphsurgery", "precision")
+CALIBRATION_KEY = ("graphsurgery", "calibration")
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Inputs as the model's caller feeds them, one dict per inference, and what they are."""
+
+    feeds: list[dict[str, np.ndarray]]
+    description: str
+
+    def sha256(self) -> str:
+        """Identifies the set: the bytes of every array, in order."""
+        digest = hashlib.sha256()
+        for feed in self.feeds:
+            for name in sorted(feed):
+                digest.update(name.encode())
+                digest.update(np.ascontiguousarray(feed[name]).tobytes())
+        return digest.hexdigest()
+
+
+def calibration_set(model: Path, images: Path | None = None, boxes: Path | None = None, random: int | None = None,
+                    seed: int = 0) -> Calibration:
+    """The calibration samples for `model` (ONNX), from a folder of images (and person boxes) or `random` ones."""
+    from graphsurgery.recipe import InputTensor
+    from graphsurgery.samples import box_image_samples, image_samples, random_box_samples, random_samples
+
+    if (images is None) == (random is None):
+        raise GraphsurgeryError("int8 needs calibration samples: images or a number of random ones",
+                                fix="give --calibration DIR or --calibration-random N (one of them)")
+    if random is not None and not 1 <= random <= MAX_CALIBRATION:
+        raise GraphsurgeryError(f"{random} calibration samples: give between 1 and {MAX_CALIBRATION}",
+                                fix="a few hundred samples calibrate a pose model (NNCF's default subset is 300)")
+    inputs = model_signature(model).inputs
+    names = {port.name for port in inputs}
+    image = _image_input(inputs, model)
+    caller = InputTensor(dtype="uint8", layout="NHWC", color="BGR")
+    if "boxes" in names:  # crops are cut in the graph: whole images with their boxes
+        samples = (random_box_samples(random, image, "NHWC", seed) if images is None
+                   else box_image_samples(images, boxes, image, caller))
+    else:
+        h, w = image.shape[1:3]
+        if not isinstance(h, int) or not isinstance(w, int):
+            raise GraphsurgeryError(f"the input {image.name!r} has no static crop size", path=model,
+                                    fix="calibrate the model patched with a crop recipe (its uint8 crops)")
+        extras = [name for name in ("center", "scale") if name in names]
+        samples = (random_samples(random, image, [(w, h)], "NHWC", extras, (w, h), seed=seed) if images is None
+                   else image_samples(images, boxes, image, (w, h), caller, extras))
+    feeds = [{image.name: tensors[i:i + 1], **{k: v[i:i + 1] if len(tensors) > 1 else v for k, v in extras_.items()}}
+             for tensors, extras_ in samples.groups for i in range(len(tensors))]
+    return Calibration(feeds, samples.description)
+
+
+def _image_input(inputs: list[Port], model: Path) -> Port:
+    images = [p for p in inputs if p.dtype == "uint8" and len(p.shape) == 4 and p.shape[3] == 3]
+    if len(images) != 1:
+        shown = ", ".join(f"{p.name} {p.dtype}" for p in inputs)
+        raise GraphsurgeryError(f"int8 calibration feeds what a patched model's caller feeds (uint8 images); this "
+                                f"model takes {shown}", path=model,
+                                fix="patch the model with a recipe first (apply), then convert it with --int8")
+    return images[0]
+
+
+def quantize(model, calibration: Calibration, max_drop: float | None = None):
+    """The int8 model NNCF makes from the OpenVINO `model`, spliced nodes left in float. With `max_drop`, NNCF's
+    accuracy control: layers go back to float, most sensitive first, until the share of joints within one cell of
+    the f32 model's keypoints (on the calibration samples) is at least 1 − max_drop."""
+    import nncf
+
+    nncf.set_log_level(logging.WARNING)  # its INFO lines list every ignored node
+    dataset = nncf.Dataset(calibration.feeds)
+    common = {"subset_size": len(calibration.feeds),
+              "ignored_scope": nncf.IgnoredScope(patterns=[SPLICED], validate=False)}
+    with contextlib.redirect_stdout(sys.stderr):  # progress bars: standard output stays the command's (--json)
+        if max_drop is None:
+            return nncf.quantize(model, dataset, **common)
+        return nncf.quantize_with_accuracy_control(
+            model, dataset, dataset, validation_fn=_agreement_with(model, calibration), max_drop=max_drop,
+            drop_type=nncf.DropType.ABSOLUTE, **common)
+
+
+def _agreement_with(f32_model, calibration: Calibration):
+    """NNCF's validation function: per sample, the share of joints within one cell of the f32 model's keypoints."""
+    import openvino as ov
+
+    if "keypoints" not in {name for port in f32_model.outputs for name in port.get_names()}:
+        raise GraphsurgeryError("--max-drop measures keypoint agreement; this model has no `keypoints` output",
+                                fix="use --int8 without --max-drop, or patch the model with a pose recipe")
+    compiled = ov.Core().compile_model(f32_model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    reference = [np.asarray(compiled(feed)[compiled.output("keypoints")]) for feed in calibration.feeds]
+
+    def validate(model, samples) -> tuple[float, list[float]]:
+        shares = [float(np.mean(np.linalg.norm(np.asarray(model(feed)[model.output("keypoints")]) - expected,
+                                               axis=-1) <= CELL_PIXELS))
+                  for feed, expected in zip(samples, reference)]
+        return float(np.mean(shares)), shares
+
+    return validate
+
+
+def price(f32_model, int8_model, calibration: Calibration) -> dict:
+    """What int8 costs in agreement with f32, output by output, on the calibration samples (OpenVINO f32 CPU)."""
+    import openvino as ov
+
+    core = ov.Core()
+    compiled = [core.compile_model(m, "CPU", {"INFERENCE_PRECISION_HINT": "f32"}) for m in (f32_model, int8_model)]
+    names = [port.get_any_name() for port in compiled[0].outputs]
+    answers: dict[str, list[list[np.ndarray]]] = {name: [[], []] for name in names}
+    for feed in calibration.feeds:
+        for side, model in enumerate(compiled):
+            result = model(feed)
+            for port in model.outputs:
+                answers[port.get_any_name()][side].append(np.asarray(result[port], np.float64))
+    report = {}
+    for name, (exact, fast) in answers.items():
+        a, b = np.concatenate(exact), np.concatenate(fast)
+        if name == "keypoints" and a.shape[-1] == 2:
+            distance = np.linalg.norm(a - b, axis=-1)
+            report[name] = {"mean_distance": float(np.mean(distance)),
+                            "within_one_cell": float(np.mean(distance <= CELL_PIXELS)), "cell_pixels": CELL_PIXELS}
+        else:
+            report[name] = {"mean_abs_diff": float(np.mean(np.abs(a - b)))}
+    return report
+
+
+def convert_int8(model: Path, out_xml: Path, calibration: Calibration, input_shapes=None, *, force: bool = False,
+                 make_parents: bool = False, max_drop: float | None = None) -> tuple[list[Path], dict]:
+    """`irconvert.convert` with int8 quantization (accuracy-controlled with `max_drop`): the IR's rt_info says int8
+    and names the calibration set (size, sha256); returns the files written and the price (`price`, plus how many
+    quantizers the model kept)."""
+    from graphsurgery.irconvert import convert
+
+    measured: dict = {}
+
+    def to_int8(f32_model):
+        int8_model = quantize(f32_model.clone(), calibration, max_drop)
+        measured["quantizers"] = sum(op.get_type_name() == "FakeQuantize" for op in int8_model.get_ops())
+        measured.update(price(f32_model, int8_model, calibration))
+        int8_model.set_rt_info("int8", list(PRECISION_KEY))
+        int8_model.set_rt_info(f"{len(calibration.feeds)} samples, sha256 {calibration.sha256()}",
+                               list(CALIBRATION_KEY))
+        return int8_model
+
+    written = convert(model, out_xml, False, input_shapes, force=force, make_parents=make_parents,
+                      transform=to_int8, weights="INT8")
+    return written, measured

@@ -1,0 +1,117 @@
+"""`convert --int8`: NNCF post-training quantization of a patched model, calibrated on what its caller feeds.
+
+The spliced nodes must stay float (no quantizer feeds them), so the decode stays exact on whatever heatmaps the
+int8 network gives: the int8 IR's keypoints equal the numpy decode of its own heatmaps. The IR says it is int8 and
+names its calibration set; the price (int8 against f32) is reported; bad requests are one-line errors.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from graphsurgery.api import apply
+from graphsurgery.cli import cli
+from graphsurgery.quantize import CALIBRATION_KEY, PRECISION_KEY, calibration_set, convert_int8
+from graphsurgery.steps.output import HeatmapArgmax, ToImage
+
+ROOT = Path(__file__).resolve().parent.parent
+CROP_RECIPE = ROOT / "recipes" / "hrnet_coco_pose.yaml"
+
+
+@pytest.fixture(scope="module")
+def patched(tmp_path_factory, tiny_pose_models) -> Path:
+    folder = tmp_path_factory.mktemp("int8")
+    return apply(CROP_RECIPE, tiny_pose_models[(17, False)], folder / "pose.patched.onnx").output
+
+
+def test_int8_ir_keeps_the_decode_float_and_exact(patched, tmp_path):
+    import openvino as ov
+
+    calibration = calibration_set(patched, random=8)
+    written, price = convert_int8(patched, tmp_path / "pose_int8.xml", calibration)
+    assert [p.suffix for p in written] == [".bin", ".xml"]
+    model = ov.Core().read_model(str(tmp_path / "pose_int8.xml"))
+    assert model.get_rt_info(list(PRECISION_KEY)).astype(str) == "int8"
+    assert re.fullmatch(r"8 samples, sha256 [0-9a-f]{64}", model.get_rt_info(list(CALIBRATION_KEY)).astype(str))
+    quantizers = [op for op in model.get_ops() if op.get_type_name() == "FakeQuantize"]
+    assert quantizers, "nothing was quantized"
+    for op in quantizers:  # no quantizer inside the spliced pre/post-processing
+        consumers = [target.get_node() for output in op.outputs() for target in output.get_target_inputs()]
+        assert not any(node.get_friendly_name().startswith("graphsurgery/") for node in consumers), op
+    compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    result = compiled(calibration.feeds[0])
+    outputs = {port.get_any_name(): result[port] for port in compiled.outputs}
+    env = HeatmapArgmax().reference({"output": outputs["heatmaps"]})
+    decoded = ToImage(mode="crop", input_size=(192, 256)).reference(env)["keypoints"]
+    np.testing.assert_array_equal(outputs["keypoints"], decoded)  # exact on the int8 network's own heatmaps
+    assert set(price) == {"keypoints", "scores", "heatmaps", "quantizers"} and price["quantizers"] == len(quantizers)
+    assert 0.0 <= price["keypoints"]["within_one_cell"] <= 1.0 and price["heatmaps"]["mean_abs_diff"] > 0
+
+
+def test_the_cli_calibrates_on_images_and_reports_the_price(patched, tmp_path):
+    out = tmp_path / "pose.xml"
+    result = CliRunner().invoke(cli, ["convert", str(patched), "--int8", "--calibration", str(ROOT / "examples" /
+                                      "images"), "-o", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["weights"] == "INT8" and "2 crops from 2 images" in report["calibration"]
+    assert set(report["int8_vs_f32"]["keypoints"]) == {"mean_distance", "within_one_cell", "cell_pixels"}
+    assert out.exists() and out.with_suffix(".bin").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--int8"], "int8 needs calibration samples"),
+    (["--calibration-random", "4"], "calibration samples and --max-drop are for --int8"),
+    (["--int8", "--fp16", "--calibration-random", "4"], "--int8 and --fp16 both choose"),
+    (["--int8", "--calibration-random", "0"], "0 calibration samples"),
+])
+def test_bad_requests_are_one_line_errors(patched, tmp_path, args, message):
+    out = tmp_path / "x.xml"
+    result = CliRunner().invoke(cli, ["convert", str(patched), "-o", str(out), *args])
+    assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
+    assert not out.exists()
+
+
+def test_a_plain_model_is_sent_to_apply_first(tiny_pose_models, tmp_path):
+    result = CliRunner().invoke(cli, ["convert", str(tiny_pose_models[(17, False)]), "--int8", "--calibration-random",
+                                      "4", "-o", str(tmp_path / "x.xml")])
+    assert result.exit_code == 2 and "patch the model with a recipe first" in result.output
+
+
+def test_a_top_down_model_calibrates_on_whole_images_with_boxes(tiny_pose_models, tmp_path):
+    topdown = apply(ROOT / "recipes" / "hrnet_coco_topdown.yaml", tiny_pose_models[(17, False)],
+                    tmp_path / "topdown.onnx").output
+    calibration = calibration_set(topdown, random=3)
+    assert len(calibration.feeds) == 3 and "random person boxes" in calibration.description
+    for feed in calibration.feeds:
+        assert set(feed) == {"image", "boxes"} and feed["image"].dtype == np.uint8
+        assert feed["image"].shape[0] == 1 and feed["boxes"].shape[1] == 4 and len(feed["boxes"]) >= 1
+    assert calibration.sha256() != calibration_set(topdown, random=3, seed=1).sha256()
+
+
+def test_max_drop_keeps_the_joints_within_one_cell(patched, tmp_path):
+    """NNCF's accuracy control with the tool's metric: at most 5 % of the joints may leave their f32 cell."""
+    result = CliRunner().invoke(cli, ["convert", str(patched), "--int8", "--calibration-random", "8", "--max-drop",
+                                      "0.05", "-o", str(tmp_path / "controlled.xml"), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["max_drop"] == 0.05 and report["int8_vs_f32"]["keypoints"]["within_one_cell"] >= 0.95
+
+
+def test_max_drop_needs_keypoints(tmp_path):
+    import openvino as ov
+    from openvino import opset13 as ops
+
+    from graphsurgery.errors import GraphsurgeryError
+    from graphsurgery.quantize import Calibration, quantize
+
+    image = ops.parameter([1, 4], np.float32, name="x")
+    model = ov.Model([ops.relu(image)], [image], "no_keypoints")
+    with pytest.raises(GraphsurgeryError, match="no `keypoints` output"):
+        quantize(model, Calibration([{"x": np.ones((1, 4), np.float32)}], "one"), max_drop=0.1)

@@ -217,7 +217,7 @@ def _workload(recipe: Recipe, model: Path, plan, batch: int) -> Workload:
         raise GraphsurgeryError(f"input {image.name!r} has dynamic dims besides the batch ({image})", path=model,
                                 fix="export the model with a fixed input size")
     # a recipe that crops person boxes in the graph takes one image and `batch` boxes in it
-    crops_boxes = "boxes" in {e.name for step in twins.input_steps(recipe, facts) for e in step.extra_inputs()}
+    crops_boxes = twins.crops_in_graph(twins.input_steps(recipe, facts))
     images = 1 if crops_boxes else batch
     if isinstance(image.shape[0], int) and image.shape[0] != images:
         raise GraphsurgeryError(f"the model's batch is fixed at {image.shape[0]}, not {batch}", path=model,

@@ -6,7 +6,7 @@ recipe: each step's `reference` is an independent numpy implementation of what i
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -140,6 +140,12 @@ def comparisons(recipe: Recipe, facts: ModelFacts) -> dict[str, Comparison]:
     if recipe.output.keep_original:
         result.update(dict.fromkeys(facts.targets or (facts.output_name,), DEFAULT_FLOAT))
     return result
+
+
+def crops_in_graph(steps: Sequence[InputStep]) -> bool:
+    """True when an input step cuts person boxes out of the whole image (crop_boxes): the caller then sends whole
+    images and `boxes`, not crops."""
+    return any(extra.name == "boxes" for step in steps for extra in step.extra_inputs())
 
 
 def extra_input_names(recipe: Recipe) -> list[str]:

@@ -52,6 +52,7 @@ from graphsurgery.steps.base import Comparison, InputStep
 from graphsurgery.tolerances import Tolerances, allowance_note, tie_tolerance, with_tolerances
 from graphsurgery.twins import (
     comparisons,
+    crops_in_graph,
     decoded_output,
     extra_input_names,
     input_steps,
@@ -159,7 +160,7 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
         raise GraphsurgeryError("the recipe's resize cannot learn the model's size: no input of the plain model is "
                                 "the recipe's input.target (or it has several and the recipe names none)",
                                 path=plain.path, fix="name the input to patch in input.target (inspect lists them)")
-    crops_boxes = any(extra.name == "boxes" for step in steps for extra in step.extra_inputs())
+    crops_boxes = crops_in_graph(steps)
     if boxes is not None and resizes and not crops_boxes:
         raise GraphsurgeryError(
             "this recipe resizes whole images in the graph; boxes cut crops at the model's size",

@@ -97,7 +97,8 @@ def test_inspect_json_and_table(plain, tmp_path):
     assert info["opset"] == 17 and info["ir_version"] == onnx.load(str(plain)).ir_version
     assert info["inputs"] == [{"name": "input", "dtype": "uint8", "shape": [1, 256, 192, 3]}]
     assert [o["name"] for o in info["outputs"]] == ["keypoints", "scores", "heatmaps"]
-    assert info["op_types"]["Conv"] == 1 and info["op_types"]["ReduceMin"] == 1 and "ArgMax" not in info["op_types"]
+    # the exact decode's two position searches (the row, then the column in it), no ArgMax
+    assert info["op_types"]["Conv"] == 1 and info["op_types"]["ReduceMin"] == 2 and "ArgMax" not in info["op_types"]
     assert info["provenance"][0]["recipe"] == "hrnet-coco-pose"
     table = invoke("inspect", tmp_path / "p.onnx").output
     assert "hrnet-coco-pose" in table and "keypoints" in table

@@ -257,13 +257,18 @@ def test_classic_argmax_openvino(opset, name):
 
 
 def test_argmax_emitted_nodes():
-    exact = {"Cast", "Gather", "Greater", "IsNaN", "Less", "ReduceMax", "ReduceMin", "Reshape", "Where"}
+    """No ArgMax or TopK in the exact decode; its cost on onnxruntime is in the nodes that read all the maps (each
+    reduction over them is a parallel section, a Where over them ≈ 80 µs): pin exactly which those are."""
     common = {"Add", "Cast", "Concat", "Div", "Floor", "Greater", "Mul", "ReduceMax", "Reshape"}
     for opset in OPSETS:
-        ops = op_types(chain(ARGMAX, SOURCE, opset, ("keypoints", "scores")).model)
+        model = chain(ARGMAX, SOURCE, opset, ("keypoints", "scores")).model
+        ops = op_types(model)
         classic = set(op_types(chain(CLASSIC, SOURCE, opset, ("keypoints", "scores")).model))
-        assert set(ops) == exact, opset
-        assert len(ops) <= 17, opset  # onnxruntime spends ~7 µs per node: the count is the cost
+        assert not {"ArgMax", "TopK"} & set(ops), opset
+        flat = next(n.output[0] for n in model.graph.node if n.op_type == "Reshape" and n.input[0] == "output")
+        reading = sorted(n.op_type for n in model.graph.node if {"output", flat} & set(n.input))
+        gather = ["GatherElements"] if opset >= 11 else ["Where"]  # opset 9–10: a one-hot select of the row
+        assert reading == sorted(["Reshape", "ReduceMax", "Greater", "IsNaN", *gather]), opset
         assert classic == common | {"ArgMax"} | ({"Sub"} if opset < 10 else {"Mod"}), opset  # opset 9: no Mod
 
 
@@ -346,8 +351,11 @@ def test_quarter_offset_minus_inf_on_both_sides():
 
 
 def test_quarter_offset_nodes_per_opset():
-    at9 = op_types(chain(REFINE, SOURCE, 9, ("keypoints",)).model)
-    at11 = op_types(chain(REFINE, SOURCE, 11, ("keypoints",)).model)
+    def quarter_offset_ops(opset):
+        model = chain(REFINE, SOURCE, opset, ("keypoints",)).model
+        return [n.op_type for n in model.graph.node if n.name.startswith("graphsurgery/post/quarter_offset/")]
+
+    at9, at11 = quarter_offset_ops(9), quarter_offset_ops(11)
     assert "GatherElements" not in at9 and at9.count("Equal") == 2      # the two neighbour reads
     assert at11.count("GatherElements") == 2 and "Equal" not in at11
 

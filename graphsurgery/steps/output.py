@@ -25,7 +25,7 @@ from graphsurgery.crops import PIXEL_STD, box_to_center_scale, to_original
 from graphsurgery.emit import Emitter
 from graphsurgery.registry import register
 from graphsurgery.steps.base import EXACT, Comparison, Dim, ExtraInput, OutputStep, StepError
-from graphsurgery.steps.maxima import first_maximum, first_nan
+from graphsurgery.steps.maxima import first_maximum_2d, first_nan
 from graphsurgery.steps.topdown import BOXES, box_center_scale
 
 if TYPE_CHECKING:  # model.py imports the recipe, which imports the steps
@@ -93,9 +93,11 @@ class HeatmapArgmax(OutputStep):
     NaN (NaN is not <= 0). Maps of 2^22 positions or more are refused (float32
     index arithmetic is exact below).
 
-    method exact (default): ReduceMax, then the first position holding it
-      (Less, Where over the positions, ReduceMin), NaN found with IsNaN,
-      (x, y) read from a table of positions with one Gather.
+    method exact (default): the row maxima (ReduceMax), the first row
+      holding the peak, that one row read back (GatherElements; a one-hot
+      select before opset 11) and the first position in it (Less, Where,
+      ReduceMin on [N, K, H] and [N, K, W]), NaN found with IsNaN, (x, y)
+      read from a table of positions with one Gather.
       Nothing is left to the runtime: onnxruntime, OpenVINO on every CPU
       and the numpy twin agree bit for bit, ties, NaN, ±inf and subnormal
       values included, at every opset. The cheaper one on OpenVINO (which
@@ -105,9 +107,10 @@ class HeatmapArgmax(OutputStep):
       the ONNX spec from opset 12 (first position); NaN, ties before opset
       12 and the score of an all −inf map are the runtime's (OpenVINO's
       answer for NaN changes with the CPU's instruction set).
-    Measured on one set of 17×64×48 maps (benchmarks/decode_cost.py, AMD
-    EPYC Zen 4; BENCHMARKS.md): exact 44 µs on OpenVINO, 184 µs on
-    onnxruntime; argmax 671 µs on OpenVINO (TopK), 70 µs on onnxruntime.
+    Measured on one set of 17×64×48 maps (benchmarks/decode_cost.py
+    --runtimes …, one runtime per run, AMD EPYC Zen 4; BENCHMARKS.md):
+    exact 77.5 µs on onnxruntime, 66.4 µs on OpenVINO; argmax 61.6 µs on
+    onnxruntime, 650 µs on OpenVINO (TopK).
     """
 
     step_name: ClassVar[str] = "heatmap_argmax"
@@ -134,7 +137,7 @@ class HeatmapArgmax(OutputStep):
         f32 = np.float32
         flat = em.op("Reshape", [heatmaps, em.const("shape", [0, 0, h * w], np.int64)], dtype=f32)  # [N, K, H·W]
         if self.method == "exact":
-            maximum = first_maximum(em, flat, 3, h * w)                                          # [N, K, 1]
+            maximum = first_maximum_2d(em, heatmaps, flat, h, w)                                  # [N, K, 1]
             found = em.op("Greater", [maximum.comparable, em.const("zero", 0.0, f32)], dtype=np.bool_)
             none = em.const("none", h * w, np.int32)
             if self.invalid == "zero":

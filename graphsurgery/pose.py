@@ -27,13 +27,14 @@ from graphsurgery.draw import MONTAGE_MAX_PERSONS
 from graphsurgery.errors import GraphsurgeryError
 from graphsurgery.images import list_images, read_image
 from graphsurgery.runners import ModelSignature, Port, Runner, model_signature, open_runner, precision_note
-from graphsurgery.safeio import OWNER, refuse_overwriting, scratch_folder
+from graphsurgery.safeio import OWNER, read_small_file, refuse_overwriting, scratch_folder
 
 #: The extra inputs of `to_image mode: original` (recipes/hrnet_coco_pose_image.yaml), and of `crop_boxes`.
 CENTER, SCALE, BOXES = "center", "scale", "boxes"
 KEYPOINTS, SCORES = "keypoints", "scores"
 DEFAULT_MIN_SCORE = 0.2
 DEFAULT_BATCH = 8
+MAX_RUN_JSON_BYTES = 50_000_000  # an earlier run's record: one entry per image
 
 
 @dataclass(frozen=True)
@@ -271,7 +272,7 @@ def _staged(outdir: Path, inputs: Sequence[Path]) -> Iterator[Path]:
     """A scratch folder whose files move into `outdir` only when the whole run succeeded: a bad image halfway
     through a folder leaves no partial output behind, and each file appears whole (a rename in one file system).
     None of them may land on one of the run's `inputs` (`-o` on the image folder, with an image named like a debug
-    image): then nothing moves."""
+    image), nor on a file an earlier run did not write (its run.json says which it did): then nothing moves."""
     anchor = outdir
     while not anchor.exists():
         anchor = anchor.parent
@@ -280,13 +281,35 @@ def _staged(outdir: Path, inputs: Sequence[Path]) -> Iterator[Path]:
             yield stage
             outdir.mkdir(parents=True, exist_ok=True)
             produced = sorted(path for path in stage.iterdir() if path.name != OWNER)
+            earlier = _earlier_outputs(outdir)
             for path in produced:
                 refuse_overwriting(outdir / path.name, inputs)
+                if (outdir / path.name).is_symlink() or (
+                        (outdir / path.name).exists() and path.name not in earlier):
+                    raise GraphsurgeryError("a file of that name is already there and is not the output of an "
+                                            "earlier run", path=outdir / path.name,
+                                            fix="write into an empty folder (-o), or move that file away")
             for path in produced:
                 os.replace(path, outdir / path.name)
         except OSError as exc:
             raise GraphsurgeryError(f"could not write the results ({exc.strerror or exc})", path=outdir,
                                     fix="free disk space or choose another folder") from None
+
+
+def _earlier_outputs(outdir: Path) -> set[str]:
+    """The file names an earlier run wrote into `outdir`, as its run.json lists them (none when there is no
+    run.json, or one that is not ours): those a new run may replace, and no others."""
+    record = outdir / "run.json"
+    if not record.is_file() or record.is_symlink():
+        return set()
+    try:
+        summary = json.loads(read_small_file(record, MAX_RUN_JSON_BYTES, "run.json").decode("utf-8"))
+        names = {Path(summary["keypoints"]).name, "run.json"}
+        for image in summary["images"]:
+            names |= {Path(image[key]).name for key in ("pose_image", "heatmap_image") if image.get(key)}
+    except (GraphsurgeryError, UnicodeDecodeError, ValueError, RecursionError, KeyError, TypeError):
+        return set()
+    return names
 
 
 def _check_unique_names(paths: Sequence[Path]) -> None:

@@ -95,3 +95,23 @@ def test_run_never_writes_a_debug_image_over_an_input_image(tiny_pose_models, tm
     assert result.exit_code == 2 and "would overwrite an input" in result.output, result.output
     assert snapshot(*folder.iterdir()) == before  # nothing moved in, not even keypoints.json
     assert sorted(p.name for p in folder.iterdir()) == ["a.jpg", "a_pose.jpg"]
+
+
+@pytest.mark.parametrize("foreign", ["astronaut_pose.jpg", "keypoints.json", "run.json"])
+def test_run_never_replaces_a_file_it_did_not_write(tiny_pose_models, tmp_path, foreign):
+    """The output folder may hold the user's own files: a debug image (or results file) of the same name is refused,
+    while a second run into the folder replaces what the first one wrote (its run.json lists it)."""
+    patched = apply(CROP, tiny_pose_models[(17, True)], tmp_path / "p.onnx").output
+    images = ROOT / "examples" / "images"
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / foreign).write_text("the user's own file")
+    result = invoke("run", patched, images, "-o", mine, "--backend", "onnxruntime")
+    assert result.exit_code == 2 and "is not the output of an earlier run" in result.output, result.output
+    assert sorted(p.name for p in mine.iterdir()) == [foreign]
+    assert (mine / foreign).read_text() == "the user's own file"
+    out = tmp_path / "out"
+    for _ in range(2):  # the second run replaces its own earlier outputs
+        result = invoke("run", patched, images, "-o", out, "--backend", "onnxruntime")
+        assert result.exit_code == 0, result.output
+    assert {"run.json", "keypoints.json", "astronaut_pose.jpg"} <= {p.name for p in out.iterdir()}

@@ -63,6 +63,7 @@ class Settings:
     torch: str | None = None  # "module:function" returning an nn.Module that takes the plain model's input
     throughput: bool = False
     upgrade_opset: bool = False  # convert the patched model to the opset a step needs
+    int8: int | None = None  # also an int8 IR (convert --int8), calibrated on this many random caller inputs
 
 
 @dataclass(frozen=True)
@@ -131,6 +132,8 @@ VARIANTS = (
     ("openvino", "patched", "f32", "OpenVINO patched (f32)"),
     ("openvino", "patched", "bf16", "OpenVINO patched (bf16, reduced precision)"),
 )
+#: with --int8: the patched model quantized by NNCF (convert --int8), its float parts at f32
+INT8_VARIANT = ("openvino", "patched", "int8", "OpenVINO patched (int8, reduced precision)")
 BATCHES_PER_ROUND = 8  # throughput mode: each pipeline's share of one round
 
 
@@ -167,7 +170,8 @@ def run_bench(recipe: str | Path, model: str | Path, settings: Settings = Settin
         patched = Path(folder) / f"{model.stem}.patched.onnx"
         plan = apply(recipe, model, patched, upgrade_opset=settings.upgrade_opset).plan
         workload = _workload(recipe, model, plan, settings.batch)
-        with _pipelines(workload, model, patched, settings, threads, network) as pipelines:
+        int8 = _int8_ir(patched, Path(folder) / "int8.xml", settings.int8) if settings.int8 else None
+        with _pipelines(workload, model, patched, settings, threads, network, int8 and int8["ir"]) as pipelines:
             measure = _measure_throughput if settings.throughput else _measure_latency
             rows = measure(pipelines, settings)
     result = {
@@ -186,19 +190,33 @@ def run_bench(recipe: str | Path, model: str | Path, settings: Settings = Settin
     if not settings.throughput:
         result["targets"] = check_targets(rows)
         result["notes"] = precision_notes(rows)
+    if int8:
+        result["int8"] = {"calibration": int8["calibration"], "vs_f32": int8["price"]}
     return result
+
+
+def _int8_ir(patched: Path, xml: Path, samples: int) -> dict:
+    """The patched model as an int8 IR (`quantize.convert_int8`) on `samples` random caller inputs, with its price."""
+    from graphsurgery.quantize import calibration_set, convert_int8
+
+    calibration = calibration_set(patched, random=samples)
+    _, price = convert_int8(patched, xml, calibration)
+    return {"ir": xml, "calibration": calibration.description, "price": price}
 
 
 def precision_notes(rows: list[dict]) -> list[str]:
     """Reduced precision as it really went: bf16 that ran, and its time against f32 measured here."""
     by_key = {row["key"]: row for row in rows}
-    bf16, f32 = by_key.get("openvino-patched-bf16"), by_key.get("openvino-patched-f32")
-    if bf16 is None or f32 is None or bf16["precision"] != "bf16":
-        return []
-    ratio = paired_ratio(bf16["model_ms"]["samples"], f32["model_ms"]["samples"])
-    notes = [f"OpenVINO bf16 took {ratio:.2f}× the time of f32 here ({'slower' if ratio > 1 else 'faster'})"]
-    if note := precision_note("bf16"):
-        notes.append(note)
+    f32, notes = by_key.get("openvino-patched-f32"), []
+    for precision in ("bf16", "int8"):
+        row = by_key.get(f"openvino-patched-{precision}")
+        if row is None or f32 is None or row["precision"] != precision:
+            continue
+        ratio = paired_ratio(row["model_ms"]["samples"], f32["model_ms"]["samples"])
+        notes.append(f"OpenVINO {precision} took {ratio:.2f}× the time of f32 here "
+                     f"({'slower' if ratio > 1 else 'faster'})")
+        if note := precision_note(precision):
+            notes.append(note)
     return notes
 
 
@@ -244,24 +262,27 @@ def _workload(recipe: Recipe, model: Path, plan, batch: int) -> Workload:
 
 
 @contextmanager
-def _pipelines(work: Workload, plain: Path, patched: Path, settings: Settings, threads: int, network
-               ) -> Iterator[list[Pipeline]]:
+def _pipelines(work: Workload, plain: Path, patched: Path, settings: Settings, threads: int, network,
+               int8_ir: Path | None = None) -> Iterator[list[Pipeline]]:
     """Every pipeline loaded at once. ONNX Runtime's idle threads do not spin: spinning, they would slow down
-    whichever pipeline runs next. OpenVINO's throughput mode uses the plugin's parallel streams and async requests."""
+    whichever pipeline runs next. OpenVINO's throughput mode uses the plugin's parallel streams and async requests.
+    `int8_ir`: the int8 IR of the patched model, timed as one more OpenVINO pipeline."""
     with ExitStack() as stack:
         pipelines = []
         if network is not None:
             pipelines.append(stack.enter_context(_torch_pipeline(work, network, threads, settings.throughput)))
-        for backend, variant, precision, label in VARIANTS:
-            model = plain if variant == "plain" else patched
+        variants = VARIANTS + ((INT8_VARIANT,) if int8_ir else ())
+        for backend, variant, precision, label in variants:
+            model = plain if variant == "plain" else int8_ir if precision == "int8" else patched
             key = f"{backend}-{variant}" + (f"-{precision}" if backend == "openvino" and variant == "patched" else "")
             processing = "numpy" if variant == "plain" else "graph"
+            runs_at = "f32" if precision == "int8" else precision  # an int8 IR runs its float parts in f32
             if settings.throughput and backend == "openvino":
-                stream = stack.enter_context(open_stream(backend, model, precision=precision, threads=threads))
+                stream = stack.enter_context(open_stream(backend, model, precision=runs_at, threads=threads))
                 run = work.plain_stream(stream) if variant == "plain" else work.patched_stream(stream)
-                effective = stream.precision
+                effective = "int8" if precision == "int8" else stream.precision
             else:
-                runner = stack.enter_context(open_runner(backend, model, precision=precision, threads=threads,
+                runner = stack.enter_context(open_runner(backend, model, precision=runs_at, threads=threads,
                                                          spin=False))
                 if variant == "plain":
                     run = work.plain_pass(lambda x, runner=runner: twins.run_in_model_batches(
@@ -269,7 +290,7 @@ def _pipelines(work: Workload, plain: Path, patched: Path, settings: Settings, t
                 else:
                     run = work.patched_pass(runner)
                 run = _repeat(run) if settings.throughput else run
-                effective = runner.precision
+                effective = "int8" if precision == "int8" else runner.precision
             pipelines.append(Pipeline(key, label, backend, processing, effective, precision, run))
         yield pipelines
 

@@ -158,3 +158,20 @@ def test_decode_cost_script_times_one_runtime_and_a_saved_model(tmp_path, capsys
                                                     ["onnxruntime", "compare"]]
     with pytest.raises(SystemExit):
         decode_cost.main(["--runtimes", "tensorrt"])
+
+
+def test_int8_is_timed_beside_f32_with_its_price(tiny_pose_models, tmp_path):
+    """--int8 N: the patched model quantized on N random caller crops is one more OpenVINO pipeline, labelled int8;
+    its speed against f32 is a note and its agreement with f32 is reported."""
+    json_path = tmp_path / "bench.json"
+    result = CliRunner().invoke(cli, ["bench", str(RECIPES / "hrnet_coco_pose.yaml"),
+                                      str(tiny_pose_models[(17, False)]), "--iterations", "2", "--warmup", "1",
+                                      "--threads", "1", "--int8", "4", "--json", str(json_path)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(json_path.read_text())
+    rows = {row["key"]: row for row in report["pipelines"]}
+    assert rows["openvino-patched-int8"]["precision"] == "int8" and rows["openvino-patched-int8"]["reduced_precision"]
+    assert any(note.startswith("OpenVINO int8 took") for note in report["notes"])
+    assert report["int8"]["calibration"] == "4 random crops (seed 0)"
+    assert set(report["int8"]["vs_f32"]["keypoints"]) == {"mean_distance", "within_one_cell", "cell_pixels"}
+    assert "keypoints vs f32: mean distance" in result.output

@@ -31,15 +31,18 @@ from graphsurgery.safeio import refuse_overwriting, write_text_atomically
               help=f"Also time PyTorch eager: FUNCTION() returns the nn.Module, e.g. {TORCH_EXAMPLE}.")
 @click.option("--throughput", is_flag=True,
               help="Frames per second instead of latency (OpenVINO: parallel streams fed by async requests).")
+@click.option("--int8", type=click.IntRange(1, 1000), metavar="N",
+              help="Also time the patched model as an int8 IR (convert --int8) calibrated on N random caller inputs, "
+                   "and report its agreement with f32.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path, dir_okay=False), help="Write the results here.")
 @click.option("--chart", type=click.Path(path_type=Path, dir_okay=False), help="Write a PNG bar chart here.")
 @upgrade_opset_option
 def bench_command(recipe: Path, model: Path, iterations: int, warmup: int, threads: int | None, batch: int,
-                  torch_spec: str | None, throughput: bool, json_path: Path | None, chart: Path | None,
-                  upgrade_opset: bool):
+                  torch_spec: str | None, throughput: bool, int8: int | None, json_path: Path | None,
+                  chart: Path | None, upgrade_opset: bool):
     """Time MODEL patched with RECIPE against the plain model + numpy processing, from the caller's crop to the
     recipe's outputs, on ONNX Runtime, OpenVINO (f32 and bf16) and optionally PyTorch, interleaved in one run."""
-    settings = Settings(iterations, warmup, threads, batch, torch_spec, throughput, upgrade_opset)
+    settings = Settings(iterations, warmup, threads, batch, torch_spec, throughput, upgrade_opset, int8)
     for written in (json_path, chart):  # checked before minutes of timing, not after
         if written is not None:
             refuse_overwriting(written, [recipe, model])
@@ -96,6 +99,13 @@ def _print(console: Console, result: dict) -> None:
                       f"target {'≤' if target['at_most'] else '≥'} {target['limit']})", highlight=False)
     for note in result.get("notes", ()):
         console.print(f"note: {note}", highlight=False, markup=False)
+    if "int8" in result:
+        console.print(f"int8: calibrated on {result['int8']['calibration']}", highlight=False, markup=False)
+        for name, numbers in result["int8"]["vs_f32"].items():
+            if isinstance(numbers, dict):
+                console.print(f"  {name} vs f32: " + ", ".join(f"{key.replace('_', ' ')} {value:.4g}"
+                                                              for key, value in numbers.items()),
+                              highlight=False, markup=False)
     load = result["load_average"]
     console.print(f"{machine['cpu']} ({', '.join(machine['cpu_flags']) or 'no AVX2'}), {machine['usable_cpus']} CPUs, "
                   f"{machine['ram_gib']} GiB; load average "

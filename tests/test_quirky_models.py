@@ -264,3 +264,41 @@ def test_dims_written_as_minus_one_or_zero_are_dynamic(unknown, tmp_path):
         report = verify(RECIPES / "hrnet_coco_pose.yaml", path, random=2, backends=("onnxruntime",))
         assert report, report.failures()
     assert path.read_bytes() == before
+
+
+def test_custom_domains_declared_but_unused_are_kept_and_harmless(models, tmp_path):
+    """Some exporters declare opsets of domains they never use (com.microsoft, ai.onnx.ml): apply keeps them (the
+    patched model imports what the plain one did), verify passes on both backends and the IR converts."""
+    from graphsurgery.irconvert import convert
+
+    model = onnx.load(str(models["pose-ir3-opset9"]))
+    model.opset_import.extend([onnx.helper.make_opsetid("com.microsoft", 1), onnx.helper.make_opsetid("ai.onnx.ml", 3)])
+    model.ir_version = 4  # the lowest IR version that allows several opset imports
+    plain = tmp_path / "domains.onnx"
+    onnx.save(model, str(plain))
+    recipe = variant(POSE_CROP, [])
+    patched = apply(recipe, plain, tmp_path / "patched.onnx").output
+    domains = {entry.domain: entry.version for entry in onnx.load(str(patched)).opset_import}
+    assert domains == {"": 9, "com.microsoft": 1, "ai.onnx.ml": 3}
+    report = verify(recipe, plain, patched=patched, random=2)
+    assert report, report.failures()
+    assert [p.suffix for p in convert(patched, tmp_path / "patched.xml")] == [".bin", ".xml"]
+
+
+def test_a_declared_output_shape_that_contradicts_the_graph_is_refused(tmp_path):
+    """A heatmap output declared 32 × 24 that the graph computes as 64 × 48 would be decoded with the wrong size:
+    refused in one line (exit 2) by the checker's shape inference, nothing written."""
+    from click.testing import CliRunner
+
+    from graphsurgery.cli import cli
+
+    from modelkit import pose_model
+
+    model = onnx.load(str(pose_model(tmp_path / "pose.onnx")))
+    dims = model.graph.output[0].type.tensor_type.shape.dim
+    dims[2].dim_value, dims[3].dim_value = 32, 24
+    onnx.save(model, str(tmp_path / "wrong.onnx"))
+    result = CliRunner().invoke(cli, ["apply", str(POSE_CROP), str(tmp_path / "wrong.onnx"), "-o",
+                                      str(tmp_path / "out.onnx")])
+    assert result.exit_code == 2 and "Inferred shape and existing shape differ" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "out.onnx").exists()

@@ -114,3 +114,33 @@ def test_verify_on_peaked_maps_passes_dark_and_catches_udp_in_its_place(tmp_path
     wrong = verify(RECIPES / "mmpose_heatmap_udp.yaml", plain, patched=patched, images=tmp_path / "images",
                    boxes=annotations, backends=["onnxruntime"])
     assert not wrong and any("keypoints" in line for line in wrong.failures())
+
+
+def test_the_top_down_graph_takes_the_simcc_decoder(models, tmp_path):
+    """Image + boxes in, SimCC keypoints in image pixels out: crop_boxes around the RTMPose-shaped model,
+    simcc_decode (crop pixels), then to_image mode boxes with units crop; verify on both backends, and the map back
+    equals the authors' transform with the crop's size in place of the heatmap's."""
+    from graphsurgery.crops import box_to_center_scale, to_original
+    from graphsurgery.steps.output import ToImage
+
+    recipe = tmp_path / "topdown_simcc.yaml"
+    recipe.write_text((RECIPES / "mmpose_rtmpose_simcc.yaml").read_text().replace(
+        "name: mmpose-rtmpose-simcc", "name: mmpose-topdown-simcc").replace(
+        "  tensor: {dtype: uint8", "  name: image\n  tensor: {dtype: uint8").replace(
+        "    - layout: {to: NCHW}\n", "    - layout: {to: NCHW}\n    - crop_boxes: {}\n").replace(
+        "    - simcc_decode: {split_ratio: 2.0}\n",
+        "    - simcc_decode: {split_ratio: 2.0}\n    - to_image: {mode: boxes, units: crop}\n"))
+    plain = models["rtmpose", 17]
+    patched = apply(recipe, plain, tmp_path / "topdown.onnx").output
+    names = [i.name for i in onnx.load(str(patched)).graph.input]
+    assert names == ["image", "boxes"]
+    report = verify(recipe, plain, patched=patched, random=3)
+    assert report, report.failures()
+    # the map itself, against the authors' transform sized by the crop (192 × 256)
+    keypoints = np.array([[[0.0, 0.0], [96.0, 128.0], [191.5, 255.5]]], np.float32)
+    box = (40.0, 30.0, 120.0, 300.0)
+    step = ToImage(mode="boxes", units="crop", input_size=(192, 256))
+    got = step.reference({"keypoints": keypoints, "boxes": np.array([box], np.float32)})["keypoints"][0]
+    center, scale = box_to_center_scale(box, 192 / 256)
+    np.testing.assert_allclose(got, to_original(keypoints[0], center, scale, (192, 256)), atol=1e-4)
+    np.testing.assert_allclose(got[1], center, atol=1e-4)  # the crop's centre is the box's

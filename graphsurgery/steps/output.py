@@ -366,6 +366,10 @@ class ToImage(OutputStep):
       the graph input `boxes` [N, 4] (COCO x, y, w, h in image pixels; the
       one `crop_boxes` adds, or a new one), the authors' box → center/scale
       at the model input's aspect (`input_size` or the model's).
+    `units: crop` (modes original and boxes): the keypoints arrive in crop
+      pixels already (after `simcc_decode`): the same map with the model
+      input's size in place of the heatmap's (mmpose's bbox mapping too,
+      at rotation 0); no "heatmaps" needed.
     """
 
     step_name: ClassVar[str] = "to_image"
@@ -375,6 +379,9 @@ class ToImage(OutputStep):
     input_size: tuple[int, int] | None = Field(
         default=None, description="(width, height) of the model input, for mode crop; default: the model's")
     udp: bool = Field(default=False, description="mode crop: UDP's scale input_size / (heatmap_size - 1)")
+    units: Literal["heatmap", "crop"] = Field(
+        default="heatmap", description="modes original and boxes: the keypoints arrive in heatmap cells, or already "
+                                       "in crop pixels (simcc_decode, to_image crop)")
 
     @field_validator("input_size")
     @classmethod
@@ -387,11 +394,27 @@ class ToImage(OutputStep):
     def _udp_in_crop_pixels(self):
         if self.udp and self.mode != "crop":
             raise ValueError("udp is UDP's scale to the model input's pixels: it goes with mode crop")
+        if self.units == "crop" and self.mode == "crop":
+            raise ValueError("units crop says the keypoints are in crop pixels already: it goes with mode original "
+                             "or boxes")
         return self
 
     @property
+    def _boxes_from(self) -> tuple[str, ...]:
+        """The inputs that say where each crop was in the image."""
+        return {"crop": (), "original": ("center", "scale"), "boxes": ("boxes",)}[self.mode]
+
+    @property
     def reads(self) -> tuple[str, ...]:  # type: ignore[override]
-        return ("keypoints", "heatmaps") + {"crop": (), "original": ("center", "scale"), "boxes": ("boxes",)}[self.mode]
+        return ("keypoints",) + (("heatmaps",) if self.units == "heatmap" else ()) + self._boxes_from
+
+    def _grid(self, env: dict, facts: ModelFacts | None) -> tuple[int, int]:
+        """(H, W) of the grid the keypoints are in: the heatmaps', or the model input's (units crop)."""
+        require(env, ("keypoints", "heatmaps") if self.units == "heatmap" else ("keypoints",), self.step_name)
+        if self.units == "crop":
+            width, height = self._input_size(facts)
+            return height, width
+        return heatmap_hw(env["heatmaps"].shape, "the heatmaps")
 
     def writes(self) -> dict[str, Comparison]:
         return {"keypoints": EXACT if self.mode == "crop" else IMAGE_COMPARISON}
@@ -422,13 +445,12 @@ class ToImage(OutputStep):
 
     def build(self, em: Emitter, env: dict[str, gs.Variable], facts: ModelFacts | None = None
               ) -> dict[str, gs.Variable]:
-        require(env, ("keypoints", "heatmaps"), self.step_name)
         keypoints = env["keypoints"]
-        h, w = heatmap_hw(env["heatmaps"].shape, "the heatmaps")
+        h, w = self._grid(env, facts)
         f32 = np.float32
         if self.mode == "crop":
             return {"keypoints": em.op("Mul", [keypoints, em.const("ratio", self._ratio(facts, (h, w)))], dtype=f32)}
-        for name in self.reads[2:]:
+        for name in self._boxes_from:
             if name not in env:
                 raise StepError(f"to_image mode {self.mode} needs the graph input {name!r}",
                                 "let the splice add it (it is declared by extra_inputs)")
@@ -444,13 +466,12 @@ class ToImage(OutputStep):
         return {"keypoints": em.op("Add", [em.op("Mul", [offset, s], dtype=f32), centre], dtype=f32)}
 
     def reference(self, env: dict[str, np.ndarray], facts: ModelFacts | None = None) -> dict[str, np.ndarray]:
-        require(env, ("keypoints", "heatmaps"), self.step_name)
         coords = np.asarray(env["keypoints"], dtype=np.float32)
-        heatmap_height, heatmap_width = heatmap_hw(env["heatmaps"].shape, "the heatmaps")
+        heatmap_height, heatmap_width = self._grid(env, facts)
         if self.mode == "crop":
             return {"keypoints": coords * self._ratio(facts, (heatmap_height, heatmap_width))}
-        if any(env.get(name) is None for name in self.reads[2:]):
-            raise StepError(f"to_image mode {self.mode} needs the crops' {' and '.join(self.reads[2:])}",
+        if any(env.get(name) is None for name in self._boxes_from):
+            raise StepError(f"to_image mode {self.mode} needs the crops' {' and '.join(self._boxes_from)}",
                             "pass them ([N, 2] center and scale, or [N, 4] boxes) along with the model output")
         if self.mode == "boxes":
             width, height = self._input_size(facts)

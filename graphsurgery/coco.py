@@ -43,7 +43,7 @@ from graphsurgery.samples import (
     plain_input,
     tensor_facet,
 )
-from graphsurgery.twins import extra_input_names, postprocess, preprocess, run_in_model_batches, target_inputs
+from graphsurgery.twins import extra_input_names, preprocess, run_in_model_batches, unpatched_outputs
 
 STAT_NAMES = ("AP", "AP .50", "AP .75", "AP (M)", "AP (L)", "AR", "AR .50", "AR .75", "AR (M)", "AR (L)")
 KEYPOINTS, SCORES = "keypoints", "scores"
@@ -130,9 +130,10 @@ def evaluate_coco(recipe: str | Path | Recipe, plain_model: str | Path, annotati
                                     fix="export the model with batch 1 or a dynamic batch")
         out_dir = Path(results_dir) if results_dir is not None else Path(tmp)
         plain_name = plain_input(recipe, plain)
-        whole = _WholeImages(images, tensor_facet(recipe), image_input.dtype, Path(annotations))
-        if "boxes" in extras:
+        top_down = "boxes" in extras
+        if top_down:
             _check_image_pixels(recipe, patched_path)
+            whole = _WholeImages(images, tensor_facet(recipe), image_input.dtype, Path(annotations))
         else:
             size = crop_size(image_input, recipe, facts)
             caller = _CallerCrops(images, size, tensor_facet(recipe), image_input.dtype, Path(annotations))
@@ -144,7 +145,7 @@ def evaluate_coco(recipe: str | Path | Recipe, plain_model: str | Path, annotati
                 if progress:
                     progress(name, done, len(people))
 
-            if "boxes" in extras:  # the graph crops: each image goes in once, with all its boxes
+            if top_down:  # the graph crops: each image goes in once, with all its boxes
                 model = plain.path if kind == "unpatched" else patched_path
                 answers, precision = _run_whole_images(backend, model, people, whole, _top_down_call(
                     recipe, facts, plain_name if kind == "unpatched" else None, image_input.name), advance)
@@ -152,14 +153,13 @@ def evaluate_coco(recipe: str | Path | Recipe, plain_model: str | Path, annotati
             elif kind == "unpatched":
                 answers, precision = _run(
                     backend, plain.path, people, caller, lambda x, _: {plain_name: preprocess(recipe, x, facts)},
-                    lambda outputs, more: _named(postprocess(recipe, outputs[facts.output_name], facts, {
-                        **more, **target_inputs(facts, outputs)}), recipe),
+                    lambda outputs, more: _named(unpatched_outputs(recipe, facts, outputs, more), recipe),
                     extras, advance)
             else:
                 answers, precision = _run(backend, patched_path, people, caller,
                                           lambda x, more: {image_input.name: x, **more},
                                           lambda outputs, _: _named(outputs, recipe), extras, advance)
-            if "boxes" not in extras:
+            if not top_down:
                 results = [_result(person, answer, size, in_image_pixels) for person, answer in zip(people, answers)]
             results_file = _write_results(out_dir / f"{kind}-{backend}.json", results)
             report.pipelines.append(PipelineResult(name, backend, precision, _evaluate(gt, results, image_ids),
@@ -295,7 +295,7 @@ def _top_down_call(recipe: Recipe, facts: ModelFacts, plain_name: str | None, im
     def unpatched(run, image, boxes):
         extras = {"boxes": boxes}
         outputs = run_in_model_batches(run, plain_name, preprocess(recipe, image, facts, extras), {}, facts)
-        return _named(postprocess(recipe, outputs[facts.output_name], facts, extras), recipe)
+        return _named(unpatched_outputs(recipe, facts, outputs, extras), recipe)
 
     return patched if plain_name is None else unpatched
 

@@ -97,11 +97,11 @@ def estimate(run: Runner, model: PoseModel, image: np.ndarray, boxes: Sequence[B
     """Crop the boxes one batch at a time, run each batch, map keypoints back to the image; returns persons and
     model ms. Crops and heatmaps are kept for the first `keep` persons only (the debug montage shows no more): an
     image with thousands of boxes then needs the memory of one batch, not of every crop at once."""
+    if model.top_down:
+        return _estimate_in_graph(run, model, image, boxes, batch)
     size = model.batch or batch
     persons: list[Person] = []
     elapsed = 0.0
-    if model.top_down:
-        return _estimate_in_graph(run, model, image, boxes, batch)
     for start in range(0, len(boxes), size):
         chunk = [Person(box, *crops.person_crop(image, box, model.crop_size)) for box in boxes[start:start + size]]
         pad = size - len(chunk) if model.batch else 0  # a static batch is filled up with copies of the last crop

@@ -52,7 +52,13 @@ def calibration_set(model: Path, images: Path | None = None, boxes: Path | None 
                     seed: int = 0) -> Calibration:
     """The calibration samples for `model` (ONNX), from a folder of images (and person boxes) or `random` ones."""
     from graphsurgery.recipe import InputTensor
-    from graphsurgery.samples import box_image_samples, image_samples, random_box_samples, random_samples
+    from graphsurgery.samples import (
+        box_image_samples,
+        chunks,
+        image_samples,
+        random_box_samples,
+        random_samples,
+    )
 
     if (images is None) == (random is None):
         raise GraphsurgeryError("int8 needs calibration samples: images or a number of random ones",
@@ -75,8 +81,7 @@ def calibration_set(model: Path, images: Path | None = None, boxes: Path | None 
         extras = [name for name in ("center", "scale") if name in names]
         samples = (random_samples(random, image, [(w, h)], "NHWC", extras, (w, h), seed=seed) if images is None
                    else image_samples(images, boxes, image, (w, h), caller, extras))
-    feeds = [{image.name: tensors[i:i + 1], **{k: v[i:i + 1] if len(tensors) > 1 else v for k, v in extras_.items()}}
-             for tensors, extras_ in samples.groups for i in range(len(tensors))]
+    feeds = [{image.name: tensors, **extras} for tensors, extras in chunks(samples, 1)]
     return Calibration(feeds, samples.description)
 
 

@@ -59,9 +59,7 @@ def random_samples(n: int, image_input: Port, sizes: Sequence[tuple[int, int]], 
     One size: crops at the model's size. Several: images for a recipe that resizes them."""
     from graphsurgery.crops import box_to_center_scale
 
-    if not 1 <= n <= MAX_RANDOM:
-        raise GraphsurgeryError(f"{n} random samples: give between 1 and {MAX_RANDOM:,}",
-                                fix="verify needs a few dozen samples, not a data set")
+    _check_count(n)
     rng = np.random.default_rng(seed)
     size_of = [sizes[(index // batch) % len(sizes)] for index in range(n)]
     members = {size: [i for i, s in enumerate(size_of) if s == size] for size in dict.fromkeys(size_of)}
@@ -97,9 +95,7 @@ def random_caller_samples(n: int, image_input: Port, recipe: Recipe, facts: Mode
 def random_box_samples(n: int, image_input: Port, layout: str, seed: int = 0) -> Samples:
     """`n` random images (sizes from `RESIZE_SIZES`, in turn), each with 1–4 random person boxes for a recipe that
     crops them in the graph: boxes inside the image, partly outside it, and tiny ones, in turn."""
-    if not 1 <= n <= MAX_RANDOM:
-        raise GraphsurgeryError(f"{n} random samples: give between 1 and {MAX_RANDOM:,}",
-                                fix="verify needs a few dozen samples, not a data set")
+    _check_count(n)
     rng = np.random.default_rng(seed)
     groups, boxes_made = [], 0
     for index in range(n):
@@ -206,6 +202,12 @@ def _extras(names: list[str], centers: np.ndarray, scales: np.ndarray) -> dict[s
         raise GraphsurgeryError(f"verify cannot make values for the extra input(s) {', '.join(map(repr, unknown))}",
                                 fix="verify knows `center` and `scale`; compare such models with your own inputs")
     return {name: known[name] for name in names}
+
+
+def _check_count(n: int) -> None:
+    if not 1 <= n <= MAX_RANDOM:
+        raise GraphsurgeryError(f"{n} random samples: give between 1 and {MAX_RANDOM:,}",
+                                fix="verify needs a few dozen samples, not a data set")
 
 
 def tensor_facet(recipe: Recipe) -> InputTensor:

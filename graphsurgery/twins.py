@@ -59,7 +59,7 @@ def postprocess(recipe: Recipe, output: np.ndarray, facts: ModelFacts, extras: d
     `output` is already what the decoding steps read (`decoded_output`): the steps that rewrite it are skipped."""
     if recipe.output is None:
         return {facts.output_name: output}
-    env = _output_env(recipe, output, facts, extras, decoded)
+    env = _output_env(recipe.output.steps, output, facts, extras, skip_rewrites=decoded)
     results = {name: env[key] for key, name in recipe.output.output_names().items()}
     if recipe.output.keep_original:
         results.update({name: env[name] for name in facts.targets[1:]})
@@ -67,16 +67,17 @@ def postprocess(recipe: Recipe, output: np.ndarray, facts: ModelFacts, extras: d
     return results
 
 
-def target_inputs(facts: ModelFacts, model_outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def _target_inputs(facts: ModelFacts, model_outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The model outputs the steps read by name, when output.target lists several (postprocess's extras)."""
     return {name: model_outputs[name] for name in facts.targets} if len(facts.targets) > 1 else {}
 
 
-def _output_env(recipe: Recipe, output: np.ndarray, facts: ModelFacts, extras: dict[str, np.ndarray] | None,
-                decoded: bool = False) -> dict[str, np.ndarray]:
+def _output_env(steps, output: np.ndarray, facts: ModelFacts, extras: dict[str, np.ndarray] | None,
+                skip_rewrites: bool = False) -> dict[str, np.ndarray]:
+    """The environment after `steps`' twins, from the model output and the extra inputs."""
     env: dict = {"output": output, **(extras or {})}
-    for step in recipe.output.steps if recipe.output else ():
-        if not (decoded and step.rewrites_output):
+    for step in steps:
+        if not (skip_rewrites and step.rewrites_output):
             env.update(step.reference(env, facts))
     return env
 
@@ -85,13 +86,11 @@ def decoded_output(recipe: Recipe, output: np.ndarray, facts: ModelFacts,
                    extras: dict[str, np.ndarray] | None = None) -> np.ndarray:
     """The model output as the decoding steps read it: the flip test's 2N heatmaps folded into N (`flip_average`),
     else the output itself. Near ties are judged on it."""
-    if recipe.output is None or not any(step.rewrites_output for step in recipe.output.steps):
+    steps = recipe.output.steps if recipe.output else ()
+    rewriting = [index for index, step in enumerate(steps) if step.rewrites_output]
+    if not rewriting:
         return output
-    steps = recipe.output.steps
-    env: dict = {"output": output, **(extras or {})}
-    for step in steps[:max(i for i, step in enumerate(steps) if step.rewrites_output) + 1]:
-        env.update(step.reference(env, facts))
-    return env["output"]
+    return _output_env(steps[:rewriting[-1] + 1], output, facts, extras)["output"]
 
 
 def run_in_model_batches(run: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]], name: str, x: np.ndarray,
@@ -110,7 +109,7 @@ def unpatched_outputs(recipe: Recipe, facts: ModelFacts, model_outputs: dict[str
     """The unpatched pipeline's answers from all of the plain model's outputs: the output twins on the patched one,
     every other output as it is (the patched model passes them through unchanged)."""
     passed = {name: model_outputs[name] for name in facts.other_outputs}
-    extras = {**(extras or {}), **target_inputs(facts, model_outputs)}
+    extras = {**(extras or {}), **_target_inputs(facts, model_outputs)}
     return {**passed, **postprocess(recipe, model_outputs[facts.output_name], facts, extras)}
 
 

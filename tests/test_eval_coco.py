@@ -189,3 +189,16 @@ def test_the_top_down_model_scores_as_its_unpatched_pipeline(coco_set, tmp_path,
     no_flip.write_text(topdown.read_text().replace("    - flip_test: {}\n", "").replace("    - flip_average: {}\n", ""))
     report = evaluate_coco(no_flip, plain, annotations, images, backends=("onnxruntime",))
     assert report and report.pipelines[0].stats == reference_ap
+
+
+def test_a_top_down_recipe_must_map_back_to_image_pixels(coco_set, tmp_path):
+    """eval-coco has no crop to map keypoints from when the graph cuts the crops: the recipe must end in to_image
+    mode boxes, else a one-line error."""
+    from graphsurgery.errors import GraphsurgeryError
+
+    annotations, images, plain = coco_set
+    crop_pixels = tmp_path / "crop_pixels.yaml"
+    crop_pixels.write_text((CROP_RECIPE.parent / "hrnet_coco_topdown.yaml").read_text().replace(
+        "    - to_image: {mode: boxes}", "    - to_image: {mode: crop}"))
+    with pytest.raises(GraphsurgeryError, match="its keypoints are not in image pixels"):
+        evaluate_coco(crop_pixels, plain, annotations, images, backends=("onnxruntime",))

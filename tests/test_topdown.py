@@ -352,3 +352,44 @@ def test_the_ir_runs_with_free_image_size_and_box_count(topdown_models, tmp_path
         assert got[0].shape == (n, 17, 2)
         np.testing.assert_allclose(got[0], expected[0], atol=2e-3)
         np.testing.assert_allclose(got[1], expected[1], atol=1e-4)
+
+
+# --- refusals ---------------------------------------------------------------------------------------------------
+
+
+def test_crop_boxes_before_cast_is_refused_in_one_line(tmp_path):
+    from click.testing import CliRunner
+
+    from graphsurgery.cli import cli
+
+    from modelkit import pose_model
+
+    wrong = tmp_path / "uint8_crop.yaml"
+    wrong.write_text(RECIPE.read_text().replace("    - cast: {}\n    - layout: {to: NCHW}\n    - crop_boxes: {}\n",
+                                                "    - crop_boxes: {}\n    - cast: {}\n    - layout: {to: NCHW}\n"))
+    result = CliRunner().invoke(cli, ["apply", str(wrong), str(pose_model(tmp_path / "pose.onnx")), "-o",
+                                      str(tmp_path / "out.onnx")])
+    assert result.exit_code == 2 and "crop_boxes cuts from a float32 image" in result.output
+    assert not (tmp_path / "out.onnx").exists()
+
+
+def test_flip_average_refuses_an_odd_batch_and_bench_refuses_throughput(tmp_path):
+    from click.testing import CliRunner
+
+    from graphsurgery.cli import cli
+    from graphsurgery.steps.base import StepError
+
+    from modelkit import pose_model
+
+    with pytest.raises(StepError, match="even batch"):
+        FlipAverage().reference({"output": np.zeros((3, 17, 8, 6), np.float32)})
+    result = CliRunner().invoke(cli, ["bench", str(RECIPE), str(pose_model(tmp_path / "pose.onnx")), "--throughput",
+                                      "--iterations", "1"])
+    assert result.exit_code == 2 and "makes its own batch of crops" in result.output
+
+
+def test_to_image_units_crop_goes_with_image_pixels():
+    from graphsurgery.steps.output import ToImage
+
+    with pytest.raises(ValueError, match="goes with mode original or boxes"):
+        ToImage(mode="crop", units="crop")

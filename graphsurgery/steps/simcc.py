@@ -20,12 +20,10 @@ from graphsurgery.emit import Emitter
 from graphsurgery.registry import register
 from graphsurgery.steps.base import Comparison, OutputStep, StepError
 from graphsurgery.steps.maxima import first_maximum, first_nan
+from graphsurgery.steps.output import SCORE_COMPARISON
 
 if TYPE_CHECKING:  # model.py imports the recipe, which imports the steps
     from graphsurgery.model import ModelFacts
-
-SCORES = Comparison("float", rtol=1e-5, atol=1e-6)
-
 
 def _length(var, name: str) -> int:
     shape = getattr(var, "shape", None)
@@ -63,7 +61,8 @@ class SimccDecode(OutputStep):
 
     def writes(self) -> dict[str, Comparison]:
         exact = math.log2(self.split_ratio).is_integer()
-        return {"keypoints": Comparison("coordinates", rtol=0.0, atol=0.0 if exact else 1e-5), "scores": SCORES}
+        keypoints = Comparison("coordinates", rtol=0.0, atol=0.0 if exact else 1e-5)
+        return {"keypoints": keypoints, "scores": SCORE_COMPARISON}
 
     def build(self, em: Emitter, env: dict[str, gs.Variable], facts: ModelFacts | None = None
               ) -> dict[str, gs.Variable]:

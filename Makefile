@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow clean
+.PHONY: demo detect test test-slow clean
 
 $(STAMP): requirements.lock requirements-models.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +15,9 @@ $(STAMP): requirements.lock requirements-models.txt pyproject.toml
 
 demo: $(STAMP)
 	$(PY) examples/demo.py
+
+detect: $(STAMP)
+	$(PY) examples/detect.py
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check

@@ -87,7 +87,7 @@ class Workload:
             before = time.perf_counter_ns()
             outputs = infer(x)
             after = time.perf_counter_ns()
-            twins.unpatched_outputs(self.recipe, self.facts, outputs, self.extras)
+            twins.unpatched_outputs(self.recipe, self.facts, outputs, self.extras, self.crop.shape)
             return after - before, time.perf_counter_ns() - start
 
         return timed
@@ -110,7 +110,7 @@ class Workload:
             feeds = ({self.plain_input: twins.preprocess(self.recipe, self.crop, self.facts, self.extras),
                       **self.other} for _ in range(n))
             for outputs in stream(feeds):
-                twins.unpatched_outputs(self.recipe, self.facts, outputs, self.extras)
+                twins.unpatched_outputs(self.recipe, self.facts, outputs, self.extras, self.crop.shape)
 
         return burst
 

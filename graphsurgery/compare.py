@@ -151,7 +151,52 @@ class PositionResult:
         return _jsonable({**asdict(self), "match_rate": self.match_rate, "passed": bool(self)})
 
 
-OutputResult = FloatResult | PositionResult
+@dataclass
+class DetectionResult:
+    """A group of detector outputs (boxes, scores, classes, count) compared as sets, image by image: each reference
+    detection matched by one of the same class with IoU ≥ `iou` and its score within atol or rtol. Unmatched ones on
+    either side are near ties when a float rounding could have decided them (a score at the threshold or at the
+    max_detections cut, an overlap at the IoU threshold), else real mismatches."""
+
+    output: str
+    iou: float
+    atol: float
+    rtol: float
+    kind: str = "detections"
+    images: int = 0
+    detections: int = 0  # in the reference
+    matched: int = 0
+    near_ties: int = 0
+    mismatches: int = 0
+    min_iou: float = 1.0
+    max_score_diff: float = 0.0
+    details: list[dict] = field(default_factory=list)
+    problem: str | None = None
+
+    def __bool__(self) -> bool:
+        return self.problem is None and self.mismatches == 0
+
+    def summary(self) -> str:
+        if self.problem:
+            return self.problem
+        text = (f"{self.matched}/{self.detections} detections matched in {self.images} image(s) (same class, IoU ≥ "
+                f"{self.iou:g}, score within atol {self.atol:g} or rtol {self.rtol:g}); min IoU {self.min_iou:.6f}, "
+                f"max |Δscore| {self.max_score_diff:.3g}")
+        if self.mismatches:
+            text += f"; {self.mismatches} detection(s) on one side only"
+        if self.near_ties:
+            text += f"; {self.near_ties} near tie{'s' if self.near_ties > 1 else ''} (allowed)"
+        return text
+
+    def to_dict(self) -> dict:
+        return _jsonable({**asdict(self), "passed": bool(self)})
+
+
+OutputResult = FloatResult | PositionResult | DetectionResult
+
+#: How close an IoU must be to the suppression threshold for a detection that one side kept and the other dropped
+#: to count as a near tie (boxes that agree within 1e-4 px move an IoU by less).
+IOU_TIE = 1e-4
 
 
 @dataclass(frozen=True)
@@ -188,6 +233,9 @@ def compare_output(name: str, actual: np.ndarray, expected: np.ndarray, comparis
 
 def missing_output(name: str, comparison: Comparison, problem: str) -> OutputResult:
     """A failed result for an output that cannot be compared at all (e.g. the patched model lacks it)."""
+    if comparison.kind == "detections":
+        return DetectionResult(name, iou=getattr(comparison, "iou", 1.0), atol=comparison.atol, rtol=comparison.rtol,
+                               problem=problem)
     if comparison.kind == "float":
         return FloatResult(name, atol=comparison.atol, rtol=comparison.rtol, problem=problem)
     return PositionResult(name, kind=comparison.kind, atol=comparison.atol, problem=problem)
@@ -342,3 +390,86 @@ def _cell_tie(index: tuple, expected: np.ndarray, actual: np.ndarray, cell_e: np
 def _within(first, second, tie: Comparison) -> tuple[float, bool]:
     gap = abs(float(first) - float(second))
     return gap, not bool(exceeds(np.array(gap), np.array(float(first)), tie.atol, tie.rtol))
+
+
+def compare_detections(names: dict[str, str], actual: dict[str, np.ndarray], expected: dict[str, np.ndarray],
+                       comparison, tie: Comparison = DEFAULT_TIE) -> DetectionResult:
+    """Compare a group of detector outputs as sets. `names`: part (boxes, scores, classes, count) → output name;
+    `comparison` a `steps.detect.DetectionComparison` (its iou, atol/rtol for scores, and the thresholds that decide
+    near ties); `tie`: the float tolerance under which a score sits on a threshold."""
+    result = DetectionResult(", ".join(names.values()), iou=comparison.iou, atol=comparison.atol, rtol=comparison.rtol)
+    needed = [part for part in ("boxes", "scores", "classes") if part not in names]
+    if needed:
+        result.problem = (f"detections are compared as sets of boxes, scores and classes; the recipe's output.names "
+                          f"leave out {', '.join(needed)}")
+        return result
+    sides = []
+    for answers in (expected, actual):
+        boxes, scores, classes = (np.asarray(answers[names[part]]) for part in ("boxes", "scores", "classes"))
+        if boxes.ndim != 3 or boxes.shape[-1] != 4 or scores.shape != boxes.shape[:2] or classes.shape != scores.shape:
+            result.problem = (f"detections must be boxes [N, D, 4], scores and classes [N, D]; got "
+                              f"{list(boxes.shape)}, {list(scores.shape)}, {list(classes.shape)}")
+            return result
+        valid = classes >= 0
+        if "count" in names and not np.array_equal(np.asarray(answers[names["count"]]).ravel(), valid.sum(axis=1)):
+            result.problem = "count differs from the number of rows with a class (>= 0)"
+            return result
+        sides.append((boxes.astype(np.float64), scores.astype(np.float64), classes, valid))
+    if sides[0][0].shape[0] != sides[1][0].shape[0]:
+        result.problem = f"{sides[1][0].shape[0]} images, the reference has {sides[0][0].shape[0]}"
+        return result
+    result.images = sides[0][0].shape[0]
+    for image in range(result.images):
+        ref, got = (tuple(part[image][valid[image]] for part in parts) for *parts, valid in sides)
+        _match_image(result, image, ref, got, comparison, tie)
+    return result
+
+
+def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    low, high = np.minimum(boxes[:, :2], boxes[:, 2:]), np.maximum(boxes[:, :2], boxes[:, 2:])
+    low_1, high_1 = np.minimum(box[:2], box[2:]), np.maximum(box[:2], box[2:])
+    overlap = np.clip(np.minimum(high, high_1) - np.maximum(low, low_1), 0, None)
+    inter = overlap[:, 0] * overlap[:, 1]
+    union = np.prod(high - low, axis=1) + np.prod(high_1 - low_1) - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+
+
+def _match_image(result: DetectionResult, image: int, ref: tuple, got: tuple, comparison, tie: Comparison) -> None:
+    """Match one image's detections greedily, best reference first, each to the unmatched one of its class with the
+    highest IoU (at least `comparison.iou`) whose score agrees; then judge what is left on either side."""
+    (ref_boxes, ref_scores, ref_classes), (got_boxes, got_scores, got_classes) = ref, got
+    result.detections += len(ref_scores)
+    free = np.ones(len(got_scores), bool)
+    unmatched_ref = []
+    for index in range(len(ref_scores)):
+        candidates = free & (got_classes == ref_classes[index])
+        candidates &= ~exceeds(np.abs(got_scores - ref_scores[index]), np.full(len(got_scores), ref_scores[index]),
+                               comparison.atol, comparison.rtol)
+        ious = np.where(candidates, _iou(ref_boxes[index], got_boxes) if len(got_boxes) else 0.0, -1.0)
+        best = int(np.argmax(ious)) if len(ious) else -1
+        if best < 0 or ious[best] < comparison.iou:
+            unmatched_ref.append(index)
+            continue
+        free[best] = False
+        result.matched += 1
+        result.min_iou = min(result.min_iou, float(ious[best]))
+        result.max_score_diff = max(result.max_score_diff, abs(float(got_scores[best] - ref_scores[index])))
+    all_boxes = np.concatenate([ref_boxes, got_boxes])
+    all_classes = np.concatenate([ref_classes, got_classes])
+    cut = min(ref_scores.min(initial=np.inf), got_scores.min(initial=np.inf))
+    full = max(len(ref_scores), len(got_scores)) >= comparison.max_detections
+    for side, indices in (("reference", unmatched_ref), ("patched", np.nonzero(free)[0].tolist())):
+        boxes, scores, classes = (ref_boxes, ref_scores, ref_classes) if side == "reference" else (
+            got_boxes, got_scores, got_classes)
+        for index in indices:
+            at_threshold = _within(scores[index], comparison.score_threshold, tie)[1]
+            at_cut = full and _within(scores[index], cut, tie)[1]
+            same = all_classes == classes[index] if comparison.per_class else np.ones(len(all_classes), bool)
+            ious = _iou(boxes[index], all_boxes[same]) if same.any() else np.zeros(0)
+            at_overlap = bool((np.abs(ious - comparison.iou_threshold) <= IOU_TIE).any())
+            near = at_threshold or at_cut or at_overlap
+            result.near_ties += near
+            result.mismatches += not near
+            if len(result.details) < MAX_DETAILS:
+                result.details.append({"image": image, "only_in": side, "class": int(classes[index]),
+                                       "score": float(scores[index]), "box": boxes[index].tolist(), "near_tie": near})

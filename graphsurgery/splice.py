@@ -20,11 +20,12 @@ from graphsurgery.emit import Emitter
 from graphsurgery.errors import ModelError
 from graphsurgery.model import PROVENANCE_KEY, ModelFacts, model_opset, openvino_caveats, provenance, real_inputs
 from graphsurgery.recipe import InputSection, OutputSection, Recipe
-from graphsurgery.steps.base import Dim, ExtraInput, InputStep, StepError, TensorSpec
+from graphsurgery.steps.base import GEOMETRY, Dim, ExtraInput, InputStep, StepError, TensorSpec, hw_axes
 
 #: the environment keys the output steps write or read besides the model outputs: a model output listed in
 #: output.target cannot take one of these names
-RESERVED_KEYS = {"output", "keypoints", "scores", "heatmaps", "indices", "probabilities", "boxes", "center", "scale"}
+RESERVED_KEYS = {"output", "keypoints", "scores", "heatmaps", "indices", "probabilities", "boxes", "center", "scale",
+                 "candidates", "class_scores", "classes", "count", GEOMETRY}
 DTYPE_NAMES = {np.dtype(np.float32): "float32", np.dtype(np.float16): "float16", np.dtype(np.uint8): "uint8"}
 
 
@@ -95,7 +96,7 @@ def splice(recipe: Recipe, proto: onnx.ModelProto, *, model_name: str = "model",
     extras: dict[str, gs.Variable] = {}
     if recipe.input:
         extras = _splice_input(recipe.input, proto, graph, Emitter(graph, opset, "graphsurgery/pre", taken), plan,
-                               model_name)
+                               model_name, wants_geometry=reads_geometry(recipe))
     if recipe.output:
         _splice_output(recipe.output, graph, Emitter(graph, opset, "graphsurgery/post", taken), plan, model_name,
                        facts, extras)
@@ -143,9 +144,15 @@ def _add_input(graph: gs.Graph, extra: ExtraInput, where: str, model_name: str) 
     return var
 
 
-def _splice_input(section: InputSection, proto, graph: gs.Graph, em: Emitter, plan: SplicePlan, model_name: str
-                  ) -> dict[str, gs.Variable]:
-    """Splice the input steps; returns the graph inputs they added (for the output steps)."""
+def reads_geometry(recipe: Recipe) -> bool:
+    """True when an output step maps its results back through the input steps' geometry (boxes_to_image)."""
+    return recipe.output is not None and any(GEOMETRY in step.reads for step in recipe.output.steps)
+
+
+def _splice_input(section: InputSection, proto, graph: gs.Graph, em: Emitter, plan: SplicePlan, model_name: str,
+                  wants_geometry: bool = False) -> dict[str, gs.Variable]:
+    """Splice the input steps; returns the graph inputs they added (for the output steps), and with
+    `wants_geometry` the input geometry they make (`GEOMETRY`)."""
     target_name = _pick(real_inputs(proto), section.target, "input", "input.target", model_name)
     target = next(v for v in graph.inputs if v.name == target_name)
     plan.input_target = target_name
@@ -165,13 +172,16 @@ def _splice_input(section: InputSection, proto, graph: gs.Graph, em: Emitter, pl
         _free_batch(graph, target, model_name)
     new_input = gs.Variable(section.name or target_name, dtype=np.dtype(section.tensor.dtype), shape=list(shape))
     spec = TensorSpec(section.tensor.dtype, section.tensor.layout, section.tensor.color, shape)
-    x, extras = new_input, {}
+    x, extras, forward = new_input, {}, None
     for index, step in enumerate(steps):
         where = f"input.steps[{index}].{step.step_name}"
         for extra in step.extra_inputs():
             if extra.name not in extras:
                 extras[extra.name] = _add_input(graph, extra, where, model_name)
         try:
+            if wants_geometry:
+                forward = _compose(em.scoped("geometry"), forward, step.build_forward_map(em.scoped("geometry"), x,
+                                                                                         spec))
             after = step.spec_after(spec)
             x = step.build(em.scoped(step.step_name), x, spec, **{e.name: extras[e.name] for e in step.extra_inputs()})
         except StepError as exc:
@@ -186,8 +196,34 @@ def _splice_input(section: InputSection, proto, graph: gs.Graph, em: Emitter, pl
     producer.outputs = [target]
     target.name = em.unique(f"{target_name}")
     graph.inputs = [new_input if v is target else v for v in graph.inputs]
+    if wants_geometry:
+        extras[GEOMETRY] = _geometry(em.scoped("geometry"), new_input, section.tensor.layout, forward)
     plan.nodes += [n.name for n in graph.nodes if n.name.startswith(em.prefix + "/")]
     return extras
+
+
+def _compose(em: Emitter, first: tuple[gs.Variable, gs.Variable] | None,
+             then: tuple[gs.Variable, gs.Variable] | None) -> tuple[gs.Variable, gs.Variable] | None:
+    """Two forward maps (scale, offset) one after the other: scale · s', offset · s' + o'."""
+    if first is None or then is None:
+        return first or then
+    f32 = np.float32
+    scale = em.op("Mul", [first[0], then[0]], dtype=f32, shape=[2])
+    offset = em.op("Add", [em.op("Mul", [first[1], then[0]], dtype=f32), then[1]], dtype=f32, shape=[2])
+    return scale, offset
+
+
+def _geometry(em: Emitter, caller: gs.Variable, layout: str, forward: tuple[gs.Variable, gs.Variable] | None
+              ) -> gs.Variable:
+    """[scale x, scale y, offset x, offset y, width, height] float32: the input steps' forward map and the caller
+    image's size (`GEOMETRY`)."""
+    f32, i64 = np.float32, np.int64
+    scale, offset = forward or (em.const("unit_scale", np.ones(2, f32)), em.const("no_offset", np.zeros(2, f32)))
+    h_axis, w_axis = hw_axes(layout)
+    wh = em.op("Gather", [em.op("Shape", [caller], dtype=i64, shape=[4]), em.const("wh_axes", [w_axis, h_axis], i64)],
+               {"axis": 0}, dtype=i64, shape=[2])
+    size = em.op("Cast", [wh], {"to": onnx.TensorProto.FLOAT}, dtype=f32, shape=[2])
+    return em.op("Concat", [scale, offset, size], {"axis": 0}, dtype=f32, shape=[6])
 
 
 def _free_batch(graph: gs.Graph, patched: gs.Variable, model_name: str) -> None:
@@ -304,6 +340,9 @@ def _splice_output(section: OutputSection, graph: gs.Graph, em: Emitter, plan: S
             if extra.name not in env:
                 env[extra.name] = _add_input(graph, extra, where, model_name)
         missing = [key for key in step.reads if key not in env]
+        if GEOMETRY in missing:
+            raise ModelError(f"{where} maps results back through the input steps, and the recipe has none",
+                             path=model_name, fix="add the input section that feeds the model (resize, ...)")
         if missing:
             raise ModelError(f"{where} needs {', '.join(missing)}, which no earlier step produces", path=model_name,
                              fix="add the step that produces it earlier (e.g. heatmap_argmax)")

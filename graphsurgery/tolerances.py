@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import replace
 
 from graphsurgery.errors import GraphsurgeryError
 from graphsurgery.steps.base import Comparison
@@ -54,7 +55,8 @@ def with_tolerances(declared: dict[str, Comparison], tolerances: Tolerances) -> 
                 # NaN would make every comparison pass; inf would too
                 raise GraphsurgeryError(f"tolerances for {name!r} must be finite numbers ≥ 0, not {atol}, {rtol}",
                                         fix="give atol, rtol ≥ 0")
-            comparison = Comparison(comparison.kind, atol=atol, rtol=rtol if comparison.kind == "float" else 0.0)
+            rtol = rtol if comparison.kind in ("float", "detections") else 0.0  # detections: their scores' rtol
+            comparison = replace(comparison, atol=atol, rtol=rtol)
         else:
             comparison = model_float(comparison)
         result[name] = comparison

@@ -16,8 +16,8 @@ import onnx
 from graphsurgery.errors import GraphsurgeryError
 from graphsurgery.model import ModelFacts
 from graphsurgery.recipe import Recipe
-from graphsurgery.splice import bind_input_steps
-from graphsurgery.steps.base import Comparison, InputStep, TensorSpec
+from graphsurgery.splice import bind_input_steps, reads_geometry
+from graphsurgery.steps.base import GEOMETRY, Comparison, InputStep, TensorSpec, hw_axes
 from graphsurgery.tolerances import DEFAULT_FLOAT
 
 #: The size of a symbolic dim of the plain model's other inputs that is not the batch: verify cannot know what such
@@ -51,6 +51,23 @@ def input_steps(recipe: Recipe, facts: ModelFacts | None = None) -> tuple[InputS
     if facts is not None and facts.input_shape is not None:
         return bind_input_steps(recipe.input, facts.input_shape)[0]
     return recipe.input.steps
+
+
+def input_geometry(recipe: Recipe, facts: ModelFacts, caller_shape: tuple[int, ...]) -> np.ndarray:
+    """`GEOMETRY` for a caller tensor of `caller_shape`: the input steps' forward maps composed in float32 as the
+    graph composes them, and the caller image's width and height."""
+    section = recipe.input
+    if section is None:
+        raise GraphsurgeryError("mapping results back to the caller's image needs the recipe's input steps",
+                                fix="add an input section (resize, ...) or drop the step that maps back")
+    h_axis, w_axis = hw_axes(section.tensor.layout)
+    hw = (int(caller_shape[h_axis]), int(caller_shape[w_axis]))
+    scale, offset = np.ones(2, np.float32), np.zeros(2, np.float32)
+    for step in input_steps(recipe, facts):
+        step_scale, step_offset = step.forward_map(hw)
+        scale, offset = scale * step_scale, offset * step_scale + step_offset
+        hw = step.output_size() or hw
+    return np.concatenate([scale, offset, np.array([caller_shape[w_axis], caller_shape[h_axis]], np.float32)])
 
 
 def postprocess(recipe: Recipe, output: np.ndarray, facts: ModelFacts, extras: dict[str, np.ndarray] | None = None,
@@ -105,11 +122,18 @@ def run_in_model_batches(run: Callable[[dict[str, np.ndarray]], dict[str, np.nda
 
 
 def unpatched_outputs(recipe: Recipe, facts: ModelFacts, model_outputs: dict[str, np.ndarray],
-                      extras: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+                      extras: dict[str, np.ndarray] | None = None, caller_shape: tuple[int, ...] | None = None
+                      ) -> dict[str, np.ndarray]:
     """The unpatched pipeline's answers from all of the plain model's outputs: the output twins on the patched one,
-    every other output as it is (the patched model passes them through unchanged)."""
+    every other output as it is (the patched model passes them through unchanged). `caller_shape`: the shape of
+    the caller's tensor, for the output steps that map back to its pixels (`input_geometry`)."""
     passed = {name: model_outputs[name] for name in facts.other_outputs}
     extras = {**(extras or {}), **_target_inputs(facts, model_outputs)}
+    if reads_geometry(recipe):
+        if caller_shape is None:
+            raise GraphsurgeryError("this recipe maps results back to the caller's image, and its size is unknown "
+                                    "here", fix="pass caller_shape (the shape of the tensor the caller feeds)")
+        extras[GEOMETRY] = input_geometry(recipe, facts, caller_shape)
     return {**passed, **postprocess(recipe, model_outputs[facts.output_name], facts, extras)}
 
 
@@ -117,7 +141,7 @@ def run_unpatched(recipe: Recipe, facts: ModelFacts, run_plain: Callable[[np.nda
                   x: np.ndarray, extras: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """Caller input → input twins → plain model (`run_plain`, returning its outputs by name) → output twins, and
     the model's other outputs as they are."""
-    return unpatched_outputs(recipe, facts, run_plain(preprocess(recipe, x, facts, extras)), extras)
+    return unpatched_outputs(recipe, facts, run_plain(preprocess(recipe, x, facts, extras)), extras, x.shape)
 
 
 def comparisons(recipe: Recipe, facts: ModelFacts) -> dict[str, Comparison]:
@@ -133,6 +157,8 @@ def comparisons(recipe: Recipe, facts: ModelFacts) -> dict[str, Comparison]:
             before = declared.get(key)
             if before is not None and before.kind == comparison.kind == "coordinates" and before.atol > comparison.atol:
                 comparison = replace(comparison, atol=before.atol)
+            if before is not None and before.kind == comparison.kind == "detections":  # boxes_to_image after nms
+                comparison = before
             declared[key] = comparison
     for key, name in recipe.output.output_names().items():
         result[name] = declared[key]

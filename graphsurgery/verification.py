@@ -27,7 +27,7 @@ import numpy as np
 import onnx
 
 from graphsurgery.api import apply
-from graphsurgery.compare import HeatmapGrid, OutputResult, compare_output, missing_output
+from graphsurgery.compare import HeatmapGrid, OutputResult, compare_detections, compare_output, missing_output
 from graphsurgery.errors import GraphsurgeryError
 from graphsurgery.model import ModelFacts, openvino_caveats, provenance, real_inputs
 from graphsurgery.modelio import load_model
@@ -277,7 +277,7 @@ def _run_unpatched(recipe: Recipe, facts: ModelFacts, backend: str, plain: Path,
         for x, extras in chunks(samples, batch):
             model_outputs = run_in_model_batches(run, input_name, preprocess(recipe, x, facts, extras), other, facts)
             raws.append(decoded_output(recipe, model_outputs[facts.output_name], facts, extras))
-            outputs.append(unpatched_outputs(recipe, facts, model_outputs, extras))
+            outputs.append(unpatched_outputs(recipe, facts, model_outputs, extras, x.shape))
     return _concat(outputs), np.concatenate(raws)
 
 
@@ -301,9 +301,16 @@ def _concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
 def _compare(actual: dict[str, np.ndarray], expected: dict[str, np.ndarray], raw: np.ndarray,
              wanted: dict[str, Comparison], grids: dict[str, HeatmapGrid], tie: Comparison) -> list[OutputResult]:
     results = []
+    # detector outputs (one nms per recipe) are compared together, as sets, where the first of them is listed
+    detections = {comparison.part: name for name, comparison in wanted.items() if comparison.kind == "detections"}
     for name, comparison in wanted.items():
         if name not in actual:
             results.append(missing_output(name, comparison, "the patched model has no such output"))
+            continue
+        if comparison.kind == "detections":
+            if name == next(iter(detections.values())):
+                present = {part: other for part, other in detections.items() if other in actual}
+                results.append(compare_detections(present, actual, expected, comparison, tie))
             continue
         reference = raw if comparison.kind == "indices" or name in grids else None
         results.append(compare_output(name, actual[name], expected[name], comparison, reference=reference,

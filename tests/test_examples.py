@@ -1,4 +1,5 @@
-"""The examples run in the test suite (small variant): the demo end to end, and the HRNet export script."""
+"""The examples run in the test suite (small variant): the demo and the detector example end to end, and the export
+scripts."""
 
 from __future__ import annotations
 
@@ -19,6 +20,18 @@ def test_demo_runs_end_to_end_on_the_tiny_variant(tmp_path):
         assert (tmp_path / "run" / f"{stem}_pose.jpg").stat().st_size > 1000
         assert (tmp_path / "run" / f"{stem}_heatmaps.jpg").exists()
     assert (tmp_path / "hrnet_tiny.patched.xml").exists() and (tmp_path / "hrnet_tiny.patched.bin").exists()
+
+
+def test_detector_example_runs_end_to_end_on_the_tiny_variant(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "examples" / "detect.py"), "--variant", "tiny", "--out",
+                           str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "parity: all rows pass" in proc.stdout
+    assert proc.stdout.count("PASS") == 4 and "FAIL" not in proc.stdout
+    for stem in ("astronaut", "cameraman"):
+        assert (tmp_path / f"{stem}_boxes.jpg").stat().st_size > 1000
+        assert f"{stem}_boxes.jpg: 0 detections" not in proc.stdout
+    assert (tmp_path / "yolov8-tiny.patched.xml").exists() and (tmp_path / "yolov8-tiny.patched.bin").exists()
 
 
 def test_zoo_export_script_runs(tmp_path):

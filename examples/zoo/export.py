@@ -1,11 +1,13 @@
 """Export a zoo architecture to a plain ONNX model (no processing inside), with seeded stand-in weights.
 
 Classifiers: `input` float32 [1|N,3,224,224] -> `logits` [.,1000]. Pose: `input` [.,3,384,288] -> `heatmaps`
-[.,17,96,72]. SimCC: `input` [.,3,256,192] -> `simcc_x` [.,17,384] and `simcc_y` [.,17,512]. The export itself
-(TorchScript exporter, atomic write) is examples/onnx_export.py.
+[.,17,96,72]. SimCC: `input` [.,3,256,192] -> `simcc_x` [.,17,384] and `simcc_y` [.,17,512]. Detectors (named as
+ultralytics exports them): `input` [.,3,320,320] -> `output0` [.,84,2100], i.e. [., 4 + 80 classes, anchors].
+The export itself (TorchScript exporter, atomic write) is examples/onnx_export.py.
 
     python examples/zoo/export.py resnet -o resnet.onnx
     python examples/zoo/export.py simplebaseline --opset 11 --dynamic-batch -o simplebaseline.onnx
+    python examples/zoo/export.py yolov8 -o yolov8.onnx
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from graphsurgery.errors import GraphsurgeryError
 from examples.onnx_export import INPUT_NAME, OPSETS, check_request, export_plain
 from examples.zoo.models import PRESETS, build_zoo_model
 
-OUTPUT_NAMES = {"classifier": ("logits",), "pose": ("heatmaps",), "simcc": ("simcc_x", "simcc_y")}
+OUTPUT_NAMES = {"classifier": ("logits",), "pose": ("heatmaps",), "simcc": ("simcc_x", "simcc_y"),
+                "detector": ("output0",)}
 
 
 def export_zoo(path: str | Path, name: str = "resnet", opset: int = 17, dynamic_batch: bool = False,
@@ -50,8 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     config = PRESETS[args.name]
     batch, (h, w) = "N" if args.dynamic_batch else "1", config.input_size
     k, ratio = config.joints, config.split_ratio
+    anchors = sum((h // s) * (w // s) for s in config.strides)
     shapes = {"classifier": [f"[{batch},{config.classes}]"], "pose": [f"[{batch},{k},{h // 4},{w // 4}]"],
-              "simcc": [f"[{batch},{k},{w * ratio}]", f"[{batch},{k},{h * ratio}]"]}[config.kind]
+              "simcc": [f"[{batch},{k},{w * ratio}]", f"[{batch},{k},{h * ratio}]"],
+              "detector": [f"[{batch},{4 + config.classes},{anchors}]"]}[config.kind]
     outputs = ", ".join(f"{name} {shape}" for name, shape in zip(OUTPUT_NAMES[config.kind], shapes))
     print(f"wrote {out}: {args.name}, opset {args.opset}, {INPUT_NAME} [{batch},3,{h},{w}] -> {outputs}")
     print(f"weights: seeded (seed {args.seed}), an untrained stand-in")

@@ -28,6 +28,10 @@ if TYPE_CHECKING:  # model.py imports the recipe, which imports the steps
     from graphsurgery.model import ModelFacts
 
 Dim = int | str | None
+#: The environment key of the input geometry, for output steps that map results back to the caller's pixels:
+#: float32 [scale x, scale y, offset x, offset y, width, height], with model pixel = caller pixel · scale + offset
+#: (the input steps' `forward_map`s composed) and the caller image's width and height.
+GEOMETRY = "input_geometry"
 MAX_SIDE = 65_536
 Layout = Literal["NCHW", "NHWC"]
 Color = Literal["RGB", "BGR"]
@@ -69,9 +73,11 @@ class Comparison:
     kind "float": an element fails only when it exceeds both atol and rtol.
     kind "coordinates": positions (pixels); equal within atol (0 = exact), mismatches checked for near ties.
     kind "indices": integer indices (argmax / top-k), exact.
+    kind "detections": one part of a group of detector outputs, compared together as sets
+    (`steps.detect.DetectionComparison`).
     """
 
-    kind: Literal["float", "coordinates", "indices"]
+    kind: Literal["float", "coordinates", "indices", "detections"]
     rtol: float = 1e-5
     atol: float = 1e-6
 
@@ -118,6 +124,28 @@ class InputStep(Step):
     #: True for a step whose output batch is not its input's (crop_boxes: one crop per box; flip_test: twice the
     #: crops): the splice frees the model's batch dim
     sets_batch: ClassVar[bool] = False
+    #: False for a step that moves pixels (resize, center_crop, crop_boxes, flip_test): it says how in
+    #: `forward_map` and `build_forward_map`, or refuses, so an output mapped back to the caller's pixels
+    #: (boxes_to_image) never passes through a step that moved them unsaid
+    keeps_geometry: ClassVar[bool] = True
+
+    def forward_map(self, hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """Where a point of the (H, W) = `hw` image this step is fed lands in what it makes: (scale, offset), each
+        float32 (x, y), with made = fed · scale + offset in continuous pixel coordinates (0 at the top-left edge).
+        The numpy twin's side; `build_forward_map` is the graph's."""
+        if self.keeps_geometry:
+            return np.ones(2, np.float32), np.zeros(2, np.float32)
+        raise StepError(f"{self.step_name} moves pixels in a way no output step can map back",
+                        "map results back with the step made for it (to_image mode boxes after crop_boxes)")
+
+    def build_forward_map(self, em: Emitter, x: gs.Variable, spec: TensorSpec
+                          ) -> tuple[gs.Variable, gs.Variable] | None:
+        """`forward_map` in the graph, for the tensor `x` this step is fed: float32 [2] scale and offset (x, y), or
+        None where the step keeps every pixel where it is."""
+        if self.keeps_geometry:
+            return None
+        self.forward_map((1, 1))  # refuses, as the twin does
+        raise NotImplementedError
 
     def extra_inputs(self) -> tuple[ExtraInput, ...]:
         """Graph inputs this step needs besides the tensor it transforms (crop_boxes: `boxes`); `build` and
@@ -171,6 +199,7 @@ class SizedStep(InputStep):
     `size`, or the model's when the recipe leaves it out (`bind`); the caller's H × W become free."""
 
     frees_caller_size: ClassVar[bool] = True
+    keeps_geometry: ClassVar[bool] = False
     size: tuple[int, int] | None = Field(default=None, description="[height, width]; default: the model's")
 
     @field_validator("size")

@@ -37,14 +37,7 @@ class CenterCrop(SizedStep):
         target = list(self.target_size())
         axes = list(hw_axes(spec.layout))
         i64, f32 = np.int64, np.float32
-        shape = em.op("Shape", [x], dtype=i64, shape=[4])
-        hw = em.op("Gather", [shape, em.const("hw_axes", axes, i64)], {"axis": 0}, dtype=i64, shape=[2])
-        # zeros around an image smaller than the crop: (crop − size) // 2 before, the rest after
-        short = em.op("Sub", [em.const("target", target, i64), hw], dtype=i64)
-        short = em.op("Where", [em.op("Less", [short, em.const("zero", 0, i64)], dtype=np.bool_),
-                                em.const("none", 0, i64), short], dtype=i64)
-        before = em.op("Div", [short, em.const("two", 2, i64)], dtype=i64)
-        after = em.op("Sub", [short, before], dtype=i64)
+        before, after, starts = self._placement(em, x, spec)
         zero = em.const("zero_pad", [0], i64)
         begins, ends = [zero] * 4, [zero] * 4
         for position, axis in enumerate(axes):
@@ -54,15 +47,46 @@ class CenterCrop(SizedStep):
         pads = em.op("Concat", begins + ends, {"axis": 0}, dtype=i64, shape=[8])
         padded = em.op("Pad", [x, pads, em.const("pad_value", 0, np.dtype(x.dtype or f32))], {"mode": "constant"},
                        dtype=x.dtype)
-        # then the cut at round((size' − crop) / 2), half to even (Round)
-        excess = em.op("Sub", [em.op("Add", [hw, short], dtype=i64), em.const("target", target, i64)], dtype=i64)
-        half = em.op("Div", [em.op("Cast", [excess], {"to": TensorProto.FLOAT}, dtype=f32),
-                             em.const("two", 2.0, f32)], dtype=f32)
-        starts = em.op("Cast", [em.op("Round", [half], dtype=f32)], {"to": TensorProto.INT64}, dtype=i64)
         ends = em.op("Add", [starts, em.const("target", target, i64)], dtype=i64)
         y = em.op("Slice", [padded, starts, ends, em.const("axes", axes, i64)], dtype=x.dtype)
         y.shape = list(self.spec_after(spec.with_(shape=tuple(x.shape or (None,) * 4))).shape)
         return y
+
+    def _placement(self, em: Emitter, x: gs.Variable, spec: TensorSpec
+                   ) -> tuple[gs.Variable, gs.Variable, gs.Variable]:
+        """[h, w] int64 each: the zeros padded before and after an image smaller than the crop ((crop − size) // 2
+        before, the rest after), and where the cut starts in the padded image: round((size' − crop) / 2), half to
+        even (Round)."""
+        target = list(self.target_size())
+        i64, f32 = np.int64, np.float32
+        shape = em.op("Shape", [x], dtype=i64, shape=[4])
+        hw = em.op("Gather", [shape, em.const("hw_axes", list(hw_axes(spec.layout)), i64)], {"axis": 0}, dtype=i64,
+                   shape=[2])
+        short = em.op("Sub", [em.const("target", target, i64), hw], dtype=i64)
+        short = em.op("Where", [em.op("Less", [short, em.const("zero", 0, i64)], dtype=np.bool_),
+                                em.const("none", 0, i64), short], dtype=i64)
+        before = em.op("Div", [short, em.const("two", 2, i64)], dtype=i64)
+        after = em.op("Sub", [short, before], dtype=i64)
+        excess = em.op("Sub", [em.op("Add", [hw, short], dtype=i64), em.const("target", target, i64)], dtype=i64)
+        half = em.op("Div", [em.op("Cast", [excess], {"to": TensorProto.FLOAT}, dtype=f32),
+                             em.const("two", 2.0, f32)], dtype=f32)
+        starts = em.op("Cast", [em.op("Round", [half], dtype=f32)], {"to": TensorProto.INT64}, dtype=i64)
+        return before, after, starts
+
+    def forward_map(self, hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        crop = np.array(self.target_size()[::-1])
+        size = np.array(hw[::-1])  # (x, y) from here on
+        short = np.maximum(crop - size, 0)
+        starts = np.round((size + short - crop) / 2)  # half to even, as Python's round in torchvision
+        return np.ones(2, np.float32), (short // 2 - starts).astype(np.float32)
+
+    def build_forward_map(self, em: Emitter, x: gs.Variable, spec: TensorSpec) -> tuple[gs.Variable, gs.Variable]:
+        i64, f32 = np.int64, np.float32
+        before, _, starts = self._placement(em, x, spec)
+        shift = em.op("Sub", [before, starts], dtype=i64)
+        offset = em.op("Gather", [em.op("Cast", [shift], {"to": TensorProto.FLOAT}, dtype=f32),
+                                  em.const("xy", [1, 0], i64)], {"axis": 0}, dtype=f32, shape=[2])
+        return em.const("unit_scale", np.ones(2, f32)), offset
 
     def reference(self, x: np.ndarray, spec: TensorSpec) -> np.ndarray:
         h_axis, w_axis = hw_axes(spec.layout)

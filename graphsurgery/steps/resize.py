@@ -120,11 +120,7 @@ class Resize(SizedStep):
         target = self.target_size()
         h_axis, w_axis = hw_axes(spec.layout)
         i64, f32 = np.int64, np.float32
-        shape = em.op("Shape", [x], dtype=i64, shape=[4])
-        hw = em.op("Gather", [shape, em.const("hw_axes", [h_axis, w_axis], i64)], {"axis": 0}, dtype=i64, shape=[2])
-        resized_hw = (
-            em.const("size", list(target), i64) if self.fit == "stretch" else self._fitted_hw(em, shape, hw, spec)
-        )
+        shape, hw, resized_hw = self._sizes(em, x, spec)
         keep = em.op("Gather", [shape, em.const("kept_axes", [0, 1] if spec.layout == "NCHW" else [0], i64)],
                      {"axis": 0}, dtype=i64)
         parts = [keep, resized_hw] if spec.layout == "NCHW" else [
@@ -136,9 +132,11 @@ class Resize(SizedStep):
             unused = [em.const("roi", np.zeros(0, f32)), em.const("scales", np.zeros(0, f32))]
         y = em.op("Resize", [x, *unused, sizes], self._attrs(em.opset), dtype=f32)
         if self.fit == "crop":
-            y = self._centre_crop(em, y, resized_hw, target, (h_axis, w_axis))
+            starts = self._crop_starts(em, resized_hw)
+            ends = em.op("Add", [starts, em.const("target", list(target), i64)], dtype=i64)
+            y = em.op("Slice", [y, starts, ends, em.const("axes", [h_axis, w_axis], i64)], dtype=f32)
         elif self.fit in ("letterbox", "height"):
-            y = self._letterbox(em, y, resized_hw, target, spec)
+            y = self._letterbox(em, y, resized_hw, spec)
         y.shape = list(with_hw(tuple(x.shape) if x.shape else (None,) * 4, spec.layout, target))
         return y
 
@@ -149,6 +147,45 @@ class Resize(SizedStep):
         for axis, length in zip(axes, resized_hw):
             y = self._resample(y, axis, length)
         return self.place(y, resized_hw, axes).astype(np.float32)
+
+    def forward_map(self, hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        self._check_centred()
+        (h, w), f32 = hw, np.float32
+        th, tw = self.target_size()
+        rh, rw = self.resized_hw(h, w)
+        scale = np.array([f32(rw) / f32(w), f32(rh) / f32(h)], f32)
+        if self.fit == "crop":
+            offset = -np.round([(rw - tw) / 2, (rh - th) / 2])  # half to even, as `place` cuts
+        elif self.fit in ("letterbox", "height") and self.pad_anchor == "center":
+            offset = np.array([(tw - rw) // 2, (th - rh) // 2])
+        else:
+            offset = np.zeros(2)
+        return scale, offset.astype(f32)
+
+    def build_forward_map(self, em: Emitter, x: gs.Variable, spec: TensorSpec) -> tuple[gs.Variable, gs.Variable]:
+        self._check_centred()
+        f32, i64 = np.float32, np.int64
+        _, hw, resized_hw = self._sizes(em, x, spec)
+        swap = em.const("xy", [1, 0], i64)
+
+        def as_xy(hw_values: gs.Variable) -> gs.Variable:
+            return em.op("Gather", [em.op("Cast", [hw_values], {"to": TensorProto.FLOAT}, dtype=f32), swap],
+                         {"axis": 0}, dtype=f32, shape=[2])
+
+        scale = em.op("Div", [as_xy(resized_hw), as_xy(hw)], dtype=f32, shape=[2])
+        if self.fit == "crop":
+            offset = em.op("Neg", [as_xy(self._crop_starts(em, resized_hw))], dtype=f32, shape=[2])
+        elif self.fit in ("letterbox", "height"):
+            offset = as_xy(self._pad_before(em, resized_hw))
+        else:
+            offset = em.const("no_offset", np.zeros(2, f32))
+        return scale, offset
+
+    def _check_centred(self) -> None:
+        if self.coordinate_transformation_mode not in ("half_pixel", "pytorch_half_pixel"):
+            raise StepError(f"a resize with coordinate_transformation_mode {self.coordinate_transformation_mode} "
+                            "does not scale pixel edges, so results cannot be mapped back through it",
+                            "use half_pixel (OpenCV's and PIL's convention) to map results back to the image")
 
     # --- geometry, shared by the twin and the OpenCV comparison -------------------------------------------------
 
@@ -198,6 +235,16 @@ class Resize(SizedStep):
             attrs["antialias"] = 1
         return attrs
 
+    def _sizes(self, em: Emitter, x: gs.Variable, spec: TensorSpec) -> tuple[gs.Variable, gs.Variable, gs.Variable]:
+        """x's shape, its [h, w] and the [h', w'] it is resampled to (before crop or letterbox), int64."""
+        i64 = np.int64
+        shape = em.op("Shape", [x], dtype=i64, shape=[4])
+        hw = em.op("Gather", [shape, em.const("hw_axes", list(hw_axes(spec.layout)), i64)], {"axis": 0}, dtype=i64,
+                   shape=[2])
+        resized_hw = (em.const("size", list(self.target_size()), i64) if self.fit == "stretch"
+                      else self._fitted_hw(em, shape, hw, spec))
+        return shape, hw, resized_hw
+
     def _fitted_hw(self, em: Emitter, shape: gs.Variable, hw: gs.Variable, spec: TensorSpec) -> gs.Variable:
         """[h', w'] keeping the aspect ratio: max(bound, other · bound / side) for crop, min(…) for letterbox, the
         model's height and min(W, w · H / h) for height; the quotient rounded per `side_rounding`."""
@@ -237,22 +284,27 @@ class Resize(SizedStep):
         return em.op("Add", [quotient, em.op("Cast", [up], {"to": TensorProto.INT64}, dtype=i64)], dtype=i64,
                      shape=[2])
 
-    def _centre_crop(self, em: Emitter, y: gs.Variable, resized_hw: gs.Variable, target: tuple[int, int],
-                     axes: tuple[int, int]) -> gs.Variable:
+    def _crop_starts(self, em: Emitter, resized_hw: gs.Variable) -> gs.Variable:
+        """[top, left] of the centre cut: round((h' − H) / 2), half to even (Round), int64."""
         f32, i64 = np.float32, np.int64
-        excess = em.op("Cast", [em.op("Sub", [resized_hw, em.const("target", list(target), i64)], dtype=i64)],
-                       {"to": TensorProto.FLOAT}, dtype=f32)
-        half = em.op("Round", [em.op("Div", [excess, em.const("two", 2.0, f32)], dtype=f32)], dtype=f32)  # half even
-        starts = em.op("Cast", [half], {"to": TensorProto.INT64}, dtype=i64)
-        ends = em.op("Add", [starts, em.const("target", list(target), i64)], dtype=i64)
-        return em.op("Slice", [y, starts, ends, em.const("axes", list(axes), i64)], dtype=f32)
+        excess = em.op("Cast", [em.op("Sub", [resized_hw, em.const("target", list(self.target_size()), i64)],
+                                      dtype=i64)], {"to": TensorProto.FLOAT}, dtype=f32)
+        half = em.op("Round", [em.op("Div", [excess, em.const("two", 2.0, f32)], dtype=f32)], dtype=f32)
+        return em.op("Cast", [half], {"to": TensorProto.INT64}, dtype=i64, shape=[2])
 
-    def _letterbox(self, em: Emitter, y: gs.Variable, resized_hw: gs.Variable, target: tuple[int, int],
-                   spec: TensorSpec) -> gs.Variable:
+    def _pad_before(self, em: Emitter, resized_hw: gs.Variable) -> gs.Variable:
+        """[top, left] padding of the letterbox, int64: half the spare rows and columns (rounded down) when centred,
+        none in the top-left corner."""
         i64 = np.int64
-        spare = em.op("Sub", [em.const("target", list(target), i64), resized_hw], dtype=i64)
-        before = (em.op("Div", [spare, em.const("two", [2, 2], i64)], dtype=i64) if self.pad_anchor == "center"
-                  else em.const("none", [0, 0], i64))
+        if self.pad_anchor != "center":
+            return em.const("none", [0, 0], i64)
+        spare = em.op("Sub", [em.const("target", list(self.target_size()), i64), resized_hw], dtype=i64)
+        return em.op("Div", [spare, em.const("two", [2, 2], i64)], dtype=i64, shape=[2])
+
+    def _letterbox(self, em: Emitter, y: gs.Variable, resized_hw: gs.Variable, spec: TensorSpec) -> gs.Variable:
+        i64 = np.int64
+        spare = em.op("Sub", [em.const("target", list(self.target_size()), i64), resized_hw], dtype=i64)
+        before = self._pad_before(em, resized_hw)
         after = em.op("Sub", [spare, before], dtype=i64)
         zero = em.const("zero", [0], i64)
         if spec.layout == "NCHW":  # pads: [N, C, H, W begins, N, C, H, W ends]

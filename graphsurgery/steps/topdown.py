@@ -237,6 +237,7 @@ class FlipTest(InputStep):
 
     step_name: ClassVar[str] = "flip_test"
     sets_batch: ClassVar[bool] = True
+    keeps_geometry: ClassVar[bool] = False
 
     def spec_after(self, spec: TensorSpec) -> TensorSpec:
         return spec.with_(shape=("2N", *spec.shape[1:])) if len(spec.shape) == 4 else spec

@@ -1,0 +1,371 @@
+"""Detector post-processing: a YOLO head's tensor → candidate boxes and class scores → non-maximum suppression →
+the best detections, padded to a fixed count → boxes in the caller's pixels.
+
+The head layouts are the exports' own: ultralytics YOLOv8 ([N, 4 + C, A]: cx, cy, w, h in input pixels, then
+class probabilities), YOLOv5 ([N, A, 5 + C]: cx, cy, w, h, objectness, class probabilities) and YOLOX before its
+`decode_outputs` ([N, A, 5 + C]: offsets on each stride's grid and log sizes, objectness, class probabilities).
+Suppression is ONNX NonMaxSuppression; its numpy twin is the greedy suppression of `cv2.dnn.NMSBoxes` (the tests
+compare the two). The runtimes may order detections of equal score differently and may keep a box whose score
+equals the threshold, so the step filters the suppressed set again with `score > score_threshold` (a box at the
+threshold only ever suppresses boxes scored no higher, which that filter removes too) and `verify` compares
+detections as sets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar, Literal
+
+import numpy as np
+import onnx_graphsurgeon as gs
+from onnx import TensorProto
+from pydantic import Field, field_validator
+
+from graphsurgery.emit import Emitter
+from graphsurgery.registry import register
+from graphsurgery.steps.base import GEOMETRY, Comparison, OutputStep, StepError
+from graphsurgery.steps.maxima import first_maximum
+
+if TYPE_CHECKING:  # model.py imports the recipe, which imports the steps
+    from graphsurgery.model import ModelFacts
+
+CANDIDATES = Comparison("float", rtol=1e-5, atol=1e-4)
+
+
+@dataclass(frozen=True)
+class DetectionComparison(Comparison):
+    """Detections are compared as sets (`compare.compare_detections`): per image the same count, and each reference
+    detection matched by one of the same class with IoU ≥ `iou` and its score within atol or rtol. `part` says which
+    of the group's outputs this is; the thresholds tell near ties (a score at the threshold or at the
+    max_detections cut, an overlap at the IoU threshold) from real differences."""
+
+    part: Literal["boxes", "scores", "classes", "count"] = "boxes"
+    iou: float = 0.99
+    score_threshold: float = 0.25
+    iou_threshold: float = 0.45
+    max_detections: int = 100
+    per_class: bool = True
+
+
+def _static(shape, axis: int, what: str) -> int:
+    dim = shape[axis] if shape is not None and len(shape) == 3 else None
+    if not isinstance(dim, (int, np.integer)) or dim <= 0:
+        raise StepError(f"{what} needs a 3-D tensor with a static size on axis {axis}; it is "
+                        f"{list(shape) if shape is not None else 'of unknown shape'}",
+                        "export the model with a fixed input size (only the batch free)")
+    return int(dim)
+
+
+def _to_float(em: Emitter, x: gs.Variable) -> gs.Variable:
+    if x.dtype is None or np.dtype(x.dtype) == np.float32:
+        return x
+    return em.op("Cast", [x], {"to": TensorProto.FLOAT}, dtype=np.float32, shape=x.shape)
+
+
+@register
+class YoloBoxes(OutputStep):
+    """Read a YOLO head: candidate boxes (x1, y1, x2, y2 in model-input pixels) and per-class scores.
+
+    Reads "output", writes "candidates" [N, A, 4] and "class_scores" [N, C, A] (float comparisons), what `nms`
+    reads. `format`:
+    - v8 (ultralytics YOLOv8/v11 export): [N, 4 + C, A], rows cx, cy, w, h then class probabilities;
+    - v5 (YOLOv5/v7 export): [N, A, 5 + C], cx, cy, w, h, objectness, class probabilities; score = obj · class;
+    - yolox (YOLOX export without decode_in_inference): [N, A, 5 + C] on the grids of `strides` (finest first,
+      row-major, needs the model's static input size): cx, cy = (offset + cell) · stride, w, h = exp(·) · stride;
+      score = obj · class.
+    Corners are centre ∓ size / 2 in float32.
+    """
+
+    step_name: ClassVar[str] = "yolo_boxes"
+    format: Literal["v8", "v5", "yolox"] = Field(default="v8", description="the head's layout (v8, v5, yolox)")
+    strides: tuple[int, ...] = Field(default=(8, 16, 32), min_length=1, max_length=8,
+                                     description="yolox: the strides of the head's levels, finest first")
+
+    @field_validator("strides")
+    @classmethod
+    def _positive(cls, strides: tuple[int, ...]) -> tuple[int, ...]:
+        if not all(1 <= s <= 1024 for s in strides):
+            raise ValueError("strides must be between 1 and 1024")
+        return strides
+
+    def writes(self) -> dict[str, Comparison]:
+        return {"candidates": CANDIDATES, "class_scores": CANDIDATES}
+
+    def _sizes(self, shape) -> tuple[int, int]:
+        """(C, A): classes and anchors of a head of this shape."""
+        if self.format == "v8":
+            rows, anchors = _static(shape, 1, "yolo_boxes (v8)"), _static(shape, 2, "yolo_boxes (v8)")
+            classes = rows - 4
+        else:
+            anchors, rows = _static(shape, 1, f"yolo_boxes ({self.format})"), _static(shape, 2, "yolo_boxes")
+            classes = rows - 5
+        if classes < 1:
+            layout = "[N, 4 + C, A]" if self.format == "v8" else "[N, A, 5 + C]"
+            raise StepError(f"yolo_boxes format {self.format} reads {layout}, and the output {list(shape)} leaves "
+                            f"no class scores", "check `format` (v8 puts the anchors last, v5 and yolox first)")
+        return classes, anchors
+
+    def grid(self, facts: ModelFacts | None, anchors: int) -> tuple[np.ndarray, np.ndarray]:
+        """yolox: each anchor's cell (x, y) [A, 2] and stride [A, 1], float32, in the head's order."""
+        if facts is None or facts.input_size is None:
+            raise StepError("yolo_boxes format yolox needs the model's input size, which is not static",
+                            "export the model with a fixed input size")
+        width, height = facts.input_size
+        cells, strides = [], []
+        for stride in self.strides:
+            rows, cols = height // stride, width // stride
+            ys, xs = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
+            cells.append(np.stack([xs.ravel(), ys.ravel()], 1))
+            strides.append(np.full((rows * cols, 1), stride))
+        cells, strides = np.concatenate(cells), np.concatenate(strides)
+        if len(cells) != anchors:
+            raise StepError(f"the strides {list(self.strides)} make {len(cells)} cells on a {width}×{height} input, "
+                            f"the head has {anchors} anchors", "set `strides` to the head's")
+        return cells.astype(np.float32), strides.astype(np.float32)
+
+    def build(self, em: Emitter, env: dict[str, gs.Variable], facts: ModelFacts | None = None
+              ) -> dict[str, gs.Variable]:
+        f32, i64 = np.float32, np.int64
+        head = _to_float(em, env["output"])
+        classes, anchors = self._sizes(head.shape)
+
+        def cut(start: int, end: int, axis: int) -> gs.Variable:
+            return em.op("Slice", [head, em.const("start", [start], i64), em.const("end", [end], i64),
+                                   em.const("axis", [axis], i64)], dtype=f32)
+
+        if self.format == "v8":
+            centre_size = em.op("Transpose", [cut(0, 4, 1)], {"perm": [0, 2, 1]}, dtype=f32)
+            scores = cut(4, 4 + classes, 1)
+        else:
+            centre_size = cut(0, 4, 2)
+            scores = em.op("Transpose", [em.op("Mul", [cut(4, 5, 2), cut(5, 5 + classes, 2)], dtype=f32)],
+                           {"perm": [0, 2, 1]}, dtype=f32)
+        centre = em.op("Slice", [centre_size, em.const("start", [0], i64), em.const("end", [2], i64),
+                                 em.const("axis", [2], i64)], dtype=f32)
+        size = em.op("Slice", [centre_size, em.const("start", [2], i64), em.const("end", [4], i64),
+                               em.const("axis", [2], i64)], dtype=f32)
+        if self.format == "yolox":
+            cells, strides = self.grid(facts, anchors)
+            stride = em.const("stride", strides[None])
+            centre = em.op("Mul", [em.op("Add", [centre, em.const("cells", cells[None])], dtype=f32), stride],
+                           dtype=f32)
+            size = em.op("Mul", [em.op("Exp", [size], dtype=f32), stride], dtype=f32)
+        half = em.op("Mul", [size, em.const("half", 0.5, f32)], dtype=f32)
+        corners = em.op("Concat", [em.op("Sub", [centre, half], dtype=f32), em.op("Add", [centre, half], dtype=f32)],
+                        {"axis": 2}, dtype=f32)
+        batch = head.shape[0] if head.shape else None
+        corners.shape, scores.shape = [batch, anchors, 4], [batch, classes, anchors]
+        return {"candidates": corners, "class_scores": scores}
+
+    def reference(self, env: dict[str, np.ndarray], facts: ModelFacts | None = None) -> dict[str, np.ndarray]:
+        head = np.asarray(env["output"], np.float32)
+        classes, anchors = self._sizes(head.shape)
+        if self.format == "v8":
+            centre_size, scores = head[:, :4].transpose(0, 2, 1), head[:, 4:]
+        else:
+            centre_size, scores = head[..., :4], (head[..., 4:5] * head[..., 5:]).transpose(0, 2, 1)
+        centre, size = centre_size[..., :2], centre_size[..., 2:]
+        if self.format == "yolox":
+            cells, strides = self.grid(facts, anchors)
+            centre, size = (centre + cells) * strides, np.exp(size) * strides
+        half = size * np.float32(0.5)
+        return {"candidates": np.concatenate([centre - half, centre + half], axis=2),
+                "class_scores": np.ascontiguousarray(scores)}
+
+
+@register
+class Nms(OutputStep):
+    """Non-maximum suppression: the best detections, padded to a fixed count.
+
+    Reads "candidates" [N, A, 4] (x1, y1, x2, y2) and "class_scores"
+    [N, C, A] (after `yolo_boxes`); writes "boxes" [N, D, 4] float32,
+    "scores" [N, D] float32, "classes" [N, D] int64 and "count" [N] int64,
+    D = `max_detections`, best first; rows past `count` hold zeros and
+    class −1. A box survives when its score > `score_threshold` and its
+    IoU with every better box kept (of its class with `per_class`, else
+    of any class) is <= `iou_threshold`, as cv2.dnn.NMSBoxes and
+    torchvision's nms decide. `best_class_only`: each anchor competes
+    only in its best class (the first on ties), as ultralytics' predict
+    (multi_label off) and YOLOv5's detect do; otherwise in every class
+    whose score passes (multi-label, as their validation does).
+    `per_class: false` gives each anchor its best class and suppresses
+    across classes (ultralytics' agnostic_nms).
+    Compared as sets (IoU ≥ 0.99, same class, score within tolerance):
+    runtimes order equal scores their own way. NaN scores: each runtime's
+    own rule. Opset 11.
+    """
+
+    step_name: ClassVar[str] = "nms"
+    min_opset: ClassVar[int] = 11
+    reads: ClassVar[tuple[str, ...]] = ("candidates", "class_scores")
+    iou_threshold: float = Field(default=0.45, ge=0.0, le=1.0, description="suppress above this IoU")
+    score_threshold: float = Field(default=0.25, ge=-1e30, le=1e30, description="keep scores above this")
+    max_detections: int = Field(default=100, ge=1, le=100_000, description="detections per image (D)")
+    per_class: bool = Field(default=True, description="suppress within each class (false: across classes)")
+    best_class_only: bool = Field(default=False, description="each anchor competes in its best class only")
+
+    def writes(self) -> dict[str, Comparison]:
+        parts = ("boxes", "scores", "classes", "count")
+        return {part: DetectionComparison("detections", rtol=1e-4, atol=1e-4, part=part,
+                                          score_threshold=self.score_threshold, iou_threshold=self.iou_threshold,
+                                          max_detections=self.max_detections, per_class=self.per_class)
+                for part in parts}
+
+    def _sizes(self, env: dict) -> tuple[int, int]:
+        scores = env["class_scores"]
+        return (_static(getattr(scores, "shape", None), 1, "nms's class_scores"),
+                _static(getattr(scores, "shape", None), 2, "nms's class_scores"))
+
+    def build(self, em: Emitter, env: dict[str, gs.Variable], facts: ModelFacts | None = None
+              ) -> dict[str, gs.Variable]:
+        f32, i64 = np.float32, np.int64
+        classes, anchors = self._sizes(env)
+        boxes, scores = _to_float(em, env["candidates"]), _to_float(em, env["class_scores"])
+        best_class = None
+        if self.best_class_only and self.per_class:  # the other classes' scores out of the competition
+            best = first_maximum(em, em.op("Transpose", [scores], {"perm": [0, 2, 1]}, dtype=f32), 3, classes)
+            first = em.op("Transpose", [best.first], {"perm": [0, 2, 1]}, dtype=np.int32)             # [N, 1, A]
+            mine = em.op("Equal", [em.const("classes", np.arange(classes, dtype=np.int32)[:, None]), first],
+                         dtype=np.bool_)                                                           # [N, C, A]
+            scores = em.op("Where", [mine, scores, em.const("minus_inf", -np.inf, f32)], dtype=f32)
+        if not self.per_class:  # each anchor's best class, the first on ties
+            by_anchor = em.op("Transpose", [scores], {"perm": [0, 2, 1]}, dtype=f32)
+            best = first_maximum(em, by_anchor, 3, classes)                                       # [N, A, 1]
+            scores = em.op("Transpose", [best.value], {"perm": [0, 2, 1]}, dtype=f32)           # [N, 1, A]
+            best_class = em.op("Cast", [em.op("Reshape", [best.first, em.const("flat", [0, -1], i64)], dtype=np.int32)],
+                               {"to": TensorProto.INT64}, dtype=i64)                              # [N, A]
+        threshold = em.const("score_threshold", self.score_threshold, f32)
+        selected = em.op("NonMaxSuppression", [boxes, scores, em.const("per_class", [self.max_detections], i64),
+                                               em.const("iou_threshold", [self.iou_threshold], f32),
+                                               em.const("score_threshold", [self.score_threshold], f32)],
+                         {"center_point_box": 0}, dtype=i64, shape=["selected", 3])
+        # the kept scores, scattered back to their (image, class, anchor); −inf elsewhere and at the threshold
+        picked = em.op("GatherND", [scores, selected], dtype=f32)
+        kept = em.op("Where", [em.op("Greater", [picked, threshold], dtype=np.bool_), picked,
+                               em.const("minus_inf", -np.inf, f32)], dtype=f32)
+        nothing = em.op("Expand", [em.const("minus_inf", -np.inf, f32), em.op("Shape", [scores], dtype=i64)],
+                        dtype=f32)
+        dense = em.op("ScatterND", [nothing, selected, kept], dtype=f32)
+        flat = em.op("Reshape", [dense, em.const("flat", [0, -1], i64)], dtype=f32)
+        found = min(self.max_detections, (classes if self.per_class else 1) * anchors)
+        values, order = em.op("TopK", [flat, em.const("k", [found], i64)], {"axis": 1, "largest": 1, "sorted": 1},
+                              num_outputs=2)
+        values.dtype, order.dtype = f32, i64
+        if found < self.max_detections:  # fewer candidates than detections asked for: pad
+            pads = em.const("pads", [0, 0, 0, self.max_detections - found], i64)
+            values = em.op("Pad", [values, pads, em.const("minus_inf", -np.inf, f32)], dtype=f32)
+            order = em.op("Pad", [order, pads, em.const("zero", 0, i64)], dtype=i64)
+        valid = em.op("Greater", [values, threshold], dtype=np.bool_)                                 # [N, D]
+        anchor = em.op("Mod", [order, em.const("anchors", anchors, i64)], dtype=i64)
+        if best_class is None:
+            label = em.op("Div", [order, em.const("anchors", anchors, i64)], dtype=i64)
+        else:
+            label = em.op("GatherElements", [best_class, anchor], {"axis": 1}, dtype=i64)
+        where = em.op("Tile", [em.unsqueeze(anchor, [2], dtype=i64), em.const("corners", [1, 1, 4], i64)], dtype=i64)
+        corners = em.op("GatherElements", [boxes, where], {"axis": 1}, dtype=f32)
+        d = self.max_detections
+        return {
+            "boxes": em.op("Where", [em.unsqueeze(valid, [2], dtype=np.bool_), corners, em.const("zero", 0.0, f32)],
+                           dtype=f32, shape=["N", d, 4]),
+            "scores": em.op("Where", [valid, values, em.const("zero", 0.0, f32)], dtype=f32, shape=["N", d]),
+            "classes": em.op("Where", [valid, label, em.const("no_class", -1, i64)], dtype=i64, shape=["N", d]),
+            "count": em.reduce_sum(em.op("Cast", [valid], {"to": TensorProto.INT64}, dtype=i64), [1],
+                                   keepdims=False, dtype=i64, shape=["N"]),
+        }
+
+    def reference(self, env: dict[str, np.ndarray], facts: ModelFacts | None = None) -> dict[str, np.ndarray]:
+        boxes = np.asarray(env["candidates"], np.float32)
+        scores = np.asarray(env["class_scores"], np.float32)
+        n, d = len(boxes), self.max_detections
+        out = {"boxes": np.zeros((n, d, 4), np.float32), "scores": np.zeros((n, d), np.float32),
+               "classes": np.full((n, d), -1, np.int64), "count": np.zeros(n, np.int64)}
+        for image in range(n):
+            if self.per_class:
+                mine = scores[image].argmax(axis=0)[None] == np.arange(scores.shape[1])[:, None]
+                own = np.where(mine, scores[image], -np.inf) if self.best_class_only else scores[image]
+                groups = [(label, own[label], None) for label in range(scores.shape[1])]
+            else:
+                groups = [(None, scores[image].max(axis=0), scores[image].argmax(axis=0))]
+            found = []  # (score, class, anchor), class by class, each best first
+            for label, row, labels in groups:
+                for anchor in greedy_nms(boxes[image], row, self.score_threshold, self.iou_threshold):
+                    found.append((row[anchor], label if labels is None else labels[anchor], anchor))
+            found.sort(key=lambda entry: -entry[0])  # stable: equal scores keep class, then anchor order
+            found = found[:d]
+            out["count"][image] = len(found)
+            for slot, (score, label, anchor) in enumerate(found):
+                out["boxes"][image, slot], out["scores"][image, slot] = boxes[image, anchor], score
+                out["classes"][image, slot] = label
+        return out
+
+
+def greedy_nms(boxes: np.ndarray, scores: np.ndarray, score_threshold: float, iou_threshold: float) -> list[int]:
+    """The indices cv2.dnn.NMSBoxes keeps, best first: scores above the threshold in descending order (equal
+    scores in index order: a stable sort), each kept unless its IoU with a box kept before exceeds the threshold.
+    Boxes are corners (x1, y1, x2, y2) in either order; the IoU is computed in float64."""
+    candidates = np.nonzero(scores > score_threshold)[0]
+    order = candidates[np.argsort(-scores[candidates], kind="stable")]
+    corners = np.asarray(boxes, np.float64)
+    low, high = np.minimum(corners[:, :2], corners[:, 2:]), np.maximum(corners[:, :2], corners[:, 2:])
+    area = np.prod(high - low, axis=1)
+    kept: list[int] = []
+    for index in order:
+        if kept:
+            overlap = np.clip(np.minimum(high[kept], high[index]) - np.maximum(low[kept], low[index]), 0, None)
+            inter = overlap[:, 0] * overlap[:, 1]
+            union = area[kept] + area[index] - inter
+            iou = np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+            if (iou > iou_threshold).any():
+                continue
+        kept.append(int(index))
+    return kept
+
+
+@register
+class BoxesToImage(OutputStep):
+    """Map detected boxes back to the caller's image pixels, through the input steps' resize, crop and letterbox.
+
+    Reads "boxes" [N, D, 4] and "classes" [N, D] (after `nms`) and the
+    input geometry the splice records; rewrites "boxes": each corner
+    (x − offset) / scale, per axis, with the scale and offset the input
+    steps applied (resize: the resampled size over the caller's, per
+    axis; letterbox: plus the padding before; crop and center_crop: minus
+    the cut), then clipped to [0, width] × [0, height] of the caller's
+    image with `clip`. Rows past the count stay zero. Needs the input
+    steps to be half_pixel resizes, crops and pads (and the pixel-wise
+    steps); crop_boxes and flip_test are refused.
+    """
+
+    step_name: ClassVar[str] = "boxes_to_image"
+    reads: ClassVar[tuple[str, ...]] = ("boxes", "classes", GEOMETRY)
+    clip: bool = Field(default=True, description="clip the boxes to the caller's image")
+
+    def writes(self) -> dict[str, Comparison]:
+        return {"boxes": DetectionComparison("detections", rtol=1e-4, atol=1e-4, part="boxes")}
+
+    def build(self, em: Emitter, env: dict[str, gs.Variable], facts: ModelFacts | None = None
+              ) -> dict[str, gs.Variable]:
+        f32, i64 = np.float32, np.int64
+        geometry = env[GEOMETRY]
+
+        def corners(start: int) -> gs.Variable:  # geometry[start:start + 2] twice: x, y, x, y
+            pair = em.op("Slice", [geometry, em.const("start", [start], i64), em.const("end", [start + 2], i64),
+                                   em.const("axis", [0], i64)], dtype=f32)
+            return em.op("Concat", [pair, pair], {"axis": 0}, dtype=f32, shape=[4])
+
+        boxes = em.op("Div", [em.op("Sub", [_to_float(em, env["boxes"]), corners(2)], dtype=f32), corners(0)],
+                      dtype=f32)
+        if self.clip:
+            boxes = em.op("Min", [em.op("Max", [boxes, em.const("zero", 0.0, f32)], dtype=f32), corners(4)], dtype=f32)
+        valid = em.op("Not", [em.op("Less", [env["classes"], em.const("no_class", 0, i64)], dtype=np.bool_)],
+                      dtype=np.bool_)
+        return {"boxes": em.op("Where", [em.unsqueeze(valid, [2], dtype=np.bool_), boxes,
+                                         em.const("zero", 0.0, f32)], dtype=f32, shape=env["boxes"].shape)}
+
+    def reference(self, env: dict[str, np.ndarray], facts: ModelFacts | None = None) -> dict[str, np.ndarray]:
+        geometry = np.asarray(env[GEOMETRY], np.float32)
+        scale, offset, size = (np.tile(geometry[start:start + 2], 2) for start in (0, 2, 4))
+        boxes = (np.asarray(env["boxes"], np.float32) - offset) / scale
+        if self.clip:
+            boxes = np.minimum(np.maximum(boxes, np.float32(0)), size)
+        return {"boxes": np.where((np.asarray(env["classes"]) >= 0)[..., None], boxes, np.float32(0))}

@@ -7,7 +7,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import cv2
-import numpy as np
 import onnx
 import pytest
 from click.testing import CliRunner
@@ -21,6 +20,8 @@ from graphsurgery.recipe import load_recipe, parse_recipe
 from graphsurgery.runners import BACKENDS, open_runner
 from graphsurgery.steps.detect import DetectionComparison
 from graphsurgery.verification import verify
+
+import ultralyticskit
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPE = ROOT / "recipes" / "yolov8_detector.yaml"
@@ -95,31 +96,6 @@ def test_verify_fails_a_patch_made_with_other_thresholds(detector, tmp_path):
     assert any("on one side only" in line for line in report.failures())
 
 
-def ultralytics_style(image: np.ndarray, run, size: tuple[int, int]) -> dict[str, np.ndarray]:
-    """What an application written after ultralytics' predict does, with OpenCV: LetterBox (round, centred, 114),
-    the model, best class per anchor, per-class NMS (cv2.dnn.NMSBoxesBatched), scale_boxes with one gain."""
-    h, w = image.shape[:2]
-    gain = min(size[0] / h, size[1] / w)
-    new_w, new_h = round(w * gain), round(h * gain)
-    dw, dh = (size[1] - new_w) / 2, (size[0] - new_h) / 2
-    resized = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
-    top, bottom, left, right = round(dh - 0.1), round(dh + 0.1), round(dw - 0.1), round(dw + 0.1)
-    padded = cv2.copyMakeBorder(resized, top, bottom, left, right, cv2.BORDER_CONSTANT, value=(114, 114, 114))
-    x = np.ascontiguousarray(padded[..., ::-1].transpose(2, 0, 1)[None], np.float32) / 255
-    head = next(iter(run({"input": x}).values()))[0]  # [4 + C, A]
-    scores, labels = head[4:].max(axis=0), head[4:].argmax(axis=0)
-    corners = np.concatenate([head[:2] - head[2:4] / 2, head[:2] + head[2:4] / 2]).T
-    rects = [(float(x1), float(y1), float(x2 - x1), float(y2 - y1)) for x1, y1, x2, y2 in corners]
-    kept = np.asarray(cv2.dnn.NMSBoxesBatched(rects, scores.tolist(), labels.tolist(), 0.25, 0.7), int).ravel()[:300]
-    boxes = (corners[kept] - [left, top, left, top]) / gain
-    boxes = np.clip(boxes, 0, [w, h, w, h])
-    out = {"boxes": np.zeros((1, 300, 4), np.float32), "scores": np.zeros((1, 300), np.float32),
-           "classes": np.full((1, 300), -1, np.int64), "count": np.array([len(kept)])}
-    out["boxes"][0, :len(kept)], out["scores"][0, :len(kept)], out["classes"][0, :len(kept)] = (
-        boxes, scores[kept], labels[kept])
-    return out
-
-
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_the_patched_model_agrees_with_an_ultralytics_style_opencv_pipeline(detector, tmp_path, backend):
     patched = apply(RECIPE, detector, tmp_path / "patched.onnx").output
@@ -127,7 +103,7 @@ def test_the_patched_model_agrees_with_an_ultralytics_style_opencv_pipeline(dete
     with open_runner(backend, patched) as run:
         got = run({"image": image[None]})
     with open_runner(backend, detector) as run:
-        theirs = ultralytics_style(image, run, (128, 160))
+        theirs = ultralyticskit.predict(image, lambda x: run({"input": x})["output0"], (128, 160))
     assert theirs["count"][0] > 5
     # OpenCV resizes in uint8 (rounded) and scales back with one gain: scores agree to ~1e-2, boxes to ~1 px
     rules = DetectionComparison("detections", rtol=0.0, atol=0.02, iou=0.9, score_threshold=0.25, iou_threshold=0.7,

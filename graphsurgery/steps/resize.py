@@ -10,8 +10,10 @@ Measured with onnxruntime 1.32 and OpenVINO 2026.4 (tests/test_resize.py):
   with the scale out / in rounded to float32. At a few exact nearest-neighbour ties onnxruntime lands on the other
   side (5 of 3,600 combinations of sizes 2–300 and the four nearest modes, half_pixel; e.g. 26 → 61 rows with
   round_prefer_floor, row 30); OpenVINO and the twin agree there. Linear and cubic are unaffected.
-- OpenVINO's ONNX reader ignores the `antialias` attribute (it resizes as without it, silently): an antialiased
-  resize verifies on onnxruntime only. It ignores `exclude_outside` too, which is why the step does not offer it.
+- OpenVINO's ONNX reader ignores Resize's `antialias` attribute (it resizes as without it, silently) and
+  `exclude_outside` too. So the filtered modes (antialias, area, lanczos) do not use the Resize op: they are two
+  MatMuls with weight matrices the graph computes from the sizes, PIL's resampling (and OpenCV's INTER_AREA)
+  written in standard ops, the same on every runtime (graph vs twin within 2e-6 on both).
 - Cubic on a channel-last (NHWC) tensor: onnxruntime refuses to shrink it and OpenVINO returns garbage, so the
   step asks for NCHW there.
 """
@@ -30,7 +32,7 @@ from graphsurgery.registry import register
 from graphsurgery.steps.base import SizedStep, StepError, TensorSpec, hw_axes, with_hw
 from graphsurgery.steps.input import _require_float
 
-Interpolation = Literal["nearest", "linear", "cubic"]
+Interpolation = Literal["nearest", "linear", "cubic", "area", "lanczos"]
 CoordinateMode = Literal["half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric"]
 NearestMode = Literal["round_prefer_floor", "round_prefer_ceil", "floor", "ceil"]
 Fit = Literal["stretch", "crop", "letterbox", "height"]
@@ -38,12 +40,14 @@ SideRounding = Literal["floor", "round", "ceil"]
 PadAnchor = Literal["center", "top_left"]
 MAX_SIDE = 65_536
 
-ANTIALIAS_OPSET = 18
+#: Filtered resampling (antialias, area, lanczos): each kernel's support in source pixels at scale 1 (PIL's)
+SUPPORT = {"linear": 1.0, "cubic": 2.0, "lanczos": 3.0, "area": 0.5}
 #: Which parameters mean something only with some settings: (parameter, setting it needs, the allowed values).
 ONLY_WITH = (
     ("nearest_mode", "interpolation", ("nearest",)),
     ("cubic_coeff_a", "interpolation", ("cubic",)),
     ("antialias", "interpolation", ("linear", "cubic")),
+    ("coordinate_transformation_mode", "interpolation", ("nearest", "linear", "cubic")),
     ("crop_fraction", "fit", ("crop",)),
     ("pad_value", "fit", ("letterbox", "height")),
     ("pad_anchor", "fit", ("letterbox", "height")),
@@ -57,9 +61,16 @@ class Resize(SizedStep):
 
     `interpolation`: nearest | linear (default) | cubic, with ONNX Resize semantics (the numpy twin implements
     them), tuned by `coordinate_transformation_mode` (half_pixel, the default, maps pixel centres as OpenCV and
-    PIL do; pytorch_half_pixel; align_corners; asymmetric), `nearest_mode` (nearest only), `cubic_coeff_a` (cubic
-    only; -0.75 as OpenCV and PyTorch, -0.5 as PIL) and `antialias` (linear/cubic, when shrinking, as PIL and
-    torchvision; needs opset 18, and OpenVINO 2026.4 ignores it).
+    PIL do; pytorch_half_pixel; align_corners; asymmetric), `nearest_mode` (nearest only) and `cubic_coeff_a`
+    (cubic only; -0.75 as OpenCV and PyTorch, -0.5 as PIL). Filtered resampling, built from standard ops so that
+    every runtime computes it (OpenVINO ignores Resize's own antialias):
+    - `antialias: true` (linear/cubic): PIL's resampling (torchvision's antialias): the kernel stretched by the
+      scale when shrinking, taps past the edges left out, each output renormalised;
+    - `area`: OpenCV's INTER_AREA (the share of each source pixel; its own two-tap blend when a side grows);
+    - `lanczos`: PIL's LANCZOS (Lanczos-3, antialiased).
+    `clamp: [0, 255]` clips each pass (columns, then rows) as PIL's 8-bit resampling does: with it, cubic and
+    lanczos land within ~1 level of PIL on photos (without it, overshoot at hard edges is kept, as a float
+    pipeline keeps it). These cost two dense MatMuls (BENCHMARKS.md measures a 4000×3000 photo).
     `fit` says what happens to the aspect ratio:
     - stretch (default): each side to the model's size; the aspect ratio is not kept.
     - crop: scale, keeping the aspect ratio, so the image covers floor(H / crop_fraction) × floor(W /
@@ -75,8 +86,8 @@ class Resize(SizedStep):
     `side_rounding` (crop, letterbox, height): how the aspect-kept side is rounded to whole pixels: floor
     (default, torchvision), round (half to even, as Python's round: PIL-style pipelines) or ceil.
     `size`: [height, width] the model wants; read from the model input by default (give it when that is dynamic).
-    Needs float32 input (put it after `cast`); the result is not rounded back to integers. Opset 11 (18 with
-    antialias); cubic needs the NCHW layout.
+    Needs float32 input (put it after `cast`); the result is not rounded back to integers. Opset 11; cubic without
+    antialias needs the NCHW layout.
     """
 
     step_name: ClassVar[str] = "resize"
@@ -92,6 +103,8 @@ class Resize(SizedStep):
     pad_value: float = Field(default=0.0, ge=-1e30, le=1e30, description="value of letterbox padding")
     pad_anchor: PadAnchor = Field(default="center", description="letterbox/height: where the image sits")
     side_rounding: SideRounding = Field(default="floor", description="rounding of the aspect-kept side")
+    clamp: tuple[float, float] | None = Field(default=None, description="filtered modes: clip each pass to [low, "
+                                              "high], as PIL's 8-bit resampling does ([0, 255])")
 
     @model_validator(mode="after")
     def _meaningful(self):
@@ -99,19 +112,28 @@ class Resize(SizedStep):
             if name in self.model_fields_set and getattr(self, setting) not in allowed:
                 raise ValueError(f"{name} applies only with {setting} {' or '.join(allowed)}, "
                                  f"not {getattr(self, setting)}")
+        if self.clamp is not None and not self.filtered:
+            raise ValueError("clamp clips the passes of the filtered modes (antialias, area, lanczos)")
+        if self.clamp is not None and not self.clamp[0] < self.clamp[1]:
+            raise ValueError("clamp is [low, high] with low < high")
+        if self.antialias and self.coordinate_transformation_mode != "half_pixel":
+            raise ValueError("antialias filters about pixel centres (PIL's convention): it goes with "
+                             "coordinate_transformation_mode half_pixel")
         return self
+
+    @property
+    def filtered(self) -> bool:
+        """Resampled with a kernel stretched over the source pixels (PIL's resampling): area, lanczos, antialias."""
+        return self.antialias or self.interpolation in ("area", "lanczos")
 
     def against_library(self, image: np.ndarray) -> dict | None:
         return resize_vs_opencv(self, image)
-
-    def opset_needed(self) -> int:
-        return ANTIALIAS_OPSET if self.antialias else self.min_opset
 
     # --- the contract ------------------------------------------------------------------------------------------
 
     def spec_after(self, spec: TensorSpec) -> TensorSpec:
         _require_float(spec, "resize")
-        if self.interpolation == "cubic" and spec.layout == "NHWC":
+        if self.interpolation == "cubic" and spec.layout == "NHWC" and not self.filtered:
             raise StepError("cubic resize needs an NCHW tensor (onnxruntime cannot shrink NHWC cubically and "
                             "OpenVINO 2026.4 computes it wrongly)", "put resize after the `layout: {to: NCHW}` step")
         return super().spec_after(spec)
@@ -121,16 +143,19 @@ class Resize(SizedStep):
         h_axis, w_axis = hw_axes(spec.layout)
         i64, f32 = np.int64, np.float32
         shape, hw, resized_hw = self._sizes(em, x, spec)
-        keep = em.op("Gather", [shape, em.const("kept_axes", [0, 1] if spec.layout == "NCHW" else [0], i64)],
-                     {"axis": 0}, dtype=i64)
-        parts = [keep, resized_hw] if spec.layout == "NCHW" else [
-            keep, resized_hw, em.op("Gather", [shape, em.const("channel_axis", [3], i64)], {"axis": 0}, dtype=i64)]
-        sizes = em.op("Concat", parts, {"axis": 0}, dtype=i64, shape=[4])
-        if em.opset >= 13:
-            unused = [gs.Variable.empty(), gs.Variable.empty()]
-        else:  # opsets 11 and 12 want roi and scales present (empty when sizes are given)
-            unused = [em.const("roi", np.zeros(0, f32)), em.const("scales", np.zeros(0, f32))]
-        y = em.op("Resize", [x, *unused, sizes], self._attrs(em.opset), dtype=f32)
+        if self.filtered:
+            y = self._filter(em, x, shape, hw, resized_hw, spec)
+        else:
+            keep = em.op("Gather", [shape, em.const("kept_axes", [0, 1] if spec.layout == "NCHW" else [0], i64)],
+                         {"axis": 0}, dtype=i64)
+            parts = [keep, resized_hw] if spec.layout == "NCHW" else [
+                keep, resized_hw, em.op("Gather", [shape, em.const("channel_axis", [3], i64)], {"axis": 0}, dtype=i64)]
+            sizes = em.op("Concat", parts, {"axis": 0}, dtype=i64, shape=[4])
+            if em.opset >= 13:
+                unused = [gs.Variable.empty(), gs.Variable.empty()]
+            else:  # opsets 11 and 12 want roi and scales present (empty when sizes are given)
+                unused = [em.const("roi", np.zeros(0, f32)), em.const("scales", np.zeros(0, f32))]
+            y = em.op("Resize", [x, *unused, sizes], self._attrs(), dtype=f32)
         if self.fit == "crop":
             starts = self._crop_starts(em, resized_hw)
             ends = em.op("Add", [starts, em.const("target", list(target), i64)], dtype=i64)
@@ -142,10 +167,18 @@ class Resize(SizedStep):
 
     def reference(self, x: np.ndarray, spec: TensorSpec) -> np.ndarray:
         axes = hw_axes(spec.layout)
-        resized_hw = self.resized_hw(x.shape[axes[0]], x.shape[axes[1]])
+        hw = (x.shape[axes[0]], x.shape[axes[1]])
+        resized_hw = self.resized_hw(*hw)
         y = x.astype(np.float64)
-        for axis, length in zip(axes, resized_hw):
-            y = self._resample(y, axis, length)
+        if self.filtered:  # PIL's order: columns, then rows, each pass clipped to `clamp`
+            shrinks = all(new <= old for new, old in zip(resized_hw, hw))
+            for axis, length in reversed(list(zip(axes, resized_hw))):
+                weights = filter_weights(self.interpolation, self.cubic_coeff_a, y.shape[axis], length, shrinks)
+                y = np.moveaxis(np.tensordot(weights, y, axes=([1], [axis])), 0, axis)
+                y = y if self.clamp is None else np.clip(y, *self.clamp)
+        else:
+            for axis, length in zip(axes, resized_hw):
+                y = self._resample(y, axis, length)
         return self.place(y, resized_hw, axes).astype(np.float32)
 
     def forward_map(self, hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -225,15 +258,152 @@ class Resize(SizedStep):
         th, tw = self.target_size()
         return int(np.floor(th / self.crop_fraction)), int(np.floor(tw / self.crop_fraction))
 
-    def _attrs(self, opset: int) -> dict:
+    def _attrs(self) -> dict:
         attrs = {"mode": self.interpolation, "coordinate_transformation_mode": self.coordinate_transformation_mode}
         if self.interpolation == "nearest":
             attrs["nearest_mode"] = self.nearest_mode
         if self.interpolation == "cubic":
             attrs["cubic_coeff_a"] = float(self.cubic_coeff_a)
-        if self.antialias:
-            attrs["antialias"] = 1
         return attrs
+
+    def _filter(self, em: Emitter, x: gs.Variable, shape: gs.Variable, hw: gs.Variable, resized_hw: gs.Variable,
+                spec: TensorSpec) -> gs.Variable:
+        """PIL's separable resampling as two MatMuls with weight matrices computed in the graph from the sizes: the
+        columns first (a [w', W] matrix), then the rows ([h', H]), each pass clipped to `clamp` when given, as PIL
+        does. Dense matrices waste multiplications on zeros (the kernel covers a few source pixels per output), but
+        MatMul is what every runtime runs fastest."""
+        f32, i64 = np.float32, np.int64
+
+        def pick(values: gs.Variable, index: int) -> gs.Variable:
+            return em.op("Gather", [values, em.const("index", index, i64)], {"axis": 0}, dtype=i64, shape=[])
+
+        # OpenCV's INTER_AREA is an area average only when no side grows (else its own two-tap blend)
+        shrinks = None
+        if self.interpolation == "area":
+            grows = em.op("Cast", [em.op("Less", [hw, resized_hw], dtype=np.bool_)], {"to": TensorProto.INT32},
+                          dtype=np.int32)
+            any_grows = em.op("Cast", [em.reduce_max(grows, [0], keepdims=False, dtype=np.int32)],
+                              {"to": TensorProto.BOOL}, dtype=np.bool_)
+            shrinks = em.op("Not", [any_grows], dtype=np.bool_)
+        rows = self._weights(em, pick(hw, 0), pick(resized_hw, 0), shrinks)             # [h', H]
+        columns = self._weights(em, pick(hw, 1), pick(resized_hw, 1), shrinks)          # [w', W]
+        if spec.layout == "NCHW":  # [N, C, H, W]: x @ columnsᵀ, then rows @ x
+            y = self._clamp(em, em.op("MatMul", [x, em.op("Transpose", [columns], {"perm": [1, 0]}, dtype=f32)],
+                                      dtype=f32))
+            return self._clamp(em, em.op("MatMul", [rows, y], dtype=f32))
+        # [N, H, W, C] as [N, H, C, W], so the columns are one large MatMul (a [w', W] against each row of three
+        # channels is many tiny ones: 1.45× the time on a 4000×3000 photo), then the rows against
+        # [N, H, C·w'], and back to channel-last
+        by_row = em.op("Transpose", [x], {"perm": [0, 1, 3, 2]}, dtype=f32)
+        y = self._clamp(em, em.op("MatMul", [by_row, em.op("Transpose", [columns], {"perm": [1, 0]}, dtype=f32)],
+                                  dtype=f32))                                                          # [N, H, C, w']
+        y = self._clamp(em, em.op("MatMul", [rows, em.op("Reshape", [y, em.const("rows_last", [0, 0, -1], i64)],
+                                                         dtype=f32)], dtype=f32))                    # [N, h', C·w']
+        n_c = em.op("Gather", [shape, em.const("n_c", [0, 3], i64)], {"axis": 0}, dtype=i64)
+        y = em.op("Reshape", [y, em.op("Concat", [
+            em.op("Slice", [n_c, em.const("start", [0], i64), em.const("end", [1], i64)], dtype=i64),
+            em.op("Slice", [resized_hw, em.const("start", [0], i64), em.const("end", [1], i64)], dtype=i64),
+            em.op("Slice", [n_c, em.const("start", [1], i64), em.const("end", [2], i64)], dtype=i64),
+            em.op("Slice", [resized_hw, em.const("start", [1], i64), em.const("end", [2], i64)], dtype=i64)],
+            {"axis": 0}, dtype=i64)], dtype=f32)                                                   # [N, h', C, w']
+        return em.op("Transpose", [y], {"perm": [0, 1, 3, 2]}, dtype=f32)
+
+    def _clamp(self, em: Emitter, y: gs.Variable) -> gs.Variable:
+        if self.clamp is None:
+            return y
+        low, high = (em.const(name, value, np.float32) for name, value in zip(("low", "high"), self.clamp))
+        return em.op("Clip", [y, low, high], dtype=np.float32)
+
+    def _weights(self, em: Emitter, n_in: gs.Variable, n_out: gs.Variable, shrinks: gs.Variable | None
+                 ) -> gs.Variable:
+        """[n_out, n_in] float32 resampling weights, PIL's `precompute_coeffs`: output i centred at (i + 0.5) ·
+        scale in the source, the kernel stretched by the scale when shrinking, taps past the edges left out and
+        each row renormalised. Area (OpenCV's INTER_AREA): where no side grows (`shrinks`), the share of each source
+        pixel inside the output pixel's span; else OpenCV's two-tap blend."""
+        f32 = np.float32
+        n_in_f = em.op("Cast", [n_in], {"to": TensorProto.FLOAT}, dtype=f32)
+        n_out_f = em.op("Cast", [n_out], {"to": TensorProto.FLOAT}, dtype=f32)
+        scale = em.op("Div", [n_in_f, n_out_f], dtype=f32)
+        one, half, zero = (em.const(name, value, f32) for name, value in (("one", 1.0, ), ("half", 0.5), ("zero", 0.0)))
+        out_index = em.unsqueeze(em.op("Range", [zero, n_out_f, one], dtype=f32), [1], dtype=f32)        # [m, 1]
+        in_index = em.unsqueeze(em.op("Range", [zero, n_in_f, one], dtype=f32), [0], dtype=f32)          # [1, n]
+        if self.interpolation == "area":
+            start = em.op("Mul", [out_index, scale], dtype=f32)
+            end = em.op("Mul", [em.op("Add", [out_index, one], dtype=f32), scale], dtype=f32)
+            overlap = em.op("Sub", [em.op("Min", [em.op("Add", [in_index, one], dtype=f32), end], dtype=f32),
+                                    em.op("Max", [in_index, start], dtype=f32)], dtype=f32)
+            weights = em.op("Where", [shrinks, em.op("Max", [overlap, zero], dtype=f32),
+                                      self._area_blend(em, n_in_f, scale, out_index, in_index)], dtype=f32)
+        else:
+            stretch = em.op("Max", [scale, one], dtype=f32)
+            support = em.op("Mul", [em.const("support", SUPPORT[self.interpolation], f32), stretch], dtype=f32)
+            centre = em.op("Mul", [em.op("Add", [out_index, half], dtype=f32), scale], dtype=f32)
+            first = em.op("Max", [em.op("Floor", [em.op("Add", [em.op("Sub", [centre, support], dtype=f32), half],
+                                                        dtype=f32)], dtype=f32), zero], dtype=f32)
+            last = em.op("Min", [em.op("Floor", [em.op("Add", [em.op("Add", [centre, support], dtype=f32), half],
+                                                       dtype=f32)], dtype=f32), n_in_f], dtype=f32)
+            inside = em.op("And", [em.op("Not", [em.op("Less", [in_index, first], dtype=np.bool_)], dtype=np.bool_),
+                                   em.op("Less", [in_index, last], dtype=np.bool_)], dtype=np.bool_)
+            distance = em.op("Div", [em.op("Add", [em.op("Sub", [in_index, centre], dtype=f32), half], dtype=f32),
+                                     stretch], dtype=f32)
+            weights = em.op("Where", [inside, self._kernel(em, distance), zero], dtype=f32)
+        return em.op("Div", [weights, em.reduce_sum(weights, [1], dtype=f32)], dtype=f32)
+
+    @staticmethod
+    def _area_blend(em: Emitter, n_in: gs.Variable, scale: gs.Variable, out_index: gs.Variable,
+                    in_index: gs.Variable) -> gs.Variable:
+        """OpenCV's INTER_AREA where a side grows: source sx = floor(i · scale) and sx + 1, blended by fx = (i + 1)
+        − (sx + 1) / scale, taken modulo 1 when positive (else 0); the last source pixel alone at the far edge."""
+        f32 = np.float32
+        one, zero = em.const("one", 1.0, f32), em.const("zero", 0.0, f32)
+        source = em.op("Floor", [em.op("Mul", [out_index, scale], dtype=f32)], dtype=f32)
+        fraction = em.op("Sub", [em.op("Add", [out_index, one], dtype=f32),
+                                 em.op("Div", [em.op("Add", [source, one], dtype=f32), scale], dtype=f32)], dtype=f32)
+        fraction = em.op("Where", [em.op("Greater", [fraction, zero], dtype=np.bool_),
+                                   em.op("Sub", [fraction, em.op("Floor", [fraction], dtype=f32)], dtype=f32), zero],
+                         dtype=f32)
+        edge = em.op("Not", [em.op("Less", [source, em.op("Sub", [n_in, one], dtype=f32)], dtype=np.bool_)],
+                     dtype=np.bool_)
+        fraction = em.op("Where", [edge, zero, fraction], dtype=f32)
+        source = em.op("Where", [edge, em.op("Sub", [n_in, one], dtype=f32), source], dtype=f32)
+        near = em.op("Where", [em.op("Equal", [in_index, source], dtype=np.bool_),
+                               em.op("Sub", [one, fraction], dtype=f32), zero], dtype=f32)
+        far = em.op("Where", [em.op("Equal", [in_index, em.op("Add", [source, one], dtype=f32)], dtype=np.bool_),
+                              fraction, zero], dtype=f32)
+        return em.op("Add", [near, far], dtype=f32)
+
+    def _kernel(self, em: Emitter, d: gs.Variable) -> gs.Variable:
+        """PIL's filters at distance `d` (in kernel units): triangle, Keys cubic with `cubic_coeff_a`, Lanczos-3."""
+        f32 = np.float32
+        a = em.op("Abs", [d], dtype=f32)
+        one, zero = em.const("one", 1.0, f32), em.const("zero", 0.0, f32)
+        if self.interpolation == "linear":
+            return em.op("Max", [em.op("Sub", [one, a], dtype=f32), zero], dtype=f32)
+        if self.interpolation == "cubic":
+            c = float(self.cubic_coeff_a)
+            near = em.op("Add", [em.op("Mul", [em.op("Mul", [em.op("Sub", [em.op("Mul", [a, em.const("n1", c + 2, f32)],
+                                                                                dtype=f32), em.const("n2", c + 3, f32)],
+                                                                  dtype=f32), a], dtype=f32), a], dtype=f32), one],
+                          dtype=f32)
+            far = em.op("Sub", [em.op("Mul", [em.op("Add", [em.op("Mul", [em.op("Sub", [
+                em.op("Mul", [a, em.const("f1", c, f32)], dtype=f32), em.const("f2", 5 * c, f32)], dtype=f32), a],
+                dtype=f32), em.const("f3", 8 * c, f32)], dtype=f32), a], dtype=f32), em.const("f4", 4 * c, f32)],
+                dtype=f32)
+            two = em.const("two", 2.0, f32)
+            return em.op("Where", [em.op("Less", [a, one], dtype=np.bool_), near,
+                                   em.op("Where", [em.op("Less", [a, two], dtype=np.bool_), far, zero], dtype=f32)],
+                         dtype=f32)
+        # lanczos: sinc(d) · sinc(d / 3) for |d| < 3; sinc(0) = 1
+        pi_d = em.op("Mul", [d, em.const("pi", np.pi, f32)], dtype=f32)
+        third = em.op("Div", [pi_d, em.const("three", 3.0, f32)], dtype=f32)
+        tiny = em.op("Less", [a, em.const("tiny", 1e-6, f32)], dtype=np.bool_)
+        safe = em.op("Where", [tiny, one, pi_d], dtype=f32)
+        safe_third = em.op("Where", [tiny, one, third], dtype=f32)
+        product = em.op("Div", [em.op("Mul", [em.op("Sin", [safe], dtype=f32), em.op("Sin", [safe_third], dtype=f32)],
+                                      dtype=f32), em.op("Mul", [safe, safe_third], dtype=f32)], dtype=f32)
+        product = em.op("Where", [tiny, one, product], dtype=f32)
+        return em.op("Where", [em.op("Less", [a, em.const("three", 3.0, f32)], dtype=np.bool_), product, zero],
+                     dtype=f32)
 
     def _sizes(self, em: Emitter, x: gs.Variable, spec: TensorSpec) -> tuple[gs.Variable, gs.Variable, gs.Variable]:
         """x's shape, its [h, w] and the [h', w'] it is resampled to (before crop or letterbox), int64."""
@@ -332,24 +502,13 @@ class Resize(SizedStep):
         x = source_coordinates(self.coordinate_transformation_mode, n_in, n_out).astype(np.float64)
         if self.interpolation == "nearest":
             return np.clip(_round(x, self.nearest_mode), 0, n_in - 1).astype(np.int64)[:, None], np.ones((n_out, 1))
-        if self.interpolation == "linear" and not (self.antialias and n_out < n_in):
+        if self.interpolation == "linear":
             x = np.clip(x, 0, n_in - 1)  # outside the image the edge sample is repeated
             low = np.floor(x).astype(np.int64)
             t = x - low
             return np.stack([low, np.minimum(low + 1, n_in - 1)], 1), np.stack([1 - t, t], 1)
-        # cubic, and antialiased linear when shrinking: the kernel is stretched by in/out and renormalised
-        stretch = min(1.0, n_out / n_in) if self.antialias else 1.0
-        support = (1.0 if self.interpolation == "linear" else 2.0) / stretch
-        reach = int(np.ceil(support))
-        taps = np.floor(x)[:, None].astype(np.int64) + np.arange(-reach + 1, reach + 1)[None, :]
-        distance = (taps - x[:, None]) * stretch
-        if self.interpolation == "linear":
-            weights = np.clip(1 - np.abs(distance), 0, None)
-        else:
-            weights = _cubic_kernel(distance, self.cubic_coeff_a)
-        if self.antialias and n_out < n_in:
-            weights = weights / weights.sum(axis=1, keepdims=True)
-        return np.clip(taps, 0, n_in - 1), weights
+        taps = np.floor(x)[:, None].astype(np.int64) + np.arange(-1, 3)[None, :]  # cubic: 4 taps, edges repeated
+        return np.clip(taps, 0, n_in - 1), _cubic_kernel(taps - x[:, None], self.cubic_coeff_a)
 
 
 def source_coordinates(mode: str, n_in: int, n_out: int) -> np.ndarray:
@@ -365,6 +524,49 @@ def source_coordinates(mode: str, n_in: int, n_out: int) -> np.ndarray:
     if mode == "pytorch_half_pixel" and n_out == 1:
         return np.zeros(1, f32)
     return (x + f32(0.5)) / scale - f32(0.5)  # half_pixel, pytorch_half_pixel
+
+
+def filter_weights(interpolation: str, cubic_coeff_a: float, n_in: int, n_out: int, shrinks: bool = True
+                   ) -> np.ndarray:
+    """[n_out, n_in] float64 weights of the filtered modes, written here from the libraries' code.
+
+    PIL's resampling (libImaging/Resample.c, `precompute_coeffs`): output i sits at centre (i + 0.5) · scale; the
+    filter (support s) is stretched by the scale when shrinking; taps from int(centre − support + 0.5) up to
+    int(centre + support + 0.5), inside the image, each weighted filter((tap − centre + 0.5) / stretch); each row
+    divided by its sum. `area`, OpenCV's INTER_AREA (imgproc/src/resize.cpp): when no side grows (`shrinks`), the
+    share of each source pixel inside [i · scale, (i + 1) · scale); else two taps sx = floor(i · scale) and sx + 1
+    blended by fx = (i + 1) − (sx + 1) / scale (mod 1 when positive, else 0), the last pixel alone at the far edge.
+    """
+    scale = n_in / n_out
+    weights = np.zeros((n_out, n_in))
+    for i in range(n_out):
+        if interpolation == "area" and shrinks:
+            start, end = i * scale, (i + 1) * scale
+            taps = np.arange(int(np.floor(start)), min(int(np.ceil(end)), n_in))
+            row = np.minimum(taps + 1, end) - np.maximum(taps, start)
+        elif interpolation == "area":
+            source = int(np.floor(i * scale))
+            fx = (i + 1) - (source + 1) / scale
+            fx = fx - np.floor(fx) if fx > 0 else 0.0
+            if source >= n_in - 1:
+                source, fx = n_in - 1, 0.0
+            taps, row = np.array([source, min(source + 1, n_in - 1)]), np.array([1 - fx, fx])
+        else:
+            stretch = max(scale, 1.0)
+            support = SUPPORT[interpolation] * stretch
+            centre = (i + 0.5) * scale
+            taps = np.arange(max(int(centre - support + 0.5), 0), min(int(centre + support + 0.5), n_in))
+            row = _pil_filter(interpolation, (taps - centre + 0.5) / stretch, cubic_coeff_a)
+        np.add.at(weights[i], taps, row / row.sum())
+    return weights
+
+
+def _pil_filter(interpolation: str, d: np.ndarray, cubic_coeff_a: float) -> np.ndarray:
+    if interpolation == "linear":
+        return np.clip(1 - np.abs(d), 0, None)
+    if interpolation == "cubic":
+        return _cubic_kernel(d, cubic_coeff_a)
+    return np.where(np.abs(d) < 3, np.sinc(d) * np.sinc(d / 3), 0.0)  # lanczos; np.sinc is sin(πx) / (πx)
 
 
 def _round_half_even(numerator: int, denominator: int) -> int:
@@ -401,8 +603,10 @@ def opencv_equivalent(step: Resize, image_hw: tuple[int, int]) -> str:
     """The `cv2.resize` interpolation flag closest to the step's settings for an image of this size."""
     resized = step.resized_hw(*image_hw)
     shrinks = resized[0] < image_hw[0] or resized[1] < image_hw[1]
-    if step.antialias and shrinks:
+    if step.interpolation == "area" or (step.antialias and shrinks):
         return "INTER_AREA"
+    if step.interpolation == "lanczos":
+        return "INTER_LANCZOS4"
     if step.interpolation == "nearest":
         centred = step.coordinate_transformation_mode in ("half_pixel", "pytorch_half_pixel")
         return "INTER_NEAREST_EXACT" if centred else "INTER_NEAREST"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from graphsurgery.compare import compare_detections
-from graphsurgery.steps.detect import DetectionComparison, Nms, YoloBoxes, greedy_nms
+from graphsurgery.steps.detect import DetectionComparison, DflBoxes, Nms, YoloBoxes, greedy_nms
 
 from stepkit import chain
 
@@ -104,6 +104,31 @@ def test_graph_detects_what_the_twin_detects(fmt, options, opset):
             past = slice(int(got["count"][image]), None)
             assert (got["classes"][image, past] == -1).all() and not got["boxes"][image, past].any()
             assert not got["scores"][image, past].any()
+
+
+@pytest.mark.parametrize("opset", [11, 17])
+@pytest.mark.parametrize("scores", ["sigmoid", "none"])
+def test_dfl_boxes_graph_is_the_twin(opset, scores):
+    """PicoDet-style: 8 bins per side, anchor points at the cells' corners (cell_offset 0)."""
+    classes, bins, anchors = 3, 8, 42
+    rng = np.random.default_rng(opset)
+    logits = rng.normal(0, 2, (2, 4 * bins, anchors))
+    class_part = rng.normal(-2, 1.5, (2, classes, anchors)) if scores == "sigmoid" else rng.uniform(0, 1, (
+        2, classes, anchors)) ** 3
+    x = np.concatenate([logits, class_part], 1).astype(np.float32)
+    steps = (DflBoxes(bins=bins, cell_offset=0.0, scores=scores), Nms(score_threshold=0.2, max_detections=20))
+    run = chain(steps, (np.float32, ("N", 4 * bins + classes, anchors)), opset,
+                ("candidates", "class_scores", *PARTS), (("input_size", YOLOX_SIZE),))
+    want = dict(zip(("candidates", "class_scores", *PARTS), run.twin({"output": x})))
+    assert (want["count"] > 3).all()
+    for runtime in ("ort", "openvino"):
+        got = dict(zip(("candidates", "class_scores", *PARTS), getattr(run, runtime)({"output": x})))
+        np.testing.assert_allclose(got["candidates"], want["candidates"], rtol=1e-5, atol=1e-4)
+        np.testing.assert_allclose(got["class_scores"], want["class_scores"], rtol=1e-5, atol=1e-6)
+        assert compare_detections(NAMES, got, want, steps[1].writes()["boxes"])
+    # the anchor of the first stride-16 cell (index 32 of 42) sits at (0, 0) · 16: its box is the distances · 16
+    first = want["candidates"][0, 32]
+    assert first[0] <= 0 <= first[2] and first[1] <= 0 <= first[3]
 
 
 def detections(rows: list[tuple[int, float, tuple]], d: int = 5) -> dict[str, np.ndarray]:

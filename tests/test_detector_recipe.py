@@ -7,9 +7,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import cv2
+import numpy as np
 import onnx
 import pytest
 from click.testing import CliRunner
+from onnx import TensorProto, helper, numpy_helper
 
 from graphsurgery.api import apply
 from graphsurgery.cli import cli
@@ -148,3 +150,69 @@ def test_mapping_back_without_input_steps_is_refused(detector, tmp_path):
     recipe = load_recipe(RECIPE).model_copy(update={"input": None})
     with pytest.raises(GraphsurgeryError, match="maps results back through the input steps"):
         apply(recipe, detector, tmp_path / "refused.onnx")
+
+
+@pytest.fixture(scope="module")
+def raw_detector(tmp_path_factory) -> Path:
+    """The same detector (same seeded weights) exported before its DFL and sigmoid: [1, 4·16 + 80, A]."""
+    from examples.zoo.export import export_zoo
+
+    return export_zoo(tmp_path_factory.mktemp("raw") / "yolov8_raw.onnx", "yolov8-tiny-raw", opset=11)
+
+
+def raw_recipe():
+    text = RECIPE.read_text().replace("    - yolo_boxes: {format: v8}\n", "    - dfl_boxes: {bins: 16}\n")
+    return parse_recipe(text.replace("name: yolov8-detector", "name: yolov8-raw-detector"))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_dfl_boxes_on_the_raw_head_find_what_the_exported_decode_finds(detector, raw_detector, tmp_path, backend):
+    """dfl_boxes in the graph against the decode ultralytics exports (the zoo model's own, in PyTorch): the same
+    detections from the same weights, at opset 11."""
+    decoded = apply(RECIPE, detector, tmp_path / "decoded.onnx").output
+    raw = apply(raw_recipe(), raw_detector, tmp_path / "raw.onnx").output
+    image = read_image(PHOTO)[None]
+    with open_runner(backend, decoded) as run:
+        want = run({"image": image})
+    with open_runner(backend, raw) as run:
+        got = run({"image": image})
+    result = compare_detections({p: p for p in PARTS}, got, want, load_recipe(RECIPE).output.steps[1].writes()["boxes"])
+    assert result and result.matched == result.detections > 5, result.summary()
+
+
+def test_verify_passes_on_the_raw_head(raw_detector):
+    report = verify(raw_recipe(), raw_detector, images=IMAGES)
+    assert report, report.failures()
+    assert all(r.matched == r.detections > 5 for r in detection_results(report))
+
+
+def two_box_detector(path: Path) -> Path:
+    """A 64×64 'detector' whose head always holds two confident boxes (model pixels, cx, cy, w, h): one over the
+    image rows of a wide letterboxed picture, one in the padding above them (and zero times the image, so the
+    output depends on the input as a model's does)."""
+    head = np.zeros((1, 5, 2), np.float32)
+    head[0, :, 0] = [20, 32, 20, 8, 0.9]   # x 10–30, y 28–36: inside rows 24–40
+    head[0, :, 1] = [20, 7, 20, 10, 0.8]   # y 2–12: in the padding
+    nodes = [helper.make_node("ReduceMean", ["images"], ["mean"], keepdims=0),
+             helper.make_node("Mul", ["mean", "zero"], ["nothing"]),
+             helper.make_node("Add", ["head", "nothing"], ["output0"])]
+    graph = helper.make_graph(nodes, "two_boxes", [helper.make_tensor_value_info("images", TensorProto.FLOAT,
+                                                                                   [1, 3, 64, 64])],
+                              [helper.make_tensor_value_info("output0", TensorProto.FLOAT, [1, 5, 2])],
+                              [numpy_helper.from_array(head, "head"), numpy_helper.from_array(np.float32(0), "zero")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_box_in_the_letterbox_padding_is_dropped(tmp_path, backend):
+    plain = two_box_detector(tmp_path / "two.onnx")
+    patched = apply(RECIPE, plain, tmp_path / "two.patched.onnx").output
+    image = np.zeros((1, 32, 128, 3), np.uint8)  # → 16 × 64 image rows, 24 rows of padding above and below
+    with open_runner(backend, patched) as run:
+        got = run({"image": image})
+    assert got["count"].tolist() == [1]
+    np.testing.assert_allclose(got["boxes"][0, 0], [20, 8, 60, 24], atol=1e-4)  # (x − 0) / 0.5, (y − 24) / 0.5
+    assert got["classes"][0, :2].tolist() == [0, -1] and got["scores"][0, 1] == 0
+    report = verify(RECIPE, plain, patched=patched, random=2, backends=(backend,))
+    assert report and all(r.detections >= 1 for r in detection_results(report))

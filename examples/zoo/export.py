@@ -56,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     anchors = sum((h // s) * (w // s) for s in config.strides)
     shapes = {"classifier": [f"[{batch},{config.classes}]"], "pose": [f"[{batch},{k},{h // 4},{w // 4}]"],
               "simcc": [f"[{batch},{k},{w * ratio}]", f"[{batch},{k},{h * ratio}]"],
-              "detector": [f"[{batch},{4 + config.classes},{anchors}]"]}[config.kind]
+              "detector": [f"[{batch},{4 * (1 if config.decoded else config.reg_max) + config.classes},{anchors}]"]
+              }[config.kind]
     outputs = ", ".join(f"{name} {shape}" for name, shape in zip(OUTPUT_NAMES[config.kind], shapes))
     print(f"wrote {out}: {args.name}, opset {args.opset}, {INPUT_NAME} [{batch},3,{h},{w}] -> {outputs}")
     print(f"weights: seeded (seed {args.seed}), an untrained stand-in")

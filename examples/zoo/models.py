@@ -45,6 +45,7 @@ class ZooConfig:
     split_ratio: int = 2  # SimCC bins per input pixel
     strides: tuple[int, ...] = (8, 16, 32)  # detector levels; stage i of the trunk is at stride 2**(i + 1)
     reg_max: int = 16  # DFL bins per box side
+    decoded: bool = True  # detector: boxes and scores (ultralytics' export), or the raw head before DFL and sigmoid
 
 
 PRESETS: dict[str, ZooConfig] = {
@@ -56,6 +57,8 @@ PRESETS: dict[str, ZooConfig] = {
     "rtmpose-tiny": ZooConfig("simcc", (8, 16, 32, 64), (1, 1, 1, 1), (256, 192)),
     "yolov8": ZooConfig("detector", (16, 32, 64, 128, 256), (0, 1, 2, 2, 1), (320, 320), classes=80),
     "yolov8-tiny": ZooConfig("detector", (4, 8, 8, 16, 16), (0, 0, 1, 1, 1), (128, 160), classes=80),
+    "yolov8-tiny-raw": ZooConfig("detector", (4, 8, 8, 16, 16), (0, 0, 1, 1, 1), (128, 160), classes=80,
+                                 decoded=False),
 }
 HOT_CLASSES = 3  # detector classes that fire; the others keep ultralytics' prior (see _calibrate_detector)
 CANDIDATES = 40  # detector scores above 0.25 per calibration image
@@ -143,7 +146,8 @@ class YoloV8Detector(nn.Module):
     stride-8 channels). `output0` [N, 4 + classes, A] holds the stride-8 cells first, row-major within a level: cx,
     cy, w, h in input pixels from DFL distances (softmax over the bins, expectation over 0…reg_max-1) about the
     cell centres, then the sigmoid class scores. Like ultralytics' export, `forward` takes the preset's input size
-    only: the anchor grid is fixed.
+    only: the anchor grid is fixed. With `decoded` false (`yolov8-tiny-raw`) `output0` is the raw head instead,
+    [N, 4 · reg_max + classes, A]: the box bins' logits (l, t, r, b, each reg_max) and the class logits.
     """
 
     def __init__(self, config: ZooConfig):
@@ -173,6 +177,10 @@ class YoloV8Detector(nn.Module):
         for stride, (box, cls) in zip(self.config.strides, self.head_outputs(x)):
             n = box.shape[0]
             h, w = (size // stride for size in self.config.input_size)  # not box.shape: output0's shape stays static
+            if not self.config.decoded:  # the raw head: [N, 4·reg_max + classes, A], what `dfl_boxes` decodes
+                boxes.append(box.reshape(n, 4 * self.config.reg_max, h * w))
+                scores.append(cls.reshape(n, self.config.classes, h * w))
+                continue
             distances = (box.reshape(n, 4, self.config.reg_max, h * w).softmax(2) * self.bins).sum(2)  # l, t, r, b
             rows, cols = torch.meshgrid(torch.arange(h) + 0.5, torch.arange(w) + 0.5, indexing="ij")
             anchors = torch.stack((cols.flatten(), rows.flatten()))  # [2, h·w]: x, y in stride units

@@ -4,6 +4,7 @@ the best detections, padded to a fixed count → boxes in the caller's pixels.
 The head layouts are the exports' own: ultralytics YOLOv8 ([N, 4 + C, A]: cx, cy, w, h in input pixels, then
 class probabilities), YOLOv5 ([N, A, 5 + C]: cx, cy, w, h, objectness, class probabilities) and YOLOX before its
 `decode_outputs` ([N, A, 5 + C]: offsets on each stride's grid and log sizes, objectness, class probabilities).
+`dfl_boxes` decodes the raw distribution-focal heads (YOLOv8 before its DFL, GFL/PicoDet).
 Suppression is ONNX NonMaxSuppression; its numpy twin is the greedy suppression of `cv2.dnn.NMSBoxes` (the tests
 compare the two). The runtimes may order detections of equal score differently and may keep a box whose score
 equals the threshold, so the step filters the suppressed set again with `score > score_threshold` (a box at the
@@ -174,6 +175,98 @@ class YoloBoxes(OutputStep):
 
 
 @register
+class DflBoxes(OutputStep):
+    """Decode a distribution-focal (DFL) head: candidate boxes from per-side bin distributions, and class scores.
+
+    Reads "output" [N, 4 · bins + C, A] (the raw head of YOLOv8-style
+    and GFL/PicoDet-style detectors, levels concatenated finest first,
+    row-major; for heads exported per level, concatenate them first),
+    writes "candidates" [N, A, 4] (x1, y1, x2, y2 in model-input pixels)
+    and "class_scores" [N, C, A], what `nms` reads. Each side's distance
+    (left, top, right, bottom, `bins` logits each) is the expectation of
+    0 … bins − 1 under the softmax of its logits, in stride units, from
+    the cell's anchor point (col + `cell_offset`, row + `cell_offset`):
+    x1 = (anchor x − left) · stride, x2 = (anchor x + right) · stride, …
+    `scores: sigmoid` (default) applies the sigmoid to the class logits;
+    `none` takes them as they are. Needs the model's static input size
+    (the grids of `strides`). YOLOv8: bins 16, cell_offset 0.5;
+    PicoDet: bins 8 (reg_max 7), cell_offset 0.5.
+    """
+
+    step_name: ClassVar[str] = "dfl_boxes"
+    bins: int = Field(default=16, ge=2, le=256, description="bins per box side (YOLOv8 16; PicoDet reg_max + 1 = 8)")
+    strides: tuple[int, ...] = Field(default=(8, 16, 32), min_length=1, max_length=8,
+                                     description="the strides of the head's levels, finest first")
+    cell_offset: float = Field(default=0.5, ge=0.0, le=1.0, description="anchor point within its cell")
+    scores: Literal["sigmoid", "none"] = Field(default="sigmoid", description="what the class logits need")
+
+    @field_validator("strides")
+    @classmethod
+    def _positive(cls, strides: tuple[int, ...]) -> tuple[int, ...]:
+        if not all(1 <= s <= 1024 for s in strides):
+            raise ValueError("strides must be between 1 and 1024")
+        return strides
+
+    def writes(self) -> dict[str, Comparison]:
+        return {"candidates": CANDIDATES, "class_scores": CANDIDATES}
+
+    def _sizes(self, shape) -> tuple[int, int]:
+        rows, anchors = _static(shape, 1, "dfl_boxes"), _static(shape, 2, "dfl_boxes")
+        if rows <= 4 * self.bins:
+            raise StepError(f"dfl_boxes with {self.bins} bins reads [N, 4·{self.bins} + C, A]; the output "
+                            f"{list(shape)} leaves no class scores", "set `bins` to the head's (YOLOv8 16, PicoDet 8)")
+        return rows - 4 * self.bins, anchors
+
+    def anchors(self, facts: ModelFacts | None, anchors: int) -> tuple[np.ndarray, np.ndarray]:
+        """Each anchor's point (x, y) in stride units [A, 2] and its stride [A, 1], float32, in the head's order."""
+        cells, strides = YoloBoxes(format="yolox", strides=self.strides).grid(facts, anchors)
+        return cells + np.float32(self.cell_offset), strides
+
+    def build(self, em: Emitter, env: dict[str, gs.Variable], facts: ModelFacts | None = None
+              ) -> dict[str, gs.Variable]:
+        f32, i64 = np.float32, np.int64
+        head = _to_float(em, env["output"])
+        classes, anchors = self._sizes(head.shape)
+        points, strides = self.anchors(facts, anchors)
+        bins = 4 * self.bins
+        logits = em.op("Slice", [head, em.const("start", [0], i64), em.const("end", [bins], i64),
+                                 em.const("axis", [1], i64)], dtype=f32)
+        # [N, 4·bins, A] → [N, 4, bins, A] → [N, 4, A, bins]: the softmax over the last axis, valid at every opset
+        sides = em.op("Transpose", [em.op("Reshape", [logits, em.const("sides", [0, 4, self.bins, anchors], i64)],
+                                          dtype=f32)], {"perm": [0, 1, 3, 2]}, dtype=f32)
+        expectation = em.op("MatMul", [em.op("Softmax", [sides], {"axis": 3}, dtype=f32),
+                                       em.const("bin_values", np.arange(self.bins, dtype=f32)[:, None])], dtype=f32)
+        distances = em.op("Transpose", [em.op("Reshape", [expectation, em.const("flat", [0, 4, anchors], i64)],
+                                              dtype=f32)], {"perm": [0, 2, 1]}, dtype=f32)           # [N, A, 4]
+        signs = em.const("signs", np.array([-1, -1, 1, 1], f32))
+        corners = em.op("Mul", [em.op("Add", [em.const("points", np.tile(points, 2)[None]),
+                                              em.op("Mul", [distances, signs], dtype=f32)], dtype=f32),
+                                em.const("stride", strides[None])], dtype=f32)
+        scores = em.op("Slice", [head, em.const("start", [bins], i64), em.const("end", [bins + classes], i64),
+                                 em.const("axis", [1], i64)], dtype=f32)
+        if self.scores == "sigmoid":
+            scores = em.op("Sigmoid", [scores], dtype=f32)
+        batch = head.shape[0] if head.shape else None
+        corners.shape, scores.shape = [batch, anchors, 4], [batch, classes, anchors]
+        return {"candidates": corners, "class_scores": scores}
+
+    def reference(self, env: dict[str, np.ndarray], facts: ModelFacts | None = None) -> dict[str, np.ndarray]:
+        head = np.asarray(env["output"], np.float32)
+        classes, anchors = self._sizes(head.shape)
+        points, strides = self.anchors(facts, anchors)
+        n = len(head)
+        logits = head[:, :4 * self.bins].reshape(n, 4, self.bins, anchors).astype(np.float64)
+        weights = np.exp(logits - logits.max(axis=2, keepdims=True))
+        distances = (weights * np.arange(self.bins)[:, None]).sum(axis=2) / weights.sum(axis=2)     # [N, 4, A]
+        left_top, right_bottom = distances[:, :2].transpose(0, 2, 1), distances[:, 2:].transpose(0, 2, 1)
+        corners = np.concatenate([points - left_top, points + right_bottom], axis=2) * strides
+        scores = head[:, 4 * self.bins:].astype(np.float64)
+        if self.scores == "sigmoid":
+            scores = 1 / (1 + np.exp(-scores))
+        return {"candidates": corners.astype(np.float32), "class_scores": scores.astype(np.float32)}
+
+
+@register
 class Nms(OutputStep):
     """Non-maximum suppression: the best detections, padded to a fixed count.
 
@@ -325,47 +418,91 @@ def greedy_nms(boxes: np.ndarray, scores: np.ndarray, score_threshold: float, io
 class BoxesToImage(OutputStep):
     """Map detected boxes back to the caller's image pixels, through the input steps' resize, crop and letterbox.
 
-    Reads "boxes" [N, D, 4] and "classes" [N, D] (after `nms`) and the
-    input geometry the splice records; rewrites "boxes": each corner
-    (x − offset) / scale, per axis, with the scale and offset the input
-    steps applied (resize: the resampled size over the caller's, per
-    axis; letterbox: plus the padding before; crop and center_crop: minus
-    the cut), then clipped to [0, width] × [0, height] of the caller's
-    image with `clip`. Rows past the count stay zero. Needs the input
-    steps to be half_pixel resizes, crops and pads (and the pixel-wise
-    steps); crop_boxes and flip_test are refused.
+    Reads "boxes" [N, D, 4], "scores" and "classes" [N, D] (after `nms`)
+    and the input geometry the splice records; rewrites all four: each
+    corner (x − offset) / scale, per axis, with the scale and offset the
+    input steps applied (resize: the resampled size over the caller's,
+    per axis; letterbox: plus the padding before; crop and center_crop:
+    minus the cut); a box wholly outside the caller's image (in the
+    letterbox padding) is dropped and the rest move up, best first, with
+    "count" lowered; then clipped to [0, width] × [0, height] with `clip`.
+    Rows past the count hold zeros and class −1. Needs the input steps
+    to be half_pixel resizes, crops and pads (and the pixel-wise steps);
+    crop_boxes and flip_test are refused.
     """
 
     step_name: ClassVar[str] = "boxes_to_image"
-    reads: ClassVar[tuple[str, ...]] = ("boxes", "classes", GEOMETRY)
+    reads: ClassVar[tuple[str, ...]] = ("boxes", "scores", "classes", GEOMETRY)
     clip: bool = Field(default=True, description="clip the boxes to the caller's image")
 
     def writes(self) -> dict[str, Comparison]:
-        return {"boxes": DetectionComparison("detections", rtol=1e-4, atol=1e-4, part="boxes")}
+        return {part: DetectionComparison("detections", rtol=1e-4, atol=1e-4, part=part)
+                for part in ("boxes", "scores", "classes", "count")}
 
     def build(self, em: Emitter, env: dict[str, gs.Variable], facts: ModelFacts | None = None
               ) -> dict[str, gs.Variable]:
-        f32, i64 = np.float32, np.int64
-        geometry = env[GEOMETRY]
+        f32, i64, boolean = np.float32, np.int64, np.bool_
+        geometry, boxes, scores, classes = env[GEOMETRY], _to_float(em, env["boxes"]), env["scores"], env["classes"]
+        d = _static(boxes.shape, 1, "boxes_to_image's boxes")
 
-        def corners(start: int) -> gs.Variable:  # geometry[start:start + 2] twice: x, y, x, y
-            pair = em.op("Slice", [geometry, em.const("start", [start], i64), em.const("end", [start + 2], i64),
-                                   em.const("axis", [0], i64)], dtype=f32)
+        def part(tensor: gs.Variable, start: int, end: int, axis: int) -> gs.Variable:
+            return em.op("Slice", [tensor, em.const("start", [start], i64), em.const("end", [end], i64),
+                                   em.const("axis", [axis], i64)], dtype=f32)
+
+        def twice(start: int) -> gs.Variable:  # geometry[start:start + 2] twice: x, y, x, y
+            pair = part(geometry, start, start + 2, 0)
             return em.op("Concat", [pair, pair], {"axis": 0}, dtype=f32, shape=[4])
 
-        boxes = em.op("Div", [em.op("Sub", [_to_float(em, env["boxes"]), corners(2)], dtype=f32), corners(0)],
-                      dtype=f32)
+        mapped = em.op("Div", [em.op("Sub", [boxes, twice(2)], dtype=f32), twice(0)], dtype=f32)
+        size = part(geometry, 4, 6, 0)
+        # wholly outside: x2 <= 0 or y2 <= 0 (Not Greater), or x1 >= width or y1 >= height (Not Less)
+        beyond = em.op("Or", [em.op("Not", [em.op("Greater", [part(mapped, 2, 4, 2), em.const("zero", 0.0, f32)],
+                                                  dtype=boolean)], dtype=boolean),
+                              em.op("Not", [em.op("Less", [part(mapped, 0, 2, 2), size], dtype=boolean)],
+                                    dtype=boolean)], dtype=boolean)
+        outside = em.op("Cast", [em.reduce_max(em.op("Cast", [beyond], {"to": TensorProto.INT32}, dtype=np.int32),
+                                               [2], keepdims=False, dtype=np.int32)], {"to": TensorProto.BOOL},
+                        dtype=boolean)
+        keep = em.op("And", [em.op("Not", [em.op("Less", [classes, em.const("no_class", 0, i64)], dtype=boolean)],
+                                   dtype=boolean), em.op("Not", [outside], dtype=boolean)], dtype=boolean)
         if self.clip:
-            boxes = em.op("Min", [em.op("Max", [boxes, em.const("zero", 0.0, f32)], dtype=f32), corners(4)], dtype=f32)
-        valid = em.op("Not", [em.op("Less", [env["classes"], em.const("no_class", 0, i64)], dtype=np.bool_)],
-                      dtype=np.bool_)
-        return {"boxes": em.op("Where", [em.unsqueeze(valid, [2], dtype=np.bool_), boxes,
-                                         em.const("zero", 0.0, f32)], dtype=f32, shape=env["boxes"].shape)}
+            mapped = em.op("Min", [em.op("Max", [mapped, em.const("zero", 0.0, f32)], dtype=f32), twice(4)],
+                           dtype=f32)
+        # the kept rows first, best first (the dropped ones rank below every score)
+        rank = em.op("Where", [keep, scores, em.const("minus_inf", -np.inf, f32)], dtype=f32)
+        _, order = em.op("TopK", [rank, em.const("k", [d], i64)], {"axis": 1, "largest": 1, "sorted": 1},
+                         num_outputs=2)
+        order.dtype = i64
+        kept = em.op("Cast", [em.op("GatherElements", [em.op("Cast", [keep], {"to": TensorProto.INT32},
+                                                             dtype=np.int32), order], {"axis": 1}, dtype=np.int32)],
+                     {"to": TensorProto.BOOL}, dtype=boolean)
+        rows = em.op("Tile", [em.unsqueeze(order, [2], dtype=i64), em.const("corners", [1, 1, 4], i64)], dtype=i64)
+        gathered = em.op("GatherElements", [mapped, rows], {"axis": 1}, dtype=f32)
+        return {
+            "boxes": em.op("Where", [em.unsqueeze(kept, [2], dtype=boolean), gathered, em.const("zero", 0.0, f32)],
+                           dtype=f32, shape=boxes.shape),
+            "scores": em.op("Where", [kept, em.op("GatherElements", [scores, order], {"axis": 1}, dtype=f32),
+                                      em.const("zero", 0.0, f32)], dtype=f32, shape=scores.shape),
+            "classes": em.op("Where", [kept, em.op("GatherElements", [classes, order], {"axis": 1}, dtype=i64),
+                                       em.const("no_class", -1, i64)], dtype=i64, shape=classes.shape),
+            "count": em.reduce_sum(em.op("Cast", [kept], {"to": TensorProto.INT64}, dtype=i64), [1], keepdims=False,
+                                   dtype=i64, shape=["N"]),
+        }
 
     def reference(self, env: dict[str, np.ndarray], facts: ModelFacts | None = None) -> dict[str, np.ndarray]:
         geometry = np.asarray(env[GEOMETRY], np.float32)
         scale, offset, size = (np.tile(geometry[start:start + 2], 2) for start in (0, 2, 4))
         boxes = (np.asarray(env["boxes"], np.float32) - offset) / scale
+        outside = (boxes[..., 2:] <= 0).any(axis=-1) | (boxes[..., :2] >= size[:2]).any(axis=-1)
+        keep = (np.asarray(env["classes"]) >= 0) & ~outside
         if self.clip:
             boxes = np.minimum(np.maximum(boxes, np.float32(0)), size)
-        return {"boxes": np.where((np.asarray(env["classes"]) >= 0)[..., None], boxes, np.float32(0))}
+        n, d = keep.shape
+        out = {"boxes": np.zeros((n, d, 4), np.float32), "scores": np.zeros((n, d), np.float32),
+               "classes": np.full((n, d), -1, np.int64), "count": keep.sum(axis=1).astype(np.int64)}
+        for image in range(n):  # the kept rows move up, in their order (nms's: best first)
+            rows = np.nonzero(keep[image])[0]
+            out["boxes"][image, :len(rows)] = boxes[image, rows]
+            out["scores"][image, :len(rows)] = np.asarray(env["scores"])[image, rows]
+            out["classes"][image, :len(rows)] = np.asarray(env["classes"])[image, rows]
+        return out

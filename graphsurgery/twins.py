@@ -128,13 +128,20 @@ def unpatched_outputs(recipe: Recipe, facts: ModelFacts, model_outputs: dict[str
     every other output as it is (the patched model passes them through unchanged). `caller_shape`: the shape of
     the caller's tensor, for the output steps that map back to its pixels (`input_geometry`)."""
     passed = {name: model_outputs[name] for name in facts.other_outputs}
-    extras = {**(extras or {}), **_target_inputs(facts, model_outputs)}
-    if reads_geometry(recipe):
-        if caller_shape is None:
-            raise GraphsurgeryError("this recipe maps results back to the caller's image, and its size is unknown "
-                                    "here", fix="pass caller_shape (the shape of the tensor the caller feeds)")
-        extras[GEOMETRY] = input_geometry(recipe, facts, caller_shape)
+    extras = {**with_geometry(recipe, facts, extras, caller_shape), **_target_inputs(facts, model_outputs)}
     return {**passed, **postprocess(recipe, model_outputs[facts.output_name], facts, extras)}
+
+
+def with_geometry(recipe: Recipe, facts: ModelFacts, extras: dict[str, np.ndarray] | None,
+                  caller_shape: tuple[int, ...] | None) -> dict[str, np.ndarray]:
+    """The extra inputs the output twins get for a caller tensor of `caller_shape`: `extras`, plus `GEOMETRY` when
+    an output step maps back to the caller's pixels (boxes_to_image, to_image mode image)."""
+    if not reads_geometry(recipe):
+        return dict(extras or {})
+    if caller_shape is None:
+        raise GraphsurgeryError("this recipe maps results back to the caller's image, and its size is unknown here",
+                                fix="pass caller_shape (the shape of the tensor the caller feeds)")
+    return {**(extras or {}), GEOMETRY: input_geometry(recipe, facts, caller_shape)}
 
 
 def run_unpatched(recipe: Recipe, facts: ModelFacts, run_plain: Callable[[np.ndarray], dict[str, np.ndarray]],

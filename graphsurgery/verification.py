@@ -48,7 +48,7 @@ from graphsurgery.samples import (
     whole_images,
     width_height,
 )
-from graphsurgery.steps.base import Comparison, InputStep
+from graphsurgery.steps.base import GEOMETRY, Comparison, InputStep
 from graphsurgery.tolerances import Tolerances, allowance_note, tie_tolerance, with_tolerances
 from graphsurgery.twins import (
     comparisons,
@@ -61,6 +61,7 @@ from graphsurgery.twins import (
     preprocess,
     run_in_model_batches,
     unpatched_outputs,
+    with_geometry,
 )
 
 
@@ -208,14 +209,15 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
             report.notes.append(f"the plain model's other input(s) {shown} got deterministic random values "
                                 f"(seed {seed}), the same on both sides")
         report.resize_vs_opencv = resize_vs_opencv_report(steps, samples.groups[0][0][0], tensor.layout)
-        unpatched, raw, runs, ran = {}, {}, {}, {}
+        unpatched, decoded, runs, ran = {}, {}, {}, {}
         for backend in backends:
-            unpatched[backend], raw[backend] = _run_unpatched(recipe, facts, backend, plain.path, input_name,
-                                                              other, samples, batch)
+            unpatched[backend], decoded[backend] = _run_unpatched(recipe, facts, backend, plain.path, input_name,
+                                                                  other, samples, batch)
             runs[backend], ran[backend] = _run_patched(backend, patched_path,
                                                        precision if backend == "openvino" else "f32",
                                                        image_input.name, other, samples, batch)
-    grids = heatmap_grid(recipe, facts, raw[backends[0]], samples.extras, wanted)
+    raw = {backend: np.concatenate([output for output, _ in parts]) for backend, parts in decoded.items()}
+    grids = heatmap_grid(recipe, facts, decoded[backends[0]], wanted)
     if any(c.kind == "coordinates" for c in wanted.values()) and not grids:
         report.notes.append("coordinates could not be mapped to heatmap cells: every mismatch counts as real")
     tie = tie_tolerance(declared, wanted, tolerances or {}, facts.output_name)
@@ -269,16 +271,18 @@ def _pairs(backends: list[str], ran: dict[str, str], unpatched: dict, patched: d
 
 def _run_unpatched(recipe: Recipe, facts: ModelFacts, backend: str, plain: Path, input_name: str,
                    other: dict[str, np.ndarray], samples: Samples, batch: int
-                   ) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """The reference answers, and the plain model's output as the decoding steps read it (what near ties are judged
-    on). `other`: the plain model's other inputs."""
-    outputs, raws = [], []
+                   ) -> tuple[dict[str, np.ndarray], list[tuple[np.ndarray, dict[str, np.ndarray]]]]:
+    """The reference answers, and per batch the plain model's output as the decoding steps read it (what near ties
+    are judged on) with the extra inputs the output twins got (`with_geometry`). `other`: the plain model's other
+    inputs."""
+    outputs, decoded = [], []
     with open_runner(backend, plain) as run:
         for x, extras in chunks(samples, batch):
             model_outputs = run_in_model_batches(run, input_name, preprocess(recipe, x, facts, extras), other, facts)
-            raws.append(decoded_output(recipe, model_outputs[facts.output_name], facts, extras))
+            decoded.append((decoded_output(recipe, model_outputs[facts.output_name], facts, extras),
+                            with_geometry(recipe, facts, extras, x.shape)))
             outputs.append(unpatched_outputs(recipe, facts, model_outputs, extras, x.shape))
-    return _concat(outputs), np.concatenate(raws)
+    return _concat(outputs), decoded
 
 
 def _run_patched(backend: str, patched: Path, precision: str, input_name: str, other: dict[str, np.ndarray],
@@ -318,36 +322,68 @@ def _compare(actual: dict[str, np.ndarray], expected: dict[str, np.ndarray], raw
     return results
 
 
-def heatmap_grid(recipe: Recipe, facts: ModelFacts, heatmaps: np.ndarray, extras: dict[str, np.ndarray],
+def heatmap_grid(recipe: Recipe, facts: ModelFacts, parts: Sequence[tuple[np.ndarray, dict[str, np.ndarray]]],
                  wanted: dict[str, Comparison]) -> dict[str, HeatmapGrid]:
     """How each coordinate output maps to heatmap cells, measured with the recipe's own numpy twins.
 
-    One-hot heatmaps shaped like the decoded output (`decoded_output`), with the peak in the first cell, the last
-    cell and the middle one, are decoded by the output twins (with the same extra inputs); two answers give the
-    per-axis scale and offset, the third must agree (within 1e-4), else that output gets no grid. Single-peak maps
-    are decoded without refinement (the neighbours tie), so no knowledge of any particular step is needed here.
+    Per batch (`parts`: the decoded output, `decoded_output`, and the extra inputs its twins got, the input geometry
+    among them: each batch may have its own), one-hot heatmaps of its shape with the peak in a low cell, a high
+    cell and the one between (`_probe_cells`) are decoded by the output twins; two answers give the per-axis scale
+    and offset, the third must agree (within 1e-4) and the scale must not vanish, else that output gets no grid.
+    Single-peak maps are decoded without refinement (the neighbours tie), so no knowledge of any particular step is
+    needed here.
     """
     names = [name for name, c in wanted.items() if c.kind == "coordinates"]
-    if not names or heatmaps.ndim != 4:
+    if not names or not parts or parts[0][0].ndim != 4:
         return {}
-    n, k, h, w = heatmaps.shape
-    corners = {"first": (0, 0), "last": (w - 1, h - 1), "middle": (w // 2, h // 2)}
+    found = [_batch_grids(recipe, facts, heatmaps.shape, extras, names) for heatmaps, extras in parts]
+    return {name: HeatmapGrid(np.concatenate([grids[name].scale for grids in found]),
+                              np.concatenate([grids[name].offset for grids in found]))
+            for name in names if all(name in grids for grids in found)}
+
+
+def _batch_grids(recipe: Recipe, facts: ModelFacts, shape: tuple[int, ...], extras: dict[str, np.ndarray],
+                 names: list[str]) -> dict[str, HeatmapGrid]:
+    """`heatmap_grid` for one batch of decoded outputs of `shape` [N, K, H, W]."""
+    n, k, h, w = shape
+    low, high = _probe_cells(shape, extras.get(GEOMETRY), facts.input_size)
+    cells = {"low": low, "high": high, "middle": (low + high + 1) // 2}
     decoded = {}
-    for label, (x, y) in corners.items():
-        probe = np.zeros(heatmaps.shape, np.float32)
+    for label, (x, y) in cells.items():
+        probe = np.zeros(shape, np.float32)
         probe[:, :, y, x] = 1.0
         decoded[label] = postprocess(recipe, probe, facts, extras, decoded=True)
-    span = np.array([max(w - 1, 1), max(h - 1, 1)], np.float64)
+    span = high - low
     grids = {}
     for name in names:
-        first, last, middle = (np.asarray(decoded[label].get(name), np.float64) for label in corners)
+        first, last, middle = (np.asarray(decoded[label].get(name), np.float64) for label in cells)
         if first.shape != (n, k, 2) or last.shape != first.shape or middle.shape != first.shape:
             continue
-        scale = (last - first) / span
-        if not np.allclose(first + scale * np.array(corners["middle"]), middle, rtol=1e-6, atol=1e-4):
+        scale = (last - first) / np.maximum(span, 1)
+        offset = first - scale * low
+        if ((scale == 0) & (span > 0)).any() or not np.allclose(offset + scale * cells["middle"], middle, rtol=1e-6,
+                                                                atol=1e-4):
             continue
-        grids[name] = HeatmapGrid(scale, first)
+        grids[name] = HeatmapGrid(scale, offset)
     return grids
+
+
+def _probe_cells(shape: tuple[int, ...], geometry: np.ndarray | None, input_size: tuple[int, int] | None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """The lowest and highest heatmap cells (x, y) to probe: the corners of the map, or, with the input geometry,
+    of the cells that see the caller's image (its place in the model input read as the same fraction of the map;
+    two cells in from its far edge, which UDP's wider cells reach sooner): a step that maps back to the caller's
+    pixels marks the letterbox padding invalid (to_image mode image), which no affine map of the cells fits. The
+    corners when fewer than three cells on an axis see the image."""
+    h, w = shape[2:]
+    corner = np.array([w - 1, h - 1])
+    if geometry is None or input_size is None:
+        return np.zeros(2, np.int64), corner
+    scale, offset, size = (np.asarray(geometry[start:start + 2], np.float64) for start in (0, 2, 4))
+    cells_per_pixel = np.array([w, h]) / np.array(input_size)
+    low = np.clip(np.ceil(offset * cells_per_pixel), 0, corner).astype(np.int64)
+    high = np.clip(np.floor((offset + scale * size) * cells_per_pixel) - 2, 0, corner).astype(np.int64)
+    return (low, high) if (high - low >= 2).all() else (np.zeros(2, np.int64), corner)
 
 
 def resize_vs_opencv_report(steps: Sequence[InputStep], sample: np.ndarray, layout: str) -> list[dict]:

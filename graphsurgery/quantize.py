@@ -27,6 +27,8 @@ SPLICED = r"graphsurgery/.*"
 #: one heatmap cell of HRNet's 64×48 maps in its 256×192 crop, in crop pixels: "the same joint" for the report
 CELL_PIXELS = 4.0
 MAX_CALIBRATION = 1000
+#: the random calibration samples `verify --precision int8` quantizes on when it builds the int8 IR itself
+VERIFY_CALIBRATION = 30
 PRECISION_KEY = ("graphsurgery", "precision")
 CALIBRATION_KEY = ("graphsurgery", "calibration")
 
@@ -178,3 +180,13 @@ def convert_int8(model: Path, out_xml: Path, calibration: Calibration, input_sha
     written = convert(model, out_xml, False, input_shapes, force=force, make_parents=make_parents,
                       transform=to_int8, weights="INT8")
     return written, measured
+
+
+def is_int8(model: Path) -> bool:
+    """True for an OpenVINO IR that `convert --int8` made (its rt_info says so)."""
+    if model.suffix.lower() != ".xml":
+        return False
+    import openvino as ov
+
+    ir = ov.Core().read_model(str(model))
+    return ir.has_rt_info(list(PRECISION_KEY)) and ir.get_rt_info(list(PRECISION_KEY)).astype(str) == "int8"

@@ -74,13 +74,16 @@ class PairReport:
     actual: str
     results: list[OutputResult]
     reduced_precision: str | None = None
+    #: measured, not judged: int8 against f32 (the verdict is the int8 model's own decode, `_int8_pairs`)
+    informational: bool = False
 
     def __bool__(self) -> bool:
         return all(self.results)
 
     def to_dict(self) -> dict:
         return {"name": self.name, "reference": self.reference, "actual": self.actual, "passed": bool(self),
-                "reduced_precision": self.reduced_precision, "outputs": [r.to_dict() for r in self.results]}
+                "reduced_precision": self.reduced_precision, "informational": self.informational,
+                "outputs": [r.to_dict() for r in self.results]}
 
 
 @dataclass
@@ -101,12 +104,14 @@ class VerifyReport:
     resize_vs_opencv: list[dict] = field(default_factory=list)  # informational: not part of the verdict
 
     def __bool__(self) -> bool:
-        return bool(self.pairs) and all(self.pairs)
+        decisive = [pair for pair in self.pairs if not pair.informational]
+        return bool(decisive) and all(decisive)
 
     def failures(self) -> list[str]:
-        """One line per failing output: the pair, the output and the size of the difference."""
+        """One line per failing output of the pairs that decide: the pair, the output and the size of the
+        difference."""
         return [f"{pair.name}: {result.output}: {result.summary()}"
-                for pair in self.pairs for result in pair.results if not result]
+                for pair in self.pairs if not pair.informational for result in pair.results if not result]
 
     def to_dict(self) -> dict:
         return {"passed": bool(self), "recipe": self.recipe, "plain": self.plain, "patched": self.patched,
@@ -147,6 +152,9 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
     recipe = as_recipe(recipe)
     plain = load_model(plain_model)
     facts = ModelFacts.of(plain.proto, recipe)
+    int8 = precision == "int8"
+    if int8:  # an int8 IR runs on OpenVINO, computing in whatever its quantizers say
+        backends, precision = _int8_backends(list(backends), patched), "f32"
     backends = check_backends(list(backends), precision, patched)
     if images is not None and random is not None:
         raise GraphsurgeryError(
@@ -178,6 +186,8 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
             Path(patched) if patched is not None
             else apply(recipe, plain.path, Path(tmp) / "patched.onnx", upgrade_opset=upgrade_opset).output
         )
+        if int8 and patched is None:
+            patched_path = _build_int8(patched_path, seed)
         image_input, extras = patched_inputs(patched_path, extra_input_names(recipe), others)
         batch = image_input.shape[0] if isinstance(image_input.shape[0], int) else 1
         if crops_boxes:  # whole images with person boxes: the graph cuts the crops
@@ -216,6 +226,7 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
             runs[backend], ran[backend] = _run_patched(backend, patched_path,
                                                        precision if backend == "openvino" else "f32",
                                                        image_input.name, other, samples, batch)
+        own_decode = _own_decode(recipe, facts, patched_path, image_input.name, other, samples, batch) if int8 else None
     raw = {backend: np.concatenate([output for output, _ in parts]) for backend, parts in decoded.items()}
     grids = heatmap_grid(recipe, facts, decoded[backends[0]], wanted)
     if any(c.kind == "coordinates" for c in wanted.values()) and not grids:
@@ -227,11 +238,17 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
 
     report.pairs = _pairs(backends, ran, unpatched, runs, raw, lambda actual, expected, values: _compare(
         actual, expected, values, wanted, grids, tie))
+    if int8:
+        report.pairs, note = _int8_pairs(report.pairs[0], own_decode, runs["openvino"], unpatched["openvino"],
+                                         raw["openvino"], wanted, grids, tie)
+        report.notes += [note, "int8 runs on OpenVINO: the verdict is the int8 model's own decode (its keypoints "
+                               "from its own network output, exactly); its agreement with f32 is measured, not "
+                               "judged (seeded stand-in weights quantize worse than trained ones)"]
     unpaired = [name for name in runs[backends[0]] if name not in wanted]
     if unpaired:
         report.notes.append(f"patched output(s) {', '.join(map(repr, unpaired))} have no counterpart in the "
                             f"unpatched pipeline: not compared")
-    if any(pair.reduced_precision for pair in report.pairs):
+    if any(pair.reduced_precision and not pair.informational for pair in report.pairs):
         report.notes.append(f"OpenVINO ran the patched model at {ran['openvino']}: differences measure what reduced "
                             f"precision costs in agreement, not a wrong patch")
     if note := precision_note(ran.get("openvino", "f32")):
@@ -293,6 +310,74 @@ def _run_patched(backend: str, patched: Path, precision: str, input_name: str, o
         for x, extras in chunks(samples, batch):
             outputs.append(run({input_name: x, **other, **extras}))
     return _concat(outputs), run.precision
+
+
+def _int8_backends(backends: list[str], patched: str | Path | None) -> list[str]:
+    if "openvino" not in backends:
+        raise GraphsurgeryError("int8 is an OpenVINO IR", fix="verify it on openvino (--backends openvino)")
+    if patched is not None:
+        from graphsurgery.quantize import is_int8
+
+        if not is_int8(Path(patched)):
+            raise GraphsurgeryError("--precision int8 verifies an int8 IR and this is not one", path=patched,
+                                    fix="make it with `graphsurgery convert PATCHED.onnx --int8 --calibration DIR`, "
+                                        "or give no --patched (verify then quantizes on random samples)")
+    return ["openvino"]
+
+
+def _build_int8(patched_onnx: Path, seed: int) -> Path:
+    """The int8 IR of the patched model, calibrated on `VERIFY_CALIBRATION` random caller samples drawn with
+    another seed than the compared ones."""
+    from graphsurgery.quantize import VERIFY_CALIBRATION, calibration_set, convert_int8
+
+    calibration = calibration_set(patched_onnx, random=VERIFY_CALIBRATION, seed=seed + 1)
+    out = patched_onnx.with_suffix(".int8.xml")
+    convert_int8(patched_onnx, out, calibration)
+    return out
+
+
+def _own_decode(recipe: Recipe, facts: ModelFacts, patched: Path, input_name: str, other: dict[str, np.ndarray],
+                samples: Samples, batch: int) -> tuple[dict, dict, np.ndarray] | None:
+    """The int8 model's answers, the numpy twins' decode of its own network output (which it keeps as an output),
+    and that output as the decoding steps read it; None when it keeps none."""
+    answers, decodes, raws = [], [], []
+    with open_runner("openvino", patched) as run:
+        for x, extras in chunks(samples, batch):
+            outputs = run({input_name: x, **other, **extras})
+            if not all(name in outputs for name in (facts.targets or (facts.output_name,))):
+                return None
+            answers.append(outputs)
+            decodes.append(unpatched_outputs(recipe, facts, outputs, extras, x.shape))
+            raws.append(decoded_output(recipe, outputs[facts.output_name], facts, extras))
+    return _concat(answers), _concat(decodes), np.concatenate(raws)
+
+
+def _int8_pairs(f32_pair: PairReport, own_decode, patched: dict[str, np.ndarray], unpatched: dict[str, np.ndarray],
+                raw: np.ndarray, wanted: dict[str, Comparison], grids: dict[str, HeatmapGrid], tie: Comparison
+                ) -> tuple[list[PairReport], str]:
+    """The int8 report: against the f32 unpatched pipeline, informational; the int8 model's decoded outputs against
+    the numpy decode of its own network output, deciding. And the agreement line: keypoints within one heatmap
+    cell of f32's."""
+    f32_pair.informational, f32_pair.reduced_precision = True, "int8"
+    f32_pair.name = "openvino int8: unpatched f32 → patched int8"
+    if own_decode is None:
+        results = [missing_output(name, c, "the int8 model keeps no network output (keep_original: false), so its "
+                                           "decode cannot be checked") for name, c in wanted.items()]
+    else:
+        answers, expected, own_raw = own_decode  # near ties: judged on its own network output
+        results = _compare(answers, expected, own_raw, wanted, grids, tie)
+    own = PairReport("openvino int8: own network output → numpy decode", "numpy twins on the int8 model's output",
+                     "patched int8 model", results)
+    shares = []
+    for name, c in wanted.items():
+        if c.kind == "coordinates" and name in patched and name in grids:
+            cells = np.abs(np.asarray(patched[name], np.float64) - unpatched[name]) / np.maximum(
+                np.abs(grids[name].scale), 1e-12)
+            shares.append(f"{name}: {100 * np.mean(np.nan_to_num(cells, nan=np.inf).max(axis=-1) <= 1):.1f} % within "
+                          f"one heatmap cell of f32's, mean distance "
+                          f"{np.nanmean(np.linalg.norm(patched[name] - unpatched[name], axis=-1)):.3g}")
+    note = "int8 against f32: " + ("; ".join(shares) if shares else "no keypoint output to measure agreement on")
+    return [f32_pair, own], note
 
 
 def _concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:

@@ -115,3 +115,53 @@ def test_max_drop_needs_keypoints(tmp_path):
     model = ov.Model([ops.relu(image)], [image], "no_keypoints")
     with pytest.raises(GraphsurgeryError, match="no `keypoints` output"):
         quantize(model, Calibration([{"x": np.ones((1, 4), np.float32)}], "one"), max_drop=0.1)
+
+
+def test_verify_int8_measures_agreement_and_judges_the_decode(tiny_pose_models, patched, tmp_path):
+    """verify --precision int8 quantizes the patched model itself (random samples, another seed), reports how far
+    int8 moved the keypoints from f32 without failing on it, and passes on the int8 model's own exact decode."""
+    from graphsurgery.verification import verify
+
+    report = verify(CROP_RECIPE, tiny_pose_models[(17, False)], random=4, precision="int8")
+    assert report, report.failures()
+    measured, own = report.pairs
+    assert measured.informational and measured.reduced_precision == "int8" and not own.informational
+    assert own.name.startswith("openvino int8: own network output") and all(own.results)
+    agreement = next(note for note in report.notes if note.startswith("int8 against f32"))
+    assert re.search(r"keypoints: \d+\.\d % within one heatmap cell of f32's", agreement), agreement
+    assert report.backends == ["openvino"]
+
+
+def test_verify_int8_fails_a_wrong_decode(tiny_pose_models, patched, tmp_path):
+    """An int8 IR whose keypoints are not its own heatmaps' decode (here: the IR of a patch that shifts them) fails."""
+    from graphsurgery.verification import verify
+
+    import paritykit
+
+    shifted = paritykit.shift_keypoints(patched, tmp_path / "shifted.onnx", (4.0, 0.0))
+    convert_int8(shifted, tmp_path / "shifted.int8.xml", calibration_set(shifted, random=4))
+    report = verify(CROP_RECIPE, tiny_pose_models[(17, False)], patched=tmp_path / "shifted.int8.xml", random=4,
+                    precision="int8", backends=("openvino",))
+    assert not report
+    assert any(line.startswith("openvino int8: own network output") and "keypoints" in line
+               for line in report.failures())
+
+
+def test_verify_int8_refuses_what_is_not_an_int8_ir(tiny_pose_models, patched, tmp_path):
+    from graphsurgery.errors import GraphsurgeryError
+    from graphsurgery.irconvert import convert
+    from graphsurgery.verification import verify
+
+    convert(patched, tmp_path / "f32.xml")
+    with pytest.raises(GraphsurgeryError, match="verifies an int8 IR and this is not one"):
+        verify(CROP_RECIPE, tiny_pose_models[(17, False)], patched=tmp_path / "f32.xml", precision="int8",
+               backends=("openvino",))
+    with pytest.raises(GraphsurgeryError, match="int8 is an OpenVINO IR"):
+        verify(CROP_RECIPE, tiny_pose_models[(17, False)], precision="int8", backends=("onnxruntime",))
+
+
+def test_cli_verify_int8_shows_the_measured_pair_without_failing(tiny_pose_models, tmp_path):
+    result = CliRunner().invoke(cli, ["verify", str(CROP_RECIPE), str(tiny_pose_models[(17, False)]), "--random", "3",
+                                      "--precision", "int8"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert "int8 against f32" in result.output and "PASS" in result.output

@@ -77,8 +77,8 @@ def main() -> None:
     cli(prog_name="graphsurgery")
 
 
-from graphsurgery.cli import bench, convert, patch, run, verify  # noqa: E402  (each module adds its commands to `cli`)
+from graphsurgery.cli import bench, chain, convert, patch, run, verify  # noqa: E402  (each module adds its commands to `cli`)
 
-for _module in (patch, convert, run, verify, bench):
+for _module in (patch, convert, run, verify, bench, chain):
     for _command in _module.COMMANDS:
         cli.add_command(_command)

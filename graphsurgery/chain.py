@@ -1,0 +1,196 @@
+"""One graph for the whole job: a patched person detector's boxes feed a patched top-down pose model.
+
+The detector (patched with a detector recipe: `image` in; `boxes` x1, y1, x2, y2 in image pixels, `scores`,
+`classes`, `count` out, [1, D, …]) and the top-down pose model (patched with recipes/hrnet_coco_topdown.yaml:
+`image` and `boxes` [N, 4] COCO x, y, w, h in; `keypoints`, `scores` out) become one model: the image goes in once,
+and out come every person the detector found (`person_boxes` [N, 4] x1, y1, x2, y2, `person_scores` [N]) and their
+`keypoints` [N, K, 2] and `keypoint_scores` [N, K, 1] in image pixels. Between them a few nodes keep the
+detections of the person class among the first `count` rows (`Compress`, in the detector's order: best first) and
+turn their corners into COCO boxes. The numpy twin of that glue (`select_people`) lets `verify_chain` compare the
+chained model with the two models run one after the other.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from graphsurgery import __version__
+from graphsurgery.errors import GraphsurgeryError, ModelError
+from graphsurgery.model import PROVENANCE_KEY, model_opset, provenance
+from graphsurgery.modelio import check_output_path, external_tensors, load_model, save_model
+
+DETECTOR_OUTPUTS = ("boxes", "scores", "classes", "count")
+POSE_INPUTS = ("image", "boxes")
+GLUE = "graphsurgery/chain"
+POSE_PREFIX = "pose/"
+#: the chained model's outputs: what the detector kept of the people, and their keypoints
+OUTPUTS = ("person_boxes", "person_scores", "keypoints", "keypoint_scores")
+
+
+@dataclass(frozen=True)
+class ChainResult:
+    written: list[Path]
+    outputs: list[str]
+
+
+def select_people(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, count: np.ndarray,
+                  person_class: int) -> tuple[np.ndarray, np.ndarray]:
+    """The glue's numpy twin: the person rows among the first `count` of image 0, as corners and as COCO
+    x, y, w, h boxes, and their scores."""
+    rows = np.arange(boxes.shape[1]) < int(count[0])
+    people = rows & (classes[0] == person_class)
+    corners = boxes[0][people].astype(np.float32)
+    return corners, scores[0][people].astype(np.float32)
+
+
+def chain(detector: str | Path, pose: str | Path, out: str | Path, *, person_class: int = 0,
+          force: bool = False) -> ChainResult:
+    """Write the chained model to `out` (atomically; neither input is modified)."""
+    detector, pose, out = Path(detector), Path(pose), Path(out)
+    check_output_path(out, [detector, pose], force)
+    first, second = load_model(detector), load_model(pose)
+    for loaded in (first, second):
+        if external_tensors(loaded.proto):
+            raise ModelError("the model keeps its weights in an external data file", path=loaded.path,
+                             fix="chain models saved whole (onnx.save without external data)")
+    _check_signatures(first.proto, second.proto, detector, pose)
+    if model_opset(first.proto) != model_opset(second.proto):
+        raise ModelError(f"the detector has opset {model_opset(first.proto)} and the pose model "
+                         f"{model_opset(second.proto)}", path=pose, fix="export (or --upgrade-opset) both at one opset")
+    glued, estimator = _with_glue(first.proto, person_class), _without_metadata(second.proto)
+    glued.ir_version = estimator.ir_version = max(first.proto.ir_version, second.proto.ir_version)
+    merged = onnx.compose.merge_models(
+        glued, estimator,
+        io_map=[(f"{GLUE}/image", "image"), (f"{GLUE}/coco_boxes", "boxes")],
+        outputs=[f"{GLUE}/person_boxes", f"{GLUE}/person_scores", f"{POSE_PREFIX}keypoints", f"{POSE_PREFIX}scores"],
+        prefix2=POSE_PREFIX, producer_name=first.proto.producer_name or "graphsurgery",
+        producer_version=first.proto.producer_version)
+    for output, name in zip(merged.graph.output, OUTPUTS):
+        _rename(merged.graph, output.name, name)
+    entry = {"chain": {"detector": provenance(first.proto), "pose": provenance(second.proto),
+                       "person_class": person_class}, "tool": f"graphsurgery {__version__}"}
+    merged.metadata_props.add(key=PROVENANCE_KEY, value=json.dumps([entry]))
+    return ChainResult(save_model(merged, out), list(OUTPUTS))
+
+
+def _check_signatures(detector: onnx.ModelProto, pose: onnx.ModelProto, detector_path: Path, pose_path: Path) -> None:
+    outputs = {o.name for o in detector.graph.output}
+    inputs = [i.name for i in detector.graph.input]
+    if inputs != ["image"] or not set(DETECTOR_OUTPUTS) <= outputs:
+        raise ModelError(f"not a patched detector: inputs {inputs}, outputs {sorted(outputs)}", path=detector_path,
+                         fix="apply recipes/yolov8_detector.yaml (input `image`; outputs boxes, scores, classes, "
+                             "count) to the plain detector first")
+    pose_inputs = [i.name for i in pose.graph.input]
+    pose_outputs = {o.name for o in pose.graph.output}
+    if sorted(pose_inputs) != sorted(POSE_INPUTS) or not {"keypoints", "scores"} <= pose_outputs:
+        raise ModelError(f"not a patched top-down pose model: inputs {pose_inputs}, outputs {sorted(pose_outputs)}",
+                         path=pose_path, fix="apply recipes/hrnet_coco_topdown.yaml (inputs image and boxes) to the "
+                                             "plain pose model first")
+    image = {name: _dims(model, "image") for name, model in (("detector", detector), ("pose", pose))}
+    if image["detector"] != image["pose"] or _dtype(detector, "image") != _dtype(pose, "image"):
+        raise ModelError(f"the two models take different images: detector {image['detector']}, pose "
+                         f"{image['pose']}", path=pose_path,
+                         fix="patch both with recipes that take the same image (uint8 [1, H, W, 3] BGR)")
+
+
+def _dims(model: onnx.ModelProto, name: str) -> list:
+    value = next(i for i in model.graph.input if i.name == name)
+    return [d.dim_value if d.dim_value else "?" for d in value.type.tensor_type.shape.dim]
+
+
+def _dtype(model: onnx.ModelProto, name: str) -> int:
+    return next(i for i in model.graph.input if i.name == name).type.tensor_type.elem_type
+
+
+def _without_metadata(model: onnx.ModelProto) -> onnx.ModelProto:
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    del copy.metadata_props[:]
+    return copy
+
+
+def _with_glue(detector: onnx.ModelProto, person_class: int) -> onnx.ModelProto:
+    """The detector with the glue after it: the image passed on, and the person rows as corners, scores and COCO
+    boxes."""
+    model = _without_metadata(detector)
+    graph = model.graph
+    name = f"{GLUE}/".__add__
+
+    def const(label: str, value, dtype) -> str:
+        graph.initializer.append(numpy_helper.from_array(np.asarray(value, dtype), name(label)))
+        return name(label)
+
+    def node(op: str, inputs: list[str], label: str, **attrs) -> str:
+        graph.node.append(helper.make_node(op, inputs, [name(label)], name=name(label), **attrs))
+        return name(label)
+
+    def first_image(tensor: str, label: str) -> str:  # the detector's batch is 1: image 0
+        if model_opset(model) >= 13:
+            return node("Squeeze", [tensor, const(f"{label}_axis", [0], np.int64)], label)
+        return node("Squeeze", [tensor], label, axes=[0])
+
+    boxes = first_image("boxes", "boxes_0")                        # [D, 4]
+    scores = first_image("scores", "scores_0")                     # [D]
+    classes = first_image("classes", "classes_0")                  # [D]
+    slots = node("Gather", [node("Shape", [classes], "slots"), const("axis0", 0, np.int64)], "d", axis=0)
+    valid = node("Less", [node("Range", [const("zero", 0, np.int64), slots, const("one", 1, np.int64)], "slot"),
+                          first_image("count", "count_0")], "counted")   # the first `count` rows
+    person = node("And", [valid, node("Equal", [classes, const("person", person_class, np.int64)], "is_person")],
+                  "keep")
+    corners = node("Compress", [boxes, person], "person_boxes", axis=0)
+    node("Compress", [scores, person], "person_scores", axis=0)
+    low = node("Slice", [corners, const("s0", [0], np.int64), const("e2", [2], np.int64),
+                         const("a1", [1], np.int64)], "x1y1")
+    high = node("Slice", [corners, const("s2", [2], np.int64), const("e4", [4], np.int64),
+                          const("a1b", [1], np.int64)], "x2y2")
+    node("Concat", [low, node("Sub", [high, low], "wh")], "coco_boxes", axis=1)
+    node("Identity", ["image"], "image")
+    for label, elem, shape in (("person_boxes", TensorProto.FLOAT, ["people", 4]),
+                               ("person_scores", TensorProto.FLOAT, ["people"]),
+                               ("coco_boxes", TensorProto.FLOAT, ["people", 4]),
+                               ("image", _dtype(detector, "image"), _dims(detector, "image"))):
+        graph.output.append(helper.make_tensor_value_info(name(label), elem, [d if d != "?" else None for d in shape]))
+    return model
+
+
+def _rename(graph: onnx.GraphProto, old: str, new: str) -> None:
+    for node in graph.node:
+        node.output[:] = [new if o == old else o for o in node.output]
+        node.input[:] = [new if i == old else i for i in node.input]
+    for value in graph.output:
+        if value.name == old:
+            value.name = new
+
+
+def verify_chain(chained: Path, detector: Path, pose: Path, images: list[np.ndarray], *, person_class: int = 0,
+                 backends=("onnxruntime", "openvino")) -> list[dict]:
+    """The chained model against the two models run one after the other with the glue's numpy twin between them,
+    per backend and image: the largest differences (0 when the graphs compute alike)."""
+    from graphsurgery.runners import open_runner
+
+    rows = []
+    for backend in backends:
+        with open_runner(backend, chained) as run, open_runner(backend, detector) as detect, \
+                open_runner(backend, pose) as estimate:
+            for index, image in enumerate(images):
+                got = run({"image": image})
+                found = detect({"image": image})
+                corners, scores = select_people(found["boxes"], found["scores"], found["classes"], found["count"],
+                                                person_class)
+                coco = np.concatenate([corners[:, :2], corners[:, 2:] - corners[:, :2]], axis=1)
+                want = estimate({"image": image, "boxes": coco})
+                if got["person_boxes"].shape != corners.shape:
+                    raise GraphsurgeryError(f"{backend}: image {index}: the chained model found "
+                                            f"{len(got['person_boxes'])} people, the two models {len(corners)}")
+                rows.append({"backend": backend, "image": index, "people": len(corners),
+                             "boxes": float(np.abs(got["person_boxes"] - corners).max(initial=0)),
+                             "scores": float(np.abs(got["person_scores"] - scores).max(initial=0)),
+                             "keypoints": float(np.abs(got["keypoints"] - want["keypoints"]).max(initial=0)),
+                             "keypoint_scores": float(np.abs(got["keypoint_scores"] - want["scores"]).max(initial=0))})
+    return rows

@@ -1,0 +1,57 @@
+"""`graphsurgery chain`: a patched detector and a patched top-down pose model as one graph."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from graphsurgery.cli.options import existing_file, force_option
+from graphsurgery.cli.tables import print_table, shown
+
+#: the largest difference the chained model may show against the two models run one after the other (the same
+#: nodes in one graph; measured 0 on both runtimes)
+CHAIN_TOLERANCE = 1e-4
+
+
+@click.command("chain")
+@click.argument("detector", type=existing_file)
+@click.argument("pose", type=existing_file)
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="The chained model (.onnx).")
+@click.option("--person-class", type=click.IntRange(min=0), default=0, show_default=True,
+              help="The detector's class index of a person (COCO: 0).")
+@click.option("--check", "check_images", type=existing_file,
+              help="Images (a folder or files): compare the chained model with the two models run one after the "
+                   "other on each, on ONNX Runtime and OpenVINO; exit 1 if they differ.")
+@force_option
+def chain_command(detector: Path, pose: Path, output: Path, person_class: int, check_images: Path | None, force: bool):
+    """Chain DETECTOR (patched with a detector recipe: image → boxes, scores, classes, count) into POSE (patched
+    with recipes/hrnet_coco_topdown.yaml: image + boxes → keypoints): one model, the image in once, every person's
+    box, score and keypoints in image pixels out."""
+    from graphsurgery.chain import chain, verify_chain
+    from graphsurgery.images import list_images, read_image
+
+    result = chain(detector, pose, output, person_class=person_class, force=force)
+    console = Console()
+    console.print(shown(f"wrote {output}: image → {', '.join(result.outputs)}"), highlight=False)
+    if check_images is None:
+        return
+    images = [read_image(path)[None] for path in list_images([check_images])]
+    rows = verify_chain(output, detector, pose, images, person_class=person_class)
+    table = Table("backend", "image", "people", "max |Δ| boxes", "scores", "keypoints", "keypoint scores",
+                  title="chained model vs the two models one after the other", title_justify="left")
+    for row in rows:
+        table.add_row(row["backend"], str(row["image"]), str(row["people"]),
+                      *(f"{row[key]:.3g}" for key in ("boxes", "scores", "keypoints", "keypoint_scores")))
+    print_table(console, table)
+    worst = max(max(row[key] for key in ("boxes", "scores", "keypoints", "keypoint_scores")) for row in rows)
+    if worst > CHAIN_TOLERANCE:
+        console.print(f"[bold red]FAIL[/]: the chained model differs by up to {worst:.3g}")
+        raise SystemExit(1)
+    console.print(f"[bold green]PASS[/]: the chained model gives the two models' answers ({len(images)} images, "
+                  f"{sum(row['people'] for row in rows) // 2} people)")
+
+
+COMMANDS = (chain_command,)

@@ -1,0 +1,101 @@
+"""`graphsurgery chain`: a patched detector feeding a patched top-down pose model in one graph (image in, every
+person's box, score and keypoints out), against the two models run one after the other, on both runtimes."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from graphsurgery.api import apply
+from graphsurgery.chain import chain, verify_chain
+from graphsurgery.cli import cli
+from graphsurgery.errors import GraphsurgeryError
+from graphsurgery.images import read_image
+from graphsurgery.runners import BACKENDS, open_runner
+
+ROOT = Path(__file__).resolve().parent.parent
+IMAGES = ROOT / "examples" / "images"
+
+
+@pytest.fixture(scope="module")
+def patched(tmp_path_factory) -> dict[str, Path]:
+    from examples.zoo.export import export_zoo
+    from modelkit import pose_model
+
+    folder = tmp_path_factory.mktemp("chain")
+    detector = export_zoo(folder / "detector.onnx", "yolov8-tiny", opset=17)
+    pose = pose_model(folder / "pose.onnx", opset=17)
+    return {"detector": apply(ROOT / "recipes" / "yolov8_detector.yaml", detector, folder / "detector.patched.onnx"
+                              ).output,
+            "pose": apply(ROOT / "recipes" / "hrnet_coco_topdown.yaml", pose, folder / "pose.patched.onnx").output,
+            "plain_pose": pose}
+
+
+def photos() -> list[np.ndarray]:
+    return [read_image(IMAGES / name)[None] for name in ("astronaut.jpg", "cameraman.jpg")]
+
+
+def test_the_chained_model_gives_the_two_models_answers(patched, tmp_path):
+    chained = chain(patched["detector"], patched["pose"], tmp_path / "chained.onnx").written[-1]
+    rows = verify_chain(chained, patched["detector"], patched["pose"], photos())
+    assert {row["backend"] for row in rows} == set(BACKENDS)
+    assert all(row["people"] > 0 for row in rows)
+    assert max(max(row[k] for k in ("boxes", "scores", "keypoints", "keypoint_scores")) for row in rows) == 0.0
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_people_are_the_detectors_person_rows_in_its_order(patched, tmp_path, backend):
+    """Independent of the glue's twin: the detector's own outputs, read row by row."""
+    chained = chain(patched["detector"], patched["pose"], tmp_path / "chained.onnx").written[-1]
+    image = photos()[0]
+    with open_runner(backend, patched["detector"]) as detect, open_runner(backend, chained) as run:
+        found, got = detect({"image": image}), run({"image": image})
+    people = [row for row in range(int(found["count"][0])) if found["classes"][0, row] == 0]
+    assert len(people) > 0 and got["person_boxes"].shape == (len(people), 4)
+    np.testing.assert_array_equal(got["person_boxes"], found["boxes"][0, people])
+    np.testing.assert_array_equal(got["person_scores"], found["scores"][0, people])
+    assert got["keypoints"].shape == (len(people), 17, 2) and got["keypoint_scores"].shape == (len(people), 17, 1)
+
+
+def test_another_class_and_a_class_never_found(patched, tmp_path):
+    for person_class, expected_people in ((1, None), (79, 0)):  # 79: a class the stand-in detector never fires
+        chained = chain(patched["detector"], patched["pose"], tmp_path / f"chained{person_class}.onnx",
+                        person_class=person_class).written[-1]
+        rows = verify_chain(chained, patched["detector"], patched["pose"], photos(), person_class=person_class)
+        assert max(max(row[k] for k in ("boxes", "keypoints")) for row in rows) == 0.0
+        if expected_people is not None:
+            assert all(row["people"] == expected_people for row in rows)
+            with open_runner("openvino", chained) as run:
+                got = run({"image": photos()[0]})
+            assert got["person_boxes"].shape == (0, 4) and got["keypoints"].shape == (0, 17, 2)
+
+
+def test_refusals_name_the_fix_and_leave_the_inputs_alone(patched, tmp_path):
+    digests = {name: hashlib.sha256(path.read_bytes()).hexdigest() for name, path in patched.items()}
+    with pytest.raises(GraphsurgeryError, match="not a patched detector"):
+        chain(patched["pose"], patched["pose"], tmp_path / "x.onnx")
+    with pytest.raises(GraphsurgeryError, match="not a patched top-down pose model"):
+        chain(patched["detector"], patched["plain_pose"], tmp_path / "x.onnx")
+    out = tmp_path / "exists.onnx"
+    out.write_bytes(b"keep")
+    with pytest.raises(GraphsurgeryError, match="exists"):
+        chain(patched["detector"], patched["pose"], out)
+    assert out.read_bytes() == b"keep" and not (tmp_path / "x.onnx").exists()
+    assert digests == {name: hashlib.sha256(path.read_bytes()).hexdigest() for name, path in patched.items()}
+
+
+def test_cli_chains_checks_and_the_result_converts(patched, tmp_path):
+    out = tmp_path / "chained.onnx"
+    result = CliRunner().invoke(cli, ["chain", str(patched["detector"]), str(patched["pose"]), "-o", str(out),
+                                      "--check", str(IMAGES)], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert "PASS: the chained model gives the two models' answers" in result.output
+    converted = CliRunner().invoke(cli, ["convert", str(out), "-o", str(tmp_path / "chained.xml")])
+    assert converted.exit_code == 0, converted.output
+    with open_runner("openvino", tmp_path / "chained.xml") as run:
+        got = run({"image": photos()[1]})
+    assert got["keypoints"].shape[0] == got["person_boxes"].shape[0] > 0

@@ -4,8 +4,9 @@ The patched model takes uint8 NHWC BGR crops (recipes/hrnet_coco_pose*.yaml). Wi
 (hrnet_coco_pose_image.yaml) it returns keypoints in original-image pixels already; without them, in crop pixels,
 which are mapped back here with the crop's inverse affine transform. The top-down model
 (hrnet_coco_topdown.yaml) takes the whole image and the `boxes` and does all of it in the graph: no crop is cut
-here. Results become COCO keypoint results (`keypoints.json`), a `run.json` that labels them (backend, precision,
-weights), and debug images.
+here. The chained model (`graphsurgery chain`: a detector feeding the top-down model) takes the image alone and
+finds the people itself. Results become COCO keypoint results (`keypoints.json`), a `run.json` that labels them
+(backend, precision, weights), and debug images.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from graphsurgery.safeio import OWNER, read_small_file, refuse_overwriting, scra
 #: The extra inputs of `to_image mode: original` (recipes/hrnet_coco_pose_image.yaml), and of `crop_boxes`.
 CENTER, SCALE, BOXES = "center", "scale", "boxes"
 KEYPOINTS, SCORES = "keypoints", "scores"
+#: The chained model's outputs (graphsurgery.chain): people found in the graph, and their keypoints
+PERSON_BOXES, PERSON_SCORES, KEYPOINT_SCORES = "person_boxes", "person_scores", "keypoint_scores"
 DEFAULT_MIN_SCORE = 0.2
 DEFAULT_BATCH = 8
 MAX_RUN_JSON_BYTES = 50_000_000  # an earlier run's record: one entry per image
@@ -47,12 +50,15 @@ class PoseModel:
     takes_boxes: bool  # has `center`/`scale` inputs: keypoints come in original-image pixels
     heatmaps: str | None  # the kept heatmap output, if any
     top_down: bool = False  # takes the whole image and `boxes`: crops are cut in the graph
+    finds_people: bool = False  # takes the whole image alone: a detector in the graph finds the people (chain)
 
     @classmethod
     def of(cls, signature: ModelSignature, path: Path) -> PoseModel:
         images = [p for p in signature.inputs if p.dtype == "uint8" and len(p.shape) == 4 and p.shape[3] == 3]
         others = {p.name for p in signature.inputs} - {p.name for p in images[:1]}
         outputs = {p.name: p for p in signature.outputs}
+        if len(images) == 1 and not others and {PERSON_BOXES, KEYPOINTS, KEYPOINT_SCORES} <= set(outputs):
+            return cls(images[0].name, (0, 0), None, True, None, top_down=True, finds_people=True)
         if len(images) != 1 or others not in (set(), {CENTER, SCALE}, {BOXES}) or not {KEYPOINTS, SCORES} <= set(
                 outputs):
             raise GraphsurgeryError(
@@ -97,6 +103,8 @@ def estimate(run: Runner, model: PoseModel, image: np.ndarray, boxes: Sequence[B
     """Crop the boxes one batch at a time, run each batch, map keypoints back to the image; returns persons and
     model ms. Crops and heatmaps are kept for the first `keep` persons only (the debug montage shows no more): an
     image with thousands of boxes then needs the memory of one batch, not of every crop at once."""
+    if model.finds_people:
+        return _people_in_graph(run, model, image)
     if model.top_down:
         return _estimate_in_graph(run, model, image, boxes, batch)
     size = model.batch or batch
@@ -144,12 +152,30 @@ def _estimate_in_graph(run: Runner, model: PoseModel, image: np.ndarray, boxes: 
     return persons, elapsed * 1000.0
 
 
+def _people_in_graph(run: Runner, model: PoseModel, image: np.ndarray) -> tuple[list[Person], float]:
+    """`estimate` for the chained model: the image alone; the graph finds the people (corners x1, y1, x2, y2,
+    here COCO x, y, w, h boxes) and their keypoints in image pixels."""
+    began = time.perf_counter()
+    outputs = run({model.image_input: image[None]})
+    elapsed = time.perf_counter() - began
+    persons = []
+    for corners, keypoints, scores in zip(outputs[PERSON_BOXES], outputs[KEYPOINTS], outputs[KEYPOINT_SCORES]):
+        box = (float(corners[0]), float(corners[1]), float(corners[2] - corners[0]), float(corners[3] - corners[1]))
+        center, scale = crops.box_to_center_scale(box)
+        persons.append(Person(box, center, scale, None, np.asarray(keypoints, np.float32),
+                              np.asarray(scores, np.float32).reshape(-1)))
+    return persons, elapsed * 1000.0
+
+
 def _stacked(values: list[np.ndarray], pad: int) -> np.ndarray:
     return np.stack(values + values[-1:] * pad)
 
 
 def warm_up(run: Runner, model: PoseModel) -> None:
     """One untimed call: the first inference pays for lazy initialisation, which is no image's latency."""
+    if model.finds_people:
+        run({model.image_input: np.zeros((1, 64, 48, 3), np.uint8)})
+        return
     if model.top_down:
         run({model.image_input: np.zeros((1, 64, 48, 3), np.uint8), BOXES: np.array([[0, 0, 48, 64]], np.float32)})
         return
@@ -226,6 +252,9 @@ def run_pose(model: str | Path, images: Sequence[str | Path], outdir: str | Path
     _check_unique_names(paths)
     signature = model_signature(model)
     pose_model = PoseModel.of(signature, model)
+    if pose_model.finds_people and boxes is not None:
+        raise GraphsurgeryError("this model finds the people itself (a detector is chained into it)", path=boxes,
+                                fix="give no --boxes")
     person_boxes = load_boxes(Path(boxes)) if boxes is not None else None
     if person_boxes is not None and not any(path.name in person_boxes for path in paths):
         raise GraphsurgeryError(f"the boxes file has boxes for none of the {len(paths)} images (it names e.g. "

@@ -99,3 +99,23 @@ def test_cli_chains_checks_and_the_result_converts(patched, tmp_path):
     with open_runner("openvino", tmp_path / "chained.xml") as run:
         got = run({"image": photos()[1]})
     assert got["keypoints"].shape[0] == got["person_boxes"].shape[0] > 0
+
+
+def test_run_takes_the_chained_model_whole_images_alone(patched, tmp_path):
+    import json
+
+    chained = chain(patched["detector"], patched["pose"], tmp_path / "chained.onnx").written[-1]
+    result = CliRunner().invoke(cli, ["run", str(chained), str(IMAGES), "-o", str(tmp_path / "out"),
+                                      "--backend", "onnxruntime"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    people = json.loads((tmp_path / "out" / "keypoints.json").read_text())
+    with open_runner("onnxruntime", chained) as run:
+        found = [run({"image": image})["person_boxes"] for image in photos()]
+    assert len(people) == sum(len(boxes) for boxes in found) > 0
+    x1, y1, x2, y2 = found[0][0]  # the first person of the first image (astronaut.jpg, image id 1), as COCO x, y, w, h
+    first = next(p for p in people if p["image_id"] == 1)
+    np.testing.assert_allclose(first["bbox"], [x1, y1, x2 - x1, y2 - y1], rtol=1e-6)
+    assert len(first["keypoints"]) == 17 * 3
+    refused = CliRunner().invoke(cli, ["run", str(chained), str(IMAGES), "-o", str(tmp_path / "again"), "--boxes",
+                                       str(tmp_path / "out" / "keypoints.json")])
+    assert refused.exit_code == 2 and "finds the people itself" in refused.output

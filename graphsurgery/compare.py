@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from graphsurgery.steps.base import Comparison
+from graphsurgery.steps.detect import iou
 from graphsurgery.tolerances import DEFAULT_TIE
 
 #: Mismatches listed one by one in a result (all are counted).
@@ -425,15 +426,6 @@ def compare_detections(names: dict[str, str], actual: dict[str, np.ndarray], exp
     return result
 
 
-def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    low, high = np.minimum(boxes[:, :2], boxes[:, 2:]), np.maximum(boxes[:, :2], boxes[:, 2:])
-    low_1, high_1 = np.minimum(box[:2], box[2:]), np.maximum(box[:2], box[2:])
-    overlap = np.clip(np.minimum(high, high_1) - np.maximum(low, low_1), 0, None)
-    inter = overlap[:, 0] * overlap[:, 1]
-    union = np.prod(high - low, axis=1) + np.prod(high_1 - low_1) - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
-
-
 def _match_image(result: DetectionResult, image: int, ref: tuple, got: tuple, comparison, tie: Comparison) -> None:
     """Match one image's detections greedily, best reference first, each to the unmatched one of its class with the
     highest IoU (at least `comparison.iou`) whose score agrees; then judge what is left on either side."""
@@ -445,7 +437,7 @@ def _match_image(result: DetectionResult, image: int, ref: tuple, got: tuple, co
         candidates = free & (got_classes == ref_classes[index])
         candidates &= ~exceeds(np.abs(got_scores - ref_scores[index]), np.full(len(got_scores), ref_scores[index]),
                                comparison.atol, comparison.rtol)
-        ious = np.where(candidates, _iou(ref_boxes[index], got_boxes) if len(got_boxes) else 0.0, -1.0)
+        ious = np.where(candidates, iou(ref_boxes[index], got_boxes) if len(got_boxes) else 0.0, -1.0)
         best = int(np.argmax(ious)) if len(ious) else -1
         if best < 0 or ious[best] < comparison.iou:
             unmatched_ref.append(index)
@@ -465,7 +457,7 @@ def _match_image(result: DetectionResult, image: int, ref: tuple, got: tuple, co
             at_threshold = _within(scores[index], comparison.score_threshold, tie)[1]
             at_cut = full and _within(scores[index], cut, tie)[1]
             same = all_classes == classes[index] if comparison.per_class else np.ones(len(all_classes), bool)
-            ious = _iou(boxes[index], all_boxes[same]) if same.any() else np.zeros(0)
+            ious = iou(boxes[index], all_boxes[same]) if same.any() else np.zeros(0)
             at_overlap = bool((np.abs(ious - comparison.iou_threshold) <= IOU_TIE).any())
             near = at_threshold or at_cut or at_overlap
             result.near_ties += near

@@ -394,24 +394,27 @@ class Nms(OutputStep):
 
 def greedy_nms(boxes: np.ndarray, scores: np.ndarray, score_threshold: float, iou_threshold: float) -> list[int]:
     """The indices cv2.dnn.NMSBoxes keeps, best first: scores above the threshold in descending order (equal
-    scores in index order: a stable sort), each kept unless its IoU with a box kept before exceeds the threshold.
-    Boxes are corners (x1, y1, x2, y2) in either order; the IoU is computed in float64."""
+    scores in index order: a stable sort), each kept unless its IoU with a box kept before exceeds the threshold."""
     candidates = np.nonzero(scores > score_threshold)[0]
     order = candidates[np.argsort(-scores[candidates], kind="stable")]
     corners = np.asarray(boxes, np.float64)
-    low, high = np.minimum(corners[:, :2], corners[:, 2:]), np.maximum(corners[:, :2], corners[:, 2:])
-    area = np.prod(high - low, axis=1)
     kept: list[int] = []
     for index in order:
-        if kept:
-            overlap = np.clip(np.minimum(high[kept], high[index]) - np.maximum(low[kept], low[index]), 0, None)
-            inter = overlap[:, 0] * overlap[:, 1]
-            union = area[kept] + area[index] - inter
-            iou = np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
-            if (iou > iou_threshold).any():
-                continue
-        kept.append(int(index))
+        if not kept or not (iou(corners[index], corners[kept]) > iou_threshold).any():
+            kept.append(int(index))
     return kept
+
+
+def iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """IoU of one box with each of `boxes`, all corners (x1, y1, x2, y2) in either order, in float64; 0 where the
+    union is empty."""
+    box, boxes = np.asarray(box, np.float64), np.asarray(boxes, np.float64).reshape(-1, 4)
+    low, high = np.minimum(boxes[:, :2], boxes[:, 2:]), np.maximum(boxes[:, :2], boxes[:, 2:])
+    low_1, high_1 = np.minimum(box[:2], box[2:]), np.maximum(box[:2], box[2:])
+    overlap = np.clip(np.minimum(high, high_1) - np.maximum(low, low_1), 0, None)
+    inter = overlap[:, 0] * overlap[:, 1]
+    union = np.prod(high - low, axis=1) + np.prod(high_1 - low_1) - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
 
 
 @register

@@ -78,6 +78,7 @@ class YoloBoxes(OutputStep):
     """
 
     step_name: ClassVar[str] = "yolo_boxes"
+    min_opset: ClassVar[int] = 11
     format: Literal["v8", "v5", "yolox"] = Field(default="v8", description="the head's layout (v8, v5, yolox)")
     strides: tuple[int, ...] = Field(default=(8, 16, 32), min_length=1, max_length=8,
                                      description="yolox: the strides of the head's levels, finest first")
@@ -194,6 +195,7 @@ class DflBoxes(OutputStep):
     """
 
     step_name: ClassVar[str] = "dfl_boxes"
+    min_opset: ClassVar[int] = 11
     bins: int = Field(default=16, ge=2, le=256, description="bins per box side (YOLOv8 16; PicoDet reg_max + 1 = 8)")
     strides: tuple[int, ...] = Field(default=(8, 16, 32), min_length=1, max_length=8,
                                      description="the strides of the head's levels, finest first")
@@ -435,6 +437,7 @@ class BoxesToImage(OutputStep):
     """
 
     step_name: ClassVar[str] = "boxes_to_image"
+    min_opset: ClassVar[int] = 11
     reads: ClassVar[tuple[str, ...]] = ("boxes", "scores", "classes", GEOMETRY)
     clip: bool = Field(default=True, description="clip the boxes to the caller's image")
 

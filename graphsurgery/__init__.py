@@ -35,6 +35,14 @@ def run(model, images, outdir, **options):
     return run_pose(model, images, outdir, **options)
 
 
+def chain(detector, pose, out, **options):
+    """One model from a patched detector and a patched top-down pose model (`graphsurgery.chain.chain`): image in,
+    every person's box, score and keypoints out; returns a ChainResult."""
+    from graphsurgery.chain import chain as _chain
+
+    return _chain(detector, pose, out, **options)
+
+
 def verify(recipe, plain_model, **options):
     """Prove the patched model gives the unpatched pipeline's answers (`graphsurgery.verification.verify`);
     returns a VerifyReport, whose `bool()` is the verdict."""

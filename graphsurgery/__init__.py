@@ -36,9 +36,9 @@ def run(model, images, outdir, **options):
 
 
 def chain(detector, pose, out, **options):
-    """One model from a patched detector and a patched top-down pose model (`graphsurgery.chain.chain`): image in,
+    """One model from a patched detector and a patched top-down pose model (`graphsurgery.chaining.chain`): image in,
     every person's box, score and keypoints out; returns a ChainResult."""
-    from graphsurgery.chain import chain as _chain
+    from graphsurgery.chaining import chain as _chain
 
     return _chain(detector, pose, out, **options)
 

@@ -33,7 +33,7 @@ from graphsurgery.safeio import OWNER, read_small_file, refuse_overwriting, scra
 #: The extra inputs of `to_image mode: original` (recipes/hrnet_coco_pose_image.yaml), and of `crop_boxes`.
 CENTER, SCALE, BOXES = "center", "scale", "boxes"
 KEYPOINTS, SCORES = "keypoints", "scores"
-#: The chained model's outputs (graphsurgery.chain): people found in the graph, and their keypoints
+#: The chained model's outputs (graphsurgery.chaining): people found in the graph, and their keypoints
 PERSON_BOXES, PERSON_SCORES, KEYPOINT_SCORES = "person_boxes", "person_scores", "keypoint_scores"
 DEFAULT_MIN_SCORE = 0.2
 DEFAULT_BATCH = 8

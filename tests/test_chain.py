@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from graphsurgery.api import apply
-from graphsurgery.chain import chain, verify_chain
+from graphsurgery.chaining import chain, verify_chain
 from graphsurgery.cli import cli
 from graphsurgery.errors import GraphsurgeryError
 from graphsurgery.images import read_image

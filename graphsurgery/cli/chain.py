@@ -30,7 +30,7 @@ def chain_command(detector: Path, pose: Path, output: Path, person_class: int, c
     """Chain DETECTOR (patched with a detector recipe: image → boxes, scores, classes, count) into POSE (patched
     with recipes/hrnet_coco_topdown.yaml: image + boxes → keypoints): one model, the image in once, every person's
     box, score and keypoints in image pixels out."""
-    from graphsurgery.chain import chain, verify_chain
+    from graphsurgery.chaining import chain, verify_chain
     from graphsurgery.images import list_images, read_image
 
     result = chain(detector, pose, output, person_class=person_class, force=force)

@@ -182,3 +182,15 @@ def test_count_must_agree_with_the_rows():
     broken["count"][0] = 2
     result = compare_detections(NAMES, broken, detections(PEOPLE), RULES)
     assert not result and "count" in result.summary()
+
+
+def test_a_grid_that_does_not_fit_the_head_is_refused():
+    from graphsurgery.steps.base import StepError
+
+    from stepkit import model_facts
+
+    x = head("yolox", 1, 42, 4, seed=0)
+    with pytest.raises(StepError, match=r"the strides \[8, 16\] make 40 cells on a 64×32 input, the head has 42"):
+        YoloBoxes(format="yolox", strides=(8, 16)).reference({"output": x}, model_facts({"input_size": YOLOX_SIZE}))
+    with pytest.raises(StepError, match="dfl_boxes needs the model's input size"):
+        DflBoxes(bins=8).reference({"output": np.zeros((1, 4 * 8 + 3, 42), np.float32)}, model_facts({}))

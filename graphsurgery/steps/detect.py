@@ -63,6 +63,27 @@ def _to_float(em: Emitter, x: gs.Variable) -> gs.Variable:
     return em.op("Cast", [x], {"to": TensorProto.FLOAT}, dtype=np.float32, shape=x.shape)
 
 
+def anchor_grid(step: str, strides: tuple[int, ...], facts: ModelFacts | None, anchors: int
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Each anchor's cell (x, y) [A, 2] and stride [A, 1], float32, levels finest first and row-major within one:
+    the grid of a head over the model's static input size (yolox, DFL heads)."""
+    if facts is None or facts.input_size is None:
+        raise StepError(f"{step} needs the model's input size, which is not static",
+                        "export the model with a fixed input size")
+    width, height = facts.input_size
+    cells, sizes = [], []
+    for stride in strides:
+        rows, cols = height // stride, width // stride
+        ys, xs = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
+        cells.append(np.stack([xs.ravel(), ys.ravel()], 1))
+        sizes.append(np.full((rows * cols, 1), stride))
+    cells, sizes = np.concatenate(cells), np.concatenate(sizes)
+    if len(cells) != anchors:
+        raise StepError(f"the strides {list(strides)} make {len(cells)} cells on a {width}×{height} input, the head "
+                        f"has {anchors} anchors", "set `strides` to the head's")
+    return cells.astype(np.float32), sizes.astype(np.float32)
+
+
 @register
 class YoloBoxes(OutputStep):
     """Read a YOLO head: candidate boxes (x1, y1, x2, y2 in model-input pixels) and per-class scores.
@@ -107,24 +128,6 @@ class YoloBoxes(OutputStep):
                             f"no class scores", "check `format` (v8 puts the anchors last, v5 and yolox first)")
         return classes, anchors
 
-    def grid(self, facts: ModelFacts | None, anchors: int) -> tuple[np.ndarray, np.ndarray]:
-        """yolox: each anchor's cell (x, y) [A, 2] and stride [A, 1], float32, in the head's order."""
-        if facts is None or facts.input_size is None:
-            raise StepError("yolo_boxes format yolox needs the model's input size, which is not static",
-                            "export the model with a fixed input size")
-        width, height = facts.input_size
-        cells, strides = [], []
-        for stride in self.strides:
-            rows, cols = height // stride, width // stride
-            ys, xs = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
-            cells.append(np.stack([xs.ravel(), ys.ravel()], 1))
-            strides.append(np.full((rows * cols, 1), stride))
-        cells, strides = np.concatenate(cells), np.concatenate(strides)
-        if len(cells) != anchors:
-            raise StepError(f"the strides {list(self.strides)} make {len(cells)} cells on a {width}×{height} input, "
-                            f"the head has {anchors} anchors", "set `strides` to the head's")
-        return cells.astype(np.float32), strides.astype(np.float32)
-
     def build(self, em: Emitter, env: dict[str, gs.Variable], facts: ModelFacts | None = None
               ) -> dict[str, gs.Variable]:
         f32, i64 = np.float32, np.int64
@@ -147,7 +150,7 @@ class YoloBoxes(OutputStep):
         size = em.op("Slice", [centre_size, em.const("start", [2], i64), em.const("end", [4], i64),
                                em.const("axis", [2], i64)], dtype=f32)
         if self.format == "yolox":
-            cells, strides = self.grid(facts, anchors)
+            cells, strides = anchor_grid("yolo_boxes format yolox", self.strides, facts, anchors)
             stride = em.const("stride", strides[None])
             centre = em.op("Mul", [em.op("Add", [centre, em.const("cells", cells[None])], dtype=f32), stride],
                            dtype=f32)
@@ -168,7 +171,7 @@ class YoloBoxes(OutputStep):
             centre_size, scores = head[..., :4], (head[..., 4:5] * head[..., 5:]).transpose(0, 2, 1)
         centre, size = centre_size[..., :2], centre_size[..., 2:]
         if self.format == "yolox":
-            cells, strides = self.grid(facts, anchors)
+            cells, strides = anchor_grid("yolo_boxes format yolox", self.strides, facts, anchors)
             centre, size = (centre + cells) * strides, np.exp(size) * strides
         half = size * np.float32(0.5)
         return {"candidates": np.concatenate([centre - half, centre + half], axis=2),
@@ -221,7 +224,7 @@ class DflBoxes(OutputStep):
 
     def anchors(self, facts: ModelFacts | None, anchors: int) -> tuple[np.ndarray, np.ndarray]:
         """Each anchor's point (x, y) in stride units [A, 2] and its stride [A, 1], float32, in the head's order."""
-        cells, strides = YoloBoxes(format="yolox", strides=self.strides).grid(facts, anchors)
+        cells, strides = anchor_grid("dfl_boxes", self.strides, facts, anchors)
         return cells + np.float32(self.cell_offset), strides
 
     def build(self, em: Emitter, env: dict[str, gs.Variable], facts: ModelFacts | None = None

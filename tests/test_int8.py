@@ -165,3 +165,27 @@ def test_cli_verify_int8_shows_the_measured_pair_without_failing(tiny_pose_model
                                       "--precision", "int8"], terminal_width=200)
     assert result.exit_code == 0, result.output
     assert "int8 against f32" in result.output and "PASS" in result.output
+
+
+def test_max_reverts_bounds_the_accuracy_control(tmp_path):
+    """The zoo's tiny SimpleBaseline quantizes to 20 activations at ~88 % of joints within one cell; a 2 % drop
+    needs most of them reverted (measured: 2 left, 20 s). One round allowed: one group goes back to float, and the
+    rest stays int8."""
+    from examples.zoo.export import export_zoo
+
+    plain = export_zoo(tmp_path / "simplebaseline.onnx", "simplebaseline-tiny", opset=17)
+    model = apply(CROP_RECIPE, plain, tmp_path / "simplebaseline.patched.onnx").output
+    kept = {}
+    for label, options in (("default", []), ("one round", ["--max-drop", "0.02", "--max-reverts", "1"])):
+        result = CliRunner().invoke(cli, ["convert", str(model), "--int8", "--calibration-random", "8", *options,
+                                          "-o", str(tmp_path / f"{label}.xml"), "--json"])
+        assert result.exit_code == 0, result.output
+        kept[label] = json.loads(result.stdout)["quantized_activations"]
+    assert kept["default"] - 3 <= kept["one round"] < kept["default"], kept
+
+
+def test_max_reverts_needs_max_drop(patched, tmp_path):
+    result = CliRunner().invoke(cli, ["convert", str(patched), "--int8", "--calibration-random", "4",
+                                      "--max-reverts", "2", "-o", str(tmp_path / "x.xml")])
+    assert result.exit_code == 2 and "--max-reverts bounds the accuracy control of --max-drop" in result.output
+    assert not (tmp_path / "x.xml").exists()

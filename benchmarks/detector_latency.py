@@ -19,7 +19,6 @@ import argparse
 import json
 import sys
 import tempfile
-import time
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -35,7 +34,7 @@ from graphsurgery.images import read_image  # noqa: E402
 from graphsurgery.machine import machine  # noqa: E402
 from graphsurgery.model import ModelFacts  # noqa: E402
 from graphsurgery.modelio import load_model  # noqa: E402
-from graphsurgery.ratios import paired_ratio, paired_ratio_ci  # noqa: E402
+from graphsurgery.ratios import interleaved, ratio_entry  # noqa: E402
 from graphsurgery.recipe import load_recipe  # noqa: E402
 from graphsurgery.runners import open_runner  # noqa: E402
 
@@ -70,23 +69,14 @@ def main() -> int:
                 calls[f"{backend} · graph · {label}"] = lambda image=image, graph=graph: graph({"image": image[None]})
         for name, call in calls.items():
             counts[name] = int(call()["count"][0])
-        samples = {name: [] for name in calls}
-        order = np.random.default_rng(0)
-        names = list(calls)
-        for index in range(args.rounds + 2):  # two warm-up rounds
-            for pick in order.permutation(len(names)):
-                start = time.perf_counter()
-                calls[names[pick]]()
-                if index >= 2:
-                    samples[names[pick]].append((time.perf_counter() - start) * 1000)
+        samples = interleaved(calls, args.rounds, warmup=2)
     result = {"machine": machine(), "rounds": args.rounds, "threads": args.threads, "model": str(args.model),
               "detections": counts, "median_ms": {name: float(np.median(v)) for name, v in samples.items()},
               "ratios": {}}
     for backend in ("onnxruntime", "openvino"):
         for label in images:
             a, b = samples[f"{backend} · graph · {label}"], samples[f"{backend} · application · {label}"]
-            result["ratios"][f"{backend} · {label} · graph / application"] = {
-                "median": paired_ratio(a, b), "ci95": paired_ratio_ci(a, b)}
+            result["ratios"][f"{backend} · {label} · graph / application"] = ratio_entry(a, b)
     for name, value in result["median_ms"].items():
         print(f"{name:45s} {value:8.2f} ms  ({counts[name]} detections)")
     for name, value in result["ratios"].items():

@@ -15,7 +15,6 @@ import argparse
 import json
 import sys
 import tempfile
-import time
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -31,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 from graphsurgery.api import apply  # noqa: E402
 from graphsurgery.images import read_image  # noqa: E402
 from graphsurgery.machine import machine  # noqa: E402
-from graphsurgery.ratios import paired_ratio, paired_ratio_ci  # noqa: E402
+from graphsurgery.ratios import interleaved, ratio_entry  # noqa: E402
 from graphsurgery.recipe import parse_recipe  # noqa: E402
 from graphsurgery.runners import open_runner  # noqa: E402
 
@@ -83,22 +82,13 @@ def main() -> int:
             for backend in ("onnxruntime", "openvino"):
                 run = stack.enter_context(open_runner(backend, path, threads=args.threads, spin=False))
                 calls[f"{name} · {backend}"] = lambda run=run: run({"x": image[None]})
-        samples = {name: [] for name in calls}
-        order = np.random.default_rng(0)
-        names = list(calls)
-        for index in range(args.rounds + 1):  # one warm-up round
-            for pick in order.permutation(len(names)):
-                start = time.perf_counter()
-                calls[names[pick]]()
-                if index:
-                    samples[names[pick]].append((time.perf_counter() - start) * 1000)
+        samples = interleaved(calls, args.rounds, warmup=1)
     result = {"machine": machine(), "rounds": args.rounds, "threads": args.threads, "image": "4000×3000 → 224×224",
               "median_ms": {name: float(np.median(v)) for name, v in samples.items()}, "ratios": {}}
     for name in MODES:
         for backend in ("onnxruntime", "openvino"):
             a, b = samples[f"{name} · {backend}"], samples[f"{name} · library"]
-            result["ratios"][f"{name} · {backend} / library"] = {"median": paired_ratio(a, b),
-                                                                 "ci95": paired_ratio_ci(a, b)}
+            result["ratios"][f"{name} · {backend} / library"] = ratio_entry(a, b)
     for name, value in result["median_ms"].items():
         print(f"{name:45s} {value:9.1f} ms")
     for name, value in result["ratios"].items():

@@ -19,7 +19,6 @@ import argparse
 import json
 import sys
 import tempfile
-import time
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -32,7 +31,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 import authorskit  # noqa: E402
 from graphsurgery.api import apply  # noqa: E402
 from graphsurgery.machine import machine  # noqa: E402
-from graphsurgery.ratios import paired_ratio, paired_ratio_ci  # noqa: E402
+from graphsurgery.ratios import interleaved, ratio_entry  # noqa: E402
 from graphsurgery.runners import open_runner  # noqa: E402
 
 RECIPE = ROOT / "recipes" / "hrnet_coco_topdown.yaml"
@@ -73,23 +72,14 @@ def main() -> int:
                     for n in (1, 4):
                         calls[f"{backend} · {name} · {n} box"] = (
                             lambda n=n, run=run: run({"image": image[None], "boxes": boxes(n)}))
-            samples = {name: [] for name in calls}
-            order = np.random.default_rng(0)
-            names = list(calls)
-            for index in range(args.rounds + 2):  # two warm-up rounds
-                for pick in order.permutation(len(names)):
-                    start = time.perf_counter()
-                    calls[names[pick]]()
-                    if index >= 2:
-                        samples[names[pick]].append((time.perf_counter() - start) * 1000)
+            samples = interleaved(calls, args.rounds, warmup=2)
     result = {"machine": machine(), "rounds": args.rounds, "threads": args.threads, "model": str(args.model),
               "median_ms": {name: float(np.median(v)) for name, v in samples.items()}, "ratios": {}}
     for backend in ("onnxruntime", "openvino"):
         for n in (1, 4):
             for over, label in (("authors", "graph / authors"), ("graph, no flip", "graph / graph without flip")):
                 a, b = samples[f"{backend} · graph · {n} box"], samples[f"{backend} · {over} · {n} box"]
-                result["ratios"][f"{backend} · {n} box · {label}"] = {"median": paired_ratio(a, b),
-                                                                       "ci95": paired_ratio_ci(a, b)}
+                result["ratios"][f"{backend} · {n} box · {label}"] = ratio_entry(a, b)
     for name, value in result["median_ms"].items():
         print(f"{name:45s} {value:9.1f} ms")
     for name, value in result["ratios"].items():

@@ -120,7 +120,9 @@ def _with_glue(detector: onnx.ModelProto, person_class: int) -> onnx.ModelProto:
     boxes."""
     model = _without_metadata(detector)
     graph = model.graph
-    name = f"{GLUE}/".__add__
+
+    def name(label: str) -> str:
+        return f"{GLUE}/{label}"
 
     def const(label: str, value, dtype) -> str:
         graph.initializer.append(numpy_helper.from_array(np.asarray(value, dtype), name(label)))

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 import numpy as np
 
 
@@ -22,3 +25,23 @@ def timing_stats(ms: np.ndarray) -> dict:
     """Median, 90th percentile and minimum of one pipeline's times, with every sample (for paired ratios)."""
     return {"median": float(np.median(ms)), "p90": float(np.percentile(ms, 90)), "min": float(ms.min()),
             "samples": [round(float(v), 4) for v in ms]}
+
+
+def interleaved(calls: dict[str, Callable[[], object]], rounds: int, warmup: int = 1) -> dict[str, list[float]]:
+    """Milliseconds of each call, `rounds` times: every round runs every call once in a fresh (seeded) random order,
+    after `warmup` untimed rounds, so that paired ratios compare calls made close together."""
+    samples: dict[str, list[float]] = {name: [] for name in calls}
+    names = list(calls)
+    order = np.random.default_rng(0)
+    for index in range(warmup + rounds):
+        for pick in order.permutation(len(names)):
+            start = time.perf_counter()
+            calls[names[pick]]()
+            if index >= warmup:
+                samples[names[pick]].append((time.perf_counter() - start) * 1000)
+    return samples
+
+
+def ratio_entry(numerator, denominator) -> dict:
+    """`paired_ratio` and its 95 % interval, as the benchmark scripts record them."""
+    return {"median": paired_ratio(numerator, denominator), "ci95": paired_ratio_ci(numerator, denominator)}

@@ -219,14 +219,15 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
             report.notes.append(f"the plain model's other input(s) {shown} got deterministic random values "
                                 f"(seed {seed}), the same on both sides")
         report.resize_vs_opencv = resize_vs_opencv_report(steps, samples.groups[0][0][0], tensor.layout)
-        unpatched, decoded, runs, ran = {}, {}, {}, {}
+        unpatched, decoded, answers, ran = {}, {}, {}, {}
         for backend in backends:
             unpatched[backend], decoded[backend] = _run_unpatched(recipe, facts, backend, plain.path, input_name,
                                                                   other, samples, batch)
-            runs[backend], ran[backend] = _run_patched(backend, patched_path,
-                                                       precision if backend == "openvino" else "f32",
-                                                       image_input.name, other, samples, batch)
-        own_decode = _own_decode(recipe, facts, patched_path, image_input.name, other, samples, batch) if int8 else None
+            answers[backend], ran[backend] = _run_patched(backend, patched_path,
+                                                          precision if backend == "openvino" else "f32",
+                                                          image_input.name, other, samples, batch)
+        own_decode = _own_decode(recipe, facts, answers["openvino"], samples, batch) if int8 else None
+    runs = {backend: _concat(parts) for backend, parts in answers.items()}
     raw = {backend: np.concatenate([output for output, _ in parts]) for backend, parts in decoded.items()}
     grids = heatmap_grid(recipe, facts, decoded[backends[0]], wanted)
     if any(c.kind == "coordinates" for c in wanted.values()) and not grids:
@@ -303,13 +304,14 @@ def _run_unpatched(recipe: Recipe, facts: ModelFacts, backend: str, plain: Path,
 
 
 def _run_patched(backend: str, patched: Path, precision: str, input_name: str, other: dict[str, np.ndarray],
-                 samples: Samples, batch: int) -> tuple[dict[str, np.ndarray], str]:
-    """The patched model's answers, and the precision the backend really computed in."""
+                 samples: Samples, batch: int) -> tuple[list[dict[str, np.ndarray]], str]:
+    """The patched model's answers, batch after batch (`chunks`), and the precision the backend really computed
+    in."""
     outputs = []
     with open_runner(backend, patched, precision=precision) as run:
         for x, extras in chunks(samples, batch):
             outputs.append(run({input_name: x, **other, **extras}))
-    return _concat(outputs), run.precision
+    return outputs, run.precision
 
 
 def _int8_backends(backends: list[str], patched: str | Path | None) -> list[str]:
@@ -336,19 +338,16 @@ def _build_int8(patched_onnx: Path, seed: int) -> Path:
     return out
 
 
-def _own_decode(recipe: Recipe, facts: ModelFacts, patched: Path, input_name: str, other: dict[str, np.ndarray],
-                samples: Samples, batch: int) -> tuple[dict, dict, np.ndarray] | None:
-    """The int8 model's answers, the numpy twins' decode of its own network output (which it keeps as an output),
-    and that output as the decoding steps read it; None when it keeps none."""
-    answers, decodes, raws = [], [], []
-    with open_runner("openvino", patched) as run:
-        for x, extras in chunks(samples, batch):
-            outputs = run({input_name: x, **other, **extras})
-            if not all(name in outputs for name in (facts.targets or (facts.output_name,))):
-                return None
-            answers.append(outputs)
-            decodes.append(unpatched_outputs(recipe, facts, outputs, extras, x.shape))
-            raws.append(decoded_output(recipe, outputs[facts.output_name], facts, extras))
+def _own_decode(recipe: Recipe, facts: ModelFacts, answers: list[dict[str, np.ndarray]], samples: Samples,
+                batch: int) -> tuple[dict, dict, np.ndarray] | None:
+    """From the int8 model's answers, batch after batch (`_run_patched`): the numpy twins' decode of its own network
+    output (which it keeps as an output), and that output as the decoding steps read it; None when it keeps none."""
+    if not all(name in answers[0] for name in (facts.targets or (facts.output_name,))):
+        return None
+    decodes, raws = [], []
+    for outputs, (x, extras) in zip(answers, chunks(samples, batch)):
+        decodes.append(unpatched_outputs(recipe, facts, outputs, extras, x.shape))
+        raws.append(decoded_output(recipe, outputs[facts.output_name], facts, extras))
     return _concat(answers), _concat(decodes), np.concatenate(raws)
 
 

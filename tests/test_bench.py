@@ -10,7 +10,7 @@ from PIL import Image
 
 from graphsurgery.benchmark import REFERENCE, TARGETS, precision_notes
 from graphsurgery.cli import cli
-from graphsurgery.ratios import paired_ratio
+from graphsurgery.ratios import interleaved, paired_ratio
 
 from conftest import RECIPES
 
@@ -175,3 +175,13 @@ def test_int8_is_timed_beside_f32_with_its_price(tiny_pose_models, tmp_path):
     assert report["int8"]["calibration"] == "4 random crops (seed 0)"
     assert set(report["int8"]["vs_f32"]["keypoints"]) == {"mean_distance", "within_one_cell", "cell_pixels"}
     assert "keypoints vs f32: mean distance" in result.output
+
+
+def test_interleaved_times_every_call_each_round_after_the_warm_up():
+    seen = []
+    calls = {name: (lambda name=name: seen.append(name)) for name in "abc"}
+    samples = interleaved(calls, rounds=4, warmup=2)
+    assert {name: len(ms) for name, ms in samples.items()} == {"a": 4, "b": 4, "c": 4}
+    assert sorted(seen) == sorted("abc" * 6)  # warm-up rounds run too, untimed
+    assert len({tuple(seen[i:i + 3]) for i in range(0, 18, 3)}) > 1  # the order changes from round to round
+    assert all(ms >= 0 for values in samples.values() for ms in values)

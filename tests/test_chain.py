@@ -119,3 +119,13 @@ def test_run_takes_the_chained_model_whole_images_alone(patched, tmp_path):
     refused = CliRunner().invoke(cli, ["run", str(chained), str(IMAGES), "-o", str(tmp_path / "again"), "--boxes",
                                        str(tmp_path / "out" / "keypoints.json")])
     assert refused.exit_code == 2 and "finds the people itself" in refused.output
+
+
+def test_models_of_two_opsets_are_refused(patched, tmp_path):
+    from modelkit import pose_model
+
+    older = apply(ROOT / "recipes" / "hrnet_coco_topdown.yaml", pose_model(tmp_path / "pose13.onnx", opset=13),
+                  tmp_path / "pose13.patched.onnx").output
+    with pytest.raises(GraphsurgeryError, match="the detector has opset 17 and the pose model 13"):
+        chain(patched["detector"], older, tmp_path / "x.onnx")
+    assert not (tmp_path / "x.onnx").exists()

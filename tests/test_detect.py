@@ -194,3 +194,12 @@ def test_a_grid_that_does_not_fit_the_head_is_refused():
         YoloBoxes(format="yolox", strides=(8, 16)).reference({"output": x}, model_facts({"input_size": YOLOX_SIZE}))
     with pytest.raises(StepError, match="dfl_boxes needs the model's input size"):
         DflBoxes(bins=8).reference({"output": np.zeros((1, 4 * 8 + 3, 42), np.float32)}, model_facts({}))
+
+
+@pytest.mark.parametrize("step", ["yolo_boxes: {format: yolox, strides: [8, 0]}", "dfl_boxes: {strides: [2048]}"])
+def test_strides_out_of_range_are_refused_in_the_recipe(step):
+    from graphsurgery.errors import RecipeError
+    from graphsurgery.recipe import parse_recipe
+
+    with pytest.raises(RecipeError, match="strides"):
+        parse_recipe(f"version: 1\nname: strides\noutput:\n  steps:\n    - {step}\n")

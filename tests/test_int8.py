@@ -189,3 +189,14 @@ def test_max_reverts_needs_max_drop(patched, tmp_path):
                                       "--max-reverts", "2", "-o", str(tmp_path / "x.xml")])
     assert result.exit_code == 2 and "--max-reverts bounds the accuracy control of --max-drop" in result.output
     assert not (tmp_path / "x.xml").exists()
+
+
+def test_verify_int8_fails_when_the_model_keeps_no_network_output(tiny_pose_models, tmp_path):
+    """Without its heatmaps the int8 model's decode cannot be checked: a failure that says why, not a pass."""
+    from graphsurgery.verification import verify
+
+    recipe = tmp_path / "no_heatmaps.yaml"
+    recipe.write_text(CROP_RECIPE.read_text().replace("keep_original: true", "keep_original: false"))
+    report = verify(recipe, tiny_pose_models[(17, False)], random=2, precision="int8")
+    assert not report
+    assert any("keeps no network output" in line for line in report.failures())

@@ -78,6 +78,8 @@ def from_annotation(annotation) -> st.SearchStrategy:
         plain = SHORT_TEXT
     elif annotation is type(None):
         plain = st.none()
+    elif origin is typing.Annotated:  # a constrained type (e.g. detect's strides): the values of its base type
+        plain = from_annotation(args[0])
     elif origin is typing.Literal:
         plain = st.sampled_from(args)
     elif origin in (typing.Union, types.UnionType):

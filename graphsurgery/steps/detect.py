@@ -15,12 +15,12 @@ detections as sets.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, ClassVar, Literal
 
 import numpy as np
 import onnx_graphsurgeon as gs
 from onnx import TensorProto
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from graphsurgery.emit import Emitter
 from graphsurgery.registry import register
@@ -31,6 +31,8 @@ if TYPE_CHECKING:  # model.py imports the recipe, which imports the steps
     from graphsurgery.model import ModelFacts
 
 CANDIDATES = Comparison("float", rtol=1e-5, atol=1e-4)
+#: a head's strides, finest first: each between 1 and 1024 pixels
+Strides = tuple[Annotated[int, Field(ge=1, le=1024)], ...]
 
 
 @dataclass(frozen=True)
@@ -101,15 +103,9 @@ class YoloBoxes(OutputStep):
     step_name: ClassVar[str] = "yolo_boxes"
     min_opset: ClassVar[int] = 11
     format: Literal["v8", "v5", "yolox"] = Field(default="v8", description="the head's layout (v8, v5, yolox)")
-    strides: tuple[int, ...] = Field(default=(8, 16, 32), min_length=1, max_length=8,
+    strides: Strides = Field(default=(8, 16, 32), min_length=1, max_length=8,
                                      description="yolox: the strides of the head's levels, finest first")
 
-    @field_validator("strides")
-    @classmethod
-    def _positive(cls, strides: tuple[int, ...]) -> tuple[int, ...]:
-        if not all(1 <= s <= 1024 for s in strides):
-            raise ValueError("strides must be between 1 and 1024")
-        return strides
 
     def writes(self) -> dict[str, Comparison]:
         return {"candidates": CANDIDATES, "class_scores": CANDIDATES}
@@ -200,17 +196,11 @@ class DflBoxes(OutputStep):
     step_name: ClassVar[str] = "dfl_boxes"
     min_opset: ClassVar[int] = 11
     bins: int = Field(default=16, ge=2, le=256, description="bins per box side (YOLOv8 16; PicoDet reg_max + 1 = 8)")
-    strides: tuple[int, ...] = Field(default=(8, 16, 32), min_length=1, max_length=8,
+    strides: Strides = Field(default=(8, 16, 32), min_length=1, max_length=8,
                                      description="the strides of the head's levels, finest first")
     cell_offset: float = Field(default=0.5, ge=0.0, le=1.0, description="anchor point within its cell")
     scores: Literal["sigmoid", "none"] = Field(default="sigmoid", description="what the class logits need")
 
-    @field_validator("strides")
-    @classmethod
-    def _positive(cls, strides: tuple[int, ...]) -> tuple[int, ...]:
-        if not all(1 <= s <= 1024 for s in strides):
-            raise ValueError("strides must be between 1 and 1024")
-        return strides
 
     def writes(self) -> dict[str, Comparison]:
         return {"candidates": CANDIDATES, "class_scores": CANDIDATES}

@@ -4,7 +4,7 @@
 
 A uint8 RGB 4000×3000 image (examples/images/astronaut.jpg enlarged with INTER_CUBIC) shrunk to 224×224 by a model
 that is only `cast` + `resize` (the patched identity model), per mode: antialiased bilinear (PIL BILINEAR),
-Lanczos with clamp (PIL LANCZOS), area (cv2.INTER_AREA), and for scale the plain bilinear Resize op
+Lanczos with clamp and round (PIL LANCZOS), area (cv2.INTER_AREA), and for scale the plain bilinear Resize op
 (cv2.INTER_LINEAR, no antialiasing). Every round runs every pipeline once in a fresh random order; the ratios are
 medians of per-round ratios (`graphsurgery.ratios`).
 """
@@ -38,7 +38,7 @@ SIZE = (224, 224)
 MODES = {  # name: (resize parameters, the library call)
     "antialiased bilinear": ("{interpolation: linear, antialias: true}",
                              lambda image: Image.fromarray(image).resize(SIZE[::-1], Image.BILINEAR)),
-    "lanczos": ("{interpolation: lanczos, clamp: [0, 255]}",
+    "lanczos": ("{interpolation: lanczos, clamp: [0, 255], round: true}",
                 lambda image: Image.fromarray(image).resize(SIZE[::-1], Image.LANCZOS)),
     "area": ("{interpolation: area}", lambda image: cv2.resize(image, SIZE[::-1], interpolation=cv2.INTER_AREA)),
     "bilinear (Resize op)": ("{interpolation: linear}",

@@ -62,6 +62,21 @@ class Emitter:
         )
         return outputs[0] if num_outputs == 1 else outputs
 
+    def branch(self, condition: Tensor, then_build, else_build, *, dtype, rank: int) -> gs.Variable:
+        """An `If` on a scalar bool: each build gets an emitter writing into its own branch graph (which may read
+        any tensor computed before) and returns the branch's result, of `dtype` and `rank`. Only the chosen branch
+        runs, so a choice made from the input's sizes costs nothing on the other path."""
+        branches = []
+        for name, build in (("then", then_build), ("else", else_build)):
+            graph = gs.Graph(opset=self.graph.opset)
+            result = build(Emitter(graph, self.opset, self.unique(name), self._taken))
+            if result.shape is None:  # a branch output must declare its type in full (rank, dims may be unknown)
+                result.shape = [None] * rank
+            graph.outputs = [result]
+            branches.append(graph)
+        return self.op("If", [condition], {"then_branch": branches[0], "else_branch": branches[1]}, dtype=dtype,
+                       shape=[None] * rank)
+
     # --- opset-dependent forms -------------------------------------------------------------------------------
 
     def _reduce(self, op_type: str, axes_input_from: int, x: Tensor, axes: Sequence[int], keepdims: bool,

@@ -101,7 +101,7 @@ class VerifyReport:
     sizes: list[tuple[int, int]] = field(default_factory=list)  # (W, H) of the caller's samples
     pairs: list[PairReport] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    resize_vs_opencv: list[dict] = field(default_factory=list)  # informational: not part of the verdict
+    vs_library: list[dict] = field(default_factory=list)  # informational: not part of the verdict
 
     def __bool__(self) -> bool:
         decisive = [pair for pair in self.pairs if not pair.informational]
@@ -118,7 +118,7 @@ class VerifyReport:
                 "inputs": self.inputs, "samples": self.samples,
                 "sizes": [{"width": w, "height": h} for w, h in self.sizes], "backends": self.backends,
                 "precision": self.precision, "notes": self.notes, "pairs": [p.to_dict() for p in self.pairs],
-                "informational": {"resize_vs_opencv": self.resize_vs_opencv}}
+                "informational": {"vs_library": self.vs_library}}
 
 
 def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str | Path | None = None,
@@ -218,7 +218,7 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
             shown = ", ".join(f"{name!r} {list(value.shape)} {value.dtype}" for name, value in other.items())
             report.notes.append(f"the plain model's other input(s) {shown} got deterministic random values "
                                 f"(seed {seed}), the same on both sides")
-        report.resize_vs_opencv = resize_vs_opencv_report(steps, samples.groups[0][0][0], tensor.layout)
+        report.vs_library = library_report(steps, samples.groups[0][0][0], tensor.layout)
         unpatched, decoded, answers, ran = {}, {}, {}, {}
         for backend in backends:
             unpatched[backend], decoded[backend] = _run_unpatched(recipe, facts, backend, plain.path, input_name,
@@ -470,7 +470,7 @@ def _probe_cells(shape: tuple[int, ...], geometry: np.ndarray | None, input_size
     return (low, high) if (high - low >= 2).all() else (np.zeros(2, np.int64), corner)
 
 
-def resize_vs_opencv_report(steps: Sequence[InputStep], sample: np.ndarray, layout: str) -> list[dict]:
+def library_report(steps: Sequence[InputStep], sample: np.ndarray, layout: str) -> list[dict]:
     """Informational, not part of the verdict: how far each step is from the library call a user's pipeline would
     make (resize: `cv2.resize` with the closest settings), on one caller sample (no batch), in the caller's units
     (0–255 for uint8), so a user knows what changed against an OpenCV pipeline."""

@@ -141,6 +141,30 @@ def test_filtered_modes_are_the_twin_on_every_runtime(params, layout, backend, f
     assert max(run_both(params, backend, folder, layout=layout, opset=11)) <= 1e-5
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_rounded_passes_are_the_twin_but_where_a_sum_lands_on_a_half(layout, backend, folder):
+    """PIL's uint8 passes (clip, round) on integer images: the graph equals the twin, both pass orders (31×17 runs
+    the rows first, the others the columns), except where a float32 sum falls within rounding error of a half and
+    the two round apart: a level at a handful of values."""
+    params = {"interpolation": "lanczos", "clamp": "[0, 255]", "round": "true"}
+    plain, patched = _spliced(tuple(params.items()), layout, 11, folder)
+    recipe = resize_recipe(params, layout)
+    facts = ModelFacts.of(onnx.load(str(plain)), recipe)
+    step = recipe.input.steps[0]
+    assert [step.rows_first(hw, TARGET) for hw in CALLER_SIZES] == [True, False, False, False, False]
+    rng = np.random.default_rng(1)
+    apart = total = 0
+    with open_runner(backend, patched) as run:
+        for h, w in CALLER_SIZES:
+            x = rng.integers(0, 256, (2, 3, h, w) if layout == "NCHW" else (2, h, w, 3)).astype(np.float32)
+            got, want = run({"x": x})["y"], preprocess(recipe, x, facts)
+            assert np.array_equal(got, np.round(got)) and got.min() >= 0 and got.max() <= 255
+            assert np.abs(got - want).max() <= 1.0
+            apart, total = apart + int((got != want).sum()), total + got.size
+    assert apart <= total * 1e-3, (apart, total)
+
+
 def test_openvino_ignores_resizes_own_antialias(tmp_path):
     """Why the filtered modes do not use Resize's `antialias` (opset 18): OpenVINO 2026.4 drops it and resizes as
     without it. When this fails, OpenVINO has learned antialiasing: the plain Resize could be used again."""
@@ -217,19 +241,35 @@ def test_opencv_distance_reports_the_closest_flag():
     image = rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)
     as_float = image.astype(np.float32)
     linear = resize_vs_opencv(Resize(size=TARGET), as_float)
-    assert linear["interpolation"] == "INTER_LINEAR" and linear["max_abs_diff"] < 1e-3  # same formula, float
+    assert linear["equivalent"] == "INTER_LINEAR" and linear["max_abs_diff"] < 1e-3  # same formula, float
     assert resize_vs_opencv(Resize(size=TARGET, interpolation="cubic"), as_float)["max_abs_diff"] < 2e-3
     nearest = Resize(size=TARGET, interpolation="nearest", coordinate_transformation_mode="asymmetric",
                      nearest_mode="floor")
-    assert resize_vs_opencv(nearest, image) | {"opencv": None} == {
-        "opencv": None, "interpolation": "INTER_NEAREST", "image_dtype": "uint8", "max_abs_diff": 0.0,
+    assert resize_vs_opencv(nearest, image) | {"library_call": None} == {
+        "library_call": None, "equivalent": "INTER_NEAREST", "image_dtype": "uint8", "max_abs_diff": 0.0,
         "mean_abs_diff": 0.0}
     rounded = resize_vs_opencv(Resize(size=TARGET), image)  # OpenCV rounds uint8 results, the graph does not
     assert 0.0 < rounded["max_abs_diff"] <= 1.0
     triangle = resize_vs_opencv(Resize(size=TARGET, antialias=True), image)
-    assert triangle["interpolation"] == "INTER_AREA" and triangle["max_abs_diff"] > 1.0  # different filters
+    assert triangle["equivalent"] == "INTER_AREA" and triangle["max_abs_diff"] > 1.0  # different filters
     area = resize_vs_opencv(Resize(size=TARGET, interpolation="area"), image)
-    assert area["interpolation"] == "INTER_AREA" and 0 < area["max_abs_diff"] <= 1.0  # the same, OpenCV rounds
+    assert area["equivalent"] == "INTER_AREA" and 0 < area["max_abs_diff"] <= 1.0  # the same, OpenCV rounds
+
+
+def test_modes_that_imitate_pil_are_compared_with_pil():
+    """verify's informational table: lanczos and the antialiased modes against PIL's Image.resize on uint8 images
+    (as PIL, within a level once the passes are clipped and rounded), the others and float images against OpenCV."""
+    image = (np.random.default_rng(2).random((150, 40, 3)) > 0.5).astype(np.uint8) * 255  # hard edges; 126 rows go
+    pil_like = Resize(size=TARGET, interpolation="lanczos", clamp=(0, 255), round=True)
+    assert pil_like.rows_first((150, 40), TARGET)  # PIL runs the rows first
+    compared = pil_like.against_library(image)
+    assert compared["equivalent"] == "PIL LANCZOS" and compared["max_abs_diff"] <= 1.0
+    assert compared["library_call"] == "PIL.Image.fromarray(image).resize((20, 24), Image.Resampling.LANCZOS)"
+    float_passes = Resize(size=TARGET, interpolation="lanczos").against_library(image)  # overshoot kept
+    assert float_passes["equivalent"] == "PIL LANCZOS" and float_passes["max_abs_diff"] > 1.0
+    assert Resize(size=TARGET, antialias=True).against_library(image)["equivalent"] == "PIL BILINEAR"
+    assert Resize(size=TARGET, antialias=True).against_library(image.astype(np.float32))["equivalent"] == "INTER_AREA"
+    assert Resize(size=TARGET).against_library(image)["equivalent"] == "INTER_LINEAR"
 
 
 # --- errors --------------------------------------------------------------------------------------------------
@@ -242,7 +282,8 @@ def test_opencv_distance_reports_the_closest_flag():
     ({"interpolation": "nearest", "antialias": "true"}, "antialias applies only with interpolation linear or cubic"),
     ({"size": [0, 10]}, "between 1 and 65536"),
     ({"coordinate_transformation_mode": "tf_crop_and_resize"}, "coordinate_transformation_mode"),
-    ({"clamp": [0, 255]}, "clamp clips the passes of the filtered modes"),
+    ({"clamp": [0, 255]}, "clamp acts on the passes of the filtered modes"),
+    ({"round": "true"}, "round acts on the passes of the filtered modes"),
     ({"interpolation": "lanczos", "clamp": [255, 0]}, "low < high"),
     ({"antialias": "true", "coordinate_transformation_mode": "align_corners"}, "goes with coordinate_transformation"),
     ({"interpolation": "area", "coordinate_transformation_mode": "asymmetric"},

@@ -283,7 +283,7 @@ def test_verify_passes_the_topdown_model_on_random_images_and_boxes(topdown_mode
     assert report, report.failures()
     assert report.unit == "images" and len(report.sizes) == 4
     assert "random person boxes" in report.inputs
-    entry = report.resize_vs_opencv[0]
+    entry = report.vs_library[0]
     assert entry["step"] == "input.steps[2].crop_boxes" and entry["max_abs_diff"] <= 1
 
 

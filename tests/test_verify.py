@@ -157,7 +157,7 @@ def test_cli_pass_writes_a_json_report(tiny_pose_models, tmp_path):
     assert data["passed"] is True and data["samples"] == 2 and len(data["pairs"]) == 3
     assert data["pairs"][0]["outputs"][0]["output"] == "keypoints"
     # no resize: crops at the model's size, and nothing to compare with OpenCV
-    assert data["sizes"] == [{"width": 192, "height": 256}] and data["informational"] == {"resize_vs_opencv": []}
+    assert data["sizes"] == [{"width": 192, "height": 256}] and data["informational"] == {"vs_library": []}
     assert "(2 crops)" in result.output and "OpenCV" not in result.output
 
 

@@ -71,10 +71,10 @@ def test_random_images_come_in_several_sizes(resnet):
     assert "4 random images of 4 sizes" in report.inputs
     indices = next(r for r in report.pairs[0].results if r.output == "indices")
     assert indices.positions == 4 * 5 and indices.mismatches == 0
-    [entry] = report.resize_vs_opencv
+    [entry] = report.vs_library
     width, height = RESIZE_SIZES[0]
     assert entry["step"] == "input.steps[2].resize" and entry["image"] == {"width": width, "height": height}
-    assert entry["interpolation"] == "INTER_LINEAR" and entry["image_dtype"] == "uint8"
+    assert entry["equivalent"] == "INTER_LINEAR" and entry["image_dtype"] == "uint8"
     assert 0 < entry["mean_abs_diff"] < entry["max_abs_diff"] < 2  # OpenCV's uint8 rounding and fixed point
 
 
@@ -82,9 +82,9 @@ def test_photos_are_fed_whole_at_their_own_sizes(resnet, photos):
     report = verify(CLASSIFIER, resnet, images=photos, backends=BOTH)
     assert report, report.failures()
     assert report.samples == 2 and report.sizes == [(512, 512), (301, 187)] and "whole images" in report.inputs
-    [entry] = report.resize_vs_opencv
+    [entry] = report.vs_library
     assert entry["image"] == {"width": 512, "height": 512}
-    assert entry["opencv"] == "cv2.resize(image, (256, 256), interpolation=cv2.INTER_LINEAR)"
+    assert entry["library_call"] == "cv2.resize(image, (256, 256), interpolation=cv2.INTER_LINEAR)"
     astronaut_rgb = np.ascontiguousarray(read_image(PHOTO)[..., ::-1])
     assert (entry["max_abs_diff"], entry["mean_abs_diff"]) == pytest.approx(expected_vs_opencv(astronaut_rgb))
 
@@ -115,12 +115,12 @@ def test_cli_reports_the_resize_against_opencv_as_informational(resnet, tmp_path
                                       "onnxruntime", "--json", str(out)])
     assert result.exit_code == 0, result.output
     text = " ".join(result.output.split())  # rich wraps at the terminal's width
-    assert "input steps vs OpenCV (informational, not part of the verdict" in text
+    assert "input steps vs the library they imitate (informational, not part of the verdict" in text
     assert "INTER_LINEAR" in text and "(4 images)" in text
     data = json.loads(out.read_text())
     assert data["sizes"] == [{"width": w, "height": h} for w, h in RESIZE_SIZES]
-    [entry] = data["informational"]["resize_vs_opencv"]
-    assert entry["interpolation"] == "INTER_LINEAR" and entry["max_abs_diff"] >= entry["mean_abs_diff"] > 0
+    [entry] = data["informational"]["vs_library"]
+    assert entry["equivalent"] == "INTER_LINEAR" and entry["max_abs_diff"] >= entry["mean_abs_diff"] > 0
 
 
 def test_boxes_are_refused_when_the_recipe_resizes(resnet, photos, tmp_path):

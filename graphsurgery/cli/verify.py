@@ -114,10 +114,10 @@ def verify_command(recipe: Path, plain: Path, patched: Path | None, images: Path
                         f"got {_point(detail.actual)} ({detail.distance:.4g} apart{gap}): {kind}"
                     )
                 )
-    if report.resize_vs_opencv:
-        console.print(_opencv_table(report.resize_vs_opencv))
-        for entry in report.resize_vs_opencv:
-            console.print(f"  {entry['step']} ≈ {entry['opencv']}; |Δ| in the caller's units", highlight=False)
+    if report.vs_library:
+        console.print(_library_table(report.vs_library))
+        for entry in report.vs_library:
+            console.print(f"  {entry['step']} ≈ {entry['library_call']}; |Δ| in the caller's units", highlight=False)
     for note in report.notes:
         console.print(Text.assemble(("note:", "yellow"), " ", shown(note)))
     if report and any(pair.informational for pair in report.pairs):
@@ -215,14 +215,15 @@ def _tolerance(text: str) -> tuple[str, tuple[float, float]]:
     return name, (numbers[0], numbers[1] if len(numbers) == 2 else 0.0)
 
 
-def _opencv_table(entries: list[dict]) -> Table:
-    """The geometry steps against the closest OpenCV call (`cv2.resize`, `cv2.warpAffine`): what changed against an
-    OpenCV pipeline."""
-    table = Table("step", "caller image", "OpenCV equivalent", "max |Δ|", "mean |Δ|",
-                  title="input steps vs OpenCV (informational, not part of the verdict)", title_justify="left")
+def _library_table(entries: list[dict]) -> Table:
+    """The geometry steps against the library call they imitate (`cv2.resize`, PIL's `Image.resize`,
+    `cv2.warpAffine`): what changed against a pipeline written with that library."""
+    table = Table("step", "caller image", "library equivalent", "max |Δ|", "mean |Δ|",
+                  title="input steps vs the library they imitate (informational, not part of the verdict)",
+                  title_justify="left")
     for entry in entries:
         image = f"{entry['image']['width']}×{entry['image']['height']} {entry['image_dtype']}"
-        table.add_row(entry["step"], image, entry["interpolation"], f"{entry['max_abs_diff']:.4g}",
+        table.add_row(entry["step"], image, entry["equivalent"], f"{entry['max_abs_diff']:.4g}",
                       f"{entry['mean_abs_diff']:.4g}")
     return table
 

@@ -68,9 +68,13 @@ class Resize(SizedStep):
       scale when shrinking, taps past the edges left out, each output renormalised;
     - `area`: OpenCV's INTER_AREA (the share of each source pixel; its own two-tap blend when a side grows);
     - `lanczos`: PIL's LANCZOS (Lanczos-3, antialiased).
-    `clamp: [0, 255]` clips each pass (columns, then rows) as PIL's 8-bit resampling does: with it, cubic and
-    lanczos land within ~1 level of PIL on photos (without it, overshoot at hard edges is kept, as a float
-    pipeline keeps it). These cost two dense MatMuls (BENCHMARKS.md measures a 4000×3000 photo).
+    These cost two dense MatMuls (BENCHMARKS.md measures a 4000×3000 photo). PIL resamples uint8 images in two
+    passes, each clipped to 0–255 and rounded: `clamp: [0, 255]` clips each pass and `round: true` rounds it (half
+    to even); with either, the passes run in Pillow 13's order (the rows first when the height shrinks by more than
+    twice as many pixels as the width, else the columns), chosen in the graph from the image's size. With both,
+    antialiased bilinear/bicubic and lanczos give PIL's uint8 result within 1 level; without them, overshoot at
+    hard edges is kept, as a float pipeline keeps it. A rounded pass can land a level away from the numpy twin
+    where its float32 sum falls within rounding error of a half (a few pixels per image).
     `fit` says what happens to the aspect ratio:
     - stretch (default): each side to the model's size; the aspect ratio is not kept.
     - crop: scale, keeping the aspect ratio, so the image covers floor(H / crop_fraction) × floor(W /
@@ -105,6 +109,8 @@ class Resize(SizedStep):
     side_rounding: SideRounding = Field(default="floor", description="rounding of the aspect-kept side")
     clamp: tuple[float, float] | None = Field(default=None, description="filtered modes: clip each pass to [low, "
                                               "high], as PIL's 8-bit resampling does ([0, 255])")
+    round: bool = Field(default=False, description="filtered modes: round each pass half to even, as PIL's 8-bit "
+                        "resampling stores it")
 
     @model_validator(mode="after")
     def _meaningful(self):
@@ -112,8 +118,9 @@ class Resize(SizedStep):
             if name in self.model_fields_set and getattr(self, setting) not in allowed:
                 raise ValueError(f"{name} applies only with {setting} {' or '.join(allowed)}, "
                                  f"not {getattr(self, setting)}")
-        if self.clamp is not None and not self.filtered:
-            raise ValueError("clamp clips the passes of the filtered modes (antialias, area, lanczos)")
+        for name in ("clamp", "round"):
+            if name in self.model_fields_set and getattr(self, name) and not self.filtered:
+                raise ValueError(f"{name} acts on the passes of the filtered modes (antialias, area, lanczos)")
         if self.clamp is not None and not self.clamp[0] < self.clamp[1]:
             raise ValueError("clamp is [low, high] with low < high")
         if self.antialias and self.coordinate_transformation_mode != "half_pixel":
@@ -126,7 +133,16 @@ class Resize(SizedStep):
         """Resampled with a kernel stretched over the source pixels (PIL's resampling): area, lanczos, antialias."""
         return self.antialias or self.interpolation in ("area", "lanczos")
 
+    def rows_first(self, hw: tuple[int, int], resized_hw: tuple[int, int]) -> bool:
+        """Whether the filtered passes run the rows first: only where the order shows (passes clipped or rounded,
+        as PIL's are) and Pillow 13 would (the height shrinks by more than twice as many pixels as the width)."""
+        (h, w), (new_h, new_w) = hw, resized_hw
+        pil_like = (self.clamp is not None or self.round) and self.interpolation != "area"
+        return pil_like and h - new_h > 0 and h - new_h > 2 * (w - new_w)
+
     def against_library(self, image: np.ndarray) -> dict | None:
+        if pil_equivalent(self) is not None and image.dtype == np.uint8:
+            return resize_vs_pil(self, image)
         return resize_vs_opencv(self, image)
 
     # --- the contract ------------------------------------------------------------------------------------------
@@ -170,12 +186,14 @@ class Resize(SizedStep):
         hw = (x.shape[axes[0]], x.shape[axes[1]])
         resized_hw = self.resized_hw(*hw)
         y = x.astype(np.float64)
-        if self.filtered:  # PIL's order: columns, then rows, each pass clipped to `clamp`
+        if self.filtered:  # two passes, the columns first unless PIL would run the rows first
             shrinks = all(new <= old for new, old in zip(resized_hw, hw))
-            for axis, length in reversed(list(zip(axes, resized_hw))):
+            passes = list(zip(axes, resized_hw))
+            for axis, length in passes if self.rows_first(hw, resized_hw) else reversed(passes):
                 weights = filter_weights(self.interpolation, self.cubic_coeff_a, y.shape[axis], length, shrinks)
                 y = np.moveaxis(np.tensordot(weights, y, axes=([1], [axis])), 0, axis)
                 y = y if self.clamp is None else np.clip(y, *self.clamp)
+                y = np.round(y) if self.round else y
         else:
             for axis, length in zip(axes, resized_hw):
                 y = self._resample(y, axis, length)
@@ -269,10 +287,11 @@ class Resize(SizedStep):
     def _filter(self, em: Emitter, x: gs.Variable, shape: gs.Variable, hw: gs.Variable, resized_hw: gs.Variable,
                 spec: TensorSpec) -> gs.Variable:
         """PIL's separable resampling as two MatMuls with weight matrices computed in the graph from the sizes: the
-        columns first (a [w', W] matrix), then the rows ([h', H]), each pass clipped to `clamp` when given, as PIL
-        does. Dense matrices waste multiplications on zeros (the kernel covers a few source pixels per output), but
-        MatMul is what every runtime runs fastest."""
-        f32, i64 = np.float32, np.int64
+        columns (a [w', W] matrix) and the rows ([h', H]), each pass clipped to `clamp` and rounded when asked, as
+        PIL does; where that makes the order show, an If picks it from the sizes as `rows_first` does. Dense
+        matrices waste multiplications on zeros (the kernel covers a few source pixels per output), but MatMul is
+        what every runtime runs fastest."""
+        i64 = np.int64
 
         def pick(values: gs.Variable, index: int) -> gs.Variable:
             return em.op("Gather", [values, em.const("index", index, i64)], {"axis": 0}, dtype=i64, shape=[])
@@ -287,32 +306,27 @@ class Resize(SizedStep):
             shrinks = em.op("Not", [any_grows], dtype=np.bool_)
         rows = self._weights(em, pick(hw, 0), pick(resized_hw, 0), shrinks)             # [h', H]
         columns = self._weights(em, pick(hw, 1), pick(resized_hw, 1), shrinks)          # [w', W]
-        if spec.layout == "NCHW":  # [N, C, H, W]: x @ columnsᵀ, then rows @ x
-            y = self._clamp(em, em.op("MatMul", [x, em.op("Transpose", [columns], {"perm": [1, 0]}, dtype=f32)],
-                                      dtype=f32))
-            return self._clamp(em, em.op("MatMul", [rows, y], dtype=f32))
-        # [N, H, W, C] as [N, H, C, W], so the columns are one large MatMul (a [w', W] against each row of three
-        # channels is many tiny ones: 1.45× the time on a 4000×3000 photo), then the rows against
-        # [N, H, C·w'], and back to channel-last
-        by_row = em.op("Transpose", [x], {"perm": [0, 1, 3, 2]}, dtype=f32)
-        y = self._clamp(em, em.op("MatMul", [by_row, em.op("Transpose", [columns], {"perm": [1, 0]}, dtype=f32)],
-                                  dtype=f32))                                                          # [N, H, C, w']
-        y = self._clamp(em, em.op("MatMul", [rows, em.op("Reshape", [y, em.const("rows_last", [0, 0, -1], i64)],
-                                                         dtype=f32)], dtype=f32))                    # [N, h', C·w']
-        n_c = em.op("Gather", [shape, em.const("n_c", [0, 3], i64)], {"axis": 0}, dtype=i64)
-        y = em.op("Reshape", [y, em.op("Concat", [
-            em.op("Slice", [n_c, em.const("start", [0], i64), em.const("end", [1], i64)], dtype=i64),
-            em.op("Slice", [resized_hw, em.const("start", [0], i64), em.const("end", [1], i64)], dtype=i64),
-            em.op("Slice", [n_c, em.const("start", [1], i64), em.const("end", [2], i64)], dtype=i64),
-            em.op("Slice", [resized_hw, em.const("start", [1], i64), em.const("end", [2], i64)], dtype=i64)],
-            {"axis": 0}, dtype=i64)], dtype=f32)                                                   # [N, h', C, w']
-        return em.op("Transpose", [y], {"perm": [0, 1, 3, 2]}, dtype=f32)
+        passes = (_NCHWPasses(self, rows, columns) if spec.layout == "NCHW"
+                  else _NHWCPasses(self, rows, columns, shape, resized_hw))
+        if not (self.clamp is not None or self.round) or self.interpolation == "area":
+            return passes.columns_first(em, x)
+        # rows first where h − h' > 0 and h − h' > 2 · (w − w'), as `rows_first`
+        shrunk = em.op("Sub", [hw, resized_hw], dtype=i64, shape=[2])
+        height_shrunk, width_shrunk = pick(shrunk, 0), pick(shrunk, 1)
+        zero, two = em.const("zero", 0, i64), em.const("two", 2, i64)
+        rows_first = em.op("And", [
+            em.op("Greater", [height_shrunk, zero], dtype=np.bool_),
+            em.op("Greater", [height_shrunk, em.op("Mul", [width_shrunk, two], dtype=i64)], dtype=np.bool_)],
+            dtype=np.bool_)
+        return em.branch(rows_first, lambda branch: passes.rows_first(branch, x),
+                         lambda branch: passes.columns_first(branch, x), dtype=np.float32, rank=4)
 
-    def _clamp(self, em: Emitter, y: gs.Variable) -> gs.Variable:
-        if self.clamp is None:
-            return y
-        low, high = (em.const(name, value, np.float32) for name, value in zip(("low", "high"), self.clamp))
-        return em.op("Clip", [y, low, high], dtype=np.float32)
+    def finish_pass(self, em: Emitter, y: gs.Variable) -> gs.Variable:
+        """One pass's result clipped to `clamp` and rounded when asked (PIL's uint8 passes)."""
+        if self.clamp is not None:
+            low, high = (em.const(name, value, np.float32) for name, value in zip(("low", "high"), self.clamp))
+            y = em.op("Clip", [y, low, high], dtype=np.float32)
+        return em.round(y, dtype=np.float32) if self.round else y
 
     def _weights(self, em: Emitter, n_in: gs.Variable, n_out: gs.Variable, shrinks: gs.Variable | None
                  ) -> gs.Variable:
@@ -526,6 +540,58 @@ def source_coordinates(mode: str, n_in: int, n_out: int) -> np.ndarray:
     return (x + f32(0.5)) / scale - f32(0.5)  # half_pixel, pytorch_half_pixel
 
 
+class _NCHWPasses:
+    """The filtered passes on [N, C, H, W]: x @ columnsᵀ along W, rows @ x along H."""
+
+    def __init__(self, step: Resize, rows: gs.Variable, columns: gs.Variable):
+        self.step, self.rows, self.columns = step, rows, columns
+
+    def along_columns(self, em: Emitter, x: gs.Variable) -> gs.Variable:
+        columns_t = em.op("Transpose", [self.columns], {"perm": [1, 0]}, dtype=np.float32)
+        return self.step.finish_pass(em, em.op("MatMul", [x, columns_t], dtype=np.float32))
+
+    def along_rows(self, em: Emitter, x: gs.Variable) -> gs.Variable:
+        return self.step.finish_pass(em, em.op("MatMul", [self.rows, x], dtype=np.float32))
+
+    def columns_first(self, em: Emitter, x: gs.Variable) -> gs.Variable:
+        return self.along_rows(em, self.along_columns(em, x))
+
+    def rows_first(self, em: Emitter, x: gs.Variable) -> gs.Variable:
+        return self.along_columns(em, self.along_rows(em, x))
+
+
+class _NHWCPasses(_NCHWPasses):
+    """The filtered passes on [N, H, W, C], seen as [N, H, C, W] for the columns, so that they are one large MatMul
+    (a [w', W] against each row of three channels is many tiny ones: 1.45× the time on a 4000×3000 photo), and as
+    [N, H, W·C] for the rows."""
+
+    def __init__(self, step: Resize, rows: gs.Variable, columns: gs.Variable, shape: gs.Variable,
+                 resized_hw: gs.Variable):
+        super().__init__(step, rows, columns)
+        self.shape, self.resized_hw = shape, resized_hw
+
+    def _sized(self, em: Emitter, y: gs.Variable, dims: list[tuple[gs.Variable, int]]) -> gs.Variable:
+        """y reshaped to the listed dims, each one element of `self.shape` or `self.resized_hw`."""
+        i64 = np.int64
+        parts = [em.op("Slice", [source, em.const("start", [i], i64), em.const("end", [i + 1], i64)], dtype=i64)
+                 for source, i in dims]
+        return em.op("Reshape", [y, em.op("Concat", parts, {"axis": 0}, dtype=i64)], dtype=np.float32)
+
+    def columns_first(self, em: Emitter, x: gs.Variable) -> gs.Variable:
+        f32, i64 = np.float32, np.int64
+        y = self.along_columns(em, em.op("Transpose", [x], {"perm": [0, 1, 3, 2]}, dtype=f32))   # [N, H, C, w']
+        y = self.along_rows(em, em.op("Reshape", [y, em.const("rows_last", [0, 0, -1], i64)], dtype=f32))
+        y = self._sized(em, y, [(self.shape, 0), (self.resized_hw, 0), (self.shape, 3), (self.resized_hw, 1)])
+        return em.op("Transpose", [y], {"perm": [0, 1, 3, 2]}, dtype=f32)                        # [N, h', w', C]
+
+    def rows_first(self, em: Emitter, x: gs.Variable) -> gs.Variable:
+        f32, i64 = np.float32, np.int64
+        y = self.along_rows(em, em.op("Reshape", [x, em.const("rows_last", [0, 0, -1], i64)], dtype=f32))
+        y = self._sized(em, y, [(self.shape, 0), (self.resized_hw, 0), (self.shape, 2), (self.shape, 3)])
+        y = self.along_columns(em, em.op("Transpose", [y], {"perm": [0, 1, 3, 2]}, dtype=f32))  # [N, h', C, w']
+        return em.op("Transpose", [y], {"perm": [0, 1, 3, 2]}, dtype=f32)                        # [N, h', w', C]
+
+
 def filter_weights(interpolation: str, cubic_coeff_a: float, n_in: int, n_out: int, shrinks: bool = True
                    ) -> np.ndarray:
     """[n_out, n_in] float64 weights of the filtered modes, written here from the libraries' code.
@@ -596,7 +662,7 @@ def _cubic_kernel(d: np.ndarray, a: float) -> np.ndarray:
 
 
 
-# --- against OpenCV ----------------------------------------------------------------------------------------------
+# --- against OpenCV and PIL --------------------------------------------------------------------------------------
 
 
 def opencv_equivalent(step: Resize, image_hw: tuple[int, int]) -> str:
@@ -633,8 +699,44 @@ def resize_vs_opencv(step: Resize, image: np.ndarray) -> dict:
     ours = step.reference(hwc[None].astype(np.float32), TensorSpec("float32", "NHWC", "RGB", (1, *hwc.shape)))[0]
     difference = np.abs(ours.astype(np.float64) - theirs)
     return {
-        "opencv": f"cv2.resize(image, ({resized_hw[1]}, {resized_hw[0]}), interpolation=cv2.{flag})",
-        "interpolation": flag,
+        "library_call": f"cv2.resize(image, ({resized_hw[1]}, {resized_hw[0]}), interpolation=cv2.{flag})",
+        "equivalent": flag,
+        "image_dtype": str(image.dtype),
+        "max_abs_diff": float(difference.max()),
+        "mean_abs_diff": float(difference.mean()),
+    }
+
+
+def pil_equivalent(step: Resize) -> str | None:
+    """The PIL filter the step imitates (`Image.resize`'s resample): lanczos and the antialiased modes; None for
+    the modes that imitate OpenCV or ONNX Resize."""
+    if step.interpolation == "lanczos":
+        return "LANCZOS"
+    if step.antialias:
+        return "BILINEAR" if step.interpolation == "linear" else "BICUBIC"
+    return None
+
+
+def resize_vs_pil(step: Resize, image: np.ndarray) -> dict:
+    """How far the step's resize is from PIL's `Image.resize` with the filter it imitates, on one uint8 H×W×C (or
+    H×W) image, each channel resized as an 8-bit band (as PIL does an RGB image), then the same crop or letterbox."""
+    from PIL import Image
+
+    filter_name = pil_equivalent(step)
+    if image.ndim not in (2, 3) or image.dtype != np.uint8 or filter_name is None:
+        raise ValueError("one uint8 image, H×W×C or H×W, and a step with a PIL filter (lanczos, antialias)")
+    resized_hw = step.resized_hw(*image.shape[:2])
+    hwc = image.reshape(*image.shape[:2], -1)
+    resample = getattr(Image.Resampling, filter_name)
+    theirs = np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(hwc[..., c])).resize(resized_hw[::-1], resample))
+                       for c in range(hwc.shape[2])], axis=-1)
+    theirs = step.place(theirs.astype(np.float64), resized_hw, (0, 1))
+    ours = step.reference(hwc[None].astype(np.float32), TensorSpec("float32", "NHWC", "RGB", (1, *hwc.shape)))[0]
+    difference = np.abs(ours.astype(np.float64) - theirs)
+    return {
+        "library_call": f"PIL.Image.fromarray(image).resize(({resized_hw[1]}, {resized_hw[0]}), "
+                        f"Image.Resampling.{filter_name})",
+        "equivalent": f"PIL {filter_name}",
         "image_dtype": str(image.dtype),
         "max_abs_diff": float(difference.max()),
         "mean_abs_diff": float(difference.mean()),

@@ -363,9 +363,9 @@ def crop_vs_opencv(step: CropBoxes, image: np.ndarray) -> dict:
     ours = step.reference(hwc[None].astype(np.float32), spec, boxes=np.array([box], np.float32))[0]
     difference = np.abs(ours.astype(np.float64) - theirs.reshape(ours.shape))
     return {
-        "opencv": f"cv2.warpAffine(image, get_affine_transform(center, scale, 0, ({w}, {h})), ({w}, {h}), "
+        "library_call": f"cv2.warpAffine(image, get_affine_transform(center, scale, 0, ({w}, {h})), ({w}, {h}), "
                   f"flags=cv2.INTER_LINEAR) for the whole-image box",
-        "interpolation": "warpAffine INTER_LINEAR",
+        "equivalent": "warpAffine INTER_LINEAR",
         "image_dtype": str(image.dtype),
         "max_abs_diff": float(difference.max()),
         "mean_abs_diff": float(difference.mean()),

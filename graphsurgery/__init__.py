@@ -15,7 +15,8 @@ def apply(recipe, model, out=None, **options):
 
 
 def inspect(model):
-    """Signature, opset, node counts and provenance of a model (`graphsurgery.api.inspect_model`): a dict."""
+    """Signature, opset, node counts and provenance of a model (`graphsurgery.api.inspect_model`); returns a
+    ModelInfo."""
     from graphsurgery.api import inspect_model
 
     return inspect_model(model)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gc
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import onnx
@@ -48,8 +48,30 @@ def apply(recipe: str | Path | Recipe, model: str | Path, out: str | Path | None
     return ApplyResult(plan, out, written)
 
 
-def inspect_model(model: str | Path) -> dict:
-    """Signature, opset, IR version, node counts by op type and provenance of a model (JSON-serialisable)."""
+@dataclass(frozen=True)
+class ModelInfo:
+    """What `inspect` reports of a model; `to_dict()` is its JSON. Inputs and outputs are {name, dtype, shape}
+    (a dim is its size, its name, or None when the model leaves it unnamed)."""
+
+    path: str
+    ir_version: int
+    opset: int
+    opset_imports: dict[str, int]
+    producer: str
+    inputs: list[dict]
+    outputs: list[dict]
+    nodes: int
+    op_types: dict[str, int]
+    initializers: int
+    external_data: int
+    provenance: list[dict]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def inspect_model(model: str | Path) -> ModelInfo:
+    """Signature, opset, IR version, node counts by op type and provenance of a model."""
     loaded = load_model(model)
     proto = loaded.proto
     graph = proto.graph
@@ -61,17 +83,17 @@ def inspect_model(model: str | Path) -> dict:
         shape = [d.dim_value or d.dim_param or None for d in tensor.shape.dim] if tensor.HasField("shape") else None
         return {"name": value.name, "dtype": dtype, "shape": shape}
 
-    return {
-        "path": str(loaded.path),
-        "ir_version": proto.ir_version,
-        "opset": model_opset(proto),
-        "opset_imports": {e.domain or "ai.onnx": e.version for e in proto.opset_import},
-        "producer": f"{proto.producer_name} {proto.producer_version}".strip(),
-        "inputs": [describe(v) for v in graph.input if v.name in feeds],
-        "outputs": [describe(v) for v in graph.output],
-        "nodes": len(graph.node),
-        "op_types": dict(Counter(n.op_type for n in graph.node).most_common()),
-        "initializers": len(graph.initializer),
-        "external_data": len(external_tensors(proto)),
-        "provenance": provenance(proto),
-    }
+    return ModelInfo(
+        path=str(loaded.path),
+        ir_version=proto.ir_version,
+        opset=model_opset(proto),
+        opset_imports={e.domain or "ai.onnx": e.version for e in proto.opset_import},
+        producer=f"{proto.producer_name} {proto.producer_version}".strip(),
+        inputs=[describe(v) for v in graph.input if v.name in feeds],
+        outputs=[describe(v) for v in graph.output],
+        nodes=len(graph.node),
+        op_types=dict(Counter(n.op_type for n in graph.node).most_common()),
+        initializers=len(graph.initializer),
+        external_data=len(external_tensors(proto)),
+        provenance=provenance(proto),
+    )

@@ -27,31 +27,15 @@ from graphsurgery.errors import GraphsurgeryError
 from graphsurgery.machine import machine
 from graphsurgery.model import ModelFacts, real_inputs
 from graphsurgery.modelio import load_model
-from graphsurgery.ratios import paired_ratio, paired_ratio_ci, timing_stats
+from graphsurgery.ratios import paired_ratio, timing_stats
 from graphsurgery.recipe import Recipe, as_recipe
 from graphsurgery.runners import open_runner, open_stream, precision_note
+from graphsurgery.targets import check_targets
 
 #: (W, H) of the caller image when the recipe resizes (its H × W are free): a camera frame, not the model's size.
 RESIZE_IMAGE_SIZE = (640, 480)
 REFERENCE = "openvino-patched-f32"  # every row's time is also given relative to this one
 TORCH_EXAMPLE = "examples.hrnet.model:build_hrnet"
-
-
-@dataclass(frozen=True)
-class Target:
-    """A goal stated as a ratio measured within one run (BENCHMARKS.md)."""
-
-    name: str
-    limit: float
-    at_most: bool  # True: ratio ≤ limit; False: ratio ≥ limit
-
-
-TARGETS = (
-    Target("OpenVINO patched / plain, model-only", 1.01, True),
-    Target("ONNX Runtime patched / plain, model-only", 1.02, True),
-    Target("end-to-end / model-only, worst pipeline", 1.03, True),
-    Target("PyTorch eager / OpenVINO patched f32, end-to-end", 2.2, False),
-)
 
 
 @dataclass(frozen=True)
@@ -385,29 +369,3 @@ def _measure_throughput(pipelines: list[Pipeline], settings: Settings) -> list[d
 
 def _find(rows: list[dict], key: str) -> dict:
     return next(row for row in rows if row["key"] == key)
-
-
-def check_targets(rows: list[dict]) -> list[dict]:
-    """Each target's measured ratio, its 95 % confidence interval and whether it is met (None: not measured)."""
-    by_key = {row["key"]: row for row in rows}
-
-    def pair(numerator: str, denominator: str, kind: str, other_kind: str | None = None):
-        if numerator not in by_key or denominator not in by_key:
-            return None
-        return by_key[numerator][kind]["samples"], by_key[denominator][other_kind or kind]["samples"]
-
-    worst = max(rows, key=lambda row: row["end_to_end_over_model"])
-    pairs = (
-        (pair("openvino-patched-f32", "openvino-plain", "model_ms"), None),
-        (pair("onnxruntime-patched", "onnxruntime-plain", "model_ms"), None),
-        (pair(worst["key"], worst["key"], "end_to_end_ms", "model_ms"), worst["label"]),
-        (pair("torch-eager", "openvino-patched-f32", "end_to_end_ms"), None),
-    )
-    results = []
-    for target, (samples, where) in zip(TARGETS, pairs):
-        value = None if samples is None else paired_ratio(*samples)
-        met = None if value is None else (value <= target.limit if target.at_most else value >= target.limit)
-        results.append({"name": target.name, "ratio": value, "ci95": None if samples is None else
-                        paired_ratio_ci(*samples), "limit": target.limit, "at_most": target.at_most, "met": met,
-                        "where": where})
-    return results

@@ -274,7 +274,7 @@ class _WholeImages:
 
 def _check_image_pixels(recipe: Recipe, path: Path) -> None:
     """A model that crops in the graph must also map back in the graph: eval-coco has no crop to map from."""
-    from graphsurgery.steps.output import ToImage
+    from graphsurgery.steps.to_image import ToImage
 
     steps = recipe.output.steps if recipe.output else ()
     if not any(isinstance(step, ToImage) and step.mode == "boxes" for step in steps):

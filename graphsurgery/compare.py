@@ -13,7 +13,7 @@
 Near ties need the values the positions were chosen from (`reference`): the heatmaps [N, K, H, W] for
 coordinates, the class scores [..., C] for indices. Coordinates may be in crop or image pixels, so the caller
 also passes a `HeatmapGrid`, the per-position affine map between heatmap cells and the output's coordinates
-(`verification.heatmap_grid` measures it from the recipe's own numpy twins). A mismatch whose two coordinates fall
+(`heatmap_grid.heatmap_grid` measures it from the recipe's own numpy twins). A mismatch whose two coordinates fall
 in the same heatmap cell differs in a sub-cell refinement (the quarter-pixel offset): it is a near tie when the
 two neighbours that decide the refinement along the differing axis tie. A joint whose reference peak is itself
 within the tolerance of 0 sits on the "score ≤ 0 → (0, 0)" threshold, also a near tie.
@@ -29,7 +29,6 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from graphsurgery.steps.base import Comparison
-from graphsurgery.steps.detect import iou
 from graphsurgery.tolerances import DEFAULT_TIE
 
 #: Mismatches listed one by one in a result (all are counted).
@@ -195,10 +194,6 @@ class DetectionResult:
 
 OutputResult = FloatResult | PositionResult | DetectionResult
 
-#: How close an IoU must be to the suppression threshold for a detection that one side kept and the other dropped
-#: to count as a near tie (boxes that agree within 1e-4 px move an IoU by less).
-IOU_TIE = 1e-4
-
 
 @dataclass(frozen=True)
 class HeatmapGrid:
@@ -352,7 +347,7 @@ def _index_tie(index: tuple, expected: int, actual: int, reference: np.ndarray |
     scores = reference[index] if reference.ndim == len(index) + 1 else reference[index[:-1]]
     if scores.ndim != 1 or not (0 <= expected < scores.size and 0 <= actual < scores.size):
         return None, False
-    return _within(scores[expected], scores[actual], tie)
+    return within(scores[expected], scores[actual], tie)
 
 
 def _cell_tie(index: tuple, expected: np.ndarray, actual: np.ndarray, cell_e: np.ndarray, cell_a: np.ndarray,
@@ -373,7 +368,7 @@ def _cell_tie(index: tuple, expected: np.ndarray, actual: np.ndarray, cell_e: np
 
     if tuple(cell_e) != tuple(cell_a):
         first, second = value(cell_e), value(cell_a)
-        return (None, False) if first is None or second is None else _within(first, second, tie)
+        return (None, False) if first is None or second is None else within(first, second, tie)
     # same cell: the sub-cell refinement differs; the two neighbours along each differing axis decided it
     gaps = []
     for axis, step in ((0, np.array([1, 0])), (1, np.array([0, 1]))):
@@ -382,86 +377,12 @@ def _cell_tie(index: tuple, expected: np.ndarray, actual: np.ndarray, cell_e: np
         after, before = value(cell_e + step), value(cell_e - step)
         if after is None or before is None:
             return None, False
-        gaps.append(_within(after, before, tie))
+        gaps.append(within(after, before, tie))
     if not gaps:
         return None, False
     return max(g for g, _ in gaps), all(t for _, t in gaps)
 
 
-def _within(first, second, tie: Comparison) -> tuple[float, bool]:
+def within(first, second, tie: Comparison) -> tuple[float, bool]:
     gap = abs(float(first) - float(second))
     return gap, not bool(exceeds(np.array(gap), np.array(float(first)), tie.atol, tie.rtol))
-
-
-def compare_detections(names: dict[str, str], actual: dict[str, np.ndarray], expected: dict[str, np.ndarray],
-                       comparison, tie: Comparison = DEFAULT_TIE) -> DetectionResult:
-    """Compare a group of detector outputs as sets. `names`: part (boxes, scores, classes, count) → output name;
-    `comparison` a `steps.detect.DetectionComparison` (its iou, atol/rtol for scores, and the thresholds that decide
-    near ties); `tie`: the float tolerance under which a score sits on a threshold."""
-    result = DetectionResult(", ".join(names.values()), iou=comparison.iou, atol=comparison.atol, rtol=comparison.rtol)
-    needed = [part for part in ("boxes", "scores", "classes") if part not in names]
-    if needed:
-        result.problem = (f"detections are compared as sets of boxes, scores and classes; the recipe's output.names "
-                          f"leave out {', '.join(needed)}")
-        return result
-    sides = []
-    for answers in (expected, actual):
-        boxes, scores, classes = (np.asarray(answers[names[part]]) for part in ("boxes", "scores", "classes"))
-        if boxes.ndim != 3 or boxes.shape[-1] != 4 or scores.shape != boxes.shape[:2] or classes.shape != scores.shape:
-            result.problem = (f"detections must be boxes [N, D, 4], scores and classes [N, D]; got "
-                              f"{list(boxes.shape)}, {list(scores.shape)}, {list(classes.shape)}")
-            return result
-        valid = classes >= 0
-        if "count" in names and not np.array_equal(np.asarray(answers[names["count"]]).ravel(), valid.sum(axis=1)):
-            result.problem = "count differs from the number of rows with a class (>= 0)"
-            return result
-        sides.append((boxes.astype(np.float64), scores.astype(np.float64), classes, valid))
-    if sides[0][0].shape[0] != sides[1][0].shape[0]:
-        result.problem = f"{sides[1][0].shape[0]} images, the reference has {sides[0][0].shape[0]}"
-        return result
-    result.images = sides[0][0].shape[0]
-    for image in range(result.images):
-        ref, got = (tuple(part[image][valid[image]] for part in parts) for *parts, valid in sides)
-        _match_image(result, image, ref, got, comparison, tie)
-    return result
-
-
-def _match_image(result: DetectionResult, image: int, ref: tuple, got: tuple, comparison, tie: Comparison) -> None:
-    """Match one image's detections greedily, best reference first, each to the unmatched one of its class with the
-    highest IoU (at least `comparison.iou`) whose score agrees; then judge what is left on either side."""
-    (ref_boxes, ref_scores, ref_classes), (got_boxes, got_scores, got_classes) = ref, got
-    result.detections += len(ref_scores)
-    free = np.ones(len(got_scores), bool)
-    unmatched_ref = []
-    for index in range(len(ref_scores)):
-        candidates = free & (got_classes == ref_classes[index])
-        candidates &= ~exceeds(np.abs(got_scores - ref_scores[index]), np.full(len(got_scores), ref_scores[index]),
-                               comparison.atol, comparison.rtol)
-        ious = np.where(candidates, iou(ref_boxes[index], got_boxes) if len(got_boxes) else 0.0, -1.0)
-        best = int(np.argmax(ious)) if len(ious) else -1
-        if best < 0 or ious[best] < comparison.iou:
-            unmatched_ref.append(index)
-            continue
-        free[best] = False
-        result.matched += 1
-        result.min_iou = min(result.min_iou, float(ious[best]))
-        result.max_score_diff = max(result.max_score_diff, abs(float(got_scores[best] - ref_scores[index])))
-    all_boxes = np.concatenate([ref_boxes, got_boxes])
-    all_classes = np.concatenate([ref_classes, got_classes])
-    cut = min(ref_scores.min(initial=np.inf), got_scores.min(initial=np.inf))
-    full = max(len(ref_scores), len(got_scores)) >= comparison.max_detections
-    for side, indices in (("reference", unmatched_ref), ("patched", np.nonzero(free)[0].tolist())):
-        boxes, scores, classes = (ref_boxes, ref_scores, ref_classes) if side == "reference" else (
-            got_boxes, got_scores, got_classes)
-        for index in indices:
-            at_threshold = _within(scores[index], comparison.score_threshold, tie)[1]
-            at_cut = full and _within(scores[index], cut, tie)[1]
-            same = all_classes == classes[index] if comparison.per_class else np.ones(len(all_classes), bool)
-            ious = iou(boxes[index], all_boxes[same]) if same.any() else np.zeros(0)
-            at_overlap = bool((np.abs(ious - comparison.iou_threshold) <= IOU_TIE).any())
-            near = at_threshold or at_cut or at_overlap
-            result.near_ties += near
-            result.mismatches += not near
-            if len(result.details) < MAX_DETAILS:
-                result.details.append({"image": image, "only_in": side, "class": int(classes[index]),
-                                       "score": float(scores[index]), "box": boxes[index].tolist(), "near_tie": near})

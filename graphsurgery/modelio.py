@@ -17,7 +17,6 @@ writing. Holes in a sparse external-data file stay holes in the copy.
 
 from __future__ import annotations
 
-import errno
 import math
 import os
 from contextlib import suppress
@@ -30,9 +29,9 @@ from onnx.external_data_helper import ExternalDataInfo, uses_external_data
 
 from graphsurgery.errors import GraphsurgeryError, ModelError
 from graphsurgery.safeio import refuse_overwriting, scratch_folder
+from graphsurgery.sparsecopy import copy_range
 
 PROTOBUF_LIMIT = 2**31 - 1
-COPY_CHUNK = 64 << 20
 #: Op domains besides onnx's own that the runtimes implement (onnxruntime's contrib ops; OpenVINO reads many).
 RUNTIME_DOMAINS = frozenset({"com.microsoft"})
 
@@ -338,58 +337,11 @@ def _stage_external_data(proto: onnx.ModelProto, base: Path | None, data_path: P
             length = info.length if info.length is not None else source.stat().st_size - offset
             start = (end + 4095) // 4096 * 4096
             with open(source, "rb") as src:
-                _copy_range(src.fileno(), sink.fileno(), offset, start, length)
+                copy_range(src.fileno(), sink.fileno(), offset, start, length)
             _set_external(tensor, data_name, start, length)
             end = start + length
         sink.truncate(end)  # a trailing hole still counts towards the file's size
     return True
-
-
-def _copy_range(src: int, sink: int, src_offset: int, sink_offset: int, length: int) -> None:
-    """Copy `length` bytes between two file descriptors at the given offsets, in bounded chunks.
-
-    Holes in a sparse source (found with SEEK_DATA/SEEK_HOLE where the file system supports them) are skipped,
-    leaving holes in the sink: copying a sparse 2 GB tensor costs neither time nor disk. Data is copied inside
-    the kernel (copy_file_range) where possible, through a bounded buffer otherwise.
-    """
-    end = src_offset + length
-    position = src_offset
-    while position < end:
-        data, hole = _next_data(src, position, end)
-        while data < hole:
-            copied = _copy_chunk(src, sink, data, sink_offset + data - src_offset, min(COPY_CHUNK, hole - data))
-            if not copied:
-                raise OSError(f"external data ended early (at byte {data})")
-            data += copied
-        position = hole
-
-
-def _copy_chunk(src: int, sink: int, src_offset: int, sink_offset: int, count: int) -> int:
-    try:
-        return os.copy_file_range(src, sink, count, src_offset, sink_offset)
-    except OSError as exc:
-        if exc.errno not in (errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
-            raise
-    chunk = os.pread(src, count, src_offset)
-    view, written = memoryview(chunk), 0
-    while written < len(chunk):
-        written += os.pwrite(sink, view[written:], sink_offset + written)
-    return len(chunk)
-
-
-def _next_data(fd: int, position: int, end: int) -> tuple[int, int]:
-    """The next [data, hole) extent at or after `position`, clipped to `end`; all data where holes are unknown."""
-    try:
-        data = os.lseek(fd, position, os.SEEK_DATA)
-    except AttributeError:  # no SEEK_DATA on this platform
-        return position, end
-    except OSError as exc:
-        if exc.errno == errno.ENXIO:  # only a hole is left
-            return end, end
-        return position, end
-    if data >= end:
-        return end, end
-    return data, min(os.lseek(fd, data, os.SEEK_HOLE), end)
 
 
 def _set_external(tensor: onnx.TensorProto, location: str, offset: int, length: int) -> None:

@@ -16,11 +16,18 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from graphsurgery import __version__
+from graphsurgery.binding import (
+    bind_input_steps,
+    check_model_layout,
+    check_reaches_model,
+    merge_declared,
+    step_error,
+)
 from graphsurgery.emit import Emitter
 from graphsurgery.errors import ModelError
 from graphsurgery.model import PROVENANCE_KEY, ModelFacts, model_opset, openvino_caveats, provenance, real_inputs
 from graphsurgery.recipe import InputSection, OutputSection, Recipe
-from graphsurgery.steps.base import GEOMETRY, Dim, ExtraInput, InputStep, StepError, TensorSpec, hw_axes
+from graphsurgery.steps.base import GEOMETRY, Dim, ExtraInput, StepError, TensorSpec, hw_axes
 
 #: the environment keys the output steps write or read besides the model outputs: a model output listed in
 #: output.target cannot take one of these names
@@ -129,10 +136,6 @@ def _pick(candidates: list[str], wanted: str | None, kind: str, key: str, model_
     return candidates[0]
 
 
-def _step_error(exc: StepError, where: str, model_name: str) -> ModelError:
-    return ModelError(f"{where}: {exc}", path=model_name, fix=exc.fix or "adjust the recipe to this model")
-
-
 def _add_input(graph: gs.Graph, extra: ExtraInput, where: str, model_name: str) -> gs.Variable:
     """A graph input a step declares (`boxes`, `center`): its name is fixed, so a model tensor of that name is a
     clash the user must resolve."""
@@ -161,9 +164,9 @@ def _splice_input(section: InputSection, proto, graph: gs.Graph, em: Emitter, pl
         raise ModelError(f"input {target_name!r} is {target.dtype}{list(target.shape or [])}; input steps need a 4-D "
                          f"float image tensor", path=model_name, fix="patch another input with input.target")
     model_shape = tuple(d if isinstance(d, int) and d > 0 else (d or None) for d in target.shape)
-    _check_model_layout(model_shape, section.model.layout, target_name, model_name)
+    check_model_layout(model_shape, section.model.layout, target_name, model_name)
     steps, shape = bind_input_steps(section, model_shape, model_name)
-    shape = _merge_declared(shape, section.tensor.shape, model_name)
+    shape = merge_declared(shape, section.tensor.shape, model_name)
     if section.name not in (None, target_name) and section.name in graph.tensors():
         raise ModelError(f"input.name {section.name!r} is already a tensor in the model", path=model_name,
                          fix="choose another name for the new input")
@@ -185,9 +188,9 @@ def _splice_input(section: InputSection, proto, graph: gs.Graph, em: Emitter, pl
             after = step.spec_after(spec)
             x = step.build(em.scoped(step.step_name), x, spec, **{e.name: extras[e.name] for e in step.extra_inputs()})
         except StepError as exc:
-            raise _step_error(exc, where, model_name) from None
+            raise step_error(exc, where, model_name) from None
         spec = after
-    _check_reaches_model(spec, section, dtype, model_shape, model_name)
+    check_reaches_model(spec, section, dtype, model_shape, model_name)
 
     # The chain's last node now produces the tensor the model consumed; the new input takes the old name.
     if x is new_input:  # no steps: the section only renames the input or fixes its dims
@@ -256,68 +259,6 @@ def _constant_values(tensor: gs.Tensor) -> np.ndarray | None:
     return None
 
 
-def _check_model_layout(shape: tuple[Dim, ...], layout: str, name: str, model_name: str) -> None:
-    """A channel-last model patched as channel-first (or the reverse) would fail late and obscurely (3 mean values
-    for 32 "channels"): say so first when the dims make it plain (3 channels at the other end)."""
-    channels, other = (shape[1], shape[3]) if layout == "NCHW" else (shape[3], shape[1])
-    if other == 3 and channels != 3:
-        actual = "NHWC" if layout == "NCHW" else "NCHW"
-        change = "drop the `layout: {to: NCHW}` step" if actual == "NHWC" else "add a `layout: {to: NCHW}` step"
-        raise ModelError(f"input {name!r} is {list(shape)}: its channels are {'last' if actual == 'NHWC' else 'first'} "
-                         f"({actual}) but the recipe says input.model.layout {layout}", path=model_name,
-                         fix=f"set `model: {{layout: {actual}}}` in the recipe's input section and {change}")
-
-
-def bind_input_steps(section: InputSection, model_shape: tuple[Dim, ...], model_name: str = "model"
-                     ) -> tuple[tuple[InputStep, ...], tuple[Dim, ...]]:
-    """The input steps bound to the model, and the caller-side shape they start from.
-
-    Layouts and colours are followed forwards from the caller's tensor; shapes backwards from the model's: each
-    step learns the model-side shape right after it (`bind`) and says which shape it needs before it.
-    """
-    specs = [TensorSpec(section.tensor.dtype, section.tensor.layout, section.tensor.color, ())]
-    for index, step in enumerate(section.steps):
-        try:
-            specs.append(step.spec_after(specs[-1]))
-        except StepError as exc:
-            raise _step_error(exc, f"input.steps[{index}].{step.step_name}", model_name) from None
-    steps, shape = list(section.steps), model_shape
-    for index in reversed(range(len(steps))):
-        try:
-            steps[index] = steps[index].bind(shape, specs[index])
-        except StepError as exc:
-            raise _step_error(exc, f"input.steps[{index}].{steps[index].step_name}", model_name) from None
-        shape = steps[index].shape_before(shape, specs[index])
-    return tuple(steps), shape
-
-
-def _merge_declared(derived: tuple[Dim, ...], declared: tuple[Dim, ...] | None, model_name: str) -> tuple[Dim, ...]:
-    if declared is None:
-        return derived
-    merged = []
-    for axis, (got, want) in enumerate(zip(derived, declared)):
-        if isinstance(got, int) and isinstance(want, int) and got != want:
-            raise ModelError(f"input.tensor.shape[{axis}] is {want} but the model needs {got} there", path=model_name,
-                             fix=f"set it to {got} or null")
-        merged.append(want if want is not None else got)
-    return tuple(merged)
-
-
-def _check_reaches_model(spec: TensorSpec, section: InputSection, dtype: str, shape, model_name: str) -> None:
-    wants = {"dtype": dtype, "layout": section.model.layout, "color": section.model.color}
-    for key, want in wants.items():
-        got = getattr(spec, key)
-        if got != want:
-            fixes = {"dtype": "add a `cast: {}` step", "layout": f"add a `layout: {{to: {want}}}` step",
-                     "color": "add a `reverse_channels: {}` step"}
-            raise ModelError(f"after the input steps the tensor is {got} but the model wants {want} ({key})",
-                             path=model_name, fix=fixes[key])
-    channels = shape[1 if section.model.layout == "NCHW" else 3]
-    if isinstance(channels, int) and channels != 3:
-        raise ModelError(f"the model input has {channels} channels; colour steps need 3", path=model_name,
-                         fix="check input.model.layout")
-
-
 def _splice_output(section: OutputSection, graph: gs.Graph, em: Emitter, plan: SplicePlan, model_name: str,
                    facts: ModelFacts, extras: dict[str, gs.Variable]):
     names = [v.name for v in graph.outputs]
@@ -349,7 +290,7 @@ def _splice_output(section: OutputSection, graph: gs.Graph, em: Emitter, plan: S
         try:
             env.update(step.build(em.scoped(step.step_name), env, facts))
         except StepError as exc:
-            raise _step_error(exc, where, model_name) from None
+            raise step_error(exc, where, model_name) from None
     existing = set(graph.tensors())
     new_outputs = []
     for key, name in section.output_names().items():

@@ -13,10 +13,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from graphsurgery.binding import bind_input_steps
 from graphsurgery.errors import GraphsurgeryError
 from graphsurgery.model import ModelFacts
 from graphsurgery.recipe import Recipe
-from graphsurgery.splice import bind_input_steps, reads_geometry
+from graphsurgery.splice import reads_geometry
 from graphsurgery.steps.base import GEOMETRY, Comparison, InputStep, TensorSpec, hw_axes
 from graphsurgery.tolerances import DEFAULT_FLOAT
 

@@ -27,8 +27,10 @@ import numpy as np
 import onnx
 
 from graphsurgery.api import apply
-from graphsurgery.compare import HeatmapGrid, OutputResult, compare_detections, compare_output, missing_output
+from graphsurgery.compare import HeatmapGrid, OutputResult, compare_output, missing_output
+from graphsurgery.compare_detections import compare_detections
 from graphsurgery.errors import GraphsurgeryError
+from graphsurgery.heatmap_grid import heatmap_grid
 from graphsurgery.model import ModelFacts, openvino_caveats, provenance, real_inputs
 from graphsurgery.modelio import load_model
 from graphsurgery.recipe import Recipe, as_recipe
@@ -48,7 +50,7 @@ from graphsurgery.samples import (
     whole_images,
     width_height,
 )
-from graphsurgery.steps.base import GEOMETRY, Comparison, InputStep
+from graphsurgery.steps.base import Comparison, InputStep
 from graphsurgery.tolerances import Tolerances, allowance_note, tie_tolerance, with_tolerances
 from graphsurgery.twins import (
     comparisons,
@@ -57,7 +59,6 @@ from graphsurgery.twins import (
     extra_input_names,
     input_steps,
     other_inputs,
-    postprocess,
     preprocess,
     run_in_model_batches,
     unpatched_outputs,
@@ -74,7 +75,8 @@ class PairReport:
     actual: str
     results: list[OutputResult]
     reduced_precision: str | None = None
-    #: measured, not judged: int8 against f32 (the verdict is the int8 model's own decode, `_int8_pairs`)
+    #: measured, not judged: int8 against f32 (the verdict is the int8 model's own decode,
+    #: `int8_verification.int8_pairs`)
     informational: bool = False
 
     def __bool__(self) -> bool:
@@ -154,7 +156,9 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
     facts = ModelFacts.of(plain.proto, recipe)
     int8 = precision == "int8"
     if int8:  # an int8 IR runs on OpenVINO, computing in whatever its quantizers say
-        backends, precision = _int8_backends(list(backends), patched), "f32"
+        from graphsurgery import int8_verification
+
+        backends, precision = int8_verification.int8_backends(list(backends), patched), "f32"
     backends = check_backends(list(backends), precision, patched)
     if images is not None and random is not None:
         raise GraphsurgeryError(
@@ -187,7 +191,7 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
             else apply(recipe, plain.path, Path(tmp) / "patched.onnx", upgrade_opset=upgrade_opset).output
         )
         if int8 and patched is None:
-            patched_path = _build_int8(patched_path, seed)
+            patched_path = int8_verification.build_int8(patched_path, seed)
         image_input, extras = patched_inputs(patched_path, extra_input_names(recipe), others)
         batch = image_input.shape[0] if isinstance(image_input.shape[0], int) else 1
         if crops_boxes:  # whole images with person boxes: the graph cuts the crops
@@ -226,8 +230,8 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
             answers[backend], ran[backend] = _run_patched(backend, patched_path,
                                                           precision if backend == "openvino" else "f32",
                                                           image_input.name, other, samples, batch)
-        own_decode = _own_decode(recipe, facts, answers["openvino"], samples, batch) if int8 else None
-    runs = {backend: _concat(parts) for backend, parts in answers.items()}
+        own_decode = int8_verification.own_decode(recipe, facts, answers["openvino"], samples, batch) if int8 else None
+    runs = {backend: concat(parts) for backend, parts in answers.items()}
     raw = {backend: np.concatenate([output for output, _ in parts]) for backend, parts in decoded.items()}
     grids = heatmap_grid(recipe, facts, decoded[backends[0]], wanted)
     if any(c.kind == "coordinates" for c in wanted.values()) and not grids:
@@ -237,11 +241,11 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
         report.notes.append(f"{precision} was asked for, but this CPU has no {precision} support: OpenVINO ran "
                             f"{ran['openvino']}")
 
-    report.pairs = _pairs(backends, ran, unpatched, runs, raw, lambda actual, expected, values: _compare(
+    report.pairs = _pairs(backends, ran, unpatched, runs, raw, lambda actual, expected, values: compare(
         actual, expected, values, wanted, grids, tie))
     if int8:
-        report.pairs, note = _int8_pairs(report.pairs[0], own_decode, runs["openvino"], unpatched["openvino"],
-                                         raw["openvino"], wanted, grids, tie)
+        report.pairs, note = int8_verification.int8_pairs(report.pairs[0], own_decode, runs["openvino"],
+                                                           unpatched["openvino"], raw["openvino"], wanted, grids, tie)
         report.notes += [note, "int8 runs on OpenVINO: the verdict is the int8 model's own decode (its keypoints "
                                "from its own network output, exactly); its agreement with f32 is measured, not "
                                "judged (seeded stand-in weights quantize worse than trained ones)"]
@@ -300,7 +304,7 @@ def _run_unpatched(recipe: Recipe, facts: ModelFacts, backend: str, plain: Path,
             decoded.append((decoded_output(recipe, model_outputs[facts.output_name], facts, extras),
                             with_geometry(recipe, facts, extras, x.shape)))
             outputs.append(unpatched_outputs(recipe, facts, model_outputs, extras, x.shape))
-    return _concat(outputs), decoded
+    return concat(outputs), decoded
 
 
 def _run_patched(backend: str, patched: Path, precision: str, input_name: str, other: dict[str, np.ndarray],
@@ -314,80 +318,15 @@ def _run_patched(backend: str, patched: Path, precision: str, input_name: str, o
     return outputs, run.precision
 
 
-def _int8_backends(backends: list[str], patched: str | Path | None) -> list[str]:
-    if "openvino" not in backends:
-        raise GraphsurgeryError("int8 is an OpenVINO IR", fix="verify it on openvino (--backends openvino)")
-    if patched is not None:
-        from graphsurgery.quantize import is_int8
-
-        if not is_int8(Path(patched)):
-            raise GraphsurgeryError("--precision int8 verifies an int8 IR and this is not one", path=patched,
-                                    fix="make it with `graphsurgery convert PATCHED.onnx --int8 --calibration DIR`, "
-                                        "or give no --patched (verify then quantizes on random samples)")
-    return ["openvino"]
-
-
-def _build_int8(patched_onnx: Path, seed: int) -> Path:
-    """The int8 IR of the patched model, calibrated on `VERIFY_CALIBRATION` random caller samples drawn with
-    another seed than the compared ones."""
-    from graphsurgery.quantize import VERIFY_CALIBRATION, calibration_set, convert_int8
-
-    calibration = calibration_set(patched_onnx, random=VERIFY_CALIBRATION, seed=seed + 1)
-    out = patched_onnx.with_suffix(".int8.xml")
-    convert_int8(patched_onnx, out, calibration)
-    return out
-
-
-def _own_decode(recipe: Recipe, facts: ModelFacts, answers: list[dict[str, np.ndarray]], samples: Samples,
-                batch: int) -> tuple[dict, dict, np.ndarray] | None:
-    """From the int8 model's answers, batch after batch (`_run_patched`): the numpy twins' decode of its own network
-    output (which it keeps as an output), and that output as the decoding steps read it; None when it keeps none."""
-    if not all(name in answers[0] for name in (facts.targets or (facts.output_name,))):
-        return None
-    decodes, raws = [], []
-    for outputs, (x, extras) in zip(answers, chunks(samples, batch)):
-        decodes.append(unpatched_outputs(recipe, facts, outputs, extras, x.shape))
-        raws.append(decoded_output(recipe, outputs[facts.output_name], facts, extras))
-    return _concat(answers), _concat(decodes), np.concatenate(raws)
-
-
-def _int8_pairs(f32_pair: PairReport, own_decode, patched: dict[str, np.ndarray], unpatched: dict[str, np.ndarray],
-                raw: np.ndarray, wanted: dict[str, Comparison], grids: dict[str, HeatmapGrid], tie: Comparison
-                ) -> tuple[list[PairReport], str]:
-    """The int8 report: against the f32 unpatched pipeline, informational; the int8 model's decoded outputs against
-    the numpy decode of its own network output, deciding. And the agreement line: keypoints within one heatmap
-    cell of f32's."""
-    f32_pair.informational, f32_pair.reduced_precision = True, "int8"
-    f32_pair.name = "openvino int8: unpatched f32 → patched int8"
-    if own_decode is None:
-        results = [missing_output(name, c, "the int8 model keeps no network output (keep_original: false), so its "
-                                           "decode cannot be checked") for name, c in wanted.items()]
-    else:
-        answers, expected, own_raw = own_decode  # near ties: judged on its own network output
-        results = _compare(answers, expected, own_raw, wanted, grids, tie)
-    own = PairReport("openvino int8: own network output → numpy decode", "numpy twins on the int8 model's output",
-                     "patched int8 model", results)
-    shares = []
-    for name, c in wanted.items():
-        if c.kind == "coordinates" and name in patched and name in grids:
-            cells = np.abs(np.asarray(patched[name], np.float64) - unpatched[name]) / np.maximum(
-                np.abs(grids[name].scale), 1e-12)
-            shares.append(f"{name}: {100 * np.mean(np.nan_to_num(cells, nan=np.inf).max(axis=-1) <= 1):.1f} % within "
-                          f"one heatmap cell of f32's, mean distance "
-                          f"{np.nanmean(np.linalg.norm(patched[name] - unpatched[name], axis=-1)):.3g}")
-    note = "int8 against f32: " + ("; ".join(shares) if shares else "no keypoint output to measure agreement on")
-    return [f32_pair, own], note
-
-
-def _concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+def concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
 
 
 # --- comparing -----------------------------------------------------------------------------------------------
 
 
-def _compare(actual: dict[str, np.ndarray], expected: dict[str, np.ndarray], raw: np.ndarray,
-             wanted: dict[str, Comparison], grids: dict[str, HeatmapGrid], tie: Comparison) -> list[OutputResult]:
+def compare(actual: dict[str, np.ndarray], expected: dict[str, np.ndarray], raw: np.ndarray,
+            wanted: dict[str, Comparison], grids: dict[str, HeatmapGrid], tie: Comparison) -> list[OutputResult]:
     results = []
     # detector outputs (one nms per recipe) are compared together, as sets, where the first of them is listed
     detections = {comparison.part: name for name, comparison in wanted.items() if comparison.kind == "detections"}
@@ -404,70 +343,6 @@ def _compare(actual: dict[str, np.ndarray], expected: dict[str, np.ndarray], raw
         results.append(compare_output(name, actual[name], expected[name], comparison, reference=reference,
                                       grid=grids.get(name), tie=tie))
     return results
-
-
-def heatmap_grid(recipe: Recipe, facts: ModelFacts, parts: Sequence[tuple[np.ndarray, dict[str, np.ndarray]]],
-                 wanted: dict[str, Comparison]) -> dict[str, HeatmapGrid]:
-    """How each coordinate output maps to heatmap cells, measured with the recipe's own numpy twins.
-
-    Per batch (`parts`: the decoded output, `decoded_output`, and the extra inputs its twins got, the input geometry
-    among them: each batch may have its own), one-hot heatmaps of its shape with the peak in a low cell, a high
-    cell and the one between (`_probe_cells`) are decoded by the output twins; two answers give the per-axis scale
-    and offset, the third must agree (within 1e-4) and the scale must not vanish, else that output gets no grid.
-    Single-peak maps are decoded without refinement (the neighbours tie), so no knowledge of any particular step is
-    needed here.
-    """
-    names = [name for name, c in wanted.items() if c.kind == "coordinates"]
-    if not names or not parts or parts[0][0].ndim != 4:
-        return {}
-    found = [_batch_grids(recipe, facts, heatmaps.shape, extras, names) for heatmaps, extras in parts]
-    return {name: HeatmapGrid(np.concatenate([grids[name].scale for grids in found]),
-                              np.concatenate([grids[name].offset for grids in found]))
-            for name in names if all(name in grids for grids in found)}
-
-
-def _batch_grids(recipe: Recipe, facts: ModelFacts, shape: tuple[int, ...], extras: dict[str, np.ndarray],
-                 names: list[str]) -> dict[str, HeatmapGrid]:
-    """`heatmap_grid` for one batch of decoded outputs of `shape` [N, K, H, W]."""
-    n, k, h, w = shape
-    low, high = _probe_cells(shape, extras.get(GEOMETRY), facts.input_size)
-    cells = {"low": low, "high": high, "middle": (low + high + 1) // 2}
-    decoded = {}
-    for label, (x, y) in cells.items():
-        probe = np.zeros(shape, np.float32)
-        probe[:, :, y, x] = 1.0
-        decoded[label] = postprocess(recipe, probe, facts, extras, decoded=True)
-    span = high - low
-    grids = {}
-    for name in names:
-        first, last, middle = (np.asarray(decoded[label].get(name), np.float64) for label in cells)
-        if first.shape != (n, k, 2) or last.shape != first.shape or middle.shape != first.shape:
-            continue
-        scale = (last - first) / np.maximum(span, 1)
-        offset = first - scale * low
-        if ((scale == 0) & (span > 0)).any() or not np.allclose(offset + scale * cells["middle"], middle, rtol=1e-6,
-                                                                atol=1e-4):
-            continue
-        grids[name] = HeatmapGrid(scale, offset)
-    return grids
-
-
-def _probe_cells(shape: tuple[int, ...], geometry: np.ndarray | None, input_size: tuple[int, int] | None
-                 ) -> tuple[np.ndarray, np.ndarray]:
-    """The lowest and highest heatmap cells (x, y) to probe: the corners of the map, or, with the input geometry,
-    of the cells that see the caller's image (its place in the model input read as the same fraction of the map;
-    two cells in from its far edge, which UDP's wider cells reach sooner): a step that maps back to the caller's
-    pixels marks the letterbox padding invalid (to_image mode image), which no affine map of the cells fits. The
-    corners when fewer than three cells on an axis see the image."""
-    h, w = shape[2:]
-    corner = np.array([w - 1, h - 1])
-    if geometry is None or input_size is None:
-        return np.zeros(2, np.int64), corner
-    scale, offset, size = (np.asarray(geometry[start:start + 2], np.float64) for start in (0, 2, 4))
-    cells_per_pixel = np.array([w, h]) / np.array(input_size)
-    low = np.clip(np.ceil(offset * cells_per_pixel), 0, corner).astype(np.int64)
-    high = np.clip(np.floor((offset + scale * size) * cells_per_pixel) - 2, 0, corner).astype(np.int64)
-    return (low, high) if (high - low >= 2).all() else (np.zeros(2, np.int64), corner)
 
 
 def library_report(steps: Sequence[InputStep], sample: np.ndarray, layout: str) -> list[dict]:

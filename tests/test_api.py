@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -22,8 +23,9 @@ def test_every_command_has_a_python_function():
 def test_apply_and_inspect_through_the_package(tiny_pose_models, tmp_path):
     result = graphsurgery.apply(RECIPES / "hrnet_coco_pose.yaml", tiny_pose_models[(17, False)], tmp_path / "p.onnx")
     info = graphsurgery.inspect(result.output)
-    assert [o["name"] for o in info["outputs"]] == ["keypoints", "scores", "heatmaps"]
-    assert info["provenance"][0]["recipe"] == "hrnet-coco-pose"
+    assert [o["name"] for o in info.outputs] == ["keypoints", "scores", "heatmaps"]
+    assert info.provenance[0]["recipe"] == "hrnet-coco-pose"
+    assert info.to_dict()["outputs"] == info.outputs and json.loads(json.dumps(info.to_dict()))["opset"] == info.opset
 
 
 def test_importing_the_package_loads_no_runtime():

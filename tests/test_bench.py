@@ -8,9 +8,10 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from graphsurgery.benchmark import REFERENCE, TARGETS, precision_notes
+from graphsurgery.benchmark import REFERENCE, precision_notes
 from graphsurgery.cli import cli
 from graphsurgery.ratios import interleaved, paired_ratio
+from graphsurgery.targets import TARGETS
 
 from conftest import RECIPES
 

@@ -15,7 +15,8 @@ import pytest
 
 from graphsurgery.steps.base import StepError
 from graphsurgery.steps.dark import DarkRefine, UdpRefine
-from graphsurgery.steps.output import HeatmapArgmax, ToImage
+from graphsurgery.steps.output import HeatmapArgmax
+from graphsurgery.steps.to_image import ToImage
 
 from stepkit import chain
 

@@ -1,5 +1,5 @@
-"""Detector post-processing (graphsurgery/steps/detect.py): the numpy twin of the suppression against OpenCV's, the
-emitted graph against the twin on both runtimes, and the set comparison verify uses for detections."""
+"""Detector post-processing (graphsurgery/steps/detect.py and nms.py): the numpy twin of the suppression against
+OpenCV's, the emitted graph against the twin on both runtimes, and the set comparison verify uses for detections."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import cv2
 import numpy as np
 import pytest
 
-from graphsurgery.compare import compare_detections
-from graphsurgery.steps.detect import DetectionComparison, DflBoxes, Nms, YoloBoxes, greedy_nms
+from graphsurgery.compare_detections import compare_detections
+from graphsurgery.steps.detect import DetectionComparison, DflBoxes, YoloBoxes
+from graphsurgery.steps.nms import Nms, greedy_nms
 
 from stepkit import chain
 

@@ -15,7 +15,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from graphsurgery.api import apply
 from graphsurgery.cli import cli
-from graphsurgery.compare import DetectionResult, compare_detections
+from graphsurgery.compare import DetectionResult
+from graphsurgery.compare_detections import compare_detections
 from graphsurgery.errors import GraphsurgeryError
 from graphsurgery.images import read_image
 from graphsurgery.recipe import load_recipe, parse_recipe

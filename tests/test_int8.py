@@ -18,7 +18,8 @@ from click.testing import CliRunner
 from graphsurgery.api import apply
 from graphsurgery.cli import cli
 from graphsurgery.quantize import CALIBRATION_KEY, PRECISION_KEY, calibration_set, convert_int8
-from graphsurgery.steps.output import HeatmapArgmax, ToImage
+from graphsurgery.steps.output import HeatmapArgmax
+from graphsurgery.steps.to_image import ToImage
 
 ROOT = Path(__file__).resolve().parent.parent
 CROP_RECIPE = ROOT / "recipes" / "hrnet_coco_pose.yaml"

@@ -121,7 +121,7 @@ def test_the_top_down_graph_takes_the_simcc_decoder(models, tmp_path):
     simcc_decode (crop pixels), then to_image mode boxes with units crop; verify on both backends, and the map back
     equals the authors' transform with the crop's size in place of the heatmap's."""
     from graphsurgery.crops import box_to_center_scale, to_original
-    from graphsurgery.steps.output import ToImage
+    from graphsurgery.steps.to_image import ToImage
 
     recipe = tmp_path / "topdown_simcc.yaml"
     recipe.write_text((RECIPES / "mmpose_rtmpose_simcc.yaml").read_text().replace(

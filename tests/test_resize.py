@@ -24,7 +24,8 @@ from graphsurgery.model import ModelFacts
 from graphsurgery.recipe import parse_recipe
 from graphsurgery.runners import open_runner
 from graphsurgery.splice import splice
-from graphsurgery.steps.resize import Resize, resize_vs_opencv
+from graphsurgery.steps.libraries import resize_vs_opencv
+from graphsurgery.steps.resize import Resize
 from graphsurgery.twins import preprocess
 
 TARGET = (24, 20)

@@ -19,7 +19,8 @@ import pytest
 
 from graphsurgery.registry import STEPS
 from graphsurgery.steps.base import EXACT, StepError
-from graphsurgery.steps.output import MAX_POSITIONS, HeatmapArgmax, QuarterOffset, ToImage
+from graphsurgery.steps.output import MAX_POSITIONS, HeatmapArgmax, QuarterOffset
+from graphsurgery.steps.to_image import ToImage
 
 from stepkit import OPSETS, chain, op_types
 

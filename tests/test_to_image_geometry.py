@@ -16,13 +16,14 @@ from onnx import TensorProto, helper, numpy_helper
 from graphsurgery.api import apply
 from graphsurgery.emit import Emitter
 from graphsurgery.errors import GraphsurgeryError
+from graphsurgery.heatmap_grid import heatmap_grid
 from graphsurgery.model import ModelFacts
 from graphsurgery.recipe import parse_recipe
 from graphsurgery.runners import BACKENDS, open_runner
 from graphsurgery.steps.base import GEOMETRY
-from graphsurgery.steps.output import IMAGE_COMPARISON, ToImage
+from graphsurgery.steps.to_image import IMAGE_COMPARISON, ToImage
 from graphsurgery.twins import comparisons, postprocess, preprocess, run_unpatched, unpatched_outputs, with_geometry
-from graphsurgery.verification import heatmap_grid, verify
+from graphsurgery.verification import verify
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGES = ROOT / "examples" / "images"

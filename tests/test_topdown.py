@@ -389,7 +389,7 @@ def test_flip_average_refuses_an_odd_batch_and_bench_refuses_throughput(tmp_path
 
 
 def test_to_image_units_crop_goes_with_image_pixels():
-    from graphsurgery.steps.output import ToImage
+    from graphsurgery.steps.to_image import ToImage
 
     with pytest.raises(ValueError, match="goes with mode original or boxes"):
         ToImage(mode="crop", units="crop")

@@ -71,20 +71,20 @@ def inspect_command(model: Path, as_json: bool):
     """Show a model's inputs, outputs, opset, IR version, node counts and provenance."""
     info = inspect_model(model)
     if as_json:
-        click.echo(json.dumps(info, indent=2))
+        click.echo(json.dumps(info.to_dict(), indent=2))
         return
     console = Console()
-    console.print(Text.assemble(shown(info["path"], "bold"), f"  IR {info['ir_version']}  opset "
-                                f"{info['opset']}  {info['nodes']} nodes  producer ", shown(info["producer"] or "?")))
+    console.print(Text.assemble(shown(info.path, "bold"), f"  IR {info.ir_version}  opset {info.opset}  "
+                                f"{info.nodes} nodes  producer ", shown(info.producer or "?")))
     table = Table("", "name", "dtype", "shape")
-    for kind in ("inputs", "outputs"):
-        for value in info[kind]:
-            table.add_row(kind[:-1], shown(value["name"]), value["dtype"], shown(value["shape"]))
+    for kind, values in (("input", info.inputs), ("output", info.outputs)):
+        for value in values:
+            table.add_row(kind, shown(value["name"]), value["dtype"], shown(value["shape"]))
     print_table(console, table)
-    console.print(shown("ops: " + ", ".join(f"{op}×{n}" for op, n in info["op_types"].items())))
-    if info["external_data"]:
-        console.print(f"{info['external_data']} tensors keep their data in external files")
-    for entry in info["provenance"]:
+    console.print(shown("ops: " + ", ".join(f"{op}×{n}" for op, n in info.op_types.items())))
+    if info.external_data:
+        console.print(f"{info.external_data} tensors keep their data in external files")
+    for entry in info.provenance:
         console.print(shown(f"patched by {entry.get('tool')} with recipe {entry.get('recipe')} "
                             f"(sha256 {str(entry.get('recipe_sha256'))[:12]}…)"))
 

@@ -1,15 +1,12 @@
-"""Detector post-processing: a YOLO head's tensor → candidate boxes and class scores → non-maximum suppression →
-the best detections, padded to a fixed count → boxes in the caller's pixels.
+"""Detector post-processing: a YOLO head's tensor → candidate boxes and class scores → (non-maximum suppression, in
+`steps/nms.py`) → boxes in the caller's pixels.
 
 The head layouts are the exports' own: ultralytics YOLOv8 ([N, 4 + C, A]: cx, cy, w, h in input pixels, then
 class probabilities), YOLOv5 ([N, A, 5 + C]: cx, cy, w, h, objectness, class probabilities) and YOLOX before its
 `decode_outputs` ([N, A, 5 + C]: offsets on each stride's grid and log sizes, objectness, class probabilities).
 `dfl_boxes` decodes the raw distribution-focal heads (YOLOv8 before its DFL, GFL/PicoDet).
-Suppression is ONNX NonMaxSuppression; its numpy twin is the greedy suppression of `cv2.dnn.NMSBoxes` (the tests
-compare the two). The runtimes may order detections of equal score differently and may keep a box whose score
-equals the threshold, so the step filters the suppressed set again with `score > score_threshold` (a box at the
-threshold only ever suppresses boxes scored no higher, which that filter removes too) and `verify` compares
-detections as sets.
+`DetectionComparison` (detections compared as sets) and the shape checks (`static_dim`, `to_float`) are here because
+`nms` and `boxes_to_image` both use them.
 """
 
 from __future__ import annotations
@@ -25,7 +22,6 @@ from pydantic import Field
 from graphsurgery.emit import Emitter
 from graphsurgery.registry import register
 from graphsurgery.steps.base import GEOMETRY, Comparison, OutputStep, StepError
-from graphsurgery.steps.maxima import first_maximum
 
 if TYPE_CHECKING:  # model.py imports the recipe, which imports the steps
     from graphsurgery.model import ModelFacts
@@ -37,7 +33,7 @@ Strides = tuple[Annotated[int, Field(ge=1, le=1024)], ...]
 
 @dataclass(frozen=True)
 class DetectionComparison(Comparison):
-    """Detections are compared as sets (`compare.compare_detections`): per image the same count, and each reference
+    """Detections are compared as sets (`compare_detections`): per image the same count, and each reference
     detection matched by one of the same class with IoU ≥ `iou` and its score within atol or rtol. `part` says which
     of the group's outputs this is; the thresholds tell near ties (a score at the threshold or at the
     max_detections cut, an overlap at the IoU threshold) from real differences."""
@@ -50,7 +46,7 @@ class DetectionComparison(Comparison):
     per_class: bool = True
 
 
-def _static(shape, axis: int, what: str) -> int:
+def static_dim(shape, axis: int, what: str) -> int:
     dim = shape[axis] if shape is not None and len(shape) == 3 else None
     if not isinstance(dim, (int, np.integer)) or dim <= 0:
         raise StepError(f"{what} needs a 3-D tensor with a static size on axis {axis}; it is "
@@ -59,7 +55,7 @@ def _static(shape, axis: int, what: str) -> int:
     return int(dim)
 
 
-def _to_float(em: Emitter, x: gs.Variable) -> gs.Variable:
+def to_float(em: Emitter, x: gs.Variable) -> gs.Variable:
     if x.dtype is None or np.dtype(x.dtype) == np.float32:
         return x
     return em.op("Cast", [x], {"to": TensorProto.FLOAT}, dtype=np.float32, shape=x.shape)
@@ -113,10 +109,10 @@ class YoloBoxes(OutputStep):
     def _sizes(self, shape) -> tuple[int, int]:
         """(C, A): classes and anchors of a head of this shape."""
         if self.format == "v8":
-            rows, anchors = _static(shape, 1, "yolo_boxes (v8)"), _static(shape, 2, "yolo_boxes (v8)")
+            rows, anchors = static_dim(shape, 1, "yolo_boxes (v8)"), static_dim(shape, 2, "yolo_boxes (v8)")
             classes = rows - 4
         else:
-            anchors, rows = _static(shape, 1, f"yolo_boxes ({self.format})"), _static(shape, 2, "yolo_boxes")
+            anchors, rows = static_dim(shape, 1, f"yolo_boxes ({self.format})"), static_dim(shape, 2, "yolo_boxes")
             classes = rows - 5
         if classes < 1:
             layout = "[N, 4 + C, A]" if self.format == "v8" else "[N, A, 5 + C]"
@@ -127,7 +123,7 @@ class YoloBoxes(OutputStep):
     def build(self, em: Emitter, env: dict[str, gs.Variable], facts: ModelFacts | None = None
               ) -> dict[str, gs.Variable]:
         f32, i64 = np.float32, np.int64
-        head = _to_float(em, env["output"])
+        head = to_float(em, env["output"])
         classes, anchors = self._sizes(head.shape)
 
         def cut(start: int, end: int, axis: int) -> gs.Variable:
@@ -206,7 +202,7 @@ class DflBoxes(OutputStep):
         return {"candidates": CANDIDATES, "class_scores": CANDIDATES}
 
     def _sizes(self, shape) -> tuple[int, int]:
-        rows, anchors = _static(shape, 1, "dfl_boxes"), _static(shape, 2, "dfl_boxes")
+        rows, anchors = static_dim(shape, 1, "dfl_boxes"), static_dim(shape, 2, "dfl_boxes")
         if rows <= 4 * self.bins:
             raise StepError(f"dfl_boxes with {self.bins} bins reads [N, 4·{self.bins} + C, A]; the output "
                             f"{list(shape)} leaves no class scores", "set `bins` to the head's (YOLOv8 16, PicoDet 8)")
@@ -220,7 +216,7 @@ class DflBoxes(OutputStep):
     def build(self, em: Emitter, env: dict[str, gs.Variable], facts: ModelFacts | None = None
               ) -> dict[str, gs.Variable]:
         f32, i64 = np.float32, np.int64
-        head = _to_float(em, env["output"])
+        head = to_float(em, env["output"])
         classes, anchors = self._sizes(head.shape)
         points, strides = self.anchors(facts, anchors)
         bins = 4 * self.bins
@@ -262,157 +258,6 @@ class DflBoxes(OutputStep):
 
 
 @register
-class Nms(OutputStep):
-    """Non-maximum suppression: the best detections, padded to a fixed count.
-
-    Reads "candidates" [N, A, 4] (x1, y1, x2, y2) and "class_scores"
-    [N, C, A] (after `yolo_boxes`); writes "boxes" [N, D, 4] float32,
-    "scores" [N, D] float32, "classes" [N, D] int64 and "count" [N] int64,
-    D = `max_detections`, best first; rows past `count` hold zeros and
-    class −1. A box survives when its score > `score_threshold` and its
-    IoU with every better box kept (of its class with `per_class`, else
-    of any class) is <= `iou_threshold`, as cv2.dnn.NMSBoxes and
-    torchvision's nms decide. `best_class_only`: each anchor competes
-    only in its best class (the first on ties), as ultralytics' predict
-    (multi_label off) and YOLOv5's detect do; otherwise in every class
-    whose score passes (multi-label, as their validation does).
-    `per_class: false` gives each anchor its best class and suppresses
-    across classes (ultralytics' agnostic_nms).
-    Compared as sets (IoU ≥ 0.99, same class, score within tolerance):
-    runtimes order equal scores their own way. NaN scores: each runtime's
-    own rule. Opset 11.
-    """
-
-    step_name: ClassVar[str] = "nms"
-    min_opset: ClassVar[int] = 11
-    reads: ClassVar[tuple[str, ...]] = ("candidates", "class_scores")
-    iou_threshold: float = Field(default=0.45, ge=0.0, le=1.0, description="suppress above this IoU")
-    score_threshold: float = Field(default=0.25, ge=-1e30, le=1e30, description="keep scores above this")
-    max_detections: int = Field(default=100, ge=1, le=100_000, description="detections per image (D)")
-    per_class: bool = Field(default=True, description="suppress within each class (false: across classes)")
-    best_class_only: bool = Field(default=False, description="each anchor competes in its best class only")
-
-    def writes(self) -> dict[str, Comparison]:
-        parts = ("boxes", "scores", "classes", "count")
-        return {part: DetectionComparison("detections", rtol=1e-4, atol=1e-4, part=part,
-                                          score_threshold=self.score_threshold, iou_threshold=self.iou_threshold,
-                                          max_detections=self.max_detections, per_class=self.per_class)
-                for part in parts}
-
-    def _sizes(self, env: dict) -> tuple[int, int]:
-        scores = env["class_scores"]
-        return (_static(getattr(scores, "shape", None), 1, "nms's class_scores"),
-                _static(getattr(scores, "shape", None), 2, "nms's class_scores"))
-
-    def build(self, em: Emitter, env: dict[str, gs.Variable], facts: ModelFacts | None = None
-              ) -> dict[str, gs.Variable]:
-        f32, i64 = np.float32, np.int64
-        classes, anchors = self._sizes(env)
-        boxes, scores = _to_float(em, env["candidates"]), _to_float(em, env["class_scores"])
-        best_class = None
-        if self.best_class_only and self.per_class:  # the other classes' scores out of the competition
-            best = first_maximum(em, em.op("Transpose", [scores], {"perm": [0, 2, 1]}, dtype=f32), 3, classes)
-            first = em.op("Transpose", [best.first], {"perm": [0, 2, 1]}, dtype=np.int32)             # [N, 1, A]
-            mine = em.op("Equal", [em.const("classes", np.arange(classes, dtype=np.int32)[:, None]), first],
-                         dtype=np.bool_)                                                           # [N, C, A]
-            scores = em.op("Where", [mine, scores, em.const("minus_inf", -np.inf, f32)], dtype=f32)
-        if not self.per_class:  # each anchor's best class, the first on ties
-            by_anchor = em.op("Transpose", [scores], {"perm": [0, 2, 1]}, dtype=f32)
-            best = first_maximum(em, by_anchor, 3, classes)                                       # [N, A, 1]
-            scores = em.op("Transpose", [best.value], {"perm": [0, 2, 1]}, dtype=f32)           # [N, 1, A]
-            best_class = em.op("Cast", [em.op("Reshape", [best.first, em.const("flat", [0, -1], i64)], dtype=np.int32)],
-                               {"to": TensorProto.INT64}, dtype=i64)                              # [N, A]
-        threshold = em.const("score_threshold", self.score_threshold, f32)
-        selected = em.op("NonMaxSuppression", [boxes, scores, em.const("per_class", [self.max_detections], i64),
-                                               em.const("iou_threshold", [self.iou_threshold], f32),
-                                               em.const("score_threshold", [self.score_threshold], f32)],
-                         {"center_point_box": 0}, dtype=i64, shape=["selected", 3])
-        # the kept scores, scattered back to their (image, class, anchor); −inf elsewhere and at the threshold
-        picked = em.op("GatherND", [scores, selected], dtype=f32)
-        kept = em.op("Where", [em.op("Greater", [picked, threshold], dtype=np.bool_), picked,
-                               em.const("minus_inf", -np.inf, f32)], dtype=f32)
-        nothing = em.op("Expand", [em.const("minus_inf", -np.inf, f32), em.op("Shape", [scores], dtype=i64)],
-                        dtype=f32)
-        dense = em.op("ScatterND", [nothing, selected, kept], dtype=f32)
-        flat = em.op("Reshape", [dense, em.const("flat", [0, -1], i64)], dtype=f32)
-        found = min(self.max_detections, (classes if self.per_class else 1) * anchors)
-        values, order = em.op("TopK", [flat, em.const("k", [found], i64)], {"axis": 1, "largest": 1, "sorted": 1},
-                              num_outputs=2)
-        values.dtype, order.dtype = f32, i64
-        if found < self.max_detections:  # fewer candidates than detections asked for: pad
-            pads = em.const("pads", [0, 0, 0, self.max_detections - found], i64)
-            values = em.op("Pad", [values, pads, em.const("minus_inf", -np.inf, f32)], dtype=f32)
-            order = em.op("Pad", [order, pads, em.const("zero", 0, i64)], dtype=i64)
-        valid = em.op("Greater", [values, threshold], dtype=np.bool_)                                 # [N, D]
-        anchor = em.op("Mod", [order, em.const("anchors", anchors, i64)], dtype=i64)
-        if best_class is None:
-            label = em.op("Div", [order, em.const("anchors", anchors, i64)], dtype=i64)
-        else:
-            label = em.op("GatherElements", [best_class, anchor], {"axis": 1}, dtype=i64)
-        where = em.op("Tile", [em.unsqueeze(anchor, [2], dtype=i64), em.const("corners", [1, 1, 4], i64)], dtype=i64)
-        corners = em.op("GatherElements", [boxes, where], {"axis": 1}, dtype=f32)
-        d = self.max_detections
-        return {
-            "boxes": em.op("Where", [em.unsqueeze(valid, [2], dtype=np.bool_), corners, em.const("zero", 0.0, f32)],
-                           dtype=f32, shape=["N", d, 4]),
-            "scores": em.op("Where", [valid, values, em.const("zero", 0.0, f32)], dtype=f32, shape=["N", d]),
-            "classes": em.op("Where", [valid, label, em.const("no_class", -1, i64)], dtype=i64, shape=["N", d]),
-            "count": em.reduce_sum(em.op("Cast", [valid], {"to": TensorProto.INT64}, dtype=i64), [1],
-                                   keepdims=False, dtype=i64, shape=["N"]),
-        }
-
-    def reference(self, env: dict[str, np.ndarray], facts: ModelFacts | None = None) -> dict[str, np.ndarray]:
-        boxes = np.asarray(env["candidates"], np.float32)
-        scores = np.asarray(env["class_scores"], np.float32)
-        n, d = len(boxes), self.max_detections
-        out = {"boxes": np.zeros((n, d, 4), np.float32), "scores": np.zeros((n, d), np.float32),
-               "classes": np.full((n, d), -1, np.int64), "count": np.zeros(n, np.int64)}
-        for image in range(n):
-            if self.per_class:
-                mine = scores[image].argmax(axis=0)[None] == np.arange(scores.shape[1])[:, None]
-                own = np.where(mine, scores[image], -np.inf) if self.best_class_only else scores[image]
-                groups = [(label, own[label], None) for label in range(scores.shape[1])]
-            else:
-                groups = [(None, scores[image].max(axis=0), scores[image].argmax(axis=0))]
-            found = []  # (score, class, anchor), class by class, each best first
-            for label, row, labels in groups:
-                for anchor in greedy_nms(boxes[image], row, self.score_threshold, self.iou_threshold):
-                    found.append((row[anchor], label if labels is None else labels[anchor], anchor))
-            found.sort(key=lambda entry: -entry[0])  # stable: equal scores keep class, then anchor order
-            found = found[:d]
-            out["count"][image] = len(found)
-            for slot, (score, label, anchor) in enumerate(found):
-                out["boxes"][image, slot], out["scores"][image, slot] = boxes[image, anchor], score
-                out["classes"][image, slot] = label
-        return out
-
-
-def greedy_nms(boxes: np.ndarray, scores: np.ndarray, score_threshold: float, iou_threshold: float) -> list[int]:
-    """The indices cv2.dnn.NMSBoxes keeps, best first: scores above the threshold in descending order (equal
-    scores in index order: a stable sort), each kept unless its IoU with a box kept before exceeds the threshold."""
-    candidates = np.nonzero(scores > score_threshold)[0]
-    order = candidates[np.argsort(-scores[candidates], kind="stable")]
-    corners = np.asarray(boxes, np.float64)
-    kept: list[int] = []
-    for index in order:
-        if not kept or not (iou(corners[index], corners[kept]) > iou_threshold).any():
-            kept.append(int(index))
-    return kept
-
-
-def iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """IoU of one box with each of `boxes`, all corners (x1, y1, x2, y2) in either order, in float64; 0 where the
-    union is empty."""
-    box, boxes = np.asarray(box, np.float64), np.asarray(boxes, np.float64).reshape(-1, 4)
-    low, high = np.minimum(boxes[:, :2], boxes[:, 2:]), np.maximum(boxes[:, :2], boxes[:, 2:])
-    low_1, high_1 = np.minimum(box[:2], box[2:]), np.maximum(box[:2], box[2:])
-    overlap = np.clip(np.minimum(high, high_1) - np.maximum(low, low_1), 0, None)
-    inter = overlap[:, 0] * overlap[:, 1]
-    union = np.prod(high - low, axis=1) + np.prod(high_1 - low_1) - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
-
-
-@register
 class BoxesToImage(OutputStep):
     """Map detected boxes back to the caller's image pixels, through the input steps' resize, crop and letterbox.
 
@@ -441,8 +286,8 @@ class BoxesToImage(OutputStep):
     def build(self, em: Emitter, env: dict[str, gs.Variable], facts: ModelFacts | None = None
               ) -> dict[str, gs.Variable]:
         f32, i64, boolean = np.float32, np.int64, np.bool_
-        geometry, boxes, scores, classes = env[GEOMETRY], _to_float(em, env["boxes"]), env["scores"], env["classes"]
-        d = _static(boxes.shape, 1, "boxes_to_image's boxes")
+        geometry, boxes, scores, classes = env[GEOMETRY], to_float(em, env["boxes"]), env["scores"], env["classes"]
+        d = static_dim(boxes.shape, 1, "boxes_to_image's boxes")
 
         def part(tensor: gs.Variable, start: int, end: int, axis: int) -> gs.Variable:
             return em.op("Slice", [tensor, em.const("start", [start], i64), em.const("end", [end], i64),

@@ -1,9 +1,10 @@
 """The `resize` input step: from whatever image size the caller has to the model's, inside the graph.
 
 Resizing is where re-implemented pipelines drift most (pixel-centre conventions, rounding, antialiasing differ
-between libraries), so the recipe declares every choice and the numpy twin implements exactly those semantics,
-the ONNX Resize definition, written independently here. `resize_vs_opencv` measures how far that is from
-`cv2.resize` with the closest settings, so a user knows what changed against an OpenCV pipeline.
+between libraries), so the recipe declares every choice and the numpy twin implements exactly those semantics:
+the ONNX Resize definition and the libraries' filters, written independently in `resampling`. The filtered modes
+are emitted by `filtered`; `libraries` measures how far the step is from `cv2.resize` or PIL's `Image.resize`, so a
+user knows what changed against an OpenCV or PIL pipeline.
 
 Measured with onnxruntime 1.32 and OpenVINO 2026.4 (tests/test_resize.py):
 - Source coordinates are computed in float32, as both runtimes do: half_pixel is (x + 0.5) / (out / in) − 0.5
@@ -30,7 +31,10 @@ from pydantic import Field, model_validator
 from graphsurgery.emit import Emitter
 from graphsurgery.registry import register
 from graphsurgery.steps.base import SizedStep, StepError, TensorSpec, hw_axes, with_hw
+from graphsurgery.steps.filtered import emit_filtered
 from graphsurgery.steps.input import _require_float
+from graphsurgery.steps.libraries import pil_equivalent, resize_vs_opencv, resize_vs_pil
+from graphsurgery.steps.resampling import filtered_resample, onnx_resample
 
 Interpolation = Literal["nearest", "linear", "cubic", "area", "lanczos"]
 CoordinateMode = Literal["half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric"]
@@ -40,8 +44,6 @@ SideRounding = Literal["floor", "round", "ceil"]
 PadAnchor = Literal["center", "top_left"]
 MAX_SIDE = 65_536
 
-#: Filtered resampling (antialias, area, lanczos): each kernel's support in source pixels at scale 1 (PIL's)
-SUPPORT = {"linear": 1.0, "cubic": 2.0, "lanczos": 3.0, "area": 0.5}
 #: Which parameters mean something only with some settings: (parameter, setting it needs, the allowed values).
 ONLY_WITH = (
     ("nearest_mode", "interpolation", ("nearest",)),
@@ -56,6 +58,8 @@ ONLY_WITH = (
 
 
 @register
+
+
 class Resize(SizedStep):
     """Resize the image to the model's height and width, from any size the caller feeds (H and W become free).
 
@@ -160,7 +164,7 @@ class Resize(SizedStep):
         i64, f32 = np.int64, np.float32
         shape, hw, resized_hw = self._sizes(em, x, spec)
         if self.filtered:
-            y = self._filter(em, x, shape, hw, resized_hw, spec)
+            y = emit_filtered(self, em, x, shape, hw, resized_hw, spec)
         else:
             keep = em.op("Gather", [shape, em.const("kept_axes", [0, 1] if spec.layout == "NCHW" else [0], i64)],
                          {"axis": 0}, dtype=i64)
@@ -186,17 +190,11 @@ class Resize(SizedStep):
         hw = (x.shape[axes[0]], x.shape[axes[1]])
         resized_hw = self.resized_hw(*hw)
         y = x.astype(np.float64)
-        if self.filtered:  # two passes, the columns first unless PIL would run the rows first
-            shrinks = all(new <= old for new, old in zip(resized_hw, hw))
-            passes = list(zip(axes, resized_hw))
-            for axis, length in passes if self.rows_first(hw, resized_hw) else reversed(passes):
-                weights = filter_weights(self.interpolation, self.cubic_coeff_a, y.shape[axis], length, shrinks)
-                y = np.moveaxis(np.tensordot(weights, y, axes=([1], [axis])), 0, axis)
-                y = y if self.clamp is None else np.clip(y, *self.clamp)
-                y = np.round(y) if self.round else y
+        if self.filtered:
+            y = filtered_resample(self, y, axes, resized_hw)
         else:
             for axis, length in zip(axes, resized_hw):
-                y = self._resample(y, axis, length)
+                y = onnx_resample(self, y, axis, length)
         return self.place(y, resized_hw, axes).astype(np.float32)
 
     def forward_map(self, hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -284,141 +282,6 @@ class Resize(SizedStep):
             attrs["cubic_coeff_a"] = float(self.cubic_coeff_a)
         return attrs
 
-    def _filter(self, em: Emitter, x: gs.Variable, shape: gs.Variable, hw: gs.Variable, resized_hw: gs.Variable,
-                spec: TensorSpec) -> gs.Variable:
-        """PIL's separable resampling as two MatMuls with weight matrices computed in the graph from the sizes: the
-        columns (a [w', W] matrix) and the rows ([h', H]), each pass clipped to `clamp` and rounded when asked, as
-        PIL does; where that makes the order show, an If picks it from the sizes as `rows_first` does. Dense
-        matrices waste multiplications on zeros (the kernel covers a few source pixels per output), but MatMul is
-        what every runtime runs fastest."""
-        i64 = np.int64
-
-        def pick(values: gs.Variable, index: int) -> gs.Variable:
-            return em.op("Gather", [values, em.const("index", index, i64)], {"axis": 0}, dtype=i64, shape=[])
-
-        # OpenCV's INTER_AREA is an area average only when no side grows (else its own two-tap blend)
-        shrinks = None
-        if self.interpolation == "area":
-            grows = em.op("Cast", [em.op("Less", [hw, resized_hw], dtype=np.bool_)], {"to": TensorProto.INT32},
-                          dtype=np.int32)
-            any_grows = em.op("Cast", [em.reduce_max(grows, [0], keepdims=False, dtype=np.int32)],
-                              {"to": TensorProto.BOOL}, dtype=np.bool_)
-            shrinks = em.op("Not", [any_grows], dtype=np.bool_)
-        rows = self._weights(em, pick(hw, 0), pick(resized_hw, 0), shrinks)             # [h', H]
-        columns = self._weights(em, pick(hw, 1), pick(resized_hw, 1), shrinks)          # [w', W]
-        passes = (_NCHWPasses(self, rows, columns) if spec.layout == "NCHW"
-                  else _NHWCPasses(self, rows, columns, shape, resized_hw))
-        if not (self.clamp is not None or self.round) or self.interpolation == "area":
-            return passes.columns_first(em, x)
-        # rows first where h − h' > 0 and h − h' > 2 · (w − w'), as `rows_first`
-        shrunk = em.op("Sub", [hw, resized_hw], dtype=i64, shape=[2])
-        height_shrunk, width_shrunk = pick(shrunk, 0), pick(shrunk, 1)
-        zero, two = em.const("zero", 0, i64), em.const("two", 2, i64)
-        rows_first = em.op("And", [
-            em.op("Greater", [height_shrunk, zero], dtype=np.bool_),
-            em.op("Greater", [height_shrunk, em.op("Mul", [width_shrunk, two], dtype=i64)], dtype=np.bool_)],
-            dtype=np.bool_)
-        return em.branch(rows_first, lambda branch: passes.rows_first(branch, x),
-                         lambda branch: passes.columns_first(branch, x), dtype=np.float32, rank=4)
-
-    def finish_pass(self, em: Emitter, y: gs.Variable) -> gs.Variable:
-        """One pass's result clipped to `clamp` and rounded when asked (PIL's uint8 passes)."""
-        if self.clamp is not None:
-            low, high = (em.const(name, value, np.float32) for name, value in zip(("low", "high"), self.clamp))
-            y = em.op("Clip", [y, low, high], dtype=np.float32)
-        return em.round(y, dtype=np.float32) if self.round else y
-
-    def _weights(self, em: Emitter, n_in: gs.Variable, n_out: gs.Variable, shrinks: gs.Variable | None
-                 ) -> gs.Variable:
-        """[n_out, n_in] float32 resampling weights, PIL's `precompute_coeffs`: output i centred at (i + 0.5) ·
-        scale in the source, the kernel stretched by the scale when shrinking, taps past the edges left out and
-        each row renormalised. Area (OpenCV's INTER_AREA): where no side grows (`shrinks`), the share of each source
-        pixel inside the output pixel's span; else OpenCV's two-tap blend."""
-        f32 = np.float32
-        n_in_f = em.op("Cast", [n_in], {"to": TensorProto.FLOAT}, dtype=f32)
-        n_out_f = em.op("Cast", [n_out], {"to": TensorProto.FLOAT}, dtype=f32)
-        scale = em.op("Div", [n_in_f, n_out_f], dtype=f32)
-        one, half, zero = (em.const(name, value, f32) for name, value in (("one", 1.0, ), ("half", 0.5), ("zero", 0.0)))
-        out_index = em.unsqueeze(em.op("Range", [zero, n_out_f, one], dtype=f32), [1], dtype=f32)        # [m, 1]
-        in_index = em.unsqueeze(em.op("Range", [zero, n_in_f, one], dtype=f32), [0], dtype=f32)          # [1, n]
-        if self.interpolation == "area":
-            start = em.op("Mul", [out_index, scale], dtype=f32)
-            end = em.op("Mul", [em.op("Add", [out_index, one], dtype=f32), scale], dtype=f32)
-            overlap = em.op("Sub", [em.op("Min", [em.op("Add", [in_index, one], dtype=f32), end], dtype=f32),
-                                    em.op("Max", [in_index, start], dtype=f32)], dtype=f32)
-            weights = em.op("Where", [shrinks, em.op("Max", [overlap, zero], dtype=f32),
-                                      self._area_blend(em, n_in_f, scale, out_index, in_index)], dtype=f32)
-        else:
-            stretch = em.op("Max", [scale, one], dtype=f32)
-            support = em.op("Mul", [em.const("support", SUPPORT[self.interpolation], f32), stretch], dtype=f32)
-            centre = em.op("Mul", [em.op("Add", [out_index, half], dtype=f32), scale], dtype=f32)
-            first = em.op("Max", [em.op("Floor", [em.op("Add", [em.op("Sub", [centre, support], dtype=f32), half],
-                                                        dtype=f32)], dtype=f32), zero], dtype=f32)
-            last = em.op("Min", [em.op("Floor", [em.op("Add", [em.op("Add", [centre, support], dtype=f32), half],
-                                                       dtype=f32)], dtype=f32), n_in_f], dtype=f32)
-            inside = em.op("And", [em.op("Not", [em.op("Less", [in_index, first], dtype=np.bool_)], dtype=np.bool_),
-                                   em.op("Less", [in_index, last], dtype=np.bool_)], dtype=np.bool_)
-            distance = em.op("Div", [em.op("Add", [em.op("Sub", [in_index, centre], dtype=f32), half], dtype=f32),
-                                     stretch], dtype=f32)
-            weights = em.op("Where", [inside, self._kernel(em, distance), zero], dtype=f32)
-        return em.op("Div", [weights, em.reduce_sum(weights, [1], dtype=f32)], dtype=f32)
-
-    @staticmethod
-    def _area_blend(em: Emitter, n_in: gs.Variable, scale: gs.Variable, out_index: gs.Variable,
-                    in_index: gs.Variable) -> gs.Variable:
-        """OpenCV's INTER_AREA where a side grows: source sx = floor(i · scale) and sx + 1, blended by fx = (i + 1)
-        − (sx + 1) / scale, taken modulo 1 when positive (else 0); the last source pixel alone at the far edge."""
-        f32 = np.float32
-        one, zero = em.const("one", 1.0, f32), em.const("zero", 0.0, f32)
-        source = em.op("Floor", [em.op("Mul", [out_index, scale], dtype=f32)], dtype=f32)
-        fraction = em.op("Sub", [em.op("Add", [out_index, one], dtype=f32),
-                                 em.op("Div", [em.op("Add", [source, one], dtype=f32), scale], dtype=f32)], dtype=f32)
-        fraction = em.op("Where", [em.op("Greater", [fraction, zero], dtype=np.bool_),
-                                   em.op("Sub", [fraction, em.op("Floor", [fraction], dtype=f32)], dtype=f32), zero],
-                         dtype=f32)
-        edge = em.op("Not", [em.op("Less", [source, em.op("Sub", [n_in, one], dtype=f32)], dtype=np.bool_)],
-                     dtype=np.bool_)
-        fraction = em.op("Where", [edge, zero, fraction], dtype=f32)
-        source = em.op("Where", [edge, em.op("Sub", [n_in, one], dtype=f32), source], dtype=f32)
-        near = em.op("Where", [em.op("Equal", [in_index, source], dtype=np.bool_),
-                               em.op("Sub", [one, fraction], dtype=f32), zero], dtype=f32)
-        far = em.op("Where", [em.op("Equal", [in_index, em.op("Add", [source, one], dtype=f32)], dtype=np.bool_),
-                              fraction, zero], dtype=f32)
-        return em.op("Add", [near, far], dtype=f32)
-
-    def _kernel(self, em: Emitter, d: gs.Variable) -> gs.Variable:
-        """PIL's filters at distance `d` (in kernel units): triangle, Keys cubic with `cubic_coeff_a`, Lanczos-3."""
-        f32 = np.float32
-        a = em.op("Abs", [d], dtype=f32)
-        one, zero = em.const("one", 1.0, f32), em.const("zero", 0.0, f32)
-        if self.interpolation == "linear":
-            return em.op("Max", [em.op("Sub", [one, a], dtype=f32), zero], dtype=f32)
-        if self.interpolation == "cubic":
-            c = float(self.cubic_coeff_a)
-            near = em.op("Add", [em.op("Mul", [em.op("Mul", [em.op("Sub", [em.op("Mul", [a, em.const("n1", c + 2, f32)],
-                                                                                dtype=f32), em.const("n2", c + 3, f32)],
-                                                                  dtype=f32), a], dtype=f32), a], dtype=f32), one],
-                          dtype=f32)
-            far = em.op("Sub", [em.op("Mul", [em.op("Add", [em.op("Mul", [em.op("Sub", [
-                em.op("Mul", [a, em.const("f1", c, f32)], dtype=f32), em.const("f2", 5 * c, f32)], dtype=f32), a],
-                dtype=f32), em.const("f3", 8 * c, f32)], dtype=f32), a], dtype=f32), em.const("f4", 4 * c, f32)],
-                dtype=f32)
-            two = em.const("two", 2.0, f32)
-            return em.op("Where", [em.op("Less", [a, one], dtype=np.bool_), near,
-                                   em.op("Where", [em.op("Less", [a, two], dtype=np.bool_), far, zero], dtype=f32)],
-                         dtype=f32)
-        # lanczos: sinc(d) · sinc(d / 3) for |d| < 3; sinc(0) = 1
-        pi_d = em.op("Mul", [d, em.const("pi", np.pi, f32)], dtype=f32)
-        third = em.op("Div", [pi_d, em.const("three", 3.0, f32)], dtype=f32)
-        tiny = em.op("Less", [a, em.const("tiny", 1e-6, f32)], dtype=np.bool_)
-        safe = em.op("Where", [tiny, one, pi_d], dtype=f32)
-        safe_third = em.op("Where", [tiny, one, third], dtype=f32)
-        product = em.op("Div", [em.op("Mul", [em.op("Sin", [safe], dtype=f32), em.op("Sin", [safe_third], dtype=f32)],
-                                      dtype=f32), em.op("Mul", [safe, safe_third], dtype=f32)], dtype=f32)
-        product = em.op("Where", [tiny, one, product], dtype=f32)
-        return em.op("Where", [em.op("Less", [a, em.const("three", 3.0, f32)], dtype=np.bool_), product, zero],
-                     dtype=f32)
-
     def _sizes(self, em: Emitter, x: gs.Variable, spec: TensorSpec) -> tuple[gs.Variable, gs.Variable, gs.Variable]:
         """x's shape, its [h, w] and the [h', w'] it is resampled to (before crop or letterbox), int64."""
         i64 = np.int64
@@ -499,245 +362,8 @@ class Resize(SizedStep):
         value = em.const("pad_value", self.pad_value, np.float32)
         return em.op("Pad", [y, pads, value], {"mode": "constant"}, dtype=np.float32)
 
-    # --- the twin's resampling ---------------------------------------------------------------------------------
-
-    def _resample(self, x: np.ndarray, axis: int, length: int) -> np.ndarray:
-        """`x` resampled to `length` along `axis`: a weighted sum of source samples (taps), per ONNX Resize."""
-        taps, weights = self._taps(x.shape[axis], length)
-        shape = [1] * x.ndim
-        shape[axis] = length
-        out = np.zeros(x.shape[:axis] + (length,) + x.shape[axis + 1:], np.float64)
-        for k in range(taps.shape[1]):
-            out += np.take(x, taps[:, k], axis=axis) * weights[:, k].reshape(shape)
-        return out
-
-    def _taps(self, n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
-        """Source indices [n_out, T] and their weights [n_out, T]; indices past an edge repeat the edge sample."""
-        x = source_coordinates(self.coordinate_transformation_mode, n_in, n_out).astype(np.float64)
-        if self.interpolation == "nearest":
-            return np.clip(_round(x, self.nearest_mode), 0, n_in - 1).astype(np.int64)[:, None], np.ones((n_out, 1))
-        if self.interpolation == "linear":
-            x = np.clip(x, 0, n_in - 1)  # outside the image the edge sample is repeated
-            low = np.floor(x).astype(np.int64)
-            t = x - low
-            return np.stack([low, np.minimum(low + 1, n_in - 1)], 1), np.stack([1 - t, t], 1)
-        taps = np.floor(x)[:, None].astype(np.int64) + np.arange(-1, 3)[None, :]  # cubic: 4 taps, edges repeated
-        return np.clip(taps, 0, n_in - 1), _cubic_kernel(taps - x[:, None], self.cubic_coeff_a)
-
-
-def source_coordinates(mode: str, n_in: int, n_out: int) -> np.ndarray:
-    """Where each output sample sits in the input (ONNX Resize's coordinate transformation), in float32 as the
-    runtimes compute it; the scale is out / in rounded to float32."""
-    f32 = np.float32
-    x = np.arange(n_out, dtype=f32)
-    scale = f32(n_out) / f32(n_in)
-    if mode == "align_corners":
-        return np.zeros(n_out, f32) if n_out == 1 else x * f32(n_in - 1) / f32(n_out - 1)
-    if mode == "asymmetric":
-        return x / scale
-    if mode == "pytorch_half_pixel" and n_out == 1:
-        return np.zeros(1, f32)
-    return (x + f32(0.5)) / scale - f32(0.5)  # half_pixel, pytorch_half_pixel
-
-
-class _NCHWPasses:
-    """The filtered passes on [N, C, H, W]: x @ columnsᵀ along W, rows @ x along H."""
-
-    def __init__(self, step: Resize, rows: gs.Variable, columns: gs.Variable):
-        self.step, self.rows, self.columns = step, rows, columns
-
-    def along_columns(self, em: Emitter, x: gs.Variable) -> gs.Variable:
-        columns_t = em.op("Transpose", [self.columns], {"perm": [1, 0]}, dtype=np.float32)
-        return self.step.finish_pass(em, em.op("MatMul", [x, columns_t], dtype=np.float32))
-
-    def along_rows(self, em: Emitter, x: gs.Variable) -> gs.Variable:
-        return self.step.finish_pass(em, em.op("MatMul", [self.rows, x], dtype=np.float32))
-
-    def columns_first(self, em: Emitter, x: gs.Variable) -> gs.Variable:
-        return self.along_rows(em, self.along_columns(em, x))
-
-    def rows_first(self, em: Emitter, x: gs.Variable) -> gs.Variable:
-        return self.along_columns(em, self.along_rows(em, x))
-
-
-class _NHWCPasses(_NCHWPasses):
-    """The filtered passes on [N, H, W, C], seen as [N, H, C, W] for the columns, so that they are one large MatMul
-    (a [w', W] against each row of three channels is many tiny ones: 1.45× the time on a 4000×3000 photo), and as
-    [N, H, W·C] for the rows."""
-
-    def __init__(self, step: Resize, rows: gs.Variable, columns: gs.Variable, shape: gs.Variable,
-                 resized_hw: gs.Variable):
-        super().__init__(step, rows, columns)
-        self.shape, self.resized_hw = shape, resized_hw
-
-    def _sized(self, em: Emitter, y: gs.Variable, dims: list[tuple[gs.Variable, int]]) -> gs.Variable:
-        """y reshaped to the listed dims, each one element of `self.shape` or `self.resized_hw`."""
-        i64 = np.int64
-        parts = [em.op("Slice", [source, em.const("start", [i], i64), em.const("end", [i + 1], i64)], dtype=i64)
-                 for source, i in dims]
-        return em.op("Reshape", [y, em.op("Concat", parts, {"axis": 0}, dtype=i64)], dtype=np.float32)
-
-    def columns_first(self, em: Emitter, x: gs.Variable) -> gs.Variable:
-        f32, i64 = np.float32, np.int64
-        y = self.along_columns(em, em.op("Transpose", [x], {"perm": [0, 1, 3, 2]}, dtype=f32))   # [N, H, C, w']
-        y = self.along_rows(em, em.op("Reshape", [y, em.const("rows_last", [0, 0, -1], i64)], dtype=f32))
-        y = self._sized(em, y, [(self.shape, 0), (self.resized_hw, 0), (self.shape, 3), (self.resized_hw, 1)])
-        return em.op("Transpose", [y], {"perm": [0, 1, 3, 2]}, dtype=f32)                        # [N, h', w', C]
-
-    def rows_first(self, em: Emitter, x: gs.Variable) -> gs.Variable:
-        f32, i64 = np.float32, np.int64
-        y = self.along_rows(em, em.op("Reshape", [x, em.const("rows_last", [0, 0, -1], i64)], dtype=f32))
-        y = self._sized(em, y, [(self.shape, 0), (self.resized_hw, 0), (self.shape, 2), (self.shape, 3)])
-        y = self.along_columns(em, em.op("Transpose", [y], {"perm": [0, 1, 3, 2]}, dtype=f32))  # [N, h', C, w']
-        return em.op("Transpose", [y], {"perm": [0, 1, 3, 2]}, dtype=f32)                        # [N, h', w', C]
-
-
-def filter_weights(interpolation: str, cubic_coeff_a: float, n_in: int, n_out: int, shrinks: bool = True
-                   ) -> np.ndarray:
-    """[n_out, n_in] float64 weights of the filtered modes, written here from the libraries' code.
-
-    PIL's resampling (libImaging/Resample.c, `precompute_coeffs`): output i sits at centre (i + 0.5) · scale; the
-    filter (support s) is stretched by the scale when shrinking; taps from int(centre − support + 0.5) up to
-    int(centre + support + 0.5), inside the image, each weighted filter((tap − centre + 0.5) / stretch); each row
-    divided by its sum. `area`, OpenCV's INTER_AREA (imgproc/src/resize.cpp): when no side grows (`shrinks`), the
-    share of each source pixel inside [i · scale, (i + 1) · scale); else two taps sx = floor(i · scale) and sx + 1
-    blended by fx = (i + 1) − (sx + 1) / scale (mod 1 when positive, else 0), the last pixel alone at the far edge.
-    """
-    scale = n_in / n_out
-    weights = np.zeros((n_out, n_in))
-    for i in range(n_out):
-        if interpolation == "area" and shrinks:
-            start, end = i * scale, (i + 1) * scale
-            taps = np.arange(int(np.floor(start)), min(int(np.ceil(end)), n_in))
-            row = np.minimum(taps + 1, end) - np.maximum(taps, start)
-        elif interpolation == "area":
-            source = int(np.floor(i * scale))
-            fx = (i + 1) - (source + 1) / scale
-            fx = fx - np.floor(fx) if fx > 0 else 0.0
-            if source >= n_in - 1:
-                source, fx = n_in - 1, 0.0
-            taps, row = np.array([source, min(source + 1, n_in - 1)]), np.array([1 - fx, fx])
-        else:
-            stretch = max(scale, 1.0)
-            support = SUPPORT[interpolation] * stretch
-            centre = (i + 0.5) * scale
-            taps = np.arange(max(int(centre - support + 0.5), 0), min(int(centre + support + 0.5), n_in))
-            row = _pil_filter(interpolation, (taps - centre + 0.5) / stretch, cubic_coeff_a)
-        np.add.at(weights[i], taps, row / row.sum())
-    return weights
-
-
-def _pil_filter(interpolation: str, d: np.ndarray, cubic_coeff_a: float) -> np.ndarray:
-    if interpolation == "linear":
-        return np.clip(1 - np.abs(d), 0, None)
-    if interpolation == "cubic":
-        return _cubic_kernel(d, cubic_coeff_a)
-    return np.where(np.abs(d) < 3, np.sinc(d) * np.sinc(d / 3), 0.0)  # lanczos; np.sinc is sin(πx) / (πx)
-
 
 def _round_half_even(numerator: int, denominator: int) -> int:
     """numerator / denominator rounded half to even, in integers (Python's round on the exact quotient)."""
     quotient, remainder = divmod(numerator, denominator)
     return quotient + (2 * remainder > denominator or (2 * remainder == denominator and quotient % 2 == 1))
-
-
-def _round(x: np.ndarray, mode: str) -> np.ndarray:
-    if mode == "floor":
-        return np.floor(x)
-    if mode == "ceil":
-        return np.ceil(x)
-    tie = (x - np.floor(x)) == 0.5
-    if mode == "round_prefer_floor":
-        return np.where(tie, np.floor(x), np.floor(x + 0.5))
-    return np.where(tie, np.ceil(x), np.floor(x + 0.5))  # round_prefer_ceil
-
-
-def _cubic_kernel(d: np.ndarray, a: float) -> np.ndarray:
-    """Keys' cubic convolution kernel with coefficient `a`, as the ONNX Resize definition writes it."""
-    d = np.abs(d)
-    near = ((a + 2) * d - (a + 3)) * d * d + 1
-    far = ((a * d - 5 * a) * d + 8 * a) * d - 4 * a
-    return np.where(d <= 1, near, np.where(d < 2, far, 0.0))
-
-
-
-
-# --- against OpenCV and PIL --------------------------------------------------------------------------------------
-
-
-def opencv_equivalent(step: Resize, image_hw: tuple[int, int]) -> str:
-    """The `cv2.resize` interpolation flag closest to the step's settings for an image of this size."""
-    resized = step.resized_hw(*image_hw)
-    shrinks = resized[0] < image_hw[0] or resized[1] < image_hw[1]
-    if step.interpolation == "area" or (step.antialias and shrinks):
-        return "INTER_AREA"
-    if step.interpolation == "lanczos":
-        return "INTER_LANCZOS4"
-    if step.interpolation == "nearest":
-        centred = step.coordinate_transformation_mode in ("half_pixel", "pytorch_half_pixel")
-        return "INTER_NEAREST_EXACT" if centred else "INTER_NEAREST"
-    return "INTER_LINEAR" if step.interpolation == "linear" else "INTER_CUBIC"
-
-
-def resize_vs_opencv(step: Resize, image: np.ndarray) -> dict:
-    """How far the step's resize is from `cv2.resize` with the closest settings, on one H×W×C (or H×W) image.
-
-    The step's side is its numpy twin (which matches the graph within 1e-5) on the image as float32; OpenCV's
-    side is `cv2.resize` on the image in its own dtype (uint8 results are rounded, as an OpenCV pipeline gets
-    them), then the same crop or letterbox, so only the resampling differs. Differences are in the image's units.
-    The step must know its target size (a bound step, or `size` given).
-    """
-    import cv2
-
-    if image.ndim not in (2, 3):
-        raise ValueError(f"one image, H×W×C or H×W, not an array of shape {image.shape}")
-    flag = opencv_equivalent(step, image.shape[:2])
-    resized_hw = step.resized_hw(*image.shape[:2])
-    theirs = cv2.resize(image, (resized_hw[1], resized_hw[0]), interpolation=getattr(cv2, flag))
-    theirs = step.place(theirs.reshape(*resized_hw, -1).astype(np.float64), resized_hw, (0, 1))
-    hwc = image.reshape(*image.shape[:2], -1)
-    ours = step.reference(hwc[None].astype(np.float32), TensorSpec("float32", "NHWC", "RGB", (1, *hwc.shape)))[0]
-    difference = np.abs(ours.astype(np.float64) - theirs)
-    return {
-        "library_call": f"cv2.resize(image, ({resized_hw[1]}, {resized_hw[0]}), interpolation=cv2.{flag})",
-        "equivalent": flag,
-        "image_dtype": str(image.dtype),
-        "max_abs_diff": float(difference.max()),
-        "mean_abs_diff": float(difference.mean()),
-    }
-
-
-def pil_equivalent(step: Resize) -> str | None:
-    """The PIL filter the step imitates (`Image.resize`'s resample): lanczos and the antialiased modes; None for
-    the modes that imitate OpenCV or ONNX Resize."""
-    if step.interpolation == "lanczos":
-        return "LANCZOS"
-    if step.antialias:
-        return "BILINEAR" if step.interpolation == "linear" else "BICUBIC"
-    return None
-
-
-def resize_vs_pil(step: Resize, image: np.ndarray) -> dict:
-    """How far the step's resize is from PIL's `Image.resize` with the filter it imitates, on one uint8 H×W×C (or
-    H×W) image, each channel resized as an 8-bit band (as PIL does an RGB image), then the same crop or letterbox."""
-    from PIL import Image
-
-    filter_name = pil_equivalent(step)
-    if image.ndim not in (2, 3) or image.dtype != np.uint8 or filter_name is None:
-        raise ValueError("one uint8 image, H×W×C or H×W, and a step with a PIL filter (lanczos, antialias)")
-    resized_hw = step.resized_hw(*image.shape[:2])
-    hwc = image.reshape(*image.shape[:2], -1)
-    resample = getattr(Image.Resampling, filter_name)
-    theirs = np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(hwc[..., c])).resize(resized_hw[::-1], resample))
-                       for c in range(hwc.shape[2])], axis=-1)
-    theirs = step.place(theirs.astype(np.float64), resized_hw, (0, 1))
-    ours = step.reference(hwc[None].astype(np.float32), TensorSpec("float32", "NHWC", "RGB", (1, *hwc.shape)))[0]
-    difference = np.abs(ours.astype(np.float64) - theirs)
-    return {
-        "library_call": f"PIL.Image.fromarray(image).resize(({resized_hw[1]}, {resized_hw[0]}), "
-                        f"Image.Resampling.{filter_name})",
-        "equivalent": f"PIL {filter_name}",
-        "image_dtype": str(image.dtype),
-        "max_abs_diff": float(difference.max()),
-        "mean_abs_diff": float(difference.mean()),
-    }

@@ -1,0 +1,95 @@
+"""Compare a detector's outputs (boxes, scores, classes, count) as sets, image by image.
+
+Detections are not one output judged by its kind (`graphsurgery.compare`): the outputs of one nms are judged
+together, and the order, the count and even the presence of a detection may change under float rounding. So each
+reference detection is matched greedily to one of the same class and an agreeing score, and what is left on either
+side is a near tie only when a rounding could have decided it: a score at the threshold or at the max_detections
+cut, an overlap at the IoU threshold. The result, `compare.DetectionResult`, stays with the other result kinds.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from graphsurgery.compare import MAX_DETAILS, DetectionResult, exceeds, within
+from graphsurgery.steps.base import Comparison
+from graphsurgery.steps.nms import iou
+from graphsurgery.tolerances import DEFAULT_TIE
+
+#: How close an IoU must be to the suppression threshold for a detection that one side kept and the other dropped
+#: to count as a near tie (boxes that agree within 1e-4 px move an IoU by less).
+IOU_TIE = 1e-4
+
+
+def compare_detections(names: dict[str, str], actual: dict[str, np.ndarray], expected: dict[str, np.ndarray],
+                       comparison, tie: Comparison = DEFAULT_TIE) -> DetectionResult:
+    """Compare a group of detector outputs as sets. `names`: part (boxes, scores, classes, count) → output name;
+    `comparison` a `steps.detect.DetectionComparison` (its iou, atol/rtol for scores, and the thresholds that decide
+    near ties); `tie`: the float tolerance under which a score sits on a threshold."""
+    result = DetectionResult(", ".join(names.values()), iou=comparison.iou, atol=comparison.atol, rtol=comparison.rtol)
+    needed = [part for part in ("boxes", "scores", "classes") if part not in names]
+    if needed:
+        result.problem = (f"detections are compared as sets of boxes, scores and classes; the recipe's output.names "
+                          f"leave out {', '.join(needed)}")
+        return result
+    sides = []
+    for answers in (expected, actual):
+        boxes, scores, classes = (np.asarray(answers[names[part]]) for part in ("boxes", "scores", "classes"))
+        if boxes.ndim != 3 or boxes.shape[-1] != 4 or scores.shape != boxes.shape[:2] or classes.shape != scores.shape:
+            result.problem = (f"detections must be boxes [N, D, 4], scores and classes [N, D]; got "
+                              f"{list(boxes.shape)}, {list(scores.shape)}, {list(classes.shape)}")
+            return result
+        valid = classes >= 0
+        if "count" in names and not np.array_equal(np.asarray(answers[names["count"]]).ravel(), valid.sum(axis=1)):
+            result.problem = "count differs from the number of rows with a class (>= 0)"
+            return result
+        sides.append((boxes.astype(np.float64), scores.astype(np.float64), classes, valid))
+    if sides[0][0].shape[0] != sides[1][0].shape[0]:
+        result.problem = f"{sides[1][0].shape[0]} images, the reference has {sides[0][0].shape[0]}"
+        return result
+    result.images = sides[0][0].shape[0]
+    for image in range(result.images):
+        ref, got = (tuple(part[image][valid[image]] for part in parts) for *parts, valid in sides)
+        _match_image(result, image, ref, got, comparison, tie)
+    return result
+
+
+def _match_image(result: DetectionResult, image: int, ref: tuple, got: tuple, comparison, tie: Comparison) -> None:
+    """Match one image's detections greedily, best reference first, each to the unmatched one of its class with the
+    highest IoU (at least `comparison.iou`) whose score agrees; then judge what is left on either side."""
+    (ref_boxes, ref_scores, ref_classes), (got_boxes, got_scores, got_classes) = ref, got
+    result.detections += len(ref_scores)
+    free = np.ones(len(got_scores), bool)
+    unmatched_ref = []
+    for index in range(len(ref_scores)):
+        candidates = free & (got_classes == ref_classes[index])
+        candidates &= ~exceeds(np.abs(got_scores - ref_scores[index]), np.full(len(got_scores), ref_scores[index]),
+                               comparison.atol, comparison.rtol)
+        ious = np.where(candidates, iou(ref_boxes[index], got_boxes) if len(got_boxes) else 0.0, -1.0)
+        best = int(np.argmax(ious)) if len(ious) else -1
+        if best < 0 or ious[best] < comparison.iou:
+            unmatched_ref.append(index)
+            continue
+        free[best] = False
+        result.matched += 1
+        result.min_iou = min(result.min_iou, float(ious[best]))
+        result.max_score_diff = max(result.max_score_diff, abs(float(got_scores[best] - ref_scores[index])))
+    all_boxes = np.concatenate([ref_boxes, got_boxes])
+    all_classes = np.concatenate([ref_classes, got_classes])
+    cut = min(ref_scores.min(initial=np.inf), got_scores.min(initial=np.inf))
+    full = max(len(ref_scores), len(got_scores)) >= comparison.max_detections
+    for side, indices in (("reference", unmatched_ref), ("patched", np.nonzero(free)[0].tolist())):
+        boxes, scores, classes = (ref_boxes, ref_scores, ref_classes) if side == "reference" else (
+            got_boxes, got_scores, got_classes)
+        for index in indices:
+            at_threshold = within(scores[index], comparison.score_threshold, tie)[1]
+            at_cut = full and within(scores[index], cut, tie)[1]
+            same = all_classes == classes[index] if comparison.per_class else np.ones(len(all_classes), bool)
+            ious = iou(boxes[index], all_boxes[same]) if same.any() else np.zeros(0)
+            at_overlap = bool((np.abs(ious - comparison.iou_threshold) <= IOU_TIE).any())
+            near = at_threshold or at_cut or at_overlap
+            result.near_ties += near
+            result.mismatches += not near
+            if len(result.details) < MAX_DETAILS:
+                result.details.append({"image": image, "only_in": side, "class": int(classes[index]),
+                                       "score": float(scores[index]), "box": boxes[index].tolist(), "near_tie": near})

@@ -1,0 +1,83 @@
+"""How each coordinate output maps to heatmap cells, measured with the recipe's own numpy twins.
+
+A keypoint mismatch is judged on the heatmap cells its two answers fall in (`compare.HeatmapGrid`), but keypoints
+may be in crop or image pixels after any chain of output steps. Decoding one-hot heatmaps with the output twins
+gives that map without knowing any step, so verify measures it here, once per batch, and the comparator only
+applies it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from graphsurgery.compare import HeatmapGrid
+from graphsurgery.model import ModelFacts
+from graphsurgery.recipe import Recipe
+from graphsurgery.steps.base import GEOMETRY, Comparison
+from graphsurgery.twins import postprocess
+
+
+def heatmap_grid(recipe: Recipe, facts: ModelFacts, parts: Sequence[tuple[np.ndarray, dict[str, np.ndarray]]],
+                 wanted: dict[str, Comparison]) -> dict[str, HeatmapGrid]:
+    """How each coordinate output maps to heatmap cells, measured with the recipe's own numpy twins.
+
+    Per batch (`parts`: the decoded output, `decoded_output`, and the extra inputs its twins got, the input geometry
+    among them: each batch may have its own), one-hot heatmaps of its shape with the peak in a low cell, a high
+    cell and the one between (`_probe_cells`) are decoded by the output twins; two answers give the per-axis scale
+    and offset, the third must agree (within 1e-4) and the scale must not vanish, else that output gets no grid.
+    Single-peak maps are decoded without refinement (the neighbours tie), so no knowledge of any particular step is
+    needed here.
+    """
+    names = [name for name, c in wanted.items() if c.kind == "coordinates"]
+    if not names or not parts or parts[0][0].ndim != 4:
+        return {}
+    found = [_batch_grids(recipe, facts, heatmaps.shape, extras, names) for heatmaps, extras in parts]
+    return {name: HeatmapGrid(np.concatenate([grids[name].scale for grids in found]),
+                              np.concatenate([grids[name].offset for grids in found]))
+            for name in names if all(name in grids for grids in found)}
+
+
+def _batch_grids(recipe: Recipe, facts: ModelFacts, shape: tuple[int, ...], extras: dict[str, np.ndarray],
+                 names: list[str]) -> dict[str, HeatmapGrid]:
+    """`heatmap_grid` for one batch of decoded outputs of `shape` [N, K, H, W]."""
+    n, k, h, w = shape
+    low, high = _probe_cells(shape, extras.get(GEOMETRY), facts.input_size)
+    cells = {"low": low, "high": high, "middle": (low + high + 1) // 2}
+    decoded = {}
+    for label, (x, y) in cells.items():
+        probe = np.zeros(shape, np.float32)
+        probe[:, :, y, x] = 1.0
+        decoded[label] = postprocess(recipe, probe, facts, extras, decoded=True)
+    span = high - low
+    grids = {}
+    for name in names:
+        first, last, middle = (np.asarray(decoded[label].get(name), np.float64) for label in cells)
+        if first.shape != (n, k, 2) or last.shape != first.shape or middle.shape != first.shape:
+            continue
+        scale = (last - first) / np.maximum(span, 1)
+        offset = first - scale * low
+        if ((scale == 0) & (span > 0)).any() or not np.allclose(offset + scale * cells["middle"], middle, rtol=1e-6,
+                                                                atol=1e-4):
+            continue
+        grids[name] = HeatmapGrid(scale, offset)
+    return grids
+
+
+def _probe_cells(shape: tuple[int, ...], geometry: np.ndarray | None, input_size: tuple[int, int] | None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """The lowest and highest heatmap cells (x, y) to probe: the corners of the map, or, with the input geometry,
+    of the cells that see the caller's image (its place in the model input read as the same fraction of the map;
+    two cells in from its far edge, which UDP's wider cells reach sooner): a step that maps back to the caller's
+    pixels marks the letterbox padding invalid (to_image mode image), which no affine map of the cells fits. The
+    corners when fewer than three cells on an axis see the image."""
+    h, w = shape[2:]
+    corner = np.array([w - 1, h - 1])
+    if geometry is None or input_size is None:
+        return np.zeros(2, np.int64), corner
+    scale, offset, size = (np.asarray(geometry[start:start + 2], np.float64) for start in (0, 2, 4))
+    cells_per_pixel = np.array([w, h]) / np.array(input_size)
+    low = np.clip(np.ceil(offset * cells_per_pixel), 0, corner).astype(np.int64)
+    high = np.clip(np.floor((offset + scale * size) * cells_per_pixel) - 2, 0, corner).astype(np.int64)
+    return (low, high) if (high - low >= 2).all() else (np.zeros(2, np.int64), corner)

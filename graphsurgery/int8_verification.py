@@ -1,0 +1,88 @@
+"""`verify --precision int8`: the int8 IR of the patched model, and the report that judges it.
+
+An int8 network answers differently from the f32 one by design, so f32 parity cannot be its verdict. What the
+patch must guarantee is that the spliced decode stays exact on whatever the int8 network outputs: the deciding
+comparison is the int8 model's decoded outputs against the numpy twins' decode of its own network output, and its
+agreement with the f32 pipeline is measured, not judged. Imported by `verify` only when int8 is asked for.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from graphsurgery.compare import HeatmapGrid, missing_output
+from graphsurgery.errors import GraphsurgeryError
+from graphsurgery.model import ModelFacts
+from graphsurgery.recipe import Recipe
+from graphsurgery.samples import Samples, chunks
+from graphsurgery.steps.base import Comparison
+from graphsurgery.twins import decoded_output, unpatched_outputs
+from graphsurgery.verification import PairReport, compare, concat
+
+
+def int8_backends(backends: list[str], patched: str | Path | None) -> list[str]:
+    if "openvino" not in backends:
+        raise GraphsurgeryError("int8 is an OpenVINO IR", fix="verify it on openvino (--backends openvino)")
+    if patched is not None:
+        from graphsurgery.quantize import is_int8
+
+        if not is_int8(Path(patched)):
+            raise GraphsurgeryError("--precision int8 verifies an int8 IR and this is not one", path=patched,
+                                    fix="make it with `graphsurgery convert PATCHED.onnx --int8 --calibration DIR`, "
+                                        "or give no --patched (verify then quantizes on random samples)")
+    return ["openvino"]
+
+
+def build_int8(patched_onnx: Path, seed: int) -> Path:
+    """The int8 IR of the patched model, calibrated on `VERIFY_CALIBRATION` random caller samples drawn with
+    another seed than the compared ones."""
+    from graphsurgery.quantize import VERIFY_CALIBRATION, calibration_set, convert_int8
+
+    calibration = calibration_set(patched_onnx, random=VERIFY_CALIBRATION, seed=seed + 1)
+    out = patched_onnx.with_suffix(".int8.xml")
+    convert_int8(patched_onnx, out, calibration)
+    return out
+
+
+def own_decode(recipe: Recipe, facts: ModelFacts, answers: list[dict[str, np.ndarray]], samples: Samples,
+               batch: int) -> tuple[dict, dict, np.ndarray] | None:
+    """From the int8 model's answers, batch after batch (`verification._run_patched`): the numpy twins' decode of its
+    own network output (which it keeps as an output), and that output as the decoding steps read it; None when it
+    keeps none."""
+    if not all(name in answers[0] for name in (facts.targets or (facts.output_name,))):
+        return None
+    decodes, raws = [], []
+    for outputs, (x, extras) in zip(answers, chunks(samples, batch)):
+        decodes.append(unpatched_outputs(recipe, facts, outputs, extras, x.shape))
+        raws.append(decoded_output(recipe, outputs[facts.output_name], facts, extras))
+    return concat(answers), concat(decodes), np.concatenate(raws)
+
+
+def int8_pairs(f32_pair: PairReport, own_decode, patched: dict[str, np.ndarray], unpatched: dict[str, np.ndarray],
+               raw: np.ndarray, wanted: dict[str, Comparison], grids: dict[str, HeatmapGrid], tie: Comparison
+               ) -> tuple[list[PairReport], str]:
+    """The int8 report: against the f32 unpatched pipeline, informational; the int8 model's decoded outputs against
+    the numpy decode of its own network output, deciding. And the agreement line: keypoints within one heatmap
+    cell of f32's."""
+    f32_pair.informational, f32_pair.reduced_precision = True, "int8"
+    f32_pair.name = "openvino int8: unpatched f32 → patched int8"
+    if own_decode is None:
+        results = [missing_output(name, c, "the int8 model keeps no network output (keep_original: false), so its "
+                                           "decode cannot be checked") for name, c in wanted.items()]
+    else:
+        answers, expected, own_raw = own_decode  # near ties: judged on its own network output
+        results = compare(answers, expected, own_raw, wanted, grids, tie)
+    own = PairReport("openvino int8: own network output → numpy decode", "numpy twins on the int8 model's output",
+                     "patched int8 model", results)
+    shares = []
+    for name, c in wanted.items():
+        if c.kind == "coordinates" and name in patched and name in grids:
+            cells = np.abs(np.asarray(patched[name], np.float64) - unpatched[name]) / np.maximum(
+                np.abs(grids[name].scale), 1e-12)
+            shares.append(f"{name}: {100 * np.mean(np.nan_to_num(cells, nan=np.inf).max(axis=-1) <= 1):.1f} % within "
+                          f"one heatmap cell of f32's, mean distance "
+                          f"{np.nanmean(np.linalg.norm(patched[name] - unpatched[name], axis=-1)):.3g}")
+    note = "int8 against f32: " + ("; ".join(shares) if shares else "no keypoint output to measure agreement on")
+    return [f32_pair, own], note

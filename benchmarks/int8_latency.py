@@ -45,8 +45,8 @@ def main() -> int:
         patched = apply(ROOT / "recipes" / "hrnet_coco_pose.yaml", args.model, Path(tmp) / "patched.onnx").output
         convert(patched, Path(tmp) / "f32.xml")
         began = time.perf_counter()
-        _, calibration_price = convert_int8(patched, Path(tmp) / "int8.xml",
-                                            calibration_set(patched, random=args.calibration_random))
+        facts = convert_int8(patched, Path(tmp) / "int8.xml",
+                             calibration_set(patched, random=args.calibration_random)).int8
         quantize_s = time.perf_counter() - began
         core = ov.Core()
         config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": args.threads}
@@ -69,7 +69,8 @@ def main() -> int:
               "median_ms": {name: float(np.median(v)) for name, v in samples.items()},
               "int8_over_f32": paired_ratio(samples["int8"], samples["f32"]),
               "int8_over_f32_ci95": paired_ratio_ci(samples["int8"], samples["f32"]),
-              "price_on_calibration": calibration_price, "price_held_out": held_out_price}
+              "price_on_calibration": {"quantizers": facts.quantized_activations, **facts.vs_f32},
+              "price_held_out": held_out_price}
     print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=2))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))

@@ -70,7 +70,7 @@ def _demo(variant: str, out: Path, iterations: int, console: Console) -> int:
 
     parity = {pair.name: pair for pair in onnx_report.pairs}
     parity["ir"] = ir_report.pairs[0]
-    latency = {row["key"]: row for row in timing["pipelines"]}
+    latency = {row["key"]: row for row in timing.pipelines}
     table = Table(title=f"HRNet-{variant}, {onnx_report.samples} crops from {IMAGES.name}/, 2 threads, "
                         "median end-to-end ms (uint8 crop → keypoints)", title_justify="left")
     for column in ("pipeline", "backend", "latency ms", "parity vs plain + numpy"):

@@ -23,10 +23,11 @@ def inspect(model):
 
 
 def convert(model, out_xml, **options):
-    """OpenVINO IR of an ONNX model (`graphsurgery.irconvert.convert`)."""
-    from graphsurgery.irconvert import convert as _convert
+    """OpenVINO IR of an ONNX model, FP32, FP16 or, with `int8=True` and calibration samples, int8
+    (`graphsurgery.irconvert.convert_ir`); returns a ConvertResult."""
+    from graphsurgery.irconvert import convert_ir
 
-    return _convert(model, out_xml, **options)
+    return convert_ir(model, out_xml, **options)
 
 
 def run(model, images, outdir, **options):
@@ -60,7 +61,8 @@ def eval_coco(recipe, plain_model, annotations, images, **options):
 
 
 def bench(recipe, model, settings=None):
-    """Patched against plain, interleaved on every runtime (`graphsurgery.benchmark.run_bench`): the results dict."""
+    """Patched against plain, interleaved on every runtime (`graphsurgery.benchmark.run_bench`); returns a
+    BenchResult, whose `to_dict()` is `bench --json`."""
     from graphsurgery.benchmark import Settings, run_bench
 
     return run_bench(recipe, model, settings or Settings())

@@ -11,6 +11,7 @@ import onnx
 
 from graphsurgery.model import model_opset, provenance, real_inputs
 from graphsurgery.modelio import check_output_path, external_tensors, load_model, model_files, save_model
+from graphsurgery.probe import settle_output_sizes
 from graphsurgery.recipe import Recipe, as_recipe
 from graphsurgery.splice import SplicePlan, splice
 
@@ -37,7 +38,9 @@ def apply(recipe: str | Path | Recipe, model: str | Path, out: str | Path | None
     if not dry_run:  # the model, its external data files and the recipe file are never written
         check_output_path(out, [*model_files(loaded), Path(recipe.source) if recipe.file_sha256 else None], force)
     base_dir = loaded.base_dir
+    settled = settle_output_sizes(loaded, recipe)
     patched, plan = splice(recipe, loaded.proto, model_name=str(model), force=force, upgrade_opset=upgrade_opset)
+    plan.notes = [*settled, *plan.notes]
     if dry_run:
         return ApplyResult(plan, None)
     # Free the original's weights before saving (which briefly needs twice the model again): graph-surgeon's

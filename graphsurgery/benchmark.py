@@ -5,7 +5,7 @@ is timed too, or when it crops person boxes in the graph, with `batch` boxes) to
 keypoints). The runs are interleaved: each round runs every pipeline
 once, in a fresh random order, so load from other processes falls on all pipelines alike, and ratios are taken
 within each round. Absolute times drift on a busy machine; ratios measured in one run stay meaningful.
-`run_bench` returns a JSON-ready dict; the CLI prints it and `write_chart` draws it.
+`run_bench` returns a BenchResult (`to_dict()` is its JSON); the CLI prints it and `write_chart` draws it.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -135,7 +135,27 @@ class Pipeline:
                 "reduced_precision": self.precision != "f32"}
 
 
-def run_bench(recipe: str | Path, model: str | Path, settings: Settings = Settings()) -> dict:
+@dataclass(frozen=True)
+class BenchResult:
+    """One `bench` run; `to_dict()` is `bench --json`. `targets` and `notes` are latency mode's (None in throughput
+    mode); `int8` ({calibration, vs_f32}) is there when `Settings.int8` asked for the int8 IR."""
+
+    mode: str
+    recipe: str
+    model: str
+    settings: dict
+    machine: dict
+    load_average: dict
+    pipelines: list[dict]
+    targets: list[dict] | None = None
+    notes: list[str] | None = None
+    int8: dict | None = None
+
+    def to_dict(self) -> dict:
+        return {key: value for key, value in asdict(self).items() if value is not None}
+
+
+def run_bench(recipe: str | Path, model: str | Path, settings: Settings = Settings()) -> BenchResult:
     """Patch `model` with `recipe` into a temporary folder, then time every pipeline, interleaved."""
     if settings.iterations < 1 or settings.warmup < 0 or settings.batch < 1:
         raise GraphsurgeryError("iterations and batch must be ≥ 1 and warmup ≥ 0",
@@ -156,34 +176,27 @@ def run_bench(recipe: str | Path, model: str | Path, settings: Settings = Settin
         with _pipelines(workload, model, patched, settings, threads, network, int8 and int8["ir"]) as pipelines:
             measure = _measure_throughput if settings.throughput else _measure_latency
             rows = measure(pipelines, settings)
-    result = {
-        "mode": "throughput" if settings.throughput else "latency",
-        "recipe": recipe.name,
-        "model": str(model),
-        "settings": {"iterations": settings.iterations, "warmup": settings.warmup, "threads": threads,
-                     "batch": settings.batch, "torch": settings.torch,
-                     "batches_per_round": BATCHES_PER_ROUND if settings.throughput else 1,
-                     "input": {"name": workload.patched_input, "dtype": workload.crop.dtype.name,
-                               "shape": list(workload.crop.shape)}},
-        "machine": machine(),
-        "load_average": {"before": list(load_before), "after": list(os.getloadavg())},
-        "pipelines": rows,
-    }
-    if not settings.throughput:
-        result["targets"] = check_targets(rows)
-        result["notes"] = precision_notes(rows)
-    if int8:
-        result["int8"] = {"calibration": int8["calibration"], "vs_f32": int8["price"]}
-    return result
+    latency = not settings.throughput
+    return BenchResult(
+        mode="latency" if latency else "throughput", recipe=recipe.name, model=str(model),
+        settings={"iterations": settings.iterations, "warmup": settings.warmup, "threads": threads,
+                  "batch": settings.batch, "torch": settings.torch,
+                  "batches_per_round": 1 if latency else BATCHES_PER_ROUND,
+                  "input": {"name": workload.patched_input, "dtype": workload.crop.dtype.name,
+                            "shape": list(workload.crop.shape)}},
+        machine=machine(), load_average={"before": list(load_before), "after": list(os.getloadavg())}, pipelines=rows,
+        targets=check_targets(rows) if latency else None, notes=precision_notes(rows) if latency else None,
+        int8={"calibration": int8["calibration"], "vs_f32": int8["price"]} if int8 else None,
+    )
 
 
 def _int8_ir(patched: Path, xml: Path, samples: int) -> dict:
     """The patched model as an int8 IR (`quantize.convert_int8`) on `samples` random caller inputs, with its price."""
     from graphsurgery.quantize import calibration_set, convert_int8
 
-    calibration = calibration_set(patched, random=samples)
-    _, price = convert_int8(patched, xml, calibration)
-    return {"ir": xml, "calibration": calibration.description, "price": price}
+    facts = convert_int8(patched, xml, calibration_set(patched, random=samples)).int8
+    return {"ir": xml, "calibration": facts.calibration,
+            "price": {"quantizers": facts.quantized_activations, **facts.vs_f32}}
 
 
 def precision_notes(rows: list[dict]) -> list[str]:

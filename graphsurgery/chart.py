@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+if TYPE_CHECKING:
+    from graphsurgery.benchmark import BenchResult
 
-def write_chart(result: dict, path: str | Path) -> Path:
+
+def write_chart(result: BenchResult, path: str | Path) -> Path:
     """A horizontal bar chart of the rows (latency: model-only and end-to-end medians, whiskers to p90)."""
     import matplotlib
 
@@ -15,13 +19,13 @@ def write_chart(result: dict, path: str | Path) -> Path:
     import matplotlib.pyplot as plt
 
     path = Path(path)
-    rows = result["pipelines"]
+    rows = result.pipelines
     labels = [row["label"] + ("" if row["precision"] == row["precision_requested"] else f" [ran {row['precision']}]")
               for row in rows]
     y = np.arange(len(rows))[::-1]
-    settings = result["settings"]
+    settings = result.settings
     figure, axes = plt.subplots(figsize=(9, 1.0 + 0.55 * len(rows)), dpi=110)
-    if result["mode"] == "latency":
+    if result.mode == "latency":
         height = 0.38
         for offset, kind, name, colour in ((height / 2, "model_ms", "model only", "#4C72B0"),
                                            (-height / 2, "end_to_end_ms", "end to end", "#DD8452")):
@@ -39,8 +43,8 @@ def write_chart(result: dict, path: str | Path) -> Path:
         axes.set_xlabel("frames per second (median round)")
     axes.set_yticks(y, labels, fontsize=8)
     axes.margins(x=0.12)
-    load = result["load_average"]["after"][0]
-    axes.set_title(f"{Path(result['model']).name} · {result['recipe']} · batch {settings['batch']} · "
+    load = result.load_average["after"][0]
+    axes.set_title(f"{Path(result.model).name} · {result.recipe} · batch {settings['batch']} · "
                    f"{settings['threads']} threads · {settings['iterations']} interleaved rounds · load {load:.1f}",
                    fontsize=8)
     figure.tight_layout()

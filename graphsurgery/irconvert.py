@@ -17,12 +17,13 @@ import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
+from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
 
 from graphsurgery.errors import GraphsurgeryError, ModelError
-from graphsurgery.model import real_inputs
+from graphsurgery.model import openvino_caveats, real_inputs
 from graphsurgery.modelio import check_output_path, load_model, model_files, staging_folder
 
 WEIGHTS_KEY = ("graphsurgery", "weights")
@@ -35,6 +36,43 @@ Shape = tuple[int | None, ...]
 
 #: The largest dim --input-shape takes: OpenVINO's dims are 32-bit (a larger one was an internal error)
 MAX_DIM = 2**31 - 1
+
+
+@dataclass(frozen=True)
+class Int8Facts:
+    """How an int8 IR was calibrated and what it costs: `vs_f32` is int8 against f32 on the calibration samples,
+    output by output (`quantize.price`); `quantized_activations` counts the quantizers NNCF kept."""
+
+    vs_f32: dict[str, dict[str, float]]
+    quantized_activations: int
+    calibration: str
+    max_drop: float | None = None
+    max_reverts: int | None = None
+
+
+@dataclass(frozen=True)
+class ConvertResult:
+    """What `convert` wrote: the IR pair, its weights' precision ("FP32", "FP16" or "INT8"), what OpenVINO computes
+    differently in this model (`model.openvino_caveats`) and, for an int8 IR, its `Int8Facts`."""
+
+    xml: Path
+    bin: Path
+    weights: str
+    notes: list[str]
+    int8: Int8Facts | None = None
+
+    @property
+    def written(self) -> list[Path]:
+        """The files in the order they were moved into place: .bin first, so a present .xml means a whole IR."""
+        return [self.bin, self.xml]
+
+    def to_dict(self) -> dict:
+        """`graphsurgery convert --json`."""
+        facts = self.int8
+        return {"written": [str(p) for p in self.written], "weights": self.weights, "notes": list(self.notes),
+                **({"int8_vs_f32": facts.vs_f32, "calibration": facts.calibration,
+                    "quantized_activations": facts.quantized_activations, "max_drop": facts.max_drop,
+                    "max_reverts": facts.max_reverts} if facts else {})}
 
 
 def parse_input_shape(text: str) -> tuple[str, Shape]:
@@ -65,8 +103,9 @@ def ovms_path(directory: str | Path, name: str) -> Path:
 
 def convert(model_path: str | Path, out_xml: str | Path, fp16: bool = False,
             input_shapes: Mapping[str, Sequence[int | None]] | None = None, *, force: bool = False,
-            make_parents: bool = False, transform: Callable | None = None, weights: str | None = None) -> list[Path]:
-    """Convert the ONNX model to IR at `out_xml` (+ .bin); returns the files written (.bin, .xml).
+            make_parents: bool = False, transform: Callable | None = None, weights: str | None = None
+            ) -> ConvertResult:
+    """Convert the ONNX model to IR at `out_xml` (+ .bin).
 
     `input_shapes` fixes dynamic dims by input name; `make_parents` creates missing folders (the OVMS layout);
     `transform` turns the converted OpenVINO model into the one saved (int8 quantization), whose weights are then
@@ -95,12 +134,38 @@ def convert(model_path: str | Path, out_xml: str | Path, fp16: bool = False,
         weights = weights or ("FP16" if fp16 else "FP32")
         model.set_rt_info(weights, list(WEIGHTS_KEY))
         model.set_rt_info(model_path.name, list(SOURCE_KEY))
-        return _save(model, out_xml, out_bin, fp16)
+        _save(model, out_xml, out_bin, fp16)
+        return ConvertResult(out_xml, out_bin, weights, openvino_caveats(proto))
     except BaseException:
         for folder in made:
             with suppress(OSError):
                 folder.rmdir()
         raise
+
+
+def convert_ir(model_path: str | Path, out_xml: str | Path, fp16: bool = False,
+               input_shapes: Mapping[str, Sequence[int | None]] | None = None, *, int8: bool = False,
+               calibration: str | Path | None = None, boxes: str | Path | None = None,
+               calibration_random: int | None = None, max_drop: float | None = None, max_reverts: int | None = None,
+               force: bool = False, make_parents: bool = False) -> ConvertResult:
+    """`graphsurgery convert` in Python: `convert`, or with `int8` `quantize.convert_int8` calibrated on the images
+    in the folder `calibration` (with person `boxes`) or on `calibration_random` random caller inputs."""
+    if not int8 and (calibration or boxes or calibration_random is not None or max_drop is not None):
+        raise GraphsurgeryError("calibration samples and max_drop (--max-drop) are for int8 (--int8)",
+                                fix="pass int8=True (--int8), or drop the calibration options")
+    if max_reverts is not None and max_drop is None:
+        raise GraphsurgeryError("max_reverts (--max-reverts) bounds the accuracy control of max_drop (--max-drop)",
+                                fix="give max_drop=X (--max-drop X)")
+    if int8 and fp16:
+        raise GraphsurgeryError("int8 (--int8) and fp16 (--fp16) both choose the weights' precision",
+                                fix="give only one of them")
+    if not int8:
+        return convert(model_path, out_xml, fp16, input_shapes, force=force, make_parents=make_parents)
+    from graphsurgery.quantize import calibration_set, convert_int8
+
+    samples = calibration_set(Path(model_path), calibration, boxes, calibration_random)
+    return convert_int8(model_path, out_xml, samples, input_shapes, force=force, make_parents=make_parents,
+                        max_drop=max_drop, max_reverts=max_reverts)
 
 
 def _missing_parents(folder: Path) -> list[Path]:
@@ -203,7 +268,7 @@ def _reshape(model, input_shapes: Mapping[str, Sequence[int | None]], model_path
                                 path=model_path, fix="choose dims the model supports") from None
 
 
-def _save(model, out_xml: Path, out_bin: Path, fp16: bool) -> list[Path]:
+def _save(model, out_xml: Path, out_bin: Path, fp16: bool) -> None:
     import openvino as ov
 
     with staging_folder(out_xml) as staging:
@@ -212,7 +277,6 @@ def _save(model, out_xml: Path, out_bin: Path, fp16: bool) -> list[Path]:
             ov.save_model(model, str(staged), compress_to_fp16=fp16)
             os.replace(staged.with_suffix(".bin"), out_bin)
             os.replace(staged, out_xml)
-            return [out_bin, out_xml]
         except OSError as exc:
             raise GraphsurgeryError(f"could not write the IR ({exc.strerror or exc})", path=out_xml,
                                     fix="free disk space or choose another folder") from None

@@ -14,13 +14,17 @@ import contextlib
 import hashlib
 import logging
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from graphsurgery.errors import GraphsurgeryError
 from graphsurgery.runners import Port, model_signature
+
+if TYPE_CHECKING:
+    from graphsurgery.irconvert import ConvertResult
 
 #: the name prefix of every spliced node: kept in float
 SPLICED = r"graphsurgery/.*"
@@ -166,26 +170,27 @@ def price(f32_model, int8_model, calibration: Calibration) -> dict:
 
 def convert_int8(model: Path, out_xml: Path, calibration: Calibration, input_shapes=None, *, force: bool = False,
                  make_parents: bool = False, max_drop: float | None = None, max_reverts: int | None = None
-                 ) -> tuple[list[Path], dict]:
+                 ) -> ConvertResult:
     """`irconvert.convert` with int8 quantization (accuracy-controlled with `max_drop`): the IR's rt_info says int8
-    and names the calibration set (size, sha256); returns the files written and the price (`price`, plus how many
-    quantizers the model kept)."""
-    from graphsurgery.irconvert import convert
+    and names the calibration set (size, sha256); the result's `int8` holds the price (`price`) and how many
+    quantizers the model kept."""
+    from graphsurgery.irconvert import Int8Facts, convert
 
     measured: dict = {}
 
     def to_int8(f32_model):
         int8_model = quantize(f32_model.clone(), calibration, max_drop, max_reverts)
         measured["quantizers"] = sum(op.get_type_name() == "FakeQuantize" for op in int8_model.get_ops())
-        measured.update(price(f32_model, int8_model, calibration))
+        measured["price"] = price(f32_model, int8_model, calibration)
         int8_model.set_rt_info("int8", list(PRECISION_KEY))
         int8_model.set_rt_info(f"{len(calibration.feeds)} samples, sha256 {calibration.sha256()}",
                                list(CALIBRATION_KEY))
         return int8_model
 
-    written = convert(model, out_xml, False, input_shapes, force=force, make_parents=make_parents,
-                      transform=to_int8, weights="INT8")
-    return written, measured
+    result = convert(model, out_xml, False, input_shapes, force=force, make_parents=make_parents,
+                     transform=to_int8, weights="INT8")
+    facts = Int8Facts(measured["price"], measured["quantizers"], calibration.description, max_drop, max_reverts)
+    return replace(result, int8=facts)
 
 
 def is_int8(model: Path) -> bool:

@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from graphsurgery.benchmark import REFERENCE, precision_notes
+from graphsurgery.benchmark import REFERENCE, BenchResult, Settings, precision_notes
 from graphsurgery.cli import cli
 from graphsurgery.ratios import interleaved, paired_ratio
 from graphsurgery.targets import TARGETS
@@ -105,6 +105,20 @@ def test_chart_is_a_png(latency):
     with Image.open(chart) as image:
         assert image.format == "PNG" and image.width > 400 and image.height > 200
         image.load()  # decodes every pixel
+
+
+def test_bench_result_to_dict_is_its_attributes(latency, tiny_pose_models):
+    """`graphsurgery.bench` returns a BenchResult: `to_dict()` is JSON made of its attributes, and leaves out the
+    latency-only `targets` and `notes` (and `int8`) when they are None; `bench --json` wrote the same dict."""
+    import graphsurgery
+
+    _, data, _ = latency
+    assert BenchResult(**data).to_dict() == data
+    result = graphsurgery.bench(RECIPES / "hrnet_coco_pose.yaml", tiny_pose_models[(17, False)],
+                                Settings(iterations=1, warmup=0, threads=1, throughput=True))
+    assert (result.mode, result.targets, result.notes, result.int8) == ("throughput", None, None, None)
+    fields = ("mode", "recipe", "model", "settings", "machine", "load_average", "pipelines")
+    assert json.loads(json.dumps(result.to_dict())) == {name: getattr(result, name) for name in fields}
 
 
 def test_throughput_mode(tiny_pose_models, tmp_path):

@@ -71,7 +71,7 @@ def _check_parity(plain: Path, recipe_path: Path, dynamic: bool, crops_feeds: di
     before = _sha(plain)
     patched = apply(recipe_path, plain, folder / "patched.onnx").output
     xml = folder / "patched.xml"
-    assert convert(patched, xml) == [xml.with_suffix(".bin"), xml]
+    assert convert(patched, xml).written == [xml.with_suffix(".bin"), xml]
     assert _sha(plain) == before
 
     recipe = load_recipe(recipe_path)
@@ -148,6 +148,24 @@ def test_names_preserved_and_fp32_weights_by_default(patched_image_model, tmp_pa
     assert "f16" not in _constant_types(model)
     weights = sum(int(np.prod(t.dims)) for t in proto.graph.initializer if t.data_type == TensorProto.FLOAT)
     assert (tmp_path / "m.bin").stat().st_size >= 4 * weights
+
+
+def test_convert_result_to_dict_is_its_attributes_and_the_cli_json(patched_image_model, tmp_path):
+    """`graphsurgery.convert` returns a ConvertResult; its `to_dict()` is JSON, and exactly `convert --json`."""
+    import json
+
+    import graphsurgery
+
+    xml = tmp_path / "m.xml"
+    result = graphsurgery.convert(patched_image_model, xml, fp16=True)
+    assert (result.xml, result.bin, result.weights, result.int8) == (xml, xml.with_suffix(".bin"), "FP16", None)
+    assert result.written == [xml.with_suffix(".bin"), xml]
+    data = json.loads(json.dumps(result.to_dict()))
+    assert data == {"written": [str(p) for p in result.written], "weights": "FP16", "notes": result.notes}
+    shell = CliRunner().invoke(cli, ["convert", str(patched_image_model), "-o", str(xml), "--fp16", "--force",
+                                     "--json"])
+    assert shell.exit_code == 0, shell.output
+    assert json.loads(shell.stdout) == data
 
 
 def test_fp16_halves_the_weights_and_is_labelled(hrnet_tiny, tmp_path):

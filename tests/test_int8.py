@@ -35,8 +35,8 @@ def test_int8_ir_keeps_the_decode_float_and_exact(patched, tmp_path):
     import openvino as ov
 
     calibration = calibration_set(patched, random=8)
-    written, price = convert_int8(patched, tmp_path / "pose_int8.xml", calibration)
-    assert [p.suffix for p in written] == [".bin", ".xml"]
+    converted = convert_int8(patched, tmp_path / "pose_int8.xml", calibration)
+    assert [p.suffix for p in converted.written] == [".bin", ".xml"] and converted.weights == "INT8"
     model = ov.Core().read_model(str(tmp_path / "pose_int8.xml"))
     assert model.get_rt_info(list(PRECISION_KEY)).astype(str) == "int8"
     assert re.fullmatch(r"8 samples, sha256 [0-9a-f]{64}", model.get_rt_info(list(CALIBRATION_KEY)).astype(str))
@@ -51,7 +51,8 @@ def test_int8_ir_keeps_the_decode_float_and_exact(patched, tmp_path):
     env = HeatmapArgmax().reference({"output": outputs["heatmaps"]})
     decoded = ToImage(mode="crop", input_size=(192, 256)).reference(env)["keypoints"]
     np.testing.assert_array_equal(outputs["keypoints"], decoded)  # exact on the int8 network's own heatmaps
-    assert set(price) == {"keypoints", "scores", "heatmaps", "quantizers"} and price["quantizers"] == len(quantizers)
+    price = converted.int8.vs_f32
+    assert set(price) == {"keypoints", "scores", "heatmaps"} and converted.int8.quantized_activations == len(quantizers)
     assert 0.0 <= price["keypoints"]["within_one_cell"] <= 1.0 and price["heatmaps"]["mean_abs_diff"] > 0
 
 
@@ -66,10 +67,28 @@ def test_the_cli_calibrates_on_images_and_reports_the_price(patched, tmp_path):
     assert out.exists() and out.with_suffix(".bin").exists()
 
 
+def test_the_python_api_quantizes_as_the_cli_does(patched, tmp_path):
+    """`graphsurgery.convert(..., int8=True)` takes the CLI's calibration options; `to_dict()` is `convert --json`."""
+    import graphsurgery
+    from graphsurgery.errors import GraphsurgeryError
+
+    result = graphsurgery.convert(patched, tmp_path / "api.xml", int8=True, calibration_random=4)
+    facts = result.int8
+    assert result.weights == "INT8" and facts.calibration == "4 random crops (seed 0)" and facts.max_drop is None
+    assert set(facts.vs_f32) == {"keypoints", "scores", "heatmaps"} and facts.quantized_activations > 0
+    assert json.loads(json.dumps(result.to_dict())) == {
+        "written": [str(p) for p in result.written], "weights": "INT8", "notes": result.notes,
+        "int8_vs_f32": facts.vs_f32, "calibration": facts.calibration,
+        "quantized_activations": facts.quantized_activations, "max_drop": None, "max_reverts": None}
+    with pytest.raises(GraphsurgeryError, match=r"max_reverts \(--max-reverts\) bounds the accuracy control"):
+        graphsurgery.convert(patched, tmp_path / "x.xml", int8=True, calibration_random=4, max_reverts=2)
+    assert not (tmp_path / "x.xml").exists()
+
+
 @pytest.mark.parametrize("args, message", [
     (["--int8"], "int8 needs calibration samples"),
-    (["--calibration-random", "4"], "calibration samples and --max-drop are for --int8"),
-    (["--int8", "--fp16", "--calibration-random", "4"], "--int8 and --fp16 both choose"),
+    (["--calibration-random", "4"], "calibration samples and max_drop (--max-drop) are for int8 (--int8)"),
+    (["--int8", "--fp16", "--calibration-random", "4"], "int8 (--int8) and fp16 (--fp16) both choose"),
     (["--int8", "--calibration-random", "0"], "0 calibration samples"),
 ])
 def test_bad_requests_are_one_line_errors(patched, tmp_path, args, message):
@@ -188,7 +207,8 @@ def test_max_reverts_bounds_the_accuracy_control(tmp_path):
 def test_max_reverts_needs_max_drop(patched, tmp_path):
     result = CliRunner().invoke(cli, ["convert", str(patched), "--int8", "--calibration-random", "4",
                                       "--max-reverts", "2", "-o", str(tmp_path / "x.xml")])
-    assert result.exit_code == 2 and "--max-reverts bounds the accuracy control of --max-drop" in result.output
+    assert result.exit_code == 2
+    assert "max_reverts (--max-reverts) bounds the accuracy control of max_drop (--max-drop)" in result.output
     assert not (tmp_path / "x.xml").exists()
 
 

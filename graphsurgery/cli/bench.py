@@ -9,7 +9,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from graphsurgery.benchmark import REFERENCE, TORCH_EXAMPLE, Settings, run_bench
+from graphsurgery.benchmark import REFERENCE, TORCH_EXAMPLE, BenchResult, Settings, run_bench
 from graphsurgery.chart import write_chart
 from graphsurgery.cli.options import existing_file, threads_option, upgrade_opset_option
 from graphsurgery.cli.tables import print_table
@@ -50,45 +50,45 @@ def bench_command(recipe: Path, model: Path, iterations: int, warmup: int, threa
     console = Console()
     _print(console, result)
     if json_path:
-        write_text_atomically(json_path, json.dumps(result, indent=2) + "\n", [recipe, model])
+        write_text_atomically(json_path, json.dumps(result.to_dict(), indent=2) + "\n", [recipe, model])
         console.print(f"wrote {json_path}", highlight=False)
     if chart:
         write_chart(result, chart)
         console.print(f"wrote {chart}", highlight=False)
 
 
-def _print(console: Console, result: dict) -> None:
-    settings, machine = result["settings"], result["machine"]
-    console.print(f"[bold]{result['model']}[/] with recipe {result['recipe']}: {result['mode']}, "
+def _print(console: Console, result: BenchResult) -> None:
+    settings, machine = result.settings, result.machine
+    console.print(f"[bold]{result.model}[/] with recipe {result.recipe}: {result.mode}, "
                   f"batch {settings['batch']}, {settings['threads']} threads, {settings['iterations']} rounds "
                   f"(+{settings['warmup']} warm-up), interleaved", highlight=False)
-    if result["mode"] == "latency":
+    if result.mode == "latency":
         table = Table("pipeline", "precision", "model ms\nmedian", "model ms\np90", "end-to-end\nms median",
                       "end-to-end\nms p90",
                       "end-to-end\n/ model", "time vs\nOV patched")
-        for row in result["pipelines"]:
+        for row in result.pipelines:
             table.add_row(row["label"], _precision(row), f"{row['model_ms']['median']:.2f}",
                           f"{row['model_ms']['p90']:.2f}", f"{row['end_to_end_ms']['median']:.2f}",
                           f"{row['end_to_end_ms']['p90']:.2f}", f"{row['end_to_end_over_model']:.3f}",
                           f"{row['vs_reference']['end_to_end_ms']:.2f}×")
     else:
         table = Table("pipeline", "precision", "frames/s\nmedian", "frames/s\n10th pct", "time vs\nOV patched")
-        for row in result["pipelines"]:
+        for row in result.pipelines:
             fps = row["frames_per_second"]
             table.add_row(row["label"], _precision(row), f"{fps['median']:.1f}", f"{fps['p10']:.1f}",
                           f"{row['vs_reference']['time']:.2f}×")
     table.columns[0].no_wrap = table.columns[1].no_wrap = True
     print_table(console, table)
-    if result["mode"] == "latency":
+    if result.mode == "latency":
         console.print(f"ratios: medians of the per-round ratios (> 1 is slower); time vs OV patched: end-to-end, "
                       f"over {REFERENCE}", highlight=False)
     else:
         console.print(f"time vs OV patched: {REFERENCE}'s frames/s over each row's (> 1 is slower)", highlight=False)
-    for row in result["pipelines"]:
+    for row in result.pipelines:
         if row["precision"] != row["precision_requested"]:
             console.print(f"{row['label']}: this CPU lacks {row['precision_requested']}, OpenVINO ran "
                           f"{row['precision']}", highlight=False)
-    for target in result.get("targets", ()):
+    for target in result.targets or ():
         if target["ratio"] is None:
             console.print(f"  –  {target['name']}: not measured (pass --torch)", highlight=False)
             continue
@@ -97,16 +97,16 @@ def _print(console: Console, result: dict) -> None:
         low, high = target["ci95"]
         console.print(f"  {mark} {target['name']}{where}: {target['ratio']:.3f} (95% CI {low:.3f}–{high:.3f}; "
                       f"target {'≤' if target['at_most'] else '≥'} {target['limit']})", highlight=False)
-    for note in result.get("notes", ()):
+    for note in result.notes or ():
         console.print(f"note: {note}", highlight=False, markup=False)
-    if "int8" in result:
-        console.print(f"int8: calibrated on {result['int8']['calibration']}", highlight=False, markup=False)
-        for name, numbers in result["int8"]["vs_f32"].items():
+    if result.int8:
+        console.print(f"int8: calibrated on {result.int8['calibration']}", highlight=False, markup=False)
+        for name, numbers in result.int8["vs_f32"].items():
             if isinstance(numbers, dict):
                 console.print(f"  {name} vs f32: " + ", ".join(f"{key.replace('_', ' ')} {value:.4g}"
                                                               for key, value in numbers.items()),
                               highlight=False, markup=False)
-    load = result["load_average"]
+    load = result.load_average
     console.print(f"{machine['cpu']} ({', '.join(machine['cpu_flags']) or 'no AVX2'}), {machine['usable_cpus']} CPUs, "
                   f"{machine['ram_gib']} GiB; load average "
                   f"{load['before'][0]:.2f} before, {load['after'][0]:.2f} after", highlight=False)

@@ -11,9 +11,7 @@ from rich.console import Console
 from graphsurgery.cli.options import existing_file, force_option, json_flag
 from graphsurgery.cli.tables import shown
 from graphsurgery.errors import GraphsurgeryError
-from graphsurgery.irconvert import convert, ovms_path, parse_input_shape
-from graphsurgery.model import openvino_caveats
-from graphsurgery.modelio import load_model
+from graphsurgery.irconvert import convert_ir, ovms_path, parse_input_shape
 
 
 @click.command("convert")
@@ -49,13 +47,6 @@ def convert_command(model: Path, output: Path | None, fp16: bool, input_shapes: 
     """Convert the ONNX MODEL (plain or patched) to OpenVINO IR (.xml + .bin), keeping its input/output names."""
     if ovms_dir is not None and output is not None:
         raise GraphsurgeryError("-o and --ovms both say where to write", fix="give only one of them")
-    if not int8 and (calibration_dir or boxes or calibration_random is not None or max_drop is not None):
-        raise GraphsurgeryError("calibration samples and --max-drop are for --int8",
-                                fix="add --int8, or drop the calibration options")
-    if max_reverts is not None and max_drop is None:
-        raise GraphsurgeryError("--max-reverts bounds the accuracy control of --max-drop", fix="add --max-drop X")
-    if int8 and fp16:
-        raise GraphsurgeryError("--int8 and --fp16 both choose the weights' precision", fix="give only one of them")
     if name is not None and ovms_dir is None:
         raise GraphsurgeryError(
             "--name is the model's name in an --ovms repository", fix="add --ovms DIR, or drop --name"
@@ -63,35 +54,21 @@ def convert_command(model: Path, output: Path | None, fp16: bool, input_shapes: 
     shapes = dict(parse_input_shape(text) for text in input_shapes)
     target = ovms_path(ovms_dir, name or model.stem.split(".")[0]) if ovms_dir is not None else (
         output or model.with_suffix(".xml"))
-    price, weights = None, "FP16" if fp16 else "FP32"
-    if int8:
-        from graphsurgery.quantize import calibration_set, convert_int8
-
-        calibration = calibration_set(model, calibration_dir, boxes, calibration_random)
-        written, price = convert_int8(model, target, calibration, shapes, force=force,
-                                      make_parents=ovms_dir is not None, max_drop=max_drop,
-                                      max_reverts=max_reverts)
-        quantizers = price.pop("quantizers")
-        weights = "INT8"
-    else:
-        written = convert(model, target, fp16, shapes, force=force, make_parents=ovms_dir is not None)
-    notes = openvino_caveats(load_model(model).proto)  # checked once already: this only parses it again
+    result = convert_ir(model, target, fp16, shapes, int8=int8, calibration=calibration_dir, boxes=boxes,
+                        calibration_random=calibration_random, max_drop=max_drop, max_reverts=max_reverts,
+                        force=force, make_parents=ovms_dir is not None)
     if as_json:
-        click.echo(json.dumps({"written": [str(p) for p in written], "weights": weights, "notes": notes,
-                               **({"int8_vs_f32": price, "calibration": calibration.description,
-                                   "quantized_activations": quantizers, "max_drop": max_drop,
-                                   "max_reverts": max_reverts} if int8 else {})},
-                              indent=2, ensure_ascii=False))
+        click.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
         return
     console = Console()
-    for note in notes:
+    for note in result.notes:
         console.print(shown(f"note: {note}"))
-    console.print(f"wrote {', '.join(map(str, written))} ({weights} weights)", highlight=False)
-    if int8:
-        console.print(shown(f"calibrated on {calibration.description}"))
-        console.print(shown(f"{quantizers} quantized activations" + (
+    console.print(f"wrote {', '.join(map(str, result.written))} ({result.weights} weights)", highlight=False)
+    if result.int8:
+        console.print(shown(f"calibrated on {result.int8.calibration}"))
+        console.print(shown(f"{result.int8.quantized_activations} quantized activations" + (
             f" (accuracy control: at most {max_drop:g} of the joints may move)" if max_drop is not None else "")))
-        for output_name, numbers in price.items():
+        for output_name, numbers in result.int8.vs_f32.items():
             console.print(shown(f"int8 vs f32 on those samples: {output_name}: " + ", ".join(
                 f"{key.replace('_', ' ')} {value:.4g}" for key, value in numbers.items())))
     if ovms_dir is not None:

@@ -1,0 +1,106 @@
+"""The sizes of the outputs the output steps read, as the model computes them, not as it declares them.
+
+Exporters often write an output's dims as names (`[n, k, h, w]`) when a Reshape computes its shape from Shape():
+onnx's shape inference, even data-propagating, does not follow that, yet the heatmap decoders need the height and
+width as constants; and a declared size can simply be wrong. So the declared sizes are checked against shape
+inference (run without them), and where inference cannot tell, against one ONNX Runtime run of the plain model on
+zeros (when every input's size is static but for the batch). Sizes that differ are replaced in the loaded model, in
+memory, with a note; the model file is not touched. An input with free height or width leaves them unknown, and the
+step that needs them says so.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import onnx
+
+from graphsurgery.errors import GraphsurgeryError
+from graphsurgery.model import real_inputs
+from graphsurgery.modelio import LoadedModel
+from graphsurgery.recipe import Recipe
+from graphsurgery.runners import open_runner
+
+#: The largest input the probe feeds (zeros): beyond it the sizes stay unknown rather than the memory run out
+MAX_PROBE_BYTES = 1 << 30
+
+
+def _dims(value: onnx.ValueInfoProto) -> list[int | str | None]:
+    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+            for d in value.type.tensor_type.shape.dim]
+
+
+def settle_output_sizes(loaded: LoadedModel, recipe: Recipe) -> list[str]:
+    """Make the declared sizes (all dims but the batch) of the outputs the recipe's output steps read what the model
+    computes, in `loaded.proto` (in memory): from shape inference where it knows them, else from one run on zeros;
+    returns the notes saying what changed. Nothing happens where the declared sizes are right, or where neither way
+    can tell (an input whose size is not static but for its batch)."""
+    if recipe.output is None:
+        return []
+    graph = loaded.proto.graph
+    targets = recipe.output.targets() or (graph.output[0].name,)
+    outputs = [o for o in graph.output if o.name in targets and o.type.tensor_type.HasField("shape")]
+    inferred = _inferred(loaded.proto, [o.name for o in outputs])
+    unsure = [o.name for o in outputs if not _static(inferred.get(o.name))]
+    measured = _one_run(loaded, unsure) if unsure else {}
+    notes = []
+    for value in outputs:
+        declared = _dims(value)
+        truth, how = ((inferred[value.name], "shape inference") if value.name not in unsure
+                      else (measured.get(value.name), "one ONNX Runtime run on zeros (its inputs fix them)"))
+        if truth is None or len(truth) != len(declared) or declared[1:] == list(truth[1:]):
+            continue
+        for dim, size in zip(list(value.type.tensor_type.shape.dim)[1:], truth[1:]):
+            dim.Clear()
+            dim.dim_value = int(size)
+        notes.append(f"output {value.name!r} is declared {declared}; the model computes {list(truth[1:])} after "
+                     f"the batch ({how}): the steps use those sizes")
+    return notes
+
+
+def _static(dims) -> bool:
+    return dims is not None and all(isinstance(d, int) and d > 0 for d in dims[1:])
+
+
+def _inferred(proto: onnx.ModelProto, names: list[str]) -> dict[str, list]:
+    """What onnx's shape inference finds for these outputs, their declared shapes left out (weights too: large
+    initializers are not shapes)."""
+    light = onnx.ModelProto()
+    light.CopyFrom(proto)
+    for tensor in light.graph.initializer:
+        if tensor.ByteSize() > 4096:
+            tensor.ClearField("raw_data")
+    for value in light.graph.output:
+        if value.name in names:
+            value.type.tensor_type.ClearField("shape")
+    try:
+        inferred = onnx.shape_inference.infer_shapes(light, strict_mode=False)
+    except onnx.shape_inference.InferenceError:
+        return {}
+    return {v.name: _dims(v) for v in inferred.graph.output
+            if v.name in names and v.type.tensor_type.HasField("shape")}
+
+
+def _one_run(loaded: LoadedModel, names: list[str]) -> dict[str, tuple[int, ...]]:
+    """These outputs' shapes from one ONNX Runtime run on zeros (batch 1 where it is free); none when an input's
+    size is not static but for its batch, or the model does not run here."""
+    feeds, inputs = {}, set(real_inputs(loaded.proto))
+    for value in loaded.proto.graph.input:
+        if value.name not in inputs:
+            continue
+        dims = _dims(value)
+        if not value.type.tensor_type.HasField("shape") or not _static(dims):
+            return {}
+        batch = dims[0] if dims and isinstance(dims[0], int) and dims[0] > 0 else 1
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type)
+        shape = [batch, *dims[1:]] if dims else []
+        if math.prod(shape) * dtype.itemsize > MAX_PROBE_BYTES:  # a huge static input: not worth (or able) to run
+            return {}
+        feeds[value.name] = np.zeros(shape, dtype)
+    try:
+        with open_runner("onnxruntime", loaded.path) as run:
+            outputs = run(feeds)
+    except (GraphsurgeryError, RuntimeError, ValueError):  # it does not run here: the sizes stay unknown
+        return {}
+    return {name: outputs[name].shape for name in names if name in outputs}

@@ -61,7 +61,7 @@ def merge_declared(derived: tuple[Dim, ...], declared: tuple[Dim, ...] | None, m
     return tuple(merged)
 
 
-def check_reaches_model(spec: TensorSpec, section: InputSection, dtype: str, shape, model_name: str) -> None:
+def check_reaches_model(spec: TensorSpec, section: InputSection, dtype: str, model_name: str) -> None:
     wants = {"dtype": dtype, "layout": section.model.layout, "color": section.model.color}
     for key, want in wants.items():
         got = getattr(spec, key)
@@ -70,7 +70,3 @@ def check_reaches_model(spec: TensorSpec, section: InputSection, dtype: str, sha
                      "color": "add a `reverse_channels: {}` step"}
             raise ModelError(f"after the input steps the tensor is {got} but the model wants {want} ({key})",
                              path=model_name, fix=fixes[key])
-    channels = shape[1 if section.model.layout == "NCHW" else 3]
-    if isinstance(channels, int) and channels != 3:
-        raise ModelError(f"the model input has {channels} channels; colour steps need 3", path=model_name,
-                         fix="check input.model.layout")

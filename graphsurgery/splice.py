@@ -190,7 +190,7 @@ def _splice_input(section: InputSection, proto, graph: gs.Graph, em: Emitter, pl
         except StepError as exc:
             raise step_error(exc, where, model_name) from None
         spec = after
-    check_reaches_model(spec, section, dtype, model_shape, model_name)
+    check_reaches_model(spec, section, dtype, model_name)
 
     # The chain's last node now produces the tensor the model consumed; the new input takes the old name.
     if x is new_input:  # no steps: the section only renames the input or fixes its dims

@@ -82,24 +82,49 @@ def test_dark_and_udp_score_identical_ap_on_the_synthetic_coco_set(tmp_path, rec
     assert len(report.pipelines) == 4 and report.pipelines[0].stats[0] > 0.5
 
 
-def test_the_top_down_graph_takes_the_dark_decoder(tmp_path):
-    """Image + boxes in, DARK-refined keypoints in image pixels out: crop_boxes (and the flip test) around the
-    synthetic detector, dark_refine before to_image mode boxes; eval-coco parity on both backends."""
+TOP_DOWN_DECODERS = {  # the top-down recipe's decode (argmax, quarter offset, back to the image) replaced by
+    "dark": "    - heatmap_argmax: {invalid: minus_one}\n    - dark_refine: {}\n    - to_image: {mode: boxes}\n",
+    "udp": "    - heatmap_argmax: {invalid: minus_one}\n    - udp_refine: {}\n    - to_image: {mode: crop, udp: true}\n"
+           "    - to_image: {mode: boxes, units: crop}\n",  # UDP's crop mapping (input / (heatmap − 1)) first
+}
+
+
+@pytest.mark.parametrize("decoder", TOP_DOWN_DECODERS)
+def test_the_top_down_graph_takes_the_dark_and_udp_decoders(tmp_path, decoder):
+    """Image + boxes in, DARK- or UDP-refined keypoints in image pixels out: crop_boxes (and the flip test) around
+    the synthetic detector, the refinement before to_image mode boxes; eval-coco parity on both backends."""
     from graphsurgery.coco import evaluate_coco
 
     from examples.synthetic_coco import joint_detector, write_coco_set
 
     topdown = (RECIPES / "hrnet_coco_topdown.yaml").read_text()
-    text = topdown.replace("name: hrnet-coco-topdown", "name: mmpose-topdown-dark").replace(
-        "    - heatmap_argmax: {}\n    - quarter_offset: {}\n",
-        "    - heatmap_argmax: {invalid: minus_one}\n    - dark_refine: {}\n")
-    assert text != topdown
-    recipe = tmp_path / "topdown_dark.yaml"
+    text = topdown.replace("name: hrnet-coco-topdown", f"name: mmpose-topdown-{decoder}").replace(
+        "    - heatmap_argmax: {}\n    - quarter_offset: {}\n    - to_image: {mode: boxes}\n",
+        TOP_DOWN_DECODERS[decoder])
+    assert text.count("to_image") == TOP_DOWN_DECODERS[decoder].count("to_image")  # the decode was replaced
+    recipe = tmp_path / f"topdown_{decoder}.yaml"
     recipe.write_text(text)
     annotations = write_coco_set(tmp_path / "images", images=4, seed=2)
     plain = joint_detector(tmp_path / "detector.onnx", opset=17)
     report = evaluate_coco(recipe, plain, annotations, tmp_path / "images")
     assert report, [p.stats for p in report.pipelines]
+
+
+@pytest.mark.parametrize("recipe, model", [("mmpose_heatmap_dark.yaml", "simplebaseline"),
+                                           ("mmpose_heatmap_udp.yaml", "simplebaseline"),
+                                           ("mmpose_rtmpose_simcc.yaml", "rtmpose")])
+def test_bench_times_every_decoder(models, recipe, model):
+    """`bench` runs each mmpose recipe patched against its unpatched pipeline on both runtimes."""
+    import json
+
+    import graphsurgery
+    from graphsurgery.benchmark import Settings
+
+    result = graphsurgery.bench(RECIPES / recipe, models[model, 17], Settings(iterations=2, warmup=0, threads=1))
+    keys = {row["key"] for row in result.pipelines}
+    assert {"onnxruntime-plain", "onnxruntime-patched", "openvino-plain", "openvino-patched-f32"} <= keys, keys
+    assert all(row["model_ms"]["median"] > 0 for row in result.pipelines)
+    assert json.loads(json.dumps(result.to_dict()))["recipe"] == result.recipe
 
 
 def test_verify_on_peaked_maps_passes_dark_and_catches_udp_in_its_place(tmp_path):

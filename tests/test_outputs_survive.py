@@ -92,3 +92,46 @@ def test_softmax_behind_a_reshape_or_rename_is_not_applied_twice(ending, tmp_pat
     report = verify(recipe, model, random=2, backends=("onnxruntime",))
     assert report, report.failures()
     assert json.dumps(report.to_dict())  # serialisable
+
+
+def test_verify_pairs_all_eight_outputs_of_a_detector_head(tmp_path):
+    """A PicoDet-style export ends in 8 outputs (class scores and box distributions at 4 strides): with the input
+    side patched and no output section, verify pairs every one of them, and a wrong patch fails on all 8."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    nodes, outputs, weights = [], [], []
+    for stride in (8, 16, 32, 64):
+        for kind, channels in (("cls", 4), ("reg", 8)):
+            name = f"{kind}_{stride}"
+            weights.append(numpy_helper.from_array(rng.standard_normal((channels, 3, 1, 1)).astype(np.float32),
+                                                   f"w_{name}"))
+            pooled = 64 // stride
+            nodes += [helper.make_node("AveragePool", ["x"], [f"pool_{name}"], kernel_shape=[64 // pooled] * 2,
+                                       strides=[64 // pooled] * 2),
+                      helper.make_node("Conv", [f"pool_{name}", f"w_{name}"], [name])]
+            outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, [1, channels, pooled, pooled]))
+    graph = helper.make_graph(nodes, "eight", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 64, 64])],
+                              outputs, weights)
+    plain = tmp_path / "eight.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(plain))
+    text = """
+version: 1
+name: picodet-input
+input:
+  tensor: {dtype: uint8, layout: NHWC, color: BGR}
+  model: {layout: NCHW, color: RGB}
+  steps:
+    - cast: {}
+    - layout: {to: NCHW}
+    - reverse_channels: {}
+    - normalize: {mean: [123.675, 116.28, 103.53], std: [58.395, 57.12, 57.375]}
+"""
+    report = verify(parse_recipe(text), plain, random=2)
+    assert report, report.failures()
+    names = {o.name for o in outputs}
+    assert len(names) == 8 and all({r.output for r in pair.results} == names for pair in report.pairs)
+    wrong = parse_recipe(text.replace("mean: [123.675, 116.28, 103.53]", "mean: [0, 0, 0]"))  # forgets the mean
+    patched = apply(wrong, plain, tmp_path / "wrong.onnx").output
+    failed = verify(parse_recipe(text), plain, patched=patched, random=2, backends=("onnxruntime",))
+    assert not failed and {r.output for r in failed.pairs[0].results if not r} == names

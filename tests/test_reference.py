@@ -133,6 +133,38 @@ def test_a_live_pipeline_meets_every_caller_size_of_a_resizing_recipe(tmp_path):
     assert not wrong
 
 
+def test_a_package_that_rounds_where_the_recipe_floors_is_caught(tmp_path):
+    """The orientation classifier's case: the package rounds the scaled side (353 × 481 → 256 × 349) where the
+    recipe floors it (256 × 348). Verify against the package's own pipeline catches it; the same pipeline with the
+    recipe's rounding passes."""
+    from graphsurgery.model import ModelFacts
+    from graphsurgery.recipe import load_recipe, parse_recipe
+    from graphsurgery.steps.resize import Resize
+    from graphsurgery.twins import run_unpatched
+
+    from examples.zoo.export import export_zoo
+
+    assert Resize(size=(224, 224), fit="crop", crop_fraction=0.875).resized_hw(481, 353) == (348, 256)
+    assert Resize(size=(224, 224), fit="crop", crop_fraction=0.875, side_rounding="round").resized_hw(481, 353) == (
+        349, 256)
+    plain = export_zoo(tmp_path / "resnet.onnx", "resnet-tiny", opset=11)
+    recipe = load_recipe(RECIPES / "imagenet_classifier.yaml")
+    rounding = parse_recipe((RECIPES / "imagenet_classifier.yaml").read_text()
+                            .replace("crop_fraction: 0.875}", "crop_fraction: 0.875, side_rounding: round}"))
+    facts = ModelFacts.of(onnx.load(str(plain)), recipe)
+
+    def package(inputs: dict, how) -> dict:
+        with open_runner("onnxruntime", plain) as run:
+            answer = run_unpatched(how, facts, lambda x: run({"input": x}), inputs["input"])
+        return {"logits": answer["logits"]}
+
+    assert verify(recipe, plain, reference_pipeline=lambda inputs: package(inputs, recipe), random=4,
+                  backends=("onnxruntime",))
+    caught = verify(recipe, plain, reference_pipeline=lambda inputs: package(inputs, rounding), random=4,
+                    backends=("onnxruntime",))
+    assert not caught and any("logits" in line for line in caught.failures())
+
+
 def test_bad_reference_files_are_one_line_errors(recorded, tmp_path):
     plain, good, _ = recorded
     np.savez(tmp_path / "no_input.npz", crops=np.zeros((1, 256, 192, 3), np.uint8), keypoints=np.zeros((1, 17, 2)))

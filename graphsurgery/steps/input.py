@@ -82,7 +82,9 @@ class ReverseChannels(InputStep):
 
     def spec_after(self, spec: TensorSpec) -> TensorSpec:
         if spec.channels not in (None, 3):
-            raise StepError(f"reverse_channels needs 3 colour channels, the tensor has {spec.channels}")
+            raise StepError(f"reverse_channels needs 3 colour channels, the tensor has {spec.channels}",
+                            "drop the `reverse_channels` step (a tensor of other than 3 channels has no colour "
+                            "order), or check input.model.layout if the channels are on the other axis")
         return spec.with_(color="RGB" if spec.color == "BGR" else "BGR")
 
     def build(self, em: Emitter, x: gs.Variable, spec: TensorSpec) -> gs.Variable:

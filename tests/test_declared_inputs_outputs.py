@@ -1,7 +1,10 @@
-"""Heatmap outputs declared with symbolic sizes that the model's static input fixes (ViT-style exports reshape with a
-shape computed from Shape(), which onnx's shape inference does not follow): `apply` learns the sizes from one run
-on zeros and says so; the patched model then decodes right on both runtimes. Where the input's own size is free
-nothing can be learned, and the step refuses in one line.
+"""Models whose declarations a recipe must see through (issue 12, models from the wild).
+
+Heatmap outputs declared with symbolic sizes that the model's static input fixes (ViT-style exports reshape with a
+shape computed from Shape(), which onnx's shape inference does not follow) or with wrong sizes: `apply` takes the
+sizes the model computes (shape inference, else one run on zeros) and says so; the patched model then decodes right
+on both runtimes. Where the input's own size is free nothing can be learned, and the step refuses in one line. And
+a one-channel (grayscale) model takes a recipe without colour steps.
 """
 
 from __future__ import annotations
@@ -108,3 +111,35 @@ def test_sizes_shape_inference_knows_need_no_run(tmp_path, monkeypatch):
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(plain))
     result = apply(parse_recipe(RECIPE), plain, tmp_path / "patched.onnx")
     assert any("the model computes [5, 16, 12] after the batch (shape inference)" in n for n in result.plan.notes)
+
+
+GRAY = """
+version: 1
+name: gray
+input:
+  tensor: {dtype: uint8, layout: NHWC}
+  model: {layout: NCHW}
+  steps:
+    - cast: {}
+    - layout: {to: NCHW}
+    - scale: {divide: 255}
+    - normalize: {mean: [0.5], std: [0.5]}
+"""
+
+
+def test_a_grayscale_model_takes_a_recipe_without_colour_steps(tmp_path):
+    """One channel: cast, layout, scale and a one-value normalize apply and verify; reverse_channels is refused with
+    a fix that can be followed (it used to say "check input.model.layout" for any channel count but 3)."""
+    weights = numpy_helper.from_array(np.ones((4, 1, 3, 3), np.float32), "w")
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])], "gray",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 28, 28])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 28, 28])], [weights])
+    plain = tmp_path / "gray.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(plain))
+    patched = apply(parse_recipe(GRAY), plain, tmp_path / "gray.patched.onnx").output
+    assert [d.dim_value for d in onnx.load(str(patched)).graph.input[0].type.tensor_type.shape.dim] == [1, 28, 28, 1]
+    assert verify(parse_recipe(GRAY), plain, random=2)
+    with_colour = GRAY.replace("    - cast: {}\n", "    - cast: {}\n    - reverse_channels: {}\n")
+    with pytest.raises(ModelError, match=r"reverse_channels needs 3 colour channels, the tensor has 1 — fix: drop the "
+                                         r"`reverse_channels` step"):
+        apply(parse_recipe(with_colour), plain, tmp_path / "colour.onnx")

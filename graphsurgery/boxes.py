@@ -44,7 +44,7 @@ def load_boxes(path: Path, images: dict[int, str] | None = None, min_score: floa
                     fix="use the {file_name: [[x, y, w, h], ...]} form, or pass the annotation file",
                 )
             return _group(((images[d["image_id"]], d["bbox"]) for d in data
-                           if d.get("category_id", 1) == 1 and d.get("score", 1.0) >= min_score), path)
+                           if d.get("category_id", 1) == 1 and _score(d, path) >= min_score), path)
         if isinstance(data, dict):
             return _group(((name, box) for name, boxes in data.items() for box in boxes), path)
     except (KeyError, TypeError, ValueError, OverflowError, AttributeError) as exc:  # a string where a box goes
@@ -53,10 +53,31 @@ def load_boxes(path: Path, images: dict[int, str] | None = None, min_score: floa
     raise GraphsurgeryError("unexpected JSON structure", path=path, fix="give {file_name: [[x, y, w, h], ...]}")
 
 
+def _is_number(value) -> bool:
+    """A JSON number: not a bool (True is 1 to Python), not a string of digits."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _number(value) -> float:
+    if not _is_number(value):
+        raise ValueError(f"{value!r} is not a number")
+    return float(value)
+
+
+def _score(detection: dict, path: Path) -> float:
+    """A detection's score; NaN or a non-number would drop the box silently (NaN >= x is false)."""
+    score = detection.get("score", 1.0)
+    if not _is_number(score) or not math.isfinite(score):
+        raise GraphsurgeryError(f"detection of image {detection.get('image_id')!r} has score {score!r}, not a finite "
+                                "number", path=path, fix="fix that detection's score")
+    return score
+
+
 def _group(pairs, path: Path) -> dict[str, list[Box]]:
     grouped: dict[str, list[Box]] = {}
     for name, box in pairs:
-        values = tuple(float(v) for v in box)
+        # a box is a list of numbers: "1234" or {"0": 1, ...} would iterate into four numbers, true would be 1
+        values = tuple(map(_number, box)) if isinstance(box, list) else ()
         if (len(values) != 4 or not all(math.isfinite(v) and abs(v) <= MAX_COORDINATE for v in values)
                 or values[2] <= 0 or values[3] <= 0):
             raise GraphsurgeryError(f"box {list(box)[:4]} for {name!r} is not [x, y, w, h] of finite pixels with "

@@ -53,6 +53,9 @@ def chain(detector: str | Path, pose: str | Path, out: str | Path, *, person_cla
           force: bool = False) -> ChainResult:
     """Write the chained model to `out` (atomically; neither input is modified)."""
     detector, pose, out = Path(detector), Path(pose), Path(out)
+    if not 0 <= person_class < 2**63:  # an int64 constant in the graph
+        raise GraphsurgeryError(f"person class {person_class} is not a class index", fix="give the detector's "
+                                "class index of a person (COCO: 0)")
     check_output_path(out, [detector, pose], force)
     first, second = load_model(detector), load_model(pose)
     for loaded in (first, second):

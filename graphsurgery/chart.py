@@ -7,8 +7,28 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from graphsurgery.errors import GraphsurgeryError
+from graphsurgery.safeio import write_atomically
+
 if TYPE_CHECKING:
     from graphsurgery.benchmark import BenchResult
+
+
+#: What matplotlib's Agg canvas writes, by file name suffix; any other suffix fails in savefig, after the timing.
+CHART_FORMATS = ("png", "svg", "svgz", "pdf", "eps", "ps", "jpg", "jpeg", "tif", "tiff", "webp")
+
+
+def check_chart_path(path: str | Path) -> Path:
+    """Refuse, before minutes of timing, a chart path whose format matplotlib cannot write, or a folder."""
+    path = Path(path)
+    if path.suffix.lower().lstrip(".") not in CHART_FORMATS:
+        raise GraphsurgeryError(f"a chart cannot be written as {path.suffix or 'a file without a suffix'!r}", path=path,
+                                fix="name the chart .png (or .svg, .pdf)")
+    if path.is_dir():
+        raise GraphsurgeryError("the chart path is a directory", path=path, fix="give a file name ending in .png")
+    if not path.parent.is_dir():
+        raise GraphsurgeryError("the chart's folder does not exist", path=path, fix=f"create {path.parent} first")
+    return path
 
 
 def write_chart(result: BenchResult, path: str | Path) -> Path:
@@ -48,6 +68,9 @@ def write_chart(result: BenchResult, path: str | Path) -> Path:
                    f"{settings['threads']} threads · {settings['iterations']} interleaved rounds · load {load:.1f}",
                    fontsize=8)
     figure.tight_layout()
-    figure.savefig(path)
-    plt.close(figure)
+    try:  # beside the target, then renamed over it: the chart appears whole or not at all
+        write_atomically(path, lambda stream: figure.savefig(stream, format=path.suffix.lower().lstrip(".")),
+                         "the chart")
+    finally:
+        plt.close(figure)
     return path

@@ -28,7 +28,7 @@ import numpy as np
 
 from graphsurgery import crops
 from graphsurgery.api import apply
-from graphsurgery.cocoformat import PERSON, keypoint_result
+from graphsurgery.cocoformat import KEYPOINT_NAMES, PERSON, keypoint_result
 from graphsurgery.errors import GraphsurgeryError
 from graphsurgery.images import read_image
 from graphsurgery.model import ModelFacts
@@ -113,7 +113,7 @@ def evaluate_coco(recipe: str | Path | Recipe, plain_model: str | Path, annotati
         raise GraphsurgeryError(f"a missing or malformed field ({type(exc).__name__}: {exc})",
                                 path=boxes or annotations,
                                 fix="each image needs file_name, width and height, each box four numbers "
-                                    "[x, y, w, h]") from None
+                                    "[x, y, w, h] and a finite score, each person 17 × 3 keypoint values") from None
     if not people:
         raise GraphsurgeryError("no person boxes to evaluate", path=boxes or annotations,
                                 fix="check that the file has person (category 1) boxes for these images")
@@ -193,7 +193,10 @@ def _ground_truth(gt, image_ids: list[int]) -> list[PersonBox]:
         for ann in gt.loadAnns(gt.getAnnIds(imgIds=image_id, catIds=[PERSON], iscrowd=False)):
             if max(ann.get("keypoints") or [0]) == 0 or ann.get("area", 0) <= 0:
                 continue
-            x, y, w, h = (_finite(v) for v in ann["bbox"])
+            if len(ann["keypoints"]) != 3 * len(KEYPOINT_NAMES):  # COCOeval would fail deep inside on it
+                raise ValueError(f"annotation {ann.get('id')} has {len(ann['keypoints'])} keypoint values, not "
+                                 f"{3 * len(KEYPOINT_NAMES)} (x, y, v for each of the {len(KEYPOINT_NAMES)} joints)")
+            x, y, w, h = (_finite(v, "a bbox") for v in ann["bbox"])
             x1, y1 = max(0.0, x), max(0.0, y)
             x2, y2 = min(width - 1.0, x1 + max(0.0, w - 1)), min(height - 1.0, y1 + max(0.0, h - 1))
             if x2 >= x1 and y2 >= y1:
@@ -201,10 +204,10 @@ def _ground_truth(gt, image_ids: list[int]) -> list[PersonBox]:
     return people
 
 
-def _finite(value) -> float:
+def _finite(value, where: str) -> float:
     number = float(value)
     if not math.isfinite(number):
-        raise ValueError(f"{value!r} in a bbox")
+        raise ValueError(f"{value!r} in {where}")
     return number
 
 
@@ -224,11 +227,10 @@ def _detections(gt, path: Path, image_ids: list[int]) -> list[PersonBox]:
     people = []
     for image_id in image_ids:
         for det in dt.loadAnns(dt.getAnnIds(imgIds=image_id, catIds=[PERSON])):
-            x, y, w, h = (_finite(v) for v in det["bbox"])
+            x, y, w, h = (_finite(v, "a bbox") for v in det["bbox"])
+            score = _finite(det.get("score", 1), "a score")  # a NaN score would drop the box from the AP silently
             if w > 0 and h > 0:
-                people.append(
-                    PersonBox(image_id, gt.imgs[image_id]["file_name"], (x, y, w, h), float(det.get("score", 1)))
-                )
+                people.append(PersonBox(image_id, gt.imgs[image_id]["file_name"], (x, y, w, h), score))
     return people
 
 

@@ -49,7 +49,7 @@ def load_reference(path: str | Path) -> dict[str, np.ndarray]:
                 raise GraphsurgeryError("the reference holds more than 2 GiB of arrays", path=path,
                                         fix="record a few batches, not a data set")
             arrays = {name: data[name] for name in data.files}
-    except (ValueError, OSError, zipfile.BadZipFile, KeyError) as exc:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:  # EOFError: an empty file
         raise GraphsurgeryError(f"not a readable .npz of numeric arrays ({type(exc).__name__})", path=path,
                                 fix="write it with numpy.savez(path, name=array, ...), without object arrays"
                                 ) from None

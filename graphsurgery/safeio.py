@@ -15,9 +15,10 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 from graphsurgery.errors import GraphsurgeryError
 
@@ -124,16 +125,23 @@ def write_text_atomically(path: Path, text: str, inputs: Iterable[Path | str | N
     refuse_overwriting(path, inputs)
     if path.is_dir():
         raise GraphsurgeryError("the output is a directory", path=path, fix="give a file name")
+    return write_atomically(path, lambda stream: stream.write(text.encode("utf-8")))
+
+
+def write_atomically(path: Path, write: Callable[[BinaryIO], object], what: str = "the file") -> Path:
+    """Call `write` on a binary stream to a temporary file beside `path`, then rename it over `path`: the file
+    appears whole or not at all (the temporary file is removed on any error, Ctrl-C included)."""
+    path = Path(path)
     try:
-        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
         try:
-            with os.fdopen(handle, "w", encoding="utf-8") as stream:
-                stream.write(text)
+            with os.fdopen(handle, "wb") as stream:
+                write(stream)
             os.replace(temporary, path)
         finally:
             if os.path.exists(temporary):
                 os.unlink(temporary)
     except OSError as exc:
-        raise GraphsurgeryError(f"cannot write the file ({exc.strerror or exc})", path=path,
+        raise GraphsurgeryError(f"cannot write {what} ({exc.strerror or exc})", path=path,
                                 fix="choose a writable path (the folder must exist)") from None
     return path

@@ -15,6 +15,9 @@ from graphsurgery.errors import RecipeError
 
 MAX_EXPANDED_NODES = 100_000
 MAX_DEPTH = 50
+#: Tags the safe loader constructs but a recipe never holds: bytes, sets and ordered pairs would slip through as
+#: names or lists (`name: !!binary aGk=` is the name "hi").
+REFUSED_TAGS = {f"tag:yaml.org,2002:{kind}" for kind in ("binary", "set", "omap", "pairs")}
 
 YamlPath = tuple[str | int, ...]
 
@@ -61,6 +64,9 @@ def read_yaml(text: str, source: str) -> tuple[Any, dict[YamlPath, int]]:
                           fix="remove the control character (was the file saved as text?)") from None
     except yaml.YAMLError as exc:
         raise RecipeError(f"YAML error: {' '.join(str(exc).split())}", path=source, fix="correct the YAML") from None
+    except ValueError as exc:  # an integer of more than 4,300 digits (Python's bound on int(str))
+        raise RecipeError(f"a value cannot be read as a number ({' '.join(str(exc).split())[:120]})", path=source,
+                          fix="write numbers of sensible size") from None
     except RecursionError:  # the parser recurses once per level: far deeper documents overflow before _walk
         raise _too_deep(source) from None
     finally:
@@ -76,6 +82,9 @@ def _walk(node: yaml.Node, path: YamlPath, lines: dict[YamlPath, int], count: li
     if len(path) > MAX_DEPTH:
         raise _too_deep(source)
     lines.setdefault(path, node.start_mark.line + 1)
+    if node.tag in REFUSED_TAGS:
+        raise RecipeError(f"line {node.start_mark.line + 1}: {dotted(path)}: YAML tag !!{node.tag.rsplit(':', 1)[1]} "
+                          "not allowed", path=source, fix="remove the `!!` tag: recipes hold plain values only")
     if isinstance(node, yaml.MappingNode):
         seen = set()
         for key, value in node.value:

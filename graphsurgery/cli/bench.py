@@ -10,18 +10,23 @@ from rich.console import Console
 from rich.table import Table
 
 from graphsurgery.benchmark import REFERENCE, TORCH_EXAMPLE, BenchResult, Settings, run_bench
-from graphsurgery.chart import write_chart
-from graphsurgery.cli.options import existing_file, threads_option, upgrade_opset_option
+from graphsurgery.chart import check_chart_path, write_chart
+from graphsurgery.cli.options import existing_file, output_file, threads_option, upgrade_opset_option
 from graphsurgery.cli.tables import print_table
-from graphsurgery.safeio import refuse_overwriting, write_text_atomically
+from graphsurgery.errors import GraphsurgeryError
+from graphsurgery.safeio import refuse_overwriting, same_file, write_text_atomically
+
+#: Rounds at most (timed or warm-up): 100,000 rounds of HRNet-W32 take days; a mistyped count must not run forever.
+MAX_ROUNDS = 100_000
 
 
 @click.command("bench")
 @click.argument("recipe", type=existing_file)
 @click.argument("model", type=existing_file)
-@click.option("--iterations", default=Settings.iterations, show_default=True, type=click.IntRange(min=1),
+@click.option("--iterations", default=Settings.iterations, show_default=True,
+              type=click.IntRange(min=1, max=MAX_ROUNDS),
               help="Timed rounds; each runs every pipeline once, in random order.")
-@click.option("--warmup", default=Settings.warmup, show_default=True, type=click.IntRange(min=0),
+@click.option("--warmup", default=Settings.warmup, show_default=True, type=click.IntRange(min=0, max=MAX_ROUNDS),
               help="Untimed rounds first.")
 @threads_option
 @click.option("--batch", default=Settings.batch, show_default=True, type=click.IntRange(min=1),
@@ -34,8 +39,8 @@ from graphsurgery.safeio import refuse_overwriting, write_text_atomically
 @click.option("--int8", type=click.IntRange(1, 1000), metavar="N",
               help="Also time the patched model as an int8 IR (convert --int8) calibrated on N random caller inputs, "
                    "and report its agreement with f32.")
-@click.option("--json", "json_path", type=click.Path(path_type=Path, dir_okay=False), help="Write the results here.")
-@click.option("--chart", type=click.Path(path_type=Path, dir_okay=False), help="Write a PNG bar chart here.")
+@click.option("--json", "json_path", type=output_file, help="Write the results here.")
+@click.option("--chart", type=output_file, help="Write a PNG bar chart here.")
 @upgrade_opset_option
 def bench_command(recipe: Path, model: Path, iterations: int, warmup: int, threads: int | None, batch: int,
                   torch_spec: str | None, throughput: bool, int8: int | None, json_path: Path | None,
@@ -46,6 +51,11 @@ def bench_command(recipe: Path, model: Path, iterations: int, warmup: int, threa
     for written in (json_path, chart):  # checked before minutes of timing, not after
         if written is not None:
             refuse_overwriting(written, [recipe, model])
+    if chart is not None:
+        check_chart_path(chart)
+        if json_path is not None and same_file(chart, json_path):
+            raise GraphsurgeryError("--chart and --json name the same file", path=chart,
+                                    fix="give the chart its own file name, e.g. bench.png")
     result = run_bench(recipe, model, settings)
     console = Console()
     _print(console, result)

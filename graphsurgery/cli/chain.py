@@ -8,7 +8,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from graphsurgery.cli.options import existing_file, force_option
+from graphsurgery.cli.options import existing_file, force_option, output_file
 from graphsurgery.cli.tables import print_table, shown
 
 #: the largest difference the chained model may show against the two models run one after the other (the same
@@ -19,8 +19,8 @@ CHAIN_TOLERANCE = 1e-4
 @click.command("chain")
 @click.argument("detector", type=existing_file)
 @click.argument("pose", type=existing_file)
-@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="The chained model (.onnx).")
-@click.option("--person-class", type=click.IntRange(min=0), default=0, show_default=True,
+@click.option("-o", "--output", required=True, type=output_file, help="The chained model (.onnx).")
+@click.option("--person-class", type=click.IntRange(min=0, max=2**63 - 1), default=0, show_default=True,
               help="The detector's class index of a person (COCO: 0).")
 @click.option("--check", "check_images", type=existing_file,
               help="Images (a folder or files): compare the chained model with the two models run one after the "

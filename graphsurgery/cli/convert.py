@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from graphsurgery.cli.options import existing_file, force_option, json_flag
+from graphsurgery.cli.options import existing_file, force_option, json_flag, output_file
 from graphsurgery.cli.tables import shown
 from graphsurgery.errors import GraphsurgeryError
 from graphsurgery.irconvert import convert_ir, ovms_path, parse_input_shape
@@ -16,7 +16,7 @@ from graphsurgery.irconvert import convert_ir, ovms_path, parse_input_shape
 
 @click.command("convert")
 @click.argument("model", type=existing_file)
-@click.option("-o", "--output", type=click.Path(path_type=Path), help="IR file to write [default: <model>.xml].")
+@click.option("-o", "--output", type=output_file, help="IR file to write [default: <model>.xml].")
 @click.option("--fp16", is_flag=True, help="Store the weights as FP16 (half the size; ~1 % of HRNet argmaxes move). "
               "Default: FP32.")
 @click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=D1,D2,...",
@@ -52,6 +52,9 @@ def convert_command(model: Path, output: Path | None, fp16: bool, input_shapes: 
             "--name is the model's name in an --ovms repository", fix="add --ovms DIR, or drop --name"
         )
     shapes = dict(parse_input_shape(text) for text in input_shapes)
+    if len(shapes) < len(input_shapes):  # the last one would win silently
+        twice = next(n for n in shapes if sum(parse_input_shape(t)[0] == n for t in input_shapes) > 1)
+        raise GraphsurgeryError(f"--input-shape names {twice!r} twice", fix=f"give one --input-shape for {twice!r}")
     target = ovms_path(ovms_dir, name or model.stem.split(".")[0]) if ovms_dir is not None else (
         output or model.with_suffix(".xml"))
     result = convert_ir(model, target, fp16, shapes, int8=int8, calibration=calibration_dir, boxes=boxes,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -9,6 +10,22 @@ import click
 from graphsurgery.runners import MAX_THREADS
 
 existing_file = click.Path(path_type=Path, dir_okay=True)  # existence is checked by the loaders, with their messages
+
+
+class OutputFile(click.Path):
+    """A file to write. `out/` names a folder: pathlib drops the slash, and a file `out` would be written instead."""
+
+    def __init__(self) -> None:
+        super().__init__(path_type=Path)  # an existing folder is refused by the writers, naming the file
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and value.endswith(("/", os.sep)):
+            self.fail(f"{value!r} ends in '/', so it names a folder, not a file to write; give a file name", param,
+                      ctx)
+        return super().convert(value, param, ctx)
+
+
+output_file = OutputFile()
 
 force_option = click.option("--force", is_flag=True, help="Replace an existing output / apply a recipe again.")
 json_flag = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
@@ -30,7 +47,7 @@ backends_option = click.option("--backends", default="onnxruntime,openvino", sho
 patched_option = click.option("--patched", type=existing_file, help="The patched model to check (.onnx, or an "
                               "OpenVINO .xml with --backends openvino) [default: RECIPE applied to the plain model in "
                               "a temporary folder].")
-json_report_option = click.option("--json", "json_report", type=click.Path(path_type=Path, dir_okay=False),
+json_report_option = click.option("--json", "json_report", type=output_file,
                                   metavar="REPORT", help="Also write the report as JSON to this file.")
 upgrade_opset_option = click.option("--upgrade-opset", is_flag=True,
                                     help="Convert the model to the opset a step needs, if newer.")

@@ -13,7 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from graphsurgery.api import apply, inspect_model
-from graphsurgery.cli.options import existing_file, force_option, json_flag, upgrade_opset_option
+from graphsurgery.cli.options import existing_file, force_option, json_flag, output_file, upgrade_opset_option
 from graphsurgery.cli.tables import print_table, shown
 from graphsurgery.recipe import recipe_json_schema
 from graphsurgery.registry import steps_for
@@ -22,7 +22,7 @@ from graphsurgery.registry import steps_for
 @click.command("apply")
 @click.argument("recipe", type=existing_file)
 @click.argument("model", type=existing_file)
-@click.option("-o", "--output", type=click.Path(path_type=Path), help="Output path [default: <model>.patched.onnx].")
+@click.option("-o", "--output", type=output_file, help="Output path [default: <model>.patched.onnx].")
 @force_option
 @click.option("--dry-run", is_flag=True, help="Print the plan (tensors, nodes, new signature); write nothing.")
 @upgrade_opset_option

@@ -8,6 +8,7 @@ random crops).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,9 @@ from graphsurgery.steps.base import InputStep
 RANDOM_IMAGE_SIZE = (640, 480)
 DEFAULT_RANDOM = 8
 MAX_RANDOM = 10_000  # random samples are made up front: 10 000 crops of 256 × 192 are 1.5 GB
+#: What the random samples of one verify may take at once (drawn as int64, then kept with their float twins and
+#: outputs): beyond it the count is refused up front, not ended by the memory running out.
+MAX_RANDOM_BYTES = 512 << 20
 #: (W, H) of random images when the recipe resizes: landscape and portrait, odd sides, smaller and larger than a
 #: 224 or 256 model, and one equal to a 224 model's size.
 RESIZE_SIZES = ((400, 300), (353, 481), (224, 224), (640, 480))
@@ -59,7 +63,7 @@ def random_samples(n: int, image_input: Port, sizes: Sequence[tuple[int, int]], 
     One size: crops at the model's size. Several: images for a recipe that resizes them."""
     from graphsurgery.crops import box_to_center_scale
 
-    _check_count(n)
+    _check_count(n, max(math.prod(_sample_shape(image_input, size, layout)) for size in sizes))
     rng = np.random.default_rng(seed)
     size_of = [sizes[(index // batch) % len(sizes)] for index in range(n)]
     members = {size: [i for i, s in enumerate(size_of) if s == size] for size in dict.fromkeys(size_of)}
@@ -95,7 +99,7 @@ def random_caller_samples(n: int, image_input: Port, recipe: Recipe, facts: Mode
 def random_box_samples(n: int, image_input: Port, layout: str, seed: int = 0) -> Samples:
     """`n` random images (sizes from `RESIZE_SIZES`, in turn), each with 1–4 random person boxes for a recipe that
     crops them in the graph: boxes inside the image, partly outside it, and tiny ones, in turn."""
-    _check_count(n)
+    _check_count(n, max(math.prod(_sample_shape(image_input, size, layout)) for size in RESIZE_SIZES))
     rng = np.random.default_rng(seed)
     groups, boxes_made = [], 0
     for index in range(n):
@@ -204,9 +208,12 @@ def _extras(names: list[str], centers: np.ndarray, scales: np.ndarray) -> dict[s
     return {name: known[name] for name in names}
 
 
-def _check_count(n: int) -> None:
-    if not 1 <= n <= MAX_RANDOM:
-        raise GraphsurgeryError(f"{n} random samples: give between 1 and {MAX_RANDOM:,}",
+def _check_count(n: int, values_per_sample: int) -> None:
+    """1 ≤ n ≤ MAX_RANDOM, and n samples of this size drawn at once (8 bytes a value) within MAX_RANDOM_BYTES."""
+    most = max(1, min(MAX_RANDOM, MAX_RANDOM_BYTES // (8 * values_per_sample)))
+    if not 1 <= n <= most:
+        raise GraphsurgeryError(f"{n} random samples: give between 1 and {most:,}" + (
+            f" (samples of {values_per_sample:,} values are all made at once)" if most < MAX_RANDOM else ""),
                                 fix="verify needs a few dozen samples, not a data set")
 
 

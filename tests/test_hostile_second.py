@@ -179,3 +179,15 @@ def test_eval_coco_refuses_a_detection_with_a_nan_score(plain, tmp_path):
     result = invoke("eval-coco", CROP, plain, "--ann", annotations, "--images", tmp_path / "images",
                     "--boxes", detections)
     assert result.exit_code == 2 and "nan in a score" in result.output, result.output
+
+
+def test_verify_refuses_more_random_samples_than_it_can_hold(plain, tmp_path):
+    """`--random 10000` was within the option's range but ran out of memory (every sample is made at once): the
+    count is now bounded by the samples' size, up front, in one line."""
+    from graphsurgery.samples import MAX_RANDOM_BYTES
+
+    most = MAX_RANDOM_BYTES // (8 * 256 * 192 * 3)  # crops of the model's size, drawn as int64
+    result = invoke("verify", CROP, plain, "--random", 10000, "--backends", "onnxruntime")
+    assert result.exit_code == 2 and f"give between 1 and {most:,}" in result.output, result.output
+    assert "internal error" not in result.output and "Traceback" not in result.output
+    assert invoke("verify", CROP, plain, "--random", 2, "--backends", "onnxruntime").exit_code == 0

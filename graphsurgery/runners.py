@@ -8,6 +8,7 @@ CPU plugin would otherwise pick bf16 on this kind of CPU). Backends are imported
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ from graphsurgery.errors import GraphsurgeryError
 
 BACKENDS = ("onnxruntime", "openvino")
 PRECISIONS = ("f32", "bf16", "f16")
+#: How much of an .xml is read to see that it is an IR (its <net> element comes after the XML declaration)
+IR_HEAD_BYTES = 4096
 #: More threads than a few per CPU only slow a runtime down; far more crashed OpenVINO (100 000: SIGSEGV).
 MAX_THREADS = 4 * (os.cpu_count() or 1)
 
@@ -237,6 +240,10 @@ def _ir_signature(model: Path) -> ModelSignature:
     if not model.is_file() or not model.with_suffix(".bin").is_file():
         raise GraphsurgeryError("no such IR (.xml with its .bin beside it)", path=model,
                                 fix="check the path, or make the IR with `graphsurgery convert`")
+    with open(model, "rb") as head:  # OpenVINO would try every frontend on it, and TensorFlow's logs to stderr
+        if b"<net" not in head.read(IR_HEAD_BYTES):
+            raise GraphsurgeryError("not an OpenVINO IR (no <net> element at its start)", path=model,
+                                    fix="give the .xml that `graphsurgery convert` wrote")
     try:
         ir = ov.Core().read_model(str(model))
     except Exception as exc:  # OpenVINO raises RuntimeError with multi-line reports
@@ -266,5 +273,8 @@ def _output_names(model: str | Path, compiled) -> list[str]:
 
 
 def _first_line(exc: BaseException) -> str:
+    """The first line of a runtime's report that says something: OpenVINO's start with lines that only name a
+    source location ("Exception from src/inference/src/cpp/core.cpp:84:")."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return (lines[0] if lines else type(exc).__name__)[:300]
+    telling = [line for line in lines if not re.fullmatch(r"Exception from \S+:\d+:", line)]
+    return (telling or lines or [type(exc).__name__])[0][:300]

@@ -191,3 +191,23 @@ def test_verify_refuses_more_random_samples_than_it_can_hold(plain, tmp_path):
     assert result.exit_code == 2 and f"give between 1 and {most:,}" in result.output, result.output
     assert "internal error" not in result.output and "Traceback" not in result.output
     assert invoke("verify", CROP, plain, "--random", 2, "--backends", "onnxruntime").exit_code == 0
+
+
+def test_an_xml_that_is_no_ir_is_refused_before_openvino_reads_it(tmp_path):
+    """OpenVINO tries every frontend on a file it cannot read (TensorFlow's logs native lines to stderr) and its
+    report starts with a source location: a file without <net> is refused first, and reports say their reason."""
+    from PIL import Image
+
+    from graphsurgery.runners import _first_line
+
+    xml = tmp_path / "model.xml"
+    xml.write_text("hello, not xml at all\n")
+    xml.with_suffix(".bin").write_bytes(b"\0" * 16)
+    image = tmp_path / "a.png"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(image)
+    result = invoke("run", xml, image, "-o", tmp_path / "out")
+    assert result.exit_code == 2 and "not an OpenVINO IR (no <net> element" in result.output, result.output
+    assert not (tmp_path / "out").exists()
+    report = RuntimeError("Exception from src/inference/src/cpp/core.cpp:84:\nException from src/inference/src/"
+                          "model_reader.cpp:148:\nUnable to read the model: \"m.xml\"\n\n")
+    assert _first_line(report) == 'Unable to read the model: "m.xml"'

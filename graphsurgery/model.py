@@ -55,6 +55,17 @@ def openvino_caveats(proto: onnx.ModelProto) -> list[str]:
     return caveats
 
 
+def shapes_only(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of the model for shape inference: large initializers lose their data (weights are not shapes, and
+    inference on HRNet-W32's 114 MB would serialise them all)."""
+    light = onnx.ModelProto()
+    light.CopyFrom(proto)
+    for tensor in light.graph.initializer:
+        if tensor.ByteSize() > 4096:
+            tensor.ClearField("raw_data")
+    return light
+
+
 def output_producer(proto: onnx.ModelProto, name: str) -> str | None:
     """The op type that computes output `name`, looking through ops that only reshape or rename (a Paddle export
     ends in Softmax → Identity; a caffe2 one in Softmax → Reshape): what `softmax: {skip_if_present}` asks."""

@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 
 from graphsurgery.errors import GraphsurgeryError
-from graphsurgery.model import real_inputs
+from graphsurgery.model import real_inputs, shapes_only
 from graphsurgery.modelio import LoadedModel
 from graphsurgery.recipe import Recipe
 from graphsurgery.runners import open_runner
@@ -64,13 +64,8 @@ def _static(dims) -> bool:
 
 
 def _inferred(proto: onnx.ModelProto, names: list[str]) -> dict[str, list]:
-    """What onnx's shape inference finds for these outputs, their declared shapes left out (weights too: large
-    initializers are not shapes)."""
-    light = onnx.ModelProto()
-    light.CopyFrom(proto)
-    for tensor in light.graph.initializer:
-        if tensor.ByteSize() > 4096:
-            tensor.ClearField("raw_data")
+    """What onnx's shape inference finds for these outputs, their declared shapes left out."""
+    light = shapes_only(proto)
     for value in light.graph.output:
         if value.name in names:
             value.type.tensor_type.ClearField("shape")

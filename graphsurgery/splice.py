@@ -25,7 +25,15 @@ from graphsurgery.binding import (
 )
 from graphsurgery.emit import Emitter
 from graphsurgery.errors import ModelError
-from graphsurgery.model import PROVENANCE_KEY, ModelFacts, model_opset, openvino_caveats, provenance, real_inputs
+from graphsurgery.model import (
+    PROVENANCE_KEY,
+    ModelFacts,
+    model_opset,
+    openvino_caveats,
+    provenance,
+    real_inputs,
+    shapes_only,
+)
 from graphsurgery.recipe import InputSection, OutputSection, Recipe
 from graphsurgery.steps.base import GEOMETRY, Dim, ExtraInput, StepError, TensorSpec, hw_axes
 
@@ -346,12 +354,7 @@ def _export(graph: gs.Graph, original: onnx.ModelProto, recipe: Recipe, applied:
 
 def _fill_output_shapes(patched: onnx.ModelProto, plan: SplicePlan) -> None:
     """Give the new outputs the shapes shape inference finds (dims the model had stay concrete)."""
-    light = onnx.ModelProto()
-    light.CopyFrom(patched)
-    for tensor in light.graph.initializer:  # large weights are not shapes: drop them from the copy
-        if tensor.ByteSize() > 4096:
-            tensor.ClearField("raw_data")
-    inferred = onnx.shape_inference.infer_shapes(light, strict_mode=False)
+    inferred = onnx.shape_inference.infer_shapes(shapes_only(patched), strict_mode=False)
     known = {v.name: v for v in [*inferred.graph.value_info, *inferred.graph.output]}
     for output in patched.graph.output:
         if output.name in known and not output.type.tensor_type.HasField("shape"):

@@ -143,3 +143,15 @@ def test_a_grayscale_model_takes_a_recipe_without_colour_steps(tmp_path):
     with pytest.raises(ModelError, match=r"reverse_channels needs 3 colour channels, the tensor has 1 — fix: drop the "
                                          r"`reverse_channels` step"):
         apply(parse_recipe(with_colour), plain, tmp_path / "colour.onnx")
+
+
+def test_an_input_too_large_to_feed_is_not_run_and_the_step_says_why(tmp_path, monkeypatch):
+    """The run on zeros feeds the input whole: beyond MAX_PROBE_BYTES it is not made (a static batch of millions would
+    run out of memory), the sizes stay unknown, and the step refuses in one line as for a free input."""
+    import graphsurgery.probe
+
+    monkeypatch.setattr(graphsurgery.probe, "MAX_PROBE_BYTES", 3 * 16 * 12 * 4 - 1)  # one float short of the input
+    monkeypatch.setattr(graphsurgery.probe, "open_runner", None)  # a run would fail the test
+    plain = reshaped_heatmap_model(tmp_path / "plain.onnx", (16, 12))
+    with pytest.raises(ModelError, match="height and width are not static"):
+        apply(parse_recipe(RECIPE), plain, tmp_path / "patched.onnx")

@@ -51,10 +51,13 @@ def convert_command(model: Path, output: Path | None, fp16: bool, input_shapes: 
         raise GraphsurgeryError(
             "--name is the model's name in an --ovms repository", fix="add --ovms DIR, or drop --name"
         )
-    shapes = dict(parse_input_shape(text) for text in input_shapes)
-    if len(shapes) < len(input_shapes):  # the last one would win silently
-        twice = next(n for n in shapes if sum(parse_input_shape(t)[0] == n for t in input_shapes) > 1)
-        raise GraphsurgeryError(f"--input-shape names {twice!r} twice", fix=f"give one --input-shape for {twice!r}")
+    parsed = [parse_input_shape(text) for text in input_shapes]
+    names = [input_name for input_name, _ in parsed]
+    twice = [input_name for input_name in dict.fromkeys(names) if names.count(input_name) > 1]
+    if twice:  # the last one would win silently
+        raise GraphsurgeryError(f"--input-shape names {twice[0]!r} twice", fix=f"give one --input-shape for "
+                                                                              f"{twice[0]!r}")
+    shapes = dict(parsed)
     target = ovms_path(ovms_dir, name or model.stem.split(".")[0]) if ovms_dir is not None else (
         output or model.with_suffix(".xml"))
     result = convert_ir(model, target, fp16, shapes, int8=int8, calibration=calibration_dir, boxes=boxes,

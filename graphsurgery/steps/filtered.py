@@ -45,7 +45,7 @@ def emit_filtered(step: Resize, em: Emitter, x: gs.Variable, shape: gs.Variable,
     columns = _weights(step, em, pick(hw, 1), pick(resized_hw, 1), shrinks)          # [w', W]
     passes = (_NCHWPasses(step, rows, columns) if spec.layout == "NCHW"
               else _NHWCPasses(step, rows, columns, shape, resized_hw))
-    if not (step.clamp is not None or step.round) or step.interpolation == "area":
+    if not step.pass_order_shows:
         return passes.columns_first(em, x)
     # rows first where h − h' > 0 and h − h' > 2 · (w − w'), as `rows_first`
     shrunk = em.op("Sub", [hw, resized_hw], dtype=i64, shape=[2])

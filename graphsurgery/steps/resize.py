@@ -137,12 +137,17 @@ class Resize(SizedStep):
         """Resampled with a kernel stretched over the source pixels (PIL's resampling): area, lanczos, antialias."""
         return self.antialias or self.interpolation in ("area", "lanczos")
 
+    @property
+    def pass_order_shows(self) -> bool:
+        """Whether the order of the filtered passes changes the result: they are clipped or rounded, as PIL's are
+        (area imitates OpenCV, which has no such order: its passes stay columns first)."""
+        return (self.clamp is not None or self.round) and self.interpolation != "area"
+
     def rows_first(self, hw: tuple[int, int], resized_hw: tuple[int, int]) -> bool:
-        """Whether the filtered passes run the rows first: only where the order shows (passes clipped or rounded,
-        as PIL's are) and Pillow 13 would (the height shrinks by more than twice as many pixels as the width)."""
+        """Whether the filtered passes run the rows first: where the order shows and Pillow 13 would (the height
+        shrinks by more than twice as many pixels as the width)."""
         (h, w), (new_h, new_w) = hw, resized_hw
-        pil_like = (self.clamp is not None or self.round) and self.interpolation != "area"
-        return pil_like and h - new_h > 0 and h - new_h > 2 * (w - new_w)
+        return self.pass_order_shows and h - new_h > 0 and h - new_h > 2 * (w - new_w)
 
     def against_library(self, image: np.ndarray) -> dict | None:
         if pil_equivalent(self) is not None and image.dtype == np.uint8:

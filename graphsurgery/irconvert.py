@@ -25,6 +25,7 @@ import onnx
 from graphsurgery.errors import GraphsurgeryError, ModelError
 from graphsurgery.model import openvino_caveats, real_inputs
 from graphsurgery.modelio import check_output_path, load_model, model_files, staging_folder
+from graphsurgery.quantize import AccuracyControl
 
 WEIGHTS_KEY = ("graphsurgery", "weights")
 SOURCE_KEY = ("graphsurgery", "source")
@@ -41,13 +42,41 @@ MAX_DIM = 2**31 - 1
 @dataclass(frozen=True)
 class Int8Facts:
     """How an int8 IR was calibrated and what it costs: `vs_f32` is int8 against f32 on the calibration samples,
-    output by output (`quantize.price`); `quantized_activations` counts the quantizers NNCF kept."""
+    output by output (`quantize.price`); `speedup` how many times faster than f32 it ran here (`quantize.speedup`);
+    `quantized_activations` counts the quantizers NNCF kept. Under accuracy control (`control`): `drop_met`, and
+    the layers `reverted` to float."""
 
     vs_f32: dict[str, dict[str, float]]
+    speedup: float
     quantized_activations: int
     calibration: str
-    max_drop: float | None = None
-    max_reverts: int | None = None
+    control: AccuracyControl | None = None
+    drop_met: bool | None = None
+    reverted: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict:
+        control = self.control
+        return {"int8_vs_f32": self.vs_f32, "int8_speedup": self.speedup, "calibration": self.calibration,
+                "quantized_activations": self.quantized_activations,
+                "max_drop": control.max_drop if control else None,
+                "max_reverts": control.max_reverts if control else None,
+                "ranking_samples": control.ranking_samples if control else None,
+                "drop_met": self.drop_met, "reverted_to_float": list(self.reverted)}
+
+    def control_summary(self) -> str:
+        """One line on the accuracy control: the drop asked, met or not (and why not), what went back to float."""
+        control, within = self.control, self.vs_f32.get("keypoints", {}).get("within_one_cell")
+        asked = f"at least {1 - control.max_drop:.1%} of the joints within one cell of f32 asked"
+        reached = "unknown" if within is None else f"{within:.1%}"
+        count = len(self.reverted)
+        reverted = (f"{count} layer{'s' if count > 1 else ''} went back to float ({', '.join(self.reverted[:5])}"
+                    f"{', …' if len(self.reverted) > 5 else ''})" if self.reverted else "no layer went back to float")
+        if self.drop_met:
+            return f"accuracy control: met, {reached} ({asked}); {reverted}"
+        n = control.max_reverts
+        why = f"not within {n} round{'s' if n > 1 else ''} of reverting (--max-reverts)" if n else (
+            "NNCF tried every layer")
+        return f"accuracy control: NOT met, {reached} ({asked}): {why}; {reverted}; the IR is written as it stands"
 
 
 @dataclass(frozen=True)
@@ -68,11 +97,8 @@ class ConvertResult:
 
     def to_dict(self) -> dict:
         """`graphsurgery convert --json`."""
-        facts = self.int8
         return {"written": [str(p) for p in self.written], "weights": self.weights, "notes": list(self.notes),
-                **({"int8_vs_f32": facts.vs_f32, "calibration": facts.calibration,
-                    "quantized_activations": facts.quantized_activations, "max_drop": facts.max_drop,
-                    "max_reverts": facts.max_reverts} if facts else {})}
+                **(self.int8.to_dict() if self.int8 else {})}
 
 
 def parse_input_shape(text: str) -> tuple[str, Shape]:
@@ -147,15 +173,18 @@ def convert_ir(model_path: str | Path, out_xml: str | Path, fp16: bool = False,
                input_shapes: Mapping[str, Sequence[int | None]] | None = None, *, int8: bool = False,
                calibration: str | Path | None = None, boxes: str | Path | None = None,
                calibration_random: int | None = None, max_drop: float | None = None, max_reverts: int | None = None,
-               force: bool = False, make_parents: bool = False) -> ConvertResult:
+               ranking_samples: int | None = None, force: bool = False, make_parents: bool = False) -> ConvertResult:
     """`graphsurgery convert` in Python: `convert`, or with `int8` `quantize.convert_int8` calibrated on the images
-    in the folder `calibration` (with person `boxes`) or on `calibration_random` random caller inputs."""
+    in the folder `calibration` (with person `boxes`) or on `calibration_random` random caller inputs; `max_drop`
+    (bounded by `max_reverts` rounds, layers ranked on `ranking_samples` samples) asks for accuracy control."""
     if not int8 and (calibration or boxes or calibration_random is not None or max_drop is not None):
         raise GraphsurgeryError("calibration samples and max_drop (--max-drop) are for int8 (--int8)",
                                 fix="pass int8=True (--int8), or drop the calibration options")
-    if max_reverts is not None and max_drop is None:
-        raise GraphsurgeryError("max_reverts (--max-reverts) bounds the accuracy control of max_drop (--max-drop)",
-                                fix="give max_drop=X (--max-drop X)")
+    for name, value in (("max_reverts (--max-reverts)", max_reverts), ("ranking_samples (--ranking-samples)",
+                                                                      ranking_samples)):
+        if value is not None and max_drop is None:
+            raise GraphsurgeryError(f"{name} bounds the accuracy control of max_drop (--max-drop)",
+                                    fix="give max_drop=X (--max-drop X)")
     if int8 and fp16:
         raise GraphsurgeryError("int8 (--int8) and fp16 (--fp16) both choose the weights' precision",
                                 fix="give only one of them")
@@ -164,8 +193,9 @@ def convert_ir(model_path: str | Path, out_xml: str | Path, fp16: bool = False,
     from graphsurgery.quantize import calibration_set, convert_int8
 
     samples = calibration_set(Path(model_path), calibration, boxes, calibration_random)
+    control = None if max_drop is None else AccuracyControl(max_drop, max_reverts, ranking_samples)
     return convert_int8(model_path, out_xml, samples, input_shapes, force=force, make_parents=make_parents,
-                        max_drop=max_drop, max_reverts=max_reverts)
+                        control=control)
 
 
 def _missing_parents(folder: Path) -> list[Path]:

@@ -14,6 +14,8 @@ import contextlib
 import hashlib
 import logging
 import sys
+import tempfile
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -31,6 +33,8 @@ SPLICED = r"graphsurgery/.*"
 #: one heatmap cell of HRNet's 64×48 maps in its 256×192 crop, in crop pixels: "the same joint" for the report
 CELL_PIXELS = 4.0
 MAX_CALIBRATION = 1000
+#: interleaved rounds that measure int8's speed-up over f32 after quantizing
+SPEED_ROUNDS = 10
 #: the random calibration samples `verify --precision int8` quantizes on when it builds the int8 IR itself
 VERIFY_CALIBRATION = 30
 PRECISION_KEY = ("graphsurgery", "precision")
@@ -101,27 +105,62 @@ def _image_input(inputs: list[Port], model: Path) -> Port:
     return images[0]
 
 
-def quantize(model, calibration: Calibration, max_drop: float | None = None, max_reverts: int | None = None):
-    """The int8 model NNCF makes from the OpenVINO `model`, spliced nodes left in float. With `max_drop`, NNCF's
+@dataclass(frozen=True)
+class AccuracyControl:
+    """`--max-drop` and its bounds: at most `max_drop` of the joints may leave their f32 cell; at most `max_reverts`
+    rounds of reverting; layers ranked on the first `ranking_samples` samples (NNCF's default: all of them, up to
+    300; ranking is what costs: every quantizer group is reverted and validated on that subset)."""
+
+    max_drop: float
+    max_reverts: int | None = None
+    ranking_samples: int | None = None
+
+
+@dataclass(frozen=True)
+class Quantized:
+    """NNCF's int8 model and, under accuracy control, the layers that went back to float: the consumers of the
+    quantizers of NNCF's first, fully quantized model that the returned model no longer has."""
+
+    model: object
+    reverted: tuple[str, ...] = ()
+
+
+def quantize(model, calibration: Calibration, control: AccuracyControl | None = None) -> Quantized:
+    """The int8 model NNCF makes from the OpenVINO `model`, spliced nodes left in float. Under `control`, NNCF's
     accuracy control: layers go back to float, most sensitive first, until the share of joints within one cell of
     the f32 model's keypoints (on the calibration samples) is at least 1 − max_drop, or `max_reverts` rounds have
-    reverted (each round ranks every quantizer group again: on HRNet-W32, 30 samples, 2 cores, ~20 min a round)."""
+    reverted (on HRNet-W32, 30 samples ranked, 2 cores: ~20 min per ranking of its 321 quantizer groups)."""
     import nncf
+    import openvino as ov
 
     nncf.set_log_level(logging.WARNING)  # its INFO lines list every ignored node
     dataset = nncf.Dataset(calibration.feeds)
     common = {"subset_size": len(calibration.feeds),
               "ignored_scope": nncf.IgnoredScope(patterns=[SPLICED], validate=False)}
     with contextlib.redirect_stdout(sys.stderr):  # progress bars: standard output stays the command's (--json)
-        if max_drop is None:
-            return nncf.quantize(model, dataset, **common)
+        if control is None:
+            return Quantized(nncf.quantize(model, dataset, **common))
         from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
 
-        bounds = AdvancedAccuracyRestorerParameters() if max_reverts is None else AdvancedAccuracyRestorerParameters(
-            max_num_iterations=max_reverts)
-        return nncf.quantize_with_accuracy_control(
-            model, dataset, dataset, validation_fn=_agreement_with(model, calibration), max_drop=max_drop,
-            drop_type=nncf.DropType.ABSOLUTE, advanced_accuracy_restorer_parameters=bounds, **common)
+        with tempfile.TemporaryDirectory(prefix="graphsurgery-int8-") as folder:
+            bounds = AdvancedAccuracyRestorerParameters(
+                intermediate_model_dir=folder, ranking_subset_size=control.ranking_samples,
+                **({} if control.max_reverts is None else {"max_num_iterations": control.max_reverts}))
+            controlled = nncf.quantize_with_accuracy_control(
+                model, dataset, dataset, validation_fn=_agreement_with(model, calibration), max_drop=control.max_drop,
+                drop_type=nncf.DropType.ABSOLUTE, advanced_accuracy_restorer_parameters=bounds, **common)
+            first = ov.Core().read_model(str(Path(folder) / "intermediate_model.xml"))
+    return Quantized(controlled, _reverted(first, controlled))
+
+
+def _reverted(first, controlled) -> tuple[str, ...]:
+    """The layers fed by a quantizer in `first` and by none in `controlled`, in `first`'s order."""
+    def quantized_layers(model) -> list[str]:
+        return [target.get_node().get_friendly_name() for op in model.get_ordered_ops()
+                if op.get_type_name() == "FakeQuantize" for port in op.outputs() for target in port.get_target_inputs()]
+
+    kept = set(quantized_layers(controlled))
+    return tuple(dict.fromkeys(name for name in quantized_layers(first) if name not in kept))
 
 
 def _agreement_with(f32_model, calibration: Calibration):
@@ -168,20 +207,43 @@ def price(f32_model, int8_model, calibration: Calibration) -> dict:
     return report
 
 
+def speedup(f32_model, int8_model, feed: dict[str, np.ndarray], rounds: int = SPEED_ROUNDS) -> float:
+    """How many times faster the int8 model runs than the f32 one on `feed` (OpenVINO CPU, f32 asked): the median
+    of per-round ratios, the two runs interleaved in each round so that the machine's load hits both alike."""
+    import openvino as ov
+
+    core = ov.Core()
+    compiled = [core.compile_model(m, "CPU", {"INFERENCE_PRECISION_HINT": "f32"}) for m in (f32_model, int8_model)]
+    ratios = []
+    for _ in range(rounds + 1):  # the first round warms up
+        seconds = []
+        for model in compiled:
+            start = time.perf_counter()
+            model(feed)
+            seconds.append(time.perf_counter() - start)
+        ratios.append(seconds[0] / seconds[1])
+    return float(np.median(ratios[1:]))
+
+
 def convert_int8(model: Path, out_xml: Path, calibration: Calibration, input_shapes=None, *, force: bool = False,
-                 make_parents: bool = False, max_drop: float | None = None, max_reverts: int | None = None
-                 ) -> ConvertResult:
-    """`irconvert.convert` with int8 quantization (accuracy-controlled with `max_drop`): the IR's rt_info says int8
-    and names the calibration set (size, sha256); the result's `int8` holds the price (`price`) and how many
-    quantizers the model kept."""
+                 make_parents: bool = False, control: AccuracyControl | None = None) -> ConvertResult:
+    """`irconvert.convert` with int8 quantization (accuracy-controlled under `control`): the IR's rt_info says int8
+    and names the calibration set (size, sha256); the result's `int8` holds the price (`price`), the speed-up over
+    f32 (`speedup`), how many quantizers the model kept and, under control, whether the drop was met and what went
+    back to float."""
     from graphsurgery.irconvert import Int8Facts, convert
 
-    measured: dict = {}
+    facts: dict = {}
 
     def to_int8(f32_model):
-        int8_model = quantize(f32_model.clone(), calibration, max_drop, max_reverts)
-        measured["quantizers"] = sum(op.get_type_name() == "FakeQuantize" for op in int8_model.get_ops())
-        measured["price"] = price(f32_model, int8_model, calibration)
+        quantized = quantize(f32_model.clone(), calibration, control)
+        int8_model = quantized.model
+        vs_f32 = price(f32_model, int8_model, calibration)
+        within = vs_f32.get("keypoints", {}).get("within_one_cell")
+        facts.update(vs_f32=vs_f32, reverted=quantized.reverted,
+                     quantized_activations=sum(op.get_type_name() == "FakeQuantize" for op in int8_model.get_ops()),
+                     speedup=speedup(f32_model, int8_model, calibration.feeds[0]),
+                     drop_met=None if control is None or within is None else within >= 1 - control.max_drop - 1e-9)
         int8_model.set_rt_info("int8", list(PRECISION_KEY))
         int8_model.set_rt_info(f"{len(calibration.feeds)} samples, sha256 {calibration.sha256()}",
                                list(CALIBRATION_KEY))
@@ -189,8 +251,7 @@ def convert_int8(model: Path, out_xml: Path, calibration: Calibration, input_sha
 
     result = convert(model, out_xml, False, input_shapes, force=force, make_parents=make_parents,
                      transform=to_int8, weights="INT8")
-    facts = Int8Facts(measured["price"], measured["quantizers"], calibration.description, max_drop, max_reverts)
-    return replace(result, int8=facts)
+    return replace(result, int8=Int8Facts(calibration=calibration.description, control=control, **facts))
 
 
 def is_int8(model: Path) -> bool:

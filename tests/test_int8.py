@@ -74,14 +74,17 @@ def test_the_python_api_quantizes_as_the_cli_does(patched, tmp_path):
 
     result = graphsurgery.convert(patched, tmp_path / "api.xml", int8=True, calibration_random=4)
     facts = result.int8
-    assert result.weights == "INT8" and facts.calibration == "4 random crops (seed 0)" and facts.max_drop is None
+    assert result.weights == "INT8" and facts.calibration == "4 random crops (seed 0)" and facts.control is None
     assert set(facts.vs_f32) == {"keypoints", "scores", "heatmaps"} and facts.quantized_activations > 0
+    assert facts.speedup > 0 and facts.drop_met is None and facts.reverted == ()
     assert json.loads(json.dumps(result.to_dict())) == {
         "written": [str(p) for p in result.written], "weights": "INT8", "notes": result.notes,
-        "int8_vs_f32": facts.vs_f32, "calibration": facts.calibration,
-        "quantized_activations": facts.quantized_activations, "max_drop": None, "max_reverts": None}
-    with pytest.raises(GraphsurgeryError, match=r"max_reverts \(--max-reverts\) bounds the accuracy control"):
-        graphsurgery.convert(patched, tmp_path / "x.xml", int8=True, calibration_random=4, max_reverts=2)
+        "int8_vs_f32": facts.vs_f32, "int8_speedup": facts.speedup, "calibration": facts.calibration,
+        "quantized_activations": facts.quantized_activations, "max_drop": None, "max_reverts": None,
+        "ranking_samples": None, "drop_met": None, "reverted_to_float": []}
+    for option in ("max_reverts", "ranking_samples"):
+        with pytest.raises(GraphsurgeryError, match=rf"{option} \(--{option.replace('_', '-')}\) bounds the accuracy"):
+            graphsurgery.convert(patched, tmp_path / "x.xml", int8=True, calibration_random=4, **{option: 2})
     assert not (tmp_path / "x.xml").exists()
 
 
@@ -122,6 +125,7 @@ def test_max_drop_keeps_the_joints_within_one_cell(patched, tmp_path):
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["max_drop"] == 0.05 and report["int8_vs_f32"]["keypoints"]["within_one_cell"] >= 0.95
+    assert report["drop_met"] is True and report["int8_speedup"] > 0
 
 
 def test_max_drop_needs_keypoints(tmp_path):
@@ -129,12 +133,12 @@ def test_max_drop_needs_keypoints(tmp_path):
     from openvino import opset13 as ops
 
     from graphsurgery.errors import GraphsurgeryError
-    from graphsurgery.quantize import Calibration, quantize
+    from graphsurgery.quantize import AccuracyControl, Calibration, quantize
 
     image = ops.parameter([1, 4], np.float32, name="x")
     model = ov.Model([ops.relu(image)], [image], "no_keypoints")
     with pytest.raises(GraphsurgeryError, match="no `keypoints` output"):
-        quantize(model, Calibration([{"x": np.ones((1, 4), np.float32)}], "one"), max_drop=0.1)
+        quantize(model, Calibration([{"x": np.ones((1, 4), np.float32)}], "one"), AccuracyControl(0.1))
 
 
 def test_verify_int8_measures_agreement_and_judges_the_decode(tiny_pose_models, patched, tmp_path):
@@ -189,19 +193,46 @@ def test_cli_verify_int8_shows_the_measured_pair_without_failing(tiny_pose_model
 
 def test_max_reverts_bounds_the_accuracy_control(tmp_path):
     """The zoo's tiny SimpleBaseline quantizes to 20 activations at ~88 % of joints within one cell; a 2 % drop
-    needs most of them reverted (measured: 2 left, 20 s). One round allowed: one group goes back to float, and the
-    rest stays int8."""
+    needs most of them reverted (measured: 2 left, 20 s). One round allowed: one group goes back to float, the rest
+    stays int8, and convert says the drop was not met (exit 1, the IR written as it stands) and what it reverted."""
     from examples.zoo.export import export_zoo
 
     plain = export_zoo(tmp_path / "simplebaseline.onnx", "simplebaseline-tiny", opset=17)
     model = apply(CROP_RECIPE, plain, tmp_path / "simplebaseline.patched.onnx").output
-    kept = {}
-    for label, options in (("default", []), ("one round", ["--max-drop", "0.02", "--max-reverts", "1"])):
+    reports = {}
+    for label, options in (("default", []), ("one round", ["--max-drop", "0.02", "--max-reverts", "1",
+                                                            "--ranking-samples", "4"])):
         result = CliRunner().invoke(cli, ["convert", str(model), "--int8", "--calibration-random", "8", *options,
                                           "-o", str(tmp_path / f"{label}.xml"), "--json"])
-        assert result.exit_code == 0, result.output
-        kept[label] = json.loads(result.stdout)["quantized_activations"]
+        assert result.exit_code == (0 if label == "default" else 1), result.output
+        reports[label] = json.loads(result.stdout)
+        assert (tmp_path / f"{label}.xml").exists()
+    kept = {label: report["quantized_activations"] for label, report in reports.items()}
     assert kept["default"] - 3 <= kept["one round"] < kept["default"], kept
+    controlled = reports["one round"]
+    assert controlled["drop_met"] is False and controlled["ranking_samples"] == 4
+    assert controlled["int8_vs_f32"]["keypoints"]["within_one_cell"] < 0.98
+    assert 1 <= len(controlled["reverted_to_float"]) <= 3, controlled["reverted_to_float"]
+
+
+def test_the_accuracy_control_summary_says_what_was_asked_reached_and_reverted():
+    from graphsurgery.irconvert import Int8Facts
+    from graphsurgery.quantize import AccuracyControl
+
+    def facts(within, met, control, reverted):
+        return Int8Facts({"keypoints": {"within_one_cell": within}}, 2.0, 10, "8 random crops", control, met, reverted)
+
+    layers = tuple(f"conv{i}" for i in range(7))
+    assert facts(0.5, False, AccuracyControl(0.02, 1), layers[:2]).control_summary() == (
+        "accuracy control: NOT met, 50.0% (at least 98.0% of the joints within one cell of f32 asked): not within 1 "
+        "round of reverting (--max-reverts); 2 layers went back to float (conv0, conv1); the IR is written as it "
+        "stands")
+    assert facts(0.9, False, AccuracyControl(0.05), layers).control_summary().endswith(
+        "asked): NNCF tried every layer; 7 layers went back to float (conv0, conv1, conv2, conv3, conv4, …); the IR "
+        "is written as it stands")
+    assert facts(0.97, True, AccuracyControl(0.05), ()).control_summary() == (
+        "accuracy control: met, 97.0% (at least 95.0% of the joints within one cell of f32 asked); no layer went "
+        "back to float")
 
 
 def test_max_reverts_needs_max_drop(patched, tmp_path):

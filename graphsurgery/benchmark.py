@@ -10,6 +10,7 @@ within each round. Absolute times drift on a busy machine; ratios measured in on
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 import time
@@ -30,6 +31,7 @@ from graphsurgery.modelio import load_model
 from graphsurgery.ratios import paired_ratio, timing_stats
 from graphsurgery.recipe import Recipe, as_recipe
 from graphsurgery.runners import open_runner, open_stream, precision_note
+from graphsurgery.samples import MAX_BATCH_BYTES
 from graphsurgery.targets import check_targets
 
 #: (W, H) of the caller image when the recipe resizes (its H × W are free): a camera frame, not the model's size.
@@ -238,6 +240,9 @@ def _workload(recipe: Recipe, model: Path, plan, batch: int) -> Workload:
                                     "(examples/hrnet/export.py --dynamic-batch)")
     rng = np.random.default_rng(0)
     shape = (images, *image.shape[1:])
+    if math.prod(shape) * np.dtype(image.dtype).itemsize > MAX_BATCH_BYTES:  # made at once: 10^9 crops ran out
+        raise GraphsurgeryError(f"a batch of {batch:,} takes more than {MAX_BATCH_BYTES >> 20} MiB of input",
+                                path=model, fix="time a batch of a few crops (--batch)")
     if image.dtype == "uint8":
         crop = rng.integers(0, 256, shape, dtype=np.uint8)
     else:

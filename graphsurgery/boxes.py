@@ -20,6 +20,9 @@ Box = tuple[float, float, float, float]
 MAX_BOXES_BYTES = 256 * 2**20
 MAX_BOXES = 100_000
 MAX_COORDINATE = 1e6  # pixels: larger than any image a pose model is run on
+#: The smallest larger side a box may have, in pixels: the crop pads the shorter side to the model's aspect, so only
+#: a box small both ways makes the crop's affine map singular (at 10^6 px, 0.01 px already does); it holds no person
+MIN_SIZE = 1.0
 
 
 def load_boxes(path: Path, images: dict[int, str] | None = None, min_score: float = 0.0) -> dict[str, list[Box]]:
@@ -27,7 +30,10 @@ def load_boxes(path: Path, images: dict[int, str] | None = None, min_score: floa
     path = Path(path)
     raw = read_small_file(path, MAX_BOXES_BYTES, "boxes file")
     try:
-        data = json.loads(raw.decode("utf-8"))
+        data = json.loads(raw.decode("utf-8"), object_pairs_hook=_unique_keys)
+    except _DuplicateKey as exc:
+        raise GraphsurgeryError(f"the key {exc.args[0][:80]!r} appears twice in one object (JSON keeps the last: "
+                                "the first one's boxes would be lost)", path=path, fix="merge the two") from None
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise GraphsurgeryError(f"not a readable JSON file ({type(exc).__name__})", path=path,
                                 fix="give a JSON file of COCO-style boxes") from None
@@ -51,6 +57,31 @@ def load_boxes(path: Path, images: dict[int, str] | None = None, min_score: floa
         raise GraphsurgeryError(f"unexpected structure ({type(exc).__name__}: {exc})", path=path,
                                 fix="see `graphsurgery run --help` for the accepted box formats") from None
     raise GraphsurgeryError("unexpected JSON structure", path=path, fix="give {file_name: [[x, y, w, h], ...]}")
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    """A JSON object whose keys are all different: `{"a.jpg": [...], "a.jpg": [...]}` is refused, not half read."""
+    data = dict(pairs)
+    if len(data) != len(pairs):
+        raise _DuplicateKey(next(key for index, (key, _) in enumerate(pairs) if key in dict(pairs[:index])))
+    return data
+
+
+def croppable(w: float, h: float) -> bool:
+    """A crop can be cut from a box of w × h pixels: its larger side is at least MIN_SIZE (the authors' padding to
+    the model's aspect grows the other; a box thin one way, e.g. 0.5 × 80 px, crops as well as 60 × 80 px)."""
+    return max(w, h) >= MIN_SIZE
+
+
+def is_box(values: tuple[float, ...]) -> bool:
+    """Four finite pixel values [x, y, w, h] within MAX_COORDINATE, w and h above 0 and `croppable`: a person box
+    (for `--boxes` files and eval-coco's detections)."""
+    return (len(values) == 4 and all(math.isfinite(v) and abs(v) <= MAX_COORDINATE for v in values)
+            and values[2] > 0 and values[3] > 0 and croppable(values[2], values[3]))
 
 
 def _is_number(value) -> bool:
@@ -78,10 +109,9 @@ def _group(pairs, path: Path) -> dict[str, list[Box]]:
     for name, box in pairs:
         # a box is a list of numbers: "1234" or {"0": 1, ...} would iterate into four numbers, true would be 1
         values = tuple(map(_number, box)) if isinstance(box, list) else ()
-        if (len(values) != 4 or not all(math.isfinite(v) and abs(v) <= MAX_COORDINATE for v in values)
-                or values[2] <= 0 or values[3] <= 0):
+        if not is_box(values):
             raise GraphsurgeryError(f"box {list(box)[:4]} for {name!r} is not [x, y, w, h] of finite pixels with "
-                                    f"w, h > 0", path=path, fix="fix that box")
+                                    f"w, h > 0 (the larger at least {MIN_SIZE:g} px)", path=path, fix="fix that box")
         if sum(map(len, grouped.values())) >= MAX_BOXES:
             raise GraphsurgeryError(f"more than {MAX_BOXES:,} boxes", path=path,
                                     fix="keep the person boxes (filter detections by score first)")

@@ -28,14 +28,15 @@ import numpy as np
 
 from graphsurgery import crops
 from graphsurgery.api import apply
+from graphsurgery.boxes import MIN_SIZE, croppable, is_box
 from graphsurgery.cocoformat import KEYPOINT_NAMES, PERSON, keypoint_result
 from graphsurgery.errors import GraphsurgeryError
 from graphsurgery.images import read_image
 from graphsurgery.model import ModelFacts
-from graphsurgery.modelio import load_model
+from graphsurgery.modelio import load_model, model_files
 from graphsurgery.recipe import InputTensor, Recipe, as_recipe
 from graphsurgery.runners import BACKENDS, check_backends, open_runner, open_stream
-from graphsurgery.safeio import inside
+from graphsurgery.safeio import inside, refuse_overwriting, write_text_atomically
 from graphsurgery.samples import (
     as_caller_tensor,
     crop_size,
@@ -118,12 +119,18 @@ def evaluate_coco(recipe: str | Path | Recipe, plain_model: str | Path, annotati
         raise GraphsurgeryError("no person boxes to evaluate", path=boxes or annotations,
                                 fix="check that the file has person (category 1) boxes for these images")
     report = CocoReport(str(annotations), len(image_ids), len(people), str(boxes) if boxes else "ground truth")
+    read = [*model_files(plain), recipe.source if recipe.file_sha256 else None, annotations, boxes, patched,
+            *images.iterdir()]
+    kinds = [(kind, backend) for kind in ("unpatched", "patched") for backend in backends]
+    if results_dir is not None:  # before the work: a results file must not land on an input (nor through a link)
+        for kind, backend in kinds:
+            refuse_overwriting(Path(results_dir) / f"{kind}-{backend}.json", read)
     with tempfile.TemporaryDirectory(prefix="graphsurgery-coco-") as tmp:
         patched_path = (
             Path(patched) if patched is not None
             else apply(recipe, plain.path, Path(tmp) / "patched.onnx", upgrade_opset=upgrade_opset).output
         )
-        image_input, extras = patched_inputs(patched_path, extra_input_names(recipe))
+        image_input, extras = patched_inputs(patched_path, extra_input_names(recipe), recipe=recipe)
         if image_input.shape[0] not in (None, 1):
             raise GraphsurgeryError(f"eval-coco feeds one crop at a time; the patched model takes batches of "
                                     f"{image_input.shape[0]}", path=patched_path,
@@ -138,7 +145,7 @@ def evaluate_coco(recipe: str | Path | Recipe, plain_model: str | Path, annotati
             size = crop_size(image_input, recipe, facts)
             caller = _CallerCrops(images, size, tensor_facet(recipe), image_input.dtype, Path(annotations))
             in_image_pixels = {"center", "scale"} <= set(extras)
-        for kind, backend in [("unpatched", b) for b in backends] + [("patched", b) for b in backends]:
+        for kind, backend in kinds:
             name = f"{kind} · {backend}"
 
             def advance(done: int, name: str = name) -> None:
@@ -161,7 +168,7 @@ def evaluate_coco(recipe: str | Path | Recipe, plain_model: str | Path, annotati
                                           lambda outputs, _: _named(outputs, recipe), extras, advance)
             if not top_down:
                 results = [_result(person, answer, size, in_image_pixels) for person, answer in zip(people, answers)]
-            results_file = _write_results(out_dir / f"{kind}-{backend}.json", results)
+            results_file = _write_results(out_dir / f"{kind}-{backend}.json", results, read)
             report.pipelines.append(PipelineResult(name, backend, precision, _evaluate(gt, results, image_ids),
                                                    str(results_file) if results_dir is not None else None))
     return report
@@ -179,7 +186,7 @@ def _load_coco(path: Path):
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             return COCO(str(path))
-    except (ValueError, KeyError, TypeError, AssertionError) as exc:
+    except (ValueError, KeyError, TypeError, AssertionError, RecursionError) as exc:  # Recursion: [[[[… 10^5 deep
         raise GraphsurgeryError(f"not a COCO annotation file ({type(exc).__name__})", path=path,
                                 fix="give a COCO keypoints annotation file (images, annotations, categories)") from None
 
@@ -200,6 +207,9 @@ def _ground_truth(gt, image_ids: list[int]) -> list[PersonBox]:
             x1, y1 = max(0.0, x), max(0.0, y)
             x2, y2 = min(width - 1.0, x1 + max(0.0, w - 1)), min(height - 1.0, y1 + max(0.0, h - 1))
             if x2 >= x1 and y2 >= y1:
+                if not croppable(x2 - x1, y2 - y1):  # the authors' affine map would be singular
+                    raise ValueError(f"annotation {ann.get('id')} has a box of {x2 - x1:g} × {y2 - y1:g} px once "
+                                     f"clipped to its image, less than {MIN_SIZE:g} px both ways")
                 people.append(PersonBox(image_id, info["file_name"], (x1, y1, x2 - x1, y2 - y1), 1.0))
     return people
 
@@ -218,7 +228,7 @@ def _detections(gt, path: Path, image_ids: list[int]) -> list[PersonBox]:
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             dt = gt.loadRes(str(path))
-    except (ValueError, KeyError, TypeError, IndexError, AssertionError) as exc:
+    except (ValueError, KeyError, TypeError, IndexError, AssertionError, RecursionError) as exc:
         raise GraphsurgeryError(
             f"not COCO detection results for these annotations ({type(exc).__name__})",
             path=path,
@@ -229,7 +239,7 @@ def _detections(gt, path: Path, image_ids: list[int]) -> list[PersonBox]:
         for det in dt.loadAnns(dt.getAnnIds(imgIds=image_id, catIds=[PERSON])):
             x, y, w, h = (_finite(v, "a bbox") for v in det["bbox"])
             score = _finite(det.get("score", 1), "a score")  # a NaN score would drop the box from the AP silently
-            if w > 0 and h > 0:
+            if is_box((x, y, w, h)):  # smaller both ways: no person, and no crop can be cut from it
                 people.append(PersonBox(image_id, gt.imgs[image_id]["file_name"], (x, y, w, h), score))
     return people
 
@@ -368,14 +378,14 @@ def _result(person: PersonBox, answer: Answer, size: tuple[int, int], in_image_p
     return keypoint_result(person.image_id, keypoints, scores, person.score)
 
 
-def _write_results(path: Path, results: list[dict]) -> Path:
+def _write_results(path: Path, results: list[dict], read: list) -> Path:
+    """Write atomically (a symlink of that name is replaced, not written through), never over a file `read`."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(results), encoding="utf-8")
     except OSError as exc:
         raise GraphsurgeryError(f"cannot write the COCO results ({exc.strerror})", path=path,
                                 fix="choose a writable folder for the results (results_dir, --results)") from None
-    return path
+    return write_text_atomically(path, json.dumps(results), read)
 
 
 def _evaluate(gt, results: list[dict], image_ids: list[int]) -> list[float]:

@@ -121,7 +121,7 @@ def ovms_path(directory: str | Path, name: str) -> Path:
         raise GraphsurgeryError(
             "the OVMS repository folder does not exist", path=directory, fix=f"create {directory} first"
         )
-    if not OVMS_NAME.match(name):
+    if not OVMS_NAME.fullmatch(name):  # match would let a trailing newline through ($)
         raise GraphsurgeryError(f"{name!r} is not a usable model name", path=directory,
                                 fix="pass --name with letters, digits, '_', '-' or '.'")
     return directory / name / OVMS_VERSION / "model.xml"

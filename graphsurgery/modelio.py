@@ -243,7 +243,7 @@ def check_output_path(out: Path, inputs: list[Path], force: bool) -> None:
         raise GraphsurgeryError("the output folder does not exist", path=out, fix=f"create {out.parent} first")
     if out.is_dir():
         raise GraphsurgeryError("the output is a directory", path=out, fix="give a file name with -o")
-    if out.exists() and not force:
+    if (out.exists() or out.is_symlink()) and not force:  # a dangling or looping symlink is there all the same
         raise GraphsurgeryError(
             "the output exists", path=out, fix="pass force=True (--force) to replace it, or choose another path"
         )

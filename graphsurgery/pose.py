@@ -12,7 +12,9 @@ finds the people itself. Results become COCO keypoint results (`keypoints.json`)
 from __future__ import annotations
 
 import json
+import math
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -28,7 +30,8 @@ from graphsurgery.draw import MONTAGE_MAX_PERSONS
 from graphsurgery.errors import GraphsurgeryError
 from graphsurgery.images import list_images, read_image
 from graphsurgery.runners import ModelSignature, Port, Runner, model_signature, open_runner, precision_note
-from graphsurgery.safeio import OWNER, read_small_file, refuse_overwriting, scratch_folder
+from graphsurgery.safeio import OWNER, read_small_file, refuse_overwriting, same_file, scratch_folder
+from graphsurgery.samples import MAX_BATCH_BYTES
 
 #: The extra inputs of `to_image mode: original` (recipes/hrnet_coco_pose_image.yaml), and of `crop_boxes`.
 CENTER, SCALE, BOXES = "center", "scale", "boxes"
@@ -38,6 +41,7 @@ PERSON_BOXES, PERSON_SCORES, KEYPOINT_SCORES = "person_boxes", "person_scores", 
 DEFAULT_MIN_SCORE = 0.2
 DEFAULT_BATCH = 8
 MAX_RUN_JSON_BYTES = 50_000_000  # an earlier run's record: one entry per image
+MAX_JPEG_SIDE = 65_500  # libjpeg's largest side: a debug image of a 70,000 px wide PNG could not be written
 
 
 @dataclass(frozen=True)
@@ -248,10 +252,16 @@ def run_pose(model: str | Path, images: Sequence[str | Path], outdir: str | Path
     model, outdir = Path(model), Path(outdir)
     if batch < 1:
         raise GraphsurgeryError(f"batch={batch} (--batch) is not a positive number of crops", fix="give 1 or more")
-    paths = list_images([Path(p) for p in images])
-    _check_unique_names(paths)
+    if not math.isfinite(min_score):  # run.json would hold NaN, which is not JSON
+        raise GraphsurgeryError(f"min_score={min_score} (--min-score) is not a finite number",
+                                fix="give a score, e.g. 0.2")
+    paths = _distinct(list_images([Path(p) for p in images]))
     signature = model_signature(model)
     pose_model = PoseModel.of(signature, model)
+    if pose_model.batch and pose_model.batch * math.prod(pose_model.crop_size) * 3 > MAX_BATCH_BYTES:
+        raise GraphsurgeryError(f"the model's batch is fixed at {pose_model.batch:,} crops of {pose_model.crop_size[0]}"
+                                f" × {pose_model.crop_size[1]}, more than {MAX_BATCH_BYTES >> 20} MiB per call",
+                                path=model, fix="export the model with a dynamic batch or a small one")
     if pose_model.finds_people and boxes is not None:
         raise GraphsurgeryError("this model finds the people itself (a detector is chained into it)", path=boxes,
                                 fix="give no --boxes")
@@ -341,18 +351,39 @@ def _earlier_outputs(outdir: Path) -> set[str]:
     return names
 
 
-def _check_unique_names(paths: Sequence[Path]) -> None:
+def _distinct(paths: Sequence[Path]) -> list[Path]:
+    """The images, each once: the same file given twice under its name (`run a.jpg a.jpg`, or a folder and a file
+    in it) is run once, with a note; two files of one name, or whose debug images would have one name (a.jpg and
+    a.png both make a_pose.jpg), are refused, since results and boxes refer to images by file name."""
     seen: dict[str, Path] = {}
+    stems: dict[str, Path] = {}
+    kept = []
     for path in paths:
-        if path.name in seen and seen[path.name] != path:
+        if path.name in seen and same_file(seen[path.name], path):
+            sys.stderr.write(f"note: {str(path)!r} is given twice (also as {str(seen[path.name])!r}); it is run "
+                             "once\n")
+            continue
+        if path.name in seen:
             raise GraphsurgeryError(f"two images are named {path.name!r} ({seen[path.name]} and {path})", path=path,
                                     fix="rename one: results and boxes refer to images by file name")
-        seen[path.name] = path
+        if path.stem in stems:
+            raise GraphsurgeryError(f"{stems[path.stem].name!r} and {path.name!r} would both write the debug image "
+                                    f"{path.stem}_pose.jpg", path=path, fix="rename one of the two images")
+        seen[path.name], stems[path.stem] = path, path
+        kept.append(path)
+    return kept
 
 
 def _write_image(path: Path, image: np.ndarray) -> None:
+    """A debug JPEG; an image wider or taller than JPEG allows (65,500 px) is shrunk to fit, not refused at the end."""
     import cv2
 
+    side = max(image.shape[:2])
+    if side > MAX_JPEG_SIDE:
+        factor = MAX_JPEG_SIDE / side
+        size = (max(1, min(MAX_JPEG_SIDE, round(image.shape[1] * factor))),
+                max(1, min(MAX_JPEG_SIDE, round(image.shape[0] * factor))))
+        image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
     ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 90])
     if not ok:
         raise GraphsurgeryError("OpenCV could not encode the debug image", path=path, fix="report this")

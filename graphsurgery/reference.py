@@ -130,6 +130,12 @@ def _recorded(arrays: dict[str, np.ndarray], ports, reference: str | Path) -> Gr
         raise GraphsurgeryError(f"the reference lacks the patched model's input(s) {', '.join(map(repr, missing))}",
                                 path=reference, fix="record what you feed your pipeline under those names")
     feeds = {port.name: arrays[port.name] for port in ports}
+    for port in ports:  # what the runtime would refuse deep inside (a float64 image, no samples at all)
+        value = feeds[port.name]
+        if value.dtype.name != port.dtype or value.ndim != len(port.shape) or not len(value):
+            raise GraphsurgeryError(f"the reference's {port.name!r} is {value.dtype.name}{list(value.shape)}; the "
+                                    f"patched model takes {port.dtype}[{', '.join(str(d or '?') for d in port.shape)}]",
+                                    path=reference, fix="record at least one sample, as the patched model takes it")
     return feeds, {name: value for name, value in arrays.items() if name not in feeds}
 
 
@@ -139,7 +145,7 @@ def _live(function: Callable, recipe: Recipe, facts: ModelFacts, plain, patched:
     user's pipeline per size."""
     input_name = plain_input(recipe, plain)
     others = [name for name in real_inputs(plain.proto) if name != input_name]
-    image_input, extras = patched_inputs(patched, extra_input_names(recipe), others)
+    image_input, extras = patched_inputs(patched, extra_input_names(recipe), others, recipe)
     samples = random_caller_samples(count, image_input, recipe, facts, input_steps(recipe, facts), extras, 1, seed)
     groups = []
     for tensors, extra in samples.groups:

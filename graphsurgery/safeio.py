@@ -104,7 +104,11 @@ def same_file(a: Path, b: Path) -> bool:
     try:
         return os.path.samefile(a, b)
     except OSError:
+        pass
+    try:
         return Path(a).resolve() == Path(b).resolve()
+    except (OSError, RuntimeError):  # a symlink loop (RuntimeError before Python 3.13): no file, so not an input
+        return os.path.abspath(a) == os.path.abspath(b)
 
 
 def refuse_overwriting(out: Path, inputs: Iterable[Path | str | None]) -> None:

@@ -29,6 +29,8 @@ MAX_RANDOM = 10_000  # random samples are made up front: 10 000 crops of 256 × 
 #: What the random samples of one verify may take at once (drawn as int64, then kept with their float twins and
 #: outputs): beyond it the count is refused up front, not ended by the memory running out.
 MAX_RANDOM_BYTES = 512 << 20
+#: The crops of one model call made at once (`run` with a static batch, `bench --batch`): 2^40 ran out of memory
+MAX_BATCH_BYTES = 512 << 20
 #: (W, H) of random images when the recipe resizes: landscape and portrait, odd sides, smaller and larger than a
 #: 224 or 256 model, and one equal to a 224 model's size.
 RESIZE_SIZES = ((400, 300), (353, 481), (224, 224), (640, 480))
@@ -249,9 +251,11 @@ def crop_size(image_input: Port, recipe: Recipe, facts: ModelFacts) -> tuple[int
     return facts.input_size
 
 
-def patched_inputs(path: Path, extra_names: list[str], other_names: Sequence[str] = ()) -> tuple[Port, list[str]]:
+def patched_inputs(path: Path, extra_names: list[str], other_names: Sequence[str] = (), recipe: Recipe | None = None
+                   ) -> tuple[Port, list[str]]:
     """The patched model's image input, and the extra inputs (of the recipe) it takes; it must also take the plain
-    model's `other_names`."""
+    model's `other_names` and, with an input section in `recipe`, the element type its caller feeds (the plain
+    model given as the patched one failed deep inside the recipe's twins)."""
     if not path.exists():
         raise GraphsurgeryError("no such patched model file", path=path, fix="check the path")
     inputs = model_signature(path).inputs
@@ -265,6 +269,10 @@ def patched_inputs(path: Path, extra_names: list[str], other_names: Sequence[str
     if missing:
         raise GraphsurgeryError(f"the patched model lacks the input(s) {missing} the recipe adds or the plain model "
                                 f"has", path=path, fix="give the model patched with this recipe")
+    caller = recipe.input.tensor.dtype if recipe is not None and recipe.input else images[0].dtype
+    if images[0].dtype != caller:
+        raise GraphsurgeryError(f"the patched model takes {images[0].dtype} at {images[0].name!r}; the recipe's caller "
+                                f"feeds {caller}", path=path, fix="give the model patched with this recipe")
     return images[0], extras
 
 

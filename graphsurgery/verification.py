@@ -192,7 +192,7 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
         )
         if int8 and patched is None:
             patched_path = int8_verification.build_int8(patched_path, seed)
-        image_input, extras = patched_inputs(patched_path, extra_input_names(recipe), others)
+        image_input, extras = patched_inputs(patched_path, extra_input_names(recipe), others, recipe)
         batch = image_input.shape[0] if isinstance(image_input.shape[0], int) else 1
         if crops_boxes:  # whole images with person boxes: the graph cuts the crops
             samples = (random_box_samples(random if random is not None else DEFAULT_RANDOM, image_input,

@@ -1,14 +1,16 @@
 """The `graphsurgery` command: a click group whose commands are thin shells over the Python API.
 
-Exit codes, for scripts: 0 success (and parity), 1 parity failure (verify, eval-coco), 2 a usage or input error
-(a `GraphsurgeryError`: one line on stderr naming the file and the fix, no traceback), 3 an internal error (any
-other exception is a bug, not the user's mistake: one line saying so and how to report it; the traceback is shown
-only with GRAPHSURGERY_DEBUG=1), 130 interrupted (Ctrl-C), 143 terminated (SIGTERM). An interrupted or terminated
-command unwinds like an exception: its scratch folders are removed and no partial output appears.
+Exit codes, for scripts: 0 success (and parity), 1 parity failure (verify, eval-coco; convert when the accuracy
+asked with --max-drop was not met), 2 a usage or input error (a `GraphsurgeryError`: one line on stderr naming the
+file and the fix, no traceback), 3 an internal error (any other exception is a bug, not the user's mistake: one
+line saying so and how to report it; the traceback is shown only with GRAPHSURGERY_DEBUG=1), 130 interrupted
+(Ctrl-C), 143 terminated (SIGTERM). An interrupted or terminated command unwinds like an exception: its scratch
+folders are removed and no partial output appears.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import sys
@@ -21,6 +23,8 @@ from graphsurgery.errors import GraphsurgeryError
 
 INTERNAL_ERROR = 3  # never 1, which scripts read as "no parity"
 INTERRUPTED, TERMINATED = 130, 143  # the shell's 128 + SIGINT / SIGTERM
+PATH_ERRORS = (errno.ENAMETOOLONG, errno.ELOOP)  # what a path given by the user can make any file call raise
+DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT)
 
 
 class Terminated(BaseException):
@@ -54,6 +58,8 @@ class _Group(click.Group):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
             sys.exit(1)
         except Exception as exc:
+            if isinstance(exc, OSError) and exc.errno in (*PATH_ERRORS, *DISK_ERRORS):
+                self._refuse(exc)
             if os.environ.get("GRAPHSURGERY_DEBUG") == "1":
                 raise
             what = "out of memory" if isinstance(exc, MemoryError) else f"{type(exc).__name__}: {exc}"
@@ -65,6 +71,17 @@ class _Group(click.Group):
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
 
+    @staticmethod
+    def _refuse(exc: OSError) -> None:
+        """A path the system cannot take (too long, a symlink loop), wherever it is first touched, or a full disk
+        where no writer expected one (standard output on /dev/full): the user's to fix, said in one line, exit 2."""
+        if exc.errno in DISK_ERRORS and exc.filename is None:  # standard output: Python must not flush it again
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        where = printable(exc.filename) if exc.filename is not None else "standard output"
+        fix = "use a shorter path without symlink loops" if exc.errno in PATH_ERRORS else "free disk space"
+        click.echo(f"error: {where}: {exc.strerror or exc} — fix: {fix}", err=True)
+        sys.exit(GraphsurgeryError.exit_code)
+
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, prog_name="graphsurgery")
@@ -74,6 +91,9 @@ def cli() -> None:
 
 
 def main() -> None:
+    for stream in (sys.stdout, sys.stderr):  # a terminal that cannot show × or a model's names: escaped, not a crash
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     cli(prog_name="graphsurgery")
 
 

@@ -7,9 +7,9 @@ image; `flip_test` batches the mirrored crops after the originals; `flip_average
 back, swaps the left/right joints, shifts them one pixel and averages, as the authors' `validate` does; `to_image
 mode: boxes` maps keypoints back through the same boxes.
 
-The crop is plain float32 arithmetic and one Gather per neighbour (every opset from 9), so its twin can do the same
-operations in the same order. `cv2.warpAffine` (what the authors call) differs from it by design: it rounds the
-source position to 1/32 pixel and the result to uint8; `crop_vs_opencv` measures by how much.
+The crop is float32 arithmetic and one Gather per neighbour (every opset from 9), written once for the graph and its
+twin (`affine_crop`), and it is `cv2.warpAffine`'s (what the authors call) bit for bit on a uint8 image but for ties
+OpenCV's double-precision matrix breaks its own way; `crop_vs_opencv` measures the distance.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from pydantic import Field, field_validator
 from graphsurgery.crops import PADDING, PIXEL_STD
 from graphsurgery.emit import Emitter, Tensor
 from graphsurgery.registry import register
+from graphsurgery.steps import affine_crop
 from graphsurgery.steps.base import (
     Comparison,
     Dim,
@@ -77,7 +78,7 @@ def padded_box_reference(boxes: np.ndarray, aspect: float) -> tuple[np.ndarray, 
 
 @register
 class CropBoxes(SizedStep):
-    """Cut one crop per person box out of the whole image, in the graph.
+    """Cut one crop per person box out of the whole image, in the graph, as cv2.warpAffine cuts it.
 
     Adds the graph input `boxes` [N, 4] float32 (COCO x, y, w, h in image
     pixels; N free, 0 included). The tensor before it is the whole image,
@@ -86,16 +87,15 @@ class CropBoxes(SizedStep):
     sampled as one block); after it, N crops at the model's size (or
     `size`), in the same layout. Each box becomes the HRNet authors' center
     and scale (padded to the crop's aspect w/h, in units of 200 px, ×
-    1.25); crop pixel (i, j) samples the image at x = cx + (j − W/2)·s,
-    y = cy + (i − H/2)·s with s = scale_x·200 / W (rotation 0, as the
-    authors' affine map), by bilinear interpolation of the 4 neighbouring
-    pixels, each 0 outside the image (cv2's BORDER_CONSTANT):
-    Σ pixel·weight_y·weight_x, float32. With `round` (default) the result
-    is rounded half to even, as cv2.warpAffine rounds on a uint8 image:
-    the crop then equals cv2's (OpenCV 5) on all but ~0.01 % of values
-    (measured), which lie within a float rounding of a half (OpenCV 4.x
-    also rounded the position to 1/32 pixel). verify reports the distance
-    to cv2.warpAffine.
+    1.25) and their rotation-0 affine map; the crop repeats OpenCV 5's
+    warpAffine (INTER_LINEAR, zero border) operation for operation, in
+    float32 (`affine_crop`): the same float32 matrix, sampling positions,
+    row-then-column interpolation with one rounding per multiply-add, and
+    with `round` (default) its rounding half to even. On a uint8 image
+    the crop is bit-identical to cv2.warpAffine's but where OpenCV's
+    double-precision matrix breaks an exact tie the other way (about 0.3 %
+    of detector boxes, measured). Crop sizes: aspect 3/4, 1, 1/2 and the
+    like (`affine_crop.supported`).
     """
 
     step_name: ClassVar[str] = "crop_boxes"
@@ -118,53 +118,53 @@ class CropBoxes(SizedStep):
     def shape_before(self, shape_after: tuple[Dim, ...], spec_before: TensorSpec) -> tuple[Dim, ...]:
         return (1, *super().shape_before(shape_after, spec_before)[1:])  # one image
 
-    def _offsets(self) -> tuple[np.ndarray, np.ndarray]:
-        """Crop pixel positions relative to the crop's centre, in crop pixels, and the crop's width (s's divisor)."""
+    def _size(self) -> tuple[int, int]:
         h, w = self.target_size()
-        return np.arange(h, dtype=np.float32) - np.float32(h / 2), np.arange(w, dtype=np.float32) - np.float32(w / 2)
+        if not affine_crop.supported(h, w):
+            raise StepError(f"crop_boxes reproduces cv2.warpAffine for crop sizes like 256×192, not {h}×{w}",
+                            "use a size whose aspect w/h is q/p with p a power of two (3/4, 1, 1/2) and p − q too")
+        return h, w
 
     def build(self, em: Emitter, x: gs.Variable, spec: TensorSpec, boxes: gs.Variable | None = None) -> gs.Variable:
-        h, w = self.target_size()
+        h, w = self._size()
         channel_axis = 1 if spec.layout == "NCHW" else 3
         channels = spec.shape[channel_axis] if len(spec.shape) == 4 else None
         if not isinstance(channels, int):
             raise StepError("crop_boxes needs the image's channel count to be static", "declare 3 channels")
         f32, i64 = np.float32, np.int64
+        o = affine_crop.GraphOps(em)
         h_axis, w_axis = hw_axes(spec.layout)
         shape = em.op("Shape", [x], dtype=i64, shape=[4])
         image_h = em.op("Gather", [shape, em.const("h_axis", h_axis, i64)], {"axis": 0}, dtype=i64, shape=[])
         image_w = em.op("Gather", [shape, em.const("w_axis", w_axis, i64)], {"axis": 0}, dtype=i64, shape=[])
-        # NCHW: [C, H·W], each channel a block that the [N, h, w] weights multiply whole; NHWC: [H·W, C]
+        # NCHW: [C, H·W], each channel a block that the [N, h, w] masks multiply whole; NHWC: [H·W, C]
         nchw = spec.layout == "NCHW"
         pixels = em.op("Reshape", [x, em.const("pixels", [channels, -1] if nchw else [-1, channels], i64)], dtype=f32)
-        center, padded = padded_box(em, boxes, w / h)
-        padded_w = em.op("Gather", [padded, em.const("padded_w", [0], i64)], {"axis": 1}, dtype=f32)  # [N, 1]
-        step = em.op("Mul", [padded_w, em.const("per_crop_pixel", PADDING / w, f32)], dtype=f32)  # image px
-        dy, dx = self._offsets()
+        box = [em.op("Gather", [boxes, em.const("box", [k], i64)], {"axis": 1}, dtype=f32) for k in range(4)]
+        sx, sy = affine_crop.positions(o, affine_crop.matrix(o, *box, h, w),
+                                       em.const("columns", np.arange(w, dtype=f32)[None]),
+                                       em.const("rows", np.arange(h, dtype=f32)[None]))  # [N, w], [N, h]
         axes = []
-        for index, (offsets, bound) in enumerate(((dx, image_w), (dy, image_h))):
-            c = em.op("Gather", [center, em.const("axis", [index], i64)], {"axis": 1}, dtype=f32)  # [N, 1]
-            at = em.op("Add", [c, em.op("Mul", [em.const("offsets", offsets[None]), step], dtype=f32)], dtype=f32)
-            low = em.op("Floor", [at], dtype=f32)
-            fraction = em.op("Sub", [at, low], dtype=f32)
-            keep = em.op("Sub", [em.const("one", 1.0, f32), fraction], dtype=f32)
+        for at, bound in ((sx, image_w), (sy, image_h)):
+            low = o.floor(at)
             limit = em.op("Cast", [bound], {"to": TensorProto.FLOAT}, dtype=f32, shape=[])
-            # each neighbour's weight along this axis, 0 where it is outside the image (the zero border)
-            axes.append([self._neighbour(em, low, shift, limit, weight)
-                         for shift, weight in ((0.0, keep), (1.0, fraction))])
-        columns, rows = axes
-        # crop = Σ pixel[row, column]·weight_y·weight_x over the 4 neighbours: NCHW [C, N, h, w] by [N, h, w],
-        # NHWC [N, h, w, C] by [N, h, w, 1]
-        crops = None
-        for weight_y, y_at in rows:
+            axes.append((affine_crop.fraction(o, at, low),
+                         [self._neighbour(em, low, shift, limit) for shift in (0.0, 1.0)]))
+        (alpha, columns), (beta, rows) = axes
+        # the 4 neighbours of each crop pixel, 0 outside the image: NCHW [C, N, h, w], NHWC [N, h, w, C]
+        values = []
+        for inside_y, y_at in rows:
             offset = em.op("Mul", [em.unsqueeze(y_at, [2], dtype=i64), image_w], dtype=i64)        # [N, h, 1]
-            for weight_x, x_at in columns:
+            for inside_x, x_at in columns:
                 index = em.op("Add", [offset, em.unsqueeze(x_at, [1], dtype=i64)], dtype=i64)     # [N, h, w]
-                weight = em.op("Mul", [em.unsqueeze(weight_y, [2], dtype=f32), em.unsqueeze(weight_x, [1], dtype=f32)],
-                               dtype=f32)                                                          # [N, h, w]
-                values = em.op("Gather", [pixels, index], {"axis": 1 if nchw else 0}, dtype=f32)
-                term = em.op("Mul", [values, weight if nchw else em.unsqueeze(weight, [3], dtype=f32)], dtype=f32)
-                crops = term if crops is None else em.op("Add", [crops, term], dtype=f32)
+                inside = em.op("Mul", [em.unsqueeze(inside_y, [2], dtype=f32), em.unsqueeze(inside_x, [1], dtype=f32)],
+                               dtype=f32)
+                gathered = em.op("Gather", [pixels, index], {"axis": 1 if nchw else 0}, dtype=f32)
+                values.append(o.mul(gathered, inside if nchw else em.unsqueeze(inside, [3], dtype=f32)))
+        along_x = affine_crop.lerp_weights(o, em.unsqueeze(alpha, [1] if nchw else [1, 3], dtype=f32))
+        along_y = affine_crop.blend_weights(o, em.unsqueeze(beta, [2] if nchw else [2, 3], dtype=f32))
+        crops = affine_crop.blend(o, along_y, affine_crop.lerp(o, along_x, *values[:2]),
+                                  affine_crop.lerp(o, along_x, *values[2:]))
         if self.round:
             crops = em.round(crops, dtype=f32)
         if nchw:
@@ -173,10 +173,9 @@ class CropBoxes(SizedStep):
         return crops
 
     @staticmethod
-    def _neighbour(em: Emitter, low: gs.Variable, shift: float, limit: gs.Variable, weight: gs.Variable
-                   ) -> tuple[gs.Variable, gs.Variable]:
-        """(weight, int64 position) of the neighbour `low + shift`: weight 0 and position 0 where it is outside the
-        image (or NaN), so the cast to integers never sees a value out of range."""
+    def _neighbour(em: Emitter, low: gs.Variable, shift: float, limit: gs.Variable) -> tuple[gs.Variable, gs.Variable]:
+        """(1 inside the image, 0 outside, and the int64 position) of the neighbour `low + shift`; position 0
+        outside (or NaN), so the cast to integers never sees a value out of range."""
         f32 = np.float32
         at = em.op("Add", [low, em.const("shift", shift, f32)], dtype=f32) if shift else low
         inside = em.op("And", [em.op("Greater", [at, em.const("minus_one", -1.0, f32)], dtype=np.bool_),
@@ -184,9 +183,8 @@ class CropBoxes(SizedStep):
         # NaN compares false everywhere but on OpenVINO with AVX-512 (Greater(NaN, x) is true there): test it
         inside = em.op("And", [inside, em.op("Not", [em.op("IsNaN", [at], dtype=np.bool_)], dtype=np.bool_)],
                        dtype=np.bool_)
-        zero = em.const("zero", 0.0, f32)
-        safe = em.op("Where", [inside, at, zero], dtype=f32)
-        return (em.op("Where", [inside, weight, zero], dtype=f32),
+        safe = em.op("Where", [inside, at, em.const("zero", 0.0, f32)], dtype=f32)
+        return (em.op("Cast", [inside], {"to": TensorProto.FLOAT}, dtype=f32),
                 em.op("Cast", [safe], {"to": TensorProto.INT64}, dtype=np.int64))
 
     def reference(self, x: np.ndarray, spec: TensorSpec, boxes: np.ndarray | None = None) -> np.ndarray:
@@ -198,29 +196,29 @@ class CropBoxes(SizedStep):
         image = np.asarray(np.transpose(x[0], (1, 2, 0)) if nchw else x[0], np.float32)
         image_h, image_w, channels = image.shape
         pixels = image.reshape(-1, channels)
-        h, w = self.target_size()
-        center, padded = padded_box_reference(boxes, w / h)
-        step = padded[:, :1] * np.float32(PADDING / w)
-        dy, dx = self._offsets()
+        h, w = self._size()
+        o = affine_crop.NumpyOps()
+        boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+        sx, sy = affine_crop.positions(o, affine_crop.matrix(o, *(boxes[:, k:k + 1] for k in range(4)), h, w),
+                                       np.arange(w, dtype=np.float32)[None], np.arange(h, dtype=np.float32)[None])
         axes = []
-        for index, (offsets, bound) in enumerate(((dx, image_w), (dy, image_h))):
-            at = center[:, index:index + 1] + offsets[None] * step
-            low = np.floor(at)
-            fraction = at - low
+        for at, bound in ((sx, image_w), (sy, image_h)):
+            low = o.floor(at)
             neighbours = []
-            for shift, weight in ((0.0, np.float32(1.0) - fraction), (1.0, fraction)):
+            for shift in (0.0, 1.0):
                 near = low + np.float32(shift)
                 with np.errstate(invalid="ignore"):
                     inside = (near > -1) & (near < bound) & ~np.isnan(near)
-                neighbours.append((np.where(inside, weight, np.float32(0)), np.where(inside, near, 0).astype(np.int64)))
-            axes.append(neighbours)
-        columns, rows = axes
-        crops = None
-        for weight_y, y_at in rows:
-            for weight_x, x_at in columns:
-                index = y_at[:, :, None] * image_w + x_at[:, None, :]
-                term = pixels[index] * (weight_y[:, :, None] * weight_x[:, None, :])[..., None]
-                crops = term if crops is None else crops + term
+                neighbours.append((inside.astype(np.float32), np.where(inside, near, 0).astype(np.int64)))
+            axes.append((affine_crop.fraction(o, at, low), neighbours))
+        (alpha, columns), (beta, rows) = axes
+        values = [o.mul(pixels[y_at[:, :, None] * image_w + x_at[:, None, :]],
+                        (inside_y[:, :, None] * inside_x[:, None, :])[..., None])
+                  for inside_y, y_at in rows for inside_x, x_at in columns]  # [N, h, w, C] each
+        along_x = affine_crop.lerp_weights(o, alpha[:, None, :, None])
+        along_y = affine_crop.blend_weights(o, beta[:, :, None, None])
+        crops = affine_crop.blend(o, along_y, affine_crop.lerp(o, along_x, *values[:2]),
+                                  affine_crop.lerp(o, along_x, *values[2:]))
         crops = np.round(crops) if self.round else crops
         return np.ascontiguousarray(np.transpose(crops, (0, 3, 1, 2)) if nchw else crops, dtype=np.float32)
 

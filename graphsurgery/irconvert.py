@@ -188,12 +188,16 @@ def convert_ir(model_path: str | Path, out_xml: str | Path, fp16: bool = False,
     if int8 and fp16:
         raise GraphsurgeryError("int8 (--int8) and fp16 (--fp16) both choose the weights' precision",
                                 fix="give only one of them")
+    if input_shapes is not None and not isinstance(input_shapes, Mapping):
+        raise GraphsurgeryError(f"input_shapes is a {type(input_shapes).__name__}, not a mapping of input names to "
+                                "dims", fix="give e.g. {'input': (1, 256, 192, 3)} (parse_input_shape reads the "
+                                "CLI's NAME=D1,D2,... form)")
     if not int8:
         return convert(model_path, out_xml, fp16, input_shapes, force=force, make_parents=make_parents)
     from graphsurgery.quantize import calibration_set, convert_int8
 
-    samples = calibration_set(Path(model_path), calibration, boxes, calibration_random)
     control = None if max_drop is None else AccuracyControl(max_drop, max_reverts, ranking_samples)
+    samples = calibration_set(Path(model_path), calibration, boxes, calibration_random)
     return convert_int8(model_path, out_xml, samples, input_shapes, force=force, make_parents=make_parents,
                         control=control)
 

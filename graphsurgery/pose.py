@@ -255,6 +255,8 @@ def run_pose(model: str | Path, images: Sequence[str | Path], outdir: str | Path
     if not math.isfinite(min_score):  # run.json would hold NaN, which is not JSON
         raise GraphsurgeryError(f"min_score={min_score} (--min-score) is not a finite number",
                                 fix="give a score, e.g. 0.2")
+    if isinstance(images, (str, os.PathLike)):  # one path, not a sequence of one-character names
+        images = [images]
     paths = _distinct(list_images([Path(p) for p in images]))
     signature = model_signature(model)
     pose_model = PoseModel.of(signature, model)

@@ -115,6 +115,15 @@ class AccuracyControl:
     max_reverts: int | None = None
     ranking_samples: int | None = None
 
+    def __post_init__(self):
+        if not (isinstance(self.max_drop, (int, float)) and 0 < self.max_drop < 1):  # NaN fails this too
+            raise GraphsurgeryError(f"max_drop={self.max_drop} (--max-drop) is not a share between 0 and 1",
+                                    fix="give e.g. 0.05: at most 5 % of the joints may leave their f32 cell")
+        for name, value in (("max_reverts (--max-reverts)", self.max_reverts),
+                            ("ranking_samples (--ranking-samples)", self.ranking_samples)):
+            if value is not None and not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+                raise GraphsurgeryError(f"{name}={value!r} is not a whole number of 1 or more", fix="give e.g. 3")
+
 
 @dataclass(frozen=True)
 class Quantized:

@@ -14,7 +14,9 @@ indices exactly).
 
 from __future__ import annotations
 
+import math
 import tempfile
+import tokenize
 import zipfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -44,18 +46,46 @@ def load_reference(path: str | Path) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise GraphsurgeryError("no such reference file", path=path, fix="record one with numpy.savez (see docs)")
     try:
+        if not zipfile.is_zipfile(path):  # np.load would return a bare array from a .npy
+            raise ValueError("not a zip archive")
         with np.load(path, allow_pickle=False) as data:
-            if sum(data.zip.getinfo(f"{name}.npy").file_size for name in data.files) > MAX_REFERENCE_BYTES:
-                raise GraphsurgeryError("the reference holds more than 2 GiB of arrays", path=path,
-                                        fix="record a few batches, not a data set")
+            _check_headers(data, path)
             arrays = {name: data[name] for name in data.files}
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:  # EOFError: an empty file
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError, SyntaxError,
+            tokenize.TokenError) as exc:  # EOFError: an empty file; the last two: a header that is no Python literal
         raise GraphsurgeryError(f"not a readable .npz of numeric arrays ({type(exc).__name__})", path=path,
                                 fix="write it with numpy.savez(path, name=array, ...), without object arrays"
                                 ) from None
     if not arrays:
         raise GraphsurgeryError("the reference file holds no arrays", path=path, fix="record inputs and outputs")
     return arrays
+
+
+def _check_headers(data, path: Path) -> None:
+    """Refuse from the .npy headers alone, before any array is allocated: a shape whose size the zip entry does not
+    back (numpy allocates the declared size first: 10^10 floats in a 200-byte file ran out of memory), more than
+    2 GiB in all, and arrays that are no numbers on a sample axis (0-d, complex, strings, records, objects)."""
+    total = 0
+    for name in data.files:
+        with data.zip.open(f"{name}.npy") as stream:
+            version = np.lib.format.read_magic(stream)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                np.lib.format.read_array_header_2_0
+            shape, _, dtype = read_header(stream, max_header_size=10_000)
+        if dtype.hasobject:  # pickles: refused as np.load(allow_pickle=False) refuses them, never loaded
+            raise ValueError("object arrays")
+        size = math.prod(shape) * dtype.itemsize
+        if dtype.kind not in "biuf" or not shape:
+            raise GraphsurgeryError(f"the reference's {name!r} is {dtype}{list(shape)}, not an array of numbers with "
+                                    "one row per sample", path=path, fix="record real numbers (bool, int, float), "
+                                    "one row per sample")
+        if size > data.zip.getinfo(f"{name}.npy").file_size:
+            raise GraphsurgeryError(f"the reference's {name!r} declares {list(shape)} but holds less data",
+                                    path=path, fix="the file is truncated or damaged: record it again")
+        total += size
+    if total > MAX_REFERENCE_BYTES:
+        raise GraphsurgeryError("the reference holds more than 2 GiB of arrays", path=path,
+                                fix="record a few batches, not a data set")
 
 
 def verify_reference(recipe: str | Path | Recipe, plain_model: str | Path, reference: str | Path | None = None, *,

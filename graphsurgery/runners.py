@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from numbers import Integral
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,10 @@ BACKENDS = ("onnxruntime", "openvino")
 PRECISIONS = ("f32", "bf16", "f16")
 #: How much of an .xml is read to see that it is an IR (its <net> element comes after the XML declaration)
 IR_HEAD_BYTES = 4096
+#: How an IR starts: its root element is <net>, after at most an XML declaration and comments. An HTML page that
+#: mentions <net> went on to every frontend of OpenVINO (TensorFlow's logged to stderr); a DOCTYPE (entities, the
+#: "billion laughs") has no place in an IR.
+IR_START = re.compile(rb"(\xef\xbb\xbf)?\s*(<\?xml[^>]*\?>\s*)?(<!--.*?-->\s*)*<net[\s>]", re.DOTALL)
 #: More threads than a few per CPU only slow a runtime down; far more crashed OpenVINO (100 000: SIGSEGV).
 MAX_THREADS = 4 * (os.cpu_count() or 1)
 
@@ -129,7 +134,8 @@ def check_backends(backends: list[str], precision: str, patched: str | Path | No
 
 
 def _bounded(threads: int) -> int:
-    if not 1 <= threads <= MAX_THREADS:
+    """A thread count the runtimes can take: an int (2.5 from the Python API went through), 1 to MAX_THREADS."""
+    if isinstance(threads, bool) or not isinstance(threads, Integral) or not 1 <= threads <= MAX_THREADS:
         raise GraphsurgeryError(f"{threads} threads: give between 1 and {MAX_THREADS} (4 per CPU)",
                                 fix="leave the thread count to the runtime, or give the number of CPUs")
     return threads
@@ -241,7 +247,7 @@ def _ir_signature(model: Path) -> ModelSignature:
         raise GraphsurgeryError("no such IR (.xml with its .bin beside it)", path=model,
                                 fix="check the path, or make the IR with `graphsurgery convert`")
     with open(model, "rb") as head:  # OpenVINO would try every frontend on it, and TensorFlow's logs to stderr
-        if b"<net" not in head.read(IR_HEAD_BYTES):
+        if not IR_START.match(head.read(IR_HEAD_BYTES)):
             raise GraphsurgeryError("not an OpenVINO IR (no <net> element at its start)", path=model,
                                     fix="give the .xml that `graphsurgery convert` wrote")
     try:

@@ -132,6 +132,13 @@ def write_text_atomically(path: Path, text: str, inputs: Iterable[Path | str | N
     return write_atomically(path, lambda stream: stream.write(text.encode("utf-8")))
 
 
+def _umask() -> int:
+    """The process's umask (reading it means setting it: set it back at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_atomically(path: Path, write: Callable[[BinaryIO], object], what: str = "the file") -> Path:
     """Call `write` on a binary stream to a temporary file beside `path`, then rename it over `path`: the file
     appears whole or not at all (the temporary file is removed on any error, Ctrl-C included)."""
@@ -139,6 +146,7 @@ def write_atomically(path: Path, write: Callable[[BinaryIO], object], what: str 
     try:
         handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
         try:
+            os.fchmod(handle, 0o666 & ~_umask())  # mkstemp's 0600 would make reports unreadable to others
             with os.fdopen(handle, "wb") as stream:
                 write(stream)
             os.replace(temporary, path)

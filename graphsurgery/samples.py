@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from numbers import Integral
 from pathlib import Path
 
 import numpy as np
@@ -208,6 +209,18 @@ def _extras(names: list[str], centers: np.ndarray, scales: np.ndarray) -> dict[s
         raise GraphsurgeryError(f"verify cannot make values for the extra input(s) {', '.join(map(repr, unknown))}",
                                 fix="verify knows `center` and `scale`; compare such models with your own inputs")
     return {name: known[name] for name in names}
+
+
+#: The seeds `--seed` takes; the Python API is held to the same (-1 was numpy's ValueError, an internal error)
+MAX_SEED = 2**32 - 1
+
+
+def check_seed(seed: int) -> int:
+    """A seed numpy takes and the CLI could have been given: an int from 0 to MAX_SEED."""
+    if isinstance(seed, bool) or not isinstance(seed, Integral) or not 0 <= seed <= MAX_SEED:
+        raise GraphsurgeryError(f"seed {seed!r} (--seed) is not an integer from 0 to {MAX_SEED}",
+                                fix="give a seed such as 0")
+    return seed
 
 
 def _check_count(n: int, values_per_sample: int) -> None:

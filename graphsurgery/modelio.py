@@ -55,6 +55,12 @@ def load_model(path: str | Path) -> LoadedModel:
         raise ModelError("no such model file", path=path, fix="check the path")
     if path.is_dir():
         raise ModelError("is a directory, not an ONNX file", path=path, fix="give the path of the .onnx file")
+    if not path.is_file():  # a FIFO or a device reports size 0: "empty" would send the user the wrong way
+        raise ModelError("is not a regular file (a FIFO, a device or a socket)", path=path,
+                         fix="give the path of the .onnx file itself")
+    if path.suffix.lower() == ".xml":  # protobuf would call it a DecodeError
+        raise ModelError("is an OpenVINO IR; this command reads ONNX", path=path,
+                         fix="give the .onnx the IR was converted from")
     size = path.stat().st_size
     if size == 0:
         raise ModelError("the file is empty", path=path, fix="re-export or re-download the model")

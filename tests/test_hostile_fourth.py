@@ -183,3 +183,12 @@ def test_the_api_checks_convert_options(patched, tmp_path, options, needle):
     with pytest.raises(GraphsurgeryError, match=needle.replace("(", r"\(").replace(")", r"\)")):
         graphsurgery.convert(patched, tmp_path / "q.xml", **options)
     assert not (tmp_path / "q.xml").exists()
+
+
+def test_a_fifo_or_an_ir_given_as_the_onnx_model_says_what_it_is(patched, tmp_path):
+    """A FIFO was "empty" (its size is 0) and an .xml a protobuf DecodeError: each now says what it is."""
+    fifo = tmp_path / "model.onnx"
+    os.mkfifo(fifo)
+    one_line_exit_2(invoke("inspect", fifo), "is not a regular file")
+    assert invoke("convert", patched, "-o", tmp_path / "ir.xml").exit_code == 0
+    one_line_exit_2(invoke("inspect", tmp_path / "ir.xml"), "is an OpenVINO IR; this command reads ONNX")

@@ -25,7 +25,7 @@ from graphsurgery.errors import GraphsurgeryError
 from graphsurgery.recipe import load_recipe
 from graphsurgery.steps import affine_crop
 from graphsurgery.steps.base import StepError, TensorSpec
-from graphsurgery.steps.topdown import CropBoxes, FlipAverage, FlipTest, padded_box_reference
+from graphsurgery.steps.topdown import CropBoxes, FlipAverage, FlipTest, box_center_scale
 
 from stepkit import Chain, build_input_model
 
@@ -136,14 +136,21 @@ def test_crop_boxes_refuses_a_size_it_cannot_reproduce():
         CropBoxes(size=(100, 70)).reference(np.zeros((1, 8, 8, 3), np.float32), spec, boxes=np.zeros((1, 4)))
 
 
-def test_padded_box_equals_the_authors():
+def test_box_center_scale_equals_the_authors():
+    """`to_image mode: boxes` maps back through the center and scale the graph makes from each box
+    (`box_center_scale`): the authors' `_xywh2cs`, up to float32, on both runtimes."""
     rng = np.random.default_rng(3)
-    boxes = np.concatenate([EDGE_BOXES[:5], _boxes(rng, (480, 640), 50)])
-    center, padded = padded_box_reference(boxes, 192 / 256)
-    for box, c, s in zip(boxes.tolist(), center, padded * 1.25 / 200):
-        theirs = authorskit.xywh2cs(*box)
-        np.testing.assert_allclose(c, theirs[0], rtol=1e-6, atol=1e-5)
-        np.testing.assert_allclose(s, theirs[1], rtol=1e-6, atol=1e-7)
+    boxes = np.concatenate([EDGE_BOXES[:5], _boxes(rng, (480, 640), 50)]).astype(np.float32)
+    graph = gs.Graph(opset=17)
+    x = gs.Variable("boxes", dtype=np.float32, shape=["N", 4])
+    center, scale = box_center_scale(Emitter(graph, 17, "t", {"boxes"}), x, 192 / 256)
+    graph.inputs, graph.outputs = [x], [center, scale]
+    model = gs.export_onnx(graph)
+    for got_center, got_scale in (_ort(model, {"boxes": boxes}), _ov(model, {"boxes": boxes})):
+        for box, c, s in zip(boxes.tolist(), got_center, got_scale):
+            theirs = authorskit.xywh2cs(*box)
+            np.testing.assert_allclose(c, theirs[0], rtol=1e-6, atol=1e-5)
+            np.testing.assert_allclose(s, theirs[1], rtol=1e-6, atol=1e-7)
 
 
 @pytest.mark.parametrize("opset", [9, 10, 11])

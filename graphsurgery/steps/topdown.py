@@ -66,16 +66,6 @@ def box_center_scale(em: Emitter, boxes: Tensor, aspect: float) -> tuple[gs.Vari
     return center, em.op("Mul", [padded, em.const("to_scale", PADDING / PIXEL_STD, np.float32)], dtype=np.float32)
 
 
-def padded_box_reference(boxes: np.ndarray, aspect: float) -> tuple[np.ndarray, np.ndarray]:
-    """`padded_box` in numpy, float32 in the graph's order (`crops.box_to_center_scale` is the authors' own, in
-    float64)."""
-    f32 = np.float32
-    boxes = np.asarray(boxes, f32).reshape(-1, 4)
-    size = boxes[:, 2:]
-    center = boxes[:, :2] + size * f32(0.5)
-    return center, np.maximum(size, size[:, ::-1] * np.array([aspect, 1 / aspect], f32))
-
-
 @register
 class CropBoxes(SizedStep):
     """Cut one crop per person box out of the whole image, in the graph, as cv2.warpAffine cuts it.

@@ -43,6 +43,9 @@ MAX_REFERENCE_BYTES = 2**31
 def load_reference(path: str | Path) -> dict[str, np.ndarray]:
     """The arrays of a .npz reference file, by name; pickled objects are refused (a .npz can carry code)."""
     path = Path(path)
+    if path.exists() and not path.is_file():  # a folder or a FIFO is there, but it is no file to read
+        raise GraphsurgeryError("is not a regular file (a folder, a FIFO or a device)", path=path,
+                                fix="give the .npz file itself")
     if not path.is_file():
         raise GraphsurgeryError("no such reference file", path=path, fix="record one with numpy.savez (see docs)")
     try:

@@ -192,3 +192,19 @@ def test_a_fifo_or_an_ir_given_as_the_onnx_model_says_what_it_is(patched, tmp_pa
     one_line_exit_2(invoke("inspect", fifo), "is not a regular file")
     assert invoke("convert", patched, "-o", tmp_path / "ir.xml").exit_code == 0
     one_line_exit_2(invoke("inspect", tmp_path / "ir.xml"), "is an OpenVINO IR; this command reads ONNX")
+
+
+@pytest.mark.parametrize("kind", ["folder", "fifo"])
+def test_a_reference_that_is_no_regular_file_says_so(kind, tmp_path):
+    """A folder or FIFO given as --reference was "no such reference file", which sends the user looking for it."""
+    from graphsurgery.reference import load_reference
+
+    path = tmp_path / "ref.npz"
+    if kind == "folder":
+        path.mkdir()
+    else:
+        os.mkfifo(path)
+    with pytest.raises(GraphsurgeryError, match="is not a regular file"):
+        load_reference(path)
+    with pytest.raises(GraphsurgeryError, match="no such reference file"):
+        load_reference(tmp_path / "missing.npz")

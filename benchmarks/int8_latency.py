@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 from graphsurgery.api import apply  # noqa: E402
 from graphsurgery.irconvert import convert  # noqa: E402
 from graphsurgery.machine import machine  # noqa: E402
-from graphsurgery.quantize import calibration_set, convert_int8, price  # noqa: E402
+from graphsurgery.quantize import calibration_set, compile_pair, convert_int8, price  # noqa: E402
 from graphsurgery.ratios import paired_ratio, paired_ratio_ci  # noqa: E402
 
 
@@ -52,7 +52,7 @@ def main() -> int:
         config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": args.threads}
         models = {name: core.read_model(str(Path(tmp) / f"{name}.xml")) for name in ("f32", "int8")}
         held_out = calibration_set(patched, random=args.held_out, seed=1)
-        held_out_price = price(models["f32"], models["int8"], held_out)
+        held_out_price = price(compile_pair(models["f32"], models["int8"]), held_out)
         compiled = {name: core.compile_model(model, "CPU", config) for name, model in models.items()}
         feed = held_out.feeds[0]
         samples = {name: [] for name in compiled}

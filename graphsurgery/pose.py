@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -230,6 +229,7 @@ class RunSummary:
     keypoints: str
     images: list[ImageSummary] = field(default_factory=list)
     precision_note: str | None = None  # e.g. bf16 without AMX: slower than f32 (runners.precision_note)
+    notes: list[str] = field(default_factory=list)  # e.g. an image given twice, run once
 
     @property
     def label(self) -> str:
@@ -257,7 +257,7 @@ def run_pose(model: str | Path, images: Sequence[str | Path], outdir: str | Path
                                 fix="give a score, e.g. 0.2")
     if isinstance(images, (str, os.PathLike)):  # one path, not a sequence of one-character names
         images = [images]
-    paths = _distinct(list_images([Path(p) for p in images]))
+    paths, notes = _distinct(list_images([Path(p) for p in images]))
     signature = model_signature(model)
     pose_model = PoseModel.of(signature, model)
     if pose_model.batch and pose_model.batch * math.prod(pose_model.crop_size) * 3 > MAX_BATCH_BYTES:
@@ -279,7 +279,7 @@ def run_pose(model: str | Path, images: Sequence[str | Path], outdir: str | Path
         warm_up(run, pose_model)
         summary = RunSummary(str(model), backend, run.precision, precision, signature.weights, threads,
                              pose_model.batch or batch, min_score, str(outdir / "keypoints.json"),
-                             precision_note=precision_note(run.precision))
+                             precision_note=precision_note(run.precision), notes=notes)
         results: list[dict] = []
         for path, image_id in zip(paths, image_ids(paths)):
             image = read_image(path)
@@ -353,17 +353,17 @@ def _earlier_outputs(outdir: Path) -> set[str]:
     return names
 
 
-def _distinct(paths: Sequence[Path]) -> list[Path]:
-    """The images, each once: the same file given twice under its name (`run a.jpg a.jpg`, or a folder and a file
-    in it) is run once, with a note; two files of one name, or whose debug images would have one name (a.jpg and
-    a.png both make a_pose.jpg), are refused, since results and boxes refer to images by file name."""
+def _distinct(paths: Sequence[Path]) -> tuple[list[Path], list[str]]:
+    """The images, each once, and notes on those given more than once: the same file twice under its name (`run
+    a.jpg a.jpg`, or a folder and a file in it) is run once; two files of one name, or whose debug images would
+    have one name (a.jpg and a.png both make a_pose.jpg), are refused, since results and boxes refer to images by
+    file name."""
     seen: dict[str, Path] = {}
     stems: dict[str, Path] = {}
-    kept = []
+    kept, notes = [], []
     for path in paths:
         if path.name in seen and same_file(seen[path.name], path):
-            sys.stderr.write(f"note: {str(path)!r} is given twice (also as {str(seen[path.name])!r}); it is run "
-                             "once\n")
+            notes.append(f"{str(path)!r} is given twice (also as {str(seen[path.name])!r}); it is run once")
             continue
         if path.name in seen:
             raise GraphsurgeryError(f"two images are named {path.name!r} ({seen[path.name]} and {path})", path=path,
@@ -373,7 +373,7 @@ def _distinct(paths: Sequence[Path]) -> list[Path]:
                                     f"{path.stem}_pose.jpg", path=path, fix="rename one of the two images")
         seen[path.name], stems[path.stem] = path, path
         kept.append(path)
-    return kept
+    return kept, notes
 
 
 def _write_image(path: Path, image: np.ndarray) -> None:

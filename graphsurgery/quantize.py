@@ -191,12 +191,18 @@ def _agreement_with(f32_model, calibration: Calibration):
     return validate
 
 
-def price(f32_model, int8_model, calibration: Calibration) -> dict:
-    """What int8 costs in agreement with f32, output by output, on the calibration samples (OpenVINO f32 CPU)."""
+def compile_pair(f32_model, int8_model) -> list:
+    """Both models compiled for the OpenVINO CPU with f32 asked (the int8 one still runs its int8 kernels): what
+    `price` and `speedup` run, compiled once."""
     import openvino as ov
 
     core = ov.Core()
-    compiled = [core.compile_model(m, "CPU", {"INFERENCE_PRECISION_HINT": "f32"}) for m in (f32_model, int8_model)]
+    return [core.compile_model(m, "CPU", {"INFERENCE_PRECISION_HINT": "f32"}) for m in (f32_model, int8_model)]
+
+
+def price(compiled: list, calibration: Calibration) -> dict:
+    """What int8 costs in agreement with f32, output by output, on the calibration samples: `compiled` is
+    `compile_pair`'s [f32, int8]."""
     names = [port.get_any_name() for port in compiled[0].outputs]
     answers: dict[str, list[list[np.ndarray]]] = {name: [[], []] for name in names}
     for feed in calibration.feeds:
@@ -216,13 +222,9 @@ def price(f32_model, int8_model, calibration: Calibration) -> dict:
     return report
 
 
-def speedup(f32_model, int8_model, feed: dict[str, np.ndarray], rounds: int = SPEED_ROUNDS) -> float:
-    """How many times faster the int8 model runs than the f32 one on `feed` (OpenVINO CPU, f32 asked): the median
-    of per-round ratios, the two runs interleaved in each round so that the machine's load hits both alike."""
-    import openvino as ov
-
-    core = ov.Core()
-    compiled = [core.compile_model(m, "CPU", {"INFERENCE_PRECISION_HINT": "f32"}) for m in (f32_model, int8_model)]
+def speedup(compiled: list, feed: dict[str, np.ndarray], rounds: int = SPEED_ROUNDS) -> float:
+    """How many times faster the int8 model runs than the f32 one on `feed` (`compile_pair`'s [f32, int8]): the
+    median of per-round ratios, the two runs interleaved in each round so that the machine's load hits both alike."""
     ratios = []
     for _ in range(rounds + 1):  # the first round warms up
         seconds = []
@@ -247,11 +249,12 @@ def convert_int8(model: Path, out_xml: Path, calibration: Calibration, input_sha
     def to_int8(f32_model):
         quantized = quantize(f32_model.clone(), calibration, control)
         int8_model = quantized.model
-        vs_f32 = price(f32_model, int8_model, calibration)
+        compiled = compile_pair(f32_model, int8_model)
+        vs_f32 = price(compiled, calibration)
         within = vs_f32.get("keypoints", {}).get("within_one_cell")
         facts.update(vs_f32=vs_f32, reverted=quantized.reverted,
                      quantized_activations=sum(op.get_type_name() == "FakeQuantize" for op in int8_model.get_ops()),
-                     speedup=speedup(f32_model, int8_model, calibration.feeds[0]),
+                     speedup=speedup(compiled, calibration.feeds[0]),
                      drop_met=None if control is None or within is None else within >= 1 - control.max_drop - 1e-9)
         int8_model.set_rt_info("int8", list(PRECISION_KEY))
         int8_model.set_rt_info(f"{len(calibration.feeds)} samples, sha256 {calibration.sha256()}",

@@ -7,27 +7,14 @@ import json
 import os
 
 import pytest
-from click.testing import CliRunner
 
+from clikit import invoke, one_line_exit_2
 from graphsurgery.api import apply
-from graphsurgery.cli import cli
 
 from conftest import RECIPES, ROOT
 
 CROP = RECIPES / "hrnet_coco_pose.yaml"
 PHOTO = ROOT / "examples" / "images" / "astronaut.jpg"
-
-
-def invoke(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
-
-
-def one_line_exit_2(result, *needles):
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert result.exit_code == 2 and len(lines) == 1, result.output
-    assert "Traceback" not in result.output and "internal error" not in result.output
-    for needle in needles:
-        assert needle in lines[0], lines[0]
 
 
 @pytest.fixture(scope="module")

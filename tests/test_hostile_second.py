@@ -7,10 +7,9 @@ import json
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
+from clikit import invoke
 from graphsurgery.boxes import load_boxes
-from graphsurgery.cli import cli
 from graphsurgery.errors import GraphsurgeryError, RecipeError
 from graphsurgery.yamlsource import read_yaml
 
@@ -18,10 +17,6 @@ from conftest import RECIPES
 from modelkit import pose_model
 
 CROP = RECIPES / "hrnet_coco_pose.yaml"
-
-
-def invoke(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
 
 
 @pytest.fixture(scope="module")

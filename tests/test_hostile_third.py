@@ -15,6 +15,7 @@ import onnx
 import pytest
 from click.testing import CliRunner
 
+from clikit import invoke, one_line_exit_2
 from graphsurgery.api import apply
 from graphsurgery.cli import cli
 from graphsurgery.cli.tables import printable
@@ -27,18 +28,6 @@ from modelkit import pose_model
 CROP = RECIPES / "hrnet_coco_pose.yaml"
 PHOTO = ROOT / "examples" / "images" / "astronaut.jpg"
 TOO_LONG = "x" * 300  # beyond the 255 bytes a file name may have
-
-
-def invoke(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
-
-
-def one_line_exit_2(result, *needles):
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert result.exit_code == 2 and len(lines) == 1, result.output
-    assert "Traceback" not in result.output and "internal error" not in result.output
-    for needle in needles:
-        assert needle in lines[0], lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -167,7 +156,9 @@ def test_the_same_image_twice_is_run_once_with_a_note(patched, tmp_path):
     assert result.exit_code == 0, result.output
     assert "is given twice" in result.output and "run once" in result.output
     assert len(json.loads((tmp_path / "out" / "keypoints.json").read_text())) == 1
-    assert [i["file_name"] for i in json.loads((tmp_path / "out" / "run.json").read_text())["images"]] == ["a.jpg"]
+    record = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert [i["file_name"] for i in record["images"]] == ["a.jpg"]
+    assert len(record["notes"]) == 2 and all("is given twice" in note for note in record["notes"])
 
 
 @pytest.mark.parametrize("other", ["astronaut.png", "astronaut.JPG"])

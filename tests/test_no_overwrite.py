@@ -8,19 +8,14 @@ import shutil
 
 import onnx
 import pytest
-from click.testing import CliRunner
 
+from clikit import invoke
 from graphsurgery.api import apply
-from graphsurgery.cli import cli
 
 from conftest import RECIPES, ROOT
 from modelkit import pose_model
 
 CROP = RECIPES / "hrnet_coco_pose.yaml"
-
-
-def invoke(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
 
 
 def snapshot(*paths):

@@ -10,7 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from graphsurgery.cli.options import existing_file, threads_option
-from graphsurgery.cli.tables import print_table, shown
+from graphsurgery.cli.tables import print_table, printable, shown
 from graphsurgery.pose import DEFAULT_BATCH, DEFAULT_MIN_SCORE, run_pose
 from graphsurgery.runners import BACKENDS, PRECISIONS
 
@@ -55,8 +55,8 @@ def run_command(model: Path, images: tuple[Path, ...], outdir: Path, backend: st
     for entry in summary.images:
         table.add_row(shown(entry.file_name), str(entry.persons), f"{entry.latency_ms:.1f}")
     print_table(console, table)
-    if summary.precision_note:
-        console.print(f"note: {summary.precision_note}", highlight=False, markup=False)
+    for note in ([summary.precision_note] if summary.precision_note else []) + summary.notes:
+        console.print(f"note: {printable(note)}", highlight=False, markup=False)
     console.print(f"wrote {summary.keypoints}, {Path(summary.keypoints).with_name('run.json')} and debug images in "
                   f"{outdir}", highlight=False, soft_wrap=True)
 

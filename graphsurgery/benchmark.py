@@ -23,7 +23,7 @@ import numpy as np
 
 from graphsurgery import twins
 from graphsurgery.api import apply
-from graphsurgery.callables import import_callable
+from graphsurgery.callables import call_user, import_callable
 from graphsurgery.errors import GraphsurgeryError
 from graphsurgery.machine import machine
 from graphsurgery.model import ModelFacts, real_inputs
@@ -328,7 +328,8 @@ def load_torch_module(spec: str):
     """`package.module:function` → function(), an nn.Module in eval mode (the current folder is importable)."""
     import torch
 
-    network = import_callable(spec, "the torch network (--torch)", TORCH_EXAMPLE)()
+    what = "the torch network (--torch)"
+    network = call_user(import_callable(spec, what, TORCH_EXAMPLE), what)
     if not isinstance(network, torch.nn.Module):
         raise GraphsurgeryError(
             f"the torch network (--torch): {spec}() returned {type(network).__name__}, not a torch.nn.Module",

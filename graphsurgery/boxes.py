@@ -30,7 +30,7 @@ def load_boxes(path: Path, images: dict[int, str] | None = None, min_score: floa
     path = Path(path)
     raw = read_small_file(path, MAX_BOXES_BYTES, "boxes file")
     try:
-        data = json.loads(raw.decode("utf-8"), object_pairs_hook=_unique_keys)
+        data = json.loads(raw.decode("utf-8-sig"), object_pairs_hook=_unique_keys)  # a BOM (Notepad, PowerShell)
     except _DuplicateKey as exc:
         raise GraphsurgeryError(f"the key {exc.args[0][:80]!r} appears twice in one object (JSON keeps the last: "
                                 "the first one's boxes would be lost)", path=path, fix="merge the two") from None

@@ -28,3 +28,17 @@ def import_callable(spec: str, what: str, example: str) -> Callable:
     if not callable(function):
         raise GraphsurgeryError(f"{what}: {module_name} has no function {attribute!r}", fix=fix)
     return function
+
+
+def call_user(function: Callable, what: str, *args):
+    """`function(*args)` for a function the user named (`what` says which, e.g. "the reference pipeline
+    (--reference-pipeline)"): an exception in it is theirs to fix, said in one line, not a graphsurgery bug."""
+    try:
+        return function(*args)
+    except (GraphsurgeryError, MemoryError):
+        raise
+    except Exception as exc:
+        name = f"{getattr(function, '__module__', None) or '?'}:{getattr(function, '__qualname__', function)}"
+        message = " ".join(str(exc).split())[:200]
+        raise GraphsurgeryError(f"{what}: {name} raised {type(exc).__name__}: {message}",
+                                fix="call it alone in Python to see its traceback, and fix it") from None

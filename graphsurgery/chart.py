@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,12 +32,26 @@ def check_chart_path(path: str | Path) -> Path:
     return path
 
 
+def _pyplot():
+    """matplotlib's pyplot on the Agg canvas. Its first import warns on stderr, in two long lines, when the home
+    folder cannot hold its config and font cache (HOME unwritable or unset in a container): it then uses a temporary
+    folder, which is all a chart needs, so the command stays quiet."""
+    log = logging.getLogger("matplotlib")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    finally:
+        log.setLevel(level)
+    return plt
+
+
 def write_chart(result: BenchResult, path: str | Path) -> Path:
     """A horizontal bar chart of the rows (latency: model-only and end-to-end medians, whiskers to p90)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     path = Path(path)
     rows = result.pipelines

@@ -6,7 +6,11 @@ channels, an alpha channel is dropped, 16-bit images are scaled to 8 bits.
 
 from __future__ import annotations
 
+import os
+import sys
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -66,8 +70,30 @@ def read_image(path: Path) -> np.ndarray:
     if width * height > MAX_PIXELS:
         raise GraphsurgeryError(f"image is {width}×{height}, more than {MAX_PIXELS:,} pixels", path=path,
                                 fix="downscale it first")
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    with _native_stderr_silenced():  # libjpeg's "Premature end of JPEG file", libpng's complaints: not ours to print
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None:
         raise GraphsurgeryError("not a readable JPEG or PNG image (decoding failed)", path=path,
                                 fix="convert it to JPEG or PNG")
     return image
+
+
+@contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """File descriptor 2 pointed at /dev/null for a native call: libjpeg and libpng print their warnings there
+    (a truncated JPEG decodes with its missing part grey, as `cv2.imread` does for the authors' loader; a PNG that
+    fails is refused in one line). A pipe could fill up and block the decoder; /dev/null cannot."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no standard error to protect (closed, or not a file descriptor)
+        yield
+        return
+    try:
+        quiet = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(quiet, 2)
+        os.close(quiet)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)

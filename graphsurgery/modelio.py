@@ -125,6 +125,13 @@ def _check_structure(proto: onnx.ModelProto, path: Path) -> None:
                              path=path, fix="re-export the model at an older opset")
     if not proto.graph.output:
         raise ModelError("the graph has no outputs", path=path, fix="re-export the model")
+    for kind, values in (("input", proto.graph.input), ("output", proto.graph.output)):
+        for value in values:  # sequences, maps, optionals: no dtype and shape to patch, feed or compare
+            held = value.type.WhichOneof("value")
+            if held not in (None, "tensor_type"):  # no type at all: the checker says so
+                raise ModelError(f"{kind} {value.name!r} is a {held.replace('_type', '')}, not a tensor", path=path,
+                                 fix=f"graphsurgery reads models whose inputs and outputs are tensors: remove or "
+                                     f"convert {value.name!r} (sequence, map or optional) when exporting")
 
 
 def _all_nodes(proto: onnx.ModelProto):

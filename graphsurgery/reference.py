@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from graphsurgery.api import apply
-from graphsurgery.callables import import_callable
+from graphsurgery.callables import call_user, import_callable
 from graphsurgery.compare import compare_output
 from graphsurgery.errors import GraphsurgeryError
 from graphsurgery.model import ModelFacts, real_inputs
@@ -185,7 +185,7 @@ def _live(function: Callable, recipe: Recipe, facts: ModelFacts, plain, patched:
         other = other_inputs(plain.proto, others, len(tensors), facts.input_shape[0] if facts.input_shape else None,
                              seed, plain.path)
         feeds = {image_input.name: tensors, **extra, **other}
-        answers = function(dict(feeds))
+        answers = call_user(function, "the reference pipeline (--reference-pipeline)", dict(feeds))
         if not isinstance(answers, dict) or not all(isinstance(k, str) for k in answers):
             raise GraphsurgeryError(f"the reference pipeline returned {type(answers).__name__}, not a dict of arrays "
                                     "by output name", fix="return {output name: array, ...}")

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from numbers import Integral
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 
@@ -84,10 +85,12 @@ def open_runner(backend: str, model: str | Path, *, precision: str = "f32", thre
 
 
 def _onnxruntime(model: Path, threads: int | None, spin: bool = True) -> Run:
+    # onnxruntime's import warns in colour on stderr when it cannot store a telemetry id in an unwritable HOME
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.log_severity_level = 3
+    options.log_severity_level = 4  # fatal only: a failing node is reported once, as a one-line error (not in red)
     if not spin:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads:
@@ -101,19 +104,25 @@ def _onnxruntime(model: Path, threads: int | None, spin: bool = True) -> Run:
     names = [o.name for o in session.get_outputs()]
 
     def run(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return dict(zip(names, session.run(names, feeds)))
+        try:
+            return dict(zip(names, session.run(names, feeds)))
+        except MemoryError:
+            raise
+        except Exception as exc:  # onnxruntime's untyped exceptions: the model's fault, or a bug (see _failed_run)
+            _failed_run(exc, "onnxruntime", model, feeds)
 
     return run
 
 
 def precision_note(ran: str) -> str | None:
     """What a user should know about bf16 that really ran: whether it is faster depends on the CPU, not on the
-    flag. Measured with HRNet-W32 (BENCHMARKS.md): 0.52× the time of f32 on an AMD EPYC (Zen 4, AVX-512 bf16),
-    1.41× on an Intel Xeon with AVX-512 bf16 and no AMX."""
+    flag. Measured with HRNet-W32 (BENCHMARKS.md): 0.27× the time of f32 on an Intel Xeon with AMX, 0.52× on an
+    AMD EPYC (Zen 4, AVX-512 bf16), 1.41× on an Intel Xeon with AVX-512 bf16 and no AMX."""
     if ran != "bf16":
         return None
-    return ("bf16 is not faster on every CPU (HRNet-W32: 0.52× the time of f32 on an AMD EPYC with AVX-512 bf16, "
-            "1.41× on an Intel Xeon without AMX): time it on this one with `graphsurgery bench`")
+    return ("bf16 is not faster on every CPU (HRNet-W32: 0.27× the time of f32 on an Intel Xeon with AMX, 0.52× on "
+            "an AMD EPYC with AVX-512 bf16, 1.41× on an Intel Xeon without AMX): time it on this one with "
+            "`graphsurgery bench`")
 
 
 def check_backends(backends: list[str], precision: str, patched: str | Path | None) -> list[str]:
@@ -173,7 +182,10 @@ def _openvino(model: Path, precision: str, threads: int | None) -> Runner:
     names = _output_names(model, compiled)
 
     def run(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        result = request.infer(feeds)
+        try:
+            result = request.infer(feeds)
+        except RuntimeError as exc:
+            _failed_run(exc, "OpenVINO", model, feeds)
         return {name: np.array(result[output]) for name, output in zip(names, compiled.outputs)}
 
     return Runner(run, compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name())
@@ -201,13 +213,16 @@ def open_stream(backend: str, model: str | Path, *, precision: str = "f32", thre
         index, {name: np.array(tensor.data) for name, tensor in zip(names, request.output_tensors)}))
 
     def run_all(feeds):
-        emitted = 0
-        for index, feed in enumerate(feeds):
-            queue.start_async(feed, index)  # blocks while every request is busy
-            while emitted in done:
-                yield done.pop(emitted)
-                emitted += 1
-        queue.wait_all()
+        emitted, feed = 0, {}
+        try:
+            for index, feed in enumerate(feeds):
+                queue.start_async(feed, index)  # blocks while every request is busy
+                while emitted in done:
+                    yield done.pop(emitted)
+                    emitted += 1
+            queue.wait_all()
+        except RuntimeError as exc:  # a request that failed is reported by the next call on the queue
+            _failed_run(exc, "OpenVINO", model, feed)
         while emitted in done:
             yield done.pop(emitted)
             emitted += 1
@@ -278,9 +293,41 @@ def _output_names(model: str | Path, compiled) -> list[str]:
     return [next((name for name in declared if name in o.get_names()), o.get_any_name()) for o in compiled.outputs]
 
 
+def _failed_run(exc: Exception, runtime: str, model: Path, feeds: dict[str, np.ndarray]) -> NoReturn:
+    """A model that loads but fails in `runtime` on inputs that fit what it declares (a dim of 0 somewhere, shapes
+    that conflict only at run time) is the model's fault: one line naming the model, the runtime and its message.
+    Inputs that do not fit, or a failing node of graphsurgery's own, are a bug: `exc` goes on (an internal error)."""
+    if "graphsurgery/" in str(exc) or not _fits(feeds, model_signature(model).inputs):
+        raise exc
+    raise GraphsurgeryError(f"{runtime} cannot run the model: {_first_line(exc)}", path=model,
+                            fix=f"check that the model runs in {runtime} alone on inputs of the shapes it declares; "
+                                "re-export it if not") from None
+
+
+def _fits(feeds: dict[str, np.ndarray], inputs: tuple[Port, ...]) -> bool:
+    """Whether `feeds` are exactly the declared inputs, each of its declared element type, rank and static dims."""
+    declared = {port.name: port for port in inputs}
+    if set(feeds) != set(declared):
+        return False
+    for name, value in feeds.items():
+        port, value = declared[name], np.asarray(value)
+        if value.dtype.name != port.dtype or value.ndim != len(port.shape):
+            return False
+        if any(dim is not None and dim != size for dim, size in zip(port.shape, value.shape)):
+            return False
+    return True
+
+
+#: What makes onnxruntime's messages long and no clearer: its error-code prefix and the C++ function that failed
+ORT_NOISE = re.compile(r"\[ONNXRuntimeError\] : \d+ : \w+ : |/onnxruntime_src/\S+:\d+ [^(]*\([^)]*\)\s*")
+
+
 def _first_line(exc: BaseException) -> str:
     """The first line of a runtime's report that says something: OpenVINO's start with lines that only name a
-    source location ("Exception from src/inference/src/cpp/core.cpp:84:")."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    source location ("Exception from src/inference/src/cpp/core.cpp:84:") or lead in to the reason with a colon
+    ("Check 'false' failed at …:", "FrontEnd API failed with OpConversionFailure:"); onnxruntime's with an error
+    code and a C++ signature."""
+    lines = [line.strip() for line in ORT_NOISE.sub("", str(exc)).splitlines() if line.strip()]
     telling = [line for line in lines if not re.fullmatch(r"Exception from \S+:\d+:", line)]
-    return (telling or lines or [type(exc).__name__])[0][:300]
+    said = [line for line in telling if not line.endswith(":")]  # "Check '…' failed at x.cpp:77:" only leads in
+    return (said or telling or lines or [type(exc).__name__])[0][:300]

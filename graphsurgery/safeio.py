@@ -121,6 +121,9 @@ def refuse_overwriting(out: Path, inputs: Iterable[Path | str | None]) -> None:
     if out.exists() and not out.is_file() and not out.is_dir():
         raise GraphsurgeryError("the output exists and is not a regular file (a device, FIFO or socket)", path=out,
                                 fix="choose a path that is a regular file or does not exist yet")
+    if out.is_symlink() and Path(os.readlink(out)).parts[:2] == ("/", "proc"):  # /dev/stdout → /proc/self/fd/1
+        raise GraphsurgeryError("the output is a link to an open file of the process (as /dev/stdout is), which "
+                                "would be replaced by a file", path=out, fix="give the path of a file to write")
 
 
 def write_text_atomically(path: Path, text: str, inputs: Iterable[Path | str | None] = ()) -> Path:

@@ -167,6 +167,10 @@ def _splice_input(section: InputSection, proto, graph: gs.Graph, em: Emitter, pl
     target_name = _pick(real_inputs(proto), section.target, "input", "input.target", model_name)
     target = next(v for v in graph.inputs if v.name == target_name)
     plan.input_target = target_name
+    if target in graph.outputs:  # the model-side tensor would come out under an internal name, not the input's
+        raise ModelError(f"input {target_name!r} is also an output of the model (passed through as it is), so the "
+                         "patched model could not keep that output", path=model_name,
+                         fix=f"remove {target_name!r} from the model's outputs before patching its input")
     dtype = DTYPE_NAMES.get(np.dtype(target.dtype)) if target.dtype is not None else None
     if dtype is None or target.shape is None or len(target.shape) != 4:
         raise ModelError(f"input {target_name!r} is {target.dtype}{list(target.shape or [])}; input steps need a 4-D "

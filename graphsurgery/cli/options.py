@@ -19,6 +19,8 @@ class OutputFile(click.Path):
         super().__init__(path_type=Path)  # an existing folder is refused by the writers, naming the file
 
     def convert(self, value, param, ctx):
+        if isinstance(value, str) and not value.strip():  # `-o "$OUT"` with OUT unset: Path("") is the folder "."
+            self.fail("an empty path names no file to write; give a file name", param, ctx)
         if isinstance(value, str) and value.endswith(("/", os.sep)):
             self.fail(f"{value!r} ends in '/', so it names a folder, not a file to write; give a file name", param,
                       ctx)

@@ -41,7 +41,7 @@ def _np_float(var: gs.Variable) -> np.dtype | None:
 
 
 def heatmap_hw(shape, what: str) -> tuple[int, int]:
-    """(H, W) of a [N, K, H, W] heatmap shape; StepError unless 4-D with static, not too large H and W."""
+    """(H, W) of a [N, K, H, W] heatmap shape; StepError unless 4-D with static, not too large H and W and K > 0."""
     if shape is None:
         raise StepError(f"the rank of {what} is unknown",
                         "run onnx shape inference on the model first, or export it with static shapes")
@@ -53,6 +53,9 @@ def heatmap_hw(shape, what: str) -> tuple[int, int]:
     if not (isinstance(h, (int, np.integer)) and isinstance(w, (int, np.integer)) and h > 0 and w > 0):
         raise StepError(f"{what} has shape {list(shape)}: its height and width are not static",
                         "export the model with a fixed input size so the heatmap size is known")
+    if isinstance(shape[1], (int, np.integer)) and shape[1] == 0:
+        raise StepError(f"{what} has shape {list(shape)}: no joints (K = 0)",
+                        "set output.target to the heatmap output, or re-export the model with its joints")
     if h * w >= MAX_POSITIONS:
         raise StepError(f"{what} is {h}×{w} = {h * w} positions; heatmap_argmax supports fewer than 2^22 "
                         "(float32 index arithmetic is exact only there)",

@@ -32,6 +32,7 @@ class FirstMaximum:
     """The tensors of `first_maximum`, each with the reduced axis kept (size 1).
 
     first: int32, the first position holding the maximum; the row length L where it is nowhere (all −inf).
+      `first_maximum_2d` leaves it to the runtime where `comparable` is not above −inf or the row holds a NaN.
     value: float32, the maximum; NaN where the row holds a NaN, −inf where the row is all −inf.
     comparable: float32, `value` with 0 in place of NaN: compare this one, never `value`.
     has_nan: bool.
@@ -92,43 +93,46 @@ def first_maximum_2d(em: Emitter, maps: Tensor, flat: Tensor, h: int, w: int) ->
     fewer passes over the whole maps: the row maxima, then the first row holding the peak, then that one row.
 
     On onnxruntime a `Where` over all H·W values costs ≈ 80 µs and every reduction over them a parallel section,
-    so this reads the maps in three reductions (row maxima, rows holding more than −inf, NaN) and handles the
-    rest on [N, K, H] and [N, K, W]. OpenVINO's −3.4e38 for a ReduceMax over −inf is mended per row: a row with
-    nothing above −inf counts as −inf, so a real −3.4e38 after all −inf rows is still found.
+    so this reads the maps in three reductions (row maxima; any value above −inf, which OpenVINO on AVX-512 also
+    says of NaN, harmless as a map holding NaN answers NaN; any NaN) and handles the rest on [N, K, H] and
+    [N, K, W]. Merging the last two into one reduction over codes 0/1/2 needs a `Where` over the maps: 15 µs
+    dearer on onnxruntime (Intel Xeon, 2026-12-02). `first` is left to the runtime where the map holds a NaN or
+    its maximum is not above −3.4e38 (callers read it only where `comparable` > 0): there OpenVINO's −3.4e38 for
+    a ReduceMax over a row of −inf may pick a row without the peak. A search that finds nothing answers the last
+    row or column, so every index read back stays inside the maps whatever a runtime's reductions give.
     """
     f32, i32, b = np.float32, np.int32, np.bool_
-    minus_inf = em.const("minus_inf", -np.inf, f32)
-    rows = em.reduce_max(maps, [3], keepdims=False, dtype=f32)                                       # [N, K, H]
     small = (TensorProto.UINT8, np.uint8) if em.opset >= 12 else (TensorProto.FLOAT, np.float32)
-    above = em.op("Cast", [em.op("Greater", [maps, minus_inf], dtype=b)], {"to": small[0]}, dtype=small[1])
-    real = em.op("Cast", [em.reduce_max(above, [3], keepdims=False, dtype=small[1])], {"to": TensorProto.BOOL},
+    minus_inf = em.const("minus_inf", -np.inf, f32)
+    has_nan = _holds_nan(em, flat, 2)                                                               # [N, K, 1]
+    above = em.op("Cast", [em.op("Greater", [flat, minus_inf], dtype=b)], {"to": small[0]}, dtype=small[1])
+    real = em.op("Cast", [em.reduce_max(above, [2], keepdims=True, dtype=small[1])], {"to": TensorProto.BOOL},
                  dtype=b)
-    rows = em.op("Where", [real, rows, minus_inf], dtype=f32)
-    peak = em.reduce_max(rows, [2], keepdims=True, dtype=f32)                                       # [N, K, 1]
-    row = em.reduce_min(em.op("Where", [em.op("Less", [rows, peak], dtype=b), em.const("no_row", h, i32),
+    rows = em.reduce_max(maps, [3], keepdims=False, dtype=f32)                                       # [N, K, H]
+    peak = em.op("Where", [real, em.reduce_max(rows, [2], keepdims=True, dtype=f32), minus_inf], dtype=f32)
+    row = em.reduce_min(em.op("Where", [em.op("Less", [rows, peak], dtype=b), em.const("last_row", h - 1, i32),
                                         em.const("row_numbers", np.arange(h, dtype=i32))], dtype=i32),
-                        [2], keepdims=True, dtype=i32)                                              # [N, K, 1]
-    safe_row = em.op("Where", [em.op("Less", [row, em.const("rows", h, i32)], dtype=b), row,
-                               em.const("last_row", h - 1, i32)], dtype=i32)
-    start = em.op("Mul", [safe_row, em.const("width", w, i32)], dtype=i32)
-    positions = em.op("Add", [start, em.const("columns", np.arange(w, dtype=i32))], dtype=i32)      # [N, K, W]
+                        [2], keepdims=False, dtype=i32)                                             # [N, K]
+    # the row's positions from a table, not row·W + 0..W−1: OpenVINO 2026.4 fuses a Multiply into the int32
+    # ReduceMin before it and, from 256 maps on, gets positions beyond the maps
+    table = em.const("positions", np.arange(h * w, dtype=i32).reshape(h, w))
+    positions = em.op("Gather", [table, row], {"axis": 0}, dtype=i32)                                # [N, K, W]
     if em.opset >= 11:
-        values = em.op("GatherElements", [flat, em.op("Cast", [positions], {"to": TensorProto.INT64},
-                                                      dtype=np.int64)], {"axis": 2}, dtype=f32)
+        values = em.op("GatherElements", [flat, positions], {"axis": 2}, dtype=f32)
     else:  # no GatherElements: keep the chosen row, zero the others, add up (one value plus zeros: exact)
-        chosen = em.unsqueeze(em.op("Equal", [em.const("row_numbers", np.arange(h, dtype=i32)), safe_row],
-                                    dtype=b), [3], dtype=b)                                         # [N, K, H, 1]
+        chosen = em.unsqueeze(em.op("Equal", [em.unsqueeze(row, [2], dtype=i32),
+                                              em.const("row_numbers", np.arange(h, dtype=i32))], dtype=b),
+                              [3], dtype=b)                                                         # [N, K, H, 1]
         values = em.reduce_sum(em.op("Where", [chosen, maps, em.const("zero", 0.0, f32)], dtype=f32), [2],
                                keepdims=False, dtype=f32)
-    column = em.reduce_min(em.op("Where", [em.op("Less", [values, peak], dtype=b), em.const("no_column", w, i32),
+    column = em.reduce_min(em.op("Where", [em.op("Less", [values, peak], dtype=b), em.const("last_column", w - 1, i32),
                                            em.const("column_numbers", np.arange(w, dtype=i32))], dtype=i32),
-                           [2], keepdims=True, dtype=i32)
-    found = em.op("And", [em.op("Less", [row, em.const("rows", h, i32)], dtype=b),
-                          em.op("Less", [column, em.const("columns", w, i32)], dtype=b)], dtype=b)
-    first = em.op("Where", [found, em.op("Add", [start, column], dtype=i32), em.const("nowhere", h * w, i32)],
-                  dtype=i32)
-    has_nan = _holds_nan(em, flat, 2)
-    value = em.op("Where", [found, peak, minus_inf], dtype=f32)
+                           [2], keepdims=True, dtype=i32)                                           # [N, K, 1]
+    if em.opset >= 11:
+        first = em.op("GatherElements", [positions, column], {"axis": 2}, dtype=i32)
+    else:
+        first = em.gather_last(positions, em.op("Cast", [column], {"to": TensorProto.INT64}, dtype=np.int64), 3, w,
+                               dtype=i32)
     return FirstMaximum(first=first, has_nan=has_nan,
-                        value=em.op("Where", [has_nan, em.const("nan", np.nan, f32), value], dtype=f32),
-                        comparable=em.op("Where", [has_nan, em.const("zero", 0.0, f32), value], dtype=f32))
+                        value=em.op("Where", [has_nan, em.const("nan", np.nan, f32), peak], dtype=f32),
+                        comparable=em.op("Where", [has_nan, em.const("zero", 0.0, f32), peak], dtype=f32))

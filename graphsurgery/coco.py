@@ -9,7 +9,8 @@ applied (it matters little with ground-truth boxes, and both sides would get the
 pipeline's AP/AR numbers are identical.
 
 Pipelines: the unpatched pipeline (plain model + numpy twins) and the patched model, on each backend (f32). On
-OpenVINO the crops stream through asynchronous infer requests (`runners.open_stream`).
+OpenVINO the crops stream through asynchronous infer requests (`runners.open_stream`). `convert --int8
+--annotations` (`int8_coco`) takes the same boxes, crops, results and AP as its accuracy control's metric.
 """
 
 from __future__ import annotations
@@ -104,20 +105,7 @@ def evaluate_coco(recipe: str | Path | Recipe, plain_model: str | Path, annotati
     if limit is not None and limit < 1:
         raise GraphsurgeryError(f"limit={limit} (--limit) is not a positive number of images", fix="give 1 or more")
     images = Path(images)
-    if not images.is_dir():
-        raise GraphsurgeryError("no such image folder", path=images, fix="give the folder of the COCO images")
-    gt = _load_coco(Path(annotations))
-    image_ids = sorted(gt.getImgIds(catIds=[PERSON]))[:limit]
-    try:
-        people = _detections(gt, Path(boxes), image_ids) if boxes is not None else _ground_truth(gt, image_ids)
-    except (KeyError, TypeError, ValueError) as exc:  # an image without width, a bbox of strings, ...
-        raise GraphsurgeryError(f"a missing or malformed field ({type(exc).__name__}: {exc})",
-                                path=boxes or annotations,
-                                fix="each image needs file_name, width and height, each box four numbers "
-                                    "[x, y, w, h] and a finite score, each person 17 × 3 keypoint values") from None
-    if not people:
-        raise GraphsurgeryError("no person boxes to evaluate", path=boxes or annotations,
-                                fix="check that the file has person (category 1) boxes for these images")
+    gt, image_ids, people = annotated_people(annotations, images, boxes, limit)
     report = CocoReport(str(annotations), len(image_ids), len(people), str(boxes) if boxes else "ground truth")
     read = [*model_files(plain), recipe.source if recipe.file_sha256 else None, annotations, boxes, patched,
             *images.iterdir()]
@@ -140,10 +128,10 @@ def evaluate_coco(recipe: str | Path | Recipe, plain_model: str | Path, annotati
         top_down = "boxes" in extras
         if top_down:
             _check_image_pixels(recipe, patched_path)
-            whole = _WholeImages(images, tensor_facet(recipe), image_input.dtype, Path(annotations))
+            whole = WholeImages(images, tensor_facet(recipe), image_input.dtype, Path(annotations))
         else:
             size = crop_size(image_input, recipe, facts)
-            caller = _CallerCrops(images, size, tensor_facet(recipe), image_input.dtype, Path(annotations))
+            caller = CallerCrops(images, size, tensor_facet(recipe), image_input.dtype, Path(annotations))
             in_image_pixels = {"center", "scale"} <= set(extras)
         for kind, backend in kinds:
             name = f"{kind} · {backend}"
@@ -167,14 +155,46 @@ def evaluate_coco(recipe: str | Path | Recipe, plain_model: str | Path, annotati
                                           lambda x, more: {image_input.name: x, **more},
                                           lambda outputs, _: _named(outputs, recipe), extras, advance)
             if not top_down:
-                results = [_result(person, answer, size, in_image_pixels) for person, answer in zip(people, answers)]
+                results = [person_result(person, answer, size, in_image_pixels)
+                           for person, answer in zip(people, answers)]
             results_file = _write_results(out_dir / f"{kind}-{backend}.json", results, read)
-            report.pipelines.append(PipelineResult(name, backend, precision, _evaluate(gt, results, image_ids),
+            report.pipelines.append(PipelineResult(name, backend, precision, keypoint_stats(gt, results, image_ids),
                                                    str(results_file) if results_dir is not None else None))
     return report
 
 
 # --- boxes ---------------------------------------------------------------------------------------------------
+
+
+def annotated_people(annotations: str | Path, images: Path, boxes: str | Path | None = None,
+                     limit: int | None = None, images_option: str = "--images") -> tuple[object, list[int],
+                                                                                          list[PersonBox]]:
+    """pycocotools' ground truth, the ids of the images with people (the first `limit`) and their person boxes
+    (ground truth, or the detections in `boxes`); every image they are in must be in the folder `images` (given
+    as `images_option`), checked before any of them is read."""
+    if not images.is_dir():
+        raise GraphsurgeryError("no such image folder", path=images, fix="give the folder of the COCO images")
+    gt = _load_coco(Path(annotations))
+    image_ids = sorted(gt.getImgIds(catIds=[PERSON]))[:limit]
+    try:
+        people = _detections(gt, Path(boxes), image_ids) if boxes is not None else _ground_truth(gt, image_ids)
+    except (KeyError, TypeError, ValueError) as exc:  # an image without width, a bbox of strings, ...
+        raise GraphsurgeryError(f"a missing or malformed field ({type(exc).__name__}: {exc})",
+                                path=boxes or annotations,
+                                fix="each image needs file_name, width and height, each box four numbers "
+                                    "[x, y, w, h] and a finite score, each person 17 × 3 keypoint values") from None
+    if not people and boxes is not None:
+        raise GraphsurgeryError("no person boxes to evaluate", path=boxes,
+                                fix="check that the file has person (category 1) boxes for these images")
+    if not people:
+        raise GraphsurgeryError("no person with keypoints to evaluate", path=annotations,
+                                fix="give a COCO keypoints file (person_keypoints_*.json): person (category 1) "
+                                    "annotations with keypoints")
+    for file_name in dict.fromkeys(person.file_name for person in people):
+        if not inside(images, file_name, "the annotation's file_name", annotations).is_file():
+            raise GraphsurgeryError(f"the annotation's file_name {file_name!r} is not in {images} ({images_option})",
+                                    path=annotations, fix=f"give {images_option} the folder of the annotated images")
+    return gt, image_ids, people
 
 
 def _load_coco(path: Path):
@@ -248,7 +268,7 @@ def _detections(gt, path: Path, image_ids: list[int]) -> list[PersonBox]:
 
 
 @dataclass
-class _CallerCrops:
+class CallerCrops:
     """Each person's crop as the patched model's caller feeds it, with its center and scale (one image decoded at
     a time, so memory does not grow with the data set)."""
 
@@ -269,7 +289,7 @@ class _CallerCrops:
 
 
 @dataclass
-class _WholeImages:
+class WholeImages:
     """Each image whole, as the caller of a model that crops in the graph feeds it ([1, H, W, C]), with its boxes."""
 
     folder: Path
@@ -312,28 +332,32 @@ def _top_down_call(recipe: Recipe, facts: ModelFacts, plain_name: str | None, im
     return patched if plain_name is None else unpatched
 
 
-def _run_whole_images(backend: str, model: Path, people: list[PersonBox], whole: _WholeImages, call: TopDownCall,
+def _run_whole_images(backend: str, model: Path, people: list[PersonBox], whole: WholeImages, call: TopDownCall,
                       advance: Callable[[int], None]) -> tuple[list[tuple[np.ndarray, np.ndarray]], str]:
     """Every image once with all its boxes (people come grouped by image): ([K, 2] keypoints, [K] scores) per
     person, in image pixels."""
     answers = []
     with open_runner(backend, model) as run:
         for image, boxes in whole(people):
-            outputs = call(run, image, boxes)
-            missing = [name for name in (KEYPOINTS, SCORES) if name not in outputs]
-            if missing:
-                raise GraphsurgeryError(f"the pipeline has no {' or '.join(missing)} output", path=model,
-                                        fix="eval-coco needs keypoints and scores outputs")
-            answers += [(np.asarray(kp, np.float64), np.asarray(sc, np.float64).reshape(-1))
-                        for kp, sc in zip(outputs[KEYPOINTS], outputs[SCORES])]
+            answers += box_keypoints(call(run, image, boxes), model)
             advance(len(answers))
     return answers, run.precision
+
+
+def box_keypoints(outputs: dict[str, np.ndarray], model: Path) -> list[tuple[np.ndarray, np.ndarray]]:
+    """([K, 2] keypoints, [K] scores) of each box of one image, in image pixels."""
+    missing = [name for name in (KEYPOINTS, SCORES) if name not in outputs]
+    if missing:
+        raise GraphsurgeryError(f"the pipeline has no {' or '.join(missing)} output", path=model,
+                                fix="eval-coco needs keypoints and scores outputs")
+    return [(np.asarray(kp, np.float64), np.asarray(sc, np.float64).reshape(-1))
+            for kp, sc in zip(outputs[KEYPOINTS], outputs[SCORES])]
 
 
 Answer = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # keypoints [K, 2], scores [K], center, scale
 
 
-def _run(backend: str, model: Path, people: list[PersonBox], caller: _CallerCrops,
+def _run(backend: str, model: Path, people: list[PersonBox], caller: CallerCrops,
          feed: Callable[[np.ndarray, dict[str, np.ndarray]], dict[str, np.ndarray]],
          read: Callable[[dict[str, np.ndarray], dict[str, np.ndarray]], dict[str, np.ndarray]],
          extras: list[str], advance: Callable[[int], None]) -> tuple[list[Answer], str]:
@@ -349,7 +373,7 @@ def _run(backend: str, model: Path, people: list[PersonBox], caller: _CallerCrop
     with open_stream(backend, model) as run:
         for index, outputs in enumerate(run(requests())):
             box = boxes[index]
-            keypoints, scores = _keypoints(read(outputs, {name: box[name] for name in extras}))
+            keypoints, scores = crop_keypoints(read(outputs, {name: box[name] for name in extras}))
             answers.append((keypoints, scores, box["center"][0], box["scale"][0]))
             advance(index + 1)
     return answers, run.precision
@@ -361,7 +385,7 @@ def _named(outputs: dict[str, np.ndarray], recipe: Recipe) -> dict[str, np.ndarr
     return {key: outputs[names.get(key, key)] for key in (KEYPOINTS, SCORES) if names.get(key, key) in outputs}
 
 
-def _keypoints(outputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+def crop_keypoints(outputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """([K, 2] keypoints, [K] scores) of the single crop."""
     missing = [name for name in (KEYPOINTS, SCORES) if name not in outputs]
     if missing:
@@ -370,7 +394,7 @@ def _keypoints(outputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     return (np.asarray(outputs[KEYPOINTS][0], np.float64), np.asarray(outputs[SCORES][0], np.float64).reshape(-1))
 
 
-def _result(person: PersonBox, answer: Answer, size: tuple[int, int], in_image_pixels: bool) -> dict:
+def person_result(person: PersonBox, answer: Answer, size: tuple[int, int], in_image_pixels: bool) -> dict:
     """One COCO keypoint result in original-image pixels, rescored as the authors do."""
     keypoints, scores, center, scale = answer
     if not in_image_pixels:
@@ -388,7 +412,7 @@ def _write_results(path: Path, results: list[dict], read: list) -> Path:
     return write_text_atomically(path, json.dumps(results), read)
 
 
-def _evaluate(gt, results: list[dict], image_ids: list[int]) -> list[float]:
+def keypoint_stats(gt, results: list[dict], image_ids: list[int]) -> list[float]:
     from pycocotools.cocoeval import COCOeval
 
     with contextlib.redirect_stdout(io.StringIO()):

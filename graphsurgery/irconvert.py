@@ -35,6 +35,8 @@ OVMS_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 Shape = tuple[int | None, ...]
 
 
+#: `convert --json`'s names of the accuracy control's metric
+AGREEMENT, COCO_AP = "joints_within_one_cell", "coco_keypoint_ap"
 #: The largest dim --input-shape takes: OpenVINO's dims are 32-bit (a larger one was an internal error)
 MAX_DIM = 2**31 - 1
 
@@ -43,8 +45,8 @@ MAX_DIM = 2**31 - 1
 class Int8Facts:
     """How an int8 IR was calibrated and what it costs: `vs_f32` is int8 against f32 on the calibration samples,
     output by output (`quantize.price`); `speedup` how many times faster than f32 it ran here (`quantize.speedup`);
-    `quantized_activations` counts the quantizers NNCF kept. Under accuracy control (`control`): `drop_met`, and
-    the layers `reverted` to float."""
+    `quantized_activations` counts the quantizers NNCF kept. Under accuracy control (`control`): `drop_met`, the
+    layers `reverted` to float and, when the metric was COCO keypoint AP (`control.metric`), `ap`: (f32, int8)."""
 
     vs_f32: dict[str, dict[str, float]]
     speedup: float
@@ -53,21 +55,30 @@ class Int8Facts:
     control: AccuracyControl | None = None
     drop_met: bool | None = None
     reverted: tuple[str, ...] = ()
+    ap: tuple[float, float] | None = None
 
     def to_dict(self) -> dict:
-        control = self.control
+        control, ap = self.control, self.ap
         return {"int8_vs_f32": self.vs_f32, "int8_speedup": self.speedup, "calibration": self.calibration,
                 "quantized_activations": self.quantized_activations,
                 "max_drop": control.max_drop if control else None,
                 "max_reverts": control.max_reverts if control else None,
                 "ranking_samples": control.ranking_samples if control else None,
+                "metric": (COCO_AP if control.metric else AGREEMENT) if control else None,
+                "coco_ap": {"f32": ap[0], "int8": ap[1], "drop": ap[0] - ap[1],
+                            "on": control.metric.description} if ap else None,
                 "drop_met": self.drop_met, "reverted_to_float": list(self.reverted)}
 
     def control_summary(self) -> str:
-        """One line on the accuracy control: the drop asked, met or not (and why not), what went back to float."""
+        """One line on the accuracy control: the metric, the drop asked, met or not (and why not), what went back
+        to float."""
         control, within = self.control, self.vs_f32.get("keypoints", {}).get("within_one_cell")
-        asked = f"at least {1 - control.max_drop:.1%} of the joints within one cell of f32 asked"
-        reached = "unknown" if within is None else f"{within:.1%}"
+        if self.ap:
+            asked = f"COCO keypoint AP on {control.metric.description}, a drop of at most {control.max_drop:g} asked"
+            reached = f"AP {self.ap[0]:.4f} f32, {self.ap[1]:.4f} int8, drop {self.ap[0] - self.ap[1]:.4f}"
+        else:
+            asked = f"at least {1 - control.max_drop:.1%} of the joints within one cell of f32 asked"
+            reached = "unknown" if within is None else f"{within:.1%}"
         count = len(self.reverted)
         reverted = (f"{count} layer{'s' if count > 1 else ''} went back to float ({', '.join(self.reverted[:5])}"
                     f"{', …' if len(self.reverted) > 5 else ''})" if self.reverted else "no layer went back to float")
@@ -173,10 +184,15 @@ def convert_ir(model_path: str | Path, out_xml: str | Path, fp16: bool = False,
                input_shapes: Mapping[str, Sequence[int | None]] | None = None, *, int8: bool = False,
                calibration: str | Path | None = None, boxes: str | Path | None = None,
                calibration_random: int | None = None, max_drop: float | None = None, max_reverts: int | None = None,
-               ranking_samples: int | None = None, force: bool = False, make_parents: bool = False) -> ConvertResult:
+               ranking_samples: int | None = None, annotations: str | Path | None = None, force: bool = False,
+               make_parents: bool = False) -> ConvertResult:
     """`graphsurgery convert` in Python: `convert`, or with `int8` `quantize.convert_int8` calibrated on the images
     in the folder `calibration` (with person `boxes`) or on `calibration_random` random caller inputs; `max_drop`
-    (bounded by `max_reverts` rounds, layers ranked on `ranking_samples` samples) asks for accuracy control."""
+    (bounded by `max_reverts` rounds, layers ranked on `ranking_samples` samples) asks for accuracy control, whose
+    metric is COCO keypoint AP on the people of `annotations` (`int8_coco`; `boxes` are then eval-coco's
+    detections) when given, else the joints' agreement with f32."""
+    if annotations is not None:
+        _check_annotated(int8, calibration, calibration_random, max_drop)
     if not int8 and (calibration or boxes or calibration_random is not None or max_drop is not None):
         raise GraphsurgeryError("calibration samples and max_drop (--max-drop) are for int8 (--int8)",
                                 fix="pass int8=True (--int8), or drop the calibration options")
@@ -196,10 +212,29 @@ def convert_ir(model_path: str | Path, out_xml: str | Path, fp16: bool = False,
         return convert(model_path, out_xml, fp16, input_shapes, force=force, make_parents=make_parents)
     from graphsurgery.quantize import calibration_set, convert_int8
 
-    control = None if max_drop is None else AccuracyControl(max_drop, max_reverts, ranking_samples)
-    samples = calibration_set(Path(model_path), calibration, boxes, calibration_random)
+    metric = None
+    if annotations is None:
+        samples = calibration_set(Path(model_path), calibration, boxes, calibration_random)
+    else:
+        from graphsurgery.int8_coco import coco_calibration
+
+        samples, metric = coco_calibration(Path(model_path), Path(calibration), Path(annotations), boxes)
+    control = None if max_drop is None else AccuracyControl(max_drop, max_reverts, ranking_samples, metric)
     return convert_int8(model_path, out_xml, samples, input_shapes, force=force, make_parents=make_parents,
                         control=control)
+
+
+def _check_annotated(int8: bool, calibration, calibration_random: int | None, max_drop: float | None) -> None:
+    """`annotations` makes COCO keypoint AP the metric of `max_drop`, on the annotated images of `calibration`."""
+    if calibration_random is not None:
+        raise GraphsurgeryError("annotations (--annotations) scores the annotated images of calibration "
+                                "(--calibration DIR); random samples (--calibration-random) have no ground truth",
+                                fix="give calibration=DIR (--calibration DIR), the folder of the annotated images")
+    if not int8 or calibration is None or max_drop is None:
+        raise GraphsurgeryError("annotations (--annotations) makes COCO keypoint AP the metric of int8's accuracy "
+                                "control: it needs int8 (--int8), calibration (--calibration DIR) and max_drop "
+                                "(--max-drop X)", fix="add --int8 --calibration DIR --max-drop X, or drop "
+                                "--annotations")
 
 
 def _missing_parents(folder: Path) -> list[Path]:

@@ -5,7 +5,8 @@ person boxes), whole images with boxes for a model that crops in the graph, or r
 spliced nodes (`graphsurgery/…`) are kept out of quantization (NNCF's IgnoredScope), so the decode stays exact on
 whatever heatmaps the int8 network gives. The price is measured on the same samples, f32 IR against int8 IR: for
 keypoints, the mean distance and the share of joints within one heatmap cell (4 crop pixels for HRNet's 256×192 →
-64×48); for every other output, the mean absolute difference.
+64×48); for every other output, the mean absolute difference. Accuracy control (`--max-drop`) bounds the drop of
+that share, or of COCO keypoint AP on annotated samples (`int8_coco`, `--annotations`).
 """
 
 from __future__ import annotations
@@ -16,16 +17,18 @@ import logging
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from graphsurgery.errors import GraphsurgeryError
+from graphsurgery.recipe import InputTensor
 from graphsurgery.runners import Port, model_signature
 
 if TYPE_CHECKING:
+    from graphsurgery.int8_coco import CocoAP
     from graphsurgery.irconvert import ConvertResult
 
 #: the name prefix of every spliced node: kept in float
@@ -39,6 +42,8 @@ SPEED_ROUNDS = 10
 VERIFY_CALIBRATION = 30
 PRECISION_KEY = ("graphsurgery", "precision")
 CALIBRATION_KEY = ("graphsurgery", "calibration")
+#: what a patched model's caller feeds, as the calibration samples are made: OpenCV's images
+CALLER = InputTensor(dtype="uint8", layout="NHWC", color="BGR")
 
 
 @dataclass(frozen=True)
@@ -61,7 +66,6 @@ class Calibration:
 def calibration_set(model: Path, images: Path | None = None, boxes: Path | None = None, random: int | None = None,
                     seed: int = 0) -> Calibration:
     """The calibration samples for `model` (ONNX), from a folder of images (and person boxes) or `random` ones."""
-    from graphsurgery.recipe import InputTensor
     from graphsurgery.samples import (
         box_image_samples,
         chunks,
@@ -78,24 +82,29 @@ def calibration_set(model: Path, images: Path | None = None, boxes: Path | None 
                                 fix="a few hundred samples calibrate a pose model (NNCF's default subset is 300)")
     inputs = model_signature(model).inputs
     names = {port.name for port in inputs}
-    image = _image_input(inputs, model)
-    caller = InputTensor(dtype="uint8", layout="NHWC", color="BGR")
+    image = image_input(inputs, model)
     if "boxes" in names:  # crops are cut in the graph: whole images with their boxes
         samples = (random_box_samples(random, image, "NHWC", seed) if images is None
-                   else box_image_samples(images, boxes, image, caller))
+                   else box_image_samples(images, boxes, image, CALLER))
     else:
-        h, w = image.shape[1:3]
-        if not isinstance(h, int) or not isinstance(w, int):
-            raise GraphsurgeryError(f"the input {image.name!r} has no static crop size", path=model,
-                                    fix="calibrate the model patched with a crop recipe (its uint8 crops)")
+        size = crop_size(image, model)
         extras = [name for name in ("center", "scale") if name in names]
-        samples = (random_samples(random, image, [(w, h)], "NHWC", extras, (w, h), seed=seed) if images is None
-                   else image_samples(images, boxes, image, (w, h), caller, extras))
+        samples = (random_samples(random, image, [size], "NHWC", extras, size, seed=seed) if images is None
+                   else image_samples(images, boxes, image, size, CALLER, extras))
     feeds = [{image.name: tensors, **extras} for tensors, extras in chunks(samples, 1)]
     return Calibration(feeds, samples.description)
 
 
-def _image_input(inputs: list[Port], model: Path) -> Port:
+def crop_size(image: Port, model: Path) -> tuple[int, int]:
+    """(W, H) of the crops a model that does not crop in the graph takes: its image input's static size."""
+    h, w = image.shape[1:3]
+    if not isinstance(h, int) or not isinstance(w, int):
+        raise GraphsurgeryError(f"the input {image.name!r} has no static crop size", path=model,
+                                fix="calibrate the model patched with a crop recipe (its uint8 crops)")
+    return w, h
+
+
+def image_input(inputs: list[Port], model: Path) -> Port:
     images = [p for p in inputs if p.dtype == "uint8" and len(p.shape) == 4 and p.shape[3] == 3]
     if len(images) != 1:
         shown = ", ".join(f"{p.name} {p.dtype}" for p in inputs)
@@ -107,13 +116,15 @@ def _image_input(inputs: list[Port], model: Path) -> Port:
 
 @dataclass(frozen=True)
 class AccuracyControl:
-    """`--max-drop` and its bounds: at most `max_drop` of the joints may leave their f32 cell; at most `max_reverts`
-    rounds of reverting; layers ranked on the first `ranking_samples` samples (NNCF's default: all of them, up to
-    300; ranking is what costs: every quantizer group is reverted and validated on that subset)."""
+    """`--max-drop` and its bounds: at most `max_drop` of the joints may leave their f32 cell, or, with a COCO
+    `metric` (`--annotations`), the keypoint AP may fall by at most `max_drop`; at most `max_reverts` rounds of
+    reverting; layers ranked on the first `ranking_samples` samples (NNCF's default: all of them, up to 300;
+    ranking is what costs: every quantizer group is reverted and validated on that subset)."""
 
     max_drop: float
     max_reverts: int | None = None
     ranking_samples: int | None = None
+    metric: CocoAP | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self):
         if not (isinstance(self.max_drop, (int, float)) and 0 < self.max_drop < 1):  # NaN fails this too
@@ -137,8 +148,10 @@ class Quantized:
 def quantize(model, calibration: Calibration, control: AccuracyControl | None = None) -> Quantized:
     """The int8 model NNCF makes from the OpenVINO `model`, spliced nodes left in float. Under `control`, NNCF's
     accuracy control: layers go back to float, most sensitive first, until the share of joints within one cell of
-    the f32 model's keypoints (on the calibration samples) is at least 1 − max_drop, or `max_reverts` rounds have
-    reverted (on HRNet-W32, 30 samples ranked, 2 cores: ~20 min per ranking of its 321 quantizer groups)."""
+    the f32 model's keypoints (on the calibration samples) is at least 1 − max_drop (or the COCO AP of
+    `control.metric` at most max_drop below f32's), or `max_reverts` rounds have reverted (on HRNet-W32, 30 samples
+    ranked, 2 cores: ~20 min per ranking of its 321 quantizer groups). NNCF validates on sample indices: a
+    metric finds each sample's feed, and its people, by index."""
     import nncf
     import openvino as ov
 
@@ -155,8 +168,10 @@ def quantize(model, calibration: Calibration, control: AccuracyControl | None = 
             bounds = AdvancedAccuracyRestorerParameters(
                 intermediate_model_dir=folder, ranking_subset_size=control.ranking_samples,
                 **({} if control.max_reverts is None else {"max_num_iterations": control.max_reverts}))
+            indices = nncf.Dataset(list(range(len(calibration.feeds))), calibration.feeds.__getitem__)
+            validate = control.metric.validate if control.metric else _agreement_with(model, calibration)
             controlled = nncf.quantize_with_accuracy_control(
-                model, dataset, dataset, validation_fn=_agreement_with(model, calibration), max_drop=control.max_drop,
+                model, dataset, indices, validation_fn=validate, max_drop=control.max_drop,
                 drop_type=nncf.DropType.ABSOLUTE, advanced_accuracy_restorer_parameters=bounds, **common)
             first = ov.Core().read_model(str(Path(folder) / "intermediate_model.xml"))
     return Quantized(controlled, _reverted(first, controlled))
@@ -173,7 +188,8 @@ def _reverted(first, controlled) -> tuple[str, ...]:
 
 
 def _agreement_with(f32_model, calibration: Calibration):
-    """NNCF's validation function: per sample, the share of joints within one cell of the f32 model's keypoints."""
+    """NNCF's validation function (on sample indices): per sample, the share of joints within one cell of the f32
+    model's keypoints."""
     import openvino as ov
 
     if "keypoints" not in {name for port in f32_model.outputs for name in port.get_names()}:
@@ -182,10 +198,10 @@ def _agreement_with(f32_model, calibration: Calibration):
     compiled = ov.Core().compile_model(f32_model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     reference = [np.asarray(compiled(feed)[compiled.output("keypoints")]) for feed in calibration.feeds]
 
-    def validate(model, samples) -> tuple[float, list[float]]:
-        shares = [float(np.mean(np.linalg.norm(np.asarray(model(feed)[model.output("keypoints")]) - expected,
-                                               axis=-1) <= CELL_PIXELS))
-                  for feed, expected in zip(samples, reference)]
+    def validate(model, indices) -> tuple[float, list[float]]:
+        shares = [float(np.mean(np.linalg.norm(np.asarray(model(calibration.feeds[i])[model.output("keypoints")])
+                                               - reference[i], axis=-1) <= CELL_PIXELS))
+                  for i in indices]
         return float(np.mean(shares)), shares
 
     return validate
@@ -240,8 +256,8 @@ def convert_int8(model: Path, out_xml: Path, calibration: Calibration, input_sha
                  make_parents: bool = False, control: AccuracyControl | None = None) -> ConvertResult:
     """`irconvert.convert` with int8 quantization (accuracy-controlled under `control`): the IR's rt_info says int8
     and names the calibration set (size, sha256); the result's `int8` holds the price (`price`), the speed-up over
-    f32 (`speedup`), how many quantizers the model kept and, under control, whether the drop was met and what went
-    back to float."""
+    f32 (`speedup`), how many quantizers the model kept and, under control, whether the drop was met (with a COCO
+    metric: AP of f32 and int8 on all the samples) and what went back to float."""
     from graphsurgery.irconvert import Int8Facts, convert
 
     facts: dict = {}
@@ -251,11 +267,11 @@ def convert_int8(model: Path, out_xml: Path, calibration: Calibration, input_sha
         int8_model = quantized.model
         compiled = compile_pair(f32_model, int8_model)
         vs_f32 = price(compiled, calibration)
-        within = vs_f32.get("keypoints", {}).get("within_one_cell")
-        facts.update(vs_f32=vs_f32, reverted=quantized.reverted,
+        ap = control.metric.pair(compiled) if control and control.metric else None
+        facts.update(vs_f32=vs_f32, reverted=quantized.reverted, ap=ap,
                      quantized_activations=sum(op.get_type_name() == "FakeQuantize" for op in int8_model.get_ops()),
                      speedup=speedup(compiled, calibration.feeds[0]),
-                     drop_met=None if control is None or within is None else within >= 1 - control.max_drop - 1e-9)
+                     drop_met=_drop_met(control, vs_f32.get("keypoints", {}).get("within_one_cell"), ap))
         int8_model.set_rt_info("int8", list(PRECISION_KEY))
         int8_model.set_rt_info(f"{len(calibration.feeds)} samples, sha256 {calibration.sha256()}",
                                list(CALIBRATION_KEY))
@@ -264,6 +280,16 @@ def convert_int8(model: Path, out_xml: Path, calibration: Calibration, input_sha
     result = convert(model, out_xml, False, input_shapes, force=force, make_parents=make_parents,
                      transform=to_int8, weights="INT8")
     return replace(result, int8=Int8Facts(calibration=calibration.description, control=control, **facts))
+
+
+def _drop_met(control: AccuracyControl | None, within: float | None, ap: tuple[float, float] | None
+              ) -> bool | None:
+    """Whether the measured pair kept the drop asked: AP(f32) − AP(int8), or 1 − the share within one cell."""
+    if control is None:
+        return None
+    if ap is not None:
+        return ap[0] - ap[1] <= control.max_drop + 1e-9
+    return None if within is None else within >= 1 - control.max_drop - 1e-9
 
 
 def is_int8(model: Path) -> bool:

@@ -81,7 +81,7 @@ def test_the_python_api_quantizes_as_the_cli_does(patched, tmp_path):
         "written": [str(p) for p in result.written], "weights": "INT8", "notes": result.notes,
         "int8_vs_f32": facts.vs_f32, "int8_speedup": facts.speedup, "calibration": facts.calibration,
         "quantized_activations": facts.quantized_activations, "max_drop": None, "max_reverts": None,
-        "ranking_samples": None, "drop_met": None, "reverted_to_float": []}
+        "ranking_samples": None, "metric": None, "coco_ap": None, "drop_met": None, "reverted_to_float": []}
     for option in ("max_reverts", "ranking_samples"):
         with pytest.raises(GraphsurgeryError, match=rf"{option} \(--{option.replace('_', '-')}\) bounds the accuracy"):
             graphsurgery.convert(patched, tmp_path / "x.xml", int8=True, calibration_random=4, **{option: 2})
@@ -126,6 +126,7 @@ def test_max_drop_keeps_the_joints_within_one_cell(patched, tmp_path):
     report = json.loads(result.stdout)
     assert report["max_drop"] == 0.05 and report["int8_vs_f32"]["keypoints"]["within_one_cell"] >= 0.95
     assert report["drop_met"] is True and report["int8_speedup"] > 0
+    assert report["metric"] == "joints_within_one_cell" and report["coco_ap"] is None
 
 
 def test_max_drop_needs_keypoints(tmp_path):

@@ -33,11 +33,17 @@ from graphsurgery.quantize import SPEED_ROUNDS
               "spliced nodes stay float). Needs --calibration or --calibration-random.")
 @click.option("--calibration", "calibration_dir", type=existing_file,
               help="--int8: a folder of images, cropped as the patched model's caller would.")
-@click.option("--boxes", type=existing_file, help="--int8 --calibration: person boxes per image (as for verify).")
+@click.option("--boxes", type=existing_file, help="--int8 --calibration: person boxes per image (as for verify); with "
+              "--annotations, person detections as eval-coco --boxes takes them.")
 @click.option("--calibration-random", type=int, metavar="N", help="--int8: N random caller inputs instead.")
 @click.option("--max-drop", type=click.FloatRange(0, 1, min_open=True, max_open=True), metavar="X",
               help="--int8: keep layers in float (most sensitive first) until at least 1 - X of the joints stay "
-                   "within one heatmap cell of the f32 model's, on the calibration samples.")
+                   "within one heatmap cell of the f32 model's, on the calibration samples; with --annotations, "
+                   "until the COCO keypoint AP is at most X below f32's (absolute, e.g. 0.01).")
+@click.option("--annotations", type=existing_file, metavar="FILE",
+              help="--int8 --calibration DIR --max-drop X: COCO keypoint annotations of the images in DIR; the "
+                   "metric becomes COCO keypoint AP (pycocotools, as eval-coco computes it), calibrated and "
+                   "validated on eval-coco's crops of the annotated people.")
 @click.option("--max-reverts", type=click.IntRange(min=1), metavar="N",
               help="--max-drop: stop after N layers went back to float, the drop met or not.")
 @click.option("--ranking-samples", type=click.IntRange(min=1), metavar="N",
@@ -48,8 +54,8 @@ from graphsurgery.quantize import SPEED_ROUNDS
 @json_flag
 def convert_command(model: Path, output: Path | None, fp16: bool, input_shapes: tuple[str, ...], ovms_dir: Path | None,
                     name: str | None, int8: bool, calibration_dir: Path | None, boxes: Path | None,
-                    calibration_random: int | None, max_drop: float | None, max_reverts: int | None,
-                    ranking_samples: int | None, force: bool,
+                    calibration_random: int | None, max_drop: float | None, annotations: Path | None,
+                    max_reverts: int | None, ranking_samples: int | None, force: bool,
                     as_json: bool):
     """Convert the ONNX MODEL (plain or patched) to OpenVINO IR (.xml + .bin), keeping its input/output names."""
     if ovms_dir is not None and output is not None:
@@ -69,7 +75,7 @@ def convert_command(model: Path, output: Path | None, fp16: bool, input_shapes: 
         output or model.with_suffix(".xml"))
     result = convert_ir(model, target, fp16, shapes, int8=int8, calibration=calibration_dir, boxes=boxes,
                         calibration_random=calibration_random, max_drop=max_drop, max_reverts=max_reverts,
-                        ranking_samples=ranking_samples,
+                        ranking_samples=ranking_samples, annotations=annotations,
                         force=force, make_parents=ovms_dir is not None)
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))

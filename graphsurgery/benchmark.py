@@ -63,6 +63,7 @@ class Workload:
     plain_input: str
     patched_input: str
     other: dict[str, np.ndarray]  # the plain model's other inputs, which the patched model keeps (twins.other_inputs)
+    plain_output: tuple | None = None  # the plain model's declared output dims (None for a named or unknown one)
 
     def plain_pass(self, infer: Callable[[np.ndarray], dict[str, np.ndarray]]) -> Callable[[], tuple[int, int]]:
         """numpy twins around the plain model; returns a pass timing (model-only ns, end-to-end ns)."""
@@ -258,7 +259,10 @@ def _workload(recipe: Recipe, model: Path, plan, batch: int) -> Workload:
     plain_input = plan.input_target or image.name
     others = [name for name in real_inputs(proto) if name != plain_input]
     other = twins.other_inputs(proto, others, batch, facts.input_shape[0] if facts.input_shape else None, 0, model)
-    return Workload(recipe, facts, crop, extras, plain_input, image.name, other)
+    declared = next((value.type.tensor_type for value in proto.graph.output if value.name == facts.output_name), None)
+    plain_output = (tuple(d.dim_value or None for d in declared.shape.dim)
+                    if declared is not None and declared.HasField("shape") else None)
+    return Workload(recipe, facts, crop, extras, plain_input, image.name, other, plain_output)
 
 
 @contextmanager
@@ -270,7 +274,8 @@ def _pipelines(work: Workload, plain: Path, patched: Path, settings: Settings, t
     with ExitStack() as stack:
         pipelines = []
         if network is not None:
-            pipelines.append(stack.enter_context(_torch_pipeline(work, network, threads, settings.throughput)))
+            pipelines.append(stack.enter_context(_torch_pipeline(work, network, threads, settings.throughput,
+                                                                 settings.torch)))
         variants = VARIANTS + ((INT8_VARIANT,) if int8_ir else ())
         for backend, variant, precision, label in variants:
             model = plain if variant == "plain" else int8_ir if precision == "int8" else patched
@@ -306,15 +311,31 @@ def _repeat(timed: Callable[[], tuple[int, int]]) -> Callable[[int], None]:
 
 
 @contextmanager
-def _torch_pipeline(work: Workload, network, threads: int, throughput: bool) -> Iterator[Pipeline]:
+def _torch_pipeline(work: Workload, network, threads: int, throughput: bool, spec: str | None = None
+                    ) -> Iterator[Pipeline]:
+    """`network` (made by the function `spec`) in eager mode between the numpy twins: an exception in its forward
+    pass, or an answer that is not one tensor, is the user's to fix (one line naming `spec`), not a bug."""
     import torch
 
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
 
+    def forward(x: np.ndarray) -> np.ndarray:
+        answer = network(torch.from_numpy(x))
+        if not isinstance(answer, torch.Tensor):
+            raise TypeError(f"its forward returned {type(answer).__name__}, not one tensor (the plain model's "
+                            f"output {work.facts.output_name!r})")
+        shape, declared = tuple(answer.shape), work.plain_output
+        if declared is not None and (len(shape) != len(declared) or any(
+                d not in (None, s) for d, s in zip(declared, shape))):
+            raise ValueError(f"its forward returned a tensor of shape {list(shape)}; the plain model's output "
+                             f"{work.facts.output_name!r} is [{', '.join(str(d or '?') for d in declared)}]")
+        return answer.numpy()
+
     def infer(x: np.ndarray) -> dict[str, np.ndarray]:
         with torch.inference_mode():
-            return {work.facts.output_name: network(torch.from_numpy(x)).numpy()}
+            return {work.facts.output_name: call_user(forward, "the torch network (--torch)", x,
+                                                      name=f"{spec}()'s network" if spec else None)}
 
     run = work.plain_pass(infer)
     try:

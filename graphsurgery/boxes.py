@@ -39,7 +39,7 @@ def load_boxes(path: Path, images: dict[int, str] | None = None, min_score: floa
                                 fix="give a JSON file of COCO-style boxes") from None
     try:
         if isinstance(data, dict) and "annotations" in data:
-            names = {img["id"]: img["file_name"] for img in data["images"]}
+            names = image_names(data, path)
             return _group(((names[a["image_id"]], a["bbox"]) for a in data["annotations"]
                            if a.get("category_id", 1) == 1 and not a.get("iscrowd", 0)), path)
         if isinstance(data, list):
@@ -71,6 +71,24 @@ def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
     return data
 
 
+def image_names(data: dict, path: Path) -> dict:
+    """Image id → file_name of a COCO annotation file (`data`, at `path`): an id listed twice in `images` (JSON
+    keeps both, pycocotools the last) and an annotation of an image that `images` does not list are refused."""
+    names: dict = {}
+    for image in data.get("images") or []:
+        if image["id"] in names:
+            raise GraphsurgeryError(f"image id {image['id']!r} is listed twice in 'images' ({names[image['id']]!r} "
+                                    f"and {image['file_name']!r})", path=path, fix="give each image its own id")
+        names[image["id"]] = image["file_name"]
+    for annotation in data.get("annotations") or []:
+        if annotation["image_id"] not in names:
+            raise GraphsurgeryError(f"annotation {annotation.get('id')!r} is of image id {annotation['image_id']!r}, "
+                                    "which 'images' does not list", path=path,
+                                    fix="add that image (id, file_name, width, height) to 'images', or remove the "
+                                        "annotation")
+    return names
+
+
 def croppable(w: float, h: float) -> bool:
     """A crop can be cut from a box of w × h pixels: its larger side is at least MIN_SIZE (the authors' padding to
     the model's aspect grows the other; a box thin one way, e.g. 0.5 × 80 px, crops as well as 60 × 80 px)."""
@@ -84,13 +102,13 @@ def is_box(values: tuple[float, ...]) -> bool:
             and values[2] > 0 and values[3] > 0 and croppable(values[2], values[3]))
 
 
-def _is_number(value) -> bool:
+def is_number(value) -> bool:
     """A JSON number: not a bool (True is 1 to Python), not a string of digits."""
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _number(value) -> float:
-    if not _is_number(value):
+    if not is_number(value):
         raise ValueError(f"{value!r} is not a number")
     return float(value)
 
@@ -98,15 +116,22 @@ def _number(value) -> float:
 def _score(detection: dict, path: Path) -> float:
     """A detection's score; NaN or a non-number would drop the box silently (NaN >= x is false)."""
     score = detection.get("score", 1.0)
-    if not _is_number(score) or not math.isfinite(score):
+    if not is_number(score) or not math.isfinite(score):
         raise GraphsurgeryError(f"detection of image {detection.get('image_id')!r} has score {score!r}, not a finite "
                                 "number", path=path, fix="fix that detection's score")
     return score
 
 
 def _group(pairs, path: Path) -> dict[str, list[Box]]:
+    """Boxes by base name (images are matched by file name): two spellings of one name (`a.jpg`, `./a.jpg`,
+    `sub/a.jpg`) are refused, not merged into one image's boxes."""
     grouped: dict[str, list[Box]] = {}
+    spelt: dict[str, str] = {}
     for name, box in pairs:
+        if spelt.setdefault(Path(name).name, name) != name:
+            raise GraphsurgeryError(f"{spelt[Path(name).name]!r} and {name!r} name the same image (boxes are matched "
+                                    "to images by file name)", path=path,
+                                    fix=f"give the boxes of {Path(name).name!r} under one name")
         # a box is a list of numbers: "1234" or {"0": 1, ...} would iterate into four numbers, true would be 1
         values = tuple(map(_number, box)) if isinstance(box, list) else ()
         if not is_box(values):

@@ -30,15 +30,17 @@ def import_callable(spec: str, what: str, example: str) -> Callable:
     return function
 
 
-def call_user(function: Callable, what: str, *args):
+def call_user(function: Callable, what: str, *args, name: str | None = None):
     """`function(*args)` for a function the user named (`what` says which, e.g. "the reference pipeline
-    (--reference-pipeline)"): an exception in it is theirs to fix, said in one line, not a graphsurgery bug."""
+    (--reference-pipeline)"): an exception in it is theirs to fix, said in one line, not a graphsurgery bug.
+    `name`: how to call it in that line (default: its module and name; a network's forward is named by the spec
+    of the function that made it)."""
     try:
         return function(*args)
     except (GraphsurgeryError, MemoryError):
         raise
     except Exception as exc:
-        name = f"{getattr(function, '__module__', None) or '?'}:{getattr(function, '__qualname__', function)}"
+        name = name or f"{getattr(function, '__module__', None) or '?'}:{getattr(function, '__qualname__', function)}"
         message = " ".join(str(exc).split())[:200]
         raise GraphsurgeryError(f"{what}: {name} raised {type(exc).__name__}: {message}",
                                 fix="call it alone in Python to see its traceback, and fix it") from None

@@ -29,7 +29,7 @@ import numpy as np
 
 from graphsurgery import crops
 from graphsurgery.api import apply
-from graphsurgery.boxes import MIN_SIZE, croppable, is_box
+from graphsurgery.boxes import MAX_COORDINATE, MIN_SIZE, croppable, image_names, is_box, is_number
 from graphsurgery.cocoformat import KEYPOINT_NAMES, PERSON, keypoint_result
 from graphsurgery.errors import GraphsurgeryError
 from graphsurgery.images import read_image
@@ -37,7 +37,7 @@ from graphsurgery.model import ModelFacts
 from graphsurgery.modelio import load_model, model_files
 from graphsurgery.recipe import InputTensor, Recipe, as_recipe
 from graphsurgery.runners import BACKENDS, check_backends, open_runner, open_stream
-from graphsurgery.safeio import inside, refuse_overwriting, write_text_atomically
+from graphsurgery.safeio import inside, read_small_file, refuse_overwriting, write_text_atomically
 from graphsurgery.samples import (
     as_caller_tensor,
     crop_size,
@@ -49,6 +49,7 @@ from graphsurgery.twins import extra_input_names, preprocess, run_in_model_batch
 
 STAT_NAMES = ("AP", "AP .50", "AP .75", "AP (M)", "AP (L)", "AR", "AR .50", "AR .75", "AR (M)", "AR (L)")
 KEYPOINTS, SCORES = "keypoints", "scores"
+MAX_ANNOTATION_BYTES = 2**30  # COCO's largest keypoint file (train2017) is 238 MB
 
 Progress = Callable[[str, int, int], None]  # (pipeline, done, total)
 
@@ -198,17 +199,80 @@ def annotated_people(annotations: str | Path, images: Path, boxes: str | Path | 
 
 
 def _load_coco(path: Path):
+    """pycocotools' COCO of an annotation file read here (a regular file, size-capped; a UTF-8 byte order mark, as
+    Notepad and PowerShell write, is allowed: pycocotools' own json.load refused it)."""
     from pycocotools.coco import COCO
 
-    if not path.is_file():  # also a FIFO or a device: pycocotools would block or read forever
-        raise GraphsurgeryError("no such annotation file (or not a regular file)", path=path,
-                                fix="give person_keypoints_*.json")
+    raw = read_small_file(path, MAX_ANNOTATION_BYTES, "annotation file")
     try:
+        dataset = json.loads(raw.decode("utf-8-sig"))
+        if not isinstance(dataset, dict):
+            raise TypeError(f"a JSON {type(dataset).__name__}, not an object")
+        _check_ground_truth(dataset, path)
+        image_names(dataset, path)  # an image id listed twice, an annotation of an image not listed: refused
+        gt = COCO()
+        gt.dataset = dataset
         with contextlib.redirect_stdout(io.StringIO()):
-            return COCO(str(path))
+            gt.createIndex()
+        return gt
     except (ValueError, KeyError, TypeError, AssertionError, RecursionError) as exc:  # Recursion: [[[[… 10^5 deep
         raise GraphsurgeryError(f"not a COCO annotation file ({type(exc).__name__})", path=path,
                                 fix="give a COCO keypoints annotation file (images, annotations, categories)") from None
+
+
+def _check_ground_truth(dataset: dict, path: Path) -> None:
+    """The fields pycocotools and COCOeval read, checked before they do: they ended deep inside (an internal error:
+    an iscrowd of "yes", keypoints of strings, no num_keypoints, an image id of "a" among numbers, a file_name of
+    null) or counted wrong in silence (a negative area overflows the OKS, an annotation id given twice drops one,
+    a negative width clips every box away)."""
+    def refuse(problem: str, fix: str) -> None:
+        raise GraphsurgeryError(problem, path=path, fix=fix)
+
+    images, annotations = dataset.get("images") or [], dataset.get("annotations") or []
+    if not isinstance(images, list) or not isinstance(annotations, list):
+        refuse("'images' and 'annotations' are not lists", "give a COCO keypoints annotation file")
+    for image in images:
+        image_id = image.get("id") if isinstance(image, dict) else None
+        if not _whole(image_id):
+            refuse(f"image id {image_id!r} is not a whole number", "COCO image ids are integers")
+        if not isinstance(image.get("file_name"), str):
+            refuse(f"image {image_id} has file_name {image.get('file_name')!r}", "give each image its file name")
+        for side in ("width", "height"):
+            if not (is_number(image.get(side)) and 0 < image[side] <= MAX_COORDINATE):
+                refuse(f"image {image_id} has {side} {image.get(side)!r}, not a number of pixels",
+                       "give each image its width and height in pixels")
+    seen: set[int] = set()
+    with_keypoints = any(isinstance(a, dict) and a.get("keypoints") is not None for a in annotations)
+    for ann in annotations:
+        ann_id = ann.get("id") if isinstance(ann, dict) else None
+        if not _whole(ann_id) or ann_id in seen:
+            refuse(f"annotation id {ann_id!r} is {'given twice' if ann_id in seen else 'not a whole number'} "
+                   "(pycocotools keeps one annotation per id)", "give each annotation its own whole-number id")
+        seen.add(ann_id)
+        if ann.get("category_id") != PERSON:
+            continue
+        if ann.get("iscrowd", 0) not in (0, 1) or isinstance(ann.get("iscrowd"), bool):
+            refuse(f"annotation {ann_id} has iscrowd {ann.get('iscrowd')!r}, not 0 or 1", "set iscrowd to 0 or 1")
+        if not (is_number(ann.get("area")) and 0 <= ann["area"] < math.inf):
+            refuse(f"annotation {ann_id} has area {ann.get('area')!r}, not a number ≥ 0 (COCOeval divides the "
+                   "keypoint distances by it)", "give the person's area in pixels (w × h of the box will do)")
+        if not with_keypoints:
+            continue  # no keypoints at all: said later as "no person with keypoints"
+        keypoints = ann.get("keypoints")
+        if not isinstance(keypoints, list) or len(keypoints) != 3 * len(KEYPOINT_NAMES):
+            count = f"{len(keypoints)} keypoint values" if isinstance(keypoints, list) else f"keypoints {keypoints!r}"
+            refuse(f"annotation {ann_id} has {count}, not {3 * len(KEYPOINT_NAMES)} (x, y, v for each of the "
+                   f"{len(KEYPOINT_NAMES)} joints)", "give every person annotation its 17 × 3 keypoint values")
+        if not all(is_number(v) and math.isfinite(v) for v in keypoints):
+            refuse(f"annotation {ann_id} has keypoint values that are not finite numbers",
+                   "give every keypoint as x, y, v numbers (0, 0, 0 for a joint not annotated)")
+        if not _whole(ann.get("num_keypoints")) or ann["num_keypoints"] < 0:
+            refuse(f"annotation {ann_id} has num_keypoints {ann.get('num_keypoints')!r}",
+                   "give the number of annotated joints (v > 0) as num_keypoints")
+
+
+def _whole(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _ground_truth(gt, image_ids: list[int]) -> list[PersonBox]:
@@ -220,9 +284,6 @@ def _ground_truth(gt, image_ids: list[int]) -> list[PersonBox]:
         for ann in gt.loadAnns(gt.getAnnIds(imgIds=image_id, catIds=[PERSON], iscrowd=False)):
             if max(ann.get("keypoints") or [0]) == 0 or ann.get("area", 0) <= 0:
                 continue
-            if len(ann["keypoints"]) != 3 * len(KEYPOINT_NAMES):  # COCOeval would fail deep inside on it
-                raise ValueError(f"annotation {ann.get('id')} has {len(ann['keypoints'])} keypoint values, not "
-                                 f"{3 * len(KEYPOINT_NAMES)} (x, y, v for each of the {len(KEYPOINT_NAMES)} joints)")
             x, y, w, h = (_finite(v, "a bbox") for v in ann["bbox"])
             x1, y1 = max(0.0, x), max(0.0, y)
             x2, y2 = min(width - 1.0, x1 + max(0.0, w - 1)), min(height - 1.0, y1 + max(0.0, h - 1))
@@ -243,11 +304,13 @@ def _finite(value, where: str) -> float:
 
 def _detections(gt, path: Path, image_ids: list[int]) -> list[PersonBox]:
     """PersonBox detections from a COCO results file ([{image_id, category_id, bbox, score}])."""
-    if not path.is_file():
-        raise GraphsurgeryError("no such detections file", path=path, fix="check the path")
+    raw = read_small_file(path, MAX_ANNOTATION_BYTES, "detections file")
     try:
         with contextlib.redirect_stdout(io.StringIO()):
-            dt = gt.loadRes(str(path))
+            detections = json.loads(raw.decode("utf-8-sig"))  # a byte order mark is allowed, as in boxes files
+            if not isinstance(detections, list):  # a JSON string would be taken by loadRes as a file name to open
+                raise TypeError(f"a JSON {type(detections).__name__}, not a list")
+            dt = gt.loadRes(detections)
     except (ValueError, KeyError, TypeError, IndexError, AssertionError, RecursionError) as exc:
         raise GraphsurgeryError(
             f"not COCO detection results for these annotations ({type(exc).__name__})",

@@ -10,6 +10,14 @@ from __future__ import annotations
 from pathlib import Path
 
 
+def listed(names, most: int = 10) -> str:
+    """Names for an error line, quoted: the first `most` and how many there are in all (a model with 2,000 outputs
+    made a line of 17,000 characters)."""
+    names = list(names)
+    shown = ", ".join(repr(name if len(str(name)) <= 80 else f"{str(name)[:80]}…") for name in names[:most])
+    return shown if len(names) <= most else f"{shown}, … ({len(names):,} in all)"
+
+
 class GraphsurgeryError(Exception):
     """A user-facing error: one line that names the file (and YAML path or tensor) and says how to fix it."""
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import onnx
 
-from graphsurgery.errors import GraphsurgeryError, ModelError
+from graphsurgery.errors import GraphsurgeryError, ModelError, listed
 from graphsurgery.model import openvino_caveats, real_inputs
 from graphsurgery.modelio import check_output_path, load_model, model_files, staging_folder
 from graphsurgery.quantize import AccuracyControl
@@ -298,7 +298,7 @@ def _check_names(model, proto: onnx.ModelProto, model_path: Path) -> None:
     for kind, names, ports in expected:
         if len(names) != len(ports):
             raise ModelError(f"OpenVINO made {len(ports)} {kind}s of the model's {len(names)} "
-                             f"({', '.join(map(repr, names))})", path=model_path,
+                             f"({listed(names)})", path=model_path,
                              fix="report this with the model (OpenVINO changed the model's signature)")
         for name, port in zip(names, ports):
             if port.get_names() != {name}:
@@ -314,7 +314,7 @@ def _reshape(model, input_shapes: Mapping[str, Sequence[int | None]], model_path
     for name, dims in input_shapes.items():
         if name not in ports:
             raise GraphsurgeryError(f"--input-shape names {name!r}, which is not an input; the inputs are "
-                                    f"{', '.join(map(repr, ports))}", path=model_path, fix="use one of those names")
+                                    f"{listed(ports)}", path=model_path, fix="use one of those names")
         current = ports[name].get_partial_shape()
         shown = str(current).replace(" ", "")
         if current.rank.is_dynamic or current.rank.get_length() != len(dims):

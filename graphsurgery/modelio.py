@@ -38,10 +38,12 @@ RUNTIME_DOMAINS = frozenset({"com.microsoft"})
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A model and the folder its external data is relative to."""
+    """A model and the folder its external data is relative to; `data_files`: the external data files it names on
+    disk (also those whose small tensors were read inline on load: outputs must not land on them either)."""
 
     proto: onnx.ModelProto
     path: Path
+    data_files: tuple[Path, ...] = ()
 
     @property
     def base_dir(self) -> Path:
@@ -77,10 +79,13 @@ def load_model(path: str | Path) -> LoadedModel:
     _check_text(proto, path)
     _check_structure(proto, path)
     _check_external_data(proto, path)
+    data_files = tuple(path.parent / name for name in sorted({ExternalDataInfo(t).location
+                                                              for t in external_tensors(proto)}))
+    inlined = _inline_small_external(proto, path)
     _check_domains(proto, path)
-    _check_consistency(path)
+    _check_consistency(path, proto if inlined else None)
     _unknown_dims_symbolic(proto)
-    return LoadedModel(proto, path)
+    return LoadedModel(proto, path, data_files)
 
 
 def _unknown_dims_symbolic(proto: onnx.ModelProto) -> None:
@@ -119,7 +124,13 @@ def _check_structure(proto: onnx.ModelProto, path: Path) -> None:
             fix="upgrade graphsurgery's onnx, or re-export with an older IR",
         )
     newest = onnx.defs.onnx_opset_version()
-    for opset in proto.opset_import:
+    versions: dict[str, int] = {}
+    for opset in proto.opset_import:  # onnx's checker lets a domain be imported twice; which one holds is unclear
+        domain = "" if opset.domain == "ai.onnx" else opset.domain
+        if versions.setdefault(domain, opset.version) != opset.version:
+            raise ModelError(f"the model imports opset {versions[domain]} and opset {opset.version} of domain "
+                             f"{opset.domain or 'ai.onnx'!r}", path=path, fix="re-export the model (or edit its "
+                             "opset_import) so that each domain has one version")
         if opset.domain in ("", "ai.onnx") and opset.version > newest:
             raise ModelError(f"opset {opset.version} is newer than this onnx ({onnx.__version__}) supports ({newest})",
                              path=path, fix="re-export the model at an older opset")
@@ -166,13 +177,19 @@ def _identity(path: Path) -> tuple[int, ...]:
     return stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns
 
 
-def _check_consistency(path: Path) -> None:
+def _check_consistency(path: Path, inlined: onnx.ModelProto | None = None) -> None:
     """The full checker on the file as given (by path: external data is checked in place, never loaded), once per
-    file identity in this process."""
+    file identity in this process. `inlined`: the model with its small external tensors read inline
+    (`_inline_small_external`), for a model saved with every tensor external: onnx's shape inference cannot read a
+    Reshape's shape from external data, so the file's structure is checked by path and shapes on `inlined`."""
     if _identity(path) in _CHECKED:
         return
     try:
-        onnx.checker.check_model(str(path), full_check=True)
+        if inlined is None:
+            onnx.checker.check_model(str(path), full_check=True)
+        else:
+            onnx.checker.check_model(str(path))
+            onnx.shape_inference.infer_shapes(inlined, check_type=True, strict_mode=True)  # full_check's options
         _CHECKED.add(_identity(path))
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         raise ModelError(f"the model fails the ONNX checker: {' '.join(str(exc).split())[:300]}", path=path,
@@ -233,6 +250,43 @@ def _check_external_data(proto: onnx.ModelProto, path: Path) -> None:
         if offset < 0 or length < 0 or offset + length > file_size:
             raise ModelError(f"tensor {tensor.name!r} reads past the end of {location!r}", path=path,
                              fix="the external data file is truncated; copy it again")
+
+
+#: External tensors of at most this many bytes are read inline on load (onnx.save's own default threshold keeps
+#: them inline): shape constants saved with `size_threshold=0` are then readable for shape inference and the steps.
+SMALL_TENSOR = 1024
+
+
+def _inline_small_external(proto: onnx.ModelProto, path: Path) -> bool:
+    """Read small external tensors (paths, offsets and lengths already validated by `_check_external_data`) into
+    the in-memory model; the file is not changed. A tensor whose length does not match its dims stays external, for
+    the checker to judge. Whether any was read."""
+    inlined = False
+    for tensor in external_tensors(proto):
+        info = ExternalDataInfo(tensor)
+        source = path.parent / info.location
+        offset = info.offset or 0
+        length = info.length if info.length is not None else source.stat().st_size - offset
+        if tensor.data_type in (onnx.TensorProto.STRING, onnx.TensorProto.UNDEFINED) or length > SMALL_TENSOR:
+            continue
+        try:
+            itemsize = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+        except (KeyError, ValueError):
+            continue
+        if math.prod(tensor.dims) * itemsize != length:  # 4-bit types, or a length that lies: the checker's to say
+            continue
+        try:
+            with open(source, "rb") as stream:
+                stream.seek(offset)
+                data = stream.read(length)
+        except OSError as exc:
+            raise ModelError(f"external data file {_quoted(info.location)} of tensor {tensor.name!r} cannot be read "
+                             f"({exc.strerror or exc})", path=path, fix="check its permissions") from None
+        del tensor.external_data[:]
+        tensor.data_location = onnx.TensorProto.DEFAULT
+        tensor.raw_data = data
+        inlined = True
+    return inlined
 
 
 def _quoted(name: str) -> str:
@@ -368,4 +422,4 @@ def _set_external(tensor: onnx.TensorProto, location: str, offset: int, length: 
 def model_files(loaded: LoadedModel) -> list[Path]:
     """The files a model is made of: the .onnx and each external data file it names (what outputs must not hit)."""
     names = {ExternalDataInfo(tensor).location for tensor in external_tensors(loaded.proto)}
-    return [loaded.path, *(loaded.base_dir / name for name in sorted(names))]
+    return [loaded.path, *dict.fromkeys([*loaded.data_files, *(loaded.base_dir / name for name in sorted(names))])]

@@ -30,6 +30,7 @@ from graphsurgery.steps.base import Color, Dim, InputStep, Layout, OutputStep, S
 from graphsurgery.yamlsource import YamlPath, dotted, line_of, read_yaml
 
 MAX_RECIPE_BYTES = 1_000_000
+MAX_STEPS = 100  # per side; the shipped recipes have at most a dozen
 TENSOR_NAME = r"^[^\x00-\x1f]{1,256}$"
 TensorName = Annotated[str, Field(pattern=TENSOR_NAME)]
 
@@ -243,6 +244,11 @@ def _parse_steps(data: dict, lines: dict[YamlPath, int], source: str) -> dict:
         items = section["steps"]
         if not isinstance(items, list):
             continue  # pydantic reports the wrong type with its line
+        if len(items) > MAX_STEPS:  # each step is a few nodes in a chain: onnx-graphsurgeon's sort recursed past 500
+            at: YamlPath = (side, "steps")
+            raise RecipeError(f"line {line_of(at, lines)}: {dotted(at)}: {len(items):,} steps, more than "
+                              f"{MAX_STEPS}", path=source, fix="a recipe has a few steps on each side; check that "
+                              "it was not generated in a loop")
         known, other = steps_for(side), steps_for("output" if side == "input" else "input")
         parsed: list[Step] = []
         for index, item in enumerate(items):

@@ -84,6 +84,17 @@ def open_runner(backend: str, model: str | Path, *, precision: str = "f32", thre
         raise GraphsurgeryError(f"unknown backend {backend!r}", fix=f"choose one of {', '.join(BACKENDS)}")
 
 
+def _small_tensors_inline(ort, model: Path, options):
+    """A session on a model saved with every tensor external (`size_threshold=0`), whose shape constants onnxruntime
+    cannot read from there: the model as `load_model` holds it (its paths checked, small tensors read inline), its
+    other external data read from the model's folder."""
+    from graphsurgery.modelio import load_model
+
+    options.add_session_config_entry("session.model_external_initializers_file_folder_path", str(model.parent))
+    return ort.InferenceSession(load_model(model).proto.SerializeToString(), options,
+                                providers=["CPUExecutionProvider"])
+
+
 def _onnxruntime(model: Path, threads: int | None, spin: bool = True) -> Run:
     # onnxruntime's import warns in colour on stderr when it cannot store a telemetry id in an unwritable HOME
     os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
@@ -97,7 +108,12 @@ def _onnxruntime(model: Path, threads: int | None, spin: bool = True) -> Run:
         options.intra_op_num_threads = _bounded(threads)
         options.inter_op_num_threads = 1
     try:
-        session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+        try:
+            session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            if "from external tensors" not in str(exc):
+                raise
+            session = _small_tensors_inline(ort, model, options)
     except Exception as exc:  # onnxruntime raises its own untyped exceptions
         raise GraphsurgeryError(f"onnxruntime cannot load the model: {_first_line(exc)}", path=model,
                                 fix="check the model with `graphsurgery inspect`") from None

@@ -71,12 +71,13 @@ def _alive(pid: int) -> bool:
 def read_small_file(path: Path, limit: int, what: str, error: type[GraphsurgeryError] = GraphsurgeryError) -> bytes:
     """The bytes of a regular file of at most `limit` bytes; a one-line error (`error`) for anything else."""
     path = Path(path)
+    a = "an" if what[:1] in tuple("aeiou") else "a"
     if not path.exists():
         raise error(f"no such {what}", path=path, fix="check the path")
     if path.is_dir():
-        raise error(f"is a directory, not a {what}", path=path, fix=f"give the path of the {what}")
+        raise error(f"is a directory, not {a} {what}", path=path, fix=f"give the path of the {what}")
     if not path.is_file():
-        raise error(f"is not a regular file (a FIFO, device or socket), so it is not read as a {what}", path=path,
+        raise error(f"is not a regular file (a FIFO, device or socket), so it is not read as {a} {what}", path=path,
                     fix=f"save the {what} as a file and give its path")
     try:
         with path.open("rb") as stream:

@@ -24,7 +24,7 @@ from graphsurgery.binding import (
     step_error,
 )
 from graphsurgery.emit import Emitter
-from graphsurgery.errors import ModelError
+from graphsurgery.errors import ModelError, listed
 from graphsurgery.model import (
     PROVENANCE_KEY,
     ModelFacts,
@@ -127,7 +127,7 @@ def _pick(candidates: list[str], wanted: str | None, kind: str, key: str, model_
     if wanted is not None:
         if wanted not in candidates:
             raise ModelError(
-                f"the model has no {kind} named {wanted!r}; its {kind}s: {', '.join(map(repr, candidates))}",
+                f"the model has no {kind} named {wanted!r}; its {kind}s: {listed(candidates)}",
                 path=model_name,
                 fix=f"set {key} to one of them",
             )
@@ -139,7 +139,7 @@ def _pick(candidates: list[str], wanted: str | None, kind: str, key: str, model_
             fix=f"give the model that takes the image, or remove the recipe's {kind} section",
         )
     if len(candidates) != 1:
-        raise ModelError(f"the model has {len(candidates)} {kind}s ({', '.join(map(repr, candidates))}) and the recipe "
+        raise ModelError(f"the model has {len(candidates)} {kind}s ({listed(candidates)}) and the recipe "
                          f"names none", path=model_name, fix=f"set {key} to one of them")
     return candidates[0]
 

@@ -152,7 +152,7 @@ def test_eval_coco_runs_a_pose_recipe_that_resizes(tmp_path):
 
     recipe = tmp_path / "pose_resize.yaml"
     text = (ROOT / "recipes" / "hrnet_coco_pose.yaml").read_text()
-    recipe.write_text(text.replace("    - layout: {to: NCHW}\n", "    - layout: {to: NCHW}\n    - resize: {}\n"))
+    recipe.write_text(text.replace("    - cast: {}\n", "    - cast: {}\n    - resize: {}\n"))
     annotations = write_coco_set(tmp_path / "images", images=2)
     report = evaluate_coco(recipe, joint_detector(tmp_path / "detector.onnx"), annotations, annotations.parent,
                            backends=("onnxruntime",))

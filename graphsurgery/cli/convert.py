@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from graphsurgery.cli.options import existing_file, force_option, json_flag, output_file
+from graphsurgery.cli.options import existing_file, force_option, json_flag, output_file, output_folder
 from graphsurgery.cli.tables import shown
 from graphsurgery.errors import GraphsurgeryError
 from graphsurgery.irconvert import ConvertResult, convert_ir, ovms_path, parse_input_shape
@@ -24,7 +24,7 @@ from graphsurgery.quantize import SPEED_ROUNDS
               "Default: FP32.")
 @click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=D1,D2,...",
               help="Fix an input's dynamic dims, e.g. input=1,256,192,3 (? keeps a dim as it is). Repeatable.")
-@click.option("--ovms", "ovms_dir", type=click.Path(path_type=Path),
+@click.option("--ovms", "ovms_dir", type=output_folder,
               help="Write an OpenVINO Model Server repository instead: DIR/<name>/1/model.xml.")
 @click.option(
     "--name", help="Model name in the --ovms repository [default: the model's file name up to its first dot]."

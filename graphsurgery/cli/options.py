@@ -29,6 +29,22 @@ class OutputFile(click.Path):
 
 output_file = OutputFile()
 
+
+class OutputFolder(click.Path):
+    """A folder to write into (created if missing). An empty path is refused: Path("") is the current folder. An
+    existing file is left to the writers to refuse, naming it (`file_okay=False`: click refuses it)."""
+
+    def __init__(self, file_okay: bool = True) -> None:
+        super().__init__(path_type=Path, file_okay=file_okay)
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and not value.strip():  # `-o "$OUT"` with OUT unset
+            self.fail("an empty path names no folder to write into; give a folder name", param, ctx)
+        return super().convert(value, param, ctx)
+
+
+output_folder = OutputFolder()
+
 force_option = click.option("--force", is_flag=True, help="Replace an existing output / apply a recipe again.")
 json_flag = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from graphsurgery.cli.options import existing_file, threads_option
+from graphsurgery.cli.options import existing_file, output_folder, threads_option
 from graphsurgery.cli.tables import print_table, printable, shown
 from graphsurgery.pose import DEFAULT_BATCH, DEFAULT_MIN_SCORE, run_pose
 from graphsurgery.runners import BACKENDS, PRECISIONS
@@ -18,7 +18,7 @@ from graphsurgery.runners import BACKENDS, PRECISIONS
 @click.command("run")
 @click.argument("model", type=existing_file)
 @click.argument("images", nargs=-1, required=True, type=existing_file)
-@click.option("-o", "--output", "outdir", required=True, type=click.Path(path_type=Path),
+@click.option("-o", "--output", "outdir", required=True, type=output_folder,
               help="Folder for keypoints.json, run.json and the debug images (created if missing).")
 @click.option("--backend", type=click.Choice(BACKENDS), default="openvino", show_default=True)
 @click.option("--boxes", type=existing_file, help="Person boxes: {file_name: [[x, y, w, h], ...]} or a COCO annotation "

@@ -15,6 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from graphsurgery.cli.options import (
+    OutputFolder,
     backends_option,
     existing_file,
     json_report_option,
@@ -148,7 +149,7 @@ def verify_command(recipe: Path, plain: Path, patched: Path | None, images: Path
               "[default: the ground-truth boxes].")
 @patched_option
 @backends_option
-@click.option("--results", "results_dir", type=click.Path(path_type=Path, file_okay=False),
+@click.option("--results", "results_dir", type=OutputFolder(file_okay=False),
               help="Keep each pipeline's COCO results JSON in this folder [default: a temporary folder].")
 @upgrade_opset_option
 @json_report_option

@@ -23,3 +23,17 @@ def tiny_pose_models(tmp_path_factory) -> dict:
     return {(opset, dyn): pose_model(folder / f"pose_{opset}_{'dyn' if dyn else 'static'}.onnx", opset=opset,
                                      dynamic_batch=dyn)
             for opset in (9, 11, 13, 17, 18) for dyn in (False, True)}
+
+
+@pytest.fixture(scope="module")
+def plain(tiny_pose_models):
+    """The tiny HRNet-shaped model at opset 17 with a dynamic batch (a test file may define its own `plain`)."""
+    return tiny_pose_models[(17, True)]
+
+
+@pytest.fixture(scope="module")
+def patched(plain, tmp_path_factory):
+    """`plain` patched with recipes/hrnet_coco_pose.yaml (a test file may define its own `patched`)."""
+    from graphsurgery.api import apply
+
+    return apply(RECIPES / "hrnet_coco_pose.yaml", plain, tmp_path_factory.mktemp("patched") / "p.onnx").output

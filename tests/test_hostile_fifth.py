@@ -26,10 +26,6 @@ CROP = RECIPES / "hrnet_coco_pose.yaml"
 PHOTO = ROOT / "examples" / "images" / "astronaut.jpg"
 
 
-@pytest.fixture(scope="module")
-def plain(tiny_pose_models):
-    return tiny_pose_models[(17, True)]
-
 
 def runtime_failing_model(path):
     """A valid model (the checker passes) whose Reshape conflicts with its input only at run time: the batch comes

@@ -16,7 +16,6 @@ from click.testing import CliRunner
 
 import graphsurgery
 from clikit import invoke, one_line_exit_2
-from graphsurgery.api import apply
 from graphsurgery.cli import cli
 from graphsurgery.errors import GraphsurgeryError
 from graphsurgery.safeio import write_text_atomically
@@ -28,14 +27,6 @@ PHOTO = ROOT / "examples" / "images" / "astronaut.jpg"
 CROPS = np.random.default_rng(0).integers(0, 255, (2, 256, 192, 3), dtype=np.uint8)
 
 
-@pytest.fixture(scope="module")
-def plain(tiny_pose_models):
-    return tiny_pose_models[(17, True)]
-
-
-@pytest.fixture(scope="module")
-def patched(plain, tmp_path_factory):
-    return apply(CROP, plain, tmp_path_factory.mktemp("fourth") / "p.onnx").output
 
 
 def npy(descr: str, shape: tuple, payload: bytes = b"") -> bytes:

@@ -15,7 +15,6 @@ import pytest
 from onnx import helper, numpy_helper
 
 from clikit import invoke, one_line_exit_2
-from graphsurgery.api import apply
 from graphsurgery.errors import GraphsurgeryError
 
 from conftest import RECIPES, ROOT
@@ -26,14 +25,6 @@ CROP = RECIPES / "hrnet_coco_pose.yaml"
 PHOTO = ROOT / "examples" / "images" / "astronaut.jpg"
 
 
-@pytest.fixture(scope="module")
-def plain(tiny_pose_models):
-    return tiny_pose_models[(17, True)]
-
-
-@pytest.fixture(scope="module")
-def patched(plain, tmp_path_factory):
-    return apply(CROP, plain, tmp_path_factory.mktemp("sixth") / "p.onnx").output
 
 
 @pytest.fixture(scope="module")

@@ -30,14 +30,6 @@ PHOTO = ROOT / "examples" / "images" / "astronaut.jpg"
 TOO_LONG = "x" * 300  # beyond the 255 bytes a file name may have
 
 
-@pytest.fixture(scope="module")
-def plain(tiny_pose_models):
-    return tiny_pose_models[(17, True)]
-
-
-@pytest.fixture(scope="module")
-def patched(plain, tmp_path_factory):
-    return apply(CROP, plain, tmp_path_factory.mktemp("third") / "p.onnx").output
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ from graphsurgery.model import model_opset, provenance, real_inputs
 from graphsurgery.modelio import check_output_path, external_tensors, load_model, model_files, save_model
 from graphsurgery.probe import settle_output_sizes
 from graphsurgery.recipe import Recipe, as_recipe
+from graphsurgery.safeio import output_path
 from graphsurgery.splice import SplicePlan, splice
 
 
@@ -33,7 +34,7 @@ def apply(recipe: str | Path | Recipe, model: str | Path, out: str | Path | None
     """Splice `recipe` into the model at `model` and write it to `out` (atomically; the input is never modified)."""
     model = Path(model)
     recipe = as_recipe(recipe)
-    out = Path(out) if out is not None else default_output(model)
+    out = output_path(out) if out is not None else default_output(model)
     loaded = load_model(model)
     if not dry_run:  # the model, its external data files and the recipe file are never written
         check_output_path(out, [*model_files(loaded), Path(recipe.source) if recipe.file_sha256 else None], force)

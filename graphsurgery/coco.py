@@ -36,8 +36,8 @@ from graphsurgery.images import read_image
 from graphsurgery.model import ModelFacts
 from graphsurgery.modelio import load_model, model_files
 from graphsurgery.recipe import InputTensor, Recipe, as_recipe
-from graphsurgery.runners import BACKENDS, check_backends, open_runner, open_stream
-from graphsurgery.safeio import inside, read_small_file, refuse_overwriting, write_text_atomically
+from graphsurgery.runners import BACKENDS, backend_list, check_backends, open_runner, open_stream
+from graphsurgery.safeio import inside, output_path, read_small_file, refuse_overwriting, write_text_atomically
 from graphsurgery.samples import (
     as_caller_tensor,
     crop_size,
@@ -99,10 +99,11 @@ def evaluate_coco(recipe: str | Path | Recipe, plain_model: str | Path, annotati
                   limit: int | None = None, backends: Iterable[str] = BACKENDS, results_dir: str | Path | None = None,
                   progress: Progress | None = None, upgrade_opset: bool = False) -> CocoReport:
     """Evaluate the unpatched pipeline and the patched model on each backend; results JSON go to `results_dir`."""
+    results_dir = output_path(results_dir, "folder") if results_dir is not None else None
     recipe = as_recipe(recipe)
     plain = load_model(plain_model)
     facts = ModelFacts.of(plain.proto, recipe)
-    backends = check_backends(list(backends), "f32", patched)
+    backends = check_backends(backend_list(backends), "f32", patched)
     if limit is not None and limit < 1:
         raise GraphsurgeryError(f"limit={limit} (--limit) is not a positive number of images", fix="give 1 or more")
     images = Path(images)

@@ -46,36 +46,61 @@ def read_image(path: Path) -> np.ndarray:
     path = Path(path)
     if path.is_dir():
         raise GraphsurgeryError("is a directory, not an image file", path=path, fix="give the path of a JPEG or PNG")
-    if not path.is_file():
+    if not path.exists():
         raise GraphsurgeryError("no such image file", path=path, fix="check the path")
+    if not path.is_file():  # /dev/zero, a FIFO: "no such image file" sent the user looking for a missing file
+        raise GraphsurgeryError("is not a regular file (a FIFO, a device or a socket)", path=path,
+                                fix="give the path of a JPEG or PNG file")
     if path.stat().st_size == 0:
         raise GraphsurgeryError("the image file is empty", path=path, fix="copy the image again")
     try:
-        with warnings.catch_warnings():  # the size is judged below, against our own limit
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as header:
-                width, height = header.size
-                kind = header.format
-    except Image.DecompressionBombError:  # PIL's own limit, far above ours: the header claims billions of pixels
-        raise GraphsurgeryError(
-            f"image claims more than {MAX_PIXELS:,} pixels", path=path, fix="downscale it first"
-        ) from None
-    except (UnidentifiedImageError, OSError, ValueError):
-        raise GraphsurgeryError(
-            "not a readable JPEG or PNG image", path=path, fix="convert it to JPEG or PNG"
-        ) from None
-    if kind not in ("JPEG", "PNG"):  # what the name says is not what the bytes are: GIF, TIFF, BMP, WebP, PPM, …
-        raise GraphsurgeryError(f"a {kind} image, not JPEG or PNG (whatever its name says)", path=path,
-                                fix="convert it to JPEG or PNG")
-    if width * height > MAX_PIXELS:
-        raise GraphsurgeryError(f"image is {width}×{height}, more than {MAX_PIXELS:,} pixels", path=path,
-                                fix="downscale it first")
-    with _native_stderr_silenced():  # libjpeg's "Premature end of JPEG file", libpng's complaints: not ours to print
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        stream = path.open("rb")
+    except OSError as exc:
+        raise GraphsurgeryError(f"cannot read the image ({exc.strerror or exc})", path=path,
+                                fix="check its permissions") from None
+    with stream:
+        try:
+            with warnings.catch_warnings():  # the size is judged below, against our own limit
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with Image.open(stream) as header:
+                    width, height = header.size
+                    kind = header.format
+        except Image.DecompressionBombError:  # PIL's own limit, far above ours: the header claims billions of pixels
+            raise GraphsurgeryError(
+                f"image claims more than {MAX_PIXELS:,} pixels", path=path, fix="downscale it first"
+            ) from None
+        except (UnidentifiedImageError, OSError, ValueError):
+            raise GraphsurgeryError(
+                "not a readable JPEG or PNG image", path=path, fix="convert it to JPEG or PNG"
+            ) from None
+        if kind not in ("JPEG", "PNG"):  # what the name says is not what the bytes are: GIF, TIFF, BMP, WebP, PPM, …
+            raise GraphsurgeryError(f"a {kind} image, not JPEG or PNG (whatever its name says)", path=path,
+                                    fix="convert it to JPEG or PNG")
+        if width * height > MAX_PIXELS:
+            raise GraphsurgeryError(f"image is {width}×{height}, more than {MAX_PIXELS:,} pixels", path=path,
+                                    fix="downscale it first")
+        # libjpeg's "Premature end of JPEG file", libpng's complaints: not ours to print
+        with _native_stderr_silenced():
+            image = cv2.imread(_opencv_path(path, stream), cv2.IMREAD_COLOR)
     if image is None:
         raise GraphsurgeryError("not a readable JPEG or PNG image (decoding failed)", path=path,
                                 fix="convert it to JPEG or PNG")
     return image
+
+
+def _opencv_path(path: Path, stream) -> str:
+    """A name of the open file that OpenCV can take. imread crashed the process (SIGSEGV) on a path that is not
+    UTF-8 (Python holds its bytes as lone surrogates): such a file is read through /proc/self/fd, the file whose
+    header was judged. (imdecode of the bytes is no stand-in: it refuses a truncated JPEG that imread decodes.)"""
+    try:
+        str(path).encode("utf-8")
+        return str(path)
+    except UnicodeEncodeError:
+        through = f"/proc/self/fd/{stream.fileno()}"
+        if not os.path.exists(through):
+            raise GraphsurgeryError("the image's path is not UTF-8 text, which OpenCV cannot take", path=path,
+                                    fix="rename the file (or folder) to UTF-8") from None
+        return through
 
 
 @contextmanager

@@ -26,6 +26,7 @@ from graphsurgery.errors import GraphsurgeryError, ModelError, listed
 from graphsurgery.model import openvino_caveats, real_inputs
 from graphsurgery.modelio import check_output_path, load_model, model_files, staging_folder
 from graphsurgery.quantize import AccuracyControl
+from graphsurgery.safeio import output_path
 
 WEIGHTS_KEY = ("graphsurgery", "weights")
 SOURCE_KEY = ("graphsurgery", "source")
@@ -191,6 +192,7 @@ def convert_ir(model_path: str | Path, out_xml: str | Path, fp16: bool = False,
     (bounded by `max_reverts` rounds, layers ranked on `ranking_samples` samples) asks for accuracy control, whose
     metric is COCO keypoint AP on the people of `annotations` (`int8_coco`; `boxes` are then eval-coco's
     detections) when given, else the joints' agreement with f32."""
+    out_xml = output_path(out_xml)
     if annotations is not None:
         _check_annotated(int8, calibration, calibration_random, max_drop)
     if not int8 and (calibration or boxes or calibration_random is not None or max_drop is not None):

@@ -28,7 +28,7 @@ from google.protobuf.message import DecodeError
 from onnx.external_data_helper import ExternalDataInfo, uses_external_data
 
 from graphsurgery.errors import GraphsurgeryError, ModelError
-from graphsurgery.safeio import refuse_overwriting, scratch_folder
+from graphsurgery.safeio import refuse_overwriting, scratch_folder, signals_held, utf8_path
 from graphsurgery.sparsecopy import copy_range
 
 PROTOBUF_LIMIT = 2**31 - 1
@@ -52,7 +52,7 @@ class LoadedModel:
 
 def load_model(path: str | Path) -> LoadedModel:
     """Read an ONNX model without following external data; validate every reference it makes."""
-    path = Path(path)
+    path = utf8_path(Path(path), "model")
     if not path.exists():
         raise ModelError("no such model file", path=path, fix="check the path")
     if path.is_dir():
@@ -304,6 +304,7 @@ def check_output_path(out: Path, inputs: list[Path], force: bool) -> None:
     recipe), land in a missing folder, replace something that is not a regular file, or replace a file without
     --force. The output's data file counts as part of the output: an orphan `<out>.data` is not replaced silently.
     """
+    utf8_path(out, "output")
     refuse_overwriting(out, inputs)
     refuse_overwriting(data_file(out), inputs)
     if not out.parent.is_dir():
@@ -352,10 +353,11 @@ def save_model(
                             location=data_name, size_threshold=1024)
             if check:
                 onnx.checker.check_model(str(staged), full_check=True)
-            if (staging / data_name).exists():
-                os.replace(staging / data_name, out.parent / data_name)
-                placed.append(out.parent / data_name)
-            os.replace(staged, out)
+            with signals_held():  # the data file never lands without its model
+                if (staging / data_name).exists():
+                    os.replace(staging / data_name, out.parent / data_name)
+                    placed.append(out.parent / data_name)
+                os.replace(staged, out)
             if check:  # the rename keeps the identity: loading the output later in this command is not checked again
                 _CHECKED.add(_identity(out))
             return [*placed, out]

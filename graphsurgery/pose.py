@@ -29,7 +29,15 @@ from graphsurgery.draw import MONTAGE_MAX_PERSONS
 from graphsurgery.errors import GraphsurgeryError
 from graphsurgery.images import list_images, read_image
 from graphsurgery.runners import ModelSignature, Port, Runner, model_signature, open_runner, precision_note
-from graphsurgery.safeio import OWNER, read_small_file, refuse_overwriting, same_file, scratch_folder
+from graphsurgery.safeio import (
+    OWNER,
+    output_path,
+    read_small_file,
+    refuse_overwriting,
+    same_file,
+    scratch_folder,
+    signals_held,
+)
 from graphsurgery.samples import MAX_BATCH_BYTES
 
 #: The extra inputs of `to_image mode: original` (recipes/hrnet_coco_pose_image.yaml), and of `crop_boxes`.
@@ -249,7 +257,7 @@ def run_pose(model: str | Path, images: Sequence[str | Path], outdir: str | Path
     """Pose on every image; writes OUTDIR/keypoints.json, OUTDIR/run.json and OUTDIR/<stem>_pose.jpg (+ heatmaps)."""
     from graphsurgery.draw import draw_skeleton, heatmap_montage
 
-    model, outdir = Path(model), Path(outdir)
+    model, outdir = Path(model), output_path(outdir, "folder")
     if batch < 1:
         raise GraphsurgeryError(f"batch={batch} (--batch) is not a positive number of crops", fix="give 1 or more")
     if not math.isfinite(min_score):  # run.json would hold NaN, which is not JSON
@@ -320,7 +328,6 @@ def _staged(outdir: Path, inputs: Sequence[Path]) -> Iterator[Path]:
     with scratch_folder(anchor, ".graphsurgery-run-", outdir) as stage:
         try:
             yield stage
-            outdir.mkdir(parents=True, exist_ok=True)
             produced = sorted(path for path in stage.iterdir() if path.name != OWNER)
             earlier = _earlier_outputs(outdir)
             for path in produced:
@@ -330,8 +337,10 @@ def _staged(outdir: Path, inputs: Sequence[Path]) -> Iterator[Path]:
                     raise GraphsurgeryError("a file of that name is already there and is not the output of an "
                                             "earlier run", path=outdir / path.name,
                                             fix="write into an empty folder (-o), or move that file away")
-            for path in produced:
-                os.replace(path, outdir / path.name)
+            with signals_held():  # all of the results, or (interrupted before this) none of them and no folder
+                outdir.mkdir(parents=True, exist_ok=True)
+                for path in produced:
+                    os.replace(path, outdir / path.name)
         except OSError as exc:
             raise GraphsurgeryError(f"could not write the results ({exc.strerror or exc})", path=outdir,
                                     fix="free disk space or choose another folder") from None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -202,8 +203,18 @@ def load_recipe(path: str | Path) -> Recipe:
 
 
 def as_recipe(recipe: str | Path | Recipe) -> Recipe:
-    """The Python API takes a recipe object or the path of a recipe file."""
-    return recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
+    """The Python API takes a recipe object or the path of a recipe file. Recipe text in a str was taken as the
+    name of a file (an error line as long as the recipe, or an OSError when a line passed 255 bytes); a dict or
+    None as a path (a TypeError from pathlib)."""
+    if isinstance(recipe, Recipe):
+        return recipe
+    if isinstance(recipe, bytes) or not isinstance(recipe, (str, os.PathLike)):
+        raise TypeError(f"a recipe is a Recipe or the path of a recipe file, not {type(recipe).__name__} (recipe "
+                        "text: graphsurgery.recipe.parse_recipe(text) makes a Recipe of it)")
+    if isinstance(recipe, str) and ("\n" in recipe or recipe.lstrip().startswith(("version:", "{"))):
+        raise RecipeError("recipe text was given where the path of a recipe file goes",
+                          fix="save it to a .yaml file and give its path, or pass parse_recipe(text)")
+    return load_recipe(recipe)
 
 
 def parse_recipe(raw: bytes | str, source: str = "<string>") -> Recipe:

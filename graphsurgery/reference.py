@@ -30,7 +30,7 @@ from graphsurgery.errors import GraphsurgeryError
 from graphsurgery.model import ModelFacts, real_inputs
 from graphsurgery.modelio import load_model
 from graphsurgery.recipe import Recipe, as_recipe
-from graphsurgery.runners import check_backends, model_signature, open_runner
+from graphsurgery.runners import backend_list, check_backends, model_signature, open_runner
 from graphsurgery.samples import DEFAULT_RANDOM, patched_inputs, plain_input, random_caller_samples
 from graphsurgery.tolerances import Tolerances, with_tolerances
 from graphsurgery.twins import comparisons, extra_input_names, input_steps, other_inputs
@@ -103,7 +103,7 @@ def verify_reference(recipe: str | Path | Recipe, plain_model: str | Path, refer
     recipe = as_recipe(recipe)
     plain = load_model(plain_model)
     facts = ModelFacts.of(plain.proto, recipe)
-    backends = check_backends(list(backends), precision, patched)
+    backends = check_backends(backend_list(backends), precision, patched)
     wanted = with_tolerances(comparisons(recipe, facts), tolerances or {})
     with tempfile.TemporaryDirectory(prefix="graphsurgery-reference-") as tmp:
         patched_path = (Path(patched) if patched is not None

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from numbers import Integral
@@ -139,6 +139,14 @@ def precision_note(ran: str) -> str | None:
     return ("bf16 is not faster on every CPU (HRNet-W32: 0.27× the time of f32 on an Intel Xeon with AMX, 0.52× on "
             "an AMD EPYC with AVX-512 bf16, 1.41× on an Intel Xeon without AMX): time it on this one with "
             "`graphsurgery bench`")
+
+
+def backend_list(backends: str | Iterable[str]) -> list[str]:
+    """Backends as the Python API takes them: a list, or one name or "a,b" as the CLI does (a str was iterated
+    into the one-letter backends 'o', 'n', …)."""
+    if isinstance(backends, str):
+        return [name.strip() for name in backends.split(",") if name.strip()]
+    return list(backends)
 
 
 def check_backends(backends: list[str], precision: str, patched: str | Path | None) -> list[str]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
@@ -44,6 +45,28 @@ def scratch_folder(parent: Path, prefix: str, out: Path) -> Iterator[Path]:
         yield staging
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+@contextmanager
+def signals_held() -> Iterator[None]:
+    """Ctrl-C and SIGTERM held back while a few renames put one output in place (a model and its data file, `run`'s
+    results), then acted on: a signal between two renames left a data file without its model, or half of `run`'s
+    results. Outside the main thread (an embedding application) signals are not ours to hold."""
+    caught: list[int] = []
+    previous = {}
+    try:
+        for number in (signal.SIGINT, signal.SIGTERM):
+            if signal.getsignal(number) is not None:  # None: a handler not set from Python, which cannot be restored
+                previous[number] = signal.signal(number, lambda signum, frame: caught.append(signum))
+    except ValueError:  # not the main thread
+        previous = {}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        if caught:
+            signal.raise_signal(caught[0])  # now: KeyboardInterrupt, or the CLI's Terminated, on the way out
 
 
 def _remove_stale(parent: Path, prefix: str) -> None:
@@ -98,6 +121,29 @@ def inside(folder: Path, name: str, what: str, source: Path | str) -> Path:
         raise GraphsurgeryError(f"{what} {name!r} is outside {folder}", path=source,
                                 fix=f"name files relative to {folder}, without '..' or absolute paths")
     return path
+
+
+def utf8_path(path: Path, what: str) -> Path:
+    """`path`, when it is UTF-8 text. Linux allows any byte in a name and Python keeps an undecodable one as a lone
+    surrogate (b'\\xff' as '\\udcff'), which the C++ libraries cannot take: onnx's checker raised a TypeError
+    (an internal error) on such a model or output path."""
+    try:
+        os.fspath(path).encode("utf-8")
+    except UnicodeEncodeError:
+        raise GraphsurgeryError(f"the {what}'s path is not UTF-8 text (it holds a byte such as \\xff that onnx "
+                                "cannot take)", path=path, fix="rename the file (or folder) to UTF-8") from None
+    return path
+
+
+def output_path(value, what: str = "file") -> Path:
+    """An output path given to the Python API, held to what the CLI's options take: a str or os.PathLike that is
+    not empty (Path("") is the current folder: `run(..., "")` wrote its results there)."""
+    if isinstance(value, bytes) or not isinstance(value, (str, os.PathLike)):
+        raise TypeError(f"the output {what} must be a path (str or os.PathLike), not {type(value).__name__}")
+    if not os.fspath(value).strip():
+        raise GraphsurgeryError(f"an empty path names no {what} to write{' into' if what == 'folder' else ''}",
+                                fix=f"give a {what} name")
+    return Path(value)
 
 
 def same_file(a: Path, b: Path) -> bool:

@@ -157,6 +157,12 @@ def image_samples(folder: Path, boxes_file: Path | str | None, image_input: Port
 
     paths = list_images([folder])
     boxes = load_boxes(Path(boxes_file)) if boxes_file is not None else None
+    count = sum(len(boxes[path.name]) for path in paths if path.name in boxes) if boxes is not None else len(paths)
+    most = _most_samples(math.prod(_sample_shape(image_input, size, tensor.layout)))
+    if count > most:  # every crop is held at once, with its twins and outputs: 10,000 images ran out of memory
+        raise GraphsurgeryError(f"the images make {count:,} crops; verify holds them all at once and takes at most "
+                                f"{most:,} of {size[0]} × {size[1]}", path=boxes_file or folder,
+                                fix="verify on a folder of a few dozen images (eval-coco measures a data set)")
     tensors, centers, scales = [], [], []
     used = 0
     for path in paths:
@@ -223,9 +229,15 @@ def check_seed(seed: int) -> int:
     return seed
 
 
+def _most_samples(values_per_sample: int) -> int:
+    """How many samples of this size verify makes or cuts at once: at most MAX_RANDOM, within MAX_RANDOM_BYTES at
+    8 bytes a value."""
+    return max(1, min(MAX_RANDOM, MAX_RANDOM_BYTES // (8 * values_per_sample)))
+
+
 def _check_count(n: int, values_per_sample: int) -> None:
-    """1 ≤ n ≤ MAX_RANDOM, and n samples of this size drawn at once (8 bytes a value) within MAX_RANDOM_BYTES."""
-    most = max(1, min(MAX_RANDOM, MAX_RANDOM_BYTES // (8 * values_per_sample)))
+    """1 ≤ n ≤ `_most_samples`: random samples are drawn at once."""
+    most = _most_samples(values_per_sample)
     if not 1 <= n <= most:
         raise GraphsurgeryError(f"{n} random samples: give between 1 and {most:,}" + (
             f" (samples of {values_per_sample:,} values are all made at once)" if most < MAX_RANDOM else ""),

@@ -34,7 +34,7 @@ from graphsurgery.heatmap_grid import heatmap_grid
 from graphsurgery.model import ModelFacts, openvino_caveats, provenance, real_inputs
 from graphsurgery.modelio import load_model
 from graphsurgery.recipe import Recipe, as_recipe
-from graphsurgery.runners import BACKENDS, check_backends, open_runner, precision_note
+from graphsurgery.runners import BACKENDS, backend_list, check_backends, open_runner, precision_note
 from graphsurgery.samples import (
     DEFAULT_RANDOM,
     Samples,
@@ -160,8 +160,8 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
     if int8:  # an int8 IR runs on OpenVINO, computing in whatever its quantizers say
         from graphsurgery import int8_verification
 
-        backends, precision = int8_verification.int8_backends(list(backends), patched), "f32"
-    backends = check_backends(list(backends), precision, patched)
+        backends, precision = int8_verification.int8_backends(backend_list(backends), patched), "f32"
+    backends = check_backends(backend_list(backends), precision, patched)
     if images is not None and random is not None:
         raise GraphsurgeryError(
             "give images or a number of random crops, not both",

@@ -104,9 +104,9 @@ class HeatmapArgmax(OutputStep):
       12 and the score of an all −inf map are the runtime's (OpenVINO's
       answer for NaN changes with the CPU's instruction set).
     Measured on one set of 17×64×48 maps (benchmarks/decode_cost.py
-    --runtimes …, one runtime per run, AMD EPYC Zen 4; BENCHMARKS.md):
-    exact 77.5 µs on onnxruntime, 66.4 µs on OpenVINO; argmax 61.6 µs on
-    onnxruntime, 650 µs on OpenVINO (TopK).
+    --runtimes …, one runtime per run, Intel Xeon with AMX; BENCHMARKS.md):
+    exact 50.2 µs on onnxruntime, 69.8 µs on OpenVINO; argmax 59.1 µs on
+    onnxruntime, 2175 µs on OpenVINO (TopK).
     """
 
     step_name: ClassVar[str] = "heatmap_argmax"

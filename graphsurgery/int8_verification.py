@@ -15,6 +15,7 @@ import numpy as np
 from graphsurgery.compare import HeatmapGrid, missing_output
 from graphsurgery.errors import GraphsurgeryError
 from graphsurgery.model import ModelFacts
+from graphsurgery.quantize import VERIFY_CALIBRATION, calibration_set, convert_int8, is_int8, within_one_cell
 from graphsurgery.recipe import Recipe
 from graphsurgery.samples import Samples, chunks
 from graphsurgery.steps.base import Comparison
@@ -26,8 +27,6 @@ def int8_backends(backends: list[str], patched: str | Path | None) -> list[str]:
     if "openvino" not in backends:
         raise GraphsurgeryError("int8 is an OpenVINO IR", fix="verify it on openvino (--backends openvino)")
     if patched is not None:
-        from graphsurgery.quantize import is_int8
-
         if not is_int8(Path(patched)):
             raise GraphsurgeryError("--precision int8 verifies an int8 IR and this is not one", path=patched,
                                     fix="make it with `graphsurgery convert PATCHED.onnx --int8 --calibration DIR`, "
@@ -38,8 +37,6 @@ def int8_backends(backends: list[str], patched: str | Path | None) -> list[str]:
 def build_int8(patched_onnx: Path, seed: int) -> Path:
     """The int8 IR of the patched model, calibrated on `VERIFY_CALIBRATION` random caller samples drawn with
     another seed than the compared ones."""
-    from graphsurgery.quantize import VERIFY_CALIBRATION, calibration_set, convert_int8
-
     calibration = calibration_set(patched_onnx, random=VERIFY_CALIBRATION, seed=seed + 1)
     out = patched_onnx.with_suffix(".int8.xml")
     convert_int8(patched_onnx, out, calibration)
@@ -65,7 +62,7 @@ def int8_pairs(f32_pair: PairReport, own_decode, patched: dict[str, np.ndarray],
                ) -> tuple[list[PairReport], str]:
     """The int8 report: against the f32 unpatched pipeline, informational; the int8 model's decoded outputs against
     the numpy decode of its own network output, deciding. And the agreement line: keypoints within one heatmap
-    cell of f32's."""
+    cell of f32's (Euclidean in cells, as `convert` counts them)."""
     f32_pair.informational, f32_pair.reduced_precision = True, "int8"
     f32_pair.name = "openvino int8: unpatched f32 → patched int8"
     if own_decode is None:
@@ -81,7 +78,7 @@ def int8_pairs(f32_pair: PairReport, own_decode, patched: dict[str, np.ndarray],
         if c.kind == "coordinates" and name in patched and name in grids:
             cells = np.abs(np.asarray(patched[name], np.float64) - unpatched[name]) / np.maximum(
                 np.abs(grids[name].scale), 1e-12)
-            shares.append(f"{name}: {100 * np.mean(np.nan_to_num(cells, nan=np.inf).max(axis=-1) <= 1):.1f} % within "
+            shares.append(f"{name}: {100 * np.mean(within_one_cell(cells, 0.0, 1.0)):.1f} % within "
                           f"one heatmap cell of f32's, mean distance "
                           f"{np.nanmean(np.linalg.norm(patched[name] - unpatched[name], axis=-1)):.3g}")
     note = "int8 against f32: " + ("; ".join(shares) if shares else "no keypoint output to measure agreement on")

@@ -88,13 +88,29 @@ class Int8Facts:
         n = control.max_reverts
         why = f"not within {n} round{'s' if n > 1 else ''} of reverting (--max-reverts)" if n else (
             "NNCF tried every layer")
-        return f"accuracy control: NOT met, {reached} ({asked}): {why}; {reverted}; the IR is written as it stands"
+        flat = None if self.ap else too_flat(self.vs_f32)
+        return (f"accuracy control: NOT met, {reached} ({asked}): {why}; {reverted}; the IR is written as it stands"
+                + (f"; {flat}" if flat else ""))
+
+
+def too_flat(vs_f32: dict[str, dict[str, float]]) -> str | None:
+    """Why int8 cannot keep the joints in their f32 cells, when `quantize.price` measured it: int8 moves a heatmap
+    output's values by more, on average, than its f32 peaks stand above the rest of their maps (the median
+    `peak_margin_median`). None when no output says so."""
+    for name, numbers in vs_f32.items():
+        margin, error = numbers.get("peak_margin_median"), numbers.get("mean_abs_diff")
+        if margin is not None and error is not None and margin < error:
+            return (f"the f32 peaks stand a median {margin:.3g} above the rest of their maps, int8 moves the values of "
+                    f"{name} by {error:.3g} on average: these maps are too flat for int8 (untrained weights?) unless "
+                    "most layers stay float")
+    return None
 
 
 @dataclass(frozen=True)
 class ConvertResult:
     """What `convert` wrote: the IR pair, its weights' precision ("FP32", "FP16" or "INT8"), what OpenVINO computes
-    differently in this model (`model.openvino_caveats`) and, for an int8 IR, its `Int8Facts`."""
+    differently in this model (`model.openvino_caveats`; for an int8 IR without accuracy control, also why its
+    heatmaps are too flat for int8, `too_flat`) and, for an int8 IR, its `Int8Facts`."""
 
     xml: Path
     bin: Path
@@ -149,6 +165,7 @@ def convert(model_path: str | Path, out_xml: str | Path, fp16: bool = False,
     `transform` turns the converted OpenVINO model into the one saved (int8 quantization), whose weights are then
     labelled `weights`.
     """
+    _check_flags(fp16=fp16)
     model_path, out_xml = Path(model_path), Path(out_xml)
     out_bin = out_xml.with_suffix(".bin")
     if out_xml.suffix != ".xml":
@@ -192,6 +209,7 @@ def convert_ir(model_path: str | Path, out_xml: str | Path, fp16: bool = False,
     (bounded by `max_reverts` rounds, layers ranked on `ranking_samples` samples) asks for accuracy control, whose
     metric is COCO keypoint AP on the people of `annotations` (`int8_coco`; `boxes` are then eval-coco's
     detections) when given, else the joints' agreement with f32."""
+    _check_flags(fp16=fp16, int8=int8)
     out_xml = output_path(out_xml)
     if annotations is not None:
         _check_annotated(int8, calibration, calibration_random, max_drop)
@@ -224,6 +242,14 @@ def convert_ir(model_path: str | Path, out_xml: str | Path, fp16: bool = False,
     control = None if max_drop is None else AccuracyControl(max_drop, max_reverts, ranking_samples, metric)
     return convert_int8(model_path, out_xml, samples, input_shapes, force=force, make_parents=make_parents,
                         control=control)
+
+
+def _check_flags(**flags) -> None:
+    """fp16 and int8 are True or False: a str such as "no" was truthy, and FP16 weights were written."""
+    for name, value in flags.items():
+        if not isinstance(value, bool):
+            raise TypeError(f"{name} must be True or False, not {type(value).__name__} {value!r}: pass {name}=True "
+                            f"for {name.upper()} weights, or {name}=False (the default) for FP32")
 
 
 def _check_annotated(int8: bool, calibration, calibration_random: int | None, max_drop: float | None) -> None:

@@ -119,6 +119,8 @@ VARIANTS = (
 )
 #: with --int8: the patched model quantized by NNCF (convert --int8), its float parts at f32
 INT8_VARIANT = ("openvino", "patched", "int8", "OpenVINO patched (int8, reduced precision)")
+#: random caller inputs on which bf16's agreement with f32 is measured, when bf16 really ran
+BF16_SAMPLES = 16
 BATCHES_PER_ROUND = 8  # throughput mode: each pipeline's share of one round
 
 
@@ -141,7 +143,8 @@ class Pipeline:
 @dataclass(frozen=True)
 class BenchResult:
     """One `bench` run; `to_dict()` is `bench --json`. `targets` and `notes` are latency mode's (None in throughput
-    mode); `int8` ({calibration, vs_f32}) is there when `Settings.int8` asked for the int8 IR."""
+    mode); `int8` ({calibration, vs_f32}) is there when `Settings.int8` asked for the int8 IR, `bf16` ({samples,
+    vs_f32}) when OpenVINO really ran bf16 (`_bf16_price`)."""
 
     mode: str
     recipe: str
@@ -153,6 +156,7 @@ class BenchResult:
     targets: list[dict] | None = None
     notes: list[str] | None = None
     int8: dict | None = None
+    bf16: dict | None = None
 
     def to_dict(self) -> dict:
         return {key: value for key, value in asdict(self).items() if value is not None}
@@ -179,6 +183,7 @@ def run_bench(recipe: str | Path, model: str | Path, settings: Settings = Settin
         with _pipelines(workload, model, patched, settings, threads, network, int8 and int8["ir"]) as pipelines:
             measure = _measure_throughput if settings.throughput else _measure_latency
             rows = measure(pipelines, settings)
+        bf16 = _bf16_price(patched) if any(row["precision"] == "bf16" for row in rows) else None
     latency = not settings.throughput
     return BenchResult(
         mode="latency" if latency else "throughput", recipe=recipe.name, model=str(model),
@@ -189,8 +194,21 @@ def run_bench(recipe: str | Path, model: str | Path, settings: Settings = Settin
                             "shape": list(workload.crop.shape)}},
         machine=machine(), load_average={"before": list(load_before), "after": list(os.getloadavg())}, pipelines=rows,
         targets=check_targets(rows) if latency else None, notes=precision_notes(rows) if latency else None,
-        int8={"calibration": int8["calibration"], "vs_f32": int8["price"]} if int8 else None,
+        int8={"calibration": int8["calibration"], "vs_f32": int8["price"]} if int8 else None, bf16=bf16,
     )
+
+
+def _bf16_price(patched: Path) -> dict:
+    """What bf16 costs in agreement with f32, measured as int8's is (`quantize.price`) on `BF16_SAMPLES` random
+    caller inputs: a faster row needs its price beside it, and bf16's depends on the model."""
+    import openvino as ov
+
+    from graphsurgery.quantize import calibration_set, price
+
+    core = ov.Core()
+    compiled = [core.compile_model(str(patched), "CPU", {"INFERENCE_PRECISION_HINT": hint}) for hint in ("f32", "bf16")]
+    samples = calibration_set(patched, random=BF16_SAMPLES)
+    return {"samples": samples.description, "vs_f32": price(compiled, samples)}
 
 
 def _int8_ir(patched: Path, xml: Path, samples: int) -> dict:

@@ -109,7 +109,7 @@ def test_chart_is_a_png(latency):
 
 def test_bench_result_to_dict_is_its_attributes(latency, tiny_pose_models):
     """`graphsurgery.bench` returns a BenchResult: `to_dict()` is JSON made of its attributes, and leaves out the
-    latency-only `targets` and `notes` (and `int8`) when they are None; `bench --json` wrote the same dict."""
+    latency-only `targets` and `notes` (and `int8`, `bf16`) when they are None; `bench --json` wrote the same dict."""
     import graphsurgery
 
     _, data, _ = latency
@@ -117,7 +117,8 @@ def test_bench_result_to_dict_is_its_attributes(latency, tiny_pose_models):
     result = graphsurgery.bench(RECIPES / "hrnet_coco_pose.yaml", tiny_pose_models[(17, False)],
                                 Settings(iterations=1, warmup=0, threads=1, throughput=True))
     assert (result.mode, result.targets, result.notes, result.int8) == ("throughput", None, None, None)
-    fields = ("mode", "recipe", "model", "settings", "machine", "load_average", "pipelines")
+    fields = ("mode", "recipe", "model", "settings", "machine", "load_average", "pipelines") + (
+        ("bf16",) if result.bf16 is not None else ())  # bf16's agreement, where the CPU ran bf16
     assert json.loads(json.dumps(result.to_dict())) == {name: getattr(result, name) for name in fields}
 
 
@@ -190,6 +191,38 @@ def test_int8_is_timed_beside_f32_with_its_price(tiny_pose_models, tmp_path):
     assert report["int8"]["calibration"] == "4 random crops (seed 0)"
     assert set(report["int8"]["vs_f32"]["keypoints"]) == {"mean_distance", "within_one_cell", "cell_pixels"}
     assert "keypoints vs f32: mean distance" in result.output
+
+
+def test_bf16_that_ran_is_reported_with_its_agreement_with_f32(tiny_pose_models, tmp_path):
+    """Where OpenVINO really runs bf16 (AMX, avx512_bf16), bench reports its agreement with f32 on BF16_SAMPLES
+    random caller crops, checked here against the two precisions run by hand; where it ran f32, nothing is claimed."""
+    import numpy as np
+    import openvino as ov
+
+    from graphsurgery.api import apply
+    from graphsurgery.benchmark import BF16_SAMPLES
+    from graphsurgery.quantize import calibration_set
+
+    plain, json_path = tiny_pose_models[(17, False)], tmp_path / "bench.json"
+    result = CliRunner().invoke(cli, ["bench", str(RECIPES / "hrnet_coco_pose.yaml"), str(plain), "--iterations", "2",
+                                      "--warmup", "1", "--threads", "1", "--json", str(json_path)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(json_path.read_text())
+    ran = {row["key"]: row["precision"] for row in report["pipelines"]}["openvino-patched-bf16"]
+    if ran != "bf16":
+        assert "bf16" not in report and "bf16: measured on" not in result.output
+        return
+    patched = apply(RECIPES / "hrnet_coco_pose.yaml", plain, tmp_path / "patched.onnx").output
+    core, samples = ov.Core(), calibration_set(patched, random=BF16_SAMPLES)
+    f32, bf16 = (core.compile_model(str(patched), "CPU", {"INFERENCE_PRECISION_HINT": hint})
+                 for hint in ("f32", "bf16"))
+    a = np.concatenate([f32(feed)["keypoints"] for feed in samples.feeds])
+    b = np.concatenate([bf16(feed)["keypoints"] for feed in samples.feeds])
+    distance = np.sqrt(((a.astype(np.float64) - b) ** 2).sum(axis=-1))
+    assert report["bf16"]["samples"] == f"{BF16_SAMPLES} random crops (seed 0)"
+    assert report["bf16"]["vs_f32"]["keypoints"]["within_one_cell"] == pytest.approx(np.mean(distance <= 4.0))
+    assert report["bf16"]["vs_f32"]["keypoints"]["mean_distance"] == pytest.approx(distance.mean())
+    assert "bf16: measured on" in result.output
 
 
 def test_interleaved_times_every_call_each_round_after_the_warm_up():

@@ -109,13 +109,15 @@ def _print(console: Console, result: BenchResult) -> None:
                       f"target {'≤' if target['at_most'] else '≥'} {target['limit']})", highlight=False)
     for note in result.notes or ():
         console.print(f"note: {note}", highlight=False, markup=False)
-    if result.int8:
-        console.print(f"int8: calibrated on {result.int8['calibration']}", highlight=False, markup=False)
-        for name, numbers in result.int8["vs_f32"].items():
-            if isinstance(numbers, dict):
-                console.print(f"  {name} vs f32: " + ", ".join(f"{key.replace('_', ' ')} {value:.4g}"
-                                                              for key, value in numbers.items()),
-                              highlight=False, markup=False)
+    for precision, on in (("bf16", "measured on"), ("int8", "calibrated on")):
+        if price := getattr(result, precision):
+            console.print(f"{precision}: {on} {price['samples' if precision == 'bf16' else 'calibration']}",
+                          highlight=False, markup=False)
+            for name, numbers in price["vs_f32"].items():
+                if isinstance(numbers, dict):
+                    console.print(f"  {name} vs f32: " + ", ".join(f"{key.replace('_', ' ')} {value:.4g}"
+                                                                  for key, value in numbers.items()),
+                                  highlight=False, markup=False)
     load = result.load_average
     console.print(f"{machine['cpu']} ({', '.join(machine['cpu_flags']) or 'no AVX2'}), {machine['usable_cpus']} CPUs, "
                   f"{machine['ram_gib']} GiB; load average "

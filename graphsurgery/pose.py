@@ -28,6 +28,7 @@ from graphsurgery.cocoformat import keypoint_result
 from graphsurgery.draw import MONTAGE_MAX_PERSONS
 from graphsurgery.errors import GraphsurgeryError
 from graphsurgery.images import list_images, read_image
+from graphsurgery.quantize import int8_agreement
 from graphsurgery.runners import ModelSignature, Port, Runner, model_signature, open_runner, precision_note
 from graphsurgery.safeio import (
     OWNER,
@@ -283,6 +284,8 @@ def run_pose(model: str | Path, images: Sequence[str | Path], outdir: str | Path
     if outdir.exists() and not outdir.is_dir():
         raise GraphsurgeryError("the output folder is a file", path=outdir, fix="choose a folder with -o")
     inputs = [model, *paths, *([Path(boxes)] if boxes is not None else [])]
+    if measured := int8_agreement(model):  # int8's price travels with the IR: say it beside its results
+        notes.append(f"int8 IR, as `convert` measured it: {measured}")
     with open_runner(backend, model, precision=precision, threads=threads) as run, _staged(outdir, inputs) as stage:
         warm_up(run, pose_model)
         summary = RunSummary(str(model), backend, run.precision, precision, signature.weights, threads,

@@ -45,6 +45,8 @@ SPEED_ROUNDS = 10
 VERIFY_CALIBRATION = 30
 PRECISION_KEY = ("graphsurgery", "precision")
 CALIBRATION_KEY = ("graphsurgery", "calibration")
+#: int8's agreement with f32 as `convert` measured it, one line: what `run` prints beside an int8 IR's results
+AGREEMENT_KEY = ("graphsurgery", "int8_vs_f32")
 #: what a patched model's caller feeds, as the calibration samples are made: OpenCV's images
 CALLER = InputTensor(dtype="uint8", layout="NHWC", color="BGR")
 
@@ -316,6 +318,7 @@ def convert_int8(model: Path, out_xml: Path, calibration: Calibration, input_sha
         int8_model.set_rt_info("int8", list(PRECISION_KEY))
         int8_model.set_rt_info(f"{len(calibration.feeds)} samples, sha256 {calibration.sha256()}",
                                list(CALIBRATION_KEY))
+        int8_model.set_rt_info(agreement_line(vs_f32, calibration.description), list(AGREEMENT_KEY))
         return int8_model
 
     result = convert(model, out_xml, False, input_shapes, force=force, make_parents=make_parents,
@@ -335,11 +338,35 @@ def _drop_met(control: AccuracyControl | None, within: float | None, ap: tuple[f
     return None if within is None else within >= 1 - control.max_drop - 1e-9
 
 
+def agreement_line(vs_f32: dict[str, dict[str, float]], samples: str) -> str:
+    """`price`'s keypoints (or, without them, each output's mean difference) in one line, e.g. "keypoints 43.9 %
+    within one heatmap cell of f32, mean distance 42 px, on 30 random crops (seed 0)"."""
+    keypoints = vs_f32.get("keypoints", {})
+    if "within_one_cell" in keypoints:
+        measured = (f"keypoints {keypoints['within_one_cell']:.1%} within one heatmap cell of f32, mean distance "
+                    f"{keypoints['mean_distance']:.3g} px")
+    else:
+        measured = ", ".join(f"{name} mean abs diff from f32 {numbers['mean_abs_diff']:.3g}"
+                             for name, numbers in vs_f32.items() if "mean_abs_diff" in numbers)
+    return f"{measured or 'nothing measured'}, on {samples}"
+
+
+def int8_agreement(model: Path) -> str | None:
+    """The agreement line `convert --int8` stored in the IR (`agreement_line`); None for any other model."""
+    precision, line = _ir_info(model, PRECISION_KEY, AGREEMENT_KEY)
+    return line if precision == "int8" else None
+
+
 def is_int8(model: Path) -> bool:
     """True for an OpenVINO IR that `convert --int8` made (its rt_info says so)."""
+    return _ir_info(model, PRECISION_KEY)[0] == "int8"
+
+
+def _ir_info(model: Path, *keys: tuple[str, str]) -> list[str | None]:
+    """The values graphsurgery stored under `keys` in an IR's rt_info (None where absent, or for an ONNX model)."""
     if model.suffix.lower() != ".xml":
-        return False
+        return [None] * len(keys)
     import openvino as ov
 
     ir = ov.Core().read_model(str(model))
-    return ir.has_rt_info(list(PRECISION_KEY)) and ir.get_rt_info(list(PRECISION_KEY)).astype(str) == "int8"
+    return [ir.get_rt_info(list(key)).astype(str) if ir.has_rt_info(list(key)) else None for key in keys]

@@ -67,6 +67,25 @@ def test_the_cli_calibrates_on_images_and_reports_the_price(patched, tmp_path):
     assert out.exists() and out.with_suffix(".bin").exists()
 
 
+def test_run_says_what_int8_cost_when_it_was_converted(patched, tmp_path):
+    """The int8 IR carries the agreement `convert` measured; `run` prints it beside its results and keeps it in
+    run.json, with the numbers of convert's own report (an f32 model gets no such note)."""
+    out = tmp_path / "pose.xml"
+    converted = CliRunner().invoke(cli, ["convert", str(patched), "--int8", "--calibration-random", "4", "-o", str(out),
+                                         "--json"])
+    assert converted.exit_code == 0, converted.output
+    keypoints = json.loads(converted.stdout)["int8_vs_f32"]["keypoints"]
+    expected = (f"int8 IR, as `convert` measured it: keypoints {keypoints['within_one_cell']:.1%} within one heatmap "
+                f"cell of f32, mean distance {keypoints['mean_distance']:.3g} px, on 4 random crops (seed 0)")
+    photo = ROOT / "examples" / "images" / "astronaut.jpg"
+    ran = CliRunner().invoke(cli, ["run", str(out), str(photo), "-o", str(tmp_path / "int8_run")])
+    assert ran.exit_code == 0, ran.output
+    assert expected in " ".join(ran.output.split())
+    assert expected in json.loads((tmp_path / "int8_run" / "run.json").read_text())["notes"]
+    plain_run = CliRunner().invoke(cli, ["run", str(patched), str(photo), "-o", str(tmp_path / "f32_run")])
+    assert plain_run.exit_code == 0 and "as `convert` measured it" not in plain_run.output
+
+
 def test_the_python_api_quantizes_as_the_cli_does(patched, tmp_path):
     """`graphsurgery.convert(..., int8=True)` takes the CLI's calibration options; `to_dict()` is `convert --json`."""
     import graphsurgery

@@ -101,6 +101,16 @@ class Workload:
 
         return burst
 
+    def random_feeds(self, count: int, seed: int = 0) -> list[dict[str, np.ndarray]]:
+        """`count` patched-model feeds like the timed one, each with its own random caller input: what a reduced
+        precision's agreement is measured on, at whatever size the bench feeds (a model of dynamic size too)."""
+        rng = np.random.default_rng(seed)
+        if self.crop.dtype == np.uint8:
+            crops = [rng.integers(0, 256, self.crop.shape, dtype=np.uint8) for _ in range(count)]
+        else:
+            crops = [rng.random(self.crop.shape, dtype=np.float32).astype(self.crop.dtype) for _ in range(count)]
+        return [{self.patched_input: crop, **self.extras, **self.other} for crop in crops]
+
     def patched_stream(self, stream: Callable) -> Callable[[int], None]:
         def burst(n: int) -> None:
             for _ in stream({self.patched_input: self.crop, **self.extras, **self.other} for _ in range(n)):
@@ -183,7 +193,7 @@ def run_bench(recipe: str | Path, model: str | Path, settings: Settings = Settin
         with _pipelines(workload, model, patched, settings, threads, network, int8 and int8["ir"]) as pipelines:
             measure = _measure_throughput if settings.throughput else _measure_latency
             rows = measure(pipelines, settings)
-        bf16 = _bf16_price(patched) if any(row["precision"] == "bf16" for row in rows) else None
+        bf16 = _bf16_price(patched, workload) if any(row["precision"] == "bf16" for row in rows) else None
     latency = not settings.throughput
     return BenchResult(
         mode="latency" if latency else "throughput", recipe=recipe.name, model=str(model),
@@ -198,16 +208,17 @@ def run_bench(recipe: str | Path, model: str | Path, settings: Settings = Settin
     )
 
 
-def _bf16_price(patched: Path) -> dict:
+def _bf16_price(patched: Path, workload: Workload) -> dict:
     """What bf16 costs in agreement with f32, measured as int8's is (`quantize.price`) on `BF16_SAMPLES` random
-    caller inputs: a faster row needs its price beside it, and bf16's depends on the model."""
+    caller inputs shaped as the timed one: a faster row needs its price beside it, and bf16's depends on the model."""
     import openvino as ov
 
-    from graphsurgery.quantize import calibration_set, price
+    from graphsurgery.quantize import Calibration, price
 
     core = ov.Core()
     compiled = [core.compile_model(str(patched), "CPU", {"INFERENCE_PRECISION_HINT": hint}) for hint in ("f32", "bf16")]
-    samples = calibration_set(patched, random=BF16_SAMPLES)
+    shape = "×".join(str(side) for side in workload.crop.shape)
+    samples = Calibration(workload.random_feeds(BF16_SAMPLES), f"{BF16_SAMPLES} random inputs of {shape} (seed 0)")
     return {"samples": samples.description, "vs_f32": price(compiled, samples)}
 
 

@@ -1,3 +1,3 @@
-from graphsurgery.cli import main
+from graphsurgery.launch import main
 
 main()

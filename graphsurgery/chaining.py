@@ -21,7 +21,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from graphsurgery import __version__
-from graphsurgery.errors import GraphsurgeryError, ModelError
+from graphsurgery.errors import GraphsurgeryError, ModelError, whole
 from graphsurgery.model import PROVENANCE_KEY, model_opset, provenance
 from graphsurgery.modelio import check_output_path, external_tensors, load_model, save_model
 from graphsurgery.safeio import output_path
@@ -54,8 +54,8 @@ def chain(detector: str | Path, pose: str | Path, out: str | Path, *, person_cla
           force: bool = False) -> ChainResult:
     """Write the chained model to `out` (atomically; neither input is modified)."""
     detector, pose, out = Path(detector), Path(pose), output_path(out)
-    if not 0 <= person_class < 2**63:  # an int64 constant in the graph
-        raise GraphsurgeryError(f"person class {person_class} is not a class index", fix="give the detector's "
+    if not whole(person_class) or not 0 <= person_class < 2**63:  # an int64 constant in the graph (0.5 went in)
+        raise GraphsurgeryError(f"person class {person_class!r} is not a class index", fix="give the detector's "
                                 "class index of a person (COCO: 0)")
     check_output_path(out, [detector, pose], force)
     first, second = load_model(detector), load_model(pose)

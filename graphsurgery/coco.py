@@ -31,7 +31,7 @@ from graphsurgery import crops
 from graphsurgery.api import apply
 from graphsurgery.boxes import MAX_COORDINATE, MIN_SIZE, croppable, image_names, is_box, is_number
 from graphsurgery.cocoformat import KEYPOINT_NAMES, PERSON, keypoint_result
-from graphsurgery.errors import GraphsurgeryError
+from graphsurgery.errors import GraphsurgeryError, whole
 from graphsurgery.images import read_image
 from graphsurgery.model import ModelFacts
 from graphsurgery.modelio import load_model, model_files
@@ -234,7 +234,7 @@ def _check_ground_truth(dataset: dict, path: Path) -> None:
         refuse("'images' and 'annotations' are not lists", "give a COCO keypoints annotation file")
     for image in images:
         image_id = image.get("id") if isinstance(image, dict) else None
-        if not _whole(image_id):
+        if not whole(image_id):
             refuse(f"image id {image_id!r} is not a whole number", "COCO image ids are integers")
         if not isinstance(image.get("file_name"), str):
             refuse(f"image {image_id} has file_name {image.get('file_name')!r}", "give each image its file name")
@@ -246,7 +246,7 @@ def _check_ground_truth(dataset: dict, path: Path) -> None:
     with_keypoints = any(isinstance(a, dict) and a.get("keypoints") is not None for a in annotations)
     for ann in annotations:
         ann_id = ann.get("id") if isinstance(ann, dict) else None
-        if not _whole(ann_id) or ann_id in seen:
+        if not whole(ann_id) or ann_id in seen:
             refuse(f"annotation id {ann_id!r} is {'given twice' if ann_id in seen else 'not a whole number'} "
                    "(pycocotools keeps one annotation per id)", "give each annotation its own whole-number id")
         seen.add(ann_id)
@@ -267,13 +267,9 @@ def _check_ground_truth(dataset: dict, path: Path) -> None:
         if not all(is_number(v) and math.isfinite(v) for v in keypoints):
             refuse(f"annotation {ann_id} has keypoint values that are not finite numbers",
                    "give every keypoint as x, y, v numbers (0, 0, 0 for a joint not annotated)")
-        if not _whole(ann.get("num_keypoints")) or ann["num_keypoints"] < 0:
+        if not whole(ann.get("num_keypoints")) or ann["num_keypoints"] < 0:
             refuse(f"annotation {ann_id} has num_keypoints {ann.get('num_keypoints')!r}",
                    "give the number of annotated joints (v > 0) as num_keypoints")
-
-
-def _whole(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _ground_truth(gt, image_ids: list[int]) -> list[PersonBox]:

@@ -7,6 +7,7 @@ exits with code 2, without a traceback.
 
 from __future__ import annotations
 
+from numbers import Integral, Real
 from pathlib import Path
 
 
@@ -16,6 +17,17 @@ def listed(names, most: int = 10) -> str:
     names = list(names)
     shown = ", ".join(repr(name if len(str(name)) <= 80 else f"{str(name)[:80]}…") for name in names[:most])
     return shown if len(names) <= most else f"{shown}, … ({len(names):,} in all)"
+
+
+def whole(value) -> bool:
+    """An int, not a bool (True is 1 in Python) nor a float or str: what a count, index, seed or thread count must be
+    (2.5, "2" and True went through the Python API)."""
+    return isinstance(value, Integral) and not isinstance(value, bool)
+
+
+def real(value) -> bool:
+    """A real number, not a bool nor a str ("0.2" was a TypeError from math, True a score of 1)."""
+    return isinstance(value, Real) and not isinstance(value, bool)
 
 
 class GraphsurgeryError(Exception):

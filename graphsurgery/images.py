@@ -22,7 +22,10 @@ MAX_PIXELS = 100_000_000
 
 
 def list_images(paths: list[Path]) -> list[Path]:
-    """Expand folders (their JPEG/PNG files, sorted); keep files as given."""
+    """Expand folders (their JPEG/PNG files, sorted); keep files as given. None at all is refused (the Python API's
+    `run(model, [], out)` wrote empty results)."""
+    if not paths:
+        raise GraphsurgeryError("no images given", fix="give image files or a folder of images")
     found: list[Path] = []
     for path in paths:
         path = Path(path)

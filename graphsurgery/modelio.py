@@ -304,9 +304,13 @@ def check_output_path(out: Path, inputs: list[Path], force: bool) -> None:
     recipe), land in a missing folder, replace something that is not a regular file, or replace a file without
     --force. The output's data file counts as part of the output: an orphan `<out>.data` is not replaced silently.
     """
+    if not isinstance(force, bool):  # the Python API's force="no" replaced an existing output
+        raise TypeError(f"force is True or False, not {force!r}")
     utf8_path(out, "output")
     refuse_overwriting(out, inputs)
     refuse_overwriting(data_file(out), inputs)
+    if out.parent.exists() and not out.parent.is_dir():  # was "create plain.onnx first", which exists as a file
+        raise GraphsurgeryError(f"{out.parent} is a file, not a folder", path=out, fix="choose an output in a folder")
     if not out.parent.is_dir():
         raise GraphsurgeryError("the output folder does not exist", path=out, fix=f"create {out.parent} first")
     if out.is_dir():

@@ -26,7 +26,7 @@ from graphsurgery import crops
 from graphsurgery.boxes import Box, load_boxes
 from graphsurgery.cocoformat import keypoint_result
 from graphsurgery.draw import MONTAGE_MAX_PERSONS
-from graphsurgery.errors import GraphsurgeryError
+from graphsurgery.errors import GraphsurgeryError, real, whole
 from graphsurgery.images import list_images, read_image
 from graphsurgery.quantize import int8_agreement
 from graphsurgery.runners import ModelSignature, Port, Runner, model_signature, open_runner, precision_note
@@ -259,20 +259,25 @@ def run_pose(model: str | Path, images: Sequence[str | Path], outdir: str | Path
     from graphsurgery.draw import draw_skeleton, heatmap_montage
 
     model, outdir = Path(model), output_path(outdir, "folder")
-    if batch < 1:
-        raise GraphsurgeryError(f"batch={batch} (--batch) is not a positive number of crops", fix="give 1 or more")
-    if not math.isfinite(min_score):  # run.json would hold NaN, which is not JSON
-        raise GraphsurgeryError(f"min_score={min_score} (--min-score) is not a finite number",
+    if not whole(batch) or batch < 1:  # 2.5, "8" were TypeErrors, True a batch of 1
+        raise GraphsurgeryError(f"batch={batch!r} (--batch) is not a positive number of crops", fix="give 1 or more")
+    if not real(min_score) or not math.isfinite(min_score):  # run.json would hold NaN, which is not JSON
+        raise GraphsurgeryError(f"min_score={min_score!r} (--min-score) is not a finite number",
                                 fix="give a score, e.g. 0.2")
     if isinstance(images, (str, os.PathLike)):  # one path, not a sequence of one-character names
         images = [images]
     paths, notes = _distinct(list_images([Path(p) for p in images]))
     signature = model_signature(model)
     pose_model = PoseModel.of(signature, model)
-    if pose_model.batch and pose_model.batch * math.prod(pose_model.crop_size) * 3 > MAX_BATCH_BYTES:
-        raise GraphsurgeryError(f"the model's batch is fixed at {pose_model.batch:,} crops of {pose_model.crop_size[0]}"
-                                f" × {pose_model.crop_size[1]}, more than {MAX_BATCH_BYTES >> 20} MiB per call",
-                                path=model, fix="export the model with a dynamic batch or a small one")
+    if (pose_model.batch or batch) * math.prod(pose_model.crop_size) * 3 > MAX_BATCH_BYTES:  # crops made at once
+        width, height = pose_model.crop_size  # --batch 10^12 with 100,000 boxes: 15 GB of crops
+        if pose_model.batch:
+            raise GraphsurgeryError(f"the model's batch is fixed at {pose_model.batch:,} crops of {width} × {height}, "
+                                    f"more than {MAX_BATCH_BYTES >> 20} MiB per call", path=model,
+                                    fix="export the model with a dynamic batch or a small one")
+        raise GraphsurgeryError(f"batch={batch:,} (--batch) crops of {width} × {height} are more than "
+                                f"{MAX_BATCH_BYTES >> 20} MiB per call", path=model, fix=f"give a batch of at most "
+                                f"{MAX_BATCH_BYTES // (3 * height * width):,}")
     if pose_model.finds_people and boxes is not None:
         raise GraphsurgeryError("this model finds the people itself (a detector is chained into it)", path=boxes,
                                 fix="give no --boxes")

@@ -12,13 +12,12 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from numbers import Integral
 from pathlib import Path
 from typing import NoReturn
 
 import numpy as np
 
-from graphsurgery.errors import GraphsurgeryError
+from graphsurgery.errors import GraphsurgeryError, whole
 
 BACKENDS = ("onnxruntime", "openvino")
 PRECISIONS = ("f32", "bf16", "f16")
@@ -168,8 +167,8 @@ def check_backends(backends: list[str], precision: str, patched: str | Path | No
 
 def _bounded(threads: int) -> int:
     """A thread count the runtimes can take: an int (2.5 from the Python API went through), 1 to MAX_THREADS."""
-    if isinstance(threads, bool) or not isinstance(threads, Integral) or not 1 <= threads <= MAX_THREADS:
-        raise GraphsurgeryError(f"{threads} threads: give between 1 and {MAX_THREADS} (4 per CPU)",
+    if not whole(threads) or not 1 <= threads <= MAX_THREADS:  # "2" said "2 threads: give between 1 and 8"
+        raise GraphsurgeryError(f"{threads!r} threads: give a whole number between 1 and {MAX_THREADS} (4 per CPU)",
                                 fix="leave the thread count to the runtime, or give the number of CPUs")
     return threads
 

@@ -11,6 +11,7 @@ temporary file beside the target and renamed over it: they appear whole or not a
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import signal
@@ -22,6 +23,9 @@ from pathlib import Path
 from typing import BinaryIO
 
 from graphsurgery.errors import GraphsurgeryError
+
+#: What a path given by the user can make any file call raise: a name too long, a symlink loop.
+PATH_ERRORS = (errno.ENAMETOOLONG, errno.ELOOP)
 
 #: The file in a scratch folder that names the process that made it: a folder whose process is gone was left by
 #: a kill (SIGKILL, a power cut) and is removed by the next run that writes there.
@@ -95,6 +99,12 @@ def read_small_file(path: Path, limit: int, what: str, error: type[GraphsurgeryE
     """The bytes of a regular file of at most `limit` bytes; a one-line error (`error`) for anything else."""
     path = Path(path)
     a = "an" if what[:1] in tuple("aeiou") else "a"
+    try:
+        path.stat()
+    except OSError as exc:  # the Python API got an OSError for a 300-character name (the CLI said it in one line)
+        if exc.errno in PATH_ERRORS:
+            raise error(f"no such {what} ({exc.strerror})", path=path,
+                        fix="use a shorter path without symlink loops") from None
     if not path.exists():
         raise error(f"no such {what}", path=path, fix="check the path")
     if path.is_dir():

@@ -11,12 +11,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from numbers import Integral
 from pathlib import Path
 
 import numpy as np
 
-from graphsurgery.errors import GraphsurgeryError
+from graphsurgery.errors import GraphsurgeryError, whole
 from graphsurgery.model import ModelFacts, real_inputs
 from graphsurgery.modelio import LoadedModel
 from graphsurgery.recipe import InputTensor, Recipe
@@ -223,10 +222,19 @@ MAX_SEED = 2**32 - 1
 
 def check_seed(seed: int) -> int:
     """A seed numpy takes and the CLI could have been given: an int from 0 to MAX_SEED."""
-    if isinstance(seed, bool) or not isinstance(seed, Integral) or not 0 <= seed <= MAX_SEED:
+    if not whole(seed) or not 0 <= seed <= MAX_SEED:
         raise GraphsurgeryError(f"seed {seed!r} (--seed) is not an integer from 0 to {MAX_SEED}",
                                 fix="give a seed such as 0")
     return seed
+
+
+def check_random(n: int | None) -> int | None:
+    """A number of random samples (--random) as the CLI takes it: None (the default) or a whole number from 1 to
+    MAX_RANDOM (the Python API took True as one sample, 0 as the default, 2.5 and "3" as a TypeError)."""
+    if n is not None and (not whole(n) or not 1 <= n <= MAX_RANDOM):
+        raise GraphsurgeryError(f"{n!r} random samples (--random): give a whole number between 1 and {MAX_RANDOM:,}",
+                                fix="verify needs a few dozen samples, not a data set")
+    return n
 
 
 def _most_samples(values_per_sample: int) -> int:
@@ -237,6 +245,7 @@ def _most_samples(values_per_sample: int) -> int:
 
 def _check_count(n: int, values_per_sample: int) -> None:
     """1 ≤ n ≤ `_most_samples`: random samples are drawn at once."""
+    check_random(n)
     most = _most_samples(values_per_sample)
     if not 1 <= n <= most:
         raise GraphsurgeryError(f"{n} random samples: give between 1 and {most:,}" + (

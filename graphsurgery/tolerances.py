@@ -12,7 +12,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import replace
 
-from graphsurgery.errors import GraphsurgeryError
+from graphsurgery.errors import GraphsurgeryError, real
 from graphsurgery.steps.base import Comparison
 
 #: The comparison of a model output no step declares (the network's own output, kept or passed through).
@@ -50,17 +50,24 @@ def with_tolerances(declared: dict[str, Comparison], tolerances: Tolerances) -> 
     for name, comparison in declared.items():
         given = tolerances.get(name, tolerances.get("*") if comparison.kind == "float" else None)
         if given is not None:
-            atol, rtol = given
-            if not (math.isfinite(atol) and math.isfinite(rtol)) or atol < 0 or rtol < 0:
-                # NaN would make every comparison pass; inf would too
-                raise GraphsurgeryError(f"tolerances for {name!r} must be finite numbers ≥ 0, not {atol}, {rtol}",
-                                        fix="give atol, rtol ≥ 0")
+            atol, rtol = _atol_rtol(name, given)
             rtol = rtol if comparison.kind in ("float", "detections") else 0.0  # detections: their scores' rtol
             comparison = replace(comparison, atol=atol, rtol=rtol)
         else:
             comparison = model_float(comparison)
         result[name] = comparison
     return result
+
+
+def _atol_rtol(name: str, given) -> tuple[float, float]:
+    """An (atol, rtol) pair of finite numbers ≥ 0: NaN would make every comparison pass, inf too. From the Python
+    API, "0.1" and 0.1 were unpacking errors, ("nan", 0) a TypeError and (True, 0) an atol of 1."""
+    pair = tuple(given) if isinstance(given, (tuple, list)) else (given,)
+    if len(pair) != 2 or not all(real(value) and math.isfinite(value) and value >= 0 for value in pair):
+        shown = ", ".join(map(repr, pair)) if isinstance(given, (tuple, list)) else repr(given)
+        raise GraphsurgeryError(f"tolerances for {name!r} must be two finite numbers ≥ 0 (atol, rtol), not {shown}",
+                                fix="give atol, rtol ≥ 0, e.g. (1e-5, 1e-4)")
+    return pair
 
 
 def tie_tolerance(declared: dict[str, Comparison], wanted: dict[str, Comparison], tolerances: Tolerances,

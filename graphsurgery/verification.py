@@ -39,6 +39,7 @@ from graphsurgery.samples import (
     DEFAULT_RANDOM,
     Samples,
     box_image_samples,
+    check_random,
     check_seed,
     chunks,
     crop_size,
@@ -141,6 +142,7 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
     twins (`graphsurgery.reference`).
     """
     check_seed(seed)
+    check_random(random)
     if reference is not None or reference_pipeline is not None:
         if reference is not None and (reference_pipeline is not None or random is not None):
             raise GraphsurgeryError("a reference file brings its own inputs and answers", path=reference,

@@ -128,7 +128,7 @@ def test_the_api_bounds_the_seed_as_the_cli_does(plain, seed):
 
 @pytest.mark.parametrize("threads", [2.5, True])
 def test_the_api_takes_whole_thread_counts_only(patched, tmp_path, threads):
-    with pytest.raises(GraphsurgeryError, match="threads: give between 1"):
+    with pytest.raises(GraphsurgeryError, match="threads: give a whole number between 1"):
         graphsurgery.run(patched, [PHOTO], tmp_path / "out", backend="onnxruntime", threads=threads)
     assert not (tmp_path / "out").exists()
 

@@ -174,8 +174,8 @@ def test_cli_parity_failure_exits_1_naming_the_output(tiny_pose_models, wrong_pa
 @pytest.mark.parametrize("args, message", [
     (["--tolerance", "keypoints"], "is not OUTPUT=ATOL[,RTOL]"),
     (["--tolerance", "nothing=1,1"], "no output named 'nothing'"),
-    (["--tolerance", "*=nan"], "must be finite numbers"),  # NaN would pass every comparison
-    (["--tolerance", "scores=1,inf"], "must be finite numbers"),
+    (["--tolerance", "*=nan"], "finite numbers ≥ 0"),  # NaN would pass every comparison
+    (["--tolerance", "scores=1,inf"], "finite numbers ≥ 0"),
     (["--patched", "missing.onnx"], "no such patched model file"),
     (["--boxes", "boxes.json"], "boxes need images"),
     (["--patched", "model.xml", "--backends", "onnxruntime"], "onnxruntime cannot run OpenVINO IR"),

@@ -14,62 +14,72 @@ import errno
 import os
 import signal
 import sys
+from typing import NoReturn
 
 import click
 
 from graphsurgery import __version__
 from graphsurgery.cli.tables import printable
 from graphsurgery.errors import GraphsurgeryError
+from graphsurgery.launch import INTERRUPTED, TERMINATED, Terminated, signals_ignored, terminate
+from graphsurgery.safeio import PATH_ERRORS
 
 INTERNAL_ERROR = 3  # never 1, which scripts read as "no parity"
-INTERRUPTED, TERMINATED = 130, 143  # the shell's 128 + SIGINT / SIGTERM
-PATH_ERRORS = (errno.ENAMETOOLONG, errno.ELOOP)  # what a path given by the user can make any file call raise
 DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT)
 
 
-class Terminated(BaseException):
-    """SIGTERM, raised in the main thread, so that `finally` blocks (scratch folders) run on the way out."""
-
-
-def _terminate(signum, frame):
-    raise Terminated
-
-
 class _Group(click.Group):
+    def make_context(self, *args, **kwargs) -> click.Context:
+        try:
+            return super().make_context(*args, **kwargs)
+        except KeyboardInterrupt:  # while the options are parsed: click would say "Aborted!" and exit 1
+            self._end("interrupted", INTERRUPTED)
+
     def invoke(self, ctx: click.Context):
         try:
-            previous = signal.signal(signal.SIGTERM, _terminate)
+            previous = signal.signal(signal.SIGTERM, terminate)
         except ValueError:  # not the main thread (an embedding application): leave its signals alone
             previous = None
         try:
             return super().invoke(ctx)
         except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
-            sys.exit(INTERRUPTED)
+            self._end("interrupted", INTERRUPTED)
         except Terminated:
-            click.echo("terminated", err=True)
-            sys.exit(TERMINATED)
+            self._end("terminated", TERMINATED)
         except GraphsurgeryError as exc:
-            click.echo(f"error: {printable(exc)}", err=True)
-            sys.exit(exc.exit_code)
+            self._signal_behind(exc)
+            self._end(f"error: {printable(exc)}", exc.exit_code)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
         except BrokenPipeError:  # the reader went away (`graphsurgery schema | head`): not a bug, nothing to say
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
             sys.exit(1)
         except Exception as exc:
+            self._signal_behind(exc)
             if isinstance(exc, OSError) and exc.errno in (*PATH_ERRORS, *DISK_ERRORS):
                 self._refuse(exc)
             if os.environ.get("GRAPHSURGERY_DEBUG") == "1":
                 raise
             what = "out of memory" if isinstance(exc, MemoryError) else f"{type(exc).__name__}: {exc}"
             what = printable(" ".join(what.split())[:300])
-            click.echo(f"internal error ({what}) — this is a graphsurgery bug: please report "
-                       "it with the command and files; GRAPHSURGERY_DEBUG=1 shows the traceback", err=True)
-            sys.exit(INTERNAL_ERROR)
+            self._end(f"internal error ({what}) — this is a graphsurgery bug: please report it with the command and "
+                      "files; GRAPHSURGERY_DEBUG=1 shows the traceback", INTERNAL_ERROR)
         finally:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
+
+    @classmethod
+    def _signal_behind(cls, exc: BaseException) -> None:
+        """Ends as interrupted or terminated when a signal is behind `exc`: Ctrl-C while onnxruntime's C extension
+        loaded (lazily, in the command) came out as "ImportError: initialization failed", an internal error."""
+        seen: set[int] = set()
+        while exc is not None and id(exc) not in seen:
+            if isinstance(exc, KeyboardInterrupt):
+                cls._end("interrupted", INTERRUPTED)
+            if isinstance(exc, Terminated):
+                cls._end("terminated", TERMINATED)
+            seen.add(id(exc))
+            exc = exc.__cause__ or exc.__context__
 
     @staticmethod
     def _refuse(exc: OSError) -> None:
@@ -79,8 +89,14 @@ class _Group(click.Group):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         where = printable(exc.filename) if exc.filename is not None else "standard output"
         fix = "use a shorter path without symlink loops" if exc.errno in PATH_ERRORS else "free disk space"
-        click.echo(f"error: {where}: {exc.strerror or exc} — fix: {fix}", err=True)
-        sys.exit(GraphsurgeryError.exit_code)
+        _Group._end(f"error: {where}: {exc.strerror or exc} — fix: {fix}", GraphsurgeryError.exit_code)
+
+    @staticmethod
+    def _end(line: str, code: int) -> NoReturn:
+        """The command's last line and exit code, which a signal arriving now no longer changes."""
+        with signals_ignored():
+            click.echo(line, err=True)
+            sys.exit(code)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})

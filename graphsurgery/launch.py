@@ -1,0 +1,127 @@
+"""The `graphsurgery` command's entry point (the console script and `python -m graphsurgery`): light on purpose.
+
+The CLI imports click, numpy, onnx and the runtimes, which takes about 0.4 s; Ctrl-C or SIGTERM in that time gave a
+traceback or a death by signal (exit -15). This module imports nothing heavy: while it imports the CLI, a signal
+ends the process at once with one line and 130 / 143 (nothing is written yet); then Ctrl-C raises KeyboardInterrupt
+and SIGTERM `Terminated`, which the command unwinds like exceptions (its scratch folders are removed). Once the
+command has said its last line, a signal no longer changes its exit code.
+"""
+
+from __future__ import annotations
+
+import _thread
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+INTERRUPTED, TERMINATED = 130, 143  # the shell's 128 + SIGINT / SIGTERM
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread, so that `finally` blocks (scratch folders) run on the way out."""
+
+
+def terminate(signum, frame):
+    raise Terminated
+
+
+def main() -> None:
+    handlers = {signal.SIGINT: signal.getsignal(signal.SIGINT), signal.SIGTERM: terminate}
+    for number in handlers:
+        if signal.getsignal(number) is not signal.SIG_IGN:  # SIGINT ignored (a background job of a script) stays so
+            signal.signal(number, _quit_now)
+    try:
+        from graphsurgery.cli import main as cli_main
+
+        for number, handler in handlers.items():  # from now on signals unwind: scratch folders are removed
+            if signal.getsignal(number) is _quit_now:
+                signal.signal(number, handler)
+        sys.unraisablehook = _unraisable
+        cli_main()
+    except (KeyboardInterrupt, Terminated) as exc:  # while the CLI loaded (or past its own handling)
+        _ignore()  # a second signal now would escape this handler as a traceback
+        _say("interrupted" if isinstance(exc, KeyboardInterrupt) else "terminated")
+        _exit(INTERRUPTED if isinstance(exc, KeyboardInterrupt) else TERMINATED)
+    except SystemExit as exc:
+        _ignore()  # the command is over and has said so: a signal while Python shut down (~50 ms) killed the
+        if exc.code in (INTERRUPTED, TERMINATED):  # process by that signal, hiding the exit code it had
+            _exit(exc.code)  # the command unwound (its finally blocks ran) and said so
+        raise
+
+
+@contextmanager
+def signals_ignored() -> Iterator[None]:
+    """Ctrl-C and SIGTERM ignored while a command says its last line and exits: its outcome is decided (a Ctrl-C
+    just after an error line made click say "Aborted!" and exit 1, the parity-failure code). Restored after, for an
+    application that runs the CLI in its own process."""
+    previous = _ignore()
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def _ignore() -> dict:
+    """SIGINT and SIGTERM ignored from now on; the handlers they had (none outside the main thread, or for one not
+    set from Python, which could not be restored)."""
+    previous = {}
+    try:
+        for number in (signal.SIGINT, signal.SIGTERM):
+            if signal.getsignal(number) is not None:
+                previous[number] = signal.signal(number, signal.SIG_IGN)
+    except ValueError:  # not the main thread: not ours to change
+        pass
+    return previous
+
+
+def _unraisable(unraisable, default=sys.unraisablehook) -> None:
+    """A signal whose exception went off inside a callback Python cannot raise from (importlib's weakref callback
+    while a module loads) was printed as "Exception ignored" and lost: SIGTERM during `bench`'s start, and the
+    command ran to its end minutes later with exit 0. It is sent again a moment later from a new thread (sent from
+    here it would go off here again; `threading.Thread.start` waits, and it went off in that wait) and arrives in
+    the main thread, once out of the callback."""
+    if isinstance(unraisable.exc_value, (KeyboardInterrupt, Terminated)):
+        number = signal.SIGINT if isinstance(unraisable.exc_value, KeyboardInterrupt) else signal.SIGTERM
+        _thread.start_new_thread(_send_later, (number,))
+    else:
+        default(unraisable)
+
+
+def _send_later(number: int) -> None:
+    time.sleep(0.05)
+    os.kill(os.getpid(), number)
+
+
+def _quit_now(signum, frame) -> None:
+    """A signal while the CLI loads: nothing is written yet, so leave at once. An exception raised there instead
+    went off inside a C extension's initialisation (pybind11) and aborted the process (SIGABRT, SIGSEGV)."""
+    _say("interrupted" if signum == signal.SIGINT else "terminated")
+    _exit(INTERRUPTED if signum == signal.SIGINT else TERMINATED)
+
+
+def _say(word: str) -> None:
+    try:
+        sys.stderr.write(f"{word}\n")
+    except (OSError, ValueError):  # stderr closed or gone: the exit code says it
+        pass
+
+
+def _exit(code: int) -> None:
+    """Exit now with 130 or 143, without Python's shutdown: a Ctrl-C that went through a C extension's own Python
+    call while it loaded (pybind11's exec) leaves a flag that makes Python kill itself with SIGINT after the
+    shutdown, whatever the exit code (exit -2 after "interrupted"). Scratch folders are gone already: the command's
+    `finally` blocks ran on the way out; nothing was written yet while the CLI loaded."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
+
+if __name__ == "__main__":  # pragma: no cover - `python -m graphsurgery.launch`
+    main()

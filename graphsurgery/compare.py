@@ -10,6 +10,11 @@
   real mismatch. Only real mismatches fail.
 - "indices": integer indices (argmax / top-k), exact; near ties as for coordinates.
 
+A mismatch that is no near tie may still be UNSTABLE: no farther apart than the reference pipeline's own answer
+moves when the values it decodes are perturbed by float rounding (`wobble`, measured by `graphsurgery.stability`).
+A refinement that solves through a nearly flat peak (DARK, UDP) amplifies rounding into any distance; such positions
+are allowed and counted apart, and a wrong patch still fails on every well-conditioned position.
+
 Near ties need the values the positions were chosen from (`reference`): the heatmaps [N, K, H, W] for
 coordinates, the class scores [..., C] for indices. Coordinates may be in crop or image pixels, so the caller
 also passes a `HeatmapGrid`, the per-position affine map between heatmap cells and the output's coordinates
@@ -24,6 +29,7 @@ Results are small JSON-serialisable dataclasses; `bool(result)` is the verdict.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -100,7 +106,8 @@ class FloatResult:
 
 @dataclass
 class Mismatch:
-    """One position where the answers differ; `gap` is the difference of the reference values that decided it."""
+    """One position where the answers differ; `gap` is the difference of the reference values that decided it,
+    `wobble` how far float rounding moves the reference's own answer there (when it was measured)."""
 
     index: list[int]
     expected: list[float]
@@ -108,6 +115,12 @@ class Mismatch:
     distance: float
     gap: float | None
     near_tie: bool
+    unstable: bool = False
+    wobble: float | None = None
+
+    @property
+    def verdict(self) -> str:
+        return "near tie" if self.near_tie else "unstable" if self.unstable else "real mismatch"
 
 
 @dataclass
@@ -121,6 +134,7 @@ class PositionResult:
     matches: int = 0
     max_distance: float = 0.0
     near_ties: int = 0
+    unstable: int = 0
     mismatches: int = 0
     tie_atol: float = DEFAULT_TIE.atol
     tie_rtol: float = DEFAULT_TIE.rtol
@@ -145,6 +159,9 @@ class PositionResult:
             text += f"; {self.mismatches} real mismatch{'es' if self.mismatches > 1 else ''}"
         if self.near_ties:
             text += f"; {self.near_ties} near tie{'s' if self.near_ties > 1 else ''} (allowed)"
+        if self.unstable:
+            text += (f"; {self.unstable} unstable (allowed: float rounding moves the reference's own answer as "
+                     "far)")
         return text
 
     def to_dict(self) -> dict:
@@ -214,17 +231,20 @@ class HeatmapGrid:
 
 def compare_output(name: str, actual: np.ndarray, expected: np.ndarray, comparison: Comparison, *,
                    reference: np.ndarray | None = None, grid: HeatmapGrid | None = None,
-                   tie: Comparison = DEFAULT_TIE) -> OutputResult:
+                   tie: Comparison = DEFAULT_TIE, wobble: Callable[[], np.ndarray | None] | None = None
+                   ) -> OutputResult:
     """Compare `actual` with `expected` (the reference answer) as `comparison` says.
 
     For positions, `reference` holds the values they were chosen from (heatmaps [N, K, H, W] or class scores
     [..., C]) and `grid` maps coordinates to heatmap cells (None: coordinates are heatmap cells); without
-    `reference`, every mismatch is real. `tie` is the float tolerance for near ties.
+    `reference`, every mismatch is real. `tie` is the float tolerance for near ties. `wobble` gives, per position,
+    how far rounding moves the reference's own answer (called only when a mismatch is no near tie).
     """
     actual, expected = np.asarray(actual), np.asarray(expected)
     if comparison.kind == "float":
         return compare_floats(name, actual, expected, atol=comparison.atol, rtol=comparison.rtol)
-    return compare_positions(name, actual, expected, comparison, reference=reference, grid=grid, tie=tie)
+    return compare_positions(name, actual, expected, comparison, reference=reference, grid=grid, tie=tie,
+                             wobble=wobble)
 
 
 def missing_output(name: str, comparison: Comparison, problem: str) -> OutputResult:
@@ -297,7 +317,8 @@ def _smallest_rtol(diff: np.ndarray, reference: np.ndarray) -> float:
 
 def compare_positions(name: str, actual: np.ndarray, expected: np.ndarray, comparison: Comparison, *,
                       reference: np.ndarray | None = None, grid: HeatmapGrid | None = None,
-                      tie: Comparison = DEFAULT_TIE) -> PositionResult:
+                      tie: Comparison = DEFAULT_TIE, wobble: Callable[[], np.ndarray | None] | None = None
+                      ) -> PositionResult:
     kind = comparison.kind
     result = PositionResult(name, kind=kind, atol=comparison.atol, tie_atol=tie.atol, tie_rtol=tie.rtol)
     if actual.shape != expected.shape:
@@ -320,16 +341,23 @@ def compare_positions(name: str, actual: np.ndarray, expected: np.ndarray, compa
     if kind == "coordinates":
         to_cells = grid.cells if grid is not None else (lambda c: np.floor(np.nan_to_num(c) + 0.5).astype(np.int64))
         cells_a, cells_b = to_cells(a), to_cells(b)
+    moves = None  # the reference's wobble per position, measured once a mismatch needs it
     for index in zip(*np.nonzero(~matching)):
         if kind == "indices":
             gap, near_tie = _index_tie(index, int(b[index][0]), int(a[index][0]), reference, tie)
         else:
             gap, near_tie = _cell_tie(index, b[index], a[index], cells_b[index], cells_a[index], reference, tie)
+        if not near_tie and wobble is not None and moves is None:
+            moves = wobble()
+            moves = moves if moves is not None and moves.shape == distance.shape else np.zeros(distance.shape)
+        moved = float(moves[index]) if moves is not None else None
+        unstable = bool(not near_tie and moved is not None and distance[index] <= moved)
         result.near_ties += near_tie
-        result.mismatches += not near_tie
+        result.unstable += unstable
+        result.mismatches += not (near_tie or unstable)
         if len(result.details) < MAX_DETAILS:
             result.details.append(Mismatch([int(i) for i in index], b[index].tolist(), a[index].tolist(),
-                                           float(distance[index]), gap, near_tie))
+                                           float(distance[index]), gap, near_tie, unstable, moved))
     return result
 
 

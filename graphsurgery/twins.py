@@ -14,11 +14,11 @@ import numpy as np
 import onnx
 
 from graphsurgery.binding import bind_input_steps
-from graphsurgery.errors import GraphsurgeryError
+from graphsurgery.errors import GraphsurgeryError, RecipeError
 from graphsurgery.model import ModelFacts
 from graphsurgery.recipe import Recipe
 from graphsurgery.splice import reads_geometry
-from graphsurgery.steps.base import GEOMETRY, Comparison, InputStep, TensorSpec, hw_axes
+from graphsurgery.steps.base import GEOMETRY, Comparison, InputStep, StepError, TensorSpec, hw_axes
 from graphsurgery.tolerances import DEFAULT_FLOAT
 
 #: The size of a symbolic dim of the plain model's other inputs that is not the batch: verify cannot know what such
@@ -38,11 +38,20 @@ def preprocess(recipe: Recipe, x: np.ndarray, facts: ModelFacts | None = None,
     section = recipe.input
     spec = TensorSpec(section.tensor.dtype, section.tensor.layout, section.tensor.color, tuple(x.shape))
     extras = extras or {}
-    for step in input_steps(recipe, facts):
+    for index, step in enumerate(input_steps(recipe, facts)):
         after = step.spec_after(spec)
-        x = step.reference(x, spec, **{e.name: extras.get(e.name) for e in step.extra_inputs()})
+        try:
+            x = step.reference(x, spec, **{e.name: extras.get(e.name) for e in step.extra_inputs()})
+        except StepError as exc:
+            raise twin_error(exc, f"input.steps[{index}].{step.step_name}", recipe) from None
         spec = after.with_(shape=tuple(x.shape))
     return x
+
+
+def twin_error(exc: StepError, where: str, recipe: Recipe) -> RecipeError:
+    """A step's twin that cannot take what it was given (flip_average on an odd batch of heatmaps, when the input
+    steps do not make the flip test's pairs): the recipe does not fit, said in one line as the splice says it."""
+    return RecipeError(f"{where}: {exc}", path=recipe.source, fix=exc.fix or "adjust the recipe to this model")
 
 
 def input_steps(recipe: Recipe, facts: ModelFacts | None = None) -> tuple[InputStep, ...]:
@@ -77,7 +86,7 @@ def postprocess(recipe: Recipe, output: np.ndarray, facts: ModelFacts, extras: d
     `output` is already what the decoding steps read (`decoded_output`): the steps that rewrite it are skipped."""
     if recipe.output is None:
         return {facts.output_name: output}
-    env = _output_env(recipe.output.steps, output, facts, extras, skip_rewrites=decoded)
+    env = _output_env(recipe, len(recipe.output.steps), output, facts, extras, skip_rewrites=decoded)
     results = {name: env[key] for key, name in recipe.output.output_names().items()}
     if recipe.output.keep_original:
         results.update({name: env[name] for name in facts.targets[1:]})
@@ -90,13 +99,17 @@ def _target_inputs(facts: ModelFacts, model_outputs: dict[str, np.ndarray]) -> d
     return {name: model_outputs[name] for name in facts.targets} if len(facts.targets) > 1 else {}
 
 
-def _output_env(steps, output: np.ndarray, facts: ModelFacts, extras: dict[str, np.ndarray] | None,
-                skip_rewrites: bool = False) -> dict[str, np.ndarray]:
-    """The environment after `steps`' twins, from the model output and the extra inputs."""
+def _output_env(recipe: Recipe, until: int, output: np.ndarray, facts: ModelFacts,
+                extras: dict[str, np.ndarray] | None, skip_rewrites: bool = False) -> dict[str, np.ndarray]:
+    """The environment after the twins of the recipe's first `until` output steps, from the model output and the
+    extra inputs."""
     env: dict = {"output": output, **(extras or {})}
-    for step in steps:
+    for index, step in enumerate(recipe.output.steps[:until]):
         if not (skip_rewrites and step.rewrites_output):
-            env.update(step.reference(env, facts))
+            try:
+                env.update(step.reference(env, facts))
+            except StepError as exc:
+                raise twin_error(exc, f"output.steps[{index}].{step.step_name}", recipe) from None
     return env
 
 
@@ -108,7 +121,7 @@ def decoded_output(recipe: Recipe, output: np.ndarray, facts: ModelFacts,
     rewriting = [index for index, step in enumerate(steps) if step.rewrites_output]
     if not rewriting:
         return output
-    return _output_env(steps[:rewriting[-1] + 1], output, facts, extras)["output"]
+    return _output_env(recipe, rewriting[-1] + 1, output, facts, extras)["output"]
 
 
 def run_in_model_batches(run: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]], name: str, x: np.ndarray,
@@ -168,8 +181,12 @@ def comparisons(recipe: Recipe, facts: ModelFacts) -> dict[str, Comparison]:
             if before is not None and before.kind == comparison.kind == "detections":  # boxes_to_image after nms
                 comparison = before
             declared[key] = comparison
-    for key, name in recipe.output.output_names().items():
-        result[name] = declared[key]
+    names = recipe.output.output_names()
+    for key, name in names.items():
+        comparison = declared[key]
+        if comparison.ranks not in (None, "output"):  # a result key: the output name it is written under, if any
+            comparison = replace(comparison, ranks=names.get(comparison.ranks))
+        result[name] = comparison
     if recipe.output.keep_original:
         result.update(dict.fromkeys(facts.targets or (facts.output_name,), DEFAULT_FLOAT))
     return result

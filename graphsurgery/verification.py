@@ -52,6 +52,7 @@ from graphsurgery.samples import (
     whole_images,
     width_height,
 )
+from graphsurgery.stability import Wobbles
 from graphsurgery.steps.base import Comparison, InputStep
 from graphsurgery.tolerances import Tolerances, allowance_note, tie_tolerance, with_tolerances
 from graphsurgery.twins import (
@@ -245,8 +246,10 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
         report.notes.append(f"{precision} was asked for, but this CPU has no {precision} support: OpenVINO ran "
                             f"{ran['openvino']}")
 
-    report.pairs = _pairs(backends, ran, unpatched, runs, raw, lambda actual, expected, values: compare(
-        actual, expected, values, wanted, grids, tie))
+    positions = {name: c.kind for name, c in wanted.items() if c.kind in ("coordinates", "indices")}
+    wobbles = Wobbles(recipe, facts, decoded, positions, tie)
+    report.pairs = _pairs(backends, ran, unpatched, runs, lambda actual, expected, side, across: compare(
+        actual, expected, raw[side], wanted, grids, tie, wobbles.of(side, across)))
     if int8:
         report.pairs, note = int8_verification.int8_pairs(report.pairs[0], own_decode, runs["openvino"],
                                                            unpatched["openvino"], raw["openvino"], wanted, grids, tie)
@@ -265,12 +268,12 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
     return report
 
 
-def _pairs(backends: list[str], ran: dict[str, str], unpatched: dict, patched: dict, raw: dict,
-           compare: Callable[[dict, dict, np.ndarray], list[OutputResult]]) -> list[PairReport]:
+def _pairs(backends: list[str], ran: dict[str, str], unpatched: dict, patched: dict,
+           compare: Callable[[dict, dict, str, bool], list[OutputResult]]) -> list[PairReport]:
     """Unpatched → patched on each backend, then the patched model on the first backend → on each other one.
 
-    `ran` is the precision each backend really computed the patched model in; `raw` the plain model's output
-    on each backend (near ties are judged on the reference side's)."""
+    `ran` is the precision each backend really computed the patched model in. `compare` gets the reference side's
+    backend (near ties are judged on its plain model output) and whether the pair is across backends."""
 
     def label(backend: str) -> str:
         return backend + (f" at {ran[backend]}" if ran[backend] != "f32" else "")
@@ -283,14 +286,14 @@ def _pairs(backends: list[str], ran: dict[str, str], unpatched: dict, patched: d
             f"{label(b)}: unpatched → patched",
             f"unpatched pipeline on {b}",
             f"patched model on {label(b)}",
-            compare(patched[b], unpatched[b], raw[b]),
+            compare(patched[b], unpatched[b], b, False),
             reduced(b),
         )
         for b in backends
     ]
     first = backends[0]
     pairs += [PairReport(f"patched: {label(first)} → {label(b)}", f"patched model on {label(first)}",
-                         f"patched model on {label(b)}", compare(patched[b], patched[first], raw[first]),
+                         f"patched model on {label(b)}", compare(patched[b], patched[first], first, True),
                          reduced(first, b)) for b in backends[1:]]
     return pairs
 
@@ -330,7 +333,8 @@ def concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
 
 
 def compare(actual: dict[str, np.ndarray], expected: dict[str, np.ndarray], raw: np.ndarray,
-            wanted: dict[str, Comparison], grids: dict[str, HeatmapGrid], tie: Comparison) -> list[OutputResult]:
+            wanted: dict[str, Comparison], grids: dict[str, HeatmapGrid], tie: Comparison,
+            wobbles: dict[str, Callable[[], np.ndarray | None]] | None = None) -> list[OutputResult]:
     results = []
     # detector outputs (one nms per recipe) are compared together, as sets, where the first of them is listed
     detections = {comparison.part: name for name, comparison in wanted.items() if comparison.kind == "detections"}
@@ -344,8 +348,10 @@ def compare(actual: dict[str, np.ndarray], expected: dict[str, np.ndarray], raw:
                 results.append(compare_detections(present, actual, expected, comparison, tie))
             continue
         reference = raw if comparison.kind == "indices" or name in grids else None
+        if comparison.kind == "indices" and comparison.ranks in expected:  # the values ranked, on the reference side
+            reference = expected[comparison.ranks]
         results.append(compare_output(name, actual[name], expected[name], comparison, reference=reference,
-                                      grid=grids.get(name), tie=tie))
+                                      grid=grids.get(name), tie=tie, wobble=(wobbles or {}).get(name)))
     return results
 
 

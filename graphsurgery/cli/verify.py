@@ -107,8 +107,10 @@ def verify_command(recipe: Path, plain: Path, patched: Path | None, images: Path
     for pair in report.pairs:
         for result in pair.results:
             for detail in getattr(result, "details", [])[:DETAILS_SHOWN] if not (result or pair.informational) else []:
-                kind = "near tie" if detail.near_tie else "real mismatch"
+                kind = detail.verdict
                 gap = f", reference values differ by {detail.gap:.3g}" if detail.gap is not None else ""
+                if detail.wobble is not None:
+                    gap += f", rounding moves the reference by {detail.wobble:.3g}"
                 console.print(
                     shown(
                         f"  {pair.name}: {result.output}{detail.index}: expected {_point(detail.expected)}, "

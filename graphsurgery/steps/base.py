@@ -72,7 +72,9 @@ class Comparison:
 
     kind "float": an element fails only when it exceeds both atol and rtol.
     kind "coordinates": positions (pixels); equal within atol (0 = exact), mismatches checked for near ties.
-    kind "indices": integer indices (argmax / top-k), exact.
+    kind "indices": integer indices (argmax / top-k), exact; `ranks` names the values they rank (a step's result
+    key, or "output"), on which near ties are judged (after a softmax over another axis the model output's order
+    is not theirs).
     kind "detections": one part of a group of detector outputs, compared together as sets
     (`steps.detect.DetectionComparison`).
     """
@@ -80,6 +82,7 @@ class Comparison:
     kind: Literal["float", "coordinates", "indices", "detections"]
     rtol: float = 1e-5
     atol: float = 1e-6
+    ranks: str | None = None
 
 
 EXACT = Comparison("coordinates", rtol=0.0, atol=0.0)

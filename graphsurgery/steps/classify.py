@@ -6,6 +6,7 @@ renames, or None), which the splice and `twins.postprocess` both pass.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
@@ -137,7 +138,7 @@ class TopK(OutputStep):
         return (self.source,)
 
     def writes(self) -> dict[str, Comparison]:
-        return {"indices": INDICES, "scores": PROBABILITIES}
+        return {"indices": replace(INDICES, ranks=self.source), "scores": PROBABILITIES}
 
     def _check(self, env: dict):
         if self.source not in env or env[self.source] is None:

@@ -6,8 +6,9 @@ the map is nearly flat there, the answer is ill-conditioned: the graph's float32
 (mmpose's) land 1e-3 cells to many cells apart, and neither is wrong. The distance alone cannot tell that from a
 wrong patch, so verify asks the twins: the decoding steps' twins run again on the maps they read, each value moved
 by ± `spread` (random signs, `PATTERNS` patterns), and how far each answer moves is that position's wobble. A
-mismatch no farther apart than its wobble is unstable (allowed, counted apart); a wrong patch also differs where
-the peak is well-conditioned and the wobble is near 0. Nothing here knows any particular step.
+mismatch within the output's atol plus twice its wobble (each side rounds on its own) is unstable (allowed, counted
+apart); a wrong patch also differs where the peak is well-conditioned and the wobble is near 0. Nothing here knows
+any particular step.
 
 Measured on a random tiny pose model (DARK, 1,920 joints): 157 graph/twin distances over 1e-3 cells, all within
 the wobble at a spread of 1e-5 (relative); at 8 ulp (1e-6) 118 were. The graph's 11 × 11 blur alone accumulates

@@ -69,7 +69,7 @@ def test_dark_through_flat_peaks_passes_with_unstable_positions_counted(plain, t
     for result in results:
         assert result.mismatches == 0 and result.match_rate > 0.9
         for detail in result.details:
-            assert detail.unstable and detail.distance <= detail.wobble
+            assert detail.unstable and detail.distance <= result.atol + 2 * detail.wobble
 
 
 def test_a_wrong_dark_patch_still_fails(plain, tmp_path):
@@ -113,8 +113,8 @@ def test_wobble_of_a_plain_argmax_is_the_jump_between_tied_peaks(plain):
 
 def test_an_unstable_mismatch_is_allowed_only_within_the_wobble():
     expected = np.zeros((1, 3, 2))
-    actual = expected + np.array([0.0, 0.5, 2.0])[None, :, None]  # 0, 0.71 and 2.83 apart
-    moves = np.array([[0.0, 1.0, 1.0]])
+    actual = expected + np.array([0.0, 1.0, 2.0])[None, :, None]  # 0, 1.41 and 2.83 apart
+    moves = np.array([[0.0, 0.71, 0.71]])  # allowed: up to 1e-3 + 1.42
     result = compare_positions("keypoints", actual, expected, Comparison("coordinates", atol=1e-3),
                                wobble=lambda: moves)
     assert (result.unstable, result.mismatches) == (1, 1) and not result

@@ -9,8 +9,10 @@ Near ties of keypoints are judged at the model output's own float tolerance (`ti
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
+
+import numpy as np
 
 from graphsurgery.errors import GraphsurgeryError, real
 from graphsurgery.steps.base import Comparison
@@ -27,6 +29,10 @@ DEFAULT_TIE = Comparison("float", rtol=1e-5, atol=1e-5)
 #: tighter than this are raised to it unless a tolerance is set by name; wrong patches differ by 1e-2 (bf16) to 1
 #: (colour order, std).
 MODEL_FLOAT_FLOOR = Comparison("float", rtol=1e-4, atol=1e-4)
+
+#: A difference between backends on the unpatched pipeline above this share of the output's magnitude is not
+#: rounding: the runtimes disagree on the plain model itself, and verify says so instead of allowing it.
+ROUNDING_SHARE = 1e-2
 
 Tolerances = Mapping[str, tuple[float, float]]
 
@@ -89,3 +95,51 @@ def allowance_note(declared: dict[str, Comparison], wanted: dict[str, Comparison
     return (f"compared at atol, rtol ≥ {MODEL_FLOAT_FLOOR.atol:g}, the allowance for one float32 network computed in "
             f"two graphs or on two backends (HRNet-W32: 3.7e-5 on its heatmaps): {', '.join(raised)}; "
             "set a tolerance by name to override")
+
+
+def measured_floor(wanted: dict[str, Comparison], tolerances: Tolerances,
+                   unpatched: Mapping[str, Mapping[str, np.ndarray]]) -> tuple[dict[str, Comparison], list[str]]:
+    """Float outputs compared at least at twice what the unpatched pipeline itself differs by between the backends
+    (the same recipe and twins on each: only the runtimes' rounding), when that is more than the static floor: a
+    deeper network or larger values than HRNet-W32's round more (the random tiny pose model: 3e-4 on maps of ±2).
+    Outputs given a tolerance by the caller ("*" included) keep it. Returns the comparisons and a note per output
+    raised, or not raised because the backends disagree beyond rounding (`ROUNDING_SHARE`)."""
+    if len(unpatched) < 2 or "*" in tolerances:
+        return wanted, []
+    backends = " and ".join(unpatched)
+    result, notes = dict(wanted), []
+    for name, comparison in wanted.items():
+        if comparison.kind != "float" or name in tolerances:
+            continue
+        raised, note = _raised(comparison, [outputs.get(name) for outputs in unpatched.values()], name, backends)
+        result[name] = raised
+        notes += [note] if note else []
+    return result, notes
+
+
+def measured_tie(tie: Comparison, raw: Mapping[str, np.ndarray], output: str, tolerances: Tolerances
+                 ) -> tuple[Comparison, str | None]:
+    """The near-tie tolerance raised as `measured_floor` raises outputs, on the model output the decoding steps read
+    on each backend (`raw`): two positions whose values differ by less than the backends' rounding may swap."""
+    if len(raw) < 2 or output in tolerances:
+        return tie, None
+    return _raised(tie, list(raw.values()), f"near ties on {output}", " and ".join(raw))
+
+
+def _raised(comparison: Comparison, values: Sequence[np.ndarray | None], name: str, backends: str
+            ) -> tuple[Comparison, str | None]:
+    arrays = [np.asarray(value, np.float64) for value in values if value is not None]
+    if len(arrays) < 2 or any(array.shape != arrays[0].shape for array in arrays) or arrays[0].size == 0:
+        return comparison, None
+    finite = np.logical_and.reduce([np.isfinite(array) for array in arrays])
+    if not finite.any():
+        return comparison, None
+    noise = max(float(np.abs(array[finite] - arrays[0][finite]).max()) for array in arrays[1:])
+    magnitude = float(np.abs(arrays[0][finite]).max())
+    if 2 * noise <= comparison.atol:
+        return comparison, None
+    if noise > ROUNDING_SHARE * magnitude:
+        return comparison, (f"{name}: the unpatched pipeline differs by {noise:.3g} between {backends}, more than "
+                            f"rounding ({ROUNDING_SHARE:g} of its largest value {magnitude:.3g}): not allowed for")
+    return replace(comparison, atol=2 * noise), (f"{name}: compared at atol {2 * noise:.2g}, twice what the unpatched "
+                                                 f"pipeline itself differs by between {backends}")

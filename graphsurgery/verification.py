@@ -54,7 +54,14 @@ from graphsurgery.samples import (
 )
 from graphsurgery.stability import Wobbles
 from graphsurgery.steps.base import Comparison, InputStep
-from graphsurgery.tolerances import Tolerances, allowance_note, tie_tolerance, with_tolerances
+from graphsurgery.tolerances import (
+    Tolerances,
+    allowance_note,
+    measured_floor,
+    measured_tie,
+    tie_tolerance,
+    with_tolerances,
+)
 from graphsurgery.twins import (
     comparisons,
     crops_in_graph,
@@ -241,7 +248,10 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
     grids = heatmap_grid(recipe, facts, decoded[backends[0]], wanted)
     if any(c.kind == "coordinates" for c in wanted.values()) and not grids:
         report.notes.append("coordinates could not be mapped to heatmap cells: every mismatch counts as real")
-    tie = tie_tolerance(declared, wanted, tolerances or {}, facts.output_name)
+    wanted, floor_notes = measured_floor(wanted, tolerances or {}, unpatched)
+    tie, tie_note = measured_tie(tie_tolerance(declared, wanted, tolerances or {}, facts.output_name), raw,
+                                 facts.output_name, tolerances or {})
+    report.notes += floor_notes + ([tie_note] if tie_note else [])
     if ran.get("openvino", "f32") != precision:
         report.notes.append(f"{precision} was asked for, but this CPU has no {precision} support: OpenVINO ran "
                             f"{ran['openvino']}")

@@ -13,7 +13,7 @@ from graphsurgery.model import model_opset, provenance, real_inputs
 from graphsurgery.modelio import check_output_path, external_tensors, load_model, model_files, save_model
 from graphsurgery.probe import settle_output_sizes
 from graphsurgery.recipe import Recipe, as_recipe
-from graphsurgery.safeio import output_path
+from graphsurgery.safeio import input_path, output_path
 from graphsurgery.splice import SplicePlan, splice
 
 
@@ -32,7 +32,7 @@ def default_output(model: Path) -> Path:
 def apply(recipe: str | Path | Recipe, model: str | Path, out: str | Path | None = None, *, force: bool = False,
           dry_run: bool = False, upgrade_opset: bool = False) -> ApplyResult:
     """Splice `recipe` into the model at `model` and write it to `out` (atomically; the input is never modified)."""
-    model = Path(model)
+    model = input_path(model, "model file")
     recipe = as_recipe(recipe)
     out = output_path(out) if out is not None else default_output(model)
     loaded = load_model(model)

@@ -31,6 +31,7 @@ from graphsurgery.modelio import load_model
 from graphsurgery.ratios import paired_ratio, timing_stats
 from graphsurgery.recipe import Recipe, as_recipe
 from graphsurgery.runners import open_runner, open_stream, precision_note
+from graphsurgery.safeio import input_path
 from graphsurgery.samples import MAX_BATCH_BYTES
 from graphsurgery.targets import check_targets
 
@@ -177,7 +178,7 @@ def run_bench(recipe: str | Path, model: str | Path, settings: Settings = Settin
     if settings.iterations < 1 or settings.warmup < 0 or settings.batch < 1:
         raise GraphsurgeryError("iterations and batch must be ≥ 1 and warmup ≥ 0",
                                 fix="e.g. iterations=50, warmup=5, batch=1 (--iterations, --warmup, --batch)")
-    model = Path(model)
+    model = input_path(model, "model file")
     recipe = as_recipe(recipe)
     if settings.throughput and any(step.sets_batch for step in (recipe.input.steps if recipe.input else ())):
         raise GraphsurgeryError(f"recipe {recipe.name!r} makes its own batch of crops (crop_boxes, flip_test); "

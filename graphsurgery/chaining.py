@@ -24,7 +24,7 @@ from graphsurgery import __version__
 from graphsurgery.errors import GraphsurgeryError, ModelError, whole
 from graphsurgery.model import PROVENANCE_KEY, model_opset, provenance
 from graphsurgery.modelio import check_output_path, external_tensors, load_model, save_model
-from graphsurgery.safeio import output_path
+from graphsurgery.safeio import input_path, output_path
 
 DETECTOR_OUTPUTS = ("boxes", "scores", "classes", "count")
 POSE_INPUTS = ("image", "boxes")
@@ -53,7 +53,7 @@ def select_people(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, co
 def chain(detector: str | Path, pose: str | Path, out: str | Path, *, person_class: int = 0,
           force: bool = False) -> ChainResult:
     """Write the chained model to `out` (atomically; neither input is modified)."""
-    detector, pose, out = Path(detector), Path(pose), output_path(out)
+    detector, pose, out = input_path(detector, "detector file"), input_path(pose, "pose model file"), output_path(out)
     if not whole(person_class) or not 0 <= person_class < 2**63:  # an int64 constant in the graph (0.5 went in)
         raise GraphsurgeryError(f"person class {person_class!r} is not a class index", fix="give the detector's "
                                 "class index of a person (COCO: 0)")

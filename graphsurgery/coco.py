@@ -37,7 +37,14 @@ from graphsurgery.model import ModelFacts
 from graphsurgery.modelio import load_model, model_files
 from graphsurgery.recipe import InputTensor, Recipe, as_recipe
 from graphsurgery.runners import BACKENDS, backend_list, check_backends, open_runner, open_stream
-from graphsurgery.safeio import inside, output_path, read_small_file, refuse_overwriting, write_text_atomically
+from graphsurgery.safeio import (
+    input_path,
+    inside,
+    output_path,
+    read_small_file,
+    refuse_overwriting,
+    write_text_atomically,
+)
 from graphsurgery.samples import (
     as_caller_tensor,
     crop_size,
@@ -49,6 +56,7 @@ from graphsurgery.twins import extra_input_names, preprocess, run_in_model_batch
 
 STAT_NAMES = ("AP", "AP .50", "AP .75", "AP (M)", "AP (L)", "AR", "AR .50", "AR .75", "AR (M)", "AR (L)")
 KEYPOINTS, SCORES = "keypoints", "scores"
+KINDS = ("unpatched", "patched")  # the pipelines on each backend
 MAX_ANNOTATION_BYTES = 2**30  # COCO's largest keypoint file (train2017) is 238 MB
 
 Progress = Callable[[str, int, int], None]  # (pipeline, done, total)
@@ -104,17 +112,22 @@ def evaluate_coco(recipe: str | Path | Recipe, plain_model: str | Path, annotati
     plain = load_model(plain_model)
     facts = ModelFacts.of(plain.proto, recipe)
     backends = check_backends(backend_list(backends), "f32", patched)
-    if limit is not None and limit < 1:
-        raise GraphsurgeryError(f"limit={limit} (--limit) is not a positive number of images", fix="give 1 or more")
-    images = Path(images)
+    if limit is not None and not (whole(limit) and limit >= 1):  # 2.5 and "2" were TypeErrors, True one image
+        raise GraphsurgeryError(f"limit={limit!r} (--limit) is not a positive number of images",
+                                fix="give a whole number, 1 or more")
+    if progress is not None and not callable(progress):  # it failed once the first crop had run
+        raise TypeError(f"progress is a function (pipeline, done, total), not {type(progress).__name__}")
+    images, annotations = input_path(images, "image folder"), input_path(annotations, "annotation file")
+    boxes = input_path(boxes, "detections file") if boxes is not None else None
+    patched = input_path(patched, "patched model file") if patched is not None else None
     gt, image_ids, people = annotated_people(annotations, images, boxes, limit)
     report = CocoReport(str(annotations), len(image_ids), len(people), str(boxes) if boxes else "ground truth")
     read = [*model_files(plain), recipe.source if recipe.file_sha256 else None, annotations, boxes, patched,
             *images.iterdir()]
-    kinds = [(kind, backend) for kind in ("unpatched", "patched") for backend in backends]
+    kinds = [(kind, backend) for kind in KINDS for backend in backends]
     if results_dir is not None:  # before the work: a results file must not land on an input (nor through a link)
-        for kind, backend in kinds:
-            refuse_overwriting(Path(results_dir) / f"{kind}-{backend}.json", read)
+        for results_file in results_files(results_dir, backends):
+            refuse_overwriting(results_file, read)
     with tempfile.TemporaryDirectory(prefix="graphsurgery-coco-") as tmp:
         patched_path = (
             Path(patched) if patched is not None
@@ -130,7 +143,7 @@ def evaluate_coco(recipe: str | Path | Recipe, plain_model: str | Path, annotati
         top_down = "boxes" in extras
         if top_down:
             _check_image_pixels(recipe, patched_path)
-            whole = WholeImages(images, tensor_facet(recipe), image_input.dtype, Path(annotations))
+            whole_images = WholeImages(images, tensor_facet(recipe), image_input.dtype, Path(annotations))
         else:
             size = crop_size(image_input, recipe, facts)
             caller = CallerCrops(images, size, tensor_facet(recipe), image_input.dtype, Path(annotations))
@@ -144,7 +157,7 @@ def evaluate_coco(recipe: str | Path | Recipe, plain_model: str | Path, annotati
 
             if top_down:  # the graph crops: each image goes in once, with all its boxes
                 model = plain.path if kind == "unpatched" else patched_path
-                answers, precision = _run_whole_images(backend, model, people, whole, _top_down_call(
+                answers, precision = _run_whole_images(backend, model, people, whole_images, _top_down_call(
                     recipe, facts, plain_name if kind == "unpatched" else None, image_input.name), advance)
                 results = [keypoint_result(p.image_id, kp, sc, p.score) for p, (kp, sc) in zip(people, answers)]
             elif kind == "unpatched":
@@ -159,10 +172,20 @@ def evaluate_coco(recipe: str | Path | Recipe, plain_model: str | Path, annotati
             if not top_down:
                 results = [person_result(person, answer, size, in_image_pixels)
                            for person, answer in zip(people, answers)]
-            results_file = _write_results(out_dir / f"{kind}-{backend}.json", results, read)
+            results_file = _write_results(out_dir / results_name(kind, backend), results, read)
             report.pipelines.append(PipelineResult(name, backend, precision, keypoint_stats(gt, results, image_ids),
                                                    str(results_file) if results_dir is not None else None))
     return report
+
+
+def results_name(kind: str, backend: str) -> str:
+    """The name of a pipeline's COCO results file in `--results` (kind: one of KINDS)."""
+    return f"{kind}-{backend}.json"
+
+
+def results_files(folder: Path, backends: Iterable[str]) -> list[Path]:
+    """Every COCO results file evaluate_coco writes into `folder` (`--results`)."""
+    return [Path(folder) / results_name(kind, backend) for kind in KINDS for backend in backends]
 
 
 # --- boxes ---------------------------------------------------------------------------------------------------
@@ -239,7 +262,7 @@ def _check_ground_truth(dataset: dict, path: Path) -> None:
         if not isinstance(image.get("file_name"), str):
             refuse(f"image {image_id} has file_name {image.get('file_name')!r}", "give each image its file name")
         for side in ("width", "height"):
-            if not (is_number(image.get(side)) and 0 < image[side] <= MAX_COORDINATE):
+            if not (is_number(image.get(side)) and 1 <= image[side] <= MAX_COORDINATE):  # 0.5 clipped every box away
                 refuse(f"image {image_id} has {side} {image.get(side)!r}, not a number of pixels",
                        "give each image its width and height in pixels")
     seen: set[int] = set()
@@ -254,9 +277,10 @@ def _check_ground_truth(dataset: dict, path: Path) -> None:
             continue
         if ann.get("iscrowd", 0) not in (0, 1) or isinstance(ann.get("iscrowd"), bool):
             refuse(f"annotation {ann_id} has iscrowd {ann.get('iscrowd')!r}, not 0 or 1", "set iscrowd to 0 or 1")
-        if not (is_number(ann.get("area")) and 0 <= ann["area"] < math.inf):
-            refuse(f"annotation {ann_id} has area {ann.get('area')!r}, not a number ≥ 0 (COCOeval divides the "
-                   "keypoint distances by it)", "give the person's area in pixels (w × h of the box will do)")
+        if not (is_number(ann.get("area")) and 0 <= ann["area"] <= MAX_COORDINATE**2):  # 10**400 overflowed
+            refuse(f"annotation {ann_id} has area {str(ann.get('area'))[:40]}, not a number ≥ 0 (pixels, at most "
+                   f"{MAX_COORDINATE**2:g}: COCOeval divides the keypoint distances by it)",
+                   "give the person's area in pixels (w × h of the box will do)")
         if not with_keypoints:
             continue  # no keypoints at all: said later as "no person with keypoints"
         keypoints = ann.get("keypoints")
@@ -264,8 +288,9 @@ def _check_ground_truth(dataset: dict, path: Path) -> None:
             count = f"{len(keypoints)} keypoint values" if isinstance(keypoints, list) else f"keypoints {keypoints!r}"
             refuse(f"annotation {ann_id} has {count}, not {3 * len(KEYPOINT_NAMES)} (x, y, v for each of the "
                    f"{len(KEYPOINT_NAMES)} joints)", "give every person annotation its 17 × 3 keypoint values")
-        if not all(is_number(v) and math.isfinite(v) for v in keypoints):
-            refuse(f"annotation {ann_id} has keypoint values that are not finite numbers",
+        if not all(is_number(v) and abs(v) <= MAX_COORDINATE for v in keypoints):  # NaN fails this too
+            refuse(f"annotation {ann_id} has keypoint values that are not finite numbers of pixels (within "
+                   f"±{MAX_COORDINATE:g}: 1e300 overflowed COCOeval's distances)",
                    "give every keypoint as x, y, v numbers (0, 0, 0 for a joint not annotated)")
         if not whole(ann.get("num_keypoints")) or ann["num_keypoints"] < 0:
             refuse(f"annotation {ann_id} has num_keypoints {ann.get('num_keypoints')!r}",
@@ -293,9 +318,13 @@ def _ground_truth(gt, image_ids: list[int]) -> list[PersonBox]:
 
 
 def _finite(value, where: str) -> float:
-    number = float(value)
+    """A finite JSON number: not true (a box side or score of 1) nor "12" (float() took it)."""
+    try:
+        number = float(value) if is_number(value) else math.nan
+    except OverflowError:  # an integer of 400 digits
+        number = math.inf
     if not math.isfinite(number):
-        raise ValueError(f"{value!r} in {where}")
+        raise ValueError(f"{str(value)[:40]} in {where}")
     return number
 
 

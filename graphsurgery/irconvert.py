@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
@@ -22,11 +23,11 @@ from pathlib import Path
 
 import onnx
 
-from graphsurgery.errors import GraphsurgeryError, ModelError, listed
+from graphsurgery.errors import GraphsurgeryError, ModelError, listed, whole
 from graphsurgery.model import openvino_caveats, real_inputs
 from graphsurgery.modelio import check_output_path, load_model, model_files, staging_folder
 from graphsurgery.quantize import AccuracyControl
-from graphsurgery.safeio import output_path
+from graphsurgery.safeio import input_path, output_path, refuse_overwriting
 
 WEIGHTS_KEY = ("graphsurgery", "weights")
 SOURCE_KEY = ("graphsurgery", "source")
@@ -136,10 +137,17 @@ def parse_input_shape(text: str) -> tuple[str, Shape]:
         shape = tuple(None if d.strip() in ("?", "-1") else int(d) for d in dims.split(","))
     except ValueError:
         shape = ()
-    if not sep or not name or not shape or any(d is not None and not 0 < d <= MAX_DIM for d in shape):
+    if not sep or not name or not _usable_dims(shape):
         raise GraphsurgeryError(f"--input-shape {text!r} is not NAME=D1,D2,...", fix="write e.g. input=1,256,192,3 "
                                 f"(dims from 1 to {MAX_DIM:,}; ? keeps a dim as it is)")
     return name, shape
+
+
+def _usable_dims(dims) -> bool:
+    """A shape --input-shape (or `input_shapes`) can set: a list or tuple of dims, each None (kept as it is) or a
+    whole number from 1 to MAX_DIM (the API took -5, 1.5, 2**40 and "abc", each dim a letter, to OpenVINO)."""
+    return (isinstance(dims, (list, tuple)) and len(dims) > 0
+            and all(d is None or (whole(d) and 0 < d <= MAX_DIM) for d in dims))
 
 
 def ovms_path(directory: str | Path, name: str) -> Path:
@@ -166,7 +174,7 @@ def convert(model_path: str | Path, out_xml: str | Path, fp16: bool = False,
     labelled `weights`.
     """
     _check_flags(fp16=fp16)
-    model_path, out_xml = Path(model_path), Path(out_xml)
+    model_path, out_xml = input_path(model_path, "model file"), output_path(out_xml)
     out_bin = out_xml.with_suffix(".bin")
     if out_xml.suffix != ".xml":
         raise GraphsurgeryError(
@@ -175,9 +183,13 @@ def convert(model_path: str | Path, out_xml: str | Path, fp16: bool = False,
     loaded = load_model(model_path)
     proto = loaded.proto
     made = _missing_parents(out_xml.parent) if make_parents else []
-    for folder in reversed(made):
-        folder.mkdir()
     try:
+        for folder in reversed(made):
+            try:
+                folder.mkdir()
+            except OSError as exc:  # a read-only file system under --ovms DIR: an internal error
+                raise GraphsurgeryError(f"cannot create the folder {folder} ({exc.strerror or exc})", path=out_xml,
+                                        fix="choose a writable folder") from None
         for out in (out_xml, out_bin):  # never over the model or its external data
             check_output_path(out, model_files(loaded), force)
         model = _convert(model_path, proto)
@@ -210,7 +222,12 @@ def convert_ir(model_path: str | Path, out_xml: str | Path, fp16: bool = False,
     metric is COCO keypoint AP on the people of `annotations` (`int8_coco`; `boxes` are then eval-coco's
     detections) when given, else the joints' agreement with f32."""
     _check_flags(fp16=fp16, int8=int8)
-    out_xml = output_path(out_xml)
+    model_path, out_xml = input_path(model_path, "model file"), output_path(out_xml)
+    calibration, boxes, annotations = (None if value is None else input_path(value, what) for value, what in (
+        (calibration, "calibration folder"), (boxes, "boxes file"), (annotations, "annotation file")))
+    images = list(calibration.iterdir()) if calibration is not None and calibration.is_dir() else []
+    for out in (out_xml, out_xml.with_suffix(".bin")):  # `-o boxes.xml --boxes boxes.xml --force` replaced the boxes
+        refuse_overwriting(out, [boxes, annotations, *images])
     if annotations is not None:
         _check_annotated(int8, calibration, calibration_random, max_drop)
     if not int8 and (calibration or boxes or calibration_random is not None or max_drop is not None):
@@ -228,17 +245,22 @@ def convert_ir(model_path: str | Path, out_xml: str | Path, fp16: bool = False,
         raise GraphsurgeryError(f"input_shapes is a {type(input_shapes).__name__}, not a mapping of input names to "
                                 "dims", fix="give e.g. {'input': (1, 256, 192, 3)} (parse_input_shape reads the "
                                 "CLI's NAME=D1,D2,... form)")
+    for name, dims in (input_shapes or {}).items():
+        if not _usable_dims(dims):
+            raise GraphsurgeryError(f"input_shapes gives {name!r} the dims {dims!r}", fix="give a tuple of whole "
+                                    f"numbers from 1 to {MAX_DIM:,}, or None to keep a dim as it is, e.g. "
+                                    f"{{{name!r}: (1, 256, 192, 3)}}")
     if not int8:
         return convert(model_path, out_xml, fp16, input_shapes, force=force, make_parents=make_parents)
     from graphsurgery.quantize import calibration_set, convert_int8
 
     metric = None
     if annotations is None:
-        samples = calibration_set(Path(model_path), calibration, boxes, calibration_random)
+        samples = calibration_set(model_path, calibration, boxes, calibration_random)
     else:
         from graphsurgery.int8_coco import coco_calibration
 
-        samples, metric = coco_calibration(Path(model_path), Path(calibration), Path(annotations), boxes)
+        samples, metric = coco_calibration(model_path, calibration, annotations, boxes)
     control = None if max_drop is None else AccuracyControl(max_drop, max_reverts, ranking_samples, metric)
     return convert_int8(model_path, out_xml, samples, input_shapes, force=force, make_parents=make_parents,
                         control=control)
@@ -323,7 +345,12 @@ def _check_names(model, proto: onnx.ModelProto, model_path: Path) -> None:
         ("input", real_inputs(proto), model.inputs),
         ("output", [o.name for o in proto.graph.output], model.outputs),
     ]
+    passed = [name for name in real_inputs(proto) if name in expected[1][1]]
     for kind, names, ports in expected:
+        if len(names) != len(ports) and passed:  # was "OpenVINO made 2 inputs of the model's 1 — report this"
+            raise ModelError(f"input {passed[0]!r} is also an output of the model (passed through as it is), which "
+                             "OpenVINO cannot keep as one port", path=model_path,
+                             fix=f"remove {passed[0]!r} from the model's outputs before converting")
         if len(names) != len(ports):
             raise ModelError(f"OpenVINO made {len(ports)} {kind}s of the model's {len(names)} "
                              f"({listed(names)})", path=model_path,
@@ -376,4 +403,11 @@ def _save(model, out_xml: Path, out_bin: Path, fp16: bool) -> None:
             os.replace(staged, out_xml)
         except OSError as exc:
             raise GraphsurgeryError(f"could not write the IR ({exc.strerror or exc})", path=out_xml,
+                                    fix="free disk space or choose another folder") from None
+        except RuntimeError as exc:  # OpenVINO's writer on a full disk: "basic_ios::clear: iostream error"
+            if "ios" not in str(exc):
+                raise
+            free = shutil.disk_usage(staging).free
+            raise GraphsurgeryError(f"could not write the IR (OpenVINO: {' '.join(str(exc).split())[:120]}; "
+                                    f"{free:,} bytes free there)", path=out_xml,
                                     fix="free disk space or choose another folder") from None

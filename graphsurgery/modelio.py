@@ -17,6 +17,7 @@ writing. Holes in a sparse external-data file stay holes in the copy.
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 from contextlib import suppress
@@ -28,7 +29,7 @@ from google.protobuf.message import DecodeError
 from onnx.external_data_helper import ExternalDataInfo, uses_external_data
 
 from graphsurgery.errors import GraphsurgeryError, ModelError
-from graphsurgery.safeio import refuse_overwriting, scratch_folder, signals_held, utf8_path
+from graphsurgery.safeio import input_path, present, refuse_overwriting, scratch_folder, signals_held, utf8_path
 from graphsurgery.sparsecopy import copy_range
 
 PROTOBUF_LIMIT = 2**31 - 1
@@ -52,7 +53,7 @@ class LoadedModel:
 
 def load_model(path: str | Path) -> LoadedModel:
     """Read an ONNX model without following external data; validate every reference it makes."""
-    path = utf8_path(Path(path), "model")
+    path = utf8_path(input_path(path, "model file"), "model")
     if not path.exists():
         raise ModelError("no such model file", path=path, fix="check the path")
     if path.is_dir():
@@ -70,7 +71,8 @@ def load_model(path: str | Path) -> LoadedModel:
         raise ModelError(f"the file is {size:,} bytes; an ONNX protobuf cannot exceed 2 GB", path=path,
                          fix="save the weights as external data (onnx.save_model(..., save_as_external_data=True))")
     try:
-        proto = onnx.load(str(path), load_external_data=False)
+        # protobuf whatever the name: onnx.load read `x.json` as JSON and `x.txt` as text format (a ParseError)
+        proto = onnx.load(str(path), format="protobuf", load_external_data=False)
     except OSError as exc:
         raise ModelError(f"cannot read the model ({exc.strerror})", path=path, fix="check its permissions") from None
     except (DecodeError, RuntimeError, ValueError, TypeError, RecursionError) as exc:
@@ -79,6 +81,7 @@ def load_model(path: str | Path) -> LoadedModel:
     _check_text(proto, path)
     _check_structure(proto, path)
     _check_external_data(proto, path)
+    _check_tensor_sizes(proto, path)
     data_files = tuple(path.parent / name for name in sorted({ExternalDataInfo(t).location
                                                               for t in external_tensors(proto)}))
     inlined = _inline_small_external(proto, path)
@@ -136,6 +139,11 @@ def _check_structure(proto: onnx.ModelProto, path: Path) -> None:
                              path=path, fix="re-export the model at an older opset")
     if not proto.graph.output:
         raise ModelError("the graph has no outputs", path=path, fix="re-export the model")
+    outputs = [value.name for value in proto.graph.output]
+    twice = [name for name in dict.fromkeys(outputs) if outputs.count(name) > 1]
+    if twice:  # the checker lets it by; apply then said "set output.target", convert wrote it
+        raise ModelError(f"output {twice[0]!r} is listed {outputs.count(twice[0])} times among the graph's outputs",
+                         path=path, fix="re-export the model with each output listed once")
     for kind, values in (("input", proto.graph.input), ("output", proto.graph.output)):
         for value in values:  # sequences, maps, optionals: no dtype and shape to patch, feed or compare
             held = value.type.WhichOneof("value")
@@ -191,7 +199,8 @@ def _check_consistency(path: Path, inlined: onnx.ModelProto | None = None) -> No
             onnx.checker.check_model(str(path))
             onnx.shape_inference.infer_shapes(inlined, check_type=True, strict_mode=True)  # full_check's options
         _CHECKED.add(_identity(path))
-    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError, ValueError) as exc:
+        # ValueError: the checker's own for some broken fields (an element type of 999 was an internal error)
         raise ModelError(f"the model fails the ONNX checker: {' '.join(str(exc).split())[:300]}", path=path,
                          fix="the model file is invalid; re-export it (onnx.checker.check_model explains the problem)"
                          ) from None
@@ -252,6 +261,39 @@ def _check_external_data(proto: onnx.ModelProto, path: Path) -> None:
                              fix="the external data file is truncated; copy it again")
 
 
+#: Bytes per element of the tensor types whose data is one fixed-size value per element (4-bit types are packed,
+#: strings vary: their sizes are the checker's to judge)
+ELEMENT_BYTES = {
+    onnx.TensorProto.FLOAT: 4, onnx.TensorProto.UINT8: 1, onnx.TensorProto.INT8: 1, onnx.TensorProto.UINT16: 2,
+    onnx.TensorProto.INT16: 2, onnx.TensorProto.INT32: 4, onnx.TensorProto.INT64: 8, onnx.TensorProto.BOOL: 1,
+    onnx.TensorProto.FLOAT16: 2, onnx.TensorProto.DOUBLE: 8, onnx.TensorProto.UINT32: 4, onnx.TensorProto.UINT64: 8,
+    onnx.TensorProto.COMPLEX64: 8, onnx.TensorProto.COMPLEX128: 16, onnx.TensorProto.BFLOAT16: 2,
+    onnx.TensorProto.FLOAT8E4M3FN: 1, onnx.TensorProto.FLOAT8E4M3FNUZ: 1, onnx.TensorProto.FLOAT8E5M2: 1,
+    onnx.TensorProto.FLOAT8E5M2FNUZ: 1,
+}
+
+
+def _check_tensor_sizes(proto: onnx.ModelProto, path: Path) -> None:
+    """A tensor's raw bytes (inline, or the length its external data declares) must be what its dims and type
+    need: the checker refuses too few inline bytes but let too many by, and never compares an external length, so
+    `apply` copied such a tensor into the patched model and only the runtimes refused it."""
+    from onnx.external_data_helper import _get_all_tensors
+
+    for tensor in _get_all_tensors(proto):
+        size = ELEMENT_BYTES.get(tensor.data_type)
+        if size is None or tensor.HasField("segment") or any(d < 0 for d in tensor.dims):  # the checker's to say
+            continue
+        if uses_external_data(tensor):
+            held = ExternalDataInfo(tensor).length  # offsets and lengths were checked against the file already
+        else:
+            held = len(tensor.raw_data) if tensor.HasField("raw_data") else None
+        need = math.prod(tensor.dims) * size
+        if held is not None and held != need:
+            raise ModelError(f"tensor {tensor.name[:80]!r} holds {held:,} bytes where its {len(tensor.dims)}-d "
+                             f"{onnx.TensorProto.DataType.Name(tensor.data_type)} shape {list(tensor.dims)[:8]} needs "
+                             f"{need:,}", path=path, fix="the file is damaged; re-export or re-download the model")
+
+
 #: External tensors of at most this many bytes are read inline on load (onnx.save's own default threshold keeps
 #: them inline): shape constants saved with `size_threshold=0` are then readable for shape inference and the steps.
 SMALL_TENSOR = 1024
@@ -273,7 +315,7 @@ def _inline_small_external(proto: onnx.ModelProto, path: Path) -> bool:
             itemsize = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
         except (KeyError, ValueError):
             continue
-        if math.prod(tensor.dims) * itemsize != length:  # 4-bit types, or a length that lies: the checker's to say
+        if math.prod(tensor.dims) * itemsize != length:  # 4-bit types (packed): the checker's to say
             continue
         try:
             with open(source, "rb") as stream:
@@ -308,7 +350,11 @@ def check_output_path(out: Path, inputs: list[Path], force: bool) -> None:
         raise TypeError(f"force is True or False, not {force!r}")
     utf8_path(out, "output")
     refuse_overwriting(out, inputs)
-    refuse_overwriting(data_file(out), inputs)
+    if not present(data_file(out)):  # too long a name for the system (a 255-byte output's): no file to find there
+        data = None
+    else:
+        data = data_file(out)
+        refuse_overwriting(data, inputs)
     if out.parent.exists() and not out.parent.is_dir():  # was "create plain.onnx first", which exists as a file
         raise GraphsurgeryError(f"{out.parent} is a file, not a folder", path=out, fix="choose an output in a folder")
     if not out.parent.is_dir():
@@ -319,8 +365,8 @@ def check_output_path(out: Path, inputs: list[Path], force: bool) -> None:
         raise GraphsurgeryError(
             "the output exists", path=out, fix="pass force=True (--force) to replace it, or choose another path"
         )
-    if data_file(out).exists() and not force:
-        raise GraphsurgeryError(f"the output's data file {data_file(out).name} exists", path=out,
+    if data is not None and not force:
+        raise GraphsurgeryError(f"the output's data file {data.name} exists", path=out,
                                 fix="pass force=True (--force) to replace it, or choose another path")
     if not os.access(out.parent, os.W_OK):
         raise GraphsurgeryError("the output folder is not writable", path=out, fix="choose a writable folder")
@@ -358,7 +404,7 @@ def save_model(
             if check:
                 onnx.checker.check_model(str(staged), full_check=True)
             with signals_held():  # the data file never lands without its model
-                if (staging / data_name).exists():
+                if present(staging / data_name):
                     os.replace(staging / data_name, out.parent / data_name)
                     placed.append(out.parent / data_name)
                 os.replace(staged, out)
@@ -372,8 +418,10 @@ def save_model(
             for path in placed:  # a data file without its model is a partial output
                 with suppress(OSError):
                     path.unlink()
+            fix = ("use a shorter output name (the weights go to <name>.data beside it)"
+                   if exc.errno == errno.ENAMETOOLONG else "free disk space or choose another folder")
             raise GraphsurgeryError(f"could not write the output ({exc.strerror or exc})", path=out,
-                                    fix="free disk space or choose another folder; nothing was written") from None
+                                    fix=f"{fix}; nothing was written") from None
 
 
 def _exceeds_protobuf_limit(proto: onnx.ModelProto) -> bool:

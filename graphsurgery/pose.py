@@ -32,6 +32,7 @@ from graphsurgery.quantize import int8_agreement
 from graphsurgery.runners import ModelSignature, Port, Runner, model_signature, open_runner, precision_note
 from graphsurgery.safeio import (
     OWNER,
+    input_path,
     output_path,
     read_small_file,
     refuse_overwriting,
@@ -258,7 +259,7 @@ def run_pose(model: str | Path, images: Sequence[str | Path], outdir: str | Path
     """Pose on every image; writes OUTDIR/keypoints.json, OUTDIR/run.json and OUTDIR/<stem>_pose.jpg (+ heatmaps)."""
     from graphsurgery.draw import draw_skeleton, heatmap_montage
 
-    model, outdir = Path(model), output_path(outdir, "folder")
+    model, outdir = input_path(model, "model file"), output_path(outdir, "folder")
     if not whole(batch) or batch < 1:  # 2.5, "8" were TypeErrors, True a batch of 1
         raise GraphsurgeryError(f"batch={batch!r} (--batch) is not a positive number of crops", fix="give 1 or more")
     if not real(min_score) or not math.isfinite(min_score):  # run.json would hold NaN, which is not JSON

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from graphsurgery.errors import GraphsurgeryError
+from graphsurgery.errors import GraphsurgeryError, whole
 from graphsurgery.recipe import InputTensor
 from graphsurgery.runners import Port, model_signature
 
@@ -82,8 +82,9 @@ def calibration_set(model: Path, images: Path | None = None, boxes: Path | None 
     if (images is None) == (random is None):
         raise GraphsurgeryError("int8 needs calibration samples: images or a number of random ones",
                                 fix="give --calibration DIR or --calibration-random N (one of them)")
-    if random is not None and not 1 <= random <= MAX_CALIBRATION:
-        raise GraphsurgeryError(f"{random} calibration samples: give between 1 and {MAX_CALIBRATION}",
+    if random is not None and not (whole(random) and 1 <= random <= MAX_CALIBRATION):  # "2" was a TypeError
+        raise GraphsurgeryError(f"{random!r} calibration samples (--calibration-random): give a whole number between "
+                                f"1 and {MAX_CALIBRATION}",
                                 fix="a few hundred samples calibrate a pose model (NNCF's default subset is 300)")
     inputs = model_signature(model).inputs
     names = {port.name for port in inputs}

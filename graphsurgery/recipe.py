@@ -26,7 +26,7 @@ from pydantic import (
 
 from graphsurgery.errors import RecipeError
 from graphsurgery.registry import closest, steps_for
-from graphsurgery.safeio import read_small_file
+from graphsurgery.safeio import input_path, read_small_file
 from graphsurgery.steps.base import Color, Dim, InputStep, Layout, OutputStep, Step
 from graphsurgery.yamlsource import YamlPath, dotted, line_of, read_yaml
 
@@ -197,7 +197,7 @@ class Recipe(_Frozen):
 
 def load_recipe(path: str | Path) -> Recipe:
     """Read and validate a recipe file."""
-    path = Path(path)
+    path = input_path(path, "recipe file", RecipeError)
     raw = read_small_file(path, MAX_RECIPE_BYTES, "recipe file", RecipeError)
     return parse_recipe(raw, source=str(path))
 

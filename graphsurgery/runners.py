@@ -145,6 +145,8 @@ def backend_list(backends: str | Iterable[str]) -> list[str]:
     into the one-letter backends 'o', 'n', …)."""
     if isinstance(backends, str):
         return [name.strip() for name in backends.split(",") if name.strip()]
+    if not isinstance(backends, Iterable):  # None was "'NoneType' object is not iterable"
+        raise TypeError(f"backends is a list of backend names ({', '.join(BACKENDS)}), not {type(backends).__name__}")
     return list(backends)
 
 

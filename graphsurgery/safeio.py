@@ -42,13 +42,20 @@ def scratch_folder(parent: Path, prefix: str, out: Path) -> Iterator[Path]:
     try:
         staging = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
     except OSError as exc:
-        raise GraphsurgeryError(f"cannot create files in the output folder ({exc.strerror or exc})", path=out,
-                                fix="choose a writable folder") from None
+        raise _uncreatable(exc, out) from None
     try:
-        (staging / OWNER).write_text(str(os.getpid()))
+        try:
+            (staging / OWNER).write_text(str(os.getpid()))
+        except OSError as exc:  # a full disk: the error names no file, and the CLI took it for standard output's
+            raise _uncreatable(exc, out) from None
         yield staging
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _uncreatable(exc: OSError, out: Path) -> GraphsurgeryError:
+    fix = "free disk space or choose another folder" if exc.errno == errno.ENOSPC else "choose a writable folder"
+    return GraphsurgeryError(f"cannot create files in the output folder ({exc.strerror or exc})", path=out, fix=fix)
 
 
 @contextmanager
@@ -97,7 +104,7 @@ def _alive(pid: int) -> bool:
 
 def read_small_file(path: Path, limit: int, what: str, error: type[GraphsurgeryError] = GraphsurgeryError) -> bytes:
     """The bytes of a regular file of at most `limit` bytes; a one-line error (`error`) for anything else."""
-    path = Path(path)
+    path = input_path(path, what, error)
     a = "an" if what[:1] in tuple("aeiou") else "a"
     try:
         path.stat()
@@ -125,6 +132,9 @@ def read_small_file(path: Path, limit: int, what: str, error: type[GraphsurgeryE
 def inside(folder: Path, name: str, what: str, source: Path | str) -> Path:
     """`folder / name` when it stays inside `folder` (after resolving `..` and symlinks); a file name from a data file
     (`source`) must not reach files elsewhere (`../secret.jpg`, an absolute path)."""
+    if "\x00" in str(name):  # no file has such a name (a ValueError from the system calls: an internal error)
+        raise GraphsurgeryError(f"{what} {name!r} holds a NUL character, which no file name can", path=source,
+                                fix=f"give the file name of an image in {folder}")
     path = (Path(folder) / name).resolve()
     root = Path(folder).resolve()
     if not str(name) or Path(name).is_absolute() or root not in path.parents:
@@ -148,12 +158,33 @@ def utf8_path(path: Path, what: str) -> Path:
 def output_path(value, what: str = "file") -> Path:
     """An output path given to the Python API, held to what the CLI's options take: a str or os.PathLike that is
     not empty (Path("") is the current folder: `run(..., "")` wrote its results there)."""
+    return _given_path(value, f"the output {what}", f"no {what} to write{' into' if what == 'folder' else ''}",
+                       f"give a {what} name")
+
+
+def input_path(value, what: str, error: type[GraphsurgeryError] = GraphsurgeryError) -> Path:
+    """An input path (of the `what`, e.g. "model file") given to the Python API, held to what the CLI's arguments
+    take: a str or os.PathLike that is not empty (`inspect("")` said ".: is a directory, not an ONNX file")."""
+    return _given_path(value, f"the {what}", f"no {what}", f"give the path of the {what}", error)
+
+
+def _given_path(value, role: str, names: str, fix: str, error: type[GraphsurgeryError] = GraphsurgeryError) -> Path:
     if isinstance(value, bytes) or not isinstance(value, (str, os.PathLike)):
-        raise TypeError(f"the output {what} must be a path (str or os.PathLike), not {type(value).__name__}")
+        raise TypeError(f"{role} must be a path (str or os.PathLike), not {type(value).__name__}")
     if not os.fspath(value).strip():
-        raise GraphsurgeryError(f"an empty path names no {what} to write{' into' if what == 'folder' else ''}",
-                                fix=f"give a {what} name")
+        raise error(f"an empty path names {names}", fix=fix)
     return Path(value)
+
+
+def present(path: Path) -> bool:
+    """Whether something is at `path` (a file, a folder, a symlink even dangling); False for a name too long for
+    the system, where nothing can be (a 255-byte output's `<name>.data` was an error about a file never asked for)."""
+    try:
+        return path.exists() or path.is_symlink()
+    except OSError as exc:
+        if exc.errno == errno.ENAMETOOLONG:
+            return False
+        raise
 
 
 def same_file(a: Path, b: Path) -> bool:

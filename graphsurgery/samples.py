@@ -159,9 +159,8 @@ def image_samples(folder: Path, boxes_file: Path | str | None, image_input: Port
     count = sum(len(boxes[path.name]) for path in paths if path.name in boxes) if boxes is not None else len(paths)
     most = _most_samples(math.prod(_sample_shape(image_input, size, tensor.layout)))
     if count > most:  # every crop is held at once, with its twins and outputs: 10,000 images ran out of memory
-        raise GraphsurgeryError(f"the images make {count:,} crops; verify holds them all at once and takes at most "
-                                f"{most:,} of {size[0]} × {size[1]}", path=boxes_file or folder,
-                                fix="verify on a folder of a few dozen images (eval-coco measures a data set)")
+        raise GraphsurgeryError(f"the images make {count:,} crops; they are held all at once, at most {most:,} of "
+                                f"{size[0]} × {size[1]}", path=boxes_file or folder, fix=f"give fewer images: {FEW}")
     tensors, centers, scales = [], [], []
     used = 0
     for path in paths:
@@ -228,12 +227,18 @@ def check_seed(seed: int) -> int:
     return seed
 
 
+#: How many samples to give, for verify and for convert --int8 (`convert --int8 --calibration` of 1,200 images was
+#: told to "verify on a folder of a few dozen images")
+FEW = ("verify needs a few dozen images or samples, int8 calibration (convert --int8) a few hundred; eval-coco "
+       "measures a data set")
+
+
 def check_random(n: int | None) -> int | None:
     """A number of random samples (--random) as the CLI takes it: None (the default) or a whole number from 1 to
     MAX_RANDOM (the Python API took True as one sample, 0 as the default, 2.5 and "3" as a TypeError)."""
     if n is not None and (not whole(n) or not 1 <= n <= MAX_RANDOM):
         raise GraphsurgeryError(f"{n!r} random samples (--random): give a whole number between 1 and {MAX_RANDOM:,}",
-                                fix="verify needs a few dozen samples, not a data set")
+                                fix=FEW)
     return n
 
 
@@ -250,7 +255,7 @@ def _check_count(n: int, values_per_sample: int) -> None:
     if not 1 <= n <= most:
         raise GraphsurgeryError(f"{n} random samples: give between 1 and {most:,}" + (
             f" (samples of {values_per_sample:,} values are all made at once)" if most < MAX_RANDOM else ""),
-                                fix="verify needs a few dozen samples, not a data set")
+                                fix=FEW)
 
 
 def tensor_facet(recipe: Recipe) -> InputTensor:

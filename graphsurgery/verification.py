@@ -35,6 +35,7 @@ from graphsurgery.model import ModelFacts, openvino_caveats, provenance, real_in
 from graphsurgery.modelio import load_model
 from graphsurgery.recipe import Recipe, as_recipe
 from graphsurgery.runners import BACKENDS, backend_list, check_backends, open_runner, precision_note
+from graphsurgery.safeio import input_path
 from graphsurgery.samples import (
     DEFAULT_RANDOM,
     Samples,
@@ -151,6 +152,11 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
     """
     check_seed(seed)
     check_random(random)
+    if isinstance(images, (list, tuple)):  # a TypeError from pathlib (run takes a list; verify one folder)
+        raise GraphsurgeryError(f"images is a {type(images).__name__} of {len(images)}; verify takes one folder of "
+                                "images (--images DIR)", fix="give the folder's path, or random=N for random samples")
+    images = input_path(images, "image folder") if images is not None else None
+    boxes = input_path(boxes, "boxes file") if boxes is not None else None
     if reference is not None or reference_pipeline is not None:
         if reference is not None and (reference_pipeline is not None or random is not None):
             raise GraphsurgeryError("a reference file brings its own inputs and answers", path=reference,

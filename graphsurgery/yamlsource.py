@@ -43,7 +43,7 @@ def read_yaml(text: str, source: str) -> tuple[Any, dict[YamlPath, int]]:
         if node is None:
             return None, {}
         lines: dict[YamlPath, int] = {}
-        _walk(node, (), lines, [0], source)
+        _walk(node, (), lines, [0], source, loader.construct_object)
         return loader.construct_document(node), lines
     except yaml.constructor.ConstructorError as exc:
         where = f"line {exc.problem_mark.line + 1}: " if exc.problem_mark else ""
@@ -74,7 +74,8 @@ def read_yaml(text: str, source: str) -> tuple[Any, dict[YamlPath, int]]:
             loader.dispose()
 
 
-def _walk(node: yaml.Node, path: YamlPath, lines: dict[YamlPath, int], count: list[int], source: str) -> None:
+def _walk(node: yaml.Node, path: YamlPath, lines: dict[YamlPath, int], count: list[int], source: str,
+          construct) -> None:
     count[0] += 1
     if count[0] > MAX_EXPANDED_NODES:
         raise RecipeError(f"the recipe expands to more than {MAX_EXPANDED_NODES} values (aliases?)", path=source,
@@ -96,10 +97,14 @@ def _walk(node: yaml.Node, path: YamlPath, lines: dict[YamlPath, int], count: li
                     fix="keep one of the two",
                 )
             seen.add(name)
-            _walk(value, path + (name,), lines, count, source)
+            if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:str":  # pydantic names `1:` 1 and
+                constructed = construct(key)  # `null:` "None" in its errors: their line, not the mapping's (1)
+                for form in (constructed, str(constructed)):
+                    lines.setdefault(path + (form,), key.start_mark.line + 1)
+            _walk(value, path + (name,), lines, count, source, construct)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
-            _walk(item, path + (index,), lines, count, source)
+            _walk(item, path + (index,), lines, count, source, construct)
 
 
 def _too_deep(source: str) -> RecipeError:

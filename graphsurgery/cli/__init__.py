@@ -56,6 +56,9 @@ class _Group(click.Group):
             sys.exit(1)
         except Exception as exc:
             self._signal_behind(exc)
+            if isinstance(exc, OSError) and _folder_gone():  # a relative path resolved in it: FileNotFoundError
+                self._end("error: the current folder no longer exists (it was deleted or moved) — fix: cd into an "
+                          "existing folder and run the command again", GraphsurgeryError.exit_code)
             if isinstance(exc, OSError) and exc.errno in (*PATH_ERRORS, *DISK_ERRORS):
                 self._refuse(exc)
             if os.environ.get("GRAPHSURGERY_DEBUG") == "1":
@@ -106,7 +109,19 @@ def cli() -> None:
     that they give the same answers as the unpatched pipeline."""
 
 
+def _folder_gone() -> bool:
+    """Whether the current folder was deleted (or moved) under the process."""
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        return True
+    return False
+
+
 def main() -> None:
+    if sys.stdout is None:  # started with standard output closed (`>&-`): every report was lost, with exit code 0
+        _Group._end("error: standard output is closed, so the command's report could not be written — fix: run it "
+                    "with standard output open (`> /dev/null` discards it)", GraphsurgeryError.exit_code)
     for stream in (sys.stdout, sys.stderr):  # a terminal that cannot show × or a model's names: escaped, not a crash
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")

@@ -9,18 +9,38 @@ import click
 
 from graphsurgery.runners import MAX_THREADS
 
-existing_file = click.Path(path_type=Path, dir_okay=True)  # existence is checked by the loaders, with their messages
+
+class _GivenPath(click.Path):
+    """A path the user must spell out: an empty one (`-o "$OUT"` with OUT unset) is refused, with `empty` as the
+    message: Path("") is the current folder ("." was written into, or read as ".: is a directory")."""
+
+    empty = "an empty path names no file or folder to read; give its path"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and not value.strip():
+            self.fail(self.empty, param, ctx)
+        return super().convert(value, param, ctx)
 
 
-class OutputFile(click.Path):
+class InputPath(_GivenPath):
+    """A file or folder to read; its existence is checked by the loaders, with their messages."""
+
+    def __init__(self) -> None:
+        super().__init__(path_type=Path, dir_okay=True)
+
+
+existing_file = InputPath()
+
+
+class OutputFile(_GivenPath):
     """A file to write. `out/` names a folder: pathlib drops the slash, and a file `out` would be written instead."""
+
+    empty = "an empty path names no file to write; give a file name"
 
     def __init__(self) -> None:
         super().__init__(path_type=Path)  # an existing folder is refused by the writers, naming the file
 
     def convert(self, value, param, ctx):
-        if isinstance(value, str) and not value.strip():  # `-o "$OUT"` with OUT unset: Path("") is the folder "."
-            self.fail("an empty path names no file to write; give a file name", param, ctx)
         if isinstance(value, str) and value.endswith(("/", os.sep)):
             self.fail(f"{value!r} ends in '/', so it names a folder, not a file to write; give a file name", param,
                       ctx)
@@ -30,17 +50,14 @@ class OutputFile(click.Path):
 output_file = OutputFile()
 
 
-class OutputFolder(click.Path):
-    """A folder to write into (created if missing). An empty path is refused: Path("") is the current folder. An
-    existing file is left to the writers to refuse, naming it (`file_okay=False`: click refuses it)."""
+class OutputFolder(_GivenPath):
+    """A folder to write into (created if missing). An existing file is left to the writers to refuse, naming it
+    (`file_okay=False`: click refuses it)."""
+
+    empty = "an empty path names no folder to write into; give a folder name"
 
     def __init__(self, file_okay: bool = True) -> None:
         super().__init__(path_type=Path, file_okay=file_okay)
-
-    def convert(self, value, param, ctx):
-        if isinstance(value, str) and not value.strip():  # `-o "$OUT"` with OUT unset
-            self.fail("an empty path names no folder to write into; give a folder name", param, ctx)
-        return super().convert(value, param, ctx)
 
 
 output_folder = OutputFolder()

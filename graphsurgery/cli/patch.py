@@ -101,7 +101,7 @@ def steps_command(name: str | None):
     """List the steps a recipe can use, or document one step fully."""
     console = Console()
     everything = {**steps_for("input"), **steps_for("output")}
-    if name:
+    if name is not None:  # `steps ''` listed every step
         if name not in everything:
             from graphsurgery.errors import GraphsurgeryError
             from graphsurgery.registry import closest

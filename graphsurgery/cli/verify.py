@@ -26,7 +26,7 @@ from graphsurgery.cli.options import (
 from graphsurgery.cli.tables import print_table, shown
 from graphsurgery.errors import GraphsurgeryError
 from graphsurgery.runners import PRECISIONS
-from graphsurgery.safeio import refuse_overwriting, write_text_atomically
+from graphsurgery.safeio import refuse_overwriting, same_file, write_text_atomically
 from graphsurgery.samples import MAX_RANDOM
 
 PARITY_FAILURE = 1
@@ -161,11 +161,15 @@ def eval_coco_command(recipe: Path, plain: Path, annotations: Path, images: Path
     """COCO keypoint AP/AR of the unpatched pipeline (PLAIN + RECIPE's numpy twins) and of the patched model, on
     each backend at f32, top-down with the HRNet authors' crops. Parity holds when the numbers are identical
     (exit code 0; 1 when they are not, 2 on a usage or input error)."""
-    from graphsurgery.coco import STAT_NAMES, evaluate_coco
+    from graphsurgery.coco import STAT_NAMES, evaluate_coco, results_files
 
     inputs = _inputs(recipe, plain, patched, images, boxes, annotations)
     if json_report is not None:
         refuse_overwriting(json_report, inputs)
+        results = results_files(results_dir, backends) if results_dir is not None else []
+        if any(same_file(json_report, written) for written in results):  # the report replaced a results file
+            raise GraphsurgeryError("--json names a COCO results file that --results writes", path=json_report,
+                                    fix="give the report another name or folder")
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=Console(stderr=True), transient=True) as progress:
         tasks: dict[str, int] = {}

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import onnx
 
+from graphsurgery.errors import check_flags
 from graphsurgery.model import model_opset, provenance, real_inputs
 from graphsurgery.modelio import check_output_path, external_tensors, load_model, model_files, save_model
 from graphsurgery.probe import settle_output_sizes
@@ -32,6 +33,7 @@ def default_output(model: Path) -> Path:
 def apply(recipe: str | Path | Recipe, model: str | Path, out: str | Path | None = None, *, force: bool = False,
           dry_run: bool = False, upgrade_opset: bool = False) -> ApplyResult:
     """Splice `recipe` into the model at `model` and write it to `out` (atomically; the input is never modified)."""
+    check_flags(force=force, dry_run=dry_run, upgrade_opset=upgrade_opset)
     model = input_path(model, "model file")
     recipe = as_recipe(recipe)
     out = output_path(out) if out is not None else default_output(model)

@@ -24,7 +24,7 @@ import numpy as np
 from graphsurgery import twins
 from graphsurgery.api import apply
 from graphsurgery.callables import call_user, import_callable
-from graphsurgery.errors import GraphsurgeryError
+from graphsurgery.errors import GraphsurgeryError, check_flags
 from graphsurgery.machine import machine
 from graphsurgery.model import ModelFacts, real_inputs
 from graphsurgery.modelio import load_model
@@ -175,6 +175,7 @@ class BenchResult:
 
 def run_bench(recipe: str | Path, model: str | Path, settings: Settings = Settings()) -> BenchResult:
     """Patch `model` with `recipe` into a temporary folder, then time every pipeline, interleaved."""
+    check_flags(throughput=settings.throughput, upgrade_opset=settings.upgrade_opset)
     if settings.iterations < 1 or settings.warmup < 0 or settings.batch < 1:
         raise GraphsurgeryError("iterations and batch must be ≥ 1 and warmup ≥ 0",
                                 fix="e.g. iterations=50, warmup=5, batch=1 (--iterations, --warmup, --batch)")

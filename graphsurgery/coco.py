@@ -31,7 +31,7 @@ from graphsurgery import crops
 from graphsurgery.api import apply
 from graphsurgery.boxes import MAX_COORDINATE, MIN_SIZE, croppable, image_names, is_box, is_number
 from graphsurgery.cocoformat import KEYPOINT_NAMES, PERSON, keypoint_result
-from graphsurgery.errors import GraphsurgeryError, whole
+from graphsurgery.errors import GraphsurgeryError, check_flags, whole
 from graphsurgery.images import read_image
 from graphsurgery.model import ModelFacts
 from graphsurgery.modelio import load_model, model_files
@@ -107,6 +107,7 @@ def evaluate_coco(recipe: str | Path | Recipe, plain_model: str | Path, annotati
                   limit: int | None = None, backends: Iterable[str] = BACKENDS, results_dir: str | Path | None = None,
                   progress: Progress | None = None, upgrade_opset: bool = False) -> CocoReport:
     """Evaluate the unpatched pipeline and the patched model on each backend; results JSON go to `results_dir`."""
+    check_flags(upgrade_opset=upgrade_opset)
     results_dir = output_path(results_dir, "folder") if results_dir is not None else None
     recipe = as_recipe(recipe)
     plain = load_model(plain_model)

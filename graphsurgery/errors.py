@@ -30,6 +30,15 @@ def real(value) -> bool:
     return isinstance(value, Real) and not isinstance(value, bool)
 
 
+def check_flags(**named) -> None:
+    """Each named flag of the Python API is True or False: a str such as "no" is truthy (force="no" replaced an
+    output, fp16="no" wrote FP16 weights, upgrade_opset="no" upgraded the opset)."""
+    for name, value in named.items():
+        if not isinstance(value, bool):
+            raise TypeError(f"{name} must be True or False, not {type(value).__name__} {value!r} (a str such as "
+                            f"'no' would count as True)")
+
+
 class GraphsurgeryError(Exception):
     """A user-facing error: one line that names the file (and YAML path or tensor) and says how to fix it."""
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import onnx
 
-from graphsurgery.errors import GraphsurgeryError, ModelError, listed, whole
+from graphsurgery.errors import GraphsurgeryError, ModelError, check_flags, listed, whole
 from graphsurgery.model import openvino_caveats, real_inputs
 from graphsurgery.modelio import check_output_path, load_model, model_files, staging_folder
 from graphsurgery.quantize import AccuracyControl
@@ -173,7 +173,7 @@ def convert(model_path: str | Path, out_xml: str | Path, fp16: bool = False,
     `transform` turns the converted OpenVINO model into the one saved (int8 quantization), whose weights are then
     labelled `weights`.
     """
-    _check_flags(fp16=fp16)
+    check_flags(fp16=fp16, force=force, make_parents=make_parents)
     model_path, out_xml = input_path(model_path, "model file"), output_path(out_xml)
     out_bin = out_xml.with_suffix(".bin")
     if out_xml.suffix != ".xml":
@@ -221,7 +221,7 @@ def convert_ir(model_path: str | Path, out_xml: str | Path, fp16: bool = False,
     (bounded by `max_reverts` rounds, layers ranked on `ranking_samples` samples) asks for accuracy control, whose
     metric is COCO keypoint AP on the people of `annotations` (`int8_coco`; `boxes` are then eval-coco's
     detections) when given, else the joints' agreement with f32."""
-    _check_flags(fp16=fp16, int8=int8)
+    check_flags(fp16=fp16, int8=int8, force=force, make_parents=make_parents)
     model_path, out_xml = input_path(model_path, "model file"), output_path(out_xml)
     calibration, boxes, annotations = (None if value is None else input_path(value, what) for value, what in (
         (calibration, "calibration folder"), (boxes, "boxes file"), (annotations, "annotation file")))
@@ -264,14 +264,6 @@ def convert_ir(model_path: str | Path, out_xml: str | Path, fp16: bool = False,
     control = None if max_drop is None else AccuracyControl(max_drop, max_reverts, ranking_samples, metric)
     return convert_int8(model_path, out_xml, samples, input_shapes, force=force, make_parents=make_parents,
                         control=control)
-
-
-def _check_flags(**flags) -> None:
-    """fp16 and int8 are True or False: a str such as "no" was truthy, and FP16 weights were written."""
-    for name, value in flags.items():
-        if not isinstance(value, bool):
-            raise TypeError(f"{name} must be True or False, not {type(value).__name__} {value!r}: pass {name}=True "
-                            f"for {name.upper()} weights, or {name}=False (the default) for FP32")
 
 
 def _check_annotated(int8: bool, calibration, calibration_random: int | None, max_drop: float | None) -> None:

@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 INTERRUPTED, TERMINATED = 130, 143  # the shell's 128 + SIGINT / SIGTERM
+#: whether this process was started by `main` (the command line): then a command's last line ends the process
+_command_line = False
 
 
 class Terminated(BaseException):
@@ -29,6 +31,8 @@ def terminate(signum, frame):
 
 
 def main() -> None:
+    global _command_line
+    _command_line = True
     handlers = {signal.SIGINT: signal.getsignal(signal.SIGINT), signal.SIGTERM: terminate}
     for number in handlers:
         if signal.getsignal(number) is not signal.SIG_IGN:  # SIGINT ignored (a background job of a script) stays so
@@ -55,13 +59,14 @@ def main() -> None:
 @contextmanager
 def signals_ignored() -> Iterator[None]:
     """Ctrl-C and SIGTERM ignored while a command says its last line and exits: its outcome is decided (a Ctrl-C
-    just after an error line made click say "Aborted!" and exit 1, the parity-failure code). Restored after, for an
-    application that runs the CLI in its own process."""
+    just after an error line made click say "Aborted!" and exit 1, the parity-failure code). On the command line
+    they stay ignored until the process ends (restored, a signal in the few frames before `main` saw the exit
+    turned it into "interrupted", 130); restored for an application that runs the CLI in its own process."""
     previous = _ignore()
     try:
         yield
     finally:
-        for number, handler in previous.items():
+        for number, handler in previous.items() if not _command_line else ():
             signal.signal(number, handler)
 
 

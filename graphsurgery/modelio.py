@@ -28,7 +28,7 @@ import onnx
 from google.protobuf.message import DecodeError
 from onnx.external_data_helper import ExternalDataInfo, uses_external_data
 
-from graphsurgery.errors import GraphsurgeryError, ModelError
+from graphsurgery.errors import GraphsurgeryError, ModelError, check_flags
 from graphsurgery.safeio import input_path, present, refuse_overwriting, scratch_folder, signals_held, utf8_path
 from graphsurgery.sparsecopy import copy_range
 
@@ -346,8 +346,7 @@ def check_output_path(out: Path, inputs: list[Path], force: bool) -> None:
     recipe), land in a missing folder, replace something that is not a regular file, or replace a file without
     --force. The output's data file counts as part of the output: an orphan `<out>.data` is not replaced silently.
     """
-    if not isinstance(force, bool):  # the Python API's force="no" replaced an existing output
-        raise TypeError(f"force is True or False, not {force!r}")
+    check_flags(force=force)  # the Python API's force="no" replaced an existing output
     utf8_path(out, "output")
     refuse_overwriting(out, inputs)
     if not present(data_file(out)):  # too long a name for the system (a 255-byte output's): no file to find there

@@ -29,7 +29,7 @@ import onnx
 from graphsurgery.api import apply
 from graphsurgery.compare import HeatmapGrid, OutputResult, compare_output, missing_output
 from graphsurgery.compare_detections import compare_detections
-from graphsurgery.errors import GraphsurgeryError
+from graphsurgery.errors import GraphsurgeryError, check_flags
 from graphsurgery.heatmap_grid import heatmap_grid
 from graphsurgery.model import ModelFacts, openvino_caveats, provenance, real_inputs
 from graphsurgery.modelio import load_model
@@ -151,6 +151,7 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
     twins (`graphsurgery.reference`).
     """
     check_seed(seed)
+    check_flags(upgrade_opset=upgrade_opset)
     check_random(random)
     if isinstance(images, (list, tuple)):  # a TypeError from pathlib (run takes a list; verify one folder)
         raise GraphsurgeryError(f"images is a {type(images).__name__} of {len(images)}; verify takes one folder of "

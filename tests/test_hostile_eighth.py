@@ -217,7 +217,7 @@ def test_force_is_a_bool(plain, tmp_path):
 
     out = tmp_path / "p.onnx"
     out.write_bytes(b"mine")
-    with pytest.raises(TypeError, match="force is True or False, not 'no'"):
+    with pytest.raises(TypeError, match="force must be True or False, not str 'no'"):
         graphsurgery.apply(CROP, plain, out, force="no")
     assert out.read_bytes() == b"mine"
 

@@ -168,7 +168,7 @@ def test_fp16_and_int8_are_bools(tmp_path, options):
     import graphsurgery
 
     name = next(iter(options))
-    with pytest.raises(TypeError, match=rf"^{name} must be True or False, not .*: pass {name}=True for "
-                                        rf"{name.upper()} weights, or {name}=False \(the default\) for FP32$"):
+    with pytest.raises(TypeError, match=rf"^{name} must be True or False, not .* \(a str such as 'no' would count "
+                                        r"as True\)$"):
         graphsurgery.convert(tmp_path / "absent.onnx", tmp_path / "out.xml", **options)
     assert not list(tmp_path.iterdir())

@@ -422,3 +422,23 @@ def test_eval_coco_never_writes_its_report_over_a_results_file(coco, tmp_path):
                     "onnxruntime", "--results", tmp_path / "res", "--json", report)
     one_line_exit_2(result, "--json names a COCO results file that --results writes")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("args, message", [
+    (["nosuch"], "No such command 'nosuch'"),
+    (["verify"], "Missing argument 'RECIPE'"),
+    (["eval-coco", "r.yaml", "m.onnx", "--limit", "0"], "0 is not in the range x>=1"),
+    (["inspect", "m.onnx", "--no-such-option"], "No such option '--no-such-option'"),
+    (["run", "m.onnx", "a.jpg", "--batch", "two"], "'two' is not a valid integer"),
+])
+def test_click_usage_errors_are_one_line_with_the_usage_as_the_fix(args, message):
+    """Click printed three lines (usage, a hint, the error) for a bad option value or a missing argument."""
+    from click.testing import CliRunner
+
+    from graphsurgery.cli import cli
+
+    result = CliRunner().invoke(cli, args, prog_name="graphsurgery")
+    assert result.exit_code == 2, result.output
+    assert result.output.count("\n") == 1 and result.output.startswith("error: "), result.output
+    assert message in result.output and f"(see `graphsurgery{' ' + args[0] if args[0] != 'nosuch' else ''} -h`)" \
+        in result.output

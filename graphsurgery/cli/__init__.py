@@ -34,6 +34,8 @@ class _Group(click.Group):
             return super().make_context(*args, **kwargs)
         except KeyboardInterrupt:  # while the options are parsed: click would say "Aborted!" and exit 1
             self._end("interrupted", INTERRUPTED)
+        except click.UsageError as exc:
+            self._usage_error(exc)
 
     def invoke(self, ctx: click.Context):
         try:
@@ -49,6 +51,8 @@ class _Group(click.Group):
         except GraphsurgeryError as exc:
             self._signal_behind(exc)
             self._end(f"error: {printable(exc)}", exc.exit_code)
+        except click.UsageError as exc:  # a command's options, parsed in its own context
+            self._usage_error(exc)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
         except BrokenPipeError:  # the reader went away (`graphsurgery schema | head`): not a bug, nothing to say
@@ -70,6 +74,16 @@ class _Group(click.Group):
         finally:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
+
+    @classmethod
+    def _usage_error(cls, exc: click.UsageError) -> None:
+        """Click's usage errors in one line like every other refusal (they were three: usage, a hint, the error),
+        with the usage in the fix. `graphsurgery` alone still shows the help."""
+        if isinstance(exc, click.exceptions.NoArgsIsHelpError) or exc.ctx is None:
+            raise exc
+        usage = " ".join(exc.ctx.get_usage().split()).removeprefix("Usage: ")
+        cls._end(f"error: {printable(exc.format_message())} — fix: {usage} (see `{exc.ctx.command_path} -h`)",
+                 exc.exit_code)
 
     @classmethod
     def _signal_behind(cls, exc: BaseException) -> None:

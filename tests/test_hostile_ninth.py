@@ -442,3 +442,25 @@ def test_click_usage_errors_are_one_line_with_the_usage_as_the_fix(args, message
     assert result.output.count("\n") == 1 and result.output.startswith("error: "), result.output
     assert message in result.output and f"(see `graphsurgery{' ' + args[0] if args[0] != 'nosuch' else ''} -h`)" \
         in result.output
+
+
+@pytest.mark.parametrize("call", ["apply", "verify", "evaluate_coco", "run_bench", "convert_ir"])
+def test_api_flags_are_bools_not_truthy_text(plain, tmp_path, call):
+    """upgrade_opset="no" upgraded the opset and make_parents="no" made folders: every flag of the Python API is
+    True or False, refused as a TypeError before anything is read or written."""
+    from graphsurgery.api import apply
+    from graphsurgery.benchmark import Settings, run_bench
+    from graphsurgery.coco import evaluate_coco
+    from graphsurgery.irconvert import convert_ir
+    from graphsurgery.verification import verify
+
+    calls = {
+        "apply": lambda: apply(CROP, plain, tmp_path / "out.onnx", upgrade_opset="no"),
+        "verify": lambda: verify(CROP, plain, random=1, upgrade_opset="no"),
+        "evaluate_coco": lambda: evaluate_coco(CROP, plain, tmp_path / "a.json", tmp_path, upgrade_opset="no"),
+        "run_bench": lambda: run_bench(CROP, plain, Settings(upgrade_opset="no")),
+        "convert_ir": lambda: convert_ir(plain, tmp_path / "sub" / "m.xml", make_parents="no"),
+    }
+    with pytest.raises(TypeError, match=r"must be True or False, not str 'no'"):
+        calls[call]()
+    assert list(tmp_path.iterdir()) == []

@@ -55,6 +55,7 @@ from graphsurgery.samples import (
 )
 from graphsurgery.stability import Wobbles
 from graphsurgery.steps.base import Comparison, InputStep
+from graphsurgery.steps.resize import Resize
 from graphsurgery.tolerances import (
     Tolerances,
     allowance_note,
@@ -277,12 +278,29 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
     if unpaired:
         report.notes.append(f"patched output(s) {', '.join(map(repr, unpaired))} have no counterpart in the "
                             f"unpatched pipeline: not compared")
+    if not report and (note := _rounded_resize_note(recipe)):
+        report.notes.append(note)
     if any(pair.reduced_precision and not pair.informational for pair in report.pairs):
         report.notes.append(f"OpenVINO ran the patched model at {ran['openvino']}: differences measure what reduced "
                             f"precision costs in agreement, not a wrong patch")
     if note := precision_note(ran.get("openvino", "f32")):
         report.notes.append(note)
     return report
+
+
+def _rounded_resize_note(recipe: Recipe) -> str | None:
+    """A failure's likely cause when the recipe rounds its resize passes (PIL's uint8 passes, `round: true`): the
+    graph and the twin land a level apart where a pass's float32 sum falls within rounding of a half, and through a
+    network a few such pixels move every output a little (HRNet-tiny: 3e-3 on its maps)."""
+    steps = recipe.input.steps if recipe.input else ()
+    rounded = [f"input.steps[{index}].resize" for index, step in enumerate(steps) if isinstance(step, Resize)
+               and step.round]
+    if not rounded:
+        return None
+    return (f"{rounded[0]} rounds each pass (round: true): where a pass's float32 sum falls within rounding of a "
+            "half, the graph and the numpy twin round a level apart, and a network spreads a few such pixels over "
+            "its outputs; differences of that size are this rounding, not necessarily a wrong patch (without "
+            "round the two agree within float tolerance)")
 
 
 def _pairs(backends: list[str], ran: dict[str, str], unpatched: dict, patched: dict,

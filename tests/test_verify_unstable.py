@@ -18,6 +18,7 @@ import json
 
 import numpy as np
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from graphsurgery import verify
@@ -201,3 +202,29 @@ def test_measured_floor_is_twice_the_backends_difference_within_rounding_only():
     tie, note = measured_tie(Comparison("float", rtol=1e-4, atol=1e-4), {"a": maps, "b": near}, "heatmaps", {})
     assert tie.atol == pytest.approx(2 * noise) and note.startswith("near ties on heatmaps")
     assert measured_tie(wanted["heatmaps"], {"a": maps, "b": near}, "heatmaps", {"heatmaps": (1, 1)})[0].atol == 1e-4
+
+
+def rounded_resize_recipe(path, rounds: bool):
+    """PIL-style resize (antialiased cubic, each pass rounded when `rounds`) before an HRNet-style normalisation."""
+    resize = {"interpolation": "cubic", "fit": "letterbox", "antialias": True, "round": rounds}
+    path.write_text(yaml.safe_dump({
+        "version": 1, "name": "rounded",
+        "input": {"tensor": {"dtype": "uint8", "layout": "NHWC", "color": "RGB"},
+                  "model": {"layout": "NCHW", "color": "RGB"},
+                  "steps": [{"cast": {}}, {"resize": resize},
+                            {"normalize": {"mean": [123.675, 116.28, 103.53], "std": [58.395, 57.12, 57.375]}},
+                            {"layout": {"to": "NCHW"}}]},
+        "output": {"steps": [{"heatmap_argmax": {}}], "keep_original": True}}, sort_keys=False))
+    return path
+
+
+def test_a_failure_with_rounded_resize_passes_names_that_rounding(plain, tmp_path):
+    """Known and left: PIL-style rounded passes land a level apart from the twin where a float32 sum sits on a half
+    (a few pixels an image), which moves the maps beyond the float floor. Verify fails and says why; unrounded, the
+    same recipe passes."""
+    rounded = rounded_resize_recipe(tmp_path / "rounded.yaml", True)
+    plain_resize = rounded_resize_recipe(tmp_path / "float.yaml", False)
+    report = verify(rounded, plain, random=3, backends=("onnxruntime",))
+    assert not report and any(note.startswith("input.steps[1].resize rounds each pass") for note in report.notes)
+    unrounded = verify(plain_resize, plain, random=3, backends=("onnxruntime",))
+    assert unrounded and not any("rounds each pass" in note for note in unrounded.notes)

@@ -13,6 +13,8 @@ chained model with the two models run one after the other.
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,10 +25,15 @@ from onnx import TensorProto, helper, numpy_helper
 from graphsurgery import __version__
 from graphsurgery.errors import GraphsurgeryError, ModelError, whole
 from graphsurgery.model import PROVENANCE_KEY, model_opset, provenance
-from graphsurgery.modelio import check_output_path, external_tensors, load_model, save_model
+from graphsurgery.modelio import check_output_path, external_tensors, load_model, model_paths, save_model
 from graphsurgery.safeio import input_path, output_path
 
 DETECTOR_OUTPUTS = ("boxes", "scores", "classes", "count")
+#: what the glue takes from the detector: each output's element type and dims (D: the detector's rows; "?" any)
+DETECTOR_PORTS = {"boxes": (TensorProto.FLOAT, (1, "D", 4)), "scores": (TensorProto.FLOAT, (1, "D")),
+                  "classes": (TensorProto.INT64, (1, "D")), "count": (TensorProto.INT64, (1,))}
+#: the pose model's boxes input: COCO x, y, w, h of each person, as many as the detector found ("?": dynamic)
+POSE_PORTS = {"boxes": (TensorProto.FLOAT, ("?", 4))}
 POSE_INPUTS = ("image", "boxes")
 GLUE = "graphsurgery/chain"
 POSE_PREFIX = "pose/"
@@ -51,13 +58,17 @@ def select_people(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, co
 
 
 def chain(detector: str | Path, pose: str | Path, out: str | Path, *, person_class: int = 0,
-          force: bool = False) -> ChainResult:
-    """Write the chained model to `out` (atomically; neither input is modified)."""
+          force: bool = False, also_reads: Iterable[str | Path] = ()) -> ChainResult:
+    """Write the chained model to `out` (atomically; neither input is modified). `also_reads`: other files the
+    caller reads and `out` must not replace (`chain --check`'s images: `-o a.jpg --check a.jpg --force` wrote the
+    model over the image, then failed to read it)."""
     detector, pose, out = input_path(detector, "detector file"), input_path(pose, "pose model file"), output_path(out)
+    also_reads = [input_path(path, "file") for path in ([also_reads] if isinstance(also_reads, (str, os.PathLike))
+                                                        else also_reads)]
     if not whole(person_class) or not 0 <= person_class < 2**63:  # an int64 constant in the graph (0.5 went in)
         raise GraphsurgeryError(f"person class {person_class!r} is not a class index", fix="give the detector's "
                                 "class index of a person (COCO: 0)")
-    check_output_path(out, [detector, pose], force)
+    check_output_path(out, [*model_paths(detector), *model_paths(pose), *also_reads], force)
     first, second = load_model(detector), load_model(pose)
     for loaded in (first, second):
         if external_tensors(loaded.proto):
@@ -90,17 +101,75 @@ def _check_signatures(detector: onnx.ModelProto, pose: onnx.ModelProto, detector
         raise ModelError(f"not a patched detector: inputs {inputs}, outputs {sorted(outputs)}", path=detector_path,
                          fix="apply recipes/yolov8_detector.yaml (input `image`; outputs boxes, scores, classes, "
                              "count) to the plain detector first")
+    _check_detector_outputs(detector, detector_path)
     pose_inputs = [i.name for i in pose.graph.input]
     pose_outputs = {o.name for o in pose.graph.output}
     if sorted(pose_inputs) != sorted(POSE_INPUTS) or not {"keypoints", "scores"} <= pose_outputs:
         raise ModelError(f"not a patched top-down pose model: inputs {pose_inputs}, outputs {sorted(pose_outputs)}",
                          path=pose_path, fix="apply recipes/hrnet_coco_topdown.yaml (inputs image and boxes) to the "
                                              "plain pose model first")
-    image = {name: _dims(model, "image") for name, model in (("detector", detector), ("pose", pose))}
-    if image["detector"] != image["pose"] or _dtype(detector, "image") != _dtype(pose, "image"):
-        raise ModelError(f"the two models take different images: detector {image['detector']}, pose "
-                         f"{image['pose']}", path=pose_path,
+    _check_ports(pose.graph.input, POSE_PORTS, pose_path, "the pose model's input",
+                 "patch the pose model with recipes/hrnet_coco_topdown.yaml (boxes [N, 4] float32)")
+    image = {name: f"{_type_name(next(i for i in model.graph.input if i.name == 'image'))} "
+                   f"[{', '.join(map(str, _dims(model, 'image')))}]"
+             for name, model in (("detector", detector), ("pose", pose))}
+    if image["detector"] != image["pose"]:
+        raise ModelError(f"the two models take different images: detector {image['detector']}, pose {image['pose']}",
+                         path=pose_path,
                          fix="patch both with recipes that take the same image (uint8 [1, H, W, 3] BGR)")
+
+
+def _check_detector_outputs(detector: onnx.ModelProto, path: Path) -> None:
+    """The detector's outputs as the glue takes them (a float `count`, boxes of 5 values, a batch of 2 or a `scores`
+    of other rows than `boxes` were told as a graphsurgery bug, or were internal errors under --check), and an
+    image that they depend on (a detector of constants made OpenVINO die of SIGFPE while it compiled the chain)."""
+    _check_ports(detector.graph.output, DETECTOR_PORTS, path, "the detector's output",
+                 "patch the detector with recipes/yolov8_detector.yaml (boxes [1, D, 4], scores and classes [1, D], "
+                 "count [1])")
+    reached = {"image"}
+    for node in detector.graph.node:  # in topological order (the checker saw to it)
+        if reached.intersection(_reads(node)):
+            reached.update(node.output)
+    if constant := [name for name in DETECTOR_PORTS if name not in reached]:
+        raise ModelError(f"the detector's output {constant[0]!r} does not depend on its image", path=path,
+                         fix="chain a detector that finds people in the image (patched with a detector recipe)")
+
+
+def _check_ports(values, ports: dict, path: Path, what: str, fix: str) -> None:
+    """Each of `ports` (name: element type and dims) among `values` as the glue takes it. A dim of 1 may be dynamic
+    (a batch), "?" must be (the people), "D" is one number (or dynamic) across the ports, any other is exact."""
+    rows: dict[str, int] = {}
+    for name, (elem, want) in ports.items():
+        value = next(v for v in values if v.name == name)
+        dims = [d.dim_value if d.dim_value else "?" for d in value.type.tensor_type.shape.dim]
+        known = rows.get("D")  # the rows of the ports before this one
+
+        def fits(d, w) -> bool:
+            if w == "D":
+                return d == "?" or rows.setdefault("D", d) == d
+            return d == "?" if w == "?" else d == w or (w == 1 and d == "?")
+
+        if value.type.tensor_type.elem_type != elem or len(dims) != len(want) or not all(map(fits, dims, want)):
+            shown = ", ".join(f"D = {known}" if w == "D" and known else str(w) for w in want)
+            raise ModelError(f"{what} {name!r} is {onnx.helper.tensor_dtype_to_np_dtype(elem).name} [{shown}] in a "
+                             f"chain, not {_type_name(value)} [{', '.join(map(str, dims))}]", path=path, fix=fix)
+
+
+def _reads(node: onnx.NodeProto) -> set[str]:
+    """The names a node reads: its inputs, and those its subgraphs (If, Loop, Scan) read from outside."""
+    names = set(node.input)
+    for attribute in node.attribute:
+        for graph in [attribute.g, *attribute.graphs]:
+            for inner in graph.node:
+                names |= _reads(inner)
+    return names
+
+
+def _type_name(value: onnx.ValueInfoProto) -> str:
+    try:
+        return onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type).name
+    except (KeyError, ValueError, TypeError):
+        return f"element type {value.type.tensor_type.elem_type}"
 
 
 def _dims(model: onnx.ModelProto, name: str) -> list:

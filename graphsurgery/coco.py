@@ -34,7 +34,7 @@ from graphsurgery.cocoformat import KEYPOINT_NAMES, PERSON, keypoint_result
 from graphsurgery.errors import GraphsurgeryError, check_flags, whole
 from graphsurgery.images import read_image
 from graphsurgery.model import ModelFacts
-from graphsurgery.modelio import load_model, model_files
+from graphsurgery.modelio import load_model, model_files, model_paths
 from graphsurgery.recipe import InputTensor, Recipe, as_recipe
 from graphsurgery.runners import BACKENDS, backend_list, check_backends, open_runner, open_stream
 from graphsurgery.safeio import (
@@ -123,8 +123,8 @@ def evaluate_coco(recipe: str | Path | Recipe, plain_model: str | Path, annotati
     patched = input_path(patched, "patched model file") if patched is not None else None
     gt, image_ids, people = annotated_people(annotations, images, boxes, limit)
     report = CocoReport(str(annotations), len(image_ids), len(people), str(boxes) if boxes else "ground truth")
-    read = [*model_files(plain), recipe.source if recipe.file_sha256 else None, annotations, boxes, patched,
-            *images.iterdir()]
+    read = [*model_files(plain), recipe.source if recipe.file_sha256 else None, annotations, boxes,
+            *(model_paths(patched) if patched is not None else []), *images.iterdir()]
     kinds = [(kind, backend) for kind in KINDS for backend in backends]
     if results_dir is not None:  # before the work: a results file must not land on an input (nor through a link)
         for results_file in results_files(results_dir, backends):

@@ -476,3 +476,21 @@ def model_files(loaded: LoadedModel) -> list[Path]:
     """The files a model is made of: the .onnx and each external data file it names (what outputs must not hit)."""
     names = {ExternalDataInfo(tensor).location for tensor in external_tensors(loaded.proto)}
     return [loaded.path, *dict.fromkeys([*loaded.data_files, *(loaded.base_dir / name for name in sorted(names))])]
+
+
+def model_paths(model: Path) -> list[Path]:
+    """The files a model given by path is made of, for outputs to avoid before it is loaded: an IR's .xml and .bin,
+    an ONNX file and the external data files it names (`--json p.data` replaced the model's weights with the report,
+    `verify --patched m.xml --json m.bin` the IR's). Read without its weights; a model that cannot be read names only
+    itself (the command reports what is wrong with it)."""
+    model = Path(model)
+    if model.suffix.lower() == ".xml":
+        return [model, model.with_suffix(".bin")]
+    try:
+        if not model.is_file() or model.stat().st_size > PROTOBUF_LIMIT:  # never opened: a FIFO would block
+            return [model]
+        proto = onnx.load(str(model), format="protobuf", load_external_data=False)
+        names = {ExternalDataInfo(tensor).location for tensor in external_tensors(proto)}
+    except (OSError, DecodeError, RuntimeError, ValueError, TypeError, RecursionError):
+        return [model]
+    return [model, *(model.parent / name for name in sorted(names) if name and "\0" not in name)]

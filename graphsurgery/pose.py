@@ -28,10 +28,12 @@ from graphsurgery.cocoformat import keypoint_result
 from graphsurgery.draw import MONTAGE_MAX_PERSONS
 from graphsurgery.errors import GraphsurgeryError, real, whole
 from graphsurgery.images import list_images, read_image
+from graphsurgery.modelio import model_paths
 from graphsurgery.quantize import int8_agreement
 from graphsurgery.runners import ModelSignature, Port, Runner, model_signature, open_runner, precision_note
 from graphsurgery.safeio import (
     OWNER,
+    InputFiles,
     input_path,
     output_path,
     read_small_file,
@@ -289,10 +291,13 @@ def run_pose(model: str | Path, images: Sequence[str | Path], outdir: str | Path
                                 fix="key the boxes by the images' file names")
     if outdir.exists() and not outdir.is_dir():
         raise GraphsurgeryError("the output folder is a file", path=outdir, fix="choose a folder with -o")
-    inputs = [model, *paths, *([Path(boxes)] if boxes is not None else [])]
+    inputs = [*model_paths(model), *paths, *([Path(boxes)] if boxes is not None else [])]
     if measured := int8_agreement(model):  # int8's price travels with the IR: say it beside its results
         notes.append(f"int8 IR, as `convert` measured it: {measured}")
-    with open_runner(backend, model, precision=precision, threads=threads) as run, _staged(outdir, inputs) as stage:
+    planned = ["keypoints.json", "run.json", *(f"{path.stem}_{kind}.jpg" for path in paths
+                                               for kind in ("pose", "heatmaps")[:1 + bool(pose_model.heatmaps)])]
+    with open_runner(backend, model, precision=precision, threads=threads) as run, \
+            _staged(outdir, inputs, planned) as stage:
         warm_up(run, pose_model)
         summary = RunSummary(str(model), backend, run.precision, precision, signature.weights, threads,
                              pose_model.batch or batch, min_score, str(outdir / "keypoints.json"),
@@ -326,11 +331,15 @@ def run_pose(model: str | Path, images: Sequence[str | Path], outdir: str | Path
 
 
 @contextmanager
-def _staged(outdir: Path, inputs: Sequence[Path]) -> Iterator[Path]:
+def _staged(outdir: Path, inputs: Sequence[Path], planned: Sequence[str] = ()) -> Iterator[Path]:
     """A scratch folder whose files move into `outdir` only when the whole run succeeded: a bad image halfway
     through a folder leaves no partial output behind, and each file appears whole (a rename in one file system).
     None of them may land on one of the run's `inputs` (`-o` on the image folder, with an image named like a debug
-    image), nor on a file an earlier run did not write (its run.json says which it did): then nothing moves."""
+    image), nor on a file an earlier run did not write (its run.json says which it did): then nothing moves. The
+    `planned` names are checked before the work too (a second run with `-o` on its image folder, whose first run's
+    debug images are now images, was refused only after every image had run)."""
+    read = InputFiles(inputs)
+    _refuse_replacing(outdir, planned, read)
     anchor = outdir
     while not anchor.exists():
         anchor = anchor.parent
@@ -338,14 +347,7 @@ def _staged(outdir: Path, inputs: Sequence[Path]) -> Iterator[Path]:
         try:
             yield stage
             produced = sorted(path for path in stage.iterdir() if path.name != OWNER)
-            earlier = _earlier_outputs(outdir)
-            for path in produced:
-                refuse_overwriting(outdir / path.name, inputs)
-                if (outdir / path.name).is_symlink() or (
-                        (outdir / path.name).exists() and path.name not in earlier):
-                    raise GraphsurgeryError("a file of that name is already there and is not the output of an "
-                                            "earlier run", path=outdir / path.name,
-                                            fix="write into an empty folder (-o), or move that file away")
+            _refuse_replacing(outdir, [path.name for path in produced], read)
             with signals_held():  # all of the results, or (interrupted before this) none of them and no folder
                 outdir.mkdir(parents=True, exist_ok=True)
                 for path in produced:
@@ -353,6 +355,17 @@ def _staged(outdir: Path, inputs: Sequence[Path]) -> Iterator[Path]:
         except OSError as exc:
             raise GraphsurgeryError(f"could not write the results ({exc.strerror or exc})", path=outdir,
                                     fix="free disk space or choose another folder") from None
+
+
+def _refuse_replacing(outdir: Path, names: Sequence[str], inputs: InputFiles) -> None:
+    """Refuse results (file names in `outdir`) that would land on an input, or on a file an earlier run did not
+    write."""
+    earlier = _earlier_outputs(outdir) if outdir.is_dir() else set()
+    for name in names:
+        refuse_overwriting(outdir / name, inputs)
+        if (outdir / name).is_symlink() or ((outdir / name).exists() and name not in earlier):
+            raise GraphsurgeryError("a file of that name is already there and is not the output of an earlier run",
+                                    path=outdir / name, fix="write into an empty folder (-o), or move that file away")
 
 
 def _earlier_outputs(outdir: Path) -> set[str]:

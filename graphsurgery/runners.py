@@ -18,6 +18,7 @@ from typing import NoReturn
 import numpy as np
 
 from graphsurgery.errors import GraphsurgeryError, whole
+from graphsurgery.safeio import present
 
 BACKENDS = ("onnxruntime", "openvino")
 PRECISIONS = ("f32", "bf16", "f16")
@@ -283,9 +284,15 @@ def _ir_signature(model: Path) -> ModelSignature:
 
     from graphsurgery.irconvert import WEIGHTS_KEY
 
-    if not model.is_file() or not model.with_suffix(".bin").is_file():
+    bin_file = model.with_suffix(".bin")
+    if not model.is_file():
         raise GraphsurgeryError("no such IR (.xml with its .bin beside it)", path=model,
                                 fix="check the path, or make the IR with `graphsurgery convert`")
+    if not bin_file.is_file():  # was "no such IR" for an .xml that is there (its .bin beside a symlink's target)
+        absent = "is missing" if not present(bin_file) else "is not a regular file (a folder, FIFO or device)"
+        raise GraphsurgeryError(f"the IR's weights file {bin_file.name} {absent}: OpenVINO reads it from beside the "
+                                ".xml", path=model, fix=f"put the {bin_file.name} that `graphsurgery convert` wrote "
+                                                        "with this .xml beside it, or convert the model again")
     with open(model, "rb") as head:  # OpenVINO would try every frontend on it, and TensorFlow's logs to stderr
         if not IR_START.match(head.read(IR_HEAD_BYTES)):
             raise GraphsurgeryError("not an OpenVINO IR (no <net> element at its start)", path=model,

@@ -48,9 +48,12 @@ def bench_command(recipe: Path, model: Path, iterations: int, warmup: int, threa
     """Time MODEL patched with RECIPE against the plain model + numpy processing, from the caller's crop to the
     recipe's outputs, on ONNX Runtime, OpenVINO (f32 and bf16) and optionally PyTorch, interleaved in one run."""
     settings = Settings(iterations, warmup, threads, batch, torch_spec, throughput, upgrade_opset, int8)
+    from graphsurgery.modelio import model_paths
+
+    inputs = [recipe, *model_paths(model)] if json_path or chart else []
     for written in (json_path, chart):  # checked before minutes of timing, not after
         if written is not None:
-            refuse_overwriting(written, [recipe, model])
+            refuse_overwriting(written, inputs)
     if chart is not None:
         check_chart_path(chart)
         if json_path is not None and same_file(chart, json_path):
@@ -60,7 +63,7 @@ def bench_command(recipe: Path, model: Path, iterations: int, warmup: int, threa
     console = Console()
     _print(console, result)
     if json_path:
-        write_text_atomically(json_path, json.dumps(result.to_dict(), indent=2) + "\n", [recipe, model])
+        write_text_atomically(json_path, json.dumps(result.to_dict(), indent=2) + "\n", inputs)
         console.print(f"wrote {json_path}", highlight=False)
     if chart:
         write_chart(result, chart)

@@ -33,12 +33,14 @@ def chain_command(detector: Path, pose: Path, output: Path, person_class: int, c
     from graphsurgery.chaining import chain, verify_chain
     from graphsurgery.images import list_images, read_image
 
-    result = chain(detector, pose, output, person_class=person_class, force=force)
+    # the images first: the model is not written among them, nor left behind when one of them is unreadable
+    paths = [] if check_images is None else list_images([check_images])
+    images = [read_image(path)[None] for path in paths]
+    result = chain(detector, pose, output, person_class=person_class, force=force, also_reads=paths)
     console = Console()
     console.print(shown(f"wrote {output}: image → {', '.join(result.outputs)}"), highlight=False)
     if check_images is None:
         return
-    images = [read_image(path)[None] for path in list_images([check_images])]
     rows = verify_chain(output, detector, pose, images, person_class=person_class)
     table = Table("backend", "image", "people", "max |Δ| boxes", "scores", "keypoints", "keypoint scores",
                   title="chained model vs the two models one after the other", title_justify="left")

@@ -243,11 +243,12 @@ def _inputs(*paths: Path | None) -> list[Path]:
     """The files a command reads (the images of a folder included): what its reports must never overwrite. An
     empty or missing folder is left to the command, which says what is wrong with it in its own order."""
     from graphsurgery.images import IMAGE_SUFFIXES
+    from graphsurgery.modelio import model_paths
 
     found = []
     for path in paths:
         if path is not None:
-            found.append(path)
+            found += model_paths(path) if path.suffix.lower() in (".onnx", ".xml") else [path]
             if path.is_dir():
                 found += [p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
     return found

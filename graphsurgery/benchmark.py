@@ -106,11 +106,8 @@ class Workload:
         """`count` patched-model feeds like the timed one, each with its own random caller input: what a reduced
         precision's agreement is measured on, at whatever size the bench feeds (a model of dynamic size too)."""
         rng = np.random.default_rng(seed)
-        if self.crop.dtype == np.uint8:
-            crops = [rng.integers(0, 256, self.crop.shape, dtype=np.uint8) for _ in range(count)]
-        else:
-            crops = [rng.random(self.crop.shape, dtype=np.float32).astype(self.crop.dtype) for _ in range(count)]
-        return [{self.patched_input: crop, **self.extras, **self.other} for crop in crops]
+        return [{self.patched_input: _random_input(rng, self.crop.shape, self.crop.dtype), **self.extras, **self.other}
+                for _ in range(count)]
 
     def patched_stream(self, stream: Callable) -> Callable[[int], None]:
         def burst(n: int) -> None:
@@ -210,6 +207,13 @@ def run_bench(recipe: str | Path, model: str | Path, settings: Settings = Settin
     )
 
 
+def _random_input(rng: np.random.Generator, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """A caller input of `shape`: uint8 pixels over 0–255, floats over [0, 1)."""
+    if dtype == np.uint8:
+        return rng.integers(0, 256, shape, dtype=np.uint8)
+    return rng.random(shape, dtype=np.float32).astype(dtype)
+
+
 def _bf16_price(patched: Path, workload: Workload) -> dict:
     """What bf16 costs in agreement with f32, measured as int8's is (`quantize.price`) on `BF16_SAMPLES` random
     caller inputs shaped as the timed one: a faster row needs its price beside it, and bf16's depends on the model."""
@@ -275,10 +279,7 @@ def _workload(recipe: Recipe, model: Path, plan, batch: int) -> Workload:
     if math.prod(shape) * np.dtype(image.dtype).itemsize > MAX_BATCH_BYTES:  # made at once: 10^9 crops ran out
         raise GraphsurgeryError(f"a batch of {batch:,} takes more than {MAX_BATCH_BYTES >> 20} MiB of input",
                                 path=model, fix="time a batch of a few crops (--batch)")
-    if image.dtype == "uint8":
-        crop = rng.integers(0, 256, shape, dtype=np.uint8)
-    else:
-        crop = rng.random(shape, dtype=np.float32).astype(image.dtype)
+    crop = _random_input(rng, shape, np.dtype(image.dtype))
     extras = {}
     if crops_boxes:  # people of 80–240 × 160–440 px, inside the 640 × 480 frame
         sizes = rng.uniform((80, 160), (240, 440), (batch, 2))

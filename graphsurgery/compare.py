@@ -341,15 +341,15 @@ def compare_positions(name: str, actual: np.ndarray, expected: np.ndarray, compa
     if kind == "coordinates":
         to_cells = grid.cells if grid is not None else (lambda c: np.floor(np.nan_to_num(c) + 0.5).astype(np.int64))
         cells_a, cells_b = to_cells(a), to_cells(b)
-    moves = None  # the reference's wobble per position, measured once a mismatch needs it
+    moves, measured = None, False  # the reference's wobble per position, measured once a mismatch needs it
     for index in zip(*np.nonzero(~matching)):
         if kind == "indices":
             gap, near_tie = _index_tie(index, int(b[index][0]), int(a[index][0]), reference, tie)
         else:
             gap, near_tie = _cell_tie(index, b[index], a[index], cells_b[index], cells_a[index], reference, tie)
-        if not near_tie and wobble is not None and moves is None:
-            moves = wobble()
-            moves = moves if moves is not None and moves.shape == distance.shape else np.zeros(distance.shape)
+        if not near_tie and wobble is not None and not measured:
+            moves, measured = wobble(), True
+            moves = moves if moves is not None and moves.shape == distance.shape else None  # nothing measurable
         moved = float(moves[index]) if moves is not None else None
         unstable = bool(not near_tie and moved is not None and distance[index] <= comparison.atol + 2 * moved)
         result.near_ties += near_tie

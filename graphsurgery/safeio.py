@@ -189,18 +189,12 @@ def present(path: Path) -> bool:
 
 def same_file(a: Path, b: Path) -> bool:
     """Whether two paths name one file: the same (device, inode) when both exist, else the same resolved path."""
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        pass
-    try:
-        return Path(a).resolve() == Path(b).resolve()
-    except (OSError, RuntimeError):  # a symlink loop (RuntimeError before Python 3.13): no file, so not an input
-        return os.path.abspath(a) == os.path.abspath(b)
+    return not set(_identities(a)).isdisjoint(_identities(b))
 
 
 def _identities(path: Path) -> list:
-    """What `same_file` compares, as keys: the (device, inode) of an existing file, and its resolved path."""
+    """What names a file, as keys: the (device, inode) of an existing one, and its resolved path (a symlink loop,
+    which names no file, its absolute path)."""
     keys: list = []
     try:
         status = os.stat(path)

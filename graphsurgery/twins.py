@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from graphsurgery.binding import bind_input_steps
-from graphsurgery.errors import GraphsurgeryError, RecipeError
+from graphsurgery.binding import bind_input_steps, step_error
+from graphsurgery.errors import GraphsurgeryError
 from graphsurgery.model import ModelFacts
 from graphsurgery.recipe import Recipe
 from graphsurgery.splice import reads_geometry
@@ -43,15 +43,9 @@ def preprocess(recipe: Recipe, x: np.ndarray, facts: ModelFacts | None = None,
         try:
             x = step.reference(x, spec, **{e.name: extras.get(e.name) for e in step.extra_inputs()})
         except StepError as exc:
-            raise twin_error(exc, f"input.steps[{index}].{step.step_name}", recipe) from None
+            raise step_error(exc, f"input.steps[{index}].{step.step_name}", recipe.source) from None
         spec = after.with_(shape=tuple(x.shape))
     return x
-
-
-def twin_error(exc: StepError, where: str, recipe: Recipe) -> RecipeError:
-    """A step's twin that cannot take what it was given (flip_average on an odd batch of heatmaps, when the input
-    steps do not make the flip test's pairs): the recipe does not fit, said in one line as the splice says it."""
-    return RecipeError(f"{where}: {exc}", path=recipe.source, fix=exc.fix or "adjust the recipe to this model")
 
 
 def input_steps(recipe: Recipe, facts: ModelFacts | None = None) -> tuple[InputStep, ...]:
@@ -109,7 +103,7 @@ def _output_env(recipe: Recipe, until: int, output: np.ndarray, facts: ModelFact
             try:
                 env.update(step.reference(env, facts))
             except StepError as exc:
-                raise twin_error(exc, f"output.steps[{index}].{step.step_name}", recipe) from None
+                raise step_error(exc, f"output.steps[{index}].{step.step_name}", recipe.source) from None
     return env
 
 

@@ -129,6 +129,12 @@ def test_an_unstable_mismatch_is_allowed_only_within_the_wobble():
 
     same = compare_positions("keypoints", expected, expected, Comparison("coordinates", atol=0.0), wobble=never)
     assert same and same.unstable == 0
+    # nothing measurable (the twins do not write the output, or another shape): every mismatch stays real
+    for unmeasurable in (None, np.zeros(5)):
+        result = compare_positions("keypoints", actual, expected, Comparison("coordinates", atol=1e-3),
+                                   wobble=lambda moves=unmeasurable: moves)
+        assert (result.unstable, result.mismatches) == (0, 2)
+        assert all(detail.wobble is None for detail in result.details)
 
 
 def test_topk_after_a_softmax_over_another_axis_judges_ties_on_the_probabilities(plain, tmp_path):

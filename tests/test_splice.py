@@ -190,6 +190,22 @@ def test_channel_count_must_match_normalize(tmp_path):
         apply(parse_recipe(text), pose_model(tmp_path / "m.onnx"), tmp_path / "p.onnx")
 
 
+@pytest.mark.parametrize(("mean", "std"),
+                         [("[0.5]", "[0.25]"), ("[0.5, 0.5, 0.5]", "[0.25]"), ("[0.5]", "[0.25, 0.25, 0.25]")])
+def test_one_mean_or_std_value_serves_every_channel(tmp_path, mean, std):
+    """As torchvision's Normalize broadcasts `mean=[0.5]`: one value is every channel's, the heatmaps of the model
+    fed (x/255 − 0.5)/0.25 in RGB, computed here with numpy."""
+    text = CROP.read_text().replace("[0.485, 0.456, 0.406]", mean).replace("[0.229, 0.224, 0.225]", std)
+    plain = pose_model(tmp_path / "m.onnx")
+    result = apply(parse_recipe(text), plain, tmp_path / "p.onnx")
+    crops = bgr_crops(2)[:1]
+    with open_runner("onnxruntime", result.output) as run_patched, open_runner("onnxruntime", plain) as run_plain:
+        got = run_patched({"input": crops})["heatmaps"]
+        rgb = np.transpose(crops[..., ::-1], (0, 3, 1, 2)).astype(np.float32)
+        want = run_plain({"input": np.ascontiguousarray((rgb / np.float32(255) - np.float32(0.5)) / np.float32(0.25))})
+    np.testing.assert_allclose(got, next(iter(want.values())), rtol=1e-6, atol=1e-6)
+
+
 def test_several_inputs_need_a_target(tmp_path):
     plain = pose_model(tmp_path / "m.onnx")
     model = onnx.load(str(plain))

@@ -131,8 +131,9 @@ class Scale(InputStep):
 class Normalize(InputStep):
     """Subtract a per-channel mean and divide by a per-channel std: (x − mean) / std, as Sub and Div nodes.
 
-    The constants are shaped for the layout they meet ([1,C,1,1] for NCHW, [1,1,1,C] for NHWC); their length
-    must equal the number of channels, and no std may be zero.
+    The constants are shaped for the layout they meet ([1,C,1,1] for NCHW, [1,1,1,C] for NHWC); each has one value
+    per channel, or one value for all of them (as torchvision's Normalize broadcasts `mean=[0.5]`), and no std may
+    be zero.
     """
 
     step_name: ClassVar[str] = "normalize"
@@ -148,18 +149,20 @@ class Normalize(InputStep):
 
     @model_validator(mode="after")
     def _consistent(self):
-        if len(self.mean) != len(self.std):
-            raise ValueError(f"mean has {len(self.mean)} values but std has {len(self.std)}")
+        if len(self.mean) != len(self.std) and 1 not in (len(self.mean), len(self.std)):
+            raise ValueError(f"mean has {len(self.mean)} values but std has {len(self.std)} (give one per channel, "
+                             "or one for all channels)")
         if any(abs(s) < 1e-30 for s in self.std):
             raise ValueError("std must not contain zero (it divides)")
         return self
 
     def spec_after(self, spec: TensorSpec) -> TensorSpec:
         _require_float(spec, "normalize")
-        if isinstance(spec.channels, int) and spec.channels != len(self.mean):
+        given = max(len(self.mean), len(self.std))
+        if isinstance(spec.channels, int) and given not in (1, spec.channels):
             raise StepError(
-                f"normalize has {len(self.mean)} mean/std values but the tensor has {spec.channels} channels",
-                f"give {spec.channels} values for mean and std",
+                f"normalize has {given} mean/std values but the tensor has {spec.channels} channels",
+                f"give {spec.channels} values for mean and std (or one value for all channels)",
             )
         return spec
 

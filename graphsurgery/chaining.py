@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -24,9 +24,10 @@ from onnx import TensorProto, helper, numpy_helper
 
 from graphsurgery import __version__
 from graphsurgery.errors import GraphsurgeryError, ModelError, whole
-from graphsurgery.model import PROVENANCE_KEY, model_opset, provenance
+from graphsurgery.model import PROVENANCE_KEY, model_opset, provenance, shapes_only
 from graphsurgery.modelio import check_output_path, external_tensors, load_model, model_paths, save_model
 from graphsurgery.safeio import input_path, output_path
+from graphsurgery.steps.nms import class_count
 
 DETECTOR_OUTPUTS = ("boxes", "scores", "classes", "count")
 #: what the glue takes from the detector: each output's element type and dims (D: the detector's rows; "?" any)
@@ -45,6 +46,7 @@ OUTPUTS = ("person_boxes", "person_scores", "keypoints", "keypoint_scores")
 class ChainResult:
     written: list[Path]
     outputs: list[str]
+    notes: list[str] = field(default_factory=list)
 
 
 def select_people(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, count: np.ndarray,
@@ -75,6 +77,7 @@ def chain(detector: str | Path, pose: str | Path, out: str | Path, *, person_cla
             raise ModelError("the model keeps its weights in an external data file", path=loaded.path,
                              fix="chain models saved whole (onnx.save without external data)")
     _check_signatures(first.proto, second.proto, detector, pose)
+    notes = _check_person_class(first.proto, person_class, detector)
     if model_opset(first.proto) != model_opset(second.proto):
         raise ModelError(f"the detector has opset {model_opset(first.proto)} and the pose model "
                          f"{model_opset(second.proto)}", path=pose, fix="export (or --upgrade-opset) both at one opset")
@@ -91,7 +94,7 @@ def chain(detector: str | Path, pose: str | Path, out: str | Path, *, person_cla
     entry = {"chain": {"detector": provenance(first.proto), "pose": provenance(second.proto),
                        "person_class": person_class}, "tool": f"graphsurgery {__version__}"}
     merged.metadata_props.add(key=PROVENANCE_KEY, value=json.dumps([entry]))
-    return ChainResult(save_model(merged, out), list(OUTPUTS))
+    return ChainResult(save_model(merged, out), list(OUTPUTS), notes)
 
 
 def _check_signatures(detector: onnx.ModelProto, pose: onnx.ModelProto, detector_path: Path, pose_path: Path) -> None:
@@ -133,6 +136,21 @@ def _check_detector_outputs(detector: onnx.ModelProto, path: Path) -> None:
     if constant := [name for name in DETECTOR_PORTS if name not in reached]:
         raise ModelError(f"the detector's output {constant[0]!r} does not depend on its image", path=path,
                          fix="chain a detector that finds people in the image (patched with a detector recipe)")
+
+
+def _check_person_class(detector: onnx.ModelProto, person_class: int, path: Path) -> list[str]:
+    """A person class the detector cannot output is refused: the chain would find nobody, in silence. Its class
+    count is read from its graph (`nms.class_count`); a detector with a suppression of its own does not say it,
+    and then the notes say that the class is not checked (no ONNX op can stop a run on a bad value)."""
+    classes = class_count(onnx.shape_inference.infer_shapes(shapes_only(detector)))
+    if classes is None:
+        return [f"the detector's class count cannot be read from its graph, so person class {person_class} is "
+                "not checked against it: a class it never outputs finds nobody"]
+    if person_class >= classes:
+        raise ModelError(f"person class {person_class} is beyond the detector's {classes} classes (0 to "
+                         f"{classes - 1}): the chain would find nobody", path=path,
+                         fix="give the detector's class index of a person (--person-class; COCO: 0)")
+    return []
 
 
 def _check_ports(values, ports: dict, path: Path, what: str, fix: str) -> None:

@@ -16,6 +16,7 @@ OpenVINO the crops stream through asynchronous infer requests (`runners.open_str
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import itertools
 import json
@@ -38,12 +39,13 @@ from graphsurgery.modelio import load_model, model_files, model_paths
 from graphsurgery.recipe import InputTensor, Recipe, as_recipe
 from graphsurgery.runners import BACKENDS, backend_list, check_backends, open_runner, open_stream
 from graphsurgery.safeio import (
+    InputFiles,
     input_path,
     inside,
     output_path,
     read_small_file,
     refuse_overwriting,
-    write_text_atomically,
+    staged_folder,
 )
 from graphsurgery.samples import (
     as_caller_tensor,
@@ -64,12 +66,14 @@ Progress = Callable[[str, int, int], None]  # (pipeline, done, total)
 
 @dataclass(frozen=True)
 class PersonBox:
-    """A box to crop: its image, [x, y, w, h] and score (1 for ground truth)."""
+    """A box to crop: its image, [x, y, w, h] and score (1 for ground truth), and the image's width and height as
+    the annotations give them (boxes and keypoints are in those pixels: the decoded image must have that size)."""
 
     image_id: int
     file_name: str
     box: tuple[float, float, float, float]
     score: float
+    image_size: tuple[float, float]
 
 
 @dataclass
@@ -126,10 +130,8 @@ def evaluate_coco(recipe: str | Path | Recipe, plain_model: str | Path, annotati
     read = [*model_files(plain), recipe.source if recipe.file_sha256 else None, annotations, boxes,
             *(model_paths(patched) if patched is not None else []), *images.iterdir()]
     kinds = [(kind, backend) for kind in KINDS for backend in backends]
-    if results_dir is not None:  # before the work: a results file must not land on an input (nor through a link)
-        for results_file in results_files(results_dir, backends):
-            refuse_overwriting(results_file, read)
-    with tempfile.TemporaryDirectory(prefix="graphsurgery-coco-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="graphsurgery-coco-") as tmp, \
+            _results_kept(results_dir, backends, read) as keep:
         patched_path = (
             Path(patched) if patched is not None
             else apply(recipe, plain.path, Path(tmp) / "patched.onnx", upgrade_opset=upgrade_opset).output
@@ -139,7 +141,6 @@ def evaluate_coco(recipe: str | Path | Recipe, plain_model: str | Path, annotati
             raise GraphsurgeryError(f"eval-coco feeds one crop at a time; the patched model takes batches of "
                                     f"{image_input.shape[0]}", path=patched_path,
                                     fix="export the model with batch 1 or a dynamic batch")
-        out_dir = Path(results_dir) if results_dir is not None else Path(tmp)
         plain_name = plain_input(recipe, plain)
         top_down = "boxes" in extras
         if top_down:
@@ -173,9 +174,8 @@ def evaluate_coco(recipe: str | Path | Recipe, plain_model: str | Path, annotati
             if not top_down:
                 results = [person_result(person, answer, size, in_image_pixels)
                            for person, answer in zip(people, answers)]
-            results_file = _write_results(out_dir / results_name(kind, backend), results, read)
             report.pipelines.append(PipelineResult(name, backend, precision, keypoint_stats(gt, results, image_ids),
-                                                   str(results_file) if results_dir is not None else None))
+                                                   keep(results_name(kind, backend), results)))
     return report
 
 
@@ -187,6 +187,40 @@ def results_name(kind: str, backend: str) -> str:
 def results_files(folder: Path, backends: Iterable[str]) -> list[Path]:
     """Every COCO results file evaluate_coco writes into `folder` (`--results`)."""
     return [Path(folder) / results_name(kind, backend) for kind in KINDS for backend in backends]
+
+
+@contextlib.contextmanager
+def _results_kept(results_dir: Path | None, backends: Iterable[str], read: list
+                  ) -> Iterator[Callable[[str, list[dict]], str | None]]:
+    """`keep(name, results)`: write one pipeline's results file, returning the path it will have in `results_dir`
+    (without one, nothing is kept: None). The files move into `results_dir` together once every pipeline has run
+    (`safeio.staged_folder`): a failure or Ctrl-C halfway left this run's first files beside an earlier run's
+    others. Checked before the work: none may land on a file the command reads (nor through a link to one: a
+    symlink there is replaced) or on a folder."""
+    if results_dir is None:
+        yield lambda name, results: None
+        return
+    if results_dir.exists() and not results_dir.is_dir():
+        raise GraphsurgeryError("the results folder is a file", path=results_dir,
+                                fix="give a folder for the results (results_dir, --results)")
+    inputs = InputFiles(read)
+    for results_file in results_files(results_dir, backends):
+        refuse_overwriting(results_file, inputs)
+        if results_file.is_dir() and not results_file.is_symlink():
+            raise GraphsurgeryError("a folder has the name of a results file", path=results_file,
+                                    fix="move that folder away, or choose another folder for the results")
+    try:
+        with staged_folder(results_dir, ".graphsurgery-coco-") as stage:
+
+            def keep(name: str, results: list[dict]) -> str:
+                (stage / name).write_text(json.dumps(results))
+                return str(results_dir / name)
+
+            yield keep
+    except OSError as exc:
+        fix = "free disk space or choose another folder" if exc.errno == errno.ENOSPC else "choose a writable folder"
+        raise GraphsurgeryError(f"cannot write the COCO results ({exc.strerror or exc})", path=results_dir,
+                                fix=f"{fix} for the results (results_dir, --results)") from None
 
 
 # --- boxes ---------------------------------------------------------------------------------------------------
@@ -314,7 +348,8 @@ def _ground_truth(gt, image_ids: list[int]) -> list[PersonBox]:
                 if not croppable(x2 - x1, y2 - y1):  # the authors' affine map would be singular
                     raise ValueError(f"annotation {ann.get('id')} has a box of {x2 - x1:g} × {y2 - y1:g} px once "
                                      f"clipped to its image, less than {MIN_SIZE:g} px both ways")
-                people.append(PersonBox(image_id, info["file_name"], (x1, y1, x2 - x1, y2 - y1), 1.0))
+                people.append(PersonBox(image_id, info["file_name"], (x1, y1, x2 - x1, y2 - y1), 1.0,
+                                        (width, height)))
     return people
 
 
@@ -346,15 +381,32 @@ def _detections(gt, path: Path, image_ids: list[int]) -> list[PersonBox]:
         ) from None
     people = []
     for image_id in image_ids:
+        info = gt.imgs[image_id]
         for det in dt.loadAnns(dt.getAnnIds(imgIds=image_id, catIds=[PERSON])):
             x, y, w, h = (_finite(v, "a bbox") for v in det["bbox"])
             score = _finite(det.get("score", 1), "a score")  # a NaN score would drop the box from the AP silently
             if is_box((x, y, w, h)):  # smaller both ways: no person, and no crop can be cut from it
-                people.append(PersonBox(image_id, gt.imgs[image_id]["file_name"], (x, y, w, h), score))
+                people.append(PersonBox(image_id, info["file_name"], (x, y, w, h), score,
+                                        (info["width"], info["height"])))
     return people
 
 
 # --- pipelines -----------------------------------------------------------------------------------------------
+
+
+def _annotated_image(folder: Path, person: PersonBox, annotations: Path) -> np.ndarray:
+    """The decoded image `person` is in, of the size the annotations give it: a folder of resized copies (or an
+    image OpenCV turns by its EXIF orientation) put every box and keypoint in the wrong pixels, and both pipelines
+    agreed on the wrong AP."""
+    path = inside(folder, person.file_name, "the annotation's file_name", annotations)
+    image = read_image(path)
+    (width, height), (real_width, real_height) = person.image_size, image.shape[1::-1]
+    if (real_width, real_height) != (width, height):
+        raise GraphsurgeryError(f"image {path} is {real_width} × {real_height} px, but the annotations give it "
+                                f"{width:g} × {height:g}", path=annotations,
+                                fix="give the folder of the annotated images themselves (not resized or rotated "
+                                    "copies), or correct the image's width and height in the annotations")
+    return image
 
 
 @dataclass
@@ -372,8 +424,7 @@ class CallerCrops:
         loaded: tuple[str, np.ndarray] | None = None
         for person in people:
             if loaded is None or loaded[0] != person.file_name:
-                path = inside(self.folder, person.file_name, "the annotation's file_name", self.annotations)
-                loaded = (person.file_name, read_image(path))
+                loaded = (person.file_name, _annotated_image(self.folder, person, self.annotations))
             center, scale, crop = crops.person_crop(loaded[1], person.box, self.size)
             yield as_caller_tensor(crop, self.tensor, self.dtype)[None], center[None], scale[None]
 
@@ -388,8 +439,9 @@ class WholeImages:
     annotations: Path  # where the file names come from (named in errors)
 
     def __call__(self, people: list[PersonBox]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        for file_name, group in itertools.groupby(people, key=lambda person: person.file_name):
-            image = read_image(inside(self.folder, file_name, "the annotation's file_name", self.annotations))
+        for _, group in itertools.groupby(people, key=lambda person: person.file_name):
+            group = list(group)
+            image = _annotated_image(self.folder, group[0], self.annotations)
             boxes = np.array([person.box for person in group], np.float32).reshape(-1, 4)
             yield as_caller_tensor(image, self.tensor, self.dtype)[None], boxes
 
@@ -490,16 +542,6 @@ def person_result(person: PersonBox, answer: Answer, size: tuple[int, int], in_i
     if not in_image_pixels:
         keypoints = crops.to_original(keypoints, center, scale, size)
     return keypoint_result(person.image_id, keypoints, scores, person.score)
-
-
-def _write_results(path: Path, results: list[dict], read: list) -> Path:
-    """Write atomically (a symlink of that name is replaced, not written through), never over a file `read`."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise GraphsurgeryError(f"cannot write the COCO results ({exc.strerror})", path=path,
-                                fix="choose a writable folder for the results (results_dir, --results)") from None
-    return write_text_atomically(path, json.dumps(results), read)
 
 
 def keypoint_stats(gt, results: list[dict], image_ids: list[int]) -> list[float]:

@@ -137,6 +137,7 @@ def _check_structure(proto: onnx.ModelProto, path: Path) -> None:
         if opset.domain in ("", "ai.onnx") and opset.version > newest:
             raise ModelError(f"opset {opset.version} is newer than this onnx ({onnx.__version__}) supports ({newest})",
                              path=path, fix="re-export the model at an older opset")
+    _check_ir_for_opsets(proto, path)
     if not proto.graph.output:
         raise ModelError("the graph has no outputs", path=path, fix="re-export the model")
     outputs = [value.name for value in proto.graph.output]
@@ -151,6 +152,23 @@ def _check_structure(proto: onnx.ModelProto, path: Path) -> None:
                 raise ModelError(f"{kind} {value.name!r} is a {held.replace('_type', '')}, not a tensor", path=path,
                                  fix=f"graphsurgery reads models whose inputs and outputs are tensors: remove or "
                                      f"convert {value.name!r} (sequence, map or optional) when exporting")
+
+
+def _check_ir_for_opsets(proto: onnx.ModelProto, path: Path) -> None:
+    """An IR version too old for the opsets the model's ops come from (IR 3 beside opset 17: a hand-edited or
+    damaged file) is refused; onnx's checker lets it by. onnx's table gives the IR version each opset came with;
+    one less is let by, as exporters that wrote an opset before onnx released it kept the IR version they were
+    built with (PyTorch 1.0 wrote IR 3 beside opset 9). Domains imported but unused (some exporters declare
+    com.microsoft or ai.onnx.ml for nothing) are not held to it."""
+    used = {node.domain or "ai.onnx" for node in _all_nodes(proto)}
+    opsets = [opset for opset in proto.opset_import if (opset.domain or "ai.onnx") in used]
+    needed = onnx.helper.find_min_ir_version_for(opsets, ignore_unknown=True)
+    if proto.ir_version < needed - 1:
+        imported = ", ".join(f"{opset.domain or 'ai.onnx'} {opset.version}" for opset in opsets)
+        raise ModelError(f"IR version {proto.ir_version} is too old for the opsets its ops come from "
+                         f"({imported[:200]}), which need IR version {needed}", path=path,
+                         fix=f"re-export the model, or set its ir_version to {needed} (onnx.helper."
+                             "find_min_ir_version_for gives it)")
 
 
 def _all_nodes(proto: onnx.ModelProto):

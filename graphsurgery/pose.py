@@ -32,15 +32,13 @@ from graphsurgery.modelio import model_paths
 from graphsurgery.quantize import int8_agreement
 from graphsurgery.runners import ModelSignature, Port, Runner, model_signature, open_runner, precision_note
 from graphsurgery.safeio import (
-    OWNER,
     InputFiles,
     input_path,
     output_path,
     read_small_file,
     refuse_overwriting,
     same_file,
-    scratch_folder,
-    signals_held,
+    staged_folder,
 )
 from graphsurgery.samples import MAX_BATCH_BYTES
 
@@ -340,21 +338,14 @@ def _staged(outdir: Path, inputs: Sequence[Path], planned: Sequence[str] = ()) -
     debug images are now images, was refused only after every image had run)."""
     read = InputFiles(inputs)
     _refuse_replacing(outdir, planned, read)
-    anchor = outdir
-    while not anchor.exists():
-        anchor = anchor.parent
-    with scratch_folder(anchor, ".graphsurgery-run-", outdir) as stage:
-        try:
+    try:
+        with staged_folder(outdir, ".graphsurgery-run-",
+                           lambda produced: _refuse_replacing(outdir, [path.name for path in produced], read)
+                           ) as stage:
             yield stage
-            produced = sorted(path for path in stage.iterdir() if path.name != OWNER)
-            _refuse_replacing(outdir, [path.name for path in produced], read)
-            with signals_held():  # all of the results, or (interrupted before this) none of them and no folder
-                outdir.mkdir(parents=True, exist_ok=True)
-                for path in produced:
-                    os.replace(path, outdir / path.name)
-        except OSError as exc:
-            raise GraphsurgeryError(f"could not write the results ({exc.strerror or exc})", path=outdir,
-                                    fix="free disk space or choose another folder") from None
+    except OSError as exc:
+        raise GraphsurgeryError(f"could not write the results ({exc.strerror or exc})", path=outdir,
+                                fix="free disk space or choose another folder") from None
 
 
 def _refuse_replacing(outdir: Path, names: Sequence[str], inputs: InputFiles) -> None:

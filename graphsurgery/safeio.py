@@ -53,6 +53,26 @@ def scratch_folder(parent: Path, prefix: str, out: Path) -> Iterator[Path]:
         shutil.rmtree(staging, ignore_errors=True)
 
 
+@contextmanager
+def staged_folder(outdir: Path, prefix: str,
+                  before_moving: Callable[[list[Path]], None] = lambda produced: None) -> Iterator[Path]:
+    """A scratch folder (`scratch_folder`, beside `outdir` or its nearest existing parent) whose files move into
+    `outdir`, made if need be, only when the block succeeds, and all together (`signals_held`): a set of results
+    (`run -o`, `eval-coco --results`) is never left half new and half old. `before_moving` gets the files produced
+    and may refuse them; then nothing moves."""
+    anchor = outdir
+    while not anchor.exists():
+        anchor = anchor.parent
+    with scratch_folder(anchor, prefix, outdir) as stage:
+        yield stage
+        produced = sorted(path for path in stage.iterdir() if path.name != OWNER)
+        before_moving(produced)
+        with signals_held():  # all of the results, or (interrupted before this) none of them and no folder
+            outdir.mkdir(parents=True, exist_ok=True)
+            for path in produced:
+                os.replace(path, outdir / path.name)
+
+
 def _uncreatable(exc: OSError, out: Path) -> GraphsurgeryError:
     fix = "free disk space or choose another folder" if exc.errno == errno.ENOSPC else "choose a writable folder"
     return GraphsurgeryError(f"cannot create files in the output folder ({exc.strerror or exc})", path=out, fix=fix)

@@ -39,6 +39,8 @@ def chain_command(detector: Path, pose: Path, output: Path, person_class: int, c
     result = chain(detector, pose, output, person_class=person_class, force=force, also_reads=paths)
     console = Console()
     console.print(shown(f"wrote {output}: image → {', '.join(result.outputs)}"), highlight=False)
+    for note in result.notes:
+        console.print(f"note: {note}", highlight=False, markup=False)
     if check_images is None:
         return
     rows = verify_chain(output, detector, pose, images, person_class=person_class)

@@ -1,4 +1,6 @@
-"""Non-maximum suppression for detectors: the `nms` step, and its numpy twin `greedy_nms` with the `iou` it uses.
+"""Non-maximum suppression for detectors: the `nms` step, and its numpy twin `greedy_nms` with the `iou` it uses;
+`class_count` reads back from a detector patched with it how many classes it tells apart (`chain` checks its
+person class against it).
 
 `nms` comes between the head decoders of `steps/detect.py` (`yolo_boxes`, `dfl_boxes`: candidate boxes and class
 scores) and `boxes_to_image`. It has a module of its own because it is the largest of those steps, with a numpy twin
@@ -16,6 +18,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
+import onnx
 import onnx_graphsurgeon as gs
 from onnx import TensorProto
 from pydantic import Field
@@ -179,3 +182,20 @@ def iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     inter = overlap[:, 0] * overlap[:, 1]
     union = np.prod(high - low, axis=1) + np.prod(high_1 - low_1) - inter
     return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+
+
+def class_count(inferred: onnx.ModelProto) -> int | None:
+    """How many classes a detector patched with `nms` tells apart: the `classes` it outputs are below this. It is
+    dim 1 of the "class_scores" [N, C, A] the step read (static: the step requires it), found among the tensors its
+    nodes (`graphsurgery/post/nms/…`, as splice names them) read from the step before: the 3-D one that is not the
+    candidates [N, A, 4]. `inferred`: the model after shape inference. None when no nms step made the model (a
+    detector with a suppression of its own) or the shapes are not known."""
+    scope = f"graphsurgery/post/{Nms.step_name}/"
+    made_here = {name for node in inferred.graph.node if node.name.startswith(scope) for name in node.output}
+    constants = {tensor.name for tensor in inferred.graph.initializer}
+    read = {name for node in inferred.graph.node if node.name.startswith(scope) for name in node.input
+            if name and name not in made_here and name not in constants}
+    dims = {value.name: [d.dim_value if d.HasField("dim_value") else None for d in value.type.tensor_type.shape.dim]
+            for value in inferred.graph.value_info if value.name in read}
+    classes = {shape[1] for shape in dims.values() if len(shape) == 3 and shape[2] != 4}
+    return classes.pop() if len(classes) == 1 and None not in classes else None

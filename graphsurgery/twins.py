@@ -6,6 +6,7 @@ recipe: each step's `reference` is an independent numpy implementation of what i
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -17,6 +18,7 @@ from graphsurgery.binding import bind_input_steps, step_error
 from graphsurgery.errors import GraphsurgeryError
 from graphsurgery.model import ModelFacts
 from graphsurgery.recipe import Recipe
+from graphsurgery.samples import MAX_BATCH_BYTES
 from graphsurgery.splice import reads_geometry
 from graphsurgery.steps.base import GEOMETRY, Comparison, InputStep, StepError, TensorSpec, hw_axes
 from graphsurgery.tolerances import DEFAULT_FLOAT
@@ -33,19 +35,50 @@ def preprocess(recipe: Recipe, x: np.ndarray, facts: ModelFacts | None = None,
     `facts` (of the plain model) binds the steps that take something from the model, e.g. resize's target size;
     without them such a step needs its parameters given in the recipe.
     """
+    return _through_input_steps(recipe, x, facts, extras, lambda step, x, spec, given: step.reference(x, spec, **given),
+                                lambda x: x.shape)
+
+
+def preprocess_bounds(recipe: Recipe, x: np.ndarray, facts: ModelFacts | None = None,
+                      extras: dict[str, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray] | None:
+    """The least and greatest model input the patched graph may compute from caller input `x` where a step may
+    round a half the other way (`InputStep.rounds_halves`: a resize's rounded passes, float32 in the graph and
+    float64 in the twin): from that step on the twins carry both ends (`InputStep.reference_bounds`). None when no
+    step rounds halves, or a step after one cannot bound its output."""
+    opened = False
+
+    def run(step, bounds, spec, given):
+        nonlocal opened
+        lo, hi = bounds
+        if not opened and not step.rounds_halves:
+            y = step.reference(lo, spec, **given)
+            return y, y
+        opened = True
+        return step.reference_bounds(lo, hi, spec) if not given else None
+
+    bounds = _through_input_steps(recipe, (x, x), facts, extras, run, lambda bounds: bounds[0].shape)
+    return bounds if opened else None
+
+
+def _through_input_steps(recipe: Recipe, value, facts: ModelFacts | None, extras: dict[str, np.ndarray] | None,
+                         run, shape_of):
+    """`value` through the recipe's input steps: `run(step, value, spec, extra inputs)` per step (None stops there
+    and is the answer), `shape_of(value)` the shape the next step is told."""
     if recipe.input is None:
-        return x
+        return value
     section = recipe.input
-    spec = TensorSpec(section.tensor.dtype, section.tensor.layout, section.tensor.color, tuple(x.shape))
+    spec = TensorSpec(section.tensor.dtype, section.tensor.layout, section.tensor.color, tuple(shape_of(value)))
     extras = extras or {}
     for index, step in enumerate(input_steps(recipe, facts)):
         after = step.spec_after(spec)
         try:
-            x = step.reference(x, spec, **{e.name: extras.get(e.name) for e in step.extra_inputs()})
+            value = run(step, value, spec, {e.name: extras.get(e.name) for e in step.extra_inputs()})
         except StepError as exc:
             raise step_error(exc, f"input.steps[{index}].{step.step_name}", recipe.source) from None
-        spec = after.with_(shape=tuple(x.shape))
-    return x
+        if value is None:
+            return None
+        spec = after.with_(shape=tuple(shape_of(value)))
+    return value
 
 
 def input_steps(recipe: Recipe, facts: ModelFacts | None = None) -> tuple[InputStep, ...]:
@@ -221,5 +254,10 @@ def other_inputs(proto: onnx.ModelProto, names: list[str], batch: int, batch_nam
                                     fix="compare such models with your own inputs (run the patched model with them)")
         shape = tuple(d.dim_value if d.dim_value > 0 else batch if i == 0 or (d.dim_param and d.dim_param == batch_name)
                       else OTHER_INPUT_DIM for i, d in enumerate(tensor.shape.dim))
+        if math.prod(shape) * 8 > MAX_BATCH_BYTES:  # made in float64 or int64 first: [2^20, 2^20] ran out of memory
+            raise GraphsurgeryError(f"the plain model's input {name!r} takes {list(shape)} values, more than "
+                                    f"{MAX_BATCH_BYTES >> 20} MiB to make up", path=path,
+                                    fix="declare smaller dims for that input, or compare with your own inputs "
+                                        "(verify --reference)")
         values[name] = (rng.uniform(0.5, 1.5, shape) if dtype.kind == "f" else rng.integers(0, 2, shape)).astype(dtype)
     return values

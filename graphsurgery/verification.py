@@ -54,8 +54,8 @@ from graphsurgery.samples import (
     width_height,
 )
 from graphsurgery.stability import Wobbles
+from graphsurgery.staged import exposed_copy, graph_inputs, input_result
 from graphsurgery.steps.base import Comparison, InputStep
-from graphsurgery.steps.resize import Resize
 from graphsurgery.tolerances import (
     Tolerances,
     allowance_note,
@@ -243,22 +243,37 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
             report.notes.append(f"the plain model's other input(s) {shown} got deterministic random values "
                                 f"(seed {seed}), the same on both sides")
         report.vs_library = library_report(steps, samples.groups[0][0][0], tensor.layout)
-        unpatched, decoded, answers, ran = {}, {}, {}, {}
+        # a resize that rounds halves: the graph's own network input, proven against the twins (`staged`)
+        exposed = exposed_copy(recipe, facts, patched_path,
+                               next(v for v in plain.proto.graph.input if v.name == input_name), Path(tmp))
+        unpatched, decoded, answers, ran, computed = {}, {}, {}, {}, {}
         for backend in backends:
+            if exposed:
+                computed[backend] = graph_inputs(exposed, backend, image_input.name, other, samples, batch)
             unpatched[backend], decoded[backend] = _run_unpatched(recipe, facts, backend, plain.path, input_name,
-                                                                  other, samples, batch)
+                                                                  other, samples, batch, computed.get(backend))
             answers[backend], ran[backend] = _run_patched(backend, patched_path,
                                                           precision if backend == "openvino" else "f32",
                                                           image_input.name, other, samples, batch)
+        same_input = {}  # staged: per other backend, the first's unpatched pipeline fed that backend's input
+        for backend in backends[1:] if exposed else ():
+            same_input[backend] = _run_unpatched(recipe, facts, backends[0], plain.path, input_name, other, samples,
+                                                 batch, computed[backend])
         own_decode = int8_verification.own_decode(recipe, facts, answers["openvino"], samples, batch) if int8 else None
     runs = {backend: concat(parts) for backend, parts in answers.items()}
+    cross = {backend: f"{backends[0]} fed {backend}'s input" for backend in same_input}
+    for backend, key in cross.items():
+        unpatched[key], decoded[key] = same_input[backend]
     raw = {backend: np.concatenate([output for output, _ in parts]) for backend, parts in decoded.items()}
     grids = heatmap_grid(recipe, facts, decoded[backends[0]], wanted)
     if any(c.kind == "coordinates" for c in wanted.values()) and not grids:
         report.notes.append("coordinates could not be mapped to heatmap cells: every mismatch counts as real")
-    wanted, floor_notes = measured_floor(wanted, tolerances or {}, unpatched)
-    tie, tie_note = measured_tie(tie_tolerance(declared, wanted, tolerances or {}, facts.output_name), raw,
-                                 facts.output_name, tolerances or {})
+    # the backends' rounding, measured on one model input on each
+    first_side = cross.get(backends[1], backends[0]) if len(backends) > 1 else backends[0]
+    sides = {backend: first_side if backend == backends[0] else backend for backend in backends}
+    wanted, floor_notes = measured_floor(wanted, tolerances or {}, {b: unpatched[side] for b, side in sides.items()})
+    tie, tie_note = measured_tie(tie_tolerance(declared, wanted, tolerances or {}, facts.output_name),
+                                 {b: raw[side] for b, side in sides.items()}, facts.output_name, tolerances or {})
     report.notes += floor_notes + ([tie_note] if tie_note else [])
     if ran.get("openvino", "f32") != precision:
         report.notes.append(f"{precision} was asked for, but this CPU has no {precision} support: OpenVINO ran "
@@ -267,18 +282,21 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
     positions = {name: c.kind for name, c in wanted.items() if c.kind in ("coordinates", "indices")}
     wobbles = Wobbles(recipe, facts, decoded, positions, tie)
     report.pairs = _pairs(backends, ran, unpatched, runs, lambda actual, expected, side, across: compare(
-        actual, expected, raw[side], wanted, grids, tie, wobbles.of(side, across)))
+        actual, expected, raw[side], wanted, grids, tie, wobbles.of(side, across)), cross)
     if int8:
         report.pairs, note = int8_verification.int8_pairs(report.pairs[0], own_decode, runs["openvino"],
                                                            unpatched["openvino"], raw["openvino"], wanted, grids, tie)
         report.notes += [note, "int8 runs on OpenVINO: the verdict is the int8 model's own decode (its keypoints "
                                "from its own network output, exactly); its agreement with f32 is measured, not "
                                "judged (seeded stand-in weights quantize worse than trained ones)"]
+    if exposed:
+        report.pairs[:0], note = _input_pairs(recipe, facts, computed, samples, batch, input_name, steps)
+        report.notes.append(note)
     unpaired = [name for name in runs[backends[0]] if name not in wanted]
     if unpaired:
         report.notes.append(f"patched output(s) {', '.join(map(repr, unpaired))} have no counterpart in the "
                             f"unpatched pipeline: not compared")
-    if not report and (note := _rounded_resize_note(recipe)):
+    if not report and not exposed and (note := _rounded_resize_note(recipe)):
         report.notes.append(note)
     if any(pair.reduced_precision and not pair.informational for pair in report.pairs):
         report.notes.append(f"OpenVINO ran the patched model at {ran['openvino']}: differences measure what reduced "
@@ -293,8 +311,7 @@ def _rounded_resize_note(recipe: Recipe) -> str | None:
     graph and the twin land a level apart where a pass's float32 sum falls within rounding of a half, and through a
     network a few such pixels move every output a little (HRNet-tiny: 3e-3 on its maps)."""
     steps = recipe.input.steps if recipe.input else ()
-    rounded = [f"input.steps[{index}].resize" for index, step in enumerate(steps) if isinstance(step, Resize)
-               and step.round]
+    rounded = [f"input.steps[{index}].{step.step_name}" for index, step in enumerate(steps) if step.rounds_halves]
     if not rounded:
         return None
     return (f"{rounded[0]} rounds each pass (round: true): where a pass's float32 sum falls within rounding of a "
@@ -304,11 +321,13 @@ def _rounded_resize_note(recipe: Recipe) -> str | None:
 
 
 def _pairs(backends: list[str], ran: dict[str, str], unpatched: dict, patched: dict,
-           compare: Callable[[dict, dict, str, bool], list[OutputResult]]) -> list[PairReport]:
+           compare: Callable[[dict, dict, str, bool], list[OutputResult]], cross: dict[str, str]) -> list[PairReport]:
     """Unpatched → patched on each backend, then the patched model on the first backend → on each other one.
 
-    `ran` is the precision each backend really computed the patched model in. `compare` gets the reference side's
-    backend (near ties are judged on its plain model output) and whether the pair is across backends."""
+    `ran` is the precision each backend really computed the patched model in. `compare` gets the reference side
+    (near ties are judged on its plain model output) and whether the pair is across backends. `cross` (staged
+    verify): per other backend, the side of `unpatched` that is the first backend's pipeline fed that backend's
+    own network input, the reference across backends instead of the patched model on the first."""
 
     def label(backend: str) -> str:
         return backend + (f" at {ran[backend]}" if ran[backend] != "f32" else "")
@@ -329,20 +348,45 @@ def _pairs(backends: list[str], ran: dict[str, str], unpatched: dict, patched: d
     first = backends[0]
     pairs += [PairReport(f"patched: {label(first)} → {label(b)}", f"patched model on {label(first)}",
                          f"patched model on {label(b)}", compare(patched[b], patched[first], first, True),
-                         reduced(first, b)) for b in backends[1:]]
+                         reduced(first, b)) if b not in cross else
+              PairReport(f"{first} → patched on {label(b)}, one network input",
+                         f"unpatched pipeline on {first} fed the network input the graph computes on {b}",
+                         f"patched model on {label(b)}", compare(patched[b], unpatched[cross[b]], cross[b], True),
+                         reduced(b)) for b in backends[1:]]
     return pairs
 
 
+def _input_pairs(recipe: Recipe, facts: ModelFacts, computed: dict[str, list[np.ndarray]], samples: Samples,
+                 batch: int, input_name: str, steps: Sequence[InputStep]) -> tuple[list[PairReport], str]:
+    """Staged verify's first stage on each backend (`staged`), and the note that says what was done."""
+    pairs, ambiguous, total = [], 0, 0
+    for backend, tensors in computed.items():
+        result, ambiguous = input_result(recipe, facts, tensors, samples, batch, f"{input_name} (network input)")
+        total = result.elements
+        pairs.append(PairReport(f"{backend}: input steps", "the input steps' numpy twins (a half rounded either way)",
+                                f"the network input the patched graph computes on {backend}", [result]))
+    rounding = next(f"input.steps[{index}].{step.step_name}" for index, step in enumerate(steps)
+                    if step.rounds_halves)
+    return pairs, (f"{rounding} rounds its passes, and the graph (float32) may round a sum within rounding of a half "
+                   f"to the other integer than the twin (float64): {ambiguous} of {total} network input values lie "
+                   "where either is right. So verify checked the network input each graph computes against the "
+                   "input steps' twins (either integer allowed there), and the outputs against the plain model fed "
+                   "that same input")
+
+
 def _run_unpatched(recipe: Recipe, facts: ModelFacts, backend: str, plain: Path, input_name: str,
-                   other: dict[str, np.ndarray], samples: Samples, batch: int
+                   other: dict[str, np.ndarray], samples: Samples, batch: int,
+                   model_inputs: Sequence[np.ndarray] | None = None
                    ) -> tuple[dict[str, np.ndarray], list[tuple[np.ndarray, dict[str, np.ndarray]]]]:
     """The reference answers, and per batch the plain model's output as the decoding steps read it (what near ties
     are judged on) with the extra inputs the output twins got (`with_geometry`). `other`: the plain model's other
-    inputs."""
+    inputs; `model_inputs`: per batch, the network input to feed instead of the input twins' (staged verify)."""
     outputs, decoded = [], []
+    given = iter(model_inputs) if model_inputs is not None else None
     with open_runner(backend, plain) as run:
         for x, extras in chunks(samples, batch):
-            model_outputs = run_in_model_batches(run, input_name, preprocess(recipe, x, facts, extras), other, facts)
+            model_input = next(given) if given is not None else preprocess(recipe, x, facts, extras)
+            model_outputs = run_in_model_batches(run, input_name, model_input, other, facts)
             decoded.append((decoded_output(recipe, model_outputs[facts.output_name], facts, extras),
                             with_geometry(recipe, facts, extras, x.shape)))
             outputs.append(unpatched_outputs(recipe, facts, model_outputs, extras, x.shape))

@@ -7,8 +7,9 @@ decode methods, each refinement, each to_image mode; softmax and top-k). Each re
 (apply or verify: a GraphsurgeryError) or, applied by graphsurgery itself, passes verify on both backends: a failure
 is a false alarm of the comparison or a twin and graph that disagree. This probe found DARK through flat peaks,
 top-k ties after a softmax over another axis, flip_average's odd batch and the measured float floor
-(tests/test_verify_unstable.py). Excluded on purpose: `resize: {round: true}`, the known limit recorded there,
-and a network fed 0–255 (no normalisation), which amplifies the input side's float rounding 255-fold.
+(tests/test_verify_unstable.py); filtered resizes also round their passes (`round: true`, verified in two stages:
+tests/test_verify_staged.py). Excluded on purpose: a network fed 0–255 (no normalisation), which amplifies the
+input side's float rounding 255-fold.
 """
 
 from __future__ import annotations
@@ -39,10 +40,12 @@ NORMALISATIONS = [
     [{"scale": {"multiply": 1 / 127.5}}, {"normalize": {"mean": [1.0, 1.0, 1.0], "std": [1.0, 1.0, 1.0]}}],
 ]
 GEOMETRY = st.lists(st.one_of(
-    st.builds(lambda interpolation, fit, antialias: {"resize": {"interpolation": interpolation, "fit": fit,
-                                                                "antialias": antialias}},
+    st.builds(lambda interpolation, fit, antialias, rounded: {"resize": {
+        "interpolation": interpolation, "fit": fit, "antialias": antialias,
+        **({"clamp": [0, 255], "round": True} if rounded and (antialias or interpolation in ("area", "lanczos"))
+           else {})}},
               st.sampled_from(["nearest", "linear", "cubic", "area", "lanczos"]),
-              st.sampled_from(["stretch", "crop", "letterbox", "height"]), st.booleans()),
+              st.sampled_from(["stretch", "crop", "letterbox", "height"]), st.booleans(), st.booleans()),
     st.just({"center_crop": {}}), st.just({"crop_boxes": {}})), max_size=2)
 DECODE = st.builds(lambda method, invalid: {"heatmap_argmax": {"method": method, "invalid": invalid}},
                    st.sampled_from(["exact", "argmax"]), st.sampled_from(["zero", "minus_one"]))

@@ -224,13 +224,17 @@ def rounded_resize_recipe(path, rounds: bool):
     return path
 
 
-def test_a_failure_with_rounded_resize_passes_names_that_rounding(plain, tmp_path):
-    """Known and left: PIL-style rounded passes land a level apart from the twin where a float32 sum sits on a half
-    (a few pixels an image), which moves the maps beyond the float floor. Verify fails and says why; unrounded, the
-    same recipe passes."""
+def test_rounded_resize_passes_are_verified_in_two_stages(plain, tmp_path):
+    """Was the known limit: PIL-style rounded passes land a level apart from the twin where a float32 sum sits on a
+    half (a few pixels an image), which moved the maps beyond the float floor and failed this right patch. Verify
+    now checks the graph's network input against the twins' bounds and the outputs from that input (`staged`);
+    unrounded, the recipe is compared as before."""
     rounded = rounded_resize_recipe(tmp_path / "rounded.yaml", True)
     plain_resize = rounded_resize_recipe(tmp_path / "float.yaml", False)
     report = verify(rounded, plain, random=3, backends=("onnxruntime",))
-    assert not report and any(note.startswith("input.steps[1].resize rounds each pass") for note in report.notes)
+    assert report, report.failures()
+    assert report.pairs[0].name == "onnxruntime: input steps"
+    assert any(note.startswith("input.steps[1].resize rounds its passes") for note in report.notes)
     unrounded = verify(plain_resize, plain, random=3, backends=("onnxruntime",))
-    assert unrounded and not any("rounds each pass" in note for note in unrounded.notes)
+    assert unrounded and not any("rounds" in note for note in unrounded.notes)
+    assert not any(pair.name.endswith("input steps") for pair in unrounded.pairs)

@@ -131,6 +131,9 @@ class InputStep(Step):
     #: `forward_map` and `build_forward_map`, or refuses, so an output mapped back to the caller's pixels
     #: (boxes_to_image) never passes through a step that moved them unsaid
     keeps_geometry: ClassVar[bool] = True
+    #: True for a step each of whose output values is a monotone function of one input value (or a copy of one):
+    #: the least and greatest inputs then give the least and greatest outputs (`reference_bounds`)
+    keeps_order: ClassVar[bool] = False
 
     def forward_map(self, hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
         """Where a point of the (H, W) = `hw` image this step is fed lands in what it makes: (scale, offset), each
@@ -182,6 +185,22 @@ class InputStep(Step):
 
     def reference(self, x: np.ndarray, spec: TensorSpec) -> np.ndarray:
         raise NotImplementedError
+
+    @property
+    def rounds_halves(self) -> bool:
+        """Whether the graph may round a value to the integer next to the twin's (a rounded resize pass whose sum
+        lies within float32 rounding of a half): the twins then bound the model input (`reference_bounds`)."""
+        return False
+
+    def reference_bounds(self, lo: np.ndarray, hi: np.ndarray, spec: TensorSpec
+                         ) -> tuple[np.ndarray, np.ndarray] | None:
+        """The least and greatest values this step's graph may give for inputs anywhere in [lo, hi] (after a
+        resize whose rounded passes may round a half either way: `twins.preprocess_bounds`); None where this step
+        cannot bound them."""
+        if not self.keeps_order:
+            return None
+        a, b = self.reference(lo, spec), self.reference(hi, spec)
+        return np.minimum(a, b), np.maximum(a, b)
 
 
 def hw_axes(layout: Layout) -> tuple[int, int]:

@@ -31,6 +31,7 @@ class CenterCrop(SizedStep):
     """
 
     step_name: ClassVar[str] = "center_crop"
+    keeps_order: ClassVar[bool] = True
     min_opset: ClassVar[int] = 11
 
     def build(self, em: Emitter, x: gs.Variable, spec: TensorSpec) -> gs.Variable:

@@ -30,6 +30,7 @@ class Cast(InputStep):
     """
 
     step_name: ClassVar[str] = "cast"
+    keeps_order: ClassVar[bool] = True
     to: Literal["float32"] = "float32"
 
     def spec_after(self, spec: TensorSpec) -> TensorSpec:
@@ -50,6 +51,7 @@ class ChangeLayout(InputStep):
     """
 
     step_name: ClassVar[str] = "layout"
+    keeps_order: ClassVar[bool] = True
     to: Layout = "NCHW"
 
     def _perm(self) -> tuple[int, ...]:
@@ -79,6 +81,7 @@ class ReverseChannels(InputStep):
     """Reverse the channel order: BGR ↔ RGB."""
 
     step_name: ClassVar[str] = "reverse_channels"
+    keeps_order: ClassVar[bool] = True
 
     def spec_after(self, spec: TensorSpec) -> TensorSpec:
         if spec.channels not in (None, 3):
@@ -100,6 +103,7 @@ class Scale(InputStep):
     """Divide (or multiply) every value by a constant, e.g. `divide: 255` to bring 0–255 to 0–1."""
 
     step_name: ClassVar[str] = "scale"
+    keeps_order: ClassVar[bool] = True
     divide: float | None = Field(default=None, description="divisor, e.g. 255")
     multiply: float | None = Field(default=None, description="factor, e.g. 0.00392156862745098")
 
@@ -137,6 +141,7 @@ class Normalize(InputStep):
     """
 
     step_name: ClassVar[str] = "normalize"
+    keeps_order: ClassVar[bool] = True
     mean: tuple[float, ...] = Field(min_length=1, max_length=4096)
     std: tuple[float, ...] = Field(min_length=1, max_length=4096)
 

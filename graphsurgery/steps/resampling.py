@@ -56,19 +56,49 @@ def source_coordinates(mode: str, n_in: int, n_out: int) -> np.ndarray:
     return (x + f32(0.5)) / scale - f32(0.5)  # half_pixel, pytorch_half_pixel
 
 
+#: how close to a half a rounded pass's sum may come and still round the same way in the graph (float32 sums of a
+#: few 0–255 values, errors of 1e-4 levels at most) as in the twin (float64)
+NEAR_HALF = 1e-2
+
+
 def filtered_resample(step: Resize, x: np.ndarray, axes: tuple[int, int], resized_hw: tuple[int, int]
                       ) -> np.ndarray:
     """x resampled along `axes` to `resized_hw` in two passes, the columns first unless PIL would run the rows first
     (`Resize.rows_first`), each pass clipped to `clamp` and rounded when asked."""
-    hw = (x.shape[axes[0]], x.shape[axes[1]])
-    shrinks = all(new <= old for new, old in zip(resized_hw, hw))
-    passes = list(zip(axes, resized_hw))
-    for axis, length in passes if step.rows_first(hw, resized_hw) else reversed(passes):
-        weights = filter_weights(step.interpolation, step.cubic_coeff_a, x.shape[axis], length, shrinks)
-        x = np.moveaxis(np.tensordot(weights, x, axes=([1], [axis])), 0, axis)
+    for axis, weights in _filtered_passes(step, x.shape, axes, resized_hw):
+        x = _weighted(weights, x, axis)
         x = x if step.clamp is None else np.clip(x, *step.clamp)
         x = np.round(x) if step.round else x
     return x
+
+
+def filtered_resample_bounds(step: Resize, lo: np.ndarray, hi: np.ndarray, axes: tuple[int, int],
+                             resized_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """The least and greatest values `filtered_resample` may give, in the graph's float32, from inputs anywhere in
+    [lo, hi]: a pass's positive weights carry each bound along and its negative ones (lanczos, cubic) the other,
+    and a rounded sum within `NEAR_HALF` of a half may round either way."""
+    for axis, weights in _filtered_passes(step, lo.shape, axes, resized_hw):
+        plus, minus = np.maximum(weights, 0.0), np.minimum(weights, 0.0)
+        lo, hi = (_weighted(plus, lo, axis) + _weighted(minus, hi, axis),
+                  _weighted(plus, hi, axis) + _weighted(minus, lo, axis))
+        if step.clamp is not None:
+            lo, hi = np.clip(lo, *step.clamp), np.clip(hi, *step.clamp)
+        if step.round:
+            lo, hi = np.round(lo - NEAR_HALF), np.round(hi + NEAR_HALF)
+    return lo, hi
+
+
+def _filtered_passes(step: Resize, shape: tuple[int, ...], axes: tuple[int, int], resized_hw: tuple[int, int]):
+    """(axis, [new, old] weights) of each filtered pass, in the order the passes run."""
+    hw = (shape[axes[0]], shape[axes[1]])
+    shrinks = all(new <= old for new, old in zip(resized_hw, hw))
+    passes = list(zip(axes, hw, resized_hw))
+    for axis, length, new_length in passes if step.rows_first(hw, resized_hw) else reversed(passes):
+        yield axis, filter_weights(step.interpolation, step.cubic_coeff_a, length, new_length, shrinks)
+
+
+def _weighted(weights: np.ndarray, x: np.ndarray, axis: int) -> np.ndarray:
+    return np.moveaxis(np.tensordot(weights, x, axes=([1], [axis])), 0, axis)
 
 
 def filter_weights(interpolation: str, cubic_coeff_a: float, n_in: int, n_out: int, shrinks: bool = True

@@ -34,7 +34,7 @@ from graphsurgery.steps.base import SizedStep, StepError, TensorSpec, hw_axes, w
 from graphsurgery.steps.filtered import emit_filtered
 from graphsurgery.steps.input import _require_float
 from graphsurgery.steps.libraries import pil_equivalent, resize_vs_opencv, resize_vs_pil
-from graphsurgery.steps.resampling import filtered_resample, onnx_resample
+from graphsurgery.steps.resampling import filtered_resample, filtered_resample_bounds, onnx_resample
 
 Interpolation = Literal["nearest", "linear", "cubic", "area", "lanczos"]
 CoordinateMode = Literal["half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric"]
@@ -78,7 +78,8 @@ class Resize(SizedStep):
     twice as many pixels as the width, else the columns), chosen in the graph from the image's size. With both,
     antialiased bilinear/bicubic and lanczos give PIL's uint8 result within 1 level; without them, overshoot at
     hard edges is kept, as a float pipeline keeps it. A rounded pass can land a level away from the numpy twin
-    where its float32 sum falls within rounding error of a half (a few pixels per image).
+    where its float32 sum falls within rounding error of a half (a few pixels per image): verify then checks the
+    graph's network input and the outputs apart (`graphsurgery.staged`).
     `fit` says what happens to the aspect ratio:
     - stretch (default): each side to the model's size; the aspect ratio is not kept.
     - crop: scale, keeping the aspect ratio, so the image covers floor(H / crop_fraction) × floor(W /
@@ -201,6 +202,19 @@ class Resize(SizedStep):
             for axis, length in zip(axes, resized_hw):
                 y = onnx_resample(self, y, axis, length)
         return self.place(y, resized_hw, axes).astype(np.float32)
+
+    @property
+    def rounds_halves(self) -> bool:
+        return self.filtered and self.round
+
+    def reference_bounds(self, lo: np.ndarray, hi: np.ndarray, spec: TensorSpec
+                         ) -> tuple[np.ndarray, np.ndarray] | None:
+        if not self.filtered:
+            return None
+        axes = hw_axes(spec.layout)
+        resized_hw = self.resized_hw(lo.shape[axes[0]], lo.shape[axes[1]])
+        bounds = filtered_resample_bounds(self, lo.astype(np.float64), hi.astype(np.float64), axes, resized_hw)
+        return tuple(self.place(bound, resized_hw, axes).astype(np.float32) for bound in bounds)
 
     def forward_map(self, hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
         self._check_centred()

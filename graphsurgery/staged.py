@@ -1,0 +1,95 @@
+"""Verify in two stages where the graph may round a half the other way than the twins (resize `round: true`).
+
+A rounded resize pass sums in float32 in the graph and in float64 in the twin; where the sum lies within rounding
+of a half the two land a level apart, and a network spreads a few such pixels over all its outputs (HRNet-tiny:
+3e-3 on its maps), so comparing outputs failed right patches. Both answers are right, so verify proves the two
+halves apart instead of loosening any tolerance:
+
+1. the network input the patched graph computes (exposed as an extra output of a copy of the patched model) lies,
+   value by value, between the least and the greatest the input twins allow (`twins.preprocess_bounds`: the same
+   as the twin's, except where a pass's sum may round either way), within the float floor;
+2. the patched model's outputs are compared with the plain model fed that same tensor, then the output twins: the
+   unpatched pipeline from the graph's own (proven) input.
+
+Across backends each graph computes its own input, so the patched model on the second backend is compared with the
+plain model on the first fed the second backend's input: the same model input on two runtimes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from graphsurgery.compare import FloatResult, compare_floats
+from graphsurgery.model import ModelFacts
+from graphsurgery.modelio import load_model, save_model
+from graphsurgery.recipe import Recipe
+from graphsurgery.runners import open_runner
+from graphsurgery.samples import Samples, chunks
+from graphsurgery.tolerances import MODEL_FLOAT_FLOOR
+from graphsurgery.twins import input_steps, preprocess_bounds
+
+SPLICED_INPUT = "graphsurgery/pre/"
+
+
+@dataclass(frozen=True)
+class Exposed:
+    """A copy of the patched model that also outputs the network's input, under `tensor`."""
+
+    model: Path
+    tensor: str
+
+
+def exposed_copy(recipe: Recipe, facts: ModelFacts, patched: Path, network_input: onnx.ValueInfoProto, folder: Path
+                 ) -> Exposed | None:
+    """The copy, when the recipe has a step that rounds halves and `patched` is an ONNX model whose spliced input
+    chain feeds the network through one tensor (typed as the plain model's input `network_input`); None otherwise
+    (verify then compares outputs directly)."""
+    if patched.suffix.lower() != ".onnx" or not any(step.rounds_halves for step in input_steps(recipe, facts)):
+        return None
+    loaded = load_model(patched)
+    graph = loaded.proto.graph
+    made = {name for node in graph.node if node.name.startswith(SPLICED_INPUT) for name in node.output}
+    read = {name for node in graph.node if not node.name.startswith("graphsurgery/") for name in node.input}
+    candidates = made & read
+    if len(candidates) != 1:
+        return None
+    tensor = candidates.pop()
+    proto = onnx.ModelProto()
+    proto.CopyFrom(loaded.proto)
+    output = proto.graph.output.add()
+    output.CopyFrom(network_input)
+    output.name = tensor
+    out = folder / "exposed.onnx"
+    save_model(proto, out, external_base=loaded.base_dir, check=False)
+    return Exposed(out, tensor)
+
+
+def graph_inputs(exposed: Exposed, backend: str, input_name: str, other: dict[str, np.ndarray], samples: Samples,
+                 batch: int) -> list[np.ndarray]:
+    """Per batch, the network input the patched graph computes on `backend` (always f32: this is the reference's
+    input)."""
+    with open_runner(backend, exposed.model) as run:
+        return [run({input_name: x, **other, **extras})[exposed.tensor] for x, extras in chunks(samples, batch)]
+
+
+def input_result(recipe: Recipe, facts: ModelFacts, computed: Sequence[np.ndarray], samples: Samples, batch: int,
+                 name: str) -> tuple[FloatResult, int]:
+    """Stage 1 on one backend: the graph's network input against the nearest value the input twins allow, at the
+    float floor; and how many values lay where a pass may round either way."""
+    actual, allowed, ambiguous = [], [], 0
+    for got, (x, extras) in zip(computed, chunks(samples, batch)):
+        lo, hi = preprocess_bounds(recipe, x, facts, extras)
+        if got.shape != lo.shape:
+            result = FloatResult(name, atol=MODEL_FLOAT_FLOOR.atol, rtol=MODEL_FLOAT_FLOOR.rtol)
+            result.problem = f"the graph computes it {list(got.shape)}, the input twins {list(lo.shape)}"
+            return result, ambiguous
+        actual.append(got.ravel())
+        allowed.append(np.where(np.isnan(got), lo, np.clip(got, lo, hi)).ravel())  # NaN is never allowed
+        ambiguous += int(np.count_nonzero(lo != hi))
+    return compare_floats(name, np.concatenate(actual), np.concatenate(allowed), atol=MODEL_FLOAT_FLOOR.atol,
+                          rtol=MODEL_FLOAT_FLOOR.rtol), ambiguous

@@ -1,0 +1,91 @@
+"""Verify a recipe whose resize rounds its passes (`round: true`, PIL's uint8 passes) in two stages (`staged`).
+
+The graph sums each pass in float32 and the twin in float64: where a sum falls within rounding of a half they round
+to neighbouring integers, and HRNet-tiny spreads those pixels over all its outputs (3e-3 on its maps), so comparing
+outputs failed this right patch on every random set. Now the network input each graph computes is checked against
+the twins' bounds, and the outputs against the plain model fed that input; wrong patches still fail, at the stage
+where they are wrong.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+from graphsurgery import verify
+from graphsurgery.api import apply
+from graphsurgery.model import ModelFacts
+from graphsurgery.recipe import parse_recipe
+from graphsurgery.twins import preprocess, preprocess_bounds
+
+from conftest import RECIPES
+
+BOTH = ("onnxruntime", "openvino")
+ROUNDED = "    - resize: {interpolation: lanczos, clamp: [0, 255], round: true}\n"
+
+
+def pose_recipe(resize: str = ROUNDED, std: str = "[0.229, 0.224, 0.225]"):
+    text = (RECIPES / "hrnet_coco_pose.yaml").read_text().replace("    - cast: {}\n", "    - cast: {}\n" + resize)
+    return parse_recipe(text.replace("[0.229, 0.224, 0.225]", std))
+
+
+@pytest.fixture(scope="module")
+def hrnet_tiny(tmp_path_factory):
+    from examples.hrnet.export import export_hrnet
+
+    return export_hrnet(tmp_path_factory.mktemp("hrnet") / "tiny.onnx", variant="tiny", opset=17)
+
+
+def test_a_right_rounded_resize_patch_passes_on_both_backends(hrnet_tiny):
+    report = verify(pose_recipe(), hrnet_tiny, backends=BOTH)
+    assert report, report.failures()
+    names = [pair.name for pair in report.pairs]
+    assert names[:2] == ["onnxruntime: input steps", "openvino: input steps"]
+    assert "onnxruntime → patched on openvino, one network input" in names
+    assert all(result.elements == 8 * 3 * 256 * 192 for pair in report.pairs[:2] for result in pair.results)
+    assert any("network input values lie where either is right" in note for note in report.notes)
+    assert not any("not necessarily a wrong patch" in note for note in report.notes)  # the old failure's note
+    assert json.loads(json.dumps(report.to_dict()))["passed"]
+
+
+@pytest.mark.parametrize("wrong", ["{interpolation: cubic, antialias: true, clamp: [0, 255], round: true}",
+                                   "{interpolation: lanczos, clamp: [0, 255]}"], ids=["filter", "not_rounded"])
+def test_a_wrong_resize_fails_at_the_input_stage(hrnet_tiny, tmp_path, wrong):
+    patched = apply(pose_recipe(f"    - resize: {wrong}\n"), hrnet_tiny, tmp_path / "wrong.onnx").output
+    report = verify(pose_recipe(), hrnet_tiny, patched=patched, backends=BOTH)
+    assert not report
+    for pair in report.pairs[:2]:
+        assert pair.name.endswith("input steps") and not pair, pair.name
+        assert pair.results[0].failed > 100
+
+
+def test_a_wrong_normalisation_fails_at_the_input_stage(hrnet_tiny, tmp_path):
+    patched = apply(pose_recipe(std="[0.229, 0.224, 0.3]"), hrnet_tiny, tmp_path / "wrong.onnx").output
+    report = verify(pose_recipe(), hrnet_tiny, patched=patched, backends=("onnxruntime",))
+    assert not report and not report.pairs[0]
+    assert report.pairs[0].results[0].failed > 256 * 192 // 2  # the blue channel, nearly everywhere
+
+
+def test_bounds_hold_the_twin_and_open_only_near_a_half(hrnet_tiny):
+    recipe = pose_recipe()
+    facts = ModelFacts.of(onnx.load(str(hrnet_tiny)), recipe)
+    rng = np.random.default_rng(5)
+    for hw in ((300, 400), (481, 353), (100, 90)):  # shrink both ways, grow
+        x = rng.integers(0, 256, (1, *hw, 3), dtype=np.uint8)
+        exact = preprocess(recipe, x, facts)
+        lo, hi = preprocess_bounds(recipe, x, facts)
+        assert (lo <= exact).all() and (exact <= hi).all()
+        level = 1 / 255 / 0.224  # one integer of the resize, through /255 and the smallest std
+        assert (hi - lo).max() < 2.5 * level  # a level either side at most
+        assert 0 < np.count_nonzero(lo != hi) < 0.2 * lo.size
+
+
+def test_no_bounds_without_a_rounding_step(hrnet_tiny):
+    recipe = pose_recipe("    - resize: {interpolation: lanczos}\n")
+    facts = ModelFacts.of(onnx.load(str(hrnet_tiny)), recipe)
+    x = np.zeros((1, 300, 400, 3), np.uint8)
+    assert preprocess_bounds(recipe, x, facts) is None
+    assert preprocess_bounds(pose_recipe(""), x[:, :256, :192], facts) is None

@@ -31,7 +31,7 @@ from graphsurgery.recipe import Recipe
 from graphsurgery.runners import open_runner
 from graphsurgery.samples import Samples, chunks
 from graphsurgery.tolerances import MODEL_FLOAT_FLOOR
-from graphsurgery.twins import input_steps, preprocess_bounds
+from graphsurgery.twins import preprocess_bounds
 
 SPLICED_INPUT = "graphsurgery/pre/"
 
@@ -44,12 +44,13 @@ class Exposed:
     tensor: str
 
 
-def exposed_copy(recipe: Recipe, facts: ModelFacts, patched: Path, network_input: onnx.ValueInfoProto, folder: Path
-                 ) -> Exposed | None:
-    """The copy, when the recipe has a step that rounds halves and `patched` is an ONNX model whose spliced input
-    chain feeds the network through one tensor (typed as the plain model's input `network_input`); None otherwise
-    (verify then compares outputs directly)."""
-    if patched.suffix.lower() != ".onnx" or not any(step.rounds_halves for step in input_steps(recipe, facts)):
+def exposed_copy(recipe: Recipe, facts: ModelFacts, patched: Path, network_input: onnx.ValueInfoProto,
+                 sample: tuple[np.ndarray, dict[str, np.ndarray]], folder: Path) -> Exposed | None:
+    """The copy, when the input twins bound what the graph may compute from a caller `sample` (one batch and its
+    extra inputs: a step rounds halves, and every step after it can carry bounds) and `patched` is an ONNX model
+    whose spliced input chain feeds the network through one tensor (typed as the plain model's input
+    `network_input`); None otherwise (verify then compares outputs directly)."""
+    if patched.suffix.lower() != ".onnx" or preprocess_bounds(recipe, sample[0], facts, sample[1]) is None:
         return None
     loaded = load_model(patched)
     graph = loaded.proto.graph

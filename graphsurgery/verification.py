@@ -245,7 +245,8 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
         report.vs_library = library_report(steps, samples.groups[0][0][0], tensor.layout)
         # a resize that rounds halves: the graph's own network input, proven against the twins (`staged`)
         exposed = exposed_copy(recipe, facts, patched_path,
-                               next(v for v in plain.proto.graph.input if v.name == input_name), Path(tmp))
+                               next(v for v in plain.proto.graph.input if v.name == input_name),
+                               next(chunks(samples, batch)), Path(tmp))
         unpatched, decoded, answers, ran, computed = {}, {}, {}, {}, {}
         for backend in backends:
             if exposed:

@@ -89,3 +89,15 @@ def test_no_bounds_without_a_rounding_step(hrnet_tiny):
     x = np.zeros((1, 300, 400, 3), np.uint8)
     assert preprocess_bounds(recipe, x, facts) is None
     assert preprocess_bounds(pose_recipe(""), x[:, :256, :192], facts) is None
+
+
+def test_a_step_that_cannot_carry_bounds_falls_back_to_comparing_outputs(hrnet_tiny):
+    """A second, unfiltered resize after the rounded one has no bounds: verify compares the outputs directly (no
+    input stage), as before, instead of failing inside the twins."""
+    recipe = pose_recipe(ROUNDED.replace("lanczos", "lanczos, size: [300, 240], fit: stretch")
+                         + "    - resize: {interpolation: linear}\n")
+    facts = ModelFacts.of(onnx.load(str(hrnet_tiny)), recipe)
+    assert preprocess_bounds(recipe, np.zeros((1, 320, 400, 3), np.uint8), facts) is None
+    report = verify(recipe, hrnet_tiny, random=2, backends=("onnxruntime",))
+    assert not any(pair.name.endswith("input steps") for pair in report.pairs)
+    assert report.pairs and all(pair.results for pair in report.pairs)

@@ -15,7 +15,7 @@ def import_callable(spec: str, what: str, example: str) -> Callable:
     """The function `spec` names; `what` says what it is for in errors (e.g. "the torch network (--torch)")."""
     module_name, _, attribute = spec.partition(":")
     fix = f"give MODULE:FUNCTION, e.g. {example}"
-    if not module_name or not attribute:
+    if not module_name or not attribute or module_name.startswith("."):  # `..:f` is relative to no package
         raise GraphsurgeryError(f"{what} {spec!r} is not MODULE:FUNCTION", fix=fix)
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
@@ -24,6 +24,8 @@ def import_callable(spec: str, what: str, example: str) -> Callable:
     except ImportError as exc:
         raise GraphsurgeryError(f"{what}: cannot import {module_name!r} ({exc})",
                                 fix="run from the folder that holds the module, or check its name") from None
+    except (Exception, SystemExit) as exc:  # the module's own code failed or exited while it loaded (a script's
+        raise _users_fault(what, f"importing {module_name}", exc) from None  # `sys.exit(main())`: exit 0, unverified)
     function = getattr(module, attribute, None)
     if not callable(function):
         raise GraphsurgeryError(f"{what}: {module_name} has no function {attribute!r}", fix=fix)
@@ -39,8 +41,17 @@ def call_user(function: Callable, what: str, *args, name: str | None = None):
         return function(*args)
     except (GraphsurgeryError, MemoryError):
         raise
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # sys.exit(0) in it ended verify with exit 0, having compared nothing
         name = name or f"{getattr(function, '__module__', None) or '?'}:{getattr(function, '__qualname__', function)}"
-        message = " ".join(str(exc).split())[:200]
-        raise GraphsurgeryError(f"{what}: {name} raised {type(exc).__name__}: {message}",
-                                fix="call it alone in Python to see its traceback, and fix it") from None
+        raise _users_fault(what, name, exc) from None
+
+
+def _users_fault(what: str, name: str, exc: BaseException) -> GraphsurgeryError:
+    """The one line for an exception (or an exit) in the user's code: theirs to fix, not a graphsurgery bug."""
+    if isinstance(exc, SystemExit):
+        return GraphsurgeryError(f"{what}: {name} called sys.exit({exc.code!r})"[:300], fix="return from the "
+                                 "function instead of exiting (guard a script's own run with `if __name__ == "
+                                 "'__main__':`)")
+    message = " ".join(str(exc).split())[:200]
+    return GraphsurgeryError(f"{what}: {name} raised {type(exc).__name__}: {message}",
+                             fix="call it alone in Python to see its traceback, and fix it")

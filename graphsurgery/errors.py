@@ -15,8 +15,14 @@ def listed(names, most: int = 10) -> str:
     """Names for an error line, quoted: the first `most` and how many there are in all (a model with 2,000 outputs
     made a line of 17,000 characters)."""
     names = list(names)
-    shown = ", ".join(repr(name if len(str(name)) <= 80 else f"{str(name)[:80]}…") for name in names[:most])
+    shown = ", ".join(map(quoted, names[:most]))
     return shown if len(names) <= most else f"{shown}, … ({len(names):,} in all)"
+
+
+def quoted(value, most: int = 80) -> str:
+    """A value from a file for an error line, quoted and cut to `most` characters (a recipe's `version:` of 900,000
+    characters was echoed whole)."""
+    return repr(value if len(str(value)) <= most else f"{str(value)[:most]}…")
 
 
 def whole(value) -> bool:

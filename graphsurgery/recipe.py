@@ -24,7 +24,7 @@ from pydantic import (
     model_validator,
 )
 
-from graphsurgery.errors import RecipeError
+from graphsurgery.errors import RecipeError, listed, quoted
 from graphsurgery.registry import closest, steps_for
 from graphsurgery.safeio import input_path, read_small_file
 from graphsurgery.steps.base import Color, Dim, InputStep, Layout, OutputStep, Step
@@ -92,7 +92,7 @@ class OutputSection(_Frozen):
         description="model output to patch, or a list of them (SimCC's simcc_x, simcc_y: each is then also "
                     "readable by its name); default: the single output")
     steps: tuple[OutputStep, ...] = Field(min_length=1)
-    names: dict[str, str] = Field(
+    names: dict[str, TensorName] = Field(  # a newline or escape in an output name made a model `run` cannot read
         default_factory=dict,
         description="step result → new graph output name; default: every result under its own name",
     )
@@ -104,13 +104,11 @@ class OutputSection(_Frozen):
         written = {key for step in info.data.get("steps", ()) for key in step.writes()}
         unknown = sorted(set(names) - written)
         if unknown and "steps" in info.data:
-            raise ValueError(f"names {unknown} are not produced by the steps; the steps produce {sorted(written)}")
+            raise ValueError(f"names [{listed(unknown)}] are not produced by the steps; the steps produce "
+                             f"{sorted(written)}")
         values = list(names.values())
         if len(set(values)) != len(values):
             raise ValueError("two results are given the same output name")
-        for value in values:
-            if not value or len(value) > 256:
-                raise ValueError(f"output name {value!r} must have 1 to 256 characters")
         return names
 
     @field_validator("target")
@@ -317,7 +315,7 @@ def _recipe_error(
     fix = f"`graphsurgery steps {step_name}` documents its parameters" if step_name else \
         "see `graphsurgery schema` for the recipe format"
     if loc == ("version",) and first["type"] == "literal_error":
-        message = f"unsupported recipe version {first.get('input')!r}"
+        message = f"unsupported recipe version {quoted(first.get('input'))}"
         fix = "this graphsurgery reads `version: 1` recipes; upgrade graphsurgery for newer ones"
     elif first["type"] == "extra_forbidden":
         allowed = sorted(_fields_at(model, loc[:-1]))

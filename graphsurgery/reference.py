@@ -169,6 +169,10 @@ def _recorded(arrays: dict[str, np.ndarray], ports, reference: str | Path) -> Gr
             raise GraphsurgeryError(f"the reference's {port.name!r} is {value.dtype.name}{list(value.shape)}; the "
                                     f"patched model takes {port.dtype}[{', '.join(str(d or '?') for d in port.shape)}]",
                                     path=reference, fix="record at least one sample, as the patched model takes it")
+        if value.dtype.kind == "f" and not np.isfinite(value).all():  # a wrong patch passed on such samples
+            raise GraphsurgeryError(f"the reference's {port.name!r} holds NaN or infinite values: the answers "
+                                    "they make are NaN whatever the patch, and NaN equals NaN", path=reference,
+                                    fix="record finite inputs")
     return feeds, {name: value for name, value in arrays.items() if name not in feeds}
 
 

@@ -20,6 +20,7 @@ MAX_DEPTH = 50
 REFUSED_TAGS = {f"tag:yaml.org,2002:{kind}" for kind in ("binary", "set", "omap", "pairs")}
 
 YamlPath = tuple[str | int, ...]
+STR, MERGE = "tag:yaml.org,2002:str", "tag:yaml.org,2002:merge"  # a merge key `<<: *defaults` is no value to build
 
 
 class _RecipeLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
@@ -50,6 +51,9 @@ def read_yaml(text: str, source: str) -> tuple[Any, dict[YamlPath, int]]:
         if "unhashable" in (exc.problem or ""):
             raise RecipeError(f"{where}a key is a list or mapping", path=source,
                               fix="keys are plain names (`key: value`)") from None
+        if "merging" in (exc.problem or ""):
+            raise RecipeError(f"{where}a merge key (<<) is given a {exc.problem.split(' found ')[-1]}", path=source,
+                              fix="merge a mapping or a list of mappings (`<<: *defaults`)") from None
         raise RecipeError(f"{where}YAML tag not allowed ({exc.problem})", path=source,
                           fix="remove the `!!` tag: recipes hold plain values only") from None
     except yaml.MarkedYAMLError as exc:
@@ -97,7 +101,7 @@ def _walk(node: yaml.Node, path: YamlPath, lines: dict[YamlPath, int], count: li
                     fix="keep one of the two",
                 )
             seen.add(name)
-            if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:str":  # pydantic names `1:` 1 and
+            if isinstance(key, yaml.ScalarNode) and key.tag not in (STR, MERGE):  # pydantic names `1:` 1 and
                 constructed = construct(key)  # `null:` "None" in its errors: their line, not the mapping's (1)
                 for form in (constructed, str(constructed)):
                     lines.setdefault(path + (form,), key.start_mark.line + 1)

@@ -8,11 +8,12 @@ from pathlib import Path
 import click
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from graphsurgery.benchmark import REFERENCE, TORCH_EXAMPLE, BenchResult, Settings, run_bench
 from graphsurgery.chart import check_chart_path, write_chart
 from graphsurgery.cli.options import existing_file, output_file, threads_option, upgrade_opset_option
-from graphsurgery.cli.tables import print_table
+from graphsurgery.cli.tables import print_table, shown
 from graphsurgery.errors import GraphsurgeryError
 from graphsurgery.safeio import refuse_overwriting, same_file, write_text_atomically
 
@@ -64,17 +65,17 @@ def bench_command(recipe: Path, model: Path, iterations: int, warmup: int, threa
     _print(console, result)
     if json_path:
         write_text_atomically(json_path, json.dumps(result.to_dict(), indent=2) + "\n", inputs)
-        console.print(f"wrote {json_path}", highlight=False)
+        console.print(shown(f"wrote {json_path}"), highlight=False)
     if chart:
         write_chart(result, chart)
-        console.print(f"wrote {chart}", highlight=False)
+        console.print(shown(f"wrote {chart}"), highlight=False)
 
 
 def _print(console: Console, result: BenchResult) -> None:
     settings, machine = result.settings, result.machine
-    console.print(f"[bold]{result.model}[/] with recipe {result.recipe}: {result.mode}, "
-                  f"batch {settings['batch']}, {settings['threads']} threads, {settings['iterations']} rounds "
-                  f"(+{settings['warmup']} warm-up), interleaved", highlight=False)
+    console.print(Text.assemble(shown(result.model, "bold"), shown(
+        f" with recipe {result.recipe}: {result.mode}, batch {settings['batch']}, {settings['threads']} threads, "
+        f"{settings['iterations']} rounds (+{settings['warmup']} warm-up), interleaved")), highlight=False)
     if result.mode == "latency":
         table = Table("pipeline", "precision", "model ms\nmedian", "model ms\np90", "end-to-end\nms median",
                       "end-to-end\nms p90",

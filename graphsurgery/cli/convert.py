@@ -71,7 +71,8 @@ def convert_command(model: Path, output: Path | None, fp16: bool, input_shapes: 
         raise GraphsurgeryError(f"--input-shape names {twice[0]!r} twice", fix=f"give one --input-shape for "
                                                                               f"{twice[0]!r}")
     shapes = dict(parsed)
-    target = ovms_path(ovms_dir, name or model.stem.split(".")[0]) if ovms_dir is not None else (
+    # `--name ""` (NAME unset) is refused by ovms_path, not replaced by the default
+    target = ovms_path(ovms_dir, name if name is not None else model.stem.split(".")[0]) if ovms_dir is not None else (
         output or model.with_suffix(".xml"))
     result = convert_ir(model, target, fp16, shapes, int8=int8, calibration=calibration_dir, boxes=boxes,
                         calibration_random=calibration_random, max_drop=max_drop, max_reverts=max_reverts,
@@ -82,8 +83,8 @@ def convert_command(model: Path, output: Path | None, fp16: bool, input_shapes: 
     else:
         _show(result)
         if ovms_dir is not None:
-            Console().print(f"serve it with: ovms --model_name {target.parent.parent.name} --model_path "
-                            f"{target.parent.parent}", highlight=False)
+            Console().print(shown(f"serve it with: ovms --model_name {target.parent.parent.name} --model_path "
+                                  f"{target.parent.parent}"), highlight=False)
     if result.int8 and result.int8.drop_met is False:  # written, as NNCF left it, but not what was asked: say so
         sys.exit(1)
 
@@ -93,7 +94,7 @@ def _show(result: ConvertResult) -> None:
     console = Console()
     for note in result.notes:
         console.print(shown(f"note: {note}"))
-    console.print(f"wrote {', '.join(map(str, result.written))} ({result.weights} weights)", highlight=False)
+    console.print(shown(f"wrote {', '.join(map(str, result.written))} ({result.weights} weights)"), highlight=False)
     facts = result.int8
     if facts:
         console.print(shown(f"calibrated on {facts.calibration}"))

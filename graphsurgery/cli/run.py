@@ -43,22 +43,23 @@ def run_command(model: Path, images: tuple[Path, ...], outdir: Path, backend: st
 
     paths = list_images(list(images))
     console, progress_console = Console(), Console(stderr=True)
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  console=progress_console, transient=True,
+    with Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
+                  TimeRemainingColumn(), console=progress_console, transient=True,
                   disable=len(paths) < 2 or not progress_console.is_terminal) as progress:
         task = progress.add_task("pose", total=len(paths))
         summary = run_pose(model, paths, outdir, backend=backend, boxes=boxes, precision=precision, threads=threads,
                            batch=batch, min_score=min_score,
-                           on_image=lambda entry: progress.update(task, advance=1, description=entry.file_name))
+                           on_image=lambda entry: progress.update(task, advance=1,
+                                                                  description=printable(entry.file_name)))
     title = f"{model.name} · {summary.label}"
-    table = Table("image", "persons", "latency ms", title=title, title_justify="left", min_width=len(title))
+    table = Table("image", "persons", "latency ms", title=shown(title), title_justify="left", min_width=len(title))
     for entry in summary.images:
         table.add_row(shown(entry.file_name), str(entry.persons), f"{entry.latency_ms:.1f}")
     print_table(console, table)
     for note in ([summary.precision_note] if summary.precision_note else []) + summary.notes:
         console.print(f"note: {printable(note)}", highlight=False, markup=False)
-    console.print(f"wrote {summary.keypoints}, {Path(summary.keypoints).with_name('run.json')} and debug images in "
-                  f"{outdir}", highlight=False, soft_wrap=True)
+    console.print(shown(f"wrote {summary.keypoints}, {Path(summary.keypoints).with_name('run.json')} and debug "
+                        f"images in {outdir}"), highlight=False, soft_wrap=True)
 
 
 COMMANDS = (run_command,)

@@ -80,7 +80,7 @@ def verify_command(recipe: Path, plain: Path, patched: Path | None, images: Path
     if json_report is not None:
         refuse_overwriting(json_report, inputs)  # before the work, not after it
     report = verify(recipe, plain, patched=patched, images=images, boxes=boxes, random=random_count,
-                    backends=backends, precision=precision, tolerances=dict(map(_tolerance, tolerances)), seed=seed,
+                    backends=backends, precision=precision, tolerances=_tolerances(tolerances), seed=seed,
                     upgrade_opset=upgrade_opset, reference=reference, reference_pipeline=reference_pipeline)
     if json_report is not None:
         _write_json(json_report, report.to_dict(), inputs)
@@ -197,7 +197,7 @@ def eval_coco_command(recipe: Path, plain: Path, annotations: Path, images: Path
     print_table(console, table)
     for pipeline in report.pipelines:
         if pipeline.results_file:
-            console.print(f"{pipeline.name}: {pipeline.results_file}", highlight=False)
+            console.print(shown(f"{pipeline.name}: {pipeline.results_file}"), highlight=False)
     if report:
         console.print(f"[bold green]PARITY[/]: identical AP/AR for all {len(report.pipelines)} pipelines",
                       highlight=False)
@@ -206,6 +206,16 @@ def eval_coco_command(recipe: Path, plain: Path, annotations: Path, images: Path
     console.print(f"[bold red]NO PARITY[/]: {', '.join(differing)} differ from {report.pipelines[0].name} "
                   f"(AP {', '.join(f'{p.stats[0]:.4f}' for p in report.pipelines)})", highlight=False)
     raise SystemExit(PARITY_FAILURE)
+
+
+def _tolerances(texts: tuple[str, ...]) -> dict[str, tuple[float, float]]:
+    """Each --tolerance OUTPUT=ATOL[,RTOL], one per output: the last of two for one output won silently."""
+    parsed = [_tolerance(text) for text in texts]
+    names = [name for name, _ in parsed]
+    twice = next((name for name in names if names.count(name) > 1), None)
+    if twice is not None:
+        raise GraphsurgeryError(f"--tolerance names {twice!r} twice", fix=f"give one --tolerance for {twice!r}")
+    return dict(parsed)
 
 
 def _tolerance(text: str) -> tuple[str, tuple[float, float]]:

@@ -51,13 +51,13 @@ def test_paths_are_printed_as_they_are_not_as_markup(plain, patched, tmp_path, c
         (tmp_path / "out[" / "]repo").mkdir()
     result = invoke(*args)
     assert result.exit_code == 0, result.output
-    assert "[/]" in result.output and "internal error" not in result.output
+    assert "[/]" in result.output.replace("\n", "") and "internal error" not in result.output  # rich may wrap
 
 
 def test_an_escape_sequence_in_an_output_path_is_shown_escaped(plain, tmp_path):
     result = invoke("convert", plain, "-o", tmp_path / "x\x1b[2J.xml")
     assert result.exit_code == 0, result.output
-    assert "\x1b" not in result.output and "x\\x1b[2J.xml" in result.output
+    assert "\x1b" not in result.output and "x\\x1b[2J.xml" in result.output.replace("\n", "")  # rich may wrap
 
 
 # --- options at their edges --------------------------------------------------------------------------------------

@@ -268,6 +268,10 @@ def _check_external_data(proto: onnx.ModelProto, path: Path) -> None:
         if target.is_symlink():  # onnx refuses them too; say why here
             raise ModelError(f"external data file {location!r} of tensor {tensor.name!r} is a symbolic link",
                              path=path, fix="refused for safety; copy the data file itself beside the model")
+        if file_size is None and target.is_dir():  # `.` or a folder's name: "missing" sent users looking for it
+            raise ModelError(f"external data file {location!r} of tensor {tensor.name!r} is a folder, not a file",
+                             path=path, fix="re-save the model with its external data in a file beside it "
+                                            "(onnx.save_model(..., location='NAME.data'))")
         if file_size is None:
             raise ModelError(f"external data file {location!r} of tensor {tensor.name!r} is missing", path=path,
                              fix=f"put {location!r} beside the model")

@@ -191,3 +191,19 @@ def test_an_extra_input_too_large_to_make_up_is_refused(plain, tmp_path):
     one_line_exit_2(invoke("verify", recipe, tmp_path / "m.onnx", "--random", 1, "--backends", "onnxruntime"),
                     str(tmp_path / "m.onnx"), "input 'big' takes [1048576, 1048576] values, more than 512 MiB")
     assert digest(tmp_path / "m.onnx", recipe) == before
+
+
+@pytest.mark.parametrize("location", ["sub", "."])
+def test_external_data_naming_a_folder_says_so(plain, tmp_path, location):
+    """Was "external data file 'sub' … is missing — put 'sub' beside the model", with the folder right there."""
+    model = onnx.load(str(plain))
+    onnx.save(model, str(tmp_path / "m.onnx"), save_as_external_data=True, location="w.data", size_threshold=0)
+    model = onnx.load(str(tmp_path / "m.onnx"), load_external_data=False)
+    for tensor in model.graph.initializer:
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                entry.value = location
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    (tmp_path / "sub").mkdir()
+    one_line_exit_2(invoke("inspect", tmp_path / "m.onnx"), f"external data file '{location}'",
+                    "is a folder, not a file")

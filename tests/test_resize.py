@@ -189,6 +189,65 @@ def test_openvino_ignores_resizes_own_antialias(tmp_path):
     np.testing.assert_allclose(results["openvino", 1], results["onnxruntime", 0], atol=1e-5)  # OpenVINO does not
 
 
+#: area (OpenCV's INTER_AREA) at sizes where float32 weights went wrong: model (H, W), caller (H, W). Where a side
+#: grows, OpenCV's two taps start at sx = floor(i · n_in / n_out), a whole number at some i, where the float32 i ·
+#: scale landed a hair below on onnxruntime (224 → 192, i = 54: 54 × 1.1666666 = 62.999996, sx 62 not 63) and the
+#: taps moved a pixel; where both shrink, the spans' float32 ends put the weights 1.7e-5 off on OpenVINO
+AREA_TIES = [
+    ((256, 192), (224, 224)),  # width shrinks (the HRNet recipe's 224 × 224 crop), height grows
+    ((224, 192), (100, 112)),  # width grows
+    ((224, 192), (100, 224)),  # width shrinks
+    ((224, 192), (152, 150)),  # height grows
+    ((224, 192), (248, 150)),  # height shrinks
+    ((256, 192), (300, 400)),  # both shrink: the spans' overlap
+    ((256, 192), (150, 416)),  # width shrinks, height grows: 54 · 416 / 192 = 117 was 116.99999999999999 in the
+    ((256, 192), (150, 208)),  # twin's float64 (and 108 · 208 / 192 = 117 likewise)
+]
+
+
+@pytest.mark.parametrize(("n_in", "n_out", "shrinks"), [(416, 192, False), (208, 192, False), (224, 192, False),
+                                                        (100, 256, False), (400, 192, True), (301, 97, True)])
+def test_area_twin_weights_are_opencv_s_in_exact_fractions(n_in, n_out, shrinks):
+    """The twin's INTER_AREA weights against OpenCV's definition in exact rational arithmetic (a float64 product
+    that should be a whole number fell below it: 54 · 416 / 192)."""
+    from fractions import Fraction
+
+    from graphsurgery.steps.resampling import filter_weights
+
+    weights = filter_weights("area", -0.75, n_in, n_out, shrinks)
+    scale = Fraction(n_in, n_out)
+    for i in range(n_out):
+        want = np.zeros(n_in)
+        if shrinks:  # each source pixel's share of [i · scale, (i + 1) · scale)
+            for j in range(n_in):
+                want[j] = max(min(Fraction(j + 1), (i + 1) * scale) - max(Fraction(j), i * scale), 0) / scale
+        else:
+            source = (i * scale).__floor__()
+            fx = (i + 1) - (source + 1) / scale
+            fx = fx - fx.__floor__() if fx > 0 else Fraction(0)
+            if source >= n_in - 1:
+                source, fx = n_in - 1, Fraction(0)
+            want[source] += float(1 - fx)
+            want[min(source + 1, n_in - 1)] += float(fx)
+        np.testing.assert_allclose(weights[i], want, rtol=0, atol=1e-12, err_msg=f"row {i}")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("model_hw, caller_hw", AREA_TIES, ids=lambda hw: "x".join(map(str, hw)))
+def test_area_weights_are_whole_number_arithmetic(model_hw, caller_hw, layout, backend, tmp_path):
+    """INTER_AREA's weights are worked out in int64 in the graph, rounded to float32 once: the twin's taps and
+    weights on every runtime."""
+    recipe = resize_recipe({"interpolation": "area"}, layout)
+    plain = identity_model(tmp_path / "plain.onnx", opset=11, layout=layout, hw=model_hw)
+    patched = apply(recipe, plain, tmp_path / "patched.onnx").output
+    x = np.random.default_rng(0).random((1, 3, *caller_hw) if layout == "NCHW" else (1, *caller_hw, 3),
+                                        dtype=np.float32)
+    want = preprocess(recipe, x, ModelFacts.of(onnx.load(str(plain)), recipe))
+    with open_runner(backend, patched) as run:
+        np.testing.assert_allclose(run({"x": x})["y"], want, atol=1e-5, rtol=0)
+
+
 def test_float32_coordinates_decide_exact_ties(folder):
     """26 → 61 rows, round_prefer_floor: row 30 maps to 12.5 exactly, 12.500001 in float32 (what the twin and
     OpenVINO compute: row 13); onnxruntime takes row 12 there (documented in the step's module)."""

@@ -72,58 +72,84 @@ def _weights(step: Resize, em: Emitter, n_in: gs.Variable, n_out: gs.Variable, s
     """[n_out, n_in] float32 resampling weights, PIL's `precompute_coeffs`: output i centred at (i + 0.5) ·
     scale in the source, the kernel stretched by the scale when shrinking, taps past the edges left out and
     each row renormalised. Area (OpenCV's INTER_AREA): where no side grows (`shrinks`), the share of each source
-    pixel inside the output pixel's span; else OpenCV's two-tap blend."""
+    pixel inside the output pixel's span; else OpenCV's two-tap blend (both in int64: `_area_weights`)."""
     f32 = np.float32
+    if step.interpolation == "area":
+        return _area_weights(em, n_in, n_out, shrinks)
     n_in_f = em.op("Cast", [n_in], {"to": TensorProto.FLOAT}, dtype=f32)
     n_out_f = em.op("Cast", [n_out], {"to": TensorProto.FLOAT}, dtype=f32)
     scale = em.op("Div", [n_in_f, n_out_f], dtype=f32)
     one, half, zero = (em.const(name, value, f32) for name, value in (("one", 1.0, ), ("half", 0.5), ("zero", 0.0)))
     out_index = em.unsqueeze(em.op("Range", [zero, n_out_f, one], dtype=f32), [1], dtype=f32)        # [m, 1]
     in_index = em.unsqueeze(em.op("Range", [zero, n_in_f, one], dtype=f32), [0], dtype=f32)          # [1, n]
-    if step.interpolation == "area":
-        start = em.op("Mul", [out_index, scale], dtype=f32)
-        end = em.op("Mul", [em.op("Add", [out_index, one], dtype=f32), scale], dtype=f32)
-        overlap = em.op("Sub", [em.op("Min", [em.op("Add", [in_index, one], dtype=f32), end], dtype=f32),
-                                em.op("Max", [in_index, start], dtype=f32)], dtype=f32)
-        weights = em.op("Where", [shrinks, em.op("Max", [overlap, zero], dtype=f32),
-                                  _area_blend(em, n_in_f, scale, out_index, in_index)], dtype=f32)
-    else:
-        stretch = em.op("Max", [scale, one], dtype=f32)
-        support = em.op("Mul", [em.const("support", SUPPORT[step.interpolation], f32), stretch], dtype=f32)
-        centre = em.op("Mul", [em.op("Add", [out_index, half], dtype=f32), scale], dtype=f32)
-        first = em.op("Max", [em.op("Floor", [em.op("Add", [em.op("Sub", [centre, support], dtype=f32), half],
-                                                    dtype=f32)], dtype=f32), zero], dtype=f32)
-        last = em.op("Min", [em.op("Floor", [em.op("Add", [em.op("Add", [centre, support], dtype=f32), half],
-                                                   dtype=f32)], dtype=f32), n_in_f], dtype=f32)
-        inside = em.op("And", [em.op("Not", [em.op("Less", [in_index, first], dtype=np.bool_)], dtype=np.bool_),
-                               em.op("Less", [in_index, last], dtype=np.bool_)], dtype=np.bool_)
-        distance = em.op("Div", [em.op("Add", [em.op("Sub", [in_index, centre], dtype=f32), half], dtype=f32),
-                                 stretch], dtype=f32)
-        weights = em.op("Where", [inside, _kernel(step, em, distance), zero], dtype=f32)
+    stretch = em.op("Max", [scale, one], dtype=f32)
+    support = em.op("Mul", [em.const("support", SUPPORT[step.interpolation], f32), stretch], dtype=f32)
+    centre = em.op("Mul", [em.op("Add", [out_index, half], dtype=f32), scale], dtype=f32)
+    first = em.op("Max", [em.op("Floor", [em.op("Add", [em.op("Sub", [centre, support], dtype=f32), half],
+                                                dtype=f32)], dtype=f32), zero], dtype=f32)
+    last = em.op("Min", [em.op("Floor", [em.op("Add", [em.op("Add", [centre, support], dtype=f32), half],
+                                               dtype=f32)], dtype=f32), n_in_f], dtype=f32)
+    inside = em.op("And", [em.op("Not", [em.op("Less", [in_index, first], dtype=np.bool_)], dtype=np.bool_),
+                           em.op("Less", [in_index, last], dtype=np.bool_)], dtype=np.bool_)
+    distance = em.op("Div", [em.op("Add", [em.op("Sub", [in_index, centre], dtype=f32), half], dtype=f32),
+                             stretch], dtype=f32)
+    weights = em.op("Where", [inside, _kernel(step, em, distance), zero], dtype=f32)
     return em.op("Div", [weights, em.reduce_sum(weights, [1], dtype=f32)], dtype=f32)
 
 
-def _area_blend(em: Emitter, n_in: gs.Variable, scale: gs.Variable, out_index: gs.Variable,
-                in_index: gs.Variable) -> gs.Variable:
-    """OpenCV's INTER_AREA where a side grows: source sx = floor(i · scale) and sx + 1, blended by fx = (i + 1)
-    − (sx + 1) / scale, taken modulo 1 when positive (else 0); the last source pixel alone at the far edge."""
-    f32 = np.float32
-    one, zero = em.const("one", 1.0, f32), em.const("zero", 0.0, f32)
-    source = em.op("Floor", [em.op("Mul", [out_index, scale], dtype=f32)], dtype=f32)
-    fraction = em.op("Sub", [em.op("Add", [out_index, one], dtype=f32),
-                             em.op("Div", [em.op("Add", [source, one], dtype=f32), scale], dtype=f32)], dtype=f32)
-    fraction = em.op("Where", [em.op("Greater", [fraction, zero], dtype=np.bool_),
-                               em.op("Sub", [fraction, em.op("Floor", [fraction], dtype=f32)], dtype=f32), zero],
-                     dtype=f32)
-    edge = em.op("Not", [em.op("Less", [source, em.op("Sub", [n_in, one], dtype=f32)], dtype=np.bool_)],
-                 dtype=np.bool_)
-    fraction = em.op("Where", [edge, zero, fraction], dtype=f32)
-    source = em.op("Where", [edge, em.op("Sub", [n_in, one], dtype=f32), source], dtype=f32)
+def _area_weights(em: Emitter, n_in: gs.Variable, n_out: gs.Variable, shrinks: gs.Variable) -> gs.Variable:
+    """OpenCV's INTER_AREA as [n_out, n_in] weights, each row summing to 1, worked out in int64 (in units of 1 /
+    n_out of a source pixel) and rounded to float32 once, at the end.
+
+    Where no side grows (`shrinks`): the share of source pixel j inside output i's span [i · scale, (i + 1) ·
+    scale), that is min((j + 1) · n_out, (i + 1) · n_in) − max(j · n_out, i · n_in) (when positive) over n_in.
+    Else OpenCV's blend of sx = floor(i · scale) and sx + 1 by fx = (i + 1) − (sx + 1) / scale, taken modulo 1
+    when positive (else 0), the last source pixel alone at the far edge: sx = (i · n_in) div n_out and fx · n_in
+    = (i + 1) · n_in − (sx + 1) · n_out, below n_in since (sx + 1) · n_out > i · n_in (modulo 1 is the identity).
+
+    Not in float32: where i · n_in / n_out is whole, the product i · scale lands a hair either side of it
+    (224 → 192, i = 54: 54 × 1.1666666 = 62.999996 on onnxruntime, whose division is correctly rounded; 63.000004
+    on OpenVINO, whose 224 / 192 is 1.1666667), and floor(i · scale) moved the blend's taps a pixel on one
+    runtime; the spans' float32 ends also left the weights off by up to 1.6e-5 of a level per level. Integer Div
+    of non-negative operands floors on every runtime (floor and truncation agree); Where stands in for integer
+    Min and Max, which opset 11 lacks."""
+    i64, f32 = np.int64, np.float32
+    one, zero = em.const("one", 1, i64), em.const("zero", 0, i64)
+    out_index = em.unsqueeze(em.op("Range", [zero, n_out, one], dtype=i64), [1], dtype=i64)          # [m, 1]
+    in_index = em.unsqueeze(em.op("Range", [zero, n_in, one], dtype=i64), [0], dtype=i64)            # [1, n]
+    n_in_f = em.op("Cast", [n_in], {"to": TensorProto.FLOAT}, dtype=f32)
+
+    def times(a: gs.Variable, b: gs.Variable) -> gs.Variable:
+        return em.op("Mul", [a, b], dtype=i64)
+
+    def plus_one(a: gs.Variable) -> gs.Variable:
+        return em.op("Add", [a, one], dtype=i64)
+
+    def positive(a: gs.Variable) -> gs.Variable:
+        return em.op("Where", [em.op("Greater", [a, zero], dtype=np.bool_), a, zero], dtype=i64)
+
+    def share(numerator: gs.Variable) -> gs.Variable:
+        return em.op("Div", [em.op("Cast", [numerator], {"to": TensorProto.FLOAT}, dtype=f32), n_in_f], dtype=f32)
+
+    # shrinking: the spans' overlap
+    start, end = times(out_index, n_in), times(plus_one(out_index), n_in)                    # [m, 1]
+    left, right = times(in_index, n_out), times(plus_one(in_index), n_out)                   # [1, n]
+    low = em.op("Where", [em.op("Greater", [left, start], dtype=np.bool_), left, start], dtype=i64)
+    high = em.op("Where", [em.op("Less", [right, end], dtype=np.bool_), right, end], dtype=i64)
+    overlap = share(positive(em.op("Sub", [high, low], dtype=i64)))
+    # growing: OpenCV's two taps
+    source = em.op("Div", [start, n_out], dtype=i64)
+    numerator = positive(em.op("Sub", [end, times(plus_one(source), n_out)], dtype=i64))
+    last = em.op("Sub", [n_in, one], dtype=i64)
+    edge = em.op("Not", [em.op("Less", [source, last], dtype=np.bool_)], dtype=np.bool_)
+    fraction = share(em.op("Where", [edge, zero, numerator], dtype=i64))
+    source = em.op("Where", [edge, last, source], dtype=i64)
     near = em.op("Where", [em.op("Equal", [in_index, source], dtype=np.bool_),
-                           em.op("Sub", [one, fraction], dtype=f32), zero], dtype=f32)
-    far = em.op("Where", [em.op("Equal", [in_index, em.op("Add", [source, one], dtype=f32)], dtype=np.bool_),
-                          fraction, zero], dtype=f32)
-    return em.op("Add", [near, far], dtype=f32)
+                           em.op("Sub", [em.const("one", 1.0, f32), fraction], dtype=f32),
+                           em.const("zero", 0.0, f32)], dtype=f32)
+    far = em.op("Where", [em.op("Equal", [in_index, plus_one(source)], dtype=np.bool_), fraction,
+                          em.const("zero", 0.0, f32)], dtype=f32)
+    return em.op("Where", [shrinks, overlap, em.op("Add", [near, far], dtype=f32)], dtype=f32)
 
 
 def _kernel(step: Resize, em: Emitter, d: gs.Variable) -> gs.Variable:

@@ -110,19 +110,19 @@ def filter_weights(interpolation: str, cubic_coeff_a: float, n_in: int, n_out: i
     int(centre + support + 0.5), inside the image, each weighted filter((tap − centre + 0.5) / stretch); each row
     divided by its sum. `area`, OpenCV's INTER_AREA (imgproc/src/resize.cpp): when no side grows (`shrinks`), the
     share of each source pixel inside [i · scale, (i + 1) · scale); else two taps sx = floor(i · scale) and sx + 1
-    blended by fx = (i + 1) − (sx + 1) / scale (mod 1 when positive, else 0), the last pixel alone at the far edge.
+    blended by fx = (i + 1) − (sx + 1) / scale (mod 1 when positive, else 0), the last pixel alone at the far edge;
+    both computed in whole numbers (scale = n_in / n_out), so a product that is a whole number is one.
     """
     scale = n_in / n_out
     weights = np.zeros((n_out, n_in))
     for i in range(n_out):
-        if interpolation == "area" and shrinks:
-            start, end = i * scale, (i + 1) * scale
-            taps = np.arange(int(np.floor(start)), min(int(np.ceil(end)), n_in))
-            row = np.minimum(taps + 1, end) - np.maximum(taps, start)
-        elif interpolation == "area":
-            source = int(np.floor(i * scale))
-            fx = (i + 1) - (source + 1) / scale
-            fx = fx - np.floor(fx) if fx > 0 else 0.0
+        if interpolation == "area" and shrinks:  # in units of 1 / n_out source pixels: whole numbers, exact
+            start, end = i * n_in, (i + 1) * n_in
+            taps = np.arange(start // n_out, min(-(-end // n_out), n_in))
+            row = (np.minimum((taps + 1) * n_out, end) - np.maximum(taps * n_out, start)) / n_in
+        elif interpolation == "area":  # floor(i · n_in / n_out) in integers: in floats a whole-number product
+            source = i * n_in // n_out  # (54 · 416 / 192 = 117) can land below it
+            fx = max((i + 1) * n_in - (source + 1) * n_out, 0) / n_in
             if source >= n_in - 1:
                 source, fx = n_in - 1, 0.0
             taps, row = np.array([source, min(source + 1, n_in - 1)]), np.array([1 - fx, fx])

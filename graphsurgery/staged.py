@@ -62,9 +62,9 @@ def exposed_copy(recipe: Recipe, facts: ModelFacts, patched: Path, network_input
     tensor = candidates.pop()
     proto = onnx.ModelProto()
     proto.CopyFrom(loaded.proto)
-    output = proto.graph.output.add()
-    output.CopyFrom(network_input)
-    output.name = tensor
+    # its element type and rank only: its batch may be the crops' (crop_boxes, flip_test), not the plain model's
+    kind = network_input.type.tensor_type
+    proto.graph.output.append(onnx.helper.make_tensor_value_info(tensor, kind.elem_type, [None] * len(kind.shape.dim)))
     out = folder / "exposed.onnx"
     save_model(proto, out, external_base=loaded.base_dir, check=False)
     return Exposed(out, tensor)

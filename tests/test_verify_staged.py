@@ -101,3 +101,20 @@ def test_a_step_that_cannot_carry_bounds_falls_back_to_comparing_outputs(hrnet_t
     report = verify(recipe, hrnet_tiny, random=2, backends=("onnxruntime",))
     assert not any(pair.name.endswith("input steps") for pair in report.pairs)
     assert report.pairs and all(pair.results for pair in report.pairs)
+
+
+def test_the_flip_test_carries_the_bounds(hrnet_tiny):
+    """Found by the generated recipes (tests/test_properties_verify.py): a rounded resize then flip_test fell back to
+    comparing outputs, and failed; the mirrored crops are copies of the bounded values."""
+    text = (RECIPES / "hrnet_coco_pose.yaml").read_text().replace("    - cast: {}\n", "    - cast: {}\n" + ROUNDED)
+    text = text.replace("    - normalize: {mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225]}\n",
+                        "    - normalize: {mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225]}\n"
+                        "    - flip_test: {}\n")
+    text = text.replace("  steps:\n    - heatmap_argmax", "  steps:\n    - flip_average: {}\n    - heatmap_argmax")
+    recipe = parse_recipe(text)
+    facts = ModelFacts.of(onnx.load(str(hrnet_tiny)), recipe)
+    lo, hi = preprocess_bounds(recipe, np.random.default_rng(0).integers(0, 256, (1, 300, 400, 3), np.uint8), facts)
+    assert lo.shape[0] == 2 and np.array_equal(lo[1], lo[0][..., ::-1]) and (lo <= hi).all()
+    report = verify(recipe, hrnet_tiny, random=3, backends=BOTH)
+    assert report, report.failures()
+    assert report.pairs[0].name == "onnxruntime: input steps"

@@ -225,6 +225,7 @@ class FlipTest(InputStep):
 
     step_name: ClassVar[str] = "flip_test"
     sets_batch: ClassVar[bool] = True
+    keeps_order: ClassVar[bool] = True
     keeps_geometry: ClassVar[bool] = False
 
     def spec_after(self, spec: TensorSpec) -> TensorSpec:

@@ -25,16 +25,17 @@ import numpy as np
 
 from graphsurgery.api import apply
 from graphsurgery.callables import call_user, import_callable
-from graphsurgery.compare import compare_output
 from graphsurgery.errors import GraphsurgeryError
+from graphsurgery.heatmap_grid import heatmap_grid
 from graphsurgery.model import ModelFacts, real_inputs
 from graphsurgery.modelio import load_model
 from graphsurgery.recipe import Recipe, as_recipe
 from graphsurgery.runners import backend_list, check_backends, model_signature, open_runner
 from graphsurgery.samples import DEFAULT_RANDOM, patched_inputs, plain_input, random_caller_samples
-from graphsurgery.tolerances import Tolerances, with_tolerances
-from graphsurgery.twins import comparisons, extra_input_names, input_steps, other_inputs
-from graphsurgery.verification import PairReport, VerifyReport
+from graphsurgery.stability import Wobbles
+from graphsurgery.tolerances import Tolerances, tie_tolerance, with_tolerances
+from graphsurgery.twins import comparisons, decoded_output, extra_input_names, input_steps, other_inputs, with_geometry
+from graphsurgery.verification import PairReport, VerifyReport, compare
 
 #: Arrays in a reference file at most (a recording is a few batches, not a data set)
 MAX_REFERENCE_BYTES = 2**31
@@ -104,7 +105,8 @@ def verify_reference(recipe: str | Path | Recipe, plain_model: str | Path, refer
     plain = load_model(plain_model)
     facts = ModelFacts.of(plain.proto, recipe)
     backends = check_backends(backend_list(backends), precision, patched)
-    wanted = with_tolerances(comparisons(recipe, facts), tolerances or {})
+    declared = comparisons(recipe, facts)
+    wanted = with_tolerances(declared, tolerances or {})
     with tempfile.TemporaryDirectory(prefix="graphsurgery-reference-") as tmp:
         patched_path = (Path(patched) if patched is not None
                         else apply(recipe, plain.path, Path(tmp) / "patched.onnx", upgrade_opset=upgrade_opset).output)
@@ -135,8 +137,19 @@ def verify_reference(recipe: str | Path | Recipe, plain_model: str | Path, refer
                           f"{count} {described}", count, backends, precision, "samples")
     label = {b: b + (f" at {ran[b]}" if ran[b] != "f32" else "") for b in backends}
 
+    judged = {name: wanted[name] for name in compared}
+    maps = _recorded_maps(recipe, facts, groups, image.name, runs[backends[0]])
+    tie = tie_tolerance(declared, wanted, tolerances or {}, facts.output_name)
+    positions = {name: c.kind for name, c in judged.items() if c.kind in ("coordinates", "indices")}
+    if maps:  # near ties, cells and rounding judged on the maps the user's pipeline decoded, as verify judges them
+        raw = np.concatenate([values for values, _ in maps])
+        grids = heatmap_grid(recipe, facts, maps, judged)
+        wobbles = Wobbles(recipe, facts, {"reference": maps}, positions, tie).of("reference", True)
+    else:
+        raw, grids, wobbles = None, {}, {}
+
     def results(actual: dict, against: dict) -> list:
-        return [compare_output(name, actual[name], against[name], wanted[name]) for name in compared]
+        return compare(actual, against, raw, judged, grids, tie, wobbles)
 
     report.pairs = [PairReport(f"{label[b]}: your pipeline → patched", f"your pipeline ({source})",
                                f"patched model on {label[b]}", results(runs[b], expected),
@@ -149,12 +162,35 @@ def verify_reference(recipe: str | Path | Recipe, plain_model: str | Path, refer
     if ignored:
         report.notes.append(f"reference array(s) {', '.join(map(repr, ignored))} are not outputs of the patched "
                             f"model: not compared")
-    if any(wanted[name].kind != "float" for name in compared):
-        report.notes.append("the reference holds no heatmaps: every keypoint or index mismatch counts as real")
+    if positions and maps:
+        report.notes.append(f"keypoint and index mismatches judged on the reference's own {facts.output_name!r} (near "
+                            "ties, rounding), as verify judges them on the plain model's")
+    elif positions:
+        report.notes.append(f"the reference holds no {facts.output_name!r} (the model output the decoding reads): "
+                            "every keypoint or index mismatch counts as real; record it too (keep_original) to "
+                            "have near ties judged")
     return report
 
 
 Group = tuple[dict[str, np.ndarray], dict[str, np.ndarray]]  # (caller inputs, the pipeline's answers)
+
+
+def _recorded_maps(recipe: Recipe, facts: ModelFacts, groups: list[Group], image_name: str,
+                   patched: dict[str, np.ndarray]) -> list[tuple[np.ndarray, dict[str, np.ndarray]]] | None:
+    """Per group, the model output the decoding steps read, as the user's pipeline recorded it (the recipe keeps
+    it, keep_original, and the recording holds it in the patched model's shape), with the extra inputs the output
+    twins get; None where the recording lacks it."""
+    name = facts.output_name
+    if name is None or name not in patched or not all(name in answers for _, answers in groups):
+        return None
+    if np.concatenate([answers[name] for _, answers in groups]).shape != patched[name].shape:
+        return None
+    maps = []
+    for feeds, answers in groups:
+        extras = {key: value for key, value in feeds.items() if key != image_name}
+        maps.append((decoded_output(recipe, np.asarray(answers[name], np.float32), facts, extras),
+                     with_geometry(recipe, facts, extras, feeds[image_name].shape)))
+    return maps
 
 
 def _recorded(arrays: dict[str, np.ndarray], ports, reference: str | Path) -> Group:

@@ -197,3 +197,69 @@ def test_a_report_that_cannot_be_written_is_a_one_line_error(recorded, tmp_path)
                                       "onnxruntime", "--json", str(tmp_path / "missing" / "report.json")])
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert result.exit_code == 2 and "cannot write the file" in lines[-1] and "Traceback" not in result.output
+
+
+def quantised(plain, path):
+    """The tiny pose model with its heatmaps rounded to tenths: every map has exact ties at its maximum."""
+    model = onnx.load(str(plain))
+    graph = model.graph
+    out = graph.output[0].name
+    for node in graph.node:
+        node.output[:] = ["raw_maps" if name == out else name for name in node.output]
+    graph.initializer.append(onnx.numpy_helper.from_array(np.array(10, np.float32), "ten"))
+    graph.node.extend([onnx.helper.make_node("Mul", ["raw_maps", "ten"], ["tenths"]),
+                       onnx.helper.make_node("Round", ["tenths"], ["rounded"]),
+                       onnx.helper.make_node("Div", ["rounded", "ten"], [out])])
+    onnx.save(model, str(path))
+    return path
+
+
+def test_near_ties_are_judged_on_the_heatmaps_the_reference_recorded(recorded, tmp_path):
+    """A user's pipeline whose own float arithmetic differs from the runtime's by 1e-6 (another framework) breaks
+    exact ties its own way: its keypoints then differ from the patched model's at tied maxima. With its heatmaps
+    recorded those are near ties, judged on them as verify judges its own; without, every one is real."""
+    plain = quantised(recorded[0], tmp_path / "quantised.onnx")
+    crops = np.concatenate([bgr_crops(1, seed=s) for s in range(4)])
+    rng = np.random.default_rng(0)
+    answers = {"keypoints": [], "scores": [], "heatmaps": []}
+    with open_runner("onnxruntime", plain) as run:
+        for crop in crops:
+            x = ((crop[None, ..., ::-1] / np.float32(255) - MEAN) / STD).transpose(0, 3, 1, 2).astype(np.float32)
+            maps = run({"input": x})["heatmaps"] + rng.uniform(0, 1e-6, (1, 17, 64, 48)).astype(np.float32)
+            flat = maps.reshape(1, 17, -1)
+            y, x_ = np.divmod(flat.argmax(-1), 48)
+            score = flat.max(-1)
+            answers["keypoints"].append(np.where((score > 0)[..., None], np.stack([x_, y], -1), 0) * np.float32(4))
+            answers["scores"].append(score[..., None])
+            answers["heatmaps"].append(maps)
+    answers = {key: np.concatenate(value).astype(np.float32) for key, value in answers.items()}
+    with_maps, without = tmp_path / "with_maps.npz", tmp_path / "without.npz"
+    np.savez(with_maps, input=crops, **answers)
+    np.savez(without, input=crops, keypoints=answers["keypoints"], scores=answers["scores"])
+
+    blind = verify(CROP, plain, reference=without, backends=("onnxruntime",))
+    keypoints = next(r for r in blind.pairs[0].results if r.output == "keypoints")
+    assert not blind and keypoints.mismatches > 5  # ties broken the other way, counted as real
+    assert any("holds no 'heatmaps'" in note for note in blind.notes)
+    judged = verify(CROP, plain, reference=with_maps, backends=("onnxruntime",))
+    assert judged, judged.failures()
+    keypoints = next(r for r in judged.pairs[0].results if r.output == "keypoints")
+    assert keypoints.mismatches == 0 and keypoints.match_rate < 0.9
+    assert any("judged on the reference's own 'heatmaps'" in note for note in judged.notes)
+
+
+def test_recorded_heatmaps_do_not_excuse_a_wrong_pipeline(recorded, tmp_path):
+    """The RGB pipeline's keypoints, recorded with its own heatmaps: its maxima are nowhere near the patched
+    model's, so no mismatch is a near tie."""
+    plain, _, _ = recorded
+    crops = np.concatenate([bgr_crops(1, seed=5), bgr_crops(1, seed=6)])
+    answers = [users_pipeline(plain, crops[i:i + 1], swap_colours=False) for i in range(2)]
+    x = ((crops / np.float32(255) - MEAN) / STD).transpose(0, 3, 1, 2).astype(np.float32)  # BGR bytes as RGB
+    with open_runner("onnxruntime", plain) as run:
+        maps = np.concatenate([run({"input": x[i:i + 1]})["heatmaps"] for i in range(2)])
+    path = tmp_path / "rgb_maps.npz"
+    np.savez(path, input=crops, heatmaps=maps,
+             **{key: np.concatenate([a[key] for a in answers]) for key in ("keypoints", "scores")})
+    report = verify(CROP, plain, reference=path, backends=("onnxruntime",))
+    keypoints = next(r for r in report.pairs[0].results if r.output == "keypoints")
+    assert not report and keypoints.mismatches > 10

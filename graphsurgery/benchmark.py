@@ -24,7 +24,7 @@ import numpy as np
 from graphsurgery import twins
 from graphsurgery.api import apply
 from graphsurgery.callables import call_user, import_callable
-from graphsurgery.errors import GraphsurgeryError, check_flags
+from graphsurgery.errors import ArgumentError, GraphsurgeryError, check_flags, quoted, whole
 from graphsurgery.machine import machine
 from graphsurgery.model import ModelFacts, real_inputs
 from graphsurgery.modelio import load_model
@@ -39,6 +39,8 @@ from graphsurgery.targets import check_targets
 RESIZE_IMAGE_SIZE = (640, 480)
 REFERENCE = "openvino-patched-f32"  # every row's time is also given relative to this one
 TORCH_EXAMPLE = "examples.hrnet.model:build_hrnet"
+#: Rounds at most (timed or warm-up): 100,000 rounds of HRNet-W32 take days; a mistyped count must not run forever.
+MAX_ROUNDS = 100_000
 
 
 @dataclass(frozen=True)
@@ -170,12 +172,28 @@ class BenchResult:
         return {key: value for key, value in asdict(self).items() if value is not None}
 
 
+def _checked(settings: Settings) -> Settings:
+    """`settings` held to the CLI's options, its counts as ints: from the Python API, iterations="3" and 2.5 were
+    TypeErrors from deep inside, 10**12 ran for ever, a dict an AttributeError, numpy's int64 went into the JSON."""
+    if not isinstance(settings, Settings):
+        raise ArgumentError(f"settings is a graphsurgery.benchmark.Settings, not {type(settings).__name__}")
+    check_flags(throughput=settings.throughput, upgrade_opset=settings.upgrade_opset)
+    counts = {"iterations": (settings.iterations, 1, MAX_ROUNDS), "warmup": (settings.warmup, 0, MAX_ROUNDS),
+              "batch": (settings.batch, 1, None)}  # a batch too large for the memory is refused where it is made
+    for name, (value, least, most) in counts.items():
+        if not whole(value) or value < least or (most is not None and value > most):
+            raise GraphsurgeryError(f"{name}={quoted(value)} (--{name}) is not a whole number from {least}"
+                                    + (f" to {most:,}" if most else " up"),
+                                    fix="e.g. iterations=50, warmup=5, batch=1 (--iterations, --warmup, --batch)")
+    if settings.torch is not None and not isinstance(settings.torch, str):
+        raise ArgumentError(f"torch is a 'module:function' str, not {type(settings.torch).__name__}")
+    return replace(settings, **{name: int(value) for name, (value, *_) in counts.items()},
+                   threads=int(settings.threads) if whole(settings.threads) else settings.threads)
+
+
 def run_bench(recipe: str | Path, model: str | Path, settings: Settings = Settings()) -> BenchResult:
     """Patch `model` with `recipe` into a temporary folder, then time every pipeline, interleaved."""
-    check_flags(throughput=settings.throughput, upgrade_opset=settings.upgrade_opset)
-    if settings.iterations < 1 or settings.warmup < 0 or settings.batch < 1:
-        raise GraphsurgeryError("iterations and batch must be ≥ 1 and warmup ≥ 0",
-                                fix="e.g. iterations=50, warmup=5, batch=1 (--iterations, --warmup, --batch)")
+    settings = _checked(settings)
     model = input_path(model, "model file")
     recipe = as_recipe(recipe)
     if settings.throughput and any(step.sets_batch for step in (recipe.input.steps if recipe.input else ())):

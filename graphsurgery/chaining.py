@@ -23,7 +23,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from graphsurgery import __version__
-from graphsurgery.errors import GraphsurgeryError, ModelError, whole
+from graphsurgery.errors import ArgumentError, GraphsurgeryError, ModelError, whole
 from graphsurgery.model import PROVENANCE_KEY, model_opset, provenance, shapes_only
 from graphsurgery.modelio import check_output_path, external_tensors, load_model, model_paths, save_model
 from graphsurgery.safeio import input_path, output_path
@@ -65,11 +65,14 @@ def chain(detector: str | Path, pose: str | Path, out: str | Path, *, person_cla
     caller reads and `out` must not replace (`chain --check`'s images: `-o a.jpg --check a.jpg --force` wrote the
     model over the image, then failed to read it)."""
     detector, pose, out = input_path(detector, "detector file"), input_path(pose, "pose model file"), output_path(out)
+    if not isinstance(also_reads, (str, os.PathLike, Iterable)):  # 5: "'int' object is not iterable"
+        raise ArgumentError(f"also_reads is a path or a list of paths, not {type(also_reads).__name__}")
     also_reads = [input_path(path, "file") for path in ([also_reads] if isinstance(also_reads, (str, os.PathLike))
                                                         else also_reads)]
     if not whole(person_class) or not 0 <= person_class < 2**63:  # an int64 constant in the graph (0.5 went in)
         raise GraphsurgeryError(f"person class {person_class!r} is not a class index", fix="give the detector's "
                                 "class index of a person (COCO: 0)")
+    person_class = int(person_class)  # numpy's int64 passes the check, not into the provenance's JSON
     check_output_path(out, [*model_paths(detector), *model_paths(pose), *also_reads], force)
     first, second = load_model(detector), load_model(pose)
     for loaded in (first, second):

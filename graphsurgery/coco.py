@@ -32,7 +32,7 @@ from graphsurgery import crops
 from graphsurgery.api import apply
 from graphsurgery.boxes import MAX_COORDINATE, MIN_SIZE, croppable, image_names, is_box, is_number
 from graphsurgery.cocoformat import KEYPOINT_NAMES, PERSON, keypoint_result
-from graphsurgery.errors import GraphsurgeryError, check_flags, whole
+from graphsurgery.errors import ArgumentError, GraphsurgeryError, check_flags, whole
 from graphsurgery.images import read_image
 from graphsurgery.model import ModelFacts
 from graphsurgery.modelio import load_model, model_files, model_paths
@@ -121,7 +121,7 @@ def evaluate_coco(recipe: str | Path | Recipe, plain_model: str | Path, annotati
         raise GraphsurgeryError(f"limit={limit!r} (--limit) is not a positive number of images",
                                 fix="give a whole number, 1 or more")
     if progress is not None and not callable(progress):  # it failed once the first crop had run
-        raise TypeError(f"progress is a function (pipeline, done, total), not {type(progress).__name__}")
+        raise ArgumentError(f"progress is a function (pipeline, done, total), not {type(progress).__name__}")
     images, annotations = input_path(images, "image folder"), input_path(annotations, "annotation file")
     boxes = input_path(boxes, "detections file") if boxes is not None else None
     patched = input_path(patched, "patched model file") if patched is not None else None

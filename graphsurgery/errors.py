@@ -7,8 +7,23 @@ exits with code 2, without a traceback.
 
 from __future__ import annotations
 
+import math
+import re
 from numbers import Integral, Real
 from pathlib import Path
+
+#: Control characters: ANSI and OSC escape sequences could drive the terminal
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+#: Unicode's bidirectional controls: U+202E in a tensor name shows the rest of the line backwards ("Trojan Source")
+_BIDI = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(value) -> str:
+    """Control characters (ANSI/OSC escape sequences in a producer name or a tensor name) made visible as `\\x1b`,
+    and bidirectional overrides as `\\u202e`: a model file must not be able to drive the user's terminal, nor make
+    a line read other than it is."""
+    text = _CONTROL.sub(lambda match: f"\\x{ord(match.group()):02x}", str(value))
+    return _BIDI.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
 
 
 def listed(names, most: int = 10) -> str:
@@ -36,12 +51,21 @@ def real(value) -> bool:
     return isinstance(value, Real) and not isinstance(value, bool)
 
 
+def finite(value) -> bool:
+    """A real number (`real`) that is finite: not NaN or ±inf, nor an int too large for a float (10**400, where
+    math.isfinite raised OverflowError: an internal error)."""
+    try:
+        return real(value) and math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def check_flags(**named) -> None:
     """Each named flag of the Python API is True or False: a str such as "no" is truthy (force="no" replaced an
     output, fp16="no" wrote FP16 weights, upgrade_opset="no" upgraded the opset)."""
     for name, value in named.items():
         if not isinstance(value, bool):
-            raise TypeError(f"{name} must be True or False, not {type(value).__name__} {value!r} (a str such as "
+            raise ArgumentError(f"{name} must be True or False, not {type(value).__name__} {value!r} (a str such as "
                             f"'no' would count as True)")
 
 
@@ -65,3 +89,8 @@ class RecipeError(GraphsurgeryError):
 
 class ModelError(GraphsurgeryError):
     """The model file cannot be read safely, or does not fit the recipe."""
+
+
+class ArgumentError(GraphsurgeryError, TypeError):
+    """A Python API argument of the wrong type (a bytes path, "no" for a flag): a refusal like every other, in one
+    line, and a TypeError too, as Python's own wrong-type errors are."""

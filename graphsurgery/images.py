@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from graphsurgery.errors import GraphsurgeryError
+from graphsurgery.safeio import open_regular
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 MAX_PIXELS = 100_000_000
@@ -57,7 +58,7 @@ def read_image(path: Path) -> np.ndarray:
     if path.stat().st_size == 0:
         raise GraphsurgeryError("the image file is empty", path=path, fix="copy the image again")
     try:
-        stream = path.open("rb")
+        stream = open_regular(path, "an image")
     except OSError as exc:
         raise GraphsurgeryError(f"cannot read the image ({exc.strerror or exc})", path=path,
                                 fix="check its permissions") from None
@@ -92,18 +93,19 @@ def read_image(path: Path) -> np.ndarray:
 
 
 def _opencv_path(path: Path, stream) -> str:
-    """A name of the open file that OpenCV can take. imread crashed the process (SIGSEGV) on a path that is not
-    UTF-8 (Python holds its bytes as lone surrogates): such a file is read through /proc/self/fd, the file whose
-    header was judged. (imdecode of the bytes is no stand-in: it refuses a truncated JPEG that imread decodes.)"""
+    """A name of the open file that OpenCV can take: /proc/self/fd/N, the file whose header was judged (by its
+    name, an image replaced after the check was decoded unchecked: any size, any format). Where there is no /proc,
+    the path, if it is UTF-8: imread crashed the process (SIGSEGV) on a path that is not (Python holds its bytes
+    as lone surrogates). (imdecode of the bytes is no stand-in: it refuses a truncated JPEG that imread decodes.)"""
+    through = f"/proc/self/fd/{stream.fileno()}"
+    if os.path.exists(through):
+        return through
     try:
         str(path).encode("utf-8")
         return str(path)
     except UnicodeEncodeError:
-        through = f"/proc/self/fd/{stream.fileno()}"
-        if not os.path.exists(through):
-            raise GraphsurgeryError("the image's path is not UTF-8 text, which OpenCV cannot take", path=path,
-                                    fix="rename the file (or folder) to UTF-8") from None
-        return through
+        raise GraphsurgeryError("the image's path is not UTF-8 text, which OpenCV cannot take", path=path,
+                                fix="rename the file (or folder) to UTF-8") from None
 
 
 @contextmanager

@@ -27,7 +27,7 @@ from graphsurgery.errors import GraphsurgeryError, ModelError, check_flags, list
 from graphsurgery.model import openvino_caveats, real_inputs
 from graphsurgery.modelio import check_output_path, load_model, model_files, staging_folder
 from graphsurgery.quantize import AccuracyControl
-from graphsurgery.safeio import input_path, output_path, refuse_overwriting
+from graphsurgery.safeio import input_path, output_path, refuse_overwriting, signals_held
 
 WEIGHTS_KEY = ("graphsurgery", "weights")
 SOURCE_KEY = ("graphsurgery", "source")
@@ -391,12 +391,16 @@ def _save(model, out_xml: Path, out_bin: Path, fp16: bool) -> None:
         try:
             staged = staging / out_xml.name
             ov.save_model(model, str(staged), compress_to_fp16=fp16)
-            os.replace(staged.with_suffix(".bin"), out_bin)
-            os.replace(staged, out_xml)
+            with signals_held():  # a Ctrl-C between the two left a new .bin beside the old .xml (with --force)
+                os.replace(staged.with_suffix(".bin"), out_bin)
+                os.replace(staged, out_xml)
         except OSError as exc:
             raise GraphsurgeryError(f"could not write the IR ({exc.strerror or exc})", path=out_xml,
                                     fix="free disk space or choose another folder") from None
         except RuntimeError as exc:  # OpenVINO's writer on a full disk: "basic_ios::clear: iostream error"
+            if "filesystem error" in str(exc):  # a path longer than the system takes (a deep folder): an internal error
+                raise GraphsurgeryError(f"could not write the IR (OpenVINO: {' '.join(str(exc).split())[:160]})",
+                                        path=out_xml, fix="use a shorter path (or a folder nearer the root)") from None
             if "ios" not in str(exc):
                 raise
             free = shutil.disk_usage(staging).free

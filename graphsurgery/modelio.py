@@ -29,7 +29,15 @@ from google.protobuf.message import DecodeError
 from onnx.external_data_helper import ExternalDataInfo, uses_external_data
 
 from graphsurgery.errors import GraphsurgeryError, ModelError, check_flags
-from graphsurgery.safeio import input_path, present, refuse_overwriting, scratch_folder, signals_held, utf8_path
+from graphsurgery.safeio import (
+    input_path,
+    open_regular,
+    present,
+    refuse_overwriting,
+    scratch_folder,
+    signals_held,
+    utf8_path,
+)
 from graphsurgery.sparsecopy import copy_range
 
 PROTOBUF_LIMIT = 2**31 - 1
@@ -72,7 +80,11 @@ def load_model(path: str | Path) -> LoadedModel:
                          fix="save the weights as external data (onnx.save_model(..., save_as_external_data=True))")
     try:
         # protobuf whatever the name: onnx.load read `x.json` as JSON and `x.txt` as text format (a ParseError)
-        proto = onnx.load(str(path), format="protobuf", load_external_data=False)
+        with open_regular(path, "an ONNX model", ModelError) as stream:  # not a FIFO swapped in after the checks
+            read = _identity(stream.fileno())
+            if read[2] != size:  # replaced since it was measured: perhaps by a file of 50 GB
+                raise _changed(path)
+            proto = onnx.load(stream, format="protobuf", load_external_data=False)
     except OSError as exc:
         raise ModelError(f"cannot read the model ({exc.strerror})", path=path, fix="check its permissions") from None
     except (DecodeError, RuntimeError, ValueError, TypeError, RecursionError) as exc:
@@ -86,9 +98,18 @@ def load_model(path: str | Path) -> LoadedModel:
                                                               for t in external_tensors(proto)}))
     inlined = _inline_small_external(proto, path)
     _check_domains(proto, path)
+    if _identity(path) != read:  # the checker reads by path: it would judge another file (a FIFO: for ever)
+        raise _changed(path)
     _check_consistency(path, proto if inlined else None)
+    if _identity(path) != read:
+        raise _changed(path)
     _unknown_dims_symbolic(proto)
     return LoadedModel(proto, path, data_files)
+
+
+def _changed(path: Path) -> ModelError:
+    return ModelError("the model file changed while it was read", path=path,
+                      fix="run the command again once nothing writes to the file")
 
 
 def _unknown_dims_symbolic(proto: onnx.ModelProto) -> None:
@@ -198,8 +219,9 @@ def _check_domains(proto: onnx.ModelProto, path: Path) -> None:
 _CHECKED: set[tuple[int, ...]] = set()
 
 
-def _identity(path: Path) -> tuple[int, ...]:
-    stat = path.stat()
+def _identity(path: Path | int) -> tuple[int, ...]:
+    """A file's identity, by path or open descriptor: a rewrite changes it."""
+    stat = os.stat(path)
     return stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns
 
 

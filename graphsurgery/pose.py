@@ -15,7 +15,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,7 +26,7 @@ from graphsurgery import crops
 from graphsurgery.boxes import Box, load_boxes
 from graphsurgery.cocoformat import keypoint_result
 from graphsurgery.draw import MONTAGE_MAX_PERSONS
-from graphsurgery.errors import GraphsurgeryError, real, whole
+from graphsurgery.errors import ArgumentError, GraphsurgeryError, finite, whole
 from graphsurgery.images import list_images, read_image
 from graphsurgery.modelio import model_paths
 from graphsurgery.quantize import int8_agreement
@@ -262,12 +262,19 @@ def run_pose(model: str | Path, images: Sequence[str | Path], outdir: str | Path
     model, outdir = input_path(model, "model file"), output_path(outdir, "folder")
     if not whole(batch) or batch < 1:  # 2.5, "8" were TypeErrors, True a batch of 1
         raise GraphsurgeryError(f"batch={batch!r} (--batch) is not a positive number of crops", fix="give 1 or more")
-    if not real(min_score) or not math.isfinite(min_score):  # run.json would hold NaN, which is not JSON
+    if not finite(min_score):  # run.json would hold NaN, which is not JSON
         raise GraphsurgeryError(f"min_score={min_score!r} (--min-score) is not a finite number",
                                 fix="give a score, e.g. 0.2")
+    batch, min_score = int(batch), float(min_score)  # numpy's scalars pass the checks, not into run.json
+    threads = int(threads) if whole(threads) else threads  # bounded where the runtime gets it
+    if on_image is not None and not callable(on_image):  # it failed once the first image had run
+        raise ArgumentError(f"on_image is a function (ImageSummary), not {type(on_image).__name__}")
     if isinstance(images, (str, os.PathLike)):  # one path, not a sequence of one-character names
         images = [images]
-    paths, notes = _distinct(list_images([Path(p) for p in images]))
+    if not isinstance(images, Iterable):  # None: "'NoneType' object is not iterable"
+        raise ArgumentError(f"images is a path or a list of paths, not {type(images).__name__}")
+    boxes = input_path(boxes, "boxes file") if boxes is not None else None
+    paths, notes = _distinct(list_images([input_path(p, "image") for p in images]))
     signature = model_signature(model)
     pose_model = PoseModel.of(signature, model)
     if (pose_model.batch or batch) * math.prod(pose_model.crop_size) * 3 > MAX_BATCH_BYTES:  # crops made at once

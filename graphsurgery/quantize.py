@@ -29,6 +29,7 @@ import numpy as np
 from graphsurgery.errors import GraphsurgeryError, whole
 from graphsurgery.recipe import InputTensor
 from graphsurgery.runners import Port, model_signature
+from graphsurgery.safeio import utf8_text
 
 if TYPE_CHECKING:
     from graphsurgery.int8_coco import CocoAP
@@ -319,7 +320,7 @@ def convert_int8(model: Path, out_xml: Path, calibration: Calibration, input_sha
         int8_model.set_rt_info("int8", list(PRECISION_KEY))
         int8_model.set_rt_info(f"{len(calibration.feeds)} samples, sha256 {calibration.sha256()}",
                                list(CALIBRATION_KEY))
-        int8_model.set_rt_info(agreement_line(vs_f32, calibration.description), list(AGREEMENT_KEY))
+        int8_model.set_rt_info(utf8_text(agreement_line(vs_f32, calibration.description)), list(AGREEMENT_KEY))
         return int8_model
 
     result = convert(model, out_xml, False, input_shapes, force=force, make_parents=make_parents,

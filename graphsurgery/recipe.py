@@ -24,7 +24,7 @@ from pydantic import (
     model_validator,
 )
 
-from graphsurgery.errors import RecipeError, listed, quoted
+from graphsurgery.errors import ArgumentError, RecipeError, listed, quoted
 from graphsurgery.registry import closest, steps_for
 from graphsurgery.safeio import input_path, read_small_file
 from graphsurgery.steps.base import Color, Dim, InputStep, Layout, OutputStep, Step
@@ -207,8 +207,8 @@ def as_recipe(recipe: str | Path | Recipe) -> Recipe:
     if isinstance(recipe, Recipe):
         return recipe
     if isinstance(recipe, bytes) or not isinstance(recipe, (str, os.PathLike)):
-        raise TypeError(f"a recipe is a Recipe or the path of a recipe file, not {type(recipe).__name__} (recipe "
-                        "text: graphsurgery.recipe.parse_recipe(text) makes a Recipe of it)")
+        raise ArgumentError(f"a recipe is a Recipe or the path of a recipe file, not {type(recipe).__name__} (recipe "
+                            "text: graphsurgery.recipe.parse_recipe(text) makes a Recipe of it)")
     if isinstance(recipe, str) and ("\n" in recipe or recipe.lstrip().startswith(("version:", "{"))):
         raise RecipeError("recipe text was given where the path of a recipe file goes",
                           fix="save it to a .yaml file and give its path, or pass parse_recipe(text)")

@@ -31,6 +31,7 @@ from graphsurgery.model import ModelFacts, real_inputs
 from graphsurgery.modelio import load_model
 from graphsurgery.recipe import Recipe, as_recipe
 from graphsurgery.runners import backend_list, check_backends, model_signature, open_runner
+from graphsurgery.safeio import input_path
 from graphsurgery.samples import DEFAULT_RANDOM, patched_inputs, plain_input, random_caller_samples
 from graphsurgery.stability import Wobbles
 from graphsurgery.tolerances import Tolerances, tie_tolerance, with_tolerances
@@ -43,7 +44,7 @@ MAX_REFERENCE_BYTES = 2**31
 
 def load_reference(path: str | Path) -> dict[str, np.ndarray]:
     """The arrays of a .npz reference file, by name; pickled objects are refused (a .npz can carry code)."""
-    path = Path(path)
+    path = input_path(path, "reference file")
     if path.exists() and not path.is_file():  # a folder or a FIFO is there, but it is no file to read
         raise GraphsurgeryError("is not a regular file (a folder, a FIFO or a device)", path=path,
                                 fix="give the .npz file itself")

@@ -17,8 +17,8 @@ from typing import NoReturn
 
 import numpy as np
 
-from graphsurgery.errors import GraphsurgeryError, whole
-from graphsurgery.safeio import present
+from graphsurgery.errors import ArgumentError, GraphsurgeryError, whole
+from graphsurgery.safeio import input_path, present
 
 BACKENDS = ("onnxruntime", "openvino")
 PRECISIONS = ("f32", "bf16", "f16")
@@ -147,7 +147,8 @@ def backend_list(backends: str | Iterable[str]) -> list[str]:
     if isinstance(backends, str):
         return [name.strip() for name in backends.split(",") if name.strip()]
     if not isinstance(backends, Iterable):  # None was "'NoneType' object is not iterable"
-        raise TypeError(f"backends is a list of backend names ({', '.join(BACKENDS)}), not {type(backends).__name__}")
+        raise ArgumentError(f"backends is a list of backend names ({', '.join(BACKENDS)}), not "
+                            f"{type(backends).__name__}")
     return list(backends)
 
 
@@ -159,7 +160,8 @@ def check_backends(backends: list[str], precision: str, patched: str | Path | No
         raise GraphsurgeryError(f"unknown backend {unknown[0]!r}", fix=f"choose from {', '.join(BACKENDS)}")
     if precision != "f32" and "openvino" not in backends:
         raise GraphsurgeryError(f"precision {precision} applies to OpenVINO only", fix="add openvino to the backends")
-    if patched is not None and Path(patched).suffix.lower() == ".xml" and "onnxruntime" in backends:
+    patched = input_path(patched, "patched model file") if patched is not None else None  # the API's first look
+    if patched is not None and patched.suffix.lower() == ".xml" and "onnxruntime" in backends:
         raise GraphsurgeryError(
             "onnxruntime cannot run OpenVINO IR",
             path=patched,

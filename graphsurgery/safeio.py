@@ -1,20 +1,23 @@
 """Reading small input files safely, and writing results without ever touching what a command reads.
 
 Inputs (recipes, boxes, annotations) must be regular files and are size-capped before they are read: a FIFO would
-block forever, `/dev/zero` would fill the memory.
+block forever, `/dev/zero` would fill the memory. They are judged on the file opened (`open_regular`), not only on
+the path checked a moment before.
 
 Every command knows its inputs (model and its external data, recipe, images, boxes, annotations, reference). An
 output path that names one of them — by another spelling, a symlink or a hard link — is refused, `--force` or not;
-so is an existing output that is not a regular file (a device node, a FIFO, a socket). Reports are written to a
-temporary file beside the target and renamed over it: they appear whole or not at all.
+so is an existing output that is not a regular file (a device node, a FIFO, a socket). Reports are written in a
+scratch folder beside the target and renamed over it: they appear whole or not at all.
 """
 
 from __future__ import annotations
 
 import errno
+import glob
 import os
 import shutil
 import signal
+import stat
 import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
@@ -22,7 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-from graphsurgery.errors import GraphsurgeryError
+from graphsurgery.errors import ArgumentError, GraphsurgeryError, printable
 
 #: What a path given by the user can make any file call raise: a name too long, a symlink loop.
 PATH_ERRORS = (errno.ENAMETOOLONG, errno.ELOOP)
@@ -33,22 +36,32 @@ OWNER = ".graphsurgery-owner"
 
 
 @contextmanager
-def scratch_folder(parent: Path, prefix: str, out: Path) -> Iterator[Path]:
+def scratch_folder(parent: Path, prefix: str, out: Path,
+                   uncreatable: Callable[[OSError, Path], GraphsurgeryError] | None = None) -> Iterator[Path]:
     """A new folder in `parent`, for the output `out`, removed on exit (also on Ctrl-C and SIGTERM, which unwind
     like exceptions): results are written there, then moved into place with os.replace, so they appear whole or
     not at all. Scratch folders of the same prefix that a dead process left behind are removed first, and said so
-    on stderr."""
+    on stderr. `uncreatable` makes the error for a folder that cannot be made (`_uncreatable` by default)."""
+    uncreatable = uncreatable or _uncreatable
     _remove_stale(parent, prefix)
     try:
         staging = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
     except OSError as exc:
-        raise _uncreatable(exc, out) from None
+        raise uncreatable(exc, out) from None
     try:
         try:
             (staging / OWNER).write_text(str(os.getpid()))
         except OSError as exc:  # a full disk: the error names no file, and the CLI took it for standard output's
-            raise _uncreatable(exc, out) from None
-        yield staging
+            raise uncreatable(exc, out) from None
+        try:
+            yield staging
+        except OSError:
+            if not staging.is_dir():  # deleted under the command (its output folder removed or replaced mid-run)
+                raise GraphsurgeryError(f"the scratch folder {staging.name} was removed while the command ran (the "
+                                        "output folder was deleted or moved)", path=out,
+                                        fix="run the command again and leave the output folder alone until it ends"
+                                        ) from None
+            raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -56,21 +69,42 @@ def scratch_folder(parent: Path, prefix: str, out: Path) -> Iterator[Path]:
 @contextmanager
 def staged_folder(outdir: Path, prefix: str,
                   before_moving: Callable[[list[Path]], None] = lambda produced: None) -> Iterator[Path]:
-    """A scratch folder (`scratch_folder`, beside `outdir` or its nearest existing parent) whose files move into
-    `outdir`, made if need be, only when the block succeeds, and all together (`signals_held`): a set of results
-    (`run -o`, `eval-coco --results`) is never left half new and half old. `before_moving` gets the files produced
+    """A scratch folder (`scratch_folder`: in `outdir` when it exists, else beside it, in its nearest existing
+    parent) whose files move into `outdir` only when the block succeeds, and all together (`signals_held`): a set
+    of results (`run -o`, `eval-coco --results`) is never left half new and half old. A new `outdir` is the scratch
+    folder renamed, so that even a kill leaves all of the results or none. `before_moving` gets the files produced
     and may refuse them; then nothing moves."""
-    anchor = outdir
-    while not anchor.exists():
-        anchor = anchor.parent
+    anchor = beside = _existing(outdir.parent)
+    if present(outdir):
+        anchor = outdir
+        _remove_stale(beside, prefix)  # left by a run killed while `outdir` did not exist yet
     with scratch_folder(anchor, prefix, outdir) as stage:
         yield stage
         produced = sorted(path for path in stage.iterdir() if path.name != OWNER)
         before_moving(produced)
         with signals_held():  # all of the results, or (interrupted before this) none of them and no folder
-            outdir.mkdir(parents=True, exist_ok=True)
-            for path in produced:
-                os.replace(path, outdir / path.name)
+            try:
+                if not present(outdir) and anchor == _existing(outdir.parent):
+                    # a new folder: the scratch folder becomes it in one rename, so even a kill (SIGKILL) leaves
+                    # every result or none (moved one by one, a kill left half of them in a new folder)
+                    (stage / OWNER).unlink()
+                    os.chmod(stage, 0o777 & ~_umask())  # mkdtemp's 0700
+                    outdir.parent.mkdir(parents=True, exist_ok=True)
+                    os.rename(stage, outdir)
+                    return
+                for path in produced:
+                    os.replace(path, outdir / path.name)
+            except OSError as exc:  # the output folder replaced by a file, or deleted, while the command ran
+                raise GraphsurgeryError(f"cannot move the results into the output folder ({exc.strerror or exc})",
+                                        path=outdir, fix="run the command again and leave the output folder alone "
+                                                         "until it ends") from None
+
+
+def _existing(folder: Path) -> Path:
+    """`folder`, or its nearest parent that exists."""
+    while not present(folder) and folder != folder.parent:
+        folder = folder.parent
+    return folder
 
 
 def _uncreatable(exc: OSError, out: Path) -> GraphsurgeryError:
@@ -101,7 +135,7 @@ def signals_held() -> Iterator[None]:
 
 
 def _remove_stale(parent: Path, prefix: str) -> None:
-    for folder in parent.glob(f"{prefix}*"):
+    for folder in parent.glob(f"{glob.escape(prefix)}*"):  # `[` in an output's name is no pattern
         try:
             pid = int((folder / OWNER).read_text())
         except (OSError, ValueError):
@@ -109,7 +143,7 @@ def _remove_stale(parent: Path, prefix: str) -> None:
         if _alive(pid):
             continue
         shutil.rmtree(folder, ignore_errors=True)
-        sys.stderr.write(f"note: removed {folder}, left behind by process {pid}, which was killed\n")
+        sys.stderr.write(f"note: removed {printable(folder)}, left behind by process {pid}, which was killed\n")
 
 
 def _alive(pid: int) -> bool:
@@ -140,13 +174,26 @@ def read_small_file(path: Path, limit: int, what: str, error: type[GraphsurgeryE
         raise error(f"is not a regular file (a FIFO, device or socket), so it is not read as {a} {what}", path=path,
                     fix=f"save the {what} as a file and give its path")
     try:
-        with path.open("rb") as stream:
+        with open_regular(path, f"{a} {what}", error) as stream:
             data = stream.read(limit + 1)  # never more: a larger file is refused on what was read
     except OSError as exc:
         raise error(f"cannot read the {what} ({exc.strerror})", path=path, fix="check its permissions") from None
     if len(data) > limit:
         raise error(f"the {what} is larger than {limit:,} bytes", path=path, fix="check the path")
     return data
+
+
+def open_regular(path: Path, what: str, error: type[GraphsurgeryError] = GraphsurgeryError) -> BinaryIO:
+    """`path` opened for reading when the file opened is a regular file, judged on the open file itself: a file
+    checked and then replaced by a FIFO blocked the command for ever in open() (or a device was read). Opening does
+    not wait (O_NONBLOCK, which reads from a regular file ignore). `what` names it in the error ("an image")."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise error(f"is not a regular file (a FIFO, device or socket), so it is not read as {what}", path=path,
+                    fix="give the path of a file (it was replaced while the command ran?)")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
 
 
 def inside(folder: Path, name: str, what: str, source: Path | str) -> Path:
@@ -170,9 +217,22 @@ def utf8_path(path: Path, what: str) -> Path:
     try:
         os.fspath(path).encode("utf-8")
     except UnicodeEncodeError:
-        raise GraphsurgeryError(f"the {what}'s path is not UTF-8 text (it holds a byte such as \\xff that onnx "
-                                "cannot take)", path=path, fix="rename the file (or folder) to UTF-8") from None
+        try:  # UTF-8 bytes, read as ASCII: Python under LC_ALL=C with PYTHONUTF8=0 ("rename it to UTF-8", it was)
+            os.fsencode(path).decode("utf-8")
+        except UnicodeDecodeError:
+            raise GraphsurgeryError(f"the {what}'s path is not UTF-8 text (it holds a byte such as \\xff that onnx "
+                                    "cannot take)", path=path, fix="rename the file (or folder) to UTF-8") from None
+        raise GraphsurgeryError(f"the {what}'s path is UTF-8, but Python reads file names as ASCII here (a C locale "
+                                "with UTF-8 mode off)", path=path, fix="run with PYTHONUTF8=1 or a UTF-8 locale "
+                                "(LC_ALL=C.UTF-8)") from None
     return path
+
+
+def utf8_text(text: str) -> str:
+    """`text` with the lone surrogates of a name that is not UTF-8 (b'\\xff' is held as '\\udcff') written as
+    `\\udcff`, which C++ libraries and UTF-8 files can take (verify --json and OpenVINO's rt_info raised
+    UnicodeEncodeError on a folder so named, an internal error). In a JSON string it reads back as the same name."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def output_path(value, what: str = "file") -> Path:
@@ -189,11 +249,24 @@ def input_path(value, what: str, error: type[GraphsurgeryError] = GraphsurgeryEr
 
 
 def _given_path(value, role: str, names: str, fix: str, error: type[GraphsurgeryError] = GraphsurgeryError) -> Path:
+    """The path, read once from `value`: an os.PathLike whose __fspath__ raises, or returns bytes or a number, is
+    refused in one line (they were the object's own exception, or a TypeError from pathlib), and so is a NUL
+    character (a ValueError from the first system call)."""
     if isinstance(value, bytes) or not isinstance(value, (str, os.PathLike)):
-        raise TypeError(f"{role} must be a path (str or os.PathLike), not {type(value).__name__}")
-    if not os.fspath(value).strip():
+        raise ArgumentError(f"{role} must be a path (str or os.PathLike), not {type(value).__name__}")
+    try:
+        text = os.fspath(value)
+    except Exception as exc:  # the caller's own object
+        raise ArgumentError(f"{role}: {type(value).__name__}.__fspath__ raised {type(exc).__name__}: {exc}",
+                            fix="give a str or a pathlib.Path") from None
+    if not isinstance(text, str):
+        raise ArgumentError(f"{role}: {type(value).__name__}.__fspath__ returned {type(text).__name__}, not str",
+                            fix="give a str or a pathlib.Path")
+    if not text.strip():
         raise error(f"an empty path names {names}", fix=fix)
-    return Path(value)
+    if "\x00" in text:
+        raise error(f"{role}'s path {text!r} holds a NUL character, which no file name can", fix=fix)
+    return Path(text)
 
 
 def present(path: Path) -> bool:
@@ -266,7 +339,7 @@ def write_text_atomically(path: Path, text: str, inputs: Iterable[Path | str | N
     refuse_overwriting(path, inputs)
     if path.is_dir():
         raise GraphsurgeryError("the output is a directory", path=path, fix="give a file name")
-    return write_atomically(path, lambda stream: stream.write(text.encode("utf-8")))
+    return write_atomically(path, lambda stream: stream.write(utf8_text(text).encode("utf-8")))
 
 
 def _umask() -> int:
@@ -277,20 +350,21 @@ def _umask() -> int:
 
 
 def write_atomically(path: Path, write: Callable[[BinaryIO], object], what: str = "the file") -> Path:
-    """Call `write` on a binary stream to a temporary file beside `path`, then rename it over `path`: the file
-    appears whole or not at all (the temporary file is removed on any error, Ctrl-C included)."""
+    """Call `write` on a binary stream to a file in a scratch folder beside `path` (`scratch_folder`), then rename
+    it over `path`: the file appears whole or not at all. The scratch folder is removed on any error, Ctrl-C
+    included, and after a kill (SIGKILL) by the next command writing there (a bare temporary file stayed for
+    good)."""
     path = Path(path)
+
+    def unwritable(exc: OSError, out: Path) -> GraphsurgeryError:
+        return GraphsurgeryError(f"cannot write {what} ({exc.strerror or exc})", path=out,
+                                 fix="choose a writable path (the folder must exist)")
+
     try:
-        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-        try:
-            os.fchmod(handle, 0o666 & ~_umask())  # mkstemp's 0600 would make reports unreadable to others
-            with os.fdopen(handle, "wb") as stream:
+        with scratch_folder(path.parent, f".{path.name[:200]}.", path, unwritable) as staging:
+            with open(staging / path.name, "xb") as stream:  # the umask's mode (mkstemp's 0600 hid reports)
                 write(stream)
-            os.replace(temporary, path)
-        finally:
-            if os.path.exists(temporary):
-                os.unlink(temporary)
+            os.replace(staging / path.name, path)
     except OSError as exc:
-        raise GraphsurgeryError(f"cannot write {what} ({exc.strerror or exc})", path=path,
-                                fix="choose a writable path (the folder must exist)") from None
+        raise unwritable(exc, path) from None
     return path

@@ -8,13 +8,12 @@ Near ties of keypoints are judged at the model output's own float tolerance (`ti
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 import numpy as np
 
-from graphsurgery.errors import GraphsurgeryError, real
+from graphsurgery.errors import GraphsurgeryError, finite, quoted
 from graphsurgery.steps.base import Comparison
 
 #: The comparison of a model output no step declares (the network's own output, kept or passed through).
@@ -69,11 +68,11 @@ def _atol_rtol(name: str, given) -> tuple[float, float]:
     """An (atol, rtol) pair of finite numbers ≥ 0: NaN would make every comparison pass, inf too. From the Python
     API, "0.1" and 0.1 were unpacking errors, ("nan", 0) a TypeError and (True, 0) an atol of 1."""
     pair = tuple(given) if isinstance(given, (tuple, list)) else (given,)
-    if len(pair) != 2 or not all(real(value) and math.isfinite(value) and value >= 0 for value in pair):
-        shown = ", ".join(map(repr, pair)) if isinstance(given, (tuple, list)) else repr(given)
+    if len(pair) != 2 or not all(finite(value) and value >= 0 for value in pair):
+        shown = ", ".join(quoted(value) for value in pair) if isinstance(given, (tuple, list)) else quoted(given)
         raise GraphsurgeryError(f"tolerances for {name!r} must be two finite numbers ≥ 0 (atol, rtol), not {shown}",
                                 fix="give atol, rtol ≥ 0, e.g. (1e-5, 1e-4)")
-    return pair
+    return float(pair[0]), float(pair[1])  # numpy's float32 passes, not into the JSON report
 
 
 def tie_tolerance(declared: dict[str, Comparison], wanted: dict[str, Comparison], tolerances: Tolerances,

@@ -10,15 +10,12 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from graphsurgery.benchmark import REFERENCE, TORCH_EXAMPLE, BenchResult, Settings, run_bench
+from graphsurgery.benchmark import MAX_ROUNDS, REFERENCE, TORCH_EXAMPLE, BenchResult, Settings, run_bench
 from graphsurgery.chart import check_chart_path, write_chart
 from graphsurgery.cli.options import existing_file, output_file, threads_option, upgrade_opset_option
 from graphsurgery.cli.tables import print_table, shown
 from graphsurgery.errors import GraphsurgeryError
 from graphsurgery.safeio import refuse_overwriting, same_file, write_text_atomically
-
-#: Rounds at most (timed or warm-up): 100,000 rounds of HRNet-W32 take days; a mistyped count must not run forever.
-MAX_ROUNDS = 100_000
 
 
 @click.command("bench")

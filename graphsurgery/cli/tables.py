@@ -3,23 +3,11 @@ to "…"), and text that comes from models or users shown as it is (never read a
 
 from __future__ import annotations
 
-import re
-
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-#: Unicode's bidirectional controls: U+202E in a tensor name shows the rest of the line backwards ("Trojan Source")
-_BIDI = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
-
-
-def printable(value) -> str:
-    """Control characters (ANSI/OSC escape sequences in a producer name or a tensor name) made visible as `\\x1b`,
-    and bidirectional overrides as `\\u202e`: a model file must not be able to drive the user's terminal, nor make
-    a line read other than it is."""
-    text = _CONTROL.sub(lambda match: f"\\x{ord(match.group()):02x}", str(value))
-    return _BIDI.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
+from graphsurgery.errors import printable  # noqa: F401  (the CLI's name for it)
 
 
 def shown(value, style: str = "") -> Text:

@@ -48,8 +48,8 @@ def exposed_copy(recipe: Recipe, facts: ModelFacts, patched: Path, network_input
                  sample: tuple[np.ndarray, dict[str, np.ndarray]], folder: Path) -> Exposed | None:
     """The copy, when the input twins bound what the graph may compute from a caller `sample` (one batch and its
     extra inputs: a step rounds halves, and every step after it can carry bounds) and `patched` is an ONNX model
-    whose spliced input chain feeds the network through one tensor (typed as the plain model's input
-    `network_input`); None otherwise (verify then compares outputs directly)."""
+    whose spliced input chain feeds the network through one tensor (declared with the element type and rank of the
+    plain model's input `network_input`); None otherwise (verify then compares outputs directly)."""
     if patched.suffix.lower() != ".onnx" or preprocess_bounds(recipe, sample[0], facts, sample[1]) is None:
         return None
     loaded = load_model(patched)

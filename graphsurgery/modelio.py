@@ -20,6 +20,7 @@ from __future__ import annotations
 import errno
 import math
 import os
+from collections import Counter
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,7 @@ import onnx
 from google.protobuf.message import DecodeError
 from onnx.external_data_helper import ExternalDataInfo, uses_external_data
 
-from graphsurgery.errors import GraphsurgeryError, ModelError, check_flags
+from graphsurgery.errors import GraphsurgeryError, ModelError, check_flags, quoted
 from graphsurgery.safeio import (
     input_path,
     open_regular,
@@ -92,6 +93,7 @@ def load_model(path: str | Path) -> LoadedModel:
                          fix="the file is truncated or not ONNX; re-export or re-download it") from None
     _check_text(proto, path)
     _check_structure(proto, path)
+    _check_work(proto, path)
     _check_external_data(proto, path)
     _check_tensor_sizes(proto, path)
     data_files = tuple(path.parent / name for name in sorted({ExternalDataInfo(t).location
@@ -161,10 +163,10 @@ def _check_structure(proto: onnx.ModelProto, path: Path) -> None:
     _check_ir_for_opsets(proto, path)
     if not proto.graph.output:
         raise ModelError("the graph has no outputs", path=path, fix="re-export the model")
-    outputs = [value.name for value in proto.graph.output]
-    twice = [name for name in dict.fromkeys(outputs) if outputs.count(name) > 1]
+    counts = Counter(value.name for value in proto.graph.output)  # list.count per name: 100,000 outputs ran for hours
+    twice = [name for name, count in counts.items() if count > 1]
     if twice:  # the checker lets it by; apply then said "set output.target", convert wrote it
-        raise ModelError(f"output {twice[0]!r} is listed {outputs.count(twice[0])} times among the graph's outputs",
+        raise ModelError(f"output {twice[0]!r} is listed {counts[twice[0]]} times among the graph's outputs",
                          path=path, fix="re-export the model with each output listed once")
     for kind, values in (("input", proto.graph.input), ("output", proto.graph.output)):
         for value in values:  # sequences, maps, optionals: no dtype and shape to patch, feed or compare
@@ -181,7 +183,7 @@ def _check_ir_for_opsets(proto: onnx.ModelProto, path: Path) -> None:
     one less is let by, as exporters that wrote an opset before onnx released it kept the IR version they were
     built with (PyTorch 1.0 wrote IR 3 beside opset 9). Domains imported but unused (some exporters declare
     com.microsoft or ai.onnx.ml for nothing) are not held to it."""
-    used = {node.domain or "ai.onnx" for node in _all_nodes(proto)}
+    used = {node.domain or "ai.onnx" for node in all_nodes(proto)}
     opsets = [opset for opset in proto.opset_import if (opset.domain or "ai.onnx") in used]
     needed = onnx.helper.find_min_ir_version_for(opsets, ignore_unknown=True)
     if proto.ir_version < needed - 1:
@@ -192,7 +194,7 @@ def _check_ir_for_opsets(proto: onnx.ModelProto, path: Path) -> None:
                              "find_min_ir_version_for gives it)")
 
 
-def _all_nodes(proto: onnx.ModelProto):
+def all_nodes(proto: onnx.ModelProto):
     """Every node: the graph's, its subgraphs' (If, Loop, Scan bodies) and the model's functions'."""
     pending = [list(proto.graph.node), *(list(f.node) for f in proto.functions)]
     while pending:
@@ -205,11 +207,110 @@ def _all_nodes(proto: onnx.ModelProto):
 def _check_domains(proto: onnx.ModelProto, path: Path) -> None:
     known = {schema.domain for schema in onnx.defs.get_all_schemas_with_history()} | {"ai.onnx"} | RUNTIME_DOMAINS
     known |= {function.domain for function in proto.functions}
-    for node in _all_nodes(proto):
+    for node in all_nodes(proto):
         if node.domain not in known:
             raise ModelError(f"node {node.name!r} uses op {node.op_type!r} from domain {node.domain!r}, which neither "
                              "onnx nor onnxruntime/OpenVINO know", path=path,
                              fix="re-export the model without custom ops (or replace them with standard ONNX ops)")
+
+
+#: What a model's structure may ask before anything runs it. Nodes are counted with each call of a model-local
+#: function expanded (the checker and the runtimes inline them: 40 functions each calling the next twice are 2^40
+#: nodes, and the checker ran for ever); 1,000,000 Identity nodes took `apply` minutes. If/Loop/Scan bodies nested
+#: 20 deep took OpenVINO 25 s to convert, each level ~1.5× more (30: hours); real models nest a few. A Loop whose
+#: trip count is a constant runs it in full (OpenVINO folds a Loop of constants while converting: 2^62 iterations
+#: ran for ever in `convert`, `verify` and `bench`); 10^6 iterations of a small body convert in ~5 s.
+MAX_NODES = 200_000
+MAX_SUBGRAPH_DEPTH = 10
+MAX_LOOP_TRIPS = 1_000_000
+
+
+def _check_work(proto: onnx.ModelProto, path: Path) -> None:
+    """Refuse, from static facts, models whose loading, checking, converting or running would not end in any
+    reasonable time: too many nodes once functions are expanded, subgraphs nested too deep, a Loop with a huge
+    constant trip count or one that can never end. Done before the checker, which is one of those that hang."""
+    functions = {(f.domain, f.name): f for f in proto.functions}
+    sizes: dict[tuple[str, str], int] = {}
+    constants = {t.name: t for t in _all_initializers(proto)}
+    constants |= {node.output[0]: attr.t for node in all_nodes(proto) if node.op_type == "Constant"
+                  for attr in node.attribute if attr.name == "value" and attr.HasField("t")}
+
+    def count(nodes, depth: int, calls: int) -> int:
+        total = 0
+        for node in nodes:
+            total += 1
+            callee = (node.domain, node.op_type)
+            if callee in functions and calls < 100:  # deeper call chains: the checker refuses them
+                if callee not in sizes:
+                    sizes[callee] = 0  # a function calling itself: the checker refuses the cycle
+                    sizes[callee] = count(functions[callee].node, depth, calls + 1)
+                total += sizes[callee]
+            if node.op_type == "Loop":
+                _check_loop(node, constants, path)
+            for attr in node.attribute:
+                for graph in (*([attr.g] if attr.HasField("g") else ()), *attr.graphs):
+                    if depth + 1 > MAX_SUBGRAPH_DEPTH:
+                        raise ModelError(f"node {quoted(node.name)} nests subgraphs (If, Loop or Scan bodies) more "
+                                         f"than {MAX_SUBGRAPH_DEPTH} deep; OpenVINO's time to convert grows "
+                                         "exponentially with the depth", path=path,
+                                         fix="re-export the model with fewer nested If/Loop/Scan (refused: it would "
+                                             "not convert in hours)")
+                    total += count(graph.node, depth + 1, calls)
+            if total > MAX_NODES:
+                raise ModelError(f"the model has more than {MAX_NODES:,} nodes (model-local functions expanded at "
+                                 "each call); checking, splicing and converting it would take too long", path=path,
+                                 fix="simplify or split the model (onnxsim, or fewer nested function calls)")
+        return total
+
+    count(proto.graph.node, 0, 0)
+
+
+def _check_loop(node: onnx.NodeProto, constants: dict, path: Path) -> None:
+    """A Loop that runs more than MAX_LOOP_TRIPS times by a constant trip count, or that can never end: no trip
+    count and a condition the body passes on unchanged (or sets to a constant true)."""
+    trip = node.input[0] if node.input else ""
+    value = _scalar(constants.get(trip))
+    if value is not None and value.dtype.kind in "iu":
+        if int(value) > MAX_LOOP_TRIPS:
+            raise ModelError(f"Loop node {quoted(node.name)} has a constant trip count of {int(value):,} (at most "
+                             f"{MAX_LOOP_TRIPS:,}): running or converting it would not end", path=path,
+                             fix="re-export the model with a smaller trip count, or one computed from an input")
+    if trip:
+        return
+    body = next((attr.g for attr in node.attribute if attr.name == "body"), None)
+    if body is None or len(body.input) < 2 or not body.output:
+        return  # the checker's to say
+    cond_out, cond_in = body.output[0].name, body.input[1].name
+    producers = {out: n for n in body.node for out in n.output}
+    while cond_out in producers and producers[cond_out].op_type == "Identity":
+        cond_out = producers[cond_out].input[0]
+    local = {t.name: t for t in body.initializer}
+    local |= {n.output[0]: a.t for n in body.node if n.op_type == "Constant" for a in n.attribute
+              if a.name == "value" and a.HasField("t")}
+    always = _scalar(local.get(cond_out, constants.get(cond_out)))
+    endless = cond_out == cond_in or (always is not None and bool(always))
+    if endless or len(node.input) < 2 or not node.input[1]:
+        raise ModelError(f"Loop node {quoted(node.name)} has no trip count and a condition its body never turns "
+                         "false: it never ends", path=path,
+                         fix="re-export the model with a trip count, or a condition the loop's body computes")
+
+
+def _scalar(tensor: onnx.TensorProto | None):
+    """A one-element constant's value, or None (absent, external, larger, or not readable: the checker judges)."""
+    if tensor is None or uses_external_data(tensor) or math.prod(tensor.dims) != 1:
+        return None
+    try:
+        return onnx.numpy_helper.to_array(tensor).reshape(())
+    except (ValueError, TypeError):
+        return None
+
+
+def _all_initializers(proto: onnx.ModelProto):
+    """Every initializer: the graph's and its subgraphs' (also inside functions)."""
+    pending = [proto.graph, *(g for node in all_nodes(proto) for attr in node.attribute
+                               for g in (*([attr.g] if attr.HasField("g") else ()), *attr.graphs))]
+    for graph in pending:
+        yield from graph.initializer
 
 
 #: Files that passed the full checker in this process, by identity (device, inode, size, change times): one

@@ -24,7 +24,7 @@ from graphsurgery.binding import (
     step_error,
 )
 from graphsurgery.emit import Emitter
-from graphsurgery.errors import ModelError, listed
+from graphsurgery.errors import ModelError, listed, quoted
 from graphsurgery.model import (
     PROVENANCE_KEY,
     ModelFacts,
@@ -34,6 +34,7 @@ from graphsurgery.model import (
     real_inputs,
     shapes_only,
 )
+from graphsurgery.modelio import all_nodes
 from graphsurgery.recipe import InputSection, OutputSection, Recipe
 from graphsurgery.steps.base import GEOMETRY, Dim, ExtraInput, StepError, TensorSpec, hw_axes
 
@@ -104,6 +105,7 @@ def splice(recipe: Recipe, proto: onnx.ModelProto, *, model_name: str = "model",
         raise ModelError(f"recipe {recipe.name!r} was already applied to this model", path=model_name,
                          fix="use the unpatched model, or pass force=True (--force) to apply it again")
 
+    _refuse_sparse_constants(proto, model_name)
     graph = gs.import_onnx(proto)
     taken = {n.name for n in graph.nodes} | set(graph.tensors())
     plan = SplicePlan(recipe=recipe.name, opset=opset)
@@ -121,6 +123,16 @@ def splice(recipe: Recipe, proto: onnx.ModelProto, *, model_name: str = "model",
     _fill_output_shapes(patched, plan)
     plan.notes = openvino_caveats(patched)
     return patched, plan
+
+
+def _refuse_sparse_constants(proto: onnx.ModelProto, model_name: str) -> None:
+    """onnx-graphsurgeon writes a Constant holding a sparse tensor back with both a dense and a sparse value, which
+    the checker refuses: the input passed it, so "the patched model fails the checker" blamed graphsurgery."""
+    for node in all_nodes(proto):
+        if node.op_type == "Constant" and any(attr.name == "sparse_value" for attr in node.attribute):
+            raise ModelError(f"Constant node {quoted(node.name)} holds a sparse tensor, which the splice cannot "
+                             "carry into the patched model", path=model_name,
+                             fix="re-export the model with that constant dense (a Constant with `value`)")
 
 
 def _pick(candidates: list[str], wanted: str | None, kind: str, key: str, model_name: str) -> str:

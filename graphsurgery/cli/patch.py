@@ -64,6 +64,10 @@ def apply_command(recipe: Path, model: Path, output: Path | None, force: bool, d
         say("dry run: nothing written")
 
 
+#: Inputs and outputs shown per kind: rich took minutes to lay out a table of a model's 100,000 outputs
+INSPECT_ROWS = 100
+
+
 @click.command("inspect")
 @click.argument("model", type=existing_file)
 @json_flag
@@ -78,8 +82,10 @@ def inspect_command(model: Path, as_json: bool):
                                 f"{info.nodes} nodes  producer ", shown(info.producer or "?")))
     table = Table("", "name", "dtype", "shape")
     for kind, values in (("input", info.inputs), ("output", info.outputs)):
-        for value in values:
+        for value in values[:INSPECT_ROWS]:
             table.add_row(kind, shown(value["name"]), value["dtype"], shown(value["shape"]))
+        if len(values) > INSPECT_ROWS:
+            table.add_row(kind, f"… {len(values) - INSPECT_ROWS:,} more {kind}s (--json lists them all)", "", "")
     print_table(console, table)
     console.print(shown("ops: " + ", ".join(f"{op}×{n}" for op, n in info.op_types.items())))
     if info.external_data:

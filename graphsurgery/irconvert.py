@@ -288,12 +288,21 @@ def _missing_parents(folder: Path) -> list[Path]:
     return missing
 
 
+#: what OpenVINO's conversion report says when an allocation failed
+OUT_OF_MEMORY = ("runtime/allocator.cpp", "std::bad_alloc")
+
+
 def _convert(model_path: Path, proto: onnx.ModelProto):
     import openvino as ov
 
     try:
         return ov.convert_model(str(model_path))
     except Exception as exc:  # OpenVINO raises OpConversionFailure / RuntimeError with multi-line reports
+        if any(sign in str(exc) for sign in OUT_OF_MEMORY):  # it named only its allocator's source line
+            raise ModelError("OpenVINO ran out of memory converting the model: a tensor it computes from the "
+                             "model's constants while converting (ConstantOfShape, Expand, Tile, a folded Loop) is "
+                             "too large for this machine", path=model_path,
+                             fix="re-export the model with smaller constant shapes") from None
         raise ModelError(conversion_failure(str(exc), proto), path=model_path,
                          fix="change or remove that node before converting (ONNX Runtime may still run the model)"
                          ) from None

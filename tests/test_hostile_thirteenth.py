@@ -195,3 +195,20 @@ def test_a_sparse_constant_is_refused_not_blamed_on_graphsurgery(tmp_path):
     one_line_exit_2(result, str(path), "Constant node 'sparse' holds a sparse tensor", "fix:")
     assert "graphsurgery bug" not in result.output
     assert digest(path) == before and not (tmp_path / "p.onnx").exists()
+
+
+def test_openvino_running_out_of_memory_while_converting_says_so(tmp_path):
+    """A ConstantOfShape of 2^20 × 2^20 floats (4 TB): OpenVINO's allocator fails while it folds the constant, and
+    the line named only its source file ("Exception from src/core/src/runtime/allocator.cpp:79:") with the fix
+    "change or remove that node"."""
+    shape = numpy_helper.from_array(np.array([2**20, 2**20], np.int64), "shape")
+    graph = helper.make_graph(
+        [helper.make_node("ConstantOfShape", ["shape"], ["big"], value=numpy_helper.from_array(np.ones(1, np.float32))),
+         helper.make_node("ReduceSum", ["big"], ["total"], keepdims=0), helper.make_node("Add", ["x", "total"], ["y"])],
+        "bomb", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])], [shape])
+    model = tmp_path / "bomb.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)]), str(model))
+    one_line_exit_2(invoke("convert", model, "-o", tmp_path / "bomb.xml"), "OpenVINO ran out of memory converting",
+                    "re-export the model with smaller constant shapes")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bomb.onnx"]

@@ -16,7 +16,6 @@ OpenVINO the crops stream through asynchronous infer requests (`runners.open_str
 from __future__ import annotations
 
 import contextlib
-import errno
 import io
 import itertools
 import json
@@ -40,6 +39,7 @@ from graphsurgery.recipe import InputTensor, Recipe, as_recipe
 from graphsurgery.runners import BACKENDS, backend_list, check_backends, open_runner, open_stream
 from graphsurgery.safeio import (
     InputFiles,
+    folder_fix,
     input_path,
     inside,
     output_path,
@@ -218,9 +218,8 @@ def _results_kept(results_dir: Path | None, backends: Iterable[str], read: list
 
             yield keep
     except OSError as exc:
-        fix = "free disk space or choose another folder" if exc.errno == errno.ENOSPC else "choose a writable folder"
         raise GraphsurgeryError(f"cannot write the COCO results ({exc.strerror or exc})", path=results_dir,
-                                fix=f"{fix} for the results (results_dir, --results)") from None
+                                fix=f"{folder_fix(exc)} for the results (results_dir, --results)") from None
 
 
 # --- boxes ---------------------------------------------------------------------------------------------------

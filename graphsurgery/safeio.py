@@ -107,9 +107,14 @@ def _existing(folder: Path) -> Path:
     return folder
 
 
+def folder_fix(exc: OSError) -> str:
+    """The fix for a folder that files cannot be written into: a full disk, or one not writable."""
+    return "free disk space or choose another folder" if exc.errno == errno.ENOSPC else "choose a writable folder"
+
+
 def _uncreatable(exc: OSError, out: Path) -> GraphsurgeryError:
-    fix = "free disk space or choose another folder" if exc.errno == errno.ENOSPC else "choose a writable folder"
-    return GraphsurgeryError(f"cannot create files in the output folder ({exc.strerror or exc})", path=out, fix=fix)
+    return GraphsurgeryError(f"cannot create files in the output folder ({exc.strerror or exc})", path=out,
+                             fix=folder_fix(exc))
 
 
 @contextmanager

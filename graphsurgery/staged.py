@@ -30,10 +30,13 @@ from graphsurgery.modelio import load_model, save_model
 from graphsurgery.recipe import Recipe
 from graphsurgery.runners import open_runner
 from graphsurgery.samples import Samples, chunks
+from graphsurgery.steps.base import InputStep
 from graphsurgery.tolerances import MODEL_FLOAT_FLOOR
 from graphsurgery.twins import preprocess_bounds
 
 SPLICED_INPUT = "graphsurgery/pre/"
+
+Bounds = list[tuple[np.ndarray, np.ndarray]]  # per batch (`chunks`): the least and greatest network input
 
 
 @dataclass(frozen=True)
@@ -44,13 +47,33 @@ class Exposed:
     tensor: str
 
 
-def exposed_copy(recipe: Recipe, facts: ModelFacts, patched: Path, network_input: onnx.ValueInfoProto,
-                 sample: tuple[np.ndarray, dict[str, np.ndarray]], folder: Path) -> Exposed | None:
-    """The copy, when the input twins bound what the graph may compute from a caller `sample` (one batch and its
-    extra inputs: a step rounds halves, and every step after it can carry bounds) and `patched` is an ONNX model
-    whose spliced input chain feeds the network through one tensor (declared with the element type and rank of the
-    plain model's input `network_input`); None otherwise (verify then compares outputs directly)."""
-    if patched.suffix.lower() != ".onnx" or preprocess_bounds(recipe, sample[0], facts, sample[1]) is None:
+def rounding_step(steps: Sequence[InputStep]) -> str | None:
+    """`input.steps[i].name` of the first input step that may round a half the other way than its twin."""
+    return next((f"input.steps[{index}].{step.step_name}" for index, step in enumerate(steps) if step.rounds_halves),
+                None)
+
+
+def input_bounds(recipe: Recipe, facts: ModelFacts, steps: Sequence[InputStep], samples: Samples, batch: int
+                 ) -> Bounds | None:
+    """Per batch, the least and greatest network input the input twins allow (`twins.preprocess_bounds`), computed
+    once for every backend; None where no step rounds halves (most recipes: nothing is computed) or a step after
+    one cannot carry bounds."""
+    if rounding_step(steps) is None:
+        return None
+    bounds = []
+    for x, extras in chunks(samples, batch):
+        pair = preprocess_bounds(recipe, x, facts, extras)
+        if pair is None:
+            return None
+        bounds.append(pair)
+    return bounds
+
+
+def exposed_copy(patched: Path, network_input: onnx.ValueInfoProto, folder: Path) -> Exposed | None:
+    """The copy, when `patched` is an ONNX model whose spliced input chain feeds the network through one tensor
+    (declared with the element type and rank of the plain model's input `network_input`); None otherwise (verify
+    then compares outputs directly)."""
+    if patched.suffix.lower() != ".onnx":
         return None
     loaded = load_model(patched)
     graph = loaded.proto.graph
@@ -78,19 +101,16 @@ def graph_inputs(exposed: Exposed, backend: str, input_name: str, other: dict[st
         return [run({input_name: x, **other, **extras})[exposed.tensor] for x, extras in chunks(samples, batch)]
 
 
-def input_result(recipe: Recipe, facts: ModelFacts, computed: Sequence[np.ndarray], samples: Samples, batch: int,
-                 name: str) -> tuple[FloatResult, int]:
+def input_result(bounds: Bounds, computed: Sequence[np.ndarray], name: str) -> FloatResult:
     """Stage 1 on one backend: the graph's network input against the nearest value the input twins allow, at the
-    float floor; and how many values lay where a pass may round either way."""
-    actual, allowed, ambiguous = [], [], 0
-    for got, (x, extras) in zip(computed, chunks(samples, batch)):
-        lo, hi = preprocess_bounds(recipe, x, facts, extras)
+    float floor."""
+    actual, allowed = [], []
+    for got, (lo, hi) in zip(computed, bounds):
         if got.shape != lo.shape:
             result = FloatResult(name, atol=MODEL_FLOAT_FLOOR.atol, rtol=MODEL_FLOAT_FLOOR.rtol)
             result.problem = f"the graph computes it {list(got.shape)}, the input twins {list(lo.shape)}"
-            return result, ambiguous
+            return result
         actual.append(got.ravel())
         allowed.append(np.where(np.isnan(got), lo, np.clip(got, lo, hi)).ravel())  # NaN is never allowed
-        ambiguous += int(np.count_nonzero(lo != hi))
     return compare_floats(name, np.concatenate(actual), np.concatenate(allowed), atol=MODEL_FLOAT_FLOOR.atol,
-                          rtol=MODEL_FLOAT_FLOOR.rtol), ambiguous
+                          rtol=MODEL_FLOAT_FLOOR.rtol)

@@ -54,7 +54,7 @@ from graphsurgery.samples import (
     width_height,
 )
 from graphsurgery.stability import Wobbles
-from graphsurgery.staged import exposed_copy, graph_inputs, input_result
+from graphsurgery.staged import Bounds, exposed_copy, graph_inputs, input_bounds, input_result, rounding_step
 from graphsurgery.steps.base import Comparison, InputStep
 from graphsurgery.tolerances import (
     Tolerances,
@@ -244,9 +244,9 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
                                 f"(seed {seed}), the same on both sides")
         report.vs_library = library_report(steps, samples.groups[0][0][0], tensor.layout)
         # a resize that rounds halves: the graph's own network input, proven against the twins (`staged`)
-        exposed = exposed_copy(recipe, facts, patched_path,
-                               next(v for v in plain.proto.graph.input if v.name == input_name),
-                               next(chunks(samples, batch)), Path(tmp))
+        bounds = input_bounds(recipe, facts, steps, samples, batch)
+        exposed = exposed_copy(patched_path, next(v for v in plain.proto.graph.input if v.name == input_name),
+                               Path(tmp)) if bounds else None
         unpatched, decoded, answers, ran, computed = {}, {}, {}, {}, {}
         for backend in backends:
             if exposed:
@@ -256,15 +256,13 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
             answers[backend], ran[backend] = _run_patched(backend, patched_path,
                                                           precision if backend == "openvino" else "f32",
                                                           image_input.name, other, samples, batch)
-        same_input = {}  # staged: per other backend, the first's unpatched pipeline fed that backend's input
+        cross = {}  # staged: per other backend, the side that is the first's unpatched pipeline fed its input
         for backend in backends[1:] if exposed else ():
-            same_input[backend] = _run_unpatched(recipe, facts, backends[0], plain.path, input_name, other, samples,
-                                                 batch, computed[backend])
+            cross[backend] = key = f"{backends[0]} fed {backend}'s input"
+            unpatched[key], decoded[key] = _run_unpatched(recipe, facts, backends[0], plain.path, input_name, other,
+                                                          samples, batch, computed[backend])
         own_decode = int8_verification.own_decode(recipe, facts, answers["openvino"], samples, batch) if int8 else None
     runs = {backend: concat(parts) for backend, parts in answers.items()}
-    cross = {backend: f"{backends[0]} fed {backend}'s input" for backend in same_input}
-    for backend, key in cross.items():
-        unpatched[key], decoded[key] = same_input[backend]
     raw = {backend: np.concatenate([output for output, _ in parts]) for backend, parts in decoded.items()}
     grids = heatmap_grid(recipe, facts, decoded[backends[0]], wanted)
     if any(c.kind == "coordinates" for c in wanted.values()) and not grids:
@@ -291,13 +289,13 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
                                "from its own network output, exactly); its agreement with f32 is measured, not "
                                "judged (seeded stand-in weights quantize worse than trained ones)"]
     if exposed:
-        report.pairs[:0], note = _input_pairs(recipe, facts, computed, samples, batch, input_name, steps)
+        report.pairs[:0], note = _input_pairs(bounds, computed, input_name, steps)
         report.notes.append(note)
     unpaired = [name for name in runs[backends[0]] if name not in wanted]
     if unpaired:
         report.notes.append(f"patched output(s) {', '.join(map(repr, unpaired))} have no counterpart in the "
                             f"unpatched pipeline: not compared")
-    if not report and not exposed and (note := _rounded_resize_note(recipe)):
+    if not report and not exposed and (note := _rounded_resize_note(steps)):
         report.notes.append(note)
     if any(pair.reduced_precision and not pair.informational for pair in report.pairs):
         report.notes.append(f"OpenVINO ran the patched model at {ran['openvino']}: differences measure what reduced "
@@ -307,15 +305,15 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
     return report
 
 
-def _rounded_resize_note(recipe: Recipe) -> str | None:
-    """A failure's likely cause when the recipe rounds its resize passes (PIL's uint8 passes, `round: true`): the
-    graph and the twin land a level apart where a pass's float32 sum falls within rounding of a half, and through a
-    network a few such pixels move every output a little (HRNet-tiny: 3e-3 on its maps)."""
-    steps = recipe.input.steps if recipe.input else ()
-    rounded = [f"input.steps[{index}].{step.step_name}" for index, step in enumerate(steps) if step.rounds_halves]
-    if not rounded:
+def _rounded_resize_note(steps: Sequence[InputStep]) -> str | None:
+    """A failure's likely cause when the recipe rounds its resize passes (PIL's uint8 passes, `round: true`) and
+    verify could not check in two stages (a patched IR): the graph and the twin land a level apart where a pass's
+    float32 sum falls within rounding of a half, and through a network a few such pixels move every output a
+    little (HRNet-tiny: 3e-3 on its maps)."""
+    rounding = rounding_step(steps)
+    if rounding is None:
         return None
-    return (f"{rounded[0]} rounds each pass (round: true): where a pass's float32 sum falls within rounding of a "
+    return (f"{rounding} rounds each pass (round: true): where a pass's float32 sum falls within rounding of a "
             "half, the graph and the numpy twin round a level apart, and a network spreads a few such pixels over "
             "its outputs; differences of that size are this rounding, not necessarily a wrong patch (without "
             "round the two agree within float tolerance)")
@@ -357,22 +355,20 @@ def _pairs(backends: list[str], ran: dict[str, str], unpatched: dict, patched: d
     return pairs
 
 
-def _input_pairs(recipe: Recipe, facts: ModelFacts, computed: dict[str, list[np.ndarray]], samples: Samples,
-                 batch: int, input_name: str, steps: Sequence[InputStep]) -> tuple[list[PairReport], str]:
+def _input_pairs(bounds: Bounds, computed: dict[str, list[np.ndarray]], input_name: str,
+                 steps: Sequence[InputStep]) -> tuple[list[PairReport], str]:
     """Staged verify's first stage on each backend (`staged`), and the note that says what was done."""
-    pairs, ambiguous, total = [], 0, 0
-    for backend, tensors in computed.items():
-        result, ambiguous = input_result(recipe, facts, tensors, samples, batch, f"{input_name} (network input)")
-        total = result.elements
-        pairs.append(PairReport(f"{backend}: input steps", "the input steps' numpy twins (a half rounded either way)",
-                                f"the network input the patched graph computes on {backend}", [result]))
-    rounding = next(f"input.steps[{index}].{step.step_name}" for index, step in enumerate(steps)
-                    if step.rounds_halves)
-    return pairs, (f"{rounding} rounds its passes, and the graph (float32) may round a sum within rounding of a half "
-                   f"to the other integer than the twin (float64): {ambiguous} of {total} network input values lie "
-                   "where either is right. So verify checked the network input each graph computes against the "
-                   "input steps' twins (either integer allowed there), and the outputs against the plain model fed "
-                   "that same input")
+    pairs = [PairReport(f"{backend}: input steps", "the input steps' numpy twins (a half rounded either way)",
+                        f"the network input the patched graph computes on {backend}",
+                        [input_result(bounds, tensors, f"{input_name} (network input)")])
+             for backend, tensors in computed.items()]
+    ambiguous = sum(int(np.count_nonzero(lo != hi)) for lo, hi in bounds)
+    total = sum(lo.size for lo, _ in bounds)
+    return pairs, (f"{rounding_step(steps)} rounds its passes, and the graph (float32) may round a sum within "
+                   f"rounding of a half to the other integer than the twin (float64): {ambiguous} of {total} "
+                   "network input values lie where either is right. So verify checked the network input each "
+                   "graph computes against the input steps' twins (either integer allowed there), and the outputs "
+                   "against the plain model fed that same input")
 
 
 def _run_unpatched(recipe: Recipe, facts: ModelFacts, backend: str, plain: Path, input_name: str,

@@ -17,7 +17,7 @@ import pytest
 
 from clikit import invoke, one_line_exit_2
 from graphsurgery.coco import evaluate_coco
-from graphsurgery.errors import ModelError
+from graphsurgery.errors import GraphsurgeryError, ModelError
 from graphsurgery.modelio import load_model
 
 from conftest import RECIPES
@@ -91,6 +91,31 @@ def test_eval_coco_refuses_a_folder_named_like_a_results_file_before_the_work(co
                            "onnxruntime", "--results", results),
                     str(results / "patched-onnxruntime.json"), "a folder has the name of a results file")
     assert [path.name for path in results.iterdir()] == ["patched-onnxruntime.json"]
+
+
+def test_eval_coco_results_on_a_full_disk_are_one_line_and_leave_the_earlier_set(coco, tmp_path, monkeypatch):
+    """A results file that cannot be written (a full disk) is one line naming the folder and the fix; the earlier
+    set stays, and no scratch folder."""
+    import errno
+    from pathlib import Path
+
+    annotations, images, detector = coco
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "patched-onnxruntime.json").write_text('["earlier"]')
+    write_text = Path.write_text
+
+    def full_disk(self, *args, **kwargs):
+        if self.name.endswith("-onnxruntime.json") and self.parent != results:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return write_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", full_disk)
+    with pytest.raises(GraphsurgeryError, match="cannot write the COCO results .No space left on device.*free disk "
+                                                "space or choose another folder for the results") as error:
+        evaluate_coco(CROP, detector, annotations, images, backends=["onnxruntime"], results_dir=results)
+    assert "\n" not in str(error.value)
+    assert {path.name: path.read_text() for path in results.iterdir()} == {"patched-onnxruntime.json": '["earlier"]'}
 
 
 # --- eval-coco: the annotations' image sizes are the images' -------------------------------------------------------

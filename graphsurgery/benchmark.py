@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -31,7 +30,7 @@ from graphsurgery.modelio import load_model
 from graphsurgery.ratios import paired_ratio, timing_stats
 from graphsurgery.recipe import Recipe, as_recipe
 from graphsurgery.runners import open_runner, open_stream, precision_note
-from graphsurgery.safeio import input_path
+from graphsurgery.safeio import input_path, temporary_folder
 from graphsurgery.samples import MAX_BATCH_BYTES
 from graphsurgery.targets import check_targets
 
@@ -202,7 +201,7 @@ def run_bench(recipe: str | Path, model: str | Path, settings: Settings = Settin
     threads = settings.threads or len(os.sched_getaffinity(0))
     network = load_torch_module(settings.torch) if settings.torch else None  # a wrong spec fails before any work
     load_before = os.getloadavg()
-    with tempfile.TemporaryDirectory(prefix="graphsurgery-bench-") as folder:
+    with temporary_folder("bench") as folder:
         patched = Path(folder) / f"{model.stem}.patched.onnx"
         plan = apply(recipe, model, patched, upgrade_opset=settings.upgrade_opset).plan
         workload = _workload(recipe, model, plan, settings.batch)

@@ -20,7 +20,6 @@ import io
 import itertools
 import json
 import math
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -46,6 +45,7 @@ from graphsurgery.safeio import (
     read_small_file,
     refuse_overwriting,
     staged_folder,
+    temporary_folder,
 )
 from graphsurgery.samples import (
     as_caller_tensor,
@@ -130,7 +130,7 @@ def evaluate_coco(recipe: str | Path | Recipe, plain_model: str | Path, annotati
     read = [*model_files(plain), recipe.source if recipe.file_sha256 else None, annotations, boxes,
             *(model_paths(patched) if patched is not None else []), *images.iterdir()]
     kinds = [(kind, backend) for kind in KINDS for backend in backends]
-    with tempfile.TemporaryDirectory(prefix="graphsurgery-coco-") as tmp, \
+    with temporary_folder("coco") as tmp, \
             _results_kept(results_dir, backends, read) as keep:
         patched_path = (
             Path(patched) if patched is not None

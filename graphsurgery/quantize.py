@@ -18,7 +18,6 @@ import contextlib
 import hashlib
 import logging
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -29,7 +28,7 @@ import numpy as np
 from graphsurgery.errors import GraphsurgeryError, whole
 from graphsurgery.recipe import InputTensor
 from graphsurgery.runners import Port, model_signature
-from graphsurgery.safeio import utf8_text
+from graphsurgery.safeio import temporary_folder, utf8_text
 
 if TYPE_CHECKING:
     from graphsurgery.int8_coco import CocoAP
@@ -175,7 +174,7 @@ def quantize(model, calibration: Calibration, control: AccuracyControl | None = 
             return Quantized(nncf.quantize(model, dataset, **common))
         from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
 
-        with tempfile.TemporaryDirectory(prefix="graphsurgery-int8-") as folder:
+        with temporary_folder("int8") as folder:
             bounds = AdvancedAccuracyRestorerParameters(
                 intermediate_model_dir=folder, ranking_subset_size=control.ranking_samples,
                 **({} if control.max_reverts is None else {"max_num_iterations": control.max_reverts}))

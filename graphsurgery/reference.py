@@ -15,7 +15,6 @@ indices exactly).
 from __future__ import annotations
 
 import math
-import tempfile
 import tokenize
 import zipfile
 from collections.abc import Callable, Iterable
@@ -31,7 +30,7 @@ from graphsurgery.model import ModelFacts, real_inputs
 from graphsurgery.modelio import load_model
 from graphsurgery.recipe import Recipe, as_recipe
 from graphsurgery.runners import backend_list, check_backends, model_signature, open_runner
-from graphsurgery.safeio import input_path
+from graphsurgery.safeio import input_path, temporary_folder
 from graphsurgery.samples import DEFAULT_RANDOM, patched_inputs, plain_input, random_caller_samples
 from graphsurgery.stability import Wobbles
 from graphsurgery.tolerances import Tolerances, tie_tolerance, with_tolerances
@@ -108,7 +107,7 @@ def verify_reference(recipe: str | Path | Recipe, plain_model: str | Path, refer
     backends = check_backends(backend_list(backends), precision, patched)
     declared = comparisons(recipe, facts)
     wanted = with_tolerances(declared, tolerances or {})
-    with tempfile.TemporaryDirectory(prefix="graphsurgery-reference-") as tmp:
+    with temporary_folder("reference") as tmp:
         patched_path = (Path(patched) if patched is not None
                         else apply(recipe, plain.path, Path(tmp) / "patched.onnx", upgrade_opset=upgrade_opset).output)
         if pipeline is None:

@@ -34,16 +34,21 @@ PATH_ERRORS = (errno.ENAMETOOLONG, errno.ELOOP)
 #: a kill (SIGKILL, a power cut) and is removed by the next run that writes there.
 OWNER = ".graphsurgery-owner"
 
+#: The start of the name of every scratch folder a command makes in the system's temporary folder ($TMPDIR).
+TEMPORARY_PREFIX = "graphsurgery-"
+
 
 @contextmanager
 def scratch_folder(parent: Path, prefix: str, out: Path,
-                   uncreatable: Callable[[OSError, Path], GraphsurgeryError] | None = None) -> Iterator[Path]:
+                   uncreatable: Callable[[OSError, Path], GraphsurgeryError] | None = None,
+                   stale: str | None = None) -> Iterator[Path]:
     """A new folder in `parent`, for the output `out`, removed on exit (also on Ctrl-C and SIGTERM, which unwind
     like exceptions): results are written there, then moved into place with os.replace, so they appear whole or
-    not at all. Scratch folders of the same prefix that a dead process left behind are removed first, and said so
-    on stderr. `uncreatable` makes the error for a folder that cannot be made (`_uncreatable` by default)."""
+    not at all. Scratch folders named `stale` (`prefix` by default) that a dead process left behind are removed
+    first, and said so on stderr. `uncreatable` makes the error for a folder that cannot be made (`_uncreatable` by
+    default)."""
     uncreatable = uncreatable or _uncreatable
-    _remove_stale(parent, prefix)
+    _remove_stale(parent, prefix if stale is None else stale)
     try:
         staging = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
     except OSError as exc:
@@ -98,6 +103,27 @@ def staged_folder(outdir: Path, prefix: str,
                 raise GraphsurgeryError(f"cannot move the results into the output folder ({exc.strerror or exc})",
                                         path=outdir, fix="run the command again and leave the output folder alone "
                                                          "until it ends") from None
+
+
+@contextmanager
+def temporary_folder(purpose: str) -> Iterator[Path]:
+    """A scratch folder in the system's temporary folder ($TMPDIR) for files a command makes and drops (the patched
+    model verify compares, bench's models, NNCF's intermediate models): removed on exit, and, when a kill (SIGKILL)
+    left it behind, by the next command that makes one (tempfile's folders stayed for good)."""
+    try:
+        parent = Path(tempfile.gettempdir())
+    except OSError:  # none of $TMPDIR, /tmp, /var/tmp, /usr/tmp and the current folder takes files
+        raise GraphsurgeryError("no writable temporary folder: $TMPDIR, /tmp, /var/tmp and the current folder all "
+                                "refuse new files", fix="set TMPDIR to a writable folder") from None
+
+    def uncreatable(exc: OSError, folder: Path) -> GraphsurgeryError:
+        return GraphsurgeryError(f"cannot create files in the temporary folder ({exc.strerror or exc})", path=folder,
+                                 fix="free disk space there or set TMPDIR to another folder"
+                                 if exc.errno == errno.ENOSPC else "set TMPDIR to a writable folder")
+
+    with scratch_folder(parent, f"{TEMPORARY_PREFIX}{purpose}-", parent, uncreatable,
+                        stale=TEMPORARY_PREFIX) as folder:
+        yield folder
 
 
 def _existing(folder: Path) -> Path:

@@ -18,7 +18,6 @@ the folder), one size per batch, and the report adds how far each resize is from
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +34,7 @@ from graphsurgery.model import ModelFacts, openvino_caveats, provenance, real_in
 from graphsurgery.modelio import load_model
 from graphsurgery.recipe import Recipe, as_recipe
 from graphsurgery.runners import BACKENDS, backend_list, check_backends, open_runner, precision_note
-from graphsurgery.safeio import input_path
+from graphsurgery.safeio import input_path, temporary_folder
 from graphsurgery.samples import (
     DEFAULT_RANDOM,
     Samples,
@@ -205,7 +204,7 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
     tensor = tensor_facet(recipe)
     input_name = plain_input(recipe, plain)
     others = [name for name in real_inputs(plain.proto) if name != input_name]
-    with tempfile.TemporaryDirectory(prefix="graphsurgery-verify-") as tmp:
+    with temporary_folder("verify") as tmp:
         patched_path = (
             Path(patched) if patched is not None
             else apply(recipe, plain.path, Path(tmp) / "patched.onnx", upgrade_opset=upgrade_opset).output

@@ -1,0 +1,103 @@
+"""Leftovers of the thirteenth round (issue 17), each fixed with the test that found it: a command killed (SIGKILL)
+while it worked in the system's temporary folder left its scratch folder there for good (`verify`, `bench`,
+`eval-coco`, the int8 accuracy control: tempfile's folders carry no owner), and a machine whose temporary folders
+all refuse files was an internal error. Such folders now name their process and the next command removes those of
+dead processes, saying so; no temporary folder at all is one line and exit 2."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+
+from clikit import invoke, one_line_exit_2
+from graphsurgery.safeio import OWNER
+
+from conftest import RECIPES
+
+POSE = RECIPES / "hrnet_coco_pose.yaml"
+
+
+@pytest.fixture
+def temporary(tmp_path, monkeypatch):
+    """A fresh system temporary folder for this test ($TMPDIR as tempfile reads it)."""
+    folder = tmp_path / "tmp"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    return folder
+
+
+def _dead_pid() -> int:
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    return int(done.stdout)  # that process has exited: its pid names no live process (reuse aside)
+
+
+def test_temporary_folders_of_killed_processes_are_removed_by_the_next_command(tiny_pose_models, temporary):
+    pid = _dead_pid()
+    stale = []
+    for purpose in ("verify", "bench", "int8"):  # any command's folder: the next command of any kind removes it
+        folder = temporary / f"graphsurgery-{purpose}-abc123"
+        folder.mkdir()
+        (folder / OWNER).write_text(str(pid))
+        (folder / "patched.onnx").write_bytes(b"half a model")
+        stale.append(folder)
+    alive = temporary / "graphsurgery-verify-live42"
+    alive.mkdir()
+    (alive / OWNER).write_text(str(os.getpid()))  # a live process's folder is left alone
+    foreign = temporary / "graphsurgery-notours"
+    foreign.mkdir()  # no owner file: not ours, left alone
+    result = invoke("verify", POSE, tiny_pose_models[(17, False)], "--random", 1, "--backends", "onnxruntime")
+    assert result.exit_code == 0, result.output
+    assert not any(folder.exists() for folder in stale)
+    for folder in stale:
+        assert f"removed {folder}, left behind by process {pid}" in result.output
+    assert sorted(temporary.iterdir()) == sorted([alive, foreign])  # and verify's own folder is gone
+
+
+def test_a_verify_killed_mid_run_leaves_a_folder_the_next_run_removes(tiny_pose_models, tmp_path):
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    env = {**os.environ, "TMPDIR": str(temporary)}
+    command = [sys.executable, "-m", "graphsurgery", "verify", str(POSE), str(tiny_pose_models[(17, False)]),
+               "--random", "2"]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not list(temporary.glob("graphsurgery-verify-*/patched.onnx")) and process.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    assert process.returncode == -signal.SIGKILL  # killed while it worked, not after it ended
+    (left,) = temporary.glob("graphsurgery-verify-*")
+    assert (left / OWNER).read_text() == str(process.pid)
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert f"removed {left}, left behind by process {process.pid}, which was killed" in done.stderr
+    assert list(temporary.iterdir()) == []
+
+
+def test_no_writable_temporary_folder_is_one_line(tiny_pose_models, monkeypatch):
+    def nowhere():
+        raise FileNotFoundError(2, "No usable temporary directory found")
+    monkeypatch.setattr(tempfile, "gettempdir", nowhere)
+    result = invoke("verify", POSE, tiny_pose_models[(17, False)], "--random", 1)
+    one_line_exit_2(result, "no writable temporary folder", "set TMPDIR to a writable folder")
+
+
+def test_a_temporary_folder_that_refuses_files_is_one_line(tiny_pose_models, temporary):
+    temporary.chmod(0o500)
+    try:
+        if os.access(temporary, os.W_OK):  # root ignores the mode: a file where the folder should be instead
+            temporary.chmod(0o700)
+            temporary.rmdir()
+            temporary.write_text("not a folder")
+        result = invoke("bench", POSE, tiny_pose_models[(17, False)], "--iterations", 1, "--warmup", 0)
+    finally:
+        if temporary.is_dir():
+            temporary.chmod(0o700)
+    one_line_exit_2(result, str(temporary), "cannot create files in the temporary folder", "set TMPDIR")

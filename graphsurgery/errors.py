@@ -40,6 +40,15 @@ def quoted(value, most: int = 80) -> str:
     return repr(value if len(str(value)) <= most else f"{str(value)[:most]}…")
 
 
+def node_named(node) -> str:
+    """A node for an error line: "Loop node 'body_loop'", or, as names are optional in ONNX and exporters leave many
+    empty, "unnamed Loop node (output 'x')" (the line said `node ''`)."""
+    if node.name:
+        return f"{node.op_type} node {quoted(node.name)}"
+    output = next((name for name in node.output if name), None)
+    return f"unnamed {node.op_type} node" + (f" (output {quoted(output)})" if output else "")
+
+
 def whole(value) -> bool:
     """An int, not a bool (True is 1 in Python) nor a float or str: what a count, index, seed or thread count must be
     (2.5, "2" and True went through the Python API)."""

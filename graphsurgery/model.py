@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import onnx
 
-from graphsurgery.errors import ModelError
+from graphsurgery.errors import ModelError, node_named
 from graphsurgery.recipe import Recipe
 from graphsurgery.steps.base import Dim
 
@@ -50,7 +50,7 @@ def openvino_caveats(proto: onnx.ModelProto) -> list[str]:
     caveats = []
     for node in proto.graph.node:
         if node.op_type == "Resize" and any(a.name == "antialias" and a.i for a in node.attribute):
-            caveats.append(f"OpenVINO ignores antialias on Resize {node.name!r}: it resizes as without it, so its "
+            caveats.append(f"OpenVINO ignores antialias on {node_named(node)}: it resizes as without it, so its "
                            "answers differ from ONNX Runtime's; run this model on ONNX Runtime, or drop antialias")
     return caveats
 

@@ -29,7 +29,7 @@ import onnx
 from google.protobuf.message import DecodeError
 from onnx.external_data_helper import ExternalDataInfo, uses_external_data
 
-from graphsurgery.errors import GraphsurgeryError, ModelError, check_flags, quoted
+from graphsurgery.errors import GraphsurgeryError, ModelError, check_flags, node_named
 from graphsurgery.safeio import (
     input_path,
     open_regular,
@@ -209,7 +209,7 @@ def _check_domains(proto: onnx.ModelProto, path: Path) -> None:
     known |= {function.domain for function in proto.functions}
     for node in all_nodes(proto):
         if node.domain not in known:
-            raise ModelError(f"node {node.name!r} uses op {node.op_type!r} from domain {node.domain!r}, which neither "
+            raise ModelError(f"{node_named(node)} uses op {node.op_type!r} from domain {node.domain!r}, which neither "
                              "onnx nor onnxruntime/OpenVINO know", path=path,
                              fix="re-export the model without custom ops (or replace them with standard ONNX ops)")
 
@@ -235,7 +235,8 @@ def _check_work(proto: onnx.ModelProto, path: Path) -> None:
     constants |= {node.output[0]: attr.t for node in all_nodes(proto) if node.op_type == "Constant"
                   for attr in node.attribute if attr.name == "value" and attr.HasField("t")}
 
-    def count(nodes, depth: int, calls: int) -> int:
+    def count(nodes, depth: int, calls: int, outer: onnx.NodeProto | None) -> int:
+        """`outer`: the node of the main graph (or function) these nodes are nested in, which the user can find."""
         total = 0
         for node in nodes:
             total += 1
@@ -243,26 +244,26 @@ def _check_work(proto: onnx.ModelProto, path: Path) -> None:
             if callee in functions and calls < 100:  # deeper call chains: the checker refuses them
                 if callee not in sizes:
                     sizes[callee] = 0  # a function calling itself: the checker refuses the cycle
-                    sizes[callee] = count(functions[callee].node, depth, calls + 1)
+                    sizes[callee] = count(functions[callee].node, depth, calls + 1, None)
                 total += sizes[callee]
             if node.op_type == "Loop":
                 _check_loop(node, constants, path)
             for attr in node.attribute:
                 for graph in (*([attr.g] if attr.HasField("g") else ()), *attr.graphs):
                     if depth + 1 > MAX_SUBGRAPH_DEPTH:
-                        raise ModelError(f"node {quoted(node.name)} nests subgraphs (If, Loop or Scan bodies) more "
+                        raise ModelError(f"{node_named(outer or node)} nests subgraphs (If, Loop or Scan bodies) more "
                                          f"than {MAX_SUBGRAPH_DEPTH} deep; OpenVINO's time to convert grows "
                                          "exponentially with the depth", path=path,
                                          fix="re-export the model with fewer nested If/Loop/Scan (refused: it would "
                                              "not convert in hours)")
-                    total += count(graph.node, depth + 1, calls)
+                    total += count(graph.node, depth + 1, calls, outer or node)
             if total > MAX_NODES:
                 raise ModelError(f"the model has more than {MAX_NODES:,} nodes (model-local functions expanded at "
                                  "each call); checking, splicing and converting it would take too long", path=path,
                                  fix="simplify or split the model (onnxsim, or fewer nested function calls)")
         return total
 
-    count(proto.graph.node, 0, 0)
+    count(proto.graph.node, 0, 0, None)
 
 
 def _check_loop(node: onnx.NodeProto, constants: dict, path: Path) -> None:
@@ -272,7 +273,7 @@ def _check_loop(node: onnx.NodeProto, constants: dict, path: Path) -> None:
     value = _scalar(constants.get(trip))
     if value is not None and value.dtype.kind in "iu":
         if int(value) > MAX_LOOP_TRIPS:
-            raise ModelError(f"Loop node {quoted(node.name)} has a constant trip count of {int(value):,} (at most "
+            raise ModelError(f"{node_named(node)} has a constant trip count of {int(value):,} (at most "
                              f"{MAX_LOOP_TRIPS:,}): running or converting it would not end", path=path,
                              fix="re-export the model with a smaller trip count, or one computed from an input")
     if trip:
@@ -290,7 +291,7 @@ def _check_loop(node: onnx.NodeProto, constants: dict, path: Path) -> None:
     always = _scalar(local.get(cond_out, constants.get(cond_out)))
     endless = cond_out == cond_in or (always is not None and bool(always))
     if endless or len(node.input) < 2 or not node.input[1]:
-        raise ModelError(f"Loop node {quoted(node.name)} has no trip count and a condition its body never turns "
+        raise ModelError(f"{node_named(node)} has no trip count and a condition its body never turns "
                          "false: it never ends", path=path,
                          fix="re-export the model with a trip count, or a condition the loop's body computes")
 

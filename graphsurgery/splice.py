@@ -24,7 +24,7 @@ from graphsurgery.binding import (
     step_error,
 )
 from graphsurgery.emit import Emitter
-from graphsurgery.errors import ModelError, listed, quoted
+from graphsurgery.errors import ModelError, listed, node_named
 from graphsurgery.model import (
     PROVENANCE_KEY,
     ModelFacts,
@@ -130,7 +130,7 @@ def _refuse_sparse_constants(proto: onnx.ModelProto, model_name: str) -> None:
     the checker refuses: the input passed it, so "the patched model fails the checker" blamed graphsurgery."""
     for node in all_nodes(proto):
         if node.op_type == "Constant" and any(attr.name == "sparse_value" for attr in node.attribute):
-            raise ModelError(f"Constant node {quoted(node.name)} holds a sparse tensor, which the splice cannot "
+            raise ModelError(f"{node_named(node)} holds a sparse tensor, which the splice cannot "
                              "carry into the patched model", path=model_name,
                              fix="re-export the model with that constant dense (a Constant with `value`)")
 

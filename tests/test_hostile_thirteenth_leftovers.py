@@ -16,7 +16,9 @@ import time
 import pytest
 
 from clikit import invoke, one_line_exit_2
+from graphsurgery.modelio import MAX_SUBGRAPH_DEPTH
 from graphsurgery.safeio import OWNER
+from test_hostile_thirteenth import loop_model, nested_ifs, save
 
 from conftest import RECIPES
 
@@ -101,3 +103,17 @@ def test_a_temporary_folder_that_refuses_files_is_one_line(tiny_pose_models, tem
         if temporary.is_dir():
             temporary.chmod(0o700)
     one_line_exit_2(result, str(temporary), "cannot create files in the temporary folder", "set TMPDIR")
+
+
+# --- refusals name the node the user can find --------------------------------------------------------------------
+
+def test_an_unnamed_node_is_named_by_its_output(tmp_path):
+    model = loop_model(2**62)
+    model.graph.node[1].name = ""  # exporters leave names empty: the line said "node ''"
+    path = save(model, tmp_path / "loop.onnx")
+    one_line_exit_2(invoke("inspect", path), "unnamed Loop node (output 'v_end') has a constant trip count")
+
+
+def test_deep_nesting_names_the_outermost_node(tmp_path):
+    path = save(nested_ifs(MAX_SUBGRAPH_DEPTH + 3), tmp_path / "ifs.onnx")  # the inner Ifs are unnamed
+    one_line_exit_2(invoke("inspect", path), "If node 'outer' nests subgraphs")

@@ -270,7 +270,7 @@ def output_path(value, what: str = "file") -> Path:
     """An output path given to the Python API, held to what the CLI's options take: a str or os.PathLike that is
     not empty (Path("") is the current folder: `run(..., "")` wrote its results there)."""
     return _given_path(value, f"the output {what}", f"no {what} to write{' into' if what == 'folder' else ''}",
-                       f"give a {what} name")
+                       f"give a {what} name", reading=False)
 
 
 def input_path(value, what: str, error: type[GraphsurgeryError] = GraphsurgeryError) -> Path:
@@ -279,7 +279,8 @@ def input_path(value, what: str, error: type[GraphsurgeryError] = GraphsurgeryEr
     return _given_path(value, f"the {what}", f"no {what}", f"give the path of the {what}", error)
 
 
-def _given_path(value, role: str, names: str, fix: str, error: type[GraphsurgeryError] = GraphsurgeryError) -> Path:
+def _given_path(value, role: str, names: str, fix: str, error: type[GraphsurgeryError] = GraphsurgeryError, *,
+                reading: bool = True) -> Path:
     """The path, read once from `value`: an os.PathLike whose __fspath__ raises, or returns bytes or a number, is
     refused in one line (they were the object's own exception, or a TypeError from pathlib), and so is a NUL
     character (a ValueError from the first system call)."""
@@ -293,11 +294,23 @@ def _given_path(value, role: str, names: str, fix: str, error: type[Graphsurgery
     if not isinstance(text, str):
         raise ArgumentError(f"{role}: {type(value).__name__}.__fspath__ returned {type(text).__name__}, not str",
                             fix="give a str or a pathlib.Path")
-    if not text.strip():
-        raise error(f"an empty path names {names}", fix=fix)
+    blank = blank_path(text, names, reading)
+    if blank:
+        raise error(blank, fix=fix)
     if "\x00" in text:
         raise error(f"{role}'s path {text!r} holds a NUL character, which no file name can", fix=fix)
     return Path(text)
+
+
+def blank_path(text: str, names: str, reading: bool) -> str | None:
+    """Why `text` names `names` (e.g. "no file to write"), or None: an empty path is the current folder to Python
+    (`-o "$OUT"` with OUT unset wrote there). A name of only blanks is a file that exists to read, or else a slip:
+    refused as an output, where nobody would see it in a listing."""
+    if not text:
+        return f"an empty path names {names}"
+    if not text.strip() and not (reading and os.path.lexists(text)):
+        return f"a path of only blanks ({text!r}) names {names}"
+    return None
 
 
 def present(path: Path) -> bool:

@@ -218,7 +218,7 @@ def test_the_eval_coco_api_checks_its_arguments_up_front(coco, tmp_path):
         graphsurgery.eval_coco(CROP, detector, annotations, images, backends=["onnxruntime"], progress="x")
     with pytest.raises(GraphsurgeryError, match="an empty path names no annotation file"):
         graphsurgery.eval_coco(CROP, detector, "", images, backends=["onnxruntime"])
-    with pytest.raises(GraphsurgeryError, match="an empty path names no image folder"):
+    with pytest.raises(GraphsurgeryError, match=r"a path of only blanks \(' '\) names no image folder"):
         graphsurgery.eval_coco(CROP, detector, annotations, " ", backends=["onnxruntime"])
     with pytest.raises(TypeError, match="backends is a list of backend names"):
         graphsurgery.eval_coco(CROP, detector, annotations, images, backends=None)
@@ -298,8 +298,9 @@ def test_an_empty_input_path_is_named_as_empty(plain, tmp_path, call):
     """inspect("") said ".: is a directory, not an ONNX file" (Path("") is the current folder)."""
     import graphsurgery
 
-    with pytest.raises(GraphsurgeryError, match=r"^an empty path names no (model file|detector file|recipe file|"
-                                                r"image folder|boxes file) — fix: give the path of the"):
+    with pytest.raises(GraphsurgeryError, match=r"^(an empty path|a path of only blanks \(' '\)) names no "
+                                                r"(model file|detector file|recipe file|image folder|boxes file) — "
+                                                r"fix: give the path of the"):
         call(graphsurgery, plain, tmp_path)
     assert list(tmp_path.iterdir()) == []
 
@@ -342,7 +343,7 @@ def test_a_deleted_current_folder_is_one_line(plain, tmp_path):
 def test_an_empty_input_path_on_the_command_line_is_named_as_empty(plain, args):
     """`inspect ''` said ".: is a directory, not an ONNX file", `verify --images ''` ".: the folder holds no images"."""
     result = invoke(*(str(a).format(plain=plain) for a in args))
-    assert result.exit_code == 2 and "an empty path names no file or folder to read" in result.output, result.output
+    assert result.exit_code == 2 and "names no file or folder to read" in result.output, result.output
     assert "Traceback" not in result.output and ".: " not in result.output
 
 

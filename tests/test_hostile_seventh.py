@@ -34,9 +34,9 @@ def test_the_api_never_writes_results_into_the_current_folder_for_an_empty_path(
     import graphsurgery
 
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(GraphsurgeryError, match="an empty path names no folder"):
+    with pytest.raises(GraphsurgeryError, match=r"(an empty path|a path of only blanks \(' '\)) names no folder"):
         graphsurgery.run(patched, PHOTO, "", backend="onnxruntime")
-    with pytest.raises(GraphsurgeryError, match="an empty path names no folder"):
+    with pytest.raises(GraphsurgeryError, match=r"(an empty path|a path of only blanks \(' '\)) names no folder"):
         graphsurgery.eval_coco(CROP, plain, "a.json", ".", backends=["onnxruntime"], results_dir=" ")
     for call in (lambda: graphsurgery.apply(CROP, plain, ""), lambda: graphsurgery.convert(patched, ""),
                  lambda: graphsurgery.chain(patched, patched, "")):

@@ -117,3 +117,30 @@ def test_an_unnamed_node_is_named_by_its_output(tmp_path):
 def test_deep_nesting_names_the_outermost_node(tmp_path):
     path = save(nested_ifs(MAX_SUBGRAPH_DEPTH + 3), tmp_path / "ifs.onnx")  # the inner Ifs are unnamed
     one_line_exit_2(invoke("inspect", path), "If node 'outer' nests subgraphs")
+
+
+# --- a name of only blanks --------------------------------------------------------------------------------------
+
+def test_an_input_named_with_only_blanks_is_read_when_it_exists(tiny_pose_models, tmp_path, monkeypatch):
+    """It was refused as "an empty path" although the file was there."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / " ").write_bytes(POSE.read_bytes())
+    result = invoke("apply", " ", tiny_pose_models[(17, False)], "-o", "p.onnx")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "p.onnx").is_file()
+
+
+def test_a_missing_input_or_any_output_named_with_only_blanks_is_refused(tiny_pose_models, tmp_path, monkeypatch):
+    import graphsurgery
+    from graphsurgery.errors import GraphsurgeryError
+
+    monkeypatch.chdir(tmp_path)
+    one_line_exit_2(invoke("apply", "  ", tiny_pose_models[(17, False)], "-o", "p.onnx"),
+                    "a path of only blanks ('  ') names no file or folder to read")
+    (tmp_path / " ").write_text("an earlier file")  # existing or not, nobody sees such an output in a listing
+    one_line_exit_2(invoke("apply", POSE, tiny_pose_models[(17, False)], "-o", " ", "--force"),
+                    "a path of only blanks (' ') names no file to write")
+    with pytest.raises(GraphsurgeryError, match=r"a path of only blanks \(' '\) names no file to write"):
+        graphsurgery.apply(POSE, tiny_pose_models[(17, False)], " ", force=True)
+    assert (tmp_path / " ").read_text() == "an earlier file"
+    assert sorted(path.name for path in tmp_path.iterdir()) == [" "]

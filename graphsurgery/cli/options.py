@@ -8,17 +8,20 @@ from pathlib import Path
 import click
 
 from graphsurgery.runners import MAX_THREADS
+from graphsurgery.safeio import blank_path
 
 
 class _GivenPath(click.Path):
-    """A path the user must spell out: an empty one (`-o "$OUT"` with OUT unset) is refused, with `empty` as the
-    message: Path("") is the current folder ("." was written into, or read as ".: is a directory")."""
+    """A path the user must spell out: an empty one (`-o "$OUT"` with OUT unset) is refused (`safeio.blank_path`):
+    Path("") is the current folder ("." was written into, or read as ".: is a directory"). `names` and `fix` make
+    the message."""
 
-    empty = "an empty path names no file or folder to read; give its path"
+    names, fix, reading = "no file or folder to read", "give its path", True
 
     def convert(self, value, param, ctx):
-        if isinstance(value, str) and not value.strip():
-            self.fail(self.empty, param, ctx)
+        blank = isinstance(value, str) and blank_path(value, self.names, self.reading)
+        if blank:
+            self.fail(f"{blank}; {self.fix}", param, ctx)
         return super().convert(value, param, ctx)
 
 
@@ -35,7 +38,7 @@ existing_file = InputPath()
 class OutputFile(_GivenPath):
     """A file to write. `out/` names a folder: pathlib drops the slash, and a file `out` would be written instead."""
 
-    empty = "an empty path names no file to write; give a file name"
+    names, fix, reading = "no file to write", "give a file name", False
 
     def __init__(self) -> None:
         super().__init__(path_type=Path)  # an existing folder is refused by the writers, naming the file
@@ -54,7 +57,7 @@ class OutputFolder(_GivenPath):
     """A folder to write into (created if missing). An existing file is left to the writers to refuse, naming it
     (`file_okay=False`: click refuses it)."""
 
-    empty = "an empty path names no folder to write into; give a folder name"
+    names, fix, reading = "no folder to write into", "give a folder name", False
 
     def __init__(self, file_okay: bool = True) -> None:
         super().__init__(path_type=Path, file_okay=file_okay)

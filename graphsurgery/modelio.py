@@ -30,6 +30,7 @@ from google.protobuf.message import DecodeError
 from onnx.external_data_helper import ExternalDataInfo, uses_external_data
 
 from graphsurgery.errors import GraphsurgeryError, ModelError, check_flags, node_named
+from graphsurgery.model import shapes_only
 from graphsurgery.safeio import (
     input_path,
     open_regular,
@@ -105,6 +106,7 @@ def load_model(path: str | Path) -> LoadedModel:
     _check_consistency(path, proto if inlined else None)
     if _identity(path) != read:
         raise _changed(path)
+    _check_constant_work(proto, path)
     _unknown_dims_symbolic(proto)
     return LoadedModel(proto, path, data_files)
 
@@ -294,6 +296,67 @@ def _check_loop(node: onnx.NodeProto, constants: dict, path: Path) -> None:
         raise ModelError(f"{node_named(node)} has no trip count and a condition its body never turns "
                          "false: it never ends", path=path,
                          fix="re-export the model with a trip count, or a condition the loop's body computes")
+
+
+#: Multiply-adds a model may ask of ops whose inputs are all constants. The runtimes compute them while they load
+#: the model (OpenVINO folds them in `convert`, ONNX Runtime when it opens a session), before anything can be
+#: interrupted by a time limit: a MatMul of two 30,000² ConstantOfShape ran for many minutes. Measured on the Xeon:
+#: 4000³ = 6.4 × 10^10 took OpenVINO 13 s to fold and ONNX Runtime 1.3 s; 2000³ = 8 × 10^9 took 1.6 s and 0.2 s.
+MAX_CONSTANT_MACS = 2 * 10**10
+
+#: Ops whose work grows faster than their tensors (elementwise ops on huge constants are bounded by the memory).
+_MAC_OPS = {"MatMul", "Gemm", "MatMulInteger", "Conv", "ConvTranspose", "ConvInteger", "QLinearConv",
+            "QLinearMatMul"}
+
+
+def _check_constant_work(proto: onnx.ModelProto, path: Path) -> None:
+    """Refuse a main-graph MatMul, Gemm or convolution of constants whose multiply-adds exceed MAX_CONSTANT_MACS.
+    The shapes come from onnx's shape inference (with data propagation: a ConstantOfShape's shape may be computed),
+    run only when such a node exists: models whose heavy ops read an input pay nothing."""
+    graph = proto.graph
+    fed = {value.name for value in graph.input} - {tensor.name for tensor in graph.initializer}
+    for node in graph.node:  # topological order, as the checker requires
+        if any(name in fed for name in node.input) or any(a.HasField("g") or a.graphs for a in node.attribute):
+            fed.update(node.output)
+    heavy = [node for node in graph.node if node.op_type in _MAC_OPS and node.domain in ("", "ai.onnx")
+             and not any(name in fed for name in node.input)]
+    if not heavy:
+        return
+    try:
+        inferred = onnx.shape_inference.infer_shapes(shapes_only(proto), data_prop=True)
+    except (onnx.shape_inference.InferenceError, ValueError, RuntimeError):
+        return  # the checker passed it; what inference cannot follow, the runtimes judge
+    shapes = {value.name: [dim.dim_value if dim.HasField("dim_value") else None
+                           for dim in value.type.tensor_type.shape.dim]
+              for value in (*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output)
+              if value.type.tensor_type.HasField("shape")}
+    shapes |= {tensor.name: list(tensor.dims) for tensor in graph.initializer}
+    for node in heavy:
+        macs = _multiply_adds(node, shapes)
+        if macs is not None and macs > MAX_CONSTANT_MACS:
+            raise ModelError(f"{node_named(node)} multiplies constants only, {macs:,.0f} multiply-adds (at most "
+                             f"{MAX_CONSTANT_MACS:,}): the runtimes compute it while they load the model, for "
+                             "minutes", path=path,
+                             fix="re-export the model with that constant computed and stored as a weight")
+
+
+def _multiply_adds(node: onnx.NodeProto, shapes: dict) -> int | None:
+    """The multiply-adds of a MatMul/Gemm (output elements × the shared dim) or a convolution (output elements ×
+    input channels per group × kernel elements; transposed: input elements × output channels per group × kernel
+    elements), from known dims; None where a dim is unknown."""
+    first = shapes.get(node.input[0]) if node.input else None
+    out = shapes.get(node.output[0]) if node.output else None
+    if not first or not out or None in first or None in out:
+        return None
+    if "Conv" in node.op_type:
+        weights = shapes.get(node.input[3 if node.op_type == "QLinearConv" else 1])
+        if not weights or None in weights:
+            return None
+        if node.op_type == "ConvTranspose":  # each input element spreads over its output channels' kernels
+            return math.prod(first) * weights[1] * math.prod(weights[2:])
+        return math.prod(out) * weights[1] * math.prod(weights[2:])
+    transposed = node.op_type == "Gemm" and any(a.name == "transA" and a.i for a in node.attribute)
+    return math.prod(out) * first[0 if transposed else -1]
 
 
 def _scalar(tensor: onnx.TensorProto | None):

@@ -13,12 +13,15 @@ import sys
 import tempfile
 import time
 
+import numpy as np
+import onnx
 import pytest
+from onnx import helper, numpy_helper
 
 from clikit import invoke, one_line_exit_2
-from graphsurgery.modelio import MAX_SUBGRAPH_DEPTH
+from graphsurgery.modelio import MAX_CONSTANT_MACS, MAX_SUBGRAPH_DEPTH
 from graphsurgery.safeio import OWNER
-from test_hostile_thirteenth import loop_model, nested_ifs, save
+from test_hostile_thirteenth import loop_model, nested_ifs, pose_with, save
 
 from conftest import RECIPES
 
@@ -144,3 +147,54 @@ def test_a_missing_input_or_any_output_named_with_only_blanks_is_refused(tiny_po
         graphsurgery.apply(POSE, tiny_pose_models[(17, False)], " ", force=True)
     assert (tmp_path / " ").read_text() == "an earlier file"
     assert sorted(path.name for path in tmp_path.iterdir()) == [" "]
+
+
+# --- constants multiplied while the runtimes load the model ---------------------------------------------------------
+
+def _filled(name: str, shape_name: str) -> onnx.NodeProto:
+    return helper.make_node("ConstantOfShape", [shape_name], [name],
+                            value=numpy_helper.from_array(np.array([0.5], np.float32)))
+
+
+def constant_matmul(n: int, *, computed_shape: bool = False) -> onnx.ModelProto:
+    """The pose model plus the sum of a MatMul of two n × n ConstantOfShape; `computed_shape`: their shape is a
+    Concat of two Constant nodes, which only data propagation follows."""
+    if computed_shape:
+        nodes = [helper.make_node("Constant", [], [f"side{i}"], value=numpy_helper.from_array(np.array([n], np.int64)))
+                 for i in range(2)]
+        nodes.append(helper.make_node("Concat", ["side0", "side1"], ["shape"], axis=0))
+        shapes = []
+    else:
+        nodes, shapes = [], [numpy_helper.from_array(np.array([n, n], np.int64), "shape")]
+    nodes += [_filled("a", "shape"), helper.make_node("MatMul", ["a", "a"], ["product"], name="square")]
+    return pose_with(nodes, "product", shapes)
+
+
+def constant_conv(side: int) -> onnx.ModelProto:
+    """The pose model plus the sum of a 3×3 convolution, 64 → 64 channels, of a side × side ConstantOfShape."""
+    nodes = [_filled("image", "shape"), helper.make_node("Conv", ["image", "k"], ["filtered"], pads=[1, 1, 1, 1])]
+    return pose_with(nodes, "filtered", [numpy_helper.from_array(np.array([1, 64, side, side], np.int64), "shape"),
+                                         numpy_helper.from_array(np.ones((64, 64, 3, 3), np.float32), "k")])
+
+
+@pytest.mark.parametrize("model, needle", [
+    pytest.param(lambda: constant_matmul(30_000), "MatMul node 'square' multiplies constants only, "
+                                                  "27,000,000,000,000 multiply-adds", id="matmul"),
+    pytest.param(lambda: constant_matmul(30_000, computed_shape=True), "27,000,000,000,000", id="computed-shape"),
+    pytest.param(lambda: constant_conv(2048), "unnamed Conv node (output 'filtered') multiplies constants only, "
+                                              "154,618,822,656 multiply-adds", id="conv"),
+])
+@pytest.mark.parametrize("command", ["inspect", "convert", "verify"])
+def test_a_huge_product_of_constants_is_refused_before_a_runtime_folds_it(tmp_path, model, needle, command):
+    """`convert` of the MatMul ran for many minutes (OpenVINO folds constants while converting; ONNX Runtime does
+    when it opens a session)."""
+    path = save(model(), tmp_path / "m.onnx")
+    args = {"inspect": [path], "convert": [path, "-o", tmp_path / "m.xml"], "verify": [POSE, path]}[command]
+    one_line_exit_2(invoke(command, *args), needle, f"at most {MAX_CONSTANT_MACS:,}", "fix:")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+
+
+def test_a_small_product_of_constants_converts(tmp_path):
+    path = save(constant_matmul(500), tmp_path / "m.onnx")
+    result = invoke("convert", path, "-o", tmp_path / "m.xml")
+    assert result.exit_code == 0, result.output

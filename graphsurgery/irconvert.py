@@ -27,7 +27,7 @@ from graphsurgery.errors import GraphsurgeryError, ModelError, check_flags, list
 from graphsurgery.model import openvino_caveats, real_inputs
 from graphsurgery.modelio import check_output_path, load_model, model_files, staging_folder
 from graphsurgery.quantize import AccuracyControl
-from graphsurgery.safeio import input_path, output_path, refuse_overwriting, signals_held
+from graphsurgery.safeio import input_path, output_path, placing, refuse_overwriting
 
 WEIGHTS_KEY = ("graphsurgery", "weights")
 SOURCE_KEY = ("graphsurgery", "source")
@@ -400,7 +400,7 @@ def _save(model, out_xml: Path, out_bin: Path, fp16: bool) -> None:
         try:
             staged = staging / out_xml.name
             ov.save_model(model, str(staged), compress_to_fp16=fp16)
-            with signals_held():  # a Ctrl-C between the two left a new .bin beside the old .xml (with --force)
+            with placing(out_xml.parent):  # a Ctrl-C between the two left a new .bin beside the old .xml
                 os.replace(staged.with_suffix(".bin"), out_bin)
                 os.replace(staged, out_xml)
         except OSError as exc:

@@ -34,10 +34,10 @@ from graphsurgery.model import shapes_only
 from graphsurgery.safeio import (
     input_path,
     open_regular,
+    placing,
     present,
     refuse_overwriting,
     scratch_folder,
-    signals_held,
     utf8_path,
 )
 from graphsurgery.sparsecopy import copy_range
@@ -611,7 +611,7 @@ def save_model(
                             location=data_name, size_threshold=1024)
             if check:
                 onnx.checker.check_model(str(staged), full_check=True)
-            with signals_held():  # the data file never lands without its model
+            with placing(out.parent):  # the data file never lands without its model, nor beside another's
                 if present(staging / data_name):
                     os.replace(staging / data_name, out.parent / data_name)
                     placed.append(out.parent / data_name)

@@ -13,6 +13,7 @@ scratch folder beside the target and renamed over it: they appear whole or not a
 from __future__ import annotations
 
 import errno
+import fcntl
 import glob
 import os
 import shutil
@@ -20,6 +21,7 @@ import signal
 import stat
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -75,7 +77,7 @@ def scratch_folder(parent: Path, prefix: str, out: Path,
 def staged_folder(outdir: Path, prefix: str,
                   before_moving: Callable[[list[Path]], None] = lambda produced: None) -> Iterator[Path]:
     """A scratch folder (`scratch_folder`: in `outdir` when it exists, else beside it, in its nearest existing
-    parent) whose files move into `outdir` only when the block succeeds, and all together (`signals_held`): a set
+    parent) whose files move into `outdir` only when the block succeeds, and all together (`placing`): a set
     of results (`run -o`, `eval-coco --results`) is never left half new and half old. A new `outdir` is the scratch
     folder renamed, so that even a kill leaves all of the results or none. `before_moving` gets the files produced
     and may refuse them; then nothing moves."""
@@ -87,7 +89,9 @@ def staged_folder(outdir: Path, prefix: str,
         yield stage
         produced = sorted(path for path in stage.iterdir() if path.name != OWNER)
         before_moving(produced)
-        with signals_held():  # all of the results, or (interrupted before this) none of them and no folder
+        # all of the results, or (interrupted before this) none of them and no folder; decided under the lock of
+        # the folder's parent, so that two runs into one new folder do not both take it for new
+        with placing(_existing(outdir.parent)):
             try:
                 if not present(outdir) and anchor == _existing(outdir.parent):
                     # a new folder: the scratch folder becomes it in one rename, so even a kill (SIGKILL) leaves
@@ -141,6 +145,48 @@ def folder_fix(exc: OSError) -> str:
 def _uncreatable(exc: OSError, out: Path) -> GraphsurgeryError:
     return GraphsurgeryError(f"cannot create files in the output folder ({exc.strerror or exc})", path=out,
                              fix=folder_fix(exc))
+
+
+#: Seconds a command waits for another one placing its outputs in the same folder (renames take milliseconds; a
+#: command stopped by SIGSTOP midway would hold the folder for ever).
+PLACING_WAIT = 30.0
+
+
+@contextmanager
+def placing(folder: Path) -> Iterator[None]:
+    """The renames that put one output in place (a model and its data file, an IR's .xml and .bin, a set of
+    results): not split by Ctrl-C or SIGTERM (`signals_held`), nor interleaved with another command placing outputs
+    in `folder` at the same moment (two `apply -o m.onnx --force` at once could leave one's model beside the
+    other's data file). The second waits on an exclusive lock of the folder (flock; a file system without locks
+    goes unlocked)."""
+    try:
+        handle = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        handle = None  # the renames say what is wrong with the folder
+    try:
+        if handle is not None:
+            _lock(handle, folder)
+        with signals_held():
+            yield
+    finally:
+        if handle is not None:
+            os.close(handle)  # and with it the lock
+
+
+def _lock(handle: int, folder: Path) -> None:
+    deadline = time.monotonic() + PLACING_WAIT
+    while True:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise GraphsurgeryError(f"another command has been placing its outputs in this folder for "
+                                        f"{PLACING_WAIT:.0f} s", path=folder,
+                                        fix="wait for it (or end it) and run this command again") from None
+            time.sleep(0.01)
+        except OSError:  # no locks on this file system (some network mounts)
+            return
 
 
 @contextmanager

@@ -6,12 +6,14 @@ dead processes, saying so; no temporary folder at all is one line and exit 2."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 
 import numpy as np
 import onnx
@@ -19,13 +21,15 @@ import pytest
 from onnx import helper, numpy_helper
 
 from clikit import invoke, one_line_exit_2
+from graphsurgery import safeio
 from graphsurgery.modelio import MAX_CONSTANT_MACS, MAX_SUBGRAPH_DEPTH
 from graphsurgery.safeio import OWNER
 from test_hostile_thirteenth import loop_model, nested_ifs, pose_with, save
 
-from conftest import RECIPES
+from conftest import RECIPES, ROOT
 
 POSE = RECIPES / "hrnet_coco_pose.yaml"
+PHOTO = ROOT / "examples" / "images" / "astronaut.jpg"
 
 
 @pytest.fixture
@@ -198,3 +202,59 @@ def test_a_small_product_of_constants_converts(tmp_path):
     path = save(constant_matmul(500), tmp_path / "m.onnx")
     result = invoke("convert", path, "-o", tmp_path / "m.xml")
     assert result.exit_code == 0, result.output
+
+
+# --- two commands placing outputs in one folder at once --------------------------------------------------------------
+
+@contextmanager
+def folder_locked(folder):
+    """The lock another command holds while it places its outputs in `folder`."""
+    handle = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    fcntl.flock(handle, fcntl.LOCK_EX)
+    try:
+        yield
+    finally:
+        os.close(handle)
+
+
+@pytest.mark.parametrize("command", ["apply", "convert", "run"])
+def test_outputs_are_placed_only_while_no_other_command_places_there(tiny_pose_models, tmp_path, command):
+    """Two `apply -o m.onnx --force` (or `convert`, or `run -o`) at once could interleave their renames: one's model
+    beside the other's data file, one's .xml beside the other's .bin, half of each run's results."""
+    model = tiny_pose_models[(17, False)]
+    out = tmp_path / "out"
+    out.mkdir()
+    if command == "run":
+        patched = tmp_path / "p.onnx"
+        assert invoke("apply", POSE, model, "-o", patched).exit_code == 0
+    args = {"apply": ["apply", POSE, model, "-o", out / "m.onnx"],
+            "convert": ["convert", model, "-o", out / "m.xml"],
+            "run": ["run", tmp_path / "p.onnx", PHOTO, "-o", out / "results"]}[command]
+    with folder_locked(out):
+        process = subprocess.Popen([sys.executable, "-m", "graphsurgery", *map(str, args)],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        while not _staged(out) and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)  # time enough to rename, if it did not wait
+        assert process.poll() is None, process.communicate()
+        assert _placed(out) == []  # waiting, with its outputs staged
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0, stderr
+    assert _placed(out)
+
+
+def _staged(folder) -> list:
+    return [path for path in folder.rglob("*") if path.name.startswith(".") and path.is_dir()]
+
+
+def _placed(folder) -> list:
+    return sorted(path.name for path in folder.iterdir() if not path.name.startswith("."))
+
+
+def test_a_folder_held_too_long_is_one_line(tiny_pose_models, tmp_path, monkeypatch):
+    monkeypatch.setattr(safeio, "PLACING_WAIT", 0.3)
+    with folder_locked(tmp_path):
+        result = invoke("apply", POSE, tiny_pose_models[(17, False)], "-o", tmp_path / "m.onnx")
+    one_line_exit_2(result, "another command has been placing its outputs in this folder", "wait for it")
+    assert list(tmp_path.iterdir()) == []

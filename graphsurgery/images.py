@@ -7,6 +7,7 @@ channels, an alpha channel is dropped, 16-bit images are scaled to 8 bits.
 from __future__ import annotations
 
 import os
+import re
 import sys
 import warnings
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from graphsurgery.errors import GraphsurgeryError
+from graphsurgery.errors import GraphsurgeryError, printable
 from graphsurgery.safeio import open_regular
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -85,7 +86,16 @@ def read_image(path: Path) -> np.ndarray:
                                     fix="downscale it first")
         # libjpeg's "Premature end of JPEG file", libpng's complaints: not ours to print
         with _native_stderr_silenced():
-            image = cv2.imread(_opencv_path(path, stream), cv2.IMREAD_COLOR)
+            try:
+                image = cv2.imread(_opencv_path(path, stream), cv2.IMREAD_COLOR)
+            except cv2.error as exc:  # OPENCV_IO_MAX_IMAGE_PIXELS (or _WIDTH, _HEIGHT) set below the image's size
+                limit = re.search(r"CV_IO_MAX_IMAGE_\w+", str(exc))  # in the environment: an internal error
+                if limit is None:
+                    raise
+                variable = f"OPEN{limit.group()}"
+                raise GraphsurgeryError(f"image is {width}×{height}, more than {variable}="
+                                        f"{printable(os.environ.get(variable, '')[:20])} lets OpenCV decode",
+                                        path=path, fix=f"unset {variable} (or raise it)") from None
     if image is None:
         raise GraphsurgeryError("not a readable JPEG or PNG image (decoding failed)", path=path,
                                 fix="convert it to JPEG or PNG")
@@ -114,7 +124,8 @@ def _native_stderr_silenced() -> Iterator[None]:
     (a truncated JPEG decodes with its missing part grey, as `cv2.imread` does for the authors' loader; a PNG that
     fails is refused in one line). A pipe could fill up and block the decoder; /dev/null cannot."""
     try:
-        sys.stderr.flush()
+        if sys.stderr is not None:  # None: started with it closed (`2>&-`: AttributeError, an internal error)
+            sys.stderr.flush()
         saved = os.dup(2)
     except (OSError, ValueError):  # no standard error to protect (closed, or not a file descriptor)
         yield

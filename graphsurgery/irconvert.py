@@ -24,6 +24,15 @@ from pathlib import Path
 import onnx
 
 from graphsurgery.errors import GraphsurgeryError, ModelError, check_flags, listed, whole
+from graphsurgery.irchecks import WEIGHTS_BYTES_KEY, WEIGHTS_SHA256_KEY, weights_digest
+from graphsurgery.limits import (
+    file_size_fix,
+    file_size_limit,
+    file_size_problem,
+    quiet_openvino_telemetry,
+    refuse_if_limited,
+    write_fix,
+)
 from graphsurgery.model import openvino_caveats, real_inputs
 from graphsurgery.modelio import check_output_path, load_model, model_files, staging_folder
 from graphsurgery.quantize import AccuracyControl
@@ -295,9 +304,11 @@ OUT_OF_MEMORY = ("runtime/allocator.cpp", "std::bad_alloc")
 def _convert(model_path: Path, proto: onnx.ModelProto):
     import openvino as ov
 
+    quiet_openvino_telemetry()
     try:
         return ov.convert_model(str(model_path))
     except Exception as exc:  # OpenVINO raises OpConversionFailure / RuntimeError with multi-line reports
+        refuse_if_limited(exc, "OpenVINO")  # `ulimit -v`: not "too large for this machine", nor the model's fault
         if any(sign in str(exc) for sign in OUT_OF_MEMORY):  # it named only its allocator's source line
             raise ModelError("OpenVINO ran out of memory converting the model: a tensor it computes from the "
                              "model's constants while converting (ConstantOfShape, Expand, Tile, a folded Loop) is "
@@ -393,25 +404,47 @@ def _reshape(model, input_shapes: Mapping[str, Sequence[int | None]], model_path
                                 path=model_path, fix="choose dims the model supports") from None
 
 
+#: What hold the places of the .bin's SHA-256 and size in the .xml until the .bin is written (`_sign`)
+UNSIGNED, UNSIZED = "0" * 64, "0" * 20
+
+
+def _sign(xml: Path) -> None:
+    """Record the SHA-256 and size of the .bin just written beside `xml` in its rt_info (`irchecks`'
+    WEIGHTS_SHA256_KEY, WEIGHTS_BYTES_KEY), in place of UNSIGNED and UNSIZED: an IR read later must come with this
+    .bin (another model's of the same size went through)."""
+    text = xml.read_bytes()
+    weights = xml.with_suffix(".bin")
+    for mark, value in ((UNSIGNED, weights_digest(weights)), (UNSIZED, str(weights.stat().st_size))):
+        at = text.rindex(f'value="{mark}"'.encode())  # the model's rt_info comes last, after every layer's
+        text = text[:at] + f'value="{value}"'.encode() + text[at + len(mark) + 8:]
+    xml.write_bytes(text)
+
+
 def _save(model, out_xml: Path, out_bin: Path, fp16: bool) -> None:
     import openvino as ov
 
     with staging_folder(out_xml) as staging:
         try:
             staged = staging / out_xml.name
+            model.set_rt_info(UNSIGNED, list(WEIGHTS_SHA256_KEY))
+            model.set_rt_info(UNSIZED, list(WEIGHTS_BYTES_KEY))
             ov.save_model(model, str(staged), compress_to_fp16=fp16)
+            _sign(staged)
             with placing(out_xml.parent):  # a Ctrl-C between the two left a new .bin beside the old .xml
                 os.replace(staged.with_suffix(".bin"), out_bin)
                 os.replace(staged, out_xml)
         except OSError as exc:
             raise GraphsurgeryError(f"could not write the IR ({exc.strerror or exc})", path=out_xml,
-                                    fix="free disk space or choose another folder") from None
+                                    fix=write_fix(exc, "free disk space or choose another folder")) from None
         except RuntimeError as exc:  # OpenVINO's writer on a full disk: "basic_ios::clear: iostream error"
             if "filesystem error" in str(exc):  # a path longer than the system takes (a deep folder): an internal error
                 raise GraphsurgeryError(f"could not write the IR (OpenVINO: {' '.join(str(exc).split())[:160]})",
                                         path=out_xml, fix="use a shorter path (or a folder nearer the root)") from None
             if "ios" not in str(exc):
                 raise
+            if file_size_limit() is not None:  # `ulimit -f`: it said "78,169,571,328 bytes free there"
+                raise GraphsurgeryError(f"could not write the IR: {file_size_problem()}", path=out_xml,
+                                        fix=file_size_fix()) from None
             free = shutil.disk_usage(staging).free
             raise GraphsurgeryError(f"could not write the IR (OpenVINO: {' '.join(str(exc).split())[:120]}; "
                                     f"{free:,} bytes free there)", path=out_xml,

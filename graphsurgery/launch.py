@@ -26,13 +26,35 @@ class Terminated(BaseException):
     """SIGTERM, raised in the main thread, so that `finally` blocks (scratch folders) run on the way out."""
 
 
+class CpuTimeLimit(BaseException):
+    """SIGXCPU: the process used up its CPU time (`ulimit -t`, soft). By default it killed the process (exit 152,
+    a core dump, scratch folders left); raised like Terminated, it unwinds and ends in one line, exit 2."""
+
+
+#: the command's last line when the CPU time limit ended it
+CPU_LIMIT_LINE = ("error: the command used up the process's CPU time limit (ulimit -t) — fix: raise the limit "
+                  "(`ulimit -t unlimited`) and run the command again")
+
+
 def terminate(signum, frame):
     raise Terminated
+
+
+def cpu_time_limit(signum, frame):
+    """Raised once: the kernel repeats SIGXCPU every second past the soft limit, which would break into the
+    `finally` blocks that remove scratch folders."""
+    signal.signal(signal.SIGXCPU, signal.SIG_IGN)
+    raise CpuTimeLimit
 
 
 def main() -> None:
     global _command_line
     _command_line = True
+    from graphsurgery.limits import open_standard_streams
+
+    open_standard_streams()  # closed stdin or stderr: the next file opened would take its descriptor
+    if signal.getsignal(signal.SIGXCPU) is not signal.SIG_IGN:
+        signal.signal(signal.SIGXCPU, _quit_now)
     handlers = {signal.SIGINT: signal.getsignal(signal.SIGINT), signal.SIGTERM: terminate}
     for number in handlers:
         if signal.getsignal(number) is not signal.SIG_IGN:  # SIGINT ignored (a background job of a script) stays so
@@ -43,8 +65,14 @@ def main() -> None:
         for number, handler in handlers.items():  # from now on signals unwind: scratch folders are removed
             if signal.getsignal(number) is _quit_now:
                 signal.signal(number, handler)
+        if signal.getsignal(signal.SIGXCPU) is _quit_now:
+            signal.signal(signal.SIGXCPU, cpu_time_limit)
         sys.unraisablehook = _unraisable
         cli_main()
+    except CpuTimeLimit:
+        _ignore()
+        _say(CPU_LIMIT_LINE)
+        _exit(2)
     except (KeyboardInterrupt, Terminated) as exc:  # while the CLI loaded (or past its own handling)
         _ignore()  # a second signal now would escape this handler as a traceback
         _say("interrupted" if isinstance(exc, KeyboardInterrupt) else "terminated")
@@ -104,6 +132,9 @@ def _send_later(number: int) -> None:
 def _quit_now(signum, frame) -> None:
     """A signal while the CLI loads: nothing is written yet, so leave at once. An exception raised there instead
     went off inside a C extension's initialisation (pybind11) and aborted the process (SIGABRT, SIGSEGV)."""
+    if signum == signal.SIGXCPU:
+        _say(CPU_LIMIT_LINE)
+        _exit(2)
     _say("interrupted" if signum == signal.SIGINT else "terminated")
     _exit(INTERRUPTED if signum == signal.SIGINT else TERMINATED)
 

@@ -30,6 +30,7 @@ from google.protobuf.message import DecodeError
 from onnx.external_data_helper import ExternalDataInfo, uses_external_data
 
 from graphsurgery.errors import GraphsurgeryError, ModelError, check_flags, node_named
+from graphsurgery.limits import write_fix
 from graphsurgery.model import shapes_only
 from graphsurgery.safeio import (
     input_path,
@@ -627,7 +628,7 @@ def save_model(
                 with suppress(OSError):
                     path.unlink()
             fix = ("use a shorter output name (the weights go to <name>.data beside it)"
-                   if exc.errno == errno.ENAMETOOLONG else "free disk space or choose another folder")
+                   if exc.errno == errno.ENAMETOOLONG else write_fix(exc, "free disk space or choose another folder"))
             raise GraphsurgeryError(f"could not write the output ({exc.strerror or exc})", path=out,
                                     fix=f"{fix}; nothing was written") from None
 

@@ -28,6 +28,7 @@ from graphsurgery.cocoformat import keypoint_result
 from graphsurgery.draw import MONTAGE_MAX_PERSONS
 from graphsurgery.errors import ArgumentError, GraphsurgeryError, finite, whole
 from graphsurgery.images import list_images, read_image
+from graphsurgery.limits import write_fix
 from graphsurgery.modelio import model_paths
 from graphsurgery.quantize import int8_agreement
 from graphsurgery.runners import ModelSignature, Port, Runner, model_signature, open_runner, precision_note
@@ -352,7 +353,7 @@ def _staged(outdir: Path, inputs: Sequence[Path], planned: Sequence[str] = ()) -
             yield stage
     except OSError as exc:
         raise GraphsurgeryError(f"could not write the results ({exc.strerror or exc})", path=outdir,
-                                fix="free disk space or choose another folder") from None
+                                fix=write_fix(exc, "free disk space or choose another folder")) from None
 
 
 def _refuse_replacing(outdir: Path, names: Sequence[str], inputs: InputFiles) -> None:

@@ -165,6 +165,9 @@ def quantize(model, calibration: Calibration, control: AccuracyControl | None = 
     import nncf
     import openvino as ov
 
+    from graphsurgery.limits import quiet_openvino_telemetry
+
+    quiet_openvino_telemetry()  # an unwritable HOME: its warnings on success
     nncf.set_log_level(logging.WARNING)  # its INFO lines list every ignored node
     dataset = nncf.Dataset(calibration.feeds)
     common = {"subset_size": len(calibration.feeds),
@@ -369,5 +372,12 @@ def _ir_info(model: Path, *keys: tuple[str, str]) -> list[str | None]:
         return [None] * len(keys)
     import openvino as ov
 
-    ir = ov.Core().read_model(str(model))
+    from graphsurgery.runners import _first_line, check_ir_files
+
+    check_ir_files(model)  # `verify --precision int8 --patched` read it first: rt_info nested deep was SIGSEGV
+    try:
+        ir = ov.Core().read_model(str(model))
+    except Exception as exc:  # an IR version OpenVINO does not read, a Const past the .bin: internal errors
+        raise GraphsurgeryError(f"OpenVINO cannot read the IR: {_first_line(exc)}", path=model,
+                                fix="convert the model again with `graphsurgery convert`") from None
     return [ir.get_rt_info(list(key)).astype(str) if ir.has_rt_info(list(key)) else None for key in keys]

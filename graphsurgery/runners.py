@@ -18,6 +18,7 @@ from typing import NoReturn
 import numpy as np
 
 from graphsurgery.errors import ArgumentError, GraphsurgeryError, whole
+from graphsurgery.limits import refuse_if_limited
 from graphsurgery.safeio import input_path, present
 
 BACKENDS = ("onnxruntime", "openvino")
@@ -115,6 +116,7 @@ def _onnxruntime(model: Path, threads: int | None, spin: bool = True) -> Run:
                 raise
             session = _small_tensors_inline(ort, model, options)
     except Exception as exc:  # onnxruntime raises its own untyped exceptions
+        refuse_if_limited(exc, "onnxruntime")  # `ulimit -v`: not the model's fault
         raise GraphsurgeryError(f"onnxruntime cannot load the model: {_first_line(exc)}", path=model,
                                 fix="check the model with `graphsurgery inspect`") from None
     names = [o.name for o in session.get_outputs()]
@@ -197,9 +199,12 @@ def compile_openvino(model: str | Path, precision: str = "f32", threads: int | N
     import openvino as ov
 
     config = openvino_config(precision, threads, throughput=throughput)
+    if Path(model).suffix.lower() == ".xml":  # checked once per process: most callers read its signature first
+        check_ir_files(Path(model))
     try:
         return ov.Core().compile_model(str(model), "CPU", config)
     except Exception as exc:  # OpenVINO raises RuntimeError with multi-line reports
+        refuse_if_limited(exc, "OpenVINO")  # `ulimit -v`: "Cannot load library … failed to map segment", not the model
         raise GraphsurgeryError(f"OpenVINO cannot compile the model: {_first_line(exc)}", path=model,
                                 fix="check the model with `graphsurgery inspect`") from None
 
@@ -286,22 +291,11 @@ def _ir_signature(model: Path) -> ModelSignature:
 
     from graphsurgery.irconvert import WEIGHTS_KEY
 
-    bin_file = model.with_suffix(".bin")
-    if not model.is_file():
-        raise GraphsurgeryError("no such IR (.xml with its .bin beside it)", path=model,
-                                fix="check the path, or make the IR with `graphsurgery convert`")
-    if not bin_file.is_file():  # was "no such IR" for an .xml that is there (its .bin beside a symlink's target)
-        absent = "is missing" if not present(bin_file) else "is not a regular file (a folder, FIFO or device)"
-        raise GraphsurgeryError(f"the IR's weights file {bin_file.name} {absent}: OpenVINO reads it from beside the "
-                                ".xml", path=model, fix=f"put the {bin_file.name} that `graphsurgery convert` wrote "
-                                                        "with this .xml beside it, or convert the model again")
-    with open(model, "rb") as head:  # OpenVINO would try every frontend on it, and TensorFlow's logs to stderr
-        if not IR_START.match(head.read(IR_HEAD_BYTES)):
-            raise GraphsurgeryError("not an OpenVINO IR (no <net> element at its start)", path=model,
-                                    fix="give the .xml that `graphsurgery convert` wrote")
+    check_ir_files(model)
     try:
         ir = ov.Core().read_model(str(model))
     except Exception as exc:  # OpenVINO raises RuntimeError with multi-line reports
+        refuse_if_limited(exc, "OpenVINO")
         raise GraphsurgeryError(f"OpenVINO cannot read the IR: {_first_line(exc)}", path=model,
                                 fix="convert the model again with `graphsurgery convert`") from None
 
@@ -315,6 +309,27 @@ def _ir_signature(model: Path) -> ModelSignature:
         half = any(op.get_type_name() == "Constant" and op.get_element_type() == ov.Type.f16 for op in ir.get_ops())
         weights = "FP16" if half else "FP32"
     return ModelSignature(tuple(port(p) for p in ir.inputs), tuple(port(p) for p in ir.outputs), weights)
+
+
+def check_ir_files(model: Path) -> None:
+    """An IR's .xml and .bin are there, the .xml starts as an IR does, and its static facts pass `irchecks`: before
+    OpenVINO reads it (to read its signature, or to compile it)."""
+    from graphsurgery.irchecks import check_ir
+
+    bin_file = model.with_suffix(".bin")
+    if not model.is_file():
+        raise GraphsurgeryError("no such IR (.xml with its .bin beside it)", path=model,
+                                fix="check the path, or make the IR with `graphsurgery convert`")
+    if not bin_file.is_file():  # was "no such IR" for an .xml that is there (its .bin beside a symlink's target)
+        absent = "is missing" if not present(bin_file) else "is not a regular file (a folder, FIFO or device)"
+        raise GraphsurgeryError(f"the IR's weights file {bin_file.name} {absent}: OpenVINO reads it from beside the "
+                                ".xml", path=model, fix=f"put the {bin_file.name} that `graphsurgery convert` wrote "
+                                                        "with this .xml beside it, or convert the model again")
+    with open(model, "rb") as head:  # OpenVINO would try every frontend on it, and TensorFlow's logs to stderr
+        if not IR_START.match(head.read(IR_HEAD_BYTES)):
+            raise GraphsurgeryError("not an OpenVINO IR (no <net> element at its start)", path=model,
+                                    fix="give the .xml that `graphsurgery convert` wrote")
+    check_ir(model)
 
 
 def _output_names(model: str | Path, compiled) -> list[str]:
@@ -331,6 +346,7 @@ def _failed_run(exc: Exception, runtime: str, model: Path, feeds: dict[str, np.n
     """A model that loads but fails in `runtime` on inputs that fit what it declares (a dim of 0 somewhere, shapes
     that conflict only at run time) is the model's fault: one line naming the model, the runtime and its message.
     Inputs that do not fit, or a failing node of graphsurgery's own, are a bug: `exc` goes on (an internal error)."""
+    refuse_if_limited(exc, runtime)  # an allocation failing under `ulimit -v`: not the model's fault
     if "graphsurgery/" in str(exc) or not _fits(feeds, model_signature(model).inputs):
         raise exc
     raise GraphsurgeryError(f"{runtime} cannot run the model: {_first_line(exc)}", path=model,

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from graphsurgery.errors import ArgumentError, GraphsurgeryError, printable
+from graphsurgery.limits import write_fix
 
 #: What a path given by the user can make any file call raise: a name too long, a symlink loop.
 PATH_ERRORS = (errno.ENAMETOOLONG, errno.ELOOP)
@@ -138,8 +139,10 @@ def _existing(folder: Path) -> Path:
 
 
 def folder_fix(exc: OSError) -> str:
-    """The fix for a folder that files cannot be written into: a full disk, or one not writable."""
-    return "free disk space or choose another folder" if exc.errno == errno.ENOSPC else "choose a writable folder"
+    """The fix for a folder that files cannot be written into: a full disk, one not writable, or a file grown past
+    `ulimit -f` ("free disk space" with gigabytes free)."""
+    return write_fix(exc, "free disk space or choose another folder" if exc.errno == errno.ENOSPC
+                     else "choose a writable folder")
 
 
 def _uncreatable(exc: OSError, out: Path) -> GraphsurgeryError:
@@ -252,7 +255,12 @@ def read_small_file(path: Path, limit: int, what: str, error: type[GraphsurgeryE
                     fix=f"save the {what} as a file and give its path")
     try:
         with open_regular(path, f"{a} {what}", error) as stream:
-            data = stream.read(limit + 1)  # never more: a larger file is refused on what was read
+            # never more than limit + 1: a larger file is refused on what was read. Python allocates what read()
+            # asks for, so the size comes first (1 GiB for a 4 kB annotation file failed under `ulimit -v`)
+            size = os.fstat(stream.fileno()).st_size
+            data = stream.read(min(limit, size) + 1)
+            if len(data) > size:  # it grew since: read on to the limit
+                data += stream.read(limit + 1 - len(data))
     except OSError as exc:
         raise error(f"cannot read the {what} ({exc.strerror})", path=path, fix="check its permissions") from None
     if len(data) > limit:
@@ -423,6 +431,20 @@ def refuse_overwriting(out: Path, inputs: Iterable[Path | str | None] | InputFil
                                 "would be replaced by a file", path=out, fix="give the path of a file to write")
 
 
+def check_report_path(out: Path, inputs: Iterable[Path | str | None] | InputFiles) -> None:
+    """Before the work, what `write_text_atomically` refuses after it (`verify --json`, `bench --json`): an input, a
+    folder, a folder that does not exist or is a file (the whole report was printed, then the error: many lines,
+    exit 2, after the timing or the runs)."""
+    out = Path(out)
+    refuse_overwriting(out, inputs)
+    if out.is_dir():
+        raise GraphsurgeryError("the output is a directory", path=out, fix="give a file name")
+    if out.parent.exists() and not out.parent.is_dir():
+        raise GraphsurgeryError(f"{out.parent} is a file, not a folder", path=out, fix="choose an output in a folder")
+    if not out.parent.is_dir():
+        raise GraphsurgeryError("the output folder does not exist", path=out, fix=f"create {out.parent} first")
+
+
 def write_text_atomically(path: Path, text: str, inputs: Iterable[Path | str | None] = ()) -> Path:
     """Write `text` to `path` (not an input of the command) via a temporary file and a rename."""
     path = Path(path)
@@ -448,7 +470,8 @@ def write_atomically(path: Path, write: Callable[[BinaryIO], object], what: str 
 
     def unwritable(exc: OSError, out: Path) -> GraphsurgeryError:
         return GraphsurgeryError(f"cannot write {what} ({exc.strerror or exc})", path=out,
-                                 fix="choose a writable path (the folder must exist)")
+                                 fix=folder_fix(exc) if exc.errno == errno.EFBIG
+                                 else "choose a writable path (the folder must exist)")
 
     try:
         with scratch_folder(path.parent, f".{path.name[:200]}.", path, unwritable) as staging:

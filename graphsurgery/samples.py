@@ -312,6 +312,10 @@ def patched_inputs(path: Path, extra_names: list[str], other_names: Sequence[str
     if images[0].dtype != caller:
         raise GraphsurgeryError(f"the patched model takes {images[0].dtype} at {images[0].name!r}; the recipe's caller "
                                 f"feeds {caller}", path=path, fix="give the model patched with this recipe")
+    if not images[0].shape:  # an IR's input of dynamic rank (`shape="..."`): verify ended in an IndexError
+        raise GraphsurgeryError(f"the patched model's image input {images[0].name!r} has no known rank (a tensor "
+                                "of any shape)", path=path, fix="give the model patched with this recipe: its image "
+                                                                "input has the rank and dims its input section says")
     return images[0], extras
 
 

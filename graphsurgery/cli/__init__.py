@@ -21,10 +21,28 @@ import click
 from graphsurgery import __version__
 from graphsurgery.cli.tables import printable
 from graphsurgery.errors import GraphsurgeryError
-from graphsurgery.launch import INTERRUPTED, TERMINATED, Terminated, signals_ignored, terminate
+from graphsurgery.launch import (
+    CPU_LIMIT_LINE,
+    INTERRUPTED,
+    TERMINATED,
+    CpuTimeLimit,
+    Terminated,
+    cpu_time_limit,
+    signals_ignored,
+    terminate,
+)
+from graphsurgery.limits import (
+    ensure_open_files,
+    limit_error,
+    open_standard_streams,
+    quiet_openvino_telemetry,
+    writable,
+)
 from graphsurgery.safeio import PATH_ERRORS
 
 INTERNAL_ERROR = 3  # never 1, which scripts read as "no parity"
+BROKEN_PIPE = 128 + signal.SIGPIPE  # a shell's code for a writer whose reader left; 1 read as "no parity" under
+                                    # `set -o pipefail` (`verify … | head`)
 DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT)
 
 
@@ -42,12 +60,19 @@ class _Group(click.Group):
             previous = signal.signal(signal.SIGTERM, terminate)
         except ValueError:  # not the main thread (an embedding application): leave its signals alone
             previous = None
+        cpu_previous = None  # SIGXCPU (`ulimit -t`) killed the process with a core dump, scratch folders left
+        if previous is not None and signal.getsignal(signal.SIGXCPU) not in (signal.SIG_IGN, None):
+            cpu_previous = signal.signal(signal.SIGXCPU, cpu_time_limit)
         try:
+            ensure_open_files()  # too few: OpenVINO failed halfway, blaming the model
+            quiet_openvino_telemetry()  # before openvino is imported: it warns from its import on in an unwritable HOME
             return super().invoke(ctx)
         except KeyboardInterrupt:
             self._end("interrupted", INTERRUPTED)
         except Terminated:
             self._end("terminated", TERMINATED)
+        except CpuTimeLimit:
+            self._end(CPU_LIMIT_LINE, GraphsurgeryError.exit_code)
         except GraphsurgeryError as exc:
             self._signal_behind(exc)
             self._end(f"error: {printable(exc)}", exc.exit_code)
@@ -57,12 +82,15 @@ class _Group(click.Group):
             raise
         except BrokenPipeError:  # the reader went away (`graphsurgery schema | head`): not a bug, nothing to say
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
-            sys.exit(1)
+            sys.exit(BROKEN_PIPE)
         except Exception as exc:
             self._signal_behind(exc)
             if isinstance(exc, OSError) and _folder_gone():  # a relative path resolved in it: FileNotFoundError
                 self._end("error: the current folder no longer exists (it was deleted or moved) — fix: cd into an "
                           "existing folder and run the command again", GraphsurgeryError.exit_code)
+            limited = limit_error(exc)  # a resource limit of the process (ulimit -v, -n, -f): the user's to raise
+            if limited is not None:
+                self._end(f"error: {printable(limited)}", limited.exit_code)
             if isinstance(exc, OSError) and exc.errno in (*PATH_ERRORS, *DISK_ERRORS):
                 self._refuse(exc)
             if os.environ.get("GRAPHSURGERY_DEBUG") == "1":
@@ -74,6 +102,8 @@ class _Group(click.Group):
         finally:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
+            if cpu_previous is not None:
+                signal.signal(signal.SIGXCPU, cpu_previous)
 
     @classmethod
     def _usage_error(cls, exc: click.UsageError) -> None:
@@ -95,6 +125,8 @@ class _Group(click.Group):
                 cls._end("interrupted", INTERRUPTED)
             if isinstance(exc, Terminated):
                 cls._end("terminated", TERMINATED)
+            if isinstance(exc, CpuTimeLimit):
+                cls._end(CPU_LIMIT_LINE, GraphsurgeryError.exit_code)
             seen.add(id(exc))
             exc = exc.__cause__ or exc.__context__
 
@@ -112,7 +144,10 @@ class _Group(click.Group):
     def _end(line: str, code: int) -> NoReturn:
         """The command's last line and exit code, which a signal arriving now no longer changes."""
         with signals_ignored():
-            click.echo(line, err=True)
+            try:
+                click.echo(line, err=True)
+            except (OSError, ValueError):  # standard error full or gone (`2>/dev/full`): the exit code still says it
+                pass  # (the OSError escaped: exit 1, which scripts read as "no parity")
             sys.exit(code)
 
 
@@ -133,9 +168,12 @@ def _folder_gone() -> bool:
 
 
 def main() -> None:
-    if sys.stdout is None:  # started with standard output closed (`>&-`): every report was lost, with exit code 0
-        _Group._end("error: standard output is closed, so the command's report could not be written — fix: run it "
-                    "with standard output open (`> /dev/null` discards it)", GraphsurgeryError.exit_code)
+    open_standard_streams()  # stdin or stderr closed: opened on /dev/null (`run` was an internal error)
+    if not writable(sys.stdout):  # started with standard output closed (`>&-`): every report was lost, with exit
+        # code 0; open read-only (`1<&0`) every write was an internal error (EBADF)
+        _Group._end("error: standard output is closed (or open only for reading), so the command's report could not "
+                    "be written — fix: run it with standard output open for writing (`> /dev/null` discards it)",
+                    GraphsurgeryError.exit_code)
     for stream in (sys.stdout, sys.stderr):  # a terminal that cannot show × or a model's names: escaped, not a crash
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")

@@ -1,0 +1,152 @@
+"""The process's resource limits (`ulimit`) and standard streams: what the user's shell set, said as such.
+
+A limit too small for the work is the user's to raise, not a fault of the model nor a graphsurgery bug: too few
+open files made OpenVINO say "Cannot recognize input model" (and the fix was to change the model), an address-space
+limit (`ulimit -v`) failed a library's loading ("failed to map segment from shared object", an internal error or
+the model's fault) or an allocation (MemoryError, an internal error), a file size limit (`ulimit -f`) was "free disk
+space" with gigabytes free. Each is now one line naming the limit and how to raise it, exit 2.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import resource
+import sys
+
+from graphsurgery.errors import GraphsurgeryError
+
+#: open files a command needs at most (OpenVINO's conversion opened ~30: it failed under `ulimit -n 24`)
+MIN_OPEN_FILES = 64
+#: what a failed allocation or library load says, in the runtimes' and the dynamic loader's words
+_OUT_OF_MEMORY = ("failed to map segment", "cannot allocate memory", "std::bad_alloc", "out of memory",
+                  "unable to allocate")
+
+
+def _soft(limit: int) -> int | None:
+    """The soft limit, or None when there is none."""
+    soft = resource.getrlimit(limit)[0]
+    return None if soft == resource.RLIM_INFINITY else soft
+
+
+def _size(count: int) -> str:
+    return f"{count / 2**20:,.0f} MiB" if count >= 2**20 else f"{count:,} bytes"
+
+
+def ensure_open_files() -> None:
+    """At least MIN_OPEN_FILES descriptors: the soft limit raised towards the hard one, a one-line refusal when even
+    the hard limit is below (OpenVINO failed halfway, naming the model)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < MIN_OPEN_FILES:
+        wanted = MIN_OPEN_FILES if hard == resource.RLIM_INFINITY else min(hard, MIN_OPEN_FILES)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        except (ValueError, OSError):
+            wanted = soft
+        if wanted < MIN_OPEN_FILES:
+            raise GraphsurgeryError(f"the process may open only {wanted} files (ulimit -n), fewer than the "
+                                    f"{MIN_OPEN_FILES} graphsurgery and its runtimes need",
+                                    fix="raise the limit (`ulimit -n 1024`) and run the command again")
+
+
+def memory_limit() -> str | None:
+    """The address-space or data limit set on the process, as `ulimit` shows it, or None when there is none."""
+    for limit, flag in ((resource.RLIMIT_AS, "-v"), (resource.RLIMIT_DATA, "-d")):
+        soft = _soft(limit)
+        if soft is not None:
+            return f"{_size(soft)} (ulimit {flag})"
+    return None
+
+
+def limit_error(exc: BaseException, what: str = "the command") -> GraphsurgeryError | None:
+    """The limit behind `exc`, as a one-line error, or None when no limit of the process explains it: an allocation
+    or library load failing under a memory limit, a file grown past `ulimit -f`, descriptors run out."""
+    text = str(exc).lower()
+    memory = memory_limit()
+    if memory and (isinstance(exc, MemoryError) or any(sign in text for sign in _OUT_OF_MEMORY)):
+        return GraphsurgeryError(f"{what} ran out of memory under the process's memory limit of {memory}",
+                                 fix="raise the limit (`ulimit -v unlimited`) and run the command again")
+    if isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE) or "too many open files" in text:
+        return GraphsurgeryError(f"{what} ran out of file descriptors (the limit is {_soft(resource.RLIMIT_NOFILE)}, "
+                                 "ulimit -n)", fix="raise the limit (`ulimit -n 1024`) and run the command again")
+    if isinstance(exc, OSError) and exc.errno == errno.EFBIG:
+        return GraphsurgeryError(file_size_problem(), path=exc.filename, fix=file_size_fix())
+    return None
+
+
+def refuse_if_limited(exc: BaseException, what: str) -> None:
+    """Raise `limit_error`'s one line when a limit of the process explains `exc` (then it is neither the model's
+    fault nor a bug); else return, for the caller's own message."""
+    limited = limit_error(exc, what)
+    if limited is not None:
+        raise limited from None
+
+
+def file_size_limit() -> int | None:
+    """The largest file the process may write (`ulimit -f`), or None."""
+    return _soft(resource.RLIMIT_FSIZE)
+
+
+def file_size_problem() -> str:
+    limit = file_size_limit()
+    return (f"a file grew past the process's file size limit of {_size(limit)} (ulimit -f)" if limit is not None
+            else "a file grew past the largest size this file system takes")
+
+
+def file_size_fix() -> str:
+    return ("raise the limit (`ulimit -f unlimited`) and run the command again" if file_size_limit() is not None
+            else "choose a folder on another file system")
+
+
+def write_fix(exc: OSError, fix: str) -> str:
+    """`fix` for a failed write, unless the file size limit (`ulimit -f`) is what failed it: then raising that
+    ("free disk space" sent the user to a disk with gigabytes free)."""
+    return file_size_fix() if exc.errno == errno.EFBIG else fix
+
+
+def open_standard_streams() -> None:
+    """Standard input and error, when closed (`<&-`, `2>&-`), opened on /dev/null: the next file opened took their
+    descriptor, and C libraries' warnings written to descriptor 2 would land in it (with stderr closed `run` was an
+    internal error). Standard output is left as it is: the command refuses to run without it."""
+    for fd, name in ((0, "stdin"), (2, "stderr")):
+        try:
+            os.fstat(fd)
+        except OSError:
+            quiet = os.open(os.devnull, os.O_RDWR)
+            if quiet != fd:
+                os.dup2(quiet, fd)
+                os.close(quiet)
+        if getattr(sys, name) is None:  # Python found it closed at start
+            setattr(sys, name, open(fd, "r" if fd == 0 else "w", closefd=False, errors="backslashreplace"))
+
+
+def writable(stream) -> bool:
+    """Whether `stream` (standard output) can be written: not closed, and not open read-only (`1<&0`, where every
+    write failed with EBADF, an internal error). A stream without a descriptor (an embedding application's) can."""
+    import fcntl
+
+    if stream is None:
+        return False
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return True
+    try:
+        return (fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE) in (os.O_WRONLY, os.O_RDWR)
+    except OSError:
+        return False
+
+
+def _not_telemetry(record) -> bool:
+    return "openvino_telemetry" not in record.pathname
+
+
+def quiet_openvino_telemetry() -> None:
+    """OpenVINO's telemetry kept off stderr: with a HOME the user cannot write (a container, a read-only file
+    system) every conversion printed three to six "WARNING:root:Failed to create openvino_telemetry file" lines on
+    success. It logs through the root logger; its records are dropped there, nobody else's."""
+    import logging
+
+    root = logging.getLogger()
+    if _not_telemetry not in root.filters:
+        root.addFilter(_not_telemetry)

@@ -25,6 +25,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import onnx
 from google.protobuf.message import DecodeError
 from onnx.external_data_helper import ExternalDataInfo, uses_external_data
@@ -311,26 +312,29 @@ _MAC_OPS = {"MatMul", "Gemm", "MatMulInteger", "Conv", "ConvTranspose", "ConvInt
 
 
 def _check_constant_work(proto: onnx.ModelProto, path: Path) -> None:
-    """Refuse a main-graph MatMul, Gemm or convolution of constants whose multiply-adds exceed MAX_CONSTANT_MACS.
-    The shapes come from onnx's shape inference (with data propagation: a ConstantOfShape's shape may be computed),
-    run only when such a node exists: models whose heavy ops read an input pay nothing."""
+    """Refuse what the runtimes would compute from the main graph's constants while they load the model, before
+    any time limit can stop them: a MatMul, Gemm or convolution over MAX_CONSTANT_MACS multiply-adds, and an
+    integer Div that may divide the smallest integer by −1 (`_check_integer_division`). Shapes and types come from
+    onnx's shape inference (with data propagation: a ConstantOfShape's shape may be computed), run only when such a
+    node exists: models whose heavy ops and divisions read an input pay nothing."""
     graph = proto.graph
     fed = {value.name for value in graph.input} - {tensor.name for tensor in graph.initializer}
     for node in graph.node:  # topological order, as the checker requires
         if any(name in fed for name in node.input) or any(a.HasField("g") or a.graphs for a in node.attribute):
             fed.update(node.output)
-    heavy = [node for node in graph.node if node.op_type in _MAC_OPS and node.domain in ("", "ai.onnx")
-             and not any(name in fed for name in node.input)]
-    if not heavy:
+    folded = [node for node in graph.node if node.domain in ("", "ai.onnx") and not any(n in fed for n in node.input)]
+    heavy = [node for node in folded if node.op_type in _MAC_OPS]
+    divisions = [node for node in folded if node.op_type == "Div" and len(node.input) == 2]
+    if not heavy and not divisions:
         return
     try:
         inferred = onnx.shape_inference.infer_shapes(shapes_only(proto), data_prop=True)
     except (onnx.shape_inference.InferenceError, ValueError, RuntimeError):
         return  # the checker passed it; what inference cannot follow, the runtimes judge
+    values = [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]
     shapes = {value.name: [dim.dim_value if dim.HasField("dim_value") else None
                            for dim in value.type.tensor_type.shape.dim]
-              for value in (*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output)
-              if value.type.tensor_type.HasField("shape")}
+              for value in values if value.type.tensor_type.HasField("shape")}
     shapes |= {tensor.name: list(tensor.dims) for tensor in graph.initializer}
     for node in heavy:
         macs = _multiply_adds(node, shapes)
@@ -339,6 +343,49 @@ def _check_constant_work(proto: onnx.ModelProto, path: Path) -> None:
                              f"{MAX_CONSTANT_MACS:,}): the runtimes compute it while they load the model, for "
                              "minutes", path=path,
                              fix="re-export the model with that constant computed and stored as a weight")
+    types = {value.name: value.type.tensor_type.elem_type for value in values}
+    types |= {tensor.name: tensor.data_type for tensor in graph.initializer}
+    _check_integer_division(divisions, graph, types, path)
+
+
+#: Integer types whose division traps on x86 (idiv) for the smallest value by −1: SIGFPE, in ONNX Runtime (its
+#: Div kernel, also at run time) and in OpenVINO's constant folding; the others come widened or checked.
+_TRAPPING = {onnx.TensorProto.INT32: np.int32, onnx.TensorProto.INT64: np.int64}
+#: The largest constant read to look for −1 or the smallest integer in it
+MAX_DIVISION_BYTES = 1 << 20
+
+
+def _check_integer_division(divisions: list, graph: onnx.GraphProto, types: dict, path: Path) -> None:
+    """Refuse a main-graph int32/int64 Div of constants alone whose divisor may be −1 while its dividend may be the
+    smallest integer: ONNX Runtime folds it when it opens a session and OpenVINO while converting, and both died of
+    SIGFPE. Constants are read when they are plain ones (an initializer or a Constant node, up to 1 MB); a divisor
+    computed from constants is taken as possibly −1 (onnxsim or the exporter folds such divisions away)."""
+    constants = {tensor.name: tensor for tensor in graph.initializer}
+    constants |= {node.output[0]: attr.t for node in graph.node if node.op_type == "Constant"
+                  for attr in node.attribute if attr.name == "value" and attr.HasField("t")}
+
+    def read(name: str):
+        tensor = constants.get(name)
+        if tensor is None or uses_external_data(tensor) or tensor.ByteSize() > MAX_DIVISION_BYTES:
+            return None
+        return onnx.numpy_helper.to_array(tensor)
+
+    for node in divisions:
+        integer = _TRAPPING.get(types.get(node.input[0]) or types.get(node.input[1]))
+        if integer is None:
+            continue
+        dividend, divisor = read(node.input[0]), read(node.input[1])
+        if divisor is not None and not (divisor == -1).any():
+            continue
+        if divisor is not None and dividend is not None and not (dividend == np.iinfo(integer).min).any():
+            continue
+        said = ("divides the smallest integer by −1, both constants" if divisor is not None and dividend is not None
+                else "divides an integer computed from constants by −1" if divisor is not None
+                else "divides integer constants by a divisor computed from constants (it may be −1)")
+        raise ModelError(f"{node_named(node)} {said}: ONNX Runtime and OpenVINO compute it while they load the model, "
+                         "and the smallest integer divided by −1 kills the process (SIGFPE)", path=path,
+                         fix="re-export the model with that division folded (onnxsim), or negate (Neg) instead of "
+                             "dividing by −1")
 
 
 def _multiply_adds(node: onnx.NodeProto, shapes: dict) -> int | None:

@@ -258,3 +258,50 @@ def test_a_folder_held_too_long_is_one_line(tiny_pose_models, tmp_path, monkeypa
         result = invoke("apply", POSE, tiny_pose_models[(17, False)], "-o", tmp_path / "m.onnx")
     one_line_exit_2(result, "another command has been placing its outputs in this folder", "wait for it")
     assert list(tmp_path.iterdir()) == []
+
+
+# --- integer division the runtimes fold while loading: the smallest integer by −1 -----------------------------------
+
+def integer_division(dividend, divisor, *, dtype=np.int32) -> onnx.ModelProto:
+    """The pose model plus a Div of integer constants: `dividend`, and `divisor` (or None: 0 − 1, computed)."""
+    constants = [numpy_helper.from_array(np.array(dividend, dtype), "dividend")]
+    nodes = []
+    if divisor is None:
+        constants += [numpy_helper.from_array(np.array([0], dtype), "zero"),
+                      numpy_helper.from_array(np.array([1], dtype), "one")]
+        nodes.append(helper.make_node("Sub", ["zero", "one"], ["divisor"]))
+    else:
+        constants.append(numpy_helper.from_array(np.array(divisor, dtype), "divisor"))
+    nodes.append(helper.make_node("Div", ["dividend", "divisor"], ["quotient"], name="halve"))
+    return pose_with(nodes, "quotient", constants)
+
+
+SMALLEST32, SMALLEST64 = int(np.iinfo(np.int32).min), int(np.iinfo(np.int64).min)
+
+
+@pytest.mark.parametrize("model, needle", [
+    pytest.param(lambda: integer_division([SMALLEST32], [-1]), "divides the smallest integer by −1", id="int32"),
+    pytest.param(lambda: integer_division([5, SMALLEST64], [2, -1], dtype=np.int64),
+                 "divides the smallest integer by −1", id="int64"),
+    pytest.param(lambda: integer_division([SMALLEST32], None), "by a divisor computed from constants",
+                 id="computed-divisor"),
+])
+@pytest.mark.parametrize("command", ["convert", "verify"])
+def test_the_smallest_integer_divided_by_minus_one_is_refused(tmp_path, model, needle, command):
+    """ONNX Runtime (opening a session: verify, bench, run) and OpenVINO (convert) fold the division and died of
+    SIGFPE. Run in a child process: the code before the fix killed it."""
+    path = save(model(), tmp_path / "m.onnx")
+    args = {"convert": [path, "-o", tmp_path / "m.xml"], "verify": [POSE, path, "--random", 1]}[command]
+    done = subprocess.run([sys.executable, "-m", "graphsurgery", command, *map(str, args)], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 2, (done.returncode, done.stderr)
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Div node 'halve'" in lines[0] and needle in lines[0] and "SIGFPE" in lines[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+
+
+@pytest.mark.parametrize("dividend, divisor", [([SMALLEST32], [2]), ([7, -8], [-1, -1])])
+def test_integer_division_that_cannot_trap_converts(tmp_path, dividend, divisor):
+    path = save(integer_division(dividend, divisor), tmp_path / "m.onnx")
+    result = invoke("convert", path, "-o", tmp_path / "m.xml")
+    assert result.exit_code == 0, result.output

@@ -155,6 +155,10 @@ class Recipe(_Frozen):
     def _does_something(self):
         if self.input is None and self.output is None:
             raise ValueError("a recipe needs an `input` or an `output` section")
+        unpaired = misplaced_steps(self.input and self.input.steps, self.output and self.output.steps)
+        if unpaired is not None:  # a recipe built in Python (parse_recipe says it with the step's line)
+            at, message, fix = unpaired
+            raise ValueError(f"{dotted(at)}: {message} ({fix})")
         return self
 
     def canonical(self) -> dict:
@@ -188,6 +192,49 @@ class Recipe(_Frozen):
     @property
     def source(self) -> str:
         return self._source
+
+
+def flip_unpaired(input_steps, output_steps) -> tuple[YamlPath, str, str] | None:
+    """Where flip_test and flip_average do not pair up, with the message and the fix. flip_test doubles the crops
+    (N → 2N) and flip_average, first among the output steps, folds their heatmaps back into N: repeated, unpaired
+    or after a decoding step, 2N or 4N keypoints met N boxes (apply wrote the model, verify was an IndexError).
+    `None` for a side stands for a recipe without that section: the caller then mirrors or folds."""
+    tests = [i for i, step in enumerate(input_steps or ()) if getattr(step, "step_name", None) == "flip_test"]
+    averages = [i for i, step in enumerate(output_steps or ()) if getattr(step, "step_name", None) == "flip_average"]
+    if len(tests) > 1:
+        return (("input", "steps", tests[1], "flip_test"), "a second flip_test mirrors the crops again (4N)",
+                "keep one flip_test")
+    if len(averages) > 1:
+        return (("output", "steps", averages[1], "flip_average"), "a second flip_average folds the heatmaps again",
+                "keep one flip_average")
+    if averages and averages[0] != 0:
+        return (("output", "steps", averages[0], "flip_average"), "flip_average must come first among the output "
+                "steps: the steps before it decode the 2N heatmaps of the flip test", "move it to the top of "
+                "output.steps")
+    if input_steps is not None and output_steps is not None and len(tests) != len(averages):
+        if tests:
+            return (("input", "steps", tests[0], "flip_test"), "flip_test doubles the crops but no output step "
+                    "folds them back", "add `flip_average: {}` first among the output steps, or drop flip_test")
+        return (("output", "steps", averages[0], "flip_average"), "flip_average folds the flip test's mirrored "
+                "crops, but the input steps make none", "add `flip_test: {}` last among the input steps, or drop "
+                "flip_average")
+    return None
+
+
+def misplaced_steps(input_steps, output_steps) -> tuple[YamlPath, str, str] | None:
+    """Steps in an order they cannot work in (`flip_unpaired`), or `udp_refine` not right after `heatmap_argmax`:
+    it reads the argmax's integer cells, as mmpose's refine_keypoints_dark_udp does; after another refinement its
+    twin indexed past the heatmaps (IndexError in `verify`) or disagreed with the graph (a false FAIL)."""
+    unpaired = flip_unpaired(input_steps, output_steps)
+    if unpaired is not None:
+        return unpaired
+    names = [getattr(step, "step_name", None) for step in output_steps or ()]
+    for index, name in enumerate(names):
+        if name == "udp_refine" and (index == 0 or names[index - 1] != "heatmap_argmax"):
+            after = f"after {names[index - 1]}" if index else "first"
+            return (("output", "steps", index, name), f"udp_refine refines the integer cells heatmap_argmax finds; "
+                    f"it comes {after}", "put it right after `heatmap_argmax`, once, without another refinement")
+    return None
 
 
 # --- loading -------------------------------------------------------------------------------------------------
@@ -234,6 +281,10 @@ def parse_recipe(raw: bytes | str, source: str = "<string>") -> Recipe:
             fix="start from recipes/hrnet_coco_pose.yaml",
         )
     data = _parse_steps(data, lines, source)
+    unpaired = misplaced_steps(*(_parsed_steps(data, side) for side in ("input", "output")))
+    if unpaired is not None:
+        at, message, fix = unpaired
+        raise RecipeError(f"line {line_of(at, lines)}: {dotted(at)}: {message}", path=source, fix=fix)
     try:
         recipe = Recipe.model_validate(data)
     except ValidationError as exc:
@@ -265,6 +316,13 @@ def _parse_steps(data: dict, lines: dict[YamlPath, int], source: str) -> dict:
             parsed.append(_parse_step(item, path, known, other, side, lines, source))
         data[side] = {**section, "steps": parsed}
     return data
+
+
+def _parsed_steps(data: dict, side: str) -> list | tuple | None:
+    """A section's parsed steps (None: no such section, or one pydantic will refuse)."""
+    section = data.get(side)
+    steps = section.get("steps", ()) if isinstance(section, dict) else None
+    return steps if isinstance(steps, (list, tuple)) else None
 
 
 def _parse_step(item, path, known, other, side, lines, source) -> Step:

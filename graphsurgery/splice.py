@@ -197,12 +197,19 @@ def _splice_input(section: InputSection, proto, graph: gs.Graph, em: Emitter, pl
 
     if any(step.sets_batch for step in steps):
         _free_batch(graph, target, model_name)
+    # The model-side tensor takes an internal name before the new input takes its name: two tensors of one name
+    # made onnx-graphsurgeon print eight warning lines to standard output (crop_boxes with input.name unset).
+    target.name = em.unique(f"{target_name}")
     new_input = gs.Variable(section.name or target_name, dtype=np.dtype(section.tensor.dtype), shape=list(shape))
     spec = TensorSpec(section.tensor.dtype, section.tensor.layout, section.tensor.color, shape)
     x, extras, forward = new_input, {}, None
     for index, step in enumerate(steps):
         where = f"input.steps[{index}].{step.step_name}"
         for extra in step.extra_inputs():
+            if extra.name == new_input.name:
+                raise ModelError(f"{where} adds an input {extra.name!r}, the name of the patched input",
+                                 path=model_name, fix="set input.name to another name (this step's input name "
+                                                      "is fixed)")
             if extra.name not in extras:
                 extras[extra.name] = _add_input(graph, extra, where, model_name)
         try:
@@ -221,7 +228,6 @@ def _splice_input(section: InputSection, proto, graph: gs.Graph, em: Emitter, pl
         x = em.op("Identity", [x], dtype=x.dtype)
     producer = x.inputs[0]
     producer.outputs = [target]
-    target.name = em.unique(f"{target_name}")
     graph.inputs = [new_input if v is target else v for v in graph.inputs]
     if wants_geometry:
         extras[GEOMETRY] = _geometry(em.scoped("geometry"), new_input, section.tensor.layout, forward)

@@ -209,8 +209,6 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
             Path(patched) if patched is not None
             else apply(recipe, plain.path, Path(tmp) / "patched.onnx", upgrade_opset=upgrade_opset).output
         )
-        if int8 and patched is None:
-            patched_path = int8_verification.build_int8(patched_path, seed)
         image_input, extras = patched_inputs(patched_path, extra_input_names(recipe), others, recipe)
         batch = image_input.shape[0] if isinstance(image_input.shape[0], int) else 1
         if crops_boxes:  # whole images with person boxes: the graph cuts the crops
@@ -227,6 +225,9 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
                                     extras)
         other = other_inputs(plain.proto, others, batch, facts.input_shape[0] if facts.input_shape else None,
                              seed, plain.path)
+        if int8 and patched is None:  # after the samples: a missing image or a bad boxes file was refused only after
+            # the quantizing (NNCF's progress bars, then the error line)
+            patched_path = int8_verification.build_int8(patched_path, seed)
         report = VerifyReport(recipe.source, str(plain.path), str(patched) if patched else "(built from the recipe)",
                               samples.description, len(samples), backends, precision, samples.unit,
                               samples.sizes(tensor.layout))

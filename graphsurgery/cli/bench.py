@@ -15,7 +15,7 @@ from graphsurgery.chart import check_chart_path, write_chart
 from graphsurgery.cli.options import existing_file, output_file, threads_option, upgrade_opset_option
 from graphsurgery.cli.tables import print_table, shown
 from graphsurgery.errors import GraphsurgeryError
-from graphsurgery.safeio import refuse_overwriting, same_file, write_text_atomically
+from graphsurgery.safeio import check_report_path, refuse_overwriting, same_file, write_text_atomically
 
 
 @click.command("bench")
@@ -52,6 +52,8 @@ def bench_command(recipe: Path, model: Path, iterations: int, warmup: int, threa
     for written in (json_path, chart):  # checked before minutes of timing, not after
         if written is not None:
             refuse_overwriting(written, inputs)
+    if json_path is not None:
+        check_report_path(json_path, inputs)  # a missing folder or a folder was refused after the timing
     if chart is not None:
         check_chart_path(chart)
         if json_path is not None and same_file(chart, json_path):

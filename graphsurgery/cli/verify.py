@@ -26,7 +26,7 @@ from graphsurgery.cli.options import (
 from graphsurgery.cli.tables import print_table, shown
 from graphsurgery.errors import GraphsurgeryError
 from graphsurgery.runners import PRECISIONS
-from graphsurgery.safeio import refuse_overwriting, same_file, write_text_atomically
+from graphsurgery.safeio import check_report_path, same_file, write_text_atomically
 from graphsurgery.samples import MAX_RANDOM
 
 PARITY_FAILURE = 1
@@ -78,7 +78,7 @@ def verify_command(recipe: Path, plain: Path, patched: Path | None, images: Path
 
     inputs = _inputs(recipe, plain, patched, images, boxes, reference)
     if json_report is not None:
-        refuse_overwriting(json_report, inputs)  # before the work, not after it
+        check_report_path(json_report, inputs)  # before the work, not after it (a missing folder too)
     report = verify(recipe, plain, patched=patched, images=images, boxes=boxes, random=random_count,
                     backends=backends, precision=precision, tolerances=_tolerances(tolerances), seed=seed,
                     upgrade_opset=upgrade_opset, reference=reference, reference_pipeline=reference_pipeline)
@@ -107,6 +107,12 @@ def verify_command(recipe: Path, plain: Path, patched: Path | None, images: Path
     for pair in report.pairs:
         for result in pair.results:
             for detail in getattr(result, "details", [])[:DETAILS_SHOWN] if not (result or pair.informational) else []:
+                if isinstance(detail, dict):  # a detection on one side only (compare_detections): was AttributeError
+                    console.print(shown(
+                        f"  {pair.name}: {result.output}: image {detail['image']}: class {detail['class']}, score "
+                        f"{detail['score']:.4g}, box {_point(detail['box'])} only in the {detail['only_in']} "
+                        f"({'near tie' if detail['near_tie'] else 'mismatch'})"))
+                    continue
                 kind = detail.verdict
                 gap = f", reference values differ by {detail.gap:.3g}" if detail.gap is not None else ""
                 if detail.wobble is not None:
@@ -165,7 +171,7 @@ def eval_coco_command(recipe: Path, plain: Path, annotations: Path, images: Path
 
     inputs = _inputs(recipe, plain, patched, images, boxes, annotations)
     if json_report is not None:
-        refuse_overwriting(json_report, inputs)
+        check_report_path(json_report, inputs)
         results = results_files(results_dir, backends) if results_dir is not None else []
         if any(same_file(json_report, written) for written in results):  # the report replaced a results file
             raise GraphsurgeryError("--json names a COCO results file that --results writes", path=json_report,

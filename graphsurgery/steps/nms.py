@@ -98,7 +98,8 @@ class Nms(OutputStep):
         selected = em.op("NonMaxSuppression", [boxes, scores, em.const("per_class", [self.max_detections], i64),
                                                em.const("iou_threshold", [self.iou_threshold], f32),
                                                em.const("score_threshold", [self.score_threshold], f32)],
-                         {"center_point_box": 0}, dtype=i64, shape=["selected", 3])
+                         {"center_point_box": 0}, dtype=i64, shape=[None, 3])  # not a named dim: two nms steps
+        # shared it and ONNX Runtime planned one buffer for both selections ("Shape mismatch attempting to re-use")
         # the kept scores, scattered back to their (image, class, anchor); −inf elsewhere and at the threshold
         picked = em.op("GatherND", [scores, selected], dtype=f32)
         kept = em.op("Where", [em.op("Greater", [picked, threshold], dtype=np.bool_), picked,

@@ -55,6 +55,16 @@ def openvino_caveats(proto: onnx.ModelProto) -> list[str]:
     return caveats
 
 
+def all_nodes(proto: onnx.ModelProto):
+    """Every node: the graph's, its subgraphs' (If, Loop, Scan bodies) and the model's functions'."""
+    pending = [list(proto.graph.node), *(list(f.node) for f in proto.functions)]
+    while pending:
+        for node in pending.pop():
+            yield node
+            for attr in node.attribute:
+                pending += [list(g.node) for g in (*([attr.g] if attr.HasField("g") else ()), *attr.graphs)]
+
+
 def shapes_only(proto: onnx.ModelProto) -> onnx.ModelProto:
     """A copy of the model for shape inference: large initializers lose their data (weights are not shapes, and
     inference on HRNet-W32's 114 MB would serialise them all)."""

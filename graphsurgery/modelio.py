@@ -25,14 +25,14 @@ from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import onnx
 from google.protobuf.message import DecodeError
 from onnx.external_data_helper import ExternalDataInfo, uses_external_data
 
 from graphsurgery.errors import GraphsurgeryError, ModelError, check_flags, node_named
+from graphsurgery.folding import check_folding
 from graphsurgery.limits import write_fix
-from graphsurgery.model import shapes_only
+from graphsurgery.model import all_nodes
 from graphsurgery.safeio import (
     input_path,
     open_regular,
@@ -108,7 +108,7 @@ def load_model(path: str | Path) -> LoadedModel:
     _check_consistency(path, proto if inlined else None)
     if _identity(path) != read:
         raise _changed(path)
-    _check_constant_work(proto, path)
+    check_folding(proto, path)
     _unknown_dims_symbolic(proto)
     return LoadedModel(proto, path, data_files)
 
@@ -196,16 +196,6 @@ def _check_ir_for_opsets(proto: onnx.ModelProto, path: Path) -> None:
                          f"({imported[:200]}), which need IR version {needed}", path=path,
                          fix=f"re-export the model, or set its ir_version to {needed} (onnx.helper."
                              "find_min_ir_version_for gives it)")
-
-
-def all_nodes(proto: onnx.ModelProto):
-    """Every node: the graph's, its subgraphs' (If, Loop, Scan bodies) and the model's functions'."""
-    pending = [list(proto.graph.node), *(list(f.node) for f in proto.functions)]
-    while pending:
-        for node in pending.pop():
-            yield node
-            for attr in node.attribute:
-                pending += [list(g.node) for g in (*([attr.g] if attr.HasField("g") else ()), *attr.graphs)]
 
 
 def _check_domains(proto: onnx.ModelProto, path: Path) -> None:
@@ -298,113 +288,6 @@ def _check_loop(node: onnx.NodeProto, constants: dict, path: Path) -> None:
         raise ModelError(f"{node_named(node)} has no trip count and a condition its body never turns "
                          "false: it never ends", path=path,
                          fix="re-export the model with a trip count, or a condition the loop's body computes")
-
-
-#: Multiply-adds a model may ask of ops whose inputs are all constants. The runtimes compute them while they load
-#: the model (OpenVINO folds them in `convert`, ONNX Runtime when it opens a session), before anything can be
-#: interrupted by a time limit: a MatMul of two 30,000² ConstantOfShape ran for many minutes. Measured on the Xeon:
-#: 4000³ = 6.4 × 10^10 took OpenVINO 13 s to fold and ONNX Runtime 1.3 s; 2000³ = 8 × 10^9 took 1.6 s and 0.2 s.
-MAX_CONSTANT_MACS = 2 * 10**10
-
-#: Ops whose work grows faster than their tensors (elementwise ops on huge constants are bounded by the memory).
-_MAC_OPS = {"MatMul", "Gemm", "MatMulInteger", "Conv", "ConvTranspose", "ConvInteger", "QLinearConv",
-            "QLinearMatMul"}
-
-
-def _check_constant_work(proto: onnx.ModelProto, path: Path) -> None:
-    """Refuse what the runtimes would compute from the main graph's constants while they load the model, before
-    any time limit can stop them: a MatMul, Gemm or convolution over MAX_CONSTANT_MACS multiply-adds, and an
-    integer Div that may divide the smallest integer by −1 (`_check_integer_division`). Shapes and types come from
-    onnx's shape inference (with data propagation: a ConstantOfShape's shape may be computed), run only when such a
-    node exists: models whose heavy ops and divisions read an input pay nothing."""
-    graph = proto.graph
-    fed = {value.name for value in graph.input} - {tensor.name for tensor in graph.initializer}
-    for node in graph.node:  # topological order, as the checker requires
-        if any(name in fed for name in node.input) or any(a.HasField("g") or a.graphs for a in node.attribute):
-            fed.update(node.output)
-    folded = [node for node in graph.node if node.domain in ("", "ai.onnx") and not any(n in fed for n in node.input)]
-    heavy = [node for node in folded if node.op_type in _MAC_OPS]
-    divisions = [node for node in folded if node.op_type == "Div" and len(node.input) == 2]
-    if not heavy and not divisions:
-        return
-    try:
-        inferred = onnx.shape_inference.infer_shapes(shapes_only(proto), data_prop=True)
-    except (onnx.shape_inference.InferenceError, ValueError, RuntimeError):
-        return  # the checker passed it; what inference cannot follow, the runtimes judge
-    values = [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]
-    shapes = {value.name: [dim.dim_value if dim.HasField("dim_value") else None
-                           for dim in value.type.tensor_type.shape.dim]
-              for value in values if value.type.tensor_type.HasField("shape")}
-    shapes |= {tensor.name: list(tensor.dims) for tensor in graph.initializer}
-    for node in heavy:
-        macs = _multiply_adds(node, shapes)
-        if macs is not None and macs > MAX_CONSTANT_MACS:
-            raise ModelError(f"{node_named(node)} multiplies constants only, {macs:,.0f} multiply-adds (at most "
-                             f"{MAX_CONSTANT_MACS:,}): the runtimes compute it while they load the model, for "
-                             "minutes", path=path,
-                             fix="re-export the model with that constant computed and stored as a weight")
-    types = {value.name: value.type.tensor_type.elem_type for value in values}
-    types |= {tensor.name: tensor.data_type for tensor in graph.initializer}
-    _check_integer_division(divisions, graph, types, path)
-
-
-#: Integer types whose division traps on x86 (idiv) for the smallest value by −1: SIGFPE, in ONNX Runtime (its
-#: Div kernel, also at run time) and in OpenVINO's constant folding; the others come widened or checked.
-_TRAPPING = {onnx.TensorProto.INT32: np.int32, onnx.TensorProto.INT64: np.int64}
-#: The largest constant read to look for −1 or the smallest integer in it
-MAX_DIVISION_BYTES = 1 << 20
-
-
-def _check_integer_division(divisions: list, graph: onnx.GraphProto, types: dict, path: Path) -> None:
-    """Refuse a main-graph int32/int64 Div of constants alone whose divisor may be −1 while its dividend may be the
-    smallest integer: ONNX Runtime folds it when it opens a session and OpenVINO while converting, and both died of
-    SIGFPE. Constants are read when they are plain ones (an initializer or a Constant node, up to 1 MB); a divisor
-    computed from constants is taken as possibly −1 (onnxsim or the exporter folds such divisions away)."""
-    constants = {tensor.name: tensor for tensor in graph.initializer}
-    constants |= {node.output[0]: attr.t for node in graph.node if node.op_type == "Constant"
-                  for attr in node.attribute if attr.name == "value" and attr.HasField("t")}
-
-    def read(name: str):
-        tensor = constants.get(name)
-        if tensor is None or uses_external_data(tensor) or tensor.ByteSize() > MAX_DIVISION_BYTES:
-            return None
-        return onnx.numpy_helper.to_array(tensor)
-
-    for node in divisions:
-        integer = _TRAPPING.get(types.get(node.input[0]) or types.get(node.input[1]))
-        if integer is None:
-            continue
-        dividend, divisor = read(node.input[0]), read(node.input[1])
-        if divisor is not None and not (divisor == -1).any():
-            continue
-        if divisor is not None and dividend is not None and not (dividend == np.iinfo(integer).min).any():
-            continue
-        said = ("divides the smallest integer by −1, both constants" if divisor is not None and dividend is not None
-                else "divides an integer computed from constants by −1" if divisor is not None
-                else "divides integer constants by a divisor computed from constants (it may be −1)")
-        raise ModelError(f"{node_named(node)} {said}: ONNX Runtime and OpenVINO compute it while they load the model, "
-                         "and the smallest integer divided by −1 kills the process (SIGFPE)", path=path,
-                         fix="re-export the model with that division folded (onnxsim), or negate (Neg) instead of "
-                             "dividing by −1")
-
-
-def _multiply_adds(node: onnx.NodeProto, shapes: dict) -> int | None:
-    """The multiply-adds of a MatMul/Gemm (output elements × the shared dim) or a convolution (output elements ×
-    input channels per group × kernel elements; transposed: input elements × output channels per group × kernel
-    elements), from known dims; None where a dim is unknown."""
-    first = shapes.get(node.input[0]) if node.input else None
-    out = shapes.get(node.output[0]) if node.output else None
-    if not first or not out or None in first or None in out:
-        return None
-    if "Conv" in node.op_type:
-        weights = shapes.get(node.input[3 if node.op_type == "QLinearConv" else 1])
-        if not weights or None in weights:
-            return None
-        if node.op_type == "ConvTranspose":  # each input element spreads over its output channels' kernels
-            return math.prod(first) * weights[1] * math.prod(weights[2:])
-        return math.prod(out) * weights[1] * math.prod(weights[2:])
-    transposed = node.op_type == "Gemm" and any(a.name == "transA" and a.i for a in node.attribute)
-    return math.prod(out) * first[0 if transposed else -1]
 
 
 def _scalar(tensor: onnx.TensorProto | None):

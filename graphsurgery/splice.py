@@ -28,13 +28,13 @@ from graphsurgery.errors import ModelError, listed, node_named
 from graphsurgery.model import (
     PROVENANCE_KEY,
     ModelFacts,
+    all_nodes,
     model_opset,
     openvino_caveats,
     provenance,
     real_inputs,
     shapes_only,
 )
-from graphsurgery.modelio import all_nodes
 from graphsurgery.recipe import InputSection, OutputSection, Recipe
 from graphsurgery.steps.base import GEOMETRY, Dim, ExtraInput, StepError, TensorSpec, hw_axes
 

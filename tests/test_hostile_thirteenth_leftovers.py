@@ -22,7 +22,8 @@ from onnx import helper, numpy_helper
 
 from clikit import invoke, one_line_exit_2
 from graphsurgery import safeio
-from graphsurgery.modelio import MAX_CONSTANT_MACS, MAX_SUBGRAPH_DEPTH
+from graphsurgery.folding import MAX_CONSTANT_MACS
+from graphsurgery.modelio import MAX_SUBGRAPH_DEPTH
 from graphsurgery.safeio import OWNER
 from test_hostile_thirteenth import loop_model, nested_ifs, pose_with, save
 

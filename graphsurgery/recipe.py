@@ -198,7 +198,8 @@ def flip_unpaired(input_steps, output_steps) -> tuple[YamlPath, str, str] | None
     """Where flip_test and flip_average do not pair up, with the message and the fix. flip_test doubles the crops
     (N → 2N) and flip_average, first among the output steps, folds their heatmaps back into N: repeated, unpaired
     or after a decoding step, 2N or 4N keypoints met N boxes (apply wrote the model, verify was an IndexError).
-    `None` for a side stands for a recipe without that section: the caller then mirrors or folds."""
+    `None` for a side stands for a recipe without that section: the caller then mirrors or folds; so does a caller
+    that feeds its own crops, mirrored ones after the originals, to input steps that cut none (no `crop_boxes`)."""
     tests = [i for i, step in enumerate(input_steps or ()) if getattr(step, "step_name", None) == "flip_test"]
     averages = [i for i, step in enumerate(output_steps or ()) if getattr(step, "step_name", None) == "flip_average"]
     if len(tests) > 1:
@@ -215,9 +216,10 @@ def flip_unpaired(input_steps, output_steps) -> tuple[YamlPath, str, str] | None
         if tests:
             return (("input", "steps", tests[0], "flip_test"), "flip_test doubles the crops but no output step "
                     "folds them back", "add `flip_average: {}` first among the output steps, or drop flip_test")
-        return (("output", "steps", averages[0], "flip_average"), "flip_average folds the flip test's mirrored "
-                "crops, but the input steps make none", "add `flip_test: {}` last among the input steps, or drop "
-                "flip_average")
+        if any(getattr(step, "sets_batch", False) for step in input_steps):  # the graph cuts the crops itself
+            return (("output", "steps", averages[0], "flip_average"), "flip_average folds the flip test's mirrored "
+                    "crops, but the input steps cut the crops and mirror none", "add `flip_test: {}` last among the "
+                    "input steps, or drop flip_average")
     return None
 
 

@@ -465,3 +465,13 @@ def test_api_flags_are_bools_not_truthy_text(plain, tmp_path, call):
     with pytest.raises(TypeError, match=r"must be True or False, not str 'no'"):
         calls[call]()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_eval_coco_writes_its_report_into_the_results_folder_it_makes(coco, tmp_path):
+    """The report's folder is checked up front (`--json missing/r.json` printed the report, then the error), but a
+    report inside the results folder the command makes is no missing folder."""
+    annotations, images, detector = coco
+    result = invoke("eval-coco", CROP, detector, "--ann", annotations, "--images", images, "--backends",
+                    "onnxruntime", "--results", tmp_path / "res", "--json", tmp_path / "res" / "report.json")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "res" / "report.json").is_file() and (tmp_path / "res" / "unpatched-onnxruntime.json").is_file()

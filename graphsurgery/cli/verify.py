@@ -26,7 +26,7 @@ from graphsurgery.cli.options import (
 from graphsurgery.cli.tables import print_table, shown
 from graphsurgery.errors import GraphsurgeryError
 from graphsurgery.runners import PRECISIONS
-from graphsurgery.safeio import check_report_path, same_file, write_text_atomically
+from graphsurgery.safeio import check_report_path, refuse_overwriting, same_file, write_text_atomically
 from graphsurgery.samples import MAX_RANDOM
 
 PARITY_FAILURE = 1
@@ -171,11 +171,14 @@ def eval_coco_command(recipe: Path, plain: Path, annotations: Path, images: Path
 
     inputs = _inputs(recipe, plain, patched, images, boxes, annotations)
     if json_report is not None:
-        check_report_path(json_report, inputs)
         results = results_files(results_dir, backends) if results_dir is not None else []
         if any(same_file(json_report, written) for written in results):  # the report replaced a results file
             raise GraphsurgeryError("--json names a COCO results file that --results writes", path=json_report,
                                     fix="give the report another name or folder")
+        if results_dir is not None and json_report.parent.resolve() == results_dir.resolve():
+            refuse_overwriting(json_report, inputs)  # in the results folder, which the command makes
+        else:
+            check_report_path(json_report, inputs)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=Console(stderr=True), transient=True) as progress:
         tasks: dict[str, int] = {}

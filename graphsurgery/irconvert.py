@@ -29,7 +29,7 @@ from graphsurgery.limits import (
     file_size_fix,
     file_size_limit,
     file_size_problem,
-    quiet_openvino_telemetry,
+    openvino_telemetry_off,
     refuse_if_limited,
     write_fix,
 )
@@ -304,7 +304,7 @@ OUT_OF_MEMORY = ("runtime/allocator.cpp", "std::bad_alloc")
 def _convert(model_path: Path, proto: onnx.ModelProto):
     import openvino as ov
 
-    quiet_openvino_telemetry()
+    openvino_telemetry_off()
     try:
         return ov.convert_model(str(model_path))
     except Exception as exc:  # OpenVINO raises OpConversionFailure / RuntimeError with multi-line reports

@@ -165,9 +165,9 @@ def quantize(model, calibration: Calibration, control: AccuracyControl | None = 
     import nncf
     import openvino as ov
 
-    from graphsurgery.limits import quiet_openvino_telemetry
+    from graphsurgery.limits import openvino_telemetry_off
 
-    quiet_openvino_telemetry()  # an unwritable HOME: its warnings on success
+    openvino_telemetry_off()  # an unwritable HOME: its warnings on success
     nncf.set_log_level(logging.WARNING)  # its INFO lines list every ignored node
     dataset = nncf.Dataset(calibration.feeds)
     common = {"subset_size": len(calibration.feeds),

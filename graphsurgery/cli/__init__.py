@@ -35,7 +35,7 @@ from graphsurgery.limits import (
     ensure_open_files,
     limit_error,
     open_standard_streams,
-    quiet_openvino_telemetry,
+    openvino_telemetry_off,
     writable,
 )
 from graphsurgery.safeio import PATH_ERRORS
@@ -65,7 +65,7 @@ class _Group(click.Group):
             cpu_previous = signal.signal(signal.SIGXCPU, cpu_time_limit)
         try:
             ensure_open_files()  # too few: OpenVINO failed halfway, blaming the model
-            quiet_openvino_telemetry()  # before openvino is imported: it warns from its import on in an unwritable HOME
+            openvino_telemetry_off()  # before openvino is imported: it warns from its import on in an unwritable HOME
             return super().invoke(ctx)
         except KeyboardInterrupt:
             self._end("interrupted", INTERRUPTED)

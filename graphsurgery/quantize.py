@@ -370,14 +370,7 @@ def _ir_info(model: Path, *keys: tuple[str, str]) -> list[str | None]:
     """The values graphsurgery stored under `keys` in an IR's rt_info (None where absent, or for an ONNX model)."""
     if model.suffix.lower() != ".xml":
         return [None] * len(keys)
-    import openvino as ov
+    from graphsurgery.runners import read_ir
 
-    from graphsurgery.runners import _first_line, check_ir_files
-
-    check_ir_files(model)  # `verify --precision int8 --patched` read it first: rt_info nested deep was SIGSEGV
-    try:
-        ir = ov.Core().read_model(str(model))
-    except Exception as exc:  # an IR version OpenVINO does not read, a Const past the .bin: internal errors
-        raise GraphsurgeryError(f"OpenVINO cannot read the IR: {_first_line(exc)}", path=model,
-                                fix="convert the model again with `graphsurgery convert`") from None
+    ir = read_ir(model)  # checked first: `verify --precision int8 --patched` read it unchecked (SIGSEGV)
     return [ir.get_rt_info(list(key)).astype(str) if ir.has_rt_info(list(key)) else None for key in keys]

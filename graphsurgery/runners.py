@@ -286,18 +286,26 @@ def model_signature(model: str | Path) -> ModelSignature:
                           tuple(port(v) for v in proto.graph.output), "FP16" if half else "FP32")
 
 
+def read_ir(model: Path):
+    """The IR as OpenVINO reads it (an ov.Model), once its files pass `check_ir_files`; OpenVINO's refusal (an IR
+    version it does not read, a Const past the .bin) in one line."""
+    import openvino as ov
+
+    check_ir_files(model)
+    try:
+        return ov.Core().read_model(str(model))
+    except Exception as exc:  # OpenVINO raises RuntimeError with multi-line reports
+        refuse_if_limited(exc, "OpenVINO")
+        raise GraphsurgeryError(f"OpenVINO cannot read the IR: {_first_line(exc)}", path=model,
+                                fix="convert the model again with `graphsurgery convert`") from None
+
+
 def _ir_signature(model: Path) -> ModelSignature:
     import openvino as ov
 
     from graphsurgery.irconvert import WEIGHTS_KEY
 
-    check_ir_files(model)
-    try:
-        ir = ov.Core().read_model(str(model))
-    except Exception as exc:  # OpenVINO raises RuntimeError with multi-line reports
-        refuse_if_limited(exc, "OpenVINO")
-        raise GraphsurgeryError(f"OpenVINO cannot read the IR: {_first_line(exc)}", path=model,
-                                fix="convert the model again with `graphsurgery convert`") from None
+    ir = read_ir(model)
 
     def port(output) -> Port:
         return Port(output.get_any_name(), output.get_element_type().to_dtype().name,

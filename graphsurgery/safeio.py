@@ -470,8 +470,7 @@ def write_atomically(path: Path, write: Callable[[BinaryIO], object], what: str 
 
     def unwritable(exc: OSError, out: Path) -> GraphsurgeryError:
         return GraphsurgeryError(f"cannot write {what} ({exc.strerror or exc})", path=out,
-                                 fix=folder_fix(exc) if exc.errno == errno.EFBIG
-                                 else "choose a writable path (the folder must exist)")
+                                 fix=write_fix(exc, "choose a writable path (the folder must exist)"))
 
     try:
         with scratch_folder(path.parent, f".{path.name[:200]}.", path, unwritable) as staging:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import onnx
 
-from graphsurgery.errors import GraphsurgeryError, ModelError, check_flags, listed, whole
+from graphsurgery.errors import GraphsurgeryError, ModelError, check_flags, listed, printable, whole
 from graphsurgery.irchecks import WEIGHTS_BYTES_KEY, WEIGHTS_SHA256_KEY, weights_digest
 from graphsurgery.limits import (
     file_size_fix,
@@ -37,6 +37,7 @@ from graphsurgery.model import openvino_caveats, real_inputs
 from graphsurgery.modelio import check_output_path, load_model, model_files, staging_folder
 from graphsurgery.quantize import AccuracyControl
 from graphsurgery.safeio import input_path, output_path, placing, refuse_overwriting
+from graphsurgery.supervisor import doing
 
 WEIGHTS_KEY = ("graphsurgery", "weights")
 SOURCE_KEY = ("graphsurgery", "source")
@@ -306,7 +307,8 @@ def _convert(model_path: Path, proto: onnx.ModelProto):
 
     openvino_telemetry_off()
     try:
-        return ov.convert_model(str(model_path))
+        with doing(f"OpenVINO was converting {printable(model_path)}"):
+            return ov.convert_model(str(model_path))
     except Exception as exc:  # OpenVINO raises OpConversionFailure / RuntimeError with multi-line reports
         refuse_if_limited(exc, "OpenVINO")  # `ulimit -v`: not "too large for this machine", nor the model's fault
         if any(sign in str(exc) for sign in OUT_OF_MEMORY):  # it named only its allocator's source line
@@ -428,7 +430,8 @@ def _save(model, out_xml: Path, out_bin: Path, fp16: bool) -> None:
             staged = staging / out_xml.name
             model.set_rt_info(UNSIGNED, list(WEIGHTS_SHA256_KEY))
             model.set_rt_info(UNSIZED, list(WEIGHTS_BYTES_KEY))
-            ov.save_model(model, str(staged), compress_to_fp16=fp16)
+            with doing(f"OpenVINO was writing {printable(out_xml)}"):
+                ov.save_model(model, str(staged), compress_to_fp16=fp16)
             _sign(staged)
             with placing(out_xml.parent):  # a Ctrl-C between the two left a new .bin beside the old .xml
                 os.replace(staged.with_suffix(".bin"), out_bin)

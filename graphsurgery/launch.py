@@ -59,6 +59,9 @@ def main() -> None:
     for number in handlers:
         if signal.getsignal(number) is not signal.SIG_IGN:  # SIGINT ignored (a background job of a script) stays so
             signal.signal(number, _quit_now)
+    from graphsurgery.supervisor import supervise
+
+    supervise(CPU_LIMIT_LINE)  # from here on, the child: a death by signal in native code is a line from the parent
     try:
         from graphsurgery.cli import main as cli_main
 

@@ -29,7 +29,7 @@ import onnx
 from google.protobuf.message import DecodeError
 from onnx.external_data_helper import ExternalDataInfo, uses_external_data
 
-from graphsurgery.errors import GraphsurgeryError, ModelError, check_flags, node_named
+from graphsurgery.errors import GraphsurgeryError, ModelError, check_flags, node_named, printable
 from graphsurgery.folding import check_folding
 from graphsurgery.limits import write_fix
 from graphsurgery.model import all_nodes
@@ -43,6 +43,7 @@ from graphsurgery.safeio import (
     utf8_path,
 )
 from graphsurgery.sparsecopy import copy_range
+from graphsurgery.supervisor import doing
 
 PROTOBUF_LIMIT = 2**31 - 1
 #: Op domains besides onnx's own that the runtimes implement (onnxruntime's contrib ops; OpenVINO reads many).
@@ -66,6 +67,11 @@ class LoadedModel:
 def load_model(path: str | Path) -> LoadedModel:
     """Read an ONNX model without following external data; validate every reference it makes."""
     path = utf8_path(input_path(path, "model file"), "model")
+    with doing(f"onnx was reading and checking {printable(path)}"):  # protobuf, the checker: native code
+        return _read_and_check(path)
+
+
+def _read_and_check(path: Path) -> LoadedModel:
     if not path.exists():
         raise ModelError("no such model file", path=path, fix="check the path")
     if path.is_dir():

@@ -17,9 +17,10 @@ from typing import NoReturn
 
 import numpy as np
 
-from graphsurgery.errors import ArgumentError, GraphsurgeryError, whole
+from graphsurgery.errors import ArgumentError, GraphsurgeryError, printable, whole
 from graphsurgery.limits import refuse_if_limited
 from graphsurgery.safeio import input_path, present
+from graphsurgery.supervisor import doing
 
 BACKENDS = ("onnxruntime", "openvino")
 PRECISIONS = ("f32", "bf16", "f16")
@@ -110,11 +111,13 @@ def _onnxruntime(model: Path, threads: int | None, spin: bool = True) -> Run:
         options.inter_op_num_threads = 1
     try:
         try:
-            session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+            with doing(f"ONNX Runtime was loading {printable(model)}"):
+                session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
         except Exception as exc:
             if "from external tensors" not in str(exc):
                 raise
-            session = _small_tensors_inline(ort, model, options)
+            with doing(f"ONNX Runtime was loading {printable(model)}"):
+                session = _small_tensors_inline(ort, model, options)
     except Exception as exc:  # onnxruntime raises its own untyped exceptions
         refuse_if_limited(exc, "onnxruntime")  # `ulimit -v`: not the model's fault
         raise GraphsurgeryError(f"onnxruntime cannot load the model: {_first_line(exc)}", path=model,
@@ -123,7 +126,8 @@ def _onnxruntime(model: Path, threads: int | None, spin: bool = True) -> Run:
 
     def run(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         try:
-            return dict(zip(names, session.run(names, feeds)))
+            with doing(f"ONNX Runtime was running {printable(model)}"):
+                return dict(zip(names, session.run(names, feeds)))
         except MemoryError:
             raise
         except Exception as exc:  # onnxruntime's untyped exceptions: the model's fault, or a bug (see _failed_run)
@@ -202,7 +206,8 @@ def compile_openvino(model: str | Path, precision: str = "f32", threads: int | N
     if Path(model).suffix.lower() == ".xml":  # checked once per process: most callers read its signature first
         check_ir_files(Path(model))
     try:
-        return ov.Core().compile_model(str(model), "CPU", config)
+        with doing(f"OpenVINO was compiling {printable(model)}"):
+            return ov.Core().compile_model(str(model), "CPU", config)
     except Exception as exc:  # OpenVINO raises RuntimeError with multi-line reports
         refuse_if_limited(exc, "OpenVINO")  # `ulimit -v`: "Cannot load library … failed to map segment", not the model
         raise GraphsurgeryError(f"OpenVINO cannot compile the model: {_first_line(exc)}", path=model,
@@ -216,7 +221,8 @@ def _openvino(model: Path, precision: str, threads: int | None) -> Runner:
 
     def run(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         try:
-            result = request.infer(feeds)
+            with doing(f"OpenVINO was running {printable(model)}"):
+                result = request.infer(feeds)
         except RuntimeError as exc:
             _failed_run(exc, "OpenVINO", model, feeds)
         return {name: np.array(result[output]) for name, output in zip(names, compiled.outputs)}
@@ -249,11 +255,13 @@ def open_stream(backend: str, model: str | Path, *, precision: str = "f32", thre
         emitted, feed = 0, {}
         try:
             for index, feed in enumerate(feeds):
-                queue.start_async(feed, index)  # blocks while every request is busy
+                with doing(f"OpenVINO was running {printable(model)}"):
+                    queue.start_async(feed, index)  # blocks while every request is busy
                 while emitted in done:
                     yield done.pop(emitted)
                     emitted += 1
-            queue.wait_all()
+            with doing(f"OpenVINO was running {printable(model)}"):
+                queue.wait_all()
         except RuntimeError as exc:  # a request that failed is reported by the next call on the queue
             _failed_run(exc, "OpenVINO", model, feed)
         while emitted in done:
@@ -293,7 +301,8 @@ def read_ir(model: Path):
 
     check_ir_files(model)
     try:
-        return ov.Core().read_model(str(model))
+        with doing(f"OpenVINO was reading {printable(model)}"):
+            return ov.Core().read_model(str(model))
     except Exception as exc:  # OpenVINO raises RuntimeError with multi-line reports
         refuse_if_limited(exc, "OpenVINO")
         raise GraphsurgeryError(f"OpenVINO cannot read the IR: {_first_line(exc)}", path=model,

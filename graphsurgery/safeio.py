@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
+from graphsurgery import supervisor
 from graphsurgery.errors import ArgumentError, GraphsurgeryError, printable
 from graphsurgery.limits import write_fix
 
@@ -62,7 +63,8 @@ def scratch_folder(parent: Path, prefix: str, out: Path,
         except OSError as exc:  # a full disk: the error names no file, and the CLI took it for standard output's
             raise uncreatable(exc, out) from None
         try:
-            yield staging
+            with supervisor.scratch(staging):  # removed by the parent process if a crash kills this one
+                yield staging
         except OSError:
             if not staging.is_dir():  # deleted under the command (its output folder removed or replaced mid-run)
                 raise GraphsurgeryError(f"the scratch folder {staging.name} was removed while the command ran (the "
@@ -227,13 +229,20 @@ def _remove_stale(parent: Path, prefix: str) -> None:
 
 
 def _alive(pid: int) -> bool:
+    """Whether process `pid` runs. A zombie is dead: a command killed together with the process that watched it
+    (graphsurgery.supervisor) waits as one until an init reaps it, and a container's init may never do so."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # another user's live process
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat_file:
+            state = stat_file.read().rsplit(b")", 1)[1].split()[0]  # after the command name, which may hold ") "
+    except (OSError, IndexError):  # no /proc: alive, as os.kill said
+        return True
+    return state not in (b"Z", b"X")
 
 
 def read_small_file(path: Path, limit: int, what: str, error: type[GraphsurgeryError] = GraphsurgeryError) -> bytes:

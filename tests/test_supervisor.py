@@ -1,0 +1,154 @@
+"""The command runs in a child process watched by a light parent (graphsurgery.supervisor): a kernel of ONNX Runtime
+or OpenVINO that dies by a signal on a value the model computes from its input (no check before the run can see
+it) was a death by SIGFPE with no line and scratch folders left in $TMPDIR; now one line naming the runtime and the
+model, exit 2, nothing left. Kills of either process are tested too."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from test_hostile_thirteenth import pose_with, save
+
+from conftest import RECIPES
+
+POSE = RECIPES / "hrnet_coco_pose.yaml"
+OWNER = ".graphsurgery-owner"
+
+
+def const(name, value, dtype=np.float32):
+    return numpy_helper.from_array(np.array(value, dtype), name)
+
+
+def zero_from_the_input(dtype) -> list:
+    """Nodes making `zi`, a zero of `dtype` computed from the input image: no static check can read it."""
+    return [helper.make_node("ReduceMin", ["input"], ["m"], keepdims=0),
+            helper.make_node("Mul", ["m", "zero"], ["z"]),
+            helper.make_node("Cast", ["z"], ["zi"], to=dtype)]
+
+
+def smallest_divided_by_minus_one():
+    """INT_MIN / -1 at run time: SIGFPE in ONNX Runtime's Div (OpenVINO saturates)."""
+    nodes = [*zero_from_the_input(TensorProto.INT32), helper.make_node("Add", ["zi", "smallest"], ["a"]),
+             helper.make_node("Add", ["zi", "minus1"], ["b"]), helper.make_node("Div", ["a", "b"], ["bomb"])]
+    return pose_with(nodes, "bomb", [const("zero", 0.0), const("smallest", np.iinfo(np.int32).min, np.int32),
+                                     const("minus1", -1, np.int32)])
+
+
+def range_of_step_zero():
+    """A Range whose step is 0 at run time: SIGFPE in OpenVINO (ONNX Runtime refuses it in an exception)."""
+    nodes = [*zero_from_the_input(TensorProto.INT64), helper.make_node("Add", ["zi", "five"], ["limit"]),
+             helper.make_node("Range", ["zi", "limit", "zi"], ["bomb"])]
+    return pose_with(nodes, "bomb", [const("zero", 0.0), const("five", 5, np.int64)])
+
+
+def command(*args) -> list[str]:
+    return [sys.executable, "-m", "graphsurgery", *map(str, args)]
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def temporary(tmp_path):
+    folder = tmp_path / "tmp"
+    folder.mkdir()
+    return folder
+
+
+@pytest.mark.parametrize("build, backend, runtime", [
+    (smallest_divided_by_minus_one, "onnxruntime", "ONNX Runtime"),
+    (range_of_step_zero, "openvino", "OpenVINO"),
+])
+def test_a_runtime_dying_on_a_value_computed_at_run_time_is_one_line(tmp_path, temporary, build, backend, runtime):
+    model = save(build(), tmp_path / "bomb.onnx")
+    before = digest(model)
+    done = subprocess.run(command("verify", POSE, model, "--random", 1, "--backends", backend), capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "TMPDIR": str(temporary)})
+    lines = done.stderr.splitlines()
+    assert done.returncode == 2 and len(lines) == 1, (done.returncode, done.stderr)
+    for needle in ("crashed in native code (SIGFPE", f"while {runtime} was running", "bomb.onnx", "fix:"):
+        assert needle in lines[0], lines[0]
+    assert "Traceback" not in done.stderr and "internal error" not in done.stderr
+    assert digest(model) == before
+    assert list(temporary.iterdir()) == []  # the scratch folder of the dead process was removed by its parent
+
+
+def started_verify(plain, temporary) -> tuple[subprocess.Popen, int, Path]:
+    """`verify` running in a process group of its own, once its scratch folder holds the patched model: the
+    process, its worker's ID, the folder."""
+    process = subprocess.Popen(command("verify", POSE, plain, "--random", 32), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True, env={**os.environ, "TMPDIR": str(temporary)},
+                               start_new_session=True)
+    deadline = time.monotonic() + 60
+    while not list(temporary.glob("graphsurgery-verify-*/patched.onnx")):
+        assert process.poll() is None and time.monotonic() < deadline, "verify ended before it could be killed"
+        time.sleep(0.01)
+    (folder,) = temporary.glob("graphsurgery-verify-*")
+    return process, int((folder / OWNER).read_text()), folder
+
+
+def gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rsplit(b")", 1)[1].split()[0] == b"Z"  # reaped by nobody yet: dead all the same
+    except FileNotFoundError:
+        return True
+
+
+def test_a_worker_killed_is_one_line_and_leaves_nothing(tiny_pose_models, temporary):
+    """The out-of-memory killer, or `kill -9` of the worker: it died without a line (exit -9) and its folder stayed."""
+    process, worker, folder = started_verify(tiny_pose_models[(17, False)], temporary)
+    assert worker != process.pid
+    os.kill(worker, signal.SIGKILL)
+    _, stderr = process.communicate(timeout=60)
+    lines = stderr.splitlines()
+    assert process.returncode == 2 and len(lines) == 1, stderr
+    assert "the command was killed (SIGKILL" in lines[0] and "out of memory" in lines[0], lines[0]
+    assert not folder.exists()
+
+
+def test_killing_the_command_ends_its_worker(tiny_pose_models, temporary):
+    """`kill -9 PID` of the command: its worker must not run on, orphaned; it gets SIGTERM and unwinds."""
+    process, worker, folder = started_verify(tiny_pose_models[(17, False)], temporary)
+    process.kill()
+    process.wait(timeout=30)
+    deadline = time.monotonic() + 60
+    while not gone(worker):
+        assert time.monotonic() < deadline, "the worker ran on after its command was killed"
+        time.sleep(0.05)
+    assert not folder.exists()  # it unwound: its scratch folder is removed
+
+
+@pytest.mark.parametrize("name, code, word", [("SIGINT", 130, "interrupted"), ("SIGTERM", 143, "terminated")])
+def test_a_signal_to_the_whole_process_group_is_acted_on_once(tiny_pose_models, temporary, name, code, word):
+    """A shell's `kill -INT -PGID` reaches both processes, and the parent forwards it: still one line and the
+    signal's exit code (a second signal while the first unwound could break into its clean-up)."""
+    process, _, folder = started_verify(tiny_pose_models[(17, False)], temporary)
+    os.killpg(process.pid, getattr(signal, name))
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == code and stderr.strip() == word, stderr
+    assert not folder.exists()
+
+
+def test_without_a_process_to_spare_the_command_runs_in_its_own(tiny_pose_models):
+    """`ulimit -u` reached: fork fails, and the command runs unwatched rather than not at all."""
+    script = ("import os, sys\n"
+              "def refuse():\n    raise BlockingIOError(11, 'Resource temporarily unavailable')\n"
+              "os.fork = refuse\n"
+              "sys.argv = ['graphsurgery', 'inspect', sys.argv[1]]\n"
+              "from graphsurgery.launch import main\nmain()\n")
+    done = subprocess.run([sys.executable, "-c", script, str(tiny_pose_models[(17, False)])], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "heatmaps" in done.stdout

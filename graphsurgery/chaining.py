@@ -97,7 +97,7 @@ def chain(detector: str | Path, pose: str | Path, out: str | Path, *, person_cla
     entry = {"chain": {"detector": provenance(first.proto), "pose": provenance(second.proto),
                        "person_class": person_class}, "tool": f"graphsurgery {__version__}"}
     merged.metadata_props.add(key=PROVENANCE_KEY, value=json.dumps([entry]))
-    return ChainResult(save_model(merged, out), list(OUTPUTS), notes)
+    return ChainResult(save_model(merged, out, replace=force), list(OUTPUTS), notes)
 
 
 def _check_signatures(detector: onnx.ModelProto, pose: onnx.ModelProto, detector_path: Path, pose_path: Path) -> None:

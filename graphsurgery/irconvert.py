@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 from collections.abc import Callable, Mapping, Sequence
@@ -34,9 +33,9 @@ from graphsurgery.limits import (
     write_fix,
 )
 from graphsurgery.model import openvino_caveats, real_inputs
-from graphsurgery.modelio import check_output_path, load_model, model_files, staging_folder
+from graphsurgery.modelio import check_output_path, load_model, model_files, output_exists, staging_folder
 from graphsurgery.quantize import AccuracyControl
-from graphsurgery.safeio import input_path, output_path, placing, refuse_overwriting
+from graphsurgery.safeio import input_path, output_path, place, placing, present, refuse_overwriting
 from graphsurgery.supervisor import doing
 
 WEIGHTS_KEY = ("graphsurgery", "weights")
@@ -211,7 +210,7 @@ def convert(model_path: str | Path, out_xml: str | Path, fp16: bool = False,
         weights = weights or ("FP16" if fp16 else "FP32")
         model.set_rt_info(weights, list(WEIGHTS_KEY))
         model.set_rt_info(model_path.name, list(SOURCE_KEY))
-        _save(model, out_xml, out_bin, fp16)
+        _save(model, out_xml, out_bin, fp16, replace=force)  # without --force, still refused as it is placed
         return ConvertResult(out_xml, out_bin, weights, openvino_caveats(proto))
     except BaseException:
         for folder in made:
@@ -422,7 +421,7 @@ def _sign(xml: Path) -> None:
     xml.write_bytes(text)
 
 
-def _save(model, out_xml: Path, out_bin: Path, fp16: bool) -> None:
+def _save(model, out_xml: Path, out_bin: Path, fp16: bool, replace: bool) -> None:
     import openvino as ov
 
     with staging_folder(out_xml) as staging:
@@ -434,8 +433,10 @@ def _save(model, out_xml: Path, out_bin: Path, fp16: bool) -> None:
                 ov.save_model(model, str(staged), compress_to_fp16=fp16)
             _sign(staged)
             with placing(out_xml.parent):  # a Ctrl-C between the two left a new .bin beside the old .xml
-                os.replace(staged.with_suffix(".bin"), out_bin)
-                os.replace(staged, out_xml)
+                place([(staged.with_suffix(".bin"), out_bin), (staged, out_xml)], replace)
+        except FileExistsError as exc:  # placed by another command since this one started (`place`)
+            found = out_xml if present(out_xml) else Path(exc.filename or out_bin)  # named as check_output_path does
+            raise output_exists(found, found) from None
         except OSError as exc:
             raise GraphsurgeryError(f"could not write the IR ({exc.strerror or exc})", path=out_xml,
                                     fix=write_fix(exc, "free disk space or choose another folder")) from None

@@ -36,6 +36,7 @@ from graphsurgery.model import all_nodes
 from graphsurgery.safeio import (
     input_path,
     open_regular,
+    place,
     placing,
     present,
     refuse_overwriting,
@@ -507,14 +508,18 @@ def check_output_path(out: Path, inputs: list[Path], force: bool) -> None:
     if out.is_dir():
         raise GraphsurgeryError("the output is a directory", path=out, fix="give a file name with -o")
     if (out.exists() or out.is_symlink()) and not force:  # a dangling or looping symlink is there all the same
-        raise GraphsurgeryError(
-            "the output exists", path=out, fix="pass force=True (--force) to replace it, or choose another path"
-        )
+        raise output_exists(out, out)
     if data is not None and not force:
-        raise GraphsurgeryError(f"the output's data file {data.name} exists", path=out,
-                                fix="pass force=True (--force) to replace it, or choose another path")
+        raise output_exists(out, data)
     if not os.access(out.parent, os.W_OK):
         raise GraphsurgeryError("the output folder is not writable", path=out, fix="choose a writable folder")
+
+
+def output_exists(out: Path, found: Path) -> GraphsurgeryError:
+    """The refusal of an output that exists (`found`: `out`, or its data file) without --force: when the command
+    starts (`check_output_path`) and again as it places its files (`safeio.place`)."""
+    what = "the output exists" if Path(found) == out else f"the output's data file {Path(found).name} exists"
+    return GraphsurgeryError(what, path=out, fix="pass force=True (--force) to replace it, or choose another path")
 
 
 def staging_folder(out: Path):
@@ -526,12 +531,13 @@ def staging_folder(out: Path):
 
 
 def save_model(
-    proto: onnx.ModelProto, out: Path, *, external_base: Path | None = None, check: bool = True
+    proto: onnx.ModelProto, out: Path, *, external_base: Path | None = None, check: bool = True, replace: bool = True
 ) -> list[Path]:
     """Write `proto` to `out` atomically; returns the files written (the model and, if any, its data file).
 
     Tensors with external data are copied (streamed) from `external_base` into `<out>.data`; a model too large
-    for one protobuf moves its large tensors there too.
+    for one protobuf moves its large tensors there too. Without `replace` (no --force), an output that another
+    command placed while this one worked is refused (`safeio.place`), not replaced.
     """
     out = Path(out)
     placed: list[Path] = []
@@ -549,16 +555,16 @@ def save_model(
             if check:
                 onnx.checker.check_model(str(staged), full_check=True)
             with placing(out.parent):  # the data file never lands without its model, nor beside another's
-                if present(staging / data_name):
-                    os.replace(staging / data_name, out.parent / data_name)
-                    placed.append(out.parent / data_name)
-                os.replace(staged, out)
+                data = [(staging / data_name, out.parent / data_name)] if present(staging / data_name) else []
+                placed = place([*data, (staged, out)], replace)
             if check:  # the rename keeps the identity: loading the output later in this command is not checked again
                 _CHECKED.add(_identity(out))
-            return [*placed, out]
+            return placed
         except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
             raise ModelError(f"the patched model fails the ONNX checker: {' '.join(str(exc).split())[:300]}", path=out,
                              fix="report this with the recipe and model (a graphsurgery bug)") from None
+        except FileExistsError as exc:  # placed by another command since this one started (`place`)
+            raise output_exists(out, out if present(out) else Path(exc.filename or out)) from None
         except OSError as exc:
             for path in placed:  # a data file without its model is a partial output
                 with suppress(OSError):

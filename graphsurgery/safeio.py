@@ -22,8 +22,8 @@ import stat
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import BinaryIO
 
@@ -83,7 +83,7 @@ def staged_folder(outdir: Path, prefix: str,
     parent) whose files move into `outdir` only when the block succeeds, and all together (`placing`): a set
     of results (`run -o`, `eval-coco --results`) is never left half new and half old. A new `outdir` is the scratch
     folder renamed, so that even a kill leaves all of the results or none. `before_moving` gets the files produced
-    and may refuse them; then nothing moves."""
+    and may refuse them, under `placing`'s lock (the folder as it is then); then nothing moves."""
     anchor = beside = _existing(outdir.parent)
     if present(outdir):
         anchor = outdir
@@ -91,10 +91,11 @@ def staged_folder(outdir: Path, prefix: str,
     with scratch_folder(anchor, prefix, outdir) as stage:
         yield stage
         produced = sorted(path for path in stage.iterdir() if path.name != OWNER)
-        before_moving(produced)
         # all of the results, or (interrupted before this) none of them and no folder; decided under the lock of
-        # the folder's parent, so that two runs into one new folder do not both take it for new
+        # the folder's parent, so that two runs into one new folder do not both take it for new, and what may be
+        # replaced is judged on the folder as it is now (a file put there while this command worked is refused)
         with placing(_existing(outdir.parent)):
+            before_moving(produced)
             try:
                 if not present(outdir) and anchor == _existing(outdir.parent):
                     # a new folder: the scratch folder becomes it in one rename, so even a kill (SIGKILL) leaves
@@ -104,8 +105,10 @@ def staged_folder(outdir: Path, prefix: str,
                     outdir.parent.mkdir(parents=True, exist_ok=True)
                     os.rename(stage, outdir)
                     return
-                for path in produced:
-                    os.replace(path, outdir / path.name)
+                moves = [(path, outdir / path.name) for path in produced]
+                new = [move for move in moves if not present(move[1])]  # the others passed `before_moving`
+                place(new, replace=False)
+                place([move for move in moves if move not in new], replace=True)
             except OSError as exc:  # the output folder replaced by a file, or deleted, while the command ran
                 raise GraphsurgeryError(f"cannot move the results into the output folder ({exc.strerror or exc})",
                                         path=outdir, fix="run the command again and leave the output folder alone "
@@ -192,6 +195,50 @@ def _lock(handle: int, folder: Path) -> None:
             time.sleep(0.01)
         except OSError:  # no locks on this file system (some network mounts)
             return
+
+
+def place(moves: Sequence[tuple[Path, Path]], replace: bool) -> list[Path]:
+    """Move each staged file onto its target (a rename within one file system), under `placing`'s lock: the targets
+    placed, or on any error none of them (a data file without its model is removed). Without `replace` (no --force)
+    no target may exist, and that is decided here, under the lock, not only when the command started: two commands
+    started together both found the output free, and the later one's silently replaced the earlier one's. Nor is
+    a file that a writer taking no lock made meanwhile replaced: a hard link fails on an existing name, where
+    os.rename replaces it. An existing target is a FileExistsError naming it."""
+    taken = [target for _, target in moves if not replace and present(target)]
+    if taken:  # checked for all before any moves: nothing of this command's lands beside the other's
+        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(taken[0]))
+    placed: list[Path] = []
+    try:
+        for staged, target in moves:
+            if replace:
+                os.replace(staged, target)
+            else:
+                _place_new(staged, target)
+            placed.append(target)
+    except BaseException:
+        for target in placed:
+            with suppress(OSError):
+                target.unlink()
+        raise
+    return placed
+
+
+def _place_new(staged: Path, target: Path) -> None:
+    """`staged` moved to `target`, which must not exist (a hard link, then the staged name removed)."""
+    try:
+        os.link(staged, target)
+    except FileExistsError:
+        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(target)) from None
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS):
+            raise
+        # no hard links on this file system (FAT, some FUSE mounts): checked, then renamed, still under the lock
+        if present(target):
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(target)) from None
+        os.rename(staged, target)
+        return
+    with suppress(OSError):  # the target is whole; the staged name goes with its scratch folder anyway
+        os.unlink(staged)
 
 
 @contextmanager

@@ -123,15 +123,18 @@ def test_verify_refuses_more_crops_than_it_can_hold_before_decoding_them(plain, 
 
 # --- signals between the renames of one output ---------------------------------------------------------------------
 
-#: `apply` in a real process whose first os.replace (the data file's, while the model is placed) sends SIGINT first.
+#: `apply` in a real process whose first placing call (the data file's: os.link, as no --force is given, or
+#: os.replace) sends SIGINT first.
 SCRIPT = """
 import os, signal, sys
-real = os.replace
-def replace(*args, **kwargs):
-    os.replace = real
-    os.kill(os.getpid(), signal.SIGINT)
-    return real(*args, **kwargs)
-os.replace = replace
+real = {"replace": os.replace, "link": os.link}
+def placing(name):
+    def place(*args, **kwargs):
+        os.replace, os.link = real["replace"], real["link"]
+        os.kill(os.getpid(), signal.SIGINT)
+        return real[name](*args, **kwargs)
+    return place
+os.replace, os.link = placing("replace"), placing("link")
 from graphsurgery.cli import main
 sys.argv = ["graphsurgery", "apply", *sys.argv[1:]]
 main()

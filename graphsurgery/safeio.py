@@ -284,12 +284,7 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:  # another user's live process
         return True
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat_file:
-            state = stat_file.read().rsplit(b")", 1)[1].split()[0]  # after the command name, which may hold ") "
-    except (OSError, IndexError):  # no /proc: alive, as os.kill said
-        return True
-    return state not in (b"Z", b"X")
+    return supervisor.process_state(pid) not in (b"Z", b"X")  # unknown (no /proc): alive, as os.kill said
 
 
 def read_small_file(path: Path, limit: int, what: str, error: type[GraphsurgeryError] = GraphsurgeryError) -> bytes:

@@ -5,7 +5,9 @@ step of zero, the smallest integer divided by -1, indices past 2^31), and no che
 values; a bug in a native parser (protobuf, OpenCV) does the same. In one process that was a death by SIGFPE or
 SIGSEGV: no line, a core file, scratch folders left behind. Here the parent, which loads nothing but this module,
 waits for the child and turns such a death into one line naming what the child was doing (`doing`), exit 2, and
-removes the scratch folders the child had made (`scratch`).
+removes the scratch folders the child had made (`scratch`). It also stops a child stuck in one such step for more
+than GRAPHSURGERY_TIME_LIMIT seconds (45 by default): a model OpenVINO compiles in quadratic time or a Loop whose
+trip count comes from the input ran for ever, and no check before the step can tell how long it takes.
 
 The parent forwards Ctrl-C and SIGTERM sent to it alone (`kill PID`, a test harness); a terminal's Ctrl-C reaches
 both processes, so it is not sent twice. When the parent is killed, the child gets SIGTERM and unwinds. Where a child
@@ -17,11 +19,17 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 #: the exit code for a command that died by a crash in native code: a bad input, like every other refusal
 CRASHED = 2
+#: the seconds one step in native code (`doing`: loading, compiling, converting a model, one run) may take: HRNet-W32
+#: compiles in 1 s and runs a batch of 8 in 2 s on 2 cores; the chains that OpenVINO compiles in quadratic time
+#: (5,000 ReLUs: 90 s) and Loops whose trip count comes from the input ran for ever
+TIME_LIMIT = 45
+TIME_LIMIT_VARIABLE = "GRAPHSURGERY_TIME_LIMIT"
 #: signals a crash in native code dies by (the others are a kill from outside)
 _CRASHES = {signal.SIGSEGV, signal.SIGFPE, signal.SIGABRT, signal.SIGBUS, signal.SIGILL, signal.SIGSYS,
             signal.SIGTRAP}
@@ -32,6 +40,7 @@ _SENT_BY_A_PROCESS = 0
 
 #: in the child: the shared file (memfd) where it keeps what it is doing and its scratch folders, for the parent
 _channel: int | None = None
+_serial = 0
 _doing: list[str] = []
 _scratch: list[str] = []
 
@@ -40,6 +49,7 @@ def supervise(cpu_limit_line: str) -> None:
     """Fork: return in the child, which runs the command; in the parent, wait for it and exit as it did. Called
     before anything heavy is imported, so that the fork is cheap and no runtime thread exists yet."""
     global _channel
+    time_limit = _time_limit()
     if not _light():
         return
     try:
@@ -59,7 +69,19 @@ def supervise(cpu_limit_line: str) -> None:
         _channel = channel
         _die_with(parent)
         return
-    _watch(child, channel, cpu_limit_line)
+    _watch(child, channel, cpu_limit_line, time_limit)
+
+
+def _time_limit() -> int:
+    """GRAPHSURGERY_TIME_LIMIT: the seconds one step in native code may take (`TIME_LIMIT` unless set; 0: none)."""
+    text = os.environ.get(TIME_LIMIT_VARIABLE, "").strip()
+    if not text:
+        return TIME_LIMIT
+    if not text.isdigit() or len(text) > 9:
+        _say(f"error: {TIME_LIMIT_VARIABLE}={text[:40]!r} is not a number of seconds — fix: set it to a whole number "
+             f"of seconds from 0 (no limit) to 999999999, or unset it (default {TIME_LIMIT} s)")
+        os._exit(2)
+    return int(text)
 
 
 def _light() -> bool:
@@ -81,12 +103,15 @@ def doing(activity: str) -> Iterator[None]:
     if _channel is None:
         yield
         return
+    global _serial
     _doing.append(activity)
+    _serial += 1
     _publish()
     try:
         yield
     finally:
         _doing.pop()
+        _serial += 1
         _publish()
 
 
@@ -107,10 +132,11 @@ def scratch(folder: os.PathLike) -> Iterator[None]:
 
 
 def _publish() -> None:
-    """Write the state whole at the start of the shared file: a line of activity, then one scratch folder a line.
-    Paths are written as bytes (surrogateescape) so that any name the file system allows comes back unchanged."""
-    state = b"\n".join([os.fsencode(_doing[-1] if _doing else "").replace(b"\n", b" "),
-                        *map(os.fsencode, _scratch)])
+    """Write the state whole at the start of the shared file: a line with the activity's serial number (a new one
+    for each activity, even of the same text) and text, then one scratch folder a line. Paths are written as bytes
+    (surrogateescape) so that any name the file system allows comes back unchanged."""
+    activity = os.fsencode(f"{_serial}\t{_doing[-1] if _doing else ''}").replace(b"\n", b" ")
+    state = b"\n".join([activity, *map(os.fsencode, _scratch)])
     try:
         os.pwrite(_channel, state, 0)
         os.ftruncate(_channel, len(state))
@@ -130,11 +156,13 @@ def _die_with(parent: int) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-def _watch(child: int, channel: int, cpu_limit_line: str) -> None:
-    """Wait for the child, forwarding signals sent to this process; then exit as it did."""
+def _watch(child: int, channel: int, cpu_limit_line: str, time_limit: int) -> None:
+    """Wait for the child, forwarding signals sent to this process, and stop it if one activity outlasts
+    `time_limit` seconds of its running (time it spent stopped, by Ctrl-Z, does not count); then exit as it did."""
     forwarded: set[int] = set()
+    watched, spent, last = "", 0.0, time.monotonic()
     while True:
-        info = signal.sigtimedwait(_WATCHED, 1.0)  # the timeout: a SIGCHLD lost would not hang the parent
+        info = signal.sigtimedwait(_WATCHED, 1.0)  # wakes each second to time the activity
         if info is not None and info.si_signo != signal.SIGCHLD:
             if info.si_code <= _SENT_BY_A_PROCESS and info.si_signo not in forwarded:
                 forwarded.add(info.si_signo)  # sent to the process group too, the child has it already
@@ -143,19 +171,48 @@ def _watch(child: int, channel: int, cpu_limit_line: str) -> None:
         pid, status = os.waitpid(child, os.WNOHANG)
         if pid:
             break
+        now, (serial, activity, _) = time.monotonic(), _last_state(channel)
+        spent = spent + (now - last) * (not _stopped(child)) if serial == watched else 0.0
+        watched, last = serial, now
+        if activity and time_limit and spent > time_limit:
+            os.kill(child, signal.SIGKILL)  # stuck in native code: SIGTERM would wait for it to return
+            os.waitpid(child, 0)
+            _remove(_last_state(channel)[2], child)
+            _say(f"error: {activity} for more than {time_limit} s, and was stopped — fix: the model is too slow for "
+                 f"this step (very long chains of elementwise ops slow OpenVINO's compiler; a Loop whose trip count "
+                 f"comes from the input never ends); if it is sound and only large, allow more time with "
+                 f"{TIME_LIMIT_VARIABLE}=<seconds> (0: no limit)")
+            os._exit(CRASHED)
     code = os.waitstatus_to_exitcode(status)
     if code >= 0:
         os._exit(code)
-    _say_and_exit(-code, *_last_state(channel), cpu_limit_line, child)
+    _, activity, folders = _last_state(channel)
+    _say_and_exit(-code, activity, folders, cpu_limit_line, child)
 
 
-def _last_state(channel: int) -> tuple[str, list[bytes]]:
+def _last_state(channel: int) -> tuple[str, str, list[bytes]]:
+    """The child's activity (its serial number and text) and scratch folders, as it last published them."""
     try:
         state = os.pread(channel, os.fstat(channel).st_size, 0)
     except OSError:
-        return "", []
+        return "", "", []
     activity, *folders = state.split(b"\n")
-    return activity.decode("utf-8", "backslashreplace"), [folder for folder in folders if folder]
+    serial, _, text = activity.decode("utf-8", "backslashreplace").partition("\t")
+    return serial, text, [folder for folder in folders if folder]
+
+
+def _stopped(pid: int) -> bool:
+    """Whether process `pid` is stopped (Ctrl-Z, SIGSTOP) or traced."""
+    return process_state(pid) in (b"T", b"t")
+
+
+def process_state(pid: int) -> bytes | None:
+    """Process `pid`'s state letter from /proc (b"R" running, b"Z" a zombie, b"T" stopped), None if unknown."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rsplit(b")", 1)[1].split()[0]  # after the command name, which may hold ") "
+    except (OSError, IndexError):
+        return None
 
 
 def _say_and_exit(number: int, activity: str, folders: list[bytes], cpu_limit_line: str, child: int) -> None:

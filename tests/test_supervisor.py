@@ -1,7 +1,8 @@
 """The command runs in a child process watched by a light parent (graphsurgery.supervisor): a kernel of ONNX Runtime
 or OpenVINO that dies by a signal on a value the model computes from its input (no check before the run can see
 it) was a death by SIGFPE with no line and scratch folders left in $TMPDIR; now one line naming the runtime and the
-model, exit 2, nothing left. Kills of either process are tested too."""
+model, exit 2, nothing left. A step in native code that outlasts GRAPHSURGERY_TIME_LIMIT (a model OpenVINO compiles
+in quadratic time, a Loop counted by the input) is stopped the same way. Kills of either process are tested too."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from test_hostile_thirteenth import pose_with, save
+from test_hostile_thirteenth import counting_body, pose_with, save
 
 from conftest import RECIPES
 
@@ -49,6 +50,24 @@ def range_of_step_zero():
     nodes = [*zero_from_the_input(TensorProto.INT64), helper.make_node("Add", ["zi", "five"], ["limit"]),
              helper.make_node("Range", ["zi", "limit", "zi"], ["bomb"])]
     return pose_with(nodes, "bomb", [const("zero", 0.0), const("five", 5, np.int64)])
+
+
+def relu_chain(length: int = 1500):
+    """The input through `length` ReLUs in a row: OpenVINO's CPU plugin compiles such chains in quadratic time
+    (1,500: ~8 s, 5,000: 90 s; HRNet-W32: 1 s)."""
+    nodes = [helper.make_node("Identity", ["input"], ["r0"])]
+    nodes += [helper.make_node("Relu", [f"r{k}"], [f"r{k + 1}"]) for k in range(length)]
+    return pose_with(nodes, f"r{length}")
+
+
+def loop_counted_by_the_input():
+    """A Loop whose trip count (10^15) is computed from the input: no static check reads it; it ran for ever."""
+    nodes = [*zero_from_the_input(TensorProto.FLOAT), helper.make_node("Add", ["zi", "big"], ["b"]),
+             helper.make_node("Cast", ["b"], ["trips"], to=TensorProto.INT64),
+             helper.make_node("Loop", ["trips", "cond", "v0"], ["v_end"], body=counting_body(
+                 helper.make_node("Identity", ["cond_in"], ["cond_out"])), name="counter")]
+    return pose_with(nodes, "v_end", [const("zero", 0.0), const("big", 1e15), const("cond", True, bool),
+                                      const("v0", 0.0)])
 
 
 def command(*args) -> list[str]:
@@ -152,3 +171,33 @@ def test_without_a_process_to_spare_the_command_runs_in_its_own(tiny_pose_models
                           text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "heatmaps" in done.stdout
+
+
+@pytest.mark.parametrize("build, backend, activity", [
+    (relu_chain, "openvino", "OpenVINO was compiling"),
+    (loop_counted_by_the_input, "onnxruntime", "ONNX Runtime was running"),
+])
+def test_a_step_that_outlasts_the_time_limit_is_stopped_in_one_line(tmp_path, temporary, build, backend, activity):
+    """GRAPHSURGERY_TIME_LIMIT (45 s by default; 2 here, to keep the test short): the step is stopped, its
+    scratch folders removed, and the line says what ran too long and how to allow more time."""
+    model = save(build(), tmp_path / "slow.onnx")
+    started = time.monotonic()
+    done = subprocess.run(command("verify", POSE, model, "--random", 1, "--backends", backend), capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "TMPDIR": str(temporary),
+                                                       "GRAPHSURGERY_TIME_LIMIT": "2"})
+    lines = done.stderr.splitlines()
+    assert done.returncode == 2 and len(lines) == 1, (done.returncode, done.stderr)
+    for needle in (activity, "slow.onnx", "for more than 2 s",
+                   "GRAPHSURGERY_TIME_LIMIT=", "fix:"):
+        assert needle in lines[0], lines[0]
+    assert time.monotonic() - started < 60
+    assert list(temporary.iterdir()) == []
+
+
+@pytest.mark.parametrize("value", ["soon", "-1", "1e3", "99999999999"])
+def test_a_time_limit_that_is_not_whole_seconds_is_one_line(tiny_pose_models, value):
+    done = subprocess.run(command("inspect", tiny_pose_models[(17, False)]), capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "GRAPHSURGERY_TIME_LIMIT": value})
+    lines = done.stderr.splitlines()
+    assert done.returncode == 2 and len(lines) == 1 and "GRAPHSURGERY_TIME_LIMIT" in lines[0], done.stderr
+    assert "fix:" in lines[0] and done.stdout == ""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,10 +36,13 @@ def check_chart_path(path: str | Path) -> Path:
 def _pyplot():
     """matplotlib's pyplot on the Agg canvas. Its first import warns on stderr, in two long lines, when the home
     folder cannot hold its config and font cache (HOME unwritable or unset in a container): it then uses a temporary
-    folder, which is all a chart needs, so the command stays quiet."""
+    folder, which is all a chart needs, so the command stays quiet. MPLBACKEND is not read: the chart is drawn on
+    Agg whatever it says, and a backend matplotlib does not know (`MPLBACKEND=junk`) failed its import, an internal
+    error after the whole timing."""
     log = logging.getLogger("matplotlib")
     level = log.level
     log.setLevel(logging.ERROR)
+    backend = os.environ.pop("MPLBACKEND", None)
     try:
         import matplotlib
 
@@ -46,6 +50,8 @@ def _pyplot():
         import matplotlib.pyplot as plt
     finally:
         log.setLevel(level)
+        if backend is not None:
+            os.environ["MPLBACKEND"] = backend
     return plt
 
 
@@ -76,12 +82,14 @@ def write_chart(result: BenchResult, path: str | Path) -> Path:
         bars = axes.barh(y, fps, 0.6, color="#55A868")
         axes.bar_label(bars, labels=[f"{v:.1f}" for v in fps], padding=3, fontsize=7)
         axes.set_xlabel("frames per second (median round)")
-    axes.set_yticks(y, labels, fontsize=8)
+    # names are shown as they are, not as mathtext: a model file named `m$\foo$.onnx` was a ParseFatalException in
+    # savefig, an internal error after the whole timing
+    axes.set_yticks(y, labels, fontsize=8, parse_math=False)
     axes.margins(x=0.12)
     load = result.load_average["after"][0]
     axes.set_title(f"{Path(result.model).name} · {result.recipe} · batch {settings['batch']} · "
                    f"{settings['threads']} threads · {settings['iterations']} interleaved rounds · load {load:.1f}",
-                   fontsize=8)
+                   fontsize=8, parse_math=False)
     figure.tight_layout()
     try:  # beside the target, then renamed over it: the chart appears whole or not at all
         write_atomically(path, lambda stream: figure.savefig(stream, format=path.suffix.lower().lstrip(".")),

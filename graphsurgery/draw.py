@@ -40,7 +40,9 @@ def draw_skeleton(image: np.ndarray, boxes: Sequence[Sequence[float]], keypoints
     for box, points, score in zip(boxes, keypoints, scores):
         x, y, w, h = box
         cv2.rectangle(canvas, (round(x), round(y)), (round(x + w), round(y + h)), (200, 200, 200), thickness)
-        shown = np.asarray(score) > min_score  # NaN compares False: never drawn
+        # NaN compares False: never drawn; in float64, as a float32 score against `--min-score 1e308` overflowed in
+        # the cast (a RuntimeWarning on stderr; an internal error under PYTHONWARNINGS=error)
+        shown = np.asarray(score, dtype=np.float64) > min_score
         for a, b in SKELETON:
             if a < len(points) and b < len(points) and shown[a] and shown[b]:
                 cv2.line(canvas, _point(points[a]), _point(points[b]), _side_colour(b), thickness, cv2.LINE_AA)

@@ -186,6 +186,26 @@ def _check_structure(proto: onnx.ModelProto, path: Path) -> None:
                 raise ModelError(f"{kind} {value.name!r} is a {held.replace('_type', '')}, not a tensor", path=path,
                                  fix=f"graphsurgery reads models whose inputs and outputs are tensors: remove or "
                                      f"convert {value.name!r} (sequence, map or optional) when exporting")
+    _check_value_info(proto, path)
+
+
+def _check_value_info(proto: onnx.ModelProto, path: Path) -> None:
+    """A value_info entry of a graph input or output that contradicts its declaration (another element type, rank
+    or fixed size) is the model's fault: the checker lets it by, the splice believed it, and the patched model then
+    failed the checker as "a graphsurgery bug" (or the recipe was blamed: "the tensor has 1 channel")."""
+    declared = {value.name: value.type.tensor_type for value in (*proto.graph.input, *proto.graph.output)}
+    for value in proto.graph.value_info:
+        if value.name not in declared or value.type.WhichOneof("value") != "tensor_type":
+            continue
+        said, held = value.type.tensor_type, declared[value.name]
+        dims = [(a.dim_value if a.dim_value > 0 else None, b.dim_value if b.dim_value > 0 else None)  # -1, 0: unknown
+                for a, b in zip(said.shape.dim, held.shape.dim)]
+        ranks = said.HasField("shape") and held.HasField("shape") and len(said.shape.dim) != len(held.shape.dim)
+        if (said.elem_type and held.elem_type and said.elem_type != held.elem_type) or ranks or any(
+                a is not None and b is not None and a != b for a, b in dims):
+            raise ModelError(f"the value_info of {value.name!r} contradicts its declaration as a graph input or "
+                             "output (element type or dims)", path=path,
+                             fix=f"remove the value_info entry of {value.name!r} (or re-export the model)")
 
 
 def _check_ir_for_opsets(proto: onnx.ModelProto, path: Path) -> None:

@@ -373,9 +373,13 @@ def utf8_text(text: str) -> str:
 
 def output_path(value, what: str = "file") -> Path:
     """An output path given to the Python API, held to what the CLI's options take: a str or os.PathLike that is
-    not empty (Path("") is the current folder: `run(..., "")` wrote its results there)."""
-    return _given_path(value, f"the output {what}", f"no {what} to write{' into' if what == 'folder' else ''}",
+    not empty (Path("") is the current folder: `run(..., "")` wrote its results there). A file's path must end in a
+    name: `-o .` or `-o /` (no name at all) was an internal error (ValueError from pathlib) in apply, convert, chain."""
+    path = _given_path(value, f"the output {what}", f"no {what} to write{' into' if what == 'folder' else ''}",
                        f"give a {what} name", reading=False)
+    if what != "folder" and not path.name:
+        raise GraphsurgeryError(f"the output {what} names a folder, not a file", path=path, fix=f"give a {what} name")
+    return path
 
 
 def input_path(value, what: str, error: type[GraphsurgeryError] = GraphsurgeryError) -> Path:

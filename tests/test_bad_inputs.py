@@ -676,14 +676,14 @@ def path_disk_full_while_copying_external_data_simulated(tmp, mp):
 @case
 def path_final_rename_fails_after_data_file_moved_simulated(tmp, mp):
     path = external_model(tmp)
-    real_replace = os.replace
+    real_link = os.link
 
-    def replace(src, dst):
+    def link(src, dst):  # a new output is placed by a hard link (`safeio.place`)
         if Path(dst).name == "out.onnx":
             raise OSError(errno.EIO, os.strerror(errno.EIO))
-        real_replace(src, dst)
+        real_link(src, dst)
 
-    mp.setattr(graphsurgery.modelio.os, "replace", replace)
+    mp.setattr(graphsurgery.safeio.os, "link", link)
     args, _, _ = apply_with(tmp, model_path=path)
     return Invocation(args, tmp / "out.onnx", ("could not write the output",))
 

@@ -95,6 +95,8 @@ class _Group(click.Group):
                 self._refuse(exc)
             if os.environ.get("GRAPHSURGERY_DEBUG") == "1":
                 raise
+            if isinstance(exc, Warning):
+                self._warning_raised(exc)
             what = "out of memory" if isinstance(exc, MemoryError) else f"{type(exc).__name__}: {exc}"
             what = printable(" ".join(what.split())[:300])
             self._end(f"internal error ({what}) — this is a graphsurgery bug: please report it with the command and "
@@ -129,6 +131,15 @@ class _Group(click.Group):
                 cls._end(CPU_LIMIT_LINE, GraphsurgeryError.exit_code)
             seen.add(id(exc))
             exc = exc.__cause__ or exc.__context__
+
+    @staticmethod
+    def _warning_raised(exc: Warning) -> NoReturn:
+        """A library's warning raised as an exception because the user's Python says so (PYTHONWARNINGS=error,
+        `python -W error`): their setting, named as such, exit 2 (it was an internal error)."""
+        what = printable(" ".join(f"{type(exc).__name__}: {exc}".split())[:200])
+        _Group._end(f"error: a warning was raised as an error ({what}), as PYTHONWARNINGS=error or `python -W error` "
+                    "asks — fix: run the command without that setting (warnings do not change its answers)",
+                    GraphsurgeryError.exit_code)
 
     @staticmethod
     def _refuse(exc: OSError) -> None:

@@ -17,6 +17,7 @@ from graphsurgery.cli.options import existing_file, force_option, json_flag, out
 from graphsurgery.cli.tables import print_table, shown
 from graphsurgery.recipe import recipe_json_schema
 from graphsurgery.registry import steps_for
+from graphsurgery.steps.base import UNDOCUMENTED
 
 
 @click.command("apply")
@@ -120,7 +121,7 @@ def steps_command(name: str | None):
         cls = everything[name]
         console.print(f"[bold]{name}[/] ({cls.side} step, opset ≥ {cls.min_opset})")
         # as written: the docstring's own line breaks, never re-wrapped mid-sentence by the terminal width
-        console.print(inspect.cleandoc(cls.__doc__ or ""), highlight=False, markup=False, soft_wrap=True)
+        console.print(inspect.cleandoc(cls.__doc__ or UNDOCUMENTED), highlight=False, markup=False, soft_wrap=True)
         if cls.model_fields:
             console.print("\nParameters:")
         for field_name, field in cls.model_fields.items():

@@ -33,6 +33,8 @@ Dim = int | str | None
 #: (the input steps' `forward_map`s composed) and the caller image's width and height.
 GEOMETRY = "input_geometry"
 MAX_SIDE = 65_536
+#: What `graphsurgery steps` says of a step whose docstring Python dropped (-OO)
+UNDOCUMENTED = "(no documentation: Python runs with -OO or PYTHONOPTIMIZE=2, which drops it)"
 Layout = Literal["NCHW", "NHWC"]
 Color = Literal["RGB", "BGR"]
 
@@ -109,7 +111,10 @@ class Step(BaseModel):
 
     @classmethod
     def summary(cls) -> str:
-        return (cls.__doc__ or "").strip().splitlines()[0]
+        """The docstring's first line. Python run with -OO (PYTHONOPTIMIZE=2) drops docstrings: `graphsurgery
+        steps` was then an internal error (IndexError)."""
+        lines = (cls.__doc__ or "").strip().splitlines()
+        return lines[0] if lines else UNDOCUMENTED
 
     def opset_needed(self) -> int:
         """The opset this step needs with its parameters: `min_opset`, or more when a parameter needs a newer

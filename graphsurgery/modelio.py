@@ -103,7 +103,7 @@ def _read_and_check(path: Path) -> LoadedModel:
                          fix="the file is truncated or not ONNX; re-export or re-download it") from None
     _check_text(proto, path)
     _check_structure(proto, path)
-    _check_work(proto, path)
+    check_work(proto, path)
     _check_external_data(proto, path)
     _check_tensor_sizes(proto, path)
     data_files = tuple(path.parent / name for name in sorted({ExternalDataInfo(t).location
@@ -237,19 +237,23 @@ def _check_domains(proto: onnx.ModelProto, path: Path) -> None:
 
 #: What a model's structure may ask before anything runs it. Nodes are counted with each call of a model-local
 #: function expanded (the checker and the runtimes inline them: 40 functions each calling the next twice are 2^40
-#: nodes, and the checker ran for ever); 1,000,000 Identity nodes took `apply` minutes. If/Loop/Scan bodies nested
+#: nodes, and the checker ran for ever); 1,000,000 Identity nodes took `apply` minutes, and 150,000 took `verify`
+#: 90 s (apply 20 s, each ONNX Runtime session 10 s, then OpenVINO's compile), where 50,000 stay within a minute
+#: and real vision models have a few thousand. If/Loop/Scan bodies nested
 #: 20 deep took OpenVINO 25 s to convert, each level ~1.5× more (30: hours); real models nest a few. A Loop whose
 #: trip count is a constant runs it in full (OpenVINO folds a Loop of constants while converting: 2^62 iterations
 #: ran for ever in `convert`, `verify` and `bench`); 10^6 iterations of a small body convert in ~5 s.
-MAX_NODES = 200_000
+MAX_NODES = 50_000
 MAX_SUBGRAPH_DEPTH = 10
 MAX_LOOP_TRIPS = 1_000_000
 
 
-def _check_work(proto: onnx.ModelProto, path: Path) -> None:
+def check_work(proto: onnx.ModelProto, path: Path | str, what: str = "the model") -> None:
     """Refuse, from static facts, models whose loading, checking, converting or running would not end in any
     reasonable time: too many nodes once functions are expanded, subgraphs nested too deep, a Loop with a huge
-    constant trip count or one that can never end. Done before the checker, which is one of those that hang."""
+    constant trip count or one that can never end. Done before the checker, which is one of those that hang; and
+    by the splice on what it made (`what`: "the patched model"), which would otherwise be refused only when
+    `verify` loads it, naming its scratch file."""
     functions = {(f.domain, f.name): f for f in proto.functions}
     sizes: dict[tuple[str, str], int] = {}
     constants = {t.name: t for t in _all_initializers(proto)}
@@ -279,7 +283,7 @@ def _check_work(proto: onnx.ModelProto, path: Path) -> None:
                                              "not convert in hours)")
                     total += count(graph.node, depth + 1, calls, outer or node)
             if total > MAX_NODES:
-                raise ModelError(f"the model has more than {MAX_NODES:,} nodes (model-local functions expanded at "
+                raise ModelError(f"{what} has more than {MAX_NODES:,} nodes (model-local functions expanded at "
                                  "each call); checking, splicing and converting it would take too long", path=path,
                                  fix="simplify or split the model (onnxsim, or fewer nested function calls)")
         return total

@@ -35,6 +35,7 @@ from graphsurgery.model import (
     real_inputs,
     shapes_only,
 )
+from graphsurgery.modelio import check_work
 from graphsurgery.recipe import InputSection, OutputSection, Recipe
 from graphsurgery.steps.base import GEOMETRY, Dim, ExtraInput, StepError, TensorSpec, hw_axes
 
@@ -120,6 +121,7 @@ def splice(recipe: Recipe, proto: onnx.ModelProto, *, model_name: str = "model",
     plan.inputs = [_signature(v) for v in graph.inputs]
     graph.toposort()
     patched = _export(graph, proto, recipe, applied)
+    check_work(patched, model_name, "the patched model")  # the recipe's nodes may take it past MAX_NODES
     _fill_output_shapes(patched, plan)
     plan.notes = openvino_caveats(patched)
     return patched, plan

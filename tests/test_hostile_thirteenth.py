@@ -140,6 +140,25 @@ def test_a_model_that_would_never_finish_is_refused_up_front(tmp_path, build, ne
     assert digest(model) == before and sorted(p.name for p in tmp_path.iterdir()) == ["bomb.onnx"]
 
 
+def negations(length: int) -> onnx.ModelProto:
+    """The pose model with `length` Neg nodes in a row on the bomb path."""
+    nodes = [helper.make_node("ReduceMin", ["input"], ["r0"], keepdims=0)]
+    nodes += [helper.make_node("Neg", [f"r{k}"], [f"r{k + 1}"]) for k in range(length)]
+    return pose_with(nodes, f"r{length}")
+
+
+@pytest.mark.parametrize("command", ["apply", "verify"])
+def test_a_model_that_patching_takes_past_the_node_bound_is_refused_naming_it(tmp_path, command):
+    """A model just under the bound passed the check, and the recipe's nodes took the patched model over it: verify
+    then refused its own scratch file (`/tmp/graphsurgery-verify-…/patched.onnx: the model has more than …`), a path
+    the user never gave and that is gone. The splice checks what it made and names the user's model."""
+    model = save(negations(MAX_NODES - 10), tmp_path / "many.onnx")
+    args = ["apply", CROP, model, "-o", tmp_path / "p.onnx"] if command == "apply" else \
+        ["verify", CROP, model, "--random", 1]
+    one_line_exit_2(invoke(*args), f"{model}: the patched model has more than {MAX_NODES:,} nodes", "fix:")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["many.onnx"]
+
+
 def test_a_loop_within_the_bound_still_converts(tmp_path):
     """10,000 iterations of a Loop of constants: converted as before (the bound is on huge counts only)."""
     model = save(loop_model(10_000), tmp_path / "loop.onnx")

@@ -74,7 +74,17 @@ def read_image(path: Path) -> np.ndarray:
             raise GraphsurgeryError(
                 f"image claims more than {MAX_PIXELS:,} pixels", path=path, fix="downscale it first"
             ) from None
-        except (UnidentifiedImageError, OSError, ValueError):
+        except ValueError as exc:  # Pillow's bounds on PNG metadata, or a damaged header
+            if "MAX_TEXT" not in str(exc):
+                raise GraphsurgeryError("not a readable JPEG or PNG image", path=path,
+                                        fix="convert it to JPEG or PNG") from None
+            # a text or ICC profile chunk decompressing past 1 MB (64 MB in all) is refused as a decompression bomb;
+            # the line said only "not readable — convert it", though the pixels may be sound
+            raise GraphsurgeryError("the PNG's metadata (compressed text or an ICC profile) decompresses to more "
+                                    "than Pillow reads (1 MB a chunk, 64 MB in all): refused as a decompression "
+                                    "bomb", path=path, fix="save the image again without its metadata (e.g. "
+                                    "`magick in.png -strip out.png`)") from None
+        except (UnidentifiedImageError, OSError):
             raise GraphsurgeryError(
                 "not a readable JPEG or PNG image", path=path, fix="convert it to JPEG or PNG"
             ) from None

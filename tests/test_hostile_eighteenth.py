@@ -23,10 +23,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import struct
 import subprocess
 import sys
 import warnings
+import zlib
 
+import cv2
 import numpy as np
 import onnx
 import pytest
@@ -184,3 +187,23 @@ def test_value_info_agreeing_with_a_declaration_still_loads(small_pose, tmp_path
     onnx.save(proto, str(model))
     result = invoke("apply", CROP, model, "-o", tmp_path / "out.onnx")
     assert result.exit_code == 0, result.output
+
+
+def png_with(chunk_type: bytes, payload: bytes) -> bytes:
+    """An 8 × 8 black PNG with one more chunk before its pixels."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    png = cv2.imencode(".png", np.zeros((8, 8, 3), np.uint8))[1].tobytes()
+    return png[:33] + chunk(chunk_type, payload) + png[33:]  # after the signature and IHDR
+
+
+@pytest.mark.parametrize("chunk_type, keyword", [(b"zTXt", b"comment"), (b"iCCP", b"profile")])
+def test_png_metadata_past_pillows_bound_says_why_it_is_refused(tmp_path, patched, chunk_type, keyword):
+    """A compressed text chunk or ICC profile of 2 MB (Pillow reads 1 MB a chunk): "not a readable JPEG or PNG image
+    — convert it", though the pixels are sound; the line now names the metadata and how to drop it."""
+    image = tmp_path / "meta.png"
+    image.write_bytes(png_with(chunk_type, keyword + b"\0\0" + zlib.compress(b"a" * (2 << 20))))
+    one_line_exit_2(invoke("run", patched, image, "-o", tmp_path / "out"), "meta.png", "metadata",
+                    "decompression bomb", "without its metadata")
+    assert not (tmp_path / "out").exists()

@@ -85,11 +85,16 @@ class GraphsurgeryError(Exception):
 
     def __init__(self, message: str, *, path: str | Path | None = None, fix: str | None = None):
         self.path = str(path) if path is not None else None
-        self.fix = fix
+        self.message, self.fix = message, fix
         parts = [f"{self.path}: {message}" if self.path else message]
         if fix:
             parts.append(f"fix: {fix}")
         super().__init__(" — ".join(" ".join(p.split()) for p in parts))
+
+
+    def about(self, path: str | Path) -> GraphsurgeryError:
+        """The same error naming `path` instead (the user's model rather than a scratch copy made from it)."""
+        return type(self)(self.message, path=path, fix=self.fix)
 
 
 class RecipeError(GraphsurgeryError):

@@ -136,6 +136,18 @@ def temporary_folder(purpose: str) -> Iterator[Path]:
         yield folder
 
 
+@contextmanager
+def scratch_named(folder: Path, name: str) -> Iterator[None]:
+    """Errors about a file in the scratch `folder` (verify's patched model) name `name` instead: the line named
+    `/tmp/graphsurgery-verify-…/patched.onnx`, a file the user never gave and that is gone when they read it."""
+    try:
+        yield
+    except GraphsurgeryError as exc:
+        if exc.path is None or not Path(exc.path).is_relative_to(folder):
+            raise
+        raise exc.about(name) from None
+
+
 def _existing(folder: Path) -> Path:
     """`folder`, or its nearest parent that exists."""
     while not present(folder) and folder != folder.parent:

@@ -34,7 +34,7 @@ from graphsurgery.model import ModelFacts, openvino_caveats, provenance, real_in
 from graphsurgery.modelio import load_model
 from graphsurgery.recipe import Recipe, as_recipe
 from graphsurgery.runners import BACKENDS, backend_list, check_backends, open_runner, precision_note
-from graphsurgery.safeio import input_path, temporary_folder
+from graphsurgery.safeio import input_path, scratch_named, temporary_folder
 from graphsurgery.samples import (
     DEFAULT_RANDOM,
     Samples,
@@ -204,7 +204,7 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
     tensor = tensor_facet(recipe)
     input_name = plain_input(recipe, plain)
     others = [name for name in real_inputs(plain.proto) if name != input_name]
-    with temporary_folder("verify") as tmp:
+    with temporary_folder("verify") as tmp, scratch_named(tmp, f"{plain.path} (patched by {recipe.source})"):
         patched_path = (
             Path(patched) if patched is not None
             else apply(recipe, plain.path, Path(tmp) / "patched.onnx", upgrade_opset=upgrade_opset).output

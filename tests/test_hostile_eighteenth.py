@@ -36,7 +36,9 @@ import pytest
 from onnx import TensorProto, helper
 
 from clikit import invoke, one_line_exit_2
+from graphsurgery import verification
 from graphsurgery.compare import compare_floats
+from graphsurgery.errors import ModelError
 from graphsurgery.registry import steps_for
 from graphsurgery.steps.base import UNDOCUMENTED
 
@@ -207,3 +209,16 @@ def test_png_metadata_past_pillows_bound_says_why_it_is_refused(tmp_path, patche
     one_line_exit_2(invoke("run", patched, image, "-o", tmp_path / "out"), "meta.png", "metadata",
                     "decompression bomb", "without its metadata")
     assert not (tmp_path / "out").exists()
+
+
+def test_verify_names_the_users_model_not_its_scratch_copy(tmp_path, monkeypatch):
+    """An error about the patched model verify builds in its scratch folder named that file
+    (`/tmp/graphsurgery-verify-…/patched.onnx`), which the user never gave and which is gone when they read it."""
+    def refused(patched_path, *args):
+        raise ModelError("onnxruntime cannot load the model: something", path=patched_path, fix="check it")
+
+    monkeypatch.setattr(verification, "patched_inputs", refused)
+    plain = pose_model(tmp_path / "plain.onnx")
+    result = invoke("verify", CROP, plain, "--random", 1)
+    one_line_exit_2(result, f"{plain} (patched by {CROP})", "onnxruntime cannot load the model", "fix: check it")
+    assert "graphsurgery-verify" not in result.output

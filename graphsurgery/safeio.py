@@ -503,9 +503,7 @@ def check_report_path(out: Path, inputs: Iterable[Path | str | None] | InputFile
     folder, a folder that does not exist or is a file (the whole report was printed, then the error: many lines,
     exit 2, after the timing or the runs)."""
     out = Path(out)
-    refuse_overwriting(out, inputs)
-    if out.is_dir():
-        raise GraphsurgeryError("the output is a directory", path=out, fix="give a file name")
+    _refuse_as_report(out, inputs)
     if out.parent.exists() and not out.parent.is_dir():
         raise GraphsurgeryError(f"{out.parent} is a file, not a folder", path=out, fix="choose an output in a folder")
     if not out.parent.is_dir():
@@ -515,10 +513,15 @@ def check_report_path(out: Path, inputs: Iterable[Path | str | None] | InputFile
 def write_text_atomically(path: Path, text: str, inputs: Iterable[Path | str | None] = ()) -> Path:
     """Write `text` to `path` (not an input of the command) via a temporary file and a rename."""
     path = Path(path)
-    refuse_overwriting(path, inputs)
-    if path.is_dir():
-        raise GraphsurgeryError("the output is a directory", path=path, fix="give a file name")
+    _refuse_as_report(path, inputs)
     return write_atomically(path, lambda stream: stream.write(utf8_text(text).encode("utf-8")))
+
+
+def _refuse_as_report(out: Path, inputs: Iterable[Path | str | None] | InputFiles) -> None:
+    """What no report may replace: an input of the command, anything but a regular file, a folder."""
+    refuse_overwriting(out, inputs)
+    if out.is_dir():
+        raise GraphsurgeryError("the output is a directory", path=out, fix="give a file name")
 
 
 def _umask() -> int:

@@ -23,7 +23,7 @@ import numpy as np
 from graphsurgery import twins
 from graphsurgery.api import apply
 from graphsurgery.callables import call_user, import_callable
-from graphsurgery.errors import ArgumentError, GraphsurgeryError, check_flags, quoted, whole
+from graphsurgery.errors import ArgumentError, GraphsurgeryError, check_flags, printable, quoted, whole
 from graphsurgery.machine import machine
 from graphsurgery.model import ModelFacts, real_inputs
 from graphsurgery.modelio import load_model
@@ -32,6 +32,7 @@ from graphsurgery.recipe import Recipe, as_recipe
 from graphsurgery.runners import open_runner, open_stream, precision_note
 from graphsurgery.safeio import input_path, temporary_folder
 from graphsurgery.samples import MAX_BATCH_BYTES
+from graphsurgery.supervisor import doing, each
 from graphsurgery.targets import check_targets
 
 #: (W, H) of the caller image when the recipe resizes (its H × W are free): a camera frame, not the model's size.
@@ -239,10 +240,13 @@ def _bf16_price(patched: Path, workload: Workload) -> dict:
     from graphsurgery.quantize import Calibration, price
 
     core = ov.Core()
-    compiled = [core.compile_model(str(patched), "CPU", {"INFERENCE_PRECISION_HINT": hint}) for hint in ("f32", "bf16")]
-    shape = "×".join(str(side) for side in workload.crop.shape)
-    samples = Calibration(workload.random_feeds(BF16_SAMPLES), f"{BF16_SAMPLES} random inputs of {shape} (seed 0)")
-    return {"samples": samples.description, "vs_f32": price(compiled, samples)}
+    # named if a kernel dies, each compile and run a step under the time limit (they ran unwatched)
+    with doing(f"OpenVINO was comparing bf16 with f32 on {printable(patched)}"):
+        compiled = [core.compile_model(str(patched), "CPU", {"INFERENCE_PRECISION_HINT": hint})
+                    for hint in each(("f32", "bf16"))]
+        shape = "×".join(str(side) for side in workload.crop.shape)
+        samples = Calibration(workload.random_feeds(BF16_SAMPLES), f"{BF16_SAMPLES} random inputs of {shape} (seed 0)")
+        return {"samples": samples.description, "vs_f32": price(compiled, samples)}
 
 
 def _int8_ir(patched: Path, xml: Path, samples: int) -> dict:

@@ -36,6 +36,7 @@ from graphsurgery.errors import GraphsurgeryError
 from graphsurgery.modelio import load_model
 from graphsurgery.quantize import CALLER, MAX_CALIBRATION, Calibration, crop_size, image_input
 from graphsurgery.runners import ModelSignature, model_signature
+from graphsurgery.supervisor import each
 
 #: the spliced to_image step's nodes (`Emitter` scopes every step's nodes under its name)
 TO_IMAGE = "graphsurgery/post/to_image/"
@@ -66,7 +67,7 @@ class CocoAP:
     def ap(self, model, indices) -> float:
         """AP of the compiled `model` on the samples `indices`, on their images (all: eval-coco's images)."""
         indices = list(indices)
-        results = [result for i in indices for result in self._results(model, i)]
+        results = [result for i in each(indices) for result in self._results(model, i)]  # each run a timed step
         images = self.image_ids if len(indices) == len(self.samples) else sorted(
             {person.image_id for i in indices for person in self.samples[i].people})
         return keypoint_stats(self.gt, results, images)[0]

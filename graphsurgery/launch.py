@@ -13,6 +13,7 @@ import _thread
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +21,8 @@ from contextlib import contextmanager
 INTERRUPTED, TERMINATED = 130, 143  # the shell's 128 + SIGINT / SIGTERM
 #: whether this process was started by `main` (the command line): then a command's last line ends the process
 _command_line = False
+#: the command line's Ctrl-C and SIGTERM handlers (`_once`), by signal
+_armed: dict = {}
 
 
 class Terminated(BaseException):
@@ -40,6 +43,17 @@ def terminate(signum, frame):
     raise Terminated
 
 
+def _once(handler):
+    """`handler` (raising KeyboardInterrupt or Terminated), after which Ctrl-C and SIGTERM are ignored: the command is
+    unwinding. `kill -INT -PGID` reaches the child twice (directly, and forwarded by graphsurgery.supervisor, which
+    cannot tell a group's signal from one sent to it alone), and the second broke into the `finally` blocks that
+    remove scratch folders (one left in 12 runs). Were the unwinding stuck in native code, the supervisor ends it."""
+    def act(signum, frame):
+        _ignore()
+        handler(signum, frame)
+    return act
+
+
 def cpu_time_limit(signum, frame):
     """Raised once: the kernel repeats SIGXCPU every second past the soft limit, which would break into the
     `finally` blocks that remove scratch folders."""
@@ -53,21 +67,23 @@ def main() -> None:
     from graphsurgery.limits import open_standard_streams
 
     open_standard_streams()  # closed stdin or stderr: the next file opened would take its descriptor
-    if signal.getsignal(signal.SIGXCPU) is not signal.SIG_IGN:
-        signal.signal(signal.SIGXCPU, _quit_now)
     handlers = {signal.SIGINT: signal.getsignal(signal.SIGINT), signal.SIGTERM: terminate}
-    for number in handlers:
-        if signal.getsignal(number) is not signal.SIG_IGN:  # SIGINT ignored (a background job of a script) stays so
-            signal.signal(number, _quit_now)
-    from graphsurgery.supervisor import supervise
+    if threading.current_thread() is threading.main_thread():  # elsewhere signal.signal raised (a traceback):
+        if signal.getsignal(signal.SIGXCPU) is not signal.SIG_IGN:  # signals are the main thread's, unwatched
+            signal.signal(signal.SIGXCPU, _quit_now)
+        for number in handlers:
+            if signal.getsignal(number) is not signal.SIG_IGN:  # SIGINT ignored (a script's background job) stays so
+                signal.signal(number, _quit_now)
+        from graphsurgery.supervisor import supervise
 
-    supervise(CPU_LIMIT_LINE)  # from here on, the child: a death by signal in native code is a line from the parent
+        supervise(CPU_LIMIT_LINE)  # from here on, the child: a death by signal in native code is a line from the parent
     try:
         from graphsurgery.cli import main as cli_main
 
         for number, handler in handlers.items():  # from now on signals unwind: scratch folders are removed
             if signal.getsignal(number) is _quit_now:
-                signal.signal(number, handler)
+                _armed[number] = _once(handler)
+                signal.signal(number, _armed[number])
         if signal.getsignal(signal.SIGXCPU) is _quit_now:
             signal.signal(signal.SIGXCPU, cpu_time_limit)
         sys.unraisablehook = _unraisable
@@ -122,6 +138,11 @@ def _unraisable(unraisable, default=sys.unraisablehook) -> None:
     the main thread, once out of the callback."""
     if isinstance(unraisable.exc_value, (KeyboardInterrupt, Terminated)):
         number = signal.SIGINT if isinstance(unraisable.exc_value, KeyboardInterrupt) else signal.SIGTERM
+        for armed, handler in _armed.items():  # `_once` ignored both signals when this one went off, in vain
+            try:
+                signal.signal(armed, handler)
+            except ValueError:  # not the main thread
+                pass
         _thread.start_new_thread(_send_later, (number,))
     else:
         default(unraisable)
@@ -134,7 +155,10 @@ def _send_later(number: int) -> None:
 
 def _quit_now(signum, frame) -> None:
     """A signal while the CLI loads: nothing is written yet, so leave at once. An exception raised there instead
-    went off inside a C extension's initialisation (pybind11) and aborted the process (SIGABRT, SIGSEGV)."""
+    went off inside a C extension's initialisation (pybind11) and aborted the process (SIGABRT, SIGSEGV). A second
+    signal is ignored: the supervisor forwards a `kill -TERM -PGID` the child has had already, and this handler,
+    entered again while it wrote, said "terminated" twice."""
+    _ignore()
     if signum == signal.SIGXCPU:
         _say(CPU_LIMIT_LINE)
         _exit(2)

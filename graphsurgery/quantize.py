@@ -25,10 +25,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from graphsurgery.errors import GraphsurgeryError, whole
+from graphsurgery.errors import GraphsurgeryError, printable, whole
 from graphsurgery.recipe import InputTensor
 from graphsurgery.runners import Port, model_signature
 from graphsurgery.safeio import temporary_folder, utf8_text
+from graphsurgery.supervisor import again, doing, each
 
 if TYPE_CHECKING:
     from graphsurgery.int8_coco import CocoAP
@@ -169,7 +170,7 @@ def quantize(model, calibration: Calibration, control: AccuracyControl | None = 
 
     openvino_telemetry_off()  # an unwritable HOME: its warnings on success
     nncf.set_log_level(logging.WARNING)  # its INFO lines list every ignored node
-    dataset = nncf.Dataset(calibration.feeds)
+    dataset = nncf.Dataset(calibration.feeds, _step)
     common = {"subset_size": len(calibration.feeds),
               "ignored_scope": nncf.IgnoredScope(patterns=[SPLICED], validate=False)}
     with contextlib.redirect_stdout(sys.stderr):  # progress bars: standard output stays the command's (--json)
@@ -181,13 +182,20 @@ def quantize(model, calibration: Calibration, control: AccuracyControl | None = 
             bounds = AdvancedAccuracyRestorerParameters(
                 intermediate_model_dir=folder, ranking_subset_size=control.ranking_samples,
                 **({} if control.max_reverts is None else {"max_num_iterations": control.max_reverts}))
-            indices = nncf.Dataset(list(range(len(calibration.feeds))), calibration.feeds.__getitem__)
+            indices = nncf.Dataset(list(range(len(calibration.feeds))), lambda index: _step(calibration.feeds[index]))
             validate = control.metric.validate if control.metric else _agreement_with(model, calibration)
             controlled = nncf.quantize_with_accuracy_control(
                 model, dataset, indices, validation_fn=validate, max_drop=control.max_drop,
                 drop_type=nncf.DropType.ABSOLUTE, advanced_accuracy_restorer_parameters=bounds, **common)
             first = ov.Core().read_model(str(Path(folder) / "intermediate_model.xml"))
     return Quantized(controlled, _reverted(first, controlled))
+
+
+def _step(sample):
+    """NNCF's transform of each sample: none, but each sample NNCF runs is a step of its own for the time limit
+    (`supervisor.again`): a Loop counted by the input ran for ever in its statistics collection."""
+    again()
+    return sample
 
 
 def _reverted(first, controlled) -> tuple[str, ...]:
@@ -209,11 +217,11 @@ def _agreement_with(f32_model, calibration: Calibration):
         raise GraphsurgeryError("--max-drop measures keypoint agreement; this model has no `keypoints` output",
                                 fix="use --int8 without --max-drop, or patch the model with a pose recipe")
     compiled = ov.Core().compile_model(f32_model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-    reference = [np.asarray(compiled(feed)[compiled.output("keypoints")]) for feed in calibration.feeds]
+    reference = [np.asarray(compiled(feed)[compiled.output("keypoints")]) for feed in each(calibration.feeds)]
 
     def validate(model, indices) -> tuple[float, list[float]]:
         shares = [float(np.mean(within_one_cell(model(calibration.feeds[i])[model.output("keypoints")], reference[i])))
-                  for i in indices]
+                  for i in each(indices)]
         return float(np.mean(shares)), shares
 
     return validate
@@ -225,7 +233,7 @@ def compile_pair(f32_model, int8_model) -> list:
     import openvino as ov
 
     core = ov.Core()
-    return [core.compile_model(m, "CPU", {"INFERENCE_PRECISION_HINT": "f32"}) for m in (f32_model, int8_model)]
+    return [core.compile_model(m, "CPU", {"INFERENCE_PRECISION_HINT": "f32"}) for m in each((f32_model, int8_model))]
 
 
 def price(compiled: list, calibration: Calibration) -> dict:
@@ -233,7 +241,7 @@ def price(compiled: list, calibration: Calibration) -> dict:
     `compile_pair`'s [f32, int8]."""
     names = [port.get_any_name() for port in compiled[0].outputs]
     answers: dict[str, list[list[np.ndarray]]] = {name: [[], []] for name in names}
-    for feed in calibration.feeds:
+    for feed in each(calibration.feeds):
         for side, model in enumerate(compiled):
             result = model(feed)
             for port in model.outputs:
@@ -289,7 +297,7 @@ def speedup(compiled: list, feed: dict[str, np.ndarray], rounds: int = SPEED_ROU
     """How many times faster the int8 model runs than the f32 one on `feed` (`compile_pair`'s [f32, int8]): the
     median of per-round ratios, the two runs interleaved in each round so that the machine's load hits both alike."""
     ratios = []
-    for _ in range(rounds + 1):  # the first round warms up
+    for _ in each(range(rounds + 1)):  # the first round warms up
         seconds = []
         for model in compiled:
             start = time.perf_counter()
@@ -310,6 +318,12 @@ def convert_int8(model: Path, out_xml: Path, calibration: Calibration, input_sha
     facts: dict = {}
 
     def to_int8(f32_model):
+        # NNCF and the pricing compile and run the model in OpenVINO: named if a kernel dies, and each compile or
+        # sample a step under the time limit (`supervisor.each`); unwatched, a Loop counted by the input ran for ever
+        with doing(f"NNCF was quantizing {printable(model)} to int8"):
+            return quantized_model(f32_model)
+
+    def quantized_model(f32_model):
         quantized = quantize(f32_model.clone(), calibration, control)
         int8_model = quantized.model
         compiled = compile_pair(f32_model, int8_model)

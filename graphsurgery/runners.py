@@ -20,7 +20,7 @@ import numpy as np
 from graphsurgery.errors import ArgumentError, GraphsurgeryError, printable, whole
 from graphsurgery.limits import refuse_if_limited
 from graphsurgery.safeio import input_path, present
-from graphsurgery.supervisor import doing
+from graphsurgery.supervisor import doing, each
 
 BACKENDS = ("onnxruntime", "openvino")
 PRECISIONS = ("f32", "bf16", "f16")
@@ -253,20 +253,21 @@ def open_stream(backend: str, model: str | Path, *, precision: str = "f32", thre
 
     def run_all(feeds):
         emitted, feed = 0, {}
-        try:
-            for index, feed in enumerate(feeds):
-                with doing(f"OpenVINO was running {printable(model)}"):
+        # the requests run in OpenVINO's threads, also while the caller makes the next feed or reads a result: a
+        # kernel dying there was a crash that named nothing; each feed is a step under the time limit
+        with doing(f"OpenVINO was running {printable(model)}"):
+            try:
+                for index, feed in enumerate(each(feeds)):
                     queue.start_async(feed, index)  # blocks while every request is busy
-                while emitted in done:
-                    yield done.pop(emitted)
-                    emitted += 1
-            with doing(f"OpenVINO was running {printable(model)}"):
+                    while emitted in done:
+                        yield done.pop(emitted)
+                        emitted += 1
                 queue.wait_all()
-        except RuntimeError as exc:  # a request that failed is reported by the next call on the queue
-            _failed_run(exc, "OpenVINO", model, feed)
-        while emitted in done:
-            yield done.pop(emitted)
-            emitted += 1
+            except RuntimeError as exc:  # a request that failed is reported by the next call on the queue
+                _failed_run(exc, "OpenVINO", model, feed)
+            while emitted in done:
+                yield done.pop(emitted)
+                emitted += 1
 
     yield Runner(run_all, compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name())
 

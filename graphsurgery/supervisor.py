@@ -6,7 +6,7 @@ values; a bug in a native parser (protobuf, OpenCV) does the same. In one proces
 SIGSEGV: no line, a core file, scratch folders left behind. Here the parent, which loads nothing but this module,
 waits for the child and turns such a death into one line naming what the child was doing (`doing`), exit 2, and
 removes the scratch folders the child had made (`scratch`). It also stops a child stuck in one such step for more
-than GRAPHSURGERY_TIME_LIMIT seconds (45 by default): a model OpenVINO compiles in quadratic time or a Loop whose
+than GRAPHSURGERY_TIME_LIMIT seconds (30 by default): a model OpenVINO compiles in quadratic time or a Loop whose
 trip count comes from the input ran for ever, and no check before the step can tell how long it takes.
 
 The parent forwards Ctrl-C and SIGTERM sent to it alone (`kill PID`, a test harness); a terminal's Ctrl-C reaches
@@ -20,7 +20,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 #: the exit code for a command that died by a crash in native code: a bad input, like every other refusal
@@ -28,15 +28,23 @@ CRASHED = 2
 #: the seconds one step in native code (`doing`: loading, compiling, converting a model, one run) may take: HRNet-W32
 #: compiles in 1 s and runs a batch of 8 in 2 s on 2 cores; the chains that OpenVINO compiles in quadratic time
 #: (5,000 ReLUs: 90 s) and Loops whose trip count comes from the input ran for ever
-TIME_LIMIT = 45
+TIME_LIMIT = 30
 TIME_LIMIT_VARIABLE = "GRAPHSURGERY_TIME_LIMIT"
 #: signals a crash in native code dies by (the others are a kill from outside)
 _CRASHES = {signal.SIGSEGV, signal.SIGFPE, signal.SIGABRT, signal.SIGBUS, signal.SIGILL, signal.SIGSYS,
             signal.SIGTRAP}
-_WATCHED = {signal.SIGINT, signal.SIGTERM, signal.SIGCHLD}
+#: signals that end a process by default, passed on to the child (unwatched, `kill -HUP PID` or a closed terminal
+#: killed the parent alone: a death by signal, and its child went on to say "terminated")
+_PASSED_ON = {signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM}
+_WATCHED = {signal.SIGINT, signal.SIGTERM, signal.SIGCHLD, *_PASSED_ON}
 _PR_SET_PDEATHSIG = 1
 #: si_code of a signal sent by kill() or sigqueue() to this process (a terminal's Ctrl-C is SI_KERNEL, > 0)
 _SENT_BY_A_PROCESS = 0
+#: the seconds between the parent's looks at the child
+_WAKE = 1.0
+#: the seconds a child has to unwind after Ctrl-C or SIGTERM: Python acts on a signal only once native code returns,
+#: and a compile or a Loop that never returns (no time limit, or not in a `doing` step) made the command deaf to both
+_GRACE = 5.0
 
 #: in the child: the shared file (memfd) where it keeps what it is doing and its scratch folders, for the parent
 _channel: int | None = None
@@ -77,7 +85,7 @@ def _time_limit() -> int:
     text = os.environ.get(TIME_LIMIT_VARIABLE, "").strip()
     if not text:
         return TIME_LIMIT
-    if not text.isdigit() or len(text) > 9:
+    if not text.isdecimal() or len(text) > 9:  # isdigit() let '²' and '①' by, which int() refuses (a traceback)
         _say(f"error: {TIME_LIMIT_VARIABLE}={text[:40]!r} is not a number of seconds — fix: set it to a whole number "
              f"of seconds from 0 (no limit) to 999999999, or unset it (default {TIME_LIMIT} s)")
         os._exit(2)
@@ -113,6 +121,23 @@ def doing(activity: str) -> Iterator[None]:
         _doing.pop()
         _serial += 1
         _publish()
+
+
+def again() -> None:
+    """The next of many short steps of the current activity begins (a calibration sample, one of a series of runs):
+    the time limit bounds each step, not the series, which may rightly take longer (NNCF on HRNet-W32: 27 s)."""
+    global _serial
+    if _channel is None or not _doing:
+        return
+    _serial += 1
+    _publish()
+
+
+def each(items: Iterable) -> Iterator:
+    """`items`, each one the start of a new step of the current activity (`again`)."""
+    for item in items:
+        again()
+        yield item
 
 
 @contextmanager
@@ -161,9 +186,18 @@ def _watch(child: int, channel: int, cpu_limit_line: str, time_limit: int) -> No
     `time_limit` seconds of its running (time it spent stopped, by Ctrl-Z, does not count); then exit as it did."""
     forwarded: set[int] = set()
     watched, spent, last = "", 0.0, time.monotonic()
+    asked: tuple[int, float] | None = None  # the first Ctrl-C or SIGTERM, and when it came
+    # ignored by the user (`nohup`, a script's background job): the child ignores them too; blocked, they still come
+    ignored = {number for number in _WATCHED if signal.getsignal(number) is signal.SIG_IGN}
     while True:
-        info = signal.sigtimedwait(_WATCHED, 1.0)  # wakes each second to time the activity
+        info = signal.sigtimedwait(_WATCHED, _WAKE)  # wakes each second to time the activity
+        if info is not None and info.si_signo not in _WATCHED:  # CPython's answer when a stop (Ctrl-Z) interrupted
+            info = None  # the wait past its timeout: an unfilled siginfo, and os.kill(child, garbage) a traceback
         if info is not None and info.si_signo != signal.SIGCHLD:
+            if info.si_signo in ignored:
+                continue
+            if info.si_signo not in _PASSED_ON:  # those kill the child at once, even in native code
+                asked = asked or (info.si_signo, time.monotonic())
             if info.si_code <= _SENT_BY_A_PROCESS and info.si_signo not in forwarded:
                 forwarded.add(info.si_signo)  # sent to the process group too, the child has it already
                 os.kill(child, info.si_signo)
@@ -172,12 +206,14 @@ def _watch(child: int, channel: int, cpu_limit_line: str, time_limit: int) -> No
         if pid:
             break
         now, (serial, activity, _) = time.monotonic(), _last_state(channel)
-        spent = spent + (now - last) * (not _stopped(child)) if serial == watched else 0.0
+        if asked and now - asked[1] > _GRACE:  # stuck in native code: the signal would wait for it to return
+            _kill(child, channel)
+            _say_and_exit(asked[0], "", [], cpu_limit_line, child)
+        # at most two wakes' worth: a longer gap is time this process spent stopped (Ctrl-Z stops both)
+        spent = spent + min(now - last, 2 * _WAKE) * (not _stopped(child)) if serial == watched else 0.0
         watched, last = serial, now
         if activity and time_limit and spent > time_limit:
-            os.kill(child, signal.SIGKILL)  # stuck in native code: SIGTERM would wait for it to return
-            os.waitpid(child, 0)
-            _remove(_last_state(channel)[2], child)
+            _kill(child, channel)
             _say(f"error: {activity} for more than {time_limit} s, and was stopped — fix: the model is too slow for "
                  f"this step (very long chains of elementwise ops slow OpenVINO's compiler; a Loop whose trip count "
                  f"comes from the input never ends); if it is sound and only large, allow more time with "
@@ -188,6 +224,13 @@ def _watch(child: int, channel: int, cpu_limit_line: str, time_limit: int) -> No
         os._exit(code)
     _, activity, folders = _last_state(channel)
     _say_and_exit(-code, activity, folders, cpu_limit_line, child)
+
+
+def _kill(child: int, channel: int) -> None:
+    """End the child now and remove its scratch folders: SIGKILL, as SIGTERM would wait for its native code."""
+    os.kill(child, signal.SIGKILL)
+    os.waitpid(child, 0)
+    _remove(_last_state(channel)[2], child)
 
 
 def _last_state(channel: int) -> tuple[str, str, list[bytes]]:

@@ -178,7 +178,7 @@ def test_without_a_process_to_spare_the_command_runs_in_its_own(tiny_pose_models
     (loop_counted_by_the_input, "onnxruntime", "ONNX Runtime was running"),
 ])
 def test_a_step_that_outlasts_the_time_limit_is_stopped_in_one_line(tmp_path, temporary, build, backend, activity):
-    """GRAPHSURGERY_TIME_LIMIT (45 s by default; 2 here, to keep the test short): the step is stopped, its
+    """GRAPHSURGERY_TIME_LIMIT (30 s by default; 2 here, to keep the test short): the step is stopped, its
     scratch folders removed, and the line says what ran too long and how to allow more time."""
     model = save(build(), tmp_path / "slow.onnx")
     started = time.monotonic()

@@ -17,6 +17,7 @@ import sys
 from typing import NoReturn
 
 import click
+from rich.console import Console
 
 from graphsurgery import __version__
 from graphsurgery.cli.tables import printable
@@ -44,6 +45,16 @@ INTERNAL_ERROR = 3  # never 1, which scripts read as "no parity"
 BROKEN_PIPE = 128 + signal.SIGPIPE  # a shell's code for a writer whose reader left; 1 read as "no parity" under
                                     # `set -o pipefail` (`verify … | head`)
 DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _reader_gone(console: Console) -> NoReturn:
+    """rich's Console ended a write whose reader went away with exit 1, "no parity" to a script (`graphsurgery
+    steps | head -1` under `set -o pipefail`): raised as the BrokenPipeError the command ends on with BROKEN_PIPE."""
+    console.quiet = True
+    raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE))
+
+
+Console.on_broken_pipe = _reader_gone
 
 
 class _Group(click.Group):

@@ -80,7 +80,7 @@ def child(task: str, model: Path, recipe: Path, out: Path) -> dict:
         from examples.hrnet.export import export_hrnet
 
         def operation():
-            export_hrnet(out, variant="w32")
+            export_hrnet(out, variant="w32", force=True)
     elif task == "machine":
         from graphsurgery.machine import machine
 

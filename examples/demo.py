@@ -8,12 +8,15 @@ Exit code 0 when every parity row passes, 1 otherwise.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+if __name__ == "__main__":  # Ctrl-C or SIGTERM while torch and the runtimes load: one line, not a traceback
+    from examples.entry import guard
+
+    guard()
 
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
@@ -21,12 +24,14 @@ from rich.table import Table  # noqa: E402
 from graphsurgery.api import apply  # noqa: E402
 from graphsurgery.benchmark import Settings, run_bench  # noqa: E402
 from graphsurgery.compare import PositionResult  # noqa: E402
-from graphsurgery.errors import GraphsurgeryError  # noqa: E402
 from graphsurgery.irconvert import convert  # noqa: E402
 from graphsurgery.pose import run_pose  # noqa: E402
 from graphsurgery.verification import verify  # noqa: E402
 
+from examples.entry import Parser, summary  # noqa: E402
+from examples.entry import run as run_example  # noqa: E402
 from examples.hrnet.export import export_hrnet  # noqa: E402
+from examples.outfolder import claim  # noqa: E402
 
 RECIPE = ROOT / "recipes" / "hrnet_coco_pose.yaml"
 IMAGES = ROOT / "examples" / "images"
@@ -34,28 +39,25 @@ CHECKPOINT = ROOT / "models" / "pytorch" / "pose_hrnet_w32_256x192.pth"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = Parser(description=summary(__doc__, "make demo: export HRNet, patch, convert, run, check parity."))
     parser.add_argument("--variant", default="w32", choices=["w32", "tiny"], help="HRNet size (tiny: for tests)")
-    parser.add_argument("--out", type=Path, default=ROOT / "out" / "demo", help="where everything is written")
+    parser.add_argument("--out", default=str(ROOT / "out" / "demo"), help="where everything is written")
     parser.add_argument("--iterations", type=int, default=10, help="timed rounds per pipeline")
     args = parser.parse_args(argv)
-    console = Console(width=130)
-    try:
-        return _demo(args.variant, args.out, args.iterations, console)
-    except GraphsurgeryError as exc:
-        console.print(f"error: {exc}", style="red", highlight=False)
-        return 2
+    return run_example(lambda: _demo(args.variant, args.out, args.iterations, Console(width=130)))
 
 
-def _demo(variant: str, out: Path, iterations: int, console: Console) -> int:
-    out.mkdir(parents=True, exist_ok=True)
+def _demo(variant: str, out: str, iterations: int, console: Console) -> int:
+    stem = f"hrnet_{variant}"
+    out = claim(out, "make demo", [f"{stem}{end}" for end in (".onnx", ".patched.onnx", ".patched.onnx.data",
+                                                               ".patched.xml", ".patched.bin")] + ["run"])
     checkpoint = CHECKPOINT if CHECKPOINT.is_file() and variant == "w32" else None
     console.print(f"[bold]1/5 export[/] HRNet-{variant} with "
                   + (f"the official checkpoint {checkpoint}" if checkpoint else
                      "SEEDED weights (untrained: keypoints are not meaningful, parity is; put "
                      f"pose_hrnet_w32_256x192.pth in {CHECKPOINT.parent} for real ones)"), highlight=False)
     plain = export_hrnet(out / f"hrnet_{variant}.onnx", variant=variant, checkpoint=checkpoint, opset=17,
-                         dynamic_batch=True)
+                         dynamic_batch=True, force=True)  # the folder is the demo's (`claim`)
     console.print(f"[bold]2/5 apply[/] {RECIPE.name}", highlight=False)
     patched = apply(RECIPE, plain, out / f"hrnet_{variant}.patched.onnx", force=True).output
     console.print("[bold]3/5 convert[/] to OpenVINO IR, FP32 weights")

@@ -8,12 +8,15 @@ compared as sets. Exit code 0 when every parity row passes, 1 otherwise.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+if __name__ == "__main__":  # Ctrl-C or SIGTERM while torch and the runtimes load: one line, not a traceback
+    from examples.entry import guard
+
+    guard()
 
 import numpy as np  # noqa: E402
 from rich.console import Console  # noqa: E402
@@ -25,8 +28,12 @@ from graphsurgery.errors import GraphsurgeryError  # noqa: E402
 from graphsurgery.images import list_images, read_image  # noqa: E402
 from graphsurgery.irconvert import convert  # noqa: E402
 from graphsurgery.runners import open_runner  # noqa: E402
+from graphsurgery.safeio import write_atomically  # noqa: E402
 from graphsurgery.verification import verify  # noqa: E402
 
+from examples.entry import Parser, summary  # noqa: E402
+from examples.entry import run as run_example  # noqa: E402
+from examples.outfolder import claim  # noqa: E402
 from examples.zoo.export import export_zoo  # noqa: E402
 
 RECIPE = ROOT / "recipes" / "yolov8_detector.yaml"
@@ -35,23 +42,21 @@ PRESETS = {"yolov8": "yolov8", "tiny": "yolov8-tiny"}
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = Parser(description=summary(__doc__, "make detect: a YOLOv8-shaped detector with its processing inside."))
     parser.add_argument("--variant", default="yolov8", choices=sorted(PRESETS), help="model size (tiny: for tests)")
-    parser.add_argument("--out", type=Path, default=ROOT / "out" / "detect", help="where everything is written")
+    parser.add_argument("--out", default=str(ROOT / "out" / "detect"), help="where everything is written")
     args = parser.parse_args(argv)
-    console = Console(width=130)
-    try:
-        return _detect(PRESETS[args.variant], args.out, console)
-    except GraphsurgeryError as exc:
-        console.print(f"error: {exc}", style="red", highlight=False)
-        return 2
+    return run_example(lambda: _detect(PRESETS[args.variant], args.out, Console(width=130)))
 
 
-def _detect(preset: str, out: Path, console: Console) -> int:
-    out.mkdir(parents=True, exist_ok=True)
+def _detect(preset: str, out: str, console: Console) -> int:
+    images = list_images([IMAGES])
+    out = claim(out, "make detect", [f"{preset}{end}" for end in (".onnx", ".patched.onnx", ".patched.onnx.data",
+                                                                    ".patched.xml", ".patched.bin")]
+                + [f"{path.stem}_boxes.jpg" for path in images])
     console.print(f"[bold]1/5 export[/] {preset} with SEEDED weights (untrained: the boxes are not meaningful, "
                   "parity is)", highlight=False)
-    plain = export_zoo(out / f"{preset}.onnx", preset, opset=17)
+    plain = export_zoo(out / f"{preset}.onnx", preset, opset=17, force=True)  # the folder is ours (`claim`)
     console.print(f"[bold]2/5 apply[/] {RECIPE.name}", highlight=False)
     patched = apply(RECIPE, plain, out / f"{preset}.patched.onnx", force=True).output
     console.print("[bold]3/5 convert[/] to OpenVINO IR, FP32 weights")
@@ -60,7 +65,7 @@ def _detect(preset: str, out: Path, console: Console) -> int:
     console.print(f"[bold]4/5 run[/] OpenVINO CPU inference on {IMAGES}, boxes drawn", highlight=False)
     drawn = []
     with open_runner("openvino", xml) as run:
-        for path in list_images([IMAGES]):
+        for path in images:
             image = read_image(path)
             found = run({"image": image[None]})
             drawn.append(_draw(image, found, out / f"{path.stem}_boxes.jpg"))
@@ -95,7 +100,11 @@ def _draw(image: np.ndarray, found: dict[str, np.ndarray], path: Path) -> tuple[
         cv2.rectangle(canvas, (round(x1), round(y1)), (round(x2), round(y2)), (0, 200, 255), 2)
         cv2.putText(canvas, f"{label} {score:.2f}", (round(x1), max(12, round(y1) - 4)), cv2.FONT_HERSHEY_SIMPLEX,
                     0.45, (0, 200, 255), 1)
-    cv2.imwrite(str(path), canvas)
+    ok, jpeg = cv2.imencode(".jpg", canvas)
+    if not ok:
+        raise GraphsurgeryError("OpenCV could not encode the image with boxes", path=path, fix="report this")
+    # whole or not at all (cv2.imwrite wrote in place: Ctrl-C left half a JPEG, and a failed write said nothing)
+    write_atomically(path, lambda stream: stream.write(jpeg.tobytes()), "the image with boxes")
     return path, count
 
 

@@ -301,10 +301,24 @@ def _missing_parents(folder: Path) -> list[Path]:
 OUT_OF_MEMORY = ("runtime/allocator.cpp", "std::bad_alloc")
 
 
+def _restore_ovc_docstring() -> None:
+    """OpenVINO's converter learns its own options from `convert_model.__doc__`, which `python -OO` drops: every
+    conversion failed with "'NoneType' object has no attribute 'find'", blamed on the model. Only then, a docstring
+    naming the parameters (all it reads) is put back."""
+    import inspect
+
+    from openvino.tools import ovc
+
+    if ovc.convert_model.__doc__ is None:
+        names = inspect.signature(ovc.convert_model).parameters
+        ovc.convert_model.__doc__ = "".join(f":param {name}:\n    -\n" for name in names) + "Returns:"
+
+
 def _convert(model_path: Path, proto: onnx.ModelProto):
     import openvino as ov
 
     openvino_telemetry_off()
+    _restore_ovc_docstring()
     try:
         with doing(f"OpenVINO was converting {printable(model_path)}"):
             return ov.convert_model(str(model_path))

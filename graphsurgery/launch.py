@@ -49,7 +49,7 @@ def _once(handler):
     cannot tell a group's signal from one sent to it alone), and the second broke into the `finally` blocks that
     remove scratch folders (one left in 12 runs). Were the unwinding stuck in native code, the supervisor ends it."""
     def act(signum, frame):
-        _ignore()
+        ignore_signals()
         handler(signum, frame)
     return act
 
@@ -70,10 +70,10 @@ def main() -> None:
     handlers = {signal.SIGINT: signal.getsignal(signal.SIGINT), signal.SIGTERM: terminate}
     if threading.current_thread() is threading.main_thread():  # elsewhere signal.signal raised (a traceback):
         if signal.getsignal(signal.SIGXCPU) is not signal.SIG_IGN:  # signals are the main thread's, unwatched
-            signal.signal(signal.SIGXCPU, _quit_now)
+            signal.signal(signal.SIGXCPU, quit_now)
         for number in handlers:
             if signal.getsignal(number) is not signal.SIG_IGN:  # SIGINT ignored (a script's background job) stays so
-                signal.signal(number, _quit_now)
+                signal.signal(number, quit_now)
         from graphsurgery.supervisor import supervise
 
         supervise(CPU_LIMIT_LINE)  # from here on, the child: a death by signal in native code is a line from the parent
@@ -81,25 +81,25 @@ def main() -> None:
         from graphsurgery.cli import main as cli_main
 
         for number, handler in handlers.items():  # from now on signals unwind: scratch folders are removed
-            if signal.getsignal(number) is _quit_now:
+            if signal.getsignal(number) is quit_now:
                 _armed[number] = _once(handler)
                 signal.signal(number, _armed[number])
-        if signal.getsignal(signal.SIGXCPU) is _quit_now:
+        if signal.getsignal(signal.SIGXCPU) is quit_now:
             signal.signal(signal.SIGXCPU, cpu_time_limit)
         sys.unraisablehook = _unraisable
         cli_main()
     except CpuTimeLimit:
-        _ignore()
-        _say(CPU_LIMIT_LINE)
-        _exit(2)
+        ignore_signals()
+        say(CPU_LIMIT_LINE)
+        exit_now(2)
     except (KeyboardInterrupt, Terminated) as exc:  # while the CLI loaded (or past its own handling)
-        _ignore()  # a second signal now would escape this handler as a traceback
-        _say("interrupted" if isinstance(exc, KeyboardInterrupt) else "terminated")
-        _exit(INTERRUPTED if isinstance(exc, KeyboardInterrupt) else TERMINATED)
+        ignore_signals()  # a second signal now would escape this handler as a traceback
+        say("interrupted" if isinstance(exc, KeyboardInterrupt) else "terminated")
+        exit_now(INTERRUPTED if isinstance(exc, KeyboardInterrupt) else TERMINATED)
     except SystemExit as exc:
-        _ignore()  # the command is over and has said so: a signal while Python shut down (~50 ms) killed the
+        ignore_signals()  # the command is over and has said so: a signal while Python shut down (~50 ms) killed the
         if exc.code in (INTERRUPTED, TERMINATED):  # process by that signal, hiding the exit code it had
-            _exit(exc.code)  # the command unwound (its finally blocks ran) and said so
+            exit_now(exc.code)  # the command unwound (its finally blocks ran) and said so
         raise
 
 
@@ -109,7 +109,7 @@ def signals_ignored() -> Iterator[None]:
     just after an error line made click say "Aborted!" and exit 1, the parity-failure code). On the command line
     they stay ignored until the process ends (restored, a signal in the few frames before `main` saw the exit
     turned it into "interrupted", 130); restored for an application that runs the CLI in its own process."""
-    previous = _ignore()
+    previous = ignore_signals()
     try:
         yield
     finally:
@@ -117,7 +117,7 @@ def signals_ignored() -> Iterator[None]:
             signal.signal(number, handler)
 
 
-def _ignore() -> dict:
+def ignore_signals() -> dict:
     """SIGINT and SIGTERM ignored from now on; the handlers they had (none outside the main thread, or for one not
     set from Python, which could not be restored)."""
     previous = {}
@@ -153,27 +153,30 @@ def _send_later(number: int) -> None:
     os.kill(os.getpid(), number)
 
 
-def _quit_now(signum, frame) -> None:
+def quit_now(signum, frame) -> None:
     """A signal while the CLI loads: nothing is written yet, so leave at once. An exception raised there instead
     went off inside a C extension's initialisation (pybind11) and aborted the process (SIGABRT, SIGSEGV). A second
     signal is ignored: the supervisor forwards a `kill -TERM -PGID` the child has had already, and this handler,
     entered again while it wrote, said "terminated" twice."""
-    _ignore()
+    ignore_signals()
     if signum == signal.SIGXCPU:
-        _say(CPU_LIMIT_LINE)
-        _exit(2)
-    _say("interrupted" if signum == signal.SIGINT else "terminated")
-    _exit(INTERRUPTED if signum == signal.SIGINT else TERMINATED)
+        say(CPU_LIMIT_LINE)
+        exit_now(2)
+    say("interrupted" if signum == signal.SIGINT else "terminated")
+    exit_now(INTERRUPTED if signum == signal.SIGINT else TERMINATED)
 
 
-def _say(word: str) -> None:
-    try:
-        sys.stderr.write(f"{word}\n")
-    except (OSError, ValueError):  # stderr closed or gone: the exit code says it
-        pass
+def say(line: str) -> None:
+    """`line` on stderr, after what was said on stdout (also for the example scripts, examples/entry.py)."""
+    for stream, text in ((sys.stdout, ""), (sys.stderr, f"{line}\n")):
+        try:
+            stream.write(text)
+            stream.flush()
+        except (OSError, ValueError):  # closed or gone: the exit code says it
+            pass
 
 
-def _exit(code: int) -> None:
+def exit_now(code: int) -> None:
     """Exit now with 130 or 143, without Python's shutdown: a Ctrl-C that went through a C extension's own Python
     call while it loaded (pybind11's exec) leaves a flag that makes Python kill itself with SIGINT after the
     shutdown, whatever the exit code (exit -2 after "interrupted"). Scratch folders are gone already: the command's

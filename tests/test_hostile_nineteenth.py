@@ -74,9 +74,9 @@ def test_time_spent_stopped_does_not_count_against_the_limit(tmp_path):
 def test_a_second_signal_while_the_first_is_said_is_ignored():
     """The parent forwards a `kill -TERM -PGID` the child has had already: while the CLI loaded, the handler was
     entered again and said "terminated" twice (here the second arrives while the first is written)."""
-    script = ("import os, signal\nfrom graphsurgery import launch\nsay = launch._say\n"
+    script = ("import os, signal\nfrom graphsurgery import launch\nsay = launch.say\n"
               "def twice(word):\n    os.kill(os.getpid(), signal.SIGTERM)\n    say(word)\n"
-              "launch._say = twice\nsignal.signal(signal.SIGTERM, launch._quit_now)\n"
+              "launch.say = twice\nsignal.signal(signal.SIGTERM, launch.quit_now)\n"
               "os.kill(os.getpid(), signal.SIGTERM)\nimport time\ntime.sleep(5)\n")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert done.returncode == 143 and done.stderr == "terminated\n", (done.returncode, done.stderr)

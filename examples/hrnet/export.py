@@ -14,11 +14,17 @@ from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make `examples.hrnet` importable from the repository root
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+if __name__ == "__main__":  # Ctrl-C or SIGTERM while torch loads: one line, not a traceback
+    from examples.entry import guard
 
-from graphsurgery.errors import GraphsurgeryError
+    guard()
 
-from examples.hrnet.model import PRESETS, build_hrnet, load_checkpoint
-from examples.onnx_export import INPUT_NAME, OPSETS, check_request, export_plain
+from graphsurgery.errors import GraphsurgeryError  # noqa: E402
+from graphsurgery.safeio import input_path, present  # noqa: E402
+
+from examples.entry import Parser, run, summary  # noqa: E402
+from examples.hrnet.model import PRESETS, build_hrnet, load_checkpoint  # noqa: E402
+from examples.onnx_export import INPUT_NAME, OPSETS, check_request, export_plain  # noqa: E402
 
 OUTPUT_NAME = "heatmaps"
 
@@ -30,35 +36,38 @@ def export_hrnet(
     opset: int = 17,
     dynamic_batch: bool = False,
     seed: int = 0,
+    force: bool = False,
 ) -> Path:
-    """Write the plain model to `path` atomically (no reader sees half a file); `seed` only without a checkpoint."""
-    path = Path(path)
-    check_request(path, opset)
-    if checkpoint is not None and not Path(checkpoint).is_file():
-        raise GraphsurgeryError(
-            "checkpoint file not found", path=checkpoint, fix="check the path, or omit --checkpoint for seeded weights"
-        )
+    """Write the plain model to `path` atomically (no reader sees half a file); `seed` only without a checkpoint.
+    An existing `path` is replaced only with `force`; the checkpoint never is."""
+    if checkpoint is not None:
+        checkpoint = input_path(checkpoint, "checkpoint")
+        if not present(checkpoint):
+            raise GraphsurgeryError("checkpoint file not found", path=checkpoint,
+                                    fix="check the path, or omit --checkpoint for seeded weights")
+    path = check_request(path, opset, seed, [checkpoint], force)
     model = build_hrnet(variant, seed=None if checkpoint is not None else seed)
     if checkpoint is not None:
         load_checkpoint(model, checkpoint)
-    return export_plain(model, path, model.config.input_size, OUTPUT_NAME, opset, dynamic_batch)
+    return export_plain(model, path, model.config.input_size, OUTPUT_NAME, opset, dynamic_batch, force)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("-o", "--output", required=True, type=Path, help="ONNX file to write")
-    parser.add_argument("--checkpoint", type=Path, help="official pose_hrnet_w32_256x192.pth (default: seeded weights)")
+    parser = Parser(description=summary(__doc__, "Export HRNet to a plain ONNX model."))
+    parser.add_argument("-o", "--output", required=True, help="ONNX file to write")
+    parser.add_argument("--checkpoint", help="official pose_hrnet_w32_256x192.pth (default: seeded weights)")
     parser.add_argument("--variant", choices=sorted(PRESETS), default="w32")
     parser.add_argument("--opset", type=int, default=17, help=f"{OPSETS[0]}-{OPSETS[-1]} (default 17)")
     parser.add_argument("--dynamic-batch", action="store_true", help='symbolic batch dimension "N"')
     parser.add_argument("--seed", type=int, default=0, help="seed for the stand-in weights (ignored with --checkpoint)")
+    parser.add_argument("--force", action="store_true", help="replace an existing output file")
     args = parser.parse_args(argv)
+    return run(lambda: _export(args))
 
-    try:
-        out = export_hrnet(args.output, args.variant, args.checkpoint, args.opset, args.dynamic_batch, args.seed)
-    except GraphsurgeryError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
+
+def _export(args: argparse.Namespace) -> int:
+    out = export_hrnet(args.output, args.variant, args.checkpoint, args.opset, args.dynamic_batch, args.seed,
+                       args.force)
     config, batch = PRESETS[args.variant], "N" if args.dynamic_batch else "1"
     h, w = config.input_size
     print(

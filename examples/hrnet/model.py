@@ -10,15 +10,14 @@ on the highest-resolution branch.
 
 from __future__ import annotations
 
-import pickle
-from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
 from graphsurgery.errors import GraphsurgeryError
+
+from examples.hrnet.checkpoint import load_checkpoint  # noqa: F401 - where the export script and tests find it
 
 BN_MOMENTUM = 0.1
 
@@ -265,54 +264,3 @@ def seed_weights(model: PoseHighResolutionNet, seed: int, calibration_images: in
     scale = target_std / std
     final.weight.copy_(final.weight.double() * scale.view(-1, 1, 1, 1))
     final.bias.copy_(-mean * scale)
-
-
-def load_checkpoint(model: nn.Module, path: str | Path) -> None:
-    """Load an official-layout state dict (bare, under "state_dict", or with DataParallel's "module." prefix).
-
-    `weights_only=True` refuses to unpickle arbitrary objects, so a hostile .pth cannot run code; any file that
-    is not such a dict of tensors, or whose keys/shapes differ from `model`, becomes one GraphsurgeryError line.
-    """
-    variant = getattr(getattr(model, "config", None), "name", "HRNet")
-    fix = f"pass the official pose_hrnet_w32_256x192.pth, or a state_dict saved from this model (--variant {variant})"
-    try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise GraphsurgeryError("checkpoint file not found", path=path, fix="check the --checkpoint path") from None
-    except pickle.UnpicklingError as exc:
-        # torch's message is boilerplate around one useful line, and suggests weights_only=False: never do that.
-        lines = [line.strip() for line in str(exc).splitlines()[1:] if line.strip()]
-        detail = next((line for line in lines if not line.startswith(("Please file", "Check the doc"))), "bad pickle")
-        message = f"not a PyTorch checkpoint of plain tensors ({detail[:160]})"
-        raise GraphsurgeryError(message, path=path, fix=fix) from None
-    except Exception as exc:  # torch.load raises many types (RuntimeError, EOFError, OSError, zip errors)
-        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-        raise GraphsurgeryError(f"not a PyTorch checkpoint ({detail})", path=path, fix=fix) from None
-
-    state = loaded.get("state_dict", loaded) if isinstance(loaded, Mapping) else loaded
-    if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise GraphsurgeryError("checkpoint is not a state dict of tensors", path=path, fix=fix)
-    if state and all(k.startswith("module.") for k in state):
-        state = {k.removeprefix("module."): v for k, v in state.items()}
-
-    expected = model.state_dict()
-    # Pre-0.4.1 checkpoints lack BN's num_batches_tracked; load_state_dict fills it in, so it is not "missing".
-    missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in state if k not in expected]
-    mismatched = [
-        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
-        for k, v in expected.items()
-        if k in state and state[k].shape != v.shape
-    ]
-    problems = [
-        f"{len(items)} {label}: {', '.join(items[:3])}{', ...' if len(items) > 3 else ''}"
-        for label, items in (
-            ("missing keys", missing),
-            ("unexpected keys", unexpected),
-            ("shape mismatches (checkpoint vs model)", mismatched),
-        )
-        if items
-    ]
-    if problems:
-        raise GraphsurgeryError(f"not an HRNet-{variant} checkpoint: " + "; ".join(problems), path=path, fix=fix)
-    model.load_state_dict(dict(state), strict=True)

@@ -18,38 +18,43 @@ from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make `examples.zoo` importable from the repository root
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+if __name__ == "__main__":  # Ctrl-C or SIGTERM while torch loads: one line, not a traceback
+    from examples.entry import guard
 
-from graphsurgery.errors import GraphsurgeryError
+    guard()
 
-from examples.onnx_export import INPUT_NAME, OPSETS, check_request, export_plain
-from examples.zoo.models import PRESETS, build_zoo_model
+from examples.entry import Parser, run, summary  # noqa: E402
+from examples.onnx_export import INPUT_NAME, OPSETS, check_request, export_plain  # noqa: E402
+from examples.zoo.models import PRESETS, build_zoo_model  # noqa: E402
 
 OUTPUT_NAMES = {"classifier": ("logits",), "pose": ("heatmaps",), "simcc": ("simcc_x", "simcc_y"),
                 "detector": ("output0",)}
 
 
 def export_zoo(path: str | Path, name: str = "resnet", opset: int = 17, dynamic_batch: bool = False,
-               seed: int = 0) -> Path:
-    """Write the plain model to `path` atomically (a reader never sees half a file)."""
-    path = Path(path)
-    check_request(path, opset)
+               seed: int = 0, force: bool = False) -> Path:
+    """Write the plain model to `path` atomically (a reader never sees half a file); an existing `path` is
+    replaced only with `force`."""
+    path = check_request(path, opset, seed, force=force)
     model = build_zoo_model(name, seed=seed)
-    return export_plain(model, path, model.config.input_size, OUTPUT_NAMES[model.config.kind], opset, dynamic_batch)
+    return export_plain(model, path, model.config.input_size, OUTPUT_NAMES[model.config.kind], opset, dynamic_batch,
+                        force)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = Parser(description=summary(__doc__, "Export a zoo architecture to a plain ONNX model."))
     parser.add_argument("name", choices=sorted(PRESETS), help="architecture (the -tiny ones are for tests)")
-    parser.add_argument("-o", "--output", required=True, type=Path, help="ONNX file to write")
+    parser.add_argument("-o", "--output", required=True, help="ONNX file to write")
     parser.add_argument("--opset", type=int, default=17, help=f"{OPSETS[0]}-{OPSETS[-1]} (default 17)")
     parser.add_argument("--dynamic-batch", action="store_true", help='symbolic batch dimension "N"')
     parser.add_argument("--seed", type=int, default=0, help="seed for the stand-in weights")
+    parser.add_argument("--force", action="store_true", help="replace an existing output file")
     args = parser.parse_args(argv)
-    try:
-        out = export_zoo(args.output, args.name, args.opset, args.dynamic_batch, args.seed)
-    except GraphsurgeryError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
+    return run(lambda: _export(args))
+
+
+def _export(args: argparse.Namespace) -> int:
+    out = export_zoo(args.output, args.name, args.opset, args.dynamic_batch, args.seed, args.force)
     config = PRESETS[args.name]
     batch, (h, w) = "N" if args.dynamic_batch else "1", config.input_size
     k, ratio = config.joints, config.split_ratio

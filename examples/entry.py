@@ -1,0 +1,101 @@
+"""The example scripts' command-line contract, which the `graphsurgery` command gets from graphsurgery.launch/cli.
+
+`python examples/demo.py` and the export scripts are plain programs: without this, bad options were argparse's
+usage block (several lines), an error was printed by rich on stdout and wrapped at 130 columns, an unwritable
+folder or `python -OO` was a traceback, Ctrl-C a traceback and a death by SIGINT, and SIGTERM killed the process
+with a half-written `.tmp` model left beside the output. Here: one line on stderr and exit 2 for bad input, 3 for
+a bug, `interrupted` 130 and `terminated` 143 with scratch files removed (the signals unwind like exceptions).
+
+Only the standard library and graphsurgery's light modules are imported: `guard()` runs before torch loads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import signal
+import sys
+from collections.abc import Callable
+from typing import NoReturn
+
+from graphsurgery.errors import GraphsurgeryError, printable
+from graphsurgery.launch import INTERRUPTED, TERMINATED, Terminated, exit_now, ignore_signals, quit_now, say, terminate
+
+PATH_ERRORS = (errno.ENAMETOOLONG, errno.ELOOP)
+FOLDER_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+def guard() -> None:
+    """While the script imports torch, onnx and the runtimes (~1 s), Ctrl-C or SIGTERM ends it at once with its
+    line: nothing is written yet (a KeyboardInterrupt raised there was a traceback, or a RecursionError)."""
+    for number in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(number) is not signal.SIG_IGN:
+            signal.signal(number, quit_now)
+
+
+def summary(doc: str | None, fallback: str) -> str:
+    """The first line of a script's docstring for --help; `python -OO` drops docstrings (it was an AttributeError)."""
+    return doc.splitlines()[0] if doc else fallback
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with its refusals in one line like every other (they were the usage block plus the error)."""
+
+    def error(self, message: str) -> NoReturn:
+        usage = " ".join(self.format_usage().split()).removeprefix("usage: ")
+        say(f"error: {printable(message)} — fix: {usage} (see {self.prog} -h)")
+        sys.exit(2)
+
+
+def run(body: Callable[[], int]) -> int:
+    """`body()`'s exit code, or the code and one line of what stopped it; the outcome, once decided, is final."""
+    for number, handler in ((signal.SIGINT, signal.default_int_handler), (signal.SIGTERM, terminate)):
+        if signal.getsignal(number) is not signal.SIG_IGN:
+            signal.signal(number, handler)
+    try:
+        from graphsurgery.limits import openvino_telemetry_off
+
+        openvino_telemetry_off()  # an unwritable HOME printed three WARNING lines on success
+        code = body()
+    except BaseException as exc:  # noqa: BLE001 - every ending is said in one line
+        code = _ending(exc)
+    ignore_signals()  # a signal after the last line changed nothing (it killed the interpreter while it shut down)
+    if code in (INTERRUPTED, TERMINATED):
+        exit_now(code)
+    return code
+
+
+def _ending(exc: BaseException) -> int:
+    """The line and exit code for an exception: a signal anywhere behind it first (Ctrl-C inside a C extension's
+    import comes out as ImportError), then the user's errors, then a bug."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, (KeyboardInterrupt, Terminated)):
+            interrupted = isinstance(cause, KeyboardInterrupt)
+            say("interrupted" if interrupted else "terminated")
+            return INTERRUPTED if interrupted else TERMINATED
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(exc, SystemExit):
+        raise exc
+    if isinstance(exc, GraphsurgeryError):
+        say(f"error: {printable(exc)}")
+        return exc.exit_code
+    from graphsurgery.limits import limit_error
+
+    limited = limit_error(exc, "the example")
+    if limited is not None:
+        say(f"error: {printable(limited)}")
+        return limited.exit_code
+    if isinstance(exc, OSError) and exc.errno in PATH_ERRORS + FOLDER_ERRORS:  # refused by the system, wherever met
+        where = f"{exc.filename}: " if exc.filename else ""
+        fix = "use a shorter path without symlink loops" if exc.errno in PATH_ERRORS else "choose a writable folder"
+        say(f"error: {printable(where)}{exc.strerror} — fix: {fix}")
+        return GraphsurgeryError.exit_code
+    if isinstance(exc, Warning):  # PYTHONWARNINGS=error turned a library's warning into an exception
+        say(f"error: a warning was raised as an error ({printable(exc)}) — fix: run without PYTHONWARNINGS=error")
+        return GraphsurgeryError.exit_code
+    what = printable(" ".join(f"{type(exc).__name__}: {exc}".split())[:300])
+    say(f"internal error ({what}) — this is a bug in the example: please report it with the command")
+    return 3

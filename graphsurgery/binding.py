@@ -66,7 +66,11 @@ def check_reaches_model(spec: TensorSpec, section: InputSection, dtype: str, mod
     for key, want in wants.items():
         got = getattr(spec, key)
         if got != want:
-            fixes = {"dtype": "add a `cast: {}` step", "layout": f"add a `layout: {{to: {want}}}` step",
+            # `cast` makes float32 only: for a float16 model "add a cast step" was no fix (the recipe had one)
+            cast = ("add a `cast: {}` step" if got != "float32" else
+                    f"export the model with a float32 input (float16 conversion: keep_io_types=True), or feed "
+                    f"{want} (input.tensor.dtype) with no cast step")
+            fixes = {"dtype": cast, "layout": f"add a `layout: {{to: {want}}}` step",
                      "color": "add a `reverse_channels: {}` step"}
             raise ModelError(f"after the input steps the tensor is {got} but the model wants {want} ({key})",
                              path=model_name, fix=fixes[key])

@@ -110,6 +110,7 @@ class ModelFacts:
     input_shape: tuple[Dim, ...] | None = None  # the patched input's model-side shape (what input steps bind to)
     other_outputs: tuple[str, ...] = ()  # the model's outputs the steps do not read: the splice passes them through
     targets: tuple[str, ...] = ()  # every output the steps read, output_name first (output.target as a list)
+    reads_float16: bool = False  # a target is float16: the values the steps decode are only that precise
 
     @classmethod
     def of(cls, proto: onnx.ModelProto, recipe: Recipe) -> ModelFacts:
@@ -126,5 +127,7 @@ class ModelFacts:
             size = (w, h) if isinstance(w, int) and isinstance(h, int) else None
         targets = (recipe.output.targets() if recipe.output else None) or (graph.output[0].name,)
         producer = output_producer(proto, targets[0])
+        half = any(o.name in targets and o.type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
+                   for o in graph.output)
         return cls(size, producer, targets[0], shape, tuple(o.name for o in graph.output if o.name not in targets),
-                   targets)
+                   targets, half)

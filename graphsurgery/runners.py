@@ -398,4 +398,10 @@ def _first_line(exc: BaseException) -> str:
     lines = [line.strip() for line in ORT_NOISE.sub("", str(exc)).splitlines() if line.strip()]
     telling = [line for line in lines if not re.fullmatch(r"Exception from \S+:\d+:", line)]
     said = [line for line in telling if not line.endswith(":")]  # "Check '…' failed at x.cpp:77:" only leads in
-    return (said or telling or lines or [type(exc).__name__])[0][:300]
+    first = (said or telling or lines or [type(exc).__name__])[0]
+    # onnxruntime's "Got invalid dimensions for input: x for the following indices" puts which dim, the size fed
+    # and the size declared (e.g. a batch declared 0) on the lines after: without them the line said nothing
+    indices = [line for line in lines if line.startswith("index:")]
+    if first.endswith("for the following indices") and indices:
+        first = f"{first}: {'; '.join(indices)}"
+    return first[:300]

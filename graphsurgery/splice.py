@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
+from onnx_graphsurgeon.logger import G_LOGGER
 
 from graphsurgery import __version__
 from graphsurgery.binding import (
@@ -107,7 +108,7 @@ def splice(recipe: Recipe, proto: onnx.ModelProto, *, model_name: str = "model",
                          fix="use the unpatched model, or pass force=True (--force) to apply it again")
 
     _refuse_sparse_constants(proto, model_name)
-    graph = gs.import_onnx(proto)
+    graph = _import_quietly(proto)
     taken = {n.name for n in graph.nodes} | set(graph.tensors())
     plan = SplicePlan(recipe=recipe.name, opset=opset)
     facts = ModelFacts.of(proto, recipe)
@@ -135,6 +136,32 @@ def _refuse_sparse_constants(proto: onnx.ModelProto, model_name: str) -> None:
             raise ModelError(f"{node_named(node)} holds a sparse tensor, which the splice cannot "
                              "carry into the patched model", path=model_name,
                              fix="re-export the model with that constant dense (a Constant with `value`)")
+
+
+def _import_quietly(proto: onnx.ModelProto) -> gs.Graph:
+    """onnx-graphsurgeon warns on standard output about element types numpy lacks (bfloat16): two lines before
+    the one-line refusal (`_numpy_dtype`) the caller should get alone."""
+    severity = G_LOGGER.severity
+    G_LOGGER.severity = G_LOGGER.ERROR
+    try:
+        return gs.import_onnx(proto)
+    finally:
+        G_LOGGER.severity = severity
+
+
+def _numpy_dtype(var: gs.Variable, kind: str, model_name: str) -> np.dtype | None:
+    """The element type of a patched input or output as numpy knows it. bfloat16 (and the float8 types) have no
+    numpy type: onnx-graphsurgeon keeps the ONNX enum, on which the steps failed as an internal error, and
+    ONNX Runtime's Python API can neither feed nor return them, so the twins could never check the patch."""
+    if var.dtype is None:
+        return None
+    try:
+        return np.dtype(var.dtype)
+    except TypeError:
+        type_name = onnx.TensorProto.DataType.Name(var.dtype).lower() if isinstance(var.dtype, int) else var.dtype
+        raise ModelError(f"{kind} {var.name!r} is {type_name}, which numpy and ONNX Runtime's Python API cannot "
+                         "hold, so the patch could not be computed or verified", path=model_name,
+                         fix=f"export {var.name!r} as float32 (e.g. a Cast to float at the model's {kind})") from None
 
 
 def _pick(candidates: list[str], wanted: str | None, kind: str, key: str, model_name: str) -> str:
@@ -185,7 +212,12 @@ def _splice_input(section: InputSection, proto, graph: gs.Graph, em: Emitter, pl
         raise ModelError(f"input {target_name!r} is also an output of the model (passed through as it is), so the "
                          "patched model could not keep that output", path=model_name,
                          fix=f"remove {target_name!r} from the model's outputs before patching its input")
-    dtype = DTYPE_NAMES.get(np.dtype(target.dtype)) if target.dtype is not None else None
+    element = _numpy_dtype(target, "input", model_name)
+    dtype = DTYPE_NAMES.get(element) if element is not None else None
+    if element is not None and element.kind == "f" and dtype is None and target.shape is not None and len(
+            target.shape) == 4:  # float64: "need a float tensor, patch another input" named neither the cause nor a fix
+        raise ModelError(f"input {target_name!r} is {element}; the input steps compute in float32 (float16 is fed "
+                         "as it is)", path=model_name, fix=f"export the model with a float32 input {target_name!r}")
     if dtype is None or target.shape is None or len(target.shape) != 4:
         raise ModelError(f"input {target_name!r} is {target.dtype}{list(target.shape or [])}; input steps need a 4-D "
                          f"float image tensor", path=model_name, fix="patch another input with input.target")
@@ -297,6 +329,8 @@ def _splice_output(section: OutputSection, graph: gs.Graph, em: Emitter, plan: S
     wanted = section.targets() or (None,)
     target_names = [_pick(names, name, "output", "output.target", model_name) for name in wanted]
     targets = [next(v for v in graph.outputs if v.name == name) for name in target_names]
+    for output in targets:
+        _numpy_dtype(output, "output", model_name)
     target = targets[0]
     plan.output_target = ", ".join(target_names)
     env: dict = {"output": target, **extras}

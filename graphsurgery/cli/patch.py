@@ -91,9 +91,10 @@ def inspect_command(model: Path, as_json: bool):
     console.print(shown("ops: " + ", ".join(f"{op}×{n}" for op, n in info.op_types.items())))
     if info.external_data:
         console.print(f"{info.external_data} tensors keep their data in external files")
-    for entry in info.provenance:
-        console.print(shown(f"patched by {entry.get('tool')} with recipe {entry.get('recipe')} "
-                            f"(sha256 {str(entry.get('recipe_sha256'))[:12]}…)"))
+    for entry in info.provenance:  # written by hand or by another tool, a claim may lack any field ("by None")
+        tool, recipe, sha = (entry.get(key) for key in ("tool", "recipe", "recipe_sha256"))
+        console.print(shown(f"patched by {tool or 'an unnamed tool'} with recipe {recipe or '(unnamed)'} "
+                            f"({f'sha256 {str(sha)[:12]}…' if sha else 'no sha256 recorded'})"))
 
 
 @click.command("schema")

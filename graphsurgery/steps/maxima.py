@@ -79,10 +79,16 @@ def first_nan(em: Emitter, x: Tensor, rank: int, length: int) -> gs.Variable:
     return em.reduce_min(positions, [rank - 1], keepdims=True, dtype=i32)
 
 
+def _flag_type(em: Emitter) -> tuple[int, type]:
+    """The element type 0/1 flags are reduced in: uint8 from opset 13, float before. ONNX lets ReduceMax take
+    uint8 from opset 12, but OpenVINO 2026.4 reads ReduceMax-12 over u8 as "Unsupported input type u8": every
+    heatmap model at opset 12 failed to compile or convert on graphsurgery's own nodes."""
+    return (TensorProto.UINT8, np.uint8) if em.opset >= 13 else (TensorProto.FLOAT, np.float32)
+
+
 def _holds_nan(em: Emitter, x: Tensor, axis: int) -> gs.Variable:
-    """bool: does the row hold a NaN. IsNaN → 0/1 → ReduceMax: a reduction over plain numbers (uint8 from opset
-    12, where ReduceMax takes it; float before)."""
-    small = (TensorProto.UINT8, np.uint8) if em.opset >= 12 else (TensorProto.FLOAT, np.float32)
+    """bool: does the row hold a NaN. IsNaN → 0/1 → ReduceMax: a reduction over plain numbers (`_flag_type`)."""
+    small = _flag_type(em)
     flags = em.op("Cast", [em.op("IsNaN", [x], dtype=np.bool_)], {"to": small[0]}, dtype=small[1])
     return em.op("Cast", [em.reduce_max(flags, [axis], keepdims=True, dtype=small[1])], {"to": TensorProto.BOOL},
                  dtype=np.bool_)
@@ -102,7 +108,7 @@ def first_maximum_2d(em: Emitter, maps: Tensor, flat: Tensor, h: int, w: int) ->
     row or column, so every index read back stays inside the maps whatever a runtime's reductions give.
     """
     f32, i32, b = np.float32, np.int32, np.bool_
-    small = (TensorProto.UINT8, np.uint8) if em.opset >= 12 else (TensorProto.FLOAT, np.float32)
+    small = _flag_type(em)
     minus_inf = em.const("minus_inf", -np.inf, f32)
     has_nan = _holds_nan(em, flat, 2)                                                               # [N, K, 1]
     above = em.op("Cast", [em.op("Greater", [flat, minus_inf], dtype=b)], {"to": small[0]}, dtype=small[1])

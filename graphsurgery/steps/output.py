@@ -63,6 +63,28 @@ def heatmap_hw(shape, what: str) -> tuple[int, int]:
     return int(h), int(w)
 
 
+def _one_stride(maps: tuple, image: tuple[int, int]) -> bool:
+    """Do maps of (H, W) sit at one stride of an (H, W) image (within 10 %, for exports that round)?"""
+    if not all(isinstance(d, (int, np.integer)) and d > 0 for d in maps):
+        return False
+    ratios = [image[0] / maps[0], image[1] / maps[1]]
+    return min(ratios) >= 1 and max(ratios) <= 1.1 * min(ratios)
+
+
+def refuse_channel_last(shape, input_size: tuple[int, int] | None) -> None:
+    """Channel-last heatmaps [N, H, W, K] (tf2onnx exports of Keras pose nets) read as [N, K, H, W] decode H
+    "joints" of W × K maps: wrong keypoints that the twins, reading them the same way, agreed with (a false PASS).
+    Refused when the model's input size says so: (H, W) at one stride of it on axes 1, 2 and not on axes 2, 3."""
+    if input_size is None or len(shape) != 4:
+        return
+    image = (input_size[1], input_size[0])
+    if _one_stride(tuple(shape[1:3]), image) and not _one_stride(tuple(shape[2:4]), image):
+        raise StepError(f"the model output {list(shape)} has its joints last ([N, H, W, K] at stride "
+                        f"{image[0] / shape[1]:g} of the {image[0]}×{image[1]} input); heatmap decoding reads "
+                        "[N, K, H, W]", "export the heatmaps channel-first (e.g. a Transpose perm [0, 3, 1, 2] "
+                        "at the model's end)")
+
+
 def require(env: dict, names: tuple[str, ...], step: str) -> None:
     missing = [n for n in names if n not in env or env[n] is None]
     if missing:
@@ -124,6 +146,7 @@ class HeatmapArgmax(OutputStep):
               ) -> dict[str, gs.Variable]:
         heatmaps = env["output"]
         h, w = heatmap_hw(heatmaps.shape, "the model output")
+        refuse_channel_last(heatmaps.shape, facts.input_size if facts is not None else None)
         dtype = _np_float(heatmaps)
         if dtype is not None and dtype.kind != "f":
             raise StepError(f"the heatmaps are {dtype}, not floating point",

@@ -10,7 +10,7 @@ than GRAPHSURGERY_TIME_LIMIT seconds (30 by default): a model OpenVINO compiles 
 trip count comes from the input ran for ever, and no check before the step can tell how long it takes.
 
 The parent forwards Ctrl-C and SIGTERM sent to it alone (`kill PID`, a test harness); a terminal's Ctrl-C reaches
-both processes, so it is not sent twice. When the parent is killed, the child gets SIGTERM and unwinds. Where a child
+both processes, so it is not sent twice. When the parent is killed, the child is killed too. Where a child
 cannot be made (`ulimit -u`), the command runs in this process as before.
 """
 
@@ -170,15 +170,18 @@ def _publish() -> None:
 
 
 def _die_with(parent: int) -> None:
-    """The child gets SIGTERM when the parent dies (a `kill -9` of the command's PID), and unwinds."""
+    """The child is killed when the parent dies (a `kill -9` of the command's PID), as the one process was before.
+    SIGKILL, not SIGTERM: a child in native code (a Loop counted by the input) or stopped (Ctrl-Z) never acted on
+    SIGTERM, and with no parent left to kill it, it ran on, orphaned, for over an hour. Its scratch folders name
+    it, and the next command that writes there removes them."""
     try:
         import ctypes
 
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     except (OSError, AttributeError):
         return
     if os.getppid() != parent:  # the parent died before prctl
-        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _watch(child: int, channel: int, cpu_limit_line: str, time_limit: int) -> None:
@@ -209,8 +212,10 @@ def _watch(child: int, channel: int, cpu_limit_line: str, time_limit: int) -> No
         if asked and now - asked[1] > _GRACE:  # stuck in native code: the signal would wait for it to return
             _kill(child, channel)
             _say_and_exit(asked[0], "", [], cpu_limit_line, child)
-        # at most two wakes' worth: a longer gap is time this process spent stopped (Ctrl-Z stops both)
-        spent = spent + min(now - last, 2 * _WAKE) * (not _stopped(child)) if serial == watched else 0.0
+        # a gap longer than two wakes is time this process spent stopped (Ctrl-Z stops both): not counted (capped at
+        # two wakes, the step was stopped at once after a long pause, or within a second of resuming)
+        gap = now - last if now - last <= 2 * _WAKE else 0.0
+        spent = spent + gap * (not _stopped(child)) if serial == watched else 0.0
         watched, last = serial, now
         if activity and time_limit and spent > time_limit:
             _kill(child, channel)

@@ -10,6 +10,7 @@ thread other than the main one was a traceback."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -61,12 +62,16 @@ def test_time_spent_stopped_does_not_count_against_the_limit(tmp_path):
     process = subprocess.Popen(command("verify", POSE, model, "--random", 1, "--backends", "onnxruntime"),
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
                                env={**os.environ, "GRAPHSURGERY_TIME_LIMIT": "4"})
-    time.sleep(2.5)  # in the Loop by now
-    os.killpg(process.pid, signal.SIGSTOP)
-    time.sleep(6)
-    os.killpg(process.pid, signal.SIGCONT)
-    resumed = time.monotonic()
-    _, stderr = process.communicate(timeout=60)
+    try:
+        time.sleep(2.5)  # in the Loop by now
+        os.killpg(process.pid, signal.SIGSTOP)
+        time.sleep(6)
+        os.killpg(process.pid, signal.SIGCONT)
+        resumed = time.monotonic()
+        _, stderr = process.communicate(timeout=60)
+    finally:  # never leave the Loop spinning (it ran on, orphaned, after a failed run of this test)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
     assert process.returncode == 2 and "for more than 4 s" in stderr, stderr
     assert time.monotonic() - resumed > 1.5  # the rest of its 4 s, not stopped on the spot
 

@@ -137,16 +137,25 @@ def test_a_worker_killed_is_one_line_and_leaves_nothing(tiny_pose_models, tempor
     assert not folder.exists()
 
 
-def test_killing_the_command_ends_its_worker(tiny_pose_models, temporary):
-    """`kill -9 PID` of the command: its worker must not run on, orphaned; it gets SIGTERM and unwinds."""
+@pytest.mark.parametrize("stopped", [False, True], ids=["running", "stopped"])
+def test_killing_the_command_ends_its_worker(tiny_pose_models, temporary, stopped):
+    """`kill -9 PID` of the command: its worker must not run on, orphaned. It got SIGTERM, which a worker stopped
+    (Ctrl-Z) or stuck in native code never acted on: one ran on for over an hour. It is killed; its scratch
+    folder names it, for the next command to remove."""
     process, worker, folder = started_verify(tiny_pose_models[(17, False)], temporary)
-    process.kill()
-    process.wait(timeout=30)
-    deadline = time.monotonic() + 60
-    while not gone(worker):
-        assert time.monotonic() < deadline, "the worker ran on after its command was killed"
-        time.sleep(0.05)
-    assert not folder.exists()  # it unwound: its scratch folder is removed
+    if stopped:
+        os.kill(worker, signal.SIGSTOP)
+    try:
+        process.kill()
+        process.wait(timeout=30)
+        deadline = time.monotonic() + 30
+        while not gone(worker):
+            assert time.monotonic() < deadline, "the worker ran on after its command was killed"
+            time.sleep(0.05)
+    finally:
+        if not gone(worker):
+            os.kill(worker, signal.SIGKILL)
+    assert not folder.exists() or (folder / OWNER).read_text() == str(worker)
 
 
 @pytest.mark.parametrize("name, code, word", [("SIGINT", 130, "interrupted"), ("SIGTERM", 143, "terminated")])

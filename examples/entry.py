@@ -19,10 +19,10 @@ from collections.abc import Callable
 from typing import NoReturn
 
 from graphsurgery.errors import GraphsurgeryError, printable
-from graphsurgery.launch import INTERRUPTED, TERMINATED, Terminated, exit_now, ignore_signals, quit_now, say, terminate
+from graphsurgery.launch import INTERRUPTED, TERMINATED, exit_now, ignore_signals, quit_now, say, terminate
 
-PATH_ERRORS = (errno.ENAMETOOLONG, errno.ELOOP)
-FOLDER_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS)
+#: what the system says of a folder the user cannot write in (a full disk is `ending`'s: free disk space)
+UNWRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
 
 
 def guard() -> None:
@@ -66,36 +66,17 @@ def run(body: Callable[[], int]) -> int:
 
 
 def _ending(exc: BaseException) -> int:
-    """The line and exit code for an exception: a signal anywhere behind it first (Ctrl-C inside a C extension's
-    import comes out as ImportError), then the user's errors, then a bug."""
-    seen: set[int] = set()
-    cause: BaseException | None = exc
-    while cause is not None and id(cause) not in seen:
-        if isinstance(cause, (KeyboardInterrupt, Terminated)):
-            interrupted = isinstance(cause, KeyboardInterrupt)
-            say("interrupted" if interrupted else "terminated")
-            return INTERRUPTED if interrupted else TERMINATED
-        seen.add(id(cause))
-        cause = cause.__cause__ or cause.__context__
-    if isinstance(exc, SystemExit):
-        raise exc
-    if isinstance(exc, GraphsurgeryError):
-        say(f"error: {printable(exc)}")
-        return exc.exit_code
-    from graphsurgery.limits import limit_error
+    """Say the line of the CLI's ending for `exc` (`graphsurgery.cli.ending`: a signal behind it, the user's errors,
+    the process's limits, a bug) and return its exit code; a folder the system refuses to write is the user's to
+    change, not a bug."""
+    from graphsurgery.cli import INTERNAL_ERROR, ending
 
-    limited = limit_error(exc, "the example")
-    if limited is not None:
-        say(f"error: {printable(limited)}")
-        return limited.exit_code
-    if isinstance(exc, OSError) and exc.errno in PATH_ERRORS + FOLDER_ERRORS:  # refused by the system, wherever met
+    line, code = ending(exc, "the example", "this is a bug in the example: please report it with the command")
+    if code == INTERNAL_ERROR and isinstance(exc, SystemExit):
+        raise exc
+    if code == INTERNAL_ERROR and isinstance(exc, OSError) and exc.errno in UNWRITABLE:
         where = f"{exc.filename}: " if exc.filename else ""
-        fix = "use a shorter path without symlink loops" if exc.errno in PATH_ERRORS else "choose a writable folder"
-        say(f"error: {printable(where)}{exc.strerror} — fix: {fix}")
-        return GraphsurgeryError.exit_code
-    if isinstance(exc, Warning):  # PYTHONWARNINGS=error turned a library's warning into an exception
-        say(f"error: a warning was raised as an error ({printable(exc)}) — fix: run without PYTHONWARNINGS=error")
-        return GraphsurgeryError.exit_code
-    what = printable(" ".join(f"{type(exc).__name__}: {exc}".split())[:300])
-    say(f"internal error ({what}) — this is a bug in the example: please report it with the command")
-    return 3
+        line = f"error: {printable(where)}{exc.strerror} — fix: choose a writable folder"
+        code = GraphsurgeryError.exit_code
+    say(line)
+    return code

@@ -306,10 +306,8 @@ def _remove(folders: list[bytes], child: int) -> None:
 
 
 def _say(line: str) -> None:
+    """`launch.say`, with what came from the child (the names in its activity) made printable."""
     from graphsurgery.errors import printable
+    from graphsurgery.launch import say
 
-    try:
-        sys.stderr.write(printable(line) + "\n")
-        sys.stderr.flush()
-    except (OSError, ValueError):
-        pass
+    say(printable(line))

@@ -85,8 +85,7 @@ class _Group(click.Group):
         except CpuTimeLimit:
             self._end(CPU_LIMIT_LINE, GraphsurgeryError.exit_code)
         except GraphsurgeryError as exc:
-            self._signal_behind(exc)
-            self._end(f"error: {printable(exc)}", exc.exit_code)
+            self._end(*ending(exc))
         except click.UsageError as exc:  # a command's options, parsed in its own context
             self._usage_error(exc)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
@@ -95,23 +94,13 @@ class _Group(click.Group):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
             sys.exit(BROKEN_PIPE)
         except Exception as exc:
-            self._signal_behind(exc)
-            if isinstance(exc, OSError) and _folder_gone():  # a relative path resolved in it: FileNotFoundError
-                self._end("error: the current folder no longer exists (it was deleted or moved) — fix: cd into an "
-                          "existing folder and run the command again", GraphsurgeryError.exit_code)
-            limited = limit_error(exc)  # a resource limit of the process (ulimit -v, -n, -f): the user's to raise
-            if limited is not None:
-                self._end(f"error: {printable(limited)}", limited.exit_code)
-            if isinstance(exc, OSError) and exc.errno in (*PATH_ERRORS, *DISK_ERRORS):
-                self._refuse(exc)
-            if os.environ.get("GRAPHSURGERY_DEBUG") == "1":
+            line, code = ending(exc)
+            if os.environ.get("GRAPHSURGERY_DEBUG") == "1" and (code == INTERNAL_ERROR or isinstance(exc, Warning)):
                 raise
-            if isinstance(exc, Warning):
-                self._warning_raised(exc)
-            what = "out of memory" if isinstance(exc, MemoryError) else f"{type(exc).__name__}: {exc}"
-            what = printable(" ".join(what.split())[:300])
-            self._end(f"internal error ({what}) — this is a graphsurgery bug: please report it with the command and "
-                      "files; GRAPHSURGERY_DEBUG=1 shows the traceback", INTERNAL_ERROR)
+            if isinstance(exc, OSError) and exc.errno in DISK_ERRORS and exc.filename is None:
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # standard output full: Python must
+                # not flush it again
+            self._end(line, code)
         finally:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
@@ -127,40 +116,6 @@ class _Group(click.Group):
         usage = " ".join(exc.ctx.get_usage().split()).removeprefix("Usage: ")
         cls._end(f"error: {printable(exc.format_message())} — fix: {usage} (see `{exc.ctx.command_path} -h`)",
                  exc.exit_code)
-
-    @classmethod
-    def _signal_behind(cls, exc: BaseException) -> None:
-        """Ends as interrupted or terminated when a signal is behind `exc`: Ctrl-C while onnxruntime's C extension
-        loaded (lazily, in the command) came out as "ImportError: initialization failed", an internal error."""
-        seen: set[int] = set()
-        while exc is not None and id(exc) not in seen:
-            if isinstance(exc, KeyboardInterrupt):
-                cls._end("interrupted", INTERRUPTED)
-            if isinstance(exc, Terminated):
-                cls._end("terminated", TERMINATED)
-            if isinstance(exc, CpuTimeLimit):
-                cls._end(CPU_LIMIT_LINE, GraphsurgeryError.exit_code)
-            seen.add(id(exc))
-            exc = exc.__cause__ or exc.__context__
-
-    @staticmethod
-    def _warning_raised(exc: Warning) -> NoReturn:
-        """A library's warning raised as an exception because the user's Python says so (PYTHONWARNINGS=error,
-        `python -W error`): their setting, named as such, exit 2 (it was an internal error)."""
-        what = printable(" ".join(f"{type(exc).__name__}: {exc}".split())[:200])
-        _Group._end(f"error: a warning was raised as an error ({what}), as PYTHONWARNINGS=error or `python -W error` "
-                    "asks — fix: run the command without that setting (warnings do not change its answers)",
-                    GraphsurgeryError.exit_code)
-
-    @staticmethod
-    def _refuse(exc: OSError) -> None:
-        """A path the system cannot take (too long, a symlink loop), wherever it is first touched, or a full disk
-        where no writer expected one (standard output on /dev/full): the user's to fix, said in one line, exit 2."""
-        if exc.errno in DISK_ERRORS and exc.filename is None:  # standard output: Python must not flush it again
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        where = printable(exc.filename) if exc.filename is not None else "standard output"
-        fix = "use a shorter path without symlink loops" if exc.errno in PATH_ERRORS else "free disk space"
-        _Group._end(f"error: {where}: {exc.strerror or exc} — fix: {fix}", GraphsurgeryError.exit_code)
 
     @staticmethod
     def _end(line: str, code: int) -> NoReturn:
@@ -178,6 +133,46 @@ class _Group(click.Group):
 def cli() -> None:
     """Splice pre- and post-processing into ONNX models from a YAML recipe, convert them to OpenVINO and prove
     that they give the same answers as the unpatched pipeline."""
+
+
+def ending(exc: BaseException, what: str = "the command",
+           bug: str = "this is a graphsurgery bug: please report it with the command and files; GRAPHSURGERY_DEBUG=1 "
+                      "shows the traceback") -> tuple[str, int]:
+    """The last line and exit code of a command that `exc` ended (the CLI's, and the example scripts'): a signal
+    behind it first (Ctrl-C while onnxruntime's C extension loaded came out as "ImportError: initialization failed"),
+    then the user's errors, the process's limits and what the system refused, then a bug (`bug`: how to report it)."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, KeyboardInterrupt):
+            return "interrupted", INTERRUPTED
+        if isinstance(cause, Terminated):
+            return "terminated", TERMINATED
+        if isinstance(cause, CpuTimeLimit):
+            return CPU_LIMIT_LINE, GraphsurgeryError.exit_code
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(exc, GraphsurgeryError):
+        return f"error: {printable(exc)}", exc.exit_code
+    if isinstance(exc, OSError) and _folder_gone():  # a relative path resolved in it: FileNotFoundError
+        return ("error: the current folder no longer exists (it was deleted or moved) — fix: cd into an existing "
+                "folder and run the command again", GraphsurgeryError.exit_code)
+    limited = limit_error(exc, what)  # a resource limit of the process (ulimit -v, -n, -f): the user's to raise
+    if limited is not None:
+        return f"error: {printable(limited)}", limited.exit_code
+    if isinstance(exc, OSError) and exc.errno in (*PATH_ERRORS, *DISK_ERRORS):
+        # a path the system cannot take (too long, a symlink loop), wherever it is first touched, or a full disk
+        # where no writer expected one (standard output on /dev/full)
+        where = printable(exc.filename) if exc.filename is not None else "standard output"
+        fix = "use a shorter path without symlink loops" if exc.errno in PATH_ERRORS else "free disk space"
+        return f"error: {where}: {exc.strerror or exc} — fix: {fix}", GraphsurgeryError.exit_code
+    if isinstance(exc, Warning):  # a library's warning raised as an exception, as PYTHONWARNINGS=error asks
+        shown = printable(" ".join(f"{type(exc).__name__}: {exc}".split())[:200])
+        return (f"error: a warning was raised as an error ({shown}), as PYTHONWARNINGS=error or `python -W error` "
+                "asks — fix: run the command without that setting (warnings do not change its answers)",
+                GraphsurgeryError.exit_code)
+    shown = "out of memory" if isinstance(exc, MemoryError) else f"{type(exc).__name__}: {exc}"
+    return f"internal error ({printable(' '.join(shown.split())[:300])}) — {bug}", INTERNAL_ERROR
 
 
 def _folder_gone() -> bool:

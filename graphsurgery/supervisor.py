@@ -205,7 +205,7 @@ def _watch(child: int, channel: int, cpu_limit_line: str, time_limit: int) -> No
                 forwarded.add(info.si_signo)  # sent to the process group too, the child has it already
                 os.kill(child, info.si_signo)
             continue
-        pid, status = os.waitpid(child, os.WNOHANG)
+        pid, status, usage = os.wait4(child, os.WNOHANG)
         if pid:
             break
         now, (serial, activity, _) = time.monotonic(), _last_state(channel)
@@ -228,7 +228,18 @@ def _watch(child: int, channel: int, cpu_limit_line: str, time_limit: int) -> No
     if code >= 0:
         os._exit(code)
     _, activity, folders = _last_state(channel)
-    _say_and_exit(-code, activity, folders, cpu_limit_line, child)
+    number = signal.SIGXCPU if -code == signal.SIGKILL and _out_of_cpu_time(usage) else -code
+    _say_and_exit(number, activity, folders, cpu_limit_line, child)
+
+
+def _out_of_cpu_time(usage) -> bool:
+    """Whether the child's CPU time reached the hard limit, where the kernel kills it by SIGKILL without a SIGXCPU
+    first: `ulimit -t 60` sets both limits, and the death was blamed on memory. (The kernel counts in nanoseconds,
+    rusage in microseconds: a tenth of a second of slack.)"""
+    import resource
+
+    hard = resource.getrlimit(resource.RLIMIT_CPU)[1]
+    return hard != resource.RLIM_INFINITY and usage.ru_utime + usage.ru_stime >= hard - 0.1
 
 
 def _kill(child: int, channel: int) -> None:

@@ -169,11 +169,14 @@ def test_a_signal_to_the_whole_process_group_is_acted_on_once(tiny_pose_models, 
     assert not folder.exists()
 
 
-def test_without_a_process_to_spare_the_command_runs_in_its_own(tiny_pose_models):
-    """`ulimit -u` reached: fork fails, and the command runs unwatched rather than not at all."""
+@pytest.mark.parametrize("call, error", [("fork", "BlockingIOError(11, 'Resource temporarily unavailable')"),
+                                         ("memfd_create", "OSError(24, 'Too many open files')")])
+def test_without_a_process_to_spare_the_command_runs_in_its_own(tiny_pose_models, call, error):
+    """`ulimit -u` reached (fork fails) or no descriptor left for the shared file: the command runs unwatched rather
+    than not at all."""
     script = ("import os, sys\n"
-              "def refuse():\n    raise BlockingIOError(11, 'Resource temporarily unavailable')\n"
-              "os.fork = refuse\n"
+              f"def refuse(*args):\n    raise {error}\n"
+              f"os.{call} = refuse\n"
               "sys.argv = ['graphsurgery', 'inspect', sys.argv[1]]\n"
               "from graphsurgery.launch import main\nmain()\n")
     done = subprocess.run([sys.executable, "-c", script, str(tiny_pose_models[(17, False)])], capture_output=True,
@@ -210,3 +213,23 @@ def test_a_time_limit_that_is_not_whole_seconds_is_one_line(tiny_pose_models, va
     lines = done.stderr.splitlines()
     assert done.returncode == 2 and len(lines) == 1 and "GRAPHSURGERY_TIME_LIMIT" in lines[0], done.stderr
     assert "fix:" in lines[0] and done.stdout == ""
+
+
+@pytest.mark.parametrize("soft, hard", [(2, 2), (1, 3)], ids=["ulimit -t", "soft below hard"])
+def test_a_child_killed_at_its_cpu_time_limit_is_the_cpu_limit_line(tmp_path, temporary, soft, hard):
+    """At the hard CPU time limit the kernel kills by SIGKILL, with no SIGXCPU first when both limits are one
+    (`ulimit -t N`), or after SIGXCPUs that native code never let Python act on: it was blamed on memory."""
+    model = save(loop_counted_by_the_input(), tmp_path / "slow.onnx")
+
+    def limited():
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
+
+    done = subprocess.run(command("verify", POSE, model, "--random", 1, "--backends", "onnxruntime"),
+                          capture_output=True, text=True, timeout=120, preexec_fn=limited,
+                          env={**os.environ, "TMPDIR": str(temporary), "GRAPHSURGERY_TIME_LIMIT": "0"})
+    lines = done.stderr.splitlines()
+    assert done.returncode == 2 and len(lines) == 1, (done.returncode, done.stderr)
+    assert "CPU time limit (ulimit -t)" in lines[0] and "memory" not in lines[0], lines[0]
+    assert list(temporary.iterdir()) == []

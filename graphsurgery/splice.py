@@ -105,7 +105,8 @@ def splice(recipe: Recipe, proto: onnx.ModelProto, *, model_name: str = "model",
     applied = provenance(proto)
     if any(recipe.made(entry) for entry in applied) and not force:
         raise ModelError(f"recipe {recipe.name!r} was already applied to this model", path=model_name,
-                         fix="use the unpatched model, or pass force=True (--force) to apply it again")
+                         fix="use the unpatched model (to apply the recipe again on purpose: `graphsurgery apply "
+                             "--force`, or force=True in Python)")
 
     _refuse_sparse_constants(proto, model_name)
     graph = _import_quietly(proto)

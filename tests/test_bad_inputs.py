@@ -798,6 +798,15 @@ def test_force_applies_the_same_recipe_again(tmp_path):
                                if p.key == "graphsurgery.provenance"))) == 2
 
 
+def test_a_patched_model_given_to_verify_as_plain_is_told_to_use_the_unpatched_one(tmp_path):
+    """verify, bench and eval-coco have no --force: the line told them to pass it."""
+    recipe_path = write(tmp_path, "half.yaml", "version: 1\nname: half\ninput:\n  steps: [{scale: {divide: 2}}]\n")
+    apply(recipe_path, model(tmp_path), tmp_path / "once.onnx")
+    refused = CliRunner().invoke(cli, ["verify", str(recipe_path), str(tmp_path / "once.onnx"), "--random", "1"])
+    assert refused.exit_code == 2 and "already applied" in refused.output, refused.output
+    assert "use the unpatched model" in refused.output and "`graphsurgery apply --force`" in refused.output
+
+
 def test_existing_output_is_replaced_with_force(tmp_path):
     args, _, _ = apply_with(tmp_path)
     write(tmp_path, "out.onnx", b"old")

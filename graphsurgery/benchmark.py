@@ -32,6 +32,7 @@ from graphsurgery.recipe import Recipe, as_recipe
 from graphsurgery.runners import open_runner, open_stream, precision_note
 from graphsurgery.safeio import input_path, temporary_folder
 from graphsurgery.samples import MAX_BATCH_BYTES
+from graphsurgery.steps.topdown import FlipTest
 from graphsurgery.supervisor import doing, each
 from graphsurgery.targets import check_targets
 
@@ -191,9 +192,14 @@ def _checked(settings: Settings) -> Settings:
                    threads=int(settings.threads) if whole(settings.threads) else settings.threads)
 
 
-def run_bench(recipe: str | Path, model: str | Path, settings: Settings = Settings()) -> BenchResult:
-    """Patch `model` with `recipe` into a temporary folder, then time every pipeline, interleaved."""
+def run_bench(recipe: str | Path, model: str | Path, settings: Settings = Settings(),
+              progress: Callable[[int, int], None] | None = None) -> BenchResult:
+    """Patch `model` with `recipe` into a temporary folder, then time every pipeline, interleaved. `progress(done,
+    total)` is called after each round (warm-up included): with a model of a second a call, the default 55 rounds
+    ran for minutes without a word (`graphsurgery bench` shows the rounds and the time left)."""
     settings = _checked(settings)
+    if progress is not None and not callable(progress):
+        raise ArgumentError(f"progress is a function (done, total), not {type(progress).__name__}")
     model = input_path(model, "model file")
     recipe = as_recipe(recipe)
     if settings.throughput and any(step.sets_batch for step in (recipe.input.steps if recipe.input else ())):
@@ -209,7 +215,7 @@ def run_bench(recipe: str | Path, model: str | Path, settings: Settings = Settin
         int8 = _int8_ir(patched, Path(folder) / "int8.xml", settings.int8) if settings.int8 else None
         with _pipelines(workload, model, patched, settings, threads, network, int8 and int8["ir"]) as pipelines:
             measure = _measure_throughput if settings.throughput else _measure_latency
-            rows = measure(pipelines, settings)
+            rows = measure(pipelines, settings, progress)
         bf16 = _bf16_price(patched, workload) if any(row["precision"] == "bf16" for row in rows) else None
     latency = not settings.throughput
     return BenchResult(
@@ -300,6 +306,15 @@ def _workload(recipe: Recipe, model: Path, plan, batch: int) -> Workload:
     if math.prod(shape) * np.dtype(image.dtype).itemsize > MAX_BATCH_BYTES:  # made at once: 10^9 crops ran out
         raise GraphsurgeryError(f"a batch of {batch:,} takes more than {MAX_BATCH_BYTES >> 20} MiB of input",
                                 path=model, fix="time a batch of a few crops (--batch)")
+    plain_crop = facts.input_shape[1:] if facts.input_shape else ()
+    if crops_boxes and plain_crop and all(isinstance(d, int) for d in plain_crop):
+        # the graph cuts `batch` float crops (twice with the flip test) from one image: the input above is small,
+        # and --batch 10^6 ran out of memory after a minute instead of being refused here
+        made = batch * (2 if any(isinstance(step, FlipTest) for step in recipe.input.steps) else 1)
+        if made * math.prod(plain_crop) * 4 > MAX_BATCH_BYTES:
+            raise GraphsurgeryError(f"a batch of {batch:,} boxes makes {made:,} crops of {list(plain_crop)} in the "
+                                    f"graph, more than {MAX_BATCH_BYTES >> 20} MiB", path=model,
+                                    fix="time a few person boxes per image (--batch)")
     crop = _random_input(rng, shape, np.dtype(image.dtype))
     extras = {}
     if crops_boxes:  # people of 80–240 × 160–440 px, inside the 640 × 480 frame
@@ -412,22 +427,30 @@ def load_torch_module(spec: str):
     return network.eval()
 
 
-def _rounds(pipelines: list[Pipeline], settings: Settings, one: Callable[[Pipeline], object]) -> dict[str, list]:
-    """Warm-up rounds, then timed rounds; each round runs every pipeline once in a fresh random order."""
+def _rounds(pipelines: list[Pipeline], settings: Settings, one: Callable[[Pipeline], object],
+            progress: Callable[[int, int], None] | None = None) -> dict[str, list]:
+    """Warm-up rounds, then timed rounds; each round runs every pipeline once in a fresh random order. `progress`
+    is told each round done (`run_bench`)."""
     order = np.random.default_rng(0)
     samples: dict[str, list] = {p.key: [] for p in pipelines}
-    for round_index in range(settings.warmup + settings.iterations):
+    total = settings.warmup + settings.iterations
+    if progress is not None:
+        progress(0, total)  # the rounds begin (the patching and compiling before them are not a round's time)
+    for round_index in range(total):
         for index in order.permutation(len(pipelines)):
             pipeline = pipelines[index]
             sample = one(pipeline)
             if round_index >= settings.warmup:
                 samples[pipeline.key].append(sample)
+        if progress is not None:
+            progress(round_index + 1, total)
     return samples
 
 
-def _measure_latency(pipelines: list[Pipeline], settings: Settings) -> list[dict]:
+def _measure_latency(pipelines: list[Pipeline], settings: Settings,
+                     progress: Callable[[int, int], None] | None = None) -> list[dict]:
     """Per pipeline: median, p90 and min, and every sample in round order (for the paired ratios)."""
-    samples = _rounds(pipelines, settings, lambda p: p.run())
+    samples = _rounds(pipelines, settings, lambda p: p.run(), progress)
     rows = []
     for pipeline in pipelines:
         times = np.array(samples[pipeline.key], dtype=np.float64) / 1e6
@@ -441,13 +464,14 @@ def _measure_latency(pipelines: list[Pipeline], settings: Settings) -> list[dict
     return rows
 
 
-def _measure_throughput(pipelines: list[Pipeline], settings: Settings) -> list[dict]:
+def _measure_throughput(pipelines: list[Pipeline], settings: Settings,
+                        progress: Callable[[int, int], None] | None = None) -> list[dict]:
     def one(pipeline: Pipeline) -> int:
         start = time.perf_counter_ns()
         pipeline.run(BATCHES_PER_ROUND)
         return time.perf_counter_ns() - start
 
-    samples = _rounds(pipelines, settings, one)
+    samples = _rounds(pipelines, settings, one, progress)
     frames = BATCHES_PER_ROUND * settings.batch
     rows = []
     for pipeline in pipelines:

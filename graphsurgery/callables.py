@@ -4,11 +4,36 @@ importable, as for `python -m`): bench's PyTorch network, verify's reference pip
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from graphsurgery.errors import GraphsurgeryError
+
+
+def source_file(spec: str | None) -> Path | None:
+    """The file of the module `spec` (`module:function`) names, as `import_callable` will find it, or None (no
+    spec, a built-in, a module not found: `import_callable` says so later). It is an input of the command like any
+    other: `bench --torch net:build --json net.py` (and `verify --reference-pipeline m:f --json m.py`) wrote the
+    report over the user's own code. Found without running the module itself (a dotted name's packages load)."""
+    module_name = (spec or "").partition(":")[0]
+    if not module_name or module_name.startswith("."):
+        return None
+    _importable_here()
+    try:
+        found = importlib.util.find_spec(module_name)
+    except (Exception, SystemExit):  # a parent package that fails to load: import_callable says how, later
+        return None
+    origin = getattr(found, "origin", None)
+    return Path(origin) if origin and os.path.isfile(origin) else None
+
+
+def _importable_here() -> None:
+    """The current folder is importable, as for `python -m`."""
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
 
 
 def import_callable(spec: str, what: str, example: str) -> Callable:
@@ -17,8 +42,7 @@ def import_callable(spec: str, what: str, example: str) -> Callable:
     fix = f"give MODULE:FUNCTION, e.g. {example}"
     if not module_name or not attribute or module_name.startswith("."):  # `..:f` is relative to no package
         raise GraphsurgeryError(f"{what} {spec!r} is not MODULE:FUNCTION", fix=fix)
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
+    _importable_here()
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:

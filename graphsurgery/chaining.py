@@ -13,6 +13,7 @@ chained model with the two models run one after the other.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from graphsurgery import __version__
+from graphsurgery.compare import differences
 from graphsurgery.errors import ArgumentError, GraphsurgeryError, ModelError, whole
 from graphsurgery.model import PROVENANCE_KEY, model_opset, provenance, shapes_only
 from graphsurgery.modelio import check_output_path, external_tensors, load_model, model_paths, save_model
@@ -279,14 +281,28 @@ def verify_chain(chained: Path, detector: Path, pose: Path, images: list[np.ndar
                 found = detect({"image": image})
                 corners, scores = select_people(found["boxes"], found["scores"], found["classes"], found["count"],
                                                 person_class)
+                if not (np.isfinite(corners).all() and np.isfinite(scores).all()):  # NaN against NaN: a PASS of
+                    # nothing (and `run` refuses such people)
+                    raise GraphsurgeryError(f"{backend}: on image {index} the detector gave people boxes or scores "
+                                            "that are not finite numbers: the check would compare NaN with NaN",
+                                            path=detector, fix="check the detector: its boxes must be finite "
+                                                               "image pixels, its scores finite")
                 coco = np.concatenate([corners[:, :2], corners[:, 2:] - corners[:, :2]], axis=1)
                 want = estimate({"image": image, "boxes": coco})
                 if got["person_boxes"].shape != corners.shape:
                     raise GraphsurgeryError(f"{backend}: image {index}: the chained model found "
                                             f"{len(got['person_boxes'])} people, the two models {len(corners)}")
                 rows.append({"backend": backend, "image": index, "people": len(corners),
-                             "boxes": float(np.abs(got["person_boxes"] - corners).max(initial=0)),
-                             "scores": float(np.abs(got["person_scores"] - scores).max(initial=0)),
-                             "keypoints": float(np.abs(got["keypoints"] - want["keypoints"]).max(initial=0)),
-                             "keypoint_scores": float(np.abs(got["keypoint_scores"] - want["scores"]).max(initial=0))})
+                             "boxes": largest_difference(got["person_boxes"], corners),
+                             "scores": largest_difference(got["person_scores"], scores),
+                             "keypoints": largest_difference(got["keypoints"], want["keypoints"]),
+                             "keypoint_scores": largest_difference(got["keypoint_scores"], want["scores"])})
     return rows
+
+
+def largest_difference(got: np.ndarray, want: np.ndarray) -> float:
+    """max |got − want| (`compare.differences`: a NaN on one side only is an infinite difference); infinite for
+    arrays of different shapes."""
+    if np.shape(got) != np.shape(want):
+        return math.inf
+    return float(differences(got, want).max(initial=0))

@@ -60,6 +60,8 @@ STAT_NAMES = ("AP", "AP .50", "AP .75", "AP (M)", "AP (L)", "AR", "AR .50", "AR 
 KEYPOINTS, SCORES = "keypoints", "scores"
 KINDS = ("unpatched", "patched")  # the pipelines on each backend
 MAX_ANNOTATION_BYTES = 2**30  # COCO's largest keypoint file (train2017) is 238 MB
+#: person boxes given to a model that crops in the graph per call (`WholeImages`); COCO images hold up to ~20 people
+BOXES_PER_CALL = 64
 
 Progress = Callable[[str, int, int], None]  # (pipeline, done, total)
 
@@ -157,7 +159,7 @@ def evaluate_coco(recipe: str | Path | Recipe, plain_model: str | Path, annotati
                 if progress:
                     progress(name, done, len(people))
 
-            if top_down:  # the graph crops: each image goes in once, with all its boxes
+            if top_down:  # the graph crops: each image goes in with its boxes (BOXES_PER_CALL at a time)
                 model = plain.path if kind == "unpatched" else patched_path
                 answers, precision = _run_whole_images(backend, model, people, whole_images, _top_down_call(
                     recipe, facts, plain_name if kind == "unpatched" else None, image_input.name), advance)
@@ -438,11 +440,16 @@ class WholeImages:
     annotations: Path  # where the file names come from (named in errors)
 
     def __call__(self, people: list[PersonBox]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Each image with its boxes, at most BOXES_PER_CALL of them at a time: the graph crops every box it is
+        given (twice, with the flip test) in one call, and 2,000 people in one image ran out of memory after 46 s
+        (each box's answer is its own: the calls do not change them)."""
         for _, group in itertools.groupby(people, key=lambda person: person.file_name):
             group = list(group)
-            image = _annotated_image(self.folder, group[0], self.annotations)
+            image = as_caller_tensor(_annotated_image(self.folder, group[0], self.annotations), self.tensor,
+                                     self.dtype)[None]
             boxes = np.array([person.box for person in group], np.float32).reshape(-1, 4)
-            yield as_caller_tensor(image, self.tensor, self.dtype)[None], boxes
+            for start in range(0, len(boxes), BOXES_PER_CALL):
+                yield image, boxes[start:start + BOXES_PER_CALL]
 
 
 def _check_image_pixels(recipe: Recipe, path: Path) -> None:
@@ -475,8 +482,8 @@ def _top_down_call(recipe: Recipe, facts: ModelFacts, plain_name: str | None, im
 
 def _run_whole_images(backend: str, model: Path, people: list[PersonBox], whole: WholeImages, call: TopDownCall,
                       advance: Callable[[int], None]) -> tuple[list[tuple[np.ndarray, np.ndarray]], str]:
-    """Every image once with all its boxes (people come grouped by image): ([K, 2] keypoints, [K] scores) per
-    person, in image pixels."""
+    """Every image with its boxes, up to BOXES_PER_CALL a call (people come grouped by image): ([K, 2] keypoints,
+    [K] scores) per person, in image pixels."""
     answers = []
     with open_runner(backend, model) as run:
         for image, boxes in whole(people):

@@ -46,6 +46,18 @@ def exceeds(diff: np.ndarray, reference: np.ndarray, atol: float, rtol: float) -
     return (diff > atol) & (diff > rtol * np.abs(reference))
 
 
+def differences(actual, expected) -> np.ndarray:
+    """|actual − expected| elementwise in float64, where agreeing values (the same infinity, NaN on both sides)
+    differ by 0 and a NaN on one side only by infinity: a plain subtraction gives NaN there, and `NaN > tolerance`
+    is false (`chain --check` passed a chained model whatever it answered where a hostile detector's boxes were
+    NaN)."""
+    a, b = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
+    with np.errstate(invalid="ignore"):  # inf − inf
+        delta = np.abs(a - b)
+    delta[(a == b) | (np.isnan(a) & np.isnan(b))] = 0.0
+    return np.nan_to_num(delta, nan=math.inf)
+
+
 def _json_float(value: float) -> float | str:
     return value if math.isfinite(value) else str(value)
 
@@ -336,9 +348,7 @@ def compare_positions(name: str, actual: np.ndarray, expected: np.ndarray, compa
     a, b = actual.astype(np.float64), expected.astype(np.float64)
     if kind == "indices":  # one position per element
         a, b = a[..., None], b[..., None]
-    delta = np.abs(a - b)
-    delta[np.isnan(a) & np.isnan(b)] = 0.0
-    delta = np.nan_to_num(delta, nan=np.inf)
+    delta = differences(a, b)
     matching = (delta <= comparison.atol).all(axis=-1)
     distance = np.sqrt((delta ** 2).sum(axis=-1))
     result.positions = int(matching.size)

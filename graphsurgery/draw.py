@@ -15,6 +15,7 @@ from graphsurgery.cocoformat import KEYPOINT_NAMES, SKELETON
 LEFT, RIGHT, CENTRE = (255, 128, 0), (0, 128, 255), (0, 220, 0)  # BGR: left side blue, right side orange
 MONTAGE_COLUMNS = 6
 MONTAGE_MAX_PERSONS = 16
+FAR = 2**20  # drawn coordinates are clipped to ±FAR pixels (`_point`)
 
 
 def _side_colour(joint: int) -> tuple[int, int, int]:
@@ -39,7 +40,7 @@ def draw_skeleton(image: np.ndarray, boxes: Sequence[Sequence[float]], keypoints
                     cv2.LINE_AA)
     for box, points, score in zip(boxes, keypoints, scores):
         x, y, w, h = box
-        cv2.rectangle(canvas, (round(x), round(y)), (round(x + w), round(y + h)), (200, 200, 200), thickness)
+        cv2.rectangle(canvas, _point((x, y)), _point((x + w, y + h)), (200, 200, 200), thickness)
         # NaN compares False: never drawn; in float64, as a float32 score against `--min-score 1e308` overflowed in
         # the cast (a RuntimeWarning on stderr; an internal error under PYTHONWARNINGS=error)
         shown = np.asarray(score, dtype=np.float64) > min_score
@@ -53,7 +54,9 @@ def draw_skeleton(image: np.ndarray, boxes: Sequence[Sequence[float]], keypoints
 
 
 def _point(xy: np.ndarray) -> tuple[int, int]:
-    return round(float(xy[0])), round(float(xy[1]))
+    """Pixel coordinates OpenCV takes (32-bit ints): a chained model's detector box of ±1e30 was an internal error
+    ("Can't parse 'pt1'"); far points are clipped well outside the image, where nothing is drawn."""
+    return tuple(round(float(np.clip(np.nan_to_num(float(v), nan=-FAR), -FAR, FAR))) for v in xy[:2])
 
 
 def heatmap_montage(crops: Sequence[np.ndarray], heatmaps: Sequence[np.ndarray]) -> np.ndarray:

@@ -119,7 +119,8 @@ def coco_calibration(model: Path, images: Path, annotations: Path, boxes: str | 
             samples.append(_Sample(tuple(people[start:start + len(image_boxes)])))
             feeds.append({image.name: tensor, "boxes": image_boxes})
             start += len(image_boxes)
-        how = f"{len(feeds)} whole images with {len(people)} person boxes"
+        # images, not feeds: an image of many people is fed in parts (coco.BOXES_PER_CALL)
+        how = f"{len({person.file_name for person in people})} whole images with {len(people)} person boxes"
     else:
         size = crop_size(image, model)
         extras = [name for name in ("center", "scale") if name in names]

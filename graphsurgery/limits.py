@@ -18,9 +18,12 @@ from graphsurgery.errors import GraphsurgeryError
 
 #: open files a command needs at most (OpenVINO's conversion opened ~30: it failed under `ulimit -n 24`)
 MIN_OPEN_FILES = 64
-#: what a failed allocation or library load says, in the runtimes' and the dynamic loader's words
+#: what a failed allocation or library load says, in the runtimes' and the dynamic loader's words. onnxruntime's
+#: arena says "Failed to allocate memory for requested buffer" (`chain --check` with 2,000 people under `ulimit -v`
+#: was an internal error), OpenVINO "Failed to allocate N bytes of memory" or "can't alloc" (blamed the model); not
+#: a bare "failed to allocate": OpenVINO's JIT says it of registers
 _OUT_OF_MEMORY = ("failed to map segment", "cannot allocate memory", "std::bad_alloc", "out of memory",
-                  "unable to allocate")
+                  "unable to allocate", "failed to allocate memory", "bytes of memory", "can't alloc")
 
 
 def _soft(limit: int) -> int | None:

@@ -35,12 +35,17 @@ def provenance(proto: onnx.ModelProto) -> list[dict]:
     hand or by another tool may hold anything: numbers, nulls, nesting deep enough to overflow the parser)."""
     for prop in proto.metadata_props:
         if prop.key == PROVENANCE_KEY:
-            try:
-                entries = json.loads(prop.value)
+            try:  # NaN and Infinity are no JSON: Python's parser takes them, and `inspect --json` printed them
+                entries = json.loads(prop.value, parse_constant=_not_json)
             except (ValueError, RecursionError):
                 return []
             return [entry for entry in entries if isinstance(entry, dict)] if isinstance(entries, list) else []
     return []
+
+
+def _not_json(constant: str):
+    """`json.loads`' hook for NaN, Infinity and -Infinity: refused, as strict JSON refuses them."""
+    raise ValueError(f"{constant} is not JSON")
 
 
 def openvino_caveats(proto: onnx.ModelProto) -> list[str]:

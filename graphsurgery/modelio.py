@@ -455,7 +455,11 @@ def _check_tensor_sizes(proto: onnx.ModelProto, path: Path) -> None:
         if size is None or tensor.HasField("segment") or any(d < 0 for d in tensor.dims):  # the checker's to say
             continue
         if uses_external_data(tensor):
-            held = ExternalDataInfo(tensor).length  # offsets and lengths were checked against the file already
+            info = ExternalDataInfo(tensor)  # offsets and lengths were checked against the file already
+            held = info.length
+            if held is None:  # no length: the tensor is the rest of the file (onnx reads to its end), so a location
+                # naming a larger file (the model itself, one file for all tensors) was copied into `apply`'s output
+                held = (path.parent / info.location).stat().st_size - (info.offset or 0)
         else:
             held = len(tensor.raw_data) if tensor.HasField("raw_data") else None
         need = math.prod(tensor.dims) * size

@@ -201,7 +201,10 @@ def _recorded(arrays: dict[str, np.ndarray], ports, reference: str | Path) -> Gr
     feeds = {port.name: arrays[port.name] for port in ports}
     for port in ports:  # what the runtime would refuse deep inside (a float64 image, no samples at all)
         value = feeds[port.name]
-        if value.dtype.name != port.dtype or value.ndim != len(port.shape) or not len(value):
+        fixed = [(got, want) for got, want in zip(value.shape[1:], port.shape[1:]) if isinstance(want, int) and want]
+        if value.dtype.name != port.dtype or value.ndim != len(port.shape) or not len(value) or any(
+                got != want for got, want in fixed):  # crops of 100 rows for a 256-row input: the runtime's error
+            # was an internal error (the batch axis may differ: a static batch is fed in slices)
             raise GraphsurgeryError(f"the reference's {port.name!r} is {value.dtype.name}{list(value.shape)}; the "
                                     f"patched model takes {port.dtype}[{', '.join(str(d or '?') for d in port.shape)}]",
                                     path=reference, fix="record at least one sample, as the patched model takes it")

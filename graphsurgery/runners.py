@@ -335,9 +335,10 @@ def check_ir_files(model: Path) -> None:
     from graphsurgery.irchecks import check_ir
 
     bin_file = model.with_suffix(".bin")
-    if not model.is_file():
-        raise GraphsurgeryError("no such IR (.xml with its .bin beside it)", path=model,
-                                fix="check the path, or make the IR with `graphsurgery convert`")
+    if not model.is_file():  # a FIFO or /dev/zero as the .xml was "no such IR", of a path that is there
+        what = ("is not a regular file (a folder, FIFO or device), so it is not read as an IR" if model.exists()
+                else "no such IR (.xml with its .bin beside it)")
+        raise GraphsurgeryError(what, path=model, fix="check the path, or make the IR with `graphsurgery convert`")
     if not bin_file.is_file():  # was "no such IR" for an .xml that is there (its .bin beside a symlink's target)
         absent = "is missing" if not present(bin_file) else "is not a regular file (a folder, FIFO or device)"
         raise GraphsurgeryError(f"the IR's weights file {bin_file.name} {absent}: OpenVINO reads it from beside the "

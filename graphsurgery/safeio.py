@@ -73,7 +73,10 @@ def scratch_folder(parent: Path, prefix: str, out: Path,
                                         ) from None
             raise
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        # not cut short by Ctrl-C or SIGTERM: a signal halfway through (SIGTERM just after `convert --ovms` placed
+        # its IR) left the folder without its owner marker, which no later command removes; acted on once it is gone
+        with signals_held():
+            shutil.rmtree(staging, ignore_errors=True)
 
 
 @contextmanager
@@ -276,12 +279,18 @@ def signals_held() -> Iterator[None]:
 
 
 def _remove_stale(parent: Path, prefix: str) -> None:
-    for folder in parent.glob(f"{glob.escape(prefix)}*"):  # `[` in an output's name is no pattern
+    """Remove the scratch folders in `parent` whose owner marker names a dead process. Output scratch folders are
+    hidden (`.NAME.`, `.graphsurgery-run-`), and any hidden one of a killed command goes, whatever output it was
+    for (only the same output's were: `apply -o b.onnx` left a killed `-o a.onnx`'s 100 MB behind). The marker is
+    read as a small regular file: a FIFO in its place (in a shared $TMPDIR, anyone's) blocked every command, and
+    a number past any process ID (os.kill's OverflowError) was an internal error; 0 and negatives name groups."""
+    pattern = "." if prefix.startswith(".") else prefix
+    for folder in parent.glob(f"{glob.escape(pattern)}*"):  # `[` in an output's name is no pattern
         try:
-            pid = int((folder / OWNER).read_text())
-        except (OSError, ValueError):
+            pid = int(read_small_file(folder / OWNER, 64, "owner marker"))
+        except (OSError, ValueError, GraphsurgeryError):
             continue  # not ours, or still being made
-        if _alive(pid):
+        if not 0 < pid < 2**31 or _alive(pid):
             continue
         shutil.rmtree(folder, ignore_errors=True)
         sys.stderr.write(f"note: removed {printable(folder)}, left behind by process {pid}, which was killed\n")

@@ -100,6 +100,7 @@ def test_cli_prints_the_tables_side_by_side_and_writes_json(coco_set, tmp_path):
     assert ap_row.count(f"{data['pipelines'][0]['stats']['AP']:.4f}") == 4  # one column per pipeline
     assert data["parity"] is True and data["images"] == 3 and data["boxes"] == "ground truth"
     assert list(data["pipelines"][0]["stats"]) == list(STAT_NAMES)
+    assert result.stderr == ""  # no terminal, no progress bar: its empty last line went to logs
 
 
 def test_cli_exits_1_without_parity(coco_set, tmp_path):

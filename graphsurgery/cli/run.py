@@ -6,11 +6,10 @@ from pathlib import Path
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from graphsurgery.cli.options import existing_file, output_folder, threads_option
-from graphsurgery.cli.tables import print_table, printable, shown
+from graphsurgery.cli.tables import print_table, printable, progress_bar, shown
 from graphsurgery.pose import DEFAULT_BATCH, DEFAULT_MIN_SCORE, run_pose
 from graphsurgery.runners import BACKENDS, PRECISIONS
 
@@ -42,10 +41,8 @@ def run_command(model: Path, images: tuple[Path, ...], outdir: Path, backend: st
     from graphsurgery.images import list_images
 
     paths = list_images(list(images))
-    console, progress_console = Console(), Console(stderr=True)
-    with Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
-                  TimeRemainingColumn(), console=progress_console, transient=True,
-                  disable=len(paths) < 2 or not progress_console.is_terminal) as progress:
+    console = Console()
+    with progress_bar(len(paths) > 1) as progress:
         task = progress.add_task("pose", total=len(paths))
         summary = run_pose(model, paths, outdir, backend=backend, boxes=boxes, precision=precision, threads=threads,
                            batch=batch, min_score=min_score,

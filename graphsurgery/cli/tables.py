@@ -4,6 +4,7 @@ to "…"), and text that comes from models or users shown as it is (never read a
 from __future__ import annotations
 
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
 
@@ -14,6 +15,15 @@ def shown(value, style: str = "") -> Text:
     """Text from a model, a recipe or a file name, as plain characters: `[batch]` stays `[batch]` (not a rich style),
     control characters are made visible (`printable`)."""
     return Text(printable(value), style=style)
+
+
+def progress_bar(wanted: bool = True) -> Progress:
+    """The commands' progress bar: on standard error, gone when done, and drawn only on a terminal (elsewhere rich
+    wrote an empty line to standard error as it stopped, into logs and scripts that expect it empty)."""
+    console = Console(stderr=True)
+    return Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
+                    TimeRemainingColumn(), console=console, transient=True,
+                    disable=not (wanted and console.is_terminal))
 
 
 def print_table(console: Console, table: Table) -> None:

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
 
+from graphsurgery.callables import source_file
 from graphsurgery.cli.options import (
     OutputFolder,
     backends_option,
@@ -23,7 +23,7 @@ from graphsurgery.cli.options import (
     seed_option,
     upgrade_opset_option,
 )
-from graphsurgery.cli.tables import print_table, shown
+from graphsurgery.cli.tables import print_table, progress_bar, shown
 from graphsurgery.errors import GraphsurgeryError
 from graphsurgery.runners import PRECISIONS
 from graphsurgery.safeio import check_report_path, refuse_overwriting, same_file, write_text_atomically
@@ -76,7 +76,7 @@ def verify_command(recipe: Path, plain: Path, patched: Path | None, images: Path
     """
     from graphsurgery.verification import verify
 
-    inputs = _inputs(recipe, plain, patched, images, boxes, reference)
+    inputs = _inputs(recipe, plain, patched, images, boxes, reference, source_file(reference_pipeline))
     if json_report is not None:
         check_report_path(json_report, inputs)  # before the work, not after it (a missing folder too)
     report = verify(recipe, plain, patched=patched, images=images, boxes=boxes, random=random_count,
@@ -179,8 +179,7 @@ def eval_coco_command(recipe: Path, plain: Path, annotations: Path, images: Path
             refuse_overwriting(json_report, inputs)  # in the results folder, which the command makes
         else:
             check_report_path(json_report, inputs)
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  console=Console(stderr=True), transient=True) as progress:
+    with progress_bar() as progress:
         tasks: dict[str, int] = {}
 
         def advance(name: str, done: int, total: int) -> None:

@@ -302,9 +302,7 @@ def _remove(folders: list[bytes], child: int) -> None:
     """The child's scratch folders, each only if it still names the child (`safeio.OWNER`)."""
     if not folders:
         return
-    import shutil
-
-    from graphsurgery.safeio import OWNER
+    from graphsurgery.safeio import OWNER, remove_scratch
 
     for folder in folders:
         try:
@@ -313,7 +311,7 @@ def _remove(folders: list[bytes], child: int) -> None:
                     continue
         except (OSError, ValueError):
             continue
-        shutil.rmtree(folder, ignore_errors=True)
+        remove_scratch(folder)
 
 
 def _say(line: str) -> None:

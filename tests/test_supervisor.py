@@ -233,3 +233,28 @@ def test_a_child_killed_at_its_cpu_time_limit_is_the_cpu_limit_line(tmp_path, te
     assert done.returncode == 2 and len(lines) == 1, (done.returncode, done.stderr)
     assert "CPU time limit (ulimit -t)" in lines[0] and "memory" not in lines[0], lines[0]
     assert list(temporary.iterdir()) == []
+
+
+def test_a_scratch_folder_loses_its_owner_marker_last(tmp_path, monkeypatch):
+    """A removal cut short (SIGKILL, or a file that would not go) left a folder holding a model but no marker, which
+    no later command could tell from a stranger's: seven of them, up to 114 MB each, had piled up in $TMPDIR."""
+    from graphsurgery import safeio
+
+    folder = tmp_path / "graphsurgery-verify-x"
+    (folder / "sub").mkdir(parents=True)
+    (folder / OWNER).write_text("12345")
+    (folder / "patched.onnx").write_bytes(b"model")
+    (folder / "sub" / "weights.data").write_bytes(b"weights")
+    real_unlink = os.unlink
+
+    def stuck(path, *args, **kwargs):  # the model will not go (a removal cut short at it)
+        if os.fsdecode(path).endswith("patched.onnx"):
+            raise PermissionError(13, "Permission denied")
+        real_unlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "unlink", stuck)
+    safeio.remove_scratch(folder)
+    monkeypatch.undo()
+    assert sorted(p.name for p in folder.iterdir()) == [OWNER, "patched.onnx"]  # the marker stays with what stays
+    safeio.remove_scratch(os.fsencode(folder))  # as the supervisor names it
+    assert not folder.exists()

@@ -234,12 +234,13 @@ def _watch(child: int, channel: int, cpu_limit_line: str, time_limit: int) -> No
 
 def _out_of_cpu_time(usage) -> bool:
     """Whether the child's CPU time reached the hard limit, where the kernel kills it by SIGKILL without a SIGXCPU
-    first: `ulimit -t 60` sets both limits, and the death was blamed on memory. (The kernel counts in nanoseconds,
-    rusage in microseconds: a tenth of a second of slack.)"""
+    first: `ulimit -t 60` sets both limits, and the death was blamed on memory. (The kernel's clock for the limit
+    runs ahead of the rusage that wait4 reports: 1.82–1.92 s at a limit of 2 s on a loaded machine; hence the
+    slack.)"""
     import resource
 
     hard = resource.getrlimit(resource.RLIMIT_CPU)[1]
-    return hard != resource.RLIM_INFINITY and usage.ru_utime + usage.ru_stime >= hard - 0.1
+    return hard != resource.RLIM_INFINITY and usage.ru_utime + usage.ru_stime >= 0.9 * hard - 0.2
 
 
 def _kill(child: int, channel: int) -> None:

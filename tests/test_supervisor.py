@@ -106,7 +106,9 @@ def test_a_runtime_dying_on_a_value_computed_at_run_time_is_one_line(tmp_path, t
 def started_verify(plain, temporary) -> tuple[subprocess.Popen, int, Path]:
     """`verify` running in a process group of its own, once its scratch folder holds the patched model: the
     process, its worker's ID, the folder."""
-    process = subprocess.Popen(command("verify", POSE, plain, "--random", 32), stdout=subprocess.DEVNULL,
+    # 300 samples: a second or more of work left once the patched model is there, even on a loaded machine (with
+    # 32, verify once finished before the test's signal reached it)
+    process = subprocess.Popen(command("verify", POSE, plain, "--random", 300), stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE, text=True, env={**os.environ, "TMPDIR": str(temporary)},
                                start_new_session=True)
     deadline = time.monotonic() + 60

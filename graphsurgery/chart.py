@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from graphsurgery.errors import GraphsurgeryError
-from graphsurgery.safeio import write_atomically
+from graphsurgery.safeio import refuse_symlink_loop, write_atomically
 
 if TYPE_CHECKING:
     from graphsurgery.benchmark import BenchResult
@@ -28,6 +28,7 @@ def check_chart_path(path: str | Path) -> Path:
                                 fix="name the chart .png (or .svg, .pdf)")
     if path.is_dir():
         raise GraphsurgeryError("the chart path is a directory", path=path, fix="give a file name ending in .png")
+    refuse_symlink_loop(path)  # as --json does: `--chart loop.png` replaced a link that leads back to itself
     if not path.parent.is_dir():
         raise GraphsurgeryError("the chart's folder does not exist", path=path, fix=f"create {path.parent} first")
     return path

@@ -30,6 +30,7 @@ from graphsurgery import crops
 from graphsurgery.api import apply
 from graphsurgery.boxes import MAX_COORDINATE, MIN_SIZE, croppable, image_names, is_box, is_number
 from graphsurgery.cocoformat import KEYPOINT_NAMES, PERSON, keypoint_result
+from graphsurgery.crops import BOXES_PER_CALL
 from graphsurgery.errors import ArgumentError, GraphsurgeryError, check_flags, whole
 from graphsurgery.images import read_image
 from graphsurgery.model import ModelFacts
@@ -60,8 +61,6 @@ STAT_NAMES = ("AP", "AP .50", "AP .75", "AP (M)", "AP (L)", "AR", "AR .50", "AR 
 KEYPOINTS, SCORES = "keypoints", "scores"
 KINDS = ("unpatched", "patched")  # the pipelines on each backend
 MAX_ANNOTATION_BYTES = 2**30  # COCO's largest keypoint file (train2017) is 238 MB
-#: person boxes given to a model that crops in the graph per call (`WholeImages`); COCO images hold up to ~20 people
-BOXES_PER_CALL = 64
 
 Progress = Callable[[str, int, int], None]  # (pipeline, done, total)
 

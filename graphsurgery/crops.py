@@ -13,6 +13,10 @@ import numpy as np
 
 PIXEL_STD = 200.0
 PADDING = 1.25
+#: person boxes given to a model that crops in the graph per call (eval-coco's `coco.WholeImages`, verify's and
+#: int8 calibration's `samples.box_image_samples`): the graph crops every box it is given (twice with the flip
+#: test) at once, and 2,000 people in one image ran out of memory; COCO images hold up to ~20 people
+BOXES_PER_CALL = 64
 
 
 def box_to_center_scale(box: Sequence[float], aspect_ratio: float = 192 / 256) -> tuple[np.ndarray, np.ndarray]:

@@ -163,6 +163,9 @@ def ovms_path(directory: str | Path, name: str) -> Path:
     """DIR/<name>/1/model.xml, the layout OpenVINO Model Server reads (`--model_path DIR/<name>`)."""
     directory = Path(directory)
     if not directory.is_dir():
+        if present(directory):  # `--ovms model.onnx`: "does not exist — fix: create model.onnx first", of a file
+            raise GraphsurgeryError("the OVMS repository path is not a folder", path=directory,
+                                    fix="give --ovms a folder (an existing one, or create a new one first)")
         raise GraphsurgeryError(
             "the OVMS repository folder does not exist", path=directory, fix=f"create {directory} first"
         )

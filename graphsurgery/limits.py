@@ -103,7 +103,11 @@ def file_size_fix() -> str:
 
 def write_fix(exc: OSError, fix: str) -> str:
     """`fix` for a failed write, unless the file size limit (`ulimit -f`) is what failed it: then raising that
-    ("free disk space" sent the user to a disk with gigabytes free)."""
+    ("free disk space" sent the user to a disk with gigabytes free), or a refusal to change the file or its folder
+    (an immutable or append-only output, `chattr +i`, refuses even root: "free disk space" did too)."""
+    if exc.errno in (errno.EPERM, errno.EACCES):
+        return ("the output or its folder may not be changed (permissions, or an immutable or append-only file: "
+                "see lsattr); choose another path")
     return file_size_fix() if exc.errno == errno.EFBIG else fix
 
 

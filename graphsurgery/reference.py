@@ -132,6 +132,7 @@ def verify_reference(recipe: str | Path | Recipe, plain_model: str | Path, refer
                           image.shape[0] if isinstance(image.shape[0], int) else None, source) for feeds, _ in groups]
             runs[backend] = {name: np.concatenate([out[name] for out, _ in parts]) for name in parts[0][0]}
             ran[backend] = parts[0][1]
+    _check_counts(expected, runs[backends[0]], compared, reference if pipeline is None else None, source)
     count = len(next(iter(expected.values())))
     report = VerifyReport(recipe.source, str(plain.path), str(patched) if patched else "(built from the recipe)",
                           f"{count} {described}", count, backends, precision, "samples")
@@ -173,6 +174,23 @@ def verify_reference(recipe: str | Path | Recipe, plain_model: str | Path, refer
 
 
 Group = tuple[dict[str, np.ndarray], dict[str, np.ndarray]]  # (caller inputs, the pipeline's answers)
+
+
+def _check_counts(expected: dict[str, np.ndarray], answered: dict[str, np.ndarray], compared: list[str],
+                  reference: str | Path | None, source) -> None:
+    """Each compared answer holds as many samples (rows) as the patched model makes of the same inputs: a
+    recording of 5 inputs and 3 answers failed every output as "shape differs" (exit 1), a wrong recording, not a
+    wrong patch."""
+    for name in compared:
+        got, made = np.shape(expected[name])[:1], np.shape(answered[name])[:1]
+        if got != made:
+            held, want = (got or (0,))[0], (made or (0,))[0]
+            if reference is not None:
+                raise GraphsurgeryError(f"the reference's {name!r} holds {held} samples; its recorded inputs make "
+                                        f"{want}", path=reference, fix="record your pipeline's answers to the very "
+                                                                       "inputs recorded: one row per sample")
+            raise GraphsurgeryError(f"the reference pipeline ({source}) answered {held} samples of {name!r} for "
+                                    f"inputs that make {want}", fix="return one answer (row) per sample it is fed")
 
 
 def _recorded_maps(recipe: Recipe, facts: ModelFacts, groups: list[Group], image_name: str,

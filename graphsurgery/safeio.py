@@ -260,12 +260,16 @@ def _place_new(staged: Path, target: Path) -> None:
 def signals_held() -> Iterator[None]:
     """Ctrl-C and SIGTERM held back while a few renames put one output in place (a model and its data file, `run`'s
     results), then acted on: a signal between two renames left a data file without its model, or half of `run`'s
-    results. Outside the main thread (an embedding application) signals are not ours to hold."""
+    results. Also the signals that end a process by default (`kill -HUP`, a closed terminal, SIGQUIT, SIGUSR1, passed
+    on by the supervisor, and SIGXCPU): SIGHUP between the renames of `apply --force` left the new data file beside
+    the old model; re-raised after the renames, each ends the process as before, with every output whole. Outside
+    the main thread (an embedding application) signals are not ours to hold."""
     caught: list[int] = []
     previous = {}
     try:
-        for number in (signal.SIGINT, signal.SIGTERM):
-            if signal.getsignal(number) is not None:  # None: a handler not set from Python, which cannot be restored
+        for number in (signal.SIGINT, signal.SIGTERM, signal.SIGXCPU, *sorted(supervisor.PASSED_ON)):
+            # None: a handler not set from Python, which cannot be restored; an ignored signal (`nohup`) stays so
+            if signal.getsignal(number) not in (None, signal.SIG_IGN):
                 previous[number] = signal.signal(number, lambda signum, frame: caught.append(signum))
     except ValueError:  # not the main thread
         previous = {}
@@ -554,6 +558,18 @@ def _refuse_as_report(out: Path, inputs: Iterable[Path | str | None] | InputFile
     refuse_overwriting(out, inputs)
     if out.is_dir():
         raise GraphsurgeryError("the output is a directory", path=out, fix="give a file name")
+    refuse_symlink_loop(out)
+
+
+def refuse_symlink_loop(out: Path) -> None:
+    """Refuse an output (a report, `bench --chart`) that is a symlink loop: such a link "does not exist" and was
+    replaced, while `apply -o loop` refuses it without --force, and reports and charts have no --force."""
+    try:
+        out.stat()
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise GraphsurgeryError("the output is a symlink loop (a link that leads back to itself), not a regular "
+                                    "file", path=out, fix="remove the link, or choose another path") from None
 
 
 def _umask() -> int:

@@ -43,9 +43,11 @@ class Samples:
     groups: list[tuple[np.ndarray, dict[str, np.ndarray]]]
     description: str
     unit: str = "crops"
+    #: how many samples there are when groups are parts of them (an image's boxes in parts: `box_image_samples`)
+    count: int | None = None
 
     def __len__(self) -> int:
-        return sum(len(tensors) for tensors, _ in self.groups)
+        return self.count if self.count is not None else sum(len(tensors) for tensors, _ in self.groups)
 
     @property
     def extras(self) -> dict[str, np.ndarray]:
@@ -125,26 +127,31 @@ def random_box_samples(n: int, image_input: Port, layout: str, seed: int = 0) ->
 def box_image_samples(folder: Path, boxes_file: Path | str | None, image_input: Port, tensor: InputTensor
                       ) -> Samples:
     """Each image of the folder whole with its person boxes (or the whole-image box without a boxes file), for a
-    recipe that crops them in the graph; images without boxes are left out."""
+    recipe that crops them in the graph; images without boxes are left out. An image's boxes go in parts of at most
+    BOXES_PER_CALL, one group each (the graph crops every box of a call at once: 3,000 boxes in one image ran out
+    of memory); each box's answer is its own, so the parts do not change them."""
     from graphsurgery.boxes import load_boxes
-    from graphsurgery.crops import whole_image_box
+    from graphsurgery.crops import BOXES_PER_CALL, whole_image_box
     from graphsurgery.images import list_images, read_image
 
     boxes = load_boxes(Path(boxes_file)) if boxes_file is not None else None
-    groups = []
+    groups, used, count = [], 0, 0
     for path in list_images([folder]):
         if boxes is not None and not boxes.get(path.name):
             continue
         image = read_image(path)
         people = boxes[path.name] if boxes is not None else [whole_image_box(image)]
-        groups.append((as_caller_tensor(image, tensor, image_input.dtype)[None],
-                       {"boxes": np.array([list(box)[:4] for box in people], np.float32)}))
+        caller = as_caller_tensor(image, tensor, image_input.dtype)[None]
+        array = np.array([list(box)[:4] for box in people], np.float32)
+        groups += [(caller, {"boxes": array[start:start + BOXES_PER_CALL]})
+                   for start in range(0, len(array), BOXES_PER_CALL)]
+        used += 1
+        count += len(array)
     if not groups:
         raise GraphsurgeryError("no image in the folder has boxes in the boxes file", path=boxes_file,
                                 fix="check that the boxes file names the images by file name")
-    count = sum(len(extras["boxes"]) for _, extras in groups)
     how = "person boxes" if boxes is not None else "whole-image boxes"
-    return Samples(groups, f"{len(groups)} whole images from {folder} with {count} {how}", "images")
+    return Samples(groups, f"{used} whole images from {folder} with {count} {how}", "images", used)
 
 
 def image_samples(folder: Path, boxes_file: Path | str | None, image_input: Port, size: tuple[int, int],
@@ -301,9 +308,12 @@ def patched_inputs(path: Path, extra_names: list[str], other_names: Sequence[str
     besides = [*extra_names, *other_names]
     images = [p for p in inputs if p.name not in besides]
     extras = [p.name for p in inputs if p.name in extra_names]
-    if len(images) != 1:
-        raise GraphsurgeryError(f"the patched model has {len(images)} inputs besides {besides or 'none'}; "
-                                f"expected one image input", path=path, fix="give the model patched with this recipe")
+    if len(images) != 1:  # was "has 2 inputs besides none"
+        expected = "one image input" + (f" besides {', '.join(map(repr, besides))}" if besides else "")
+        raise GraphsurgeryError(f"the patched model takes the inputs {', '.join(repr(p.name) for p in inputs)}; a "
+                                f"model patched with this recipe takes {expected}", path=path,
+                                fix="give the model patched with this recipe, or the recipe this model was patched "
+                                    "with")
     missing = sorted(set(besides) - {p.name for p in inputs})
     if missing:
         raise GraphsurgeryError(f"the patched model lacks the input(s) {missing} the recipe adds or the plain model "

@@ -34,9 +34,10 @@ TIME_LIMIT_VARIABLE = "GRAPHSURGERY_TIME_LIMIT"
 _CRASHES = {signal.SIGSEGV, signal.SIGFPE, signal.SIGABRT, signal.SIGBUS, signal.SIGILL, signal.SIGSYS,
             signal.SIGTRAP}
 #: signals that end a process by default, passed on to the child (unwatched, `kill -HUP PID` or a closed terminal
-#: killed the parent alone: a death by signal, and its child went on to say "terminated")
-_PASSED_ON = {signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM}
-_WATCHED = {signal.SIGINT, signal.SIGTERM, signal.SIGCHLD, *_PASSED_ON}
+#: killed the parent alone: a death by signal, and its child went on to say "terminated"); safeio holds them
+#: back while it puts outputs in place
+PASSED_ON = {signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM}
+_WATCHED = {signal.SIGINT, signal.SIGTERM, signal.SIGCHLD, *PASSED_ON}
 _PR_SET_PDEATHSIG = 1
 #: si_code of a signal sent by kill() or sigqueue() to this process (a terminal's Ctrl-C is SI_KERNEL, > 0)
 _SENT_BY_A_PROCESS = 0
@@ -199,7 +200,7 @@ def _watch(child: int, channel: int, cpu_limit_line: str, time_limit: int) -> No
         if info is not None and info.si_signo != signal.SIGCHLD:
             if info.si_signo in ignored:
                 continue
-            if info.si_signo not in _PASSED_ON:  # those kill the child at once, even in native code
+            if info.si_signo not in PASSED_ON:  # those kill the child at once, even in native code
                 asked = asked or (info.si_signo, time.monotonic())
             if info.si_code <= _SENT_BY_A_PROCESS and info.si_signo not in forwarded:
                 forwarded.add(info.si_signo)  # sent to the process group too, the child has it already

@@ -281,7 +281,8 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
     positions = {name: c.kind for name, c in wanted.items() if c.kind in ("coordinates", "indices")}
     wobbles = Wobbles(recipe, facts, decoded, positions, tie)
     report.pairs = _pairs(backends, ran, unpatched, runs, lambda actual, expected, side, across: compare(
-        actual, expected, raw[side], wanted, grids, tie, wobbles.of(side, across)), cross)
+        actual, expected, raw[side], wanted, grids, tie,
+        wobbles.of(side, across or _maps_differ(actual, expected, wanted))), cross)
     if int8:
         report.pairs, note = int8_verification.int8_pairs(report.pairs[0], own_decode, runs["openvino"],
                                                            unpatched["openvino"], raw["openvino"], wanted, grids, tie)
@@ -303,6 +304,18 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
     if note := precision_note(ran.get("openvino", "f32")):
         report.notes.append(note)
     return report
+
+
+def _maps_differ(actual: dict[str, np.ndarray], expected: dict[str, np.ndarray],
+                 wanted: dict[str, Comparison]) -> bool:
+    """Whether a float output (scores are the maps' maxima) differs at all between the two sides of a pair on one
+    backend: the network then ran differently in the two graphs (OpenVINO folds the input steps into the first
+    convolution: maps 3e-5 apart on HRNet-tiny), so a refinement reads maps that differ within the float tolerance,
+    as across backends (UDP's step moved a keypoint 0.01 cells and a right patch failed on OpenVINO alone)."""
+    return any(comparison.kind == "float" and name in actual and name in expected
+               and np.shape(actual[name]) == np.shape(expected[name])
+               and not np.array_equal(actual[name], expected[name], equal_nan=True)
+               for name, comparison in wanted.items())
 
 
 def _rounded_resize_note(steps: Sequence[InputStep]) -> str | None:

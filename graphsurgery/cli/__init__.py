@@ -65,6 +65,8 @@ class _Group(click.Group):
             self._end("interrupted", INTERRUPTED)
         except click.UsageError as exc:
             self._usage_error(exc)
+        except OSError as exc:  # the group's own --help and --version, written while its options are parsed:
+            self._failed(exc)  # `graphsurgery --help > /dev/full` was a traceback and exit 1, as was a closed pipe
 
     def invoke(self, ctx: click.Context):
         try:
@@ -90,22 +92,27 @@ class _Group(click.Group):
             self._usage_error(exc)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
-        except BrokenPipeError:  # the reader went away (`graphsurgery schema | head`): not a bug, nothing to say
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
-            sys.exit(BROKEN_PIPE)
         except Exception as exc:
-            line, code = ending(exc)
-            if os.environ.get("GRAPHSURGERY_DEBUG") == "1" and (code == INTERNAL_ERROR or isinstance(exc, Warning)):
-                raise
-            if isinstance(exc, OSError) and exc.errno in DISK_ERRORS and exc.filename is None:
-                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # standard output full: Python must
-                # not flush it again
-            self._end(line, code)
+            self._failed(exc)
         finally:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
             if cpu_previous is not None:
                 signal.signal(signal.SIGXCPU, cpu_previous)
+
+    @classmethod
+    def _failed(cls, exc: Exception) -> NoReturn:
+        """The end of a command (or of the group's own --help) that `exc`, handled by the caller, ended."""
+        if isinstance(exc, BrokenPipeError):  # the reader went away (`graphsurgery schema | head`): not a bug, nothing
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # to say; no second error when Python
+            sys.exit(BROKEN_PIPE)  # flushes
+        line, code = ending(exc)
+        if os.environ.get("GRAPHSURGERY_DEBUG") == "1" and (code == INTERNAL_ERROR or isinstance(exc, Warning)):
+            raise exc
+        if isinstance(exc, OSError) and exc.errno in DISK_ERRORS and exc.filename is None:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # standard output full: Python must
+            # not flush it again
+        cls._end(line, code)
 
     @classmethod
     def _usage_error(cls, exc: click.UsageError) -> None:

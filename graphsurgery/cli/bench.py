@@ -65,11 +65,12 @@ def bench_command(recipe: Path, model: Path, iterations: int, warmup: int, threa
     result = _timed_with_progress(recipe, model, settings)
     console = Console()
     _print(console, result)
+    if chart:  # first: drawing it takes a second (matplotlib), and a Ctrl-C or an error in it left the --json
+        write_chart(result, chart)  # report of a command that then said "interrupted" (or failed)
     if json_path:
         write_text_atomically(json_path, json.dumps(result.to_dict(), indent=2) + "\n", inputs)
         console.print(shown(f"wrote {json_path}"), highlight=False)
     if chart:
-        write_chart(result, chart)
         console.print(shown(f"wrote {chart}"), highlight=False)
 
 

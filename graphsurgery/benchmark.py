@@ -23,7 +23,7 @@ import numpy as np
 from graphsurgery import twins
 from graphsurgery.api import apply
 from graphsurgery.callables import call_user, import_callable
-from graphsurgery.errors import ArgumentError, GraphsurgeryError, check_flags, printable, quoted, whole
+from graphsurgery.errors import ArgumentError, GraphsurgeryError, check_callback, check_flags, printable, quoted, whole
 from graphsurgery.machine import machine
 from graphsurgery.model import ModelFacts, real_inputs
 from graphsurgery.modelio import load_model
@@ -198,8 +198,7 @@ def run_bench(recipe: str | Path, model: str | Path, settings: Settings = Settin
     total)` is called after each round (warm-up included): with a model of a second a call, the default 55 rounds
     ran for minutes without a word (`graphsurgery bench` shows the rounds and the time left)."""
     settings = _checked(settings)
-    if progress is not None and not callable(progress):
-        raise ArgumentError(f"progress is a function (done, total), not {type(progress).__name__}")
+    check_callback("progress", progress, "done, total")
     model = input_path(model, "model file")
     recipe = as_recipe(recipe)
     if settings.throughput and any(step.sets_batch for step in (recipe.input.steps if recipe.input else ())):

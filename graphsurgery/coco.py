@@ -30,8 +30,8 @@ from graphsurgery import crops
 from graphsurgery.api import apply
 from graphsurgery.boxes import MAX_COORDINATE, MIN_SIZE, croppable, image_names, is_box, is_number
 from graphsurgery.cocoformat import KEYPOINT_NAMES, PERSON, keypoint_result
-from graphsurgery.crops import BOXES_PER_CALL
-from graphsurgery.errors import ArgumentError, GraphsurgeryError, check_flags, whole
+from graphsurgery.crops import in_parts
+from graphsurgery.errors import GraphsurgeryError, check_callback, check_flags, whole
 from graphsurgery.images import read_image
 from graphsurgery.model import ModelFacts
 from graphsurgery.modelio import load_model, model_files, model_paths
@@ -121,8 +121,7 @@ def evaluate_coco(recipe: str | Path | Recipe, plain_model: str | Path, annotati
     if limit is not None and not (whole(limit) and limit >= 1):  # 2.5 and "2" were TypeErrors, True one image
         raise GraphsurgeryError(f"limit={limit!r} (--limit) is not a positive number of images",
                                 fix="give a whole number, 1 or more")
-    if progress is not None and not callable(progress):  # it failed once the first crop had run
-        raise ArgumentError(f"progress is a function (pipeline, done, total), not {type(progress).__name__}")
+    check_callback("progress", progress, "pipeline, done, total")
     images, annotations = input_path(images, "image folder"), input_path(annotations, "annotation file")
     boxes = input_path(boxes, "detections file") if boxes is not None else None
     patched = input_path(patched, "patched model file") if patched is not None else None
@@ -447,8 +446,8 @@ class WholeImages:
             image = as_caller_tensor(_annotated_image(self.folder, group[0], self.annotations), self.tensor,
                                      self.dtype)[None]
             boxes = np.array([person.box for person in group], np.float32).reshape(-1, 4)
-            for start in range(0, len(boxes), BOXES_PER_CALL):
-                yield image, boxes[start:start + BOXES_PER_CALL]
+            for part in in_parts(boxes):
+                yield image, part
 
 
 def _check_image_pixels(recipe: Recipe, path: Path) -> None:

@@ -19,6 +19,11 @@ PADDING = 1.25
 BOXES_PER_CALL = 64
 
 
+def in_parts(boxes: np.ndarray) -> list[np.ndarray]:
+    """`boxes` [N, 4] in consecutive parts of at most BOXES_PER_CALL, one a call."""
+    return [boxes[start:start + BOXES_PER_CALL] for start in range(0, len(boxes), BOXES_PER_CALL)]
+
+
 def box_to_center_scale(box: Sequence[float], aspect_ratio: float = 192 / 256) -> tuple[np.ndarray, np.ndarray]:
     """The authors' `_box2cs`: center of the box, scale (w, h)/200 after padding to `aspect_ratio` (w/h), × 1.25."""
     x, y, w, h = (float(v) for v in box[:4])

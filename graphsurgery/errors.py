@@ -78,6 +78,13 @@ def check_flags(**named) -> None:
                             f"'no' would count as True)")
 
 
+def check_callback(name: str, value, arguments: str) -> None:
+    """A callback of the Python API (`progress`, `on_image`) is None or a function taking `arguments`: a str
+    failed only once the first crop or image had run."""
+    if value is not None and not callable(value):
+        raise ArgumentError(f"{name} is a function ({arguments}), not {type(value).__name__}")
+
+
 class GraphsurgeryError(Exception):
     """A user-facing error: one line that names the file (and YAML path or tensor) and says how to fix it."""
 

@@ -119,7 +119,7 @@ def coco_calibration(model: Path, images: Path, annotations: Path, boxes: str | 
             samples.append(_Sample(tuple(people[start:start + len(image_boxes)])))
             feeds.append({image.name: tensor, "boxes": image_boxes})
             start += len(image_boxes)
-        # images, not feeds: an image of many people is fed in parts (coco.BOXES_PER_CALL)
+        # images, not feeds: an image of many people is fed in parts (crops.BOXES_PER_CALL)
         how = f"{len({person.file_name for person in people})} whole images with {len(people)} person boxes"
     else:
         size = crop_size(image, model)

@@ -27,7 +27,7 @@ from graphsurgery import crops
 from graphsurgery.boxes import Box, load_boxes
 from graphsurgery.cocoformat import keypoint_result
 from graphsurgery.draw import MONTAGE_MAX_PERSONS
-from graphsurgery.errors import ArgumentError, GraphsurgeryError, finite, printable, whole
+from graphsurgery.errors import ArgumentError, GraphsurgeryError, check_callback, finite, printable, whole
 from graphsurgery.images import list_images, read_image
 from graphsurgery.limits import write_fix
 from graphsurgery.modelio import model_paths
@@ -313,8 +313,7 @@ def run_pose(model: str | Path, images: Sequence[str | Path], outdir: str | Path
                                 fix="give a score, e.g. 0.2")
     batch, min_score = int(batch), float(min_score)  # numpy's scalars pass the checks, not into run.json
     threads = int(threads) if whole(threads) else threads  # bounded where the runtime gets it
-    if on_image is not None and not callable(on_image):  # it failed once the first image had run
-        raise ArgumentError(f"on_image is a function (ImageSummary), not {type(on_image).__name__}")
+    check_callback("on_image", on_image, "ImageSummary")
     if isinstance(images, (str, os.PathLike)):  # one path, not a sequence of one-character names
         images = [images]
     if not isinstance(images, Iterable):  # None: "'NoneType' object is not iterable"

@@ -285,19 +285,26 @@ def signals_held() -> Iterator[None]:
 def _remove_stale(parent: Path, prefix: str) -> None:
     """Remove the scratch folders in `parent` whose owner marker names a dead process. Output scratch folders are
     hidden (`.NAME.`, `.graphsurgery-run-`), and any hidden one of a killed command goes, whatever output it was
-    for (only the same output's were: `apply -o b.onnx` left a killed `-o a.onnx`'s 100 MB behind). The marker is
-    read as a small regular file: a FIFO in its place (in a shared $TMPDIR, anyone's) blocked every command, and
-    a number past any process ID (os.kill's OverflowError) was an internal error; 0 and negatives name groups."""
+    for (only the same output's were: `apply -o b.onnx` left a killed `-o a.onnx`'s 100 MB behind). Markers are
+    read by `owner` (a FIFO in a shared $TMPDIR, anyone's, blocked every command)."""
     pattern = "." if prefix.startswith(".") else prefix
     for folder in parent.glob(f"{glob.escape(pattern)}*"):  # `[` in an output's name is no pattern
-        try:
-            pid = int(read_small_file(folder / OWNER, 64, "owner marker"))
-        except (OSError, ValueError, GraphsurgeryError):
-            continue  # not ours, or still being made
-        if not 0 < pid < 2**31 or _alive(pid):
+        pid = owner(folder)
+        if pid is None or _alive(pid):  # not ours, still being made, or its process runs
             continue
         remove_scratch(folder)
         sys.stderr.write(f"note: removed {printable(folder)}, left behind by process {pid}, which was killed\n")
+
+
+def owner(folder: str | bytes | os.PathLike) -> int | None:
+    """The process ID a scratch folder's marker names, or None: no marker, or not a small regular file holding a
+    process ID (a FIFO in its place blocked every command; a number past any process ID was os.kill's
+    OverflowError, an internal error; 0 and negatives name process groups)."""
+    try:
+        pid = int(read_small_file(Path(os.fsdecode(folder)) / OWNER, 64, "owner marker"))
+    except (OSError, ValueError, GraphsurgeryError):
+        return None
+    return pid if 0 < pid < 2**31 else None
 
 
 def remove_scratch(folder: str | bytes | os.PathLike) -> None:

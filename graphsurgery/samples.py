@@ -131,7 +131,7 @@ def box_image_samples(folder: Path, boxes_file: Path | str | None, image_input: 
     BOXES_PER_CALL, one group each (the graph crops every box of a call at once: 3,000 boxes in one image ran out
     of memory); each box's answer is its own, so the parts do not change them."""
     from graphsurgery.boxes import load_boxes
-    from graphsurgery.crops import BOXES_PER_CALL, whole_image_box
+    from graphsurgery.crops import in_parts, whole_image_box
     from graphsurgery.images import list_images, read_image
 
     boxes = load_boxes(Path(boxes_file)) if boxes_file is not None else None
@@ -143,8 +143,7 @@ def box_image_samples(folder: Path, boxes_file: Path | str | None, image_input: 
         people = boxes[path.name] if boxes is not None else [whole_image_box(image)]
         caller = as_caller_tensor(image, tensor, image_input.dtype)[None]
         array = np.array([list(box)[:4] for box in people], np.float32)
-        groups += [(caller, {"boxes": array[start:start + BOXES_PER_CALL]})
-                   for start in range(0, len(array), BOXES_PER_CALL)]
+        groups += [(caller, {"boxes": part}) for part in in_parts(array)]
         used += 1
         count += len(array)
     if not groups:

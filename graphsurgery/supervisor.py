@@ -304,16 +304,11 @@ def _remove(folders: list[bytes], child: int) -> None:
     """The child's scratch folders, each only if it still names the child (`safeio.OWNER`)."""
     if not folders:
         return
-    from graphsurgery.safeio import OWNER, remove_scratch
+    from graphsurgery.safeio import owner, remove_scratch
 
     for folder in folders:
-        try:
-            with open(os.path.join(folder, os.fsencode(OWNER)), "rb") as owner:
-                if int(owner.read()) != child:
-                    continue
-        except (OSError, ValueError):
-            continue
-        remove_scratch(folder)
+        if owner(folder) == child:
+            remove_scratch(folder)
 
 
 def _say(line: str) -> None:

@@ -202,10 +202,10 @@ def test_an_ir_xml_that_is_a_fifo_is_named_as_such(tmp_path):
 def test_eval_coco_feeds_a_crowded_image_in_parts(monkeypatch):
     """A model that crops in the graph got every box of an image in one call: 2,000 annotated people in one image
     (4,000 crops with the flip test) ran out of memory after 46 s. The parts hold each box once, in order."""
-    from graphsurgery import coco
+    from graphsurgery import coco, crops
     from graphsurgery.quantize import CALLER
 
-    monkeypatch.setattr(coco, "BOXES_PER_CALL", 2)
+    monkeypatch.setattr(crops, "BOXES_PER_CALL", 2)
     people = [coco.PersonBox(1, "astronaut.jpg", (10.0 + i, 20.0, 50.0, 80.0), 1.0, (512, 512)) for i in range(5)]
     people.append(coco.PersonBox(2, "cameraman.jpg", (1.0, 2.0, 30.0, 40.0), 1.0, (512, 512)))
     parts = list(coco.WholeImages(IMAGES, CALLER, "uint8", IMAGES / "ann.json")(people))
@@ -237,3 +237,11 @@ def test_bench_tells_each_round_and_says_how_long_a_long_run_takes(tmp_path, mon
     result = invoke("bench", POSE, model, "--iterations", "2", "--warmup", "1")
     assert result.exit_code == 0, result.output
     assert "3 rounds (--iterations 2, --warmup 1) take about" in result.output
+
+
+def test_bench_refuses_a_progress_that_is_no_function(tmp_path):
+    """Refused before any work, as eval-coco's and run's callbacks are (errors.check_callback)."""
+    from graphsurgery.benchmark import run_bench
+
+    with pytest.raises(TypeError, match="progress is a function \\(done, total\\), not str"):
+        run_bench(ROOT / "recipes" / "hrnet_coco_pose.yaml", _plain_pose(tmp_path / "plain.onnx"), progress="x")

@@ -65,4 +65,5 @@ def bench(recipe, model, settings=None):
     BenchResult, whose `to_dict()` is `bench --json`."""
     from graphsurgery.benchmark import Settings, run_bench
 
-    return run_bench(recipe, model, settings or Settings())
+    # None alone means the defaults: {} or "" (falsy) ran with them in silence, a numpy array was a ValueError
+    return run_bench(recipe, model, Settings() if settings is None else settings)

@@ -30,7 +30,7 @@ from graphsurgery.modelio import load_model
 from graphsurgery.ratios import paired_ratio, timing_stats
 from graphsurgery.recipe import Recipe, as_recipe
 from graphsurgery.runners import open_runner, open_stream, precision_note
-from graphsurgery.safeio import input_path, temporary_folder
+from graphsurgery.safeio import input_path, scratch_named, temporary_folder
 from graphsurgery.samples import MAX_BATCH_BYTES
 from graphsurgery.steps.topdown import FlipTest
 from graphsurgery.supervisor import doing, each
@@ -204,14 +204,17 @@ def run_bench(recipe: str | Path, model: str | Path, settings: Settings = Settin
     if settings.throughput and any(step.sets_batch for step in (recipe.input.steps if recipe.input else ())):
         raise GraphsurgeryError(f"recipe {recipe.name!r} makes its own batch of crops (crop_boxes, flip_test); "
                                 "throughput mode streams whole batches", fix="measure its latency (no --throughput)")
-    threads = settings.threads or len(os.sched_getaffinity(0))
-    network = load_torch_module(settings.torch) if settings.torch else None  # a wrong spec fails before any work
+    # None alone is "not given": threads=0 or "", torch="" and int8=0 ran as if absent, in silence (round 26)
+    threads = settings.threads if settings.threads is not None else len(os.sched_getaffinity(0))
+    network = load_torch_module(settings.torch) if settings.torch is not None else None  # fails before any work
     load_before = os.getloadavg()
-    with temporary_folder("bench") as folder:
+    # errors about the models made in the scratch folder name the user's model, as verify's do (round 26: the
+    # line named `/tmp/graphsurgery-bench-…/plain.patched.onnx`)
+    with temporary_folder("bench") as folder, scratch_named(folder, f"{model} (patched by {recipe.source})"):
         patched = Path(folder) / f"{model.stem}.patched.onnx"
         plan = apply(recipe, model, patched, upgrade_opset=settings.upgrade_opset).plan
         workload = _workload(recipe, model, plan, settings.batch)
-        int8 = _int8_ir(patched, Path(folder) / "int8.xml", settings.int8) if settings.int8 else None
+        int8 = _int8_ir(patched, Path(folder) / "int8.xml", settings.int8) if settings.int8 is not None else None
         with _pipelines(workload, model, patched, settings, threads, network, int8 and int8["ir"]) as pipelines:
             measure = _measure_throughput if settings.throughput else _measure_latency
             rows = measure(pipelines, settings, progress)

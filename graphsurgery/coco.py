@@ -45,6 +45,7 @@ from graphsurgery.safeio import (
     output_path,
     read_small_file,
     refuse_overwriting,
+    scratch_named,
     staged_folder,
     temporary_folder,
 )
@@ -130,8 +131,8 @@ def evaluate_coco(recipe: str | Path | Recipe, plain_model: str | Path, annotati
     read = [*model_files(plain), recipe.source if recipe.file_sha256 else None, annotations, boxes,
             *(model_paths(patched) if patched is not None else []), *images.iterdir()]
     kinds = [(kind, backend) for kind in KINDS for backend in backends]
-    with temporary_folder("coco") as tmp, \
-            _results_kept(results_dir, backends, read) as keep:
+    with temporary_folder("coco") as tmp, scratch_named(tmp, f"{plain.path} (patched by {recipe.source})"), \
+            _results_kept(results_dir, backends, read) as keep:  # errors name the user's model, as verify's do
         patched_path = (
             Path(patched) if patched is not None
             else apply(recipe, plain.path, Path(tmp) / "patched.onnx", upgrade_opset=upgrade_opset).output

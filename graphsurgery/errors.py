@@ -69,6 +69,14 @@ def finite(value) -> bool:
         return False
 
 
+def check_names(**named) -> None:
+    """Each named choice of the Python API (a backend, a precision) is a str: a numpy array made `==` an array, and
+    the test of it a ValueError ("The truth value of an array … is ambiguous"; round 26)."""
+    for name, value in named.items():
+        if not isinstance(value, str):
+            raise ArgumentError(f"{name} is a name (str), not {type(value).__name__}")
+
+
 def check_flags(**named) -> None:
     """Each named flag of the Python API is True or False: a str such as "no" is truthy (force="no" replaced an
     output, fp16="no" wrote FP16 weights, upgrade_opset="no" upgraded the opset)."""

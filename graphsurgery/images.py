@@ -31,7 +31,7 @@ def list_images(paths: list[Path]) -> list[Path]:
     found: list[Path] = []
     for path in paths:
         path = Path(path)
-        if path.is_dir():
+        if _judged(path, Path.is_dir):
             inside = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
             if not inside:
                 raise GraphsurgeryError(
@@ -43,13 +43,24 @@ def list_images(paths: list[Path]) -> list[Path]:
     return found
 
 
+def _judged(path: Path, question):
+    """`question(path)` (is_dir, stat, …), a permission refused on the way one line: an image in a folder that may
+    be listed but not entered (`chmod 600 DIR`, run as a user) was an internal error (PermissionError from pathlib,
+    which answers False only for a missing file; round 26)."""
+    try:
+        return question(path)
+    except OSError as exc:
+        raise GraphsurgeryError(f"cannot read the image ({exc.strerror or exc})", path=path,
+                                fix="check the permissions of the image and its folders") from None
+
+
 def read_image(path: Path) -> np.ndarray:
     """Decode an image file into uint8 HWC BGR."""
     import cv2
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
-    if path.is_dir():
+    if _judged(path, Path.is_dir):
         raise GraphsurgeryError("is a directory, not an image file", path=path, fix="give the path of a JPEG or PNG")
     if not path.exists():
         raise GraphsurgeryError("no such image file", path=path, fix="check the path")

@@ -33,7 +33,14 @@ from graphsurgery.limits import (
     write_fix,
 )
 from graphsurgery.model import openvino_caveats, real_inputs
-from graphsurgery.modelio import check_output_path, load_model, model_files, output_exists, staging_folder
+from graphsurgery.modelio import (
+    check_output_path,
+    load_model,
+    model_files,
+    output_exists,
+    remember_made,
+    staging_folder,
+)
 from graphsurgery.quantize import AccuracyControl
 from graphsurgery.safeio import input_path, output_path, place, placing, present, refuse_overwriting
 from graphsurgery.supervisor import doing
@@ -451,6 +458,7 @@ def _save(model, out_xml: Path, out_bin: Path, fp16: bool, replace: bool) -> Non
             _sign(staged)
             with placing(out_xml.parent):  # a Ctrl-C between the two left a new .bin beside the old .xml
                 place([(staged.with_suffix(".bin"), out_bin), (staged, out_xml)], replace)
+            remember_made(out_xml)  # its own nodes failing later in this command are a bug (runners._failed_run)
         except FileExistsError as exc:  # placed by another command since this one started (`place`)
             found = out_xml if present(out_xml) else Path(exc.filename or out_bin)  # named as check_output_path does
             raise output_exists(found, found) from None

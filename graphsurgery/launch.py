@@ -64,9 +64,15 @@ def cpu_time_limit(signum, frame):
 def main() -> None:
     global _command_line
     _command_line = True
-    from graphsurgery.limits import open_standard_streams
+    from graphsurgery.errors import GraphsurgeryError
+    from graphsurgery.limits import ensure_processes, open_standard_streams
 
     open_standard_streams()  # closed stdin or stderr: the next file opened would take its descriptor
+    try:  # before the fork and numpy's import: under `ulimit -u 2` OpenBLAS could not start its threads and numpy
+        ensure_processes()  # raised SIGINT ("interrupted", 130, and four lines of OpenBLAS's)
+    except GraphsurgeryError as exc:
+        say(f"error: {exc}")
+        exit_now(exc.exit_code)
     handlers = {signal.SIGINT: signal.getsignal(signal.SIGINT), signal.SIGTERM: terminate}
     if threading.current_thread() is threading.main_thread():  # elsewhere signal.signal raised (a traceback):
         if signal.getsignal(signal.SIGXCPU) is not signal.SIG_IGN:  # signals are the main thread's, unwatched
@@ -78,8 +84,7 @@ def main() -> None:
 
         supervise(CPU_LIMIT_LINE)  # from here on, the child: a death by signal in native code is a line from the parent
     try:
-        from graphsurgery.cli import main as cli_main
-
+        cli_main = _import_cli()
         for number, handler in handlers.items():  # from now on signals unwind: scratch folders are removed
             if signal.getsignal(number) is quit_now:
                 _armed[number] = _once(handler)
@@ -101,6 +106,27 @@ def main() -> None:
         if exc.code in (INTERRUPTED, TERMINATED):  # process by that signal, hiding the exit code it had
             exit_now(exc.code)  # the command unwound (its finally blocks ran) and said so
         raise
+
+
+def _import_cli():
+    """The CLI's `main`; under a small memory limit (`ulimit -v 150000`) its libraries cannot be loaded ("failed to
+    map segment", OpenBLAS's "Memory allocation still failed"): a traceback, exit 1. Said as the limit, exit 2."""
+    from graphsurgery.supervisor import LOADING, doing
+
+    try:
+        with doing(LOADING):  # a library that ends the process from C is then said by the supervisor
+            from graphsurgery.cli import main as cli_main
+    except (ImportError, OSError, MemoryError) as exc:
+        from graphsurgery.limits import memory_limit
+
+        if memory_limit() is None:
+            raise
+        ignore_signals()
+        say(f"error: graphsurgery's libraries could not be loaded under the process's memory limit of "
+            f"{memory_limit()} ({type(exc).__name__}) — fix: raise the limit (`ulimit -v unlimited`) and run the "
+            f"command again")
+        exit_now(2)
+    return cli_main
 
 
 @contextmanager

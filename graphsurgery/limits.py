@@ -24,6 +24,22 @@ MIN_OPEN_FILES = 64
 #: a bare "failed to allocate": OpenVINO's JIT says it of registers
 _OUT_OF_MEMORY = ("failed to map segment", "cannot allocate memory", "std::bad_alloc", "out of memory",
                   "unable to allocate", "failed to allocate memory", "bytes of memory", "can't alloc")
+#: a thread not started (EAGAIN), in onnxruntime's and OpenVINO's words (round 26): under `ulimit -v` no room for
+#: its stack (`verify` under `ulimit -v 400000`: "OpenVINO cannot compile the model: Resource temporarily
+#: unavailable", fix: check the model), else the user's limit of processes and threads (`run` under `ulimit -u 5`
+#: "Failed to create plugin … Resource temporarily unavailable", `verify` onnxruntime's "pthread_create failed").
+#: Not Python's own EAGAIN (BlockingIOError: a lock or a non-blocking file)
+_NO_THREAD = ("resource temporarily unavailable", "pthread_create failed")
+#: processes and threads a command needs at least (the supervisor, OpenBLAS's, onnxruntime's and OpenVINO's pools:
+#: on 2 CPUs `verify` failed under `ulimit -u 7`); more CPUs make larger pools, said by `limit_error`
+MIN_PROCESSES = 16
+
+
+def _frontend_missing(text: str) -> bool:
+    """OpenVINO's "Unable to read the model … Available frontends: jax ir tf": its ONNX frontend library did not
+    load (under `ulimit -v 500000`; graphsurgery hands it only checked ONNX models and IRs), not the model's fault."""
+    _, found, frontends = text.partition("available frontends:")
+    return bool(found) and "onnx" not in frontends.split("\n", 1)[0]
 
 
 def _soft(limit: int) -> int | None:
@@ -39,17 +55,24 @@ def _size(count: int) -> str:
 def ensure_open_files() -> None:
     """At least MIN_OPEN_FILES descriptors: the soft limit raised towards the hard one, a one-line refusal when even
     the hard limit is below (OpenVINO failed halfway, naming the model)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and soft < MIN_OPEN_FILES:
-        wanted = MIN_OPEN_FILES if hard == resource.RLIM_INFINITY else min(hard, MIN_OPEN_FILES)
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
-        except (ValueError, OSError):
-            wanted = soft
-        if wanted < MIN_OPEN_FILES:
-            raise GraphsurgeryError(f"the process may open only {wanted} files (ulimit -n), fewer than the "
+    soft = _soft(resource.RLIMIT_NOFILE)
+    if soft is not None and soft < MIN_OPEN_FILES:
+        reached = _raised(resource.RLIMIT_NOFILE, soft, MIN_OPEN_FILES)
+        if reached < MIN_OPEN_FILES:
+            raise GraphsurgeryError(f"the process may open only {reached} files (ulimit -n), fewer than the "
                                     f"{MIN_OPEN_FILES} graphsurgery and its runtimes need",
                                     fix="raise the limit (`ulimit -n 1024`) and run the command again")
+
+
+def _raised(limit: int, soft: int, minimum: int) -> int:
+    """The soft `limit` raised to `minimum`, or as far as the hard limit allows: the value it has now."""
+    hard = resource.getrlimit(limit)[1]
+    wanted = minimum if hard == resource.RLIM_INFINITY else min(hard, minimum)
+    try:
+        resource.setrlimit(limit, (wanted, hard))
+    except (ValueError, OSError):
+        return soft
+    return wanted
 
 
 def memory_limit() -> str | None:
@@ -61,14 +84,44 @@ def memory_limit() -> str | None:
     return None
 
 
+def process_limit() -> int | None:
+    """How many processes and threads the user may run (`ulimit -u`), or None when there is no limit or it does not
+    apply (the kernel does not hold root to it)."""
+    return None if os.getuid() == 0 else _soft(resource.RLIMIT_NPROC)
+
+
+def ensure_processes() -> None:
+    """At least MIN_PROCESSES processes and threads for the user: the soft limit raised towards the hard one, a
+    one-line refusal when even the hard limit is below (the runtimes' thread pools failed to start, blaming the
+    model: "OpenVINO cannot compile the model: Resource temporarily unavailable", round 26)."""
+    soft = process_limit()
+    if soft is None or soft >= MIN_PROCESSES:
+        return
+    reached = _raised(resource.RLIMIT_NPROC, soft, MIN_PROCESSES)
+    if reached < MIN_PROCESSES:
+        raise GraphsurgeryError(f"the user may run only {reached} processes and threads (ulimit -u), fewer than the "
+                                f"{MIN_PROCESSES} graphsurgery and its runtimes need",
+                                fix="raise the limit (`ulimit -u 4096`) and run the command again")
+
+
 def limit_error(exc: BaseException, what: str = "the command") -> GraphsurgeryError | None:
     """The limit behind `exc`, as a one-line error, or None when no limit of the process explains it: an allocation
-    or library load failing under a memory limit, a file grown past `ulimit -f`, descriptors run out."""
+    or library load failing under a memory limit, a thread not started under the user's process limit, a file
+    grown past `ulimit -f`, descriptors run out."""
     text = str(exc).lower()
+    no_thread = not isinstance(exc, OSError) and any(sign in text for sign in _NO_THREAD)
     memory = memory_limit()
-    if memory and (isinstance(exc, MemoryError) or any(sign in text for sign in _OUT_OF_MEMORY)):
+    if memory and (isinstance(exc, MemoryError) or any(sign in text for sign in _OUT_OF_MEMORY)
+                   or _frontend_missing(text) or no_thread):
         return GraphsurgeryError(f"{what} ran out of memory under the process's memory limit of {memory}",
                                  fix="raise the limit (`ulimit -v unlimited`) and run the command again")
+    if no_thread:  # after the memory limit: a process limit is set for every user
+        processes = process_limit()  # (tens of thousands by default); a container's pids limit holds root too
+        held = (f"the user may run {processes:,} processes and threads (ulimit -u), their other processes included"
+                if processes is not None else "the system allows no more processes and threads")
+        return GraphsurgeryError(f"{what} could not start a thread: {held}; a container may allow fewer",
+                                 fix="raise the limit (`ulimit -u 4096`) or end other processes, and run the command "
+                                     "again")
     if isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE) or "too many open files" in text:
         return GraphsurgeryError(f"{what} ran out of file descriptors (the limit is {_soft(resource.RLIMIT_NOFILE)}, "
                                  "ulimit -n)", fix="raise the limit (`ulimit -n 1024`) and run the command again")
@@ -108,6 +161,8 @@ def write_fix(exc: OSError, fix: str) -> str:
     if exc.errno in (errno.EPERM, errno.EACCES):
         return ("the output or its folder may not be changed (permissions, or an immutable or append-only file: "
                 "see lsattr); choose another path")
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):  # `bench --chart` on a full disk: "choose a writable path (the
+        return "free disk space or choose another folder"  # folder must exist)", of a folder that exists (round 26)
     return file_size_fix() if exc.errno == errno.EFBIG else fix
 
 
@@ -125,6 +180,11 @@ def open_standard_streams() -> None:
                 os.close(quiet)
         if getattr(sys, name) is None:  # Python found it closed at start
             setattr(sys, name, open(fd, "r" if fd == 0 else "w", closefd=False, errors="backslashreplace"))
+    for fd in (1, 2):  # a pipe a parent left non-blocking (O_NONBLOCK, as node.js does): with a slow reader Python
+        try:  # dropped what did not fit the pipe, in silence, with exit 0 (`steps` printed 2,378 of 5,357 bytes;
+            os.set_blocking(fd, True)  # round 26). Writes now wait for the reader, as on any pipe
+        except OSError:  # closed: standard output is refused by the command, standard error was opened above
+            pass
 
 
 def writable(stream) -> bool:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import errno
 import math
 import os
+import warnings
 from collections import Counter
 from contextlib import suppress
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from pathlib import Path
 
 import onnx
 from google.protobuf.message import DecodeError
+from google.protobuf.unknown_fields import UnknownFieldSet
 from onnx.external_data_helper import ExternalDataInfo, uses_external_data
 
 from graphsurgery.errors import GraphsurgeryError, ModelError, check_flags, node_named, printable
@@ -160,6 +162,13 @@ def _check_structure(proto: onnx.ModelProto, path: Path) -> None:
             path=path,
             fix="upgrade graphsurgery's onnx, or re-export with an older IR",
         )
+    unknown = UnknownFieldSet(proto)
+    if len(unknown):  # one flipped bit in a tag: onnx and ONNX Runtime skip it, but OpenVINO, finding it first, took
+        # the file for no ONNX and tried its other frontends (TensorFlow's logged 7 lines on stderr; round 27)
+        raise ModelError(f"the model holds a field ONNX does not define (number {unknown[0].field_number}, or a "
+                         "field of the wrong kind)", path=path,
+                         fix=f"the file is damaged, or written by a newer onnx than graphsurgery's "
+                             f"({onnx.__version__}); re-export or re-download the model")
     newest = onnx.defs.onnx_opset_version()
     versions: dict[str, int] = {}
     for opset in proto.opset_import:  # onnx's checker lets a domain be imported twice; which one holds is unclear
@@ -345,6 +354,24 @@ def _all_initializers(proto: onnx.ModelProto):
 #: HRNet-W32. A file that is rewritten gets a new identity and is checked again.
 _CHECKED: set[tuple[int, ...]] = set()
 
+#: Models this process wrote (`save_model`, `irconvert`'s IRs), by identity: a node graphsurgery added that fails
+#: at run time in one of them is a bug, but in a model the user gives (`run P.onnx`, `verify --patched P.onnx`) it
+#: may have been edited or damaged since apply wrote it (round 27's fuzzer: a bit flipped in a Reshape's shape)
+_MADE: set[tuple[int, ...]] = set()
+
+
+def made_here(path: str | Path) -> bool:
+    """Whether `path` is a model this process wrote, unchanged since (see `_MADE`)."""
+    try:
+        return _identity(Path(path)) in _MADE
+    except OSError:
+        return False
+
+
+def remember_made(path: Path) -> None:
+    """Record `path`, just written and placed, as made by this process (`made_here`)."""
+    _MADE.add(_identity(path))
+
 
 def _identity(path: Path | int) -> tuple[int, ...]:
     """A file's identity, by path or open descriptor: a rewrite changes it."""
@@ -380,9 +407,20 @@ def external_tensors(proto: onnx.ModelProto) -> list[onnx.TensorProto]:
     return [t for t in _get_all_tensors(proto) if uses_external_data(t)]
 
 
+#: The keys of an external data entry that ONNX defines: onnx ignores any other with a warning on stderr (printed
+#: once per read of the tensor: four times by `inspect`), and ONNX Runtime refuses the model ("model format error!")
+EXTERNAL_DATA_KEYS = frozenset({"location", "offset", "length", "checksum", "basepath"})
+
+
 def _check_external_data(proto: onnx.ModelProto, path: Path) -> None:
     base = path.parent.resolve()
     for tensor in external_tensors(proto):
+        unknown = [entry.key for entry in tensor.external_data if entry.key not in EXTERNAL_DATA_KEYS]
+        if unknown:  # before onnx's ExternalDataInfo reads the entry and warns (round 27's fuzzer)
+            raise ModelError(f"tensor {tensor.name!r} has an external data key {_quoted(unknown[0])} that ONNX does "
+                             "not define (ONNX Runtime refuses the model)", path=path,
+                             fix="the file is damaged; re-save the model with onnx.save_model(..., "
+                                 "save_as_external_data=True)")
         try:
             info = ExternalDataInfo(tensor)
         except ValueError:  # offset or length that is not an integer
@@ -587,6 +625,7 @@ def save_model(
                 placed = place([*data, (staged, out)], replace)
             if check:  # the rename keeps the identity: loading the output later in this command is not checked again
                 _CHECKED.add(_identity(out))
+            remember_made(out)
             return placed
         except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
             raise ModelError(f"the patched model fails the ONNX checker: {' '.join(str(exc).split())[:300]}", path=out,
@@ -670,7 +709,9 @@ def model_paths(model: Path) -> list[Path]:
         if not model.is_file() or model.stat().st_size > PROTOBUF_LIMIT:  # never opened: a FIFO would block
             return [model]
         proto = onnx.load(str(model), format="protobuf", load_external_data=False)
-        names = {ExternalDataInfo(tensor).location for tensor in external_tensors(proto)}
+        with warnings.catch_warnings():  # an unknown key is refused, in one line, when the model is read
+            warnings.simplefilter("ignore")
+            names = {ExternalDataInfo(tensor).location for tensor in external_tensors(proto)}
     except (OSError, DecodeError, RuntimeError, ValueError, TypeError, RecursionError):
         return [model]
     return [model, *(model.parent / name for name in sorted(names) if name and "\0" not in name)]

@@ -30,7 +30,7 @@ from graphsurgery.model import ModelFacts, real_inputs
 from graphsurgery.modelio import load_model
 from graphsurgery.recipe import Recipe, as_recipe
 from graphsurgery.runners import backend_list, check_backends, model_signature, open_runner
-from graphsurgery.safeio import input_path, temporary_folder
+from graphsurgery.safeio import input_path, scratch_named, temporary_folder
 from graphsurgery.samples import DEFAULT_RANDOM, patched_inputs, plain_input, random_caller_samples
 from graphsurgery.stability import Wobbles
 from graphsurgery.tolerances import Tolerances, tie_tolerance, with_tolerances
@@ -107,7 +107,7 @@ def verify_reference(recipe: str | Path | Recipe, plain_model: str | Path, refer
     backends = check_backends(backend_list(backends), precision, patched)
     declared = comparisons(recipe, facts)
     wanted = with_tolerances(declared, tolerances or {})
-    with temporary_folder("reference") as tmp:
+    with temporary_folder("reference") as tmp, scratch_named(tmp, f"{plain.path} (patched by {recipe.source})"):
         patched_path = (Path(patched) if patched is not None
                         else apply(recipe, plain.path, Path(tmp) / "patched.onnx", upgrade_opset=upgrade_opset).output)
         if pipeline is None:
@@ -250,8 +250,31 @@ def _live(function: Callable, recipe: Recipe, facts: ModelFacts, plain, patched:
         if not isinstance(answers, dict) or not all(isinstance(k, str) for k in answers):
             raise GraphsurgeryError(f"the reference pipeline returned {type(answers).__name__}, not a dict of arrays "
                                     "by output name", fix="return {output name: array, ...}")
-        groups.append((feeds, {name: np.asarray(value) for name, value in answers.items()}))
+        groups.append((feeds, _answers(answers, groups[0][1] if groups else None)))
     return groups
+
+
+def _answers(answers: dict, first: dict[str, np.ndarray] | None) -> dict[str, np.ndarray]:
+    """The pipeline's answers as arrays held to what a recorded reference must hold (`_check_headers`): numbers with
+    a sample axis, the same names and row shapes in every call. {'keypoints': 1} was numpy's "zero-dimensional
+    arrays cannot be concatenated", a ragged list its "inhomogeneous shape" (round 26)."""
+    arrays = {}
+    for name, value in answers.items():
+        try:
+            array = np.asarray(value)
+        except Exception:  # noqa: BLE001 — a ragged list, or the caller's object refusing to be an array
+            array = None
+        if array is None or array.dtype.kind not in "biuf" or not array.ndim:
+            shown = f"{array.dtype}{list(array.shape)}" if array is not None else type(value).__name__
+            raise GraphsurgeryError(f"the reference pipeline answered {name!r} with {shown}, not an array of numbers "
+                                    "with one row per sample", fix="return real numbers (bool, int, float), one row "
+                                                                   "per sample")
+        arrays[name] = array
+    if first is not None and (set(arrays) != set(first) or any(a.shape[1:] != first[n].shape[1:]
+                                                                for n, a in arrays.items())):
+        raise GraphsurgeryError("the reference pipeline answered its calls (one per image size) with other names or "
+                                "row shapes", fix="return the same outputs, of the same shape per sample, each call")
+    return arrays
 
 
 def _run(backend: str, patched: Path, precision: str, feeds: dict[str, np.ndarray], batch: int | None,

@@ -17,7 +17,7 @@ from typing import NoReturn
 
 import numpy as np
 
-from graphsurgery.errors import ArgumentError, GraphsurgeryError, printable, whole
+from graphsurgery.errors import ArgumentError, GraphsurgeryError, check_names, printable, whole
 from graphsurgery.limits import refuse_if_limited
 from graphsurgery.safeio import input_path, present
 from graphsurgery.supervisor import doing, each
@@ -75,6 +75,7 @@ def open_runner(backend: str, model: str | Path, *, precision: str = "f32", thre
     little latency; next to another runtime in the same process it steals that runtime's CPU (benchmarks).
     """
     model = Path(model)
+    check_names(backend=backend, precision=precision)
     if backend == "onnxruntime":
         if precision != "f32":
             raise GraphsurgeryError(f"onnxruntime runs at f32 only, not {precision}", path=model,
@@ -106,7 +107,7 @@ def _onnxruntime(model: Path, threads: int | None, spin: bool = True) -> Run:
     options.log_severity_level = 4  # fatal only: a failing node is reported once, as a one-line error (not in red)
     if not spin:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    if threads:
+    if threads is not None:  # "", [] and 0 were falsy: the runtime's default, in silence (round 26)
         options.intra_op_num_threads = _bounded(threads)
         options.inter_op_num_threads = 1
     try:
@@ -190,7 +191,7 @@ def openvino_config(precision: str, threads: int | None, *, throughput: bool = F
     if precision not in PRECISIONS:
         raise GraphsurgeryError(f"unknown precision {precision!r}", fix=f"choose one of {', '.join(PRECISIONS)}")
     config = {"INFERENCE_PRECISION_HINT": precision}
-    if threads:
+    if threads is not None:  # "", [] and 0 were falsy: the runtime's default, in silence (round 26)
         config["INFERENCE_NUM_THREADS"] = _bounded(threads)
     if throughput:
         config["PERFORMANCE_HINT"] = "THROUGHPUT"
@@ -364,12 +365,21 @@ def _output_names(model: str | Path, compiled) -> list[str]:
 def _failed_run(exc: Exception, runtime: str, model: Path, feeds: dict[str, np.ndarray]) -> NoReturn:
     """A model that loads but fails in `runtime` on inputs that fit what it declares (a dim of 0 somewhere, shapes
     that conflict only at run time) is the model's fault: one line naming the model, the runtime and its message.
-    Inputs that do not fit, or a failing node of graphsurgery's own, are a bug: `exc` goes on (an internal error)."""
+    Inputs that do not fit, or a failing node of graphsurgery's own in a model this command made, are a bug: `exc`
+    goes on (an internal error). In a patched model the user gives, such a node may have been edited or damaged
+    since apply wrote it (round 27: one flipped bit in a Reshape's shape was "a graphsurgery bug"): one line."""
+    from graphsurgery.modelio import made_here
+
     refuse_if_limited(exc, runtime)  # an allocation failing under `ulimit -v`: not the model's fault
-    if "graphsurgery/" in str(exc) or not _fits(feeds, model_signature(model).inputs):
+    if not _fits(feeds, model_signature(model).inputs):
+        raise exc
+    own = "graphsurgery/" in str(exc)
+    if own and made_here(model):
         raise exc
     raise GraphsurgeryError(f"{runtime} cannot run the model: {_first_line(exc)}", path=model,
-                            fix=f"check that the model runs in {runtime} alone on inputs of the shapes it declares; "
+                            fix="apply the recipe to the plain model again (a node graphsurgery added fails: if "
+                                "the file is as apply wrote it, report this)" if own else
+                                f"check that the model runs in {runtime} alone on inputs of the shapes it declares; "
                                 "re-export it if not") from None
 
 

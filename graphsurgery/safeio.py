@@ -28,11 +28,13 @@ from pathlib import Path
 from typing import BinaryIO
 
 from graphsurgery import supervisor
-from graphsurgery.errors import ArgumentError, GraphsurgeryError, printable
+from graphsurgery.errors import ArgumentError, GraphsurgeryError, printable, quoted
 from graphsurgery.limits import write_fix
 
 #: What a path given by the user can make any file call raise: a name too long, a symlink loop.
 PATH_ERRORS = (errno.ENAMETOOLONG, errno.ELOOP)
+#: Linux's limits on a name and a whole path (with its NUL), in bytes: a path past them names no file
+NAME_MAX, PATH_MAX = 255, 4096
 
 #: The file in a scratch folder that names the process that made it: a folder whose process is gone was left by
 #: a kill (SIGKILL, a power cut) and is removed by the next run that writes there.
@@ -57,6 +59,10 @@ def scratch_folder(parent: Path, prefix: str, out: Path,
         staging = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
     except OSError as exc:
         raise uncreatable(exc, out) from None
+    try:  # the folder, held open: when it is renamed while the command runs (`mv out out.old` during `run -o out`),
+        held = os.open(parent, os.O_RDONLY | os.O_DIRECTORY)  # the scratch folder goes with it and is found there
+    except OSError:
+        held = None
     try:
         try:
             (staging / OWNER).write_text(str(os.getpid()))
@@ -77,6 +83,11 @@ def scratch_folder(parent: Path, prefix: str, out: Path,
         # its IR) left the folder without its owner marker, which no later command removes; acted on once it is gone
         with signals_held():
             remove_scratch(staging)
+            if held is not None:  # through the descriptor, which follows the folder wherever it was moved: by its
+                try:  # old path the scratch folder was not found, and stayed in the moved folder (round 26)
+                    remove_scratch(f"/proc/self/fd/{held}/{staging.name}")
+                finally:
+                    os.close(held)
 
 
 @contextmanager
@@ -128,6 +139,11 @@ def temporary_folder(purpose: str) -> Iterator[Path]:
     except OSError:  # none of $TMPDIR, /tmp, /var/tmp, /usr/tmp and the current folder takes files
         raise GraphsurgeryError("no writable temporary folder: $TMPDIR, /tmp, /var/tmp and the current folder all "
                                 "refuse new files", fix="set TMPDIR to a writable folder") from None
+    try:  # the models made there go to onnx and OpenVINO: TMPDIR=/tmp/$'\xff' failed verify and bench telling the
+        utf8_path(parent, "temporary folder")  # user to rename "the output", a path they never gave (round 26)
+    except GraphsurgeryError as exc:
+        raise GraphsurgeryError(exc.message, path=parent, fix=exc.fix if "PYTHONUTF8" in exc.fix
+                                else "set TMPDIR to a folder whose path is UTF-8") from None
 
     def uncreatable(exc: OSError, folder: Path) -> GraphsurgeryError:
         return GraphsurgeryError(f"cannot create files in the temporary folder ({exc.strerror or exc})", path=folder,
@@ -148,6 +164,9 @@ def scratch_named(folder: Path, name: str) -> Iterator[None]:
     except GraphsurgeryError as exc:
         if exc.path is None or not Path(exc.path).is_relative_to(folder):
             raise
+        if any(full in exc.message for full in ("No space left", "Disk quota")):  # the temporary folder's disk, not
+            raise GraphsurgeryError(exc.message, path=name, fix=f"free disk space in {folder.parent}, or set TMPDIR "
+                                    "to a folder on another disk") from None  # the model's (round 26)
         raise exc.about(name) from None
 
 
@@ -463,6 +482,12 @@ def _given_path(value, role: str, names: str, fix: str, error: type[Graphsurgery
         raise error(blank, fix=fix)
     if "\x00" in text:
         raise error(f"{role}'s path {text!r} holds a NUL character, which no file name can", fix=fix)
+    longest = max(map(len, os.fsencode(text).split(b"/")))
+    if longest > NAME_MAX or len(os.fsencode(text)) >= PATH_MAX:  # the API raised the system's OSError (ENAMETOOLONG)
+        what = f"a name of {longest:,} bytes" if longest > NAME_MAX else f"{len(os.fsencode(text)):,} bytes"
+        head = f"no such {role.removeprefix('the ')}" if reading else f"cannot write {role}"
+        raise error(f"{head} (File name too long: {what}; the system takes at most {NAME_MAX} a name, "
+                    f"{PATH_MAX - 1:,} in all): {quoted(printable(text))}", fix="use a shorter path")
     return Path(text)
 
 

@@ -41,6 +41,14 @@ _WATCHED = {signal.SIGINT, signal.SIGTERM, signal.SIGCHLD, *PASSED_ON}
 _PR_SET_PDEATHSIG = 1
 #: si_code of a signal sent by kill() or sigqueue() to this process (a terminal's Ctrl-C is SI_KERNEL, > 0)
 _SENT_BY_A_PROCESS = 0
+#: the exit code of a child the system's dynamic loader gave up on ("cannot allocate memory for thread-local data:
+#: ABORT" while a runtime started a thread under `ulimit -v`): it skipped the command's cleanup and its last line
+_LOADER_GAVE_UP = 127
+#: the activity while the child imports the CLI (`launch`): a library may end the process from C there (OpenBLAS's
+#: "Memory allocation still failed", exit 1 under `ulimit -v 100000`: the parity-failure code, with no line)
+LOADING = "graphsurgery was loading its libraries (numpy, onnx, the runtimes)"
+#: the exit codes by which the child says its own last line while it loads (`launch`: a signal, a limit)
+_SAID_WHILE_LOADING = {2, 130, 143}
 #: the seconds between the parent's looks at the child
 _WAKE = 1.0
 #: the seconds a child has to unwind after Ctrl-C or SIGTERM: Python acts on a signal only once native code returns,
@@ -226,9 +234,15 @@ def _watch(child: int, channel: int, cpu_limit_line: str, time_limit: int) -> No
                  f"{TIME_LIMIT_VARIABLE}=<seconds> (0: no limit)")
             os._exit(CRASHED)
     code = os.waitstatus_to_exitcode(status)
+    _, activity, folders = _last_state(channel)
+    if code == _LOADER_GAVE_UP or activity == LOADING and code >= 0 and code not in _SAID_WHILE_LOADING:
+        _remove(folders, child)  # a library's or the loader's own line ("cannot allocate memory for thread-local
+        where = f" while {activity}" if activity else ""  # data: ABORT") said neither what nor why
+        _say(f"error: the command's process ended abruptly (exit {code}){where} — fix: "
+             + _memory_fix("free memory, then run the command again"))
+        os._exit(CRASHED)
     if code >= 0:
         os._exit(code)
-    _, activity, folders = _last_state(channel)
     number = signal.SIGXCPU if -code == signal.SIGKILL and _out_of_cpu_time(usage) else -code
     _say_and_exit(number, activity, folders, cpu_limit_line, child)
 
@@ -288,16 +302,30 @@ def _say_and_exit(number: int, activity: str, folders: list[bytes], cpu_limit_li
     name = f"{signal.Signals(number).name}, {signal.strsignal(number) or 'a signal'}"
     where = f" while {activity}" if activity else ""
     if number in _CRASHES:
-        _say(f"error: the command crashed in native code ({name}){where} — fix: the model, or an input, holds "
-             f"values this code cannot take (see SECURITY.md, \"Kernels that die on values computed at run time\"); "
-             f"check the model, or report the crash with the model to the runtime's authors")
+        _say(f"error: the command crashed in native code ({name}){where} — fix: " + _memory_fix(
+             "the model, or an input, holds values this code cannot take (see SECURITY.md, \"Kernels that die on "
+             "values computed at run time\"); check the model, or report the crash with the model to the runtime's "
+             "authors"))
         os._exit(CRASHED)
     if number == signal.SIGKILL:
-        _say(f"error: the command was killed ({name}){where} — fix: the system may have run out of memory: free "
-             f"memory or give the command a smaller model or fewer inputs")
+        _say(f"error: the command was killed ({name}){where} — fix: " + _memory_fix(
+             "the system may have run out of memory: free memory or give the command a smaller model or fewer "
+             "inputs"))
         os._exit(CRASHED)
     _say(f"error: the command was ended by {name}{where}")
     os._exit(128 + number)
+
+
+def _memory_fix(otherwise: str) -> str:
+    """The fix for a death in native code: under a memory limit (`ulimit -v`) most likely that limit (cv2's import
+    died by SIGSEGV under `ulimit -v 500000`, and the line blamed the model), else `otherwise`."""
+    from graphsurgery.limits import memory_limit
+
+    limit = memory_limit()
+    if limit is None:
+        return otherwise
+    return (f"the process's memory limit of {limit} is the likely cause: raise it (`ulimit -v unlimited`) and run "
+            f"the command again; if it happens again: {otherwise}")
 
 
 def _remove(folders: list[bytes], child: int) -> None:

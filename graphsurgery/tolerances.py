@@ -13,7 +13,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from graphsurgery.errors import GraphsurgeryError, finite, quoted
+from graphsurgery.errors import ArgumentError, GraphsurgeryError, finite, quoted
 from graphsurgery.steps.base import Comparison
 
 #: The comparison of a model output no step declares (the network's own output, kept or passed through).
@@ -34,6 +34,22 @@ MODEL_FLOAT_FLOOR = Comparison("float", rtol=1e-4, atol=1e-4)
 ROUNDING_SHARE = 1e-2
 
 Tolerances = Mapping[str, tuple[float, float]]
+
+
+def checked_tolerances(tolerances) -> dict:
+    """The Python API's `tolerances`, a mapping of output names (or "*") to pairs, or None for none: 0.1 was
+    "'float' object is not iterable", a numpy array "truth value … ambiguous", and "", [] or 0 were no tolerance
+    at all, in silence (round 26)."""
+    if tolerances is None:
+        return {}
+    if not isinstance(tolerances, Mapping):
+        raise ArgumentError(f"tolerances is a mapping {{output name: (atol, rtol)}} (\"*\" for every float output), "
+                            f"not {type(tolerances).__name__}")
+    for name in tolerances:  # 1 beside "heatmaps" made the sorting of unknown names a TypeError
+        if not isinstance(name, str):
+            raise ArgumentError(f"tolerances are keyed by output names (str), not {type(name).__name__} "
+                                f"{quoted(name)}")
+    return dict(tolerances)
 
 
 def model_float(comparison: Comparison) -> Comparison:

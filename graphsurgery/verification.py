@@ -28,7 +28,7 @@ import onnx
 from graphsurgery.api import apply
 from graphsurgery.compare import HeatmapGrid, OutputResult, compare_output, missing_output
 from graphsurgery.compare_detections import compare_detections
-from graphsurgery.errors import GraphsurgeryError, check_flags
+from graphsurgery.errors import GraphsurgeryError, check_flags, check_names
 from graphsurgery.heatmap_grid import heatmap_grid
 from graphsurgery.model import ModelFacts, openvino_caveats, provenance, real_inputs
 from graphsurgery.modelio import load_model
@@ -58,6 +58,7 @@ from graphsurgery.steps.base import Comparison, InputStep
 from graphsurgery.tolerances import (
     Tolerances,
     allowance_note,
+    checked_tolerances,
     measured_floor,
     measured_tie,
     tie_tolerance,
@@ -153,6 +154,8 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
     check_seed(seed)
     check_flags(upgrade_opset=upgrade_opset)
     check_random(random)
+    check_names(precision=precision)
+    tolerances = checked_tolerances(tolerances)
     if isinstance(images, (list, tuple)):  # a TypeError from pathlib (run takes a list; verify one folder)
         raise GraphsurgeryError(f"images is a {type(images).__name__} of {len(images)}; verify takes one folder of "
                                 "images (--images DIR)", fix="give the folder's path, or random=N for random samples")

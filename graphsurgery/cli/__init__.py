@@ -34,6 +34,7 @@ from graphsurgery.launch import (
 )
 from graphsurgery.limits import (
     ensure_open_files,
+    ensure_processes,
     limit_error,
     open_standard_streams,
     openvino_telemetry_off,
@@ -78,6 +79,7 @@ class _Group(click.Group):
             cpu_previous = signal.signal(signal.SIGXCPU, cpu_time_limit)
         try:
             ensure_open_files()  # too few: OpenVINO failed halfway, blaming the model
+            ensure_processes()  # `ulimit -u` too small for the runtimes' threads: blamed the model too
             openvino_telemetry_off()  # before openvino is imported: it warns from its import on in an unwritable HOME
             return super().invoke(ctx)
         except KeyboardInterrupt:
@@ -173,6 +175,11 @@ def ending(exc: BaseException, what: str = "the command",
         where = printable(exc.filename) if exc.filename is not None else "standard output"
         fix = "use a shorter path without symlink loops" if exc.errno in PATH_ERRORS else "free disk space"
         return f"error: {where}: {exc.strerror or exc} — fix: {fix}", GraphsurgeryError.exit_code
+    if isinstance(exc, PermissionError) and exc.filename is not None:  # a folder on the path that may be listed but
+        # not entered (`chmod 600 DIR`): pathlib's is_dir and exists raise there, and every command that touched a
+        # file under it was an internal error (round 26)
+        return (f"error: {printable(exc.filename)}: {exc.strerror or exc} — fix: check the permissions of the file "
+                "and of each folder on its path (a folder needs x to be entered)", GraphsurgeryError.exit_code)
     if isinstance(exc, Warning):  # a library's warning raised as an exception, as PYTHONWARNINGS=error asks
         shown = printable(" ".join(f"{type(exc).__name__}: {exc}".split())[:200])
         return (f"error: a warning was raised as an error ({shown}), as PYTHONWARNINGS=error or `python -W error` "

@@ -13,7 +13,7 @@ import json
 import math
 from pathlib import Path
 
-from graphsurgery.errors import GraphsurgeryError
+from graphsurgery.errors import GraphsurgeryError, quoted
 from graphsurgery.safeio import read_small_file
 
 Box = tuple[float, float, float, float]
@@ -77,8 +77,9 @@ def image_names(data: dict, path: Path) -> dict:
     names: dict = {}
     for image in data.get("images") or []:
         if image["id"] in names:
-            raise GraphsurgeryError(f"image id {image['id']!r} is listed twice in 'images' ({names[image['id']]!r} "
-                                    f"and {image['file_name']!r})", path=path, fix="give each image its own id")
+            raise GraphsurgeryError(f"image id {quoted(image['id'])} is listed twice in 'images' "
+                                    f"({quoted(names[image['id']])} and {quoted(image['file_name'])})", path=path,
+                                    fix="give each image its own id")
         names[image["id"]] = image["file_name"]
     for annotation in data.get("annotations") or []:
         if annotation["image_id"] not in names:
@@ -129,13 +130,13 @@ def _group(pairs, path: Path) -> dict[str, list[Box]]:
     spelt: dict[str, str] = {}
     for name, box in pairs:
         if spelt.setdefault(Path(name).name, name) != name:
-            raise GraphsurgeryError(f"{spelt[Path(name).name]!r} and {name!r} name the same image (boxes are matched "
-                                    "to images by file name)", path=path,
-                                    fix=f"give the boxes of {Path(name).name!r} under one name")
+            raise GraphsurgeryError(f"{quoted(spelt[Path(name).name])} and {quoted(name)} name the same image (boxes "
+                                    "are matched to images by file name)", path=path,
+                                    fix=f"give the boxes of {quoted(Path(name).name)} under one name")
         # a box is a list of numbers: "1234" or {"0": 1, ...} would iterate into four numbers, true would be 1
         values = tuple(map(_number, box)) if isinstance(box, list) else ()
         if not is_box(values):
-            raise GraphsurgeryError(f"box {list(box)[:4]} for {name!r} is not [x, y, w, h] of finite pixels with "
+            raise GraphsurgeryError(f"box {list(box)[:4]} for {quoted(name)} is not [x, y, w, h] of finite pixels with "
                                     f"w, h > 0 (the larger at least {MIN_SIZE:g} px)", path=path, fix="fix that box")
         if sum(map(len, grouped.values())) >= MAX_BOXES:
             raise GraphsurgeryError(f"more than {MAX_BOXES:,} boxes", path=path,

@@ -20,6 +20,7 @@ import io
 import itertools
 import json
 import math
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,8 +32,9 @@ from graphsurgery.api import apply
 from graphsurgery.boxes import MAX_COORDINATE, MIN_SIZE, croppable, image_names, is_box, is_number
 from graphsurgery.cocoformat import KEYPOINT_NAMES, PERSON, keypoint_result
 from graphsurgery.crops import in_parts
-from graphsurgery.errors import GraphsurgeryError, check_callback, check_flags, whole
+from graphsurgery.errors import GraphsurgeryError, check_callback, check_flags, quoted, whole
 from graphsurgery.images import read_image
+from graphsurgery.longrun import FirstPart, long_run_note
 from graphsurgery.model import ModelFacts
 from graphsurgery.modelio import load_model, model_files, model_paths
 from graphsurgery.recipe import InputTensor, Recipe, as_recipe
@@ -151,12 +153,15 @@ def evaluate_coco(recipe: str | Path | Recipe, plain_model: str | Path, annotati
             size = crop_size(image_input, recipe, facts)
             caller = CallerCrops(images, size, tensor_facet(recipe), image_input.dtype, Path(annotations))
             in_image_pixels = {"center", "scale"} <= set(extras)
+        first_part = FirstPart(len(kinds) * len(people))  # 150,000 detections ran for an hour without a word
         for kind, backend in kinds:
             name = f"{kind} · {backend}"
 
-            def advance(done: int, name: str = name) -> None:
+            def advance(done: int, name: str = name, first: bool = (kind, backend) == kinds[0]) -> None:
                 if progress:
                     progress(name, done, len(people))
+                if first and (seconds := first_part.tick(done)) is not None:  # timed on the first pipeline only
+                    _announce_long_run(seconds, len(kinds), len(people), name)
 
             if top_down:  # the graph crops: each image goes in with its boxes (BOXES_PER_CALL at a time)
                 model = plain.path if kind == "unpatched" else patched_path
@@ -178,6 +183,15 @@ def evaluate_coco(recipe: str | Path | Recipe, plain_model: str | Path, annotati
             report.pipelines.append(PipelineResult(name, backend, precision, keypoint_stats(gt, results, image_ids),
                                                    keep(results_name(kind, backend), results)))
     return report
+
+
+def _announce_long_run(seconds: float, pipelines: int, people: int, first: str) -> None:
+    """One line on stderr when the whole evaluation, extrapolated from its first pipeline's first seconds, will
+    take over a minute (`longrun`, as run and bench say it): not a hang, and how to make it shorter."""
+    if note := long_run_note(seconds, f"{pipelines} pipelines × {people:,} person boxes to run",
+                             f"{seconds / pipelines / people * 1000:.1f} ms a box, measured on {first}",
+                             "--limit fewer images, fewer --backends, or fewer detections in --boxes"):
+        sys.stderr.write(note + "\n")
 
 
 def results_name(kind: str, backend: str) -> str:
@@ -252,8 +266,9 @@ def annotated_people(annotations: str | Path, images: Path, boxes: str | Path | 
                                     "annotations with keypoints")
     for file_name in dict.fromkeys(person.file_name for person in people):
         if not inside(images, file_name, "the annotation's file_name", annotations).is_file():
-            raise GraphsurgeryError(f"the annotation's file_name {file_name!r} is not in {images} ({images_option})",
-                                    path=annotations, fix=f"give {images_option} the folder of the annotated images")
+            raise GraphsurgeryError(f"the annotation's file_name {quoted(file_name)} is not in {images} "
+                                    f"({images_option})", path=annotations,
+                                    fix=f"give {images_option} the folder of the annotated images")
     return gt, image_ids, people
 
 

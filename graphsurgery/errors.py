@@ -34,10 +34,56 @@ def listed(names, most: int = 10) -> str:
     return shown if len(names) <= most else f"{shown}, … ({len(names):,} in all)"
 
 
-def quoted(value, most: int = 80) -> str:
-    """A value from a file for an error line, quoted and cut to `most` characters (a recipe's `version:` of 900,000
-    characters was echoed whole)."""
-    return repr(value if len(str(value)) <= most else f"{str(value)[:most]}…")
+#: What one value from a file (a name, a dim_param, a recipe value) may add to an error line, in characters
+QUOTED_MOST = 80
+#: A run of characters without a space longer than this, in an error line, is a value that came in unquoted (a
+#: dim_param of 5,000 characters made "the tensor has aaaa…" a line of 5,271): `GraphsurgeryError` cuts it
+LONGEST_WORD = 200
+#: ... unless it is a path (the user typed it and needs it whole) of at most this many characters
+LONGEST_PATH = 1024
+_LONG_WORD = re.compile(rf"\S{{{LONGEST_WORD + 1},}}")
+_OPENING, _CLOSING = "'\"`([{", "'\"`)]}"
+
+
+def _cut(text: str, most: int = QUOTED_MOST) -> tuple[str, str]:
+    """`text`'s first `most` characters (with "…" if cut) and the note saying how long it was ("" if not cut)."""
+    return (text, "") if len(text) <= most else (f"{text[:most]}…", f" ({len(text):,} characters)")
+
+
+def quoted(value, most: int = QUOTED_MOST) -> str:
+    """A value from a file for an error line, quoted and cut to `most` characters, saying how long it was:
+    `'aaaa…' (5,000 characters)` (a recipe's `version:` of 900,000 characters was echoed whole). The one place
+    that bounds what a value from a file adds to a line (`bounded_words` uses it for values not quoted)."""
+    if len(str(value)) <= most:
+        return repr(value)
+    shown, note = _cut(str(value), most)
+    return repr(shown) + note
+
+
+def _a_path(word: str) -> bool:
+    """Whether `word` looks like a path (it holds a "/") of at most LONGEST_PATH characters: one the user typed,
+    which they need whole to act on. Paths read from data files (a COCO `file_name`) are quoted values instead."""
+    return "/" in word and len(word) <= LONGEST_PATH
+
+
+def bounded_words(text: str) -> str:
+    """Each run of more than `LONGEST_WORD` characters without a space in `text` cut as `quoted` cuts a value,
+    unless it is a path: every error line goes through it (`GraphsurgeryError`), so a name, dim or
+    shape formatted into a message without `quoted` still adds at most a few hundred characters."""
+
+    def cut(match: re.Match) -> str:
+        word = match.group()
+        if _a_path(word):
+            return word
+        body = word.lstrip(_OPENING)
+        lead = word[:len(word) - len(body)]
+        inner = body.rstrip(_CLOSING + ",;:.")
+        closing = body[len(inner):]
+        rest = closing.lstrip(_CLOSING)
+        shown, note = _cut(inner)
+        return f"{lead}{shown}{closing[:len(closing) - len(rest)]}{note}{rest}"
+
+    return _LONG_WORD.sub(cut, text)
 
 
 def node_named(node) -> str:
@@ -101,9 +147,10 @@ class GraphsurgeryError(Exception):
     def __init__(self, message: str, *, path: str | Path | None = None, fix: str | None = None):
         self.path = str(path) if path is not None else None
         self.message, self.fix = message, fix
-        parts = [f"{self.path}: {message}" if self.path else message]
+        # the path is the user's (typed, or the file the command reads): whole; message and fix bounded
+        parts = [f"{self.path}: {bounded_words(message)}" if self.path else bounded_words(message)]
         if fix:
-            parts.append(f"fix: {fix}")
+            parts.append(f"fix: {bounded_words(fix)}")
         super().__init__(" — ".join(" ".join(p.split()) for p in parts))
 
 

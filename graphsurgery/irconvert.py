@@ -458,7 +458,7 @@ def _save(model, out_xml: Path, out_bin: Path, fp16: bool, replace: bool) -> Non
             _sign(staged)
             with placing(out_xml.parent):  # a Ctrl-C between the two left a new .bin beside the old .xml
                 place([(staged.with_suffix(".bin"), out_bin), (staged, out_xml)], replace)
-            remember_made(out_xml)  # its own nodes failing later in this command are a bug (runners._failed_run)
+            remember_made(out_xml)  # its own nodes failing later in this command are a bug (runners.failed_run)
         except FileExistsError as exc:  # placed by another command since this one started (`place`)
             found = out_xml if present(out_xml) else Path(exc.filename or out_bin)  # named as check_output_path does
             raise output_exists(found, found) from None

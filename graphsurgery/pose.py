@@ -30,6 +30,7 @@ from graphsurgery.draw import MONTAGE_MAX_PERSONS
 from graphsurgery.errors import ArgumentError, GraphsurgeryError, check_callback, finite, printable, whole
 from graphsurgery.images import list_images, read_image
 from graphsurgery.limits import write_fix
+from graphsurgery.longrun import long_run_note
 from graphsurgery.modelio import model_paths
 from graphsurgery.quantize import int8_agreement
 from graphsurgery.runners import ModelSignature, Port, Runner, model_signature, open_runner, precision_note
@@ -214,8 +215,8 @@ def warm_up(run: Runner, model: PoseModel) -> None:
 
 
 #: Crops past which `run` times one batch first and says how long the run will take, when that is over a minute
+#: (`longrun.LONG_RUN_SECONDS`, the threshold `bench` and `eval-coco` share)
 LONG_RUN_CROPS = 200
-LONG_RUN_SECONDS = 60.0
 
 
 def announce_long_run(run: Runner, model: PoseModel, crop_count: int, batch: int) -> float | None:
@@ -240,9 +241,10 @@ def announce_long_run(run: Runner, model: PoseModel, crop_count: int, batch: int
         times.append(time.perf_counter() - began)
     per_crop = min(times) / size
     seconds = per_crop * crop_count
-    if seconds > LONG_RUN_SECONDS:
-        sys.stderr.write(f"note: {crop_count:,} crops to run: about {seconds / 60:.0f} min ({per_crop * 1000:.1f} ms "
-                         "per crop, measured on one batch)\n")
+    if note := long_run_note(seconds, f"{crop_count:,} crops to run",
+                             f"{per_crop * 1000:.1f} ms per crop, measured on one batch",
+                             "fewer images, or fewer boxes in --boxes"):
+        sys.stderr.write(note + "\n")
     return seconds
 
 

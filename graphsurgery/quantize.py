@@ -27,7 +27,7 @@ import numpy as np
 
 from graphsurgery.errors import GraphsurgeryError, printable, whole
 from graphsurgery.recipe import InputTensor
-from graphsurgery.runners import Port, model_signature
+from graphsurgery.runners import Port, failed_run, model_signature
 from graphsurgery.safeio import temporary_folder, utf8_text
 from graphsurgery.supervisor import again, doing, each
 
@@ -321,7 +321,12 @@ def convert_int8(model: Path, out_xml: Path, calibration: Calibration, input_sha
         # NNCF and the pricing compile and run the model in OpenVINO: named if a kernel dies, and each compile or
         # sample a step under the time limit (`supervisor.each`); unwatched, a Loop counted by the input ran for ever
         with doing(f"NNCF was quantizing {printable(model)} to int8"):
-            return quantized_model(f32_model)
+            try:
+                return quantized_model(f32_model)
+            except RuntimeError as exc:  # OpenVINO's, from a sample NNCF or the pricing ran: a model that failed at
+                # run time (a Reshape's shape damaged after apply) was "a graphsurgery bug" (round 28); judged as
+                # any run is (`runners.failed_run`: the file's fault unless this process made it)
+                failed_run(exc, "OpenVINO", model, calibration.feeds[0])
 
     def quantized_model(f32_model):
         quantized = quantize(f32_model.clone(), calibration, control)

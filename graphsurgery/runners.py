@@ -131,8 +131,8 @@ def _onnxruntime(model: Path, threads: int | None, spin: bool = True) -> Run:
                 return dict(zip(names, session.run(names, feeds)))
         except MemoryError:
             raise
-        except Exception as exc:  # onnxruntime's untyped exceptions: the model's fault, or a bug (see _failed_run)
-            _failed_run(exc, "onnxruntime", model, feeds)
+        except Exception as exc:  # onnxruntime's untyped exceptions: the model's fault, or a bug (see failed_run)
+            failed_run(exc, "onnxruntime", model, feeds)
 
     return run
 
@@ -225,7 +225,7 @@ def _openvino(model: Path, precision: str, threads: int | None) -> Runner:
             with doing(f"OpenVINO was running {printable(model)}"):
                 result = request.infer(feeds)
         except RuntimeError as exc:
-            _failed_run(exc, "OpenVINO", model, feeds)
+            failed_run(exc, "OpenVINO", model, feeds)
         return {name: np.array(result[output]) for name, output in zip(names, compiled.outputs)}
 
     return Runner(run, compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name())
@@ -265,7 +265,7 @@ def open_stream(backend: str, model: str | Path, *, precision: str = "f32", thre
                         emitted += 1
                 queue.wait_all()
             except RuntimeError as exc:  # a request that failed is reported by the next call on the queue
-                _failed_run(exc, "OpenVINO", model, feed)
+                failed_run(exc, "OpenVINO", model, feed)
             while emitted in done:
                 yield done.pop(emitted)
                 emitted += 1
@@ -362,7 +362,7 @@ def _output_names(model: str | Path, compiled) -> list[str]:
     return [next((name for name in declared if name in o.get_names()), o.get_any_name()) for o in compiled.outputs]
 
 
-def _failed_run(exc: Exception, runtime: str, model: Path, feeds: dict[str, np.ndarray]) -> NoReturn:
+def failed_run(exc: Exception, runtime: str, model: Path, feeds: dict[str, np.ndarray]) -> NoReturn:
     """A model that loads but fails in `runtime` on inputs that fit what it declares (a dim of 0 somewhere, shapes
     that conflict only at run time) is the model's fault: one line naming the model, the runtime and its message.
     Inputs that do not fit, or a failing node of graphsurgery's own in a model this command made, are a bug: `exc`

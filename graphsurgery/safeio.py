@@ -410,12 +410,12 @@ def inside(folder: Path, name: str, what: str, source: Path | str) -> Path:
     """`folder / name` when it stays inside `folder` (after resolving `..` and symlinks); a file name from a data file
     (`source`) must not reach files elsewhere (`../secret.jpg`, an absolute path)."""
     if "\x00" in str(name):  # no file has such a name (a ValueError from the system calls: an internal error)
-        raise GraphsurgeryError(f"{what} {name!r} holds a NUL character, which no file name can", path=source,
+        raise GraphsurgeryError(f"{what} {quoted(name)} holds a NUL character, which no file name can", path=source,
                                 fix=f"give the file name of an image in {folder}")
     path = (Path(folder) / name).resolve()
     root = Path(folder).resolve()
     if not str(name) or Path(name).is_absolute() or root not in path.parents:
-        raise GraphsurgeryError(f"{what} {name!r} is outside {folder}", path=source,
+        raise GraphsurgeryError(f"{what} {quoted(name)} is outside {folder}", path=source,
                                 fix=f"name files relative to {folder}, without '..' or absolute paths")
     return path
 

@@ -5,10 +5,10 @@ A sub-cell refinement divides by the curvature of the map around its peak (DARK 
 the map is nearly flat there, the answer is ill-conditioned: the graph's float32 arithmetic and the twin's float64
 (mmpose's) land 1e-3 cells to many cells apart, and neither is wrong. The distance alone cannot tell that from a
 wrong patch, so verify asks the twins: the decoding steps' twins run again on the maps they read, each value moved
-by ± `spread` (random signs, `PATTERNS` patterns), and how far each answer moves is that position's wobble. A
-mismatch within the output's atol plus twice its wobble (each side rounds on its own) is unstable (allowed, counted
-apart); a wrong patch also differs where the peak is well-conditioned and the wobble is near 0. Nothing here knows
-any particular step.
+by ± `spread` (random signs, `PATTERNS` patterns, and stripes wider than a blur: `_stripes`), and how far each
+answer moves is that position's wobble. A mismatch within the output's atol plus twice its wobble (each side
+rounds on its own) is unstable (allowed, counted apart); a wrong patch also differs where the peak is
+well-conditioned and the wobble is near 0. Nothing here knows any particular step.
 
 Measured on a random tiny pose model (DARK, 4,080 joints): 157 graph/twin distances over 1e-3 cells, all within
 the wobble at a spread of 1e-5 (relative); at 8 ulp (1e-6) 118 were. The graph's 11 × 11 blur alone accumulates
@@ -30,6 +30,9 @@ from graphsurgery.twins import postprocess
 PATTERNS = 4
 #: float32 rounding a refinement's graph arithmetic may add to the values it reads, relative (≈ 84 ulp)
 ROUNDING = Comparison("float", rtol=1e-5, atol=0.0)
+#: width, in values, of the stripes of the smooth sign patterns tried beside the random ones: wider than a
+#: refinement's blur (UDP's and DARK's 11 × 11 Gaussian, σ 2), which averages random signs away
+STRIPE = 9
 
 
 def wobble(recipe: Recipe, facts: ModelFacts, parts: Sequence[tuple[np.ndarray, dict[str, np.ndarray]]], name: str,
@@ -49,12 +52,25 @@ def wobble(recipe: Recipe, facts: ModelFacts, parts: Sequence[tuple[np.ndarray, 
         exact = np.asarray(values, np.float64)
         step = np.where(np.isfinite(exact), np.maximum(spread.atol, spread.rtol * np.abs(exact)), 0.0)
         moved = np.zeros(base.shape[:-1] if coordinates else base.shape)
-        for _ in range(PATTERNS):
-            signs = rng.choice(np.array([-1.0, 1.0]), exact.shape)
+        for signs in [rng.choice(np.array([-1.0, 1.0]), exact.shape) for _ in range(PATTERNS)] + _stripes(exact.shape):
             other = postprocess(recipe, (exact + signs * step).astype(values.dtype), facts, extras, decoded=True)[name]
             moved = np.maximum(moved, _distance(np.asarray(other, np.float64), base, coordinates))
         moves.append(moved)
     return np.concatenate(moves) if moves else None
+
+
+def _stripes(shape: tuple[int, ...]) -> list[np.ndarray]:
+    """Sign patterns of STRIPE-wide stripes across each of the last two axes, at two phases. Random signs model
+    rounding value by value, but a refinement that first blurs the map (UDP, DARK) averages them to about a
+    seventh (σ 2): it then read ~12 ulp where its own float32 graph rounds the blurred map by up to ~100, and a
+    right patch failed on ONNX Runtime (UDP on nearly flat maps: 0.0085 px apart, wobble 0.0027; round 29).
+    Stripes wider than the blur reach the refinement at the full ±`ROUNDING`."""
+    patterns = []
+    for axis in range(max(len(shape) - 2, 0), len(shape)):
+        index = np.arange(shape[axis]).reshape([-1 if a == axis else 1 for a in range(len(shape))])
+        patterns += [np.broadcast_to(np.where((index + phase) // STRIPE % 2 == 0, 1.0, -1.0), shape)
+                     for phase in (0, STRIPE // 2)]
+    return patterns
 
 
 def _distance(a: np.ndarray, b: np.ndarray, coordinates: bool) -> np.ndarray:

@@ -25,7 +25,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from clikit import invoke, one_line_exit_2
-from graphsurgery import pose, safeio
+from graphsurgery import longrun, safeio
 from graphsurgery.safeio import OWNER
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
@@ -174,7 +174,7 @@ def test_run_says_how_long_a_long_run_will_take(tmp_path, monkeypatch):
     assert invoke("apply", POSE, plain, "-o", patched).exit_code == 0
     boxes = tmp_path / "boxes.json"
     boxes.write_text(json.dumps({"astronaut.jpg": [[10, 10, 50, 100]] * 300}))
-    monkeypatch.setattr(pose, "LONG_RUN_SECONDS", 0.0)  # this small model is fast: any run is "long"
+    monkeypatch.setattr(longrun, "LONG_RUN_SECONDS", 0.0)  # this small model is fast: any run is "long"
     result = invoke("run", patched, IMAGES / "astronaut.jpg", "-o", tmp_path / "out", "--boxes", boxes,
                     "--backend", "onnxruntime")
     assert result.exit_code == 0, result.output

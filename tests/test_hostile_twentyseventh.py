@@ -95,7 +95,7 @@ def test_a_failing_node_of_a_model_this_process_wrote_stays_a_bug(tmp_path):
     import pytest
 
     from graphsurgery.modelio import made_here
-    from graphsurgery.runners import _failed_run
+    from graphsurgery.runners import failed_run
 
     patched, _ = _damaged_patched(tmp_path)
     copy = tmp_path / "copy.onnx"
@@ -105,9 +105,9 @@ def test_a_failing_node_of_a_model_this_process_wrote_stays_a_bug(tmp_path):
     failure = RuntimeError("Non-zero status code returned while running Reshape node. "
                            "Name:'graphsurgery/post/heatmap_argmax/Reshape'")
     with pytest.raises(RuntimeError):
-        _failed_run(failure, "onnxruntime", patched, feeds)
+        failed_run(failure, "onnxruntime", patched, feeds)
     with pytest.raises(GraphsurgeryError, match="apply the recipe to the plain model again"):
-        _failed_run(failure, "onnxruntime", copy, feeds)
+        failed_run(failure, "onnxruntime", copy, feeds)
 
 
 # --- a field ONNX does not define at the top of the model --------------------------------------------------------

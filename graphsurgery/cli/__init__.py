@@ -21,7 +21,7 @@ from rich.console import Console
 
 from graphsurgery import __version__
 from graphsurgery.cli.tables import printable
-from graphsurgery.errors import GraphsurgeryError
+from graphsurgery.errors import GraphsurgeryError, bounded_words
 from graphsurgery.launch import (
     CPU_LIMIT_LINE,
     INTERRUPTED,
@@ -172,7 +172,8 @@ def ending(exc: BaseException, what: str = "the command",
     if isinstance(exc, OSError) and exc.errno in (*PATH_ERRORS, *DISK_ERRORS):
         # a path the system cannot take (too long, a symlink loop), wherever it is first touched, or a full disk
         # where no writer expected one (standard output on /dev/full)
-        where = printable(exc.filename) if exc.filename is not None else "standard output"
+        # a name too long may come from a data file (a COCO file_name of 5,000 characters): cut as errors cut values
+        where = printable(bounded_words(str(exc.filename))) if exc.filename is not None else "standard output"
         fix = "use a shorter path without symlink loops" if exc.errno in PATH_ERRORS else "free disk space"
         return f"error: {where}: {exc.strerror or exc} — fix: {fix}", GraphsurgeryError.exit_code
     if isinstance(exc, PermissionError) and exc.filename is not None:  # a folder on the path that may be listed but

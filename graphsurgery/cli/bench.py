@@ -17,6 +17,7 @@ from graphsurgery.chart import check_chart_path, write_chart
 from graphsurgery.cli.options import existing_file, output_file, threads_option, upgrade_opset_option
 from graphsurgery.cli.tables import print_table, progress_bar, shown
 from graphsurgery.errors import GraphsurgeryError
+from graphsurgery.longrun import long_run_note
 from graphsurgery.safeio import check_report_path, refuse_overwriting, same_file, write_text_atomically
 
 
@@ -74,15 +75,11 @@ def bench_command(recipe: Path, model: Path, iterations: int, warmup: int, threa
         console.print(shown(f"wrote {chart}"), highlight=False)
 
 
-#: a timing projected, after its first round, to last longer than this says how long, once (on stderr)
-LONG_RUN_SECONDS = 60
-
-
 def _timed_with_progress(recipe: Path, model: Path, settings: Settings) -> BenchResult:
     """`run_bench` with the rounds and the time left shown on a terminal, and, when the first round shows the whole
-    run will take over LONG_RUN_SECONDS, one line saying how long (logs too): with a model of 0.65 s a call, the
-    default 55 rounds took 3 minutes without a word, and one of 25 s (under the time limit of each step) would
-    take two hours."""
+    run will take over a minute (`longrun`, shared with run and eval-coco), one line saying how long (logs too):
+    with a model of 0.65 s a call, the default 55 rounds took 3 minutes without a word, and one of 25 s (under the
+    time limit of each step) would take two hours."""
     with progress_bar() as progress:
         task = progress.add_task("timing rounds", total=None)
         started: list[float] = []
@@ -93,11 +90,11 @@ def _timed_with_progress(recipe: Path, model: Path, settings: Settings) -> Bench
                 started[:] = [time.monotonic()]
             elif done == 1 and started:
                 seconds = (time.monotonic() - started[0]) * total
-                if seconds > LONG_RUN_SECONDS:
-                    progress.console.print(
-                        f"note: the first round took {seconds / total * 1000:,.0f} ms: {total:,} rounds "
-                        f"(--iterations {settings.iterations:,}, --warmup {settings.warmup:,}) take about "
-                        f"{seconds / 60:,.0f} min", highlight=False, markup=False, soft_wrap=True)
+                if note := long_run_note(seconds, f"{total:,} rounds (--iterations {settings.iterations:,}, "
+                                                  f"--warmup {settings.warmup:,}) to time",
+                                         f"the first round took {seconds / total * 1000:,.0f} ms",
+                                         "fewer --iterations or --warmup"):
+                    progress.console.print(note, highlight=False, markup=False, soft_wrap=True)
 
         return run_bench(recipe, model, settings, advance)
 

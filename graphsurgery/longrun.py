@@ -1,0 +1,42 @@
+"""Saying, once, how long a long run will take: `run`, `bench` and `eval-coco` each time the first part of their
+work and extrapolate; a run of over a minute says so in one line on stderr (logs too, where no progress bar is
+drawn), with the options that shorten it, so that it is not taken for a hang. One threshold, one wording."""
+
+from __future__ import annotations
+
+import time
+
+#: a run projected to last longer than this says how long, once (on stderr)
+LONG_RUN_SECONDS = 60.0
+#: how long `FirstPart` times the work before it extrapolates (the first call also pays the runtime's set-up)
+SAMPLE_SECONDS = 2.0
+
+
+def long_run_note(seconds: float, work: str, measured: str, shorter: str = "") -> str | None:
+    """The line for a run of `work` projected to take `seconds` ("note: 300 crops to run: about 5 min (2.6 ms per
+    crop, measured on one batch)"), with the options that shorten it; None when it takes at most
+    LONG_RUN_SECONDS."""
+    if not seconds > LONG_RUN_SECONDS:
+        return None
+    took = f"{seconds / 60:,.0f} min" if seconds >= 60 else f"{seconds:.0f} s"
+    return f"note: {work}: about {took} ({measured})" + (f"; to shorten it: {shorter}" if shorter else "")
+
+
+class FirstPart:
+    """Times the first part of `total` units of work from a progress count: `tick(done)` after each part, and,
+    once SAMPLE_SECONDS have passed since the first tick (which pays for loading), the seconds the whole takes at
+    that rate, once; None before and after."""
+
+    def __init__(self, total: int):
+        self.total, self.start, self.told = total, None, False
+
+    def tick(self, done: int) -> float | None:
+        now = time.perf_counter()
+        if self.start is None:
+            self.start = (now, done)
+            return None
+        began, first = self.start
+        if self.told or done <= first or now - began < SAMPLE_SECONDS:
+            return None
+        self.told = True
+        return (now - began) / (done - first) * self.total

@@ -92,3 +92,18 @@ def softmax_then(path: Path, ending: str, *, classes: int = 10, opset: int = 13)
 def bgr_crops(n: int, hw: tuple[int, int] = (256, 192), seed: int = 0) -> np.ndarray:
     """Random uint8 NHWC BGR crops, as OpenCV would hand them over."""
     return np.random.default_rng(seed).integers(0, 256, (n, *hw, 3), dtype=np.uint8)
+
+
+def damaged_patched(tmp_path: Path) -> tuple[Path, Path]:
+    """A patched pose model (as apply wrote it) and a copy whose argmax Reshape reads a wrong shape: it loads,
+    passes the checker and converts, and fails at run time."""
+    from graphsurgery.api import apply
+
+    recipe = Path(__file__).resolve().parent.parent / "recipes" / "hrnet_coco_pose.yaml"
+    patched = apply(recipe, pose_model(tmp_path / "plain.onnx", dynamic_batch=True), tmp_path / "p.onnx").output
+    model = onnx.load(str(patched))
+    shape = next(t for t in model.graph.initializer if t.name == "graphsurgery/post/heatmap_argmax/shape")
+    shape.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(shape) // 3 * 2, shape.name))  # 3072 → 2048
+    damaged = tmp_path / "damaged.onnx"
+    onnx.save(model, str(damaged))
+    return patched, damaged

@@ -16,33 +16,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-import onnx
-from onnx import numpy_helper
-
 from clikit import invoke
 
-from modelkit import pose_model
+from modelkit import damaged_patched
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPES = ROOT / "recipes"
 
 
-def _damaged_patched(tmp_path: Path) -> Path:
-    """A patched model whose argmax Reshape reads a wrong shape: it loads, converts, fails at run time."""
-    from graphsurgery.api import apply
-
-    patched = apply(RECIPES / "hrnet_coco_pose.yaml", pose_model(tmp_path / "plain.onnx", dynamic_batch=True),
-                    tmp_path / "p.onnx").output
-    model = onnx.load(str(patched))
-    shape = next(t for t in model.graph.initializer if t.name == "graphsurgery/post/heatmap_argmax/shape")
-    shape.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(shape) // 3 * 2, shape.name))  # 3072 → 2048
-    damaged = tmp_path / "damaged.onnx"
-    onnx.save(model, str(damaged))
-    return damaged
-
-
 def test_int8_calibration_of_a_model_that_fails_at_run_time_is_the_files_fault(tmp_path):
-    damaged = _damaged_patched(tmp_path)
+    _, damaged = damaged_patched(tmp_path)
     before = damaged.read_bytes()
     out = tmp_path / "out.xml"
     result = invoke("convert", damaged, "--int8", "--calibration-random", "2", "-o", out)

@@ -19,7 +19,7 @@ import onnx
 from clikit import invoke, one_line_exit_2
 from graphsurgery.errors import GraphsurgeryError
 
-from modelkit import pose_model
+from modelkit import damaged_patched, pose_model
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPES = ROOT / "recipes"
@@ -61,24 +61,8 @@ def test_model_paths_reads_locations_without_warning(tmp_path):
 # --- a patched model damaged after apply wrote it ----------------------------------------------------------------
 
 
-def _damaged_patched(tmp_path: Path) -> tuple[Path, Path]:
-    """A patched model whose argmax Reshape reads a wrong shape: it loads, passes the checker, fails at run time."""
-    from onnx import numpy_helper
-
-    from graphsurgery.api import apply
-
-    patched = apply(RECIPES / "hrnet_coco_pose.yaml", pose_model(tmp_path / "plain.onnx", dynamic_batch=True),
-                    tmp_path / "p.onnx").output
-    model = onnx.load(str(patched))
-    shape = next(t for t in model.graph.initializer if t.name == "graphsurgery/post/heatmap_argmax/shape")
-    shape.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(shape) // 3 * 2, shape.name))  # 3072 → 2048
-    damaged = tmp_path / "damaged.onnx"
-    onnx.save(model, str(damaged))
-    return patched, damaged
-
-
 def test_run_of_a_damaged_patched_model_is_the_files_fault_not_an_internal_error(tmp_path):
-    _, damaged = _damaged_patched(tmp_path)
+    _, damaged = damaged_patched(tmp_path)
     before = damaged.read_bytes()
     result = invoke("run", damaged, ROOT / "examples" / "images" / "astronaut.jpg", "-o", tmp_path / "out",
                     "--backend", "onnxruntime")
@@ -97,7 +81,7 @@ def test_a_failing_node_of_a_model_this_process_wrote_stays_a_bug(tmp_path):
     from graphsurgery.modelio import made_here
     from graphsurgery.runners import failed_run
 
-    patched, _ = _damaged_patched(tmp_path)
+    patched, _ = damaged_patched(tmp_path)
     copy = tmp_path / "copy.onnx"
     shutil.copy(patched, copy)
     assert made_here(patched) and not made_here(copy)

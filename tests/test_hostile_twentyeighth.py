@@ -92,3 +92,30 @@ def test_a_second_sigterm_does_not_break_into_the_cleanup(tmp_path):
     SIGTERM left its scratch folder (`.graphsurgery-run-*`) in 2 of 30 runs. The signals go to a subprocess."""
     done = subprocess.run([sys.executable, "-c", TWICE], capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == "removed", (done.stdout, done.stderr)
+
+
+def test_chain_check_with_a_damaged_pose_model_names_that_file(tmp_path):
+    """A top-down pose model whose crop Gather reads index 99 (of 4) after apply wrote it: `chain --check` ran the
+    chained model first, which this process wrote, and the failing node was "a graphsurgery bug" (exit 3). The two
+    models now run first, and the pose model is named."""
+    import onnx
+    from onnx import numpy_helper
+
+    from graphsurgery.api import apply
+
+    from examples.zoo.export import export_zoo
+    from modelkit import pose_model
+
+    detector = apply(RECIPES / "yolov8_detector.yaml", export_zoo(tmp_path / "d.onnx", "yolov8-tiny", opset=17),
+                     tmp_path / "d.patched.onnx").output
+    pose = apply(RECIPES / "hrnet_coco_topdown.yaml", pose_model(tmp_path / "p.onnx", opset=17),
+                 tmp_path / "p.patched.onnx").output
+    model = onnx.load(str(pose))
+    index = next(t for t in model.graph.initializer if t.name == "graphsurgery/pre/crop_boxes/box_1")
+    index.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(index) * 0 + 99, index.name))
+    damaged = tmp_path / "damaged.onnx"
+    onnx.save(model, str(damaged))
+    result = invoke("chain", detector, damaged, "-o", tmp_path / "c.onnx", "--check", ROOT / "examples" / "images")
+    assert result.exit_code == 2, result.output
+    assert f"{damaged}: onnxruntime cannot run the model" in result.output
+    assert "internal error" not in result.output

@@ -56,6 +56,7 @@ from graphsurgery.samples import (
     crop_size,
     patched_inputs,
     plain_input,
+    refuse_patched_plain,
     tensor_facet,
 )
 from graphsurgery.twins import extra_input_names, preprocess, run_in_model_batches, unpatched_outputs
@@ -128,6 +129,8 @@ def evaluate_coco(recipe: str | Path | Recipe, plain_model: str | Path, annotati
     images, annotations = input_path(images, "image folder"), input_path(annotations, "annotation file")
     boxes = input_path(boxes, "detections file") if boxes is not None else None
     patched = input_path(patched, "patched model file") if patched is not None else None
+    if patched is not None:  # apply refuses such a PLAIN, but with --patched apply does not run
+        refuse_patched_plain(recipe, plain, plain_input(recipe, plain))
     gt, image_ids, people = annotated_people(annotations, images, boxes, limit)
     report = CocoReport(str(annotations), len(image_ids), len(people), str(boxes) if boxes else "ground truth")
     read = [*model_files(plain), recipe.source if recipe.file_sha256 else None, annotations, boxes,

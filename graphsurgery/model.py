@@ -43,6 +43,11 @@ def provenance(proto: onnx.ModelProto) -> list[dict]:
     return []
 
 
+def applied_before(recipe, proto: onnx.ModelProto) -> bool:
+    """Whether `recipe` (a Recipe) was applied to this model already: its provenance names it."""
+    return any(recipe.made(entry) for entry in provenance(proto))
+
+
 def _not_json(constant: str):
     """`json.loads`' hook for NaN, Infinity and -Infinity: refused, as strict JSON refuses them."""
     raise ValueError(f"{constant} is not JSON")

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import onnx
 
 from graphsurgery.errors import GraphsurgeryError, whole
-from graphsurgery.model import ModelFacts, real_inputs
+from graphsurgery.model import ModelFacts, applied_before, real_inputs
 from graphsurgery.modelio import LoadedModel
 from graphsurgery.recipe import InputTensor, Recipe
 from graphsurgery.runners import Port, model_signature
@@ -337,6 +338,22 @@ def plain_input(recipe: Recipe, plain: LoadedModel) -> str:
         raise GraphsurgeryError(f"the plain model has {len(names)} inputs", path=plain.path,
                                 fix="name the one to patch in the recipe's input.target")
     return names[0]
+
+
+def refuse_patched_plain(recipe: Recipe, plain: LoadedModel, input_name: str) -> None:
+    """A patched model given as PLAIN with --patched (verify, eval-coco: apply, which refuses it, does not run then)
+    reached the runtime with the twins' float crops at its uint8 input: an internal error (exit 3)."""
+    fix = "give the model without processing as PLAIN and the patched one as --patched"
+    if applied_before(recipe, plain.proto):
+        raise GraphsurgeryError(f"recipe {recipe.name!r} was already applied to this model", path=plain.path,
+                                fix=fix)
+    value = next((v for v in plain.proto.graph.input if v.name == input_name), None)
+    element = value.type.tensor_type.elem_type if value is not None else onnx.TensorProto.UNDEFINED
+    if recipe.input is not None and element not in (onnx.TensorProto.UNDEFINED, onnx.TensorProto.FLOAT,
+                                                    onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE):
+        kind = onnx.TensorProto.DataType.Name(element).lower()
+        raise GraphsurgeryError(f"input {input_name!r} is {kind}; the recipe's input steps feed PLAIN float",
+                                path=plain.path, fix=fix)
 
 
 def chunks(samples: Samples, batch: int):

@@ -30,6 +30,7 @@ from graphsurgery.model import (
     PROVENANCE_KEY,
     ModelFacts,
     all_nodes,
+    applied_before,
     model_opset,
     openvino_caveats,
     provenance,
@@ -103,7 +104,7 @@ def splice(recipe: Recipe, proto: onnx.ModelProto, *, model_name: str = "model",
         proto.ir_version = max(proto.ir_version, onnx.helper.find_min_ir_version_for(list(proto.opset_import)))
         opset = needed
     applied = provenance(proto)
-    if any(recipe.made(entry) for entry in applied) and not force:
+    if applied_before(recipe, proto) and not force:
         raise ModelError(f"recipe {recipe.name!r} was already applied to this model", path=model_name,
                          fix="use the unpatched model (to apply the recipe again on purpose: `graphsurgery apply "
                              "--force`, or force=True in Python)")

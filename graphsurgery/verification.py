@@ -48,6 +48,7 @@ from graphsurgery.samples import (
     plain_input,
     random_box_samples,
     random_caller_samples,
+    refuse_patched_plain,
     tensor_facet,
     whole_images,
     width_height,
@@ -206,6 +207,8 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
     wanted = with_tolerances(declared, tolerances or {})
     tensor = tensor_facet(recipe)
     input_name = plain_input(recipe, plain)
+    if patched is not None:  # apply refuses such a PLAIN, but with --patched apply does not run
+        refuse_patched_plain(recipe, plain, input_name)
     others = [name for name in real_inputs(plain.proto) if name != input_name]
     with temporary_folder("verify") as tmp, scratch_named(tmp, f"{plain.path} (patched by {recipe.source})"):
         patched_path = (

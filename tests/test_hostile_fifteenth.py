@@ -137,9 +137,9 @@ def test_an_xml_over_256_mib_is_refused_before_it_is_read(tmp_path):
     one_line_exit_2(invoke("run", xml, PHOTO, "-o", tmp_path / "out"), str(xml), "at most 256 MiB")
 
 
-def test_an_ir_without_outputs_is_refused(tmp_path, patched):
+def test_an_ir_without_outputs_is_refused(tmp_path, plain):
     xml = small_ir(tmp_path, results=0)  # `verify` "failed" it (exit 1)
-    one_line_exit_2(invoke("verify", CROP, patched, "--patched", xml, "--backends", "openvino", "--random", 2),
+    one_line_exit_2(invoke("verify", CROP, plain, "--patched", xml, "--backends", "openvino", "--random", 2),
                     str(xml), "no outputs")
 
 

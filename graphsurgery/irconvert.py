@@ -155,7 +155,7 @@ def parse_input_shape(text: str) -> tuple[str, Shape]:
         shape = ()
     if not sep or not name or not _usable_dims(shape):
         raise GraphsurgeryError(f"--input-shape {text!r} is not NAME=D1,D2,...", fix="write e.g. input=1,256,192,3 "
-                                f"(dims from 1 to {MAX_DIM:,}; ? keeps a dim as it is)")
+                                f"(dims from 1 to {MAX_DIM:,}; ? or -1 keeps a dim as it is)")
     return name, shape
 
 

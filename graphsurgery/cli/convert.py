@@ -23,7 +23,7 @@ from graphsurgery.quantize import SPEED_ROUNDS
 @click.option("--fp16", is_flag=True, help="Store the weights as FP16 (half the size; ~1 % of HRNet argmaxes move). "
               "Default: FP32.")
 @click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=D1,D2,...",
-              help="Fix an input's dynamic dims, e.g. input=1,256,192,3 (? keeps a dim as it is). Repeatable.")
+              help="Fix an input's dynamic dims, e.g. input=1,256,192,3 (? or -1 keeps a dim as it is). Repeatable.")
 @click.option("--ovms", "ovms_dir", type=output_folder,
               help="Write an OpenVINO Model Server repository instead: DIR/<name>/1/model.xml.")
 @click.option(

@@ -204,7 +204,7 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
             fix="give no boxes (--boxes): verify feeds each image whole, at its own size",
         )
     declared = comparisons(recipe, facts)
-    wanted = with_tolerances(declared, tolerances or {})
+    wanted = with_tolerances(declared, tolerances)
     tensor = tensor_facet(recipe)
     input_name = plain_input(recipe, plain)
     if patched is not None:  # apply refuses such a PLAIN, but with --patched apply does not run
@@ -276,9 +276,9 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
     # the backends' rounding, measured on one model input on each
     first_side = cross.get(backends[1], backends[0]) if len(backends) > 1 else backends[0]
     sides = {backend: first_side if backend == backends[0] else backend for backend in backends}
-    wanted, floor_notes = measured_floor(wanted, tolerances or {}, {b: unpatched[side] for b, side in sides.items()})
-    tie, tie_note = measured_tie(tie_tolerance(declared, wanted, tolerances or {}, facts.output_name),
-                                 {b: raw[side] for b, side in sides.items()}, facts.output_name, tolerances or {})
+    wanted, floor_notes = measured_floor(wanted, tolerances, {b: unpatched[side] for b, side in sides.items()})
+    tie, tie_note = measured_tie(tie_tolerance(declared, wanted, tolerances, facts.output_name),
+                                 {b: raw[side] for b, side in sides.items()}, facts.output_name, tolerances)
     report.notes += floor_notes + ([tie_note] if tie_note else [])
     if ran.get("openvino", "f32") != precision:
         report.notes.append(f"{precision} was asked for, but this CPU has no {precision} support: OpenVINO ran "

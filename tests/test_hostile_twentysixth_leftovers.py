@@ -33,11 +33,15 @@ main()
 SET_BUT_HARMLESS = "resource.setrlimit(resource.RLIMIT_AS, (2**44, 2**44))"
 
 
-def _command(tmp_path: Path, numpy_does: str, setup: str = "") -> subprocess.CompletedProcess:
-    fake = tmp_path / "fake"
-    (fake / "numpy").mkdir(parents=True)
-    (fake / "numpy" / "__init__.py").write_text(f"import os, signal\n{numpy_does}\n")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(fake), str(ROOT)])}
+def _command(tmp_path: Path, numpy_does: str | None, setup: str = "") -> subprocess.CompletedProcess:
+    """The command `steps`, after `setup`, with a stand-in numpy doing `numpy_does` (None: the real numpy)."""
+    path = [str(ROOT)]
+    if numpy_does is not None:
+        fake = tmp_path / "fake"
+        (fake / "numpy").mkdir(parents=True)
+        (fake / "numpy" / "__init__.py").write_text(f"import os, signal\n{numpy_does}\n")
+        path.insert(0, str(fake))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
     return subprocess.run([sys.executable, "-c", ENTRY.format(setup=setup)], capture_output=True, text=True,
                           env=env, timeout=60, cwd=tmp_path)
 
@@ -87,3 +91,31 @@ def test_a_process_limit_too_small_is_refused_before_numpy_loads(tmp_path):
     assert result.stderr.splitlines() == [
         "error: the user may run only 2 processes and threads (ulimit -u), fewer than the 16 graphsurgery and its "
         "runtimes need — fix: raise the limit (`ulimit -u 4096`) and run the command again"]
+
+
+#: after the libraries loaded, while the command runs: a scratch folder made, then the process ended from C
+AFTER_LOADING = """
+import click
+def ended(self, ctx):
+    from graphsurgery.safeio import temporary_folder
+    temporary_folder("stand-in").__enter__()
+    {ending}
+click.Group.invoke = ended
+"""
+
+
+@pytest.mark.parametrize("ending, line", [
+    ("os._exit(127)", "error: the command's process ended abruptly (exit 127) — fix: the process's memory limit"),
+    ("os.kill(os.getpid(), signal.SIGKILL)", "error: the command was killed (SIGKILL, Killed) — fix: the process's "
+                                             "memory limit")])
+def test_an_end_from_native_code_while_the_command_runs_removes_its_scratch_folder(tmp_path, monkeypatch, ending,
+                                                                                  line):
+    """The system's loader giving up (exit 127) or the out-of-memory killer, under a memory limit: one line naming
+    the limit, exit 2, and the scratch folder the command had made removed (the loader's exit left it)."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setenv("TMPDIR", str(scratch))
+    result = _command(tmp_path, None, SET_BUT_HARMLESS + AFTER_LOADING.format(ending=ending))
+    assert result.returncode == 2, result
+    assert result.stderr.startswith(line) and len(result.stderr.splitlines()) == 1, result.stderr
+    assert list(scratch.iterdir()) == []

@@ -37,6 +37,7 @@ from graphsurgery.images import read_image
 from graphsurgery.longrun import FirstPart, long_run_note
 from graphsurgery.model import ModelFacts
 from graphsurgery.modelio import load_model, model_files, model_paths
+from graphsurgery.ownoutputs import carried_forward, earlier_outputs, refuse_replacing
 from graphsurgery.recipe import InputTensor, Recipe, as_recipe
 from graphsurgery.runners import BACKENDS, backend_list, check_backends, open_runner, open_stream
 from graphsurgery.safeio import (
@@ -46,7 +47,6 @@ from graphsurgery.safeio import (
     inside,
     output_path,
     read_small_file,
-    refuse_overwriting,
     scratch_named,
     staged_folder,
     temporary_folder,
@@ -64,6 +64,9 @@ from graphsurgery.twins import extra_input_names, preprocess, run_in_model_batch
 STAT_NAMES = ("AP", "AP .50", "AP .75", "AP (M)", "AP (L)", "AR", "AR .50", "AR .75", "AR (M)", "AR (L)")
 KEYPOINTS, SCORES = "keypoints", "scores"
 KINDS = ("unpatched", "patched")  # the pipelines on each backend
+#: in `--results`, the record of the files eval-coco wrote there (those a later run may replace, and no others)
+RESULTS_RECORD = "eval-coco.json"
+MAX_RECORD_BYTES = 1_000_000  # a few file names
 MAX_ANNOTATION_BYTES = 2**30  # COCO's largest keypoint file (train2017) is 238 MB
 
 Progress = Callable[[str, int, int], None]  # (pipeline, done, total)
@@ -203,8 +206,9 @@ def results_name(kind: str, backend: str) -> str:
 
 
 def results_files(folder: Path, backends: Iterable[str]) -> list[Path]:
-    """Every COCO results file evaluate_coco writes into `folder` (`--results`)."""
-    return [Path(folder) / results_name(kind, backend) for kind in KINDS for backend in backends]
+    """Every file evaluate_coco writes into `folder` (`--results`): each pipeline's results, and the record."""
+    return [*(Path(folder) / results_name(kind, backend) for kind in KINDS for backend in backends),
+            Path(folder) / RESULTS_RECORD]
 
 
 @contextlib.contextmanager
@@ -213,8 +217,9 @@ def _results_kept(results_dir: Path | None, backends: Iterable[str], read: list
     """`keep(name, results)`: write one pipeline's results file, returning the path it will have in `results_dir`
     (without one, nothing is kept: None). The files move into `results_dir` together once every pipeline has run
     (`safeio.staged_folder`): a failure or Ctrl-C halfway left this run's first files beside an earlier run's
-    others. Checked before the work: none may land on a file the command reads (nor through a link to one: a
-    symlink there is replaced) or on a folder."""
+    others. Checked before the work and again before the move: none may land on a file the command reads, on a
+    symlink, on a folder, or on a file no earlier run wrote (another tool's results of that name): the record,
+    RESULTS_RECORD, lists the files each run wrote and those of earlier runs still there, which it may replace."""
     if results_dir is None:
         yield lambda name, results: None
         return
@@ -222,22 +227,46 @@ def _results_kept(results_dir: Path | None, backends: Iterable[str], read: list
         raise GraphsurgeryError("the results folder is a file", path=results_dir,
                                 fix="give a folder for the results (results_dir, --results)")
     inputs = InputFiles(read)
-    for results_file in results_files(results_dir, backends):
-        refuse_overwriting(results_file, inputs)
-        if results_file.is_dir() and not results_file.is_symlink():
-            raise GraphsurgeryError("a folder has the name of a results file", path=results_file,
-                                    fix="move that folder away, or choose another folder for the results")
+
+    def refuse(names: list[str]) -> None:
+        for name in names:
+            if (results_dir / name).is_dir() and not (results_dir / name).is_symlink():
+                raise GraphsurgeryError("a folder has the name of a results file", path=results_dir / name,
+                                        fix="move that folder away, or choose another folder for the results")
+        refuse_replacing(results_dir, names, inputs, _earlier_results(results_dir),
+                         "move that file away, or choose another folder for the results (results_dir, --results)")
+
+    refuse([path.name for path in results_files(results_dir, backends)])
+    written: list[str] = []
     try:
-        with staged_folder(results_dir, ".graphsurgery-coco-") as stage:
+        with staged_folder(results_dir, ".graphsurgery-coco-",
+                           lambda produced: refuse([path.name for path in produced])) as stage:
 
             def keep(name: str, results: list[dict]) -> str:
                 (stage / name).write_text(json.dumps(results))
+                written.append(name)
                 return str(results_dir / name)
 
             yield keep
+            (stage / RESULTS_RECORD).write_text(json.dumps({
+                "written_by": "graphsurgery eval-coco", "results": sorted(written),
+                "earlier_results": carried_forward(results_dir, _earlier_results(results_dir),
+                                                   [*written, RESULTS_RECORD])}))
     except OSError as exc:
         raise GraphsurgeryError(f"cannot write the COCO results ({exc.strerror or exc})", path=results_dir,
                                 fix=f"{folder_fix(exc)} for the results (results_dir, --results)") from None
+
+
+def _earlier_results(results_dir: Path) -> set[str]:
+    """The files in `results_dir` that earlier runs wrote, as the last one's record says: those a run may replace."""
+    if not results_dir.is_dir():
+        return set()
+    return earlier_outputs(results_dir / RESULTS_RECORD, MAX_RECORD_BYTES, _recorded_results)
+
+
+def _recorded_results(record: dict) -> list[str]:
+    """The results files an eval-coco record (RESULTS_RECORD) lists as its run's or as earlier runs' still there."""
+    return [*record["results"], *record["earlier_results"]]
 
 
 # --- boxes ---------------------------------------------------------------------------------------------------

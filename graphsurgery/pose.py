@@ -32,14 +32,13 @@ from graphsurgery.images import list_images, read_image
 from graphsurgery.limits import write_fix
 from graphsurgery.longrun import long_run_note
 from graphsurgery.modelio import model_paths
+from graphsurgery.ownoutputs import carried_forward, earlier_outputs, refuse_replacing
 from graphsurgery.quantize import int8_agreement
 from graphsurgery.runners import ModelSignature, Port, Runner, model_signature, open_runner, precision_note
 from graphsurgery.safeio import (
     InputFiles,
     input_path,
     output_path,
-    read_small_file,
-    refuse_overwriting,
     same_file,
     staged_folder,
 )
@@ -288,6 +287,7 @@ class RunSummary:
     images: list[ImageSummary] = field(default_factory=list)
     precision_note: str | None = None  # e.g. bf16 without AMX: slower than f32 (runners.precision_note)
     notes: list[str] = field(default_factory=list)  # e.g. an image given twice, run once
+    earlier_outputs: list[str] = field(default_factory=list)  # earlier runs' files still beside it: a run may replace
 
     @property
     def label(self) -> str:
@@ -382,6 +382,8 @@ def run_pose(model: str | Path, images: Sequence[str | Path], outdir: str | Path
             if on_image:
                 on_image(entry)
         (stage / "keypoints.json").write_text(json.dumps(results))
+        summary.earlier_outputs = carried_forward(outdir, _earlier_outputs(outdir), map(os.path.basename, [
+            "run.json", *_run_outputs(asdict(summary))]))
         (stage / "run.json").write_text(summary.to_json())
     return summary
 
@@ -408,29 +410,22 @@ def _staged(outdir: Path, inputs: Sequence[Path], planned: Sequence[str] = ()) -
 
 def _refuse_replacing(outdir: Path, names: Sequence[str], inputs: InputFiles) -> None:
     """Refuse results (file names in `outdir`) that would land on an input, or on a file an earlier run did not
-    write."""
-    earlier = _earlier_outputs(outdir) if outdir.is_dir() else set()
-    for name in names:
-        refuse_overwriting(outdir / name, inputs)
-        if (outdir / name).is_symlink() or ((outdir / name).exists() and name not in earlier):
-            raise GraphsurgeryError("a file of that name is already there and is not the output of an earlier run",
-                                    path=outdir / name, fix="write into an empty folder (-o), or move that file away")
+    write (as its run.json lists them: those a new run may replace, and no others)."""
+    refuse_replacing(outdir, names, inputs, _earlier_outputs(outdir),
+                     "write into an empty folder (-o), or move that file away")
 
 
 def _earlier_outputs(outdir: Path) -> set[str]:
-    """The file names an earlier run wrote into `outdir`, as its run.json lists them (none when there is no
-    run.json, or one that is not ours): those a new run may replace, and no others."""
-    record = outdir / "run.json"
-    if not record.is_file() or record.is_symlink():
-        return set()
-    try:
-        summary = json.loads(read_small_file(record, MAX_RUN_JSON_BYTES, "run.json").decode("utf-8"))
-        names = {Path(summary["keypoints"]).name, "run.json"}
-        for image in summary["images"]:
-            names |= {Path(image[key]).name for key in ("pose_image", "heatmap_image") if image.get(key)}
-    except (GraphsurgeryError, UnicodeDecodeError, ValueError, RecursionError, KeyError, TypeError):
-        return set()
-    return names
+    """The files in `outdir` that earlier runs wrote, as the last one's run.json says: those a run may replace."""
+    return earlier_outputs(outdir / "run.json", MAX_RUN_JSON_BYTES, _run_outputs) if outdir.is_dir() else set()
+
+
+def _run_outputs(summary: dict) -> list[str]:
+    """The files a run's record (run.json) says it wrote: the keypoints and each image's debug images, and the
+    earlier runs' files it found still there (a record from before those were listed has none)."""
+    return [summary["keypoints"], *(image[key] for image in summary["images"]
+                                    for key in ("pose_image", "heatmap_image") if image.get(key)),
+            *summary.get("earlier_outputs", [])]
 
 
 def _distinct(paths: Sequence[Path]) -> tuple[list[Path], list[str]]:

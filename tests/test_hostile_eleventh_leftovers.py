@@ -55,13 +55,19 @@ def _interrupted_at_the_second_pipeline(monkeypatch):
     monkeypatch.setattr(coco_module, "_run", second_interrupted)
 
 
+def _earlier_run(coco, results) -> dict[str, str]:
+    """The files an earlier, whole run left in `results`, by name, each marked as that run's."""
+    annotations, images, detector = coco
+    evaluate_coco(CROP, detector, annotations, images, backends=["onnxruntime"], results_dir=results)
+    for path in results.glob("*patched-onnxruntime.json"):
+        path.write_text(f'["earlier run: {path.name}"]')
+    return {path.name: path.read_text() for path in results.iterdir()}
+
+
 def test_eval_coco_results_of_an_interrupted_run_leave_the_earlier_set_whole(coco, tmp_path, monkeypatch):
     annotations, images, detector = coco
     results = tmp_path / "results"
-    results.mkdir()
-    earlier = {name: f'["earlier run: {name}"]' for name in ("unpatched-onnxruntime.json", "patched-onnxruntime.json")}
-    for name, text in earlier.items():
-        (results / name).write_text(text)
+    earlier = _earlier_run(coco, results)
     _interrupted_at_the_second_pipeline(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         evaluate_coco(CROP, detector, annotations, images, backends=["onnxruntime"], results_dir=results)
@@ -77,7 +83,7 @@ def test_eval_coco_results_folder_appears_only_with_every_result(coco, tmp_path,
     assert not (tmp_path / "new").exists()
     monkeypatch.undo()
     report = evaluate_coco(CROP, detector, annotations, images, backends=["onnxruntime"], results_dir=results)
-    assert sorted(path.name for path in results.iterdir()) == ["patched-onnxruntime.json",
+    assert sorted(path.name for path in results.iterdir()) == ["eval-coco.json", "patched-onnxruntime.json",
                                                                "unpatched-onnxruntime.json"]
     for pipeline in report.pipelines:
         assert len(json.loads((results / pipeline.results_file).read_text())) == report.people
@@ -101,8 +107,7 @@ def test_eval_coco_results_on_a_full_disk_are_one_line_and_leave_the_earlier_set
 
     annotations, images, detector = coco
     results = tmp_path / "results"
-    results.mkdir()
-    (results / "patched-onnxruntime.json").write_text('["earlier"]')
+    earlier = _earlier_run(coco, results)
     write_text = Path.write_text
 
     def full_disk(self, *args, **kwargs):
@@ -115,7 +120,7 @@ def test_eval_coco_results_on_a_full_disk_are_one_line_and_leave_the_earlier_set
                                                 "space or choose another folder for the results") as error:
         evaluate_coco(CROP, detector, annotations, images, backends=["onnxruntime"], results_dir=results)
     assert "\n" not in str(error.value)
-    assert {path.name: path.read_text() for path in results.iterdir()} == {"patched-onnxruntime.json": '["earlier"]'}
+    assert {path.name: path.read_text() for path in results.iterdir()} == earlier
 
 
 # --- eval-coco: the annotations' image sizes are the images' -------------------------------------------------------

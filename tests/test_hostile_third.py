@@ -88,9 +88,10 @@ def test_eval_coco_results_are_not_written_through_a_symlink(coco, tmp_path):
     (results / "patched-onnxruntime.json").symlink_to(secret)
     result = invoke("eval-coco", CROP, detector, "--ann", annotations, "--images", images, "--backends",
                     "onnxruntime", "--results", results)
-    assert result.exit_code == 0, result.output
-    assert secret.read_text() == "precious"
-    assert json.loads((results / "patched-onnxruntime.json").read_text())  # the results, in a file of their own
+    one_line_exit_2(result, "patched-onnxruntime.json: a file of that name is already there and is not the output "
+                            "of an earlier run")  # not replaced either: the link is the user's, as run -o's are
+    assert secret.read_text() == "precious" and os.readlink(results / "patched-onnxruntime.json") == str(secret)
+    assert sorted(path.name for path in results.iterdir()) == ["patched-onnxruntime.json"]
 
 
 def test_eval_coco_annotations_nested_too_deep(coco, tmp_path):

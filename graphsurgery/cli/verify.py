@@ -158,7 +158,8 @@ def verify_command(recipe: Path, plain: Path, patched: Path | None, images: Path
 @patched_option
 @backends_option
 @click.option("--results", "results_dir", type=OutputFolder(file_okay=False),
-              help="Keep each pipeline's COCO results JSON in this folder [default: a temporary folder].")
+              help="Keep each pipeline's COCO results JSON in this folder, with eval-coco.json, the record of the "
+                   "files it wrote: only those are ever replaced [default: a temporary folder].")
 @upgrade_opset_option
 @json_report_option
 def eval_coco_command(recipe: Path, plain: Path, annotations: Path, images: Path, limit: int | None,

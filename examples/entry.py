@@ -27,10 +27,17 @@ UNWRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
 
 def guard() -> None:
     """While the script imports torch, onnx and the runtimes (~1 s), Ctrl-C or SIGTERM ends it at once with its
-    line: nothing is written yet (a KeyboardInterrupt raised there was a traceback, or a RecursionError)."""
+    line: nothing is written yet (a KeyboardInterrupt raised there was a traceback, or a RecursionError). Then the
+    script runs in a child that `graphsurgery.supervisor` watches, as a command does: SIGHUP, SIGQUIT, SIGUSR1 (and
+    a crash in native code) killed it with no line and left its scratch folders (round 32: `demo.py` killed by
+    SIGHUP left its `graphsurgery-verify-*` folder in $TMPDIR); now one line, 128 + the signal, folders removed."""
+    from graphsurgery.launch import CPU_LIMIT_LINE
+    from graphsurgery.supervisor import supervise
+
     for number in (signal.SIGINT, signal.SIGTERM):
         if signal.getsignal(number) is not signal.SIG_IGN:
             signal.signal(number, quit_now)
+    supervise(CPU_LIMIT_LINE)
 
 
 def summary(doc: str | None, fallback: str) -> str:

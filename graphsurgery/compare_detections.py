@@ -51,6 +51,10 @@ def compare_detections(names: dict[str, str], actual: dict[str, np.ndarray], exp
     for image in range(result.images):
         ref, got = (tuple(part[image][valid[image]] for part in parts) for *parts, valid in sides)
         _match_image(result, image, ref, got, comparison, tie)
+    if result.images and not (result.detections or result.mismatches or result.near_ties):  # as a reference of
+        # no finite value (`compare.compare_floats`): a detector that found nothing in random noise passed any patch
+        result.problem = (f"neither side holds a detection in any of the {result.images} image(s), so agreement "
+                          "proves nothing; verify with images where the detector finds objects (--images)")
     return result
 
 

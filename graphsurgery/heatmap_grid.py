@@ -71,11 +71,15 @@ def _probe_cells(shape: tuple[int, ...], geometry: np.ndarray | None, input_size
     of the cells that see the caller's image (its place in the model input read as the same fraction of the map;
     two cells in from its far edge, which UDP's wider cells reach sooner): a step that maps back to the caller's
     pixels marks the letterbox padding invalid (to_image mode image), which no affine map of the cells fits. The
-    corners when fewer than three cells on an axis see the image."""
+    corners when fewer than three cells on an axis see the image. Without the geometry, two cells in from each edge
+    (round 31): UDP reads a border cell's missing neighbour as the cell itself (edge padding), so a one-hot peak in
+    a corner was refined off its cell, no grid fitted, and every UDP mismatch counted as real — an all-zero or NaN
+    map, whose refinement ONNX leaves to the runtime, failed a right patch on OpenVINO."""
     h, w = shape[2:]
     corner = np.array([w - 1, h - 1])
     if geometry is None or input_size is None:
-        return np.zeros(2, np.int64), corner
+        inside = np.array([2, 2]), corner - 2
+        return inside if (inside[1] - inside[0] >= 2).all() else (np.zeros(2, np.int64), corner)
     scale, offset, size = (np.asarray(geometry[start:start + 2], np.float64) for start in (0, 2, 4))
     cells_per_pixel = np.array([w, h]) / np.array(input_size)
     low = np.clip(np.ceil(offset * cells_per_pixel), 0, corner).astype(np.int64)

@@ -18,6 +18,8 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from graphsurgery.supervisor import last_line
+
 INTERRUPTED, TERMINATED = 130, 143  # the shell's 128 + SIGINT / SIGTERM
 #: whether this process was started by `main` (the command line): then a command's last line ends the process
 _command_line = False
@@ -140,6 +142,7 @@ def signals_ignored() -> Iterator[None]:
     just after an error line made click say "Aborted!" and exit 1, the parity-failure code). On the command line
     they stay ignored until the process ends (restored, a signal in the few frames before `main` saw the exit
     turned it into "interrupted", 130); restored for an application that runs the CLI in its own process."""
+    last_line()
     previous = ignore_signals()
     try:
         yield
@@ -198,7 +201,9 @@ def quit_now(signum, frame) -> None:
 
 
 def say(line: str) -> None:
-    """`line` on stderr, after what was said on stdout (also for the example scripts, examples/entry.py)."""
+    """`line`, the last one, on stderr, after what was said on stdout (also for the example scripts,
+    examples/entry.py); the supervisor is told, so that it does not say one of its own (`supervisor.last_line`)."""
+    last_line()
     for stream, text in ((sys.stdout, ""), (sys.stderr, f"{line}\n")):
         try:
             stream.write(text)

@@ -53,7 +53,10 @@ def wobble(recipe: Recipe, facts: ModelFacts, parts: Sequence[tuple[np.ndarray, 
         step = np.where(np.isfinite(exact), np.maximum(spread.atol, spread.rtol * np.abs(exact)), 0.0)
         moved = np.zeros(base.shape[:-1] if coordinates else base.shape)
         for signs in [rng.choice(np.array([-1.0, 1.0]), exact.shape) for _ in range(PATTERNS)] + _stripes(exact.shape):
-            other = postprocess(recipe, (exact + signs * step).astype(values.dtype), facts, extras, decoded=True)[name]
+            # at least float32 (round 31): float16 maps cast back to float16 rounded the ±1e-5 away, the wobble of
+            # every DARK or UDP joint on them was 0, and right patches failed by 0.002 px on onnxruntime alone
+            moved_values = (exact + signs * step).astype(np.promote_types(values.dtype, np.float32))
+            other = postprocess(recipe, moved_values, facts, extras, decoded=True)[name]
             moved = np.maximum(moved, _distance(np.asarray(other, np.float64), base, coordinates))
         moves.append(moved)
     return np.concatenate(moves) if moves else None

@@ -10,7 +10,9 @@ than GRAPHSURGERY_TIME_LIMIT seconds (30 by default): a model OpenVINO compiles 
 trip count comes from the input ran for ever, and no check before the step can tell how long it takes.
 
 The parent forwards Ctrl-C and SIGTERM sent to it alone (`kill PID`, a test harness); a terminal's Ctrl-C reaches
-both processes, so it is not sent twice. When the parent is killed, the child is killed too. Where a child
+both processes, so it is not sent twice. Every other signal that ends a process by default (SIGHUP, SIGQUIT, the
+real-time signals: `PASSED_ON`) is passed on to the child at once, which ends in one line from here, 128 + its
+number. When the parent is killed, the child is killed too. Where a child
 cannot be made (`ulimit -u`), the command runs in this process as before.
 """
 
@@ -34,10 +36,18 @@ TIME_LIMIT_VARIABLE = "GRAPHSURGERY_TIME_LIMIT"
 _CRASHES = {signal.SIGSEGV, signal.SIGFPE, signal.SIGABRT, signal.SIGBUS, signal.SIGILL, signal.SIGSYS,
             signal.SIGTRAP}
 #: signals that end a process by default, passed on to the child (unwatched, `kill -HUP PID` or a closed terminal
-#: killed the parent alone: a death by signal, and its child went on to say "terminated"); safeio holds them
-#: back while it puts outputs in place
-PASSED_ON = {signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM}
-_WATCHED = {signal.SIGINT, signal.SIGTERM, signal.SIGCHLD, *PASSED_ON}
+#: killed the parent alone: a death by signal, and its child went on to say "terminated"; round 32: SIGPWR,
+#: SIGPROF, SIGVTALRM, SIGIO, SIGSTKFLT and the real-time signals did so still, and the child, killed with the
+#: parent, left its scratch folder); safeio holds them back while it puts outputs in place. Not here: SIGINT and
+#: SIGTERM (unwound, below), the crashes, SIGPIPE and SIGXFSZ (Python ignores them), SIGXCPU (launch's handler)
+PASSED_ON = {signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM, signal.SIGVTALRM,
+             signal.SIGPROF, signal.SIGIO, *(getattr(signal, name) for name in ("SIGPWR", "SIGSTKFLT")
+                                             if hasattr(signal, name)),
+             *range(signal.SIGRTMIN, signal.SIGRTMAX + 1)}
+#: passed on at once, as the child's own handlers end it in one line: SIGXCPU sent to the parent ran its handler
+#: (`launch.quit_now`, set before the fork), which said the CPU-limit line and left the child's scratch folder
+_AT_ONCE = PASSED_ON | {signal.SIGXCPU}
+_WATCHED = {signal.SIGINT, signal.SIGTERM, signal.SIGCHLD, *_AT_ONCE}
 _PR_SET_PDEATHSIG = 1
 #: si_code of a signal sent by kill() or sigqueue() to this process (a terminal's Ctrl-C is SI_KERNEL, > 0)
 _SENT_BY_A_PROCESS = 0
@@ -58,6 +68,7 @@ _GRACE = 5.0
 #: in the child: the shared file (memfd) where it keeps what it is doing and its scratch folders, for the parent
 _channel: int | None = None
 _serial = 0
+_ending = False
 _doing: list[str] = []
 _scratch: list[str] = []
 
@@ -142,6 +153,16 @@ def again() -> None:
     _publish()
 
 
+def last_line() -> None:
+    """The child is about to say its last line (`launch.say`, `launch.signals_ignored`): past the grace after
+    Ctrl-C or SIGTERM, the parent ends it without saying one of its own."""
+    global _ending
+    if _channel is None or _ending:
+        return
+    _ending = True
+    _publish()
+
+
 def each(items: Iterable) -> Iterator:
     """`items`, each one the start of a new step of the current activity (`again`)."""
     for item in items:
@@ -167,9 +188,10 @@ def scratch(folder: os.PathLike) -> Iterator[None]:
 
 def _publish() -> None:
     """Write the state whole at the start of the shared file: a line with the activity's serial number (a new one
-    for each activity, even of the same text) and text, then one scratch folder a line. Paths are written as bytes
-    (surrogateescape) so that any name the file system allows comes back unchanged."""
-    activity = os.fsencode(f"{_serial}\t{_doing[-1] if _doing else ''}").replace(b"\n", b" ")
+    for each activity, even of the same text), whether the last line is said (`last_line`) and the text, then one
+    scratch folder a line. Paths are written as bytes (surrogateescape) so that any name the file system allows
+    comes back unchanged."""
+    activity = os.fsencode(f"{_serial}\t{int(_ending)}\t{_doing[-1] if _doing else ''}").replace(b"\n", b" ")
     state = b"\n".join([activity, *map(os.fsencode, _scratch)])
     try:
         os.pwrite(_channel, state, 0)
@@ -208,7 +230,7 @@ def _watch(child: int, channel: int, cpu_limit_line: str, time_limit: int) -> No
         if info is not None and info.si_signo != signal.SIGCHLD:
             if info.si_signo in ignored:
                 continue
-            if info.si_signo not in PASSED_ON:  # those kill the child at once, even in native code
+            if info.si_signo not in _AT_ONCE:  # those kill the child at once, even in native code
                 asked = asked or (info.si_signo, time.monotonic())
             if info.si_code <= _SENT_BY_A_PROCESS and info.si_signo not in forwarded:
                 forwarded.add(info.si_signo)  # sent to the process group too, the child has it already
@@ -217,9 +239,14 @@ def _watch(child: int, channel: int, cpu_limit_line: str, time_limit: int) -> No
         pid, status, usage = os.wait4(child, os.WNOHANG)
         if pid:
             break
-        now, (serial, activity, _) = time.monotonic(), _last_state(channel)
-        if asked and now - asked[1] > _GRACE:  # stuck in native code: the signal would wait for it to return
+        now, (serial, activity, _, said) = time.monotonic(), _last_state(channel)
+        # stuck in native code: the signal would wait for it to return. A child that says its last line is left
+        # one more grace to exit (round 32: one that had said "interrupted" just as the grace ran out, still
+        # exiting — a large address space is freed before the process is gone — heard the line said again)
+        if asked and now - asked[1] > _GRACE * (1 + said):
             _kill(child, channel)
+            if said:
+                os._exit(128 + asked[0])
             _say_and_exit(asked[0], "", [], cpu_limit_line, child)
         # a gap longer than two wakes is time this process spent stopped (Ctrl-Z stops both): not counted (capped at
         # two wakes, the step was stopped at once after a long pause, or within a second of resuming)
@@ -237,7 +264,7 @@ def _watch(child: int, channel: int, cpu_limit_line: str, time_limit: int) -> No
                  f"{TIME_LIMIT_VARIABLE}=<seconds> (0: no limit)")
             os._exit(CRASHED)
     code = os.waitstatus_to_exitcode(status)
-    _, activity, folders = _last_state(channel)
+    _, activity, folders, _ = _last_state(channel)
     if code == _LOADER_GAVE_UP or activity == LOADING and code >= 0 and code not in _SAID_WHILE_LOADING:
         _remove(folders, child)  # a library's or the loader's own line ("cannot allocate memory for thread-local
         where = f" while {activity}" if activity else ""  # data: ABORT") said neither what nor why
@@ -268,15 +295,17 @@ def _kill(child: int, channel: int) -> None:
     _remove(_last_state(channel)[2], child)
 
 
-def _last_state(channel: int) -> tuple[str, str, list[bytes]]:
-    """The child's activity (its serial number and text) and scratch folders, as it last published them."""
+def _last_state(channel: int) -> tuple[str, str, list[bytes], bool]:
+    """The child's activity (its serial number and text), scratch folders and whether it says its last line, as it
+    last published them."""
     try:
         state = os.pread(channel, os.fstat(channel).st_size, 0)
     except OSError:
-        return "", "", []
+        return "", "", [], False
     activity, *folders = state.split(b"\n")
-    serial, _, text = activity.decode("utf-8", "backslashreplace").partition("\t")
-    return serial, text, [folder for folder in folders if folder]
+    serial, _, rest = activity.decode("utf-8", "backslashreplace").partition("\t")
+    ending, _, text = rest.partition("\t")
+    return serial, text, [folder for folder in folders if folder], ending == "1"
 
 
 def _stopped(pid: int) -> bool:
@@ -302,7 +331,7 @@ def _say_and_exit(number: int, activity: str, folders: list[bytes], cpu_limit_li
     if number == signal.SIGXCPU:
         _say(cpu_limit_line)
         os._exit(2)
-    name = f"{signal.Signals(number).name}, {signal.strsignal(number) or 'a signal'}"
+    name = f"{signal_name(number)}, {signal.strsignal(number) or 'a signal'}"
     where = f" while {activity}" if activity else ""
     if number in _CRASHES:
         _say(f"error: the command crashed in native code ({name}){where} — fix: " + _memory_fix(
@@ -317,6 +346,17 @@ def _say_and_exit(number: int, activity: str, folders: list[bytes], cpu_limit_li
         os._exit(CRASHED)
     _say(f"error: the command was ended by {name}{where}")
     os._exit(128 + number)
+
+
+def signal_name(number: int) -> str:
+    """"SIGHUP", or "SIGRTMIN+1" for a real-time signal: `signal.Signals` has no member for those between SIGRTMIN
+    and SIGRTMAX (`kill -RTMIN+1` made the parent's last line a ValueError's traceback, round 32)."""
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        if signal.SIGRTMIN < number < signal.SIGRTMAX:
+            return f"SIGRTMIN+{number - signal.SIGRTMIN}"
+        return f"signal {number}"
 
 
 def _memory_fix(otherwise: str) -> str:

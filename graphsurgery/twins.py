@@ -175,8 +175,16 @@ def unpatched_outputs(recipe: Recipe, facts: ModelFacts, model_outputs: dict[str
     every other output as it is (the patched model passes them through unchanged). `caller_shape`: the shape of
     the caller's tensor, for the output steps that map back to its pixels (`input_geometry`)."""
     passed = {name: model_outputs[name] for name in facts.other_outputs}
-    extras = {**with_geometry(recipe, facts, extras, caller_shape), **_target_inputs(facts, model_outputs)}
+    extras = output_extras(recipe, facts, extras, caller_shape, model_outputs)
     return {**passed, **postprocess(recipe, model_outputs[facts.output_name], facts, extras)}
+
+
+def output_extras(recipe: Recipe, facts: ModelFacts, extras: dict[str, np.ndarray] | None,
+                  caller_shape: tuple[int, ...] | None, model_outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Everything the output twins read besides the model output: `with_geometry`'s extras and, when output.target
+    lists several outputs (SimCC's two heads), the others by name (round 31: verify's wobble decoded without them,
+    and a wrong SimCC patch was a KeyError, exit 3, instead of a FAIL)."""
+    return {**with_geometry(recipe, facts, extras, caller_shape), **_target_inputs(facts, model_outputs)}
 
 
 def with_geometry(recipe: Recipe, facts: ModelFacts, extras: dict[str, np.ndarray] | None,

@@ -18,6 +18,7 @@ the folder), one size per batch, and the report adds how far each resize is from
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,7 @@ from graphsurgery.compare import HeatmapGrid, OutputResult, compare_output, miss
 from graphsurgery.compare_detections import compare_detections
 from graphsurgery.errors import GraphsurgeryError, check_flags, check_names
 from graphsurgery.heatmap_grid import heatmap_grid
+from graphsurgery.longrun import FirstPart, long_run_note
 from graphsurgery.model import ModelFacts, openvino_caveats, provenance, real_inputs
 from graphsurgery.modelio import load_model
 from graphsurgery.recipe import Recipe, as_recipe
@@ -72,10 +74,10 @@ from graphsurgery.twins import (
     extra_input_names,
     input_steps,
     other_inputs,
+    output_extras,
     preprocess,
     run_in_model_batches,
     unpatched_outputs,
-    with_geometry,
 )
 
 
@@ -254,11 +256,14 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
         exposed = exposed_copy(patched_path, next(v for v in plain.proto.graph.input if v.name == input_name),
                                Path(tmp)) if bounds else None
         unpatched, decoded, answers, ran, computed = {}, {}, {}, {}, {}
+        pipelines = 2 * len(backends) + (len(backends) - 1 if exposed else 0)
+        tell = _long_run_teller(pipelines, samples, sum(1 for _ in chunks(samples, batch)))
         for backend in backends:
             if exposed:
                 computed[backend] = graph_inputs(exposed, backend, image_input.name, other, samples, batch)
             unpatched[backend], decoded[backend] = _run_unpatched(recipe, facts, backend, plain.path, input_name,
-                                                                  other, samples, batch, computed.get(backend))
+                                                                  other, samples, batch, computed.get(backend),
+                                                                  tell if backend == backends[0] else None)
             answers[backend], ran[backend] = _run_patched(backend, patched_path,
                                                           precision if backend == "openvino" else "f32",
                                                           image_input.name, other, samples, batch)
@@ -392,11 +397,12 @@ def _input_pairs(bounds: Bounds, computed: dict[str, list[np.ndarray]], input_na
 
 def _run_unpatched(recipe: Recipe, facts: ModelFacts, backend: str, plain: Path, input_name: str,
                    other: dict[str, np.ndarray], samples: Samples, batch: int,
-                   model_inputs: Sequence[np.ndarray] | None = None
+                   model_inputs: Sequence[np.ndarray] | None = None, tell: Callable[[int], None] | None = None
                    ) -> tuple[dict[str, np.ndarray], list[tuple[np.ndarray, dict[str, np.ndarray]]]]:
     """The reference answers, and per batch the plain model's output as the decoding steps read it (what near ties
-    are judged on) with the extra inputs the output twins got (`with_geometry`). `other`: the plain model's other
-    inputs; `model_inputs`: per batch, the network input to feed instead of the input twins' (staged verify)."""
+    are judged on) with the extra inputs the output twins got (`output_extras`). `other`: the plain model's other
+    inputs; `model_inputs`: per batch, the network input to feed instead of the input twins' (staged verify);
+    `tell`: called with the number of batches done after each (`_long_run_teller`)."""
     outputs, decoded = [], []
     given = iter(model_inputs) if model_inputs is not None else None
     with open_runner(backend, plain) as run:
@@ -404,9 +410,28 @@ def _run_unpatched(recipe: Recipe, facts: ModelFacts, backend: str, plain: Path,
             model_input = next(given) if given is not None else preprocess(recipe, x, facts, extras)
             model_outputs = run_in_model_batches(run, input_name, model_input, other, facts)
             decoded.append((decoded_output(recipe, model_outputs[facts.output_name], facts, extras),
-                            with_geometry(recipe, facts, extras, x.shape)))
+                            output_extras(recipe, facts, extras, x.shape, model_outputs)))
             outputs.append(unpatched_outputs(recipe, facts, model_outputs, extras, x.shape))
+            if tell:
+                tell(len(outputs))
     return concat(outputs), decoded
+
+
+def _long_run_teller(pipelines: int, samples: Samples, batches: int) -> Callable[[int], None]:
+    """Times the first pipeline's first seconds (`longrun.FirstPart`, per batch) and, when all `pipelines` will
+    take over a minute, says how long in one line on stderr, as run, bench and eval-coco do (round 32: a model of
+    ~2 s a call, each call under the time limit, ran 20 random samples through 4 pipelines for minutes without a
+    word; HRNet-W32 on 300 images took over a minute on 2 cores)."""
+    first_part = FirstPart(pipelines * batches)
+
+    def tell(done: int) -> None:
+        seconds = first_part.tick(done)
+        per = f"{seconds / pipelines / len(samples) * 1000:,.0f} ms" if seconds else ""
+        if seconds and (note := long_run_note(seconds, f"{pipelines} pipelines × {len(samples):,} {samples.unit} "
+                                              f"to run", f"{per} per sample and pipeline, measured on the first",
+                                              "fewer --images or --random samples, or fewer --backends")):
+            sys.stderr.write(note + "\n")
+    return tell
 
 
 def _run_patched(backend: str, patched: Path, precision: str, input_name: str, other: dict[str, np.ndarray],

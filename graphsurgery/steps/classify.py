@@ -125,7 +125,8 @@ class TopK(OutputStep):
     k > 1 (or other element types) is one TopK node: equal values are
     ordered by class index, lowest first, in onnxruntime and the numpy twin
     (a stable sort); OpenVINO orders them its own way (measured: OpenVINO
-    2026.4), and NaN is placed as each runtime places it.
+    2026.4); from opset 11 a NaN ranks last, as in the twin (below 11 each
+    runtime places it its own way).
     """
 
     step_name: ClassVar[str] = "topk"
@@ -167,14 +168,25 @@ class TopK(OutputStep):
         x = _as_classes(em, self._check(env))
         if self._exact(x) and x.shape is not None and isinstance(x.shape[-1], (int, np.integer)):
             return self._build_first_maximum(em, x)
+        # NaN ranks last, as in the twin's sort (round 31): ONNX leaves TopK's NaN to the runtime, and onnxruntime put a
+        # NaN logit first, OpenVINO on AVX2 second, so every rank after it moved and a right patch failed. The ranks
+        # are taken on NaN read as −inf and the scores gathered back from x (NaN stays NaN).
+        ranked = x
+        nan_last = em.opset >= 11 and np.dtype(x.dtype).kind == "f"
+        if nan_last:
+            ranked = em.op("Where", [em.op("IsNaN", [x], dtype=np.bool_), em.const("minus_inf", -np.inf, x.dtype), x],
+                           dtype=x.dtype, shape=x.shape)
         if em.opset < 10:
-            values, indices = em.op("TopK", [x], {"axis": -1, "k": self.k}, num_outputs=2)
+            values, indices = em.op("TopK", [ranked], {"axis": -1, "k": self.k}, num_outputs=2)
         else:
             attrs = {"axis": -1} if em.opset < 11 else {"axis": -1, "largest": 1, "sorted": 1}
-            values, indices = em.op("TopK", [x, em.const("k", [self.k], np.int64)], attrs, num_outputs=2)
+            values, indices = em.op("TopK", [ranked, em.const("k", [self.k], np.int64)], attrs, num_outputs=2)
         values.dtype, indices.dtype = x.dtype, np.int64
         if x.shape is not None:
             values.shape = indices.shape = [*x.shape[:-1], self.k]
+        if nan_last:
+            values = em.op("GatherElements", [x, indices], {"axis": -1}, dtype=x.dtype,
+                           shape=None if x.shape is None else [*x.shape[:-1], self.k])
         return {"indices": indices, "scores": values}
 
     def _build_first_maximum(self, em: Emitter, x: gs.Variable) -> dict[str, gs.Variable]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ from onnx import TensorProto, helper, numpy_helper
 from graphsurgery import __version__
 from graphsurgery.compare import differences
 from graphsurgery.errors import ArgumentError, GraphsurgeryError, ModelError, whole
+from graphsurgery.longrun import FirstPart, long_run_note
 from graphsurgery.model import PROVENANCE_KEY, model_opset, provenance, shapes_only
 from graphsurgery.modelio import check_output_path, external_tensors, load_model, model_paths, save_model
 from graphsurgery.safeio import input_path, output_path
@@ -272,7 +274,7 @@ def verify_chain(chained: Path, detector: Path, pose: Path, images: list[np.ndar
     per backend and image: the largest differences (0 when the graphs compute alike)."""
     from graphsurgery.runners import open_runner
 
-    rows = []
+    rows, first_part = [], FirstPart(len(backends) * len(images))
     for backend in backends:
         with open_runner(backend, chained) as run, open_runner(backend, detector) as detect, \
                 open_runner(backend, pose) as estimate:
@@ -299,7 +301,17 @@ def verify_chain(chained: Path, detector: Path, pose: Path, images: list[np.ndar
                              "scores": largest_difference(got["person_scores"], scores),
                              "keypoints": largest_difference(got["keypoints"], want["keypoints"]),
                              "keypoint_scores": largest_difference(got["keypoint_scores"], want["scores"])})
+                _announce_long_check(first_part.tick(len(rows)), len(backends), len(images))
     return rows
+
+
+def _announce_long_check(seconds: float | None, backends: int, images: int) -> None:
+    """One line on stderr when the whole check, extrapolated from its first images, takes over a minute (`longrun`,
+    as verify says it): a crowd of 839 people on a few images checked for two minutes without a word (round 31)."""
+    if seconds and (note := long_run_note(seconds, f"{images:,} images × {backends} backends to check",
+                                          f"{seconds / backends / images:.1f} s an image, measured on the first",
+                                          "fewer --check images")):
+        sys.stderr.write(note + "\n")
 
 
 def largest_difference(got: np.ndarray, want: np.ndarray) -> float:

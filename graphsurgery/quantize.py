@@ -19,6 +19,7 @@ import hashlib
 import logging
 import sys
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from graphsurgery.errors import GraphsurgeryError, printable, whole
+from graphsurgery.longrun import FirstPart, long_run_note
 from graphsurgery.recipe import InputTensor
 from graphsurgery.runners import Port, failed_run, model_signature
 from graphsurgery.safeio import temporary_folder, utf8_text
@@ -170,10 +172,12 @@ def quantize(model, calibration: Calibration, control: AccuracyControl | None = 
 
     openvino_telemetry_off()  # an unwritable HOME: its warnings on success
     nncf.set_log_level(logging.WARNING)  # its INFO lines list every ignored node
-    dataset = nncf.Dataset(calibration.feeds, _step)
+    step = _calibration_step(len(calibration.feeds), controlled=control is not None)
+    dataset = nncf.Dataset(calibration.feeds, step)
     common = {"subset_size": len(calibration.feeds),
               "ignored_scope": nncf.IgnoredScope(patterns=[SPLICED], validate=False)}
-    with contextlib.redirect_stdout(sys.stderr):  # progress bars: standard output stays the command's (--json)
+    # progress bars: standard output stays the command's (--json)
+    with contextlib.redirect_stdout(sys.stderr), _nncf_steps():
         if control is None:
             return Quantized(nncf.quantize(model, dataset, **common))
         from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
@@ -182,7 +186,7 @@ def quantize(model, calibration: Calibration, control: AccuracyControl | None = 
             bounds = AdvancedAccuracyRestorerParameters(
                 intermediate_model_dir=folder, ranking_subset_size=control.ranking_samples,
                 **({} if control.max_reverts is None else {"max_num_iterations": control.max_reverts}))
-            indices = nncf.Dataset(list(range(len(calibration.feeds))), lambda index: _step(calibration.feeds[index]))
+            indices = nncf.Dataset(list(range(len(calibration.feeds))), lambda index: step(calibration.feeds[index]))
             validate = control.metric.validate if control.metric else _agreement_with(model, calibration)
             controlled = nncf.quantize_with_accuracy_control(
                 model, dataset, indices, validation_fn=validate, max_drop=control.max_drop,
@@ -191,11 +195,61 @@ def quantize(model, calibration: Calibration, control: AccuracyControl | None = 
     return Quantized(controlled, _reverted(first, controlled))
 
 
-def _step(sample):
+def _calibration_step(samples: int, controlled: bool) -> Callable:
     """NNCF's transform of each sample: none, but each sample NNCF runs is a step of its own for the time limit
-    (`supervisor.again`): a Loop counted by the input ran for ever in its statistics collection."""
-    again()
-    return sample
+    (`supervisor.again`: a Loop counted by the input ran for ever in its statistics collection), and the first
+    ones are timed: a calibration of over a minute says so (`longrun`), as run, bench and verify do (HRNet-W32 on
+    60 samples: 77 s on 2 cores, 21 s of them statistics; on 300, minutes, with NNCF's progress bars alone)."""
+    first_part = FirstPart(samples)
+    done = 0
+
+    def step(sample):
+        nonlocal done
+        again()
+        done += 1
+        seconds = first_part.tick(done)
+        if seconds and (note := long_run_note(
+                3 * seconds, f"int8 calibration on {samples:,} samples" + (
+                    ", then the accuracy control's ranking of the layers, which takes longer" if controlled else ""),
+                f"{seconds / samples:.2f} s a sample for NNCF's statistics, measured on the first; its bias "
+                "correction and the price of int8 take about as long again each",
+                "fewer calibration images (--calibration) or samples (--calibration-random)")):
+            sys.stderr.write(note + "\n")
+        return sample
+
+    return step
+
+
+@contextlib.contextmanager
+def _nncf_steps() -> Iterator[None]:
+    """Each item of NNCF's own progress bars, and each match of its graph patterns, a step of its own for the time
+    limit (`supervisor.again`), as the samples are. On HRNet-W32 its fast bias correction (a subgraph per layer
+    over every sample's statistics, no sample asked for) and its quantizer set-up (networkx matching its patterns:
+    17 s on an idle 2-core machine) were each one step; with 300 samples on a busy machine one outlasted the 30 s
+    limit and a sound model was stopped as "too slow" (round 32). Wrapped while NNCF quantizes only."""
+    from networkx.algorithms.isomorphism.isomorphvf2 import DiGraphMatcher  # where the method is defined
+    from nncf.common.logging.track_progress import track
+
+    wrapped = [(track, "__iter__"), (DiGraphMatcher, "subgraph_isomorphisms_iter")]
+    originals = [getattr(owner, name) for owner, name in wrapped]
+    for (owner, name), original in zip(wrapped, originals):
+        setattr(owner, name, _stepping(original))
+    try:
+        yield
+    finally:
+        for (owner, name), original in zip(wrapped, originals):
+            setattr(owner, name, original)
+
+
+def _stepping(iterate: Callable) -> Callable:
+    """The method `iterate` (a generator), each item it yields the start of a new step (`supervisor.again`)."""
+
+    def stepped(self, *args, **kwargs):
+        for item in iterate(self, *args, **kwargs):
+            again()
+            yield item
+
+    return stepped
 
 
 def _reverted(first, controlled) -> tuple[str, ...]:

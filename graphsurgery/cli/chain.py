@@ -24,7 +24,8 @@ CHAIN_TOLERANCE = 1e-4
               help="The detector's class index of a person (COCO: 0).")
 @click.option("--check", "check_images", type=existing_file,
               help="Images (a folder or files): compare the chained model with the two models run one after the "
-                   "other on each, on ONNX Runtime and OpenVINO; exit 1 if they differ.")
+                   "other on each, on ONNX Runtime and OpenVINO; exit 1 if they differ (the chained model stays "
+                   "written, for a look at where).")
 @force_option
 def chain_command(detector: Path, pose: Path, output: Path, person_class: int, check_images: Path | None, force: bool):
     """Chain DETECTOR (patched with a detector recipe: image → boxes, scores, classes, count) into POSE (patched

@@ -32,6 +32,7 @@ from graphsurgery.recipe import InputTensor
 from graphsurgery.runners import Port, failed_run, model_signature
 from graphsurgery.safeio import temporary_folder, utf8_text
 from graphsurgery.supervisor import again, doing, each
+from graphsurgery.twins import FLOAT_QUIET
 
 if TYPE_CHECKING:
     from graphsurgery.int8_coco import CocoAP
@@ -373,8 +374,10 @@ def convert_int8(model: Path, out_xml: Path, calibration: Calibration, input_sha
 
     def to_int8(f32_model):
         # NNCF and the pricing compile and run the model in OpenVINO: named if a kernel dies, and each compile or
-        # sample a step under the time limit (`supervisor.each`); unwatched, a Loop counted by the input ran for ever
-        with doing(f"NNCF was quantizing {printable(model)} to int8"):
+        # sample a step under the time limit (`supervisor.each`); unwatched, a Loop counted by the input ran for ever.
+        # Outputs near float32's limit overflow in NNCF's statistics and the price (inf − inf): numpy's warnings on
+        # stderr said nothing the price does not (round 31)
+        with doing(f"NNCF was quantizing {printable(model)} to int8"), np.errstate(**FLOAT_QUIET):
             try:
                 return quantized_model(f32_model)
             except RuntimeError as exc:  # OpenVINO's, from a sample NNCF or the pricing ran: a model that failed at

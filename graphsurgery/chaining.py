@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +26,7 @@ from onnx import TensorProto, helper, numpy_helper
 from graphsurgery import __version__
 from graphsurgery.compare import differences
 from graphsurgery.errors import ArgumentError, GraphsurgeryError, ModelError, whole
-from graphsurgery.longrun import FirstPart, long_run_note
+from graphsurgery.longrun import FirstPart, say_long_run
 from graphsurgery.model import PROVENANCE_KEY, model_opset, provenance, shapes_only
 from graphsurgery.modelio import check_output_path, external_tensors, load_model, model_paths, save_model
 from graphsurgery.safeio import input_path, output_path
@@ -308,10 +307,9 @@ def verify_chain(chained: Path, detector: Path, pose: Path, images: list[np.ndar
 def _announce_long_check(seconds: float | None, backends: int, images: int) -> None:
     """One line on stderr when the whole check, extrapolated from its first images, takes over a minute (`longrun`,
     as verify says it): a crowd of 839 people on a few images checked for two minutes without a word (round 31)."""
-    if seconds and (note := long_run_note(seconds, f"{images:,} images × {backends} backends to check",
-                                          f"{seconds / backends / images:.1f} s an image, measured on the first",
-                                          "fewer --check images")):
-        sys.stderr.write(note + "\n")
+    if seconds:
+        say_long_run(seconds, f"{images:,} images × {backends} backends to check",
+                     f"{seconds / backends / images:.1f} s an image, measured on the first", "fewer --check images")
 
 
 def largest_difference(got: np.ndarray, want: np.ndarray) -> float:

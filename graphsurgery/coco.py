@@ -20,7 +20,6 @@ import io
 import itertools
 import json
 import math
-import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,7 +33,7 @@ from graphsurgery.cocoformat import KEYPOINT_NAMES, PERSON, keypoint_result
 from graphsurgery.crops import in_parts
 from graphsurgery.errors import GraphsurgeryError, check_callback, check_flags, quoted, whole
 from graphsurgery.images import read_image
-from graphsurgery.longrun import FirstPart, long_run_note
+from graphsurgery.longrun import FirstPart, say_long_run
 from graphsurgery.model import ModelFacts
 from graphsurgery.modelio import load_model, model_files, model_paths
 from graphsurgery.ownoutputs import carried_forward, earlier_outputs, refuse_replacing
@@ -194,10 +193,9 @@ def evaluate_coco(recipe: str | Path | Recipe, plain_model: str | Path, annotati
 def _announce_long_run(seconds: float, pipelines: int, people: int, first: str) -> None:
     """One line on stderr when the whole evaluation, extrapolated from its first pipeline's first seconds, will
     take over a minute (`longrun`, as run and bench say it): not a hang, and how to make it shorter."""
-    if note := long_run_note(seconds, f"{pipelines} pipelines × {people:,} person boxes to run",
-                             f"{seconds / pipelines / people * 1000:.1f} ms a box, measured on {first}",
-                             "--limit fewer images, fewer --backends, or fewer detections in --boxes"):
-        sys.stderr.write(note + "\n")
+    say_long_run(seconds, f"{pipelines} pipelines × {people:,} person boxes to run",
+                 f"{seconds / pipelines / people * 1000:.1f} ms a box, measured on {first}",
+                 "--limit fewer images, fewer --backends, or fewer detections in --boxes")
 
 
 def results_name(kind: str, backend: str) -> str:

@@ -286,13 +286,14 @@ def compare_floats(name: str, actual: np.ndarray, expected: np.ndarray, *, atol:
     one_sided = a_nan != b_nan
     both = a_nan & b_nan
     usable = ~(a_nan | b_nan)
-    diff = np.zeros_like(a)
-    with np.errstate(invalid="ignore"):
-        diff[usable] = np.abs(a[usable] - b[usable])
-    diff[usable & (a == b)] = 0.0  # inf == inf, whose difference is NaN: the report's |Δ| max was nan, its worst there
     if actual.dtype.kind in "biu" and expected.dtype.kind in "biu":  # integers differ by their exact difference:
         # float64 holds 53 bits, and a label of 2^62 + 485 against 2^62 differed by 0 (round 31)
         diff = np.abs(actual.ravel().astype(object) - expected.ravel().astype(object)).astype(np.float64)
+    else:
+        diff = np.zeros_like(a)
+        with np.errstate(invalid="ignore"):
+            diff[usable] = np.abs(a[usable] - b[usable])
+        diff[usable & (a == b)] = 0.0  # inf == inf, whose difference is NaN: the report's |Δ| max was nan, its worst
     diff[one_sided] = np.inf
     diff[both] = 0.0
     failing = exceeds(diff, np.nan_to_num(b, nan=0.0), atol, rtol)

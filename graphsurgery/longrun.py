@@ -1,9 +1,11 @@
-"""Saying, once, how long a long run will take: `run`, `bench` and `eval-coco` each time the first part of their
-work and extrapolate; a run of over a minute says so in one line on stderr (logs too, where no progress bar is
-drawn), with the options that shorten it, so that it is not taken for a hang. One threshold, one wording."""
+"""Saying, once, how long a long run will take: `run`, `bench`, `eval-coco`, `verify`, `convert --int8` and `chain
+--check` each time the first part of their work and extrapolate; a run of over a minute says so in one line on
+stderr (logs too, where no progress bar is drawn), with the options that shorten it, so that it is not taken for a
+hang. One threshold, one wording."""
 
 from __future__ import annotations
 
+import sys
 import time
 
 #: a run projected to last longer than this says how long, once (on stderr)
@@ -20,6 +22,12 @@ def long_run_note(seconds: float, work: str, measured: str, shorter: str = "") -
         return None
     took = f"{seconds / 60:,.0f} min" if seconds >= 60 else f"{seconds:.0f} s"
     return f"note: {work}: about {took} ({measured})" + (f"; to shorten it: {shorter}" if shorter else "")
+
+
+def say_long_run(seconds: float, work: str, measured: str, shorter: str = "") -> None:
+    """`long_run_note`'s line on stderr, when the run is long (where no progress bar owns the console)."""
+    if note := long_run_note(seconds, work, measured, shorter):
+        sys.stderr.write(note + "\n")
 
 
 class FirstPart:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -30,7 +29,7 @@ from graphsurgery.draw import MONTAGE_MAX_PERSONS
 from graphsurgery.errors import ArgumentError, GraphsurgeryError, check_callback, finite, printable, whole
 from graphsurgery.images import list_images, read_image
 from graphsurgery.limits import write_fix
-from graphsurgery.longrun import long_run_note
+from graphsurgery.longrun import say_long_run
 from graphsurgery.modelio import model_paths
 from graphsurgery.ownoutputs import carried_forward, earlier_outputs, refuse_replacing
 from graphsurgery.quantize import int8_agreement
@@ -240,10 +239,8 @@ def announce_long_run(run: Runner, model: PoseModel, crop_count: int, batch: int
         times.append(time.perf_counter() - began)
     per_crop = min(times) / size
     seconds = per_crop * crop_count
-    if note := long_run_note(seconds, f"{crop_count:,} crops to run",
-                             f"{per_crop * 1000:.1f} ms per crop, measured on one batch",
-                             "fewer images, or fewer boxes in --boxes"):
-        sys.stderr.write(note + "\n")
+    say_long_run(seconds, f"{crop_count:,} crops to run", f"{per_crop * 1000:.1f} ms per crop, measured on one batch",
+                 "fewer images, or fewer boxes in --boxes")
     return seconds
 
 

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from graphsurgery.errors import GraphsurgeryError, printable, whole
-from graphsurgery.longrun import FirstPart, long_run_note
+from graphsurgery.longrun import FirstPart, say_long_run
 from graphsurgery.recipe import InputTensor
 from graphsurgery.runners import Port, failed_run, model_signature
 from graphsurgery.safeio import temporary_folder, utf8_text
@@ -209,13 +209,12 @@ def _calibration_step(samples: int, controlled: bool) -> Callable:
         again()
         done += 1
         seconds = first_part.tick(done)
-        if seconds and (note := long_run_note(
-                3 * seconds, f"int8 calibration on {samples:,} samples" + (
-                    ", then the accuracy control's ranking of the layers, which takes longer" if controlled else ""),
+        if seconds:
+            say_long_run(3 * seconds, f"int8 calibration on {samples:,} samples" + (
+                ", then the accuracy control's ranking of the layers, which takes longer" if controlled else ""),
                 f"{seconds / samples:.2f} s a sample for NNCF's statistics, measured on the first; its bias "
                 "correction and the price of int8 take about as long again each",
-                "fewer calibration images (--calibration) or samples (--calibration-random)")):
-            sys.stderr.write(note + "\n")
+                "fewer calibration images (--calibration) or samples (--calibration-random)")
         return sample
 
     return step

@@ -18,7 +18,6 @@ the folder), one size per batch, and the report adds how far each resize is from
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +30,7 @@ from graphsurgery.compare import HeatmapGrid, OutputResult, compare_output, miss
 from graphsurgery.compare_detections import compare_detections
 from graphsurgery.errors import GraphsurgeryError, check_flags, check_names
 from graphsurgery.heatmap_grid import heatmap_grid
-from graphsurgery.longrun import FirstPart, long_run_note
+from graphsurgery.longrun import FirstPart, say_long_run
 from graphsurgery.model import ModelFacts, openvino_caveats, provenance, real_inputs
 from graphsurgery.modelio import load_model
 from graphsurgery.recipe import Recipe, as_recipe
@@ -425,12 +424,10 @@ def _long_run_teller(pipelines: int, samples: Samples, batches: int) -> Callable
     first_part = FirstPart(pipelines * batches)
 
     def tell(done: int) -> None:
-        seconds = first_part.tick(done)
-        per = f"{seconds / pipelines / len(samples) * 1000:,.0f} ms" if seconds else ""
-        if seconds and (note := long_run_note(seconds, f"{pipelines} pipelines × {len(samples):,} {samples.unit} "
-                                              f"to run", f"{per} per sample and pipeline, measured on the first",
-                                              "fewer --images or --random samples, or fewer --backends")):
-            sys.stderr.write(note + "\n")
+        if seconds := first_part.tick(done):
+            say_long_run(seconds, f"{pipelines} pipelines × {len(samples):,} {samples.unit} to run",
+                         f"{seconds / pipelines / len(samples) * 1000:,.0f} ms per sample and pipeline, measured on "
+                         "the first", "fewer --images or --random samples, or fewer --backends")
     return tell
 
 

@@ -199,6 +199,7 @@ class DetectionResult:
     mismatches: int = 0
     min_iou: float = 1.0
     max_score_diff: float = 0.0
+    unsettled: int = 0  # images whose candidates hold a box or score that is not finite
     details: list[dict] = field(default_factory=list)
     problem: str | None = None
 
@@ -215,6 +216,9 @@ class DetectionResult:
             text += f"; {self.mismatches} detection(s) on one side only"
         if self.near_ties:
             text += f"; {self.near_ties} near tie{'s' if self.near_ties > 1 else ''} (allowed)"
+        if self.unsettled:
+            text += (f"; {self.unsettled} image(s) with candidate boxes or scores that are not finite, where NMS is "
+                     "each runtime's own rule: every difference there counts as a near tie")
         return text
 
     def to_dict(self) -> dict:

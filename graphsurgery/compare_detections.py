@@ -20,12 +20,20 @@ from graphsurgery.tolerances import DEFAULT_TIE
 #: to count as a near tie (boxes that agree within 1e-4 px move an IoU by less).
 IOU_TIE = 1e-4
 
+#: Boxes whose corners agree within this (pixels) are the same box even where IoU says nothing: two boxes of zero
+#: area have no union (round 34: a head of zero-size boxes matched 0 of 480 detections between two runtimes).
+SAME_BOX = 1e-3
+
 
 def compare_detections(names: dict[str, str], actual: dict[str, np.ndarray], expected: dict[str, np.ndarray],
-                       comparison, tie: Comparison = DEFAULT_TIE) -> DetectionResult:
+                       comparison, tie: Comparison = DEFAULT_TIE,
+                       candidates: tuple[np.ndarray, np.ndarray] | None = None) -> DetectionResult:
     """Compare a group of detector outputs as sets. `names`: part (boxes, scores, classes, count) → output name;
     `comparison` a `steps.detect.DetectionComparison` (its iou, atol/rtol for scores, and the thresholds that decide
-    near ties); `tie`: the float tolerance under which a score sits on a threshold."""
+    near ties); `tie`: the float tolerance under which a score sits on a threshold; `candidates`: what the
+    reference's nms read (boxes [N, A, 4], class scores [N, C, A]), to tell the images where a candidate it could
+    keep is not finite: the ONNX spec leaves NMS of NaN or inf to each runtime, so there every difference is a near
+    tie."""
     result = DetectionResult(", ".join(names.values()), iou=comparison.iou, atol=comparison.atol, rtol=comparison.rtol)
     needed = [part for part in ("boxes", "scores", "classes") if part not in names]
     if needed:
@@ -48,19 +56,41 @@ def compare_detections(names: dict[str, str], actual: dict[str, np.ndarray], exp
         result.problem = f"{sides[1][0].shape[0]} images, the reference has {sides[0][0].shape[0]}"
         return result
     result.images = sides[0][0].shape[0]
+    unsettled = _unsettled(candidates, comparison.score_threshold, result.images)
+    result.unsettled = int(unsettled.sum())
     for image in range(result.images):
         ref, got = (tuple(part[image][valid[image]] for part in parts) for *parts, valid in sides)
-        _match_image(result, image, ref, got, comparison, tie)
+        _match_image(result, image, ref, got, comparison, tie, bool(unsettled[image]))
     if result.images and not (result.detections or result.mismatches or result.near_ties):  # as a reference of
         # no finite value (`compare.compare_floats`): a detector that found nothing in random noise passed any patch
         result.problem = (f"neither side holds a detection in any of the {result.images} image(s), so agreement "
                           "proves nothing; verify with images where the detector finds objects (--images)")
+    elif result.near_ties and not (result.matched or result.mismatches):  # only near ties: a patch that finds
+        # other objects everywhere would pass as well
+        odd = f", {result.unsettled} of them with candidates that are not finite," if result.unsettled else ""
+        result.problem = (f"no detection matched in the {result.images} image(s){odd} and all {result.near_ties} "
+                          "differences are near ties, so agreement proves nothing; verify with images where the "
+                          "detector finds objects clearly (--images)")
     return result
 
 
-def _match_image(result: DetectionResult, image: int, ref: tuple, got: tuple, comparison, tie: Comparison) -> None:
+def _unsettled(candidates: tuple[np.ndarray, np.ndarray] | None, threshold: float, images: int) -> np.ndarray:
+    """Per image: does a candidate the nms could keep (a class score above the threshold, or NaN) have a box or a
+    score that is not finite? Its IoUs are NaN or inf, and the spec leaves what NMS does with them to the runtime."""
+    if candidates is None or len(candidates[0]) != images:
+        return np.zeros(images, bool)
+    boxes, scores = (np.asarray(part, np.float64) for part in candidates)
+    with np.errstate(invalid="ignore"):
+        could_keep = ((scores > threshold) | np.isnan(scores)).any(axis=1)  # [N, A]
+    odd = ~np.isfinite(boxes).all(axis=2) | ~np.isfinite(scores).all(axis=1)
+    return (could_keep & odd).any(axis=1)
+
+
+def _match_image(result: DetectionResult, image: int, ref: tuple, got: tuple, comparison, tie: Comparison,
+                 unsettled: bool) -> None:
     """Match one image's detections greedily, best reference first, each to the unmatched one of its class with the
-    highest IoU (at least `comparison.iou`) whose score agrees; then judge what is left on either side."""
+    highest IoU (at least `comparison.iou`; the same corners count as IoU 1) whose score agrees; then judge what is
+    left on either side (all near ties in an `unsettled` image)."""
     (ref_boxes, ref_scores, ref_classes), (got_boxes, got_scores, got_classes) = ref, got
     result.detections += len(ref_scores)
     free = np.ones(len(got_scores), bool)
@@ -69,7 +99,7 @@ def _match_image(result: DetectionResult, image: int, ref: tuple, got: tuple, co
         candidates = free & (got_classes == ref_classes[index])
         candidates &= ~exceeds(np.abs(got_scores - ref_scores[index]), np.full(len(got_scores), ref_scores[index]),
                                comparison.atol, comparison.rtol)
-        ious = np.where(candidates, iou(ref_boxes[index], got_boxes) if len(got_boxes) else 0.0, -1.0)
+        ious = np.where(candidates, _agreement(ref_boxes[index], got_boxes) if len(got_boxes) else 0.0, -1.0)
         best = int(np.argmax(ious)) if len(ious) else -1
         if best < 0 or ious[best] < comparison.iou:
             unmatched_ref.append(index)
@@ -91,9 +121,16 @@ def _match_image(result: DetectionResult, image: int, ref: tuple, got: tuple, co
             same = all_classes == classes[index] if comparison.per_class else np.ones(len(all_classes), bool)
             ious = iou(boxes[index], all_boxes[same]) if same.any() else np.zeros(0)
             at_overlap = bool((np.abs(ious - comparison.iou_threshold) <= IOU_TIE).any())
-            near = at_threshold or at_cut or at_overlap
+            near = unsettled or at_threshold or at_cut or at_overlap
             result.near_ties += near
             result.mismatches += not near
             if len(result.details) < MAX_DETAILS:
                 result.details.append({"image": image, "only_in": side, "class": int(classes[index]),
                                        "score": float(scores[index]), "box": boxes[index].tolist(), "near_tie": near})
+
+
+def _agreement(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """IoU of `box` with each of `boxes`, 1 where the corners are the same (`SAME_BOX`) whatever their area."""
+    with np.errstate(invalid="ignore"):
+        same = (np.abs(boxes - box) <= SAME_BOX).all(axis=1)
+    return np.where(same, 1.0, iou(box, boxes))

@@ -132,13 +132,14 @@ def measured_floor(wanted: dict[str, Comparison], tolerances: Tolerances,
     return result, notes
 
 
-def measured_tie(tie: Comparison, raw: Mapping[str, np.ndarray], output: str, tolerances: Tolerances
+def measured_tie(tie: Comparison, values: Mapping[str, np.ndarray], on: str, tolerances: Tolerances, output: str
                  ) -> tuple[Comparison, str | None]:
-    """The near-tie tolerance raised as `measured_floor` raises outputs, on the model output the decoding steps read
-    on each backend (`raw`): two positions whose values differ by less than the backends' rounding may swap."""
-    if len(raw) < 2 or output in tolerances:
+    """The near-tie tolerance raised as `measured_floor` raises outputs, on the values near ties are judged on
+    (`on`: the model output the decoding steps read, or a detector's class scores) on each backend: two positions
+    whose values differ by less than the backends' rounding may swap. A tolerance set for `output` keeps it."""
+    if len(values) < 2 or output in tolerances:
         return tie, None
-    return _raised(tie, list(raw.values()), f"near ties on {output}", " and ".join(raw))
+    return _raised(tie, list(values.values()), f"near ties on {on}", " and ".join(values))
 
 
 def _raised(comparison: Comparison, values: Sequence[np.ndarray | None], name: str, backends: str

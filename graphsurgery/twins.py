@@ -157,6 +157,20 @@ def decoded_output(recipe: Recipe, output: np.ndarray, facts: ModelFacts,
     return _output_env(recipe, rewriting[-1] + 1, output, facts, extras)["output"]
 
 
+def nms_candidates(recipe: Recipe, output: np.ndarray, facts: ModelFacts,
+                   extras: dict[str, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray] | None:
+    """What a detector's nms reads, from `output` as the decoding steps read it (`decoded_output`): candidate boxes
+    [N, A, 4] and class scores [N, C, A]; None without an nms. A detection's near ties are judged on them, not on
+    the whole head: its boxes are pixels, and their rounding (1e33 in a head of boxes at 1e37, round 31) made every
+    detection a near tie."""
+    steps = recipe.output.steps if recipe.output else ()
+    ranking = next((index for index, step in enumerate(steps) if "class_scores" in step.reads), None)
+    if ranking is None:
+        return None
+    env = _output_env(recipe, ranking, output, facts, extras, skip_rewrites=True)
+    return env["candidates"], env["class_scores"]
+
+
 def run_in_model_batches(run: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]], name: str, x: np.ndarray,
                          other: dict[str, np.ndarray], facts: ModelFacts) -> dict[str, np.ndarray]:
     """The plain model on `x` fed to input `name`, in batches of its static batch size when `x` has another (the

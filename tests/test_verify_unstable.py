@@ -205,9 +205,11 @@ def test_measured_floor_is_twice_the_backends_difference_within_rounding_only():
     assert kept["heatmaps"] == wanted["heatmaps"] and "more than rounding" in notes[0]
     assert measured_floor(wanted, {"*": (1e-4, 1e-4)}, unpatched) == (wanted, [])
     assert measured_floor(wanted, {}, {"onnxruntime": unpatched["onnxruntime"]}) == (wanted, [])
-    tie, note = measured_tie(Comparison("float", rtol=1e-4, atol=1e-4), {"a": maps, "b": near}, "heatmaps", {})
+    tie, note = measured_tie(Comparison("float", rtol=1e-4, atol=1e-4), {"a": maps, "b": near}, "heatmaps", {},
+                             "heatmaps")
     assert tie.atol == pytest.approx(2 * noise) and note.startswith("near ties on heatmaps")
-    assert measured_tie(wanted["heatmaps"], {"a": maps, "b": near}, "heatmaps", {"heatmaps": (1, 1)})[0].atol == 1e-4
+    given = measured_tie(wanted["heatmaps"], {"a": maps, "b": near}, "heatmaps", {"heatmaps": (1, 1)}, "heatmaps")
+    assert given[0].atol == 1e-4
 
 
 def rounded_resize_recipe(path, rounds: bool):

@@ -157,18 +157,30 @@ def decoded_output(recipe: Recipe, output: np.ndarray, facts: ModelFacts,
     return _output_env(recipe, rewriting[-1] + 1, output, facts, extras)["output"]
 
 
-def nms_candidates(recipe: Recipe, output: np.ndarray, facts: ModelFacts,
-                   extras: dict[str, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray] | None:
-    """What a detector's nms reads, from `output` as the decoding steps read it (`decoded_output`): candidate boxes
-    [N, A, 4] and class scores [N, C, A]; None without an nms. A detection's near ties are judged on them, not on
-    the whole head: its boxes are pixels, and their rounding (1e33 in a head of boxes at 1e37, round 31) made every
-    detection a near tie."""
+def decision_inputs(recipe: Recipe, output: np.ndarray, facts: ModelFacts,
+                    extras: dict[str, np.ndarray] | None = None) -> dict[str, dict[str, np.ndarray]]:
+    """Per graph output of indices or detections, what the step that chose it read, by result key, from `output` as
+    the decoding steps read it (`decoded_output`): topk the values it ranks, nms its candidate boxes and then the
+    class scores it ranks (what a step ranks is the last it reads: `ranked`). Their near ties are judged on these:
+    a saturated softmax ties probabilities of 0 whose logits differ, and a head's boxes are pixels whose rounding
+    (1e33 at 1e37, round 31) made every detection a near tie."""
     steps = recipe.output.steps if recipe.output else ()
-    ranking = next((index for index, step in enumerate(steps) if "class_scores" in step.reads), None)
-    if ranking is None:
-        return None
-    env = _output_env(recipe, ranking, output, facts, extras, skip_rewrites=True)
-    return env["candidates"], env["class_scores"]
+    read: dict[int, dict[str, np.ndarray]] = {}  # by step: the nms's four outputs read once
+    found = {}
+    for key, name in recipe.output.output_names().items() if steps else ():
+        chose = next((index for index, step in enumerate(steps) if key in step.writes()), None)
+        if chose is None or steps[chose].writes()[key].kind not in ("indices", "detections"):
+            continue
+        if chose not in read:
+            env = _output_env(recipe, chose, output, facts, extras, skip_rewrites=True)
+            read[chose] = {value: env[value] for value in steps[chose].reads}
+        found[name] = read[chose]
+    return found
+
+
+def ranked(reads: dict[str, np.ndarray]) -> np.ndarray:
+    """The values a step of `decision_inputs` ranks: the last it reads."""
+    return list(reads.values())[-1]
 
 
 def run_in_model_batches(run: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]], name: str, x: np.ndarray,

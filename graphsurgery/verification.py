@@ -69,13 +69,14 @@ from graphsurgery.tolerances import (
 from graphsurgery.twins import (
     comparisons,
     crops_in_graph,
+    decision_inputs,
     decoded_output,
     extra_input_names,
     input_steps,
-    nms_candidates,
     other_inputs,
     output_extras,
     preprocess,
+    ranked,
     run_in_model_batches,
     unpatched_outputs,
 )
@@ -282,9 +283,10 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
     first_side = cross.get(backends[1], backends[0]) if len(backends) > 1 else backends[0]
     sides = {backend: first_side if backend == backends[0] else backend for backend in backends}
     wanted, floor_notes = measured_floor(wanted, tolerances, {b: unpatched[side] for b, side in sides.items()})
-    candidates = _nms_candidates(recipe, facts, decoded)  # a detector's near ties: on the class scores nms ranks
-    tied_on, tied = ("the class scores nms ranks", {b: candidates[side][1] for b, side in sides.items()}) \
-        if candidates else (facts.output_name, {b: raw[side] for b, side in sides.items()})
+    decided = {side: _decision_inputs(recipe, facts, parts) for side, parts in decoded.items()}
+    chosen = next(iter(decided[backends[0]]), None)  # near ties of indices and detections: on the values ranked
+    tied_on, tied = (f"the scores ranked for {chosen}", {b: ranked(decided[side][chosen]) for b, side in sides.items()}
+                     ) if chosen else (facts.output_name, {b: raw[side] for b, side in sides.items()})
     tie, tie_note = measured_tie(tie_tolerance(declared, wanted, tolerances, facts.output_name), tied, tied_on,
                                  tolerances, facts.output_name)
     report.notes += floor_notes + ([tie_note] if tie_note else [])
@@ -296,7 +298,7 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
     wobbles = Wobbles(recipe, facts, decoded, positions, tie)
     report.pairs = _pairs(backends, ran, unpatched, runs, lambda actual, expected, side, across: compare(
         actual, expected, raw[side], wanted, grids, tie,
-        wobbles.of(side, across or _maps_differ(actual, expected, wanted)), candidates.get(side)), cross)
+        wobbles.of(side, across or _maps_differ(actual, expected, wanted)), decided[side]), cross)
     if int8:
         report.pairs, note = int8_verification.int8_pairs(report.pairs[0], own_decode, runs["openvino"],
                                                            unpatched["openvino"], raw["openvino"], wanted, grids, tie)
@@ -420,14 +422,11 @@ def _run_unpatched(recipe: Recipe, facts: ModelFacts, backend: str, plain: Path,
     return concat(outputs), decoded
 
 
-def _nms_candidates(recipe: Recipe, facts: ModelFacts, decoded: dict[str, list]
-                    ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Per side, what a detector's nms read in the unpatched pipeline (`nms_candidates`); empty without an nms."""
-    found = {side: [nms_candidates(recipe, output, facts, extras) for output, extras in parts]
-             for side, parts in decoded.items()}
-    if any(part is None for parts in found.values() for part in parts):
-        return {}
-    return {side: tuple(np.concatenate(column) for column in zip(*parts)) for side, parts in found.items()}
+def _decision_inputs(recipe: Recipe, facts: ModelFacts, parts: list) -> dict[str, dict[str, np.ndarray]]:
+    """`decision_inputs` of one side's batches (`decoded`), joined."""
+    found = [decision_inputs(recipe, output, facts, extras) for output, extras in parts]
+    return {name: {key: np.concatenate([batch[name][key] for batch in found]) for key in reads}
+            for name, reads in found[0].items()}
 
 
 def _long_run_teller(pipelines: int, samples: Samples, batches: int) -> Callable[[int], None]:
@@ -466,9 +465,11 @@ def concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
 def compare(actual: dict[str, np.ndarray], expected: dict[str, np.ndarray], raw: np.ndarray,
             wanted: dict[str, Comparison], grids: dict[str, HeatmapGrid], tie: Comparison,
             wobbles: dict[str, Callable[[], np.ndarray | None]] | None = None,
-            candidates: tuple[np.ndarray, np.ndarray] | None = None) -> list[OutputResult]:
+            decided: dict[str, dict[str, np.ndarray]] | None = None) -> list[OutputResult]:
     """Each output the recipe declares, by its kind. Near ties are judged on `raw` (the reference side's model
-    output as the decoding steps read it), a detector's on `candidates` (what its nms read there)."""
+    output as the decoding steps read it), those of indices and detections on what their step read there
+    (`decided`, by output name: `twins.decision_inputs`)."""
+    decided = decided or {}
     results = []
     # detector outputs (one nms per recipe) are compared together, as sets, where the first of them is listed
     detections = {comparison.part: name for name, comparison in wanted.items() if comparison.kind == "detections"}
@@ -479,10 +480,14 @@ def compare(actual: dict[str, np.ndarray], expected: dict[str, np.ndarray], raw:
         if comparison.kind == "detections":
             if name == next(iter(detections.values())):
                 present = {part: other for part, other in detections.items() if other in actual}
-                results.append(compare_detections(present, actual, expected, comparison, tie, candidates))
+                reads = decided.get(name)
+                results.append(compare_detections(present, actual, expected, comparison, tie,
+                                                  reads and (reads["candidates"], reads["class_scores"])))
             continue
         reference = raw if comparison.kind == "indices" or name in grids else None
-        if comparison.kind == "indices" and comparison.ranks in expected:  # the values ranked, on the reference side
+        if comparison.kind == "indices" and name in decided:  # the values ranked, on the reference side
+            reference = ranked(decided[name])
+        elif comparison.kind == "indices" and comparison.ranks in expected:  # your pipeline's (verify_reference)
             reference = expected[comparison.ranks]
         results.append(compare_output(name, actual[name], expected[name], comparison, reference=reference,
                                       grid=grids.get(name), tie=tie, wobble=(wobbles or {}).get(name)))

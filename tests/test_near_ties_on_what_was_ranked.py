@@ -1,8 +1,8 @@
-"""Detections' near ties are judged on what the nms read (`twins.nms_candidates`), not on the whole head: a head
-whose boxes are huge had its near-tie tolerance measured on the boxes' rounding, so every detection became a near
-tie and a wrong patch passed. Boxes of zero area match by their corners; in an image whose candidates are not finite
-(NMS of NaN / inf is each runtime's own rule) differences are near ties, and a comparison of near ties only proves
-nothing."""
+"""Near ties of indices and detections are judged on what their step ranked (`twins.decision_inputs`), not on the
+model output: top-k over a saturated softmax ranks probabilities of 0 whose logits differ; a detection head's boxes
+are pixels, and its near-tie tolerance measured on their rounding made every detection a near tie, so a wrong patch
+passed. Boxes of zero area match by their corners; in an image whose candidates are not finite (NMS of NaN / inf is
+each runtime's own rule) differences are near ties, and a comparison of near ties only proves nothing."""
 
 from __future__ import annotations
 
@@ -16,8 +16,12 @@ from onnx import helper, numpy_helper
 from graphsurgery.api import apply
 from graphsurgery.compare import DetectionResult
 from graphsurgery.compare_detections import compare_detections
+from graphsurgery.model import ModelFacts
+from graphsurgery.recipe import parse_recipe
 from graphsurgery.steps.detect import DetectionComparison
-from graphsurgery.verification import verify
+from graphsurgery.tolerances import DEFAULT_TIE
+from graphsurgery.twins import comparisons, decision_inputs
+from graphsurgery.verification import compare, verify
 from test_detect import NAMES, detections
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -89,3 +93,41 @@ def test_a_wrong_patch_of_a_head_with_huge_boxes_fails(huge_boxes, tmp_path):
     assert not any("near ties on" in note and "e+" in note for note in report.notes), report.notes
     results = [r for pair in report.pairs for r in pair.results if isinstance(r, DetectionResult)]
     assert not any(r and r.near_ties for r in results[:1]), [r.summary() for r in results]
+
+
+TOPK = """
+version: 1
+name: top3
+output:
+  steps: [softmax: {}, topk: {k: 3}]
+"""
+
+
+def test_top_k_ties_are_judged_on_the_probabilities_it_ranked():
+    recipe = parse_recipe(TOPK, "top3.yaml")
+    facts = ModelFacts.of(classifier(), recipe)
+    logits = np.array([[200.0, 0.0, -300.0, 50.0]], np.float32)  # softmax: 1, then three probabilities of 0
+    probabilities = np.exp(logits.astype(np.float64) - logits.max())
+    probabilities /= probabilities.sum()
+    reads = decision_inputs(recipe, logits, facts)
+    assert list(reads) == ["indices"] and np.allclose(reads["indices"]["probabilities"], probabilities, atol=1e-30)
+    expected = {"indices": np.array([[0, 1, 2]]), "scores": np.array([[1.0, 0.0, 0.0]], np.float32)}
+    actual = {"indices": np.array([[0, 3, 1]]), "scores": expected["scores"]}  # a runtime's order of the zeros
+    wanted = comparisons(recipe, facts)
+    on_logits = indices(compare(actual, expected, logits, wanted, {}, DEFAULT_TIE))
+    assert not on_logits and on_logits.mismatches == 2  # 0 vs 50 and -300: no tie on the logits
+    ranked = indices(compare(actual, expected, logits, wanted, {}, DEFAULT_TIE, decided=reads))
+    assert ranked and ranked.near_ties == 2, ranked.summary()
+    wrong = {"indices": np.array([[3, 0, 1]]), "scores": expected["scores"]}  # another best class: 1 vs 0
+    assert not indices(compare(wrong, expected, logits, wanted, {}, DEFAULT_TIE, decided=reads))
+
+
+def indices(results: list) -> object:
+    return next(result for result in results if result.output == "indices")
+
+
+def classifier() -> onnx.ModelProto:
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["logits"])], "cls",
+                              [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, [1, 4])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])

@@ -74,6 +74,17 @@ def test_another_class_and_a_class_never_found(patched, tmp_path):
             assert got["person_boxes"].shape == (0, 4) and got["keypoints"].shape == (0, 17, 2)
 
 
+def test_a_check_on_images_where_the_detector_finds_nobody_fails(patched, tmp_path):
+    """Agreement on no person compares no keypoints: it PASSed (a head of 1e37 boxes found nobody, round 34)."""
+    args = ["chain", str(patched["detector"]), str(patched["pose"]), "-o", str(tmp_path / "c.onnx"), "--check",
+            str(IMAGES / "astronaut.jpg")]
+    nobody = CliRunner().invoke(cli, [*args, "--person-class", "79"])  # a class the stand-in never fires
+    assert nobody.exit_code == 1 and "found nobody (class 79)" in nobody.output, nobody.output
+    assert "PASS" not in nobody.output and (tmp_path / "c.onnx").exists()
+    people = CliRunner().invoke(cli, [*args, "--force"])
+    assert people.exit_code == 0 and "PASS" in people.output, people.output
+
+
 def test_refusals_name_the_fix_and_leave_the_inputs_alone(patched, tmp_path):
     digests = {name: hashlib.sha256(path.read_bytes()).hexdigest() for name, path in patched.items()}
     with pytest.raises(GraphsurgeryError, match="not a patched detector"):

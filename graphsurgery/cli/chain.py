@@ -24,8 +24,8 @@ CHAIN_TOLERANCE = 1e-4
               help="The detector's class index of a person (COCO: 0).")
 @click.option("--check", "check_images", type=existing_file,
               help="Images (a folder or files): compare the chained model with the two models run one after the "
-                   "other on each, on ONNX Runtime and OpenVINO; exit 1 if they differ (the chained model stays "
-                   "written, for a look at where).")
+                   "other on each, on ONNX Runtime and OpenVINO; exit 1 if they differ or the detector finds "
+                   "nobody (the chained model stays written, for a look at where).")
 @force_option
 def chain_command(detector: Path, pose: Path, output: Path, person_class: int, check_images: Path | None, force: bool):
     """Chain DETECTOR (patched with a detector recipe: image → boxes, scores, classes, count) into POSE (patched
@@ -54,6 +54,11 @@ def chain_command(detector: Path, pose: Path, output: Path, person_class: int, c
     worst = max(max(row[key] for key in ("boxes", "scores", "keypoints", "keypoint_scores")) for row in rows)
     if worst > CHAIN_TOLERANCE:
         console.print(f"[bold red]FAIL[/]: the chained model differs by up to {worst:.3g}")
+        raise SystemExit(1)
+    if not any(row["people"] for row in rows):  # as verify's detections: agreement on nothing PASSed (round 34)
+        console.print(f"[bold red]FAIL[/]: the detector found nobody (class {person_class}) in the {len(images)} "
+                      "image(s), so no keypoints were compared and agreement proves nothing; check with images of "
+                      "people (--check)")
         raise SystemExit(1)
     console.print(f"[bold green]PASS[/]: the chained model gives the two models' answers ({len(images)} images, "
                   f"{sum(row['people'] for row in rows) // 2} people)")

@@ -195,3 +195,14 @@ def test_position_results_are_json():
     data = strict_json(result)
     assert data["passed"] is False and data["match_rate"] == 0.0 and data["details"][0]["expected"] == [1.0, 3.0]
     assert data["tie_atol"] == DEFAULT_TIE.atol
+
+
+def test_tolerances_that_let_an_output_of_zeros_pass_are_called_out():
+    """--tolerance '*=1e30,0' PASSed any patch with no word that the comparison could not fail (round 34)."""
+    reference = np.array([0.5, -2.0, 1.0], np.float32)
+    loose = compare_floats("y", np.zeros(3, np.float32), reference, atol=1e30, rtol=0.0)
+    assert loose and "output of zeros pass" in loose.summary() and loose.largest == 2.0
+    assert "output of zeros" in compare_floats("y", reference, reference, atol=0.0, rtol=1.0).summary()
+    usual = compare_floats("y", reference, reference, atol=1e-4, rtol=1e-4)
+    assert usual and "zeros" not in usual.summary()
+    assert "zeros" not in compare_floats("y", np.zeros(3), np.zeros(3), atol=1e-4, rtol=1e-4).summary()

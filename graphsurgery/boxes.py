@@ -30,10 +30,7 @@ def load_boxes(path: Path, images: dict[int, str] | None = None, min_score: floa
     path = Path(path)
     raw = read_small_file(path, MAX_BOXES_BYTES, "boxes file")
     try:
-        data = json.loads(raw.decode("utf-8-sig"), object_pairs_hook=_unique_keys)  # a BOM (Notepad, PowerShell)
-    except _DuplicateKey as exc:
-        raise GraphsurgeryError(f"the key {exc.args[0][:80]!r} appears twice in one object (JSON keeps the last: "
-                                "the first one's boxes would be lost)", path=path, fix="merge the two") from None
+        data = json_without_duplicates(raw, path, "boxes")
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise GraphsurgeryError(f"not a readable JSON file ({type(exc).__name__})", path=path,
                                 fix="give a JSON file of COCO-style boxes") from None
@@ -57,6 +54,18 @@ def load_boxes(path: Path, images: dict[int, str] | None = None, min_score: floa
         raise GraphsurgeryError(f"unexpected structure ({type(exc).__name__}: {exc})", path=path,
                                 fix="see `graphsurgery run --help` for the accepted box formats") from None
     raise GraphsurgeryError("unexpected JSON structure", path=path, fix="give {file_name: [[x, y, w, h], ...]}")
+
+
+def json_without_duplicates(raw: bytes, path: Path, what: str) -> object:
+    """The JSON in `raw` (UTF-8, a byte order mark allowed: Notepad, PowerShell), where a key given twice in one
+    object is a one-line error naming `what` would be lost (JSON keeps the last): boxes files, and COCO annotation
+    and detections files (two `annotations` lists in one file, a careless merge, scored the last one alone).
+    Other errors are the caller's to word (UnicodeDecodeError, ValueError, RecursionError)."""
+    try:
+        return json.loads(raw.decode("utf-8-sig"), object_pairs_hook=_unique_keys)
+    except _DuplicateKey as exc:
+        raise GraphsurgeryError(f"the key {exc.args[0][:80]!r} appears twice in one object (JSON keeps the last: "
+                                f"the first one's {what} would be lost)", path=path, fix="merge the two") from None
 
 
 class _DuplicateKey(ValueError):
@@ -128,7 +137,7 @@ def _group(pairs, path: Path) -> dict[str, list[Box]]:
     `sub/a.jpg`) are refused, not merged into one image's boxes."""
     grouped: dict[str, list[Box]] = {}
     spelt: dict[str, str] = {}
-    for name, box in pairs:
+    for count, (name, box) in enumerate(pairs):
         if spelt.setdefault(Path(name).name, name) != name:
             raise GraphsurgeryError(f"{quoted(spelt[Path(name).name])} and {quoted(name)} name the same image (boxes "
                                     "are matched to images by file name)", path=path,
@@ -138,7 +147,8 @@ def _group(pairs, path: Path) -> dict[str, list[Box]]:
         if not is_box(values):
             raise GraphsurgeryError(f"box {list(box)[:4]} for {quoted(name)} is not [x, y, w, h] of finite pixels with "
                                     f"w, h > 0 (the larger at least {MIN_SIZE:g} px)", path=path, fix="fix that box")
-        if sum(map(len, grouped.values())) >= MAX_BOXES:
+        if count >= MAX_BOXES:  # counted as they come: summed over the images for each box, 100,000 boxes of as
+            # many images took 5 × 10^9 additions (minutes, a hang to the user)
             raise GraphsurgeryError(f"more than {MAX_BOXES:,} boxes", path=path,
                                     fix="keep the person boxes (filter detections by score first)")
         grouped.setdefault(Path(name).name, []).append(values)

@@ -28,7 +28,15 @@ import numpy as np
 
 from graphsurgery import crops
 from graphsurgery.api import apply
-from graphsurgery.boxes import MAX_COORDINATE, MIN_SIZE, croppable, image_names, is_box, is_number
+from graphsurgery.boxes import (
+    MAX_COORDINATE,
+    MIN_SIZE,
+    croppable,
+    image_names,
+    is_box,
+    is_number,
+    json_without_duplicates,
+)
 from graphsurgery.cocoformat import KEYPOINT_NAMES, PERSON, keypoint_result
 from graphsurgery.crops import in_parts
 from graphsurgery.errors import GraphsurgeryError, check_callback, check_flags, quoted, whole
@@ -36,7 +44,7 @@ from graphsurgery.images import read_image
 from graphsurgery.longrun import FirstPart, say_long_run
 from graphsurgery.model import ModelFacts
 from graphsurgery.modelio import load_model, model_files, model_paths
-from graphsurgery.ownoutputs import carried_forward, earlier_outputs, refuse_replacing
+from graphsurgery.ownoutputs import earlier_outputs, refresh_record, refuse_replacing
 from graphsurgery.recipe import InputTensor, Recipe, as_recipe
 from graphsurgery.runners import BACKENDS, backend_list, check_backends, open_runner, open_stream
 from graphsurgery.safeio import (
@@ -234,11 +242,14 @@ def _results_kept(results_dir: Path | None, backends: Iterable[str], read: list
         refuse_replacing(results_dir, names, inputs, _earlier_results(results_dir),
                          "move that file away, or choose another folder for the results (results_dir, --results)")
 
+    def before_moving(produced: list[Path]) -> None:  # under the folder's lock: as it is now, with any other
+        refuse([path.name for path in produced])  # eval-coco's results placed while this one ran
+        refresh_record(produced, RESULTS_RECORD, "earlier_results", results_dir, _earlier_results(results_dir))
+
     refuse([path.name for path in results_files(results_dir, backends)])
     written: list[str] = []
     try:
-        with staged_folder(results_dir, ".graphsurgery-coco-",
-                           lambda produced: refuse([path.name for path in produced])) as stage:
+        with staged_folder(results_dir, ".graphsurgery-coco-", before_moving) as stage:
 
             def keep(name: str, results: list[dict]) -> str:
                 (stage / name).write_text(json.dumps(results))
@@ -248,8 +259,7 @@ def _results_kept(results_dir: Path | None, backends: Iterable[str], read: list
             yield keep
             (stage / RESULTS_RECORD).write_text(json.dumps({
                 "written_by": "graphsurgery eval-coco", "results": sorted(written),
-                "earlier_results": carried_forward(results_dir, _earlier_results(results_dir),
-                                                   [*written, RESULTS_RECORD])}))
+                "earlier_results": []}))  # `before_moving` lists them
     except OSError as exc:
         raise GraphsurgeryError(f"cannot write the COCO results ({exc.strerror or exc})", path=results_dir,
                                 fix=f"{folder_fix(exc)} for the results (results_dir, --results)") from None
@@ -309,7 +319,7 @@ def _load_coco(path: Path):
 
     raw = read_small_file(path, MAX_ANNOTATION_BYTES, "annotation file")
     try:
-        dataset = json.loads(raw.decode("utf-8-sig"))
+        dataset = json_without_duplicates(raw, path, "images or annotations")
         if not isinstance(dataset, dict):
             raise TypeError(f"a JSON {type(dataset).__name__}, not an object")
         _check_ground_truth(dataset, path)
@@ -338,7 +348,7 @@ def _check_ground_truth(dataset: dict, path: Path) -> None:
     for image in images:
         image_id = image.get("id") if isinstance(image, dict) else None
         if not whole(image_id):
-            refuse(f"image id {image_id!r} is not a whole number", "COCO image ids are integers")
+            refuse(f"image id {repr(image_id)[:40]} is not a whole number", "COCO image ids are integers")
         if not isinstance(image.get("file_name"), str):
             refuse(f"image {image_id} has file_name {image.get('file_name')!r}", "give each image its file name")
         for side in ("width", "height"):
@@ -349,9 +359,11 @@ def _check_ground_truth(dataset: dict, path: Path) -> None:
     with_keypoints = any(isinstance(a, dict) and a.get("keypoints") is not None for a in annotations)
     for ann in annotations:
         ann_id = ann.get("id") if isinstance(ann, dict) else None
-        if not whole(ann_id) or ann_id in seen:
-            refuse(f"annotation id {ann_id!r} is {'given twice' if ann_id in seen else 'not a whole number'} "
-                   "(pycocotools keeps one annotation per id)", "give each annotation its own whole-number id")
+        if not _annotation_id(ann_id) or ann_id in seen:
+            refuse(f"annotation id {repr(ann_id)[:40]} is "
+                   f"{'given twice' if ann_id in seen else 'not a whole number other than 0 (within ±2^53)'} "
+                   "(pycocotools keeps one annotation per id; COCOeval stores the ids it matches as floats, and 0 "
+                   "as no match)", "give each annotation its own whole-number id, from 1")
         seen.add(ann_id)
         if ann.get("category_id") != PERSON:
             continue
@@ -377,6 +389,14 @@ def _check_ground_truth(dataset: dict, path: Path) -> None:
                    "give the number of annotated joints (v > 0) as num_keypoints")
 
 
+def _annotation_id(value) -> bool:
+    """A whole number other than 0 that a float holds exactly: COCOeval keeps the ids of the annotations it matches
+    in float arrays, where 0 means "no match" (a person of id 0 counted every detection of it as a false positive:
+    AP 0.984 became 0.840 on both sides, in silence) and 10^400 ended the evaluation, after every pipeline had run,
+    in an OverflowError (an internal error)."""
+    return whole(value) and value != 0 and abs(value) <= 2**53
+
+
 def _ground_truth(gt, image_ids: list[int]) -> list[PersonBox]:
     """The authors' ground-truth boxes: non-crowd people with annotated keypoints, clipped to the image."""
     people = []
@@ -399,7 +419,9 @@ def _ground_truth(gt, image_ids: list[int]) -> list[PersonBox]:
 
 
 def _finite(value, where: str) -> float:
-    """A finite JSON number: not true (a box side or score of 1) nor "12" (float() took it)."""
+    """A finite JSON number: not true (a box side or score of 1) nor "12" (float() took it). numpy's numbers are
+    pycocotools' own (a box it computes from keypoint detections: [10, 10, 0, 0] of np.int64 was "10 in a bbox")."""
+    value = value.item() if isinstance(value, (np.integer, np.floating)) else value
     try:
         number = float(value) if is_number(value) else math.nan
     except OverflowError:  # an integer of 400 digits
@@ -414,11 +436,17 @@ def _detections(gt, path: Path, image_ids: list[int]) -> list[PersonBox]:
     raw = read_small_file(path, MAX_ANNOTATION_BYTES, "detections file")
     try:
         with contextlib.redirect_stdout(io.StringIO()):
-            detections = json.loads(raw.decode("utf-8-sig"))  # a byte order mark is allowed, as in boxes files
+            detections = json_without_duplicates(raw, path, "detection fields")
             if not isinstance(detections, list):  # a JSON string would be taken by loadRes as a file name to open
                 raise TypeError(f"a JSON {type(detections).__name__}, not a list")
+            for det in detections:
+                if not isinstance(det, dict) or not whole(det.get("image_id")):  # `true` and 1.0 were image 1
+                    raise TypeError("a detection's image_id is not a whole number")
+                if "bbox" not in det and "segmentation" in det:  # loadRes took the boxes from the masks, each
+                    # RLE decoded in pycocotools' C code (a size of -5: OverflowError, an internal error)
+                    raise KeyError("a detection with a segmentation but no bbox")
             dt = gt.loadRes(detections)
-    except (ValueError, KeyError, TypeError, IndexError, AssertionError, RecursionError) as exc:
+    except (ValueError, KeyError, TypeError, IndexError, AssertionError, RecursionError, OverflowError) as exc:
         raise GraphsurgeryError(
             f"not COCO detection results for these annotations ({type(exc).__name__})",
             path=path,
@@ -440,9 +468,9 @@ def _detections(gt, path: Path, image_ids: list[int]) -> list[PersonBox]:
 
 
 def _annotated_image(folder: Path, person: PersonBox, annotations: Path) -> np.ndarray:
-    """The decoded image `person` is in, of the size the annotations give it: a folder of resized copies (or an
-    image OpenCV turns by its EXIF orientation) put every box and keypoint in the wrong pixels, and both pipelines
-    agreed on the wrong AP."""
+    """The decoded image `person` is in, of the size the annotations give it: a folder of resized (or rotated)
+    copies put every box and keypoint in the wrong pixels, and both pipelines agreed on the wrong AP. An EXIF
+    orientation tag is not a rotation: the stored pixels are decoded (`read_image`)."""
     path = inside(folder, person.file_name, "the annotation's file_name", annotations)
     image = read_image(path)
     (width, height), (real_width, real_height) = person.image_size, image.shape[1::-1]

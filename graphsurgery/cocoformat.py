@@ -2,7 +2,8 @@
 
 A result's score is the HRNet authors' rescoring (`lib/core/function.py`, `validate`): the mean of the joint
 scores above `IN_VIS_THRE`, times the box's score (1 for ground-truth boxes, or boxes that carry no score). A NaN
-joint score (a heatmap holding NaN) is written as 0.
+joint score (a heatmap holding NaN) is written as 0, and a joint at a NaN or infinite place as 0, 0 with score 0:
+COCOeval matches a NaN keypoint perfectly (its OKS is NaN, and NaN < threshold is false), and JSON holds no NaN.
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ def keypoint_result(image_id: int, keypoints: np.ndarray, joint_scores: np.ndarr
     """One COCO keypoint result: [x, y, score] per joint (image pixels) and the person's score; `extra` fields
     (file name, box) are added as given."""
     scores = np.nan_to_num(np.asarray(joint_scores, np.float64).reshape(-1), nan=0.0)
-    triples = np.concatenate([np.asarray(keypoints, np.float64), scores[:, None]], axis=1)
+    keypoints = np.array(keypoints, np.float64)
+    lost = ~np.isfinite(keypoints).all(axis=1)  # a joint at NaN (a refinement dividing by a flat heatmap's zero
+    keypoints[lost], scores[lost] = 0.0, 0.0  # curvature): COCOeval matched it perfectly (AP 1.0 for NaN answers),
+    triples = np.concatenate([keypoints, scores[:, None]], axis=1)  # and JSON holds no NaN
     return {"image_id": image_id, "category_id": PERSON, "keypoints": [float(v) for v in triples.reshape(-1)],
             "score": person_score(scores, box_score), **extra}

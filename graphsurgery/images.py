@@ -21,6 +21,7 @@ from graphsurgery.safeio import open_regular
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 MAX_PIXELS = 100_000_000
+MAX_SIDE = 1_000_000  # libpng's default user limit (JPEG stops at 65,535)
 
 
 def list_images(paths: list[Path]) -> list[Path]:
@@ -105,10 +106,16 @@ def read_image(path: Path) -> np.ndarray:
         if width * height > MAX_PIXELS:
             raise GraphsurgeryError(f"image is {width}×{height}, more than {MAX_PIXELS:,} pixels", path=path,
                                     fix="downscale it first")
+        if max(width, height) > MAX_SIDE:  # libpng's own bound: a 1 × 100,000,000 PNG was "not a readable PNG"
+            raise GraphsurgeryError(f"image is {width}×{height}, more than {MAX_SIDE:,} px a side, which libpng "
+                                    "does not decode", path=path, fix="crop or downscale it first")
         # libjpeg's "Premature end of JPEG file", libpng's complaints: not ours to print
         with _native_stderr_silenced():
             try:
-                image = cv2.imread(_opencv_path(path, stream), cv2.IMREAD_COLOR)
+                # the stored pixels, as the authors' loader reads them: the header's size, and the frame COCO
+                # annotations and boxes files give. OpenCV turned an image by its EXIF orientation (JPEG and PNG),
+                # and eval-coco refused a COCO image as a "rotated copy" of itself (a square one was scored turned)
+                image = cv2.imread(_opencv_path(path, stream), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
             except cv2.error as exc:  # OPENCV_IO_MAX_IMAGE_PIXELS (or _WIDTH, _HEIGHT) set below the image's size
                 limit = re.search(r"CV_IO_MAX_IMAGE_\w+", str(exc))  # in the environment: an internal error
                 if limit is None:

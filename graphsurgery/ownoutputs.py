@@ -34,6 +34,22 @@ def carried_forward(outdir: Path, earlier: set[str], written: Iterable[str]) -> 
                   if (outdir / name).is_file() and not (outdir / name).is_symlink())
 
 
+def refresh_record(produced: Iterable[Path], record: str, key: str, outdir: Path, earlier: set[str],
+                   indent: int | None = None) -> None:
+    """Rewrite the staged record (the file named `record` among `produced`) so that its `key` lists the earlier
+    outputs still in `outdir` as the folder is when the files move (`carried_forward`; call it under
+    `safeio.placing`'s lock, from `staged_folder`'s `before_moving`). Computed before the lock, a command that
+    placed its files meanwhile (two runs into one folder at once) was missing from it: its files stayed,
+    listed nowhere, and the next run refused them as nobody's."""
+    produced = list(produced)
+    path = next((path for path in produced if path.name == record), None)
+    if path is None:  # no record staged: nothing to refresh
+        return
+    content = json.loads(path.read_text(encoding="utf-8"))
+    content[key] = carried_forward(outdir, earlier, [path.name for path in produced])
+    path.write_text(json.dumps(content, indent=indent), encoding="utf-8")
+
+
 def refuse_replacing(outdir: Path, names: Iterable[str], inputs: InputFiles, earlier: set[str], fix: str) -> None:
     """Refuse outputs (file names in `outdir`) that would land on one of the command's inputs, on a symlink, or on
     a file that is not among the `earlier` outputs."""

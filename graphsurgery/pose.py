@@ -31,7 +31,7 @@ from graphsurgery.images import list_images, read_image
 from graphsurgery.limits import write_fix
 from graphsurgery.longrun import say_long_run
 from graphsurgery.modelio import model_paths
-from graphsurgery.ownoutputs import carried_forward, earlier_outputs, refuse_replacing
+from graphsurgery.ownoutputs import carried_forward, earlier_outputs, refresh_record, refuse_replacing
 from graphsurgery.quantize import int8_agreement
 from graphsurgery.runners import ModelSignature, Port, Runner, model_signature, open_runner, precision_note
 from graphsurgery.safeio import (
@@ -395,10 +395,13 @@ def _staged(outdir: Path, inputs: Sequence[Path], planned: Sequence[str] = ()) -
     debug images are now images, was refused only after every image had run)."""
     read = InputFiles(inputs)
     _refuse_replacing(outdir, planned, read)
+
+    def before_moving(produced: list[Path]) -> None:  # under the folder's lock: as it is now, with another run's
+        _refuse_replacing(outdir, [path.name for path in produced], read)  # files placed while this one ran
+        refresh_record(produced, "run.json", "earlier_outputs", outdir, _earlier_outputs(outdir), indent=2)
+
     try:
-        with staged_folder(outdir, ".graphsurgery-run-",
-                           lambda produced: _refuse_replacing(outdir, [path.name for path in produced], read)
-                           ) as stage:
+        with staged_folder(outdir, ".graphsurgery-run-", before_moving) as stage:
             yield stage
     except OSError as exc:
         raise GraphsurgeryError(f"could not write the results ({exc.strerror or exc})", path=outdir,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import functools
 import glob
 import os
 import shutil
@@ -39,6 +40,9 @@ NAME_MAX, PATH_MAX = 255, 4096
 #: The file in a scratch folder that names the process that made it: a folder whose process is gone was left by
 #: a kill (SIGKILL, a power cut) and is removed by the next run that writes there.
 OWNER = ".graphsurgery-owner"
+#: Beside it, where that process ID means something: the kernel's boot and the PID namespace. A folder shared with
+#: a container (a bind mount) or another machine (NFS) holds scratch folders of processes this one cannot see.
+SCOPE = ".graphsurgery-scope"
 
 #: The start of the name of every scratch folder a command makes in the system's temporary folder ($TMPDIR).
 TEMPORARY_PREFIX = "graphsurgery-"
@@ -65,6 +69,9 @@ def scratch_folder(parent: Path, prefix: str, out: Path,
         held = None
     try:
         try:
+            scope = _scope()
+            if scope is not None:  # first: a folder is removable only once its owner marker is there
+                (staging / SCOPE).write_text(scope)
             (staging / OWNER).write_text(str(os.getpid()))
         except OSError as exc:  # a full disk: the error names no file, and the CLI took it for standard output's
             raise uncreatable(exc, out) from None
@@ -104,7 +111,7 @@ def staged_folder(outdir: Path, prefix: str,
         _remove_stale(beside, prefix)  # left by a run killed while `outdir` did not exist yet
     with scratch_folder(anchor, prefix, outdir) as stage:
         yield stage
-        produced = sorted(path for path in stage.iterdir() if path.name != OWNER)
+        produced = sorted(path for path in stage.iterdir() if path.name not in (OWNER, SCOPE))
         # all of the results, or (interrupted before this) none of them and no folder; decided under the lock of
         # the folder's parent, so that two runs into one new folder do not both take it for new, and what may be
         # replaced is judged on the folder as it is now (a file put there while this command worked is refused)
@@ -115,6 +122,7 @@ def staged_folder(outdir: Path, prefix: str,
                     # a new folder: the scratch folder becomes it in one rename, so even a kill (SIGKILL) leaves
                     # every result or none (moved one by one, a kill left half of them in a new folder)
                     (stage / OWNER).unlink()
+                    (stage / SCOPE).unlink(missing_ok=True)
                     os.chmod(stage, 0o777 & ~_umask())  # mkdtemp's 0700
                     outdir.parent.mkdir(parents=True, exist_ok=True)
                     os.rename(stage, outdir)
@@ -308,6 +316,8 @@ def _remove_stale(parent: Path, prefix: str) -> None:
     read by `owner` (a FIFO in a shared $TMPDIR, anyone's, blocked every command)."""
     pattern = "." if prefix.startswith(".") else prefix
     for folder in parent.glob(f"{glob.escape(pattern)}*"):  # `[` in an output's name is no pattern
+        if folder.is_symlink():  # no scratch folder is a link: one to a folder holding a dead process's marker had
+            continue  # that folder's files removed through it (`.x -> ~/project`, `$TMPDIR/graphsurgery-x -> …`)
         pid = owner(folder)
         if pid is None or _alive(pid):  # not ours, still being made, or its process runs
             continue
@@ -318,12 +328,28 @@ def _remove_stale(parent: Path, prefix: str) -> None:
 def owner(folder: str | bytes | os.PathLike) -> int | None:
     """The process ID a scratch folder's marker names, or None: no marker, or not a small regular file holding a
     process ID (a FIFO in its place blocked every command; a number past any process ID was os.kill's
-    OverflowError, an internal error; 0 and negatives name process groups)."""
+    OverflowError, an internal error; 0 and negatives name process groups). None too for a folder made under another
+    boot or PID namespace (`SCOPE`): its process ID names no process here, and a container sharing the folder
+    removed the host's live scratch folder as a dead process's."""
+    folder = Path(os.fsdecode(folder))
     try:
-        pid = int(read_small_file(Path(os.fsdecode(folder)) / OWNER, 64, "owner marker"))
+        pid = int(read_small_file(folder / OWNER, 64, "owner marker"))
+        if present(folder / SCOPE) and read_small_file(folder / SCOPE, 256, "scope marker").decode() != _scope():
+            return None
     except (OSError, ValueError, GraphsurgeryError):
         return None
     return pid if 0 < pid < 2**31 else None
+
+
+@functools.cache
+def _scope() -> str | None:
+    """Where this process's ID means something: the kernel's boot and the PID namespace; None where /proc does not
+    say (then folders that name a scope are left alone)."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        return f"{boot} pid:{os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:
+        return None
 
 
 def remove_scratch(folder: str | bytes | os.PathLike) -> None:
@@ -333,7 +359,8 @@ def remove_scratch(folder: str | bytes | os.PathLike) -> None:
     folder = os.fsdecode(folder)
     try:
         with os.scandir(folder) as entries:
-            payload = [(entry.path, entry.is_dir(follow_symlinks=False)) for entry in entries if entry.name != OWNER]
+            payload = [(entry.path, entry.is_dir(follow_symlinks=False)) for entry in entries
+                       if entry.name not in (OWNER, SCOPE)]
     except OSError:
         return
     for path, is_folder in payload:
@@ -342,8 +369,10 @@ def remove_scratch(folder: str | bytes | os.PathLike) -> None:
         except OSError:
             pass
     try:
-        if os.listdir(folder) == [OWNER]:
-            os.unlink(os.path.join(folder, OWNER))
+        if set(os.listdir(folder)) <= {OWNER, SCOPE}:  # where the process ID holds goes with it, just before
+            for marker in (SCOPE, OWNER):
+                with suppress(FileNotFoundError):
+                    os.unlink(os.path.join(folder, marker))
         os.rmdir(folder)
     except OSError:
         pass
@@ -412,7 +441,11 @@ def inside(folder: Path, name: str, what: str, source: Path | str) -> Path:
     if "\x00" in str(name):  # no file has such a name (a ValueError from the system calls: an internal error)
         raise GraphsurgeryError(f"{what} {quoted(name)} holds a NUL character, which no file name can", path=source,
                                 fix=f"give the file name of an image in {folder}")
-    path = (Path(folder) / name).resolve()
+    try:
+        path = (Path(folder) / name).resolve()
+    except (OSError, RuntimeError):  # a symlink loop (RuntimeError before Python 3.13): an internal error
+        raise GraphsurgeryError(f"{what} {quoted(name)} names no file (a symbolic link loop)", path=source,
+                                fix=f"give the file name of an image in {folder}") from None
     root = Path(folder).resolve()
     if not str(name) or Path(name).is_absolute() or root not in path.parents:
         raise GraphsurgeryError(f"{what} {quoted(name)} is outside {folder}", path=source,
@@ -477,6 +510,7 @@ def _given_path(value, role: str, names: str, fix: str, error: type[Graphsurgery
     if not isinstance(text, str):
         raise ArgumentError(f"{role}: {type(value).__name__}.__fspath__ returned {type(text).__name__}, not str",
                             fix="give a str or a pathlib.Path")
+    text = str.__str__(text)  # a plain str: a subclass's own __len__, __eq__ or __hash__ (raising) ran on every use
     blank = blank_path(text, names, reading)
     if blank:
         raise error(blank, fix=fix)

@@ -71,6 +71,15 @@ def cpu_time_limit(signum, frame):
 def main() -> None:
     global _command_line
     _command_line = True
+    handlers = {signal.SIGINT: signal.getsignal(signal.SIGINT), signal.SIGTERM: terminate}
+    main_thread = threading.current_thread() is threading.main_thread()
+    if main_thread:  # elsewhere signal.signal raised (a traceback): signals are the main thread's, unwatched.
+        # First of all: Ctrl-C while the modules below loaded was a KeyboardInterrupt's traceback, exit 1 (round 35)
+        if signal.getsignal(signal.SIGXCPU) is not signal.SIG_IGN:
+            signal.signal(signal.SIGXCPU, quit_now)
+        for number in handlers:
+            if signal.getsignal(number) is not signal.SIG_IGN:  # SIGINT ignored (a script's background job) stays so
+                signal.signal(number, quit_now)
     from graphsurgery.errors import GraphsurgeryError
     from graphsurgery.limits import ensure_processes, open_standard_streams
 
@@ -80,13 +89,7 @@ def main() -> None:
     except GraphsurgeryError as exc:
         say(f"error: {exc}")
         exit_now(exc.exit_code)
-    handlers = {signal.SIGINT: signal.getsignal(signal.SIGINT), signal.SIGTERM: terminate}
-    if threading.current_thread() is threading.main_thread():  # elsewhere signal.signal raised (a traceback):
-        if signal.getsignal(signal.SIGXCPU) is not signal.SIG_IGN:  # signals are the main thread's, unwatched
-            signal.signal(signal.SIGXCPU, quit_now)
-        for number in handlers:
-            if signal.getsignal(number) is not signal.SIG_IGN:  # SIGINT ignored (a script's background job) stays so
-                signal.signal(number, quit_now)
+    if main_thread:
         from graphsurgery.supervisor import supervise
 
         supervise(CPU_LIMIT_LINE)  # from here on, the child: a death by signal in native code is a line from the parent
@@ -208,7 +211,8 @@ def say(line: str) -> None:
         try:
             stream.write(text)
             stream.flush()
-        except (OSError, ValueError):  # closed or gone: the exit code says it
+        except (OSError, ValueError, AttributeError):  # closed or gone (None: closed at start, before
+            # `limits.open_standard_streams`, which a signal can precede): the exit code says it
             pass
 
 
@@ -220,7 +224,7 @@ def exit_now(code: int) -> None:
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
-        except (OSError, ValueError):
+        except (OSError, ValueError, AttributeError):
             pass
     os._exit(code)
 

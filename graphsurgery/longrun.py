@@ -20,8 +20,15 @@ def long_run_note(seconds: float, work: str, measured: str, shorter: str = "") -
     LONG_RUN_SECONDS."""
     if not seconds > LONG_RUN_SECONDS:
         return None
-    took = f"{seconds / 60:,.0f} min" if seconds >= 60 else f"{seconds:.0f} s"
-    return f"note: {work}: about {took} ({measured})" + (f"; to shorten it: {shorter}" if shorter else "")
+    from graphsurgery.supervisor import announced  # (not at the top: the supervisor imports this module)
+
+    announced()  # the supervisor's own note would only repeat it
+    return f"note: {work}: about {duration(seconds)} ({measured})" + (f"; to shorten it: {shorter}" if shorter else "")
+
+
+def duration(seconds: float) -> str:
+    """"5 min", or "40 s" under a minute."""
+    return f"{seconds / 60:,.0f} min" if seconds >= 60 else f"{seconds:.0f} s"
 
 
 def say_long_run(seconds: float, work: str, measured: str, shorter: str = "") -> None:

@@ -12,8 +12,10 @@ trip count comes from the input ran for ever, and no check before the step can t
 The parent forwards Ctrl-C and SIGTERM sent to it alone (`kill PID`, a test harness); a terminal's Ctrl-C reaches
 both processes, so it is not sent twice. Every other signal that ends a process by default (SIGHUP, SIGQUIT, the
 real-time signals: `PASSED_ON`) is passed on to the child at once, which ends in one line from here, 128 + its
-number. When the parent is killed, the child is killed too. Where a child
-cannot be made (`ulimit -u`), the command runs in this process as before.
+number; so is a crash signal another process sends (`kill -SEGV PID`: not a crash of the command's own). When the
+parent is killed, the child is killed too. A command that runs past a minute without saying how long it takes is
+said to be at work, now and then (the time limit bounds each step, not their sum). Where a child cannot be made
+(`ulimit -u`), the command runs in this process as before.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ import sys
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+
+from graphsurgery.longrun import LONG_RUN_SECONDS, duration
 
 #: the exit code for a command that died by a crash in native code: a bad input, like every other refusal
 CRASHED = 2
@@ -47,7 +51,11 @@ PASSED_ON = {signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2, sign
 #: passed on at once, as the child's own handlers end it in one line: SIGXCPU sent to the parent ran its handler
 #: (`launch.quit_now`, set before the fork), which said the CPU-limit line and left the child's scratch folder
 _AT_ONCE = PASSED_ON | {signal.SIGXCPU}
-_WATCHED = {signal.SIGINT, signal.SIGTERM, signal.SIGCHLD, *_AT_ONCE}
+#: a crash signal waited for here was sent by another process (`kill -SEGV PID`): one of the parent's own faults is
+#: never queued (the kernel kills a process whose fault signal is blocked). Unwatched, it killed the parent silently
+#: (exit -11) and the child with it, its scratch folder left (round 35); now the child ends by a stand-in that
+#: safeio holds back around its renames (`_stand_in`), and the parent says the signal sent, 128 + its number
+_WATCHED = {signal.SIGINT, signal.SIGTERM, signal.SIGCHLD, *_AT_ONCE, *_CRASHES}
 _PR_SET_PDEATHSIG = 1
 #: si_code of a signal sent by kill() or sigqueue() to this process (a terminal's Ctrl-C is SI_KERNEL, > 0)
 _SENT_BY_A_PROCESS = 0
@@ -69,6 +77,7 @@ _GRACE = 5.0
 _channel: int | None = None
 _serial = 0
 _ending = False
+_announced = False
 _doing: list[str] = []
 _scratch: list[str] = []
 
@@ -85,15 +94,27 @@ def supervise(cpu_limit_line: str) -> None:
     except (AttributeError, OSError):  # not Linux, or no descriptor left: the command goes on, unwatched
         return
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, _WATCHED)
+    # SIGCHLD ignored by the caller (inherited through exec: a daemon, a runner that sets it so) makes the kernel
+    # reap the child itself: wait4 found none, and the parent's last line was a traceback, exit 1, after the child's
+    # PASS (round 35). The parent waits with the default; the child keeps what it was given
+    unreaped = signal.getsignal(signal.SIGCHLD) is signal.SIG_IGN
+    if unreaped:
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     parent = os.getpid()
     try:
         child = os.fork()
     except OSError:  # `ulimit -u`: no process to spare
+        if unreaped:
+            signal.signal(signal.SIGCHLD, signal.SIG_IGN)
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         os.close(channel)
         return
     if child == 0:
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        if unreaped:
+            signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+        # unblocked, as the parent waits for them: a caller's blocked mask (inherited through exec from a thread
+        # that blocks signals) made SIGHUP sent to the command a no-op, and SIGTERM wait for the parent's grace
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask - _WATCHED)
         _channel = channel
         _die_with(parent)
         return
@@ -163,6 +184,16 @@ def last_line() -> None:
     _publish()
 
 
+def announced() -> None:
+    """The user is shown how long the command takes (a long-run note, a progress bar on a terminal): the parent's
+    note on a long run (`_long_run_line`) would only repeat it, or garble the bar."""
+    global _announced
+    if _channel is None or _announced:
+        return
+    _announced = True
+    _publish()
+
+
 def each(items: Iterable) -> Iterator:
     """`items`, each one the start of a new step of the current activity (`again`)."""
     for item in items:
@@ -188,10 +219,11 @@ def scratch(folder: os.PathLike) -> Iterator[None]:
 
 def _publish() -> None:
     """Write the state whole at the start of the shared file: a line with the activity's serial number (a new one
-    for each activity, even of the same text), whether the last line is said (`last_line`) and the text, then one
-    scratch folder a line. Paths are written as bytes (surrogateescape) so that any name the file system allows
-    comes back unchanged."""
-    activity = os.fsencode(f"{_serial}\t{int(_ending)}\t{_doing[-1] if _doing else ''}").replace(b"\n", b" ")
+    for each activity, even of the same text), whether the last line is said (`last_line`), whether the run's length
+    is shown (`announced`) and the text, then one scratch folder a line. Paths are written as bytes (surrogateescape)
+    so that any name the file system allows comes back unchanged."""
+    activity = os.fsencode(f"{_serial}\t{int(_ending)}\t{int(_announced)}\t{_doing[-1] if _doing else ''}"
+                           ).replace(b"\n", b" ")
     state = b"\n".join([activity, *map(os.fsencode, _scratch)])
     try:
         os.pwrite(_channel, state, 0)
@@ -223,12 +255,21 @@ def _watch(child: int, channel: int, cpu_limit_line: str, time_limit: int) -> No
     asked: tuple[int, float] | None = None  # the first Ctrl-C or SIGTERM, and when it came
     # ignored by the user (`nohup`, a script's background job): the child ignores them too; blocked, they still come
     ignored = {number for number in _WATCHED if signal.getsignal(number) is signal.SIG_IGN}
+    sent: tuple[int, int] | None = None  # a crash signal another process sent, and its sender
+    stand_in = _stand_in(ignored)
+    running, note_at = 0.0, LONG_RUN_SECONDS  # the child's running time, and when the next long-run note is due
     while True:
         info = signal.sigtimedwait(_WATCHED, _WAKE)  # wakes each second to time the activity
         if info is not None and info.si_signo not in _WATCHED:  # CPython's answer when a stop (Ctrl-Z) interrupted
             info = None  # the wait past its timeout: an unfilled siginfo, and os.kill(child, garbage) a traceback
         if info is not None and info.si_signo != signal.SIGCHLD:
             if info.si_signo in ignored:
+                continue
+            if info.si_signo in _CRASHES:
+                if sent is None:  # a stopped child ends once continued, or after the grace
+                    sent = info.si_signo, info.si_pid if info.si_code <= _SENT_BY_A_PROCESS else 0
+                    asked = asked or (info.si_signo, time.monotonic())
+                    os.kill(child, stand_in)
                 continue
             if info.si_signo not in _AT_ONCE:  # those kill the child at once, even in native code
                 asked = asked or (info.si_signo, time.monotonic())
@@ -239,7 +280,7 @@ def _watch(child: int, channel: int, cpu_limit_line: str, time_limit: int) -> No
         pid, status, usage = os.wait4(child, os.WNOHANG)
         if pid:
             break
-        now, (serial, activity, _, said) = time.monotonic(), _last_state(channel)
+        now, (serial, activity, _, said, shown) = time.monotonic(), _last_state(channel)
         # stuck in native code: the signal would wait for it to return. A child that says its last line is left
         # one more grace to exit (round 32: one that had said "interrupted" just as the grace ran out, still
         # exiting — a large address space is freed before the process is gone — heard the line said again)
@@ -247,12 +288,16 @@ def _watch(child: int, channel: int, cpu_limit_line: str, time_limit: int) -> No
             _kill(child, channel)
             if said:
                 os._exit(128 + asked[0])
-            _say_and_exit(asked[0], "", [], cpu_limit_line, child)
+            _say_and_exit(asked[0], "", [], cpu_limit_line, child, sent)
         # a gap longer than two wakes is time this process spent stopped (Ctrl-Z stops both): not counted (capped at
         # two wakes, the step was stopped at once after a long pause, or within a second of resuming)
-        gap = now - last if now - last <= 2 * _WAKE else 0.0
-        spent = spent + gap * (not _stopped(child)) if serial == watched else 0.0
-        watched, last = serial, now
+        gap = (now - last if now - last <= 2 * _WAKE else 0.0) * (not _stopped(child))
+        spent = spent + gap if serial == watched else 0.0
+        watched, last, running = serial, now, running + gap
+        # steps each under the limit add up: say the run is long
+        if running > note_at and not (said or shown) and _takes_a_line_now():
+            _say(_long_run_line(running, activity, time_limit))
+            note_at *= 2
         # LOADING is published to say an exit from C while the libraries load, not as a step to time: its length is
         # the disk's and the machine's (a cold cache, a busy machine), not the model's; timed, a slow import was
         # stopped as "the model is too slow for this step" (round 28, under GRAPHSURGERY_TIME_LIMIT=2)
@@ -264,7 +309,7 @@ def _watch(child: int, channel: int, cpu_limit_line: str, time_limit: int) -> No
                  f"{TIME_LIMIT_VARIABLE}=<seconds> (0: no limit)")
             os._exit(CRASHED)
     code = os.waitstatus_to_exitcode(status)
-    _, activity, folders, _ = _last_state(channel)
+    _, activity, folders, _, _ = _last_state(channel)
     if code == _LOADER_GAVE_UP or activity == LOADING and code >= 0 and code not in _SAID_WHILE_LOADING:
         _remove(folders, child)  # a library's or the loader's own line ("cannot allocate memory for thread-local
         where = f" while {activity}" if activity else ""  # data: ABORT") said neither what nor why
@@ -274,7 +319,42 @@ def _watch(child: int, channel: int, cpu_limit_line: str, time_limit: int) -> No
     if code >= 0:
         os._exit(code)
     number = signal.SIGXCPU if -code == signal.SIGKILL and _out_of_cpu_time(usage) else -code
-    _say_and_exit(number, activity, folders, cpu_limit_line, child)
+    if sent and number in (sent[0], stand_in):  # by the stand-in, or by the same signal sent to the process group
+        number = sent[0]
+    else:
+        sent = None
+    _say_and_exit(number, activity, folders, cpu_limit_line, child, sent)
+
+
+def _long_run_line(running: float, activity: str, time_limit: int) -> str:
+    """The parent's note on a command that has run for over a minute with no word on its length: the time limit
+    bounds each step, not the command: `verify --random 1` on a model of 11–24 s a call ran its 4 pipelines for a
+    minute, `run` on 8 images in a log for 90 s, without a line, and with 199 boxes (under the 200 crops it times)
+    it would run for over half an hour (round 35)."""
+    now = f", now while {activity}" if activity else ""
+    limit = (f"each step is stopped after {time_limit} s ({TIME_LIMIT_VARIABLE}), but many steps add up"
+             if time_limit else f"no step has a time limit ({TIME_LIMIT_VARIABLE}=0)")
+    return (f"note: still at work after {duration(running)}{now} — not stuck: {limit}; Ctrl-C stops the "
+            f"command")
+
+
+def _takes_a_line_now() -> bool:
+    """Whether standard error takes a short line without waiting (a pipe has room for PIPE_BUF bytes): blocked on
+    a full pipe whose reader stopped reading, the parent, its signals blocked, would be deaf to SIGTERM."""
+    import select
+
+    try:
+        return bool(select.select([], [2], [], 0)[1])
+    except (OSError, ValueError):
+        return False
+
+
+def _stand_in(ignored: set[int]) -> int:
+    """The signal that ends the child for a crash signal sent to the parent: one the child dies by at once and
+    safeio holds back while it puts an output in place (SIGSEGV itself would split its renames, and its own death
+    would read as a crash in native code); not one the user ignores (`nohup`)."""
+    return next((number for number in (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM)
+                 if number not in ignored), signal.SIGKILL)
 
 
 def _out_of_cpu_time(usage) -> bool:
@@ -295,17 +375,16 @@ def _kill(child: int, channel: int) -> None:
     _remove(_last_state(channel)[2], child)
 
 
-def _last_state(channel: int) -> tuple[str, str, list[bytes], bool]:
-    """The child's activity (its serial number and text), scratch folders and whether it says its last line, as it
-    last published them."""
+def _last_state(channel: int) -> tuple[str, str, list[bytes], bool, bool]:
+    """The child's activity (its serial number and text), scratch folders, whether it says its last line and whether
+    it showed the run's length (`announced`), as it last published them."""
     try:
         state = os.pread(channel, os.fstat(channel).st_size, 0)
     except OSError:
-        return "", "", [], False
+        return "", "", [], False, False
     activity, *folders = state.split(b"\n")
-    serial, _, rest = activity.decode("utf-8", "backslashreplace").partition("\t")
-    ending, _, text = rest.partition("\t")
-    return serial, text, [folder for folder in folders if folder], ending == "1"
+    serial, ending, shown, text = (activity.decode("utf-8", "backslashreplace").split("\t", 3) + ["", "", ""])[:4]
+    return serial, text, [folder for folder in folders if folder], ending == "1", shown == "1"
 
 
 def _stopped(pid: int) -> bool:
@@ -322,8 +401,10 @@ def process_state(pid: int) -> bytes | None:
         return None
 
 
-def _say_and_exit(number: int, activity: str, folders: list[bytes], cpu_limit_line: str, child: int) -> None:
-    """The child died by signal `number`: remove its scratch folders, say why in one line, exit."""
+def _say_and_exit(number: int, activity: str, folders: list[bytes], cpu_limit_line: str, child: int,
+                  sent: tuple[int, int] | None = None) -> None:
+    """The child died by signal `number` (`sent`: a crash signal that another process sent to the command, and its
+    sender, 0 if unknown): remove its scratch folders, say why in one line, exit."""
     _remove(folders, child)
     if number in (signal.SIGINT, signal.SIGTERM):  # before its handlers were set (Python's first milliseconds)
         _say("interrupted" if number == signal.SIGINT else "terminated")
@@ -333,6 +414,10 @@ def _say_and_exit(number: int, activity: str, folders: list[bytes], cpu_limit_li
         os._exit(2)
     name = f"{signal_name(number)}, {signal.strsignal(number) or 'a signal'}"
     where = f" while {activity}" if activity else ""
+    if sent:
+        sender = f"process {sent[1]}" if sent[1] else "another process"
+        _say(f"error: the command was ended by {name}, sent by {sender} (not a crash of its own){where}")
+        os._exit(128 + number)
     if number in _CRASHES:
         _say(f"error: the command crashed in native code ({name}){where} — fix: " + _memory_fix(
              "the model, or an input, holds values this code cannot take (see SECURITY.md, \"Kernels that die on "

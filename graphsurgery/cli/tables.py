@@ -9,6 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from graphsurgery.errors import printable  # noqa: F401  (the CLI's name for it)
+from graphsurgery.supervisor import announced
 
 
 def shown(value, style: str = "") -> Text:
@@ -21,6 +22,8 @@ def progress_bar(wanted: bool = True) -> Progress:
     """The commands' progress bar: on standard error, gone when done, and drawn only on a terminal (elsewhere rich
     wrote an empty line to standard error as it stopped, into logs and scripts that expect it empty)."""
     console = Console(stderr=True)
+    if wanted and console.is_terminal:  # the bar shows the time left: the supervisor's long-run note would garble it
+        announced()
     return Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
                     TimeRemainingColumn(), console=console, transient=True,
                     disable=not (wanted and console.is_terminal))

@@ -206,3 +206,15 @@ def test_tolerances_that_let_an_output_of_zeros_pass_are_called_out():
     usual = compare_floats("y", reference, reference, atol=1e-4, rtol=1e-4)
     assert usual and "zeros" not in usual.summary()
     assert "zeros" not in compare_floats("y", np.zeros(3), np.zeros(3), atol=1e-4, rtol=1e-4).summary()
+
+
+def test_coordinates_far_out_are_allowed_their_float32_steps_and_exact_ones_none():
+    """At y = −54,612 px one float32 step is 0.0039 px, twice the top-down recipe's 2e-3: a right patch FAILed on a
+    65,535 × 1 image (round 34). x shares y's affine map, so it gets the steps of the larger of the two."""
+    expected = np.array([[-8191.875, -54612.0]], np.float32)
+    actual = np.array([[-8191.87109375, -54611.99609375]], np.float32)
+    assert compare_positions("keypoints", actual, expected, Comparison("coordinates", atol=2e-3))
+    moved = np.array([[-8191.875, -54611.9]], np.float32)  # 25 steps: a patch, not rounding
+    assert not compare_positions("keypoints", moved, expected, Comparison("coordinates", atol=2e-3))
+    near = np.array([[1.0, 2.0]], np.float32)
+    assert not compare_positions("keypoints", np.nextafter(near, 3, dtype=np.float32), near, EXACT)

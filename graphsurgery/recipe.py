@@ -254,7 +254,7 @@ def as_recipe(recipe: str | Path | Recipe) -> Recipe:
     name of a file (an error line as long as the recipe, or an OSError when a line passed 255 bytes); a dict or
     None as a path (a TypeError from pathlib)."""
     if isinstance(recipe, Recipe):
-        return recipe
+        return revalidated(recipe)
     if isinstance(recipe, bytes) or not isinstance(recipe, (str, os.PathLike)):
         raise ArgumentError(f"a recipe is a Recipe or the path of a recipe file, not {type(recipe).__name__} (recipe "
                             "text: graphsurgery.recipe.parse_recipe(text) makes a Recipe of it)")
@@ -262,6 +262,38 @@ def as_recipe(recipe: str | Path | Recipe) -> Recipe:
         raise RecipeError("recipe text was given where the path of a recipe file goes",
                           fix="save it to a .yaml file and give its path, or pass parse_recipe(text)")
     return load_recipe(recipe)
+
+
+def revalidated(recipe: Recipe) -> Recipe:
+    """The recipe validated again, from what was set in it: a Recipe is checked once, when it is made, and
+    `model_copy(update=…)`, `model_construct` or a change to its `names` dict made one with a std of 0 or NaN, a
+    version 7, an output name holding escape sequences or steps that are numbers, which apply wrote into a model
+    (round 34). Fields left to their defaults stay unset (a default set explicitly may conflict with another)."""
+    def step(value):
+        if not isinstance(value, Step):
+            raise ArgumentError(f"a recipe step is a step object, not {type(value).__name__} {quoted(value)}")
+        return type(value).model_validate(value.model_dump(exclude_unset=True))
+
+    def section(part):
+        if part is None or not isinstance(part, (InputSection, OutputSection)):
+            return part  # None, or what validation refuses below
+        steps = part.steps if isinstance(part.steps, (tuple, list)) else [part.steps]
+        return {**part.model_dump(exclude_unset=True, exclude={"steps"}), "steps": tuple(map(step, steps))}
+
+    try:
+        data = {name: getattr(recipe, name) for name in recipe.model_fields_set}
+        data.update({name: section(getattr(recipe, name, None)) for name in ("input", "output")
+                     if name in recipe.model_fields_set})
+        checked = Recipe.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise RecipeError(f"the recipe object is no longer valid: {where + ': ' if where else ''}"
+                          f"{first['msg'].removeprefix('Value error, ')}", path=recipe.source,
+                          fix="build recipes with parse_recipe or load_recipe, and change them only by making a new "
+                              "one") from None
+    checked._sha256, checked._source = recipe._sha256, recipe._source
+    return checked
 
 
 def parse_recipe(raw: bytes | str, source: str = "<string>") -> Recipe:

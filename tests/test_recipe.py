@@ -146,3 +146,27 @@ def test_a_parameter_given_to_a_step_without_parameters_says_so():
         parse_recipe("version: 1\nname: x\ninput:\n  steps:\n    - reverse_channels: {axis: 1}\n")
     assert "unknown key 'axis'" in str(info.value) and "takes no parameters" in info.value.fix
     assert "allowed keys" not in info.value.fix
+
+
+def test_a_recipe_object_changed_after_validation_is_validated_again(tiny_pose_models, tmp_path):
+    """model_copy(update=…), model_construct and the mutable `names` dict made recipes apply wrote into models: a
+    std of 0, a version 7, an output name with escape sequences, steps that are numbers (round 34)."""
+    from graphsurgery.api import apply
+    from graphsurgery.errors import GraphsurgeryError
+    from graphsurgery.recipe import Recipe
+
+    recipe = load_recipe(RECIPES / "hrnet_coco_pose.yaml")
+    steps = list(recipe.input.steps)
+    steps[-1] = steps[-1].model_copy(update={"std": (0.0, 0.0, 0.0)})
+    no_std = recipe.model_copy(update={"input": recipe.input.model_copy(update={"steps": tuple(steps)})})
+    renamed = load_recipe(RECIPES / "hrnet_coco_pose.yaml")
+    renamed.output.names["keypoints"] = "kp\x1b]0;title\x07"
+    numbers = recipe.model_copy(update={"input": recipe.input.model_copy(update={"steps": (1, 2)})})
+    for changed, says in ((no_std, "std must not contain zero"), (renamed, "output.names.keypoints"),
+                          (Recipe.model_construct(**{**dict(recipe), "version": 7}), "version"),
+                          (numbers, "not int 1")):
+        with pytest.raises(GraphsurgeryError, match="no longer valid|a recipe step is") as caught:
+            apply(changed, tiny_pose_models[(17, False)], tmp_path / "out.onnx")
+        assert says in str(caught.value) and not (tmp_path / "out.onnx").exists()
+    kept = apply(recipe, tiny_pose_models[(17, False)], tmp_path / "kept.onnx")  # an untouched one still applies
+    assert kept.output.exists()

@@ -36,6 +36,7 @@ from graphsurgery.folding import check_folding
 from graphsurgery.limits import write_fix
 from graphsurgery.model import all_nodes
 from graphsurgery.safeio import (
+    check_output_folder,
     input_path,
     open_regular,
     place,
@@ -567,10 +568,7 @@ def check_output_path(out: Path, inputs: list[Path], force: bool) -> None:
     else:
         data = data_file(out)
         refuse_overwriting(data, inputs)
-    if out.parent.exists() and not out.parent.is_dir():  # was "create plain.onnx first", which exists as a file
-        raise GraphsurgeryError(f"{out.parent} is a file, not a folder", path=out, fix="choose an output in a folder")
-    if not out.parent.is_dir():
-        raise GraphsurgeryError("the output folder does not exist", path=out, fix=f"create {out.parent} first")
+    check_output_folder(out)
     if out.is_dir():
         raise GraphsurgeryError("the output is a directory", path=out, fix="give a file name with -o")
     if (out.exists() or out.is_symlink()) and not force:  # a dangling or looping symlink is there all the same

@@ -30,7 +30,7 @@ from typing import BinaryIO
 
 from graphsurgery import supervisor
 from graphsurgery.errors import ArgumentError, GraphsurgeryError, printable, quoted
-from graphsurgery.limits import write_fix
+from graphsurgery.limits import file_size_fix, file_size_limit, write_fix
 
 #: What a path given by the user can make any file call raise: a name too long, a symlink loop.
 PATH_ERRORS = (errno.ENAMETOOLONG, errno.ELOOP)
@@ -145,6 +145,9 @@ def temporary_folder(purpose: str) -> Iterator[Path]:
     try:
         parent = Path(tempfile.gettempdir())
     except OSError:  # none of $TMPDIR, /tmp, /var/tmp, /usr/tmp and the current folder takes files
+        if file_size_limit() == 0:  # `ulimit -f 0`: no folder takes a byte, and TMPDIR was blamed (round 35)
+            raise GraphsurgeryError("no file can be written: the process's file size limit is 0 bytes (ulimit -f)",
+                                    fix=file_size_fix()) from None
         raise GraphsurgeryError("no writable temporary folder: $TMPDIR, /tmp, /var/tmp and the current folder all "
                                 "refuse new files", fix="set TMPDIR to a writable folder") from None
     try:  # the models made there go to onnx and OpenVINO: TMPDIR=/tmp/$'\xff' failed verify and bench telling the
@@ -168,7 +171,8 @@ def scratch_named(folder: Path, name: str) -> Iterator[None]:
     """Errors about a file in the scratch `folder` (verify's patched model) name `name` instead: the line named
     `/tmp/graphsurgery-verify-…/patched.onnx`, a file the user never gave and that is gone when they read it."""
     try:
-        yield
+        with supervisor.shown_as(folder, name):
+            yield
     except GraphsurgeryError as exc:
         if exc.path is None or not Path(exc.path).is_relative_to(folder):
             raise
@@ -606,8 +610,18 @@ def check_report_path(out: Path, inputs: Iterable[Path | str | None] | InputFile
     exit 2, after the timing or the runs)."""
     out = Path(out)
     _refuse_as_report(out, inputs)
+    check_output_folder(out)
+
+
+def check_output_folder(out: Path) -> None:
+    """The folder the output `out` goes in is there and is a folder: not a file (the fix was "create plain.onnx
+    first", of a file that exists), not missing, not a symbolic link to nowhere (a loop was "create loopa first",
+    round 35)."""
     if out.parent.exists() and not out.parent.is_dir():
         raise GraphsurgeryError(f"{out.parent} is a file, not a folder", path=out, fix="choose an output in a folder")
+    if out.parent.is_symlink() and not out.parent.exists():
+        raise GraphsurgeryError(f"the output folder {out.parent} is a symbolic link to nothing (a loop, or its "
+                                "target is gone)", path=out, fix="point the link at a folder, or choose another output")
     if not out.parent.is_dir():
         raise GraphsurgeryError("the output folder does not exist", path=out, fix=f"create {out.parent} first")
 

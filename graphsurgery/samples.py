@@ -68,7 +68,7 @@ def random_samples(n: int, image_input: Port, sizes: Sequence[tuple[int, int]], 
     One size: crops at the model's size. Several: images for a recipe that resizes them."""
     from graphsurgery.crops import box_to_center_scale
 
-    _check_count(n, max(math.prod(_sample_shape(image_input, size, layout)) for size in sizes))
+    _check_count(n, max(math.prod(_sample_shape(image_input, size, layout)) for size in sizes), image_input)
     rng = np.random.default_rng(seed)
     size_of = [sizes[(index // batch) % len(sizes)] for index in range(n)]
     members = {size: [i for i, s in enumerate(size_of) if s == size] for size in dict.fromkeys(size_of)}
@@ -104,7 +104,8 @@ def random_caller_samples(n: int, image_input: Port, recipe: Recipe, facts: Mode
 def random_box_samples(n: int, image_input: Port, layout: str, seed: int = 0) -> Samples:
     """`n` random images (sizes from `RESIZE_SIZES`, in turn), each with 1–4 random person boxes for a recipe that
     crops them in the graph: boxes inside the image, partly outside it, and tiny ones, in turn."""
-    _check_count(n, max(math.prod(_sample_shape(image_input, size, layout)) for size in RESIZE_SIZES))
+    _check_count(n, max(math.prod(_sample_shape(image_input, size, layout)) for size in RESIZE_SIZES),
+                 image_input)
     rng = np.random.default_rng(seed)
     groups, boxes_made = [], 0
     for index in range(n):
@@ -255,9 +256,14 @@ def _most_samples(values_per_sample: int) -> int:
     return max(1, min(MAX_RANDOM, MAX_RANDOM_BYTES // (8 * values_per_sample)))
 
 
-def _check_count(n: int, values_per_sample: int) -> None:
+def _check_count(n: int, values_per_sample: int, image_input: Port) -> None:
     """1 ≤ n ≤ `_most_samples`: random samples are drawn at once."""
     check_random(n)
+    if 8 * values_per_sample > MAX_RANDOM_BYTES:  # even one: a static input of 3 × 100,000 × 100,000 was made
+        raise GraphsurgeryError(f"one sample of the model's input {image_input.name!r} "
+                                f"{list(image_input.shape)} holds {values_per_sample:,} values, more than "
+                                f"verify makes at once ({MAX_RANDOM_BYTES >> 20} MiB at 8 bytes a value)",
+                                fix="export the model with a smaller input size")
     most = _most_samples(values_per_sample)
     if not 1 <= n <= most:
         raise GraphsurgeryError(f"{n} random samples: give between 1 and {most:,}" + (

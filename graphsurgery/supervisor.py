@@ -21,6 +21,7 @@ said to be at work, now and then (the time limit bounds each step, not their sum
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sys
 import time
@@ -79,6 +80,7 @@ _serial = 0
 _ending = False
 _announced = False
 _doing: list[str] = []
+_aliases: list[tuple[str, str]] = []  # (scratch folder, the name its files go by: `shown_as`)
 _scratch: list[str] = []
 
 
@@ -153,7 +155,7 @@ def doing(activity: str) -> Iterator[None]:
         yield
         return
     global _serial
-    _doing.append(activity)
+    _doing.append(shown(activity))
     _serial += 1
     _publish()
     try:
@@ -162,6 +164,25 @@ def doing(activity: str) -> Iterator[None]:
         _doing.pop()
         _serial += 1
         _publish()
+
+
+@contextmanager
+def shown_as(folder: os.PathLike | str, name: str) -> Iterator[None]:
+    """Activities naming a file in the scratch `folder` name `name` instead (`safeio.scratch_named`): the parent's
+    line on verify's patched model, too slow to compile, named /tmp/graphsurgery-verify-…/patched.onnx, a file the
+    user never gave and that is gone when they read it (round 34)."""
+    _aliases.append((os.fspath(folder), name))
+    try:
+        yield
+    finally:
+        _aliases.pop()
+
+
+def shown(activity: str) -> str:
+    """`activity` with the paths of files in scratch folders replaced by the names they go by (`shown_as`)."""
+    for folder, name in _aliases:
+        activity = re.sub(re.escape(folder) + r"/\S*", lambda _, name=name: name, activity)
+    return activity
 
 
 def again() -> None:

@@ -180,3 +180,33 @@ def test_an_op_openvino_cannot_convert_is_named_when_it_compiles(tmp_path):
     with pytest.raises(GraphsurgeryError) as caught:
         compile_openvino(path)
     assert "Det node 'determinant'" in str(caught.value) and "--backends onnxruntime" in str(caught.value)
+
+
+def test_a_file_size_limit_of_zero_is_named_not_the_temporary_folder(tiny_pose_models, tmp_path):
+    """`ulimit -f 0`: no temporary folder takes a byte, and verify said "no writable temporary folder … set TMPDIR"."""
+    import resource
+
+    from conftest import RECIPES
+
+    def no_files():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (0, resource.RLIM_INFINITY))
+
+    result = subprocess.run([sys.executable, "-m", "graphsurgery", "verify", str(RECIPES / "hrnet_coco_pose.yaml"),
+                             str(tiny_pose_models[(17, False)]), "--random", "1"], capture_output=True, text=True,
+                            preexec_fn=no_files, timeout=120, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "file size limit is 0 bytes (ulimit -f)" in result.stderr and "TMPDIR" not in result.stderr
+
+
+def test_an_output_folder_that_is_a_link_to_nothing_is_named_so(tiny_pose_models, tmp_path):
+    """`-o loop/x.onnx` with `loop -> loop` said "the output folder does not exist — create loop first"."""
+    from graphsurgery.api import apply
+    from graphsurgery.errors import GraphsurgeryError
+
+    from conftest import RECIPES
+
+    (tmp_path / "loop").symlink_to("loop")
+    (tmp_path / "gone").symlink_to(tmp_path / "removed")
+    for folder in ("loop", "gone"):
+        with pytest.raises(GraphsurgeryError, match="is a symbolic link to nothing"):
+            apply(RECIPES / "hrnet_coco_pose.yaml", tiny_pose_models[(17, False)], tmp_path / folder / "x.onnx")

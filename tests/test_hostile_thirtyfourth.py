@@ -356,3 +356,35 @@ def test_a_str_subclass_path_is_read_as_plain_text(plain, tmp_path):
     assert apply(CROP, Unmeasurable(plain), Unmeasurable(tmp_path / "m.onnx")).output == tmp_path / "m.onnx"
     with pytest.raises(GraphsurgeryError, match="no such model file"):
         inspect_model(Unmeasurable(tmp_path / "missing.onnx"))
+
+
+def test_the_parents_line_names_verifys_patched_model_as_the_user_knows_it(tmp_path):
+    """A patched model too slow to compile was "OpenVINO was compiling /tmp/graphsurgery-verify-…/patched.onnx for
+    more than 30 s": a file the user never gave, gone when the line is read. The activity the parent prints names
+    the model and recipe instead, as verify's errors do (`safeio.scratch_named`)."""
+    from graphsurgery import supervisor
+
+    scratch = tmp_path / "graphsurgery-verify-x1"
+    with safeio.scratch_named(scratch, "model.onnx (patched by pose.yaml)"):
+        line = supervisor.shown(f"OpenVINO was compiling {scratch / 'patched.onnx'}")
+    assert line == "OpenVINO was compiling model.onnx (patched by pose.yaml)"
+    assert supervisor.shown(f"OpenVINO was compiling {scratch / 'patched.onnx'}").endswith("patched.onnx")
+
+
+def test_a_model_whose_one_sample_is_too_large_to_make_is_refused_before_making_it(tmp_path):
+    """A static input of 3 × 100,000 × 100,000 was allowed one random sample (the count's bound is at least 1):
+    30 billion values made at once, then out of memory (under `ulimit -v`) or the kernel's OOM killer."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from graphsurgery.verification import verify
+
+    dims = [1, 3, 100_000, 100_000]
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, dims)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, dims)])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "giant.onnx")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("version: 1\nname: r\ninput:\n  tensor: {dtype: uint8}\n  steps:\n    - cast: {}\n")
+    with pytest.raises(GraphsurgeryError, match="one sample of the model's input 'x'.*30,000,000,000 values"):
+        verify(recipe, tmp_path / "giant.onnx", random=1, backends=("onnxruntime",))

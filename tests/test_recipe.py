@@ -170,3 +170,11 @@ def test_a_recipe_object_changed_after_validation_is_validated_again(tiny_pose_m
         assert says in str(caught.value) and not (tmp_path / "out.onnx").exists()
     kept = apply(recipe, tiny_pose_models[(17, False)], tmp_path / "kept.onnx")  # an untouched one still applies
     assert kept.output.exists()
+
+
+def test_an_integer_too_long_to_read_is_refused_at_its_line():
+    """An integer of 5,000 digits (past Python's 4,300-digit bound on int(str)) was refused without a line."""
+    text = (RECIPES / "hrnet_coco_pose.yaml").read_text()
+    line = next(number for number, content in enumerate(text.splitlines(), 1) if "std:" in content)
+    with pytest.raises(RecipeError, match=f"line {line}: a number of 5,000 characters cannot be read"):
+        parse_recipe(text.replace("0.225]", "9" * 5000 + "]"), "big.yaml")

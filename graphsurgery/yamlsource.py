@@ -41,7 +41,7 @@ def _construct_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
 
 class _Unreadable(ValueError):
     def __init__(self, line: int, digits: int):
-        super().__init__(f"line {line}: a number of {digits:,} characters cannot be read")
+        super().__init__(f"line {line}: a value of {digits:,} characters cannot be read as a number")
         self.line = line
 
 

@@ -176,5 +176,5 @@ def test_an_integer_too_long_to_read_is_refused_at_its_line():
     """An integer of 5,000 digits (past Python's 4,300-digit bound on int(str)) was refused without a line."""
     text = (RECIPES / "hrnet_coco_pose.yaml").read_text()
     line = next(number for number, content in enumerate(text.splitlines(), 1) if "std:" in content)
-    with pytest.raises(RecipeError, match=f"line {line}: a number of 5,000 characters cannot be read"):
+    with pytest.raises(RecipeError, match=f"line {line}: a value of 5,000 characters cannot be read as a number"):
         parse_recipe(text.replace("0.225]", "9" * 5000 + "]"), "big.yaml")

@@ -137,6 +137,9 @@ def verify_command(recipe: Path, plain: Path, patched: Path | None, images: Path
         console.print(f"[bold green]PASS[/]: the patched model agrees with the unpatched pipeline on "
                       f"{', '.join(report.backends)} ({report.samples} {report.unit})", highlight=False)
         return
+    if report.problem:
+        console.print(Text.assemble(("FAIL", "bold red"), shown(f": {report.problem}")))
+        raise SystemExit(PARITY_FAILURE)
     failed = [r for pair in report.pairs for r in pair.results if not r]
     total = sum(len(pair.results) for pair in report.pairs)
     names = ", ".join(dict.fromkeys(r.output for r in failed))

@@ -22,7 +22,7 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from graphsurgery.api import apply  # noqa: E402
-from graphsurgery.benchmark import Settings, run_bench  # noqa: E402
+from graphsurgery.benchmark import Settings, checked_settings, run_bench  # noqa: E402
 from graphsurgery.compare import PositionResult  # noqa: E402
 from graphsurgery.irconvert import convert  # noqa: E402
 from graphsurgery.pose import run_pose  # noqa: E402
@@ -48,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _demo(variant: str, out: str, iterations: int, console: Console) -> int:
+    # checked before the work: `--iterations 0` was refused at step 5/5, after minutes of export and conversion
+    timing_settings = checked_settings(Settings(iterations=iterations, warmup=2, threads=2))
     stem = f"hrnet_{variant}"
     out = claim(out, "make demo", [f"{stem}{end}" for end in (".onnx", ".patched.onnx", ".patched.onnx.data",
                                                                ".patched.xml", ".patched.bin")] + ["run"])
@@ -68,7 +70,7 @@ def _demo(variant: str, out: str, iterations: int, console: Console) -> int:
     console.print(f"[bold]5/5 parity[/] against the plain model + numpy processing, and latency ({iterations} rounds)")
     onnx_report = verify(RECIPE, plain, patched=patched, images=IMAGES, backends=("onnxruntime", "openvino"))
     ir_report = verify(RECIPE, plain, patched=xml, images=IMAGES, backends=("openvino",))
-    timing = run_bench(RECIPE, plain, Settings(iterations=iterations, warmup=2, threads=2))
+    timing = run_bench(RECIPE, plain, timing_settings)
 
     parity = {pair.name: pair for pair in onnx_report.pairs}
     parity["ir"] = ir_report.pairs[0]

@@ -14,11 +14,19 @@ visibility 2, num_keypoints, and the COCO person category with its skeleton.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
-import numpy as np
+if __package__ in (None, ""):  # run as a script: make `examples` importable from the repository root
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if __name__ == "__main__":  # Ctrl-C or SIGTERM while numpy and onnx load: one line, not a traceback
+    from examples.entry import guard
 
-from graphsurgery.cocoformat import KEYPOINT_NAMES, SKELETON
+    guard()
+
+import numpy as np  # noqa: E402
+
+from graphsurgery.cocoformat import KEYPOINT_NAMES, SKELETON  # noqa: E402
 
 #: A standing person facing the camera, (x, y) in units of the person's height (x from the body's axis; the
 #: person's left is the image's right).
@@ -155,19 +163,44 @@ def joint_detector(path: str | Path, *, opset: int = 17, input_hw: tuple[int, in
     return Path(path)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`python examples/synthetic_coco.py FOLDER`: the set in FOLDER/images, the model as FOLDER/joint_detector.onnx."""
-    import argparse
+#: `--images` at most: ~0.4 MB a PNG (10^8 ran for hours without a word and filled the disk)
+MAX_IMAGES = 10_000
 
-    parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("folder", type=Path)
-    parser.add_argument("--images", type=int, default=8, help="number of images (default 8)")
+
+def main(argv: list[str] | None = None) -> int:
+    """`python examples/synthetic_coco.py FOLDER`: the set in FOLDER/images, the model as FOLDER/joint_detector.onnx.
+    The examples' command-line contract (`examples.entry`): `--images 0` or `-3` wrote an empty set ("-3 images"),
+    `--seed -1` and a FOLDER that is a file were tracebacks, `--opset 99` a model every command refuses, and a
+    folder of the user's (`examples/images`) got the set written into it."""
+    from examples.entry import Parser, run
+
+    parser = Parser(description=(main.__doc__ or "").split("\n")[0])
+    parser.add_argument("folder")
+    parser.add_argument("--images", type=int, default=8, help=f"number of images, 1 to {MAX_IMAGES:,} (default 8)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--opset", type=int, default=17, help="opset of the model (default 17)")
     args = parser.parse_args(argv)
-    annotations = write_coco_set(args.folder / "images", args.images, args.seed)
-    model = joint_detector(args.folder / "joint_detector.onnx", opset=args.opset)
-    print(f"wrote {annotations} ({args.images} images beside it) and {model}")
+    return run(lambda: _write(args.folder, args.images, args.seed, args.opset))
+
+
+def _write(folder: str, images: int, seed: int, opset: int) -> int:
+    """Checked before anything is written, in a folder that is new or the script's own (`outfolder.claim`)."""
+    from graphsurgery.errors import GraphsurgeryError
+    from graphsurgery.samples import check_seed
+
+    from examples.onnx_export import OPSETS
+    from examples.outfolder import claim
+
+    if not 1 <= images <= MAX_IMAGES:
+        raise GraphsurgeryError(f"--images {images} is not a number of images from 1 to {MAX_IMAGES:,}",
+                                fix="give e.g. --images 8")
+    if opset not in OPSETS:
+        raise GraphsurgeryError(f"opset {opset} is not supported", fix=f"use an opset from {OPSETS[0]} to {OPSETS[-1]}")
+    check_seed(seed)
+    out = claim(folder, "synthetic_coco.py", ["images", "joint_detector.onnx"])
+    annotations = write_coco_set(out / "images", images, seed)
+    model = joint_detector(out / "joint_detector.onnx", opset=opset)
+    print(f"wrote {annotations} ({images} images beside it) and {model}")
     return 0
 
 

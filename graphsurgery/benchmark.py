@@ -173,9 +173,10 @@ class BenchResult:
         return {key: value for key, value in asdict(self).items() if value is not None}
 
 
-def _checked(settings: Settings) -> Settings:
+def checked_settings(settings: Settings) -> Settings:
     """`settings` held to the CLI's options, its counts as ints: from the Python API, iterations="3" and 2.5 were
-    TypeErrors from deep inside, 10**12 ran for ever, a dict an AttributeError, numpy's int64 went into the JSON."""
+    TypeErrors from deep inside, 10**12 ran for ever, a dict an AttributeError, numpy's int64 went into the JSON.
+    Public for `make demo`, which checks its --iterations before minutes of export and conversion (round 36)."""
     if not isinstance(settings, Settings):
         raise ArgumentError(f"settings is a graphsurgery.benchmark.Settings, not {type(settings).__name__}")
     check_flags(throughput=settings.throughput, upgrade_opset=settings.upgrade_opset)
@@ -197,7 +198,7 @@ def run_bench(recipe: str | Path, model: str | Path, settings: Settings = Settin
     """Patch `model` with `recipe` into a temporary folder, then time every pipeline, interleaved. `progress(done,
     total)` is called after each round (warm-up included): with a model of a second a call, the default 55 rounds
     ran for minutes without a word (`graphsurgery bench` shows the rounds and the time left)."""
-    settings = _checked(settings)
+    settings = checked_settings(settings)
     check_callback("progress", progress, "done, total")
     model = input_path(model, "model file")
     recipe = as_recipe(recipe)
@@ -214,7 +215,9 @@ def run_bench(recipe: str | Path, model: str | Path, settings: Settings = Settin
         patched = Path(folder) / f"{model.stem}.patched.onnx"
         plan = apply(recipe, model, patched, upgrade_opset=settings.upgrade_opset).plan
         workload = _workload(recipe, model, plan, settings.batch)
-        int8 = _int8_ir(patched, Path(folder) / "int8.xml", settings.int8) if settings.int8 is not None else None
+        timed_shape = {workload.patched_input: workload.crop.shape}
+        int8 = (_int8_ir(patched, Path(folder) / "int8.xml", settings.int8, timed_shape)
+                if settings.int8 is not None else None)
         with _pipelines(workload, model, patched, settings, threads, network, int8 and int8["ir"]) as pipelines:
             measure = _measure_throughput if settings.throughput else _measure_latency
             rows = measure(pipelines, settings, progress)
@@ -257,11 +260,13 @@ def _bf16_price(patched: Path, workload: Workload) -> dict:
         return {"samples": samples.description, "vs_f32": price(compiled, samples)}
 
 
-def _int8_ir(patched: Path, xml: Path, samples: int) -> dict:
-    """The patched model as an int8 IR (`quantize.convert_int8`) on `samples` random caller inputs, with its price."""
+def _int8_ir(patched: Path, xml: Path, samples: int, timed_shape: dict) -> dict:
+    """The patched model as an int8 IR (`quantize.convert_int8`) on `samples` random caller inputs, with its price;
+    the inputs at the size bench times (`timed_shape`), for a detector of any image size (it was refused with a fix,
+    `--input-shape`, that bench has not)."""
     from graphsurgery.quantize import calibration_set, convert_int8
 
-    facts = convert_int8(patched, xml, calibration_set(patched, random=samples)).int8
+    facts = convert_int8(patched, xml, calibration_set(patched, random=samples, input_shapes=timed_shape)).int8
     return {"ir": xml, "calibration": facts.calibration,
             "price": {"quantizers": facts.quantized_activations, **facts.vs_f32}}
 

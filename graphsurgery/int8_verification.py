@@ -15,7 +15,14 @@ import numpy as np
 from graphsurgery.compare import HeatmapGrid, missing_output
 from graphsurgery.errors import GraphsurgeryError
 from graphsurgery.model import ModelFacts
-from graphsurgery.quantize import VERIFY_CALIBRATION, calibration_set, convert_int8, is_int8, within_one_cell
+from graphsurgery.quantize import (
+    VERIFY_CALIBRATION,
+    calibration_set,
+    convert_int8,
+    is_int8,
+    sound_joints,
+    within_one_cell,
+)
 from graphsurgery.recipe import Recipe
 from graphsurgery.samples import Samples, chunks
 from graphsurgery.steps.base import Comparison
@@ -76,10 +83,17 @@ def int8_pairs(f32_pair: PairReport, own_decode, patched: dict[str, np.ndarray],
     shares = []
     for name, c in wanted.items():
         if c.kind == "coordinates" and name in patched and name in grids:
+            sound = sound_joints(unpatched[name], unpatched.get("scores"))  # joints f32 found on finite maps
+            both = sound & np.isfinite(patched[name]).all(axis=-1)
+            if not both.any():  # "100.0 % within one cell" of the (0, 0) NaN maps decode to; nanmean's warning
+                shares.append(f"{name}: no finite f32 joint to measure agreement on")
+                continue
             cells = np.abs(np.asarray(patched[name], np.float64) - unpatched[name]) / np.maximum(
                 np.abs(grids[name].scale), 1e-12)
-            shares.append(f"{name}: {100 * np.mean(within_one_cell(cells, 0.0, 1.0)):.1f} % within "
+            shares.append(f"{name}: {100 * np.mean(within_one_cell(cells[sound], 0.0, 1.0)):.1f} % within "
                           f"one heatmap cell of f32's, mean distance "
-                          f"{np.nanmean(np.linalg.norm(patched[name] - unpatched[name], axis=-1)):.3g}")
+                          f"{np.mean(np.linalg.norm(patched[name][both] - unpatched[name][both], axis=-1)):.3g}"
+                          + (f" ({np.mean(~sound):.1%} of f32's joints not finite, left out)" if not sound.all()
+                             else ""))
     note = "int8 against f32: " + ("; ".join(shares) if shares else "no keypoint output to measure agreement on")
     return [f32_pair, own], note

@@ -105,6 +105,11 @@ class Int8Facts:
         n = control.max_reverts
         why = f"not within {n} round{'s' if n > 1 else ''} of reverting (--max-reverts)" if n else (
             "NNCF tried every layer")
+        if not self.ap and within is None:  # NaN maps: NNCF's validation saw (0, 0) agree with (0, 0)
+            why = "no finite f32 joint on the calibration samples to measure it on (check the model's weights)"
+        if self.ap and self.ap[0] <= 0:  # any int8 model "drops" nothing from an AP of 0
+            why = ("the f32 model scores no AP on these people, so no drop can be measured (untrained weights, or "
+                   "annotations of other images?)")
         flat = None if self.ap else too_flat(self.vs_f32)
         return (f"accuracy control: NOT met, {reached} ({asked}): {why}; {reverted}; the IR is written as it stands"
                 + (f"; {flat}" if flat else ""))
@@ -275,7 +280,7 @@ def convert_ir(model_path: str | Path, out_xml: str | Path, fp16: bool = False,
 
     metric = None
     if annotations is None:
-        samples = calibration_set(model_path, calibration, boxes, calibration_random)
+        samples = calibration_set(model_path, calibration, boxes, calibration_random, input_shapes=input_shapes)
     else:
         from graphsurgery.int8_coco import coco_calibration
 

@@ -51,6 +51,8 @@ PRECISION_KEY = ("graphsurgery", "precision")
 CALIBRATION_KEY = ("graphsurgery", "calibration")
 #: int8's agreement with f32 as `convert` measured it, one line: what `run` prints beside an int8 IR's results
 AGREEMENT_KEY = ("graphsurgery", "int8_vs_f32")
+#: the longest agreement line read back from an IR (convert writes ~120 characters, ~60 more per extra output)
+AGREEMENT_MOST = 2000
 #: what a patched model's caller feeds, as the calibration samples are made: OpenCV's images
 CALLER = InputTensor(dtype="uint8", layout="NHWC", color="BGR")
 
@@ -73,8 +75,9 @@ class Calibration:
 
 
 def calibration_set(model: Path, images: Path | None = None, boxes: Path | None = None, random: int | None = None,
-                    seed: int = 0) -> Calibration:
-    """The calibration samples for `model` (ONNX), from a folder of images (and person boxes) or `random` ones."""
+                    seed: int = 0, input_shapes=None) -> Calibration:
+    """The calibration samples for `model` (ONNX), from a folder of images (and person boxes) or `random` ones;
+    an image input of dynamic height and width (a detector's) at the size `input_shapes` (`--input-shape`) fixes."""
     from graphsurgery.samples import (
         box_image_samples,
         chunks,
@@ -97,7 +100,7 @@ def calibration_set(model: Path, images: Path | None = None, boxes: Path | None 
         samples = (random_box_samples(random, image, "NHWC", seed) if images is None
                    else box_image_samples(images, boxes, image, CALLER))
     else:
-        size = crop_size(image, model)
+        size = crop_size(image, model, (input_shapes or {}).get(image.name))
         extras = [name for name in ("center", "scale") if name in names]
         samples = (random_samples(random, image, [size], "NHWC", extras, size, seed=seed) if images is None
                    else image_samples(images, boxes, image, size, CALLER, extras))
@@ -105,12 +108,18 @@ def calibration_set(model: Path, images: Path | None = None, boxes: Path | None 
     return Calibration(feeds, samples.description)
 
 
-def crop_size(image: Port, model: Path) -> tuple[int, int]:
-    """(W, H) of the crops a model that does not crop in the graph takes: its image input's static size."""
+def crop_size(image: Port, model: Path, fixed=None) -> tuple[int, int]:
+    """(W, H) of the crops a model that does not crop in the graph takes: its image input's static size, or the
+    one `fixed` (`--input-shape` dims) gives a dynamic one (a detector of any image size could not be quantized:
+    the fix named a crop recipe, which detectors have none of)."""
     h, w = image.shape[1:3]
+    if fixed is not None and len(fixed) == len(image.shape):
+        h, w = (d if isinstance(d, int) else f for d, f in zip((h, w), fixed[1:3]))
     if not isinstance(h, int) or not isinstance(w, int):
-        raise GraphsurgeryError(f"the input {image.name!r} has no static crop size", path=model,
-                                fix="calibrate the model patched with a crop recipe (its uint8 crops)")
+        shown = ",".join(str(d) if isinstance(d, int) else "?" for d in image.shape)
+        raise GraphsurgeryError(f"the input {image.name!r} has no static size ([{shown}])", path=model,
+                                fix=f"fix it for int8 with --input-shape {image.name}=1,H,W,3 (the size the "
+                                    "model will be fed), or calibrate the model patched with a crop recipe")
     return w, h
 
 
@@ -292,25 +301,49 @@ def compile_pair(f32_model, int8_model) -> list:
 
 def price(compiled: list, calibration: Calibration) -> dict:
     """What int8 costs in agreement with f32, output by output, on the calibration samples: `compiled` is
-    `compile_pair`'s [f32, int8]."""
+    `compile_pair`'s [f32, int8]. Only values finite on both sides are measured (`not_finite`: the share left out);
+    an integer output (labels, ids passed through) by the share of equal values: a "mean abs diff" of class labels
+    measured the distance between class numbers."""
     names = [port.get_any_name() for port in compiled[0].outputs]
     answers: dict[str, list[list[np.ndarray]]] = {name: [[], []] for name in names}
     for feed in each(calibration.feeds):
         for side, model in enumerate(compiled):
             result = model(feed)
             for port in model.outputs:
-                answers[port.get_any_name()][side].append(np.asarray(result[port], np.float64))
+                answers[port.get_any_name()][side].append(np.asarray(result[port]))
+    joined = {name: (np.concatenate(exact), np.concatenate(fast)) for name, (exact, fast) in answers.items()}
     report = {}
-    for name, (exact, fast) in answers.items():
-        a, b = np.concatenate(exact), np.concatenate(fast)
+    for name, (a, b) in joined.items():
+        if a.dtype.kind in "biu":
+            report[name] = {"equal": float(np.mean(a == b))}
+            continue
+        a, b = a.astype(np.float64), b.astype(np.float64)
         if name == "keypoints" and a.shape[-1] == 2:
-            report[name] = {"mean_distance": float(np.mean(np.linalg.norm(a - b, axis=-1))),
-                            "within_one_cell": float(np.mean(within_one_cell(a, b))), "cell_pixels": CELL_PIXELS}
+            sound = sound_joints(a, joined["scores"][0] if "scores" in joined else None)
+            both = sound & np.isfinite(b).all(axis=-1)  # int8's NaN joints count as apart, not as near
+            report[name] = {
+                **({"mean_distance": float(np.mean(np.linalg.norm(a[both] - b[both], axis=-1)))} if both.any() else {}),
+                **({"within_one_cell": float(np.mean(within_one_cell(a[sound], b[sound])))} if sound.any() else {}),
+                "cell_pixels": CELL_PIXELS}
         else:
-            report[name] = {"mean_abs_diff": float(np.mean(np.abs(a - b)))}
+            sound = np.isfinite(a)
+            both = sound & np.isfinite(b)
+            report[name] = {"mean_abs_diff": float(np.mean(np.abs(a[both] - b[both])))} if both.any() else {}
             if a.ndim == 4 and "keypoints" in answers:  # heatmaps: how far their f32 peaks stand out
                 report[name].update(margin_statistics(peak_margins(a)))
+        if not both.all():
+            report[name]["not_finite"] = float(1 - np.mean(both))
     return report
+
+
+def sound_joints(keypoints: np.ndarray, scores: np.ndarray | None) -> np.ndarray:
+    """The f32 joints int8's agreement is measured on (`price`, `verify --precision int8`): finite, and found on
+    finite f32 scores where the model gives them per joint (NaN heatmaps decode to a finite (0, 0) on both sides:
+    "100 % within one cell" of nothing)."""
+    sound = np.isfinite(keypoints).all(axis=-1)
+    if scores is not None and np.size(scores) == sound.size:  # [N, K] or [N, K, 1]
+        sound &= np.isfinite(scores).reshape(sound.shape)
+    return sound
 
 
 def within_one_cell(a, b, cell: float = CELL_PIXELS) -> np.ndarray:
@@ -387,11 +420,17 @@ def convert_int8(model: Path, out_xml: Path, calibration: Calibration, input_sha
     def quantized_model(f32_model):
         quantized = quantize(f32_model.clone(), calibration, control)
         int8_model = quantized.model
+        quantizers = sum(op.get_type_name() == "FakeQuantize" for op in int8_model.get_ops())
+        if not quantizers and control is None:  # under control, a model all back in float is its summary's to say
+            # a network of pooling and shape ops: the f32 IR marked int8, "0 quantized activations" and a price of 0
+            raise GraphsurgeryError("NNCF found no layer to quantize in this model's network (no convolution, "
+                                    "MatMul or other layer it quantizes outside the spliced nodes): its int8 IR would "
+                                    "be the f32 one marked int8", path=model,
+                                    fix="leave out --int8 (or --precision int8): int8 has nothing to speed up in it")
         compiled = compile_pair(f32_model, int8_model)
         vs_f32 = price(compiled, calibration)
         ap = control.metric.pair(compiled) if control and control.metric else None
-        facts.update(vs_f32=vs_f32, reverted=quantized.reverted, ap=ap,
-                     quantized_activations=sum(op.get_type_name() == "FakeQuantize" for op in int8_model.get_ops()),
+        facts.update(vs_f32=vs_f32, reverted=quantized.reverted, ap=ap, quantized_activations=quantizers,
                      speedup=speedup(compiled, calibration.feeds[0]),
                      drop_met=_drop_met(control, vs_f32.get("keypoints", {}).get("within_one_cell"), ap))
         int8_model.set_rt_info("int8", list(PRECISION_KEY))
@@ -400,6 +439,7 @@ def convert_int8(model: Path, out_xml: Path, calibration: Calibration, input_sha
         int8_model.set_rt_info(utf8_text(agreement_line(vs_f32, calibration.description)), list(AGREEMENT_KEY))
         return int8_model
 
+    _shapes_fit(model, input_shapes or {}, calibration)
     result = convert(model, out_xml, False, input_shapes, force=force, make_parents=make_parents,
                      transform=to_int8, weights="INT8")
     flat = None if control else too_flat(facts["vs_f32"])  # under control, its summary says so
@@ -407,14 +447,33 @@ def convert_int8(model: Path, out_xml: Path, calibration: Calibration, input_sha
                    notes=[*result.notes, *([f"int8 vs f32: {flat}"] if flat else [])])
 
 
+def _shapes_fit(model: Path, input_shapes, calibration: Calibration) -> None:
+    """`--input-shape` dims the calibration samples have: `input=2,256,192,3` beside samples fed one at a time
+    was OpenVINO's refusal of the first sample, blamed on the model ("re-export it"). A rank that differs is left to
+    the reshape's own refusal."""
+    for name, dims in input_shapes.items():
+        for feed in calibration.feeds:
+            shape = np.shape(feed[name]) if name in feed else None
+            if shape is not None and len(shape) == len(dims) and any(
+                    d is not None and d != s for d, s in zip(dims, shape)):
+                given = ",".join("?" if d is None else str(d) for d in dims)
+                raise GraphsurgeryError(
+                    f"--input-shape {name}={given} does not fit the int8 calibration samples, which feed {name!r} "
+                    f"as {list(shape)}", path=model,
+                    fix="keep those dims dynamic (?) with --int8 (NNCF feeds one sample at a time), or convert "
+                        "without --int8")
+
+
 def _drop_met(control: AccuracyControl | None, within: float | None, ap: tuple[float, float] | None
               ) -> bool | None:
-    """Whether the measured pair kept the drop asked: AP(f32) − AP(int8), or 1 − the share within one cell."""
+    """Whether the measured pair kept the drop asked: AP(f32) − AP(int8), or 1 − the share within one cell. No
+    share (no finite f32 joint: NaN maps decode to (0, 0) on both sides, which NNCF's validation took for
+    agreement) is not met: it was exit 0 beside "NOT met, unknown"."""
     if control is None:
         return None
-    if ap is not None:
-        return ap[0] - ap[1] <= control.max_drop + 1e-9
-    return None if within is None else within >= 1 - control.max_drop - 1e-9
+    if ap is not None:  # f32 scoring no AP (0, or pycocotools' -1): "met, drop 0.0000" of AP 0 against 0
+        return ap[0] > 0 and ap[0] - ap[1] <= control.max_drop + 1e-9
+    return within is not None and within >= 1 - control.max_drop - 1e-9
 
 
 def agreement_line(vs_f32: dict[str, dict[str, float]], samples: str) -> str:
@@ -422,18 +481,23 @@ def agreement_line(vs_f32: dict[str, dict[str, float]], samples: str) -> str:
     within one heatmap cell of f32, mean distance 42 px, on 30 random crops (seed 0)"."""
     keypoints = vs_f32.get("keypoints", {})
     if "within_one_cell" in keypoints:
-        measured = (f"keypoints {keypoints['within_one_cell']:.1%} within one heatmap cell of f32, mean distance "
-                    f"{keypoints['mean_distance']:.3g} px")
+        distance = (f"mean distance {keypoints['mean_distance']:.3g} px" if "mean_distance" in keypoints
+                    else "no int8 joint finite")  # int8's joints all NaN where f32's are sound
+        measured = f"keypoints {keypoints['within_one_cell']:.1%} within one heatmap cell of f32, {distance}"
     else:
-        measured = ", ".join(f"{name} mean abs diff from f32 {numbers['mean_abs_diff']:.3g}"
-                             for name, numbers in vs_f32.items() if "mean_abs_diff" in numbers)
+        measured = ", ".join(f"{name} mean abs diff from f32 {numbers['mean_abs_diff']:.3g}" if "mean_abs_diff"
+                             in numbers else f"{name} {numbers['equal']:.1%} equal to f32"
+                             for name, numbers in vs_f32.items() if "mean_abs_diff" in numbers or "equal" in numbers)
     return f"{measured or 'nothing measured'}, on {samples}"
 
 
 def int8_agreement(model: Path) -> str | None:
-    """The agreement line `convert --int8` stored in the IR (`agreement_line`); None for any other model."""
+    """The agreement line `convert --int8` stored in the IR (`agreement_line`); None for any other model. An IR is
+    anyone's file: a line of 100,000 characters in its rt_info was printed whole by `run` and kept in run.json."""
     precision, line = _ir_info(model, PRECISION_KEY, AGREEMENT_KEY)
-    return line if precision == "int8" else None
+    if precision != "int8" or line is None:
+        return None
+    return line if len(line) <= AGREEMENT_MOST else f"{line[:AGREEMENT_MOST]}… (cut: {len(line):,} characters)"
 
 
 def is_int8(model: Path) -> bool:

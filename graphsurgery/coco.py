@@ -114,11 +114,21 @@ class CocoReport:
     pipelines: list[PipelineResult] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.pipelines) and all(p.stats == self.pipelines[0].stats for p in self.pipelines)
+        return (self.problem is None and bool(self.pipelines)
+                and all(p.stats == self.pipelines[0].stats for p in self.pipelines))
+
+    @property
+    def problem(self) -> str | None:
+        """Why equal numbers prove nothing: the unpatched pipeline scores no AP or AR above 0, and any patch (a NaN
+        model, another network's int8 IR) scores the same 0s (round 36: "PARITY", exit 0)."""
+        if not self.pipelines or any(value > 0 for value in self.pipelines[0].stats):
+            return None
+        return (f"{self.pipelines[0].name} scores AP and AR 0 (or none): equal numbers prove nothing; evaluate a "
+                "model that finds the annotated keypoints (trained weights), on images with people")
 
     def to_dict(self) -> dict:
-        return {"parity": bool(self), "annotations": self.annotations, "images": self.images, "people": self.people,
-                "boxes": self.boxes, "pipelines": [p.to_dict() for p in self.pipelines]}
+        return {"parity": bool(self), "problem": self.problem, "annotations": self.annotations, "images": self.images,
+                "people": self.people, "boxes": self.boxes, "pipelines": [p.to_dict() for p in self.pipelines]}
 
 
 def evaluate_coco(recipe: str | Path | Recipe, plain_model: str | Path, annotations: str | Path,

@@ -43,3 +43,17 @@ def test_a_model_whose_answers_ignore_its_input_proves_nothing_about_the_input_s
                         backends=("onnxruntime",))
     assert not wrong_live and wrong_live.problem is None
     assert verify(right, live, random=4, backends=("onnxruntime",))  # and a right one passes
+
+
+def test_eval_coco_parity_of_zero_scores_proves_nothing():
+    """A NaN model, or another network's int8 IR, scored AP 0 as the unpatched pipeline did: "PARITY", exit 0."""
+    from graphsurgery.coco import CocoReport, PipelineResult
+
+    def report(stats):
+        return CocoReport("ann.json", 2, 3, "ground truth", [PipelineResult(kind, "onnxruntime", "f32", list(stats))
+                                                            for kind in ("unpatched", "patched")])
+
+    nothing = report([0.0] * 5 + [-1.0] * 5)
+    assert not nothing and "scores AP and AR 0" in nothing.problem and nothing.to_dict()["parity"] is False
+    found = report([0.5] + [0.0] * 9)
+    assert found and found.problem is None

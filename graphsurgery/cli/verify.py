@@ -214,6 +214,9 @@ def eval_coco_command(recipe: Path, plain: Path, annotations: Path, images: Path
         console.print(f"[bold green]PARITY[/]: identical AP/AR for all {len(report.pipelines)} pipelines",
                       highlight=False)
         return
+    if report.problem:
+        console.print(Text.assemble(("NO PARITY", "bold red"), shown(f": {report.problem}")))
+        raise SystemExit(PARITY_FAILURE)
     differing = [p.name for p in report.pipelines if p.stats != reference]
     console.print(f"[bold red]NO PARITY[/]: {', '.join(differing)} differ from {report.pipelines[0].name} "
                   f"(AP {', '.join(f'{p.stats[0]:.4f}' for p in report.pipelines)})", highlight=False)

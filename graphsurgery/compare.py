@@ -107,8 +107,7 @@ class FloatResult:
             text = f"all {self.elements} within atol {self.atol:g} or rtol {self.rtol:g}; {text}"
             if self.largest > 0 and (self.atol >= self.largest or self.rtol >= 1):  # --tolerance '*=1e30,0' passed
                 # any patch in silence (round 34)
-                text += (f"; NOTE: these tolerances let an output of zeros pass (the largest reference value is "
-                         f"{self.largest:.3g}): this comparison cannot catch a wrong patch")
+                text += loose_note(self.largest)
         else:
             nans = f" ({self.nan_mismatches} with NaN on one side only)" if self.nan_mismatches else ""
             text = (
@@ -120,6 +119,12 @@ class FloatResult:
 
     def to_dict(self) -> dict:
         return _jsonable({**asdict(self), "passed": bool(self)})
+
+
+def loose_note(largest: float) -> str:
+    """The stats line's warning for a tolerance under which an output of zeros passes."""
+    return (f"; NOTE: these tolerances let an output of zeros pass (the largest reference value is {largest:.3g}): "
+            "this comparison cannot catch a wrong patch")
 
 
 @dataclass
@@ -157,6 +162,7 @@ class PositionResult:
     tie_atol: float = DEFAULT_TIE.atol
     tie_rtol: float = DEFAULT_TIE.rtol
     details: list[Mismatch] = field(default_factory=list)
+    largest: float = 0.0  # coordinates: the largest finite |reference value|
     problem: str | None = None
 
     def __bool__(self) -> bool:
@@ -179,6 +185,8 @@ class PositionResult:
             text += f"; {self.near_ties} near tie{'s' if self.near_ties > 1 else ''} (allowed)"
         if self.unstable:
             text += f"; {self.unstable} unstable (allowed: float rounding moves the reference's own answer that far)"
+        if not self.mismatches and 0 < self.largest <= self.atol:  # --tolerance keypoints=1000 on 384×288 crops
+            text += loose_note(self.largest)
         return text
 
     def to_dict(self) -> dict:
@@ -380,6 +388,8 @@ def compare_positions(name: str, actual: np.ndarray, expected: np.ndarray, compa
         result.problem = f"coordinates must have shape [..., 2], got {list(actual.shape)}"
         return result
     a, b = actual.astype(np.float64), expected.astype(np.float64)
+    if kind == "coordinates":
+        result.largest = float(np.abs(b[np.isfinite(b)]).max(initial=0.0))
     if kind == "indices":  # one position per element
         a, b = a[..., None], b[..., None]
     delta = differences(a, b)

@@ -63,6 +63,8 @@ from graphsurgery.tolerances import (
     checked_tolerances,
     measured_floor,
     measured_tie,
+    scaled_floor,
+    scaled_tie,
     tie_tolerance,
     with_tolerances,
 )
@@ -286,13 +288,16 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
     # the backends' rounding, measured on one model input on each
     first_side = cross.get(backends[1], backends[0]) if len(backends) > 1 else backends[0]
     sides = {backend: first_side if backend == backends[0] else backend for backend in backends}
+    wanted, scaled_note = scaled_floor(declared, wanted, tolerances, unpatched[backends[0]])
+    report.notes += [scaled_note] if scaled_note else []
     wanted, floor_notes = measured_floor(wanted, tolerances, {b: unpatched[side] for b, side in sides.items()})
     decided = {side: _decision_inputs(recipe, facts, parts) for side, parts in decoded.items()}
     chosen = next(iter(decided[backends[0]]), None)  # near ties of indices and detections: on the values ranked
     tied_on, tied = (f"the scores ranked for {chosen}", {b: ranked(decided[side][chosen]) for b, side in sides.items()}
                      ) if chosen else (facts.output_name, {b: raw[side] for b, side in sides.items()})
-    tie, tie_note = measured_tie(tie_tolerance(declared, wanted, tolerances, facts.output_name), tied, tied_on,
-                                 tolerances, facts.output_name)
+    tie = scaled_tie(tie_tolerance(declared, wanted, tolerances, facts.output_name), tied[backends[0]], tolerances,
+                     facts.output_name)
+    tie, tie_note = measured_tie(tie, tied, tied_on, tolerances, facts.output_name)
     report.notes += floor_notes + ([tie_note] if tie_note else [])
     if ran.get("openvino", "f32") != precision:
         report.notes.append(f"{precision} was asked for, but this CPU has no {precision} support: OpenVINO ran "

@@ -21,17 +21,18 @@ MARKER = ".graphsurgery-example"
 OWN = Path(__file__).resolve().parent.parent / "out"
 
 
-def claim(out, example: str, names: Iterable[str]) -> Path:
+def claim(out, example: str, names: Iterable[str], given: str = "with --out") -> Path:
     """`out`, made if need be and marked as `example`'s; refused (one line) when it is a file, cannot be made, or
-    holds any of `names` without the marker (a file the example did not write)."""
+    holds any of `names` without the marker (a file the example did not write). `given` says in the fix how the
+    user names the folder (synthetic_coco.py takes it as an argument, not --out)."""
     out = utf8_path(output_path(out, "folder"), "output folder")
     if present(out) and not out.is_dir():
-        raise GraphsurgeryError("the output folder is a file", path=out, fix="give a folder with --out")
+        raise GraphsurgeryError("the output folder is a file", path=out, fix=f"give a folder {given}")
     if not (out / MARKER).is_file() and not out.resolve().is_relative_to(OWN):
         found = [name for name in names if present(out / name)]
         if found:
             raise GraphsurgeryError(f"the output folder holds {found[0]}, which {example} did not write and would "
-                                    "replace", path=out, fix="give a new or empty folder with --out")
+                                    "replace", path=out, fix=f"give a new or empty folder {given}")
     try:
         out.mkdir(parents=True, exist_ok=True)
         if not (out / MARKER).is_file():

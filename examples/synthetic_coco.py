@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     from examples.entry import Parser, run
 
     parser = Parser(description=(main.__doc__ or "").split("\n")[0])
-    parser.add_argument("folder")
+    parser.add_argument("folder", metavar="FOLDER")
     parser.add_argument("--images", type=int, default=8, help=f"number of images, 1 to {MAX_IMAGES:,} (default 8)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--opset", type=int, default=17, help="opset of the model (default 17)")
@@ -197,7 +197,7 @@ def _write(folder: str, images: int, seed: int, opset: int) -> int:
     if opset not in OPSETS:
         raise GraphsurgeryError(f"opset {opset} is not supported", fix=f"use an opset from {OPSETS[0]} to {OPSETS[-1]}")
     check_seed(seed)
-    out = claim(folder, "synthetic_coco.py", ["images", "joint_detector.onnx"])
+    out = claim(folder, "synthetic_coco.py", ["images", "joint_detector.onnx"], "as FOLDER")
     annotations = write_coco_set(out / "images", images, seed)
     model = joint_detector(out / "joint_detector.onnx", opset=opset)
     print(f"wrote {annotations} ({images} images beside it) and {model}")

@@ -63,6 +63,10 @@ def read_image(path: Path) -> np.ndarray:
     path = Path(path)
     if _judged(path, Path.is_dir):
         raise GraphsurgeryError("is a directory, not an image file", path=path, fix="give the path of a JPEG or PNG")
+    if not path.exists() and path.is_symlink():  # a loop or a removed target was "no such image file", of a
+        # file that is listed right there
+        raise GraphsurgeryError("is a symbolic link that leads nowhere (a loop, or its target is gone)", path=path,
+                                fix="point the link at an image, or remove it")
     if not path.exists():
         raise GraphsurgeryError("no such image file", path=path, fix="check the path")
     if not path.is_file():  # /dev/zero, a FIFO: "no such image file" sent the user looking for a missing file

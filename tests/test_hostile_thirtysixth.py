@@ -125,6 +125,7 @@ def test_the_synthetic_coco_script_leaves_a_users_folder_alone(tmp_path):
         result = subprocess.run([sys.executable, str(ROOT / "examples" / "synthetic_coco.py"), str(folder),
                                  "--images", "1"], capture_output=True, text=True, timeout=60)
         assert result.returncode == 2 and result.stderr.count("\n") == 1, (result.stdout, result.stderr)
+        assert "--out" not in result.stderr and "as FOLDER" in result.stderr, result.stderr  # it has no --out
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "images"]
     assert [p.name for p in (tmp_path / "images").iterdir()] == ["mine.png"]
 

@@ -213,6 +213,7 @@ class DetectionResult:
     min_iou: float = 1.0
     max_score_diff: float = 0.0
     unsettled: int = 0  # images whose candidates hold a box or score that is not finite
+    reordered: int = 0  # images whose differences the order of equal scores explains (`compare_detections`)
     details: list[dict] = field(default_factory=list)
     problem: str | None = None
 
@@ -232,6 +233,9 @@ class DetectionResult:
         if self.unsettled:
             text += (f"; {self.unsettled} image(s) with candidate boxes or scores that are not finite, where NMS is "
                      "each runtime's own rule: every difference there counts as a near tie")
+        if self.reordered:
+            text += (f"; {self.reordered} image(s) whose differences another order of equal scores explains (ONNX's "
+                     "NonMaxSuppression keeps either of two overlapping boxes of one score): near ties")
         return text
 
     def to_dict(self) -> dict:

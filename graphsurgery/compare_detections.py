@@ -9,11 +9,13 @@ cut, an overlap at the IoU threshold. The result, `compare.DetectionResult`, sta
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from graphsurgery.compare import MAX_DETAILS, DetectionResult, exceeds, within
 from graphsurgery.steps.base import Comparison
-from graphsurgery.steps.nms import iou
+from graphsurgery.steps.nms import competitions, greedy_nms, iou
 from graphsurgery.tolerances import DEFAULT_TIE
 
 #: How close an IoU must be to the suppression threshold for a detection that one side kept and the other dropped
@@ -25,15 +27,24 @@ IOU_TIE = 1e-4
 SAME_BOX = 1e-3
 
 
+class Candidates(NamedTuple):
+    """What the reference's nms read, per image: its candidate `boxes` [N, A, 4] and `scores` [N, C, A], and the
+    boxes `placed` where the recipe outputs detections (boxes_to_image: the caller's pixels; `twins.PLACED`)."""
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    placed: np.ndarray
+
+
 def compare_detections(names: dict[str, str], actual: dict[str, np.ndarray], expected: dict[str, np.ndarray],
                        comparison, tie: Comparison = DEFAULT_TIE,
-                       candidates: tuple[np.ndarray, np.ndarray] | None = None) -> DetectionResult:
+                       candidates: Candidates | None = None) -> DetectionResult:
     """Compare a group of detector outputs as sets. `names`: part (boxes, scores, classes, count) → output name;
     `comparison` a `steps.detect.DetectionComparison` (its iou, atol/rtol for scores, and the thresholds that decide
     near ties); `tie`: the float tolerance under which a score sits on a threshold; `candidates`: what the
-    reference's nms read (boxes [N, A, 4], class scores [N, C, A]), to tell the images where a candidate it could
-    keep is not finite: the ONNX spec leaves NMS of NaN or inf to each runtime, so there every difference is a near
-    tie."""
+    reference's nms read, to tell the images where a candidate it could keep is not finite (the ONNX spec leaves NMS
+    of NaN or inf to each runtime, so there every difference is a near tie) and the detections whose presence the
+    order of equal scores decided (`_tied`)."""
     result = DetectionResult(", ".join(names.values()), iou=comparison.iou, atol=comparison.atol, rtol=comparison.rtol)
     needed = [part for part in ("boxes", "scores", "classes") if part not in names]
     if needed:
@@ -61,9 +72,13 @@ def compare_detections(names: dict[str, str], actual: dict[str, np.ndarray], exp
     result.images = sides[0][0].shape[0]
     unsettled = _unsettled(candidates, comparison.score_threshold, result.images)
     result.unsettled = int(unsettled.sum())
+    usable = candidates is not None and len(candidates.boxes) == result.images
     for image in range(result.images):
         ref, got = (tuple(part[image][valid[image]] for part in parts) for *parts, valid in sides)
-        _match_image(result, image, ref, got, comparison, tie, bool(unsettled[image]))
+        reordered = (usable and not unsettled[image] and _differ(ref, got)
+                     and _order_explains(candidates, image, (ref, got), comparison, tie))
+        result.reordered += reordered
+        _match_image(result, image, ref, got, comparison, tie, bool(unsettled[image]) or reordered)
     if result.images and not (result.detections or result.mismatches or result.near_ties):  # as a reference of
         # no finite value (`compare.compare_floats`): a detector that found nothing in random noise passed any patch
         result.problem = (f"neither side holds a detection in any of the {result.images} image(s), so agreement "
@@ -77,23 +92,73 @@ def compare_detections(names: dict[str, str], actual: dict[str, np.ndarray], exp
     return result
 
 
-def _unsettled(candidates: tuple[np.ndarray, np.ndarray] | None, threshold: float, images: int) -> np.ndarray:
+def _unsettled(candidates: Candidates | None, threshold: float, images: int) -> np.ndarray:
     """Per image: does a candidate the nms could keep (a class score above the threshold, or NaN) have a box or a
     score that is not finite? Its IoUs are NaN or inf, and the spec leaves what NMS does with them to the runtime."""
-    if candidates is None or len(candidates[0]) != images:
+    if candidates is None or len(candidates.boxes) != images:
         return np.zeros(images, bool)
-    boxes, scores = (np.asarray(part, np.float64) for part in candidates)
+    boxes, scores = (np.asarray(part, np.float64) for part in candidates[:2])
     with np.errstate(invalid="ignore"):
         could_keep = ((scores > threshold) | np.isnan(scores)).any(axis=1)  # [N, A]
     odd = ~np.isfinite(boxes).all(axis=2) | ~np.isfinite(scores).all(axis=1)
     return (could_keep & odd).any(axis=1)
 
 
+def _order_explains(candidates: Candidates, image: int, sides: tuple[tuple, tuple], comparison, tie: Comparison
+                   ) -> bool:
+    """Does the order of equal scores explain both sides of one image? ONNX's NonMaxSuppression lets a runtime keep
+    either of two overlapping boxes of one score, and which it keeps decides in turn the boxes below that either
+    would suppress: on a letterbox's padding or a blank image whole regions of anchors tie (round 31: onnxruntime,
+    OpenVINO and the twin kept other ones of 37, and a right patch FAILed). A side is explained when each of its
+    detections is one of the reference's candidates and the nms, run on them with those first among the scores
+    within `tie` of theirs, keeps exactly them (if some order of ties gives a set, this order gives it). A box a
+    wrong patch moved is no candidate; another threshold keeps another set."""
+    return all(_kept_in_some_order(candidates, image, side, comparison, tie) for side in sides)
+
+
+def _kept_in_some_order(candidates: Candidates, image: int, side: tuple, comparison, tie: Comparison) -> bool:
+    """`_order_explains` for one side's detections (boxes, scores, classes) of `image`. Candidates are told apart by
+    where the output puts them: clipped to the image, several may land on one box."""
+    boxes, scores, classes = side
+    competing = competitions(np.asarray(candidates.scores[image], np.float64), comparison.per_class,
+                             comparison.best_class_only)
+    placed = np.asarray(candidates.placed[image], np.float64)
+    options = []  # per detection: the (competition, anchor) it may be
+    for box, score, label in zip(boxes, scores, classes):
+        number = int(label) if comparison.per_class else 0
+        if not 0 <= number < len(competing):
+            return False
+        row, labels = competing[number]
+        with np.errstate(invalid="ignore"):  # another class's anchors are −inf with best_class_only
+            same = np.nonzero(np.isfinite(row) & (labels == label) & ~exceeds(
+                np.abs(row - score), np.abs(row), comparison.atol, comparison.rtol))[0]
+        same = same[_agreement(box, placed[same]) >= comparison.iou] if len(same) else same
+        if not len(same):
+            return False  # no candidate: a box moved, a score changed
+        options.append({(number, int(anchor)) for anchor in same})
+    preferred = set().union(*options)
+    kept = set()
+    for number, (row, _) in enumerate(competing):
+        first = np.zeros(len(row), bool)
+        first[[anchor for competition, anchor in preferred if competition == number]] = True
+        lifted = np.where(first, row + np.maximum(tie.atol, tie.rtol * np.abs(np.where(first, row, 0.0))), row)
+        kept |= {(number, anchor) for anchor in greedy_nms(candidates.boxes[image], lifted,
+                                                            comparison.score_threshold, comparison.iou_threshold)}
+    unused = set(kept)
+    for choice in options:  # each detection one kept candidate of its own
+        taken = next(iter(choice & unused), None)
+        if taken is None:
+            return False
+        unused.discard(taken)
+    return not unused or len(options) >= comparison.max_detections  # past the cut, the rest falls below it
+
+
 def _match_image(result: DetectionResult, image: int, ref: tuple, got: tuple, comparison, tie: Comparison,
-                 unsettled: bool) -> None:
+                 settled_by_order: bool) -> None:
     """Match one image's detections greedily, best reference first, each to the unmatched one of its class with the
     highest IoU (at least `comparison.iou`; the same corners count as IoU 1) whose score agrees; then judge what is
-    left on either side (all near ties in an `unsettled` image)."""
+    left on either side (all near ties where the candidates are not finite or the order of ties explains both
+    sides: `settled_by_order`)."""
     (ref_boxes, ref_scores, ref_classes), (got_boxes, got_scores, got_classes) = ref, got
     result.detections += len(ref_scores)
     free = np.ones(len(got_scores), bool)
@@ -124,12 +189,17 @@ def _match_image(result: DetectionResult, image: int, ref: tuple, got: tuple, co
             same = all_classes == classes[index] if comparison.per_class else np.ones(len(all_classes), bool)
             ious = iou(boxes[index], all_boxes[same]) if same.any() else np.zeros(0)
             at_overlap = bool((np.abs(ious - comparison.iou_threshold) <= IOU_TIE).any())
-            near = unsettled or at_threshold or at_cut or at_overlap
+            near = settled_by_order or at_threshold or at_cut or at_overlap
             result.near_ties += near
             result.mismatches += not near
             if len(result.details) < MAX_DETAILS:
                 result.details.append({"image": image, "only_in": side, "class": int(classes[index]),
                                        "score": float(scores[index]), "box": boxes[index].tolist(), "near_tie": near})
+
+
+def _differ(ref: tuple, got: tuple) -> bool:
+    """Do two sides of one image hold other detections (other counts, or other boxes in order)?"""
+    return len(ref[0]) != len(got[0]) or not np.allclose(ref[0], got[0], atol=SAME_BOX, equal_nan=True)
 
 
 def _agreement(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:

@@ -20,7 +20,7 @@ from graphsurgery.model import ModelFacts
 from graphsurgery.recipe import Recipe
 from graphsurgery.samples import MAX_BATCH_BYTES
 from graphsurgery.splice import reads_geometry
-from graphsurgery.steps.base import GEOMETRY, Comparison, InputStep, StepError, TensorSpec, hw_axes
+from graphsurgery.steps.base import GEOMETRY, Comparison, InputStep, OutputStep, StepError, TensorSpec, hw_axes
 from graphsurgery.tolerances import DEFAULT_FLOAT
 
 #: The size of a symbolic dim of the plain model's other inputs that is not the batch: verify cannot know what such
@@ -174,8 +174,26 @@ def decision_inputs(recipe: Recipe, output: np.ndarray, facts: ModelFacts,
         if chose not in read:
             env = _output_env(recipe, chose, output, facts, extras, skip_rewrites=True)
             read[chose] = {value: env[value] for value in steps[chose].reads}
+            if steps[chose].writes()[key].kind == "detections":
+                read[chose] = _with_placed(read[chose], steps[chose + 1:], env)
         found[name] = read[chose]
     return found
+
+
+#: `decision_inputs`' key of an nms's candidate boxes where the recipe outputs its detections
+PLACED = "placed_candidates"
+
+
+def _with_placed(reads: dict[str, np.ndarray], later: Sequence[OutputStep], env: dict[str, np.ndarray]
+                 ) -> dict[str, np.ndarray]:
+    """An nms's reads and its candidates moved as the steps after it move the boxes it keeps (boxes_to_image: into
+    the caller's pixels), to tell which detections are candidates whose fate equal scores decided
+    (`compare_detections`); the values ranked stay last (`ranked`)."""
+    placed = reads["candidates"]
+    for step in later:
+        placed = step.moved_boxes(placed, env)
+    *first, last = reads
+    return {**{key: reads[key] for key in first}, PLACED: placed, last: reads[last]}
 
 
 def ranked(reads: dict[str, np.ndarray]) -> np.ndarray:

@@ -27,7 +27,7 @@ import onnx
 
 from graphsurgery.api import apply
 from graphsurgery.compare import HeatmapGrid, OutputResult, compare_output, missing_output
-from graphsurgery.compare_detections import compare_detections
+from graphsurgery.compare_detections import Candidates, compare_detections
 from graphsurgery.errors import GraphsurgeryError, check_flags, check_names
 from graphsurgery.heatmap_grid import heatmap_grid
 from graphsurgery.longrun import FirstPart, say_long_run
@@ -69,6 +69,7 @@ from graphsurgery.tolerances import (
     with_tolerances,
 )
 from graphsurgery.twins import (
+    PLACED,
     comparisons,
     crops_in_graph,
     decision_inputs,
@@ -505,8 +506,8 @@ def compare(actual: dict[str, np.ndarray], expected: dict[str, np.ndarray], raw:
             if name == next(iter(detections.values())):
                 present = {part: other for part, other in detections.items() if other in actual}
                 reads = decided.get(name)
-                results.append(compare_detections(present, actual, expected, comparison, tie,
-                                                  reads and (reads["candidates"], reads["class_scores"])))
+                results.append(compare_detections(present, actual, expected, comparison, tie, reads and Candidates(
+                    reads["candidates"], reads["class_scores"], reads[PLACED])))
             continue
         reference = raw if comparison.kind == "indices" or name in grids else None
         if comparison.kind == "indices" and name in decided:  # the values ranked, on the reference side

@@ -15,7 +15,7 @@ from onnx import helper, numpy_helper
 
 from graphsurgery.api import apply
 from graphsurgery.compare import DetectionResult
-from graphsurgery.compare_detections import compare_detections
+from graphsurgery.compare_detections import Candidates, compare_detections
 from graphsurgery.model import ModelFacts
 from graphsurgery.recipe import parse_recipe
 from graphsurgery.steps.detect import DetectionComparison
@@ -31,10 +31,10 @@ RULES = DetectionComparison("detections", rtol=1e-4, atol=1e-4, score_threshold=
                             max_detections=5)
 
 
-def candidates(box_of_second: tuple) -> tuple[np.ndarray, np.ndarray]:
-    """What an nms read for one image: two anchors of one class, both above the threshold."""
+def candidates(box_of_second: tuple) -> Candidates:
+    """What an nms read for one image: two anchors of one class, both above the threshold (output where read)."""
     boxes = np.array([[[10, 10, 50, 80], box_of_second]], np.float32)
-    return boxes, np.array([[[0.9, 0.6]]], np.float32)
+    return Candidates(boxes, np.array([[[0.9, 0.6]]], np.float32), boxes)
 
 
 def test_boxes_of_zero_area_match_by_their_corners():

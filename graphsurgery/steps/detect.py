@@ -44,6 +44,7 @@ class DetectionComparison(Comparison):
     iou_threshold: float = 0.45
     max_detections: int = 100
     per_class: bool = True
+    best_class_only: bool = False
 
 
 def static_dim(shape, axis: int, what: str) -> int:
@@ -339,13 +340,8 @@ class BoxesToImage(OutputStep):
         }
 
     def reference(self, env: dict[str, np.ndarray], facts: ModelFacts | None = None) -> dict[str, np.ndarray]:
-        geometry = np.asarray(env[GEOMETRY], np.float32)
-        scale, offset, size = (np.tile(geometry[start:start + 2], 2) for start in (0, 2, 4))
-        boxes = (np.asarray(env["boxes"], np.float32) - offset) / scale
-        outside = (boxes[..., 2:] <= 0).any(axis=-1) | (boxes[..., :2] >= size[:2]).any(axis=-1)
+        boxes, outside = self._in_image(env["boxes"], env)
         keep = (np.asarray(env["classes"]) >= 0) & ~outside
-        if self.clip:
-            boxes = np.minimum(np.maximum(boxes, np.float32(0)), size)
         n, d = keep.shape
         out = {"boxes": np.zeros((n, d, 4), np.float32), "scores": np.zeros((n, d), np.float32),
                "classes": np.full((n, d), -1, np.int64), "count": keep.sum(axis=1).astype(np.int64)}
@@ -355,3 +351,14 @@ class BoxesToImage(OutputStep):
             out["scores"][image, :len(rows)] = np.asarray(env["scores"])[image, rows]
             out["classes"][image, :len(rows)] = np.asarray(env["classes"])[image, rows]
         return out
+
+    def moved_boxes(self, boxes: np.ndarray, env: dict[str, np.ndarray]) -> np.ndarray:
+        return self._in_image(boxes, env)[0]
+
+    def _in_image(self, boxes: np.ndarray, env: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """`boxes` in the caller's pixels (clipped with `clip`), and where one lies wholly outside the image."""
+        geometry = np.asarray(env[GEOMETRY], np.float32)
+        scale, offset, size = (np.tile(geometry[start:start + 2], 2) for start in (0, 2, 4))
+        boxes = (np.asarray(boxes, np.float32) - offset) / scale
+        outside = (boxes[..., 2:] <= 0).any(axis=-1) | (boxes[..., :2] >= size[:2]).any(axis=-1)
+        return (np.minimum(np.maximum(boxes, np.float32(0)), size) if self.clip else boxes), outside

@@ -68,7 +68,8 @@ class Nms(OutputStep):
         parts = ("boxes", "scores", "classes", "count")
         return {part: DetectionComparison("detections", rtol=1e-4, atol=1e-4, part=part,
                                           score_threshold=self.score_threshold, iou_threshold=self.iou_threshold,
-                                          max_detections=self.max_detections, per_class=self.per_class)
+                                          max_detections=self.max_detections, per_class=self.per_class,
+                                          best_class_only=self.best_class_only)
                 for part in parts}
 
     def _sizes(self, env: dict) -> tuple[int, int]:
@@ -141,16 +142,10 @@ class Nms(OutputStep):
         out = {"boxes": np.zeros((n, d, 4), np.float32), "scores": np.zeros((n, d), np.float32),
                "classes": np.full((n, d), -1, np.int64), "count": np.zeros(n, np.int64)}
         for image in range(n):
-            if self.per_class:
-                mine = scores[image].argmax(axis=0)[None] == np.arange(scores.shape[1])[:, None]
-                own = np.where(mine, scores[image], -np.inf) if self.best_class_only else scores[image]
-                groups = [(label, own[label], None) for label in range(scores.shape[1])]
-            else:
-                groups = [(None, scores[image].max(axis=0), scores[image].argmax(axis=0))]
             found = []  # (score, class, anchor), class by class, each best first
-            for label, row, labels in groups:
+            for row, labels in competitions(scores[image], self.per_class, self.best_class_only):
                 for anchor in greedy_nms(boxes[image], row, self.score_threshold, self.iou_threshold):
-                    found.append((row[anchor], label if labels is None else labels[anchor], anchor))
+                    found.append((row[anchor], labels[anchor], anchor))
             found.sort(key=lambda entry: -entry[0])  # stable: equal scores keep class, then anchor order
             found = found[:d]
             out["count"][image] = len(found)
@@ -158,6 +153,18 @@ class Nms(OutputStep):
                 out["boxes"][image, slot], out["scores"][image, slot] = boxes[image, anchor], score
                 out["classes"][image, slot] = label
         return out
+
+
+def competitions(scores: np.ndarray, per_class: bool, best_class_only: bool) -> list[tuple[np.ndarray, np.ndarray]]:
+    """What an nms suppresses within, for one image's class scores [C, A]: per competition each anchor's score and
+    class. Each class (only the anchors whose best it is, the first on ties, with `best_class_only`), or every anchor
+    at its best class (`per_class` false)."""
+    classes, anchors = scores.shape
+    if not per_class:
+        return [(scores.max(axis=0), scores.argmax(axis=0))]
+    if best_class_only:
+        scores = np.where(scores.argmax(axis=0)[None] == np.arange(classes)[:, None], scores, -np.inf)
+    return [(scores[label], np.full(anchors, label, np.int64)) for label in range(classes)]
 
 
 def greedy_nms(boxes: np.ndarray, scores: np.ndarray, score_threshold: float, iou_threshold: float) -> list[int]:

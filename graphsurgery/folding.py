@@ -128,6 +128,8 @@ def _plain_constants(initializers, nodes) -> dict:
         if node.op_type != "Constant" or not node.output or node.domain not in ("", "ai.onnx"):
             continue
         for attr in node.attribute:
+            if attr.ref_attr_name:  # a function's attribute, set by each call: no constant of the body itself (it
+                continue  # was an internal error reading the models onnxscript and torch.onnx write)
             if attr.name == "value" and attr.HasField("t"):
                 constants[node.output[0]] = attr.t
             elif attr.name in _LISTED_CONSTANTS:  # value_int(s), value_float(s): a scalar or a list
@@ -192,7 +194,7 @@ def _check_folded_kernels(kernels: list, constants: dict, shapes: dict, types: d
     for node in kernels:
         first = shapes.get(node.input[0]) if node.input and node.input[0] else None
         empty = first is not None and 0 in first
-        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute if not a.ref_attr_name}
         said, runtime, signal = None, "OpenVINO", "SIGSEGV"
         if node.op_type == "Mod" and len(node.input) == 2:
             divisor, kind = read(node.input[1]), types.get(node.input[0])

@@ -215,7 +215,7 @@ def convert(model_path: str | Path, out_xml: str | Path, fp16: bool = False,
                 raise GraphsurgeryError(f"cannot create the folder {folder} ({exc.strerror or exc})", path=out_xml,
                                         fix="choose a writable folder") from None
         for out in (out_xml, out_bin):  # never over the model or its external data
-            check_output_path(out, model_files(loaded), force)
+            check_output_path(out, model_files(loaded), force, ir=True)
         model = _convert(model_path, proto)
         _check_names(model, proto, model_path)
         if input_shapes:

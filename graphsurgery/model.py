@@ -75,6 +75,30 @@ def all_nodes(proto: onnx.ModelProto):
                 pending += [list(g.node) for g in (*([attr.g] if attr.HasField("g") else ()), *attr.graphs)]
 
 
+def nested_graphs(graph: onnx.GraphProto):
+    """`graph` and every If, Loop and Scan body in it, however deep (not the model's functions: their own scope)."""
+    pending = [graph]
+    while pending:
+        graph = pending.pop()
+        yield graph
+        for node in graph.node:
+            for attr in node.attribute:
+                pending += [*([attr.g] if attr.HasField("g") else ()), *attr.graphs]
+
+
+def names_in_use(proto: onnx.ModelProto) -> tuple[set[str], set[str]]:
+    """The tensor names and the node names of the main graph and its subgraphs. The tensors share one namespace: a
+    subgraph's tensor named like one of the main graph makes ONNX Runtime refuse the model ("Graph must be in single
+    static assignment form"), so a tensor the splice adds must be named like none of them."""
+    tensors, nodes = set(), set()
+    for graph in nested_graphs(proto.graph):
+        tensors.update(value.name for value in (*graph.input, *graph.output, *graph.initializer))
+        for node in graph.node:
+            tensors.update((*node.input, *node.output))
+            nodes.add(node.name)
+    return tensors, nodes
+
+
 def shapes_only(proto: onnx.ModelProto) -> onnx.ModelProto:
     """A copy of the model for shape inference: large initializers lose their data (weights are not shapes, and
     inference on HRNet-W32's 114 MB would serialise them all)."""

@@ -31,10 +31,10 @@ from google.protobuf.message import DecodeError
 from google.protobuf.unknown_fields import UnknownFieldSet
 from onnx.external_data_helper import ExternalDataInfo, uses_external_data
 
-from graphsurgery.errors import GraphsurgeryError, ModelError, check_flags, node_named, printable
+from graphsurgery.errors import GraphsurgeryError, ModelError, check_flags, node_named, printable, quoted
 from graphsurgery.folding import check_folding
 from graphsurgery.limits import write_fix
-from graphsurgery.model import all_nodes
+from graphsurgery.model import all_nodes, nested_graphs
 from graphsurgery.safeio import (
     check_output_folder,
     input_path,
@@ -52,6 +52,18 @@ from graphsurgery.supervisor import doing
 PROTOBUF_LIMIT = 2**31 - 1
 #: Op domains besides onnx's own that the runtimes implement (onnxruntime's contrib ops; OpenVINO reads many).
 RUNTIME_DOMAINS = frozenset({"com.microsoft"})
+
+
+def _newest_opsets() -> dict[str, int]:
+    """The newest opset of each domain onnx or ONNX Runtime knows. ONNX Runtime refuses a model importing a newer
+    one, used or not (ai.onnx.ml 6, com.microsoft 2): `apply` wrote patched models no command could then run."""
+    newest: dict[str, int] = {}
+    for domain, version in onnx.helper.OP_SET_ID_VERSION_MAP:
+        newest[domain] = max(version, newest.get(domain, 0))
+    return newest | {"ai.onnx": onnx.defs.onnx_opset_version(), "com.microsoft": 1}
+
+
+NEWEST_OPSETS = _newest_opsets()
 
 
 @dataclass(frozen=True)
@@ -170,7 +182,6 @@ def _check_structure(proto: onnx.ModelProto, path: Path) -> None:
                          "field of the wrong kind)", path=path,
                          fix=f"the file is damaged, or written by a newer onnx than graphsurgery's "
                              f"({onnx.__version__}); re-export or re-download the model")
-    newest = onnx.defs.onnx_opset_version()
     versions: dict[str, int] = {}
     for opset in proto.opset_import:  # onnx's checker lets a domain be imported twice; which one holds is unclear
         domain = "" if opset.domain == "ai.onnx" else opset.domain
@@ -178,9 +189,11 @@ def _check_structure(proto: onnx.ModelProto, path: Path) -> None:
             raise ModelError(f"the model imports opset {versions[domain]} and opset {opset.version} of domain "
                              f"{opset.domain or 'ai.onnx'!r}", path=path, fix="re-export the model (or edit its "
                              "opset_import) so that each domain has one version")
-        if opset.domain in ("", "ai.onnx") and opset.version > newest:
-            raise ModelError(f"opset {opset.version} is newer than this onnx ({onnx.__version__}) supports ({newest})",
-                             path=path, fix="re-export the model at an older opset")
+        newest = NEWEST_OPSETS.get(opset.domain or "ai.onnx")
+        if newest is not None and opset.version > newest:
+            raise ModelError(f"opset {opset.version} of domain {opset.domain or 'ai.onnx'!r} is newer than this onnx "
+                             f"({onnx.__version__}) and ONNX Runtime support ({newest})", path=path,
+                             fix="re-export the model at an older opset")
     _check_ir_for_opsets(proto, path)
     if not proto.graph.output:
         raise ModelError("the graph has no outputs", path=path, fix="re-export the model")
@@ -197,6 +210,21 @@ def _check_structure(proto: onnx.ModelProto, path: Path) -> None:
                                  fix=f"graphsurgery reads models whose inputs and outputs are tensors: remove or "
                                      f"convert {value.name!r} (sequence, map or optional) when exporting")
     _check_value_info(proto, path)
+    _check_node_names(proto, path)
+
+
+def _check_node_names(proto: onnx.ModelProto, path: Path) -> None:
+    """Two nodes of one graph (or one If/Loop/Scan body) with the same name: onnx's checker lets them by, but ONNX
+    Runtime refuses the model, and onnx-graphsurgeon printed twenty lines of warnings on standard output around
+    `apply`, which wrote a patched model no one could run on ONNX Runtime. Unnamed nodes do not count."""
+    for graph in nested_graphs(proto.graph):
+        counts = Counter(node.name for node in graph.node if node.name)
+        twice = next((name for name, count in counts.items() if count > 1), None)
+        if twice is not None:
+            where = "the graph" if graph is proto.graph else f"subgraph {quoted(graph.name)}"
+            raise ModelError(f"{counts[twice]} nodes of {where} are named {quoted(twice)}; ONNX Runtime refuses a "
+                             "model whose nodes share a name", path=path,
+                             fix="re-export the model, or give each node of a graph its own name (or none)")
 
 
 def _check_value_info(proto: onnx.ModelProto, path: Path) -> None:
@@ -555,12 +583,17 @@ def data_file(out: Path) -> Path:
     return out.with_name(f"{out.name}.data")
 
 
-def check_output_path(out: Path, inputs: list[Path], force: bool) -> None:
+def check_output_path(out: Path, inputs: list[Path], force: bool, *, ir: bool = False) -> None:
     """Refuse outputs that would overwrite an input (any spelling or link of it: the model, its external data, the
     recipe), land in a missing folder, replace something that is not a regular file, or replace a file without
     --force. The output's data file counts as part of the output: an orphan `<out>.data` is not replaced silently.
+    An ONNX model (not an `ir`) is not named .xml: every command reads a .xml as an OpenVINO IR, so `apply -o m.xml`
+    wrote a model no command read back (`run m.xml`: "not an OpenVINO IR"; round 39).
     """
     check_flags(force=force)  # the Python API's force="no" replaced an existing output
+    if not ir and Path(out).suffix.lower() == ".xml":
+        raise GraphsurgeryError("the output ends in .xml, which every command reads as an OpenVINO IR, not ONNX",
+                                path=out, fix="name the model .onnx (`graphsurgery convert` writes the IR)")
     utf8_path(out, "output")
     refuse_overwriting(out, inputs)
     if not present(data_file(out)):  # too long a name for the system (a 255-byte output's): no file to find there

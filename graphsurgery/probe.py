@@ -16,7 +16,7 @@ import math
 import numpy as np
 import onnx
 
-from graphsurgery.errors import GraphsurgeryError
+from graphsurgery.errors import GraphsurgeryError, ModelError
 from graphsurgery.model import real_inputs, shapes_only
 from graphsurgery.modelio import LoadedModel
 from graphsurgery.recipe import Recipe
@@ -79,7 +79,9 @@ def _inferred(proto: onnx.ModelProto, names: list[str]) -> dict[str, list]:
 
 def _one_run(loaded: LoadedModel, names: list[str]) -> dict[str, tuple[int, ...]]:
     """These outputs' shapes from one ONNX Runtime run on zeros (batch 1 where it is free); none when an input's
-    size is not static but for its batch, or the model does not run here."""
+    size is not static but for its batch, or the model does not run here. A run on ones must give the same: an
+    output whose size follows the input's values (an If choosing between branches of other sizes) has no size the
+    steps could be built for (they failed in verify's run, "a graphsurgery bug")."""
     feeds, inputs = {}, set(real_inputs(loaded.proto))
     for value in loaded.proto.graph.input:
         if value.name not in inputs:
@@ -96,6 +98,21 @@ def _one_run(loaded: LoadedModel, names: list[str]) -> dict[str, tuple[int, ...]
     try:
         with open_runner("onnxruntime", loaded.path) as run:
             outputs = run(feeds)
+            other = _ran(run, {name: np.ones_like(value) for name, value in feeds.items()}) or outputs
     except (GraphsurgeryError, RuntimeError, ValueError):  # it does not run here: the sizes stay unknown
         return {}
+    for name in names:
+        if name in outputs and outputs[name].shape[1:] != other[name].shape[1:]:
+            raise ModelError(f"output {name!r} is {list(outputs[name].shape[1:])} after the batch for an input of "
+                             f"zeros and {list(other[name].shape[1:])} for ones: its size follows the input's "
+                             "values, and the output steps are built for one size", path=loaded.path,
+                             fix=f"export the model so that the size of {name!r} follows only the input's size")
     return {name: outputs[name].shape for name in names if name in outputs}
+
+
+def _ran(run, feeds: dict) -> dict | None:
+    """The outputs of one run, or None where the model does not run on these values (ones may index past a dim)."""
+    try:
+        return run(feeds)
+    except (GraphsurgeryError, RuntimeError, ValueError):
+        return None

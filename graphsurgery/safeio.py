@@ -458,21 +458,23 @@ def inside(folder: Path, name: str, what: str, source: Path | str) -> Path:
 
 
 def utf8_path(path: Path, what: str) -> Path:
-    """`path`, when it is UTF-8 text. Linux allows any byte in a name and Python keeps an undecodable one as a lone
-    surrogate (b'\\xff' as '\\udcff'), which the C++ libraries cannot take: onnx's checker raised a TypeError
-    (an internal error) on such a model or output path."""
-    try:
-        os.fspath(path).encode("utf-8")
-    except UnicodeEncodeError:
-        try:  # UTF-8 bytes, read as ASCII: Python under LC_ALL=C with PYTHONUTF8=0 ("rename it to UTF-8", it was)
-            os.fsencode(path).decode("utf-8")
-        except UnicodeDecodeError:
-            raise GraphsurgeryError(f"the {what}'s path is not UTF-8 text (it holds a byte such as \\xff that onnx "
-                                    "cannot take)", path=path, fix="rename the file (or folder) to UTF-8") from None
-        raise GraphsurgeryError(f"the {what}'s path is UTF-8, but Python reads file names as ASCII here (a C locale "
-                                "with UTF-8 mode off)", path=path, fix="run with PYTHONUTF8=1 or a UTF-8 locale "
-                                "(LC_ALL=C.UTF-8)") from None
-    return path
+    """`path`, when the C++ libraries find it: they take the name as UTF-8, and it must be the name's bytes. Linux
+    allows any byte in a name and Python keeps an undecodable one as a lone surrogate (b'\\xff' as '\\udcff'):
+    onnx's checker raised a TypeError (an internal error) on such a model or output path. Under a locale of another
+    encoding (LC_ALL=en_US.ISO-8859-1, round 39) Python reads a UTF-8 name `é` as `Ã©`, whose UTF-8 names another
+    file: the checker said a model named so "fails the ONNX checker — re-export it"."""
+    name = os.fsencode(path)
+    with suppress(UnicodeEncodeError):  # a lone surrogate has no UTF-8
+        if os.fspath(path).encode("utf-8") == name:
+            return path
+    try:  # UTF-8 read in another encoding: as ASCII under LC_ALL=C with PYTHONUTF8=0 ("rename it to UTF-8", it was)
+        name.decode("utf-8")
+    except UnicodeDecodeError:
+        raise GraphsurgeryError(f"the {what}'s path is not UTF-8 text (it holds a byte such as \\xff that onnx "
+                                "cannot take)", path=path, fix="rename the file (or folder) to UTF-8") from None
+    raise GraphsurgeryError(f"the {what}'s path is UTF-8, but Python reads file names as "
+                            f"{sys.getfilesystemencoding()} here (a locale of another encoding, or C with UTF-8 mode "
+                            "off)", path=path, fix="run with PYTHONUTF8=1 or a UTF-8 locale (LC_ALL=C.UTF-8)") from None
 
 
 def utf8_text(text: str) -> str:

@@ -277,12 +277,19 @@ def tensor_facet(recipe: Recipe) -> InputTensor:
 
 def _sample_shape(image_input: Port, size: tuple[int, int], layout: str) -> tuple[int, ...]:
     """One sample's dims in the caller's layout, dynamic ones filled from the crop size (W, H) and 3 channels."""
-    dims = image_input.shape[1:]
+    dims = _image_dims(image_input)
+    wanted = (size[1], size[0], 3) if layout == "NHWC" else (3, size[1], size[0])
+    return tuple(d or fill for d, fill in zip(dims, wanted))
+
+
+def _image_dims(image_input: Port) -> tuple:
+    """The dims of one sample of a 4-D image batch (an output-only recipe on a model whose input is no image
+    reached the crop size's unpacking: an internal error)."""
+    dims = tuple(image_input.shape[1:])
     if len(dims) != 3:
         raise GraphsurgeryError(f"the patched input {image_input.name!r} has {len(dims) + 1} dims; verify makes "
                                 f"4-D image batches", fix="verify image models (a 4-D input)")
-    wanted = (size[1], size[0], 3) if layout == "NHWC" else (3, size[1], size[0])
-    return tuple(d or fill for d, fill in zip(dims, wanted))
+    return dims
 
 
 def width_height(sample: np.ndarray, layout: str) -> tuple[int, int]:
@@ -294,7 +301,8 @@ def width_height(sample: np.ndarray, layout: str) -> tuple[int, int]:
 def crop_size(image_input: Port, recipe: Recipe, facts: ModelFacts) -> tuple[int, int]:
     """(W, H) of the crops: the patched input's static size, else the plain model's."""
     layout = tensor_facet(recipe).layout
-    h, w = image_input.shape[1:3] if layout == "NHWC" else image_input.shape[2:4]
+    dims = _image_dims(image_input)
+    h, w = dims[:2] if layout == "NHWC" else dims[1:]
     if isinstance(h, int) and isinstance(w, int):
         return (w, h)
     if facts.input_size is None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
+import onnx.inliner
 import onnx_graphsurgeon as gs
 from onnx_graphsurgeon.logger import G_LOGGER
 
@@ -32,6 +33,7 @@ from graphsurgery.model import (
     all_nodes,
     applied_before,
     model_opset,
+    names_in_use,
     openvino_caveats,
     provenance,
     real_inputs,
@@ -99,9 +101,14 @@ def splice(recipe: Recipe, proto: onnx.ModelProto, *, model_name: str = "model",
             raise ModelError(f"recipe {recipe.name!r} needs opset {needed}, the model has opset {opset}",
                              path=model_name, fix=f"pass upgrade_opset=True (--upgrade-opset) to convert "
                                                     f"the model to opset {needed}")
+        if proto.functions:  # the converter drops them, leaving their calls to no op: their nodes go in first (not
+            # those named like an ONNX op, which the runtimes ignore and run the op: inlined, they would replace it)
+            ops = [(f.domain, f.name) for f in proto.functions if onnx.defs.has(f.name, f.domain)]
+            proto = onnx.inliner.inline_selected_functions(proto, ops, exclude=True)
         proto = onnx.version_converter.convert_version(proto, needed)
         # the converter leaves the IR version alone: an opset needs at least the IR version it came with
-        proto.ir_version = max(proto.ir_version, onnx.helper.find_min_ir_version_for(list(proto.opset_import)))
+        proto.ir_version = max(proto.ir_version, onnx.helper.find_min_ir_version_for(list(proto.opset_import),
+                                                                                     ignore_unknown=True))
         opset = needed
     applied = provenance(proto)
     if applied_before(recipe, proto) and not force:
@@ -111,16 +118,18 @@ def splice(recipe: Recipe, proto: onnx.ModelProto, *, model_name: str = "model",
 
     _refuse_sparse_constants(proto, model_name)
     graph = _import_quietly(proto)
-    taken = {n.name for n in graph.nodes} | set(graph.tensors())
+    tensors, nodes = names_in_use(proto)  # the subgraphs' too: a new tensor must shadow none of them
+    in_use = frozenset(tensors)
+    taken = tensors | nodes
     plan = SplicePlan(recipe=recipe.name, opset=opset)
     facts = ModelFacts.of(proto, recipe)
     extras: dict[str, gs.Variable] = {}
     if recipe.input:
         extras = _splice_input(recipe.input, proto, graph, Emitter(graph, opset, "graphsurgery/pre", taken), plan,
-                               model_name, wants_geometry=reads_geometry(recipe))
+                               model_name, in_use, wants_geometry=reads_geometry(recipe))
     if recipe.output:
         _splice_output(recipe.output, graph, Emitter(graph, opset, "graphsurgery/post", taken), plan, model_name,
-                       facts, extras)
+                       facts, extras, in_use)
     plan.inputs = [_signature(v) for v in graph.inputs]
     graph.toposort()
     patched = _export(graph, proto, recipe, applied)
@@ -187,10 +196,11 @@ def _pick(candidates: list[str], wanted: str | None, kind: str, key: str, model_
     return candidates[0]
 
 
-def _add_input(graph: gs.Graph, extra: ExtraInput, where: str, model_name: str) -> gs.Variable:
-    """A graph input a step declares (`boxes`, `center`): its name is fixed, so a model tensor of that name is a
-    clash the user must resolve."""
-    if extra.name in graph.tensors():
+def _add_input(graph: gs.Graph, extra: ExtraInput, where: str, model_name: str, in_use: frozenset[str]
+               ) -> gs.Variable:
+    """A graph input a step declares (`boxes`, `center`): its name is fixed, so a model tensor of that name (`in_use`:
+    the model's tensor names, in any subgraph) is a clash the user must resolve."""
+    if extra.name in in_use or extra.name in graph.tensors():
         raise ModelError(f"{where} adds an input {extra.name!r} but the model already has a tensor of that name",
                          path=model_name, fix="rename the model's tensor (this step's input name is fixed)")
     var = gs.Variable(extra.name, dtype=np.dtype(extra.dtype), shape=list(extra.shape))
@@ -204,9 +214,9 @@ def reads_geometry(recipe: Recipe) -> bool:
 
 
 def _splice_input(section: InputSection, proto, graph: gs.Graph, em: Emitter, plan: SplicePlan, model_name: str,
-                  wants_geometry: bool = False) -> dict[str, gs.Variable]:
+                  in_use: frozenset[str], wants_geometry: bool = False) -> dict[str, gs.Variable]:
     """Splice the input steps; returns the graph inputs they added (for the output steps), and with
-    `wants_geometry` the input geometry they make (`GEOMETRY`)."""
+    `wants_geometry` the input geometry they make (`GEOMETRY`). `in_use`: every tensor name of the model."""
     target_name = _pick(real_inputs(proto), section.target, "input", "input.target", model_name)
     target = next(v for v in graph.inputs if v.name == target_name)
     plan.input_target = target_name
@@ -227,7 +237,7 @@ def _splice_input(section: InputSection, proto, graph: gs.Graph, em: Emitter, pl
     check_model_layout(model_shape, section.model.layout, target_name, model_name)
     steps, shape = bind_input_steps(section, model_shape, model_name)
     shape = merge_declared(shape, section.tensor.shape, model_name)
-    if section.name not in (None, target_name) and section.name in graph.tensors():
+    if section.name not in (None, target_name) and section.name in in_use:
         raise ModelError(f"input.name {section.name!r} is already a tensor in the model", path=model_name,
                          fix="choose another name for the new input")
 
@@ -247,7 +257,7 @@ def _splice_input(section: InputSection, proto, graph: gs.Graph, em: Emitter, pl
                                  path=model_name, fix="set input.name to another name (this step's input name "
                                                       "is fixed)")
             if extra.name not in extras:
-                extras[extra.name] = _add_input(graph, extra, where, model_name)
+                extras[extra.name] = _add_input(graph, extra, where, model_name, in_use)
         try:
             if wants_geometry:
                 forward = _compose(em.scoped("geometry"), forward, step.build_forward_map(em.scoped("geometry"), x,
@@ -298,21 +308,30 @@ def _geometry(em: Emitter, caller: gs.Variable, layout: str, forward: tuple[gs.V
 def _free_batch(graph: gs.Graph, patched: gs.Variable, model_name: str) -> None:
     """Let the model run on the batch the input steps make (a crop per box, twice with the flip test) although it
     was exported for a static batch: every shape the export recorded is dropped (shape inference finds them
-    again) and the outputs' first dim becomes symbolic. A Reshape that writes the batch into the model cannot be
-    freed: refused, naming it."""
-    for node in graph.nodes:
+    again) and the outputs' first dim becomes symbolic. If, Loop and Scan bodies lose their sizes too, keeping
+    their ranks (a branch's output declared [1, 17, 64, 48] made the If's output batch 1 again: the flip average's
+    Split of 1 failed the checker). A Reshape that writes the batch into the model (in a body or a model-local
+    function too) cannot be freed: refused, naming it."""
+    subgraphs = list(graph.subgraphs(recursive=True))
+    for node in (*graph.nodes, *(node for body in (*subgraphs, *graph.functions) for node in body.nodes)):
         target = _constant_values(node.inputs[1]) if node.op == "Reshape" else None
         if target is not None and target.size and target.flat[0] > 0 and _constant_values(node.inputs[0]) is None:
-            raise ModelError(f"Reshape {node.name!r} writes a batch of {target.flat[0]} into the model "
+            named = repr(node.name) if node.name else f"(unnamed, output {node.outputs[0].name!r})"
+            raise ModelError(f"Reshape {named} writes a batch of {target.flat[0]} into the model "
                              f"(shape {target.tolist()}), so it cannot run on one crop per box",
                              path=model_name, fix="export the model with a dynamic batch (torch.onnx.export "
                                                   "dynamic_axes={input: {0: 'N'}}), or drop crop_boxes/flip_test")
     inputs = {id(v) for v in graph.inputs if v is not patched}
     outputs = set(map(id, graph.outputs))
-    for tensor in graph.tensors().values():
+    main = graph.tensors()
+    for tensor in main.values():
         if isinstance(tensor, gs.Constant) or id(tensor) in inputs or not tensor.shape:
             continue
         tensor.shape = ["crops", *tensor.shape[1:]] if id(tensor) in outputs else None
+    for subgraph in subgraphs:  # a body's inputs and outputs must keep a rank; the main graph's tensors are done
+        for name, tensor in subgraph.tensors().items():
+            if not isinstance(tensor, gs.Constant) and tensor.shape and name not in main:
+                tensor.shape = [None] * len(tensor.shape)
 
 
 def _constant_values(tensor: gs.Tensor) -> np.ndarray | None:
@@ -326,7 +345,7 @@ def _constant_values(tensor: gs.Tensor) -> np.ndarray | None:
 
 
 def _splice_output(section: OutputSection, graph: gs.Graph, em: Emitter, plan: SplicePlan, model_name: str,
-                   facts: ModelFacts, extras: dict[str, gs.Variable]):
+                   facts: ModelFacts, extras: dict[str, gs.Variable], in_use: frozenset[str]):
     names = [v.name for v in graph.outputs]
     wanted = section.targets() or (None,)
     target_names = [_pick(names, name, "output", "output.target", model_name) for name in wanted]
@@ -347,7 +366,7 @@ def _splice_output(section: OutputSection, graph: gs.Graph, em: Emitter, plan: S
         where = f"output.steps[{index}].{step.step_name}"
         for extra in step.extra_inputs(batch):
             if extra.name not in env:
-                env[extra.name] = _add_input(graph, extra, where, model_name)
+                env[extra.name] = _add_input(graph, extra, where, model_name, in_use)
         missing = [key for key in step.reads if key not in env]
         if GEOMETRY in missing:
             raise ModelError(f"{where} maps results back through the input steps, and the recipe has none",
@@ -359,7 +378,7 @@ def _splice_output(section: OutputSection, graph: gs.Graph, em: Emitter, plan: S
             env.update(step.build(em.scoped(step.step_name), env, facts))
         except StepError as exc:
             raise step_error(exc, where, model_name) from None
-    existing = set(graph.tensors())
+    existing = in_use | set(graph.tensors())
     new_outputs = []
     for key, name in section.output_names().items():
         var = env[key]

@@ -20,7 +20,7 @@ import click
 from rich.console import Console
 
 from graphsurgery import __version__
-from graphsurgery.cli.tables import printable
+from graphsurgery.cli.tables import printable, usable_terminal_size
 from graphsurgery.errors import GraphsurgeryError, bounded_words
 from graphsurgery.launch import (
     CPU_LIMIT_LINE,
@@ -81,6 +81,7 @@ class _Group(click.Group):
             ensure_open_files()  # too few: OpenVINO failed halfway, blaming the model
             ensure_processes()  # `ulimit -u` too small for the runtimes' threads: blamed the model too
             openvino_telemetry_off()  # before openvino is imported: it warns from its import on in an unwritable HOME
+            usable_terminal_size()  # before rich reads COLUMNS: at 0 every report was empty, with exit 0
             return super().invoke(ctx)
         except KeyboardInterrupt:
             self._end("interrupted", INTERRUPTED)

@@ -3,6 +3,8 @@ to "…"), and text that comes from models or users shown as it is (never read a
 
 from __future__ import annotations
 
+import os
+
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
@@ -10,6 +12,19 @@ from rich.text import Text
 
 from graphsurgery.errors import printable  # noqa: F401  (the CLI's name for it)
 from graphsurgery.supervisor import announced
+
+NARROWEST = 20  # the fewest COLUMNS a report is laid out in: at COLUMNS=1 rich broke every word a character a line
+
+
+def usable_terminal_size() -> None:
+    """COLUMNS and LINES as rich can take them. rich reads any value that `str.isdigit` accepts: COLUMNS=0 printed
+    every report as nothing (verify's verdict too, with exit 0), COLUMNS=1 a character a line, and COLUMNS=² or
+    LINES=² (digits to `isdigit`, not to `int`) were an internal error. Such a value is dropped, and rich measures
+    the terminal (or takes 80 columns) as it does when the variable is unset."""
+    for name, least in (("COLUMNS", NARROWEST), ("LINES", 1)):
+        value = os.environ.get(name)
+        if value is not None and not (value.isascii() and value.isdigit() and int(value) >= least):
+            del os.environ[name]
 
 
 def shown(value, style: str = "") -> Text:

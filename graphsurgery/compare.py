@@ -259,7 +259,15 @@ class HeatmapGrid:
         """The heatmap cell (x, y) of each coordinate, rounded to the nearest cell as the refinement steps do."""
         with np.errstate(divide="ignore", invalid="ignore"):
             cells = (np.asarray(coordinates, np.float64) - self.offset) / np.where(self.scale == 0, 1, self.scale)
-        return np.floor(np.nan_to_num(cells, nan=0.0) + 0.5).astype(np.int64)
+        return nearest_cells(cells)
+
+
+def nearest_cells(values: np.ndarray) -> np.ndarray:
+    """`values` rounded to the nearest integer cell, NaN as 0 and ±inf as a cell far off (round 40: ±inf, e.g. a
+    keypoint divided by zero, was cast to int64 from ±1.8e308: numpy's "invalid value" warning on stderr, an
+    internal error under PYTHONWARNINGS=error)."""
+    far = 2.0**52
+    return np.floor(np.clip(np.nan_to_num(values, nan=0.0), -far, far) + 0.5).astype(np.int64)
 
 
 def compare_output(name: str, actual: np.ndarray, expected: np.ndarray, comparison: Comparison, *,
@@ -404,7 +412,7 @@ def compare_positions(name: str, actual: np.ndarray, expected: np.ndarray, compa
     result.matches = int(matching.sum())
     result.max_distance = float(distance.max()) if distance.size else 0.0
     if kind == "coordinates":
-        to_cells = grid.cells if grid is not None else (lambda c: np.floor(np.nan_to_num(c) + 0.5).astype(np.int64))
+        to_cells = grid.cells if grid is not None else nearest_cells
         cells_a, cells_b = to_cells(a), to_cells(b)
     moves, measured = None, False  # the reference's wobble per position, measured once a mismatch needs it
     for index in zip(*np.nonzero(~matching)):

@@ -44,10 +44,13 @@ class Nms(OutputStep):
     class −1. A box survives when its score > `score_threshold` and its
     IoU with every better box kept (of its class with `per_class`, else
     of any class) is <= `iou_threshold`, as cv2.dnn.NMSBoxes and
-    torchvision's nms decide. `best_class_only`: each anchor competes
-    only in its best class (the first on ties), as ultralytics' predict
-    (multi_label off) and YOLOv5's detect do; otherwise in every class
-    whose score passes (multi-label, as their validation does).
+    torchvision's nms decide, on every runtime (OpenVINO suppresses at an
+    IoU equal to the threshold it is given: it is given the next float32
+    up, and at 1 boxes that cannot overlap). `best_class_only`: each
+    anchor competes only in its best class (the first on ties), as
+    ultralytics' predict (multi_label off) and YOLOv5's detect do;
+    otherwise in every class whose score passes (multi-label, as their
+    validation does).
     `per_class: false` gives each anchor its best class and suppresses
     across classes (ultralytics' agnostic_nms).
     Compared as sets (IoU ≥ 0.99, same class, score within tolerance):
@@ -96,8 +99,9 @@ class Nms(OutputStep):
             best_class = em.op("Cast", [em.op("Reshape", [best.first, em.const("flat", [0, -1], i64)], dtype=np.int32)],
                                {"to": TensorProto.INT64}, dtype=i64)                              # [N, A]
         threshold = em.const("score_threshold", self.score_threshold, f32)
-        selected = em.op("NonMaxSuppression", [boxes, scores, em.const("per_class", [self.max_detections], i64),
-                                               em.const("iou_threshold", [self.iou_threshold], f32),
+        selected = em.op("NonMaxSuppression", [self._suppressing(em, boxes, anchors), scores,
+                                               em.const("per_class", [self.max_detections], i64),
+                                               em.const("iou_threshold", [self._runtime_iou_threshold()], f32),
                                                em.const("score_threshold", [self.score_threshold], f32)],
                          {"center_point_box": 0}, dtype=i64, shape=[None, 3])  # not a named dim: two nms steps
         # shared it and ONNX Runtime planned one buffer for both selections ("Shape mismatch attempting to re-use")
@@ -134,6 +138,28 @@ class Nms(OutputStep):
             "count": em.reduce_sum(em.op("Cast", [valid], {"to": TensorProto.INT64}, dtype=i64), [1],
                                    keepdims=False, dtype=i64, shape=["N"]),
         }
+
+    def _runtime_iou_threshold(self) -> np.float32:
+        """The threshold given to NonMaxSuppression, so that ONNX's rule (suppress where IoU > threshold) holds on
+        every runtime: ONNX Runtime suppresses above it, OpenVINO from it (IoU ≥ threshold), so at `iou_threshold: 0`
+        OpenVINO kept one box of each class, disjoint ones suppressed (round 40). The next float32 up gives both
+        the same answer but for an IoU of exactly that value; at least the smallest normal float32, which OpenVINO
+        does not flush to zero. At 1 nothing is suppressed (`_suppressing`), and ONNX Runtime refuses more."""
+        threshold = np.float32(self.iou_threshold)
+        if threshold >= 1:
+            return np.float32(1.0)
+        return max(np.nextafter(threshold, np.float32(np.inf)), np.finfo(np.float32).tiny)
+
+    def _suppressing(self, em: Emitter, boxes: gs.Variable, anchors: int) -> gs.Variable:
+        """The boxes NonMaxSuppression compares: the candidates; at `iou_threshold: 1`, which suppresses nothing,
+        one disjoint unit box per anchor instead (OpenVINO suppressed identical boxes, IoU 1 ≥ 1). The kept anchors'
+        corners are read from the candidates either way."""
+        if np.float32(self.iou_threshold) < 1:
+            return boxes
+        left = 2 * np.arange(anchors, dtype=np.float32)[None, :, None]
+        apart = np.concatenate([left, np.zeros_like(left), left + 1, np.ones_like(left)], axis=2)      # [1, A, 4]
+        return em.op("Expand", [em.const("disjoint_boxes", apart), em.op("Shape", [boxes], dtype=np.int64)],
+                     dtype=np.float32)
 
     def reference(self, env: dict[str, np.ndarray], facts: ModelFacts | None = None) -> dict[str, np.ndarray]:
         boxes = np.asarray(env["candidates"], np.float32)

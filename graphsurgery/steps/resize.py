@@ -30,7 +30,7 @@ from pydantic import Field, model_validator
 
 from graphsurgery.emit import Emitter
 from graphsurgery.registry import register
-from graphsurgery.steps.base import SizedStep, StepError, TensorSpec, hw_axes, with_hw
+from graphsurgery.steps.base import Dim, SizedStep, StepError, TensorSpec, hw_axes, with_hw
 from graphsurgery.steps.filtered import emit_filtered
 from graphsurgery.steps.input import _require_float
 from graphsurgery.steps.libraries import pil_equivalent, resize_vs_opencv, resize_vs_pil
@@ -163,6 +163,15 @@ class Resize(SizedStep):
             raise StepError("cubic resize needs an NCHW tensor (onnxruntime cannot shrink NHWC cubically and "
                             "OpenVINO 2026.4 computes it wrongly)", "put resize after the `layout: {to: NCHW}` step")
         return super().spec_after(spec)
+
+    def bind(self, shape_after: tuple[Dim, ...], spec_before: TensorSpec) -> Resize:
+        bound = super().bind(shape_after, spec_before)
+        if bound.interpolation == "cubic" and not bound.filtered and 1 in bound.target_size():
+            # round 40: ONNX Runtime's layout optimizer runs such a Resize channel-last, where it cannot shrink
+            # cubically: the patched model failed on most image sizes ("'Cubic' mode only supports…"), exit 3
+            raise StepError(f"a cubic resize to {bound.target_size()[0]} × {bound.target_size()[1]} (a side of 1) "
+                            "fails in onnxruntime", "use `interpolation: linear`, or `antialias: true` (PIL's bicubic)")
+        return bound
 
     def build(self, em: Emitter, x: gs.Variable, spec: TensorSpec) -> gs.Variable:
         target = self.target_size()

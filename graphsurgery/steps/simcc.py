@@ -51,7 +51,10 @@ class SimccDecode(OutputStep):
     """
 
     step_name: ClassVar[str] = "simcc_decode"
-    split_ratio: float = Field(default=2.0, gt=0, le=64, description="SimCC bins per input pixel (mmpose: 2.0)")
+    # at least 1/64, as at most 64 (round 40): 1e-300 passed `gt=0` and was 0 in the graph's float32, so every
+    # keypoint divided by zero (NaN or ±inf on both sides: any such patch passed verify, with numpy's warnings)
+    split_ratio: float = Field(default=2.0, ge=1 / 64, le=64,
+                               description="SimCC bins per input pixel, 1/64 to 64 (mmpose: 2.0)")
     x: str = Field(default="simcc_x", min_length=1, max_length=256, description="model output of the x vectors")
     y: str = Field(default="simcc_y", min_length=1, max_length=256, description="model output of the y vectors")
 

@@ -11,7 +11,14 @@ import onnx
 
 from graphsurgery.errors import check_flags
 from graphsurgery.model import model_opset, provenance, real_inputs
-from graphsurgery.modelio import check_output_path, external_tensors, load_model, model_files, save_model
+from graphsurgery.modelio import (
+    check_output_path,
+    external_tensors,
+    load_model,
+    model_files,
+    network_sha256,
+    save_model,
+)
 from graphsurgery.probe import settle_output_sizes
 from graphsurgery.recipe import Recipe, as_recipe
 from graphsurgery.safeio import input_path, output_path
@@ -41,8 +48,10 @@ def apply(recipe: str | Path | Recipe, model: str | Path, out: str | Path | None
     if not dry_run:  # the model, its external data files and the recipe file are never written
         check_output_path(out, [*model_files(loaded), Path(recipe.source) if recipe.file_sha256 else None], force)
     base_dir = loaded.base_dir
+    network = None if dry_run else network_sha256(loaded)  # of the model as read, before anything settles in it
     settled = settle_output_sizes(loaded, recipe)
-    patched, plan = splice(recipe, loaded.proto, model_name=str(model), force=force, upgrade_opset=upgrade_opset)
+    patched, plan = splice(recipe, loaded.proto, model_name=str(model), force=force, upgrade_opset=upgrade_opset,
+                           network_sha256=network)
     plan.notes = [*settled, *plan.notes]
     if dry_run:
         return ApplyResult(plan, None)

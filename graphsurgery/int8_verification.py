@@ -13,12 +13,15 @@ from pathlib import Path
 import numpy as np
 
 from graphsurgery.compare import HeatmapGrid, missing_output
-from graphsurgery.errors import GraphsurgeryError
-from graphsurgery.model import ModelFacts
+from graphsurgery.errors import GraphsurgeryError, printable
+from graphsurgery.irconvert import PROVENANCE_KEY
+from graphsurgery.model import ModelFacts, provenance_entries
+from graphsurgery.modelio import LoadedModel, network_sha256
 from graphsurgery.quantize import (
     VERIFY_CALIBRATION,
     calibration_set,
     convert_int8,
+    ir_info,
     is_int8,
     sound_joints,
     within_one_cell,
@@ -30,7 +33,7 @@ from graphsurgery.twins import decoded_output, unpatched_outputs
 from graphsurgery.verification import PairReport, compare, concat
 
 
-def int8_backends(backends: list[str], patched: str | Path | None) -> list[str]:
+def int8_backends(backends: list[str], patched: str | Path | None, recipe: Recipe, plain: LoadedModel) -> list[str]:
     if "openvino" not in backends:
         raise GraphsurgeryError("int8 is an OpenVINO IR", fix="verify it on openvino (--backends openvino)")
     if patched is not None:
@@ -38,7 +41,36 @@ def int8_backends(backends: list[str], patched: str | Path | None) -> list[str]:
             raise GraphsurgeryError("--precision int8 verifies an int8 IR and this is not one", path=patched,
                                     fix="make it with `graphsurgery convert PATCHED.onnx --int8 --calibration DIR`, "
                                         "or give no --patched (verify then quantizes on random samples)")
+        check_origin(Path(patched), recipe, plain)
     return ["openvino"]
+
+
+def check_origin(patched: Path, recipe: Recipe, plain: LoadedModel) -> None:
+    """Refuse an int8 IR that was not patched from PLAIN with RECIPE. Its verdict checks the decode on its own
+    network output only, and its agreement with f32 is measured, not judged: an int8 IR of another network, or
+    of this one patched with other input steps (another std), PASSed. `apply` records the plain model's SHA-256
+    and the recipe in the patched model's provenance, and `convert` carries it into the IR's rt_info."""
+    again = (f"patch and convert PLAIN again (`graphsurgery apply {printable(recipe.source)} {printable(plain.path)}"
+             f" -o P.onnx`, then `graphsurgery convert P.onnx --int8 …`), or give no --patched (verify then "
+             "quantizes)")
+    recorded = ir_info(patched, PROVENANCE_KEY)[0]
+    entries = provenance_entries(recorded) if recorded is not None else []
+    if not entries:
+        raise GraphsurgeryError("this int8 IR records no provenance (it was not converted by `graphsurgery convert "
+                                "--int8` from a model `graphsurgery apply` patched), so nothing ties it to PLAIN and "
+                                "RECIPE: only its decode could be checked", path=patched, fix=again)
+    last = entries[-1]
+    if not recipe.made(last):
+        raise GraphsurgeryError(f"this int8 IR was patched with recipe {printable(str(last.get('recipe')))!r}, not "
+                                f"with {printable(recipe.source)}", path=patched,
+                                fix=f"give the recipe it was patched with, or {again}")
+    if "model_sha256" not in last:
+        raise GraphsurgeryError("this int8 IR records no SHA-256 of the model it was patched from (an IR patched "
+                                "before graphsurgery recorded it)", path=patched, fix=again)
+    if last["model_sha256"] != network_sha256(plain):
+        raise GraphsurgeryError(f"this int8 IR was patched from another model than {printable(plain.path)} (the "
+                                "network's SHA-256 differs)", path=patched,
+                                fix=f"give the plain model it was patched from, or {again}")
 
 
 def build_int8(patched_onnx: Path, seed: int) -> Path:

@@ -5,7 +5,8 @@
 - Input and output names are the ONNX ones, checked after conversion (and restored if OpenVINO renamed a port),
   so feeds and results are addressed alike on both runtimes.
 - The weights' precision ("FP32"/"FP16") is recorded in the IR's rt_info under `graphsurgery/weights`, so that
-  `run` can label its results.
+  `run` can label its results; the patched model's provenance (recipes, plain model's SHA-256) under
+  `graphsurgery/provenance`, so that `verify --precision int8 --patched` can tell where an int8 IR came from.
 - Output is staged in a temporary folder beside the destination, then moved into place (.bin first, then .xml):
   a failure leaves nothing behind, and the input is never opened for writing.
 - `--ovms DIR` writes the OpenVINO Model Server repository layout DIR/<name>/1/model.xml.
@@ -13,6 +14,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from collections.abc import Callable, Mapping, Sequence
@@ -32,7 +34,7 @@ from graphsurgery.limits import (
     refuse_if_limited,
     write_fix,
 )
-from graphsurgery.model import openvino_caveats, real_inputs
+from graphsurgery.model import openvino_caveats, provenance, real_inputs
 from graphsurgery.modelio import (
     check_output_path,
     load_model,
@@ -47,6 +49,7 @@ from graphsurgery.supervisor import doing
 
 WEIGHTS_KEY = ("graphsurgery", "weights")
 SOURCE_KEY = ("graphsurgery", "source")
+PROVENANCE_KEY = ("graphsurgery", "provenance")
 OVMS_VERSION = "1"
 OVMS_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -225,6 +228,8 @@ def convert(model_path: str | Path, out_xml: str | Path, fp16: bool = False,
         weights = weights or ("FP16" if fp16 else "FP32")
         model.set_rt_info(weights, list(WEIGHTS_KEY))
         model.set_rt_info(model_path.name, list(SOURCE_KEY))
+        if entries := provenance(proto):
+            model.set_rt_info(json.dumps(entries), list(PROVENANCE_KEY))
         _save(model, out_xml, out_bin, fp16, replace=force)  # without --force, still refused as it is placed
         return ConvertResult(out_xml, out_bin, weights, openvino_caveats(proto))
     except BaseException:

@@ -31,16 +31,21 @@ def real_inputs(proto: onnx.ModelProto) -> list[str]:
 
 
 def provenance(proto: onnx.ModelProto) -> list[dict]:
-    """The recipes applied to this model so far, oldest first: the entries that are objects (metadata written by
-    hand or by another tool may hold anything: numbers, nulls, nesting deep enough to overflow the parser)."""
+    """The recipes applied to this model so far, oldest first (`provenance_entries` of its metadata)."""
     for prop in proto.metadata_props:
         if prop.key == PROVENANCE_KEY:
-            try:  # NaN and Infinity are no JSON: Python's parser takes them, and `inspect --json` printed them
-                entries = json.loads(prop.value, parse_constant=_not_json)
-            except (ValueError, RecursionError):
-                return []
-            return [entry for entry in entries if isinstance(entry, dict)] if isinstance(entries, list) else []
+            return provenance_entries(prop.value)
     return []
+
+
+def provenance_entries(text: str) -> list[dict]:
+    """The entries of a recorded provenance that are objects (an ONNX model's metadata or an IR's rt_info, written
+    by hand or by another tool, may hold anything: numbers, nulls, nesting deep enough to overflow the parser)."""
+    try:  # NaN and Infinity are no JSON: Python's parser takes them, and `inspect --json` printed them
+        entries = json.loads(text, parse_constant=_not_json)
+    except (ValueError, RecursionError):
+        return []
+    return [entry for entry in entries if isinstance(entry, dict)] if isinstance(entries, list) else []
 
 
 def applied_before(recipe, proto: onnx.ModelProto) -> bool:

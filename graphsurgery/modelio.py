@@ -18,6 +18,7 @@ writing. Holes in a sparse external-data file stay holes in the copy.
 from __future__ import annotations
 
 import errno
+import hashlib
 import math
 import os
 import warnings
@@ -78,6 +79,25 @@ class LoadedModel:
     @property
     def base_dir(self) -> Path:
         return self.path.parent
+
+
+def network_sha256(loaded: LoadedModel) -> str:
+    """SHA-256 of the network a model file holds: its opsets, its graph and the content of its external data files
+    (not its metadata, which apply rewrites). `apply` records it in the provenance, so that an IR converted from the
+    patched model can be traced to its plain model (`verify --precision int8 --patched`)."""
+    digest = hashlib.sha256()
+    for entry in loaded.proto.opset_import:
+        digest.update(entry.SerializeToString(deterministic=True))
+    digest.update(loaded.proto.graph.SerializeToString(deterministic=True))
+    for data_file in loaded.data_files:
+        try:
+            with open_regular(data_file, "an external data file", ModelError) as stream:
+                while chunk := stream.read(1 << 20):
+                    digest.update(chunk)
+        except OSError as exc:  # removed or made unreadable since the model was loaded
+            raise ModelError(f"cannot read the model's external data ({exc.strerror})", path=data_file,
+                             fix="check that the file is there and readable") from None
+    return digest.hexdigest()
 
 
 def load_model(path: str | Path) -> LoadedModel:

@@ -494,7 +494,7 @@ def agreement_line(vs_f32: dict[str, dict[str, float]], samples: str) -> str:
 def int8_agreement(model: Path) -> str | None:
     """The agreement line `convert --int8` stored in the IR (`agreement_line`); None for any other model. An IR is
     anyone's file: a line of 100,000 characters in its rt_info was printed whole by `run` and kept in run.json."""
-    precision, line = _ir_info(model, PRECISION_KEY, AGREEMENT_KEY)
+    precision, line = ir_info(model, PRECISION_KEY, AGREEMENT_KEY)
     if precision != "int8" or line is None:
         return None
     return line if len(line) <= AGREEMENT_MOST else f"{line[:AGREEMENT_MOST]}… (cut: {len(line):,} characters)"
@@ -502,10 +502,10 @@ def int8_agreement(model: Path) -> str | None:
 
 def is_int8(model: Path) -> bool:
     """True for an OpenVINO IR that `convert --int8` made (its rt_info says so)."""
-    return _ir_info(model, PRECISION_KEY)[0] == "int8"
+    return ir_info(model, PRECISION_KEY)[0] == "int8"
 
 
-def _ir_info(model: Path, *keys: tuple[str, str]) -> list[str | None]:
+def ir_info(model: Path, *keys: tuple[str, str]) -> list[str | None]:
     """The values graphsurgery stored under `keys` in an IR's rt_info (None where absent, or for an ONNX model)."""
     if model.suffix.lower() != ".xml":
         return [None] * len(keys)

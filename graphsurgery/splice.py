@@ -92,8 +92,9 @@ def required_opset(recipe: Recipe) -> int:
 
 
 def splice(recipe: Recipe, proto: onnx.ModelProto, *, model_name: str = "model", force: bool = False,
-           upgrade_opset: bool = False) -> tuple[onnx.ModelProto, SplicePlan]:
-    """Return the patched model and its plan; `proto` itself is not modified."""
+           upgrade_opset: bool = False, network_sha256: str | None = None) -> tuple[onnx.ModelProto, SplicePlan]:
+    """Return the patched model and its plan; `proto` itself is not modified. `network_sha256`, the plain model's
+    (`modelio.network_sha256`), goes into the provenance entry."""
     opset = model_opset(proto)
     needed = required_opset(recipe)
     if needed > opset:
@@ -132,7 +133,7 @@ def splice(recipe: Recipe, proto: onnx.ModelProto, *, model_name: str = "model",
                        facts, extras, in_use)
     plan.inputs = [_signature(v) for v in graph.inputs]
     graph.toposort()
-    patched = _export(graph, proto, recipe, applied)
+    patched = _export(graph, proto, recipe, applied, network_sha256)
     check_work(patched, model_name, "the patched model")  # the recipe's nodes may take it past MAX_NODES
     _fill_output_shapes(patched, plan)
     plan.notes = openvino_caveats(patched)
@@ -406,7 +407,8 @@ def _signature(var: gs.Variable) -> Signature:
     return Signature(var.name, dtype, shape)
 
 
-def _export(graph: gs.Graph, original: onnx.ModelProto, recipe: Recipe, applied: list[dict]) -> onnx.ModelProto:
+def _export(graph: gs.Graph, original: onnx.ModelProto, recipe: Recipe, applied: list[dict],
+            network_sha256: str | None) -> onnx.ModelProto:
     patched = gs.export_onnx(graph, do_type_check=True)
     patched.ir_version = original.ir_version
     del patched.opset_import[:]
@@ -427,6 +429,8 @@ def _export(graph: gs.Graph, original: onnx.ModelProto, recipe: Recipe, applied:
     entry = {"recipe": recipe.name, "recipe_sha256": recipe.sha256, "tool": f"graphsurgery {__version__}"}
     if recipe.file_sha256:
         entry["recipe_file_sha256"] = recipe.file_sha256
+    if network_sha256:
+        entry["model_sha256"] = network_sha256
     patched.metadata_props.add(key=PROVENANCE_KEY, value=json.dumps([*applied, entry]))
     return patched
 

@@ -92,9 +92,10 @@ def inspect_command(model: Path, as_json: bool):
     if info.external_data:
         console.print(f"{info.external_data} tensors keep their data in external files")
     for entry in info.provenance:  # written by hand or by another tool, a claim may lack any field ("by None")
-        tool, recipe, sha = (entry.get(key) for key in ("tool", "recipe", "recipe_sha256"))
+        tool, recipe, sha, model = (entry.get(key) for key in ("tool", "recipe", "recipe_sha256", "model_sha256"))
         console.print(shown(f"patched by {tool or 'an unnamed tool'} with recipe {recipe or '(unnamed)'} "
-                            f"({f'sha256 {str(sha)[:12]}…' if sha else 'no sha256 recorded'})"))
+                            f"({f'sha256 {str(sha)[:12]}…' if sha else 'no sha256 recorded'})"
+                            + (f" from a model of sha256 {str(model)[:12]}…" if model else "")))
 
 
 @click.command("schema")

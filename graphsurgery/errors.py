@@ -7,6 +7,7 @@ exits with code 2, without a traceback.
 
 from __future__ import annotations
 
+import codecs
 import math
 import re
 from numbers import Integral, Real
@@ -24,6 +25,30 @@ def printable(value) -> str:
     a line read other than it is."""
     text = _CONTROL.sub(lambda match: f"\\x{ord(match.group()):02x}", str(value))
     return _BIDI.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
+
+
+#: ASCII for the typographic characters of graphsurgery's own text, where the terminal's encoding has none
+_ASCII_FALLBACK = {"—": "--", "–": "-", "−": "-", "⁻": "-", "…": "...", "→": "->", "↔": "<->", "⇔": "<=>",
+                   "≥": ">=", "≤": "<=", "≈": "~", "±": "+/-", "×": "x", "·": ".", "Δ": "delta", "✓": "ok", "✗": "x"}
+#: The codec error handler `readable_fallback` is registered under
+READABLE = "graphsurgery-readable"
+
+
+def readable_fallback(error: UnicodeError) -> tuple[str, int]:
+    """Characters a terminal's encoding lacks (Latin-1, ASCII), as ASCII where graphsurgery's own text uses them
+    ("—" as "--", "≥" as ">="), else escaped as `\u2014` (backslashreplace). Round 41: under a Latin-1 stderr every
+    error line read `\u2014 fix:`. Only printable ASCII comes out: control characters are `printable`'s, before."""
+    if not isinstance(error, UnicodeEncodeError):
+        raise error
+    text = error.object[error.start:error.end]
+    return "".join(_ASCII_FALLBACK.get(character) or character.encode("ascii", "backslashreplace").decode("ascii")
+                   for character in text), error.end
+
+
+def readable_errors() -> str:
+    """The name of the codec error handler for the standard streams (`readable_fallback`), registered."""
+    codecs.register_error(READABLE, readable_fallback)
+    return READABLE
 
 
 def listed(names, most: int = 10) -> str:

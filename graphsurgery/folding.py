@@ -159,9 +159,10 @@ def _check_folded_bodies(proto: onnx.ModelProto, path: Path) -> None:
                 pending += bodies
     for scope in scopes:
         outer |= scope[1]
-    scopes = [(nodes, outer) for nodes, _ in scopes]
-    scopes += [(function.node, _plain_constants((), function.node)) for function in proto.functions]
-    for nodes, constants in scopes:
+    scopes = [(nodes, outer, {}) for nodes, _ in scopes]
+    scopes += [(function.node, _plain_constants((), function.node), binding) for function in proto.functions
+               for binding in _call_bindings(proto, function)]
+    for nodes, constants, binding in scopes:
         known = set(constants)
         folded = []
         for node in nodes:  # a node of constants alone: its outputs count as constants for those that follow
@@ -174,10 +175,26 @@ def _check_folded_bodies(proto: onnx.ModelProto, path: Path) -> None:
         _check_integer_division([node for node in folded if node.op_type == "Div" and len(node.input) == 2],
                                 constants, types, path)
         _check_folded_kernels([node for node in folded if node.op_type in _FOLDING_CRASHES], constants, shapes,
-                              types, path)
+                              types, path, binding)
 
 
-def _check_folded_kernels(kernels: list, constants: dict, shapes: dict, types: dict, path: Path) -> None:
+def _call_bindings(proto: onnx.ModelProto, function: onnx.FunctionProto) -> list[dict]:
+    """The attribute values each call of `function` gives its body's references (`ref_attr_name`), over the
+    function's defaults, one dict per distinct set (at least one: the defaults). Round 41: a Mod in a function whose
+    fmod was a reference was judged as fmod 0, and a call with fmod=1 of the smallest integer by −1 went through,
+    into the model `--upgrade-opset` inlines and OpenVINO then folds (SIGFPE). A call's own reference to an outer
+    function's attribute is not followed."""
+    defaults = {a.name: onnx.helper.get_attribute_value(a) for a in function.attribute_proto}
+    bindings = {}
+    for node in all_nodes(proto):
+        if (node.domain, node.op_type, node.overload) == (function.domain, function.name, function.overload):
+            given = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute if not a.ref_attr_name}
+            bindings.setdefault(repr(sorted({**defaults, **given}.items())), {**defaults, **given})
+    return list(bindings.values()) or [defaults]
+
+
+def _check_folded_kernels(kernels: list, constants: dict, shapes: dict, types: dict, path: Path,
+                          binding: dict | None = None) -> None:
     """Refuse the main-graph nodes of constants that killed a runtime while it loaded the model: an integer Mod by
     zero (OpenVINO folding it: SIGFPE; ONNX Runtime refuses it) or, with fmod=1, of the smallest int32/int64 by −1;
     a CumSum over an empty tensor or along an axis out of its rank, a GatherND index out of its dim (OpenVINO:
@@ -186,7 +203,8 @@ def _check_folded_kernels(kernels: list, constants: dict, shapes: dict, types: d
     SIGSEGV); an STFT with frames or a window of length zero (ONNX Runtime: SIGFPE); a DFT of length zero
     (OpenVINO compiling: SIGSEGV or SIGFPE); a Unique with an axis of a tensor with an
     empty dim (OpenVINO converting: SIGSEGV; ONNX Runtime: SIGABRT). Values are read from
-    plain constants (`_small_value`), shapes from onnx's shape inference."""
+    plain constants (`_small_value`), shapes from onnx's shape inference; a function's attribute references from
+    `binding` (`_call_bindings`)."""
 
     def read(name: str) -> np.ndarray | None:
         return _small_value(constants, name)
@@ -194,7 +212,8 @@ def _check_folded_kernels(kernels: list, constants: dict, shapes: dict, types: d
     for node in kernels:
         first = shapes.get(node.input[0]) if node.input and node.input[0] else None
         empty = first is not None and 0 in first
-        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute if not a.ref_attr_name}
+        attrs = {a.name: binding[a.ref_attr_name] if a.ref_attr_name else onnx.helper.get_attribute_value(a)
+                 for a in node.attribute if not a.ref_attr_name or a.ref_attr_name in (binding or {})}
         said, runtime, signal = None, "OpenVINO", "SIGSEGV"
         if node.op_type == "Mod" and len(node.input) == 2:
             divisor, kind = read(node.input[1]), types.get(node.input[0])

@@ -22,6 +22,7 @@ from graphsurgery.modelio import LoadedModel
 from graphsurgery.recipe import InputTensor, Recipe
 from graphsurgery.runners import Port, model_signature
 from graphsurgery.steps.base import InputStep
+from graphsurgery.steps.resize import Resize
 
 #: The image random boxes are drawn in (pixels), for the `center` / `scale` inputs of random crops.
 RANDOM_IMAGE_SIZE = (640, 480)
@@ -33,7 +34,8 @@ MAX_RANDOM_BYTES = 512 << 20
 #: The crops of one model call made at once (`run` with a static batch, `bench --batch`): 2^40 ran out of memory
 MAX_BATCH_BYTES = 512 << 20
 #: (W, H) of random images when the recipe resizes: landscape and portrait, odd sides, smaller and larger than a
-#: 224 or 256 model, and one equal to a 224 model's size.
+#: 224 or 256 model, and one equal to a 224 model's size (led by two of the model's own when the first two do not
+#: tell the resize's side roundings apart: `resize_sizes`).
 RESIZE_SIZES = ((400, 300), (353, 481), (224, 224), (640, 480))
 
 @dataclass
@@ -90,15 +92,24 @@ def random_samples(n: int, image_input: Port, sizes: Sequence[tuple[int, int]], 
 
 def random_caller_samples(n: int, image_input: Port, recipe: Recipe, facts: ModelFacts, steps: Sequence[InputStep],
                           extras: list[str], batch: int = 1, seed: int = 0) -> Samples:
-    """Random caller inputs as verify feeds them: crops at the model's size, or images of `RESIZE_SIZES` when one
+    """Random caller inputs as verify feeds them: crops at the model's size, or images of `resize_sizes` when one
     of the (bound) input `steps` frees the caller's size."""
     layout = tensor_facet(recipe).layout
     resizes = [step for step in steps if step.frees_caller_size]
     if resizes:
         model_size = resizes[-1].output_size()[::-1]  # (W, H) of the last resize: the model's
-        return random_samples(n, image_input, RESIZE_SIZES, layout, extras, model_size, batch, seed)
+        return random_samples(n, image_input, resize_sizes(resizes[0]), layout, extras, model_size, batch, seed)
     size = crop_size(image_input, recipe, facts)
     return random_samples(n, image_input, [size], layout, extras, size, batch, seed)
+
+
+def resize_sizes(first: InputStep) -> tuple[tuple[int, int], ...]:
+    """The sizes (W, H) of random images for a recipe whose `first` step freeing the caller's size sees them:
+    RESIZE_SIZES, led by two sizes from the model's when its first two (all that `--random 2` feeds) do not give
+    floor, round and ceil each their own resized sides (round 41: a patch rounding another way PASSed)."""
+    if not isinstance(first, Resize) or first.roundings_told_apart(RESIZE_SIZES[:2]):
+        return RESIZE_SIZES
+    return (*first.rounding_sizes(), *RESIZE_SIZES)
 
 
 def random_box_samples(n: int, image_input: Port, layout: str, seed: int = 0) -> Samples:

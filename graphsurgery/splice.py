@@ -15,6 +15,7 @@ import numpy as np
 import onnx
 import onnx.inliner
 import onnx_graphsurgeon as gs
+from onnx.external_data_helper import uses_external_data
 from onnx_graphsurgeon.logger import G_LOGGER
 
 from graphsurgery import __version__
@@ -34,6 +35,7 @@ from graphsurgery.model import (
     applied_before,
     model_opset,
     names_in_use,
+    nested_graphs,
     openvino_caveats,
     provenance,
     real_inputs,
@@ -95,6 +97,7 @@ def splice(recipe: Recipe, proto: onnx.ModelProto, *, model_name: str = "model",
            upgrade_opset: bool = False, network_sha256: str | None = None) -> tuple[onnx.ModelProto, SplicePlan]:
     """Return the patched model and its plan; `proto` itself is not modified. `network_sha256`, the plain model's
     (`modelio.network_sha256`), goes into the provenance entry."""
+    original = proto
     opset = model_opset(proto)
     needed = required_opset(recipe)
     if needed > opset:
@@ -136,8 +139,28 @@ def splice(recipe: Recipe, proto: onnx.ModelProto, *, model_name: str = "model",
     patched = _export(graph, proto, recipe, applied, network_sha256)
     check_work(patched, model_name, "the patched model")  # the recipe's nodes may take it past MAX_NODES
     _fill_output_shapes(patched, plan)
-    plan.notes = openvino_caveats(patched)
+    plan.notes = [*openvino_caveats(patched), *_carry_training_info(original, patched)]
     return patched, plan
+
+
+def _carry_training_info(original: onnx.ModelProto, patched: onnx.ModelProto) -> list[str]:
+    """The model's training_info kept as it is (round 41: apply dropped it in silence, onnx-graphsurgeon exporting
+    the graph alone): it trains the network, which the patch leaves whole. A note says so, as its graphs read
+    tensors by name that nothing checks against the patched graph; training graphs holding external data are left
+    out, noted (their files are neither checked nor copied beside the output)."""
+    if not original.training_info:
+        return []
+    count = f"{len(original.training_info)} training_info entr{'y' if len(original.training_info) == 1 else 'ies'}"
+    graphs = [g for info in original.training_info for top in (info.initialization, info.algorithm)
+              for g in nested_graphs(top)]
+    tensors = [*(t for g in graphs for t in g.initializer),
+               *(t for g in graphs for n in g.node for a in n.attribute for t in (*([a.t] if a.HasField("t") else ()),
+                                                                                 *a.tensors))]
+    if any(uses_external_data(tensor) for tensor in tensors):
+        return [f"the model's {count} (training graphs) left out: they hold external data, which apply does not copy"]
+    patched.training_info.extend(original.training_info)
+    return [f"the model's {count} (training graphs) kept unchanged: they read the plain model's tensors by name, "
+            "not checked against the patched graph"]
 
 
 def _refuse_sparse_constants(proto: onnx.ModelProto, model_name: str) -> None:

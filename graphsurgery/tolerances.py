@@ -56,8 +56,8 @@ def model_float(comparison: Comparison) -> Comparison:
     """A float comparison raised to at least MODEL_FLOAT_FLOOR (other kinds unchanged)."""
     if comparison.kind != "float":
         return comparison
-    return Comparison("float", rtol=max(comparison.rtol, MODEL_FLOAT_FLOOR.rtol),
-                      atol=max(comparison.atol, MODEL_FLOAT_FLOOR.atol))
+    return replace(comparison, rtol=max(comparison.rtol, MODEL_FLOAT_FLOOR.rtol),
+                   atol=max(comparison.atol, MODEL_FLOAT_FLOOR.atol))
 
 
 def with_tolerances(declared: dict[str, Comparison], tolerances: Tolerances) -> dict[str, Comparison]:
@@ -143,6 +143,30 @@ def _scaled(comparison: Comparison, values: np.ndarray, least: float) -> Compari
     magnitude = float(values[np.isfinite(values)].max(initial=0.0))
     atol = max(least, min(comparison.atol, MODEL_FLOAT_FLOOR.atol * magnitude))
     return replace(comparison, atol=atol) if atol < comparison.atol else comparison
+
+
+#: One float16 step, relative: what a float16 model output is compared within (`twins.float16_resolution`)
+FLOAT16_STEP = 2.0**-10
+
+
+def float16_exponentials(wanted: dict[str, Comparison], tolerances: Tolerances, output: np.ndarray
+                         ) -> tuple[dict[str, Comparison], str | None]:
+    """Outputs that exponentiate a float16 model output (softmax probabilities, top-k scores of them) compared at
+    rtol FLOAT16_STEP · (1 + 2 · its largest |value|): two sides may read a logit one float16 step apart (the model
+    computes in float16 from float32 inputs rounded apart, or OpenVINO at f32 not at all), and e^(l + δ) moves the
+    probability by δ relative, its share of the sum by as much again. Round 41: at one step (2^-10) float16 logits
+    up to ±15 FAILed right patches, scores 5.5e-3 apart relative. A tolerance set by the caller is kept."""
+    values = np.abs(np.asarray(output, np.float64))
+    magnitude = float(values[np.isfinite(values)].max(initial=0.0))
+    rtol = FLOAT16_STEP * (1 + 2 * magnitude)
+    result, raised = dict(wanted), []
+    for name, comparison in wanted.items():
+        if comparison.exponentiates and name not in tolerances and "*" not in tolerances and rtol > comparison.rtol:
+            result[name] = replace(comparison, rtol=rtol)
+            raised.append(name)
+    note = (f"{', '.join(raised)} compared at rtol {rtol:.2g}: exponentials of float16 values up to "
+            f"{magnitude:.3g}, whose float16 step moves them that much") if raised else None
+    return result, note
 
 
 def measured_floor(wanted: dict[str, Comparison], tolerances: Tolerances,

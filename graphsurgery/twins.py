@@ -21,7 +21,7 @@ from graphsurgery.recipe import Recipe
 from graphsurgery.samples import MAX_BATCH_BYTES
 from graphsurgery.splice import reads_geometry
 from graphsurgery.steps.base import GEOMETRY, Comparison, InputStep, OutputStep, StepError, TensorSpec, hw_axes
-from graphsurgery.tolerances import DEFAULT_FLOAT
+from graphsurgery.tolerances import DEFAULT_FLOAT, FLOAT16_STEP
 
 #: The size of a symbolic dim of the plain model's other inputs that is not the batch: verify cannot know what such
 #: a dim means, and 1 is a size every dim may have (and broadcasts).
@@ -257,7 +257,7 @@ def float16_resolution(comparison: Comparison) -> Comparison:
     maps and the scores read from them differed by a float16 step (up to 4.4e-4): a FAIL of a right patch."""
     if comparison.kind != "float":
         return comparison
-    return replace(comparison, rtol=max(comparison.rtol, 2.0**-10))
+    return replace(comparison, rtol=max(comparison.rtol, FLOAT16_STEP))
 
 
 def comparisons(recipe: Recipe, facts: ModelFacts) -> dict[str, Comparison]:

@@ -61,6 +61,7 @@ from graphsurgery.tolerances import (
     Tolerances,
     allowance_note,
     checked_tolerances,
+    float16_exponentials,
     measured_floor,
     measured_tie,
     scaled_floor,
@@ -292,6 +293,9 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
     sides = {backend: first_side if backend == backends[0] else backend for backend in backends}
     wanted, scaled_note = scaled_floor(declared, wanted, tolerances, unpatched[backends[0]])
     report.notes += [scaled_note] if scaled_note else []
+    if facts.reads_float16:
+        wanted, float16_note = float16_exponentials(wanted, tolerances, raw[backends[0]])
+        report.notes += [float16_note] if float16_note else []
     wanted, floor_notes = measured_floor(wanted, tolerances, {b: unpatched[side] for b, side in sides.items()})
     decided = {side: _decision_inputs(recipe, facts, parts) for side, parts in decoded.items()}
     chosen = next(iter(decided[backends[0]]), None)  # near ties of indices and detections: on the values ranked

@@ -21,7 +21,7 @@ from rich.console import Console
 
 from graphsurgery import __version__
 from graphsurgery.cli.tables import printable, usable_terminal_size
-from graphsurgery.errors import GraphsurgeryError, bounded_words
+from graphsurgery.errors import GraphsurgeryError, bounded_words, readable_errors
 from graphsurgery.launch import (
     CPU_LIMIT_LINE,
     INTERRUPTED,
@@ -207,9 +207,9 @@ def main() -> None:
         _Group._end("error: standard output is closed (or open only for reading), so the command's report could not "
                     "be written — fix: run it with standard output open for writing (`> /dev/null` discards it)",
                     GraphsurgeryError.exit_code)
-    for stream in (sys.stdout, sys.stderr):  # a terminal that cannot show × or a model's names: escaped, not a crash
-        if hasattr(stream, "reconfigure"):
-            stream.reconfigure(errors="backslashreplace")
+    for stream in (sys.stdout, sys.stderr):  # a terminal that cannot show — or a model's names: in ASCII or escaped,
+        if hasattr(stream, "reconfigure"):  # not a crash
+            stream.reconfigure(errors=readable_errors())
     cli(prog_name="graphsurgery")
 
 

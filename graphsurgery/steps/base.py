@@ -79,12 +79,15 @@ class Comparison:
     is not theirs).
     kind "detections": one part of a group of detector outputs, compared together as sets
     (`steps.detect.DetectionComparison`).
+    `exponentiates` (floats): the values are exponentials of the model output (softmax), so each carries the
+    output's absolute error as a relative one (`tolerances.float16_exponentials`).
     """
 
     kind: Literal["float", "coordinates", "indices", "detections"]
     rtol: float = 1e-5
     atol: float = 1e-6
     ranks: str | None = None
+    exponentiates: bool = False
 
 
 EXACT = Comparison("coordinates", rtol=0.0, atol=0.0)

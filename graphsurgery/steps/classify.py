@@ -22,7 +22,7 @@ from graphsurgery.steps.maxima import first_maximum, first_nan
 if TYPE_CHECKING:  # model.py imports the recipe, which imports the steps
     from graphsurgery.model import ModelFacts
 
-PROBABILITIES = Comparison("float", rtol=1e-5, atol=1e-6)
+PROBABILITIES = Comparison("float", rtol=1e-5, atol=1e-6, exponentiates=True)
 INDICES = Comparison("indices", rtol=0.0, atol=0.0)
 
 
@@ -146,7 +146,8 @@ class TopK(OutputStep):
         return (self.source,)
 
     def writes(self) -> dict[str, Comparison]:
-        return {"indices": replace(INDICES, ranks=self.source), "scores": PROBABILITIES}
+        return {"indices": replace(INDICES, ranks=self.source),
+                "scores": replace(PROBABILITIES, exponentiates=self.source == "probabilities")}
 
     def _check(self, env: dict):
         if self.source not in env or env[self.source] is None:

@@ -21,12 +21,13 @@ Measured with onnxruntime 1.32 and OpenVINO 2026.4 (tests/test_resize.py):
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from collections.abc import Sequence
+from typing import ClassVar, Literal, get_args
 
 import numpy as np
 import onnx_graphsurgeon as gs
 from onnx import TensorProto
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from graphsurgery.emit import Emitter
 from graphsurgery.registry import register
@@ -43,6 +44,9 @@ Fit = Literal["stretch", "crop", "letterbox", "height"]
 SideRounding = Literal["floor", "round", "ceil"]
 PadAnchor = Literal["center", "top_left"]
 MAX_SIDE = 65_536
+#: The largest |pad_value|: pixels are 0–255 (or 65,535); at 1e19 a model squaring its input overflowed float32, at
+#: 1e8 (over /255) one computing in float16 overflowed it, each on one runtime or graph and not the other
+MAX_PAD_VALUE = 1e6
 
 #: Which parameters mean something only with some settings: (parameter, setting it needs, the allowed values).
 ONLY_WITH = (
@@ -109,13 +113,25 @@ class Resize(SizedStep):
     antialias: bool = False
     fit: Fit = "stretch"
     crop_fraction: float = Field(default=1.0, gt=0.05, le=1.0, description="share of the covered size kept by crop")
-    pad_value: float = Field(default=0.0, ge=-1e30, le=1e30, description="value of letterbox padding")
+    pad_value: float = Field(default=0.0, description="value of letterbox padding, a pixel value in the caller's "
+                             f"units (at most ±{MAX_PAD_VALUE:,.0f})",
+                             json_schema_extra={"minimum": -MAX_PAD_VALUE, "maximum": MAX_PAD_VALUE})
     pad_anchor: PadAnchor = Field(default="center", description="letterbox/height: where the image sits")
     side_rounding: SideRounding = Field(default="floor", description="rounding of the aspect-kept side")
     clamp: tuple[float, float] | None = Field(default=None, description="filtered modes: clip each pass to [low, "
                                               "high], as PIL's 8-bit resampling does ([0, 255])")
     round: bool = Field(default=False, description="filtered modes: round each pass half to even, as PIL's 8-bit "
                         "resampling stores it")
+
+    @field_validator("pad_value")
+    @classmethod
+    def _pixel_value(cls, value: float) -> float:
+        """Round 41: ±1e20 (the old bound was 1e30) overflowed float32 in a model that squares its input and float16
+        in one that computes in it, where the runtimes and graphs overflow apart: a right patch FAILed."""
+        if not abs(value) <= MAX_PAD_VALUE:
+            raise ValueError(f"pad_value is a pixel value from −{MAX_PAD_VALUE:,.0f} to {MAX_PAD_VALUE:,.0f}, not "
+                             f"{value!r}: beyond, a model's float arithmetic overflows, differently on each runtime")
+        return value
 
     @model_validator(mode="after")
     def _meaningful(self):
@@ -266,19 +282,43 @@ class Resize(SizedStep):
 
     # --- geometry, shared by the twin and the OpenCV comparison -------------------------------------------------
 
-    def resized_hw(self, h: int, w: int) -> tuple[int, int]:
-        """The size the image is resampled to, before crop or letterbox (integer arithmetic, as in the graph)."""
+    def resized_hw(self, h: int, w: int, rounding: SideRounding | None = None) -> tuple[int, int]:
+        """The size the image is resampled to, before crop or letterbox (integer arithmetic, as in the graph), the
+        aspect-kept side rounded per `rounding` (default: this step's `side_rounding`)."""
         th, tw = self.target_size()
         if self.fit == "stretch":
             return th, tw
         divide = {"floor": lambda a, b: a // b, "ceil": lambda a, b: -(-a // b), "round": _round_half_even}[
-            self.side_rounding]
+            rounding or self.side_rounding]
         if self.fit == "crop":
             ch, cw = self._covered()
             return max(ch, divide(h * cw, w)), max(cw, divide(w * ch, h))
         if self.fit == "height":
             return th, max(1, min(tw, divide(w * th, h)))
         return max(1, min(th, divide(h * tw, w))), max(1, min(tw, divide(w * th, h)))
+
+    def roundings_told_apart(self, sizes: Sequence[tuple[int, int]]) -> bool:
+        """Whether caller images of `sizes` (W, H) give floor, round and ceil each other resized sizes, so that a
+        patch rounding the aspect-kept side another way differs from the twin on them."""
+        resized = {tuple(self.resized_hw(h, w, rounding) for w, h in sizes) for rounding in get_args(SideRounding)}
+        return len(resized) == len(get_args(SideRounding))
+
+    def rounding_sizes(self) -> tuple[tuple[int, int], ...]:
+        """Two caller sizes (W, H) that tell floor, round and ceil apart, from the model's size: one where the
+        aspect-kept side falls below a half (round = floor, not ceil), one above (round = ceil, not floor); none
+        where no rounding shows (fit stretch, a side of 1). Round 41: verify's fixed sizes gave every rounding
+        the same sides for a 64 × 64 letterbox (round vs ceil) or a 48 × 48 crop (floor vs round), and a patch
+        rounding the other way PASSed. Portrait images (twice the model's height, one more), so that the rounded
+        side is the width, below the model's (fit height caps it there), scanned up from the model's width."""
+        th, tw = self.target_size()
+        h, below, above = 2 * th + 1, None, None
+        for w in range(tw, 2 * tw + 8):
+            floor, rounded, ceil = (self.resized_hw(h, w, rounding) for rounding in get_args(SideRounding))
+            below = below or ((w, h) if rounded == floor != ceil else None)
+            above = above or ((w, h) if floor != rounded == ceil else None)
+            if below and above:
+                return below, above
+        return ()
 
     def place(self, y: np.ndarray, resized_hw: tuple[int, int], axes: tuple[int, int]) -> np.ndarray:
         """Crop or pad the resampled `y` to the model's size, as the graph does (`fit` stretch: unchanged)."""

@@ -106,10 +106,25 @@ def random_caller_samples(n: int, image_input: Port, recipe: Recipe, facts: Mode
 def resize_sizes(first: InputStep) -> tuple[tuple[int, int], ...]:
     """The sizes (W, H) of random images for a recipe whose `first` step freeing the caller's size sees them:
     RESIZE_SIZES, led by two sizes from the model's when its first two (all that `--random 2` feeds) do not give
-    floor, round and ceil each their own resized sides (round 41: a patch rounding another way PASSed)."""
-    if not isinstance(first, Resize) or first.roundings_told_apart(RESIZE_SIZES[:2]):
+    floor, round and ceil each their own resized sides (round 41: a patch rounding another way PASSed), and by
+    `_aspect_sizes` where the leading sizes are not both wider and taller than the model."""
+    if not isinstance(first, Resize):
         return RESIZE_SIZES
-    return (*first.rounding_sizes(), *RESIZE_SIZES)
+    rounding = () if first.roundings_told_apart(RESIZE_SIZES[:2]) else first.rounding_sizes()
+    return (*rounding, *_aspect_sizes(first, (*rounding, *RESIZE_SIZES)[:2]), *RESIZE_SIZES)
+
+
+def _aspect_sizes(resize: Resize, leading: tuple[tuple[int, int], ...]) -> tuple[tuple[int, int], ...]:
+    """An image wider than the model's aspect, (2·W + 1) × H, and one taller, W × (2·H + 1), where none of the
+    `leading` sizes is: only across the model's aspect do the fits part (crop and letterbox scale by the other
+    side, height caps the width). Round 42: a text-line classifier of 192 × 48 (4:1) saw no image wider than 4:3,
+    and a patch letterboxing where its pipeline scales to the height PASSed (a 300 × 40 image: probabilities 0.41
+    apart)."""
+    if resize.fit == "stretch":
+        return ()
+    th, tw = resize.target_size()
+    sides = {int(np.sign(w * th - tw * h)) for w, h in leading}
+    return tuple(size for side, size in ((1, (2 * tw + 1, th)), (-1, (tw, 2 * th + 1))) if side not in sides)
 
 
 def random_box_samples(n: int, image_input: Port, layout: str, seed: int = 0) -> Samples:

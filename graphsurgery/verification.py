@@ -28,6 +28,7 @@ import onnx
 from graphsurgery.api import apply
 from graphsurgery.compare import HeatmapGrid, OutputResult, compare_output, missing_output
 from graphsurgery.compare_detections import Candidates, compare_detections
+from graphsurgery.decoder_probe import Probe, run_probe
 from graphsurgery.errors import GraphsurgeryError, check_flags, check_names
 from graphsurgery.heatmap_grid import heatmap_grid
 from graphsurgery.longrun import FirstPart, say_long_run
@@ -125,24 +126,31 @@ class VerifyReport:
     notes: list[str] = field(default_factory=list)
     vs_library: list[dict] = field(default_factory=list)  # informational: not part of the verdict
     problem: str | None = None  # why the comparisons, however they end, prove nothing
+    #: the output steps on a probe network output (`decoder_probe`): part of the verdict
+    probes: list[PairReport] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         decisive = [pair for pair in self.pairs if not pair.informational]
-        return self.problem is None and bool(decisive) and all(decisive)
+        return self.problem is None and bool(decisive) and all(decisive) and all(self.probes)
+
+    @property
+    def compared(self) -> list[PairReport]:
+        """Every comparison, as reported: the pairs, then the probes."""
+        return [*self.pairs, *self.probes]
 
     def failures(self) -> list[str]:
-        """One line per failing output of the pairs that decide: the pair, the output and the size of the
-        difference; first the problem, if any."""
+        """One line per failing output of the pairs that decide (the probes' last): the pair, the output and the
+        size of the difference; first the problem, if any."""
         return [self.problem] * bool(self.problem) + [
             f"{pair.name}: {result.output}: {result.summary()}"
-            for pair in self.pairs if not pair.informational for result in pair.results if not result]
+            for pair in self.compared if not pair.informational for result in pair.results if not result]
 
     def to_dict(self) -> dict:
         return {"passed": bool(self), "recipe": self.recipe, "plain": self.plain, "patched": self.patched,
                 "inputs": self.inputs, "samples": self.samples,
                 "sizes": [{"width": w, "height": h} for w, h in self.sizes], "backends": self.backends,
                 "precision": self.precision, "problem": self.problem, "notes": self.notes,
-                "pairs": [p.to_dict() for p in self.pairs],
+                "pairs": [p.to_dict() for p in self.pairs], "probes": [p.to_dict() for p in self.probes],
                 "informational": {"vs_library": self.vs_library}}
 
 
@@ -281,6 +289,11 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
             cross[backend] = key = f"{backends[0]} fed {backend}'s input"
             unpatched[key], decoded[key] = _run_unpatched(recipe, facts, backends[0], plain.path, input_name, other,
                                                           samples, batch, computed[backend])
+        first, first_extras = samples.groups[0]
+        probe = None if int8 else run_probe(  # round 42: the output steps' decisions, which samples rarely reach
+            recipe, facts, patched_path, backends[0], decoded[backends[0]][0][0][:1], image_input.name,
+            {image_input.name: first[:1], **{name: value[:1] for name, value in first_extras.items()}}, Path(tmp),
+            seed)
         own_decode = int8_verification.own_decode(recipe, facts, answers["openvino"], samples, batch) if int8 else None
     runs = {backend: concat(parts) for backend, parts in answers.items()}
     report.problem = _input_ignored(unpatched[backends[0]], steps)
@@ -320,6 +333,8 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
         report.notes += [note, "int8 runs on OpenVINO: the verdict is the int8 model's own decode (its keypoints "
                                "from its own network output, exactly); its agreement with f32 is measured, not "
                                "judged (seeded stand-in weights quantize worse than trained ones)"]
+    if probe is not None:
+        report.probes = [_probe_pair(probe, recipe, facts, wanted, tie)]
     if exposed:
         report.pairs[:0], note = _input_pairs(bounds, computed, input_name, steps)
         report.notes.append(note)
@@ -397,6 +412,16 @@ def _pairs(backends: list[str], ran: dict[str, str], unpatched: dict, patched: d
                          f"patched model on {label(b)}", compare(patched[b], unpatched[cross[b]], cross[b], True),
                          reduced(b)) for b in backends[1:]]
     return pairs
+
+
+def _probe_pair(probe: Probe, recipe: Recipe, facts: ModelFacts, wanted: dict[str, Comparison],
+                tie: Comparison) -> PairReport:
+    """The decoder probe's comparison (`decoder_probe`), of the outputs the cut graph makes."""
+    made = {name: comparison for name, comparison in wanted.items() if name in probe.answers}
+    return PairReport(f"{probe.backend}: output steps on a probe output", "the output twins on a probe network output",
+                      f"the patched graph's output steps on {probe.backend}",
+                      compare(probe.answers, probe.expected, probe.output, made, probe.grids(recipe, facts, wanted),
+                              tie, None, probe.decided(recipe, facts)))
 
 
 def _input_pairs(bounds: Bounds, computed: dict[str, list[np.ndarray]], input_name: str,

@@ -94,7 +94,7 @@ def verify_command(recipe: Path, plain: Path, patched: Path | None, images: Path
         title=shown(f"{report.inputs} · recipe {report.recipe}"),
         title_justify="left",
     )
-    for pair in report.pairs:
+    for pair in report.compared:
         for index, result in enumerate(pair.results):
             verdict = "[green]pass[/]" if result else "[bold red]FAIL[/]"
             if pair.informational:
@@ -104,7 +104,7 @@ def verify_command(recipe: Path, plain: Path, patched: Path | None, images: Path
             table.add_row(pair.name if index == 0 else "", shown(result.output), result.kind, verdict, result.summary(),
                           end_section=index == len(pair.results) - 1)
     print_table(console, table)
-    for pair in report.pairs:
+    for pair in report.compared:
         for result in pair.results:
             for detail in getattr(result, "details", [])[:DETAILS_SHOWN] if not (result or pair.informational) else []:
                 if isinstance(detail, dict):  # a detection on one side only (compare_detections): was AttributeError
@@ -140,8 +140,8 @@ def verify_command(recipe: Path, plain: Path, patched: Path | None, images: Path
     if report.problem:
         console.print(Text.assemble(("FAIL", "bold red"), shown(f": {report.problem}")))
         raise SystemExit(PARITY_FAILURE)
-    failed = [r for pair in report.pairs for r in pair.results if not r]
-    total = sum(len(pair.results) for pair in report.pairs)
+    failed = [r for pair in report.compared for r in pair.results if not r]
+    total = sum(len(pair.results) for pair in report.compared)
     names = ", ".join(dict.fromkeys(r.output for r in failed))
     console.print(
         Text.assemble(("FAIL", "bold red"), shown(f": {len(failed)} of {total} comparisons differ ({names})"))

@@ -1,0 +1,138 @@
+"""Verify's decoder probe: the patched graph's output steps fed a network output made to reach their decisions.
+
+Samples through a plain network rarely reach the decisions an output step makes (round 42): a stand-in pose network
+never gave a map whose maximum is <= 0, where the HRNet authors' (0, 0) and mmpose's (−1, −1) differ, and a
+detector fed noise found 5 objects in 8 images, none near a threshold, so an nms patched with a score threshold of
+0.3 or an IoU threshold of 0.75 for 0.25 and 0.7, or without best_class_only or per_class, passed. So the patched
+graph is cut after the network (`onnx.utils.Extractor`, from the caller's input and the network's output), and its
+output steps run on one sample's network output rewritten to meet those decisions (`probe_output`), next to the
+output twins on the same tensor. On the first backend only: the probe proves what the recipe's parameters decide,
+and the backends' agreement is proven on the samples.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx.external_data_helper import uses_external_data
+from onnx.utils import Extractor
+
+from graphsurgery.heatmap_grid import heatmap_grid
+from graphsurgery.model import ModelFacts
+from graphsurgery.modelio import load_model
+from graphsurgery.recipe import Recipe
+from graphsurgery.runners import open_runner
+from graphsurgery.steps.base import Comparison
+from graphsurgery.steps.detect import YoloBoxes
+from graphsurgery.steps.nms import Nms
+from graphsurgery.steps.output import HeatmapArgmax, QuarterOffset
+from graphsurgery.steps.to_image import ToImage
+from graphsurgery.twins import decision_inputs, output_extras, postprocess
+
+#: Steps after heatmap_argmax whose answers on maps of maximum <= 0 are defined (DARK and UDP rescale each map by
+#: its maximum: 0 / 0 there is each runtime's own)
+EXACT_ON_INVALID = (HeatmapArgmax, QuarterOffset, ToImage)
+
+
+@dataclass
+class Probe:
+    """The probe network output, the extra inputs its twins read, their answers and the cut graph's on `backend`
+    (by output name)."""
+
+    output: np.ndarray
+    extras: dict[str, np.ndarray]
+    expected: dict[str, np.ndarray]
+    backend: str
+    answers: dict[str, np.ndarray]
+
+    def grids(self, recipe: Recipe, facts: ModelFacts, wanted: dict[str, Comparison]) -> dict:
+        return heatmap_grid(recipe, facts, [(self.output, self.extras)], wanted)
+
+    def decided(self, recipe: Recipe, facts: ModelFacts) -> dict[str, dict[str, np.ndarray]]:
+        return decision_inputs(recipe, self.output, facts, self.extras)
+
+
+def probe_output(recipe: Recipe, output: np.ndarray, seed: int) -> np.ndarray | None:
+    """`output` (one sample's network output) rewritten to reach the first output step's decisions, or None when
+    no rewrite is known for the recipe's output steps."""
+    steps = recipe.output.steps if recipe.output else ()
+    if not steps or output.dtype != np.float32:
+        return None
+    if isinstance(steps[0], HeatmapArgmax) and output.ndim == 4 and all(isinstance(s, EXACT_ON_INVALID)
+                                                                         for s in steps):
+        return _invalid_joints(output)
+    nms = next((step for step in steps if isinstance(step, Nms)), None)
+    if isinstance(steps[0], YoloBoxes) and steps[0].format == "v8" and nms and output.ndim == 3 and output.shape[1] > 5:
+        return _crowded_detections(output, nms, np.random.default_rng(seed))
+    return None
+
+
+def _invalid_joints(maps: np.ndarray) -> np.ndarray:
+    """Every third joint's maps lowered to a maximum of exactly 0, every third from the second to −0.5: the joints
+    heatmap_argmax marks invalid (the authors' (0, 0), mmpose's (−1, −1))."""
+    probe = maps.copy()
+    peaks = probe.max(axis=(2, 3), keepdims=True)
+    probe[:, 1::3] -= peaks[:, 1::3]
+    probe[:, 2::3] -= peaks[:, 2::3] + np.float32(0.5)
+    return probe
+
+
+def _crowded_detections(head: np.ndarray, nms: Nms, rng: np.random.Generator) -> np.ndarray:
+    """A YOLOv8 head [N, 4 + C, A] where a third of max_detections anchors score, in two classes each: the best
+    half uniform in 0.05–0.95, half within 0.03 of the score threshold, the second 0.8–1 times it. Every second
+    one repeats the box and classes of the one before, moved sideways to an IoU with it half uniform in 0.05–0.95,
+    half within 0.04 of the IoU threshold. So scores and overlaps lie on both sides of both thresholds, anchors
+    score in more than one class, and the detections are fewer than the cut."""
+    probe = head.copy()
+    n, rows, anchors = probe.shape
+    classes, scoring = rows - 4, max(2, min(anchors, nms.max_detections // 3)) // 2 * 2
+    probe[:, 4:] = 0
+    for image in range(n):
+        chosen = rng.choice(anchors, scoring, replace=False)
+        leaders, followers = chosen[0::2], chosen[1::2]
+        pairs = len(leaders)
+        overlap = np.where(rng.random(pairs) < 0.5, rng.uniform(0.05, 0.95, pairs),
+                           nms.iou_threshold + rng.uniform(-0.04, 0.04, pairs)).clip(0.01, 0.99)
+        boxes = probe[image, :4]  # cx, cy, w, h: a box moved by d·w sideways overlaps its copy (1 − d) / (1 + d)
+        boxes[2:4, leaders] = np.abs(boxes[2:4, leaders]) + 1
+        boxes[:, followers] = boxes[:, leaders]
+        boxes[0, followers] += (1 - overlap) / (1 + overlap) * boxes[2, leaders]
+        near = nms.score_threshold + rng.uniform(-0.03, 0.03, scoring)
+        top = np.clip(np.where(rng.random(scoring) < 0.5, rng.uniform(0.05, 0.95, scoring), near), 0.01, 0.99)
+        best = rng.integers(0, classes, pairs).repeat(2)
+        second = (best + rng.integers(1, classes, pairs).repeat(2)) % classes
+        probe[image, 4 + best, chosen] = top  # chosen: leader, follower, leader, …
+        probe[image, 4 + second, chosen] = top * rng.uniform(0.8, 1.0, scoring)
+    return probe
+
+
+def run_probe(recipe: Recipe, facts: ModelFacts, patched: Path, backend: str, output: np.ndarray,
+              caller: str, feeds: dict[str, np.ndarray], folder: Path, seed: int) -> Probe | None:
+    """The probe of one sample: `output` its network output (batch 1), `feeds` the caller's input (`caller`) and
+    extra inputs for it, by the patched model's input names. None when the recipe has no probe, or the patched
+    graph cannot be cut at the network's output (an IR, a graph without a tensor of that name, output steps whose
+    constants are external data)."""
+    probe = probe_output(recipe, output, seed)
+    if probe is None or patched.suffix.lower() != ".onnx":
+        return None
+    proto = load_model(patched).proto
+    names = recipe.output.output_names().values()
+    made = {name for node in proto.graph.node for name in node.output}
+    if facts.output_name not in made or not all(name in made for name in names):
+        return None
+    inputs = [value.name for value in proto.graph.input if value.name in feeds]
+    cut = Extractor(proto).extract_model([*inputs, facts.output_name], list(names))
+    if any(uses_external_data(tensor) for tensor in cut.graph.initializer):  # a model over 2 GB saves the output
+        return None  # steps' constants beside it too: the cut, saved elsewhere, would not find them
+    path = folder / "decoder_probe.onnx"
+    onnx.save(cut, str(path))
+    shape = feeds[caller].shape
+    extras = {name: value for name, value in feeds.items() if name != caller}
+    extras = output_extras(recipe, facts, extras, shape, {facts.output_name: probe})
+    feed = {**{name: feeds[name] for name in inputs}, facts.output_name: probe}
+    with open_runner(backend, path) as run:
+        answers = run(feed)
+    return Probe(probe, extras, postprocess(recipe, probe, facts, extras), backend, answers)

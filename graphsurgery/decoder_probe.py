@@ -5,9 +5,9 @@ never gave a map whose maximum is <= 0, where the HRNet authors' (0, 0) and mmpo
 detector fed noise found 5 objects in 8 images, none near a threshold, so an nms patched with a score threshold of
 0.3 or an IoU threshold of 0.75 for 0.25 and 0.7, or without best_class_only or per_class, passed. So the patched
 graph is cut after the network (`onnx.utils.Extractor`, from the caller's input and the network's output), and its
-output steps run on one sample's network output rewritten to meet those decisions (`probe_output`), next to the
-output twins on the same tensor. On the first backend only: the probe proves what the recipe's parameters decide,
-and the backends' agreement is proven on the samples.
+output steps run on one sample's network output rewritten to meet those decisions (`probe_output`; a detector
+head's rewrite is `detector_probe`'s), next to the output twins on the same tensor. On the first backend only: the
+probe proves what the recipe's parameters decide, and the backends' agreement is proven on the samples.
 """
 
 from __future__ import annotations
@@ -20,13 +20,14 @@ import onnx
 from onnx.external_data_helper import uses_external_data
 from onnx.utils import Extractor
 
+from graphsurgery.detector_probe import crowded_head
 from graphsurgery.heatmap_grid import heatmap_grid
 from graphsurgery.model import ModelFacts
 from graphsurgery.modelio import load_model
 from graphsurgery.recipe import Recipe
 from graphsurgery.runners import open_runner
 from graphsurgery.steps.base import Comparison
-from graphsurgery.steps.detect import YoloBoxes
+from graphsurgery.steps.detect import DflBoxes, YoloBoxes
 from graphsurgery.steps.nms import Nms
 from graphsurgery.steps.output import HeatmapArgmax, QuarterOffset
 from graphsurgery.steps.to_image import ToImage
@@ -55,7 +56,7 @@ class Probe:
         return decision_inputs(recipe, self.output, facts, self.extras)
 
 
-def probe_output(recipe: Recipe, output: np.ndarray, seed: int) -> np.ndarray | None:
+def probe_output(recipe: Recipe, facts: ModelFacts, output: np.ndarray, seed: int) -> np.ndarray | None:
     """`output` (one sample's network output) rewritten to reach the first output step's decisions, or None when
     no rewrite is known for the recipe's output steps."""
     steps = recipe.output.steps if recipe.output else ()
@@ -65,8 +66,8 @@ def probe_output(recipe: Recipe, output: np.ndarray, seed: int) -> np.ndarray | 
                                                                          for s in steps):
         return _invalid_joints(output)
     nms = next((step for step in steps if isinstance(step, Nms)), None)
-    if isinstance(steps[0], YoloBoxes) and steps[0].format == "v8" and nms and output.ndim == 3 and output.shape[1] > 5:
-        return _crowded_detections(output, nms, np.random.default_rng(seed))
+    if isinstance(steps[0], (YoloBoxes, DflBoxes)) and nms and output.ndim == 3:
+        return crowded_head(steps[0], nms, facts, output, np.random.default_rng(seed))
     return None
 
 
@@ -80,42 +81,13 @@ def _invalid_joints(maps: np.ndarray) -> np.ndarray:
     return probe
 
 
-def _crowded_detections(head: np.ndarray, nms: Nms, rng: np.random.Generator) -> np.ndarray:
-    """A YOLOv8 head [N, 4 + C, A] where a third of max_detections anchors score, in two classes each: the best
-    half uniform in 0.05–0.95, half within 0.03 of the score threshold, the second 0.8–1 times it. Every second
-    one repeats the box and classes of the one before, moved sideways to an IoU with it half uniform in 0.05–0.95,
-    half within 0.04 of the IoU threshold. So scores and overlaps lie on both sides of both thresholds, anchors
-    score in more than one class, and the detections are fewer than the cut."""
-    probe = head.copy()
-    n, rows, anchors = probe.shape
-    classes, scoring = rows - 4, max(2, min(anchors, nms.max_detections // 3)) // 2 * 2
-    probe[:, 4:] = 0
-    for image in range(n):
-        chosen = rng.choice(anchors, scoring, replace=False)
-        leaders, followers = chosen[0::2], chosen[1::2]
-        pairs = len(leaders)
-        overlap = np.where(rng.random(pairs) < 0.5, rng.uniform(0.05, 0.95, pairs),
-                           nms.iou_threshold + rng.uniform(-0.04, 0.04, pairs)).clip(0.01, 0.99)
-        boxes = probe[image, :4]  # cx, cy, w, h: a box moved by d·w sideways overlaps its copy (1 − d) / (1 + d)
-        boxes[2:4, leaders] = np.abs(boxes[2:4, leaders]) + 1
-        boxes[:, followers] = boxes[:, leaders]
-        boxes[0, followers] += (1 - overlap) / (1 + overlap) * boxes[2, leaders]
-        near = nms.score_threshold + rng.uniform(-0.03, 0.03, scoring)
-        top = np.clip(np.where(rng.random(scoring) < 0.5, rng.uniform(0.05, 0.95, scoring), near), 0.01, 0.99)
-        best = rng.integers(0, classes, pairs).repeat(2)
-        second = (best + rng.integers(1, classes, pairs).repeat(2)) % classes
-        probe[image, 4 + best, chosen] = top  # chosen: leader, follower, leader, …
-        probe[image, 4 + second, chosen] = top * rng.uniform(0.8, 1.0, scoring)
-    return probe
-
-
 def run_probe(recipe: Recipe, facts: ModelFacts, patched: Path, backend: str, output: np.ndarray,
               caller: str, feeds: dict[str, np.ndarray], folder: Path, seed: int) -> Probe | None:
     """The probe of one sample: `output` its network output (batch 1), `feeds` the caller's input (`caller`) and
     extra inputs for it, by the patched model's input names. None when the recipe has no probe, or the patched
     graph cannot be cut at the network's output (an IR, a graph without a tensor of that name, output steps whose
     constants are external data)."""
-    probe = probe_output(recipe, output, seed)
+    probe = probe_output(recipe, facts, output, seed)
     if probe is None or patched.suffix.lower() != ".onnx":
         return None
     proto = load_model(patched).proto

@@ -161,7 +161,14 @@ class YoloBoxes(OutputStep):
         return {"candidates": corners, "class_scores": scores}
 
     def reference(self, env: dict[str, np.ndarray], facts: ModelFacts | None = None) -> dict[str, np.ndarray]:
-        head = np.asarray(env["output"], np.float32)
+        centre, size, scores = self.decode(np.asarray(env["output"], np.float32), facts)
+        half = size * np.float32(0.5)
+        return {"candidates": np.concatenate([centre - half, centre + half], axis=2),
+                "class_scores": np.ascontiguousarray(scores)}
+
+    def decode(self, head: np.ndarray, facts: ModelFacts | None = None
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The head's box centres and sizes [N, A, 2] in input pixels and class scores [N, C, A] (numpy)."""
         classes, anchors = self._sizes(head.shape)
         if self.format == "v8":
             centre_size, scores = head[:, :4].transpose(0, 2, 1), head[:, 4:]
@@ -171,9 +178,7 @@ class YoloBoxes(OutputStep):
         if self.format == "yolox":
             cells, strides = anchor_grid("yolo_boxes format yolox", self.strides, facts, anchors)
             centre, size = (centre + cells) * strides, np.exp(size) * strides
-        half = size * np.float32(0.5)
-        return {"candidates": np.concatenate([centre - half, centre + half], axis=2),
-                "class_scores": np.ascontiguousarray(scores)}
+        return centre, size, scores
 
 
 @register

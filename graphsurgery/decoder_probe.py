@@ -23,7 +23,6 @@ from onnx.utils import Extractor
 from graphsurgery.detector_probe import crowded_head
 from graphsurgery.heatmap_grid import heatmap_grid
 from graphsurgery.model import ModelFacts
-from graphsurgery.modelio import load_model
 from graphsurgery.recipe import Recipe
 from graphsurgery.runners import open_runner
 from graphsurgery.steps.base import Comparison
@@ -81,16 +80,16 @@ def _invalid_joints(maps: np.ndarray) -> np.ndarray:
     return probe
 
 
-def run_probe(recipe: Recipe, facts: ModelFacts, patched: Path, backend: str, output: np.ndarray,
+def run_probe(recipe: Recipe, facts: ModelFacts, proto: onnx.ModelProto | None, backend: str, output: np.ndarray,
               caller: str, feeds: dict[str, np.ndarray], folder: Path, seed: int) -> Probe | None:
-    """The probe of one sample: `output` its network output (batch 1), `feeds` the caller's input (`caller`) and
-    extra inputs for it, by the patched model's input names. None when the recipe has no probe, or the patched
+    """The probe of one sample: `proto` the patched model as verify read it (None for an IR), `output` its network
+    output (batch 1), `feeds` the caller's input (`caller`) and extra inputs for it, by the patched model's input
+    names. None when the recipe has no probe, or the patched
     graph cannot be cut at the network's output (an IR, a graph without a tensor of that name, output steps whose
     constants are external data)."""
     probe = probe_output(recipe, facts, output, seed)
-    if probe is None or patched.suffix.lower() != ".onnx":
+    if probe is None or proto is None:
         return None
-    proto = load_model(patched).proto
     names = recipe.output.output_names().values()
     made = {name for node in proto.graph.node for name in node.output}
     if facts.output_name not in made or not all(name in made for name in names):

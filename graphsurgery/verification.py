@@ -256,6 +256,7 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
         report = VerifyReport(recipe.source, str(plain.path), str(patched) if patched else "(built from the recipe)",
                               samples.description, len(samples), backends, precision, samples.unit,
                               samples.sizes(tensor.layout))
+        patched_proto = None  # an IR's: read by OpenVINO alone
         if patched_path.suffix.lower() == ".onnx":
             patched_proto = load_model(patched_path).proto
             report.notes += _provenance_notes(patched_proto, recipe)
@@ -291,7 +292,7 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
                                                           samples, batch, computed[backend])
         first, first_extras = samples.groups[0]
         probe = None if int8 else run_probe(  # round 42: the output steps' decisions, which samples rarely reach
-            recipe, facts, patched_path, backends[0], decoded[backends[0]][0][0][:1], image_input.name,
+            recipe, facts, patched_proto, backends[0], decoded[backends[0]][0][0][:1], image_input.name,
             {image_input.name: first[:1], **{name: value[:1] for name, value in first_extras.items()}}, Path(tmp),
             seed)
         own_decode = int8_verification.own_decode(recipe, facts, answers["openvino"], samples, batch) if int8 else None

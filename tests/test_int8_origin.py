@@ -124,3 +124,18 @@ def test_inspect_shows_the_plain_models_digest(models, tmp_path):
     assert result.exit_code == 0, result.output
     digest = network_sha256(load_model(models["plain"]))
     assert f"from a model of sha256 {digest[:12]}…" in result.output
+
+
+def test_external_data_removed_after_reading_is_one_line(tmp_path):
+    """The digest reads the external data files again: one removed since the model was read is named, not an
+    internal error."""
+    from graphsurgery.errors import ModelError
+
+    proto = onnx.load(str(pose_model(tmp_path / "inline.onnx")))
+    onnx.save(proto, str(tmp_path / "model.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
+              location="weights.bin", size_threshold=0)
+    loaded = load_model(tmp_path / "model.onnx")
+    (tmp_path / "weights.bin").unlink()
+    with pytest.raises(ModelError, match="cannot read the model's external data") as raised:
+        network_sha256(loaded)
+    assert str(raised.value.path).endswith("weights.bin")

@@ -139,6 +139,7 @@ def evaluate_coco(recipe: str | Path | Recipe, plain_model: str | Path, annotati
     check_flags(upgrade_opset=upgrade_opset)
     results_dir = output_path(results_dir, "folder") if results_dir is not None else None
     recipe = as_recipe(recipe)
+    _check_keypoint_recipe(recipe)
     plain = load_model(plain_model)
     facts = ModelFacts.of(plain.proto, recipe)
     backends = check_backends(backend_list(backends), "f32", patched)
@@ -572,6 +573,19 @@ def _run_whole_images(backend: str, model: Path, people: list[PersonBox], whole:
             answers += box_keypoints(call(run, image, boxes), model)
             advance(len(answers))
     return answers, run.precision
+
+
+def _check_keypoint_recipe(recipe: Recipe) -> None:
+    """A recipe whose output steps make something else than keypoints and scores (a detector's boxes, a
+    classifier's indices) has nothing COCO keypoint AP could score: the YOLOv8 recipe ended in the twins' "pass
+    caller_shape", an API argument, after the annotations were read (round 44). A recipe without output steps is
+    taken: the model's own outputs may be keypoints and scores."""
+    made = recipe.output.output_names() if recipe.output else {}
+    if recipe.output and not {KEYPOINTS, SCORES} <= set(made):
+        raise GraphsurgeryError(f"the recipe's output steps make {', '.join(made) or 'no outputs'}, not keypoints "
+                                "and scores, which COCO keypoint AP scores", path=recipe.source,
+                                fix="eval-coco needs a pose recipe whose output steps produce keypoints and scores "
+                                    "(heatmap_argmax, to_image), e.g. recipes/hrnet_coco_pose.yaml")
 
 
 def box_keypoints(outputs: dict[str, np.ndarray], model: Path) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -40,6 +40,7 @@ from graphsurgery.modelio import (
     load_model,
     model_files,
     output_exists,
+    read_by_path,
     remember_made,
     staging_folder,
 )
@@ -340,8 +341,10 @@ def _convert(model_path: Path, proto: onnx.ModelProto):
     openvino_telemetry_off()
     _restore_ovc_docstring()
     try:
-        with doing(f"OpenVINO was converting {printable(model_path)}"):
+        with read_by_path(model_path), doing(f"OpenVINO was converting {printable(model_path)}"):
             return ov.convert_model(str(model_path))
+    except GraphsurgeryError:  # the file changed since it was read
+        raise
     except Exception as exc:  # OpenVINO raises OpConversionFailure / RuntimeError with multi-line reports
         refuse_if_limited(exc, "OpenVINO")  # `ulimit -v`: not "too large for this machine", nor the model's fault
         if any(sign in str(exc) for sign in OUT_OF_MEMORY):  # it named only its allocator's source line

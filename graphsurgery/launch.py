@@ -113,7 +113,10 @@ def main() -> None:
         exit_now(INTERRUPTED if isinstance(exc, KeyboardInterrupt) else TERMINATED)
     except SystemExit as exc:
         ignore_signals()  # the command is over and has said so: a signal while Python shut down (~50 ms) killed the
-        if exc.code in (INTERRUPTED, TERMINATED):  # process by that signal, hiding the exit code it had
+        # process by that signal, hiding the exit code it had; the supervisor keeps that code if it must end a
+        # shutdown that outlasts its grace (round 44)
+        last_line(exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1)
+        if exc.code in (INTERRUPTED, TERMINATED):
             exit_now(exc.code)  # the command unwound (its finally blocks ran) and said so
         raise
 
@@ -140,12 +143,13 @@ def _import_cli():
 
 
 @contextmanager
-def signals_ignored() -> Iterator[None]:
-    """Ctrl-C and SIGTERM ignored while a command says its last line and exits: its outcome is decided (a Ctrl-C
-    just after an error line made click say "Aborted!" and exit 1, the parity-failure code). On the command line
-    they stay ignored until the process ends (restored, a signal in the few frames before `main` saw the exit
-    turned it into "interrupted", 130); restored for an application that runs the CLI in its own process."""
-    last_line()
+def signals_ignored(code: int | None = None) -> Iterator[None]:
+    """Ctrl-C and SIGTERM ignored while a command says its last line and exits (with `code`, which the supervisor
+    keeps if it must end a slow exit): its outcome is decided (a Ctrl-C just after an error line made click say
+    "Aborted!" and exit 1, the parity-failure code). On the command line they stay ignored until the process ends
+    (restored, a signal in the few frames before `main` saw the exit turned it into "interrupted", 130); restored
+    for an application that runs the CLI in its own process."""
+    last_line(code)
     previous = ignore_signals()
     try:
         yield
@@ -221,6 +225,7 @@ def exit_now(code: int) -> None:
     call while it loaded (pybind11's exec) leaves a flag that makes Python kill itself with SIGINT after the
     shutdown, whatever the exit code (exit -2 after "interrupted"). Scratch folders are gone already: the command's
     `finally` blocks ran on the way out; nothing was written yet while the CLI loaded."""
+    last_line(code)
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()

@@ -21,9 +21,12 @@ import errno
 import hashlib
 import math
 import os
+import re
+import shlex
 import warnings
 from collections import Counter
-from contextlib import suppress
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -152,12 +155,73 @@ def _read_and_check(path: Path) -> LoadedModel:
         raise _changed(path)
     check_folding(proto, path)
     _unknown_dims_symbolic(proto)
+    _remember_read(path, read)
     return LoadedModel(proto, path, data_files)
 
 
 def _changed(path: Path) -> ModelError:
     return ModelError("the model file changed while it was read", path=path,
                       fix="run the command again once nothing writes to the file")
+
+
+#: Each model file's identity as it was read and checked (`load_model`), by real path. The runtimes read a model
+#: again by its path (`read_by_path`): a file replaced in between is a model no check saw (round 44: verify's twins
+#: ran the plain model as read, and ONNX Runtime the file moved over it a moment later: an internal error). Within
+#: `one_command` (a CLI command) the first read holds to its end; outside, the last (an application may rewrite a
+#: model between two calls).
+_READ: dict[str, tuple[int, ...]] = {}
+_one_command = False
+
+
+def _changed_since_read(path: Path) -> ModelError:
+    return ModelError("the model file changed while the command ran (it was rewritten or replaced after it was "
+                      "read and checked)", path=path, fix="run the command again once nothing writes to the file")
+
+
+def _remember_read(path: Path, read: tuple[int, ...]) -> None:
+    key = os.path.realpath(path)
+    if _one_command and _READ.get(key, read) != read:
+        raise _changed_since_read(path)
+    _READ[key] = read
+
+
+@contextmanager
+def one_command() -> Iterator[None]:
+    """A command's span: a model file it read must stay as it was read until the command ends (`read_by_path`)."""
+    global _one_command
+    previous, _one_command = _one_command, True
+    try:
+        yield
+    finally:
+        _one_command = previous
+        if not previous:
+            _READ.clear()
+
+
+@contextmanager
+def read_by_path(path: Path) -> Iterator[None]:
+    """Within `one_command`, a runtime that reads the ONNX model at `path` itself (ONNX Runtime's session, OpenVINO's
+    compiler and converter) reads the file the command read and checked: one replaced since it was read, or while
+    the runtime read it, is refused as changed. (Every model a user gives is read first, for its signature; files
+    the command makes for itself — verify's cut of the output steps — are not read again.) Outside a command (an
+    application calling the runners) the file is taken as it is."""
+    if not _one_command:
+        yield
+        return
+    try:
+        before = _identity(path)
+    except OSError:
+        raise _changed_since_read(path) from None
+    known = _READ.get(os.path.realpath(path))
+    if known is not None and known != before:
+        raise _changed_since_read(path)
+    yield
+    try:
+        after = _identity(path)
+    except OSError:
+        after = None
+    if after != before:
+        raise _changed_since_read(path)
 
 
 def _unknown_dims_symbolic(proto: onnx.ModelProto) -> None:
@@ -444,9 +508,21 @@ def _check_consistency(path: Path, inlined: onnx.ModelProto | None = None) -> No
         _CHECKED.add(_identity(path))
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError, ValueError) as exc:
         # ValueError: the checker's own for some broken fields (an element type of 999 was an internal error)
+        if "multiple hard links" in str(exc):  # a sound model whose data file has a second name (`cp -al`
+            raise _hard_links(exc, path) from None  # backups): the line said to re-export it (round 44)
         raise ModelError(f"the model fails the ONNX checker: {' '.join(str(exc).split())[:300]}", path=path,
                          fix="the model file is invalid; re-export it (onnx.checker.check_model explains the problem)"
                          ) from None
+
+
+def _hard_links(exc: Exception, path: Path) -> ModelError:
+    """onnx's checker refuses an external data file with more than one hard link, as a possible hard-link attack."""
+    named = re.search(r"should be stored in (.+?), but it has multiple hard links", str(exc))
+    location = Path(named.group(1)).name if named else "its external data file"
+    return ModelError(f"{location} has more than one hard link (another name for the same file elsewhere), which "
+                      "onnx refuses as a possible hard-link attack", path=path,
+                      fix=f"give it a file of its own: copy it and move the copy over it (cp {shlex.quote(location)} "
+                          f"x.tmp && mv x.tmp {shlex.quote(location)})")
 
 
 def external_tensors(proto: onnx.ModelProto) -> list[onnx.TensorProto]:

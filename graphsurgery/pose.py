@@ -196,13 +196,19 @@ def _stacked(values: list[np.ndarray], pad: int) -> np.ndarray:
     return np.stack(values + values[-1:] * pad)
 
 
+#: the (height, width) of the blank image fed to a model that crops in the graph, whose signature gives no crop size
+#: (`PoseModel.crop_size` is (0, 0)): the graph crops every box to its network's size, whatever the image's
+BLANK_HW = (64, 48)
+
+
 def warm_up(run: Runner, model: PoseModel) -> None:
     """One untimed call: the first inference pays for lazy initialisation, which is no image's latency."""
     if model.finds_people:
-        run({model.image_input: np.zeros((1, 64, 48, 3), np.uint8)})
+        run({model.image_input: np.zeros((1, *BLANK_HW, 3), np.uint8)})
         return
     if model.top_down:
-        run({model.image_input: np.zeros((1, 64, 48, 3), np.uint8), BOXES: np.array([[0, 0, 48, 64]], np.float32)})
+        run({model.image_input: np.zeros((1, *BLANK_HW, 3), np.uint8),
+             BOXES: np.array([[0, 0, BLANK_HW[1], BLANK_HW[0]]], np.float32)})
         return
     size = model.batch or 1
     feeds = {model.image_input: np.zeros((size, model.crop_size[1], model.crop_size[0], 3), dtype=np.uint8)}
@@ -228,8 +234,11 @@ def announce_long_run(run: Runner, model: PoseModel, crop_count: int, batch: int
     if model.finds_people or crop_count <= LONG_RUN_CROPS:
         return None
     size = min(model.batch or batch, crop_count)
-    box = (0.0, 0.0, float(model.crop_size[0]), float(model.crop_size[1]))
-    blank = np.zeros((model.crop_size[1], model.crop_size[0], 3), np.uint8)
+    # the top-down model's crop size is (0, 0): on a 0 × 0 image its graph failed its own crop Gather (ONNX Runtime,
+    # "a node graphsurgery added fails") or OpenCV drew on it (OpenVINO: an internal error; round 44)
+    width, height = model.crop_size if not model.top_down else BLANK_HW[::-1]
+    box = (0.0, 0.0, float(width), float(height))
+    blank = np.zeros((height, width, 3), np.uint8)
     times = []
     for _ in range(2):  # the first call at a new batch size pays the runtime's allocations: 2× the rate
         began = time.perf_counter()
@@ -330,6 +339,12 @@ def run_pose(model: str | Path, images: Sequence[str | Path], outdir: str | Path
         raise GraphsurgeryError(f"batch={batch:,} (--batch) crops of {width} × {height} are more than "
                                 f"{MAX_BATCH_BYTES >> 20} MiB per call", path=model, fix=f"give a batch of at most "
                                 f"{MAX_BATCH_BYTES // (3 * height * width):,}")
+    if pose_model.top_down and batch > crops.BOXES_PER_CALL:
+        # the graph crops every box of a call at once, at a size its signature does not give (the bound above reads
+        # it as 0 × 0): `--batch 20000` with 20,000 boxes ran out of memory (round 44). As eval-coco and verify do
+        notes.append(f"the model crops in the graph: at most {crops.BOXES_PER_CALL} boxes a call, not {batch:,} "
+                     f"(--batch)")
+        batch = crops.BOXES_PER_CALL
     if pose_model.finds_people and boxes is not None:
         raise GraphsurgeryError("this model finds the people itself (a detector is chained into it)", path=boxes,
                                 fix="give no --boxes")

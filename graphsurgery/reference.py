@@ -163,6 +163,10 @@ def verify_reference(recipe: str | Path | Recipe, plain_model: str | Path, refer
     if ignored:
         report.notes.append(f"reference array(s) {', '.join(map(repr, ignored))} are not outputs of the patched "
                             f"model: not compared")
+    unrecorded = [name for name in wanted if name not in expected]
+    if unrecorded:  # round 44: a PASS said the patched model agrees, of outputs it never compared
+        report.notes.append(f"the patched model's output(s) {', '.join(map(repr, unrecorded))} are not in the "
+                            f"reference: not compared — record them too to have them checked")
     if positions and maps:
         report.notes.append(f"keypoint and index mismatches judged on the reference's own {facts.output_name!r} (near "
                             "ties, rounding), as verify judges them on the plain model's")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
@@ -103,6 +103,8 @@ def _onnxruntime(model: Path, threads: int | None, spin: bool = True) -> Run:
     os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
     import onnxruntime as ort
 
+    from graphsurgery.modelio import read_by_path
+
     options = ort.SessionOptions()
     options.log_severity_level = 4  # fatal only: a failing node is reported once, as a one-line error (not in red)
     if not spin:
@@ -112,13 +114,17 @@ def _onnxruntime(model: Path, threads: int | None, spin: bool = True) -> Run:
         options.inter_op_num_threads = 1
     try:
         try:
-            with doing(f"ONNX Runtime was loading {printable(model)}"):
+            with read_by_path(model), doing(f"ONNX Runtime was loading {printable(model)}"):
                 session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+        except GraphsurgeryError:
+            raise
         except Exception as exc:
             if "from external tensors" not in str(exc):
                 raise
-            with doing(f"ONNX Runtime was loading {printable(model)}"):
+            with read_by_path(model), doing(f"ONNX Runtime was loading {printable(model)}"):
                 session = _small_tensors_inline(ort, model, options)
+    except GraphsurgeryError:
+        raise
     except Exception as exc:  # onnxruntime raises its own untyped exceptions
         refuse_if_limited(exc, "onnxruntime")  # `ulimit -v`: not the model's fault
         raise GraphsurgeryError(f"onnxruntime cannot load the model: {_first_line(exc)}", path=model,
@@ -203,12 +209,17 @@ def compile_openvino(model: str | Path, precision: str = "f32", threads: int | N
     """The compiled model behind an OpenVINO runner, for callers that need more than `run` (async request queues)."""
     import openvino as ov
 
+    from graphsurgery.modelio import read_by_path
+
     config = openvino_config(precision, threads, throughput=throughput)
     if Path(model).suffix.lower() == ".xml":  # checked once per process: most callers read its signature first
         check_ir_files(Path(model))
     try:
-        with doing(f"OpenVINO was compiling {printable(model)}"):
+        with read_by_path(Path(model)) if Path(model).suffix.lower() != ".xml" else nullcontext(), \
+                doing(f"OpenVINO was compiling {printable(model)}"):
             return ov.Core().compile_model(str(model), "CPU", config)
+    except GraphsurgeryError:  # the file changed since it was read (`read_by_path`)
+        raise
     except Exception as exc:  # OpenVINO raises RuntimeError with multi-line reports
         refuse_if_limited(exc, "OpenVINO")  # `ulimit -v`: "Cannot load library … failed to map segment", not the model
         if "wasn't fully converted" in str(exc):  # an op OpenVINO has no rule for: named as `convert` names it

@@ -78,6 +78,7 @@ _GRACE = 5.0
 _channel: int | None = None
 _serial = 0
 _ending = False
+_code: int | None = None  # the exit code the child's last line goes with, once it is known (`last_line`)
 _announced = False
 _doing: list[str] = []
 _aliases: list[tuple[str, str]] = []  # (scratch folder, the name its files go by: `shown_as`)
@@ -195,13 +196,16 @@ def again() -> None:
     _publish()
 
 
-def last_line() -> None:
-    """The child is about to say its last line (`launch.say`, `launch.signals_ignored`): past the grace after
-    Ctrl-C or SIGTERM, the parent ends it without saying one of its own."""
-    global _ending
-    if _channel is None or _ending:
+def last_line(code: int | None = None) -> None:
+    """The child is about to say its last line (`launch.say`, `launch.signals_ignored`), or exit with `code`: past
+    the grace after Ctrl-C or SIGTERM, the parent ends it without saying one of its own, and exits with `code`
+    when it is known. A signal after the line no longer changes the exit code, however slowly the child then exits
+    (round 44: `inspect none.onnx` said its refusal, and a SIGTERM during Python's shutdown on a busy machine,
+    longer than the grace, made the parent exit 143 instead of 2)."""
+    global _ending, _code
+    if _channel is None or _ending and (code is None or code == _code):
         return
-    _ending = True
+    _ending, _code = True, code if code is not None else _code
     _publish()
 
 
@@ -241,9 +245,11 @@ def scratch(folder: os.PathLike) -> Iterator[None]:
 def _publish() -> None:
     """Write the state whole at the start of the shared file: a line with the activity's serial number (a new one
     for each activity, even of the same text), whether the last line is said (`last_line`), whether the run's length
-    is shown (`announced`) and the text, then one scratch folder a line. Paths are written as bytes (surrogateescape)
-    so that any name the file system allows comes back unchanged."""
-    activity = os.fsencode(f"{_serial}\t{int(_ending)}\t{int(_announced)}\t{_doing[-1] if _doing else ''}"
+    is shown (`announced`), the exit code that line goes with (empty while unknown) and the text, then one scratch
+    folder a line. Paths are written as bytes (surrogateescape) so that any name the file system allows comes back
+    unchanged."""
+    code = "" if _code is None else _code
+    activity = os.fsencode(f"{_serial}\t{int(_ending)}\t{int(_announced)}\t{code}\t{_doing[-1] if _doing else ''}"
                            ).replace(b"\n", b" ")
     state = b"\n".join([activity, *map(os.fsencode, _scratch)])
     try:
@@ -301,14 +307,15 @@ def _watch(child: int, channel: int, cpu_limit_line: str, time_limit: int) -> No
         pid, status, usage = os.wait4(child, os.WNOHANG)
         if pid:
             break
-        now, (serial, activity, _, said, shown) = time.monotonic(), _last_state(channel)
+        now, (serial, activity, _, said, shown, code) = time.monotonic(), _last_state(channel)
         # stuck in native code: the signal would wait for it to return. A child that says its last line is left
         # one more grace to exit (round 32: one that had said "interrupted" just as the grace ran out, still
-        # exiting — a large address space is freed before the process is gone — heard the line said again)
+        # exiting — a large address space is freed before the process is gone — heard the line said again), and
+        # ends with the code that line goes with: the signal came after the outcome was decided
         if asked and now - asked[1] > _GRACE * (1 + said):
             _kill(child, channel)
             if said:
-                os._exit(128 + asked[0])
+                os._exit(128 + asked[0] if code is None else code)
             _say_and_exit(asked[0], "", [], cpu_limit_line, child, sent)
         # a gap longer than two wakes is time this process spent stopped (Ctrl-Z stops both): not counted (capped at
         # two wakes, the step was stopped at once after a long pause, or within a second of resuming)
@@ -330,7 +337,10 @@ def _watch(child: int, channel: int, cpu_limit_line: str, time_limit: int) -> No
                  f"{TIME_LIMIT_VARIABLE}=<seconds> (0: no limit)")
             os._exit(CRASHED)
     code = os.waitstatus_to_exitcode(status)
-    _, activity, folders, _, _ = _last_state(channel)
+    _, activity, folders, said, _, told = _last_state(channel)
+    if code < 0 and -code not in _CRASHES and said and told is not None:  # a signal after the last line (SIGHUP
+        _remove(folders, child)  # while Python shut down): the outcome was decided and said; no second line
+        os._exit(told)
     if code == _LOADER_GAVE_UP or activity == LOADING and code >= 0 and code not in _SAID_WHILE_LOADING:
         _remove(folders, child)  # a library's or the loader's own line ("cannot allocate memory for thread-local
         where = f" while {activity}" if activity else ""  # data: ABORT") said neither what nor why
@@ -396,16 +406,18 @@ def _kill(child: int, channel: int) -> None:
     _remove(_last_state(channel)[2], child)
 
 
-def _last_state(channel: int) -> tuple[str, str, list[bytes], bool, bool]:
-    """The child's activity (its serial number and text), scratch folders, whether it says its last line and whether
-    it showed the run's length (`announced`), as it last published them."""
+def _last_state(channel: int) -> tuple[str, str, list[bytes], bool, bool, int | None]:
+    """The child's activity (its serial number and text), scratch folders, whether it says its last line, whether
+    it showed the run's length (`announced`) and the exit code its last line goes with, as it last published them."""
     try:
         state = os.pread(channel, os.fstat(channel).st_size, 0)
     except OSError:
-        return "", "", [], False, False
+        return "", "", [], False, False, None
     activity, *folders = state.split(b"\n")
-    serial, ending, shown, text = (activity.decode("utf-8", "backslashreplace").split("\t", 3) + ["", "", ""])[:4]
-    return serial, text, [folder for folder in folders if folder], ending == "1", shown == "1"
+    serial, ending, shown, code, text = (activity.decode("utf-8", "backslashreplace").split("\t", 4)
+                                         + ["", "", "", ""])[:5]
+    return (serial, text, [folder for folder in folders if folder], ending == "1", shown == "1",
+            int(code) if code.lstrip("-").isdecimal() else None)
 
 
 def _stopped(pid: int) -> bool:

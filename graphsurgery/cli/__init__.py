@@ -40,6 +40,7 @@ from graphsurgery.limits import (
     openvino_telemetry_off,
     writable,
 )
+from graphsurgery.modelio import one_command
 from graphsurgery.safeio import PATH_ERRORS
 
 INTERNAL_ERROR = 3  # never 1, which scripts read as "no parity"
@@ -82,7 +83,8 @@ class _Group(click.Group):
             ensure_processes()  # `ulimit -u` too small for the runtimes' threads: blamed the model too
             openvino_telemetry_off()  # before openvino is imported: it warns from its import on in an unwritable HOME
             usable_terminal_size()  # before rich reads COLUMNS: at 0 every report was empty, with exit 0
-            return super().invoke(ctx)
+            with one_command():  # a model it read stays as read until it ends (`modelio.read_by_path`)
+                return super().invoke(ctx)
         except KeyboardInterrupt:
             self._end("interrupted", INTERRUPTED)
         except Terminated:
@@ -130,7 +132,7 @@ class _Group(click.Group):
     @staticmethod
     def _end(line: str, code: int) -> NoReturn:
         """The command's last line and exit code, which a signal arriving now no longer changes."""
-        with signals_ignored():
+        with signals_ignored(code):
             try:
                 click.echo(line, err=True)
             except (OSError, ValueError):  # standard error full or gone (`2>/dev/full`): the exit code still says it

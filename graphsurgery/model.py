@@ -150,6 +150,7 @@ class ModelFacts:
     other_outputs: tuple[str, ...] = ()  # the model's outputs the steps do not read: the splice passes them through
     targets: tuple[str, ...] = ()  # every output the steps read, output_name first (output.target as a list)
     reads_float16: bool = False  # a target is float16: the values the steps decode are only that precise
+    integer_outputs: tuple[str, ...] = ()  # the model's integer and bool outputs: passed through, compared exactly
 
     @classmethod
     def of(cls, proto: onnx.ModelProto, recipe: Recipe) -> ModelFacts:
@@ -169,4 +170,11 @@ class ModelFacts:
         half = any(o.name in targets and o.type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
                    for o in graph.output)
         return cls(size, producer, targets[0], shape, tuple(o.name for o in graph.output if o.name not in targets),
-                   targets, half)
+                   targets, half, tuple(o.name for o in graph.output if _integer(o.type.tensor_type.elem_type)))
+
+
+def _integer(elem_type: int) -> bool:
+    """Whether an ONNX element type holds integers or booleans (compared exactly, not within a float tolerance)."""
+    if elem_type not in onnx.helper.get_all_tensor_dtypes():
+        return False
+    return onnx.helper.tensor_dtype_to_np_dtype(elem_type).kind in "biu"

@@ -62,7 +62,7 @@ def model_float(comparison: Comparison) -> Comparison:
 
 def with_tolerances(declared: dict[str, Comparison], tolerances: Tolerances) -> dict[str, Comparison]:
     """The recipe's comparisons (floats raised to the model floor) with the caller's tolerances; "*" applies to
-    float outputs without their own."""
+    float outputs without their own (integer outputs stay exact unless named)."""
     unknown = sorted(set(tolerances) - set(declared) - {"*"})
     if unknown:
         raise GraphsurgeryError(f"no output named {unknown[0]!r} to set a tolerance for",
@@ -72,7 +72,8 @@ def with_tolerances(declared: dict[str, Comparison], tolerances: Tolerances) -> 
         given = tolerances.get(name, tolerances.get("*") if comparison.kind == "float" else None)
         if given is not None:
             atol, rtol = _atol_rtol(name, given)
-            rtol = rtol if comparison.kind in ("float", "detections") else 0.0  # detections: their scores' rtol
+            # positions use atol alone; detections the rtol of their scores
+            rtol = rtol if comparison.kind in ("float", "detections", "integer") else 0.0
             comparison = replace(comparison, atol=atol, rtol=rtol)
         else:
             comparison = model_float(comparison)

@@ -20,7 +20,16 @@ from graphsurgery.model import ModelFacts
 from graphsurgery.recipe import Recipe
 from graphsurgery.samples import MAX_BATCH_BYTES
 from graphsurgery.splice import reads_geometry
-from graphsurgery.steps.base import GEOMETRY, Comparison, InputStep, OutputStep, StepError, TensorSpec, hw_axes
+from graphsurgery.steps.base import (
+    EXACT_INTEGER,
+    GEOMETRY,
+    Comparison,
+    InputStep,
+    OutputStep,
+    StepError,
+    TensorSpec,
+    hw_axes,
+)
 from graphsurgery.tolerances import DEFAULT_FLOAT, FLOAT16_STEP
 
 #: The size of a symbolic dim of the plain model's other inputs that is not the batch: verify cannot know what such
@@ -262,11 +271,12 @@ def float16_resolution(comparison: Comparison) -> Comparison:
 
 def comparisons(recipe: Recipe, facts: ModelFacts) -> dict[str, Comparison]:
     """How each patched-model output is compared: as declared by the last step that wrote it; the model's own
-    outputs (passed through, or kept) as floats. Coordinates keep the largest atol any step declared on the way
-    (a refinement's 1e-3 cells stays allowed after an exact `to_image`; in its pixels, so no looser)."""
-    result: dict[str, Comparison] = dict.fromkeys(facts.other_outputs, DEFAULT_FLOAT)
+    outputs (passed through, or kept) as floats, or exactly when they hold integers (`own_output`). Coordinates
+    keep the largest atol any step declared on the way (a refinement's 1e-3 cells stays allowed after an exact
+    `to_image`; in its pixels, so no looser)."""
+    result = {name: own_output(facts, name) for name in facts.other_outputs}
     if recipe.output is None:
-        return {**result, facts.output_name: DEFAULT_FLOAT}
+        return {**result, facts.output_name: own_output(facts, facts.output_name)}
     declared: dict[str, Comparison] = {}
     for step in recipe.output.steps:
         for key, comparison in step.writes().items():
@@ -283,9 +293,18 @@ def comparisons(recipe: Recipe, facts: ModelFacts) -> dict[str, Comparison]:
             comparison = replace(comparison, ranks=names.get(comparison.ranks))
         result[name] = float16_resolution(comparison) if facts.reads_float16 else comparison
     if recipe.output.keep_original:
-        kept = float16_resolution(DEFAULT_FLOAT) if facts.reads_float16 else DEFAULT_FLOAT
-        result.update(dict.fromkeys(facts.targets or (facts.output_name,), kept))
+        result.update({name: own_output(facts, name, kept=True) for name in facts.targets or (facts.output_name,)})
     return result
+
+
+def own_output(facts: ModelFacts, name: str, kept: bool = False) -> Comparison:
+    """The comparison of an output of the model itself, which the patched model passes through or keeps (`kept`: a
+    target the steps read, kept by keep_original): exact when it holds integers or booleans (an int64 flat index of
+    10^5 off by one passed as a float at rtol 1e-4, round 45), else as floats, a kept float16 target within a
+    float16 step."""
+    if name in facts.integer_outputs:
+        return EXACT_INTEGER
+    return float16_resolution(DEFAULT_FLOAT) if kept and facts.reads_float16 else DEFAULT_FLOAT
 
 
 def crops_in_graph(steps: Sequence[InputStep]) -> bool:

@@ -79,11 +79,14 @@ class Comparison:
     is not theirs).
     kind "detections": one part of a group of detector outputs, compared together as sets
     (`steps.detect.DetectionComparison`).
+    kind "integer": an integer or bool model output the steps pass through or keep, exact (atol = rtol = 0) unless
+    a tolerance is set for it by name; the float floors leave it alone (round 45: an int64 flat index of 10^5 off by
+    one passed at the floor's rtol 1e-4).
     `exponentiates` (floats): the values are exponentials of the model output (softmax), so each carries the
     output's absolute error as a relative one (`tolerances.float16_exponentials`).
     """
 
-    kind: Literal["float", "coordinates", "indices", "detections"]
+    kind: Literal["float", "coordinates", "indices", "detections", "integer"]
     rtol: float = 1e-5
     atol: float = 1e-6
     ranks: str | None = None
@@ -91,6 +94,8 @@ class Comparison:
 
 
 EXACT = Comparison("coordinates", rtol=0.0, atol=0.0)
+#: The comparison of an integer or bool output of the model itself (passed through or kept)
+EXACT_INTEGER = Comparison("integer", rtol=0.0, atol=0.0)
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -18,6 +19,8 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
+    StrictBool,
+    StrictInt,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -27,12 +30,13 @@ from pydantic import (
 from graphsurgery.errors import ArgumentError, RecipeError, listed, quoted
 from graphsurgery.registry import closest, steps_for
 from graphsurgery.safeio import input_path, read_small_file
-from graphsurgery.steps.base import Color, Dim, InputStep, Layout, OutputStep, Step
+from graphsurgery.steps.base import Color, InputStep, Layout, OutputStep, Step
 from graphsurgery.yamlsource import YamlPath, dotted, line_of, read_yaml
 
 MAX_RECIPE_BYTES = 1_000_000
 MAX_STEPS = 100  # per side; the shipped recipes have at most a dozen
 TENSOR_NAME = r"^[^\x00-\x1f]{1,256}$"
+_NUMBER = re.compile(r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$")
 TensorName = Annotated[str, Field(pattern=TENSOR_NAME)]
 
 class _Frozen(BaseModel):
@@ -45,7 +49,7 @@ class InputTensor(_Frozen):
     dtype: Literal["uint8", "float16", "float32"] = "float32"
     layout: Layout = "NCHW"
     color: Color = "RGB"
-    shape: tuple[Dim, ...] | None = Field(
+    shape: tuple[StrictInt | str | None, ...] | None = Field(
         default=None, description="fixed dims in the caller's layout; null or a name keeps a dim dynamic"
     )
 
@@ -54,6 +58,9 @@ class InputTensor(_Frozen):
     def _no_booleans(cls, shape):
         if isinstance(shape, (list, tuple)) and any(isinstance(d, bool) for d in shape):
             raise ValueError("a dim is a number, a name or null, not true/false")
+        if isinstance(shape, (list, tuple)) and any(isinstance(d, str) and _NUMBER.match(d) for d in shape):
+            # a quoted "256" became a dynamic dim named 256, not the size 256 (round 44's leftover)
+            raise ValueError("a dim name is not a number: write a fixed size without quotes")
         return shape
 
     @field_validator("shape")
@@ -96,7 +103,7 @@ class OutputSection(_Frozen):
         default_factory=dict,
         description="step result → new graph output name; default: every result under its own name",
     )
-    keep_original: bool = True
+    keep_original: StrictBool = True  # "yes", 1 or "false" were taken as booleans (round 44's leftover)
 
     @field_validator("names")
     @classmethod
@@ -149,6 +156,8 @@ class Recipe(_Frozen):
     def _not_a_bool(cls, value):
         if isinstance(value, bool):  # YAML `true` equals 1 in Python; a version is a number
             raise ValueError(f"version must be the number 1, not {str(value).lower()}")
+        if isinstance(value, float):  # 1.0 was taken, "1" refused (round 44's leftover): the version is an integer
+            raise ValueError(f"version must be the number 1, not {value!r}")
         return value
 
     @model_validator(mode="after")

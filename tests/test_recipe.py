@@ -178,3 +178,24 @@ def test_an_integer_too_long_to_read_is_refused_at_its_line():
     line = next(number for number, content in enumerate(text.splitlines(), 1) if "std:" in content)
     with pytest.raises(RecipeError, match=f"line {line}: a value of 5,000 characters cannot be read as a number"):
         parse_recipe(text.replace("0.225]", "9" * 5000 + "]"), "big.yaml")
+
+
+@pytest.mark.parametrize("written", ["'true'", "'yes'", "1", "'false'"])
+def test_keep_original_is_a_yaml_boolean_not_a_word_or_number(written):
+    """Round 44's leftover: the sections' own fields were validated laxly ("yes" and 1 were true), step parameters
+    strictly; a recipe is strict throughout."""
+    text = "version: 1\nname: x\noutput:\n  keep_original: KEEP\n  steps:\n    - heatmap_argmax: {}\n"
+    assert "keep_original" in _error(text.replace("KEEP", written))
+    assert parse_recipe(text.replace("KEEP", "false")).output.keep_original is False
+
+
+def test_version_one_point_zero_is_not_version_one():
+    assert "the number 1, not 1.0" in _error(MINIMAL_INPUT.replace("version: 1", "version: 1.0"))
+
+
+@pytest.mark.parametrize("dim, needle", [("'256'", "a dim name is not a number"), ("256.0", "valid integer")])
+def test_a_fixed_dim_is_an_integer_without_quotes(dim, needle):
+    """A quoted "256" was a dynamic dim named 256 in the patched input, a 256.0 taken as 256."""
+    text = MINIMAL_INPUT.replace("color: BGR}", f"color: BGR, shape: [1, {dim}, 192, 3]}}")
+    assert needle in _error(text)
+    assert parse_recipe(text.replace(dim, "256")).input.tensor.shape == (1, 256, 192, 3)

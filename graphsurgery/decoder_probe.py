@@ -55,19 +55,21 @@ class Probe:
         return decision_inputs(recipe, self.output, facts, self.extras)
 
 
-def probe_output(recipe: Recipe, facts: ModelFacts, output: np.ndarray, seed: int) -> np.ndarray | None:
+def probe_output(recipe: Recipe, facts: ModelFacts, output: np.ndarray, seed: int
+                 ) -> tuple[np.ndarray | None, list[str]]:
     """`output` (one sample's network output) rewritten to reach the first output step's decisions, or None when
-    no rewrite is known for the recipe's output steps."""
+    no rewrite is known for the recipe's output steps or none can be made; and the notes on what the rewrite left
+    out (`detector_probe`)."""
     steps = recipe.output.steps if recipe.output else ()
     if not steps or output.dtype != np.float32:
-        return None
+        return None, []
     if isinstance(steps[0], HeatmapArgmax) and output.ndim == 4 and all(isinstance(s, EXACT_ON_INVALID)
                                                                          for s in steps):
-        return _invalid_joints(output)
+        return _invalid_joints(output), []
     nms = next((step for step in steps if isinstance(step, Nms)), None)
     if isinstance(steps[0], (YoloBoxes, DflBoxes)) and nms and output.ndim == 3:
         return crowded_head(steps[0], nms, facts, output, np.random.default_rng(seed))
-    return None
+    return None, []
 
 
 def _invalid_joints(maps: np.ndarray) -> np.ndarray:
@@ -81,23 +83,23 @@ def _invalid_joints(maps: np.ndarray) -> np.ndarray:
 
 
 def run_probe(recipe: Recipe, facts: ModelFacts, proto: onnx.ModelProto | None, backend: str, output: np.ndarray,
-              caller: str, feeds: dict[str, np.ndarray], folder: Path, seed: int) -> Probe | None:
+              caller: str, feeds: dict[str, np.ndarray], folder: Path, seed: int) -> tuple[Probe | None, list[str]]:
     """The probe of one sample: `proto` the patched model as verify read it (None for an IR), `output` its network
     output (batch 1), `feeds` the caller's input (`caller`) and extra inputs for it, by the patched model's input
     names. None when the recipe has no probe, or the patched
     graph cannot be cut at the network's output (an IR, a graph without a tensor of that name, output steps whose
-    constants are external data)."""
-    probe = probe_output(recipe, facts, output, seed)
+    constants are external data); with the notes on what the probe left out (`probe_output`)."""
+    probe, notes = probe_output(recipe, facts, output, seed)
     if probe is None or proto is None:
-        return None
+        return None, notes
     names = recipe.output.output_names().values()
     made = {name for node in proto.graph.node for name in node.output}
     if facts.output_name not in made or not all(name in made for name in names):
-        return None
+        return None, notes
     inputs = [value.name for value in proto.graph.input if value.name in feeds]
     cut = Extractor(proto).extract_model([*inputs, facts.output_name], list(names))
     if any(uses_external_data(tensor) for tensor in cut.graph.initializer):  # a model over 2 GB saves the output
-        return None  # steps' constants beside it too: the cut, saved elsewhere, would not find them
+        return None, notes  # steps' constants beside it too: the cut, saved elsewhere, would not find them
     path = folder / "decoder_probe.onnx"
     onnx.save(cut, str(path))
     shape = feeds[caller].shape
@@ -106,4 +108,4 @@ def run_probe(recipe: Recipe, facts: ModelFacts, proto: onnx.ModelProto | None, 
     feed = {**{name: feeds[name] for name in inputs}, facts.output_name: probe}
     with open_runner(backend, path) as run:
         answers = run(feed)
-    return Probe(probe, extras, postprocess(recipe, probe, facts, extras), backend, answers)
+    return Probe(probe, extras, postprocess(recipe, probe, facts, extras), backend, answers), notes

@@ -4,7 +4,10 @@ A head is read through its step's own decoding into boxes (cx, cy, w, h in input
 (`_crowd`) and written back in the head's layout, so one rewrite serves every head the steps read (round 43: only
 YOLOv8 heads had a probe, so after a v5, YOLOX or DFL head an nms of another threshold or competition passed).
 Where the probe's values lie matters as much (round 43: overlaps uniform within ±0.04 of the IoU threshold caught
-0.72 for 0.7 by one detection and 0.71 by none): they sit on ladders that close in on each threshold.
+0.72 for 0.7 by one detection and 0.71 by none): they sit on ladders that close in on each threshold, within
+what can exist (round 46: at `iou_threshold: 1` the pairs above it were an internal error; a side of a threshold
+where nothing can lie is left out with a note), and hold candidates whatever the cut (at `max_detections: 1` the
+probe held none and failed a right patch).
 """
 
 from __future__ import annotations
@@ -15,13 +18,28 @@ from graphsurgery.model import ModelFacts
 from graphsurgery.steps.detect import DflBoxes, YoloBoxes, anchor_grid
 from graphsurgery.steps.nms import Nms
 
+#: Class scores the probe writes: probabilities, strictly between 0 and 1 (what a head's sigmoid gives)
+SCORES = (0.0, 1.0)
+#: Pairs the probe makes at least, whatever max_detections: more candidates than a small cut probes the cut (round
+#: 46: at max_detections 1 a third of the cut was no anchor, and the probe, holding no detection, failed a right
+#: patch as proving nothing)
+LEAST_PAIRS = 10
+
 
 def crowded_head(step: YoloBoxes | DflBoxes, nms: Nms, facts: ModelFacts, head: np.ndarray,
-                 rng: np.random.Generator) -> np.ndarray | None:
-    """`head` rewritten by `_crowd`, or None for a head of one class (no anchor can score in two)."""
+                 rng: np.random.Generator) -> tuple[np.ndarray | None, list[str]]:
+    """`head` rewritten by `_crowd` and the notes on what it could not make; None for a head of one class (no
+    anchor can score in two) or a score threshold no probability exceeds (the probe could hold no detection)."""
+    if nms.score_threshold >= SCORES[1]:
+        return None, [f"decoder probe skipped: no class score (0 to 1) can exceed the score threshold "
+                      f"{nms.score_threshold:g}, so no probe output could hold a detection"]
     codec = _DflHead(step, facts) if isinstance(step, DflBoxes) else _YoloHead(step, facts)
     boxes, scores = codec.decode(head)
-    return codec.encode(*_crowd(codec, boxes, scores, nms, rng)) if scores.shape[1] > 1 else None
+    if scores.shape[1] <= 1:
+        return None, []
+    notes: list[str] = []
+    boxes, scores = _crowd(codec, boxes, scores, nms, rng, notes)
+    return codec.encode(boxes, scores), notes
 
 
 class _YoloHead:
@@ -30,6 +48,7 @@ class _YoloHead:
 
     def __init__(self, step: YoloBoxes, facts: ModelFacts):
         self.step, self.facts = step, facts
+        self.highest = 1.0  # the overlap of two boxes moved apart by nothing: every overlap below it can be made
 
     def decode(self, head: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         centre, size, scores = self.step.decode(head, self.facts)
@@ -63,6 +82,7 @@ class _DflHead:
 
     def __init__(self, step: DflBoxes, facts: ModelFacts):
         self.step, self.facts = step, facts
+        self.highest = (2 * step.bins - 3) / (2 * step.bins - 1)  # the widest box, moved by one stride
 
     def decode(self, head: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         decoded = self.step.reference({"output": head}, self.facts)
@@ -108,50 +128,104 @@ class _DflHead:
 def _ladder(threshold: float, count: int, widest: float, rng: np.random.Generator) -> np.ndarray:
     """`count` values on both sides of `threshold`, geometrically closer towards it (from widest / 20 to
     `widest`, each moved by up to 10 %), shuffled: a threshold moved by a sixth of `widest` crosses several of them
-    (round 43: overlaps uniform within ±0.04 of the IoU threshold, and 0.71 for 0.7 passed, 0.72 failed on one)."""
+    (round 43: overlaps uniform within ±0.04 of the IoU threshold, and 0.71 for 0.7 passed, 0.72 failed on one).
+    Rungs outside what can exist (an overlap above 1, a score below 0) are the caller's to drop (`_made`)."""
     steps = np.geomspace(widest / 20, widest, (count + 1) // 2) * rng.uniform(0.9, 1.1, (count + 1) // 2)
     return rng.permutation(threshold + np.concatenate([steps, -steps])[:count])
 
 
-def _crowd(codec: _YoloHead | _DflHead, boxes: np.ndarray, scores: np.ndarray, nms: Nms, rng: np.random.Generator
-           ) -> tuple[np.ndarray, np.ndarray]:
-    """Boxes [N, A, 4] (cx, cy, w, h) and scores [N, C, A] where a third of max_detections anchors score, in
-    pairs: a second box of each pair repeats the first's, moved sideways to a chosen overlap. Two fifths of the
-    pairs overlap on a ladder around the IoU threshold, both boxes scoring clearly, the first more; three tenths
-    score on a ladder around the score threshold, overlapping little; of the rest, half overlap above the IoU
-    threshold in two classes, scoring like the first group, half overlap and score uniformly in 0.05–0.95 (round
-    43: when only these met across classes, by chance, `per_class: false` after a DFL head passed). Every
-    anchor scores in a second class too, 0.8–1 times its best. So scores and overlaps lie on both sides of both
-    thresholds, within 0.01 of each by several, anchors score in more than one class, and the detections are fewer
-    than the cut."""
+def _made(rungs: np.ndarray, low: float, high: float) -> np.ndarray:
+    """Which rungs of a ladder can exist: strictly between `low` and `high` (round 46: at `iou_threshold: 1` the
+    rungs above it were overlaps above 1, and drawing the pairs beyond them was an internal error)."""
+    return (rungs > low) & (rungs < high)
+
+
+def _side_notes(what: str, name: str, threshold: float, rungs: np.ndarray, made: np.ndarray,
+                span: tuple[float, float]) -> list[str]:
+    """The note on a side of a threshold where no rung was made, because no `what` there can exist."""
+    if not len(rungs):
+        return []
+    above, below = (made & (rungs > threshold)).any(), (made & (rungs < threshold)).any()
+    where = f"{what}s lie between {span[0]:.4g} and {span[1]:.4g} here"
+    if not (above or below):
+        return [f"decoder probe: no {what} near the {name} {threshold:g} can be made ({where}): the probe leaves "
+                "that threshold out"]
+    if not above:
+        return [f"decoder probe: no {what} can exceed the {name} {threshold:g} ({where}): the probe holds {what}s "
+                "below it only"]
+    if not below:
+        return [f"decoder probe: no {what} can lie below the {name} {threshold:g} ({where}): the probe holds "
+                f"{what}s above it only"]
+    return []
+
+
+def _clear(score: float) -> tuple[float, float]:
+    """Scores clearly above the score threshold, below 1."""
+    low = score + (1 - score) * 0.3
+    return (float(np.clip(low, 0.05, 0.95)), 0.95) if low < 0.95 else (low, score + (1 - score) * 0.9)
+
+
+def _crowd(codec: _YoloHead | _DflHead, boxes: np.ndarray, scores: np.ndarray, nms: Nms, rng: np.random.Generator,
+           notes: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Boxes [N, A, 4] (cx, cy, w, h) and scores [N, C, A] where a third of max_detections anchors score (at least
+    `LEAST_PAIRS` pairs: a small cut is then probed too), in pairs: a second box of each pair repeats the first's,
+    moved sideways to a chosen overlap. Two fifths of the pairs overlap on a ladder around the IoU threshold, both
+    boxes scoring clearly, the first more; three tenths score on a ladder around the score threshold, overlapping
+    little; of the rest, half overlap above the IoU threshold in two classes, scoring like the first group, half
+    overlap and score uniformly in 0.05–0.95 (round 43: when only these met across classes, by chance,
+    `per_class: false` after a DFL head passed). Every anchor scores in a second class too, 0.8–1 times its best.
+    So scores and overlaps lie on both sides of both thresholds, within 0.01 of each by several, anchors score in
+    more than one class, and the detections are fewer than the cut (but for a cut under `LEAST_PAIRS`). Rungs that
+    cannot exist (an overlap above what the head's boxes make, a score outside 0–1) are not made: their anchors do
+    not score, and a side of a threshold left with none is said in `notes`."""
     boxes, scores = boxes.copy(), np.zeros_like(scores)
     n, classes, anchors = scores.shape
     iou, score = nms.iou_threshold, nms.score_threshold
-    clear = np.clip(score + (1 - score) * 0.3, 0.05, 0.95), 0.95
+    clear = _clear(score)
+    lowest, highest = (min(0.01, score / 2) if score > 0 else 1e-4), max(0.99, score + (1 - score) * 0.95)
+    room = iou + 0.02 < codec.highest  # pairs clearly above the IoU threshold can be made
+    if not room:
+        notes.append(f"decoder probe: no pair can overlap clearly above the IoU threshold {iou:g} (the head's boxes "
+                     f"overlap at most {codec.highest:.4g}): the pairs in two classes that probe per_class are not "
+                     "made")
     for image in range(n):
-        leaders, followers = codec.pairs(rng, max(1, min(anchors, nms.max_detections // 3) // 2), anchors)
+        wanted = max(LEAST_PAIRS, min(anchors, nms.max_detections // 3) // 2)
+        leaders, followers = codec.pairs(rng, wanted, anchors)
         pairs = len(leaders)
         near_iou, near_score = pairs * 2 // 5, pairs * 3 // 10
-        across = (pairs - near_iou - near_score) // 2
+        across = (pairs - near_iou - near_score) // 2 if room else 0
         loose = pairs - near_iou - near_score - across
-        overlap = np.concatenate([_ladder(iou, near_iou, 0.04, rng), rng.uniform(0.05, 0.5, near_score) * iou,
-                                  rng.uniform(iou + 0.02, 1, across), rng.uniform(0.05, 0.95, loose)]).clip(0.01, 0.99)
+        rungs = _ladder(iou, near_iou, 0.04, rng)
+        made_iou = _made(rungs, 0, codec.highest)
+        little = rng.uniform(0.05, 0.5, near_score)  # below the IoU threshold; disjoint boxes at 0
+        overlap = np.concatenate([np.where(made_iou, rungs, codec.highest / 2), little * iou if iou > 0 else -little,
+                                  rng.uniform(min(iou + 0.02, 1), 1, across).clip(0.01, 0.99),
+                                  rng.uniform(0.05, 0.95, loose).clip(0.01, 0.99)])
         codec.place(boxes[image], leaders, followers, (1 - overlap) / (1 + overlap))  # a box moved by d·w
         # sideways overlaps its copy (1 − d) / (1 + d)
         ranked = near_iou + near_score, near_iou + near_score + across  # the pairs of the third group
-        lead = np.concatenate([rng.uniform(*clear, near_iou), _ladder(score, near_score, 0.03, rng),
-                               rng.uniform(*clear, across), rng.uniform(0.05, 0.95, loose)])
-        follow = np.concatenate([np.zeros(near_iou), _ladder(score, near_score, 0.03, rng), np.zeros(across),
-                                 rng.uniform(0.05, 0.95, loose)])
+        clear_iou = rng.uniform(*clear, near_iou)
+        lead_rungs = _ladder(score, near_score, 0.03, rng)
+        lead = np.concatenate([clear_iou, lead_rungs, rng.uniform(*clear, across), rng.uniform(0.05, 0.95, loose)])
+        follow_rungs = _ladder(score, near_score, 0.03, rng)
+        follow = np.concatenate([np.zeros(near_iou), follow_rungs, np.zeros(across), rng.uniform(0.05, 0.95, loose)])
         second = np.r_[:near_iou, ranked[0]:ranked[1]]
         follow[second] = score + (lead[second] - score) * rng.uniform(0.5, 0.95, len(second))
+        made = np.ones((pairs, 2), bool)
+        made[:near_iou] = made_iou[:, None]
+        made_lead, made_follow = _made(lead_rungs, *SCORES), _made(follow_rungs, *SCORES)
+        made[near_iou:ranked[0]] = np.stack([made_lead, made_follow], 1)
         best = rng.integers(0, classes, pairs)
         other = (best + rng.integers(1, classes, pairs)) % classes
         chosen = np.stack([leaders, followers], 1).ravel()  # leader, follower, leader, …
-        top = np.clip(np.stack([lead, follow], 1).ravel(), 0.01, 0.99)
+        top = np.clip(np.stack([lead, follow], 1).ravel(), lowest, highest) * made.ravel()  # not made: no score
         in_two = (np.arange(pairs) >= ranked[0]) & (np.arange(pairs) < ranked[1])
         firsts = np.stack([best, np.where(in_two, other, best)], 1).ravel()
         seconds = (firsts + rng.integers(1, classes, 2 * pairs)) % classes
         scores[image, firsts, chosen] = top
         scores[image, seconds, chosen] = top * rng.uniform(0.8, 1.0, 2 * pairs)
+        if image == 0:
+            notes += _side_notes("overlap", "IoU threshold", iou, rungs, made_iou, (0, codec.highest))
+            notes += _side_notes("class score", "score threshold", score, np.r_[lead_rungs, follow_rungs],
+                                 np.r_[made_lead, made_follow], SCORES)
     return boxes, scores

@@ -26,7 +26,7 @@ from xml.parsers import expat
 import numpy as np
 
 from graphsurgery.errors import ModelError, printable, quoted
-from graphsurgery.modelio import MAX_LOOP_TRIPS, MAX_NODES, MAX_SUBGRAPH_DEPTH
+from graphsurgery.modelio import MAX_LOOP_TRIPS, MAX_NODES, MAX_SUBGRAPH_DEPTH, checked_as, file_identity
 
 #: The largest .xml read. The .xml holds the structure only (weights are in the .bin): large LLMs' are a few MB,
 #: and pugixml holds ~3 bytes of memory per byte (a 300 MB attribute: 1 GB).
@@ -75,19 +75,26 @@ class _Facts:
 _checked: set[tuple] = set()
 
 
-def _identity(path: Path) -> tuple:
-    stat = path.stat()
-    return stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns
-
-
 def check_ir(xml: str | Path) -> None:
     """Refuse an IR whose reading, compiling or running would crash OpenVINO, not end, or read a .bin that is not
-    its own; see the module's docstring. The .xml and its .bin are regular files (checked by the caller)."""
+    its own; see the module's docstring. The .xml and its .bin are regular files (checked by the caller). Both are
+    remembered as checked (`modelio.checked_as`): within a command, OpenVINO's read of them (`runners`, under
+    `modelio.read_by_path`) refuses a file replaced since, as for ONNX models (round 46)."""
     xml = Path(xml)
     weights = xml.with_suffix(".bin")
-    key = (_identity(xml), _identity(weights))
-    if key in _checked:
-        return
+    key = (file_identity(xml), file_identity(weights))
+    if key not in _checked:
+        _check_ir(xml, weights, key)
+        if (file_identity(xml), file_identity(weights)) != key:  # replaced while it was checked
+            raise ModelError("the IR changed while the command ran (its .xml or .bin was rewritten or replaced "
+                             "while it was checked)", path=xml,
+                             fix="run the command again once nothing writes to the files")
+        _checked.add(key)
+    checked_as(xml, key[0])
+    checked_as(weights, key[1])
+
+
+def _check_ir(xml: Path, weights: Path, key: tuple) -> None:
     if key[0][2] > MAX_IR_XML:
         raise ModelError(f"the IR's .xml is {key[0][2]:,} bytes (at most {MAX_IR_XML >> 20} MiB: an IR's structure "
                          "is a few MB, its weights are in the .bin)", path=xml, fix=FIX)
@@ -100,7 +107,6 @@ def check_ir(xml: str | Path) -> None:
         _check_graph(facts.graph, xml, stream, size)
         if facts.weights_sha256 is not None:
             _check_digest(facts, size, stream, xml, weights)
-    _checked.add(key)
 
 
 def _parse(xml: Path) -> _Facts:

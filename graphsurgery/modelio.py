@@ -35,7 +35,7 @@ from google.protobuf.message import DecodeError
 from google.protobuf.unknown_fields import UnknownFieldSet
 from onnx.external_data_helper import ExternalDataInfo, uses_external_data
 
-from graphsurgery.errors import GraphsurgeryError, ModelError, check_flags, node_named, printable, quoted
+from graphsurgery.errors import GraphsurgeryError, ModelError, RecipeError, check_flags, node_named, printable, quoted
 from graphsurgery.folding import check_folding
 from graphsurgery.limits import write_fix
 from graphsurgery.model import all_nodes, nested_graphs
@@ -185,6 +185,18 @@ def _remember_read(path: Path, read: tuple[int, ...]) -> None:
     _READ[key] = read
 
 
+def checked_as(path: Path, identity: tuple[int, ...]) -> None:
+    """A file the command checked itself, not by `load_model` (an IR's .xml and .bin: `irchecks.check_ir`), as it
+    was when checked (`file_identity`): `read_by_path` then holds OpenVINO's read of it to that (round 46: the IR
+    was checked, then compiled by path, and a pair swapped in between was compiled unchecked)."""
+    _remember_read(path, identity)
+
+
+def file_identity(path: Path) -> tuple[int, ...]:
+    """A file's identity as `read_by_path` compares it (device, inode, size, mtime, ctime)."""
+    return _identity(path)
+
+
 @contextmanager
 def one_command() -> Iterator[None]:
     """A command's span: a model file it read must stay as it was read until the command ends (`read_by_path`)."""
@@ -201,10 +213,11 @@ def one_command() -> Iterator[None]:
 @contextmanager
 def read_by_path(path: Path) -> Iterator[None]:
     """Within `one_command`, a runtime that reads the ONNX model at `path` itself (ONNX Runtime's session, OpenVINO's
-    compiler and converter) reads the file the command read and checked: one replaced since it was read, or while
-    the runtime read it, is refused as changed. (Every model a user gives is read first, for its signature; files
-    the command makes for itself — verify's cut of the output steps — are not read again.) Outside a command (an
-    application calling the runners) the file is taken as it is."""
+    compiler and converter; an IR's .xml and .bin, checked by `irchecks`) reads the file the command read and
+    checked: one replaced since it was read, or while the runtime read it, is refused as changed. (Every model a
+    user gives is read first, for its signature; files the command makes for itself — verify's cut of the output
+    steps — are not read again.) Outside a command (an application calling the runners) the file is taken as it
+    is."""
     if not _one_command:
         yield
         return
@@ -724,13 +737,16 @@ def staging_folder(out: Path):
 
 
 def save_model(
-    proto: onnx.ModelProto, out: Path, *, external_base: Path | None = None, check: bool = True, replace: bool = True
+    proto: onnx.ModelProto, out: Path, *, external_base: Path | None = None, check: bool = True, replace: bool = True,
+    patched_from: tuple[str, str] | None = None,
 ) -> list[Path]:
     """Write `proto` to `out` atomically; returns the files written (the model and, if any, its data file).
 
     Tensors with external data are copied (streamed) from `external_base` into `<out>.data`; a model too large
     for one protobuf moves its large tensors there too. Without `replace` (no --force), an output that another
-    command placed while this one worked is refused (`safeio.place`), not replaced.
+    command placed while this one worked is refused (`safeio.place`), not replaced. `patched_from`: (recipe,
+    model) when `proto` is that model, checked when read, patched by that recipe: shape inference failing in the
+    model's own nodes is then the recipe's fault (`_network_refuses`).
     """
     out = Path(out)
     placed: list[Path] = []
@@ -755,6 +771,8 @@ def save_model(
             remember_made(out)
             return placed
         except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+            if patched_from and (refused := _network_refuses(exc, *patched_from)):
+                raise refused from None
             raise ModelError(f"the patched model fails the ONNX checker: {' '.join(str(exc).split())[:300]}", path=out,
                              fix="report this with the recipe and model (a graphsurgery bug)") from None
         except FileExistsError as exc:  # placed by another command since this one started (`place`)
@@ -767,6 +785,29 @@ def save_model(
                    if exc.errno == errno.ENAMETOOLONG else write_fix(exc, "free disk space or choose another folder"))
             raise GraphsurgeryError(f"could not write the output ({exc.strerror or exc})", path=out,
                                     fix=f"{fix}; nothing was written") from None
+
+
+#: One error of onnx's shape inference: "(op_type:Add, node name: p2o.Add.248): [ShapeInferenceError] Incompatible
+#: dimensions"
+_INFERENCE_ERROR = re.compile(r"\(op_type:[^,)]*, node name: ([^)]*)\): \[\w+\] [^(]*")
+
+
+def _network_refuses(exc: Exception, recipe: str, model: str) -> GraphsurgeryError | None:
+    """Shape inference failing only in the model's own nodes, of a model that passed the checker as read: the
+    recipe feeds its network a shape it cannot take (round 45: a resize to 480 × 641 before a text detector whose
+    sides must be multiples of 32 was "the patched model fails the ONNX checker", with the checker's raw lines and
+    "a graphsurgery bug" as the fix). None when a node of graphsurgery's own fails (that is a bug)."""
+    said = " ".join(str(exc).split())
+    errors = list(_INFERENCE_ERROR.finditer(said))
+    if not isinstance(exc, onnx.shape_inference.InferenceError) or not errors or any(
+            error.group(1).startswith("graphsurgery/") for error in errors):
+        return None
+    first = errors[0].group(0).strip().rstrip(":;,")
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return RecipeError(f"the recipe gives {printable(model)}'s network an input of a size it cannot take: ONNX shape "
+                       f"inference fails in the network's own nodes, first {first[:160]}{more}", path=recipe,
+                       fix="change the recipe's sizes (resize, crop) to ones the network takes — often multiples of "
+                           "its stride, e.g. 32")
 
 
 def _exceeds_protobuf_limit(proto: onnx.ModelProto) -> bool:

@@ -135,7 +135,8 @@ def verify_reference(recipe: str | Path | Recipe, plain_model: str | Path, refer
     _check_counts(expected, runs[backends[0]], compared, reference if pipeline is None else None, source)
     count = len(next(iter(expected.values())))
     report = VerifyReport(recipe.source, str(plain.path), str(patched) if patched else "(built from the recipe)",
-                          f"{count} {described}", count, backends, precision, "samples")
+                          f"{count} {described}", count, backends, precision, "samples",
+                          compared_with=f"your pipeline ({source})")
     label = {b: b + (f" at {ran[b]}" if ran[b] != "f32" else "") for b in backends}
 
     judged = {name: wanted[name] for name in compared}

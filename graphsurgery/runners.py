@@ -215,8 +215,8 @@ def compile_openvino(model: str | Path, precision: str = "f32", threads: int | N
     if Path(model).suffix.lower() == ".xml":  # checked once per process: most callers read its signature first
         check_ir_files(Path(model))
     try:
-        with read_by_path(Path(model)) if Path(model).suffix.lower() != ".xml" else nullcontext(), \
-                doing(f"OpenVINO was compiling {printable(model)}"):
+        with read_by_path(Path(model)), _ir_weights_read(Path(model)), doing(f"OpenVINO was compiling "
+                                                                              f"{printable(model)}"):
             return ov.Core().compile_model(str(model), "CPU", config)
     except GraphsurgeryError:  # the file changed since it was read (`read_by_path`)
         raise
@@ -325,15 +325,27 @@ def model_signature(model: str | Path) -> ModelSignature:
                           tuple(port(v) for v in proto.graph.output), "FP16" if half else "FP32")
 
 
+def _ir_weights_read(model: Path):
+    """For an IR's .xml, `read_by_path` of its .bin, which OpenVINO reads too; nothing for an ONNX model."""
+    from graphsurgery.modelio import read_by_path
+
+    return read_by_path(model.with_suffix(".bin")) if model.suffix.lower() == ".xml" else nullcontext()
+
+
 def read_ir(model: Path):
     """The IR as OpenVINO reads it (an ov.Model), once its files pass `check_ir_files`; OpenVINO's refusal (an IR
-    version it does not read, a Const past the .bin) in one line."""
+    version it does not read, a Const past the .bin) in one line. Within a command, the .xml and .bin it reads are
+    the ones checked (`modelio.read_by_path`)."""
     import openvino as ov
+
+    from graphsurgery.modelio import read_by_path
 
     check_ir_files(model)
     try:
-        with doing(f"OpenVINO was reading {printable(model)}"):
+        with read_by_path(model), _ir_weights_read(model), doing(f"OpenVINO was reading {printable(model)}"):
             return ov.Core().read_model(str(model))
+    except GraphsurgeryError:  # the files changed since they were checked (`read_by_path`)
+        raise
     except Exception as exc:  # OpenVINO raises RuntimeError with multi-line reports
         refuse_if_limited(exc, "OpenVINO")
         raise GraphsurgeryError(f"OpenVINO cannot read the IR: {_first_line(exc)}", path=model,

@@ -231,20 +231,44 @@ def image_samples(folder: Path, boxes_file: Path | str | None, image_input: Port
 
 
 def whole_images(folder: Path, image_input: Port, tensor: InputTensor, extras: list[str],
-                 model_size: tuple[int, int]) -> Samples:
+                 model_size: tuple[int, int], resizes: Sequence[InputStep] = ()) -> Samples:
     """Each image of the folder whole, at its own size, as the caller feeds it: one group per image. Extra inputs
-    come from the whole-image box (padded to the aspect of `model_size`, W / H)."""
+    come from the whole-image box (padded to the aspect of `model_size`, W / H). Each is refused, before anything
+    is resized, when the recipe's `resizes` would make it larger than MAX_BATCH_BYTES (`check_resized`)."""
     from graphsurgery.crops import box_to_center_scale, whole_image_box
     from graphsurgery.images import list_images, read_image
 
     groups = []
     for path in list_images([folder]):
         image = read_image(path)
+        check_resized(resizes, image.shape[:2], image.shape[2] if image.ndim == 3 else 1, path)
         center, scale = box_to_center_scale(whole_image_box(image), model_size[0] / model_size[1])
         groups.append((as_caller_tensor(image, tensor, image_input.dtype)[None],
                        _extras(extras, center[None], scale[None])))
     shown = ", ".join(f"{w}×{h}" for w, h in dict.fromkeys(width_height(t[0], tensor.layout) for t, _ in groups))
     return Samples(groups, f"{len(groups)} whole images from {folder} at their own sizes, W×H {shown}", "images")
+
+
+def check_resized(resizes: Sequence[InputStep], hw: tuple[int, int], channels: int, path: Path) -> None:
+    """Refuse an image of `hw` (H, W) that the recipe's resizes (`resizes`, in order) would make larger than
+    MAX_BATCH_BYTES as float32, or whose filtered resize would need weights that large, naming the image: before
+    anything is allocated (round 44: a 5000 × 1 line scan through a recipe resizing its short side to 256 was
+    256 × 1,280,000 pixels, gigabytes in the twin and the runtime, and the command ran out of memory). The image is
+    one model call's input, so the bound is the one for what a model call is given at once (MAX_BATCH_BYTES), not
+    MAX_RANDOM_BYTES (random samples verify makes)."""
+    h, w = hw
+    for step in resizes:
+        if not isinstance(step, Resize):
+            continue
+        rh, rw = step.resized_hw(h, w)
+        values = max(rh * rw * channels, rh * h + rw * w if step.filtered else 0)  # a filter's two weight matrices
+        if 4 * values > MAX_BATCH_BYTES:
+            raise GraphsurgeryError(
+                f"the recipe's resize makes it {rw:,} × {rh:,} pixels (W × H) from {w:,} × {h:,}, "
+                f"{4 * values / 2**30:.1f} GiB as float32, more than the {MAX_BATCH_BYTES >> 20} MiB verify "
+                "gives one model call", path=path,
+                fix="crop or pad such images first (to an aspect nearer the model's), or leave them out")
+        h, w = step.output_size() or (rh, rw)
 
 
 def as_caller_tensor(crop_bgr: np.ndarray, tensor: InputTensor, dtype: str) -> np.ndarray:
@@ -385,14 +409,12 @@ def patched_inputs(path: Path, extra_names: list[str], other_names: Sequence[str
 
 
 def plain_input(recipe: Recipe, plain: LoadedModel) -> str:
-    """The plain model's input the recipe patches: its input.target, else the model's only input."""
-    if recipe.input and recipe.input.target:
-        return recipe.input.target
-    names = real_inputs(plain.proto)
-    if len(names) != 1:
-        raise GraphsurgeryError(f"the plain model has {len(names)} inputs", path=plain.path,
-                                fix="name the one to patch in the recipe's input.target")
-    return names[0]
+    """The plain model's input the recipe patches: its input.target, else the model's only input; refused in apply's
+    words (`splice.pick`: round 44, "has 0 inputs — fix: name the one to patch", of a model with none)."""
+    from graphsurgery.splice import pick
+
+    return pick(real_inputs(plain.proto), recipe.input.target if recipe.input else None, "input", "input.target",
+                str(plain.path), "plain model")
 
 
 def refuse_patched_plain(recipe: Recipe, plain: LoadedModel, input_name: str) -> None:

@@ -199,23 +199,27 @@ def _numpy_dtype(var: gs.Variable, kind: str, model_name: str) -> np.dtype | Non
                          fix=f"export {var.name!r} as float32 (e.g. a Cast to float at the model's {kind})") from None
 
 
-def _pick(candidates: list[str], wanted: str | None, kind: str, key: str, model_name: str) -> str:
+def pick(candidates: list[str], wanted: str | None, kind: str, key: str, model_name: str, model: str = "model"
+         ) -> str:
+    """The model's input or output (`kind`) a recipe section patches: `wanted` (its `key`, e.g. input.target), else
+    the only one of `candidates`; refused in one line naming them. `model`: what the line calls the model (verify
+    says "plain model", with the same words as apply: round 44's leftover, "has 0 inputs — fix: name the one")."""
     if wanted is not None:
         if wanted not in candidates:
             raise ModelError(
-                f"the model has no {kind} named {wanted!r}; its {kind}s: {listed(candidates)}",
+                f"the {model} has no {kind} named {wanted!r}; its {kind}s: {listed(candidates)}",
                 path=model_name,
                 fix=f"set {key} to one of them",
             )
         return wanted
     if not candidates:
         raise ModelError(
-            f"the model has no {kind}s to patch (initializers listed as inputs do not count)",
+            f"the {model} has no {kind}s to patch (initializers listed as inputs do not count)",
             path=model_name,
             fix=f"give the model that takes the image, or remove the recipe's {kind} section",
         )
     if len(candidates) != 1:
-        raise ModelError(f"the model has {len(candidates)} {kind}s ({listed(candidates)}) and the recipe "
+        raise ModelError(f"the {model} has {len(candidates)} {kind}s ({listed(candidates)}) and the recipe "
                          f"names none", path=model_name, fix=f"set {key} to one of them")
     return candidates[0]
 
@@ -241,7 +245,7 @@ def _splice_input(section: InputSection, proto, graph: gs.Graph, em: Emitter, pl
                   in_use: frozenset[str], wants_geometry: bool = False) -> dict[str, gs.Variable]:
     """Splice the input steps; returns the graph inputs they added (for the output steps), and with
     `wants_geometry` the input geometry they make (`GEOMETRY`). `in_use`: every tensor name of the model."""
-    target_name = _pick(real_inputs(proto), section.target, "input", "input.target", model_name)
+    target_name = pick(real_inputs(proto), section.target, "input", "input.target", model_name)
     target = next(v for v in graph.inputs if v.name == target_name)
     plan.input_target = target_name
     if target in graph.outputs:  # the model-side tensor would come out under an internal name, not the input's
@@ -372,7 +376,7 @@ def _splice_output(section: OutputSection, graph: gs.Graph, em: Emitter, plan: S
                    facts: ModelFacts, extras: dict[str, gs.Variable], in_use: frozenset[str]):
     names = [v.name for v in graph.outputs]
     wanted = section.targets() or (None,)
-    target_names = [_pick(names, name, "output", "output.target", model_name) for name in wanted]
+    target_names = [pick(names, name, "output", "output.target", model_name) for name in wanted]
     targets = [next(v for v in graph.outputs if v.name == name) for name in target_names]
     for output in targets:
         _numpy_dtype(output, "output", model_name)

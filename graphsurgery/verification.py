@@ -128,6 +128,9 @@ class VerifyReport:
     problem: str | None = None  # why the comparisons, however they end, prove nothing
     #: the output steps on a probe network output (`decoder_probe`): part of the verdict
     probes: list[PairReport] = field(default_factory=list)
+    #: what the patched model was compared with, as the verdict says it (round 44: after `--reference FILE.npz` a
+    #: PASS said it agreed with the unpatched pipeline, of a comparison with the user's recorded one)
+    compared_with: str = "the unpatched pipeline"
 
     def __bool__(self) -> bool:
         decisive = [pair for pair in self.pairs if not pair.informational]
@@ -149,7 +152,8 @@ class VerifyReport:
         return {"passed": bool(self), "recipe": self.recipe, "plain": self.plain, "patched": self.patched,
                 "inputs": self.inputs, "samples": self.samples,
                 "sizes": [{"width": w, "height": h} for w, h in self.sizes], "backends": self.backends,
-                "precision": self.precision, "problem": self.problem, "notes": self.notes,
+                "precision": self.precision, "compared_with": self.compared_with, "problem": self.problem,
+                "notes": self.notes,
                 "pairs": [p.to_dict() for p in self.pairs], "probes": [p.to_dict() for p in self.probes],
                 "informational": {"vs_library": self.vs_library}}
 
@@ -209,6 +213,7 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
         )
     if boxes is not None and images is None:
         raise GraphsurgeryError("boxes need images to cut them from", path=boxes, fix="give images (--images DIR)")
+    input_name = plain_input(recipe, plain)  # before the resize's size: which input, in apply's words
     steps = input_steps(recipe, facts)
     resizes = [step for step in steps if step.frees_caller_size]
     if any(step.output_size() is None for step in resizes):
@@ -225,7 +230,6 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
     declared = comparisons(recipe, facts)
     wanted = with_tolerances(declared, tolerances)
     tensor = tensor_facet(recipe)
-    input_name = plain_input(recipe, plain)
     if patched is not None:  # apply refuses such a PLAIN, but with --patched apply does not run
         refuse_patched_plain(recipe, plain, input_name)
     others = [name for name in real_inputs(plain.proto) if name != input_name]
@@ -244,7 +248,8 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
             samples = random_caller_samples(random if random is not None else DEFAULT_RANDOM, image_input, recipe,
                                             facts, steps, extras, batch, seed)
         elif resizes:  # each image whole, at its own size; boxes from the whole image at the model's aspect
-            samples = whole_images(Path(images), image_input, tensor, extras, resizes[-1].output_size()[::-1])
+            samples = whole_images(Path(images), image_input, tensor, extras, resizes[-1].output_size()[::-1],
+                                   resizes)
         else:
             samples = image_samples(Path(images), boxes, image_input, crop_size(image_input, recipe, facts), tensor,
                                     extras)
@@ -291,10 +296,12 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
             unpatched[key], decoded[key] = _run_unpatched(recipe, facts, backends[0], plain.path, input_name, other,
                                                           samples, batch, computed[backend])
         first, first_extras = samples.groups[0]
-        probe = None if int8 else run_probe(  # round 42: the output steps' decisions, which samples rarely reach
+        # round 42: the output steps' decisions, which samples rarely reach
+        probe, probe_notes = (None, []) if int8 else run_probe(
             recipe, facts, patched_proto, backends[0], decoded[backends[0]][0][0][:1], image_input.name,
             {image_input.name: first[:1], **{name: value[:1] for name, value in first_extras.items()}}, Path(tmp),
             seed)
+        report.notes += probe_notes
         own_decode = int8_verification.own_decode(recipe, facts, answers["openvino"], samples, batch) if int8 else None
     runs = {backend: concat(parts) for backend, parts in answers.items()}
     report.problem = _input_ignored(unpatched[backends[0]], steps)

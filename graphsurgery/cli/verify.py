@@ -134,8 +134,9 @@ def verify_command(recipe: Path, plain: Path, patched: Path | None, images: Path
                       f"({report.samples} {report.unit}); its agreement with f32 is in the notes", highlight=False)
         return
     if report:
-        console.print(f"[bold green]PASS[/]: the patched model agrees with the unpatched pipeline on "
-                      f"{', '.join(report.backends)} ({report.samples} {report.unit})", highlight=False)
+        console.print(Text.assemble(("PASS", "bold green"), shown(
+            f": the patched model agrees with {report.compared_with} on {', '.join(report.backends)} "
+            f"({report.samples} {report.unit})")))
         return
     if report.problem:
         console.print(Text.assemble(("FAIL", "bold red"), shown(f": {report.problem}")))

@@ -1023,3 +1023,19 @@ def test_a_closed_pipe_is_not_an_internal_error():
     stderr = process.stderr.read().decode()
     assert process.wait(timeout=120) == 141
     assert stderr == ""
+
+
+@pytest.mark.parametrize("command", [
+    ["apply", RECIPES / "hrnet_coco_pose.yaml", "MODEL", "-o", "-"],
+    ["verify", RECIPES / "hrnet_coco_pose.yaml", "MODEL", "--random", "1", "--json", "-"],
+    ["run", "MODEL", ROOT / "examples" / "images", "-o", "-"],
+], ids=["apply -o", "verify --json", "run -o"])
+def test_a_dash_for_an_output_is_refused_not_written_as_a_file_named_dash(command, tmp_path, monkeypatch):
+    """Round 44's leftover: `--json -` and `-o -` wrote a file named "-" where standard output was meant."""
+    from clikit import invoke, one_line_exit_2
+
+    monkeypatch.chdir(tmp_path)
+    model = pose_model(tmp_path / "plain.onnx")
+    result = invoke(*[model if part == "MODEL" else part for part in command])
+    one_line_exit_2(result, "'-' would be a file named '-'", "./-")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["plain.onnx"]

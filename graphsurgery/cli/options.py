@@ -22,6 +22,9 @@ class _GivenPath(click.Path):
         blank = isinstance(value, str) and blank_path(value, self.names, self.reading)
         if blank:
             self.fail(f"{blank}; {self.fix}", param, ctx)
+        if value == "-" and not self.reading:  # `--json -` wrote a file named "-" where stdout was meant (round 44)
+            self.fail("'-' would be a file named '-': outputs are written to files, not to standard output; "
+                      f"{self.fix} (./- for that very name)", param, ctx)
         return super().convert(value, param, ctx)
 
 

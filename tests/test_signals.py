@@ -60,3 +60,23 @@ def test_a_scratch_folder_of_a_killed_process_is_removed_by_the_next_run(tiny_po
     assert result.exit_code == 0, result.output
     assert not stale.exists() and alive.exists() and foreign.exists()
     assert f"removed {stale}, left behind by process {pid}" in result.output
+
+
+def test_after_the_last_line_sigterm_stays_ignored_until_main_sees_the_exit(tmp_path, monkeypatch):
+    """On the command line `_end` ignores SIGTERM once the command has said its last line; the group's `finally`
+    set its own handler back, and a SIGTERM in the frames before `launch.main` saw the exit was a traceback of
+    Terminated after the line (seen under load in CI: test_hostile_fortyfourth's slow-exit case)."""
+    import signal
+
+    from graphsurgery import launch
+
+    monkeypatch.setattr(launch, "_command_line", True)
+    saved = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with pytest.raises(SystemExit) as ended:
+            cli.main(["inspect", str(tmp_path / "none.onnx")], prog_name="graphsurgery")
+        assert ended.value.code == 2
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+    finally:
+        for number, handler in saved.items():
+            signal.signal(number, handler)

@@ -26,7 +26,7 @@ from xml.parsers import expat
 import numpy as np
 
 from graphsurgery.errors import ModelError, printable, quoted
-from graphsurgery.modelio import MAX_LOOP_TRIPS, MAX_NODES, MAX_SUBGRAPH_DEPTH, checked_as, file_identity
+from graphsurgery.modelio import MAX_LOOP_TRIPS, MAX_NODES, MAX_SUBGRAPH_DEPTH, file_identity, remember_read
 
 #: The largest .xml read. The .xml holds the structure only (weights are in the .bin): large LLMs' are a few MB,
 #: and pugixml holds ~3 bytes of memory per byte (a 300 MB attribute: 1 GB).
@@ -78,7 +78,7 @@ _checked: set[tuple] = set()
 def check_ir(xml: str | Path) -> None:
     """Refuse an IR whose reading, compiling or running would crash OpenVINO, not end, or read a .bin that is not
     its own; see the module's docstring. The .xml and its .bin are regular files (checked by the caller). Both are
-    remembered as checked (`modelio.checked_as`): within a command, OpenVINO's read of them (`runners`, under
+    remembered as checked (`modelio.remember_read`): within a command, OpenVINO's read of them (`runners`, under
     `modelio.read_by_path`) refuses a file replaced since, as for ONNX models (round 46)."""
     xml = Path(xml)
     weights = xml.with_suffix(".bin")
@@ -90,8 +90,8 @@ def check_ir(xml: str | Path) -> None:
                              "while it was checked)", path=xml,
                              fix="run the command again once nothing writes to the files")
         _checked.add(key)
-    checked_as(xml, key[0])
-    checked_as(weights, key[1])
+    remember_read(xml, key[0])
+    remember_read(weights, key[1])
 
 
 def _check_ir(xml: Path, weights: Path, key: tuple) -> None:

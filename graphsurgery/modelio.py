@@ -130,7 +130,7 @@ def _read_and_check(path: Path) -> LoadedModel:
     try:
         # protobuf whatever the name: onnx.load read `x.json` as JSON and `x.txt` as text format (a ParseError)
         with open_regular(path, "an ONNX model", ModelError) as stream:  # not a FIFO swapped in after the checks
-            read = _identity(stream.fileno())
+            read = file_identity(stream.fileno())
             if read[2] != size:  # replaced since it was measured: perhaps by a file of 50 GB
                 raise _changed(path)
             proto = onnx.load(stream, format="protobuf", load_external_data=False)
@@ -148,14 +148,14 @@ def _read_and_check(path: Path) -> LoadedModel:
                                                               for t in external_tensors(proto)}))
     inlined = _inline_small_external(proto, path)
     _check_domains(proto, path)
-    if _identity(path) != read:  # the checker reads by path: it would judge another file (a FIFO: for ever)
+    if file_identity(path) != read:  # the checker reads by path: it would judge another file (a FIFO: for ever)
         raise _changed(path)
     _check_consistency(path, proto if inlined else None)
-    if _identity(path) != read:
+    if file_identity(path) != read:
         raise _changed(path)
     check_folding(proto, path)
     _unknown_dims_symbolic(proto)
-    _remember_read(path, read)
+    remember_read(path, read)
     return LoadedModel(proto, path, data_files)
 
 
@@ -167,8 +167,8 @@ def _changed(path: Path) -> ModelError:
 #: Each model file's identity as it was read and checked (`load_model`), by real path. The runtimes read a model
 #: again by its path (`read_by_path`): a file replaced in between is a model no check saw (round 44: verify's twins
 #: ran the plain model as read, and ONNX Runtime the file moved over it a moment later: an internal error). Within
-#: `one_command` (a CLI command) the first read holds to its end; outside, the last (an application may rewrite a
-#: model between two calls).
+#: `one_command` (a CLI command) the first read holds to its end; outside, nothing is kept (an application may
+#: rewrite a model between two calls).
 _READ: dict[str, tuple[int, ...]] = {}
 _one_command = False
 
@@ -178,23 +178,16 @@ def _changed_since_read(path: Path) -> ModelError:
                       "read and checked)", path=path, fix="run the command again once nothing writes to the file")
 
 
-def _remember_read(path: Path, read: tuple[int, ...]) -> None:
+def remember_read(path: Path, read: tuple[int, ...]) -> None:
+    """Within `one_command`, the file at `path` as it was read and checked (`file_identity`): by `load_model`, or
+    by `irchecks.check_ir` for an IR's .xml and .bin (round 46: a pair swapped in between the check and OpenVINO's
+    compile was compiled unchecked). Outside a command nothing is kept: `read_by_path` asks nothing there."""
+    if not _one_command:
+        return
     key = os.path.realpath(path)
-    if _one_command and _READ.get(key, read) != read:
+    if _READ.get(key, read) != read:
         raise _changed_since_read(path)
     _READ[key] = read
-
-
-def checked_as(path: Path, identity: tuple[int, ...]) -> None:
-    """A file the command checked itself, not by `load_model` (an IR's .xml and .bin: `irchecks.check_ir`), as it
-    was when checked (`file_identity`): `read_by_path` then holds OpenVINO's read of it to that (round 46: the IR
-    was checked, then compiled by path, and a pair swapped in between was compiled unchecked)."""
-    _remember_read(path, identity)
-
-
-def file_identity(path: Path) -> tuple[int, ...]:
-    """A file's identity as `read_by_path` compares it (device, inode, size, mtime, ctime)."""
-    return _identity(path)
 
 
 @contextmanager
@@ -222,7 +215,7 @@ def read_by_path(path: Path) -> Iterator[None]:
         yield
         return
     try:
-        before = _identity(path)
+        before = file_identity(path)
     except OSError:
         raise _changed_since_read(path) from None
     known = _READ.get(os.path.realpath(path))
@@ -230,7 +223,7 @@ def read_by_path(path: Path) -> Iterator[None]:
         raise _changed_since_read(path)
     yield
     try:
-        after = _identity(path)
+        after = file_identity(path)
     except OSError:
         after = None
     if after != before:
@@ -489,18 +482,18 @@ _MADE: set[tuple[int, ...]] = set()
 def made_here(path: str | Path) -> bool:
     """Whether `path` is a model this process wrote, unchanged since (see `_MADE`)."""
     try:
-        return _identity(Path(path)) in _MADE
+        return file_identity(Path(path)) in _MADE
     except OSError:
         return False
 
 
 def remember_made(path: Path) -> None:
     """Record `path`, just written and placed, as made by this process (`made_here`)."""
-    _MADE.add(_identity(path))
+    _MADE.add(file_identity(path))
 
 
-def _identity(path: Path | int) -> tuple[int, ...]:
-    """A file's identity, by path or open descriptor: a rewrite changes it."""
+def file_identity(path: Path | int) -> tuple[int, ...]:
+    """A file's identity, by path or open descriptor: a rewrite changes it (device, inode, size, mtime, ctime)."""
     stat = os.stat(path)
     return stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns
 
@@ -510,7 +503,7 @@ def _check_consistency(path: Path, inlined: onnx.ModelProto | None = None) -> No
     file identity in this process. `inlined`: the model with its small external tensors read inline
     (`_inline_small_external`), for a model saved with every tensor external: onnx's shape inference cannot read a
     Reshape's shape from external data, so the file's structure is checked by path and shapes on `inlined`."""
-    if _identity(path) in _CHECKED:
+    if file_identity(path) in _CHECKED:
         return
     try:
         if inlined is None:
@@ -518,7 +511,7 @@ def _check_consistency(path: Path, inlined: onnx.ModelProto | None = None) -> No
         else:
             onnx.checker.check_model(str(path))
             onnx.shape_inference.infer_shapes(inlined, check_type=True, strict_mode=True)  # full_check's options
-        _CHECKED.add(_identity(path))
+        _CHECKED.add(file_identity(path))
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError, ValueError) as exc:
         # ValueError: the checker's own for some broken fields (an element type of 999 was an internal error)
         if "multiple hard links" in str(exc):  # a sound model whose data file has a second name (`cp -al`
@@ -767,7 +760,7 @@ def save_model(
                 data = [(staging / data_name, out.parent / data_name)] if present(staging / data_name) else []
                 placed = place([*data, (staged, out)], replace)
             if check:  # the rename keeps the identity: loading the output later in this command is not checked again
-                _CHECKED.add(_identity(out))
+                _CHECKED.add(file_identity(out))
             remember_made(out)
             return placed
         except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:

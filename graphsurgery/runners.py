@@ -116,10 +116,8 @@ def _onnxruntime(model: Path, threads: int | None, spin: bool = True) -> Run:
         try:
             with read_by_path(model), doing(f"ONNX Runtime was loading {printable(model)}"):
                 session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
-        except GraphsurgeryError:
-            raise
         except Exception as exc:
-            if "from external tensors" not in str(exc):
+            if isinstance(exc, GraphsurgeryError) or "from external tensors" not in str(exc):
                 raise
             with read_by_path(model), doing(f"ONNX Runtime was loading {printable(model)}"):
                 session = _small_tensors_inline(ort, model, options)

@@ -87,11 +87,15 @@ def test_iou_threshold_one_passes_the_right_patch_and_fails_one_at_0_98(v8, tmp_
     assert not wrong and probe_mismatches(wrong) >= 1, wrong.failures()
 
 
-def test_iou_threshold_zero_passes_the_right_patch_and_fails_one_at_0_02(v8, tmp_path):
-    right = probed(v8, tmp_path, {"iou_threshold": 0})
+@pytest.mark.parametrize("threshold, note", [
+    ("iou_threshold", "no overlap can lie below the IoU threshold 0"),
+    ("score_threshold", "no class score can lie below the score threshold 0"),
+])
+def test_a_threshold_of_zero_passes_the_right_patch_and_fails_one_at_0_02(v8, tmp_path, threshold, note):
+    right = probed(v8, tmp_path, {threshold: 0})
     assert right, right.failures()
-    assert any("no overlap can lie below the IoU threshold 0" in note for note in right.notes), right.notes
-    wrong = probed(v8, tmp_path, {"iou_threshold": 0}, {"iou_threshold": 0.02})
+    assert any(note in said for said in right.notes), right.notes
+    wrong = probed(v8, tmp_path, {threshold: 0}, {threshold: 0.02})
     assert not wrong and probe_mismatches(wrong) >= 1, wrong.failures()
 
 
@@ -104,14 +108,6 @@ def test_score_threshold_near_one_probes_the_threshold_and_catches_0_98(v8, tmp_
     assert any(result.matched for pair in right.probes for result in pair.results)
     wrong = probed(v8, tmp_path, {"score_threshold": 0.999}, {"score_threshold": 0.98})
     assert probe_mismatches(wrong) >= 1, wrong.failures()
-
-
-def test_score_threshold_zero_passes_the_right_patch_and_fails_one_at_0_02(v8, tmp_path):
-    right = probed(v8, tmp_path, {"score_threshold": 0})
-    assert right, right.failures()
-    assert any("no class score can lie below the score threshold 0" in note for note in right.notes), right.notes
-    wrong = probed(v8, tmp_path, {"score_threshold": 0}, {"score_threshold": 0.02})
-    assert not wrong and probe_mismatches(wrong) >= 1, wrong.failures()
 
 
 # --- 2. a small cut -------------------------------------------------------------------------------------------------
@@ -273,3 +269,43 @@ def test_an_unchanged_ir_compiles_within_a_command(two_irs):
     with one_command(), open_runner("openvino", two_irs[0]) as run:
         out = run({"input": np.zeros((1, 3, 64, 48), np.float32)})
     assert out["heatmaps"].shape == (1, 17, 16, 12)
+
+
+def test_an_ir_replaced_while_it_is_checked_is_refused(two_irs, tmp_path, monkeypatch):
+    """The check reads the .xml and .bin; a .bin replaced meanwhile was a pair no check saw whole."""
+    from graphsurgery import irchecks
+
+    xml = tmp_path / "model.xml"
+    for kind in (".xml", ".bin"):
+        shutil.copy(two_irs[0].with_suffix(kind), xml.with_suffix(kind))
+    checking = irchecks._check_ir
+
+    def check_while_replaced(*args):
+        checking(*args)
+        shutil.copy(two_irs[1].with_suffix(".bin"), tmp_path / "other.bin")
+        os.replace(tmp_path / "other.bin", xml.with_suffix(".bin"))
+
+    monkeypatch.setattr(irchecks, "_check_ir", check_while_replaced)
+    with pytest.raises(GraphsurgeryError, match="the IR changed while the command ran"):
+        irchecks.check_ir(xml)
+
+
+def test_a_model_rewritten_or_removed_around_the_runtimes_read_is_refused(two_irs, tmp_path):
+    """`read_by_path` within a command: a file replaced while the runtime reads it, or gone before, is refused;
+    outside a command nothing is remembered, however many models an application reads."""
+    from graphsurgery import modelio
+
+    model = tmp_path / "pose.onnx"
+    shutil.copy(two_irs[0].parent.parent / "pose.onnx", model)
+    modelio.load_model(model)
+    assert str(model.resolve()) not in modelio._READ
+    with modelio.one_command():
+        modelio.load_model(model)
+        with pytest.raises(GraphsurgeryError, match="changed while the command ran"), modelio.read_by_path(model):
+            shutil.copy(model, tmp_path / "copy.onnx")
+            os.replace(tmp_path / "copy.onnx", model)
+    with modelio.one_command(), pytest.raises(GraphsurgeryError, match="changed while the command ran"):
+        modelio.load_model(model)
+        model.unlink()
+        with modelio.read_by_path(model):
+            pass

@@ -72,7 +72,7 @@ def _demo(variant: str, out: str, iterations: int, console: Console) -> int:
     ir_report = verify(RECIPE, plain, patched=xml, images=IMAGES, backends=("openvino",))
     timing = run_bench(RECIPE, plain, timing_settings)
 
-    parity = {pair.name: pair for pair in onnx_report.pairs}
+    parity = {pair.name: pair for pair in onnx_report.compared}
     parity["ir"] = ir_report.pairs[0]
     latency = {row["key"]: row for row in timing.pipelines}
     table = Table(title=f"HRNet-{variant}, {onnx_report.samples} crops from {IMAGES.name}/, 2 threads, "
@@ -82,8 +82,10 @@ def _demo(variant: str, out: str, iterations: int, console: Console) -> int:
     rows = [
         ("plain ONNX + numpy", "onnxruntime", "onnxruntime-plain", None),
         ("patched ONNX", "onnxruntime", "onnxruntime-patched", parity["onnxruntime: unpatched → patched"]),
+        ("its input steps vs numpy", "onnxruntime", None, parity["onnxruntime: input steps"]),
         ("plain ONNX + numpy", "openvino f32", "openvino-plain", None),
         ("patched ONNX", "openvino f32", "openvino-patched-f32", parity["openvino: unpatched → patched"]),
+        ("its input steps vs numpy", "openvino f32", None, parity["openvino: input steps"]),
         ("patched IR (FP32 weights)", "openvino f32", None, parity["ir"]),
         ("patched, ORT vs OpenVINO", "both", None, parity["patched: onnxruntime → openvino"]),
     ]
@@ -107,13 +109,13 @@ def _demo(variant: str, out: str, iterations: int, console: Console) -> int:
 
 
 def _summary(pair) -> str:
-    """The most telling number of a pair: exact keypoints, and the largest score difference."""
+    """The most telling number of a pair: exact keypoints, and the largest score (or network input) difference."""
     parts = []
     for result in pair.results:
         if isinstance(result, PositionResult):
             parts.append(f"{result.output} {result.matches}/{result.positions} exact")
-        elif result.output == "scores":
-            parts.append(f"scores max |Δ| {result.max_abs:.1e}")
+        elif result.output == "scores" or result.output.endswith("(network input)"):
+            parts.append(f"{result.output} max |Δ| {result.max_abs:.1e}")
     return ", ".join(parts)
 
 

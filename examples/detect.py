@@ -74,12 +74,12 @@ def _detect(preset: str, out: str, console: Console) -> int:
     ir_report = verify(RECIPE, plain, patched=xml, images=IMAGES, backends=("openvino",))
     table = Table(title=f"{preset}, {onnx_report.samples} images from {IMAGES.name}/ at their own sizes",
                   title_justify="left")
-    for column in ("comparison", "verdict", "detections"):
+    for column in ("comparison", "verdict", "detections (input steps: the network input)"):
         table.add_column(column)
-    rows = [(pair.name, pair) for pair in onnx_report.pairs] + [(f"{ir_report.pairs[0].name} (IR)",
-                                                                    ir_report.pairs[0])]
+    rows = [(pair.name, pair) for pair in [*onnx_report.pairs, *onnx_report.input_steps]]
+    rows.append((f"{ir_report.pairs[0].name} (IR)", ir_report.pairs[0]))
     for name, pair in rows:
-        result = next(r for r in pair.results if isinstance(r, DetectionResult))
+        result = next((r for r in pair.results if isinstance(r, DetectionResult)), pair.results[0])
         table.add_row(name, "[green]PASS[/]" if pair else "[red]FAIL[/]", result.summary())
     console.print(table)
     for path, count in drawn:

@@ -56,7 +56,15 @@ from graphsurgery.samples import (
     width_height,
 )
 from graphsurgery.stability import Wobbles
-from graphsurgery.staged import Bounds, exposed_copy, graph_inputs, input_bounds, input_result, rounding_step
+from graphsurgery.staged import (
+    Bounds,
+    exposed_copy,
+    graph_inputs,
+    input_bounds,
+    input_result,
+    rounding_step,
+    unexposed_note,
+)
 from graphsurgery.steps.base import Comparison, InputStep
 from graphsurgery.tolerances import (
     Tolerances,
@@ -128,18 +136,21 @@ class VerifyReport:
     problem: str | None = None  # why the comparisons, however they end, prove nothing
     #: the output steps on a probe network output (`decoder_probe`): part of the verdict
     probes: list[PairReport] = field(default_factory=list)
+    #: per backend, the network input the patched graph computes against the input twins' (`staged`): part of the
+    #: verdict
+    input_steps: list[PairReport] = field(default_factory=list)
     #: what the patched model was compared with, as the verdict says it (round 44: after `--reference FILE.npz` a
     #: PASS said it agreed with the unpatched pipeline, of a comparison with the user's recorded one)
     compared_with: str = "the unpatched pipeline"
 
     def __bool__(self) -> bool:
         decisive = [pair for pair in self.pairs if not pair.informational]
-        return self.problem is None and bool(decisive) and all(decisive) and all(self.probes)
+        return self.problem is None and bool(decisive) and all(decisive) and all(self.input_steps) and all(self.probes)
 
     @property
     def compared(self) -> list[PairReport]:
-        """Every comparison, as reported: the pairs, then the probes."""
-        return [*self.pairs, *self.probes]
+        """Every comparison, as reported: the pairs, the input steps, then the probes."""
+        return [*self.pairs, *self.input_steps, *self.probes]
 
     def failures(self) -> list[str]:
         """One line per failing output of the pairs that decide (the probes' last): the pair, the output and the
@@ -154,7 +165,8 @@ class VerifyReport:
                 "sizes": [{"width": w, "height": h} for w, h in self.sizes], "backends": self.backends,
                 "precision": self.precision, "compared_with": self.compared_with, "problem": self.problem,
                 "notes": self.notes,
-                "pairs": [p.to_dict() for p in self.pairs], "probes": [p.to_dict() for p in self.probes],
+                "pairs": [p.to_dict() for p in self.pairs], "input_steps": [p.to_dict() for p in self.input_steps],
+                "probes": [p.to_dict() for p in self.probes],
                 "informational": {"vs_library": self.vs_library}}
 
 
@@ -274,24 +286,29 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
             report.notes.append(f"the plain model's other input(s) {shown} got deterministic random values "
                                 f"(seed {seed}), the same on both sides")
         report.vs_library = library_report(steps, samples.groups[0][0][0], tensor.layout)
-        # a resize that rounds halves: the graph's own network input, proven against the twins (`staged`)
+        # the graph's own network input against the twins' (`staged`); where a resize rounds halves, the outputs
+        # are then compared from the graph's input
         bounds = input_bounds(recipe, facts, steps, samples, batch)
         exposed = exposed_copy(patched_path, next(v for v in plain.proto.graph.input if v.name == input_name),
                                Path(tmp)) if bounds else None
+        rounding = rounding_step(steps) is not None
+        staged = exposed is not None and rounding
+        twin_inputs = [twin for twin, _ in bounds] if bounds and not rounding else None  # computed once, above
         unpatched, decoded, answers, ran, computed = {}, {}, {}, {}, {}
-        pipelines = 2 * len(backends) + (len(backends) - 1 if exposed else 0)
+        pipelines = 2 * len(backends) + (len(backends) - 1 if staged else 0)
         tell = _long_run_teller(pipelines, samples, sum(1 for _ in chunks(samples, batch)))
         for backend in backends:
             if exposed:
                 computed[backend] = graph_inputs(exposed, backend, image_input.name, other, samples, batch)
             unpatched[backend], decoded[backend] = _run_unpatched(recipe, facts, backend, plain.path, input_name,
-                                                                  other, samples, batch, computed.get(backend),
+                                                                  other, samples, batch,
+                                                                  computed[backend] if staged else twin_inputs,
                                                                   tell if backend == backends[0] else None)
             answers[backend], ran[backend] = _run_patched(backend, patched_path,
                                                           precision if backend == "openvino" else "f32",
                                                           image_input.name, other, samples, batch)
         cross = {}  # staged: per other backend, the side that is the first's unpatched pipeline fed its input
-        for backend in backends[1:] if exposed else ():
+        for backend in backends[1:] if staged else ():
             cross[backend] = key = f"{backends[0]} fed {backend}'s input"
             unpatched[key], decoded[key] = _run_unpatched(recipe, facts, backends[0], plain.path, input_name, other,
                                                           samples, batch, computed[backend])
@@ -344,13 +361,15 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
     if probe is not None:
         report.probes = [_probe_pair(probe, recipe, facts, wanted, tie)]
     if exposed:
-        report.pairs[:0], note = _input_pairs(bounds, computed, input_name, steps)
-        report.notes.append(note)
+        report.input_steps, note = _input_pairs(bounds, computed, input_name, steps)
+        report.notes += [note] if note else []
+    elif steps:
+        report.notes.append(unexposed_note(patched_path, bounds is not None))
     unpaired = [name for name in runs[backends[0]] if name not in wanted]
     if unpaired:
         report.notes.append(f"patched output(s) {', '.join(map(repr, unpaired))} have no counterpart in the "
                             f"unpatched pipeline: not compared")
-    if not report and not exposed and (note := _rounded_resize_note(steps)):
+    if not report and not staged and (note := _rounded_resize_note(steps)):
         report.notes.append(note)
     if any(pair.reduced_precision and not pair.informational for pair in report.pairs):
         report.notes.append(f"OpenVINO ran the patched model at {ran['openvino']}: differences measure what reduced "
@@ -433,15 +452,19 @@ def _probe_pair(probe: Probe, recipe: Recipe, facts: ModelFacts, wanted: dict[st
 
 
 def _input_pairs(bounds: Bounds, computed: dict[str, list[np.ndarray]], input_name: str,
-                 steps: Sequence[InputStep]) -> tuple[list[PairReport], str]:
-    """Staged verify's first stage on each backend (`staged`), and the note that says what was done."""
-    pairs = [PairReport(f"{backend}: input steps", "the input steps' numpy twins (a half rounded either way)",
-                        f"the network input the patched graph computes on {backend}",
+                 steps: Sequence[InputStep]) -> tuple[list[PairReport], str | None]:
+    """The network input each graph computes against the input twins' on each backend (`staged`), and where a step
+    rounds halves, the note that says why the outputs were compared from the graph's own input."""
+    rounding = rounding_step(steps)
+    twins = "the input steps' numpy twins" + (" (a half rounded either way)" if rounding else "")
+    pairs = [PairReport(f"{backend}: input steps", twins, f"the network input the patched graph computes on {backend}",
                         [input_result(bounds, tensors, f"{input_name} (network input)")])
              for backend, tensors in computed.items()]
+    if rounding is None:
+        return pairs, None
     ambiguous = sum(int(np.count_nonzero(lo != hi)) for lo, hi in bounds)
     total = sum(lo.size for lo, _ in bounds)
-    return pairs, (f"{rounding_step(steps)} rounds its passes, and the graph (float32) may round a sum within "
+    return pairs, (f"{rounding} rounds its passes, and the graph (float32) may round a sum within "
                    f"rounding of a half to the other integer than the twin (float64): {ambiguous} of {total} "
                    "network input values lie where either is right. So verify checked the network input each "
                    "graph computes against the input steps' twins (either integer allowed there), and the outputs "

@@ -14,7 +14,7 @@ def test_demo_runs_end_to_end_on_the_tiny_variant(tmp_path):
                            str(tmp_path), "--iterations", "2"], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "parity: all rows pass" in proc.stdout
-    assert proc.stdout.count("PASS") == 4 and "FAIL" not in proc.stdout
+    assert proc.stdout.count("PASS") == 6 and "FAIL" not in proc.stdout  # 6: the input steps on both backends
     assert "SEEDED weights" in proc.stdout
     for stem in ("astronaut", "cameraman"):
         assert (tmp_path / "run" / f"{stem}_pose.jpg").stat().st_size > 1000
@@ -27,7 +27,7 @@ def test_detector_example_runs_end_to_end_on_the_tiny_variant(tmp_path):
                            str(tmp_path)], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "parity: all rows pass" in proc.stdout
-    assert proc.stdout.count("PASS") == 4 and "FAIL" not in proc.stdout
+    assert proc.stdout.count("PASS") == 6 and "FAIL" not in proc.stdout  # 6: the input steps on both backends
     for stem in ("astronaut", "cameraman"):
         assert (tmp_path / f"{stem}_boxes.jpg").stat().st_size > 1000
         assert f"{stem}_boxes.jpg: 0 detections" not in proc.stdout

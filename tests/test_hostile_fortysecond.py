@@ -60,7 +60,7 @@ def test_the_cli_shows_and_counts_the_probe(pose, tmp_path):
                     "--json", tmp_path / "report.json")
     assert result.exit_code == 1, result.output
     assert "probe output: keypoints" in " ".join(result.output.split())
-    assert "FAIL: 1 of 5 comparisons differ (keypoints)" in result.output
+    assert "FAIL: 1 of 6 comparisons differ (keypoints)" in result.output  # 6: the network input too
     report = yaml.safe_load((tmp_path / "report.json").read_text())  # JSON is YAML
     assert [pair["passed"] for pair in report["probes"]] == [False] and not report["passed"]
 

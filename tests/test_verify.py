@@ -211,7 +211,8 @@ def test_verify_checks_each_model_once(tiny_pose_models, tmp_path, monkeypatch):
     real = onnx.checker.check_model
 
     def counting(model, *args, **kwargs):
-        checked.append(str(model))
+        if not str(model).endswith("exposed.onnx"):  # verify's own copy cut to the input steps (`staged`)
+            checked.append(str(model))
         return real(model, *args, **kwargs)
 
     monkeypatch.setattr(onnx.checker, "check_model", counting)

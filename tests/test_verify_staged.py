@@ -42,10 +42,9 @@ def hrnet_tiny(tmp_path_factory):
 def test_a_right_rounded_resize_patch_passes_on_both_backends(hrnet_tiny):
     report = verify(pose_recipe(), hrnet_tiny, backends=BOTH)
     assert report, report.failures()
-    names = [pair.name for pair in report.pairs]
-    assert names[:2] == ["onnxruntime: input steps", "openvino: input steps"]
-    assert "onnxruntime → patched on openvino, one network input" in names
-    assert all(result.elements == 8 * 3 * 256 * 192 for pair in report.pairs[:2] for result in pair.results)
+    assert [pair.name for pair in report.input_steps] == ["onnxruntime: input steps", "openvino: input steps"]
+    assert "onnxruntime → patched on openvino, one network input" in [pair.name for pair in report.pairs]
+    assert all(result.elements == 8 * 3 * 256 * 192 for pair in report.input_steps for result in pair.results)
     assert any("network input values lie where either is right" in note for note in report.notes)
     assert not any("not necessarily a wrong patch" in note for note in report.notes)  # the old failure's note
     assert json.loads(json.dumps(report.to_dict()))["passed"]
@@ -57,16 +56,17 @@ def test_a_wrong_resize_fails_at_the_input_stage(hrnet_tiny, tmp_path, wrong):
     patched = apply(pose_recipe(f"    - resize: {wrong}\n"), hrnet_tiny, tmp_path / "wrong.onnx").output
     report = verify(pose_recipe(), hrnet_tiny, patched=patched, backends=BOTH)
     assert not report
-    for pair in report.pairs[:2]:
-        assert pair.name.endswith("input steps") and not pair, pair.name
+    assert len(report.input_steps) == 2
+    for pair in report.input_steps:
+        assert not pair, pair.name
         assert pair.results[0].failed > 100
 
 
 def test_a_wrong_normalisation_fails_at_the_input_stage(hrnet_tiny, tmp_path):
     patched = apply(pose_recipe(std="[0.229, 0.224, 0.3]"), hrnet_tiny, tmp_path / "wrong.onnx").output
     report = verify(pose_recipe(), hrnet_tiny, patched=patched, backends=("onnxruntime",))
-    assert not report and not report.pairs[0]
-    assert report.pairs[0].results[0].failed > 256 * 192 // 2  # the blue channel, nearly everywhere
+    assert not report and not report.input_steps[0]
+    assert report.input_steps[0].results[0].failed > 256 * 192 // 2  # the blue channel, nearly everywhere
 
 
 def test_bounds_hold_the_twin_and_open_only_near_a_half(hrnet_tiny):
@@ -99,8 +99,9 @@ def test_a_step_that_cannot_carry_bounds_falls_back_to_comparing_outputs(hrnet_t
     facts = ModelFacts.of(onnx.load(str(hrnet_tiny)), recipe)
     assert preprocess_bounds(recipe, np.zeros((1, 320, 400, 3), np.uint8), facts) is None
     report = verify(recipe, hrnet_tiny, random=2, backends=("onnxruntime",))
-    assert not any(pair.name.endswith("input steps") for pair in report.pairs)
+    assert not report.input_steps
     assert report.pairs and all(pair.results for pair in report.pairs)
+    assert any(note.startswith("the network input was not compared") for note in report.notes)
 
 
 def test_the_flip_test_carries_the_bounds(hrnet_tiny):
@@ -117,4 +118,4 @@ def test_the_flip_test_carries_the_bounds(hrnet_tiny):
     assert lo.shape[0] == 2 and np.array_equal(lo[1], lo[0][..., ::-1]) and (lo <= hi).all()
     report = verify(recipe, hrnet_tiny, random=3, backends=BOTH)
     assert report, report.failures()
-    assert report.pairs[0].name == "onnxruntime: input steps"
+    assert report.input_steps[0].name == "onnxruntime: input steps"

@@ -1,0 +1,80 @@
+"""verify compares the network input each patched graph computes with the input steps' twins, for every recipe.
+
+Outputs alone let an input step slightly off pass: round 45 mutated the recipe of RapidOCR's trained orientation
+classifier, and one channel's mean 0.04 % off (0.4998 for 0.5) PASSed on every sample, its probabilities within the
+float tolerance. The network input itself is 4e-4 off, four times the float floor (`staged`).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import onnx
+import pytest
+
+from graphsurgery.api import apply
+from graphsurgery.irconvert import convert
+from graphsurgery.staged import exposed_copy
+from graphsurgery.verification import verify
+
+ROOT = Path(__file__).resolve().parent.parent
+CLASSIFIER_RECIPE = ROOT / "recipes" / "rapidocr_cls.yaml"
+POSE_RECIPE = ROOT / "recipes" / "hrnet_coco_pose.yaml"
+
+
+@pytest.fixture(scope="module")
+def classifier() -> Path:
+    """The trained classifier inside the pinned rapidocr wheel (as tests/test_wheel_models.py finds it)."""
+    spec = importlib.util.find_spec("rapidocr_onnxruntime")
+    assert spec is not None, "make installs requirements-models.txt"
+    return Path(spec.submodule_search_locations[0]) / "models" / "ch_ppocr_mobile_v2.0_cls_infer.onnx"
+
+
+@pytest.mark.parametrize("change", [("mean: [0.5, 0.5, 0.5]", "mean: [0.4998, 0.5, 0.5]"),
+                                    ("mean: [0.5, 0.5, 0.5]", "mean: [0.5, 0.5, 0.4999]"),
+                                    ("std: [0.5, 0.5, 0.5]", "std: [0.5, 0.5, 0.5001]")],
+                         ids=["mean 0.04 %", "mean 0.02 %", "std 0.02 %"])
+def test_an_input_step_a_little_off_fails_on_the_network_input_where_the_outputs_agree(classifier, tmp_path, change):
+    """Each of these PASSed before (round 45's survivors): the trained model's outputs agree within the floor."""
+    wrong_recipe = tmp_path / "wrong.yaml"
+    text = CLASSIFIER_RECIPE.read_text()
+    assert change[0] in text
+    wrong_recipe.write_text(text.replace(change[0], change[1]))
+    wrong = apply(wrong_recipe, classifier, tmp_path / "wrong.onnx").output
+    report = verify(CLASSIFIER_RECIPE, classifier, patched=wrong, random=2, backends=("onnxruntime", "openvino"))
+    assert not report
+    assert all(report.pairs), report.failures()  # the outputs alone: within the floor
+    assert [pair.name for pair in report.input_steps] == ["onnxruntime: input steps", "openvino: input steps"]
+    assert not any(report.input_steps)
+    assert all("x (network input)" in line for line in report.failures()), report.failures()
+
+
+def test_the_right_patch_passes_the_network_input_on_both_backends(classifier, tmp_path):
+    right = apply(CLASSIFIER_RECIPE, classifier, tmp_path / "right.onnx").output
+    report = verify(CLASSIFIER_RECIPE, classifier, patched=right, random=2)
+    assert report, report.failures()
+    assert len(report.input_steps) == 2 and all(report.input_steps)
+    assert report.to_dict()["input_steps"][0]["outputs"][0]["output"] == "x (network input)"
+
+
+def test_the_copy_that_exposes_the_network_input_holds_the_input_steps_alone(plain, tmp_path):
+    """Each backend runs the input steps once more, not the network: no node or weight of the model is in the copy."""
+    patched = apply(POSE_RECIPE, plain, tmp_path / "patched.onnx").output
+    network_input = onnx.load(str(plain)).graph.input[0]
+    exposed = exposed_copy(patched, network_input, tmp_path)
+    assert exposed is not None
+    graph = onnx.load(str(exposed.model)).graph
+    assert graph.node and all(node.name.startswith("graphsurgery/pre/") for node in graph.node)
+    assert [output.name for output in graph.output] == [exposed.tensor]
+    model_weights = {init.name for init in onnx.load(str(plain)).graph.initializer}
+    assert not model_weights & {init.name for init in graph.initializer}
+
+
+def test_a_patched_ir_says_its_network_input_was_not_compared(plain, tmp_path):
+    patched = apply(POSE_RECIPE, plain, tmp_path / "patched.onnx").output
+    xml = convert(patched, tmp_path / "patched.xml").xml
+    report = verify(POSE_RECIPE, plain, patched=xml, random=2, backends=("openvino",))
+    assert report, report.failures()
+    assert not report.input_steps
+    assert any(note.startswith("the network input was not compared") and "IR" in note for note in report.notes)

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+
+
+def wheel_model(name: str) -> Path:
+    """A trained model file inside the pinned rapidocr wheel (requirements-models.txt, installed without its code's
+    dependencies: only its model files are used)."""
+    spec = importlib.util.find_spec("rapidocr_onnxruntime")
+    assert spec is not None, "make installs requirements-models.txt"
+    return Path(spec.submodule_search_locations[0]) / "models" / name
 
 
 def pose_model(path: Path, *, opset: int = 17, dynamic_batch: bool = False, ir_version: int | None = None,

@@ -18,7 +18,6 @@ unless a tolerance is set for them by name ("*" is for float outputs).
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import cv2
@@ -34,6 +33,8 @@ from graphsurgery.samples import RESIZE_SIZES, resize_sizes
 from graphsurgery.steps.resize import Resize
 from graphsurgery.twins import comparisons
 from graphsurgery.verification import verify
+
+from modelkit import wheel_model
 
 FLAT_BASE = 100_000  # an index into a space of 10^5+: at rtol 1e-4 a float comparison allows ±10
 
@@ -186,13 +187,6 @@ input:
     - scale: {divide: 255}
     - normalize: {mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5]}
 """
-
-
-def wheel_model(name: str) -> Path:
-    """A model file inside the installed rapidocr wheel (as tests/test_wheel_models.py finds it)."""
-    spec = importlib.util.find_spec("rapidocr_onnxruntime")
-    assert spec is not None, "make installs requirements-models.txt"
-    return Path(spec.submodule_search_locations[0]) / "models" / name
 
 
 def written(folder: Path, name: str, text: str) -> Path:

@@ -14,7 +14,7 @@ from clikit import invoke
 from graphsurgery.api import apply
 from graphsurgery.verification import verify
 
-from modelkit import pose_model
+from modelkit import pose_model, wheel_model
 
 ROOT = Path(__file__).resolve().parent.parent
 POSE_RECIPE = ROOT / "recipes" / "hrnet_coco_pose.yaml"
@@ -109,11 +109,7 @@ def test_a_letterbox_for_a_height_fit_fails_on_random_images(tmp_path, random):
     """RapidOCR's classifier is 192 × 48 (4:1) and every random size was at most 4:3, where `fit: height` and
     `letterbox` scale alike: a letterboxing patch passed. Verify leads with one image wider than the model and one
     taller when its first sizes are not on both sides."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("rapidocr_onnxruntime")
-    assert spec is not None, "make installs requirements-models.txt"
-    classifier = Path(spec.submodule_search_locations[0]) / "models" / "ch_ppocr_mobile_v2.0_cls_infer.onnx"
+    classifier = wheel_model("ch_ppocr_mobile_v2.0_cls_infer.onnx")
     recipe = ROOT / "recipes" / "rapidocr_cls.yaml"
     wrong = apply(mutated(recipe, tmp_path, "input", "resize", fit="letterbox"), classifier,
                   tmp_path / "wrong.onnx").output

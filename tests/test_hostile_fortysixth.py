@@ -19,7 +19,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import resource
@@ -39,7 +38,7 @@ from graphsurgery.compare import DetectionResult
 from graphsurgery.errors import GraphsurgeryError
 from graphsurgery.verification import verify
 
-from modelkit import pose_model, pose_model_with_bias
+from modelkit import pose_model, pose_model_with_bias, wheel_model
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPES = ROOT / "recipes"
@@ -206,10 +205,7 @@ def test_the_pass_line_after_reference_names_the_users_pipeline(tmp_path):
 # --- 6. a size the network cannot take is the recipe's fault ---------------------------------------------------------
 
 def test_a_recipe_size_the_text_detector_cannot_take_is_named_as_the_recipes(tmp_path):
-    spec = importlib.util.find_spec("rapidocr_onnxruntime")
-    if spec is None:
-        pytest.skip("the rapidocr wheel (requirements-models.txt) is not installed")
-    model = Path(spec.submodule_search_locations[0]) / "models" / "ch_PP-OCRv4_det_infer.onnx"
+    model = wheel_model("ch_PP-OCRv4_det_infer.onnx")
     recipe = tmp_path / "det641.yaml"
     recipe.write_text("version: 1\nname: rapidocr-det\ninput:\n  tensor: {dtype: uint8, layout: NHWC, color: BGR}\n"
                       "  model: {layout: NCHW, color: BGR}\n  steps:\n    - cast: {}\n    - layout: {to: NCHW}\n"

@@ -7,7 +7,6 @@ float tolerance. The network input itself is 4e-4 off, four times the float floo
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import onnx
@@ -18,6 +17,8 @@ from graphsurgery.irconvert import convert
 from graphsurgery.staged import exposed_copy
 from graphsurgery.verification import verify
 
+from modelkit import wheel_model
+
 ROOT = Path(__file__).resolve().parent.parent
 CLASSIFIER_RECIPE = ROOT / "recipes" / "rapidocr_cls.yaml"
 POSE_RECIPE = ROOT / "recipes" / "hrnet_coco_pose.yaml"
@@ -25,10 +26,8 @@ POSE_RECIPE = ROOT / "recipes" / "hrnet_coco_pose.yaml"
 
 @pytest.fixture(scope="module")
 def classifier() -> Path:
-    """The trained classifier inside the pinned rapidocr wheel (as tests/test_wheel_models.py finds it)."""
-    spec = importlib.util.find_spec("rapidocr_onnxruntime")
-    assert spec is not None, "make installs requirements-models.txt"
-    return Path(spec.submodule_search_locations[0]) / "models" / "ch_ppocr_mobile_v2.0_cls_infer.onnx"
+    """The trained classifier inside the pinned rapidocr wheel."""
+    return wheel_model("ch_ppocr_mobile_v2.0_cls_infer.onnx")
 
 
 @pytest.mark.parametrize("change", [("mean: [0.5, 0.5, 0.5]", "mean: [0.4998, 0.5, 0.5]"),

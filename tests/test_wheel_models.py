@@ -10,13 +10,14 @@ tests/data/rapidocr_cls/record.py, on crops of the public-domain photos in examp
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 
 from graphsurgery.api import apply
 from graphsurgery.verification import verify
+
+from modelkit import wheel_model
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPE = ROOT / "recipes" / "rapidocr_cls.yaml"
@@ -26,9 +27,7 @@ REFERENCES = ROOT / "tests" / "data" / "rapidocr_cls"
 @pytest.fixture(scope="module")
 def classifier() -> Path:
     """The model file inside the installed wheel (the package itself is not imported: its code needs more)."""
-    spec = importlib.util.find_spec("rapidocr_onnxruntime")
-    assert spec is not None, "make installs requirements-models.txt"
-    return Path(spec.submodule_search_locations[0]) / "models" / "ch_ppocr_mobile_v2.0_cls_infer.onnx"
+    return wheel_model("ch_ppocr_mobile_v2.0_cls_infer.onnx")
 
 
 @pytest.fixture(scope="module")

@@ -98,10 +98,25 @@ def exposed_copy(patched: Path, network_input: onnx.ValueInfoProto, folder: Path
     _keep_only_what_computes(proto.graph, tensor)
     # its element type and rank only: its batch may be the crops' (crop_boxes, flip_test), not the plain model's
     kind = network_input.type.tensor_type
-    proto.graph.output.append(onnx.helper.make_tensor_value_info(tensor, kind.elem_type, [None] * len(kind.shape.dim)))
+    proto.graph.output.append(onnx.helper.make_tensor_value_info(tensor, _element_type(proto, tensor, kind.elem_type),
+                                                                 [None] * len(kind.shape.dim)))
     out = folder / "exposed.onnx"
     save_model(proto, out, external_base=loaded.base_dir, check=False)
     return Exposed(out, tensor)
+
+
+def _element_type(proto: onnx.ModelProto, tensor: str, expected: int) -> int:
+    """The element type the input steps give `tensor`, as shape inference finds it; `expected` (the plain model's
+    input's) where it finds none. Declared as the plain model's, a patched graph whose steps end in another type
+    (a float16 Cast, then one back inside the network) was "onnxruntime cannot load" the copy, which the user never
+    gave: now the values are compared, and a float16 rounding fails as such."""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(proto)
+    except (onnx.shape_inference.InferenceError, ValueError):
+        return expected
+    found = next((value.type.tensor_type.elem_type for value in inferred.graph.value_info if value.name == tensor),
+                 0)
+    return found or expected
 
 
 def unexposed_note(patched: Path, bounded: bool) -> str:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import onnx
 import pytest
+from onnx import TensorProto, helper
 
 from graphsurgery.api import apply
 from graphsurgery.irconvert import convert
@@ -77,3 +78,25 @@ def test_a_patched_ir_says_its_network_input_was_not_compared(plain, tmp_path):
     assert report, report.failures()
     assert not report.input_steps
     assert any(note.startswith("the network input was not compared") and "IR" in note for note in report.notes)
+
+
+def test_input_steps_ending_in_another_element_type_are_compared_not_refused(plain, tmp_path):
+    """A patched graph whose input steps end in a float16 Cast (and a Cast back inside the network): the copy
+    declared the plain model's float32 there, and verify stopped at "onnxruntime cannot load" a temporary file the
+    user never gave. Now the float16 network input is compared, and its rounding (1e-3 at values near 2) fails."""
+    patched = onnx.load(str(apply(POSE_RECIPE, plain, tmp_path / "patched.onnx").output))
+    graph = patched.graph
+    made = {name for node in graph.node if node.name.startswith("graphsurgery/pre/") for name in node.output}
+    first = next(node for node in graph.node if not node.name.startswith("graphsurgery/") and made & set(node.input))
+    tensor = next(name for name in first.input if name in made)
+    for node in graph.node:
+        if not node.name.startswith("graphsurgery/"):
+            node.input[:] = [f"{tensor}_f" if name == tensor else name for name in node.input]
+    at = list(graph.node).index(first)
+    graph.node.insert(at, helper.make_node("Cast", [f"{tensor}_h"], [f"{tensor}_f"], to=TensorProto.FLOAT))
+    graph.node.insert(at, helper.make_node("Cast", [tensor], [f"{tensor}_h"], to=TensorProto.FLOAT16,
+                                           name="graphsurgery/pre/half"))
+    onnx.save(patched, str(tmp_path / "half.onnx"))
+    report = verify(POSE_RECIPE, plain, patched=tmp_path / "half.onnx", random=2, backends=("onnxruntime",))
+    assert not report and len(report.input_steps) == 1 and not report.input_steps[0]
+    assert 5e-4 < report.input_steps[0].results[0].max_abs < 2e-3

@@ -26,7 +26,7 @@ import numpy as np
 import onnx
 
 from graphsurgery.api import apply
-from graphsurgery.compare import HeatmapGrid, OutputResult, compare_output, missing_output
+from graphsurgery.compare import FloatResult, HeatmapGrid, OutputResult, compare_output, missing_output
 from graphsurgery.compare_detections import Candidates, compare_detections
 from graphsurgery.decoder_probe import Probe, run_probe
 from graphsurgery.errors import GraphsurgeryError, check_flags, check_names
@@ -294,12 +294,16 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
         rounding = rounding_step(steps) is not None
         staged = exposed is not None and rounding
         twin_inputs = [twin for twin, _ in bounds] if bounds and not rounding else None  # computed once, above
-        unpatched, decoded, answers, ran, computed = {}, {}, {}, {}, {}
+        unpatched, decoded, answers, ran, computed, network = {}, {}, {}, {}, {}, {}
         pipelines = 2 * len(backends) + (len(backends) - 1 if staged else 0)
         tell = _long_run_teller(pipelines, samples, sum(1 for _ in chunks(samples, batch)))
         for backend in backends:
-            if exposed:
-                computed[backend] = graph_inputs(exposed, backend, image_input.name, other, samples, batch)
+            if exposed:  # compared at once: only staged verify keeps the graph's network inputs (as many floats as
+                # the samples' network inputs: 590 KB a crop for HRNet)
+                graph = graph_inputs(exposed, backend, image_input.name, other, samples, batch)
+                network[backend] = input_result(bounds, graph, f"{input_name} (network input)")
+                if staged:
+                    computed[backend] = graph
             unpatched[backend], decoded[backend] = _run_unpatched(recipe, facts, backend, plain.path, input_name,
                                                                   other, samples, batch,
                                                                   computed[backend] if staged else twin_inputs,
@@ -361,7 +365,7 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
     if probe is not None:
         report.probes = [_probe_pair(probe, recipe, facts, wanted, tie)]
     if exposed:
-        report.input_steps, note = _input_pairs(bounds, computed, input_name, steps)
+        report.input_steps, note = _input_pairs(bounds, network, steps)
         report.notes += [note] if note else []
     elif steps:
         report.notes.append(unexposed_note(patched_path, bounds is not None))
@@ -451,15 +455,14 @@ def _probe_pair(probe: Probe, recipe: Recipe, facts: ModelFacts, wanted: dict[st
                               tie, None, probe.decided(recipe, facts)))
 
 
-def _input_pairs(bounds: Bounds, computed: dict[str, list[np.ndarray]], input_name: str,
-                 steps: Sequence[InputStep]) -> tuple[list[PairReport], str | None]:
+def _input_pairs(bounds: Bounds, network: dict[str, FloatResult], steps: Sequence[InputStep]
+                 ) -> tuple[list[PairReport], str | None]:
     """The network input each graph computes against the input twins' on each backend (`staged`), and where a step
     rounds halves, the note that says why the outputs were compared from the graph's own input."""
     rounding = rounding_step(steps)
     twins = "the input steps' numpy twins" + (" (a half rounded either way)" if rounding else "")
     pairs = [PairReport(f"{backend}: input steps", twins, f"the network input the patched graph computes on {backend}",
-                        [input_result(bounds, tensors, f"{input_name} (network input)")])
-             for backend, tensors in computed.items()]
+                        [result]) for backend, result in network.items()]
     if rounding is None:
         return pairs, None
     ambiguous = sum(int(np.count_nonzero(lo != hi)) for lo, hi in bounds)

@@ -94,6 +94,10 @@ class Softmax(OutputStep):
         x = _as_classes(em, env["output"])
         rank = _rank(x, "the model output")
         axis = self._axis(rank)
+        if x.dtype is not None and np.dtype(x.dtype).kind != "f":  # round 47: an int32 output made a Softmax the
+            # patched model's checker refused, "a graphsurgery bug"
+            raise StepError(f"the model output is {np.dtype(x.dtype)}, not floating point: softmax reads logits",
+                            "set output.target to the logits output")
         if self._skips(facts):
             return {"probabilities": em.op("Identity", [x], dtype=x.dtype, shape=x.shape)}
         if em.opset >= 13 or axis == rank - 1:

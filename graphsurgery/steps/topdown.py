@@ -303,6 +303,12 @@ class FlipAverage(OutputStep):
         if shape is None or len(shape) != 4 or not all(isinstance(d, int) for d in shape[1:]):
             raise StepError(f"flip_average needs heatmaps [2N, K, H, W] with static K, H, W; the output is "
                             f"{list(shape or [])}", "set output.target to the heatmap output")
+        if isinstance(shape[0], int) and shape[0] % 2:  # round 47: the Split failed the patched model's checker,
+            # "a graphsurgery bug" (flip_average without flip_test, on a model exported at batch 1)
+            raise StepError(f"flip_average folds 2N heatmaps (the crops, then their mirrors) into N; the output's "
+                            f"batch is fixed at {shape[0]}, which does not split in two",
+                            "add `flip_test: {}` last among the input steps (it frees the batch), or export the model "
+                            "with a dynamic batch")
         joints, h, w = shape[1:]
         f32, i64 = np.float32, np.int64
         # two equal halves (also when N = 0, which a Reshape to [2, -1, ...] cannot express)

@@ -1,0 +1,113 @@
+"""Round 47: what a seeded fuzz campaign found (2,100 mutated models through inspect, apply, verify and convert;
+1,200 schema-valid but odd recipes through apply and verify; /tmp/r47).
+
+- A model output whose batch is declared as a number the network does not compute (3, 2^40 or 2^62 where it
+  computes the caller's N) passed apply; verify's decoder probe then fed its cut graph one sample against that
+  declared batch, and ONNX Runtime's refusal was an internal error (exit 3); at 2^62 the steps' Reshape overflowed
+  and apply's patched model failed the checker, "a graphsurgery bug". `probe.settle_output_sizes` frees such a batch.
+- `softmax` on an integer model output (a classifier ending in a Cast to int32) made a Softmax of int32, and the
+  patched model failed the checker, "a graphsurgery bug": refused in one line, as heatmap_argmax refuses one.
+- `flip_average` without `flip_test`, on a model exported at batch 1 (a recipe without an input section, whose
+  caller would feed crops and mirrors), split 1 in two: the patched model failed the checker, "a graphsurgery bug".
+- A network output holding inf (an inf weight or bias) made the decoder probe's `inf - inf`: numpy's "invalid
+  value" warning, four lines on stderr of a verify that passed.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import yaml
+from onnx import TensorProto, helper, numpy_helper
+
+from clikit import invoke, one_line_exit_2
+
+from modelkit import pose_model, softmax_then
+
+ROOT = Path(__file__).resolve().parent.parent
+RECIPES = ROOT / "recipes"
+POSE_RECIPE = RECIPES / "hrnet_coco_pose.yaml"
+
+
+def with_output_batch(path: Path, batch: int) -> Path:
+    """The tiny pose model (batch N) whose heatmaps declare a batch of `batch`: the checker lets it by."""
+    model = onnx.load(str(pose_model(path, dynamic_batch=True)))
+    dim = model.graph.output[0].type.tensor_type.shape.dim[0]
+    dim.Clear()
+    dim.dim_value = batch
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.mark.parametrize("batch", [3, 2**40])
+def test_a_declared_output_batch_does_not_end_the_decoder_probe_in_an_internal_error(tmp_path, batch):
+    """Was `internal error (InvalidArgument: … Got invalid dimensions for input: heatmaps … Expected: 3)`."""
+    model = with_output_batch(tmp_path / "declared.onnx", batch)
+    result = invoke("verify", POSE_RECIPE, model, "--random", "2", "--backends", "onnxruntime")
+    assert result.exit_code == 0, result.output
+    assert "PASS" in result.output and "internal error" not in result.output
+
+
+def test_an_output_batch_declared_past_int64_products_is_freed_not_a_checker_failure(tmp_path):
+    """Was `the patched model fails the ONNX checker: Field 'shape' of 'type' is required but missing — fix: report
+    this … (a graphsurgery bug)`: the argmax's Reshape of 2^62 × 17 × 3,072 overflowed in shape inference."""
+    model = with_output_batch(tmp_path / "huge.onnx", 2**62)
+    out = tmp_path / "patched.onnx"
+    result = invoke("apply", POSE_RECIPE, model, "-o", out)
+    assert result.exit_code == 0, result.output
+    assert "not a batch of 4,611,686,018,427,387,904" in result.output
+    onnx.checker.check_model(str(out), full_check=True)
+    scores = next(value for value in onnx.load(str(out)).graph.output if value.name == "scores")
+    assert scores.type.tensor_type.HasField("shape")
+
+
+def test_softmax_of_an_integer_output_is_refused_in_one_line(tmp_path):
+    """Was `the patched model fails the ONNX checker: … Softmax … unsupported type: tensor(int32) — fix: report
+    this … (a graphsurgery bug)`."""
+    model = onnx.load(str(softmax_then(tmp_path / "cls.onnx", "Identity")))
+    model.graph.node[-1].output[0] = "prob_float"
+    model.graph.node.append(helper.make_node("Cast", ["prob_float"], ["prob"], to=TensorProto.INT32))
+    model.graph.output[0].type.tensor_type.elem_type = TensorProto.INT32
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, str(tmp_path / "int_out.onnx"))
+    result = invoke("apply", RECIPES / "imagenet_classifier.yaml", tmp_path / "int_out.onnx", "-o",
+                    tmp_path / "out.onnx")
+    one_line_exit_2(result, "int_out.onnx", "output.steps[0].softmax", "int32, not floating point",
+                    "set output.target to the logits output")
+    assert not (tmp_path / "out.onnx").exists()
+
+
+def test_flip_average_on_an_output_fixed_at_batch_one_is_refused_in_one_line(tmp_path):
+    """Was `the patched model fails the ONNX checker: … (op_type:Split, node name: graphsurgery/post/flip_average/
+    Split): … not evenly splittable — fix: report this … (a graphsurgery bug)`."""
+    recipe = yaml.safe_load((RECIPES / "hrnet_coco_topdown.yaml").read_text())
+    del recipe["input"]
+    recipe["output"]["steps"][-1] = {"to_image": {"mode": "crop"}}
+    del recipe["output"]["steps"][2]  # quarter_offset: kept simple
+    path = tmp_path / "no_input.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    model = pose_model(tmp_path / "static.onnx")  # exported at batch 1
+    result = invoke("apply", path, model, "-o", tmp_path / "out.onnx")
+    one_line_exit_2(result, "static.onnx", "output.steps[0].flip_average", "batch is fixed at 1",
+                    "add `flip_test: {}`")
+    assert not (tmp_path / "out.onnx").exists()
+
+
+def test_a_network_output_holding_inf_verifies_without_numpy_warnings(tmp_path):
+    """Was `RuntimeWarning: invalid value encountered in subtract` (decoder_probe.py) on stderr before the PASS."""
+    model = onnx.load(str(pose_model(tmp_path / "inf.onnx", dynamic_batch=True)))
+    bias = next(tensor for tensor in model.graph.initializer if tensor.name == "conv.bias")
+    values = numpy_helper.to_array(bias).copy()
+    values[1] = np.inf
+    bias.CopyFrom(numpy_helper.from_array(values, bias.name))
+    onnx.save(model, str(tmp_path / "inf.onnx"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        result = invoke("verify", POSE_RECIPE, tmp_path / "inf.onnx", "--random", "2", "--backends", "onnxruntime")
+    assert result.exit_code == 0, result.output
+    assert "PASS" in result.output and "RuntimeWarning" not in result.output

@@ -26,15 +26,21 @@ from graphsurgery.model import ModelFacts
 from graphsurgery.recipe import Recipe
 from graphsurgery.runners import open_runner
 from graphsurgery.steps.base import Comparison
+from graphsurgery.steps.dark import DarkRefine, UdpRefine
 from graphsurgery.steps.detect import DflBoxes, YoloBoxes
 from graphsurgery.steps.nms import Nms
 from graphsurgery.steps.output import HeatmapArgmax, QuarterOffset
 from graphsurgery.steps.to_image import ToImage
 from graphsurgery.twins import FLOAT_QUIET, decision_inputs, output_extras, postprocess
 
-#: Steps after heatmap_argmax whose answers on maps of maximum <= 0 are defined (DARK and UDP rescale each map by
-#: its maximum: 0 / 0 there is each runtime's own)
+#: Steps after heatmap_argmax whose answers on maps of maximum <= 0 are defined
 EXACT_ON_INVALID = (HeatmapArgmax, QuarterOffset, ToImage)
+#: Refinements that rescale each map by its maximum: a map lowered to a maximum of exactly 0 and flat there is
+#: 0 / 0, each runtime's own; lowered to −0.5 every map is defined (blurred, rescaled and clamped, its log is one
+#: constant: the joint does not move). Unprobed, a UDP patch marking invalid joints (0, 0) for mmpose's (−1, −1)
+#: passed (round 47). Every joint is lowered for them: a valid joint's refinement differs between the graph and the
+#: twin by float rounding (0.0011 px, UDP on a SimpleBaseline), which the samples allow for (`Wobbles`), not the probe.
+RESCALING = (DarkRefine, UdpRefine)
 
 
 @dataclass
@@ -63,24 +69,28 @@ def probe_output(recipe: Recipe, facts: ModelFacts, output: np.ndarray, seed: in
     steps = recipe.output.steps if recipe.output else ()
     if not steps or output.dtype != np.float32:
         return None, []
-    if isinstance(steps[0], HeatmapArgmax) and output.ndim == 4 and all(isinstance(s, EXACT_ON_INVALID)
+    if isinstance(steps[0], HeatmapArgmax) and output.ndim == 4 and all(isinstance(s, EXACT_ON_INVALID + RESCALING)
                                                                          for s in steps):
-        return _invalid_joints(output), []
+        return _invalid_joints(output, refined=any(isinstance(s, RESCALING) for s in steps)), []
     nms = next((step for step in steps if isinstance(step, Nms)), None)
     if isinstance(steps[0], (YoloBoxes, DflBoxes)) and nms and output.ndim == 3:
         return crowded_head(steps[0], nms, facts, output, np.random.default_rng(seed))
     return None, []
 
 
-def _invalid_joints(maps: np.ndarray) -> np.ndarray:
-    """Every third joint's maps lowered to a maximum of exactly 0, every third from the second to −0.5: the joints
-    heatmap_argmax marks invalid (the authors' (0, 0), mmpose's (−1, −1)). A map holding inf becomes NaN there, as
-    the twins compute it: numpy's "invalid value" warning was noise on stderr of a verify that passed (round 47)."""
+def _invalid_joints(maps: np.ndarray, refined: bool = False) -> np.ndarray:
+    """Every third joint's maps lowered to a maximum of exactly 0, every third from the second to −0.5 (every joint's
+    to −0.5 when `refined`: `RESCALING`): the joints heatmap_argmax marks invalid (the authors' (0, 0), mmpose's
+    (−1, −1)). A map holding inf becomes NaN there, as the twins compute it: numpy's "invalid value" warning was
+    noise on stderr of a verify that passed (round 47)."""
     probe = maps.copy()
     peaks = probe.max(axis=(2, 3), keepdims=True)
     with np.errstate(**FLOAT_QUIET):
-        probe[:, 1::3] -= peaks[:, 1::3]
-        probe[:, 2::3] -= peaks[:, 2::3] + np.float32(0.5)
+        if refined:
+            probe -= peaks + np.float32(0.5)
+        else:
+            probe[:, 1::3] -= peaks[:, 1::3]
+            probe[:, 2::3] -= peaks[:, 2::3] + np.float32(0.5)
     return probe
 
 

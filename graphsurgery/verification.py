@@ -18,7 +18,8 @@ the folder), one size per batch, and the report adds how far each resize is from
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -250,23 +251,26 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
             Path(patched) if patched is not None
             else apply(recipe, plain.path, Path(tmp) / "patched.onnx", upgrade_opset=upgrade_opset).output
         )
-        image_input, extras = patched_inputs(patched_path, extra_input_names(recipe), others, recipe)
-        batch = image_input.shape[0] if isinstance(image_input.shape[0], int) else 1
-        if crops_boxes:  # whole images with person boxes: the graph cuts the crops
-            samples = (random_box_samples(random if random is not None else DEFAULT_RANDOM, image_input,
-                                          tensor.layout, seed) if images is None
-                       else box_image_samples(Path(images), boxes, image_input, tensor))
-        elif images is None:
-            samples = random_caller_samples(random if random is not None else DEFAULT_RANDOM, image_input, recipe,
-                                            facts, steps, extras, batch, seed)
-        elif resizes:  # each image whole, at its own size; boxes from the whole image at the model's aspect
-            samples = whole_images(Path(images), image_input, tensor, extras, resizes[-1].output_size()[::-1],
-                                   resizes)
-        else:
-            samples = image_samples(Path(images), boxes, image_input, crop_size(image_input, recipe, facts), tensor,
-                                    extras)
-        other = other_inputs(plain.proto, others, batch, facts.input_shape[0] if facts.input_shape else None,
-                             seed, plain.path)
+        # samples.py's refusals name no file (it knows none): they are about the model that takes the samples
+        with _naming(patched if patched is not None else f"{plain.path} (patched by {recipe.source})"):
+            image_input, extras = patched_inputs(patched_path, extra_input_names(recipe), others, recipe)
+            batch = image_input.shape[0] if isinstance(image_input.shape[0], int) else 1
+            if crops_boxes:  # whole images with person boxes: the graph cuts the crops
+                samples = (random_box_samples(random if random is not None else DEFAULT_RANDOM, image_input,
+                                              tensor.layout, seed) if images is None
+                           else box_image_samples(Path(images), boxes, image_input, tensor))
+            elif images is None:
+                samples = random_caller_samples(random if random is not None else DEFAULT_RANDOM, image_input, recipe,
+                                                facts, steps, extras, batch, seed)
+            elif resizes:  # each image whole, at its own size; boxes from the whole image at the model's aspect
+                samples = whole_images(Path(images), image_input, tensor, extras, resizes[-1].output_size()[::-1],
+                                       resizes)
+            else:
+                samples = image_samples(Path(images), boxes, image_input, crop_size(image_input, recipe, facts), tensor,
+                                        extras)
+            other = other_inputs(plain.proto, others, batch, facts.input_shape[0] if facts.input_shape else None,
+                                 seed, plain.path)
+            batches = sum(1 for _ in chunks(samples, batch))  # a batch the samples do not divide: refused here
         if int8 and patched is None:  # after the samples: a missing image or a bad boxes file was refused only after
             # the quantizing (NNCF's progress bars, then the error line)
             patched_path = int8_verification.build_int8(patched_path, seed)
@@ -296,7 +300,7 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
         twin_inputs = [twin for twin, _ in bounds] if bounds and not rounding else None  # computed once, above
         unpatched, decoded, answers, ran, computed, network = {}, {}, {}, {}, {}, {}
         pipelines = 2 * len(backends) + (len(backends) - 1 if staged else 0)
-        tell = _long_run_teller(pipelines, samples, sum(1 for _ in chunks(samples, batch)))
+        tell = _long_run_teller(pipelines, samples, batches)
         for backend in backends:
             if exposed:  # compared at once: only staged verify keeps the graph's network inputs (as many floats as
                 # the samples' network inputs: 590 KB a crop for HRNet)
@@ -381,6 +385,19 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
     if note := precision_note(ran.get("openvino", "f32")):
         report.notes.append(note)
     return report
+
+
+@contextmanager
+def _naming(name: str | Path) -> Iterator[None]:
+    """A refusal that names no file names `name` (round 47: four of verify's lines, raised where the samples are made
+    and cut, named nothing: batches the samples do not divide into, an extra input verify cannot make, a sample too
+    large, no static input size)."""
+    try:
+        yield
+    except GraphsurgeryError as exc:
+        if exc.path is not None:
+            raise
+        raise exc.about(name) from None
 
 
 def _maps_differ(actual: dict[str, np.ndarray], expected: dict[str, np.ndarray],

@@ -32,7 +32,7 @@ Results are small JSON-serialisable dataclasses; `bool(result)` is the verdict.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -312,14 +312,68 @@ def compare_floats(name: str, actual: np.ndarray, expected: np.ndarray, *, atol:
     if kind == "integer" and actual.dtype.kind not in "biu":
         result.problem = f"holds {actual.dtype} where the model gives {expected.dtype}: integers were expected"
         return result
-    a, b = actual.astype(np.float64).ravel(), expected.astype(np.float64).ravel()
-    result.elements = a.size
-    if b.size and not np.isfinite(b).any():  # NaN equals NaN: a recipe that overflows float32 (scale 1e30, std
-        # 1e-30) or a model of NaN made every output NaN on both sides, and a wrong patch passed
-        result.problem = (f"the reference holds no finite value ({b.size} elements, all NaN or ±inf), so agreement "
-                          "proves nothing; check the recipe's scale and normalize (float32 overflows past 3.4e38) "
-                          "and the model")
+    return _compared(result, [(actual, expected)], actual.shape)
+
+
+def compare_float_parts(name: str, parts: Sequence[tuple[np.ndarray, np.ndarray]], *, atol: float, rtol: float
+                        ) -> FloatResult:
+    """`compare_floats` of the parts' values joined in order (flattened: the worst index counts along them), with
+    the float64 copies of one part at a time: verify's network input of every sample at once took 0.7 GB for 100
+    HRNet crops. Each part's two arrays have one shape."""
+    result = FloatResult(name, atol=atol, rtol=rtol)
+    for actual, expected in parts:
+        if actual.shape != expected.shape:
+            result.problem = f"shape {list(actual.shape)} differs from the reference {list(expected.shape)}"
+            return result
+    return _compared(result, parts, (sum(actual.size for actual, _ in parts),))
+
+
+def _compared(result: FloatResult, parts: Sequence[tuple[np.ndarray, np.ndarray]], shape: tuple[int, ...]
+              ) -> FloatResult:
+    """`result` filled from the parts' differences (`compare_floats`); `shape`: the joined values', for the worst
+    index."""
+    result.elements = sum(actual.size for actual, _ in parts)
+    # NaN equals NaN: a recipe that overflows float32 (scale 1e30, std 1e-30) or a model of NaN made every output
+    # NaN on both sides, and a wrong patch passed
+    if result.elements and not any(np.isfinite(np.asarray(expected, np.float64)).any() for _, expected in parts):
+        result.problem = (f"the reference holds no finite value ({result.elements} elements, all NaN or ±inf), so "
+                          "agreement proves nothing; check the recipe's scale and normalize (float32 overflows past "
+                          "3.4e38) and the model")
         return result
+    if result.elements == 0:
+        return result
+    finite, rel, worst, offset = [], [], (-1.0, 0), 0
+    for actual, expected in parts:
+        diff, usable, b = _part_differences(result, actual, expected)
+        finite.append(diff[usable])
+        reference = np.abs(b[usable])
+        result.largest = max(result.largest, float(reference[np.isfinite(reference)].max(initial=0.0)))
+        nonzero = reference > 0
+        with np.errstate(invalid="ignore"):  # round 41: a finite value against an infinite one is inf / inf: numpy's
+            quotient = finite[-1][nonzero] / reference[nonzero]  # warning on stderr (a pad_value of 1e19 overflowing)
+        quotient[np.isnan(quotient)] = np.inf
+        rel.append(quotient)
+        if diff.size and (largest := float(diff.max())) > worst[0]:
+            worst = (largest, offset + int(np.argmax(diff)))
+        offset += diff.size
+    finite, rel = np.concatenate(finite), np.concatenate(rel)
+    if finite.size:
+        result.max_abs, result.mean_abs, result.median_abs = (float(finite.max()), float(finite.mean()),
+                                                              float(np.median(finite)))
+    if rel.size:
+        result.max_rel, result.mean_rel, result.median_rel = float(rel.max()), float(rel.mean()), float(np.median(rel))
+    if result.nan_mismatches:
+        result.max_abs = result.max_rel = math.inf
+    result.worst_index = [int(i) for i in np.unravel_index(worst[1], shape)]
+    return result
+
+
+def _part_differences(result: FloatResult, actual: np.ndarray, expected: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One part's |Δ| (infinite where one side only is NaN), where both sides are numbers, and the reference in
+    float64; adds the part's failures, NaN mismatches and the tolerances that would pass it to `result`."""
+    atol, rtol = result.atol, result.rtol
+    a, b = actual.astype(np.float64).ravel(), expected.astype(np.float64).ravel()
     a_nan, b_nan = np.isnan(a), np.isnan(b)
     one_sided = a_nan != b_nan
     both = a_nan & b_nan
@@ -334,33 +388,17 @@ def compare_floats(name: str, actual: np.ndarray, expected: np.ndarray, *, atol:
         diff[usable & (a == b)] = 0.0  # inf == inf, whose difference is NaN: the report's |Δ| max was nan, its worst
     diff[one_sided] = np.inf
     diff[both] = 0.0
-    failing = exceeds(diff, np.nan_to_num(b, nan=0.0), atol, rtol)
-    result.failed = int(failing.sum())
-    result.nan_mismatches = int(one_sided.sum())
-    if a.size == 0:
-        return result
-    finite = diff[usable]
-    reference = np.abs(b[usable])
-    result.largest = float(reference[np.isfinite(reference)].max(initial=0.0))
-    nonzero = reference > 0
-    with np.errstate(invalid="ignore"):  # round 41: a finite value against an infinite one is inf / inf: numpy's
-        rel = finite[nonzero] / reference[nonzero]  # warning on stderr (a pad_value of 1e19 overflowing float32)
-    rel[np.isnan(rel)] = np.inf
-    if finite.size:
-        result.max_abs, result.mean_abs, result.median_abs = (float(finite.max()), float(finite.mean()),
-                                                              float(np.median(finite)))
-    if rel.size:
-        result.max_rel, result.mean_rel, result.median_rel = float(rel.max()), float(rel.mean()), float(np.median(rel))
-    if result.nan_mismatches:
-        result.max_abs = result.max_rel = math.inf
-    result.worst_index = [int(i) for i in np.unravel_index(int(np.argmax(diff)), actual.shape)]
+    reference = np.abs(np.nan_to_num(b, nan=0.0))
+    result.failed += int(exceeds(diff, reference, atol, rtol).sum())
+    result.nan_mismatches += int(one_sided.sum())
     # smallest atol that passes at this rtol: the largest difference that rtol alone does not cover (and vice versa)
-    over_rtol = diff > rtol * np.abs(np.nan_to_num(b, nan=0.0))
-    result.passing_atol = float(diff[over_rtol].max()) if over_rtol.any() else 0.0
+    over_rtol = diff > rtol * reference
+    if over_rtol.any():
+        result.passing_atol = max(result.passing_atol, float(diff[over_rtol].max()))
     over_atol = diff > atol
     if over_atol.any():
-        result.passing_rtol = _smallest_rtol(diff[over_atol], np.abs(np.nan_to_num(b[over_atol], nan=0.0)))
-    return result
+        result.passing_rtol = max(result.passing_rtol, _smallest_rtol(diff[over_atol], reference[over_atol]))
+    return diff, usable, b
 
 
 def _smallest_rtol(diff: np.ndarray, reference: np.ndarray) -> float:

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from graphsurgery.compare import FloatResult, compare_floats
+from graphsurgery.compare import FloatResult, compare_float_parts
 from graphsurgery.model import ModelFacts
 from graphsurgery.modelio import load_model, save_model
 from graphsurgery.recipe import Recipe
@@ -168,14 +168,13 @@ def graph_inputs(exposed: Exposed, backend: str, input_name: str, other: dict[st
 
 def input_result(bounds: Bounds, computed: Sequence[np.ndarray], name: str) -> FloatResult:
     """Stage 1 on one backend: the graph's network input against the nearest value the input twins allow, at the
-    float floor."""
-    actual, allowed = [], []
+    float floor, batch by batch (`compare_float_parts`)."""
+    parts = []
     for got, (lo, hi) in zip(computed, bounds):
         if got.shape != lo.shape:
             result = FloatResult(name, atol=MODEL_FLOAT_FLOOR.atol, rtol=MODEL_FLOAT_FLOOR.rtol)
             result.problem = f"the graph computes it {list(got.shape)}, the input twins {list(lo.shape)}"
             return result
-        actual.append(got.ravel())
-        allowed.append(np.where(np.isnan(got), lo, np.clip(got, lo, hi)).ravel())  # NaN is never allowed
-    return compare_floats(name, np.concatenate(actual), np.concatenate(allowed), atol=MODEL_FLOAT_FLOOR.atol,
-                          rtol=MODEL_FLOAT_FLOOR.rtol)
+        # where no step rounds, the twin's one answer (lo is hi); NaN is never allowed
+        parts.append((got, lo if lo is hi else np.where(np.isnan(got), lo, np.clip(got, lo, hi))))
+    return compare_float_parts(name, parts, atol=MODEL_FLOAT_FLOOR.atol, rtol=MODEL_FLOAT_FLOOR.rtol)

@@ -13,6 +13,7 @@ from hypothesis.extra.numpy import arrays
 from graphsurgery.compare import (
     DEFAULT_TIE,
     HeatmapGrid,
+    compare_float_parts,
     compare_floats,
     compare_output,
     compare_positions,
@@ -218,3 +219,31 @@ def test_coordinates_far_out_are_allowed_their_float32_steps_and_exact_ones_none
     assert not compare_positions("keypoints", moved, expected, Comparison("coordinates", atol=2e-3))
     near = np.array([[1.0, 2.0]], np.float32)
     assert not compare_positions("keypoints", np.nextafter(near, 3, dtype=np.float32), near, EXACT)
+
+
+def test_floats_compared_in_parts_are_the_joined_comparison():
+    """verify compares every sample's network input a batch at a time (`staged.input_result`): the result must be
+    the one of the values joined, NaN and infinities included, the worst index counted along them."""
+    rng = np.random.default_rng(7)
+    parts = []
+    for size in (5, 0, 40, 17):
+        expected = rng.normal(0, 2, size).astype(np.float32)
+        actual = expected + rng.normal(0, 3e-4, size).astype(np.float32)
+        if size == 40:
+            actual[[3, 9]], expected[[9, 11]] = np.nan, np.nan
+            actual[20], expected[21] = np.inf, -np.inf
+        parts.append((actual, expected))
+    joined = compare_floats("x", np.concatenate([a for a, _ in parts]), np.concatenate([b for _, b in parts]),
+                            atol=1e-4, rtol=1e-4)
+    assert compare_float_parts("x", parts, atol=1e-4, rtol=1e-4) == joined
+    assert joined.failed and joined.nan_mismatches == 2  # [3] and [11]: NaN on one side only
+    worst = compare_float_parts("x", [(np.zeros(3), np.zeros(3)), (np.array([0.0, 2.0]), np.zeros(2))], atol=0.1,
+                                rtol=0)
+    assert worst.worst_index == [4] and worst.passing_atol == 2.0
+
+
+def test_a_part_without_a_finite_value_is_no_problem_while_another_has_one():
+    """'The reference holds no finite value' is a property of all the values, not of one batch."""
+    nan = np.full(4, np.nan)
+    assert compare_float_parts("x", [(nan, nan), (np.ones(2), np.ones(2))], atol=0, rtol=0)
+    assert compare_float_parts("x", [(nan, nan), (nan[:2], nan[:2])], atol=0, rtol=0).problem

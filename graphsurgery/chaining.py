@@ -27,7 +27,7 @@ from graphsurgery import __version__
 from graphsurgery.compare import differences
 from graphsurgery.errors import ArgumentError, GraphsurgeryError, ModelError, whole
 from graphsurgery.longrun import FirstPart, say_long_run
-from graphsurgery.model import PROVENANCE_KEY, model_opset, provenance, shapes_only
+from graphsurgery.model import PROVENANCE_KEY, model_opset, node_reads, provenance, shapes_only
 from graphsurgery.modelio import check_output_path, external_tensors, load_model, model_paths, save_model
 from graphsurgery.safeio import input_path, output_path
 from graphsurgery.steps.nms import class_count
@@ -137,7 +137,7 @@ def _check_detector_outputs(detector: onnx.ModelProto, path: Path) -> None:
                  "count [1])")
     reached = {"image"}
     for node in detector.graph.node:  # in topological order (the checker saw to it)
-        if reached.intersection(_reads(node)):
+        if reached.intersection(node_reads(node)):
             reached.update(node.output)
     if constant := [name for name in DETECTOR_PORTS if name not in reached]:
         raise ModelError(f"the detector's output {constant[0]!r} does not depend on its image", path=path,
@@ -177,16 +177,6 @@ def _check_ports(values, ports: dict, path: Path, what: str, fix: str) -> None:
             shown = ", ".join(f"D = {known}" if w == "D" and known else str(w) for w in want)
             raise ModelError(f"{what} {name!r} is {onnx.helper.tensor_dtype_to_np_dtype(elem).name} [{shown}] in a "
                              f"chain, not {_type_name(value)} [{', '.join(map(str, dims))}]", path=path, fix=fix)
-
-
-def _reads(node: onnx.NodeProto) -> set[str]:
-    """The names a node reads: its inputs, and those its subgraphs (If, Loop, Scan) read from outside."""
-    names = set(node.input)
-    for attribute in node.attribute:
-        for graph in [attribute.g, *attribute.graphs]:
-            for inner in graph.node:
-                names |= _reads(inner)
-    return names
 
 
 def _type_name(value: onnx.ValueInfoProto) -> str:

@@ -80,6 +80,16 @@ def all_nodes(proto: onnx.ModelProto):
                 pending += [list(g.node) for g in (*([attr.g] if attr.HasField("g") else ()), *attr.graphs)]
 
 
+def node_reads(node: onnx.NodeProto) -> set[str]:
+    """The names a node reads: its inputs, and those its subgraphs (If, Loop, Scan) read from outside."""
+    names = set(node.input)
+    for attribute in node.attribute:
+        for graph in [attribute.g, *attribute.graphs]:
+            for inner in graph.node:
+                names |= node_reads(inner)
+    return names
+
+
 def nested_graphs(graph: onnx.GraphProto):
     """`graph` and every If, Loop and Scan body in it, however deep (not the model's functions: their own scope)."""
     pending = [graph]

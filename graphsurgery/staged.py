@@ -31,7 +31,7 @@ import numpy as np
 import onnx
 
 from graphsurgery.compare import FloatResult, compare_float_parts
-from graphsurgery.model import ModelFacts
+from graphsurgery.model import ModelFacts, node_reads
 from graphsurgery.modelio import load_model, save_model
 from graphsurgery.recipe import Recipe
 from graphsurgery.runners import open_runner
@@ -136,8 +136,7 @@ def _keep_only_what_computes(graph: onnx.GraphProto, tensor: str) -> None:
     for node in reversed(graph.node):
         if needed.intersection(node.output):
             kept.append(node)
-            needed.update(name for name in node.input if name)
-            needed.update(_read_by_subgraphs(node))
+            needed.update(node_reads(node) - {""})
     weights = [init for init in graph.initializer if init.name in needed]
     dropped = {init.name for init in graph.initializer} - needed
     inputs = [value for value in graph.input if value.name not in dropped]
@@ -145,17 +144,6 @@ def _keep_only_what_computes(graph: onnx.GraphProto, tensor: str) -> None:
     graph.node.extend(reversed(kept))
     graph.initializer.extend(weights)
     graph.input.extend(inputs)
-
-
-def _read_by_subgraphs(node: onnx.NodeProto) -> set[str]:
-    """The names the subgraphs of `node` (If, Loop, Scan) read, outer-scope ones among them."""
-    names = set()
-    for attribute in node.attribute:
-        for subgraph in [attribute.g] if attribute.HasField("g") else attribute.graphs:
-            for inner in subgraph.node:
-                names.update(name for name in inner.input if name)
-                names.update(_read_by_subgraphs(inner))
-    return names
 
 
 def graph_inputs(exposed: Exposed, backend: str, input_name: str, other: dict[str, np.ndarray], samples: Samples,

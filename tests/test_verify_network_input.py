@@ -18,6 +18,7 @@ from graphsurgery.irconvert import convert
 from graphsurgery.staged import exposed_copy
 from graphsurgery.verification import verify
 
+import quirkykit
 from modelkit import wheel_model
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -100,3 +101,43 @@ def test_input_steps_ending_in_another_element_type_are_compared_not_refused(pla
     report = verify(POSE_RECIPE, plain, patched=tmp_path / "half.onnx", random=2, backends=("onnxruntime",))
     assert not report and len(report.input_steps) == 1 and not report.input_steps[0]
     assert 5e-4 < report.input_steps[0].results[0].max_abs < 2e-3
+
+
+def test_the_cut_copy_of_a_model_that_lists_its_weights_as_inputs_asks_only_for_the_callers(tmp_path):
+    """An IR-3 model lists its weights among its inputs: cut to the input steps without them, the copy would have
+    required the network's weights as inputs (the runtime's "missing input"), so those the cut drops go too."""
+    plain = quirkykit.pose(tmp_path / "ir3.onnx")
+    weights = {tensor.name for tensor in onnx.load(str(plain)).graph.initializer}
+    assert weights & {value.name for value in onnx.load(str(plain)).graph.input}  # listed among the inputs
+    patched = apply(POSE_RECIPE, plain, tmp_path / "patched.onnx").output
+    copy = onnx.load(str(exposed_copy(patched, onnx.load(str(plain)).graph.input[0], tmp_path).model)).graph
+    inputs = {value.name for value in copy.input}
+    assert not inputs & weights
+    assert inputs - {tensor.name for tensor in copy.initializer} == {onnx.load(str(patched)).graph.input[0].name}
+    report = verify(POSE_RECIPE, plain, patched=patched, random=2, backends=("onnxruntime",))
+    assert report and len(report.input_steps) == 1, report.failures()
+
+
+def test_input_steps_feeding_the_network_through_two_tensors_are_noted_not_compared(plain, tmp_path):
+    """A patched graph where a node of the model also reads an earlier tensor of the input steps has no one network
+    input to compare: verify says so and compares the outputs."""
+    patched = onnx.load(str(apply(POSE_RECIPE, plain, tmp_path / "patched.onnx").output))
+    first = next(node for node in patched.graph.node if node.name.startswith("graphsurgery/pre/"))
+    patched.graph.node.append(helper.make_node("Identity", [first.output[0]], ["spy"], name="spy"))
+    onnx.save(patched, str(tmp_path / "two.onnx"))
+    report = verify(POSE_RECIPE, plain, patched=tmp_path / "two.onnx", random=2, backends=("onnxruntime",))
+    assert report and not report.input_steps, report.failures()
+    assert any("does not feed the network through one tensor" in note for note in report.notes), report.notes
+
+
+def test_the_cut_copy_declares_the_plain_models_type_where_shape_inference_fails(plain, tmp_path, monkeypatch):
+    patched = apply(POSE_RECIPE, plain, tmp_path / "patched.onnx").output
+
+    def failing(*args, **kwargs):
+        raise onnx.shape_inference.InferenceError("no inference here")
+
+    monkeypatch.setattr(onnx.shape_inference, "infer_shapes", failing)
+    network_input = onnx.load(str(plain)).graph.input[0]
+    exposed = exposed_copy(patched, network_input, tmp_path)
+    output = onnx.load(str(exposed.model)).graph.output[0]
+    assert output.type.tensor_type.elem_type == network_input.type.tensor_type.elem_type == TensorProto.FLOAT

@@ -48,7 +48,7 @@ def _soft(limit: int) -> int | None:
     return None if soft == resource.RLIM_INFINITY else soft
 
 
-def _size(count: int) -> str:
+def byte_size(count: int) -> str:
     return f"{count / 2**20:,.0f} MiB" if count >= 2**20 else f"{count:,} bytes"
 
 
@@ -80,7 +80,7 @@ def memory_limit() -> str | None:
     for limit, flag in ((resource.RLIMIT_AS, "-v"), (resource.RLIMIT_DATA, "-d")):
         soft = _soft(limit)
         if soft is not None:
-            return f"{_size(soft)} (ulimit {flag})"
+            return f"{byte_size(soft)} (ulimit {flag})"
     return None
 
 
@@ -145,7 +145,7 @@ def file_size_limit() -> int | None:
 
 def file_size_problem() -> str:
     limit = file_size_limit()
-    return (f"a file grew past the process's file size limit of {_size(limit)} (ulimit -f)" if limit is not None
+    return (f"a file grew past the process's file size limit of {byte_size(limit)} (ulimit -f)" if limit is not None
             else "a file grew past the largest size this file system takes")
 
 

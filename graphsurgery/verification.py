@@ -32,7 +32,9 @@ from graphsurgery.compare_detections import Candidates, compare_detections
 from graphsurgery.decoder_probe import Probe, run_probe
 from graphsurgery.errors import GraphsurgeryError, check_flags, check_names
 from graphsurgery.heatmap_grid import heatmap_grid
+from graphsurgery.limits import byte_size
 from graphsurgery.longrun import FirstPart, say_long_run
+from graphsurgery.machine import usable_memory
 from graphsurgery.model import ModelFacts, openvino_caveats, provenance, real_inputs
 from graphsurgery.modelio import load_model
 from graphsurgery.recipe import Recipe, as_recipe
@@ -94,6 +96,11 @@ from graphsurgery.twins import (
     run_in_model_batches,
     unpatched_outputs,
 )
+
+#: What verify holds at its peak, per pipeline, in bytes of the plain model's outputs: each pipeline's outputs,
+#: their joined copies, and the float64 copies its comparisons make (24.5 times for 4 pipelines, measured on a model
+#: of 21 × 512 × 512 float32 outputs at 8 and 16 random samples: 4.5 and 8.8 GB)
+HELD_PER_PIPELINE = 6.5
 
 
 @dataclass
@@ -300,7 +307,7 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
         twin_inputs = [twin for twin, _ in bounds] if bounds and not rounding else None  # computed once, above
         unpatched, decoded, answers, ran, computed, network = {}, {}, {}, {}, {}, {}
         pipelines = 2 * len(backends) + (len(backends) - 1 if staged else 0)
-        tell = _long_run_teller(pipelines, samples, batches)
+        watch = _first_pipeline_watch(pipelines, samples, batches, plain.path)
         for backend in backends:
             if exposed:  # compared at once: only staged verify keeps the graph's network inputs (as many floats as
                 # the samples' network inputs: 590 KB a crop for HRNet)
@@ -311,7 +318,7 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
             unpatched[backend], decoded[backend] = _run_unpatched(recipe, facts, backend, plain.path, input_name,
                                                                   other, samples, batch,
                                                                   computed[backend] if staged else twin_inputs,
-                                                                  tell if backend == backends[0] else None)
+                                                                  watch if backend == backends[0] else None)
             answers[backend], ran[backend] = _run_patched(backend, patched_path,
                                                           precision if backend == "openvino" else "f32",
                                                           image_input.name, other, samples, batch)
@@ -493,13 +500,15 @@ def _input_pairs(bounds: Bounds, network: dict[str, FloatResult], steps: Sequenc
 
 def _run_unpatched(recipe: Recipe, facts: ModelFacts, backend: str, plain: Path, input_name: str,
                    other: dict[str, np.ndarray], samples: Samples, batch: int,
-                   model_inputs: Sequence[np.ndarray] | None = None, tell: Callable[[int], None] | None = None
+                   model_inputs: Sequence[np.ndarray] | None = None,
+                   watch: Callable[[int, int, int], None] | None = None
                    ) -> tuple[dict[str, np.ndarray], list[tuple[np.ndarray, dict[str, np.ndarray]]]]:
     """The reference answers, and per batch the plain model's output as the decoding steps read it (what near ties
     are judged on) with the extra inputs the output twins got (`output_extras`). `other`: the plain model's other
     inputs; `model_inputs`: per batch, the network input to feed instead of the input twins' (staged verify);
-    `tell`: called with the number of batches done after each (`_long_run_teller`)."""
-    outputs, decoded = [], []
+    `watch`: called after each batch with the batches and samples done and the bytes held for them
+    (`_first_pipeline_watch`)."""
+    outputs, decoded, done = [], [], 0
     given = iter(model_inputs) if model_inputs is not None else None
     with open_runner(backend, plain) as run:
         for x, extras in chunks(samples, batch):
@@ -508,8 +517,11 @@ def _run_unpatched(recipe: Recipe, facts: ModelFacts, backend: str, plain: Path,
             decoded.append((decoded_output(recipe, model_outputs[facts.output_name], facts, extras),
                             output_extras(recipe, facts, extras, x.shape, model_outputs)))
             outputs.append(unpatched_outputs(recipe, facts, model_outputs, extras, x.shape))
-            if tell:
-                tell(len(outputs))
+            done += len(x)
+            if watch:
+                arrays = [*outputs[-1].values(), decoded[-1][0], *decoded[-1][1].values()]
+                held = sum({id(a): a.nbytes for a in arrays if isinstance(a, np.ndarray)}.values())
+                watch(len(outputs), done, held)
     return concat(outputs), decoded
 
 
@@ -535,19 +547,38 @@ def _decision_inputs(recipe: Recipe, facts: ModelFacts, parts: list) -> dict[str
             for name, reads in found[0].items()}
 
 
-def _long_run_teller(pipelines: int, samples: Samples, batches: int) -> Callable[[int], None]:
-    """Times the first pipeline's first seconds (`longrun.FirstPart`, per batch) and, when all `pipelines` will
-    take over a minute, says how long in one line on stderr, as run, bench and eval-coco do (round 32: a model of
-    ~2 s a call, each call under the time limit, ran 20 random samples through 4 pipelines for minutes without a
-    word; HRNet-W32 on 300 images took over a minute on 2 cores)."""
-    first_part = FirstPart(pipelines * batches)
+def _first_pipeline_watch(pipelines: int, samples: Samples, batches: int, plain: Path
+                          ) -> Callable[[int, int, int], None]:
+    """Watches the first pipeline, batch by batch.
 
-    def tell(done: int) -> None:
-        if seconds := first_part.tick(done):
+    Time: its first seconds (`longrun.FirstPart`); when all `pipelines` will take over a minute, says how long in one
+    line on stderr, as run, bench and eval-coco do (round 32: a model of ~2 s a call, each call under the time
+    limit, ran 20 random samples through 4 pipelines for minutes without a word; HRNet-W32 on 300 images took over
+    a minute on 2 cores).
+
+    Memory: the outputs of its first batch, extrapolated to every sample and pipeline (`HELD_PER_PIPELINE`); past
+    half of the memory this process may use (`machine.usable_memory`) the count is refused at once. The samples' own
+    cap counts inputs only: a model of 21 × 512 × 512 outputs took 24 GB at 85 random samples, and the system killed
+    it after 77 s."""
+    first_part = FirstPart(pipelines * batches)
+    budget = usable_memory() // 2
+
+    def watch(batches_done: int, samples_done: int, held: int) -> None:
+        if batches_done == 1 and budget and len(samples) > samples_done:
+            per_sample = held / samples_done * HELD_PER_PIPELINE * pipelines
+            if per_sample * len(samples) > budget:
+                most = max(1, int(budget // per_sample))
+                raise GraphsurgeryError(
+                    f"{len(samples):,} {samples.unit}: the model's outputs for them, held by {pipelines} pipelines "
+                    f"and compared, would take about {byte_size(int(per_sample * len(samples)))} "
+                    f"({held / samples_done / 2**20:,.1f} MiB of outputs a sample), more than half of the "
+                    f"{byte_size(2 * budget)} of memory this process may use", path=plain,
+                    fix=f"give at most {most:,} samples (--random {most}, or fewer --images), or fewer --backends")
+        if seconds := first_part.tick(batches_done):
             say_long_run(seconds, f"{pipelines} pipelines × {len(samples):,} {samples.unit} to run",
                          f"{seconds / pipelines / len(samples) * 1000:,.0f} ms per sample and pipeline, measured on "
                          "the first", "fewer --images or --random samples, or fewer --backends")
-    return tell
+    return watch
 
 
 def _run_patched(backend: str, patched: Path, precision: str, input_name: str, other: dict[str, np.ndarray],

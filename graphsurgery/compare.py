@@ -37,6 +37,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from graphsurgery.parts import row_parts
 from graphsurgery.steps.base import Comparison
 from graphsurgery.tolerances import DEFAULT_TIE
 
@@ -312,7 +313,7 @@ def compare_floats(name: str, actual: np.ndarray, expected: np.ndarray, *, atol:
     if kind == "integer" and actual.dtype.kind not in "biu":
         result.problem = f"holds {actual.dtype} where the model gives {expected.dtype}: integers were expected"
         return result
-    return _compared(result, [(actual, expected)], actual.shape)
+    return _compared(result, row_parts(actual, expected), actual.shape)
 
 
 def compare_float_parts(name: str, parts: Sequence[tuple[np.ndarray, np.ndarray]], *, atol: float, rtol: float
@@ -342,26 +343,34 @@ def _compared(result: FloatResult, parts: Sequence[tuple[np.ndarray, np.ndarray]
         return result
     if result.elements == 0:
         return result
-    finite, rel, worst, offset = [], [], (-1.0, 0), 0
+    # every part's differences where both sides are numbers, and their relative ones, written in place (the medians
+    # need them all): a list of parts joined at the end held each twice
+    finite, rel = np.empty(result.elements), np.empty(result.elements)
+    finite_count, rel_count, worst, offset = 0, 0, (-1.0, 0), 0
     for actual, expected in parts:
         diff, usable, b = _part_differences(result, actual, expected)
-        finite.append(diff[usable])
+        usable_diff = diff[usable]
+        finite[finite_count:finite_count + usable_diff.size] = usable_diff
+        finite_count += usable_diff.size
         reference = np.abs(b[usable])
+        del b
         result.largest = max(result.largest, float(reference[np.isfinite(reference)].max(initial=0.0)))
         nonzero = reference > 0
         with np.errstate(invalid="ignore"):  # round 41: a finite value against an infinite one is inf / inf: numpy's
-            quotient = finite[-1][nonzero] / reference[nonzero]  # warning on stderr (a pad_value of 1e19 overflowing)
+            quotient = usable_diff[nonzero] / reference[nonzero]  # warning on stderr (a pad_value of 1e19 overflowing)
         quotient[np.isnan(quotient)] = np.inf
-        rel.append(quotient)
+        rel[rel_count:rel_count + quotient.size] = quotient
+        rel_count += quotient.size
         if diff.size and (largest := float(diff.max())) > worst[0]:
             worst = (largest, offset + int(np.argmax(diff)))
         offset += diff.size
-    finite, rel = np.concatenate(finite), np.concatenate(rel)
+    finite, rel = finite[:finite_count], rel[:rel_count]
     if finite.size:
         result.max_abs, result.mean_abs, result.median_abs = (float(finite.max()), float(finite.mean()),
-                                                              float(np.median(finite)))
+                                                              float(np.median(finite, overwrite_input=True)))
     if rel.size:
-        result.max_rel, result.mean_rel, result.median_rel = float(rel.max()), float(rel.mean()), float(np.median(rel))
+        result.max_rel, result.mean_rel, result.median_rel = (float(rel.max()), float(rel.mean()),
+                                                              float(np.median(rel, overwrite_input=True)))
     if result.nan_mismatches:
         result.max_abs = result.max_rel = math.inf
     result.worst_index = [int(i) for i in np.unravel_index(worst[1], shape)]

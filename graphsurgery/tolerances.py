@@ -14,6 +14,7 @@ from dataclasses import replace
 import numpy as np
 
 from graphsurgery.errors import ArgumentError, GraphsurgeryError, finite, quoted
+from graphsurgery.parts import largest_finite, row_parts
 from graphsurgery.steps.base import Comparison
 
 #: The comparison of a model output no step declares (the network's own output, kept or passed through).
@@ -140,9 +141,7 @@ def scaled_tie(tie: Comparison, values: np.ndarray, tolerances: Tolerances, outp
 
 def _scaled(comparison: Comparison, values: np.ndarray, least: float) -> Comparison:
     """`comparison` with its atol at most MODEL_FLOAT_FLOOR's times the largest finite |value|, not below `least`."""
-    values = np.abs(np.asarray(values, np.float64))
-    magnitude = float(values[np.isfinite(values)].max(initial=0.0))
-    atol = max(least, min(comparison.atol, MODEL_FLOAT_FLOOR.atol * magnitude))
+    atol = max(least, min(comparison.atol, MODEL_FLOAT_FLOOR.atol * largest_finite(values)))
     return replace(comparison, atol=atol) if atol < comparison.atol else comparison
 
 
@@ -157,8 +156,7 @@ def float16_exponentials(wanted: dict[str, Comparison], tolerances: Tolerances, 
     computes in float16 from float32 inputs rounded apart, or OpenVINO at f32 not at all), and e^(l + δ) moves the
     probability by δ relative, its share of the sum by as much again. Round 41: at one step (2^-10) float16 logits
     up to ±15 FAILed right patches, scores 5.5e-3 apart relative. A tolerance set by the caller is kept."""
-    values = np.abs(np.asarray(output, np.float64))
-    magnitude = float(values[np.isfinite(values)].max(initial=0.0))
+    magnitude = largest_finite(output)
     rtol = FLOAT16_STEP * (1 + 2 * magnitude)
     result, raised = dict(wanted), []
     for name, comparison in wanted.items():
@@ -202,14 +200,19 @@ def measured_tie(tie: Comparison, values: Mapping[str, np.ndarray], on: str, tol
 
 def _raised(comparison: Comparison, values: Sequence[np.ndarray | None], name: str, backends: str
             ) -> tuple[Comparison, str | None]:
-    arrays = [np.asarray(value, np.float64) for value in values if value is not None]
+    arrays = [np.asarray(value) for value in values if value is not None]
     if len(arrays) < 2 or any(array.shape != arrays[0].shape for array in arrays) or arrays[0].size == 0:
         return comparison, None
-    finite = np.logical_and.reduce([np.isfinite(array) for array in arrays])
-    if not finite.any():
+    noise, magnitude, any_finite = 0.0, 0.0, False  # where every side is finite; part by part, in float64
+    for parts in row_parts(*arrays):
+        parts = [part.astype(np.float64) for part in parts]
+        finite = np.logical_and.reduce([np.isfinite(part) for part in parts])
+        if finite.any():
+            any_finite = True
+            noise = max(noise, *(float(np.abs(part[finite] - parts[0][finite]).max()) for part in parts[1:]))
+            magnitude = max(magnitude, float(np.abs(parts[0][finite]).max()))
+    if not any_finite:
         return comparison, None
-    noise = max(float(np.abs(array[finite] - arrays[0][finite]).max()) for array in arrays[1:])
-    magnitude = float(np.abs(arrays[0][finite]).max())
     if 2 * noise <= comparison.atol:
         return comparison, None
     if noise > ROUNDING_SHARE * magnitude:

@@ -97,10 +97,11 @@ from graphsurgery.twins import (
     unpatched_outputs,
 )
 
-#: What verify holds at its peak, per pipeline, in bytes of the plain model's outputs: each pipeline's outputs,
-#: their joined copies, and the float64 copies its comparisons make (24.5 times for 4 pipelines, measured on a model
-#: of 21 × 512 × 512 float32 outputs at 8 and 16 random samples: 4.5 and 8.8 GB)
-HELD_PER_PIPELINE = 6.5
+#: What verify holds at its peak, per pipeline, in bytes of the plain model's outputs: each pipeline's answers
+#: joined, the plain model's output as the decoding steps read it, and the float64 differences a comparison keeps for
+#: its medians (4 pipelines held 13.7 and 12.9 times, 4.8 and 9.1 GB, on a model of 21 × 512 × 512 float32 outputs
+#: at 16 and 32 random samples)
+HELD_PER_PIPELINE = 3.5
 
 
 @dataclass
@@ -335,7 +336,7 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
             seed)
         report.notes += probe_notes
         own_decode = int8_verification.own_decode(recipe, facts, answers["openvino"], samples, batch) if int8 else None
-    runs = {backend: concat(parts) for backend, parts in answers.items()}
+    runs = {backend: concat(answers.pop(backend)) for backend in backends}  # the parts go as they are joined
     report.problem = _input_ignored(unpatched[backends[0]], steps)
     raw = {backend: np.concatenate([output for output, _ in parts]) for backend, parts in decoded.items()}
     grids = heatmap_grid(recipe, facts, decoded[backends[0]], wanted)

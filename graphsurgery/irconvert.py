@@ -346,7 +346,8 @@ def _convert(model_path: Path, proto: onnx.ModelProto):
     except GraphsurgeryError:  # the file changed since it was read
         raise
     except Exception as exc:  # OpenVINO raises OpConversionFailure / RuntimeError with multi-line reports
-        refuse_if_limited(exc, "OpenVINO")  # `ulimit -v`: not "too large for this machine", nor the model's fault
+        # `ulimit -v`: not "too large for this machine", nor the model's fault
+        refuse_if_limited(exc, "OpenVINO", model_path)
         if any(sign in str(exc) for sign in OUT_OF_MEMORY):  # it named only its allocator's source line
             raise ModelError("OpenVINO ran out of memory converting the model: a tensor it computes from the "
                              "model's constants while converting (ConstantOfShape, Expand, Tile, a folded Loop) is "

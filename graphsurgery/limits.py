@@ -13,6 +13,7 @@ import errno
 import os
 import resource
 import sys
+from pathlib import Path
 
 from graphsurgery.errors import GraphsurgeryError
 
@@ -104,36 +105,40 @@ def ensure_processes() -> None:
                                 fix="raise the limit (`ulimit -u 4096`) and run the command again")
 
 
-def limit_error(exc: BaseException, what: str = "the command") -> GraphsurgeryError | None:
-    """The limit behind `exc`, as a one-line error, or None when no limit of the process explains it: an allocation
-    or library load failing under a memory limit, a thread not started under the user's process limit, a file
-    grown past `ulimit -f`, descriptors run out."""
+def limit_error(exc: BaseException, what: str = "the command", path: str | Path | None = None
+                ) -> GraphsurgeryError | None:
+    """The limit behind `exc`, as a one-line error naming `path` (the model the runtime was at; a file grown too
+    large names itself), or None when no limit of the process explains it: an allocation or library load failing
+    under a memory limit, a thread not started under the user's process limit, a file grown past `ulimit -f`,
+    descriptors run out."""
     text = str(exc).lower()
     no_thread = not isinstance(exc, OSError) and any(sign in text for sign in _NO_THREAD)
     memory = memory_limit()
     if memory and (isinstance(exc, MemoryError) or any(sign in text for sign in _OUT_OF_MEMORY)
                    or _frontend_missing(text) or no_thread):
         return GraphsurgeryError(f"{what} ran out of memory under the process's memory limit of {memory}",
-                                 fix="raise the limit (`ulimit -v unlimited`) and run the command again")
+                                 path=path, fix="raise the limit (`ulimit -v unlimited`) and run the command again")
     if no_thread:  # after the memory limit: a process limit is set for every user
         processes = process_limit()  # (tens of thousands by default); a container's pids limit holds root too
         held = (f"the user may run {processes:,} processes and threads (ulimit -u), their other processes included"
                 if processes is not None else "the system allows no more processes and threads")
         return GraphsurgeryError(f"{what} could not start a thread: {held}; a container may allow fewer",
-                                 fix="raise the limit (`ulimit -u 4096`) or end other processes, and run the command "
-                                     "again")
+                                 path=path, fix="raise the limit (`ulimit -u 4096`) or end other processes, and run "
+                                                "the command again")
     if isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE) or "too many open files" in text:
         return GraphsurgeryError(f"{what} ran out of file descriptors (the limit is {_soft(resource.RLIMIT_NOFILE)}, "
-                                 "ulimit -n)", fix="raise the limit (`ulimit -n 1024`) and run the command again")
+                                 "ulimit -n)", path=path,
+                                 fix="raise the limit (`ulimit -n 1024`) and run the command again")
     if isinstance(exc, OSError) and exc.errno == errno.EFBIG:
         return GraphsurgeryError(file_size_problem(), path=exc.filename, fix=file_size_fix())
     return None
 
 
-def refuse_if_limited(exc: BaseException, what: str) -> None:
-    """Raise `limit_error`'s one line when a limit of the process explains `exc` (then it is neither the model's
-    fault nor a bug); else return, for the caller's own message."""
-    limited = limit_error(exc, what)
+def refuse_if_limited(exc: BaseException, what: str, path: str | Path) -> None:
+    """Raise `limit_error`'s one line, naming `path`, when a limit of the process explains `exc` (then it is neither
+    the model's fault nor a bug); else return, for the caller's own message. `convert` of a model of static batch
+    100,000 under `ulimit -v` named no file."""
+    limited = limit_error(exc, what, path)
     if limited is not None:
         raise limited from None
 

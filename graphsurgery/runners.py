@@ -124,7 +124,7 @@ def _onnxruntime(model: Path, threads: int | None, spin: bool = True) -> Run:
     except GraphsurgeryError:
         raise
     except Exception as exc:  # onnxruntime raises its own untyped exceptions
-        refuse_if_limited(exc, "onnxruntime")  # `ulimit -v`: not the model's fault
+        refuse_if_limited(exc, "onnxruntime", model)  # `ulimit -v`: not the model's fault
         raise GraphsurgeryError(f"onnxruntime cannot load the model: {_first_line(exc)}", path=model,
                                 fix="check the model with `graphsurgery inspect`") from None
     names = [o.name for o in session.get_outputs()]
@@ -219,7 +219,8 @@ def compile_openvino(model: str | Path, precision: str = "f32", threads: int | N
     except GraphsurgeryError:  # the file changed since it was read (`read_by_path`)
         raise
     except Exception as exc:  # OpenVINO raises RuntimeError with multi-line reports
-        refuse_if_limited(exc, "OpenVINO")  # `ulimit -v`: "Cannot load library … failed to map segment", not the model
+        # `ulimit -v`: "Cannot load library … failed to map segment", not the model
+        refuse_if_limited(exc, "OpenVINO", model)
         if "wasn't fully converted" in str(exc):  # an op OpenVINO has no rule for: named as `convert` names it
             # (verify, bench and run said "Model wasn't fully converted", round 35)
             raise GraphsurgeryError(_unconverted(model, str(exc)), path=model,
@@ -345,7 +346,7 @@ def read_ir(model: Path):
     except GraphsurgeryError:  # the files changed since they were checked (`read_by_path`)
         raise
     except Exception as exc:  # OpenVINO raises RuntimeError with multi-line reports
-        refuse_if_limited(exc, "OpenVINO")
+        refuse_if_limited(exc, "OpenVINO", model)
         raise GraphsurgeryError(f"OpenVINO cannot read the IR: {_first_line(exc)}", path=model,
                                 fix="convert the model again with `graphsurgery convert`") from None
 
@@ -409,7 +410,7 @@ def failed_run(exc: Exception, runtime: str, model: Path, feeds: dict[str, np.nd
     since apply wrote it (round 27: one flipped bit in a Reshape's shape was "a graphsurgery bug"): one line."""
     from graphsurgery.modelio import made_here
 
-    refuse_if_limited(exc, runtime)  # an allocation failing under `ulimit -v`: not the model's fault
+    refuse_if_limited(exc, runtime, model)  # an allocation failing under `ulimit -v`: not the model's fault
     if not _fits(feeds, model_signature(model).inputs):
         raise exc
     own = "graphsurgery/" in str(exc)

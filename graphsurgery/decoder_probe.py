@@ -96,9 +96,9 @@ def _invalid_joints(maps: np.ndarray, refined: bool = False) -> np.ndarray:
 
 def run_probe(recipe: Recipe, facts: ModelFacts, proto: onnx.ModelProto | None, backend: str, output: np.ndarray,
               caller: str, feeds: dict[str, np.ndarray], folder: Path, seed: int) -> tuple[Probe | None, list[str]]:
-    """The probe of one sample: `proto` the patched model as verify read it (None for an IR), `output` its network
-    output (batch 1), `feeds` the caller's input (`caller`) and extra inputs for it, by the patched model's input
-    names. None when the recipe has no probe, or the patched
+    """The probe of one batch: `proto` the patched model as verify read it (None for an IR), `output` its network
+    output (one sample, or a model's static batch), `feeds` the caller's input (`caller`) and extra inputs for it,
+    by the patched model's input names. None when the recipe has no probe, or the patched
     graph cannot be cut at the network's output (an IR, a graph without a tensor of that name, output steps whose
     constants are external data); with the notes on what the probe left out (`probe_output`)."""
     probe, notes = probe_output(recipe, facts, output, seed)

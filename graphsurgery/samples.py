@@ -437,6 +437,13 @@ def chunks(samples: Samples, batch: int):
     """Batches of `batch` samples, each of one size. A group of exactly one batch comes whole, extras included
     (an image with its boxes: the boxes are not one per image)."""
     if any(len(tensors) % batch for tensors, _ in samples.groups):
+        if len(samples.groups) > 1:  # "2 images do not divide into batches of 2": two images of two sizes
+            counts = ", ".join(f"{len(tensors)}" for tensors, _ in samples.groups)
+            raise GraphsurgeryError(f"the model takes batches of {batch}, each of one size; the {len(samples)} "
+                                    f"{samples.unit} are of {len(samples.groups)} sizes ({counts} of each), not all a "
+                                    f"multiple of {batch}",
+                                    fix=f"use {samples.unit} of one size, {batch} or a multiple of {batch} of each "
+                                        f"size, or export the model with a dynamic batch")
         raise GraphsurgeryError(f"the model takes batches of {batch}; {len(samples)} {samples.unit} do not divide "
                                 f"into them", fix=f"use a multiple of {batch} {samples.unit}")
     for tensors, extras in samples.groups:

@@ -329,11 +329,12 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
             unpatched[key], decoded[key] = _run_unpatched(recipe, facts, backends[0], plain.path, input_name, other,
                                                           samples, batch, computed[backend])
         first, first_extras = samples.groups[0]
-        # round 42: the output steps' decisions, which samples rarely reach
+        # round 42: the output steps' decisions, which samples rarely reach; on the first batch (one sample, the
+        # batch of a dynamic one: a static batch of 2 was fed one, ONNX Runtime refused, an internal error)
         probe, probe_notes = (None, []) if int8 else run_probe(
-            recipe, facts, patched_proto, backends[0], decoded[backends[0]][0][0][:1], image_input.name,
-            {image_input.name: first[:1], **{name: value[:1] for name, value in first_extras.items()}}, Path(tmp),
-            seed)
+            recipe, facts, patched_proto, backends[0], decoded[backends[0]][0][0][:batch], image_input.name,
+            {image_input.name: first[:batch], **{name: value[:batch] for name, value in first_extras.items()}},
+            Path(tmp), seed)
         report.notes += probe_notes
         own_decode = int8_verification.own_decode(recipe, facts, answers["openvino"], samples, batch) if int8 else None
     runs = {backend: concat(answers.pop(backend)) for backend in backends}  # the parts go as they are joined
@@ -565,16 +566,18 @@ def _first_pipeline_watch(pipelines: int, samples: Samples, batches: int, plain:
     budget = usable_memory() // 2
 
     def watch(batches_done: int, samples_done: int, held: int) -> None:
-        if batches_done == 1 and budget and len(samples) > samples_done:
+        if batches_done == 1 and budget:  # the other pipelines and the comparisons are still to come
             per_sample = held / samples_done * HELD_PER_PIPELINE * pipelines
             if per_sample * len(samples) > budget:
-                most = max(1, int(budget // per_sample))
+                most = int(budget // per_sample) // samples_done * samples_done  # whole batches of a static one
                 raise GraphsurgeryError(
                     f"{len(samples):,} {samples.unit}: the model's outputs for them, held by {pipelines} pipelines "
                     f"and compared, would take about {byte_size(int(per_sample * len(samples)))} "
                     f"({held / samples_done / 2**20:,.1f} MiB of outputs a sample), more than half of the "
                     f"{byte_size(2 * budget)} of memory this process may use", path=plain,
-                    fix=f"give at most {most:,} samples (--random {most}, or fewer --images), or fewer --backends")
+                    fix=f"give at most {most:,} samples (--random {most}, or fewer --images), or fewer --backends"
+                    if most else f"export the model with a dynamic batch, or one under its {samples_done:,}, or give "
+                                 f"fewer --backends")
         if seconds := first_part.tick(batches_done):
             say_long_run(seconds, f"{pipelines} pipelines × {len(samples):,} {samples.unit} to run",
                          f"{seconds / pipelines / len(samples) * 1000:,.0f} ms per sample and pipeline, measured on "

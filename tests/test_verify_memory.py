@@ -5,6 +5,7 @@ of the machine's memory; a count that does not is refused with the count that do
 
 from __future__ import annotations
 
+import onnx
 import pytest
 from click.testing import CliRunner
 
@@ -66,3 +67,27 @@ def test_a_containers_memory_limit_is_the_machines_memory(tmp_path, monkeypatch,
     (tmp_path / "memory.max").write_text(limit)
     monkeypatch.setattr(machine, "CGROUP_MEMORY_LIMITS", (tmp_path / "memory.max", tmp_path / "absent"))
     assert machine.usable_memory() == (expected or machine.physical_memory()) > 0
+
+
+def static_batch(tiny_pose_models, folder, batch: int):
+    model = onnx.load(tiny_pose_models[(17, True)])
+    for value in (*model.graph.input, *model.graph.output):
+        value.type.tensor_type.shape.dim[0].dim_value = batch
+    onnx.save(model, folder / f"batch{batch}.onnx")
+    return folder / f"batch{batch}.onnx"
+
+
+def test_samples_in_one_batch_are_weighed_before_the_other_pipelines(tiny_pose_models, small_machine, tmp_path):
+    """A model of static batch 8 takes the 8 samples in one call: the first pipeline holds a quarter of what all
+    four and the comparisons will. Not even one batch fits: the fix is the model's batch."""
+    with pytest.raises(GraphsurgeryError, match="8 crops.*held by 4 pipelines") as refused:
+        verify(CROP, static_batch(tiny_pose_models, tmp_path, 8), random=8)
+    assert refused.value.fix.startswith("export the model with a dynamic batch, or one under its 8"), refused.value
+
+
+def test_the_count_offered_is_whole_batches(tiny_pose_models, small_machine, tmp_path):
+    """Two pipelines hold 7 samples here; a static batch of 2 takes 6 (7 would be refused: batches must be whole)."""
+    plain = static_batch(tiny_pose_models, tmp_path, 2)
+    with pytest.raises(GraphsurgeryError, match="--random 6"):
+        verify(CROP, plain, random=8, backends=["onnxruntime"])
+    assert verify(CROP, plain, random=6, backends=["onnxruntime"])

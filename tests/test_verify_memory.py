@@ -91,3 +91,17 @@ def test_the_count_offered_is_whole_batches(tiny_pose_models, small_machine, tmp
     with pytest.raises(GraphsurgeryError, match="--random 6"):
         verify(CROP, plain, random=8, backends=["onnxruntime"])
     assert verify(CROP, plain, random=6, backends=["onnxruntime"])
+
+
+def test_the_memory_benchmark_runs(capsys):
+    """benchmarks/verify_memory.py (BENCHMARKS.md's numbers) on one sample: verify passes in its fresh process."""
+    import importlib.util
+
+    from conftest import ROOT
+
+    spec = importlib.util.spec_from_file_location("verify_memory", ROOT / "benchmarks" / "verify_memory.py")
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    assert benchmark.main(["--samples", "1"]) == 0
+    row = capsys.readouterr().out.splitlines()[-1].split()
+    assert row[:2] == ["1", "0"], row  # one sample, verify exited 0 (PASS)

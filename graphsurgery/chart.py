@@ -68,11 +68,16 @@ def _without_matplotlibrc() -> Iterator[None]:
     the memory, binary bytes or `text.usetex: True` without LaTeX were internal errors, `savefig.dpi: 100000` ran out
     of memory. It is imported from graphsurgery's own folder, with MATPLOTLIBRC naming an empty file; the chart is
     drawn in matplotlib's default style too (`write_chart`), for settings read before (a --torch module that
-    imported matplotlib)."""
+    imported matplotlib). The folders matplotlib keeps its config and font cache in are taken where the user's
+    settings put them: a relative HOME, XDG_CONFIG_HOME, XDG_CACHE_HOME or MPLCONFIGDIR (`HOME=relative`) is made
+    absolute in the folder the command runs in, not read from graphsurgery's own (round 48: matplotlib wrote
+    `relative/.cache/matplotlib/fontlist-v3.11.0.json` into the installed package)."""
     if "matplotlib" in sys.modules:
         yield
         return
     given = os.environ.get("MATPLOTLIBRC")
+    relative = {name: value for name in _MATPLOTLIB_FOLDERS
+                if (value := os.environ.get(name)) and not os.path.isabs(value)}
     os.environ["MATPLOTLIBRC"] = os.devnull
     try:
         here = os.open(".", os.O_PATH | os.O_DIRECTORY)
@@ -80,16 +85,23 @@ def _without_matplotlibrc() -> Iterator[None]:
         here = None
     try:
         if here is not None:
+            for name, value in relative.items():
+                os.environ[name] = os.path.abspath(value)
             os.chdir(Path(__file__).parent)
         yield
     finally:
         if here is not None:
             os.fchdir(here)
             os.close(here)
+        os.environ.update(relative)
         if given is None:
             del os.environ["MATPLOTLIBRC"]
         else:
             os.environ["MATPLOTLIBRC"] = given
+
+
+#: the variables matplotlib finds its config and cache folders by (matplotlib._get_config_or_cache_dir)
+_MATPLOTLIB_FOLDERS = ("MPLCONFIGDIR", "XDG_CONFIG_HOME", "XDG_CACHE_HOME", "HOME")
 
 
 def write_chart(result: BenchResult, path: str | Path) -> Path:

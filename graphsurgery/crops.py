@@ -11,6 +11,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from graphsurgery.images import opencv
+
 PIXEL_STD = 200.0
 PADDING = 1.25
 #: person boxes given to a model that crops in the graph per call (eval-coco's `coco.WholeImages`, verify's and
@@ -66,7 +68,7 @@ def _third_point(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def crop(image_bgr: np.ndarray, center: np.ndarray, scale: np.ndarray, output_size: tuple[int, int] = (192, 256)
          ) -> np.ndarray:
     """Warp the region given by center/scale to `output_size` (W, H): uint8 HWC BGR, bilinear, like the authors."""
-    import cv2
+    cv2 = opencv()
 
     matrix = affine_transform(center, scale, output_size)
     return cv2.warpAffine(image_bgr, matrix, (int(output_size[0]), int(output_size[1])), flags=cv2.INTER_LINEAR)

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from graphsurgery.cocoformat import KEYPOINT_NAMES, SKELETON
+from graphsurgery.images import opencv
 
 LEFT, RIGHT, CENTRE = (255, 128, 0), (0, 128, 255), (0, 220, 0)  # BGR: left side blue, right side orange
 MONTAGE_COLUMNS = 6
@@ -27,7 +28,7 @@ def draw_skeleton(image: np.ndarray, boxes: Sequence[Sequence[float]], keypoints
                   scores: Sequence[np.ndarray], min_score: float, label: str = "") -> np.ndarray:
     """A copy of `image` with each person's box, the joints scoring above `min_score`, the limbs between them, and
     `label` (how the keypoints were computed: backend, precision) in the top-left corner."""
-    import cv2
+    cv2 = opencv()
 
     canvas = image.copy()
     thickness = max(1, round(max(image.shape[:2]) / 300))
@@ -62,7 +63,7 @@ def _point(xy: np.ndarray) -> tuple[int, int]:
 def heatmap_montage(crops: Sequence[np.ndarray], heatmaps: Sequence[np.ndarray]) -> np.ndarray:
     """Per person (at most MONTAGE_MAX_PERSONS), a grid of half-size tiles: the crop, then each joint's heatmap
     over it (colour-mapped; one scale per person, from 0 to its highest peak, so joints compare)."""
-    import cv2
+    cv2 = opencv()
 
     blocks = []
     for crop, maps in list(zip(crops, heatmaps))[:MONTAGE_MAX_PERSONS]:

@@ -192,6 +192,15 @@ class ModelError(GraphsurgeryError):
     """The model file cannot be read safely, or does not fit the recipe."""
 
 
+class SettingError(GraphsurgeryError):
+    """A variable of the environment the command cannot run with (an OpenCV setting OpenCV's parser refuses): it
+    names the variable, and no file is the user's to fix; a command naming its model on pathless refusals (verify's
+    `_naming`) keeps it as it is (round 48: "pose.onnx (patched by r.yaml): OPENCV_TRACE='yes' is no switch …")."""
+
+    def about(self, path: str | Path) -> GraphsurgeryError:
+        return self
+
+
 class ArgumentError(GraphsurgeryError, TypeError):
     """A Python API argument of the wrong type (a bytes path, "no" for a flag): a refusal like every other, in one
     line, and a TypeError too, as Python's own wrong-type errors are."""

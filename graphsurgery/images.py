@@ -16,12 +16,52 @@ from pathlib import Path
 
 import numpy as np
 
-from graphsurgery.errors import GraphsurgeryError, printable
+from graphsurgery.errors import GraphsurgeryError, SettingError, printable, quoted
 from graphsurgery.safeio import open_regular
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 MAX_PIXELS = 100_000_000
 MAX_SIDE = 1_000_000  # libpng's default user limit (JPEG stops at 65,535)
+
+#: OpenCV's settings it reads as sizes or switches from the environment (cv::utils::getConfigurationParameter…),
+#: most while `import cv2` runs, the others at the first decode or resize: a value its parser refuses ended the
+#: process (SIGABRT, "terminate called after throwing an instance of 'std::invalid_argument' what(): stoull": two
+#: lines of the C++ runtime above the supervisor's, which blamed the memory limit or the model; round 48)
+OPENCV_SIZES = tuple(f"OPENCV_{name}" for name in (
+    "IO_MAX_IMAGE_WIDTH", "IO_MAX_IMAGE_HEIGHT", "IO_MAX_IMAGE_PIXELS", "IO_MAX_IMAGE_PARAMS",
+    "IMGCODECS_AVIF_MAX_FILE_SIZE", "IMGCODECS_WEBP_MAX_FILE_SIZE", "FOR_THREADS_NUM", "KMEANS_PARALLEL_GRANULARITY",
+    "OPENCL_ALIGNMENT_MEM_USE_HOST_PTR", "THREAD_POOL_ACTIVE_WAIT_MAIN", "THREAD_POOL_ACTIVE_WAIT_PAUSE_LIMIT",
+    "THREAD_POOL_ACTIVE_WAIT_THREADS_LIMIT", "THREAD_POOL_ACTIVE_WAIT_WORKER", "TRACE_DEPTH_OPENCV",
+    "TRACE_MAX_CHILDREN", "TRACE_MAX_CHILDREN_OPENCV"))
+OPENCV_SWITCHES = tuple(f"OPENCV_{name}" for name in (
+    "BUFFER_AREA_ALWAYS_SAFE", "DUMP_CONFIG", "DUMP_ERRORS", "ENABLE_MEMALIGN", "SKIP_CPU_BASELINE_CHECK",
+    "OPENCL_CACHE_CLEANUP", "OPENCL_CACHE_ENABLE", "OPENCL_CACHE_LOCK_ENABLE", "OPENCL_CACHE_WRITE",
+    "OPENCL_DISABLE_BUFFER_RECT_OPERATIONS", "OPENCL_ENABLE_MEM_USE_HOST_PTR", "OPENCL_VALIDATE_BINARY_PROGRAMS",
+    "TRACE", "TRACE_ITT_ENABLE", "TRACE_ITT_PARENT", "TRACE_ITT_SET_THREAD_NAME", "TRACE_SYNC_OPENCL",
+    "VIDEOCAPTURE_DEBUG", "VIDEOIO_DEBUG", "VIDEOWRITER_DEBUG"))
+#: what OpenCV's parser takes: ASCII digits (at most 2^64 - 1) and a unit or none; the eight spellings of a switch
+_OPENCV_SIZE = re.compile(r"([0-9]+)(|MB|Mb|mb|KB|Kb|kb)")
+_OPENCV_SWITCH = ("1", "True", "true", "TRUE", "0", "False", "false", "FALSE")
+
+
+def opencv():
+    """The cv2 module, imported once OpenCV's settings in the environment are ones its parser takes."""
+    for variable in OPENCV_SIZES:
+        value = os.environ.get(variable)
+        size = None if value is None else _OPENCV_SIZE.fullmatch(value)
+        if value is not None and (size is None or int(size[1]) >= 2**64):
+            raise SettingError(f"{variable}={quoted(printable(value))} is no size OpenCV can read (it ends the "
+                               "process as OpenCV loads)", fix=f"set {variable} to a whole number (e.g. 1073741824, "
+                               "or with MB or KB after it), or unset it")
+    for variable in OPENCV_SWITCHES:
+        value = os.environ.get(variable)
+        if value is not None and value not in _OPENCV_SWITCH:
+            raise SettingError(f"{variable}={quoted(printable(value))} is no switch OpenCV can read (it ends the "
+                               "process as OpenCV loads)", fix=f"set {variable} to 1 or 0 (or true or false), or "
+                               "unset it")
+    import cv2
+
+    return cv2
 
 
 def list_images(paths: list[Path]) -> list[Path]:
@@ -57,7 +97,7 @@ def _judged(path: Path, question):
 
 def read_image(path: Path) -> np.ndarray:
     """Decode an image file into uint8 HWC BGR."""
-    import cv2
+    cv2 = opencv()
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)

@@ -73,11 +73,13 @@ NEWEST_OPSETS = _newest_opsets()
 @dataclass(frozen=True)
 class LoadedModel:
     """A model and the folder its external data is relative to; `data_files`: the external data files it names on
-    disk (also those whose small tensors were read inline on load: outputs must not land on them either)."""
+    disk (also those whose small tensors were read inline on load: outputs must not land on them either);
+    `data_ends`: for each, the end of the last byte its tensors read (None: to the end of the file)."""
 
     proto: onnx.ModelProto
     path: Path
     data_files: tuple[Path, ...] = ()
+    data_ends: tuple[int | None, ...] = ()
 
     @property
     def base_dir(self) -> Path:
@@ -87,16 +89,22 @@ class LoadedModel:
 def network_sha256(loaded: LoadedModel) -> str:
     """SHA-256 of the network a model file holds: its opsets, its graph and the content of its external data files
     (not its metadata, which apply rewrites). `apply` records it in the provenance, so that an IR converted from the
-    patched model can be traced to its plain model (`verify --precision int8 --patched`)."""
+    patched model can be traced to its plain model (`verify --precision int8 --patched`). A data file is read up to
+    the last byte its tensors read, which ends it as onnx writes one: bytes past it are no tensor's (a data file grown
+    sparse to 1 TB past its weights was read whole, `apply` running for an hour without a word; round 48)."""
     digest = hashlib.sha256()
     for entry in loaded.proto.opset_import:
         digest.update(entry.SerializeToString(deterministic=True))
     digest.update(loaded.proto.graph.SerializeToString(deterministic=True))
-    for data_file in loaded.data_files:
+    ends = loaded.data_ends or (None,) * len(loaded.data_files)
+    for data_file, end in zip(loaded.data_files, ends, strict=True):
         try:
             with open_regular(data_file, "an external data file", ModelError) as stream:
-                while chunk := stream.read(1 << 20):
+                left = end
+                while chunk := stream.read(1 << 20 if left is None else min(1 << 20, left)):
                     digest.update(chunk)
+                    if left is not None:
+                        left -= len(chunk)
         except OSError as exc:  # removed or made unreadable since the model was loaded
             raise ModelError(f"cannot read the model's external data ({exc.strerror})", path=data_file,
                              fix="check that the file is there and readable") from None
@@ -146,6 +154,7 @@ def _read_and_check(path: Path) -> LoadedModel:
     _check_tensor_sizes(proto, path)
     data_files = tuple(path.parent / name for name in sorted({ExternalDataInfo(t).location
                                                               for t in external_tensors(proto)}))
+    data_ends = _data_ends(proto, path, data_files)  # before small tensors are read inline, which drops their entries
     inlined = _inline_small_external(proto, path)
     _check_domains(proto, path)
     if file_identity(path) != read:  # the checker reads by path: it would judge another file (a FIFO: for ever)
@@ -156,7 +165,21 @@ def _read_and_check(path: Path) -> LoadedModel:
     check_folding(proto, path)
     _unknown_dims_symbolic(proto)
     remember_read(path, read)
-    return LoadedModel(proto, path, data_files)
+    return LoadedModel(proto, path, data_files, data_ends)
+
+
+def _data_ends(proto: onnx.ModelProto, path: Path, data_files: tuple[Path, ...]) -> tuple[int | None, ...]:
+    """For each data file, the end of the last byte a tensor reads from it (offsets and lengths checked already);
+    None where a tensor without a length reads to the end of the file."""
+    ends: dict[Path, int | None] = dict.fromkeys(data_files, 0)
+    for tensor in external_tensors(proto):
+        info = ExternalDataInfo(tensor)
+        data_file = path.parent / info.location
+        if info.length is None or ends[data_file] is None:
+            ends[data_file] = None
+        else:
+            ends[data_file] = max(ends[data_file], (info.offset or 0) + info.length)
+    return tuple(ends[data_file] for data_file in data_files)
 
 
 def _changed(path: Path) -> ModelError:

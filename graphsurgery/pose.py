@@ -27,7 +27,7 @@ from graphsurgery.boxes import Box, load_boxes
 from graphsurgery.cocoformat import keypoint_result
 from graphsurgery.draw import MONTAGE_MAX_PERSONS
 from graphsurgery.errors import ArgumentError, GraphsurgeryError, check_callback, finite, printable, whole
-from graphsurgery.images import list_images, read_image
+from graphsurgery.images import list_images, opencv, read_image
 from graphsurgery.limits import write_fix
 from graphsurgery.longrun import say_long_run
 from graphsurgery.modelio import model_paths
@@ -468,7 +468,7 @@ def _distinct(paths: Sequence[Path]) -> tuple[list[Path], list[str]]:
 
 def _write_image(path: Path, image: np.ndarray) -> None:
     """A debug JPEG; an image wider or taller than JPEG allows (65,500 px) is shrunk to fit, not refused at the end."""
-    import cv2
+    cv2 = opencv()
 
     side = max(image.shape[:2])
     if side > MAX_JPEG_SIDE:

@@ -14,9 +14,11 @@ indices exactly).
 
 from __future__ import annotations
 
+import lzma
 import math
 import tokenize
 import zipfile
+import zlib
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -52,11 +54,20 @@ def load_reference(path: str | Path) -> dict[str, np.ndarray]:
     try:
         if not zipfile.is_zipfile(path):  # np.load would return a bare array from a .npy
             raise ValueError("not a zip archive")
+        with open(path, "rb") as stream:  # np.load judges by the first bytes, zipfile by the last: a .npy followed by
+            if stream.read(4) not in (b"PK\x03\x04", b"PK\x05\x06"):  # a zip's index (a damaged .npz) was read as
+                raise ValueError("not a zip archive")  # that .npy, then an internal error (round 48)
         with np.load(path, allow_pickle=False) as data:
             _check_headers(data, path)
             arrays = {name: data[name] for name in data.files}
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError, SyntaxError,
-            tokenize.TokenError) as exc:  # EOFError: an empty file; the last two: a header that is no Python literal
+    except (RuntimeError, NotImplementedError) as exc:  # round 48: each was an internal error
+        if isinstance(exc, RecursionError):
+            raise
+        raise GraphsurgeryError("its arrays are encrypted or compressed by a method Python's zipfile cannot read",
+                                path=path, fix="write it with numpy.savez or numpy.savez_compressed") from None
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError, SyntaxError, tokenize.TokenError,
+            lzma.LZMAError, zlib.error) as exc:  # EOFError: an empty file; SyntaxError and TokenError: a header that
+        # is no Python literal; LZMAError, zlib.error: compressed data damaged (an internal error, round 48)
         raise GraphsurgeryError(f"not a readable .npz of numeric arrays ({type(exc).__name__})", path=path,
                                 fix="write it with numpy.savez(path, name=array, ...), without object arrays"
                                 ) from None

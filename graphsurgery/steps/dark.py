@@ -19,6 +19,7 @@ from onnx import TensorProto
 from pydantic import Field, field_validator
 
 from graphsurgery.emit import Emitter
+from graphsurgery.images import opencv
 from graphsurgery.registry import register
 from graphsurgery.steps.base import Comparison, OutputStep, StepError
 from graphsurgery.steps.output import heatmap_hw, off_centre, require, truncate
@@ -37,7 +38,7 @@ AROUND = ((0, 0), (1, 0), (-1, 0), (2, 0), (-2, 0), (0, 1), (0, -1), (0, 2), (0,
 def gaussian_kernel(size: int) -> np.ndarray:
     """OpenCV's 1-D Gaussian kernel for `size` with sigma from the size, as cv2.GaussianBlur(..., (size, size), 0)
     uses it on a float32 image."""
-    import cv2
+    cv2 = opencv()
 
     return cv2.getGaussianKernel(size, 0, cv2.CV_32F).ravel().astype(np.float32)
 
@@ -187,7 +188,7 @@ class DarkRefine(BlurredLogRefine):
 
 def _gaussian_blur(heatmaps: np.ndarray, kernel: int) -> np.ndarray:
     """mmpose's gaussian_blur, as written: per map, zero border, cv2.GaussianBlur, rescaled to the map's maximum."""
-    import cv2
+    cv2 = opencv()
 
     border = (kernel - 1) // 2
     k_maps, h, w = heatmaps.shape

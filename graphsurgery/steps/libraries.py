@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from graphsurgery.images import opencv
 from graphsurgery.steps.base import TensorSpec
 
 if TYPE_CHECKING:
@@ -36,7 +37,7 @@ def resize_vs_opencv(step: Resize, image: np.ndarray) -> dict:
     them), then the same crop or letterbox, so only the resampling differs. Differences are in the image's units.
     The step must know its target size (a bound step, or `size` given).
     """
-    import cv2
+    cv2 = opencv()
 
     if image.ndim not in (2, 3):
         raise ValueError(f"one image, H×W×C or H×W, not an array of shape {image.shape}")

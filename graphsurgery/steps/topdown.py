@@ -23,6 +23,7 @@ from pydantic import Field, field_validator
 
 from graphsurgery.crops import PADDING, PIXEL_STD
 from graphsurgery.emit import Emitter, Tensor
+from graphsurgery.images import opencv
 from graphsurgery.registry import register
 from graphsurgery.steps import affine_crop
 from graphsurgery.steps.base import (
@@ -345,7 +346,7 @@ def crop_vs_opencv(step: CropBoxes, image: np.ndarray) -> dict:
     """How far the step's crop is from the authors' `cv2.warpAffine` (INTER_LINEAR, zero border) on one H×W×C
     image, for the whole-image box: the step's numpy twin (which the graph matches) against OpenCV on the image in
     its own dtype, in the image's units. The step must know its size (bound to the model, or `size` given)."""
-    import cv2
+    cv2 = opencv()
 
     from graphsurgery.crops import affine_transform, box_to_center_scale, whole_image_box
 

@@ -92,7 +92,9 @@ def _detect(preset: str, out: str, console: Console) -> int:
 
 def _draw(image: np.ndarray, found: dict[str, np.ndarray], path: Path) -> tuple[Path, int]:
     """The image with each detection's box and class index; returns the file written and the count."""
-    import cv2
+    from graphsurgery.images import opencv
+
+    cv2 = opencv()  # OpenCV's settings checked first: one it cannot parse aborted the process as cv2 loaded
 
     canvas = image.copy()
     count = int(found["count"][0])

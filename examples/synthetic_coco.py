@@ -60,7 +60,9 @@ LIMB_BGR = (96, 100, 104)
 
 def write_coco_set(folder: str | Path, images: int = 8, seed: int = 0, size: tuple[int, int] = (640, 480)) -> Path:
     """Write `images` PNGs and `person_keypoints.json` into `folder`; returns the annotation file's path."""
-    import cv2
+    from graphsurgery.images import opencv
+
+    cv2 = opencv()  # OpenCV's settings checked first: one it cannot parse aborted the process as cv2 loaded
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -107,7 +109,9 @@ def _place_people(rng: np.random.Generator, size: tuple[int, int], count: int) -
 
 
 def _draw_person(canvas: np.ndarray, keypoints: np.ndarray) -> None:
-    import cv2
+    from graphsurgery.images import opencv
+
+    cv2 = opencv()
 
     height = keypoints[:, 1].max() - keypoints[:, 1].min()
     shift = 4  # sub-pixel drawing: coordinates in 1/16 pixel

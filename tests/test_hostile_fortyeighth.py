@@ -138,6 +138,15 @@ def test_an_opencv_setting_opencv_cannot_parse_is_one_line(tmp_path, variable, v
     assert not (tmp_path / "out").exists()
 
 
+def test_the_coco_example_refuses_such_a_setting_in_one_line(tmp_path):
+    """examples/synthetic_coco.py drew its set with OpenCV imported directly: SIGABRT as it loaded."""
+    done = subprocess.run([sys.executable, str(ROOT / "examples" / "synthetic_coco.py"), str(tmp_path / "set"),
+                           "--images", "1"], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), "OPENCV_TRACE": "yes"})
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 2 and len(lines) == 1 and "OPENCV_TRACE='yes'" in lines[0], done.stderr
+
+
 def test_opencv_settings_it_can_parse_still_run(tmp_path):
     patched = tmp_path / "patched.onnx"
     assert invoke("apply", POSE_RECIPE, pose_model(tmp_path / "pose.onnx"), "-o", patched).exit_code == 0

@@ -37,7 +37,7 @@ from graphsurgery.samples import DEFAULT_RANDOM, patched_inputs, plain_input, ra
 from graphsurgery.stability import Wobbles
 from graphsurgery.tolerances import Tolerances, tie_tolerance, with_tolerances
 from graphsurgery.twins import comparisons, decoded_output, extra_input_names, input_steps, other_inputs, with_geometry
-from graphsurgery.verification import PairReport, VerifyReport, compare
+from graphsurgery.verification import PairReport, VerifyReport, compare, refuse_unless_outputs_fit
 
 #: Arrays in a reference file at most (a recording is a few batches, not a data set)
 MAX_REFERENCE_BYTES = 2**31
@@ -137,6 +137,12 @@ def verify_reference(recipe: str | Path | Recipe, plain_model: str | Path, refer
                                     f"of the patched model ({', '.join(wanted)})", path=reference,
                                     fix="name your pipeline's answers as the patched model's outputs")
         image = model_signature(patched_path).inputs[0]
+        count = len(next(iter(expected.values())))
+        batch = image.shape[0] if isinstance(image.shape[0], int) else 1
+        refuse_unless_outputs_fit(sum(expected[name].nbytes for name in compared) / max(count, 1), count, "samples",
+                                  1 + len(backends), reference if pipeline is None else plain.path, batch,
+                                  "record at most {most:,} samples" if pipeline is None else
+                                  "give at most {most:,} samples (--random {most})")
         runs, ran = {}, {}
         for backend in backends:
             parts = [_run(backend, patched_path, precision if backend == "openvino" else "f32", feeds,
@@ -144,7 +150,6 @@ def verify_reference(recipe: str | Path | Recipe, plain_model: str | Path, refer
             runs[backend] = {name: np.concatenate([out[name] for out, _ in parts]) for name in parts[0][0]}
             ran[backend] = parts[0][1]
     _check_counts(expected, runs[backends[0]], compared, reference if pipeline is None else None, source)
-    count = len(next(iter(expected.values())))
     report = VerifyReport(recipe.source, str(plain.path), str(patched) if patched else "(built from the recipe)",
                           f"{count} {described}", count, backends, precision, "samples",
                           compared_with=f"your pipeline ({source})")

@@ -563,26 +563,35 @@ def _first_pipeline_watch(pipelines: int, samples: Samples, batches: int, plain:
     cap counts inputs only: a model of 21 × 512 × 512 outputs took 24 GB at 85 random samples, and the system killed
     it after 77 s."""
     first_part = FirstPart(pipelines * batches)
-    budget = usable_memory() // 2
 
     def watch(batches_done: int, samples_done: int, held: int) -> None:
-        if batches_done == 1 and budget:  # the other pipelines and the comparisons are still to come
-            per_sample = held / samples_done * HELD_PER_PIPELINE * pipelines
-            if per_sample * len(samples) > budget:
-                most = int(budget // per_sample) // samples_done * samples_done  # whole batches of a static one
-                raise GraphsurgeryError(
-                    f"{len(samples):,} {samples.unit}: the model's outputs for them, held by {pipelines} pipelines "
-                    f"and compared, would take about {byte_size(int(per_sample * len(samples)))} "
-                    f"({held / samples_done / 2**20:,.1f} MiB of outputs a sample), more than half of the "
-                    f"{byte_size(2 * budget)} of memory this process may use", path=plain,
-                    fix=f"give at most {most:,} samples (--random {most}, or fewer --images), or fewer --backends"
-                    if most else f"export the model with a dynamic batch, or one under its {samples_done:,}, or give "
-                                 f"fewer --backends")
+        if batches_done == 1:  # the other pipelines and the comparisons are still to come
+            refuse_unless_outputs_fit(held / samples_done, len(samples), samples.unit, pipelines, plain, samples_done,
+                                      "give at most {most:,} samples (--random {most}, or fewer --images)")
         if seconds := first_part.tick(batches_done):
             say_long_run(seconds, f"{pipelines} pipelines × {len(samples):,} {samples.unit} to run",
                          f"{seconds / pipelines / len(samples) * 1000:,.0f} ms per sample and pipeline, measured on "
                          "the first", "fewer --images or --random samples, or fewer --backends")
     return watch
+
+
+def refuse_unless_outputs_fit(per_sample: float, count: int, unit: str, pipelines: int, path: str | Path, batch: int,
+                              fewer: str) -> None:
+    """Refuse `count` samples of `per_sample` bytes of outputs when `pipelines` pipelines holding them and the
+    comparisons (`HELD_PER_PIPELINE`) would take more than half of the memory this process may use
+    (`machine.usable_memory`; unknown: not refused). `fewer`: the fix, formatted with `most`, the count that fits in
+    whole batches of `batch`."""
+    budget = usable_memory() // 2
+    held = per_sample * HELD_PER_PIPELINE * pipelines
+    if not budget or held * count <= budget:
+        return
+    most = int(budget // held) // batch * batch
+    raise GraphsurgeryError(
+        f"{count:,} {unit}: the model's outputs for them, held by {pipelines} pipelines and compared, would take "
+        f"about {byte_size(int(held * count))} ({per_sample / 2**20:,.1f} MiB of outputs a sample), more than half "
+        f"of the {byte_size(2 * budget)} of memory this process may use", path=path,
+        fix=f"{fewer.format(most=most)}, or fewer --backends" if most else
+        f"export the model with a dynamic batch, or one under its {batch:,}, or give fewer --backends")
 
 
 def _run_patched(backend: str, patched: Path, precision: str, input_name: str, other: dict[str, np.ndarray],

@@ -263,3 +263,31 @@ def test_recorded_heatmaps_do_not_excuse_a_wrong_pipeline(recorded, tmp_path):
     report = verify(CROP, plain, reference=path, backends=("onnxruntime",))
     keypoints = next(r for r in report.pairs[0].results if r.output == "keypoints")
     assert not report and keypoints.mismatches > 10
+
+
+@pytest.fixture
+def machine_of_one_and_a_half_samples(monkeypatch):
+    """A machine whose half holds a sample and a half of keypoints and scores (17 × 3 float32) held by the three
+    pipelines of a reference verify (yours, the patched model on two backends)."""
+    from graphsurgery import verification
+
+    monkeypatch.setattr(verification, "usable_memory",
+                        lambda: int(2 * 1.5 * 17 * 3 * 4 * verification.HELD_PER_PIPELINE * 3))
+
+
+def test_a_recording_too_large_to_compare_here_is_refused_naming_it(recorded, machine_of_one_and_a_half_samples):
+    """verify's outputs check (a model of large outputs ran the machine out of memory) holds for recordings too."""
+    plain, good, _ = recorded
+    with pytest.raises(GraphsurgeryError) as refused:
+        verify(CROP, plain, reference=good)
+    assert refused.value.path == str(good) and "2 samples" in refused.value.message
+    assert refused.value.fix.startswith("record at most 1 samples"), refused.value.fix
+
+
+def test_a_live_pipeline_on_too_many_samples_is_refused_with_the_count_that_fits(recorded,
+                                                                                 machine_of_one_and_a_half_samples):
+    plain, _, _ = recorded
+    PLAIN_FOR_LIVE["model"] = plain
+    with pytest.raises(GraphsurgeryError, match="3 samples") as refused:
+        verify(CROP, plain, reference_pipeline=live_pipeline, random=3)
+    assert refused.value.path == str(plain) and "--random 1" in refused.value.fix

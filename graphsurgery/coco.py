@@ -20,6 +20,7 @@ import io
 import itertools
 import json
 import math
+import stat
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -316,11 +317,24 @@ def annotated_people(annotations: str | Path, images: Path, boxes: str | Path | 
                                 fix="give a COCO keypoints file (person_keypoints_*.json): person (category 1) "
                                     "annotations with keypoints")
     for file_name in dict.fromkeys(person.file_name for person in people):
-        if not inside(images, file_name, "the annotation's file_name", annotations).is_file():
-            raise GraphsurgeryError(f"the annotation's file_name {quoted(file_name)} is not in {images} "
-                                    f"({images_option})", path=annotations,
-                                    fix=f"give {images_option} the folder of the annotated images")
+        image = inside(images, file_name, "the annotation's file_name", annotations)
+        if image.is_file():
+            continue
+        if image.exists():  # a FIFO, a folder, a device (links are resolved): "not in" misled
+            raise GraphsurgeryError(f"the annotation's file_name {quoted(file_name)} names no image file but a "
+                                    f"{_kind(image)}", path=image, fix="put the JPEG or PNG image there")
+        raise GraphsurgeryError(f"the annotation's file_name {quoted(file_name)} is not in {images} "
+                                f"({images_option})", path=annotations,
+                                fix=f"give {images_option} the folder of the annotated images")
     return gt, image_ids, people
+
+
+def _kind(path: Path) -> str:
+    """What stands at `path` where an image file was expected (round 48: a FIFO or a folder was "not in --images")."""
+    kinds = ((stat.S_ISDIR, "folder"), (stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "device"),
+             (stat.S_ISBLK, "device"))
+    mode = path.stat().st_mode
+    return next((name for test, name in kinds if test(mode)), "special file")
 
 
 def _load_coco(path: Path):

@@ -12,7 +12,9 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import re
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -216,4 +218,21 @@ def test_models_whose_keypoints_coco_cannot_score_are_refused(coco, recipes, tmp
     out = tmp_path / "x.xml"
     one_line_exit_2(invoke("convert", recipes[label], "--int8", "--calibration", coco.images, "--annotations",
                            coco.annotations, "--max-drop", "0.1", "-o", out), "--annotations", *needles)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("kind", ["FIFO", "folder"])
+def test_an_annotated_image_that_is_no_file_is_named_for_what_it_is(coco, tmp_path, kind):
+    """A FIFO or a folder under the annotated name was "'odd.png' is not in IMAGES — fix: give --calibration the
+    folder of the annotated images": it is there, and no image."""
+    images = tmp_path / "images"
+    shutil.copytree(coco.images, images)
+    odd = images / "odd.png"
+    {"FIFO": os.mkfifo, "folder": os.mkdir}[kind](odd)
+    annotations = _damaged(coco, tmp_path, lambda data: data["images"][0].update(file_name="odd.png"))
+    out = tmp_path / "x.xml"
+    one_line_exit_2(invoke("convert", coco.patched, "--int8", "--calibration", images, "--annotations", annotations,
+                           "--max-drop", "0.1", "-o", out),
+                    f"{odd}: the annotation's file_name 'odd.png' names no image file but a {kind}",
+                    "fix: put the JPEG or PNG image there")
     assert not out.exists()

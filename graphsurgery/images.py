@@ -153,8 +153,8 @@ def read_image(path: Path) -> np.ndarray:
         if max(width, height) > MAX_SIDE:  # libpng's own bound: a 1 × 100,000,000 PNG was "not a readable PNG"
             raise GraphsurgeryError(f"image is {width}×{height}, more than {MAX_SIDE:,} px a side, which libpng "
                                     "does not decode", path=path, fix="crop or downscale it first")
-        # libjpeg's "Premature end of JPEG file", libpng's complaints: not ours to print
-        with _native_stderr_silenced():
+        # libjpeg's "Premature end of JPEG file", libpng's complaints: not ours to print, but said in our words
+        with _native_stderr_kept() as said:
             try:
                 # the stored pixels, as the authors' loader reads them: the header's size, and the frame COCO
                 # annotations and boxes files give. OpenCV turned an image by its EXIF orientation (JPEG and PNG),
@@ -171,7 +171,27 @@ def read_image(path: Path) -> np.ndarray:
     if image is None:
         raise GraphsurgeryError("not a readable JPEG or PNG image (decoding failed)", path=path,
                                 fix="convert it to JPEG or PNG")
+    _note_damage(path, said)
     return image
+
+
+#: libjpeg's words for a JPEG it decoded only in part (its missing or damaged part grey)
+_JPEG_DAMAGE = re.compile(r"Premature end of JPEG file|Corrupt JPEG data[^\n]*")
+#: the images already said to be damaged (eval-coco decodes each image once per pipeline)
+_noted_damaged: set[str] = set()
+
+
+def _note_damage(path: Path, said: list[str]) -> None:
+    """One note on stderr, once per image, when libjpeg decoded the image only in part: a truncated or damaged JPEG
+    decodes with the rest grey (as `cv2.imread` does for the authors' loader, so both pipelines agree), and the poses
+    found in it were reported without a word (libjpeg's own warning was kept off stderr)."""
+    damage = _JPEG_DAMAGE.search("".join(said))
+    if damage is None or str(path) in _noted_damaged:
+        return
+    _noted_damaged.add(str(path))
+    sys.stderr.write(f"note: {printable(path)}: the JPEG is damaged or cut short (libjpeg: {damage.group()}); it "
+                     "was decoded with the missing part grey, as OpenCV does — copy the image again if that is not "
+                     "what it should be\n")
 
 
 def _opencv_path(path: Path, stream) -> str:
@@ -191,22 +211,36 @@ def _opencv_path(path: Path, stream) -> str:
 
 
 @contextmanager
-def _native_stderr_silenced() -> Iterator[None]:
-    """File descriptor 2 pointed at /dev/null for a native call: libjpeg and libpng print their warnings there
-    (a truncated JPEG decodes with its missing part grey, as `cv2.imread` does for the authors' loader; a PNG that
-    fails is refused in one line). A pipe could fill up and block the decoder; /dev/null cannot."""
+def _native_stderr_kept() -> Iterator[list[str]]:
+    """File descriptor 2 pointed at an anonymous memory file for a native call, whose text is appended to the list
+    yielded once the call is over: libjpeg and libpng print their warnings there (a truncated JPEG decodes with its
+    missing part grey, `_note_damage` says so in one line; a PNG that fails is refused in one line). A pipe could
+    fill up and block the decoder; a memory file cannot. Where there is none (not Linux), /dev/null: silence."""
+    said: list[str] = []
     try:
         if sys.stderr is not None:  # None: started with it closed (`2>&-`: AttributeError, an internal error)
             sys.stderr.flush()
         saved = os.dup(2)
     except (OSError, ValueError):  # no standard error to protect (closed, or not a file descriptor)
-        yield
+        yield said
         return
+    kept = _memory_file()
     try:
-        quiet = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(quiet, 2)
-        os.close(quiet)
-        yield
+        os.dup2(kept, 2)
+        yield said
     finally:
         os.dup2(saved, 2)
         os.close(saved)
+        try:
+            os.lseek(kept, 0, os.SEEK_SET)
+            said.append(os.read(kept, 4096).decode("utf-8", "replace"))
+        except OSError:  # /dev/null
+            pass
+        os.close(kept)
+
+
+def _memory_file() -> int:
+    try:
+        return os.memfd_create("graphsurgery-decoder-stderr")
+    except (AttributeError, OSError):
+        return os.open(os.devnull, os.O_WRONLY)

@@ -15,6 +15,8 @@ import json
 import os
 import re
 import shutil
+import socket
+import stat
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -221,14 +223,32 @@ def test_models_whose_keypoints_coco_cannot_score_are_refused(coco, recipes, tmp
     assert not out.exists()
 
 
-@pytest.mark.parametrize("kind", ["FIFO", "folder"])
+def _socket(path: Path) -> None:
+    """A UNIX socket bound at `path`, by a name relative to its folder (a socket's path is at most 107 bytes)."""
+    here = os.getcwd()
+    os.chdir(path.parent)
+    try:
+        socket.socket(socket.AF_UNIX).bind(path.name)
+    finally:
+        os.chdir(here)
+
+
+def _device(path: Path) -> None:
+    """A character device like /dev/null at `path` (root only)."""
+    try:
+        os.mknod(path, stat.S_IFCHR | 0o600, os.makedev(1, 3))
+    except PermissionError:
+        pytest.skip("making a device node needs root")
+
+
+@pytest.mark.parametrize("kind", ["FIFO", "folder", "socket", "device"])
 def test_an_annotated_image_that_is_no_file_is_named_for_what_it_is(coco, tmp_path, kind):
     """A FIFO or a folder under the annotated name was "'odd.png' is not in IMAGES — fix: give --calibration the
     folder of the annotated images": it is there, and no image."""
     images = tmp_path / "images"
     shutil.copytree(coco.images, images)
     odd = images / "odd.png"
-    {"FIFO": os.mkfifo, "folder": os.mkdir}[kind](odd)
+    {"FIFO": os.mkfifo, "folder": os.mkdir, "socket": _socket, "device": _device}[kind](odd)
     annotations = _damaged(coco, tmp_path, lambda data: data["images"][0].update(file_name="odd.png"))
     out = tmp_path / "x.xml"
     one_line_exit_2(invoke("convert", coco.patched, "--int8", "--calibration", images, "--annotations", annotations,

@@ -9,10 +9,14 @@ process and then drops every exception for a while, as the C code did, stands in
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
+
+from graphsurgery import launch
 
 #: the module that drops the exception: its loading signals the process, then swallows what the handler raises
 DROPPING_MODULE = """
@@ -83,3 +87,35 @@ def test_a_cpu_limit_dropped_in_a_del_is_sent_again():
     done = subprocess.run([sys.executable, "-c", UNRAISABLE], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stdout.split() == ["CpuTimeLimit"], (done.stdout, done.stderr)
     assert "Exception ignored" not in done.stderr, done.stderr
+
+
+def _frames(*files: str):
+    """A chain of stand-in frames, innermost first, in code from `files`."""
+    frame = None
+    for name in reversed(files):
+        frame = SimpleNamespace(f_code=SimpleNamespace(co_filename=name), f_back=frame)
+    return frame
+
+
+IMPORTING = ("/lib/abc.py", "<frozen importlib._bootstrap>", "/cli/verify.py")
+
+
+def test_a_signal_inside_an_import_is_left_to_a_thread_that_sends_it_again(monkeypatch):
+    started = []
+    monkeypatch.setattr(launch._thread, "start_new_thread", lambda *args: started.append(args))
+    assert launch._sent_again_later(signal.SIGXCPU, _frames(*IMPORTING))
+    assert started == [(launch._send_later, (signal.SIGXCPU,))]
+    assert not launch._sent_again_later(signal.SIGXCPU, _frames("/lib/abc.py", "/cli/verify.py"))
+    assert len(started) == 1
+
+
+def test_without_a_thread_to_spare_the_signal_is_acted_on_at_once(monkeypatch):
+    """`ulimit -u` reached: no thread can send it later; the handler raises now, as before."""
+    def refused(*args):
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(launch._thread, "start_new_thread", refused)
+    assert not launch._sent_again_later(signal.SIGXCPU, _frames(*IMPORTING))
+    monkeypatch.setattr(launch.signal, "signal", lambda *args: None)  # the process's own handlers stay as they are
+    with pytest.raises(launch.CpuTimeLimit):
+        launch.cpu_time_limit(signal.SIGXCPU, _frames(*IMPORTING))

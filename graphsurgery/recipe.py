@@ -245,6 +245,52 @@ def misplaced_steps(input_steps, output_steps) -> tuple[YamlPath, str, str] | No
             after = f"after {names[index - 1]}" if index else "first"
             return (("output", "steps", index, name), f"udp_refine refines the integer cells heatmap_argmax finds; "
                     f"it comes {after}", "put it right after `heatmap_argmax`, once, without another refinement")
+    return units_unfit(output_steps)
+
+
+#: The output steps that refine keypoints in heatmap cells, and those that decode them (in heatmap cells, or in
+#: crop pixels for SimCC)
+REFINEMENTS = ("quarter_offset", "dark_refine", "udp_refine")
+DECODERS = {"heatmap_argmax": "heatmap", "simcc_decode": "crop"}
+
+
+def units_unfit(output_steps) -> tuple[YamlPath, str, str] | None:
+    """A keypoint or box step that meets keypoints or boxes in other units than it reads, with the message and the
+    fix. Each reads them as it finds them: a second `to_image` (or a refinement after one) scaled crop pixels as
+    heatmap cells again (keypoints 4× too far, outside the crop), a second refinement moved refined keypoints again,
+    a second `boxes_to_image` moved image-pixel boxes through the letterbox again (other boxes, another count); the
+    numpy twins did the same, so `verify` passed the wrong answers (round 50). A decoder or `nms` starts afresh."""
+    units, refined, made_by = None, False, ""  # keypoints: heatmap, crop or image pixels, as the steps left them
+    boxes_mapped = False  # a detector's boxes: in the caller's image pixels (boxes_to_image), since the last nms
+    for index, step in enumerate(output_steps or ()):
+        name = getattr(step, "step_name", None)
+        at = ("output", "steps", index, name)
+        if name in DECODERS:
+            units, refined, made_by = DECODERS[name], False, name
+        elif name in REFINEMENTS and units is not None:
+            if units != "heatmap":
+                return (at, f"{name} refines keypoints in heatmap cells, but {made_by} has made them {units} pixels",
+                        f"put {name} before to_image")
+            if refined:
+                return (at, f"{name} refines the keypoints again, after {made_by}", "keep one refinement")
+            refined, made_by = True, name
+        elif name == "to_image" and units is not None:
+            reads = getattr(step, "units", "heatmap")
+            if units != reads:
+                fix = ("drop it: the keypoints are in image pixels already" if units == "image" else
+                       "give it `units: crop` (modes original, boxes, image), or drop it" if units == "crop" else
+                       "drop `units: crop`, or map them to crop pixels first with `to_image: {mode: crop}`")
+                return (at, f"to_image reads keypoints in {reads} {'cells' if reads == 'heatmap' else 'pixels'}, but "
+                            f"{made_by} has made them {units} {'cells' if units == 'heatmap' else 'pixels'}", fix)
+            units = "crop" if getattr(step, "mode", None) == "crop" else "image"
+            made_by = f"to_image (mode {getattr(step, 'mode', None)})"
+        elif name == "nms":
+            boxes_mapped = False
+        elif name == "boxes_to_image":
+            if boxes_mapped:
+                return (at, "boxes_to_image maps the boxes of the model's input to the image, and a boxes_to_image "
+                            "before it has mapped them already", "keep one boxes_to_image, after nms")
+            boxes_mapped = True
     return None
 
 
@@ -306,8 +352,12 @@ def revalidated(recipe: Recipe) -> Recipe:
 
 
 def parse_recipe(raw: bytes | str, source: str = "<string>") -> Recipe:
-    """Validate recipe text; `source` names it in errors."""
-    data_bytes = raw.encode() if isinstance(raw, str) else raw
+    """Validate recipe text; `source` names it in errors. A path or a dict was an AttributeError on `.decode`
+    (an internal error, round 50): refused, with the function that reads a file."""
+    if not isinstance(raw, (str, bytes, bytearray)):
+        raise ArgumentError(f"parse_recipe takes recipe text (str or bytes), not {type(raw).__name__} (a recipe "
+                            "file: graphsurgery.recipe.load_recipe(path))")
+    data_bytes = raw.encode() if isinstance(raw, str) else bytes(raw)
     try:
         text = data_bytes.decode("utf-8")
     except UnicodeDecodeError as exc:

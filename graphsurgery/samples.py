@@ -167,19 +167,29 @@ def random_box_samples(n: int, image_input: Port, layout: str, seed: int = 0) ->
                            f"outside, tiny; seed {seed})", "images")
 
 
-def box_image_samples(folder: Path, boxes_file: Path | str | None, image_input: Port, tensor: InputTensor
-                      ) -> Samples:
+def box_image_samples(folder: Path, boxes_file: Path | str | None, image_input: Port, tensor: InputTensor,
+                      crop_values: int | None = None) -> Samples:
     """Each image of the folder whole with its person boxes (or the whole-image box without a boxes file), for a
     recipe that crops them in the graph; images without boxes are left out. An image's boxes go in parts of at most
     BOXES_PER_CALL, one group each (the graph crops every box of a call at once: 3,000 boxes in one image ran out
-    of memory); each box's answer is its own, so the parts do not change them."""
+    of memory); each box's answer is its own, so the parts do not change them. `crop_values`: the values the graph
+    cuts for one box (the flip test's mirror included), where every box's crops are held at once (verify: its
+    network inputs), refused past `_most_samples` of them before an image is read."""
     from graphsurgery.boxes import load_boxes
     from graphsurgery.crops import in_parts, whole_image_box
     from graphsurgery.images import list_images, read_image
 
     boxes = load_boxes(Path(boxes_file)) if boxes_file is not None else None
+    paths = list_images([folder])
+    if crop_values is not None:  # 5,000 boxes in one image held 2N crops' network inputs twice: killed for memory
+        count = sum(len(boxes.get(path.name) or ()) for path in paths) if boxes is not None else len(paths)
+        most = _most_samples(crop_values)
+        if count > most:
+            raise GraphsurgeryError(f"the boxes make {count:,} crops of {crop_values:,} values each in the graph; "
+                                    f"verify holds them all at once, at most {most:,}", path=boxes_file or folder,
+                                    fix=f"give fewer boxes or images: {FEW}")
     groups, used, count = [], 0, 0
-    for path in list_images([folder]):
+    for path in paths:
         if boxes is not None and not boxes.get(path.name):
             continue
         image = read_image(path)

@@ -124,7 +124,9 @@ def splice(recipe: Recipe, proto: onnx.ModelProto, *, model_name: str = "model",
     graph = _import_quietly(proto)
     tensors, nodes = names_in_use(proto)  # the subgraphs' too: a new tensor must shadow none of them
     in_use = frozenset(tensors)
-    taken = tensors | nodes
+    # and the new input's name, which no spliced tensor may take (input.name `graphsurgery/pre/cast/Cast_output_0`
+    # made a graph that failed the checker, reported as a graphsurgery bug: round 50)
+    taken = tensors | nodes | ({recipe.input.name} if recipe.input and recipe.input.name else set())
     plan = SplicePlan(recipe=recipe.name, opset=opset)
     facts = ModelFacts.of(proto, recipe)
     extras: dict[str, gs.Variable] = {}

@@ -101,6 +101,21 @@ def tie_tolerance(declared: dict[str, Comparison], wanted: dict[str, Comparison]
     return tie if tie.kind == "float" else model_float(DEFAULT_TIE)
 
 
+def without_vacuous_tie(tolerances: Tolerances, tie: Comparison, values: np.ndarray, output: str
+                        ) -> tuple[Tolerances, str | None]:
+    """`tolerances` without the one set for `output` when, as the near-tie tolerance, it lets every value in
+    `values` tie with zero (atol ≥ the largest |value|, or rtol ≥ 1), with a note saying so: every keypoint or index
+    mismatch was then a near tie, and `--tolerance heatmaps=1e30` passed a decode that gave (−4, −4) for (0, 0)
+    (round 50). Near ties are then judged at the output's declared tolerance; the output itself keeps the one set."""
+    largest = largest_finite(values) if output in tolerances else 0.0
+    if largest == 0 or (tie.atol < largest and tie.rtol < 1):
+        return tolerances, None
+    note = (f"the tolerance set for {output} (atol {tie.atol:g}, rtol {tie.rtol:g}) lets every value of it tie "
+            f"(the largest is {largest:.3g}): near ties of the outputs decoded from it are judged at its declared "
+            "tolerance instead")
+    return {name: pair for name, pair in tolerances.items() if name != output}, note
+
+
 def allowance_note(declared: dict[str, Comparison], wanted: dict[str, Comparison]) -> str | None:
     """The report's line for the outputs whose declared float tolerance was raised to the model floor: what the
     step declares is shown beside what verify applies, never silently replaced."""

@@ -164,7 +164,8 @@ class Recipe(_Frozen):
     def _does_something(self):
         if self.input is None and self.output is None:
             raise ValueError("a recipe needs an `input` or an `output` section")
-        unpaired = misplaced_steps(self.input and self.input.steps, self.output and self.output.steps)
+        unpaired = misplaced_steps(self.input and self.input.steps, self.output and self.output.steps,
+                                   self.output and self.output.names)
         if unpaired is not None:  # a recipe built in Python (parse_recipe says it with the step's line)
             at, message, fix = unpaired
             raise ValueError(f"{dotted(at)}: {message} ({fix})")
@@ -232,7 +233,7 @@ def flip_unpaired(input_steps, output_steps) -> tuple[YamlPath, str, str] | None
     return None
 
 
-def misplaced_steps(input_steps, output_steps) -> tuple[YamlPath, str, str] | None:
+def misplaced_steps(input_steps, output_steps, output_names=None) -> tuple[YamlPath, str, str] | None:
     """Steps in an order they cannot work in (`flip_unpaired`), or `udp_refine` not right after `heatmap_argmax`:
     it reads the argmax's integer cells, as mmpose's refine_keypoints_dark_udp does; after another refinement its
     twin indexed past the heatmaps (IndexError in `verify`) or disagreed with the graph (a false FAIL)."""
@@ -245,7 +246,7 @@ def misplaced_steps(input_steps, output_steps) -> tuple[YamlPath, str, str] | No
             after = f"after {names[index - 1]}" if index else "first"
             return (("output", "steps", index, name), f"udp_refine refines the integer cells heatmap_argmax finds; "
                     f"it comes {after}", "put it right after `heatmap_argmax`, once, without another refinement")
-    return units_unfit(output_steps)
+    return units_unfit(output_steps) or unused_results(output_steps, output_names)
 
 
 #: The output steps that refine keypoints in heatmap cells, and those that decode them (in heatmap cells, or in
@@ -292,6 +293,44 @@ def units_unfit(output_steps) -> tuple[YamlPath, str, str] | None:
                             "before it has mapped them already", "keep one boxes_to_image, after nms")
             boxes_mapped = True
     return None
+
+
+def unused_results(output_steps, output_names) -> tuple[YamlPath, str, str] | None:
+    """An output step none of whose results any later step reads or `output.names` keeps (`output_names`; none: all
+    of them), with the message and the fix. Its work was thrown away in silence, and the recipe meant something
+    else: `nms` after `boxes_to_image` reads the candidates again, so the detections came out in the model input's
+    pixels; `heatmap_argmax` after `to_image` decoded the heatmaps afresh, in cells; a `softmax` whose
+    probabilities were not named, a second `topk` (round 50's leftover). Their twins did the same, so verify
+    passed."""
+    steps = list(output_steps or ())
+    latest: dict[str, int] = {}  # each result: the step that wrote it last
+    used = [False] * len(steps)
+    for index, step in enumerate(steps):
+        for key in getattr(step, "reads", ()):
+            if key in latest:
+                used[latest[key]] = True
+        written = [*step.writes(), *(["output"] if getattr(step, "rewrites_output", False) else [])]
+        used[index] = not written
+        latest.update(dict.fromkeys(written, index))
+    kept = output_names if isinstance(output_names, dict) and output_names else [k for k in latest if k != "output"]
+    if not set(kept) <= set(latest):  # names no step produces: refused by `OutputSection` for what they are
+        return None
+    for key in kept:
+        if key in latest:
+            used[latest[key]] = True
+    index = next((index for index, step_used in enumerate(used) if not step_used), None)
+    if index is None:
+        return None
+    step, written = steps[index], list(steps[index].writes())
+    later = next(((other, key) for other in steps[index + 1:] for key in other.writes() if key in written), None)
+    why = (f"{later[0].step_name} after it writes {later[1]} again before any step reads it" if later else
+           "no later step reads them and output.names leaves them out")
+    fix = ("drop the step, or name its results under output.names" if later is None else
+           f"keep one {step.step_name}" if later[0].step_name == step.step_name else
+           f"drop the step, or move it after {later[0].step_name} (a mapping such as to_image or boxes_to_image "
+           "comes after the step that decodes or selects)")
+    return (("output", "steps", index, step.step_name),
+            f"the results of {step.step_name} ({', '.join(written)}) are never used: {why}", fix)
 
 
 # --- loading -------------------------------------------------------------------------------------------------
@@ -374,7 +413,9 @@ def parse_recipe(raw: bytes | str, source: str = "<string>") -> Recipe:
             fix="start from recipes/hrnet_coco_pose.yaml",
         )
     data = _parse_steps(data, lines, source)
-    unpaired = misplaced_steps(*(_parsed_steps(data, side) for side in ("input", "output")))
+    output = data.get("output")
+    unpaired = misplaced_steps(*(_parsed_steps(data, side) for side in ("input", "output")),
+                               output.get("names") if isinstance(output, dict) else None)
     if unpaired is not None:
         at, message, fix = unpaired
         raise RecipeError(f"line {line_of(at, lines)}: {dotted(at)}: {message}", path=source, fix=fix)

@@ -139,4 +139,53 @@ def test_a_second_boxes_to_image_is_refused():
         parse_recipe(DETECTOR.read_text().replace(ONCE, ONCE * 2))
     assert "output.steps[3].boxes_to_image" in str(refused.value)
     again = DETECTOR.read_text().replace(ONCE, ONCE + "    - nms: {}\n" + ONCE)  # a new nms: boxes of the model again
-    assert [step.step_name for step in parse_recipe(again).output.steps][-2:] == ["nms", "boxes_to_image"]
+    with pytest.raises(RecipeError, match="line 32") as refused:  # which throws the first mapping away
+        parse_recipe(again)
+    assert "output.steps[2].boxes_to_image: the results of boxes_to_image" in str(refused.value)
+
+
+# --- round 50's leftover: steps whose results nothing uses ---------------------------------------------------
+
+CLASSIFIER = ROOT / "recipes" / "imagenet_classifier.yaml"
+
+
+@pytest.mark.parametrize(("recipe", "old", "new", "refused"), [
+    (POSE, "    - to_image: {mode: crop}\n", "    - to_image: {mode: crop}\n    - heatmap_argmax: {}\n",
+     "output.steps[1].to_image: the results of to_image (keypoints) are never used: heatmap_argmax after it writes "
+     "keypoints again before any step reads it — fix: drop the step, or move it after heatmap_argmax"),
+    (DETECTOR, ONCE, ONCE + "    - nms: {}\n",
+     "output.steps[2].boxes_to_image: the results of boxes_to_image (boxes, scores, classes, count) are never used: "
+     "nms after it writes boxes again"),
+    (DETECTOR, "    - nms:", "    - yolo_boxes: {format: v8}\n    - nms:",
+     "output.steps[0].yolo_boxes: the results of yolo_boxes (candidates, class_scores) are never used: yolo_boxes "
+     "after it writes candidates again before any step reads it — fix: keep one yolo_boxes"),
+    (CLASSIFIER, "    - topk: {k: 5}\n", "    - topk: {k: 5}\n    - topk: {k: 3}\n", "fix: keep one topk"),
+    (CLASSIFIER, "    - softmax: {}\n", "    - softmax: {}\n    - softmax: {}\n", "fix: keep one softmax"),
+    (POSE, "    - heatmap_argmax: {}\n", "    - softmax: {}\n    - heatmap_argmax: {}\n",
+     "output.steps[0].softmax: the results of softmax (probabilities) are never used: no later step reads them and "
+     "output.names leaves them out — fix: drop the step, or name its results under output.names"),
+], ids=["argmax-after-to_image", "nms-after-boxes_to_image", "yolo_boxes-twice", "topk-twice", "softmax-twice",
+        "softmax-unnamed"])
+def test_a_step_whose_results_nothing_uses_is_refused_at_its_line(recipe, old, new, refused):
+    """Each was applied, and verified, in silence: its twin threw the same work away (nms after boxes_to_image gave
+    the detections in the model input's pixels)."""
+    from graphsurgery.errors import RecipeError
+    from graphsurgery.recipe import parse_recipe
+
+    text = recipe.read_text()
+    assert old in text
+    with pytest.raises(RecipeError, match=r"line \d+: ") as raised:
+        parse_recipe(text.replace(old, new, 1))
+    assert refused in " ".join(str(raised.value).split())
+
+
+def test_a_result_named_or_read_is_used():
+    """A softmax whose probabilities are named is kept (beside the heatmap decode), as is the classifier's softmax
+    that topk reads."""
+    from graphsurgery.recipe import load_recipe, parse_recipe
+
+    text = POSE.read_text().replace("    - heatmap_argmax: {}\n", "    - softmax: {}\n    - heatmap_argmax: {}\n")
+    named = text.replace("names: {keypoints: keypoints, scores: scores}",
+                         "names: {keypoints: keypoints, scores: scores, probabilities: probabilities}")
+    assert [step.step_name for step in parse_recipe(named).output.steps][0] == "softmax"
+    assert [step.step_name for step in load_recipe(CLASSIFIER).output.steps] == ["softmax", "topk"]

@@ -125,14 +125,13 @@ QUICK_NOTE = ("import sys, graphsurgery.longrun as longrun; longrun.LONG_RUN_SEC
 
 
 def test_a_command_of_many_short_steps_says_it_is_still_at_work(tmp_path, temporary):
-    """`verify --random 1` on a model of ~20 s a call: 4 pipelines of one call each, every one under the time limit,
+    """`verify --random 1` on a model of ~5 s a call: 4 pipelines of one call each, every one under the time limit,
     ran for a minute and more without a word (one batch: its own long-run note cannot extrapolate); `run` with 199
     boxes (under the 200 crops it times) for an hour. The supervisor, which sees the whole command, says it past
     LONG_RUN_SECONDS."""
-    from test_hostile_thirteenth import save
-    from test_hostile_thirtysecond import POSE, slow_model
+    from test_hostile_thirtysecond import POSE, slow_model_of
 
-    model = save(slow_model(1_000_000), tmp_path / "slow.onnx")
+    model = slow_model_of(5.0, tmp_path / "slow.onnx")
     process = subprocess.Popen([sys.executable, "-c", QUICK_NOTE, "verify", POSE, model, "--random", "1"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                                env={**os.environ, "TMPDIR": str(temporary)}, start_new_session=True)

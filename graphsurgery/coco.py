@@ -205,7 +205,8 @@ def evaluate_coco(recipe: str | Path | Recipe, plain_model: str | Path, annotati
             if not top_down:
                 results = [person_result(person, answer, size, in_image_pixels)
                            for person, answer in zip(people, answers)]
-            report.pipelines.append(PipelineResult(name, backend, precision, keypoint_stats(gt, results, image_ids),
+            stats = keypoint_stats(gt, results, image_ids, plain.path)
+            report.pipelines.append(PipelineResult(name, backend, precision, stats,
                                                    keep(results_name(kind, backend), results)))
     return report
 
@@ -412,6 +413,12 @@ def _check_ground_truth(dataset: dict, path: Path) -> None:
         if not whole(ann.get("num_keypoints")) or ann["num_keypoints"] < 0:
             refuse(f"annotation {ann_id} has num_keypoints {ann.get('num_keypoints')!r}",
                    "give the number of annotated joints (v > 0) as num_keypoints")
+        labelled = sum(1 for visible in keypoints[2::3] if visible > 0)
+        if (ann["num_keypoints"] == 0) != (labelled == 0):  # COCOeval ignores a person of num_keypoints 0, the
+            # crops do not: every person so written scored AP -1, "NO PARITY" (exit 1), of a file's mistake
+            refuse(f"annotation {ann_id} has num_keypoints {ann['num_keypoints']} and {labelled} joints labelled "
+                   "(v > 0): COCOeval ignores a person of num_keypoints 0, and crops every person with a labelled "
+                   "joint", "give the number of annotated joints (v > 0) as num_keypoints")
 
 
 def _annotation_id(value) -> bool:
@@ -660,8 +667,17 @@ def person_result(person: PersonBox, answer: Answer, size: tuple[int, int], in_i
     return keypoint_result(person.image_id, keypoints, scores, person.score)
 
 
-def keypoint_stats(gt, results: list[dict], image_ids: list[int]) -> list[float]:
+def keypoint_stats(gt, results: list[dict], image_ids: list[int], model: Path | None = None) -> list[float]:
+    """COCO keypoint AP and AR of `results`. A person of another number of joints than COCO's 17 (a 16-joint MPII
+    model) is refused naming `model`: pycocotools' OKS failed on it, an internal error (round 49)."""
     from pycocotools.cocoeval import COCOeval
+
+    joints = next((len(r["keypoints"]) // 3 for r in results if len(r["keypoints"]) != 3 * len(KEYPOINT_NAMES)),
+                  None)
+    if joints is not None:
+        raise GraphsurgeryError(f"the pipeline gives {joints} joints per person; COCO keypoint AP scores "
+                                f"COCO's {len(KEYPOINT_NAMES)}", path=model,
+                                fix=f"evaluate a model with {len(KEYPOINT_NAMES)} heatmaps in COCO's joint order")
 
     with contextlib.redirect_stdout(io.StringIO()):
         dt = gt.loadRes(results)

@@ -255,13 +255,23 @@ def read_by_path(path: Path) -> Iterator[None]:
 
 def _unknown_dims_symbolic(proto: onnx.ModelProto) -> None:
     """Dims that exporters write as -1 or 0 for "unknown" (tf2onnx, Paddle) become named, symbolic dims, as ONNX
-    spells unknown: every later step then treats them as dynamic instead of as sizes. The file is not changed."""
-    for value in (*proto.graph.input, *proto.graph.output, *proto.graph.value_info):
+    spells unknown: every later step then treats them as dynamic instead of as sizes. The file is not changed.
+    Such a dim in the value_info of a graph input or output takes the size its declaration gives: the graph editor
+    believes the value_info, and heatmaps declared [N, 17, 16, 12] beside a value_info [0, 17, 0, 12] were refused
+    as "not static" (round 49)."""
+    declared = {value.name: value.type.tensor_type.shape.dim for value in (*proto.graph.input, *proto.graph.output)}
+    entries = [(value, ()) for value in (*proto.graph.input, *proto.graph.output)]
+    entries += [(value, declared.get(value.name, ())) for value in proto.graph.value_info]
+    for value, sizes in entries:
         if value.type.WhichOneof("value") != "tensor_type":
             continue
         for axis, dim in enumerate(value.type.tensor_type.shape.dim):
             if dim.WhichOneof("value") == "dim_value" and dim.dim_value <= 0:
-                dim.dim_param = f"{value.name}_{axis}"
+                size = sizes[axis].dim_value if axis < len(sizes) else 0
+                if size > 0:
+                    dim.dim_value = size
+                else:
+                    dim.dim_param = f"{value.name}_{axis}"
 
 
 def _check_text(proto: onnx.ModelProto, path: Path) -> None:

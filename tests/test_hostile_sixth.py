@@ -276,6 +276,9 @@ def _set_first_image(data, key, value):
     (lambda d: d["annotations"][0].update(keypoints=["1"] * 51), "keypoint values that are not finite numbers"),
     (lambda d: d["annotations"][0].update(keypoints=None), "has keypoints None, not 51"),  # internal error
     (lambda d: d["annotations"][0].pop("num_keypoints"), "has num_keypoints None"),  # internal error
+    # COCOeval ignored the person, the crops did not: with every person so, AP -1 and "NO PARITY" (round 50)
+    (lambda d: d["annotations"][0].update(num_keypoints=0), "has num_keypoints 0 and 17 joints labelled"),
+    (lambda d: d["annotations"][0].update(num_keypoints=3, keypoints=[0] * 51), "has num_keypoints 3 and 0 joints"),
     (lambda d: [a.update(id=1) for a in d["annotations"]], "annotation id 1 is given twice"),  # silently dropped
     (lambda d: _set_first_image(d, "id", "a"), "image id 'a' is not a whole number"),  # internal error
     (lambda d: _set_first_image(d, "file_name", None), "has file_name None"),  # internal error

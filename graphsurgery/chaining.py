@@ -25,7 +25,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from graphsurgery import __version__
 from graphsurgery.compare import differences
-from graphsurgery.errors import ArgumentError, GraphsurgeryError, ModelError, whole
+from graphsurgery.errors import ArgumentError, GraphsurgeryError, ModelError, printable, whole
 from graphsurgery.longrun import FirstPart, say_long_run
 from graphsurgery.model import PROVENANCE_KEY, model_opset, node_reads, provenance, shapes_only
 from graphsurgery.modelio import check_output_path, external_tensors, load_model, model_paths, save_model
@@ -83,7 +83,7 @@ def chain(detector: str | Path, pose: str | Path, out: str | Path, *, person_cla
             raise ModelError("the model keeps its weights in an external data file", path=loaded.path,
                              fix="chain models saved whole (onnx.save without external data)")
     _check_signatures(first.proto, second.proto, detector, pose)
-    notes = _check_person_class(first.proto, person_class, detector)
+    notes = _check_person_class(first.proto, person_class, detector) + _left_out(first.proto, second.proto)
     if model_opset(first.proto) != model_opset(second.proto):
         raise ModelError(f"the detector has opset {model_opset(first.proto)} and the pose model "
                          f"{model_opset(second.proto)}", path=pose, fix="export (or --upgrade-opset) both at one opset")
@@ -123,9 +123,25 @@ def _check_signatures(detector: onnx.ModelProto, pose: onnx.ModelProto, detector
                    f"[{', '.join(map(str, _dims(model, 'image')))}]"
              for name, model in (("detector", detector), ("pose", pose))}
     if image["detector"] != image["pose"]:
+        # of one type, they differ in dims: other recipes were no fix (round 49: a dynamic-batch detector)
+        same_type = image["detector"].split(" [")[0] == image["pose"].split(" [")[0]
         raise ModelError(f"the two models take different images: detector {image['detector']}, pose {image['pose']}",
                          path=pose_path,
-                         fix="patch both with recipes that take the same image (uint8 [1, H, W, 3] BGR)")
+                         fix="export both at the same image size, batch 1 (the chain feeds one image [1, H, W, 3] to "
+                             "both)" if same_type
+                         else "patch both with recipes that take the same image (uint8 [1, H, W, 3] BGR)")
+
+
+def _left_out(detector: onnx.ModelProto, pose: onnx.ModelProto) -> list[str]:
+    """A note naming the outputs of either model the chained model does not give (a detector's second head, a pose
+    model's kept heatmaps): they were dropped without a word (round 49)."""
+    dropped = [f"the detector's {printable(o.name)}" for o in detector.graph.output if o.name not in DETECTOR_OUTPUTS]
+    dropped += [f"the pose model's {printable(o.name)}" for o in pose.graph.output
+                if o.name not in ("keypoints", "scores")]
+    if not dropped:
+        return []
+    return [f"the chained model gives {', '.join(OUTPUTS)}; it leaves out {', '.join(dropped)} (run the models one "
+            "after the other for those)"]
 
 
 def _check_detector_outputs(detector: onnx.ModelProto, path: Path) -> None:

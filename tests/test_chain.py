@@ -140,3 +140,41 @@ def test_models_of_two_opsets_are_refused(patched, tmp_path):
     with pytest.raises(GraphsurgeryError, match="the detector has opset 17 and the pose model 13"):
         chain(patched["detector"], older, tmp_path / "x.onnx")
     assert not (tmp_path / "x.onnx").exists()
+
+
+def _edited(path: Path, out: Path, edit) -> Path:
+    import onnx
+
+    model = onnx.load(str(path))
+    edit(model.graph)
+    onnx.save(model, str(out))
+    return out
+
+
+def test_outputs_the_chain_leaves_out_are_named_in_a_note(patched, tmp_path):
+    """A pose model's second output (here `peaks`, a copy of its keypoints) is not in the chained model: it was
+    dropped without a word (round 49)."""
+    from onnx import TensorProto, helper
+
+    def with_peaks(graph):
+        graph.node.append(helper.make_node("Identity", ["keypoints"], ["peaks"]))
+        graph.output.append(helper.make_tensor_value_info("peaks", TensorProto.FLOAT, ["people", 17, 2]))
+
+    pose = _edited(patched["pose"], tmp_path / "peaks.onnx", with_peaks)
+    result = chain(patched["detector"], pose, tmp_path / "chained.onnx")
+    assert ("the chained model gives person_boxes, person_scores, keypoints, keypoint_scores; it leaves out the pose "
+            "model's peaks (run the models one after the other for those)") in result.notes
+    assert not any("leaves out" in note for note in chain(patched["detector"], patched["pose"],
+                                                          tmp_path / "plain.onnx").notes)
+
+
+def test_images_of_other_dims_are_refused_with_the_export_to_make(patched, tmp_path):
+    """A pose model taking [N, H, W, 3] beside the detector's [1, H, W, 3]: the fix said to patch both with recipes
+    that take the same image, which they were (round 49)."""
+    def any_batch(graph):
+        graph.input[0].type.tensor_type.shape.dim[0].dim_param = "N"
+
+    pose = _edited(patched["pose"], tmp_path / "batch_n.onnx", any_batch)
+    with pytest.raises(GraphsurgeryError, match=r"different images: .* fix: export both at the same image size, "
+                                                r"batch 1"):
+        chain(patched["detector"], pose, tmp_path / "chained.onnx")

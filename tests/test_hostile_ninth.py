@@ -431,6 +431,9 @@ def test_eval_coco_never_writes_its_report_over_a_results_file(coco, tmp_path):
     (["eval-coco", "r.yaml", "m.onnx", "--limit", "0"], "0 is not in the range x>=1"),
     (["inspect", "m.onnx", "--no-such-option"], "No such option '--no-such-option'"),
     (["run", "m.onnx", "a.jpg", "--batch", "two"], "'two' is not a valid integer"),
+    # click's parser raises these without a context: "Error: Option '--json' requires an argument." (round 50)
+    (["verify", "r.yaml", "m.onnx", "--json"], "Option '--json' requires an argument."),
+    (["run", "m.onnx", "-o"], "Option '-o' requires an argument."),
 ])
 def test_click_usage_errors_are_one_line_with_the_usage_as_the_fix(args, message):
     """Click printed three lines (usage, a hint, the error) for a bad option value or a missing argument."""

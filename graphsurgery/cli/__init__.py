@@ -94,6 +94,10 @@ class _Group(click.Group):
         except GraphsurgeryError as exc:
             self._end(*ending(exc))
         except click.UsageError as exc:  # a command's options, parsed in its own context
+            if exc.ctx is None and ctx.invoked_subcommand:  # click's parser raises an option's missing value
+                # without it: "Error: Option '--json' requires an argument.", not our line (round 50's leftover)
+                command = self.get_command(ctx, ctx.invoked_subcommand)
+                exc.ctx = command and click.Context(command, info_name=ctx.invoked_subcommand, parent=ctx)
             self._usage_error(exc)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise

@@ -79,20 +79,18 @@ def input_bounds(recipe: Recipe, facts: ModelFacts, steps: Sequence[InputStep], 
     return bounds
 
 
-def exposed_copy(patched: Path, network_input: onnx.ValueInfoProto, folder: Path) -> Exposed | None:
-    """The copy, when `patched` is an ONNX model whose spliced input chain feeds the network through one tensor
-    (declared with the element type and rank of the plain model's input `network_input`); None otherwise (verify
-    then compares outputs directly)."""
+def exposed_copy(patched: Path, network_input: onnx.ValueInfoProto, folder: Path,
+                 plain: onnx.GraphProto) -> Exposed | None:
+    """The copy, when `patched` is an ONNX model whose network reads its input through one tensor (declared with
+    the element type and rank of the plain model's input `network_input`); None otherwise (verify then compares
+    outputs directly)."""
     if patched.suffix.lower() != ".onnx":
         return None
     loaded = load_model(patched)
     graph = loaded.proto.graph
-    made = {name for node in graph.node if node.name.startswith(SPLICED_INPUT) for name in node.output}
-    read = {name for node in graph.node if not node.name.startswith("graphsurgery/") for name in node.input}
-    candidates = made & read
-    if len(candidates) != 1:
+    tensor = _network_read(graph, plain, network_input.name)
+    if tensor is None:
         return None
-    tensor = candidates.pop()
     proto = onnx.ModelProto()
     proto.CopyFrom(loaded.proto)
     _keep_only_what_computes(proto.graph, tensor)
@@ -103,6 +101,31 @@ def exposed_copy(patched: Path, network_input: onnx.ValueInfoProto, folder: Path
     out = folder / "exposed.onnx"
     save_model(proto, out, external_base=loaded.base_dir, check=False)
     return Exposed(out, tensor)
+
+
+def _network_read(graph: onnx.GraphProto, plain: onnx.GraphProto, name: str) -> str | None:
+    """The tensor the patched `graph` feeds its network in place of the plain model's input `name`: the one read
+    where the plain network's nodes read `name` (each found by the tensors it writes, which the splice keeps, and
+    its op type). The spliced input chain's last tensor alone was trusted: a node put between it and the network
+    (an Add of 4e-4 named like none of ours) left the chain's right tensor compared and the network fed another,
+    and a wrong model passed on its outputs (round 51). Where a plain node reading `name` is not found so (or
+    reads it inside a subgraph), the one tensor the spliced chain makes that the network reads."""
+    readers = [node for node in plain.node if name in node_reads(node)]
+    writers = {out: node for node in graph.node for out in node.output if out}
+    found = set()
+    for node in readers:
+        other = writers.get(node.output[0]) if node.output and name in node.input else None
+        if other is None or other.op_type != node.op_type or list(other.output) != list(node.output) \
+                or len(other.input) != len(node.input):
+            break
+        found |= {other.input[slot] for slot, read in enumerate(node.input) if read == name}
+    else:
+        if found:
+            return found.pop() if len(found) == 1 else None
+    made = {out for node in graph.node if node.name.startswith(SPLICED_INPUT) for out in node.output}
+    read = {put for node in graph.node if not node.name.startswith("graphsurgery/") for put in node.input}
+    candidates = made & read
+    return candidates.pop() if len(candidates) == 1 else None
 
 
 def _element_type(proto: onnx.ModelProto, tensor: str, expected: int) -> int:

@@ -304,7 +304,7 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
         # are then compared from the graph's input
         bounds = input_bounds(recipe, facts, steps, samples, batch)
         exposed = exposed_copy(patched_path, next(v for v in plain.proto.graph.input if v.name == input_name),
-                               Path(tmp)) if bounds else None
+                               Path(tmp), plain.proto.graph) if bounds else None
         rounding = rounding_step(steps) is not None
         staged = exposed is not None and rounding
         twin_inputs = [twin for twin, _ in bounds] if bounds and not rounding else None  # computed once, above

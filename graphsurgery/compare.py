@@ -473,11 +473,15 @@ def compare_positions(name: str, actual: np.ndarray, expected: np.ndarray, compa
         to_cells = grid.cells if grid is not None else nearest_cells
         cells_a, cells_b = to_cells(a), to_cells(b)
     moves, measured = None, False  # the reference's wobble per position, measured once a mismatch needs it
+    value_ties = 0  # near ties between two reference values (not maps that decide nothing)
     for index in zip(*np.nonzero(~matching)):
         if kind == "indices":
             gap, near_tie = _index_tie(index, int(b[index][0]), int(a[index][0]), reference, tie)
+            decides = True
         else:
-            gap, near_tie = _cell_tie(index, b[index], a[index], cells_b[index], cells_a[index], reference, tie)
+            gap, near_tie, decides = _cell_tie(index, b[index], a[index], cells_b[index], cells_a[index], reference,
+                                               tie)
+        value_ties += near_tie and decides
         if not near_tie and wobble is not None and not measured:
             moves, measured = wobble(), True
             moves = moves if moves is not None and moves.shape == distance.shape else None  # nothing measurable
@@ -489,6 +493,13 @@ def compare_positions(name: str, actual: np.ndarray, expected: np.ndarray, compa
         if len(result.details) < MAX_DETAILS:
             result.details.append(Mismatch([int(i) for i in index], b[index].tolist(), a[index].tolist(),
                                            float(distance[index]), gap, near_tie, unstable, moved))
+    if value_ties and not (result.matches or result.mismatches):  # every position a near tie or unstable: a patch
+        # that moves every keypoint between tied values would pass as well (detections that are all near ties do
+        # not; round 51's leftover). Maps that decide nothing or no valid joint (NaN, ±inf, a peak ≤ 0: the decoder
+        # probe's invalid joints) are no such tie: their answers are conventions, checked there.
+        result.problem = (f"no {'index' if kind == 'indices' else 'keypoint'} of the {result.positions} matched: "
+                          f"all are near ties ({result.near_ties}) or unstable ({result.unstable}), so agreement "
+                          "proves nothing; verify with inputs whose answers are clear (--images)")
     return result
 
 
@@ -510,25 +521,27 @@ def _index_tie(index: tuple, expected: int, actual: int, reference: np.ndarray |
 
 
 def _cell_tie(index: tuple, expected: np.ndarray, actual: np.ndarray, cell_e: np.ndarray, cell_a: np.ndarray,
-              reference: np.ndarray | None, tie: Comparison) -> tuple[float | None, bool]:
-    """A coordinate mismatch: do the heatmap values that decided between the two answers tie?
+              reference: np.ndarray | None, tie: Comparison) -> tuple[float | None, bool, bool]:
+    """A coordinate mismatch: do the heatmap values that decided between the two answers tie? And does the map
+    decide a valid joint (False: a map that decides nothing, a near tie whatever the answers, or a peak ≤ 0)?
 
     Judged on the map before the answers' finiteness (round 31): a map whose peak is NaN, ±inf or on the score ≤ 0
     threshold decides nothing, and a refinement's NaN there (mmpose's 0 / 0 and inf / inf rescaling) is a NaN that
     ONNX leaves each runtime to carry or drop (OpenVINO's Clip and Max on AVX2 drop it)."""
     if reference is None:
-        return None, False
+        return None, False, True
     heatmap = np.asarray(reference[index], np.float64)  # [H, W]
     if heatmap.ndim != 2:
-        return None, False
+        return None, False, True
     peak = float(heatmap.max())  # NaN when the map holds one
     if not math.isfinite(peak):
-        return None, True
+        return None, True, False
     if not exceeds(np.array(abs(peak)), np.array(0.0), tie.atol, tie.rtol):  # on the score ≤ 0 threshold
-        return abs(peak), True
+        return abs(peak), True, False
+    decides = peak > 0  # an invalid joint's answer is a convention, its refinement ill-conditioned
     if not (np.isfinite(expected).all() and np.isfinite(actual).all()):  # a NaN answer of an invalid joint (score
         # ≤ 0: UDP refines its (−1, −1) from wrapped reads, mmpose inverting in float64) is no position either
-        return (abs(peak), True) if peak <= 0 else (None, False)
+        return (abs(peak), True, False) if peak <= 0 else (None, False, True)
     h, w = heatmap.shape
 
     def value(cell: np.ndarray) -> float | None:
@@ -536,7 +549,7 @@ def _cell_tie(index: tuple, expected: np.ndarray, actual: np.ndarray, cell_e: np
 
     if tuple(cell_e) != tuple(cell_a):
         first, second = value(cell_e), value(cell_a)
-        return (None, False) if first is None or second is None else within(first, second, tie)
+        return (None, False, True) if first is None or second is None else (*within(first, second, tie), decides)
     # same cell: the sub-cell refinement differs; the two neighbours along each differing axis decided it
     gaps = []
     for axis, step in ((0, np.array([1, 0])), (1, np.array([0, 1]))):
@@ -544,11 +557,11 @@ def _cell_tie(index: tuple, expected: np.ndarray, actual: np.ndarray, cell_e: np
             continue
         after, before = value(cell_e + step), value(cell_e - step)
         if after is None or before is None:
-            return None, False
+            return None, False, True
         gaps.append(within(after, before, tie))
     if not gaps:
-        return None, False
-    return max(g for g, _ in gaps), all(t for _, t in gaps)
+        return None, False, True
+    return max(g for g, _ in gaps), all(t for _, t in gaps), decides
 
 
 def within(first, second, tie: Comparison) -> tuple[float, bool]:

@@ -136,6 +136,21 @@ def test_a_mismatch_between_tied_heatmap_values_is_a_near_tie_and_passes():
     assert "1 near tie" in result.summary()
 
 
+def test_keypoints_that_all_differ_by_near_ties_prove_nothing():
+    """Every keypoint a near tie between two values and none matched: a patch that moves every keypoint between tied
+    cells would pass as well. It passed (detections that are all near ties do not, round 51's leftover); one match
+    is enough. Maps that decide nothing are no such tie (tests/test_hostile_thirtyfirst.py)."""
+    maps = heatmaps_with({(0, 0, 2, 1): 0.9, (0, 0, 5, 4): 0.9 + 1e-7, (0, 1, 3, 3): 0.8, (0, 1, 1, 1): 0.8})
+    expected = np.array([[[1.0, 2.0], [3.0, 3.0]]])
+    result = compare_positions("kp", np.array([[[4.0, 5.0], [1.0, 1.0]]]), expected, EXACT, reference=maps)
+    assert not result and result.near_ties == 2 and result.mismatches == 0
+    assert result.summary().startswith("no keypoint of the 2 matched: all are near ties (2) or unstable (0), so "
+                                       "agreement proves nothing")
+    assert compare_positions("kp", np.array([[[4.0, 5.0], [3.0, 3.0]]]), expected, EXACT, reference=maps)
+    undecided = heatmaps_with({(0, 1, 3, 3): 0.8, (0, 1, 1, 1): 0.8}) - 2  # every map's peak below 0
+    assert compare_positions("kp", np.array([[[4.0, 5.0], [1.0, 1.0]]]), expected, EXACT, reference=undecided)
+
+
 def test_a_mismatch_between_clearly_different_values_is_real():
     maps = heatmaps_with({(0, 1, 3, 3): 0.8, (0, 1, 6, 2): 0.3})
     result = compare_positions("kp", np.array([[[0.0, 0.0], [2.0, 6.0]]]), np.array([[[0.0, 0.0], [3.0, 3.0]]]),

@@ -119,16 +119,16 @@ def _check_signatures(detector: onnx.ModelProto, pose: onnx.ModelProto, detector
                                              "plain pose model first")
     _check_ports(pose.graph.input, POSE_PORTS, pose_path, "the pose model's input",
                  "patch the pose model with recipes/hrnet_coco_topdown.yaml (boxes [N, 4] float32)")
-    image = {name: f"{_type_name(next(i for i in model.graph.input if i.name == 'image'))} "
-                   f"[{', '.join(map(str, _dims(model, 'image')))}]"
+    types = {name: _type_name(next(i for i in model.graph.input if i.name == "image"))
+             for name, model in (("detector", detector), ("pose", pose))}
+    image = {name: f"{types[name]} [{', '.join(map(str, _dims(model, 'image')))}]"
              for name, model in (("detector", detector), ("pose", pose))}
     if image["detector"] != image["pose"]:
         # of one type, they differ in dims: other recipes were no fix (round 49: a dynamic-batch detector)
-        same_type = image["detector"].split(" [")[0] == image["pose"].split(" [")[0]
         raise ModelError(f"the two models take different images: detector {image['detector']}, pose {image['pose']}",
                          path=pose_path,
                          fix="export both at the same image size, batch 1 (the chain feeds one image [1, H, W, 3] to "
-                             "both)" if same_type
+                             "both)" if types["detector"] == types["pose"]
                          else "patch both with recipes that take the same image (uint8 [1, H, W, 3] BGR)")
 
 

@@ -240,3 +240,18 @@ def test_a_model_without_joints_is_refused_when_patched(tmp_path):
     result = invoke("apply", CROP, model, "-o", tmp_path / "out.onnx")
     one_line_exit_2(result, "no joints (K = 0)")
     assert not (tmp_path / "out.onnx").exists() and model.read_bytes() == before
+
+
+def test_without_a_memory_file_a_damaged_jpeg_decodes_in_silence(tmp_path, capfd, monkeypatch):
+    """Where os.memfd_create is missing or refused, the decoder's words go to /dev/null: the image still decodes,
+    and neither libjpeg's warning nor a note of ours is printed."""
+    from graphsurgery import images
+
+    def refused(*args):
+        raise OSError("memfd_create refused")
+
+    monkeypatch.setattr(images.os, "memfd_create", refused)
+    path = tmp_path / "cut.jpg"
+    path.write_bytes(PHOTO.read_bytes()[:30_000])
+    assert images.read_image(path).ndim == 3
+    assert capfd.readouterr().err == ""

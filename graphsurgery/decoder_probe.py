@@ -38,9 +38,18 @@ EXACT_ON_INVALID = (HeatmapArgmax, QuarterOffset, ToImage)
 #: Refinements that rescale each map by its maximum: a map lowered to a maximum of exactly 0 and flat there is
 #: 0 / 0, each runtime's own; lowered to −0.5 every map is defined (blurred, rescaled and clamped, its log is one
 #: constant: the joint does not move). Unprobed, a UDP patch marking invalid joints (0, 0) for mmpose's (−1, −1)
-#: passed (round 47). Every joint is lowered for them: a valid joint's refinement differs between the graph and the
-#: twin by float rounding (0.0011 px, UDP on a SimpleBaseline), which the samples allow for (`Wobbles`), not the probe.
+#: passed (round 47). Their valid joints are drawn (`LADDER`), not the network's: a valid joint's refinement on a
+#: network's map differs between the graph and the twin by float rounding (0.0011 px, UDP on a SimpleBaseline), which
+#: the samples allow for (`Wobbles`); on a Gaussian it is well conditioned.
 RESCALING = (DarkRefine, UdpRefine)
+#: Peaks of the Gaussians drawn for a refinement's valid joints (every third joint from the third, in this order,
+#: repeated): just above UDP's upper clip (50) with the cells around it below it, just below it, just above UDP's
+#: lower clip (1e-3) and DARK's floor (1e-10), an ordinary peak, and one whose every cell is clipped. Random crops
+#: never reach a bound: UDP's clip moved from 50 to 55 passed `verify --random 4` (round 51).
+LADDER = (51.0, 47.0, 1.1e-3, 1.1e-10, 1.0, 1e4)
+#: Where each Gaussian's centre lies from its map's middle cell, in cells (x, y): off the grid, so that the
+#: refinement moves every joint and a wrong one moves it elsewhere
+OFF_GRID = (0.3, -0.2)
 
 
 @dataclass
@@ -71,7 +80,7 @@ def probe_output(recipe: Recipe, facts: ModelFacts, output: np.ndarray, seed: in
         return None, []
     if isinstance(steps[0], HeatmapArgmax) and output.ndim == 4 and all(isinstance(s, EXACT_ON_INVALID + RESCALING)
                                                                          for s in steps):
-        return _invalid_joints(output, refined=any(isinstance(s, RESCALING) for s in steps)), []
+        return _probed_joints(output, refined=any(isinstance(s, RESCALING) for s in steps)), []
     nms = next((step for step in steps if isinstance(step, Nms)), None)
     if isinstance(steps[0], (YoloBoxes, DflBoxes)) and nms and output.ndim == 3:
         return crowded_head(steps[0], nms, facts, output, np.random.default_rng(seed))
@@ -86,20 +95,33 @@ def _declared_as(name: str, value: np.ndarray) -> onnx.ValueInfoProto:
                                               list(value.shape))
 
 
-def _invalid_joints(maps: np.ndarray, refined: bool = False) -> np.ndarray:
-    """Every third joint's maps lowered to a maximum of exactly 0, every third from the second to −0.5 (every joint's
-    to −0.5 when `refined`: `RESCALING`): the joints heatmap_argmax marks invalid (the authors' (0, 0), mmpose's
-    (−1, −1)). A map holding inf becomes NaN there, as the twins compute it: numpy's "invalid value" warning was
+def _probed_joints(maps: np.ndarray, refined: bool = False) -> np.ndarray:
+    """Every third joint's maps lowered to a maximum of exactly 0, every third from the second to −0.5: the joints
+    heatmap_argmax marks invalid (the authors' (0, 0), mmpose's (−1, −1)). When `refined` (`RESCALING`) every joint
+    is lowered to −0.5 but every third from the third, whose maps are Gaussians peaking at `LADDER`'s values. An
+    invalid joint reads the cells of the joint before it (UDP, as mmpose's index does): two of every three read a
+    lowered map. A map holding inf becomes NaN there, as the twins compute it: numpy's "invalid value" warning was
     noise on stderr of a verify that passed (round 47)."""
     probe = maps.copy()
     peaks = probe.max(axis=(2, 3), keepdims=True)
     with np.errstate(**FLOAT_QUIET):
         if refined:
             probe -= peaks + np.float32(0.5)
+            drawn = (np.arange(probe.shape[0] * probe.shape[1]) % 3 == 2).reshape(probe.shape[:2])
+            heights = np.resize(np.array(LADDER, np.float32), int(drawn.sum()))
+            probe[drawn] = heights[:, None, None] * _gaussian(*probe.shape[2:])
         else:
             probe[:, 1::3] -= peaks[:, 1::3]
             probe[:, 2::3] -= peaks[:, 2::3] + np.float32(0.5)
     return probe
+
+
+def _gaussian(height: int, width: int) -> np.ndarray:
+    """A map of σ 2 (the authors' targets) centred `OFF_GRID` from the middle cell, its largest cell exactly 1."""
+    y, x = np.mgrid[0:height, 0:width]
+    centre_x, centre_y = width // 2 + OFF_GRID[0], height // 2 + OFF_GRID[1]
+    drawn = np.exp(-((x - centre_x) ** 2 + (y - centre_y) ** 2) / 8.0)
+    return (drawn / drawn.max()).astype(np.float32)
 
 
 def run_probe(recipe: Recipe, facts: ModelFacts, proto: onnx.ModelProto | None, backend: str, output: np.ndarray,

@@ -159,3 +159,26 @@ def test_dark_and_udp_recipes_probe_how_invalid_joints_are_marked(tmp_path, reci
     right = invoke("verify", RECIPES / recipe, model, "--random", "4")  # both backends: every joint's maps ≤ −0.5
     assert right.exit_code == 0, right.output
     assert "output steps on a probe output" in right.output
+
+
+@pytest.mark.parametrize("recipe, bound, wrong", [("mmpose_heatmap_udp.yaml", 50.0, 55.0),
+                                                  ("mmpose_heatmap_udp.yaml", 1e-3, 1e-2),
+                                                  ("mmpose_heatmap_dark.yaml", 1e-10, 1e-3)])
+def test_a_refinement_clipping_at_another_bound_fails_a_short_verify(tmp_path, recipe, bound, wrong):
+    """Was a PASS at --random 4 (round 51's leftover): UDP's clip moved from 50 to 55 (its 1e-3 to 1e-2, DARK's
+    floor from 1e-10 to 1e-3) changes no keypoint of random crops, whose maps reach no bound; the probe lowered every
+    joint. Its valid joints are now Gaussians peaking on either side of the bounds."""
+    model = pose_model(tmp_path / "pose.onnx", dynamic_batch=True)
+    patched = tmp_path / "patched.onnx"
+    assert invoke("apply", RECIPES / recipe, model, "-o", patched).exit_code == 0
+    proto = onnx.load(str(patched))
+    bounds = [tensor for tensor in proto.graph.initializer
+              if tensor.name.startswith("graphsurgery/post/") and numpy_helper.to_array(tensor).size == 1
+              and np.isclose(numpy_helper.to_array(tensor).item(), bound, rtol=1e-6, atol=0)]
+    assert len(bounds) == 1, [tensor.name for tensor in bounds]
+    bounds[0].CopyFrom(numpy_helper.from_array(np.array(wrong, np.float32), bounds[0].name))
+    onnx.save(proto, str(tmp_path / "wrong.onnx"))
+    result = invoke("verify", RECIPES / recipe, model, "--patched", tmp_path / "wrong.onnx", "--random", "4",
+                    "--backends", "onnxruntime")
+    assert result.exit_code == 1, result.output
+    assert "FAIL" in result.output and "output steps on a probe output: keypoints" in " ".join(result.output.split())

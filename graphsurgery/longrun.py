@@ -5,6 +5,8 @@ hang. One threshold, one wording."""
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import sys
 import time
 
@@ -12,6 +14,8 @@ import time
 LONG_RUN_SECONDS = 60.0
 #: how long `FirstPart` times the work before it extrapolates (the first call also pays the runtime's set-up)
 SAMPLE_SECONDS = 2.0
+#: set while a command runs another's work inside its own, whose estimate already counts it (`told_by_caller`)
+_TOLD_BY_CALLER = contextvars.ContextVar("told_by_caller", default=False)
 
 
 def long_run_note(seconds: float, work: str, measured: str, shorter: str = "") -> str | None:
@@ -33,8 +37,19 @@ def duration(seconds: float) -> str:
 
 def say_long_run(seconds: float, work: str, measured: str, shorter: str = "") -> None:
     """`long_run_note`'s line on stderr, when the run is long (where no progress bar owns the console)."""
-    if note := long_run_note(seconds, work, measured, shorter):
+    if not _TOLD_BY_CALLER.get() and (note := long_run_note(seconds, work, measured, shorter)):
         sys.stderr.write(note + "\n")
+
+
+@contextlib.contextmanager
+def told_by_caller():
+    """No note from the work inside: eval-coco's own counts the verify it runs, whose note would name verify's
+    options (--random) for a command that has none."""
+    token = _TOLD_BY_CALLER.set(True)
+    try:
+        yield
+    finally:
+        _TOLD_BY_CALLER.reset(token)
 
 
 class FirstPart:

@@ -174,7 +174,7 @@ def box_image_samples(folder: Path, boxes_file: Path | str | None, image_input: 
     BOXES_PER_CALL, one group each (the graph crops every box of a call at once: 3,000 boxes in one image ran out
     of memory); each box's answer is its own, so the parts do not change them. `crop_values`: the values the graph
     cuts for one box (the flip test's mirror included), where every box's crops are held at once (verify: its
-    network inputs), refused past `_most_samples` of them before an image is read."""
+    network inputs), refused past `most_samples` of them before an image is read."""
     from graphsurgery.boxes import load_boxes
     from graphsurgery.crops import in_parts, whole_image_box
     from graphsurgery.images import list_images, read_image
@@ -183,7 +183,7 @@ def box_image_samples(folder: Path, boxes_file: Path | str | None, image_input: 
     paths = list_images([folder])
     if crop_values is not None:  # 5,000 boxes in one image held 2N crops' network inputs twice: killed for memory
         count = sum(len(boxes.get(path.name) or ()) for path in paths) if boxes is not None else len(paths)
-        most = _most_samples(crop_values)
+        most = most_samples(crop_values)
         if count > most:
             raise GraphsurgeryError(f"the boxes make {count:,} crops of {crop_values:,} values each in the graph; "
                                     f"verify holds them all at once, at most {most:,}", path=boxes_file or folder,
@@ -216,7 +216,7 @@ def image_samples(folder: Path, boxes_file: Path | str | None, image_input: Port
     paths = list_images([folder])
     boxes = load_boxes(Path(boxes_file)) if boxes_file is not None else None
     count = sum(len(boxes[path.name]) for path in paths if path.name in boxes) if boxes is not None else len(paths)
-    most = _most_samples(math.prod(_sample_shape(image_input, size, tensor.layout)))
+    most = most_samples(math.prod(_sample_shape(image_input, size, tensor.layout)))
     if count > most:  # every crop is held at once, with its twins and outputs: 10,000 images ran out of memory
         raise GraphsurgeryError(f"the images make {count:,} crops; they are held all at once, at most {most:,} of "
                                 f"{size[0]} × {size[1]}", path=boxes_file or folder, fix=f"give fewer images: {FEW}")
@@ -325,21 +325,21 @@ def check_random(n: int | None) -> int | None:
     return n
 
 
-def _most_samples(values_per_sample: int) -> int:
+def most_samples(values_per_sample: int) -> int:
     """How many samples of this size verify makes or cuts at once: at most MAX_RANDOM, within MAX_RANDOM_BYTES at
     8 bytes a value."""
     return max(1, min(MAX_RANDOM, MAX_RANDOM_BYTES // (8 * values_per_sample)))
 
 
 def _check_count(n: int, values_per_sample: int, image_input: Port) -> None:
-    """1 ≤ n ≤ `_most_samples`: random samples are drawn at once."""
+    """1 ≤ n ≤ `most_samples`: random samples are drawn at once."""
     check_random(n)
     if 8 * values_per_sample > MAX_RANDOM_BYTES:  # even one: a static input of 3 × 100,000 × 100,000 was made
         raise GraphsurgeryError(f"one sample of the model's input {image_input.name!r} "
                                 f"{list(image_input.shape)} holds {values_per_sample:,} values, more than "
                                 f"verify makes at once ({MAX_RANDOM_BYTES >> 20} MiB at 8 bytes a value)",
                                 fix="export the model with a smaller input size")
-    most = _most_samples(values_per_sample)
+    most = most_samples(values_per_sample)
     if not 1 <= n <= most:
         raise GraphsurgeryError(f"{n} random samples: give between 1 and {most:,}" + (
             f" (samples of {values_per_sample:,} values are all made at once)" if most < MAX_RANDOM else ""),

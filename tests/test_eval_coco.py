@@ -88,6 +88,44 @@ def test_a_wrong_patch_changes_the_ap(coco_set, tmp_path, reference_ap, mistake)
     assert unpatched.stats == reference_ap and wrong.stats[0] != reference_ap[0]
 
 
+@pytest.mark.parametrize("move", [(1.0, 0.0), (0.0, -1.0)])
+def test_a_patch_that_moves_every_keypoint_by_a_pixel_fails_though_its_ap_is_the_same(coco_set, tmp_path,
+                                                                                      reference_ap, move):
+    """Was PARITY, exit 0 (round 51): moved by 1 px every keypoint scored the unpatched pipeline's AP and AR on
+    this set, the verdict's only numbers. The proof per keypoint, `verify` on the crops of some of the people,
+    is now part of it."""
+    annotations, images, plain = coco_set
+    right = apply(CROP_RECIPE, plain, tmp_path / "right.onnx").output
+    patched = shift_keypoints(right, tmp_path / "moved.onnx", move)
+    report = evaluate_coco(CROP_RECIPE, plain, annotations, images, patched=patched, backends=("onnxruntime",))
+    assert report.same_scores and report.pipelines[0].stats == reference_ap  # AP and AR cannot tell
+    assert not report and not report.per_keypoint
+    assert any("keypoints" in failure and "real mismatch" in failure for failure in report.per_keypoint.failures())
+    result = CliRunner().invoke(cli, ["eval-coco", str(CROP_RECIPE), str(plain), "--ann", str(annotations),
+                                      "--images", str(images), "--patched", str(patched), "--backends",
+                                      "onnxruntime"])
+    assert result.exit_code == 1, result.output
+    assert "NO PARITY per keypoint" in " ".join(result.output.split())
+
+
+def test_the_proof_per_keypoint_verifies_people_spread_over_the_set(coco_set, tmp_path, monkeypatch):
+    """Its crops are PROVEN_PEOPLE of the people, evenly spread (here 5 of the set's), and its verdict and report
+    are eval-coco's: the JSON report carries verify's."""
+    from graphsurgery import coco
+
+    annotations, images, plain = coco_set
+    monkeypatch.setattr(coco, "PROVEN_PEOPLE", 5)
+    out = tmp_path / "coco.json"
+    result = CliRunner().invoke(cli, ["eval-coco", str(CROP_RECIPE), str(plain), "--ann", str(annotations),
+                                      "--images", str(images), "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    proof = data["per_keypoint"]
+    assert data["parity"] is True and proof["passed"] is True and proof["samples"] == 5 < data["people"]
+    assert proof["backends"] == ["onnxruntime", "openvino"] and data["proven_people"] == 5
+    assert "every keypoint of 5 of the people (verify on onnxruntime, openvino)" in " ".join(result.output.split())
+
+
 def test_cli_prints_the_tables_side_by_side_and_writes_json(coco_set, tmp_path):
     annotations, images, plain = coco_set
     out = tmp_path / "coco.json"
@@ -203,3 +241,20 @@ def test_a_top_down_recipe_must_map_back_to_image_pixels(coco_set, tmp_path):
         "    - to_image: {mode: boxes}", "    - to_image: {mode: crop}"))
     with pytest.raises(GraphsurgeryError, match="its keypoints are not in image pixels"):
         evaluate_coco(crop_pixels, plain, annotations, images, backends=("onnxruntime",))
+
+
+def test_the_proof_takes_fewer_people_where_verify_could_not_hold_their_crops():
+    """verify holds every crop at once and refuses past its cap: 64 people of 1024 × 768 crops (two each with the
+    flip test) are past it, and its refusal would have named eval-coco's own scratch files."""
+    from types import SimpleNamespace
+
+    from graphsurgery.coco import PROVEN_PEOPLE, PersonBox, _proof_size
+    from graphsurgery.recipe import load_recipe
+    from graphsurgery.samples import most_samples
+
+    people = [PersonBox(1, "a.jpg", (0.0, 0.0, 50.0, 100.0), 1.0, (640.0, 480.0))] * 100
+    recipe = load_recipe(CROP_RECIPE)
+    assert _proof_size(recipe, SimpleNamespace(input_size=(192, 256)), people) == PROVEN_PEOPLE
+    assert _proof_size(recipe, SimpleNamespace(input_size=(192, 256)), people[:7]) == 7
+    big = _proof_size(recipe, SimpleNamespace(input_size=(768, 1024)), people)
+    assert 1 <= big < PROVEN_PEOPLE and big == most_samples(2 * 3 * 768 * 1024)

@@ -56,4 +56,5 @@ def test_eval_coco_parity_of_zero_scores_proves_nothing():
     nothing = report([0.0] * 5 + [-1.0] * 5)
     assert not nothing and "scores AP and AR 0" in nothing.problem and nothing.to_dict()["parity"] is False
     found = report([0.5] + [0.0] * 9)
-    assert found and found.problem is None
+    assert found.problem is None and found.same_scores
+    assert not found  # equal scores without the proof per keypoint (`per_keypoint`, verify's) are no parity

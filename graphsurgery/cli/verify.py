@@ -211,16 +211,22 @@ def eval_coco_command(recipe: Path, plain: Path, annotations: Path, images: Path
     for pipeline in report.pipelines:
         if pipeline.results_file:
             console.print(shown(f"{pipeline.name}: {pipeline.results_file}"), highlight=False)
+    proof = report.per_keypoint
+    proven = f"every keypoint of {report.proven} of the people (verify on {', '.join(proof.backends)})"
     if report:
-        console.print(f"[bold green]PARITY[/]: identical AP/AR for all {len(report.pipelines)} pipelines",
-                      highlight=False)
+        console.print(f"[bold green]PARITY[/]: identical AP/AR for all {len(report.pipelines)} pipelines, and "
+                      f"{proven}", highlight=False)
         return
     if report.problem:
         console.print(Text.assemble(("NO PARITY", "bold red"), shown(f": {report.problem}")))
         raise SystemExit(PARITY_FAILURE)
-    differing = [p.name for p in report.pipelines if p.stats != reference]
-    console.print(f"[bold red]NO PARITY[/]: {', '.join(differing)} differ from {report.pipelines[0].name} "
-                  f"(AP {', '.join(f'{p.stats[0]:.4f}' for p in report.pipelines)})", highlight=False)
+    if not report.same_scores:
+        differing = [p.name for p in report.pipelines if p.stats != reference]
+        console.print(f"[bold red]NO PARITY[/]: {', '.join(differing)} differ from {report.pipelines[0].name} "
+                      f"(AP {', '.join(f'{p.stats[0]:.4f}' for p in report.pipelines)})", highlight=False)
+    for failure in proof.failures() if not proof else ():
+        console.print(Text.assemble(("NO PARITY", "bold red"), shown(f" per keypoint (verify of {report.proven} of "
+                                                                     f"the people): {failure}")))
     raise SystemExit(PARITY_FAILURE)
 
 

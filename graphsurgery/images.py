@@ -184,11 +184,12 @@ _noted_damaged: set[str] = set()
 def _note_damage(path: Path, said: list[str]) -> None:
     """One note on stderr, once per image, when libjpeg decoded the image only in part: a truncated or damaged JPEG
     decodes with the rest grey (as `cv2.imread` does for the authors' loader, so both pipelines agree), and the poses
-    found in it were reported without a word (libjpeg's own warning was kept off stderr)."""
+    found in it were reported without a word (libjpeg's own warning was kept off stderr). Once per file, by any
+    name: eval-coco's proof per keypoint reads its images again through links of its own."""
     damage = _JPEG_DAMAGE.search("".join(said))
-    if damage is None or str(path) in _noted_damaged:
+    if damage is None or os.path.realpath(path) in _noted_damaged:
         return
-    _noted_damaged.add(str(path))
+    _noted_damaged.add(os.path.realpath(path))
     sys.stderr.write(f"note: {printable(path)}: the JPEG is damaged or cut short (libjpeg: {damage.group()}); it "
                      "was decoded with the missing part grey, as OpenCV does — copy the image again if that is not "
                      "what it should be\n")

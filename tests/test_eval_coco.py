@@ -258,3 +258,26 @@ def test_the_proof_takes_fewer_people_where_verify_could_not_hold_their_crops():
     assert _proof_size(recipe, SimpleNamespace(input_size=(192, 256)), people[:7]) == 7
     big = _proof_size(recipe, SimpleNamespace(input_size=(768, 1024)), people)
     assert 1 <= big < PROVEN_PEOPLE and big == most_samples(2 * 3 * 768 * 1024)
+
+
+def test_a_damaged_jpeg_is_noted_once_naming_the_users_image(tmp_path):
+    """The proof per keypoint reads its people's images again, through links in a scratch folder: the damaged
+    JPEG's note came twice, the second naming that scratch link."""
+    import cv2
+
+    folder = tmp_path / "images"
+    annotations = write_coco_set(folder, images=2, seed=0)
+    data = json.loads(annotations.read_text())
+    for image in data["images"]:
+        png = folder / image["file_name"]
+        image["file_name"] = png.with_suffix(".jpg").name
+        assert cv2.imwrite(str(folder / image["file_name"]), cv2.imread(str(png)))
+        png.unlink()
+    annotations.write_text(json.dumps(data))
+    damaged = folder / data["images"][0]["file_name"]
+    damaged.write_bytes(damaged.read_bytes()[: damaged.stat().st_size * 3 // 4])
+    plain = joint_detector(tmp_path / "detector.onnx")
+    result = CliRunner().invoke(cli, ["eval-coco", str(CROP_RECIPE), str(plain), "--ann", str(annotations),
+                                      "--images", str(folder), "--backends", "onnxruntime"])
+    notes = [line for line in result.stderr.splitlines() if line.startswith("note:")]
+    assert len(notes) == 1 and notes[0].startswith(f"note: {damaged}: the JPEG is damaged"), result.stderr

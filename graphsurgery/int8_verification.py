@@ -12,11 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
+from graphsurgery.api import apply
 from graphsurgery.compare import HeatmapGrid, missing_output
 from graphsurgery.errors import GraphsurgeryError, printable
-from graphsurgery.irconvert import PROVENANCE_KEY
+from graphsurgery.irconvert import CONVERTED_KEY, PROVENANCE_KEY
 from graphsurgery.model import ModelFacts, provenance_entries
-from graphsurgery.modelio import LoadedModel, network_sha256
+from graphsurgery.modelio import LoadedModel, load_model, network_sha256
 from graphsurgery.quantize import (
     VERIFY_CALIBRATION,
     calibration_set,
@@ -27,13 +28,15 @@ from graphsurgery.quantize import (
     within_one_cell,
 )
 from graphsurgery.recipe import Recipe
+from graphsurgery.safeio import temporary_folder
 from graphsurgery.samples import Samples, chunks
 from graphsurgery.steps.base import Comparison
 from graphsurgery.twins import decoded_output, unpatched_outputs
 from graphsurgery.verification import PairReport, compare, concat
 
 
-def int8_backends(backends: list[str], patched: str | Path | None, recipe: Recipe, plain: LoadedModel) -> list[str]:
+def int8_backends(backends: list[str], patched: str | Path | None, recipe: Recipe, plain: LoadedModel,
+                  upgrade_opset: bool = False) -> list[str]:
     if "openvino" not in backends:
         raise GraphsurgeryError("int8 is an OpenVINO IR", fix="verify it on openvino (--backends openvino)")
     if patched is not None:
@@ -42,7 +45,15 @@ def int8_backends(backends: list[str], patched: str | Path | None, recipe: Recip
                                     fix="make it with `graphsurgery convert PATCHED.onnx --int8 --calibration DIR`, "
                                         "or give no --patched (verify then quantizes on random samples)")
         check_origin(Path(patched), recipe, plain)
+        check_converted_from(Path(patched), recipe, plain, upgrade_opset)
     return ["openvino"]
+
+
+def _again(recipe: Recipe, plain: LoadedModel) -> str:
+    """The fix for an int8 IR verify cannot trace to PLAIN and RECIPE: make it again from them."""
+    return (f"patch and convert PLAIN again (`graphsurgery apply {printable(recipe.source)} {printable(plain.path)}"
+            f" -o P.onnx`, then `graphsurgery convert P.onnx --int8 …`), or give no --patched (verify then "
+            "quantizes)")
 
 
 def check_origin(patched: Path, recipe: Recipe, plain: LoadedModel) -> None:
@@ -50,9 +61,7 @@ def check_origin(patched: Path, recipe: Recipe, plain: LoadedModel) -> None:
     network output only, and its agreement with f32 is measured, not judged: an int8 IR of another network, or
     of this one patched with other input steps (another std), PASSed. `apply` records the plain model's SHA-256
     and the recipe in the patched model's provenance, and `convert` carries it into the IR's rt_info."""
-    again = (f"patch and convert PLAIN again (`graphsurgery apply {printable(recipe.source)} {printable(plain.path)}"
-             f" -o P.onnx`, then `graphsurgery convert P.onnx --int8 …`), or give no --patched (verify then "
-             "quantizes)")
+    again = _again(recipe, plain)
     recorded = ir_info(patched, PROVENANCE_KEY)[0]
     entries = provenance_entries(recorded) if recorded is not None else []
     if not entries:
@@ -71,6 +80,29 @@ def check_origin(patched: Path, recipe: Recipe, plain: LoadedModel) -> None:
         raise GraphsurgeryError(f"this int8 IR was patched from another model than {printable(plain.path)} (the "
                                 "network's SHA-256 differs)", path=patched,
                                 fix=f"give the plain model it was patched from, or {again}")
+
+
+def check_converted_from(patched: Path, recipe: Recipe, plain: LoadedModel, upgrade_opset: bool) -> None:
+    """Refuse an int8 IR converted from another model than the one `apply` makes of PLAIN with RECIPE. Its input
+    steps cannot be compared in the IR (OpenVINO folds them: `reverse_channels` went into the first convolution's
+    weights), and its own decode does not see them: an IR converted from a patched model whose network input was
+    negated after apply PASSed, with 0.0 % of its keypoints within one cell of f32's (round 51), its provenance
+    intact. `convert` records the SHA-256 of the network it converted; apply is deterministic, so the recipe applied
+    to PLAIN here must give that network again."""
+    recorded = ir_info(patched, CONVERTED_KEY)[0]
+    if recorded is None:
+        raise GraphsurgeryError("this int8 IR records no SHA-256 of the patched model it was converted from "
+                                "(converted before graphsurgery recorded it)", path=patched,
+                                fix=_again(recipe, plain))
+    with temporary_folder("int8-origin") as tmp:
+        made = network_sha256(load_model(apply(recipe, plain.path, Path(tmp) / "patched.onnx",
+                                               upgrade_opset=upgrade_opset).output))
+    if recorded != made:
+        raise GraphsurgeryError(f"this int8 IR was converted from another patched model than the one `apply` makes "
+                                f"of {printable(plain.path)} with {printable(recipe.source)} (changed after apply, "
+                                "or patched by another graphsurgery version or with --upgrade-opset), so its "
+                                "input steps are not the recipe's", path=patched,
+                                fix=f"{_again(recipe, plain)}; add --upgrade-opset if the model was patched with it")
 
 
 def build_int8(patched_onnx: Path, seed: int) -> Path:

@@ -39,6 +39,7 @@ from graphsurgery.modelio import (
     check_output_path,
     load_model,
     model_files,
+    network_sha256,
     output_exists,
     read_by_path,
     remember_made,
@@ -51,6 +52,9 @@ from graphsurgery.supervisor import doing
 WEIGHTS_KEY = ("graphsurgery", "weights")
 SOURCE_KEY = ("graphsurgery", "source")
 PROVENANCE_KEY = ("graphsurgery", "provenance")
+#: the SHA-256 of the network the IR was converted from (`modelio.network_sha256`): an int8 IR's input steps cannot be
+#: compared in the IR, so `verify --precision int8 --patched` asks that it be the model apply makes
+CONVERTED_KEY = ("graphsurgery", "converted_sha256")
 OVMS_VERSION = "1"
 OVMS_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -231,6 +235,7 @@ def convert(model_path: str | Path, out_xml: str | Path, fp16: bool = False,
         model.set_rt_info(model_path.name, list(SOURCE_KEY))
         if entries := provenance(proto):
             model.set_rt_info(json.dumps(entries), list(PROVENANCE_KEY))
+        model.set_rt_info(network_sha256(loaded), list(CONVERTED_KEY))
         _save(model, out_xml, out_bin, fp16, replace=force)  # without --force, still refused as it is placed
         return ConvertResult(out_xml, out_bin, weights, openvino_caveats(proto))
     except BaseException:

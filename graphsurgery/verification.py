@@ -225,7 +225,8 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
     if int8:  # an int8 IR runs on OpenVINO, computing in whatever its quantizers say
         from graphsurgery import int8_verification
 
-        backends = int8_verification.int8_backends(backend_list(backends), patched, recipe, plain)
+        backends = int8_verification.int8_backends(backend_list(backends), patched, recipe, plain,
+                                                   upgrade_opset)
         precision = "f32"
     backends = check_backends(backend_list(backends), precision, patched)
     if images is not None and random is not None:

@@ -178,14 +178,21 @@ def test_verify_int8_measures_agreement_and_judges_the_decode(tiny_pose_models, 
 
 def test_verify_int8_fails_a_wrong_decode(tiny_pose_models, patched, tmp_path):
     """An int8 IR whose keypoints are not its own heatmaps' decode (here: the IR of a patch that shifts them) fails."""
+    from graphsurgery.errors import GraphsurgeryError
+    from graphsurgery.modelio import load_model, network_sha256
     from graphsurgery.verification import verify
 
     import paritykit
 
     shifted = paritykit.shift_keypoints(patched, tmp_path / "shifted.onnx", (4.0, 0.0))
-    convert_int8(shifted, tmp_path / "shifted.int8.xml", calibration_set(shifted, random=4))
-    report = verify(CROP_RECIPE, tiny_pose_models[(17, False)], patched=tmp_path / "shifted.int8.xml", random=4,
-                    precision="int8", backends=("openvino",))
+    ir = convert_int8(shifted, tmp_path / "shifted.int8.xml", calibration_set(shifted, random=4)).xml
+    with pytest.raises(GraphsurgeryError, match="converted from another patched model"):  # changed after apply
+        verify(CROP_RECIPE, tiny_pose_models[(17, False)], patched=ir, random=4, precision="int8",
+               backends=("openvino",))
+    # as if the conversion itself had broken the decode of the model apply made: its digest is that model's
+    ir.write_text(ir.read_text().replace(network_sha256(load_model(shifted)), network_sha256(load_model(patched))))
+    report = verify(CROP_RECIPE, tiny_pose_models[(17, False)], patched=ir, random=4, precision="int8",
+                    backends=("openvino",))
     assert not report
     assert any(line.startswith("openvino int8: own network output") and "keypoints" in line
                for line in report.failures())

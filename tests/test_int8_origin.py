@@ -92,6 +92,45 @@ def test_an_ir_patched_before_the_digest_was_recorded_is_refused(models, tmp_pat
         verify(RECIPE, models["plain"], patched=ir, random=3, precision="int8", backends=("openvino",))
 
 
+def _negated_input(patched: Path, out: Path) -> Path:
+    """`patched` whose network reads its input negated: a Neg between the input steps and the network."""
+    proto = onnx.load(str(patched))
+    nodes = list(proto.graph.node)
+    conv = next(node for node in nodes if node.op_type == "Conv" and not node.name.startswith("graphsurgery/"))
+    nodes.insert(nodes.index(conv), onnx.helper.make_node("Neg", [conv.input[0]], ["negated"], name="negate"))
+    conv.input[0] = "negated"
+    del proto.graph.node[:]
+    proto.graph.node.extend(nodes)
+    onnx.checker.check_model(proto, full_check=True)
+    onnx.save(proto, str(out))
+    return out
+
+
+def test_an_ir_of_a_patched_model_changed_after_apply_is_refused(models, tmp_path):
+    """Was a PASS (round 51): a patched model whose network input was negated after apply, its provenance intact,
+    converted to int8: its own decode is exact and its input steps are not compared in the IR (OpenVINO folds them
+    into the first convolution), so verify PASSed with 0.0 % of its keypoints within one cell of f32's. convert now
+    records the SHA-256 of the network it converted, and verify applies the recipe again: it must be that network."""
+    right = apply(RECIPE, models["plain"], tmp_path / "p.onnx").output
+    changed = _negated_input(right, tmp_path / "changed.onnx")
+    ir = convert_int8(changed, tmp_path / "changed.int8.xml", calibration_set(changed, random=4)).xml
+    result = CliRunner().invoke(cli, ["verify", str(RECIPE), str(models["plain"]), "--patched", str(ir), "--random",
+                                      "3", "--precision", "int8"], terminal_width=300)
+    assert result.exit_code == 2, result.output
+    assert "converted from another patched model than the one `apply` makes" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and "PASS" not in result.output, result.output
+
+
+def test_an_ir_converted_before_the_converted_digest_was_recorded_is_refused(models, tmp_path):
+    """An int8 IR whose rt_info lacks the digest of the model it was converted from cannot be traced."""
+    ir = int8_ir(RECIPE, models["plain"], tmp_path, "older")
+    text = ir.read_text()
+    assert text.count("<converted_sha256 ") == 1
+    ir.write_text("\n".join(line for line in text.splitlines() if "<converted_sha256 " not in line))
+    with pytest.raises(GraphsurgeryError, match="records no SHA-256 of the patched model it was converted from"):
+        verify(RECIPE, models["plain"], patched=ir, random=3, precision="int8", backends=("openvino",))
+
+
 def test_the_network_digest_reads_external_data(tmp_path):
     """Two models of one graph whose external weights differ have different digests; metadata does not count."""
     digests = []

@@ -364,12 +364,18 @@ def _convert(model_path: Path, proto: onnx.ModelProto):
 
 
 def conversion_failure(report: str, proto: onnx.ModelProto) -> str:
-    """One line from OpenVINO's conversion report: the failing op types, their node names and OpenVINO's reason."""
+    """One line from OpenVINO's conversion report: the failing op types, their node names and OpenVINO's reason.
+    Ops it has no rule for come alone: the nodes after one fail too, of inputs of no known type, and were listed
+    beside it with that reason ("ReduceMax node 'graphsurgery/post/…': Unsupported input type dynamic", after a
+    model-local function of a custom domain), which blamed the spliced decode."""
+    unknown: list[str] = []
     failed: list[str] = []
     for line in report.splitlines():
-        summary = re.match(r"\s*-- (?:No conversion rule found for operations|Conversion is failed for):\s*(.+)", line)
+        summary = re.match(r"\s*-- (No conversion rule found for operations|Conversion is failed for):\s*(.+)", line)
         if summary:
-            failed += [op.strip() for op in summary.group(1).split(",") if op.strip()]
+            ops = [op.strip() for op in summary.group(2).split(",") if op.strip()]
+            (unknown if summary.group(1).startswith("No conversion rule") else failed).extend(ops)
+    failed = unknown or failed
     if not failed:
         lines = [line.strip() for line in report.splitlines() if line.strip() and not line.startswith("Check ")]
         return f"OpenVINO cannot convert the model: {(lines[0] if lines else 'unknown error')[:300]}"
@@ -380,7 +386,7 @@ def conversion_failure(report: str, proto: onnx.ModelProto) -> str:
                  if op_type in (n.op_type, f"{n.domain}.{n.op_type}")]
         shown = ", ".join(repr(n) for n in names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
         described.append(f"{op_type} node {shown}" if names else op_type)
-    reason = _reason(report)
+    reason = None if unknown else _reason(report)
     return f"OpenVINO cannot convert {'; '.join(described)}" + (f": {reason}" if reason else " (no conversion rule)")
 
 

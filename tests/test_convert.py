@@ -277,3 +277,27 @@ def test_names_restored_when_openvino_renames_a_port(patched_image_model, tmp_pa
     inputs, outputs, _ = _ir_ports(tmp_path / "m.xml")
     assert [names for names, _ in inputs] == [{"input"}, {"center"}, {"scale"}]
     assert [names for names, _ in outputs] == [{"keypoints"}, {"scores"}, {"heatmaps"}]
+
+
+def test_an_op_without_conversion_rule_is_named_alone(tmp_path):
+    """A network in a model-local function of a custom domain, patched: OpenVINO has no rule for it, and the spliced
+    ReduceMax nodes after it fail too, of an input of no known type. The line blamed them as well ("ReduceMax node
+    'graphsurgery/post/heatmap_argmax/…': Unsupported input type dynamic"): it names the op without a rule alone."""
+    from modelkit import pose_model
+
+    proto = onnx.load(str(pose_model(tmp_path / "plain.onnx")))
+    conv = proto.graph.node[0]
+    proto.functions.append(helper.make_function(
+        "my.local", "MyConv", ["x", "w", "b"], ["y"],
+        [helper.make_node("Conv", ["x", "w", "b"], ["y"], kernel_shape=[4, 4], strides=[4, 4])],
+        [helper.make_opsetid("", 17)]))
+    del proto.graph.node[:]
+    proto.graph.node.append(helper.make_node("MyConv", list(conv.input), list(conv.output), domain="my.local",
+                                             name="wrapped"))
+    proto.opset_import.append(helper.make_opsetid("my.local", 1))
+    onnx.save(proto, str(tmp_path / "plain.onnx"))
+    patched = apply(RECIPES / "hrnet_coco_pose.yaml", tmp_path / "plain.onnx", tmp_path / "patched.onnx").output
+    result = CliRunner().invoke(cli, ["convert", str(patched), "-o", str(tmp_path / "p.xml")], terminal_width=300)
+    assert result.exit_code == 2, result.output
+    assert "OpenVINO cannot convert my.local.MyConv node 'wrapped' (no conversion rule)" in result.output
+    assert "ReduceMax" not in result.output and "graphsurgery/post" not in result.output

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from graphsurgery.errors import GraphsurgeryError
-from graphsurgery.safeio import refuse_symlink_loop, write_atomically
+from graphsurgery.safeio import check_folder_writable, refuse_symlink_loop, write_atomically
 
 if TYPE_CHECKING:
     from graphsurgery.benchmark import BenchResult
@@ -34,6 +34,7 @@ def check_chart_path(path: str | Path) -> Path:
     refuse_symlink_loop(path)  # as --json does: `--chart loop.png` replaced a link that leads back to itself
     if not path.parent.is_dir():
         raise GraphsurgeryError("the chart's folder does not exist", path=path, fix=f"create {path.parent} first")
+    check_folder_writable(path)  # before the timing, not after it (round 53: a read-only file system)
     return path
 
 

@@ -21,6 +21,8 @@ import io
 import itertools
 import json
 import math
+import os
+import shutil
 import stat
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -203,7 +205,8 @@ def evaluate_coco(recipe: str | Path | Recipe, plain_model: str | Path, annotati
             size = crop_size(image_input, recipe, facts)
             caller = CallerCrops(images, size, tensor_facet(recipe), image_input.dtype, Path(annotations))
             in_image_pixels = {"center", "scale"} <= set(extras)
-        proven = _proof_size(recipe, facts, people)  # verify runs them through two pipelines per backend
+        provable = people if _whole_images(recipe) else _provable(people, Path(annotations))
+        proven = _proof_size(recipe, facts, provable)  # verify runs them through two pipelines per backend
         first_part = FirstPart(len(kinds) * (len(people) + proven))  # 150,000 detections ran for an hour in silence
         for kind, backend in kinds:
             name = f"{kind} · {backend}"
@@ -235,7 +238,7 @@ def evaluate_coco(recipe: str | Path | Recipe, plain_model: str | Path, annotati
             report.pipelines.append(PipelineResult(name, backend, precision, stats,
                                                    keep(results_name(kind, backend), results)))
         report.proven = proven
-        report.per_keypoint = _verified_people(recipe, plain.path, patched_path, people, proven, images,
+        report.per_keypoint = _verified_people(recipe, plain.path, patched_path, provable, proven, images,
                                                Path(annotations), backends, Path(tmp))
     return report
 
@@ -244,6 +247,19 @@ def _whole_images(recipe: Recipe) -> bool:
     """Whether verify feeds this recipe's images whole: it resizes them in the graph (and crops no boxes)."""
     steps = input_steps(recipe)
     return any(step.frees_caller_size for step in steps) and not crops_in_graph(steps)
+
+
+def _provable(people: list[PersonBox], annotations: Path) -> list[PersonBox]:
+    """The people whose boxes verify takes (`boxes.is_box`): a ground-truth box 1 px wide or less is 0 px wide once
+    clipped the authors' way (x2 = x1 + w - 1), which eval-coco crops (the crop pads it to the model's aspect) but
+    verify refuses; the proof handed it such a box and the whole evaluation ended in "box [x, y, 0.0, h] for '0.png'
+    … fix that box", of a scratch file (round 53). Such people are scored, not proven."""
+    provable = [person for person in people if is_box(person.box)]
+    if not provable:
+        raise GraphsurgeryError(f"no person box the proof per keypoint can crop: all {len(people):,} are 0 px wide "
+                                "or high once clipped to their images", path=annotations,
+                                fix="evaluate images whose people have boxes over 1 px both ways (--limit, --boxes)")
+    return provable
 
 
 def _proof_size(recipe: Recipe, facts: ModelFacts, people: list[PersonBox]) -> int:
@@ -273,7 +289,7 @@ def _verified_people(recipe: Recipe, plain: Path, patched: Path, people: list[Pe
             source = inside(images, person.file_name, "the annotation's file_name", annotations)
             suffix = source.suffix.lower() if source.suffix.lower() in IMAGE_SUFFIXES else ".jpg"  # verify lists these
             linked[person.file_name] = name = f"{len(linked)}{suffix}"
-            (folder / name).symlink_to(source.resolve())
+            _link(source.resolve(), folder / name, tmp)
         boxes.setdefault(linked[person.file_name], []).append(list(person.box))
     boxes_file = None
     if not _whole_images(recipe):
@@ -281,6 +297,26 @@ def _verified_people(recipe: Recipe, plain: Path, patched: Path, people: list[Pe
         boxes_file.write_text(json.dumps(boxes))
     with told_by_caller():  # eval-coco's own note counted these crops
         return verify(recipe, plain, patched=patched, images=folder, boxes=boxes_file, backends=backends)
+
+
+def _link(source: Path, link: Path, tmp: Path) -> None:
+    """`link` naming the image `source` for the proof: a symbolic link, else (a $TMPDIR on a file system without
+    them: FAT, exFAT, some network shares) a hard link, else a copy. The symbolic link alone failed there with
+    "…/proven/0.png: Operation not permitted — fix: check the permissions", after all four pipelines (round 53)."""
+    try:
+        link.symlink_to(source)
+        return
+    except OSError:
+        pass
+    try:
+        try:
+            os.link(source, link)
+        except OSError:
+            shutil.copyfile(source, link)
+    except OSError as exc:
+        raise GraphsurgeryError(f"cannot link or copy the image {source.name} into the temporary folder for the "
+                                f"proof per keypoint ({exc.strerror or exc})", path=tmp,
+                                fix="free disk space there or set TMPDIR to another folder") from None
 
 
 def _announce_long_run(seconds: float, pipelines: int, people: int, proven: int, first: str) -> None:

@@ -187,9 +187,14 @@ def _note_damage(path: Path, said: list[str]) -> None:
     found in it were reported without a word (libjpeg's own warning was kept off stderr). Once per file, by any
     name: eval-coco's proof per keypoint reads its images again through links of its own."""
     damage = _JPEG_DAMAGE.search("".join(said))
-    if damage is None or os.path.realpath(path) in _noted_damaged:
+    try:  # the file, also where the proof's link is a hard link or a copy's name (no symbolic links in $TMPDIR)
+        status = os.stat(path)
+        key = f"{status.st_dev}:{status.st_ino}"
+    except OSError:
+        key = os.path.realpath(path)
+    if damage is None or key in _noted_damaged:
         return
-    _noted_damaged.add(os.path.realpath(path))
+    _noted_damaged.add(key)
     sys.stderr.write(f"note: {printable(path)}: the JPEG is damaged or cut short (libjpeg: {damage.group()}); it "
                      "was decoded with the missing part grey, as OpenCV does — copy the image again if that is not "
                      "what it should be\n")

@@ -46,7 +46,7 @@ from graphsurgery.modelio import (
     staging_folder,
 )
 from graphsurgery.quantize import AccuracyControl
-from graphsurgery.safeio import input_path, output_path, place, placing, present, refuse_overwriting
+from graphsurgery.safeio import input_path, output_path, place, placing, present, refuse_overwriting, umask_refusal
 from graphsurgery.supervisor import doing
 
 WEIGHTS_KEY = ("graphsurgery", "weights")
@@ -220,8 +220,9 @@ def convert(model_path: str | Path, out_xml: str | Path, fp16: bool = False,
             try:
                 folder.mkdir()
             except OSError as exc:  # a read-only file system under --ovms DIR: an internal error
-                raise GraphsurgeryError(f"cannot create the folder {folder} ({exc.strerror or exc})", path=out_xml,
-                                        fix="choose a writable folder") from None
+                raise (umask_refusal(folder.parent, out_xml) or GraphsurgeryError(
+                    f"cannot create the folder {folder} ({exc.strerror or exc})", path=out_xml,
+                    fix="choose a writable folder")) from None
         for out in (out_xml, out_bin):  # never over the model or its external data
             check_output_path(out, model_files(loaded), force, ir=True)
         model = _convert(model_path, proto)

@@ -80,6 +80,11 @@ def open_runner(backend: str, model: str | Path, *, precision: str = "f32", thre
         if precision != "f32":
             raise GraphsurgeryError(f"onnxruntime runs at f32 only, not {precision}", path=model,
                                     fix="use precision f32 or the openvino backend (--precision, --backend)")
+        if model.suffix.lower() == ".xml":  # round 53: `run m.xml --backend onnxruntime` was "Protobuf parsing
+            # failed — fix: check the model with `graphsurgery inspect`", which says it is an IR
+            raise GraphsurgeryError("onnxruntime cannot run an OpenVINO IR", path=model,
+                                    fix="run the .xml on openvino (--backend openvino), or give the .onnx it was "
+                                        "converted from")
         yield Runner(_onnxruntime(model, threads, spin), "f32")
     elif backend == "openvino":
         yield _openvino(model, precision, threads)

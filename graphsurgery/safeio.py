@@ -63,6 +63,7 @@ def scratch_folder(parent: Path, prefix: str, out: Path,
         staging = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
     except OSError as exc:
         raise uncreatable(exc, out) from None
+    _usable_under_umask(staging, out)
     try:  # the folder, held open: when it is renamed while the command runs (`mv out out.old` during `run -o out`),
         held = os.open(parent, os.O_RDONLY | os.O_DIRECTORY)  # the scratch folder goes with it and is found there
     except OSError:
@@ -97,6 +98,30 @@ def scratch_folder(parent: Path, prefix: str, out: Path,
                     os.close(held)
 
 
+def _usable_under_umask(staging: Path, out: Path) -> None:
+    """Refuse a umask that takes the owner's own read, write or search permission (round 53: `umask 0477`, `0177`):
+    mkdtemp's folder came out unreadable or not enterable for a user other than root, the marker or the patched
+    model could not be written or read back ("fails the ONNX checker … a graphsurgery bug", "cannot create files in
+    the output folder" of a writable folder), and the scratch folder, which could not be listed, stayed behind."""
+    refused = umask_refusal(staging, out)
+    if refused is not None:
+        with suppress(OSError):
+            os.rmdir(staging)  # still empty: removed whatever its mode
+        raise refused
+
+
+def umask_refusal(made: Path, out: Path) -> GraphsurgeryError | None:
+    """The refusal of the umask, when it takes the owner's own read, write or search permission and the folder
+    `made` under it (for the output `out`) came out unusable (root reads and writes whatever the umask leaves)."""
+    mask = _umask()
+    if not mask & 0o700 or os.access(made, os.R_OK | os.W_OK | os.X_OK):
+        return None
+    return GraphsurgeryError(f"the umask {mask:04o} takes the owner's own permissions from the files and folders "
+                             "the command writes (they could not be read back)", path=out,
+                             fix="set a umask that leaves the owner read, write and search permission, e.g. "
+                                 "`umask 022`")
+
+
 @contextmanager
 def staged_folder(outdir: Path, prefix: str,
                   before_moving: Callable[[list[Path]], None] = lambda produced: None) -> Iterator[Path]:
@@ -117,6 +142,7 @@ def staged_folder(outdir: Path, prefix: str,
         # replaced is judged on the folder as it is now (a file put there while this command worked is refused)
         with placing(_existing(outdir.parent)):
             before_moving(produced)
+            moves: list[tuple[Path, Path]] = []
             try:
                 if not present(outdir) and anchor == _existing(outdir.parent):
                     # a new folder: the scratch folder becomes it in one rename, so even a kill (SIGKILL) leaves
@@ -129,9 +155,20 @@ def staged_folder(outdir: Path, prefix: str,
                     return
                 moves = [(path, outdir / path.name) for path in produced]
                 new = [move for move in moves if not present(move[1])]  # the others passed `before_moving`
-                place(new, replace=False)
-                place([move for move in moves if move not in new], replace=True)
+                placed = place(new, replace=False)
+                try:
+                    place([move for move in moves if move not in new], replace=True)
+                except BaseException:  # all or none: the new names go too (round 53: they stayed beside the old)
+                    for target in placed:
+                        with suppress(OSError):
+                            target.unlink()
+                    raise
             except OSError as exc:  # the output folder replaced by a file, or deleted, while the command ran
+                stuck = next(((target, kind) for _, target in moves if (kind := _unreplaceable(target))), None)
+                if stuck is not None:  # an earlier result made immutable (round 53): the folder was left alone
+                    raise GraphsurgeryError(f"{stuck[0].name} in the output folder is {stuck[1]} (chattr), so no "
+                                            "command may replace it; no result was moved", path=outdir,
+                                            fix=f"`chattr -i -a` {stuck[0].name}, or choose another folder") from None
                 raise GraphsurgeryError(f"cannot move the results into the output folder ({exc.strerror or exc})",
                                         path=outdir, fix="run the command again and leave the output folder alone "
                                                          "until it ends") from None
@@ -253,20 +290,47 @@ def place(moves: Sequence[tuple[Path, Path]], replace: bool) -> list[Path]:
     taken = [target for _, target in moves if not replace and present(target)]
     if taken:  # checked for all before any moves: nothing of this command's lands beside the other's
         raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(taken[0]))
-    placed: list[Path] = []
+    placed: list[tuple[Path, Path | None]] = []  # each target, and a link to the file it replaced
     try:
-        for staged, target in moves:
+        for index, (staged, target) in enumerate(moves):
             if replace:
-                os.replace(staged, target)
+                previous = _kept(target, staged.parent / f".previous-{index}")
+                try:
+                    os.replace(staged, target)
+                except BaseException:
+                    if previous is not None:
+                        with suppress(OSError):
+                            previous.unlink()
+                    raise
+                placed.append((target, previous))
             else:
                 _place_new(staged, target)
-            placed.append(target)
+                placed.append((target, None))
     except BaseException:
-        for target in placed:
+        # round 53: the replaced files were unlinked too, so a failure halfway (an earlier result made immutable)
+        # lost the earlier run's results, and its record, without placing the new ones; they are put back
+        for target, previous in placed:
             with suppress(OSError):
-                target.unlink()
+                if previous is not None:
+                    os.replace(previous, target)
+                else:
+                    target.unlink()
         raise
-    return placed
+    for _, previous in placed:
+        if previous is not None:
+            with suppress(OSError):
+                previous.unlink()
+    return [target for target, _ in placed]
+
+
+def _kept(target: Path, keep: Path) -> Path | None:
+    """A hard link `keep` (in the scratch folder) to the file `target` names, before it is replaced, so that `place`
+    can put it back; None when there is none, or no hard link can be made (another file system, FAT)."""
+    try:
+        os.link(target, keep, follow_symlinks=False)
+    except OSError:
+        return None
+    return keep
 
 
 def _place_new(staged: Path, target: Path) -> None:
@@ -568,9 +632,15 @@ def _identities(path: Path) -> list:
     except (OSError, ValueError):
         pass
     try:
-        keys.append(str(Path(path).resolve()))
+        resolved = str(Path(path).resolve())
     except (OSError, RuntimeError):  # a symlink loop (RuntimeError before Python 3.13)
-        keys.append(os.path.abspath(path))
+        resolved = os.path.abspath(path)
+    keys.append(resolved)
+    try:  # the folder's entry: a file not written yet has no inode, and its folder seen through a bind mount (or
+        folder = os.stat(os.path.dirname(resolved) or "/")  # two) resolves to another path: `bench --json d/b.png
+        keys.append(("entry", folder.st_dev, folder.st_ino, os.path.basename(resolved)))  # --chart bind/b.png`
+    except (OSError, ValueError):  # wrote the report over the chart (round 53)
+        pass
     return keys
 
 
@@ -613,6 +683,49 @@ def check_report_path(out: Path, inputs: Iterable[Path | str | None] | InputFile
     out = Path(out)
     _refuse_as_report(out, inputs)
     check_output_folder(out)
+    check_folder_writable(out)
+
+
+def check_folder_writable(out: Path) -> None:
+    """Before the work, the folder of a report or chart takes files (round 53: `bench --json`, `--chart`, `verify
+    --json` and `eval-coco --json` into a read-only file system, or a folder the user may not write, ran the whole
+    timing or comparison, printed it, and then said "cannot write the file")."""
+    if not os.access(out.parent, os.W_OK):
+        raise GraphsurgeryError("the output folder is not writable" + (" (a read-only file system)"
+                                                                       if _read_only_mount(out.parent) else ""),
+                                path=out, fix="choose a writable folder")
+    if (kind := _unreplaceable(out)) is not None:  # `chattr +i`: refused at the rename, root too, after the work
+        raise GraphsurgeryError(f"the output is {kind} (chattr), so no command may replace it", path=out,
+                                fix="choose another path, or `chattr -i -a` the file first")
+
+
+#: FS_IOC_GETFLAGS, and its immutable and append-only flags (linux/fs.h)
+_GETFLAGS, _IMMUTABLE, _APPEND = 0x80086601, 0x10, 0x20
+
+
+def _unreplaceable(path: Path) -> str | None:
+    """"an immutable file" or "an append-only file" when the regular file at `path` is one (a rename over it is
+    refused, whoever runs the command); None otherwise, or where the file system keeps no such flags."""
+    try:
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            return None
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        flags = int.from_bytes(fcntl.ioctl(fd, _GETFLAGS, bytes(8))[:4], sys.byteorder)
+    except OSError:  # no such flags on this file system (ENOTTY)
+        return None
+    finally:
+        os.close(fd)
+    return "an immutable file" if flags & _IMMUTABLE else "an append-only file" if flags & _APPEND else None
+
+
+def _read_only_mount(folder: Path) -> bool:
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
 
 
 def check_output_folder(out: Path) -> None:

@@ -275,20 +275,23 @@ def nearest_cells(values: np.ndarray) -> np.ndarray:
 
 def compare_output(name: str, actual: np.ndarray, expected: np.ndarray, comparison: Comparison, *,
                    reference: np.ndarray | None = None, grid: HeatmapGrid | None = None,
-                   tie: Comparison = DEFAULT_TIE, wobble: Callable[[], np.ndarray | None] | None = None
-                   ) -> OutputResult:
+                   tie: Comparison = DEFAULT_TIE, wobble: Callable[[], np.ndarray | None] | None = None,
+                   exact: bool = False) -> OutputResult:
     """Compare `actual` with `expected` (the reference answer) as `comparison` says.
 
     For positions, `reference` holds the values they were chosen from (heatmaps [N, K, H, W] or class scores
     [..., C]) and `grid` maps coordinates to heatmap cells (None: coordinates are heatmap cells); without
     `reference`, every mismatch is real. `tie` is the float tolerance for near ties. `wobble` gives, per position,
-    how far rounding moves the reference's own answer (called only when a mismatch is no near tie).
+    how far rounding moves the reference's own answer (called only when a mismatch is no near tie). `exact`: both
+    answers were decided on `reference` itself by exact steps (the decoder probe: one float32 map fed to the graph
+    and the twins, an argmax and comparisons, no arithmetic before them), so a mismatch of two cells is real
+    however close their values, a peak on 0 included; a map whose peak is NaN or ±inf still decides nothing.
     """
     actual, expected = np.asarray(actual), np.asarray(expected)
     if comparison.kind in ("float", "integer"):
         return compare_floats(name, actual, expected, atol=comparison.atol, rtol=comparison.rtol, kind=comparison.kind)
     return compare_positions(name, actual, expected, comparison, reference=reference, grid=grid, tie=tie,
-                             wobble=wobble)
+                             wobble=wobble, exact=exact)
 
 
 def missing_output(name: str, comparison: Comparison, problem: str) -> OutputResult:
@@ -447,8 +450,8 @@ def _resolution(actual: np.ndarray, expected: np.ndarray) -> np.ndarray | float:
 
 def compare_positions(name: str, actual: np.ndarray, expected: np.ndarray, comparison: Comparison, *,
                       reference: np.ndarray | None = None, grid: HeatmapGrid | None = None,
-                      tie: Comparison = DEFAULT_TIE, wobble: Callable[[], np.ndarray | None] | None = None
-                      ) -> PositionResult:
+                      tie: Comparison = DEFAULT_TIE, wobble: Callable[[], np.ndarray | None] | None = None,
+                      exact: bool = False) -> PositionResult:
     kind = comparison.kind
     result = PositionResult(name, kind=kind, atol=comparison.atol, tie_atol=tie.atol, tie_rtol=tie.rtol)
     if actual.shape != expected.shape:
@@ -480,7 +483,7 @@ def compare_positions(name: str, actual: np.ndarray, expected: np.ndarray, compa
             decides = True
         else:
             gap, near_tie, decides = _cell_tie(index, b[index], a[index], cells_b[index], cells_a[index], reference,
-                                               tie)
+                                               tie, exact)
         value_ties += near_tie and decides
         if not near_tie and wobble is not None and not measured:
             moves, measured = wobble(), True
@@ -521,13 +524,17 @@ def _index_tie(index: tuple, expected: int, actual: int, reference: np.ndarray |
 
 
 def _cell_tie(index: tuple, expected: np.ndarray, actual: np.ndarray, cell_e: np.ndarray, cell_a: np.ndarray,
-              reference: np.ndarray | None, tie: Comparison) -> tuple[float | None, bool, bool]:
+              reference: np.ndarray | None, tie: Comparison, exact: bool = False) -> tuple[float | None, bool, bool]:
     """A coordinate mismatch: do the heatmap values that decided between the two answers tie? And does the map
     decide a valid joint (False: a map that decides nothing, a near tie whatever the answers, or a peak ≤ 0)?
 
     Judged on the map before the answers' finiteness (round 31): a map whose peak is NaN, ±inf or on the score ≤ 0
     threshold decides nothing, and a refinement's NaN there (mmpose's 0 / 0 and inf / inf rescaling) is a NaN that
-    ONNX leaves each runtime to carry or drop (OpenVINO's Clip and Max on AVX2 drop it)."""
+    ONNX leaves each runtime to carry or drop (OpenVINO's Clip and Max on AVX2 drop it).
+
+    `exact` (`compare_output`): no tie but a map that decides nothing (round 52: on the decoder probe's maps lowered
+    to a peak of exactly 0, a patch testing score >= 0 for > 0 answered every such joint at its peak and passed,
+    each mismatch "on the score <= 0 threshold"; a patch taking the last of tied maxima passed as tied values)."""
     if reference is None:
         return None, False, True
     heatmap = np.asarray(reference[index], np.float64)  # [H, W]
@@ -536,6 +543,8 @@ def _cell_tie(index: tuple, expected: np.ndarray, actual: np.ndarray, cell_e: np
     peak = float(heatmap.max())  # NaN when the map holds one
     if not math.isfinite(peak):
         return None, True, False
+    if exact:
+        return None, False, True
     if not exceeds(np.array(abs(peak)), np.array(0.0), tie.atol, tie.rtol):  # on the score ≤ 0 threshold
         return abs(peak), True, False
     decides = peak > 0  # an invalid joint's answer is a convention, its refinement ill-conditioned

@@ -69,6 +69,9 @@ def compare_detections(names: dict[str, str], actual: dict[str, np.ndarray], exp
         result.problem = (f"{images} images of {rows} detection rows, the reference has {ref_images} of {ref_rows} "
                           "(rows are the nms step's max_detections)")
         return result
+    if problem := _layout_differs(sides):
+        result.problem = problem
+        return result
     result.images = sides[0][0].shape[0]
     unsettled = _unsettled(candidates, comparison.score_threshold, result.images)
     result.unsettled = int(unsettled.sum())
@@ -90,6 +93,36 @@ def compare_detections(names: dict[str, str], actual: dict[str, np.ndarray], exp
                           "differences are near ties, so agreement proves nothing; verify with images where the "
                           "detector finds objects clearly (--images)")
     return result
+
+
+def _layout_differs(sides: list[tuple]) -> str | None:
+    """Where the patched side's rows are not laid out as the reference's: its detections (rows with a class) first,
+    then rows of the fill nms writes (boxes and scores 0, class −1) to max_detections. Round 52: the sets were
+    compared, and a patch whose boxes_to_image sorted its rows the other way (every detection past `count`, the
+    first `count` rows zeros) or filled the scores past the count with −1 passed; a caller reads the first `count`
+    rows. Not judged when the reference itself is laid out otherwise."""
+    (ref_boxes, ref_scores, ref_classes, ref_valid), (boxes, scores, classes, valid) = sides
+
+    def prefix(rows: np.ndarray) -> bool:  # every row with a class before every row without one
+        return bool((np.diff(rows.astype(np.int8), axis=1) <= 0).all())
+
+    if not prefix(ref_valid):
+        return None
+    if not prefix(valid):
+        image = int(np.flatnonzero(~np.all(np.diff(valid.astype(np.int8), axis=1) <= 0, axis=1))[0])
+        return (f"image {image}: a detection row (class >= 0) follows a row without one; the unpatched pipeline "
+                "puts its detections first, as many as its count")
+    for part, ref, got, value in (("boxes", ref_boxes, boxes, 0), ("scores", ref_scores, scores, 0),
+                                  ("classes", ref_classes, classes, -1)):
+        fill = np.unique(ref[~ref_valid].reshape(-1))
+        if len(fill) != 1 or fill[0] != value or not (~valid).any():  # a pipeline of your own (--reference) may
+            # fill otherwise: not judged
+            continue
+        wrong = got[~valid]
+        if not np.all((wrong == fill[0]) | (np.isnan(wrong) & np.isnan(fill[0]))):
+            return (f"rows past the count hold {part} other than the unpatched pipeline's fill {fill[0]:g} (e.g. "
+                    f"{wrong[wrong != fill[0]].reshape(-1)[0]:g})")
+    return None
 
 
 def _unsettled(candidates: Candidates | None, threshold: float, images: int) -> np.ndarray:

@@ -154,3 +154,143 @@ def run_probe(recipe: Recipe, facts: ModelFacts, proto: onnx.ModelProto | None, 
     with open_runner(backend, path) as run:
         answers = run(feed)
     return Probe(probe, extras, postprocess(recipe, probe, facts, extras), backend, answers), notes
+
+
+#: What the cell probes put on the joints `_invalid_joints` leaves as they are (every third from the first), in
+#: the map's own (row, column) cells or as a peak value: the first maximum of a flat map, of two tied in a row and of
+#: two tied in a column; a clear peak in each corner, next to them and on each edge's middle; and clear peaks just
+#: above 0, which decide a joint valid.
+CELL_CASES: tuple[tuple[str, object], ...] = (
+    ("flat", None), ("tied in a row", ((2, 3), (2, -2))), ("tied in a column", ((-3, 1), (1, 4))),
+    ("cell", (0, 0)), ("cell", (0, -1)), ("cell", (-1, 0)), ("cell", (-1, -1)), ("cell", (1, 1)), ("cell", (-2, -2)),
+    ("cell", (-1, -2)), ("cell", (0, "middle")), ("cell", ("middle", -1)),
+    ("peak", 1e-6), ("peak", 1e-3), ("peak", 0.05), ("peak", 0.5))
+#: At most this many cell probes (one cut-graph run each): a model of few joints reaches fewer cases
+CELL_PROBES = 4
+
+
+def cell_probes(maps: np.ndarray) -> list[np.ndarray]:
+    """Probe outputs for output steps that decide exactly (round 52): one sample's maps [1|B, K, H, W] where each
+    joint `_invalid_joints` leaves alone gets a case of `CELL_CASES` (the others are lowered there as in the first
+    probe). Samples through a network rarely reach them: a patch whose validity threshold was 1e-3 or 0.5 for 0,
+    whose table of flat positions had two cells swapped, or which took the last of tied maxima, passed. Every other
+    value lies at least 1 below the case's peak."""
+    if maps.ndim != 4 or maps.dtype != np.float32 or 0 in maps.shape:
+        return []
+    _, joints, h, w = maps.shape
+    free = list(range(0, joints, 3))
+    with np.errstate(**FLOAT_QUIET):
+        finite = np.where(np.isnan(maps), -np.inf, maps)  # no nanmax: its all-NaN warning (round 47's rule)
+        background = np.nan_to_num(maps - finite.max(axis=(2, 3), keepdims=True), nan=0.0, neginf=-1.0,
+                                   posinf=0.0).clip(-1e3, 0) - np.float32(1)
+    probes = []
+    for start in range(0, min(len(CELL_CASES), CELL_PROBES * len(free)), len(free)):
+        probe = background.astype(np.float32)
+        for joint, (kind, where) in zip(free, CELL_CASES[start:start + len(free)]):
+            if kind == "flat":
+                probe[:, joint] = 1.0
+            elif kind == "peak":
+                probe[:, joint, h // 2, w // 3] = where
+            else:
+                for row, column in (where if kind != "cell" else (where,)):
+                    probe[:, joint, h // 2 if row == "middle" else row % h,
+                          w // 2 if column == "middle" else column % w] = 2.0
+        probes.append(probe)
+    return probes
+
+
+#: What the SimCC probe puts on a joint (cycled over the joints, `SIMCC_PROBES` vector pairs at most): where x's and
+#: y's peaks lie (a position, "flat" for a vector of one value, "tied" for two maxima) and their heights. Every other
+#: value lies at least 1 below. Peaks at either end and next to them, flat and tied vectors (numpy's first maximum),
+#: maxima of exactly 0 and below (mmpose's (−1, −1)), just above 0, and x's above, below and equal to y's (the score
+#: is the smaller).
+SIMCC_CASES: tuple[tuple[object, object, float, float], ...] = (
+    (0, -1, 2.0, 2.0), (-1, 0, 2.0, 2.0), (1, -2, 2.0, 2.0), ("flat", "flat", 1.0, 1.0), ("tied", "tied", 2.0, 2.0),
+    ("middle", "middle", 0.0, 0.0), ("middle", "middle", -0.5, 0.5), ("middle", "middle", 0.5, 0.0),
+    ("middle", "middle", 0.3, 0.2), ("middle", "middle", 0.2, 0.3), ("middle", "middle", 0.4, 0.4),
+    ("middle", "middle", 1e-6, 1.0), ("middle", "middle", 1e-3, 1.0), ("middle", "middle", 0.05, 1.0),
+    ("middle", "middle", 1.0, 0.5), (2, 3, 2.0, 2.0))
+SIMCC_PROBES = 4
+
+
+def simcc_vectors(x: np.ndarray, y: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """One sample's SimCC vectors [B, K, Lx] and [B, K, Ly] rewritten, joint by joint, to the cases of
+    `SIMCC_CASES` (round 52: SimCC had no probe; a patch calling a joint valid above 1 for above 0, or whose
+    table of positions had its first two swapped, passed)."""
+    if x.ndim != 3 or y.ndim != 3 or x.shape[:2] != y.shape[:2] or 0 in x.shape or 0 in y.shape:
+        return []
+
+    def lowered(v: np.ndarray) -> np.ndarray:
+        with np.errstate(**FLOAT_QUIET):
+            peak = np.where(np.isnan(v), -np.inf, v).max(axis=2, keepdims=True)  # no nanmax's all-NaN warning
+            return (np.nan_to_num(v - peak, nan=0.0, neginf=-1.0, posinf=0.0).clip(-1e3, 0)
+                    - np.float32(1)).astype(np.float32)
+
+    def put(v: np.ndarray, joint: int, where: object, peak: float) -> None:
+        length = v.shape[2]
+        if where == "flat":
+            v[:, joint] = peak
+            return
+        v[:, joint] = np.minimum(v[:, joint], peak - 1)
+        spots = ((length // 3, 2 * length // 3) if where == "tied" else
+                 (length // 2,) if where == "middle" else (int(where) % length,))
+        v[:, joint, list(spots)] = peak
+
+    joints = x.shape[1]
+    pairs = []
+    for start in range(0, min(len(SIMCC_CASES), SIMCC_PROBES * joints), joints):
+        px, py = lowered(x), lowered(y)
+        for joint, (at_x, at_y, peak_x, peak_y) in zip(range(joints), SIMCC_CASES[start:start + joints]):
+            put(px, joint, at_x, peak_x)
+            put(py, joint, at_y, peak_y)
+        pairs.append((px, py))
+    return pairs
+
+
+def run_simcc_probe(recipe: Recipe, facts: ModelFacts, proto: onnx.ModelProto | None, backend: str,
+                    outputs: dict[str, np.ndarray], caller: str, feeds: dict[str, np.ndarray], folder: Path
+                    ) -> Probe | None:
+    """The decoder probe of a `simcc_decode` recipe: the patched graph cut at the network's two SimCC outputs, run on
+    `simcc_vectors` of one batch's (`outputs`, by name) next to the output twins; the probes joined as one (its
+    `output`: the x vectors). None when the recipe does not start with simcc_decode or the graph cannot be cut (as
+    `run_probe`)."""
+    from graphsurgery.steps.simcc import SimccDecode
+
+    steps = recipe.output.steps if recipe.output else ()
+    if not steps or not isinstance(steps[0], SimccDecode) or proto is None:
+        return None
+    step, batch = steps[0], feeds[caller].shape[0]
+    if not all(name in outputs and outputs[name].dtype == np.float32 for name in step.reads):
+        return None
+    pairs = simcc_vectors(outputs[step.x][:batch], outputs[step.y][:batch])
+    names = recipe.output.output_names().values()
+    made = {name for node in proto.graph.node for name in node.output}
+    declared = {value.name for value in proto.graph.output}
+    if not pairs or not all(name in made for name in step.reads) or not all(
+            name in made and name in declared for name in names):
+        return None
+    inputs = [value.name for value in proto.graph.input if value.name in feeds]
+    extractor = Extractor(proto)
+    for name in step.reads:
+        extractor.value_infos.setdefault(name, _declared_as(name, outputs[name]))
+    cut = extractor.extract_model([*inputs, *step.reads], list(names))
+    if any(uses_external_data(tensor) for tensor in cut.graph.initializer):
+        return None
+    path = folder / "simcc_probe.onnx"
+    onnx.save(cut, str(path))
+    shape = feeds[caller].shape
+    extras = {name: value for name, value in feeds.items() if name != caller}
+    parts = []
+    with open_runner(backend, path) as run:
+        for px, py in pairs:
+            vectors = {step.x: px, step.y: py}
+            twin_extras = output_extras(recipe, facts, extras, shape, vectors)
+            answers = run({**{name: feeds[name] for name in inputs}, **vectors})
+            parts.append((vectors[facts.output_name], twin_extras,
+                          postprocess(recipe, vectors[facts.output_name], facts, twin_extras), answers))
+
+    def join(dicts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+        return {name: np.concatenate([d[name] for d in dicts]) for name in dicts[0]}
+
+    return Probe(np.concatenate([part[0] for part in parts]), join([part[1] for part in parts]),
+                 join([part[2] for part in parts]), backend, join([part[3] for part in parts]))

@@ -107,12 +107,14 @@ def resize_sizes(first: InputStep) -> tuple[tuple[int, int], ...]:
     """The sizes (W, H) of random images for a recipe whose `first` step freeing the caller's size sees them:
     RESIZE_SIZES, led by two sizes from the model's when its first two (all that `--random 2` feeds) do not give
     floor, round and ceil each their own resized sides (round 41: a patch rounding another way PASSed), by
-    `_aspect_sizes` where the leading sizes are not both wider and taller than the model, and by
-    `_shrinking_size` where no size is larger than the model on both sides."""
+    `_aspect_sizes` where the leading sizes are not both wider and taller than the model, by the sizes that give a
+    centre cut's or pad's offset each rounding (`Resize.offset_sizes`), and by `_shrinking_size` where no size is
+    larger than the model on both sides."""
     if not isinstance(first, Resize):
         return RESIZE_SIZES
     rounding = () if first.roundings_told_apart(RESIZE_SIZES[:2]) else first.rounding_sizes()
     leading = (*rounding, *_aspect_sizes(first, (*rounding, *RESIZE_SIZES)[:2]))
+    leading = (*leading, *first.offset_sizes((*leading, *RESIZE_SIZES)))
     return (*leading, *_shrinking_size(first, (*leading, *RESIZE_SIZES)), *RESIZE_SIZES)
 
 

@@ -29,7 +29,7 @@ import onnx
 from graphsurgery.api import apply
 from graphsurgery.compare import FloatResult, HeatmapGrid, OutputResult, compare_output, missing_output
 from graphsurgery.compare_detections import Candidates, compare_detections
-from graphsurgery.decoder_probe import Probe, run_probe
+from graphsurgery.decoder_probe import EXACT_ON_INVALID, Probe, cell_probes, run_probe, run_simcc_probe
 from graphsurgery.errors import GraphsurgeryError, check_flags, check_names
 from graphsurgery.heatmap_grid import heatmap_grid
 from graphsurgery.limits import byte_size
@@ -69,6 +69,8 @@ from graphsurgery.staged import (
     unexposed_note,
 )
 from graphsurgery.steps.base import Comparison, InputStep
+from graphsurgery.steps.output import HeatmapArgmax
+from graphsurgery.steps.simcc import SimccDecode
 from graphsurgery.tolerances import (
     Tolerances,
     allowance_note,
@@ -334,11 +336,21 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
         first, first_extras = samples.groups[0]
         # round 42: the output steps' decisions, which samples rarely reach; on the first batch (one sample, the
         # batch of a dynamic one: a static batch of 2 was fed one, ONNX Runtime refused, an internal error)
+        feeds = {image_input.name: first[:batch], **{name: value[:batch] for name, value in first_extras.items()}}
+        network_output = decoded[backends[0]][0][0][:batch]
         probe, probe_notes = (None, []) if int8 else run_probe(
-            recipe, facts, patched_proto, backends[0], decoded[backends[0]][0][0][:batch], image_input.name,
-            {image_input.name: first[:batch], **{name: value[:batch] for name, value in first_extras.items()}},
-            Path(tmp), seed)
+            recipe, facts, patched_proto, backends[0], network_output, image_input.name, feeds, Path(tmp), seed)
         report.notes += probe_notes
+        if probe is None and not int8 and not crops_boxes:  # round 52: SimCC's two heads (a network output per
+            # caller's sample: the graph's crops are as many as their boxes)
+            probe = run_simcc_probe(recipe, facts, patched_proto, backends[0], decoded[backends[0]][0][1],
+                                    image_input.name, feeds, Path(tmp))
+        # round 52: maps of flat, tied, cornered and faint peaks, for the heatmap decoders that decide exactly
+        exact_heatmaps = probe is not None and _decided_exactly(recipe) and isinstance(recipe.output.steps[0],
+                                                                                        HeatmapArgmax)
+        cells = [run_probe(recipe, facts, patched_proto, backends[0], maps, image_input.name, feeds,
+                           _folder(Path(tmp) / f"cell_probe_{index}"), seed)[0]
+                 for index, maps in enumerate(cell_probes(network_output) if exact_heatmaps else ())]
         own_decode = int8_verification.own_decode(recipe, facts, answers["openvino"], samples, batch) if int8 else None
     runs = {backend: concat(answers.pop(backend)) for backend in backends}  # the parts go as they are joined
     report.problem = _input_ignored(unpatched[backends[0]], steps)
@@ -383,7 +395,8 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
                                "from its own network output, exactly); its agreement with f32 is measured, not "
                                "judged (seeded stand-in weights quantize worse than trained ones)"]
     if probe is not None:
-        report.probes = [_probe_pair(probe, recipe, facts, wanted, tie)]
+        report.probes = [_probe_pair(_joined([probe, *(cell for cell in cells if cell is not None)]), recipe, facts,
+                                     wanted, tie)]
     if exposed:
         report.input_steps, note = _input_pairs(bounds, network, steps)
         report.notes += [note] if note else []
@@ -478,6 +491,23 @@ def _pairs(backends: list[str], ran: dict[str, str], unpatched: dict, patched: d
     return pairs
 
 
+def _folder(path: Path) -> Path:
+    """A new folder for one probe's cut graph: a runner refuses a model file rewritten in place after it read it."""
+    path.mkdir()
+    return path
+
+
+def _joined(probes: list[Probe]) -> Probe:
+    """The decoder probe and its cell probes (`decoder_probe.cell_probes`) as one, sample after sample."""
+    def join(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+        return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+
+    first = probes[0]
+    return first if len(probes) == 1 else Probe(
+        np.concatenate([probe.output for probe in probes]), join([probe.extras for probe in probes]),
+        join([probe.expected for probe in probes]), first.backend, join([probe.answers for probe in probes]))
+
+
 def _probe_pair(probe: Probe, recipe: Recipe, facts: ModelFacts, wanted: dict[str, Comparison],
                 tie: Comparison) -> PairReport:
     """The decoder probe's comparison (`decoder_probe`), of the outputs the cut graph makes."""
@@ -485,7 +515,17 @@ def _probe_pair(probe: Probe, recipe: Recipe, facts: ModelFacts, wanted: dict[st
     return PairReport(f"{probe.backend}: output steps on a probe output", "the output twins on a probe network output",
                       f"the patched graph's output steps on {probe.backend}",
                       compare(probe.answers, probe.expected, probe.output, made, probe.grids(recipe, facts, wanted),
-                              tie, None, probe.decided(recipe, facts)))
+                              tie, None, probe.decided(recipe, facts), _decided_exactly(recipe)))
+
+
+def _decided_exactly(recipe: Recipe) -> bool:
+    """Whether the output steps decide each keypoint exactly on the map they read (an argmax, comparisons, a quarter
+    offset's sign, a scale: `EXACT_ON_INVALID`), so that on the decoder probe, whose map the graph and the twins
+    read as one float32 tensor, every keypoint must match: no near ties there (round 52)."""
+    steps = recipe.output.steps if recipe.output else ()
+    return bool(steps) and all(isinstance(step, (*EXACT_ON_INVALID, SimccDecode)) for step in steps) and all(
+        step.method == "exact" for step in steps if isinstance(step, HeatmapArgmax))  # `argmax`: ties are runtimes'
+    # before opset 12
 
 
 def _input_pairs(bounds: Bounds, network: dict[str, FloatResult], steps: Sequence[InputStep]
@@ -631,10 +671,11 @@ def concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
 def compare(actual: dict[str, np.ndarray], expected: dict[str, np.ndarray], raw: np.ndarray,
             wanted: dict[str, Comparison], grids: dict[str, HeatmapGrid], tie: Comparison,
             wobbles: dict[str, Callable[[], np.ndarray | None]] | None = None,
-            decided: dict[str, dict[str, np.ndarray]] | None = None) -> list[OutputResult]:
+            decided: dict[str, dict[str, np.ndarray]] | None = None, exact: bool = False) -> list[OutputResult]:
     """Each output the recipe declares, by its kind. Near ties are judged on `raw` (the reference side's model
     output as the decoding steps read it), those of indices and detections on what their step read there
-    (`decided`, by output name: `twins.decision_inputs`)."""
+    (`decided`, by output name: `twins.decision_inputs`); `exact`: positions decided exactly on `raw` itself
+    (`compare_output`: the decoder probe of exact steps)."""
     decided = decided or {}
     results = []
     # detector outputs (one nms per recipe) are compared together, as sets, where the first of them is listed
@@ -656,7 +697,7 @@ def compare(actual: dict[str, np.ndarray], expected: dict[str, np.ndarray], raw:
         elif comparison.kind == "indices" and comparison.ranks in expected:  # your pipeline's (verify_reference)
             reference = expected[comparison.ranks]
         results.append(compare_output(name, actual[name], expected[name], comparison, reference=reference,
-                                      grid=grids.get(name), tie=tie, wobble=(wobbles or {}).get(name)))
+                                      grid=grids.get(name), tie=tie, wobble=(wobbles or {}).get(name), exact=exact))
     return results
 
 

@@ -79,17 +79,20 @@ def test_a_patch_rounding_the_kept_side_another_way_fails(tmp_path, hw, fit, rig
 
 
 def test_sizes_that_show_the_rounding_already_are_kept():
-    """Guard: the ImageNet crop of a 224 model tells the roundings apart at 400×300 and 353×481: the sizes fed (and
-    the docs' report) are unchanged."""
+    """Guard: the ImageNet crop of a 224 model tells the roundings apart at 400×300 and 353×481: no rounding sizes
+    lead (round 52: two sizes whose centre-cut offsets are an integer and a half and an odd integer do,
+    `Resize.offset_sizes`)."""
     from graphsurgery.samples import RESIZE_SIZES, resize_sizes
     from graphsurgery.steps.resize import Resize
 
-    assert resize_sizes(Resize(size=(224, 224), fit="crop", crop_fraction=0.875)) == RESIZE_SIZES
+    assert resize_sizes(Resize(size=(224, 224), fit="crop", crop_fraction=0.875)) == ((226, 224), (227, 224),
+                                                                                      *RESIZE_SIZES)
     assert resize_sizes(Resize(size=(64, 64))) == RESIZE_SIZES  # stretch: nothing rounded
     assert resize_sizes(Resize(size=(1, 1), fit="letterbox")) == RESIZE_SIZES  # every rounding gives 1 × 1
     letterbox = Resize(size=(64, 64), fit="letterbox")
     assert letterbox.roundings_told_apart(resize_sizes(letterbox)[:2])
-    assert resize_sizes(letterbox)[2:] == ((129, 64), *RESIZE_SIZES)  # round 42: both portrait, so one wider follows
+    assert resize_sizes(letterbox)[2:] == ((129, 64), (67, 64), *RESIZE_SIZES)  # round 42: both portrait, so one
+    # wider follows; round 52: then one whose pad is odd (`Resize.offset_sizes`)
 
 
 # --- letterbox padding within a pixel's range ---------------------------------------------------------------------

@@ -12,6 +12,7 @@ probe proves what the recipe's parameters decide, and the backends' agreement is
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from graphsurgery.heatmap_grid import heatmap_grid
 from graphsurgery.model import ModelFacts
 from graphsurgery.recipe import Recipe
 from graphsurgery.runners import open_runner
+from graphsurgery.stability import Wobbles
 from graphsurgery.steps.base import Comparison
 from graphsurgery.steps.dark import DarkRefine, UdpRefine
 from graphsurgery.steps.detect import DflBoxes, YoloBoxes
@@ -39,16 +41,19 @@ EXACT_ON_INVALID = (HeatmapArgmax, QuarterOffset, ToImage)
 #: 0 / 0, each runtime's own; lowered to −0.5 every map is defined (blurred, rescaled and clamped, its log is one
 #: constant: the joint does not move). Unprobed, a UDP patch marking invalid joints (0, 0) for mmpose's (−1, −1)
 #: passed (round 47). Their valid joints are drawn (`LADDER`), not the network's: a valid joint's refinement on a
-#: network's map differs between the graph and the twin by float rounding (0.0011 px, UDP on a SimpleBaseline), which
-#: the samples allow for (`Wobbles`); on a Gaussian it is well conditioned.
+#: network's map differs between the graph and the twin by float rounding (0.0011 px, UDP on a SimpleBaseline); on a
+#: Gaussian it is well conditioned. What rounding moves is allowed on the probe as on the samples (`Probe.wobbles`).
 RESCALING = (DarkRefine, UdpRefine)
-#: Peaks of the Gaussians drawn for a refinement's valid joints (every third joint from the third, in this order,
-#: repeated): just above UDP's upper clip (50) with the cells around it below it, just below it, just above UDP's
-#: lower clip (1e-3) and DARK's floor (1e-10), an ordinary peak, and one whose every cell is clipped. Random crops
-#: never reach a bound: UDP's clip moved from 50 to 55 passed `verify --random 4` (round 51).
-LADDER = (51.0, 47.0, 1.1e-3, 1.1e-10, 1.0, 1e4)
-#: Where each Gaussian's centre lies from its map's middle cell, in cells (x, y): off the grid, so that the
-#: refinement moves every joint and a wrong one moves it elsewhere
+#: The Gaussians drawn for a refinement's valid joints (every third joint from the third, in this order, repeated):
+#: their peaks and where they lie. Just above UDP's upper clip (50) with the cells around it below it, just below it,
+#: just above UDP's lower clip (1e-3), an ordinary peak in the last row and column, just above DARK's floor (1e-10),
+#: one whose every cell is clipped, and one in the first row and column. Random crops never reach a bound: UDP's clip
+#: moved from 50 to 55 passed `verify --random 4` (round 51); nor a peak in the last rows: a heatmap_argmax whose last
+#: two row numbers were swapped passed a UDP recipe's verify (round 52).
+LADDER = ((51.0, "middle"), (47.0, "middle"), (1.1e-3, "middle"), (1.0, "last"), (1.1e-10, "middle"),
+          (1e4, "middle"), (1.0, "first"))
+#: Where each Gaussian's centre lies from its cell, in cells (x, y): off the grid (and towards the middle of the map
+#: from a corner), so that the refinement moves every joint and a wrong one moves it elsewhere
 OFF_GRID = (0.3, -0.2)
 
 
@@ -68,6 +73,18 @@ class Probe:
 
     def decided(self, recipe: Recipe, facts: ModelFacts) -> dict[str, dict[str, np.ndarray]]:
         return decision_inputs(recipe, self.output, facts, self.extras)
+
+    def wobbles(self, recipe: Recipe, facts: ModelFacts, wanted: dict[str, Comparison], tie: Comparison
+                ) -> dict[str, Callable[[], np.ndarray | None]] | None:
+        """For a refinement (`RESCALING`), how far float rounding moves each position of the twins' answer
+        (`stability.Wobbles`, as the samples allow): an invalid joint after a drawn one reads that map's bottom
+        corners (UDP's wrapped index), and where a drawn peak lies there its step is ill-conditioned (graph and twin
+        0.69 cells apart on 64 × 48 maps). None for the other steps, whose probe is compared as it is."""
+        steps = recipe.output.steps if recipe.output else ()
+        if not any(isinstance(step, RESCALING) for step in steps):
+            return None
+        positions = {name: c.kind for name, c in wanted.items() if c.kind in ("coordinates", "indices")}
+        return Wobbles(recipe, facts, {"probe": [(self.output, self.extras)]}, positions, tie).of("probe", False)
 
 
 def probe_output(recipe: Recipe, facts: ModelFacts, output: np.ndarray, seed: int
@@ -108,18 +125,23 @@ def _probed_joints(maps: np.ndarray, refined: bool = False) -> np.ndarray:
         if refined:
             probe -= peaks + np.float32(0.5)
             drawn = (np.arange(probe.shape[0] * probe.shape[1]) % 3 == 2).reshape(probe.shape[:2])
-            heights = np.resize(np.array(LADDER, np.float32), int(drawn.sum()))
-            probe[drawn] = heights[:, None, None] * _gaussian(*probe.shape[2:])
+            for index, (n, k) in enumerate(zip(*np.nonzero(drawn))):
+                peak, where = LADDER[index % len(LADDER)]
+                probe[n, k] = np.float32(peak) * _gaussian(*probe.shape[2:], where)
         else:
             probe[:, 1::3] -= peaks[:, 1::3]
             probe[:, 2::3] -= peaks[:, 2::3] + np.float32(0.5)
     return probe
 
 
-def _gaussian(height: int, width: int) -> np.ndarray:
-    """A map of σ 2 (the authors' targets) centred `OFF_GRID` from the middle cell, its largest cell exactly 1."""
+def _gaussian(height: int, width: int, where: str) -> np.ndarray:
+    """A map of σ 2 (the authors' targets) peaking at the middle cell, the last (bottom right) or the first (top
+    left), its centre `OFF_GRID` from it towards the map's middle; its largest cell exactly 1."""
     y, x = np.mgrid[0:height, 0:width]
-    centre_x, centre_y = width // 2 + OFF_GRID[0], height // 2 + OFF_GRID[1]
+    cell_x, cell_y = {"middle": (width // 2, height // 2), "last": (width - 1, height - 1), "first": (0, 0)}[where]
+    inwards = {"middle": (1, 1), "last": (-1, -1), "first": (1, 1)}[where]
+    off_x, off_y = (abs(OFF_GRID[0]), abs(OFF_GRID[1])) if where != "middle" else OFF_GRID
+    centre_x, centre_y = cell_x + inwards[0] * off_x, cell_y + inwards[1] * off_y
     drawn = np.exp(-((x - centre_x) ** 2 + (y - centre_y) ** 2) / 8.0)
     return (drawn / drawn.max()).astype(np.float32)
 
@@ -156,7 +178,7 @@ def run_probe(recipe: Recipe, facts: ModelFacts, proto: onnx.ModelProto | None, 
     return Probe(probe, extras, postprocess(recipe, probe, facts, extras), backend, answers), notes
 
 
-#: What the cell probes put on the joints `_invalid_joints` leaves as they are (every third from the first), in
+#: What the cell probes put on the joints `_probed_joints` leaves as they are (every third from the first), in
 #: the map's own (row, column) cells or as a peak value: the first maximum of a flat map, of two tied in a row and of
 #: two tied in a column; a clear peak in each corner, next to them and on each edge's middle; and clear peaks just
 #: above 0, which decide a joint valid.
@@ -171,7 +193,7 @@ CELL_PROBES = 4
 
 def cell_probes(maps: np.ndarray) -> list[np.ndarray]:
     """Probe outputs for output steps that decide exactly (round 52): one sample's maps [1|B, K, H, W] where each
-    joint `_invalid_joints` leaves alone gets a case of `CELL_CASES` (the others are lowered there as in the first
+    joint `_probed_joints` leaves alone gets a case of `CELL_CASES` (the others are lowered there as in the first
     probe). Samples through a network rarely reach them: a patch whose validity threshold was 1e-3 or 0.5 for 0,
     whose table of flat positions had two cells swapped, or which took the last of tied maxima, passed. Every other
     value lies at least 1 below the case's peak."""

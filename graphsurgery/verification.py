@@ -515,7 +515,8 @@ def _probe_pair(probe: Probe, recipe: Recipe, facts: ModelFacts, wanted: dict[st
     return PairReport(f"{probe.backend}: output steps on a probe output", "the output twins on a probe network output",
                       f"the patched graph's output steps on {probe.backend}",
                       compare(probe.answers, probe.expected, probe.output, made, probe.grids(recipe, facts, wanted),
-                              tie, None, probe.decided(recipe, facts), _decided_exactly(recipe)))
+                              tie, probe.wobbles(recipe, facts, made, tie), probe.decided(recipe, facts),
+                              _decided_exactly(recipe)))
 
 
 def _decided_exactly(recipe: Recipe) -> bool:

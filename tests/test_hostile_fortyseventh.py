@@ -182,3 +182,36 @@ def test_a_refinement_clipping_at_another_bound_fails_a_short_verify(tmp_path, r
                     "--backends", "onnxruntime")
     assert result.exit_code == 1, result.output
     assert "FAIL" in result.output and "output steps on a probe output: keypoints" in " ".join(result.output.split())
+
+
+@pytest.mark.parametrize("axis", [0, 1], ids=["columns", "rows"])
+def test_a_refined_recipe_whose_last_two_rows_or_columns_are_swapped_fails(tmp_path, axis):
+    """Was a PASS (round 52): a UDP recipe whose heatmap_argmax answered row H − 2 for H − 1 and the reverse (or so
+    for the last two columns): no sample, and no joint of the probe, peaked there. The probe's Gaussians now include
+    peaks in the last (and first) row and column."""
+    model = pose_model(tmp_path / "pose.onnx", dynamic_batch=True)
+    patched = tmp_path / "patched.onnx"
+    assert invoke("apply", RECIPES / "mmpose_heatmap_udp.yaml", model, "-o", patched).exit_code == 0
+    proto = onnx.load(str(patched))
+    table = next(t for t in proto.graph.initializer if t.name.endswith("heatmap_argmax/coordinates"))
+    values = numpy_helper.to_array(table).copy()
+    column = values[:-1, axis]  # the table's last entry is its "none"
+    last = column.max()
+    values[:-1, axis] = np.where(column == last, last - 1, np.where(column == last - 1, last, column))
+    table.CopyFrom(numpy_helper.from_array(values, table.name))
+    onnx.save(proto, str(tmp_path / "swapped.onnx"))
+    result = invoke("verify", RECIPES / "mmpose_heatmap_udp.yaml", model, "--patched", tmp_path / "swapped.onnx",
+                    "--random", "4", "--backends", "onnxruntime")
+    assert result.exit_code == 1, result.output
+    assert "output steps on a probe output: keypoints" in " ".join(result.output.split())
+
+
+@pytest.mark.parametrize("recipe", ["mmpose_heatmap_udp.yaml", "mmpose_heatmap_dark.yaml"])
+def test_right_refined_patches_pass_a_probe_of_every_drawn_peak(tmp_path, recipe):
+    """133 joints and a batch of 2 reach every Gaussian of the ladder, corners included: an invalid joint after a
+    corner's peak reads it (UDP's wrapped index), its step ill-conditioned, and graph and twin were 0.69 cells apart
+    there; the probe allows what float rounding moves (`Probe.wobbles`), as the samples do."""
+    model = pose_model(tmp_path / "pose.onnx", dynamic_batch=True, joints=133)
+    result = invoke("verify", RECIPES / recipe, model, "--random", "2")
+    assert result.exit_code == 0, result.output
+    assert "output steps on a probe output" in result.output

@@ -28,6 +28,7 @@ from graphsurgery.recipe import Recipe
 from graphsurgery.runners import open_runner
 from graphsurgery.stability import Wobbles
 from graphsurgery.steps.base import Comparison
+from graphsurgery.steps.classify import Softmax, TopK
 from graphsurgery.steps.dark import DarkRefine, UdpRefine
 from graphsurgery.steps.detect import DflBoxes, YoloBoxes
 from graphsurgery.steps.nms import Nms
@@ -98,10 +99,34 @@ def probe_output(recipe: Recipe, facts: ModelFacts, output: np.ndarray, seed: in
     if isinstance(steps[0], HeatmapArgmax) and output.ndim == 4 and all(isinstance(s, EXACT_ON_INVALID + RESCALING)
                                                                          for s in steps):
         return _probed_joints(output, refined=any(isinstance(s, RESCALING) for s in steps)), []
+    if isinstance(steps[0], (Softmax, TopK)):
+        return _ranked_rows(output, steps), []
     nms = next((step for step in steps if isinstance(step, Nms)), None)
     if isinstance(steps[0], (YoloBoxes, DflBoxes)) and nms and output.ndim == 3:
         return crowded_head(steps[0], nms, facts, output, np.random.default_rng(seed))
     return None, []
+
+
+def _ranked_rows(output: np.ndarray, steps) -> np.ndarray | None:
+    """A classifier's output rewritten row by row (each vector of class scores) to a background of −1 and the
+    top-k's peaks (k = 1 without topk) at heights k + 3, k + 2, …, 4 on classes that differ from row to row: the
+    last, the first, the second, the one before the last, then spread over the rest. Random samples give a trained text
+    recogniser's blank (class 0) at every timestep: a rapidocr_rec patch whose top-k position table was zeroed passed
+    (round 52). None where the classes do not lie along the last axis (nor [N, C, 1, …, 1])."""
+    singleton_tail = output.ndim > 2 and all(d == 1 for d in output.shape[2:])
+    axis = 1 if singleton_tail else output.ndim - 1
+    if output.ndim < 2 or any(isinstance(step, Softmax) and step.axis % output.ndim != axis for step in steps):
+        return None
+    classes = output.shape[axis]
+    k = min(next((step.k for step in steps if isinstance(step, TopK)), 1), classes)
+    order = list(dict.fromkeys([classes - 1, 0, 1, classes - 2, *(classes * i // 8 for i in range(1, 8)),
+                                *range(classes)]))
+    rows = np.moveaxis(np.full(output.shape, -1.0, np.float32), axis, -1)
+    flat = rows.reshape(-1, classes)
+    for row in range(len(flat)):
+        for rank in range(k):
+            flat[row, order[(row * k + rank) % len(order)]] = float(k + 3 - rank)
+    return np.ascontiguousarray(np.moveaxis(flat.reshape(rows.shape), -1, axis))
 
 
 def _declared_as(name: str, value: np.ndarray) -> onnx.ValueInfoProto:

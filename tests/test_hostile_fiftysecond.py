@@ -377,3 +377,33 @@ def test_the_right_detector_patch_passes_the_layout(detector):
     plain, right = detector
     report = verify(DETECTOR, plain, patched=right, random=4)
     assert report, report.failures()
+
+
+# --- softmax and topk: the probe of ranked rows (round 52's leftover) -------------------------------------------
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_a_topk_whose_answers_do_not_follow_the_scores_fails_on_its_probe(classifier, tmp_path, k):
+    """Was a PASS (round 52's leftover, rapidocr_rec): random samples through a network that answers one class
+    everywhere never tell a top-k whose class positions were zeroed (k = 1: its first-maximum table) or whose order
+    was reversed (k > 1: TopK's `largest` flipped) from the right one. The probe rewrites each row of class scores
+    with its peaks on classes that differ from row to row."""
+    plain, _ = classifier
+    recipe = tmp_path / f"top{k}.yaml"
+    text = CLASSIFIER.read_text()
+    assert text.count("topk: {k: 5}") == 1
+    recipe.write_text(text.replace("topk: {k: 5}", f"topk: {{k: {k}}}"))
+    right = apply(recipe, plain, tmp_path / "right.onnx").output
+    model = onnx.load(str(right))
+    if k == 1:
+        table = next(t for t in model.graph.initializer if t.name.startswith("graphsurgery/post/topk")
+                     and t.name.endswith("positions"))
+        table.CopyFrom(numpy_helper.from_array(np.zeros_like(numpy_helper.to_array(table)), table.name))
+    else:
+        node = next(n for n in model.graph.node if n.op_type == "TopK" and n.name.startswith("graphsurgery/post/"))
+        next(a for a in node.attribute if a.name == "largest").i = 0
+    onnx.save(model, str(tmp_path / "wrong.onnx"))
+    assert verify(recipe, plain, random=4, backends=("onnxruntime",))  # the right one passes its probe
+    report = verify(recipe, plain, patched=tmp_path / "wrong.onnx", random=4, backends=("onnxruntime",))
+    assert not report
+    assert any(line.startswith("onnxruntime: output steps on a probe output: indices") for line in report.failures())

@@ -281,3 +281,23 @@ def test_a_damaged_jpeg_is_noted_once_naming_the_users_image(tmp_path):
                                       "--images", str(folder), "--backends", "onnxruntime"])
     notes = [line for line in result.stderr.splitlines() if line.startswith("note:")]
     assert len(notes) == 1 and notes[0].startswith(f"note: {damaged}: the JPEG is damaged"), result.stderr
+
+
+def test_a_proof_that_compared_nothing_is_said(coco_set, monkeypatch):
+    """A verify that fails without a failing comparison (it compared nothing) ended eval-coco with exit 1 and no
+    line saying why, after identical AP/AR."""
+    from graphsurgery import coco
+    from graphsurgery.coco import CocoReport, PipelineResult
+    from graphsurgery.verification import VerifyReport
+
+    annotations, images, plain = coco_set
+    proof = VerifyReport("r.yaml", "p.onnx", "q.onnx", "images", 3, ["onnxruntime"], "f32")
+    assert not proof and proof.failures() == []
+    stats = [0.5] * len(STAT_NAMES)
+    report = CocoReport("ann.json", 2, 3, "ground truth", [PipelineResult(kind, "onnxruntime", "f32", list(stats))
+                                                           for kind in ("unpatched", "patched")], proof, 3)
+    monkeypatch.setattr(coco, "evaluate_coco", lambda *args, **kwargs: report)
+    result = CliRunner().invoke(cli, ["eval-coco", str(CROP_RECIPE), str(plain), "--ann", str(annotations),
+                                      "--images", str(images)], terminal_width=200)
+    assert result.exit_code == 1, result.output
+    assert "NO PARITY per keypoint (verify of 3 of the people): nothing was compared" in result.output

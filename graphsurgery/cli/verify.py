@@ -224,7 +224,8 @@ def eval_coco_command(recipe: Path, plain: Path, annotations: Path, images: Path
         differing = [p.name for p in report.pipelines if p.stats != reference]
         console.print(f"[bold red]NO PARITY[/]: {', '.join(differing)} differ from {report.pipelines[0].name} "
                       f"(AP {', '.join(f'{p.stats[0]:.4f}' for p in report.pipelines)})", highlight=False)
-    for failure in proof.failures() if not proof else ():
+    # verify without a failing comparison fails when it compared nothing: say so rather than end without a word
+    for failure in (proof.failures() or ["nothing was compared"]) if not proof else ():
         console.print(Text.assemble(("NO PARITY", "bold red"), shown(f" per keypoint (verify of {report.proven} of "
                                                                      f"the people): {failure}")))
     raise SystemExit(PARITY_FAILURE)

@@ -34,7 +34,7 @@ from graphsurgery.steps.detect import DflBoxes, YoloBoxes
 from graphsurgery.steps.nms import Nms
 from graphsurgery.steps.output import HeatmapArgmax, QuarterOffset
 from graphsurgery.steps.to_image import ToImage
-from graphsurgery.twins import FLOAT_QUIET, decision_inputs, output_extras, postprocess
+from graphsurgery.twins import FLOAT_QUIET, concat, decision_inputs, output_extras, postprocess
 
 #: Steps after heatmap_argmax whose answers on maps of maximum <= 0 are defined
 EXACT_ON_INVALID = (HeatmapArgmax, QuarterOffset, ToImage)
@@ -163,12 +163,41 @@ def _gaussian(height: int, width: int, where: str) -> np.ndarray:
     """A map of σ 2 (the authors' targets) peaking at the middle cell, the last (bottom right) or the first (top
     left), its centre `OFF_GRID` from it towards the map's middle; its largest cell exactly 1."""
     y, x = np.mgrid[0:height, 0:width]
-    cell_x, cell_y = {"middle": (width // 2, height // 2), "last": (width - 1, height - 1), "first": (0, 0)}[where]
-    inwards = {"middle": (1, 1), "last": (-1, -1), "first": (1, 1)}[where]
-    off_x, off_y = (abs(OFF_GRID[0]), abs(OFF_GRID[1])) if where != "middle" else OFF_GRID
-    centre_x, centre_y = cell_x + inwards[0] * off_x, cell_y + inwards[1] * off_y
+    away_x, away_y = abs(OFF_GRID[0]), abs(OFF_GRID[1])
+    centre_x, centre_y = {"middle": (width // 2 + OFF_GRID[0], height // 2 + OFF_GRID[1]),
+                          "last": (width - 1 - away_x, height - 1 - away_y), "first": (away_x, away_y)}[where]
     drawn = np.exp(-((x - centre_x) ** 2 + (y - centre_y) ** 2) / 8.0)
     return (drawn / drawn.max()).astype(np.float32)
+
+
+def _cut(recipe: Recipe, proto: onnx.ModelProto, feeds: dict[str, np.ndarray], starts: dict[str, np.ndarray],
+         path: Path) -> list[str] | None:
+    """The patched graph cut from the caller's inputs (those of `feeds` it has) and the network outputs `starts`
+    (by name, the values they will be fed) to the recipe's outputs, saved at `path`; the caller's inputs it reads.
+    None when it cannot be cut so: an answer or a start the patched model does not make (the comparison of the
+    samples fails on it), or output steps' constants in external data (a model over 2 GB saves them beside it too:
+    the cut, saved elsewhere, would not find them)."""
+    names = recipe.output.output_names().values()
+    made = {name for node in proto.graph.node for name in node.output}
+    declared = {value.name for value in proto.graph.output}
+    if not all(name in made for name in starts) or not all(name in made and name in declared for name in names):
+        return None
+    inputs = [value.name for value in proto.graph.input if value.name in feeds]
+    extractor = Extractor(proto)
+    for name, value in starts.items():
+        extractor.value_infos.setdefault(name, _declared_as(name, value))
+    cut = extractor.extract_model([*inputs, *starts], list(names))
+    if any(uses_external_data(tensor) for tensor in cut.graph.initializer):
+        return None
+    onnx.save(cut, str(path))
+    return inputs
+
+
+def joined(probes: list[Probe]) -> Probe:
+    """Probes of one backend as one, sample after sample (the decoder probe and its cell probes, SimCC's pairs)."""
+    return probes[0] if len(probes) == 1 else Probe(
+        np.concatenate([probe.output for probe in probes]), concat([probe.extras for probe in probes]),
+        concat([probe.expected for probe in probes]), probes[0].backend, concat([probe.answers for probe in probes]))
 
 
 def run_probe(recipe: Recipe, facts: ModelFacts, proto: onnx.ModelProto | None, backend: str, output: np.ndarray,
@@ -181,19 +210,10 @@ def run_probe(recipe: Recipe, facts: ModelFacts, proto: onnx.ModelProto | None, 
     probe, notes = probe_output(recipe, facts, output, seed)
     if probe is None or proto is None:
         return None, notes
-    names = recipe.output.output_names().values()
-    made = {name for node in proto.graph.node for name in node.output}
-    declared = {value.name for value in proto.graph.output}
-    if facts.output_name not in made or not all(name in made and name in declared for name in names):
-        return None, notes  # an answer the patched model does not give: the comparison of the samples fails on it
-    inputs = [value.name for value in proto.graph.input if value.name in feeds]
-    extractor = Extractor(proto)
-    extractor.value_infos.setdefault(facts.output_name, _declared_as(facts.output_name, probe))
-    cut = extractor.extract_model([*inputs, facts.output_name], list(names))
-    if any(uses_external_data(tensor) for tensor in cut.graph.initializer):  # a model over 2 GB saves the output
-        return None, notes  # steps' constants beside it too: the cut, saved elsewhere, would not find them
     path = folder / "decoder_probe.onnx"
-    onnx.save(cut, str(path))
+    inputs = _cut(recipe, proto, feeds, {facts.output_name: probe}, path)
+    if inputs is None:
+        return None, notes
     shape = feeds[caller].shape
     extras = {name: value for name, value in feeds.items() if name != caller}
     extras = output_extras(recipe, facts, extras, shape, {facts.output_name: probe})
@@ -226,13 +246,9 @@ def cell_probes(maps: np.ndarray) -> list[np.ndarray]:
         return []
     _, joints, h, w = maps.shape
     free = list(range(0, joints, 3))
-    with np.errstate(**FLOAT_QUIET):
-        finite = np.where(np.isnan(maps), -np.inf, maps)  # no nanmax: its all-NaN warning (round 47's rule)
-        background = np.nan_to_num(maps - finite.max(axis=(2, 3), keepdims=True), nan=0.0, neginf=-1.0,
-                                   posinf=0.0).clip(-1e3, 0) - np.float32(1)
     probes = []
     for start in range(0, min(len(CELL_CASES), CELL_PROBES * len(free)), len(free)):
-        probe = background.astype(np.float32)
+        probe = _lowered(maps, (2, 3))
         for joint, (kind, where) in zip(free, CELL_CASES[start:start + len(free)]):
             if kind == "flat":
                 probe[:, joint] = 1.0
@@ -244,6 +260,16 @@ def cell_probes(maps: np.ndarray) -> list[np.ndarray]:
                           w // 2 if column == "middle" else column % w] = 2.0
         probes.append(probe)
     return probes
+
+
+def _lowered(values: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
+    """`values` (float32) less their finite maximum along `axes`, bounded to [−1001, −1]: every value at least 1
+    below a case's peak, NaN and +inf at −1, −inf at −2. In numpy's quiet mode and without nanmax, whose all-NaN
+    warning was noise on stderr (round 47's rule)."""
+    with np.errstate(**FLOAT_QUIET):
+        peak = np.where(np.isnan(values), -np.inf, values).max(axis=axes, keepdims=True)
+        return (np.nan_to_num(values - peak, nan=0.0, neginf=-1.0, posinf=0.0).clip(-1e3, 0)
+                - np.float32(1)).astype(np.float32)
 
 
 #: What the SimCC probe puts on a joint (cycled over the joints, `SIMCC_PROBES` vector pairs at most): where x's and
@@ -267,12 +293,6 @@ def simcc_vectors(x: np.ndarray, y: np.ndarray) -> list[tuple[np.ndarray, np.nda
     if x.ndim != 3 or y.ndim != 3 or x.shape[:2] != y.shape[:2] or 0 in x.shape or 0 in y.shape:
         return []
 
-    def lowered(v: np.ndarray) -> np.ndarray:
-        with np.errstate(**FLOAT_QUIET):
-            peak = np.where(np.isnan(v), -np.inf, v).max(axis=2, keepdims=True)  # no nanmax's all-NaN warning
-            return (np.nan_to_num(v - peak, nan=0.0, neginf=-1.0, posinf=0.0).clip(-1e3, 0)
-                    - np.float32(1)).astype(np.float32)
-
     def put(v: np.ndarray, joint: int, where: object, peak: float) -> None:
         length = v.shape[2]
         if where == "flat":
@@ -286,7 +306,7 @@ def simcc_vectors(x: np.ndarray, y: np.ndarray) -> list[tuple[np.ndarray, np.nda
     joints = x.shape[1]
     pairs = []
     for start in range(0, min(len(SIMCC_CASES), SIMCC_PROBES * joints), joints):
-        px, py = lowered(x), lowered(y)
+        px, py = _lowered(x, (2,)), _lowered(y, (2,))
         for joint, (at_x, at_y, peak_x, peak_y) in zip(range(joints), SIMCC_CASES[start:start + joints]):
             put(px, joint, at_x, peak_x)
             put(py, joint, at_y, peak_y)
@@ -310,34 +330,18 @@ def run_simcc_probe(recipe: Recipe, facts: ModelFacts, proto: onnx.ModelProto | 
     if not all(name in outputs and outputs[name].dtype == np.float32 for name in step.reads):
         return None
     pairs = simcc_vectors(outputs[step.x][:batch], outputs[step.y][:batch])
-    names = recipe.output.output_names().values()
-    made = {name for node in proto.graph.node for name in node.output}
-    declared = {value.name for value in proto.graph.output}
-    if not pairs or not all(name in made for name in step.reads) or not all(
-            name in made and name in declared for name in names):
-        return None
-    inputs = [value.name for value in proto.graph.input if value.name in feeds]
-    extractor = Extractor(proto)
-    for name in step.reads:
-        extractor.value_infos.setdefault(name, _declared_as(name, outputs[name]))
-    cut = extractor.extract_model([*inputs, *step.reads], list(names))
-    if any(uses_external_data(tensor) for tensor in cut.graph.initializer):
-        return None
     path = folder / "simcc_probe.onnx"
-    onnx.save(cut, str(path))
+    inputs = _cut(recipe, proto, feeds, {step.x: pairs[0][0], step.y: pairs[0][1]}, path) if pairs else None
+    if inputs is None:
+        return None
     shape = feeds[caller].shape
     extras = {name: value for name, value in feeds.items() if name != caller}
-    parts = []
+    probes = []
     with open_runner(backend, path) as run:
         for px, py in pairs:
             vectors = {step.x: px, step.y: py}
             twin_extras = output_extras(recipe, facts, extras, shape, vectors)
             answers = run({**{name: feeds[name] for name in inputs}, **vectors})
-            parts.append((vectors[facts.output_name], twin_extras,
-                          postprocess(recipe, vectors[facts.output_name], facts, twin_extras), answers))
-
-    def join(dicts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-        return {name: np.concatenate([d[name] for d in dicts]) for name in dicts[0]}
-
-    return Probe(np.concatenate([part[0] for part in parts]), join([part[1] for part in parts]),
-                 join([part[2] for part in parts]), backend, join([part[3] for part in parts]))
+            probes.append(Probe(vectors[facts.output_name], twin_extras,
+                                postprocess(recipe, vectors[facts.output_name], facts, twin_extras), backend, answers))
+    return joined(probes)

@@ -362,3 +362,8 @@ def other_inputs(proto: onnx.ModelProto, names: list[str], batch: int, batch_nam
                                         "(verify --reference)")
         values[name] = (rng.uniform(0.5, 1.5, shape) if dtype.kind == "f" else rng.integers(0, 2, shape)).astype(dtype)
     return values
+
+
+def concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """The parts' arrays joined along their first axis, name by name (batches into one answer)."""
+    return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}

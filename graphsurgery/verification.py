@@ -29,7 +29,7 @@ import onnx
 from graphsurgery.api import apply
 from graphsurgery.compare import FloatResult, HeatmapGrid, OutputResult, compare_output, missing_output
 from graphsurgery.compare_detections import Candidates, compare_detections
-from graphsurgery.decoder_probe import EXACT_ON_INVALID, Probe, cell_probes, run_probe, run_simcc_probe
+from graphsurgery.decoder_probe import EXACT_ON_INVALID, Probe, cell_probes, joined, run_probe, run_simcc_probe
 from graphsurgery.errors import GraphsurgeryError, check_flags, check_names
 from graphsurgery.heatmap_grid import heatmap_grid
 from graphsurgery.limits import byte_size
@@ -87,6 +87,7 @@ from graphsurgery.tolerances import (
 from graphsurgery.twins import (
     PLACED,
     comparisons,
+    concat,
     crops_in_graph,
     decision_inputs,
     decoded_output,
@@ -395,7 +396,7 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
                                "from its own network output, exactly); its agreement with f32 is measured, not "
                                "judged (seeded stand-in weights quantize worse than trained ones)"]
     if probe is not None:
-        report.probes = [_probe_pair(_joined([probe, *(cell for cell in cells if cell is not None)]), recipe, facts,
+        report.probes = [_probe_pair(joined([probe, *(cell for cell in cells if cell is not None)]), recipe, facts,
                                      wanted, tie)]
     if exposed:
         report.input_steps, note = _input_pairs(bounds, network, steps)
@@ -495,17 +496,6 @@ def _folder(path: Path) -> Path:
     """A new folder for one probe's cut graph: a runner refuses a model file rewritten in place after it read it."""
     path.mkdir()
     return path
-
-
-def _joined(probes: list[Probe]) -> Probe:
-    """The decoder probe and its cell probes (`decoder_probe.cell_probes`) as one, sample after sample."""
-    def join(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-        return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
-
-    first = probes[0]
-    return first if len(probes) == 1 else Probe(
-        np.concatenate([probe.output for probe in probes]), join([probe.extras for probe in probes]),
-        join([probe.expected for probe in probes]), first.backend, join([probe.answers for probe in probes]))
 
 
 def _probe_pair(probe: Probe, recipe: Recipe, facts: ModelFacts, wanted: dict[str, Comparison],
@@ -660,10 +650,6 @@ def _run_patched(backend: str, patched: Path, precision: str, input_name: str, o
         for x, extras in chunks(samples, batch):
             outputs.append(run({input_name: x, **other, **extras}))
     return outputs, run.precision
-
-
-def concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
 
 
 # --- comparing -----------------------------------------------------------------------------------------------

@@ -171,6 +171,44 @@ def test_eval_coco_proves_its_people_where_tmpdir_takes_no_symbolic_links(tmp_pa
     assert report and report.per_keypoint and report.proven == report.people
 
 
+def test_eval_coco_whose_images_can_be_neither_linked_nor_copied_is_one_line(tmp_path, monkeypatch):
+    """The proof's last fallback: no symbolic link, no hard link and no room for a copy in $TMPDIR is one line
+    naming the temporary folder and the fix (`coco._link`), not an OSError."""
+    from graphsurgery import coco
+    from graphsurgery.errors import GraphsurgeryError
+
+    annotations = write_coco_set(tmp_path / "images", images=1, seed=0)
+    plain = joint_detector(tmp_path / "detector.onnx")
+    patched = apply(RECIPE, plain, tmp_path / "patched.onnx").output  # before os.link is refused: apply places so
+
+    def refused(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "symlink_to", refused)
+    monkeypatch.setattr(coco.os, "link", refused)
+    monkeypatch.setattr(coco.shutil, "copyfile", refused)
+    with pytest.raises(GraphsurgeryError, match="cannot link or copy the image .*No space left on device") as caught:
+        evaluate_coco(RECIPE, plain, annotations, tmp_path / "images", patched=patched, backends=("onnxruntime",))
+    assert "TMPDIR" in caught.value.fix
+
+
+def test_eval_coco_where_no_box_can_be_proven_is_refused_before_the_pipelines(tmp_path):
+    """Every ground-truth box 1 px wide: none is a box verify crops, so the proof per keypoint would have nobody;
+    one line naming the annotations, before any pipeline runs (`coco._provable`)."""
+    from graphsurgery.errors import GraphsurgeryError
+
+    annotations = write_coco_set(tmp_path / "images", images=1, seed=0)
+    data = json.loads(annotations.read_text())
+    for annotation in data["annotations"]:
+        annotation["bbox"][2] = 1.0
+    thin = tmp_path / "thin.json"
+    thin.write_text(json.dumps(data))
+    plain = joint_detector(tmp_path / "detector.onnx")
+    with pytest.raises(GraphsurgeryError, match="no person box the proof per keypoint can crop") as caught:
+        evaluate_coco(RECIPE, plain, thin, tmp_path / "images", backends=("onnxruntime",))
+    assert caught.value.path == str(thin)
+
+
 def test_a_replacement_that_fails_halfway_puts_the_earlier_outputs_back(tmp_path):
     """Was (round 53): `apply --force` over an earlier output whose model was made immutable (`chattr +i`) replaced
     its data file, failed on the model, and rolled back by deleting the new data file: the earlier model was left

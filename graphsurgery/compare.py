@@ -199,7 +199,8 @@ class PositionResult:
 @dataclass
 class DetectionResult:
     """A group of detector outputs (boxes, scores, classes, count) compared as sets, image by image: each reference
-    detection matched by one of the same class with IoU ≥ `iou` and its score within atol or rtol. Unmatched ones on
+    detection matched by one of the same class with IoU ≥ `iou`, its corners within `box_atol` + `box_rtol` × the
+    boxes' largest |coordinate| (pixels), and its score within atol or rtol. Unmatched ones on
     either side are near ties when a float rounding could have decided them (a score at the threshold or at the
     max_detections cut, an overlap at the IoU threshold), else real mismatches."""
 
@@ -207,6 +208,8 @@ class DetectionResult:
     iou: float
     atol: float
     rtol: float
+    box_atol: float = 0.0
+    box_rtol: float = 0.0
     kind: str = "detections"
     images: int = 0
     detections: int = 0  # in the reference
@@ -215,6 +218,7 @@ class DetectionResult:
     mismatches: int = 0
     min_iou: float = 1.0
     max_score_diff: float = 0.0
+    max_corner_diff: float = 0.0  # pixels, over the matched detections
     unsettled: int = 0  # images whose candidates hold a box or score that is not finite
     reordered: int = 0  # images whose differences the order of equal scores explains (`compare_detections`)
     details: list[dict] = field(default_factory=list)
@@ -227,8 +231,9 @@ class DetectionResult:
         if self.problem:
             return self.problem
         text = (f"{self.matched}/{self.detections} detections matched in {self.images} image(s) (same class, IoU ≥ "
-                f"{self.iou:g}, score within atol {self.atol:g} or rtol {self.rtol:g}); min IoU {self.min_iou:.6f}, "
-                f"max |Δscore| {self.max_score_diff:.3g}")
+                f"{self.iou:g}, corners within {self.box_atol:g} px + {self.box_rtol:g} × the box's largest "
+                f"coordinate, score within atol {self.atol:g} or rtol {self.rtol:g}); min IoU {self.min_iou:.6f}, "
+                f"max |Δcorner| {self.max_corner_diff:.3g} px, max |Δscore| {self.max_score_diff:.3g}")
         if self.mismatches:
             text += f"; {self.mismatches} detection(s) on one side only"
         if self.near_ties:
@@ -298,7 +303,8 @@ def missing_output(name: str, comparison: Comparison, problem: str) -> OutputRes
     """A failed result for an output that cannot be compared at all (e.g. the patched model lacks it)."""
     if comparison.kind == "detections":
         return DetectionResult(name, iou=getattr(comparison, "iou", 1.0), atol=comparison.atol, rtol=comparison.rtol,
-                               problem=problem)
+                               box_atol=getattr(comparison, "box_atol", 0.0),
+                               box_rtol=getattr(comparison, "box_rtol", 0.0), problem=problem)
     if comparison.kind in ("float", "integer"):
         return FloatResult(name, atol=comparison.atol, rtol=comparison.rtol, problem=problem, kind=comparison.kind)
     return PositionResult(name, kind=comparison.kind, atol=comparison.atol, problem=problem)

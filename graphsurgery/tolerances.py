@@ -73,13 +73,27 @@ def with_tolerances(declared: dict[str, Comparison], tolerances: Tolerances) -> 
         given = tolerances.get(name, tolerances.get("*") if comparison.kind == "float" else None)
         if given is not None:
             atol, rtol = _atol_rtol(name, given)
-            # positions use atol alone; detections the rtol of their scores
-            rtol = rtol if comparison.kind in ("float", "detections", "integer") else 0.0
-            comparison = replace(comparison, atol=atol, rtol=rtol)
+            if comparison.kind == "detections":
+                comparison = _detection_tolerance(name, comparison, atol, rtol)
+            else:  # positions and indices use atol alone
+                rtol = rtol if comparison.kind in ("float", "integer") else 0.0
+                comparison = replace(comparison, atol=atol, rtol=rtol)
         else:
             comparison = model_float(comparison)
         result[name] = comparison
     return result
+
+
+def _detection_tolerance(name: str, comparison: Comparison, atol: float, rtol: float) -> Comparison:
+    """A tolerance named for one of a detector's outputs (`steps.detect.DetectionComparison`): its boxes' corners
+    (pixels) or its scores. The group is compared with the boxes' comparison, so a tolerance for the scores changed
+    nothing and one for the boxes loosened the scores (`compare_detections.group_comparison`)."""
+    if comparison.part == "boxes":
+        return replace(comparison, box_atol=atol, box_rtol=rtol)
+    if comparison.part == "scores":
+        return replace(comparison, atol=atol, rtol=rtol)
+    raise GraphsurgeryError(f"{name!r} is a detector's {comparison.part}, which is compared exactly, with the boxes "
+                            "it belongs to", fix="set a tolerance for the boxes (corners, in pixels) or the scores")
 
 
 def _atol_rtol(name: str, given) -> tuple[float, float]:

@@ -28,7 +28,7 @@ import onnx
 
 from graphsurgery.api import apply
 from graphsurgery.compare import FloatResult, HeatmapGrid, OutputResult, compare_output, missing_output
-from graphsurgery.compare_detections import Candidates, compare_detections
+from graphsurgery.compare_detections import Candidates, compare_detections, group_comparison
 from graphsurgery.decoder_probe import EXACT_ON_INVALID, Probe, cell_probes, joined, run_probe, run_simcc_probe
 from graphsurgery.errors import GraphsurgeryError, check_flags, check_names
 from graphsurgery.heatmap_grid import heatmap_grid
@@ -675,7 +675,8 @@ def compare(actual: dict[str, np.ndarray], expected: dict[str, np.ndarray], raw:
             if name == next(iter(detections.values())):
                 present = {part: other for part, other in detections.items() if other in actual}
                 reads = decided.get(name)
-                results.append(compare_detections(present, actual, expected, comparison, tie, reads and Candidates(
+                group = group_comparison({part: wanted[other] for part, other in detections.items()})
+                results.append(compare_detections(present, actual, expected, group, tie, reads and Candidates(
                     reads["candidates"], reads["class_scores"], reads[PLACED])))
             continue
         reference = raw if comparison.kind == "indices" or name in grids else None

@@ -51,7 +51,8 @@ DETAILS_SHOWN = 3
                    "--int8, or quantized here on 30 random samples): its agreement with f32 is measured, and its "
                    "own decode (keypoints from its own network output) decides.")
 @click.option("--tolerance", "tolerances", multiple=True, metavar="OUTPUT=ATOL[,RTOL]",
-              help="Tolerance for one output (* = every float output); coordinates use ATOL only. Repeatable.")
+              help="Tolerance for one output (* = every float output); coordinates use ATOL only; a detector's "
+                   "boxes: their corners in pixels, ATOL + RTOL × the box's largest coordinate. Repeatable.")
 @seed_option
 @click.option("--reference", type=existing_file, metavar="FILE.npz",
               help="Your own pipeline, recorded: its inputs under the patched model's input names and its answers "

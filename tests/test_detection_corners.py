@@ -1,0 +1,100 @@
+"""A detector's matched boxes are judged by their corners too, and tolerances named for its boxes and scores reach
+them.
+
+Round 52 left it open: detections were matched at IoU ≥ 0.99, so a patch whose every box had one edge moved by
+0.5 % of its width (IoU 0.995) passed. Right patches of the YOLOv8 recipe differ by 1.2e-4 px at most between the
+twins and either runtime (3e-7 of the box's largest coordinate), so corners are now held to 1e-4 px + 1e-4 × that
+coordinate. And the group was compared with its boxes' comparison alone: `--tolerance scores=…` changed nothing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper, numpy_helper
+
+from graphsurgery.api import apply
+from graphsurgery.compare import DetectionResult
+from graphsurgery.errors import GraphsurgeryError
+from graphsurgery.verification import verify
+
+ROOT = Path(__file__).resolve().parent.parent
+DETECTOR = ROOT / "recipes" / "yolov8_detector.yaml"
+IMAGES = ROOT / "examples" / "images"  # photos: the seeded detector finds objects in them, not in noise
+
+
+@pytest.fixture(scope="module")
+def detector(tmp_path_factory) -> tuple[Path, Path]:
+    from examples.zoo.export import export_zoo
+
+    folder = tmp_path_factory.mktemp("detector")
+    plain = export_zoo(folder / "yolov8.onnx", "yolov8-tiny", opset=17)
+    return plain, apply(DETECTOR, plain, folder / "right.onnx").output
+
+
+def _rewritten(right: Path, output: str, factor: np.ndarray, op: str, path: Path) -> Path:
+    """The right patch with `output` put through `op` (MatMul or Mul) by `factor` before the caller reads it."""
+    model = onnx.load(str(right))
+    producer = next(node for node in model.graph.node if output in node.output)
+    producer.output[list(producer.output).index(output)] = f"{output}_right"
+    model.graph.initializer.append(numpy_helper.from_array(factor.astype(np.float32), f"{output}_factor"))
+    model.graph.node.append(helper.make_node(op, [f"{output}_right", f"{output}_factor"], [output]))
+    onnx.save(model, str(path))
+    return path
+
+
+def _wider(right: Path, path: Path) -> Path:
+    """Every box's right edge moved out by 0.5 % of its width (x2' = 1.005 x2 − 0.005 x1): IoU 0.995 with the right
+    box, and the fill rows (zeros) stay zeros."""
+    corners = np.eye(4)
+    corners[0, 2], corners[2, 2] = -0.005, 1.005
+    return _rewritten(right, "boxes", corners, "MatMul", path)
+
+
+def _detections(report) -> list[DetectionResult]:
+    return [result for pair in report.pairs for result in pair.results if isinstance(result, DetectionResult)]
+
+
+def test_boxes_one_edge_off_by_half_a_percent_fail(detector, tmp_path):
+    plain, right = detector
+    report = verify(DETECTOR, plain, patched=_wider(right, tmp_path / "wider.onnx"), images=IMAGES,
+                    backends=["onnxruntime"])
+    assert not report
+    [result] = _detections(report)
+    assert result.mismatches > 0 and result.min_iou >= 0.99, result.summary()  # the IoU alone would have matched
+
+
+def test_a_tolerance_named_for_the_boxes_reaches_their_corners(detector, tmp_path):
+    plain, right = detector
+    report = verify(DETECTOR, plain, patched=_wider(right, tmp_path / "wider.onnx"), images=IMAGES,
+                    backends=["onnxruntime"], tolerances={"boxes": (0.0, 0.02)})
+    assert report, report.failures()
+    [result] = _detections(report)
+    assert result.matched == result.detections > 10 and result.max_corner_diff > 0.1, result.summary()
+
+
+def test_a_tolerance_named_for_the_scores_reaches_them(detector, tmp_path):
+    plain, right = detector
+    louder = _rewritten(right, "scores", np.array(1.002), "Mul", tmp_path / "louder.onnx")
+    assert not verify(DETECTOR, plain, patched=louder, images=IMAGES, backends=["onnxruntime"])
+    report = verify(DETECTOR, plain, patched=louder, images=IMAGES, backends=["onnxruntime"],
+                    tolerances={"scores": (0.01, 0.0)})
+    assert report, report.failures()
+
+
+def test_the_right_patch_agrees_to_a_thousandth_of_a_pixel_on_both_backends(detector):
+    plain, right = detector
+    report = verify(DETECTOR, plain, patched=right, images=IMAGES)
+    assert report, report.failures()
+    results = _detections(report)
+    assert all(result.matched == result.detections > 10 and result.max_corner_diff < 1e-3 for result in results)
+
+
+@pytest.mark.parametrize("part", ["classes", "count"])
+def test_a_tolerance_for_classes_or_count_is_refused(detector, part):
+    plain, right = detector
+    with pytest.raises(GraphsurgeryError, match=f"'{part}' is a detector's {part}, which is compared exactly"):
+        verify(DETECTOR, plain, patched=right, random=1, backends=["onnxruntime"], tolerances={part: (1.0, 0.0)})

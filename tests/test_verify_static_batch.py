@@ -51,10 +51,14 @@ def detector(tmp_path_factory):
 
 
 def test_a_detector_of_a_static_batch_passes_with_the_probe(detector):
-    """Random images: a new size every batch (the recipe resizes), 2 of each."""
+    """Random images: a new size every batch (the recipe resizes), 2 of each; the probe runs on the first batch of
+    each size (boxes_to_image maps back through the image), a batch of 2 each time."""
     report = verify(DETECTOR_RECIPE, detector, random=8, backends=("onnxruntime",))
     assert report, report.failures()
-    assert [pair.name for pair in report.probes] == [f"onnxruntime: {PROBE}"]
+    sizes = [f"{w}×{h}" for w, h in dict.fromkeys(report.sizes)]
+    assert len(sizes) == 4
+    assert [pair.name for pair in report.probes] == [f"onnxruntime: {PROBE}", *(
+        f"onnxruntime: {PROBE} of a {size} image" for size in sizes[1:])]
 
 
 def test_images_of_two_sizes_for_a_batch_of_two_are_refused_by_their_sizes(detector):

@@ -1,0 +1,92 @@
+"""The decoder probe runs at every image size verify feeds, where the output steps map back through the caller's
+image (boxes_to_image, to_image with mode image).
+
+Round 52 left it open: the letterbox geometry that boxes_to_image reads, recorded with one constant off (the model's
+size less one in the scaled side's numerator), was wrong for 8 of verify's 9 random sizes and right for the first.
+The probe ran on the first sample only, and random images give a detector too few detections to show it (one in 8
+images): it PASSed `verify` and `verify --random 4`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from graphsurgery.api import apply
+from graphsurgery.verification import verify
+
+from modelkit import pose_model
+
+ROOT = Path(__file__).resolve().parent.parent
+DETECTOR = ROOT / "recipes" / "yolov8_detector.yaml"
+POSE_LETTERBOX = """version: 1
+name: pose-letterbox-image
+input:
+  tensor: {dtype: uint8, layout: NHWC, color: BGR}
+  model: {layout: NCHW, color: RGB}
+  steps:
+    - cast: {}
+    - resize: {interpolation: linear, fit: letterbox, side_rounding: round, pad_value: 114}
+    - layout: {to: NCHW}
+    - reverse_channels: {}
+    - scale: {divide: 255}
+output:
+  steps:
+    - heatmap_argmax: {}
+    - to_image: {mode: image}
+  names: {keypoints: keypoints, scores: scores}
+"""
+#: The constant the geometry record scales the other side by (the model's W, H), as `Resize` names it
+SCALED_BY = "graphsurgery/pre/geometry/bound_swapped"
+
+
+@pytest.fixture(scope="module", params=["detector", "pose"])
+def patched(request, tmp_path_factory) -> tuple[Path, Path, Path]:
+    """(recipe, plain model, right patch) of a recipe that maps back through a letterbox."""
+    folder = tmp_path_factory.mktemp(request.param)
+    if request.param == "detector":
+        from examples.zoo.export import export_zoo
+
+        recipe, plain = DETECTOR, export_zoo(folder / "yolov8.onnx", "yolov8-tiny", opset=17)
+    else:
+        recipe, plain = folder / "pose.yaml", pose_model(folder / "plain.onnx", input_hw=(128, 160))
+        recipe.write_text(POSE_LETTERBOX)
+    return recipe, plain, apply(recipe, plain, folder / "right.onnx").output
+
+
+def test_a_geometry_record_off_at_other_sizes_fails(patched, tmp_path):
+    recipe, plain, right = patched
+    model = onnx.load(str(right))
+    [scaled_by] = [tensor for tensor in model.graph.initializer if tensor.name == SCALED_BY]
+    scaled_by.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(scaled_by) - 1, SCALED_BY))
+    wrong = tmp_path / "wrong.onnx"
+    onnx.save(model, str(wrong))
+    report = verify(recipe, plain, patched=wrong, random=4, backends=["onnxruntime"])
+    assert not report
+    assert any("output steps on a probe output of a " in line for line in report.failures()), report.failures()
+
+
+def _probed_sizes(report) -> list[str]:
+    return [probe.name.rsplit(" of a ", 1)[1] for probe in report.probes[1:]]
+
+
+@pytest.mark.parametrize("random", [None, 12])  # 12: verify's sizes again, each probed once
+def test_the_right_patch_passes_a_probe_at_each_size(patched, random):
+    recipe, plain, right = patched
+    report = verify(recipe, plain, patched=right, random=random)
+    assert report, report.failures()
+    first, *others = [f"{w}×{h} image" for w, h in dict.fromkeys(report.sizes)]
+    assert report.probes[0].name == "onnxruntime: output steps on a probe output"  # the first size's, as before
+    assert _probed_sizes(report) == others and len(others) >= 7, [probe.name for probe in report.probes]
+
+
+def test_a_recipe_that_does_not_map_back_keeps_one_probe(tmp_path):
+    plain = pose_model(tmp_path / "plain.onnx", input_hw=(128, 160))
+    recipe = tmp_path / "pose.yaml"
+    recipe.write_text(POSE_LETTERBOX.replace("to_image: {mode: image}", "quarter_offset: {}"))
+    report = verify(recipe, plain, backends=["onnxruntime"])
+    assert report, report.failures()
+    assert [probe.name for probe in report.probes] == ["onnxruntime: output steps on a probe output"]

@@ -9,6 +9,26 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+#: A pose recipe that maps keypoints back through a centred letterbox (`to_image` mode image), for `pose_model`s of a
+#: detector's size (input_hw=(128, 160)): where the geometry's roundings and offsets show
+POSE_LETTERBOX = """version: 1
+name: pose-letterbox
+input:
+  tensor: {dtype: uint8, layout: NHWC, color: BGR}
+  model: {layout: NCHW, color: RGB}
+  steps:
+    - cast: {}
+    - resize: {interpolation: linear, fit: letterbox, side_rounding: round, pad_value: 114}
+    - layout: {to: NCHW}
+    - reverse_channels: {}
+    - scale: {divide: 255}
+output:
+  steps:
+    - heatmap_argmax: {}
+    - to_image: {mode: image}
+  names: {keypoints: keypoints, scores: scores}
+"""
+
 
 def wheel_model(name: str) -> Path:
     """A trained model file inside the pinned rapidocr wheel (requirements-models.txt, installed without its code's

@@ -33,7 +33,7 @@ from onnx import numpy_helper
 from graphsurgery.api import apply
 from graphsurgery.verification import verify
 
-from modelkit import pose_model
+from modelkit import POSE_LETTERBOX, pose_model
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPES = ROOT / "recipes"
@@ -294,23 +294,6 @@ def test_the_right_simcc_patch_passes_its_probe(simcc):
     assert len(report.probes) == 1 and report.probes[0].results[0].positions >= 16
 
 
-LETTERBOX = """version: 1
-name: pose-letterbox
-input:
-  tensor: {dtype: uint8, layout: NHWC, color: BGR}
-  model: {layout: NCHW, color: RGB}
-  steps:
-    - cast: {}
-    - resize: {interpolation: linear, fit: letterbox, side_rounding: round, pad_value: 114}
-    - layout: {to: NCHW}
-    - reverse_channels: {}
-    - scale: {divide: 255}
-output:
-  steps:
-    - heatmap_argmax: {}
-    - to_image: {mode: image}
-  names: {keypoints: keypoints, scores: scores}
-"""
 
 
 def test_a_letterbox_padding_rounded_up_fails(tmp_path):
@@ -319,7 +302,7 @@ def test_a_letterbox_padding_rounded_up_fails(tmp_path):
     the two agree. `Resize.offset_sizes` adds images whose spare is odd."""
     plain = pose_model(tmp_path / "plain.onnx", input_hw=(128, 160))
     recipe = tmp_path / "letterbox.yaml"
-    recipe.write_text(LETTERBOX)
+    recipe.write_text(POSE_LETTERBOX)
     model = onnx.load(str(apply(recipe, plain, tmp_path / "right.onnx").output))
     constants = {tensor.name: numpy_helper.to_array(tensor).tolist() for tensor in model.graph.initializer}
     halves = [node for node in _spliced(model, "resize", "Div") if constants.get(node.input[1]) == [2, 2]]

@@ -18,27 +18,10 @@ from onnx import numpy_helper
 from graphsurgery.api import apply
 from graphsurgery.verification import verify
 
-from modelkit import pose_model
+from modelkit import POSE_LETTERBOX, pose_model
 
 ROOT = Path(__file__).resolve().parent.parent
 DETECTOR = ROOT / "recipes" / "yolov8_detector.yaml"
-POSE_LETTERBOX = """version: 1
-name: pose-letterbox-image
-input:
-  tensor: {dtype: uint8, layout: NHWC, color: BGR}
-  model: {layout: NCHW, color: RGB}
-  steps:
-    - cast: {}
-    - resize: {interpolation: linear, fit: letterbox, side_rounding: round, pad_value: 114}
-    - layout: {to: NCHW}
-    - reverse_channels: {}
-    - scale: {divide: 255}
-output:
-  steps:
-    - heatmap_argmax: {}
-    - to_image: {mode: image}
-  names: {keypoints: keypoints, scores: scores}
-"""
 #: The constant the geometry record scales the other side by (the model's W, H), as `Resize` names it
 SCALED_BY = "graphsurgery/pre/geometry/bound_swapped"
 

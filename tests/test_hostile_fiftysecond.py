@@ -356,9 +356,10 @@ def test_detections_laid_out_otherwise_fail(detector, tmp_path, mistake):
 
 
 def test_the_right_detector_patch_passes_the_layout(detector):
-    """Guard: the right patch's rows are laid out as the twins' on both backends (and across them)."""
+    """Guard: the right patch's rows are laid out as the twins' on both backends (and across them). On photos: the
+    zoo detector finds nothing in the first 4 random images (they prove nothing), and a few in the photos."""
     plain, right = detector
-    report = verify(DETECTOR, plain, patched=right, random=4)
+    report = verify(DETECTOR, plain, patched=right, images=ROOT / "examples" / "images")
     assert report, report.failures()
 
 

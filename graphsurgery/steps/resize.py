@@ -42,6 +42,9 @@ CoordinateMode = Literal["half_pixel", "pytorch_half_pixel", "align_corners", "a
 NearestMode = Literal["round_prefer_floor", "round_prefer_ceil", "floor", "ceil"]
 Fit = Literal["stretch", "crop", "letterbox", "height"]
 SideRounding = Literal["floor", "round", "ceil"]
+#: How a hand-written pipeline may round a half instead (C's round, int(x + 0.5); and down): told apart from `round`
+#: by `Resize.rounding_sizes`, not offered as a `side_rounding`
+HalfRounding = Literal["half_up", "half_down"]
 PadAnchor = Literal["center", "top_left"]
 MAX_SIDE = 65_536
 #: The largest |pad_value|: pixels are 0–255 (or 65,535); at 1e19 a model squaring its input overflowed float32, at
@@ -282,14 +285,15 @@ class Resize(SizedStep):
 
     # --- geometry, shared by the twin and the OpenCV comparison -------------------------------------------------
 
-    def resized_hw(self, h: int, w: int, rounding: SideRounding | None = None) -> tuple[int, int]:
+    def resized_hw(self, h: int, w: int, rounding: SideRounding | HalfRounding | None = None) -> tuple[int, int]:
         """The size the image is resampled to, before crop or letterbox (integer arithmetic, as in the graph), the
         aspect-kept side rounded per `rounding` (default: this step's `side_rounding`)."""
         th, tw = self.target_size()
         if self.fit == "stretch":
             return th, tw
-        divide = {"floor": lambda a, b: a // b, "ceil": lambda a, b: -(-a // b), "round": _round_half_even}[
-            rounding or self.side_rounding]
+        divide = {"floor": lambda a, b: a // b, "ceil": lambda a, b: -(-a // b), "round": _round_half_even,
+                  "half_up": lambda a, b: (2 * a + b) // (2 * b), "half_down": lambda a, b: (2 * a + b - 1) // (2 * b)
+                  }[rounding or self.side_rounding]
         if self.fit == "crop":
             ch, cw = self._covered()
             return max(ch, divide(h * cw, w)), max(cw, divide(w * ch, h))
@@ -309,8 +313,12 @@ class Resize(SizedStep):
         where no rounding shows (fit stretch, a side of 1). Round 41: verify's fixed sizes gave every rounding
         the same sides for a 64 × 64 letterbox (round vs ceil) or a 48 × 48 crop (floor vs round), and a patch
         rounding the other way PASSed. Portrait images (twice the model's height, one more), so that the rounded
-        side is the width, below the model's (fit height caps it there), scanned up from the model's width."""
+        side is the width, below the model's (fit height caps it there), scanned up from the model's width; for
+        `side_rounding: round`, where they exist, two whose side is exactly a half (`_half_sizes`), which tell
+        floor, round and ceil apart as well."""
         th, tw = self.target_size()
+        if self.side_rounding == "round" and (halves := self._half_sizes()):
+            return halves
         h, below, above = 2 * th + 1, None, None
         for w in range(tw, 2 * tw + 8):
             floor, rounded, ceil = (self.resized_hw(h, w, rounding) for rounding in get_args(SideRounding))
@@ -318,6 +326,24 @@ class Resize(SizedStep):
             above = above or ((w, h) if floor != rounded == ceil else None)
             if below and above:
                 return below, above
+        return ()
+
+    def _half_sizes(self) -> tuple[tuple[int, int], ...]:
+        """`rounding_sizes` for `side_rounding: round`: two portrait sizes (twice the model's height) whose kept side
+        is exactly an even integer and a half (half to even rounds it down, as floor; half up, as ceil and C's round,
+        does not) and an odd one and a half (rounded up, as ceil; half down and floor do not). Round 52: verify's
+        sizes held no half, so a letterbox geometry rounding halves up passed. None where no width in the scan gives
+        one (a crop of a covered size whose quotients are never halves)."""
+        th, tw = self.target_size()
+        h, found = 2 * th, {}
+        for w in range(tw, 2 * tw + 8):
+            rounded = self.resized_hw(h, w)
+            if rounded != self.resized_hw(h, w, "half_up"):
+                found.setdefault("even", (w, h))
+            if rounded != self.resized_hw(h, w, "half_down"):
+                found.setdefault("odd", (w, h))
+            if len(found) == 2:
+                return found["even"], found["odd"]
         return ()
 
     def offset_sizes(self, sizes: Sequence[tuple[int, int]]) -> tuple[tuple[int, int], ...]:

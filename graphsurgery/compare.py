@@ -219,6 +219,7 @@ class DetectionResult:
     min_iou: float = 1.0
     max_score_diff: float = 0.0
     max_corner_diff: float = 0.0  # pixels, over the matched detections
+    largest_score: float = 0.0  # the largest finite |score| of the reference's detections
     unsettled: int = 0  # images whose candidates hold a box or score that is not finite
     reordered: int = 0  # images whose differences the order of equal scores explains (`compare_detections`)
     details: list[dict] = field(default_factory=list)
@@ -244,6 +245,8 @@ class DetectionResult:
         if self.reordered:
             text += (f"; {self.reordered} image(s) whose differences another order of equal scores explains (ONNX's "
                      "NonMaxSuppression keeps either of two overlapping boxes of one score): near ties")
+        if not self.mismatches and 0 < self.largest_score and (self.atol >= self.largest_score or self.rtol >= 1):
+            text += loose_note(self.largest_score)  # --tolerance scores=1e9 passed every score halved (round 55)
         return text
 
     def to_dict(self) -> dict:

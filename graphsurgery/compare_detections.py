@@ -15,6 +15,7 @@ from typing import NamedTuple
 import numpy as np
 
 from graphsurgery.compare import MAX_DETAILS, DetectionResult, exceeds, within
+from graphsurgery.parts import largest_finite
 from graphsurgery.steps.base import Comparison
 from graphsurgery.steps.nms import competitions, greedy_nms, iou
 from graphsurgery.tolerances import DEFAULT_TIE
@@ -207,6 +208,7 @@ def _match_image(result: DetectionResult, image: int, ref: tuple, got: tuple, co
     finite or the order of ties explains both sides: `settled_by_order`)."""
     (ref_boxes, ref_scores, ref_classes), (got_boxes, got_scores, got_classes) = ref, got
     result.detections += len(ref_scores)
+    result.largest_score = max(result.largest_score, largest_finite(ref_scores))
     free = np.ones(len(got_scores), bool)
     unmatched_ref = []
     for index in range(len(ref_scores)):

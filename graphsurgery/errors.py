@@ -8,6 +8,7 @@ exits with code 2, without a traceback.
 from __future__ import annotations
 
 import codecs
+import inspect
 import math
 import re
 from numbers import Integral, Real
@@ -159,9 +160,19 @@ def check_flags(**named) -> None:
 
 def check_callback(name: str, value, arguments: str) -> None:
     """A callback of the Python API (`progress`, `on_image`) is None or a function taking `arguments`: a str
-    failed only once the first crop or image had run."""
-    if value is not None and not callable(value):
+    failed only once the first crop or image had run, and so did a function of other arguments (round 55:
+    `progress=lambda done: …` was a TypeError after eval-coco's first crops, `on_image=lambda: …` after run's)."""
+    if value is None:
+        return
+    if not callable(value):
         raise ArgumentError(f"{name} is a function ({arguments}), not {type(value).__name__}")
+    try:
+        inspect.signature(value).bind(*arguments.split(", "))
+    except TypeError:
+        raise ArgumentError(f"{name} is a function ({arguments}), not one of the arguments "
+                            f"{inspect.signature(value)}") from None
+    except ValueError:  # no signature to read (some builtins): judged as it is called
+        pass
 
 
 class GraphsurgeryError(Exception):

@@ -273,15 +273,12 @@ def _check_division(layer: _Layer, graph: _Graph, xml: Path, weights, static: bo
     if divisor is None:
         return
     if divisor.type == "Const":
-        dtype = _TRAPPING.get(divisor.data.get("element_type", ""))
-        offset, length = _number(divisor.data.get("offset", "")), _number(divisor.data.get("size", ""))
-        if dtype is None or offset is None or length is None or length > MAX_DIVISOR_BYTES:
-            return
-        raw = os.pread(weights.fileno(), length, offset)
-        if len(raw) != length or not (np.frombuffer(raw[:length - length % dtype().itemsize], dtype) == -1).any():
+        if not _holds_minus_one(divisor, weights):
             return
         said = "a constant divisor holding −1"
-    elif _constant_only(graph, divisor, static):
+    elif _value_type(graph, divisor) not in (*_TRAPPING, None):  # a float division traps on nothing (round 55:
+        return  # the letterbox's scales from static shapes, in an IR `convert --input-shape` wrote, were refused)
+    elif _constant_only(graph, divisor, static) and not _dims_only(graph, divisor, weights):
         said = "a divisor computed from constants (or static shapes) alone: it may be −1"
     else:
         return
@@ -289,6 +286,64 @@ def _check_division(layer: _Layer, graph: _Graph, xml: Path, weights, static: bo
                      "compiling, and the smallest integer divided by −1 kills the process (SIGFPE)", path=xml,
                      fix="re-export the model without dividing integers by −1 (use Negative), or convert it again "
                          "with `graphsurgery convert`")
+
+
+#: Layers whose values are their first input's (or, for Concat, their inputs') values, picked, reshaped or repeated
+_PICKING = {"Gather", "Squeeze", "Unsqueeze", "Reshape", "StridedSlice", "Slice", "Broadcast", "Tile", "Concat"}
+#: Where a layer's element type is written, and the layers whose output has the type of one of their inputs (the
+#: value input's number: picking and reshaping, elementwise arithmetic, choosing)
+_TYPE_ATTRIBUTE = {"Const": "element_type", "Parameter": "element_type", "Convert": "destination_type",
+                   "ShapeOf": "output_type"}
+_TYPE_OF_INPUT = {"Select": 1, **dict.fromkeys(_PICKING, 0), **dict.fromkeys((
+    "Add", "Subtract", "Multiply", "Divide", "Mod", "FloorMod", "Minimum", "Maximum", "Negative", "Abs", "Floor",
+    "Ceiling", "Round"), 0)}
+
+
+def _value_type(graph: _Graph, layer: _Layer | None) -> str | None:
+    """The element type of `layer`'s output ("i64", "f32", …), followed back through layers that keep their input's;
+    None where it is not written on the way."""
+    for _ in range(1000):
+        if layer is None or layer.type not in (*_TYPE_ATTRIBUTE, *_TYPE_OF_INPUT):
+            return None
+        if layer.type in _TYPE_ATTRIBUTE:
+            return layer.data.get(_TYPE_ATTRIBUTE[layer.type])
+        layer = _producer(graph, layer, _TYPE_OF_INPUT[layer.type])
+    return None
+
+
+def _holds_minus_one(const: _Layer, weights) -> bool | None:
+    """Whether an i32/i64 Const holds −1; None where it is of another type or too large to read."""
+    dtype = _TRAPPING.get(const.data.get("element_type", ""))
+    offset, length = _number(const.data.get("offset", "")), _number(const.data.get("size", ""))
+    if dtype is None or offset is None or length is None or length > MAX_DIVISOR_BYTES:
+        return None
+    raw = os.pread(weights.fileno(), length, offset)
+    return len(raw) != length or bool((np.frombuffer(raw[:length - length % dtype().itemsize], dtype) == -1).any())
+
+
+def _dims_only(graph: _Graph, layer: _Layer, weights) -> bool:
+    """Whether `layer`'s values are dims of static shapes (ShapeOf in i64: ≥ 0) or of i32/i64 Consts holding no −1,
+    only picked, reshaped or joined on the way: such a divisor is never −1. graphsurgery's letterbox divides by the
+    image's width and height, static once `convert --input-shape` fixes them: the IR convert wrote was refused by
+    run and verify as "a divisor computed from constants (or static shapes) alone: it may be −1" (round 55)."""
+    seen, pending = set(), [layer]
+    while pending:
+        current = pending.pop()
+        if current.id in seen:
+            continue
+        seen.add(current.id)
+        if current.type == "ShapeOf" and current.data.get("output_type") == "i64":
+            continue
+        if current.type == "Const" and _holds_minus_one(current, weights) is False:
+            continue
+        if current.type not in _PICKING or len(seen) > 1000:
+            return False
+        for index in range(len(current.inputs) if current.type == "Concat" else 1):
+            producer = _producer(graph, current, index)
+            if producer is None:
+                return False
+            pending.append(producer)
+    return True
 
 
 def _constant_only(graph: _Graph, layer: _Layer, static: bool) -> bool:

@@ -509,7 +509,7 @@ def ir_info(model: Path, *keys: tuple[str, str]) -> list[str | None]:
     """The values graphsurgery stored under `keys` in an IR's rt_info (None where absent, or for an ONNX model)."""
     if model.suffix.lower() != ".xml":
         return [None] * len(keys)
-    from graphsurgery.runners import read_ir
+    from graphsurgery.runners import read_ir, rt_info_text
 
     ir = read_ir(model)  # checked first: `verify --precision int8 --patched` read it unchecked (SIGSEGV)
-    return [ir.get_rt_info(list(key)).astype(str) if ir.has_rt_info(list(key)) else None for key in keys]
+    return [rt_info_text(ir, key) for key in keys]

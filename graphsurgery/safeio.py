@@ -58,6 +58,7 @@ def scratch_folder(parent: Path, prefix: str, out: Path,
     first, and said so on stderr. `uncreatable` makes the error for a folder that cannot be made (`_uncreatable` by
     default)."""
     uncreatable = uncreatable or _uncreatable
+    _refuse_append_only(parent, out, uncreatable)
     _remove_stale(parent, prefix if stale is None else stale)
     try:
         staging = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
@@ -694,6 +695,7 @@ def check_folder_writable(out: Path) -> None:
         raise GraphsurgeryError("the output folder is not writable" + (" (a read-only file system)"
                                                                        if _read_only_mount(out.parent) else ""),
                                 path=out, fix="choose a writable folder")
+    _refuse_append_only(out.parent, out, _uncreatable)
     if (kind := _unreplaceable(out)) is not None:  # `chattr +i`: refused at the rename, root too, after the work
         raise GraphsurgeryError(f"the output is {kind} (chattr), so no command may replace it", path=out,
                                 fix="choose another path, or `chattr -i -a` the file first")
@@ -712,13 +714,32 @@ def _unreplaceable(path: Path) -> str | None:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
     except OSError:
         return None
+    flags = _inode_flags(fd)
+    return "an immutable file" if flags & _IMMUTABLE else "an append-only file" if flags & _APPEND else None
+
+
+def _refuse_append_only(folder: Path, out: Path, uncreatable: Callable[[OSError, Path], GraphsurgeryError]) -> None:
+    """Refuse a `folder` made append-only (`chattr +a`: files can be made in it, none removed or renamed away, root
+    included): each command wrote its output there and left its scratch folder, which no later one could remove,
+    and a replacement (--force) was refused after the work (round 55)."""
     try:
-        flags = int.from_bytes(fcntl.ioctl(fd, _GETFLAGS, bytes(8))[:4], sys.byteorder)
-    except OSError:  # no such flags on this file system (ENOTTY)
-        return None
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    if _inode_flags(fd) & _APPEND:
+        raise uncreatable(OSError(errno.EPERM, "it is append-only (chattr +a): nothing made there can be removed, "
+                                               "the command's scratch folder included"), out)
+
+
+def _inode_flags(fd: int) -> int:
+    """The inode flags (FS_IOC_GETFLAGS) of the file open as `fd`, which is closed; 0 where the file system keeps
+    none (ENOTTY)."""
+    try:
+        return int.from_bytes(fcntl.ioctl(fd, _GETFLAGS, bytes(8))[:4], sys.byteorder)
+    except OSError:
+        return 0
     finally:
         os.close(fd)
-    return "an immutable file" if flags & _IMMUTABLE else "an append-only file" if flags & _APPEND else None
 
 
 def _read_only_mount(folder: Path) -> bool:

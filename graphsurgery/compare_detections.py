@@ -165,7 +165,7 @@ def _kept_in_some_order(candidates: Candidates, image: int, side: tuple, compari
     where the output puts them: clipped to the image, several may land on one box."""
     boxes, scores, classes = side
     competing = competitions(np.asarray(candidates.scores[image], np.float64), comparison.per_class,
-                             comparison.best_class_only)
+                             comparison.best_class_only, _best_classes(candidates, image, side, comparison, tie))
     placed = np.asarray(candidates.placed[image], np.float64)
     options = []  # per detection: the (competition, anchor) it may be
     for box, score, label in zip(boxes, scores, classes):
@@ -176,9 +176,7 @@ def _kept_in_some_order(candidates: Candidates, image: int, side: tuple, compari
         with np.errstate(invalid="ignore"):  # another class's anchors are −inf with best_class_only
             same = np.nonzero(np.isfinite(row) & (labels == label) & ~exceeds(
                 np.abs(row - score), np.abs(row), comparison.atol, comparison.rtol))[0]
-        if len(same):  # the same box as `_match_image` takes it: overlapping, and its corners within rounding
-            near = placed[same]
-            same = same[(_agreement(box, near) >= comparison.iou) & _corners_agree(box, near, comparison)]
+        same = same[_same_box(box, placed[same], comparison)] if len(same) else same
         if not len(same):
             return False  # no candidate: a box moved, a score changed
         options.append({(number, int(anchor)) for anchor in same})
@@ -190,13 +188,50 @@ def _kept_in_some_order(candidates: Candidates, image: int, side: tuple, compari
         lifted = np.where(first, row + np.maximum(tie.atol, tie.rtol * np.abs(np.where(first, row, 0.0))), row)
         kept |= {(number, anchor) for anchor in greedy_nms(candidates.boxes[image], lifted,
                                                             comparison.score_threshold, comparison.iou_threshold)}
-    unused = set(kept)
+    # boxes_to_image drops what lies wholly in the letterbox padding (placed nowhere), after nms's cut
+    dropped = {(number, anchor) for number, anchor in kept if not np.isfinite(placed[anchor]).all()}
+    unused = kept - dropped
     for choice in options:  # each detection one kept candidate of its own
         taken = next(iter(choice & unused), None)
         if taken is None:
             return False
         unused.discard(taken)
-    return not unused or len(options) >= comparison.max_detections  # past the cut, the rest falls below it
+    lowest = min(scores, default=np.inf)
+    cut = len(options) + sum(competing[number][0][anchor] >= lowest for number, anchor in dropped)
+    return not unused or cut >= comparison.max_detections  # past the cut, the rest falls below it
+
+
+def _best_classes(candidates: Candidates, image: int, side: tuple, comparison, tie: Comparison) -> np.ndarray:
+    """Each anchor's best class (the first on ties), but where several of its class scores lie within `tie` of its
+    best, which of them is best is float rounding's (round 54: saturated sigmoids, 1.0 in two classes on one side,
+    1.0 and 0.99999994 on the other, and onnxruntime and OpenVINO kept one box in two classes; a right patch FAILed):
+    there the class of the side's detection that is this anchor (its box where the output puts it, its score), else
+    that of a detection suppressing it (an overlap above the IoU threshold), as the side's own nms must have had
+    it. A class clearly below the best (multi-label) stays no anchor's."""
+    scores = np.asarray(candidates.scores[image], np.float64)
+    best, top = scores.argmax(axis=0), scores.max(axis=0)
+    with np.errstate(invalid="ignore"):  # NaN and ±inf scores are no such tie
+        tied = np.isfinite(scores) & ~exceeds(np.abs(top - scores), np.abs(top), tie.atol, tie.rtol)  # [C, A]
+    undecided = tied.sum(axis=0) > 1
+    if not undecided.any():
+        return best
+    placed, boxes = (np.asarray(part[image], np.float64) for part in (candidates.placed, candidates.boxes))
+    found = []  # (anchor, class) of the side's detections
+    for box, score, label in zip(*side):
+        if not 0 <= label < len(scores):
+            continue
+        label = int(label)
+        with np.errstate(invalid="ignore"):
+            mine = undecided & tied[label] & ~exceeds(np.abs(scores[label] - score), np.abs(scores[label]),
+                                                      comparison.atol, comparison.rtol)
+        mine &= _same_box(box, placed, comparison)
+        best[mine] = label
+        found += [(int(anchor), label) for anchor in np.nonzero(mine)[0][:1]]
+    for anchor, label in found:
+        best[undecided & tied[label] & (iou(boxes[anchor], boxes) > comparison.iou_threshold)] = label
+    for anchor, label in found:  # the detections themselves, whatever overlaps them
+        best[anchor] = label
+    return best
 
 
 def _match_image(result: DetectionResult, image: int, ref: tuple, got: tuple, comparison, tie: Comparison,
@@ -251,8 +286,15 @@ def _match_image(result: DetectionResult, image: int, ref: tuple, got: tuple, co
 
 
 def _differ(ref: tuple, got: tuple) -> bool:
-    """Do two sides of one image hold other detections (other counts, or other boxes in order)?"""
-    return len(ref[0]) != len(got[0]) or not np.allclose(ref[0], got[0], atol=SAME_BOX, equal_nan=True)
+    """Do two sides of one image hold other detections (other counts, or other boxes or classes in order)?"""
+    return (len(ref[0]) != len(got[0]) or not np.allclose(ref[0], got[0], atol=SAME_BOX, equal_nan=True)
+            or not np.array_equal(ref[2], got[2]))
+
+
+def _same_box(box: np.ndarray, boxes: np.ndarray, comparison) -> np.ndarray:
+    """Which of `boxes` (a candidate where the output puts it) are `box` as `_match_image` takes a match:
+    overlapping at IoU ≥ `comparison.iou`, and every corner within rounding (`_corners_agree`)."""
+    return (_agreement(box, boxes) >= comparison.iou) & _corners_agree(box, boxes, comparison)
 
 
 def _corners_agree(box: np.ndarray, boxes: np.ndarray, comparison) -> np.ndarray:

@@ -303,5 +303,6 @@ class OutputStep(Step):
 
     def moved_boxes(self, boxes: np.ndarray, env: dict[str, np.ndarray]) -> np.ndarray:
         """`boxes` [N, A, 4] where this step puts the boxes it reads (boxes_to_image: in the caller's pixels), so
-        that an nms's candidates can be found among the detections the recipe outputs; unchanged by default."""
+        that an nms's candidates can be found among the detections the recipe outputs, NaN where it drops them;
+        unchanged by default."""
         return boxes

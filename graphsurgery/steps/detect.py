@@ -364,7 +364,8 @@ class BoxesToImage(OutputStep):
         return out
 
     def moved_boxes(self, boxes: np.ndarray, env: dict[str, np.ndarray]) -> np.ndarray:
-        return self._in_image(boxes, env)[0]
+        placed, outside = self._in_image(boxes, env)
+        return np.where(outside[..., None], np.float32(np.nan), placed)
 
     def _in_image(self, boxes: np.ndarray, env: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """`boxes` in the caller's pixels (clipped with `clip`), and where one lies wholly outside the image."""

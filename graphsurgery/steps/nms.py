@@ -181,15 +181,18 @@ class Nms(OutputStep):
         return out
 
 
-def competitions(scores: np.ndarray, per_class: bool, best_class_only: bool) -> list[tuple[np.ndarray, np.ndarray]]:
+def competitions(scores: np.ndarray, per_class: bool, best_class_only: bool, best: np.ndarray | None = None
+                 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """What an nms suppresses within, for one image's class scores [C, A]: per competition each anchor's score and
     class. Each class (only the anchors whose best it is, the first on ties, with `best_class_only`), or every anchor
-    at its best class (`per_class` false)."""
+    at its best class (`per_class` false). `best`: each anchor's best class where another rule chose it (a near tie
+    of two classes: `compare_detections`)."""
     classes, anchors = scores.shape
+    best = scores.argmax(axis=0) if best is None else best
     if not per_class:
-        return [(scores.max(axis=0), scores.argmax(axis=0))]
+        return [(np.take_along_axis(scores, best[None], axis=0)[0], best)]
     if best_class_only:
-        scores = np.where(scores.argmax(axis=0)[None] == np.arange(classes)[:, None], scores, -np.inf)
+        scores = np.where(best[None] == np.arange(classes)[:, None], scores, -np.inf)
     return [(scores[label], np.full(anchors, label, np.int64)) for label in range(classes)]
 
 

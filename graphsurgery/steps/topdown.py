@@ -37,6 +37,7 @@ from graphsurgery.steps.base import (
     TensorSpec,
     hw_axes,
 )
+from graphsurgery.steps.detect import to_float
 
 if TYPE_CHECKING:  # model.py imports the recipe, which imports the steps
     from graphsurgery.model import ModelFacts
@@ -312,6 +313,8 @@ class FlipAverage(OutputStep):
                             "with a dynamic batch")
         joints, h, w = shape[1:]
         f32, i64 = np.float32, np.int64
+        heatmaps = to_float(em, heatmaps)  # as the twin averages them (round 54: float16 maps were split as float32,
+        # and apply refused a right recipe, "a graphsurgery bug")
         # two equal halves (also when N = 0, which a Reshape to [2, -1, ...] cannot express)
         original, mirrored = em.op("Split", [heatmaps], {"axis": 0, **({"num_outputs": 2} if em.opset >= 18 else {})},
                                    dtype=f32, num_outputs=2)

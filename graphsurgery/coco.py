@@ -225,12 +225,13 @@ def evaluate_coco(recipe: str | Path | Recipe, plain_model: str | Path, annotati
             elif kind == "unpatched":
                 answers, precision = _run(
                     backend, plain.path, people, caller, lambda x, _: {plain_name: preprocess(recipe, x, facts)},
-                    lambda outputs, more: _named(unpatched_outputs(recipe, facts, outputs, more), recipe),
+                    lambda outputs, more, shape: _named(unpatched_outputs(recipe, facts, outputs, more, shape),
+                                                        recipe),
                     extras, advance)
             else:
                 answers, precision = _run(backend, patched_path, people, caller,
                                           lambda x, more: {image_input.name: x, **more},
-                                          lambda outputs, _: _named(outputs, recipe), extras, advance)
+                                          lambda outputs, *_: _named(outputs, recipe), extras, advance)
             if not top_down:
                 results = [person_result(person, answer, size, in_image_pixels)
                            for person, answer in zip(people, answers)]
@@ -587,6 +588,8 @@ def _detections(gt, path: Path, image_ids: list[int]) -> list[PersonBox]:
                 if "bbox" not in det and "segmentation" in det:  # loadRes took the boxes from the masks, each
                     # RLE decoded in pycocotools' C code (a size of -5: OverflowError, an internal error)
                     raise KeyError("a detection with a segmentation but no bbox")
+            if not detections:  # valid results of nothing, which loadRes cannot index (round 55: IndexError)
+                return []
             dt = gt.loadRes(detections)
     except (ValueError, KeyError, TypeError, IndexError, AssertionError, RecursionError, OverflowError) as exc:
         raise GraphsurgeryError(
@@ -734,21 +737,25 @@ Answer = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # keypoints [K, 
 
 def _run(backend: str, model: Path, people: list[PersonBox], caller: CallerCrops,
          feed: Callable[[np.ndarray, dict[str, np.ndarray]], dict[str, np.ndarray]],
-         read: Callable[[dict[str, np.ndarray], dict[str, np.ndarray]], dict[str, np.ndarray]],
+         read: Callable[[dict[str, np.ndarray], dict[str, np.ndarray], tuple[int, ...]], dict[str, np.ndarray]],
          extras: list[str], advance: Callable[[int], None]) -> tuple[list[Answer], str]:
-    """Stream every crop through `model`: `feed(x, extras)` makes a request, `read(outputs, extras)` the results."""
+    """Stream every crop through `model`: `feed(x, extras)` makes a request, `read(outputs, extras, x's shape)` the
+    results (the crop is the caller's image of a recipe that maps back to it: round 55's whole-image letterbox with
+    `to_image: {mode: image}` ended in the twins' "pass caller_shape")."""
     boxes: list[dict[str, np.ndarray]] = []
+    shapes: list[tuple[int, ...]] = []
 
     def requests():
         for x, center, scale in caller(people):
             boxes.append({"center": center, "scale": scale})
+            shapes.append(x.shape)
             yield feed(x, {name: boxes[-1][name] for name in extras})
 
     answers = []
     with open_stream(backend, model) as run:
         for index, outputs in enumerate(run(requests())):
             box = boxes[index]
-            keypoints, scores = crop_keypoints(read(outputs, {name: box[name] for name in extras}))
+            keypoints, scores = crop_keypoints(read(outputs, {name: box[name] for name in extras}, shapes[index]))
             answers.append((keypoints, scores, box["center"][0], box["scale"][0]))
             advance(index + 1)
     return answers, run.precision

@@ -15,8 +15,10 @@ from graphsurgery.api import apply
 from graphsurgery.cli import cli
 from graphsurgery.coco import STAT_NAMES, evaluate_coco
 from graphsurgery.cocoformat import KEYPOINT_NAMES
+from graphsurgery.errors import GraphsurgeryError
 
 from examples.synthetic_coco import joint_detector, write_coco_set
+from modelkit import POSE_LETTERBOX
 from paritykit import CROP_RECIPE, IMAGE_RECIPE, shift_keypoints, wrong_recipe
 
 IMAGES = 8
@@ -301,3 +303,27 @@ def test_a_proof_that_compared_nothing_is_said(coco_set, monkeypatch):
                                       "--images", str(images)], terminal_width=200)
     assert result.exit_code == 1, result.output
     assert "NO PARITY per keypoint (verify of 3 of the people): nothing was compared" in result.output
+
+
+def test_a_recipe_that_letterboxes_whole_images_is_evaluated_and_proven_on_them(coco_set, tmp_path):
+    """Round 55: eval-coco feeds a resizing recipe crops (each crop is its caller's image), and its unpatched
+    pipeline's twins were not told the crop's size: "this recipe maps results back to the caller's image, and its
+    size is unknown here — fix: pass caller_shape", exit 2. The proof per keypoint runs verify on those people's
+    images whole, and the verdict says so."""
+    annotations, images, plain = coco_set
+    recipe = tmp_path / "letterbox.yaml"
+    recipe.write_text(POSE_LETTERBOX)
+    result = CliRunner().invoke(cli, ["eval-coco", str(recipe), str(plain), "--ann", str(annotations), "--images",
+                                      str(images), "--limit", "2", "--backends", "onnxruntime"])
+    assert result.exit_code == 0, result.output
+    assert "every keypoint of the 2 whole images" in " ".join(result.output.split())
+
+
+def test_detections_of_nobody_are_no_person_boxes(coco_set, tmp_path):
+    """Round 55: `--boxes` of an empty list (valid COCO results of nothing) was "not COCO detection results for these
+    annotations (IndexError)": pycocotools' loadRes cannot index an empty list."""
+    annotations, images, plain = coco_set
+    empty = tmp_path / "none.json"
+    empty.write_text("[]")
+    with pytest.raises(GraphsurgeryError, match="no person boxes to evaluate"):
+        evaluate_coco(CROP_RECIPE, plain, annotations, images, boxes=empty, backends=("onnxruntime",))

@@ -214,6 +214,9 @@ def eval_coco_command(recipe: Path, plain: Path, annotations: Path, images: Path
             console.print(shown(f"{pipeline.name}: {pipeline.results_file}"), highlight=False)
     proof = report.per_keypoint
     proven = f"every keypoint of {report.proven} of the people (verify on {', '.join(proof.backends)})"
+    if proof.unit == "images":  # a recipe that resizes whole images: verify ran the images the people are in
+        proven = (f"every keypoint of the {proof.samples} whole images {report.proven} of the people are in "
+                  f"(verify on {', '.join(proof.backends)})")
     if report:
         console.print(f"[bold green]PARITY[/]: identical AP/AR for all {len(report.pipelines)} pipelines, and "
                       f"{proven}", highlight=False)

@@ -327,3 +327,22 @@ def test_detections_of_nobody_are_no_person_boxes(coco_set, tmp_path):
     empty.write_text("[]")
     with pytest.raises(GraphsurgeryError, match="no person boxes to evaluate"):
         evaluate_coco(CROP_RECIPE, plain, annotations, images, boxes=empty, backends=("onnxruntime",))
+
+
+def test_results_into_the_image_folder_can_be_written_again(coco_set, tmp_path):
+    """Round 55: every file of --images counted as an input, so `--results IMAGES` worked once and was then refused
+    ("the output would overwrite an input") by its own earlier results. The inputs are the images read; a results
+    file of another tool there is still not replaced."""
+    annotations, images, plain = coco_set
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for image in images.glob("*.png"):
+        (folder / image.name).write_bytes(image.read_bytes())
+    args = ["eval-coco", str(CROP_RECIPE), str(plain), "--ann", str(annotations), "--images", str(folder),
+            "--limit", "2", "--backends", "onnxruntime", "--results", str(folder)]
+    for _ in range(2):
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 0, result.output
+    (folder / "eval-coco.json").unlink()  # without its record, the results there are another tool's
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2 and "unpatched-onnxruntime.json" in result.output, result.output

@@ -210,6 +210,7 @@ class DetectionResult:
     rtol: float
     box_atol: float = 0.0
     box_rtol: float = 0.0
+    box_resolution: float = 0.0  # relative, of the head's coordinates (a float16 head's step)
     kind: str = "detections"
     images: int = 0
     detections: int = 0  # in the reference
@@ -233,8 +234,9 @@ class DetectionResult:
             return self.problem
         text = (f"{self.matched}/{self.detections} detections matched in {self.images} image(s) (same class, IoU ≥ "
                 f"{self.iou:g}, corners within {self.box_atol:g} px + {self.box_rtol:g} × the box's largest "
-                f"coordinate, score within atol {self.atol:g} or rtol {self.rtol:g}); min IoU {self.min_iou:.6f}, "
-                f"max |Δcorner| {self.max_corner_diff:.3g} px, max |Δscore| {self.max_score_diff:.3g}")
+                f"coordinate{self._resolution()}, score within atol {self.atol:g} or rtol {self.rtol:g}); min IoU "
+                f"{self.min_iou:.6f}, max |Δcorner| {self.max_corner_diff:.3g} px, max |Δscore| "
+                f"{self.max_score_diff:.3g}")
         if self.mismatches:
             text += f"; {self.mismatches} detection(s) on one side only"
         if self.near_ties:
@@ -248,6 +250,11 @@ class DetectionResult:
         if not self.mismatches and 0 < self.largest_score and (self.atol >= self.largest_score or self.rtol >= 1):
             text += loose_note(self.largest_score)  # --tolerance scores=1e9 passed every score halved (round 55)
         return text
+
+    def _resolution(self) -> str:
+        """The corners' allowance for a head that rounds its own coordinates (float16), where there is one."""
+        return (f" or {self.box_resolution:g} × its largest coordinate in the head, in these pixels"
+                if self.box_resolution else "")
 
     def to_dict(self) -> dict:
         return _jsonable({**asdict(self), "passed": bool(self)})

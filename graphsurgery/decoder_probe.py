@@ -92,9 +92,20 @@ def probe_output(recipe: Recipe, facts: ModelFacts, output: np.ndarray, seed: in
                  ) -> tuple[np.ndarray | None, list[str]]:
     """`output` (one sample's network output) rewritten to reach the first output step's decisions, or None when
     no rewrite is known for the recipe's output steps or none can be made; and the notes on what the rewrite left
-    out (`detector_probe`)."""
+    out (`detector_probe`). Written in float32 and given in the output's own float type: round 56, a float16 or
+    float64 head (exported half, or ending in a Cast) had no probe at all, and a patch whose nms kept boxes below
+    its score threshold or suppressed at another IoU PASSed."""
+    if output.dtype.kind != "f":
+        return None, []
+    probe, notes = _rewritten(recipe, facts, output.astype(np.float32), seed)
+    return (None if probe is None else probe.astype(output.dtype)), notes
+
+
+def _rewritten(recipe: Recipe, facts: ModelFacts, output: np.ndarray, seed: int
+               ) -> tuple[np.ndarray | None, list[str]]:
+    """`probe_output` of a float32 `output`."""
     steps = recipe.output.steps if recipe.output else ()
-    if not steps or output.dtype != np.float32:
+    if not steps:
         return None, []
     if isinstance(steps[0], HeatmapArgmax) and output.ndim == 4 and all(isinstance(s, EXACT_ON_INVALID + RESCALING)
                                                                          for s in steps):

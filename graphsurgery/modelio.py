@@ -764,7 +764,7 @@ def staging_folder(out: Path):
 
 def save_model(
     proto: onnx.ModelProto, out: Path, *, external_base: Path | None = None, check: bool = True, replace: bool = True,
-    patched_from: tuple[str, str] | None = None,
+    patched_from: tuple[str, str] | None = None, made: bool = True,
 ) -> list[Path]:
     """Write `proto` to `out` atomically; returns the files written (the model and, if any, its data file).
 
@@ -772,7 +772,8 @@ def save_model(
     for one protobuf moves its large tensors there too. Without `replace` (no --force), an output that another
     command placed while this one worked is refused (`safeio.place`), not replaced. `patched_from`: (recipe,
     model) when `proto` is that model, checked when read, patched by that recipe: shape inference failing in the
-    model's own nodes is then the recipe's fault (`_network_refuses`).
+    model's own nodes is then the recipe's fault (`_network_refuses`). `made`: whether `proto`'s graphsurgery nodes
+    are this process's (`made_here`), not copied from a file the user gives.
     """
     out = Path(out)
     placed: list[Path] = []
@@ -794,7 +795,8 @@ def save_model(
                 placed = place([*data, (staged, out)], replace)
             if check:  # the rename keeps the identity: loading the output later in this command is not checked again
                 _CHECKED.add(file_identity(out))
-            remember_made(out)
+            if made:
+                remember_made(out)
             return placed
         except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
             if patched_from and (refused := _network_refuses(exc, *patched_from)):

@@ -32,7 +32,7 @@ import onnx
 
 from graphsurgery.compare import FloatResult, compare_float_parts
 from graphsurgery.model import ModelFacts, node_reads
-from graphsurgery.modelio import load_model, save_model
+from graphsurgery.modelio import load_model, made_here, save_model
 from graphsurgery.recipe import Recipe
 from graphsurgery.runners import open_runner
 from graphsurgery.samples import Samples, chunks
@@ -99,7 +99,8 @@ def exposed_copy(patched: Path, network_input: onnx.ValueInfoProto, folder: Path
     proto.graph.output.append(onnx.helper.make_tensor_value_info(tensor, _element_type(proto, tensor, kind.elem_type),
                                                                  [None] * len(kind.shape.dim)))
     out = folder / "exposed.onnx"
-    save_model(proto, out, external_base=loaded.base_dir, check=False)
+    # round 56: a node of a `--patched` file the user edited, failing in this copy, was "a graphsurgery bug" (exit 3)
+    save_model(proto, out, external_base=loaded.base_dir, check=False, made=made_here(patched))
     return Exposed(out, tensor)
 
 

@@ -260,13 +260,15 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
     if patched is not None:  # apply refuses such a PLAIN, but with --patched apply does not run
         refuse_patched_plain(recipe, plain, input_name)
     others = [name for name in real_inputs(plain.proto) if name != input_name]
-    with temporary_folder("verify") as tmp, scratch_named(tmp, f"{plain.path} (patched by {recipe.source})"):
+    made = str(patched) if patched is not None else f"{plain.path} (patched by {recipe.source})"
+    # the scratch folder's models are cut from that one (round 56: a --patched file's were named as apply's output)
+    with temporary_folder("verify") as tmp, scratch_named(tmp, made):
         patched_path = (
             Path(patched) if patched is not None
             else apply(recipe, plain.path, Path(tmp) / "patched.onnx", upgrade_opset=upgrade_opset).output
         )
         # samples.py's refusals name no file (it knows none): they are about the model that takes the samples
-        with _naming(patched if patched is not None else f"{plain.path} (patched by {recipe.source})"):
+        with _naming(made):
             image_input, extras = patched_inputs(patched_path, extra_input_names(recipe), others, recipe)
             batch = image_input.shape[0] if isinstance(image_input.shape[0], int) else 1
             if crops_boxes:  # whole images with person boxes: the graph cuts the crops

@@ -46,6 +46,9 @@ class DetectionComparison(Comparison):
     #: 1.2e-4 px at most (3e-7 of the largest coordinate) between the twins and either runtime and across them
     box_atol: float = 1e-4
     box_rtol: float = 1e-4
+    #: the head's own relative resolution (one float16 step for a float16 head: `twins.float16_resolution`), which
+    #: `compare_detections._reach` carries to the caller's pixels; no tolerance of the caller's loosens it
+    box_resolution: float = 0.0
     score_threshold: float = 0.25
     iou_threshold: float = 0.45
     max_detections: int = 100

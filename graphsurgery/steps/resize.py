@@ -303,9 +303,12 @@ class Resize(SizedStep):
 
     def roundings_told_apart(self, sizes: Sequence[tuple[int, int]]) -> bool:
         """Whether caller images of `sizes` (W, H) give floor, round and ceil each other resized sizes, so that a
-        patch rounding the aspect-kept side another way differs from the twin on them."""
-        resized = {tuple(self.resized_hw(h, w, rounding) for w, h in sizes) for rounding in get_args(SideRounding)}
-        return len(resized) == len(get_args(SideRounding))
+        patch rounding the aspect-kept side another way differs from the twin on them; for `side_rounding: round`
+        also halves up and down (round 56: for a 33 × 17 letterbox 400×300 and 353×481 told floor, round and ceil
+        apart, so the sizes of `_half_sizes` were left out, and a geometry record rounding halves up PASSed)."""
+        roundings = (*get_args(SideRounding), *(get_args(HalfRounding) if self.side_rounding == "round" else ()))
+        resized = {tuple(self.resized_hw(h, w, rounding) for w, h in sizes) for rounding in roundings}
+        return len(resized) == len(roundings)
 
     def rounding_sizes(self) -> tuple[tuple[int, int], ...]:
         """Two caller sizes (W, H) that tell floor, round and ceil apart, from the model's size: one where the

@@ -16,6 +16,7 @@ import onnx
 import pytest
 from onnx import helper, numpy_helper
 
+from detectorkit import wider
 from graphsurgery.api import apply
 from graphsurgery.compare import DetectionResult
 from graphsurgery.errors import GraphsurgeryError
@@ -46,21 +47,13 @@ def _rewritten(right: Path, output: str, factor: np.ndarray, op: str, path: Path
     return path
 
 
-def _wider(right: Path, path: Path) -> Path:
-    """Every box's right edge moved out by 0.5 % of its width (x2' = 1.005 x2 − 0.005 x1): IoU 0.995 with the right
-    box, and the fill rows (zeros) stay zeros."""
-    corners = np.eye(4)
-    corners[0, 2], corners[2, 2] = -0.005, 1.005
-    return _rewritten(right, "boxes", corners, "MatMul", path)
-
-
 def _detections(report) -> list[DetectionResult]:
     return [result for pair in report.pairs for result in pair.results if isinstance(result, DetectionResult)]
 
 
 def test_boxes_one_edge_off_by_half_a_percent_fail(detector, tmp_path):
     plain, right = detector
-    report = verify(DETECTOR, plain, patched=_wider(right, tmp_path / "wider.onnx"), images=IMAGES,
+    report = verify(DETECTOR, plain, patched=wider(right, tmp_path / "wider.onnx"), images=IMAGES,
                     backends=["onnxruntime"])
     assert not report
     [result] = _detections(report)
@@ -69,7 +62,7 @@ def test_boxes_one_edge_off_by_half_a_percent_fail(detector, tmp_path):
 
 def test_a_tolerance_named_for_the_boxes_reaches_their_corners(detector, tmp_path):
     plain, right = detector
-    report = verify(DETECTOR, plain, patched=_wider(right, tmp_path / "wider.onnx"), images=IMAGES,
+    report = verify(DETECTOR, plain, patched=wider(right, tmp_path / "wider.onnx"), images=IMAGES,
                     backends=["onnxruntime"], tolerances={"boxes": (0.0, 0.02)})
     assert report, report.failures()
     [result] = _detections(report)
@@ -121,5 +114,5 @@ def test_a_float16_head_is_judged_within_its_step(half_detector, tmp_path):
     report = verify(DETECTOR, plain, patched=right, images=IMAGES)
     assert report, report.failures()
     assert max(result.max_corner_diff for result in _detections(report)) > 0.01  # the step, allowed
-    assert not verify(DETECTOR, plain, patched=_wider(right, tmp_path / "wider.onnx"), images=IMAGES,
+    assert not verify(DETECTOR, plain, patched=wider(right, tmp_path / "wider.onnx"), images=IMAGES,
                       backends=["onnxruntime"])

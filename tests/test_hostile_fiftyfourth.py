@@ -17,6 +17,7 @@ import onnx
 import yaml
 from onnx import TensorProto, helper, numpy_helper
 
+from detectorkit import DETECTOR_RECIPE, with_nms, yolo_head
 from graphsurgery.api import apply
 from graphsurgery.compare_detections import Candidates, compare_detections
 from graphsurgery.steps.base import GEOMETRY
@@ -27,53 +28,14 @@ from graphsurgery.verification import verify
 from modelkit import pose_model
 
 ROOT = Path(__file__).resolve().parent.parent
-DETECTOR_RECIPE = ROOT / "recipes" / "yolov8_detector.yaml"
 PROBE = "output steps on a probe output"
 
 
 def detector(path: Path, *, classes: int, anchors: int, score_bias: float = 0.0, seed: int = 0) -> Path:
-    """A YOLOv8-shaped head [1, 4 + C, A] from a 64 × 64 image: boxes spread over the image, moved by the image's
-    4 × 4 means; class scores the sigmoid of a linear map of them plus `score_bias` (30: every score 1.0 in float32,
-    or a float32 step below it)."""
-    rng = np.random.default_rng(seed)
-    base = np.concatenate([rng.uniform(6, 58, (2, anchors)), rng.uniform(6, 26, (2, anchors))]).astype(np.float32)
-    constants = [numpy_helper.from_array(base, "base"),
-                 numpy_helper.from_array(rng.normal(0, 4, (48, 4 * anchors)).astype(np.float32), "box_weights"),
-                 numpy_helper.from_array(rng.normal(0, 3, (48, classes * anchors)).astype(np.float32), "weights"),
-                 numpy_helper.from_array(np.float32(score_bias), "bias"),
-                 numpy_helper.from_array(np.array([1, 4, anchors], np.int64), "box_shape"),
-                 numpy_helper.from_array(np.array([1, classes, anchors], np.int64), "score_shape")]
-    nodes = [helper.make_node("AveragePool", ["images"], ["pooled"], kernel_shape=[16, 16], strides=[16, 16]),
-             helper.make_node("Flatten", ["pooled"], ["features"], axis=1),
-             helper.make_node("MatMul", ["features", "box_weights"], ["moves"]),
-             helper.make_node("Reshape", ["moves", "box_shape"], ["box_moves"]),
-             helper.make_node("Add", ["box_moves", "base"], ["xywh"]),
-             helper.make_node("MatMul", ["features", "weights"], ["raw"]),
-             helper.make_node("Reshape", ["raw", "score_shape"], ["logits"]),
-             helper.make_node("Add", ["logits", "bias"], ["biased"]),
-             helper.make_node("Sigmoid", ["biased"], ["probabilities"]),
-             helper.make_node("Concat", ["xywh", "probabilities"], ["output0"], axis=1)]
-    graph = helper.make_graph(nodes, "detector", [helper.make_tensor_value_info("images", TensorProto.FLOAT,
-                                                                                [1, 3, 64, 64])],
-                              [helper.make_tensor_value_info("output0", TensorProto.FLOAT, [1, 4 + classes, anchors])],
-                              constants)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    onnx.checker.check_model(model, full_check=True)
-    onnx.save(model, str(path))
-    return path
-
-
-def with_nms(folder: Path, **change) -> Path:
-    """The detector recipe with its nms's parameters changed, under another name."""
-    recipe = yaml.safe_load(DETECTOR_RECIPE.read_text())
-    next(entry["nms"] for entry in recipe["output"]["steps"] if "nms" in entry).update(change)
-    recipe["name"] += "-mutated"
-    path = folder / "mutated.yaml"
-    path.write_text(yaml.safe_dump(recipe))
-    return path
-
-
-# --- a probe head that holds no detection ---------------------------------------------------------------------------
+    """A YOLOv8-shaped head [1, 4 + C, A] from a 64 × 64 image, its boxes spread over the image, moved by the
+    image's 4 × 4 means (`detectorkit.yolo_head`)."""
+    return yolo_head(path, h=64, w=64, classes=classes, anchors=anchors, grid=4,
+                     bounds=((6, 58), (6, 58), (6, 26), (6, 26)), score_bias=score_bias, seed=seed)
 
 
 def test_a_head_of_too_few_anchors_for_a_probe_of_detections_is_not_probed(tmp_path):

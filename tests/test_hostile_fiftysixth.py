@@ -15,12 +15,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import onnx
 import pytest
-import yaml
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, numpy_helper
 
+from detectorkit import DETECTOR_RECIPE, wider, with_nms, yolo_head
 from graphsurgery.api import apply
 from graphsurgery.errors import GraphsurgeryError
 from graphsurgery.verification import verify
@@ -28,71 +27,15 @@ from graphsurgery.verification import verify
 from modelkit import POSE_LETTERBOX, pose_model
 
 ROOT = Path(__file__).resolve().parent.parent
-DETECTOR_RECIPE = ROOT / "recipes" / "yolov8_detector.yaml"
 PROBE = "output steps on a probe output"
 
 
 def detector(path: Path, head: int, *, h: int = 48, w: int = 320, anchors: int = 200, v5: bool = False) -> Path:
-    """A YOLOv8-shaped head [1, 4 + 3, A] of type `head` for an h × w image: boxes of all sizes (a few pixels
-    wide too) over the whole image, moved by its 2 × 2 means; class scores a sigmoid of them (many detections).
-    `v5`: YOLOv5's layout [1, A, 5 + 3], its objectness the best class score."""
-    rng = np.random.default_rng(0)
-    base = np.concatenate([rng.uniform(0, w, (1, anchors)), rng.uniform(0, h, (1, anchors)),
-                           rng.uniform(2, w / 3, (1, anchors)), rng.uniform(2, h / 3, (1, anchors))])
-    constants = [numpy_helper.from_array(base.astype(np.float32), "base"),
-                 numpy_helper.from_array(rng.normal(0, 4, (12, 4 * anchors)).astype(np.float32), "box_weights"),
-                 numpy_helper.from_array(rng.normal(0, 3, (12, 3 * anchors)).astype(np.float32), "weights"),
-                 numpy_helper.from_array(np.array([1, 4, anchors], np.int64), "box_shape"),
-                 numpy_helper.from_array(np.array([1, 3, anchors], np.int64), "score_shape")]
-    nodes = [helper.make_node("AveragePool", ["images"], ["pooled"], kernel_shape=[h // 2, w // 2],
-                              strides=[h // 2, w // 2]),
-             helper.make_node("Flatten", ["pooled"], ["features"], axis=1),
-             helper.make_node("MatMul", ["features", "box_weights"], ["moves"]),
-             helper.make_node("Reshape", ["moves", "box_shape"], ["box_moves"]),
-             helper.make_node("Add", ["box_moves", "base"], ["xywh"]),
-             helper.make_node("MatMul", ["features", "weights"], ["raw"]),
-             helper.make_node("Reshape", ["raw", "score_shape"], ["logits"]),
-             helper.make_node("Sigmoid", ["logits"], ["probabilities"]),
-             helper.make_node("Concat", ["xywh", "probabilities"], ["v8"], axis=1)]
-    if v5:
-        nodes += [helper.make_node("ReduceMax", ["probabilities"], ["objectness"], axes=[1], keepdims=1),
-                  helper.make_node("Concat", ["xywh", "objectness", "probabilities"], ["rows"], axis=1),
-                  helper.make_node("Transpose", ["rows"], ["head"], perm=[0, 2, 1])]
-    else:
-        nodes.append(helper.make_node("Identity", ["v8"], ["head"]))
-    nodes.append(helper.make_node("Cast", ["head"], ["output0"], to=head))
-    graph = helper.make_graph(nodes, "detector", [helper.make_tensor_value_info("images", TensorProto.FLOAT,
-                                                                                [1, 3, h, w])],
-                              [helper.make_tensor_value_info("output0", head,
-                                                             [1, anchors, 8] if v5 else [1, 7, anchors])], constants)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    onnx.checker.check_model(model, full_check=True)
-    onnx.save(model, str(path))
-    return path
-
-
-def wider(right: Path, path: Path) -> Path:
-    """The right patch with every box's right edge moved out by 0.5 % of its width (IoU 0.995)."""
-    model = onnx.load(str(right))
-    producer = next(node for node in model.graph.node if "boxes" in node.output)
-    producer.output[list(producer.output).index("boxes")] = "boxes_right"
-    corners = np.eye(4, dtype=np.float32)
-    corners[0, 2], corners[2, 2] = -0.005, 1.005
-    model.graph.initializer.append(numpy_helper.from_array(corners, "wider"))
-    model.graph.node.append(helper.make_node("MatMul", ["boxes_right", "wider"], ["boxes"]))
-    onnx.save(model, str(path))
-    return path
-
-
-def with_nms(folder: Path, fmt: str = "v8", **change) -> Path:
-    """The detector recipe for a head of `fmt` with its nms's parameters changed, under another name."""
-    recipe = yaml.safe_load(DETECTOR_RECIPE.read_text())
-    next(entry["nms"] for entry in recipe["output"]["steps"] if "nms" in entry).update(change)
-    next(entry["yolo_boxes"] for entry in recipe["output"]["steps"] if "yolo_boxes" in entry)["format"] = fmt
-    recipe["name"] += "-mutated"
-    path = folder / "mutated.yaml"
-    path.write_text(yaml.safe_dump(recipe))
-    return path
+    """A YOLOv8-shaped head [1, 4 + 3, A] of type `head` for an h × w image: boxes of all sizes (a few pixels wide
+    too) over the whole image, moved by its 2 × 2 means; class scores a sigmoid of them (many detections).
+    `v5`: YOLOv5's layout (`detectorkit.yolo_head`)."""
+    return yolo_head(path, h=h, w=w, classes=3, anchors=anchors, grid=2,
+                     bounds=((0, w), (0, h), (2, w / 3), (2, h / 3)), head=head, v5=v5)
 
 
 def test_a_float16_head_is_judged_by_its_own_step_in_the_callers_pixels(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 
@@ -10,6 +11,13 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # `examples` is importable in tests
 sys.path.insert(0, str(ROOT / "tests"))  # helper kits (modelkit, ...)
+
+# The Ctrl-C tests start commands as a user's terminal does, with SIGINT's default action. A suite started as a
+# background job (bash ignores SIGINT for it) passed the ignored SIGINT on to every command, which graphsurgery
+# keeps ignored by design (a script's background job): each Ctrl-C test then waited 60 s for a command that ran on,
+# and failed. A Python handler is reset to the default action in the commands the tests start.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 from modelkit import pose_model  # noqa: E402
 

@@ -344,13 +344,6 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
         probe, probe_notes = (None, []) if int8 else run_probe(
             recipe, facts, patched_proto, backends[0], network_output, image_input.name, feeds, Path(tmp), seed)
         report.notes += probe_notes
-        sized = []  # the probe at each other size (W × H), where the output steps map back through the image
-        for tensors, extras, index in other_sizes if probe is not None else ():
-            other_feeds, other_output = _probe_feeds(image_input.name, batch, tensors, extras,
-                                                     decoded[backends[0]][index])
-            sized.append((width_height(tensors[0], tensor_facet(recipe).layout), run_probe(
-                recipe, facts, patched_proto, backends[0], other_output, image_input.name, other_feeds,
-                _folder(Path(tmp) / f"sized_probe_{index}"), seed)[0]))
         if probe is None and not int8 and not crops_boxes:  # round 52: SimCC's two heads (a network output per
             # caller's sample: the graph's crops are as many as their boxes)
             probe = run_simcc_probe(recipe, facts, patched_proto, backends[0], decoded[backends[0]][0][1],
@@ -358,9 +351,24 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
         # round 52: maps of flat, tied, cornered and faint peaks, for the heatmap decoders that decide exactly
         exact_heatmaps = probe is not None and _decided_exactly(recipe) and isinstance(recipe.output.steps[0],
                                                                                         HeatmapArgmax)
-        cells = [run_probe(recipe, facts, patched_proto, backends[0], maps, image_input.name, feeds,
-                           _folder(Path(tmp) / f"cell_probe_{index}"), seed)[0]
-                 for index, maps in enumerate(cell_probes(network_output) if exact_heatmaps else ())]
+
+        def cells_at(size_feeds: dict[str, np.ndarray], output: np.ndarray, name: str) -> list[Probe | None]:
+            return [run_probe(recipe, facts, patched_proto, backends[0], maps, image_input.name, size_feeds,
+                              _folder(Path(tmp) / f"{name}_{index}"), seed)[0]
+                    for index, maps in enumerate(cell_probes(output) if exact_heatmaps else ())]
+
+        cells = cells_at(feeds, network_output, "cell_probe")
+        sized = []  # the probes at each other size (W × H), where the output steps map back through the image: the
+        # cell probes too (round 52: a letterbox's last-column table entry off by one passed `--random 4`, the first
+        # size's last column lying in the padding)
+        for tensors, extras, index in other_sizes if probe is not None else ():
+            other_feeds, other_output = _probe_feeds(image_input.name, batch, tensors, extras,
+                                                     decoded[backends[0]][index])
+            other = run_probe(recipe, facts, patched_proto, backends[0], other_output, image_input.name, other_feeds,
+                              _folder(Path(tmp) / f"sized_probe_{index}"), seed)[0]
+            sized.append((width_height(tensors[0], tensor_facet(recipe).layout), other,
+                          cells_at(other_feeds, other_output, f"sized_cell_probe_{index}") if other is not None
+                          else []))
         own_decode = int8_verification.own_decode(recipe, facts, answers["openvino"], samples, batch) if int8 else None
     runs = {backend: concat(answers.pop(backend)) for backend in backends}  # the parts go as they are joined
     report.problem = _input_ignored(unpatched[backends[0]], steps)
@@ -407,8 +415,9 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
     if probe is not None:
         report.probes = [_probe_pair(joined([probe, *(cell for cell in cells if cell is not None)]), recipe, facts,
                                      wanted, tie)]
-        report.probes += [_probe_pair(other, recipe, facts, wanted, tie, size) for size, other in sized
-                          if other is not None]
+        report.probes += [_probe_pair(joined([other, *(cell for cell in its_cells if cell is not None)]), recipe,
+                                      facts, wanted, tie, size)
+                          for size, other, its_cells in sized if other is not None]
     if exposed:
         report.input_steps, note = _input_pairs(bounds, network, steps)
         report.notes += [note] if note else []

@@ -73,3 +73,19 @@ def test_a_recipe_that_does_not_map_back_keeps_one_probe(tmp_path):
     report = verify(recipe, plain, backends=["onnxruntime"])
     assert report, report.failures()
     assert [probe.name for probe in report.probes] == ["onnxruntime: output steps on a probe output"]
+
+
+def test_a_last_column_off_by_one_fails_on_the_cell_probes_of_another_size(tmp_path):
+    """Round 52's m0235: heatmap_argmax's last column numbered one less PASSed `--random 4` on a letterbox pose
+    recipe: the cell probes (peaks on the edges) ran at the first size only, whose last column lies in the padding.
+    They now run at every size, with the probe of that size."""
+    plain, recipe = pose_model(tmp_path / "plain.onnx", input_hw=(128, 160)), tmp_path / "pose.yaml"
+    recipe.write_text(POSE_LETTERBOX)
+    model = onnx.load(str(apply(recipe, plain, tmp_path / "right.onnx").output))
+    name = "graphsurgery/post/heatmap_argmax/last_column"
+    [last] = [tensor for tensor in model.graph.initializer if tensor.name == name]
+    last.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(last) - 1, name))
+    onnx.save(model, str(tmp_path / "wrong.onnx"))
+    report = verify(recipe, plain, patched=tmp_path / "wrong.onnx", random=4, backends=["onnxruntime"])
+    assert not report
+    assert all(probe for probe in report.probes[:1]) and not all(report.probes), report.failures()

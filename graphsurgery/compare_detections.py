@@ -221,6 +221,7 @@ def _best_classes(candidates: Candidates, image: int, side: tuple, comparison, t
     if not undecided.any():
         return best
     placed, boxes = (np.asarray(part[image], np.float64) for part in (candidates.placed, candidates.boxes))
+    reach = _reach(candidates, image, comparison)
     found = []  # (anchor, class) of the side's detections
     for box, score, label in zip(*side):
         if not 0 <= label < len(scores):
@@ -229,7 +230,7 @@ def _best_classes(candidates: Candidates, image: int, side: tuple, comparison, t
         with np.errstate(invalid="ignore"):
             mine = undecided & tied[label] & ~exceeds(np.abs(scores[label] - score), np.abs(scores[label]),
                                                       comparison.atol, comparison.rtol)
-        mine &= _same_box(box, placed, comparison, _reach(candidates, image, comparison))
+        mine &= _same_box(box, placed, comparison, reach)
         best[mine] = label
         found += [(int(anchor), label) for anchor in np.nonzero(mine)[0][:1]]
     for anchor, label in found:

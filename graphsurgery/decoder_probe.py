@@ -27,7 +27,7 @@ from graphsurgery.model import ModelFacts
 from graphsurgery.recipe import Recipe
 from graphsurgery.runners import open_runner
 from graphsurgery.stability import Wobbles
-from graphsurgery.steps.base import Comparison
+from graphsurgery.steps.base import GEOMETRY, Comparison
 from graphsurgery.steps.classify import Softmax, TopK
 from graphsurgery.steps.dark import DarkRefine, UdpRefine
 from graphsurgery.steps.detect import DflBoxes, YoloBoxes
@@ -206,10 +206,16 @@ def _cut(recipe: Recipe, proto: onnx.ModelProto, feeds: dict[str, np.ndarray], s
 
 
 def joined(probes: list[Probe]) -> Probe:
-    """Probes of one backend as one, sample after sample (the decoder probe and its cell probes, SimCC's pairs)."""
-    return probes[0] if len(probes) == 1 else Probe(
-        np.concatenate([probe.output for probe in probes]), concat([probe.extras for probe in probes]),
-        concat([probe.expected for probe in probes]), probes[0].backend, concat([probe.answers for probe in probes]))
+    """Probes of one backend and one caller size as one, sample after sample (the decoder probe and its cell probes,
+    SimCC's pairs). The input geometry is one per caller size, not per sample: it is kept once, not joined."""
+    if len(probes) == 1:
+        return probes[0]
+    extras = concat([probe.extras for probe in probes])
+    if GEOMETRY in extras:
+        extras[GEOMETRY] = probes[0].extras[GEOMETRY]
+    return Probe(np.concatenate([probe.output for probe in probes]), extras,
+                 concat([probe.expected for probe in probes]), probes[0].backend,
+                 concat([probe.answers for probe in probes]))
 
 
 def run_probe(recipe: Recipe, facts: ModelFacts, proto: onnx.ModelProto | None, backend: str, output: np.ndarray,

@@ -524,10 +524,10 @@ def _probed_batches(recipe: Recipe, samples: Samples, batch: int) -> list[tuple[
     every other size too. Round 52: the letterbox geometry recorded for boxes_to_image with one constant off was
     wrong for 8 of verify's 9 random sizes, but right for the first, and the detections of random images are too
     few to show it (one in 8 images): it PASSed."""
-    found, sizes = [], set()
+    found, sizes, every_size = [], set(), reads_geometry(recipe)
     for index, (tensors, extras) in enumerate(chunks(samples, batch)):
         size = tensors.shape[1:]
-        if size not in sizes and (not found or reads_geometry(recipe)):
+        if size not in sizes and (not found or every_size):
             sizes.add(size)
             found.append((tensors, extras, index))
     return found

@@ -12,7 +12,7 @@ probe proves what the recipe's parameters decide, and the backends' agreement is
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +34,15 @@ from graphsurgery.steps.detect import DflBoxes, YoloBoxes
 from graphsurgery.steps.nms import Nms
 from graphsurgery.steps.output import HeatmapArgmax, QuarterOffset
 from graphsurgery.steps.to_image import ToImage
-from graphsurgery.twins import FLOAT_QUIET, comparisons, concat, decision_inputs, output_extras, postprocess
+from graphsurgery.twins import (
+    FLOAT_QUIET,
+    comparisons,
+    concat,
+    decision_inputs,
+    output_extras,
+    postprocess,
+    with_geometry,
+)
 
 #: Steps after heatmap_argmax whose answers on maps of maximum <= 0 are defined
 EXACT_ON_INVALID = (HeatmapArgmax, QuarterOffset, ToImage)
@@ -268,20 +276,22 @@ CELL_CASES: tuple[tuple[str, object], ...] = (
 CELL_PROBES = 4
 
 
-def cell_probes(maps: np.ndarray) -> list[np.ndarray]:
+def cell_probes(maps: np.ndarray, edges: Sequence[tuple[int, int]] = ()) -> list[np.ndarray]:
     """Probe outputs for output steps that decide exactly (round 52): one sample's maps [1|B, K, H, W] where each
     joint `_probed_joints` leaves alone gets a case of `CELL_CASES` (the others are lowered there as in the first
-    probe). Samples through a network rarely reach them: a patch whose validity threshold was 1e-3 or 0.5 for 0,
-    whose table of flat positions had two cells swapped, or which took the last of tied maxima, passed. Every other
-    value lies at least 1 below the case's peak."""
+    probe), then a clear peak on each cell of `edges` (`image_edge_cells`), in probes of their own. Samples through
+    a network rarely reach them: a patch whose validity threshold was 1e-3 or 0.5 for 0, whose table of flat
+    positions had two cells swapped, or which took the last of tied maxima, passed. Every other value lies at least
+    1 below the case's peak."""
     if maps.ndim != 4 or maps.dtype != np.float32 or 0 in maps.shape:
         return []
     _, joints, h, w = maps.shape
     free = list(range(0, joints, 3))
+    cases = (*CELL_CASES[:CELL_PROBES * len(free)], *(("cell", cell) for cell in edges))
     probes = []
-    for start in range(0, min(len(CELL_CASES), CELL_PROBES * len(free)), len(free)):
+    for start in range(0, len(cases), len(free)):
         probe = _lowered(maps, (2, 3))
-        for joint, (kind, where) in zip(free, CELL_CASES[start:start + len(free)]):
+        for joint, (kind, where) in zip(free, cases[start:start + len(free)]):
             if kind == "flat":
                 probe[:, joint] = 1.0
             elif kind == "peak":
@@ -292,6 +302,17 @@ def cell_probes(maps: np.ndarray) -> list[np.ndarray]:
                           w // 2 if column == "middle" else column % w] = 2.0
         probes.append(probe)
     return probes
+
+
+def image_edge_cells(recipe: Recipe, facts: ModelFacts, caller_shape: tuple[int, ...], maps: np.ndarray
+                     ) -> list[tuple[int, int]]:
+    """The cells of `maps` [.., H, W] next to the edges of a caller image of `caller_shape`, where the output steps
+    map keypoints back through it (`ToImage.edge_cells`); none for other recipes."""
+    steps = [step for step in (recipe.output.steps if recipe.output else ()) if isinstance(step, ToImage)]
+    if not steps or maps.ndim != 4:
+        return []
+    geometry = with_geometry(recipe, facts, {}, caller_shape).get(GEOMETRY)
+    return [] if geometry is None else steps[-1].edge_cells(facts, maps.shape[2:], geometry)
 
 
 def _lowered(values: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:

@@ -23,6 +23,7 @@ from graphsurgery.recipe import InputTensor, Recipe
 from graphsurgery.runners import Port, model_signature
 from graphsurgery.steps.base import InputStep
 from graphsurgery.steps.resize import Resize
+from graphsurgery.steps.to_image import ToImage
 
 #: The image random boxes are drawn in (pixels), for the `center` / `scale` inputs of random crops.
 RANDOM_IMAGE_SIZE = (640, 480)
@@ -37,6 +38,8 @@ MAX_BATCH_BYTES = 512 << 20
 #: 224 or 256 model, and one equal to a 224 model's size (led by two of the model's own when the first two do not
 #: tell the resize's side roundings apart: `resize_sizes`).
 RESIZE_SIZES = ((400, 300), (353, 481), (224, 224), (640, 480))
+#: How much smaller than the model `_upscaled_size`'s image is, at least (per side)
+UPSCALED = 10
 
 @dataclass
 class Samples:
@@ -98,7 +101,11 @@ def random_caller_samples(n: int, image_input: Port, recipe: Recipe, facts: Mode
     resizes = [step for step in steps if step.frees_caller_size]
     if resizes:
         model_size = resizes[-1].output_size()[::-1]  # (W, H) of the last resize: the model's
-        return random_samples(n, image_input, resize_sizes(resizes[0]), layout, extras, model_size, batch, seed)
+        sizes = resize_sizes(resizes[0])
+        if isinstance(resizes[0], Resize) and any(isinstance(step, ToImage) and step.mode == "image"
+                                                  for step in (recipe.output.steps if recipe.output else ())):
+            sizes = (*sizes[:-len(RESIZE_SIZES)], *_upscaled_size(resizes[0], sizes), *RESIZE_SIZES)
+        return random_samples(n, image_input, sizes, layout, extras, model_size, batch, seed)
     size = crop_size(image_input, recipe, facts)
     return random_samples(n, image_input, [size], layout, extras, size, batch, seed)
 
@@ -142,6 +149,23 @@ def _shrinking_size(resize: Resize, sizes: Sequence[tuple[int, int]]) -> tuple[t
         return ()
     size = (tw + tw // 2 + 1, th + th // 2 + 1)
     return (size,) if 8 * math.prod(size) * 4 * DEFAULT_RANDOM <= MAX_RANDOM_BYTES else ()
+
+
+def _upscaled_size(resize: Resize, sizes: Sequence[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
+    """An image UPSCALED times smaller than the model or more, for a recipe that maps keypoints back to the caller's
+    pixels (`to_image` mode image), where none of `sizes` is: only there does a model pixel lie within a tenth of a
+    caller pixel of the image's edge. Round 56: verify's images were all larger than a pose model, and a patch that
+    took keypoints up to half a pixel inside the image for padding (`to_image`'s first_centre 0 for −0.5), or
+    0.05 px of the padding for the image (×1.1), PASSed. Narrower than the model's aspect, so that a letterbox pads
+    the width, where it can by a left pad of 1 modulo 8: maps of 1, 2, 4 or 8 model pixels a cell then hold a cell
+    whose pixel ends half a model pixel short of the image (`ToImage.edge_cells` puts a peak there)."""
+    th, tw = resize.target_size()
+    if any(w * UPSCALED <= tw and h * UPSCALED <= th for w, h in sizes) or min(th, tw) < UPSCALED:
+        return ()
+    candidates = [(w, h) for h in range(th // UPSCALED, 0, -1) for w in range(min(tw // UPSCALED, tw * h // th), 0, -1)
+                  if min(resize.forward_map((h, w))[0]) >= UPSCALED]
+    padded = [(w, h) for w, h in candidates if resize.forward_map((h, w))[1][0] % 8 == 1]
+    return tuple((padded or candidates)[:1])
 
 
 def random_box_samples(n: int, image_input: Port, layout: str, seed: int = 0) -> Samples:

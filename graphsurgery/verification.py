@@ -29,7 +29,15 @@ import onnx
 from graphsurgery.api import apply
 from graphsurgery.compare import FloatResult, HeatmapGrid, OutputResult, compare_output, missing_output
 from graphsurgery.compare_detections import Candidates, compare_detections, group_comparison
-from graphsurgery.decoder_probe import EXACT_ON_INVALID, Probe, cell_probes, joined, run_probe, run_simcc_probe
+from graphsurgery.decoder_probe import (
+    EXACT_ON_INVALID,
+    Probe,
+    cell_probes,
+    image_edge_cells,
+    joined,
+    run_probe,
+    run_simcc_probe,
+)
 from graphsurgery.errors import GraphsurgeryError, check_flags, check_names
 from graphsurgery.heatmap_grid import heatmap_grid
 from graphsurgery.limits import byte_size
@@ -355,7 +363,8 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
         def cells_at(size_feeds: dict[str, np.ndarray], output: np.ndarray, name: str) -> list[Probe | None]:
             return [run_probe(recipe, facts, patched_proto, backends[0], maps, image_input.name, size_feeds,
                               _folder(Path(tmp) / f"{name}_{index}"), seed)[0]
-                    for index, maps in enumerate(cell_probes(output) if exact_heatmaps else ())]
+                    for index, maps in enumerate(cell_probes(output, image_edge_cells(
+                        recipe, facts, size_feeds[image_input.name].shape, output)) if exact_heatmaps else ())]
 
         cells = cells_at(feeds, network_output, "cell_probe")
         sized = []  # the probes at each other size (W × H), where the output steps map back through the image: the

@@ -211,6 +211,31 @@ class ToImage(OutputStep):
         return {"keypoints": np.stack(mapped) if mapped else np.zeros(coords.shape, np.float32)}
 
 
+    def edge_cells(self, facts: ModelFacts | None, hw: tuple[int, int], geometry: np.ndarray
+                   ) -> list[tuple[int, int]]:
+        """(row, column) cells of [H, W] maps on either side of each edge of the caller's image (mode image,
+        `geometry` of that image: `_caller_pixels` decides there whether a keypoint is in the image or in the
+        padding), the other coordinate the cell nearest the image's middle; where the image covers a whole axis,
+        that axis's first and last cells. Round 56: the cell probes' fixed corners and edge middles never lay next
+        to a letterbox's edge, and a patch whose `first_centre` was 0 for −0.5 PASSed."""
+        if self.mode != "image" or self.units != "heatmap":
+            return []
+        ratio = self._ratio(facts, hw)
+        geometry = np.asarray(geometry, np.float32)
+        half = np.float32(0.5)
+        edges, middles = [], []
+        for axis, cells in enumerate((np.arange(hw[1]), np.arange(hw[0]))):  # x over columns, y over rows
+            caller = (cells.astype(np.float32) * ratio[axis] + half - geometry[2 + axis]) / geometry[axis] - half
+            inside = (caller >= -half) & (caller <= geometry[4 + axis] - half)
+            if not inside.any():
+                return []
+            flips = np.flatnonzero(inside[1:] != inside[:-1])
+            edges.append(sorted({*flips, *(flips + 1), *(end for end in (0, len(cells) - 1) if inside[end])}))
+            middles.append(int(np.flatnonzero(inside)[inside.sum() // 2]))
+        (columns, rows), (middle_column, middle_row) = edges, middles
+        return [(middle_row, int(column)) for column in columns] + [(int(row), middle_column) for row in rows]
+
+
 def _caller_pixels(em: Emitter, pixels: gs.Variable, geometry: gs.Variable) -> gs.Variable:
     """Keypoints [N, K, 2] in model-input pixels → the caller's (to_image mode image), through `GEOMETRY`: pixel
     centres map to pixel centres; a keypoint with a coordinate outside the caller's image becomes (−1, −1)."""

@@ -1,0 +1,102 @@
+"""Where `to_image: {mode: image}` tells the caller's image from the letterbox padding, verify looks.
+
+Round 56 left it open: every random image verify fed was larger than a pose model, so a model pixel never came
+within half a caller pixel of the image's edge, and the cell probes' peaks (corners, edge middles) never lay next to
+it. A patch that took keypoints in the image's first half pixel for padding (`first_centre` 0 for −0.5), or the
+padding's nearest 0.05 px for the image (×1.1), PASSed. verify now feeds one image ten times smaller than the model
+(`samples._upscaled_size`) and puts peaks on the cells either side of each edge (`ToImage.edge_cells`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from graphsurgery.api import apply
+from graphsurgery.samples import RESIZE_SIZES, UPSCALED, _upscaled_size
+from graphsurgery.steps.resize import Resize
+from graphsurgery.steps.to_image import ToImage, _caller_pixels_twin
+from graphsurgery.verification import verify
+
+from modelkit import POSE_LETTERBOX, pose_model
+
+FIRST_CENTRE = "graphsurgery/post/to_image/first_centre"
+#: What `ToImage` reads of the model facts: the input size (W, H)
+FACTS = SimpleNamespace(input_size=(160, 128))
+
+
+@pytest.fixture(scope="module")
+def letterbox_pose(tmp_path_factory) -> tuple[Path, Path, Path]:
+    """(recipe, plain model, right patch) of a pose model fed whole images through a letterbox."""
+    folder = tmp_path_factory.mktemp("edges")
+    plain, recipe = pose_model(folder / "plain.onnx", input_hw=(128, 160)), folder / "pose.yaml"
+    recipe.write_text(POSE_LETTERBOX)
+    return recipe, plain, apply(recipe, plain, folder / "right.onnx").output
+
+
+@pytest.mark.parametrize("factor", [0.0, 1.1, 0.9])
+def test_a_boundary_moved_by_a_fraction_of_a_pixel_fails(letterbox_pose, tmp_path, factor):
+    recipe, plain, right = letterbox_pose
+    model = onnx.load(str(right))
+    [first] = [tensor for tensor in model.graph.initializer if tensor.name == FIRST_CENTRE]
+    first.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(first) * np.float32(factor), FIRST_CENTRE))
+    onnx.save(model, str(tmp_path / "wrong.onnx"))
+    report = verify(recipe, plain, patched=tmp_path / "wrong.onnx", backends=["onnxruntime"])
+    assert not report
+    upscaled = [f"{w}×{h} image" for w, h in report.sizes if w * UPSCALED <= 160 and h * UPSCALED <= 128]
+    assert upscaled and any(line.split(":")[1].endswith(f"probe output of a {upscaled[0]}")
+                            for line in report.failures()), report.failures()
+
+
+def test_the_right_patch_passes_with_the_upscaled_image(letterbox_pose):
+    recipe, plain, right = letterbox_pose
+    report = verify(recipe, plain, patched=right)
+    assert report, report.failures()
+    assert any(w * UPSCALED <= 160 and h * UPSCALED <= 128 for w, h in report.sizes), report.sizes
+
+
+@pytest.mark.parametrize("hw", [(128, 160), (256, 192), (64, 48), (80, 60)])
+def test_the_upscaled_image_pads_the_width_half_a_pixel_past_a_cell(hw):
+    resize = Resize(size=hw, fit="letterbox", side_rounding="round")
+    [(w, h)] = _upscaled_size(resize, RESIZE_SIZES)
+    th, tw = hw
+    rh, rw = resize.resized_hw(h, w)
+    assert w * UPSCALED <= tw and h * UPSCALED <= th
+    assert rh == th and rw < tw  # the width padded
+    assert ((tw - rw) // 2) % 8 == 1, (w, h, rw)  # a pixel of a map of 1, 2, 4 or 8 pixels a cell ends half a pixel out
+
+
+def test_no_upscaled_image_where_one_is_fed_already_or_the_model_is_tiny():
+    assert _upscaled_size(Resize(size=(128, 160), fit="letterbox"), [(8, 11), *RESIZE_SIZES]) == ()
+    assert _upscaled_size(Resize(size=(9, 40), fit="letterbox"), RESIZE_SIZES) == ()
+    assert _upscaled_size(Resize(size=(33, 17), fit="letterbox"), RESIZE_SIZES) == ((1, 3),)  # no pad of 1 mod 8
+
+
+@pytest.mark.parametrize("caller_wh", [(8, 11), (400, 300), (353, 481), (17, 3)])
+def test_the_edge_cells_straddle_the_image_edges(caller_wh):
+    """Each edge cell is in the image or next to one that is not, as the twin decides it."""
+    resize = Resize(size=(128, 160), fit="letterbox", side_rounding="round")
+    w, h = caller_wh
+    scale, offset = resize.forward_map((h, w))
+    geometry = np.concatenate([scale, offset, np.float32([w, h])]).astype(np.float32)
+    step, hw = ToImage(mode="image"), (32, 40)
+    cells = step.edge_cells(FACTS, hw, geometry)
+
+    def inside(row: int, column: int) -> bool:
+        pixels = np.float32([[[column * 4, row * 4]]])  # cell → model pixel, 160 / 40 = 128 / 32 = 4
+        return bool((_caller_pixels_twin(pixels, geometry) != -1).all())
+
+    assert cells
+    for row, column in cells:
+        neighbours = [(row, column - 1), (row, column + 1), (row - 1, column), (row + 1, column)]
+        on_map = [(r, c) for r, c in neighbours if 0 <= r < hw[0] and 0 <= c < hw[1]]
+        at_border = len(on_map) < 4
+        assert at_border or any(inside(r, c) != inside(row, column) for r, c in on_map), (row, column)
+    flips = sum(inside(r, c) != inside(r, c + 1) for r, c in cells if c + 1 < hw[1] and (r, c + 1) in cells)
+    rw = resize.resized_hw(h, w)[1]
+    assert flips == (2 if rw < 160 else 0), cells

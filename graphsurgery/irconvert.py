@@ -371,11 +371,12 @@ def conversion_failure(report: str, proto: onnx.ModelProto) -> str:
     model-local function of a custom domain), which blamed the spliced decode."""
     unknown: list[str] = []
     failed: list[str] = []
-    for line in report.splitlines():
-        summary = re.match(r"\s*-- (No conversion rule found for operations|Conversion is failed for):\s*(.+)", line)
-        if summary:
-            ops = [op.strip() for op in summary.group(2).split(",") if op.strip()]
-            (unknown if summary.group(1).startswith("No conversion rule") else failed).extend(ops)
+    known = sorted({kind for n in proto.graph.node for kind in (n.op_type, f"{n.domain}.{n.op_type}")}, key=len,
+                   reverse=True)
+    for summary in re.finditer(r"^\s*-- (No conversion rule found for operations|Conversion is failed for):"
+                               r"(.*?)(?=^\s*-- |\Z)", report, re.MULTILINE | re.DOTALL):
+        (unknown if summary.group(1).startswith("No conversion rule") else failed).extend(
+            _listed_ops(summary.group(2), known))
     failed = unknown or failed
     if not failed:
         lines = [line.strip() for line in report.splitlines() if line.strip() and not line.startswith("Check ")]
@@ -389,6 +390,20 @@ def conversion_failure(report: str, proto: onnx.ModelProto) -> str:
         described.append(f"{op_type} node {shown}" if names else op_type)
     reason = None if unknown else _reason(report)
     return f"OpenVINO cannot convert {'; '.join(described)}" + (f": {reason}" if reason else " (no conversion rule)")
+
+
+def _listed_ops(listed: str, known: list[str]) -> list[str]:
+    """The op types of one of OpenVINO's summary lists ("A-17, com.example.B"), read against the model's own
+    (`known`, longest first), else up to the next comma. Round 55: the list was split at commas and lines, so an op
+    type holding either was named cut, or as several."""
+    ops, rest = [], listed.strip()
+    while rest:
+        op = next((kind for kind in known if re.match(re.escape(kind) + r"(-\d+)?\s*(,|$)", rest)),
+                  rest.partition(",")[0])
+        taken = re.match(re.escape(op) + r"(-\d+)?", rest)
+        ops.append(taken.group(0).strip())
+        rest = rest[taken.end():].lstrip().removeprefix(",").lstrip()
+    return [op for op in ops if op]
 
 
 def _reason(report: str) -> str | None:

@@ -301,3 +301,26 @@ def test_an_op_without_conversion_rule_is_named_alone(tmp_path):
     assert result.exit_code == 2, result.output
     assert "OpenVINO cannot convert my.local.MyConv node 'wrapped' (no conversion rule)" in result.output
     assert "ReduceMax" not in result.output and "graphsurgery/post" not in result.output
+
+
+@pytest.mark.parametrize("op_type", ["My,Conv", "My, Conv", "My\nConv"])
+def test_an_op_type_holding_a_comma_or_a_line_break_is_named_whole(tmp_path, op_type):
+    """Round 55: OpenVINO's summary was split at commas and lines, so such an op type was named cut or as two."""
+    from modelkit import pose_model
+
+    proto = onnx.load(str(pose_model(tmp_path / "plain.onnx")))
+    conv = proto.graph.node[0]
+    proto.functions.append(helper.make_function(
+        "my.local", op_type, ["x", "w", "b"], ["y"],
+        [helper.make_node("Conv", ["x", "w", "b"], ["y"], kernel_shape=[4, 4], strides=[4, 4])],
+        [helper.make_opsetid("", 17)]))
+    proto.graph.node[0].CopyFrom(helper.make_node(op_type, list(conv.input), list(conv.output), domain="my.local",
+                                                  name="wrapped"))
+    proto.opset_import.append(helper.make_opsetid("my.local", 1))
+    onnx.save(proto, str(tmp_path / "custom.onnx"))
+    result = CliRunner().invoke(cli, ["convert", str(tmp_path / "custom.onnx"), "-o", str(tmp_path / "p.xml")],
+                                terminal_width=300)
+    assert result.exit_code == 2, result.output
+    shown = op_type.replace("\n", " ")  # one line: a line break is shown as a space
+    assert f"OpenVINO cannot convert my.local.{shown} node 'wrapped' (no conversion rule)" in result.output, \
+        result.output

@@ -118,6 +118,20 @@ def test_a_position_table_with_two_cells_swapped_fails_on_the_cell_probe(pose, t
     assert not report and _probe_failed(report), report.failures()
 
 
+def test_a_position_table_with_its_last_two_columns_swapped_fails_on_the_cell_probe(pose, tmp_path):
+    """Round 58: with the last two columns of every row swapped, the column is found through the same table (the
+    peak's value is gathered from the swapped position), so the answer differs only where those two cells tie, which
+    no case had: it passed. The cell probe ties them in the middle row."""
+    plain, right = pose
+    model = onnx.load(str(right))
+    tensor = _initializer(model, "graphsurgery/post/heatmap_argmax/positions")
+    values = numpy_helper.to_array(tensor).copy()
+    values[:, [-2, -1]] = values[:, [-1, -2]]
+    tensor.CopyFrom(numpy_helper.from_array(values, tensor.name))
+    report = verify(POSE, plain, patched=_save(model, tmp_path / "wrong.onnx"), random=2, backends=["onnxruntime"])
+    assert not report and _probe_failed(report), report.failures()
+
+
 def test_the_last_of_tied_maxima_fails_on_the_cell_probe(pose, tmp_path):
     """Round 52: heatmap_argmax taking the last of tied maxima (rows and columns not holding the peak numbered −1,
     the largest number taken) differs from the authors' first only where two cells hold the maximum, which neither

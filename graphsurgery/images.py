@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import struct
 import sys
 import warnings
 from collections.abc import Iterator
@@ -147,6 +148,10 @@ def read_image(path: Path) -> np.ndarray:
         if kind not in ("JPEG", "PNG"):  # what the name says is not what the bytes are: GIF, TIFF, BMP, WebP, PPM, …
             raise GraphsurgeryError(f"a {kind} image, not JPEG or PNG (whatever its name says)", path=path,
                                     fix="convert it to JPEG or PNG")
+        if kind == "PNG":
+            _check_png_chunks(stream, path, width, height)
+        if kind == "JPEG":
+            _check_jpeg_scans(stream, path)
         if width * height > MAX_PIXELS:
             raise GraphsurgeryError(f"image is {width}×{height}, more than {MAX_PIXELS:,} pixels", path=path,
                                     fix="downscale it first")
@@ -173,6 +178,53 @@ def read_image(path: Path) -> np.ndarray:
                                 fix="convert it to JPEG or PNG")
     _note_damage(path, said)
     return image
+
+
+def _check_png_chunks(stream, path: Path, width: int, height: int) -> None:
+    """Refuse a PNG chunk, up to the first IDAT, that declares more bytes than the file holds and than the image's
+    pixels could fill uncompressed (8 bytes a pixel, 16-bit RGBA): OpenCV allocates each of them whole before it
+    reads it, and a 141-byte PNG of 200 × 300 pixels declaring a 2 GB IDAT took 2.2 GB (round 57). A file merely cut
+    short declares no more than it once held, and is left to OpenCV. Pillow has read those chunks already, so the
+    walk costs what its header read did."""
+    size = os.fstat(stream.fileno()).st_size
+    most = height * (1 + 8 * width) + (1 << 20)  # zlib stores incompressible data with 5 bytes a 16 KB block
+    position = 8  # past the signature
+    while position + 8 <= size:
+        stream.seek(position)
+        head = stream.read(8)
+        if len(head) < 8:  # cut short since it was measured: OpenCV's to refuse
+            break
+        length, kind = struct.unpack(">I4s", head)
+        if position + 12 + length > size and length > most:
+            raise GraphsurgeryError(f"the PNG's {printable(kind.decode('latin-1'))} chunk declares {length:,} bytes, "
+                                    f"past the end of the {size:,}-byte file and more than its {width}×{height} "
+                                    "pixels could fill (damaged, or a memory bomb)", path=path,
+                                    fix="copy the image again, or convert it to JPEG or PNG")
+        if kind == b"IDAT":
+            break
+        position += 12 + length
+    stream.seek(0)
+
+
+#: Scans a JPEG may hold: libjpeg decodes each over the whole image (a progressive JPEG has about 10)
+MAX_JPEG_SCANS = 1000
+
+
+def _check_jpeg_scans(stream, path: Path) -> None:
+    """Refuse a JPEG of more than MAX_JPEG_SCANS scans (start-of-scan markers, which entropy-coded data cannot
+    hold: its 0xFF bytes are stuffed): libjpeg decodes each over the whole image and warns of nothing, and a 2.9 MB
+    progressive JPEG of 4000 × 4000 grey repeating one scan 200,000 times held `run` in OpenCV for a minute, not a
+    step the time limit bounds (at 100 million pixels, hours; round 57)."""
+    scans, tail = 0, b""
+    stream.seek(0)
+    while chunk := stream.read(1 << 24):
+        scans += (tail + chunk[:1]).count(b"\xff\xda") + chunk.count(b"\xff\xda")
+        tail = chunk[-1:]
+        if scans > MAX_JPEG_SCANS:
+            raise GraphsurgeryError(f"the JPEG holds more than {MAX_JPEG_SCANS:,} scans, each decoded over the whole "
+                                    "image (a progressive JPEG has about 10): decoding would take minutes or hours",
+                                    path=path, fix="save the image again (baseline JPEG, or PNG)")
+    stream.seek(0)
 
 
 #: libjpeg's words for a JPEG it decoded only in part (its missing or damaged part grey)

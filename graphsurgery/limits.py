@@ -168,6 +168,8 @@ def write_fix(exc: OSError, fix: str) -> str:
                 "see lsattr); choose another path")
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):  # `bench --chart` on a full disk: "choose a writable path (the
         return "free disk space or choose another folder"  # folder must exist)", of a folder that exists (round 26)
+    if exc.errno == errno.EBUSY:  # an output that is a mount point (a bind-mounted file): "free disk space" (round 57)
+        return "the output is a mount point or in use (see findmnt); choose another path"
     return file_size_fix() if exc.errno == errno.EFBIG else fix
 
 

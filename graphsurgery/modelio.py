@@ -48,6 +48,7 @@ from graphsurgery.safeio import (
     present,
     refuse_overwriting,
     scratch_folder,
+    scratch_prefix,
     utf8_path,
 )
 from graphsurgery.sparsecopy import copy_range
@@ -565,15 +566,31 @@ def _hard_links(exc: Exception, path: Path) -> ModelError:
 
 
 def external_tensors(proto: onnx.ModelProto) -> list[onnx.TensorProto]:
-    """Every tensor (initializers, also in subgraphs) whose bytes live in an external file."""
+    """Every tensor (initializers, also in subgraphs, and the values and indices of sparse ones) whose bytes live in
+    an external file."""
     from onnx.external_data_helper import _get_all_tensors
 
-    return [t for t in _get_all_tensors(proto) if uses_external_data(t)]
+    return [t for t in (*_get_all_tensors(proto), *_sparse_parts(proto)) if uses_external_data(t)]
+
+
+def _sparse_parts(proto: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
+    """The values and indices of the sparse initializers and sparse attributes, which onnx's list of tensors leaves
+    out (round 57): their data files were no input, and `apply -o DATA --force` replaced one; a reference past its
+    end passed every check, and ONNX Runtime refused the model in verify."""
+    for graph in nested_graphs(proto.graph):
+        sparse = [*graph.sparse_initializer]
+        for node in graph.node:
+            for attr in node.attribute:
+                sparse += [*([attr.sparse_tensor] if attr.HasField("sparse_tensor") else ()), *attr.sparse_tensors]
+        for tensor in sparse:
+            yield tensor.values
+            yield tensor.indices
 
 
 #: The keys of an external data entry that ONNX defines: onnx ignores any other with a warning on stderr (printed
-#: once per read of the tensor: four times by `inspect`), and ONNX Runtime refuses the model ("model format error!")
-EXTERNAL_DATA_KEYS = frozenset({"location", "offset", "length", "checksum", "basepath"})
+#: once per read of the tensor: four times by `inspect`), and ONNX Runtime refuses the model ("model format error!"),
+#: `basepath` too, which onnx's Python reader takes but onnx.proto does not define (round 57)
+EXTERNAL_DATA_KEYS = frozenset({"location", "offset", "length", "checksum"})
 
 
 def _check_external_data(proto: onnx.ModelProto, path: Path) -> None:
@@ -585,10 +602,22 @@ def _check_external_data(proto: onnx.ModelProto, path: Path) -> None:
                              "not define (ONNX Runtime refuses the model)", path=path,
                              fix="the file is damaged; re-save the model with onnx.save_model(..., "
                                  "save_as_external_data=True)")
+        repeated = [key for key, count in Counter(entry.key for entry in tensor.external_data).items() if count > 1]
+        if repeated:  # the checker reads the first location, onnx and OpenVINO the last: two files (round 57)
+            raise ModelError(f"tensor {tensor.name!r} gives its external data {_quoted(repeated[0])} twice (onnx's "
+                             "checker reads the first location, onnx and OpenVINO the last of each)",
+                             path=path, fix="the file is damaged; re-save the model with onnx.save_model(..., "
+                                            "save_as_external_data=True)")
+        # plain decimal digits, as onnx writes them: Python's int() also takes ' 16', '+16', '1_6' and '١٦', which
+        # ONNX Runtime refuses and OpenVINO reads otherwise ('1_6' as 1: other weights than apply copied; round 57)
+        written = [entry.value for entry in tensor.external_data if entry.key in ("offset", "length")]
         try:
+            if not all(value.isascii() and value.isdigit() for value in written):
+                raise ValueError
             info = ExternalDataInfo(tensor)
         except ValueError:  # offset or length that is not an integer
-            raise ModelError(f"tensor {tensor.name!r} has an external data offset or length that is not a number",
+            raise ModelError(f"tensor {tensor.name!r} has an external data offset or length that is not a number "
+                             "(plain decimal digits)",
                              path=path, fix="the file is damaged; re-export or re-download the model") from None
         location = info.location or ""
         if "\x00" in location or len(location.encode()) > 4096:
@@ -646,15 +675,29 @@ ELEMENT_BYTES = {
 }
 
 
+#: The typed field holding a tensor's values when it has no raw_data, and its entries per element (ONNX keeps
+#: the 8- and 16-bit types and float16 in int32_data)
+TYPED_FIELDS = {
+    onnx.TensorProto.FLOAT: ("float_data", 1), onnx.TensorProto.COMPLEX64: ("float_data", 2),
+    onnx.TensorProto.DOUBLE: ("double_data", 1), onnx.TensorProto.COMPLEX128: ("double_data", 2),
+    onnx.TensorProto.INT64: ("int64_data", 1), onnx.TensorProto.UINT32: ("uint64_data", 1),
+    onnx.TensorProto.UINT64: ("uint64_data", 1),
+}
+
+
 def _check_tensor_sizes(proto: onnx.ModelProto, path: Path) -> None:
     """A tensor's raw bytes (inline, or the length its external data declares) must be what its dims and type
     need: the checker refuses too few inline bytes but let too many by, and never compares an external length, so
     `apply` copied such a tensor into the patched model and only the runtimes refused it."""
     from onnx.external_data_helper import _get_all_tensors
 
-    for tensor in _get_all_tensors(proto):
+    for tensor in (*_get_all_tensors(proto), *_sparse_parts(proto)):
+        if tensor.HasField("segment"):  # the checker lets it by, ONNX Runtime ignores it, OpenVINO refuses the model
+            raise ModelError(f"tensor {tensor.name[:80]!r} is stored as a segment of a larger tensor, which ONNX "
+                             "Runtime and OpenVINO do not read alike", path=path,
+                             fix="re-export or re-save the model with onnx.save_model")
         size = ELEMENT_BYTES.get(tensor.data_type)
-        if size is None or tensor.HasField("segment") or any(d < 0 for d in tensor.dims):  # the checker's to say
+        if size is None or any(d < 0 for d in tensor.dims):  # the checker's to say
             continue
         if uses_external_data(tensor):
             info = ExternalDataInfo(tensor)  # offsets and lengths were checked against the file already
@@ -662,8 +705,11 @@ def _check_tensor_sizes(proto: onnx.ModelProto, path: Path) -> None:
             if held is None:  # no length: the tensor is the rest of the file (onnx reads to its end), so a location
                 # naming a larger file (the model itself, one file for all tensors) was copied into `apply`'s output
                 held = (path.parent / info.location).stat().st_size - (info.offset or 0)
-        else:
-            held = len(tensor.raw_data) if tensor.HasField("raw_data") else None
+        elif tensor.HasField("raw_data"):
+            held = len(tensor.raw_data)
+        else:  # values in the typed field (float_data, int32_data…): the checker let one too many by (round 57)
+            field, per = TYPED_FIELDS.get(tensor.data_type, ("int32_data", 1))
+            held = len(getattr(tensor, field)) * (size // per) or None  # none at all: the checker's to say
         need = math.prod(tensor.dims) * size
         if held is not None and held != need:
             raise ModelError(f"tensor {tensor.name[:80]!r} holds {held:,} bytes where its {len(tensor.dims)}-d "
@@ -757,9 +803,7 @@ def output_exists(out: Path, found: Path) -> GraphsurgeryError:
 def staging_folder(out: Path):
     """A scratch folder beside `out` (`safeio.scratch_folder`): files written there and then moved with os.replace
     (a rename within one file system) appear whole or not at all."""
-    # the name is cut so that the folder's name (plus mkdtemp's 8 characters) stays a legal file name whenever the
-    # output's is: a 245-character output name was refused for its staging folder's sake
-    return scratch_folder(out.parent, f".{out.name[:200]}.", out)
+    return scratch_folder(out.parent, scratch_prefix(out), out)
 
 
 def save_model(

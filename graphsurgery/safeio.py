@@ -99,6 +99,14 @@ def scratch_folder(parent: Path, prefix: str, out: Path,
                     os.close(held)
 
 
+def scratch_prefix(out: Path) -> str:
+    """The name of `out`'s scratch folders up to mkdtemp's 8 characters, cut so that the whole stays a legal file
+    name whenever the output's is: a 245-character output name was refused for its staging folder's sake, and cut
+    at 200 characters, a name of 125 `é` (255 bytes, legal) still was, as "cannot create files in the output
+    folder (File name too long) — fix: choose a writable folder" (round 57). Cut at 200 bytes, on a character."""
+    return "." + os.fsencode(out.name)[:200].decode("utf-8", "ignore") + "."
+
+
 def _usable_under_umask(staging: Path, out: Path) -> None:
     """Refuse a umask that takes the owner's own read, write or search permission (round 53: `umask 0477`, `0177`):
     mkdtemp's folder came out unreadable or not enterable for a user other than root, the marker or the patched
@@ -511,6 +519,12 @@ def inside(folder: Path, name: str, what: str, source: Path | str) -> Path:
         raise GraphsurgeryError(f"{what} {quoted(name)} holds a NUL character, which no file name can", path=source,
                                 fix=f"give the file name of an image in {folder}")
     try:
+        os.fsencode(name)
+    except UnicodeEncodeError:  # a JSON escape `\ud800`: the system calls' UnicodeEncodeError was an internal error
+        raise GraphsurgeryError(f"{what} {quoted(name)} holds a lone surrogate (a JSON escape such as \\ud800), "
+                                "which no file name can", path=source,
+                                fix=f"give the file name of an image in {folder}") from None
+    try:
         path = (Path(folder) / name).resolve()
     except (OSError, RuntimeError):  # a symlink loop (RuntimeError before Python 3.13): an internal error
         raise GraphsurgeryError(f"{what} {quoted(name)} names no file (a symbolic link loop)", path=source,
@@ -807,7 +821,7 @@ def write_atomically(path: Path, write: Callable[[BinaryIO], object], what: str 
                                  fix=write_fix(exc, "choose a writable path (the folder must exist)"))
 
     try:
-        with scratch_folder(path.parent, f".{path.name[:200]}.", path, unwritable) as staging:
+        with scratch_folder(path.parent, scratch_prefix(path), path, unwritable) as staging:
             with open(staging / path.name, "xb") as stream:  # the umask's mode (mkstemp's 0600 hid reports)
                 write(stream)
             os.replace(staging / path.name, path)

@@ -1,0 +1,249 @@
+"""Hostile round 57: what the checks read one way and the runtimes another, and names at the system's limits.
+
+External data offsets written as Python reads numbers but C++ does not (`1_6`, ` 16`, `+16`, `١٦`), keys given
+twice, sparse initializers whose external data no check saw (and `--force` replaced), tensors whose values sit in
+a typed field one too long or in a `segment`, output names of 255 bytes in multi-byte characters, a COCO
+`file_name` holding a lone surrogate, a PNG declaring a 2 GB chunk, a JPEG of 200,000 scans, and an output that is
+a mount point. Each test failed on the code before its fix.
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import json
+import struct
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+from PIL import Image
+
+from clikit import invoke, one_line_exit_2
+from graphsurgery.api import apply
+from graphsurgery.limits import write_fix
+
+from examples.synthetic_coco import write_coco_set
+from modelkit import pose_model
+
+ROOT = Path(__file__).resolve().parent.parent
+RECIPE = ROOT / "recipes" / "hrnet_coco_pose.yaml"
+
+
+def _external_weight(folder: Path, offset: str, length: str | None = None, extra=()) -> Path:
+    """The pose model with its conv weight in `w.bin` after 16 bytes of padding, at the offset written `offset`
+    (and the external data entries `extra` after its own)."""
+    model = onnx.load(pose_model(folder / "plain.onnx"))
+    weight = next(t for t in model.graph.initializer if t.name == "conv.weight")
+    data = numpy_helper.to_array(weight).tobytes()
+    (folder / "w.bin").write_bytes(bytes(16) + data)
+    weight.ClearField("raw_data")
+    weight.data_location = TensorProto.EXTERNAL
+    weight.external_data.add(key="location", value="w.bin")
+    weight.external_data.add(key="offset", value=offset)
+    weight.external_data.add(key="length", value=str(len(data)) if length is None else length)
+    for key, value in extra:
+        weight.external_data.add(key=key, value=value)
+    path = folder / "m.onnx"
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+@pytest.mark.parametrize("offset", ["1_6", " 16", "+16", "16 ", "١٦"])
+def test_an_external_data_offset_is_plain_decimal_digits(tmp_path, offset):
+    """Was (round 57): Python's int() read each as 16, so every check passed and `apply` wrote a patched model (its
+    offsets rewritten as digits), while ONNX Runtime refused the plain model in verify ("check the model with
+    `graphsurgery inspect`", which found nothing) and OpenVINO read `1_6` as 1: `convert` wrote an IR of other
+    weights, exit 0, and `verify --backends openvino` compared garbage."""
+    model = _external_weight(tmp_path, offset)
+    before = model.read_bytes()
+    one_line_exit_2(invoke("apply", RECIPE, model, "-o", tmp_path / "out.onnx"), "offset or length", "not a number")
+    one_line_exit_2(invoke("convert", model, "-o", tmp_path / "out.xml"), "offset or length")
+    assert model.read_bytes() == before and not (tmp_path / "out.onnx").exists() and not (tmp_path / "out.xml").exists()
+
+
+def test_an_external_data_length_is_plain_decimal_digits_and_digits_are_taken(tmp_path):
+    one_line_exit_2(invoke("apply", RECIPE, _external_weight(tmp_path, "16", "8_16"), "-o", tmp_path / "o.onnx"),
+                    "offset or length")
+    good = _external_weight(tmp_path, "16")
+    assert invoke("apply", RECIPE, good, "-o", tmp_path / "o.onnx").exit_code == 0
+
+
+@pytest.mark.parametrize(("extra", "needle"), [
+    ((("location", "sub/w.bin"),), "'location' twice"),
+    ((("offset", "0"),), "'offset' twice"),
+    ((("basepath", "/tmp"),), "'basepath'"),
+])
+def test_an_external_data_key_given_twice_or_onnx_runtime_refuses_is_refused(tmp_path, extra, needle):
+    """Was (round 57): of two `location` entries onnx's checker checked the first file and graphsurgery the last
+    (`sub/w.bin`, then `w.bin`: two files, each judged by one reader), and ONNX Runtime refused the model in verify
+    ("duplicate 'location' entries — fix: check the model with `graphsurgery inspect`", which found nothing); a
+    `basepath` entry (onnx's Python reader takes it, onnx.proto does not define it) was "model format error!" there.
+    `apply` wrote both models, exit 0."""
+    model = _external_weight(tmp_path, "16", extra=extra)
+    one_line_exit_2(invoke("apply", RECIPE, model, "-o", tmp_path / "out.onnx"), "conv.weight", needle)
+    one_line_exit_2(invoke("inspect", model), needle)
+
+
+def _sparse_external(folder: Path, length: int = 16) -> Path:
+    """The pose model beside an unused sparse initializer whose 4 values are the first `length` bytes of data.bin."""
+    (folder / "data.bin").write_bytes(bytes(16))
+    model = onnx.load(pose_model(folder / "plain.onnx"))
+    values = helper.make_tensor("sparse.values", TensorProto.FLOAT, [4], [0.0] * 4)
+    values.ClearField("float_data")
+    values.data_location = TensorProto.EXTERNAL
+    for key, value in (("location", "data.bin"), ("offset", "0"), ("length", str(length))):
+        values.external_data.add(key=key, value=value)
+    indices = numpy_helper.from_array(np.arange(4, dtype=np.int64), "")
+    model.graph.sparse_initializer.append(helper.make_sparse_tensor(values, indices, [17]))
+    path = folder / "m.onnx"
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+@pytest.mark.parametrize(("command", "out"), [("apply", "data.bin"), ("convert", "data.xml")])
+def test_a_sparse_initializers_data_file_is_an_input(tmp_path, command, out):
+    """Was (round 57): onnx's list of tensors leaves sparse ones out, so their data files were no input of the
+    command: `apply m.onnx -o data.bin --force` replaced the sparse initializer's data with the patched model, and
+    `convert -o data.xml --force` with the IR's weights, exit 0."""
+    model = _sparse_external(tmp_path)
+    before = (tmp_path / "data.bin").read_bytes()
+    args = ("apply", RECIPE, model) if command == "apply" else ("convert", model)
+    one_line_exit_2(invoke(*args, "-o", tmp_path / out, "--force"), "would overwrite an input")
+    assert (tmp_path / "data.bin").read_bytes() == before
+    assert invoke("apply", RECIPE, model, "-o", tmp_path / "o.onnx").exit_code == 0
+
+
+def test_a_sparse_initializer_reading_past_its_data_file_is_refused(tmp_path):
+    """Was (round 57): `inspect`, `apply` and `convert` took it (exit 0); ONNX Runtime refused the model in verify
+    ("size to read: 32 given file_length: 16 — fix: check the model with `graphsurgery inspect`")."""
+    one_line_exit_2(invoke("inspect", _sparse_external(tmp_path, length=32)), "sparse.values", "reads past the end")
+
+
+def test_a_sparse_initializers_values_are_held_to_their_dims(tmp_path):
+    """Was (round 57): values of 2 floats with 4 bytes more passed (only dense tensors were held to their dims);
+    ONNX Runtime refused the plain model in verify ("raw_data size (12) does not match …")."""
+    model = onnx.load(pose_model(tmp_path / "plain.onnx"))
+    values = numpy_helper.from_array(np.array([1, 2], np.float32), "sparse.values")
+    values.raw_data += bytes(4)
+    indices = numpy_helper.from_array(np.array([0, 1], np.int64), "")
+    model.graph.sparse_initializer.append(helper.make_sparse_tensor(values, indices, [17]))
+    (tmp_path / "m.onnx").write_bytes(model.SerializeToString())
+    one_line_exit_2(invoke("apply", RECIPE, tmp_path / "m.onnx", "-o", tmp_path / "o.onnx"), "sparse.values",
+                    "12 bytes", "needs 8")
+
+
+def _bias_changed(folder: Path, change) -> Path:
+    model = onnx.load(pose_model(folder / "plain.onnx"))
+    change(next(t for t in model.graph.initializer if t.name == "conv.bias"))
+    path = folder / "m.onnx"
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def test_a_typed_field_holding_one_value_too_many_is_refused(tmp_path):
+    """Was (round 57): only raw_data was held to the tensor's dims; a bias of 17 floats in float_data with an 18th
+    passed the checker and `apply` (exit 0), then ONNX Runtime refused the plain model in verify and OpenVINO the
+    patched one in convert ("change or remove that node"). Refused where raw_data's extra bytes are."""
+    def one_more(tensor):
+        values = numpy_helper.to_array(tensor).tolist()
+        tensor.ClearField("raw_data")
+        tensor.float_data.extend([*values, 1.0])
+
+    model = _bias_changed(tmp_path, one_more)
+    one_line_exit_2(invoke("apply", RECIPE, model, "-o", tmp_path / "out.onnx"), "conv.bias", "72 bytes", "needs 68")
+    assert not (tmp_path / "out.onnx").exists()
+
+
+def test_values_in_their_typed_field_are_taken(tmp_path):
+    def typed(tensor):
+        values = numpy_helper.to_array(tensor).tolist()
+        tensor.ClearField("raw_data")
+        tensor.float_data.extend(values)
+
+    assert invoke("apply", RECIPE, _bias_changed(tmp_path, typed), "-o", tmp_path / "out.onnx").exit_code == 0
+
+
+def test_a_tensor_stored_as_a_segment_is_refused(tmp_path):
+    """Was (round 57): a tensor with a `segment` passed the checker, `inspect` and `apply`; OpenVINO refused the
+    plain and the patched model ("Loading input model — fix: check the model with `graphsurgery inspect`")."""
+    def segment(tensor):
+        tensor.segment.begin, tensor.segment.end = 0, 5
+
+    model = _bias_changed(tmp_path, segment)
+    one_line_exit_2(invoke("apply", RECIPE, model, "-o", tmp_path / "out.onnx"), "conv.bias", "segment")
+    one_line_exit_2(invoke("inspect", model), "segment")
+
+
+@pytest.mark.parametrize("name", ["é" * 125 + ".onnx", "€" * 83 + ".onnx"])
+def test_an_output_name_of_up_to_255_bytes_in_multibyte_characters_is_written(tmp_path, name):
+    """Was (round 57): the scratch folder's name kept 200 *characters* of the output's, so a legal name of 125 `é`
+    (255 bytes) made a scratch name of over 400 bytes: "cannot create files in the output folder (File name too
+    long) — fix: choose a writable folder", of a writable folder. Cut at 200 bytes now; IRs and reports too."""
+    assert len(name.encode()) <= 255
+    plain = pose_model(tmp_path / "plain.onnx")
+    result = invoke("apply", RECIPE, plain, "-o", tmp_path / name)
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / name).is_file()
+    xml = "é" * 123 + "a.xml"
+    assert invoke("convert", plain, "-o", tmp_path / xml).exit_code == 0 and (tmp_path / xml).is_file()
+    report = "é" * 124 + "a.json"
+    result = invoke("verify", RECIPE, plain, "--random", 1, "--backends", "onnxruntime", "--json", tmp_path / report)
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / report).read_text())
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_a_coco_file_name_holding_a_lone_surrogate_is_one_line(tmp_path):
+    """Was (round 57): JSON's `\\ud800` escape gives a str no file name can hold, and eval-coco ended in "internal
+    error (UnicodeEncodeError: … surrogates not allowed)", exit 3. (`\\udcff` is the byte 0xff, a name Linux
+    allows, and is looked for as such.)"""
+    annotations = write_coco_set(tmp_path / "coco", images=1, seed=0)
+    data = json.loads(annotations.read_text())
+    data["images"][0]["file_name"] = "\ud800.png"
+    annotations.write_text(json.dumps(data))
+    result = invoke("eval-coco", RECIPE, pose_model(tmp_path / "plain.onnx"), "--ann", annotations,
+                    "--images", tmp_path / "coco", "--backends", "onnxruntime")
+    one_line_exit_2(result, "person_keypoints.json", "lone surrogate")
+
+
+def test_a_png_declaring_a_chunk_past_its_end_is_refused_before_opencv_allocates_it(tmp_path):
+    """Was (round 57): a 141-byte PNG (its header 200 × 300) whose IDAT declares 2,147,483,647 bytes made OpenCV
+    allocate the chunk before reading it: 2.2 GB for a file of 141 bytes (under a container's memory limit, the OOM
+    killer), then "not a readable JPEG or PNG image (decoding failed)"."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.zeros((300, 200, 3), np.uint8)).save(buffer, "PNG")
+    good = buffer.getvalue()
+    (tmp_path / "bomb.png").write_bytes(good[:33] + struct.pack(">I", 2**31 - 1) + b"IDAT" + bytes(100))
+    (tmp_path / "good.png").write_bytes(good)
+    patched = apply(RECIPE, pose_model(tmp_path / "plain.onnx"), tmp_path / "patched.onnx").output
+    result = invoke("run", patched, tmp_path / "bomb.png", "-o", tmp_path / "out", "--backend", "onnxruntime")
+    one_line_exit_2(result, "bomb.png", "IDAT chunk declares 2,147,483,647 bytes", "memory bomb")
+    result = invoke("run", patched, tmp_path / "good.png", "-o", tmp_path / "out", "--backend", "onnxruntime")
+    assert result.exit_code == 0, result.output
+
+
+def test_a_jpeg_of_thousands_of_scans_is_refused_before_it_is_decoded(tmp_path):
+    """Was (round 57): libjpeg decodes every scan over the whole image, warning of nothing; a 2.9 MB progressive JPEG
+    of 4000 × 4000 repeating its last scan 200,000 times held `run` in OpenCV for a minute (not a step the time
+    limit bounds; hours at 100 million pixels). Here 64 × 64 and 1,100 copies, refused up front."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((64, 64, 3), 128, np.uint8)).save(buffer, "JPEG", progressive=True)
+    data = buffer.getvalue()
+    last = data.rindex(b"\xff\xda")
+    (tmp_path / "scans.jpg").write_bytes(data[:last] + data[last:-2] * 1100 + b"\xff\xd9")
+    (tmp_path / "progressive.jpg").write_bytes(data)
+    patched = apply(RECIPE, pose_model(tmp_path / "plain.onnx"), tmp_path / "patched.onnx").output
+    result = invoke("run", patched, tmp_path / "scans.jpg", "-o", tmp_path / "out", "--backend", "onnxruntime")
+    one_line_exit_2(result, "scans.jpg", "more than 1,000 scans")
+    result = invoke("run", patched, tmp_path / "progressive.jpg", "-o", tmp_path / "out", "--backend", "onnxruntime")
+    assert result.exit_code == 0, result.output
+
+
+def test_an_output_that_is_a_mount_point_is_not_told_to_free_disk_space():
+    """Was (round 57): `apply --force -o out.onnx` over a bind-mounted file (EBUSY) said "free disk space or choose
+    another folder"."""
+    fix = write_fix(OSError(errno.EBUSY, "Device or resource busy"), "free disk space or choose another folder")
+    assert "mount point" in fix and "disk space" not in fix

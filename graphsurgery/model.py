@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import onnx
 
-from graphsurgery.errors import ModelError, node_named
+from graphsurgery.errors import ModelError, node_named, quoted
 from graphsurgery.recipe import Recipe
 from graphsurgery.steps.base import Dim
 
@@ -61,12 +61,22 @@ def _not_json(constant: str):
 def openvino_caveats(proto: onnx.ModelProto) -> list[str]:
     """What OpenVINO computes differently from the ONNX spec in this model, one line each with the way out.
     Measured with OpenVINO 2026.4: its ONNX reader drops Resize's `antialias` (an antialiased downscale then
-    differs by up to 1.69 in a classifier's logits)."""
+    differs by up to 1.69 in a classifier's logits), and reads a bfloat16 tensor held in `int32_data` (as the spec
+    allows) as integers, 1.5 as 16320 (round 57: `convert` wrote that IR, exit 0)."""
+    from onnx.external_data_helper import _get_all_tensors
+
     caveats = []
     for node in proto.graph.node:
         if node.op_type == "Resize" and any(a.name == "antialias" and a.i for a in node.attribute):
             caveats.append(f"OpenVINO ignores antialias on {node_named(node)}: it resizes as without it, so its "
                            "answers differ from ONNX Runtime's; run this model on ONNX Runtime, or drop antialias")
+    typed = [tensor.name for tensor in _get_all_tensors(proto)
+             if tensor.data_type == onnx.TensorProto.BFLOAT16 and len(tensor.int32_data)]
+    if typed:
+        caveats.append(f"OpenVINO reads the bfloat16 tensor {quoted(typed[0])}"
+                       f"{f' and {len(typed) - 1} more' if len(typed) > 1 else ''}, held in int32_data, as integers "
+                       "(1.5 as 16320), so its answers differ from ONNX Runtime's; re-save such tensors as raw_data "
+                       "(onnx.numpy_helper.from_array)")
     return caveats
 
 

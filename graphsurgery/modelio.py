@@ -155,6 +155,7 @@ def _read_and_check(path: Path) -> LoadedModel:
     _check_tensor_sizes(proto, path)
     data_files = tuple(path.parent / name for name in sorted({ExternalDataInfo(t).location
                                                               for t in external_tensors(proto)}))
+    data_read = _identities(data_files, path)
     data_ends = _data_ends(proto, path, data_files)  # before small tensors are read inline, which drops their entries
     inlined = _inline_small_external(proto, path)
     _check_domains(proto, path)
@@ -165,8 +166,16 @@ def _read_and_check(path: Path) -> LoadedModel:
         raise _changed(path)
     check_folding(proto, path)
     _unknown_dims_symbolic(proto)
-    remember_read(path, read)
+    remember_read(path, read, dict(zip(data_files, data_read)))
     return LoadedModel(proto, path, data_files, data_ends)
+
+
+def _identities(data_files: tuple[Path, ...], path: Path) -> tuple[tuple[int, ...], ...]:
+    """Each external data file's `file_identity` as the model's checks read it."""
+    try:
+        return tuple(file_identity(data_file) for data_file in data_files)
+    except OSError:  # removed since its offsets were checked
+        raise _changed(path) from None
 
 
 def _data_ends(proto: onnx.ModelProto, path: Path, data_files: tuple[Path, ...]) -> tuple[int | None, ...]:
@@ -194,24 +203,31 @@ def _changed(path: Path) -> ModelError:
 #: `one_command` (a CLI command) the first read holds to its end; outside, nothing is kept (an application may
 #: rewrite a model between two calls).
 _READ: dict[str, tuple[int, ...]] = {}
+#: The external data files of each model in `_READ` (by its real path), held to their identities as it is
+#: (round 57: a data file replaced while a runtime read the model was read as it was then)
+_DATA: dict[str, tuple[Path, ...]] = {}
 _one_command = False
 
 
-def _changed_since_read(path: Path) -> ModelError:
-    return ModelError("the model file changed while the command ran (it was rewritten or replaced after it was "
+def _changed_since_read(path: Path, data: bool = False) -> ModelError:
+    """The refusal of a model file, or of one of its external `data` files, changed since it was read."""
+    what = "external data" if data else "model"
+    return ModelError(f"the {what} file changed while the command ran (it was rewritten or replaced after it was "
                       "read and checked)", path=path, fix="run the command again once nothing writes to the file")
 
 
-def remember_read(path: Path, read: tuple[int, ...]) -> None:
-    """Within `one_command`, the file at `path` as it was read and checked (`file_identity`): by `load_model`, or
-    by `irchecks.check_ir` for an IR's .xml and .bin (round 46: a pair swapped in between the check and OpenVINO's
-    compile was compiled unchecked). Outside a command nothing is kept: `read_by_path` asks nothing there."""
+def remember_read(path: Path, read: tuple[int, ...], data: dict[Path, tuple[int, ...]] | None = None) -> None:
+    """Within `one_command`, the file at `path` as it was read and checked (`file_identity`): by `load_model`, with
+    its external `data` files' identities, or by `irchecks.check_ir` for an IR's .xml and .bin (round 46: a pair
+    swapped in between the check and OpenVINO's compile was compiled unchecked). Outside a command nothing is kept:
+    `read_by_path` asks nothing there."""
     if not _one_command:
         return
     key = os.path.realpath(path)
-    if _READ.get(key, read) != read:
-        raise _changed_since_read(path)
-    _READ[key] = read
+    for file, identity in ((path, read), *(data or {}).items()):
+        if _READ.setdefault(os.path.realpath(file), identity) != identity:
+            raise _changed_since_read(file, file != path)
+    _DATA.setdefault(key, tuple(data or ()))
 
 
 @contextmanager
@@ -225,6 +241,7 @@ def one_command() -> Iterator[None]:
         _one_command = previous
         if not previous:
             _READ.clear()
+            _DATA.clear()
 
 
 @contextmanager
@@ -238,20 +255,26 @@ def read_by_path(path: Path) -> Iterator[None]:
     if not _one_command:
         yield
         return
-    try:
-        before = file_identity(path)
-    except OSError:
-        raise _changed_since_read(path) from None
-    known = _READ.get(os.path.realpath(path))
-    if known is not None and known != before:
-        raise _changed_since_read(path)
+    files = (path, *_DATA.get(os.path.realpath(path), ()))  # its external data files too (round 57)
+
+    def identities() -> list[tuple[int, ...] | None]:
+        found = []
+        for file in files:
+            try:
+                found.append(file_identity(file))
+            except OSError:
+                found.append(None)
+        return found
+
+    def refuse_changed(changed: list[bool]) -> None:
+        if any(changed):
+            raise _changed_since_read(files[changed.index(True)], changed.index(True) > 0)
+
+    before = identities()
+    refuse_changed([now is None or _READ.get(os.path.realpath(file), now) != now
+                    for file, now in zip(files, before)])
     yield
-    try:
-        after = file_identity(path)
-    except OSError:
-        after = None
-    if after != before:
-        raise _changed_since_read(path)
+    refuse_changed([now != then for now, then in zip(identities(), before)])
 
 
 def _unknown_dims_symbolic(proto: onnx.ModelProto) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import io
 import json
+import os
 import struct
 from pathlib import Path
 
@@ -270,3 +271,57 @@ def test_a_bfloat16_tensor_held_in_int32_data_is_a_caveat_of_openvino(tmp_path, 
     said = " ".join(result.output.split())
     assert ("OpenVINO reads the bfloat16 tensor 'b', held in int32_data, as integers" in said) == (
         held_in == "int32_data"), said
+
+
+def _rewritten(path: Path) -> None:
+    """`path` replaced by a file of the same size and other bytes (a new inode, as an editor or a copy leaves it)."""
+    data = bytearray(path.read_bytes())
+    data[-4:] = bytes(4) if data[-4:] != bytes(4) else b"\x01" * 4
+    path.with_name("swap.tmp").write_bytes(bytes(data))
+    os.replace(path.with_name("swap.tmp"), path)
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_a_runner_refuses_a_model_whose_external_data_changed_since_it_was_read(tmp_path, backend):
+    """Round 57's leftover: the model file was held to its identity from its read to the runtimes' reads, but not
+    its external data: one replaced in between was read as it was then, other weights than the checks saw."""
+    from graphsurgery.errors import GraphsurgeryError
+    from graphsurgery.modelio import load_model, one_command
+    from graphsurgery.runners import open_runner
+
+    model = _external_weight(tmp_path, "16")
+    with one_command():
+        load_model(model)
+        _rewritten(tmp_path / "w.bin")
+        with pytest.raises(GraphsurgeryError, match="external data file changed while the command ran") as raised, \
+                open_runner(backend, model):
+            pass
+    assert "w.bin" in str(raised.value)
+
+
+def test_convert_refuses_external_data_replaced_while_openvino_reads_it(tmp_path, monkeypatch):
+    import openvino
+
+    model = _external_weight(tmp_path, "16")
+    real = openvino.convert_model
+
+    def swapping(*args, **kwargs):
+        converted = real(*args, **kwargs)
+        _rewritten(tmp_path / "w.bin")
+        return converted
+
+    monkeypatch.setattr(openvino, "convert_model", swapping)
+    result = invoke("convert", model, "-o", tmp_path / "m.xml")
+    one_line_exit_2(result, "w.bin", "external data file changed while the command ran")
+    assert not (tmp_path / "m.xml").exists()
+
+
+def test_within_a_command_external_data_left_as_read_is_run(tmp_path):
+    from graphsurgery.modelio import load_model, one_command
+    from graphsurgery.runners import open_runner
+
+    model = _external_weight(tmp_path, "16")
+    with one_command():
+        load_model(model)
+        with open_runner("onnxruntime", model) as run:
+            assert run({"input": np.zeros((1, 3, 256, 192), np.float32)})["heatmaps"].shape == (1, 17, 64, 48)

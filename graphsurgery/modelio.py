@@ -939,11 +939,21 @@ def _stage_external_data(proto: onnx.ModelProto, base: Path | None, data_path: P
             length = info.length if info.length is not None else source.stat().st_size - offset
             start = (end + 4095) // 4096 * 4096
             with open(source, "rb") as src:
+                _as_read(source, src.fileno())
                 copy_range(src.fileno(), sink.fileno(), offset, start, length)
+                _as_read(source, src.fileno())
             _set_external(tensor, data_name, start, length)
             end = start + length
         sink.truncate(end)  # a trailing hole still counts towards the file's size
     return True
+
+
+def _as_read(path: Path, descriptor: int) -> None:
+    """Within `one_command`, refuse an open external data file that is not as the model's read saw it (round 57:
+    one replaced or rewritten in between was copied into `apply`'s output as it was then)."""
+    known = _READ.get(os.path.realpath(path))
+    if known is not None and file_identity(descriptor) != known:
+        raise _changed_since_read(path, data=True)
 
 
 def _set_external(tensor: onnx.TensorProto, location: str, offset: int, length: int) -> None:

@@ -325,3 +325,21 @@ def test_within_a_command_external_data_left_as_read_is_run(tmp_path):
         load_model(model)
         with open_runner("onnxruntime", model) as run:
             assert run({"input": np.zeros((1, 3, 256, 192), np.float32)})["heatmaps"].shape == (1, 17, 64, 48)
+
+
+def test_apply_refuses_external_data_replaced_before_it_copies_it(tmp_path, monkeypatch):
+    """`apply` copies the model's external data into its output: a data file replaced since the model was read
+    was copied as it was then, weights no check saw."""
+    import graphsurgery.modelio as modelio
+
+    model = _external_weight(tmp_path, "16")
+    real = modelio._stage_external_data
+
+    def swapping(*args, **kwargs):
+        _rewritten(tmp_path / "w.bin")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(modelio, "_stage_external_data", swapping)
+    result = invoke("apply", RECIPE, model, "-o", tmp_path / "out.onnx")
+    one_line_exit_2(result, "w.bin", "external data file changed while the command ran")
+    assert not (tmp_path / "out.onnx").exists()

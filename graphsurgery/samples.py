@@ -453,6 +453,24 @@ def plain_input(recipe: Recipe, plain: LoadedModel) -> str:
                 str(plain.path), "plain model")
 
 
+def check_plain_input(recipe: Recipe, plain: LoadedModel, input_name: str) -> None:
+    """The plain model's input the input steps feed, held to what apply holds it to (`splice.check_image_input`)
+    before the steps are bound to it: verify (whose --patched apply does not run first) ended a model of a 1-D
+    input in "internal error (IndexError)" (round 58)."""
+    from graphsurgery.splice import check_image_input
+
+    if recipe.input is None:
+        return
+    value = next(v for v in plain.proto.graph.input if v.name == input_name)
+    tensor = value.type.tensor_type
+    try:
+        element = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type) if tensor.elem_type else None
+    except (KeyError, ValueError):  # a type numpy has no name for: refused below as of no float type
+        element = None
+    shape = [d.dim_value or d.dim_param or None for d in tensor.shape.dim] if tensor.HasField("shape") else None
+    check_image_input(input_name, element, shape, str(plain.path))
+
+
 def refuse_patched_plain(recipe: Recipe, plain: LoadedModel, input_name: str) -> None:
     """A patched model given as PLAIN with --patched (verify, eval-coco: apply, which refuses it, does not run then)
     reached the runtime with the twins' float crops at its uint8 input: an internal error (exit 3)."""

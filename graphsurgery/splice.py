@@ -186,6 +186,22 @@ def _import_quietly(proto: onnx.ModelProto) -> gs.Graph:
         G_LOGGER.severity = severity
 
 
+def check_image_input(name: str, element: np.dtype | None, shape, model_name: str) -> str:
+    """The dtype name of a patched input, refused where input steps cannot feed it: not a 4-D float32 or float16
+    tensor. Also asked by verify before it binds the steps (`samples.check_plain_input`; round 58: a model of a
+    1-D input was "internal error (IndexError)" there, where apply names the input)."""
+    dtype = DTYPE_NAMES.get(element) if element is not None else None
+    if element is not None and element.kind == "f" and dtype is None and shape is not None and len(
+            shape) == 4:  # float64: "need a float tensor, patch another input" named neither the cause nor a fix
+        raise ModelError(f"input {name!r} is {element}; the input steps compute in float32 (float16 is fed "
+                         "as it is)", path=model_name, fix=f"export the model with a float32 input {name!r}")
+    if dtype is None or shape is None or len(shape) != 4:
+        raise ModelError(f"input {name!r} is {element if element is not None else 'of no known type'}"
+                         f"{list(shape or [])}; input steps need a 4-D float image tensor", path=model_name,
+                         fix="patch another input with input.target")
+    return dtype
+
+
 def _numpy_dtype(var: gs.Variable, kind: str, model_name: str) -> np.dtype | None:
     """The element type of a patched input or output as numpy knows it. bfloat16 (and the float8 types) have no
     numpy type: onnx-graphsurgeon keeps the ONNX enum, on which the steps failed as an internal error, and
@@ -254,15 +270,7 @@ def _splice_input(section: InputSection, proto, graph: gs.Graph, em: Emitter, pl
         raise ModelError(f"input {target_name!r} is also an output of the model (passed through as it is), so the "
                          "patched model could not keep that output", path=model_name,
                          fix=f"remove {target_name!r} from the model's outputs before patching its input")
-    element = _numpy_dtype(target, "input", model_name)
-    dtype = DTYPE_NAMES.get(element) if element is not None else None
-    if element is not None and element.kind == "f" and dtype is None and target.shape is not None and len(
-            target.shape) == 4:  # float64: "need a float tensor, patch another input" named neither the cause nor a fix
-        raise ModelError(f"input {target_name!r} is {element}; the input steps compute in float32 (float16 is fed "
-                         "as it is)", path=model_name, fix=f"export the model with a float32 input {target_name!r}")
-    if dtype is None or target.shape is None or len(target.shape) != 4:
-        raise ModelError(f"input {target_name!r} is {target.dtype}{list(target.shape or [])}; input steps need a 4-D "
-                         f"float image tensor", path=model_name, fix="patch another input with input.target")
+    dtype = check_image_input(target_name, _numpy_dtype(target, "input", model_name), target.shape, model_name)
     model_shape = tuple(d if isinstance(d, int) and d > 0 else (d or None) for d in target.shape)
     check_model_layout(model_shape, section.model.layout, target_name, model_name)
     steps, shape = bind_input_steps(section, model_shape, model_name)

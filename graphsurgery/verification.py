@@ -52,6 +52,7 @@ from graphsurgery.samples import (
     DEFAULT_RANDOM,
     Samples,
     box_image_samples,
+    check_plain_input,
     check_random,
     check_seed,
     chunks,
@@ -249,6 +250,9 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
     if boxes is not None and images is None:
         raise GraphsurgeryError("boxes need images to cut them from", path=boxes, fix="give images (--images DIR)")
     input_name = plain_input(recipe, plain)  # before the resize's size: which input, in apply's words
+    if patched is not None:  # apply refuses such a PLAIN, but with --patched apply does not run
+        refuse_patched_plain(recipe, plain, input_name)
+    check_plain_input(recipe, plain, input_name)
     steps = input_steps(recipe, facts)
     resizes = [step for step in steps if step.frees_caller_size]
     if any(step.output_size() is None for step in resizes):
@@ -265,8 +269,6 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
     declared = comparisons(recipe, facts)
     wanted = with_tolerances(declared, tolerances)
     tensor = tensor_facet(recipe)
-    if patched is not None:  # apply refuses such a PLAIN, but with --patched apply does not run
-        refuse_patched_plain(recipe, plain, input_name)
     others = [name for name in real_inputs(plain.proto) if name != input_name]
     made = str(patched) if patched is not None else f"{plain.path} (patched by {recipe.source})"
     # the scratch folder's models are cut from that one (round 56: a --patched file's were named as apply's output)

@@ -343,3 +343,19 @@ def test_apply_refuses_external_data_replaced_before_it_copies_it(tmp_path, monk
     result = invoke("apply", RECIPE, model, "-o", tmp_path / "out.onnx")
     one_line_exit_2(result, "w.bin", "external data file changed while the command ran")
     assert not (tmp_path / "out.onnx").exists()
+
+
+@pytest.mark.parametrize("recipe", ["hrnet_coco_pose", "imagenet_classifier", "yolov8_detector"])
+@pytest.mark.parametrize("patched", [False, True])
+def test_verify_of_a_model_whose_input_is_no_image_is_one_line(tmp_path, recipe, patched):
+    """Found beside round 57: verify bound the input steps to the plain model's input before apply looked at it, and
+    a model of a 1-D input was "internal error (IndexError: tuple index out of range)" (with --patched too, where
+    apply does not run). It is apply's line now."""
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])])
+    model = tmp_path / "flat.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(model))
+    result = invoke("verify", ROOT / "recipes" / f"{recipe}.yaml", model, *(["--patched", model] if patched else []))
+    one_line_exit_2(result, "flat.onnx", "input 'x' is float32[4]; input steps need a 4-D float image tensor",
+                    "fix: patch another input with input.target")

@@ -231,8 +231,26 @@ def compile_openvino(model: str | Path, precision: str = "f32", threads: int | N
             raise GraphsurgeryError(_unconverted(model, str(exc)), path=model,
                                     fix="change or remove that node (ONNX Runtime may still run the model: "
                                         "--backends onnxruntime)") from None
+        unreadable = _unreadable(model, str(exc))
+        if unreadable:
+            raise GraphsurgeryError(unreadable, path=model, fix="remove that tensor, or run the model on ONNX Runtime "
+                                                                "(--backends onnxruntime)") from None
         raise GraphsurgeryError(f"OpenVINO cannot compile the model: {_first_line(exc)}", path=model,
                                 fix="check the model with `graphsurgery inspect`") from None
+
+
+def _unreadable(model: str | Path, report: str) -> str | None:
+    """`irconvert.unreadable_tensor`'s line for an ONNX file, or None."""
+    if "Unsupported type" not in report or Path(model).suffix.lower() == ".xml":
+        return None
+    import onnx
+
+    from graphsurgery.irconvert import unreadable_tensor
+
+    try:
+        return unreadable_tensor(report, onnx.load(str(model), load_external_data=False))
+    except Exception:  # the file changed under us: OpenVINO's own words
+        return None
 
 
 def _unconverted(model: str | Path, report: str) -> str:

@@ -359,3 +359,17 @@ def test_verify_of_a_model_whose_input_is_no_image_is_one_line(tmp_path, recipe,
     result = invoke("verify", ROOT / "recipes" / f"{recipe}.yaml", model, *(["--patched", model] if patched else []))
     one_line_exit_2(result, "flat.onnx", "input 'x' is float32[4]; input steps need a 4-D float image tensor",
                     "fix: patch another input with input.target")
+
+
+@pytest.mark.parametrize("command", ["verify", "convert"])
+def test_a_complex_tensor_openvino_cannot_read_is_named(tmp_path, command):
+    """Round 57's leftover: an unused complex64 initializer made OpenVINO refuse the model as "Loading input model",
+    and the fix pointed at `inspect`, which found nothing. The tensor is named now."""
+    model = onnx.load(pose_model(tmp_path / "plain.onnx"))
+    model.graph.initializer.append(numpy_helper.from_array(np.array([1 + 2j], np.complex64), "unused_cx"))
+    onnx.save(model, str(tmp_path / "cx.onnx"))
+    args = ["verify", RECIPE, tmp_path / "cx.onnx"] if command == "verify" else [
+        "convert", tmp_path / "cx.onnx", "-o", tmp_path / "cx.xml"]
+    result = invoke(*args)
+    one_line_exit_2(result, "cx.onnx", "OpenVINO cannot read the complex64 tensor 'unused_cx'",
+                    "fix: remove that tensor")

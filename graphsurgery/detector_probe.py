@@ -24,6 +24,9 @@ SCORES = (0.0, 1.0)
 #: 46: at max_detections 1 a third of the cut was no anchor, and the probe, holding no detection, failed a right
 #: patch as proving nothing)
 LEAST_PAIRS = 10
+#: How deep the probe's edge boxes reach into the model's input from its edge (pixels, past the point a DFL box must
+#: hold): a half, so that no letterbox padding (whole pixels) ends on one
+EDGE_DEPTH = 0.5
 
 
 def crowded_head(step: YoloBoxes | DflBoxes, nms: Nms, facts: ModelFacts, head: np.ndarray,
@@ -63,6 +66,12 @@ class _YoloHead:
         box[leaders, 2:] = np.abs(box[leaders, 2:]) + 1
         box[followers] = box[leaders]
         box[followers, 0] += moved * box[leaders, 2]
+
+    def points(self, anchors: int, rng: np.random.Generator) -> np.ndarray:
+        """A point each anchor's box holds (input pixels): its boxes lie anywhere, so one drawn at least a pixel from
+        the model input's edges."""
+        width, height = self.facts.input_size
+        return rng.uniform(1, [width - 1, height - 1], (anchors, 2))
 
     def encode(self, boxes: np.ndarray, scores: np.ndarray) -> np.ndarray:
         if self.step.format == "v8":
@@ -105,6 +114,11 @@ class _DflHead:
         box[leaders, 3] = np.minimum(np.abs(box[leaders, 3]) + 1, widest)
         box[followers] = box[leaders]
         box[followers, 0] += stride
+
+    def points(self, anchors: int, rng: np.random.Generator) -> np.ndarray:
+        """The point each anchor's box holds (input pixels)."""
+        points, strides = self.step.anchors(self.facts, anchors)
+        return points * strides
 
     def encode(self, boxes: np.ndarray, scores: np.ndarray) -> np.ndarray:
         n, anchors, _ = boxes.shape
@@ -224,8 +238,37 @@ def _crowd(codec: _YoloHead | _DflHead, boxes: np.ndarray, scores: np.ndarray, n
         seconds = (firsts + rng.integers(1, classes, 2 * pairs)) % classes
         scores[image, firsts, chosen] = top
         scores[image, seconds, chosen] = top * rng.uniform(0.8, 1.0, 2 * pairs)
+        _edge_boxes(codec, boxes[image], scores[image], chosen, clear, rng)
         if image == 0:
             notes += _side_notes("overlap", "IoU threshold", iou, rungs, made_iou, (0, codec.highest))
             notes += _side_notes("class score", "score threshold", score, np.r_[lead_rungs, follow_rungs],
                                  np.r_[made_lead, made_follow], SCORES)
     return boxes, scores
+
+
+def _edge_boxes(codec: _YoloHead | _DflHead, box: np.ndarray, scores: np.ndarray, used: np.ndarray,
+                clear: tuple[float, float], rng: np.random.Generator) -> None:
+    """Four more anchors (not `used`) scoring clearly, each a thin box along one edge of the model's input (top,
+    bottom, left, right): from the edge to `EDGE_DEPTH` past the point it must hold, 1 px to either side of it. An
+    image letterboxed with padding there has it in the padding, which boxes_to_image drops, and the probe runs at
+    every image size. None where fewer than four anchors are left (a head of 3 anchors holds one pair: round 54).
+    Round 58: a stand-in detector's boxes were all tens of pixels tall, none wholly in a padding, and a patch that
+    dropped boxes left of the image but kept those above it PASSed."""
+    free = np.setdiff1d(np.arange(len(box)), used)
+    if codec.facts.input_size is None or len(free) < 4:
+        return
+    size = np.array(codec.facts.input_size, np.float64)
+    points = codec.points(len(box), rng)[free]
+    for axis, far in ((1, False), (1, True), (0, False), (0, True)):
+        reach = size[axis] - points[:, axis] if far else points[:, axis]
+        pick = int(np.argmin(reach))
+        anchor, point = free[pick], points[pick]
+        depth = reach[pick] + EDGE_DEPTH
+        centre = point.copy()
+        centre[axis] = size[axis] - depth / 2 if far else depth / 2
+        extent = np.full(2, 2.0)
+        extent[axis] = depth
+        box[anchor] = [*centre, *extent]
+        scores[:, anchor] = 0
+        scores[rng.integers(0, scores.shape[0]), anchor] = rng.uniform(*clear)
+        free, points = np.delete(free, pick), np.delete(points, pick, axis=0)

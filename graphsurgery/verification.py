@@ -35,6 +35,7 @@ from graphsurgery.decoder_probe import (
     cell_probes,
     image_edge_cells,
     joined,
+    read_steps,
     run_probe,
     run_simcc_probe,
 )
@@ -359,7 +360,7 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
             probe = run_simcc_probe(recipe, facts, patched_proto, backends[0], decoded[backends[0]][0][1],
                                     image_input.name, feeds, Path(tmp))
         # round 52: maps of flat, tied, cornered and faint peaks, for the heatmap decoders that decide exactly
-        exact_heatmaps = probe is not None and _decided_exactly(recipe) and isinstance(recipe.output.steps[0],
+        exact_heatmaps = probe is not None and _decided_exactly(recipe) and isinstance(read_steps(recipe)[0],
                                                                                         HeatmapArgmax)
 
         def cells_at(size_feeds: dict[str, np.ndarray], output: np.ndarray, name: str) -> list[Probe | None]:
@@ -569,8 +570,9 @@ def _probe_pair(probe: Probe, recipe: Recipe, facts: ModelFacts, wanted: dict[st
 def _decided_exactly(recipe: Recipe) -> bool:
     """Whether the output steps decide each keypoint exactly on the map they read (an argmax, comparisons, a quarter
     offset's sign, a scale: `EXACT_ON_INVALID`), so that on the decoder probe, whose map the graph and the twins
-    read as one float32 tensor, every keypoint must match: no near ties there (round 52)."""
-    steps = recipe.output.steps if recipe.output else ()
+    read as one float32 tensor, every keypoint must match: no near ties there (round 52). After a flip_average too
+    (`read_steps`: on the probe it halves the map exactly)."""
+    steps = read_steps(recipe)
     return bool(steps) and all(isinstance(step, (*EXACT_ON_INVALID, SimccDecode)) for step in steps) and all(
         step.method == "exact" for step in steps if isinstance(step, HeatmapArgmax))  # `argmax`: ties are runtimes'
     # before opset 12

@@ -233,7 +233,7 @@ def test_the_right_crop_patch_passes_on_the_offset_sizes(classifier):
     plain, right = classifier
     report = verify(CLASSIFIER, plain, patched=right, random=4)
     assert report, report.failures()
-    assert report.sizes == [(226, 224), (227, 224), (400, 300), (353, 481)]
+    assert report.sizes == [(226, 224), (227, 224), (224, 225), (224, 227)]  # round 58: the height's too
 
 
 def test_offset_sizes_give_each_remainder():

@@ -86,13 +86,15 @@ def test_sizes_that_show_the_rounding_already_are_kept():
     from graphsurgery.steps.resize import Resize
 
     assert resize_sizes(Resize(size=(224, 224), fit="crop", crop_fraction=0.875)) == ((226, 224), (227, 224),
+                                                                                      (224, 225), (224, 227),
                                                                                       *RESIZE_SIZES)
     assert resize_sizes(Resize(size=(64, 64))) == RESIZE_SIZES  # stretch: nothing rounded
     assert resize_sizes(Resize(size=(1, 1), fit="letterbox")) == RESIZE_SIZES  # every rounding gives 1 × 1
     letterbox = Resize(size=(64, 64), fit="letterbox")
     assert letterbox.roundings_told_apart(resize_sizes(letterbox)[:2])
-    assert resize_sizes(letterbox)[2:] == ((129, 64), (67, 64), *RESIZE_SIZES)  # round 42: both portrait, so one
-    # wider follows; round 52: then one whose pad is odd (`Resize.offset_sizes`)
+    assert resize_sizes(letterbox)[2:] == ((129, 64), (67, 64), (64, 67), *RESIZE_SIZES)  # round 42: both portrait,
+    # so one wider follows; round 52: then one whose pad is odd (`Resize.offset_sizes`); round 58: a taller one, whose
+    # left pad is odd
 
 
 # --- letterbox padding within a pixel's range ---------------------------------------------------------------------

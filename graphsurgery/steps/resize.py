@@ -351,28 +351,32 @@ class Resize(SizedStep):
 
     def offset_sizes(self, sizes: Sequence[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
         """Caller sizes (W, H) that give the centre cut or pad an excess (the resized side's difference from the
-        model's) of each remainder modulo 4 that `sizes` give neither side: where the offset, half of it, is an
-        integer and a half (rounded half to even by `fit: crop`, down by a centred letterbox) and where it is an odd
-        integer. Round 52: the classifier's sizes gave excesses of 0 and 1 modulo 4 only, so a patch cutting from
-        round((h' − 225) / 2) or rounding the offset up PASSed (an image whose resized side is 258: one pixel off);
-        the detector's letterbox saw even excesses only. None where no offset is computed (stretch, top-left)."""
+        model's) of each remainder modulo 4 that `sizes` give neither side, and each odd one that they do not give
+        each side: where the offset, half of it, is an integer and a half (rounded half to even by `fit: crop`, down
+        by a centred letterbox) and where it is an odd integer. Round 52: the classifier's sizes gave excesses of 0
+        and 1 modulo 4 only, so a patch cutting from round((h' − 225) / 2) or rounding the offset up PASSed (an image
+        whose resized side is 258: one pixel off); the detector's letterbox saw even excesses only. Round 58: its
+        odd excesses were the height's only (wider images), and a patch padding the left from a width of 161 for
+        160 PASSed; taller images give the width's. None where no offset is computed (stretch, top-left)."""
         if self.fit == "stretch" or (self.fit != "crop" and self.pad_anchor != "center"):
             return ()
         th, tw = self.target_size()
 
-        def remainders(size: tuple[int, int]) -> set[int]:
+        def remainders(size: tuple[int, int]) -> set[tuple[str, int]]:
             rh, rw = self.resized_hw(size[1], size[0])
-            return {abs(rh - th) % 4, abs(rw - tw) % 4}
+            excess = (("height", abs(rh - th) % 4), ("width", abs(rw - tw) % 4))
+            return {("either" if left == 2 else side, left) for side, left in excess if left}
 
+        wanted = {("either", 2), *((side, left) for side in ("height", "width") for left in (1, 3))}
         seen = set().union(*(remainders(size) for size in sizes))
         found = []
-        for w in range(tw + 1, 3 * tw + 16):  # wider than the model's aspect: the width is the side kept to it
-            size = (w, th)
-            new = remainders(size) - seen - {0}
+        wider, taller = ((w, th) for w in range(tw + 1, 3 * tw + 16)), ((tw, h) for h in range(th + 1, 3 * th + 16))
+        for size in (*wider, *taller):  # the side kept to the model's aspect: the width, then the height
+            new = remainders(size) - seen
             if new:
                 found.append(size)
                 seen |= new
-            if seen >= {1, 2, 3}:
+            if seen >= wanted:
                 break
         return tuple(found)
 

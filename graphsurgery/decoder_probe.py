@@ -25,7 +25,7 @@ from graphsurgery.detector_probe import crowded_head
 from graphsurgery.heatmap_grid import heatmap_grid
 from graphsurgery.model import ModelFacts
 from graphsurgery.recipe import Recipe
-from graphsurgery.runners import model_signature, open_runner
+from graphsurgery.runners import open_runner
 from graphsurgery.stability import Wobbles
 from graphsurgery.steps.base import GEOMETRY, Comparison
 from graphsurgery.steps.classify import Softmax, TopK
@@ -240,6 +240,15 @@ def _cut(recipe: Recipe, proto: onnx.ModelProto, feeds: dict[str, np.ndarray], s
     return inputs
 
 
+def _declared_type(path: Path, name: str) -> np.dtype:
+    """The element type the cut graph at `path` declares for its input `name`, read without the checker: the cut is
+    verify's own file (`model_signature` checked it, and a model of IR 3, whose initializers must be inputs too,
+    failed the checker as cut)."""
+    cut = onnx.load(str(path), load_external_data=False)
+    [value] = [value for value in cut.graph.input if value.name == name]
+    return onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type)
+
+
 def joined(probes: list[Probe]) -> Probe:
     """Probes of one backend and one caller size as one, sample after sample (the decoder probe and its cell probes,
     SimCC's pairs). The input geometry is one per caller size, not per sample: it is kept once, not joined."""
@@ -267,8 +276,8 @@ def run_probe(recipe: Recipe, facts: ModelFacts, proto: onnx.ModelProto | None, 
     inputs = _cut(recipe, proto, feeds, {facts.output_name: probe}, path)
     if inputs is None:
         return None, notes
-    declared = next(port.dtype for port in model_signature(path).inputs if port.name == facts.output_name)
-    probe = probe.astype(declared)  # the head's own type: after flip_average the maps it reads are float32
+    probe = probe.astype(_declared_type(path, facts.output_name))  # the head's own type: after flip_average the
+    # maps it reads are float32
     shape = feeds[caller].shape
     extras = {name: value for name, value in feeds.items() if name != caller}
     extras = output_extras(recipe, facts, extras, shape, {facts.output_name: probe})

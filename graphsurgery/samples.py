@@ -93,10 +93,13 @@ def random_samples(n: int, image_input: Port, sizes: Sequence[tuple[int, int]], 
     return Samples(groups, f"{n} random images of {len(members)} sizes, W×H {shown} (seed {seed})", "images")
 
 
-def random_caller_samples(n: int, image_input: Port, recipe: Recipe, facts: ModelFacts, steps: Sequence[InputStep],
-                          extras: list[str], batch: int = 1, seed: int = 0) -> Samples:
-    """Random caller inputs as verify feeds them: crops at the model's size, or images of `resize_sizes` when one
-    of the (bound) input `steps` frees the caller's size."""
+def random_caller_samples(n: int | None, image_input: Port, recipe: Recipe, facts: ModelFacts,
+                          steps: Sequence[InputStep], extras: list[str], batch: int = 1, seed: int = 0) -> Samples:
+    """Random caller inputs as verify feeds them: `n` (default `DEFAULT_RANDOM`) crops at the model's size, or
+    images of `resize_sizes` when one of the (bound) input `steps` frees the caller's size: by default as many as
+    take each size once, where they fit as many values as `DEFAULT_RANDOM` of the largest (round 58: a letterbox
+    pose recipe had 10 sizes, and the default 8 samples never fed the fixed two, nor would a recipe of more leading
+    sizes its upscaled image)."""
     layout = tensor_facet(recipe).layout
     resizes = [step for step in steps if step.frees_caller_size]
     if resizes:
@@ -104,25 +107,31 @@ def random_caller_samples(n: int, image_input: Port, recipe: Recipe, facts: Mode
         sizes = resize_sizes(resizes[0])
         if isinstance(resizes[0], Resize) and any(isinstance(step, ToImage) and step.mode == "image"
                                                   for step in (recipe.output.steps if recipe.output else ())):
-            sizes = (*sizes[:-len(RESIZE_SIZES)], *_upscaled_size(resizes[0], sizes), *RESIZE_SIZES)
+            sizes = (*sizes, *_upscaled_size(resizes[0], sizes))
+        if n is None:  # each size once where so many fit (`most_samples`), else the usual count
+            largest = max(math.prod(_sample_shape(image_input, size, layout)) for size in sizes)
+            every = max(DEFAULT_RANDOM, len(sizes) * batch)
+            n = every if every <= most_samples(largest) else DEFAULT_RANDOM
         return random_samples(n, image_input, sizes, layout, extras, model_size, batch, seed)
     size = crop_size(image_input, recipe, facts)
-    return random_samples(n, image_input, [size], layout, extras, size, batch, seed)
+    return random_samples(n or DEFAULT_RANDOM, image_input, [size], layout, extras, size, batch, seed)
 
 
 def resize_sizes(first: InputStep) -> tuple[tuple[int, int], ...]:
     """The sizes (W, H) of random images for a recipe whose `first` step freeing the caller's size sees them:
-    RESIZE_SIZES, led by two sizes from the model's when its first two (all that `--random 2` feeds) do not give
-    floor, round and ceil each their own resized sides (round 41: a patch rounding another way PASSed), by
+    RESIZE_SIZES, led by two that give floor, round and ceil each their own resized sides, so that `--random 2`
+    tells them apart (round 41: a patch rounding another way PASSed): its first two where they do (round 58: the
+    offset sizes came first there, and `--random 2` fed the ImageNet crop two that did not), else two from the
+    model's; then by
     `_aspect_sizes` where the leading sizes are not both wider and taller than the model, by the sizes that give a
     centre cut's or pad's offset each rounding (`Resize.offset_sizes`), and by `_shrinking_size` where no size is
     larger than the model on both sides."""
     if not isinstance(first, Resize):
         return RESIZE_SIZES
-    rounding = () if first.roundings_told_apart(RESIZE_SIZES[:2]) else first.rounding_sizes()
+    rounding = RESIZE_SIZES[:2] if first.roundings_told_apart(RESIZE_SIZES[:2]) else first.rounding_sizes()
     leading = (*rounding, *_aspect_sizes(first, (*rounding, *RESIZE_SIZES)[:2]))
     leading = (*leading, *first.offset_sizes((*leading, *RESIZE_SIZES)))
-    return (*leading, *_shrinking_size(first, (*leading, *RESIZE_SIZES)), *RESIZE_SIZES)
+    return tuple(dict.fromkeys((*leading, *_shrinking_size(first, (*leading, *RESIZE_SIZES)), *RESIZE_SIZES)))
 
 
 def _aspect_sizes(resize: Resize, leading: tuple[tuple[int, int], ...]) -> tuple[tuple[int, int], ...]:

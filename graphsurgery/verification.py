@@ -205,7 +205,8 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
     outputs use only atol; otherwise each output's declared comparison, floats raised to `MODEL_FLOAT_FLOOR`.
     Keypoint mismatches are near ties when the model output's values at the two positions
     agree within that output's tolerance (declared, or set by name). Default inputs: `DEFAULT_RANDOM` random crops
-    (random images of `RESIZE_SIZES` when the recipe resizes; `images` are then fed whole, and `boxes` refused).
+    (random images of each of `resize_sizes` once, at least `DEFAULT_RANDOM`, when the recipe resizes; `images` are
+    then fed whole, and `boxes` refused).
     `reference`: a .npz recording of the user's own pipeline (inputs and answers), or `reference_pipeline`: that
     pipeline itself (a function, or "module:function"), called on random samples: compared against instead of the
     twins (`graphsurgery.reference`).
@@ -288,8 +289,7 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
                            else box_image_samples(Path(images), boxes, image_input, tensor,
                                                   _values_per_box(steps, facts)))
             elif images is None:
-                samples = random_caller_samples(random if random is not None else DEFAULT_RANDOM, image_input, recipe,
-                                                facts, steps, extras, batch, seed)
+                samples = random_caller_samples(random, image_input, recipe, facts, steps, extras, batch, seed)
             elif resizes:  # each image whole, at its own size; boxes from the whole image at the model's aspect
                 samples = whole_images(Path(images), image_input, tensor, extras, resizes[-1].output_size()[::-1],
                                        resizes)

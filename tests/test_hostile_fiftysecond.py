@@ -231,9 +231,9 @@ def test_the_right_crop_patch_passes_on_the_offset_sizes(classifier):
     """Guard (the sizes are new: fails on the code before): the right patch passes on the sizes that tell the
     offsets apart, on both backends."""
     plain, right = classifier
-    report = verify(CLASSIFIER, plain, patched=right, random=4)
+    report = verify(CLASSIFIER, plain, patched=right, random=6)
     assert report, report.failures()
-    assert report.sizes == [(226, 224), (227, 224), (224, 225), (224, 227)]  # round 58: the height's too
+    assert report.sizes[2:] == [(226, 224), (227, 224), (224, 225), (224, 227)]  # round 58: the height's too
 
 
 def test_offset_sizes_give_each_remainder():

@@ -79,15 +79,16 @@ def test_a_patch_rounding_the_kept_side_another_way_fails(tmp_path, hw, fit, rig
 
 
 def test_sizes_that_show_the_rounding_already_are_kept():
-    """Guard: the ImageNet crop of a 224 model tells the roundings apart at 400×300 and 353×481: no rounding sizes
-    lead (round 52: two sizes whose centre-cut offsets are an integer and a half and an odd integer do,
-    `Resize.offset_sizes`)."""
+    """Guard: the ImageNet crop of a 224 model tells the roundings apart at 400×300 and 353×481: they lead, and no
+    rounding sizes are made (then come two sizes whose centre-cut offsets are an integer and a half and an odd
+    integer, `Resize.offset_sizes`; round 58: they had come first, and `--random 2` fed those two, which do not tell
+    the roundings apart)."""
     from graphsurgery.samples import RESIZE_SIZES, resize_sizes
     from graphsurgery.steps.resize import Resize
 
-    assert resize_sizes(Resize(size=(224, 224), fit="crop", crop_fraction=0.875)) == ((226, 224), (227, 224),
-                                                                                      (224, 225), (224, 227),
-                                                                                      *RESIZE_SIZES)
+    crop = Resize(size=(224, 224), fit="crop", crop_fraction=0.875)
+    assert resize_sizes(crop) == (*RESIZE_SIZES[:2], (226, 224), (227, 224), (224, 225), (224, 227), *RESIZE_SIZES[2:])
+    assert crop.roundings_told_apart(resize_sizes(crop)[:2])  # what `--random 2` feeds
     assert resize_sizes(Resize(size=(64, 64))) == RESIZE_SIZES  # stretch: nothing rounded
     assert resize_sizes(Resize(size=(1, 1), fit="letterbox")) == RESIZE_SIZES  # every rounding gives 1 × 1
     letterbox = Resize(size=(64, 64), fit="letterbox")

@@ -60,6 +60,17 @@ def test_the_right_patch_passes_with_the_upscaled_image(letterbox_pose):
     assert any(w * UPSCALED <= 160 and h * UPSCALED <= 128 for w, h in report.sizes), report.sizes
 
 
+def test_the_default_samples_take_every_size_once(letterbox_pose):
+    """Round 58's offset sizes made the letterbox pose recipe's sizes 12: the default 8 samples never fed the fixed
+    ones, and more leading sizes would have pushed out the upscaled image. The default now takes each size once."""
+    recipe, plain, right = letterbox_pose
+    report = verify(recipe, plain, patched=right, backends=["onnxruntime"])
+    sizes = list(dict.fromkeys(report.sizes))
+    assert report and len(report.sizes) == len(sizes) > 8, report.sizes
+    assert set(RESIZE_SIZES) <= set(sizes) and any(w * UPSCALED <= 160 and h * UPSCALED <= 128 for w, h in sizes)
+    assert len(verify(recipe, plain, patched=right, random=4, backends=["onnxruntime"]).sizes) == 4  # as asked
+
+
 @pytest.mark.parametrize("hw", [(128, 160), (256, 192), (64, 48), (80, 60)])
 def test_the_upscaled_image_pads_the_width_half_a_pixel_past_a_cell(hw):
     resize = Resize(size=hw, fit="letterbox", side_rounding="round")

@@ -66,10 +66,10 @@ def expected_vs_opencv(image_rgb: np.ndarray) -> tuple[float, float]:
 def test_random_images_come_in_several_sizes(resnet):
     report = verify(CLASSIFIER, resnet, random=4, backends=BOTH)
     assert report, report.failures()
-    # round 52: led by two sizes whose centre cuts start at a half and at an odd offset (`Resize.offset_sizes`);
-    # round 58: on each side
-    assert report.samples == 4 and report.unit == "images" and report.sizes == [(226, 224), (227, 224),
-                                                                                 (224, 225), (224, 227)]
+    # led by the two that tell the side's roundings apart (round 41; round 58: again ahead of the offset sizes), then
+    # two whose centre cuts start at a half and at an odd offset (round 52, `Resize.offset_sizes`)
+    assert report.samples == 4 and report.unit == "images" and report.sizes == [(400, 300), (353, 481),
+                                                                                 (226, 224), (227, 224)]
     assert "4 random images of 4 sizes" in report.inputs
     indices = next(r for r in report.pairs[0].results if r.output == "indices")
     assert indices.positions == 4 * 5 and indices.mismatches == 0
@@ -121,7 +121,7 @@ def test_cli_reports_the_resize_against_opencv_as_informational(resnet, tmp_path
     assert "input steps vs the library they imitate (informational, not part of the verdict" in text
     assert "INTER_LINEAR" in text and "(4 images)" in text
     data = json.loads(out.read_text())
-    assert data["sizes"] == [{"width": w, "height": h} for w, h in ((226, 224), (227, 224), (224, 225), (224, 227))]
+    assert data["sizes"] == [{"width": w, "height": h} for w, h in ((400, 300), (353, 481), (226, 224), (227, 224))]
     [entry] = data["informational"]["vs_library"]
     assert entry["equivalent"] == "INTER_LINEAR" and entry["max_abs_diff"] >= entry["mean_abs_diff"] > 0
 

@@ -42,7 +42,7 @@ DETAILS_SHOWN = 3
               "person box, or the whole image); fed whole, at their own sizes, when the recipe resizes.")
 @click.option("--random", "random_count", type=click.IntRange(min=1, max=MAX_RANDOM),
               help="Number of random uint8 crops, or images of several sizes when the recipe resizes [default: 8 "
-                   "when no --images].")
+                   "when no --images; for a recipe that resizes, one of each size, at least 8].")
 @click.option("--boxes", type=existing_file, help="Person boxes for --images: {file_name: [[x, y, w, h], ...]} or a "
               "COCO annotation file.")
 @backends_option

@@ -107,7 +107,8 @@ def random_caller_samples(n: int | None, image_input: Port, recipe: Recipe, fact
         sizes = resize_sizes(resizes[0])
         if isinstance(resizes[0], Resize) and any(isinstance(step, ToImage) and step.mode == "image"
                                                   for step in (recipe.output.steps if recipe.output else ())):
-            sizes = (*sizes, *_upscaled_size(resizes[0], sizes))
+            first, *ends = _upscaled_size(resizes[0], sizes) or (None,)  # the first third: `--random 3` feeds it
+            sizes = (*sizes[:2], *([first] if first else []), *sizes[2:], *ends)
         if n is None:  # each size once where so many fit (`most_samples`), else the usual count
             largest = max(math.prod(_sample_shape(image_input, size, layout)) for size in sizes)
             every = max(DEFAULT_RANDOM, len(sizes) * batch)
@@ -167,14 +168,30 @@ def _upscaled_size(resize: Resize, sizes: Sequence[tuple[int, int]]) -> tuple[tu
     took keypoints up to half a pixel inside the image for padding (`to_image`'s first_centre 0 for −0.5), or
     0.05 px of the padding for the image (×1.1), PASSed. Narrower than the model's aspect, so that a letterbox pads
     the width, where it can by a left pad of 1 modulo 8: maps of 1, 2, 4 or 8 model pixels a cell then hold a cell
-    whose pixel ends half a model pixel short of the image (`ToImage.edge_cells` puts a peak there)."""
+    whose pixel ends half a model pixel short of the image (`ToImage.edge_cells` puts a peak there); then, where
+    it ends the image otherwise, up to two that end it half a model pixel before and after a cell (`_image_end`).
+    The first follows the two leading sizes (round 59: last of 12, `--random 8` or 11 never fed it, and a
+    first_centre of 0 PASSed), the others come last."""
     th, tw = resize.target_size()
     if any(w * UPSCALED <= tw and h * UPSCALED <= th for w, h in sizes) or min(th, tw) < UPSCALED:
         return ()
     candidates = [(w, h) for h in range(th // UPSCALED, 0, -1) for w in range(min(tw // UPSCALED, tw * h // th), 0, -1)
                   if min(resize.forward_map((h, w))[0]) >= UPSCALED]
     padded = [(w, h) for w, h in candidates if resize.forward_map((h, w))[1][0] % 8 == 1]
-    return tuple((padded or candidates)[:1])
+    first = tuple((padded or candidates)[:1])
+    ends = {_image_end(resize, size) for size in first}
+    return (*first, *(next(size for size in candidates if _image_end(resize, size) == end) for end in (0, 1)
+                      if end not in ends and any(_image_end(resize, size) == end for size in candidates)))
+
+
+def _image_end(resize: Resize, size: tuple[int, int]) -> int:
+    """Where the image ends in the model's width (left pad + resized width), modulo 8: at 0 a cell of 1, 2, 4 or 8
+    model pixels lies half a model pixel past the image's right edge, at 1 half a pixel short of it. `_upscaled_size`
+    feeds both where it can (round 59: its one image had neither on a 160 × 128 model, and a patch whose last_centre
+    moved 0.05 caller px either way PASSed); -1 where it ends at the model's edge."""
+    w, h = size
+    end = int(resize.forward_map((h, w))[1][0] + resize.resized_hw(h, w)[1])
+    return end % 8 if end < resize.target_size()[1] else -1  # -1: at the model's edge, where no cell lies past it
 
 
 def random_box_samples(n: int, image_input: Port, layout: str, seed: int = 0) -> Samples:

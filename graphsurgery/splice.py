@@ -115,10 +115,8 @@ def splice(recipe: Recipe, proto: onnx.ModelProto, *, model_name: str = "model",
                                                                                      ignore_unknown=True))
         opset = needed
     applied = provenance(proto)
-    if applied_before(recipe, proto) and not force:
-        raise ModelError(f"recipe {recipe.name!r} was already applied to this model", path=model_name,
-                         fix="use the unpatched model (to apply the recipe again on purpose: `graphsurgery apply "
-                             "--force`, or force=True in Python)")
+    if not force:
+        refuse_applied(recipe, proto, model_name)
 
     _refuse_sparse_constants(proto, model_name)
     graph = _import_quietly(proto)
@@ -184,6 +182,15 @@ def _import_quietly(proto: onnx.ModelProto) -> gs.Graph:
         return gs.import_onnx(proto)
     finally:
         G_LOGGER.severity = severity
+
+
+def refuse_applied(recipe: Recipe, proto: onnx.ModelProto, model_name: str) -> None:
+    """Refuse a model `recipe` was applied to already (its provenance says so). Also asked by verify before it binds
+    the input steps: its line was the binding's ("resize does not know its size")."""
+    if applied_before(recipe, proto):
+        raise ModelError(f"recipe {recipe.name!r} was already applied to this model", path=model_name,
+                         fix="use the unpatched model (to apply the recipe again on purpose: `graphsurgery apply "
+                             "--force`, or force=True in Python)")
 
 
 def check_image_input(name: str, element: np.dtype | None, shape, model_name: str) -> str:

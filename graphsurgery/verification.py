@@ -68,7 +68,7 @@ from graphsurgery.samples import (
     whole_images,
     width_height,
 )
-from graphsurgery.splice import reads_geometry
+from graphsurgery.splice import reads_geometry, refuse_applied
 from graphsurgery.stability import Wobbles
 from graphsurgery.staged import (
     Bounds,
@@ -254,6 +254,8 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
     input_name = plain_input(recipe, plain)  # before the resize's size: which input, in apply's words
     if patched is not None:  # apply refuses such a PLAIN, but with --patched apply does not run
         refuse_patched_plain(recipe, plain, input_name)
+    else:  # apply's refusal, before the input steps are bound to the model
+        refuse_applied(recipe, plain.proto, str(plain.path))
     check_plain_input(recipe, plain, input_name)
     steps = input_steps(recipe, facts)
     resizes = [step for step in steps if step.frees_caller_size]

@@ -373,3 +373,16 @@ def test_a_complex_tensor_openvino_cannot_read_is_named(tmp_path, command):
     result = invoke(*args)
     one_line_exit_2(result, "cx.onnx", "OpenVINO cannot read the complex64 tensor 'unused_cx'",
                     "fix: remove that tensor")
+
+
+def test_verify_of_a_patched_model_given_as_plain_says_so(tmp_path):
+    """Found beside round 57: without --patched, verify bound the input steps to a patched model's uint8 input before
+    apply (which says "already applied") ran, and its line was the binding's ("resize does not know its size")."""
+    from modelkit import POSE_LETTERBOX
+
+    recipe = tmp_path / "pose.yaml"
+    recipe.write_text(POSE_LETTERBOX)
+    patched = apply(recipe, pose_model(tmp_path / "plain.onnx"), tmp_path / "patched.onnx").output
+    result = invoke("verify", recipe, patched)
+    one_line_exit_2(result, "patched.onnx", "recipe 'pose-letterbox' was already applied to this model",
+                    "fix: use the unpatched model")

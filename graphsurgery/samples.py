@@ -107,8 +107,8 @@ def random_caller_samples(n: int | None, image_input: Port, recipe: Recipe, fact
         sizes = resize_sizes(resizes[0])
         if isinstance(resizes[0], Resize) and any(isinstance(step, ToImage) and step.mode == "image"
                                                   for step in (recipe.output.steps if recipe.output else ())):
-            first, *ends = _upscaled_size(resizes[0], sizes) or (None,)  # the first third: `--random 3` feeds it
-            sizes = (*sizes[:2], *([first] if first else []), *sizes[2:], *ends)
+            upscaled = _upscaled_size(resizes[0], sizes)  # the first third: `--random 3` feeds it
+            sizes = (*sizes[:2], *upscaled[:1], *sizes[2:], *upscaled[1:])
         if n is None:  # each size once where so many fit (`most_samples`), else the usual count
             largest = max(math.prod(_sample_shape(image_input, size, layout)) for size in sizes)
             every = max(DEFAULT_RANDOM, len(sizes) * batch)

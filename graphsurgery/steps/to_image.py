@@ -221,16 +221,15 @@ class ToImage(OutputStep):
         if self.mode != "image" or self.units != "heatmap":
             return []
         ratio = self._ratio(facts, hw)
-        geometry = np.asarray(geometry, np.float32)
-        half = np.float32(0.5)
         edges, middles = [], []
-        for axis, cells in enumerate((np.arange(hw[1]), np.arange(hw[0]))):  # x over columns, y over rows
-            caller = (cells.astype(np.float32) * ratio[axis] + half - geometry[2 + axis]) / geometry[axis] - half
-            inside = (caller >= -half) & (caller <= geometry[4 + axis] - half)
+        for axis, count in enumerate((hw[1], hw[0])):  # x over columns, y over rows
+            pixels = np.zeros((count, 2), np.float32)
+            pixels[:, axis] = np.arange(count, dtype=np.float32) * ratio[axis]
+            inside = ~_caller_coordinates(pixels, geometry)[1][:, axis]
             if not inside.any():
                 return []
             flips = np.flatnonzero(inside[1:] != inside[:-1])
-            edges.append(sorted({*flips, *(flips + 1), *(end for end in (0, len(cells) - 1) if inside[end])}))
+            edges.append(sorted({*flips, *(flips + 1), *(end for end in (0, count - 1) if inside[end])}))
             middles.append(int(np.flatnonzero(inside)[inside.sum() // 2]))
         (columns, rows), (middle_column, middle_row) = edges, middles
         return [(middle_row, int(column)) for column in columns] + [(int(row), middle_column) for row in rows]
@@ -261,9 +260,16 @@ def _caller_pixels(em: Emitter, pixels: gs.Variable, geometry: gs.Variable) -> g
 
 def _caller_pixels_twin(pixels: np.ndarray, geometry: np.ndarray) -> np.ndarray:
     """`_caller_pixels` in numpy, float32 operation by operation."""
+    caller, outside = _caller_coordinates(pixels, geometry)
+    return np.where(outside.any(axis=-1, keepdims=True), np.float32(-1), caller)
+
+
+def _caller_coordinates(pixels: np.ndarray, geometry: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Keypoints [..., 2] in model-input pixels in the caller's, float32 operation by operation as
+    `_caller_pixels`, and whether each coordinate lies outside the caller's image (the twin's rule, which
+    `ToImage.edge_cells` reads too)."""
     geometry = np.asarray(geometry, np.float32)
     scale, offset, size = geometry[0:2], geometry[2:4], geometry[4:6]
     half = np.float32(0.5)
     caller = (pixels + half - offset) / scale - half
-    outside = ((caller < -half) | (caller > size - half)).any(axis=-1, keepdims=True)
-    return np.where(outside, np.float32(-1), caller)
+    return caller, (caller < -half) | (caller > size - half)

@@ -33,7 +33,7 @@ from graphsurgery.modelio import load_model
 from graphsurgery.recipe import Recipe, as_recipe
 from graphsurgery.runners import backend_list, check_backends, model_signature, open_runner
 from graphsurgery.safeio import input_path, scratch_named, temporary_folder
-from graphsurgery.samples import DEFAULT_RANDOM, patched_inputs, plain_input, random_caller_samples
+from graphsurgery.samples import patched_inputs, plain_input, random_caller_samples
 from graphsurgery.stability import Wobbles
 from graphsurgery.tolerances import Tolerances, tie_tolerance, with_tolerances
 from graphsurgery.twins import comparisons, decoded_output, extra_input_names, input_steps, other_inputs, with_geometry
@@ -129,7 +129,7 @@ def verify_reference(recipe: str | Path | Recipe, plain_model: str | Path, refer
                                         "mypackage.pose:predict") if isinstance(pipeline, str) else pipeline)
             source = getattr(function, "__qualname__", str(pipeline))
             described = f"random samples (seed {seed}) through {source}()"
-            groups = _live(function, recipe, facts, plain, patched_path, random or DEFAULT_RANDOM, seed)
+            groups = _live(function, recipe, facts, plain, patched_path, random, seed)
         expected = {name: np.concatenate([g[1][name] for g in groups]) for name in groups[0][1]}
         compared = [name for name in expected if name in wanted]
         if not compared:
@@ -254,9 +254,10 @@ def _recorded(arrays: dict[str, np.ndarray], ports, reference: str | Path) -> Gr
     return feeds, {name: value for name, value in arrays.items() if name not in feeds}
 
 
-def _live(function: Callable, recipe: Recipe, facts: ModelFacts, plain, patched: Path, count: int,
+def _live(function: Callable, recipe: Recipe, facts: ModelFacts, plain, patched: Path, count: int | None,
           seed: int) -> list[Group]:
-    """Random caller inputs as verify makes them (several image sizes when the recipe resizes), one call of the
+    """Random caller inputs as verify makes them (several image sizes when the recipe resizes; by default each
+    size verify feeds, where it took 8 samples and never met a letterbox recipe's later sizes), one call of the
     user's pipeline per size."""
     input_name = plain_input(recipe, plain)
     others = [name for name in real_inputs(plain.proto) if name != input_name]

@@ -13,7 +13,7 @@ from graphsurgery.runners import open_runner
 from graphsurgery.verification import verify
 
 from conftest import RECIPES
-from modelkit import bgr_crops
+from modelkit import POSE_LETTERBOX, bgr_crops, pose_model
 
 CROP = RECIPES / "hrnet_coco_pose.yaml"
 MEAN, STD = np.float32([0.485, 0.456, 0.406]), np.float32([0.229, 0.224, 0.225])
@@ -131,6 +131,32 @@ def test_a_live_pipeline_meets_every_caller_size_of_a_resizing_recipe(tmp_path):
     wrong = verify(recipe, plain, reference_pipeline=lambda inputs: package(inputs, nearest), random=4,
                    backends=("onnxruntime",))
     assert not wrong
+
+
+def test_by_default_a_live_pipeline_meets_every_size_verify_feeds(tmp_path):
+    """verify's default takes each caller size once (round 58: 12 for a letterbox pose recipe); the live pipeline
+    took 8 samples, so it never met the later sizes, and a package wrong at the last size alone PASSed. It now
+    meets every size verify feeds."""
+    from graphsurgery.model import ModelFacts
+    from graphsurgery.recipe import load_recipe
+    from graphsurgery.twins import run_unpatched
+
+    plain, path = pose_model(tmp_path / "plain.onnx", input_hw=(128, 160)), tmp_path / "letterbox.yaml"
+    path.write_text(POSE_LETTERBOX)
+    recipe = load_recipe(path)
+    facts = ModelFacts.of(onnx.load(str(plain)), recipe)
+    fed = verify(recipe, plain, backends=("onnxruntime",)).sizes
+    called = []
+
+    def package(inputs: dict) -> dict:  # the recipe's twins, except at verify's last size
+        called.append(inputs["input"].shape[2:0:-1])
+        with open_runner("onnxruntime", plain) as run:
+            answer = run_unpatched(recipe, facts, lambda x: run({"input": x}), inputs["input"])
+        return {"keypoints": answer["keypoints"] + (called[-1] == fed[-1]), "scores": answer["scores"]}
+
+    assert len(fed) > 8
+    assert not verify(recipe, plain, reference_pipeline=package, backends=("onnxruntime",))
+    assert called == list(fed)
 
 
 def test_a_package_that_rounds_where_the_recipe_floors_is_caught(tmp_path):

@@ -124,12 +124,13 @@ def verify_reference(recipe: str | Path | Recipe, plain_model: str | Path, refer
         if pipeline is None:
             source, described = reference, f"samples recorded in {reference}"
             groups = [_recorded(load_reference(reference), model_signature(patched_path).inputs, reference)]
+            unfed = None
         else:
             function = (import_callable(pipeline, "the reference pipeline (--reference-pipeline)",
                                         "mypackage.pose:predict") if isinstance(pipeline, str) else pipeline)
             source = getattr(function, "__qualname__", str(pipeline))
             described = f"random samples (seed {seed}) through {source}()"
-            groups = _live(function, recipe, facts, plain, patched_path, random, seed)
+            groups, unfed = _live(function, recipe, facts, plain, patched_path, random, seed)
         expected = {name: np.concatenate([g[1][name] for g in groups]) for name in groups[0][1]}
         compared = [name for name in expected if name in wanted]
         if not compared:
@@ -152,7 +153,7 @@ def verify_reference(recipe: str | Path | Recipe, plain_model: str | Path, refer
     _check_counts(expected, runs[backends[0]], compared, reference if pipeline is None else None, source)
     report = VerifyReport(recipe.source, str(plain.path), str(patched) if patched else "(built from the recipe)",
                           f"{count} {described}", count, backends, precision, "samples",
-                          compared_with=f"your pipeline ({source})")
+                          compared_with=f"your pipeline ({source})", notes=[unfed] if unfed else [])
     label = {b: b + (f" at {ran[b]}" if ran[b] != "f32" else "") for b in backends}
 
     judged = {name: wanted[name] for name in compared}
@@ -255,10 +256,10 @@ def _recorded(arrays: dict[str, np.ndarray], ports, reference: str | Path) -> Gr
 
 
 def _live(function: Callable, recipe: Recipe, facts: ModelFacts, plain, patched: Path, count: int | None,
-          seed: int) -> list[Group]:
+          seed: int) -> tuple[list[Group], str | None]:
     """Random caller inputs as verify makes them (several image sizes when the recipe resizes; by default each
     size verify feeds, where it took 8 samples and never met a letterbox recipe's later sizes), one call of the
-    user's pipeline per size."""
+    user's pipeline per size; and what they leave out (`Samples.note`)."""
     input_name = plain_input(recipe, plain)
     others = [name for name in real_inputs(plain.proto) if name != input_name]
     image_input, extras = patched_inputs(patched, extra_input_names(recipe), others, recipe)
@@ -273,7 +274,7 @@ def _live(function: Callable, recipe: Recipe, facts: ModelFacts, plain, patched:
             raise GraphsurgeryError(f"the reference pipeline returned {type(answers).__name__}, not a dict of arrays "
                                     "by output name", fix="return {output name: array, ...}")
         groups.append((feeds, _answers(answers, groups[0][1] if groups else None)))
-    return groups
+    return groups, samples.note
 
 
 def _answers(answers: dict, first: dict[str, np.ndarray] | None) -> dict[str, np.ndarray]:

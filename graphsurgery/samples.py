@@ -51,6 +51,8 @@ class Samples:
     unit: str = "crops"
     #: how many samples there are when groups are parts of them (an image's boxes in parts: `box_image_samples`)
     count: int | None = None
+    #: what the samples leave out that verify feeds by default (`random_samples`)
+    note: str | None = None
 
     def __len__(self) -> int:
         return self.count if self.count is not None else sum(len(tensors) for tensors, _ in self.groups)
@@ -90,7 +92,13 @@ def random_samples(n: int, image_input: Port, sizes: Sequence[tuple[int, int]], 
     if len(sizes) == 1:
         return Samples(groups, f"{n} random crops (seed {seed})")
     shown = ", ".join(f"{w}×{h}" for w, h in members)
-    return Samples(groups, f"{n} random images of {len(members)} sizes, W×H {shown} (seed {seed})", "images")
+    unfed = ", ".join(f"{w}×{h}" for w, h in sizes if (w, h) not in members)
+    # each size was added because a wrong patch PASSed without it: a PASS on fewer proves nothing of the others
+    note = (f"{n} random images fed {len(members)} of the {len(sizes)} caller sizes verify has; not fed, so not "
+            f"proven: W×H {unfed} (no --random, or --random {len(sizes)}, feeds each where they fit the memory)"
+            ) if unfed else None
+    return Samples(groups, f"{n} random images of {len(members)} sizes, W×H {shown} (seed {seed})", "images",
+                   note=note)
 
 
 def random_caller_samples(n: int | None, image_input: Port, recipe: Recipe, facts: ModelFacts,

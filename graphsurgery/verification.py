@@ -313,8 +313,7 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
             report.notes += _provenance_notes(patched_proto, recipe)
             if "openvino" in backends:
                 report.notes += openvino_caveats(patched_proto)
-        if note := allowance_note(declared, wanted):
-            report.notes.append(note)
+        report.notes += [note for note in (samples.note, allowance_note(declared, wanted)) if note]
         if other:
             shown = ", ".join(f"{name!r} {list(value.shape)} {value.dtype}" for name, value in other.items())
             report.notes.append(f"the plain model's other input(s) {shown} got deterministic random values "

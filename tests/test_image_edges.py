@@ -71,6 +71,19 @@ def test_the_default_samples_take_every_size_once(letterbox_pose):
     assert len(verify(recipe, plain, patched=right, random=4, backends=["onnxruntime"]).sizes) == 4  # as asked
 
 
+def test_an_explicit_count_says_which_sizes_it_left_out(letterbox_pose):
+    """Each size was added because a wrong patch PASSed without it, and the right-edge images come last: a PASS of
+    `--random 4` proves nothing of the sizes it did not feed, and its report says which."""
+    recipe, plain, right = letterbox_pose
+    every = verify(recipe, plain, patched=right, backends=["onnxruntime"])
+    assert not [note for note in every.notes if "not fed" in note], every.notes
+    four = verify(recipe, plain, patched=right, random=4, backends=["onnxruntime"])
+    [note] = [note for note in four.notes if "not fed" in note]
+    left_out = [size for size in every.sizes if size not in four.sizes]
+    assert left_out and note.endswith(f"W×H {', '.join(f'{w}×{h}' for w, h in left_out)} (no --random, or --random "
+                                      f"{len(every.sizes)}, feeds each where they fit the memory)"), note
+
+
 @pytest.mark.parametrize("hw", [(128, 160), (256, 192), (64, 48), (80, 60)])
 def test_the_upscaled_image_pads_the_width_half_a_pixel_past_a_cell(hw):
     resize = Resize(size=hw, fit="letterbox", side_rounding="round")

@@ -128,6 +128,7 @@ def test_a_live_pipeline_meets_every_caller_size_of_a_resizing_recipe(tmp_path):
     report = verify(recipe, plain, reference_pipeline=package, random=4, backends=("onnxruntime",))
     assert report, report.failures()
     assert len(set(sizes)) == 4  # one call per caller size
+    assert any(note.startswith("4 random images fed 4 of the 8 caller sizes") for note in report.notes), report.notes
     wrong = verify(recipe, plain, reference_pipeline=lambda inputs: package(inputs, nearest), random=4,
                    backends=("onnxruntime",))
     assert not wrong
@@ -155,8 +156,9 @@ def test_by_default_a_live_pipeline_meets_every_size_verify_feeds(tmp_path):
         return {"keypoints": answer["keypoints"] + (called[-1] == fed[-1]), "scores": answer["scores"]}
 
     assert len(fed) > 8
-    assert not verify(recipe, plain, reference_pipeline=package, backends=("onnxruntime",))
-    assert called == list(fed)
+    report = verify(recipe, plain, reference_pipeline=package, backends=("onnxruntime",))
+    assert not report and called == list(fed)
+    assert not any("not fed" in note for note in report.notes), report.notes
 
 
 def test_a_package_that_rounds_where_the_recipe_floors_is_caught(tmp_path):

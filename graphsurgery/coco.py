@@ -47,7 +47,7 @@ from graphsurgery.errors import GraphsurgeryError, check_callback, check_flags, 
 from graphsurgery.images import IMAGE_SUFFIXES, read_image
 from graphsurgery.longrun import FirstPart, say_long_run, told_by_caller
 from graphsurgery.model import ModelFacts
-from graphsurgery.modelio import load_model, model_files, model_paths
+from graphsurgery.modelio import file_identity, load_model, model_files, model_paths
 from graphsurgery.ownoutputs import earlier_outputs, refresh_record, refuse_replacing
 from graphsurgery.recipe import InputTensor, Recipe, as_recipe
 from graphsurgery.runners import BACKENDS, backend_list, check_backends, open_runner, open_stream
@@ -202,12 +202,13 @@ def evaluate_coco(recipe: str | Path | Recipe, plain_model: str | Path, annotati
                                     fix="export the model with batch 1 or a dynamic batch")
         plain_name = plain_input(recipe, plain)
         top_down = "boxes" in extras
+        held = ImagesAsRead()
         if top_down:
             _check_image_pixels(recipe, patched_path)
-            whole_images = WholeImages(images, tensor_facet(recipe), image_input.dtype, Path(annotations))
+            whole_images = WholeImages(images, tensor_facet(recipe), image_input.dtype, Path(annotations), held)
         else:
             size = crop_size(image_input, recipe, facts)
-            caller = CallerCrops(images, size, tensor_facet(recipe), image_input.dtype, Path(annotations))
+            caller = CallerCrops(images, size, tensor_facet(recipe), image_input.dtype, Path(annotations), held)
             in_image_pixels = {"center", "scale"} <= set(extras)
         provable = people if _whole_images(recipe) else _provable(people, Path(annotations))
         proven = _proof_size(recipe, facts, provable)  # verify runs them through two pipelines per backend
@@ -244,7 +245,7 @@ def evaluate_coco(recipe: str | Path | Recipe, plain_model: str | Path, annotati
                                                    keep(results_name(kind, backend), results)))
         report.proven = proven
         report.per_keypoint = _verified_people(recipe, plain.path, patched_path, provable, proven, images,
-                                               Path(annotations), backends, Path(tmp))
+                                               Path(annotations), backends, Path(tmp), held)
     return report
 
 
@@ -279,10 +280,12 @@ def _proof_size(recipe: Recipe, facts: ModelFacts, people: list[PersonBox]) -> i
 
 
 def _verified_people(recipe: Recipe, plain: Path, patched: Path, people: list[PersonBox], proven: int,
-                     images: Path, annotations: Path, backends: list[str], tmp: Path) -> VerifyReport:
+                     images: Path, annotations: Path, backends: list[str], tmp: Path,
+                     held: ImagesAsRead) -> VerifyReport:
     """`verify` of `patched` on the crops of `proven` people spread evenly over `people`, cut as verify cuts a
     boxes file's; their images are linked into a folder of their own under `tmp`, so that verify reads no other
-    image of the set. A recipe that resizes whole images gets them whole (verify takes no boxes for it)."""
+    image of the set, and held to what the pipelines read (`held`: checked before they are linked or copied and
+    after verify read them). A recipe that resizes whole images gets them whole (verify takes no boxes for it)."""
     chosen = sorted({round(i) for i in np.linspace(0, len(people) - 1, proven)})
     folder = tmp / "proven"
     folder.mkdir()
@@ -294,6 +297,7 @@ def _verified_people(recipe: Recipe, plain: Path, patched: Path, people: list[Pe
             source = inside(images, person.file_name, "the annotation's file_name", annotations)
             suffix = source.suffix.lower() if source.suffix.lower() in IMAGE_SUFFIXES else ".jpg"  # verify lists these
             linked[person.file_name] = name = f"{len(linked)}{suffix}"
+            held.check(source)
             _link(source.resolve(), folder / name, tmp)
         boxes.setdefault(linked[person.file_name], []).append(list(person.box))
     boxes_file = None
@@ -301,7 +305,10 @@ def _verified_people(recipe: Recipe, plain: Path, patched: Path, people: list[Pe
         boxes_file = tmp / "proven.json"
         boxes_file.write_text(json.dumps(boxes))
     with told_by_caller():  # eval-coco's own note counted these crops
-        return verify(recipe, plain, patched=patched, images=folder, boxes=boxes_file, backends=backends)
+        report = verify(recipe, plain, patched=patched, images=folder, boxes=boxes_file, backends=backends)
+    for name in linked:
+        held.check(inside(images, name, "the annotation's file_name", annotations))
+    return report
 
 
 def _link(source: Path, link: Path, tmp: Path) -> None:
@@ -616,12 +623,38 @@ def _detections(gt, path: Path, image_ids: list[int]) -> list[PersonBox]:
 # --- pipelines -----------------------------------------------------------------------------------------------
 
 
-def _annotated_image(folder: Path, person: PersonBox, annotations: Path) -> np.ndarray:
+class ImagesAsRead:
+    """Each image as eval-coco's first read of it found it (`file_identity`): every pipeline reads the images again,
+    and so does the proof per keypoint, and an image replaced in between was scored and proven as it was then
+    (round 55's leftover): the pipelines compared saw other pixels."""
+
+    def __init__(self) -> None:
+        self.identities: dict[str, tuple[int, ...] | None] = {}
+
+    def read(self, path: Path) -> np.ndarray:
+        self.check(path)
+        image = read_image(path)
+        self.check(path)  # replaced while it was decoded
+        return image
+
+    def check(self, path: Path) -> None:
+        """Refuses the image at `path` if it is not the file the first read found there."""
+        try:
+            found = file_identity(path)
+        except OSError:  # removed: `read_image` says so on a first read
+            found = None
+        if self.identities.setdefault(os.path.realpath(path), found) != found:
+            raise GraphsurgeryError("the image changed while the command ran (rewritten or replaced after a "
+                                    "pipeline read it)", path=path,
+                                    fix="run the command again once nothing writes to the images")
+
+
+def _annotated_image(folder: Path, person: PersonBox, annotations: Path, held: ImagesAsRead) -> np.ndarray:
     """The decoded image `person` is in, of the size the annotations give it: a folder of resized (or rotated)
     copies put every box and keypoint in the wrong pixels, and both pipelines agreed on the wrong AP. An EXIF
     orientation tag is not a rotation: the stored pixels are decoded (`read_image`)."""
     path = inside(folder, person.file_name, "the annotation's file_name", annotations)
-    image = read_image(path)
+    image = held.read(path)
     (width, height), (real_width, real_height) = person.image_size, image.shape[1::-1]
     if (real_width, real_height) != (width, height):
         raise GraphsurgeryError(f"image {path} is {real_width} × {real_height} px, but the annotations give it "
@@ -641,12 +674,13 @@ class CallerCrops:
     tensor: InputTensor
     dtype: str
     annotations: Path  # where the file names come from (named in errors)
+    held: ImagesAsRead = field(default_factory=ImagesAsRead)  # shared by a command's pipelines
 
     def __call__(self, people: list[PersonBox]) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         loaded: tuple[str, np.ndarray] | None = None
         for person in people:
             if loaded is None or loaded[0] != person.file_name:
-                loaded = (person.file_name, _annotated_image(self.folder, person, self.annotations))
+                loaded = (person.file_name, _annotated_image(self.folder, person, self.annotations, self.held))
             center, scale, crop = crops.person_crop(loaded[1], person.box, self.size)
             yield as_caller_tensor(crop, self.tensor, self.dtype)[None], center[None], scale[None]
 
@@ -659,6 +693,7 @@ class WholeImages:
     tensor: InputTensor
     dtype: str
     annotations: Path  # where the file names come from (named in errors)
+    held: ImagesAsRead = field(default_factory=ImagesAsRead)  # shared by a command's pipelines
 
     def __call__(self, people: list[PersonBox]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Each image with its boxes, at most BOXES_PER_CALL of them at a time: the graph crops every box it is
@@ -666,7 +701,7 @@ class WholeImages:
         (each box's answer is its own: the calls do not change them)."""
         for _, group in itertools.groupby(people, key=lambda person: person.file_name):
             group = list(group)
-            image = as_caller_tensor(_annotated_image(self.folder, group[0], self.annotations), self.tensor,
+            image = as_caller_tensor(_annotated_image(self.folder, group[0], self.annotations, self.held), self.tensor,
                                      self.dtype)[None]
             boxes = np.array([person.box for person in group], np.float32).reshape(-1, 4)
             for part in in_parts(boxes):

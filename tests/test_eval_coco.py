@@ -346,3 +346,42 @@ def test_results_into_the_image_folder_can_be_written_again(coco_set, tmp_path):
     (folder / "eval-coco.json").unlink()  # without its record, the results there are another tool's
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 2 and "unpatched-onnxruntime.json" in result.output, result.output
+
+
+@pytest.mark.parametrize("when", ["second pipeline", "before the proof", "during the proof"])
+def test_an_image_replaced_while_eval_coco_runs_is_refused(tmp_path, monkeypatch, when):
+    """Each pipeline reads the images again, and so does the proof per keypoint: an image replaced in between was
+    scored and proven as it was then, the pipelines compared on other pixels (round 55's leftover). It is refused,
+    naming the image, and nothing is reported."""
+    import cv2
+
+    import graphsurgery.coco
+
+    folder = tmp_path / "images"
+    annotations = write_coco_set(folder, images=2, seed=0)
+    plain = joint_detector(tmp_path / "detector.onnx")
+    image = folder / json.loads(annotations.read_text())["images"][0]["file_name"]
+    seen = []
+
+    def replace() -> None:
+        other = tmp_path / "other.png"
+        assert cv2.imwrite(str(other), 255 - cv2.imread(str(image)))
+        other.replace(image)
+
+    def progress(name: str, done: int, total: int) -> None:
+        seen.append(name)
+        if (when, len(set(seen))) == ("second pipeline", 2) and seen.count(name) == 1 or (
+                (when, len(set(seen)), done) == ("before the proof", 4, total)):
+            replace()
+
+    def verify_replacing(*args, **kwargs):
+        replace()
+        return verify(*args, **kwargs)
+
+    verify = graphsurgery.coco.verify
+    if when == "during the proof":
+        monkeypatch.setattr(graphsurgery.coco, "verify", verify_replacing)
+    with pytest.raises(GraphsurgeryError, match="the image changed while the command ran") as caught:
+        evaluate_coco(CROP_RECIPE, plain, annotations, folder, progress=progress,
+                      backends=("onnxruntime", "openvino"))
+    assert caught.value.path == str(image) and len(set(seen)) == (2 if when == "second pipeline" else 4)

@@ -386,3 +386,21 @@ def test_verify_of_a_patched_model_given_as_plain_says_so(tmp_path):
     result = invoke("verify", recipe, patched)
     one_line_exit_2(result, "patched.onnx", "recipe 'pose-letterbox' was already applied to this model",
                     "fix: use the unpatched model")
+
+
+def test_a_data_file_removed_after_its_offsets_were_checked_is_a_model_changed_while_read(tmp_path, monkeypatch):
+    """Between the checks of a model's external data (offsets against the file's size) and the identity it is held
+    to, the file can go: that is the model changing while it was read, not an internal FileNotFoundError."""
+    import graphsurgery.modelio as modelio
+
+    model = _external_weight(tmp_path, "16")
+    real = modelio._check_tensor_sizes
+
+    def removing(*args, **kwargs):
+        real(*args, **kwargs)
+        os.replace(tmp_path / "w.bin", tmp_path / "moved.bin")
+
+    monkeypatch.setattr(modelio, "_check_tensor_sizes", removing)
+    result = invoke("apply", RECIPE, model, "-o", tmp_path / "out.onnx")
+    one_line_exit_2(result, str(model), "the model file changed while it was read")
+    assert not (tmp_path / "out.onnx").exists()

@@ -47,7 +47,7 @@ from graphsurgery.samples import MAX_BATCH_BYTES
 CENTER, SCALE, BOXES = "center", "scale", "boxes"
 KEYPOINTS, SCORES = "keypoints", "scores"
 #: The chained model's outputs (graphsurgery.chaining): people found in the graph, and their keypoints
-PERSON_BOXES, PERSON_SCORES, KEYPOINT_SCORES = "person_boxes", "person_scores", "keypoint_scores"
+PERSON_BOXES, KEYPOINT_SCORES = "person_boxes", "keypoint_scores"
 DEFAULT_MIN_SCORE = 0.2
 DEFAULT_BATCH = 8
 MAX_RUN_JSON_BYTES = 50_000_000  # an earlier run's record: one entry per image

@@ -320,7 +320,9 @@ CELL_PROBES = 4
 def cell_probes(maps: np.ndarray, edges: Sequence[tuple[int, int]] = ()) -> list[np.ndarray]:
     """Probe outputs for output steps that decide exactly (round 52): one sample's maps [1|B, K, H, W] where each
     joint `_probed_joints` leaves alone gets a case of `CELL_CASES` (the others are lowered there as in the first
-    probe), then a clear peak on each cell of `edges` (`image_edge_cells`), in probes of their own. Samples through
+    probe), then a clear peak on each cell of `edges` (`image_edge_cells`), in probes of their own, its four
+    neighbours level (a quarter offset moved a keypoint off the edge cell, so a boundary moved 0.05 caller px PASSed
+    a quarter_offset recipe where the same recipe without it FAILed). Samples through
     a network rarely reach them: a patch whose validity threshold was 1e-3 or 0.5 for 0, whose table of flat
     positions had two cells swapped, or which took the last of tied maxima, passed. Every other value lies at least
     1 below the case's peak."""
@@ -328,7 +330,7 @@ def cell_probes(maps: np.ndarray, edges: Sequence[tuple[int, int]] = ()) -> list
         return []
     _, joints, h, w = maps.shape
     free = list(range(0, joints, 3))
-    cases = (*CELL_CASES[:CELL_PROBES * len(free)], *(("cell", cell) for cell in edges))
+    cases = (*CELL_CASES[:CELL_PROBES * len(free)], *(("edge", cell) for cell in edges))
     probes = []
     for start in range(0, len(cases), len(free)):
         probe = _lowered(maps, (2, 3))
@@ -338,9 +340,14 @@ def cell_probes(maps: np.ndarray, edges: Sequence[tuple[int, int]] = ()) -> list
             elif kind == "peak":
                 probe[:, joint, h // 2, w // 3] = where
             else:
-                for row, column in (where if kind != "cell" else (where,)):
+                for row, column in (where if kind not in ("cell", "edge") else (where,)):
                     probe[:, joint, h // 2 if row == "middle" else row % h,
                           w // 2 if column == "middle" else column % w] = 2.0
+            if kind == "edge":  # its neighbours level: a refinement (quarter_offset) leaves the keypoint on the cell
+                row, column = where
+                probe[:, joint, max(row - 1, 0):row + 2, column] = 1.0
+                probe[:, joint, row, max(column - 1, 0):column + 2] = 1.0
+                probe[:, joint, row, column] = 2.0
         probes.append(probe)
     return probes
 

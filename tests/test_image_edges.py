@@ -53,6 +53,25 @@ def test_a_boundary_moved_by_a_fraction_of_a_pixel_fails(letterbox_pose, tmp_pat
                             for line in report.failures()), report.failures()
 
 
+def test_a_boundary_moved_into_the_padding_fails_a_quarter_offset_recipe(tmp_path):
+    """The edge cells' probe peaks lay among the network's own values: a quarter offset moved the keypoint a model
+    pixel off the cell that ends half a model pixel past the image, and ×1.1 PASSed (256 × 192, where the same
+    recipe without quarter_offset FAILed). The peak's neighbours are now level."""
+    plain, recipe = pose_model(tmp_path / "plain.onnx"), tmp_path / "quarter.yaml"
+    recipe.write_text(POSE_LETTERBOX.replace("    - heatmap_argmax: {}\n",
+                                             "    - heatmap_argmax: {}\n    - quarter_offset: {}\n"))
+    right = apply(recipe, plain, tmp_path / "right.onnx").output
+    assert verify(recipe, plain, patched=right, backends=["onnxruntime"])
+    model = onnx.load(str(right))
+    [first] = [tensor for tensor in model.graph.initializer if tensor.name == FIRST_CENTRE]
+    first.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(first) * np.float32(1.1), FIRST_CENTRE))
+    onnx.save(model, str(tmp_path / "wrong.onnx"))
+    report = verify(recipe, plain, patched=tmp_path / "wrong.onnx", backends=["onnxruntime"])
+    upscaled = [f"{w}×{h} image" for w, h in report.sizes if w * UPSCALED <= 192 and h * UPSCALED <= 256]
+    assert not report and any(f"probe output of a {upscaled[0]}:" in line for line in report.failures()), \
+        report.failures()
+
+
 def test_the_right_patch_passes_with_the_upscaled_image(letterbox_pose):
     recipe, plain, right = letterbox_pose
     report = verify(recipe, plain, patched=right)

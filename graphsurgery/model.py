@@ -171,6 +171,7 @@ class ModelFacts:
     targets: tuple[str, ...] = ()  # every output the steps read, output_name first (output.target as a list)
     reads_float16: bool = False  # a target is float16: the values the steps decode are only that precise
     integer_outputs: tuple[str, ...] = ()  # the model's integer and bool outputs: passed through, compared exactly
+    output_shape: tuple[Dim, ...] | None = None  # the first target's declared shape, where the graph declares it
 
     @classmethod
     def of(cls, proto: onnx.ModelProto, recipe: Recipe) -> ModelFacts:
@@ -189,8 +190,12 @@ class ModelFacts:
         producer = output_producer(proto, targets[0])
         half = any(o.name in targets and o.type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
                    for o in graph.output)
+        declared = next((o.type.tensor_type for o in (*graph.output, *graph.value_info) if o.name == targets[0]), None)
+        output_shape = (tuple(d.dim_value if d.dim_value > 0 else (d.dim_param or None) for d in declared.shape.dim)
+                        if declared is not None and declared.HasField("shape") else None)
         return cls(size, producer, targets[0], shape, tuple(o.name for o in graph.output if o.name not in targets),
-                   targets, half, tuple(o.name for o in graph.output if _integer(o.type.tensor_type.elem_type)))
+                   targets, half, tuple(o.name for o in graph.output if _integer(o.type.tensor_type.elem_type)),
+                   output_shape)
 
 
 def _integer(elem_type: int) -> bool:

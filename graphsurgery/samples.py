@@ -113,9 +113,11 @@ def random_caller_samples(n: int | None, image_input: Port, recipe: Recipe, fact
     if resizes:
         model_size = resizes[-1].output_size()[::-1]  # (W, H) of the last resize: the model's
         sizes = resize_sizes(resizes[0])
-        if isinstance(resizes[0], Resize) and any(isinstance(step, ToImage) and step.mode == "image"
-                                                  for step in (recipe.output.steps if recipe.output else ())):
-            upscaled = _upscaled_size(resizes[0], sizes)  # the first third: `--random 3` feeds it
+        to_image = [step for step in (recipe.output.steps if recipe.output else ())
+                    if isinstance(step, ToImage) and step.mode == "image"]
+        if isinstance(resizes[0], Resize) and to_image:
+            upscaled = _upscaled_size(resizes[0], sizes, to_image[-1].cell_spacing(facts))  # the first third:
+            # `--random 3` feeds it
             sizes = (*sizes[:2], *upscaled[:1], *sizes[2:], *upscaled[1:])
         if n is None:  # each size once where so many fit (`most_samples`), else the usual count
             largest = max(math.prod(_sample_shape(image_input, size, layout)) for size in sizes)
@@ -169,37 +171,45 @@ def _shrinking_size(resize: Resize, sizes: Sequence[tuple[int, int]]) -> tuple[t
     return (size,) if 8 * math.prod(size) * 4 * DEFAULT_RANDOM <= MAX_RANDOM_BYTES else ()
 
 
-def _upscaled_size(resize: Resize, sizes: Sequence[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
+def _upscaled_size(resize: Resize, sizes: Sequence[tuple[int, int]], spacing: float | None = None
+                   ) -> tuple[tuple[int, int], ...]:
     """An image UPSCALED times smaller than the model or more, for a recipe that maps keypoints back to the caller's
     pixels (`to_image` mode image), where none of `sizes` is: only there does a model pixel lie within a tenth of a
     caller pixel of the image's edge. Round 56: verify's images were all larger than a pose model, and a patch that
     took keypoints up to half a pixel inside the image for padding (`to_image`'s first_centre 0 for −0.5), or
     0.05 px of the padding for the image (×1.1), PASSed. Narrower than the model's aspect, so that a letterbox pads
-    the width, where it can by a left pad of 1 modulo 8: maps of 1, 2, 4 or 8 model pixels a cell then hold a cell
-    whose pixel ends half a model pixel short of the image (`ToImage.edge_cells` puts a peak there); then, where
-    it ends the image otherwise, up to two that end it half a model pixel before and after a cell (`_image_end`).
-    The first follows the two leading sizes (round 59: last of 12, `--random 8` or 11 never fed it, and a
-    first_centre of 0 PASSed), the others come last."""
+    the width, where it can so that a cell lies within half a model pixel outside the image's left edge
+    (`ToImage.edge_cells` puts a peak there); then, where it ends the image otherwise, up to two with a cell within
+    half a model pixel past and short of its right edge (round 59: its one image had neither on a 160 × 128 model,
+    and a patch whose last_centre moved 0.05 caller px either way PASSed). Cells every `spacing` model pixels
+    (`ToImage.cell_spacing`): 8 where it is unknown or a whole divisor of 8, one size then serving maps of 1, 2, 4 or
+    8 pixels a cell (a left pad of 1 modulo 8); UDP's ratio (160 / 39) puts them off whole pixels, and such a pad
+    had none near the edge. The first follows the two leading sizes (round 59: last of 12, `--random 8` or 11 never
+    fed it, and a first_centre of 0 PASSed), the others come last."""
     th, tw = resize.target_size()
     if any(w * UPSCALED <= tw and h * UPSCALED <= th for w, h in sizes) or min(th, tw) < UPSCALED:
         return ()
     candidates = [(w, h) for h in range(th // UPSCALED, 0, -1) for w in range(min(tw // UPSCALED, tw * h // th), 0, -1)
                   if min(resize.forward_map((h, w))[0]) >= UPSCALED]
-    padded = [(w, h) for w, h in candidates if resize.forward_map((h, w))[1][0] % 8 == 1]
-    first = tuple((padded or candidates)[:1])
-    ends = {_image_end(resize, size) for size in first}
-    return (*first, *(next(size for size in candidates if _image_end(resize, size) == end) for end in (0, 1)
-                      if end not in ends and any(_image_end(resize, size) == end for size in candidates)))
+    grids = [np.arange(0, tw, 8.0)] if spacing is None or (float(spacing).is_integer() and 8 % spacing == 0) else []
+    if spacing is not None and spacing != 8:  # its own cells, where 8's find no size (a 48-pixel-wide model)
+        grids.append(np.arange(math.ceil(tw / spacing)) * np.float32(spacing))
 
+    def cell_between(size: tuple[int, int], edge: str, band: tuple[float, float], cells: np.ndarray) -> bool:
+        """Whether one of `cells` lies in [edge + low, edge + high] model pixels, for the left edge (the pad) or
+        the right one (where the image ends, not at the model's edge: no padding follows there)."""
+        w, h = size
+        left = float(resize.forward_map((h, w))[1][0])
+        at = left if edge == "left" else left + resize.resized_hw(h, w)[1]
+        return (edge == "left" or at < tw) and bool(((cells >= at + band[0]) & (cells <= at + band[1])).any())
 
-def _image_end(resize: Resize, size: tuple[int, int]) -> int:
-    """Where the image ends in the model's width (left pad + resized width), modulo 8: at 0 a cell of 1, 2, 4 or 8
-    model pixels lies half a model pixel past the image's right edge, at 1 half a pixel short of it. `_upscaled_size`
-    feeds both where it can (round 59: its one image had neither on a 160 × 128 model, and a patch whose last_centre
-    moved 0.05 caller px either way PASSed); -1 where it ends at the model's edge."""
-    w, h = size
-    end = int(resize.forward_map((h, w))[1][0] + resize.resized_hw(h, w)[1])
-    return end % 8 if end < resize.target_size()[1] else -1  # -1: at the model's edge, where no cell lies past it
+    def best(edge: str, band: tuple[float, float]) -> tuple[int, int] | None:
+        return next((size for cells in grids for size in candidates if cell_between(size, edge, band, cells)), None)
+
+    first = best("left", (-1.0, -0.51)) or next(iter(candidates), None)  # a cell just outside, in the pad
+    ends = [best("right", band) for band in ((-0.49, 0.0), (-1.0, -0.5))  # just past the end, just short of it
+            if first is None or not any(cell_between(first, "right", band, cells) for cells in grids)]
+    return tuple(dict.fromkeys(size for size in (first, *ends) if size is not None))
 
 
 def random_box_samples(n: int, image_input: Port, layout: str, seed: int = 0) -> Samples:

@@ -3,7 +3,7 @@ sizes, so an explicit `--random` below 12 (8, the old default, or 11) never fed 
 the image's first half pixel for padding (`to_image`'s first_centre 0 for −0.5) PASSed. It now follows the two
 leading sizes: `--random 3` feeds it. And its one image ended neither half a model pixel before nor after a cell
 on a 160 × 128 model, so a patch whose last_centre moved 0.05 caller px either way PASSed: two more images, each
-ending the image on one side of a cell (`samples._image_end`)."""
+ending the image on one side of a cell (`samples._upscaled_size`)."""
 
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ from types import SimpleNamespace
 import numpy as np
 import onnx
 import pytest
-from onnx import numpy_helper
+from onnx import helper, numpy_helper
 
 from graphsurgery.api import apply
 from graphsurgery.samples import RESIZE_SIZES, UPSCALED, _upscaled_size
@@ -112,6 +112,42 @@ def test_the_upscaled_image_pads_the_width_half_a_pixel_past_a_cell(hw):
     assert w * UPSCALED <= tw and h * UPSCALED <= th
     assert rh == th and rw < tw  # the width padded
     assert ((tw - rw) // 2) % 8 == 1, (w, h, rw)  # a pixel of a map of 1, 2, 4 or 8 pixels a cell ends half a pixel out
+
+
+def test_udps_ratio_gets_an_image_with_a_cell_just_outside_its_left_edge():
+    """UDP's ratio (160 / 39 model pixels a cell) puts the cells off whole pixels: the left pad of 1 modulo 8 had
+    none within half a model pixel of the image, and a boundary moved 0.05 caller px into the padding PASSed. The
+    size is chosen by the ratio's own cells there."""
+    resize, spacing = Resize(size=(128, 160), fit="letterbox", side_rounding="round"), np.float32(160 / 39)
+    (w, h), *_ = _upscaled_size(resize, RESIZE_SIZES, float(spacing))
+    pad = float(resize.forward_map((h, w))[1][0])
+    cells = np.arange(40, dtype=np.float32) * spacing
+    assert ((cells >= pad - 1) & (cells < pad - 0.5)).any(), (w, h, pad)
+    assert _upscaled_size(resize, RESIZE_SIZES, 4.0) == _upscaled_size(resize, RESIZE_SIZES)  # whole: as before
+
+
+@pytest.mark.parametrize(("hw", "to_image", "moved"), [((128, 160), "{mode: image, udp: true}", "first ×1.1"),
+                                                       ((64, 48), "{mode: image}", "last −0.05")])
+def test_a_boundary_moved_a_twentieth_of_a_pixel_fails_udp_and_small_models(tmp_path, hw, to_image, moved):
+    """Both PASSed: UDP's cells missed the left edge's band; on a 48-pixel-wide model no size put a multiple of 8
+    half a pixel short of the image's right end, where its own cells (every 4 pixels) find one."""
+    plain, recipe = pose_model(tmp_path / "plain.onnx", input_hw=hw), tmp_path / "pose.yaml"
+    recipe.write_text(POSE_LETTERBOX.replace("to_image: {mode: image}", f"to_image: {to_image}"))
+    right = apply(recipe, plain, tmp_path / "right.onnx").output
+    assert verify(recipe, plain, patched=right, backends=["onnxruntime"])
+    model = onnx.load(str(right))
+    if moved == "first ×1.1":
+        [first] = [tensor for tensor in model.graph.initializer if tensor.name == FIRST_CENTRE]
+        first.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(first) * np.float32(1.1), FIRST_CENTRE))
+    else:  # the last centre 0.05 caller px into the image
+        nodes = model.graph.node
+        [at] = [i for i, node in enumerate(nodes) if node.name == "graphsurgery/post/to_image/Greater"]
+        model.graph.initializer.append(numpy_helper.from_array(np.float32(-0.05), "moved"))
+        nodes.insert(at, helper.make_node("Add", [nodes[at].input[1], "moved"], ["moved_last_centre"]))
+        nodes[at + 1].input[1] = "moved_last_centre"
+    onnx.save(model, str(tmp_path / "wrong.onnx"))
+    report = verify(recipe, plain, patched=tmp_path / "wrong.onnx", backends=["onnxruntime"])
+    assert not report and any("probe output of a" in line for line in report.failures()), report.failures()
 
 
 def test_no_upscaled_image_where_one_is_fed_already_or_the_model_is_tiny():

@@ -145,7 +145,11 @@ def _group(pairs, path: Path) -> dict[str, list[Box]]:
         # a box is a list of numbers: "1234" or {"0": 1, ...} would iterate into four numbers, true would be 1
         values = tuple(map(_number, box)) if isinstance(box, list) else ()
         if not is_box(values):
-            raise GraphsurgeryError(f"box {list(box)[:4]} for {quoted(name)} is not [x, y, w, h] of finite pixels with "
+            # its first four values only, and how many there are: [10, 10, 100, 150, 0.9] was shown as
+            # [10, 10, 100, 150], a box that looked right (round 60)
+            shown = (repr(box)[:40] if not isinstance(box, list) else str(box) if len(box) <= 4
+                     else f"{str(box[:4])[:-1]}, …] ({len(box):,} values)")
+            raise GraphsurgeryError(f"box {shown} for {quoted(name)} is not [x, y, w, h] of finite pixels with "
                                     f"w, h > 0 (the larger at least {MIN_SIZE:g} px)", path=path, fix="fix that box")
         if count >= MAX_BOXES:  # counted as they come: summed over the images for each box, 100,000 boxes of as
             # many images took 5 × 10^9 additions (minutes, a hang to the user)

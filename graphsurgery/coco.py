@@ -503,6 +503,7 @@ def _check_ground_truth(dataset: dict, path: Path) -> None:
             if not (is_number(image.get(side)) and 1 <= image[side] <= MAX_COORDINATE):  # 0.5 clipped every box away
                 refuse(f"image {image_id} has {side} {image.get(side)!r}, not a number of pixels",
                        "give each image its width and height in pixels")
+    _check_person_category(dataset, annotations, path)
     seen: set[int] = set()
     with_keypoints = any(isinstance(a, dict) and a.get("keypoints") is not None for a in annotations)
     for ann in annotations:
@@ -541,6 +542,22 @@ def _check_ground_truth(dataset: dict, path: Path) -> None:
             refuse(f"annotation {ann_id} has num_keypoints {ann['num_keypoints']} and {labelled} joints labelled "
                    "(v > 0): COCOeval ignores a person of num_keypoints 0, and crops every person with a labelled "
                    "joint", "give the number of annotated joints (v > 0) as num_keypoints")
+
+
+def _check_person_category(dataset: dict, annotations: list, path: Path) -> None:
+    """Person annotations need the person category listed in 'categories': COCOeval evaluates only the listed
+    categories, so `categories: []` or the person listed under another id scored AP and AR -1 on every pipeline,
+    and eval-coco said "NO PARITY" (exit 1) and blamed the model for a mistake of the file (round 60)."""
+    if not any(isinstance(ann, dict) and ann.get("category_id") == PERSON for ann in annotations):
+        return  # no person at all: said later as "no person with keypoints"
+    categories = dataset.get("categories")
+    listed = [c.get("id") for c in categories if isinstance(c, dict)] if isinstance(categories, list) else []
+    if PERSON not in listed:
+        raise GraphsurgeryError(f"the person annotations are of category {PERSON}, which 'categories' does not list "
+                                f"(its ids: {listed[:5]}): COCOeval evaluates the listed categories only, and would "
+                                "score every pipeline -1", path=path,
+                                fix=f"add the person category ({{\"id\": {PERSON}, \"name\": \"person\", ...}}) of "
+                                    "person_keypoints_val2017.json to 'categories'")
 
 
 def _annotation_id(value) -> bool:

@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from graphsurgery.compare import MAX_DETAILS, DetectionResult, exceeds, within
+from graphsurgery.compare import MAX_DETAILS, DetectionResult, exceeds, relative, within
 from graphsurgery.parts import largest_finite
 from graphsurgery.steps.base import Comparison
 from graphsurgery.steps.nms import competitions, greedy_nms, iou
@@ -190,7 +190,8 @@ def _kept_in_some_order(candidates: Candidates, image: int, side: tuple, compari
     for number, (row, _) in enumerate(competing):
         first = np.zeros(len(row), bool)
         first[[anchor for competition, anchor in preferred if competition == number]] = True
-        lifted = np.where(first, row + np.maximum(tie.atol, tie.rtol * np.abs(np.where(first, row, 0.0))), row)
+        lifted = np.where(first, row + np.maximum(tie.atol, relative(tie.rtol, np.abs(np.where(first, row, 0.0)))),
+                          row)
         kept |= {(number, anchor) for anchor in greedy_nms(candidates.boxes[image], lifted,
                                                             comparison.score_threshold, comparison.iou_threshold)}
     # boxes_to_image drops what lies wholly in the letterbox padding (placed nowhere), after nms's cut
@@ -352,7 +353,7 @@ def _corners_agree(box: np.ndarray, boxes: np.ndarray, comparison, reach: float 
     """Which of `boxes` have every corner within the comparison's corner tolerance of `box`, the tolerance scaled by
     the boxes' largest finite |coordinate|, or within `reach` (`_reach`: the head's own rounding). The same infinity
     or NaN agrees, as in `_differ` (images whose candidates are not finite)."""
-    allowed = np.maximum(comparison.box_atol + comparison.box_rtol * np.maximum(_extent(boxes), _extent(box)),
+    allowed = np.maximum(comparison.box_atol + relative(comparison.box_rtol, np.maximum(_extent(boxes), _extent(box))),
                          reach)[:, None]
     with np.errstate(invalid="ignore"):
         close = (np.abs(boxes - box) <= allowed) | (boxes == box) | (np.isnan(boxes) & np.isnan(box))

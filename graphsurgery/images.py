@@ -122,8 +122,9 @@ def read_image(path: Path) -> np.ndarray:
                                 fix="check its permissions") from None
     with stream:
         try:
-            with warnings.catch_warnings():  # the size is judged below, against our own limit
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with warnings.catch_warnings():  # the size is judged below, against our own limit, and OpenCV decodes:
+                warnings.simplefilter("ignore")  # Pillow's word on metadata it reads here ("Corrupt EXIF data", two
+                # lines naming its own source file on a run that succeeded; round 60) is not the command's
                 with Image.open(stream) as header:
                     width, height = header.size
                     kind = header.format

@@ -60,23 +60,12 @@ def scratch_folder(parent: Path, prefix: str, out: Path,
     uncreatable = uncreatable or _uncreatable
     _refuse_append_only(parent, out, uncreatable)
     _remove_stale(parent, prefix if stale is None else stale)
-    try:
-        staging = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
-    except OSError as exc:
-        raise uncreatable(exc, out) from None
-    _usable_under_umask(staging, out)
+    staging = _owned_folder(parent, prefix, out, uncreatable)
     try:  # the folder, held open: when it is renamed while the command runs (`mv out out.old` during `run -o out`),
         held = os.open(parent, os.O_RDONLY | os.O_DIRECTORY)  # the scratch folder goes with it and is found there
     except OSError:
         held = None
     try:
-        try:
-            scope = _scope()
-            if scope is not None:  # first: a folder is removable only once its owner marker is there
-                (staging / SCOPE).write_text(scope)
-            (staging / OWNER).write_text(str(os.getpid()))
-        except OSError as exc:  # a full disk: the error names no file, and the CLI took it for standard output's
-            raise uncreatable(exc, out) from None
         try:
             with supervisor.scratch(staging):  # removed by the parent process if a crash kills this one
                 yield staging
@@ -97,6 +86,34 @@ def scratch_folder(parent: Path, prefix: str, out: Path,
                     remove_scratch(f"/proc/self/fd/{held}/{staging.name}")
                 finally:
                     os.close(held)
+
+
+def _owned_folder(parent: Path, prefix: str, out: Path,
+                  uncreatable: Callable[[OSError, Path], GraphsurgeryError]) -> Path:
+    """mkdtemp's folder in `parent` with its owner marker, made with the signals held (`signals_held`): a closed
+    terminal's SIGHUP between the two left an empty folder that no later command can tell from a live command's, for
+    good (round 60). A signal is acted on once the marker is there (the next command then removes the folder), and
+    the folder is removed if the signal or an error unwinds (Ctrl-C)."""
+    staging = None
+    try:
+        with signals_held():
+            try:
+                staging = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+            except OSError as exc:
+                raise uncreatable(exc, out) from None
+            _usable_under_umask(staging, out)
+            try:
+                scope = _scope()
+                if scope is not None:  # first: a folder is removable only once its owner marker is there
+                    (staging / SCOPE).write_text(scope)
+                (staging / OWNER).write_text(str(os.getpid()))
+            except OSError as exc:  # a full disk: the error names no file, and the CLI took it for standard output's
+                raise uncreatable(exc, out) from None
+    except BaseException:
+        if staging is not None:
+            remove_scratch(staging)
+        raise
+    return staging
 
 
 def scratch_prefix(out: Path) -> str:
@@ -566,12 +583,17 @@ def utf8_text(text: str) -> str:
 def output_path(value, what: str = "file") -> Path:
     """An output path given to the Python API, held to what the CLI's options take: a str or os.PathLike that is
     not empty (Path("") is the current folder: `run(..., "")` wrote its results there). A file's path must end in a
-    name: `-o .` or `-o /` (no name at all) was an internal error (ValueError from pathlib) in apply, convert, chain."""
-    path = _given_path(value, f"the output {what}", f"no {what} to write{' into' if what == 'folder' else ''}",
-                       f"give a {what} name", reading=False)
-    if what != "folder" and not path.name:
-        raise GraphsurgeryError(f"the output {what} names a folder, not a file", path=path, fix=f"give a {what} name")
-    return path
+    name: `-o .` or `-o /` (no name at all) was an internal error (ValueError from pathlib) in apply, convert, chain;
+    `o.onnx/` and `o.onnx/.` were written as `o.onnx` (round 60)."""
+    return _given_path(value, f"the output {what}", f"no {what} to write{' into' if what == 'folder' else ''}",
+                       f"give a {what} name", reading=False, file=what != "folder")
+
+
+def names_folder(text: str) -> bool:
+    """Whether a path spells a folder: a last '/', or a last name '.' or '..'. pathlib drops the slash and the '.',
+    so `out.onnx/` and `out.onnx/.` were written as the file `out.onnx` (round 60: the CLI refused only the slash,
+    the Python API neither)."""
+    return text.endswith(("/", os.sep)) or os.path.basename(text) in (".", "..")
 
 
 def input_path(value, what: str, error: type[GraphsurgeryError] = GraphsurgeryError) -> Path:
@@ -581,10 +603,11 @@ def input_path(value, what: str, error: type[GraphsurgeryError] = GraphsurgeryEr
 
 
 def _given_path(value, role: str, names: str, fix: str, error: type[GraphsurgeryError] = GraphsurgeryError, *,
-                reading: bool = True) -> Path:
+                reading: bool = True, file: bool = False) -> Path:
     """The path, read once from `value`: an os.PathLike whose __fspath__ raises, or returns bytes or a number, is
     refused in one line (they were the object's own exception, or a TypeError from pathlib), and so is a NUL
-    character (a ValueError from the first system call)."""
+    character (a ValueError from the first system call). A `file` to write may not be spelled as a folder
+    (`names_folder`)."""
     if isinstance(value, bytes) or not isinstance(value, (str, os.PathLike)):
         raise ArgumentError(f"{role} must be a path (str or os.PathLike), not {type(value).__name__}")
     try:
@@ -601,6 +624,8 @@ def _given_path(value, role: str, names: str, fix: str, error: type[Graphsurgery
         raise error(blank, fix=fix)
     if "\x00" in text:
         raise error(f"{role}'s path {text!r} holds a NUL character, which no file name can", fix=fix)
+    if file and names_folder(text):
+        raise error(f"{role} names a folder, not a file", path=text, fix=fix)
     longest = max(map(len, os.fsencode(text).split(b"/")))
     if longest > NAME_MAX or len(os.fsencode(text)) >= PATH_MAX:  # the API raised the system's OSError (ENAMETOOLONG)
         what = f"a name of {longest:,} bytes" if longest > NAME_MAX else f"{len(os.fsencode(text)):,} bytes"

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import click
 
 from graphsurgery.runners import MAX_THREADS
-from graphsurgery.safeio import blank_path
+from graphsurgery.safeio import blank_path, names_folder
 
 
 class _GivenPath(click.Path):
@@ -39,7 +38,8 @@ existing_file = InputPath()
 
 
 class OutputFile(_GivenPath):
-    """A file to write. `out/` names a folder: pathlib drops the slash, and a file `out` would be written instead."""
+    """A file to write. `out/` and `out/.` name a folder: pathlib drops the slash and the '.', and a file `out` would
+    be written instead (`safeio.names_folder`)."""
 
     names, fix, reading = "no file to write", "give a file name", False
 
@@ -47,9 +47,9 @@ class OutputFile(_GivenPath):
         super().__init__(path_type=Path)  # an existing folder is refused by the writers, naming the file
 
     def convert(self, value, param, ctx):
-        if isinstance(value, str) and value.endswith(("/", os.sep)):
-            self.fail(f"{value!r} ends in '/', so it names a folder, not a file to write; give a file name", param,
-                      ctx)
+        if isinstance(value, str) and "/" in value and names_folder(value):  # `.` alone: said by the writers
+            self.fail(f"{value!r} ends in '/', '/.' or '/..', so it names a folder, not a file to write; give a file "
+                      "name", param, ctx)
         return super().convert(value, param, ctx)
 
 

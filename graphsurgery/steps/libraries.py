@@ -4,15 +4,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from graphsurgery.errors import ArgumentError, GraphsurgeryError
 from graphsurgery.images import opencv
-from graphsurgery.steps.base import TensorSpec
+from graphsurgery.steps.base import StepError, TensorSpec
 
 if TYPE_CHECKING:
     from graphsurgery.steps.resize import Resize
+
+#: the dtypes `cv2.resize` takes in every interpolation (int8, int32 and float16 failed its assertion `func != 0`)
+OPENCV_DTYPES = ("uint8", "uint16", "int16", "float32", "float64")
 
 
 def opencv_equivalent(step: Resize, image_hw: tuple[int, int]) -> str:
@@ -39,10 +44,8 @@ def resize_vs_opencv(step: Resize, image: np.ndarray) -> dict:
     """
     cv2 = opencv()
 
-    if image.ndim not in (2, 3):
-        raise ValueError(f"one image, H×W×C or H×W, not an array of shape {image.shape}")
+    resized_hw = _checked(step, image, OPENCV_DTYPES)
     flag = opencv_equivalent(step, image.shape[:2])
-    resized_hw = step.resized_hw(*image.shape[:2])
     theirs = cv2.resize(image, (resized_hw[1], resized_hw[0]), interpolation=getattr(cv2, flag))
     theirs = step.place(theirs.reshape(*resized_hw, -1).astype(np.float64), resized_hw, (0, 1))
     hwc = image.reshape(*image.shape[:2], -1)
@@ -72,10 +75,12 @@ def resize_vs_pil(step: Resize, image: np.ndarray) -> dict:
     H×W) image, each channel resized as an 8-bit band (as PIL does an RGB image), then the same crop or letterbox."""
     from PIL import Image
 
+    resized_hw = _checked(step, image, ("uint8",))
     filter_name = pil_equivalent(step)
-    if image.ndim not in (2, 3) or image.dtype != np.uint8 or filter_name is None:
-        raise ValueError("one uint8 image, H×W×C or H×W, and a step with a PIL filter (lanczos, antialias)")
-    resized_hw = step.resized_hw(*image.shape[:2])
+    if filter_name is None:
+        raise GraphsurgeryError(f"the step imitates no PIL filter (interpolation {step.interpolation!r}, antialias "
+                                f"{step.antialias})", fix="give a step with `interpolation: lanczos` or `antialias: "
+                                "true`, or compare with resize_vs_opencv")
     hwc = image.reshape(*image.shape[:2], -1)
     resample = getattr(Image.Resampling, filter_name)
     theirs = np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(hwc[..., c])).resize(resized_hw[::-1], resample))
@@ -91,3 +96,25 @@ def resize_vs_pil(step: Resize, image: np.ndarray) -> dict:
         "max_abs_diff": float(difference.max()),
         "mean_abs_diff": float(difference.mean()),
     }
+
+
+def _checked(step: Resize, image: np.ndarray, dtypes: Sequence[str]) -> tuple[int, int]:
+    """The step's resized (height, width) for `image`, after checking what the README's calls are given: a step that
+    is no Resize, an image that is no array, empty, of more than 4 channels or of a dtype the library does not take
+    ended deep inside (AttributeError: 'NoneType' object has no attribute 'ndim', OpenCV's "(-215:Assertion failed)
+    !ssize.empty()"; round 60)."""
+    from graphsurgery.steps.resize import Resize
+
+    if not isinstance(step, Resize):
+        raise ArgumentError(f"step must be a graphsurgery.steps.resize.Resize, not {type(step).__name__}")
+    if not isinstance(image, np.ndarray):
+        raise ArgumentError(f"image must be a numpy array, H×W×C or H×W, not {type(image).__name__}")
+    channels = image.shape[2] if image.ndim == 3 else 1
+    if image.ndim not in (2, 3) or 0 in image.shape or channels > 4 or str(image.dtype) not in dtypes:
+        raise GraphsurgeryError(f"one image, H×W×C (C up to 4) or H×W, of {' or '.join(dtypes)}, not an array of "
+                                f"shape {image.shape} and dtype {image.dtype}", fix="give one image as cv2.imread "
+                                "reads it (or as float32)")
+    try:
+        return step.resized_hw(*image.shape[:2])
+    except StepError as exc:  # a step made without `size`, not bound to a model
+        raise GraphsurgeryError(str(exc), fix=exc.fix or "give the step its `size`") from None

@@ -13,7 +13,7 @@ import json
 import math
 from pathlib import Path
 
-from graphsurgery.errors import GraphsurgeryError, quoted
+from graphsurgery.errors import GraphsurgeryError, listed, quoted
 from graphsurgery.safeio import read_small_file
 
 Box = tuple[float, float, float, float]
@@ -54,6 +54,19 @@ def load_boxes(path: Path, images: dict[int, str] | None = None, min_score: floa
         raise GraphsurgeryError(f"unexpected structure ({type(exc).__name__}: {exc})", path=path,
                                 fix="see `graphsurgery run --help` for the accepted box formats") from None
     raise GraphsurgeryError("unexpected JSON structure", path=path, fix="give {file_name: [[x, y, w, h], ...]}")
+
+
+def unmatched_note(boxes: dict[str, list[Box]], paths: list[Path], path: Path) -> str | None:
+    """What a boxes file and the images do not share, said: boxes are matched by file name, and a name that matches
+    no image (`IMG0.JPG` for `img0.jpg`) was dropped without a word, its image given no person (round 60); only a
+    file naming none of the images is refused. None where every name and image match."""
+    names = {image.name for image in paths}
+    stray = [name for name in boxes if name not in names]
+    bare = sum(1 for image in paths if not boxes.get(image.name))
+    said = ([f"{len(stray):,} of its {len(boxes):,} names match no image here ({listed(stray, 3)}): their boxes are "
+             "not used"] if stray else []) + ([f"{bare:,} of the {len(paths):,} images have no boxes in it"]
+                                             if bare else [])
+    return f"the boxes file {path}: {'; '.join(said)}" if said else None
 
 
 def json_without_duplicates(raw: bytes, path: Path, what: str) -> object:

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from graphsurgery import crops
-from graphsurgery.boxes import Box, load_boxes
+from graphsurgery.boxes import Box, load_boxes, unmatched_note
 from graphsurgery.cocoformat import keypoint_result
 from graphsurgery.draw import MONTAGE_MAX_PERSONS
 from graphsurgery.errors import ArgumentError, GraphsurgeryError, check_callback, finite, printable, whole
@@ -353,6 +353,8 @@ def run_pose(model: str | Path, images: Sequence[str | Path], outdir: str | Path
         raise GraphsurgeryError(f"the boxes file has boxes for none of the {len(paths)} images (it names e.g. "
                                 f"{', '.join(map(repr, list(person_boxes)[:3])) or 'nothing'})", path=boxes,
                                 fix="key the boxes by the images' file names")
+    if person_boxes is not None and (note := unmatched_note(person_boxes, paths, Path(boxes))):
+        notes.append(note)
     if outdir.exists() and not outdir.is_dir():
         raise GraphsurgeryError("the output folder is a file", path=outdir, fix="choose a folder with -o")
     inputs = [*model_paths(model), *paths, *([Path(boxes)] if boxes is not None else [])]

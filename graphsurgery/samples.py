@@ -51,7 +51,7 @@ class Samples:
     unit: str = "crops"
     #: how many samples there are when groups are parts of them (an image's boxes in parts: `box_image_samples`)
     count: int | None = None
-    #: what the samples leave out that verify feeds by default (`random_samples`)
+    #: what the samples leave out: sizes verify feeds by default (`random_samples`), boxes of no image here
     note: str | None = None
 
     def __len__(self) -> int:
@@ -245,7 +245,7 @@ def box_image_samples(folder: Path, boxes_file: Path | str | None, image_input: 
     of memory); each box's answer is its own, so the parts do not change them. `crop_values`: the values the graph
     cuts for one box (the flip test's mirror included), where every box's crops are held at once (verify: its
     network inputs), refused past `most_samples` of them before an image is read."""
-    from graphsurgery.boxes import load_boxes
+    from graphsurgery.boxes import load_boxes, unmatched_note
     from graphsurgery.crops import in_parts, whole_image_box
     from graphsurgery.images import list_images, read_image
 
@@ -273,13 +273,14 @@ def box_image_samples(folder: Path, boxes_file: Path | str | None, image_input: 
         raise GraphsurgeryError("no image in the folder has boxes in the boxes file", path=boxes_file,
                                 fix="check that the boxes file names the images by file name")
     how = "person boxes" if boxes is not None else "whole-image boxes"
-    return Samples(groups, f"{used} whole images from {folder} with {count} {how}", "images", used)
+    return Samples(groups, f"{used} whole images from {folder} with {count} {how}", "images", used,
+                   unmatched_note(boxes, paths, Path(boxes_file)) if boxes is not None else None)
 
 
 def image_samples(folder: Path, boxes_file: Path | str | None, image_input: Port, size: tuple[int, int],
                   tensor: InputTensor, extras: list[str]) -> Samples:
     """One crop per person box (or per whole image without a boxes file), cut as the HRNet authors cut them."""
-    from graphsurgery.boxes import load_boxes
+    from graphsurgery.boxes import load_boxes, unmatched_note
     from graphsurgery.crops import person_crop, whole_image_box
     from graphsurgery.images import list_images, read_image
 
@@ -307,7 +308,8 @@ def image_samples(folder: Path, boxes_file: Path | str | None, image_input: Port
                                 fix="check that the boxes file names the images by file name")
     how = "person boxes" if boxes is not None else "whole images"
     return Samples([(np.stack(tensors), _extras(extras, np.stack(centers), np.stack(scales)))],
-                   f"{len(tensors)} crops from {used} images in {folder} ({how})")
+                   f"{len(tensors)} crops from {used} images in {folder} ({how})",
+                   note=unmatched_note(boxes, paths, Path(boxes_file)) if boxes is not None else None)
 
 
 def whole_images(folder: Path, image_input: Port, tensor: InputTensor, extras: list[str],

@@ -183,3 +183,27 @@ def test_a_huge_finite_tolerance_does_not_make_numpy_warn(tmp_path, tolerances):
         warnings.simplefilter("always")
         report = verify(CROP_RECIPE, plain, random=1, backends=["onnxruntime"], tolerances=tolerances)
     assert report and not [w for w in caught if issubclass(w.category, RuntimeWarning)], [str(w) for w in caught]
+
+
+@pytest.mark.parametrize("command", ["verify", "run"])
+def test_boxes_that_match_no_image_and_images_without_boxes_are_said(coco, tmp_path, command):
+    """Round 60's leftover: boxes are matched to images by file name, and a name matching no image (`IMG0.JPG` for
+    `img0.png`) was dropped without a word, its image given no person (run) or left out of the comparison (verify);
+    only a file naming none of the images was refused. It is a note now; a file matching every image says nothing."""
+    images, plain, data = coco
+    first, second = sorted(image["file_name"] for image in data["images"])
+    for name, boxes in (("stray.json", {first: [[20, 20, 120, 200]], first.upper(): [[1, 1, 50, 50]]}),
+                        ("all.json", {first: [[20, 20, 120, 200]], second: [[30, 30, 100, 180]]})):
+        (tmp_path / name).write_text(json.dumps(boxes))
+    model = plain if command == "verify" else apply(CROP_RECIPE, plain, tmp_path / "patched.onnx").output
+    args = ([CROP_RECIPE, plain, "--images", images, "--backends", "onnxruntime"] if command == "verify"
+            else [model, images, "-o", tmp_path / "out"])
+    said = invoke(command, *args, "--boxes", tmp_path / "stray.json")
+    assert said.exit_code == 0, said.output
+    notes = " ".join(said.output.split())
+    assert (f"the boxes file {tmp_path / 'stray.json'}: 1 of its 2 names match no image here ('{first.upper()}'): "
+            "their boxes are not used; 1 of the 2 images have no boxes in it") in notes, said.output
+    if command == "run":
+        args[-1] = tmp_path / "out2"
+    quiet = invoke(command, *args, "--boxes", tmp_path / "all.json")
+    assert quiet.exit_code == 0 and "the boxes file" not in quiet.output, quiet.output

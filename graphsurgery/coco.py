@@ -299,6 +299,7 @@ def _verified_people(recipe: Recipe, plain: Path, patched: Path, people: list[Pe
             linked[person.file_name] = name = f"{len(linked)}{suffix}"
             held.check(source)
             _link(source.resolve(), folder / name, tmp)
+            held.check(source, linked=True)
         boxes.setdefault(linked[person.file_name], []).append(list(person.box))
     boxes_file = None
     if not _whole_images(recipe):
@@ -654,13 +655,18 @@ class ImagesAsRead:
         self.check(path)  # replaced while it was decoded
         return image
 
-    def check(self, path: Path) -> None:
-        """Refuses the image at `path` if it is not the file the first read found there."""
+    def check(self, path: Path, linked: bool = False) -> None:
+        """Refuses the image at `path` if it is not the file the first read found there. `linked`: the proof has just
+        made a hard link to it, which changes its change time (ctime) and nothing else: held to the rest, and to
+        the identity it has now from here on."""
         try:
             found = file_identity(path)
         except OSError:  # removed: `read_image` says so on a first read
             found = None
-        if self.identities.setdefault(os.path.realpath(path), found) != found:
+        held = self.identities.setdefault(os.path.realpath(path), found)
+        if linked and held is not None and found is not None and held[:4] == found[:4]:  # (dev, inode, size, mtime)
+            self.identities[os.path.realpath(path)] = held = found
+        if held != found:
             raise GraphsurgeryError("the image changed while the command ran (rewritten or replaced after a "
                                     "pipeline read it)", path=path,
                                     fix="run the command again once nothing writes to the images")

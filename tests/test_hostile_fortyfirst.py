@@ -93,9 +93,9 @@ def test_sizes_that_show_the_rounding_already_are_kept():
     assert resize_sizes(Resize(size=(1, 1), fit="letterbox")) == RESIZE_SIZES  # every rounding gives 1 × 1
     letterbox = Resize(size=(64, 64), fit="letterbox")
     assert letterbox.roundings_told_apart(resize_sizes(letterbox)[:2])
-    assert resize_sizes(letterbox)[2:] == ((129, 64), (67, 64), (64, 67), *RESIZE_SIZES)  # round 42: both portrait,
-    # so one wider follows; round 52: then one whose pad is odd (`Resize.offset_sizes`); round 58: a taller one, whose
-    # left pad is odd
+    assert resize_sizes(letterbox)[2:] == ((129, 64), (67, 64), (64, 67), *RESIZE_SIZES, (257, 2), (2, 257))  # round
+    # 42: both portrait, so one wider follows; round 52: then one whose pad is odd (`Resize.offset_sizes`); round 58:
+    # a taller one, whose left pad is odd; round 61: last, two thin ones whose short side scales below a pixel
 
 
 # --- letterbox padding within a pixel's range ---------------------------------------------------------------------

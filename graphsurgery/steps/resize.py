@@ -332,14 +332,16 @@ class Resize(SizedStep):
         return ()
 
     def _half_sizes(self) -> tuple[tuple[int, int], ...]:
-        """`rounding_sizes` for `side_rounding: round`: two portrait sizes (twice the model's height) whose kept side
+        """`rounding_sizes` for `side_rounding: round`: two sizes twice the model's height whose kept side
         is exactly an even integer and a half (half to even rounds it down, as floor; half up, as ceil and C's round,
         does not) and an odd one and a half (rounded up, as ceil; half down and floor do not). Round 52: verify's
-        sizes held no half, so a letterbox geometry rounding halves up passed. None where no width in the scan gives
-        one (a crop of a covered size whose quotients are never halves)."""
+        sizes held no half, so a letterbox geometry rounding halves up passed. Widths up to four times the model's:
+        a crop's halves may lie past twice it (round 61: a crop covering 36 of a 32 model had them at 72 and 88 wide
+        only, and a patch testing the quotient's parity with Div for Mod PASSed). None where no width in the scan
+        gives one (a crop of a covered size whose quotients are never halves)."""
         th, tw = self.target_size()
         h, found = 2 * th, {}
-        for w in range(tw, 2 * tw + 8):
+        for w in range(tw, 4 * tw + 8):
             rounded = self.resized_hw(h, w)
             if rounded != self.resized_hw(h, w, "half_up"):
                 found.setdefault("even", (w, h))

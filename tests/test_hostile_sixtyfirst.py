@@ -157,3 +157,40 @@ def test_a_crop_rounding_halves_by_another_parity_test_fails(tmp_path):
     report = verify(recipe, plain, patched=right)
     assert report, report.failures()
     assert report.sizes[:2] == [(72, 64), (88, 64)]  # the two halves, 40.5 and 49.5, lead: `--random 2` feeds them
+
+
+@pytest.fixture(scope="module")
+def yolox(tmp_path_factory) -> tuple[Path, Path, Path]:
+    """(recipe, plain model, right patch) of a YOLOX head (the zoo YOLOv8's, re-encoded on its 8/16/32 grids)."""
+    from test_hostile_fortythird import recipe_for, transposed_head
+
+    from examples.zoo.export import export_zoo
+
+    folder = tmp_path_factory.mktemp("yolox")
+    plain = transposed_head(export_zoo(folder / "v8.onnx", "yolov8-tiny", opset=17), "yolox", folder / "yolox.onnx")
+    recipe = recipe_for("yolox", folder)
+    return recipe, plain, apply(recipe, plain, folder / "right.onnx").output
+
+
+@pytest.mark.parametrize("anchor", [-1, 320])  # the last anchor, the first of the second level (10 × 8 cells)
+@pytest.mark.parametrize("seed", [0, 3])
+def test_a_yolox_grid_wrong_at_a_levels_end_fails(yolox, tmp_path, anchor, seed):
+    """Round 61's leftover: a grid whose last cell had its column and row swapped FAILed only where the decoder
+    probe's random draw scored that anchor (1 seed in 7), and then its box, decoded from a stand-in head, spanned
+    the whole image on both sides. The probe now scores each level's first and last anchor on a box of its cell."""
+    recipe, plain, right = yolox
+    model = onnx.load(str(right))
+    [cells] = [tensor for tensor in model.graph.initializer if tensor.name == "graphsurgery/post/yolo_boxes/cells"]
+    grid = numpy_helper.to_array(cells).copy()
+    flat = grid.reshape(-1, 2)
+    flat[anchor] = flat[anchor, ::-1] if flat[anchor, 0] != flat[anchor, 1] else flat[anchor] + [1, 0]
+    cells.CopyFrom(numpy_helper.from_array(grid, cells.name))
+    onnx.save(model, str(tmp_path / "wrong.onnx"))
+    report = verify(recipe, plain, patched=tmp_path / "wrong.onnx", backends=["onnxruntime"], seed=seed)
+    assert not report and any("probe output" in line for line in report.failures()), report.failures()
+
+
+def test_the_right_yolox_patch_passes_the_probe_on_its_cells(yolox):
+    recipe, plain, right = yolox
+    report = verify(recipe, plain, patched=right)
+    assert report and report.probes, report.failures()

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from graphsurgery.errors import GraphsurgeryError
-from graphsurgery.safeio import InputFiles, read_small_file, refuse_overwriting
+from graphsurgery.safeio import InputFiles, read_small_file, refuse_another_users, refuse_overwriting
 
 
 def earlier_outputs(record: Path, max_bytes: int, names_in: Callable[[object], Iterable[str]]) -> set[str]:
@@ -55,6 +55,7 @@ def refuse_replacing(outdir: Path, names: Iterable[str], inputs: InputFiles, ear
     a file that is not among the `earlier` outputs."""
     for name in names:
         refuse_overwriting(outdir / name, inputs)
+        refuse_another_users(outdir / name)
         if (outdir / name).is_symlink() or ((outdir / name).exists() and name not in earlier):
             raise GraphsurgeryError("a file of that name is already there and is not the output of an earlier run",
                                     path=outdir / name, fix=fix)

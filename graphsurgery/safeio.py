@@ -195,9 +195,10 @@ def staged_folder(outdir: Path, prefix: str,
                     raise GraphsurgeryError(f"{stuck[0].name} in the output folder is {stuck[1]} (chattr), so no "
                                             "command may replace it; no result was moved", path=outdir,
                                             fix=f"`chattr -i -a` {stuck[0].name}, or choose another folder") from None
+                # EPERM: an earlier result of another user's in a sticky folder (/tmp), which "run again" never moved
                 raise GraphsurgeryError(f"cannot move the results into the output folder ({exc.strerror or exc})",
-                                        path=outdir, fix="run the command again and leave the output folder alone "
-                                                         "until it ends") from None
+                                        path=outdir, fix=write_fix(exc, "run the command again and leave the output "
+                                                                        "folder alone until it ends")) from None
 
 
 @contextmanager
@@ -415,8 +416,8 @@ def _remove_stale(parent: Path, prefix: str) -> None:
         pid = owner(folder)
         if pid is None or _alive(pid):  # not ours, still being made, or its process runs
             continue
-        remove_scratch(folder)
-        sys.stderr.write(f"note: removed {printable(folder)}, left behind by process {pid}, which was killed\n")
+        if remove_scratch(folder):  # another user's (a shared folder) stays: "removed" was said of it on every run
+            sys.stderr.write(f"note: removed {printable(folder)}, left behind by process {pid}, which was killed\n")
 
 
 def owner(folder: str | bytes | os.PathLike) -> int | None:
@@ -446,17 +447,18 @@ def _scope() -> str | None:
         return None
 
 
-def remove_scratch(folder: str | bytes | os.PathLike) -> None:
+def remove_scratch(folder: str | bytes | os.PathLike) -> bool:
     """Remove a scratch folder, its owner marker last: a removal cut short (SIGKILL, a file that would not go) left
     folders holding a model but no marker, which no later command can tell from a stranger's and remove (seven of
-    12–114 MB had piled up in this machine's $TMPDIR). Entries that stay keep the marker with them."""
+    12–114 MB had piled up in this machine's $TMPDIR). Entries that stay keep the marker with them. Whether the
+    folder is gone."""
     folder = os.fsdecode(folder)
     try:
         with os.scandir(folder) as entries:
             payload = [(entry.path, entry.is_dir(follow_symlinks=False)) for entry in entries
                        if entry.name not in (OWNER, SCOPE)]
     except OSError:
-        return
+        return not os.path.lexists(folder)
     for path, is_folder in payload:
         try:
             shutil.rmtree(path) if is_folder else os.unlink(path)
@@ -469,7 +471,8 @@ def remove_scratch(folder: str | bytes | os.PathLike) -> None:
                     os.unlink(os.path.join(folder, marker))
         os.rmdir(folder)
     except OSError:
-        pass
+        return False
+    return True
 
 
 def _alive(pid: int) -> bool:
@@ -735,9 +738,24 @@ def check_folder_writable(out: Path) -> None:
                                                                        if _read_only_mount(out.parent) else ""),
                                 path=out, fix="choose a writable folder")
     _refuse_append_only(out.parent, out, _uncreatable)
+    refuse_another_users(out)
     if (kind := _unreplaceable(out)) is not None:  # `chattr +i`: refused at the rename, root too, after the work
         raise GraphsurgeryError(f"the output is {kind} (chattr), so no command may replace it", path=out,
                                 fix="choose another path, or `chattr -i -a` the file first")
+
+
+def refuse_another_users(out: Path) -> None:
+    """Refuse, before the work, an output that this user may not replace because its folder is sticky (/tmp's mode
+    1777) and neither the file nor the folder is theirs: `bench --json` over another user's report there ran the
+    whole timing (`run -o` every image) and then said "Operation not permitted" (round 62; os.access sees only the
+    folder's write permission)."""
+    try:
+        folder, target = os.stat(out.parent), os.lstat(out)
+    except OSError:
+        return
+    if folder.st_mode & stat.S_ISVTX and os.geteuid() not in (0, folder.st_uid, target.st_uid):
+        raise GraphsurgeryError("the output is another user's file in a sticky folder (as /tmp is), where only its "
+                                "owner may replace it", path=out, fix="choose another path")
 
 
 #: FS_IOC_GETFLAGS, and its immutable and append-only flags (linux/fs.h)

@@ -169,8 +169,8 @@ def _check_person_class(detector: onnx.ModelProto, person_class: int, path: Path
         return [f"the detector's class count cannot be read from its graph, so person class {person_class} is "
                 "not checked against it: a class it never outputs finds nobody"]
     if person_class >= classes:
-        raise ModelError(f"person class {person_class} is beyond the detector's {classes} classes (0 to "
-                         f"{classes - 1}): the chain would find nobody", path=path,
+        raise ModelError(f"person class {person_class} is beyond the detector's classes (0 to {classes - 1}): the "
+                         "chain would find nobody", path=path,
                          fix="give the detector's class index of a person (--person-class; COCO: 0)")
     return []
 

@@ -20,6 +20,7 @@ from graphsurgery.model import ModelFacts, provenance_entries
 from graphsurgery.modelio import LoadedModel, load_model, network_sha256
 from graphsurgery.quantize import (
     VERIFY_CALIBRATION,
+    NoStaticSize,
     calibration_set,
     convert_int8,
     ir_info,
@@ -108,7 +109,12 @@ def check_converted_from(patched: Path, recipe: Recipe, plain: LoadedModel, upgr
 def build_int8(patched_onnx: Path, seed: int) -> Path:
     """The int8 IR of the patched model, calibrated on `VERIFY_CALIBRATION` random caller samples drawn with
     another seed than the compared ones."""
-    calibration = calibration_set(patched_onnx, random=VERIFY_CALIBRATION, seed=seed + 1)
+    try:
+        calibration = calibration_set(patched_onnx, random=VERIFY_CALIBRATION, seed=seed + 1)
+    except NoStaticSize as exc:  # its fix named `--input-shape`, an option of convert's that verify has not
+        raise GraphsurgeryError(exc.message, path=exc.path, fix=f"apply the recipe, convert the patched model with "
+                                f"`graphsurgery convert --int8 --input-shape {exc.input_name}=1,H,W,3` (the size it "
+                                "will be fed), then verify that IR: --precision int8 --patched IR.xml") from None
     out = patched_onnx.with_suffix(".int8.xml")
     convert_int8(patched_onnx, out, calibration)
     return out

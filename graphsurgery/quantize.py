@@ -108,6 +108,15 @@ def calibration_set(model: Path, images: Path | None = None, boxes: Path | None 
     return Calibration(feeds, samples.description)
 
 
+class NoStaticSize(GraphsurgeryError):
+    """A model whose caller image has no static size to calibrate at: `convert --int8 --input-shape` gives it one;
+    verify, which has no such option, says so in its own words (`int8_verification.build_int8`)."""
+
+    def __init__(self, message: str, *, input_name: str, **where):
+        super().__init__(message, **where)
+        self.input_name = input_name
+
+
 def crop_size(image: Port, model: Path, fixed=None) -> tuple[int, int]:
     """(W, H) of the crops a model that does not crop in the graph takes: its image input's static size, or the
     one `fixed` (`--input-shape` dims) gives a dynamic one (a detector of any image size could not be quantized:
@@ -117,9 +126,9 @@ def crop_size(image: Port, model: Path, fixed=None) -> tuple[int, int]:
         h, w = (d if isinstance(d, int) else f for d, f in zip((h, w), fixed[1:3]))
     if not isinstance(h, int) or not isinstance(w, int):
         shown = ",".join(str(d) if isinstance(d, int) else "?" for d in image.shape)
-        raise GraphsurgeryError(f"the input {image.name!r} has no static size ([{shown}])", path=model,
-                                fix=f"fix it for int8 with --input-shape {image.name}=1,H,W,3 (the size the "
-                                    "model will be fed), or calibrate the model patched with a crop recipe")
+        raise NoStaticSize(f"the input {image.name!r} has no static size ([{shown}])", path=model,
+                           fix=f"fix it for int8 with --input-shape {image.name}=1,H,W,3 (the size the model will "
+                               "be fed), or calibrate the model patched with a crop recipe", input_name=image.name)
     return w, h
 
 

@@ -90,3 +90,17 @@ def test_another_users_report_in_a_sticky_folder_is_refused_before_the_work(shar
     assert "Traceback" not in done.stderr, done.stderr
     assert "another user's file in a sticky folder" in done.stdout, done.stdout
     assert (shared / "report.json").read_text() == "root's"
+
+
+def test_verify_int8_of_a_model_without_a_static_size_names_the_way_that_exists(tmp_path):
+    """Round 62's leftover: `verify --precision int8` of the detector recipe (an image of any size) said "fix it for
+    int8 with --input-shape image=1,H,W,3", an option of convert's that verify does not have."""
+    from clikit import invoke, one_line_exit_2
+
+    from examples.zoo.export import export_zoo
+
+    plain = export_zoo(tmp_path / "yolov8.onnx", "yolov8-tiny", opset=17)
+    result = invoke("verify", ROOT / "recipes" / "yolov8_detector.yaml", plain, "--precision", "int8")
+    one_line_exit_2(result, "'image' has no static size", "`graphsurgery convert --int8 --input-shape image=1,H,W,3`",
+                    "--precision int8 --patched IR.xml")
+    assert "fix it for int8 with" not in result.output

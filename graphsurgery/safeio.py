@@ -24,7 +24,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 from typing import BinaryIO
 
@@ -60,60 +60,64 @@ def scratch_folder(parent: Path, prefix: str, out: Path,
     uncreatable = uncreatable or _uncreatable
     _refuse_append_only(parent, out, uncreatable)
     _remove_stale(parent, prefix if stale is None else stale)
-    staging = _owned_folder(parent, prefix, out, uncreatable)
-    try:  # the folder, held open: when it is renamed while the command runs (`mv out out.old` during `run -o out`),
-        held = os.open(parent, os.O_RDONLY | os.O_DIRECTORY)  # the scratch folder goes with it and is found there
-    except OSError:
-        held = None
-    try:
+    with _owned_folder(parent, prefix, out, uncreatable) as staging:
+        try:  # the folder, held open: when it is renamed while the command runs (`mv out out.old` during `run -o
+            held = os.open(parent, os.O_RDONLY | os.O_DIRECTORY)  # out`), the scratch folder goes with it and is
+        except OSError:  # found there
+            held = None
         try:
-            with supervisor.scratch(staging):  # removed by the parent process if a crash kills this one
+            try:
                 yield staging
-        except OSError:
-            if not staging.is_dir():  # deleted under the command (its output folder removed or replaced mid-run)
-                raise GraphsurgeryError(f"the scratch folder {staging.name} was removed while the command ran (the "
-                                        "output folder was deleted or moved)", path=out,
-                                        fix="run the command again and leave the output folder alone until it ends"
-                                        ) from None
-            raise
-    finally:
-        # not cut short by Ctrl-C or SIGTERM: a signal halfway through (SIGTERM just after `convert --ovms` placed
-        # its IR) left the folder without its owner marker, which no later command removes; acted on once it is gone
-        with signals_held():
-            remove_scratch(staging)
-            if held is not None:  # through the descriptor, which follows the folder wherever it was moved: by its
-                try:  # old path the scratch folder was not found, and stayed in the moved folder (round 26)
-                    remove_scratch(f"/proc/self/fd/{held}/{staging.name}")
-                finally:
-                    os.close(held)
+            except OSError:
+                if not staging.is_dir():  # deleted under the command (its output folder removed or replaced mid-run)
+                    raise GraphsurgeryError(f"the scratch folder {staging.name} was removed while the command ran "
+                                            "(the output folder was deleted or moved)", path=out,
+                                            fix="run the command again and leave the output folder alone until it "
+                                                "ends") from None
+                raise
+        finally:
+            # not cut short by Ctrl-C or SIGTERM: a signal halfway through (SIGTERM just after `convert --ovms` placed
+            # its IR) left the folder without its owner marker, which no later command removes; acted on once it is
+            # gone
+            with signals_held():
+                remove_scratch(staging)
+                if held is not None:  # through the descriptor, which follows the folder wherever it was moved: by
+                    try:  # its old path the scratch folder was not found, and stayed in the moved folder (round 26)
+                        remove_scratch(f"/proc/self/fd/{held}/{staging.name}")
+                    finally:
+                        os.close(held)
 
 
+@contextmanager
 def _owned_folder(parent: Path, prefix: str, out: Path,
-                  uncreatable: Callable[[OSError, Path], GraphsurgeryError]) -> Path:
-    """mkdtemp's folder in `parent` with its owner marker, made with the signals held (`signals_held`): a closed
-    terminal's SIGHUP between the two left an empty folder that no later command can tell from a live command's, for
-    good (round 60). A signal is acted on once the marker is there (the next command then removes the folder), and
-    the folder is removed if the signal or an error unwinds (Ctrl-C)."""
+                  uncreatable: Callable[[OSError, Path], GraphsurgeryError]) -> Iterator[Path]:
+    """mkdtemp's folder in `parent` with its owner marker, made with the signals held (`signals_held`) until the
+    supervisor knows it too (`supervisor.scratch`, which removes it if a signal kills this process): a closed
+    terminal's SIGHUP between the folder and its marker left an empty folder that no later command can tell from a
+    live command's, for good (round 60); acted on before the supervisor knew it, it killed the process with the
+    folder left (the demo's SIGHUP test). The folder is removed here if the signal or an error unwinds (Ctrl-C)."""
     staging = None
-    try:
-        with signals_held():
-            try:
-                staging = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
-            except OSError as exc:
-                raise uncreatable(exc, out) from None
-            _usable_under_umask(staging, out)
-            try:
-                scope = _scope()
-                if scope is not None:  # first: a folder is removable only once its owner marker is there
-                    (staging / SCOPE).write_text(scope)
-                (staging / OWNER).write_text(str(os.getpid()))
-            except OSError as exc:  # a full disk: the error names no file, and the CLI took it for standard output's
-                raise uncreatable(exc, out) from None
-    except BaseException:
-        if staging is not None:
-            remove_scratch(staging)
-        raise
-    return staging
+    with ExitStack() as known:
+        try:
+            with signals_held():
+                try:
+                    staging = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+                except OSError as exc:
+                    raise uncreatable(exc, out) from None
+                _usable_under_umask(staging, out)
+                try:
+                    scope = _scope()
+                    if scope is not None:  # first: a folder is removable only once its owner marker is there
+                        (staging / SCOPE).write_text(scope)
+                    (staging / OWNER).write_text(str(os.getpid()))
+                except OSError as exc:  # a full disk: the error names no file, and the CLI took it for standard
+                    raise uncreatable(exc, out) from None  # output's
+                known.enter_context(supervisor.scratch(staging))  # removed by the parent if a crash kills this one
+        except BaseException:
+            if staging is not None:
+                remove_scratch(staging)
+            raise
+        yield staging
 
 
 def scratch_prefix(out: Path) -> str:

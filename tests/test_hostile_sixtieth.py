@@ -207,3 +207,37 @@ def test_boxes_that_match_no_image_and_images_without_boxes_are_said(coco, tmp_p
         args[-1] = tmp_path / "out2"
     quiet = invoke(command, *args, "--boxes", tmp_path / "all.json")
     assert quiet.exit_code == 0 and "the boxes file" not in quiet.output, quiet.output
+
+
+#: a `sitecustomize` for the command's processes: SIGHUP to itself just after mkdtemp made an output's scratch folder
+HANG_UP_AFTER_MKDTEMP = """
+import os, signal, tempfile
+
+made = tempfile.mkdtemp
+def mkdtemp(*args, **kwargs):
+    folder = made(*args, **kwargs)
+    if os.path.basename(folder).startswith(".out.onnx."):
+        os.kill(os.getpid(), signal.SIGHUP)
+    return folder
+tempfile.mkdtemp = mkdtemp
+"""
+
+
+def test_a_hang_up_while_the_scratch_folder_is_made_leaves_nothing_under_the_supervisor(tmp_path):
+    """The signals held while the folder and its marker are made were acted on before the supervisor knew the
+    folder: SIGHUP, which ends the process by default, killed it there, and the folder stayed (CI: the demo's SIGHUP
+    test). The folder is now named to the supervisor within the hold, and the supervisor removes it."""
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text(HANG_UP_AFTER_MKDTEMP)
+    plain, out = pose_model(tmp_path / "plain.onnx"), tmp_path / "out"
+    out.mkdir()
+    root = Path(__file__).resolve().parents[1]
+    paths = [str(hooks), str(root), os.environ.get("PYTHONPATH", "")]
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+    done = subprocess.run([sys.executable, "-m", "graphsurgery", "apply", str(CROP_RECIPE), str(plain), "-o",
+                           str(out / "out.onnx")], env=environment, capture_output=True, text=True, timeout=120)
+    lines = done.stderr.splitlines()
+    assert done.returncode == 128 + signal.SIGHUP and len(lines) == 1, (done.returncode, done.stderr)
+    assert lines[0].startswith("error: the command was ended by SIGHUP"), lines
+    assert list(out.iterdir()) == []

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -463,16 +463,24 @@ def _check_names(model, proto: onnx.ModelProto, model_path: Path) -> None:
                 port.get_tensor().set_names({name})
 
 
+def check_input_names(input_shapes: Mapping[str, object], inputs: Iterable[str], model_path: Path) -> None:
+    """Refuses an `--input-shape` naming no input of the model, by name, before anything reads its dims (int8's
+    calibration said the input it meant had no static size instead; round 62)."""
+    inputs = list(inputs)
+    for name in input_shapes:
+        if name not in inputs:
+            raise GraphsurgeryError(f"--input-shape names {name!r}, which is not an input; the inputs are "
+                                    f"{listed(inputs)}", path=model_path, fix="use one of those names")
+
+
 def _reshape(model, input_shapes: Mapping[str, Sequence[int | None]], model_path: Path) -> None:
     """Fix dynamic dims; a static dim cannot change (the spliced steps baked sizes into the graph)."""
     import openvino as ov
 
     ports = {port.get_any_name(): port for port in model.inputs}
+    check_input_names(input_shapes, ports, model_path)
     new_shapes = {}
     for name, dims in input_shapes.items():
-        if name not in ports:
-            raise GraphsurgeryError(f"--input-shape names {name!r}, which is not an input; the inputs are "
-                                    f"{listed(ports)}", path=model_path, fix="use one of those names")
         current = ports[name].get_partial_shape()
         shown = str(current).replace(" ", "")
         if current.rank.is_dynamic or current.rank.get_length() != len(dims):

@@ -93,8 +93,11 @@ def calibration_set(model: Path, images: Path | None = None, boxes: Path | None 
         raise GraphsurgeryError(f"{random!r} calibration samples (--calibration-random): give a whole number between "
                                 f"1 and {MAX_CALIBRATION}",
                                 fix="a few hundred samples calibrate a pose model (NNCF's default subset is 300)")
+    from graphsurgery.irconvert import check_input_names
+
     inputs = model_signature(model).inputs
     names = {port.name for port in inputs}
+    check_input_names(input_shapes or {}, [port.name for port in inputs], model)
     image = image_input(inputs, model)
     if "boxes" in names:  # crops are cut in the graph: whole images with their boxes
         samples = (random_box_samples(random, image, "NHWC", seed) if images is None

@@ -177,8 +177,7 @@ class ModelFacts:
     def of(cls, proto: onnx.ModelProto, recipe: Recipe) -> ModelFacts:
         graph = proto.graph
         feeds = real_inputs(proto)
-        shapes = {i.name: tuple(d.dim_value if d.dim_value > 0 else (d.dim_param or None)
-                                for d in i.type.tensor_type.shape.dim) for i in graph.input if i.name in feeds}
+        shapes = {i.name: _declared_dims(i.type.tensor_type) for i in graph.input if i.name in feeds}
         wanted = image_input_name(recipe, feeds, [name for name, shape in shapes.items() if len(shape) == 4])
         shape = shapes.get(wanted)
         size = None
@@ -191,11 +190,15 @@ class ModelFacts:
         half = any(o.name in targets and o.type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
                    for o in graph.output)
         declared = next((o.type.tensor_type for o in (*graph.output, *graph.value_info) if o.name == targets[0]), None)
-        output_shape = (tuple(d.dim_value if d.dim_value > 0 else (d.dim_param or None) for d in declared.shape.dim)
-                        if declared is not None and declared.HasField("shape") else None)
+        output_shape = _declared_dims(declared) if declared is not None and declared.HasField("shape") else None
         return cls(size, producer, targets[0], shape, tuple(o.name for o in graph.output if o.name not in targets),
                    targets, half, tuple(o.name for o in graph.output if _integer(o.type.tensor_type.elem_type)),
                    output_shape)
+
+
+def _declared_dims(tensor: onnx.TypeProto.Tensor) -> tuple[Dim, ...]:
+    """A tensor type's dims as declared: a number, else its name, else None (unknown)."""
+    return tuple(d.dim_value if d.dim_value > 0 else (d.dim_param or None) for d in tensor.shape.dim)
 
 
 def _integer(elem_type: int) -> bool:

@@ -119,6 +119,9 @@ class NoStaticSize(GraphsurgeryError):
         super().__init__(message, **where)
         self.input_name = input_name
 
+    def about(self, path: str | Path) -> NoStaticSize:
+        return NoStaticSize(self.message, path=path, fix=self.fix, input_name=self.input_name)
+
 
 def crop_size(image: Port, model: Path, fixed=None) -> tuple[int, int]:
     """(W, H) of the crops a model that does not crop in the graph takes: its image input's static size, or the

@@ -120,3 +120,13 @@ def test_convert_int8_names_an_input_shape_for_no_input(tmp_path):
                     "--input-shape", "nope=1,64,64,3")
     one_line_exit_2(result, "--input-shape names 'nope', which is not an input", "'image'")
     assert not (tmp_path / "p.xml").exists()
+
+
+def test_a_missing_static_size_named_after_the_users_model_keeps_its_input():
+    """verify names errors of its scratch copy after the user's model (`GraphsurgeryError.about`), rebuilding the
+    error from its message: `NoStaticSize` takes the input's name too, and rebuilt without it was a TypeError."""
+    from graphsurgery.quantize import NoStaticSize
+
+    named = NoStaticSize("the input 'image' has no static size", path="/tmp/scratch/patched.onnx", fix="give one",
+                         input_name="image").about("model.onnx")
+    assert isinstance(named, NoStaticSize) and named.input_name == "image" and named.path == "model.onnx"

@@ -603,6 +603,20 @@ def names_folder(text: str) -> bool:
     return text.endswith(("/", os.sep)) or os.path.basename(text) in (".", "..")
 
 
+def file_as_folder(text: str) -> str | None:
+    """Why an input spelled as a folder (`recipe.yaml/`, `pose.onnx/.`) is refused, or None: pathlib drops the last
+    '/' and '.', so such a path was read as the file, where the system says "Not a directory" (round 60)."""
+    if not names_folder(text):
+        return None
+    try:
+        os.stat(text)
+    except NotADirectoryError:
+        return f"{quoted(printable(text))}: Not a directory (a file's name followed by '/')"
+    except (OSError, ValueError):  # missing, too long, a NUL: said where the path is read
+        pass
+    return None
+
+
 def input_path(value, what: str, error: type[GraphsurgeryError] = GraphsurgeryError) -> Path:
     """An input path (of the `what`, e.g. "model file") given to the Python API, held to what the CLI's arguments
     take: a str or os.PathLike that is not empty (`inspect("")` said ".: is a directory, not an ONNX file")."""
@@ -633,6 +647,8 @@ def _given_path(value, role: str, names: str, fix: str, error: type[Graphsurgery
         raise error(f"{role}'s path {text!r} holds a NUL character, which no file name can", fix=fix)
     if file and names_folder(text):
         raise error(f"{role} names a folder, not a file", path=text, fix=fix)
+    if reading and (as_folder := file_as_folder(text)):
+        raise error(as_folder, fix="drop what follows the file's name")
     longest = max(map(len, os.fsencode(text).split(b"/")))
     if longest > NAME_MAX or len(os.fsencode(text)) >= PATH_MAX:  # the API raised the system's OSError (ENAMETOOLONG)
         what = f"a name of {longest:,} bytes" if longest > NAME_MAX else f"{len(os.fsencode(text)):,} bytes"

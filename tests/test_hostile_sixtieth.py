@@ -241,3 +241,31 @@ def test_a_hang_up_while_the_scratch_folder_is_made_leaves_nothing_under_the_sup
     assert done.returncode == 128 + signal.SIGHUP and len(lines) == 1, (done.returncode, done.stderr)
     assert lines[0].startswith("error: the command was ended by SIGHUP"), lines
     assert list(out.iterdir()) == []
+
+
+@pytest.mark.parametrize("args", [
+    ["apply", "{recipe}/", "{plain}", "-o", "o.onnx"],
+    ["apply", CROP_RECIPE, "{plain}/.", "-o", "o.onnx"],
+    ["inspect", "{plain}/"],
+    ["verify", CROP_RECIPE, "{plain}", "--patched", "{plain}//", "--backends", "onnxruntime"],
+    ["run", "{plain}", "{image}/", "-o", "out"],
+], ids=["recipe-slash", "model-slash-dot", "inspect-slash", "patched-slashes", "image-slash"])
+def test_an_input_file_spelled_as_a_folder_is_not_read_as_the_file(tmp_path, monkeypatch, args):
+    """`recipe.yaml/` was read as recipe.yaml (pathlib drops the slash), where the system says "Not a directory"
+    (round 60's leftover)."""
+    plain = pose_model(tmp_path / "plain.onnx")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_bytes(Path(CROP_RECIPE).read_bytes())
+    Image.new("RGB", (40, 30)).save(tmp_path / "a.jpg")
+    monkeypatch.chdir(tmp_path)
+    one_line_exit_2(invoke(*(str(a).format(plain=plain, recipe=recipe, image="a.jpg") for a in args)),
+                    "Not a directory", "drop what follows the file's name")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.jpg", "plain.onnx", "r.yaml"]
+
+
+def test_the_api_refuses_an_input_file_spelled_as_a_folder(tmp_path):
+    """The Python API read `recipe.yaml/.` as the recipe, as the CLI did."""
+    plain = pose_model(tmp_path / "plain.onnx")
+    with pytest.raises(GraphsurgeryError, match="Not a directory"):
+        apply(f"{CROP_RECIPE}/.", plain, tmp_path / "o.onnx")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plain.onnx"]

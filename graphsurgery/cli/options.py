@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from graphsurgery.runners import MAX_THREADS
-from graphsurgery.safeio import blank_path, names_folder
+from graphsurgery.safeio import blank_path, file_as_folder, names_folder
 
 
 class _GivenPath(click.Path):
@@ -32,6 +32,12 @@ class InputPath(_GivenPath):
 
     def __init__(self) -> None:
         super().__init__(path_type=Path, dir_okay=True)
+
+    def convert(self, value, param, ctx):
+        as_folder = isinstance(value, str) and file_as_folder(value)
+        if as_folder:
+            self.fail(f"{as_folder}; drop what follows the file's name", param, ctx)
+        return super().convert(value, param, ctx)
 
 
 existing_file = InputPath()

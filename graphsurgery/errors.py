@@ -199,6 +199,11 @@ class RecipeError(GraphsurgeryError):
     """The recipe file is not valid YAML, or does not follow the recipe schema."""
 
 
+class StepParameterError(RecipeError, ValueError):
+    """A step built in Python (`Resize(size=(0, 0))`) with a parameter its recipe form refuses: one line, as in a
+    recipe, and a ValueError, as pydantic's ValidationError (which it replaces) is."""
+
+
 class ModelError(GraphsurgeryError):
     """The model file cannot be read safely, or does not fit the recipe."""
 

@@ -12,7 +12,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import (
     BaseModel,
@@ -28,9 +28,10 @@ from pydantic import (
 )
 
 from graphsurgery.errors import ArgumentError, RecipeError, listed, quoted
+from graphsurgery.parameter_errors import first_problem
 from graphsurgery.registry import closest, steps_for
 from graphsurgery.safeio import input_path, read_small_file
-from graphsurgery.steps.base import Color, InputStep, Layout, OutputStep, Step
+from graphsurgery.steps.base import Color, InputStep, Layout, OutputStep, Step, recipe_validation
 from graphsurgery.yamlsource import YamlPath, dotted, line_of, read_yaml
 
 MAX_RECIPE_BYTES = 1_000_000
@@ -375,10 +376,11 @@ def revalidated(recipe: Recipe) -> Recipe:
         return {**part.model_dump(exclude_unset=True, exclude={"steps"}), "steps": tuple(map(step, steps))}
 
     try:
-        data = {name: getattr(recipe, name) for name in recipe.model_fields_set}
-        data.update({name: section(getattr(recipe, name, None)) for name in ("input", "output")
-                     if name in recipe.model_fields_set})
-        checked = Recipe.model_validate(data)
+        with recipe_validation():
+            data = {name: getattr(recipe, name) for name in recipe.model_fields_set}
+            data.update({name: section(getattr(recipe, name, None)) for name in ("input", "output")
+                         if name in recipe.model_fields_set})
+            checked = Recipe.model_validate(data)
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         where = ".".join(str(part) for part in first["loc"])
@@ -420,7 +422,8 @@ def parse_recipe(raw: bytes | str, source: str = "<string>") -> Recipe:
         at, message, fix = unpaired
         raise RecipeError(f"line {line_of(at, lines)}: {dotted(at)}: {message}", path=source, fix=fix)
     try:
-        recipe = Recipe.model_validate(data)
+        with recipe_validation():
+            recipe = Recipe.model_validate(data)
     except ValidationError as exc:
         raise _recipe_error(exc, lines, source) from None
     recipe._sha256 = hashlib.sha256(data_bytes).hexdigest()
@@ -490,7 +493,8 @@ def _parse_step(item, path, known, other, side, lines, source) -> Step:
         raise fail(f"the parameters of {name!r} hold a value that is not a number, string, list or mapping ({exc})",
                    "quote dates and remove `!!` tags", path + (name,)) from None
     try:
-        return known[name].model_validate_json(params_json, strict=True)
+        with recipe_validation():
+            return known[name].model_validate_json(params_json, strict=True)
     except ValidationError as exc:
         raise _recipe_error(exc, lines, source, prefix=path + (name,), model=known[name]) from None
 
@@ -498,48 +502,9 @@ def _parse_step(item, path, known, other, side, lines, source) -> Step:
 def _recipe_error(
     exc: ValidationError, lines, source: str, prefix: YamlPath = (), model: type[BaseModel] = Recipe
 ) -> RecipeError:
-    errors = exc.errors(include_url=False)
-    first = errors[0]
-    loc = tuple(p for p in first["loc"] if not (isinstance(p, str) and p.startswith(("function-", "tagged-union"))))
-    at = prefix + loc
-    message = first["msg"]
-    step_name = getattr(model, "step_name", None)
-    fix = f"`graphsurgery steps {step_name}` documents its parameters" if step_name else \
-        "see `graphsurgery schema` for the recipe format"
-    if loc == ("version",) and first["type"] == "literal_error":
-        message = f"unsupported recipe version {quoted(first.get('input'))}"
-        fix = "this graphsurgery reads `version: 1` recipes; upgrade graphsurgery for newer ones"
-    elif first["type"] == "extra_forbidden":
-        allowed = sorted(_fields_at(model, loc[:-1]))
-        message = f"unknown key {loc[-1]!r}" if loc else "unknown key"
-        suggestion = closest(str(loc[-1]), allowed) if loc else []
-        fix = ((f"did you mean {suggestion[0]!r}? " if suggestion else "") + f"allowed keys: {', '.join(allowed)}"
-               if allowed else "this takes no parameters: write it as `{}`")
-    elif first["type"] == "missing":
-        message = f"required key {loc[-1]!r} is missing" if loc else "a required key is missing"
-        fix = f"add `{loc[-1]}:`" if loc else fix
-    elif first["type"] == "value_error":
-        message = message.removeprefix("Value error, ")
-        fix = "correct the value"
-    more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
-    return RecipeError(f"line {line_of(at, lines)}: {dotted(at)}: {message}{more}", path=source, fix=fix)
-
-
-def _fields_at(model: type[BaseModel], loc: tuple) -> set[str]:
-    """Field names of the pydantic model found at `loc` below `model` (for 'unknown key' hints)."""
-    current: Any = model
-    for part in loc:
-        if isinstance(part, int) or not (isinstance(current, type) and issubclass(current, BaseModel)):
-            continue
-        field = current.model_fields.get(part)
-        if field is None:
-            return set()
-        annotation = field.annotation
-        candidates = [annotation, *getattr(annotation, "__args__", ())]
-        current = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
-    if isinstance(current, type) and issubclass(current, BaseModel):
-        return set(current.model_fields)
-    return set()
+    problem = first_problem(exc, model)
+    at = prefix + problem.loc
+    return RecipeError(f"line {line_of(at, lines)}: {dotted(at)}: {problem.message}", path=source, fix=problem.fix)
 
 
 # --- schema --------------------------------------------------------------------------------------------------

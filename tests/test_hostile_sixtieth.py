@@ -24,7 +24,7 @@ from PIL import Image
 from clikit import invoke, one_line_exit_2
 from graphsurgery.api import apply
 from graphsurgery.boxes import load_boxes
-from graphsurgery.errors import ArgumentError, GraphsurgeryError
+from graphsurgery.errors import ArgumentError, GraphsurgeryError, StepParameterError
 from graphsurgery.images import read_image
 from graphsurgery.safeio import write_atomically
 from graphsurgery.steps.libraries import resize_vs_opencv, resize_vs_pil
@@ -269,3 +269,18 @@ def test_the_api_refuses_an_input_file_spelled_as_a_folder(tmp_path):
     with pytest.raises(GraphsurgeryError, match="Not a directory"):
         apply(f"{CROP_RECIPE}/.", plain, tmp_path / "o.onnx")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["plain.onnx"]
+
+
+@pytest.mark.parametrize("parameters, needles", [
+    ({"size": (0, 0)}, ["Resize(size=…)", "between 1 and 65536"]),
+    ({"size": (224, 224), "bogus": 1}, ["Resize(bogus=…)", "unknown key 'bogus'", "allowed keys: antialias"]),
+    ({"size": (224, 224), "fit": "nope", "crop_fraction": 2}, ["Resize(fit=…)", "(and 1 more problem)"]),
+], ids=["size", "unknown", "two"])
+def test_a_step_built_in_python_refuses_a_parameter_in_one_line(parameters, needles):
+    """`Resize(size=(0, 0))` raised pydantic's ValidationError over several lines (round 60's leftover); the README
+    builds a Resize in Python. It is one line now, a GraphsurgeryError and still a ValueError."""
+    with pytest.raises(StepParameterError) as caught:
+        Resize(**parameters)
+    assert isinstance(caught.value, ValueError) and "\n" not in str(caught.value)
+    for needle in needles:
+        assert needle in str(caught.value)

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from pydantic import ValidationError
 
+from graphsurgery.errors import StepParameterError
 from graphsurgery.registry import STEPS
 from graphsurgery.steps.base import StepError
 from graphsurgery.steps.classify import Softmax, TopK
@@ -235,7 +235,7 @@ def test_topk_errors():
     assert "at most 10" in info.value.fix
     with pytest.raises(StepError, match="only 10 classes"):
         chain((TopK(k=11, source="output"),), (np.float32, ("N", 10)), 13, ("indices",))
-    with pytest.raises(ValidationError):
+    with pytest.raises(StepParameterError, match=r"TopK\(k=…\): Input should be greater than or equal to 1"):
         TopK(k=0)
     assert TopK(source="logits").reads == ("logits",)
 

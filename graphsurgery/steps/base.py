@@ -15,14 +15,19 @@ object for `build` (from the splice) and `reference` (from the twins). Tensors a
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, ClassVar, Literal
 
 import numpy as np
 import onnx_graphsurgeon as gs
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from graphsurgery.emit import Emitter
+from graphsurgery.errors import StepParameterError
+from graphsurgery.parameter_errors import first_problem
 
 if TYPE_CHECKING:  # model.py imports the recipe, which imports the steps
     from graphsurgery.model import ModelFacts
@@ -108,6 +113,20 @@ class ExtraInput:
     doc: str
 
 
+#: True while a recipe is validated: its reader words pydantic's errors itself, with the line they are on
+_IN_RECIPE: ContextVar[bool] = ContextVar("graphsurgery_in_recipe", default=False)
+
+
+@contextmanager
+def recipe_validation() -> Iterator[None]:
+    """Steps validated within keep pydantic's ValidationError, for the recipe reader to place on its line."""
+    token = _IN_RECIPE.set(True)
+    try:
+        yield
+    finally:
+        _IN_RECIPE.reset(token)
+
+
 class Step(BaseModel):
     """Base of all steps: parameters are pydantic fields, validated and frozen."""
 
@@ -116,6 +135,19 @@ class Step(BaseModel):
     step_name: ClassVar[str]
     side: ClassVar[Literal["input", "output"]]
     min_opset: ClassVar[int] = 9
+
+    def __init__(self, /, **data) -> None:
+        """A step built in Python with a parameter its recipe refuses raised pydantic's ValidationError, many lines
+        (round 60's leftover); it is one line now, as in a recipe (`StepParameterError`)."""
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            if _IN_RECIPE.get():
+                raise
+            problem = first_problem(exc, type(self))
+            where = ".".join(map(str, problem.loc))
+            raise StepParameterError(f"{type(self).__name__}({where + '=…' if where else ''}): {problem.message}",
+                                     fix=problem.fix) from None
 
     @classmethod
     def summary(cls) -> str:

@@ -457,10 +457,10 @@ def _say_and_exit(number: int, activity: str, folders: list[bytes], cpu_limit_li
              "values computed at run time\"); check the model, or report the crash with the model to the runtime's "
              "authors"))
         os._exit(CRASHED)
-    if number == signal.SIGKILL:
-        _say(f"error: the command was killed ({name}){where} — fix: " + _memory_fix(
-             "the system may have run out of memory: free memory or give the command a smaller model or fewer "
-             "inputs"))
+    if number == signal.SIGKILL:  # not by `ulimit -v`/`-d`: the kernel refuses an allocation past them, it kills
+        # nobody (a `--torch` module's own SIGKILL was blamed on the limit, round 62)
+        _say(f"error: the command was killed ({name}){where}, by the system running out of memory or by another "
+             "process — fix: free memory or give the command a smaller model or fewer inputs, and run it again")
         os._exit(CRASHED)
     _say(f"error: the command was ended by {name}{where}")
     os._exit(128 + number)

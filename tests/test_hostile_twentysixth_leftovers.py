@@ -106,12 +106,13 @@ click.Group.invoke = ended
 
 @pytest.mark.parametrize("ending, line", [
     ("os._exit(127)", "error: the command's process ended abruptly (exit 127) — fix: the process's memory limit"),
-    ("os.kill(os.getpid(), signal.SIGKILL)", "error: the command was killed (SIGKILL, Killed) — fix: the process's "
-                                             "memory limit")])
+    ("os.kill(os.getpid(), signal.SIGKILL)", "error: the command was killed (SIGKILL, Killed), by the system "
+                                             "running out of memory or by another process — fix: free memory")])
 def test_an_end_from_native_code_while_the_command_runs_removes_its_scratch_folder(tmp_path, monkeypatch, ending,
                                                                                   line):
-    """The system's loader giving up (exit 127) or the out-of-memory killer, under a memory limit: one line naming
-    the limit, exit 2, and the scratch folder the command had made removed (the loader's exit left it)."""
+    """The system's loader giving up (exit 127) or a kill (SIGKILL), under a memory limit: one line, naming the
+    limit for the loader (the limit refuses allocations; it kills nobody: a SIGKILL is not blamed on it), exit 2,
+    and the scratch folder the command had made removed (the loader's exit left it)."""
     scratch = tmp_path / "tmp"
     scratch.mkdir()
     monkeypatch.setenv("TMPDIR", str(scratch))

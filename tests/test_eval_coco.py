@@ -6,10 +6,13 @@ The unpatched pipeline and the patched model must score identical AP/AR on both 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 from click.testing import CliRunner
+from onnx import helper, numpy_helper
 
 from graphsurgery.api import apply
 from graphsurgery.cli import cli
@@ -385,3 +388,66 @@ def test_an_image_replaced_while_eval_coco_runs_is_refused(tmp_path, monkeypatch
         evaluate_coco(CROP_RECIPE, plain, annotations, folder, progress=progress,
                       backends=("onnxruntime", "openvino"))
     assert caught.value.path == str(image) and len(set(seen)) == (2 if when == "second pipeline" else 4)
+
+
+def shift_away_from(patched: Path, out: Path, center: np.ndarray, offset: tuple[float, float]) -> Path:
+    """Copy of the image-coordinate patched model that moves its keypoints by `offset` for every person but the one
+    whose crop is centred at `center`: wrong for all people the proof did not draw."""
+    model = onnx.load(str(patched))
+    graph = model.graph
+    producer = next(node for node in graph.node if "keypoints" in node.output)
+    producer.output[list(producer.output).index("keypoints")] = "test/before"
+    graph.initializer.extend([numpy_helper.from_array(np.asarray(center, np.float32), "test/center"),
+                              numpy_helper.from_array(np.array(offset, np.float32), "test/offset"),
+                              numpy_helper.from_array(np.array(0.5, np.float32), "test/half")])
+    graph.node.extend([
+        helper.make_node("Sub", ["center", "test/center"], ["test/apart"]),
+        helper.make_node("Abs", ["test/apart"], ["test/distance"]),
+        helper.make_node("ReduceMax", ["test/distance"], ["test/farthest"], keepdims=0),
+        helper.make_node("Greater", ["test/farthest", "test/half"], ["test/other"]),
+        helper.make_node("Cast", ["test/other"], ["test/moved"], to=onnx.TensorProto.FLOAT),
+        helper.make_node("Mul", ["test/moved", "test/offset"], ["test/shift"]),
+        helper.make_node("Add", ["test/before", "test/shift"], ["keypoints"])])
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, str(out))
+    return out
+
+
+def test_a_patch_wrong_only_for_people_the_proof_did_not_draw_fails(coco_set, tmp_path, monkeypatch):
+    """A patch right for the people the proof draws and 1 px off for every other scored the same AP/AR and PASSed
+    (round 55's leftover: the proof took people spread over the set, not all). Each pipeline has every person's
+    answer: the people whose results differ are proven first."""
+    from graphsurgery import coco
+    from graphsurgery.crops import box_to_center_scale
+
+    annotations, images, plain = coco_set
+    monkeypatch.setattr(coco, "PROVEN_PEOPLE", 1)  # the first person only, as 64 of a larger set
+    _, _, people = coco.annotated_people(annotations, images)
+    right = apply(IMAGE_RECIPE, plain, tmp_path / "right.onnx").output
+    patched = shift_away_from(right, tmp_path / "wrong.onnx", box_to_center_scale(people[0].box)[0], (1.0, 0.0))
+    report = evaluate_coco(IMAGE_RECIPE, plain, annotations, images, patched=patched, backends=("onnxruntime",))
+    assert report.same_scores  # AP and AR cannot tell
+    assert not report and any("real mismatch" in failure for failure in report.per_keypoint.failures())
+    assert report.differing == report.people - 1 and report.proven == 1
+    right_report = evaluate_coco(IMAGE_RECIPE, plain, annotations, images, patched=right, backends=("onnxruntime",))
+    assert right_report and right_report.differing == 0
+
+
+def test_parity_says_how_many_people_differed_and_were_proven_first(coco_set, tmp_path, monkeypatch):
+    """Results that differ by more than `DIFFERING` but within verify's tolerances: PARITY, naming the people proven
+    first."""
+    from graphsurgery import coco
+    from graphsurgery.crops import box_to_center_scale
+
+    annotations, images, plain = coco_set
+    monkeypatch.setattr(coco, "PROVEN_PEOPLE", 2)
+    _, _, people = coco.annotated_people(annotations, images)
+    right = apply(IMAGE_RECIPE, plain, tmp_path / "right.onnx").output
+    patched = shift_away_from(right, tmp_path / "near.onnx", box_to_center_scale(people[0].box)[0],
+                              (1.5 * coco.DIFFERING, 0.0))
+    result = CliRunner().invoke(cli, ["eval-coco", str(IMAGE_RECIPE), str(plain), "--ann", str(annotations),
+                                      "--images", str(images), "--patched", str(patched), "--backends",
+                                      "onnxruntime"])
+    assert result.exit_code == 0, result.output
+    assert (f"every keypoint of 2 of the people (verify on onnxruntime), first the 2 of the {len(people) - 1} whose "
+            "results differ most from the unpatched pipeline's (by more than 0.001)") in " ".join(result.output.split())

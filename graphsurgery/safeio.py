@@ -210,6 +210,12 @@ def temporary_folder(purpose: str) -> Iterator[Path]:
     """A scratch folder in the system's temporary folder ($TMPDIR) for files a command makes and drops (the patched
     model verify compares, bench's models, NNCF's intermediate models): removed on exit, and, when a kill (SIGKILL)
     left it behind, by the next command that makes one (tempfile's folders stayed for good)."""
+    def uncreatable(exc: OSError, folder: Path) -> GraphsurgeryError:
+        return GraphsurgeryError(f"cannot create files in the temporary folder ({exc.strerror or exc})", path=folder,
+                                 fix="free disk space there or set TMPDIR to another folder"
+                                 if exc.errno == errno.ENOSPC else "set TMPDIR to a writable folder")
+
+    _refuse_append_only_tmpdir(uncreatable)
     try:
         parent = Path(tempfile.gettempdir())
     except OSError:  # none of $TMPDIR, /tmp, /var/tmp, /usr/tmp and the current folder takes files
@@ -223,12 +229,6 @@ def temporary_folder(purpose: str) -> Iterator[Path]:
     except GraphsurgeryError as exc:
         raise GraphsurgeryError(exc.message, path=parent, fix=exc.fix if "PYTHONUTF8" in exc.fix
                                 else "set TMPDIR to a folder whose path is UTF-8") from None
-
-    def uncreatable(exc: OSError, folder: Path) -> GraphsurgeryError:
-        return GraphsurgeryError(f"cannot create files in the temporary folder ({exc.strerror or exc})", path=folder,
-                                 fix="free disk space there or set TMPDIR to another folder"
-                                 if exc.errno == errno.ENOSPC else "set TMPDIR to a writable folder")
-
     with scratch_folder(parent, f"{TEMPORARY_PREFIX}{purpose}-", parent, uncreatable,
                         stale=TEMPORARY_PREFIX) as folder:
         yield folder
@@ -806,6 +806,21 @@ def _refuse_append_only(folder: Path, out: Path, uncreatable: Callable[[OSError,
     if _inode_flags(fd) & _APPEND:
         raise uncreatable(OSError(errno.EPERM, "it is append-only (chattr +a): nothing made there can be removed, "
                                                "the command's scratch folder included"), out)
+
+
+def _refuse_append_only_tmpdir(uncreatable: Callable[[OSError, Path], GraphsurgeryError]) -> None:
+    """Refuse an append-only $TMPDIR (or $TEMP, $TMP) before Python's tempfile first looks for its folder: it
+    writes a probe file in each candidate and removes it, which such a folder refuses, so every command left a
+    4-byte file there and went on in /tmp without a word (round 55's leftover)."""
+    if tempfile.tempdir is not None:  # chosen already: no probe again
+        return
+    for name in ("TMPDIR", "TEMP", "TMP"):  # tempfile's order
+        folder = os.environ.get(name)
+        if not folder:
+            continue
+        _refuse_append_only(Path(folder), Path(folder), uncreatable)
+        if os.path.isdir(folder) and os.access(folder, os.W_OK | os.X_OK):
+            return  # the one tempfile takes
 
 
 def _inode_flags(fd: int) -> int:

@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -104,6 +105,28 @@ def test_an_append_only_output_folder_is_refused_before_the_work(tmp_path):
         result = invoke("verify", RECIPE, plain, "--random", 2, "--json", folder / "v.json")
         one_line_exit_2(result, "v.json", "append-only (chattr +a)")
         assert "PASS" not in result.output  # before the work, as for a read-only folder (round 53)
+        assert not list(folder.iterdir())
+    finally:
+        subprocess.run(["chattr", "-a", str(folder)], capture_output=True)
+
+
+def test_an_append_only_temporary_folder_is_refused_and_left_as_it_was(tmp_path):
+    """Was (round 55's leftover): with $TMPDIR append-only, Python's tempfile left its 4-byte probe file there on
+    every command (it can make the file, not remove it) and the command went on in /tmp without a word."""
+    if os.geteuid() != 0 or shutil.which("chattr") is None:
+        pytest.skip("needs root and chattr")
+    plain = pose_model(tmp_path / "pose.onnx")
+    folder = tmp_path / "tmp"
+    folder.mkdir()
+    if subprocess.run(["chattr", "+a", str(folder)], capture_output=True).returncode != 0:
+        pytest.skip("the file system keeps no append-only flag")
+    try:
+        result = subprocess.run([sys.executable, "-m", "graphsurgery", "verify", str(RECIPE), str(plain), "--random",
+                                 "1", "--backends", "onnxruntime"], capture_output=True, text=True, timeout=300,
+                                env={**os.environ, "TMPDIR": str(folder)})
+        assert result.returncode == 2 and result.stderr.count("\n") == 1, result
+        assert str(folder) in result.stderr and "append-only (chattr +a)" in result.stderr
+        assert "set TMPDIR to a writable folder" in result.stderr and "PASS" not in result.stdout
         assert not list(folder.iterdir())
     finally:
         subprocess.run(["chattr", "-a", str(folder)], capture_output=True)

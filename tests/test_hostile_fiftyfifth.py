@@ -13,6 +13,8 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -87,40 +89,40 @@ def test_a_score_tolerance_that_lets_any_score_match_is_called_so():
     assert right and "cannot catch" not in right.summary()
 
 
+@contextmanager
+def append_only(folder: Path) -> Iterator[Path]:
+    """`folder`, made and then made append-only (`chattr +a`) while the block runs; skips where it cannot be."""
+    if os.geteuid() != 0 or shutil.which("chattr") is None:
+        pytest.skip("needs root and chattr")
+    folder.mkdir()
+    if subprocess.run(["chattr", "+a", str(folder)], capture_output=True).returncode != 0:
+        pytest.skip("the file system keeps no append-only flag")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["chattr", "-a", str(folder)], capture_output=True)
+
+
 def test_an_append_only_output_folder_is_refused_before_the_work(tmp_path):
     """Was (round 55): in a folder made append-only (`chattr +a`: files can be made, none removed or renamed away,
     root included) apply, convert, verify --json and the rest wrote their output and left their scratch folder
     (`.p.onnx.XXXXXXXX/`) behind, one more each run, which no later command could remove; with --force the rename
     over the earlier output was refused after the work, and `verify --json` into it printed its verdict first."""
-    if os.geteuid() != 0 or shutil.which("chattr") is None:
-        pytest.skip("needs root and chattr")
     plain = pose_model(tmp_path / "pose.onnx")
-    folder = tmp_path / "kept"
-    folder.mkdir()
-    if subprocess.run(["chattr", "+a", str(folder)], capture_output=True).returncode != 0:
-        pytest.skip("the file system keeps no append-only flag")
-    try:
+    with append_only(tmp_path / "kept") as folder:
         result = invoke("apply", RECIPE, plain, "-o", folder / "p.onnx")
         one_line_exit_2(result, "p.onnx", "append-only (chattr +a)")
         result = invoke("verify", RECIPE, plain, "--random", 2, "--json", folder / "v.json")
         one_line_exit_2(result, "v.json", "append-only (chattr +a)")
         assert "PASS" not in result.output  # before the work, as for a read-only folder (round 53)
         assert not list(folder.iterdir())
-    finally:
-        subprocess.run(["chattr", "-a", str(folder)], capture_output=True)
 
 
 def test_an_append_only_temporary_folder_is_refused_and_left_as_it_was(tmp_path):
     """Was (round 55's leftover): with $TMPDIR append-only, Python's tempfile left its 4-byte probe file there on
     every command (it can make the file, not remove it) and the command went on in /tmp without a word."""
-    if os.geteuid() != 0 or shutil.which("chattr") is None:
-        pytest.skip("needs root and chattr")
     plain = pose_model(tmp_path / "pose.onnx")
-    folder = tmp_path / "tmp"
-    folder.mkdir()
-    if subprocess.run(["chattr", "+a", str(folder)], capture_output=True).returncode != 0:
-        pytest.skip("the file system keeps no append-only flag")
-    try:
+    with append_only(tmp_path / "tmp") as folder:
         result = subprocess.run([sys.executable, "-m", "graphsurgery", "verify", str(RECIPE), str(plain), "--random",
                                  "1", "--backends", "onnxruntime"], capture_output=True, text=True, timeout=300,
                                 env={**os.environ, "TMPDIR": str(folder)})
@@ -128,8 +130,6 @@ def test_an_append_only_temporary_folder_is_refused_and_left_as_it_was(tmp_path)
         assert str(folder) in result.stderr and "append-only (chattr +a)" in result.stderr
         assert "set TMPDIR to a writable folder" in result.stderr and "PASS" not in result.stdout
         assert not list(folder.iterdir())
-    finally:
-        subprocess.run(["chattr", "-a", str(folder)], capture_output=True)
 
 
 

@@ -37,8 +37,9 @@ def load_boxes(path: Path, images: dict[int, str] | None = None, min_score: floa
     try:
         if isinstance(data, dict) and "annotations" in data:
             names = image_names(data, path)
-            return _group(((names[a["image_id"]], a["bbox"]) for a in data["annotations"]
-                           if a.get("category_id", 1) == 1 and not a.get("iscrowd", 0)), path)
+            people = [a for a in data["annotations"] if a.get("category_id", 1) == 1 and not a.get("iscrowd", 0)]
+            return Boxes(_group(((names[a["image_id"]], a["bbox"]) for a in people), path),
+                         _declared_sizes(data, {a["image_id"] for a in people}))
         if isinstance(data, list):
             if images is None:
                 raise GraphsurgeryError(
@@ -54,6 +55,36 @@ def load_boxes(path: Path, images: dict[int, str] | None = None, min_score: floa
         raise GraphsurgeryError(f"unexpected structure ({type(exc).__name__}: {exc})", path=path,
                                 fix="see `graphsurgery run --help` for the accepted box formats") from None
     raise GraphsurgeryError("unexpected JSON structure", path=path, fix="give {file_name: [[x, y, w, h], ...]}")
+
+
+class Boxes(dict):
+    """Boxes by image file name, and `sizes`: the (width, height) in pixels that a COCO annotation file gives its
+    images (none for the other forms), which the decoded images must have (`check_size`)."""
+
+    def __init__(self, boxes: dict[str, list[Box]], sizes: dict[str, tuple[float, float]] | None = None):
+        super().__init__(boxes)
+        self.sizes = sizes or {}
+
+
+def _declared_sizes(data: dict, used: set) -> dict[str, tuple[float, float]]:
+    """The width and height of each image whose boxes are used (ids `used`; by base name, which `_group` keeps
+    unambiguous for them), where the annotation file gives both as numbers."""
+    return {Path(image["file_name"]).name: (image["width"], image["height"]) for image in data.get("images") or []
+            if image["id"] in used and isinstance(image.get("file_name"), str) and is_number(image.get("width"))
+            and is_number(image.get("height"))}
+
+
+def check_size(boxes: dict[str, list[Box]], image_path: Path, image, source: Path) -> None:
+    """Refuse a decoded image whose size is not the one the boxes' annotation file gives it: a folder of resized
+    (or rotated) copies put every box on other pixels, and `run` and `verify` went on in silence (round 63;
+    eval-coco refuses it for its ground truth)."""
+    declared = getattr(boxes, "sizes", {}).get(image_path.name)
+    height, width = image.shape[:2]
+    if declared is not None and (width, height) != declared:
+        raise GraphsurgeryError(f"the image is {width} × {height} pixels, but the boxes file {quoted(source.name)} "
+                                f"gives it {declared[0]:g} × {declared[1]:g}: its boxes would fall on other pixels",
+                                path=image_path, fix="give the images that annotation file describes (not resized "
+                                                     "or rotated copies), or boxes made for these")
 
 
 def unmatched_note(boxes: dict[str, list[Box]], paths: list[Path], path: Path) -> str | None:

@@ -67,13 +67,18 @@ def heatmap_montage(crops: Sequence[np.ndarray], heatmaps: Sequence[np.ndarray])
 
     blocks = []
     for crop, maps in list(zip(crops, heatmaps))[:MONTAGE_MAX_PERSONS]:
-        tile_size = (crop.shape[1] // 2, crop.shape[0] // 2)
+        tile_size = (max(1, crop.shape[1] // 2), max(1, crop.shape[0] // 2))  # a 1-pixel model input: not 0 × 0
         base = cv2.resize(crop, tile_size, interpolation=cv2.INTER_AREA)
         peak = float(np.nanmax(maps)) if np.isfinite(maps).any() else 0.0
-        normalised = np.clip(np.nan_to_num(maps / peak if peak > 0 else np.zeros_like(maps)), 0.0, 1.0)
+        # float32 whatever the model's heatmaps are: cv2.resize has no float16 (or int64, bool) kernel, and a model
+        # whose kept heatmaps are float16 ended `run` in an internal error (OpenCV's "func != 0")
+        normalised = np.clip(np.nan_to_num(maps / peak if peak > 0 else np.zeros_like(maps)), 0.0, 1.0
+                             ).astype(np.float32)
         tiles = [base]
         for joint, heatmap in enumerate(normalised):
-            coloured = cv2.applyColorMap((cv2.resize(heatmap, tile_size) * 255).astype(np.uint8), cv2.COLORMAP_JET)
+            # a kept 4-D output with an empty side (taken for the heatmaps) is a black tile, not OpenCV's assertion
+            scaled = cv2.resize(heatmap, tile_size) if heatmap.size else np.zeros(tile_size[::-1], np.float32)
+            coloured = cv2.applyColorMap((scaled * 255).astype(np.uint8), cv2.COLORMAP_JET)
             tile = cv2.addWeighted(base, 0.4, coloured, 0.6, 0.0)
             label = KEYPOINT_NAMES[joint] if joint < len(KEYPOINT_NAMES) else str(joint)
             cv2.putText(tile, label, (2, 10), cv2.FONT_HERSHEY_PLAIN, 0.7, (255, 255, 255), 1, cv2.LINE_AA)

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from graphsurgery import crops
-from graphsurgery.boxes import Box, load_boxes, unmatched_note
+from graphsurgery.boxes import Box, check_size, load_boxes, unmatched_note
 from graphsurgery.cocoformat import keypoint_result
 from graphsurgery.draw import MONTAGE_MAX_PERSONS
 from graphsurgery.errors import ArgumentError, GraphsurgeryError, check_callback, finite, printable, whole
@@ -35,6 +35,7 @@ from graphsurgery.ownoutputs import carried_forward, earlier_outputs, refresh_re
 from graphsurgery.quantize import int8_agreement
 from graphsurgery.runners import ModelSignature, Port, Runner, model_signature, open_runner, precision_note
 from graphsurgery.safeio import (
+    NAME_MAX,
     InputFiles,
     input_path,
     output_path,
@@ -360,8 +361,7 @@ def run_pose(model: str | Path, images: Sequence[str | Path], outdir: str | Path
     inputs = [*model_paths(model), *paths, *([Path(boxes)] if boxes is not None else [])]
     if measured := int8_agreement(model):  # int8's price travels with the IR: say it beside its results
         notes.append(f"int8 IR, as `convert` measured it: {measured}")
-    planned = ["keypoints.json", "run.json", *(f"{path.stem}_{kind}.jpg" for path in paths
-                                               for kind in ("pose", "heatmaps")[:1 + bool(pose_model.heatmaps)])]
+    planned = ["keypoints.json", "run.json", *_debug_images(paths, bool(pose_model.heatmaps))]
     with open_runner(backend, model, precision=precision, threads=threads) as run, \
             _staged(outdir, inputs, planned) as stage:
         warm_up(run, pose_model)
@@ -373,6 +373,8 @@ def run_pose(model: str | Path, images: Sequence[str | Path], outdir: str | Path
         results: list[dict] = []
         for path, image_id in zip(paths, image_ids(paths)):
             image = read_image(path)
+            if person_boxes is not None:
+                check_size(person_boxes, path, image, Path(boxes))
             image_boxes = (
                 person_boxes.get(path.name, []) if person_boxes is not None else [crops.whole_image_box(image)]
             )
@@ -423,6 +425,22 @@ def _staged(outdir: Path, inputs: Sequence[Path], planned: Sequence[str] = ()) -
     except OSError as exc:
         raise GraphsurgeryError(f"could not write the results ({exc.strerror or exc})", path=outdir,
                                 fix=write_fix(exc, "free disk space or choose another folder")) from None
+
+
+def _debug_images(paths: Sequence[Path], heatmaps: bool) -> list[str]:
+    """The debug images' names, `<stem>_pose.jpg` (and `<stem>_heatmaps.jpg`), refused naming the image when the
+    system cannot hold them: an image named with up to 255 bytes is valid, a debug image's name 13 bytes longer
+    is not, and `run` failed after every image had run, saying "could not write the results (File name too long)
+    — fix: free disk space" (round 63)."""
+    kinds = ("pose", "heatmaps")[:1 + heatmaps]
+    most = NAME_MAX - max(len(f"_{kind}.jpg") for kind in kinds)
+    for path in paths:
+        if len(os.fsencode(path.stem)) > most:
+            raise GraphsurgeryError(f"its name is {len(os.fsencode(path.stem))} bytes before the extension, and its "
+                                    f"debug images' names ({path.stem[:20]}…_{kinds[-1]}.jpg) would be longer than "
+                                    f"the {NAME_MAX} the system takes", path=path,
+                                    fix=f"rename the image: at most {most} bytes before its extension")
+    return [f"{path.stem}_{kind}.jpg" for path in paths for kind in kinds]
 
 
 def _refuse_replacing(outdir: Path, names: Sequence[str], inputs: InputFiles) -> None:

@@ -32,7 +32,7 @@ from graphsurgery.model import ModelFacts, real_inputs
 from graphsurgery.modelio import load_model
 from graphsurgery.recipe import Recipe, as_recipe
 from graphsurgery.runners import backend_list, check_backends, model_signature, open_runner
-from graphsurgery.safeio import input_path, scratch_named, temporary_folder
+from graphsurgery.safeio import input_path, open_regular, scratch_named, temporary_folder
 from graphsurgery.samples import patched_inputs, plain_input, random_caller_samples
 from graphsurgery.stability import Wobbles
 from graphsurgery.tolerances import Tolerances, tie_tolerance, with_tolerances
@@ -52,14 +52,18 @@ def load_reference(path: str | Path) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise GraphsurgeryError("no such reference file", path=path, fix="record one with numpy.savez (see docs)")
     try:
-        if not zipfile.is_zipfile(path):  # np.load would return a bare array from a .npy
-            raise ValueError("not a zip archive")
-        with open(path, "rb") as stream:  # np.load judges by the first bytes, zipfile by the last: a .npy followed by
-            if stream.read(4) not in (b"PK\x03\x04", b"PK\x05\x06"):  # a zip's index (a damaged .npz) was read as
-                raise ValueError("not a zip archive")  # that .npy, then an internal error (round 48)
-        with np.load(path, allow_pickle=False) as data:
-            _check_headers(data, path)
-            arrays = {name: data[name] for name in data.files}
+        # one open file for every read below, judged a regular file as it is opened (round 63: each read opened the
+        # path again, and a FIFO put there after the checks above blocked verify for ever in zipfile's open())
+        with open_regular(path, "a reference file") as stream:
+            if not zipfile.is_zipfile(stream):  # np.load would return a bare array from a .npy
+                raise ValueError("not a zip archive")
+            stream.seek(0)  # np.load judges by the first bytes, zipfile by the last: a .npy followed by a zip's index
+            if stream.read(4) not in (b"PK\x03\x04", b"PK\x05\x06"):  # (a damaged .npz) was read as that .npy,
+                raise ValueError("not a zip archive")  # then an internal error (round 48)
+            stream.seek(0)
+            with np.load(stream, allow_pickle=False) as data:
+                _check_headers(data, path)
+                arrays = {name: data[name] for name in data.files}
     except (RuntimeError, NotImplementedError) as exc:  # round 48: each was an internal error
         if isinstance(exc, RecursionError):
             raise

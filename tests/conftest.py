@@ -1,9 +1,11 @@
-"""Shared fixtures: small models written once per session."""
+"""Shared fixtures: small models written once per session, and a FIFO put where a file was checked."""
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -45,3 +47,26 @@ def patched(plain, tmp_path_factory):
     from graphsurgery.api import apply
 
     return apply(RECIPES / "hrnet_coco_pose.yaml", plain, tmp_path_factory.mktemp("patched") / "p.onnx").output
+
+
+@pytest.fixture
+def fifo_after_the_checks(tmp_path, monkeypatch):
+    """A FIFO at a path whose checks (is_file, stat) see the regular file that was there a moment before, as a
+    file replaced between the checks and the open looks; a writer opens it after 10 s, so that a reader blocked in
+    open() goes on (and the test ends)."""
+    real_is_file, real_stat = Path.is_file, Path.stat
+    made = []
+
+    def make(name: str, like: Path) -> Path:
+        path = tmp_path / name
+        os.mkfifo(path)
+        monkeypatch.setattr(Path, "is_file", lambda self: True if self == path else real_is_file(self))
+        monkeypatch.setattr(Path, "stat", lambda self, **kw: like.stat() if self == path else real_stat(self, **kw))
+        timer = threading.Timer(10.0, lambda: os.close(os.open(path, os.O_RDWR)))
+        timer.start()
+        made.append(timer)
+        return path
+
+    yield make
+    for timer in made:
+        timer.cancel()

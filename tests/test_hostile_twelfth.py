@@ -19,7 +19,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import cv2
@@ -138,29 +137,6 @@ def test_a_scratch_folder_beside_an_existing_results_folder_is_removed(patched, 
 
 
 # --- files replaced while the command runs -----------------------------------------------------------------------
-
-@pytest.fixture
-def fifo_after_the_checks(tmp_path, monkeypatch):
-    """A FIFO at a path whose checks (is_file, stat) see the regular file that was there a moment before, as a
-    file replaced between the checks and the open looks; a writer opens it after 5 s, so that a reader blocked in
-    open() goes on (and the test ends)."""
-    real_is_file, real_stat = Path.is_file, Path.stat
-    made = []
-
-    def make(name: str, like: Path) -> Path:
-        path = tmp_path / name
-        os.mkfifo(path)
-        monkeypatch.setattr(Path, "is_file", lambda self: True if self == path else real_is_file(self))
-        monkeypatch.setattr(Path, "stat", lambda self, **kw: like.stat() if self == path else real_stat(self, **kw))
-        timer = threading.Timer(5.0, lambda: os.close(os.open(path, os.O_RDWR)))
-        timer.start()
-        made.append(timer)
-        return path
-
-    yield make
-    for timer in made:
-        timer.cancel()
-
 
 @pytest.mark.parametrize("reader", ["recipe", "image", "model"])
 def test_an_input_replaced_by_a_fifo_after_its_checks_is_refused_at_once(plain, fifo_after_the_checks, reader):

@@ -70,6 +70,7 @@ class SimccDecode(OutputStep):
     def build(self, em: Emitter, env: dict[str, gs.Variable], facts: ModelFacts | None = None
               ) -> dict[str, gs.Variable]:
         f32, i32 = np.float32, np.int32
+        self._check_lengths(_length(env[self.x], self.x), _length(env[self.y], self.y), facts)
         found = {}
         for axis, name in (("x", self.x), ("y", self.y)):
             vectors = env[name]
@@ -97,9 +98,32 @@ class SimccDecode(OutputStep):
         keypoints = em.op("Div", [locations, em.const("split_ratio", self.split_ratio, f32)], dtype=f32)
         return {"keypoints": keypoints, "scores": scores}
 
+    def _check_lengths(self, x_length: int, y_length: int, facts: ModelFacts | None) -> None:
+        """Refuse a split_ratio (or x and y) that the model's vectors contradict, where its input size is static:
+        mmpose's vectors hold int(side × split_ratio) bins. A ratio of 3 on vectors of 2 bins a pixel, or x and y
+        swapped, put every keypoint elsewhere in the crop, and verify PASSed, its twin dividing the same way
+        (round 63)."""
+        if facts is None or facts.input_size is None:
+            return
+        width, height = facts.input_size
+
+        def fits(x: int, y: int) -> bool:
+            return abs(x - width * self.split_ratio) < 1 and abs(y - height * self.split_ratio) < 1
+
+        if fits(x_length, y_length):
+            return
+        if fits(y_length, x_length):
+            raise StepError(f"x is {self.x!r} of {x_length} bins and y {self.y!r} of {y_length}, but the model input "
+                            f"is {width} × {height}: x and y are swapped",
+                            f"give `x: {self.y}` and `y: {self.x}`")
+        raise StepError(f"x ({self.x!r}) holds {x_length} bins and y ({self.y!r}) {y_length}, but on a {width} × "
+                        f"{height} input split_ratio {self.split_ratio:g} makes {width * self.split_ratio:g} and "
+                        f"{height * self.split_ratio:g}", f"give split_ratio {x_length / width:g} (the model's)")
+
     def reference(self, env: dict[str, np.ndarray], facts: ModelFacts | None = None) -> dict[str, np.ndarray]:
         simcc_x, simcc_y = (np.asarray(env[name], np.float32) for name in (self.x, self.y))
         n, k, _ = simcc_x.shape
+        self._check_lengths(simcc_x.shape[2], simcc_y.shape[2], facts)
         # get_simcc_maximum, as mmpose writes it, then SimCCLabel.decode's division
         simcc_x = simcc_x.reshape(n * k, -1)
         simcc_y = simcc_y.reshape(n * k, -1)

@@ -142,7 +142,16 @@ class ToImage(OutputStep):
         )
 
     def _input_size(self, facts: ModelFacts | None) -> tuple[int, int]:
-        size = self.input_size or (facts.input_size if facts is not None else None)
+        declared = facts.input_size if facts is not None else None
+        if self.input_size is not None and declared is not None and tuple(self.input_size) != tuple(declared):
+            # the crops are cut at the model's size: keypoints mapped back through another (a [256, 192] copied
+            # from crop_boxes' [height, width]) landed elsewhere in the image, and verify PASSed, its twin mapping
+            # them the same wrong way (round 63)
+            raise StepError(f"input_size is {list(self.input_size)} (width, height), but the model input is "
+                            f"{declared[0]} × {declared[1]}: the keypoints would be mapped back through crops of "
+                            "another size than the model's", f"drop input_size, or give [{declared[0]}, "
+                                                              f"{declared[1]}]")
+        size = self.input_size or declared
         if size is None:
             raise StepError(f"to_image mode {self.mode} needs the model's input size, which is not static",
                             "give `input_size: [width, height]` to the to_image step")

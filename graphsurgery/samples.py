@@ -187,7 +187,7 @@ def _thin_sizes(resize: Resize, sizes: Sequence[tuple[int, int]]) -> tuple[tuple
                  and all(resize.resized_hw(h, w)[axis] > 1 for w, h in sizes))
 
 
-def _upscaled_size(resize: Resize, sizes: Sequence[tuple[int, int]], spacing: float | None = None
+def _upscaled_size(resize: Resize, sizes: Sequence[tuple[int, int]], spacing: tuple[float, float] | None = None
                    ) -> tuple[tuple[int, int], ...]:
     """An image UPSCALED times smaller than the model or more, for a recipe that maps keypoints back to the caller's
     pixels (`to_image` mode image), where none of `sizes` is: only there does a model pixel lie within a tenth of a
@@ -197,35 +197,53 @@ def _upscaled_size(resize: Resize, sizes: Sequence[tuple[int, int]], spacing: fl
     the width, where it can so that a cell lies within half a model pixel outside the image's left edge
     (`ToImage.edge_cells` puts a peak there); then, where it ends the image otherwise, up to two with a cell within
     half a model pixel past and short of its right edge (round 59: its one image had neither on a 160 × 128 model,
-    and a patch whose last_centre moved 0.05 caller px either way PASSed). Cells every `spacing` model pixels
-    (`ToImage.cell_spacing`): 8 where it is unknown or a whole divisor of 8, one size then serving maps of 1, 2, 4 or
-    8 pixels a cell (a left pad of 1 modulo 8); UDP's ratio (160 / 39) puts them off whole pixels, and such a pad
+    and a patch whose last_centre moved 0.05 caller px either way PASSed); then the same across the height, from
+    images wider than the model's aspect, where one is found (round 64: every upscaled image filled the height, and
+    patches moving the top or bottom boundary 0.05 or 0.5 caller px PASSed). Cells every `spacing` (x, y) model
+    pixels (`ToImage.cell_spacing`): 8 where it is unknown or a whole divisor of 8, one size then serving maps of 1,
+    2, 4 or 8 pixels a cell (a pad of 1 modulo 8); UDP's ratio (160 / 39) puts them off whole pixels, and such a pad
     had none near the edge. The first follows the two leading sizes (round 59: last of 12, `--random 8` or 11 never
     fed it, and a first_centre of 0 PASSed), the others come last."""
     th, tw = resize.target_size()
     if any(w * UPSCALED <= tw and h * UPSCALED <= th for w, h in sizes) or min(th, tw) < UPSCALED:
         return ()
-    candidates = [(w, h) for h in range(th // UPSCALED, 0, -1) for w in range(min(tw // UPSCALED, tw * h // th), 0, -1)
-                  if min(resize.forward_map((h, w))[0]) >= UPSCALED]
-    grids = [np.arange(0, tw, 8.0)] if spacing is None or (float(spacing).is_integer() and 8 % spacing == 0) else []
+    small = [(w, h) for h in range(th // UPSCALED, 0, -1) for w in range(tw // UPSCALED, 0, -1)
+             if min(resize.forward_map((h, w))[0]) >= UPSCALED]
+    narrow = [(w, h) for w, h in small if w * th <= tw * h]  # the width padded
+    # the height padded, narrowest (most upscaled) first: at ten times a cell a model pixel short of the bottom edge
+    # lies exactly 0.05 caller px inside, where a boundary moved 0.05 px ties (and PASSed on 160 × 128)
+    wide = sorted((size for size in small if size not in narrow), key=lambda size: (size[0], -size[1]))
+    x, y = spacing or (None, None)
+    sized = (*_edge_sizes(resize, narrow, 0, x, anyway=True), *_edge_sizes(resize, wide, 1, y))
+    return tuple(dict.fromkeys(size for size in sized if size is not None))
+
+
+def _edge_sizes(resize: Resize, candidates: Sequence[tuple[int, int]], axis: int, spacing: float | None,
+                anyway: bool = False) -> list[tuple[int, int] | None]:
+    """For `_upscaled_size`, along `axis` (0: x, 1: y), the first of `candidates` (W, H) with a cell lying within
+    half a model pixel before the image's first edge (in the pad), else (`anyway`) the first of them, else None;
+    then, where that one ends the image otherwise, the first with a cell just past its last edge and the first with
+    one just short of it (where the image does not end at the model's edge: no padding follows there). Cells every
+    `spacing` model pixels."""
+    side = resize.target_size()[1 - axis]
+    grids = [np.arange(0, side, 8.0)] if spacing is None or (float(spacing).is_integer() and 8 % spacing == 0) else []
     if spacing is not None and spacing != 8:  # its own cells, where 8's find no size (a 48-pixel-wide model)
-        grids.append(np.arange(math.ceil(tw / spacing)) * np.float32(spacing))
+        grids.append(np.arange(math.ceil(side / spacing)) * np.float32(spacing))
 
     def cell_between(size: tuple[int, int], edge: str, band: tuple[float, float], cells: np.ndarray) -> bool:
-        """Whether one of `cells` lies in [edge + low, edge + high] model pixels, for the left edge (the pad) or
-        the right one (where the image ends, not at the model's edge: no padding follows there)."""
+        """Whether one of `cells` lies in [edge + low, edge + high] model pixels, for the first edge (the pad) or
+        the last one."""
         w, h = size
-        left = float(resize.forward_map((h, w))[1][0])
-        at = left if edge == "left" else left + resize.resized_hw(h, w)[1]
-        return (edge == "left" or at < tw) and bool(((cells >= at + band[0]) & (cells <= at + band[1])).any())
+        start = float(resize.forward_map((h, w))[1][axis])
+        at = start if edge == "first" else start + resize.resized_hw(h, w)[1 - axis]
+        return (edge == "first" or at < side) and bool(((cells >= at + band[0]) & (cells <= at + band[1])).any())
 
     def best(edge: str, band: tuple[float, float]) -> tuple[int, int] | None:
         return next((size for cells in grids for size in candidates if cell_between(size, edge, band, cells)), None)
 
-    first = best("left", (-1.0, -0.51)) or next(iter(candidates), None)  # a cell just outside, in the pad
-    ends = [best("right", band) for band in ((-0.49, 0.0), (-1.0, -0.5))  # just past the end, just short of it
-            if first is None or not any(cell_between(first, "right", band, cells) for cells in grids)]
-    return tuple(dict.fromkeys(size for size in (first, *ends) if size is not None))
+    first = best("first", (-1.0, -0.51)) or (next(iter(candidates), None) if anyway else None)  # just in the pad
+    return [first, *(best("last", band) for band in ((-0.49, 0.0), (-1.0, -0.5))  # just past the end, just short
+                     if first is None or not any(cell_between(first, "last", band, cells) for cells in grids))]
 
 
 def random_box_samples(n: int, image_input: Port, layout: str, seed: int = 0) -> Samples:

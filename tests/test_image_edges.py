@@ -119,11 +119,11 @@ def test_udps_ratio_gets_an_image_with_a_cell_just_outside_its_left_edge():
     none within half a model pixel of the image, and a boundary moved 0.05 caller px into the padding PASSed. The
     size is chosen by the ratio's own cells there."""
     resize, spacing = Resize(size=(128, 160), fit="letterbox", side_rounding="round"), np.float32(160 / 39)
-    (w, h), *_ = _upscaled_size(resize, RESIZE_SIZES, float(spacing))
+    (w, h), *_ = _upscaled_size(resize, RESIZE_SIZES, (float(spacing), float(np.float32(128 / 31))))
     pad = float(resize.forward_map((h, w))[1][0])
     cells = np.arange(40, dtype=np.float32) * spacing
     assert ((cells >= pad - 1) & (cells < pad - 0.5)).any(), (w, h, pad)
-    assert _upscaled_size(resize, RESIZE_SIZES, 4.0) == _upscaled_size(resize, RESIZE_SIZES)  # whole: as before
+    assert _upscaled_size(resize, RESIZE_SIZES, (4.0, 4.0)) == _upscaled_size(resize, RESIZE_SIZES)  # whole: as 8's
 
 
 @pytest.mark.parametrize(("hw", "to_image", "moved"), [((128, 160), "{mode: image, udp: true}", "first ×1.1"),
@@ -153,7 +153,8 @@ def test_a_boundary_moved_a_twentieth_of_a_pixel_fails_udp_and_small_models(tmp_
 def test_no_upscaled_image_where_one_is_fed_already_or_the_model_is_tiny():
     assert _upscaled_size(Resize(size=(128, 160), fit="letterbox"), [(8, 11), *RESIZE_SIZES]) == ()
     assert _upscaled_size(Resize(size=(9, 40), fit="letterbox"), RESIZE_SIZES) == ()
-    assert _upscaled_size(Resize(size=(33, 17), fit="letterbox"), RESIZE_SIZES) == ((1, 3), (1, 2))  # no pad of 1 mod 8
+    # no pad of 1 mod 8; then (round 64) an image padded top and bottom, a cell just short of its bottom edge
+    assert _upscaled_size(Resize(size=(33, 17), fit="letterbox"), RESIZE_SIZES) == ((1, 3), (1, 2), (1, 1))
 
 
 @pytest.mark.parametrize("caller_wh", [(8, 11), (400, 300), (353, 481), (17, 3)])

@@ -220,16 +220,17 @@ class ToImage(OutputStep):
         return {"keypoints": np.stack(mapped) if mapped else np.zeros(coords.shape, np.float32)}
 
 
-    def cell_spacing(self, facts: ModelFacts) -> float | None:
-        """Model pixels from one heatmap column to the next as this step maps them (`_ratio`), where the maps' and
-        the model input's sizes are declared; None otherwise (`samples._upscaled_size` then assumes a whole
-        ratio)."""
+    def cell_spacing(self, facts: ModelFacts) -> tuple[float, float] | None:
+        """Model pixels from one heatmap column to the next and from one row to the next (x, y) as this step maps
+        them (`_ratio`; UDP's differ), where the maps' and the model input's sizes are declared; None otherwise
+        (`samples._upscaled_size` then assumes a whole ratio)."""
         shape = facts.output_shape
         if (self.units != "heatmap" or shape is None or len(shape) != 4 or not all(isinstance(side, int) and side > 1
                                                                                   for side in shape[2:])
                 or (self.input_size or facts.input_size) is None):
             return None
-        return float(self._ratio(facts, shape[2:])[0])
+        x, y = self._ratio(facts, shape[2:])
+        return float(x), float(y)
 
     def edge_cells(self, facts: ModelFacts | None, hw: tuple[int, int], geometry: np.ndarray
                    ) -> list[tuple[int, int]]:

@@ -31,7 +31,7 @@ from graphsurgery.errors import ArgumentError, RecipeError, listed, quoted
 from graphsurgery.parameter_errors import first_problem
 from graphsurgery.registry import closest, steps_for
 from graphsurgery.safeio import input_path, read_small_file
-from graphsurgery.steps.base import Color, InputStep, Layout, OutputStep, Step, recipe_validation
+from graphsurgery.steps.base import Color, InputStep, Layout, OutputStep, Step
 from graphsurgery.yamlsource import YamlPath, dotted, line_of, read_yaml
 
 MAX_RECIPE_BYTES = 1_000_000
@@ -376,11 +376,10 @@ def revalidated(recipe: Recipe) -> Recipe:
         return {**part.model_dump(exclude_unset=True, exclude={"steps"}), "steps": tuple(map(step, steps))}
 
     try:
-        with recipe_validation():
-            data = {name: getattr(recipe, name) for name in recipe.model_fields_set}
-            data.update({name: section(getattr(recipe, name, None)) for name in ("input", "output")
-                         if name in recipe.model_fields_set})
-            checked = Recipe.model_validate(data)
+        data = {name: getattr(recipe, name) for name in recipe.model_fields_set}
+        data.update({name: section(getattr(recipe, name, None)) for name in ("input", "output")
+                     if name in recipe.model_fields_set})
+        checked = Recipe.model_validate(data)
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         where = ".".join(str(part) for part in first["loc"])
@@ -422,8 +421,7 @@ def parse_recipe(raw: bytes | str, source: str = "<string>") -> Recipe:
         at, message, fix = unpaired
         raise RecipeError(f"line {line_of(at, lines)}: {dotted(at)}: {message}", path=source, fix=fix)
     try:
-        with recipe_validation():
-            recipe = Recipe.model_validate(data)
+        recipe = Recipe.model_validate(data)
     except ValidationError as exc:
         raise _recipe_error(exc, lines, source) from None
     recipe._sha256 = hashlib.sha256(data_bytes).hexdigest()
@@ -493,8 +491,7 @@ def _parse_step(item, path, known, other, side, lines, source) -> Step:
         raise fail(f"the parameters of {name!r} hold a value that is not a number, string, list or mapping ({exc})",
                    "quote dates and remove `!!` tags", path + (name,)) from None
     try:
-        with recipe_validation():
-            return known[name].model_validate_json(params_json, strict=True)
+        return known[name].model_validate_json(params_json, strict=True)
     except ValidationError as exc:
         raise _recipe_error(exc, lines, source, prefix=path + (name,), model=known[name]) from None
 

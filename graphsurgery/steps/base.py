@@ -15,9 +15,6 @@ object for `build` (from the splice) and `reference` (from the twins). Tensors a
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, ClassVar, Literal
 
@@ -113,21 +110,23 @@ class ExtraInput:
     doc: str
 
 
-#: True while a recipe is validated: its reader words pydantic's errors itself, with the line they are on
-_IN_RECIPE: ContextVar[bool] = ContextVar("graphsurgery_in_recipe", default=False)
+class _StepClass(type(BaseModel)):
+    """The steps' metaclass: a step built in Python with a parameter its recipe refuses (`Resize(size=(0, 0))`)
+    raised pydantic's ValidationError, many lines (round 60's leftover); it is one line now, worded as in a recipe
+    (`StepParameterError`). Only a call of the class comes here: a recipe's validation makes its steps without one,
+    and words its errors itself, with the line they are on."""
+
+    def __call__(cls, *args, **kwargs):
+        try:
+            return super().__call__(*args, **kwargs)
+        except ValidationError as exc:
+            problem = first_problem(exc, cls)
+            where = ".".join(map(str, problem.loc))
+            raise StepParameterError(f"{cls.__name__}({where + '=…' if where else ''}): {problem.message}",
+                                     fix=problem.fix) from None
 
 
-@contextmanager
-def recipe_validation() -> Iterator[None]:
-    """Steps validated within keep pydantic's ValidationError, for the recipe reader to place on its line."""
-    token = _IN_RECIPE.set(True)
-    try:
-        yield
-    finally:
-        _IN_RECIPE.reset(token)
-
-
-class Step(BaseModel):
+class Step(BaseModel, metaclass=_StepClass):
     """Base of all steps: parameters are pydantic fields, validated and frozen."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -135,19 +134,6 @@ class Step(BaseModel):
     step_name: ClassVar[str]
     side: ClassVar[Literal["input", "output"]]
     min_opset: ClassVar[int] = 9
-
-    def __init__(self, /, **data) -> None:
-        """A step built in Python with a parameter its recipe refuses raised pydantic's ValidationError, many lines
-        (round 60's leftover); it is one line now, as in a recipe (`StepParameterError`)."""
-        try:
-            super().__init__(**data)
-        except ValidationError as exc:
-            if _IN_RECIPE.get():
-                raise
-            problem = first_problem(exc, type(self))
-            where = ".".join(map(str, problem.loc))
-            raise StepParameterError(f"{type(self).__name__}({where + '=…' if where else ''}): {problem.message}",
-                                     fix=problem.fix) from None
 
     @classmethod
     def summary(cls) -> str:

@@ -179,6 +179,17 @@ def _usable_dims(dims) -> bool:
             and all(d is None or (whole(d) and 0 < d <= MAX_DIM) for d in dims))
 
 
+def _xml_name_fix(out_xml: Path) -> str:
+    """The name to suggest for an IR file not named *.xml: `-o .xml` (a hidden file with no suffix) was told "use
+    .xml.xml", and `-o x.xml.` "use x.xml..xml" (round 63)."""
+    trimmed = out_xml.name.rstrip(".")
+    if trimmed.endswith(".xml") and trimmed != ".xml":
+        return f"use {out_xml.with_name(trimmed)}"
+    if not Path(trimmed).stem.lstrip(".") or trimmed == ".xml":
+        return "give the IR file a name before .xml, e.g. model.xml"
+    return f"use {out_xml.with_suffix('.xml')}"
+
+
 def ovms_path(directory: str | Path, name: str) -> Path:
     """DIR/<name>/1/model.xml, the layout OpenVINO Model Server reads (`--model_path DIR/<name>`)."""
     directory = Path(directory)
@@ -209,9 +220,7 @@ def convert(model_path: str | Path, out_xml: str | Path, fp16: bool = False,
     model_path, out_xml = input_path(model_path, "model file"), output_path(out_xml)
     out_bin = out_xml.with_suffix(".bin")
     if out_xml.suffix != ".xml":
-        raise GraphsurgeryError(
-            "the IR file name must end in .xml", path=out_xml, fix=f"use {out_xml.with_suffix('.xml')}"
-        )
+        raise GraphsurgeryError("the IR file name must end in .xml", path=out_xml, fix=_xml_name_fix(out_xml))
     loaded = load_model(model_path)
     proto = loaded.proto
     made = _missing_parents(out_xml.parent) if make_parents else []

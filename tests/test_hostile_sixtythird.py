@@ -39,6 +39,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from clikit import invoke, one_line_exit_2
 from graphsurgery.errors import GraphsurgeryError
 
 from modelkit import pose_model
@@ -196,3 +197,13 @@ def test_a_reference_replaced_by_a_fifo_after_its_checks_is_refused_at_once(tmp_
     with pytest.raises(GraphsurgeryError, match="is not a regular file"):
         load_reference(path)
     assert time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize("name, fix", [(".xml", "give the IR file a name before .xml, e.g. model.xml"),
+                                       ("x.xml.", "use x.xml"), ("m.XML", "use m.xml")])
+def test_convert_suggests_an_ir_name_that_is_one(tmp_path, monkeypatch, name, fix):
+    """Was (round 63's leftover): `-o .xml` was told "use .xml.xml" and `-o x.xml.` "use x.xml..xml"."""
+    plain = pose_model(tmp_path / "plain.onnx")
+    monkeypatch.chdir(tmp_path)
+    one_line_exit_2(invoke("convert", plain, "-o", name), "must end in .xml", f"fix: {fix}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plain.onnx"]

@@ -161,7 +161,7 @@ class CocoReport:
     def to_dict(self) -> dict:
         return {"parity": bool(self), "problem": self.problem, "annotations": self.annotations, "images": self.images,
                 "people": self.people, "boxes": self.boxes, "pipelines": [p.to_dict() for p in self.pipelines],
-                "proven_people": self.proven, "_differing_people": self.differing,
+                "proven_people": self.proven, "differing_people": self.differing,
                 "per_keypoint": self.per_keypoint.to_dict() if self.per_keypoint is not None else None}
 
 

@@ -447,7 +447,9 @@ def test_parity_says_how_many_people_differed_and_were_proven_first(coco_set, tm
                               (1.5 * coco.DIFFERING, 0.0))
     result = CliRunner().invoke(cli, ["eval-coco", str(IMAGE_RECIPE), str(plain), "--ann", str(annotations),
                                       "--images", str(images), "--patched", str(patched), "--backends",
-                                      "onnxruntime"])
+                                      "onnxruntime", "--json", str(tmp_path / "coco.json")])
     assert result.exit_code == 0, result.output
+    data = json.loads((tmp_path / "coco.json").read_text())
+    assert data["differing_people"] == len(people) - 1 and data["proven_people"] == 2
     assert (f"every keypoint of 2 of the people (verify on onnxruntime), first the 2 of the {len(people) - 1} whose "
             "results differ most from the unpatched pipeline's (by more than 0.001)") in " ".join(result.output.split())

@@ -74,7 +74,8 @@ def verify_command(recipe: Path, plain: Path, patched: Path | None, images: Path
     their step's tolerance), and each mismatch is told apart as a near tie (the heatmap values at the two positions
     tie within the float tolerance) or a real mismatch. Exit code 0 when every output agrees, 1 when one does not,
     2 on a usage or input error. For each resize step the report also says how far it is from the closest
-    `cv2.resize` call on the first sample (informational: not part of the verdict).
+    library call (`cv2.resize`, or PIL's `Image.resize` for lanczos and antialiased modes) on the first sample
+    (informational: not part of the verdict).
     """
     from graphsurgery.verification import verify
 

@@ -20,8 +20,8 @@ from rapidocr_onnxruntime.utils import read_yaml
 
 HERE = Path(__file__).resolve().parent
 IMAGES = HERE.parents[2] / "examples" / "images"
-#: (H, W) of the crops: 30×100 is where the package's float ceil (48 · (100 / 30) = 160.00000000000003 → 161)
-#: parts from the exact one (160); 40×300 is capped at 192 either way; 48×150 is exact in floats too
+#: (H, W) of the crops: 30×100 resamples to a width of 160 (the package's float ceil of 48 · (100 / 30) is 160.0 in
+#: float64, as exact arithmetic gives); 40×300 is capped at 192 either way; 48×150 is exact in floats too
 SIZES = ((30, 100), (40, 300), (48, 150))
 
 

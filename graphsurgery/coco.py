@@ -139,6 +139,8 @@ class CocoReport:
     proven: int = 0
     #: how many people's results differ between the unpatched pipeline and the patched model (`_differing_people`)
     differing: int = 0
+    #: how many of them the proof took: those whose boxes verify cannot crop (`_provable`) are scored, not proven
+    differing_proven: int = 0
 
     def __bool__(self) -> bool:
         return (self.problem is None and bool(self.pipelines) and self.same_scores and self.per_keypoint is not None
@@ -255,6 +257,7 @@ def evaluate_coco(recipe: str | Path | Recipe, plain_model: str | Path, annotati
         report.differing = len(differing)
         chosen = _proof_people(provable, proven, differing)
         report.proven = len(chosen)
+        report.differing_proven = len({id(person) for person in differing} & {id(person) for person in chosen})
         report.per_keypoint = _verified_people(recipe, plain.path, patched_path, chosen, images, Path(annotations),
                                                backends, Path(tmp), held)
     return report

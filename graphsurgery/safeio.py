@@ -809,15 +809,13 @@ def _refuse_append_only(folder: Path, out: Path, uncreatable: Callable[[OSError,
 
 
 def _refuse_append_only_tmpdir(uncreatable: Callable[[OSError, Path], GraphsurgeryError]) -> None:
-    """Refuse an append-only $TMPDIR (or $TEMP, $TMP) before Python's tempfile first looks for its folder: it
-    writes a probe file in each candidate and removes it, which such a folder refuses, so every command left a
-    4-byte file there and went on in /tmp without a word (round 55's leftover)."""
+    """Refuse an append-only temporary folder before Python's tempfile first looks for its folder: it writes a
+    probe file in each candidate and removes it, which such a folder refuses, so every command left a 4-byte file
+    there and went on in the next without a word (round 55's leftover). tempfile's own candidates, in its order:
+    with $TMPDIR, $TEMP and $TMP unset, an append-only /tmp was probed the same way (round 67)."""
     if tempfile.tempdir is not None:  # chosen already: no probe again
         return
-    for name in ("TMPDIR", "TEMP", "TMP"):  # tempfile's order
-        folder = os.environ.get(name)
-        if not folder:
-            continue
+    for folder in tempfile._candidate_tempdir_list():  # $TMPDIR, $TEMP, $TMP, /tmp, /var/tmp, /usr/tmp, the cwd
         _refuse_append_only(Path(folder), Path(folder), uncreatable)
         if os.path.isdir(folder) and os.access(folder, os.W_OK | os.X_OK):
             return  # the one tempfile takes

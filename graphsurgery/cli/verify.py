@@ -220,10 +220,13 @@ def eval_coco_command(recipe: Path, plain: Path, annotations: Path, images: Path
     if proof.unit == "images":  # a recipe that resizes whole images: verify ran the images the people are in
         proven = (f"every keypoint of the {proof.samples} whole images {report.proven} of the people are in "
                   f"(verify on {', '.join(proof.backends)})")
-    if report.differing:
-        first = min(report.differing, report.proven)
+    if report.differing_proven:  # not min(differing, proven): people whose boxes verify cannot crop are not proven
+        first = report.differing_proven
         proven += (f", first the {first}{'' if first == report.differing else f' of the {report.differing}'} whose "
                    f"results differ most from the unpatched pipeline's (by more than {DIFFERING:g})")
+    elif report.differing:
+        proven += (f"; the {report.differing} whose results differ from the unpatched pipeline's (by more than "
+                   f"{DIFFERING:g}) are not among them: their boxes are too thin for verify to crop")
     if report:
         console.print(f"[bold green]PARITY[/]: identical AP/AR for all {len(report.pipelines)} pipelines, and "
                       f"{proven}", highlight=False)

@@ -15,6 +15,7 @@ object for `build` (from the splice) and `reference` (from the twins). Tensors a
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, ClassVar, Literal
 
@@ -113,17 +114,36 @@ class ExtraInput:
 class _StepClass(type(BaseModel)):
     """The steps' metaclass: a step built in Python with a parameter its recipe refuses (`Resize(size=(0, 0))`)
     raised pydantic's ValidationError, many lines (round 60's leftover); it is one line now, worded as in a recipe
-    (`StepParameterError`). Only a call of the class comes here: a recipe's validation makes its steps without one,
-    and words its errors itself, with the line they are on."""
+    (`StepParameterError`), and held to what its recipe takes (`_strictly`). Only a call of the class comes here: a
+    recipe's validation makes its steps without one, and words its errors itself, with the line they are on."""
 
     def __call__(cls, *args, **kwargs):
         try:
-            return super().__call__(*args, **kwargs)
+            step = super().__call__(*args, **kwargs)
+            _strictly(cls, kwargs)
+            return step
         except ValidationError as exc:
             problem = first_problem(exc, cls)
             where = ".".join(map(str, problem.loc))
             raise StepParameterError(f"{cls.__name__}({where + '=…' if where else ''}): {problem.message}",
                                      fix=problem.fix) from None
+
+
+def _strictly(cls: type[BaseModel], kwargs: dict) -> None:
+    """`kwargs` validated as a recipe's parameters are (strict JSON), where they are JSON once tuples and numpy
+    values are lists and numbers: pydantic's lax mode took `Scale(divide=True)` as 1.0, `Resize(size=["256",
+    192.0])` as (256, 192) and `Resize(antialias=1)` as True, which a recipe refuses (round 67). Values JSON cannot
+    hold are left to the lax validation, which took them."""
+    def plain(value):
+        if isinstance(value, (np.generic, np.ndarray)):
+            return value.tolist()
+        raise TypeError(type(value).__name__)
+
+    try:
+        text = json.dumps(kwargs, default=plain)
+    except (TypeError, ValueError):
+        return
+    cls.model_validate_json(text, strict=True)
 
 
 class Step(BaseModel, metaclass=_StepClass):

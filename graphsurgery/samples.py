@@ -256,19 +256,26 @@ def random_box_samples(n: int, image_input: Port, layout: str, seed: int = 0) ->
     for index in range(n):
         width, height = RESIZE_SIZES[index % len(RESIZE_SIZES)]
         image = rng.integers(0, 256, (1, *_sample_shape(image_input, (width, height), layout)))
-        boxes = []
-        for _ in range(int(rng.integers(1, 5))):
-            kind = boxes_made % 3
-            boxes_made += 1
-            w, h = (rng.uniform(2, 8), rng.uniform(2, 8)) if kind == 2 else (rng.uniform(20, width), rng.uniform(
-                40, height))
-            margin = 0.5 if kind == 1 else 0.0  # partly outside: the box may start half its size before the image
-            boxes.append((rng.uniform(-margin * w, width - (1 - margin) * w),
-                          rng.uniform(-margin * h, height - (1 - margin) * h), w, h))
-        groups.append((image.astype(image_input.dtype), {"boxes": np.array(boxes, np.float32)}))
+        boxes = random_person_boxes(rng, (width, height), int(rng.integers(1, 5)), boxes_made)
+        boxes_made += len(boxes)
+        groups.append((image.astype(image_input.dtype), {"boxes": boxes}))
     shown = ", ".join(f"{w}×{h}" for w, h in dict.fromkeys(RESIZE_SIZES[i % len(RESIZE_SIZES)] for i in range(n)))
     return Samples(groups, f"{n} random images of W×H {shown} with {boxes_made} random person boxes (inside, partly "
                            f"outside, tiny; seed {seed})", "images")
+
+
+def random_person_boxes(rng: np.random.Generator, size: tuple[int, int], count: int, made: int = 0) -> np.ndarray:
+    """`count` random COCO x, y, w, h boxes [count, 4] float32 on an image of `size` (W, H): inside it, partly
+    outside it and tiny, in turn (`made`: how many came before, for the turn)."""
+    width, height = size
+    boxes = []
+    for kind in (index % 3 for index in range(made, made + count)):
+        w, h = (rng.uniform(2, 8), rng.uniform(2, 8)) if kind == 2 else (rng.uniform(20, width), rng.uniform(
+            40, height))
+        margin = 0.5 if kind == 1 else 0.0  # partly outside: the box may start half its size before the image
+        boxes.append((rng.uniform(-margin * w, width - (1 - margin) * w),
+                      rng.uniform(-margin * h, height - (1 - margin) * h), w, h))
+    return np.array(boxes, np.float32).reshape(-1, 4)
 
 
 def box_image_samples(folder: Path, boxes_file: Path | str | None, image_input: Port, tensor: InputTensor,

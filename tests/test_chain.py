@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from chainkit import chain_models
 from graphsurgery.api import apply
 from graphsurgery.chaining import chain, verify_chain
 from graphsurgery.cli import cli
@@ -23,16 +24,7 @@ IMAGES = ROOT / "examples" / "images"
 
 @pytest.fixture(scope="module")
 def patched(tmp_path_factory) -> dict[str, Path]:
-    from examples.zoo.export import export_zoo
-    from modelkit import pose_model
-
-    folder = tmp_path_factory.mktemp("chain")
-    detector = export_zoo(folder / "detector.onnx", "yolov8-tiny", opset=17)
-    pose = pose_model(folder / "pose.onnx", opset=17)
-    return {"detector": apply(ROOT / "recipes" / "yolov8_detector.yaml", detector, folder / "detector.patched.onnx"
-                              ).output,
-            "pose": apply(ROOT / "recipes" / "hrnet_coco_topdown.yaml", pose, folder / "pose.patched.onnx").output,
-            "plain_pose": pose}
+    return chain_models(tmp_path_factory.mktemp("chain"))
 
 
 def photos() -> list[np.ndarray]:

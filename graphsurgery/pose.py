@@ -87,6 +87,12 @@ class PoseModel:
             return cls(image.name, (0, 0), None, True, None, top_down=True)
         height, width = image.shape[1:3]
         if height is None or width is None:
+            if _resizes(path):
+                raise GraphsurgeryError(
+                    f"input {image.name!r} takes images of any size ({_ports([image])}): its recipe resizes (or "
+                    "centre-crops) them, and run cuts crops of one fixed size", path=path,
+                    fix="patch the plain model with recipes/hrnet_coco_topdown.yaml (crops cut in the graph) or "
+                        "hrnet_coco_pose_image.yaml for run, or call this model directly on whole images")
             raise GraphsurgeryError(
                 f"the crop size of input {image.name!r} is not fixed ({_ports([image])})",
                 path=path,
@@ -94,6 +100,19 @@ class PoseModel:
             )
         heatmaps = [p.name for p in signature.outputs if p.name not in (KEYPOINTS, SCORES) and len(p.shape) == 4]
         return cls(image.name, (width, height), image.shape[0], bool(others), heatmaps[0] if heatmaps else None)
+
+
+def _resizes(path: Path) -> bool:
+    """Whether the ONNX model's spliced input steps resize or centre-crop (free H × W): its input size is the
+    recipe's doing, and "export the model with a fixed input size" was no fix (round 69)."""
+    from graphsurgery.modelio import load_model
+    from graphsurgery.staged import SPLICED_INPUT
+
+    if Path(path).suffix.lower() != ".onnx":
+        return False
+    steps = {node.name[len(SPLICED_INPUT):].split("/", 1)[0] for node in load_model(path).proto.graph.node
+             if node.name.startswith(SPLICED_INPUT)}
+    return bool(steps & {"resize", "center_crop"})
 
 
 def _ports(ports: Sequence[Port]) -> str:

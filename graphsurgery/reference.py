@@ -273,7 +273,10 @@ def _live(function: Callable, recipe: Recipe, facts: ModelFacts, plain, patched:
         other = other_inputs(plain.proto, others, len(tensors), facts.input_shape[0] if facts.input_shape else None,
                              seed, plain.path)
         feeds = {image_input.name: tensors, **extra, **other}
-        answers = call_user(function, "the reference pipeline (--reference-pipeline)", dict(feeds))
+        # its own copies: a pipeline that draws its answer on the caller's image in place (cv2.rectangle) fed the
+        # patched model the drawn-on image, and a right patch FAILed against right answers (round 69)
+        answers = call_user(function, "the reference pipeline (--reference-pipeline)",
+                            {name: np.array(array, copy=True) for name, array in feeds.items()})
         if not isinstance(answers, dict) or not all(isinstance(k, str) for k in answers):
             raise GraphsurgeryError(f"the reference pipeline returned {type(answers).__name__}, not a dict of arrays "
                                     "by output name", fix="return {output name: array, ...}")

@@ -22,6 +22,9 @@ from graphsurgery.limits import refuse_if_limited
 from graphsurgery.safeio import input_path, present
 from graphsurgery.supervisor import doing, each
 
+#: the node-name prefixes of the flip test's two halves (emit.py names a step's nodes `graphsurgery/<side>/<step>/`)
+FLIP_TEST, FLIP_AVERAGE = "graphsurgery/pre/flip_test/", "graphsurgery/post/flip_average/"
+
 BACKENDS = ("onnxruntime", "openvino")
 PRECISIONS = ("f32", "bf16", "f16")
 #: How much of an .xml is read to see that it is an IR (its <net> element comes after the XML declaration)
@@ -444,6 +447,7 @@ def failed_run(exc: Exception, runtime: str, model: Path, feeds: dict[str, np.nd
     refuse_if_limited(exc, runtime, model)  # an allocation failing under `ulimit -v`: not the model's fault
     if not _fits(feeds, model_signature(model).inputs):
         raise exc
+    _refuse_unpaired_flip_average(exc, model)
     own = "graphsurgery/" in str(exc)
     if own and made_here(model):
         raise exc
@@ -452,6 +456,22 @@ def failed_run(exc: Exception, runtime: str, model: Path, feeds: dict[str, np.nd
                                 "the file is as apply wrote it, report this)" if own else
                                 f"check that the model runs in {runtime} alone on inputs of the shapes it declares; "
                                 "re-export it if not") from None
+
+
+def _refuse_unpaired_flip_average(exc: Exception, model: Path) -> None:
+    """A spliced flip_average without a spliced flip_test is a right recipe for a caller that feeds each crop and
+    then its mirror (`recipe.flip_unpaired`); run and convert --int8 feed each crop once, and its Split of an odd
+    batch failed with "apply the recipe again … report this" (round 69). One line saying what the model wants."""
+    from graphsurgery.modelio import load_model
+
+    if f"{FLIP_AVERAGE}Split" not in str(exc) or Path(model).suffix.lower() != ".onnx":  # an IR: not read here
+        return
+    if any(node.name.startswith(FLIP_TEST) for node in load_model(model).proto.graph.node):
+        return
+    raise GraphsurgeryError("the model folds a flip test's mirrored crops (a spliced flip_average) but mirrors none "
+                            "itself (no flip_test): fed each crop once, its batch does not split in two", path=model,
+                            fix="add `flip_test: {}` last among the recipe's input steps and apply it again (or "
+                                "feed each crop, then its mirror, yourself)") from None
 
 
 def _fits(feeds: dict[str, np.ndarray], inputs: tuple[Port, ...]) -> bool:

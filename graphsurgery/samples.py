@@ -266,12 +266,15 @@ def random_box_samples(n: int, image_input: Port, layout: str, seed: int = 0) ->
 
 def random_person_boxes(rng: np.random.Generator, size: tuple[int, int], count: int, made: int = 0) -> np.ndarray:
     """`count` random COCO x, y, w, h boxes [count, 4] float32 on an image of `size` (W, H): inside it, partly
-    outside it and tiny, in turn (`made`: how many came before, for the turn)."""
+    outside it and tiny, in turn (`made`: how many came before, for the turn). An image under 20 × 40 px (chain
+    --check's photo of 1 × 1, or of 65,535 × 1) bounds the sizes by its own (round 69: numpy's "high - low < 0",
+    an internal error)."""
     width, height = size
     boxes = []
     for kind in (index % 3 for index in range(made, made + count)):
-        w, h = (rng.uniform(2, 8), rng.uniform(2, 8)) if kind == 2 else (rng.uniform(20, width), rng.uniform(
-            40, height))
+        w, h = (rng.uniform(2, 8), rng.uniform(2, 8)) if kind == 2 else (rng.uniform(min(20, width), width),
+                                                                         rng.uniform(min(40, height), height))
+        w, h = min(w, width), min(h, height)
         margin = 0.5 if kind == 1 else 0.0  # partly outside: the box may start half its size before the image
         boxes.append((rng.uniform(-margin * w, width - (1 - margin) * w),
                       rng.uniform(-margin * h, height - (1 - margin) * h), w, h))

@@ -230,17 +230,34 @@ def _cut(recipe: Recipe, proto: onnx.ModelProto, feeds: dict[str, np.ndarray], s
     if not all(name in made for name in starts) or not all(name in made and name in declared for name in names):
         return None
     inputs = [value.name for value in proto.graph.input if value.name in feeds]
+    return inputs if cut_between(proto, inputs, starts, list(names), path) else None
+
+
+def cut_between(proto: onnx.ModelProto, inputs: Sequence[str], starts: dict[str, np.ndarray], ends: Sequence[str],
+                path: Path) -> bool:
+    """`proto` cut from its inputs `inputs` and the tensors `starts` (fed the values given, by name) to the tensors
+    `ends`, saved at `path`; False where its constants are external data (see `_cut`) or an end has no type, as
+    declared or as shape inference finds it (a node a user added, the graph saved without value_info)."""
     extractor = Extractor(proto)
     for name, value in starts.items():
         extractor.value_infos.setdefault(name, _declared_as(name, value))
-    cut = extractor.extract_model([*inputs, *starts], list(names))
+    if any(name not in extractor.value_infos for name in ends):
+        try:
+            inferred = onnx.shape_inference.infer_shapes(proto).graph.value_info
+        except (onnx.shape_inference.InferenceError, ValueError):
+            return False
+        for value in inferred:
+            extractor.value_infos.setdefault(value.name, value)
+        if any(name not in extractor.value_infos for name in ends):
+            return False
+    cut = extractor.extract_model([*inputs, *starts], list(ends))
     if any(uses_external_data(tensor) for tensor in cut.graph.initializer):
-        return None
+        return False
     onnx.save(cut, str(path))
-    return inputs
+    return True
 
 
-def _declared_type(path: Path, name: str) -> np.dtype:
+def declared_type(path: Path, name: str) -> np.dtype:
     """The element type the cut graph at `path` declares for its input `name`, read without the checker: the cut is
     verify's own file (`model_signature` checked it, and a model of IR 3, whose initializers must be inputs too,
     failed the checker as cut)."""
@@ -276,7 +293,7 @@ def run_probe(recipe: Recipe, facts: ModelFacts, proto: onnx.ModelProto | None, 
     inputs = _cut(recipe, proto, feeds, {facts.output_name: probe}, path)
     if inputs is None:
         return None, notes
-    probe = probe.astype(_declared_type(path, facts.output_name))  # the head's own type: after flip_average the
+    probe = probe.astype(declared_type(path, facts.output_name))  # the head's own type: after flip_average the
     # maps it reads are float32
     shape = feeds[caller].shape
     extras = {name: value for name, value in feeds.items() if name != caller}

@@ -46,6 +46,7 @@ from graphsurgery.longrun import FirstPart, say_long_run
 from graphsurgery.machine import usable_memory
 from graphsurgery.model import ModelFacts, openvino_caveats, provenance, real_inputs
 from graphsurgery.modelio import load_model
+from graphsurgery.nms_reads import NmsCut, graph_reads, nms_cut, reads_results
 from graphsurgery.recipe import Recipe, as_recipe
 from graphsurgery.runners import BACKENDS, backend_list, check_backends, open_runner, precision_note
 from graphsurgery.safeio import input_path, scratch_named, temporary_folder
@@ -163,18 +164,22 @@ class VerifyReport:
     #: per backend, the network input the patched graph computes against the input twins' (`staged`): part of the
     #: verdict
     input_steps: list[PairReport] = field(default_factory=list)
+    #: per backend (and on the probe), what the patched graph's nms reads against the twins', at every anchor
+    #: (`nms_reads`): part of the verdict
+    before_nms: list[PairReport] = field(default_factory=list)
     #: what the patched model was compared with, as the verdict says it (round 44: after `--reference FILE.npz` a
     #: PASS said it agreed with the unpatched pipeline, of a comparison with the user's recorded one)
     compared_with: str = "the unpatched pipeline"
 
     def __bool__(self) -> bool:
         decisive = [pair for pair in self.pairs if not pair.informational]
-        return self.problem is None and bool(decisive) and all(decisive) and all(self.input_steps) and all(self.probes)
+        return (self.problem is None and bool(decisive) and all(decisive) and all(self.input_steps)
+                and all(self.before_nms) and all(self.probes))
 
     @property
     def compared(self) -> list[PairReport]:
-        """Every comparison, as reported: the pairs, the input steps, then the probes."""
-        return [*self.pairs, *self.input_steps, *self.probes]
+        """Every comparison, as reported: the pairs, the input steps, what nms reads, then the probes."""
+        return [*self.pairs, *self.input_steps, *self.before_nms, *self.probes]
 
     def failures(self) -> list[str]:
         """One line per failing output of the pairs that decide (the probes' last): the pair, the output and the
@@ -190,6 +195,7 @@ class VerifyReport:
                 "precision": self.precision, "compared_with": self.compared_with, "problem": self.problem,
                 "notes": self.notes,
                 "pairs": [p.to_dict() for p in self.pairs], "input_steps": [p.to_dict() for p in self.input_steps],
+                "before_nms": [p.to_dict() for p in self.before_nms],
                 "probes": [p.to_dict() for p in self.probes],
                 "informational": {"vs_library": self.vs_library}}
 
@@ -382,6 +388,14 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
             sized.append((width_height(tensors[0], tensor_facet(recipe).layout), other,
                           cells_at(other_feeds, other_output, f"sized_cell_probe_{index}") if other is not None
                           else []))
+        # what nms reads at every anchor, from the network outputs the twins decoded (`nms_reads`)
+        cut, unread = (None, None) if int8 else nms_cut(recipe, facts, patched_proto, decoded[backends[0]][0][0],
+                                                         Path(tmp))
+        report.notes += [unread] if unread else []
+        read_by_nms = {backend: graph_reads(cut, backend, [output for output, _ in decoded[backend]])
+                       for backend in backends} if cut else {}
+        probed = [probe, *(other for _, other, _ in sized if other is not None)] if cut and probe is not None else []
+        read_on_probes = graph_reads(cut, backends[0], [one.output for one in probed]) if probed else []
         own_decode = int8_verification.own_decode(recipe, facts, answers["openvino"], samples, batch) if int8 else None
     runs = {backend: concat(answers.pop(backend)) for backend in backends}  # the parts go as they are joined
     report.problem = _input_ignored(unpatched[backends[0]], steps)
@@ -431,6 +445,8 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
         report.probes += [_probe_pair(joined([other, *(cell for cell in its_cells if cell is not None)]), recipe,
                                       facts, wanted, tie, size)
                           for size, other, its_cells in sized if other is not None]
+    if cut is not None:
+        report.before_nms = _before_nms_pairs(cut, recipe, facts, read_by_nms, decided, probed, read_on_probes)
     if exposed:
         report.input_steps, note = _input_pairs(bounds, network, steps)
         report.notes += [note] if note else []
@@ -577,6 +593,27 @@ def _decided_exactly(recipe: Recipe) -> bool:
     return bool(steps) and all(isinstance(step, (*EXACT_ON_INVALID, SimccDecode)) for step in steps) and all(
         step.method == "exact" for step in steps if isinstance(step, HeatmapArgmax))  # `argmax`: ties are runtimes'
     # before opset 12
+
+
+def _before_nms_pairs(cut: NmsCut, recipe: Recipe, facts: ModelFacts, graph: dict[str, list[dict[str, np.ndarray]]],
+                      decided: dict[str, dict[str, dict[str, np.ndarray]]], probes: list[Probe],
+                      on_probes: list[dict[str, np.ndarray]]) -> list[PairReport]:
+    """What the patched graph's nms reads against what the nms twin read from the same network outputs
+    (`nms_reads`): on each backend's samples, then on the decoder probes of the first backend, as one (`on_probes`:
+    the graph's reads on each of `probes`)."""
+    def twins(reads: dict[str, dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+        return next(found for found in reads.values() if "candidates" in found)
+
+    pairs = [PairReport(f"{backend}: output steps before nms", "the output twins on the plain model's output",
+                        f"the patched graph's output steps before nms on {backend}, fed that output",
+                        reads_results(cut, answers, twins(decided[backend]))) for backend, answers in graph.items()]
+    if probes:
+        decoded = [twins(probe.decided(recipe, facts)) for probe in probes]
+        pairs.append(PairReport(f"{probes[0].backend}: output steps before nms on the probe outputs",
+                                "the output twins on the probe network outputs",
+                                f"the patched graph's output steps before nms on {probes[0].backend}",
+                                reads_results(cut, on_probes, concat(decoded))))
+    return pairs
 
 
 def _input_pairs(bounds: Bounds, network: dict[str, FloatResult], steps: Sequence[InputStep]

@@ -227,12 +227,18 @@ def class_count(inferred: onnx.ModelProto) -> int | None:
     nodes (`graphsurgery/post/nms/…`, as splice names them) read from the step before: the 3-D one that is not the
     candidates [N, A, 4]. `inferred`: the model after shape inference. None when no nms step made the model (a
     detector with a suppression of its own) or the shapes are not known."""
-    scope = f"graphsurgery/post/{Nms.step_name}/"
-    made_here = {name for node in inferred.graph.node if node.name.startswith(scope) for name in node.output}
-    constants = {tensor.name for tensor in inferred.graph.initializer}
-    read = {name for node in inferred.graph.node if node.name.startswith(scope) for name in node.input
-            if name and name not in made_here and name not in constants}
+    read = nms_reads(inferred.graph)
     dims = {value.name: [d.dim_value if d.HasField("dim_value") else None for d in value.type.tensor_type.shape.dim]
             for value in inferred.graph.value_info if value.name in read}
     classes = {shape[1] for shape in dims.values() if len(shape) == 3 and shape[2] != 4}
     return classes.pop() if len(classes) == 1 and None not in classes else None
+
+
+def nms_reads(graph: onnx.GraphProto) -> set[str]:
+    """The tensors an nms step's nodes (`graphsurgery/post/nms/…`, as splice names them) read from the steps before
+    it: its candidates and class scores as the patched graph computes them (empty where no nms step made it)."""
+    scope = f"graphsurgery/post/{Nms.step_name}/"
+    made_here = {name for node in graph.node if node.name.startswith(scope) for name in node.output}
+    constants = {tensor.name for tensor in graph.initializer}
+    return {name for node in graph.node if node.name.startswith(scope) for name in node.input
+            if name and name not in made_here and name not in constants}

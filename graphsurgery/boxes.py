@@ -25,7 +25,7 @@ MAX_COORDINATE = 1e6  # pixels: larger than any image a pose model is run on
 MIN_SIZE = 1.0
 
 
-def load_boxes(path: Path, images: dict[int, str] | None = None, min_score: float = 0.0) -> dict[str, list[Box]]:
+def load_boxes(path: Path, images: dict[int, str] | None = None, min_score: float = 0.0) -> Boxes:
     """Boxes by image file name (base name)."""
     path = Path(path)
     raw = read_small_file(path, MAX_BOXES_BYTES, "boxes file")
@@ -38,8 +38,8 @@ def load_boxes(path: Path, images: dict[int, str] | None = None, min_score: floa
         if isinstance(data, dict) and "annotations" in data:
             names = image_names(data, path)
             people = [a for a in data["annotations"] if a.get("category_id", 1) == 1 and not a.get("iscrowd", 0)]
-            return Boxes(_group(((names[a["image_id"]], a["bbox"]) for a in people), path),
-                         _declared_sizes(data, {a["image_id"] for a in people}))
+            return _group(((names[a["image_id"]], a["bbox"]) for a in people), path,
+                          _declared_sizes(data, {a["image_id"] for a in people}))
         if isinstance(data, list):
             if images is None:
                 raise GraphsurgeryError(
@@ -58,12 +58,26 @@ def load_boxes(path: Path, images: dict[int, str] | None = None, min_score: floa
 
 
 class Boxes(dict):
-    """Boxes by image file name, and `sizes`: the (width, height) in pixels that a COCO annotation file gives its
-    images (none for the other forms), which the decoded images must have (`check_size`)."""
+    """Boxes by image file name, read from the file `source`, and `sizes`: the (width, height) in pixels that a
+    COCO annotation file gives its images (none for the other forms), which the decoded images must have
+    (`check_size`)."""
 
-    def __init__(self, boxes: dict[str, list[Box]], sizes: dict[str, tuple[float, float]] | None = None):
+    def __init__(self, boxes: dict[str, list[Box]], source: Path, sizes: dict[str, tuple[float, float]] | None = None):
         super().__init__(boxes)
-        self.sizes = sizes or {}
+        self.source, self.sizes = source, sizes or {}
+
+    def check_size(self, image_path: Path, image) -> None:
+        """Refuse a decoded image whose size is not the one the boxes' annotation file gives it: a folder of resized
+        (or rotated) copies put every box on other pixels, and `run` and `verify` went on in silence (round 63;
+        eval-coco refuses it for its ground truth)."""
+        declared = self.sizes.get(image_path.name)
+        height, width = image.shape[:2]
+        if declared is not None and (width, height) != declared:
+            raise GraphsurgeryError(f"the image is {width} × {height} pixels, but the boxes file "
+                                    f"{quoted(self.source.name)} gives it {declared[0]:g} × {declared[1]:g}: its boxes "
+                                    "would fall on other pixels", path=image_path,
+                                    fix="give the images that annotation file describes (not resized or rotated "
+                                        "copies), or boxes made for these")
 
 
 def _declared_sizes(data: dict, used: set) -> dict[str, tuple[float, float]]:
@@ -72,19 +86,6 @@ def _declared_sizes(data: dict, used: set) -> dict[str, tuple[float, float]]:
     return {Path(image["file_name"]).name: (image["width"], image["height"]) for image in data.get("images") or []
             if image["id"] in used and isinstance(image.get("file_name"), str) and is_number(image.get("width"))
             and is_number(image.get("height"))}
-
-
-def check_size(boxes: dict[str, list[Box]], image_path: Path, image, source: Path) -> None:
-    """Refuse a decoded image whose size is not the one the boxes' annotation file gives it: a folder of resized
-    (or rotated) copies put every box on other pixels, and `run` and `verify` went on in silence (round 63;
-    eval-coco refuses it for its ground truth)."""
-    declared = getattr(boxes, "sizes", {}).get(image_path.name)
-    height, width = image.shape[:2]
-    if declared is not None and (width, height) != declared:
-        raise GraphsurgeryError(f"the image is {width} × {height} pixels, but the boxes file {quoted(source.name)} "
-                                f"gives it {declared[0]:g} × {declared[1]:g}: its boxes would fall on other pixels",
-                                path=image_path, fix="give the images that annotation file describes (not resized "
-                                                     "or rotated copies), or boxes made for these")
 
 
 def unmatched_note(boxes: dict[str, list[Box]], paths: list[Path], path: Path) -> str | None:
@@ -176,9 +177,9 @@ def _score(detection: dict, path: Path) -> float:
     return score
 
 
-def _group(pairs, path: Path) -> dict[str, list[Box]]:
+def _group(pairs, path: Path, sizes: dict[str, tuple[float, float]] | None = None) -> Boxes:
     """Boxes by base name (images are matched by file name): two spellings of one name (`a.jpg`, `./a.jpg`,
-    `sub/a.jpg`) are refused, not merged into one image's boxes."""
+    `sub/a.jpg`) are refused, not merged into one image's boxes. `sizes`: the images' declared sizes."""
     grouped: dict[str, list[Box]] = {}
     spelt: dict[str, str] = {}
     for count, (name, box) in enumerate(pairs):
@@ -200,4 +201,4 @@ def _group(pairs, path: Path) -> dict[str, list[Box]]:
             raise GraphsurgeryError(f"more than {MAX_BOXES:,} boxes", path=path,
                                     fix="keep the person boxes (filter detections by score first)")
         grouped.setdefault(Path(name).name, []).append(values)
-    return grouped
+    return Boxes(grouped, path, sizes)

@@ -298,7 +298,7 @@ def _differing_people(people: list[PersonBox], outcomes: dict[tuple[str, str], l
     """The people whose results differ between the unpatched pipeline and the patched model on a backend beyond
     float rounding (`DIFFERING`: a keypoint, in image pixels, or a joint score), the most different first. Equal
     AP/AR and a proof on people spread over the set let a patch wrong only for people outside that sample PASS
-    (round 55's leftover): each pipeline has every person's answer, so the proof takes these first."""
+    (round 51's leftover): each pipeline has every person's answer, so the proof takes these first."""
     gaps = np.zeros(len(people))
     for backend in backends:
         unpatched, patched = outcomes["unpatched", backend], outcomes["patched", backend]

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from graphsurgery import crops
-from graphsurgery.boxes import Box, check_size, load_boxes, unmatched_note
+from graphsurgery.boxes import Box, load_boxes, unmatched_note
 from graphsurgery.cocoformat import keypoint_result
 from graphsurgery.draw import MONTAGE_MAX_PERSONS
 from graphsurgery.errors import ArgumentError, GraphsurgeryError, check_callback, finite, printable, whole
@@ -393,7 +393,7 @@ def run_pose(model: str | Path, images: Sequence[str | Path], outdir: str | Path
         for path, image_id in zip(paths, image_ids(paths)):
             image = read_image(path)
             if person_boxes is not None:
-                check_size(person_boxes, path, image, Path(boxes))
+                person_boxes.check_size(path, image)
             image_boxes = (
                 person_boxes.get(path.name, []) if person_boxes is not None else [crops.whole_image_box(image)]
             )

@@ -289,7 +289,7 @@ def box_image_samples(folder: Path, boxes_file: Path | str | None, image_input: 
     of memory); each box's answer is its own, so the parts do not change them. `crop_values`: the values the graph
     cuts for one box (the flip test's mirror included), where every box's crops are held at once (verify: its
     network inputs), refused past `most_samples` of them before an image is read."""
-    from graphsurgery.boxes import check_size, load_boxes, unmatched_note
+    from graphsurgery.boxes import load_boxes, unmatched_note
     from graphsurgery.crops import in_parts, whole_image_box
     from graphsurgery.images import list_images, read_image
 
@@ -308,7 +308,7 @@ def box_image_samples(folder: Path, boxes_file: Path | str | None, image_input: 
             continue
         image = read_image(path)
         if boxes is not None:
-            check_size(boxes, path, image, Path(boxes_file))
+            boxes.check_size(path, image)
         people = boxes[path.name] if boxes is not None else [whole_image_box(image)]
         caller = as_caller_tensor(image, tensor, image_input.dtype)[None]
         array = np.array([list(box)[:4] for box in people], np.float32)
@@ -326,7 +326,7 @@ def box_image_samples(folder: Path, boxes_file: Path | str | None, image_input: 
 def image_samples(folder: Path, boxes_file: Path | str | None, image_input: Port, size: tuple[int, int],
                   tensor: InputTensor, extras: list[str]) -> Samples:
     """One crop per person box (or per whole image without a boxes file), cut as the HRNet authors cut them."""
-    from graphsurgery.boxes import check_size, load_boxes, unmatched_note
+    from graphsurgery.boxes import load_boxes, unmatched_note
     from graphsurgery.crops import person_crop, whole_image_box
     from graphsurgery.images import list_images, read_image
 
@@ -344,7 +344,7 @@ def image_samples(folder: Path, boxes_file: Path | str | None, image_input: Port
             continue
         image = read_image(path)
         if boxes is not None:
-            check_size(boxes, path, image, Path(boxes_file))
+            boxes.check_size(path, image)
         used += 1
         for box in boxes[path.name] if boxes is not None else [whole_image_box(image)]:
             center, scale, crop = person_crop(image, box, size)

@@ -110,3 +110,29 @@ def test_right_patches_pass_before_nms_on_samples_and_probe(heads, fmt):
     assert "onnxruntime: output steps before nms" in names and any("probe" in name for name in names), names
     assert all(len(pair.results) == 2 for pair in report.before_nms)
     assert report.to_dict()["before_nms"]
+
+
+def test_a_patched_ir_is_said_to_be_compared_on_its_detections_alone(heads, tmp_path):
+    """An IR cannot be cut where nms reads: no such row, and a note that says only the detections were compared."""
+    from graphsurgery.irconvert import convert
+
+    recipe, plain, right = heads["dfl"]
+    ir = tmp_path / "right.xml"
+    convert(right, ir)
+    report = verify(recipe, plain, patched=ir, backends=["openvino"])
+    assert report and report.before_nms == []
+    assert any("a patched IR cannot be cut" in note and "only the detections were" in note for note in report.notes)
+
+
+def test_what_nms_reads_of_another_shape_than_the_twins_fails_as_such(tmp_path):
+    """A graph whose two tensors fit the twins' candidates and class scores neither way round fails each, saying
+    both shapes, rather than comparing what does not correspond."""
+    from graphsurgery.nms_reads import NmsCut, reads_results
+    from graphsurgery.steps.base import Comparison
+
+    cut = NmsCut(tmp_path / "cut.onnx", "output", np.dtype(np.float32), ("a", "b"), Comparison("float"))
+    graph = [{"a": np.zeros((1, 5, 4), np.float32), "b": np.zeros((1, 2, 5), np.float32)}]
+    twins = {"candidates": np.zeros((1, 6, 4)), "class_scores": np.zeros((1, 2, 6))}
+    results = reads_results(cut, graph, twins)
+    assert [result.output for result in results] == ["candidates", "class_scores"] and not any(results)
+    assert "[1, 5, 4] and [1, 2, 5]" in results[0].problem and "[1, 6, 4]" in results[0].problem

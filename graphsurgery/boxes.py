@@ -39,7 +39,7 @@ def load_boxes(path: Path, images: dict[int, str] | None = None, min_score: floa
             names = image_names(data, path)
             people = [a for a in data["annotations"] if a.get("category_id", 1) == 1 and not a.get("iscrowd", 0)]
             return _group(((names[a["image_id"]], a["bbox"]) for a in people), path,
-                          _declared_sizes(data, {a["image_id"] for a in people}))
+                          _declared_sizes(data, {a["image_id"] for a in people}, path))
         if isinstance(data, list):
             if images is None:
                 raise GraphsurgeryError(
@@ -80,12 +80,22 @@ class Boxes(dict):
                                         "copies), or boxes made for these")
 
 
-def _declared_sizes(data: dict, used: set) -> dict[str, tuple[float, float]]:
+def _declared_sizes(data: dict, used: set, path: Path) -> dict[str, tuple[float, float]]:
     """The width and height of each image whose boxes are used (ids `used`; by base name, which `_group` keeps
-    unambiguous for them), where the annotation file gives both as numbers."""
-    return {Path(image["file_name"]).name: (image["width"], image["height"]) for image in data.get("images") or []
-            if image["id"] in used and isinstance(image.get("file_name"), str) and is_number(image.get("width"))
-            and is_number(image.get("height"))}
+    unambiguous for them), where the annotation file gives them. A size given but not a number of pixels (a string,
+    a bool, 0) is refused as eval-coco refuses it: `run` and `verify` skipped the size check for it (round 69)."""
+    sizes = {}
+    for image in data.get("images") or []:
+        if image["id"] not in used or not isinstance(image.get("file_name"), str) or (
+                image.get("width") is None and image.get("height") is None):
+            continue
+        for side in ("width", "height"):
+            if not is_image_side(image.get(side)):
+                raise GraphsurgeryError(f"image {quoted(image['file_name'])} has {side} {repr(image.get(side))[:40]}, "
+                                        "not a number of pixels", path=path,
+                                        fix="give each image its width and height in pixels, or leave both out")
+        sizes[Path(image["file_name"]).name] = (image["width"], image["height"])
+    return sizes
 
 
 def unmatched_note(boxes: dict[str, list[Box]], paths: list[Path], path: Path) -> str | None:
@@ -160,6 +170,11 @@ def is_box(values: tuple[float, ...]) -> bool:
 def is_number(value) -> bool:
     """A JSON number: not a bool (True is 1 to Python), not a string of digits."""
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def is_image_side(value) -> bool:
+    """An image's width or height as annotation files give it: a number of pixels (0.5 clipped every box away)."""
+    return is_number(value) and 1 <= value <= MAX_COORDINATE
 
 
 def _number(value) -> float:

@@ -3,11 +3,12 @@ importable, as for `python -m`): bench's PyTorch network, verify's reference pip
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from graphsurgery.errors import GraphsurgeryError
@@ -44,7 +45,8 @@ def import_callable(spec: str, what: str, example: str) -> Callable:
         raise GraphsurgeryError(f"{what} {spec!r} is not MODULE:FUNCTION", fix=fix)
     _importable_here()
     try:
-        module = importlib.import_module(module_name)
+        with _in_this_folder():
+            module = importlib.import_module(module_name)
     except ImportError as exc:
         raise GraphsurgeryError(f"{what}: cannot import {module_name!r} ({exc})",
                                 fix="run from the folder that holds the module, or check its name") from None
@@ -62,12 +64,31 @@ def call_user(function: Callable, what: str, *args, name: str | None = None):
     `name`: how to call it in that line (default: its module and name; a network's forward is named by the spec
     of the function that made it)."""
     try:
-        return function(*args)
+        with _in_this_folder():
+            return function(*args)
     except (GraphsurgeryError, MemoryError):
         raise
     except (Exception, SystemExit) as exc:  # sys.exit(0) in it ended verify with exit 0, having compared nothing
         name = name or f"{getattr(function, '__module__', None) or '?'}:{getattr(function, '__qualname__', function)}"
         raise _users_fault(what, name, exc) from None
+
+
+@contextlib.contextmanager
+def _in_this_folder() -> Iterator[None]:
+    """The current folder kept across the user's code: a pipeline that changed it (`os.chdir` to its own assets)
+    made a relative `--patched` "no such model file" (round 69), as every relative path graphsurgery holds then
+    names another file. Held by a descriptor, so that a folder renamed meanwhile is still the one returned to."""
+    try:
+        here = os.open(".", getattr(os, "O_PATH", os.O_RDONLY))
+    except OSError:  # a current folder that cannot be opened: none to return to
+        yield
+        return
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.fchdir(here)
+        os.close(here)
 
 
 def _users_fault(what: str, name: str, exc: BaseException) -> GraphsurgeryError:

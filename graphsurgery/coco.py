@@ -39,6 +39,7 @@ from graphsurgery.boxes import (
     croppable,
     image_names,
     is_box,
+    is_image_side,
     is_number,
     json_without_duplicates,
 )
@@ -538,7 +539,7 @@ def _check_ground_truth(dataset: dict, path: Path) -> None:
         if not isinstance(image.get("file_name"), str):
             refuse(f"image {image_id} has file_name {image.get('file_name')!r}", "give each image its file name")
         for side in ("width", "height"):
-            if not (is_number(image.get(side)) and 1 <= image[side] <= MAX_COORDINATE):  # 0.5 clipped every box away
+            if not is_image_side(image.get(side)):
                 refuse(f"image {image_id} has {side} {image.get(side)!r}, not a number of pixels",
                        "give each image its width and height in pixels")
     _check_person_category(dataset, annotations, path)
@@ -669,6 +670,8 @@ def _detections(gt, path: Path, image_ids: list[int]) -> list[PersonBox]:
         for det in dt.loadAnns(dt.getAnnIds(imgIds=image_id, catIds=[PERSON])):
             x, y, w, h = (_finite(v, "a bbox") for v in det["bbox"])
             score = _finite(det.get("score", 1), "a score")  # a NaN score would drop the box from the AP silently
+            if max(map(abs, (x, y, w, h))) > MAX_COORDINATE:  # dropped with the tiny ones: "no person boxes"
+                raise ValueError(f"a bbox {[x, y, w, h]} of image {image_id} beyond {MAX_COORDINATE:,.0f} px")
             if is_box((x, y, w, h)):  # smaller both ways: no person, and no crop can be cut from it
                 people.append(PersonBox(image_id, info["file_name"], (x, y, w, h), score,
                                         (info["width"], info["height"])))

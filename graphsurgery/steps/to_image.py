@@ -109,6 +109,10 @@ class ToImage(OutputStep):
         if self.units == "crop" and self.mode == "crop":
             raise ValueError("units crop says the keypoints are in crop pixels already: it goes with mode original "
                              "or boxes or image")
+        if self.input_size is not None and self.mode == "original" and self.units == "heatmap":
+            raise ValueError("input_size is not used by mode original on keypoints in heatmap cells (center and "
+                             "scale alone map them): drop it, or say units: crop if the keypoints are in crop "
+                             "pixels")  # it was taken and ignored in silence (round 69)
         return self
 
     @property

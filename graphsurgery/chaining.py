@@ -33,6 +33,7 @@ from graphsurgery.model import PROVENANCE_KEY, model_opset, node_reads, provenan
 from graphsurgery.modelio import check_output_path, external_tensors, load_model, model_paths, save_model
 from graphsurgery.safeio import input_path, output_path
 from graphsurgery.samples import random_person_boxes
+from graphsurgery.scopes import SPLICED
 from graphsurgery.steps.nms import class_count
 
 DETECTOR_OUTPUTS = ("boxes", "scores", "classes", "count")
@@ -42,7 +43,7 @@ DETECTOR_PORTS = {"boxes": (TensorProto.FLOAT, (1, "D", 4)), "scores": (TensorPr
 #: the pose model's boxes input: COCO x, y, w, h of each person, as many as the detector found ("?": dynamic)
 POSE_PORTS = {"boxes": (TensorProto.FLOAT, ("?", 4))}
 POSE_INPUTS = ("image", "boxes")
-GLUE = "graphsurgery/chain"
+GLUE = f"{SPLICED}/chain"
 POSE_PREFIX = "pose/"
 #: the chained model's outputs: what the detector kept of the people, and their keypoints
 OUTPUTS = ("person_boxes", "person_scores", "keypoints", "keypoint_scores")

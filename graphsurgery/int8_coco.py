@@ -36,10 +36,11 @@ from graphsurgery.errors import GraphsurgeryError
 from graphsurgery.modelio import load_model
 from graphsurgery.quantize import CALLER, MAX_CALIBRATION, Calibration, crop_size, image_input
 from graphsurgery.runners import ModelSignature, model_signature
+from graphsurgery.scopes import step_nodes
 from graphsurgery.supervisor import each
 
 #: the spliced to_image step's nodes (`Emitter` scopes every step's nodes under its name)
-TO_IMAGE = "graphsurgery/post/to_image/"
+TO_IMAGE = step_nodes("output", "to_image")
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,7 @@ from graphsurgery.safeio import (
     scratch_prefix,
     utf8_path,
 )
+from graphsurgery.scopes import SPLICED
 from graphsurgery.sparsecopy import copy_range
 from graphsurgery.supervisor import doing
 
@@ -895,7 +896,7 @@ def _network_refuses(exc: Exception, recipe: str, model: str) -> GraphsurgeryErr
     said = " ".join(str(exc).split())
     errors = list(_INFERENCE_ERROR.finditer(said))
     if not isinstance(exc, onnx.shape_inference.InferenceError) or not errors or any(
-            error.group(1).startswith("graphsurgery/") for error in errors):
+            error.group(1).startswith(f"{SPLICED}/") for error in errors):
         return None
     first = errors[0].group(0).strip().rstrip(":;,")
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""

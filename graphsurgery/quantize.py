@@ -31,6 +31,7 @@ from graphsurgery.longrun import FirstPart, say_long_run
 from graphsurgery.recipe import InputTensor
 from graphsurgery.runners import Port, failed_run, model_signature
 from graphsurgery.safeio import temporary_folder, utf8_text
+from graphsurgery.scopes import SPLICED
 from graphsurgery.supervisor import again, doing, each
 from graphsurgery.twins import FLOAT_QUIET
 
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
     from graphsurgery.irconvert import ConvertResult
 
 #: the name prefix of every spliced node: kept in float
-SPLICED = r"graphsurgery/.*"
+SPLICED_NODES = rf"{SPLICED}/.*"
 #: one heatmap cell of HRNet's 64×48 maps in its 256×192 crop, in crop pixels: "the same joint" for the report
 CELL_PIXELS = 4.0
 MAX_CALIBRATION = 1000
@@ -200,7 +201,7 @@ def quantize(model, calibration: Calibration, control: AccuracyControl | None = 
     step = _calibration_step(len(calibration.feeds), controlled=control is not None)
     dataset = nncf.Dataset(calibration.feeds, step)
     common = {"subset_size": len(calibration.feeds),
-              "ignored_scope": nncf.IgnoredScope(patterns=[SPLICED], validate=False)}
+              "ignored_scope": nncf.IgnoredScope(patterns=[SPLICED_NODES], validate=False)}
     # progress bars: standard output stays the command's (--json)
     with contextlib.redirect_stdout(sys.stderr), _nncf_steps():
         if control is None:

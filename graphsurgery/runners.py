@@ -20,10 +20,11 @@ import numpy as np
 from graphsurgery.errors import ArgumentError, GraphsurgeryError, check_names, printable, whole
 from graphsurgery.limits import refuse_if_limited
 from graphsurgery.safeio import input_path, present
+from graphsurgery.scopes import SPLICED, step_nodes
 from graphsurgery.supervisor import doing, each
 
-#: the node-name prefixes of the flip test's two halves (emit.py names a step's nodes `graphsurgery/<side>/<step>/`)
-FLIP_TEST, FLIP_AVERAGE = "graphsurgery/pre/flip_test/", "graphsurgery/post/flip_average/"
+#: the node-name prefixes of the flip test's two halves, as splice names them
+FLIP_TEST, FLIP_AVERAGE = step_nodes("input", "flip_test"), step_nodes("output", "flip_average")
 
 BACKENDS = ("onnxruntime", "openvino")
 PRECISIONS = ("f32", "bf16", "f16")
@@ -448,7 +449,7 @@ def failed_run(exc: Exception, runtime: str, model: Path, feeds: dict[str, np.nd
     if not _fits(feeds, model_signature(model).inputs):
         raise exc
     _refuse_unpaired_flip_average(exc, model)
-    own = "graphsurgery/" in str(exc)
+    own = f"{SPLICED}/" in str(exc)
     if own and made_here(model):
         raise exc
     raise GraphsurgeryError(f"{runtime} cannot run the model: {_first_line(exc)}", path=model,

@@ -43,6 +43,7 @@ from graphsurgery.model import (
 )
 from graphsurgery.modelio import check_work
 from graphsurgery.recipe import InputSection, OutputSection, Recipe
+from graphsurgery.scopes import INPUT_SCOPE, OUTPUT_SCOPE
 from graphsurgery.steps.base import GEOMETRY, Dim, ExtraInput, StepError, TensorSpec, hw_axes
 
 #: the environment keys the output steps write or read besides the model outputs: a model output listed in
@@ -129,10 +130,10 @@ def splice(recipe: Recipe, proto: onnx.ModelProto, *, model_name: str = "model",
     facts = ModelFacts.of(proto, recipe)
     extras: dict[str, gs.Variable] = {}
     if recipe.input:
-        extras = _splice_input(recipe.input, proto, graph, Emitter(graph, opset, "graphsurgery/pre", taken), plan,
+        extras = _splice_input(recipe.input, proto, graph, Emitter(graph, opset, INPUT_SCOPE, taken), plan,
                                model_name, in_use, wants_geometry=reads_geometry(recipe))
     if recipe.output:
-        _splice_output(recipe.output, graph, Emitter(graph, opset, "graphsurgery/post", taken), plan, model_name,
+        _splice_output(recipe.output, graph, Emitter(graph, opset, OUTPUT_SCOPE, taken), plan, model_name,
                        facts, extras, in_use)
     plan.inputs = [_signature(v) for v in graph.inputs]
     graph.toposort()

@@ -36,11 +36,12 @@ from graphsurgery.modelio import load_model, made_here, save_model
 from graphsurgery.recipe import Recipe
 from graphsurgery.runners import open_runner
 from graphsurgery.samples import Samples, chunks
+from graphsurgery.scopes import INPUT_SCOPE, SPLICED
 from graphsurgery.steps.base import InputStep
 from graphsurgery.tolerances import MODEL_FLOAT_FLOOR
 from graphsurgery.twins import preprocess, preprocess_bounds
 
-SPLICED_INPUT = "graphsurgery/pre/"
+SPLICED_INPUT = f"{INPUT_SCOPE}/"
 
 Bounds = list[tuple[np.ndarray, np.ndarray]]  # per batch (`chunks`): the least and greatest network input
 
@@ -124,7 +125,7 @@ def _network_read(graph: onnx.GraphProto, plain: onnx.GraphProto, name: str) -> 
         if found:
             return found.pop() if len(found) == 1 else None
     made = {out for node in graph.node if node.name.startswith(SPLICED_INPUT) for out in node.output}
-    read = {put for node in graph.node if not node.name.startswith("graphsurgery/") for put in node.input}
+    read = {put for node in graph.node if not node.name.startswith(f"{SPLICED}/") for put in node.input}
     candidates = made & read
     return candidates.pop() if len(candidates) == 1 else None
 

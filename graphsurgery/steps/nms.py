@@ -25,6 +25,7 @@ from pydantic import Field
 
 from graphsurgery.emit import Emitter
 from graphsurgery.registry import register
+from graphsurgery.scopes import step_nodes
 from graphsurgery.steps.base import Comparison, OutputStep
 from graphsurgery.steps.detect import DetectionComparison, static_dim, to_float
 from graphsurgery.steps.maxima import first_maximum
@@ -237,7 +238,7 @@ def class_count(inferred: onnx.ModelProto) -> int | None:
 def nms_reads(graph: onnx.GraphProto) -> set[str]:
     """The tensors an nms step's nodes (`graphsurgery/post/nms/…`, as splice names them) read from the steps before
     it: its candidates and class scores as the patched graph computes them (empty where no nms step made it)."""
-    scope = f"graphsurgery/post/{Nms.step_name}/"
+    scope = step_nodes(Nms.side, Nms.step_name)
     made_here = {name for node in graph.node if node.name.startswith(scope) for name in node.output}
     constants = {tensor.name for tensor in graph.initializer}
     return {name for node in graph.node if node.name.startswith(scope) for name in node.input

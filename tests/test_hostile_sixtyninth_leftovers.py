@@ -2,7 +2,8 @@
 check of `run` and `verify` (eval-coco refused the same file); `to_image: {mode: original, input_size: …}` on
 keypoints in heatmap cells took an `input_size` that mode never reads; `bench --int8 N`'s help promised 1000 samples
 where a 256 × 192 model takes 455; eval-coco's detections with a box past the coordinate bound were dropped with the
-tiny ones, and the file was "no person boxes to evaluate", not the box."""
+tiny ones, and the file was "no person boxes to evaluate", not the box. And round 67's: a step built in Python with
+an unknown keyword of 120,000 characters echoed it whole."""
 
 from __future__ import annotations
 
@@ -115,3 +116,16 @@ def test_a_reference_pipeline_that_changes_the_current_folder_does_not_move_rela
                     reference_pipeline=moves_away)
     assert report, report.failures()
     assert Path.cwd() == tmp_path
+
+
+def test_a_step_built_with_an_enormous_unknown_keyword_says_so_in_a_short_line():
+    """Round 67's leftover: `Resize(**{"a b " * 30_000: 1})` echoed the keyword whole, twice: a 240,000-character
+    line (spaced text escapes the cut of long words)."""
+    from graphsurgery.errors import StepParameterError
+    from graphsurgery.steps.resize import Resize
+
+    with pytest.raises(StepParameterError, match=r"unknown key 'a b a b .*…' \(120,000 characters\)") as caught:
+        Resize(**{"a b " * 30_000: 1})
+    assert len(str(caught.value)) < 600
+    with pytest.raises(StepParameterError, match=r"^Resize\(sise=…\): unknown key 'sise' — fix: did you mean 'size'"):
+        Resize(sise=1)

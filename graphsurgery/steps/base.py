@@ -24,7 +24,7 @@ import onnx_graphsurgeon as gs
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from graphsurgery.emit import Emitter
-from graphsurgery.errors import StepParameterError
+from graphsurgery.errors import QUOTED_MOST, StepParameterError
 from graphsurgery.parameter_errors import first_problem
 
 if TYPE_CHECKING:  # model.py imports the recipe, which imports the steps
@@ -125,6 +125,7 @@ class _StepClass(type(BaseModel)):
         except ValidationError as exc:
             problem = first_problem(exc, cls)
             where = ".".join(map(str, problem.loc))
+            where = where if len(where) <= QUOTED_MOST else f"{where[:QUOTED_MOST]}…"  # a keyword of 120,000 chars
             raise StepParameterError(f"{cls.__name__}({where + '=…' if where else ''}): {problem.message}",
                                      fix=problem.fix) from None
 

@@ -3,7 +3,8 @@ check of `run` and `verify` (eval-coco refused the same file); `to_image: {mode:
 keypoints in heatmap cells took an `input_size` that mode never reads; `bench --int8 N`'s help promised 1000 samples
 where a 256 × 192 model takes 455; eval-coco's detections with a box past the coordinate bound were dropped with the
 tiny ones, and the file was "no person boxes to evaluate", not the box. And round 67's: a step built in Python with
-an unknown keyword of 120,000 characters echoed it whole."""
+an unknown keyword of 120,000 characters echoed it whole, and one given a Decimal was held to pydantic's lax mode
+alone."""
 
 from __future__ import annotations
 
@@ -129,3 +130,19 @@ def test_a_step_built_with_an_enormous_unknown_keyword_says_so_in_a_short_line()
     assert len(str(caught.value)) < 600
     with pytest.raises(StepParameterError, match=r"^Resize\(sise=…\): unknown key 'sise' — fix: did you mean 'size'"):
         Resize(sise=1)
+
+
+def test_a_step_built_with_a_decimal_is_held_to_what_its_recipe_takes():
+    """Round 67's leftover: a Decimal or a Fraction was judged by pydantic's lax mode alone (`antialias=Decimal(1)`
+    built antialias=True, which `antialias: 1` in a recipe is refused); the numbers they hold are still taken."""
+    from decimal import Decimal
+    from fractions import Fraction
+
+    from graphsurgery.errors import StepParameterError
+    from graphsurgery.steps.input import Scale
+    from graphsurgery.steps.resize import Resize
+
+    with pytest.raises(StepParameterError, match=r"Resize\(antialias=…\): Input should be a valid boolean"):
+        Resize(size=(256, 192), antialias=Decimal(1))
+    assert Resize(size=(Decimal(256), 192)).size == (256, 192)
+    assert Scale(divide=Fraction(1, 4)).divide == 0.25

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, replace
+from decimal import Decimal
+from fractions import Fraction
 from typing import TYPE_CHECKING, ClassVar, Literal
 
 import numpy as np
@@ -133,16 +135,19 @@ class _StepClass(type(BaseModel)):
 def _strictly(cls: type[BaseModel], kwargs: dict) -> None:
     """`kwargs` validated as a recipe's parameters are (strict JSON), where they are JSON once tuples and numpy
     values are lists and numbers: pydantic's lax mode took `Scale(divide=True)` as 1.0, `Resize(size=["256",
-    192.0])` as (256, 192) and `Resize(antialias=1)` as True, which a recipe refuses (round 67). Values JSON cannot
-    hold are left to the lax validation, which took them."""
+    192.0])` as (256, 192) and `Resize(antialias=1)` as True, which a recipe refuses (round 67); a Decimal or a
+    Fraction is the number it holds (`antialias=Decimal(1)` was True). Values JSON cannot hold are left to the lax
+    validation, which took them."""
     def plain(value):
         if isinstance(value, (np.generic, np.ndarray)):
             return value.tolist()
+        if isinstance(value, (Decimal, Fraction)):  # NaN and infinities: ValueError, OverflowError, left to lax
+            return int(value) if value == int(value) else float(value)
         raise TypeError(type(value).__name__)
 
     try:
         text = json.dumps(kwargs, default=plain)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return
     cls.model_validate_json(text, strict=True)
 

@@ -82,19 +82,22 @@ class Boxes(dict):
 
 def _declared_sizes(data: dict, used: set, path: Path) -> dict[str, tuple[float, float]]:
     """The width and height of each image whose boxes are used (ids `used`; by base name, which `_group` keeps
-    unambiguous for them), where the annotation file gives them. A size given but not a number of pixels (a string,
-    a bool, 0) is refused as eval-coco refuses it: `run` and `verify` skipped the size check for it (round 69)."""
+    unambiguous for them), where the annotation file gives them. A width or height other than a number of pixels
+    (`"640"`, `true`, `null`; 0, NaN) is refused, as eval-coco refuses it: it skipped the size check in silence
+    (round 69's leftover), and 10^400 was an internal error saying the sizes apart (round 70)."""
     sizes = {}
     for image in data.get("images") or []:
-        if image["id"] not in used or not isinstance(image.get("file_name"), str) or (
-                image.get("width") is None and image.get("height") is None):
+        given = [side for side in ("width", "height") if side in image]
+        if image["id"] not in used or not given:
             continue
-        for side in ("width", "height"):
-            if not is_image_side(image.get(side)):
-                raise GraphsurgeryError(f"image {quoted(image['file_name'])} has {side} {repr(image.get(side))[:40]}, "
-                                        "not a number of pixels", path=path,
-                                        fix="give each image its width and height in pixels, or leave both out")
-        sizes[Path(image["file_name"]).name] = (image["width"], image["height"])
+        if wrong := next((side for side in given if not is_pixel_count(image[side])), None):
+            shown = json.dumps(image[wrong])  # as the file has it (true, null); a list of 10^5 numbers has spaces
+            raise GraphsurgeryError(f"image {quoted(image['file_name'])} has {wrong} "
+                                    f"{shown if len(shown) <= 40 else shown[:40] + '…'}, not a number of pixels",
+                                    path=path,
+                                    fix="give each image its width and height in pixels, or neither")
+        if isinstance(image.get("file_name"), str) and len(given) == 2:
+            sizes[Path(image["file_name"]).name] = (image["width"], image["height"])
     return sizes
 
 
@@ -172,8 +175,9 @@ def is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def is_image_side(value) -> bool:
-    """An image's width or height as annotation files give it: a number of pixels (0.5 clipped every box away)."""
+def is_pixel_count(value) -> bool:
+    """An image's width or height as a COCO file may give it: a number from 1 to MAX_COORDINATE (0.5 clipped every
+    box away in eval-coco)."""
     return is_number(value) and 1 <= value <= MAX_COORDINATE
 
 
@@ -194,7 +198,8 @@ def _score(detection: dict, path: Path) -> float:
 
 def _group(pairs, path: Path, sizes: dict[str, tuple[float, float]] | None = None) -> Boxes:
     """Boxes by base name (images are matched by file name): two spellings of one name (`a.jpg`, `./a.jpg`,
-    `sub/a.jpg`) are refused, not merged into one image's boxes. `sizes`: the images' declared sizes."""
+    `sub/a.jpg`) are refused, not merged into one image's boxes, and a file of none is refused. `sizes`: the images'
+    declared sizes."""
     grouped: dict[str, list[Box]] = {}
     spelt: dict[str, str] = {}
     for count, (name, box) in enumerate(pairs):
@@ -216,4 +221,7 @@ def _group(pairs, path: Path, sizes: dict[str, tuple[float, float]] | None = Non
             raise GraphsurgeryError(f"more than {MAX_BOXES:,} boxes", path=path,
                                     fix="keep the person boxes (filter detections by score first)")
         grouped.setdefault(Path(name).name, []).append(values)
+    if not grouped:  # round 70: run said "(it names e.g. nothing)", verify "no image in the folder has boxes"
+        raise GraphsurgeryError("the boxes file holds no person box (of a COCO file, those are the annotations of "
+                                "category_id 1, iscrowd 0)", path=path, fix="give the person boxes of the images")
     return Boxes(grouped, path, sizes)

@@ -39,8 +39,8 @@ from graphsurgery.boxes import (
     croppable,
     image_names,
     is_box,
-    is_image_side,
     is_number,
+    is_pixel_count,
     json_without_duplicates,
 )
 from graphsurgery.cocoformat import KEYPOINT_NAMES, PERSON, keypoint_result
@@ -539,7 +539,7 @@ def _check_ground_truth(dataset: dict, path: Path) -> None:
         if not isinstance(image.get("file_name"), str):
             refuse(f"image {image_id} has file_name {image.get('file_name')!r}", "give each image its file name")
         for side in ("width", "height"):
-            if not is_image_side(image.get(side)):
+            if not is_pixel_count(image.get(side)):
                 refuse(f"image {image_id} has {side} {image.get(side)!r}, not a number of pixels",
                        "give each image its width and height in pixels")
     _check_person_category(dataset, annotations, path)

@@ -23,7 +23,7 @@ from onnx.utils import Extractor
 
 from graphsurgery.detector_probe import crowded_head
 from graphsurgery.heatmap_grid import heatmap_grid
-from graphsurgery.model import ModelFacts
+from graphsurgery.model import ModelFacts, outer_reads
 from graphsurgery.recipe import Recipe
 from graphsurgery.runners import open_runner
 from graphsurgery.stability import Wobbles
@@ -236,8 +236,10 @@ def _cut(recipe: Recipe, proto: onnx.ModelProto, feeds: dict[str, np.ndarray], s
 def cut_between(proto: onnx.ModelProto, inputs: Sequence[str], starts: dict[str, np.ndarray], ends: Sequence[str],
                 path: Path) -> bool:
     """`proto` cut from its inputs `inputs` and the tensors `starts` (fed the values given, by name) to the tensors
-    `ends`, saved at `path`; False where its constants are external data (see `_cut`) or an end has no type, as
-    declared or as shape inference finds it (a node a user added, the graph saved without value_info)."""
+    `ends`, saved at `path`; False where its constants are external data (see `_cut`), an end has no type, as
+    declared or as shape inference finds it (a node a user added, the graph saved without value_info), or the cut
+    reads what it is not fed (`outer_reads`: a step before nms reading the image's shape, a tensor an If body reads
+    from outside), which a runtime refused as an invalid model, naming verify's own scratch file."""
     extractor = Extractor(proto)
     for name, value in starts.items():
         extractor.value_infos.setdefault(name, _declared_as(name, value))
@@ -251,7 +253,7 @@ def cut_between(proto: onnx.ModelProto, inputs: Sequence[str], starts: dict[str,
         if any(name not in extractor.value_infos for name in ends):
             return False
     cut = extractor.extract_model([*inputs, *starts], list(ends))
-    if any(uses_external_data(tensor) for tensor in cut.graph.initializer):
+    if any(uses_external_data(tensor) for tensor in cut.graph.initializer) or outer_reads(cut.graph):
         return False
     onnx.save(cut, str(path))
     return True
@@ -291,8 +293,10 @@ def run_probe(recipe: Recipe, facts: ModelFacts, proto: onnx.ModelProto | None, 
         return None, notes
     path = folder / "decoder_probe.onnx"
     inputs = _cut(recipe, proto, feeds, {facts.output_name: probe}, path)
-    if inputs is None:
-        return None, notes
+    if inputs is None:  # said (round 70: an If body reading a step's tensor from outside left no probe, in silence)
+        return None, [*notes, "the output steps were not probed (the patched graph cannot be cut at the network "
+                              "output: an answer it does not make, constants in external data, or a tensor an If "
+                              "body reads from outside): only the samples were compared"]
     probe = probe.astype(declared_type(path, facts.output_name))  # the head's own type: after flip_average the
     # maps it reads are float32
     shape = feeds[caller].shape

@@ -95,9 +95,18 @@ def node_reads(node: onnx.NodeProto) -> set[str]:
     names = set(node.input)
     for attribute in node.attribute:
         for graph in [attribute.g, *attribute.graphs]:
-            for inner in graph.node:
-                names |= node_reads(inner)
+            names |= outer_reads(graph)
     return names
+
+
+def outer_reads(graph: onnx.GraphProto) -> set[str]:
+    """The names `graph`'s nodes read (their subgraphs' too) that it neither takes, holds nor makes: an If, Loop or
+    Scan body's reads from the graph around it, or a cut graph's reads from nowhere (round 70: onnx's Extractor
+    follows node inputs only, and a cut missed what a body read, or the caller's image a step read)."""
+    made = {name for node in graph.node for name in node.output}
+    held = {value.name for value in graph.input} | {tensor.name for tensor in graph.initializer} | {
+        tensor.values.name for tensor in graph.sparse_initializer}
+    return {name for node in graph.node for name in node_reads(node)} - made - held - {""}
 
 
 def nested_graphs(graph: onnx.GraphProto):

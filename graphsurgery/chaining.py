@@ -27,12 +27,13 @@ from onnx import TensorProto, helper, numpy_helper
 
 from graphsurgery import __version__
 from graphsurgery.compare import differences
+from graphsurgery.crop_positions import CROP_NODES, MANY_BOXES, PositionsCut, cut_at_positions, graph_positions
 from graphsurgery.errors import ArgumentError, GraphsurgeryError, ModelError, printable, whole
 from graphsurgery.longrun import FirstPart, say_long_run
 from graphsurgery.model import PROVENANCE_KEY, model_opset, node_reads, provenance, shapes_only
 from graphsurgery.modelio import check_output_path, external_tensors, load_model, model_paths, save_model
 from graphsurgery.safeio import input_path, output_path
-from graphsurgery.samples import random_person_boxes
+from graphsurgery.samples import many_person_boxes, random_person_boxes
 from graphsurgery.scopes import SPLICED
 from graphsurgery.steps.nms import class_count
 
@@ -283,7 +284,9 @@ def verify_chain(chained: Path, detector: Path, pose: Path, images: list[np.ndar
     per backend and image: the largest differences (0 when the graphs compute alike). The chained model cut at the
     glue (`_cut_at_glue`) adds `detector`: its detector part's every row against the detector's, and `random_boxes`:
     its pose part against the pose model on RANDOM_BOXES random boxes of the first image (both infinite, as not
-    compared, for a graph that has no glue to cut at: one `chain` did not write)."""
+    compared, for a graph that has no glue to cut at: one `chain` did not write); and `crop_positions`, the same
+    on every row of a backend: where its pose part's crops sample against the pose model's, for MANY_BOXES boxes
+    (`_positions_moved`)."""
     from graphsurgery.runners import open_runner
     from graphsurgery.safeio import scratch_named, temporary_folder
 
@@ -294,12 +297,19 @@ def verify_chain(chained: Path, detector: Path, pose: Path, images: list[np.ndar
         _announce_long_check(first_part.tick(len(rows)), len(backends), len(images))
 
     with temporary_folder("chain") as folder, scratch_named(folder, f"{chained} (cut at the glue)"):
-        part = _cut_at_glue(Path(chained), folder / "cut.onnx")
+        model = onnx.load(str(chained))
+        part = _cut_at_glue(model, folder / "cut.onnx")
+        boxes = many_person_boxes(MANY_BOXES, 66)
+        placing = _positions_cuts(model, pose, boxes, folder)
         for backend in backends:
             with open_runner(backend, chained) as run, open_runner(backend, detector) as detect, \
                     open_runner(backend, pose) as estimate, \
                     (open_runner(backend, part) if part else nullcontext()) as cut:
                 _compare(backend, run, detect, estimate, cut, images, person_class, detector, rows, tick)
+            # after the two models ran: a damaged pose model is named as such, not the chained model's cut (round 28)
+            moved = _positions_moved(placing, backend, boxes)
+            for row in rows[len(rows) - len(images):]:
+                row["crop_positions"] = moved
     return rows
 
 
@@ -310,12 +320,11 @@ def verify_chain(chained: Path, detector: Path, pose: Path, images: list[np.ndar
 RANDOM_BOXES = 30
 
 
-def _cut_at_glue(chained: Path, out: Path) -> Path | None:
+def _cut_at_glue(model: onnx.ModelProto, out: Path) -> Path | None:
     """The chained model cut where the glue joins its parts, written to `out`: the image and the glue's COCO boxes
     in, the detector part's outputs (every row: the person rows alone left wrong box arithmetic that other images
     would show PASSing, round 66) and the pose part's out. Each part as it sits in the chained graph; None for a
     graph without those tensors."""
-    model = onnx.load(str(chained))
     made = {"image", *(name for node in model.graph.node for name in node.output)}
     if not made.issuperset(["image", f"{GLUE}/coco_boxes", *DETECTOR_OUTPUTS, "keypoints", "keypoint_scores"]):
         return None
@@ -323,6 +332,26 @@ def _cut_at_glue(chained: Path, out: Path) -> Path | None:
                                                      [*DETECTOR_OUTPUTS, "keypoints", "keypoint_scores"])
     onnx.save(part, str(out))
     return out
+
+
+def _positions_cuts(chained: onnx.ModelProto, pose: Path, boxes: np.ndarray, folder: Path
+                    ) -> tuple[PositionsCut, PositionsCut] | None:
+    """The chained model's pose part (from the glue's COCO boxes) and the pose model (from its boxes input), each
+    cut to where its crops sample (`crop_positions`), to be fed `boxes`; None where either has no such tensors."""
+    cuts = (cut_at_positions(chained, folder / "chained_positions.onnx", boxes, f"{GLUE}/coco_boxes",
+                             POSE_PREFIX + CROP_NODES),
+            cut_at_positions(load_model(pose).proto, folder / "pose_positions.onnx", boxes))
+    return cuts if all(isinstance(cut, PositionsCut) for cut in cuts) else None
+
+
+def _positions_moved(cuts: tuple[PositionsCut, PositionsCut] | None, backend: str, boxes: np.ndarray) -> float:
+    """The largest difference between where the chained model's pose part and the pose model sample the crops of
+    `boxes` on `backend`: RANDOM_BOXES boxes' crops left a wrong crop arithmetic seen on a few boxes in a hundred
+    PASSing (round 71); infinite, as not compared, without `cuts`."""
+    if cuts is None:
+        return math.inf
+    chained, pose = (graph_positions(cut, backend, boxes) for cut in cuts)
+    return max(largest_difference(chained.get(POSE_PREFIX + end), pose[end]) for end in cuts[1].ends)
 
 
 def _compare(backend: str, run, detect, estimate, cut, images: list[np.ndarray], person_class: int, detector: Path,

@@ -236,21 +236,29 @@ def _cut(recipe: Recipe, proto: onnx.ModelProto, feeds: dict[str, np.ndarray], s
 def cut_between(proto: onnx.ModelProto, inputs: Sequence[str], starts: dict[str, np.ndarray], ends: Sequence[str],
                 path: Path) -> bool:
     """`proto` cut from its inputs `inputs` and the tensors `starts` (fed the values given, by name) to the tensors
-    `ends`, saved at `path`; False where its constants are external data (see `_cut`), an end has no type, as
-    declared or as shape inference finds it (a node a user added, the graph saved without value_info), or the cut
-    reads what it is not fed (`outer_reads`: a step before nms reading the image's shape, a tensor an If body reads
-    from outside), which a runtime refused as an invalid model, naming verify's own scratch file."""
+    `ends`, saved at `path`; False where its constants are external data (see `_cut`), an end has no type and
+    shape, as declared or as shape inference finds them (a node a user added, the graph saved without value_info; a
+    step's tensor declared with its type alone, which the checker refuses as an output), or the cut reads what it is
+    not fed (`outer_reads`: a step before nms reading the image's shape, a tensor an If body reads from outside),
+    which a runtime refused as an invalid model, naming verify's own scratch file."""
     extractor = Extractor(proto)
     for name, value in starts.items():
         extractor.value_infos.setdefault(name, _declared_as(name, value))
-    if any(name not in extractor.value_infos for name in ends):
+
+    def untyped() -> list[str]:
+        return [name for name in ends if name not in extractor.value_infos
+                or not extractor.value_infos[name].type.tensor_type.HasField("shape")]
+
+    if untyped():
         try:
             inferred = onnx.shape_inference.infer_shapes(proto).graph.value_info
         except (onnx.shape_inference.InferenceError, ValueError):
             return False
+        missing = set(untyped())
         for value in inferred:
-            extractor.value_infos.setdefault(value.name, value)
-        if any(name not in extractor.value_infos for name in ends):
+            if value.name in missing or value.name not in extractor.value_infos:
+                extractor.value_infos[value.name] = value
+        if untyped():
             return False
     cut = extractor.extract_model([*inputs, *starts], list(ends))
     if any(uses_external_data(tensor) for tensor in cut.graph.initializer) or outer_reads(cut.graph):

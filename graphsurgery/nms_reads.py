@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from graphsurgery.compare import FloatResult, compare_float_parts
+from graphsurgery.compare import FloatResult, compare_either_way
 from graphsurgery.decoder_probe import cut_between, declared_type
 from graphsurgery.model import ModelFacts
 from graphsurgery.recipe import Recipe
@@ -77,41 +77,7 @@ def graph_reads(cut: NmsCut, backend: str, heads: Sequence[np.ndarray]) -> list[
 def reads_results(cut: NmsCut, graph: Sequence[dict[str, np.ndarray]], twins: dict[str, np.ndarray]
                   ) -> list[FloatResult]:
     """The graph's candidates and class scores (`graph_reads`, batches in order) against the twins' (joined), each
-    graph tensor taken as the one of the twin's shape (where both have it, a head of 4 anchors and 4 classes, the
-    nearer way round); a graph whose two fit neither way fails as such. Compared a batch at a time (the float64
-    copies `compare_float_parts` makes of one part): joined, a YOLOv8n head's 80 × 8,400 class scores of 27 samples
-    took 1 GB more than verify without this comparison (round 70)."""
-    expected = {key: np.asarray(twins[key], np.float32) for key in READS}
-
-    def parts(end: str, key: str) -> list[tuple[np.ndarray, np.ndarray]]:
-        stops = np.cumsum([_rows(answers[end]) for answers in graph])  # where each batch's rows end
-        if stops[-1] != len(expected[key]):
-            return []
-        return list(zip((answers[end] for answers in graph), np.split(expected[key], stops[:-1])))
-
-    def fit(order: Sequence[str]) -> list[list[tuple[np.ndarray, np.ndarray]]] | None:
-        paired = [parts(end, key) for end, key in zip(order, READS)]
-        return paired if all(pairs and all(a.shape == b.shape for a, b in pairs) for pairs in paired) else None
-
-    def distance(paired: list[list[tuple[np.ndarray, np.ndarray]]]) -> float:
-        with np.errstate(invalid="ignore", over="ignore"):  # inf − inf: a head of huge boxes
-            return sum(float(np.nansum(np.abs(a.astype(np.float64) - b))) for pairs in paired for a, b in pairs)
-
-    fits = [paired for paired in map(fit, (cut.ends, cut.ends[::-1])) if paired is not None]
-    if fits:
-        nearest = min(fits, key=distance) if len(fits) > 1 else fits[0]
-        return [compare_float_parts(key, pairs, atol=cut.comparison.atol, rtol=cut.comparison.rtol)
-                for key, pairs in zip(READS, nearest)]
-    shapes = " and ".join(str([sum(_rows(answers[end]) for answers in graph), *graph[0][end].shape[1:]])
-                          for end in cut.ends)
-    results = []
-    for key in READS:
-        result = FloatResult(key, atol=cut.comparison.atol, rtol=cut.comparison.rtol)
-        result.problem = f"the patched graph's nms reads {shapes}, the twins' {key} is {list(expected[key].shape)}"
-        results.append(result)
-    return results
-
-
-def _rows(read: np.ndarray) -> int:
-    """A read's batch: its first dim (a scalar, which no twin's is, as one)."""
-    return read.shape[0] if read.ndim else 1
+    graph tensor taken as the one of the twin's shape (`compare_either_way`: a head of 4 anchors and 4 classes fits
+    both ways), a batch at a time."""
+    return compare_either_way(graph, {key: np.asarray(twins[key], np.float32) for key in READS},
+                              atol=cut.comparison.atol, rtol=cut.comparison.rtol, what="the patched graph's nms reads")

@@ -281,6 +281,30 @@ def random_person_boxes(rng: np.random.Generator, size: tuple[int, int], count: 
     return np.array(boxes, np.float32).reshape(-1, 4)
 
 
+#: (W, H) of the images `many_person_boxes` draws boxes for: verify's random images, and a small one (whose boxes
+#: are a few to 40 pixels wide, at coordinates of a few pixels)
+MANY_BOX_SIZES = (*RESIZE_SIZES, (40, 30))
+
+
+def many_person_boxes(count: int, seed: int) -> np.ndarray:
+    """`count` random person boxes [count, 4] float32: `random_person_boxes` (inside, partly outside, tiny) of each
+    image of MANY_BOX_SIZES in turn, half of them then made 2 to 16 times wider or taller than high or wide (their
+    other side kept), and each kept as drawn, rounded to two decimals and to integers, in turn (a detector's floats,
+    a text file's, COCO's ground truth): a wrong crop arithmetic shows on its own few boxes of one kind or another
+    (rounds 61 and 64), some only on boxes far from the crop's aspect (round 71)."""
+    rng = np.random.default_rng(seed)
+    boxes, sizes = np.empty((count, 4), np.float32), len(MANY_BOX_SIZES)
+    for index, size in enumerate(MANY_BOX_SIZES):  # the sizes in turn
+        boxes[index::sizes] = random_person_boxes(rng, size, len(range(index, count, sizes)))
+    thin = rng.uniform(size=count) < 0.5
+    side = rng.integers(2, 4, count)  # which side is shortened: the height (a wide box) or the width (a tall one)
+    boxes[thin, side[thin]] = boxes[thin, 5 - side[thin]] / np.exp(rng.uniform(np.log(2), np.log(16), count))[thin]
+    rounding = np.arange(count) // 3 % 3  # every kind of every size in each rounding
+    for turn, decimals in ((1, 2), (2, 0)):
+        boxes[rounding == turn] = np.round(boxes[rounding == turn], decimals)
+    return boxes
+
+
 def box_image_samples(folder: Path, boxes_file: Path | str | None, image_input: Port, tensor: InputTensor,
                       crop_values: int | None = None) -> Samples:
     """Each image of the folder whole with its person boxes (or the whole-image box without a boxes file), for a

@@ -29,6 +29,7 @@ import onnx
 from graphsurgery.api import apply
 from graphsurgery.compare import FloatResult, HeatmapGrid, OutputResult, compare_output, missing_output
 from graphsurgery.compare_detections import Candidates, compare_detections, group_comparison
+from graphsurgery.crop_positions import MANY_BOXES, graph_positions, positions_cut, positions_results, twin_positions
 from graphsurgery.decoder_probe import (
     EXACT_ON_INVALID,
     Probe,
@@ -60,6 +61,7 @@ from graphsurgery.samples import (
     chunks,
     crop_size,
     image_samples,
+    many_person_boxes,
     patched_inputs,
     plain_input,
     random_box_samples,
@@ -167,6 +169,9 @@ class VerifyReport:
     #: per backend (and on the probe), what the patched graph's nms reads against the twins', at every anchor
     #: (`nms_reads`): part of the verdict
     before_nms: list[PairReport] = field(default_factory=list)
+    #: per backend, where the patched graph's crops sample the image for many boxes against the crop twin's
+    #: (`crop_positions`): part of the verdict
+    crop_positions: list[PairReport] = field(default_factory=list)
     #: what the patched model was compared with, as the verdict says it (round 44: after `--reference FILE.npz` a
     #: PASS said it agreed with the unpatched pipeline, of a comparison with the user's recorded one)
     compared_with: str = "the unpatched pipeline"
@@ -174,12 +179,13 @@ class VerifyReport:
     def __bool__(self) -> bool:
         decisive = [pair for pair in self.pairs if not pair.informational]
         return (self.problem is None and bool(decisive) and all(decisive) and all(self.input_steps)
-                and all(self.before_nms) and all(self.probes))
+                and all(self.crop_positions) and all(self.before_nms) and all(self.probes))
 
     @property
     def compared(self) -> list[PairReport]:
-        """Every comparison, as reported: the pairs, the input steps, what nms reads, then the probes."""
-        return [*self.pairs, *self.input_steps, *self.before_nms, *self.probes]
+        """Every comparison, as reported: the pairs, the input steps, the crop positions, what nms reads, then the
+        probes."""
+        return [*self.pairs, *self.input_steps, *self.crop_positions, *self.before_nms, *self.probes]
 
     def failures(self) -> list[str]:
         """One line per failing output of the pairs that decide (the probes' last): the pair, the output and the
@@ -195,6 +201,7 @@ class VerifyReport:
                 "precision": self.precision, "compared_with": self.compared_with, "problem": self.problem,
                 "notes": self.notes,
                 "pairs": [p.to_dict() for p in self.pairs], "input_steps": [p.to_dict() for p in self.input_steps],
+                "crop_positions": [p.to_dict() for p in self.crop_positions],
                 "before_nms": [p.to_dict() for p in self.before_nms],
                 "probes": [p.to_dict() for p in self.probes],
                 "informational": {"vs_library": self.vs_library}}
@@ -396,6 +403,12 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
                        for backend in backends} if cut else {}
         probed = [probe, *(other for _, other, _ in sized if other is not None)] if cut and probe is not None else []
         read_on_probes = graph_reads(cut, backends[0], [one.output for one in probed]) if probed else []
+        # where the crops sample the image, for many more boxes than the samples' (`crop_positions`)
+        many_boxes = many_person_boxes(MANY_BOXES, seed) if crops_boxes and not int8 else None
+        placing, unplaced = (None, None) if many_boxes is None else positions_cut(steps, patched_proto, many_boxes,
+                                                                                   Path(tmp))
+        report.notes += [unplaced] if unplaced else []
+        placed = {backend: graph_positions(placing, backend, many_boxes) for backend in backends} if placing else {}
         own_decode = int8_verification.own_decode(recipe, facts, answers["openvino"], samples, batch) if int8 else None
     runs = {backend: concat(answers.pop(backend)) for backend in backends}  # the parts go as they are joined
     report.problem = _input_ignored(unpatched[backends[0]], steps)
@@ -445,6 +458,8 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
         report.probes += [_probe_pair(joined([other, *(cell for cell in its_cells if cell is not None)]), recipe,
                                       facts, wanted, tie, size)
                           for size, other, its_cells in sized if other is not None]
+    if placing is not None:
+        report.crop_positions = _positions_pairs(twin_positions(steps, many_boxes), placed, len(many_boxes))
     if cut is not None:
         report.before_nms = _before_nms_pairs(cut, recipe, facts, read_by_nms, decided, probed, read_on_probes)
     if exposed:
@@ -614,6 +629,16 @@ def _before_nms_pairs(cut: NmsCut, recipe: Recipe, facts: ModelFacts, graph: dic
                                 f"the patched graph's output steps before nms on {probes[0].backend}",
                                 reads_results(cut, on_probes, concat(decoded))))
     return pairs
+
+
+def _positions_pairs(twin: dict[str, np.ndarray], placed: dict[str, dict[str, np.ndarray]], boxes: int
+                     ) -> list[PairReport]:
+    """Where each backend's patched graph samples the crops of `boxes` random boxes against the crop twin
+    (`crop_positions`)."""
+    return [PairReport(f"{backend}: crop positions of {boxes:,} boxes",
+                       f"crop_boxes' numpy twin on {boxes:,} random person boxes",
+                       f"where the patched graph's crops sample on {backend} (cut from its boxes input)",
+                       positions_results(positions, twin)) for backend, positions in placed.items()]
 
 
 def _input_pairs(bounds: Bounds, network: dict[str, FloatResult], steps: Sequence[InputStep]

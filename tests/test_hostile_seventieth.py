@@ -247,16 +247,17 @@ def test_what_nms_reads_is_compared_a_batch_at_a_time(tmp_path, monkeypatch):
     """Was (round 70): the graph's reads of every batch were joined and compared as one part, whose float64 copies
     (`compare_float_parts` makes them a part at a time) took 1 GB more on a YOLOv8n-sized head (80 × 8,400 class
     scores, 27 samples, both backends: 2.9 GB at most, 1.8 GB without the comparison; 2.2 GB now)."""
+    import graphsurgery.compare as compare
     import graphsurgery.nms_reads as nms_reads
 
     seen = []
-    real = nms_reads.compare_float_parts
+    real = compare.compare_float_parts
 
     def recording(name, parts, **tolerances):
         seen.append((name, [actual.shape for actual, _ in parts]))
         return real(name, parts, **tolerances)
 
-    monkeypatch.setattr(nms_reads, "compare_float_parts", recording)
+    monkeypatch.setattr(compare, "compare_float_parts", recording)
     rng = np.random.default_rng(70)
     twins = {"candidates": rng.random((3, 6, 4)), "class_scores": rng.random((3, 2, 6))}
     graph = [{"a": twins["candidates"][rows].astype(np.float32), "b": twins["class_scores"][rows].astype(np.float32)}

@@ -179,6 +179,15 @@ class CropBoxes(SizedStep):
         return (em.op("Cast", [inside], {"to": TensorProto.FLOAT}, dtype=f32),
                 em.op("Cast", [safe], {"to": TensorProto.INT64}, dtype=np.int64))
 
+    def sampling_positions(self, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Where the twin samples the image for each of `boxes` [N, 4]: x per crop column [N, w], y per crop row
+        [N, h] (what the graph's two Floor nodes read; `crop_positions` compares them on many boxes)."""
+        h, w = self._size()
+        o = affine_crop.NumpyOps()
+        boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+        return affine_crop.positions(o, affine_crop.matrix(o, *(boxes[:, k:k + 1] for k in range(4)), h, w),
+                                     np.arange(w, dtype=np.float32)[None], np.arange(h, dtype=np.float32)[None])
+
     def reference(self, x: np.ndarray, spec: TensorSpec, boxes: np.ndarray | None = None) -> np.ndarray:
         if boxes is None:
             raise StepError("crop_boxes needs the person boxes", "pass `boxes` [N, 4] with the image")
@@ -188,11 +197,8 @@ class CropBoxes(SizedStep):
         image = np.asarray(np.transpose(x[0], (1, 2, 0)) if nchw else x[0], np.float32)
         image_h, image_w, channels = image.shape
         pixels = image.reshape(-1, channels)
-        h, w = self._size()
         o = affine_crop.NumpyOps()
-        boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
-        sx, sy = affine_crop.positions(o, affine_crop.matrix(o, *(boxes[:, k:k + 1] for k in range(4)), h, w),
-                                       np.arange(w, dtype=np.float32)[None], np.arange(h, dtype=np.float32)[None])
+        sx, sy = self.sampling_positions(boxes)
         axes = []
         for at, bound in ((sx, image_w), (sy, image_h)):
             low = o.floor(at)

@@ -83,8 +83,8 @@ class Boxes(dict):
 def _declared_sizes(data: dict, used: set, path: Path) -> dict[str, tuple[float, float]]:
     """The width and height of each image whose boxes are used (ids `used`; by base name, which `_group` keeps
     unambiguous for them), where the annotation file gives them. A width or height other than a number of pixels
-    (`"640"`, `true`, `null`; 0, NaN) is refused, as eval-coco refuses it: it skipped the size check in silence
-    (round 69's leftover), and 10^400 was an internal error saying the sizes apart (round 70)."""
+    (`"640"`, `true`, `null`; 0, NaN), or one without the other, is refused, as eval-coco refuses it: each skipped
+    the size check in silence (rounds 69 and 73), and 10^400 was an internal error saying the sizes apart (round 70)."""
     sizes = {}
     for image in data.get("images") or []:
         given = [side for side in ("width", "height") if side in image]
@@ -96,7 +96,11 @@ def _declared_sizes(data: dict, used: set, path: Path) -> dict[str, tuple[float,
                                     f"{shown if len(shown) <= 40 else shown[:40] + '…'}, not a number of pixels",
                                     path=path,
                                     fix="give each image its width and height in pixels, or neither")
-        if isinstance(image.get("file_name"), str) and len(given) == 2:
+        if len(given) == 1:  # round 73: the size check was skipped in silence, as for a width of "640"
+            raise GraphsurgeryError(f"image {quoted(image['file_name'])} has a {given[0]} but no "
+                                    f"{'height' if given[0] == 'width' else 'width'}", path=path,
+                                    fix="give each image its width and height in pixels, or neither")
+        if isinstance(image.get("file_name"), str):
             sizes[Path(image["file_name"]).name] = (image["width"], image["height"])
     return sizes
 

@@ -31,7 +31,7 @@ from graphsurgery.errors import ArgumentError, RecipeError, listed, quoted
 from graphsurgery.parameter_errors import first_problem
 from graphsurgery.registry import closest, steps_for
 from graphsurgery.safeio import input_path, read_small_file
-from graphsurgery.steps.base import Color, InputStep, Layout, OutputStep, Step
+from graphsurgery.steps.base import Color, ExtraInput, InputStep, Layout, OutputStep, Step
 from graphsurgery.yamlsource import YamlPath, dotted, line_of, read_yaml
 
 MAX_RECIPE_BYTES = 1_000_000
@@ -171,6 +171,16 @@ class Recipe(_Frozen):
             at, message, fix = unpaired
             raise ValueError(f"{dotted(at)}: {message} ({fix})")
         return self
+
+    def extra_inputs(self) -> list[ExtraInput]:
+        """The graph inputs its steps add (e.g. `boxes`, `center`, `scale`), each once, with the element type a
+        model patched with it takes them in."""
+        added = [extra for step in (self.input.steps if self.input else ()) for extra in step.extra_inputs()]
+        added += [extra for step in (self.output.steps if self.output else ()) for extra in step.extra_inputs(None)]
+        first: dict[str, ExtraInput] = {}
+        for extra in added:
+            first.setdefault(extra.name, extra)
+        return list(first.values())
 
     def canonical(self) -> dict:
         """What the recipe does, as plain data: its sections with every step's parameters, defaults filled in.

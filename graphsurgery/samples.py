@@ -21,7 +21,7 @@ from graphsurgery.model import ModelFacts, applied_before, real_inputs
 from graphsurgery.modelio import LoadedModel
 from graphsurgery.recipe import InputTensor, Recipe
 from graphsurgery.runners import Port, model_signature
-from graphsurgery.steps.base import InputStep
+from graphsurgery.steps.base import ExtraInput, InputStep
 from graphsurgery.steps.resize import Resize
 from graphsurgery.steps.to_image import ToImage
 
@@ -530,6 +530,19 @@ def crop_size(image_input: Port, recipe: Recipe, facts: ModelFacts) -> tuple[int
     return facts.input_size
 
 
+def _takes(port: Port, extra: ExtraInput) -> bool:
+    """Whether a patched model's input `port` is the recipe's `extra` as splice declares it: its element type, and
+    each dim the number the recipe gives, dynamic where the recipe names it (`N` boxes: as many as the caller has),
+    either where the recipe leaves it to the model (an output step's batch)."""
+    return port.dtype == np.dtype(extra.dtype).name and len(port.shape) == len(extra.shape) and all(
+        got == want if isinstance(want, int) else got is None or want is None
+        for got, want in zip(port.shape, extra.shape))
+
+
+def _dims(shape: tuple) -> str:
+    return f"[{', '.join('?' if dim is None else str(dim) for dim in shape)}]"
+
+
 def patched_inputs(path: Path, extra_names: list[str], other_names: Sequence[str] = (), recipe: Recipe | None = None
                    ) -> tuple[Port, list[str]]:
     """The patched model's image input, and the extra inputs (of the recipe) it takes; it must also take the plain
@@ -555,6 +568,13 @@ def patched_inputs(path: Path, extra_names: list[str], other_names: Sequence[str
     if images[0].dtype != caller:
         raise GraphsurgeryError(f"the patched model takes {images[0].dtype} at {images[0].name!r}; the recipe's caller "
                                 f"feeds {caller}", path=path, fix="give the model patched with this recipe")
+    for extra in recipe.extra_inputs() if recipe is not None else ():  # round 73: fed as the recipe makes them,
+        # others (boxes as float64, or a fixed number of them) were an internal error deep in verify
+        port = next((p for p in inputs if p.name == extra.name), None)
+        if port is not None and not _takes(port, extra):
+            raise GraphsurgeryError(f"the patched model takes {port.dtype} {_dims(port.shape)} at {extra.name!r}; a "
+                                    f"model patched with this recipe takes {np.dtype(extra.dtype).name} "
+                                    f"{_dims(extra.shape)}", path=path, fix="give the model patched with this recipe")
     if not images[0].shape:  # an IR's input of dynamic rank (`shape="..."`): verify ended in an IndexError
         raise GraphsurgeryError(f"the patched model's image input {images[0].name!r} has no known rank (a tensor "
                                 "of any shape)", path=path, fix="give the model patched with this recipe: its image "

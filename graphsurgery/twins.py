@@ -331,10 +331,8 @@ def crops_in_graph(steps: Sequence[InputStep]) -> bool:
 
 
 def extra_input_names(recipe: Recipe) -> list[str]:
-    """Graph inputs the steps add (e.g. `boxes`, `center`, `scale`), each once."""
-    added = [extra for step in (recipe.input.steps if recipe.input else ()) for extra in step.extra_inputs()]
-    added += [extra for step in (recipe.output.steps if recipe.output else ()) for extra in step.extra_inputs(None)]
-    return list(dict.fromkeys(extra.name for extra in added))
+    """Graph inputs the steps add (e.g. `boxes`, `center`, `scale`), each once (`Recipe.extra_inputs`)."""
+    return [extra.name for extra in recipe.extra_inputs()]
 
 
 def other_inputs(proto: onnx.ModelProto, names: list[str], batch: int, batch_name: str | int | None, seed: int,

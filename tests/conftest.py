@@ -49,6 +49,14 @@ def patched(plain, tmp_path_factory):
     return apply(RECIPES / "hrnet_coco_pose.yaml", plain, tmp_path_factory.mktemp("patched") / "p.onnx").output
 
 
+@pytest.fixture(scope="session")
+def chain_patched(tmp_path_factory) -> dict[str, Path]:
+    """`chainkit.chain_models`, made once per session: the chain tests of several files only read these models."""
+    from chainkit import chain_models
+
+    return chain_models(tmp_path_factory.mktemp("chain"))
+
+
 @pytest.fixture
 def fifo_after_the_checks(tmp_path, monkeypatch):
     """A FIFO at a path whose checks (is_file, stat) see the regular file that was there a moment before, as a

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -116,6 +117,38 @@ def softmax_then(path: Path, ending: str, *, classes: int = 10, opset: int = 13)
     onnx.checker.check_model(model, full_check=True)
     onnx.save(model, str(path))
     return path
+
+
+_EXPORTED: dict[tuple, bytes] = {}
+
+
+def _exported_once(path: Path, key: tuple, export: Callable[[], Path]) -> Path:
+    """The file `export()` writes to `path`, exported once per test process for `key` (torch takes about a second
+    per export, and the tests ask for the same few models dozens of times); later calls write the same bytes, as the
+    exports are seeded (byte-identical)."""
+    if key not in _EXPORTED:
+        written = export()
+        _EXPORTED[key] = written.read_bytes()
+        return written
+    with open(path, "xb") as file:  # a new file, as the exports refuse to replace one
+        file.write(_EXPORTED[key])
+    return path
+
+
+def zoo_model(path: Path, name: str, opset: int = 17, dynamic_batch: bool = False) -> Path:
+    """`examples.zoo.export.export_zoo`'s model at `path` (its own tests, test_zoo and test_detector_model, export)."""
+    from examples.zoo.export import export_zoo
+
+    return _exported_once(path, ("zoo", name, opset, dynamic_batch),
+                          lambda: export_zoo(path, name, opset=opset, dynamic_batch=dynamic_batch))
+
+
+def hrnet_model(path: Path, opset: int = 17, dynamic_batch: bool = False) -> Path:
+    """`examples.hrnet.export.export_hrnet`'s tiny variant at `path` (test_hrnet_example exports it itself)."""
+    from examples.hrnet.export import export_hrnet
+
+    return _exported_once(path, ("hrnet-tiny", opset, dynamic_batch),
+                          lambda: export_hrnet(path, variant="tiny", opset=opset, dynamic_batch=dynamic_batch))
 
 
 def bgr_crops(n: int, hw: tuple[int, int] = (256, 192), seed: int = 0) -> np.ndarray:

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from chainkit import chain_models
 from graphsurgery.api import apply
 from graphsurgery.chaining import chain, verify_chain
 from graphsurgery.cli import cli
@@ -23,8 +22,8 @@ IMAGES = ROOT / "examples" / "images"
 
 
 @pytest.fixture(scope="module")
-def patched(tmp_path_factory) -> dict[str, Path]:
-    return chain_models(tmp_path_factory.mktemp("chain"))
+def patched(chain_patched) -> dict[str, Path]:
+    return chain_patched
 
 
 def photos() -> list[np.ndarray]:

@@ -49,10 +49,12 @@ def photo_crops() -> dict[str, np.ndarray]:
 @pytest.fixture(scope="session")
 def hrnet_tiny(tmp_path_factory) -> dict:
     """The HRNet "tiny" variant (same topology as W32, fewer channels), opset 9 static and opset 17 dynamic."""
-    export = pytest.importorskip("examples.hrnet.export")
+    pytest.importorskip("examples.hrnet.export")
+    from modelkit import hrnet_model
+
     folder = tmp_path_factory.mktemp("hrnet")
-    return {(9, False): export.export_hrnet(folder / "tiny9.onnx", variant="tiny", opset=9),
-            (17, True): export.export_hrnet(folder / "tiny17.onnx", variant="tiny", opset=17, dynamic_batch=True)}
+    return {(9, False): hrnet_model(folder / "tiny9.onnx", opset=9),
+            (17, True): hrnet_model(folder / "tiny17.onnx", opset=17, dynamic_batch=True)}
 
 
 def _sha(path: Path) -> str:

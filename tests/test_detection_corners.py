@@ -29,10 +29,10 @@ IMAGES = ROOT / "examples" / "images"  # photos: the seeded detector finds objec
 
 @pytest.fixture(scope="module")
 def detector(tmp_path_factory) -> tuple[Path, Path]:
-    from examples.zoo.export import export_zoo
+    from modelkit import zoo_model
 
     folder = tmp_path_factory.mktemp("detector")
-    plain = export_zoo(folder / "yolov8.onnx", "yolov8-tiny", opset=17)
+    plain = zoo_model(folder / "yolov8.onnx", "yolov8-tiny", opset=17)
     return plain, apply(DETECTOR, plain, folder / "right.onnx").output
 
 

@@ -35,9 +35,9 @@ PARTS = ("boxes", "scores", "classes", "count")
 
 @pytest.fixture(scope="module")
 def detector(tmp_path_factory) -> Path:
-    from examples.zoo.export import export_zoo
+    from modelkit import zoo_model
 
-    return export_zoo(tmp_path_factory.mktemp("detector") / "yolov8.onnx", "yolov8-tiny", opset=17)
+    return zoo_model(tmp_path_factory.mktemp("detector") / "yolov8.onnx", "yolov8-tiny", opset=17)
 
 
 def detection_results(report) -> list[DetectionResult]:
@@ -138,9 +138,9 @@ def test_cli_verify_prints_the_detection_comparison(detector):
 
 
 def test_mapping_back_after_crop_boxes_is_refused(tmp_path):
-    from examples.zoo.export import export_zoo
+    from modelkit import zoo_model
 
-    dynamic = export_zoo(tmp_path / "dynamic.onnx", "yolov8-tiny", opset=17, dynamic_batch=True)
+    dynamic = zoo_model(tmp_path / "dynamic.onnx", "yolov8-tiny", opset=17, dynamic_batch=True)
     recipe = detector_recipe("- crop_boxes: {}")
     with pytest.raises(GraphsurgeryError, match="to_image mode boxes"):
         apply(recipe, dynamic, tmp_path / "refused.onnx")
@@ -156,9 +156,9 @@ def test_mapping_back_without_input_steps_is_refused(detector, tmp_path):
 @pytest.fixture(scope="module")
 def raw_detector(tmp_path_factory) -> Path:
     """The same detector (same seeded weights) exported before its DFL and sigmoid: [1, 4·16 + 80, A]."""
-    from examples.zoo.export import export_zoo
+    from modelkit import zoo_model
 
-    return export_zoo(tmp_path_factory.mktemp("raw") / "yolov8_raw.onnx", "yolov8-tiny-raw", opset=11)
+    return zoo_model(tmp_path_factory.mktemp("raw") / "yolov8_raw.onnx", "yolov8-tiny-raw", opset=11)
 
 
 def raw_recipe():

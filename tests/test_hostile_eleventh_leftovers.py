@@ -192,17 +192,9 @@ def test_an_ir_version_too_old_for_another_domain_the_model_uses_is_refused(tmp_
 # --- chain: a person class the detector has -------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def chain_models(tmp_path_factory) -> tuple:
-    from graphsurgery.api import apply
-
-    from examples.zoo.export import export_zoo
-    from modelkit import pose_model
-
-    folder = tmp_path_factory.mktemp("chain11")
-    detector = export_zoo(folder / "detector.onnx", "yolov8-tiny", opset=17)  # 80 classes
-    return (apply(RECIPES / "yolov8_detector.yaml", detector, folder / "detector.patched.onnx").output,
-            apply(RECIPES / "hrnet_coco_topdown.yaml", pose_model(folder / "pose.onnx", opset=17),
-                  folder / "pose.patched.onnx").output)
+def chain_models(chain_patched) -> tuple:
+    """The patched detector (80 classes) and top-down pose model (conftest's `chain_patched`)."""
+    return chain_patched["detector"], chain_patched["pose"]
 
 
 @pytest.mark.parametrize("person_class", [80, 1_000_000, 2**63 - 1])

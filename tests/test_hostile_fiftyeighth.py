@@ -61,10 +61,10 @@ def test_a_box_wholly_in_the_top_padding_kept_fails_on_the_probe(tmp_path):
     only kept boxes wholly above the image. The stand-in detector's boxes are tens of pixels tall, none wholly in a
     padding, so it PASSed. The decoder probe now holds a thin box along each edge of the model's input
     (`detector_probe._edge_boxes`), which lies in the padding at the image sizes padded there."""
-    from examples.zoo.export import export_zoo
+    from modelkit import zoo_model
 
     recipe = Path(__file__).resolve().parent.parent / "recipes" / "yolov8_detector.yaml"
-    plain = export_zoo(tmp_path / "yolov8.onnx", "yolov8-tiny", opset=17)
+    plain = zoo_model(tmp_path / "yolov8.onnx", "yolov8-tiny", opset=17)
     right = apply(recipe, plain, tmp_path / "right.onnx").output
     model = onnx.load(str(right))
     constants = {tensor.name: numpy_helper.to_array(tensor).tolist() for tensor in model.graph.initializer}
@@ -111,10 +111,10 @@ def test_a_dark_refinement_one_cell_further_in_fails(tmp_path):
     too, and read past the map there. The probe drew its Gaussians on every third joint, 5 of 17, and `LADDER`'s
     first five peak in the middle or the last cell; the samples' differences were as unstable as the reference's own.
     Now two of every three joints draw, and the ladder holds peaks in the second and the one before the last cell."""
-    from examples.zoo.export import export_zoo
+    from modelkit import zoo_model
 
     recipe = Path(__file__).resolve().parent.parent / "recipes" / "mmpose_heatmap_dark.yaml"
-    plain = export_zoo(tmp_path / "simplebaseline.onnx", "simplebaseline-tiny", opset=17)
+    plain = zoo_model(tmp_path / "simplebaseline.onnx", "simplebaseline-tiny", opset=17)
     right = apply(recipe, plain, tmp_path / "right.onnx").output
     model = onnx.load(str(right))
     reduced = {node.output[0] for node in model.graph.node if node.op_type == "ReduceMax"}

@@ -168,9 +168,9 @@ def test_an_ir_of_the_detector_recipe_at_a_fixed_size_is_read_back(tmp_path):
     from graphsurgery.irchecks import check_ir
     from graphsurgery.verification import verify
 
-    from examples.zoo.export import export_zoo
+    from modelkit import zoo_model
 
-    plain = export_zoo(tmp_path / "yolo.onnx", "yolov8-tiny", opset=17)
+    plain = zoo_model(tmp_path / "yolo.onnx", "yolov8-tiny", opset=17)
     detector = ROOT / "recipes" / "yolov8_detector.yaml"
     patched = apply(detector, plain, tmp_path / "patched.onnx").output
     xml = convert_ir(patched, tmp_path / "fixed.xml", input_shapes={"image": (1, 128, 160, 3)}).xml

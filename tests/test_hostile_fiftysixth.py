@@ -13,6 +13,7 @@ test here failed before its fix; the wrong patches the checks were made for stil
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import onnx
@@ -22,7 +23,7 @@ from onnx import TensorProto, numpy_helper
 from detectorkit import DETECTOR_RECIPE, wider, with_nms, yolo_head
 from graphsurgery.api import apply
 from graphsurgery.errors import GraphsurgeryError
-from graphsurgery.verification import verify
+from graphsurgery.verification import VerifyReport, verify
 
 from modelkit import POSE_LETTERBOX, pose_model
 
@@ -38,33 +39,43 @@ def detector(path: Path, head: int, *, h: int = 48, w: int = 320, anchors: int =
                      bounds=((0, w), (0, h), (2, w / 3), (2, h / 3)), head=head, v5=v5)
 
 
-def test_a_float16_head_is_judged_by_its_own_step_in_the_callers_pixels(tmp_path):
+@pytest.fixture(scope="module")
+def right_head(tmp_path_factory):
+    """`right_head(head)`: the detector of a head type, its right patch and verify's report on that patch, made once
+    per type (two tests read the float16 one)."""
+    folder = tmp_path_factory.mktemp("heads")
+
+    @functools.cache
+    def made(head: int) -> tuple[Path, Path, VerifyReport]:
+        plain = detector(folder / f"head_{head}.onnx", head)
+        right = apply(DETECTOR_RECIPE, plain, folder / f"right_{head}.onnx").output
+        return plain, right, verify(DETECTOR_RECIPE, plain, patched=right)
+    return made
+
+
+def test_a_float16_head_is_judged_by_its_own_step_in_the_callers_pixels(right_head, tmp_path):
     """Was: corners within 2^-10 × the box's largest coordinate in the caller's pixels, and IoU ≥ 0.99; a 48 × 320
     model letterboxes every image with wide padding, so a box near the caller's origin carries the float16 rounding
     of a head coordinate of up to 320 (0.64 px at the random sizes, 3.7 px on 4000 px photos), and a box a few pixels
     wide lost IoU 0.99: '219 detection(s) on one side only' on OpenVINO for the right patch. Now each corner may lie
     a float16 step of its anchor's head coordinates, carried to the caller's pixels, from the other side. A box one
     edge 0.5 % wider still fails."""
-    plain = detector(tmp_path / "half.onnx", TensorProto.FLOAT16)
-    right = apply(DETECTOR_RECIPE, plain, tmp_path / "right.onnx").output
-    report = verify(DETECTOR_RECIPE, plain, patched=right)
+    plain, right, report = right_head(TensorProto.FLOAT16)
     assert report, report.failures()
     assert not verify(DETECTOR_RECIPE, plain, patched=wider(right, tmp_path / "wider.onnx"), random=4)
 
 
-def test_a_head_of_float16_or_float64_is_probed(tmp_path):
+@pytest.mark.parametrize("head", [TensorProto.DOUBLE, TensorProto.FLOAT16], ids=["float64", "float16"])
+def test_a_head_of_float16_or_float64_is_probed(right_head, tmp_path, head):
     """Was: the decoder probe was written for float32 network outputs only and left any other out without a note,
     so a patch suppressing at IoU 0.75 for 0.7 (or keeping scores above 0.3 for 0.25) PASSed on a float64 head.
     The probe is now written in float32 and fed in the head's own type; right patches pass it."""
-    for head in (TensorProto.DOUBLE, TensorProto.FLOAT16):
-        plain = detector(tmp_path / f"head_{head}.onnx", head)
-        right = apply(DETECTOR_RECIPE, plain, tmp_path / "right.onnx", force=True).output
-        report = verify(DETECTOR_RECIPE, plain, patched=right)
-        assert report and report.probes, report.failures()
-        for change in ({"iou_threshold": 0.75}, {"score_threshold": 0.3}):
-            wrong = apply(with_nms(tmp_path, **change), plain, tmp_path / "wrong.onnx", force=True).output
-            report = verify(DETECTOR_RECIPE, plain, patched=wrong, backends=("onnxruntime",))
-            assert not report and [line for line in report.failures() if PROBE in line], (head, change)
+    plain, _, report = right_head(head)
+    assert report and report.probes, report.failures()
+    for change in ({"iou_threshold": 0.75}, {"score_threshold": 0.3}):
+        wrong = apply(with_nms(tmp_path, **change), plain, tmp_path / "wrong.onnx", force=True).output
+        report = verify(DETECTOR_RECIPE, plain, patched=wrong, backends=("onnxruntime",))
+        assert not report and [line for line in report.failures() if PROBE in line], (head, change)
 
 
 def test_the_exact_halves_lead_even_where_the_fixed_sizes_tell_floor_round_and_ceil_apart(tmp_path):

@@ -236,10 +236,10 @@ def test_eval_coco_refuses_a_recipe_that_makes_no_keypoints(tmp_path):
     """The YOLOv8 recipe reached the twins, which asked to "pass caller_shape (the shape of the tensor the caller
     feeds)", an API argument no eval-coco option gives, after the annotations were read."""
     from examples.synthetic_coco import write_coco_set
-    from examples.zoo.export import export_zoo
+    from modelkit import zoo_model
 
     annotations = write_coco_set(tmp_path / "coco", images=1, size=(320, 240))
-    model = export_zoo(tmp_path / "yolov8.onnx", "yolov8-tiny", opset=17)
+    model = zoo_model(tmp_path / "yolov8.onnx", "yolov8-tiny", opset=17)
     result = invoke("eval-coco", ROOT / "recipes" / "yolov8_detector.yaml", model, "--ann", annotations, "--images",
                     tmp_path / "coco", "--backends", "onnxruntime")
     one_line_exit_2(result, "yolov8_detector.yaml: the recipe's output steps make boxes, scores, classes, count",

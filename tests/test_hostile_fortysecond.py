@@ -76,9 +76,9 @@ def test_the_right_pose_patch_passes_with_the_probe(pose, tmp_path, backends):
 
 @pytest.fixture(scope="module")
 def detector(tmp_path_factory):
-    from examples.zoo.export import export_zoo
+    from modelkit import zoo_model
 
-    return export_zoo(tmp_path_factory.mktemp("detector") / "yolov8.onnx", "yolov8-tiny", opset=17)
+    return zoo_model(tmp_path_factory.mktemp("detector") / "yolov8.onnx", "yolov8-tiny", opset=17)
 
 
 @pytest.mark.parametrize("change", [{"score_threshold": 0.26}, {"score_threshold": 0.3}, {"iou_threshold": 0.65},

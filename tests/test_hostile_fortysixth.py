@@ -48,9 +48,9 @@ IMAGES = ROOT / "examples" / "images"
 
 @pytest.fixture(scope="module")
 def v8(tmp_path_factory):
-    from examples.zoo.export import export_zoo
+    from modelkit import zoo_model
 
-    return export_zoo(tmp_path_factory.mktemp("v8") / "yolov8.onnx", "yolov8-tiny", opset=17)
+    return zoo_model(tmp_path_factory.mktemp("v8") / "yolov8.onnx", "yolov8-tiny", opset=17)
 
 
 def detector_recipe(folder: Path, name: str, **nms) -> Path:
@@ -125,9 +125,9 @@ def test_a_right_patch_with_a_small_max_detections_passes_the_probe(v8, tmp_path
 def test_verify_refuses_an_image_the_recipe_resizes_past_the_bound_before_resizing_it(tmp_path):
     """A 5000 × 1 line scan, short side resized to 256: 1,280,000 × 256 pixels. Run as a command under a 4 GiB
     address-space limit, so that the unbounded resize fails fast instead of filling the machine."""
-    from examples.zoo.export import export_zoo
+    from modelkit import zoo_model
 
-    model = export_zoo(tmp_path / "resnet.onnx", "resnet-tiny", opset=17)
+    model = zoo_model(tmp_path / "resnet.onnx", "resnet-tiny", opset=17)
     folder = tmp_path / "images"
     folder.mkdir()
     cv2.imwrite(str(folder / "line.png"), np.random.default_rng(0).integers(0, 256, (1, 5000, 3), np.uint8))

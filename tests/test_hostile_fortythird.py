@@ -25,9 +25,9 @@ PROBE = "output steps on a probe output"
 
 @pytest.fixture(scope="module")
 def v8(tmp_path_factory):
-    from examples.zoo.export import export_zoo
+    from modelkit import zoo_model
 
-    return export_zoo(tmp_path_factory.mktemp("v8") / "yolov8.onnx", "yolov8-tiny", opset=17)
+    return zoo_model(tmp_path_factory.mktemp("v8") / "yolov8.onnx", "yolov8-tiny", opset=17)
 
 
 def transposed_head(v8: Path, fmt: str, path: Path) -> Path:
@@ -68,10 +68,10 @@ def recipe_for(fmt: str, folder: Path, **nms) -> Path:
 
 @pytest.fixture(scope="module")
 def heads(v8, tmp_path_factory):
-    from examples.zoo.export import export_zoo
+    from modelkit import zoo_model
 
     folder = tmp_path_factory.mktemp("heads")
-    return {"v8": v8, "dfl": export_zoo(folder / "raw.onnx", "yolov8-tiny-raw", opset=17),
+    return {"v8": v8, "dfl": zoo_model(folder / "raw.onnx", "yolov8-tiny-raw", opset=17),
             **{fmt: transposed_head(v8, fmt, folder / f"{fmt}.onnx") for fmt in ("v5", "yolox")}}
 
 

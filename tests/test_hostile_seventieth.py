@@ -24,10 +24,10 @@ def detector(tmp_path_factory):
     """(plain zoo YOLOv8, its right patch by the shipped detector recipe)."""
     from graphsurgery.api import apply
 
-    from examples.zoo.export import export_zoo
+    from modelkit import zoo_model
 
     folder = tmp_path_factory.mktemp("detector")
-    plain = export_zoo(folder / "v8.onnx", "yolov8-tiny", opset=17)
+    plain = zoo_model(folder / "v8.onnx", "yolov8-tiny", opset=17)
     return plain, apply(DETECTOR_RECIPE, plain, folder / "right.onnx").output
 
 

@@ -23,12 +23,12 @@ def heads(tmp_path_factory) -> dict[str, tuple[Path, Path, Path]]:
     """(recipe, plain model, right patch) of the zoo YOLOv8's head as YOLOX, and of its raw head (DFL)."""
     from test_hostile_fortythird import recipe_for, transposed_head
 
-    from examples.zoo.export import export_zoo
+    from modelkit import zoo_model
 
     folder = tmp_path_factory.mktemp("heads")
-    v8 = export_zoo(folder / "v8.onnx", "yolov8-tiny", opset=17)
+    v8 = zoo_model(folder / "v8.onnx", "yolov8-tiny", opset=17)
     plains = {"yolox": transposed_head(v8, "yolox", folder / "yolox.onnx"),
-              "dfl": export_zoo(folder / "raw.onnx", "yolov8-tiny-raw", opset=17)}
+              "dfl": zoo_model(folder / "raw.onnx", "yolov8-tiny-raw", opset=17)}
     found = {}
     for fmt, plain in plains.items():
         recipe = recipe_for(fmt, folder)

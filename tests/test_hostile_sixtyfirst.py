@@ -164,10 +164,10 @@ def yolox(tmp_path_factory) -> tuple[Path, Path, Path]:
     """(recipe, plain model, right patch) of a YOLOX head (the zoo YOLOv8's, re-encoded on its 8/16/32 grids)."""
     from test_hostile_fortythird import recipe_for, transposed_head
 
-    from examples.zoo.export import export_zoo
+    from modelkit import zoo_model
 
     folder = tmp_path_factory.mktemp("yolox")
-    plain = transposed_head(export_zoo(folder / "v8.onnx", "yolov8-tiny", opset=17), "yolox", folder / "yolox.onnx")
+    plain = transposed_head(zoo_model(folder / "v8.onnx", "yolov8-tiny", opset=17), "yolox", folder / "yolox.onnx")
     recipe = recipe_for("yolox", folder)
     return recipe, plain, apply(recipe, plain, folder / "right.onnx").output
 

@@ -9,14 +9,13 @@ import cv2
 import numpy as np
 import pytest
 
-from chainkit import chain_models
 from clikit import invoke
 from graphsurgery.samples import random_person_boxes
 
 
 @pytest.fixture(scope="module")
-def patched(tmp_path_factory):
-    return chain_models(tmp_path_factory.mktemp("chain"))
+def patched(chain_patched):
+    return chain_patched
 
 
 @pytest.mark.parametrize("size", [(1, 1), (65_535, 1), (5, 5), (19, 39), (2, 100), (100, 2)])

@@ -97,9 +97,9 @@ def test_verify_int8_of_a_model_without_a_static_size_names_the_way_that_exists(
     int8 with --input-shape image=1,H,W,3", an option of convert's that verify does not have."""
     from clikit import invoke, one_line_exit_2
 
-    from examples.zoo.export import export_zoo
+    from modelkit import zoo_model
 
-    plain = export_zoo(tmp_path / "yolov8.onnx", "yolov8-tiny", opset=17)
+    plain = zoo_model(tmp_path / "yolov8.onnx", "yolov8-tiny", opset=17)
     result = invoke("verify", ROOT / "recipes" / "yolov8_detector.yaml", plain, "--precision", "int8")
     one_line_exit_2(result, "'image' has no static size", "`graphsurgery convert --int8 --input-shape image=1,H,W,3`",
                     "--precision int8 --patched IR.xml")
@@ -111,9 +111,9 @@ def test_convert_int8_names_an_input_shape_for_no_input(tmp_path):
     had no static size (the calibration read its dims first); plain `convert` named the unknown input."""
     from clikit import invoke, one_line_exit_2
 
-    from examples.zoo.export import export_zoo
+    from modelkit import zoo_model
 
-    plain = export_zoo(tmp_path / "yolov8.onnx", "yolov8-tiny", opset=17)
+    plain = zoo_model(tmp_path / "yolov8.onnx", "yolov8-tiny", opset=17)
     patched = invoke("apply", ROOT / "recipes" / "yolov8_detector.yaml", plain, "-o", tmp_path / "p.onnx")
     assert patched.exit_code == 0, patched.output
     result = invoke("convert", tmp_path / "p.onnx", "-o", tmp_path / "p.xml", "--int8", "--calibration-random", "4",

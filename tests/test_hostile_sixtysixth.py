@@ -23,7 +23,6 @@ import pytest
 from click.testing import CliRunner
 from onnx import numpy_helper
 
-from chainkit import chain_models
 from graphsurgery import chaining
 from graphsurgery.cli import cli
 from graphsurgery.images import read_image
@@ -34,8 +33,8 @@ CHAIN = chaining.chain  # the real one, before a test's monkeypatch
 
 
 @pytest.fixture(scope="module")
-def patched(tmp_path_factory) -> dict[str, Path]:
-    return chain_models(tmp_path_factory.mktemp("chain66"))
+def patched(chain_patched) -> dict[str, Path]:
+    return chain_patched
 
 
 def _node(graph: onnx.GraphProto, name: str) -> onnx.NodeProto:

@@ -40,17 +40,9 @@ def digest(*paths) -> dict:
 # --- chain --------------------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def chain_models(tmp_path_factory) -> tuple:
-    from graphsurgery.api import apply
-
-    from examples.zoo.export import export_zoo
-    from modelkit import pose_model
-
-    folder = tmp_path_factory.mktemp("chain10")
-    detector = export_zoo(folder / "detector.onnx", "yolov8-tiny", opset=17)
-    return (apply(RECIPES / "yolov8_detector.yaml", detector, folder / "detector.patched.onnx").output,
-            apply(RECIPES / "hrnet_coco_topdown.yaml", pose_model(folder / "pose.onnx", opset=17),
-                  folder / "pose.patched.onnx").output)
+def chain_models(chain_patched) -> tuple:
+    """The patched detector (80 classes) and top-down pose model (conftest's `chain_patched`)."""
+    return chain_patched["detector"], chain_patched["pose"]
 
 
 @pytest.mark.parametrize("spelling", ["the image", "a symlink to it", "the image in a --check folder"])

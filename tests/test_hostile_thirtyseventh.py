@@ -23,9 +23,9 @@ IMAGES = ROOT / "examples" / "images"
 
 @pytest.fixture(scope="module")
 def detector(tmp_path_factory):
-    from examples.zoo.export import export_zoo
+    from modelkit import zoo_model
 
-    return export_zoo(tmp_path_factory.mktemp("detector") / "yolov8.onnx", "yolov8-tiny", opset=17)
+    return zoo_model(tmp_path_factory.mktemp("detector") / "yolov8.onnx", "yolov8-tiny", opset=17)
 
 
 def wrong_recipe(source: Path, folder: Path, change) -> Path:
@@ -49,9 +49,9 @@ def test_a_detector_patched_with_fewer_detection_rows_fails(detector, tmp_path):
 
 @pytest.fixture(scope="module")
 def classifier(tmp_path_factory):
-    from examples.zoo.export import export_zoo
+    from modelkit import zoo_model
 
-    return export_zoo(tmp_path_factory.mktemp("classifier") / "resnet.onnx", "resnet-tiny", opset=17)
+    return zoo_model(tmp_path_factory.mktemp("classifier") / "resnet.onnx", "resnet-tiny", opset=17)
 
 
 def test_probabilities_of_a_wrong_centre_crop_fail_without_the_logits(classifier, tmp_path):
@@ -85,9 +85,9 @@ def test_top_k_indices_of_a_wrong_std_are_no_near_ties(classifier, tmp_path):
 def test_dfl_strides_that_do_not_divide_the_input_are_refused(tmp_path):
     """Strides 8, 16, 31 make as many cells on 160×128 as 8, 16, 32 (floor division), so the anchor count let the
     patch through, and verify passed it: the zoo detector's coarsest level finds nothing in the photos."""
-    from examples.zoo.export import export_zoo
+    from modelkit import zoo_model
 
-    raw = export_zoo(tmp_path / "raw.onnx", "yolov8-tiny-raw", opset=11)
+    raw = zoo_model(tmp_path / "raw.onnx", "yolov8-tiny-raw", opset=11)
     dfl = lambda recipe: recipe["output"]["steps"].__setitem__(0, {"dfl_boxes": {"strides": [8, 16, 31]}})  # noqa: E731
     with pytest.raises(GraphsurgeryError, match="do not divide the 160×128 input"):
         apply(wrong_recipe(DETECTOR_RECIPE, tmp_path, dfl), raw, tmp_path / "wrong.onnx")

@@ -184,9 +184,9 @@ def test_a_detector_of_any_image_size_is_quantized_at_the_size_given(tmp_path):
     """The YOLOv8-shaped detector takes images of any size ([1, H, W, 3]): `convert --int8` refused it ("no
     static crop size — calibrate the model patched with a crop recipe", which detectors have none of), also with
     `--input-shape image=1,128,160,3`, read only after the samples were made. The size given is the samples'."""
-    from examples.zoo.export import export_zoo
+    from modelkit import zoo_model
 
-    plain = export_zoo(tmp_path / "yolo.onnx", "yolov8-tiny", opset=17)
+    plain = zoo_model(tmp_path / "yolo.onnx", "yolov8-tiny", opset=17)
     patched = apply(RECIPES / "yolov8_detector.yaml", plain, tmp_path / "yolo.patched.onnx").output
     refused = invoke("convert", patched, "--int8", "--calibration-random", "2", "-o", tmp_path / "r.xml")
     assert refused.exit_code == 2 and "--input-shape image=1,H,W,3" in refused.output, refused.output

@@ -46,10 +46,9 @@ def test_chain_check_says_how_long_it_will_take(tmp_path, every_run_long, capsys
     from graphsurgery.chaining import chain, verify_chain
     from graphsurgery.images import read_image
 
-    from examples.zoo.export import export_zoo
-    from modelkit import pose_model
+    from modelkit import pose_model, zoo_model
 
-    detector = apply(RECIPES / "yolov8_detector.yaml", export_zoo(tmp_path / "d.onnx", "yolov8-tiny", opset=17),
+    detector = apply(RECIPES / "yolov8_detector.yaml", zoo_model(tmp_path / "d.onnx", "yolov8-tiny", opset=17),
                      tmp_path / "d.patched.onnx").output
     pose = apply(RECIPES / "hrnet_coco_topdown.yaml", pose_model(tmp_path / "pose.onnx", opset=17),
                  tmp_path / "pose.patched.onnx").output

@@ -316,10 +316,9 @@ def test_the_chain_takes_a_numpy_person_class(tmp_path):
     from graphsurgery.api import apply
     from graphsurgery.chaining import chain
 
-    from examples.zoo.export import export_zoo
-    from modelkit import pose_model
+    from modelkit import pose_model, zoo_model
 
-    detector = apply(RECIPES / "yolov8_detector.yaml", export_zoo(tmp_path / "d.onnx", "yolov8-tiny", opset=17),
+    detector = apply(RECIPES / "yolov8_detector.yaml", zoo_model(tmp_path / "d.onnx", "yolov8-tiny", opset=17),
                      tmp_path / "d.patched.onnx").output
     pose = apply(RECIPES / "hrnet_coco_topdown.yaml", pose_model(tmp_path / "p.onnx", opset=17),
                  tmp_path / "p.patched.onnx").output

@@ -222,9 +222,9 @@ def test_max_reverts_bounds_the_accuracy_control(tmp_path):
     """The zoo's tiny SimpleBaseline quantizes to 20 activations at ~88 % of joints within one cell; a 2 % drop
     needs most of them reverted (measured: 2 left, 20 s). One round allowed: one group goes back to float, the rest
     stays int8, and convert says the drop was not met (exit 1, the IR written as it stands) and what it reverted."""
-    from examples.zoo.export import export_zoo
+    from modelkit import zoo_model
 
-    plain = export_zoo(tmp_path / "simplebaseline.onnx", "simplebaseline-tiny", opset=17)
+    plain = zoo_model(tmp_path / "simplebaseline.onnx", "simplebaseline-tiny", opset=17)
     model = apply(CROP_RECIPE, plain, tmp_path / "simplebaseline.patched.onnx").output
     reports = {}
     for label, options in (("default", []), ("one round", ["--max-drop", "0.02", "--max-reverts", "1",

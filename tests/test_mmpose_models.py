@@ -21,10 +21,10 @@ RECIPES = ROOT / "recipes"
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory) -> dict[tuple[str, int], Path]:
-    from examples.zoo.export import export_zoo
+    from modelkit import zoo_model
 
     folder = tmp_path_factory.mktemp("mmpose")
-    return {(name, opset): export_zoo(folder / f"{name}{opset}.onnx", f"{name}-tiny", opset=opset)
+    return {(name, opset): zoo_model(folder / f"{name}{opset}.onnx", f"{name}-tiny", opset=opset)
             for name in ("simplebaseline", "rtmpose") for opset in (11, 17)}
 
 

@@ -69,10 +69,10 @@ def test_a_comparison_of_near_ties_only_proves_nothing():
 @pytest.fixture(scope="module")
 def huge_boxes(tmp_path_factory) -> Path:
     """The seeded YOLOv8-shaped model with its box rows scaled by 1e37 (scores untouched)."""
-    from examples.zoo.export import export_zoo
+    from modelkit import zoo_model
 
     folder = tmp_path_factory.mktemp("huge")
-    plain = onnx.load(export_zoo(folder / "plain.onnx", "yolov8-tiny", opset=17))
+    plain = onnx.load(zoo_model(folder / "plain.onnx", "yolov8-tiny", opset=17))
     output = plain.graph.output[0]
     rows = output.type.tensor_type.shape.dim[1].dim_value
     for node in plain.graph.node:

@@ -31,9 +31,9 @@ def patched(request, tmp_path_factory) -> tuple[Path, Path, Path]:
     """(recipe, plain model, right patch) of a recipe that maps back through a letterbox."""
     folder = tmp_path_factory.mktemp(request.param)
     if request.param == "detector":
-        from examples.zoo.export import export_zoo
+        from modelkit import zoo_model
 
-        recipe, plain = DETECTOR, export_zoo(folder / "yolov8.onnx", "yolov8-tiny", opset=17)
+        recipe, plain = DETECTOR, zoo_model(folder / "yolov8.onnx", "yolov8-tiny", opset=17)
     else:
         recipe, plain = folder / "pose.yaml", pose_model(folder / "plain.onnx", input_hw=(128, 160))
         recipe.write_text(POSE_LETTERBOX)

@@ -110,9 +110,9 @@ def test_a_live_pipeline_meets_every_caller_size_of_a_resizing_recipe(tmp_path):
     from graphsurgery.recipe import load_recipe, parse_recipe
     from graphsurgery.twins import run_unpatched
 
-    from examples.zoo.export import export_zoo
+    from modelkit import zoo_model
 
-    plain = export_zoo(tmp_path / "resnet.onnx", "resnet-tiny", opset=11)
+    plain = zoo_model(tmp_path / "resnet.onnx", "resnet-tiny", opset=11)
     recipe = load_recipe(RECIPES / "imagenet_classifier.yaml")
     nearest = parse_recipe((RECIPES / "imagenet_classifier.yaml").read_text()
                            .replace("interpolation: linear", "interpolation: nearest"))
@@ -170,12 +170,12 @@ def test_a_package_that_rounds_where_the_recipe_floors_is_caught(tmp_path):
     from graphsurgery.steps.resize import Resize
     from graphsurgery.twins import run_unpatched
 
-    from examples.zoo.export import export_zoo
+    from modelkit import zoo_model
 
     assert Resize(size=(224, 224), fit="crop", crop_fraction=0.875).resized_hw(481, 353) == (348, 256)
     assert Resize(size=(224, 224), fit="crop", crop_fraction=0.875, side_rounding="round").resized_hw(481, 353) == (
         349, 256)
-    plain = export_zoo(tmp_path / "resnet.onnx", "resnet-tiny", opset=11)
+    plain = zoo_model(tmp_path / "resnet.onnx", "resnet-tiny", opset=11)
     recipe = load_recipe(RECIPES / "imagenet_classifier.yaml")
     rounding = parse_recipe((RECIPES / "imagenet_classifier.yaml").read_text()
                             .replace("crop_fraction: 0.875}", "crop_fraction: 0.875, side_rounding: round}"))

@@ -60,9 +60,9 @@ POSE_RECIPE = pose_recipe()
 
 @pytest.fixture(scope="module")
 def pose_model(tmp_path_factory) -> Path:
-    from examples.zoo.export import export_zoo
+    from modelkit import zoo_model
 
-    return export_zoo(tmp_path_factory.mktemp("pose") / "simplebaseline.onnx", "simplebaseline-tiny", opset=17)
+    return zoo_model(tmp_path_factory.mktemp("pose") / "simplebaseline.onnx", "simplebaseline-tiny", opset=17)
 
 
 def keypoint_results(report) -> list:

@@ -213,12 +213,12 @@ def test_flip_average_refuses_bad_pairs():
 @pytest.fixture(scope="module")
 def topdown_models(tmp_path_factory) -> dict[int, tuple[Path, Path]]:
     """(plain, patched) tiny HRNet exports, static batch 1 as the authors export them, at opsets 9 and 17."""
-    from examples.hrnet.export import export_hrnet
+    from modelkit import hrnet_model
 
     folder = tmp_path_factory.mktemp("topdown")
     models = {}
     for opset in (9, 17):
-        plain = export_hrnet(folder / f"hrnet{opset}.onnx", variant="tiny", opset=opset)
+        plain = hrnet_model(folder / f"hrnet{opset}.onnx", opset=opset)
         models[opset] = plain, apply(RECIPE, plain, folder / f"topdown{opset}.onnx").output
     return models
 

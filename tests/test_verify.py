@@ -26,10 +26,10 @@ BOTH = ("onnxruntime", "openvino")
 @pytest.fixture(scope="session")
 def hrnet_tiny(tmp_path_factory) -> dict[int, object]:
     """The tiny HRNet variant (seeded weights), plain, at opsets 9 and 17."""
-    from examples.hrnet.export import export_hrnet
+    from modelkit import hrnet_model
 
     folder = tmp_path_factory.mktemp("hrnet_tiny")
-    return {opset: export_hrnet(folder / f"hrnet_tiny_{opset}.onnx", variant="tiny", opset=opset) for opset in (9, 17)}
+    return {opset: hrnet_model(folder / f"hrnet_tiny_{opset}.onnx", opset=opset) for opset in (9, 17)}
 
 
 @pytest.fixture(scope="session")

@@ -36,9 +36,9 @@ MISTAKES = {  # what people get wrong re-implementing the preprocessing: the fil
 @pytest.fixture(scope="module")
 def resnet(tmp_path_factory):
     """The zoo ResNet at tiny widths: input float32 [1,3,224,224] → logits [1,1000]."""
-    from examples.zoo.export import export_zoo
+    from modelkit import zoo_model
 
-    return export_zoo(tmp_path_factory.mktemp("zoo") / "resnet.onnx", "resnet-tiny", opset=11)
+    return zoo_model(tmp_path_factory.mktemp("zoo") / "resnet.onnx", "resnet-tiny", opset=11)
 
 
 @pytest.fixture(scope="module")

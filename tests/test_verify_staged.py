@@ -34,9 +34,9 @@ def pose_recipe(resize: str = ROUNDED, std: str = "[0.229, 0.224, 0.225]"):
 
 @pytest.fixture(scope="module")
 def hrnet_tiny(tmp_path_factory):
-    from examples.hrnet.export import export_hrnet
+    from modelkit import hrnet_model
 
-    return export_hrnet(tmp_path_factory.mktemp("hrnet") / "tiny.onnx", variant="tiny", opset=17)
+    return hrnet_model(tmp_path_factory.mktemp("hrnet") / "tiny.onnx", opset=17)
 
 
 def test_a_right_rounded_resize_patch_passes_on_both_backends(hrnet_tiny):

@@ -43,10 +43,10 @@ def test_a_wrong_patch_of_a_static_batch_fails_in_the_probe(pose, tmp_path):
 
 @pytest.fixture(scope="module")
 def detector(tmp_path_factory):
-    from examples.zoo.export import export_zoo
+    from modelkit import zoo_model
 
     folder = tmp_path_factory.mktemp("detector")
-    dynamic = onnx.load(export_zoo(folder / "dynamic.onnx", "yolov8-tiny", opset=17, dynamic_batch=True))
+    dynamic = onnx.load(zoo_model(folder / "dynamic.onnx", "yolov8-tiny", opset=17, dynamic_batch=True))
     return with_batch(dynamic, 2, folder / "batch2.onnx")
 
 

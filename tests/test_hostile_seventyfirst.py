@@ -112,6 +112,20 @@ def test_a_graph_whose_crop_has_no_floor_to_cut_at_is_noted(right, plain, tmp_pa
                for note in report.notes), report.notes
 
 
+def test_a_patched_ir_is_said_to_be_compared_on_its_samples_crops_alone(right, plain, tmp_path):
+    """An IR cannot be cut where the crops sample: no positions row, and a note that says only the samples' crops
+    were compared (the error path of `positions_cut` that no test took)."""
+    from graphsurgery.irconvert import convert
+
+    ir = tmp_path / "right.xml"
+    convert(right, ir)
+    report = verify(RECIPE, plain, patched=ir, backends=["openvino"])
+    assert report, report.failures()
+    assert report.crop_positions == []
+    assert any("a patched IR cannot be cut" in note and "only the crops of the samples' boxes were" in note
+               for note in report.notes), report.notes
+
+
 def test_many_person_boxes_hold_every_kind():
     """Floats, two decimals and integers, each of boxes inside, partly outside and tiny, and boxes far from the
     crop's aspect (wide and tall); the same boxes from the same seed."""

@@ -146,3 +146,21 @@ def test_a_step_built_with_a_decimal_is_held_to_what_its_recipe_takes():
         Resize(size=(256, 192), antialias=Decimal(1))
     assert Resize(size=(Decimal(256), 192)).size == (256, 192)
     assert Scale(divide=Fraction(1, 4)).divide == 0.25
+
+
+def test_user_code_runs_where_the_current_folder_cannot_be_held(monkeypatch):
+    """Where "." cannot be opened (no folder to return to), the user's function still runs and answers: the
+    folder is then not restored, and nothing else changes."""
+    import os
+
+    from graphsurgery.callables import call_user
+
+    real_open = os.open
+
+    def refuses_the_current_folder(path, *args, **kwargs):
+        if path == ".":
+            raise PermissionError(13, "Permission denied", ".")
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", refuses_the_current_folder)
+    assert call_user(lambda x: x * 2, "the reference pipeline (--reference-pipeline)", 21) == 42

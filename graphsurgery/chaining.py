@@ -26,11 +26,20 @@ import onnx.utils
 from onnx import TensorProto, helper, numpy_helper
 
 from graphsurgery import __version__
+from graphsurgery.chain_parts import part_difference
 from graphsurgery.compare import differences
 from graphsurgery.crop_positions import CROP_NODES, MANY_BOXES, PositionsCut, cut_at_positions, graph_positions
 from graphsurgery.errors import ArgumentError, GraphsurgeryError, ModelError, printable, whole
 from graphsurgery.longrun import FirstPart, say_long_run
-from graphsurgery.model import PROVENANCE_KEY, model_opset, node_reads, provenance, shapes_only
+from graphsurgery.model import (
+    PROVENANCE_KEY,
+    model_opset,
+    nested_graphs,
+    node_reads,
+    outer_reads,
+    provenance,
+    shapes_only,
+)
 from graphsurgery.modelio import check_output_path, external_tensors, load_model, model_paths, save_model
 from graphsurgery.safeio import input_path, output_path
 from graphsurgery.samples import many_person_boxes, random_person_boxes
@@ -43,11 +52,15 @@ DETECTOR_PORTS = {"boxes": (TensorProto.FLOAT, (1, "D", 4)), "scores": (TensorPr
                   "classes": (TensorProto.INT64, (1, "D")), "count": (TensorProto.INT64, (1,))}
 #: the pose model's boxes input: COCO x, y, w, h of each person, as many as the detector found ("?": dynamic)
 POSE_PORTS = {"boxes": (TensorProto.FLOAT, ("?", 4))}
-POSE_INPUTS = ("image", "boxes")
 GLUE = f"{SPLICED}/chain"
 POSE_PREFIX = "pose/"
+#: the pose model's inputs, as the glue feeds them in the chained model
+POSE_FED = {"image": f"{GLUE}/image", "boxes": f"{GLUE}/coco_boxes"}
+POSE_INPUTS = tuple(POSE_FED)
+#: the pose model's outputs, as the chained model's (its other names go after POSE_PREFIX)
+POSE_RENAMED = {"keypoints": "keypoints", "scores": "keypoint_scores"}
 #: the chained model's outputs: what the detector kept of the people, and their keypoints
-OUTPUTS = ("person_boxes", "person_scores", "keypoints", "keypoint_scores")
+OUTPUTS = ("person_boxes", "person_scores", *POSE_RENAMED.values())
 
 
 @dataclass(frozen=True)
@@ -88,6 +101,8 @@ def chain(detector: str | Path, pose: str | Path, out: str | Path, *, person_cla
             raise ModelError("the model keeps its weights in an external data file", path=loaded.path,
                              fix="chain models saved whole (onnx.save without external data)")
     _check_signatures(first.proto, second.proto, detector, pose)
+    for loaded in (first, second):
+        _check_bodies(loaded.proto, loaded.path)
     notes = _check_person_class(first.proto, person_class, detector) + _left_out(first.proto, second.proto)
     if model_opset(first.proto) != model_opset(second.proto):
         raise ModelError(f"the detector has opset {model_opset(first.proto)} and the pose model "
@@ -96,8 +111,8 @@ def chain(detector: str | Path, pose: str | Path, out: str | Path, *, person_cla
     glued.ir_version = estimator.ir_version = max(first.proto.ir_version, second.proto.ir_version)
     merged = onnx.compose.merge_models(
         glued, estimator,
-        io_map=[(f"{GLUE}/image", "image"), (f"{GLUE}/coco_boxes", "boxes")],
-        outputs=[f"{GLUE}/person_boxes", f"{GLUE}/person_scores", f"{POSE_PREFIX}keypoints", f"{POSE_PREFIX}scores"],
+        io_map=[(glue, name) for name, glue in POSE_FED.items()],
+        outputs=[f"{GLUE}/person_boxes", f"{GLUE}/person_scores", *(POSE_PREFIX + name for name in POSE_RENAMED)],
         prefix2=POSE_PREFIX, producer_name=first.proto.producer_name or "graphsurgery",
         producer_version=first.proto.producer_version)
     for output, name in zip(merged.graph.output, OUTPUTS):
@@ -118,7 +133,7 @@ def _check_signatures(detector: onnx.ModelProto, pose: onnx.ModelProto, detector
     _check_detector_outputs(detector, detector_path)
     pose_inputs = [i.name for i in pose.graph.input]
     pose_outputs = {o.name for o in pose.graph.output}
-    if sorted(pose_inputs) != sorted(POSE_INPUTS) or not {"keypoints", "scores"} <= pose_outputs:
+    if sorted(pose_inputs) != sorted(POSE_INPUTS) or not set(POSE_RENAMED) <= pose_outputs:
         raise ModelError(f"not a patched top-down pose model: inputs {pose_inputs}, outputs {sorted(pose_outputs)}",
                          path=pose_path, fix="apply recipes/hrnet_coco_topdown.yaml (inputs image and boxes) to the "
                                              "plain pose model first")
@@ -137,12 +152,24 @@ def _check_signatures(detector: onnx.ModelProto, pose: onnx.ModelProto, detector
                          else "patch both with recipes that take the same image (uint8 [1, H, W, 3] BGR)")
 
 
+def _check_bodies(model: onnx.ModelProto, path: Path) -> None:
+    """No If, Loop or Scan body that reads a tensor of the graph around it: `onnx.compose` drops a node that only
+    bodies read (its Extractor follows node inputs) and leaves a body's read of a prefixed constant unprefixed, so
+    such a (valid) model made `chain` an internal error (round 75)."""
+    for graph in nested_graphs(model.graph):
+        reads = sorted(outer_reads(graph)) if graph is not model.graph else []
+        if reads:
+            raise ModelError(f"a body of an If, Loop or Scan ({printable(graph.name)!r}) reads {printable(reads[0])!r} "
+                             "from the graph around it, which onnx.compose cannot join", path=path,
+                             fix="export the model without control flow (torch.onnx traces it away) to chain it")
+
+
 def _left_out(detector: onnx.ModelProto, pose: onnx.ModelProto) -> list[str]:
     """A note naming the outputs of either model the chained model does not give (a detector's second head, a pose
     model's kept heatmaps): they were dropped without a word (round 49)."""
     dropped = [f"the detector's {printable(o.name)}" for o in detector.graph.output if o.name not in DETECTOR_OUTPUTS]
     dropped += [f"the pose model's {printable(o.name)}" for o in pose.graph.output
-                if o.name not in ("keypoints", "scores")]
+                if o.name not in POSE_RENAMED]
     if not dropped:
         return []
     return [f"the chained model gives {', '.join(OUTPUTS)}; it leaves out {', '.join(dropped)} (run the models one "
@@ -276,6 +303,26 @@ def _rename(graph: onnx.GraphProto, old: str, new: str) -> None:
     for value in graph.output:
         if value.name == old:
             value.name = new
+
+
+def parts_difference(chained: Path, detector: Path, pose: Path) -> str | None:
+    """How the chained model's detector or pose part is not that model, node for node and constant for constant
+    (`chain_parts`); None where both are. The answers compared on a few images left wrong constants those images do
+    not reach PASSing (round 66); the same graph computes the same answers for every image."""
+    model = onnx.load(str(chained))
+    return part_difference(model, load_model(detector).proto, DETECTOR_OUTPUTS, _same_name, "", "the detector") \
+        or part_difference(model, load_model(pose).proto, POSE_RENAMED, _pose_name, POSE_PREFIX, "the pose model")
+
+
+def _same_name(name: str) -> str:
+    """The detector's names in the chained model: `chain` prefixes none (the glue's are its own)."""
+    return name
+
+
+def _pose_name(name: str) -> str:
+    """A pose model's tensor or node name in the chained model, as `chain` renames them: its inputs fed by the
+    glue, its keypoints and scores the chained model's outputs, the others after POSE_PREFIX (`onnx.compose`)."""
+    return {**POSE_FED, **POSE_RENAMED}.get(name, POSE_PREFIX + name if name else name)
 
 
 def verify_chain(chained: Path, detector: Path, pose: Path, images: list[np.ndarray], *, person_class: int = 0,

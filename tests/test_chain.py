@@ -169,3 +169,27 @@ def test_images_of_other_dims_are_refused_with_the_export_to_make(patched, tmp_p
     with pytest.raises(GraphsurgeryError, match=r"different images: .* fix: export both at the same image size, "
                                                 r"batch 1"):
         chain(patched["detector"], pose, tmp_path / "chained.onnx")
+
+
+def test_a_body_reading_the_graph_around_it_is_refused_in_one_line(patched, tmp_path):
+    """A pose model whose keypoints pass through an If whose branches read a constant and a node's output of the
+    main graph (valid for onnx's checker): onnx.compose misnamed the one and dropped the other's node, and `chain`
+    ended in an internal error (round 75)."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    def through_if(graph):
+        for node in graph.node:
+            node.output[:] = ["raw" if name == "keypoints" else name for name in node.output]
+        graph.initializer.extend([numpy_helper.from_array(np.array(1.0, np.float32), "one"),
+                                  numpy_helper.from_array(np.array(True), "yes")])
+        branches = {key: helper.make_graph([helper.make_node(op, ["raw", "one"], ["out"])], op, [],
+                                           [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)])
+                    for key, op in (("then_branch", "Mul"), ("else_branch", "Div"))}
+        graph.node.append(helper.make_node("If", ["yes"], ["keypoints"], name="wrap", **branches))
+
+    pose = _edited(patched["pose"], tmp_path / "if.onnx", through_if)
+    with pytest.raises(GraphsurgeryError, match=r"if.onnx: a body of an If, Loop or Scan \('Mul'\) reads 'one' from "
+                                                r"the graph around it.* fix: export the model without control flow"):
+        chain(patched["detector"], pose, tmp_path / "chained.onnx")
+    assert not (tmp_path / "chained.onnx").exists()

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from graphsurgery.cli.options import existing_file, force_option, output_file
 from graphsurgery.cli.tables import print_table, shown
@@ -37,7 +38,7 @@ def chain_command(detector: Path, pose: Path, output: Path, person_class: int, c
     """Chain DETECTOR (patched with a detector recipe: image → boxes, scores, classes, count) into POSE (patched
     with recipes/hrnet_coco_topdown.yaml: image + boxes → keypoints): one model, the image in once, every person's
     box, score and keypoints in image pixels out."""
-    from graphsurgery.chaining import RANDOM_BOXES, chain, verify_chain
+    from graphsurgery.chaining import RANDOM_BOXES, chain, parts_difference, verify_chain
     from graphsurgery.crop_positions import MANY_BOXES
     from graphsurgery.images import list_images, read_image
 
@@ -51,6 +52,7 @@ def chain_command(detector: Path, pose: Path, output: Path, person_class: int, c
         console.print(f"note: {note}", highlight=False, markup=False)
     if check_images is None:
         return
+    unlike = parts_difference(output, detector, pose)
     rows = verify_chain(output, detector, pose, images, person_class=person_class)
     table = Table("backend", "image", "people", "max |Δ| boxes", "scores", "keypoints", "keypoint scores",
                   "detector (all rows)", f"{RANDOM_BOXES} random boxes", f"crop positions ({MANY_BOXES:,} boxes)",
@@ -59,11 +61,15 @@ def chain_command(detector: Path, pose: Path, output: Path, person_class: int, c
         table.add_row(row["backend"], str(row["image"]), str(row["people"]),
                       *(f"{row[key]:.3g}" for key in COMPARED))
     print_table(console, table)
+    if unlike:  # after the table: where the answers differ, if they do, is worth a look too
+        console.print(Text.assemble(("FAIL", "bold red"), shown(f": the chained model is not the two models "
+                                                                 f"joined: {unlike}")))
     worst = max(max(row[key] for key in COMPARED) for row in rows)
     moved = max(max(row[key] for key in EXACT) for row in rows)
     if worst > CHAIN_TOLERANCE or moved > 0:
         exact = f" (where its crops sample, which must not differ at all: by {moved:.3g})" if moved > 0 else ""
         console.print(f"[bold red]FAIL[/]: the chained model differs by up to {worst:.3g}{exact}")
+    if unlike or worst > CHAIN_TOLERANCE or moved > 0:
         raise SystemExit(1)
     if not any(row["people"] for row in rows):  # as verify's detections: agreement on nothing PASSed (round 34)
         console.print(f"[bold red]FAIL[/]: the detector found nobody (class {person_class}) in the {len(images)} "
@@ -73,7 +79,7 @@ def chain_command(detector: Path, pose: Path, output: Path, person_class: int, c
     console.print(f"[bold green]PASS[/]: the chained model gives the two models' answers ({len(images)} images, "
                   f"{sum(row['people'] for row in rows) // 2} people; "
                   f"its detector part's every row, its pose part on {RANDOM_BOXES} random boxes and where its crops "
-                  f"sample on {MANY_BOXES:,})")
+                  f"sample on {MANY_BOXES:,}; its two parts are the two models node for node)")
 
 
 COMMANDS = (chain_command,)

@@ -1,0 +1,164 @@
+"""Whether a chained graph's two parts are the detector and the pose model, node for node and constant for constant.
+
+`chain --check` compares the chained model's answers with the two models' on the caller's images, the pose part on
+random boxes and its crop positions on many. Answers on a few images leave what those images do not reach: a wrong
+constant in the detector's box arithmetic that shows on no row of those photos, a score threshold × 0.99, a pre-NMS
+TopK of 301 for 300, a crop rounding that moves a pixel for a few boxes in a hundred (round 66's survivors). But
+`chain` copies each model's graph whole, so each part must BE that model: every node of the detector, and of the pose
+model as `onnx.compose` renames it (`pose/` before each name, its `image` and `boxes` fed by the glue, its keypoints
+and scores renamed the chained outputs), must stand in the chained graph with the same operator, attributes and
+inputs, and every constant with the same bytes. That holds for every input, where the answers hold for those tried.
+The glue between the parts is new code and is compared by its answers against its numpy twin (`select_people`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection
+
+import onnx
+from onnx import AttributeProto
+
+from graphsurgery.model import node_reads
+
+Rename = Callable[[str], str]
+
+
+def part_difference(chained: onnx.ModelProto, part: onnx.ModelProto, outputs: Collection[str], rename: Rename,
+                    prefix: str, what: str) -> str | None:
+    """The first way the graph of `part` (`what`: "the detector", "the pose model"), as far as its `outputs` need
+    it (`onnx.compose` keeps no other node), does not stand in `chained` with each tensor and node name renamed by
+    `rename` and each of its local functions' names prefixed by `prefix` (as `onnx.compose.add_prefix` does); None
+    where every node and constant is there, alike."""
+    functions = {(f.domain, f.name) for f in part.functions}
+
+    def function_rename(name: str) -> str:
+        return prefix + name
+
+    chained_functions = {(f.domain, f.name): f for f in chained.functions}
+    for function in part.functions:
+        theirs = chained_functions.get((function.domain, function_rename(function.name)))
+        label = f"{what}'s function {function.name!r}"
+        if theirs is None:
+            return f"{label} is missing"
+        if list(theirs.input) != list(function.input) or list(theirs.output) != list(function.output):
+            return f"{label} takes or gives other tensors there"
+        found = _graph_difference(list(theirs.node), list(function.node), [], [], _same_name, functions,
+                                  function_rename, label)
+        if found:
+            return found
+    nodes = _needed(part.graph, outputs)
+    reads = {name for node in nodes for name in node_reads(node)}
+    constants = [tensor for tensor in part.graph.initializer if tensor.name in reads]
+    return _graph_difference(list(chained.graph.node), nodes, list(chained.graph.initializer), constants, rename,
+                             functions, function_rename, what) \
+        or _sparse_difference(chained.graph, part.graph, rename, what)
+
+
+def _needed(graph: onnx.GraphProto, outputs: Collection[str]) -> list[onnx.NodeProto]:
+    """The nodes of `graph` that its `outputs` are computed with (their subgraphs' reads from outside included), in
+    the graph's order."""
+    producers = {name: node for node in graph.node for name in node.output}
+    wanted, pending, seen = set(), list(outputs), set()
+    while pending:
+        name = pending.pop()
+        node = producers.get(name)
+        if name in seen or node is None:
+            continue
+        seen.add(name)
+        wanted.add(id(node))
+        pending.extend(node_reads(node))
+    return [node for node in graph.node if id(node) in wanted]
+
+
+def _same_name(name: str) -> str:
+    """A local function's own tensors keep their names in the chained model."""
+    return name
+
+
+def _graph_difference(chained_nodes: list, part_nodes: list, chained_constants: list, part_constants: list,
+                      rename: Rename, functions: set, function_rename: Rename, what: str) -> str | None:
+    """The first node of `part_nodes` with no twin among `chained_nodes` (found by its renamed outputs), or the
+    first constant of `part_constants` unlike its renamed one; None where all are alike."""
+    producers = {tuple(node.output): node for node in chained_nodes}
+    for node in part_nodes:
+        label = f"{what}'s node {node.name or node.op_type!r} ({node.op_type})"
+        theirs = producers.get(tuple(map(rename, node.output)))
+        if theirs is None:
+            return f"{label} is missing (no node makes {', '.join(map(rename, node.output))})"
+        if (theirs.domain, theirs.op_type) != (node.domain, _op(node.op_type, node.domain, functions, function_rename)):
+            return f"{label} is a {theirs.op_type} there"
+        if list(theirs.input) != [rename(name) for name in node.input]:
+            return f"{label} reads {list(theirs.input)} there, not {[rename(name) for name in node.input]}"
+        found = _attribute_difference(theirs, node, rename, functions, function_rename, label)
+        if found:
+            return found
+    constants = {tensor.name: tensor for tensor in chained_constants}
+    made = {name for node in chained_nodes for name in node.output}
+    for tensor in part_constants:
+        theirs = constants.get(rename(tensor.name))
+        if theirs is None or rename(tensor.name) in made or not _same_tensor(theirs, tensor):
+            return f"{what}'s constant {tensor.name!r} is {'missing' if theirs is None else 'another'} there"
+    return None
+
+
+def _attribute_difference(theirs: onnx.NodeProto, node: onnx.NodeProto, rename: Rename, functions: set,
+                          function_rename: Rename, label: str) -> str | None:
+    """The first attribute of `node` unlike `theirs`'s: subgraphs (If, Loop, Scan bodies) compared as graphs with
+    their names renamed, the others by value."""
+    mine = {attribute.name: attribute for attribute in node.attribute}
+    other = {attribute.name: attribute for attribute in theirs.attribute}
+    if mine.keys() != other.keys():
+        return f"{label} has the attributes {sorted(other)} there, not {sorted(mine)}"
+    for name, attribute in mine.items():
+        twin = other[name]
+        if attribute.type in (AttributeProto.GRAPH, AttributeProto.GRAPHS):
+            graphs = [attribute.g] if attribute.type == AttributeProto.GRAPH else list(attribute.graphs)
+            theirs_graphs = [twin.g] if twin.type == AttributeProto.GRAPH else list(twin.graphs)
+            if twin.type != attribute.type or len(graphs) != len(theirs_graphs):
+                return f"{label}'s {name} is another there"
+            for graph, their_graph in zip(graphs, theirs_graphs):
+                found = _body_difference(their_graph, graph, rename, functions, function_rename, f"{label}'s {name}")
+                if found:
+                    return found
+        elif attribute.type == AttributeProto.TENSOR:
+            if twin.type != attribute.type or not _same_tensor(twin.t, attribute.t):
+                return f"{label}'s {name} is another tensor there"
+        elif twin.SerializeToString(deterministic=True) != attribute.SerializeToString(deterministic=True):
+            return f"{label}'s {name} is another there"
+    return None
+
+
+def _body_difference(theirs: onnx.GraphProto, body: onnx.GraphProto, rename: Rename, functions: set,
+                     function_rename: Rename, label: str) -> str | None:
+    """A subgraph's first difference: its inputs and outputs renamed in order, then its nodes and constants."""
+    if [v.name for v in theirs.input] != [rename(v.name) for v in body.input] \
+            or [v.name for v in theirs.output] != [rename(v.name) for v in body.output]:
+        return f"{label} takes or gives other tensors there"
+    return _graph_difference(list(theirs.node), list(body.node), list(theirs.initializer), list(body.initializer),
+                             rename, functions, function_rename, label) \
+        or _sparse_difference(theirs, body, rename, label)
+
+
+def _sparse_difference(theirs: onnx.GraphProto, graph: onnx.GraphProto, rename: Rename, what: str) -> str | None:
+    mine = {rename(s.values.name): s for s in graph.sparse_initializer}
+    other = {s.values.name: s for s in theirs.sparse_initializer}
+    for name, sparse in mine.items():
+        twin = other.get(name)
+        if twin is None or list(twin.dims) != list(sparse.dims) or not _same_tensor(twin.values, sparse.values) \
+                or not _same_tensor(twin.indices, sparse.indices):
+            return f"{what}'s sparse constant {sparse.values.name!r} is missing or another there"
+    return None
+
+
+def _same_tensor(theirs: onnx.TensorProto, mine: onnx.TensorProto) -> bool:
+    """The same element type, dims and bytes (NaN bit patterns too; not the name, which is renamed)."""
+    from onnx import numpy_helper
+
+    if theirs.data_type != mine.data_type or list(theirs.dims) != list(mine.dims):
+        return False
+    return numpy_helper.to_array(theirs).tobytes() == numpy_helper.to_array(mine).tobytes()
+
+
+def _op(op_type: str, domain: str, functions: set, rename: Rename) -> str:
+    """A node's operator in the chained graph: a call of one of the part's local functions is renamed with them."""
+    return rename(op_type) if (domain, op_type) in functions else op_type

@@ -340,7 +340,8 @@ def _all_but_dropped(box: np.ndarray, near: tuple[np.ndarray, np.ndarray] | None
     """Is `box` (clipped to the image) within the head's rounding (`_reach_of`) of lying wholly outside the image,
     where boxes_to_image drops it? Round 56: 0.033 px inside a float16 head's letterbox padding on OpenVINO, dropped
     by the twins, was a real mismatch of a right patch."""
-    sides = box[2:] - box[:2]
+    with np.errstate(invalid="ignore"):  # inf − inf: a box of infinite corners is no such box
+        sides = box[2:] - box[:2]
     return bool(((sides > 0) & (sides <= _reach_of(box, near, comparison))).any())
 
 

@@ -1,4 +1,5 @@
-"""Where a top-down recipe's crops sample the image, for many boxes: the patched graph's positions against the twin's.
+"""Where a top-down recipe's crops sample the image, for many boxes, and what they compute there before their
+rounding: the patched graph's against the twin's, exactly.
 
 Verify compares the crops of its ~20 random boxes value by value (`staged`), but crop_boxes' exact box arithmetic
 changed where it seldom matters (a constant of its source points, a Mul made Div or an Add made Sub in an error
@@ -7,14 +8,22 @@ boxes (rounds 61, 64, 66): 20 boxes seldom hold one, and the crop costs ~20 ms a
 where the crop samples. So the patched graph is also cut from its `boxes` input to the two tensors crop_boxes'
 Floor nodes read (x per crop column [N, w], y per crop row [N, h]: boxes in, no image, no pixel), fed MANY_BOXES
 boxes (`samples.many_person_boxes`) and compared exactly with the twin's (`CropBoxes.sampling_positions`): the
-graph and its twin compute them with the same float32 roundings on every runtime (`affine_crop`). The crop's pixel
-arithmetic after them is the same for every box and is proven on the samples' crops.
+graph and its twin compute them with the same float32 roundings on every runtime (`affine_crop`).
+
+The pixel arithmetic after them (masks, the lerp along a row, the blend between rows: fused multiply-adds emulated
+with error terms and exact split products) had only the samples' crops, compared after the rounding to integers: a
+wrong error term or split (an Add made Sub, a Sub's inputs swapped, the split factor made a divisor) moves the
+unrounded value by an ulp in one value in a few hundred, which rounds to another integer in 2–28 boxes of 720
+(round 76). So the graph is also cut from the image crop_boxes cuts from and its boxes to the crops before their
+rounding (crop_boxes' `BLENDED` tensor), fed BLEND_BOXES boxes on a small random image, and compared exactly with
+the twin's (`CropBoxes.blended`): every value, not only those near a half.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import takewhile
 from pathlib import Path
 
 import numpy as np
@@ -23,14 +32,23 @@ import onnx
 from graphsurgery.compare import FloatResult, compare_either_way
 from graphsurgery.decoder_probe import cut_between
 from graphsurgery.runners import open_runner
+from graphsurgery.samples import MANY_BOX_SIZES
 from graphsurgery.scopes import step_nodes
-from graphsurgery.steps.base import InputStep
-from graphsurgery.steps.topdown import BOXES, CropBoxes
+from graphsurgery.steps.base import InputStep, TensorSpec
+from graphsurgery.steps.topdown import BLENDED, BOXES, CropBoxes
 
 #: boxes fed to the cut: round 71's rarest wrong arithmetic moves the positions of ~0.03 % of random boxes (of its
 #: thin ones, wider or taller than the crop); 4,096 missed it at one seed of three, 8,192 at none. About 0.1 s on
 #: ONNX Runtime and 0.1 s plus the compilation (~0.3 s) on OpenVINO, 0.1 s for the boxes and the twin
 MANY_BOXES = 8192
+#: boxes whose crops are compared before their rounding (of the positions' boxes, the first of BLEND_IMAGE: inside,
+#: partly outside, tiny), on a random image of that size: round 76's 13 wrong pixel arithmetics each moved at least
+#: 959 of their 589,824 values (seeds 0–3)
+BLEND_BOXES = 4
+#: (W, H) of that image (`samples.MANY_BOX_SIZES`' smallest): small, so that the crops sample at positions of a few
+#: pixels, whose fractions have the low bits that make the lerp's error terms count (on a 640 × 480 image 4 of the
+#: 13 moved no value of 4 boxes)
+BLEND_IMAGE = (40, 30)
 #: where splice puts the crop step's nodes (`graphsurgery/pre/crop_boxes/…`)
 CROP_NODES = step_nodes(CropBoxes.side, CropBoxes.step_name)
 #: the twin's positions, in the order reported
@@ -106,3 +124,76 @@ def positions_results(graph: dict[str, np.ndarray], twin: dict[str, np.ndarray])
     """The graph's positions (`graph_positions`) against the twin's (`twin_positions`), exactly
     (`compare_either_way`: a square crop's two fit both ways)."""
     return compare_either_way([graph], twin, atol=0.0, rtol=0.0, what="the patched graph's crop positions are")
+
+
+@dataclass(frozen=True)
+class BlendCut:
+    """A graph cut from the image its crop cuts from (`image`, fed `picture`) and where the crop samples it (`ends`,
+    the positions cut's: fed what the graph computed there for the `rows` of the positions' boxes) to the crops
+    before their rounding (`end`). Without the box arithmetic it compiles in half the time (OpenVINO: 0.4 s)."""
+
+    model: Path
+    image: str
+    picture: np.ndarray
+    ends: tuple[str, ...]
+    rows: np.ndarray
+    end: str
+
+
+def blend_cut(proto: onnx.ModelProto, path: Path, positions: PositionsCut, placed: dict[str, np.ndarray],
+              spec: TensorSpec, seed: int, nodes: str = CROP_NODES) -> BlendCut | str:
+    """`proto` cut from the image its crop_boxes nodes (named `nodes…`) cut from, in `spec`'s layout and channels,
+    and the positions cut's ends (`placed`: what a backend computed there) to the crops before their rounding, saved
+    at `path`; else why not. Fed the boxes of the small image among the positions' (`blend_rows`)."""
+    made = {name for node in proto.graph.node if node.name.startswith(nodes) for name in node.output}
+    outside = {name for node in proto.graph.node if node.name.startswith(nodes) for name in node.input
+               if name and name not in made} - {tensor.name for tensor in proto.graph.initializer}
+    images = outside - _from_boxes(proto.graph, positions.start)
+    end = nodes + BLENDED
+    if len(images) != 1 or end not in made:
+        return (f"the patched graph's crop_boxes nodes read {len(images)} tensors besides the boxes, not 1"
+                if len(images) != 1 else f"the patched graph has no {end!r}")
+    width, height = BLEND_IMAGE
+    channels = spec.shape[1 if spec.layout == "NCHW" else 3]
+    picture = np.random.default_rng(seed).integers(0, 256, (1, height, width, channels)).astype(np.float32)  # as
+    # `cast` makes it
+    picture = np.ascontiguousarray(picture.transpose(0, 3, 1, 2) if spec.layout == "NCHW" else picture)
+    rows = blend_rows(len(placed[positions.ends[0]]))
+    image = images.pop()
+    if not cut_between(proto, [], {image: picture, **{name: placed[name][rows] for name in positions.ends}}, [end],
+                       path):
+        return "the graph cannot be cut there: constants in external data, or the crops have no type"
+    return BlendCut(path, image, picture, positions.ends, rows, end)
+
+
+def blend_rows(count: int) -> np.ndarray:
+    """Which of `count` boxes of `many_person_boxes` the crops before rounding are compared on: the first
+    BLEND_BOXES of BLEND_IMAGE's."""
+    return np.arange(MANY_BOX_SIZES.index(BLEND_IMAGE), count, len(MANY_BOX_SIZES))[:BLEND_BOXES]
+
+
+def crop_spec(caller: TensorSpec, steps: Sequence[InputStep]) -> TensorSpec:
+    """The tensor crop_boxes cuts from: the caller's (`caller`) through the input steps before it."""
+    for step in takewhile(lambda step: not isinstance(step, CropBoxes), steps):
+        caller = step.spec_after(caller)
+    return caller
+
+
+def graph_blended(cut: BlendCut, backend: str, placed: dict[str, np.ndarray]) -> np.ndarray:
+    """The crops before their rounding that the cut graph computes on `backend`, where the graph's positions cut
+    computed `placed` on it."""
+    with open_runner(backend, cut.model) as run:
+        return run({cut.image: cut.picture, **{name: placed[name][cut.rows] for name in cut.ends}})[cut.end]
+
+
+def twin_blended(steps: Sequence[InputStep], spec: TensorSpec, cut: BlendCut, boxes: np.ndarray) -> np.ndarray:
+    """The twin's crops before their rounding (`CropBoxes.blended`) for the cut's rows of `boxes` (the positions'):
+    computed once for every backend."""
+    crop = next(step for step in steps if isinstance(step, CropBoxes))
+    return crop.blended(cut.picture, spec, boxes[cut.rows])
+
+
+def blend_results(graph: np.ndarray, twin: np.ndarray) -> list[FloatResult]:
+    """The graph's crops before their rounding (`graph_blended`) against the twin's (`twin_blended`), exactly."""
+    return compare_either_way([{"crops before rounding": graph}], {"crops before rounding": twin}, atol=0.0,
+                              rtol=0.0, what="the patched graph's crops before their rounding are")

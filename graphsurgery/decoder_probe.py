@@ -242,8 +242,10 @@ def cut_between(proto: onnx.ModelProto, inputs: Sequence[str], starts: dict[str,
     not fed (`outer_reads`: a step before nms reading the image's shape, a tensor an If body reads from outside),
     which a runtime refused as an invalid model, naming verify's own scratch file."""
     extractor = Extractor(proto)
-    for name, value in starts.items():
-        extractor.value_infos.setdefault(name, _declared_as(name, value))
+    for name, value in starts.items():  # declared with its type alone (the image crop_boxes cuts from), OpenVINO
+        # refused the cut: "Parameter operation with dynamic rank" (round 76)
+        if not extractor.value_infos.get(name, onnx.ValueInfoProto()).type.tensor_type.HasField("shape"):
+            extractor.value_infos[name] = _declared_as(name, value)
 
     def untyped() -> list[str]:
         return [name for name in ends if name not in extractor.value_infos

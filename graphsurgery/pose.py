@@ -42,7 +42,8 @@ from graphsurgery.safeio import (
     same_file,
     staged_folder,
 )
-from graphsurgery.samples import MAX_BATCH_BYTES
+from graphsurgery.samples import MAX_BATCH_BYTES, check_taken, dims_shown, takes_extra
+from graphsurgery.steps.topdown import BOXES as CROP_BOXES
 
 #: The extra inputs of `to_image mode: original` (recipes/hrnet_coco_pose_image.yaml), and of `crop_boxes`.
 CENTER, SCALE, BOXES = "center", "scale", "boxes"
@@ -66,6 +67,7 @@ class PoseModel:
     heatmaps: str | None  # the kept heatmap output, if any
     top_down: bool = False  # takes the whole image and `boxes`: crops are cut in the graph
     finds_people: bool = False  # takes the whole image alone: a detector in the graph finds the people (chain)
+    whole_image: Port | None = None  # the input a top-down or chained model takes whole images at (their sizes)
 
     @classmethod
     def of(cls, signature: ModelSignature, path: Path) -> PoseModel:
@@ -73,7 +75,8 @@ class PoseModel:
         others = {p.name for p in signature.inputs} - {p.name for p in images[:1]}
         outputs = {p.name: p for p in signature.outputs}
         if len(images) == 1 and not others and {PERSON_BOXES, KEYPOINTS, KEYPOINT_SCORES} <= set(outputs):
-            return cls(images[0].name, (0, 0), None, True, None, top_down=True, finds_people=True)
+            return cls(images[0].name, (0, 0), None, True, None, top_down=True, finds_people=True,
+                       whole_image=images[0])
         if len(images) != 1 or others not in (set(), {CENTER, SCALE}, {BOXES}) or not {KEYPOINTS, SCORES} <= set(
                 outputs):
             raise GraphsurgeryError(
@@ -84,7 +87,14 @@ class PoseModel:
             )
         image = images[0]
         if others == {BOXES}:
-            return cls(image.name, (0, 0), None, True, None, top_down=True)
+            port = next(p for p in signature.inputs if p.name == BOXES)
+            if not takes_extra(port, CROP_BOXES):
+                raise GraphsurgeryError(f"input {BOXES!r} is {port.dtype} {dims_shown(port.shape)}; run feeds each "
+                                        f"image's person boxes as {np.dtype(CROP_BOXES.dtype).name} "
+                                        f"{dims_shown(CROP_BOXES.shape)}", path=path,
+                                        fix="apply recipes/hrnet_coco_topdown.yaml to the plain model and run "
+                                            "that (an IR: converted without --input-shape boxes=…)")
+            return cls(image.name, (0, 0), None, True, None, top_down=True, whole_image=image)
         height, width = image.shape[1:3]
         if height is None or width is None:
             if _resizes(path):
@@ -221,14 +231,22 @@ def _stacked(values: list[np.ndarray], pad: int) -> np.ndarray:
 BLANK_HW = (64, 48)
 
 
+def blank_hw(model: PoseModel) -> tuple[int, int]:
+    """BLANK_HW, or the height and width the model's whole-image input fixes (round 75: a top-down model patched by
+    a recipe of `tensor: {shape: [1, 480, 640, 3]}` was fed 64 × 48, an internal error)."""
+    fixed = model.whole_image.shape[1:3] if model.whole_image is not None else (None, None)
+    return tuple(side or blank for side, blank in zip(fixed, BLANK_HW))
+
+
 def warm_up(run: Runner, model: PoseModel) -> None:
     """One untimed call: the first inference pays for lazy initialisation, which is no image's latency."""
     if model.finds_people:
-        run({model.image_input: np.zeros((1, *BLANK_HW, 3), np.uint8)})
+        run({model.image_input: np.zeros((1, *blank_hw(model), 3), np.uint8)})
         return
     if model.top_down:
-        run({model.image_input: np.zeros((1, *BLANK_HW, 3), np.uint8),
-             BOXES: np.array([[0, 0, BLANK_HW[1], BLANK_HW[0]]], np.float32)})
+        height, width = blank_hw(model)
+        run({model.image_input: np.zeros((1, height, width, 3), np.uint8),
+             BOXES: np.array([[0, 0, width, height]], np.float32)})
         return
     size = model.batch or 1
     feeds = {model.image_input: np.zeros((size, model.crop_size[1], model.crop_size[0], 3), dtype=np.uint8)}
@@ -256,7 +274,7 @@ def announce_long_run(run: Runner, model: PoseModel, crop_count: int, batch: int
     size = min(model.batch or batch, crop_count)
     # the top-down model's crop size is (0, 0): on a 0 × 0 image its graph failed its own crop Gather (ONNX Runtime,
     # "a node graphsurgery added fails") or OpenCV drew on it (OpenVINO: an internal error; round 44)
-    width, height = model.crop_size if not model.top_down else BLANK_HW[::-1]
+    width, height = model.crop_size if not model.top_down else blank_hw(model)[::-1]
     box = (0.0, 0.0, float(width), float(height))
     blank = np.zeros((height, width, 3), np.uint8)
     times = []
@@ -394,6 +412,8 @@ def run_pose(model: str | Path, images: Sequence[str | Path], outdir: str | Path
             image = read_image(path)
             if person_boxes is not None:
                 person_boxes.check_size(path, image)
+            if pose_model.whole_image is not None:
+                check_taken(image, pose_model.whole_image, "NHWC", path)
             image_boxes = (
                 person_boxes.get(path.name, []) if person_boxes is not None else [crops.whole_image_box(image)]
             )

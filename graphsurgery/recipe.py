@@ -247,11 +247,19 @@ def flip_unpaired(input_steps, output_steps) -> tuple[YamlPath, str, str] | None
 def misplaced_steps(input_steps, output_steps, output_names=None) -> tuple[YamlPath, str, str] | None:
     """Steps in an order they cannot work in (`flip_unpaired`), or `udp_refine` not right after `heatmap_argmax`:
     it reads the argmax's integer cells, as mmpose's refine_keypoints_dark_udp does; after another refinement its
-    twin indexed past the heatmaps (IndexError in `verify`) or disagreed with the graph (a false FAIL)."""
+    twin indexed past the heatmaps (IndexError in `verify`) or disagreed with the graph (a false FAIL). Or
+    `to_image` mode original after `crop_boxes`: it maps back through a center and scale the caller feeds besides
+    the boxes the graph cropped (round 75: verify fed the boxes alone, an internal error)."""
     unpaired = flip_unpaired(input_steps, output_steps)
     if unpaired is not None:
         return unpaired
     names = [getattr(step, "step_name", None) for step in output_steps or ()]
+    crops_boxes = any(getattr(step, "step_name", None) == "crop_boxes" for step in input_steps or ())
+    for index, step in enumerate(output_steps or ()):
+        if crops_boxes and names[index] == "to_image" and getattr(step, "mode", None) == "original":
+            return (("output", "steps", index, "to_image"), "to_image mode original maps keypoints back through a "
+                    "center and scale the caller feeds, but crop_boxes cuts the crops from the boxes in the graph",
+                    "use `to_image: {mode: boxes}`: it maps them back through the boxes crop_boxes cut")
     for index, name in enumerate(names):
         if name == "udp_refine" and (index == 0 or names[index - 1] != "heatmap_argmax"):
             after = f"after {names[index - 1]}" if index else "first"

@@ -75,6 +75,7 @@ def random_samples(n: int, image_input: Port, sizes: Sequence[tuple[int, int]], 
     One size: crops at the model's size. Several: images for a recipe that resizes them."""
     from graphsurgery.crops import box_to_center_scale
 
+    sizes = fed_sizes(image_input, sizes, layout)
     _check_count(n, max(math.prod(_sample_shape(image_input, size, layout)) for size in sizes), image_input)
     rng = np.random.default_rng(seed)
     size_of = [sizes[(index // batch) % len(sizes)] for index in range(n)]
@@ -249,17 +250,17 @@ def _edge_sizes(resize: Resize, candidates: Sequence[tuple[int, int]], axis: int
 def random_box_samples(n: int, image_input: Port, layout: str, seed: int = 0) -> Samples:
     """`n` random images (sizes from `RESIZE_SIZES`, in turn), each with 1–4 random person boxes for a recipe that
     crops them in the graph: boxes inside the image, partly outside it, and tiny ones, in turn."""
-    _check_count(n, max(math.prod(_sample_shape(image_input, size, layout)) for size in RESIZE_SIZES),
-                 image_input)
+    sizes = fed_sizes(image_input, RESIZE_SIZES, layout)
+    _check_count(n, max(math.prod(_sample_shape(image_input, size, layout)) for size in sizes), image_input)
     rng = np.random.default_rng(seed)
     groups, boxes_made = [], 0
     for index in range(n):
-        width, height = RESIZE_SIZES[index % len(RESIZE_SIZES)]
+        width, height = sizes[index % len(sizes)]
         image = rng.integers(0, 256, (1, *_sample_shape(image_input, (width, height), layout)))
         boxes = random_person_boxes(rng, (width, height), int(rng.integers(1, 5)), boxes_made)
         boxes_made += len(boxes)
         groups.append((image.astype(image_input.dtype), {"boxes": boxes}))
-    shown = ", ".join(f"{w}×{h}" for w, h in dict.fromkeys(RESIZE_SIZES[i % len(RESIZE_SIZES)] for i in range(n)))
+    shown = ", ".join(f"{w}×{h}" for w, h in dict.fromkeys(sizes[i % len(sizes)] for i in range(n)))
     return Samples(groups, f"{n} random images of W×H {shown} with {boxes_made} random person boxes (inside, partly "
                            f"outside, tiny; seed {seed})", "images")
 
@@ -333,6 +334,7 @@ def box_image_samples(folder: Path, boxes_file: Path | str | None, image_input: 
         image = read_image(path)
         if boxes is not None:
             boxes.check_size(path, image)
+        check_taken(image, image_input, tensor.layout, path)
         people = boxes[path.name] if boxes is not None else [whole_image_box(image)]
         caller = as_caller_tensor(image, tensor, image_input.dtype)[None]
         array = np.array([list(box)[:4] for box in people], np.float32)
@@ -395,12 +397,27 @@ def whole_images(folder: Path, image_input: Port, tensor: InputTensor, extras: l
     groups = []
     for path in list_images([folder]):
         image = read_image(path)
+        check_taken(image, image_input, tensor.layout, path)
         check_resized(resizes, image.shape[:2], image.shape[2] if image.ndim == 3 else 1, path)
         center, scale = box_to_center_scale(whole_image_box(image), model_size[0] / model_size[1])
         groups.append((as_caller_tensor(image, tensor, image_input.dtype)[None],
                        _extras(extras, center[None], scale[None])))
     shown = ", ".join(f"{w}×{h}" for w, h in dict.fromkeys(width_height(t[0], tensor.layout) for t, _ in groups))
     return Samples(groups, f"{len(groups)} whole images from {folder} at their own sizes, W×H {shown}", "images")
+
+
+def check_taken(image: np.ndarray, image_input: Port, layout: str, path: Path) -> None:
+    """Refuse a decoded image, fed whole, of another size than a static height or width of `image_input` takes
+    (`fed_sizes`): a recipe fixing the caller's size (`tensor: {shape: [1, 480, 640, 3]}`) given a folder of
+    512 × 512 photos was the runtime's "Got invalid dimensions for input", an internal error (round 75), in verify
+    and in `run` alike."""
+    size = (image.shape[1], image.shape[0])
+    taken = fed_sizes(image_input, [size], layout)[0]
+    if taken != size:
+        raise GraphsurgeryError(f"the image is {size[0]} × {size[1]} pixels; the patched model's input "
+                                f"{image_input.name!r} takes {taken[0]} × {taken[1]} only", path=path,
+                                fix="give images of that size, or a recipe that leaves the caller's size free (no "
+                                    "input.tensor.shape)")
 
 
 def check_resized(resizes: Sequence[InputStep], hw: tuple[int, int], channels: int, path: Path) -> None:
@@ -501,6 +518,14 @@ def _sample_shape(image_input: Port, size: tuple[int, int], layout: str) -> tupl
     return tuple(d or fill for d, fill in zip(dims, wanted))
 
 
+def fed_sizes(image_input: Port, sizes: Sequence[tuple[int, int]], layout: str) -> tuple[tuple[int, int], ...]:
+    """`sizes` (W, H) as images fed to `image_input` have them, each once: its static height or width (a recipe's
+    `tensor.shape`, or a patched model's own) is the only one it takes. Round 75: verify fed a recipe fixing 640 × 480
+    nothing else and said it fed "W×H 400×300, 353×481, 224×224, 640×480"."""
+    shapes = (_sample_shape(image_input, size, layout) for size in sizes)
+    return tuple(dict.fromkeys((w, h) for h, w in (shape[:2] if layout == "NHWC" else shape[1:] for shape in shapes)))
+
+
 def _image_dims(image_input: Port) -> tuple:
     """The dims of one sample of a 4-D image batch (an output-only recipe on a model whose input is no image
     reached the crop size's unpacking: an internal error)."""
@@ -530,16 +555,17 @@ def crop_size(image_input: Port, recipe: Recipe, facts: ModelFacts) -> tuple[int
     return facts.input_size
 
 
-def _takes(port: Port, extra: ExtraInput) -> bool:
+def takes_extra(port: Port, extra: ExtraInput) -> bool:
     """Whether a patched model's input `port` is the recipe's `extra` as splice declares it: its element type, and
     each dim the number the recipe gives, dynamic where the recipe names it (`N` boxes: as many as the caller has),
-    either where the recipe leaves it to the model (an output step's batch)."""
+    either where the recipe leaves it to the model (an output step's batch). `run` holds a top-down model's `boxes` to
+    it too (round 75: [N, 5], or a fixed count of 1 fed 2 boxes, was an internal error)."""
     return port.dtype == np.dtype(extra.dtype).name and len(port.shape) == len(extra.shape) and all(
         got == want if isinstance(want, int) else got is None or want is None
         for got, want in zip(port.shape, extra.shape))
 
 
-def _dims(shape: tuple) -> str:
+def dims_shown(shape: tuple) -> str:
     return f"[{', '.join('?' if dim is None else str(dim) for dim in shape)}]"
 
 
@@ -571,10 +597,11 @@ def patched_inputs(path: Path, extra_names: list[str], other_names: Sequence[str
     for extra in recipe.extra_inputs() if recipe is not None else ():  # round 73: fed as the recipe makes them,
         # others (boxes as float64, or a fixed number of them) were an internal error deep in verify
         port = next((p for p in inputs if p.name == extra.name), None)
-        if port is not None and not _takes(port, extra):
-            raise GraphsurgeryError(f"the patched model takes {port.dtype} {_dims(port.shape)} at {extra.name!r}; a "
-                                    f"model patched with this recipe takes {np.dtype(extra.dtype).name} "
-                                    f"{_dims(extra.shape)}", path=path, fix="give the model patched with this recipe")
+        if port is not None and not takes_extra(port, extra):
+            raise GraphsurgeryError(f"the patched model takes {port.dtype} {dims_shown(port.shape)} at "
+                                    f"{extra.name!r}; a model patched with this recipe takes "
+                                    f"{np.dtype(extra.dtype).name} {dims_shown(extra.shape)}", path=path,
+                                    fix="give the model patched with this recipe")
     if not images[0].shape:  # an IR's input of dynamic rank (`shape="..."`): verify ended in an IndexError
         raise GraphsurgeryError(f"the patched model's image input {images[0].name!r} has no known rank (a tensor "
                                 "of any shape)", path=path, fix="give the model patched with this recipe: its image "

@@ -29,7 +29,19 @@ import onnx
 from graphsurgery.api import apply
 from graphsurgery.compare import FloatResult, HeatmapGrid, OutputResult, compare_output, missing_output
 from graphsurgery.compare_detections import Candidates, compare_detections, group_comparison
-from graphsurgery.crop_positions import MANY_BOXES, graph_positions, positions_cut, positions_results, twin_positions
+from graphsurgery.crop_positions import (
+    BLEND_BOXES,
+    MANY_BOXES,
+    blend_cut,
+    blend_results,
+    crop_spec,
+    graph_blended,
+    graph_positions,
+    positions_cut,
+    positions_results,
+    twin_blended,
+    twin_positions,
+)
 from graphsurgery.decoder_probe import (
     EXACT_ON_INVALID,
     Probe,
@@ -82,7 +94,7 @@ from graphsurgery.staged import (
     rounding_step,
     unexposed_note,
 )
-from graphsurgery.steps.base import Comparison, InputStep
+from graphsurgery.steps.base import Comparison, InputStep, TensorSpec
 from graphsurgery.steps.output import HeatmapArgmax
 from graphsurgery.steps.simcc import SimccDecode
 from graphsurgery.tolerances import (
@@ -172,6 +184,9 @@ class VerifyReport:
     #: per backend, where the patched graph's crops sample the image for many boxes against the crop twin's
     #: (`crop_positions`): part of the verdict
     crop_positions: list[PairReport] = field(default_factory=list)
+    #: per backend, the patched graph's crops of a few of those boxes before their rounding against the crop twin's
+    #: (`crop_positions.blend_cut`): part of the verdict
+    crop_values: list[PairReport] = field(default_factory=list)
     #: what the patched model was compared with, as the verdict says it (round 44: after `--reference FILE.npz` a
     #: PASS said it agreed with the unpatched pipeline, of a comparison with the user's recorded one)
     compared_with: str = "the unpatched pipeline"
@@ -179,13 +194,14 @@ class VerifyReport:
     def __bool__(self) -> bool:
         decisive = [pair for pair in self.pairs if not pair.informational]
         return (self.problem is None and bool(decisive) and all(decisive) and all(self.input_steps)
-                and all(self.crop_positions) and all(self.before_nms) and all(self.probes))
+                and all(self.crop_positions) and all(self.crop_values) and all(self.before_nms) and all(self.probes))
 
     @property
     def compared(self) -> list[PairReport]:
-        """Every comparison, as reported: the pairs, the input steps, the crop positions, what nms reads, then the
-        probes."""
-        return [*self.pairs, *self.input_steps, *self.crop_positions, *self.before_nms, *self.probes]
+        """Every comparison, as reported: the pairs, the input steps, the crop positions and values, what nms reads,
+        then the probes."""
+        return [*self.pairs, *self.input_steps, *self.crop_positions, *self.crop_values, *self.before_nms,
+                *self.probes]
 
     def failures(self) -> list[str]:
         """One line per failing output of the pairs that decide (the probes' last): the pair, the output and the
@@ -202,6 +218,7 @@ class VerifyReport:
                 "notes": self.notes,
                 "pairs": [p.to_dict() for p in self.pairs], "input_steps": [p.to_dict() for p in self.input_steps],
                 "crop_positions": [p.to_dict() for p in self.crop_positions],
+                "crop_values": [p.to_dict() for p in self.crop_values],
                 "before_nms": [p.to_dict() for p in self.before_nms],
                 "probes": [p.to_dict() for p in self.probes],
                 "informational": {"vs_library": self.vs_library}}
@@ -409,6 +426,14 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
                                                                                    Path(tmp))
         report.notes += [unplaced] if unplaced else []
         placed = {backend: graph_positions(placing, backend, many_boxes) for backend in backends} if placing else {}
+        # what they compute from the pixels there, before the rounding, for a few of those boxes (round 76)
+        spec = crop_spec(TensorSpec(tensor.dtype, tensor.layout, tensor.color, image_input.shape), steps) \
+            if placing else None
+        blending = blend_cut(patched_proto, Path(tmp) / "crop_blend.onnx", placing, placed[backends[0]], spec,
+                             seed) if placing else None
+        report.notes += [_unblended(blending)] if isinstance(blending, str) else []
+        blended = {backend: graph_blended(blending, backend, placed[backend]) for backend in backends} \
+            if placing and not isinstance(blending, str) else {}
         own_decode = int8_verification.own_decode(recipe, facts, answers["openvino"], samples, batch) if int8 else None
     runs = {backend: concat(answers.pop(backend)) for backend in backends}  # the parts go as they are joined
     report.problem = _input_ignored(unpatched[backends[0]], steps)
@@ -460,6 +485,12 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
                           for size, other, its_cells in sized if other is not None]
     if placing is not None:
         report.crop_positions = _positions_pairs(twin_positions(steps, many_boxes), placed, len(many_boxes))
+        twin = twin_blended(steps, spec, blending, many_boxes) if blended else None
+        report.crop_values = [PairReport(f"{backend}: crops of {BLEND_BOXES} boxes before rounding",
+                                         f"crop_boxes' numpy twin on {BLEND_BOXES} of those boxes, on a random image",
+                                         f"the patched graph's crops before their rounding on {backend} (cut from the "
+                                         "image it crops and its crop positions)", blend_results(crops, twin))
+                              for backend, crops in blended.items()]
     if cut is not None:
         report.before_nms = _before_nms_pairs(cut, recipe, facts, read_by_nms, decided, probed, read_on_probes)
     if exposed:
@@ -629,6 +660,12 @@ def _before_nms_pairs(cut: NmsCut, recipe: Recipe, facts: ModelFacts, graph: dic
                                 f"the patched graph's output steps before nms on {probes[0].backend}",
                                 reads_results(cut, on_probes, concat(decoded))))
     return pairs
+
+
+def _unblended(why: str) -> str:
+    """The note for a patched graph whose crops before the rounding could not be cut (`blend_cut`)."""
+    return (f"the crops before their rounding were not compared with the twin's ({why}): only the samples' rounded "
+            "crops were")
 
 
 def _positions_pairs(twin: dict[str, np.ndarray], placed: dict[str, dict[str, np.ndarray]], boxes: int

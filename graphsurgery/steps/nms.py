@@ -216,10 +216,11 @@ def iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     box, boxes = np.asarray(box, np.float64), np.asarray(boxes, np.float64).reshape(-1, 4)
     low, high = np.minimum(boxes[:, :2], boxes[:, 2:]), np.maximum(boxes[:, :2], boxes[:, 2:])
     low_1, high_1 = np.minimum(box[:2], box[2:]), np.maximum(box[:2], box[2:])
-    overlap = np.clip(np.minimum(high, high_1) - np.maximum(low, low_1), 0, None)
-    inter = overlap[:, 0] * overlap[:, 1]
-    union = np.prod(high - low, axis=1) + np.prod(high_1 - low_1) - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+    with np.errstate(invalid="ignore"):  # inf − inf, inf / inf: a box of infinite corners (a hostile head), IoU 0
+        overlap = np.clip(np.minimum(high, high_1) - np.maximum(low, low_1), 0, None)
+        inter = overlap[:, 0] * overlap[:, 1]
+        union = np.prod(high - low, axis=1) + np.prod(high_1 - low_1) - inter
+        return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
 
 
 def class_count(inferred: onnx.ModelProto) -> int | None:

@@ -44,6 +44,8 @@ if TYPE_CHECKING:  # model.py imports the recipe, which imports the steps
 
 #: The caller's boxes: one row per person, COCO (x, y, w, h) in image pixels. N may be 0.
 BOXES = ExtraInput("boxes", np.float32, ("N", 4), "person boxes (x, y, w, h) in image pixels, COCO style")
+#: the name crop_boxes gives (in its scope) its crops before the rounding: `crop_positions` cuts the graph there
+BLENDED = "blended"
 #: COCO's left/right joint pairs (0-based: eyes, ears, shoulders, elbows, wrists, hips, knees, ankles)
 COCO_FLIP_PAIRS = ((1, 2), (3, 4), (5, 6), (7, 8), (9, 10), (11, 12), (13, 14), (15, 16))
 
@@ -157,11 +159,13 @@ class CropBoxes(SizedStep):
         along_y = affine_crop.blend_weights(o, em.unsqueeze(beta, [2] if nchw else [2, 3], dtype=f32))
         crops = affine_crop.blend(o, along_y, affine_crop.lerp(o, along_x, *values[:2]),
                                   affine_crop.lerp(o, along_x, *values[2:]))
-        if self.round:
-            crops = em.round(crops, dtype=f32)
         if nchw:
             crops = em.op("Transpose", [crops], {"perm": [1, 0, 2, 3]}, dtype=f32)
-        crops.shape = [BOXES.shape[0], channels, h, w] if nchw else [BOXES.shape[0], h, w, channels]
+        crops.name = em.unique(BLENDED)  # before the rounding, in the crops' layout: what `blended` computes
+        shape = [BOXES.shape[0], channels, h, w] if nchw else [BOXES.shape[0], h, w, channels]
+        crops.shape = shape
+        if self.round:
+            crops = em.round(crops, dtype=f32, shape=shape)
         return crops
 
     @staticmethod
@@ -189,6 +193,11 @@ class CropBoxes(SizedStep):
                                      np.arange(w, dtype=np.float32)[None], np.arange(h, dtype=np.float32)[None])
 
     def reference(self, x: np.ndarray, spec: TensorSpec, boxes: np.ndarray | None = None) -> np.ndarray:
+        crops = self.blended(x, spec, boxes)
+        return np.round(crops) if self.round else crops
+
+    def blended(self, x: np.ndarray, spec: TensorSpec, boxes: np.ndarray | None) -> np.ndarray:
+        """The crops before their rounding (the graph's `BLENDED` tensor; `crop_positions` compares them exactly)."""
         if boxes is None:
             raise StepError("crop_boxes needs the person boxes", "pass `boxes` [N, 4] with the image")
         if x.shape[0] != 1:
@@ -217,7 +226,6 @@ class CropBoxes(SizedStep):
         along_y = affine_crop.blend_weights(o, beta[:, :, None, None])
         crops = affine_crop.blend(o, along_y, affine_crop.lerp(o, along_x, *values[:2]),
                                   affine_crop.lerp(o, along_x, *values[2:]))
-        crops = np.round(crops) if self.round else crops
         return np.ascontiguousarray(np.transpose(crops, (0, 3, 1, 2)) if nchw else crops, dtype=np.float32)
 
 

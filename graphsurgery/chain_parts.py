@@ -86,7 +86,7 @@ def _graph_difference(chained_nodes: list, part_nodes: list, chained_constants: 
         if theirs is None:
             return f"{label} is missing (no node makes {', '.join(map(rename, node.output))})"
         if (theirs.domain, theirs.op_type) != (node.domain, _op(node.op_type, node.domain, functions, function_rename)):
-            return f"{label} is a {theirs.op_type} there"
+            return f"{label} is {'an' if theirs.op_type[:1] in 'AEIOU' else 'a'} {theirs.op_type} there"
         if list(theirs.input) != [rename(name) for name in node.input]:
             return f"{label} reads {list(theirs.input)} there, not {[rename(name) for name in node.input]}"
         found = _attribute_difference(theirs, node, rename, functions, function_rename, label)

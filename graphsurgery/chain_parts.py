@@ -29,6 +29,11 @@ def part_difference(chained: onnx.ModelProto, part: onnx.ModelProto, outputs: Co
     it (`onnx.compose` keeps no other node), does not stand in `chained` with each tensor and node name renamed by
     `rename` and each of its local functions' names prefixed by `prefix` (as `onnx.compose.add_prefix` does); None
     where every node and constant is there, alike."""
+    opsets = _opsets(chained.opset_import)
+    for domain, versions in _opsets(part.opset_import).items():  # a node's meaning (Softmax's axis: 11 to 13)
+        if opsets.get(domain) != versions:
+            return (f"{what}'s opset {domain} {' and '.join(map(str, sorted(versions)))} is "
+                    f"{' and '.join(map(str, sorted(opsets.get(domain, ())))) or 'missing'} there")
     functions = {(f.domain, f.name) for f in part.functions}
 
     def function_rename(name: str) -> str:
@@ -42,7 +47,9 @@ def part_difference(chained: onnx.ModelProto, part: onnx.ModelProto, outputs: Co
             return f"{label} is missing"
         if list(theirs.input) != list(function.input) or list(theirs.output) != list(function.output):
             return f"{label} takes or gives other tensors there"
-        found = _graph_difference(list(theirs.node), list(function.node), [], [], _same_name, functions,
+        if _function_header(theirs) != _function_header(function):  # a default alpha 0.2 for 0.1 (round 77)
+            return f"{label} has other attributes, attribute defaults or opsets there"
+        found = _graph_difference(list(theirs.node), list(function.node), [], [], same_name, functions,
                                   function_rename, label)
         if found:
             return found
@@ -54,10 +61,26 @@ def part_difference(chained: onnx.ModelProto, part: onnx.ModelProto, outputs: Co
         or _sparse_difference(chained.graph, part.graph, rename, what)
 
 
+def _opsets(imports) -> dict[str, set[int]]:
+    """Each domain's versions (`onnx.compose.merge_models` lists the two models' alike opsets twice)."""
+    found: dict[str, set[int]] = {}
+    for opset in imports:
+        found.setdefault(opset.domain or "ai.onnx", set()).add(opset.version)
+    return found
+
+
+def _function_header(function: onnx.FunctionProto) -> tuple:
+    """What a local function's nodes do besides its nodes: its attributes' names and default values (a node's
+    `ref_attr_name` reads them) and the opsets its nodes are of."""
+    return (list(function.attribute), [a.SerializeToString(deterministic=True) for a in function.attribute_proto],
+            _opsets(function.opset_import))
+
+
 def _needed(graph: onnx.GraphProto, outputs: Collection[str]) -> list[onnx.NodeProto]:
     """The nodes of `graph` that its `outputs` are computed with (their subgraphs' reads from outside included), in
-    the graph's order."""
-    producers = {name: node for node in graph.node for name in node.output}
+    the graph's order. An empty name is an optional input or output left out, made and read by none (round 77:
+    a Resize's "" roi made the dead node whose optional output was "" needed)."""
+    producers = {name: node for node in graph.node for name in node.output if name}
     wanted, pending, seen = set(), list(outputs), set()
     while pending:
         name = pending.pop()
@@ -70,8 +93,9 @@ def _needed(graph: onnx.GraphProto, outputs: Collection[str]) -> list[onnx.NodeP
     return [node for node in graph.node if id(node) in wanted]
 
 
-def _same_name(name: str) -> str:
-    """A local function's own tensors keep their names in the chained model."""
+def same_name(name: str) -> str:
+    """A name as the chained model keeps it: a local function's own tensors', and the detector's (`chain` prefixes
+    none of them)."""
     return name
 
 
@@ -156,7 +180,10 @@ def _same_tensor(theirs: onnx.TensorProto, mine: onnx.TensorProto) -> bool:
 
     if theirs.data_type != mine.data_type or list(theirs.dims) != list(mine.dims):
         return False
-    return numpy_helper.to_array(theirs).tobytes() == numpy_helper.to_array(mine).tobytes()
+    theirs, mine = numpy_helper.to_array(theirs), numpy_helper.to_array(mine)
+    if theirs.dtype == object:  # strings: an object array's bytes are its pointers, unlike for equal ones (round 77)
+        return theirs.tolist() == mine.tolist()
+    return theirs.tobytes() == mine.tobytes()
 
 
 def _op(op_type: str, domain: str, functions: set, rename: Rename) -> str:

@@ -26,7 +26,7 @@ import onnx.utils
 from onnx import TensorProto, helper, numpy_helper
 
 from graphsurgery import __version__
-from graphsurgery.chain_parts import part_difference
+from graphsurgery.chain_parts import part_difference, same_name
 from graphsurgery.compare import differences
 from graphsurgery.crop_positions import CROP_NODES, MANY_BOXES, PositionsCut, cut_at_positions, graph_positions
 from graphsurgery.errors import ArgumentError, GraphsurgeryError, ModelError, printable, whole
@@ -103,6 +103,10 @@ def chain(detector: str | Path, pose: str | Path, out: str | Path, *, person_cla
     _check_signatures(first.proto, second.proto, detector, pose)
     for loaded in (first, second):
         _check_bodies(loaded.proto, loaded.path)
+    # onnx.compose cuts the detector always (the glue takes its outputs), the pose model where it has others
+    _check_cuttable(first.proto, detector)
+    if any(output.name not in POSE_RENAMED for output in second.proto.graph.output):
+        _check_cuttable(second.proto, pose)
     notes = _check_person_class(first.proto, person_class, detector) + _left_out(first.proto, second.proto)
     if model_opset(first.proto) != model_opset(second.proto):
         raise ModelError(f"the detector has opset {model_opset(first.proto)} and the pose model "
@@ -155,13 +159,27 @@ def _check_signatures(detector: onnx.ModelProto, pose: onnx.ModelProto, detector
 def _check_bodies(model: onnx.ModelProto, path: Path) -> None:
     """No If, Loop or Scan body that reads a tensor of the graph around it: `onnx.compose` drops a node that only
     bodies read (its Extractor follows node inputs) and leaves a body's read of a prefixed constant unprefixed, so
-    such a (valid) model made `chain` an internal error (round 75)."""
-    for graph in nested_graphs(model.graph):
-        reads = sorted(outer_reads(graph)) if graph is not model.graph else []
+    such a (valid) model made `chain` an internal error (round 75). A body may read what an enclosing body takes or
+    makes (an If in a Loop reading the Loop's state: `onnx.compose` renames those; round 77), not its constants."""
+    bodies = [graph for graph in nested_graphs(model.graph) if graph is not model.graph]
+    joinable = {name for body in bodies for name in (*(value.name for value in body.input),
+                                                     *(name for node in body.node for name in node.output))}
+    for graph in bodies:
+        reads = sorted(outer_reads(graph) - joinable)
         if reads:
             raise ModelError(f"a body of an If, Loop or Scan ({printable(graph.name)!r}) reads {printable(reads[0])!r} "
                              "from the graph around it, which onnx.compose cannot join", path=path,
                              fix="export the model without control flow (torch.onnx traces it away) to chain it")
+
+
+def _check_cuttable(model: onnx.ModelProto, path: Path) -> None:
+    """No sparse initializer or quantization annotation in a graph `onnx.compose` cuts: its Extractor raises
+    "len_sparse_initializer is 1, it must be 0", an internal error (round 77)."""
+    graph = model.graph
+    if graph.sparse_initializer or graph.quantization_annotation:
+        held = "sparse initializers" if graph.sparse_initializer else "quantization annotations"
+        raise ModelError(f"the model holds {held}, which onnx.compose cannot cut out the part chain joins",
+                         path=path, fix="store its constants dense, without annotations, and chain that")
 
 
 def _left_out(detector: onnx.ModelProto, pose: onnx.ModelProto) -> list[str]:
@@ -310,13 +328,8 @@ def parts_difference(chained: Path, detector: Path, pose: Path) -> str | None:
     (`chain_parts`); None where both are. The answers compared on a few images left wrong constants those images do
     not reach PASSing (round 66); the same graph computes the same answers for every image."""
     model = onnx.load(str(chained))
-    return part_difference(model, load_model(detector).proto, DETECTOR_OUTPUTS, _same_name, "", "the detector") \
+    return part_difference(model, load_model(detector).proto, DETECTOR_OUTPUTS, same_name, "", "the detector") \
         or part_difference(model, load_model(pose).proto, POSE_RENAMED, _pose_name, POSE_PREFIX, "the pose model")
-
-
-def _same_name(name: str) -> str:
-    """The detector's names in the chained model: `chain` prefixes none (the glue's are its own)."""
-    return name
 
 
 def _pose_name(name: str) -> str:

@@ -70,8 +70,8 @@ def positions_cut(steps: Sequence[InputStep], proto: onnx.ModelProto | None, box
     (None: an IR) has the crop's two position tensors. Else None, with a note for a recipe that crops."""
     if not any(isinstance(step, CropBoxes) for step in steps):
         return None, None
-    unplaced = "where the crops sample the image was not compared with the twin's on many boxes ({}): only the " \
-               "crops of the samples' boxes were"
+    unplaced = "where the crops sample the image was not compared with the twin's on many boxes, nor the crops " \
+               "before their rounding ({}): only the crops of the samples' boxes were"
     if proto is None:
         return None, unplaced.format("a patched IR cannot be cut")
     cut = cut_at_positions(proto, folder / "crop_positions.onnx", boxes)

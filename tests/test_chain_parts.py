@@ -92,6 +92,17 @@ WRONG_PARTS = {
 }
 
 
+def _fed(name: str):
+    def edit(graph: onnx.GraphProto) -> None:
+        tensor = next(t for t in graph.initializer if t.name == name)
+        graph.input.append(helper.make_tensor_value_info(name, tensor.data_type, list(tensor.dims)))
+    return edit
+
+
+WRONG_PARTS["score threshold an input"] = (_fed(f"{NMS}/score_threshold"),
+                                           f"the detector's constant '{NMS}/score_threshold' is an input there")
+
+
 @pytest.mark.parametrize("wrong", WRONG_PARTS)
 def test_a_changed_node_or_constant_of_a_part_is_named(chained, chain_patched, tmp_path, wrong):
     edit, words = WRONG_PARTS[wrong]

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection
 
 import onnx
-from onnx import AttributeProto
+from onnx import AttributeProto, numpy_helper
 
 from graphsurgery.model import node_reads
 
@@ -189,8 +189,6 @@ def _sparse_difference(theirs: onnx.GraphProto, graph: onnx.GraphProto, rename: 
 
 def _same_tensor(theirs: onnx.TensorProto, mine: onnx.TensorProto) -> bool:
     """The same element type, dims and bytes (NaN bit patterns too; not the name, which is renamed)."""
-    from onnx import numpy_helper
-
     if theirs.data_type != mine.data_type or list(theirs.dims) != list(mine.dims):
         return False
     theirs, mine = numpy_helper.to_array(theirs), numpy_helper.to_array(mine)

@@ -66,10 +66,11 @@ def chain_command(detector: Path, pose: Path, output: Path, person_class: int, c
                                                                  f"joined: {unlike}")))
     worst = max(max(row[key] for key in COMPARED) for row in rows)
     moved = max(max(row[key] for key in EXACT) for row in rows)
-    if worst > CHAIN_TOLERANCE or moved > 0:
+    differs = worst > CHAIN_TOLERANCE or moved > 0
+    if differs:
         exact = f" (where its crops sample, which must not differ at all: by {moved:.3g})" if moved > 0 else ""
         console.print(f"[bold red]FAIL[/]: the chained model differs by up to {worst:.3g}{exact}")
-    if unlike or worst > CHAIN_TOLERANCE or moved > 0:
+    if unlike or differs:
         raise SystemExit(1)
     if not any(row["people"] for row in rows):  # as verify's detections: agreement on nothing PASSed (round 34)
         console.print(f"[bold red]FAIL[/]: the detector found nobody (class {person_class}) in the {len(images)} "

@@ -107,8 +107,7 @@ def _needed(graph: onnx.GraphProto, outputs: Collection[str]) -> list[onnx.NodeP
 
 
 def same_name(name: str) -> str:
-    """A name as the chained model keeps it: a local function's own tensors', and the detector's (`chain` prefixes
-    none of them)."""
+    """A name as the chained model keeps it: a local function's own tensors' (`chain` renames none of them)."""
     return name
 
 

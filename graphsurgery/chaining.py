@@ -26,7 +26,7 @@ import onnx.utils
 from onnx import TensorProto, helper, numpy_helper
 
 from graphsurgery import __version__
-from graphsurgery.chain_parts import part_difference, same_name
+from graphsurgery.chain_parts import part_difference
 from graphsurgery.compare import differences
 from graphsurgery.crop_positions import CROP_NODES, MANY_BOXES, PositionsCut, cut_at_positions, graph_positions
 from graphsurgery.errors import ArgumentError, GraphsurgeryError, ModelError, printable, whole
@@ -61,6 +61,8 @@ POSE_INPUTS = tuple(POSE_FED)
 POSE_RENAMED = {"keypoints": "keypoints", "scores": "keypoint_scores"}
 #: the chained model's outputs: what the detector kept of the people, and their keypoints
 OUTPUTS = ("person_boxes", "person_scores", *POSE_RENAMED.values())
+#: before a detector's tensor named as the chained model names its own (`detector_name`)
+DETECTOR_RENAMED = f"{GLUE}/detector/"
 
 
 @dataclass(frozen=True)
@@ -268,11 +270,34 @@ def _without_metadata(model: onnx.ModelProto) -> onnx.ModelProto:
     return copy
 
 
+def detector_name(name: str) -> str:
+    """A detector's tensor name as the chained model keeps it: its own, but where the chained model names tensors
+    of its own (its outputs, the glue's, the pose part's after POSE_PREFIX), after DETECTOR_RENAMED (round 78: a
+    detector tensor named `keypoints` made the chained model fail the ONNX checker, told as a graphsurgery bug; one
+    named like the glue's was an internal error). Renamed whole, the part is still that detector: the parts check
+    (`parts_difference`) compares it under these names."""
+    taken = name in OUTPUTS or name.startswith((f"{GLUE}/", POSE_PREFIX))
+    return DETECTOR_RENAMED + name if taken else name
+
+
+def _rename_detector(detector: onnx.GraphProto) -> None:
+    """Each tensor of `detector` named by `detector_name`, in its If, Loop and Scan bodies too: the parts check renames
+    every name of the detector alike (`chain_parts`, bodies included)."""
+    for graph in nested_graphs(detector):
+        for value in (*graph.input, *graph.output, *graph.value_info, *graph.initializer,
+                      *(sparse.values for sparse in graph.sparse_initializer)):
+            value.name = detector_name(value.name)
+        for node in graph.node:
+            node.input[:] = map(detector_name, node.input)
+            node.output[:] = map(detector_name, node.output)
+
+
 def _with_glue(detector: onnx.ModelProto, person_class: int) -> onnx.ModelProto:
-    """The detector with the glue after it: the image passed on, and the person rows as corners, scores and COCO
-    boxes."""
+    """The detector (its tensors named as the chained model keeps them, `detector_name`) with the glue after it: the
+    image passed on, and the person rows as corners, scores and COCO boxes."""
     model = _without_metadata(detector)
     graph = model.graph
+    _rename_detector(graph)
 
     def name(label: str) -> str:
         return f"{GLUE}/{label}"
@@ -328,7 +353,7 @@ def parts_difference(chained: Path, detector: Path, pose: Path) -> str | None:
     (`chain_parts`); None where both are. The answers compared on a few images left wrong constants those images do
     not reach PASSing (round 66); the same graph computes the same answers for every image."""
     model = onnx.load(str(chained))
-    return part_difference(model, load_model(detector).proto, DETECTOR_OUTPUTS, same_name, "", "the detector") \
+    return part_difference(model, load_model(detector).proto, DETECTOR_OUTPUTS, detector_name, "", "the detector") \
         or part_difference(model, load_model(pose).proto, POSE_RENAMED, _pose_name, POSE_PREFIX, "the pose model")
 
 
@@ -346,7 +371,7 @@ def verify_chain(chained: Path, detector: Path, pose: Path, images: list[np.ndar
     its pose part against the pose model on RANDOM_BOXES random boxes of the first image (both infinite, as not
     compared, for a graph that has no glue to cut at: one `chain` did not write); and `crop_positions`, the same
     on every row of a backend: where its pose part's crops sample against the pose model's, for MANY_BOXES boxes
-    (`_positions_moved`)."""
+    (`_positions_moved`), with `crop_positions_unread`: why they were not compared (None where they were)."""
     from graphsurgery.runners import open_runner
     from graphsurgery.safeio import scratch_named, temporary_folder
 
@@ -360,7 +385,7 @@ def verify_chain(chained: Path, detector: Path, pose: Path, images: list[np.ndar
         model = onnx.load(str(chained))
         part = _cut_at_glue(model, folder / "cut.onnx")
         boxes = many_person_boxes(MANY_BOXES, 66)
-        placing = _positions_cuts(model, pose, boxes, folder)
+        placing, unread = _positions_cuts(model, pose, boxes, folder)
         for backend in backends:
             with open_runner(backend, chained) as run, open_runner(backend, detector) as detect, \
                     open_runner(backend, pose) as estimate, \
@@ -369,7 +394,7 @@ def verify_chain(chained: Path, detector: Path, pose: Path, images: list[np.ndar
             # after the two models ran: a damaged pose model is named as such, not the chained model's cut (round 28)
             moved = _positions_moved(placing, backend, boxes)
             for row in rows[len(rows) - len(images):]:
-                row["crop_positions"] = moved
+                row.update(crop_positions=moved, crop_positions_unread=unread)
     return rows
 
 
@@ -395,21 +420,28 @@ def _cut_at_glue(model: onnx.ModelProto, out: Path) -> Path | None:
 
 
 def _positions_cuts(chained: onnx.ModelProto, pose: Path, boxes: np.ndarray, folder: Path
-                    ) -> tuple[PositionsCut, PositionsCut] | None:
+                    ) -> tuple[tuple[PositionsCut, PositionsCut] | None, str | None]:
     """The chained model's pose part (from the glue's COCO boxes) and the pose model (from its boxes input), each
-    cut to where its crops sample (`crop_positions`), to be fed `boxes`; None where either has no such tensors."""
-    cuts = (cut_at_positions(chained, folder / "chained_positions.onnx", boxes, f"{GLUE}/coco_boxes",
-                             POSE_PREFIX + CROP_NODES),
-            cut_at_positions(load_model(pose).proto, folder / "pose_positions.onnx", boxes))
-    return cuts if all(isinstance(cut, PositionsCut) for cut in cuts) else None
+    cut to where its crops sample (`crop_positions`), to be fed `boxes`; else None, and why not."""
+    cuts = {"the pose model": cut_at_positions(load_model(pose).proto, folder / "pose_positions.onnx", boxes),
+            "the chained model's pose part": cut_at_positions(chained, folder / "chained_positions.onnx", boxes,
+                                                              f"{GLUE}/coco_boxes", POSE_PREFIX + CROP_NODES)}
+    for what, cut in cuts.items():
+        if not isinstance(cut, PositionsCut):
+            return None, f"{what}: {cut}"
+    return (cuts["the chained model's pose part"], cuts["the pose model"]), None
 
 
-def _positions_moved(cuts: tuple[PositionsCut, PositionsCut] | None, backend: str, boxes: np.ndarray) -> float:
+def _positions_moved(cuts: tuple[PositionsCut, PositionsCut] | None, backend: str, boxes: np.ndarray
+                     ) -> float | None:
     """The largest difference between where the chained model's pose part and the pose model sample the crops of
     `boxes` on `backend`: RANDOM_BOXES boxes' crops left a wrong crop arithmetic seen on a few boxes in a hundred
-    PASSing (round 71); infinite, as not compared, without `cuts`."""
+    PASSing (round 71); None, not compared, without `cuts`: a pose model whose crop nodes are renamed has no
+    positions to cut (verify passes it with a note), and then neither does its part, which the parts check
+    (`parts_difference`) proves that model node for node (round 78: such a chain FAILed as "differs by up to
+    inf")."""
     if cuts is None:
-        return math.inf
+        return None
     chained, pose = (graph_positions(cut, backend, boxes) for cut in cuts)
     return max(largest_difference(chained.get(POSE_PREFIX + end), pose[end]) for end in cuts[1].ends)
 

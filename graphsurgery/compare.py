@@ -32,7 +32,7 @@ Results are small JSON-serialisable dataclasses; `bool(result)` is the verdict.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -357,14 +357,14 @@ def compare_float_parts(name: str, parts: Sequence[tuple[np.ndarray, np.ndarray]
 
 
 def compare_either_way(made: Sequence[dict[str, np.ndarray]], expected: dict[str, np.ndarray], *,
-                       atol: float, rtol: float, what: str) -> list[FloatResult]:
+                       tolerances: Mapping[str, tuple[float, float]], what: str) -> list[FloatResult]:
     """Two tensors a cut graph makes (`made`: by tensor name, one dict per batch, in order) against the twins' two
-    (`expected`: by key, in the order reported, every batch's rows joined), each graph tensor taken as the one of the
-    twin's shape, and where both fit either way (equal shapes) the nearer way round: a graph's tensor names say
-    nothing of which is which. A graph whose two fit neither way fails as such (`what`: what the graph's tensors
-    are, for that line). Compared a batch at a time (`compare_float_parts` makes float64 copies of one part): joined,
-    a YOLOv8n head's 80 × 8,400 class scores of 27 samples took 1 GB more than verify without the comparison
-    (round 70)."""
+    (`expected`: by key, in the order reported, every batch's rows joined; `tolerances`: (atol, rtol) by the same
+    key), each graph tensor taken as the one of the twin's shape, and where both fit either way (equal shapes) the
+    nearer way round: a graph's tensor names say nothing of which is which. A graph whose two fit neither way fails
+    as such (`what`: what the graph's tensors are, for that line). Compared a batch at a time (`compare_float_parts`
+    makes float64 copies of one part): joined, a YOLOv8n head's 80 × 8,400 class scores of 27 samples took 1 GB more
+    than verify without the comparison (round 70)."""
     ends, keys = list(made[0]), list(expected)
 
     def parts(end: str, key: str) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -384,11 +384,12 @@ def compare_either_way(made: Sequence[dict[str, np.ndarray]], expected: dict[str
     fits = [paired for paired in map(fit, (ends, ends[::-1])) if paired is not None]
     if fits:
         nearest = min(fits, key=distance) if len(fits) > 1 else fits[0]
-        return [compare_float_parts(key, pairs, atol=atol, rtol=rtol) for key, pairs in zip(keys, nearest)]
+        return [compare_float_parts(key, pairs, atol=tolerances[key][0], rtol=tolerances[key][1])
+                for key, pairs in zip(keys, nearest)]
     shapes = " and ".join(str([sum(_rows(batch[end]) for batch in made), *made[0][end].shape[1:]]) for end in ends)
     results = []
     for key in keys:
-        result = FloatResult(key, atol=atol, rtol=rtol)
+        result = FloatResult(key, atol=tolerances[key][0], rtol=tolerances[key][1])
         result.problem = f"{what} {shapes}, the twins' {key} is {list(expected[key].shape)}"
         results.append(result)
     return results

@@ -96,13 +96,14 @@ def cut_at_positions(proto: onnx.ModelProto, path: Path, boxes: np.ndarray, star
 def _from_boxes(graph: onnx.GraphProto, start: str) -> set[str]:
     """The tensors computed from the tensor `start` and constants alone (no graph input but it, no subgraph; the cut
     starts at `start`, whatever makes it): the positions are, and the rounding's Floor nodes (before opset 11) read
-    the crops."""
+    the crops. A Constant node's output too (round 78: a crop constant made a Constant node counted as a second
+    image crop_boxes cuts from, and its crops before their rounding went uncompared)."""
     reached, tainted = {start}, {value.name for value in graph.input} - {start, *(i.name for i in graph.initializer)}
     for node in graph.node:  # in order: a graph is sorted
         reads = {name for name in node.input if name}
         if reads & tainted or any(attribute.type == onnx.AttributeProto.GRAPH for attribute in node.attribute):
             tainted.update(set(node.output) - {start})
-        elif reads & reached:
+        else:
             reached.update(node.output)
     return reached
 
@@ -123,7 +124,8 @@ def twin_positions(steps: Sequence[InputStep], boxes: np.ndarray) -> dict[str, n
 def positions_results(graph: dict[str, np.ndarray], twin: dict[str, np.ndarray]) -> list[FloatResult]:
     """The graph's positions (`graph_positions`) against the twin's (`twin_positions`), exactly
     (`compare_either_way`: a square crop's two fit both ways)."""
-    return compare_either_way([graph], twin, atol=0.0, rtol=0.0, what="the patched graph's crop positions are")
+    return compare_either_way([graph], twin, tolerances=dict.fromkeys(twin, (0.0, 0.0)),
+                              what="the patched graph's crop positions are")
 
 
 @dataclass(frozen=True)
@@ -162,7 +164,8 @@ def blend_cut(proto: onnx.ModelProto, path: Path, positions: PositionsCut, place
     image = images.pop()
     if not cut_between(proto, [], {image: picture, **{name: placed[name][rows] for name in positions.ends}}, [end],
                        path):
-        return "the graph cannot be cut there: constants in external data, or the crops have no type"
+        return ("the graph cannot be cut there: constants in external data, the crops have no type, or they need "
+                "more than the image and the positions")
     return BlendCut(path, image, picture, positions.ends, rows, end)
 
 
@@ -195,5 +198,6 @@ def twin_blended(steps: Sequence[InputStep], spec: TensorSpec, cut: BlendCut, bo
 
 def blend_results(graph: np.ndarray, twin: np.ndarray) -> list[FloatResult]:
     """The graph's crops before their rounding (`graph_blended`) against the twin's (`twin_blended`), exactly."""
-    return compare_either_way([{"crops before rounding": graph}], {"crops before rounding": twin}, atol=0.0,
-                              rtol=0.0, what="the patched graph's crops before their rounding are")
+    return compare_either_way([{"crops before rounding": graph}], {"crops before rounding": twin},
+                              tolerances={"crops before rounding": (0.0, 0.0)},
+                              what="the patched graph's crops before their rounding are")

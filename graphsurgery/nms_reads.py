@@ -6,12 +6,13 @@ and 64), and a DFL projection × 1.01 or a level's stride × 0.99 only where a d
 graph is also cut from the network output to the two tensors its nms step reads (`nms.nms_reads`, found by what the
 step reads, as `staged` finds the network input), fed the network output the twins decoded (each batch's, and the
 probe's), and compared value by value with what the nms twin read (`twins.decision_inputs`), at the decode step's
-declared float tolerance raised to the model floor (`tolerances.model_float`).
+declared float tolerance raised to the model floor (`tolerances.model_float`), or at the caller's where set by name
+(`tolerances.nms_read_tolerances`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,10 +75,13 @@ def graph_reads(cut: NmsCut, backend: str, heads: Sequence[np.ndarray]) -> list[
         return [run({cut.start: head.astype(cut.dtype)}) for head in heads]
 
 
-def reads_results(cut: NmsCut, graph: Sequence[dict[str, np.ndarray]], twins: dict[str, np.ndarray]
-                  ) -> list[FloatResult]:
+def reads_results(cut: NmsCut, graph: Sequence[dict[str, np.ndarray]], twins: dict[str, np.ndarray],
+                  given: Mapping[str, Comparison] | None = None) -> list[FloatResult]:
     """The graph's candidates and class scores (`graph_reads`, batches in order) against the twins' (joined), each
     graph tensor taken as the one of the twin's shape (`compare_either_way`: a head of 4 anchors and 4 classes fits
-    both ways), a batch at a time."""
+    both ways), a batch at a time; each at the cut's comparison or, where the caller set one, at `given`'s (by READS
+    key: `tolerances.nms_read_tolerances`)."""
+    compared = {key: (given or {}).get(key, cut.comparison) for key in READS}
     return compare_either_way(graph, {key: np.asarray(twins[key], np.float32) for key in READS},
-                              atol=cut.comparison.atol, rtol=cut.comparison.rtol, what="the patched graph's nms reads")
+                              tolerances={key: (c.atol, c.rtol) for key, c in compared.items()},
+                              what="the patched graph's nms reads")

@@ -84,6 +84,30 @@ def with_tolerances(declared: dict[str, Comparison], tolerances: Tolerances) -> 
     return result
 
 
+def nms_read_tolerances(wanted: Mapping[str, Comparison], tolerances: Tolerances, named: Mapping[str, str]
+                        ) -> dict[str, Comparison]:
+    """What a detector's nms reads (`nms_reads`: "candidates", "class_scores") is compared at the caller's tolerance
+    where one is set by name, as every other output (round 78: `--tolerance scores=…` loosened the detections and
+    the probe's, never the class scores before nms, so a decode meant to be approximate FAILed there alone): a read
+    the recipe also outputs (`named`: result key → output name) at that output's alone (`wanted`; "*" too, a float,
+    as for its own row); else the candidates at the detections' corner tolerance (box_atol in the network input's
+    pixels, here, and box_rtol of each coordinate: no looser than of the box's largest), the class scores at the
+    detections' score tolerance. "*" loosens neither, as it does not the detections. Where none is set, none is
+    given: the decode's own applies (`NmsCut.comparison`)."""
+    parts = {comparison.part: name for name, comparison in wanted.items() if comparison.kind == "detections"}
+    found = {}
+    for read, part in (("candidates", "boxes"), ("class_scores", "scores")):
+        own, detections = named.get(read), parts.get(part)
+        if own in wanted:
+            if own in tolerances or "*" in tolerances:
+                found[read] = wanted[own]
+        elif detections in tolerances:
+            given = wanted[detections]
+            atol, rtol = (given.box_atol, given.box_rtol) if part == "boxes" else (given.atol, given.rtol)
+            found[read] = Comparison("float", atol=atol, rtol=rtol)
+    return found
+
+
 def _detection_tolerance(name: str, comparison: Comparison, atol: float, rtol: float) -> Comparison:
     """A tolerance named for one of a detector's outputs (`steps.detect.DetectionComparison`): its boxes' corners
     (pixels) or its scores. The group is compared with the boxes' comparison, so a tolerance for the scores changed

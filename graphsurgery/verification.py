@@ -32,6 +32,7 @@ from graphsurgery.compare_detections import Candidates, compare_detections, grou
 from graphsurgery.crop_positions import (
     BLEND_BOXES,
     MANY_BOXES,
+    PositionsCut,
     blend_cut,
     blend_results,
     crop_spec,
@@ -104,6 +105,7 @@ from graphsurgery.tolerances import (
     float16_exponentials,
     measured_floor,
     measured_tie,
+    nms_read_tolerances,
     scaled_floor,
     scaled_tie,
     tie_tolerance,
@@ -427,13 +429,11 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
         report.notes += [unplaced] if unplaced else []
         placed = {backend: graph_positions(placing, backend, many_boxes) for backend in backends} if placing else {}
         # what they compute from the pixels there, before the rounding, for a few of those boxes (round 76)
-        spec = crop_spec(TensorSpec(tensor.dtype, tensor.layout, tensor.color, image_input.shape), steps) \
-            if placing else None
-        blending = blend_cut(patched_proto, Path(tmp) / "crop_blend.onnx", placing, placed[backends[0]], spec,
-                             seed) if placing else None
-        report.notes += [_unblended(blending)] if isinstance(blending, str) else []
-        blended = {backend: graph_blended(blending, backend, placed[backend]) for backend in backends} \
-            if placing and not isinstance(blending, str) else {}
+        blended, blend_twin, unblended = _blended(
+            patched_proto, Path(tmp), placing, placed, crop_spec(TensorSpec(
+                tensor.dtype, tensor.layout, tensor.color, image_input.shape), steps), steps, many_boxes, seed
+        ) if placing else ({}, None, None)
+        report.notes += [unblended] if unblended else []
         own_decode = int8_verification.own_decode(recipe, facts, answers["openvino"], samples, batch) if int8 else None
     runs = {backend: concat(answers.pop(backend)) for backend in backends}  # the parts go as they are joined
     report.problem = _input_ignored(unpatched[backends[0]], steps)
@@ -485,14 +485,14 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
                           for size, other, its_cells in sized if other is not None]
     if placing is not None:
         report.crop_positions = _positions_pairs(twin_positions(steps, many_boxes), placed, len(many_boxes))
-        twin = twin_blended(steps, spec, blending, many_boxes) if blended else None
         report.crop_values = [PairReport(f"{backend}: crops of {BLEND_BOXES} boxes before rounding",
                                          f"crop_boxes' numpy twin on {BLEND_BOXES} of those boxes, on a random image",
                                          f"the patched graph's crops before their rounding on {backend} (cut from the "
-                                         "image it crops and its crop positions)", blend_results(crops, twin))
+                                         "image it crops and its crop positions)", blend_results(crops, blend_twin))
                               for backend, crops in blended.items()]
     if cut is not None:
-        report.before_nms = _before_nms_pairs(cut, recipe, facts, read_by_nms, decided, probed, read_on_probes)
+        report.before_nms = _before_nms_pairs(cut, recipe, facts, read_by_nms, decided, probed, read_on_probes,
+                                              nms_read_tolerances(wanted, tolerances, recipe.output.output_names()))
     if exposed:
         report.input_steps, note = _input_pairs(bounds, network, steps)
         report.notes += [note] if note else []
@@ -643,29 +643,39 @@ def _decided_exactly(recipe: Recipe) -> bool:
 
 def _before_nms_pairs(cut: NmsCut, recipe: Recipe, facts: ModelFacts, graph: dict[str, list[dict[str, np.ndarray]]],
                       decided: dict[str, dict[str, dict[str, np.ndarray]]], probes: list[Probe],
-                      on_probes: list[dict[str, np.ndarray]]) -> list[PairReport]:
+                      on_probes: list[dict[str, np.ndarray]], given: dict[str, Comparison]) -> list[PairReport]:
     """What the patched graph's nms reads against what the nms twin read from the same network outputs
     (`nms_reads`): on each backend's samples, then on the decoder probes of the first backend, as one (`on_probes`:
-    the graph's reads on each of `probes`)."""
+    the graph's reads on each of `probes`); at the caller's tolerances where `given` (`nms_read_tolerances`)."""
     def twins(reads: dict[str, dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
         return next(found for found in reads.values() if "candidates" in found)
 
     pairs = [PairReport(f"{backend}: output steps before nms", "the output twins on the plain model's output",
                         f"the patched graph's output steps before nms on {backend}, fed that output",
-                        reads_results(cut, answers, twins(decided[backend]))) for backend, answers in graph.items()]
+                        reads_results(cut, answers, twins(decided[backend]), given))
+             for backend, answers in graph.items()]
     if probes:
         decoded = [twins(probe.decided(recipe, facts)) for probe in probes]
         pairs.append(PairReport(f"{probes[0].backend}: output steps before nms on the probe outputs",
                                 "the output twins on the probe network outputs",
                                 f"the patched graph's output steps before nms on {probes[0].backend}",
-                                reads_results(cut, on_probes, concat(decoded))))
+                                reads_results(cut, on_probes, concat(decoded), given)))
     return pairs
 
 
-def _unblended(why: str) -> str:
-    """The note for a patched graph whose crops before the rounding could not be cut (`blend_cut`)."""
-    return (f"the crops before their rounding were not compared with the twin's ({why}): only the samples' rounded "
-            "crops were")
+def _blended(proto: onnx.ModelProto, folder: Path, placing: PositionsCut, placed: dict[str, dict[str, np.ndarray]],
+             spec: TensorSpec, steps: Sequence[InputStep], boxes: np.ndarray, seed: int
+             ) -> tuple[dict[str, np.ndarray], np.ndarray | None, str | None]:
+    """The crops before their rounding for a few of the positions' `boxes` (`crop_positions.blend_cut`; `spec`: the
+    tensor crop_boxes cuts from): per backend of `placed` (where each backend's graph placed them; the first's are
+    those the cut is made with) the graph's, the crop twin's, and None; or nothing, and the note for a graph that
+    cannot be cut there."""
+    blending = blend_cut(proto, folder / "crop_blend.onnx", placing, next(iter(placed.values())), spec, seed)
+    if isinstance(blending, str):
+        return {}, None, (f"the crops before their rounding were not compared with the twin's ({blending}): only "
+                          "the samples' rounded crops were")
+    return ({backend: graph_blended(blending, backend, positions) for backend, positions in placed.items()},
+            twin_blended(steps, spec, blending, boxes), None)
 
 
 def _positions_pairs(twin: dict[str, np.ndarray], placed: dict[str, dict[str, np.ndarray]], boxes: int

@@ -59,13 +59,17 @@ def chain_command(detector: Path, pose: Path, output: Path, person_class: int, c
                   title="chained model vs the two models one after the other", title_justify="left")
     for row in rows:
         table.add_row(row["backend"], str(row["image"]), str(row["people"]),
-                      *(f"{row[key]:.3g}" for key in COMPARED))
+                      *("not compared" if row[key] is None else f"{row[key]:.3g}" for key in COMPARED))
     print_table(console, table)
+    unread = rows[0]["crop_positions_unread"]
+    if unread:  # round 78: a pose model whose crop nodes are renamed FAILed as "differs by up to inf"
+        console.print(shown(f"note: where the crops sample was not compared on {MANY_BOXES:,} boxes ({unread}): "
+                            "the parts check compares the pose part's nodes with the pose model's"), highlight=False)
     if unlike:  # after the table: where the answers differ, if they do, is worth a look too
         console.print(Text.assemble(("FAIL", "bold red"), shown(f": the chained model is not the two models "
                                                                  f"joined: {unlike}")))
-    worst = max(max(row[key] for key in COMPARED) for row in rows)
-    moved = max(max(row[key] for key in EXACT) for row in rows)
+    worst = max(row[key] for row in rows for key in COMPARED if row[key] is not None)
+    moved = max((row[key] for row in rows for key in EXACT if row[key] is not None), default=0.0)
     differs = worst > CHAIN_TOLERANCE or moved > 0
     if differs:
         exact = f" (where its crops sample, which must not differ at all: by {moved:.3g})" if moved > 0 else ""
@@ -79,8 +83,9 @@ def chain_command(detector: Path, pose: Path, output: Path, person_class: int, c
         raise SystemExit(1)
     console.print(f"[bold green]PASS[/]: the chained model gives the two models' answers ({len(images)} images, "
                   f"{sum(row['people'] for row in rows) // 2} people; "
-                  f"its detector part's every row, its pose part on {RANDOM_BOXES} random boxes and where its crops "
-                  f"sample on {MANY_BOXES:,}; its two parts are the two models node for node)")
+                  f"its detector part's every row, its pose part on {RANDOM_BOXES} random boxes"
+                  f"{'' if unread else f' and where its crops sample on {MANY_BOXES:,}'}; its two parts are the two "
+                  "models node for node)")
 
 
 COMMANDS = (chain_command,)

@@ -61,7 +61,7 @@ POSE_INPUTS = tuple(POSE_FED)
 POSE_RENAMED = {"keypoints": "keypoints", "scores": "keypoint_scores"}
 #: the chained model's outputs: what the detector kept of the people, and their keypoints
 OUTPUTS = ("person_boxes", "person_scores", *POSE_RENAMED.values())
-#: before a detector's tensor named as the chained model names its own (`detector_name`)
+#: before a detector's tensor or node named as the chained model names its own (`detector_name`), and its functions
 DETECTOR_RENAMED = f"{GLUE}/detector/"
 
 
@@ -113,6 +113,7 @@ def chain(detector: str | Path, pose: str | Path, out: str | Path, *, person_cla
     if model_opset(first.proto) != model_opset(second.proto):
         raise ModelError(f"the detector has opset {model_opset(first.proto)} and the pose model "
                          f"{model_opset(second.proto)}", path=pose, fix="export (or --upgrade-opset) both at one opset")
+    _check_domains(first.proto, second.proto, pose)
     glued, estimator = _with_glue(first.proto, person_class), _without_metadata(second.proto)
     glued.ir_version = estimator.ir_version = max(first.proto.ir_version, second.proto.ir_version)
     merged = onnx.compose.merge_models(
@@ -156,6 +157,17 @@ def _check_signatures(detector: onnx.ModelProto, pose: onnx.ModelProto, detector
                          fix="export both at the same image size, batch 1 (the chain feeds one image [1, H, W, 3] to "
                              "both)" if types["detector"] == types["pose"]
                          else "patch both with recipes that take the same image (uint8 [1, H, W, 3] BGR)")
+
+
+def _check_domains(detector: onnx.ModelProto, pose: onnx.ModelProto, path: Path) -> None:
+    """One version of each operator set domain both models import: `onnx.compose` joins no two ("different operator
+    set ids for a given domain": a local functions' domain at 1 and 2 was an internal error, round 79)."""
+    theirs = {opset.domain: opset.version for opset in pose.opset_import}
+    for opset in detector.opset_import:
+        if theirs.get(opset.domain, opset.version) != opset.version:
+            raise ModelError(f"the detector imports operator set {printable(opset.domain)!r} at version "
+                             f"{opset.version} and the pose model at {theirs[opset.domain]}", path=path,
+                             fix="import one version of that domain in both models")
 
 
 def _check_bodies(model: onnx.ModelProto, path: Path) -> None:
@@ -280,16 +292,30 @@ def detector_name(name: str) -> str:
     return DETECTOR_RENAMED + name if taken else name
 
 
-def _rename_detector(detector: onnx.GraphProto) -> None:
-    """Each tensor of `detector` named by `detector_name`, in its If, Loop and Scan bodies too: the parts check renames
-    every name of the detector alike (`chain_parts`, bodies included)."""
-    for graph in nested_graphs(detector):
+def _rename_detector(detector: onnx.ModelProto) -> None:
+    """Each tensor and node of `detector` named by `detector_name`, in its If, Loop and Scan bodies too, and each of
+    its local functions named after DETECTOR_RENAMED, as `onnx.compose.add_prefix` names the pose model's (round 79:
+    a node named like a glue node or the pose part's made a model ONNX Runtime refused, "two nodes with same node
+    name"; a function named like the pose part's, `pose/…`, an internal error). The parts check renames every name
+    of the detector alike (`chain_parts`, bodies included)."""
+    local = {(function.domain, function.name) for function in detector.functions}
+    for function in detector.functions:
+        function.name = DETECTOR_RENAMED + function.name
+    bodies = [body for function in detector.functions for node in function.node for attribute in node.attribute
+              for top in ([attribute.g] if attribute.HasField("g") else attribute.graphs)
+              for body in nested_graphs(top)]
+    for graph in nested_graphs(detector.graph):
         for value in (*graph.input, *graph.output, *graph.value_info, *graph.initializer,
                       *(sparse.values for sparse in graph.sparse_initializer)):
             value.name = detector_name(value.name)
         for node in graph.node:
             node.input[:] = map(detector_name, node.input)
             node.output[:] = map(detector_name, node.output)
+            node.name = detector_name(node.name)
+    for node in (*(node for function in detector.functions for node in function.node),
+                 *(node for graph in (*nested_graphs(detector.graph), *bodies) for node in graph.node)):
+        if (node.domain, node.op_type) in local:
+            node.op_type = DETECTOR_RENAMED + node.op_type
 
 
 def _with_glue(detector: onnx.ModelProto, person_class: int) -> onnx.ModelProto:
@@ -297,7 +323,7 @@ def _with_glue(detector: onnx.ModelProto, person_class: int) -> onnx.ModelProto:
     image passed on, and the person rows as corners, scores and COCO boxes."""
     model = _without_metadata(detector)
     graph = model.graph
-    _rename_detector(graph)
+    _rename_detector(model)
 
     def name(label: str) -> str:
         return f"{GLUE}/{label}"
@@ -353,7 +379,8 @@ def parts_difference(chained: Path, detector: Path, pose: Path) -> str | None:
     (`chain_parts`); None where both are. The answers compared on a few images left wrong constants those images do
     not reach PASSing (round 66); the same graph computes the same answers for every image."""
     model = onnx.load(str(chained))
-    return part_difference(model, load_model(detector).proto, DETECTOR_OUTPUTS, detector_name, "", "the detector") \
+    return part_difference(model, load_model(detector).proto, DETECTOR_OUTPUTS, detector_name, DETECTOR_RENAMED,
+                           "the detector") \
         or part_difference(model, load_model(pose).proto, POSE_RENAMED, _pose_name, POSE_PREFIX, "the pose model")
 
 

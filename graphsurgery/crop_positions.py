@@ -34,7 +34,7 @@ from graphsurgery.decoder_probe import cut_between
 from graphsurgery.runners import open_runner
 from graphsurgery.samples import MANY_BOX_SIZES
 from graphsurgery.scopes import step_nodes
-from graphsurgery.steps.base import InputStep, TensorSpec
+from graphsurgery.steps.base import InputStep, TensorSpec, hw_axes
 from graphsurgery.steps.topdown import BLENDED, BOXES, CropBoxes
 
 #: boxes fed to the cut: round 71's rarest wrong arithmetic moves the positions of ~0.03 % of random boxes (of its
@@ -155,7 +155,7 @@ def blend_cut(proto: onnx.ModelProto, path: Path, positions: PositionsCut, place
     if len(images) != 1 or end not in made:
         return (f"the patched graph's crop_boxes nodes read {len(images)} tensors besides the boxes, not 1"
                 if len(images) != 1 else f"the patched graph has no {end!r}")
-    width, height = BLEND_IMAGE
+    height, width = _blend_size(spec)
     channels = spec.shape[1 if spec.layout == "NCHW" else 3]
     picture = np.random.default_rng(seed).integers(0, 256, (1, height, width, channels)).astype(np.float32)  # as
     # `cast` makes it
@@ -167,6 +167,14 @@ def blend_cut(proto: onnx.ModelProto, path: Path, positions: PositionsCut, place
         return ("the graph cannot be cut there: constants in external data, the crops have no type, or they need "
                 "more than the image and the positions")
     return BlendCut(path, image, picture, positions.ends, rows, end)
+
+
+def _blend_size(spec: TensorSpec) -> tuple[int, int]:
+    """The (H, W) of the image the crops before rounding are cut from: BLEND_IMAGE's, but the tensor's where it is
+    fixed (round 79: a caller's fixed [1, 3, 100, 80] took a 40 × 30 image, which the runtime refused: an internal
+    error). Its boxes are BLEND_IMAGE's all the same: they sample the same positions of an image of another size."""
+    return tuple(dim if isinstance(dim, int) else default
+                 for dim, default in zip((spec.shape[axis] for axis in hw_axes(spec.layout)), BLEND_IMAGE[::-1]))
 
 
 def blend_rows(count: int) -> np.ndarray:

@@ -53,7 +53,7 @@ def part_difference(chained: onnx.ModelProto, part: onnx.ModelProto, outputs: Co
                                   function_rename, label)
         if found:
             return found
-    nodes = _needed(part.graph, outputs)
+    nodes = needed_nodes(part.graph, outputs)
     reads = {name for node in nodes for name in node_reads(node)}
     constants = [tensor for tensor in part.graph.initializer if tensor.name in reads]
     return _graph_difference(list(chained.graph.node), nodes, list(chained.graph.initializer), constants, rename,
@@ -89,10 +89,12 @@ def _function_header(function: onnx.FunctionProto) -> tuple:
             _opsets(function.opset_import))
 
 
-def _needed(graph: onnx.GraphProto, outputs: Collection[str]) -> list[onnx.NodeProto]:
-    """The nodes of `graph` that its `outputs` are computed with (their subgraphs' reads from outside included), in
-    the graph's order. An empty name is an optional input or output left out, made and read by none (round 77:
-    a Resize's "" roi made the dead node whose optional output was "" needed)."""
+def needed_nodes(graph: onnx.GraphProto, outputs: Collection[str],
+                 reads: Callable[[onnx.NodeProto], Collection[str]] = node_reads) -> list[onnx.NodeProto]:
+    """The nodes of `graph` that its `outputs` are computed with (their subgraphs' reads from outside included;
+    `reads=lambda node: node.input` follows node inputs alone, as onnx's Extractor does), in the graph's order. An
+    empty name is an optional input or output left out, made and read by none (round 77: a Resize's "" roi made the
+    dead node whose optional output was "" needed)."""
     producers = {name: node for node in graph.node for name in node.output if name}
     wanted, pending, seen = set(), list(outputs), set()
     while pending:
@@ -102,7 +104,7 @@ def _needed(graph: onnx.GraphProto, outputs: Collection[str]) -> list[onnx.NodeP
             continue
         seen.add(name)
         wanted.add(id(node))
-        pending.extend(node_reads(node))
+        pending.extend(reads(node))
     return [node for node in graph.node if id(node) in wanted]
 
 

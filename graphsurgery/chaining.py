@@ -15,18 +15,17 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import onnx
-import onnx.utils
 from onnx import TensorProto, helper, numpy_helper
 
 from graphsurgery import __version__
-from graphsurgery.chain_parts import part_difference
+from graphsurgery.chain_parts import needed_nodes, part_difference
 from graphsurgery.compare import differences
 from graphsurgery.crop_positions import CROP_NODES, MANY_BOXES, PositionsCut, cut_at_positions, graph_positions
 from graphsurgery.errors import ArgumentError, GraphsurgeryError, ModelError, printable, whole
@@ -103,24 +102,25 @@ def chain(detector: str | Path, pose: str | Path, out: str | Path, *, person_cla
             raise ModelError("the model keeps its weights in an external data file", path=loaded.path,
                              fix="chain models saved whole (onnx.save without external data)")
     _check_signatures(first.proto, second.proto, detector, pose)
-    for loaded in (first, second):
-        _check_bodies(loaded.proto, loaded.path)
     # onnx.compose cuts the detector always (the glue takes its outputs), the pose model where it has others
+    pose_cut = any(output.name not in POSE_RENAMED for output in second.proto.graph.output)
+    _check_bodies(first.proto, detector, DETECTOR_OUTPUTS)
+    _check_bodies(second.proto, pose, POSE_RENAMED if pose_cut else None)
     _check_cuttable(first.proto, detector)
-    if any(output.name not in POSE_RENAMED for output in second.proto.graph.output):
+    if pose_cut:
         _check_cuttable(second.proto, pose)
     notes = _check_person_class(first.proto, person_class, detector) + _left_out(first.proto, second.proto)
     if model_opset(first.proto) != model_opset(second.proto):
         raise ModelError(f"the detector has opset {model_opset(first.proto)} and the pose model "
                          f"{model_opset(second.proto)}", path=pose, fix="export (or --upgrade-opset) both at one opset")
     _check_domains(first.proto, second.proto, pose)
-    glued, estimator = _with_glue(first.proto, person_class), _without_metadata(second.proto)
+    glued, estimator = _with_glue(first.proto, person_class), _with_prefix(second.proto)
     glued.ir_version = estimator.ir_version = max(first.proto.ir_version, second.proto.ir_version)
     merged = onnx.compose.merge_models(
         glued, estimator,
-        io_map=[(glue, name) for name, glue in POSE_FED.items()],
+        io_map=[(glue, POSE_PREFIX + name) for name, glue in POSE_FED.items()],
         outputs=[f"{GLUE}/person_boxes", f"{GLUE}/person_scores", *(POSE_PREFIX + name for name in POSE_RENAMED)],
-        prefix2=POSE_PREFIX, producer_name=first.proto.producer_name or "graphsurgery",
+        producer_name=first.proto.producer_name or "graphsurgery",
         producer_version=first.proto.producer_version)
     for output, name in zip(merged.graph.output, OUTPUTS):
         _rename(merged.graph, output.name, name)
@@ -170,19 +170,32 @@ def _check_domains(detector: onnx.ModelProto, pose: onnx.ModelProto, path: Path)
                              fix="import one version of that domain in both models")
 
 
-def _check_bodies(model: onnx.ModelProto, path: Path) -> None:
-    """No If, Loop or Scan body that reads a tensor of the graph around it: `onnx.compose` drops a node that only
-    bodies read (its Extractor follows node inputs) and leaves a body's read of a prefixed constant unprefixed, so
-    such a (valid) model made `chain` an internal error (round 75). A body may read what an enclosing body takes or
-    makes (an If in a Loop reading the Loop's state: `onnx.compose` renames those; round 77), not its constants."""
-    bodies = [graph for graph in nested_graphs(model.graph) if graph is not model.graph]
-    joinable = {name for body in bodies for name in (*(value.name for value in body.input),
-                                                     *(name for node in body.node for name in node.output))}
-    for graph in bodies:
-        reads = sorted(outer_reads(graph) - joinable)
+def _check_bodies(model: onnx.ModelProto, path: Path, cut_to: Collection[str] | None) -> None:
+    """No If, Loop or Scan body that `onnx.compose` joins wrong: one reading a constant of a graph around it (its
+    add_prefix prefixes the reads after the constants, so they were left unprefixed, an internal error, round 75), or,
+    where compose cuts the graph down to `cut_to`, a node output that only bodies read (its Extractor follows node
+    inputs, and dropped that node). A body may read the graph's inputs and its nodes' outputs otherwise (round 80:
+    a top-level If reading what a Conv made was refused, though compose renames those reads), and what an enclosing
+    body takes or makes (round 77)."""
+    graph = model.graph
+    bodies = [body for body in nested_graphs(graph) if body is not graph]
+    joinable = {name for scope in (graph, *bodies) for name in (*(value.name for value in scope.input),
+                                                                *(name for node in scope.node for name in node.output))
+                } - {tensor.name for tensor in graph.initializer}  # a constant listed as an input too
+    for body in bodies:
+        reads = sorted(outer_reads(body) - joinable)
         if reads:
-            raise ModelError(f"a body of an If, Loop or Scan ({printable(graph.name)!r}) reads {printable(reads[0])!r} "
-                             "from the graph around it, which onnx.compose cannot join", path=path,
+            raise ModelError(f"a body of an If, Loop or Scan ({printable(body.name)!r}) reads "
+                             f"{printable(reads[0])!r} from the graph around it, which onnx.compose cannot join",
+                             path=path, fix="export the model without control flow (torch.onnx traces it away) "
+                                            "to chain it")
+    if cut_to is None:
+        return
+    kept = {name for node in needed_nodes(graph, cut_to, lambda node: node.input) for name in node.output}
+    for node in needed_nodes(graph, cut_to):
+        if kept.isdisjoint(node.output):
+            raise ModelError(f"the node {printable(node.name or node.op_type)!r} is read by an If, Loop or Scan body "
+                             "alone, which onnx.compose's cut drops", path=path,
                              fix="export the model without control flow (torch.onnx traces it away) to chain it")
 
 
@@ -282,6 +295,14 @@ def _without_metadata(model: onnx.ModelProto) -> onnx.ModelProto:
     return copy
 
 
+def _with_prefix(pose: onnx.ModelProto) -> onnx.ModelProto:
+    """The pose model (without metadata) with each name after POSE_PREFIX: `onnx.compose.add_prefix`'s for its
+    tensors, nodes and graphs, `_prefix_functions`' for its local functions and their calls."""
+    model = onnx.compose.add_prefix(_without_metadata(pose), POSE_PREFIX, rename_functions=False, inplace=True)
+    _prefix_functions(model, POSE_PREFIX)
+    return model
+
+
 def detector_name(name: str) -> str:
     """A detector's tensor name as the chained model keeps it: its own, but where the chained model names tensors
     of its own (its outputs, the glue's, the pose part's after POSE_PREFIX), after DETECTOR_RENAMED (round 78: a
@@ -298,12 +319,6 @@ def _rename_detector(detector: onnx.ModelProto) -> None:
     a node named like a glue node or the pose part's made a model ONNX Runtime refused, "two nodes with same node
     name"; a function named like the pose part's, `pose/…`, an internal error). The parts check renames every name
     of the detector alike (`chain_parts`, bodies included)."""
-    local = {(function.domain, function.name) for function in detector.functions}
-    for function in detector.functions:
-        function.name = DETECTOR_RENAMED + function.name
-    bodies = [body for function in detector.functions for node in function.node for attribute in node.attribute
-              for top in ([attribute.g] if attribute.HasField("g") else attribute.graphs)
-              for body in nested_graphs(top)]
     for graph in nested_graphs(detector.graph):
         for value in (*graph.input, *graph.output, *graph.value_info, *graph.initializer,
                       *(sparse.values for sparse in graph.sparse_initializer)):
@@ -312,10 +327,25 @@ def _rename_detector(detector: onnx.ModelProto) -> None:
             node.input[:] = map(detector_name, node.input)
             node.output[:] = map(detector_name, node.output)
             node.name = detector_name(node.name)
-    for node in (*(node for function in detector.functions for node in function.node),
-                 *(node for graph in (*nested_graphs(detector.graph), *bodies) for node in graph.node)):
+    _prefix_functions(detector, DETECTOR_RENAMED)
+
+
+def _prefix_functions(model: onnx.ModelProto, prefix: str) -> None:
+    """Each local function of `model` named after `prefix`, and each call of one (its domain and name) alike, in
+    the graph, the functions and their If, Loop and Scan bodies: `onnx.compose.add_prefix` renames the calls in the
+    graph and the functions alone, by name whatever the domain (round 80: a pose model's call in a Loop body made
+    a model ONNX Runtime cannot load, "local:F is not a registered function"; a function `local.Sign` renamed the
+    pose model's standard Sign nodes too, an internal error). The parts check expects the calls so renamed."""
+    local = {(function.domain, function.name) for function in model.functions}
+    for function in model.functions:
+        function.name = prefix + function.name
+    tops = [model.graph, *(graph for function in model.functions for node in function.node
+                           for attribute in node.attribute
+                           for graph in ([attribute.g] if attribute.HasField("g") else attribute.graphs))]
+    for node in (*(node for function in model.functions for node in function.node),
+                 *(node for top in tops for graph in nested_graphs(top) for node in graph.node)):
         if (node.domain, node.op_type) in local:
-            node.op_type = DETECTOR_RENAMED + node.op_type
+            node.op_type = prefix + node.op_type
 
 
 def _with_glue(detector: onnx.ModelProto, person_class: int) -> onnx.ModelProto:
@@ -366,7 +396,8 @@ def _with_glue(detector: onnx.ModelProto, person_class: int) -> onnx.ModelProto:
 
 
 def _rename(graph: onnx.GraphProto, old: str, new: str) -> None:
-    for node in graph.node:
+    """The tensor `old` named `new`, where bodies read it too (round 80: a pose body reading its keypoints)."""
+    for node in (node for body in nested_graphs(graph) for node in body.node):
         node.output[:] = [new if o == old else o for o in node.output]
         node.input[:] = [new if i == old else i for i in node.input]
     for value in graph.output:
@@ -438,10 +469,24 @@ def _cut_at_glue(model: onnx.ModelProto, out: Path) -> Path | None:
     would show PASSing, round 66) and the pose part's out. Each part as it sits in the chained graph; None for a
     graph without those tensors."""
     made = {"image", *(name for node in model.graph.node for name in node.output)}
-    if not made.issuperset(["image", f"{GLUE}/coco_boxes", *DETECTOR_OUTPUTS, "keypoints", "keypoint_scores"]):
+    ends = [*DETECTOR_OUTPUTS, "keypoints", "keypoint_scores"]
+    if not made.issuperset(["image", f"{GLUE}/coco_boxes", *ends]):
         return None
-    part = onnx.utils.Extractor(model).extract_model(["image", f"{GLUE}/coco_boxes"],
-                                                     [*DETECTOR_OUTPUTS, "keypoints", "keypoint_scores"])
+    # cut by hand: onnx's Extractor follows node inputs alone, and dropped a node only an If, Loop or Scan body read
+    # and each local function only a body called (round 80: a cut ONNX Runtime refused)
+    part = onnx.shape_inference.infer_shapes(model)  # the types of the tensors the cut takes and gives
+    graph = part.graph
+    typed = {value.name: value for value in (*graph.input, *graph.output, *graph.value_info)}
+    kept = needed_nodes(graph, ends, lambda node: node_reads(node) - {f"{GLUE}/coco_boxes"})
+    reads = {name for node in kept for name in node_reads(node)}
+    constants = [tensor for tensor in graph.initializer if tensor.name in reads]
+    sparse = [tensor for tensor in graph.sparse_initializer if tensor.values.name in reads]
+    fed, given = [typed["image"], typed[f"{GLUE}/coco_boxes"]], [typed[name] for name in ends]
+    for target, values in ((graph.node, kept), (graph.initializer, constants), (graph.sparse_initializer, sparse),
+                           (graph.input, fed), (graph.output, given), (graph.value_info, [])):
+        values = [type(value).FromString(value.SerializeToString()) for value in values]  # copies: then emptied
+        del target[:]
+        target.extend(values)
     onnx.save(part, str(out))
     return out
 

@@ -43,8 +43,6 @@ def summary(folder: Path, top: int) -> None:
 
     rows = [(test, float(cpu), float(wall)) for path in sorted(folder.glob("*.tsv"))
             for test, cpu, wall in (line.split("\t") for line in path.read_text().splitlines())]
-    if not rows:
-        raise SystemExit(f"{folder}: no *.tsv files — run the suite with `-p suite_cpu` first")
     total = sum(cpu for _, cpu, _ in rows)
     console = Console()
     console.print(f"{len(rows):,} tests, {total:,.0f} s of CPU in the test processes")
@@ -75,6 +73,8 @@ if __name__ == "__main__":
     @click.option("--top", default=20, show_default=True, help="how many files and tests to list")
     def main(folder: Path, top: int) -> None:
         """Summarise the per-test CPU that `pytest -p suite_cpu` wrote to FOLDER."""
+        if not any(folder.glob("*.tsv")):  # a usage error, exit 2, as the CLI's
+            raise click.BadParameter("no *.tsv files: run the suite with `-p suite_cpu` first", param_hint="FOLDER")
         summary(folder, top)
 
     main()

@@ -48,6 +48,7 @@ def test_the_summary_adds_up_by_cost_file_and_test(tmp_path):
     assert by_cost["≥ 5 s"] == ["1", "6", f"{6 / 9.25:.0%}"] and by_cost["2–5 s"] == ["1", "3", f"{3 / 9.25:.0%}"]
     assert "tests/test_a.py" in done.stdout and "tests/test_b.py" not in done.stdout  # the top file only
     assert "test_a.py::one" in done.stdout and "::two" not in done.stdout
-    empty = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "suite_cpu.py"), str(tmp_path / "1.tsv")],
+    (tmp_path / "empty").mkdir()
+    empty = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "suite_cpu.py"), str(tmp_path / "empty")],
                            capture_output=True, text=True, timeout=120)
-    assert empty.returncode == 2 and "Traceback" not in empty.stderr
+    assert empty.returncode == 2 and "no *.tsv files" in empty.stderr and "Traceback" not in empty.stderr

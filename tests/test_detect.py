@@ -40,6 +40,45 @@ def test_greedy_nms_keeps_what_opencv_keeps(seed, iou_threshold):
     assert kept == np.asarray(theirs).ravel().tolist()  # the same boxes, in the same order (best first)
 
 
+def kept_by_definition(boxes: np.ndarray, scores: np.ndarray, score_threshold: float, iou_threshold: float
+                       ) -> list[int]:
+    """Greedy suppression as its definition reads: in descending score order (ties by index), keep a box unless its
+    IoU (float64; 0 for an empty union, NaN for corners that are not finite, which suppresses nothing) with a box
+    kept before exceeds the threshold."""
+    order = sorted((i for i in range(len(scores)) if scores[i] > score_threshold), key=lambda i: (-scores[i], i))
+    corners = np.asarray(boxes, np.float64)
+    kept: list[int] = []
+    for i in order:
+        suppressed = False
+        for j in kept:
+            low = np.maximum(np.minimum(corners[i, :2], corners[i, 2:]), np.minimum(corners[j, :2], corners[j, 2:]))
+            high = np.minimum(np.maximum(corners[i, :2], corners[i, 2:]), np.maximum(corners[j, :2], corners[j, 2:]))
+            with np.errstate(invalid="ignore"):
+                inter = np.prod(np.clip(high - low, 0, None))
+                union = (np.prod(np.abs(corners[i, 2:] - corners[i, :2])) + np.prod(np.abs(corners[j, 2:] -
+                                                                                           corners[j, :2])) - inter)
+                suppressed |= bool(union > 0 and inter / union > iou_threshold)
+        if not suppressed:
+            kept.append(i)
+    return kept
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_greedy_nms_keeps_what_the_definition_keeps_on_odd_boxes(seed):
+    """Reversed corners, empty and infinite boxes, NaN corners and scores, equal scores, thresholds 0 and 1."""
+    rng = np.random.default_rng(seed)
+    boxes = random_boxes(rng, 120).astype(np.float64)
+    boxes[:10] = boxes[:10, [2, 3, 0, 1]]  # corners in the other order
+    boxes[10:14] = boxes[10:14, [0, 1, 0, 1]]  # empty
+    boxes[14:18] = rng.choice([np.nan, np.inf, -np.inf], (4, 4))
+    scores = np.round(rng.uniform(0, 1, 120), 1)  # many equal scores
+    scores[rng.integers(0, 120, 5)] = np.nan
+    for iou_threshold in (0.0, 0.3, 0.7, 1.0):
+        kept = greedy_nms(boxes, scores, 0.2, iou_threshold)
+        assert kept == kept_by_definition(boxes, scores, 0.2, iou_threshold)
+        assert 0 < len(kept) < 100 or iou_threshold == 0.0
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_best_class_only_is_opencvs_batched_nms(seed):
     """ultralytics' predict: each anchor in its best class, suppression within each class."""

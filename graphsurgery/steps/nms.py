@@ -204,9 +204,11 @@ def greedy_nms(boxes: np.ndarray, scores: np.ndarray, score_threshold: float, io
     order = candidates[np.argsort(-scores[candidates], kind="stable")]
     corners = np.asarray(boxes, np.float64)
     kept: list[int] = []
-    for index in order:
-        if not kept or not (iou(corners[index], corners[kept]) > iou_threshold).any():
-            kept.append(int(index))
+    # each kept box removes the later ones it overlaps, one IoU row per kept box rather than one per candidate
+    # (the same set: IoU is symmetric, and a box still there when its turn comes overlaps no box kept before it)
+    while order.size:
+        kept.append(int(order[0]))
+        order = order[1:][~(iou(corners[order[0]], corners[order[1:]]) > iou_threshold)]
     return kept
 
 

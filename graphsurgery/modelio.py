@@ -83,6 +83,8 @@ class LoadedModel:
     path: Path
     data_files: tuple[Path, ...] = ()
     data_ends: tuple[int | None, ...] = ()
+    #: the `file_identity` of the model file and of each data file as they were read and checked
+    identities: tuple[tuple[int, ...], ...] = ()
 
     @property
     def base_dir(self) -> Path:
@@ -169,7 +171,21 @@ def _read_and_check(path: Path) -> LoadedModel:
     check_folding(proto, path)
     _unknown_dims_symbolic(proto)
     remember_read(path, read, dict(zip(data_files, data_read)))
-    return LoadedModel(proto, path, data_files, data_ends)
+    return LoadedModel(proto, path, data_files, data_ends, (read, *data_read))
+
+
+def still_as_loaded(loaded: LoadedModel) -> bool:
+    """Whether the model file `load_model` read and its external data files are still as it read and checked them
+    (`LoadedModel.identities`); if so, a command holds them to that from here as a new `load_model` would
+    (`remember_read`), so that what was derived from them may be used again without reading the model again."""
+    try:
+        now = tuple(file_identity(file) for file in (loaded.path, *loaded.data_files))
+    except OSError:
+        return False
+    if now != loaded.identities:
+        return False
+    remember_read(loaded.path, now[0], dict(zip(loaded.data_files, now[1:])))
+    return True
 
 
 def _identities(data_files: tuple[Path, ...], path: Path) -> tuple[tuple[int, ...], ...]:

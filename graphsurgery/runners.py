@@ -11,7 +11,7 @@ import os
 import re
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import NoReturn
 
@@ -336,9 +336,13 @@ def model_signature(model: str | Path) -> ModelSignature:
     import onnx
 
     from graphsurgery.model import real_inputs
-    from graphsurgery.modelio import load_model
+    from graphsurgery.modelio import load_model, still_as_loaded
 
-    proto = load_model(model).proto
+    known = _SIGNATURES.get(os.path.realpath(model))
+    if known is not None and known[0].path == model and still_as_loaded(known[0]):
+        return known[1]
+    loaded = load_model(model)
+    proto = loaded.proto
 
     def port(value: onnx.ValueInfoProto) -> Port:
         tensor = value.type.tensor_type
@@ -347,8 +351,20 @@ def model_signature(model: str | Path) -> ModelSignature:
 
     feeds = set(real_inputs(proto))
     half = any(t.data_type == onnx.TensorProto.FLOAT16 for t in proto.graph.initializer)
-    return ModelSignature(tuple(port(v) for v in proto.graph.input if v.name in feeds),
-                          tuple(port(v) for v in proto.graph.output), "FP16" if half else "FP32")
+    signature = ModelSignature(tuple(port(v) for v in proto.graph.input if v.name in feeds),
+                               tuple(port(v) for v in proto.graph.output), "FP16" if half else "FP32")
+    _SIGNATURES.pop(os.path.realpath(model), None)
+    while len(_SIGNATURES) >= SIGNATURES_KEPT:
+        del _SIGNATURES[next(iter(_SIGNATURES))]  # the oldest
+    _SIGNATURES[os.path.realpath(model)] = (replace(loaded, proto=onnx.ModelProto()), signature)
+    return signature
+
+
+#: The latest ONNX models' signatures, by real path, with the files as `load_model` read and checked them: one
+#: opened again unchanged (`modelio.still_as_loaded`) is not read and checked again. Each runtime a command opens on
+#: a model asks its signature, and re-reading them was 4 % of the test suite's CPU.
+_SIGNATURES: dict[str, tuple] = {}
+SIGNATURES_KEPT = 32
 
 
 def _ir_weights_read(model: Path):

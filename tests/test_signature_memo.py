@@ -1,0 +1,69 @@
+"""A model's signature is read and checked once while its files stay as read (`runners.model_signature`): each
+runtime a command opens asks it, and reading the model again every time was 4 % of the suite's CPU. A file
+rewritten since, or its external data, is read again; within a command, a signature taken from memory holds the
+files to what was read as a new read does (`modelio.read_by_path`)."""
+
+from __future__ import annotations
+
+import os
+
+import onnx
+import pytest
+
+import graphsurgery.modelio as modelio
+from graphsurgery.errors import ModelError
+from graphsurgery.runners import model_signature
+
+from modelkit import pose_model
+
+
+@pytest.fixture
+def loads(monkeypatch):
+    """The models `load_model` read, in order."""
+    read = []
+    real = modelio.load_model
+
+    def counted(path):
+        read.append(path)
+        return real(path)
+
+    monkeypatch.setattr(modelio, "load_model", counted)
+    return read
+
+
+def test_an_unchanged_model_is_read_once_a_rewritten_one_again(tmp_path, loads):
+    model = pose_model(tmp_path / "pose.onnx")
+    first = model_signature(model)
+    assert model_signature(model) == first and len(loads) == 1
+    proto = onnx.load(str(model))
+    proto.graph.output[0].name = "renamed"
+    proto.graph.node[0].output[0] = "renamed"
+    onnx.save(proto, str(tmp_path / "other.onnx"))
+    os.replace(tmp_path / "other.onnx", model)
+    assert [port.name for port in model_signature(model).outputs] == ["renamed"] and len(loads) == 2
+
+
+def test_rewritten_external_data_is_read_again(tmp_path, loads):
+    proto = onnx.load(str(pose_model(tmp_path / "plain.onnx")))
+    model = tmp_path / "external.onnx"
+    onnx.save(proto, str(model), save_as_external_data=True, location="weights.bin", size_threshold=0)
+    model_signature(model)
+    model_signature(model)
+    assert len(loads) == 1
+    (tmp_path / "weights.bin").write_bytes((tmp_path / "weights.bin").read_bytes()[:-4])  # one float short
+    with pytest.raises(ModelError, match="weights.bin|external data"):
+        model_signature(model)
+    assert len(loads) == 2
+
+
+def test_within_a_command_a_remembered_signature_holds_the_file_to_what_was_read(tmp_path, loads):
+    model = pose_model(tmp_path / "pose.onnx")
+    with modelio.one_command():
+        model_signature(model)
+    with modelio.one_command():
+        model_signature(model)  # from memory
+        assert len(loads) == 1
+        pose_model(tmp_path / "swap.onnx", seed=1)
+        os.replace(tmp_path / "swap.onnx", model)
+        with pytest.raises(ModelError, match="changed while the command ran"), modelio.read_by_path(model):
+            pass

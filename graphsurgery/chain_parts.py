@@ -18,6 +18,7 @@ from collections.abc import Callable, Collection
 import onnx
 from onnx import AttributeProto, numpy_helper
 
+from graphsurgery.cutting import needed_nodes
 from graphsurgery.model import node_reads
 
 Rename = Callable[[str], str]
@@ -87,25 +88,6 @@ def _function_header(function: onnx.FunctionProto) -> tuple:
     `ref_attr_name` reads them) and the opsets its nodes are of."""
     return (list(function.attribute), [a.SerializeToString(deterministic=True) for a in function.attribute_proto],
             _opsets(function.opset_import))
-
-
-def needed_nodes(graph: onnx.GraphProto, outputs: Collection[str],
-                 reads: Callable[[onnx.NodeProto], Collection[str]] = node_reads) -> list[onnx.NodeProto]:
-    """The nodes of `graph` that its `outputs` are computed with (their subgraphs' reads from outside included;
-    `reads=lambda node: node.input` follows node inputs alone, as onnx's Extractor does), in the graph's order. An
-    empty name is an optional input or output left out, made and read by none (round 77: a Resize's "" roi made the
-    dead node whose optional output was "" needed)."""
-    producers = {name: node for node in graph.node for name in node.output if name}
-    wanted, pending, seen = set(), list(outputs), set()
-    while pending:
-        name = pending.pop()
-        node = producers.get(name)
-        if name in seen or node is None:
-            continue
-        seen.add(name)
-        wanted.add(id(node))
-        pending.extend(reads(node))
-    return [node for node in graph.node if id(node) in wanted]
 
 
 def same_name(name: str) -> str:

@@ -25,9 +25,10 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from graphsurgery import __version__
-from graphsurgery.chain_parts import needed_nodes, part_difference
+from graphsurgery.chain_parts import part_difference
 from graphsurgery.compare import differences
 from graphsurgery.crop_positions import CROP_NODES, MANY_BOXES, PositionsCut, cut_at_positions, graph_positions
+from graphsurgery.cutting import cut_between, needed_nodes
 from graphsurgery.errors import ArgumentError, GraphsurgeryError, ModelError, printable, whole
 from graphsurgery.longrun import FirstPart, say_long_run
 from graphsurgery.model import (
@@ -427,12 +428,15 @@ def verify_chain(chained: Path, detector: Path, pose: Path, images: list[np.ndar
     per backend and image: the largest differences (0 when the graphs compute alike). The chained model cut at the
     glue (`_cut_at_glue`) adds `detector`: its detector part's every row against the detector's, and `random_boxes`:
     its pose part against the pose model on RANDOM_BOXES random boxes of the first image (both infinite, as not
-    compared, for a graph that has no glue to cut at: one `chain` did not write); and `crop_positions`, the same
-    on every row of a backend: where its pose part's crops sample against the pose model's, for MANY_BOXES boxes
-    (`_positions_moved`), with `crop_positions_unread`: why they were not compared (None where they were)."""
-    from graphsurgery.runners import open_runner
+    compared, for a graph that has no glue to cut at, one `chain` did not write, or cannot be cut there); and
+    `crop_positions`, the same on every row of a backend: where its pose part's crops sample against the pose
+    model's, for MANY_BOXES boxes (`_positions_moved`), with `crop_positions_unread`: why they were not compared
+    (None where they were). `backends` as verify takes them (`runners.check_backends`): a str was iterated into the
+    backends 'o', 'n', …"""
+    from graphsurgery.runners import backend_list, check_backends, open_runner
     from graphsurgery.safeio import scratch_named, temporary_folder
 
+    backends = check_backends(backend_list(backends), "f32", None)
     rows: list[dict] = []
     first_part = FirstPart(len(backends) * len(images))
 
@@ -464,31 +468,16 @@ RANDOM_BOXES = 30
 
 
 def _cut_at_glue(model: onnx.ModelProto, out: Path) -> Path | None:
-    """The chained model cut where the glue joins its parts, written to `out`: the image and the glue's COCO boxes
-    in, the detector part's outputs (every row: the person rows alone left wrong box arithmetic that other images
-    would show PASSing, round 66) and the pose part's out. Each part as it sits in the chained graph; None for a
-    graph without those tensors."""
+    """The chained model cut where the glue joins its parts (`cutting.cut_between`: what If, Loop and Scan bodies
+    read and call kept, round 80), written to `out`: the image and the glue's COCO boxes in, the detector part's
+    outputs (every row: the person rows alone left wrong box arithmetic that other images would show PASSing, round
+    66) and the pose part's out. Each part as it sits in the chained graph; None for a graph without those tensors,
+    or that cannot be cut there."""
     made = {"image", *(name for node in model.graph.node for name in node.output)}
     ends = [*DETECTOR_OUTPUTS, "keypoints", "keypoint_scores"]
     if not made.issuperset(["image", f"{GLUE}/coco_boxes", *ends]):
         return None
-    # cut by hand: onnx's Extractor follows node inputs alone, and dropped a node only an If, Loop or Scan body read
-    # and each local function only a body called (round 80: a cut ONNX Runtime refused)
-    part = onnx.shape_inference.infer_shapes(model)  # the types of the tensors the cut takes and gives
-    graph = part.graph
-    typed = {value.name: value for value in (*graph.input, *graph.output, *graph.value_info)}
-    kept = needed_nodes(graph, ends, lambda node: node_reads(node) - {f"{GLUE}/coco_boxes"})
-    reads = {name for node in kept for name in node_reads(node)}
-    constants = [tensor for tensor in graph.initializer if tensor.name in reads]
-    sparse = [tensor for tensor in graph.sparse_initializer if tensor.values.name in reads]
-    fed, given = [typed["image"], typed[f"{GLUE}/coco_boxes"]], [typed[name] for name in ends]
-    for target, values in ((graph.node, kept), (graph.initializer, constants), (graph.sparse_initializer, sparse),
-                           (graph.input, fed), (graph.output, given), (graph.value_info, [])):
-        values = [type(value).FromString(value.SerializeToString()) for value in values]  # copies: then emptied
-        del target[:]
-        target.extend(values)
-    onnx.save(part, str(out))
-    return out
+    return out if cut_between(model, ["image", f"{GLUE}/coco_boxes"], {}, ends, out) else None
 
 
 def _positions_cuts(chained: onnx.ModelProto, pose: Path, boxes: np.ndarray, folder: Path

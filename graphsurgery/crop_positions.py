@@ -30,7 +30,7 @@ import numpy as np
 import onnx
 
 from graphsurgery.compare import FloatResult, compare_either_way
-from graphsurgery.decoder_probe import cut_between
+from graphsurgery.cutting import cut_between
 from graphsurgery.runners import open_runner
 from graphsurgery.samples import MANY_BOX_SIZES
 from graphsurgery.scopes import step_nodes

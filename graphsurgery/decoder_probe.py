@@ -4,7 +4,7 @@ Samples through a plain network rarely reach the decisions an output step makes 
 never gave a map whose maximum is <= 0, where the HRNet authors' (0, 0) and mmpose's (−1, −1) differ, and a
 detector fed noise found 5 objects in 8 images, none near a threshold, so an nms patched with a score threshold of
 0.3 or an IoU threshold of 0.75 for 0.25 and 0.7, or without best_class_only or per_class, passed. So the patched
-graph is cut after the network (`onnx.utils.Extractor`, from the caller's input and the network's output), and its
+graph is cut after the network (`cutting.cut_between`, from the caller's input and the network's output), and its
 output steps run on one sample's network output rewritten to meet those decisions (`probe_output`; a detector
 head's rewrite is `detector_probe`'s), next to the output twins on the same tensor. On the first backend only: the
 probe proves what the recipe's parameters decide, and the backends' agreement is proven on the samples.
@@ -18,12 +18,11 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx.external_data_helper import uses_external_data
-from onnx.utils import Extractor
 
+from graphsurgery.cutting import cut_between, declared_type
 from graphsurgery.detector_probe import crowded_head
 from graphsurgery.heatmap_grid import heatmap_grid
-from graphsurgery.model import ModelFacts, outer_reads
+from graphsurgery.model import ModelFacts
 from graphsurgery.recipe import Recipe
 from graphsurgery.runners import open_runner
 from graphsurgery.stability import Wobbles
@@ -173,14 +172,6 @@ def _ranked_rows(output: np.ndarray, steps) -> np.ndarray | None:
     return np.ascontiguousarray(np.moveaxis(flat.reshape(rows.shape), -1, axis))
 
 
-def _declared_as(name: str, value: np.ndarray) -> onnx.ValueInfoProto:
-    """The cut graph's input for the network output, where the patched model declares it nowhere: a model re-saved
-    by a tool that drops value_info (or whose network output is no longer a graph output) was an internal error,
-    "names were not found in value_infos" (round 49). Its type and size are the probe's, which is fed to it."""
-    return onnx.helper.make_tensor_value_info(name, onnx.helper.np_dtype_to_tensor_dtype(value.dtype),
-                                              list(value.shape))
-
-
 def _probed_joints(maps: np.ndarray, refined: bool = False) -> np.ndarray:
     """Every third joint's maps lowered to a maximum of exactly 0, every third from the second to −0.5: the joints
     heatmap_argmax marks invalid (the authors' (0, 0), mmpose's (−1, −1)). When `refined` (`RESCALING`) every third
@@ -233,51 +224,6 @@ def _cut(recipe: Recipe, proto: onnx.ModelProto, feeds: dict[str, np.ndarray], s
     return inputs if cut_between(proto, inputs, starts, list(names), path) else None
 
 
-def cut_between(proto: onnx.ModelProto, inputs: Sequence[str], starts: dict[str, np.ndarray], ends: Sequence[str],
-                path: Path) -> bool:
-    """`proto` cut from its inputs `inputs` and the tensors `starts` (fed the values given, by name) to the tensors
-    `ends`, saved at `path`; False where its constants are external data (see `_cut`), an end has no type and
-    shape, as declared or as shape inference finds them (a node a user added, the graph saved without value_info; a
-    step's tensor declared with its type alone, which the checker refuses as an output), or the cut reads what it is
-    not fed (`outer_reads`: a step before nms reading the image's shape, a tensor an If body reads from outside),
-    which a runtime refused as an invalid model, naming verify's own scratch file."""
-    extractor = Extractor(proto)
-    for name, value in starts.items():  # declared with its type alone (the image crop_boxes cuts from), OpenVINO
-        # refused the cut: "Parameter operation with dynamic rank" (round 76)
-        if not extractor.value_infos.get(name, onnx.ValueInfoProto()).type.tensor_type.HasField("shape"):
-            extractor.value_infos[name] = _declared_as(name, value)
-
-    def untyped() -> list[str]:
-        return [name for name in ends if name not in extractor.value_infos
-                or not extractor.value_infos[name].type.tensor_type.HasField("shape")]
-
-    if untyped():
-        try:
-            inferred = onnx.shape_inference.infer_shapes(proto).graph.value_info
-        except (onnx.shape_inference.InferenceError, ValueError):
-            return False
-        missing = set(untyped())
-        for value in inferred:
-            if value.name in missing or value.name not in extractor.value_infos:
-                extractor.value_infos[value.name] = value
-        if untyped():
-            return False
-    cut = extractor.extract_model([*inputs, *starts], list(ends))
-    if any(uses_external_data(tensor) for tensor in cut.graph.initializer) or outer_reads(cut.graph):
-        return False
-    onnx.save(cut, str(path))
-    return True
-
-
-def declared_type(path: Path, name: str) -> np.dtype:
-    """The element type the cut graph at `path` declares for its input `name`, read without the checker: the cut is
-    verify's own file (`model_signature` checked it, and a model of IR 3, whose initializers must be inputs too,
-    failed the checker as cut)."""
-    cut = onnx.load(str(path), load_external_data=False)
-    [value] = [value for value in cut.graph.input if value.name == name]
-    return onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type)
-
-
 def joined(probes: list[Probe]) -> Probe:
     """Probes of one backend and one caller size as one, sample after sample (the decoder probe and its cell probes,
     SimCC's pairs). The input geometry is one per caller size, not per sample: it is kept once, not joined."""
@@ -303,10 +249,11 @@ def run_probe(recipe: Recipe, facts: ModelFacts, proto: onnx.ModelProto | None, 
         return None, notes
     path = folder / "decoder_probe.onnx"
     inputs = _cut(recipe, proto, feeds, {facts.output_name: probe}, path)
-    if inputs is None:  # said (round 70: an If body reading a step's tensor from outside left no probe, in silence)
+    if inputs is None:  # said (round 70: a graph that could not be cut left no probe, in silence)
         return None, [*notes, "the output steps were not probed (the patched graph cannot be cut at the network "
-                              "output: an answer it does not make, constants in external data, or a tensor an If "
-                              "body reads from outside): only the samples were compared"]
+                              "output: an answer it does not make or that has no type, constants in external data, "
+                              "or a step that reads more than the caller's inputs and the network output): only "
+                              "the samples were compared"]
     probe = probe.astype(declared_type(path, facts.output_name))  # the head's own type: after flip_average the
     # maps it reads are float32
     shape = feeds[caller].shape

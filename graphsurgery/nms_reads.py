@@ -20,7 +20,7 @@ import numpy as np
 import onnx
 
 from graphsurgery.compare import FloatResult, compare_either_way
-from graphsurgery.decoder_probe import cut_between, declared_type
+from graphsurgery.cutting import cut_between, declared_type
 from graphsurgery.model import ModelFacts
 from graphsurgery.recipe import Recipe
 from graphsurgery.runners import open_runner

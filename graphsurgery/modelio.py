@@ -179,8 +179,8 @@ def still_as_loaded(loaded: LoadedModel) -> bool:
     (`LoadedModel.identities`); if so, a command holds them to that from here as a new `load_model` would
     (`remember_read`), so that what was derived from them may be used again without reading the model again."""
     try:
-        now = tuple(file_identity(file) for file in (loaded.path, *loaded.data_files))
-    except OSError:
+        now = (file_identity(loaded.path), *_identities(loaded.data_files, loaded.path))
+    except (OSError, ModelError):  # removed since: `load_model` says so
         return False
     if now != loaded.identities:
         return False

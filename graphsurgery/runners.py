@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import numpy as np
 
@@ -22,6 +22,9 @@ from graphsurgery.limits import refuse_if_limited
 from graphsurgery.safeio import input_path, present
 from graphsurgery.scopes import SPLICED, step_nodes
 from graphsurgery.supervisor import doing, each
+
+if TYPE_CHECKING:
+    from graphsurgery.modelio import LoadedModel
 
 #: the node-name prefixes of the flip test's two halves, as splice names them
 FLIP_TEST, FLIP_AVERAGE = step_nodes("input", "flip_test"), step_nodes("output", "flip_average")
@@ -338,7 +341,8 @@ def model_signature(model: str | Path) -> ModelSignature:
     from graphsurgery.model import real_inputs
     from graphsurgery.modelio import load_model, still_as_loaded
 
-    known = _SIGNATURES.get(os.path.realpath(model))
+    key = os.path.realpath(model)
+    known = _SIGNATURES.get(key)
     if known is not None and known[0].path == model and still_as_loaded(known[0]):
         return known[1]
     loaded = load_model(model)
@@ -353,17 +357,17 @@ def model_signature(model: str | Path) -> ModelSignature:
     half = any(t.data_type == onnx.TensorProto.FLOAT16 for t in proto.graph.initializer)
     signature = ModelSignature(tuple(port(v) for v in proto.graph.input if v.name in feeds),
                                tuple(port(v) for v in proto.graph.output), "FP16" if half else "FP32")
-    _SIGNATURES.pop(os.path.realpath(model), None)
+    _SIGNATURES.pop(key, None)
     while len(_SIGNATURES) >= SIGNATURES_KEPT:
         del _SIGNATURES[next(iter(_SIGNATURES))]  # the oldest
-    _SIGNATURES[os.path.realpath(model)] = (replace(loaded, proto=onnx.ModelProto()), signature)
+    _SIGNATURES[key] = (replace(loaded, proto=onnx.ModelProto()), signature)
     return signature
 
 
 #: The latest ONNX models' signatures, by real path, with the files as `load_model` read and checked them: one
 #: opened again unchanged (`modelio.still_as_loaded`) is not read and checked again. Each runtime a command opens on
 #: a model asks its signature, and re-reading them was 4 % of the test suite's CPU.
-_SIGNATURES: dict[str, tuple] = {}
+_SIGNATURES: dict[str, tuple[LoadedModel, ModelSignature]] = {}
 SIGNATURES_KEPT = 32
 
 

@@ -67,3 +67,17 @@ def test_within_a_command_a_remembered_signature_holds_the_file_to_what_was_read
         os.replace(tmp_path / "swap.onnx", model)
         with pytest.raises(ModelError, match="changed while the command ran"), modelio.read_by_path(model):
             pass
+
+
+def test_a_model_or_data_file_removed_after_its_signature_was_kept_is_refused(tmp_path, loads):
+    proto = onnx.load(str(pose_model(tmp_path / "plain.onnx")))
+    model = tmp_path / "external.onnx"
+    onnx.save(proto, str(model), save_as_external_data=True, location="weights.bin", size_threshold=0)
+    model_signature(model)
+    (tmp_path / "weights.bin").unlink()
+    with pytest.raises(ModelError, match="weights.bin"):
+        model_signature(model)
+    model.unlink()
+    with pytest.raises(ModelError, match="no such model file"):
+        model_signature(model)
+    assert len(loads) == 3

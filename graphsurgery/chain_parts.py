@@ -19,7 +19,7 @@ import onnx
 from onnx import AttributeProto, numpy_helper
 
 from graphsurgery.cutting import needed_nodes
-from graphsurgery.model import node_reads
+from graphsurgery.model import function_key, node_reads
 
 Rename = Callable[[str], str]
 
@@ -40,9 +40,9 @@ def part_difference(chained: onnx.ModelProto, part: onnx.ModelProto, outputs: Co
     def function_rename(name: str) -> str:
         return prefix + name
 
-    chained_functions = {(f.domain, f.name): f for f in chained.functions}
+    chained_functions = {function_key(f): f for f in chained.functions}  # an overload is a function (round 82)
     for function in part.functions:
-        theirs = chained_functions.get((function.domain, function_rename(function.name)))
+        theirs = chained_functions.get((function.domain, function_rename(function.name), function.overload))
         label = f"{what}'s function {function.name!r}"
         if theirs is None:
             return f"{label} is missing"
@@ -107,6 +107,8 @@ def _graph_difference(chained_nodes: list, part_nodes: list, chained_constants: 
             return f"{label} is missing (no node makes {', '.join(map(rename, node.output))})"
         if (theirs.domain, theirs.op_type) != (node.domain, _op(node.op_type, node.domain, functions, function_rename)):
             return f"{label} is {'an' if theirs.op_type[:1] in 'AEIOU' else 'a'} {theirs.op_type} there"
+        if theirs.overload != node.overload:  # another of the function's overloads (IR 10)
+            return f"{label} calls the overload {theirs.overload!r} there, not {node.overload!r}"
         if list(theirs.input) != [rename(name) for name in node.input]:
             return f"{label} reads {list(theirs.input)} there, not {[rename(name) for name in node.input]}"
         found = _attribute_difference(theirs, node, rename, functions, function_rename, label)

@@ -31,6 +31,7 @@ import onnx
 
 from graphsurgery.compare import FloatResult, compare_either_way
 from graphsurgery.cutting import cut_between
+from graphsurgery.model import node_reads
 from graphsurgery.runners import open_runner
 from graphsurgery.samples import MANY_BOX_SIZES
 from graphsurgery.scopes import step_nodes
@@ -94,14 +95,15 @@ def cut_at_positions(proto: onnx.ModelProto, path: Path, boxes: np.ndarray, star
 
 
 def _from_boxes(graph: onnx.GraphProto, start: str) -> set[str]:
-    """The tensors computed from the tensor `start` and constants alone (no graph input but it, no subgraph; the cut
-    starts at `start`, whatever makes it): the positions are, and the rounding's Floor nodes (before opset 11) read
-    the crops. A Constant node's output too (round 78: a crop constant made a Constant node counted as a second
-    image crop_boxes cuts from, and its crops before their rounding went uncompared)."""
+    """The tensors computed from the tensor `start` and constants alone (no graph input but it, read by a node or
+    its If, Loop or Scan bodies; the cut starts at `start`, whatever makes it): the positions are, and the rounding's
+    Floor nodes (before opset 11) read the crops. A Constant node's output too (round 78: a crop constant made a
+    Constant node counted as a second image crop_boxes cuts from, and its crops before their rounding went
+    uncompared). Round 82: every output of a node with a body was taken for one that reads an input, and a position
+    passed through an If was not compared ("read 1 tensors computed from the boxes alone")."""
     reached, tainted = {start}, {value.name for value in graph.input} - {start, *(i.name for i in graph.initializer)}
     for node in graph.node:  # in order: a graph is sorted
-        reads = {name for name in node.input if name}
-        if reads & tainted or any(attribute.type == onnx.AttributeProto.GRAPH for attribute in node.attribute):
+        if node_reads(node) & tainted:
             tainted.update(set(node.output) - {start})
         else:
             reached.update(node.output)

@@ -18,7 +18,7 @@ import numpy as np
 import onnx
 from onnx.external_data_helper import uses_external_data
 
-from graphsurgery.model import node_reads, outer_reads
+from graphsurgery.model import call_key, function_key, node_reads, outer_reads
 
 
 def needed_nodes(graph: onnx.GraphProto, outputs: Collection[str],
@@ -42,19 +42,20 @@ def needed_nodes(graph: onnx.GraphProto, outputs: Collection[str],
 
 def called_functions(model: onnx.ModelProto, nodes: Sequence[onnx.NodeProto]) -> list[onnx.FunctionProto]:
     """The local functions of `model` that `nodes` call, in their If, Loop and Scan bodies too, and those that these
-    call, in the model's order."""
-    local = {(function.domain, function.name): function for function in model.functions}
+    call, in the model's order (by `function_key`: a right patch calling one of two overloads was exit 2, "local:G(-1)
+    is not a registered function"; round 82)."""
+    local = {function_key(function): function for function in model.functions}
     called, pending = set(), list(nodes)
     while pending:
         node = pending.pop()
-        key = (node.domain, node.op_type)
+        key = call_key(node)
         if key in local and key not in called:
             called.add(key)
             pending.extend(local[key].node)
         for attribute in node.attribute:
             for graph in [attribute.g] if attribute.HasField("g") else attribute.graphs:
                 pending.extend(graph.node)
-    return [function for function in model.functions if (function.domain, function.name) in called]
+    return [function for function in model.functions if function_key(function) in called]
 
 
 def cut_between(proto: onnx.ModelProto, inputs: Sequence[str], starts: dict[str, np.ndarray], ends: Sequence[str],
@@ -93,7 +94,9 @@ def cut_between(proto: onnx.ModelProto, inputs: Sequence[str], starts: dict[str,
     if any(uses_external_data(tensor) for tensor in (*cut.initializer, *(s.values for s in cut.sparse_initializer))) \
             or outer_reads(cut):
         return False
-    onnx.save(onnx.helper.make_model(cut, ir_version=proto.ir_version, opset_imports=proto.opset_import,
+    # IR 4 at least: the cut lists no constant among its inputs, which IR 3 wants (ONNX Runtime refused a cut whose
+    # body read one, "Graph ctor should have created NodeArg for initializer": a right patch was exit 2; round 82)
+    onnx.save(onnx.helper.make_model(cut, ir_version=max(proto.ir_version, 4), opset_imports=proto.opset_import,
                                      producer_name="graphsurgery", functions=called_functions(proto, kept)),
               str(path))
     return True
@@ -113,8 +116,7 @@ def _declared_as(name: str, value: np.ndarray) -> onnx.ValueInfoProto:
 
 def declared_type(path: Path, name: str) -> np.dtype:
     """The element type the cut graph at `path` declares for its input `name`, read without the checker: the cut is
-    verify's own file (`model_signature` checked it, and a model of IR 3, whose initializers must be inputs too,
-    failed the checker as cut)."""
+    verify's own file, made of the model `model_signature` checked."""
     cut = onnx.load(str(path), load_external_data=False)
     [value] = [value for value in cut.graph.input if value.name == name]
     return onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type)

@@ -17,7 +17,7 @@ import onnx
 from onnx.external_data_helper import uses_external_data
 
 from graphsurgery.errors import ModelError, node_named
-from graphsurgery.model import all_nodes, shapes_only
+from graphsurgery.model import all_nodes, call_key, function_key, shapes_only
 
 #: Multiply-adds a model may ask of ops whose inputs are all constants. The runtimes compute them while they load
 #: the model (OpenVINO folds them in `convert`, ONNX Runtime when it opens a session), before anything can be
@@ -187,7 +187,7 @@ def _call_bindings(proto: onnx.ModelProto, function: onnx.FunctionProto) -> list
     defaults = {a.name: onnx.helper.get_attribute_value(a) for a in function.attribute_proto}
     bindings = {}
     for node in all_nodes(proto):
-        if (node.domain, node.op_type, node.overload) == (function.domain, function.name, function.overload):
+        if call_key(node) == function_key(function):
             given = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute if not a.ref_attr_name}
             bindings.setdefault(repr(sorted({**defaults, **given}.items())), {**defaults, **given})
     return list(bindings.values()) or [defaults]

@@ -90,6 +90,19 @@ def all_nodes(proto: onnx.ModelProto):
                 pending += [list(g.node) for g in (*([attr.g] if attr.HasField("g") else ()), *attr.graphs)]
 
 
+def function_key(function: onnx.FunctionProto) -> tuple[str, str, str]:
+    """A local function as its calls name it: domain, name and overload. Two overloads of one name (IR 10) are two
+    functions: known by name alone, the last one stood for both (round 82: verify's cut kept what the other called,
+    and the size of a call was that of the other's body, so one expanding to millions of nodes went to the checker,
+    which ran on until killed at 2 minutes)."""
+    return function.domain, function.name, function.overload
+
+
+def call_key(node: onnx.NodeProto) -> tuple[str, str, str]:
+    """The `function_key` of the local function `node` calls, if it calls one."""
+    return node.domain, node.op_type, node.overload
+
+
 def node_reads(node: onnx.NodeProto) -> set[str]:
     """The names a node reads: its inputs, and those its subgraphs (If, Loop, Scan) read from outside."""
     names = set(node.input)

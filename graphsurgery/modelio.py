@@ -39,7 +39,7 @@ from onnx.external_data_helper import ExternalDataInfo, uses_external_data
 from graphsurgery.errors import GraphsurgeryError, ModelError, RecipeError, check_flags, node_named, printable, quoted
 from graphsurgery.folding import check_folding
 from graphsurgery.limits import write_fix
-from graphsurgery.model import all_nodes, nested_graphs
+from graphsurgery.model import all_nodes, call_key, function_key, nested_graphs
 from graphsurgery.safeio import (
     check_output_folder,
     input_path,
@@ -224,7 +224,15 @@ _READ: dict[str, tuple[int, ...]] = {}
 #: The external data files of each model in `_READ` (by its real path), held to their identities as it is
 #: (round 57: a data file replaced while a runtime read the model was read as it was then)
 _DATA: dict[str, tuple[Path, ...]] = {}
+#: The real path each file read named then, by its path as given (absolute, not resolved): a symlink re-pointed since
+#: names another real file, which no read recorded (round 82: a runtime ran the model the link named then, unchecked)
+_RESOLVED: dict[str, str] = {}
 _one_command = False
+
+
+def _real(path: Path) -> str:
+    """The real path `path` named when the command read it, else the one it names now."""
+    return _RESOLVED.get(str(Path(path).absolute())) or os.path.realpath(path)
 
 
 def _changed_since_read(path: Path, data: bool = False) -> ModelError:
@@ -243,7 +251,9 @@ def remember_read(path: Path, read: tuple[int, ...], data: dict[Path, tuple[int,
         return
     key = os.path.realpath(path)
     for file, identity in ((path, read), *(data or {}).items()):
-        if _READ.setdefault(os.path.realpath(file), identity) != identity:
+        real = os.path.realpath(file)
+        if _RESOLVED.setdefault(str(Path(file).absolute()), real) != real \
+                or _READ.setdefault(real, identity) != identity:
             raise _changed_since_read(file, file != path)
     _DATA.setdefault(key, tuple(data or ()))
 
@@ -260,6 +270,7 @@ def one_command() -> Iterator[None]:
         if not previous:
             _READ.clear()
             _DATA.clear()
+            _RESOLVED.clear()
 
 
 @contextmanager
@@ -273,7 +284,7 @@ def read_by_path(path: Path) -> Iterator[None]:
     if not _one_command:
         yield
         return
-    files = (path, *_DATA.get(os.path.realpath(path), ()))  # its external data files too (round 57)
+    files = (path, *_DATA.get(_real(path), ()))  # its external data files too (round 57)
 
     def identities() -> list[tuple[int, ...] | None]:
         found = []
@@ -289,7 +300,7 @@ def read_by_path(path: Path) -> Iterator[None]:
             raise _changed_since_read(files[changed.index(True)], changed.index(True) > 0)
 
     before = identities()
-    refuse_changed([now is None or _READ.get(os.path.realpath(file), now) != now
+    refuse_changed([now is None or _READ.get(_real(file), now) != now
                     for file, now in zip(files, before)])
     yield
     refuse_changed([now != then for now, then in zip(identities(), before)])
@@ -464,8 +475,8 @@ def check_work(proto: onnx.ModelProto, path: Path | str, what: str = "the model"
     constant trip count or one that can never end. Done before the checker, which is one of those that hang; and
     by the splice on what it made (`what`: "the patched model"), which would otherwise be refused only when
     `verify` loads it, naming its scratch file."""
-    functions = {(f.domain, f.name): f for f in proto.functions}
-    sizes: dict[tuple[str, str], int] = {}
+    functions = {function_key(f): f for f in proto.functions}
+    sizes: dict[tuple[str, str, str], int] = {}
     constants = {t.name: t for t in _all_initializers(proto)}
     constants |= {node.output[0]: attr.t for node in all_nodes(proto) if node.op_type == "Constant"
                   for attr in node.attribute if attr.name == "value" and attr.HasField("t")}
@@ -475,7 +486,7 @@ def check_work(proto: onnx.ModelProto, path: Path | str, what: str = "the model"
         total = 0
         for node in nodes:
             total += 1
-            callee = (node.domain, node.op_type)
+            callee = call_key(node)
             if callee in functions and calls < 100:  # deeper call chains: the checker refuses them
                 if callee not in sizes:
                     sizes[callee] = 0  # a function calling itself: the checker refuses the cycle
@@ -976,7 +987,7 @@ def _stage_external_data(proto: onnx.ModelProto, base: Path | None, data_path: P
 def _as_read(path: Path, descriptor: int) -> None:
     """Within `one_command`, refuse an open external data file that is not as the model's read saw it (round 57:
     one replaced or rewritten in between was copied into `apply`'s output as it was then)."""
-    known = _READ.get(os.path.realpath(path))
+    known = _READ.get(_real(path))
     if known is not None and file_identity(descriptor) != known:
         raise _changed_since_read(path, data=True)
 

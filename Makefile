@@ -6,6 +6,10 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo detect test test-slow clean
 
+# Some machines set PYTHONDONTWRITEBYTECODE=1: then every command a test starts compiles graphsurgery's sources again,
+# and pytest rewrites the asserts of every test file again in each worker and each run (about 11 s of CPU per worker)
+unexport PYTHONDONTWRITEBYTECODE
+
 $(STAMP): requirements.lock requirements-models.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock

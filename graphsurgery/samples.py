@@ -66,6 +66,18 @@ class Samples:
         """The distinct (W, H) of the samples, in order."""
         return list(dict.fromkeys(width_height(tensors[0], layout) for tensors, _ in self.groups))
 
+    def grey(self, layout: str) -> bool:
+        """Whether every sample has three colour channels and they are equal (grey pictures, which OpenCV expands
+        to three): any order of the channels then gives the same tensor."""
+        axis = 3 if layout == "NHWC" else 1
+        for tensors, _ in self.groups:
+            if tensors.ndim != 4 or tensors.shape[axis] != 3:
+                return False
+            first = np.take(tensors, [0], axis=axis)
+            if not all(np.array_equal(np.take(tensors, [c], axis=axis), first) for c in (1, 2)):
+                return False
+        return True
+
 
 def random_samples(n: int, image_input: Port, sizes: Sequence[tuple[int, int]], layout: str, extras: list[str],
                    model_size: tuple[int, int], batch: int = 1, seed: int = 0) -> Samples:

@@ -60,16 +60,17 @@ def load_boxes(path: Path, images: dict[int, str] | None = None, min_score: floa
 class Boxes(dict):
     """Boxes by image file name, read from the file `source`, and `sizes`: the (width, height) in pixels that a
     COCO annotation file gives its images (none for the other forms), which the decoded images must have
-    (`check_size`)."""
+    (`check_image`)."""
 
     def __init__(self, boxes: dict[str, list[Box]], source: Path, sizes: dict[str, tuple[float, float]] | None = None):
         super().__init__(boxes)
         self.source, self.sizes = source, sizes or {}
 
-    def check_size(self, image_path: Path, image) -> None:
+    def check_image(self, image_path: Path, image) -> None:
         """Refuse a decoded image whose size is not the one the boxes' annotation file gives it: a folder of resized
         (or rotated) copies put every box on other pixels, and `run` and `verify` went on in silence (round 63;
-        eval-coco refuses it for its ground truth)."""
+        eval-coco refuses it for its ground truth). Refuse a box of it that lies wholly outside it: its crop is
+        padding alone, and `run` wrote a person found there (round 84: x = y = -5000), where 10^12 is refused."""
         declared = self.sizes.get(image_path.name)
         height, width = image.shape[:2]
         if declared is not None and (width, height) != declared:
@@ -78,6 +79,13 @@ class Boxes(dict):
                                     "would fall on other pixels", path=image_path,
                                     fix="give the images that annotation file describes (not resized or rotated "
                                         "copies), or boxes made for these")
+        boxes = self.get(image_path.name, [])
+        for index, (x, y, w, h) in enumerate(boxes):
+            if x >= width or y >= height or x + w <= 0 or y + h <= 0:
+                raise GraphsurgeryError(f"box {index + 1} of {len(boxes)} for {quoted(image_path.name)}, "
+                                        f"[{x:g}, {y:g}, {w:g}, {h:g}], lies wholly outside the image ({width} × "
+                                        f"{height} pixels): no person can be in it", path=self.source,
+                                        fix="fix or drop that box ([x, y, w, h] in the image's pixels)")
 
 
 def _declared_sizes(data: dict, used: set, path: Path) -> dict[str, tuple[float, float]]:

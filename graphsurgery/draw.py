@@ -62,18 +62,22 @@ def _point(xy: np.ndarray) -> tuple[int, int]:
 
 def heatmap_montage(crops: Sequence[np.ndarray], heatmaps: Sequence[np.ndarray]) -> np.ndarray:
     """Per person (at most MONTAGE_MAX_PERSONS), a grid of half-size tiles: the crop, then each joint's heatmap
-    over it (colour-mapped; one scale per person, from 0 to its highest peak, so joints compare)."""
+    over it (colour-mapped; one scale per person, from 0 to its highest finite peak, so joints compare)."""
     cv2 = opencv()
 
     blocks = []
     for crop, maps in list(zip(crops, heatmaps))[:MONTAGE_MAX_PERSONS]:
         tile_size = (max(1, crop.shape[1] // 2), max(1, crop.shape[0] // 2))  # a 1-pixel model input: not 0 × 0
         base = cv2.resize(crop, tile_size, interpolation=cv2.INTER_AREA)
-        peak = float(np.nanmax(maps)) if np.isfinite(maps).any() else 0.0
+        values = np.asarray(maps, np.float64)
+        finite = np.isfinite(values)
+        # the highest finite peak: an infinite one made the scale inf/inf (NaN, a RuntimeWarning) and drew the
+        # hottest joint black (round 84); it is drawn at the top of the scale, NaN and -inf at the bottom
+        peak = float(values[finite].max()) if finite.any() else 0.0
+        kept = np.clip(np.where(finite, values, 0.0), 0.0, max(peak, 0.0))
         # float32 whatever the model's heatmaps are: cv2.resize has no float16 (or int64, bool) kernel, and a model
         # whose kept heatmaps are float16 ended `run` in an internal error (OpenCV's "func != 0")
-        normalised = np.clip(np.nan_to_num(maps / peak if peak > 0 else np.zeros_like(maps)), 0.0, 1.0
-                             ).astype(np.float32)
+        normalised = np.where(values == np.inf, 1.0, kept / peak if peak > 0 else 0.0).astype(np.float32)
         tiles = [base]
         for joint, heatmap in enumerate(normalised):
             # a kept 4-D output with an empty side (taken for the heatmaps) is a black tile, not OpenCV's assertion

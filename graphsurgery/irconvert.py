@@ -48,6 +48,7 @@ from graphsurgery.modelio import (
 from graphsurgery.quantize import AccuracyControl
 from graphsurgery.safeio import input_path, output_path, place, placing, present, refuse_overwriting, umask_refusal
 from graphsurgery.supervisor import doing
+from graphsurgery.supervisor import made as made_folders
 
 WEIGHTS_KEY = ("graphsurgery", "weights")
 SOURCE_KEY = ("graphsurgery", "source")
@@ -224,35 +225,36 @@ def convert(model_path: str | Path, out_xml: str | Path, fp16: bool = False,
     loaded = load_model(model_path)
     proto = loaded.proto
     made = _missing_parents(out_xml.parent) if make_parents else []
-    try:
-        for folder in reversed(made):
-            try:
-                folder.mkdir()
-            except OSError as exc:  # a read-only file system under --ovms DIR: an internal error
-                raise (umask_refusal(folder.parent, out_xml) or GraphsurgeryError(
-                    f"cannot create the folder {folder} ({exc.strerror or exc})", path=out_xml,
-                    fix="choose a writable folder")) from None
-        for out in (out_xml, out_bin):  # never over the model or its external data
-            check_output_path(out, model_files(loaded), force, ir=True)
-        model = _convert(model_path, proto)
-        _check_names(model, proto, model_path)
-        if input_shapes:
-            _reshape(model, input_shapes, model_path)
-        if transform is not None:
-            model = transform(model)
-        weights = weights or ("FP16" if fp16 else "FP32")
-        model.set_rt_info(weights, list(WEIGHTS_KEY))
-        model.set_rt_info(model_path.name, list(SOURCE_KEY))
-        if entries := provenance(proto):
-            model.set_rt_info(json.dumps(entries), list(PROVENANCE_KEY))
-        model.set_rt_info(network_sha256(loaded), list(CONVERTED_KEY))
-        _save(model, out_xml, out_bin, fp16, replace=force)  # without --force, still refused as it is placed
-        return ConvertResult(out_xml, out_bin, weights, openvino_caveats(proto))
-    except BaseException:
-        for folder in made:
-            with suppress(OSError):
-                folder.rmdir()
-        raise
+    with made_folders(made):  # removed by the parent too, if a signal kills this process (round 84)
+        try:
+            for folder in reversed(made):
+                try:
+                    folder.mkdir()
+                except OSError as exc:  # a read-only file system under --ovms DIR: an internal error
+                    raise (umask_refusal(folder.parent, out_xml) or GraphsurgeryError(
+                        f"cannot create the folder {folder} ({exc.strerror or exc})", path=out_xml,
+                        fix="choose a writable folder")) from None
+            for out in (out_xml, out_bin):  # never over the model or its external data
+                check_output_path(out, model_files(loaded), force, ir=True)
+            model = _convert(model_path, proto)
+            _check_names(model, proto, model_path)
+            if input_shapes:
+                _reshape(model, input_shapes, model_path)
+            if transform is not None:
+                model = transform(model)
+            weights = weights or ("FP16" if fp16 else "FP32")
+            model.set_rt_info(weights, list(WEIGHTS_KEY))
+            model.set_rt_info(model_path.name, list(SOURCE_KEY))
+            if entries := provenance(proto):
+                model.set_rt_info(json.dumps(entries), list(PROVENANCE_KEY))
+            model.set_rt_info(network_sha256(loaded), list(CONVERTED_KEY))
+            _save(model, out_xml, out_bin, fp16, replace=force)  # without --force, still refused as it is placed
+            return ConvertResult(out_xml, out_bin, weights, openvino_caveats(proto))
+        except BaseException:
+            for folder in made:
+                with suppress(OSError):
+                    folder.rmdir()
+            raise
 
 
 def convert_ir(model_path: str | Path, out_xml: str | Path, fp16: bool = False,

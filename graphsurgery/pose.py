@@ -411,7 +411,7 @@ def run_pose(model: str | Path, images: Sequence[str | Path], outdir: str | Path
         for path, image_id in zip(paths, image_ids(paths)):
             image = read_image(path)
             if person_boxes is not None:
-                person_boxes.check_size(path, image)
+                person_boxes.check_image(path, image)
             if pose_model.whole_image is not None:
                 check_taken(image, pose_model.whole_image, "NHWC", path)
             image_boxes = (

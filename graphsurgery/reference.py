@@ -33,11 +33,11 @@ from graphsurgery.modelio import load_model
 from graphsurgery.recipe import Recipe, as_recipe
 from graphsurgery.runners import backend_list, check_backends, model_signature, open_runner
 from graphsurgery.safeio import input_path, open_regular, scratch_named, temporary_folder
-from graphsurgery.samples import patched_inputs, plain_input, random_caller_samples
+from graphsurgery.samples import Samples, patched_inputs, plain_input, random_caller_samples, tensor_facet
 from graphsurgery.stability import Wobbles
 from graphsurgery.tolerances import Tolerances, tie_tolerance, with_tolerances
 from graphsurgery.twins import comparisons, decoded_output, extra_input_names, input_steps, other_inputs, with_geometry
-from graphsurgery.verification import PairReport, VerifyReport, compare, refuse_unless_outputs_fit
+from graphsurgery.verification import PairReport, VerifyReport, colours_unproven, compare, refuse_unless_outputs_fit
 
 #: Arrays in a reference file at most (a recording is a few batches, not a data set)
 MAX_REFERENCE_BYTES = 2**31
@@ -158,6 +158,8 @@ def verify_reference(recipe: str | Path | Recipe, plain_model: str | Path, refer
     report = VerifyReport(recipe.source, str(plain.path), str(patched) if patched else "(built from the recipe)",
                           f"{count} {described}", count, backends, precision, "samples",
                           compared_with=f"your pipeline ({source})", notes=[unfed] if unfed else [])
+    report.problem = colours_unproven(Samples([(feeds[image.name], {}) for feeds, _ in groups], described, "samples"),
+                                      tensor_facet(recipe).layout, "record colour images too")
     label = {b: b + (f" at {ran[b]}" if ran[b] != "f32" else "") for b in backends}
 
     judged = {name: wanted[name] for name in compared}

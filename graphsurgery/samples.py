@@ -345,7 +345,7 @@ def box_image_samples(folder: Path, boxes_file: Path | str | None, image_input: 
             continue
         image = read_image(path)
         if boxes is not None:
-            boxes.check_size(path, image)
+            boxes.check_image(path, image)
         check_taken(image, image_input, tensor.layout, path)
         people = boxes[path.name] if boxes is not None else [whole_image_box(image)]
         caller = as_caller_tensor(image, tensor, image_input.dtype)[None]
@@ -382,7 +382,7 @@ def image_samples(folder: Path, boxes_file: Path | str | None, image_input: Port
             continue
         image = read_image(path)
         if boxes is not None:
-            boxes.check_size(path, image)
+            boxes.check_image(path, image)
         used += 1
         for box in boxes[path.name] if boxes is not None else [whole_image_box(image)]:
             center, scale, crop = person_crop(image, box, size)

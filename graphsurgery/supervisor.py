@@ -83,6 +83,9 @@ _announced = False
 _doing: list[str] = []
 _aliases: list[tuple[str, str]] = []  # (scratch folder, the name its files go by: `shown_as`)
 _scratch: list[str] = []
+_made: list[str] = []  # folders made for an output (`made`), deepest first
+#: how a made folder's line starts in the shared file, apart from the scratch folders' (no path holds a NUL)
+_MADE = b"\0"
 
 
 def supervise(cpu_limit_line: str) -> None:
@@ -242,16 +245,35 @@ def scratch(folder: os.PathLike) -> Iterator[None]:
         _publish()
 
 
+@contextmanager
+def made(folders: Iterable[os.PathLike]) -> Iterator[None]:
+    """Name the folders (deepest first) the child makes for an output (`convert --ovms`'s NAME/1/), which the parent
+    removes if a signal kills the child while they are empty: SIGHUP mid-conversion (the child ends by it, unwound by
+    nothing) left an empty version folder in the OVMS repository, where Ctrl-C removed it (round 84). Only removed
+    when empty, they need no owner marker: a folder holding anything (the output placed) stays."""
+    if _channel is None:
+        yield
+        return
+    named = [os.fspath(folder) for folder in folders]
+    _made.extend(named)
+    _publish()
+    try:
+        yield
+    finally:
+        del _made[len(_made) - len(named):]
+        _publish()
+
+
 def _publish() -> None:
     """Write the state whole at the start of the shared file: a line with the activity's serial number (a new one
     for each activity, even of the same text), whether the last line is said (`last_line`), whether the run's length
     is shown (`announced`), the exit code that line goes with (empty while unknown) and the text, then one scratch
-    folder a line. Paths are written as bytes (surrogateescape) so that any name the file system allows comes back
-    unchanged."""
+    folder a line, then one made folder a line (after a NUL, `_MADE`). Paths are written as bytes (surrogateescape)
+    so that any name the file system allows comes back unchanged."""
     code = "" if _code is None else _code
     activity = os.fsencode(f"{_serial}\t{int(_ending)}\t{int(_announced)}\t{code}\t{_doing[-1] if _doing else ''}"
                            ).replace(b"\n", b" ")
-    state = b"\n".join([activity, *map(os.fsencode, _scratch)])
+    state = b"\n".join([activity, *map(os.fsencode, _scratch), *(_MADE + os.fsencode(folder) for folder in _made)])
     try:
         os.pwrite(_channel, state, 0)
         os.ftruncate(_channel, len(state))
@@ -490,14 +512,21 @@ def _memory_fix(otherwise: str) -> str:
 
 
 def _remove(folders: list[bytes], child: int) -> None:
-    """The child's scratch folders, each only if it still names the child (`safeio.OWNER`)."""
+    """The child's scratch folders, each only if it still names the child (`safeio.OWNER`); then the folders it
+    made for an output (`made`), deepest first, if they are empty (its scratch folder was in the deepest)."""
     if not folders:
         return
     from graphsurgery.safeio import owner, remove_scratch
 
     for folder in folders:
-        if owner(folder) == child:
+        if not folder.startswith(_MADE) and owner(folder) == child:
             remove_scratch(folder)
+    for folder in folders:
+        if folder.startswith(_MADE):
+            try:
+                os.rmdir(folder[len(_MADE):])
+            except OSError:  # not empty (the output is in it), or gone
+                pass
 
 
 def _say(line: str) -> None:

@@ -436,7 +436,7 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
         report.notes += [unblended] if unblended else []
         own_decode = int8_verification.own_decode(recipe, facts, answers["openvino"], samples, batch) if int8 else None
     runs = {backend: concat(answers.pop(backend)) for backend in backends}  # the parts go as they are joined
-    report.problem = _input_ignored(unpatched[backends[0]], steps) or _colours_unproven(samples, tensor.layout)
+    report.problem = _input_ignored(unpatched[backends[0]], steps) or colours_unproven(samples, tensor.layout)
     raw = {backend: np.concatenate([output for output, _ in parts]) for backend, parts in decoded.items()}
     grids = heatmap_grid(recipe, facts, decoded[backends[0]], wanted)
     if any(c.kind == "coordinates" for c in wanted.values()) and not grids:
@@ -749,15 +749,15 @@ def _input_ignored(reference: dict[str, np.ndarray], steps: Sequence[InputStep])
             "(--images), or check the model")
 
 
-def _colours_unproven(samples: Samples, layout: str) -> str | None:
+def colours_unproven(samples: Samples, layout: str,
+                     fix: str = "verify with colour images too, or without --images (random crops)") -> str | None:
     """Why agreement proves nothing about the colour order: every image fed is grey, which a patched model that
     swaps its channels (or leaves out the swap) turns into the same answers (round 83: a model patched for RGB
-    callers PASSed the BGR recipe's verify on a grey photo)."""
+    callers PASSed the BGR recipe's verify on a grey photo; round 84: against a recording of grey crops)."""
     if not samples.grey(layout):
         return None
     return (f"all {len(samples)} {samples.unit} fed are grey (their three colour channels are equal), so agreement "
-            "proves nothing about the order of the colour channels; verify with colour images too, or without "
-            "--images (random crops)")
+            f"proves nothing about the order of the colour channels; {fix}")
 
 
 def _decision_inputs(recipe: Recipe, facts: ModelFacts, parts: list) -> dict[str, dict[str, np.ndarray]]:

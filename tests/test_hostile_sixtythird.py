@@ -13,7 +13,7 @@ at once, recipes at their steps' bounds, models from the wild (If/Loop bodies, o
 - **`--boxes` given a COCO annotation file of images of other sizes** (a folder of resized copies): `run`, `verify
   --images` and `convert --int8 --calibration` cut the crops at the annotation's pixels in silence, where eval-coco
   refuses the same file for its ground truth. The decoded image must have the width and height the file gives it
-  (`boxes.check_size`).
+  (`Boxes.check_image`).
 - **`to_image`'s `input_size` other than the model input's**: `[256, 192]` copied from `crop_boxes`' `[height,
   width]` into the top-down recipe's `to_image: {mode: boxes}` (whose `input_size` is width, height) mapped every
   keypoint back through a box of the other aspect (the astronaut's nose 120 px off), and `verify` PASSed, its twin

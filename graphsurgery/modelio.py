@@ -27,7 +27,8 @@ import warnings
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
@@ -215,24 +216,32 @@ def _changed(path: Path) -> ModelError:
                       fix="run the command again once nothing writes to the file")
 
 
-#: Each model file's identity as it was read and checked (`load_model`), by real path. The runtimes read a model
-#: again by its path (`read_by_path`): a file replaced in between is a model no check saw (round 44: verify's twins
-#: ran the plain model as read, and ONNX Runtime the file moved over it a moment later: an internal error). Within
-#: `one_command` (a CLI command) the first read holds to its end; outside, nothing is kept (an application may
-#: rewrite a model between two calls).
-_READ: dict[str, tuple[int, ...]] = {}
-#: The external data files of each model in `_READ` (by its real path), held to their identities as it is
-#: (round 57: a data file replaced while a runtime read the model was read as it was then)
-_DATA: dict[str, tuple[Path, ...]] = {}
-#: The real path each file read named then, by its path as given (absolute, not resolved): a symlink re-pointed since
-#: names another real file, which no read recorded (round 82: a runtime ran the model the link named then, unchecked)
-_RESOLVED: dict[str, str] = {}
-_one_command = False
+@dataclass
+class _Reads:
+    """What one command read. The runtimes read a model again by its path (`read_by_path`): a file replaced in
+    between is a model no check saw (round 44: verify's twins ran the plain model as read, and ONNX Runtime the file
+    moved over it a moment later: an internal error). Within `one_command` (a CLI command) the first read holds to
+    its end; outside, nothing is kept (an application may rewrite a model between two calls)."""
+
+    #: each model file's identity as it was read and checked (`load_model`), by real path
+    read: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    #: the external data files of each model in `read` (by its real path), held to their identities as it is
+    #: (round 57: a data file replaced while a runtime read the model was read as it was then)
+    data: dict[str, tuple[Path, ...]] = field(default_factory=dict)
+    #: the real path each file read named then, by its path as given (absolute, not resolved): a symlink re-pointed
+    #: since names another real file, which no read recorded (round 82: a runtime ran the model the link named then)
+    resolved: dict[str, str] = field(default_factory=dict)
 
 
-def _real(path: Path) -> str:
+#: The running command's reads, in its own thread (a context variable): commands an application runs in two threads
+#: at once shared one record, so one refused a right model another had read before it was rewritten, and the first
+#: to end dropped the other's hold (round 85).
+_COMMAND: ContextVar[_Reads | None] = ContextVar("graphsurgery_command", default=None)
+
+
+def _real(reads: _Reads, path: Path) -> str:
     """The real path `path` named when the command read it, else the one it names now."""
-    return _RESOLVED.get(str(Path(path).absolute())) or os.path.realpath(path)
+    return reads.resolved.get(str(Path(path).absolute())) or os.path.realpath(path)
 
 
 def _changed_since_read(path: Path, data: bool = False) -> ModelError:
@@ -247,30 +256,29 @@ def remember_read(path: Path, read: tuple[int, ...], data: dict[Path, tuple[int,
     its external `data` files' identities, or by `irchecks.check_ir` for an IR's .xml and .bin (round 46: a pair
     swapped in between the check and OpenVINO's compile was compiled unchecked). Outside a command nothing is kept:
     `read_by_path` asks nothing there."""
-    if not _one_command:
+    reads = _COMMAND.get()
+    if reads is None:
         return
     key = os.path.realpath(path)
     for file, identity in ((path, read), *(data or {}).items()):
         real = os.path.realpath(file)
-        if _RESOLVED.setdefault(str(Path(file).absolute()), real) != real \
-                or _READ.setdefault(real, identity) != identity:
+        if reads.resolved.setdefault(str(Path(file).absolute()), real) != real \
+                or reads.read.setdefault(real, identity) != identity:
             raise _changed_since_read(file, file != path)
-    _DATA.setdefault(key, tuple(data or ()))
+    reads.data.setdefault(key, tuple(data or ()))
 
 
 @contextmanager
 def one_command() -> Iterator[None]:
     """A command's span: a model file it read must stay as it was read until the command ends (`read_by_path`)."""
-    global _one_command
-    previous, _one_command = _one_command, True
+    if _COMMAND.get() is not None:  # within another: its reads hold
+        yield
+        return
+    token = _COMMAND.set(_Reads())
     try:
         yield
     finally:
-        _one_command = previous
-        if not previous:
-            _READ.clear()
-            _DATA.clear()
-            _RESOLVED.clear()
+        _COMMAND.reset(token)
 
 
 @contextmanager
@@ -281,10 +289,11 @@ def read_by_path(path: Path) -> Iterator[None]:
     user gives is read first, for its signature; files the command makes for itself — verify's cut of the output
     steps — are not read again.) Outside a command (an application calling the runners) the file is taken as it
     is."""
-    if not _one_command:
+    reads = _COMMAND.get()
+    if reads is None:
         yield
         return
-    files = (path, *_DATA.get(_real(path), ()))  # its external data files too (round 57)
+    files = (path, *reads.data.get(_real(reads, path), ()))  # its external data files too (round 57)
 
     def identities() -> list[tuple[int, ...] | None]:
         found = []
@@ -300,7 +309,7 @@ def read_by_path(path: Path) -> Iterator[None]:
             raise _changed_since_read(files[changed.index(True)], changed.index(True) > 0)
 
     before = identities()
-    refuse_changed([now is None or _READ.get(_real(file), now) != now
+    refuse_changed([now is None or reads.read.get(_real(reads, file), now) != now
                     for file, now in zip(files, before)])
     yield
     refuse_changed([now != then for now, then in zip(identities(), before)])
@@ -332,12 +341,12 @@ def _check_text(proto: onnx.ModelProto, path: Path) -> None:
     pending = [proto]
     while pending:
         message = pending.pop()
-        for field, value in message.ListFields():
-            values = value if field.is_repeated else [value]
-            if field.type == field.TYPE_MESSAGE:
+        for descriptor, value in message.ListFields():
+            values = value if descriptor.is_repeated else [value]
+            if descriptor.type == descriptor.TYPE_MESSAGE:
                 pending.extend(values)
-            elif field.type == field.TYPE_STRING and any(isinstance(v, bytes) for v in values):
-                raise ModelError(f"a {message.DESCRIPTOR.name}.{field.name} holds bytes that are not UTF-8 text",
+            elif descriptor.type == descriptor.TYPE_STRING and any(isinstance(v, bytes) for v in values):
+                raise ModelError(f"a {message.DESCRIPTOR.name}.{descriptor.name} holds bytes that are not UTF-8 text",
                                  path=path, fix="the file is damaged; re-export or re-download the model")
 
 
@@ -987,7 +996,8 @@ def _stage_external_data(proto: onnx.ModelProto, base: Path | None, data_path: P
 def _as_read(path: Path, descriptor: int) -> None:
     """Within `one_command`, refuse an open external data file that is not as the model's read saw it (round 57:
     one replaced or rewritten in between was copied into `apply`'s output as it was then)."""
-    known = _READ.get(_real(path))
+    reads = _COMMAND.get()
+    known = None if reads is None else reads.read.get(_real(reads, path))
     if known is not None and file_identity(descriptor) != known:
         raise _changed_since_read(path, data=True)
 

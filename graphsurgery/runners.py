@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
@@ -357,10 +358,11 @@ def model_signature(model: str | Path) -> ModelSignature:
     half = any(t.data_type == onnx.TensorProto.FLOAT16 for t in proto.graph.initializer)
     signature = ModelSignature(tuple(port(v) for v in proto.graph.input if v.name in feeds),
                                tuple(port(v) for v in proto.graph.output), "FP16" if half else "FP32")
-    _SIGNATURES.pop(key, None)
-    while len(_SIGNATURES) >= SIGNATURES_KEPT:
-        del _SIGNATURES[next(iter(_SIGNATURES))]  # the oldest
-    _SIGNATURES[key] = (replace(loaded, proto=onnx.ModelProto()), signature)
+    with _SIGNATURES_HELD:
+        _SIGNATURES.pop(key, None)
+        while len(_SIGNATURES) >= SIGNATURES_KEPT:
+            del _SIGNATURES[next(iter(_SIGNATURES))]  # the oldest
+        _SIGNATURES[key] = (replace(loaded, proto=onnx.ModelProto()), signature)
     return signature
 
 
@@ -369,6 +371,9 @@ def model_signature(model: str | Path) -> ModelSignature:
 #: a model asks its signature, and re-reading them was 4 % of the test suite's CPU.
 _SIGNATURES: dict[str, tuple[LoadedModel, ModelSignature]] = {}
 SIGNATURES_KEPT = 32
+#: Held while the memo is changed: two threads of an application evicting the same oldest entry at once raised
+#: StopIteration or KeyError from `model_signature` (round 85).
+_SIGNATURES_HELD = threading.Lock()
 
 
 def _ir_weights_read(model: Path):

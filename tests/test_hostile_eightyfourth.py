@@ -117,6 +117,7 @@ def test_a_heatmap_whose_peak_is_infinite_is_drawn_at_the_top_of_the_scale():
 SIGNALLED_WHILE_WRITING = """
 import builtins, io, os, signal, sys
 number, under = getattr(signal, sys.argv[1]), sys.argv[2]
+signal.signal(number, signal.SIG_DFL)  # as from a terminal: a shell's background job inherits SIGQUIT ignored
 real = builtins.open
 def opened(file, mode="r", *args, **kwargs):
     if any(c in str(mode) for c in "wax+") and os.fspath(file).startswith(under):

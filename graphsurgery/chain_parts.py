@@ -42,7 +42,7 @@ def part_difference(chained: onnx.ModelProto, part: onnx.ModelProto, outputs: Co
 
     chained_functions = {function_key(f): f for f in chained.functions}  # an overload is a function (round 82)
     for function in part.functions:
-        theirs = chained_functions.get((function.domain, function_rename(function.name), function.overload))
+        theirs = chained_functions.get(function_key(function, function_rename))
         label = f"{what}'s function {function.name!r}"
         if theirs is None:
             return f"{label} is missing"

@@ -4,6 +4,7 @@ recipes applied to it, and the typed facts the steps need (`ModelFacts`)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import onnx
@@ -90,12 +91,12 @@ def all_nodes(proto: onnx.ModelProto):
                 pending += [list(g.node) for g in (*([attr.g] if attr.HasField("g") else ()), *attr.graphs)]
 
 
-def function_key(function: onnx.FunctionProto) -> tuple[str, str, str]:
-    """A local function as its calls name it: domain, name and overload. Two overloads of one name (IR 10) are two
-    functions: known by name alone, the last one stood for both (round 82: verify's cut kept what the other called,
-    and the size of a call was that of the other's body, so one expanding to millions of nodes went to the checker,
-    which ran on until killed at 2 minutes)."""
-    return function.domain, function.name, function.overload
+def function_key(function: onnx.FunctionProto, rename: Callable[[str], str] = str) -> tuple[str, str, str]:
+    """A local function as its calls name it: domain, name (as `rename` makes it) and overload. Two overloads of one
+    name (IR 10) are two functions: known by name alone, the last one stood for both (round 82: verify's cut kept
+    what the other called, and the size of a call was that of the other's body, so one expanding to millions of
+    nodes went to the checker, which ran on until killed at 2 minutes)."""
+    return function.domain, rename(function.name), function.overload
 
 
 def call_key(node: onnx.NodeProto) -> tuple[str, str, str]:

@@ -239,9 +239,14 @@ class _Reads:
 _COMMAND: ContextVar[_Reads | None] = ContextVar("graphsurgery_command", default=None)
 
 
+def _as_given(path: Path) -> str:
+    """`path` as the user spelled it, made absolute but not resolved: the key of what it named when read."""
+    return str(Path(path).absolute())
+
+
 def _real(reads: _Reads, path: Path) -> str:
     """The real path `path` named when the command read it, else the one it names now."""
-    return reads.resolved.get(str(Path(path).absolute())) or os.path.realpath(path)
+    return reads.resolved.get(_as_given(path)) or os.path.realpath(path)
 
 
 def _changed_since_read(path: Path, data: bool = False) -> ModelError:
@@ -262,7 +267,7 @@ def remember_read(path: Path, read: tuple[int, ...], data: dict[Path, tuple[int,
     key = os.path.realpath(path)
     for file, identity in ((path, read), *(data or {}).items()):
         real = os.path.realpath(file)
-        if reads.resolved.setdefault(str(Path(file).absolute()), real) != real \
+        if reads.resolved.setdefault(_as_given(file), real) != real \
                 or reads.read.setdefault(real, identity) != identity:
             raise _changed_since_read(file, file != path)
     reads.data.setdefault(key, tuple(data or ()))

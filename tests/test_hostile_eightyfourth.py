@@ -145,3 +145,33 @@ def test_a_signal_that_ends_convert_ovms_leaves_no_empty_version_folder(patched,
     lines = done.stderr.splitlines()
     assert len(lines) == 1 and f"ended by {signal_name}" in lines[0] and "Traceback" not in done.stderr, lines
     assert list(repository.iterdir()) == [] and list(scratch.iterdir()) == []
+
+
+#: `graphsurgery ARGS` whose worker sends itself SIGHUP right after it places its first file under `argv[1]` (the
+#: hard link `safeio.place` makes; signals are held while it places, so the worker ends with the output in place)
+SIGNALLED_AFTER_PLACING = """
+import os, signal, sys
+under = sys.argv[1]
+signal.signal(signal.SIGHUP, signal.SIG_DFL)
+real = os.link
+def linked(source, target, *args, **kwargs):
+    real(source, target, *args, **kwargs)
+    if os.fspath(target).startswith(under):
+        os.kill(os.getpid(), signal.SIGHUP)
+os.link = linked
+from graphsurgery.launch import main
+sys.argv = ["graphsurgery", *sys.argv[2:]]
+main()
+"""
+
+
+def test_a_signal_after_a_file_is_placed_keeps_its_version_folder(patched, tmp_path):
+    """The parent removes the folders made for an output only while they are empty: one holding a placed file is
+    the user's to see, not a scratch folder (a removal of the whole tree would lose what was placed)."""
+    repository = tmp_path / "repo"
+    repository.mkdir()
+    done = subprocess.run([sys.executable, "-c", SIGNALLED_AFTER_PLACING, str(repository), "convert", str(patched),
+                           "--ovms", str(repository), "--name", "pose"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 129, done.stderr
+    placed = sorted(path.name for path in (repository / "pose" / "1").iterdir())
+    assert placed == ["model.bin", "model.xml"], placed

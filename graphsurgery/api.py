@@ -15,6 +15,7 @@ from graphsurgery.model import model_opset, provenance, real_inputs
 from graphsurgery.modelio import (
     ELEMENT_BYTES,
     check_output_path,
+    command,
     external_tensors,
     load_model,
     model_files,
@@ -39,6 +40,7 @@ def default_output(model: Path) -> Path:
     return model.with_name(f"{model.stem}.patched.onnx")
 
 
+@command
 def apply(recipe: str | Path | Recipe, model: str | Path, out: str | Path | None = None, *, force: bool = False,
           dry_run: bool = False, upgrade_opset: bool = False) -> ApplyResult:
     """Splice `recipe` into the model at `model` and write it to `out` (atomically; the input is never modified)."""
@@ -101,6 +103,7 @@ class ModelInfo:
         return asdict(self)
 
 
+@command
 def inspect_model(model: str | Path) -> ModelInfo:
     """Signature, opset, IR version, node counts by op type and provenance of a model."""
     loaded = load_model(model)

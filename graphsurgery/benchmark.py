@@ -26,7 +26,7 @@ from graphsurgery.callables import call_user, import_callable
 from graphsurgery.errors import ArgumentError, GraphsurgeryError, check_callback, check_flags, printable, quoted, whole
 from graphsurgery.machine import machine
 from graphsurgery.model import ModelFacts, real_inputs
-from graphsurgery.modelio import load_model
+from graphsurgery.modelio import command, load_model
 from graphsurgery.ratios import paired_ratio, timing_stats
 from graphsurgery.recipe import Recipe, as_recipe
 from graphsurgery.runners import open_runner, open_stream, precision_note
@@ -193,6 +193,7 @@ def checked_settings(settings: Settings) -> Settings:
                    threads=int(settings.threads) if whole(settings.threads) else settings.threads)
 
 
+@command
 def run_bench(recipe: str | Path, model: str | Path, settings: Settings = Settings(),
               progress: Callable[[int, int], None] | None = None) -> BenchResult:
     """Patch `model` with `recipe` into a temporary folder, then time every pipeline, interleaved. `progress(done,

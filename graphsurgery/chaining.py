@@ -41,7 +41,7 @@ from graphsurgery.model import (
     real_inputs,
     shapes_only,
 )
-from graphsurgery.modelio import check_output_path, external_tensors, load_model, model_paths, save_model
+from graphsurgery.modelio import check_output_path, command, external_tensors, load_model, model_paths, save_model
 from graphsurgery.safeio import input_path, output_path
 from graphsurgery.samples import many_person_boxes, random_person_boxes
 from graphsurgery.scopes import SPLICED
@@ -83,6 +83,7 @@ def select_people(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, co
     return corners, scores[0][people].astype(np.float32)
 
 
+@command
 def chain(detector: str | Path, pose: str | Path, out: str | Path, *, person_class: int = 0,
           force: bool = False, also_reads: Iterable[str | Path] = ()) -> ChainResult:
     """Write the chained model to `out` (atomically; neither input is modified). `also_reads`: other files the
@@ -439,6 +440,7 @@ def _pose_name(name: str) -> str:
     return {**POSE_FED, **POSE_RENAMED}.get(name, POSE_PREFIX + name if name else name)
 
 
+@command
 def verify_chain(chained: Path, detector: Path, pose: Path, images: list[np.ndarray], *, person_class: int = 0,
                  backends=("onnxruntime", "openvino")) -> list[dict]:
     """The chained model against the two models run one after the other with the glue's numpy twin between them,

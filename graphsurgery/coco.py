@@ -49,7 +49,7 @@ from graphsurgery.errors import GraphsurgeryError, check_callback, check_flags, 
 from graphsurgery.images import IMAGE_SUFFIXES, read_image
 from graphsurgery.longrun import FirstPart, say_long_run, told_by_caller
 from graphsurgery.model import ModelFacts
-from graphsurgery.modelio import file_identity, load_model, model_files, model_paths
+from graphsurgery.modelio import command, file_identity, load_model, model_files, model_paths
 from graphsurgery.ownoutputs import earlier_outputs, refresh_record, refuse_replacing
 from graphsurgery.recipe import InputTensor, Recipe, as_recipe
 from graphsurgery.runners import BACKENDS, backend_list, check_backends, open_runner, open_stream
@@ -168,6 +168,7 @@ class CocoReport:
                 "per_keypoint": self.per_keypoint.to_dict() if self.per_keypoint is not None else None}
 
 
+@command
 def evaluate_coco(recipe: str | Path | Recipe, plain_model: str | Path, annotations: str | Path,
                   images: str | Path, *, patched: str | Path | None = None, boxes: str | Path | None = None,
                   limit: int | None = None, backends: Iterable[str] = BACKENDS, results_dir: str | Path | None = None,

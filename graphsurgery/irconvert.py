@@ -37,6 +37,7 @@ from graphsurgery.limits import (
 from graphsurgery.model import openvino_caveats, provenance, real_inputs
 from graphsurgery.modelio import (
     check_output_path,
+    command,
     load_model,
     model_files,
     network_sha256,
@@ -257,6 +258,7 @@ def convert(model_path: str | Path, out_xml: str | Path, fp16: bool = False,
             raise
 
 
+@command
 def convert_ir(model_path: str | Path, out_xml: str | Path, fp16: bool = False,
                input_shapes: Mapping[str, Sequence[int | None]] | None = None, *, int8: bool = False,
                calibration: str | Path | None = None, boxes: str | Path | None = None,

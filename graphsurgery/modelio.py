@@ -25,12 +25,13 @@ import re
 import shlex
 import warnings
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, wraps
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
 import onnx
 from google.protobuf.message import DecodeError
@@ -57,6 +58,8 @@ from graphsurgery.scopes import SPLICED
 from graphsurgery.sparsecopy import copy_range
 from graphsurgery.supervisor import doing
 
+T = TypeVar("T")
+P = ParamSpec("P")
 PROTOBUF_LIMIT = 2**31 - 1
 #: Op domains besides onnx's own that the runtimes implement (onnxruntime's contrib ops; OpenVINO reads many).
 RUNTIME_DOMAINS = frozenset({"com.microsoft"})
@@ -220,8 +223,9 @@ def _changed(path: Path) -> ModelError:
 class _Reads:
     """What one command read. The runtimes read a model again by its path (`read_by_path`): a file replaced in
     between is a model no check saw (round 44: verify's twins ran the plain model as read, and ONNX Runtime the file
-    moved over it a moment later: an internal error). Within `one_command` (a CLI command) the first read holds to
-    its end; outside, nothing is kept (an application may rewrite a model between two calls)."""
+    moved over it a moment later: an internal error). Within `one_command` (a CLI command, an API call: `command`)
+    the first read holds to its end; outside, nothing is kept (an application may rewrite a model between two
+    calls)."""
 
     #: each model file's identity as it was read and checked (`load_model`), by real path
     read: dict[str, tuple[int, ...]] = field(default_factory=dict)
@@ -284,6 +288,19 @@ def one_command() -> Iterator[None]:
         yield
     finally:
         _COMMAND.reset(token)
+
+
+def command(function: Callable[P, T]) -> Callable[P, T]:
+    """`function` (verify, apply, …) as one command wherever it is called from, as the CLI runs it: through the
+    Python API nothing held a model read and checked (`read_by_path`), so one replaced meanwhile went to a runtime
+    unchecked. Called within a command, it is part of that one."""
+
+    @wraps(function)
+    def one(*args: P.args, **kwargs: P.kwargs) -> T:
+        with one_command():
+            return function(*args, **kwargs)
+
+    return one
 
 
 @contextmanager

@@ -30,7 +30,7 @@ from graphsurgery.errors import ArgumentError, GraphsurgeryError, check_callback
 from graphsurgery.images import list_images, opencv, read_image
 from graphsurgery.limits import write_fix
 from graphsurgery.longrun import say_long_run
-from graphsurgery.modelio import model_paths
+from graphsurgery.modelio import command, model_paths
 from graphsurgery.ownoutputs import carried_forward, earlier_outputs, refresh_record, refuse_replacing
 from graphsurgery.quantize import int8_agreement
 from graphsurgery.runners import ModelSignature, Port, Runner, model_signature, open_runner, precision_note
@@ -344,6 +344,7 @@ class RunSummary:
         return json.dumps(asdict(self), indent=2)
 
 
+@command
 def run_pose(model: str | Path, images: Sequence[str | Path], outdir: str | Path, *, backend: str = "openvino",
              boxes: str | Path | None = None, precision: str = "f32", threads: int | None = None,
              batch: int = DEFAULT_BATCH, min_score: float = DEFAULT_MIN_SCORE,

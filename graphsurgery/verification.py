@@ -59,7 +59,7 @@ from graphsurgery.limits import byte_size
 from graphsurgery.longrun import FirstPart, say_long_run
 from graphsurgery.machine import usable_memory
 from graphsurgery.model import ModelFacts, openvino_caveats, provenance, real_inputs
-from graphsurgery.modelio import load_model
+from graphsurgery.modelio import command, load_model
 from graphsurgery.nms_reads import NmsCut, graph_reads, nms_cut, reads_results
 from graphsurgery.recipe import Recipe, as_recipe
 from graphsurgery.runners import BACKENDS, backend_list, check_backends, open_runner, precision_note
@@ -226,6 +226,7 @@ class VerifyReport:
                 "informational": {"vs_library": self.vs_library}}
 
 
+@command
 def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str | Path | None = None,
            images: str | Path | None = None, boxes: str | Path | None = None, random: int | None = None,
            backends: Iterable[str] = BACKENDS, precision: str = "f32", tolerances: Tolerances | None = None,

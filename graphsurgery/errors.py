@@ -153,9 +153,14 @@ def check_flags(**named) -> None:
     """Each named flag of the Python API is True or False: a str such as "no" is truthy (force="no" replaced an
     output, fp16="no" wrote FP16 weights, upgrade_opset="no" upgraded the opset)."""
     for name, value in named.items():
-        if not isinstance(value, bool):
-            raise ArgumentError(f"{name} must be True or False, not {type(value).__name__} {value!r} (a str such as "
-                            f"'no' would count as True)")
+        if isinstance(value, bool):
+            continue
+        kind = type(value)
+        if kind.__module__ == "numpy":  # np.True_ was "not bool np.True_" (numpy's bool is named bool too)
+            raise ArgumentError(f"{name} must be True or False, not numpy.{kind.__name__} {value!r} (give "
+                                f"bool({name}))")
+        raise ArgumentError(f"{name} must be True or False, not {kind.__name__} {value!r} (a str such as 'no' "
+                            f"would count as True)")
 
 
 def check_callback(name: str, value, arguments: str) -> None:

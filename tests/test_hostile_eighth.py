@@ -222,6 +222,18 @@ def test_force_is_a_bool(plain, tmp_path):
     assert out.read_bytes() == b"mine"
 
 
+def test_a_numpy_flag_is_named_as_numpy_s(plain, tmp_path):
+    """`force=np.True_` said "not bool np.True_" and that a str would count as True: numpy's bool is named bool."""
+    import numpy as np
+
+    import graphsurgery
+
+    with pytest.raises(TypeError, match=r"^force must be True or False, not numpy\.bool np\.True_ \(give "
+                                        r"bool\(force\)\)$"):
+        graphsurgery.apply(CROP, plain, tmp_path / "p.onnx", force=np.True_)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_an_output_under_a_file_says_it_is_a_file(plain, tmp_path):
     """`-o plain.onnx/x.onnx` said "the output folder does not exist — fix: create plain.onnx first"."""
     from clikit import invoke, one_line_exit_2

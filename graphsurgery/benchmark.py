@@ -29,7 +29,7 @@ from graphsurgery.model import ModelFacts, real_inputs
 from graphsurgery.modelio import command, load_model
 from graphsurgery.ratios import paired_ratio, timing_stats
 from graphsurgery.recipe import Recipe, as_recipe
-from graphsurgery.runners import open_runner, open_stream, precision_note
+from graphsurgery.runners import open_runner, open_stream, openvino, precision_note
 from graphsurgery.safeio import input_path, scratch_named, temporary_folder
 from graphsurgery.samples import MAX_BATCH_BYTES
 from graphsurgery.steps.topdown import FlipTest
@@ -247,9 +247,9 @@ def _random_input(rng: np.random.Generator, shape: tuple[int, ...], dtype: np.dt
 def _bf16_price(patched: Path, workload: Workload) -> dict:
     """What bf16 costs in agreement with f32, measured as int8's is (`quantize.price`) on `BF16_SAMPLES` random
     caller inputs shaped as the timed one: a faster row needs its price beside it, and bf16's depends on the model."""
-    import openvino as ov
-
     from graphsurgery.quantize import Calibration, price
+
+    ov = openvino()
 
     core = ov.Core()
     # named if a kernel dies, each compile and run a step under the time limit (they ran unwatched)

@@ -30,7 +30,6 @@ from graphsurgery.limits import (
     file_size_fix,
     file_size_limit,
     file_size_problem,
-    openvino_telemetry_off,
     refuse_if_limited,
     write_fix,
 )
@@ -47,6 +46,7 @@ from graphsurgery.modelio import (
     staging_folder,
 )
 from graphsurgery.quantize import AccuracyControl
+from graphsurgery.runners import openvino
 from graphsurgery.safeio import input_path, output_path, place, placing, present, refuse_overwriting, umask_refusal
 from graphsurgery.supervisor import doing
 from graphsurgery.supervisor import made as made_folders
@@ -355,9 +355,7 @@ def _restore_ovc_docstring() -> None:
 
 
 def _convert(model_path: Path, proto: onnx.ModelProto):
-    import openvino as ov
-
-    openvino_telemetry_off()
+    ov = openvino()
     _restore_ovc_docstring()
     try:
         with read_by_path(model_path), doing(f"OpenVINO was converting {printable(model_path)}"):
@@ -488,7 +486,7 @@ def check_input_names(input_shapes: Mapping[str, object], inputs: Iterable[str],
 
 def _reshape(model, input_shapes: Mapping[str, Sequence[int | None]], model_path: Path) -> None:
     """Fix dynamic dims; a static dim cannot change (the spliced steps baked sizes into the graph)."""
-    import openvino as ov
+    ov = openvino()
 
     ports = {port.get_any_name(): port for port in model.inputs}
     check_input_names(input_shapes, ports, model_path)
@@ -533,7 +531,7 @@ def _sign(xml: Path) -> None:
 
 
 def _save(model, out_xml: Path, out_bin: Path, fp16: bool, replace: bool) -> None:
-    import openvino as ov
+    ov = openvino()
 
     with staging_folder(out_xml) as staging:
         try:

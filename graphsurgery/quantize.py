@@ -29,7 +29,7 @@ import numpy as np
 from graphsurgery.errors import GraphsurgeryError, printable, whole
 from graphsurgery.longrun import FirstPart, say_long_run
 from graphsurgery.recipe import InputTensor
-from graphsurgery.runners import Port, failed_run, model_signature
+from graphsurgery.runners import Port, failed_run, model_signature, openvino
 from graphsurgery.safeio import temporary_folder, utf8_text
 from graphsurgery.scopes import SPLICED
 from graphsurgery.supervisor import again, doing, each
@@ -191,12 +191,9 @@ def quantize(model, calibration: Calibration, control: AccuracyControl | None = 
     `control.metric` at most max_drop below f32's), or `max_reverts` rounds have reverted (on HRNet-W32, 30 samples
     ranked, 2 cores: ~20 min per ranking of its 321 quantizer groups). NNCF validates on sample indices: a
     metric finds each sample's feed, and its people, by index."""
+    ov = openvino()  # before NNCF, which imports OpenVINO: its telemetry off, its numpy bridge built
     import nncf
-    import openvino as ov
 
-    from graphsurgery.limits import openvino_telemetry_off
-
-    openvino_telemetry_off()  # an unwritable HOME: its warnings on success
     nncf.set_log_level(logging.WARNING)  # its INFO lines list every ignored node
     step = _calibration_step(len(calibration.feeds), controlled=control is not None)
     dataset = nncf.Dataset(calibration.feeds, step)
@@ -290,7 +287,7 @@ def _reverted(first, controlled) -> tuple[str, ...]:
 def _agreement_with(f32_model, calibration: Calibration):
     """NNCF's validation function (on sample indices): per sample, the share of joints within one cell of the f32
     model's keypoints."""
-    import openvino as ov
+    ov = openvino()
 
     if "keypoints" not in {name for port in f32_model.outputs for name in port.get_names()}:
         raise GraphsurgeryError("--max-drop measures keypoint agreement; this model has no `keypoints` output",
@@ -309,7 +306,7 @@ def _agreement_with(f32_model, calibration: Calibration):
 def compile_pair(f32_model, int8_model) -> list:
     """Both models compiled for the OpenVINO CPU with f32 asked (the int8 one still runs its int8 kernels): what
     `price` and `speedup` run, compiled once."""
-    import openvino as ov
+    ov = openvino()
 
     core = ov.Core()
     return [core.compile_model(m, "CPU", {"INFERENCE_PRECISION_HINT": "f32"}) for m in each((f32_model, int8_model))]

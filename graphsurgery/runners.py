@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, NoReturn
 import numpy as np
 
 from graphsurgery.errors import ArgumentError, GraphsurgeryError, check_names, printable, whole
-from graphsurgery.limits import refuse_if_limited
+from graphsurgery.limits import openvino_telemetry_off, refuse_if_limited
 from graphsurgery.safeio import input_path, present
 from graphsurgery.scopes import SPLICED, step_nodes
 from graphsurgery.supervisor import doing, each
@@ -42,6 +42,10 @@ IR_START = re.compile(rb"(\xef\xbb\xbf)?\s*(<\?xml[^>]*\?>\s*)?(<!--.*?-->\s*)*<
 MAX_THREADS = 4 * (os.cpu_count() or 1)
 
 Run = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
+
+#: whether `openvino` has made OpenVINO ready in this process, and the lock the first caller does it under
+_openvino_ready = False
+_OPENVINO_READYING = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -215,12 +219,37 @@ def openvino_config(precision: str, threads: int | None, *, throughput: bool = F
     return config
 
 
+def openvino():
+    """The `openvino` module, its telemetry off and its binding's numpy bridge built: every OpenVINO object
+    graphsurgery makes starts here.
+
+    The first `Tensor.data` of a process (an input's copy in `infer`) builds a static dtype table in OpenVINO's
+    binding, and building it has pybind11 load numpy's C API, which lets go of the GIL inside the table's C++
+    initialization guard. A second thread's first `Tensor.data` then waited for that guard holding the GIL, the
+    first waited for the GIL: the whole process froze for ever (round 85: two threads' `verify --backends
+    openvino`, 8 fresh processes in 40; every time when the first thread pauses there). The first caller builds the
+    table once, alone, under a lock; later calls cost one flag read. Telemetry is silenced before the import, which
+    sends an event: the CLI did so as a command started, an application calling the API did not.
+    """
+    global _openvino_ready
+    if not _openvino_ready:
+        openvino_telemetry_off()
+    import openvino as ov
+
+    if not _openvino_ready:
+        with _OPENVINO_READYING:
+            if not _openvino_ready:
+                ov.Tensor(np.zeros(1, np.float32)).data  # noqa: B018 (numpy's C API and the dtype table loaded)
+                _openvino_ready = True
+    return ov
+
+
 def compile_openvino(model: str | Path, precision: str = "f32", threads: int | None = None, *,
                      throughput: bool = False):
     """The compiled model behind an OpenVINO runner, for callers that need more than `run` (async request queues)."""
-    import openvino as ov
-
     from graphsurgery.modelio import read_by_path
+
+    ov = openvino()
 
     config = openvino_config(precision, threads, throughput=throughput)
     if Path(model).suffix.lower() == ".xml":  # checked once per process: most callers read its signature first
@@ -302,7 +331,7 @@ def open_stream(backend: str, model: str | Path, *, precision: str = "f32", thre
         with open_runner(backend, model, precision=precision, threads=threads) as run:
             yield Runner(lambda feeds: map(run, feeds), run.precision)
         return
-    import openvino as ov
+    ov = openvino()
 
     compiled = compile_openvino(model, precision, threads, throughput=True)
     queue = ov.AsyncInferQueue(compiled, compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
@@ -387,9 +416,9 @@ def read_ir(model: Path):
     """The IR as OpenVINO reads it (an ov.Model), once its files pass `check_ir_files`; OpenVINO's refusal (an IR
     version it does not read, a Const past the .bin) in one line. Within a command, the .xml and .bin it reads are
     the ones checked (`modelio.read_by_path`)."""
-    import openvino as ov
-
     from graphsurgery.modelio import read_by_path
+
+    ov = openvino()
 
     check_ir_files(model)
     try:
@@ -404,9 +433,9 @@ def read_ir(model: Path):
 
 
 def _ir_signature(model: Path) -> ModelSignature:
-    import openvino as ov
-
     from graphsurgery.irconvert import WEIGHTS_KEY
+
+    ov = openvino()
 
     ir = read_ir(model)
 

@@ -26,6 +26,20 @@ from modelkit import pose_model  # noqa: E402
 RECIPES = ROOT / "recipes"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def onnxruntime_waits_without_spinning():
+    """`make test` runs two workers on two CPUs: ONNX Runtime's idle threads spin-waiting after each run (its
+    default, and graphsurgery's outside `bench`) took the other worker's CPU. How an idle thread waits changes no
+    result; without spinning, ONNX Runtime-heavy test files took 15-20 % less time (BENCHMARKS.md). The CLI tests'
+    subprocesses still run the default."""
+    from graphsurgery import runners
+
+    loading = runners._onnxruntime
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(runners, "_onnxruntime", lambda model, threads, spin=True: loading(model, threads, False))
+        yield
+
+
 @pytest.fixture(scope="session")
 def tiny_pose_models(tmp_path_factory) -> dict:
     """Tiny HRNet-shaped models keyed by (opset, dynamic_batch)."""

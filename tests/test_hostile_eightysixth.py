@@ -74,13 +74,19 @@ def _conv_by_numpy(model: Path, x: np.ndarray) -> np.ndarray:
     return np.einsum("ncyaxb,kcab->nkyx", patches, w) + b[None, :, None, None]
 
 
+def in_fresh_python(script: str, *args: Path, timeout: float) -> subprocess.CompletedProcess:
+    """`script` run with `args` in a new Python process that imports this checkout's graphsurgery: what these tests
+    look at happens once per process."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run([sys.executable, "-c", script, *map(str, args)], capture_output=True, text=True, env=env,
+                          timeout=timeout)
+
+
 def test_two_threads_first_openvino_inference_does_not_freeze(tmp_path):
     model = pose_model(tmp_path / "m.onnx", input_hw=(8, 8))
     out = tmp_path / "out.npz"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     try:
-        proc = subprocess.run([sys.executable, "-c", TWO_THREADS, str(model), str(out)], capture_output=True,
-                              text=True, env=env, timeout=40)
+        proc = in_fresh_python(TWO_THREADS, model, out, timeout=40)
     except subprocess.TimeoutExpired:
         raise AssertionError("two threads' first OpenVINO inferences froze the process") from None
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -137,7 +143,5 @@ def test_openvino_is_imported_with_its_telemetry_off(tmp_path):
     """The CLI silenced OpenVINO's telemetry as a command started; the Python API never did, and `import openvino`
     sends an event from a forked child (the project sends nothing at run time)."""
     model = pose_model(tmp_path / "m.onnx", input_hw=(8, 8))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    done = subprocess.run([sys.executable, "-c", TELEMETRY_AT_IMPORT, str(model)], capture_output=True, text=True,
-                          env=env, timeout=60)
+    done = in_fresh_python(TELEMETRY_AT_IMPORT, model, timeout=60)
     assert done.returncode == 0 and done.stdout.strip() == "[True]", (done.stdout, done.stderr[-2000:])

@@ -13,6 +13,7 @@ probe proves what the recipe's parameters decide, and the backends' agreement is
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from graphsurgery.detector_probe import crowded_head
 from graphsurgery.heatmap_grid import heatmap_grid
 from graphsurgery.model import ModelFacts
 from graphsurgery.recipe import Recipe
-from graphsurgery.runners import open_runner
+from graphsurgery.runners import Runner, open_runner
 from graphsurgery.stability import Wobbles
 from graphsurgery.steps.base import GEOMETRY, Comparison
 from graphsurgery.steps.classify import Softmax, TopK
@@ -208,20 +209,55 @@ def _gaussian(height: int, width: int, where: str) -> np.ndarray:
     return (drawn / drawn.max()).astype(np.float32)
 
 
-def _cut(recipe: Recipe, proto: onnx.ModelProto, feeds: dict[str, np.ndarray], starts: dict[str, np.ndarray],
-         path: Path) -> list[str] | None:
-    """The patched graph cut from the caller's inputs (those of `feeds` it has) and the network outputs `starts`
-    (by name, the values they will be fed) to the recipe's outputs, saved at `path`; the caller's inputs it reads.
-    None when it cannot be cut so: an answer or a start the patched model does not make (the comparison of the
-    samples fails on it), or output steps' constants in external data (a model over 2 GB saves them beside it too:
-    the cut, saved elsewhere, would not find them)."""
-    names = recipe.output.output_names().values()
-    made = {name for node in proto.graph.node for name in node.output}
-    declared = {value.name for value in proto.graph.output}
-    if not all(name in made for name in starts) or not all(name in made and name in declared for name in names):
-        return None
-    inputs = [value.name for value in proto.graph.input if value.name in feeds]
-    return inputs if cut_between(proto, inputs, starts, list(names), path) else None
+class ProbeCuts:
+    """The patched graph as one verify's probes run it: cut after the network (`cut_between`, from the caller's
+    inputs and the network outputs to the recipe's outputs) and opened on the probing backend once per way of
+    cutting it, until the verify ends. The decoder probe, its cell probes and those of each other caller size cut
+    the same graph, and each cut, saved and opened its own: 93 cuts and ONNX Runtime sessions in one verify of a
+    letterbox recipe, half its time, and an OpenVINO compile each where OpenVINO probed."""
+
+    def __init__(self, recipe: Recipe, proto: onnx.ModelProto | None, backend: str, folder: Path):
+        self.recipe, self.proto, self.backend, self.folder = recipe, proto, backend, folder
+        self._cuts: dict[tuple, tuple[list[str], Path] | None] = {}
+        self._runners: dict[Path, Runner] = {}
+        self._opened = ExitStack()
+
+    def __enter__(self) -> ProbeCuts:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._opened.close()
+
+    def cut(self, feeds: dict[str, np.ndarray], starts: dict[str, np.ndarray]) -> tuple[list[str], Path] | None:
+        """(the caller's inputs it reads, its path) of the graph cut from `feeds` (those the patched model takes)
+        and the network outputs `starts` (by name, the values they will be fed: a start the model declares nowhere
+        takes their type and shape); None when it cannot be cut so: an IR, an answer or a start the patched model
+        does not make (the comparison of the samples fails on it), or output steps' constants in external data (a
+        model over 2 GB saves them beside it too: the cut, saved elsewhere, would not find them)."""
+        key = (tuple(sorted(feeds)), tuple((name, value.dtype.str, value.shape) for name, value in starts.items()))
+        if key not in self._cuts:
+            self._cuts[key] = self._cut(feeds, starts)
+        return self._cuts[key]
+
+    def _cut(self, feeds: dict[str, np.ndarray], starts: dict[str, np.ndarray]) -> tuple[list[str], Path] | None:
+        if self.proto is None:  # an IR's: read by OpenVINO alone
+            return None
+        names = self.recipe.output.output_names().values()
+        made = {name for node in self.proto.graph.node for name in node.output}
+        declared = {value.name for value in self.proto.graph.output}
+        if not all(name in made for name in starts) or not all(name in made and name in declared for name in names):
+            return None
+        inputs = [value.name for value in self.proto.graph.input if value.name in feeds]
+        folder = self.folder / f"probe_cut_{len(self._cuts)}"  # a folder each: a runner refuses a model file
+        folder.mkdir()  # rewritten in place after it read it
+        path = folder / "decoder_probe.onnx"
+        return (inputs, path) if cut_between(self.proto, inputs, starts, list(names), path) else None
+
+    def run(self, path: Path, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The answers of the cut at `path` to `feeds`, on the runner opened for it the first time."""
+        if path not in self._runners:
+            self._runners[path] = self._opened.enter_context(open_runner(self.backend, path))
+        return self._runners[path](feeds)
 
 
 def joined(probes: list[Probe]) -> Probe:
@@ -237,23 +273,23 @@ def joined(probes: list[Probe]) -> Probe:
                  concat([probe.answers for probe in probes]))
 
 
-def run_probe(recipe: Recipe, facts: ModelFacts, proto: onnx.ModelProto | None, backend: str, output: np.ndarray,
-              caller: str, feeds: dict[str, np.ndarray], folder: Path, seed: int) -> tuple[Probe | None, list[str]]:
-    """The probe of one batch: `proto` the patched model as verify read it (None for an IR), `output` its network
-    output (one sample, or a model's static batch), `feeds` the caller's input (`caller`) and extra inputs for it,
-    by the patched model's input names. None when the recipe has no probe, or the patched
-    graph cannot be cut at the network's output (an IR, a graph without a tensor of that name, output steps whose
-    constants are external data); with the notes on what the probe left out (`probe_output`)."""
+def run_probe(recipe: Recipe, facts: ModelFacts, cuts: ProbeCuts, output: np.ndarray, caller: str,
+              feeds: dict[str, np.ndarray], seed: int) -> tuple[Probe | None, list[str]]:
+    """The probe of one batch, run on `cuts` (the patched model as verify read it): `output` its network output
+    (one sample, or a model's static batch), `feeds` the caller's input (`caller`) and extra inputs for it, by the
+    patched model's input names. None when the recipe has no probe, or the patched graph cannot be cut at the
+    network's output (an IR, a graph without a tensor of that name, output steps whose constants are external data);
+    with the notes on what the probe left out (`probe_output`)."""
     probe, notes = probe_output(recipe, facts, output, seed)
-    if probe is None or proto is None:
+    if probe is None or cuts.proto is None:
         return None, notes
-    path = folder / "decoder_probe.onnx"
-    inputs = _cut(recipe, proto, feeds, {facts.output_name: probe}, path)
-    if inputs is None:  # said (round 70: a graph that could not be cut left no probe, in silence)
+    cut = cuts.cut(feeds, {facts.output_name: probe})
+    if cut is None:  # said (round 70: a graph that could not be cut left no probe, in silence)
         return None, [*notes, "the output steps were not probed (the patched graph cannot be cut at the network "
                               "output: an answer it does not make or that has no type, constants in external data, "
                               "or a step that reads more than the caller's inputs and the network output): only "
                               "the samples were compared"]
+    inputs, path = cut
     probe = probe.astype(declared_type(path, facts.output_name))  # the head's own type: after flip_average the
     # maps it reads are float32
     shape = feeds[caller].shape
@@ -264,10 +300,8 @@ def run_probe(recipe: Recipe, facts: ModelFacts, proto: onnx.ModelProto | None, 
         return None, [*notes, "decoder probe skipped: the twins find no detection on it (the head has too few "
                               "anchors for its pairs, or their boxes lie in the letterbox padding), so it could prove "
                               "nothing"]
-    feed = {**{name: feeds[name] for name in inputs}, facts.output_name: probe}
-    with open_runner(backend, path) as run:
-        answers = run(feed)
-    return Probe(decoded_output(recipe, probe, facts, extras), extras, expected, backend, answers), notes
+    answers = cuts.run(path, {**{name: feeds[name] for name in inputs}, facts.output_name: probe})
+    return Probe(decoded_output(recipe, probe, facts, extras), extras, expected, cuts.backend, answers), notes
 
 
 def _holds_detections(recipe: Recipe, facts: ModelFacts, expected: dict[str, np.ndarray]) -> bool:
@@ -393,34 +427,32 @@ def simcc_vectors(x: np.ndarray, y: np.ndarray) -> list[tuple[np.ndarray, np.nda
     return pairs
 
 
-def run_simcc_probe(recipe: Recipe, facts: ModelFacts, proto: onnx.ModelProto | None, backend: str,
-                    outputs: dict[str, np.ndarray], caller: str, feeds: dict[str, np.ndarray], folder: Path
-                    ) -> Probe | None:
-    """The decoder probe of a `simcc_decode` recipe: the patched graph cut at the network's two SimCC outputs, run on
-    `simcc_vectors` of one batch's (`outputs`, by name) next to the output twins; the probes joined as one (its
-    `output`: the x vectors). None when the recipe does not start with simcc_decode or the graph cannot be cut (as
-    `run_probe`)."""
+def run_simcc_probe(recipe: Recipe, facts: ModelFacts, cuts: ProbeCuts, outputs: dict[str, np.ndarray], caller: str,
+                    feeds: dict[str, np.ndarray]) -> Probe | None:
+    """The decoder probe of a `simcc_decode` recipe: the patched graph cut at the network's two SimCC outputs
+    (`cuts`), run on `simcc_vectors` of one batch's (`outputs`, by name) next to the output twins; the probes joined
+    as one (its `output`: the x vectors). None when the recipe does not start with simcc_decode or the graph cannot
+    be cut (as `run_probe`)."""
     from graphsurgery.steps.simcc import SimccDecode
 
     steps = recipe.output.steps if recipe.output else ()
-    if not steps or not isinstance(steps[0], SimccDecode) or proto is None:
+    if not steps or not isinstance(steps[0], SimccDecode):
         return None
     step, batch = steps[0], feeds[caller].shape[0]
     if not all(name in outputs and outputs[name].dtype == np.float32 for name in step.reads):
         return None
     pairs = simcc_vectors(outputs[step.x][:batch], outputs[step.y][:batch])
-    path = folder / "simcc_probe.onnx"
-    inputs = _cut(recipe, proto, feeds, {step.x: pairs[0][0], step.y: pairs[0][1]}, path) if pairs else None
-    if inputs is None:
+    cut = cuts.cut(feeds, {step.x: pairs[0][0], step.y: pairs[0][1]}) if pairs else None
+    if cut is None:
         return None
+    inputs, path = cut
     shape = feeds[caller].shape
     extras = {name: value for name, value in feeds.items() if name != caller}
     probes = []
-    with open_runner(backend, path) as run:
-        for px, py in pairs:
-            vectors = {step.x: px, step.y: py}
-            twin_extras = output_extras(recipe, facts, extras, shape, vectors)
-            answers = run({**{name: feeds[name] for name in inputs}, **vectors})
-            probes.append(Probe(vectors[facts.output_name], twin_extras,
-                                postprocess(recipe, vectors[facts.output_name], facts, twin_extras), backend, answers))
+    for px, py in pairs:
+        vectors = {step.x: px, step.y: py}
+        twin_extras = output_extras(recipe, facts, extras, shape, vectors)
+        answers = cuts.run(path, {**{name: feeds[name] for name in inputs}, **vectors})
+        probes.append(Probe(vectors[facts.output_name], twin_extras,
+                            postprocess(recipe, vectors[facts.output_name], facts, twin_extras), cuts.backend, answers))
     return joined(probes)

@@ -19,7 +19,7 @@ the folder), one size per batch, and the report adds how far each resize is from
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,6 +46,7 @@ from graphsurgery.crop_positions import (
 from graphsurgery.decoder_probe import (
     EXACT_ON_INVALID,
     Probe,
+    ProbeCuts,
     cell_probes,
     image_edge_cells,
     joined,
@@ -309,7 +310,7 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
     others = [name for name in real_inputs(plain.proto) if name != input_name]
     made = str(patched) if patched is not None else f"{plain.path} (patched by {recipe.source})"
     # the scratch folder's models are cut from that one (round 56: a --patched file's were named as apply's output)
-    with temporary_folder("verify") as tmp, scratch_named(tmp, made):
+    with temporary_folder("verify") as tmp, scratch_named(tmp, made), ExitStack() as opened:
         patched_path = (
             Path(patched) if patched is not None
             else apply(recipe, plain.path, Path(tmp) / "patched.onnx", upgrade_opset=upgrade_opset).output
@@ -386,35 +387,32 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
         # batch of a dynamic one: a static batch of 2 was fed one, ONNX Runtime refused, an internal error)
         (first, first_extras, _), *other_sizes = _probed_batches(recipe, samples, batch)
         feeds, network_output = _probe_feeds(image_input.name, batch, first, first_extras, decoded[backends[0]][0])
-        probe, probe_notes = (None, []) if int8 else run_probe(
-            recipe, facts, patched_proto, backends[0], network_output, image_input.name, feeds, Path(tmp), seed)
+        cuts = opened.enter_context(ProbeCuts(recipe, patched_proto, backends[0], Path(tmp)))
+        probe, probe_notes = (None, []) if int8 else run_probe(recipe, facts, cuts, network_output, image_input.name,
+                                                               feeds, seed)
         report.notes += probe_notes
         if probe is None and not int8 and not crops_boxes:  # round 52: SimCC's two heads (a network output per
             # caller's sample: the graph's crops are as many as their boxes)
-            probe = run_simcc_probe(recipe, facts, patched_proto, backends[0], decoded[backends[0]][0][1],
-                                    image_input.name, feeds, Path(tmp))
+            probe = run_simcc_probe(recipe, facts, cuts, decoded[backends[0]][0][1], image_input.name, feeds)
         # round 52: maps of flat, tied, cornered and faint peaks, for the heatmap decoders that decide exactly
         exact_heatmaps = probe is not None and _decided_exactly(recipe) and isinstance(read_steps(recipe)[0],
                                                                                         HeatmapArgmax)
 
-        def cells_at(size_feeds: dict[str, np.ndarray], output: np.ndarray, name: str) -> list[Probe | None]:
-            return [run_probe(recipe, facts, patched_proto, backends[0], maps, image_input.name, size_feeds,
-                              _folder(Path(tmp) / f"{name}_{index}"), seed)[0]
-                    for index, maps in enumerate(cell_probes(output, image_edge_cells(
-                        recipe, facts, size_feeds[image_input.name].shape, output)) if exact_heatmaps else ())]
+        def cells_at(size_feeds: dict[str, np.ndarray], output: np.ndarray) -> list[Probe | None]:
+            return [run_probe(recipe, facts, cuts, maps, image_input.name, size_feeds, seed)[0]
+                    for maps in (cell_probes(output, image_edge_cells(recipe, facts, size_feeds[image_input.name].shape,
+                                                                      output)) if exact_heatmaps else ())]
 
-        cells = cells_at(feeds, network_output, "cell_probe")
+        cells = cells_at(feeds, network_output)
         sized = []  # the probes at each other size (W × H), where the output steps map back through the image: the
         # cell probes too (round 52: a letterbox's last-column table entry off by one passed `--random 4`, the first
         # size's last column lying in the padding)
         for tensors, extras, index in other_sizes if probe is not None else ():
             other_feeds, other_output = _probe_feeds(image_input.name, batch, tensors, extras,
                                                      decoded[backends[0]][index])
-            other = run_probe(recipe, facts, patched_proto, backends[0], other_output, image_input.name, other_feeds,
-                              _folder(Path(tmp) / f"sized_probe_{index}"), seed)[0]
+            other = run_probe(recipe, facts, cuts, other_output, image_input.name, other_feeds, seed)[0]
             sized.append((width_height(tensors[0], tensor_facet(recipe).layout), other,
-                          cells_at(other_feeds, other_output, f"sized_cell_probe_{index}") if other is not None
-                          else []))
+                          cells_at(other_feeds, other_output) if other is not None else []))
         # what nms reads at every anchor, from the network outputs the twins decoded (`nms_reads`)
         cut, unread = (None, None) if int8 else nms_cut(recipe, facts, patched_proto, decoded[backends[0]][0][0],
                                                          Path(tmp))
@@ -586,12 +584,6 @@ def _pairs(backends: list[str], ran: dict[str, str], unpatched: dict, patched: d
                          f"patched model on {label(b)}", compare(patched[b], unpatched[cross[b]], cross[b], True),
                          reduced(b)) for b in backends[1:]]
     return pairs
-
-
-def _folder(path: Path) -> Path:
-    """A new folder for one probe's cut graph: a runner refuses a model file rewritten in place after it read it."""
-    path.mkdir()
-    return path
 
 
 def _probed_batches(recipe: Recipe, samples: Samples, batch: int) -> list[tuple[np.ndarray, dict, int]]:

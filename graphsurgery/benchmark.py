@@ -22,7 +22,7 @@ import numpy as np
 
 from graphsurgery import twins
 from graphsurgery.api import apply
-from graphsurgery.callables import call_user, import_callable
+from graphsurgery.callables import call_back, call_user, import_callable
 from graphsurgery.errors import ArgumentError, GraphsurgeryError, check_callback, check_flags, printable, quoted, whole
 from graphsurgery.machine import machine
 from graphsurgery.model import ModelFacts, real_inputs
@@ -31,7 +31,7 @@ from graphsurgery.ratios import paired_ratio, timing_stats
 from graphsurgery.recipe import Recipe, as_recipe
 from graphsurgery.runners import open_runner, open_stream, openvino, precision_note
 from graphsurgery.safeio import input_path, scratch_named, temporary_folder
-from graphsurgery.samples import MAX_BATCH_BYTES
+from graphsurgery.samples import MAX_BATCH_BYTES, check_resized
 from graphsurgery.steps.topdown import FlipTest
 from graphsurgery.supervisor import doing, each
 from graphsurgery.targets import check_targets
@@ -293,7 +293,12 @@ def _workload(recipe: Recipe, model: Path, plan, batch: int) -> Workload:
     image = next(s for s in plan.inputs if s.name not in extras_names)
     proto = load_model(model).proto
     facts = ModelFacts.of(proto, recipe)
-    if image.shape is not None and any(s.frees_caller_size for s in twins.input_steps(recipe, facts)):
+    steps = twins.input_steps(recipe, facts)
+    if image.shape is not None and any(s.frees_caller_size for s in steps):
+        try:
+            check_resized(steps, RESIZE_IMAGE_SIZE[::-1], 3, None)
+        except GraphsurgeryError as exc:
+            raise exc.about(model) from None
         hw_axes = (1, 2) if recipe.input.tensor.layout == "NHWC" else (2, 3)
         dims = list(image.shape)
         for axis, side in zip(hw_axes, RESIZE_IMAGE_SIZE[::-1]):
@@ -303,7 +308,7 @@ def _workload(recipe: Recipe, model: Path, plan, batch: int) -> Workload:
         raise GraphsurgeryError(f"input {image.name!r} has dynamic dims besides the batch ({image})", path=model,
                                 fix="export the model with a fixed input size")
     # a recipe that crops person boxes in the graph takes one image and `batch` boxes in it
-    crops_boxes = twins.crops_in_graph(twins.input_steps(recipe, facts))
+    crops_boxes = twins.crops_in_graph(steps)
     images = 1 if crops_boxes else batch
     if isinstance(image.shape[0], int) and image.shape[0] != images:
         raise GraphsurgeryError(f"the model's batch is fixed at {image.shape[0]}, not {batch}", path=model,
@@ -443,7 +448,7 @@ def _rounds(pipelines: list[Pipeline], settings: Settings, one: Callable[[Pipeli
     samples: dict[str, list] = {p.key: [] for p in pipelines}
     total = settings.warmup + settings.iterations
     if progress is not None:
-        progress(0, total)  # the rounds begin (the patching and compiling before them are not a round's time)
+        call_back(progress, 0, total)  # the rounds begin (the patching and compiling before are not a round's time)
     for round_index in range(total):
         for index in order.permutation(len(pipelines)):
             pipeline = pipelines[index]
@@ -451,7 +456,7 @@ def _rounds(pipelines: list[Pipeline], settings: Settings, one: Callable[[Pipeli
             if round_index >= settings.warmup:
                 samples[pipeline.key].append(sample)
         if progress is not None:
-            progress(round_index + 1, total)
+            call_back(progress, round_index + 1, total)
     return samples
 
 

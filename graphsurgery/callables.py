@@ -73,6 +73,15 @@ def call_user(function: Callable, what: str, *args, name: str | None = None):
         raise _users_fault(what, name, exc) from None
 
 
+def call_back(function: Callable, *args):
+    """`function(*args)` for a callback of the Python API (run's `on_image`, eval-coco's and bench's `progress`),
+    with the current folder kept as for the user's named functions: one that changed it (`os.chdir`) moved every
+    relative path the command held (round 87: `run(…, "out", on_image=…)` looked for its scratch folder in the new
+    folder and said the output folder had been deleted). Its exceptions are the caller's and reach it as they are."""
+    with _in_this_folder():
+        return function(*args)
+
+
 @contextlib.contextmanager
 def _in_this_folder() -> Iterator[None]:
     """The current folder kept across the user's code: a pipeline that changed it (`os.chdir` to its own assets)

@@ -43,6 +43,7 @@ from graphsurgery.boxes import (
     is_pixel_count,
     json_without_duplicates,
 )
+from graphsurgery.callables import call_back
 from graphsurgery.cocoformat import KEYPOINT_NAMES, PERSON, keypoint_result
 from graphsurgery.crops import in_parts
 from graphsurgery.errors import GraphsurgeryError, check_callback, check_flags, quoted, whole
@@ -229,7 +230,7 @@ def evaluate_coco(recipe: str | Path | Recipe, plain_model: str | Path, annotati
 
             def advance(done: int, name: str = name, first: bool = (kind, backend) == kinds[0]) -> None:
                 if progress:
-                    progress(name, done, len(people))
+                    call_back(progress, name, done, len(people))
                 if first and (seconds := first_part.tick(done)) is not None:  # timed on the first pipeline only
                     _announce_long_run(seconds, len(kinds), len(people), proven, name)
 

@@ -11,6 +11,7 @@ import codecs
 import inspect
 import math
 import re
+import sys
 from numbers import Integral, Real
 from pathlib import Path
 
@@ -50,6 +51,20 @@ def readable_errors() -> str:
     """The name of the codec error handler for the standard streams (`readable_fallback`), registered."""
     codecs.register_error(READABLE, readable_fallback)
     return READABLE
+
+
+def say_note(line: str) -> None:
+    """A note on standard error (a damaged JPEG decoded, a killed command's folder removed, a long run's length):
+    information only, so a standard error that cannot take it drops it and the work goes on. An application
+    started without one (`sys.stderr` None: pythonw, a daemon) had the API's `run` of a damaged JPEG end in
+    AttributeError, and `run … 2>/dev/full` lost every result, exit 2 without a word (round 87)."""
+    if sys.stderr is None:
+        return
+    try:
+        sys.stderr.write(f"{line}\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):  # full, or closed
+        pass
 
 
 def listed(names, most: int = 10) -> str:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from graphsurgery.errors import GraphsurgeryError, SettingError, printable, quoted
+from graphsurgery.errors import GraphsurgeryError, SettingError, printable, quoted, say_note
 from graphsurgery.safeio import open_regular
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -248,9 +248,9 @@ def _note_damage(path: Path, said: list[str]) -> None:
     if damage is None or key in _noted_damaged:
         return
     _noted_damaged.add(key)
-    sys.stderr.write(f"note: {printable(path)}: the JPEG is damaged or cut short (libjpeg: {damage.group()}); it "
-                     "was decoded with the missing part grey, as OpenCV does — copy the image again if that is not "
-                     "what it should be\n")
+    say_note(f"note: {printable(path)}: the JPEG is damaged or cut short (libjpeg: {damage.group()}); it was "
+             "decoded with the missing part grey, as OpenCV does — copy the image again if that is not what it "
+             "should be")
 
 
 def _opencv_path(path: Path, stream) -> str:

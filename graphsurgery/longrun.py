@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import sys
 import time
+
+from graphsurgery.errors import say_note
 
 #: a run projected to last longer than this says how long, once (on stderr)
 LONG_RUN_SECONDS = 60.0
@@ -38,7 +39,7 @@ def duration(seconds: float) -> str:
 def say_long_run(seconds: float, work: str, measured: str, shorter: str = "") -> None:
     """`long_run_note`'s line on stderr, when the run is long (where no progress bar owns the console)."""
     if not _TOLD_BY_CALLER.get() and (note := long_run_note(seconds, work, measured, shorter)):
-        sys.stderr.write(note + "\n")
+        say_note(note)
 
 
 @contextlib.contextmanager

@@ -277,6 +277,16 @@ def remember_read(path: Path, read: tuple[int, ...], data: dict[Path, tuple[int,
     reads.data.setdefault(key, tuple(data or ()))
 
 
+def lost_folder() -> GraphsurgeryError | None:
+    """The refusal of a current folder deleted (or moved) under the process, or None while it exists."""
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        return GraphsurgeryError("the current folder no longer exists (it was deleted or moved)",
+                                 fix="cd (os.chdir) into an existing folder and run the command again")
+    return None
+
+
 @contextmanager
 def one_command() -> Iterator[None]:
     """A command's span: a model file it read must stay as it was read until the command ends (`read_by_path`)."""
@@ -293,10 +303,15 @@ def one_command() -> Iterator[None]:
 def command(function: Callable[P, T]) -> Callable[P, T]:
     """`function` (verify, apply, …) as one command wherever it is called from, as the CLI runs it: through the
     Python API nothing held a model read and checked (`read_by_path`), so one replaced meanwhile went to a runtime
-    unchecked. Called within a command, it is part of that one."""
+    unchecked. Called within a command, it is part of that one. It starts in a current folder that exists: in a
+    deleted one every relative path, `import openvino` (Python's pkgutil looks for its parts in the current folder)
+    and `import torch` (oneMKL's "FATAL ERROR: Cannot load libtorch_cpu.so" ended the process, `bench --torch`
+    too) failed (round 87: FileNotFoundError out of the API's verify and convert)."""
 
     @wraps(function)
     def one(*args: P.args, **kwargs: P.kwargs) -> T:
+        if (gone := lost_folder()) is not None:
+            raise gone
         with one_command():
             return function(*args, **kwargs)
 

@@ -24,6 +24,7 @@ import numpy as np
 
 from graphsurgery import crops
 from graphsurgery.boxes import Box, load_boxes, unmatched_note
+from graphsurgery.callables import call_back
 from graphsurgery.cocoformat import keypoint_result
 from graphsurgery.draw import MONTAGE_MAX_PERSONS
 from graphsurgery.errors import ArgumentError, GraphsurgeryError, check_callback, finite, printable, whole
@@ -436,7 +437,7 @@ def run_pose(model: str | Path, images: Sequence[str | Path], outdir: str | Path
                                  str(outdir / heatmap_image) if heatmap_image else None)
             summary.images.append(entry)
             if on_image:
-                on_image(entry)
+                call_back(on_image, entry)
         (stage / "keypoints.json").write_text(json.dumps(results))
         summary.earlier_outputs = carried_forward(outdir, _earlier_outputs(outdir), map(os.path.basename, [
             "run.json", *_run_outputs(asdict(summary))]))

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from graphsurgery import supervisor
-from graphsurgery.errors import ArgumentError, GraphsurgeryError, printable, quoted
+from graphsurgery.errors import ArgumentError, GraphsurgeryError, printable, quoted, say_note
 from graphsurgery.limits import file_size_fix, file_size_limit, write_fix
 
 #: What a path given by the user can make any file call raise: a name too long, a symlink loop.
@@ -421,7 +421,7 @@ def _remove_stale(parent: Path, prefix: str) -> None:
         if pid is None or _alive(pid):  # not ours, still being made, or its process runs
             continue
         if remove_scratch(folder):  # another user's (a shared folder) stays: "removed" was said of it on every run
-            sys.stderr.write(f"note: removed {printable(folder)}, left behind by process {pid}, which was killed\n")
+            say_note(f"note: removed {printable(folder)}, left behind by process {pid}, which was killed")
 
 
 def owner(folder: str | bytes | os.PathLike) -> int | None:

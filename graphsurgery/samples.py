@@ -80,9 +80,11 @@ class Samples:
 
 
 def random_samples(n: int, image_input: Port, sizes: Sequence[tuple[int, int]], layout: str, extras: list[str],
-                   model_size: tuple[int, int], batch: int = 1, seed: int = 0) -> Samples:
+                   model_size: tuple[int, int], batch: int = 1, seed: int = 0,
+                   resizes: Sequence[InputStep] = ()) -> Samples:
     """`n` random images (values 0–255 in the input's dtype), a new size from `sizes` (W, H) every `batch` images,
-    grouped by size; random plausible boxes (padded to the aspect of `model_size`) for the extra inputs.
+    grouped by size; random plausible boxes (padded to the aspect of `model_size`) for the extra inputs. Each size
+    fed is held to `check_resized` through the recipe's `resizes`, as a folder's images are.
 
     One size: crops at the model's size. Several: images for a recipe that resizes them."""
     from graphsurgery.crops import box_to_center_scale
@@ -92,6 +94,8 @@ def random_samples(n: int, image_input: Port, sizes: Sequence[tuple[int, int]], 
     rng = np.random.default_rng(seed)
     size_of = [sizes[(index // batch) % len(sizes)] for index in range(n)]
     members = {size: [i for i, s in enumerate(size_of) if s == size] for size in dict.fromkeys(size_of)}
+    for width, height in members:
+        check_resized(resizes, (height, width), 3, None)
     tensors = [rng.integers(0, 256, (len(m), *_sample_shape(image_input, size, layout))).astype(image_input.dtype)
                for size, m in members.items()]
     width, height = RANDOM_IMAGE_SIZE
@@ -136,7 +140,7 @@ def random_caller_samples(n: int | None, image_input: Port, recipe: Recipe, fact
             largest = max(math.prod(_sample_shape(image_input, size, layout)) for size in sizes)
             every = max(DEFAULT_RANDOM, len(sizes) * batch)
             n = every if every <= most_samples(largest) else DEFAULT_RANDOM
-        return random_samples(n, image_input, sizes, layout, extras, model_size, batch, seed)
+        return random_samples(n, image_input, sizes, layout, extras, model_size, batch, seed, resizes)
     size = crop_size(image_input, recipe, facts)
     return random_samples(n or DEFAULT_RANDOM, image_input, [size], layout, extras, size, batch, seed)
 
@@ -432,13 +436,14 @@ def check_taken(image: np.ndarray, image_input: Port, layout: str, path: Path) -
                                     "input.tensor.shape)")
 
 
-def check_resized(resizes: Sequence[InputStep], hw: tuple[int, int], channels: int, path: Path) -> None:
+def check_resized(resizes: Sequence[InputStep], hw: tuple[int, int], channels: int, path: Path | None) -> None:
     """Refuse an image of `hw` (H, W) that the recipe's resizes (`resizes`, in order) would make larger than
-    MAX_BATCH_BYTES as float32, or whose filtered resize would need weights that large, naming the image: before
-    anything is allocated (round 44: a 5000 × 1 line scan through a recipe resizing its short side to 256 was
-    256 × 1,280,000 pixels, gigabytes in the twin and the runtime, and the command ran out of memory). The image is
-    one model call's input, so the bound is the one for what a model call is given at once (MAX_BATCH_BYTES), not
-    MAX_RANDOM_BYTES (random samples verify makes)."""
+    MAX_BATCH_BYTES as float32, or whose filtered resize would need weights that large, naming the image (None: a
+    random one): before anything is allocated (round 44: a 5000 × 1 line scan through a recipe resizing its short
+    side to 256 was 256 × 1,280,000 pixels, gigabytes in the twin and the runtime, and the command ran out of
+    memory; round 87: a recipe resizing to 40000 × 40000 was an internal error "out of memory" in verify and bench,
+    on random images). The image is one model call's input, so the bound is the one for what a model call is given
+    at once (MAX_BATCH_BYTES), not MAX_RANDOM_BYTES (random samples verify makes)."""
     h, w = hw
     for step in resizes:
         if not isinstance(step, Resize):
@@ -447,10 +452,11 @@ def check_resized(resizes: Sequence[InputStep], hw: tuple[int, int], channels: i
         values = max(rh * rw * channels, rh * h + rw * w if step.filtered else 0)  # a filter's two weight matrices
         if 4 * values > MAX_BATCH_BYTES:
             raise GraphsurgeryError(
-                f"the recipe's resize makes it {rw:,} × {rh:,} pixels (W × H) from {w:,} × {h:,}, "
-                f"{4 * values / 2**30:.1f} GiB as float32, more than the {MAX_BATCH_BYTES >> 20} MiB verify "
-                "gives one model call", path=path,
-                fix="crop or pad such images first (to an aspect nearer the model's), or leave them out")
+                f"the recipe's resize makes {'it' if path else 'a random image'} {rw:,} × {rh:,} pixels (W × H) "
+                f"from {w:,} × {h:,}, {4 * values / 2**30:.1f} GiB as float32, more than the "
+                f"{MAX_BATCH_BYTES >> 20} MiB one model call is given", path=path,
+                fix="crop or pad such images first (to an aspect nearer the model's), or leave them out" if path
+                else "give the resize a smaller size (no model call this large is run)")
         h, w = step.output_size() or (rh, rw)
 
 

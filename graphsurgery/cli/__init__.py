@@ -40,7 +40,7 @@ from graphsurgery.limits import (
     openvino_telemetry_off,
     writable,
 )
-from graphsurgery.modelio import one_command
+from graphsurgery.modelio import lost_folder, one_command
 from graphsurgery.safeio import PATH_ERRORS
 
 INTERNAL_ERROR = 3  # never 1, which scripts read as "no parity"
@@ -172,9 +172,8 @@ def ending(exc: BaseException, what: str = "the command",
         cause = cause.__cause__ or cause.__context__
     if isinstance(exc, GraphsurgeryError):
         return f"error: {printable(exc)}", exc.exit_code
-    if isinstance(exc, OSError) and _folder_gone():  # a relative path resolved in it: FileNotFoundError
-        return ("error: the current folder no longer exists (it was deleted or moved) — fix: cd into an existing "
-                "folder and run the command again", GraphsurgeryError.exit_code)
+    if isinstance(exc, OSError) and (gone := lost_folder()) is not None:  # deleted as the command ran: a relative
+        return f"error: {printable(gone)}", gone.exit_code  # path resolved in it was a FileNotFoundError
     limited = limit_error(exc, what)  # a resource limit of the process (ulimit -v, -n, -f): the user's to raise
     if limited is not None:
         return f"error: {printable(limited)}", limited.exit_code
@@ -197,15 +196,6 @@ def ending(exc: BaseException, what: str = "the command",
                 GraphsurgeryError.exit_code)
     shown = "out of memory" if isinstance(exc, MemoryError) else f"{type(exc).__name__}: {exc}"
     return f"internal error ({printable(' '.join(shown.split())[:300])}) — {bug}", INTERNAL_ERROR
-
-
-def _folder_gone() -> bool:
-    """Whether the current folder was deleted (or moved) under the process."""
-    try:
-        os.getcwd()
-    except FileNotFoundError:
-        return True
-    return False
 
 
 def main() -> None:

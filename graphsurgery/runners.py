@@ -186,6 +186,7 @@ def check_backends(backends: list[str], precision: str, patched: str | Path | No
     unknown = [b for b in backends if b not in BACKENDS]
     if unknown:
         raise GraphsurgeryError(f"unknown backend {unknown[0]!r}", fix=f"choose from {', '.join(BACKENDS)}")
+    check_precision(precision)  # first: "F32" was said to apply to OpenVINO only (round 87)
     if precision != "f32" and "openvino" not in backends:
         raise GraphsurgeryError(f"precision {precision} applies to OpenVINO only", fix="add openvino to the backends")
     patched = input_path(patched, "patched model file") if patched is not None else None  # the API's first look
@@ -196,6 +197,12 @@ def check_backends(backends: list[str], precision: str, patched: str | Path | No
             fix="verify the .xml on openvino alone (--backends openvino), or give the patched .onnx",
         )
     return list(dict.fromkeys(backends))
+
+
+def check_precision(precision: str) -> None:
+    """Refuse a precision that is none of OpenVINO's CPU plugin hints graphsurgery gives (`PRECISIONS`)."""
+    if precision not in PRECISIONS:
+        raise GraphsurgeryError(f"unknown precision {precision!r}", fix=f"choose one of {', '.join(PRECISIONS)}")
 
 
 def _bounded(threads: int) -> int:
@@ -209,8 +216,7 @@ def _bounded(threads: int) -> int:
 def openvino_config(precision: str, threads: int | None, *, throughput: bool = False) -> dict:
     """The CPU plugin configuration: an explicit inference precision (f32 unless asked) and thread count;
     `throughput` asks for parallel streams (for asynchronous requests) instead of one fast request."""
-    if precision not in PRECISIONS:
-        raise GraphsurgeryError(f"unknown precision {precision!r}", fix=f"choose one of {', '.join(PRECISIONS)}")
+    check_precision(precision)
     config = {"INFERENCE_PRECISION_HINT": precision}
     if threads is not None:  # "", [] and 0 were falsy: the runtime's default, in silence (round 26)
         config["INFERENCE_NUM_THREADS"] = _bounded(threads)

@@ -172,3 +172,11 @@ def test_convert_in_a_deleted_current_folder_is_one_refusal(patched, tmp_path):
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert done.stdout.startswith("refused: the current folder no longer exists"), done.stdout + done.stderr
     assert not (tmp_path / "m.xml").exists()
+
+
+@pytest.mark.parametrize("precision", ["F32", "fp32", "int4"])
+def test_an_unknown_precision_is_named_as_such_on_onnxruntime_alone(plain, precision):
+    """Round 87's leftover: "precision F32 applies to OpenVINO only — add openvino to the backends", and with
+    openvino added, "unknown precision": the first fix led to a second refusal."""
+    with pytest.raises(GraphsurgeryError, match=f"unknown precision '{precision}'.*f32, bf16, f16"):
+        graphsurgery.verify(RECIPES / "hrnet_coco_pose.yaml", plain, precision=precision, backends=["onnxruntime"])

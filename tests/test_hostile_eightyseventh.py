@@ -17,16 +17,14 @@ import os
 import subprocess
 import sys
 
-import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
 import graphsurgery
 from graphsurgery.benchmark import Settings
 from graphsurgery.errors import GraphsurgeryError
 
 from conftest import RECIPES, ROOT
+from quirkykit import classifier
 
 PHOTOS = sorted((ROOT / "examples" / "images").glob("*.jpg"))
 
@@ -89,20 +87,10 @@ output:
 
 @pytest.fixture
 def huge_resize(tmp_path):
-    """A classifier of any input size ([N, 3, H, W] → mean per channel → 10 logits) and a recipe resizing to
-    40000 × 40000: 17.9 GiB as float32 per image."""
-    rng = np.random.default_rng(0)
-    graph = helper.make_graph(
-        [helper.make_node("GlobalAveragePool", ["input"], ["pooled"]),
-         helper.make_node("Flatten", ["pooled"], ["flat"], axis=1),
-         helper.make_node("MatMul", ["flat", "w"], ["logits"])],
-        "classifier", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, "H", "W"])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])],
-        [numpy_helper.from_array(rng.normal(0, 1, (3, 10)).astype(np.float32), "w")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    onnx.save(model, str(tmp_path / "classifier.onnx"))
+    """A classifier of any input size (`quirkykit.classifier`) and a recipe resizing to 40000 × 40000: 17.9 GiB
+    as float32 per image."""
     (tmp_path / "huge.yaml").write_text(HUGE_RESIZE)
-    return tmp_path / "huge.yaml", tmp_path / "classifier.onnx"
+    return tmp_path / "huge.yaml", classifier(tmp_path / "classifier.onnx", opset=17, ir_version=8, hw=None)
 
 
 def test_verify_refuses_random_images_resized_past_the_memory_bound(huge_resize):

@@ -372,16 +372,22 @@ def model_signature(model: str | Path) -> ModelSignature:
     model = Path(model)
     if model.suffix.lower() == ".xml":
         return _ir_signature(model)
+    from graphsurgery.modelio import load_model, still_as_loaded
+
+    known = _SIGNATURES.get(os.path.realpath(model))
+    if known is not None and known[0].path == model and still_as_loaded(known[0]):
+        return known[1]
+    return remember_signature(load_model(model))
+
+
+def remember_signature(loaded: LoadedModel) -> ModelSignature:
+    """The signature of a model `load_model` read, kept for `model_signature` as of that read: a command that reads
+    a model itself (verify: the plain and the patched model) had each read again, 0.3 s apiece for HRNet-W32, by
+    the first runtime opened on it."""
     import onnx
 
     from graphsurgery.model import real_inputs
-    from graphsurgery.modelio import load_model, still_as_loaded
 
-    key = os.path.realpath(model)
-    known = _SIGNATURES.get(key)
-    if known is not None and known[0].path == model and still_as_loaded(known[0]):
-        return known[1]
-    loaded = load_model(model)
     proto = loaded.proto
 
     def port(value: onnx.ValueInfoProto) -> Port:
@@ -393,6 +399,7 @@ def model_signature(model: str | Path) -> ModelSignature:
     half = any(t.data_type == onnx.TensorProto.FLOAT16 for t in proto.graph.initializer)
     signature = ModelSignature(tuple(port(v) for v in proto.graph.input if v.name in feeds),
                                tuple(port(v) for v in proto.graph.output), "FP16" if half else "FP32")
+    key = os.path.realpath(loaded.path)
     with _SIGNATURES_HELD:
         _SIGNATURES.pop(key, None)
         while len(_SIGNATURES) >= SIGNATURES_KEPT:

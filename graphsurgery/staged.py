@@ -32,7 +32,7 @@ import onnx
 
 from graphsurgery.compare import FloatResult, compare_float_parts
 from graphsurgery.model import ModelFacts, node_reads
-from graphsurgery.modelio import load_model, made_here, save_model
+from graphsurgery.modelio import LoadedModel, made_here, save_model
 from graphsurgery.recipe import Recipe
 from graphsurgery.runners import open_runner
 from graphsurgery.samples import Samples, chunks
@@ -80,20 +80,17 @@ def input_bounds(recipe: Recipe, facts: ModelFacts, steps: Sequence[InputStep], 
     return bounds
 
 
-def exposed_copy(patched: Path, network_input: onnx.ValueInfoProto, folder: Path,
+def exposed_copy(patched: LoadedModel, network_input: onnx.ValueInfoProto, folder: Path,
                  plain: onnx.GraphProto) -> Exposed | None:
-    """The copy, when `patched` is an ONNX model whose network reads its input through one tensor (declared with
-    the element type and rank of the plain model's input `network_input`); None otherwise (verify then compares
+    """The copy, when the `patched` ONNX model's network reads its input through one tensor (declared with the
+    element type and rank of the plain model's input `network_input`); None otherwise (verify then compares
     outputs directly)."""
-    if patched.suffix.lower() != ".onnx":
-        return None
-    loaded = load_model(patched)
-    graph = loaded.proto.graph
+    graph = patched.proto.graph
     tensor = _network_read(graph, plain, network_input.name)
     if tensor is None:
         return None
     proto = onnx.ModelProto()
-    proto.CopyFrom(loaded.proto)
+    proto.CopyFrom(patched.proto)
     _keep_only_what_computes(proto.graph, tensor)
     # its element type and rank only: its batch may be the crops' (crop_boxes, flip_test), not the plain model's
     kind = network_input.type.tensor_type
@@ -101,7 +98,7 @@ def exposed_copy(patched: Path, network_input: onnx.ValueInfoProto, folder: Path
                                                                  [None] * len(kind.shape.dim)))
     out = folder / "exposed.onnx"
     # round 56: a node of a `--patched` file the user edited, failing in this copy, was "a graphsurgery bug" (exit 3)
-    save_model(proto, out, external_base=loaded.base_dir, check=False, made=made_here(patched))
+    save_model(proto, out, external_base=patched.base_dir, check=False, made=made_here(patched.path))
     return Exposed(out, tensor)
 
 

@@ -60,10 +60,17 @@ from graphsurgery.limits import byte_size
 from graphsurgery.longrun import FirstPart, say_long_run
 from graphsurgery.machine import usable_memory
 from graphsurgery.model import ModelFacts, openvino_caveats, provenance, real_inputs
-from graphsurgery.modelio import command, load_model
+from graphsurgery.modelio import LoadedModel, command, load_model
 from graphsurgery.nms_reads import NmsCut, graph_reads, nms_cut, reads_results
 from graphsurgery.recipe import Recipe, as_recipe
-from graphsurgery.runners import BACKENDS, backend_list, check_backends, open_runner, precision_note
+from graphsurgery.runners import (
+    BACKENDS,
+    backend_list,
+    check_backends,
+    open_runner,
+    precision_note,
+    remember_signature,
+)
 from graphsurgery.safeio import input_path, scratch_named, temporary_folder
 from graphsurgery.samples import (
     DEFAULT_RANDOM,
@@ -269,6 +276,7 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
                                 upgrade_opset=upgrade_opset)
     recipe = as_recipe(recipe)
     plain = load_model(plain_model)
+    remember_signature(plain)
     facts = ModelFacts.of(plain.proto, recipe)
     int8 = precision == "int8"
     if int8:  # an int8 IR runs on OpenVINO, computing in whatever its quantizers say
@@ -315,6 +323,7 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
             Path(patched) if patched is not None
             else apply(recipe, plain.path, Path(tmp) / "patched.onnx", upgrade_opset=upgrade_opset).output
         )
+        patched_onnx = _read_patched(patched_path)
         # samples.py's refusals name no file (it knows none): they are about the model that takes the samples
         with _naming(made):
             image_input, extras = patched_inputs(patched_path, extra_input_names(recipe), others, recipe)
@@ -338,12 +347,13 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
         if int8 and patched is None:  # after the samples: a missing image or a bad boxes file was refused only after
             # the quantizing (NNCF's progress bars, then the error line)
             patched_path = int8_verification.build_int8(patched_path, seed)
+            patched_onnx = None  # an IR
         report = VerifyReport(recipe.source, str(plain.path), str(patched) if patched else "(built from the recipe)",
                               samples.description, len(samples), backends, precision, samples.unit,
                               samples.sizes(tensor.layout))
         patched_proto = None  # an IR's: read by OpenVINO alone
-        if patched_path.suffix.lower() == ".onnx":
-            patched_proto = load_model(patched_path).proto
+        if patched_onnx is not None:
+            patched_proto = patched_onnx.proto
             report.notes += _provenance_notes(patched_proto, recipe)
             if "openvino" in backends:
                 report.notes += openvino_caveats(patched_proto)
@@ -356,8 +366,8 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
         # the graph's own network input against the twins' (`staged`); where a resize rounds halves, the outputs
         # are then compared from the graph's input
         bounds = input_bounds(recipe, facts, steps, samples, batch)
-        exposed = exposed_copy(patched_path, next(v for v in plain.proto.graph.input if v.name == input_name),
-                               Path(tmp), plain.proto.graph) if bounds else None
+        exposed = exposed_copy(patched_onnx, next(v for v in plain.proto.graph.input if v.name == input_name),
+                               Path(tmp), plain.proto.graph) if bounds and patched_onnx else None
         rounding = rounding_step(steps) is not None
         staged = exposed is not None and rounding
         twin_inputs = [twin for twin, _ in bounds] if bounds and not rounding else None  # computed once, above
@@ -509,6 +519,17 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
     if note := precision_note(ran.get("openvino", "f32")):
         report.notes.append(note)
     return report
+
+
+def _read_patched(path: Path) -> LoadedModel | None:
+    """The patched ONNX model, read once for the whole verify: its signature, its probes' cuts and its exposed copy
+    are taken from this read (each read it again: three reads of 0.3 s for HRNet-W32). None for an IR, which
+    OpenVINO alone reads, or a file that is not there (`patched_inputs` says so in verify's words)."""
+    if path.suffix.lower() != ".onnx" or not path.exists():
+        return None
+    loaded = load_model(path)
+    remember_signature(loaded)
+    return loaded
 
 
 @contextmanager

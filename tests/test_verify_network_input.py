@@ -15,6 +15,7 @@ from onnx import TensorProto, helper
 
 from graphsurgery.api import apply
 from graphsurgery.irconvert import convert
+from graphsurgery.modelio import load_model
 from graphsurgery.staged import exposed_copy
 from graphsurgery.verification import verify
 
@@ -63,7 +64,7 @@ def test_the_copy_that_exposes_the_network_input_holds_the_input_steps_alone(pla
     """Each backend runs the input steps once more, not the network: no node or weight of the model is in the copy."""
     patched = apply(POSE_RECIPE, plain, tmp_path / "patched.onnx").output
     network_input = onnx.load(str(plain)).graph.input[0]
-    exposed = exposed_copy(patched, network_input, tmp_path, onnx.load(str(plain)).graph)
+    exposed = exposed_copy(load_model(patched), network_input, tmp_path, onnx.load(str(plain)).graph)
     assert exposed is not None
     graph = onnx.load(str(exposed.model)).graph
     assert graph.node and all(node.name.startswith("graphsurgery/pre/") for node in graph.node)
@@ -111,7 +112,7 @@ def test_the_cut_copy_of_a_model_that_lists_its_weights_as_inputs_asks_only_for_
     assert weights & {value.name for value in onnx.load(str(plain)).graph.input}  # listed among the inputs
     patched = apply(POSE_RECIPE, plain, tmp_path / "patched.onnx").output
     plain_graph = onnx.load(str(plain)).graph
-    copy = onnx.load(str(exposed_copy(patched, plain_graph.input[0], tmp_path, plain_graph).model)).graph
+    copy = onnx.load(str(exposed_copy(load_model(patched), plain_graph.input[0], tmp_path, plain_graph).model)).graph
     inputs = {value.name for value in copy.input}
     assert not inputs & weights
     assert inputs - {tensor.name for tensor in copy.initializer} == {onnx.load(str(patched)).graph.input[0].name}
@@ -140,6 +141,6 @@ def test_the_cut_copy_declares_the_plain_models_type_where_shape_inference_fails
 
     monkeypatch.setattr(onnx.shape_inference, "infer_shapes", failing)
     network_input = onnx.load(str(plain)).graph.input[0]
-    exposed = exposed_copy(patched, network_input, tmp_path, onnx.load(str(plain)).graph)
+    exposed = exposed_copy(load_model(patched), network_input, tmp_path, onnx.load(str(plain)).graph)
     output = onnx.load(str(exposed.model)).graph.output[0]
     assert output.type.tensor_type.elem_type == network_input.type.tensor_type.elem_type == TensorProto.FLOAT

@@ -159,13 +159,14 @@ def _read_and_check(path: Path) -> LoadedModel:
     _check_text(proto, path)
     _check_structure(proto, path)
     check_work(proto, path)
-    _check_external_data(proto, path)
-    _check_tensor_sizes(proto, path)
-    data_files = tuple(path.parent / name for name in sorted({ExternalDataInfo(t).location
-                                                              for t in external_tensors(proto)}))
+    tensors = _all_tensors(proto)  # walked once: the walk was as long as the checks of what it finds
+    external = [tensor for tensor in tensors if uses_external_data(tensor)]
+    _check_external_data(external, path)
+    _check_tensor_sizes(tensors, path)
+    data_files = tuple(path.parent / name for name in sorted({ExternalDataInfo(t).location for t in external}))
     data_read = _identities(data_files, path)
-    data_ends = _data_ends(proto, path, data_files)  # before small tensors are read inline, which drops their entries
-    inlined = _inline_small_external(proto, path)
+    data_ends = _data_ends(external, path, data_files)  # before small tensors are read inline (entries dropped)
+    inlined = _inline_small_external(external, path)
     _check_domains(proto, path)
     if file_identity(path) != read:  # the checker reads by path: it would judge another file (a FIFO: for ever)
         raise _changed(path)
@@ -200,11 +201,12 @@ def _identities(data_files: tuple[Path, ...], path: Path) -> tuple[tuple[int, ..
         raise _changed(path) from None
 
 
-def _data_ends(proto: onnx.ModelProto, path: Path, data_files: tuple[Path, ...]) -> tuple[int | None, ...]:
-    """For each data file, the end of the last byte a tensor reads from it (offsets and lengths checked already);
-    None where a tensor without a length reads to the end of the file."""
+def _data_ends(external: list[onnx.TensorProto], path: Path, data_files: tuple[Path, ...]
+               ) -> tuple[int | None, ...]:
+    """For each data file, the end of the last byte an `external` tensor reads from it (offsets and lengths checked
+    already); None where a tensor without a length reads to the end of the file."""
     ends: dict[Path, int | None] = dict.fromkeys(data_files, 0)
-    for tensor in external_tensors(proto):
+    for tensor in external:
         info = ExternalDataInfo(tensor)
         data_file = path.parent / info.location
         if info.length is None or ends[data_file] is None:
@@ -673,9 +675,15 @@ def _hard_links(exc: Exception, path: Path) -> ModelError:
 def external_tensors(proto: onnx.ModelProto) -> list[onnx.TensorProto]:
     """Every tensor (initializers, also in subgraphs, and the values and indices of sparse ones) whose bytes live in
     an external file."""
+    return [tensor for tensor in _all_tensors(proto) if uses_external_data(tensor)]
+
+
+def _all_tensors(proto: onnx.ModelProto) -> list[onnx.TensorProto]:
+    """Every tensor: initializers and attribute tensors (also in subgraphs), and the values and indices of sparse
+    ones."""
     from onnx.external_data_helper import _get_all_tensors
 
-    return [t for t in (*_get_all_tensors(proto), *_sparse_parts(proto)) if uses_external_data(t)]
+    return [*_get_all_tensors(proto), *_sparse_parts(proto)]
 
 
 def _sparse_parts(proto: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
@@ -698,9 +706,9 @@ def _sparse_parts(proto: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
 EXTERNAL_DATA_KEYS = frozenset({"location", "offset", "length", "checksum"})
 
 
-def _check_external_data(proto: onnx.ModelProto, path: Path) -> None:
+def _check_external_data(external: list[onnx.TensorProto], path: Path) -> None:
     base = path.parent.resolve()
-    for tensor in external_tensors(proto):
+    for tensor in external:
         unknown = [entry.key for entry in tensor.external_data if entry.key not in EXTERNAL_DATA_KEYS]
         if unknown:  # before onnx's ExternalDataInfo reads the entry and warns (round 27's fuzzer)
             raise ModelError(f"tensor {tensor.name!r} has an external data key {_quoted(unknown[0])} that ONNX does "
@@ -790,13 +798,11 @@ TYPED_FIELDS = {
 }
 
 
-def _check_tensor_sizes(proto: onnx.ModelProto, path: Path) -> None:
+def _check_tensor_sizes(tensors: list[onnx.TensorProto], path: Path) -> None:
     """A tensor's raw bytes (inline, or the length its external data declares) must be what its dims and type
     need: the checker refuses too few inline bytes but let too many by, and never compares an external length, so
     `apply` copied such a tensor into the patched model and only the runtimes refused it."""
-    from onnx.external_data_helper import _get_all_tensors
-
-    for tensor in (*_get_all_tensors(proto), *_sparse_parts(proto)):
+    for tensor in tensors:
         if tensor.HasField("segment"):  # the checker lets it by, ONNX Runtime ignores it, OpenVINO refuses the model
             raise ModelError(f"tensor {tensor.name[:80]!r} is stored as a segment of a larger tensor, which ONNX "
                              "Runtime and OpenVINO do not read alike", path=path,
@@ -827,12 +833,12 @@ def _check_tensor_sizes(proto: onnx.ModelProto, path: Path) -> None:
 SMALL_TENSOR = 1024
 
 
-def _inline_small_external(proto: onnx.ModelProto, path: Path) -> bool:
-    """Read small external tensors (paths, offsets and lengths already validated by `_check_external_data`) into
-    the in-memory model; the file is not changed. A tensor whose length does not match its dims stays external, for
-    the checker to judge. Whether any was read."""
+def _inline_small_external(external: list[onnx.TensorProto], path: Path) -> bool:
+    """Read the small ones of a model's `external` tensors (paths, offsets and lengths already validated by
+    `_check_external_data`) into the in-memory model; the file is not changed. A tensor whose length does not match
+    its dims stays external, for the checker to judge. Whether any was read."""
     inlined = False
-    for tensor in external_tensors(proto):
+    for tensor in external:
         info = ExternalDataInfo(tensor)
         source = path.parent / info.location
         offset = info.offset or 0

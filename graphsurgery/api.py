@@ -14,6 +14,7 @@ from graphsurgery.errors import check_flags
 from graphsurgery.model import model_opset, provenance, real_inputs
 from graphsurgery.modelio import (
     ELEMENT_BYTES,
+    LoadedModel,
     check_output_path,
     command,
     external_tensors,
@@ -48,7 +49,14 @@ def apply(recipe: str | Path | Recipe, model: str | Path, out: str | Path | None
     model = input_path(model, "model file")
     recipe = as_recipe(recipe)
     out = output_path(out) if out is not None else default_output(model)
-    loaded = load_model(model)
+    return apply_loaded(recipe, load_model(model), out, force=force, dry_run=dry_run, upgrade_opset=upgrade_opset)
+
+
+def apply_loaded(recipe: Recipe, loaded: LoadedModel, out: Path, *, force: bool = False, dry_run: bool = False,
+                 upgrade_opset: bool = False) -> ApplyResult:
+    """`apply` of a model read already: verify's plain model, which apply read a second time (0.3 s for HRNet-W32).
+    The splice changes `loaded.proto`: a caller that keeps the model gives a copy."""
+    model = loaded.path
     if not dry_run:  # the model, its external data files and the recipe file are never written
         check_output_path(out, [*model_files(loaded), Path(recipe.source) if recipe.file_sha256 else None], force)
     base_dir = loaded.base_dir

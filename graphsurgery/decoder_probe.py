@@ -253,6 +253,15 @@ class ProbeCuts:
         path = folder / "decoder_probe.onnx"
         return (inputs, path) if cut_between(self.proto, inputs, starts, list(names), path) else None
 
+    def unprobed(self) -> str:
+        """The note where `cut` gave None: said (round 70: a graph that could not be cut left no probe, in silence;
+        round 88: a patched IR's and a SimCC graph's still did, and wrong patches PASSed on them)."""
+        why = ("a patched IR cannot be cut: verify the .onnx it was converted from to probe them" if self.proto is None
+               else "the patched graph cannot be cut at the network output: an answer it does not make or that has no "
+                    "type, constants in external data, or a step that reads more than the caller's inputs and the "
+                    "network output")
+        return f"the output steps were not probed ({why}): only the samples were compared"
+
     def run(self, path: Path, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The answers of the cut at `path` to `feeds`, on the runner opened for it the first time."""
         if path not in self._runners:
@@ -281,14 +290,11 @@ def run_probe(recipe: Recipe, facts: ModelFacts, cuts: ProbeCuts, output: np.nda
     network's output (an IR, a graph without a tensor of that name, output steps whose constants are external data);
     with the notes on what the probe left out (`probe_output`)."""
     probe, notes = probe_output(recipe, facts, output, seed)
-    if probe is None or cuts.proto is None:
+    if probe is None:
         return None, notes
     cut = cuts.cut(feeds, {facts.output_name: probe})
-    if cut is None:  # said (round 70: a graph that could not be cut left no probe, in silence)
-        return None, [*notes, "the output steps were not probed (the patched graph cannot be cut at the network "
-                              "output: an answer it does not make or that has no type, constants in external data, "
-                              "or a step that reads more than the caller's inputs and the network output): only "
-                              "the samples were compared"]
+    if cut is None:
+        return None, [*notes, cuts.unprobed()]
     inputs, path = cut
     probe = probe.astype(declared_type(path, facts.output_name))  # the head's own type: after flip_average the
     # maps it reads are float32
@@ -428,31 +434,35 @@ def simcc_vectors(x: np.ndarray, y: np.ndarray) -> list[tuple[np.ndarray, np.nda
 
 
 def run_simcc_probe(recipe: Recipe, facts: ModelFacts, cuts: ProbeCuts, outputs: dict[str, np.ndarray], caller: str,
-                    feeds: dict[str, np.ndarray]) -> Probe | None:
+                    feeds: dict[str, np.ndarray]) -> tuple[Probe | None, list[str]]:
     """The decoder probe of a `simcc_decode` recipe: the patched graph cut at the network's two SimCC outputs
     (`cuts`), run on `simcc_vectors` of one batch's (`outputs`, by name) next to the output twins; the probes joined
     as one (its `output`: the x vectors). None when the recipe does not start with simcc_decode or the graph cannot
-    be cut (as `run_probe`)."""
+    be cut (as `run_probe`, with its note). The vectors are written in float32 and given in the heads' own float
+    type (round 88: float16 and float64 heads had no probe, in silence, and wrong patches PASSed; as `probe_output`)."""
     from graphsurgery.steps.simcc import SimccDecode
 
     steps = recipe.output.steps if recipe.output else ()
     if not steps or not isinstance(steps[0], SimccDecode):
-        return None
+        return None, []
     step, batch = steps[0], feeds[caller].shape[0]
-    if not all(name in outputs and outputs[name].dtype == np.float32 for name in step.reads):
-        return None
-    pairs = simcc_vectors(outputs[step.x][:batch], outputs[step.y][:batch])
-    cut = cuts.cut(feeds, {step.x: pairs[0][0], step.y: pairs[0][1]}) if pairs else None
+    if not all(name in outputs and outputs[name].dtype.kind == "f" for name in step.reads):
+        return None, []
+    pairs = [(px.astype(outputs[step.x].dtype), py.astype(outputs[step.y].dtype)) for px, py in simcc_vectors(
+        outputs[step.x][:batch].astype(np.float32), outputs[step.y][:batch].astype(np.float32))]
+    if not pairs:
+        return None, []
+    cut = cuts.cut(feeds, {step.x: pairs[0][0], step.y: pairs[0][1]})
     if cut is None:
-        return None
+        return None, [cuts.unprobed()]
     inputs, path = cut
     shape = feeds[caller].shape
     extras = {name: value for name, value in feeds.items() if name != caller}
-    probes = []
+    types, probes = {name: declared_type(path, name) for name in (step.x, step.y)}, []
     for px, py in pairs:
-        vectors = {step.x: px, step.y: py}
+        vectors = {step.x: px.astype(types[step.x]), step.y: py.astype(types[step.y])}
         twin_extras = output_extras(recipe, facts, extras, shape, vectors)
         answers = cuts.run(path, {**{name: feeds[name] for name in inputs}, **vectors})
         probes.append(Probe(vectors[facts.output_name], twin_extras,
                             postprocess(recipe, vectors[facts.output_name], facts, twin_extras), cuts.backend, answers))
-    return joined(probes)
+    return joined(probes), []

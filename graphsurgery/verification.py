@@ -401,9 +401,11 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
         probe, probe_notes = (None, []) if int8 else run_probe(recipe, facts, cuts, network_output, image_input.name,
                                                                feeds, seed)
         report.notes += probe_notes
-        if probe is None and not int8 and not crops_boxes:  # round 52: SimCC's two heads (a network output per
-            # caller's sample: the graph's crops are as many as their boxes)
-            probe = run_simcc_probe(recipe, facts, cuts, decoded[backends[0]][0][1], image_input.name, feeds)
+        if probe is None and not int8:  # round 52: SimCC's two heads; round 88: where the graph crops boxes too
+            # (the first box's heads, as the heatmaps' probe reads; it was left out, and a wrong patch PASSed)
+            probe, simcc_notes = run_simcc_probe(recipe, facts, cuts, decoded[backends[0]][0][1], image_input.name,
+                                                 feeds)
+            report.notes += simcc_notes
         # round 52: maps of flat, tied, cornered and faint peaks, for the heatmap decoders that decide exactly
         exact_heatmaps = probe is not None and _decided_exactly(recipe) and isinstance(read_steps(recipe)[0],
                                                                                         HeatmapArgmax)

@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from graphsurgery.errors import GraphsurgeryError
+from graphsurgery.limits import memory_limit
+from graphsurgery.supervisor import users_code
 
 
 def source_file(spec: str | None) -> Path | None:
@@ -45,7 +47,7 @@ def import_callable(spec: str, what: str, example: str) -> Callable:
         raise GraphsurgeryError(f"{what} {spec!r} is not MODULE:FUNCTION", fix=fix)
     _importable_here()
     try:
-        with _in_this_folder():
+        with _in_this_folder(), users_code(f"{what} importing {module_name}"):
             module = importlib.import_module(module_name)
     except ImportError as exc:
         raise GraphsurgeryError(f"{what}: cannot import {module_name!r} ({exc})",
@@ -63,13 +65,19 @@ def call_user(function: Callable, what: str, *args, name: str | None = None):
     (--reference-pipeline)"): an exception in it is theirs to fix, said in one line, not a graphsurgery bug.
     `name`: how to call it in that line (default: its module and name; a network's forward is named by the spec
     of the function that made it)."""
+    # named by its type where it has no name of its own: the object's str() is the caller's code, and may raise
+    name = name or (f"{getattr(function, '__module__', None) or '?'}:"
+                    f"{getattr(function, '__qualname__', None) or type(function).__qualname__}")
     try:
-        with _in_this_folder():
+        with _in_this_folder(), users_code(f"{what} {name}"):
             return function(*args)
-    except (GraphsurgeryError, MemoryError):
+    except GraphsurgeryError:
         raise
+    except MemoryError:
+        if memory_limit() is not None:  # the process's limit, which the CLI names (`limits.limit_error`)
+            raise
+        raise _users_fault(what, name, MemoryError()) from None
     except (Exception, SystemExit) as exc:  # sys.exit(0) in it ended verify with exit 0, having compared nothing
-        name = name or f"{getattr(function, '__module__', None) or '?'}:{getattr(function, '__qualname__', function)}"
         raise _users_fault(what, name, exc) from None
 
 
@@ -106,6 +114,9 @@ def _users_fault(what: str, name: str, exc: BaseException) -> GraphsurgeryError:
         return GraphsurgeryError(f"{what}: {name} called sys.exit({exc.code!r})"[:300], fix="return from the "
                                  "function instead of exiting (guard a script's own run with `if __name__ == "
                                  "'__main__':`)")
+    if isinstance(exc, MemoryError):  # was "internal error (out of memory) — this is a graphsurgery bug" (round 89)
+        return GraphsurgeryError(f"{what}: {name} ran out of memory (MemoryError)"[:300],
+                                 fix="have it hold less at once (fewer or smaller arrays), or free memory")
     message = " ".join(str(exc).split())[:200]
     return GraphsurgeryError(f"{what}: {name} raised {type(exc).__name__}: {message}",
                              fix="call it alone in Python to see its traceback, and fix it")

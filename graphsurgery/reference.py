@@ -132,7 +132,8 @@ def verify_reference(recipe: str | Path | Recipe, plain_model: str | Path, refer
         else:
             function = (import_callable(pipeline, "the reference pipeline (--reference-pipeline)",
                                         "mypackage.pose:predict") if isinstance(pipeline, str) else pipeline)
-            source = getattr(function, "__qualname__", str(pipeline))
+            # by its type where it has no name: str() of the caller's object is its code, and may raise
+            source = getattr(function, "__qualname__", None) or type(function).__qualname__
             described = f"random samples (seed {seed}) through {source}()"
             groups, unfed = _live(function, recipe, facts, plain, patched_path, random, seed)
         expected = {name: np.concatenate([g[1][name] for g in groups]) for name in groups[0][1]}

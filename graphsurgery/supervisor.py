@@ -66,6 +66,8 @@ _LOADER_GAVE_UP = 127
 #: the activity while the child imports the CLI (`launch`): a library may end the process from C there (OpenBLAS's
 #: "Memory allocation still failed", exit 1 under `ulimit -v 100000`: the parity-failure code, with no line)
 LOADING = "graphsurgery was loading its libraries (numpy, onnx, the runtimes)"
+#: how the activity of the user's own Python code starts (`users_code`): not timed, and an exit from inside it is said
+USERS_CODE = "running the user's code: "
 #: the exit codes by which the child says its own last line while it loads (`launch`: a signal, a limit)
 _SAID_WHILE_LOADING = {2, 130, 143}
 #: the seconds between the parent's looks at the child
@@ -168,6 +170,16 @@ def doing(activity: str) -> Iterator[None]:
         _doing.pop()
         _serial += 1
         _publish()
+
+
+@contextmanager
+def users_code(name: str) -> Iterator[None]:
+    """The child runs the user's own function `name` (`--reference-pipeline`, `--torch`; as it imports its module
+    too): one that left the process itself (`os._exit(0)`, a library's `exit()`) skipped the command's last line,
+    and verify ended with exit 0, no line, having compared nothing (round 89); the parent now says so, exit 2. Not
+    timed: the user's code may rightly take longer than a step in native code."""
+    with doing(USERS_CODE + name):
+        yield
 
 
 @contextmanager
@@ -351,7 +363,8 @@ def _watch(child: int, channel: int, cpu_limit_line: str, time_limit: int) -> No
         # LOADING is published to say an exit from C while the libraries load, not as a step to time: its length is
         # the disk's and the machine's (a cold cache, a busy machine), not the model's; timed, a slow import was
         # stopped as "the model is too slow for this step" (round 28, under GRAPHSURGERY_TIME_LIMIT=2)
-        if activity and activity != LOADING and time_limit and spent > time_limit:
+        if activity and activity != LOADING and not activity.startswith(USERS_CODE) and time_limit and \
+                spent > time_limit:
             _kill(child, channel)
             _say(f"error: {activity} for more than {time_limit} s, and was stopped — fix: the model is too slow for "
                  f"this step (very long chains of elementwise ops slow OpenVINO's compiler; a Loop whose trip count "
@@ -368,6 +381,14 @@ def _watch(child: int, channel: int, cpu_limit_line: str, time_limit: int) -> No
         where = f" while {activity}" if activity else ""  # data: ABORT") said neither what nor why
         _say(f"error: the command's process ended abruptly (exit {code}){where} — fix: "
              + _memory_fix("free memory, then run the command again"))
+        os._exit(CRASHED)
+    if code == 0 and said and told:  # a failure said, then exit 0 from code run after it: the user's atexit
+        _remove(folders, child)  # handler or thread calling os._exit(0) turned verify's FAIL into a success (round
+        os._exit(told)  # 89); the outcome the last line went with stands
+    if code >= 0 and not said and activity.startswith(USERS_CODE):  # os._exit in the user's function
+        _remove(folders, child)
+        _say(f"error: the command's process ended (exit {code}) while {activity}, before the command finished — "
+             "fix: return from the function instead of ending the process (os._exit, or a library's exit())")
         os._exit(CRASHED)
     if code >= 0:
         os._exit(code)
@@ -387,6 +408,9 @@ def _long_run_line(running: float, activity: str, time_limit: int) -> str:
     now = f", now while {activity}" if activity else ""
     limit = (f"each step is stopped after {time_limit} s ({TIME_LIMIT_VARIABLE}), but many steps add up"
              if time_limit else f"no step has a time limit ({TIME_LIMIT_VARIABLE}=0)")
+    if activity.startswith(USERS_CODE):  # not timed ("not stuck: each step is stopped after 30 s" was untrue)
+        return (f"note: still at work after {duration(running)}{now} — that code has no time limit (it may be slow, "
+                "or stuck); Ctrl-C stops the command")
     return (f"note: still at work after {duration(running)}{now} — not stuck: {limit}; Ctrl-C stops the "
             f"command")
 
@@ -473,6 +497,10 @@ def _say_and_exit(number: int, activity: str, folders: list[bytes], cpu_limit_li
         sender = f"process {sent[1]}" if sent[1] else "another process"
         _say(f"error: the command was ended by {name}, sent by {sender} (not a crash of its own){where}")
         os._exit(128 + number)
+    if number in _CRASHES and activity.startswith(USERS_CODE):
+        _say(f"error: the command crashed ({name}){where} — fix: the crash is in that code or a library it calls: "
+             "run it alone to find it")
+        os._exit(CRASHED)
     if number in _CRASHES:
         _say(f"error: the command crashed in native code ({name}){where} — fix: " + _memory_fix(
              "the model, or an input, holds values this code cannot take (see SECURITY.md, \"Kernels that die on "

@@ -319,3 +319,36 @@ def test_a_live_pipeline_on_too_many_samples_is_refused_with_the_count_that_fits
     with pytest.raises(GraphsurgeryError, match="3 samples") as refused:
         verify(CROP, plain, reference_pipeline=live_pipeline, random=3)
     assert refused.value.path == str(plain) and "--random 1" in refused.value.fix
+
+
+@pytest.mark.parametrize("shift", [0.0, 3.0])
+def test_a_reference_of_the_kept_heatmaps_alone_checks_the_keypoints_on_them(tmp_path, shift):
+    """A reference recording the network's own output alone (the heatmaps the recipe keeps) was compared on the
+    heatmaps: a patch whose keypoints were 3 px off PASSed, with a note that they were not compared (round 89). The
+    output steps' twins now decode the recorded heatmaps, and the patched keypoints and scores are held to them."""
+    from graphsurgery.api import apply
+
+    plain = pose_model(tmp_path / "plain.onnx", dynamic_batch=True)
+    right = apply(CROP, plain, tmp_path / "right.onnx").output
+    crops = bgr_crops(3, seed=7)
+    with open_runner("onnxruntime", right) as run:
+        recorded = run({"input": crops})
+    np.savez(tmp_path / "heatmaps.npz", input=crops, heatmaps=recorded["heatmaps"])
+    model = onnx.load(str(right))  # keypoints moved by `shift` px after the decode, all else as the right patch
+    producer = next(node for node in model.graph.node if "keypoints" in node.output)
+    producer.output[list(producer.output).index("keypoints")] = "keypoints_unshifted"
+    model.graph.initializer.append(onnx.numpy_helper.from_array(np.array(shift, np.float32), "shift"))
+    model.graph.node.append(onnx.helper.make_node("Add", ["keypoints_unshifted", "shift"], ["keypoints"]))
+    onnx.save(model, str(tmp_path / "patched.onnx"))
+    report = verify(CROP, plain, patched=tmp_path / "patched.onnx", reference=tmp_path / "heatmaps.npz",
+                    backends=("onnxruntime",))
+    assert {result.output for result in report.pairs[0].results} == {"heatmaps", "keypoints", "scores"}
+    assert any("'keypoints', 'scores' are not in the reference: compared with the recipe's output steps" in note
+               for note in report.notes), report.notes
+    keypoints = next(result for result in report.pairs[0].results if result.output == "keypoints")
+    assert keypoints.positions == 3 * 17
+    if shift:
+        assert not report and keypoints.mismatches == 3 * 17, report.failures()
+        assert keypoints.max_distance == pytest.approx(shift * 2**0.5)  # x and y moved
+    else:
+        assert report and keypoints.matches == 3 * 17, report.failures()

@@ -57,7 +57,8 @@ DETAILS_SHOWN = 3
 @seed_option
 @click.option("--reference", type=existing_file, metavar="FILE.npz",
               help="Your own pipeline, recorded: its inputs under the patched model's input names and its answers "
-                   "under its output names (numpy.savez). Compared against instead of the recipe's numpy twins.")
+                   "under its output names (numpy.savez). Compared against instead of the recipe's numpy twins; "
+                   "outputs it lacks are held to the twins of the output steps on the model output it records.")
 @click.option("--reference-pipeline", metavar="MODULE:FUNCTION",
               help="Your own pipeline, called live on random samples: FUNCTION(inputs by the patched model's input "
                    "names) returns its answers by output name. Compared against instead of the numpy twins.")

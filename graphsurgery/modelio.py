@@ -28,7 +28,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache, wraps
 from pathlib import Path
 from typing import ParamSpec, TypeVar
@@ -93,6 +93,13 @@ class LoadedModel:
     @property
     def base_dir(self) -> Path:
         return self.path.parent
+
+    def copied(self) -> LoadedModel:
+        """The model as read, with a proto of its own for a splice to change (`api.apply_loaded`): a copy takes a
+        tenth of a read (HRNet-W32: 0.02–0.07 s against 0.3–0.4 s)."""
+        proto = onnx.ModelProto()
+        proto.CopyFrom(self.proto)
+        return replace(self, proto=proto)
 
 
 def network_sha256(loaded: LoadedModel) -> str:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from graphsurgery.api import apply
+from graphsurgery.api import apply_loaded
 from graphsurgery.callables import call_user, import_callable
 from graphsurgery.errors import GraphsurgeryError
 from graphsurgery.heatmap_grid import heatmap_grid
@@ -132,7 +132,8 @@ def verify_reference(recipe: str | Path | Recipe, plain_model: str | Path, refer
     wanted = with_tolerances(declared, tolerances or {})
     with temporary_folder("reference") as tmp, scratch_named(tmp, f"{plain.path} (patched by {recipe.source})"):
         patched_path = (Path(patched) if patched is not None
-                        else apply(recipe, plain.path, Path(tmp) / "patched.onnx", upgrade_opset=upgrade_opset).output)
+                        else apply_loaded(recipe, plain.copied(), Path(tmp) / "patched.onnx",
+                                          upgrade_opset=upgrade_opset).output)
         if pipeline is None:
             source, described = reference, f"samples recorded in {reference}"
             groups = [_recorded(load_reference(reference), model_signature(patched_path).inputs, reference)]

@@ -6,6 +6,7 @@ files to what was read as a new read does (`modelio.read_by_path`)."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import onnx
 import pytest
@@ -87,8 +88,6 @@ def test_verify_reads_each_model_once(tmp_path, monkeypatch):
     """verify read the patched model three times (its signature, its own read, the exposed copy) and the plain one
     three (its own, apply's, its signature): 0.3 s a read for HRNet-W32. Its own reads now give the signatures, and
     apply splices a copy of its plain model."""
-    from pathlib import Path
-
     from graphsurgery.verification import verify
 
     reads = []
@@ -98,3 +97,21 @@ def test_verify_reads_each_model_once(tmp_path, monkeypatch):
     report = verify(Path(__file__).resolve().parent.parent / "recipes" / "hrnet_coco_pose.yaml", plain, random=2)
     assert report, report.failures()
     assert reads.count("patched.onnx") == 1 and reads.count("plain.onnx") == 1, reads
+
+
+def test_verify_against_a_reference_reads_the_plain_model_once(tmp_path, monkeypatch):
+    """As verify: apply splices a copy of the plain model verify_reference read (it read the model again)."""
+    import numpy as np
+
+    from graphsurgery.verification import verify
+
+    from modelkit import bgr_crops
+
+    reads = []
+    real = modelio._read_and_check
+    monkeypatch.setattr(modelio, "_read_and_check", lambda path: reads.append(path.name) or real(path))
+    plain = pose_model(tmp_path / "plain.onnx")
+    np.savez(tmp_path / "reference.npz", input=bgr_crops(1, seed=3), keypoints=np.zeros((1, 17, 2), np.float32))
+    recipe = Path(__file__).resolve().parent.parent / "recipes" / "hrnet_coco_pose.yaml"
+    verify(recipe, plain, reference=tmp_path / "reference.npz", backends=("onnxruntime",))
+    assert reads.count("plain.onnx") == 1, reads

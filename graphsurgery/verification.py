@@ -263,9 +263,10 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
     images = input_path(images, "image folder") if images is not None else None
     boxes = input_path(boxes, "boxes file") if boxes is not None else None
     if reference is not None or reference_pipeline is not None:
-        if reference is not None and (reference_pipeline is not None or random is not None):
+        if reference is not None and (reference_pipeline is not None or random is not None or seed):  # a seed was
+            # taken and ignored (round 89)
             raise GraphsurgeryError("a reference file brings its own inputs and answers", path=reference,
-                                    fix="give the reference file alone, without a pipeline or random samples")
+                                    fix="give the reference file alone, without a pipeline, random samples or a seed")
         if images is not None or boxes is not None:
             raise GraphsurgeryError("a reference pipeline is compared on random samples", path=images or boxes,
                                     fix="give no images or boxes with a reference")

@@ -207,6 +207,9 @@ def test_bad_reference_files_are_one_line_errors(recorded, tmp_path):
             verify(CROP, plain, reference=tmp_path / name, backends=("onnxruntime",))
     with pytest.raises(GraphsurgeryError, match="brings its own inputs"):
         verify(CROP, plain, reference=good, random=2)
+    result = CliRunner().invoke(cli, ["verify", str(CROP), str(plain), "--reference", str(good), "--seed", "3"])
+    assert result.exit_code == 2 and "brings its own inputs and answers" in result.output and "a seed" in \
+        result.output, result.output  # a seed it never used was taken in silence (round 89)
 
 
 def test_a_pipeline_that_answers_no_dict_and_inputs_it_does_not_take_are_refused(recorded, tmp_path):

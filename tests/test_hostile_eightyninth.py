@@ -46,6 +46,11 @@ def wrong_then_exit_0_at_exit(feeds):
     count = len(feeds["input"])
     return {"keypoints": np.zeros((count, 17, 2), np.float32), "scores": np.zeros((count, 17, 1), np.float32)}
 
+def closes_standard_output(feeds):
+    os.close(1)
+    count = len(feeds["input"])
+    return {"keypoints": np.zeros((count, 17, 2), np.float32), "scores": np.zeros((count, 17, 1), np.float32)}
+
 def slow(feeds):
     time.sleep(2.5)
     raise ValueError("slow but done")
@@ -143,3 +148,11 @@ def test_the_note_on_a_long_run_in_the_users_code_promises_no_time_limit():
     line = _long_run_line(61, f"{USERS_CODE}the reference pipeline (--reference-pipeline) m:f", 30)
     assert "m:f" in line and "no time limit" in line and "not stuck" not in line
     assert "not stuck" in _long_run_line(61, "OpenVINO runs m.xml", 30)
+
+
+def test_a_pipeline_that_closes_standard_output_is_the_users_one_line(user_folder, plain, patched):
+    """Was: the report failed to print, "internal error (OSError: [Errno 9] Bad file descriptor)", exit 3."""
+    done = verify_with(user_folder, plain, patched, "userpipeline:closes_standard_output")
+    lines = done.stderr.splitlines()
+    assert done.returncode == 2 and len(lines) == 1, (done.returncode, done.stderr)
+    assert "userpipeline:closes_standard_output closed standard output" in lines[0] and "fix:" in lines[0]

@@ -42,8 +42,8 @@ from graphsurgery.twins import (
     extra_input_names,
     input_steps,
     other_inputs,
+    output_extras,
     postprocess,
-    with_geometry,
 )
 from graphsurgery.verification import PairReport, VerifyReport, colours_unproven, compare, refuse_unless_outputs_fit
 
@@ -244,7 +244,8 @@ def _recorded_maps(recipe: Recipe, facts: ModelFacts, groups: list[Group], image
     it, keep_original, and the recording holds it in the patched model's shape), with the extra inputs the output
     twins get; None where the recording lacks it."""
     name = facts.output_name
-    if name is None or name not in patched or not all(name in answers for _, answers in groups):
+    if name is None or name not in patched or not all(target in answers for _, answers in groups
+                                                      for target in facts.targets):  # SimCC's two heads: both
         return None
     if np.concatenate([answers[name] for _, answers in groups]).shape != patched[name].shape:
         return None
@@ -252,17 +253,20 @@ def _recorded_maps(recipe: Recipe, facts: ModelFacts, groups: list[Group], image
     for feeds, answers in groups:
         extras = {key: value for key, value in feeds.items() if key != image_name}
         maps.append((decoded_output(recipe, np.asarray(answers[name], np.float32), facts, extras),
-                     with_geometry(recipe, facts, extras, feeds[image_name].shape)))
+                     output_extras(recipe, facts, extras, feeds[image_name].shape,
+                                   {target: np.asarray(answers[target], np.float32) for target in facts.targets})))
     return maps
 
 
 def _twins_of_recorded(recipe: Recipe, facts: ModelFacts, maps: list[tuple[np.ndarray, dict[str, np.ndarray]]] | None,
                        missing: list[str]) -> dict[str, np.ndarray]:
-    """The `missing` outputs (none recorded) as the output steps' twins make them from the model output the user's
-    pipeline recorded (`_recorded_maps`): a reference of the kept heatmaps alone was compared on the heatmaps, and a
-    patch whose keypoints were 3 px off PASSed (round 89). Nothing without the recorded output, or where the steps
-    read several model outputs (SimCC's two heads: only the first is in `maps`)."""
-    if not missing or maps is None or len(facts.targets) > 1:
+    """The `missing` outputs (none recorded) as the output steps' twins make them from the model outputs the user's
+    pipeline recorded (`_recorded_maps`: the one the decoding reads, with SimCC's second head): a reference of the
+    kept heatmaps alone was compared on the heatmaps, and a patch whose keypoints were 3 px off PASSed (round 89).
+    Nothing without those recordings, or where a step that rewrites the output (a flip test's average) would have
+    to rewrite several."""
+    if not missing or maps is None or len(facts.targets) > 1 and any(
+            step.rewrites_output for step in recipe.output.steps):
         return {}
     made = [postprocess(recipe, decoded, facts, extras, decoded=True) for decoded, extras in maps]
     return {name: np.concatenate([answers[name] for answers in made]) for name in missing

@@ -324,6 +324,16 @@ def test_a_live_pipeline_on_too_many_samples_is_refused_with_the_count_that_fits
     assert refused.value.path == str(plain) and "--random 1" in refused.value.fix
 
 
+def moved_keypoints(right, out, shift: float) -> None:
+    """`right` with its keypoints moved by `shift` px after the decode, all else as it is, written to `out`."""
+    model = onnx.load(str(right))
+    producer = next(node for node in model.graph.node if "keypoints" in node.output)
+    producer.output[list(producer.output).index("keypoints")] = "keypoints_unshifted"
+    model.graph.initializer.append(onnx.numpy_helper.from_array(np.array(shift, np.float32), "shift"))
+    model.graph.node.append(onnx.helper.make_node("Add", ["keypoints_unshifted", "shift"], ["keypoints"]))
+    onnx.save(model, str(out))
+
+
 @pytest.mark.parametrize("shift", [0.0, 3.0])
 def test_a_reference_of_the_kept_heatmaps_alone_checks_the_keypoints_on_them(tmp_path, shift):
     """A reference recording the network's own output alone (the heatmaps the recipe keeps) was compared on the
@@ -337,12 +347,7 @@ def test_a_reference_of_the_kept_heatmaps_alone_checks_the_keypoints_on_them(tmp
     with open_runner("onnxruntime", right) as run:
         recorded = run({"input": crops})
     np.savez(tmp_path / "heatmaps.npz", input=crops, heatmaps=recorded["heatmaps"])
-    model = onnx.load(str(right))  # keypoints moved by `shift` px after the decode, all else as the right patch
-    producer = next(node for node in model.graph.node if "keypoints" in node.output)
-    producer.output[list(producer.output).index("keypoints")] = "keypoints_unshifted"
-    model.graph.initializer.append(onnx.numpy_helper.from_array(np.array(shift, np.float32), "shift"))
-    model.graph.node.append(onnx.helper.make_node("Add", ["keypoints_unshifted", "shift"], ["keypoints"]))
-    onnx.save(model, str(tmp_path / "patched.onnx"))
+    moved_keypoints(right, tmp_path / "patched.onnx", shift)
     report = verify(CROP, plain, patched=tmp_path / "patched.onnx", reference=tmp_path / "heatmaps.npz",
                     backends=("onnxruntime",))
     assert {result.output for result in report.pairs[0].results} == {"heatmaps", "keypoints", "scores"}
@@ -355,3 +360,29 @@ def test_a_reference_of_the_kept_heatmaps_alone_checks_the_keypoints_on_them(tmp
         assert keypoints.max_distance == pytest.approx(shift * 2**0.5)  # x and y moved
     else:
         assert report and keypoints.matches == 3 * 17, report.failures()
+
+
+@pytest.mark.parametrize("shift", [0.0, 2.0])
+def test_a_reference_of_simccs_two_heads_alone_checks_the_keypoints_on_them(tmp_path, shift):
+    """As for heatmaps: the two SimCC heads the recipe keeps, recorded alone, are decoded by the output steps'
+    twins, and keypoints moved by 2 px FAIL (SimCC reads two model outputs: `_twins_of_recorded` passes the second)."""
+    from graphsurgery.api import apply
+    from test_simcc import RECIPE as SIMCC
+    from test_simcc import two_head_model
+
+    plain, recipe = two_head_model(tmp_path / "simcc.onnx"), tmp_path / "simcc.yaml"
+    recipe.write_text(SIMCC.replace("KEEP", "true"))
+    right = apply(recipe, plain, tmp_path / "right.onnx").output
+    crops = np.random.default_rng(4).integers(0, 256, (1, 256, 192, 3), dtype=np.uint8)
+    with open_runner("onnxruntime", right) as run:
+        recorded = run({"input": crops})
+    np.savez(tmp_path / "heads.npz", input=crops, simcc_x=recorded["simcc_x"], simcc_y=recorded["simcc_y"])
+    moved_keypoints(right, tmp_path / "patched.onnx", shift)
+    report = verify(recipe, plain, patched=tmp_path / "patched.onnx", reference=tmp_path / "heads.npz",
+                    backends=("onnxruntime",))
+    keypoints = next(result for result in report.pairs[0].results if result.output == "keypoints")
+    assert keypoints.positions == 17
+    if shift:
+        assert not report and keypoints.mismatches == 17, report.failures()
+    else:
+        assert report and keypoints.matches == 17, report.failures()

@@ -362,10 +362,9 @@ def test_a_reference_of_the_kept_heatmaps_alone_checks_the_keypoints_on_them(tmp
         assert report and keypoints.matches == 3 * 17, report.failures()
 
 
-@pytest.mark.parametrize("shift", [0.0, 2.0])
-def test_a_reference_of_simccs_two_heads_alone_checks_the_keypoints_on_them(tmp_path, shift):
-    """As for heatmaps: the two SimCC heads the recipe keeps, recorded alone, are decoded by the output steps'
-    twins, and keypoints moved by 2 px FAIL (SimCC reads two model outputs: `_twins_of_recorded` passes the second)."""
+@pytest.fixture
+def simcc_recorded(tmp_path):
+    """A SimCC model, its recipe keeping both heads, the right patch, a crop and the patch's answers to it."""
     from graphsurgery.api import apply
     from test_simcc import RECIPE as SIMCC
     from test_simcc import two_head_model
@@ -375,7 +374,14 @@ def test_a_reference_of_simccs_two_heads_alone_checks_the_keypoints_on_them(tmp_
     right = apply(recipe, plain, tmp_path / "right.onnx").output
     crops = np.random.default_rng(4).integers(0, 256, (1, 256, 192, 3), dtype=np.uint8)
     with open_runner("onnxruntime", right) as run:
-        recorded = run({"input": crops})
+        return plain, recipe, right, crops, run({"input": crops})
+
+
+@pytest.mark.parametrize("shift", [0.0, 2.0])
+def test_a_reference_of_simccs_two_heads_alone_checks_the_keypoints_on_them(simcc_recorded, tmp_path, shift):
+    """As for heatmaps: the two SimCC heads the recipe keeps, recorded alone, are decoded by the output steps'
+    twins, and keypoints moved by 2 px FAIL (SimCC reads two model outputs: `_twins_of_recorded` passes the second)."""
+    plain, recipe, right, crops, recorded = simcc_recorded
     np.savez(tmp_path / "heads.npz", input=crops, simcc_x=recorded["simcc_x"], simcc_y=recorded["simcc_y"])
     moved_keypoints(right, tmp_path / "patched.onnx", shift)
     report = verify(recipe, plain, patched=tmp_path / "patched.onnx", reference=tmp_path / "heads.npz",
@@ -386,3 +392,12 @@ def test_a_reference_of_simccs_two_heads_alone_checks_the_keypoints_on_them(tmp_
         assert not report and keypoints.mismatches == 17, report.failures()
     else:
         assert report and keypoints.matches == 17, report.failures()
+
+
+def test_a_reference_of_one_simcc_head_and_wrong_keypoints_fails_not_an_internal_error(simcc_recorded, tmp_path):
+    """One of SimCC's two heads recorded beside keypoints: a mismatch's rounding check decoded that head alone, and
+    verify ended in KeyError 'simcc_x' (exit 3). Without both heads there is nothing to decode: the keypoints FAIL."""
+    plain, recipe, right, crops, recorded = simcc_recorded
+    np.savez(tmp_path / "one.npz", input=crops, simcc_x=recorded["simcc_x"], keypoints=recorded["keypoints"] + 2)
+    report = verify(recipe, plain, patched=right, reference=tmp_path / "one.npz", backends=("onnxruntime",))
+    assert not report and any("keypoints: 0/17 exact" in line for line in report.failures()), report.failures()

@@ -212,9 +212,11 @@ def verify_reference(recipe: str | Path | Recipe, plain_model: str | Path, refer
         report.notes.append(f"keypoint and index mismatches judged on the reference's own {facts.output_name!r} (near "
                             "ties, rounding), as verify judges them on the plain model's")
     elif positions:
-        report.notes.append(f"the reference holds no {facts.output_name!r} (the model output the decoding reads): "
-                            "every keypoint or index mismatch counts as real; record it too (keep_original) to "
-                            "have near ties judged")
+        lacks = (f"not both of {' and '.join(map(repr, facts.targets))} (the model outputs" if len(facts.targets) > 1
+                 else f"no {facts.output_name!r} (the model output")
+        report.notes.append(f"the reference holds {lacks} the decoding reads, in the patched model's shape): every "
+                            "keypoint or index mismatch counts as real; record it too (keep_original) to have near "
+                            "ties judged")
     return report
 
 

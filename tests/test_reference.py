@@ -401,3 +401,4 @@ def test_a_reference_of_one_simcc_head_and_wrong_keypoints_fails_not_an_internal
     np.savez(tmp_path / "one.npz", input=crops, simcc_x=recorded["simcc_x"], keypoints=recorded["keypoints"] + 2)
     report = verify(recipe, plain, patched=right, reference=tmp_path / "one.npz", backends=("onnxruntime",))
     assert not report and any("keypoints: 0/17 exact" in line for line in report.failures()), report.failures()
+    assert any("holds not both of 'simcc_x' and 'simcc_y'" in note for note in report.notes), report.notes

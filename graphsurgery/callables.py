@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from graphsurgery.errors import GraphsurgeryError
-from graphsurgery.limits import memory_limit
+from graphsurgery.limits import memory_limit, writable
 from graphsurgery.supervisor import users_code
 
 
@@ -68,7 +68,7 @@ def call_user(function: Callable, what: str, *args, name: str | None = None):
     # named by its type where it has no name of its own: the object's str() is the caller's code, and may raise
     name = name or (f"{getattr(function, '__module__', None) or '?'}:"
                     f"{getattr(function, '__qualname__', None) or type(function).__qualname__}")
-    writable = _output_open()
+    could_write = writable(sys.stdout)
     try:
         with _in_this_folder(), users_code(f"{what} {name}"):
             answer = function(*args)
@@ -80,25 +80,10 @@ def call_user(function: Callable, what: str, *args, name: str | None = None):
         raise _users_fault(what, name, MemoryError()) from None
     except (Exception, SystemExit) as exc:  # sys.exit(0) in it ended verify with exit 0, having compared nothing
         raise _users_fault(what, name, exc) from None
-    if writable and not _output_open():  # the report then failed to print: an internal error (EBADF; round 89)
+    if could_write and not writable(sys.stdout):  # the report then failed to print: an internal error (EBADF; round 89)
         raise GraphsurgeryError(f"{what}: {name} closed standard output, where the command's report goes",
                                 fix="leave sys.stdout (and descriptor 1) open in it")
     return answer
-
-
-def _output_open() -> bool:
-    """Whether standard output can still take the command's report: `sys.stdout` open, on an open descriptor."""
-    if sys.stdout is None or sys.stdout.closed:
-        return False
-    try:
-        descriptor = sys.stdout.fileno()
-    except (OSError, ValueError):  # a stream without one (io.StringIO, in an application or a test): open
-        return True
-    try:
-        os.fstat(descriptor)
-    except OSError:  # the descriptor closed under it (os.close(1))
-        return False
-    return True
 
 
 def call_back(function: Callable, *args):

@@ -199,7 +199,7 @@ def writable(stream) -> bool:
     write failed with EBADF, an internal error). A stream without a descriptor (an embedding application's) can."""
     import fcntl
 
-    if stream is None:
+    if stream is None or getattr(stream, "closed", False):  # `sys.stdout.close()`: its fileno() is a ValueError
         return False
     try:
         fd = stream.fileno()

@@ -48,6 +48,14 @@ def wrong_then_exit_0_at_exit(feeds):
 
 def closes_standard_output(feeds):
     os.close(1)
+    return answers(feeds)
+
+def closes_sys_stdout(feeds):
+    import sys
+    sys.stdout.close()
+    return answers(feeds)
+
+def answers(feeds):
     count = len(feeds["input"])
     return {"keypoints": np.zeros((count, 17, 2), np.float32), "scores": np.zeros((count, 17, 1), np.float32)}
 
@@ -150,9 +158,10 @@ def test_the_note_on_a_long_run_in_the_users_code_promises_no_time_limit():
     assert "not stuck" in _long_run_line(61, "OpenVINO runs m.xml", 30)
 
 
-def test_a_pipeline_that_closes_standard_output_is_the_users_one_line(user_folder, plain, patched):
+@pytest.mark.parametrize("function", ["closes_standard_output", "closes_sys_stdout"])
+def test_a_pipeline_that_closes_standard_output_is_the_users_one_line(user_folder, plain, patched, function):
     """Was: the report failed to print, "internal error (OSError: [Errno 9] Bad file descriptor)", exit 3."""
-    done = verify_with(user_folder, plain, patched, "userpipeline:closes_standard_output")
+    done = verify_with(user_folder, plain, patched, f"userpipeline:{function}")
     lines = done.stderr.splitlines()
     assert done.returncode == 2 and len(lines) == 1, (done.returncode, done.stderr)
-    assert "userpipeline:closes_standard_output closed standard output" in lines[0] and "fix:" in lines[0]
+    assert f"userpipeline:{function} closed standard output" in lines[0] and "fix:" in lines[0]

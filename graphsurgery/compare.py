@@ -24,7 +24,8 @@ also passes a `HeatmapGrid`, the per-position affine map between heatmap cells a
 (`heatmap_grid.heatmap_grid` measures it from the recipe's own numpy twins). A mismatch whose two coordinates fall
 in the same heatmap cell differs in a sub-cell refinement (the quarter-pixel offset): it is a near tie when the
 two neighbours that decide the refinement along the differing axis tie. A joint whose reference peak is itself
-within the tolerance of 0 sits on the "score ≤ 0 → (0, 0)" threshold, also a near tie.
+within the tolerance of 0 sits on the "score ≤ 0 → (0, 0)" threshold, also a near tie. Positions chosen per axis
+from two 1-D vectors (SimCC: `AxisVectors`) are judged the same way, bin by bin on each axis that differs.
 
 Results are small JSON-serialisable dataclasses; `bool(result)` is the verdict.
 """
@@ -288,6 +289,16 @@ class HeatmapGrid:
         return nearest_cells(cells)
 
 
+@dataclass(frozen=True)
+class AxisVectors:
+    """The two vectors [N, K, L] whose maxima chose each position's x and y (SimCC's two heads), as `reference` of
+    a coordinate output whose grid maps its coordinates to their bins: a float16 head ties two far bins exactly
+    where OpenVINO, computing the Cast to float16 as no rounding, still tells them apart (round 88's leftover)."""
+
+    x: np.ndarray
+    y: np.ndarray
+
+
 def nearest_cells(values: np.ndarray) -> np.ndarray:
     """`values` rounded to the nearest integer cell, NaN as 0 and ±inf as a cell far off (round 40: ±inf, e.g. a
     keypoint divided by zero, was cast to int64 from ±1.8e308: numpy's "invalid value" warning on stderr, an
@@ -297,13 +308,13 @@ def nearest_cells(values: np.ndarray) -> np.ndarray:
 
 
 def compare_output(name: str, actual: np.ndarray, expected: np.ndarray, comparison: Comparison, *,
-                   reference: np.ndarray | None = None, grid: HeatmapGrid | None = None,
+                   reference: np.ndarray | AxisVectors | None = None, grid: HeatmapGrid | None = None,
                    tie: Comparison = DEFAULT_TIE, wobble: Callable[[], np.ndarray | None] | None = None,
                    exact: bool = False) -> OutputResult:
     """Compare `actual` with `expected` (the reference answer) as `comparison` says.
 
-    For positions, `reference` holds the values they were chosen from (heatmaps [N, K, H, W] or class scores
-    [..., C]) and `grid` maps coordinates to heatmap cells (None: coordinates are heatmap cells); without
+    For positions, `reference` holds the values they were chosen from (heatmaps [N, K, H, W], SimCC's vectors or
+    class scores [..., C]) and `grid` maps coordinates to heatmap cells or bins (None: coordinates are cells); without
     `reference`, every mismatch is real. `tie` is the float tolerance for near ties. `wobble` gives, per position,
     how far rounding moves the reference's own answer (called only when a mismatch is no near tie). `exact`: both
     answers were decided on `reference` itself by exact steps (the decoder probe: one float32 map fed to the graph
@@ -524,7 +535,7 @@ def _resolution(actual: np.ndarray, expected: np.ndarray) -> np.ndarray | float:
 
 
 def compare_positions(name: str, actual: np.ndarray, expected: np.ndarray, comparison: Comparison, *,
-                      reference: np.ndarray | None = None, grid: HeatmapGrid | None = None,
+                      reference: np.ndarray | AxisVectors | None = None, grid: HeatmapGrid | None = None,
                       tie: Comparison = DEFAULT_TIE, wobble: Callable[[], np.ndarray | None] | None = None,
                       exact: bool = False) -> PositionResult:
     kind = comparison.kind
@@ -557,8 +568,9 @@ def compare_positions(name: str, actual: np.ndarray, expected: np.ndarray, compa
             gap, near_tie = _index_tie(index, int(b[index][0]), int(a[index][0]), reference, tie)
             decides = True
         else:
-            gap, near_tie, decides = _cell_tie(index, b[index], a[index], cells_b[index], cells_a[index], reference,
-                                               tie, exact)
+            judge = _bin_tie if isinstance(reference, AxisVectors) else _cell_tie
+            gap, near_tie, decides = judge(index, b[index], a[index], cells_b[index], cells_a[index], reference, tie,
+                                           exact)
         value_ties += near_tie and decides
         if not near_tie and wobble is not None and not measured:
             moves, measured = wobble(), True
@@ -616,16 +628,10 @@ def _cell_tie(index: tuple, expected: np.ndarray, actual: np.ndarray, cell_e: np
     if heatmap.ndim != 2:
         return None, False, True
     peak = float(heatmap.max())  # NaN when the map holds one
-    if not math.isfinite(peak):
-        return None, True, False
-    if exact:
-        return None, False, True
-    if not exceeds(np.array(abs(peak)), np.array(0.0), tie.atol, tie.rtol):  # on the score ≤ 0 threshold
-        return abs(peak), True, False
+    settled = _settled_by_peak(peak, expected, actual, tie, exact)
+    if settled is not None:
+        return settled
     decides = peak > 0  # an invalid joint's answer is a convention, its refinement ill-conditioned
-    if not (np.isfinite(expected).all() and np.isfinite(actual).all()):  # a NaN answer of an invalid joint (score
-        # ≤ 0: UDP refines its (−1, −1) from wrapped reads, mmpose inverting in float64) is no position either
-        return (abs(peak), True, False) if peak <= 0 else (None, False, True)
     h, w = heatmap.shape
 
     def value(cell: np.ndarray) -> float | None:
@@ -646,6 +652,47 @@ def _cell_tie(index: tuple, expected: np.ndarray, actual: np.ndarray, cell_e: np
     if not gaps:
         return None, False, True
     return max(g for g, _ in gaps), all(t for _, t in gaps), decides
+
+
+def _bin_tie(index: tuple, expected: np.ndarray, actual: np.ndarray, bin_e: np.ndarray, bin_a: np.ndarray,
+             reference: AxisVectors, tie: Comparison, exact: bool = False) -> tuple[float | None, bool, bool]:
+    """`_cell_tie` for a position chosen per axis (SimCC): on each axis whose bins differ, do the vector's values at
+    the two bins tie? The peak is the twin's score, the smaller maximum. Two answers in one bin are a real mismatch:
+    a bin has no refinement."""
+    x, y = (np.asarray(vector[index], np.float64) for vector in (reference.x, reference.y))
+    if x.ndim != 1 or y.ndim != 1 or not (x.size and y.size):
+        return None, False, True
+    peaks = float(x.max()), float(y.max())  # NaN when the vector holds one
+    peak = min(peaks) if all(map(math.isfinite, peaks)) else math.nan  # a vector's NaN or ±inf decides nothing
+    settled = _settled_by_peak(peak, expected, actual, tie, exact)
+    if settled is not None:
+        return settled
+    gaps = []
+    for vector, first, second in ((x, bin_e[0], bin_a[0]), (y, bin_e[1], bin_a[1])):
+        if first == second:
+            continue
+        if not (0 <= first < vector.size and 0 <= second < vector.size):
+            return None, False, True
+        gaps.append(within(vector[first], vector[second], tie))
+    if not gaps:
+        return None, False, True
+    return max(g for g, _ in gaps), all(t for _, t in gaps), peak > 0
+
+
+def _settled_by_peak(peak: float, expected: np.ndarray, actual: np.ndarray, tie: Comparison, exact: bool
+                     ) -> tuple[float | None, bool, bool] | None:
+    """A mismatch's verdict where the peak of the values it was chosen from settles it before any two values are
+    compared (`_cell_tie`, `_bin_tie`); None where they must be compared."""
+    if not math.isfinite(peak):
+        return None, True, False
+    if exact:
+        return None, False, True
+    if not exceeds(np.array(abs(peak)), np.array(0.0), tie.atol, tie.rtol):  # on the score ≤ 0 threshold
+        return abs(peak), True, False
+    if not (np.isfinite(expected).all() and np.isfinite(actual).all()):  # a NaN answer of an invalid joint (score
+        # ≤ 0: UDP refines its (−1, −1) from wrapped reads, mmpose inverting in float64) is no position either
+        return (abs(peak), True, False) if peak <= 0 else (None, False, True)
+    return None
 
 
 def within(first, second, tie: Comparison) -> tuple[float, bool]:

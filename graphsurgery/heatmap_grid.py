@@ -1,14 +1,15 @@
-"""How each coordinate output maps to heatmap cells, measured with the recipe's own numpy twins.
+"""How each coordinate output maps to heatmap cells (or SimCC bins), measured with the recipe's own numpy twins.
 
 A keypoint mismatch is judged on the heatmap cells its two answers fall in (`compare.HeatmapGrid`), but keypoints
 may be in crop or image pixels after any chain of output steps. Decoding one-hot heatmaps with the output twins
 gives that map without knowing any step, so verify measures it here, once per batch, and the comparator only
-applies it.
+applies it. Positions chosen per axis from two vectors (SimCC, `Comparison.per_axis`) get the map to their bins,
+measured with one-hot vectors.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -17,6 +18,10 @@ from graphsurgery.model import ModelFacts
 from graphsurgery.recipe import Recipe
 from graphsurgery.steps.base import GEOMETRY, Comparison
 from graphsurgery.twins import postprocess
+
+#: A shape [N, K, H, W] of cells and the probe with one cell (x, y) set in each map: the decoded output and the
+#: extra inputs it changes
+OneHot = tuple[tuple[int, ...], Callable[[np.ndarray], tuple[np.ndarray, dict[str, np.ndarray]]]]
 
 
 def heatmap_grid(recipe: Recipe, facts: ModelFacts, parts: Sequence[tuple[np.ndarray, dict[str, np.ndarray]]],
@@ -28,28 +33,35 @@ def heatmap_grid(recipe: Recipe, facts: ModelFacts, parts: Sequence[tuple[np.nda
     cell and the one between (`_probe_cells`) are decoded by the output twins; two answers give the per-axis scale
     and offset, the third must agree (within 1e-4) and the scale must not vanish, else that output gets no grid.
     Single-peak maps are decoded without refinement (the neighbours tie), so no knowledge of any particular step is
-    needed here.
+    needed here. Coordinates chosen per axis get one-hot vectors in the two they name instead (`_one_hot_vectors`).
     """
     names = [name for name, c in wanted.items() if c.kind == "coordinates"]
-    if not names or not parts or parts[0][0].ndim != 4:
+    if not names or not parts:
         return {}
-    found = [_batch_grids(recipe, facts, heatmaps.shape, extras, names) for heatmaps, extras in parts]
+    found = [_batch_grids(recipe, facts, output, extras, names, wanted) for output, extras in parts]
     return {name: HeatmapGrid(np.concatenate([grids[name].scale for grids in found]),
                               np.concatenate([grids[name].offset for grids in found]))
             for name in names if all(name in grids for grids in found)}
 
 
-def _batch_grids(recipe: Recipe, facts: ModelFacts, shape: tuple[int, ...], extras: dict[str, np.ndarray],
-                 names: list[str]) -> dict[str, HeatmapGrid]:
-    """`heatmap_grid` for one batch of decoded outputs of `shape` [N, K, H, W]."""
-    n, k, h, w = shape
+def _batch_grids(recipe: Recipe, facts: ModelFacts, output: np.ndarray, extras: dict[str, np.ndarray],
+                 names: list[str], wanted: dict[str, Comparison]) -> dict[str, HeatmapGrid]:
+    """`heatmap_grid` for one batch: its decoded output (heatmaps [N, K, H, W]) and extra inputs."""
+    axes = {wanted[name].per_axis for name in names}
+    if len(axes) != 1:  # heatmap and per-axis coordinates in one recipe: no such decoder
+        return {}
+    [per_axis] = axes
+    one_hot = _one_hot_maps(output) if per_axis is None else _one_hot_vectors(output, extras, per_axis)
+    if one_hot is None:
+        return {}
+    shape, probe = one_hot
+    n, k = shape[:2]
     low, high = _probe_cells(shape, extras.get(GEOMETRY), facts.input_size)
     cells = {"low": low, "high": high, "middle": (low + high + 1) // 2}
     decoded = {}
-    for label, (x, y) in cells.items():
-        probe = np.zeros(shape, np.float32)
-        probe[:, :, y, x] = 1.0
-        decoded[label] = postprocess(recipe, probe, facts, extras, decoded=True)
+    for label, cell in cells.items():
+        probed, changed = probe(cell)
+        decoded[label] = postprocess(recipe, probed, facts, {**extras, **changed}, decoded=True)
     span = high - low
     grids = {}
     for name in names:
@@ -63,6 +75,36 @@ def _batch_grids(recipe: Recipe, facts: ModelFacts, shape: tuple[int, ...], extr
             continue
         grids[name] = HeatmapGrid(scale, offset)
     return grids
+
+
+def _one_hot_maps(output: np.ndarray) -> OneHot | None:
+    """One-hot heatmaps of `output`'s shape; None for an output that holds no heatmaps."""
+    if output.ndim != 4:
+        return None
+
+    def probe(cell: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        maps = np.zeros(output.shape, np.float32)
+        maps[:, :, cell[1], cell[0]] = 1.0
+        return maps, {}
+
+    return output.shape, probe
+
+
+def _one_hot_vectors(output: np.ndarray, extras: dict[str, np.ndarray], per_axis: tuple[str, str]) -> OneHot | None:
+    """One-hot vectors in the two [N, K, L] that `per_axis` names (x, y; the output twins read them by name), as
+    one map [N, K, Ly, Lx] of bins; None where they are not there."""
+    x, y = (extras.get(name) for name in per_axis)
+    if x is None or y is None or x.ndim != 3 or y.shape[:2] != x.shape[:2] or y.ndim != 3:
+        return None
+
+    def probe(cell: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        vectors = {}
+        for name, vector, at in ((per_axis[0], x, cell[0]), (per_axis[1], y, cell[1])):
+            vectors[name] = np.zeros(vector.shape, np.float32)
+            vectors[name][:, :, at] = 1.0
+        return output, vectors
+
+    return (*x.shape[:2], y.shape[2], x.shape[2]), probe
 
 
 def _probe_cells(shape: tuple[int, ...], geometry: np.ndarray | None, input_size: tuple[int, int] | None

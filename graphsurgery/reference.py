@@ -41,6 +41,7 @@ from graphsurgery.twins import (
     decoded_output,
     extra_input_names,
     input_steps,
+    joined_decision_inputs,
     other_inputs,
     output_extras,
     postprocess,
@@ -183,11 +184,14 @@ def verify_reference(recipe: str | Path | Recipe, plain_model: str | Path, refer
         raw = np.concatenate([values for values, _ in maps])
         grids = heatmap_grid(recipe, facts, maps, judged)
         wobbles = Wobbles(recipe, facts, {"reference": maps}, positions, tie).of("reference", True)
+        # SimCC's two vectors as the twins read them (indices keep the values your pipeline ranked: `compare`)
+        decided = {name: reads for name, reads in joined_decision_inputs(recipe, facts, maps).items()
+                   if name in judged and judged[name].per_axis}
     else:
-        raw, grids, wobbles = None, {}, {}
+        raw, grids, wobbles, decided = None, {}, {}, {}
 
     def results(actual: dict, against: dict) -> list:
-        return compare(actual, against, raw, judged, grids, tie, wobbles)
+        return compare(actual, against, raw, judged, grids, tie, wobbles, decided)
 
     report.pairs = [PairReport(f"{label[b]}: your pipeline → patched", f"your pipeline ({source})",
                                f"patched model on {label[b]}", results(runs[b], expected),

@@ -169,25 +169,35 @@ def decoded_output(recipe: Recipe, output: np.ndarray, facts: ModelFacts,
 
 def decision_inputs(recipe: Recipe, output: np.ndarray, facts: ModelFacts,
                     extras: dict[str, np.ndarray] | None = None) -> dict[str, dict[str, np.ndarray]]:
-    """Per graph output of indices or detections, what the step that chose it read, by result key, from `output` as
-    the decoding steps read it (`decoded_output`): topk the values it ranks, nms its candidate boxes and then the
-    class scores it ranks (what a step ranks is the last it reads: `ranked`). Their near ties are judged on these:
-    a saturated softmax ties probabilities of 0 whose logits differ, and a head's boxes are pixels whose rounding
-    (1e33 at 1e37, round 31) made every detection a near tie."""
+    """Per graph output of indices, detections or coordinates chosen per axis, what the step that chose it read, by
+    result key, from `output` as the decoding steps read it (`decoded_output`): topk the values it ranks, nms its
+    candidate boxes and then the class scores it ranks (what a step ranks is the last it reads: `ranked`),
+    simcc_decode its two vectors. Their near ties are judged on these: a saturated softmax ties probabilities of 0
+    whose logits differ, and a head's boxes are pixels whose rounding (1e33 at 1e37, round 31) made every detection
+    a near tie."""
     steps = recipe.output.steps if recipe.output else ()
     read: dict[int, dict[str, np.ndarray]] = {}  # by step: the nms's four outputs read once
     found = {}
     for key, name in recipe.output.output_names().items() if steps else ():
         chose = next((index for index, step in enumerate(steps) if key in step.writes()), None)
-        if chose is None or steps[chose].writes()[key].kind not in ("indices", "detections"):
+        comparison = steps[chose].writes()[key] if chose is not None else None
+        if comparison is None or not (comparison.kind in ("indices", "detections") or comparison.per_axis):
             continue
         if chose not in read:
             env = _output_env(recipe, chose, output, facts, extras, skip_rewrites=True)
             read[chose] = {value: env[value] for value in steps[chose].reads}
-            if steps[chose].writes()[key].kind == "detections":
+            if comparison.kind == "detections":
                 read[chose] = _with_placed(read[chose], steps[chose + 1:], env)
         found[name] = read[chose]
     return found
+
+
+def joined_decision_inputs(recipe: Recipe, facts: ModelFacts, parts: Sequence[tuple[np.ndarray, dict[str, np.ndarray]]]
+                           ) -> dict[str, dict[str, np.ndarray]]:
+    """`decision_inputs` of batches (`parts`: each its decoded output and extra inputs), joined."""
+    found = [decision_inputs(recipe, output, facts, extras) for output, extras in parts]
+    return {name: {key: np.concatenate([batch[name][key] for batch in found]) for key in reads}
+            for name, reads in found[0].items()}
 
 
 #: `decision_inputs`' key of an nms's candidate boxes where the recipe outputs its detections

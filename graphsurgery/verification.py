@@ -27,7 +27,7 @@ import numpy as np
 import onnx
 
 from graphsurgery.api import apply_loaded
-from graphsurgery.compare import FloatResult, HeatmapGrid, OutputResult, compare_output, missing_output
+from graphsurgery.compare import AxisVectors, FloatResult, HeatmapGrid, OutputResult, compare_output, missing_output
 from graphsurgery.compare_detections import Candidates, compare_detections, group_comparison
 from graphsurgery.crop_positions import (
     BLEND_BOXES,
@@ -125,10 +125,10 @@ from graphsurgery.twins import (
     comparisons,
     concat,
     crops_in_graph,
-    decision_inputs,
     decoded_output,
     extra_input_names,
     input_steps,
+    joined_decision_inputs,
     other_inputs,
     output_extras,
     preprocess,
@@ -462,8 +462,9 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
         wanted, float16_note = float16_exponentials(wanted, tolerances, raw[backends[0]])
         report.notes += [float16_note] if float16_note else []
     wanted, floor_notes = measured_floor(wanted, tolerances, {b: unpatched[side] for b, side in sides.items()})
-    decided = {side: _decision_inputs(recipe, facts, parts) for side, parts in decoded.items()}
-    chosen = next(iter(decided[backends[0]]), None)  # near ties of indices and detections: on the values ranked
+    decided = {side: joined_decision_inputs(recipe, facts, parts) for side, parts in decoded.items()}
+    # near ties of indices and detections: on the values ranked
+    chosen = next((name for name in decided[backends[0]] if not (name in wanted and wanted[name].per_axis)), None)
     tied_on, tied = (f"the scores ranked for {chosen}", {b: ranked(decided[side][chosen]) for b, side in sides.items()}
                      ) if chosen else (facts.output_name, {b: raw[side] for b, side in sides.items()})
     tie = scaled_tie(tie_tolerance(declared, wanted, tolerances, facts.output_name), tied[backends[0]], tolerances,
@@ -777,13 +778,6 @@ def colours_unproven(samples: Samples, layout: str,
             f"proves nothing about the order of the colour channels; {fix}")
 
 
-def _decision_inputs(recipe: Recipe, facts: ModelFacts, parts: list) -> dict[str, dict[str, np.ndarray]]:
-    """`decision_inputs` of one side's batches (`decoded`), joined."""
-    found = [decision_inputs(recipe, output, facts, extras) for output, extras in parts]
-    return {name: {key: np.concatenate([batch[name][key] for batch in found]) for key in reads}
-            for name, reads in found[0].items()}
-
-
 def _first_pipeline_watch(pipelines: int, samples: Samples, batches: int, plain: Path
                           ) -> Callable[[int, int, int], None]:
     """Watches the first pipeline, batch by batch.
@@ -857,8 +851,9 @@ def compare(actual: dict[str, np.ndarray], expected: dict[str, np.ndarray], raw:
             wobbles: dict[str, Callable[[], np.ndarray | None]] | None = None,
             decided: dict[str, dict[str, np.ndarray]] | None = None, exact: bool = False) -> list[OutputResult]:
     """Each output the recipe declares, by its kind. Near ties are judged on `raw` (the reference side's model
-    output as the decoding steps read it), those of indices and detections on what their step read there
-    (`decided`, by output name: `twins.decision_inputs`); `exact`: positions decided exactly on `raw` itself
+    output as the decoding steps read it), those of indices, detections and coordinates chosen per axis (SimCC) on
+    what their step read there (`decided`, by output name: `twins.decision_inputs`); `exact`: positions decided
+    exactly on `raw` itself
     (`compare_output`: the decoder probe of exact steps)."""
     decided = decided or {}
     results = []
@@ -881,6 +876,8 @@ def compare(actual: dict[str, np.ndarray], expected: dict[str, np.ndarray], raw:
             reference = ranked(decided[name])
         elif comparison.kind == "indices" and comparison.ranks in expected:  # your pipeline's (verify_reference)
             reference = expected[comparison.ranks]
+        elif comparison.per_axis and name in decided and name in grids:  # the bins of SimCC's two vectors
+            reference = AxisVectors(*(decided[name][vector] for vector in comparison.per_axis))
         results.append(compare_output(name, actual[name], expected[name], comparison, reference=reference,
                                       grid=grids.get(name), tie=tie, wobble=(wobbles or {}).get(name), exact=exact))
     return results

@@ -377,10 +377,12 @@ def simcc_recorded(tmp_path):
         return plain, recipe, right, crops, run({"input": crops})
 
 
-@pytest.mark.parametrize("shift", [0.0, 2.0])
+@pytest.mark.parametrize("shift", [0.0, 5.0])
 def test_a_reference_of_simccs_two_heads_alone_checks_the_keypoints_on_them(simcc_recorded, tmp_path, shift):
     """As for heatmaps: the two SimCC heads the recipe keeps, recorded alone, are decoded by the output steps'
-    twins, and keypoints moved by 2 px FAIL (SimCC reads two model outputs: `_twins_of_recorded` passes the second)."""
+    twins, and keypoints moved by 5 px FAIL (SimCC reads two model outputs: `_twins_of_recorded` passes the second).
+    Not 2 px: this model's vectors repeat each value over 8 bins (4 px), and a keypoint moved within such a run sits
+    on values that tie exactly, a near tie (`compare.AxisVectors`)."""
     plain, recipe, right, crops, recorded = simcc_recorded
     np.savez(tmp_path / "heads.npz", input=crops, simcc_x=recorded["simcc_x"], simcc_y=recorded["simcc_y"])
     moved_keypoints(right, tmp_path / "patched.onnx", shift)

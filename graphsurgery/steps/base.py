@@ -78,7 +78,8 @@ class Comparison:
     """How an output is compared with its numpy twin.
 
     kind "float": an element fails only when it exceeds both atol and rtol.
-    kind "coordinates": positions (pixels); equal within atol (0 = exact), mismatches checked for near ties.
+    kind "coordinates": positions (pixels); equal within atol (0 = exact), mismatches checked for near ties;
+    `per_axis` names the two vectors (a step's reads) whose maxima chose x and y (SimCC), on which they are judged.
     kind "indices": integer indices (argmax / top-k), exact; `ranks` names the values they rank (a step's result
     key, or "output"), on which near ties are judged (after a softmax over another axis the model output's order
     is not theirs).
@@ -96,6 +97,7 @@ class Comparison:
     atol: float = 1e-6
     ranks: str | None = None
     exponentiates: bool = False
+    per_axis: tuple[str, str] | None = None
 
 
 EXACT = Comparison("coordinates", rtol=0.0, atol=0.0)

@@ -64,7 +64,7 @@ class SimccDecode(OutputStep):
 
     def writes(self) -> dict[str, Comparison]:
         exact = math.log2(self.split_ratio).is_integer()
-        keypoints = Comparison("coordinates", rtol=0.0, atol=0.0 if exact else 1e-5)
+        keypoints = Comparison("coordinates", rtol=0.0, atol=0.0 if exact else 1e-5, per_axis=(self.x, self.y))
         return {"keypoints": keypoints, "scores": SCORE_COMPARISON}
 
     def build(self, em: Emitter, env: dict[str, gs.Variable], facts: ModelFacts | None = None

@@ -161,7 +161,7 @@ def int8_pairs(f32_pair: PairReport, own_decode, patched: dict[str, np.ndarray],
             cells = np.abs(np.asarray(patched[name], np.float64) - unpatched[name]) / np.maximum(
                 np.abs(grids[name].scale), 1e-12)
             shares.append(f"{name}: {100 * np.mean(within_one_cell(cells[sound], 0.0, 1.0)):.1f} % within "
-                          f"one heatmap cell of f32's, mean distance "
+                          f"one {'SimCC bin' if c.per_axis else 'heatmap cell'} of f32's, mean distance "
                           f"{np.mean(np.linalg.norm(patched[name][both] - unpatched[name][both], axis=-1)):.3g}"
                           + (f" ({np.mean(~sound):.1%} of f32's joints not finite, left out)" if not sound.all()
                              else ""))

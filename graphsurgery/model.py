@@ -212,11 +212,16 @@ class ModelFacts:
         producer = output_producer(proto, targets[0])
         half = any(o.name in targets and o.type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
                    for o in graph.output)
-        declared = next((o.type.tensor_type for o in (*graph.output, *graph.value_info) if o.name == targets[0]), None)
-        output_shape = _declared_dims(declared) if declared is not None and declared.HasField("shape") else None
         return cls(size, producer, targets[0], shape, tuple(o.name for o in graph.output if o.name not in targets),
                    targets, half, tuple(o.name for o in graph.output if _integer(o.type.tensor_type.elem_type)),
-                   output_shape)
+                   declared_shape(proto, targets[0]))
+
+
+def declared_shape(proto: onnx.ModelProto, name: str) -> tuple[Dim, ...] | None:
+    """The shape a graph declares for its output or value `name` (`_declared_dims`); None where it declares none."""
+    declared = next((o.type.tensor_type for o in (*proto.graph.output, *proto.graph.value_info) if o.name == name),
+                    None)
+    return _declared_dims(declared) if declared is not None and declared.HasField("shape") else None
 
 
 def _declared_dims(tensor: onnx.TypeProto.Tensor) -> tuple[Dim, ...]:

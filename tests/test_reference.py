@@ -245,10 +245,17 @@ def quantised(plain, path):
     return path
 
 
-def test_near_ties_are_judged_on_the_heatmaps_the_reference_recorded(recorded, tmp_path):
+@pytest.mark.parametrize("keep", [True, False], ids=["kept", "not-kept"])
+def test_near_ties_are_judged_on_the_heatmaps_the_reference_recorded(recorded, tmp_path, keep):
     """A user's pipeline whose own float arithmetic differs from the runtime's by 1e-6 (another framework) breaks
     exact ties its own way: its keypoints then differ from the patched model's at tied maxima. With its heatmaps
-    recorded those are near ties, judged on them as verify judges its own; without, every one is real."""
+    recorded those are near ties, judged on them as verify judges its own; without, every one is real. So too where
+    the recipe does not keep the heatmaps (keep_original: false, as DARK's and SimCC's): they were set aside as "not
+    compared"."""
+    recipe = CROP
+    if not keep:
+        recipe = tmp_path / "unkept.yaml"
+        recipe.write_text(CROP.read_text().replace("keep_original: true", "keep_original: false"))
     plain = quantised(recorded[0], tmp_path / "quantised.onnx")
     crops = np.concatenate([bgr_crops(1, seed=s) for s in range(4)])
     rng = np.random.default_rng(0)
@@ -268,15 +275,16 @@ def test_near_ties_are_judged_on_the_heatmaps_the_reference_recorded(recorded, t
     np.savez(with_maps, input=crops, **answers)
     np.savez(without, input=crops, keypoints=answers["keypoints"], scores=answers["scores"])
 
-    blind = verify(CROP, plain, reference=without, backends=("onnxruntime",))
+    blind = verify(recipe, plain, reference=without, backends=("onnxruntime",))
     keypoints = next(r for r in blind.pairs[0].results if r.output == "keypoints")
     assert not blind and keypoints.mismatches > 5  # ties broken the other way, counted as real
     assert any("holds no 'heatmaps'" in note for note in blind.notes)
-    judged = verify(CROP, plain, reference=with_maps, backends=("onnxruntime",))
+    judged = verify(recipe, plain, reference=with_maps, backends=("onnxruntime",))
     assert judged, judged.failures()
     keypoints = next(r for r in judged.pairs[0].results if r.output == "keypoints")
     assert keypoints.mismatches == 0 and keypoints.match_rate < 0.9
     assert any("judged on the reference's own 'heatmaps'" in note for note in judged.notes)
+    assert not any("not compared" in note for note in judged.notes), judged.notes
 
 
 def test_recorded_heatmaps_do_not_excuse_a_wrong_pipeline(recorded, tmp_path):
@@ -404,3 +412,30 @@ def test_a_reference_of_one_simcc_head_and_wrong_keypoints_fails_not_an_internal
     report = verify(recipe, plain, patched=right, reference=tmp_path / "one.npz", backends=("onnxruntime",))
     assert not report and any("keypoints: 0/17 exact" in line for line in report.failures()), report.failures()
     assert any("holds not both of 'simcc_x' and 'simcc_y'" in note for note in report.notes), report.notes
+
+
+@pytest.mark.parametrize("rows", [3, 6], ids=["averaged", "as-the-model-gives"])
+def test_heatmaps_of_a_flip_test_recorded_either_way_judge_only_as_the_model_gives_them(tmp_path, rows):
+    """The top-down recipe, which does not keep the heatmaps: 2N of them, the crops then their mirrors, are the
+    model's and decide near ties; N already averaged (3 boxes) are set aside with the note, where flip_average's
+    twin refused the odd count as a recipe error (exit 2 naming output.steps, the recipe being right)."""
+    import cv2
+
+    import test_topdown as topdown
+    from graphsurgery.api import apply
+
+    from modelkit import hrnet_model
+
+    plain = hrnet_model(tmp_path / "hrnet.onnx", opset=17)
+    patched = apply(topdown.RECIPE, plain, tmp_path / "patched.onnx").output
+    image = cv2.imread(str(topdown.IMAGES / "astronaut.jpg"))
+    boxes = topdown._boxes(np.random.default_rng(0), image.shape[:2], 3)
+    keypoints, scores, maps = topdown._authors(plain, image, boxes)
+    maps = np.concatenate([maps, maps[:, :, :, ::-1]]) if rows == 6 else maps
+    np.savez(tmp_path / "yours.npz", image=image[None], boxes=boxes, keypoints=keypoints.astype(np.float32),
+             scores=scores.astype(np.float32), heatmaps=maps.astype(np.float32))
+    report = verify(topdown.RECIPE, plain, patched=patched, reference=tmp_path / "yours.npz",
+                    backends=("onnxruntime",))
+    assert report, report.failures()
+    judged = any("judged on the reference's own 'heatmaps'" in note for note in report.notes)
+    assert judged == (rows == 6), report.notes

@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from graphsurgery.supervisor import last_line
+from graphsurgery.supervisor import last_line, users_code_ran
 
 INTERRUPTED, TERMINATED = 130, 143  # the shell's 128 + SIGINT / SIGTERM
 #: whether this process was started by `main` (the command line): then a command's last line ends the process
@@ -138,10 +138,21 @@ def main() -> None:
         ignore_signals()  # the command is over and has said so: a signal while Python shut down (~50 ms) killed the
         # process by that signal, hiding the exit code it had; the supervisor keeps that code if it must end a
         # shutdown that outlasts its grace (round 44)
-        last_line(exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1)
+        code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
+        last_line(code)
         if exc.code in (INTERRUPTED, TERMINATED):
             exit_now(exc.code)  # the command unwound (its finally blocks ran) and said so
+        if _lingering_threads():
+            exit_now(code)
         raise
+
+
+def _lingering_threads() -> bool:
+    """Whether the user's own code (`--reference-pipeline`, `--torch`) left a thread running that is no daemon:
+    Python's shutdown waits for it, and verify, its last line said, never ended (round 89's leftover). The command
+    is over; such threads end with it."""
+    return users_code_ran() and any(thread.is_alive() and not thread.daemon for thread in threading.enumerate()
+                                    if thread is not threading.main_thread())
 
 
 def _import_cli():
@@ -247,10 +258,11 @@ def say(line: str) -> None:
 
 
 def exit_now(code: int) -> None:
-    """Exit now with 130 or 143, without Python's shutdown: a Ctrl-C that went through a C extension's own Python
-    call while it loaded (pybind11's exec) leaves a flag that makes Python kill itself with SIGINT after the
-    shutdown, whatever the exit code (exit -2 after "interrupted"). Scratch folders are gone already: the command's
-    `finally` blocks ran on the way out; nothing was written yet while the CLI loaded."""
+    """Exit now with `code` (130 or 143 after a signal), without Python's shutdown: a Ctrl-C that went through a C
+    extension's own Python call while it loaded (pybind11's exec) leaves a flag that makes Python kill itself with
+    SIGINT after the shutdown, whatever the exit code (exit -2 after "interrupted"); the user's lingering thread
+    makes it wait for ever (`_lingering_threads`). Scratch folders are gone already: the command's `finally` blocks
+    ran on the way out; nothing was written yet while the CLI loaded."""
     last_line(code)
     for stream in (sys.stdout, sys.stderr):
         try:

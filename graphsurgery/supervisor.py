@@ -82,6 +82,7 @@ _serial = 0
 _ending = False
 _code: int | None = None  # the exit code the child's last line goes with, once it is known (`last_line`)
 _announced = False
+_users_ran = False  # the user's own code has run in this process (`users_code`): its threads and handlers may linger
 _doing: list[str] = []
 _aliases: list[tuple[str, str]] = []  # (scratch folder, the name its files go by: `shown_as`)
 _scratch: list[str] = []
@@ -178,8 +179,15 @@ def users_code(name: str) -> Iterator[None]:
     too): one that left the process itself (`os._exit(0)`, a library's `exit()`) skipped the command's last line,
     and verify ended with exit 0, no line, having compared nothing (round 89); the parent now says so, exit 2. Not
     timed: the user's code may rightly take longer than a step in native code."""
+    global _users_ran
+    _users_ran = True
     with doing(USERS_CODE + name):
         yield
+
+
+def users_code_ran() -> bool:
+    """Whether the user's own code has run in this process (`users_code`)."""
+    return _users_ran
 
 
 @contextmanager
@@ -279,12 +287,13 @@ def made(folders: Iterable[os.PathLike]) -> Iterator[None]:
 def _publish() -> None:
     """Write the state whole at the start of the shared file: a line with the activity's serial number (a new one
     for each activity, even of the same text), whether the last line is said (`last_line`), whether the run's length
-    is shown (`announced`), the exit code that line goes with (empty while unknown) and the text, then one scratch
+    is shown (`announced`), whether the user's code has run (`users_code`), the exit code that line goes with (empty
+    while unknown) and the text, then one scratch
     folder a line, then one made folder a line (after a NUL, `_MADE`). Paths are written as bytes (surrogateescape)
     so that any name the file system allows comes back unchanged."""
     code = "" if _code is None else _code
-    activity = os.fsencode(f"{_serial}\t{int(_ending)}\t{int(_announced)}\t{code}\t{_doing[-1] if _doing else ''}"
-                           ).replace(b"\n", b" ")
+    activity = os.fsencode(f"{_serial}\t{int(_ending)}\t{int(_announced)}\t{int(_users_ran)}\t{code}\t"
+                           f"{_doing[-1] if _doing else ''}").replace(b"\n", b" ")
     state = b"\n".join([activity, *map(os.fsencode, _scratch), *(_MADE + os.fsencode(folder) for folder in _made)])
     try:
         os.pwrite(_channel, state, 0)
@@ -341,7 +350,7 @@ def _watch(child: int, channel: int, cpu_limit_line: str, time_limit: int) -> No
         pid, status, usage = os.wait4(child, os.WNOHANG)
         if pid:
             break
-        now, (serial, activity, _, said, shown, code) = time.monotonic(), _last_state(channel)
+        now, (serial, activity, _, said, shown, code, _) = time.monotonic(), _last_state(channel)
         # stuck in native code: the signal would wait for it to return. A child that says its last line is left
         # one more grace to exit (round 32: one that had said "interrupted" just as the grace ran out, still
         # exiting — a large address space is freed before the process is gone — heard the line said again), and
@@ -372,7 +381,7 @@ def _watch(child: int, channel: int, cpu_limit_line: str, time_limit: int) -> No
                  f"{TIME_LIMIT_VARIABLE}=<seconds> (0: no limit)")
             os._exit(CRASHED)
     code = os.waitstatus_to_exitcode(status)
-    _, activity, folders, said, _, told = _last_state(channel)
+    _, activity, folders, said, _, told, users_ran = _last_state(channel)
     if code < 0 and -code not in _CRASHES and said and told is not None:  # a signal after the last line (SIGHUP
         _remove(folders, child)  # while Python shut down): the outcome was decided and said; no second line
         os._exit(told)
@@ -389,6 +398,12 @@ def _watch(child: int, channel: int, cpu_limit_line: str, time_limit: int) -> No
         _remove(folders, child)
         _say(f"error: the command's process ended (exit {code}) while {activity}, before the command finished — "
              "fix: return from the function instead of ending the process (os._exit, or a library's exit())")
+        os._exit(CRASHED)
+    if code >= 0 and not said and users_ran:  # a thread or handler of it, after the function returned: exit 0
+        _remove(folders, child)  # with nothing compared (round 89's leftover)
+        _say(f"error: the command's process ended (exit {code}) before the command finished, after running the "
+             "user's code (--reference-pipeline, --torch) — fix: end no process from that code's threads or "
+             "handlers (os._exit, a library's exit()); return, and let the command finish")
         os._exit(CRASHED)
     if code >= 0:
         os._exit(code)
@@ -452,18 +467,19 @@ def _kill(child: int, channel: int) -> None:
     _remove(_last_state(channel)[2], child)
 
 
-def _last_state(channel: int) -> tuple[str, str, list[bytes], bool, bool, int | None]:
+def _last_state(channel: int) -> tuple[str, str, list[bytes], bool, bool, int | None, bool]:
     """The child's activity (its serial number and text), scratch folders, whether it says its last line, whether
-    it showed the run's length (`announced`) and the exit code its last line goes with, as it last published them."""
+    it showed the run's length (`announced`), the exit code its last line goes with and whether the user's code has
+    run, as it last published them."""
     try:
         state = os.pread(channel, os.fstat(channel).st_size, 0)
     except OSError:
-        return "", "", [], False, False, None
+        return "", "", [], False, False, None, False
     activity, *folders = state.split(b"\n")
-    serial, ending, shown, code, text = (activity.decode("utf-8", "backslashreplace").split("\t", 4)
-                                         + ["", "", "", ""])[:5]
+    serial, ending, shown, users, code, text = (activity.decode("utf-8", "backslashreplace").split("\t", 5)
+                                                + ["", "", "", "", ""])[:6]
     return (serial, text, [folder for folder in folders if folder], ending == "1", shown == "1",
-            int(code) if code.lstrip("-").isdecimal() else None)
+            int(code) if code.lstrip("-").isdecimal() else None, users == "1")
 
 
 def _stopped(pid: int) -> bool:

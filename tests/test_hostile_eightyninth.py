@@ -8,6 +8,10 @@ ran out of memory (MemoryError) was "internal error (out of memory) — this is 
 MemoryError out of the API, and a pipeline object was named by its own `__repr__`, whose exception came out of
 verify. Each is now one line naming the function, exit 2 (`supervisor.users_code`, `callables.call_user`), a FAIL
 stays exit 1, and the user's code is still not timed as a native step (its long-run note no longer says it is).
+
+Closed after the round: a non-daemon thread the pipeline left running kept verify alive for ever after its last line
+(it ends with the command now, `launch._lingering_threads`), and one of its threads ending the process after the
+function returned, before the last line, was still a silent exit 0 (`supervisor.users_code_ran`: one line, exit 2).
 """
 
 from __future__ import annotations
@@ -62,6 +66,24 @@ def answers(feeds):
 def slow(feeds):
     time.sleep(2.5)
     raise ValueError("slow but done")
+
+def leaves_a_thread_running(feeds):
+    import threading
+    threading.Thread(target=threading.Event().wait, name="never ends").start()
+    return answers(feeds)
+
+def thread_ends_the_process_before_the_last_line(feeds):
+    import threading
+    from graphsurgery import reference
+    compared = threading.Event()
+    threading.Thread(target=lambda: (compared.wait(), os._exit(0)), daemon=True).start()
+
+    def compare(*args, **kwargs):  # verify compares: the thread ends the process meanwhile
+        compared.set()
+        time.sleep(60)
+
+    reference.compare = compare
+    return answers(feeds)
 '''
 
 
@@ -165,3 +187,23 @@ def test_a_pipeline_that_closes_standard_output_is_the_users_one_line(user_folde
     lines = done.stderr.splitlines()
     assert done.returncode == 2 and len(lines) == 1, (done.returncode, done.stderr)
     assert f"userpipeline:{function} closed standard output" in lines[0] and "fix:" in lines[0]
+
+
+def test_a_thread_the_pipeline_leaves_running_ends_with_the_command(user_folder, plain, patched):
+    """Was: "FAIL: …" on stdout, then no exit: Python's shutdown waited for the thread (the run was killed at the
+    test's timeout)."""
+    done = verify_with(user_folder, plain, patched, "userpipeline:leaves_a_thread_running")
+    assert done.returncode == 1 and "FAIL" in done.stdout, (done.returncode, done.stdout, done.stderr)
+    assert not list((user_folder / "tmp").iterdir())
+
+
+def test_a_thread_of_the_pipeline_that_ends_the_process_before_the_last_line_is_one_line(user_folder, plain,
+                                                                                           patched):
+    """Was: exit 0 and nothing on either stream, nothing compared (the function itself had returned)."""
+    done = verify_with(user_folder, plain, patched, "userpipeline:thread_ends_the_process_before_the_last_line")
+    lines = done.stderr.splitlines()
+    assert done.returncode == 2 and len(lines) == 1, (done.returncode, done.stdout, done.stderr)
+    for needle in ("ended (exit 0) before the command finished", "after running the user's code", "fix:"):
+        assert needle in lines[0], lines[0]
+    assert "PASS" not in done.stdout
+    assert not list((user_folder / "tmp").iterdir())

@@ -12,6 +12,7 @@ stays exit 1, and the user's code is still not timed as a native step (its long-
 Closed after the round: a non-daemon thread the pipeline left running kept verify alive for ever after its last line
 (it ends with the command now, `launch._lingering_threads`), and one of its threads ending the process after the
 function returned, before the last line, was still a silent exit 0 (`supervisor.users_code_ran`: one line, exit 2).
+An option that keeps one value given twice (`chain --check a.jpg --check b.jpg`) kept the last silently: refused.
 """
 
 from __future__ import annotations
@@ -207,3 +208,25 @@ def test_a_thread_of_the_pipeline_that_ends_the_process_before_the_last_line_is_
         assert needle in lines[0], lines[0]
     assert "PASS" not in done.stdout
     assert not list((user_folder / "tmp").iterdir())
+
+
+@pytest.mark.parametrize("args, option", [
+    (["verify", CROP, "m.onnx", "--random", "2", "--random", "3"], "--random"),
+    (["chain", "d.onnx", "p.onnx", "--check", "a.jpg", "--check=b.jpg"], "--check"),
+    (["apply", CROP, "m.onnx", "-o", "a.onnx", "--output", "b.onnx"], "-o/--output"),
+])
+def test_an_option_of_one_value_given_twice_is_refused(tmp_path, monkeypatch, args, option):
+    """Was: the last one used, silently (click's rule), so `--patched a.onnx … --patched b.onnx` checked b alone."""
+    from clikit import invoke, one_line_exit_2
+
+    monkeypatch.chdir(tmp_path)
+    one_line_exit_2(invoke(*args), option, "given more than once", "give it once")
+
+
+@pytest.mark.parametrize("args", [["verify", CROP, "m.onnx", "--tolerance", "a=1", "--tolerance", "b=2"],
+                                  ["apply", CROP, "m.onnx", "--force", "--force"]], ids=["collects", "flag"])
+def test_options_that_collect_and_plain_flags_may_repeat(tmp_path, monkeypatch, args):
+    from clikit import invoke, one_line_exit_2
+
+    monkeypatch.chdir(tmp_path)
+    one_line_exit_2(invoke(*args), "m.onnx: no such model file")

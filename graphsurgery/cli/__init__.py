@@ -20,6 +20,7 @@ import click
 from rich.console import Console
 
 from graphsurgery import __version__
+from graphsurgery.cli.options import refuse_repeats
 from graphsurgery.cli.tables import printable, usable_terminal_size
 from graphsurgery.errors import GraphsurgeryError, bounded_words, readable_errors
 from graphsurgery.launch import (
@@ -110,6 +111,12 @@ class _Group(click.Group):
                 signal.signal(signal.SIGTERM, previous)
             if cpu_previous is not None:
                 signal.signal(signal.SIGXCPU, cpu_previous)
+
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        name, command, rest = super().resolve_command(ctx, args)
+        if command is not None:
+            refuse_repeats(command, click.Context(command, info_name=name, parent=ctx), rest)
+        return name, command, rest
 
     @classmethod
     def _failed(cls, exc: Exception) -> NoReturn:

@@ -103,3 +103,22 @@ threads_option = click.option("--threads", type=click.IntRange(min=1, max=MAX_TH
                                    "choice, or every usable CPU for bench].")
 seed_option = click.option("--seed", type=click.IntRange(min=0, max=2**32 - 1), default=0, show_default=True,
                            help="Seed of the random crops and boxes.")
+
+
+def refuse_repeats(command: click.Command, ctx: click.Context, args: list[str]) -> None:
+    """Refuse an option given twice that keeps one value: click keeps the last silently, and `--patched a.onnx …
+    --patched b.onnx` checked b alone (round 89's leftover: `chain --check` twice). Options that collect
+    (`--tolerance`), count, or are a plain flag (the same answer twice) may repeat; an on/off pair may not."""
+    try:
+        _, _, order = command.make_parser(ctx).parse_args(args=list(args))
+    except click.UsageError:  # the command's own parse says what is wrong, in its words
+        return
+    seen: set[str] = set()
+    for param in order:
+        if not isinstance(param, click.Option) or param.multiple or param.count or (
+                param.is_flag and not param.secondary_opts):
+            continue
+        if param.name in seen:
+            raise click.UsageError(f"{'/'.join(param.opts + param.secondary_opts)} is given more than once, and only "
+                                   "one value is used; give it once", ctx)
+        seen.add(param.name)

@@ -21,6 +21,7 @@ import zipfile
 import zlib
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 import onnx
@@ -149,16 +150,15 @@ def verify_reference(recipe: str | Path | Recipe, plain_model: str | Path, refer
             groups, unfed = _live(function, recipe, facts, plain, patched_path, random, seed)
         expected = {name: np.concatenate([g[1][name] for g in groups]) for name in groups[0][1]}
         compared = [name for name in expected if name in wanted]
-        if not compared:
-            raise GraphsurgeryError(f"none of the reference's arrays ({', '.join(expected) or 'none'}) is an output "
-                                    f"of the patched model ({', '.join(wanted)})", path=reference,
-                                    fix="name your pipeline's answers as the patched model's outputs")
+        model_outputs = [name for name in facts.targets if name in expected and name not in compared]
+        if not compared and len(model_outputs) < len(facts.targets):
+            _refuse_nothing_compared(expected, wanted, reference)
         image = model_signature(patched_path).inputs[0]
         count = len(next(iter(expected.values())))
         batch = image.shape[0] if isinstance(image.shape[0], int) else 1
-        refuse_unless_outputs_fit(sum(expected[name].nbytes for name in compared) / max(count, 1), count, "samples",
-                                  1 + len(backends), reference if pipeline is None else plain.path, batch,
-                                  "record at most {most:,} samples" if pipeline is None else
+        refuse_unless_outputs_fit(sum(expected[name].nbytes for name in compared + model_outputs) / max(count, 1),
+                                  count, "samples", 1 + len(backends), reference if pipeline is None else plain.path,
+                                  batch, "record at most {most:,} samples" if pipeline is None else
                                   "give at most {most:,} samples (--random {most})")
         runs, ran = {}, {}
         for backend in backends:
@@ -176,8 +176,10 @@ def verify_reference(recipe: str | Path | Recipe, plain_model: str | Path, refer
 
     judged = {name: wanted[name] for name in compared}
     maps = _recorded_maps(recipe, facts, groups, image.name, runs[backends[0]], plain.proto,
-                          [name for name in compared if wanted[name].kind in ("coordinates", "indices")])
+                          [name for name, c in wanted.items() if c.kind in ("coordinates", "indices")])
     twinned = _twins_of_recorded(recipe, facts, maps, [name for name in wanted if name not in expected])
+    if not compared and not twinned:  # the model outputs alone, which do not fit the model or cannot be decoded
+        _refuse_nothing_compared(expected, wanted, reference)
     expected.update(twinned)
     judged.update({name: wanted[name] for name in twinned})
     tie = tie_tolerance(declared, wanted, tolerances or {}, facts.output_name)
@@ -227,6 +229,15 @@ def verify_reference(recipe: str | Path | Recipe, plain_model: str | Path, refer
 
 
 Group = tuple[dict[str, np.ndarray], dict[str, np.ndarray]]  # (caller inputs, the pipeline's answers)
+
+
+def _refuse_nothing_compared(expected: dict[str, np.ndarray], wanted: dict, reference: str | Path | None
+                             ) -> NoReturn:
+    """A reference of which nothing can be compared: none of its arrays is an output of the patched model, nor
+    are they the model outputs the output steps read (decoded by their twins, `_twins_of_recorded`)."""
+    raise GraphsurgeryError(f"none of the reference's arrays ({', '.join(expected) or 'none'}) is an output of the "
+                            f"patched model ({', '.join(wanted)}) or a model output its steps decode, in the model's "
+                            "shape", path=reference, fix="name your pipeline's answers as the patched model's outputs")
 
 
 def _check_counts(expected: dict[str, np.ndarray], answered: dict[str, np.ndarray], compared: list[str],

@@ -18,6 +18,7 @@ from onnx import TensorProto, numpy_helper
 
 from graphsurgery.api import apply
 from graphsurgery.compare import AxisVectors, HeatmapGrid, compare_output
+from graphsurgery.errors import GraphsurgeryError
 from graphsurgery.heatmap_grid import heatmap_grid
 from graphsurgery.model import ModelFacts
 from graphsurgery.recipe import load_recipe
@@ -235,3 +236,34 @@ def test_a_patch_taking_the_last_of_tied_maxima_still_fails_on_the_probe(tmp_pat
     assert not report
     assert all(report.pairs), report.failures()  # the samples hold no tie
     assert any("output steps on a probe output" in line for line in report.failures()), report.failures()
+
+
+@pytest.mark.parametrize("shift", [0.0, 5.0])
+def test_a_reference_of_the_heads_alone_checks_the_keypoints_on_them_where_the_recipe_does_not_keep_them(
+        half_heads, your_pipeline, tmp_path, shift):
+    """Only the two heads recorded, the shipped recipe dropping them: refused as "none of the reference's arrays is
+    an output of the patched model", where the recipe that keeps them had its keypoints decoded from them by the
+    twins. Now both do: a patch whose keypoints are 5 px off FAILs."""
+    from test_reference import moved_keypoints
+
+    plain, right = half_heads
+    crops, answers = your_pipeline
+    np.savez(tmp_path / "heads.npz", input=crops, simcc_x=answers["simcc_x"], simcc_y=answers["simcc_y"])
+    moved_keypoints(right, tmp_path / "patched.onnx", shift)
+    report = verify(SIMCC, plain, patched=tmp_path / "patched.onnx", reference=tmp_path / "heads.npz",
+                    backends=["onnxruntime"])
+    [keypoints] = [r for r in report.pairs[0].results if r.output == "keypoints"]
+    assert keypoints.positions == 64 * K
+    if shift:
+        assert not report and keypoints.mismatches == 64 * K, report.failures()
+    else:
+        assert report and keypoints.matches == 64 * K, report.failures()
+
+
+def test_heads_alone_that_do_not_fit_the_model_are_refused(half_heads, your_pipeline, tmp_path):
+    """Nothing would be compared: refused, not a PASS of nothing."""
+    plain, right = half_heads
+    crops, answers = your_pipeline
+    np.savez(tmp_path / "heads.npz", input=crops, simcc_x=answers["simcc_x"][:, :, :-8], simcc_y=answers["simcc_y"])
+    with pytest.raises(GraphsurgeryError, match="none of the reference's arrays .* or a model output its steps decode"):
+        verify(SIMCC, plain, patched=right, reference=tmp_path / "heads.npz", backends=["onnxruntime"])

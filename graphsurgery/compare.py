@@ -24,8 +24,9 @@ also passes a `HeatmapGrid`, the per-position affine map between heatmap cells a
 (`heatmap_grid.heatmap_grid` measures it from the recipe's own numpy twins). A mismatch whose two coordinates fall
 in the same heatmap cell differs in a sub-cell refinement (the quarter-pixel offset): it is a near tie when the
 two neighbours that decide the refinement along the differing axis tie. A joint whose reference peak is itself
-within the tolerance of 0 sits on the "score ≤ 0 → (0, 0)" threshold, also a near tie. Positions chosen per axis
-from two 1-D vectors (SimCC: `AxisVectors`) are judged the same way, bin by bin on each axis that differs.
+within the tolerance of 0, or subnormal (`SUBNORMAL`), sits on the "score ≤ 0 → (0, 0)" threshold, also a near
+tie. Positions chosen per axis from two 1-D vectors (SimCC: `AxisVectors`) are judged the same way, bin by bin on
+each axis that differs.
 
 Results are small JSON-serialisable dataclasses; `bool(result)` is the verdict.
 """
@@ -44,6 +45,10 @@ from graphsurgery.tolerances import DEFAULT_TIE
 
 #: Mismatches listed one by one in a result (all are counted).
 MAX_DETAILS = 20
+#: Below float32's smallest normal number a peak is on the score ≤ 0 threshold whatever the tolerance: OpenVINO's
+#: kernels flush subnormal results to zero (a network whose maps peak at 1e-40 gives maps of zeros there), ONNX
+#: Runtime keeps them, and the ONNX spec leaves subnormals to each runtime (round 90).
+SUBNORMAL = float(np.finfo(np.float32).tiny)
 
 def exceeds(diff: np.ndarray, reference: np.ndarray, atol: float, rtol: float) -> np.ndarray:
     """Where a difference exceeds BOTH tolerances (the one failure rule for floats and near ties)."""
@@ -687,7 +692,8 @@ def _settled_by_peak(peak: float, expected: np.ndarray, actual: np.ndarray, tie:
         return None, True, False
     if exact:
         return None, False, True
-    if not exceeds(np.array(abs(peak)), np.array(0.0), tie.atol, tie.rtol):  # on the score ≤ 0 threshold
+    if abs(peak) < SUBNORMAL or not exceeds(np.array(abs(peak)), np.array(0.0), tie.atol, tie.rtol):  # on the
+        # score ≤ 0 threshold
         return abs(peak), True, False
     if not (np.isfinite(expected).all() and np.isfinite(actual).all()):  # a NaN answer of an invalid joint (score
         # ≤ 0: UDP refines its (−1, −1) from wrapped reads, mmpose inverting in float64) is no position either

@@ -324,13 +324,14 @@ def _holds_detections(recipe: Recipe, facts: ModelFacts, expected: dict[str, np.
 #: two tied in a column; a clear peak in each corner, next to them and on each edge's middle; clear peaks just
 #: above 0, which decide a joint valid; and two tied in the last two columns of the middle row (round 58: a table of
 #: positions whose last two columns were swapped finds the peak through the same table, and differs on that tie
-#: alone).
+#: alone); a map holding one NaN, whose score is NaN (round 90: a patch scoring it 0 passed; heatmap_argmax finds NaN
+#: with IsNaN, which no runtime chooses).
 CELL_CASES: tuple[tuple[str, object], ...] = (
     ("flat", None), ("tied in a row", ((2, 3), (2, -2))), ("tied in a column", ((-3, 1), (1, 4))),
     ("cell", (0, 0)), ("cell", (0, -1)), ("cell", (-1, 0)), ("cell", (-1, -1)), ("cell", (1, 1)), ("cell", (-2, -2)),
     ("cell", (-1, -2)), ("cell", (0, "middle")), ("cell", ("middle", -1)),
     ("peak", 1e-6), ("peak", 1e-3), ("peak", 0.05), ("peak", 0.5),
-    ("tied in a row", (("middle", -2), ("middle", -1))))
+    ("tied in a row", (("middle", -2), ("middle", -1))), ("peak", np.nan))
 #: At most this many cell probes (one cut-graph run each): a model of few joints reaches fewer cases
 CELL_PROBES = 4
 
@@ -343,9 +344,11 @@ def cell_probes(maps: np.ndarray, edges: Sequence[tuple[int, int]] = ()) -> list
     a quarter_offset recipe where the same recipe without it FAILed). Samples through
     a network rarely reach them: a patch whose validity threshold was 1e-3 or 0.5 for 0, whose table of flat
     positions had two cells swapped, or which took the last of tied maxima, passed. Every other value lies at least
-    1 below the case's peak."""
-    if maps.ndim != 4 or maps.dtype != np.float32 or 0 in maps.shape:
+    1 below the case's peak. Written in float32 and given in the maps' own float type, as `probe_output`'s: round 90,
+    float16 and float64 maps had none, and a patch calling a joint valid above 1e-3 for above 0 PASSed."""
+    if maps.ndim != 4 or maps.dtype.kind != "f" or 0 in maps.shape:
         return []
+    own, maps = maps.dtype, maps.astype(np.float32)
     _, joints, h, w = maps.shape
     free = list(range(0, joints, 3))
     cases = (*CELL_CASES[:CELL_PROBES * len(free)], *(("edge", cell) for cell in edges))
@@ -366,7 +369,7 @@ def cell_probes(maps: np.ndarray, edges: Sequence[tuple[int, int]] = ()) -> list
                 probe[:, joint, max(row - 1, 0):row + 2, column] = 1.0
                 probe[:, joint, row, max(column - 1, 0):column + 2] = 1.0
                 probe[:, joint, row, column] = 2.0
-        probes.append(probe)
+        probes.append(probe.astype(own))
     return probes
 
 
@@ -395,13 +398,13 @@ def _lowered(values: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
 #: y's peaks lie (a position, "flat" for a vector of one value, "tied" for two maxima) and their heights. Every other
 #: value lies at least 1 below. Peaks at either end and next to them, flat and tied vectors (numpy's first maximum),
 #: maxima of exactly 0 and below (mmpose's (−1, −1)), just above 0, and x's above, below and equal to y's (the score
-#: is the smaller).
+#: is the smaller), and an x of NaN (its score NaN: round 90, a patch scoring it 0 passed).
 SIMCC_CASES: tuple[tuple[object, object, float, float], ...] = (
     (0, -1, 2.0, 2.0), (-1, 0, 2.0, 2.0), (1, -2, 2.0, 2.0), ("flat", "flat", 1.0, 1.0), ("tied", "tied", 2.0, 2.0),
     ("middle", "middle", 0.0, 0.0), ("middle", "middle", -0.5, 0.5), ("middle", "middle", 0.5, 0.0),
     ("middle", "middle", 0.3, 0.2), ("middle", "middle", 0.2, 0.3), ("middle", "middle", 0.4, 0.4),
     ("middle", "middle", 1e-6, 1.0), ("middle", "middle", 1e-3, 1.0), ("middle", "middle", 0.05, 1.0),
-    ("middle", "middle", 1.0, 0.5), (2, 3, 2.0, 2.0))
+    ("middle", "middle", 1.0, 0.5), (2, 3, 2.0, 2.0), ("middle", "middle", np.nan, 1.0))
 SIMCC_PROBES = 4
 
 

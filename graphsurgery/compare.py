@@ -663,9 +663,11 @@ def _bin_tie(index: tuple, expected: np.ndarray, actual: np.ndarray, bin_e: np.n
              reference: AxisVectors, tie: Comparison, exact: bool = False) -> tuple[float | None, bool, bool]:
     """`_cell_tie` for a position chosen per axis (SimCC): on each axis whose bins differ, do the vector's values at
     the two bins tie? The peak is the twin's score, the smaller maximum. Two answers in one bin are a real mismatch:
-    a bin has no refinement."""
+    a bin has no refinement. `exact` (the decoder probe): every mismatch is real, on vectors holding NaN or ±inf too:
+    simcc_decode finds NaN and the all −inf vector by rule (`first_nan`), where heatmap_argmax leaves a NaN map's
+    position to the runtime."""
     x, y = (np.asarray(vector[index], np.float64) for vector in (reference.x, reference.y))
-    if x.ndim != 1 or y.ndim != 1 or not (x.size and y.size):
+    if exact or x.ndim != 1 or y.ndim != 1 or not (x.size and y.size):
         return None, False, True
     peaks = float(x.max()), float(y.max())  # NaN when the vector holds one
     peak = min(peaks) if all(map(math.isfinite, peaks)) else math.nan  # a vector's NaN or ±inf decides nothing

@@ -87,10 +87,13 @@ def test_two_answers_in_one_bin_are_a_real_mismatch():
     assert result.mismatches == 1
 
 
-def test_the_decoder_probe_judges_exactly():
+@pytest.mark.parametrize("y_values", [{1: 0.8}, {1: 0.8, 4: np.nan}, {i: -np.inf for i in range(8)}],
+                         ids=["finite", "nan", "minus-inf"])
+def test_the_decoder_probe_judges_exactly(y_values):
     """On the probe (`exact`), tied bins decided by the graph and the twin on one float32 input are no excuse: a
-    patch taking the last of tied maxima must fail there."""
-    result = _judge(_vectors({1: 0.8, 6: 0.8}, {1: 0.8}), (1, 1), (6, 1), exact=True)
+    patch taking the last of tied maxima must fail there; so must one that places a joint whose vector holds NaN
+    or only −inf elsewhere than mmpose's rule (simcc_decode finds those by rule, not by a runtime's choice)."""
+    result = _judge(_vectors({1: 0.8, 6: 0.8}, y_values), (1, 1), (6, 1), exact=True)
     assert not result
     assert result.mismatches == 1
 

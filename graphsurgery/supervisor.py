@@ -288,9 +288,8 @@ def _publish() -> None:
     """Write the state whole at the start of the shared file: a line with the activity's serial number (a new one
     for each activity, even of the same text), whether the last line is said (`last_line`), whether the run's length
     is shown (`announced`), whether the user's code has run (`users_code`), the exit code that line goes with (empty
-    while unknown) and the text, then one scratch
-    folder a line, then one made folder a line (after a NUL, `_MADE`). Paths are written as bytes (surrogateescape)
-    so that any name the file system allows comes back unchanged."""
+    while unknown) and the text, then one scratch folder a line, then one made folder a line (after a NUL, `_MADE`).
+    Paths are written as bytes (surrogateescape) so that any name the file system allows comes back unchanged."""
     code = "" if _code is None else _code
     activity = os.fsencode(f"{_serial}\t{int(_ending)}\t{int(_announced)}\t{int(_users_ran)}\t{code}\t"
                            f"{_doing[-1] if _doing else ''}").replace(b"\n", b" ")

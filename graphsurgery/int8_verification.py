@@ -106,6 +106,15 @@ def check_converted_from(patched: Path, recipe: Recipe, plain: LoadedModel, upgr
                                 fix=f"{_again(recipe, plain)}; add --upgrade-opset if the model was patched with it")
 
 
+def keeping_outputs(recipe: Recipe) -> Recipe:
+    """`recipe` keeping the model's outputs (keep_original), for the patched model verify quantizes itself: the int8
+    model's own decode is checked on its own network output, and a recipe that drops it (SimCC's, DARK's, UDP's, the
+    top-down graph's) left nothing to check: each such `verify --precision int8` FAILed, "keeps no network output"."""
+    if recipe.output is None or recipe.output.keep_original:
+        return recipe
+    return recipe.model_copy(update={"output": recipe.output.model_copy(update={"keep_original": True})})
+
+
 def build_int8(patched_onnx: Path, seed: int) -> Path:
     """The int8 IR of the patched model, calibrated on `VERIFY_CALIBRATION` random caller samples drawn with
     another seed than the compared ones."""

@@ -320,9 +320,11 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
     made = str(patched) if patched is not None else f"{plain.path} (patched by {recipe.source})"
     # the scratch folder's models are cut from that one (round 56: a --patched file's were named as apply's output)
     with temporary_folder("verify") as tmp, scratch_named(tmp, made), ExitStack() as opened:
+        # quantized here: its own decode is checked on the network outputs it then keeps
+        built = int8_verification.keeping_outputs(recipe) if int8 and patched is None else recipe
         patched_path = (
             Path(patched) if patched is not None
-            else apply_loaded(recipe, plain.copied(), Path(tmp) / "patched.onnx", upgrade_opset=upgrade_opset).output
+            else apply_loaded(built, plain.copied(), Path(tmp) / "patched.onnx", upgrade_opset=upgrade_opset).output
         )
         patched_onnx = _read_patched(patched_path)
         # samples.py's refusals name no file (it knows none): they are about the model that takes the samples
@@ -513,7 +515,8 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
         report.notes += [note] if note else []
     elif steps:
         report.notes.append(unexposed_note(patched_path, bounds is not None))
-    unpaired = [name for name in runs[backends[0]] if name not in wanted]
+    kept_here = () if built is recipe else facts.targets  # for the int8 model's own decode
+    unpaired = [name for name in runs[backends[0]] if name not in wanted and name not in kept_here]
     if unpaired:
         report.notes.append(f"patched output(s) {', '.join(map(repr, unpaired))} have no counterpart in the "
                             f"unpatched pipeline: not compared")

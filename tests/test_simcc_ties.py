@@ -270,3 +270,14 @@ def test_heads_alone_that_do_not_fit_the_model_are_refused(half_heads, your_pipe
     np.savez(tmp_path / "heads.npz", input=crops, simcc_x=answers["simcc_x"][:, :, :-8], simcc_y=answers["simcc_y"])
     with pytest.raises(GraphsurgeryError, match="none of the reference's arrays .* or a model output its steps decode"):
         verify(SIMCC, plain, patched=right, reference=tmp_path / "heads.npz", backends=["onnxruntime"])
+
+
+def test_verify_int8_of_the_shipped_recipe_checks_the_int8_models_own_decode(tmp_path):
+    """The recipe drops the heads; verify keeps them in the model it quantizes, to decode them: it FAILed, "the
+    int8 model keeps no network output", on every SimCC model."""
+    plain = two_head_model(tmp_path / "plain.onnx")
+    report = verify(SIMCC, plain, random=2, precision="int8", backends=["openvino"])
+    assert report, report.failures()
+    [keypoints] = [r for r in report.pairs[1].results if r.output == "keypoints"]
+    assert keypoints.positions == 2 * K and keypoints.matches == 2 * K
+    assert any("within one SimCC bin of f32's" in note for note in report.notes), report.notes

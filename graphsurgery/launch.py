@@ -149,10 +149,15 @@ def main() -> None:
 
 def _lingering_threads() -> bool:
     """Whether the user's own code (`--reference-pipeline`, `--torch`) left a thread running that is no daemon:
-    Python's shutdown waits for it, and verify, its last line said, never ended (round 89's leftover). The command
-    is over; such threads end with it."""
-    return users_code_ran() and any(thread.is_alive() and not thread.daemon for thread in threading.enumerate()
-                                    if thread is not threading.main_thread())
+    Python's shutdown waits for it, and verify, its last line said, never ended (round 89's leftover); or a
+    `multiprocessing` process that is no daemon, which multiprocessing's own exit handler joins (round 91: verify
+    said PASS and waited for ever). The command is over; such threads end with it, such processes go on alone."""
+    if not users_code_ran():
+        return False
+    processes = sys.modules.get("multiprocessing")  # imported by the user's code, or not at all
+    return any(thread.is_alive() and not thread.daemon for thread in threading.enumerate()
+               if thread is not threading.main_thread()) or processes is not None and any(
+        not process.daemon for process in processes.active_children())
 
 
 def _import_cli():

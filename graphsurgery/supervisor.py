@@ -390,9 +390,10 @@ def _watch(child: int, channel: int, cpu_limit_line: str, time_limit: int) -> No
         _say(f"error: the command's process ended abruptly (exit {code}){where} — fix: "
              + _memory_fix("free memory, then run the command again"))
         os._exit(CRASHED)
-    if code == 0 and said and told:  # a failure said, then exit 0 from code run after it: the user's atexit
-        _remove(folders, child)  # handler or thread calling os._exit(0) turned verify's FAIL into a success (round
-        os._exit(told)  # 89); the outcome the last line went with stands
+    if code >= 0 and said and told is not None and code != told and (code == 0 or users_ran):  # a failure said,
+        # then exit 0 from code run after it: the user's atexit handler or thread calling os._exit(0) turned verify's
+        _remove(folders, child)  # FAIL into a success (round 89), and os._exit(1) or (3) its PASS into a parity
+        os._exit(told)  # failure or an internal error (round 91); the outcome the last line went with stands
     if code >= 0 and not said and activity.startswith(USERS_CODE):  # os._exit in the user's function
         _remove(folders, child)
         _say(f"error: the command's process ended (exit {code}) while {activity}, before the command finished — "

@@ -300,7 +300,7 @@ def comparisons(recipe: Recipe, facts: ModelFacts) -> dict[str, Comparison]:
     """How each patched-model output is compared: as declared by the last step that wrote it; the model's own
     outputs (passed through, or kept) as floats, or exactly when they hold integers (`own_output`). Coordinates
     keep the largest atol any step declared on the way (a refinement's 1e-3 cells stays allowed after an exact
-    `to_image`; in its pixels, so no looser)."""
+    `to_image`; in its pixels, so no looser), and SimCC's two vectors (`per_axis`) through the steps that map them."""
     result = {name: own_output(facts, name) for name in facts.other_outputs}
     if recipe.output is None:
         return {**result, facts.output_name: own_output(facts, facts.output_name)}
@@ -310,6 +310,9 @@ def comparisons(recipe: Recipe, facts: ModelFacts) -> dict[str, Comparison]:
             before = declared.get(key)
             if before is not None and before.kind == comparison.kind == "coordinates" and before.atol > comparison.atol:
                 comparison = replace(comparison, atol=before.atol)
+            if before is not None and before.per_axis and comparison.kind == "coordinates" and key in step.reads:
+                comparison = replace(comparison, per_axis=before.per_axis)  # SimCC's keypoints mapped on (to_image):
+                # still chosen per axis, their ties judged on the two vectors (round 91: a right float16 patch FAILed)
             if before is not None and before.kind == comparison.kind == "detections":  # boxes_to_image after nms
                 comparison = before
             declared[key] = comparison

@@ -122,6 +122,10 @@ class SimccDecode(OutputStep):
 
     def reference(self, env: dict[str, np.ndarray], facts: ModelFacts | None = None) -> dict[str, np.ndarray]:
         simcc_x, simcc_y = (np.asarray(env[name], np.float32) for name in (self.x, self.y))
+        if simcc_x.ndim != 3 or simcc_y.ndim != 3 or simcc_x.shape[:2] != simcc_y.shape[:2]:  # a recording's heads
+            # (verify --reference): y's other joints were reshaped into vectors of other lengths (round 91)
+            raise StepError(f"x and y are [N, K, L] of the same N and K; they are {list(simcc_x.shape)} and "
+                            f"{list(simcc_y.shape)}", "give both SimCC vectors of the model")
         n, k, _ = simcc_x.shape
         self._check_lengths(simcc_x.shape[2], simcc_y.shape[2], facts)
         # get_simcc_maximum, as mmpose writes it, then SimCCLabel.decode's division

@@ -230,3 +230,12 @@ def test_options_that_collect_and_plain_flags_may_repeat(tmp_path, monkeypatch, 
 
     monkeypatch.chdir(tmp_path)
     one_line_exit_2(invoke(*args), "m.onnx: no such model file")
+
+
+def test_help_asked_with_an_option_given_twice_is_shown():
+    """Round 91's leftover: `verify -h --random 1 --random 2` was refused for the repeat instead of showing help."""
+    from clikit import invoke
+
+    shown = invoke("verify", "-h", "--random", "1", "--random", "2")
+    assert shown.exit_code == 0 and shown.output.startswith("Usage: ") and "verify [OPTIONS]" in shown.output, \
+        shown.output

@@ -108,7 +108,11 @@ seed_option = click.option("--seed", type=click.IntRange(min=0, max=2**32 - 1), 
 def refuse_repeats(command: click.Command, ctx: click.Context, args: list[str]) -> None:
     """Refuse an option given twice that keeps one value: click keeps the last silently, and `--patched a.onnx …
     --patched b.onnx` checked b alone (round 89's leftover: `chain --check` twice). Options that collect
-    (`--tolerance`), count, or are a plain flag (the same answer twice) may repeat; an on/off pair may not."""
+    (`--tolerance`), count, or are a plain flag (the same answer twice) may repeat; an on/off pair may not. Asked
+    for help, the command shows it (round 91: `verify -h --random 1 --random 2` was refused)."""
+    options = args[:args.index("--")] if "--" in args else args
+    if any(arg in ctx.help_option_names for arg in options):
+        return
     try:
         _, _, order = command.make_parser(ctx).parse_args(args=list(args))
     except click.UsageError:  # the command's own parse says what is wrong, in its words

@@ -116,6 +116,7 @@ def main() -> None:
         from graphsurgery.supervisor import supervise
 
         supervise(CPU_LIMIT_LINE)  # from here on, the child: a death by signal in native code is a line from the parent
+        os.register_at_fork(after_in_child=_forked)  # the user's code's processes are not the command
     try:
         cli_main = _import_cli()
         for number, handler in handlers.items():  # from now on signals unwind: scratch folders are removed
@@ -158,6 +159,22 @@ def _lingering_threads() -> bool:
     return any(thread.is_alive() and not thread.daemon for thread in threading.enumerate()
                if thread is not threading.main_thread()) or processes is not None and any(
         not process.daemon for process in processes.active_children())
+
+
+def _forked() -> None:
+    """In a process the command's own forks (the user's `multiprocessing` workers, `os.fork` in `--reference-pipeline`
+    or `--torch` code): the signals' defaults, not the command's handlers, and no word to the supervisor. Each worker
+    that `Pool.terminate()` ended (on leaving `with Pool() as pool:`) raised Terminated: a traceback of graphsurgery's
+    on stderr for each, on a PASS (round 92); Ctrl-C made each print KeyboardInterrupt's, after "interrupted"."""
+    from graphsurgery.supervisor import forked
+
+    global _command_line
+    _command_line = False
+    _armed.clear()
+    for number in (signal.SIGINT, signal.SIGTERM, signal.SIGXCPU):
+        if signal.getsignal(number) is not signal.SIG_IGN:  # ignored by the user (`nohup`): stays so
+            signal.signal(number, signal.SIG_DFL)
+    forked()
 
 
 def _import_cli():

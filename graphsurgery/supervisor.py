@@ -185,6 +185,13 @@ def users_code(name: str) -> Iterator[None]:
         yield
 
 
+def forked() -> None:
+    """In a process the child forks (the user's `multiprocessing` workers): it is not the command, and tells the
+    parent nothing; its activities and exit written in the shared file were taken for the command's."""
+    global _channel
+    _channel = None
+
+
 def users_code_ran() -> bool:
     """Whether the user's own code has run in this process (`users_code`)."""
     return _users_ran

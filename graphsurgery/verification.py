@@ -490,7 +490,8 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
         wobbles.of(side, across or _maps_differ(actual, expected, wanted)), decided[side]), cross)
     if int8:
         report.pairs, note = int8_verification.int8_pairs(report.pairs[0], own_decode, runs["openvino"],
-                                                           unpatched["openvino"], raw["openvino"], wanted, grids, tie)
+                                                           unpatched["openvino"], raw["openvino"], wanted, grids, tie,
+                                                           recipe, facts)
         report.notes += [note, "int8 runs on OpenVINO: the verdict is the int8 model's own decode (its keypoints "
                                "from its own network output, exactly); its agreement with f32 is measured, not "
                                "judged (seeded stand-in weights quantize worse than trained ones)"]

@@ -112,7 +112,8 @@ def test_heads_of_different_row_counts_are_not_decoded_together(simcc_models, re
 
 # --- the user's code on the command line ----------------------------------------------------------------------------
 
-PIPELINE = '''
+#: the user's pipeline module's right answers: the plain model on ONNX Runtime and mmpose's decode
+ANSWERS = '''
 import os, time
 import numpy as np
 from graphsurgery.runners import open_runner
@@ -125,6 +126,9 @@ def answers(feeds):
     with open_runner("onnxruntime", os.environ["PLAIN"]) as run:
         heads = run({"input": x.transpose(0, 3, 1, 2).astype(np.float32)})
     return SimccDecode(split_ratio=2.0).reference(heads)
+'''
+
+PIPELINE = ANSWERS + '''
 
 
 def exits_1_at_exit(feeds):

@@ -41,6 +41,7 @@ from graphsurgery.stability import Wobbles
 from graphsurgery.tolerances import Tolerances, tie_tolerance, with_tolerances
 from graphsurgery.twins import (
     comparisons,
+    concat,
     decoded_output,
     extra_input_names,
     input_steps,
@@ -177,9 +178,9 @@ def verify_reference(recipe: str | Path | Recipe, plain_model: str | Path, refer
     label = {b: b + (f" at {ran[b]}" if ran[b] != "f32" else "") for b in backends}
 
     judged = {name: wanted[name] for name in compared}
-    maps = _recorded_maps(recipe, facts, groups, image.name, runs[backends[0]], plain.proto,
-                          [name for name, c in wanted.items() if c.kind in ("coordinates", "indices")])
-    twinned = _twins_of_recorded(recipe, facts, maps, [name for name in wanted if name not in expected])
+    maps, made = _recorded_maps(recipe, facts, groups, image.name, runs[backends[0]], plain.proto,
+                                [name for name, c in wanted.items() if c.kind in ("coordinates", "indices")])
+    twinned = _twins_of_recorded(recipe, facts, made, [name for name in wanted if name not in expected])
     if not compared and not twinned:  # the model outputs alone, which do not fit the model or cannot be decoded
         _refuse_nothing_compared(expected, wanted, reference)
     expected.update(twinned)
@@ -276,9 +277,10 @@ def _check_counts(expected: dict[str, np.ndarray], answered: dict[str, np.ndarra
 
 def _recorded_maps(recipe: Recipe, facts: ModelFacts, groups: list[Group], image_name: str,
                    patched: dict[str, np.ndarray], plain: onnx.ModelProto, positions: list[str]
-                   ) -> list[tuple[np.ndarray, dict[str, np.ndarray]]] | None:
+                   ) -> tuple[list[tuple[np.ndarray, dict[str, np.ndarray]]] | None, dict[str, np.ndarray] | None]:
     """Per group, the model output the decoding steps read, as the user's pipeline recorded it, with the extra
-    inputs the output twins get (SimCC's second head among them); None where the recording lacks one, or holds it
+    inputs the output twins get (SimCC's second head among them), and what the output twins make of them, joined;
+    (None, None) where the recording lacks one, or holds it
     in another shape than the patched model gives (the recipe keeps it, keep_original) or the plain model declares
     (each dim after the first it declares as a number), or decoded (`decoded_output`) in another count of rows than
     the patched model's `positions` outputs hold. A recipe that does not keep the model output (SimCC's, DARK's) had
@@ -286,37 +288,38 @@ def _recorded_maps(recipe: Recipe, facts: ModelFacts, groups: list[Group], image
     tie exactly at two far bins."""
     name = facts.output_name
     if name is None or not all(target in answers for _, answers in groups for target in facts.targets):
-        return None
+        return None, None
     for target in facts.targets:
         shapes = [np.shape(answers[target]) for _, answers in groups]
         if any(0 in shape for shape in shapes):  # no joint, no bin: nothing recorded
-            return None
+            return None, None
         if any(shape[1:] != shapes[0][1:] for shape in shapes) or [shape[:1] for shape in shapes] != [
                 np.shape(answers[facts.targets[0]])[:1] for _, answers in groups]:  # SimCC's heads: as many rows
             # each (round 91: a y head of half the rows was reshaped to vectors of twice the bins, a right patch FAILed)
-            return None
+            return None, None
         shape = (sum(shape[0] for shape in shapes), *shapes[0][1:])
         fits = shape == patched[target].shape if target in patched else _fits_declared(shape, plain, target)
         if not fits:
-            return None
+            return None, None
     maps = []
     for feeds, answers in groups:
         extras = {key: value for key, value in feeds.items() if key != image_name}
         try:
             decoded = decoded_output(recipe, np.asarray(answers[name], np.float32), facts, extras)
         except GraphsurgeryError:  # a flip test's odd count of rows (flip_average's twin refuses it): not the model's
-            return None
+            return None, None
         maps.append((decoded, output_extras(recipe, facts, extras, feeds[image_name].shape,
                                             {target: np.asarray(answers[target], np.float32)
                                              for target in facts.targets})))
     try:  # what the twins make of them: each position output in the patched model's shape (round 91: heads of 5
         # joints beside 17 keypoints, of a model declaring them [N, K, L], were an internal error)
-        made = [postprocess(recipe, decoded, facts, extras, decoded=True) for decoded, extras in maps]
+        made = concat([postprocess(recipe, decoded, facts, extras, decoded=True) for decoded, extras in maps])
     except GraphsurgeryError:  # heads of other lengths than the recipe's split_ratio makes: not the model's
-        return None
-    return maps if all(np.concatenate([answers[output] for answers in made]).shape == np.shape(patched[output])
-                       for output in positions if output in patched and all(output in answers for answers in made)
-                       ) else None
+        return None, None
+    if any(made[output].shape != np.shape(patched[output]) for output in positions if output in patched and output
+           in made):
+        return None, None
+    return maps, made
 
 
 def _fits_declared(shape: tuple[int, ...], plain: onnx.ModelProto, target: str) -> bool:
@@ -327,19 +330,18 @@ def _fits_declared(shape: tuple[int, ...], plain: onnx.ModelProto, target: str) 
         not isinstance(dim, int) or dim == size for dim, size in zip(declared[1:], shape[1:]))
 
 
-def _twins_of_recorded(recipe: Recipe, facts: ModelFacts, maps: list[tuple[np.ndarray, dict[str, np.ndarray]]] | None,
-                       missing: list[str]) -> dict[str, np.ndarray]:
-    """The `missing` outputs (none recorded) as the output steps' twins make them from the model outputs the user's
-    pipeline recorded (`_recorded_maps`: the one the decoding reads, with SimCC's second head): a reference of the
-    kept heatmaps alone was compared on the heatmaps, and a patch whose keypoints were 3 px off PASSed (round 89).
+def _twins_of_recorded(recipe: Recipe, facts: ModelFacts, made: dict[str, np.ndarray] | None, missing: list[str]
+                       ) -> dict[str, np.ndarray]:
+    """The `missing` outputs (none recorded) as the output steps' twins make them (`made`, by `_recorded_maps`) from
+    the model outputs the user's pipeline recorded (the one the decoding reads, with SimCC's second head): a
+    reference of the kept heatmaps alone was compared on the heatmaps, and a patch whose keypoints were 3 px off
+    PASSed (round 89).
     Nothing without those recordings, or where a step that rewrites the output (a flip test's average) would have
     to rewrite several."""
-    if not missing or maps is None or len(facts.targets) > 1 and any(
+    if not missing or made is None or len(facts.targets) > 1 and any(
             step.rewrites_output for step in recipe.output.steps):
         return {}
-    made = [postprocess(recipe, decoded, facts, extras, decoded=True) for decoded, extras in maps]
-    return {name: np.concatenate([answers[name] for answers in made]) for name in missing
-            if all(name in answers for answers in made)}
+    return {name: made[name] for name in missing if name in made}
 
 
 def _recorded(arrays: dict[str, np.ndarray], ports, reference: str | Path) -> Group:

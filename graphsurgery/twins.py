@@ -196,8 +196,7 @@ def joined_decision_inputs(recipe: Recipe, facts: ModelFacts, parts: Sequence[tu
                            ) -> dict[str, dict[str, np.ndarray]]:
     """`decision_inputs` of batches (`parts`: each its decoded output and extra inputs), joined."""
     found = [decision_inputs(recipe, output, facts, extras) for output, extras in parts]
-    return {name: {key: np.concatenate([batch[name][key] for batch in found]) for key in reads}
-            for name, reads in found[0].items()}
+    return {name: concat([batch[name] for batch in found]) for name in found[0]}
 
 
 #: `decision_inputs`' key of an nms's candidate boxes where the recipe outputs its detections

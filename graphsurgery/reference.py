@@ -150,7 +150,7 @@ def verify_reference(recipe: str | Path | Recipe, plain_model: str | Path, refer
             source = getattr(function, "__qualname__", None) or type(function).__qualname__
             described = f"random samples (seed {seed}) through {source}()"
             groups, unfed = _live(function, recipe, facts, plain, patched_path, random, seed)
-        expected = {name: np.concatenate([g[1][name] for g in groups]) for name in groups[0][1]}
+        expected = concat([answers for _, answers in groups])
         compared = [name for name in expected if name in wanted]
         model_outputs = [name for name in facts.targets if name in expected and name not in compared]
         if not compared and len(model_outputs) < len(facts.targets):
@@ -167,7 +167,7 @@ def verify_reference(recipe: str | Path | Recipe, plain_model: str | Path, refer
         for backend in backends:
             parts = [_run(backend, patched_path, precision if backend == "openvino" else "f32", feeds,
                           image.shape[0] if isinstance(image.shape[0], int) else None, source) for feeds, _ in groups]
-            runs[backend] = {name: np.concatenate([out[name] for out, _ in parts]) for name in parts[0][0]}
+            runs[backend] = concat([out for out, _ in parts])
             ran[backend] = parts[0][1]
     _check_counts(expected, runs[backends[0]], compared, reference if pipeline is None else None, source)
     report = VerifyReport(recipe.source, str(plain.path), str(patched) if patched else "(built from the recipe)",
@@ -428,4 +428,4 @@ def _run(backend: str, patched: Path, precision: str, feeds: dict[str, np.ndarra
             # arrays of one row per sample are cut into batches; others (a [1, K, 1, 1] bias) are fed whole
             parts.append(run({name: value[start:start + batch] if value.ndim and len(value) == count else value
                               for name, value in feeds.items()}))
-    return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}, run.precision
+    return concat(parts), run.precision

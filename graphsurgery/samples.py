@@ -60,7 +60,7 @@ class Samples:
     @property
     def extras(self) -> dict[str, np.ndarray]:
         """Every group's extra inputs, concatenated in order (as the outputs are)."""
-        return {name: np.concatenate([extras[name] for _, extras in self.groups]) for name in self.groups[0][1]}
+        return concat([extras for _, extras in self.groups])
 
     def sizes(self, layout: str) -> list[tuple[int, int]]:
         """The distinct (W, H) of the samples, in order."""
@@ -690,3 +690,8 @@ def chunks(samples: Samples, batch: int):
         for start in range(0, len(tensors), batch):
             end = start + batch
             yield tensors[start:end], {k: v[start:end] for k, v in extras.items()}
+
+
+def concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """The parts' arrays joined along their first axis, name by name (batches into one answer)."""
+    return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}

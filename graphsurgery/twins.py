@@ -18,7 +18,7 @@ from graphsurgery.binding import bind_input_steps, step_error
 from graphsurgery.errors import GraphsurgeryError
 from graphsurgery.model import ModelFacts
 from graphsurgery.recipe import Recipe
-from graphsurgery.samples import MAX_BATCH_BYTES
+from graphsurgery.samples import MAX_BATCH_BYTES, concat
 from graphsurgery.splice import reads_geometry
 from graphsurgery.steps.base import (
     EXACT_INTEGER,
@@ -378,6 +378,3 @@ def other_inputs(proto: onnx.ModelProto, names: list[str], batch: int, batch_nam
     return values
 
 
-def concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """The parts' arrays joined along their first axis, name by name (batches into one answer)."""
-    return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}

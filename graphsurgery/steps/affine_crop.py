@@ -19,7 +19,6 @@ from __future__ import annotations
 from math import gcd
 
 import numpy as np
-from onnx import TensorProto
 
 F32 = np.float32
 
@@ -118,9 +117,6 @@ class GraphOps:
 
     def nan_to_zero(self, a):
         return self._f("Where", self._b("IsNaN", a), self.c(0.0), a)
-
-    def cast_int(self, a):
-        return self.em.op("Cast", [a], {"to": TensorProto.INT64}, dtype=np.int64)
 
 
 def two_sum(o, a, b):

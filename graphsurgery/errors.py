@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import codecs
 import inspect
+import json
 import math
 import re
 import sys
@@ -17,16 +18,35 @@ from pathlib import Path
 
 #: Control characters: ANSI and OSC escape sequences could drive the terminal
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-#: Unicode's bidirectional controls: U+202E in a tensor name shows the rest of the line backwards ("Trojan Source")
-_BIDI = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+#: Unicode's invisible characters, its format characters and line separators (categories Cf, Zl and Zp as of Unicode
+#: 14): bidirectional controls (U+202E in a tensor name shows the rest of the line backwards, "Trojan Source"),
+#: zero-width ones (U+200B makes 'sco\u200bres' read as 'scores'), the BOM, the soft hyphen, and U+2028, a line
+#: break to Python's `splitlines` (round 93: all but the bidirectional controls were printed raw)
+_INVISIBLE = re.compile("[\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b-\u200f"
+                        "\u2028-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb\U000110bd\U000110cd"
+                        "\U00013430-\U00013438\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0001"
+                        "\U000e0020-\U000e007f]")
+
+
+def _escaped(match: re.Match) -> str:
+    code = ord(match.group())
+    return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
 
 
 def printable(value) -> str:
     """Control characters (ANSI/OSC escape sequences in a producer name or a tensor name) made visible as `\\x1b`,
-    and bidirectional overrides as `\\u202e`: a model file must not be able to drive the user's terminal, nor make
-    a line read other than it is."""
+    and invisible ones (bidirectional overrides, zero-width spaces, line separators) as `\\u202e`: a model file
+    must not be able to drive the user's terminal, nor make a line read other than it is."""
     text = _CONTROL.sub(lambda match: f"\\x{ord(match.group()):02x}", str(value))
-    return _BIDI.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
+    return _INVISIBLE.sub(_escaped, text)
+
+
+def printable_json(data, **options) -> str:
+    """`data` as JSON for standard output: other letters as they are (a file named 'é.onnx'), the invisible
+    characters `printable` escapes as JSON escapes (`\\u202e`), which read back as the same strings (round 93:
+    `apply --json` and `convert --json` printed a model's U+202E raw, reordering the terminal's line)."""
+    text = json.dumps(data, ensure_ascii=False, **options)
+    return _INVISIBLE.sub(lambda match: json.dumps(match.group()).strip('"'), text)
 
 
 #: ASCII for the typographic characters of graphsurgery's own text, where the terminal's encoding has none
@@ -195,6 +215,12 @@ def check_callback(name: str, value, arguments: str) -> None:
         pass
 
 
+#: The line breaks and blanks an error line is joined over: ASCII's only. `str.split` took U+2028 and U+00A0 too, and
+#: a file named `m\u2028.onnx` was named "m .onnx" (round 93); `printable` shows them escaped instead
+_ASCII_BLANKS = " \t\n\r\x0b\x0c"
+_ASCII_SPACE = re.compile(f"[{_ASCII_BLANKS}]+")
+
+
 class GraphsurgeryError(Exception):
     """A user-facing error: one line that names the file (and YAML path or tensor) and says how to fix it."""
 
@@ -207,7 +233,7 @@ class GraphsurgeryError(Exception):
         parts = [f"{self.path}: {bounded_words(message)}" if self.path else bounded_words(message)]
         if fix:
             parts.append(f"fix: {bounded_words(fix)}")
-        super().__init__(" — ".join(" ".join(p.split()) for p in parts))
+        super().__init__(" — ".join(" ".join(_ASCII_SPACE.split(p.strip(_ASCII_BLANKS))) for p in parts))
 
 
     def about(self, path: str | Path) -> GraphsurgeryError:

@@ -18,8 +18,6 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from graphsurgery.supervisor import last_line, users_code_ran
-
 INTERRUPTED, TERMINATED = 130, 143  # the shell's 128 + SIGINT / SIGTERM
 #: whether this process was started by `main` (the command line): then a command's last line ends the process
 _command_line = False
@@ -246,6 +244,21 @@ def _unraisable(unraisable, default=sys.unraisablehook) -> None:
         _thread.start_new_thread(_send_later, (number,))
     else:
         default(unraisable)
+
+
+def last_line(code: int | None = None) -> None:
+    """`supervisor.last_line`, once the supervisor is loaded (before, there is no parent to tell). This module
+    imports nothing of graphsurgery's before `main` arms its handlers: importing the supervisor (and longrun and
+    errors with it) took 20 to 35 ms, and a Ctrl-C then was a KeyboardInterrupt's traceback (round 93)."""
+    supervisor = sys.modules.get("graphsurgery.supervisor")
+    if supervisor is not None and hasattr(supervisor, "last_line"):  # not while it loads
+        supervisor.last_line(code)
+
+
+def users_code_ran() -> bool:
+    """`supervisor.users_code_ran`: none ran before the supervisor was loaded."""
+    supervisor = sys.modules.get("graphsurgery.supervisor")
+    return supervisor is not None and hasattr(supervisor, "users_code_ran") and supervisor.users_code_ran()
 
 
 def _send_later(number: int) -> None:

@@ -9,6 +9,7 @@ with names that cannot collide with the model's; provenance is recorded in `meta
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -51,6 +52,10 @@ from graphsurgery.steps.base import GEOMETRY, Dim, ExtraInput, StepError, Tensor
 RESERVED_KEYS = {"output", "keypoints", "scores", "heatmaps", "indices", "probabilities", "boxes", "center", "scale",
                  "candidates", "class_scores", "classes", "count", GEOMETRY}
 DTYPE_NAMES = {np.dtype(np.float32): "float32", np.dtype(np.float16): "float16", np.dtype(np.uint8): "uint8"}
+#: The most values a patched input may declare: shape arithmetic counts in int64, and the steps may double the batch
+#: (a flip test). An input of 2^48 × 3 × 256 × 192 overflowed it in shape inference: the patched model failed the
+#: checker, "a graphsurgery bug" (round 93); one of 2^40 × 3 × 256 × 192 is patched, and `run` refuses to feed it
+MAX_INPUT_VALUES = 2**62
 
 
 @dataclass(frozen=True)
@@ -207,6 +212,11 @@ def check_image_input(name: str, element: np.dtype | None, shape, model_name: st
         raise ModelError(f"input {name!r} is {element if element is not None else 'of no known type'}"
                          f"{list(shape or [])}; input steps need a 4-D float image tensor", path=model_name,
                          fix="patch another input with input.target")
+    values = math.prod(d for d in shape if isinstance(d, int) and d > 0)
+    if values > MAX_INPUT_VALUES:
+        raise ModelError(f"input {name!r} is declared {list(shape)}: {values:.3g} values, more than the "
+                         f"{MAX_INPUT_VALUES:.3g} the steps' shapes can count (int64)", path=model_name,
+                         fix=f"export the model with a dynamic batch (or the real one) for {name!r}")
     return dtype
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -11,7 +10,7 @@ from rich.console import Console
 
 from graphsurgery.cli.options import existing_file, force_option, json_flag, output_file, output_folder
 from graphsurgery.cli.tables import shown
-from graphsurgery.errors import GraphsurgeryError
+from graphsurgery.errors import GraphsurgeryError, printable_json
 from graphsurgery.irconvert import ConvertResult, convert_ir, ovms_path, parse_input_shape
 from graphsurgery.machine import machine
 from graphsurgery.quantize import SPEED_ROUNDS
@@ -79,7 +78,7 @@ def convert_command(model: Path, output: Path | None, fp16: bool, input_shapes: 
                         ranking_samples=ranking_samples, annotations=annotations,
                         force=force, make_parents=ovms_dir is not None)
     if as_json:
-        click.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
+        click.echo(printable_json(result.to_dict(), indent=2))
     else:
         _show(result)
         if ovms_dir is not None:

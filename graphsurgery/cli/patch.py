@@ -15,6 +15,7 @@ from rich.text import Text
 from graphsurgery.api import apply, inspect_model
 from graphsurgery.cli.options import existing_file, force_option, json_flag, output_file, upgrade_opset_option
 from graphsurgery.cli.tables import print_table, shown
+from graphsurgery.errors import printable_json
 from graphsurgery.recipe import recipe_json_schema
 from graphsurgery.registry import steps_for
 from graphsurgery.steps.base import UNDOCUMENTED
@@ -34,8 +35,7 @@ def apply_command(recipe: Path, model: Path, output: Path | None, force: bool, d
     result = apply(recipe, model, output, force=force, dry_run=dry_run, upgrade_opset=upgrade_opset)
     plan = result.plan
     if as_json:
-        click.echo(json.dumps({**plan.to_dict(), "written": [str(p) for p in result.written or []]}, indent=2,
-                              ensure_ascii=False))
+        click.echo(printable_json({**plan.to_dict(), "written": [str(p) for p in result.written or []]}, indent=2))
         return
     console = Console()
     console.print(Text.assemble("recipe ", shown(plan.recipe, "bold"), shown(f" on {model} (opset {plan.opset})")))

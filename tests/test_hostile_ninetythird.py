@@ -1,0 +1,109 @@
+"""A ninety-third round of hostile inputs, a held-back-style set in the spirit of issue 17 across every command.
+
+Found: names from a model, a recipe or a file name were printed with Unicode's invisible characters raw (a
+zero-width space made 'in\\u200bput' read as 'input', U+2028 broke the line for Python's `splitlines`, and an error
+line showed it as a blank), where control characters and bidirectional overrides were escaped; `apply --json` and
+`convert --json` printed a model's U+202E itself (JSON written with `ensure_ascii=False`), reordering the terminal's
+line. Each is escaped now (`errors.printable`, `errors.printable_json`), and the JSON reads back as the same names.
+An input declared with a batch of 2^48 (past int64 values) was "the patched model fails the ONNX checker … (a
+graphsurgery bug)": refused as the model's (`splice.check_image_input`). Ctrl-C 30 to 60 ms after the command started
+was a KeyboardInterrupt's traceback: the entry point loaded the supervisor before arming its handlers.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import onnx
+
+from clikit import invoke, one_line_exit_2
+
+from conftest import RECIPES, ROOT
+from modelkit import pose_model
+
+CROP = RECIPES / "hrnet_coco_pose.yaml"
+INVISIBLE = ("\u200b", "\u2028", "\ufeff", "\u00ad", "\u2060", "\U000e0041")
+
+
+def _named(tmp_path, input_name: str, producer: str = "modelkit"):
+    path = pose_model(tmp_path / "m.onnx", dynamic_batch=True, input_name=input_name)
+    model = onnx.load(str(path))
+    model.producer_name = producer
+    onnx.save(model, str(path))
+    return path
+
+
+def test_invisible_characters_in_a_models_names_are_shown_escaped(tmp_path):
+    """inspect's table showed a zero-width space, a line separator, a BOM, a soft hyphen, a word joiner and a tag
+    character of an input name and a producer raw: now `\\u200b`, `\\u2028`, ... as `\\u202e` was."""
+    path = _named(tmp_path, "in" + "".join(INVISIBLE) + "put", producer="x\u200by\u2028z")
+    result = invoke("inspect", path)
+    assert result.exit_code == 0, result.output
+    assert not any(character in result.output for character in INVISIBLE), ascii(result.output)
+    assert "\\u200b\\u2028\\ufeff\\u00ad\\u2060\\U000e0041" in result.output and "x\\u200by\\u2028z" in result.output
+
+
+def test_invisible_characters_in_an_error_line_are_escaped(tmp_path):
+    """A model path holding a zero-width space was named raw in the refusal, and one holding U+2028 as "m .onnx"
+    (the line was joined over Unicode's blanks): both escaped."""
+    result = invoke("apply", CROP, tmp_path / "m\u200b\u2028.onnx")
+    assert result.exit_code == 2 and "\u200b" not in result.output and "\u2028" not in result.output, result.output
+    assert "m\\u200b\\u2028.onnx" in result.output, result.output
+
+
+def test_apply_json_escapes_a_bidirectional_override_and_reads_back(tmp_path):
+    """`apply --json` printed the model's U+202E raw (the human table escaped it); the JSON escape reads back as the
+    same name, and other letters stay as they are."""
+    path = _named(tmp_path, "in\u202e\u200bput")
+    result = invoke("apply", CROP, path, "-o", tmp_path / "é.onnx", "--json")
+    assert result.exit_code == 0, result.output
+    assert "\u202e" not in result.output and "\u200b" not in result.output, ascii(result.output)
+    data = json.loads(result.output)
+    assert data["input_target"] == "in\u202e\u200bput" and data["written"] == [str(tmp_path / "é.onnx")]
+    assert "é.onnx" in result.output
+
+
+def test_convert_json_escapes_a_bidirectional_override(tmp_path):
+    """`convert --json` the same, of an output file name."""
+    path = pose_model(tmp_path / "m.onnx", dynamic_batch=True)
+    result = invoke("convert", path, "-o", tmp_path / "m\u202e\u200b.xml", "--json")
+    assert result.exit_code == 0, result.output
+    assert "\u202e" not in result.output and "\u200b" not in result.output, ascii(result.output)
+    assert str(tmp_path / "m\u202e\u200b.xml") in json.loads(result.output)["written"]
+
+
+def _input_batch(tmp_path, batch: int):
+    path = pose_model(tmp_path / f"b{batch}.onnx", dynamic_batch=True)
+    model = onnx.load(str(path))
+    dim = model.graph.input[0].type.tensor_type.shape.dim[0]
+    dim.Clear()
+    dim.dim_value = batch
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, str(path))
+    return path
+
+
+def test_an_input_declared_past_int64_counts_is_the_models_fault(tmp_path):
+    """An input batch of 2^48 (2^48 × 3 × 256 × 192 values, past int64) was "the patched model fails the ONNX
+    checker … (a graphsurgery bug)" in apply and verify: the steps' shapes overflowed in shape inference. It is the
+    model's declaration, refused in one line naming the input; nothing written. A batch of 2^40 is still patched
+    (`run` refuses to feed it, test_hostile_third)."""
+    model = _input_batch(tmp_path, 2**48)
+    out = tmp_path / "p.onnx"
+    one_line_exit_2(invoke("apply", CROP, model, "-o", out), "input 'input' is declared", "dynamic batch")
+    assert not out.exists()
+    one_line_exit_2(invoke("verify", CROP, model, "--random", 2, "--backends", "onnxruntime"), "input 'input'")
+    result = invoke("apply", CROP, _input_batch(tmp_path, 2**40), "-o", out)
+    assert result.exit_code == 0, result.output
+
+
+def test_the_entry_point_loads_nothing_of_graphsurgery_before_its_handlers():
+    """Ctrl-C 30 to 60 ms after `graphsurgery …` started was a KeyboardInterrupt's traceback (exit -2): `launch`, the
+    entry point, imported the supervisor (and longrun and errors with it, 20-35 ms) before `main` armed its
+    handlers. It imports only the standard library's light modules now: the supervisor is loaded by `main`."""
+    code = ("import sys, graphsurgery.launch; "
+            "print(sorted(m for m in sys.modules if m.startswith('graphsurgery.') and m != 'graphsurgery.launch'))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr

@@ -555,7 +555,10 @@ def _check_ground_truth(dataset: dict, path: Path) -> None:
                    "(pycocotools keeps one annotation per id; COCOeval stores the ids it matches as floats, and 0 "
                    "as no match)", "give each annotation its own whole-number id, from 1")
         seen.add(ann_id)
-        if ann.get("category_id") != PERSON:
+        if not whole(ann.get("category_id")):  # "1" was skipped as not a person, in silence (round 93)
+            refuse(f"annotation {ann_id} has category_id {repr(ann.get('category_id'))[:40]}, not a whole number",
+                   f"give each annotation its category's id ({PERSON} for a person)")
+        if ann["category_id"] != PERSON:
             continue
         if ann.get("iscrowd", 0) not in (0, 1) or isinstance(ann.get("iscrowd"), bool):
             refuse(f"annotation {ann_id} has iscrowd {ann.get('iscrowd')!r}, not 0 or 1", "set iscrowd to 0 or 1")
@@ -654,6 +657,8 @@ def _detections(gt, path: Path, image_ids: list[int]) -> list[PersonBox]:
             for det in detections:
                 if not isinstance(det, dict) or not whole(det.get("image_id")):  # `true` and 1.0 were image 1
                     raise TypeError("a detection's image_id is not a whole number")
+                if not whole(det.get("category_id")):  # "1" was not a person: the box dropped in silence
+                    raise TypeError("a detection's category_id is not a whole number")
                 if "bbox" not in det and "segmentation" in det:  # loadRes took the boxes from the masks, each
                     # RLE decoded in pycocotools' C code (a size of -5: OverflowError, an internal error)
                     raise KeyError("a detection with a segmentation but no bbox")

@@ -17,10 +17,12 @@ import subprocess
 import sys
 
 import onnx
+import pytest
 
 from clikit import invoke, one_line_exit_2
 
 from conftest import RECIPES, ROOT
+from examples.synthetic_coco import joint_detector, write_coco_set
 from modelkit import pose_model
 
 CROP = RECIPES / "hrnet_coco_pose.yaml"
@@ -107,3 +109,26 @@ def test_the_entry_point_loads_nothing_of_graphsurgery_before_its_handlers():
             "print(sorted(m for m in sys.modules if m.startswith('graphsurgery.') and m != 'graphsurgery.launch'))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("where", ["annotations", "detections"])
+def test_a_category_id_that_is_not_a_whole_number_is_refused(tmp_path, where):
+    """Round 93's leftover: `category_id: "1"` is not the person category 1 to pycocotools, so that annotation (or
+    detected box) was skipped in silence as another category's, and the evaluation ran on fewer people. A category
+    id that is not a whole number is refused at the file that holds it."""
+    annotations = write_coco_set(tmp_path / "images", images=1, seed=0)
+    plain = joint_detector(tmp_path / "plain.onnx")
+    data = json.loads(annotations.read_text())
+    if where == "annotations":
+        data["annotations"][0]["category_id"] = "1"
+        annotations.write_text(json.dumps(data))
+        extra, named = [], annotations.name
+    else:
+        detections = [{"image_id": ann["image_id"], "category_id": 1, "bbox": ann["bbox"], "score": 0.9}
+                      for ann in data["annotations"]]
+        detections[0]["category_id"] = "1"
+        (tmp_path / "det.json").write_text(json.dumps(detections))
+        extra, named = ["--boxes", tmp_path / "det.json"], "det.json"
+    result = invoke("eval-coco", CROP, plain, "--ann", annotations, "--images", tmp_path / "images",
+                    "--backends", "onnxruntime", *extra)
+    one_line_exit_2(result, named, "category_id")

@@ -66,15 +66,17 @@ def opencv():
 
 
 def list_images(paths: list[Path]) -> list[Path]:
-    """Expand folders (their JPEG/PNG files, sorted); keep files as given. None at all is refused (the Python API's
-    `run(model, [], out)` wrote empty results)."""
+    """Expand folders (their JPEG/PNG files, sorted: a folder inside named `x.jpg` is no image of theirs, and was
+    taken for one, then refused as "the folder holds no images" of the whole command; round 93); keep files as
+    given. None at all is refused (the Python API's `run(model, [], out)` wrote empty results)."""
     if not paths:
         raise GraphsurgeryError("no images given", fix="give image files or a folder of images")
     found: list[Path] = []
     for path in paths:
         path = Path(path)
         if _judged(path, Path.is_dir):
-            inside = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            inside = sorted(p for p in path.iterdir()
+                            if p.suffix.lower() in IMAGE_SUFFIXES and not _judged(p, Path.is_dir))
             if not inside:
                 raise GraphsurgeryError(
                     "the folder holds no .jpg/.jpeg/.png images", path=path, fix="point to a folder of images"

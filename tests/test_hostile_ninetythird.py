@@ -13,6 +13,7 @@ was a KeyboardInterrupt's traceback: the entry point loaded the supervisor befor
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -132,3 +133,20 @@ def test_a_category_id_that_is_not_a_whole_number_is_refused(tmp_path, where):
     result = invoke("eval-coco", CROP, plain, "--ann", annotations, "--images", tmp_path / "images",
                     "--backends", "onnxruntime", *extra)
     one_line_exit_2(result, named, "category_id")
+
+
+def test_a_folder_named_like_an_image_among_the_images_is_not_one(tmp_path):
+    """Round 93's leftover: a folder `x.jpg` beside the images was listed as an image, and the whole command was
+    refused, "x.jpg: the folder holds no images". It is no image of the folder; a folder with only such folders
+    holds no images, said of that folder."""
+    images = tmp_path / "imgs"
+    (images / "x.jpg").mkdir(parents=True)
+    patched = tmp_path / "p.onnx"
+    assert invoke("apply", CROP, pose_model(tmp_path / "m.onnx", dynamic_batch=True), "-o", patched).exit_code == 0
+    alone = invoke("run", patched, images, "-o", tmp_path / "none", "--backend", "onnxruntime")
+    one_line_exit_2(alone, f"{images}:", "holds no")
+    shutil.copy(ROOT / "examples" / "images" / "astronaut.jpg", images)
+    result = invoke("run", patched, images, "-o", tmp_path / "out", "--backend", "onnxruntime")
+    assert result.exit_code == 0, result.output
+    assert [entry["file_name"] for entry in json.loads((tmp_path / "out" / "keypoints.json").read_text())
+            ] == ["astronaut.jpg"]

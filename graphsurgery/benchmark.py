@@ -23,6 +23,7 @@ import numpy as np
 from graphsurgery import twins
 from graphsurgery.api import apply
 from graphsurgery.callables import call_back, call_user, import_callable
+from graphsurgery.defaults import MAX_ROUNDS, REFERENCE, TORCH_EXAMPLE, Settings
 from graphsurgery.errors import ArgumentError, GraphsurgeryError, check_callback, check_flags, printable, quoted, whole
 from graphsurgery.machine import machine
 from graphsurgery.model import ModelFacts, real_inputs
@@ -38,22 +39,6 @@ from graphsurgery.targets import check_targets
 
 #: (W, H) of the caller image when the recipe resizes (its H × W are free): a camera frame, not the model's size.
 RESIZE_IMAGE_SIZE = (640, 480)
-REFERENCE = "openvino-patched-f32"  # every row's time is also given relative to this one
-TORCH_EXAMPLE = "examples.hrnet.model:build_hrnet"
-#: Rounds at most (timed or warm-up): 100,000 rounds of HRNet-W32 take days; a mistyped count must not run forever.
-MAX_ROUNDS = 100_000
-
-
-@dataclass(frozen=True)
-class Settings:
-    iterations: int = 50
-    warmup: int = 5
-    threads: int | None = None  # None: every CPU this process may use
-    batch: int = 1
-    torch: str | None = None  # "module:function" returning an nn.Module that takes the plain model's input
-    throughput: bool = False
-    upgrade_opset: bool = False  # convert the patched model to the opset a step needs
-    int8: int | None = None  # also an int8 IR (convert --int8), calibrated on this many random caller inputs
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """The `graphsurgery` command's entry point (the console script and `python -m graphsurgery`): light on purpose.
 
-The CLI imports click, numpy, onnx and the runtimes, which takes about 0.4 s; Ctrl-C or SIGTERM in that time gave a
-traceback or a death by signal (exit -15). This module imports nothing heavy: while it imports the CLI, a signal
+The CLI imports click and rich, and a command, once its arguments are parsed, numpy, onnx and pydantic
+(`load_libraries`), about 0.4 s in all; Ctrl-C or SIGTERM in that time gave a traceback or a death by signal (exit
+-15). This module imports nothing heavy: while it imports the CLI, a signal
 ends the process at once with one line and 130 / 143 (nothing is written yet); then Ctrl-C raises KeyboardInterrupt
 and SIGTERM `Terminated`, which the command unwinds like exceptions (its scratch folders are removed). Once the
 command has said its last line, a signal no longer changes its exit code.
@@ -176,24 +177,33 @@ def _forked() -> None:
 
 
 def _import_cli():
-    """The CLI's `main`; under a small memory limit (`ulimit -v 150000`) its libraries cannot be loaded ("failed to
-    map segment", OpenBLAS's "Memory allocation still failed"): a traceback, exit 1. Said as the limit, exit 2."""
+    """The CLI's `main`: click and rich; its commands load their libraries once their arguments are parsed."""
+    return load_libraries("graphsurgery.cli").main
+
+
+def load_libraries(module: str = "graphsurgery.api"):
+    """`module` imported, by default the libraries the CLI's commands use (numpy, onnx, pydantic, the steps), which
+    the CLI loads once a command's arguments are parsed (its help and usage errors need none of them: about 0.3 s of
+    CPU a command, BENCHMARKS.md "CLI start-up"). On the command line, under a small memory limit (`ulimit -v
+    150000`) they cannot be loaded ("failed to map segment", OpenBLAS's "Memory allocation still failed"): a
+    traceback, exit 1. Said as the limit, exit 2."""
+    import importlib
+
     from graphsurgery.supervisor import LOADING, doing
 
     try:
         with doing(LOADING):  # a library that ends the process from C is then said by the supervisor
-            from graphsurgery.cli import main as cli_main
+            return importlib.import_module(module)
     except (ImportError, OSError, MemoryError) as exc:
         from graphsurgery.limits import memory_limit
 
-        if memory_limit() is None:
+        if not _command_line or memory_limit() is None:
             raise
         ignore_signals()
         say(f"error: graphsurgery's libraries could not be loaded under the process's memory limit of "
             f"{memory_limit()} ({type(exc).__name__}) — fix: raise the limit (`ulimit -v unlimited`) and run the "
             f"command again")
         exit_now(2)
-    return cli_main
 
 
 @contextmanager

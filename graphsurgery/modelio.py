@@ -27,8 +27,7 @@ import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from contextvars import ContextVar
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from functools import cache, wraps
 from pathlib import Path
 from typing import ParamSpec, TypeVar
@@ -38,6 +37,7 @@ from google.protobuf.message import DecodeError
 from google.protobuf.unknown_fields import UnknownFieldSet
 from onnx.external_data_helper import ExternalDataInfo, uses_external_data
 
+from graphsurgery.commandspan import _COMMAND, _Reads, lost_folder, one_command  # noqa: F401  (modelio's names)
 from graphsurgery.errors import GraphsurgeryError, ModelError, RecipeError, check_flags, node_named, printable, quoted
 from graphsurgery.folding import check_folding
 from graphsurgery.limits import write_fix
@@ -228,30 +228,6 @@ def _changed(path: Path) -> ModelError:
                       fix="run the command again once nothing writes to the file")
 
 
-@dataclass
-class _Reads:
-    """What one command read. The runtimes read a model again by its path (`read_by_path`): a file replaced in
-    between is a model no check saw (round 44: verify's twins ran the plain model as read, and ONNX Runtime the file
-    moved over it a moment later: an internal error). Within `one_command` (a CLI command, an API call: `command`)
-    the first read holds to its end; outside, nothing is kept (an application may rewrite a model between two
-    calls)."""
-
-    #: each model file's identity as it was read and checked (`load_model`), by real path
-    read: dict[str, tuple[int, ...]] = field(default_factory=dict)
-    #: the external data files of each model in `read` (by its real path), held to their identities as it is
-    #: (round 57: a data file replaced while a runtime read the model was read as it was then)
-    data: dict[str, tuple[Path, ...]] = field(default_factory=dict)
-    #: the real path each file read named then, by its path as given (absolute, not resolved): a symlink re-pointed
-    #: since names another real file, which no read recorded (round 82: a runtime ran the model the link named then)
-    resolved: dict[str, str] = field(default_factory=dict)
-
-
-#: The running command's reads, in its own thread (a context variable): commands an application runs in two threads
-#: at once shared one record, so one refused a right model another had read before it was rewritten, and the first
-#: to end dropped the other's hold (round 85).
-_COMMAND: ContextVar[_Reads | None] = ContextVar("graphsurgery_command", default=None)
-
-
 def _as_given(path: Path) -> str:
     """`path` as the user spelled it, made absolute but not resolved: the key of what it named when read."""
     return str(Path(path).absolute())
@@ -284,29 +260,6 @@ def remember_read(path: Path, read: tuple[int, ...], data: dict[Path, tuple[int,
                 or reads.read.setdefault(real, identity) != identity:
             raise _changed_since_read(file, file != path)
     reads.data.setdefault(key, tuple(data or ()))
-
-
-def lost_folder() -> GraphsurgeryError | None:
-    """The refusal of a current folder deleted (or moved) under the process, or None while it exists."""
-    try:
-        os.getcwd()
-    except FileNotFoundError:
-        return GraphsurgeryError("the current folder no longer exists (it was deleted or moved)",
-                                 fix="cd (os.chdir) into an existing folder and run the command again")
-    return None
-
-
-@contextmanager
-def one_command() -> Iterator[None]:
-    """A command's span: a model file it read must stay as it was read until the command ends (`read_by_path`)."""
-    if _COMMAND.get() is not None:  # within another: its reads hold
-        yield
-        return
-    token = _COMMAND.set(_Reads())
-    try:
-        yield
-    finally:
-        _COMMAND.reset(token)
 
 
 def command(function: Callable[P, T]) -> Callable[P, T]:

@@ -26,6 +26,7 @@ from graphsurgery import crops
 from graphsurgery.boxes import Box, load_boxes, unmatched_note
 from graphsurgery.callables import call_back
 from graphsurgery.cocoformat import keypoint_result
+from graphsurgery.defaults import DEFAULT_BATCH, DEFAULT_MIN_SCORE
 from graphsurgery.draw import MONTAGE_MAX_PERSONS
 from graphsurgery.errors import ArgumentError, GraphsurgeryError, check_callback, finite, printable, whole
 from graphsurgery.images import list_images, opencv, read_image
@@ -51,8 +52,6 @@ CENTER, SCALE, BOXES = "center", "scale", "boxes"
 KEYPOINTS, SCORES = "keypoints", "scores"
 #: The chained model's outputs (graphsurgery.chaining): people found in the graph, and their keypoints
 PERSON_BOXES, KEYPOINT_SCORES = "person_boxes", "keypoint_scores"
-DEFAULT_MIN_SCORE = 0.2
-DEFAULT_BATCH = 8
 MAX_RUN_JSON_BYTES = 50_000_000  # an earlier run's record: one entry per image
 MAX_JPEG_SIDE = 65_500  # libjpeg's largest side: a debug image of a 70,000 px wide PNG could not be written
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 import numpy as np
 
+from graphsurgery.defaults import BACKENDS, MAX_THREADS, PRECISIONS
 from graphsurgery.errors import ArgumentError, GraphsurgeryError, check_names, printable, whole
 from graphsurgery.limits import openvino_telemetry_off, refuse_if_limited
 from graphsurgery.safeio import input_path, present
@@ -30,16 +31,12 @@ if TYPE_CHECKING:
 #: the node-name prefixes of the flip test's two halves, as splice names them
 FLIP_TEST, FLIP_AVERAGE = step_nodes("input", "flip_test"), step_nodes("output", "flip_average")
 
-BACKENDS = ("onnxruntime", "openvino")
-PRECISIONS = ("f32", "bf16", "f16")
 #: How much of an .xml is read to see that it is an IR (its <net> element comes after the XML declaration)
 IR_HEAD_BYTES = 4096
 #: How an IR starts: its root element is <net>, after at most an XML declaration and comments. An HTML page that
 #: mentions <net> went on to every frontend of OpenVINO (TensorFlow's logged to stderr); a DOCTYPE (entities, the
 #: "billion laughs") has no place in an IR.
 IR_START = re.compile(rb"(\xef\xbb\xbf)?\s*(<\?xml[^>]*\?>\s*)?(<!--.*?-->\s*)*<net[\s>]", re.DOTALL)
-#: More threads than a few per CPU only slow a runtime down; far more crashed OpenVINO (100 000: SIGSEGV).
-MAX_THREADS = 4 * (os.cpu_count() or 1)
 
 Run = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from graphsurgery.defaults import MAX_RANDOM
 from graphsurgery.errors import GraphsurgeryError, whole
 from graphsurgery.model import ModelFacts, applied_before, real_inputs
 from graphsurgery.modelio import LoadedModel
@@ -28,7 +29,6 @@ from graphsurgery.steps.to_image import ToImage
 #: The image random boxes are drawn in (pixels), for the `center` / `scale` inputs of random crops.
 RANDOM_IMAGE_SIZE = (640, 480)
 DEFAULT_RANDOM = 8
-MAX_RANDOM = 10_000  # random samples are made up front: 10 000 crops of 256 × 192 are 1.5 GB
 #: What the random samples of one verify may take at once (drawn as int64, then kept with their float twins and
 #: outputs): beyond it the count is refused up front, not ended by the memory running out.
 MAX_RANDOM_BYTES = 512 << 20

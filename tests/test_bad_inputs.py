@@ -825,7 +825,7 @@ def _broken_inspect(path):
 
 def test_internal_error_is_one_line_with_exit_code_3(tmp_path, monkeypatch):
     monkeypatch.delenv("GRAPHSURGERY_DEBUG", raising=False)
-    monkeypatch.setattr("graphsurgery.cli.patch.inspect_model", _broken_inspect)
+    monkeypatch.setattr("graphsurgery.api.inspect_model", _broken_inspect)  # as `inspect` calls it
     result = CliRunner().invoke(cli, ["inspect", str(model(tmp_path))])
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert result.exit_code == 3 and len(lines) == 1, result.output  # not 1, which means "no parity"
@@ -835,13 +835,13 @@ def test_internal_error_is_one_line_with_exit_code_3(tmp_path, monkeypatch):
 
 def test_internal_error_traceback_with_debug(tmp_path, monkeypatch):
     monkeypatch.setenv("GRAPHSURGERY_DEBUG", "1")
-    monkeypatch.setattr("graphsurgery.cli.patch.inspect_model", _broken_inspect)
+    monkeypatch.setattr("graphsurgery.api.inspect_model", _broken_inspect)  # as `inspect` calls it
     result = CliRunner().invoke(cli, ["inspect", str(model(tmp_path))])
     assert isinstance(result.exception, ZeroDivisionError)
 
 
 def test_internal_error_in_a_real_process(tmp_path):
-    script = ("import graphsurgery.cli.patch as p, sys\n"
+    script = ("import graphsurgery.api as p, sys\n"
               "def broken(path): raise KeyError('oops')\n"
               "p.inspect_model = broken\n"
               "from graphsurgery.cli import main\n"

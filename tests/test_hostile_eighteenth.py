@@ -76,12 +76,12 @@ def test_steps_without_docstrings_are_listed(monkeypatch):
 
 def test_a_warning_raised_as_an_error_names_the_setting(small_pose, monkeypatch):
     """PYTHONWARNINGS=error turns a library's warning into an exception: it was an internal error."""
-    import graphsurgery.cli.patch as patch
+    import graphsurgery.api as api
 
     def warns(*args, **kwargs):
         raise RuntimeWarning("overflow encountered in cast")
 
-    monkeypatch.setattr(patch, "inspect_model", warns)
+    monkeypatch.setattr(api, "inspect_model", warns)
     one_line_exit_2(invoke("inspect", small_pose), "RuntimeWarning", "PYTHONWARNINGS=error", "fix: run the command")
 
 

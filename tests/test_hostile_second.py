@@ -93,7 +93,7 @@ def test_bench_refuses_a_chart_it_cannot_write_before_timing(plain, tmp_path, mo
     def timing(*args, **kwargs):
         raise AssertionError("the chart must be refused before the timing")
 
-    monkeypatch.setattr("graphsurgery.cli.bench.run_bench", timing)
+    monkeypatch.setattr("graphsurgery.benchmark.run_bench", timing)
     extra = ["--json", tmp_path / json_name] if json_name else []
     result = invoke("bench", CROP, plain, "--iterations", "1", "--warmup", "0", "--chart", tmp_path / chart, *extra)
     assert result.exit_code == 2 and needle in result.output, result.output

@@ -29,8 +29,7 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from graphsurgery import safeio
-from graphsurgery.cli import bench as bench_cli
+from graphsurgery import chart, safeio
 from graphsurgery.cli import cli
 from graphsurgery.errors import GraphsurgeryError
 from graphsurgery.irconvert import ovms_path
@@ -76,7 +75,7 @@ def test_bench_interrupted_while_drawing_its_chart_leaves_no_json_report(tmp_pat
     def interrupted(result, path):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(bench_cli, "write_chart", interrupted)
+    monkeypatch.setattr(chart, "write_chart", interrupted)
     model = pose_model(tmp_path / "pose.onnx", opset=17, dynamic_batch=False)
     done = CliRunner().invoke(cli, ["bench", str(RECIPES / "hrnet_coco_pose.yaml"), str(model), "--iterations", "1",
                                     "--warmup", "0", "--threads", "1", "--json", str(tmp_path / "b.json"),

@@ -11,6 +11,7 @@ folders are removed and no partial output appears.
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import signal
 import sys
@@ -22,6 +23,7 @@ from rich.console import Console
 from graphsurgery import __version__
 from graphsurgery.cli.options import refuse_repeats
 from graphsurgery.cli.tables import printable, usable_terminal_size
+from graphsurgery.commandspan import lost_folder, one_command
 from graphsurgery.errors import GraphsurgeryError, bounded_words, readable_errors
 from graphsurgery.launch import (
     CPU_LIMIT_LINE,
@@ -30,6 +32,7 @@ from graphsurgery.launch import (
     CpuTimeLimit,
     Terminated,
     cpu_time_limit,
+    load_libraries,
     signals_ignored,
     terminate,
 )
@@ -41,7 +44,6 @@ from graphsurgery.limits import (
     openvino_telemetry_off,
     writable,
 )
-from graphsurgery.modelio import lost_folder, one_command
 from graphsurgery.safeio import PATH_ERRORS
 
 INTERNAL_ERROR = 3  # never 1, which scripts read as "no parity"
@@ -84,7 +86,7 @@ class _Group(click.Group):
             ensure_processes()  # `ulimit -u` too small for the runtimes' threads: blamed the model too
             openvino_telemetry_off()  # before openvino is imported: it warns from its import on in an unwritable HOME
             usable_terminal_size()  # before rich reads COLUMNS: at 0 every report was empty, with exit 0
-            with one_command():  # a model it read stays as read until it ends (`modelio.read_by_path`)
+            with one_command():  # a model it read stays as read until it ends (`commandspan`)
                 return super().invoke(ctx)
         except KeyboardInterrupt:
             self._end("interrupted", INTERRUPTED)
@@ -220,6 +222,20 @@ def main() -> None:
 
 from graphsurgery.cli import bench, chain, convert, patch, run, verify  # noqa: E402  (each module adds its commands to `cli`)
 
+
+def _after_loading(callback):
+    """A command's callback, run once the libraries of the commands are loaded (`launch.load_libraries`): after its
+    arguments are parsed, so that its --help needs none of them, and under the supervisor's eye as they load."""
+
+    @functools.wraps(callback)
+    def run(*args, **kwargs):
+        load_libraries()
+        return callback(*args, **kwargs)
+
+    return run
+
+
 for _module in (patch, convert, run, verify, bench, chain):
     for _command in _module.COMMANDS:
+        _command.callback = _after_loading(_command.callback)
         cli.add_command(_command)

@@ -5,20 +5,23 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from graphsurgery.benchmark import MAX_ROUNDS, REFERENCE, TORCH_EXAMPLE, BenchResult, Settings, run_bench
 from graphsurgery.callables import source_file
-from graphsurgery.chart import check_chart_path, write_chart
 from graphsurgery.cli.options import existing_file, output_file, threads_option, upgrade_opset_option
 from graphsurgery.cli.tables import print_table, progress_bar, shown
+from graphsurgery.defaults import MAX_ROUNDS, REFERENCE, TORCH_EXAMPLE, Settings
 from graphsurgery.errors import GraphsurgeryError
 from graphsurgery.longrun import long_run_note
 from graphsurgery.safeio import check_report_path, refuse_overwriting, same_file, write_text_atomically
+
+if TYPE_CHECKING:
+    from graphsurgery.benchmark import BenchResult
 
 
 @click.command("bench")
@@ -50,6 +53,7 @@ def bench_command(recipe: Path, model: Path, iterations: int, warmup: int, threa
     """Time MODEL patched with RECIPE against the plain model + numpy processing, from the caller's crop to the
     recipe's outputs, on ONNX Runtime, OpenVINO (f32 and bf16) and optionally PyTorch, interleaved in one run."""
     settings = Settings(iterations, warmup, threads, batch, torch_spec, throughput, upgrade_opset, int8)
+    from graphsurgery.chart import check_chart_path, write_chart
     from graphsurgery.modelio import model_paths
 
     # the --torch module's own file is read too: `--torch net:build --json net.py` overwrote the user's code
@@ -96,6 +100,8 @@ def _timed_with_progress(recipe: Path, model: Path, settings: Settings) -> Bench
                                          f"the first round took {seconds / total * 1000:,.0f} ms",
                                          "fewer --iterations or --warmup"):
                     progress.console.print(note, highlight=False, markup=False, soft_wrap=True)
+
+        from graphsurgery.benchmark import run_bench
 
         return run_bench(recipe, model, settings, advance)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
@@ -11,9 +12,10 @@ from rich.console import Console
 from graphsurgery.cli.options import existing_file, force_option, json_flag, output_file, output_folder
 from graphsurgery.cli.tables import shown
 from graphsurgery.errors import GraphsurgeryError, printable_json
-from graphsurgery.irconvert import ConvertResult, convert_ir, ovms_path, parse_input_shape
 from graphsurgery.machine import machine
-from graphsurgery.quantize import SPEED_ROUNDS
+
+if TYPE_CHECKING:
+    from graphsurgery.irconvert import ConvertResult
 
 
 @click.command("convert")
@@ -63,6 +65,8 @@ def convert_command(model: Path, output: Path | None, fp16: bool, input_shapes: 
         raise GraphsurgeryError(
             "--name is the model's name in an --ovms repository", fix="add --ovms DIR, or drop --name"
         )
+    from graphsurgery.irconvert import convert_ir, ovms_path, parse_input_shape
+
     parsed = [parse_input_shape(text) for text in input_shapes]
     names = [input_name for input_name, _ in parsed]
     twice = [input_name for input_name in dict.fromkeys(names) if names.count(input_name) > 1]
@@ -90,6 +94,8 @@ def convert_command(model: Path, output: Path | None, fp16: bool, input_shapes: 
 
 def _show(result: ConvertResult) -> None:
     """The table-free report: what was written and, for int8, its price and speed."""
+    from graphsurgery.quantize import SPEED_ROUNDS
+
     console = Console()
     for note in result.notes:
         console.print(shown(f"note: {note}"))

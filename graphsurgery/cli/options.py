@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from graphsurgery.runners import MAX_THREADS
+from graphsurgery.defaults import MAX_THREADS
 from graphsurgery.safeio import blank_path, file_as_folder, names_folder
 
 
@@ -79,7 +79,7 @@ json_flag = click.option("--json", "as_json", is_flag=True, help="Print JSON ins
 
 
 def _backend_list(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
-    from graphsurgery.runners import BACKENDS
+    from graphsurgery.defaults import BACKENDS
 
     names = tuple(dict.fromkeys(name.strip() for name in value.split(",") if name.strip()))
     unknown = [name for name in names if name not in BACKENDS]

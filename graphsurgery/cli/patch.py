@@ -12,13 +12,10 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from graphsurgery.api import apply, inspect_model
 from graphsurgery.cli.options import existing_file, force_option, json_flag, output_file, upgrade_opset_option
 from graphsurgery.cli.tables import print_table, shown
 from graphsurgery.errors import printable_json
-from graphsurgery.recipe import recipe_json_schema
 from graphsurgery.registry import steps_for
-from graphsurgery.steps.base import UNDOCUMENTED
 
 
 @click.command("apply")
@@ -32,6 +29,8 @@ from graphsurgery.steps.base import UNDOCUMENTED
 def apply_command(recipe: Path, model: Path, output: Path | None, force: bool, dry_run: bool, upgrade_opset: bool,
                   as_json: bool):
     """Splice RECIPE's steps into MODEL and write the patched model."""
+    from graphsurgery.api import apply
+
     result = apply(recipe, model, output, force=force, dry_run=dry_run, upgrade_opset=upgrade_opset)
     plan = result.plan
     if as_json:
@@ -74,6 +73,8 @@ INSPECT_ROWS = 100
 @json_flag
 def inspect_command(model: Path, as_json: bool):
     """Show a model's inputs, outputs, opset, IR version, node counts and provenance."""
+    from graphsurgery.api import inspect_model
+
     info = inspect_model(model)
     if as_json:
         click.echo(json.dumps(info.to_dict(), indent=2))
@@ -101,6 +102,8 @@ def inspect_command(model: Path, as_json: bool):
 @click.command("schema")
 def schema_command():
     """Print the JSON Schema of recipes (for editors and validators)."""
+    from graphsurgery.recipe import recipe_json_schema
+
     click.echo(json.dumps(recipe_json_schema(), indent=2))
 
 
@@ -108,6 +111,8 @@ def schema_command():
 @click.argument("name", required=False)
 def steps_command(name: str | None):
     """List the steps a recipe can use, or document one step fully."""
+    from graphsurgery.steps.base import UNDOCUMENTED
+
     console = Console()
     everything = {**steps_for("input"), **steps_for("output")}
     if name is not None:  # `steps ''` listed every step

@@ -10,8 +10,7 @@ from rich.table import Table
 
 from graphsurgery.cli.options import existing_file, output_folder, threads_option
 from graphsurgery.cli.tables import print_table, printable, progress_bar, shown
-from graphsurgery.pose import DEFAULT_BATCH, DEFAULT_MIN_SCORE, run_pose
-from graphsurgery.runners import BACKENDS, PRECISIONS
+from graphsurgery.defaults import BACKENDS, DEFAULT_BATCH, DEFAULT_MIN_SCORE, PRECISIONS
 
 
 @click.command("run")
@@ -39,6 +38,7 @@ def run_command(model: Path, images: tuple[Path, ...], outdir: Path, backend: st
     Latency is the model's time per image (all its crops), without decoding or drawing.
     """
     from graphsurgery.images import list_images
+    from graphsurgery.pose import run_pose
 
     paths = list_images(list(images))
     console = Console()

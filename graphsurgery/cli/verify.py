@@ -24,11 +24,9 @@ from graphsurgery.cli.options import (
     upgrade_opset_option,
 )
 from graphsurgery.cli.tables import print_table, progress_bar, shown
+from graphsurgery.defaults import MAX_RANDOM, PRECISIONS
 from graphsurgery.errors import GraphsurgeryError
-from graphsurgery.quantize import is_int8
-from graphsurgery.runners import PRECISIONS
 from graphsurgery.safeio import check_report_path, refuse_overwriting, same_file, write_text_atomically
-from graphsurgery.samples import MAX_RANDOM
 
 PARITY_FAILURE = 1
 DETAILS_SHOWN = 3
@@ -243,6 +241,8 @@ def eval_coco_command(recipe: Path, plain: Path, annotations: Path, images: Path
     for failure in (proof.failures() or ["nothing was compared"]) if not proof else ():
         console.print(Text.assemble(("NO PARITY", "bold red"), shown(f" per keypoint (verify of {report.proven} of "
                                                                      f"the people): {failure}")))
+    from graphsurgery.quantize import is_int8
+
     if patched is not None and is_int8(patched):  # round 55: NO PARITY of f32 tolerances, without a word on why
         console.print("The patched model is int8 (convert --int8): it is not held to f32's answers, and its AP "
                       "beside f32's is what int8 costs; `graphsurgery verify RECIPE PLAIN --precision int8 --patched "

@@ -1,41 +1,123 @@
-"""Each sample fed first of a batch of two, where the patched model's batch is dynamic (round 94).
+"""Each sample fed among companions in one batch, where the patched model's batch is dynamic (round 94).
 
 verify fed such a model one sample a call (its samples are of several sizes, or its batch is 1 in `chunks`), so
 outputs right at a batch of 1 were all it saw: a top-k whose ReduceMin kept no dim gave indices and scores
-[2, 2] for [2, 1] to two images and PASSed. Each call now feeds the sample and a companion of its size (the sample
-reversed along every axis but the batch: other values, the same range), and the rows of the sample are what is
-compared: an output that does not follow the batch, or whose first row reads the second, differs from the twins'.
+[2, 2] for [2, 1] to two images and PASSed. Each call now feeds the sample second of four, the others
+companions of its size (`_companion`: other values, the same range), and the rows of the sample are what is
+compared: an output that does not follow the batch, or whose row of the sample reads another's (row 0's, the last
+row's, the batch reversed, a sum over the rows), differs from the twins' (round 95: the sample was first of two,
+and a patch reading row 0 PASSed).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import onnx
 
 
-def batch_outputs(proto: onnx.ModelProto, input_name: str) -> set[str] | None:
-    """The outputs whose first dim the model declares as `input_name`'s named batch; None where an output's first
-    dim is dynamic under another name or none (a third-party model's detections, `num_dets` rows of the images
-    together): its rows cannot be told apart, and each sample is fed alone, as before."""
+@dataclass(frozen=True)
+class BatchRows:
+    """Which outputs follow the batch of a patched model whose image input's batch is dynamic."""
+
+    declared: frozenset[str]  # first dim declared under the input's batch's name: must answer a row per sample
+    #: first dim dynamic under another name (here) or none (None): told by their rows (`among_companions`)
+    unsure: Mapping[str, str | None]
+
+
+def batch_rows(proto: onnx.ModelProto, input_name: str) -> BatchRows | None:
+    """The outputs' relation to `input_name`'s batch; None where that batch is not dynamic, no output's first dim
+    is, or another input's first dim is dynamic too. Other inputs of fixed dims (a temperature [1]) are fed whole
+    with the companions: they kept a model from them, and round 94's top-1 PASSed beside one (round 95). An
+    exporter may name the outputs' batch otherwise (Paddle2ONNX: `x_0` in, `save_infer_model/scale_0.tmp_1_0` out,
+    RapidOCR's own models): those were fed one sample a call, and round 94's top-1 PASSed on RapidOCR's classifier
+    (round 95). Nor can a third-party model's detections (`num_dets` rows of the images together) be cut by their
+    declaration: each such output is judged by its rows."""
     def first_dim(value: onnx.ValueInfoProto):
         dims = value.type.tensor_type.shape.dim
         return None if not dims else dims[0].dim_value or dims[0].dim_param or None
 
-    batch = next((first_dim(value) for value in proto.graph.input if value.name == input_name), None)
-    if not isinstance(batch, str):
+    image = next((value for value in proto.graph.input if value.name == input_name), None)
+    if image is None or not image.type.tensor_type.shape.dim or isinstance(batch := first_dim(image), int):
         return None
+    if any(value.name != input_name and not isinstance(first_dim(value), int) for value in proto.graph.input):
+        return None  # another input of rows of its own (boxes, a crop's center and scale): fed as it is, alone
     firsts = {value.name: first_dim(value) for value in proto.graph.output}
-    if any(not isinstance(dim, int) and dim != batch for dim in firsts.values()):
-        return None
-    return {name for name, dim in firsts.items() if dim == batch}
+    declared = frozenset(name for name, dim in firsts.items() if batch is not None and dim == batch)
+    unsure = {name: dim for name, dim in firsts.items() if not isinstance(dim, int) and name not in declared}
+    return BatchRows(declared, unsure) if declared or unsure else None
 
 
-def first_of_two(run: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]], feeds: dict[str, np.ndarray],
-                 input_name: str, per_batch: Collection[str]) -> dict[str, np.ndarray]:
-    """`run`'s answers to `feeds`, computed in one call with a companion sample after them, the companion's rows
-    left out of the `per_batch` outputs (those that follow the batch)."""
+def among_companions(run: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]], feeds: dict[str, np.ndarray],
+                     input_name: str, rows: BatchRows, unfollowed: dict[str, str]) -> dict[str, np.ndarray]:
+    """`run`'s answers to `feeds`, computed in one call second of four (or of two, where the model fails on four),
+    the companions' rows left out of the outputs that follow the batch. Round 95: with the sample first, a patch
+    written for a batch of one that reads row 0 (`x[0]`, a Gather or Slice of row 0, a CumSum) read the sample's
+    own and PASSed; with it last, one reading the last row would, and in the middle of three, the batch reversed.
+    A declared output of other rows than the call's is kept whole and named in `unfollowed` with why
+    (`fail_unfollowed`): cut, a Gather of row 0 ([1, 1] for two samples) was one sample's [1, 1] and PASSed. An
+    unsure output follows where it answers the sample alone a row per sample and the call a row per sample of it,
+    or where its first dim's name is one that does so; else its answer to the sample alone is compared."""
     x = feeds[input_name]
-    answers = run({**feeds, input_name: np.concatenate([x, np.flip(x, axis=tuple(range(1, x.ndim)))])})
-    return {name: value[:len(x)] if name in per_batch else value for name, value in answers.items()}
+    count = len(x)
+    companion = _companion(x)
+    answers = None
+    for group in ((companion, x, companion, companion), (companion, x)):
+        try:
+            answers = run({**feeds, input_name: np.concatenate(group)})
+            break
+        except Exception:  # noqa: BLE001 — a wrong patch may fail only past two (a top-1's reduction of no kept
+            # dim broadcast against the 2 classes): the pair shows its answers. A model that runs no batch at all is
+            # refused (its outputs declared to follow one), or fed alone where none is declared to: an exporter's
+            # batch-1 model with a named input batch (its outputs' unnamed) was refused, or an internal error
+            if group[-1] is x and rows.declared:
+                raise
+    if answers is None:
+        return run(feeds)
+    alone = run(feeds) if rows.unsure else {}
+    called = len(group) * count
+
+    def rows_of(value: np.ndarray) -> int:
+        return len(value) if value.ndim else 0
+
+    # a name one unsure output shows to be the batch's (a row per sample, alone and in the call) is the batch's for
+    # every output declared under it (ONNX: one name, one size): RapidOCR's label, cut to row 0, beside its
+    # probabilities of a row per sample, PASSed
+    batch_names = {rows.unsure[name] for name in rows.unsure if rows.unsure[name] is not None and name in answers
+                   and rows_of(answers[name]) == called and rows_of(alone[name]) == count}
+    declared = rows.declared | {name for name, dim in rows.unsure.items() if dim in batch_names}
+    kept = {}
+    for name, value in answers.items():
+        if name in declared and rows_of(value) != called:
+            unfollowed.setdefault(name, f"{rows_of(value)} row{'s' * (rows_of(value) != 1)} for the {called} "
+                                        f"samples of one call (the sample second), though its first "
+                                        f"dim is declared the input's batch (or that of other outputs of a row "
+                                        f"per sample)")
+        if name in declared:
+            kept[name] = value if name in unfollowed else value[count:2 * count]
+        elif name in rows.unsure:
+            follows = rows_of(value) == called and rows_of(alone[name]) == count
+            kept[name] = value[count:2 * count] if follows else alone[name]
+        else:  # a first dim of a number: the call's answer whole
+            kept[name] = value
+    return kept
+
+
+def _companion(x: np.ndarray) -> np.ndarray:
+    """`x` reversed along every axis but the batch, and its values mirrored within their range (hi + lo - v): other
+    values of the same range, and the sample's mean brightness reversed (a classifier's global pooling answers a
+    mirror image alone much as the sample)."""
+    flipped = np.flip(x, axis=tuple(range(1, x.ndim)))
+    if not x.size:
+        return flipped
+    return (x.max().astype(np.float64) + x.min() - flipped).astype(x.dtype)  # within [lo, hi]: no wrap, no overflow
+
+
+def fail_unfollowed(results: list, unfollowed: dict[str, str]) -> list:
+    """`results` (`compare.OutputResult`s), those of the outputs that did not follow the batch failed so."""
+    for result in results:
+        if result.output in unfollowed:
+            result.problem = unfollowed[result.output]
+    return results

@@ -31,6 +31,7 @@ from graphsurgery.longrun import FirstPart, say_long_run
 from graphsurgery.recipe import InputTensor
 from graphsurgery.runners import Port, failed_run, model_signature, openvino
 from graphsurgery.safeio import temporary_folder, utf8_text
+from graphsurgery.samples import joined
 from graphsurgery.scopes import SPLICED
 from graphsurgery.supervisor import again, doing, each
 from graphsurgery.twins import FLOAT_QUIET
@@ -336,15 +337,15 @@ def price(compiled: list, calibration: Calibration) -> dict:
             result = model(feed)
             for port in model.outputs:
                 answers[port.get_any_name()][side].append(np.asarray(result[port]))
-    joined = {name: (np.concatenate(exact), np.concatenate(fast)) for name, (exact, fast) in answers.items()}
+    sides = {name: (joined(exact), joined(fast)) for name, (exact, fast) in answers.items()}
     report = {}
-    for name, (a, b) in joined.items():
+    for name, (a, b) in sides.items():
         if a.dtype.kind in "biu":
             report[name] = {"equal": float(np.mean(a == b))}
             continue
         a, b = a.astype(np.float64), b.astype(np.float64)
         if name == "keypoints" and a.shape[-1] == 2:
-            sound = sound_joints(a, joined["scores"][0] if "scores" in joined else None)
+            sound = sound_joints(a, sides["scores"][0] if "scores" in sides else None)
             both = sound & np.isfinite(b).all(axis=-1)  # int8's NaN joints count as apart, not as near
             report[name] = {
                 **({"mean_distance": float(np.mean(np.linalg.norm(a[both] - b[both], axis=-1)))} if both.any() else {}),

@@ -311,11 +311,20 @@ def _openvino(model: Path, precision: str, threads: int | None) -> Runner:
     request = compiled.create_infer_request()
     names = _output_names(model, compiled)
 
+    failed = False
+
     def run(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        nonlocal compiled, request, failed
+        if failed:  # a compiled model that failed on one shape fails the next shapes too, each request of it:
+            # verify's companions (a batch a model cannot run), then the samples alone, failed on the batch's shape
+            # (round 95); compiled again, on the next call only (a failure mostly ends the command)
+            compiled, failed = compile_openvino(model, precision, threads), False
+            request = compiled.create_infer_request()
         try:
             with doing(f"OpenVINO was running {printable(model)}"):
                 result = request.infer(feeds)
         except RuntimeError as exc:
+            failed = True
             failed_run(exc, "OpenVINO", model, feeds)
         return {name: np.array(result[output]) for name, output in zip(names, compiled.outputs)}
 

@@ -694,4 +694,11 @@ def chunks(samples: Samples, batch: int):
 
 def concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """The parts' arrays joined along their first axis, name by name (batches into one answer)."""
-    return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+    return {name: joined([part[name] for part in parts]) for name in parts[0]}
+
+
+def joined(arrays: list[np.ndarray]) -> np.ndarray:
+    """One output's answers to several calls joined along their first axis, a scalar (a model's extra output of no
+    dims) as one value a call: it was numpy's "zero-dimensional arrays cannot be concatenated", an internal error of
+    verify and of bench's bf16 price (round 95)."""
+    return np.concatenate([np.atleast_1d(array) for array in arrays])

@@ -18,7 +18,7 @@ the folder), one size per batch, and the report adds how far each resize is from
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +27,7 @@ import numpy as np
 import onnx
 
 from graphsurgery.api import apply_loaded
-from graphsurgery.batched import batch_outputs, first_of_two
+from graphsurgery.batched import BatchRows, among_companions, batch_rows, fail_unfollowed
 from graphsurgery.compare import AxisVectors, FloatResult, HeatmapGrid, OutputResult, compare_output, missing_output
 from graphsurgery.compare_detections import Candidates, compare_detections, group_comparison
 from graphsurgery.crop_positions import (
@@ -363,9 +363,9 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
                 report.notes += openvino_caveats(patched_proto)
         elif not int8:
             report.notes += _quantized_note(patched_path)
-        # each sample fed with a companion (`batched`); not after a flip test, whose kept maps hold the mirrors' rows
-        # after the samples' (a pair's are not its first two), nor to an IR (its outputs' dims have no names)
-        paired = (batch_outputs(patched_proto, image_input.name)
+        # each sample fed among companions (`batched`); not after a flip test, whose kept maps hold the mirrors' rows
+        # after the samples' (a call's are not its first four), nor to an IR (its outputs' dims have no names)
+        paired = (batch_rows(patched_proto, image_input.name)
                   if patched_proto is not None and not any(step.step_name == "flip_test" for step in steps) else None)
         report.notes += [note for note in (samples.note, allowance_note(declared, wanted)) if note]
         if other:
@@ -382,6 +382,7 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
         staged = exposed is not None and rounding
         twin_inputs = [twin for twin, _ in bounds] if bounds and not rounding else None  # computed once, above
         unpatched, decoded, answers, ran, computed, network = {}, {}, {}, {}, {}, {}
+        unfollowed: dict[str, str] = {}  # outputs declared to follow the batch that did not, on any backend
         pipelines = 2 * len(backends) + (len(backends) - 1 if staged else 0)
         watch = _first_pipeline_watch(pipelines, samples, batches, plain.path)
         for backend in backends:
@@ -397,7 +398,8 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
                                                                   watch if backend == backends[0] else None)
             answers[backend], ran[backend] = _run_patched(backend, patched_path,
                                                           precision if backend == "openvino" else "f32",
-                                                          image_input.name, other, samples, batch, paired)
+                                                          image_input.name, other, samples, batch, paired,
+                                                          unfollowed)
         cross = {}  # staged: per other backend, the side that is the first's unpatched pipeline fed its input
         for backend in backends[1:] if staged else ():
             cross[backend] = key = f"{backends[0]} fed {backend}'s input"
@@ -490,9 +492,9 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
 
     positions = {name: c.kind for name, c in wanted.items() if c.kind in ("coordinates", "indices")}
     wobbles = Wobbles(recipe, facts, decoded, positions, tie)
-    report.pairs = _pairs(backends, ran, unpatched, runs, lambda actual, expected, side, across: compare(
-        actual, expected, raw[side], wanted, grids, tie,
-        wobbles.of(side, across or _maps_differ(actual, expected, wanted)), decided[side]), cross)
+    report.pairs = _pairs(backends, ran, unpatched, runs, lambda actual, expected, side, across: fail_unfollowed(
+        compare(actual, expected, raw[side], wanted, grids, tie,
+                wobbles.of(side, across or _maps_differ(actual, expected, wanted)), decided[side]), unfollowed), cross)
     if int8:
         report.pairs, note = int8_verification.int8_pairs(report.pairs[0], own_decode, runs["openvino"],
                                                            unpatched["openvino"], raw["openvino"], wanted, grids, tie,
@@ -844,17 +846,19 @@ def refuse_unless_outputs_fit(per_sample: float, count: int, unit: str, pipeline
 
 
 def _run_patched(backend: str, patched: Path, precision: str, input_name: str, other: dict[str, np.ndarray],
-                 samples: Samples, batch: int, per_batch: Collection[str] | None = None
-                 ) -> tuple[list[dict[str, np.ndarray]], str]:
+                 samples: Samples, batch: int, per_batch: BatchRows | None = None,
+                 unfollowed: dict[str, str] | None = None) -> tuple[list[dict[str, np.ndarray]], str]:
     """The patched model's answers, batch after batch (`chunks`), and the precision the backend really computed
-    in. `per_batch`: where the batch is dynamic, the outputs that follow it, each batch then fed first of two
-    (`batched.first_of_two`); None: each batch alone."""
-    outputs = []
+    in. `per_batch`: where the batch is dynamic, how the outputs follow it, each batch then fed among companions
+    (`batched.among_companions`: those declared to follow that did not are named in `unfollowed`); None: each batch
+    alone."""
+    outputs, unfollowed = [], {} if unfollowed is None else unfollowed
     with open_runner(backend, patched, precision=precision) as run:
         for x, extras in chunks(samples, batch):
             feeds = {input_name: x, **other, **extras}
-            alone = per_batch is None or other or extras  # other inputs' and boxes' rows are not the samples'
-            outputs.append(run(feeds) if alone else first_of_two(run, feeds, input_name, per_batch))
+            alone = per_batch is None or extras  # boxes' rows are not the samples'; other inputs of fixed dims are
+            # fed whole (`batch_rows`)
+            outputs.append(run(feeds) if alone else among_companions(run, feeds, input_name, per_batch, unfollowed))
     return outputs, run.precision
 
 

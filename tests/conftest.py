@@ -63,6 +63,19 @@ def patched(plain, tmp_path_factory):
     return apply(RECIPES / "hrnet_coco_pose.yaml", plain, tmp_path_factory.mktemp("patched") / "p.onnx").output
 
 
+@pytest.fixture(scope="module")
+def ocr_cls(tmp_path_factory) -> tuple[Path, Path]:
+    """(plain, right patch) of a two-class stand-in of RapidOCR's orientation classifier (dynamic batch) with
+    recipes/rapidocr_cls.yaml: a top-1, where rounds 94 and 95 found patches wrong only at a batch of two."""
+    from graphsurgery.api import apply
+
+    from quirkykit import classifier
+
+    folder = tmp_path_factory.mktemp("ocr-cls")
+    plain = classifier(folder / "plain.onnx", opset=13, ir_version=7, hw=(48, 192), classes=2, seed=1)
+    return plain, apply(RECIPES / "rapidocr_cls.yaml", plain, folder / "right.onnx").output
+
+
 @pytest.fixture(scope="session")
 def chain_patched(tmp_path_factory) -> dict[str, Path]:
     """`chainkit.chain_models`, made once per session: the chain tests of several files only read these models."""

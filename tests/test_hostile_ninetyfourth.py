@@ -22,20 +22,11 @@ import onnx.numpy_helper
 import pytest
 
 from graphsurgery.api import apply
-from graphsurgery.batched import batch_outputs
+from graphsurgery.batched import batch_rows
 from graphsurgery.verification import verify
-
-from quirkykit import classifier
 
 ROOT = Path(__file__).resolve().parent.parent
 OCR_CLS = ROOT / "recipes" / "rapidocr_cls.yaml"
-
-
-@pytest.fixture(scope="module")
-def ocr_cls(tmp_path_factory) -> tuple[Path, Path]:
-    folder = tmp_path_factory.mktemp("ocr-cls")
-    plain = classifier(folder / "plain.onnx", opset=13, ir_version=7, hw=(48, 192), classes=2, seed=1)
-    return plain, apply(OCR_CLS, plain, folder / "right.onnx").output
 
 
 @pytest.mark.parametrize("node", ["ReduceMin", "ReduceMax", "ReduceMin_1", "ReduceMax_1"])
@@ -75,6 +66,6 @@ def test_an_output_whose_rows_are_not_the_batch_s_is_fed_one_sample_at_a_time(oc
                                                   f"  target: {logits}\n  steps:\n    - softmax"))
     right = apply(recipe, tmp_path / "plain.onnx", tmp_path / "right.onnx").output
     assert "flat" in [value.name for value in onnx.load(str(right)).graph.output]
-    assert batch_outputs(onnx.load(str(right)), "image:0") is None
+    assert "flat" in batch_rows(onnx.load(str(right)), "image:0").unsure  # judged by its rows (round 95)
     report = verify(recipe, tmp_path / "plain.onnx", patched=right, backends=["onnxruntime"], random=4)
     assert report, report.failures()

@@ -1,0 +1,195 @@
+"""Round 95: wrong patches that show only at a batch of two or more, against round 94's companion samples.
+
+Round 94 fed each sample of a dynamic-batch model first of two (itself, then a companion) and compared its rows.
+Found: a patch reading row 0 of the batch (`x[0]` broadcast, a CumSum) read the sample's own row; one answering
+[1, 1] to two samples (a Gather or Slice of row 0) was cut to the sample's [1, 1]; and a model whose exporter named
+the outputs' batch otherwise than the input's (Paddle2ONNX, RapidOCR's own models) was fed one sample a call, so
+round 94's top-1 of no kept dim still PASSed there, as beside an input of fixed dims (a temperature). Now the sample
+goes second of four, a declared output of other rows fails, an output of another dynamic first dim is judged by its
+rows, and inputs of fixed dims are fed whole with the companions (`batched`). Also: a patched model's extra
+output of no dims was an internal error where verify joins the calls' answers (`samples.concat`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnx.numpy_helper
+import pytest
+from onnx import helper
+
+from graphsurgery.api import apply
+from graphsurgery.benchmark import Settings, run_bench
+from graphsurgery.verification import verify
+
+from modelkit import pose_model
+from quirkykit import classifier
+
+ROOT = Path(__file__).resolve().parent.parent
+OCR_CLS = ROOT / "recipes" / "rapidocr_cls.yaml"
+
+
+def _ending(right: Path, target: str, nodes, constants: dict[str, np.ndarray], path: Path) -> Path:
+    """The right patch with `nodes` (reading `pre`) inserted before its output `target`."""
+    model = onnx.load(str(right))
+    for node in model.graph.node:
+        node.output[:] = ["pre" if name == target else name for name in node.output]
+    model.graph.node.extend(nodes)
+    model.graph.initializer.extend(onnx.numpy_helper.from_array(value, name) for name, value in constants.items())
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, str(path))
+    return path
+
+
+def _top_1_of_no_kept_dim_fails(recipe: Path, plain: Path, right: Path, tmp_path: Path) -> None:
+    """Round 94's mutant (topk's ReduceMax keeping no dim: right at a batch of 1) FAILs on its label or score."""
+    model = onnx.load(str(right))
+    reduction = next(n for n in model.graph.node if n.name == "graphsurgery/post/topk/ReduceMax")
+    next(a for a in reduction.attribute if a.name == "keepdims").i = 0
+    onnx.save(model, str(tmp_path / "mutant.onnx"))
+    report = verify(recipe, plain, patched=tmp_path / "mutant.onnx", backends=["onnxruntime"], random=3)
+    assert not report
+    assert all(": label: " in line or ": score: " in line for line in report.failures()), report.failures()
+
+
+ROW_0 = {"gather": ([helper.make_node("Gather", ["pre", "row"], ["score"], axis=0)], {"row": np.array([0])}),
+         "slice": ([helper.make_node("Slice", ["pre", "start", "end", "axis"], ["score"])],
+                   {"start": np.array([0]), "end": np.array([1]), "axis": np.array([0])})}
+
+
+@pytest.mark.parametrize("kind", sorted(ROW_0))
+def test_an_output_of_one_row_for_two_samples_fails(ocr_cls, tmp_path, kind):
+    """Was a PASS: a Gather or Slice of row 0 answers [1, 1] to two samples for its declared [N, 1]; the pair's
+    answer was cut to its first row, the sample's [1, 1]. A declared output of other rows than the call's fails."""
+    plain, right = ocr_cls
+    nodes, constants = ROW_0[kind]
+    mutant = _ending(right, "score", nodes, constants, tmp_path / "mutant.onnx")
+    report = verify(OCR_CLS, plain, patched=mutant, backends=["onnxruntime"], random=3)
+    assert not report
+    assert report.failures() and all("score: 1 row for the 4 samples of one call" in line
+                                     for line in report.failures()), report.failures()
+
+
+ROW_0_READERS = {
+    "broadcast": ("score", [helper.make_node("Gather", ["pre", "row"], ["first"], axis=0),
+                            helper.make_node("Shape", ["pre"], ["shape"]),
+                            helper.make_node("Expand", ["first", "shape"], ["score"])], {"row": np.array([0])}),
+    "cumsum": ("label", [helper.make_node("CumSum", ["pre", "axis"], ["label"])], {"axis": np.array(0)}),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(ROW_0_READERS))
+def test_a_patch_reading_row_0_of_the_batch_fails(ocr_cls, tmp_path, kind):
+    """Was a PASS: `x[0]` broadcast to every row, or a CumSum over the batch, is right for the batch's first sample,
+    and the sample was fed first; it goes second of four now."""
+    plain, right = ocr_cls
+    target, nodes, constants = ROW_0_READERS[kind]
+    mutant = _ending(right, target, nodes, constants, tmp_path / "mutant.onnx")
+    report = verify(OCR_CLS, plain, patched=mutant, backends=["onnxruntime"], random=3)
+    assert not report
+    assert all(f": {target}: " in line for line in report.failures()), report.failures()
+
+
+@pytest.fixture(scope="module")
+def paddle_named(tmp_path_factory) -> tuple[Path, Path]:
+    """The stand-in, its batch named as Paddle2ONNX names RapidOCR's classifier's: `x_0` in, another name out."""
+    folder = tmp_path_factory.mktemp("paddle-named")
+    plain = classifier(folder / "plain.onnx", opset=13, ir_version=7, hw=(48, 192), classes=2, seed=1)
+    model = onnx.load(str(plain))
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "x_0"
+    model.graph.output[0].type.tensor_type.shape.dim[0].dim_param = "save_infer_model/scale_0.tmp_1_0"
+    onnx.save(model, str(plain))
+    return plain, apply(OCR_CLS, plain, folder / "right.onnx").output
+
+
+def test_the_outputs_batch_named_otherwise_is_still_fed_with_companions(paddle_named, tmp_path):
+    """Was a PASS: round 94's top-1 whose ReduceMax keeps no dim, on a model whose outputs' batch has another name
+    than its input's (RapidOCR's own classifier): it was fed one sample a call. Its outputs are judged by their
+    rows now, and the right patch still PASSes."""
+    plain, right = paddle_named
+    assert verify(OCR_CLS, plain, patched=right, backends=["onnxruntime"], random=3)
+    _top_1_of_no_kept_dim_fails(OCR_CLS, plain, right, tmp_path)
+    # an output of one row for four samples, beside probabilities of a row per sample under its dim's name
+    nodes, constants = ROW_0["slice"]
+    mutant = _ending(right, "score", nodes, constants, tmp_path / "row_0.onnx")
+    report = verify(OCR_CLS, plain, patched=mutant, backends=["onnxruntime"], random=3)
+    assert not report
+    assert all("score: 1 row for the 4 samples" in line for line in report.failures()), report.failures()
+
+
+def test_a_model_with_an_input_of_fixed_dims_is_fed_with_companions(tmp_path):
+    """Was a PASS: any input beside the image (a temperature [1]) kept the model from companions, and round 94's
+    top-1 whose ReduceMax keeps no dim PASSed there. An input of fixed dims is fed whole with them now; the right
+    patch still PASSes."""
+    plain = classifier(tmp_path / "plain.onnx", opset=13, ir_version=7, hw=(48, 192), classes=2, seed=1,
+                       temperature_input=True)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(OCR_CLS.read_text().replace("input:\n  tensor:", "input:\n  target: 'image:0'\n  tensor:", 1))
+    right = apply(recipe, plain, tmp_path / "right.onnx").output
+    assert verify(recipe, plain, patched=right, backends=["onnxruntime"], random=3)
+    _top_1_of_no_kept_dim_fails(recipe, plain, right, tmp_path)
+
+
+def test_a_scalar_output_beside_the_recipe_s_is_no_internal_error(ocr_cls, tmp_path):
+    """Was an internal error (exit 3): a patched model with an extra output of no dims (a ReduceSum of its scores)
+    was numpy's "zero-dimensional arrays cannot be concatenated" where verify joins the calls' answers
+    (`samples.concat`); it is one value a call, not compared, and the right patch PASSes."""
+    plain, right = ocr_cls
+    model = onnx.load(str(right))
+    model.graph.node.append(helper.make_node("ReduceSum", ["score"], ["total"], keepdims=0))
+    model.graph.output.append(helper.make_tensor_value_info("total", onnx.TensorProto.FLOAT, []))
+    onnx.save(model, str(tmp_path / "scalar.onnx"))
+    report = verify(OCR_CLS, plain, patched=tmp_path / "scalar.onnx", backends=["onnxruntime"], random=3)
+    assert report, report.failures()
+    assert any("'total'" in note and "not compared" in note for note in report.notes), report.notes
+
+
+def test_bench_prices_bf16_beside_a_scalar_output(tmp_path):
+    """Was an internal error (exit 3): bench's bf16 price joined each output's answers with numpy, and a plain
+    model's extra output of no dims (kept in the patched model) was "zero-dimensional arrays cannot be
+    concatenated" (`samples.joined`, as verify's)."""
+    plain = pose_model(tmp_path / "plain.onnx", dynamic_batch=True)
+    model = onnx.load(str(plain))
+    model.graph.node.append(helper.make_node("ReduceSum", ["heatmaps"], ["total"], keepdims=0))
+    model.graph.output.append(helper.make_tensor_value_info("total", onnx.TensorProto.FLOAT, []))
+    onnx.save(model, str(plain))
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text((ROOT / "recipes" / "hrnet_coco_pose.yaml").read_text().replace(
+        "output:\n", "output:\n  target: heatmaps\n", 1))
+    result = run_bench(recipe, plain, Settings(iterations=2, warmup=1))
+    assert result.pipelines
+
+
+def _batch_of_one(path: Path, first_dim: int | None) -> Path:
+    """The stand-in whose input declares a named batch but whose logits are reshaped to [1, 2] inside (an export
+    of batch 1), the logits declared [first_dim, 2] (None: unnamed)."""
+    plain = classifier(path, opset=13, ir_version=7, hw=(48, 192), classes=2, seed=1)
+    model = onnx.load(str(plain))
+    logits = model.graph.output[0]
+    for node in model.graph.node:
+        node.output[:] = ["pre" if name == logits.name else name for name in node.output]
+    model.graph.node.append(helper.make_node("Shape", ["pre"], ["shape"]))
+    model.graph.node.append(helper.make_node("Slice", ["shape", "one", "two"], ["classes"]))
+    model.graph.node.append(helper.make_node("Concat", ["one", "classes"], ["one_row"], axis=0))
+    model.graph.node.append(helper.make_node("Reshape", ["pre", "one_row"], [logits.name]))
+    model.graph.initializer.extend([onnx.numpy_helper.from_array(np.array([1]), "one"),
+                                    onnx.numpy_helper.from_array(np.array([2]), "two")])
+    logits.type.tensor_type.shape.dim[0].Clear()
+    if first_dim is not None:
+        logits.type.tensor_type.shape.dim[0].dim_value = first_dim
+    onnx.save(model, str(path))
+    return path
+
+
+def test_a_model_of_batch_1_under_a_named_input_batch_is_fed_alone(tmp_path):
+    """Was refused (exit 2, "cannot run the model") since round 94: the input's batch is named, every output's
+    first dim 1, and verify fed the pair the model cannot run. A model none of whose outputs is declared to follow
+    the batch is fed one sample a call where it runs no batch (also with its outputs' first dim unnamed, judged by
+    rows: on OpenVINO, whose compiled model failed every later shape after one failure); the right patch PASSes."""
+    for first_dim in (1, None):
+        plain = _batch_of_one(tmp_path / f"plain_{first_dim}.onnx", first_dim)
+        right = apply(OCR_CLS, plain, tmp_path / f"right_{first_dim}.onnx").output
+        report = verify(OCR_CLS, plain, patched=right, backends=["onnxruntime", "openvino"], random=3)
+        assert report, (first_dim, report.failures())

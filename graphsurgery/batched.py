@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
+from graphsurgery.runners import ModelSignature, Port
+
 
 @dataclass(frozen=True)
 class BatchRows:
@@ -40,11 +42,36 @@ def batch_rows(proto: onnx.ModelProto, input_name: str) -> BatchRows | None:
         return None if not dims else dims[0].dim_value or dims[0].dim_param or None
 
     image = next((value for value in proto.graph.input if value.name == input_name), None)
-    if image is None or not image.type.tensor_type.shape.dim or isinstance(batch := first_dim(image), int):
+    if image is None or not image.type.tensor_type.shape.dim:
         return None
-    if any(value.name != input_name and not isinstance(first_dim(value), int) for value in proto.graph.input):
+    return _relation({value.name: first_dim(value) for value in proto.graph.input},
+                     {value.name: first_dim(value) for value in proto.graph.output}, input_name)
+
+
+def ir_batch_rows(signature: ModelSignature, input_name: str) -> BatchRows | None:
+    """`batch_rows` of an OpenVINO IR given with `--patched`: its partial shapes name no dim, so every output of a
+    dynamic first dim is judged by its rows (a top-1 of no kept dim, converted, PASSed as an IR: fed alone)."""
+    image = next((port for port in signature.inputs if port.name == input_name), None)
+    if image is None or not image.shape:
+        return None
+
+    def first_dim(port: Port) -> int | None:
+        return port.shape[0] if port.shape else None
+
+    return _relation({port.name: first_dim(port) for port in signature.inputs},
+                     {port.name: first_dim(port) for port in signature.outputs}, input_name)
+
+
+def _relation(inputs: dict[str, int | str | None], outputs: dict[str, int | str | None], input_name: str
+              ) -> BatchRows | None:
+    """The outputs' relation to the batch, from the first dims of the inputs and outputs (a number, a dim's name,
+    or None: dynamic and unnamed, or no dims)."""
+    batch = inputs[input_name]
+    if isinstance(batch, int):
+        return None
+    if any(name != input_name and not isinstance(dim, int) for name, dim in inputs.items()):
         return None  # another input of rows of its own (boxes, a crop's center and scale): fed as it is, alone
-    firsts = {value.name: first_dim(value) for value in proto.graph.output}
+    firsts = outputs
     declared = frozenset(name for name, dim in firsts.items() if batch is not None and dim == batch)
     unsure = {name: dim for name, dim in firsts.items() if not isinstance(dim, int) and name not in declared}
     return BatchRows(declared, unsure) if declared or unsure else None

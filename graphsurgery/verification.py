@@ -27,7 +27,7 @@ import numpy as np
 import onnx
 
 from graphsurgery.api import apply_loaded
-from graphsurgery.batched import BatchRows, among_companions, batch_rows, fail_unfollowed
+from graphsurgery.batched import BatchRows, among_companions, batch_rows, fail_unfollowed, ir_batch_rows
 from graphsurgery.compare import AxisVectors, FloatResult, HeatmapGrid, OutputResult, compare_output, missing_output
 from graphsurgery.compare_detections import Candidates, compare_detections, group_comparison
 from graphsurgery.crop_positions import (
@@ -68,6 +68,7 @@ from graphsurgery.runners import (
     BACKENDS,
     backend_list,
     check_backends,
+    model_signature,
     open_runner,
     precision_note,
     remember_signature,
@@ -364,9 +365,10 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
         elif not int8:
             report.notes += _quantized_note(patched_path)
         # each sample fed among companions (`batched`); not after a flip test, whose kept maps hold the mirrors' rows
-        # after the samples' (a call's are not its first four), nor to an IR (its outputs' dims have no names)
-        paired = (batch_rows(patched_proto, image_input.name)
-                  if patched_proto is not None and not any(step.step_name == "flip_test" for step in steps) else None)
+        # after the samples' (a call's are not its first four), nor to an int8 IR (its own decode decides)
+        paired = (None if int8 or any(step.step_name == "flip_test" for step in steps)
+                  else batch_rows(patched_proto, image_input.name) if patched_proto is not None
+                  else ir_batch_rows(model_signature(patched_path), image_input.name))
         report.notes += [note for note in (samples.note, allowance_note(declared, wanted)) if note]
         if other:
             shown = ", ".join(f"{name!r} {list(value.shape)} {value.dtype}" for name, value in other.items())

@@ -37,7 +37,7 @@ from google.protobuf.message import DecodeError
 from google.protobuf.unknown_fields import UnknownFieldSet
 from onnx.external_data_helper import ExternalDataInfo, uses_external_data
 
-from graphsurgery.commandspan import _COMMAND, _Reads, lost_folder, one_command  # noqa: F401  (modelio's names)
+from graphsurgery.commandspan import _COMMAND, _Reads, lost_folder, one_command
 from graphsurgery.errors import GraphsurgeryError, ModelError, RecipeError, check_flags, node_named, printable, quoted
 from graphsurgery.folding import check_folding
 from graphsurgery.limits import write_fix

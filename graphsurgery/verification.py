@@ -848,13 +848,13 @@ def refuse_unless_outputs_fit(per_sample: float, count: int, unit: str, pipeline
 
 
 def _run_patched(backend: str, patched: Path, precision: str, input_name: str, other: dict[str, np.ndarray],
-                 samples: Samples, batch: int, per_batch: BatchRows | None = None,
-                 unfollowed: dict[str, str] | None = None) -> tuple[list[dict[str, np.ndarray]], str]:
+                 samples: Samples, batch: int, per_batch: BatchRows | None,
+                 unfollowed: dict[str, str]) -> tuple[list[dict[str, np.ndarray]], str]:
     """The patched model's answers, batch after batch (`chunks`), and the precision the backend really computed
     in. `per_batch`: where the batch is dynamic, how the outputs follow it, each batch then fed among companions
     (`batched.among_companions`: those declared to follow that did not are named in `unfollowed`); None: each batch
     alone."""
-    outputs, unfollowed = [], {} if unfollowed is None else unfollowed
+    outputs = []
     with open_runner(backend, patched, precision=precision) as run:
         for x, extras in chunks(samples, batch):
             feeds = {input_name: x, **other, **extras}

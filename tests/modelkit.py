@@ -64,6 +64,17 @@ def pose_model(path: Path, *, opset: int = 17, dynamic_batch: bool = False, ir_v
     return path
 
 
+def declared_batch(path: Path, batch: int, *, on: str = "input") -> Path:
+    """The tiny pose model (batch N) whose image input (`on="input"`) or heatmaps (`"output"`) declare a batch of
+    `batch`: the checker lets both by, however large."""
+    model = onnx.load(str(pose_model(path, dynamic_batch=True)))
+    dim = getattr(model.graph, on)[0].type.tensor_type.shape.dim[0]
+    dim.Clear()
+    dim.dim_value = batch
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, str(path))
+    return path
+
 def pose_model_with_bias(path: Path, *, opset: int = 17) -> Path:
     """`pose_model` with a second real input, `bias` [1, 17, 1, 1], added to the heatmaps: a 4-D input that is not
     the image (the recipe must name its target)."""

@@ -26,28 +26,17 @@ from onnx import TensorProto, helper, numpy_helper
 
 from clikit import invoke, one_line_exit_2
 
-from modelkit import pose_model, softmax_then
+from modelkit import declared_batch, pose_model, softmax_then
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPES = ROOT / "recipes"
 POSE_RECIPE = RECIPES / "hrnet_coco_pose.yaml"
 
 
-def with_output_batch(path: Path, batch: int) -> Path:
-    """The tiny pose model (batch N) whose heatmaps declare a batch of `batch`: the checker lets it by."""
-    model = onnx.load(str(pose_model(path, dynamic_batch=True)))
-    dim = model.graph.output[0].type.tensor_type.shape.dim[0]
-    dim.Clear()
-    dim.dim_value = batch
-    onnx.checker.check_model(model, full_check=True)
-    onnx.save(model, str(path))
-    return path
-
-
 @pytest.mark.parametrize("batch", [3, 2**40])
 def test_a_declared_output_batch_does_not_end_the_decoder_probe_in_an_internal_error(tmp_path, batch):
     """Was `internal error (InvalidArgument: … Got invalid dimensions for input: heatmaps … Expected: 3)`."""
-    model = with_output_batch(tmp_path / "declared.onnx", batch)
+    model = declared_batch(tmp_path / "declared.onnx", batch, on="output")
     result = invoke("verify", POSE_RECIPE, model, "--random", "2", "--backends", "onnxruntime")
     assert result.exit_code == 0, result.output
     assert "PASS" in result.output and "internal error" not in result.output
@@ -56,7 +45,7 @@ def test_a_declared_output_batch_does_not_end_the_decoder_probe_in_an_internal_e
 def test_an_output_batch_declared_past_int64_products_is_freed_not_a_checker_failure(tmp_path):
     """Was `the patched model fails the ONNX checker: Field 'shape' of 'type' is required but missing — fix: report
     this … (a graphsurgery bug)`: the argmax's Reshape of 2^62 × 17 × 3,072 overflowed in shape inference."""
-    model = with_output_batch(tmp_path / "huge.onnx", 2**62)
+    model = declared_batch(tmp_path / "huge.onnx", 2**62, on="output")
     out = tmp_path / "patched.onnx"
     result = invoke("apply", POSE_RECIPE, model, "-o", out)
     assert result.exit_code == 0, result.output

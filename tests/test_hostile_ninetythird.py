@@ -24,7 +24,7 @@ from clikit import invoke, one_line_exit_2
 
 from conftest import RECIPES, ROOT
 from examples.synthetic_coco import joint_detector, write_coco_set
-from modelkit import pose_model
+from modelkit import declared_batch, pose_model
 
 CROP = RECIPES / "hrnet_coco_pose.yaml"
 INVISIBLE = ("\u200b", "\u2028", "\ufeff", "\u00ad", "\u2060", "\U000e0041")
@@ -77,28 +77,17 @@ def test_convert_json_escapes_a_bidirectional_override(tmp_path):
     assert str(tmp_path / "m\u202e\u200b.xml") in json.loads(result.output)["written"]
 
 
-def _input_batch(tmp_path, batch: int):
-    path = pose_model(tmp_path / f"b{batch}.onnx", dynamic_batch=True)
-    model = onnx.load(str(path))
-    dim = model.graph.input[0].type.tensor_type.shape.dim[0]
-    dim.Clear()
-    dim.dim_value = batch
-    onnx.checker.check_model(model, full_check=True)
-    onnx.save(model, str(path))
-    return path
-
-
 def test_an_input_declared_past_int64_counts_is_the_models_fault(tmp_path):
     """An input batch of 2^48 (2^48 × 3 × 256 × 192 values, past int64) was "the patched model fails the ONNX
     checker … (a graphsurgery bug)" in apply and verify: the steps' shapes overflowed in shape inference. It is the
     model's declaration, refused in one line naming the input; nothing written. A batch of 2^40 is still patched
     (`run` refuses to feed it, test_hostile_third)."""
-    model = _input_batch(tmp_path, 2**48)
+    model = declared_batch(tmp_path / "b48.onnx", 2**48)
     out = tmp_path / "p.onnx"
     one_line_exit_2(invoke("apply", CROP, model, "-o", out), "input 'input' is declared", "dynamic batch")
     assert not out.exists()
     one_line_exit_2(invoke("verify", CROP, model, "--random", 2, "--backends", "onnxruntime"), "input 'input'")
-    result = invoke("apply", CROP, _input_batch(tmp_path, 2**40), "-o", out)
+    result = invoke("apply", CROP, declared_batch(tmp_path / "b40.onnx", 2**40), "-o", out)
     assert result.exit_code == 0, result.output
 
 

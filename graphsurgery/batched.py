@@ -11,7 +11,7 @@ and a patch reading row 0 PASSed).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,16 +27,20 @@ class BatchRows:
     declared: frozenset[str]  # first dim declared under the input's batch's name: must answer a row per sample
     #: first dim dynamic under another name (here) or none (None): told by their rows (`among_companions`)
     unsure: Mapping[str, str | None]
+    #: other inputs of a row per sample (a crop's `center` and `scale`), given companions of their own
+    with_rows: frozenset[str] = frozenset()
+    mirrored: bool = False  # a flip test's: the model's batch is the images, then their mirrors
 
 
-def batch_rows(proto: onnx.ModelProto, input_name: str) -> BatchRows | None:
+def batch_rows(proto: onnx.ModelProto, input_name: str, per_sample: Collection[str] = ()) -> BatchRows | None:
     """The outputs' relation to `input_name`'s batch; None where that batch is not dynamic, no output's first dim
-    is, or another input's first dim is dynamic too. Other inputs of fixed dims (a temperature [1]) are fed whole
-    with the companions: they kept a model from them, and round 94's top-1 PASSed beside one (round 95). An
-    exporter may name the outputs' batch otherwise (Paddle2ONNX: `x_0` in, `save_infer_model/scale_0.tmp_1_0` out,
-    RapidOCR's own models): those were fed one sample a call, and round 94's top-1 PASSed on RapidOCR's classifier
-    (round 95). Nor can a third-party model's detections (`num_dets` rows of the images together) be cut by their
-    declaration: each such output is judged by its rows."""
+    is, or another input's first dim is dynamic and neither declared under the batch's name nor in `per_sample`
+    (the recipe's inputs of a row per sample: `center`, `scale`). Other inputs of fixed dims (a temperature [1])
+    are fed whole with the companions: they kept a model from them, and round 94's top-1 PASSed beside one (round
+    95). An exporter may name the outputs' batch otherwise (Paddle2ONNX: `x_0` in, `save_infer_model/scale_0.tmp_1_0`
+    out, RapidOCR's own models): those were fed one sample a call, and round 94's top-1 PASSed on RapidOCR's
+    classifier (round 95). Nor can a third-party model's detections (`num_dets` rows of the images together) be
+    cut by their declaration: each such output is judged by its rows."""
     def first_dim(value: onnx.ValueInfoProto):
         dims = value.type.tensor_type.shape.dim
         return None if not dims else dims[0].dim_value or dims[0].dim_param or None
@@ -45,12 +49,13 @@ def batch_rows(proto: onnx.ModelProto, input_name: str) -> BatchRows | None:
     if image is None or not image.type.tensor_type.shape.dim:
         return None
     return _relation({value.name: first_dim(value) for value in proto.graph.input},
-                     {value.name: first_dim(value) for value in proto.graph.output}, input_name)
+                     {value.name: first_dim(value) for value in proto.graph.output}, input_name, per_sample)
 
 
-def ir_batch_rows(signature: ModelSignature, input_name: str) -> BatchRows | None:
+def ir_batch_rows(signature: ModelSignature, input_name: str, per_sample: Collection[str] = ()) -> BatchRows | None:
     """`batch_rows` of an OpenVINO IR given with `--patched`: its partial shapes name no dim, so every output of a
-    dynamic first dim is judged by its rows (a top-1 of no kept dim, converted, PASSed as an IR: fed alone)."""
+    dynamic first dim is judged by its rows (a top-1 of no kept dim, converted, PASSed as an IR: fed alone), and
+    the inputs of a row per sample are `per_sample`'s."""
     image = next((port for port in signature.inputs if port.name == input_name), None)
     if image is None or not image.shape:
         return None
@@ -59,22 +64,24 @@ def ir_batch_rows(signature: ModelSignature, input_name: str) -> BatchRows | Non
         return port.shape[0] if port.shape else None
 
     return _relation({port.name: first_dim(port) for port in signature.inputs},
-                     {port.name: first_dim(port) for port in signature.outputs}, input_name)
+                     {port.name: first_dim(port) for port in signature.outputs}, input_name, per_sample)
 
 
-def _relation(inputs: dict[str, int | str | None], outputs: dict[str, int | str | None], input_name: str
-              ) -> BatchRows | None:
+def _relation(inputs: dict[str, int | str | None], outputs: dict[str, int | str | None], input_name: str,
+              per_sample: Collection[str]) -> BatchRows | None:
     """The outputs' relation to the batch, from the first dims of the inputs and outputs (a number, a dim's name,
     or None: dynamic and unnamed, or no dims)."""
     batch = inputs[input_name]
     if isinstance(batch, int):
         return None
-    if any(name != input_name and not isinstance(dim, int) for name, dim in inputs.items()):
-        return None  # another input of rows of its own (boxes, a crop's center and scale): fed as it is, alone
+    with_rows = frozenset(name for name, dim in inputs.items() if name != input_name and not isinstance(dim, int)
+                          and (name in per_sample or (batch is not None and dim == batch)))
+    if any(name != input_name and name not in with_rows and not isinstance(dim, int) for name, dim in inputs.items()):
+        return None  # another input of rows of its own (a whole image's boxes): fed as it is, alone
     firsts = outputs
     declared = frozenset(name for name, dim in firsts.items() if batch is not None and dim == batch)
     unsure = {name: dim for name, dim in firsts.items() if not isinstance(dim, int) and name not in declared}
-    return BatchRows(declared, unsure) if declared or unsure else None
+    return BatchRows(declared, unsure, with_rows) if declared or unsure else None
 
 
 def among_companions(run: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]], feeds: dict[str, np.ndarray],
@@ -86,25 +93,27 @@ def among_companions(run: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray
     A declared output of other rows than the call's is kept whole and named in `unfollowed` with why
     (`fail_unfollowed`): cut, a Gather of row 0 ([1, 1] for two samples) was one sample's [1, 1] and PASSed. An
     unsure output follows where it answers the sample alone a row per sample and the call a row per sample of it,
-    or where its first dim's name is one that does so; else its answer to the sample alone is compared."""
+    or where its first dim's name is one that does so (`_sample_rows`: several rows per sample too); else its
+    answer to the sample alone is compared."""
     x = feeds[input_name]
     count = len(x)
-    companion = _companion(x)
+    companions = {input_name: _companion(x), **{name: _row_companion(feeds[name]) for name in rows.with_rows}}
     answers = None
-    for group in ((companion, x, companion, companion), (companion, x)):
+    for places in (4, 2):
         try:
-            answers = run({**feeds, input_name: np.concatenate(group)})
+            answers = run({**feeds, **{name: np.concatenate([value, feeds[name], *[value] * (places - 2)])
+                                       for name, value in companions.items()}})
             break
         except Exception:  # noqa: BLE001 — a wrong patch may fail only past two (a top-1's reduction of no kept
             # dim broadcast against the 2 classes): the pair shows its answers. A model that runs no batch at all is
             # refused (its outputs declared to follow one), or fed alone where none is declared to: an exporter's
             # batch-1 model with a named input batch (its outputs' unnamed) was refused, or an internal error
-            if group[-1] is x and rows.declared:
+            if places == 2 and rows.declared:
                 raise
     if answers is None:
         return run(feeds)
     alone = run(feeds) if rows.unsure else {}
-    called = len(group) * count
+    called = places * count
 
     def rows_of(value: np.ndarray) -> int:
         return len(value) if value.ndim else 0
@@ -125,11 +134,26 @@ def among_companions(run: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray
         if name in declared:
             kept[name] = value if name in unfollowed else value[count:2 * count]
         elif name in rows.unsure:
-            follows = rows_of(value) == called and rows_of(alone[name]) == count
-            kept[name] = value[count:2 * count] if follows else alone[name]
+            cut = _sample_rows(value, count, called, rows_of(alone[name]), rows.mirrored)
+            kept[name] = alone[name] if cut is None else cut
         else:  # a first dim of a number: the call's answer whole
             kept[name] = value
     return kept
+
+
+def _sample_rows(value: np.ndarray, count: int, called: int, alone: int, mirrored: bool) -> np.ndarray | None:
+    """The sample's rows of an unsure output that answered `alone` rows to the sample alone and a multiple of its
+    model's batch in the call, the same multiple of rows per row of the batch (a Reshape to [-1, 1]: each row's
+    together); None where its rows follow no batch. `mirrored`: after a flip test the model's batch is the images,
+    then their mirrors, so its kept maps hold the sample's rows in each half (they were fed alone, and a patch
+    reading row 0 of the maps PASSed); the outputs after flip_average, a row per image, are tried next."""
+    rows = len(value) if value.ndim else 0
+    for halves in (2, 1) if mirrored else (1,):
+        per = rows // (halves * called)
+        if per and rows == per * halves * called and alone == per * halves * count:
+            return np.concatenate([value[(start + count) * per:(start + 2 * count) * per]
+                                   for start in range(0, halves * called, called)])
+    return None
 
 
 def _companion(x: np.ndarray) -> np.ndarray:
@@ -140,6 +164,19 @@ def _companion(x: np.ndarray) -> np.ndarray:
     if not x.size:
         return flipped
     return (x.max().astype(np.float64) + x.min() - flipped).astype(x.dtype)  # within [lo, hi]: no wrap, no overflow
+
+
+def _row_companion(rows: np.ndarray) -> np.ndarray:
+    """Other values for an input of a row per sample: floats moved by half their size and a quarter of the
+    largest (a crop's centre and scale stay positive, and differ from the sample's even where equal or zero; the
+    mirror of `_companion` kept a centre's two coordinates as they were), integers and booleans the other end of
+    their range (flags and indices stay valid; no arithmetic, so none wraps)."""
+    if not rows.size:
+        return rows
+    if rows.dtype.kind == "f":
+        wide = rows.astype(np.float64)
+        return (wide * 1.5 + max(float(np.abs(wide).max()), 1.0) / 4).astype(rows.dtype)
+    return np.where(rows == rows.max(), rows.min(), rows.max()).astype(rows.dtype)
 
 
 def fail_unfollowed(results: list, unfollowed: dict[str, str]) -> list:

@@ -417,9 +417,11 @@ def _splice_output(section: OutputSection, graph: gs.Graph, em: Emitter, plan: S
             raise ModelError(f"output.target names {taken}, which the steps use for their own tensors",
                              path=model_name, fix="rename the model output(s) before patching")
         env.update(zip(target_names, targets))
-    batch = target.shape[0] if target.shape else None
     for index, step in enumerate(section.steps):
         where = f"output.steps[{index}].{step.step_name}"
+        # the batch of what the step reads: after flip_average, the crops' (the maps' was twice that, and a crop's
+        # `center` declared under its name made the keypoints' batch unknown)
+        batch = env["output"].shape[0] if env["output"].shape else None
         for extra in step.extra_inputs(batch):
             if extra.name not in env:
                 env[extra.name] = _add_input(graph, extra, where, model_name, in_use)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -364,11 +364,14 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
                 report.notes += openvino_caveats(patched_proto)
         elif not int8:
             report.notes += _quantized_note(patched_path)
-        # each sample fed among companions (`batched`); not after a flip test, whose kept maps hold the mirrors' rows
-        # after the samples' (a call's are not its first four), nor to an int8 IR (its own decode decides)
-        paired = (None if int8 or any(step.step_name == "flip_test" for step in steps)
-                  else batch_rows(patched_proto, image_input.name) if patched_proto is not None
-                  else ir_batch_rows(model_signature(patched_path), image_input.name))
+        # each sample fed among companions (`batched`), the extras of a row per sample (`center`, `scale`) with
+        # companions of their own (a whole image's boxes: fed alone); not to an int8 IR (its own decode decides)
+        per_sample = () if crops_boxes else extras
+        paired = (None if int8
+                  else batch_rows(patched_proto, image_input.name, per_sample) if patched_proto is not None
+                  else ir_batch_rows(model_signature(patched_path), image_input.name, per_sample))
+        if paired is not None and any(step.step_name == "flip_test" for step in steps):
+            paired = replace(paired, mirrored=True)
         report.notes += [note for note in (samples.note, allowance_note(declared, wanted)) if note]
         if other:
             shown = ", ".join(f"{name!r} {list(value.shape)} {value.dtype}" for name, value in other.items())
@@ -858,8 +861,8 @@ def _run_patched(backend: str, patched: Path, precision: str, input_name: str, o
     with open_runner(backend, patched, precision=precision) as run:
         for x, extras in chunks(samples, batch):
             feeds = {input_name: x, **other, **extras}
-            alone = per_batch is None or extras  # boxes' rows are not the samples'; other inputs of fixed dims are
-            # fed whole (`batch_rows`)
+            alone = per_batch is None or not per_batch.with_rows.issuperset(extras)  # a whole image's boxes' rows
+            # are not the samples'; other inputs of fixed dims are fed whole (`batch_rows`)
             outputs.append(run(feeds) if alone else among_companions(run, feeds, input_name, per_batch, unfollowed))
     return outputs, run.precision
 

@@ -93,8 +93,8 @@ def among_companions(run: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray
     A declared output of other rows than the call's is kept whole and named in `unfollowed` with why
     (`fail_unfollowed`): cut, a Gather of row 0 ([1, 1] for two samples) was one sample's [1, 1] and PASSed. An
     unsure output follows where it answers the sample alone a row per sample and the call a row per sample of it,
-    or where its first dim's name is one that does so (`_sample_rows`: several rows per sample too); else its
-    answer to the sample alone is compared."""
+    or where its first dim's name is one that does so (`_sample_rows`: several rows per sample too); else, as an
+    output of a first dim of a number, its answer to the sample alone is compared."""
     x = feeds[input_name]
     count = len(x)
     companions = {input_name: _companion(x), **{name: _row_companion(feeds[name]) for name in rows.with_rows}}
@@ -112,7 +112,7 @@ def among_companions(run: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray
                 raise
     if answers is None:
         return run(feeds)
-    alone = run(feeds) if rows.unsure else {}
+    alone = run(feeds) if set(answers) - rows.declared else {}
     called = places * count
 
     def rows_of(value: np.ndarray) -> int:
@@ -133,11 +133,10 @@ def among_companions(run: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray
                                         f"per sample)")
         if name in declared:
             kept[name] = value if name in unfollowed else value[count:2 * count]
-        elif name in rows.unsure:
+        else:  # unsure, or of a first dim of a number: a batch-1 export's [1, …] that follows the batch anyway, or a
+            # NonZero's [4, K] of the whole call (compared whole, it failed a right patch: the twin's is the sample's)
             cut = _sample_rows(value, count, called, rows_of(alone[name]), rows.mirrored)
             kept[name] = alone[name] if cut is None else cut
-        else:  # a first dim of a number: the call's answer whole
-            kept[name] = value
     return kept
 
 

@@ -700,5 +700,19 @@ def concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
 def joined(arrays: list[np.ndarray]) -> np.ndarray:
     """One output's answers to several calls joined along their first axis, a scalar (a model's extra output of no
     dims) as one value a call: it was numpy's "zero-dimensional arrays cannot be concatenated", an internal error of
-    verify and of bench's bf16 price (round 95)."""
-    return np.concatenate([np.atleast_1d(array) for array in arrays])
+    verify and of bench's bf16 price (round 95). Answers of other shapes past the first axis (an output of a
+    data-dependent size; a wrong patch folding a whole image's boxes into one row, [1, 17·M, 2]) were numpy's "all
+    the input array dimensions except for the concatenation axis must match", an internal error: they are joined
+    flat, values in order, a shape no answer of one shape past its first axis has (`ragged` names them)."""
+    parts = [np.atleast_1d(array) for array in arrays]
+    if len({part.shape[1:] for part in parts}) > 1:
+        return np.concatenate([part.ravel() for part in parts])
+    return np.concatenate(parts)
+
+
+def ragged(parts: list[dict[str, np.ndarray]]) -> dict[str, str]:
+    """The outputs whose answers to the calls `parts` are of several shapes past the first axis (joined flat by
+    `joined`), each with those shapes, as a report shows them."""
+    shapes = {name: list(dict.fromkeys(np.atleast_1d(part[name]).shape for part in parts)) for name in parts[0]}
+    return {name: ", ".join(str(list(shape)) for shape in found) for name, found in shapes.items() if
+            len({shape[1:] for shape in found}) > 1}

@@ -87,6 +87,7 @@ from graphsurgery.samples import (
     many_person_boxes,
     patched_inputs,
     plain_input,
+    ragged,
     random_box_samples,
     random_caller_samples,
     refuse_patched_plain,
@@ -463,6 +464,11 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
         ) if placing else ({}, None, None)
         report.notes += [unblended] if unblended else []
         own_decode = int8_verification.own_decode(recipe, facts, answers["openvino"], samples, batch) if int8 else None
+    for backend in backends:  # joined flat (`samples.joined`), where the reference's answers are of one shape
+        for name, shapes in ragged(answers[backend]).items():
+            if name in unpatched[backend] and unpatched[backend][name].ndim > 1:
+                unfollowed.setdefault(name, f"answers of several shapes past the first dim to the calls ({shapes}), "
+                                            f"the reference's all {list(unpatched[backend][name].shape[1:])} past it")
     runs = {backend: concat(answers.pop(backend)) for backend in backends}  # the parts go as they are joined
     report.problem = _input_ignored(unpatched[backends[0]], steps) or colours_unproven(samples, tensor.layout)
     raw = {backend: np.concatenate([output for output, _ in parts]) for backend, parts in decoded.items()}

@@ -13,6 +13,7 @@ import json
 import math
 import re
 import sys
+import unicodedata
 from numbers import Integral, Real
 from pathlib import Path
 
@@ -21,14 +22,22 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 #: Unicode's invisible characters, its format characters and line separators (categories Cf, Zl and Zp as of Unicode
 #: 14): bidirectional controls (U+202E in a tensor name shows the rest of the line backwards, "Trojan Source"),
 #: zero-width ones (U+200B makes 'sco\u200bres' read as 'scores'), the BOM, the soft hyphen, and U+2028, a line
-#: break to Python's `splitlines` (round 93: all but the bidirectional controls were printed raw)
-_INVISIBLE = re.compile("[\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b-\u200f"
-                        "\u2028-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb\U000110bd\U000110cd"
-                        "\U00013430-\U00013438\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0001"
-                        "\U000e0020-\U000e007f]")
+#: break to Python's `splitlines` (round 93: all but the bidirectional controls were printed raw); and the rest of
+#: its default-ignorable code points, drawn as nothing: Hangul fillers (U+3164 makes 'scores\u3164' read as
+#: 'scores'), the combining grapheme joiner, Mongolian and other variation selectors (round 93's leftover). U+FE0E
+#: and U+FE0F after a symbol stay: they pick an emoji's look ('❤️')
+_INVISIBLE = re.compile("[\u00ad\u034f\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u115f\u1160\u17b4"
+                        "\u17b5\u180b-\u180f\u200b-\u200f\u2028-\u202e\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff"
+                        "\uffa0\ufff0-\ufffb\U000110bd\U000110cd\U00013430-\U00013438\U0001bca0-\U0001bca3"
+                        "\U0001d173-\U0001d17a\U000e0000-\U000e0fff]")
+#: the variation selectors that choose text or emoji presentation
+_PRESENTATION = "\ufe0e\ufe0f"
 
 
 def _escaped(match: re.Match) -> str:
+    before = match.string[match.start() - 1] if match.start() else ""
+    if match.group() in _PRESENTATION and before and unicodedata.category(before) == "So":
+        return match.group()
     code = ord(match.group())
     return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
 

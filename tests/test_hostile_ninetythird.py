@@ -139,3 +139,15 @@ def test_a_folder_named_like_an_image_among_the_images_is_not_one(tmp_path):
     assert result.exit_code == 0, result.output
     assert [entry["file_name"] for entry in json.loads((tmp_path / "out" / "keypoints.json").read_text())
             ] == ["astronaut.jpg"]
+
+
+def test_default_ignorable_letters_are_escaped_and_an_emoji_s_presentation_kept(tmp_path):
+    """Round 93's leftover: Hangul fillers (U+3164 made 'scores\\u3164' read as 'scores'), the combining grapheme
+    joiner, a Mongolian free variation selector and a variation selector after a letter were printed raw: they are
+    drawn as nothing. U+FE0F after a symbol stays (an emoji's look, '❤️')."""
+    hidden = ["\u3164", "\u115f", "\u1160", "\uffa0", "\u034f", "\u180b", "\ufe01", "\ufe0f"]
+    path = _named(tmp_path, "scores" + "".join(hidden), producer="heart \u2764\ufe0f")
+    result = invoke("inspect", path)
+    assert result.exit_code == 0, result.output
+    assert "scores\\u3164\\u115f\\u1160\\uffa0\\u034f\\u180b\\ufe01\\ufe0f" in result.output, ascii(result.output)
+    assert "\u2764\ufe0f" in result.output, ascii(result.output)

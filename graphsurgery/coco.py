@@ -462,8 +462,9 @@ def annotated_people(annotations: str | Path, images: Path, boxes: str | Path | 
     """pycocotools' ground truth, the ids of the images with people (the first `limit`) and their person boxes
     (ground truth, or the detections in `boxes`); every image they are in must be in the folder `images` (given
     as `images_option`), checked before any of them is read."""
-    if not images.is_dir():
-        raise GraphsurgeryError("no such image folder", path=images, fix="give the folder of the COCO images")
+    if not images.is_dir():  # a file, a FIFO or a device is named so, not called missing
+        what = "no such image folder" if not images.exists() else "is not a folder"
+        raise GraphsurgeryError(what, path=images, fix="give the folder of the COCO images")
     gt = _load_coco(Path(annotations))
     image_ids = sorted(gt.getImgIds(catIds=[PERSON]))[:limit]
     try:

@@ -725,6 +725,10 @@ def _check_external_data(external: list[onnx.TensorProto], path: Path) -> None:
             raise ModelError(f"external data file {location!r} of tensor {tensor.name!r} is a folder, not a file",
                              path=path, fix="re-save the model with its external data in a file beside it "
                                             "(onnx.save_model(..., location='NAME.data'))")
+        if file_size is None and target.exists():  # a FIFO, a device or a socket was called missing too
+            raise ModelError(f"external data file {location!r} of tensor {tensor.name!r} is not a regular file (a "
+                             f"FIFO, a device or a socket)", path=path, fix=f"put the data file {location!r} itself "
+                                                                           f"beside the model")
         if file_size is None:
             raise ModelError(f"external data file {location!r} of tensor {tensor.name!r} is missing", path=path,
                              fix=f"put {location!r} beside the model")

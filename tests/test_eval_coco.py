@@ -171,6 +171,7 @@ def test_detection_boxes_with_scores(coco_set, tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--ann", "missing.json", "--images", "."], "no such annotation file"),
     (["--ann", "{ann}", "--images", "nowhere"], "no such image folder"),
+    (["--ann", "{ann}", "--images", "{ann}"], "is not a folder"),  # was "no such image folder" for a file or a FIFO
     (["--ann", "{ann}", "--images", "{images}", "--boxes", "{ann}"], "not COCO detection results"),
 ])
 def test_cli_input_errors_exit_2_in_one_line(coco_set, tmp_path, monkeypatch, args, message):

@@ -13,6 +13,7 @@ was a KeyboardInterrupt's traceback: the entry point loaded the supervisor befor
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -151,3 +152,14 @@ def test_default_ignorable_letters_are_escaped_and_an_emoji_s_presentation_kept(
     assert result.exit_code == 0, result.output
     assert "scores\\u3164\\u115f\\u1160\\uffa0\\u034f\\u180b\\ufe01\\ufe0f" in result.output, ascii(result.output)
     assert "\u2764\ufe0f" in result.output, ascii(result.output)
+
+
+def test_external_data_that_is_a_fifo_is_named_so(tmp_path):
+    """Round 93's leftover: a FIFO where the external data file should be was "missing — put it beside the model",
+    with it right there; it is named as not a regular file (and never opened: the read would block)."""
+    model = onnx.load(str(pose_model(tmp_path / "plain.onnx")))
+    onnx.save(model, str(tmp_path / "m.onnx"), save_as_external_data=True, location="w.data", size_threshold=0)
+    (tmp_path / "w.data").unlink()
+    os.mkfifo(tmp_path / "w.data")
+    one_line_exit_2(invoke("inspect", tmp_path / "m.onnx"), "external data file 'w.data'",
+                    "is not a regular file (a FIFO, a device or a socket)")

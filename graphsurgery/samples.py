@@ -683,12 +683,18 @@ def chunks(samples: Samples, batch: int):
                                         f"size, or export the model with a dynamic batch")
         raise GraphsurgeryError(f"the model takes batches of {batch}; {len(samples)} {samples.unit} do not divide "
                                 f"into them", fix=f"use a multiple of {batch} {samples.unit}")
+    yield from runs_of(samples, batch)
+
+
+def runs_of(samples: Samples, most: int):
+    """Up to `most` samples of one size at a time, their extras alike; a group of no more comes whole, extras
+    included (an image with its boxes: the boxes are not one per image)."""
     for tensors, extras in samples.groups:
-        if len(tensors) == batch:
+        if len(tensors) <= most:
             yield tensors, extras
             continue
-        for start in range(0, len(tensors), batch):
-            end = start + batch
+        for start in range(0, len(tensors), most):
+            end = start + most
             yield tensors[start:end], {k: v[start:end] for k, v in extras.items()}
 
 

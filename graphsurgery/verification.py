@@ -27,7 +27,7 @@ import numpy as np
 import onnx
 
 from graphsurgery.api import apply_loaded
-from graphsurgery.batched import BatchRows, among_companions, batch_rows, fail_unfollowed, ir_batch_rows
+from graphsurgery.batched import TOGETHER, BatchRows, among_companions, batch_rows, fail_unfollowed, ir_batch_rows
 from graphsurgery.compare import AxisVectors, FloatResult, HeatmapGrid, OutputResult, compare_output, missing_output
 from graphsurgery.compare_detections import Candidates, compare_detections, group_comparison
 from graphsurgery.crop_positions import (
@@ -91,6 +91,7 @@ from graphsurgery.samples import (
     random_box_samples,
     random_caller_samples,
     refuse_patched_plain,
+    runs_of,
     tensor_facet,
     whole_images,
     width_height,
@@ -365,12 +366,12 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
                 report.notes += openvino_caveats(patched_proto)
         elif not int8:
             report.notes += _quantized_note(patched_path)
-        # each sample fed among companions (`batched`), the extras of a row per sample (`center`, `scale`) with
-        # companions of their own (a whole image's boxes: fed alone); not to an int8 IR (its own decode decides)
-        per_sample = () if crops_boxes else extras
-        paired = (None if int8
-                  else batch_rows(patched_proto, image_input.name, per_sample) if patched_proto is not None
-                  else ir_batch_rows(model_signature(patched_path), image_input.name, per_sample))
+        # the samples fed among companions (`batched`), the extras of a row per sample (`center`, `scale`) with
+        # companions of their own; not a whole image with its boxes (their rows are not the samples'), nor to an
+        # int8 IR (its own decode decides)
+        paired = (None if int8 or crops_boxes
+                  else batch_rows(patched_proto, image_input.name, extras) if patched_proto is not None
+                  else ir_batch_rows(model_signature(patched_path), image_input.name, extras))
         if paired is not None and any(step.step_name == "flip_test" for step in steps):
             paired = replace(paired, mirrored=True)
         report.notes += [note for note in (samples.note, allowance_note(declared, wanted)) if note]
@@ -860,13 +861,16 @@ def _run_patched(backend: str, patched: Path, precision: str, input_name: str, o
                  samples: Samples, batch: int, per_batch: BatchRows | None,
                  unfollowed: dict[str, str]) -> tuple[list[dict[str, np.ndarray]], str]:
     """The patched model's answers, batch after batch (`chunks`), and the precision the backend really computed
-    in. `per_batch`: where the batch is dynamic, how the outputs follow it, each batch then fed among companions
-    (`batched.among_companions`: those declared to follow that did not are named in `unfollowed`); None: each batch
+    in. `per_batch`: where the batch is dynamic, how the outputs follow it, up to `TOGETHER` samples then fed among
+    companions (`batched.among_companions`: those declared to follow that did not are named in `unfollowed`), the
+    other inputs of a row per sample given the row they have for one (`other_inputs`) for each; None: each batch
     alone."""
     outputs = []
     with open_runner(backend, patched, precision=precision) as run:
-        for x, extras in chunks(samples, batch):
-            feeds = {input_name: x, **other, **extras}
+        for x, extras in chunks(samples, batch) if per_batch is None else runs_of(samples, TOGETHER):
+            rows = {name: np.repeat(value, len(x), axis=0) for name, value in other.items()
+                    if per_batch is not None and name in per_batch.with_rows}
+            feeds = {input_name: x, **other, **rows, **extras}
             alone = per_batch is None or not per_batch.with_rows.issuperset(extras)  # a whole image's boxes' rows
             # are not the samples'; other inputs of fixed dims are fed whole (`batch_rows`)
             outputs.append(run(feeds) if alone else among_companions(run, feeds, input_name, per_batch, unfollowed))

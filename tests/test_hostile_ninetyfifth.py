@@ -76,7 +76,7 @@ def test_an_output_of_one_row_for_two_samples_fails(ocr_cls, tmp_path, kind):
     mutant = _ending(right, "score", nodes, constants, tmp_path / "mutant.onnx")
     report = verify(OCR_CLS, plain, patched=mutant, backends=["onnxruntime"], random=3)
     assert not report
-    assert report.failures() and all("score: 1 row for the 4 samples of one call" in line
+    assert report.failures() and all("score: 1 row for the 4 rows of one call" in line
                                      for line in report.failures()), report.failures()
 
 
@@ -124,7 +124,7 @@ def test_the_outputs_batch_named_otherwise_is_still_fed_with_companions(paddle_n
     mutant = _ending(right, "score", nodes, constants, tmp_path / "row_0.onnx")
     report = verify(OCR_CLS, plain, patched=mutant, backends=["onnxruntime"], random=3)
     assert not report
-    assert all("score: 1 row for the 4 samples" in line for line in report.failures()), report.failures()
+    assert all("score: 1 row for the 4 rows" in line for line in report.failures()), report.failures()
 
 
 def test_a_model_with_an_input_of_fixed_dims_is_fed_with_companions(tmp_path):

@@ -63,7 +63,9 @@ def openvino_caveats(proto: onnx.ModelProto) -> list[str]:
     """What OpenVINO computes differently from the ONNX spec in this model, one line each with the way out.
     Measured with OpenVINO 2026.4: its ONNX reader drops Resize's `antialias` (an antialiased downscale then
     differs by up to 1.69 in a classifier's logits), and reads a bfloat16 tensor held in `int32_data` (as the spec
-    allows) as integers, 1.5 as 16320 (round 57: `convert` wrote that IR, exit 0)."""
+    allows) as integers, 1.5 as 16320 (round 57: `convert` wrote that IR, exit 0); and answers an If whose branches
+    read an output of the model with that output (round 97: a `peak` beside the heatmaps came out as the heatmaps;
+    read through an Identity, it is right)."""
     from onnx.external_data_helper import _get_all_tensors
 
     caveats = []
@@ -71,6 +73,15 @@ def openvino_caveats(proto: onnx.ModelProto) -> list[str]:
         if node.op_type == "Resize" and any(a.name == "antialias" and a.i for a in node.attribute):
             caveats.append(f"OpenVINO ignores antialias on {node_named(node)}: it resizes as without it, so its "
                            "answers differ from ONNX Runtime's; run this model on ONNX Runtime, or drop antialias")
+    outputs = {value.name for value in proto.graph.output}
+    for graph in nested_graphs(proto.graph):
+        for node in graph.node:
+            read = sorted(outputs & (node_reads(node) - set(node.input))) if node.op_type == "If" else []
+            if read and _onnx_op(node):
+                caveats.append(f"OpenVINO answers {node_named(node)} with the model output {quoted(read[0])} that "
+                               "its branches read, not with what they compute, so its answers differ from ONNX "
+                               "Runtime's; run this model on ONNX Runtime, or have the branches read a copy of "
+                               f"{quoted(read[0])} (an Identity)")
     typed = [tensor.name for tensor in _get_all_tensors(proto)
              if tensor.data_type == onnx.TensorProto.BFLOAT16 and len(tensor.int32_data)]
     if typed:
@@ -160,13 +171,56 @@ def shapes_only(proto: onnx.ModelProto) -> onnx.ModelProto:
 
 def output_producer(proto: onnx.ModelProto, name: str) -> str | None:
     """The op type that computes output `name`, looking through ops that only reshape or rename (a Paddle export
-    ends in Softmax → Identity; a caffe2 one in Softmax → Reshape): what `softmax: {skip_if_present}` asks."""
-    producers = {output: node for node in proto.graph.node for output in node.output}
-    node = producers.get(name)
-    seen = 0
-    while node is not None and node.op_type in PASS_THROUGH_OPS and node.input and seen < len(producers):
-        node, seen = producers.get(node.input[0]), seen + 1
-    return None if node is None else node.op_type
+    ends in Softmax → Identity; a caffe2 one in Softmax → Reshape): what `softmax: {skip_if_present}` asks.
+    Calls of model-local functions are looked into, and out of to their arguments (round 97: torch's
+    `export_modules_as_functions` ends a classifier in a call whose body ends in Softmax, which was given a second
+    one), and so are an If's branches (their op where both agree, else "If"); an op of another domain is named with
+    its domain: a function `local.Softmax` is not ONNX's (its body may be a LogSoftmax)."""
+    functions = {function_key(function): function for function in proto.functions}
+    # each step walks one node back: a chain is no longer than the nodes, each function's expanded at each call
+    budget = [sum(1 for _ in all_nodes(proto)) * (len(functions) + 1) + 1]
+    return _made_by(name, [(_producers(proto.graph.node), None, None)], functions, budget)
+
+
+def _made_by(name: str, frames: list, functions: dict, budget: list[int]) -> str | None:
+    """`output_producer`'s walk from `name` in the innermost of `frames`: (producers, call, function) for the graph
+    and each function body entered, (producers, None, None) for an If branch, whose other names are its graph's."""
+    while budget[0] > 0:
+        budget[0] -= 1
+        producers, call, function = frames[-1]
+        node = producers.get(name)
+        if node is None:  # a graph input; a name from around a branch; a function's argument: the call's input
+            if len(frames) == 1:
+                return None
+            if function is not None:
+                inputs = list(function.input)
+                if name not in inputs or inputs.index(name) >= len(call.input):
+                    return None
+                name = call.input[inputs.index(name)]
+            frames = frames[:-1]
+        elif _onnx_op(node) and node.op_type in PASS_THROUGH_OPS and node.input:
+            name = node.input[0]
+        elif _onnx_op(node) and node.op_type == "If":
+            index = list(node.output).index(name)
+            made = {_made_by(branch.g.output[index].name, [*frames, (_producers(branch.g.node), None, None)],
+                             functions, budget)
+                    for branch in node.attribute if branch.name in ("then_branch", "else_branch")}
+            return made.pop() if len(made) == 1 else "If"
+        elif (called := None if _onnx_op(node) else functions.get(call_key(node))) is not None:
+            frames = [*frames, (_producers(called.node), node, called)]
+            name = called.output[list(node.output).index(name)]
+        else:
+            return node.op_type if _onnx_op(node) else f"{node.domain}.{node.op_type}"
+    return None
+
+
+def _producers(nodes) -> dict[str, onnx.NodeProto]:
+    return {output: node for node in nodes for output in node.output}
+
+
+def _onnx_op(node: onnx.NodeProto) -> bool:
+    """A node of ONNX's default domain (a local function named like an op there is ignored for the op)."""
+    return node.domain in ("", "ai.onnx")
 
 
 def image_input_name(recipe: Recipe, feeds: list[str], four_dimensional: list[str]) -> str | None:

@@ -390,9 +390,14 @@ def _check_structure(proto: onnx.ModelProto, path: Path) -> None:
         for value in values:  # sequences, maps, optionals: no dtype and shape to patch, feed or compare
             held = value.type.WhichOneof("value")
             if held not in (None, "tensor_type"):  # no type at all: the checker says so
-                raise ModelError(f"{kind} {value.name!r} is a {held.replace('_type', '')}, not a tensor", path=path,
-                                 fix=f"graphsurgery reads models whose inputs and outputs are tensors: remove or "
-                                     f"convert {value.name!r} (sequence, map or optional) when exporting")
+                held = held.replace("_type", "")
+                fix = (f"graphsurgery reads models whose inputs and outputs are tensors: remove or convert "
+                       f"{value.name!r} (sequence, map or optional) when exporting")
+                if any(node.op_type == "ZipMap" and value.name in node.output for node in proto.graph.node):
+                    fix = ("convert the model without ZipMap (skl2onnx: options={'zipmap': False}), so its "
+                           "probabilities are a tensor")  # round 97: sklearn-onnx's classifiers end so
+                raise ModelError(f"{kind} {value.name!r} is {'an' if held[0] in 'aeiou' else 'a'} {held}, not a "
+                                 "tensor", path=path, fix=fix)
     _check_value_info(proto, path)
     _check_node_names(proto, path)
 

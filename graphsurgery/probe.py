@@ -36,7 +36,7 @@ def settle_output_sizes(loaded: LoadedModel, recipe: Recipe) -> list[str]:
     compute) of the outputs the recipe's output steps read what the model computes, in `loaded.proto` (in memory):
     from shape inference where it knows them, else from one run on zeros; returns the notes saying what changed.
     Nothing happens where the declared sizes are right, or where neither way can tell (an input whose size is not
-    static but for its batch)."""
+    static but for its batch); an output declared with another number of dims than it has is refused."""
     if recipe.output is None:
         return []
     graph = loaded.proto.graph
@@ -50,8 +50,14 @@ def settle_output_sizes(loaded: LoadedModel, recipe: Recipe) -> list[str]:
         declared = _dims(value)
         truth, how = ((inferred[value.name], "shape inference") if value.name not in unsure
                       else (measured.get(value.name), "one ONNX Runtime run on zeros (its inputs fix them)"))
-        if truth is None or len(truth) != len(declared):
+        if truth is None:
             continue
+        if len(truth) != len(declared):  # round 97: the steps were built for the declared rank and failed in the
+            # runtime ("Invalid rank for input: heatmaps", an internal error) or refused the recipe for it
+            raise ModelError(f"output {value.name!r} is declared {declared}, {len(declared)} dims; the model computes "
+                             f"{len(truth)} ({list(truth)}, {how})", path=loaded.path,
+                             fix=f"export the model with the shape of {value.name!r} it computes (or correct the "
+                                 "declaration)")
         # a batch declared as a number the model does not compute (2^62, or 2 beside an output of batch 1) made the
         # steps' shapes fail: the patched model failed the checker, "a graphsurgery bug" (round 47); it is freed
         wrong_batch = bool(declared) and isinstance(declared[0], int) and truth[0] not in (None, declared[0])

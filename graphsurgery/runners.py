@@ -12,6 +12,7 @@ import re
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, nullcontext
+from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
@@ -247,6 +248,21 @@ def openvino():
     return ov
 
 
+#: How the command at work runs a model on ONNX Runtime alone, for the fix of OpenVINO's refusals: verify and chain
+#: take `--backends`, `run` takes `--backend`, bench times both (round 97: run and bench named an option they refuse)
+ONNXRUNTIME_ALONE: ContextVar[str] = ContextVar("onnxruntime_alone", default="--backends onnxruntime")
+
+
+@contextmanager
+def onnxruntime_alone(words: str) -> Iterator[None]:
+    """Within: OpenVINO's refusals tell how to run the model on ONNX Runtime alone in these `words`."""
+    token = ONNXRUNTIME_ALONE.set(words)
+    try:
+        yield
+    finally:
+        ONNXRUNTIME_ALONE.reset(token)
+
+
 def compile_openvino(model: str | Path, precision: str = "f32", threads: int | None = None, *,
                      throughput: bool = False):
     """The compiled model behind an OpenVINO runner, for callers that need more than `run` (async request queues)."""
@@ -270,11 +286,11 @@ def compile_openvino(model: str | Path, precision: str = "f32", threads: int | N
             # (verify, bench and run said "Model wasn't fully converted", round 35)
             raise GraphsurgeryError(_unconverted(model, str(exc)), path=model,
                                     fix="change or remove that node (ONNX Runtime may still run the model: "
-                                        "--backends onnxruntime)") from None
+                                        f"{ONNXRUNTIME_ALONE.get()})") from None
         unreadable = _unreadable(model, str(exc))
         if unreadable:
             raise GraphsurgeryError(unreadable, path=model, fix="remove that tensor, or run the model on ONNX Runtime "
-                                                                "(--backends onnxruntime)") from None
+                                                                f"({ONNXRUNTIME_ALONE.get()})") from None
         raise GraphsurgeryError(f"OpenVINO cannot compile the model: {_first_line(exc)}", path=model,
                                 fix="check the model with `graphsurgery inspect`") from None
 
@@ -507,7 +523,13 @@ def _output_names(model: str | Path, compiled) -> list[str]:
     if Path(model).suffix.lower() != ".onnx":
         return [o.get_any_name() for o in compiled.outputs]
     declared = [p.name for p in model_signature(model).outputs]
-    return [next((name for name in declared if name in o.get_names()), o.get_any_name()) for o in compiled.outputs]
+    names: list[str] = []
+    for index, output in enumerate(compiled.outputs):  # a name each: OpenVINO may give two outputs both names
+        carried = output.get_names()  # (round 97: an If body reading an output; "internal error (KeyError)")
+        own = declared[index] if index < len(declared) and declared[index] in carried else None
+        names.append(own or next((name for name in declared if name in carried and name not in names),
+                                 output.get_any_name()))
+    return names
 
 
 def failed_run(exc: Exception, runtime: str, model: Path, feeds: dict[str, np.ndarray]) -> NoReturn:

@@ -18,7 +18,7 @@ import onnx
 
 from graphsurgery.defaults import MAX_RANDOM
 from graphsurgery.errors import GraphsurgeryError, whole
-from graphsurgery.model import ModelFacts, applied_before, real_inputs
+from graphsurgery.model import ModelFacts, applied_before
 from graphsurgery.modelio import LoadedModel
 from graphsurgery.recipe import InputTensor, Recipe
 from graphsurgery.runners import Port, model_signature
@@ -630,10 +630,9 @@ def patched_inputs(path: Path, extra_names: list[str], other_names: Sequence[str
 def plain_input(recipe: Recipe, plain: LoadedModel) -> str:
     """The plain model's input the recipe patches: its input.target, else the model's only input; refused in apply's
     words (`splice.pick`: round 44, "has 0 inputs — fix: name the one to patch", of a model with none)."""
-    from graphsurgery.splice import pick
+    from graphsurgery.splice import pick_input
 
-    return pick(real_inputs(plain.proto), recipe.input.target if recipe.input else None, "input", "input.target",
-                str(plain.path), "plain model")
+    return pick_input(plain.proto, recipe.input.target if recipe.input else None, str(plain.path), "plain model")
 
 
 def check_plain_input(recipe: Recipe, plain: LoadedModel, input_name: str) -> None:

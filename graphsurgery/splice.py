@@ -125,7 +125,7 @@ def splice(recipe: Recipe, proto: onnx.ModelProto, *, model_name: str = "model",
         refuse_applied(recipe, proto, model_name)
 
     _refuse_sparse_constants(proto, model_name)
-    graph = _import_quietly(proto)
+    graph = _import_quietly(_overloads_tagged(proto))
     tensors, nodes = names_in_use(proto)  # the subgraphs' too: a new tensor must shadow none of them
     in_use = frozenset(tensors)
     # and the new input's name, which no spliced tensor may take (input.name `graphsurgery/pre/cast/Cast_output_0`
@@ -177,6 +177,33 @@ def _refuse_sparse_constants(proto: onnx.ModelProto, model_name: str) -> None:
             raise ModelError(f"{node_named(node)} holds a sparse tensor, which the splice cannot "
                              "carry into the patched model", path=model_name,
                              fix="re-export the model with that constant dense (a Constant with `value`)")
+
+
+#: A node attribute carrying a call's overload through onnx-graphsurgeon, which drops `NodeProto.overload`
+OVERLOAD_TAG = "graphsurgery_overload"
+
+
+def _overloads_tagged(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """`proto`, or a copy where each call of an overloaded local function (IR 10) carries its overload as an
+    attribute: onnx-graphsurgeon keeps attributes but not `overload`, and the patched model's calls all called
+    one overload (round 97: Relu then Neg became Neg twice, written without a word; verify FAILed it)."""
+    if not any(node.overload for node in all_nodes(proto)):
+        return proto
+    tagged = onnx.ModelProto()
+    tagged.CopyFrom(proto)
+    for node in all_nodes(tagged):
+        if node.overload:
+            node.attribute.append(onnx.helper.make_attribute(OVERLOAD_TAG, node.overload))
+    return tagged
+
+
+def _overloads_restored(patched: onnx.ModelProto) -> None:
+    """Each tagged call's overload back in its place (`_overloads_tagged`)."""
+    for node in all_nodes(patched):
+        tag = next((attribute for attribute in node.attribute if attribute.name == OVERLOAD_TAG), None)
+        if tag is not None:
+            node.overload = tag.s.decode()
+            node.attribute.remove(tag)
 
 
 def _import_quietly(proto: onnx.ModelProto) -> gs.Graph:
@@ -235,6 +262,21 @@ def _numpy_dtype(var: gs.Variable, kind: str, model_name: str) -> np.dtype | Non
                          fix=f"export {var.name!r} as float32 (e.g. a Cast to float at the model's {kind})") from None
 
 
+def pick_input(proto: onnx.ModelProto, wanted: str | None, model_name: str, model: str = "model") -> str:
+    """The model input a recipe's input section patches (`pick` of the inputs fed at run time). An input with a
+    value of its own (an initializer of its name: a default, IR 4 on) is not counted; refused naming it (round 97:
+    "has no input named 'input'; its inputs: " of a model whose inputs listed it)."""
+    feeds = real_inputs(proto)
+    defaulted = [i.name for i in proto.graph.input if i.name not in feeds]
+    if wanted in defaulted or (wanted is None and not feeds and defaulted):
+        name = wanted or defaulted[0]
+        raise ModelError(f"the {model}'s input {name!r} has a value of its own (an initializer of that name), so it "
+                         f"is no input the caller feeds; the inputs fed: {listed(feeds) or 'none'}", path=model_name,
+                         fix=f"remove the initializer {name!r} from the model if the image is fed to {name!r}, or "
+                             "set input.target to an input fed")
+    return pick(feeds, wanted, "input", "input.target", model_name, model)
+
+
 def pick(candidates: list[str], wanted: str | None, kind: str, key: str, model_name: str, model: str = "model"
          ) -> str:
     """The model's input or output (`kind`) a recipe section patches: `wanted` (its `key`, e.g. input.target), else
@@ -281,7 +323,7 @@ def _splice_input(section: InputSection, proto, graph: gs.Graph, em: Emitter, pl
                   in_use: frozenset[str], wants_geometry: bool = False) -> dict[str, gs.Variable]:
     """Splice the input steps; returns the graph inputs they added (for the output steps), and with
     `wants_geometry` the input geometry they make (`GEOMETRY`). `in_use`: every tensor name of the model."""
-    target_name = pick(real_inputs(proto), section.target, "input", "input.target", model_name)
+    target_name = pick_input(proto, section.target, model_name)
     target = next(v for v in graph.inputs if v.name == target_name)
     plan.input_target = target_name
     if target in graph.outputs:  # the model-side tensor would come out under an internal name, not the input's
@@ -472,7 +514,9 @@ def _export(graph: gs.Graph, original: onnx.ModelProto, recipe: Recipe, applied:
     patched.opset_import.extend(original.opset_import)
     for key in ("producer_name", "producer_version", "domain", "model_version", "doc_string"):
         setattr(patched, key, getattr(original, key))
-    patched.functions.extend(f for f in original.functions if f not in patched.functions)
+    _overloads_restored(patched)  # and the functions as they were: the splice changes none of them, and
+    del patched.functions[:]  # onnx-graphsurgeon writes each overload under one name (round 97)
+    patched.functions.extend(original.functions)
     if original.ir_version < 4:  # IR 3 requires every initializer to be listed as a graph input
         listed = {i.name for i in patched.graph.input}
         patched.graph.input.extend(

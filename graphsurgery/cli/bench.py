@@ -55,6 +55,7 @@ def bench_command(recipe: Path, model: Path, iterations: int, warmup: int, threa
     settings = Settings(iterations, warmup, threads, batch, torch_spec, throughput, upgrade_opset, int8)
     from graphsurgery.chart import check_chart_path, write_chart
     from graphsurgery.modelio import model_paths
+    from graphsurgery.runners import onnxruntime_alone
 
     # the --torch module's own file is read too: `--torch net:build --json net.py` overwrote the user's code
     inputs = [recipe, *model_paths(model), source_file(torch_spec)] if json_path or chart else []
@@ -68,7 +69,8 @@ def bench_command(recipe: Path, model: Path, iterations: int, warmup: int, threa
         if json_path is not None and same_file(chart, json_path):
             raise GraphsurgeryError("--chart and --json name the same file", path=chart,
                                     fix="give the chart its own file name, e.g. bench.png")
-    result = _timed_with_progress(recipe, model, settings)
+    with onnxruntime_alone("`verify --backends onnxruntime` or `run --backend onnxruntime`; bench times OpenVINO too"):
+        result = _timed_with_progress(recipe, model, settings)
     console = Console()
     _print(console, result)
     if chart:  # first: drawing it takes a second (matplotlib), and a Ctrl-C or an error in it left the --json

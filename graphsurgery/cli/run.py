@@ -39,10 +39,11 @@ def run_command(model: Path, images: tuple[Path, ...], outdir: Path, backend: st
     """
     from graphsurgery.images import list_images
     from graphsurgery.pose import run_pose
+    from graphsurgery.runners import onnxruntime_alone
 
     paths = list_images(list(images))
     console = Console()
-    with progress_bar(len(paths) > 1) as progress:
+    with progress_bar(len(paths) > 1) as progress, onnxruntime_alone("--backend onnxruntime"):
         task = progress.add_task("pose", total=len(paths))
         summary = run_pose(model, paths, outdir, backend=backend, boxes=boxes, precision=precision, threads=threads,
                            batch=batch, min_score=min_score,

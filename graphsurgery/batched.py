@@ -35,6 +35,8 @@ class BatchRows:
     #: other inputs of a row per sample (a crop's `center` and `scale`), given companions of their own
     with_rows: frozenset[str] = frozenset()
     mirrored: bool = False  # a flip test's: the model's batch is the images, then their mirrors
+    #: the plain model's outputs whose rows among others are not their rows alone (`apart_in_plain`); None: unknown
+    apart: frozenset[str] | None = None
 
 
 def batch_rows(proto: onnx.ModelProto, input_name: str, per_sample: Collection[str] = ()) -> BatchRows | None:
@@ -83,10 +85,13 @@ def _relation(inputs: dict[str, int | str | None], outputs: dict[str, int | str 
                           and (name in per_sample or (batch is not None and dim == batch)))
     if any(name != input_name and name not in with_rows and not isinstance(dim, int) for name, dim in inputs.items()):
         return None  # another input of rows of its own (a whole image's boxes): fed as it is, alone
+    if any(isinstance(inputs.get(name), int) for name in per_sample):
+        return None  # a `center` of a fixed row ([1, 2] in a --patched model): a sample a call (round 98: four
+        # samples' were fed it together, ONNX Runtime's "invalid dimensions", an internal error)
     firsts = outputs
     declared = frozenset(name for name, dim in firsts.items() if batch is not None and dim == batch)
     unsure = {name: dim for name, dim in firsts.items() if not isinstance(dim, int) and name not in declared}
-    return BatchRows(declared, unsure, with_rows) if declared or unsure else None
+    return BatchRows(declared, unsure, with_rows)  # outputs of a first dim of a number too: judged by their rows
 
 
 def among_companions(run: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]], feeds: dict[str, np.ndarray],
@@ -114,11 +119,16 @@ def among_companions(run: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray
             # dim broadcast against the 2 classes): the pair shows its answers. A model that runs no batch at all is
             # refused (its outputs declared to follow one), or fed alone where none is declared to: an exporter's
             # batch-1 model with a named input batch (its outputs' unnamed) was refused, or an internal error
+            if places == 2 and rows.declared and count > 1:  # a model that runs up to four rows (round 98:
+                # refused, where round 95's four a sample ran): a sample a call
+                return concat([among_companions(run, _sample(feeds, input_name, rows, index), input_name, rows,
+                                                unfollowed) for index in range(count)])
             if places == 2 and rows.declared:
                 raise
     if answers is None:
         return _alone(run, feeds, input_name, rows, count)
-    alone = _alone(run, feeds, input_name, rows, count) if set(answers) - rows.declared else {}
+    apart = rows.apart or frozenset()
+    alone = _alone(run, feeds, input_name, rows, count) if set(answers) - (rows.declared - apart) else {}
     called = count + places - 1  # the companion, the samples, the other companions
 
     def rows_of(value: np.ndarray) -> int:
@@ -132,6 +142,9 @@ def among_companions(run: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray
     declared = rows.declared | {name for name, dim in rows.unsure.items() if dim in batch_names}
     kept = {}
     for name, value in answers.items():
+        if name in apart:  # the plain model's own rows among others are no sample's: nothing the patch did
+            kept[name] = alone[name]
+            continue
         if name in declared and rows_of(value) != called:
             unfollowed.setdefault(name, f"{rows_of(value)} row{'s' * (rows_of(value) != 1)} for the {called} "
                                         f"rows of one call (the samples from the second), though its first "
@@ -142,16 +155,56 @@ def among_companions(run: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray
         else:  # unsure, or of a first dim of a number: a batch-1 export's [1, …] that follows the batch anyway, or a
             # NonZero's [4, K] of the whole call (compared whole, it failed a right patch: the twin's is the sample's)
             cut = _sample_rows(value, count, called, rows_of(alone[name]), rows.mirrored)
+            if cut is None and rows.apart is not None and value.ndim and rows_of(alone[name]) == count * rows_of(value):
+                # as many rows for the call as for one sample, and no plain output that answers so: a read or a
+                # reduction over the batch (round 98: a Slice of row 0 declared [1, 1], or undeclared in an IR,
+                # was compared as answered to each sample alone, and PASSed)
+                unfollowed.setdefault(name, f"{rows_of(value)} row{'s' * (rows_of(value) != 1)} for the {called} "
+                                            f"rows of one call, as many as for one sample alone: it follows no "
+                                            f"batch, though the image input's is dynamic")
+                kept[name] = value
+                continue
             kept[name] = alone[name] if cut is None else cut
     return kept
+
+
+def apart_in_plain(run: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]], image: Port,
+                   other: Mapping[str, np.ndarray], with_rows: Collection[str], seed: int) -> frozenset[str] | None:
+    """The plain model's outputs (`run` runs it) whose answers to two random images together are not their answers
+    to each alone, row after row: a NonZero's or a detector's batch index, a reduction over the batch. Kept by a
+    patch, their rows among companions are no sample's (round 98: a kept NonZero's [2·N, 2] of a batch index, cut a
+    sample's two rows, FAILed a right patch); they are compared as answered to each sample alone. None where the
+    image's dims past the batch are not all known, or the plain model runs no pair."""
+    if not image.shape or any(dim is None for dim in image.shape[1:]):
+        return None
+    rng = np.random.default_rng(seed)
+    kind = np.dtype(image.dtype)
+    pair = (rng.integers(0, 256, (2, *image.shape[1:])) if kind.kind in "iub"
+            else rng.standard_normal((2, *image.shape[1:]))).astype(kind)
+    own = {name: value for name, value in other.items() if name in with_rows}
+    try:
+        together = run({**other, **{name: np.repeat(value, 2, axis=0) for name, value in own.items()},
+                        image.name: pair})
+        alone = concat([run({**other, image.name: pair[index:index + 1]}) for index in range(2)])
+    except Exception:  # noqa: BLE001 — a model of batch 1 under a named batch (fed alone anyway)
+        return None
+
+    def same(a: np.ndarray, b: np.ndarray) -> bool:
+        return a.shape == b.shape and np.allclose(a, b, rtol=1e-3, atol=1e-5, equal_nan=True)
+
+    return frozenset(name for name, value in together.items() if value.ndim and not same(value, alone[name]))
 
 
 def _alone(run: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]], feeds: dict[str, np.ndarray],
            input_name: str, rows: BatchRows, count: int) -> dict[str, np.ndarray]:
     """`run`'s answers to each sample alone, joined, as the unpatched pipeline answers them (one a call): a NonZero
     over the call, or a batch-1 export, answers the samples together otherwise."""
-    own = (input_name, *rows.with_rows)
-    return concat([run({**feeds, **{name: feeds[name][index:index + 1] for name in own}}) for index in range(count)])
+    return concat([run(_sample(feeds, input_name, rows, index)) for index in range(count)])
+
+
+def _sample(feeds: dict[str, np.ndarray], input_name: str, rows: BatchRows, index: int) -> dict[str, np.ndarray]:
+    """`feeds` of the sample `index` alone: its rows of the image and of the inputs of a row per sample."""
+    return {**feeds, **{name: feeds[name][index:index + 1] for name in (input_name, *rows.with_rows)}}
 
 
 def _sample_rows(value: np.ndarray, count: int, called: int, alone: int, mirrored: bool) -> np.ndarray | None:

@@ -27,7 +27,15 @@ import numpy as np
 import onnx
 
 from graphsurgery.api import apply_loaded
-from graphsurgery.batched import TOGETHER, BatchRows, among_companions, batch_rows, fail_unfollowed, ir_batch_rows
+from graphsurgery.batched import (
+    TOGETHER,
+    BatchRows,
+    among_companions,
+    apart_in_plain,
+    batch_rows,
+    fail_unfollowed,
+    ir_batch_rows,
+)
 from graphsurgery.compare import AxisVectors, FloatResult, HeatmapGrid, OutputResult, compare_output, missing_output
 from graphsurgery.compare_detections import Candidates, compare_detections, group_comparison
 from graphsurgery.crop_positions import (
@@ -374,6 +382,11 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
                   else ir_batch_rows(model_signature(patched_path), image_input.name, extras))
         if paired is not None and any(step.step_name == "flip_test" for step in steps):
             paired = replace(paired, mirrored=True)
+        if paired is not None and {port.name for port in model_signature(patched_path).outputs} - paired.declared:
+            apart = _apart_in_plain(backends[0], plain.path, input_name, other, paired, seed)
+            # where the output the steps read keeps no sample's rows among others (a model answering row 0's maps
+            # to any batch), neither do the outputs made from it: a sample a call, as the unpatched pipeline
+            paired = None if apart and facts.output_name in apart else replace(paired, apart=apart)
         report.notes += [note for note in (samples.note, allowance_note(declared, wanted)) if note]
         if other:
             shown = ", ".join(f"{name!r} {list(value.shape)} {value.dtype}" for name, value in other.items())
@@ -855,6 +868,14 @@ def refuse_unless_outputs_fit(per_sample: float, count: int, unit: str, pipeline
         f"of the {byte_size(2 * budget)} of memory this process may use", path=path,
         fix=f"{fewer.format(most=most)}, or fewer --backends" if most else
         f"export the model with a dynamic batch, or one under its {batch:,}, or give fewer --backends")
+
+
+def _apart_in_plain(backend: str, plain: Path, input_name: str, other: dict[str, np.ndarray], rows: BatchRows,
+                    seed: int) -> frozenset[str] | None:
+    """`batched.apart_in_plain` on `backend`: the plain model's outputs whose rows among others are no sample's."""
+    image = next(port for port in model_signature(plain).inputs if port.name == input_name)
+    with open_runner(backend, plain) as run:
+        return apart_in_plain(run, image, other, rows.with_rows, seed)
 
 
 def _run_patched(backend: str, patched: Path, precision: str, input_name: str, other: dict[str, np.ndarray],

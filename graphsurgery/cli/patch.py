@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import types
 import typing
 from pathlib import Path
 
@@ -145,9 +146,20 @@ def steps_command(name: str | None):
 
 
 def _type_name(annotation) -> str:
-    """`exact | argmax` for a Literal, `int` for a class, the annotation's text otherwise."""
-    if typing.get_origin(annotation) is typing.Literal:
-        return " | ".join(map(str, typing.get_args(annotation)))
+    """`exact | argmax` for a Literal, `int` for a class, `tuple[int, ...]` for a container of constrained items (the
+    constraint's pydantic repr, `Annotated[int, FieldInfo(…)]`, is no type a recipe author can read), the annotation's
+    text otherwise."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Literal:
+        return " | ".join(map(str, args))
+    if origin is typing.Annotated:
+        return _type_name(args[0])
+    if origin in (tuple, list) and args:
+        return f"{origin.__name__}[{', '.join('...' if a is Ellipsis else _type_name(a) for a in args)}]"
+    if origin in (types.UnionType, typing.Union):
+        return " | ".join(_type_name(a) for a in args)
+    if annotation is type(None):
+        return "None"
     return annotation.__name__ if isinstance(annotation, type) else str(annotation).replace("typing.", "")
 
 

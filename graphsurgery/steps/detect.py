@@ -65,6 +65,13 @@ def static_dim(shape, axis: int, what: str) -> int:
     return int(dim)
 
 
+def batch_dim(shape) -> int | str:
+    """The batch as the detections declare it: the model's where it fixes one (a batch-1 export answers [1, D, 4],
+    as the README shows), else the dim "N" of their own (a dynamic batch's rows are judged by what they answer)."""
+    dim = shape[0] if shape is not None and len(shape) else None
+    return int(dim) if isinstance(dim, (int, np.integer)) and dim > 0 else "N"
+
+
 def to_float(em: Emitter, x: gs.Variable) -> gs.Variable:
     if x.dtype is None or np.dtype(x.dtype) == np.float32:
         return x
@@ -115,7 +122,8 @@ class YoloBoxes(OutputStep):
     min_opset: ClassVar[int] = 11
     format: Literal["v8", "v5", "yolox"] = Field(default="v8", description="the head's layout (v8, v5, yolox)")
     strides: Strides = Field(default=(8, 16, 32), min_length=1, max_length=8,
-                                     description="yolox: the strides of the head's levels, finest first")
+                             description="yolox: the strides of the head's levels, finest first (1 to 8 of them, "
+                                         "each 1 to 1024)")
 
 
     def writes(self) -> dict[str, Comparison]:
@@ -213,7 +221,8 @@ class DflBoxes(OutputStep):
     min_opset: ClassVar[int] = 11
     bins: int = Field(default=16, ge=2, le=256, description="bins per box side (YOLOv8 16; PicoDet reg_max + 1 = 8)")
     strides: Strides = Field(default=(8, 16, 32), min_length=1, max_length=8,
-                                     description="the strides of the head's levels, finest first")
+                             description="the strides of the head's levels, finest first (1 to 8 of them, "
+                                         "each 1 to 1024)")
     cell_offset: float = Field(default=0.5, ge=0.0, le=1.0, description="anchor point within its cell")
     scores: Literal["sigmoid", "none"] = Field(default="sigmoid", description="what the class logits need")
 
@@ -350,7 +359,7 @@ class BoxesToImage(OutputStep):
             "classes": em.op("Where", [kept, em.op("GatherElements", [classes, order], {"axis": 1}, dtype=i64),
                                        em.const("no_class", -1, i64)], dtype=i64, shape=classes.shape),
             "count": em.reduce_sum(em.op("Cast", [kept], {"to": TensorProto.INT64}, dtype=i64), [1], keepdims=False,
-                                   dtype=i64, shape=["N"]),
+                                   dtype=i64, shape=[batch_dim(boxes.shape)]),
         }
 
     def reference(self, env: dict[str, np.ndarray], facts: ModelFacts | None = None) -> dict[str, np.ndarray]:

@@ -27,7 +27,7 @@ from graphsurgery.emit import Emitter
 from graphsurgery.registry import register
 from graphsurgery.scopes import step_nodes
 from graphsurgery.steps.base import Comparison, OutputStep
-from graphsurgery.steps.detect import DetectionComparison, static_dim, to_float
+from graphsurgery.steps.detect import DetectionComparison, batch_dim, static_dim, to_float
 from graphsurgery.steps.maxima import first_maximum
 
 if TYPE_CHECKING:  # model.py imports the recipe, which imports the steps
@@ -130,14 +130,14 @@ class Nms(OutputStep):
             label = em.op("GatherElements", [best_class, anchor], {"axis": 1}, dtype=i64)
         where = em.op("Tile", [em.unsqueeze(anchor, [2], dtype=i64), em.const("corners", [1, 1, 4], i64)], dtype=i64)
         corners = em.op("GatherElements", [boxes, where], {"axis": 1}, dtype=f32)
-        d = self.max_detections
+        d, n = self.max_detections, batch_dim(env["class_scores"].shape)
         return {
             "boxes": em.op("Where", [em.unsqueeze(valid, [2], dtype=np.bool_), corners, em.const("zero", 0.0, f32)],
-                           dtype=f32, shape=["N", d, 4]),
-            "scores": em.op("Where", [valid, values, em.const("zero", 0.0, f32)], dtype=f32, shape=["N", d]),
-            "classes": em.op("Where", [valid, label, em.const("no_class", -1, i64)], dtype=i64, shape=["N", d]),
+                           dtype=f32, shape=[n, d, 4]),
+            "scores": em.op("Where", [valid, values, em.const("zero", 0.0, f32)], dtype=f32, shape=[n, d]),
+            "classes": em.op("Where", [valid, label, em.const("no_class", -1, i64)], dtype=i64, shape=[n, d]),
             "count": em.reduce_sum(em.op("Cast", [valid], {"to": TensorProto.INT64}, dtype=i64), [1],
-                                   keepdims=False, dtype=i64, shape=["N"]),
+                                   keepdims=False, dtype=i64, shape=[n]),
         }
 
     def _runtime_iou_threshold(self) -> np.float32:

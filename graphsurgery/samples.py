@@ -398,7 +398,8 @@ def image_samples(folder: Path, boxes_file: Path | str | None, image_input: Port
                                 fix="check that the boxes file names the images by file name")
     how = "person boxes" if boxes is not None else "whole images"
     return Samples([(np.stack(tensors), _extras(extras, np.stack(centers), np.stack(scales)))],
-                   f"{len(tensors)} crops from {used} images in {folder} ({how})",
+                   f"{len(tensors)} crop{'s' * (len(tensors) != 1)} from {used} image{'s' * (used != 1)} in {folder} "
+                   f"({how})",
                    note=unmatched_note(boxes, paths, Path(boxes_file)) if boxes is not None else None)
 
 

@@ -8,6 +8,8 @@ output step keeps the batch it reads. A batch the model fixes is now declared as
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -15,6 +17,11 @@ from click.testing import CliRunner
 
 from detectorkit import DETECTOR_RECIPE, yolo_head
 from graphsurgery.cli import cli
+from graphsurgery.verification import verify
+
+from modelkit import pose_model
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _declared(model: onnx.ModelProto) -> dict[str, list]:
@@ -52,3 +59,12 @@ def test_steps_documents_the_strides_as_a_recipe_author_writes_them():
         assert line.strip().startswith("strides: tuple[int, ...] (default (8, 16, 32))"), line
         assert "Annotated" not in result.output and "FieldInfo" not in result.output
         assert "each 1 to 1024" in line
+
+
+def test_verify_counts_one_crop_of_one_image_in_the_singular(tmp_path):
+    """Round 99's leftover: verify's header read "1 crops from 1 images" for a folder of one photo."""
+    (tmp_path / "one").mkdir()
+    (tmp_path / "one" / "astronaut.jpg").write_bytes((ROOT / "examples" / "images" / "astronaut.jpg").read_bytes())
+    report = verify(ROOT / "recipes" / "hrnet_coco_pose.yaml", pose_model(tmp_path / "plain.onnx"),
+                    images=tmp_path / "one", backends=["onnxruntime"])
+    assert report.inputs.startswith("1 crop from 1 image in "), report.inputs

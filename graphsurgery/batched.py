@@ -11,13 +11,13 @@ two, and a patch reading row 0 PASSed).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 import onnx
 
-from graphsurgery.runners import ModelSignature, Port
+from graphsurgery.runners import ModelSignature, Port, Run
 from graphsurgery.samples import concat
 
 #: samples of one size fed in one call among the companions, a call of up to 7 rows (a call of four a sample, as
@@ -88,19 +88,18 @@ def _relation(inputs: dict[str, int | str | None], outputs: dict[str, int | str 
     if any(isinstance(inputs.get(name), int) for name in per_sample):
         return None  # a `center` of a fixed row ([1, 2] in a --patched model): a sample a call (round 98: four
         # samples' were fed it together, ONNX Runtime's "invalid dimensions", an internal error)
-    firsts = outputs
-    declared = frozenset(name for name, dim in firsts.items() if batch is not None and dim == batch)
-    unsure = {name: dim for name, dim in firsts.items() if not isinstance(dim, int) and name not in declared}
+    declared = frozenset(name for name, dim in outputs.items() if batch is not None and dim == batch)
+    unsure = {name: dim for name, dim in outputs.items() if not isinstance(dim, int) and name not in declared}
     return BatchRows(declared, unsure, with_rows)  # outputs of a first dim of a number too: judged by their rows
 
 
-def among_companions(run: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]], feeds: dict[str, np.ndarray],
+def among_companions(run: Run, feeds: dict[str, np.ndarray],
                      input_name: str, rows: BatchRows, unfollowed: dict[str, str]) -> dict[str, np.ndarray]:
     """`run`'s answers to `feeds`, computed in one call with a companion before the samples and two after (or none
     after, where the model fails on those), the companions' rows left out of the outputs that follow the batch.
-    Round 95: with the sample first, a patch
-    written for a batch of one that reads row 0 (`x[0]`, a Gather or Slice of row 0, a CumSum) read the sample's
-    own and PASSed; with it last, one reading the last row would, and in the middle of three, the batch reversed.
+    Round 95: with the sample first, a patch written for a batch of one that reads row 0 (`x[0]`, a Gather or Slice
+    of row 0, a CumSum) read the sample's own and PASSed; with it last, one reading the last row would, and in the
+    middle of three, the batch reversed.
     A declared output of other rows than the call's is kept whole and named in `unfollowed` with why
     (`fail_unfollowed`): cut, a Gather of row 0 ([1, 1] for two samples) was one sample's [1, 1] and PASSed. An
     unsure output follows where it answers the sample alone a row per sample and the call a row per sample of it,
@@ -130,45 +129,40 @@ def among_companions(run: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray
     apart = rows.apart or frozenset()
     alone = _alone(run, feeds, input_name, rows, count) if set(answers) - (rows.declared - apart) else {}
     called = count + places - 1  # the companion, the samples, the other companions
-
-    def rows_of(value: np.ndarray) -> int:
-        return len(value) if value.ndim else 0
-
     # a name one unsure output shows to be the batch's (a row per sample, alone and in the call) is the batch's for
     # every output declared under it (ONNX: one name, one size): RapidOCR's label, cut to row 0, beside its
     # probabilities of a row per sample, PASSed
     batch_names = {rows.unsure[name] for name in rows.unsure if rows.unsure[name] is not None and name in answers
-                   and rows_of(answers[name]) == called and rows_of(alone[name]) == count}
+                   and _rows_of(answers[name]) == called and _rows_of(alone[name]) == count}
     declared = rows.declared | {name for name, dim in rows.unsure.items() if dim in batch_names}
     kept = {}
     for name, value in answers.items():
         if name in apart:  # the plain model's own rows among others are no sample's: nothing the patch did
             kept[name] = alone[name]
             continue
-        if name in declared and rows_of(value) != called:
-            unfollowed.setdefault(name, f"{rows_of(value)} row{'s' * (rows_of(value) != 1)} for the {called} "
-                                        f"rows of one call (the samples from the second), though its first "
-                                        f"dim is declared the input's batch (or that of other outputs of a row "
-                                        f"per sample)")
+        if name in declared and _rows_of(value) != called:
+            unfollowed.setdefault(name, f"{_answered(value, called)} (the samples from the second), though its "
+                                        f"first dim is declared the input's batch (or that of other outputs of a "
+                                        f"row per sample)")
         if name in declared:
             kept[name] = value if name in unfollowed else value[1:1 + count]
         else:  # unsure, or of a first dim of a number: a batch-1 export's [1, …] that follows the batch anyway, or a
             # NonZero's [4, K] of the whole call (compared whole, it failed a right patch: the twin's is the sample's)
-            cut = _sample_rows(value, count, called, rows_of(alone[name]), rows.mirrored)
-            if cut is None and rows.apart is not None and value.ndim and rows_of(alone[name]) == count * rows_of(value):
+            by_itself = _rows_of(alone[name])
+            cut = _sample_rows(value, count, called, by_itself, rows.mirrored)
+            if cut is None and rows.apart is not None and value.ndim and by_itself == count * _rows_of(value):
                 # as many rows for the call as for one sample, and no plain output that answers so: a read or a
                 # reduction over the batch (round 98: a Slice of row 0 declared [1, 1], or undeclared in an IR,
                 # was compared as answered to each sample alone, and PASSed)
-                unfollowed.setdefault(name, f"{rows_of(value)} row{'s' * (rows_of(value) != 1)} for the {called} "
-                                            f"rows of one call, as many as for one sample alone: it follows no "
-                                            f"batch, though the image input's is dynamic")
+                unfollowed.setdefault(name, f"{_answered(value, called)}, as many as for one sample alone: it "
+                                            f"follows no batch, though the image input's is dynamic")
                 kept[name] = value
                 continue
             kept[name] = alone[name] if cut is None else cut
     return kept
 
 
-def apart_in_plain(run: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]], image: Port,
+def apart_in_plain(run: Run, image: Port,
                    other: Mapping[str, np.ndarray], with_rows: Collection[str], seed: int) -> frozenset[str] | None:
     """The plain model's outputs (`run` runs it) whose answers to two random images together are not their answers
     to each alone, row after row: a NonZero's or a detector's batch index, a reduction over the batch. Kept by a
@@ -195,7 +189,17 @@ def apart_in_plain(run: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
     return frozenset(name for name, value in together.items() if value.ndim and not same(value, alone[name]))
 
 
-def _alone(run: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]], feeds: dict[str, np.ndarray],
+def _rows_of(value: np.ndarray) -> int:
+    """An answer's rows: its first dim, none for a scalar."""
+    return len(value) if value.ndim else 0
+
+
+def _answered(value: np.ndarray, called: int) -> str:
+    """How many rows an output answered to a call of `called`, as its failure says."""
+    return f"{_rows_of(value)} row{'s' * (_rows_of(value) != 1)} for the {called} rows of one call"
+
+
+def _alone(run: Run, feeds: dict[str, np.ndarray],
            input_name: str, rows: BatchRows, count: int) -> dict[str, np.ndarray]:
     """`run`'s answers to each sample alone, joined, as the unpatched pipeline answers them (one a call): a NonZero
     over the call, or a batch-1 export, answers the samples together otherwise."""
@@ -214,7 +218,7 @@ def _sample_rows(value: np.ndarray, count: int, called: int, alone: int, mirrore
     flip test the model's batch is the images, then their mirrors, so its kept maps hold each sample's rows in each
     half (they were fed alone, and a patch reading row 0 of the maps PASSed); the outputs after flip_average, a
     row per image, are tried next."""
-    rows = len(value) if value.ndim else 0
+    rows = _rows_of(value)
     for halves in (2, 1) if mirrored else (1,):
         per = rows // (halves * called)
         if per and rows == per * halves * called and alone == per * halves * count:

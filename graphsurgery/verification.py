@@ -889,12 +889,14 @@ def _run_patched(backend: str, patched: Path, precision: str, input_name: str, o
     outputs = []
     with open_runner(backend, patched, precision=precision) as run:
         for x, extras in chunks(samples, batch) if per_batch is None else runs_of(samples, TOGETHER):
-            rows = {name: np.repeat(value, len(x), axis=0) for name, value in other.items()
-                    if per_batch is not None and name in per_batch.with_rows}
-            feeds = {input_name: x, **other, **rows, **extras}
-            alone = per_batch is None or not per_batch.with_rows.issuperset(extras)  # a whole image's boxes' rows
-            # are not the samples'; other inputs of fixed dims are fed whole (`batch_rows`)
-            outputs.append(run(feeds) if alone else among_companions(run, feeds, input_name, per_batch, unfollowed))
+            feeds = {input_name: x, **other, **extras}
+            if per_batch is None:
+                outputs.append(run(feeds))
+                continue
+            # other inputs of fixed dims are fed whole (`batch_rows`); the extras are all of a row per sample there
+            feeds.update({name: np.repeat(value, len(x), axis=0) for name, value in other.items()
+                          if name in per_batch.with_rows})
+            outputs.append(among_companions(run, feeds, input_name, per_batch, unfollowed))
     return outputs, run.precision
 
 

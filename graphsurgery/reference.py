@@ -27,6 +27,7 @@ import numpy as np
 import onnx
 
 from graphsurgery.api import apply_loaded
+from graphsurgery.batched import TOGETHER, BatchRows, among_companions, fail_unfollowed
 from graphsurgery.callables import call_user, import_callable
 from graphsurgery.compare import PositionResult
 from graphsurgery.errors import GraphsurgeryError
@@ -42,6 +43,7 @@ from graphsurgery.tolerances import Tolerances, tie_tolerance, with_tolerances
 from graphsurgery.twins import (
     comparisons,
     concat,
+    crops_in_graph,
     decoded_output,
     extra_input_names,
     input_steps,
@@ -50,7 +52,15 @@ from graphsurgery.twins import (
     output_extras,
     postprocess,
 )
-from graphsurgery.verification import PairReport, VerifyReport, colours_unproven, compare, refuse_unless_outputs_fit
+from graphsurgery.verification import (
+    PairReport,
+    VerifyReport,
+    colours_unproven,
+    companion_rows,
+    compare,
+    read_patched,
+    refuse_unless_outputs_fit,
+)
 
 #: Arrays in a reference file at most (a recording is a few batches, not a data set)
 MAX_REFERENCE_BYTES = 2**31
@@ -156,6 +166,7 @@ def verify_reference(recipe: str | Path | Recipe, plain_model: str | Path, refer
         if not compared and len(model_outputs) < len(facts.targets):
             _refuse_nothing_compared(expected, wanted, reference)
         image = model_signature(patched_path).inputs[0]
+        paired = _companion_rows(recipe, facts, plain, patched_path, image.name, backends[0], seed)
         count = len(expected[(compared + model_outputs)[0]])  # the samples compared (boxes, where the graph
         # crops them): the file's first array, set aside, said "8 samples" of 4 (round 91)
         batch = image.shape[0] if isinstance(image.shape[0], int) else 1
@@ -164,12 +175,15 @@ def verify_reference(recipe: str | Path | Recipe, plain_model: str | Path, refer
                                   batch, "record at most {most:,} samples" if pipeline is None else
                                   "give at most {most:,} samples (--random {most})")
         runs, ran = {}, {}
+        unfollowed: dict[str, str] = {}  # outputs declared to follow the batch that did not (`batched`)
         for backend in backends:
             parts = [_run(backend, patched_path, precision if backend == "openvino" else "f32", feeds,
-                          image.shape[0] if isinstance(image.shape[0], int) else None, source) for feeds, _ in groups]
+                          image.shape[0] if isinstance(image.shape[0], int) else None, source,
+                          (image.name, paired, unfollowed)) for feeds, _ in groups]
             runs[backend] = concat([out for out, _ in parts])
             ran[backend] = parts[0][1]
-    _check_counts(expected, runs[backends[0]], compared, reference if pipeline is None else None, source)
+    _check_counts(expected, runs[backends[0]], [name for name in compared if name not in unfollowed],
+                  reference if pipeline is None else None, source)
     report = VerifyReport(recipe.source, str(plain.path), str(patched) if patched else "(built from the recipe)",
                           f"{count} {described}", count, backends, precision, "samples",
                           compared_with=f"your pipeline ({source})", notes=[unfed] if unfed else [])
@@ -198,7 +212,8 @@ def verify_reference(recipe: str | Path | Recipe, plain_model: str | Path, refer
         raw, grids, wobbles, decided = None, {}, {}, {}
 
     def results(actual: dict, against: dict) -> list:
-        return _unprobed(compare(actual, against, raw, judged, grids, tie, wobbles, decided))
+        return fail_unfollowed(_unprobed(compare(actual, against, raw, judged, grids, tie, wobbles, decided)),
+                               unfollowed)
 
     report.pairs = [PairReport(f"{label[b]}: your pipeline → patched", f"your pipeline ({source})",
                                f"patched model on {label[b]}", results(runs[b], expected),
@@ -415,17 +430,41 @@ def _answers(answers: dict, first: dict[str, np.ndarray] | None) -> dict[str, np
 
 
 def _run(backend: str, patched: Path, precision: str, feeds: dict[str, np.ndarray], batch: int | None,
-         source) -> tuple[dict[str, np.ndarray], str]:
-    """The patched model on one group of inputs, in batches of its static batch (or all at once)."""
+         source, companions: tuple[str, BatchRows | None, dict[str, str]]) -> tuple[dict[str, np.ndarray], str]:
+    """The patched model on one group of inputs, in batches of its static batch, or, where its batch is dynamic,
+    up to `TOGETHER` samples a call among companions (`companions`: the image input's name, `_companion_rows`, and
+    where outputs that did not follow the batch are named); a model whose outputs' batch is unknown all at once.
+    Fed as recorded, one recorded sample was a batch of one, and a patch reading row 0 of the batch PASSed."""
+    image_name, paired, unfollowed = companions
     count = len(next(iter(feeds.values())))
-    batch = batch or count
-    if count % batch:
+    batch = batch or (TOGETHER if paired is not None else count)
+    if count % batch and paired is None:
         raise GraphsurgeryError(f"the model takes batches of {batch}; the reference's {count} samples do not divide "
                                 "into them", path=source, fix=f"record a multiple of {batch} samples")
+    own_rows = {image_name, *paired.with_rows} if paired is not None else None
     parts = []
     with open_runner(backend, patched, precision=precision) as run:
         for start in range(0, count, batch):
             # arrays of one row per sample are cut into batches; others (a [1, K, 1, 1] bias) are fed whole
-            parts.append(run({name: value[start:start + batch] if value.ndim and len(value) == count else value
-                              for name, value in feeds.items()}))
+            part = {name: value[start:start + batch] if (name in own_rows if own_rows is not None
+                                                         else value.ndim and len(value) == count) else value
+                    for name, value in feeds.items()}
+            parts.append(run(part) if paired is None else among_companions(run, part, image_name, paired, unfollowed))
     return concat(parts), run.precision
+
+
+def _companion_rows(recipe: Recipe, facts: ModelFacts, plain, patched: Path, image_name: str, backend: str,
+                    seed: int) -> BatchRows | None:
+    """How the patched model's outputs follow its batch, as verify finds them (`verification.companion_rows`); None
+    where it crops a whole image's boxes (their rows are not the samples')."""
+    steps = input_steps(recipe, facts)
+    if crops_in_graph(steps):
+        return None
+    input_name = plain_input(recipe, plain)
+    others = [name for name in real_inputs(plain.proto) if name != input_name]
+    other = other_inputs(plain.proto, others, 1, facts.input_shape[0] if facts.input_shape else None, seed,
+                         plain.path)
+    patched_model = read_patched(patched)
+    return companion_rows(patched, patched_model.proto if patched_model is not None else None, image_name,
+                          extra_input_names(recipe), steps, facts, backend=backend, plain=plain.path,
+                          input_name=input_name, other=other, seed=seed)

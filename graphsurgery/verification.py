@@ -338,7 +338,7 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
             Path(patched) if patched is not None
             else apply_loaded(built, plain.copied(), Path(tmp) / "patched.onnx", upgrade_opset=upgrade_opset).output
         )
-        patched_onnx = _read_patched(patched_path)
+        patched_onnx = read_patched(patched_path)
         # samples.py's refusals name no file (it knows none): they are about the model that takes the samples
         with _naming(made):
             image_input, extras = patched_inputs(patched_path, extra_input_names(recipe), others, recipe)
@@ -359,6 +359,9 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
             other = other_inputs(plain.proto, others, batch, facts.input_shape[0] if facts.input_shape else None,
                                  seed, plain.path)
             batches = sum(1 for _ in chunks(samples, batch))  # a batch the samples do not divide: refused here
+        # the ONNX whose declarations say which outputs follow the batch (`companion_rows`): also the one of an int8
+        # IR made here (an IR's dims are unnamed: each sample would run alone too, to judge its outputs by their rows)
+        declaring = patched_onnx.proto if patched_onnx is not None else None
         if int8 and patched is None:  # after the samples: a missing image or a bad boxes file was refused only after
             # the quantizing (NNCF's progress bars, then the error line)
             patched_path = int8_verification.build_int8(patched_path, seed)
@@ -374,19 +377,12 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
                 report.notes += openvino_caveats(patched_proto)
         elif not int8:
             report.notes += _quantized_note(patched_path)
-        # the samples fed among companions (`batched`), the extras of a row per sample (`center`, `scale`) with
-        # companions of their own; not a whole image with its boxes (their rows are not the samples'), nor to an
-        # int8 IR (its own decode decides)
-        paired = (None if int8 or crops_boxes
-                  else batch_rows(patched_proto, image_input.name, extras) if patched_proto is not None
-                  else ir_batch_rows(model_signature(patched_path), image_input.name, extras))
-        if paired is not None and any(step.step_name == "flip_test" for step in steps):
-            paired = replace(paired, mirrored=True)
-        if paired is not None and {port.name for port in model_signature(patched_path).outputs} - paired.declared:
-            apart = _apart_in_plain(backends[0], plain.path, input_name, other, paired, seed)
-            # where the output the steps read keeps no sample's rows among others (a model answering row 0's maps
-            # to any batch), neither do the outputs made from it: a sample a call, as the unpatched pipeline
-            paired = None if apart and facts.output_name in apart else replace(paired, apart=apart)
+        # not a whole image with its boxes (their rows are not the samples'); an int8 IR too (its own decode of a
+        # batch of one read row 0 and PASSed)
+        paired = (None if crops_boxes
+                  else companion_rows(patched_path, declaring, image_input.name, extras, steps, facts,
+                                      backend=backends[0], plain=plain.path, input_name=input_name, other=other,
+                                      seed=seed))
         report.notes += [note for note in (samples.note, allowance_note(declared, wanted)) if note]
         if other:
             shown = ", ".join(f"{name!r} {list(value.shape)} {value.dtype}" for name, value in other.items())
@@ -563,7 +559,7 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
     return report
 
 
-def _read_patched(path: Path) -> LoadedModel | None:
+def read_patched(path: Path) -> LoadedModel | None:
     """The patched ONNX model, read once for the whole verify: its signature, its probes' cuts and its exposed copy
     are taken from this read (each read it again: three reads of 0.3 s for HRNet-W32). None for an IR, which
     OpenVINO alone reads, or a file that is not there (`patched_inputs` says so in verify's words)."""
@@ -870,12 +866,25 @@ def refuse_unless_outputs_fit(per_sample: float, count: int, unit: str, pipeline
         f"export the model with a dynamic batch, or one under its {batch:,}, or give fewer --backends")
 
 
-def _apart_in_plain(backend: str, plain: Path, input_name: str, other: dict[str, np.ndarray], rows: BatchRows,
-                    seed: int) -> frozenset[str] | None:
-    """`batched.apart_in_plain` on `backend`: the plain model's outputs whose rows among others are no sample's."""
-    image = next(port for port in model_signature(plain).inputs if port.name == input_name)
-    with open_runner(backend, plain) as run:
-        return apart_in_plain(run, image, other, rows.with_rows, seed)
+def companion_rows(patched: Path, patched_proto: onnx.ModelProto | None, image_name: str, extras: Sequence[str],
+                   steps: Sequence[InputStep], facts: ModelFacts, *, backend: str, plain: Path, input_name: str,
+                   other: dict[str, np.ndarray], seed: int) -> BatchRows | None:
+    """How the patched model's outputs follow its batch, where the samples go among companions (`batched`), the
+    extras of a row per sample (`center`, `scale`) with companions of their own; None: a sample (or a static
+    batch) a call. The `plain` model runs on `backend` (its `input_name` random, its `other` inputs given) where
+    some output is not declared under the batch's name (`batched.apart_in_plain`)."""
+    paired = (batch_rows(patched_proto, image_name, extras) if patched_proto is not None
+              else ir_batch_rows(model_signature(patched), image_name, extras))
+    if paired is not None and any(step.step_name == "flip_test" for step in steps):
+        paired = replace(paired, mirrored=True)
+    if paired is not None and {port.name for port in model_signature(patched).outputs} - paired.declared:
+        image = next(port for port in model_signature(plain).inputs if port.name == input_name)
+        with open_runner(backend, plain) as run:
+            apart = apart_in_plain(run, image, other, paired.with_rows, seed)
+        # where the output the steps read keeps no sample's rows among others (a model answering row 0's maps to any
+        # batch), neither do the outputs made from it: a sample a call, as the unpatched pipeline
+        paired = None if apart and facts.output_name in apart else replace(paired, apart=apart)
+    return paired
 
 
 def _run_patched(backend: str, patched: Path, precision: str, input_name: str, other: dict[str, np.ndarray],

@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 from click.testing import CliRunner
 
@@ -291,3 +292,37 @@ def test_verify_int8_fails_when_the_model_keeps_no_network_output(tiny_pose_mode
     report = verify(recipe, plain, patched=ir, random=2, precision="int8")
     assert not report
     assert any("keeps no network output" in line for line in report.failures())
+
+
+def test_verify_int8_feeds_a_dynamic_batch_among_companions(tiny_pose_models, tmp_path):
+    """Was a PASS: verify --precision int8 fed the int8 IR one crop a call, so a decode reading row 0 of the batch
+    (`x[0]` broadcast: right at a batch of one) was its own heatmaps' decode. The crops go among companions, as at
+    f32; the IR of apply's own patch PASSes."""
+    from onnx import helper, numpy_helper
+
+    from graphsurgery.modelio import load_model, network_sha256
+    from graphsurgery.verification import verify
+
+    plain = tiny_pose_models[(17, True)]
+    right = apply(CROP_RECIPE, plain, tmp_path / "right.onnx").output
+    model = onnx.load(str(right))
+    for node in model.graph.node:
+        node.output[:] = ["pre" if name == "keypoints" else name for name in node.output]
+    model.graph.initializer.append(numpy_helper.from_array(np.array([0]), "row"))
+    model.graph.node.extend([helper.make_node("Gather", ["pre", "row"], ["first"], axis=0),
+                             helper.make_node("Shape", ["pre"], ["shape"]),
+                             helper.make_node("Expand", ["first", "shape"], ["keypoints"])])
+    onnx.save(model, str(tmp_path / "row0.onnx"))
+    for name in ("right", "row0"):
+        convert_int8(tmp_path / f"{name}.onnx", tmp_path / f"{name}.xml", calibration_set(tmp_path / "right.onnx",
+                                                                                          random=4))
+    # as if the conversion itself had broken the decode of the model apply made: its digest is that model's
+    ir = tmp_path / "row0.xml"
+    ir.write_text(ir.read_text().replace(network_sha256(load_model(tmp_path / "row0.onnx")),
+                                         network_sha256(load_model(right))))
+    report = verify(CROP_RECIPE, plain, patched=ir, random=3, precision="int8", backends=("openvino",))
+    assert not report
+    assert any(line.startswith("openvino int8: own network output") and "keypoints" in line
+               for line in report.failures()), report.failures()
+    assert verify(CROP_RECIPE, plain, patched=tmp_path / "right.xml", random=3, precision="int8",
+                  backends=("openvino",))

@@ -439,3 +439,73 @@ def test_heatmaps_of_a_flip_test_recorded_either_way_judge_only_as_the_model_giv
     assert report, report.failures()
     judged = any("judged on the reference's own 'heatmaps'" in note for note in report.notes)
     assert judged == (rows == 6), report.notes
+
+
+def _reading_row_0(right, target: str, path):
+    """`right` with its output `target` made row 0's for every row of the batch (a patch written for a batch of one:
+    `x[0]` broadcast)."""
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(right))
+    for node in model.graph.node:
+        node.output[:] = ["pre" if name == target else name for name in node.output]
+    model.graph.initializer.append(numpy_helper.from_array(np.array([0]), "row"))
+    model.graph.node.extend([helper.make_node("Gather", ["pre", "row"], ["first"], axis=0),
+                             helper.make_node("Shape", ["pre"], ["shape"]),
+                             helper.make_node("Expand", ["first", "shape"], [target])])
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def dynamic(tiny_pose_models, tmp_path_factory):
+    """A dynamic-batch plain model, its right patch, and a recording of the user's pipeline on one crop."""
+    from graphsurgery.api import apply
+
+    plain = tiny_pose_models[(17, True)]
+    folder = tmp_path_factory.mktemp("dynamic_reference")
+    right = apply(CROP, plain, folder / "right.onnx").output
+    crops = bgr_crops(1, seed=5)
+    np.savez(folder / "one.npz", input=crops, **users_pipeline(plain, crops))
+    return plain, right, folder / "one.npz"
+
+
+@pytest.mark.parametrize("recorded_as", ["file", "live"])
+@pytest.mark.parametrize("target", ["keypoints", "scores"])
+def test_a_patch_reading_row_0_of_the_batch_fails_against_one_recorded_sample(dynamic, tmp_path, recorded_as,
+                                                                              target):
+    """Was a PASS: verify --reference fed the recorded samples as recorded, and `--reference-pipeline` one call per
+    size: one sample was a batch of one, where a patch reading row 0 of the batch is right. The samples go among
+    companions, as verify feeds them."""
+    plain, right, one = dynamic
+    PLAIN_FOR_LIVE["model"] = plain
+    source = ({"reference": one} if recorded_as == "file"
+              else {"reference_pipeline": live_pipeline, "random": 1})
+    mutant = _reading_row_0(right, target, tmp_path / "mutant.onnx")
+    report = verify(CROP, plain, patched=mutant, backends=("onnxruntime",), **source)
+    assert not report
+    assert report.failures() and all(f": {target}: " in line for line in report.failures()), report.failures()
+    assert verify(CROP, plain, patched=right, **source)
+
+
+def test_an_output_of_one_row_for_the_samples_fails_not_the_recording(dynamic, tmp_path):
+    """Was "the reference's 'keypoints' holds 3 samples; its recorded inputs make 1" (exit 2, the user told to record
+    again): a patch answering row 0 alone ([1, 17, 2]) to three recorded crops made the recording look wrong. The
+    patched model's output fails, saying it does not follow the batch."""
+    from onnx import helper, numpy_helper
+
+    plain, right, _ = dynamic
+    crops = bgr_crops(3, seed=7)
+    np.savez(tmp_path / "three.npz", input=crops, **users_pipeline(plain, crops))
+    model = onnx.load(str(right))
+    for node in model.graph.node:
+        node.output[:] = ["pre" if name == "keypoints" else name for name in node.output]
+    model.graph.initializer.extend(numpy_helper.from_array(np.array([value]), name)
+                                   for name, value in (("start", 0), ("end", 1), ("axis", 0)))
+    model.graph.node.append(helper.make_node("Slice", ["pre", "start", "end", "axis"], ["keypoints"]))
+    onnx.save(model, str(tmp_path / "mutant.onnx"))
+    report = verify(CROP, plain, patched=tmp_path / "mutant.onnx", reference=tmp_path / "three.npz",
+                    backends=("onnxruntime",))
+    assert not report
+    assert [line for line in report.failures() if "keypoints: 1 row for the 6 rows of one call" in line], \
+        report.failures()

@@ -23,6 +23,7 @@ from graphsurgery.modelio import (
     network_sha256,
     save_model,
 )
+from graphsurgery.own_input_steps import own_input_steps
 from graphsurgery.probe import settle_output_sizes
 from graphsurgery.recipe import Recipe, as_recipe
 from graphsurgery.safeio import input_path, output_path
@@ -106,6 +107,8 @@ class ModelInfo:
     initializers: int
     external_data: int
     provenance: list[dict]
+    #: what the model does to each input itself before its network reads it (`own_input_steps`), in words
+    own_input_steps: dict[str, list[str]] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -138,4 +141,10 @@ def inspect_model(model: str | Path) -> ModelInfo:
         initializers=len(graph.initializer),
         external_data=len(external_tensors(proto)),
         provenance=provenance(proto),
+        own_input_steps={name: list(map(str, own)) for name in real_inputs(proto)[:INSPECT_WALKS]
+                         if (own := own_input_steps(proto, name))},
     )
+
+
+#: The inputs whose own preparation `inspect` reads (each walk reads every node once, to find their readers)
+INSPECT_WALKS = 16

@@ -69,7 +69,7 @@ def check_folding(proto: onnx.ModelProto, path: Path) -> None:
                              fix="re-export the model with that constant computed and stored as a weight")
     types = {value.name: value.type.tensor_type.elem_type for value in values}
     types |= {tensor.name: tensor.data_type for tensor in graph.initializer}
-    constants = _plain_constants(graph.initializer, graph.node)
+    constants = plain_constants(graph.initializer, graph.node)
     _check_integer_division(divisions, constants, types, path)
     _check_folded_kernels(kernels, constants, shapes, types, path)
 
@@ -81,8 +81,8 @@ _TRAPPING = {onnx.TensorProto.INT32: np.int32, onnx.TensorProto.INT64: np.int64}
 MAX_READ_BYTES = 1 << 20
 
 
-def _small_value(constants: dict, name: str) -> np.ndarray | None:
-    """The values of the plain constant `name` (`_plain_constants`), or None: absent, computed, external, over
+def small_value(constants: dict, name: str) -> np.ndarray | None:
+    """The values of the plain constant `name` (`plain_constants`), or None: absent, computed, external, over
     MAX_READ_BYTES, or unreadable (the checker judged the model; what is not read is not refused)."""
     tensor = constants.get(name)
     if tensor is None or uses_external_data(tensor) or tensor.ByteSize() > MAX_READ_BYTES:
@@ -96,13 +96,13 @@ def _small_value(constants: dict, name: str) -> np.ndarray | None:
 def _check_integer_division(divisions: list, constants: dict, types: dict, path: Path) -> None:
     """Refuse an int32/int64 Div of constants alone whose divisor may be −1 while its dividend may be the smallest
     integer: ONNX Runtime folds it when it opens a session and OpenVINO while converting, and both died of SIGFPE.
-    Values are read from plain constants (`_small_value`); a divisor computed from constants is taken as possibly
+    Values are read from plain constants (`small_value`); a divisor computed from constants is taken as possibly
     −1 (onnxsim or the exporter folds such divisions away)."""
     for node in divisions:
         integer = _TRAPPING.get(types.get(node.input[0]) or types.get(node.input[1]))
         if integer is None:
             continue
-        dividend, divisor = _small_value(constants, node.input[0]), _small_value(constants, node.input[1])
+        dividend, divisor = small_value(constants, node.input[0]), small_value(constants, node.input[1])
         if divisor is not None and not (divisor == -1).any():
             continue
         if divisor is not None and dividend is not None and not (dividend == np.iinfo(integer).min).any():
@@ -121,7 +121,7 @@ def _check_integer_division(divisions: list, constants: dict, types: dict, path:
 _FOLDING_CRASHES = {"Mod", "CumSum", "GatherND", "RoiAlign", "InstanceNormalization", "Unique", "STFT", "DFT"}
 
 
-def _plain_constants(initializers, nodes) -> dict:
+def plain_constants(initializers, nodes) -> dict:
     """The plain constants of a graph or function: its initializers and its Constant nodes' tensors, by name."""
     constants = {tensor.name: tensor for tensor in initializers}
     for node in nodes:
@@ -149,18 +149,18 @@ def _check_folded_bodies(proto: onnx.ModelProto, path: Path) -> None:
     and in model-local functions: both runtimes fold the constants there too (an If on an input's value included;
     OpenVINO while converting, ONNX Runtime opening a session). Shapes and types are the plain constants' own (no
     inference inside bodies); a body may read the constants of the graphs around it."""
-    outer = _plain_constants(proto.graph.initializer, proto.graph.node)
+    outer = plain_constants(proto.graph.initializer, proto.graph.node)
     scopes, pending = [], [proto.graph]
     while pending:
         for node in pending.pop().node:
             for attr in node.attribute:
                 bodies = [*([attr.g] if attr.HasField("g") else ()), *attr.graphs]
-                scopes += [(body.node, _plain_constants(body.initializer, body.node)) for body in bodies]
+                scopes += [(body.node, plain_constants(body.initializer, body.node)) for body in bodies]
                 pending += bodies
     for scope in scopes:
         outer |= scope[1]
     scopes = [(nodes, outer, {}) for nodes, _ in scopes]
-    scopes += [(function.node, _plain_constants((), function.node), binding) for function in proto.functions
+    scopes += [(function.node, plain_constants((), function.node), binding) for function in proto.functions
                for binding in _call_bindings(proto, function)]
     for nodes, constants, binding in scopes:
         known = set(constants)
@@ -203,11 +203,11 @@ def _check_folded_kernels(kernels: list, constants: dict, shapes: dict, types: d
     SIGSEGV); an STFT with frames or a window of length zero (ONNX Runtime: SIGFPE); a DFT of length zero
     (OpenVINO compiling: SIGSEGV or SIGFPE); a Unique with an axis of a tensor with an
     empty dim (OpenVINO converting: SIGSEGV; ONNX Runtime: SIGABRT). Values are read from
-    plain constants (`_small_value`), shapes from onnx's shape inference; a function's attribute references from
+    plain constants (`small_value`), shapes from onnx's shape inference; a function's attribute references from
     `binding` (`_call_bindings`)."""
 
     def read(name: str) -> np.ndarray | None:
-        return _small_value(constants, name)
+        return small_value(constants, name)
 
     for node in kernels:
         first = shapes.get(node.input[0]) if node.input and node.input[0] else None

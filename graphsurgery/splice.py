@@ -43,6 +43,7 @@ from graphsurgery.model import (
     shapes_only,
 )
 from graphsurgery.modelio import check_work
+from graphsurgery.own_input_steps import refuse_doubled
 from graphsurgery.recipe import InputSection, OutputSection, Recipe
 from graphsurgery.scopes import INPUT_SCOPE, OUTPUT_SCOPE
 from graphsurgery.steps.base import GEOMETRY, Dim, ExtraInput, StepError, TensorSpec, hw_axes
@@ -136,7 +137,7 @@ def splice(recipe: Recipe, proto: onnx.ModelProto, *, model_name: str = "model",
     extras: dict[str, gs.Variable] = {}
     if recipe.input:
         extras = _splice_input(recipe.input, proto, graph, Emitter(graph, opset, INPUT_SCOPE, taken), plan,
-                               model_name, in_use, wants_geometry=reads_geometry(recipe))
+                               model_name, in_use, wants_geometry=reads_geometry(recipe), force=force)
     if recipe.output:
         _splice_output(recipe.output, graph, Emitter(graph, opset, OUTPUT_SCOPE, taken), plan, model_name,
                        facts, extras, in_use)
@@ -145,7 +146,7 @@ def splice(recipe: Recipe, proto: onnx.ModelProto, *, model_name: str = "model",
     patched = _export(graph, proto, recipe, applied, network_sha256)
     check_work(patched, model_name, "the patched model")  # the recipe's nodes may take it past MAX_NODES
     _fill_output_shapes(patched, plan)
-    plan.notes = [*openvino_caveats(patched), *_carry_training_info(original, patched)]
+    plan.notes = [*plan.notes, *openvino_caveats(patched), *_carry_training_info(original, patched)]
     return patched, plan
 
 
@@ -320,9 +321,11 @@ def reads_geometry(recipe: Recipe) -> bool:
 
 
 def _splice_input(section: InputSection, proto, graph: gs.Graph, em: Emitter, plan: SplicePlan, model_name: str,
-                  in_use: frozenset[str], wants_geometry: bool = False) -> dict[str, gs.Variable]:
+                  in_use: frozenset[str], wants_geometry: bool = False, force: bool = False
+                  ) -> dict[str, gs.Variable]:
     """Splice the input steps; returns the graph inputs they added (for the output steps), and with
-    `wants_geometry` the input geometry they make (`GEOMETRY`). `in_use`: every tensor name of the model."""
+    `wants_geometry` the input geometry they make (`GEOMETRY`). `in_use`: every tensor name of the model; `force`
+    keeps steps that do again what the model does itself (`refuse_doubled`), noted in the plan."""
     target_name = pick_input(proto, section.target, model_name)
     target = next(v for v in graph.inputs if v.name == target_name)
     plan.input_target = target_name
@@ -333,6 +336,7 @@ def _splice_input(section: InputSection, proto, graph: gs.Graph, em: Emitter, pl
     dtype = check_image_input(target_name, _numpy_dtype(target, "input", model_name), target.shape, model_name)
     model_shape = tuple(d if isinstance(d, int) and d > 0 else (d or None) for d in target.shape)
     check_model_layout(model_shape, section.model.layout, target_name, model_name)
+    plan.notes += refuse_doubled(section, proto, target_name, model_name, force)
     steps, shape = bind_input_steps(section, model_shape, model_name)
     shape = merge_declared(shape, section.tensor.shape, model_name)
     if section.name not in (None, target_name) and section.name in in_use:

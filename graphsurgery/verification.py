@@ -71,6 +71,7 @@ from graphsurgery.machine import usable_memory
 from graphsurgery.model import ModelFacts, openvino_caveats, provenance, real_inputs
 from graphsurgery.modelio import LoadedModel, command, load_model
 from graphsurgery.nms_reads import NmsCut, graph_reads, nms_cut, reads_results
+from graphsurgery.own_input_steps import doubled_notes
 from graphsurgery.recipe import Recipe, as_recipe
 from graphsurgery.runners import (
     BACKENDS,
@@ -373,6 +374,7 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
         if patched_onnx is not None:
             patched_proto = patched_onnx.proto
             report.notes += _provenance_notes(patched_proto, recipe)
+            report.notes += doubled_notes(recipe.input, plain.proto, input_name)  # applied with --force
             if "openvino" in backends:
                 report.notes += openvino_caveats(patched_proto)
         elif not int8:

@@ -93,6 +93,9 @@ def inspect_command(model: Path, as_json: bool):
     console.print(shown("ops: " + ", ".join(f"{op}×{n}" for op, n in info.op_types.items())))
     if info.external_data:
         console.print(f"{info.external_data} tensors keep their data in external files")
+    for name, own in info.own_input_steps.items():
+        console.print(shown(f"input {name!r} is prepared inside the model: {', '.join(own)} — a recipe's input "
+                            "steps must not do it again"), highlight=False, soft_wrap=True)
     for entry in info.provenance:  # written by hand or by another tool, a claim may lack any field ("by None")
         tool, recipe, sha, model = (entry.get(key) for key in ("tool", "recipe", "recipe_sha256", "model_sha256"))
         console.print(shown(f"patched by {tool or 'an unnamed tool'} with recipe {recipe or '(unnamed)'} "

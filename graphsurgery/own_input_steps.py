@@ -1,0 +1,260 @@
+"""What a model already does to its own image input, read from its first nodes, and the recipe's input steps that
+would do it again.
+
+Many models prepare their input inside the graph: a Keras `Rescaling(1/255)` or `Normalization` layer exported by
+tf2onnx, a torch forward's `(x - mean) / std` or `x.float() / 255`, a BGR ↔ RGB flip, an NHWC → NCHW Transpose, a
+Cast of a uint8 input. A recipe copied onto such a model (`scale: {divide: 255}`, ImageNet's `normalize`) does it a
+second time: the patched model is silently wrong, and verify's numpy twin, applying the same steps, agrees with it
+(round 101). The walk is conservative: from the input, one node at a time while the tensor has a single reader
+(a Shape reads no values), only Cast, Transpose, Identity, elementwise Mul/Div/Add/Sub by a small per-channel
+constant, and a channel reversal (Gather [2, 1, 0], Slice with step −1, Split + Concat reversed); it stops at the
+first other node, so a Conv, MatMul or Gemm ends it, and nothing after one is read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+
+from graphsurgery.errors import ModelError, node_named, quoted
+from graphsurgery.folding import plain_constants, small_value
+from graphsurgery.model import node_reads
+from graphsurgery.recipe import InputSection
+
+#: The nodes walked at most: a model's own preparation is a handful of them
+MOST_NODES = 16
+#: A constant of more values than this is no per-channel mean or std
+MOST_VALUES = 4096
+#: Dividing by a number in this range scales pixels (0–255) down: 255, 256, 127.5, 128
+PIXEL_DIVISORS = (100.0, 300.0)
+_FLOATS = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
+_INTEGERS = {onnx.TensorProto.UINT8, onnx.TensorProto.INT8}
+#: what the model does (an `OwnStep`'s kind) → the recipe's input steps that would do it again
+DOUBLED_BY = {"cast": ("cast",), "layout": ("layout",), "reverse": ("reverse_channels",),
+              "scale": ("scale", "normalize"), "normalize": ("normalize",), "pixels": ("scale", "normalize")}
+#: An offset this large, before any factor, is a mean in pixel units (Caffe's 123.675): the model takes 0–255
+PIXEL_MEAN = 2.0
+
+
+@dataclass(frozen=True)
+class OwnStep:
+    """One thing the model does to its input: `kind` (a key of DOUBLED_BY, or "factor": a uniform factor that
+    scales no pixel range, shown but doubled by nothing), what it does in words, the node that does it, and whether
+    it multiplies or divides (`multiplies`)."""
+
+    kind: str
+    does: str
+    node: str
+    multiplies: bool = False
+
+    def __str__(self) -> str:
+        return f"{self.does} ({self.node})"
+
+
+def own_input_steps(proto: onnx.ModelProto, name: str) -> list[OwnStep]:
+    """What the model does to its input `name` before its network reads it, in order (`OwnStep`s); [] when its
+    first reader is anything else (a Conv: a plain torch export)."""
+    graph = proto.graph
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for read in node_reads(node):
+            readers.setdefault(read, []).append(node)
+    constants = plain_constants(graph.initializer, graph.node)
+    declared = next((value.type.tensor_type for value in graph.input if value.name == name), None)
+    if declared is None:
+        return []
+    element = declared.elem_type
+    dims = [d.dim_value or None for d in declared.shape.dim] if declared.HasField("shape") else []
+    found: list[OwnStep] = []
+    for _ in range(MOST_NODES):
+        users = [node for node in readers.get(name, []) if not (node.op_type == "Shape" and _onnx(node))]
+        if len(users) != 1 or not _onnx(users[0]) or name in (o.name for o in graph.output):
+            break
+        node = users[0]
+        step, name, element, dims = _one_step(node, name, element, dims, constants, readers)
+        if name is None:
+            break
+        found += [step] if step is not None else []
+    for index, step in enumerate(found):  # a mean in pixel units after a factor is in the factor's units
+        if step.kind == "pixels" and any(before.multiplies for before in found[:index]):
+            found[index] = OwnStep("normalize", step.does, step.node)
+    if any(step.kind in ("normalize", "pixels") for step in found):  # a uniform factor beside a mean is the std's
+        found = [OwnStep("normalize", s.does, s.node, True) if s.kind == "factor" else s for s in found]
+    return found
+
+
+def _onnx(node: onnx.NodeProto) -> bool:
+    return node.domain in ("", "ai.onnx")
+
+
+def _one_step(node: onnx.NodeProto, name: str, element: int, dims: list, constants: dict, readers: dict):
+    """The `OwnStep` `node` is (None for one that changes nothing: an Identity, a Cast between floats, a Mul by 1),
+    the tensor it makes, its element type and dims; a name of None where `node` is none of those the walk knows."""
+    op, named = node.op_type, node_named(node)
+    stop = None, None, element, dims
+    if op == "Identity" and len(node.output) == 1:
+        return None, node.output[0], element, dims
+    if op == "Cast":
+        to = next((a.i for a in node.attribute if a.name == "to"), None)
+        if to not in _FLOATS or (element not in _FLOATS and element not in _INTEGERS):
+            return stop
+        kind = None if element in _FLOATS else OwnStep("cast", f"casts {_type_name(element)} to float",
+                                                       named)
+        return kind, node.output[0], to, dims
+    if op == "Transpose":
+        perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), None)
+        if perm is None or sorted(perm) != list(range(4)) or len(dims) not in (0, 4):
+            return stop
+        words = {(0, 3, 1, 2): "transposes NHWC → NCHW", (0, 2, 3, 1): "transposes NCHW → NHWC"}
+        step = OwnStep("layout" if tuple(perm) == (0, 3, 1, 2) else "transpose",
+                       words.get(tuple(perm), f"transposes ({perm})"), named)
+        return step, node.output[0], element, [dims[i] for i in perm] if dims else dims
+    if op in ("Mul", "Div", "Add", "Sub") and len(node.input) == 2 and element in _FLOATS:
+        if node.input[0] == node.input[1] or (node.input[1] == name and op in ("Div", "Sub")):
+            return stop  # the image squared, or a constant divided by it: no preparation
+        other = node.input[1] if node.input[0] == name else node.input[0]
+        value = _per_channel(constants, other)
+        if value is None or (op in ("Mul", "Div") and not value.all()):  # × 0 keeps nothing of the image
+            return stop
+        return _arithmetic(op, value, named), node.output[0], element, dims
+    if op in ("Gather", "Slice", "Split") and _reverses(node, dims, constants, readers):
+        made = node.output[0] if op != "Split" else readers[node.output[0]][0].output[0]
+        return OwnStep("reverse", "reverses the channels (BGR ↔ RGB)", named), made, element, dims
+    return stop
+
+
+def _per_channel(constants: dict, name: str) -> np.ndarray | None:
+    """The values of constant `name` where they are one number or one per channel (at most one dim over 1), as a
+    flat float array; None for anything else (computed, external, an image-sized bias, integers)."""
+    value = small_value(constants, name)
+    if value is None or value.size == 0 or value.size > MOST_VALUES or value.ndim > 4 or value.dtype.kind != "f":
+        return None
+    if sum(1 for d in value.shape if d > 1) > 1 or not np.isfinite(value).all():
+        return None
+    return value.astype(np.float64).reshape(-1)
+
+
+def _arithmetic(op: str, value: np.ndarray, named: str) -> OwnStep | None:
+    """The `OwnStep` of an elementwise op by a constant: a uniform factor of 1/100 to 1/300 scales pixels; a
+    non-zero offset, or a factor differing per channel, normalizes; another uniform factor is a "factor"."""
+    if op in ("Add", "Sub"):
+        if not value.any():
+            return None
+        verb = "subtracts" if op == "Sub" else "adds"
+        return OwnStep("pixels" if np.abs(value).max() >= PIXEL_MEAN else "normalize", f"{verb} {_values(value)}",
+                       named)
+    factor = value if op == "Mul" else 1 / value
+    if np.all(factor == 1):
+        return None
+    verb = "multiplies by" if op == "Mul" else "divides by"
+    if np.all(factor == factor[0]):
+        low, high = PIXEL_DIVISORS
+        kind = "scale" if low <= 1 / abs(factor[0]) <= high else "factor"
+        shown = f"{1 / factor[0]:g}" if kind == "scale" else _values(value)
+        return OwnStep(kind, f"divides by {shown}" if kind == "scale" else f"{verb} {shown}", named, True)
+    return OwnStep("normalize", f"{verb} {_values(value)}", named, True)
+
+
+def _values(value: np.ndarray) -> str:
+    shown = [f"{v:.4g}" for v in value[:4]]
+    return shown[0] if len(shown) == 1 else f"[{', '.join(shown)}{', …' if len(value) > 4 else ''}]"
+
+
+def _type_name(element: int) -> str:
+    return onnx.TensorProto.DataType.Name(element).lower()
+
+
+def _reverses(node: onnx.NodeProto, dims: list, constants: dict, readers: dict) -> bool:
+    """Whether `node` reverses a 3-long axis and nothing else: a Gather of [2, 1, 0], a Slice of step −1 over the
+    whole axis, or a Split into three that one Concat joins in reverse order on the same axis."""
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    axis = attrs.get("axis", 0)
+    if node.op_type == "Slice":
+        parts = [small_value(constants, n) if n else None for n in node.input[1:5]]
+        if len(parts) != 4 or any(p is None or p.size != 1 for p in parts):
+            return False
+        start, end, axis, step = (int(p.reshape(-1)[0]) for p in parts)
+        if step != -1 or (start < 2 and start != -1) or end > -4:
+            return False
+    size = dims[axis] if len(dims) == 4 and -4 <= axis < 4 and axis % 4 in (1, 3) else None
+    if size != 3:  # an axis of unknown size, or the batch, is not taken for the channels
+        return False
+    if node.op_type == "Gather":
+        indices = small_value(constants, node.input[1]) if len(node.input) == 2 else None
+        return indices is not None and indices.ndim == 1 and indices.tolist() == [2, 1, 0]
+    if node.op_type == "Split":
+        split = attrs.get("split") or (small_value(constants, node.input[1]) if len(node.input) > 1 and
+                                       node.input[1] else None)
+        joins = [readers.get(output, []) for output in node.output]
+        if len(node.output) != 3 or (split is not None and list(np.asarray(split).reshape(-1)) != [1, 1, 1]):
+            return False
+        if any(len(join) != 1 or join[0] is not joins[0][0] for join in joins):
+            return False
+        concat = joins[0][0]
+        concat_axis = next((a.i for a in concat.attribute if a.name == "axis"), None)
+        return (concat.op_type == "Concat" and list(concat.input) == list(node.output)[::-1]
+                and concat_axis is not None and concat_axis % 4 == axis % 4)
+    return True
+
+
+def doubled(section: InputSection, own: list[OwnStep]) -> list[tuple[int, str]]:
+    """The recipe's input steps (index, name) that would do again what the model does itself (`own`). A layout
+    step is doubled where the model transposes NHWC → NCHW and the recipe takes it to NCHW; a `scale` only where
+    it scales down (÷ 255, not × 255 before a model that divides)."""
+    names = {name for step in own for name in DOUBLED_BY.get(step.kind, ())}
+    found = []
+    for index, step in enumerate(section.steps):
+        if step.step_name not in names:
+            continue
+        if step.step_name == "layout" and step.to != "NCHW":
+            continue
+        if step.step_name == "scale" and abs(step.divide or 1 / step.multiply) <= 1:
+            continue
+        found.append((index, step.step_name))
+    return found
+
+
+def _said(own: list[OwnStep], steps: list[tuple[int, str]], target: str) -> tuple[str, str]:
+    """The line's words: what the model does (only what the recipe doubles) and the recipe's steps that double it."""
+    names = {name for _, name in steps}
+    shown = [step for step in own if names & set(DOUBLED_BY.get(step.kind, ()))]
+    unique = list(dict.fromkeys(name for _, name in steps))
+    doing = ", ".join(map(str, shown))
+    named = [f"`{name}`" for name in unique]
+    listing = f"{', '.join(named[:-1])} and {named[-1]} steps" if len(named) > 1 else f"{named[0]} step"
+    return (f"the model already prepares its input {quoted(target)} itself: it {doing}; the recipe's {listing} "
+            "would do it again", listing)
+
+
+def refuse_doubled(section: InputSection, proto: onnx.ModelProto, target: str, model_name: str, force: bool
+                   ) -> list[str]:
+    """Refuse a recipe whose input steps would do again what the model does to its input itself (`doubled`): the
+    patched model would be wrong, and verify PASS it. With `force` (apply --force) it is kept, and the note said
+    is returned for the plan."""
+    own = own_input_steps(proto, target)
+    steps = doubled(section, own)
+    if not steps:
+        return []
+    said, listing = _said(own, steps, target)
+    if force:
+        return [f"{said}: applied, as --force asked; verify's twin applies them too, so it cannot tell"]
+    transposes = any(name == "layout" for _, name in steps)
+    layout = " and set `model: {layout: NHWC}` in the input section" if transposes else ""
+    raise ModelError(said, path=model_name,
+                     fix=f"drop the {listing} from input.steps{layout} (to "
+                         "apply them anyway: `graphsurgery apply --force`, or force=True in Python)")
+
+
+def doubled_notes(section: InputSection | None, proto: onnx.ModelProto, target: str | None) -> list[str]:
+    """verify's note where the recipe doubles what the plain model does itself (a patched model applied with
+    --force): its twin applies the same steps, so its PASS says nothing of it."""
+    if section is None or target is None:
+        return []
+    own = own_input_steps(proto, target)
+    steps = doubled(section, own)
+    if not steps:
+        return []
+    said, _ = _said(own, steps, target)
+    return [f"{said}: verify's twin applies them too, so a PASS cannot tell the model gets its input prepared twice"]

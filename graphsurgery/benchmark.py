@@ -25,6 +25,7 @@ from graphsurgery.api import apply
 from graphsurgery.callables import call_back, call_user, import_callable
 from graphsurgery.defaults import MAX_ROUNDS, REFERENCE, TORCH_EXAMPLE, Settings
 from graphsurgery.errors import ArgumentError, GraphsurgeryError, check_callback, check_flags, printable, quoted, whole
+from graphsurgery.inlining import for_openvino
 from graphsurgery.machine import machine
 from graphsurgery.model import ModelFacts, real_inputs
 from graphsurgery.modelio import command, load_model
@@ -238,8 +239,9 @@ def _bf16_price(patched: Path, workload: Workload) -> dict:
 
     core = ov.Core()
     # named if a kernel dies, each compile and run a step under the time limit (they ran unwatched)
-    with doing(f"OpenVINO was comparing bf16 with f32 on {printable(patched)}"):
-        compiled = [core.compile_model(str(patched), "CPU", {"INFERENCE_PRECISION_HINT": hint})
+    with doing(f"OpenVINO was comparing bf16 with f32 on {printable(patched)}"), \
+            for_openvino(Path(patched)) as (readable, _):
+        compiled = [core.compile_model(str(readable), "CPU", {"INFERENCE_PRECISION_HINT": hint})
                     for hint in each(("f32", "bf16"))]
         shape = "×".join(str(side) for side in workload.crop.shape)
         samples = Calibration(workload.random_feeds(BF16_SAMPLES), f"{BF16_SAMPLES} random inputs of {shape} (seed 0)")

@@ -25,6 +25,7 @@ from pathlib import Path
 import onnx
 
 from graphsurgery.errors import GraphsurgeryError, ModelError, check_flags, listed, printable, quoted, whole
+from graphsurgery.inlining import for_openvino
 from graphsurgery.irchecks import WEIGHTS_BYTES_KEY, WEIGHTS_SHA256_KEY, weights_digest
 from graphsurgery.limits import (
     file_size_fix,
@@ -358,8 +359,9 @@ def _convert(model_path: Path, proto: onnx.ModelProto):
     ov = openvino()
     _restore_ovc_docstring()
     try:
-        with read_by_path(model_path), doing(f"OpenVINO was converting {printable(model_path)}"):
-            return ov.convert_model(str(model_path))
+        with read_by_path(model_path), doing(f"OpenVINO was converting {printable(model_path)}"), \
+                for_openvino(model_path, proto) as (readable, proto):
+            return ov.convert_model(str(readable))
     except GraphsurgeryError:  # the file changed since it was read
         raise
     except Exception as exc:  # OpenVINO raises OpConversionFailure / RuntimeError with multi-line reports

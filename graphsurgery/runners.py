@@ -21,6 +21,7 @@ import numpy as np
 
 from graphsurgery.defaults import BACKENDS, MAX_THREADS, PRECISIONS
 from graphsurgery.errors import ArgumentError, GraphsurgeryError, check_names, printable, whole
+from graphsurgery.inlining import for_openvino
 from graphsurgery.limits import openvino_telemetry_off, refuse_if_limited
 from graphsurgery.safeio import input_path, present
 from graphsurgery.scopes import SPLICED, step_nodes
@@ -74,6 +75,7 @@ class ModelSignature:
     inputs: tuple[Port, ...]
     outputs: tuple[Port, ...]
     weights: str
+    local_functions: bool = False  # an ONNX model's: OpenVINO reads it inlined (`inlining.for_openvino`)
 
 
 @contextmanager
@@ -275,8 +277,9 @@ def compile_openvino(model: str | Path, precision: str = "f32", threads: int | N
         check_ir_files(Path(model))
     try:
         with read_by_path(Path(model)), _ir_weights_read(Path(model)), doing(f"OpenVINO was compiling "
-                                                                              f"{printable(model)}"):
-            return ov.Core().compile_model(str(model), "CPU", config)
+                                                                              f"{printable(model)}"), \
+                for_openvino(Path(model)) as (readable, _):
+            return ov.Core().compile_model(str(readable), "CPU", config)
     except GraphsurgeryError:  # the file changed since it was read (`read_by_path`)
         raise
     except Exception as exc:  # OpenVINO raises RuntimeError with multi-line reports
@@ -420,7 +423,8 @@ def remember_signature(loaded: LoadedModel) -> ModelSignature:
     feeds = set(real_inputs(proto))
     half = any(t.data_type == onnx.TensorProto.FLOAT16 for t in proto.graph.initializer)
     signature = ModelSignature(tuple(port(v) for v in proto.graph.input if v.name in feeds),
-                               tuple(port(v) for v in proto.graph.output), "FP16" if half else "FP32")
+                               tuple(port(v) for v in proto.graph.output), "FP16" if half else "FP32",
+                               bool(proto.functions))
     key = os.path.realpath(loaded.path)
     with _SIGNATURES_HELD:
         _SIGNATURES.pop(key, None)

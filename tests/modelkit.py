@@ -75,6 +75,22 @@ def declared_batch(path: Path, batch: int, *, on: str = "input") -> Path:
     onnx.save(model, str(path))
     return path
 
+def unconvertible(model_path: Path, out: Path, tensor: str, *, name: str = "scaler") -> Path:
+    """`model_path` with its tensor `tensor` made by an `ai.onnx.ml.Scaler` (× 1 + 0) of what made it before: ONNX
+    Runtime runs it, OpenVINO has no conversion rule for it (a model-local function, which it had none for either,
+    is read inlined now)."""
+    model = onnx.load(str(model_path))
+    for node in model.graph.node:
+        node.output[:] = [f"{tensor}/unscaled" if output == tensor else output for output in node.output]
+    model.graph.node.append(helper.make_node("Scaler", [f"{tensor}/unscaled"], [tensor], domain="ai.onnx.ml",
+                                             name=name, offset=[0.0], scale=[1.0]))
+    if not any(opset.domain == "ai.onnx.ml" for opset in model.opset_import):
+        model.opset_import.append(helper.make_opsetid("ai.onnx.ml", 3))
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, str(out))
+    return out
+
+
 def pose_model_with_bias(path: Path, *, opset: int = 17) -> Path:
     """`pose_model` with a second real input, `bias` [1, 17, 1, 1], added to the heatmaps: a 4-D input that is not
     the image (the recipe must name its target)."""

@@ -27,6 +27,8 @@ from graphsurgery.images import read_image
 from test_hostile_eightieth import LOOP_CONSTANTS, _identity_function, _in_a_loop, _spliced
 from test_hostile_seventieth import nms_read, read_through, through_an_if
 
+from modelkit import unconvertible
+
 ROOT = Path(__file__).resolve().parent.parent
 PHOTO = ROOT / "examples" / "images" / "astronaut.jpg"
 POSE_RECIPE = ROOT / "recipes" / "hrnet_coco_pose.yaml"
@@ -48,14 +50,17 @@ def _chain(chain_patched, pose: Path, out: Path, *options):
 # --- 1. chain --check --backends ----------------------------------------------------------------------------------
 
 
-def test_the_openvino_refusal_names_an_option_chain_takes(chain_patched, looped_pose, tmp_path):
+def test_the_openvino_refusal_names_an_option_chain_takes(chain_patched, tmp_path):
     """Was: the fix `--backends onnxruntime` was "No such option" for chain. Taken as the line gives it, the check
-    runs on ONNX Runtime alone and PASSes, the PASS line naming the backend it ran on and no other."""
-    refused = _chain(chain_patched, looped_pose, tmp_path / "both.onnx", "--check", PHOTO)
+    runs on ONNX Runtime alone and PASSes, the PASS line naming the backend it ran on and no other. (The pose
+    model's keypoints made by an op OpenVINO has no rule for: its local function in a Loop body, round 80's, is
+    read inlined since stop 54.)"""
+    pose = unconvertible(chain_patched["pose"], tmp_path / "pose.onnx", "keypoints")
+    refused = _chain(chain_patched, pose, tmp_path / "both.onnx", "--check", PHOTO)
     assert refused.exit_code == 2, refused.output
     fix = re.search(r"ONNX Runtime may still run the model: (--backends \w+)", refused.output)
     assert fix is not None, refused.output
-    result = _chain(chain_patched, looped_pose, tmp_path / "chained.onnx", "--check", PHOTO, *fix.group(1).split())
+    result = _chain(chain_patched, pose, tmp_path / "chained.onnx", "--check", PHOTO, *fix.group(1).split())
     said = " ".join(result.output.split())
     assert result.exit_code == 0, result.output
     assert "PASS: the chained model gives the two models' answers on onnxruntime (1 images," in said

@@ -1,18 +1,18 @@
 """Round 97: third-party models with unusual ONNX features at the splice points (models from the wild).
 
-Found: `softmax: {skip_if_present}` asked which op makes the model output by its op type alone, in the main graph.
-A classifier ending in a call of a model-local function whose body ends in Softmax (torch's
+Found: `softmax: {skip_if_present}` asked which op makes the model output by its op type alone, in the main graph. A
+classifier ending in a call of a model-local function whose body ends in Softmax (torch's
 `export_modules_as_functions`: `__main__.Head` = Gemm → Softmax) was given a second softmax, and a local function
 named `Softmax` (whose body is a LogSoftmax) was taken for ONNX's and given none; verify's twin decides from the same
 facts, so both PASSed with scores that are not the model's probabilities (`model.output_producer` now looks into
-functions, and out of them to their arguments, and names an op of another domain with its domain). An image input
-with a value of its own (an initializer of its name) was "no input named 'input'; its inputs: " (none listed).
-OpenVINO's refusal of a local function told `run` and `bench` to use `--backends`, which they refuse. OpenVINO
-answers an If whose branches read a model output with that output, and gives both outputs both names where the If
-folds: verify was an internal error (KeyError). An output declared with another rank than it has, where onnx's
+functions, and out of them to their arguments, and names an op of another domain with its domain). An image input with
+a value of its own (an initializer of its name) was "no input named 'input'; its inputs: " (none listed). OpenVINO's
+refusal of a local function (since read inlined) told `run` and `bench` to use `--backends`, which they refuse.
+OpenVINO answers an If whose branches read a model output with that output, and gives both outputs both names where
+the If folds: verify was an internal error (KeyError). An output declared with another rank than it has, where onnx's
 inference cannot tell, made apply write a patch that fails and verify an internal error. A ZipMap output's fix is
-skl2onnx's own option. And onnx-graphsurgeon dropped the overload of each call of an overloaded local function
-(IR 10): the patched model called one overload where the model called two.
+skl2onnx's own option. And onnx-graphsurgeon dropped the overload of each call of an overloaded local function (IR
+10): the patched model called one overload where the model called two.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from graphsurgery.model import output_producer
 from graphsurgery.runners import open_runner
 from graphsurgery.verification import verify
 
-from modelkit import pose_model
+from modelkit import pose_model, unconvertible
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGENET = ROOT / "recipes" / "imagenet_classifier.yaml"
@@ -168,19 +168,10 @@ def test_an_image_input_with_a_value_of_its_own_is_named(tmp_path, command, targ
     assert not (tmp_path / "p.onnx").exists() and plain.read_bytes() == before
 
 
-def _pose_through_a_function(path: Path) -> Path:
-    """The tiny pose model whose Conv is the body of a local function `local.Head` (OpenVINO converts no call)."""
-    model = onnx.load(str(pose_model(path, input_hw=(64, 48))))
-    conv = model.graph.node[0]
-    body = helper.make_node("Conv", ["x", "w", "b"], ["y"], kernel_shape=[4, 4], strides=[4, 4])
-    model.functions.append(helper.make_function("local", "Head", ["x", "w", "b"], ["y"], [body],
-                                                [helper.make_opsetid("", 17)]))
-    model.graph.node[0].CopyFrom(helper.make_node("Head", list(conv.input), list(conv.output), domain="local",
-                                                  name="head"))
-    model.opset_import.append(helper.make_opsetid("local", 1))
-    onnx.checker.check_model(model, full_check=True)
-    onnx.save(model, str(path))
-    return path
+def _pose_openvino_cannot_convert(path: Path) -> Path:
+    """The tiny pose model whose heatmaps an `ai.onnx.ml.Scaler` makes (OpenVINO converts none; its local function
+    `local.Head` was read inlined since stop 54)."""
+    return unconvertible(pose_model(path, input_hw=(64, 48)), path, "heatmaps")
 
 
 def test_run_names_its_own_option_for_onnxruntime_alone(tmp_path):
@@ -188,11 +179,12 @@ def test_run_names_its_own_option_for_onnxruntime_alone(tmp_path):
     option"). Taken as the line gives it, run runs the model."""
     import cv2
 
-    apply(POSE, _pose_through_a_function(tmp_path / "m.onnx"), tmp_path / "p.onnx")
+    apply(POSE, _pose_openvino_cannot_convert(tmp_path / "m.onnx"), tmp_path / "p.onnx")
     photo = tmp_path / "photo.jpg"
     cv2.imwrite(str(photo), np.random.default_rng(0).integers(0, 256, (90, 70, 3), dtype=np.uint8))
     refused = invoke("run", tmp_path / "p.onnx", photo, "-o", tmp_path / "out")
-    one_line_exit_2(refused, "p.onnx", "local.Head node 'head'", "may still run the model: --backend onnxruntime)")
+    one_line_exit_2(refused, "p.onnx", "ai.onnx.ml.Scaler node 'scaler'",
+                    "may still run the model: --backend onnxruntime)")
     result = invoke("run", tmp_path / "p.onnx", photo, "-o", tmp_path / "out", "--backend", "onnxruntime")
     assert result.exit_code == 0, result.output
     assert (tmp_path / "out" / "keypoints.json").is_file()
@@ -200,9 +192,9 @@ def test_run_names_its_own_option_for_onnxruntime_alone(tmp_path):
 
 def test_bench_names_no_option_it_refuses(tmp_path):
     """Was: bench, which times OpenVINO too and has no backend option, named `--backends onnxruntime`."""
-    result = invoke("bench", POSE, _pose_through_a_function(tmp_path / "m.onnx"), "--iterations", "1",
+    result = invoke("bench", POSE, _pose_openvino_cannot_convert(tmp_path / "m.onnx"), "--iterations", "1",
                     "--warmup", "0")
-    one_line_exit_2(result, "m.onnx", "local.Head node 'head'", "`verify --backends onnxruntime`",
+    one_line_exit_2(result, "m.onnx", "ai.onnx.ml.Scaler node 'scaler'", "`verify --backends onnxruntime`",
                     "`run --backend onnxruntime`")
 
 

@@ -129,6 +129,7 @@ def chain(detector: str | Path, pose: str | Path, out: str | Path, *, person_cla
         producer_version=first.proto.producer_version)
     for output, name in zip(merged.graph.output, OUTPUTS):
         _rename(merged.graph, output.name, name)
+    _people_named(merged.graph, second.proto)
     entry = {"chain": {"detector": provenance(first.proto), "pose": provenance(second.proto),
                        "person_class": person_class}, "tool": f"graphsurgery {__version__}"}
     merged.metadata_props.add(key=PROVENANCE_KEY, value=json.dumps([entry]))
@@ -412,6 +413,19 @@ def _with_glue(detector: onnx.ModelProto, person_class: int) -> onnx.ModelProto:
                                ("image", _dtype(detector, "image"), _dims(detector, "image"))):
         graph.output.append(helper.make_tensor_value_info(name(label), elem, [d if d != "?" else None for d in shape]))
     return model
+
+
+def _people_named(graph: onnx.GraphProto, pose: onnx.ModelProto) -> None:
+    """The pose outputs' first dim declared `people`, as the glue's are, where the pose model names it as its
+    boxes' count: the chained model declared one count under two names (round 99: `people` on `person_boxes`, the
+    pose model's `N` on `keypoints`)."""
+    boxes = next((value for value in pose.graph.input if value.name == "boxes"), None)
+    dims = boxes.type.tensor_type.shape.dim if boxes is not None else ()
+    count = dims[0].dim_param if dims else ""
+    for value in graph.output:
+        first = value.type.tensor_type.shape.dim[:1]
+        if count and value.name in POSE_RENAMED.values() and first and first[0].dim_param == count:
+            first[0].dim_param = "people"
 
 
 def _rename(graph: onnx.GraphProto, old: str, new: str) -> None:

@@ -193,3 +193,16 @@ def test_a_body_reading_the_graph_around_it_is_refused_in_one_line(patched, tmp_
                                                 r"the graph around it.* fix: export the model without control flow"):
         chain(patched["detector"], pose, tmp_path / "chained.onnx")
     assert not (tmp_path / "chained.onnx").exists()
+
+
+def test_the_people_are_declared_under_one_name(patched, tmp_path):
+    """Was: `person_boxes` and `person_scores` declared [people, …], `keypoints` and `keypoint_scores` [N, …] (the
+    pose model's name for its boxes' count): one count under two names (round 99's leftover)."""
+    import onnx
+
+    chained = chain(patched["detector"], patched["pose"], tmp_path / "chained.onnx").written[-1]
+    first = {value.name: value.type.tensor_type.shape.dim[0].dim_param for value in onnx.load(str(chained)).graph.output
+             if value.name != "image"}
+    assert first == dict.fromkeys(("person_boxes", "person_scores", "keypoints", "keypoint_scores"), "people")
+    result = CliRunner().invoke(cli, ["inspect", str(chained)], terminal_width=200)
+    assert result.exit_code == 0 and "'N'" not in result.output, result.output

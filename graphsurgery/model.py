@@ -15,7 +15,11 @@ from graphsurgery.steps.base import Dim
 
 PROVENANCE_KEY = "graphsurgery.provenance"
 #: Ops that only reshape or rename: a model ending in Softmax → one of these still ends in a Softmax
-PASS_THROUGH_OPS = {"Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze"}
+PASS_THROUGH_OPS = {"Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Dropout"}
+#: A Cast to one of these keeps what made its input (a float16 model converted with keep_io_types ends in Softmax →
+#: Cast to float32)
+FLOAT_TYPES = frozenset({onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE,
+                         onnx.TensorProto.BFLOAT16})
 
 
 def model_opset(proto: onnx.ModelProto) -> int:
@@ -171,7 +175,8 @@ def shapes_only(proto: onnx.ModelProto) -> onnx.ModelProto:
 
 def output_producer(proto: onnx.ModelProto, name: str) -> str | None:
     """The op type that computes output `name`, looking through ops that only reshape or rename (a Paddle export
-    ends in Softmax → Identity; a caffe2 one in Softmax → Reshape): what `softmax: {skip_if_present}` asks.
+    ends in Softmax → Identity; a caffe2 one in Softmax → Reshape; a float16 one in Softmax → Cast to float32):
+    what `softmax: {skip_if_present}` asks.
     Calls of model-local functions are looked into, and out of to their arguments (round 97: torch's
     `export_modules_as_functions` ends a classifier in a call whose body ends in Softmax, which was given a second
     one), and so are an If's branches (their op where both agree, else "If"); an op of another domain is named with
@@ -180,6 +185,12 @@ def output_producer(proto: onnx.ModelProto, name: str) -> str | None:
     # each step walks one node back: a chain is no longer than the nodes, each function's expanded at each call
     budget = [sum(1 for _ in all_nodes(proto)) * (len(functions) + 1) + 1]
     return _made_by(name, [(_producers(proto.graph.node), None, None)], functions, budget)
+
+
+def _float_cast(node: onnx.NodeProto) -> bool:
+    """A Cast to a float type: its output is what made its input, in other precision (round 102: a float16
+    classifier's Softmax → Cast to float32 was given a second softmax, and verify PASSed it)."""
+    return node.op_type == "Cast" and any(a.name == "to" and a.i in FLOAT_TYPES for a in node.attribute)
 
 
 def _made_by(name: str, frames: list, functions: dict, budget: list[int]) -> str | None:
@@ -198,7 +209,7 @@ def _made_by(name: str, frames: list, functions: dict, budget: list[int]) -> str
                     return None
                 name = call.input[inputs.index(name)]
             frames = frames[:-1]
-        elif _onnx_op(node) and node.op_type in PASS_THROUGH_OPS and node.input:
+        elif _onnx_op(node) and node.input and (node.op_type in PASS_THROUGH_OPS or _float_cast(node)):
             name = node.input[0]
         elif _onnx_op(node) and node.op_type == "If":
             index = list(node.output).index(name)

@@ -20,7 +20,7 @@ import onnx
 
 from graphsurgery.errors import ModelError, node_named, quoted
 from graphsurgery.folding import plain_constants, small_value
-from graphsurgery.model import node_reads
+from graphsurgery.model import FLOAT_TYPES, node_reads
 from graphsurgery.recipe import InputSection
 
 #: The nodes walked at most: a model's own preparation is a handful of them
@@ -29,13 +29,19 @@ MOST_NODES = 16
 MOST_VALUES = 4096
 #: Dividing by a number in this range scales pixels (0–255) down: 255, 256, 127.5, 128
 PIXEL_DIVISORS = (100.0, 300.0)
-_FLOATS = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
 _INTEGERS = {onnx.TensorProto.UINT8, onnx.TensorProto.INT8}
 #: what the model does (an `OwnStep`'s kind) → the recipe's input steps that would do it again
 DOUBLED_BY = {"cast": ("cast",), "layout": ("layout",), "reverse": ("reverse_channels",),
               "scale": ("scale", "normalize"), "normalize": ("normalize",), "pixels": ("scale", "normalize")}
 #: An offset this large, before any factor, is a mean in pixel units (Caffe's 123.675): the model takes 0–255
 PIXEL_MEAN = 2.0
+#: Nodes that change an input's shape and none of its values, walked through
+RESHAPES = {"Reshape", "Unsqueeze", "Squeeze", "Flatten"}
+#: Factors per channel within this range, and offsets below `NO_MEAN`, are no input normalization's (1 / std is
+#: 3.3–5 on 0–1 values, 1/58 on pixels, 2 for [−1, 1]) but a learnt affine layer's: a Keras BatchNormalization
+#: on the input, exported as Mul + Add (round 102: refused the recipe's `normalize` that the model was trained with)
+NEAR_ONE = (0.5, 2.0)
+NO_MEAN = 0.1
 
 
 @dataclass(frozen=True)
@@ -96,11 +102,14 @@ def _one_step(node: onnx.NodeProto, name: str, element: int, dims: list, constan
     stop = None, None, element, dims
     if op == "Identity" and len(node.output) == 1:
         return None, node.output[0], element, dims
+    if op in RESHAPES or (op == "Clip" and element in FLOAT_TYPES):  # round 102: `x.unsqueeze(0)`, a Reshape or a
+        # clamp to the pixel range before `/ 255` hid it; past a reshape the channel axis is unknown (no reversal)
+        return None, node.output[0], element, dims if op == "Clip" else []
     if op == "Cast":
         to = next((a.i for a in node.attribute if a.name == "to"), None)
-        if to not in _FLOATS or (element not in _FLOATS and element not in _INTEGERS):
+        if to not in FLOAT_TYPES or (element not in FLOAT_TYPES and element not in _INTEGERS):
             return stop
-        kind = None if element in _FLOATS else OwnStep("cast", f"casts {_type_name(element)} to float",
+        kind = None if element in FLOAT_TYPES else OwnStep("cast", f"casts {_type_name(element)} to float",
                                                        named)
         return kind, node.output[0], to, dims
     if op == "Transpose":
@@ -111,7 +120,7 @@ def _one_step(node: onnx.NodeProto, name: str, element: int, dims: list, constan
         step = OwnStep("layout" if tuple(perm) == (0, 3, 1, 2) else "transpose",
                        words.get(tuple(perm), f"transposes ({perm})"), named)
         return step, node.output[0], element, [dims[i] for i in perm] if dims else dims
-    if op in ("Mul", "Div", "Add", "Sub") and len(node.input) == 2 and element in _FLOATS:
+    if op in ("Mul", "Div", "Add", "Sub") and len(node.input) == 2 and element in FLOAT_TYPES:
         if node.input[0] == node.input[1] or (node.input[1] == name and op in ("Div", "Sub")):
             return stop  # the image squared, or a constant divided by it: no preparation
         other = node.input[1] if node.input[0] == name else node.input[0]
@@ -143,8 +152,9 @@ def _arithmetic(op: str, value: np.ndarray, named: str) -> OwnStep | None:
         if not value.any():
             return None
         verb = "subtracts" if op == "Sub" else "adds"
-        return OwnStep("pixels" if np.abs(value).max() >= PIXEL_MEAN else "normalize", f"{verb} {_values(value)}",
-                       named)
+        kind = "pixels" if np.abs(value).max() >= PIXEL_MEAN else "normalize" if np.abs(value).max() >= NO_MEAN \
+            else "factor"
+        return OwnStep(kind, f"{verb} {_values(value)}", named)
     factor = value if op == "Mul" else 1 / value
     if np.all(factor == 1):
         return None
@@ -154,7 +164,9 @@ def _arithmetic(op: str, value: np.ndarray, named: str) -> OwnStep | None:
         kind = "scale" if low <= 1 / abs(factor[0]) <= high else "factor"
         shown = f"{1 / factor[0]:g}" if kind == "scale" else _values(value)
         return OwnStep(kind, f"divides by {shown}" if kind == "scale" else f"{verb} {shown}", named, True)
-    return OwnStep("normalize", f"{verb} {_values(value)}", named, True)
+    low, high = NEAR_ONE
+    near_one = bool(np.all((low <= np.abs(factor)) & (np.abs(factor) <= high)))
+    return OwnStep("factor" if near_one else "normalize", f"{verb} {_values(value)}", named, True)
 
 
 def _values(value: np.ndarray) -> str:
@@ -243,8 +255,9 @@ def refuse_doubled(section: InputSection, proto: onnx.ModelProto, target: str, m
     transposes = any(name == "layout" for _, name in steps)
     layout = " and set `model: {layout: NHWC}` in the input section" if transposes else ""
     raise ModelError(said, path=model_name,
-                     fix=f"drop the {listing} from input.steps{layout} (to "
-                         "apply them anyway: `graphsurgery apply --force`, or force=True in Python)")
+                     fix=f"drop the {listing} from input.steps{layout} (to apply them anyway: `graphsurgery "
+                         "apply --force`, then give verify or eval-coco the result with --patched; "
+                         "force=True in Python)")
 
 
 def doubled_notes(section: InputSection | None, proto: onnx.ModelProto, target: str | None) -> list[str]:

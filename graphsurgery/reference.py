@@ -442,6 +442,12 @@ def _run(backend: str, patched: Path, precision: str, feeds: dict[str, np.ndarra
         raise GraphsurgeryError(f"the model takes batches of {batch}; the reference's {count} samples do not divide "
                                 "into them", path=source, fix=f"record a multiple of {batch} samples")
     own_rows = {image_name, *paired.with_rows} if paired is not None else None
+    for name in [name for name in feeds if name in paired.with_rows] if paired is not None else ():
+        if len(feeds[name]) != count:  # round 102: one recorded `center` for 3 crops was onnxruntime's broadcast
+            # error among the companions, blamed on the patched model ("re-export it")
+            raise GraphsurgeryError(f"the reference's {name!r} holds {len(feeds[name])} row(s) for "
+                                    f"{count} samples of {image_name!r}; the patched model takes one a sample",
+                                    path=source, fix=f"record one {name!r} row per sample")
     parts = []
     with open_runner(backend, patched, precision=precision) as run:
         for start in range(0, count, batch):

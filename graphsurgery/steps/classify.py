@@ -59,8 +59,9 @@ class Softmax(OutputStep):
     output [N, C, 1, …, 1] (caffe2-era exports) is read as [N, C].
 
     skip_if_present: when the model output is already made by a Softmax
-      node (also behind Identity/Reshape/Flatten/Squeeze/Unsqueeze:
-      the model facts' output_producer), pass it through unchanged: an Identity node,
+      node (also behind Identity/Reshape/Flatten/Squeeze/Unsqueeze/Dropout
+      and a Cast between floats: the model facts' output_producer), pass it
+      through unchanged: an Identity node,
       and the numpy twin returns its input. Assumes the model's Softmax is
       over the same axis.
     One Softmax node from opset 13; below 13 (where Softmax flattens to 2-D
@@ -138,6 +139,8 @@ class TopK(OutputStep):
     (a stable sort); OpenVINO orders them its own way (measured: OpenVINO
     2026.4); from opset 11 a NaN ranks last, as in the twin (below 11 each
     runtime places it its own way).
+    A model output already made by a TopK node is refused: its indices
+    would be places in the model's own list, not classes.
     """
 
     step_name: ClassVar[str] = "topk"
@@ -153,7 +156,13 @@ class TopK(OutputStep):
         return {"indices": replace(INDICES, ranks=self.source),
                 "scores": replace(PROBABILITIES, exponentiates=self.source == "probabilities")}
 
-    def _check(self, env: dict):
+    def _check(self, env: dict, facts: ModelFacts | None = None):
+        if facts is not None and facts.output_producer == "TopK" and self.source in ("output", "probabilities"):
+            # round 102: its indices were places in the model's own top-k list, not classes, and verify PASSed
+            raise StepError(f"the model output {facts.output_name!r} is already made by a TopK node (its best "
+                            "scores, in rank order): topk would rank them again, and its indices would be places "
+                            "in that list, not classes", "drop the `topk` step (and `softmax`), or set "
+                            "output.target to the scores the model's TopK reads")
         if self.source not in env or env[self.source] is None:
             fix = ("add a `softmax` step before topk, or set `source: output`" if self.source == "probabilities"
                    else "set `source` to a tensor an earlier step writes, or `output`")
@@ -177,7 +186,7 @@ class TopK(OutputStep):
 
     def build(self, em: Emitter, env: dict[str, gs.Variable], facts: ModelFacts | None = None
               ) -> dict[str, gs.Variable]:
-        x = _as_classes(em, self._check(env))
+        x = _as_classes(em, self._check(env, facts))
         if self._exact(x) and x.shape is not None and isinstance(x.shape[-1], (int, np.integer)):
             return self._build_first_maximum(em, x)
         # NaN ranks last, as in the twin's sort (round 31): ONNX leaves TopK's NaN to the runtime, and onnxruntime put a
@@ -216,7 +225,7 @@ class TopK(OutputStep):
         return {"indices": indices, "scores": values}
 
     def reference(self, env: dict[str, np.ndarray], facts: ModelFacts | None = None) -> dict[str, np.ndarray]:
-        x = _as_class_array(np.asarray(self._check(env)))
+        x = _as_class_array(np.asarray(self._check(env, facts)))
         if self._exact(x):
             order = np.argmax(x, axis=-1)[..., None]
         else:

@@ -104,6 +104,87 @@ def anchor_grid(step: str, strides: tuple[int, ...], facts: ModelFacts | None, a
     return cells.astype(np.float32), sizes.astype(np.float32)
 
 
+#: Ops that choose detections: a head read after one is already decoded and suppressed
+SUPPRESSIONS = {"NonMaxSuppression", "EfficientNMS_TRT", "BatchedNMS_TRT", "BatchedNMSDynamic_TRT"}
+
+
+def _in_words(node: gs.Node) -> str:
+    return f"{node.op} node {node.name!r}" if node.name else f"a {node.op} node"
+
+
+def _onnx_producer(x: gs.Variable, depth: int) -> gs.Node | None:
+    """The ONNX-domain node that makes `x`; None for a graph input, another domain's op, or past `depth`."""
+    node = x.inputs[0] if len(x.inputs) == 1 and depth > 0 else None
+    return node if node is not None and node.domain in (None, "", "ai.onnx") else None
+
+
+def suppressed_by(x: gs.Variable) -> str | None:
+    """The node, in words, of a non-maximum suppression `x` is computed from (an ultralytics export with nms=True,
+    [1, 300, 6] detections); None where none is. Its rows are detections, not a raw head's anchors: yolo_boxes read
+    them as cx, cy, w, h of 300 anchors (round 102: applied without a word, verify PASSed)."""
+    seen, todo = set(), [x]
+    while todo:
+        tensor = todo.pop()
+        for node in tensor.inputs:
+            if id(node) in seen:
+                continue
+            seen.add(id(node))
+            if node.op in SUPPRESSIONS:
+                return _in_words(node)
+            todo += list(node.inputs)
+    return None
+
+
+def refuse_suppressed(step: str, x: gs.Variable) -> None:
+    """`step` (a head's decode) refused where the model output it reads is already after a suppression."""
+    if (made := suppressed_by(x)) is not None:
+        raise StepError(f"the model output is computed after {made}: its rows are detections already decoded and "
+                        f"suppressed, not a raw head, and {step} would decode them again",
+                        "use the model's detections as they are (drop the decode and nms steps), or export the "
+                        "model without its NMS")
+
+
+def exp_decoded(x: gs.Variable, depth: int = 8) -> str | None:
+    """The Exp node, in words, of a YOLOX head the model decodes itself (`decode_outputs`: a Concat of (xy + grid) ·
+    stride, exp(wh) · stride and the scores), seen through Identity, Cast and Reshape; None where the output is no
+    Concat holding a Mul of an Exp."""
+    node = _onnx_producer(x, depth)
+    if node is None:
+        return None
+    if node.op in ("Identity", "Cast", "Reshape"):
+        return exp_decoded(node.inputs[0], depth - 1)
+    if node.op != "Concat":
+        return None
+    for piece in node.inputs:
+        made = piece.inputs[0] if len(piece.inputs) == 1 else None
+        for operand in made.inputs if made is not None and made.op == "Mul" else ():
+            exp = operand.inputs[0] if len(operand.inputs) == 1 else None
+            if exp is not None and exp.op == "Exp":
+                return _in_words(exp)
+    return None
+
+
+def sigmoid_made(x: gs.Variable, depth: int = 8) -> str | None:
+    """The Sigmoid node, in words, that made `x`'s last rows along axis 1 (a raw head's class scores, after its box
+    rows), seen through Identity, Cast and Reshape, the last piece of a Concat along axis 1 and every piece of one
+    along another (the levels side by side); None where they are not known to be a Sigmoid's."""
+    node = _onnx_producer(x, depth)
+    if node is None:
+        return None
+    if node.op == "Sigmoid":
+        return _in_words(node)
+    if node.op in ("Identity", "Cast", "Reshape"):
+        return sigmoid_made(node.inputs[0], depth - 1)
+    axis = node.attrs.get("axis") if node.op == "Concat" else None
+    rank = len(x.shape) if x.shape is not None else None
+    if axis is None or (axis < 0 and rank is None):
+        return None
+    if axis == 1 or (rank is not None and axis % rank == 1):
+        return sigmoid_made(node.inputs[-1], depth - 1)
+    made = [sigmoid_made(piece, depth - 1) for piece in node.inputs]
+    return made[0] if made and all(made) else None
+
+
 @register
 class YoloBoxes(OutputStep):
     """Read a YOLO head: candidate boxes (x1, y1, x2, y2 in model-input pixels) and per-class scores.
@@ -115,7 +196,8 @@ class YoloBoxes(OutputStep):
     - yolox (YOLOX export without decode_in_inference): [N, A, 5 + C] on the grids of `strides` (finest first,
       row-major, needs the model's static input size): cx, cy = (offset + cell) · stride, w, h = exp(·) · stride;
       score = obj · class.
-    Corners are centre ∓ size / 2 in float32.
+    Corners are centre ∓ size / 2 in float32. A model output computed after a NonMaxSuppression (an export with
+    its NMS: detections, not a head) is refused here and by dfl_boxes.
     """
 
     step_name: ClassVar[str] = "yolo_boxes"
@@ -146,6 +228,12 @@ class YoloBoxes(OutputStep):
     def build(self, em: Emitter, env: dict[str, gs.Variable], facts: ModelFacts | None = None
               ) -> dict[str, gs.Variable]:
         f32, i64 = np.float32, np.int64
+        refuse_suppressed("yolo_boxes", env["output"])
+        if self.format == "yolox" and (made := exp_decoded(env["output"])) is not None:
+            # round 102: an export with decode_in_inference got the grid and exp again, and verify PASSed
+            raise StepError(f"the model decodes its YOLOX head itself (exp(wh) · stride by {made}): format yolox "
+                            "would add the grid and exponentiate again", "set `format: v5` (centres and sizes in "
+                            "input pixels, objectness, class scores), or export with decode_in_inference off")
         head = to_float(em, env["output"])
         classes, anchors = self._sizes(head.shape)
 
@@ -211,8 +299,9 @@ class DflBoxes(OutputStep):
     0 … bins − 1 under the softmax of its logits, in stride units, from
     the cell's anchor point (col + `cell_offset`, row + `cell_offset`):
     x1 = (anchor x − left) · stride, x2 = (anchor x + right) · stride, …
-    `scores: sigmoid` (default) applies the sigmoid to the class logits;
-    `none` takes them as they are. Needs the model's static input size
+    `scores: sigmoid` (default) applies the sigmoid to the class logits
+    (refused where a Sigmoid node already made them); `none` takes them as
+    they are. Needs the model's static input size
     (the grids of `strides`). YOLOv8: bins 16, cell_offset 0.5;
     PicoDet: bins 8 (reg_max 7), cell_offset 0.5.
     """
@@ -245,10 +334,16 @@ class DflBoxes(OutputStep):
     def build(self, em: Emitter, env: dict[str, gs.Variable], facts: ModelFacts | None = None
               ) -> dict[str, gs.Variable]:
         f32, i64 = np.float32, np.int64
+        refuse_suppressed("dfl_boxes", env["output"])
         head = to_float(em, env["output"])
         classes, anchors = self._sizes(head.shape)
         points, strides = self.anchors(facts, anchors)
         bins = 4 * self.bins
+        if self.scores == "sigmoid" and (made := sigmoid_made(env["output"])) is not None:
+            # round 102: a head whose class scores a Sigmoid already made got a second one (every score ≥ 0.5), and
+            # verify's twin did the same and PASSed
+            raise StepError(f"the model's class scores (the head's rows from {bins}) are already made by {made}: "
+                            "dfl_boxes would apply the sigmoid again", "set `scores: none` in the dfl_boxes step")
         logits = em.op("Slice", [head, em.const("start", [0], i64), em.const("end", [bins], i64),
                                  em.const("axis", [1], i64)], dtype=f32)
         # [N, 4·bins, A] → [N, 4, bins, A] → [N, 4, A, bins]: the softmax over the last axis, valid at every opset

@@ -31,15 +31,15 @@ EDGE_DEPTH = 0.5
 
 def crowded_head(step: YoloBoxes | DflBoxes, nms: Nms, facts: ModelFacts, head: np.ndarray,
                  rng: np.random.Generator) -> tuple[np.ndarray | None, list[str]]:
-    """`head` rewritten by `_crowd` and the notes on what it could not make; None for a head of one class (no
-    anchor can score in two) or a score threshold no probability exceeds (the probe could hold no detection)."""
+    """`head` rewritten by `_crowd` and the notes on what it could not make; None for a score threshold no
+    probability exceeds (the probe could hold no detection). A head of one class is probed too, without the pairs
+    in two classes (round 100: a one-class YOLOX had no probe, and an nms of another IoU or score threshold
+    PASSed)."""
     if nms.score_threshold >= SCORES[1]:
         return None, [f"decoder probe skipped: no class score (0 to 1) can exceed the score threshold "
                       f"{nms.score_threshold:g}, so no probe output could hold a detection"]
     codec = _DflHead(step, facts) if isinstance(step, DflBoxes) else _YoloHead(step, facts)
     boxes, scores = codec.decode(head)
-    if scores.shape[1] <= 1:
-        return None, []
     notes: list[str] = []
     boxes, scores = _crowd(codec, boxes, scores, nms, rng, notes)
     return codec.encode(boxes, scores), notes
@@ -208,11 +208,12 @@ def _crowd(codec: _YoloHead | _DflHead, boxes: np.ndarray, scores: np.ndarray, n
     boxes scoring clearly, the first more; three tenths score on a ladder around the score threshold, overlapping
     little; of the rest, half overlap above the IoU threshold in two classes, scoring like the first group, half
     overlap and score uniformly in 0.05–0.95 (round 43: when only these met across classes, by chance,
-    `per_class: false` after a DFL head passed). Every anchor scores in a second class too, 0.8–1 times its best.
-    So scores and overlaps lie on both sides of both thresholds, within 0.01 of each by several, anchors score in
-    more than one class, and the detections are fewer than the cut (but for a cut under `LEAST_PAIRS`). Rungs that
-    cannot exist (an overlap above what the head's boxes make, a score outside 0–1) are not made: their anchors do
-    not score, and a side of a threshold left with none is said in `notes`."""
+    `per_class: false` after a DFL head passed). Every anchor scores in a second class too, 0.8–1 times its best
+    (a head of one class has neither: its pairs in two classes are more of the last group). So scores and overlaps
+    lie on both sides of both thresholds, within 0.01 of each by several, anchors score in more than one class
+    (where there are two), and the detections are fewer than the cut (but for a cut under `LEAST_PAIRS`). Rungs
+    that cannot exist (an overlap above what the head's boxes make, a score outside 0–1) are not made: their anchors
+    do not score, and a side of a threshold left with none is said in `notes`."""
     boxes, scores = boxes.copy(), np.zeros_like(scores)
     n, classes, anchors = scores.shape
     iou, score = nms.iou_threshold, nms.score_threshold
@@ -228,7 +229,7 @@ def _crowd(codec: _YoloHead | _DflHead, boxes: np.ndarray, scores: np.ndarray, n
         leaders, followers = codec.pairs(rng, wanted, anchors)
         pairs = len(leaders)
         near_iou, near_score = pairs * 2 // 5, pairs * 3 // 10
-        across = (pairs - near_iou - near_score) // 2 if room else 0
+        across = (pairs - near_iou - near_score) // 2 if room and classes > 1 else 0
         loose = pairs - near_iou - near_score - across
         rungs = _ladder(iou, near_iou, 0.04, rng)
         made_iou = _made(rungs, 0, codec.highest)
@@ -251,14 +252,15 @@ def _crowd(codec: _YoloHead | _DflHead, boxes: np.ndarray, scores: np.ndarray, n
         made_lead, made_follow = _made(lead_rungs, *SCORES), _made(follow_rungs, *SCORES)
         made[near_iou:ranked[0]] = np.stack([made_lead, made_follow], 1)
         best = rng.integers(0, classes, pairs)
-        other = (best + rng.integers(1, classes, pairs)) % classes
+        other = (best + rng.integers(1, classes, pairs)) % classes if classes > 1 else best
         chosen = np.stack([leaders, followers], 1).ravel()  # leader, follower, leader, …
         top = np.clip(np.stack([lead, follow], 1).ravel(), lowest, highest) * made.ravel()  # not made: no score
         in_two = (np.arange(pairs) >= ranked[0]) & (np.arange(pairs) < ranked[1])
         firsts = np.stack([best, np.where(in_two, other, best)], 1).ravel()
-        seconds = (firsts + rng.integers(1, classes, 2 * pairs)) % classes
         scores[image, firsts, chosen] = top
-        scores[image, seconds, chosen] = top * rng.uniform(0.8, 1.0, 2 * pairs)
+        if classes > 1:  # one class: no second one to score in
+            seconds = (firsts + rng.integers(1, classes, 2 * pairs)) % classes
+            scores[image, seconds, chosen] = top * rng.uniform(0.8, 1.0, 2 * pairs)
         _edge_boxes(codec, boxes[image], scores[image], chosen, clear, rng)
         if image == 0:
             notes += _side_notes("overlap", "IoU threshold", iou, rungs, made_iou, (0, codec.highest))

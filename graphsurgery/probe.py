@@ -5,8 +5,10 @@ onnx's shape inference, even data-propagating, does not follow that, yet the hea
 width as constants; and a declared size can simply be wrong. So the declared sizes are checked against shape
 inference (run without them), and where inference cannot tell, against one ONNX Runtime run of the plain model on
 zeros (when every input's size is static but for the batch). Sizes that differ are replaced in the loaded model, in
-memory, with a note; the model file is not touched. An input with free height or width leaves them unknown, and the
-step that needs them says so.
+memory, with a note; the model file is not touched. An image input with free height or width is run at the size the
+recipe's input steps feed it (a `resize` or `center_crop` of a given `size`, or the caller's `tensor.shape`), the only
+size the patched model gives it; where the recipe fixes none the sizes stay unknown, and the step that needs them says
+so.
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ import numpy as np
 import onnx
 
 from graphsurgery.errors import GraphsurgeryError, ModelError
-from graphsurgery.model import real_inputs, shapes_only
+from graphsurgery.model import image_input_name, real_inputs, shapes_only
 from graphsurgery.modelio import LoadedModel
 from graphsurgery.recipe import Recipe
 from graphsurgery.runners import open_runner
+from graphsurgery.steps.base import SizedStep, hw_axes, with_hw
 
 #: The largest input the probe feeds (zeros): beyond it the sizes stay unknown rather than the memory run out
 MAX_PROBE_BYTES = 1 << 30
@@ -44,12 +47,12 @@ def settle_output_sizes(loaded: LoadedModel, recipe: Recipe) -> list[str]:
     outputs = [o for o in graph.output if o.name in targets and o.type.tensor_type.HasField("shape")]
     inferred = _inferred(loaded.proto, [o.name for o in outputs])
     unsure = [o.name for o in outputs if not _static(inferred.get(o.name))]
-    measured = _one_run(loaded, unsure) if unsure else {}
+    measured, fed = _one_run(loaded, unsure, recipe) if unsure else ({}, "its inputs fix them")
     notes = []
     for value in outputs:
         declared = _dims(value)
         truth, how = ((inferred[value.name], "shape inference") if value.name not in unsure
-                      else (measured.get(value.name), "one ONNX Runtime run on zeros (its inputs fix them)"))
+                      else (measured.get(value.name), f"one ONNX Runtime run on zeros ({fed})"))
         if truth is None:
             continue
         if len(truth) != len(declared):  # round 97: the steps were built for the declared rank and failed in the
@@ -69,6 +72,9 @@ def settle_output_sizes(loaded: LoadedModel, recipe: Recipe) -> list[str]:
         for dim, size in zip(dims[1:], truth[1:]):
             dim.Clear()
             dim.dim_value = int(size)
+        for info in graph.value_info:  # an exporter's value_info of the output (ultralytics writes one) is what the
+            if info.name == value.name:  # graph editor reads: it kept the declared sizes (round 100)
+                info.type.CopyFrom(value.type)
         batch = f", and not a batch of {declared[0]:,}" if wrong_batch else ""
         notes.append(f"output {value.name!r} is declared {declared}; the model computes {list(truth[1:])} after "
                      f"the batch{batch} ({how}): the steps use those sizes")
@@ -93,37 +99,64 @@ def _inferred(proto: onnx.ModelProto, names: list[str]) -> dict[str, list]:
             if v.name in names and v.type.tensor_type.HasField("shape")}
 
 
-def _one_run(loaded: LoadedModel, names: list[str]) -> dict[str, tuple[int, ...]]:
-    """These outputs' shapes from one ONNX Runtime run on zeros (batch 1 where it is free); none when an input's
-    size is not static but for its batch, or the model does not run here. A run on ones must give the same: an
-    output whose size follows the input's values (an If choosing between branches of other sizes) has no size the
-    steps could be built for (they failed in verify's run, "a graphsurgery bug")."""
-    feeds, inputs = {}, set(real_inputs(loaded.proto))
+def _fed_dims(recipe: Recipe, dims: list) -> list:
+    """The image input's `dims` (model side) with a free height and width as the patched model feeds them: the last
+    sized input step's `size` (resize, center_crop), or without one the caller's `tensor.shape`. Round 100: a YOLOv8
+    exported with free H × W (ultralytics' dynamic=True) behind `resize: {size: [320, 320]}` was refused, "export
+    the model with a fixed input size", though the patched model only ever feeds it 320 × 320."""
+    section = recipe.input
+    if section is None or len(dims) != 4:
+        return dims
+    sized = [step for step in section.steps if isinstance(step, SizedStep)]
+    if sized:
+        hw = sized[-1].size
+    elif section.tensor.shape is not None:
+        hw = tuple(section.tensor.shape[axis] for axis in hw_axes(section.tensor.layout))
+    else:
+        return dims
+    if hw is None or not all(isinstance(side, int) for side in hw):
+        return dims
+    model_hw = (dims[axis] for axis in hw_axes(section.model.layout))
+    return list(with_hw(tuple(dims), section.model.layout,
+                        tuple(dim if isinstance(dim, int) and dim > 0 else side for dim, side in zip(model_hw, hw))))
+
+
+def _one_run(loaded: LoadedModel, names: list[str], recipe: Recipe) -> tuple[dict[str, tuple[int, ...]], str]:
+    """These outputs' shapes from one ONNX Runtime run on zeros (batch 1 where it is free), and what fixed the
+    inputs' sizes; no shapes when an input's size is not static but for its batch (nor made so by the recipe:
+    `_fed_dims`), or the model does not run here. A run on ones must give the same: an output whose size follows the
+    input's values (an If choosing between branches of other sizes) has no size the steps could be built for (they
+    failed in verify's run, "a graphsurgery bug")."""
+    feeds, inputs, fed = {}, real_inputs(loaded.proto), "its inputs fix them"
+    image = image_input_name(recipe, inputs, [v.name for v in loaded.proto.graph.input if len(_dims(v)) == 4])
     for value in loaded.proto.graph.input:
         if value.name not in inputs:
             continue
-        dims = _dims(value)
+        declared = _dims(value)
+        dims = _fed_dims(recipe, declared) if value.name == image else declared
+        if dims != declared:
+            fed = f"at the {dims[1:]} after the batch the recipe's input steps feed {value.name!r}"
         if not value.type.tensor_type.HasField("shape") or not _static(dims):
-            return {}
+            return {}, fed
         batch = dims[0] if dims and isinstance(dims[0], int) and dims[0] > 0 else 1
         dtype = onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type)
         shape = [batch, *dims[1:]] if dims else []
         if math.prod(shape) * dtype.itemsize > MAX_PROBE_BYTES:  # a huge static input: not worth (or able) to run
-            return {}
+            return {}, fed
         feeds[value.name] = np.zeros(shape, dtype)
     try:
         with open_runner("onnxruntime", loaded.path) as run:
             outputs = run(feeds)
             other = _ran(run, {name: np.ones_like(value) for name, value in feeds.items()}) or outputs
     except (GraphsurgeryError, RuntimeError, ValueError):  # it does not run here: the sizes stay unknown
-        return {}
+        return {}, fed
     for name in names:
         if name in outputs and outputs[name].shape[1:] != other[name].shape[1:]:
             raise ModelError(f"output {name!r} is {list(outputs[name].shape[1:])} after the batch for an input of "
                              f"zeros and {list(other[name].shape[1:])} for ones: its size follows the input's "
                              "values, and the output steps are built for one size", path=loaded.path,
                              fix=f"export the model so that the size of {name!r} follows only the input's size")
-    return {name: outputs[name].shape for name in names if name in outputs}
+    return {name: outputs[name].shape for name in names if name in outputs}, fed
 
 
 def _ran(run, feeds: dict) -> dict | None:

@@ -329,7 +329,8 @@ def price(compiled: list, calibration: Calibration) -> dict:
     """What int8 costs in agreement with f32, output by output, on the calibration samples: `compiled` is
     `compile_pair`'s [f32, int8]. Only values finite on both sides are measured (`not_finite`: the share left out);
     an integer output (labels, ids passed through) by the share of equal values: a "mean abs diff" of class labels
-    measured the distance between class numbers."""
+    measured the distance between class numbers. A detector's `count` also says how many detections f32 made: its
+    boxes, scores and classes agree on padding where it made none."""
     names = [port.get_any_name() for port in compiled[0].outputs]
     answers: dict[str, list[list[np.ndarray]]] = {name: [[], []] for name in names}
     for feed in each(calibration.feeds):
@@ -359,6 +360,9 @@ def price(compiled: list, calibration: Calibration) -> dict:
                 report[name].update(margin_statistics(peak_margins(a)))
         if not both.all():
             report[name]["not_finite"] = float(1 - np.mean(both))
+    if "count" in report and sides["count"][0].dtype.kind in "iu":  # a detector's (nms): the rows past the count
+        # are padding, equal on both sides; round 100: "classes equal 1" on random inputs where f32 found nothing
+        report["count"]["f32_detections"] = float(sides["count"][0].sum())
     return report
 
 

@@ -419,8 +419,25 @@ def whole_images(folder: Path, image_input: Port, tensor: InputTensor, extras: l
         center, scale = box_to_center_scale(whole_image_box(image), model_size[0] / model_size[1])
         groups.append((as_caller_tensor(image, tensor, image_input.dtype)[None],
                        _extras(extras, center[None], scale[None])))
-    shown = ", ".join(f"{w}×{h}" for w, h in dict.fromkeys(width_height(t[0], tensor.layout) for t, _ in groups))
-    return Samples(groups, f"{len(groups)} whole images from {folder} at their own sizes, W×H {shown}", "images")
+    sizes = list(dict.fromkeys(width_height(t[0], tensor.layout) for t, _ in groups))
+    shown = ", ".join(f"{w}×{h}" for w, h in sizes)
+    return Samples(groups, f"{len(groups)} whole images from {folder} at their own sizes, W×H {shown}", "images",
+                   note=_padding_unexercised(resizes, sizes))
+
+
+def _padding_unexercised(resizes: Sequence[InputStep], sizes: Sequence[tuple[int, int]]) -> str | None:
+    """What images (W, H) that all fill the model's input after a letterbox (or `fit: height`) leave unproven: its
+    padding, so its `pad_anchor` and `pad_value`. Round 100: nudenet's patch with the letterbox anchored at the
+    centre for the top-left PASSed on two square photos, without a word."""
+    padded = [step for step in resizes if getattr(step, "fit", None) in ("letterbox", "height")]
+    if not padded or not sizes:
+        return None
+    step = padded[-1]
+    if any(step.resized_hw(h, w) != step.target_size() for w, h in sizes):
+        return None
+    th, tw = step.target_size()
+    return (f"every image fills the model's {tw}×{th} input after the {step.fit} resize: its padding, pad_anchor and "
+            "pad_value were not exercised (add images of other aspect ratios, or --random)")
 
 
 def check_taken(image: np.ndarray, image_input: Port, layout: str, path: Path) -> None:
@@ -570,7 +587,9 @@ def crop_size(image_input: Port, recipe: Recipe, facts: ModelFacts) -> tuple[int
         return (w, h)
     if facts.input_size is None:
         raise GraphsurgeryError("neither the patched nor the plain model has a static input size",
-                                fix="export the model with a fixed input size")
+                                fix="fix the caller's size in the recipe (`input.tensor.shape`, its height and width "
+                                    "as numbers) or resize to one (a `resize` step with `size`), or export the "
+                                    "model with a fixed input size")
     return facts.input_size
 
 

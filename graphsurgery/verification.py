@@ -72,6 +72,7 @@ from graphsurgery.model import ModelFacts, openvino_caveats, provenance, real_in
 from graphsurgery.modelio import LoadedModel, command, load_model
 from graphsurgery.nms_reads import NmsCut, graph_reads, nms_cut, reads_results
 from graphsurgery.own_input_steps import doubled_notes
+from graphsurgery.probe import settle_output_sizes
 from graphsurgery.recipe import Recipe, as_recipe
 from graphsurgery.runners import (
     BACKENDS,
@@ -310,6 +311,9 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
     input_name = plain_input(recipe, plain)  # before the resize's size: which input, in apply's words
     if patched is not None:  # apply refuses such a PLAIN, but with --patched apply does not run
         refuse_patched_plain(recipe, plain, input_name)
+        # and an output of another rank than declared (round 100: the patched file's cut at it failed in the
+        # runtime, "a graphsurgery bug"); on a copy, as apply settles its own
+        settle_output_sizes(plain.copied(), recipe)
     else:  # apply's refusal, before the input steps are bound to the model
         refuse_applied(recipe, plain.proto, str(plain.path))
     check_plain_input(recipe, plain, input_name)

@@ -46,6 +46,7 @@ SideRounding = Literal["floor", "round", "ceil"]
 #: by `Resize.rounding_sizes`, not offered as a `side_rounding`
 HalfRounding = Literal["half_up", "half_down"]
 PadAnchor = Literal["center", "top_left"]
+CropOffset = Literal["round", "floor"]
 MAX_SIDE = 65_536
 #: The largest |pad_value|: pixels are 0–255 (or 65,535); at 1e19 a model squaring its input overflowed float32, at
 #: 1e8 (over /255) one computing in float16 overflowed it, each on one runtime or graph and not the other
@@ -58,6 +59,7 @@ ONLY_WITH = (
     ("antialias", "interpolation", ("linear", "cubic")),
     ("coordinate_transformation_mode", "interpolation", ("nearest", "linear", "cubic")),
     ("crop_fraction", "fit", ("crop",)),
+    ("crop_offset", "fit", ("crop",)),
     ("pad_value", "fit", ("letterbox", "height")),
     ("pad_anchor", "fit", ("letterbox", "height")),
     ("side_rounding", "fit", ("crop", "letterbox", "height")),
@@ -92,8 +94,9 @@ class Resize(SizedStep):
     - crop: scale, keeping the aspect ratio, so the image covers floor(H / crop_fraction) × floor(W /
       crop_fraction): the binding side gets exactly that, the other side floor(side · scale), in integer
       arithmetic; then cut the model's H × W from the centre, the offset rounded half to even as torchvision's
-      CenterCrop does. With crop_fraction 0.875 and a 224 model this is torchvision's ImageNet evaluation
-      transform: short side to 256, centre crop 224.
+      CenterCrop does (`crop_offset: floor`: rounded down, as PaddleClas's CropImage, `(w' − W) // 2`). With
+      crop_fraction 0.875 and a 224 model this is torchvision's ImageNet evaluation transform: short side to 256,
+      centre crop 224.
     - letterbox: scale, keeping the aspect ratio, to fit inside H × W (the other side floor(side · scale), at
       least 1), centre it (the odd pixel of padding goes to the bottom / right) and fill the rest with pad_value.
       `pad_anchor: top_left` puts the image in the top-left corner instead (YOLO-style and OCR pipelines).
@@ -116,6 +119,8 @@ class Resize(SizedStep):
     antialias: bool = False
     fit: Fit = "stretch"
     crop_fraction: float = Field(default=1.0, gt=0.05, le=1.0, description="share of the covered size kept by crop")
+    crop_offset: CropOffset = Field(default="round", description="crop: the centre cut's offset rounded half to even "
+                                    "(torchvision) or down (PaddleClas)")
     pad_value: float = Field(default=0.0, description="value of letterbox padding, a pixel value in the caller's "
                              f"units (at most ±{MAX_PAD_VALUE:,.0f})",
                              json_schema_extra={"minimum": -MAX_PAD_VALUE, "maximum": MAX_PAD_VALUE})
@@ -251,7 +256,7 @@ class Resize(SizedStep):
         rh, rw = self.resized_hw(h, w)
         scale = np.array([f32(rw) / f32(w), f32(rh) / f32(h)], f32)
         if self.fit == "crop":
-            offset = -np.round([(rw - tw) / 2, (rh - th) / 2])  # half to even, as `place` cuts
+            offset = -np.array(self._crop_offsets((rh, rw))[::-1])  # as `place` cuts
         elif self.fit in ("letterbox", "height") and self.pad_anchor == "center":
             offset = np.array([(tw - rw) // 2, (th - rh) // 2])
         else:
@@ -387,7 +392,7 @@ class Resize(SizedStep):
         th, tw = self.target_size()
         (rh, rw), (h_axis, w_axis) = resized_hw, axes
         if self.fit == "crop":
-            top, left = int(np.round((rh - th) / 2)), int(np.round((rw - tw) / 2))  # half to even, like Round
+            top, left = self._crop_offsets(resized_hw)
             index = [slice(None)] * y.ndim
             index[h_axis], index[w_axis] = slice(top, top + th), slice(left, left + tw)
             return y[tuple(index)]
@@ -397,6 +402,13 @@ class Resize(SizedStep):
             pads[h_axis], pads[w_axis] = (top, th - rh - top), (left, tw - rw - left)
             return np.pad(y, pads, constant_values=self.pad_value)
         return y
+
+    def _crop_offsets(self, resized_hw: tuple[int, int]) -> tuple[int, int]:
+        """[top, left] of the centre cut of a `resized_hw` image: half the excess, rounded half to even (like Round)
+        or down (`crop_offset: floor`). Round 100: PaddleClas floors it, and 2 of verify's 9 sizes then cut a pixel
+        apart, which no recipe could say."""
+        halves = np.subtract(resized_hw, self.target_size()) / 2
+        return tuple(int(side) for side in (np.floor(halves) if self.crop_offset == "floor" else np.round(halves)))
 
     # --- graph pieces ------------------------------------------------------------------------------------------
 
@@ -462,10 +474,13 @@ class Resize(SizedStep):
                      shape=[2])
 
     def _crop_starts(self, em: Emitter, resized_hw: gs.Variable) -> gs.Variable:
-        """[top, left] of the centre cut: round((h' − H) / 2), half to even (Round), int64."""
+        """[top, left] of the centre cut: round((h' − H) / 2), half to even (Round), int64; with `crop_offset:
+        floor` (h' − H) // 2 (the excess is never negative: the image covers the crop)."""
         f32, i64 = np.float32, np.int64
-        excess = em.op("Cast", [em.op("Sub", [resized_hw, em.const("target", list(self.target_size()), i64)],
-                                      dtype=i64)], {"to": TensorProto.FLOAT}, dtype=f32)
+        excess = em.op("Sub", [resized_hw, em.const("target", list(self.target_size()), i64)], dtype=i64)
+        if self.crop_offset == "floor":
+            return em.op("Div", [excess, em.const("two", 2, i64)], dtype=i64, shape=[2])
+        excess = em.op("Cast", [excess], {"to": TensorProto.FLOAT}, dtype=f32)
         half = em.op("Round", [em.op("Div", [excess, em.const("two", 2.0, f32)], dtype=f32)], dtype=f32)
         return em.op("Cast", [half], {"to": TensorProto.INT64}, dtype=i64, shape=[2])
 

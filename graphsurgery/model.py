@@ -16,6 +16,11 @@ from graphsurgery.steps.base import Dim
 PROVENANCE_KEY = "graphsurgery.provenance"
 #: Ops that only reshape or rename: a model ending in Softmax → one of these still ends in a Softmax
 PASS_THROUGH_OPS = {"Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Dropout"}
+#: Ops that move or keep some of the values they read and compute none: a Softmax → Transpose (or → Slice of some
+#: classes) still ends in a Softmax; its values are probabilities (round 104: a second softmax was given to them)
+REARRANGING_OPS = {"Transpose", "Slice"}
+#: An elementwise op that leaves the tensor as it is, by the constant that does so (× 1, ÷ 1, + 0, − 0)
+NEUTRAL = {"Mul": 1.0, "Div": 1.0, "Add": 0.0, "Sub": 0.0}
 #: A Cast to one of these keeps what made its input (a float16 model converted with keep_io_types ends in Softmax →
 #: Cast to float32)
 FLOAT_TYPES = frozenset({onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE,
@@ -180,11 +185,14 @@ def output_producer(proto: onnx.ModelProto, name: str) -> str | None:
     Calls of model-local functions are looked into, and out of to their arguments (round 97: torch's
     `export_modules_as_functions` ends a classifier in a call whose body ends in Softmax, which was given a second
     one), and so are an If's branches (their op where both agree, else "If"); an op of another domain is named with
-    its domain: a function `local.Softmax` is not ONNX's (its body may be a LogSoftmax)."""
+    its domain: a function `local.Softmax` is not ONNX's (its body may be a LogSoftmax).
+    Looked through too: a Transpose, a Slice, and a Mul, Div, Add or Sub that changes nothing (`_kept`); a softmax
+    written out (Exp → ReduceSum → Div, LogSoftmax → Exp) is named "Softmax" (`_written_softmax`)."""
     functions = {function_key(function): function for function in proto.functions}
     # each step walks one node back: a chain is no longer than the nodes, each function's expanded at each call
     budget = [sum(1 for _ in all_nodes(proto)) * (len(functions) + 1) + 1]
-    return _made_by(name, [(_producers(proto.graph.node), None, None)], functions, budget)
+    initializers = {tensor.name: tensor for tensor in proto.graph.initializer}
+    return _made_by(name, [(_producers(proto.graph.node), None, None)], functions, budget, initializers)
 
 
 def _float_cast(node: onnx.NodeProto) -> bool:
@@ -193,7 +201,40 @@ def _float_cast(node: onnx.NodeProto) -> bool:
     return node.op_type == "Cast" and any(a.name == "to" and a.i in FLOAT_TYPES for a in node.attribute)
 
 
-def _made_by(name: str, frames: list, functions: dict, budget: list[int]) -> str | None:
+def _kept(node: onnx.NodeProto, producers: dict, initializers: dict) -> str | None:
+    """The input whose values `node` passes on unchanged, or only rearranged (`REARRANGING_OPS`, a `NEUTRAL` op
+    by a constant of that value: a Mul by 1 an exporter left); None for any other node. `initializers` are the main
+    graph's (None inside a function body, whose names are its own)."""
+    if node.op_type in REARRANGING_OPS and node.input:
+        return node.input[0]
+    if node.op_type not in NEUTRAL or len(node.input) != 2:
+        return None
+    from graphsurgery.folding import plain_constants, small_value  # folding imports this module
+
+    for kept, other in ((0, 1), (1, 0)) if node.op_type in ("Mul", "Add") else ((0, 1),):
+        made = producers.get(node.input[other])
+        constants = plain_constants([], [made]) if made is not None else initializers or {}
+        value = small_value(constants, node.input[other])
+        if value is not None and value.dtype.kind == "f" and value.size and (value == NEUTRAL[node.op_type]).all():
+            return node.input[kept]
+    return None
+
+
+def _written_softmax(node: onnx.NodeProto, producers: dict) -> bool:
+    """Whether `node` ends a softmax written out: exp(x) / ReduceSum(exp(x)) (a torch export of a hand-written
+    softmax, with or without a ReduceMax taken off first), or exp(LogSoftmax(x)) (round 104: both got a second
+    softmax, and verify's twin did the same)."""
+    made = [producers.get(name) for name in node.input]
+    if node.op_type == "Exp" and made and made[0] is not None:
+        return _onnx_op(made[0]) and made[0].op_type == "LogSoftmax"
+    if node.op_type != "Div" or len(made) != 2 or None in made:
+        return False
+    exp, total = made
+    return (_onnx_op(exp) and exp.op_type == "Exp" and _onnx_op(total) and total.op_type == "ReduceSum"
+            and total.input[:1] == node.input[:1])
+
+
+def _made_by(name: str, frames: list, functions: dict, budget: list[int], initializers: dict) -> str | None:
     """`output_producer`'s walk from `name` in the innermost of `frames`: (producers, call, function) for the graph
     and each function body entered, (producers, None, None) for an If branch, whose other names are its graph's."""
     while budget[0] > 0:
@@ -211,10 +252,14 @@ def _made_by(name: str, frames: list, functions: dict, budget: list[int]) -> str
             frames = frames[:-1]
         elif _onnx_op(node) and node.input and (node.op_type in PASS_THROUGH_OPS or _float_cast(node)):
             name = node.input[0]
+        elif _onnx_op(node) and (kept := _kept(node, producers, None if _in_function(frames) else initializers)):
+            name = kept
+        elif _onnx_op(node) and _written_softmax(node, producers):
+            return "Softmax"
         elif _onnx_op(node) and node.op_type == "If":
             index = list(node.output).index(name)
             made = {_made_by(branch.g.output[index].name, [*frames, (_producers(branch.g.node), None, None)],
-                             functions, budget)
+                             functions, budget, initializers)
                     for branch in node.attribute if branch.name in ("then_branch", "else_branch")}
             return made.pop() if len(made) == 1 else "If"
         elif (called := None if _onnx_op(node) else functions.get(call_key(node))) is not None:
@@ -223,6 +268,10 @@ def _made_by(name: str, frames: list, functions: dict, budget: list[int]) -> str
         else:
             return node.op_type if _onnx_op(node) else f"{node.domain}.{node.op_type}"
     return None
+
+
+def _in_function(frames: list) -> bool:
+    return any(function is not None for _, _, function in frames)
 
 
 def _producers(nodes) -> dict[str, onnx.NodeProto]:

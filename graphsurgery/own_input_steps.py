@@ -13,6 +13,7 @@ first other node, so a Conv, MatMul or Gemm ends it, and nothing after one is re
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,11 +21,15 @@ import onnx
 
 from graphsurgery.errors import ModelError, node_named, quoted
 from graphsurgery.folding import plain_constants, small_value
-from graphsurgery.model import FLOAT_TYPES, node_reads
+from graphsurgery.model import FLOAT_TYPES, call_key, function_key, node_reads
 from graphsurgery.recipe import InputSection
 
 #: The nodes walked at most: a model's own preparation is a handful of them
 MOST_NODES = 16
+#: Model-local functions entered at most, one inside another (torch's `export_modules_as_functions` nests them)
+MOST_CALLS = 4
+#: Nodes at most that compute a constant the walk reads (a ConstantOfShape, a Constant divided by a Constant)
+MOST_FOLDS = 4
 #: A constant of more values than this is no per-channel mean or std
 MOST_VALUES = 4096
 #: Dividing by a number in this range scales pixels (0–255) down: 255, 256, 127.5, 128
@@ -62,27 +67,12 @@ class OwnStep:
 def own_input_steps(proto: onnx.ModelProto, name: str) -> list[OwnStep]:
     """What the model does to its input `name` before its network reads it, in order (`OwnStep`s); [] when its
     first reader is anything else (a Conv: a plain torch export)."""
-    graph = proto.graph
-    readers: dict[str, list[onnx.NodeProto]] = {}
-    for node in graph.node:
-        for read in node_reads(node):
-            readers.setdefault(read, []).append(node)
-    constants = plain_constants(graph.initializer, graph.node)
-    declared = next((value.type.tensor_type for value in graph.input if value.name == name), None)
+    declared = _declared(proto, name)
     if declared is None:
         return []
-    element = declared.elem_type
-    dims = [d.dim_value or None for d in declared.shape.dim] if declared.HasField("shape") else []
-    found: list[OwnStep] = []
-    for _ in range(MOST_NODES):
-        users = [node for node in readers.get(name, []) if not (node.op_type == "Shape" and _onnx(node))]
-        if len(users) != 1 or not _onnx(users[0]) or name in (o.name for o in graph.output):
-            break
-        node = users[0]
-        step, name, element, dims = _one_step(node, name, element, dims, constants, readers)
-        if name is None:
-            break
-        found += [step] if step is not None else []
+    functions = {function_key(function): function for function in proto.functions}
+    found = _walk(proto.graph.node, proto.graph.initializer, {o.name for o in proto.graph.output}, name, *declared,
+                  functions, MOST_CALLS)
     for index, step in enumerate(found):  # a mean in pixel units after a factor is in the factor's units
         if step.kind == "pixels" and any(before.multiplies for before in found[:index]):
             found[index] = OwnStep("normalize", step.does, step.node)
@@ -91,13 +81,86 @@ def own_input_steps(proto: onnx.ModelProto, name: str) -> list[OwnStep]:
     return found
 
 
+def shared_steps(proto: onnx.ModelProto, name: str) -> list[OwnStep]:
+    """What some of the readers of input `name` do to it where it has more than one (a skip connection beside a
+    `/ 255`): the walk stops there, and what one reader does is not what the whole network takes, so a recipe
+    repeating it is likely, not certainly, wrong (noted, not refused)."""
+    declared = _declared(proto, name)
+    if declared is None:
+        return []
+    readers, constants, producers = _view(proto.graph.node, proto.graph.initializer)
+    users = _users(readers, name)
+    if len(users) < 2:
+        return []
+    found = []
+    for node in users:
+        step = _one_step(node, name, *declared, constants, producers, readers)[0] if _onnx(node) else None
+        found += step if isinstance(step, list) else [step] if step is not None else []
+    return [step for step in found if step.kind in ("scale", "normalize", "pixels")]
+
+
+def _declared(proto: onnx.ModelProto, name: str) -> tuple[int, list] | None:
+    """Input `name`'s element type and dims (None for a dim not a number), or None where it is no graph input."""
+    declared = next((value.type.tensor_type for value in proto.graph.input if value.name == name), None)
+    if declared is None:
+        return None
+    return declared.elem_type, [d.dim_value or None for d in declared.shape.dim] if declared.HasField("shape") else []
+
+
+def _view(nodes, initializers) -> tuple[dict, dict, dict]:
+    """A graph's or function body's readers of each name, plain constants and producers of each name."""
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for node in nodes:
+        for read in node_reads(node):
+            readers.setdefault(read, []).append(node)
+    return readers, plain_constants(initializers, nodes), {out: node for node in nodes for out in node.output}
+
+
+def _users(readers: dict, name: str) -> list[onnx.NodeProto]:
+    """The nodes reading `name`'s values (a Shape reads none)."""
+    return [node for node in readers.get(name, []) if not (node.op_type == "Shape" and _onnx(node))]
+
+
+def _walk(nodes, initializers, outputs: set, name: str, element: int, dims: list, functions: dict, calls: int
+          ) -> list[OwnStep]:
+    """`own_input_steps`' walk from `name` through `nodes` (a graph's, a branch's or a function body's), into a
+    model-local function called on it (round 104: torch's `export_modules_as_functions` put a `/ 255` inside one)
+    and into an If reading it where both branches do the same (what one branch alone does is not what the model
+    always does)."""
+    readers, constants, producers = _view(nodes, initializers)
+    found: list[OwnStep] = []
+    for _ in range(MOST_NODES):
+        users = _users(readers, name)
+        if len(users) != 1 or name in outputs:
+            break
+        node = users[0]
+        called = None if _onnx(node) or calls == 0 else functions.get(call_key(node))
+        if called is not None and name in node.input and list(node.input).index(name) < len(called.input):
+            formal = called.input[list(node.input).index(name)]
+            return found + _walk(called.node, [], set(called.output), formal, element, dims, functions, calls - 1)
+        if node.op_type == "If" and _onnx(node) and calls > 0:  # both branches, where they do the same
+            walks = [_walk(branch.g.node, branch.g.initializer, {o.name for o in branch.g.output}, name, element,
+                           dims, functions, calls - 1) for branch in node.attribute if branch.HasField("g")]
+            kinds = {tuple(step.kind for step in walk) for walk in walks}
+            return found + walks[0] if len(walks) == 2 and len(kinds) == 1 else found
+        if not _onnx(node):
+            break
+        step, name, element, dims = _one_step(node, name, element, dims, constants, producers, readers)
+        if name is None:
+            break
+        found += step if isinstance(step, list) else [step] if step is not None else []
+    return found
+
+
 def _onnx(node: onnx.NodeProto) -> bool:
     return node.domain in ("", "ai.onnx")
 
 
-def _one_step(node: onnx.NodeProto, name: str, element: int, dims: list, constants: dict, readers: dict):
-    """The `OwnStep` `node` is (None for one that changes nothing: an Identity, a Cast between floats, a Mul by 1),
-    the tensor it makes, its element type and dims; a name of None where `node` is none of those the walk knows."""
+def _one_step(node: onnx.NodeProto, name: str, element: int, dims: list, constants: dict, producers: dict,
+              readers: dict):
+    """The `OwnStep` `node` is (None for one that changes nothing: an Identity, a Cast between floats, a Mul by 1;
+    a list for a BatchNormalization), the tensor it makes, its element type and dims; a name of None where `node`
+    is none of those the walk knows."""
     op, named = node.op_type, node_named(node)
     stop = None, None, element, dims
     if op == "Identity" and len(node.output) == 1:
@@ -124,25 +187,79 @@ def _one_step(node: onnx.NodeProto, name: str, element: int, dims: list, constan
         if node.input[0] == node.input[1] or (node.input[1] == name and op in ("Div", "Sub")):
             return stop  # the image squared, or a constant divided by it: no preparation
         other = node.input[1] if node.input[0] == name else node.input[0]
-        value = _per_channel(constants, other)
+        value = _per_channel(constants, producers, other)
         if value is None or (op in ("Mul", "Div") and not value.all()):  # × 0 keeps nothing of the image
             return stop
         return _arithmetic(op, value, named), node.output[0], element, dims
+    if op == "BatchNormalization" and element in FLOAT_TYPES and len(node.output) == 1 and node.input[0] == name:
+        steps = _batch_normalization(node, constants, producers, named)
+        return (steps, node.output[0], element, dims) if steps is not None else stop
     if op in ("Gather", "Slice", "Split") and _reverses(node, dims, constants, readers):
         made = node.output[0] if op != "Split" else readers[node.output[0]][0].output[0]
         return OwnStep("reverse", "reverses the channels (BGR ↔ RGB)", named), made, element, dims
     return stop
 
 
-def _per_channel(constants: dict, name: str) -> np.ndarray | None:
+def _batch_normalization(node: onnx.NodeProto, constants: dict, producers: dict, named: str) -> list | None:
+    """The `OwnStep`s of an inference BatchNormalization on the input, (x − mean) · scale / √(var + ε) + bias, as the
+    Sub, Mul and Add it is (round 104: Caffe's and Keras' "data_bn", a mean in pixel units, was not seen); None
+    where its constants are not all per channel."""
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    parts = [_per_channel(constants, producers, n) for n in node.input[1:5]]
+    if attrs.get("training_mode", 0) or len(parts) != 4 or any(part is None for part in parts):
+        return None
+    scale, bias, mean, variance = parts
+    with np.errstate(all="ignore"):
+        factor = scale / np.sqrt(variance + attrs.get("epsilon", 1e-5))
+    if not np.isfinite(factor).all() or not factor.all():
+        return None
+    steps = [_arithmetic("Sub", mean, named), _arithmetic("Mul", factor, named), _arithmetic("Add", bias, named)]
+    return [step for step in steps if step is not None]
+
+
+def _per_channel(constants: dict, producers: dict, name: str) -> np.ndarray | None:
     """The values of constant `name` where they are one number or one per channel (at most one dim over 1), as a
-    flat float array; None for anything else (computed, external, an image-sized bias, integers)."""
-    value = small_value(constants, name)
+    flat float array; None for anything else (input-dependent, external, an image-sized bias, integers)."""
+    value = _folded(constants, producers, name, MOST_FOLDS)
     if value is None or value.size == 0 or value.size > MOST_VALUES or value.ndim > 4 or value.dtype.kind != "f":
         return None
     if sum(1 for d in value.shape if d > 1) > 1 or not np.isfinite(value).all():
         return None
     return value.astype(np.float64).reshape(-1)
+
+
+def _folded(constants: dict, producers: dict, name: str, depth: int) -> np.ndarray | None:
+    """The value of `name`: a plain constant, or one computed from them by a ConstantOfShape, an elementwise
+    Mul/Div/Add/Sub, a Cast or an Identity, at most `depth` nodes deep and MOST_VALUES values (round 104: a divisor
+    of 255 made by a ConstantOfShape, or a Constant divided by a Constant, was not seen); None for anything else."""
+    value = small_value(constants, name)
+    node = producers.get(name)
+    if value is not None or depth == 0 or node is None or not _onnx(node) or not node.input:
+        return value
+    parts = [_folded(constants, producers, n, depth - 1) if n else None for n in node.input]
+    if any(part is None or part.size > MOST_VALUES for part in parts):
+        return None
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    if node.op_type == "ConstantOfShape":
+        fill = onnx.numpy_helper.to_array(attrs["value"]) if "value" in attrs else np.zeros(1, np.float32)
+        shape = parts[0].astype(np.int64).reshape(-1)
+        if len(shape) > 4 or (shape < 0).any() or np.prod(shape) > MOST_VALUES or fill.size != 1:
+            return None
+        return np.full(tuple(shape), fill.reshape(-1)[0], fill.dtype)
+    if node.op_type == "Identity":
+        return parts[0]
+    if node.op_type == "Cast" and attrs.get("to") in FLOAT_TYPES:
+        return parts[0].astype(onnx.helper.tensor_dtype_to_np_dtype(attrs["to"]))
+    operations = {"Mul": np.multiply, "Div": np.divide, "Add": np.add, "Sub": np.subtract}
+    if node.op_type in operations and len(parts) == 2 and all(part.dtype.kind == "f" for part in parts):
+        try:
+            if math.prod(np.broadcast_shapes(*(part.shape for part in parts))) > MOST_VALUES:
+                return None
+        except ValueError:  # shapes that do not broadcast: the model is broken, not read
+            return None
+        with np.errstate(all="ignore"):
+            return operations[node.op_type](*parts)
+    return None
 
 
 def _arithmetic(op: str, value: np.ndarray, named: str) -> OwnStep | None:
@@ -248,7 +365,7 @@ def refuse_doubled(section: InputSection, proto: onnx.ModelProto, target: str, m
     own = own_input_steps(proto, target)
     steps = doubled(section, own)
     if not steps:
-        return []
+        return shared_notes(section, proto, target)
     said, listing = _said(own, steps, target)
     if force:
         return [f"{said}: applied, as --force asked; verify's twin applies them too, so it cannot tell"]
@@ -268,6 +385,20 @@ def doubled_notes(section: InputSection | None, proto: onnx.ModelProto, target: 
     own = own_input_steps(proto, target)
     steps = doubled(section, own)
     if not steps:
-        return []
+        return shared_notes(section, proto, target)
     said, _ = _said(own, steps, target)
     return [f"{said}: verify's twin applies them too, so a PASS cannot tell the model gets its input prepared twice"]
+
+
+def shared_notes(section: InputSection, proto: onnx.ModelProto, target: str) -> list[str]:
+    """apply's and verify's note where one of several readers of the input does what a recipe step does again
+    (`shared_steps`): likely prepared twice, which verify's twin cannot tell (round 104)."""
+    own = shared_steps(proto, target)
+    steps = doubled(section, own)
+    if not steps:
+        return []
+    listing = _said(own, steps, target)[1]
+    doing = ", ".join(str(step) for step in own)
+    return [f"the model's input {quoted(target)} is read by more than one node, and one of them {doing}: the "
+            f"recipe's {listing} would likely do it again for that node, and verify's twin applies them too, so it "
+            "cannot tell: drop them if the model takes its input unprepared"]

@@ -482,6 +482,7 @@ def _splice_output(section: OutputSection, graph: gs.Graph, em: Emitter, plan: S
             env.update(step.build(em.scoped(step.step_name), env, facts))
         except StepError as exc:
             raise step_error(exc, where, model_name) from None
+        plan.notes += [f"{where}: {note}" for note in step.notes(facts)]
     existing = in_use | set(graph.tensors())
     new_outputs = []
     for key, name in section.output_names().items():

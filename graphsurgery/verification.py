@@ -379,6 +379,8 @@ def verify(recipe: str | Path | Recipe, plain_model: str | Path, *, patched: str
             patched_proto = patched_onnx.proto
             report.notes += _provenance_notes(patched_proto, recipe)
             report.notes += doubled_notes(recipe.input, plain.proto, input_name)  # applied with --force
+            report.notes += [note for step in (recipe.output.steps if recipe.output else ()) for note in
+                             step.notes(facts)]
             if "openvino" in backends:
                 report.notes += openvino_caveats(patched_proto)
         elif not int8:

@@ -75,6 +75,15 @@ def declared_batch(path: Path, batch: int, *, on: str = "input") -> Path:
     onnx.save(model, str(path))
     return path
 
+def saved(graph: onnx.GraphProto, path: Path, opset: int = 17) -> Path:
+    """`graph` as a model of `opset` (IR 8), checked in full and saved at `path`."""
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, str(path))
+    return path
+
+
 def unconvertible(model_path: Path, out: Path, tensor: str, *, name: str = "scaler") -> Path:
     """`model_path` with its tensor `tensor` made by an `ai.onnx.ml.Scaler` (× 1 + 0) of what made it before: ONNX
     Runtime runs it, OpenVINO has no conversion rule for it (a model-local function, which it had none for either,

@@ -28,7 +28,7 @@ from graphsurgery.errors import GraphsurgeryError
 from graphsurgery.reference import verify_reference
 from test_hostile_hundredfirst import NCHW_RECIPE, build, channel, refused
 
-from modelkit import bgr_crops, pose_model
+from modelkit import bgr_crops, pose_model, saved
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -124,11 +124,7 @@ def dfl_head(path: Path, *, sigmoid: bool, levels: bool = False) -> Path:
                                                                            [1, 3, 32, 32])],
                               [helper.make_tensor_value_info("output0", TensorProto.FLOAT, [1, 64 + classes, 21])],
                               inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model, full_check=True)
-    onnx.save(model, str(path))
-    return path
+    return saved(graph, path)
 
 
 DFL = """version: 1
@@ -215,11 +211,7 @@ def suppressed_detector(path: Path) -> Path:
     graph = helper.make_graph(nodes, "suppressed", [helper.make_tensor_value_info("images", TensorProto.FLOAT,
                                                                                   [1, 3, 32, 32])],
                               [helper.make_tensor_value_info("output0", TensorProto.FLOAT, [1, 300, 6])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model, full_check=True)
-    onnx.save(model, str(path))
-    return path
+    return saved(graph, path)
 
 
 def test_a_head_decode_on_detections_the_model_already_suppressed_is_refused(tmp_path):
@@ -283,11 +275,7 @@ def yolox_head(path: Path, *, decoded: bool) -> Path:
     graph = helper.make_graph(nodes, "yolox", [helper.make_tensor_value_info("images", TensorProto.FLOAT,
                                                                              [1, 3, 32, 32])],
                               [helper.make_tensor_value_info("output0", TensorProto.FLOAT, [1, anchors, rows])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model, full_check=True)
-    onnx.save(model, str(path))
-    return path
+    return saved(graph, path)
 
 
 def test_format_yolox_on_a_head_the_model_decodes_itself_is_refused(tmp_path):

@@ -347,6 +347,11 @@ class OutputStep(Step):
     def reference(self, env: dict[str, np.ndarray], facts: ModelFacts | None = None) -> dict[str, np.ndarray]:
         raise NotImplementedError
 
+    def notes(self, facts: ModelFacts | None) -> list[str]:
+        """What apply's plan and verify's report say of this step on this model: a likely mistake that verify's
+        twin, doing the same, cannot see (none by default)."""
+        return []
+
     def moved_boxes(self, boxes: np.ndarray, env: dict[str, np.ndarray]) -> np.ndarray:
         """`boxes` [N, A, 4] where this step puts the boxes it reads (boxes_to_image: in the caller's pixels), so
         that an nms's candidates can be found among the detections the recipe outputs, NaN where it drops them;

@@ -59,11 +59,15 @@ class Softmax(OutputStep):
     output [N, C, 1, …, 1] (caffe2-era exports) is read as [N, C].
 
     skip_if_present: when the model output is already made by a Softmax
-      node (also behind Identity/Reshape/Flatten/Squeeze/Unsqueeze/Dropout
-      and a Cast between floats: the model facts' output_producer), pass it
+      node (also behind Identity/Reshape/Flatten/Squeeze/Unsqueeze/Dropout,
+      a Cast between floats, a Transpose, a Slice, a Mul by 1 or an Add of
+      0, and a softmax written out as Exp → ReduceSum → Div or LogSoftmax →
+      Exp: the model facts' output_producer), pass it
       through unchanged: an Identity node,
       and the numpy twin returns its input. Assumes the model's Softmax is
       over the same axis.
+    A model output a Sigmoid made (a multi-label head) gets the softmax,
+    with a note on apply and verify: it is almost never meant.
     One Softmax node from opset 13; below 13 (where Softmax flattens to 2-D
     at `axis`) one Softmax node when `axis` is the last axis, else
     exp(x − max) / sum. A NaN in a row makes that row's result NaN.
@@ -86,6 +90,15 @@ class Softmax(OutputStep):
                             "probabilities would depend on the other samples in its batch",
                             "use the class axis (the default, -1, is the last)")
         return self.axis % rank
+
+    def notes(self, facts: ModelFacts | None) -> list[str]:
+        """A softmax over a model output a Sigmoid made (a multi-label head): not applied twice, but the sigmoids'
+        softmax is almost never meant (round 104: noted, not refused)."""
+        if facts is None or facts.output_producer != "Sigmoid":
+            return []
+        return [f"the model output {facts.output_name!r} is already made by a Sigmoid (a multi-label head's "
+                "probabilities): a softmax over them is likely a mistake, and verify's twin does the same, so it "
+                "cannot tell; drop the softmax step (`topk: {source: output}` ranks the sigmoids)"]
 
     def _skips(self, facts: ModelFacts | None) -> bool:
         return self.skip_if_present and facts is not None and facts.output_producer == "Softmax"

@@ -166,22 +166,34 @@ def exp_decoded(x: gs.Variable, depth: int = 8) -> str | None:
 
 def sigmoid_made(x: gs.Variable, depth: int = 8) -> str | None:
     """The Sigmoid node, in words, that made `x`'s last rows along axis 1 (a raw head's class scores, after its box
-    rows), seen through Identity, Cast and Reshape, the last piece of a Concat along axis 1 and every piece of one
-    along another (the levels side by side); None where they are not known to be a Sigmoid's."""
+    rows); None where they are not known to be a Sigmoid's (`rows_made_by`)."""
+    return rows_made_by(x, "Sigmoid", -1, depth)
+
+
+def softmax_made(x: gs.Variable, depth: int = 8) -> str | None:
+    """The Softmax node, in words, that made `x`'s first rows along axis 1 (a DFL head's box bins, before its class
+    rows): a head whose bins the model already softmaxes (round 104: dfl_boxes softmaxed them again)."""
+    return rows_made_by(x, "Softmax", 0, depth)
+
+
+def rows_made_by(x: gs.Variable, op: str, piece: int, depth: int) -> str | None:
+    """The `op` node, in words, that made the rows of `x` along axis 1 that a Concat along axis 1 holds in its
+    `piece` (0: the first, −1: the last), seen through Identity, Cast, Reshape and Transpose, and every piece of a
+    Concat along another axis (the levels side by side); None where they are not known to be an `op`'s."""
     node = _onnx_producer(x, depth)
     if node is None:
         return None
-    if node.op == "Sigmoid":
+    if node.op == op:
         return _in_words(node)
-    if node.op in ("Identity", "Cast", "Reshape"):
-        return sigmoid_made(node.inputs[0], depth - 1)
+    if node.op in ("Identity", "Cast", "Reshape", "Transpose"):
+        return rows_made_by(node.inputs[0], op, piece, depth - 1)
     axis = node.attrs.get("axis") if node.op == "Concat" else None
     rank = len(x.shape) if x.shape is not None else None
     if axis is None or (axis < 0 and rank is None):
         return None
     if axis == 1 or (rank is not None and axis % rank == 1):
-        return sigmoid_made(node.inputs[-1], depth - 1)
-    made = [sigmoid_made(piece, depth - 1) for piece in node.inputs]
+        return rows_made_by(node.inputs[piece], op, piece, depth - 1)
+    made = [rows_made_by(part, op, piece, depth - 1) for part in node.inputs]
     return made[0] if made and all(made) else None
 
 
@@ -301,7 +313,10 @@ class DflBoxes(OutputStep):
     x1 = (anchor x − left) · stride, x2 = (anchor x + right) · stride, …
     `scores: sigmoid` (default) applies the sigmoid to the class logits
     (refused where a Sigmoid node already made them); `none` takes them as
-    they are. Needs the model's static input size
+    they are. `bin_scores: softmax` (default) applies the softmax to the
+    box bins (refused where a Softmax node already made them); `none`
+    weighs the model's own probabilities as they are. Needs the model's
+    static input size
     (the grids of `strides`). YOLOv8: bins 16, cell_offset 0.5;
     PicoDet: bins 8 (reg_max 7), cell_offset 0.5.
     """
@@ -314,6 +329,8 @@ class DflBoxes(OutputStep):
                                          "each 1 to 1024)")
     cell_offset: float = Field(default=0.5, ge=0.0, le=1.0, description="anchor point within its cell")
     scores: Literal["sigmoid", "none"] = Field(default="sigmoid", description="what the class logits need")
+    bin_scores: Literal["softmax", "none"] = Field(default="softmax", description="what the box bins need: softmax "
+                                                   "(logits), none (the model's own softmax made them)")
 
 
     def writes(self) -> dict[str, Comparison]:
@@ -344,13 +361,17 @@ class DflBoxes(OutputStep):
             # verify's twin did the same and PASSed
             raise StepError(f"the model's class scores (the head's rows from {bins}) are already made by {made}: "
                             "dfl_boxes would apply the sigmoid again", "set `scores: none` in the dfl_boxes step")
+        if self.bin_scores == "softmax" and (made := softmax_made(env["output"])) is not None:
+            raise StepError(f"the model's box bins (the head's first {bins} rows) are already made by {made}: "
+                            "dfl_boxes would apply the softmax again", "set `bin_scores: none` in the dfl_boxes step")
         logits = em.op("Slice", [head, em.const("start", [0], i64), em.const("end", [bins], i64),
                                  em.const("axis", [1], i64)], dtype=f32)
         # [N, 4·bins, A] → [N, 4, bins, A] → [N, 4, A, bins]: the softmax over the last axis, valid at every opset
         sides = em.op("Transpose", [em.op("Reshape", [logits, em.const("sides", [0, 4, self.bins, anchors], i64)],
                                           dtype=f32)], {"perm": [0, 1, 3, 2]}, dtype=f32)
-        expectation = em.op("MatMul", [em.op("Softmax", [sides], {"axis": 3}, dtype=f32),
-                                       em.const("bin_values", np.arange(self.bins, dtype=f32)[:, None])], dtype=f32)
+        weights = em.op("Softmax", [sides], {"axis": 3}, dtype=f32) if self.bin_scores == "softmax" else sides
+        expectation = em.op("MatMul", [weights, em.const("bin_values", np.arange(self.bins, dtype=f32)[:, None])],
+                            dtype=f32)
         distances = em.op("Transpose", [em.op("Reshape", [expectation, em.const("flat", [0, 4, anchors], i64)],
                                               dtype=f32)], {"perm": [0, 2, 1]}, dtype=f32)           # [N, A, 4]
         signs = em.const("signs", np.array([-1, -1, 1, 1], f32))
@@ -371,8 +392,11 @@ class DflBoxes(OutputStep):
         points, strides = self.anchors(facts, anchors)
         n = len(head)
         logits = head[:, :4 * self.bins].reshape(n, 4, self.bins, anchors).astype(np.float64)
-        weights = np.exp(logits - logits.max(axis=2, keepdims=True))
-        distances = (weights * np.arange(self.bins)[:, None]).sum(axis=2) / weights.sum(axis=2)     # [N, 4, A]
+        if self.bin_scores == "softmax":
+            weights = np.exp(logits - logits.max(axis=2, keepdims=True))
+            distances = (weights * np.arange(self.bins)[:, None]).sum(axis=2) / weights.sum(axis=2)  # [N, 4, A]
+        else:  # the model's own probabilities, weighed as they are
+            distances = (logits * np.arange(self.bins)[:, None]).sum(axis=2)
         left_top, right_bottom = distances[:, :2].transpose(0, 2, 1), distances[:, 2:].transpose(0, 2, 1)
         corners = np.concatenate([points - left_top, points + right_bottom], axis=2) * strides
         scores = head[:, 4 * self.bins:].astype(np.float64)

@@ -109,7 +109,9 @@ class HeatmapArgmax(OutputStep):
     `get_heatmap_maximum` instead: (−1, −1) where the maximum is <= 0 (or
     the map all −inf), and a map holding NaN keeps numpy's argmax, its first
     NaN (NaN is not <= 0). Maps of 2^22 positions or more are refused (float32
-    index arithmetic is exact below).
+    index arithmetic is exact below). Maps a model already puts through a
+    Sigmoid or Softmax decode to the same keypoints; their scores are those
+    values (a sigmoid's are > 0: no joint is set to (0, 0) or (−1, −1)).
 
     method exact (default): the row maxima (ReduceMax), the first row
       holding the peak, that one row read back (GatherElements; a one-hot

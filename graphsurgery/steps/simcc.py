@@ -48,6 +48,9 @@ class SimccDecode(OutputStep):
     (−1, −1), and then both are divided by `split_ratio`, as mmpose's
     SimCCLabel.decode does (invalid joints end at −1 / split_ratio).
     Exact for a power-of-two split_ratio (mmpose uses 2.0).
+    No softmax is applied: vectors a model already ends in Softmax or
+    Sigmoid give the same keypoints, but their scores are probabilities,
+    all > 0, so no joint is marked invalid (noted on apply and verify).
     """
 
     step_name: ClassVar[str] = "simcc_decode"
@@ -97,6 +100,15 @@ class SimccDecode(OutputStep):
         locations = em.op("Where", [valid, locations, em.const("invalid", -1.0, f32)], dtype=f32)
         keypoints = em.op("Div", [locations, em.const("split_ratio", self.split_ratio, f32)], dtype=f32)
         return {"keypoints": keypoints, "scores": scores}
+
+    def notes(self, facts: ModelFacts | None) -> list[str]:
+        """Vectors the model already put through a Softmax or Sigmoid: the same argmax, but scores that are never
+        <= 0, so the `score <= 0` rule marks no joint invalid (round 104: not a double application; said)."""
+        if facts is None or facts.output_producer not in ("Softmax", "Sigmoid"):
+            return []
+        return [f"the model's {facts.output_name!r} is already made by a {facts.output_producer}: the keypoints are "
+                "the same, but the scores are its probabilities (never <= 0, so no joint is marked invalid), not "
+                "mmpose's raw maxima"]
 
     def _check_lengths(self, x_length: int, y_length: int, facts: ModelFacts | None) -> None:
         """Refuse a split_ratio (or x and y) that the model's vectors contradict, where its input size is static:

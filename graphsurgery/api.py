@@ -45,7 +45,9 @@ def default_output(model: Path) -> Path:
 @command
 def apply(recipe: str | Path | Recipe, model: str | Path, out: str | Path | None = None, *, force: bool = False,
           dry_run: bool = False, upgrade_opset: bool = False) -> ApplyResult:
-    """Splice `recipe` into the model at `model` and write it to `out` (atomically; the input is never modified)."""
+    """Splice `recipe` into the model at `model` and write it to `out` (atomically; the input is never modified).
+    `force` replaces an existing `out`, applies a recipe again and applies input steps the model already does itself
+    (the plan's notes say so), as `apply --force` does."""
     check_flags(force=force, dry_run=dry_run, upgrade_opset=upgrade_opset)
     model = input_path(model, "model file")
     recipe = as_recipe(recipe)
@@ -116,7 +118,8 @@ class ModelInfo:
 
 @command
 def inspect_model(model: str | Path) -> ModelInfo:
-    """Signature, opset, IR version, node counts by op type and provenance of a model."""
+    """Signature, opset, IR version, node counts by op type, provenance and what the model does to its own input
+    (`own_input_steps`) of a model."""
     loaded = load_model(model)
     proto = loaded.proto
     graph = proto.graph

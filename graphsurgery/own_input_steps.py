@@ -369,12 +369,19 @@ def refuse_doubled(section: InputSection, proto: onnx.ModelProto, target: str, m
     said, listing = _said(own, steps, target)
     if force:
         return [f"{said}: applied, as --force asked; verify's twin applies them too, so it cannot tell"]
-    transposes = any(name == "layout" for _, name in steps)
-    layout = " and set `model: {layout: NHWC}` in the input section" if transposes else ""
     raise ModelError(said, path=model_name,
-                     fix=f"drop the {listing} from input.steps{layout} (to apply them anyway: `graphsurgery "
-                         "apply --force`, then give verify or eval-coco the result with --patched; "
+                     fix=f"drop the {listing} from input.steps{_model_facet(section, steps)} (to apply them anyway: "
+                         "`graphsurgery apply --force`, then give verify or eval-coco the result with --patched; "
                          "force=True in Python)")
+
+
+def _model_facet(section: InputSection, steps: list[tuple[int, str]]) -> str:
+    """What the input section's `model` must say once the doubled steps are dropped: a model that transposes or
+    reverses its channels itself takes the tensor as the caller feeds it (round 105: dropping `reverse_channels`
+    alone met "the model wants BGR — fix: add a `reverse_channels` step")."""
+    names = {name for _, name in steps}
+    facet = ["layout: NHWC"] * ("layout" in names) + [f"color: {section.tensor.color}"] * ("reverse_channels" in names)
+    return f" and set `model: {{{', '.join(facet)}}}` in the input section" if facet else ""
 
 
 def doubled_notes(section: InputSection | None, proto: onnx.ModelProto, target: str | None) -> list[str]:

@@ -28,6 +28,22 @@ def steps_for(side: str) -> dict[str, type[Step]]:
     return {name: cls for name, cls in STEPS.items() if cls.side == side}
 
 
+def producers(names: list[str]) -> list[str]:
+    """The output steps that, built with their defaults, write every one of `names` and read none of them: what a
+    recipe missing them could add before (round 105: a detector's boxes_to_image was told "e.g. heatmap_argmax")."""
+    from graphsurgery.errors import RecipeError
+
+    found = []
+    for step_name, cls in sorted(steps_for("output").items()):
+        try:
+            step = cls()
+        except RecipeError:  # a step with required parameters (to_image's mode)
+            continue
+        if set(names) <= set(step.writes()) and not set(names) & set(step.reads):
+            found.append(step_name)
+    return found
+
+
 def closest(name: str, candidates: list[str]) -> list[str]:
     """The known names closest to a misspelt one, best first."""
     return difflib.get_close_matches(name, candidates, n=3, cutoff=0.5)

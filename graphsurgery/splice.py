@@ -45,6 +45,7 @@ from graphsurgery.model import (
 from graphsurgery.modelio import check_work
 from graphsurgery.own_input_steps import refuse_doubled
 from graphsurgery.recipe import InputSection, OutputSection, Recipe
+from graphsurgery.registry import producers
 from graphsurgery.scopes import INPUT_SCOPE, OUTPUT_SCOPE
 from graphsurgery.steps.base import GEOMETRY, Dim, ExtraInput, StepError, TensorSpec, hw_axes
 
@@ -476,8 +477,9 @@ def _splice_output(section: OutputSection, graph: gs.Graph, em: Emitter, plan: S
             raise ModelError(f"{where} maps results back through the input steps, and the recipe has none",
                              path=model_name, fix="add the input section that feeds the model (resize, ...)")
         if missing:
+            example = " or ".join(producers(missing)) or "heatmap_argmax"
             raise ModelError(f"{where} needs {', '.join(missing)}, which no earlier step produces", path=model_name,
-                             fix="add the step that produces it earlier (e.g. heatmap_argmax)")
+                             fix=f"add the step that produces it earlier (e.g. {example})")
         try:
             env.update(step.build(em.scoped(step.step_name), env, facts))
         except StepError as exc:

@@ -74,7 +74,11 @@ class OutputFolder(_GivenPath):
 
 output_folder = OutputFolder()
 
-force_option = click.option("--force", is_flag=True, help="Replace an existing output / apply a recipe again.")
+force_option = click.option("--force", is_flag=True, help="Replace an existing output.")
+#: apply's --force does more than replace: the README's "Choose a recipe" and SECURITY.md say so, and so does its help
+apply_force_option = click.option("--force", is_flag=True,
+                                  help="Replace an existing output; apply a recipe again; apply input steps the model "
+                                       "already does itself (a note says so; verify the result with --patched).")
 json_flag = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 
 

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from graphsurgery.cli.options import existing_file, force_option, json_flag, output_file, upgrade_opset_option
+from graphsurgery.cli.options import apply_force_option, existing_file, json_flag, output_file, upgrade_opset_option
 from graphsurgery.cli.tables import print_table, shown
 from graphsurgery.errors import printable_json
 from graphsurgery.registry import steps_for
@@ -23,7 +23,7 @@ from graphsurgery.registry import steps_for
 @click.argument("recipe", type=existing_file)
 @click.argument("model", type=existing_file)
 @click.option("-o", "--output", type=output_file, help="Output path [default: <model>.patched.onnx].")
-@force_option
+@apply_force_option
 @click.option("--dry-run", is_flag=True, help="Print the plan (tensors, nodes, new signature); write nothing.")
 @upgrade_opset_option
 @json_flag
@@ -73,7 +73,8 @@ INSPECT_ROWS = 100
 @click.argument("model", type=existing_file)
 @json_flag
 def inspect_command(model: Path, as_json: bool):
-    """Show a model's inputs, outputs, opset, IR version, node counts and provenance."""
+    """Show a model's inputs, outputs, opset, IR version, node counts, provenance and what it does to its own input
+    (own_input_steps: what a recipe's input steps must not do again)."""
     from graphsurgery.api import inspect_model
 
     info = inspect_model(model)
@@ -144,7 +145,7 @@ def steps_command(name: str | None):
     for side in ("input", "output"):
         table = Table("step", "what it does", title=f"{side} steps", title_justify="left")
         for step_name, cls in sorted(steps_for(side).items()):
-            table.add_row(step_name, cls.summary())
+            table.add_row(step_name, Text(cls.summary()))  # as written: "[height, width]" is no markup
         console.print(table)
 
 

@@ -174,8 +174,8 @@ class TopK(OutputStep):
             # round 102: its indices were places in the model's own top-k list, not classes, and verify PASSed
             raise StepError(f"the model output {facts.output_name!r} is already made by a TopK node (its best "
                             "scores, in rank order): topk would rank them again, and its indices would be places "
-                            "in that list, not classes", "drop the `topk` step (and `softmax`), or set "
-                            "output.target to the scores the model's TopK reads")
+                            "in that list, not classes", "drop the `topk` step (and `softmax`), or export the "
+                            "scores the model's TopK reads as a model output and set output.target to them")
         if self.source not in env or env[self.source] is None:
             fix = ("add a `softmax` step before topk, or set `source: output`" if self.source == "probabilities"
                    else "set `source` to a tensor an earlier step writes, or `output`")

@@ -140,8 +140,9 @@ def refuse_suppressed(step: str, x: gs.Variable) -> None:
     if (made := suppressed_by(x)) is not None:
         raise StepError(f"the model output is computed after {made}: its rows are detections already decoded and "
                         f"suppressed, not a raw head, and {step} would decode them again",
-                        "use the model's detections as they are (drop the decode and nms steps), or export the "
-                        "model without its NMS")
+                        "use the model's detections as they are (drop the decode and nms steps, and "
+                        "boxes_to_image: the whole output section where that is all of it; the boxes stay in "
+                        "model-input pixels), or export the model without its NMS")
 
 
 def exp_decoded(x: gs.Variable, depth: int = 8) -> str | None:
@@ -207,7 +208,8 @@ class YoloBoxes(OutputStep):
     - v5 (YOLOv5/v7 export): [N, A, 5 + C], cx, cy, w, h, objectness, class probabilities; score = obj · class;
     - yolox (YOLOX export without decode_in_inference): [N, A, 5 + C] on the grids of `strides` (finest first,
       row-major, needs the model's static input size): cx, cy = (offset + cell) · stride, w, h = exp(·) · stride;
-      score = obj · class.
+      score = obj · class. A head the model decodes itself (exported with decode_in_inference: exp(wh) · stride
+      in the graph) is refused: read it with v5.
     Corners are centre ∓ size / 2 in float32. A model output computed after a NonMaxSuppression (an export with
     its NMS: detections, not a head) is refused here and by dfl_boxes.
     """

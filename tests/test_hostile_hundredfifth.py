@@ -125,3 +125,13 @@ def test_a_step_missing_what_it_reads_is_told_the_step_that_writes_it(tmp_path):
         recipe = recipe.replace(line, "")
     refused(recipe, suppressed_detector(tmp_path / "nms.onnx"), tmp_path, "boxes_to_image needs boxes, scores, "
             "classes, which no earlier step produces", "fix: add the step that produces it earlier (e.g. nms)")
+
+
+def test_a_softmax_over_a_models_top_k_is_refused(tmp_path):
+    """Round 105's leftover: with `topk` dropped as its refusal says, the softmax of the model's five best scores
+    (rank order) was applied without a word and passed as the classes' probabilities."""
+    names = "{probabilities: probabilities}"
+    recipe = CLASSIFIER.replace("    - topk: {k: 3}\n", "").replace("{indices: indices, scores: scores}", names)
+    recipe %= "  target: prob\n"
+    refused(recipe, classifier(tmp_path / "top5.onnx", top_five), tmp_path,
+            "softmax: the model output 'prob' is already made by a TopK node", "fix: drop the `softmax` step")

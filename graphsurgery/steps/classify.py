@@ -67,7 +67,9 @@ class Softmax(OutputStep):
       and the numpy twin returns its input. Assumes the model's Softmax is
       over the same axis.
     A model output a Sigmoid made (a multi-label head) gets the softmax,
-    with a note on apply and verify: it is almost never meant.
+    with a note on apply and verify: it is almost never meant. One a TopK
+    made (the model's best k scores) is refused: their softmax is not the
+    classes' probabilities.
     One Softmax node from opset 13; below 13 (where Softmax flattens to 2-D
     at `axis`) one Softmax node when `axis` is the last axis, else
     exp(x − max) / sum. A NaN in a row makes that row's result NaN.
@@ -112,6 +114,12 @@ class Softmax(OutputStep):
             # patched model's checker refused, "a graphsurgery bug"
             raise StepError(f"the model output is {np.dtype(x.dtype)}, not floating point: softmax reads logits",
                             "set output.target to the logits output")
+        if facts is not None and facts.output_producer == "TopK":  # round 105's leftover: the topk step dropped
+            # as topk's refusal says, a softmax over the model's best k scores was applied without a word
+            raise StepError(f"the model output {facts.output_name!r} is already made by a TopK node (its best scores, "
+                            "in rank order): a softmax over them is not the classes' probabilities (the other "
+                            "classes' share is missing)", "drop the `softmax` step, or export the scores the model's "
+                            "TopK reads as a model output and set output.target to them")
         if self._skips(facts):
             return {"probabilities": em.op("Identity", [x], dtype=x.dtype, shape=x.shape)}
         if em.opset >= 13 or axis == rank - 1:

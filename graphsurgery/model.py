@@ -11,7 +11,7 @@ import onnx
 
 from graphsurgery.errors import ModelError, node_named, quoted
 from graphsurgery.recipe import Recipe
-from graphsurgery.steps.base import Dim
+from graphsurgery.steps.base import Dim, SizedStep, hw_axes, with_hw
 
 PROVENANCE_KEY = "graphsurgery.provenance"
 #: Ops that only reshape or rename: a model ending in Softmax → one of these still ends in a Softmax
@@ -295,6 +295,29 @@ def image_input_name(recipe: Recipe, feeds: list[str], four_dimensional: list[st
     return target
 
 
+def fed_dims(recipe: Recipe, dims: list) -> list:
+    """The image input's `dims` (model side) with a free height and width as the patched model feeds them: the last
+    sized input step's `size` (resize, center_crop), or without one the caller's `tensor.shape`. Round 100: a YOLOv8
+    exported with free H × W (ultralytics' dynamic=True) behind `resize: {size: [320, 320]}` was refused, "export
+    the model with a fixed input size", though the patched model only ever feeds it 320 × 320; the probe measures
+    its outputs, and `ModelFacts.input_size` is this size (round 103: a DFL or YOLOX head's grid needs it)."""
+    section = recipe.input
+    if section is None or len(dims) != 4:
+        return dims
+    sized = [step for step in section.steps if isinstance(step, SizedStep)]
+    if sized:
+        hw = sized[-1].size
+    elif section.tensor.shape is not None:
+        hw = tuple(section.tensor.shape[axis] for axis in hw_axes(section.tensor.layout))
+    else:
+        return dims
+    if hw is None or not all(isinstance(side, int) for side in hw):
+        return dims
+    model_hw = (dims[axis] for axis in hw_axes(section.model.layout))
+    return list(with_hw(tuple(dims), section.model.layout,
+                        tuple(dim if isinstance(dim, int) and dim > 0 else side for dim, side in zip(model_hw, hw))))
+
+
 @dataclass(frozen=True)
 class ModelFacts:
     """What the steps and their twins need to know about the plain model; the splice and the twins both read it
@@ -320,7 +343,8 @@ class ModelFacts:
         size = None
         if shape is not None and len(shape) == 4:
             nhwc = recipe.input is not None and recipe.input.model.layout == "NHWC"
-            h, w = shape[1:3] if nhwc else shape[2:]
+            fed = fed_dims(recipe, list(shape))  # a free H × W: the size the recipe feeds (round 103)
+            h, w = fed[1:3] if nhwc else fed[2:]
             size = (w, h) if isinstance(w, int) and isinstance(h, int) else None
         targets = (recipe.output.targets() if recipe.output else None) or (graph.output[0].name,)
         producer = output_producer(proto, targets[0])

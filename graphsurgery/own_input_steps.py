@@ -190,6 +190,8 @@ def _one_step(node: onnx.NodeProto, name: str, element: int, dims: list, constan
         value = _per_channel(constants, producers, other)
         if value is None or (op in ("Mul", "Div") and not value.all()):  # × 0 keeps nothing of the image
             return stop
+        if value.size > 1 and value.size not in _channel_counts(dims):  # round 103: past a Flatten, a learnt
+            return stop  # weight of one value a pixel ([192]) was taken for a per-channel normalization
         return _arithmetic(op, value, named), node.output[0], element, dims
     if op == "BatchNormalization" and element in FLOAT_TYPES and len(node.output) == 1 and node.input[0] == name:
         steps = _batch_normalization(node, constants, producers, named)
@@ -215,6 +217,11 @@ def _batch_normalization(node: onnx.NodeProto, constants: dict, producers: dict,
         return None
     steps = [_arithmetic("Sub", mean, named), _arithmetic("Mul", factor, named), _arithmetic("Add", bias, named)]
     return [step for step in steps if step is not None]
+
+
+def _channel_counts(dims: list) -> set[int]:
+    """The sizes the channel axis can have in a tensor of `dims` (NCHW's or NHWC's): none once a reshape hid it."""
+    return {dim for dim in (dims[1], dims[3]) if dim} if len(dims) == 4 else set()
 
 
 def _per_channel(constants: dict, producers: dict, name: str) -> np.ndarray | None:

@@ -19,11 +19,11 @@ import numpy as np
 import onnx
 
 from graphsurgery.errors import GraphsurgeryError, ModelError
-from graphsurgery.model import image_input_name, real_inputs, shapes_only
+from graphsurgery.model import fed_dims, image_input_name, real_inputs, shapes_only
 from graphsurgery.modelio import LoadedModel
 from graphsurgery.recipe import Recipe
 from graphsurgery.runners import open_runner
-from graphsurgery.steps.base import SizedStep, hw_axes, with_hw
+from graphsurgery.steps.base import SizedStep
 
 #: The largest input the probe feeds (zeros): beyond it the sizes stay unknown rather than the memory run out
 MAX_PROBE_BYTES = 1 << 30
@@ -99,32 +99,10 @@ def _inferred(proto: onnx.ModelProto, names: list[str]) -> dict[str, list]:
             if v.name in names and v.type.tensor_type.HasField("shape")}
 
 
-def _fed_dims(recipe: Recipe, dims: list) -> list:
-    """The image input's `dims` (model side) with a free height and width as the patched model feeds them: the last
-    sized input step's `size` (resize, center_crop), or without one the caller's `tensor.shape`. Round 100: a YOLOv8
-    exported with free H × W (ultralytics' dynamic=True) behind `resize: {size: [320, 320]}` was refused, "export
-    the model with a fixed input size", though the patched model only ever feeds it 320 × 320."""
-    section = recipe.input
-    if section is None or len(dims) != 4:
-        return dims
-    sized = [step for step in section.steps if isinstance(step, SizedStep)]
-    if sized:
-        hw = sized[-1].size
-    elif section.tensor.shape is not None:
-        hw = tuple(section.tensor.shape[axis] for axis in hw_axes(section.tensor.layout))
-    else:
-        return dims
-    if hw is None or not all(isinstance(side, int) for side in hw):
-        return dims
-    model_hw = (dims[axis] for axis in hw_axes(section.model.layout))
-    return list(with_hw(tuple(dims), section.model.layout,
-                        tuple(dim if isinstance(dim, int) and dim > 0 else side for dim, side in zip(model_hw, hw))))
-
-
 def _one_run(loaded: LoadedModel, names: list[str], recipe: Recipe) -> tuple[dict[str, tuple[int, ...]], str]:
     """These outputs' shapes from one ONNX Runtime run on zeros (batch 1 where it is free), and what fixed the
     inputs' sizes; no shapes when an input's size is not static but for its batch (nor made so by the recipe:
-    `_fed_dims`), or the model does not run here. A run on ones must give the same: an output whose size follows the
+    `fed_dims`), or the model does not run here. A run on ones must give the same: an output whose size follows the
     input's values (an If choosing between branches of other sizes) has no size the steps could be built for (they
     failed in verify's run, "a graphsurgery bug")."""
     feeds, inputs, fed = {}, real_inputs(loaded.proto), "its inputs fix them"
@@ -133,9 +111,12 @@ def _one_run(loaded: LoadedModel, names: list[str], recipe: Recipe) -> tuple[dic
         if value.name not in inputs:
             continue
         declared = _dims(value)
-        dims = _fed_dims(recipe, declared) if value.name == image else declared
+        dims = fed_dims(recipe, declared) if value.name == image else declared
         if dims != declared:
-            fed = f"at the {dims[1:]} after the batch the recipe's input steps feed {value.name!r}"
+            # what fixed the size (round 103: "the recipe's input steps" was said of a tensor.shape too)
+            sized = [step.step_name for step in recipe.input.steps if isinstance(step, SizedStep)]
+            by = f"the recipe's {sized[-1]} step" if sized else "the recipe's input.tensor.shape"
+            fed = f"at the {dims[1:]} after the batch {by} feeds {value.name!r}"
         if not value.type.tensor_type.HasField("shape") or not _static(dims):
             return {}, fed
         batch = dims[0] if dims and isinstance(dims[0], int) and dims[0] > 0 else 1

@@ -72,7 +72,7 @@ def test_the_readme_tells_what_to_do_for_each_new_refusal():
     the command table."""
     readme = (ROOT / "README.md").read_text()
     table = readme[readme.index("| your model | change in the recipe |"):readme.index("The splice tells you when")]
-    for fix in ("drop `softmax` and `topk`, or export the scores its TopK reads as an output",
+    for fix in ("refuses `softmax` and `topk` (drop both, or export the scores its TopK reads as an output",
                 "`dfl_boxes: {bin_scores: none}`", "`scores: none`", "`yolo_boxes: {format: v5}`",
                 "no `yolo_boxes` / `dfl_boxes`, `nms` or `boxes_to_image`", "`model: {color: ...}`"):
         assert fix in table, fix

@@ -147,21 +147,30 @@ def refuse_suppressed(step: str, x: gs.Variable) -> None:
 
 def exp_decoded(x: gs.Variable, depth: int = 8) -> str | None:
     """The Exp node, in words, of a YOLOX head the model decodes itself (`decode_outputs`: a Concat of (xy + grid) ·
-    stride, exp(wh) · stride and the scores), seen through Identity, Cast and Reshape; None where the output is no
-    Concat holding a Mul of an Exp."""
+    stride, exp(wh) · stride and the scores; before YOLOX 0.2 the same written in place, which torch exports as
+    ScatterND of those updates), seen through Identity, Cast and Reshape; None where the output is neither holding
+    a Mul of an Exp."""
     node = _onnx_producer(x, depth)
     if node is None:
         return None
     if node.op in ("Identity", "Cast", "Reshape"):
         return exp_decoded(node.inputs[0], depth - 1)
+    if node.op == "ScatterND" and len(node.inputs) == 3:  # round 103: `y[..., 2:4] = torch.exp(…) * strides`
+        return _exp_times(node.inputs[2], depth - 1) or exp_decoded(node.inputs[0], depth - 1)
     if node.op != "Concat":
         return None
-    for piece in node.inputs:
-        made = piece.inputs[0] if len(piece.inputs) == 1 else None
-        for operand in made.inputs if made is not None and made.op == "Mul" else ():
-            exp = operand.inputs[0] if len(operand.inputs) == 1 else None
-            if exp is not None and exp.op == "Exp":
-                return _in_words(exp)
+    return next((made for piece in node.inputs if (made := _exp_times(piece, depth - 1)) is not None), None)
+
+
+def _exp_times(x: gs.Variable, depth: int) -> str | None:
+    """The Exp node, in words, of `x` = exp(·) · something, seen through the Reshape and Expand of an update."""
+    node = _onnx_producer(x, depth)
+    if node is not None and node.op in ("Reshape", "Expand", "Identity", "Cast"):
+        return _exp_times(node.inputs[0], depth - 1)
+    for operand in node.inputs if node is not None and node.op == "Mul" else ():
+        exp = _onnx_producer(operand, depth)
+        if exp is not None and exp.op == "Exp":
+            return _in_words(exp)
     return None
 
 
@@ -362,7 +371,10 @@ class DflBoxes(OutputStep):
             # round 102: a head whose class scores a Sigmoid already made got a second one (every score ≥ 0.5), and
             # verify's twin did the same and PASSed
             raise StepError(f"the model's class scores (the head's rows from {bins}) are already made by {made}: "
-                            "dfl_boxes would apply the sigmoid again", "set `scores: none` in the dfl_boxes step")
+                            "dfl_boxes would apply the sigmoid again", "set `scores: none` in the dfl_boxes step "
+                            "(a head the model decodes itself, 4 box rows then the scores as ultralytics exports "
+                            "it, is read by `yolo_boxes: {format: v8}`)")  # round 103: the zoo's YOLOv8 got only
+            # `scores: none`, and dfl_boxes then read its 4 box rows and 60 class rows as DFL bins, in silence
         if self.bin_scores == "softmax" and (made := softmax_made(env["output"])) is not None:
             raise StepError(f"the model's box bins (the head's first {bins} rows) are already made by {made}: "
                             "dfl_boxes would apply the softmax again", "set `bin_scores: none` in the dfl_boxes step")

@@ -89,8 +89,10 @@ def test_dfl_strides_that_do_not_divide_the_input_are_refused(tmp_path):
 
     raw = zoo_model(tmp_path / "raw.onnx", "yolov8-tiny-raw", opset=11)
     dfl = lambda recipe: recipe["output"]["steps"].__setitem__(0, {"dfl_boxes": {"strides": [8, 16, 31]}})  # noqa: E731
-    with pytest.raises(GraphsurgeryError, match="do not divide the 160×128 input"):
+    with pytest.raises(GraphsurgeryError, match="do not divide the 160×128 input") as refused:
         apply(wrong_recipe(DETECTOR_RECIPE, tmp_path, dfl), raw, tmp_path / "wrong.onnx")
+    # round 100: a PicoDet's strides are its head's, and its grid rounds up; "set `strides` to the head's" alone misled
+    assert "a head whose grid rounds a side up (PaddleDetection's PicoDet" in str(refused.value)
 
 
 def test_a_coordinate_tolerance_that_passes_zeros_is_called_out():

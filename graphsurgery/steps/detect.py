@@ -90,7 +90,8 @@ def anchor_grid(step: str, strides: tuple[int, ...], facts: ModelFacts | None, a
     if uneven:  # a head's levels divide its input (ultralytics makes imgsz a multiple of the largest stride); 31
         # for 32 made the same cell count on 160×128, and boxes 3 % off that verify could not see (round 37)
         raise StepError(f"the strides {list(strides)} do not divide the {width}×{height} input ({uneven[0]})",
-                        "set `strides` to the head's")
+                        "set `strides` to the head's; a head whose grid rounds a side up (PaddleDetection's "
+                        "PicoDet: ceil(side / stride) cells) is not one this step reads")
     cells, sizes = [], []
     for stride in strides:
         rows, cols = height // stride, width // stride

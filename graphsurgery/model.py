@@ -7,6 +7,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import onnx
 
 from graphsurgery.errors import ModelError, node_named, quoted
@@ -188,17 +189,85 @@ def output_producer(proto: onnx.ModelProto, name: str) -> str | None:
     its domain: a function `local.Softmax` is not ONNX's (its body may be a LogSoftmax).
     Looked through too: a Transpose, a Slice, and a Mul, Div, Add or Sub that changes nothing (`_kept`); a softmax
     written out (Exp → ReduceSum → Div, LogSoftmax → Exp) is named "Softmax" (`_written_softmax`)."""
+    return _output_walk(proto, name)[0]
+
+
+def _output_walk(proto: onnx.ModelProto, name: str) -> tuple[str | None, list]:
+    """`output_producer`'s answer and the nodes it walked, the output's first: (node, its graph's producers), the
+    last the node that made it; (None, None) for an If."""
     functions = {function_key(function): function for function in proto.functions}
     # each step walks one node back: a chain is no longer than the nodes, each function's expanded at each call
     budget = [sum(1 for _ in all_nodes(proto)) * (len(functions) + 1) + 1]
     initializers = {tensor.name: tensor for tensor in proto.graph.initializer}
-    return _made_by(name, [(_producers(proto.graph.node), None, None)], functions, budget, initializers)
+    path: list = []
+    made = _made_by(name, [(_producers(proto.graph.node), None, None)], functions, budget, initializers, path)
+    return made, path
+
+
+def softmax_axes(proto: onnx.ModelProto, path: list, shape: tuple[Dim, ...] | None) -> frozenset[int] | None:
+    """The axes of the model output (of declared `shape`) the softmax that made it normalizes over, its axes of size
+    1 left out, from `_output_walk`'s `path`; None where that is not known (a Reshape on the way, an If, no declared
+    rank). Round 107: a Softmax over another axis than the recipe's (a torch `dim=1` on [N, 2, 5], a Softmax over 5
+    then a Transpose, a ReduceSum over the batch) was taken for the recipe's softmax and skipped, and verify's twin
+    skipped it too."""
+    if shape is None or not path or any(node is None for node, _ in path):
+        return None
+    rank, opset = len(shape), model_opset(proto)
+    initializers = {tensor.name: tensor for tensor in proto.graph.initializer}
+    made, producers = path[-1]
+    if made.op_type == "Div":
+        axes = _summed_axes(producers[made.input[1]], rank, opset, producers, initializers)
+    else:
+        axes = _softmax_op_axes(producers[made.input[0]] if made.op_type == "Exp" else made, rank, opset)
+    for node, _ in reversed(path[:-1]):
+        if axes is None or node.op_type in ("Reshape", "Flatten", "Squeeze", "Unsqueeze"):
+            return None
+        if node.op_type == "Transpose":
+            perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), list(range(rank))[::-1])
+            axes = {perm.index(axis) for axis in axes} if sorted(perm) == list(range(rank)) else None
+    return None if axes is None else frozenset(axis for axis in axes if shape[axis] != 1)
+
+
+def _softmax_op_axes(node: onnx.NodeProto, rank: int, opset: int) -> set[int] | None:
+    """The axes a Softmax or LogSoftmax node normalizes over: its `axis`, and below opset 13 every axis after it
+    too (it flattens its input to 2-D there)."""
+    axis = next((a.i for a in node.attribute if a.name == "axis"), -1 if opset >= 13 else 1)
+    axis = axis + rank if axis < 0 else axis
+    if not 0 <= axis < rank:
+        return None
+    return {axis} if opset >= 13 else set(range(axis, rank))
+
+
+def _summed_axes(node: onnx.NodeProto, rank: int, opset: int, producers: dict, initializers: dict) -> set[int] | None:
+    """The axes a written-out softmax's ReduceSum adds up: its `axes` (an input from opset 13), every axis when
+    it names none."""
+    if opset >= 13:
+        axes = _constant(node.input[1], producers, initializers) if len(node.input) > 1 and node.input[1] else ()
+    else:
+        axes = next((list(a.ints) for a in node.attribute if a.name == "axes"), ())
+    if axes is None:
+        return None
+    axes = {int(axis) + rank if axis < 0 else int(axis) for axis in np.ravel(axes)}
+    if not axes:
+        empty_is_noop = any(a.name == "noop_with_empty_axes" and a.i for a in node.attribute)
+        return None if empty_is_noop else set(range(rank))
+    return axes if all(0 <= axis < rank for axis in axes) else None
 
 
 def _float_cast(node: onnx.NodeProto) -> bool:
     """A Cast to a float type: its output is what made its input, in other precision (round 102: a float16
     classifier's Softmax → Cast to float32 was given a second softmax, and verify PASSed it)."""
     return node.op_type == "Cast" and any(a.name == "to" and a.i in FLOAT_TYPES for a in node.attribute)
+
+
+def _training(node: onnx.NodeProto, producers: dict, initializers: dict | None) -> bool:
+    """A Dropout whose `training_mode` may be true (not a constant false): it drops values at random and scales
+    the rest up, so its output is not what made its input (round 107, round 103's leftover: looked through, a
+    Softmax → Dropout in training mode skipped the recipe's softmax)."""
+    if node.op_type != "Dropout" or len(node.input) < 3 or not node.input[2]:
+        return False
+    mode = _constant(node.input[2], producers, initializers)
+    return mode is None or bool(np.any(mode))
 
 
 def _kept(node: onnx.NodeProto, producers: dict, initializers: dict) -> str | None:
@@ -209,12 +278,8 @@ def _kept(node: onnx.NodeProto, producers: dict, initializers: dict) -> str | No
         return node.input[0]
     if node.op_type not in NEUTRAL or len(node.input) != 2:
         return None
-    from graphsurgery.folding import plain_constants, small_value  # folding imports this module
-
     for kept, other in ((0, 1), (1, 0)) if node.op_type in ("Mul", "Add") else ((0, 1),):
-        made = producers.get(node.input[other])
-        constants = plain_constants([], [made]) if made is not None else initializers or {}
-        value = small_value(constants, node.input[other])
+        value = _constant(node.input[other], producers, initializers)
         if value is not None and value.dtype.kind == "f" and value.size and (value == NEUTRAL[node.op_type]).all():
             return node.input[kept]
     return None
@@ -230,13 +295,25 @@ def _written_softmax(node: onnx.NodeProto, producers: dict) -> bool:
     if node.op_type != "Div" or len(made) != 2 or None in made:
         return False
     exp, total = made
+    # a sum kept with keepdims 0 lines up with the last axes, not the summed one: no softmax (round 107)
+    kept_dims = all(a.i for a in total.attribute if a.name == "keepdims")
     return (_onnx_op(exp) and exp.op_type == "Exp" and _onnx_op(total) and total.op_type == "ReduceSum"
-            and total.input[:1] == node.input[:1])
+            and total.input[:1] == node.input[:1] and kept_dims)
 
 
-def _made_by(name: str, frames: list, functions: dict, budget: list[int], initializers: dict) -> str | None:
+def _constant(name: str, producers: dict, initializers: dict | None) -> np.ndarray | None:
+    """The values of `name` where a Constant node or (outside a function) an initializer holds them, else None."""
+    from graphsurgery.folding import plain_constants, small_value  # folding imports this module
+
+    made = producers.get(name)
+    return small_value(plain_constants([], [made]) if made is not None else initializers or {}, name)
+
+
+def _made_by(name: str, frames: list, functions: dict, budget: list[int], initializers: dict, path: list
+             ) -> str | None:
     """`output_producer`'s walk from `name` in the innermost of `frames`: (producers, call, function) for the graph
-    and each function body entered, (producers, None, None) for an If branch, whose other names are its graph's."""
+    and each function body entered, (producers, None, None) for an If branch, whose other names are its graph's.
+    Each node walked through or ending the walk is added to `path` with its graph's producers."""
     while budget[0] > 0:
         budget[0] -= 1
         producers, call, function = frames[-1]
@@ -250,22 +327,28 @@ def _made_by(name: str, frames: list, functions: dict, budget: list[int], initia
                     return None
                 name = call.input[inputs.index(name)]
             frames = frames[:-1]
-        elif _onnx_op(node) and node.input and (node.op_type in PASS_THROUGH_OPS or _float_cast(node)):
+        elif (_onnx_op(node) and node.input and (node.op_type in PASS_THROUGH_OPS or _float_cast(node))
+              and not _training(node, producers, None if _in_function(frames) else initializers)):
+            path.append((node, producers))
             name = node.input[0]
         elif _onnx_op(node) and (kept := _kept(node, producers, None if _in_function(frames) else initializers)):
+            path.append((node, producers))
             name = kept
         elif _onnx_op(node) and _written_softmax(node, producers):
+            path.append((node, producers))
             return "Softmax"
         elif _onnx_op(node) and node.op_type == "If":
             index = list(node.output).index(name)
+            path.append((None, None))  # two branches: no one path
             made = {_made_by(branch.g.output[index].name, [*frames, (_producers(branch.g.node), None, None)],
-                             functions, budget, initializers)
+                             functions, budget, initializers, [])
                     for branch in node.attribute if branch.name in ("then_branch", "else_branch")}
             return made.pop() if len(made) == 1 else "If"
         elif (called := None if _onnx_op(node) else functions.get(call_key(node))) is not None:
             frames = [*frames, (_producers(called.node), node, called)]
             name = called.output[list(node.output).index(name)]
         else:
+            path.append((node, producers))
             return node.op_type if _onnx_op(node) else f"{node.domain}.{node.op_type}"
     return None
 
@@ -332,6 +415,7 @@ class ModelFacts:
     reads_float16: bool = False  # a target is float16: the values the steps decode are only that precise
     integer_outputs: tuple[str, ...] = ()  # the model's integer and bool outputs: passed through, compared exactly
     output_shape: tuple[Dim, ...] | None = None  # the first target's declared shape, where the graph declares it
+    softmax_axes: frozenset[int] | None = None  # where a softmax made it: the axes it normalizes (`softmax_axes`)
 
     @classmethod
     def of(cls, proto: onnx.ModelProto, recipe: Recipe) -> ModelFacts:
@@ -347,12 +431,13 @@ class ModelFacts:
             h, w = fed[1:3] if nhwc else fed[2:]
             size = (w, h) if isinstance(w, int) and isinstance(h, int) else None
         targets = (recipe.output.targets() if recipe.output else None) or (graph.output[0].name,)
-        producer = output_producer(proto, targets[0])
+        producer, path = _output_walk(proto, targets[0])
+        output_shape = declared_shape(proto, targets[0])
         half = any(o.name in targets and o.type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
                    for o in graph.output)
         return cls(size, producer, targets[0], shape, tuple(o.name for o in graph.output if o.name not in targets),
                    targets, half, tuple(o.name for o in graph.output if _integer(o.type.tensor_type.elem_type)),
-                   declared_shape(proto, targets[0]))
+                   output_shape, softmax_axes(proto, path, output_shape) if producer == "Softmax" else None)
 
 
 def declared_shape(proto: onnx.ModelProto, name: str) -> tuple[Dim, ...] | None:

@@ -14,7 +14,7 @@ first other node, so a Conv, MatMul or Gemm ends it, and nothing after one is re
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import onnx
@@ -53,12 +53,13 @@ NO_MEAN = 0.1
 class OwnStep:
     """One thing the model does to its input: `kind` (a key of DOUBLED_BY, or "factor": a uniform factor that
     scales no pixel range, shown but doubled by nothing), what it does in words, the node that does it, and whether
-    it multiplies or divides (`multiplies`)."""
+    it multiplies or divides (`multiplies`); a Transpose's `perm`."""
 
     kind: str
     does: str
     node: str
     multiplies: bool = False
+    perm: tuple[int, ...] = ()
 
     def __str__(self) -> str:
         return f"{self.does} ({self.node})"
@@ -78,7 +79,20 @@ def own_input_steps(proto: onnx.ModelProto, name: str) -> list[OwnStep]:
             found[index] = OwnStep("normalize", step.does, step.node)
     if any(step.kind in ("normalize", "pixels") for step in found):  # a uniform factor beside a mean is the std's
         found = [OwnStep("normalize", s.does, s.node, True) if s.kind == "factor" else s for s in found]
-    return found
+    return _net_layout(found)
+
+
+def _net_layout(found: list[OwnStep]) -> list[OwnStep]:
+    """`found` with its last Transpose the model's own NHWC → NCHW ("layout") where its Transposes add up to that,
+    the others plain transposes. Round 107: tf2onnx's `inputs_as_nchw` Transpose to NHWC, then one back to NCHW
+    before the Conv, read as the model taking NHWC, refused the `layout: {to: NCHW}` its NCHW input needs."""
+    axes = (0, 1, 2, 3)
+    for step in found:
+        axes = tuple(axes[axis] for axis in step.perm) if step.perm else axes
+    last = max((index for index, step in enumerate(found) if step.perm), default=None)
+    if last is None or axes != (0, 3, 1, 2):
+        return found
+    return [replace(step, kind="layout") if index == last else step for index, step in enumerate(found)]
 
 
 def shared_steps(proto: onnx.ModelProto, name: str) -> list[OwnStep]:
@@ -180,8 +194,7 @@ def _one_step(node: onnx.NodeProto, name: str, element: int, dims: list, constan
         if perm is None or sorted(perm) != list(range(4)) or len(dims) not in (0, 4):
             return stop
         words = {(0, 3, 1, 2): "transposes NHWC → NCHW", (0, 2, 3, 1): "transposes NCHW → NHWC"}
-        step = OwnStep("layout" if tuple(perm) == (0, 3, 1, 2) else "transpose",
-                       words.get(tuple(perm), f"transposes ({perm})"), named)
+        step = OwnStep("transpose", words.get(tuple(perm), f"transposes ({perm})"), named, perm=tuple(perm))
         return step, node.output[0], element, [dims[i] for i in perm] if dims else dims
     if op in ("Mul", "Div", "Add", "Sub") and len(node.input) == 2 and element in FLOAT_TYPES:
         if node.input[0] == node.input[1] or (node.input[1] == name and op in ("Div", "Sub")):

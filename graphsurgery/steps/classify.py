@@ -59,13 +59,14 @@ class Softmax(OutputStep):
     output [N, C, 1, …, 1] (caffe2-era exports) is read as [N, C].
 
     skip_if_present: when the model output is already made by a Softmax
-      node (also behind Identity/Reshape/Flatten/Squeeze/Unsqueeze/Dropout,
-      a Cast between floats, a Transpose, a Slice, a Mul by 1 or an Add of
+      node (also behind Identity/Reshape/Flatten/Squeeze/Unsqueeze, an
+      inference Dropout, a Cast between floats, a Transpose, a Slice, a Mul by 1 or an Add of
       0, and a softmax written out as Exp → ReduceSum → Div or LogSoftmax →
       Exp: the model facts' output_producer), pass it
       through unchanged: an Identity node,
-      and the numpy twin returns its input. Assumes the model's Softmax is
-      over the same axis.
+      and the numpy twin returns its input. A softmax the graph shows
+      over another axis of the output than `axis` is refused; one behind
+      a Reshape is taken to be over the same axis.
     A model output a Sigmoid made (a multi-label head) gets the softmax,
     with a note on apply and verify: it is almost never meant. One a TopK
     made (the model's best k scores) is refused: their softmax is not the
@@ -102,8 +103,22 @@ class Softmax(OutputStep):
                 "probabilities): a softmax over them is likely a mistake, and verify's twin does the same, so it "
                 "cannot tell; drop the softmax step (`topk: {source: output}` ranks the sigmoids)"]
 
-    def _skips(self, facts: ModelFacts | None) -> bool:
-        return self.skip_if_present and facts is not None and facts.output_producer == "Softmax"
+    def _skips(self, facts: ModelFacts | None, axis: int) -> bool:
+        """Whether the model's own Softmax made the probabilities this step would: over this step's `axis` of the
+        model output (`axis`, as `_axis` reads it), or over axes the graph does not tell."""
+        if not (self.skip_if_present and facts is not None and facts.output_producer == "Softmax"):
+            return False
+        axes = facts.softmax_axes
+        if axes is not None and axes != {axis}:  # round 107: skipped in silence, and verify's twin skipped too
+            over = f"axis {min(axes)}" if len(axes) == 1 else f"axes {', '.join(map(str, sorted(axes))) or 'of size 1'}"
+            one_class_axis = len(axes) == 1 and 0 not in axes
+            raise StepError(f"the model output {facts.output_name!r} is already made by a softmax over its {over}, "
+                            f"not over the softmax step's axis {self.axis}: skipping the step would pass "
+                            "probabilities over other values through, applying it would take a softmax of them",
+                            (f"set the softmax step's `axis: {min(axes)}` if that is the class axis (the model's "
+                             "probabilities are then passed through), else " if one_class_axis else "")
+                            + "set output.target to the logits before the model's softmax (export them as an output)")
+        return True
 
     def build(self, em: Emitter, env: dict[str, gs.Variable], facts: ModelFacts | None = None
               ) -> dict[str, gs.Variable]:
@@ -120,7 +135,7 @@ class Softmax(OutputStep):
                             "in rank order): a softmax over them is not the classes' probabilities (the other "
                             "classes' share is missing)", "drop the `softmax` step, or export the scores the model's "
                             "TopK reads as a model output and set output.target to them")
-        if self._skips(facts):
+        if self._skips(facts, axis):
             return {"probabilities": em.op("Identity", [x], dtype=x.dtype, shape=x.shape)}
         if em.opset >= 13 or axis == rank - 1:
             return {"probabilities": em.op("Softmax", [x], {"axis": axis}, dtype=x.dtype, shape=x.shape)}
@@ -132,7 +147,7 @@ class Softmax(OutputStep):
     def reference(self, env: dict[str, np.ndarray], facts: ModelFacts | None = None) -> dict[str, np.ndarray]:
         x = _as_class_array(np.asarray(env["output"]))
         axis = self._axis(x.ndim)
-        if self._skips(facts):
+        if self._skips(facts, axis):
             return {"probabilities": x.copy()}
         # float16 logits in float32, rounded once at the end, as the runtimes' Softmax computes them: in float16 the
         # exponentials and their sum rounded at every step, 5 float16 steps off (round 40: a right patch FAILed)

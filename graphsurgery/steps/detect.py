@@ -221,7 +221,8 @@ class YoloBoxes(OutputStep):
       score = obj · class. A head the model decodes itself (exported with decode_in_inference: exp(wh) · stride
       in the graph) is refused: read it with v5.
     Corners are centre ∓ size / 2 in float32. A model output computed after a NonMaxSuppression (an export with
-    its NMS: detections, not a head) is refused here and by dfl_boxes.
+    its NMS: detections, not a head) is refused here and by dfl_boxes; so is a head whose box rows a Sigmoid
+    made (0–1 values the model does not decode).
     """
 
     step_name: ClassVar[str] = "yolo_boxes"
@@ -253,6 +254,12 @@ class YoloBoxes(OutputStep):
               ) -> dict[str, gs.Variable]:
         f32, i64 = np.float32, np.int64
         refuse_suppressed("yolo_boxes", env["output"])
+        if (made := rows_made_by(env["output"], "Sigmoid", 0, 8)) is not None:  # round 107: a raw YOLOv5 head
+            # (every row sigmoided, not decoded) was read as centres and sizes in pixels, and verify PASSed
+            raise StepError(f"the model output's box rows are made by {made}: 0–1 values of a head the model does "
+                            f"not decode, not centres and sizes in input pixels, and format {self.format} would "
+                            "read them as pixels", "export the model with its head's decode (as the ultralytics "
+                            "and YOLOv5 exports write it; YOLOX: its raw head's box rows are no Sigmoid's)")
         if self.format == "yolox" and (made := exp_decoded(env["output"])) is not None:
             # round 102: an export with decode_in_inference got the grid and exp again, and verify PASSed
             raise StepError(f"the model decodes its YOLOX head itself (exp(wh) · stride by {made}): format yolox "

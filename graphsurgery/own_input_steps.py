@@ -219,9 +219,9 @@ def _batch_normalization(node: onnx.NodeProto, constants: dict, producers: dict,
     """The `OwnStep`s of an inference BatchNormalization on the input, (x − mean) · scale / √(var + ε) + bias, as the
     Sub, Mul and Add it is (round 104: Caffe's and Keras' "data_bn", a mean in pixel units, was not seen); None
     where its constants are not all per channel."""
-    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    attrs = _attributes(node)
     parts = [_per_channel(constants, producers, n) for n in node.input[1:5]]
-    if attrs.get("training_mode", 0) or len(parts) != 4 or any(part is None for part in parts):
+    if attrs is None or attrs.get("training_mode", 0) or len(parts) != 4 or any(part is None for part in parts):
         return None
     scale, bias, mean, variance = parts
     with np.errstate(all="ignore"):
@@ -230,6 +230,15 @@ def _batch_normalization(node: onnx.NodeProto, constants: dict, producers: dict,
         return None
     steps = [_arithmetic("Sub", mean, named), _arithmetic("Mul", factor, named), _arithmetic("Add", bias, named)]
     return [step for step in steps if step is not None]
+
+
+def _attributes(node: onnx.NodeProto) -> dict | None:
+    """`node`'s attributes by name; None where one refers to its function's (`ref_attr_name`: each call sets it, so
+    its value is not known here; onnx raised "Cannot get value of reference attribute", an internal error of
+    `inspect` and `apply` on a Mod taking `fmod` from its call)."""
+    if any(a.ref_attr_name for a in node.attribute):
+        return None
+    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
 
 
 def _channel_counts(dims: list) -> set[int]:
@@ -259,7 +268,9 @@ def _folded(constants: dict, producers: dict, name: str, depth: int) -> np.ndarr
     parts = [_folded(constants, producers, n, depth - 1) if n else None for n in node.input]
     if any(part is None or part.size > MOST_VALUES for part in parts):
         return None
-    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    attrs = _attributes(node)
+    if attrs is None:
+        return None
     if node.op_type == "ConstantOfShape":
         fill = onnx.numpy_helper.to_array(attrs["value"]) if "value" in attrs else np.zeros(1, np.float32)
         shape = parts[0].astype(np.int64).reshape(-1)
@@ -318,7 +329,9 @@ def _type_name(element: int) -> str:
 def _reverses(node: onnx.NodeProto, dims: list, constants: dict, readers: dict) -> bool:
     """Whether `node` reverses a 3-long axis and nothing else: a Gather of [2, 1, 0], a Slice of step −1 over the
     whole axis, or a Split into three that one Concat joins in reverse order on the same axis."""
-    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    attrs = _attributes(node)
+    if attrs is None:
+        return False
     axis = attrs.get("axis", 0)
     if node.op_type == "Slice":
         parts = [small_value(constants, n) if n else None for n in node.input[1:5]]

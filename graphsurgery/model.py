@@ -22,6 +22,8 @@ PASS_THROUGH_OPS = {"Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "D
 REARRANGING_OPS = {"Transpose", "Slice"}
 #: An elementwise op that leaves the tensor as it is, by the constant that does so (× 1, ÷ 1, + 0, − 0)
 NEUTRAL = {"Mul": 1.0, "Div": 1.0, "Add": 0.0, "Sub": 0.0}
+#: If nodes at most whose branches `output_producer` walks one inside another's walk (each a recursion)
+MOST_BRANCH_WALKS = 64
 #: A Cast to one of these keeps what made its input (a float16 model converted with keep_io_types ends in Softmax →
 #: Cast to float32)
 FLOAT_TYPES = frozenset({onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE,
@@ -309,11 +311,12 @@ def _constant(name: str, producers: dict, initializers: dict | None) -> np.ndarr
     return small_value(plain_constants([], [made]) if made is not None else initializers or {}, name)
 
 
-def _made_by(name: str, frames: list, functions: dict, budget: list[int], initializers: dict, path: list
-             ) -> str | None:
+def _made_by(name: str, frames: list, functions: dict, budget: list[int], initializers: dict, path: list,
+             depth: int = 0) -> str | None:
     """`output_producer`'s walk from `name` in the innermost of `frames`: (producers, call, function) for the graph
     and each function body entered, (producers, None, None) for an If branch, whose other names are its graph's.
-    Each node walked through or ending the walk is added to `path` with its graph's producers."""
+    Each node walked through or ending the walk is added to `path` with its graph's producers. `depth`: the If nodes
+    whose branches this walk is in (each walked on past its If, out of the branch)."""
     while budget[0] > 0:
         budget[0] -= 1
         producers, call, function = frames[-1]
@@ -338,14 +341,17 @@ def _made_by(name: str, frames: list, functions: dict, budget: list[int], initia
             path.append((node, producers))
             return "Softmax"
         elif _onnx_op(node) and node.op_type == "If":
+            if depth >= MOST_BRANCH_WALKS:  # round 106: 500 If nodes one after another, each branch an Identity
+                return "If"  # of the one before, overflowed Python's stack (an internal error)
             index = list(node.output).index(name)
             path.append((None, None))  # two branches: no one path
             made = {_made_by(branch.g.output[index].name, [*frames, (_producers(branch.g.node), None, None)],
-                             functions, budget, initializers, [])
+                             functions, budget, initializers, [], depth + 1)
                     for branch in node.attribute if branch.name in ("then_branch", "else_branch")}
             return made.pop() if len(made) == 1 else "If"
-        elif (called := None if _onnx_op(node) else functions.get(call_key(node))) is not None:
-            frames = [*frames, (_producers(called.node), node, called)]
+        elif (called := None if _onnx_op(node) else functions.get(call_key(node))) is not None and \
+                list(node.output).index(name) < len(called.output):  # round 106: a call of more outputs than
+            frames = [*frames, (_producers(called.node), node, called)]  # its function's was an IndexError
             name = called.output[list(node.output).index(name)]
         else:
             path.append((node, producers))

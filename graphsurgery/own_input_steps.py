@@ -151,7 +151,8 @@ def _walk(nodes, initializers, outputs: set, name: str, element: int, dims: list
         called = None if _onnx(node) or calls == 0 else functions.get(call_key(node))
         if called is not None and name in node.input and list(node.input).index(name) < len(called.input):
             formal = called.input[list(node.input).index(name)]
-            return found + _walk(called.node, [], set(called.output), formal, element, dims, functions, calls - 1)
+            return found + _walk(_bound(called, node), [], set(called.output), formal, element, dims, functions,
+                                 calls - 1)
         if node.op_type == "If" and _onnx(node) and calls > 0:  # both branches, where they do the same
             walks = [_walk(branch.g.node, branch.g.initializer, {o.name for o in branch.g.output}, name, element,
                            dims, functions, calls - 1) for branch in node.attribute if branch.HasField("g")]
@@ -168,6 +169,33 @@ def _walk(nodes, initializers, outputs: set, name: str, element: int, dims: list
 
 def _onnx(node: onnx.NodeProto) -> bool:
     return node.domain in ("", "ai.onnx")
+
+
+def _bound(function: onnx.FunctionProto, call: onnx.NodeProto) -> list[onnx.NodeProto]:
+    """`function`'s body as `call` runs it: each attribute a call sets (`ref_attr_name`: an epsilon, an axis) given
+    the call's value, else the function's default, else left out (ONNX's rule: the op's own default holds). Round
+    106: a Gather's axis or a BatchNormalization's epsilon so set stopped the walk (`_attributes`), and a
+    `(x − 123) / √var` in a function was normalized again; a value of another type than the reference's (an axis
+    of 1.0) stays a reference, where the walk still stops."""
+    given = {a.name: a for a in function.attribute_proto} | {a.name: a for a in call.attribute if not a.ref_attr_name}
+    body = []
+    for node in function.node:
+        if any(attr.ref_attr_name for attr in node.attribute):
+            node = onnx.NodeProto.FromString(node.SerializeToString())
+            attributes = []
+            for attr in node.attribute:
+                value = given.get(attr.ref_attr_name) if attr.ref_attr_name else None
+                if value is not None and value.type == attr.type:
+                    bound = onnx.AttributeProto()
+                    bound.CopyFrom(value)
+                    bound.name = attr.name
+                    attributes.append(bound)
+                elif not attr.ref_attr_name or value is not None:
+                    attributes.append(attr)
+            del node.attribute[:]
+            node.attribute.extend(attributes)
+        body.append(node)
+    return body
 
 
 def _one_step(node: onnx.NodeProto, name: str, element: int, dims: list, constants: dict, producers: dict,
@@ -274,13 +302,17 @@ def _folded(constants: dict, producers: dict, name: str, depth: int) -> np.ndarr
     if node.op_type == "ConstantOfShape":
         fill = onnx.numpy_helper.to_array(attrs["value"]) if "value" in attrs else np.zeros(1, np.float32)
         shape = parts[0].astype(np.int64).reshape(-1)
-        if len(shape) > 4 or (shape < 0).any() or np.prod(shape) > MOST_VALUES or fill.size != 1:
+        # in Python's integers: numpy's product of [2^32, 2^32] wraps to 0, and a full array of it was allocated
+        if len(shape) > 4 or (shape < 0).any() or math.prod(map(int, shape)) > MOST_VALUES or fill.size != 1:
             return None
         return np.full(tuple(shape), fill.reshape(-1)[0], fill.dtype)
     if node.op_type == "Identity":
         return parts[0]
     if node.op_type == "Cast" and attrs.get("to") in FLOAT_TYPES:
-        return parts[0].astype(onnx.helper.tensor_dtype_to_np_dtype(attrs["to"]))
+        try:
+            return parts[0].astype(onnx.helper.tensor_dtype_to_np_dtype(attrs["to"]))
+        except ValueError:  # round 106: a string Constant that is no number ("abc") was an internal error
+            return None
     operations = {"Mul": np.multiply, "Div": np.divide, "Add": np.add, "Sub": np.subtract}
     if node.op_type in operations and len(parts) == 2 and all(part.dtype.kind == "f" for part in parts):
         try:

@@ -110,7 +110,8 @@ SUPPRESSIONS = {"NonMaxSuppression", "EfficientNMS_TRT", "BatchedNMS_TRT", "Batc
 
 
 def _in_words(node: gs.Node) -> str:
-    return f"{node.op} node {node.name!r}" if node.name else f"a {node.op} node"
+    article = "an" if node.op[:1] in "AEIOU" else "a"  # round 106: "a Exp node"
+    return f"{node.op} node {node.name!r}" if node.name else f"{article} {node.op} node"
 
 
 def _onnx_producer(x: gs.Variable, depth: int) -> gs.Node | None:

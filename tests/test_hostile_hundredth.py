@@ -298,3 +298,39 @@ def test_images_that_never_reach_the_letterbox_padding_are_said_to(one_class, tm
     said = "every image fills the model's 64×64 input after the letterbox resize: its padding, pad_anchor and pad_value"
     assert any(said in note for note in notes["square"]), notes["square"]
     assert not any("not exercised" in note for note in notes["other"]), notes["other"]
+
+
+def _center_crop_recipe(folder: Path, offset: str | None) -> Path:
+    """PaddleClas's other spelling: a stretch to 41 × 43, then its CropImage(32) as a `center_crop`."""
+    crop = {"size": [32, 32], **({"crop_offset": offset} if offset else {})}
+    recipe = {"version": 1, "name": f"center-crop-{offset}",
+              "input": {"tensor": {"dtype": "uint8", "layout": "NHWC", "color": "BGR"},
+                        "model": {"layout": "NCHW", "color": "BGR"},
+                        "steps": [{"cast": {}}, {"layout": {"to": "NCHW"}},
+                                  {"resize": {"size": [41, 43], "interpolation": "linear"}},
+                                  {"center_crop": crop}, {"scale": {"divide": 255}}]},
+              "output": {"steps": [{"softmax": {}}, {"topk": {"k": 1}}]}}
+    path = folder / f"center_crop_{offset}.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def test_center_crop_cuts_its_offset_rounded_down_too(tmp_path):
+    """Round 100's leftover: `crop_offset: floor` was `resize`'s alone, and `center_crop` cut at round(excess / 2)
+    (half to even: 4 of an excess of 9 → 4, of 11 → 6; PaddleClas cuts at 4 and 5). The graph and its twin cut at
+    excess // 2 now, and verify tells the two rules apart."""
+    from graphsurgery.steps.base import TensorSpec
+    from graphsurgery.steps.crop import CenterCrop
+
+    spec = TensorSpec("float32", "NCHW", "BGR", (1, 3, None, None))
+    x = np.random.default_rng(0).uniform(0, 255, (1, 3, 43, 45)).astype(np.float32)  # excesses 11 and 13
+    cut = CenterCrop(size=(32, 32), crop_offset="floor").reference(x, spec)
+    assert np.array_equal(cut, x[..., 5:37, 6:38])
+    assert np.array_equal(CenterCrop(size=(32, 32)).reference(x, spec), x[..., 6:38, 6:38])  # round half to even
+    plain = _positional_classifier(tmp_path / "cls.onnx")
+    floor = _center_crop_recipe(tmp_path, "floor")
+    patched = apply(floor, plain, tmp_path / "floor.onnx").output
+    report = verify(floor, plain, patched=patched)
+    assert report, report.failures()
+    other = verify(_center_crop_recipe(tmp_path, None), plain, patched=patched, backends=("onnxruntime",))
+    assert not other and any("x (network input)" in line for line in other.failures()), other.failures()

@@ -12,10 +12,12 @@ from typing import ClassVar
 import numpy as np
 import onnx_graphsurgeon as gs
 from onnx import TensorProto
+from pydantic import Field
 
 from graphsurgery.emit import Emitter
 from graphsurgery.registry import register
 from graphsurgery.steps.base import SizedStep, TensorSpec, hw_axes
+from graphsurgery.steps.resize import CropOffset
 
 
 @register
@@ -26,13 +28,17 @@ class CenterCrop(SizedStep):
     round((H − h) / 2), round((W − w) / 2), halves rounded to even as
     torchvision's `int(round(...))` does; an image smaller than the crop is
     first padded with zeros (the odd pixel to the right / bottom), as
-    torchvision pads it. Either layout; the caller's H × W become free.
-    Opset 11.
+    torchvision pads it. `crop_offset: floor` starts the cut at
+    (H − h) // 2, (W − w) // 2 instead, as PaddleClas's CropImage does.
+    Either layout; the caller's H × W become free. Opset 11.
     """
 
     step_name: ClassVar[str] = "center_crop"
     keeps_order: ClassVar[bool] = True
     min_opset: ClassVar[int] = 11
+
+    crop_offset: CropOffset = Field(default="round", description="the cut's offset rounded half to even "
+                                    "(torchvision) or down (PaddleClas)")
 
     def build(self, em: Emitter, x: gs.Variable, spec: TensorSpec) -> gs.Variable:
         target = list(self.target_size())
@@ -69,6 +75,8 @@ class CenterCrop(SizedStep):
         before = em.op("Div", [short, em.const("two", 2, i64)], dtype=i64)
         after = em.op("Sub", [short, before], dtype=i64)
         excess = em.op("Sub", [em.op("Add", [hw, short], dtype=i64), em.const("target", target, i64)], dtype=i64)
+        if self.crop_offset == "floor":  # the padded image covers the crop: the excess is never negative
+            return before, after, em.op("Div", [excess, em.const("two", 2, i64)], dtype=i64)
         half = em.op("Div", [em.op("Cast", [excess], {"to": TensorProto.FLOAT}, dtype=f32),
                              em.const("two", 2.0, f32)], dtype=f32)
         starts = em.op("Cast", [em.op("Round", [half], dtype=f32)], {"to": TensorProto.INT64}, dtype=i64)
@@ -78,8 +86,13 @@ class CenterCrop(SizedStep):
         crop = np.array(self.target_size()[::-1])
         size = np.array(hw[::-1])  # (x, y) from here on
         short = np.maximum(crop - size, 0)
-        starts = np.round((size + short - crop) / 2)  # half to even, as Python's round in torchvision
+        starts = self._starts(size + short - crop)
         return np.ones(2, np.float32), (short // 2 - starts).astype(np.float32)
+
+    def _starts(self, excess: np.ndarray) -> np.ndarray:
+        """Where the cut starts, for the excess of the (padded) image over the crop: half of it rounded half to even,
+        as Python's round in torchvision, or down (`crop_offset: floor`, PaddleClas)."""
+        return np.floor_divide(excess, 2) if self.crop_offset == "floor" else np.round(excess / 2)
 
     def build_forward_map(self, em: Emitter, x: gs.Variable, spec: TensorSpec) -> tuple[gs.Variable, gs.Variable]:
         i64, f32 = np.int64, np.float32
@@ -103,8 +116,8 @@ class CenterCrop(SizedStep):
             image_height, image_width = x.shape[h_axis], x.shape[w_axis]
             if crop_width == image_width and crop_height == image_height:
                 return x
-        crop_top = int(round((image_height - crop_height) / 2.0))
-        crop_left = int(round((image_width - crop_width) / 2.0))
+        crop_top, crop_left = (int(start) for start in self._starts(np.array([image_height - crop_height,
+                                                                               image_width - crop_width])))
         index = [slice(None)] * x.ndim
         index[h_axis], index[w_axis] = slice(crop_top, crop_top + crop_height), slice(crop_left, crop_left + crop_width)
         return np.ascontiguousarray(x[tuple(index)])

@@ -89,7 +89,7 @@ def openvino_caveats(proto: onnx.ModelProto) -> list[str]:
     for graph in nested_graphs(proto.graph):
         for node in graph.node:
             read = sorted(outputs & (node_reads(node) - set(node.input))) if node.op_type == "If" else []
-            if read and _onnx_op(node):
+            if read and onnx_op(node):
                 caveats.append(f"OpenVINO answers {node_named(node)} with the model output {quoted(read[0])} that "
                                "its branches read, not with what they compute, so its answers differ from ONNX "
                                "Runtime's; run this model on ONNX Runtime, or have the branches read a copy of "
@@ -293,13 +293,13 @@ def _written_softmax(node: onnx.NodeProto, producers: dict) -> bool:
     softmax, and verify's twin did the same)."""
     made = [producers.get(name) for name in node.input]
     if node.op_type == "Exp" and made and made[0] is not None:
-        return _onnx_op(made[0]) and made[0].op_type == "LogSoftmax"
+        return onnx_op(made[0]) and made[0].op_type == "LogSoftmax"
     if node.op_type != "Div" or len(made) != 2 or None in made:
         return False
     exp, total = made
     # a sum kept with keepdims 0 lines up with the last axes, not the summed one: no softmax (round 107)
     kept_dims = all(a.i for a in total.attribute if a.name == "keepdims")
-    return (_onnx_op(exp) and exp.op_type == "Exp" and _onnx_op(total) and total.op_type == "ReduceSum"
+    return (onnx_op(exp) and exp.op_type == "Exp" and onnx_op(total) and total.op_type == "ReduceSum"
             and total.input[:1] == node.input[:1] and kept_dims)
 
 
@@ -330,17 +330,17 @@ def _made_by(name: str, frames: list, functions: dict, budget: list[int], initia
                     return None
                 name = call.input[inputs.index(name)]
             frames = frames[:-1]
-        elif (_onnx_op(node) and node.input and (node.op_type in PASS_THROUGH_OPS or _float_cast(node))
+        elif (onnx_op(node) and node.input and (node.op_type in PASS_THROUGH_OPS or _float_cast(node))
               and not _training(node, producers, None if _in_function(frames) else initializers)):
             path.append((node, producers))
             name = node.input[0]
-        elif _onnx_op(node) and (kept := _kept(node, producers, None if _in_function(frames) else initializers)):
+        elif onnx_op(node) and (kept := _kept(node, producers, None if _in_function(frames) else initializers)):
             path.append((node, producers))
             name = kept
-        elif _onnx_op(node) and _written_softmax(node, producers):
+        elif onnx_op(node) and _written_softmax(node, producers):
             path.append((node, producers))
             return "Softmax"
-        elif _onnx_op(node) and node.op_type == "If":
+        elif onnx_op(node) and node.op_type == "If":
             if depth >= MOST_BRANCH_WALKS:  # round 106: 500 If nodes one after another, each branch an Identity
                 return "If"  # of the one before, overflowed Python's stack (an internal error)
             index = list(node.output).index(name)
@@ -349,13 +349,13 @@ def _made_by(name: str, frames: list, functions: dict, budget: list[int], initia
                              functions, budget, initializers, [], depth + 1)
                     for branch in node.attribute if branch.name in ("then_branch", "else_branch")}
             return made.pop() if len(made) == 1 else "If"
-        elif (called := None if _onnx_op(node) else functions.get(call_key(node))) is not None and \
+        elif (called := None if onnx_op(node) else functions.get(call_key(node))) is not None and \
                 list(node.output).index(name) < len(called.output):  # round 106: a call of more outputs than
             frames = [*frames, (_producers(called.node), node, called)]  # its function's was an IndexError
             name = called.output[list(node.output).index(name)]
         else:
             path.append((node, producers))
-            return node.op_type if _onnx_op(node) else f"{node.domain}.{node.op_type}"
+            return node.op_type if onnx_op(node) else f"{node.domain}.{node.op_type}"
     return None
 
 
@@ -367,7 +367,7 @@ def _producers(nodes) -> dict[str, onnx.NodeProto]:
     return {output: node for node in nodes for output in node.output}
 
 
-def _onnx_op(node: onnx.NodeProto) -> bool:
+def onnx_op(node: onnx.NodeProto) -> bool:
     """A node of ONNX's default domain (a local function named like an op there is ignored for the op)."""
     return node.domain in ("", "ai.onnx")
 

@@ -21,7 +21,7 @@ import onnx
 
 from graphsurgery.errors import ModelError, node_named, quoted
 from graphsurgery.folding import plain_constants, small_value
-from graphsurgery.model import FLOAT_TYPES, call_key, function_key, node_reads
+from graphsurgery.model import FLOAT_TYPES, call_key, function_key, node_reads, onnx_op
 from graphsurgery.recipe import InputSection
 
 #: The nodes walked at most: a model's own preparation is a handful of them
@@ -108,7 +108,7 @@ def shared_steps(proto: onnx.ModelProto, name: str) -> list[OwnStep]:
         return []
     found = []
     for node in users:
-        step = _one_step(node, name, *declared, constants, producers, readers)[0] if _onnx(node) else None
+        step = _one_step(node, name, *declared, constants, producers, readers)[0] if onnx_op(node) else None
         found += step if isinstance(step, list) else [step] if step is not None else []
     return [step for step in found if step.kind in ("scale", "normalize", "pixels")]
 
@@ -132,7 +132,7 @@ def _view(nodes, initializers) -> tuple[dict, dict, dict]:
 
 def _users(readers: dict, name: str) -> list[onnx.NodeProto]:
     """The nodes reading `name`'s values (a Shape reads none)."""
-    return [node for node in readers.get(name, []) if not (node.op_type == "Shape" and _onnx(node))]
+    return [node for node in readers.get(name, []) if not (node.op_type == "Shape" and onnx_op(node))]
 
 
 def _walk(nodes, initializers, outputs: set, name: str, element: int, dims: list, functions: dict, calls: int
@@ -148,27 +148,23 @@ def _walk(nodes, initializers, outputs: set, name: str, element: int, dims: list
         if len(users) != 1 or name in outputs:
             break
         node = users[0]
-        called = None if _onnx(node) or calls == 0 else functions.get(call_key(node))
+        called = None if onnx_op(node) or calls == 0 else functions.get(call_key(node))
         if called is not None and name in node.input and list(node.input).index(name) < len(called.input):
             formal = called.input[list(node.input).index(name)]
             return found + _walk(_bound(called, node), [], set(called.output), formal, element, dims, functions,
                                  calls - 1)
-        if node.op_type == "If" and _onnx(node) and calls > 0:  # both branches, where they do the same
+        if node.op_type == "If" and onnx_op(node) and calls > 0:  # both branches, where they do the same
             walks = [_walk(branch.g.node, branch.g.initializer, {o.name for o in branch.g.output}, name, element,
                            dims, functions, calls - 1) for branch in node.attribute if branch.HasField("g")]
             kinds = {tuple(step.kind for step in walk) for walk in walks}
             return found + walks[0] if len(walks) == 2 and len(kinds) == 1 else found
-        if not _onnx(node):
+        if not onnx_op(node):
             break
         step, name, element, dims = _one_step(node, name, element, dims, constants, producers, readers)
         if name is None:
             break
         found += step if isinstance(step, list) else [step] if step is not None else []
     return found
-
-
-def _onnx(node: onnx.NodeProto) -> bool:
-    return node.domain in ("", "ai.onnx")
 
 
 def _bound(function: onnx.FunctionProto, call: onnx.NodeProto) -> list[onnx.NodeProto]:
@@ -291,7 +287,7 @@ def _folded(constants: dict, producers: dict, name: str, depth: int) -> np.ndarr
     of 255 made by a ConstantOfShape, or a Constant divided by a Constant, was not seen); None for anything else."""
     value = small_value(constants, name)
     node = producers.get(name)
-    if value is not None or depth == 0 or node is None or not _onnx(node) or not node.input:
+    if value is not None or depth == 0 or node is None or not onnx_op(node) or not node.input:
         return value
     parts = [_folded(constants, producers, n, depth - 1) if n else None for n in node.input]
     if any(part is None or part.size > MOST_VALUES for part in parts):

@@ -78,3 +78,19 @@ def test_the_patched_model_verifies_and_runs_on_openvino(exported, tmp_path):
     result = invoke("run", patched, photo, "-o", tmp_path / "out", "--backend", "openvino")
     assert result.exit_code == 0, result.output
     assert (tmp_path / "out" / "keypoints.json").is_file()
+
+
+def test_a_model_onnx_cannot_inline_goes_to_openvino_as_it_is(exported, tmp_path, monkeypatch):
+    """Where onnx's inliner refuses the model, OpenVINO reads the file as it is: its own refusal of the call, in one
+    line naming the file, no scratch copy left behind."""
+    import onnx.inliner
+
+    from graphsurgery.errors import GraphsurgeryError
+
+    def refuses(model):
+        raise RuntimeError("the inliner cannot")
+
+    monkeypatch.setattr(onnx.inliner, "inline_local_functions", refuses)
+    with pytest.raises(GraphsurgeryError, match="OpenVINO cannot convert") as refused:
+        convert(exported, tmp_path / "pose.xml")
+    assert str(exported) in str(refused.value) and not (tmp_path / "pose.xml").exists()

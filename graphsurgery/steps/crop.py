@@ -17,7 +17,7 @@ from pydantic import Field
 from graphsurgery.emit import Emitter
 from graphsurgery.registry import register
 from graphsurgery.steps.base import SizedStep, TensorSpec, hw_axes
-from graphsurgery.steps.resize import CropOffset
+from graphsurgery.steps.resize import CropOffset, centre_start, emit_centre_start
 
 
 @register
@@ -62,10 +62,9 @@ class CenterCrop(SizedStep):
     def _placement(self, em: Emitter, x: gs.Variable, spec: TensorSpec
                    ) -> tuple[gs.Variable, gs.Variable, gs.Variable]:
         """[h, w] int64 each: the zeros padded before and after an image smaller than the crop ((crop − size) // 2
-        before, the rest after), and where the cut starts in the padded image: round((size' − crop) / 2), half to
-        even (Round)."""
+        before, the rest after), and where the cut starts in the padded image (`resize.emit_centre_start`)."""
         target = list(self.target_size())
-        i64, f32 = np.int64, np.float32
+        i64 = np.int64
         shape = em.op("Shape", [x], dtype=i64, shape=[4])
         hw = em.op("Gather", [shape, em.const("hw_axes", list(hw_axes(spec.layout)), i64)], {"axis": 0}, dtype=i64,
                    shape=[2])
@@ -74,25 +73,16 @@ class CenterCrop(SizedStep):
                                 em.const("none", 0, i64), short], dtype=i64)
         before = em.op("Div", [short, em.const("two", 2, i64)], dtype=i64)
         after = em.op("Sub", [short, before], dtype=i64)
+        # the padded image covers the crop: the excess is never negative
         excess = em.op("Sub", [em.op("Add", [hw, short], dtype=i64), em.const("target", target, i64)], dtype=i64)
-        if self.crop_offset == "floor":  # the padded image covers the crop: the excess is never negative
-            return before, after, em.op("Div", [excess, em.const("two", 2, i64)], dtype=i64)
-        half = em.op("Div", [em.op("Cast", [excess], {"to": TensorProto.FLOAT}, dtype=f32),
-                             em.const("two", 2.0, f32)], dtype=f32)
-        starts = em.op("Cast", [em.op("Round", [half], dtype=f32)], {"to": TensorProto.INT64}, dtype=i64)
-        return before, after, starts
+        return before, after, emit_centre_start(em, excess, self.crop_offset)
 
     def forward_map(self, hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
         crop = np.array(self.target_size()[::-1])
         size = np.array(hw[::-1])  # (x, y) from here on
         short = np.maximum(crop - size, 0)
-        starts = self._starts(size + short - crop)
+        starts = centre_start(size + short - crop, self.crop_offset)
         return np.ones(2, np.float32), (short // 2 - starts).astype(np.float32)
-
-    def _starts(self, excess: np.ndarray) -> np.ndarray:
-        """Where the cut starts, for the excess of the (padded) image over the crop: half of it rounded half to even,
-        as Python's round in torchvision, or down (`crop_offset: floor`, PaddleClas)."""
-        return np.floor_divide(excess, 2) if self.crop_offset == "floor" else np.round(excess / 2)
 
     def build_forward_map(self, em: Emitter, x: gs.Variable, spec: TensorSpec) -> tuple[gs.Variable, gs.Variable]:
         i64, f32 = np.int64, np.float32
@@ -116,8 +106,8 @@ class CenterCrop(SizedStep):
             image_height, image_width = x.shape[h_axis], x.shape[w_axis]
             if crop_width == image_width and crop_height == image_height:
                 return x
-        crop_top, crop_left = (int(start) for start in self._starts(np.array([image_height - crop_height,
-                                                                               image_width - crop_width])))
+        crop_top, crop_left = (int(start) for start in centre_start([image_height - crop_height,
+                                                                      image_width - crop_width], self.crop_offset))
         index = [slice(None)] * x.ndim
         index[h_axis], index[w_axis] = slice(crop_top, crop_top + crop_height), slice(crop_left, crop_left + crop_width)
         return np.ascontiguousarray(x[tuple(index)])

@@ -66,9 +66,23 @@ ONLY_WITH = (
 )
 
 
+def centre_start(excess, rule: CropOffset) -> np.ndarray:
+    """Where a centre cut starts, for the (non-negative, integer) excess of the image over the cut: half of it
+    rounded half to even, as torchvision's round, or down (`crop_offset: floor`, PaddleClas's `(w' − W) // 2`)."""
+    return np.floor_divide(excess, 2) if rule == "floor" else np.round(np.divide(excess, 2))
+
+
+def emit_centre_start(em: Emitter, excess: gs.Variable, rule: CropOffset) -> gs.Variable:
+    """`centre_start` in the graph, of an int64 [2] excess (Round rounds half to even): int64 [2]."""
+    f32, i64 = np.float32, np.int64
+    if rule == "floor":
+        return em.op("Div", [excess, em.const("two", 2, i64)], dtype=i64, shape=[2])
+    half = em.op("Div", [em.op("Cast", [excess], {"to": TensorProto.FLOAT}, dtype=f32), em.const("two", 2.0, f32)],
+                 dtype=f32)
+    return em.op("Cast", [em.op("Round", [half], dtype=f32)], {"to": TensorProto.INT64}, dtype=i64, shape=[2])
+
+
 @register
-
-
 class Resize(SizedStep):
     """Resize the image to the model's height and width, from any size the caller feeds (H and W become free).
 
@@ -407,8 +421,7 @@ class Resize(SizedStep):
         """[top, left] of the centre cut of a `resized_hw` image: half the excess, rounded half to even (like Round)
         or down (`crop_offset: floor`). Round 100: PaddleClas floors it, and 2 of verify's 9 sizes then cut a pixel
         apart, which no recipe could say."""
-        halves = np.subtract(resized_hw, self.target_size()) / 2
-        return tuple(int(side) for side in (np.floor(halves) if self.crop_offset == "floor" else np.round(halves)))
+        return tuple(int(side) for side in centre_start(np.subtract(resized_hw, self.target_size()), self.crop_offset))
 
     # --- graph pieces ------------------------------------------------------------------------------------------
 
@@ -476,13 +489,8 @@ class Resize(SizedStep):
     def _crop_starts(self, em: Emitter, resized_hw: gs.Variable) -> gs.Variable:
         """[top, left] of the centre cut: round((h' − H) / 2), half to even (Round), int64; with `crop_offset:
         floor` (h' − H) // 2 (the excess is never negative: the image covers the crop)."""
-        f32, i64 = np.float32, np.int64
-        excess = em.op("Sub", [resized_hw, em.const("target", list(self.target_size()), i64)], dtype=i64)
-        if self.crop_offset == "floor":
-            return em.op("Div", [excess, em.const("two", 2, i64)], dtype=i64, shape=[2])
-        excess = em.op("Cast", [excess], {"to": TensorProto.FLOAT}, dtype=f32)
-        half = em.op("Round", [em.op("Div", [excess, em.const("two", 2.0, f32)], dtype=f32)], dtype=f32)
-        return em.op("Cast", [half], {"to": TensorProto.INT64}, dtype=i64, shape=[2])
+        excess = em.op("Sub", [resized_hw, em.const("target", list(self.target_size()), np.int64)], dtype=np.int64)
+        return emit_centre_start(em, excess, self.crop_offset)
 
     def _pad_before(self, em: Emitter, resized_hw: gs.Variable) -> gs.Variable:
         """[top, left] padding of the letterbox, int64: half the spare rows and columns (rounded down) when centred,
